@@ -1,0 +1,149 @@
+//! `tenantctl status`: migration status of one tenant, or of every tenant with a
+//! fleet summary.
+
+use serde::Serialize;
+
+use crate::error::{Error, Exit, Result};
+use crate::inspect::{self, StatusSummary, TenantStatus};
+use crate::output::{revision, yes_no};
+use crate::registry::Registry;
+
+use super::{statuses, Ctx};
+
+/// Arguments of `status`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// One tenant: domain, id or schema name.
+    #[arg(
+        short = 't',
+        long = "tenant",
+        value_name = "TENANT",
+        conflicts_with = "all"
+    )]
+    pub tenant: Option<String>,
+
+    /// Every registered tenant.
+    #[arg(long)]
+    pub all: bool,
+}
+
+/// The JSON document `status --all` prints.
+#[derive(Debug, Serialize)]
+pub struct FleetStatus {
+    /// One status per tenant, by id.
+    pub tenants: Vec<TenantStatus>,
+    /// Fleet counts and the revision histogram.
+    pub summary: StatusSummary,
+}
+
+/// Shows status. Always exits 0 when it could look; `check` is the gate for CI.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.tenant.is_none() && !args.all {
+        return Err(Error::usage("name a tenant with --tenant <TENANT>, or pass --all").into());
+    }
+    let set = ctx.migrations()?;
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let mut tenants = match &args.tenant {
+        Some(t) => vec![registry.find(t).await?],
+        None => registry.list(None, None).await?,
+    };
+    let st = statuses(&client, &registry, &ctx.settings, &mut tenants, &set).await?;
+    if args.tenant.is_some() {
+        let s = &st[0];
+        if ctx.out.is_json() {
+            ctx.out.json(s);
+        } else {
+            let pending: Vec<String> = s
+                .pending_migrations
+                .iter()
+                .map(|p| format!("{} {}", p.version, p.name))
+                .collect();
+            let mut rows = vec![
+                ("tenant", format!("{} (id {})", s.domain, s.tenant_id)),
+                ("schema", s.schema_name.clone()),
+                ("provisioned", yes_no(s.schema_provisioned).into()),
+                ("current revision", revision(s.current_revision)),
+                ("head", set.head().to_string()),
+                (
+                    "pending",
+                    if pending.is_empty() {
+                        "none".into()
+                    } else {
+                        pending.join(", ")
+                    },
+                ),
+                ("status", s.status.as_str().into()),
+            ];
+            if let Some(e) = &s.last_error {
+                rows.push(("last error", e.clone()));
+            }
+            for d in &s.drift {
+                rows.push(("drift", d.to_string()));
+            }
+            if let Some(e) = &s.history_error {
+                rows.push(("history", e.clone()));
+            }
+            ctx.out.pairs(&rows);
+        }
+        return Ok(Exit::Ok);
+    }
+    let summary = inspect::summarize(&st, set.head());
+    let fleet = FleetStatus {
+        tenants: st,
+        summary,
+    };
+    if ctx.out.is_json() {
+        ctx.out.json(&fleet);
+        return Ok(Exit::Ok);
+    }
+    let s = &fleet.summary;
+    let mut hist = ctx.out.table(&["revision", "tenants"]);
+    for (rev, n) in &s.by_revision {
+        hist.add_row(vec![rev.clone(), n.to_string()]);
+    }
+    if s.total > 0 {
+        ctx.out.print(&hist.to_string());
+    }
+    let attention: Vec<&TenantStatus> = fleet
+        .tenants
+        .iter()
+        .filter(|t| !t.at_head() || t.status == crate::registry::Status::Failed)
+        .collect();
+    if !attention.is_empty() {
+        let mut t = ctx.out.table(&[
+            "tenant", "schema", "revision", "pending", "status", "problem",
+        ]);
+        for x in attention {
+            let problem = if !x.schema_provisioned {
+                "not provisioned".to_string()
+            } else if let Some(e) = &x.history_error {
+                e.clone()
+            } else if !x.drift.is_empty() {
+                x.drift
+                    .iter()
+                    .map(|d| d.to_string())
+                    .collect::<Vec<_>>()
+                    .join("; ")
+            } else if let Some(e) = &x.last_error {
+                e.clone()
+            } else {
+                format!("behind head {}", s.head)
+            };
+            t.add_row(vec![
+                x.domain.clone(),
+                x.schema_name.clone(),
+                revision(x.current_revision),
+                x.pending_migrations.len().to_string(),
+                x.status.as_str().to_string(),
+                problem,
+            ]);
+        }
+        ctx.out.print(&t.to_string());
+    }
+    ctx.out.print(&format!(
+        "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} failed",
+        s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.failed
+    ));
+    Ok(Exit::Ok)
+}

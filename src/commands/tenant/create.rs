@@ -1,0 +1,237 @@
+//! `tenantctl tenant create`: register a tenant, optionally provision and migrate it, and
+//! print its API key once.
+
+use serde::Serialize;
+
+use crate::apikey::ApiKey;
+use crate::error::{Exit, Result};
+use crate::fleet::{self, Action, ResultStatus, Unprovisioned};
+use crate::ident;
+use crate::inspect::{self, TenantStatus};
+use crate::migrations::MigrationSet;
+use crate::output::{revision, yes_no};
+use crate::registry::{NewTenant, Registry, Tenant};
+use crate::state;
+
+use super::super::Ctx;
+
+/// Arguments of `tenant create`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The tenant's unique domain slug, e.g. demo-church (lowercase letters, digits, '-').
+    pub domain: String,
+
+    /// Display name, e.g. "Demo Church".
+    #[arg(long)]
+    pub name: String,
+
+    /// Contact email.
+    #[arg(long)]
+    pub email: Option<String>,
+
+    /// Tenant type, e.g. church.
+    #[arg(long = "type", value_name = "TYPE", default_value = "standard")]
+    pub tenant_type: String,
+
+    /// Schema name [default: schema_prefix + domain with '-' turned into '_'].
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<String>,
+
+    /// Create the tenant's schema.
+    #[arg(long)]
+    pub provision: bool,
+
+    /// Create the schema and apply migrations up to --target (implies --provision).
+    #[arg(long)]
+    pub migrate: bool,
+
+    /// Revision for --migrate: a version, or head.
+    #[arg(long, value_name = "REV", requires = "migrate")]
+    pub target: Option<String>,
+}
+
+/// The JSON document `tenant create` prints.
+#[derive(Debug, Serialize)]
+pub struct Created {
+    /// The registry row.
+    pub tenant: Tenant,
+    /// Whether this run created the schema.
+    pub schema_created: bool,
+    /// Whether this run applied migrations.
+    pub migrations_applied: bool,
+    /// Migration status after the run.
+    pub migration_status: TenantStatus,
+    /// The API key; shown only here, stored only as a hash.
+    pub api_key: String,
+    /// What happened, in a sentence.
+    pub message: String,
+}
+
+/// Registers the tenant, then provisions and migrates it as asked.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    // Everything the user typed is checked before any connection is made.
+    ident::validate_domain(&args.domain)?;
+    ident::validate_display_name(&args.name)?;
+    if let Some(e) = &args.email {
+        ident::validate_email(e)?;
+    }
+    ident::validate_tenant_type(&args.tenant_type)?;
+    let registry_schema = &ctx.settings.registry_schema;
+    let schema = match &args.schema {
+        Some(s) => {
+            ident::validate_schema_name(s, registry_schema)?;
+            s.clone()
+        }
+        None => {
+            ident::schema_for_domain(&ctx.settings.schema_prefix, &args.domain, registry_schema)?
+        }
+    };
+    // With --migrate the files must be valid before the tenant is registered.
+    let (set, target) = if args.migrate {
+        let set = ctx.migrations()?;
+        let target = set.resolve_target(args.target.as_deref().unwrap_or("head"))?;
+        (Some(set), target)
+    } else {
+        (ctx.migrations().ok(), 0)
+    };
+
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, registry_schema).await?;
+    let key = ApiKey::generate()?;
+    let tenant = registry
+        .insert(&NewTenant {
+            name: &args.name,
+            domain: &args.domain,
+            email: args.email.as_deref(),
+            tenant_type: &args.tenant_type,
+            schema_name: &schema,
+            api_key_hash: &key.hash(),
+            api_key_prefix: &key.prefix(),
+        })
+        .await?;
+
+    let action = if args.migrate {
+        Some(Action::ProvisionAndUpgrade(target))
+    } else if args.provision {
+        Some(Action::Provision)
+    } else {
+        None
+    };
+    let empty = MigrationSet {
+        dir: ctx.settings.migrations_dir.clone(),
+        files: Vec::new(),
+    };
+    let set_ref = set.as_ref().unwrap_or(&empty);
+    let result = match action {
+        Some(action) => {
+            let env = fleet::Env {
+                target: &ctx.target,
+                settings: &ctx.settings,
+                set: set_ref,
+                registry_table: registry.table(),
+            };
+            let r = fleet::run_one(&env, &tenant, action, Unprovisioned::Fail).await;
+            Some(r)
+        }
+        None => None,
+    };
+    let tenant = match result.as_ref().and_then(|r| r.tenant.clone()) {
+        Some(t) => t,
+        None => registry
+            .find(&tenant.id.to_string())
+            .await
+            .unwrap_or(tenant),
+    };
+    let states = state::observe(
+        &client,
+        std::slice::from_ref(&tenant.schema_name),
+        &ctx.settings.history_table,
+    )
+    .await?;
+    let status = inspect::tenant_status(&tenant, &states[&tenant.schema_name], set_ref);
+
+    let failed = result
+        .as_ref()
+        .is_some_and(|r| r.status == ResultStatus::Failed);
+    let schema_created = result.as_ref().is_some_and(|r| r.schema_created);
+    let applied: Vec<i32> = result
+        .as_ref()
+        .map(|r| r.applied.clone())
+        .unwrap_or_default();
+    let message = match &result {
+        None => format!(
+            "tenant {} registered; provision it with `tenantctl provision --tenant {}`",
+            tenant.domain, tenant.domain
+        ),
+        Some(r) if failed => format!(
+            "tenant {} registered, but {}: {}; fix it and run `tenantctl upgrade --tenant {}`",
+            tenant.domain,
+            if r.applied.is_empty() && !r.schema_created {
+                "setting up its schema failed"
+            } else {
+                "a migration failed"
+            },
+            r.error.as_deref().unwrap_or("unknown error"),
+            tenant.domain
+        ),
+        Some(r) if args.migrate => format!(
+            "tenant {} registered, schema {} {}, at revision {}",
+            tenant.domain,
+            ident::quote(&tenant.schema_name),
+            if r.schema_created {
+                "created"
+            } else {
+                "already existed"
+            },
+            revision(tenant.current_revision)
+        ),
+        Some(r) => format!(
+            "tenant {} registered, schema {} {}",
+            tenant.domain,
+            ident::quote(&tenant.schema_name),
+            if r.schema_created {
+                "created"
+            } else {
+                "already existed"
+            }
+        ),
+    };
+    let created = Created {
+        tenant,
+        schema_created,
+        migrations_applied: !applied.is_empty(),
+        migration_status: status,
+        api_key: key.reveal().to_string(),
+        message,
+    };
+    if ctx.out.is_json() {
+        ctx.out.json(&created);
+    } else {
+        let t = &created.tenant;
+        ctx.out.pairs(&[
+            ("id", t.id.to_string()),
+            ("domain", t.domain.clone()),
+            ("name", t.tenant_name.clone()),
+            ("type", t.tenant_type.clone()),
+            ("email", t.email.clone().unwrap_or_default()),
+            ("schema", t.schema_name.clone()),
+            ("provisioned", yes_no(t.schema_provisioned).into()),
+            ("revision", revision(t.current_revision)),
+            (
+                "pending",
+                created
+                    .migration_status
+                    .pending_migrations
+                    .len()
+                    .to_string(),
+            ),
+            ("status", t.status.as_str().into()),
+        ]);
+        ctx.out.print(&created.message);
+        ctx.out.print(&format!(
+            "API key (shown once, only its hash is stored): {}",
+            created.api_key
+        ));
+    }
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
+}

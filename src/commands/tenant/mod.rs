@@ -1,0 +1,32 @@
+//! `tenantctl tenant ...`: register, list and inspect tenants.
+
+pub mod create;
+pub mod list;
+pub mod show;
+
+use clap::Subcommand;
+
+use crate::error::{Exit, Result};
+
+use super::Ctx;
+
+/// The `tenant` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Register a tenant; with --provision create its schema, with --migrate also upgrade
+    /// it. Prints the tenant's API key once.
+    Create(create::Args),
+    /// List registered tenants.
+    List(list::Args),
+    /// Show one tenant with its migration status.
+    Show(show::Args),
+}
+
+/// Runs a `tenant` subcommand.
+pub async fn run(ctx: &Ctx, cmd: &TenantCommand) -> Result<Exit> {
+    match cmd {
+        TenantCommand::Create(a) => create::run(ctx, a).await,
+        TenantCommand::List(a) => list::run(ctx, a).await,
+        TenantCommand::Show(a) => show::run(ctx, a).await,
+    }
+}

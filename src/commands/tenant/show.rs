@@ -1,0 +1,87 @@
+//! `tenantctl tenant show`: one tenant with its migration status.
+
+use serde::Serialize;
+
+use crate::error::{Exit, Result};
+use crate::inspect::TenantStatus;
+use crate::output::{revision, yes_no};
+use crate::registry::{Registry, Tenant};
+
+use super::super::{statuses, Ctx};
+
+/// Arguments of `tenant show`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The tenant: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+}
+
+/// The JSON document `tenant show` prints.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    /// The registry row.
+    pub tenant: Tenant,
+    /// Its migration status.
+    pub migration_status: TenantStatus,
+}
+
+/// Shows the tenant.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    let set = ctx.migrations()?;
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let mut tenants = vec![registry.find(&args.tenant).await?];
+    let mut st = statuses(&client, &registry, &ctx.settings, &mut tenants, &set).await?;
+    let shown = Shown {
+        tenant: tenants.remove(0),
+        migration_status: st.remove(0),
+    };
+    if ctx.out.is_json() {
+        ctx.out.json(&shown);
+        return Ok(Exit::Ok);
+    }
+    let t = &shown.tenant;
+    let s = &shown.migration_status;
+    let pending: Vec<String> = s
+        .pending_migrations
+        .iter()
+        .map(|p| format!("{} {}", p.version, p.name))
+        .collect();
+    ctx.out.pairs(&[
+        ("id", t.id.to_string()),
+        ("domain", t.domain.clone()),
+        ("name", t.tenant_name.clone()),
+        ("type", t.tenant_type.clone()),
+        ("email", t.email.clone().unwrap_or_default()),
+        ("schema", t.schema_name.clone()),
+        ("provisioned", yes_no(s.schema_provisioned).into()),
+        ("revision", revision(s.current_revision)),
+        ("head", set.head().to_string()),
+        (
+            "pending",
+            if pending.is_empty() {
+                "none".into()
+            } else {
+                pending.join(", ")
+            },
+        ),
+        (
+            "drift",
+            s.drift
+                .iter()
+                .map(|d| d.to_string())
+                .collect::<Vec<_>>()
+                .join("; "),
+        ),
+        ("status", t.status.as_str().into()),
+        ("last error", t.last_error.clone().unwrap_or_default()),
+        (
+            "api key",
+            format!("{}… (only the hash is stored)", t.api_key_prefix),
+        ),
+        ("created", t.created_at.to_string()),
+        ("updated", t.updated_at.to_string()),
+    ]);
+    Ok(Exit::Ok)
+}

@@ -1,0 +1,552 @@
+//! Configuration: the `tenants.toml` file, and its merge with flags and environment.
+//!
+//! Precedence is flag > environment > file > default. [`resolve`] is a pure function of
+//! its inputs (the environment is passed in), so the precedence rules are unit-tested.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::time::Duration;
+
+use serde::{Deserialize, Serialize};
+
+use crate::error::Error;
+use crate::ident;
+
+/// The file name looked for in the current directory when no config is named.
+pub const DEFAULT_CONFIG_FILE: &str = "tenants.toml";
+
+/// `tenants.toml` as written. Every key is optional; unknown keys are errors.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileConfig {
+    #[serde(default)]
+    database: DatabaseSection,
+    #[serde(default)]
+    registry: RegistrySection,
+    #[serde(default)]
+    migrations: MigrationsSection,
+    #[serde(default)]
+    tenants: TenantsSection,
+    #[serde(default)]
+    run: RunSection,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct DatabaseSection {
+    url: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<PathBuf>,
+    connect_timeout: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RegistrySection {
+    schema: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct MigrationsSection {
+    dir: Option<PathBuf>,
+    table: Option<String>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct TenantsSection {
+    schema_prefix: Option<String>,
+    extra_search_path: Option<Vec<String>>,
+}
+
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct RunSection {
+    concurrency: Option<usize>,
+    lock_timeout: Option<String>,
+    statement_timeout: Option<String>,
+}
+
+/// How TLS is used for database connections.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum SslMode {
+    /// Never use TLS.
+    Disable,
+    /// Use TLS when the server offers it, plaintext otherwise.
+    Prefer,
+    /// Fail unless TLS is used.
+    Require,
+}
+
+impl SslMode {
+    /// Parses `disable`, `prefer` or `require`.
+    pub fn parse(value: &str) -> Result<Self, Error> {
+        match value {
+            "disable" => Ok(SslMode::Disable),
+            "prefer" => Ok(SslMode::Prefer),
+            "require" => Ok(SslMode::Require),
+            other => Err(Error::setup(format!(
+                "sslmode {} is not supported; use disable, prefer or require",
+                ident::shown(other)
+            ))),
+        }
+    }
+}
+
+/// Where a setting's value came from (shown by `config show`, used in messages).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+pub enum Source {
+    /// A command-line flag (or its `TENANTCTL_*` environment variable, which clap merges).
+    Flag,
+    /// An environment variable.
+    Environment,
+    /// The config file.
+    File,
+    /// The built-in default.
+    Default,
+}
+
+/// Where the database URL came from; the URL itself may hold a password, so it is kept
+/// out of `Debug` output.
+#[derive(Clone)]
+pub struct DatabaseUrl {
+    /// The URL (or libpq key=value string) as given.
+    pub value: String,
+    /// Which input supplied it, e.g. `--database-url`, `DATABASE_URL`, the config file.
+    pub origin: String,
+}
+
+impl std::fmt::Debug for DatabaseUrl {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "DatabaseUrl(<redacted> from {})", self.origin)
+    }
+}
+
+/// The effective settings after merging flags, environment, file and defaults.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// The config file that was read, if any.
+    pub config_file: Option<PathBuf>,
+    /// The database URL; `None` means "build one from the libpq `PG*` variables".
+    pub database_url: Option<DatabaseUrl>,
+    /// TLS mode from the file (a `sslmode` in the URL wins over it).
+    pub sslmode: Option<SslMode>,
+    /// CA certificate to verify the server with.
+    pub sslrootcert: Option<PathBuf>,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// The schema holding the `tenants` table.
+    pub registry_schema: String,
+    /// The migrations directory.
+    pub migrations_dir: PathBuf,
+    /// Where the migrations directory setting came from.
+    pub migrations_dir_source: Source,
+    /// The per-tenant history table name.
+    pub history_table: String,
+    /// Prefix for schema names derived from domains.
+    pub schema_prefix: String,
+    /// Schemas searched after the tenant's own (shared extensions).
+    pub extra_search_path: Vec<String>,
+    /// Default number of tenants worked on at once.
+    pub concurrency: usize,
+    /// `lock_timeout` for migration sessions (zero: wait forever).
+    pub lock_timeout: Duration,
+    /// `statement_timeout` for migration sessions (zero: no limit).
+    pub statement_timeout: Duration,
+}
+
+/// What the command line said about configuration (flags, with clap's env merged in).
+#[derive(Debug, Default, Clone)]
+pub struct Overrides {
+    /// `-c/--config` or `TENANTCTL_CONFIG`.
+    pub config: Option<PathBuf>,
+    /// `--database-url` or `TENANTCTL_DATABASE_URL`.
+    pub database_url: Option<String>,
+    /// `--migrations`.
+    pub migrations: Option<PathBuf>,
+    /// `--concurrency`, on bulk commands.
+    pub concurrency: Option<usize>,
+}
+
+/// Loads the config file (if any) and merges everything. `env` reads an environment
+/// variable; `cwd` is where relative flag paths and `./tenants.toml` are looked up.
+pub fn load(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Result<Settings, Error> {
+    let (path, explicit) = match &overrides.config {
+        Some(p) => (Some(cwd.join(p)), true),
+        None => {
+            let default = cwd.join(DEFAULT_CONFIG_FILE);
+            (default.is_file().then_some(default), false)
+        }
+    };
+    let file = match &path {
+        Some(p) => Some((p.clone(), read_file(p, explicit)?)),
+        None => None,
+    };
+    resolve(overrides, env, cwd, file)
+}
+
+fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
+    let text = std::fs::read_to_string(path).map_err(|e| {
+        let hint = if explicit {
+            " (named by --config or TENANTCTL_CONFIG)"
+        } else {
+            ""
+        };
+        Error::setup(format!(
+            "cannot read config file {}{hint}: {e}",
+            path.display()
+        ))
+    })?;
+    parse_file(&text).map_err(|e| Error::setup(format!("config file {}: {e}", path.display())))
+}
+
+/// Parses the text of a config file.
+pub fn parse_file(text: &str) -> Result<FileConfig, String> {
+    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+}
+
+/// Merges overrides, environment and file into [`Settings`] and validates the result.
+pub fn resolve(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+    file: Option<(PathBuf, FileConfig)>,
+) -> Result<Settings, Error> {
+    let (config_file, file) = match file {
+        Some((p, f)) => (Some(p), f),
+        None => (None, FileConfig::default()),
+    };
+    let file_dir = config_file
+        .as_deref()
+        .and_then(Path::parent)
+        .map(Path::to_path_buf)
+        .unwrap_or_else(|| cwd.to_path_buf());
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+
+    let database_url = if let Some(url) = nonempty(overrides.database_url.clone()) {
+        Some(DatabaseUrl {
+            value: url,
+            origin: "--database-url / TENANTCTL_DATABASE_URL".into(),
+        })
+    } else if let Some(url) = nonempty(env("DATABASE_URL")) {
+        Some(DatabaseUrl {
+            value: url,
+            origin: "DATABASE_URL".into(),
+        })
+    } else {
+        nonempty(file.database.url.clone()).map(|url| DatabaseUrl {
+            value: url,
+            origin: "database.url in the config file".into(),
+        })
+    };
+
+    let sslmode = file
+        .database
+        .sslmode
+        .as_deref()
+        .map(SslMode::parse)
+        .transpose()?;
+    let sslrootcert = file.database.sslrootcert.as_ref().map(|p| file_dir.join(p));
+    let connect_timeout = duration(
+        file.database.connect_timeout.as_deref(),
+        "database.connect_timeout",
+        Duration::from_secs(10),
+    )?;
+
+    let registry_schema = file
+        .registry
+        .schema
+        .clone()
+        .unwrap_or_else(|| "public".into());
+    ident::validate_registry_schema(&registry_schema).map_err(as_setup("registry.schema"))?;
+
+    let (migrations_dir, migrations_dir_source) =
+        match (&overrides.migrations, &file.migrations.dir) {
+            (Some(flag), _) => (cwd.join(flag), Source::Flag),
+            (None, Some(dir)) => (file_dir.join(dir), Source::File),
+            (None, None) => (cwd.join("migrations"), Source::Default),
+        };
+    let history_table = file
+        .migrations
+        .table
+        .clone()
+        .unwrap_or_else(|| "refinery_schema_history".into());
+    ident::validate_identifier(&history_table, "history table")
+        .map_err(as_setup("migrations.table"))?;
+
+    let schema_prefix = file
+        .tenants
+        .schema_prefix
+        .clone()
+        .unwrap_or_else(|| "tenant_".into());
+    if !schema_prefix
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || schema_prefix.starts_with(|c: char| c.is_ascii_digit())
+        || schema_prefix.len() > 40
+    {
+        return Err(Error::setup(format!(
+            "tenants.schema_prefix {} must be lowercase letters, digits and '_', not start with a digit, at most 40 bytes",
+            ident::shown(&schema_prefix)
+        )));
+    }
+    let extra_search_path = file.tenants.extra_search_path.clone().unwrap_or_default();
+    for s in &extra_search_path {
+        ident::validate_identifier(s, "schema in tenants.extra_search_path")
+            .map_err(as_setup("tenants.extra_search_path"))?;
+    }
+
+    let concurrency = overrides.concurrency.or(file.run.concurrency).unwrap_or(4);
+    if concurrency == 0 || concurrency > 1024 {
+        return Err(Error::setup(format!(
+            "concurrency {concurrency} is out of range; use 1 to 1024"
+        )));
+    }
+    let lock_timeout = duration(
+        file.run.lock_timeout.as_deref(),
+        "run.lock_timeout",
+        Duration::from_secs(10),
+    )?;
+    let statement_timeout = duration(
+        file.run.statement_timeout.as_deref(),
+        "run.statement_timeout",
+        Duration::ZERO,
+    )?;
+
+    Ok(Settings {
+        config_file,
+        database_url,
+        sslmode,
+        sslrootcert,
+        connect_timeout,
+        registry_schema,
+        migrations_dir,
+        migrations_dir_source,
+        history_table,
+        schema_prefix,
+        extra_search_path,
+        concurrency,
+        lock_timeout,
+        statement_timeout,
+    })
+}
+
+fn as_setup(key: &'static str) -> impl Fn(Error) -> Error {
+    move |e| Error::setup(format!("config {key}: {e}"))
+}
+
+/// Parses a duration such as `10s`, `1m 30s`, `500ms` or `0`.
+pub fn parse_duration(value: &str) -> Result<Duration, String> {
+    let v = value.trim();
+    if v == "0" {
+        return Ok(Duration::ZERO);
+    }
+    humantime::parse_duration(v).map_err(|e| {
+        format!(
+            "{} is not a duration ({e}); write e.g. \"10s\" or \"0\"",
+            ident::shown(value)
+        )
+    })
+}
+
+fn duration(value: Option<&str>, key: &str, default: Duration) -> Result<Duration, Error> {
+    match value {
+        None => Ok(default),
+        Some(v) => parse_duration(v).map_err(|e| Error::setup(format!("config {key}: {e}"))),
+    }
+}
+
+/// The settings as `key -> (value, source)`, secrets redacted, for `config show`.
+pub fn describe(settings: &Settings) -> BTreeMap<&'static str, String> {
+    let mut out = BTreeMap::new();
+    out.insert("registry.schema", settings.registry_schema.clone());
+    out.insert(
+        "migrations.dir",
+        settings.migrations_dir.display().to_string(),
+    );
+    out.insert("migrations.table", settings.history_table.clone());
+    out.insert("tenants.schema_prefix", settings.schema_prefix.clone());
+    out.insert("run.concurrency", settings.concurrency.to_string());
+    out
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use std::collections::HashMap;
+
+    fn env_of(pairs: &[(&str, &str)]) -> impl Fn(&str) -> Option<String> {
+        let map: HashMap<String, String> = pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect();
+        move |k| map.get(k).cloned()
+    }
+
+    fn file(text: &str) -> Option<(PathBuf, FileConfig)> {
+        Some((
+            PathBuf::from("/etc/app/tenants.toml"),
+            parse_file(text).unwrap(),
+        ))
+    }
+
+    #[test]
+    fn defaults_apply_without_file_or_flags() {
+        let s = resolve(&Overrides::default(), &env_of(&[]), Path::new("/w"), None).unwrap();
+        assert!(s.database_url.is_none());
+        assert_eq!(s.registry_schema, "public");
+        assert_eq!(s.migrations_dir, PathBuf::from("/w/migrations"));
+        assert_eq!(s.history_table, "refinery_schema_history");
+        assert_eq!(s.schema_prefix, "tenant_");
+        assert_eq!(s.concurrency, 4);
+        assert_eq!(s.lock_timeout, Duration::from_secs(10));
+        assert_eq!(s.statement_timeout, Duration::ZERO);
+        assert_eq!(s.connect_timeout, Duration::from_secs(10));
+    }
+
+    #[test]
+    fn database_url_precedence_is_flag_then_env_then_file() {
+        let f = || file("[database]\nurl = \"postgres://file/db\"\n");
+        let flag = Overrides {
+            database_url: Some("postgres://flag/db".into()),
+            ..Default::default()
+        };
+        let env = env_of(&[("DATABASE_URL", "postgres://env/db")]);
+        let cwd = Path::new("/w");
+        assert_eq!(
+            resolve(&flag, &env, cwd, f())
+                .unwrap()
+                .database_url
+                .unwrap()
+                .value,
+            "postgres://flag/db"
+        );
+        assert_eq!(
+            resolve(&Overrides::default(), &env, cwd, f())
+                .unwrap()
+                .database_url
+                .unwrap()
+                .value,
+            "postgres://env/db"
+        );
+        assert_eq!(
+            resolve(&Overrides::default(), &env_of(&[]), cwd, f())
+                .unwrap()
+                .database_url
+                .unwrap()
+                .value,
+            "postgres://file/db"
+        );
+        // An empty variable counts as unset.
+        let empty = env_of(&[("DATABASE_URL", "")]);
+        assert_eq!(
+            resolve(&Overrides::default(), &empty, cwd, f())
+                .unwrap()
+                .database_url
+                .unwrap()
+                .value,
+            "postgres://file/db"
+        );
+    }
+
+    #[test]
+    fn relative_paths_in_the_file_resolve_against_its_folder() {
+        let s = resolve(
+            &Overrides::default(),
+            &env_of(&[]),
+            Path::new("/w"),
+            file("[migrations]\ndir = \"db/migrations\"\n[database]\nsslrootcert = \"ca.pem\"\n"),
+        )
+        .unwrap();
+        assert_eq!(s.migrations_dir, PathBuf::from("/etc/app/db/migrations"));
+        assert_eq!(s.migrations_dir_source, Source::File);
+        assert_eq!(s.sslrootcert, Some(PathBuf::from("/etc/app/ca.pem")));
+        // The flag wins and is relative to the working directory.
+        let flag = Overrides {
+            migrations: Some("m".into()),
+            ..Default::default()
+        };
+        let s = resolve(
+            &flag,
+            &env_of(&[]),
+            Path::new("/w"),
+            file("[migrations]\ndir = \"x\"\n"),
+        )
+        .unwrap();
+        assert_eq!(s.migrations_dir, PathBuf::from("/w/m"));
+    }
+
+    #[test]
+    fn concurrency_flag_beats_file() {
+        let flag = Overrides {
+            concurrency: Some(9),
+            ..Default::default()
+        };
+        let s = resolve(
+            &flag,
+            &env_of(&[]),
+            Path::new("/"),
+            file("[run]\nconcurrency = 2\n"),
+        )
+        .unwrap();
+        assert_eq!(s.concurrency, 9);
+        let s = resolve(
+            &Overrides::default(),
+            &env_of(&[]),
+            Path::new("/"),
+            file("[run]\nconcurrency = 2\n"),
+        )
+        .unwrap();
+        assert_eq!(s.concurrency, 2);
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_values_are_setup_errors() {
+        assert!(parse_file("[database]\nuri = \"x\"\n").is_err());
+        assert!(parse_file("[databse]\n").is_err());
+        assert!(parse_file("not toml at all [").is_err());
+        let cwd = Path::new("/");
+        for text in [
+            "[database]\nsslmode = \"verify-full-ish\"\n",
+            "[run]\nlock_timeout = \"ten seconds\"\n",
+            "[run]\nconcurrency = 0\n",
+            "[registry]\nschema = \"Public; drop\"\n",
+            "[migrations]\ntable = \"x\\\"y\"\n",
+            "[tenants]\nschema_prefix = \"t-\"\n",
+            "[tenants]\nextra_search_path = [\"ext\", \"bad name\"]\n",
+        ] {
+            let err = resolve(&Overrides::default(), &env_of(&[]), cwd, file(text)).unwrap_err();
+            assert_eq!(err.exit, crate::error::Exit::Setup, "{text}");
+        }
+    }
+
+    #[test]
+    fn durations_parse() {
+        assert_eq!(parse_duration("0").unwrap(), Duration::ZERO);
+        assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
+        assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
+        assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn debug_output_never_shows_the_url() {
+        let s = resolve(
+            &Overrides {
+                database_url: Some("postgres://u:sekrit@h/db".into()),
+                ..Default::default()
+            },
+            &env_of(&[]),
+            Path::new("/"),
+            None,
+        )
+        .unwrap();
+        assert!(!format!("{s:?}").contains("sekrit"));
+    }
+}

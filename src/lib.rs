@@ -1,0 +1,47 @@
+//! tenantctl: a migrator for schema-per-tenant PostgreSQL.
+//!
+//! The crate is a library with a thin binary. Layout:
+//! - [`cli`]: clap definitions; [`commands`]: one module per command (the only callers of
+//!   [`output`], the only module that prints).
+//! - Engine, which returns data and never prints: [`config`], [`db`], [`ident`],
+//!   [`migrations`], [`registry`], [`state`], [`runner`] (one tenant), [`fleet`] (many
+//!   tenants), [`inspect`] (status and history views), [`apikey`].
+//! - [`error`]: the error type and exit codes.
+
+pub mod apikey;
+pub mod cli;
+pub mod commands;
+pub mod config;
+pub mod db;
+pub mod error;
+pub mod fleet;
+pub mod ident;
+pub mod inspect;
+pub mod migrations;
+pub mod output;
+pub mod registry;
+pub mod runner;
+pub mod state;
+
+use cli::{Cli, Command};
+use commands::Ctx;
+pub use error::{Error, Exit};
+
+/// Runs a parsed command line and returns the exit code to use.
+pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+    let concurrency = match &cli.command {
+        Command::Upgrade(a) => a.bulk.concurrency,
+        Command::Provision(a) => a.bulk.concurrency,
+        _ => None,
+    };
+    let ctx = Ctx::new(&cli.global, concurrency.map(usize::from))?;
+    match &cli.command {
+        Command::Init(a) => commands::init::run(&ctx, a).await,
+        Command::Tenant(c) => commands::tenant::run(&ctx, c).await,
+        Command::Provision(a) => commands::provision::run(&ctx, a).await,
+        Command::Upgrade(a) => commands::upgrade::run(&ctx, a).await,
+        Command::Current(a) => commands::current::run(&ctx, a).await,
+        Command::History(a) => commands::history::run(&ctx, a).await,
+        Command::Status(a) => commands::status::run(&ctx, a).await,
+    }
+}

@@ -1,0 +1,379 @@
+//! The one place that writes to the terminal: results on stdout (text tables or one JSON
+//! document), and progress, notices and warnings on stderr.
+
+#![allow(clippy::print_stdout, clippy::print_stderr)]
+
+use std::io::{IsTerminal, Write};
+use std::sync::Mutex;
+
+use comfy_table::{presets, ContentArrangement, Table};
+use serde::Serialize;
+
+use crate::fleet::{Progress, ResultStatus, RunReport, TenantResult};
+use crate::registry::Tenant;
+
+/// Text or JSON results.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
+pub enum Format {
+    /// Tables and sentences for people.
+    Text,
+    /// Exactly one JSON document on stdout.
+    Json,
+}
+
+/// How progress is shown for a bulk run.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ProgressMode {
+    /// An updating bar on stderr.
+    Bar,
+    /// One plain line per finished tenant on stderr.
+    Lines,
+}
+
+/// Decides how to show progress: a bar only on a terminal, outside CI, not quiet, and
+/// with text output; otherwise one line per tenant.
+pub fn progress_mode(
+    stderr_is_terminal: bool,
+    ci: bool,
+    quiet: bool,
+    format: Format,
+) -> ProgressMode {
+    if stderr_is_terminal && !ci && !quiet && format == Format::Text {
+        ProgressMode::Bar
+    } else {
+        ProgressMode::Lines
+    }
+}
+
+/// Output settings for this run.
+#[derive(Debug, Clone)]
+pub struct Output {
+    /// Text or JSON.
+    pub format: Format,
+    /// Fewer notices on stderr.
+    pub quiet: bool,
+    /// More detail.
+    pub verbose: u8,
+    stdout_tty: bool,
+    progress: ProgressMode,
+}
+
+impl Output {
+    /// Output settings from the flags and the environment.
+    pub fn new(format: Format, quiet: bool, verbose: u8) -> Output {
+        let ci = std::env::var_os("CI").is_some_and(|v| !v.is_empty() && v != "false" && v != "0");
+        Output {
+            format,
+            quiet,
+            verbose,
+            stdout_tty: std::io::stdout().is_terminal(),
+            progress: progress_mode(std::io::stderr().is_terminal(), ci, quiet, format),
+        }
+    }
+
+    /// Whether results are JSON.
+    pub fn is_json(&self) -> bool {
+        self.format == Format::Json
+    }
+
+    /// Writes a result to stdout. A closed pipe ends the process quietly.
+    pub fn print(&self, text: &str) {
+        let mut out = std::io::stdout().lock();
+        let res = out.write_all(text.as_bytes()).and_then(|_| {
+            if text.ends_with('\n') {
+                Ok(())
+            } else {
+                out.write_all(b"\n")
+            }
+        });
+        if let Err(e) = res.and_then(|_| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }
+
+    /// Writes one JSON document to stdout.
+    pub fn json<T: Serialize>(&self, value: &T) {
+        let text = serde_json::to_string_pretty(value).expect("results serialize");
+        self.print(&text);
+    }
+
+    /// A notice on stderr, unless quiet.
+    pub fn note(&self, text: &str) {
+        if !self.quiet {
+            eprintln!("{text}");
+        }
+    }
+
+    /// A warning on stderr, always.
+    pub fn warn(&self, text: &str) {
+        eprintln!("warning: {text}");
+    }
+
+    /// A table in the style for this terminal.
+    pub fn table(&self, header: &[&str]) -> Table {
+        let mut t = Table::new();
+        if self.stdout_tty {
+            t.load_preset(presets::UTF8_FULL_CONDENSED)
+                .set_content_arrangement(ContentArrangement::Dynamic);
+        } else {
+            t.load_preset(presets::ASCII_FULL_CONDENSED);
+        }
+        t.set_header(header.iter().copied());
+        t
+    }
+
+    /// Progress for a bulk run over `total` tenants.
+    pub fn progress(&self, verb: &'static str) -> Box<dyn Progress> {
+        match self.progress {
+            ProgressMode::Bar => Box::new(BarProgress::new(verb)),
+            ProgressMode::Lines => Box::new(LineProgress { verb }),
+        }
+    }
+
+    /// Prints a run's results: a JSON document, or a table and a summary line.
+    pub fn run_report(&self, report: &RunReport) {
+        if self.is_json() {
+            return self.json(report);
+        }
+        let mut t = self.table(&[
+            "tenant", "schema", "status", "from", "to", "applied", "ms", "error",
+        ]);
+        for r in &report.results {
+            t.add_row(vec![
+                r.domain.clone(),
+                r.schema_name.clone(),
+                status_word(r.status).to_string(),
+                revision(r.from_revision),
+                revision(r.to_revision),
+                r.applied
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                r.duration_ms.to_string(),
+                r.error.clone().unwrap_or_default(),
+            ]);
+        }
+        if !report.results.is_empty() {
+            self.print(&t.to_string());
+        }
+        let s = &report.summary;
+        self.print(&format!(
+            "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms",
+            s.total, s.ok, s.up_to_date, s.failed, s.skipped, s.duration_ms
+        ));
+    }
+
+    /// Prints registry rows as a table.
+    pub fn tenant_table(&self, tenants: &[Tenant]) {
+        let mut t = self.table(&[
+            "id",
+            "domain",
+            "name",
+            "type",
+            "schema",
+            "provisioned",
+            "revision",
+            "status",
+            "key",
+        ]);
+        for x in tenants {
+            t.add_row(vec![
+                x.id.to_string(),
+                x.domain.clone(),
+                x.tenant_name.clone(),
+                x.tenant_type.clone(),
+                x.schema_name.clone(),
+                yes_no(x.schema_provisioned).into(),
+                revision(x.current_revision),
+                x.status.as_str().into(),
+                format!("{}…", x.api_key_prefix),
+            ]);
+        }
+        self.print(&t.to_string());
+    }
+
+    /// Prints `key: value` rows as a two-column table.
+    pub fn pairs(&self, rows: &[(&str, String)]) {
+        let mut t = self.table(&["field", "value"]);
+        for (k, v) in rows {
+            t.add_row(vec![k.to_string(), v.clone()]);
+        }
+        self.print(&t.to_string());
+    }
+}
+
+/// `yes` or `no`.
+pub fn yes_no(b: bool) -> &'static str {
+    if b {
+        "yes"
+    } else {
+        "no"
+    }
+}
+
+/// A revision for people: the number, or `base` when nothing is applied.
+pub fn revision(r: Option<i32>) -> String {
+    r.map_or_else(|| "base".to_string(), |v| v.to_string())
+}
+
+fn status_word(s: ResultStatus) -> &'static str {
+    match s {
+        ResultStatus::Ok => "ok",
+        ResultStatus::UpToDate => "up to date",
+        ResultStatus::Failed => "FAILED",
+        ResultStatus::Skipped => "skipped",
+    }
+}
+
+/// One line per finished tenant, for logs and CI.
+pub fn progress_line(verb: &str, r: &TenantResult) -> String {
+    let mut line = format!(
+        "{verb} {}: {} ({} -> {}",
+        r.domain,
+        status_word(r.status),
+        revision(r.from_revision),
+        revision(r.to_revision)
+    );
+    if !r.applied.is_empty() {
+        line.push_str(&format!(
+            ", applied {}",
+            r.applied
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    line.push_str(&format!(", {} ms)", r.duration_ms));
+    if let Some(e) = &r.error {
+        line.push_str(&format!(": {e}"));
+    }
+    line
+}
+
+struct LineProgress {
+    verb: &'static str,
+}
+
+impl Progress for LineProgress {
+    fn finished(&self, r: &TenantResult) {
+        eprintln!("{}", progress_line(self.verb, r));
+    }
+}
+
+struct BarProgress {
+    bar: indicatif::ProgressBar,
+    verb: &'static str,
+    state: Mutex<(usize, Vec<String>)>,
+}
+
+impl BarProgress {
+    fn new(verb: &'static str) -> Self {
+        let bar = indicatif::ProgressBar::with_draw_target(
+            Some(0),
+            indicatif::ProgressDrawTarget::stderr(),
+        );
+        bar.set_style(
+            indicatif::ProgressStyle::with_template(
+                "{prefix} [{bar:30}] {pos}/{len} {wide_msg} [{elapsed_precise}, eta {eta}]",
+            )
+            .expect("valid template")
+            .progress_chars("=> "),
+        );
+        bar.set_prefix(verb);
+        BarProgress {
+            bar,
+            verb,
+            state: Mutex::new((0, Vec::new())),
+        }
+    }
+
+    fn refresh(&self, state: &(usize, Vec<String>)) {
+        let shown: Vec<&str> = state.1.iter().take(4).map(String::as_str).collect();
+        let more = state.1.len().saturating_sub(shown.len());
+        let mut msg = format!("failed: {}", state.0);
+        if !shown.is_empty() {
+            msg.push_str(&format!(" | {}", shown.join(", ")));
+            if more > 0 {
+                msg.push_str(&format!(" +{more}"));
+            }
+        }
+        self.bar.set_message(msg);
+    }
+}
+
+impl Progress for BarProgress {
+    fn begin(&self, total: usize) {
+        self.bar.set_length(total as u64);
+    }
+    fn started(&self, tenant: &Tenant) {
+        let mut st = self.state.lock().expect("progress lock");
+        st.1.push(tenant.domain.clone());
+        self.refresh(&st);
+    }
+    fn finished(&self, r: &TenantResult) {
+        let mut st = self.state.lock().expect("progress lock");
+        st.1.retain(|d| d != &r.domain);
+        if r.status == ResultStatus::Failed {
+            st.0 += 1;
+            self.bar.println(progress_line(self.verb, r));
+        }
+        self.refresh(&st);
+        self.bar.inc(1);
+    }
+    fn end(&self) {
+        self.bar.finish_and_clear();
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bar_only_on_a_quiet_free_terminal_outside_ci_with_text() {
+        assert_eq!(
+            progress_mode(true, false, false, Format::Text),
+            ProgressMode::Bar
+        );
+        assert_eq!(
+            progress_mode(false, false, false, Format::Text),
+            ProgressMode::Lines
+        );
+        assert_eq!(
+            progress_mode(true, true, false, Format::Text),
+            ProgressMode::Lines
+        );
+        assert_eq!(
+            progress_mode(true, false, true, Format::Text),
+            ProgressMode::Lines
+        );
+        assert_eq!(
+            progress_mode(true, false, false, Format::Json),
+            ProgressMode::Lines
+        );
+    }
+
+    #[test]
+    fn progress_lines_name_the_tenant_and_the_error() {
+        let r = TenantResult {
+            domain: "demo".into(),
+            schema_name: "tenant_demo".into(),
+            status: ResultStatus::Failed,
+            from_revision: Some(2),
+            to_revision: Some(3),
+            applied: vec![3],
+            error: Some("boom".into()),
+            duration_ms: 12,
+            schema_created: false,
+            tenant: None,
+        };
+        assert_eq!(
+            progress_line("upgrade", &r),
+            "upgrade demo: FAILED (2 -> 3, applied 3, 12 ms): boom"
+        );
+    }
+}
