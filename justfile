@@ -1,0 +1,26 @@
+# tenantctl tasks. `just` lists them.
+
+# List the recipes.
+default:
+    @just --list
+
+# Run the demo: the main job on a local database (a throwaway one if none is reachable).
+demo:
+    scripts/demo
+
+# Run the whole test suite against PostgreSQL (a throwaway one if none is reachable).
+test *ARGS:
+    scripts/test {{ARGS}}
+
+# Format and lint as CI does.
+lint:
+    cargo fmt --check
+    cargo clippy --all-targets --locked -- -D warnings
+
+# What CI runs.
+ci:
+    bash .ci/run
+
+# Build the release binary.
+build:
+    cargo build --release --locked
