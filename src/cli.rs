@@ -106,9 +106,12 @@ pub enum Command {
     History(commands::history::Args),
     /// Show migration status: current revision, pending migrations, provisioned/applied.
     Status(commands::status::Args),
+    /// Show the run ledger: every change made to a tenant, by whom, and how it ended.
+    Events(commands::events::Args),
 }
 
-/// Selecting tenants for a bulk command.
+/// Selecting tenants for a bulk command. Filters combine: `--type church --status failed`
+/// is the failed churches; `--exclude` and `--shard` then narrow any selection.
 #[derive(Debug, Clone, Args)]
 pub struct Selection {
     /// A tenant by domain, id or schema name (repeatable).
@@ -123,6 +126,43 @@ pub struct Selection {
     /// Every registered tenant.
     #[arg(long)]
     pub all: bool,
+
+    /// Only tenants of this type (alone, it selects all tenants of the type).
+    #[arg(long = "type", value_name = "TYPE")]
+    pub tenant_type: Option<String>,
+
+    /// Only tenants with this registry status, e.g. `--status failed` to retry failures.
+    #[arg(long, value_enum, value_name = "STATUS")]
+    pub status: Option<crate::registry::Status>,
+
+    /// Leave this tenant out (repeatable).
+    #[arg(long, value_name = "TENANT")]
+    pub exclude: Vec<String>,
+
+    /// Only shard I of N (1-based), a stable partition by schema name, so N jobs can
+    /// split one fleet: `--shard 1/4` ... `--shard 4/4`.
+    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
+    pub shard: Option<(u32, u32)>,
+}
+
+impl Selection {
+    /// Whether anything selects tenants (as opposed to only narrowing).
+    pub fn selects(&self) -> bool {
+        self.all || !self.tenants.is_empty() || self.tenant_type.is_some() || self.status.is_some()
+    }
+}
+
+/// Parses `I/N` with 1 <= I <= N.
+pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
+    let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 1/4")?;
+    let i: u32 = i.trim().parse().map_err(|_| "I must be a whole number")?;
+    let n: u32 = n.trim().parse().map_err(|_| "N must be a whole number")?;
+    if n == 0 || i == 0 || i > n {
+        return Err(format!(
+            "shard {i}/{n} is out of range: I must be between 1 and N"
+        ));
+    }
+    Ok((i, n))
 }
 
 /// Options for commands that work on many tenants.
@@ -132,9 +172,29 @@ pub struct BulkOpts {
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
     pub concurrency: Option<u16>,
 
-    /// Stop starting new tenants after the first failure.
-    #[arg(long)]
+    /// Stop starting new tenants after the first failure (same as --max-failures 1).
+    #[arg(long, conflicts_with = "max_failures")]
     pub fail_fast: bool,
+
+    /// Start no new tenant once K tenants have failed; exit 4.
+    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
+    pub max_failures: Option<u32>,
+
+    /// Work on N tenants first (of those that need work); if any of them fails, start no
+    /// others and exit 4.
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub canary: Option<u32>,
+}
+
+impl BulkOpts {
+    /// The failure limit: 1 with --fail-fast, K with --max-failures, else none.
+    pub fn max_failures(&self) -> Option<usize> {
+        if self.fail_fast {
+            Some(1)
+        } else {
+            self.max_failures.map(|k| k as usize)
+        }
+    }
 }
 
 #[cfg(test)]
@@ -162,6 +222,25 @@ mod tests {
         assert_eq!(cli.global.format(), Format::Json);
         let cli = Cli::try_parse_from(["tenantctl", "--json", "current"]).unwrap();
         assert_eq!(cli.global.format(), Format::Json);
+    }
+
+    #[test]
+    fn shards_parse() {
+        assert_eq!(parse_shard("1/4").unwrap(), (1, 4));
+        assert_eq!(parse_shard("4/4").unwrap(), (4, 4));
+        for bad in ["0/4", "5/4", "1/0", "x/2", "1", "1/2/3", "-1/2"] {
+            assert!(parse_shard(bad).is_err(), "{bad}");
+        }
+        assert!(Cli::try_parse_from(["tenantctl", "upgrade", "--all", "--shard", "3/2"]).is_err());
+        assert!(Cli::try_parse_from([
+            "tenantctl",
+            "upgrade",
+            "--all",
+            "--fail-fast",
+            "--max-failures",
+            "2"
+        ])
+        .is_err());
     }
 
     #[test]

@@ -21,6 +21,9 @@ pub struct Target {
     sslmode: SslMode,
     root_cert: Option<native_tls::Certificate>,
     display: String,
+    /// Built on first use and shared by every connection: building one loads the
+    /// system's trust store, which costs tens of milliseconds.
+    tls: std::sync::Arc<std::sync::OnceLock<Result<postgres_native_tls::MakeTlsConnector, String>>>,
 }
 
 impl std::fmt::Debug for Target {
@@ -78,6 +81,7 @@ impl Target {
             sslmode,
             root_cert,
             display,
+            tls: Default::default(),
         })
     }
 
@@ -102,6 +106,21 @@ impl Target {
             });
             return Ok(client);
         }
+        let tls = self
+            .tls
+            .get_or_init(|| self.build_tls())
+            .clone()
+            .map_err(|e| Error::setup(format!("cannot set up TLS: {e}")))?;
+        let (client, conn) = self.config.connect(tls).await.map_err(fail)?;
+        tokio::spawn(async move {
+            let _ = conn.await;
+        });
+        Ok(client)
+    }
+}
+
+impl Target {
+    fn build_tls(&self) -> Result<postgres_native_tls::MakeTlsConnector, String> {
         let mut builder = native_tls::TlsConnector::builder();
         match &self.root_cert {
             // Like libpq's sslrootcert: the chain must lead to this CA.
@@ -115,15 +134,8 @@ impl Target {
                 builder.danger_accept_invalid_hostnames(true);
             }
         }
-        let connector = builder
-            .build()
-            .map_err(|e| Error::setup(format!("cannot set up TLS: {e}")))?;
-        let tls = postgres_native_tls::MakeTlsConnector::new(connector);
-        let (client, conn) = self.config.connect(tls).await.map_err(fail)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
-        Ok(client)
+        let connector = builder.build().map_err(|e| e.to_string())?;
+        Ok(postgres_native_tls::MakeTlsConnector::new(connector))
     }
 }
 

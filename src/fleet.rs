@@ -1,24 +1,28 @@
-//! Work on many tenants: runs an action on each selected tenant with bounded concurrency,
-//! collects one result per tenant, and summarises the run.
+//! Work on many tenants: plans which tenants need a session, runs an action on them with
+//! bounded concurrency and rollout controls (canary, max failures, interruption), and
+//! summarises the run.
 //!
-//! Each tenant gets its own session (see [`crate::runner`]); at most `concurrency`
-//! sessions are open at once. Without `fail_fast` every tenant is tried and failures are
-//! reported together; with it, tenants not yet started are skipped after the first failure.
+//! Each tenant that needs work gets its own session (see [`crate::runner`]); at most
+//! `concurrency` sessions are open at once. Tenants that need nothing are answered from
+//! one batched observation (see [`crate::state`]) without a session.
 
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::Instant;
 
 use futures::stream::{self, StreamExt};
 use serde::Serialize;
+use time::OffsetDateTime;
 use tokio_postgres::Client;
 
 use crate::config::Settings;
 use crate::db;
 use crate::error::{Error, Exit};
-use crate::migrations::MigrationSet;
-use crate::registry::{self, Outcome, Tenant};
+use crate::interrupt::Interrupt;
+use crate::migrations::{compare, MigrationSet};
+use crate::registry::{self, Event, Outcome, Status, Tables, Tenant};
 use crate::runner::{self, Session, UpgradeError};
-use crate::state;
+use crate::state::{self, SchemaState};
 
 /// What to do to each tenant.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -29,6 +33,17 @@ pub enum Action {
     Upgrade(i32),
     /// Create the schema if missing, then apply migrations up to the version.
     ProvisionAndUpgrade(i32),
+}
+
+impl Action {
+    /// The name recorded in the run ledger.
+    pub fn name(self) -> &'static str {
+        match self {
+            Action::Provision => "provision",
+            Action::Upgrade(_) => "upgrade",
+            Action::ProvisionAndUpgrade(_) => "provision+upgrade",
+        }
+    }
 }
 
 /// How one tenant came out.
@@ -72,6 +87,29 @@ pub struct TenantResult {
     pub tenant: Option<Tenant>,
 }
 
+impl TenantResult {
+    fn new(tenant: &Tenant, status: ResultStatus) -> TenantResult {
+        TenantResult {
+            domain: tenant.domain.clone(),
+            schema_name: tenant.schema_name.clone(),
+            status,
+            from_revision: tenant.current_revision,
+            to_revision: tenant.current_revision,
+            applied: Vec::new(),
+            error: None,
+            duration_ms: 0,
+            schema_created: false,
+            tenant: None,
+        }
+    }
+
+    fn skipped(tenant: &Tenant, why: &str) -> TenantResult {
+        let mut r = TenantResult::new(tenant, ResultStatus::Skipped);
+        r.error = Some(why.to_string());
+        r
+    }
+}
+
 /// Counts for a run.
 #[derive(Debug, Clone, Default, Serialize)]
 pub struct Summary {
@@ -92,20 +130,30 @@ pub struct Summary {
 /// Every tenant's result and the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
+    /// The run's id in the ledger (`tenantctl events --run ID`).
+    pub run_id: String,
     /// One per selected tenant, in selection order.
     pub results: Vec<TenantResult>,
     /// Counts.
     pub summary: Summary,
+    /// Whether the run was interrupted before every tenant was started.
+    #[serde(skip)]
+    pub interrupted: bool,
+    /// Why the run stopped starting tenants early, if it did.
+    #[serde(skip)]
+    pub stopped: Option<String>,
 }
 
 impl RunReport {
-    /// The exit code for this run: 0 when nothing failed, 1 when every attempted tenant
-    /// failed (or the only one), 4 when some failed and others finished.
+    /// The exit code: 130 when interrupted; 0 when nothing failed; 1 when every
+    /// attempted tenant failed; 4 when some failed and others finished or were held back.
     pub fn exit(&self) -> Exit {
         let s = &self.summary;
-        if s.failed == 0 {
+        if self.interrupted {
+            Exit::Interrupted
+        } else if s.failed == 0 && self.stopped.is_none() {
             Exit::Ok
-        } else if s.failed + s.skipped == s.total {
+        } else if s.total == 1 || s.ok + s.up_to_date + s.skipped == 0 {
             Exit::Failed
         } else {
             Exit::Partial
@@ -121,6 +169,8 @@ pub trait Progress: Sync {
     fn started(&self, _tenant: &Tenant) {}
     /// Work on a tenant finished.
     fn finished(&self, _result: &TenantResult) {}
+    /// A tenant was answered from the batched observation, without a session.
+    fn answered(&self, _result: &TenantResult) {}
     /// The run is over.
     fn end(&self) {}
 }
@@ -134,7 +184,7 @@ impl Progress for Silent {}
 pub enum Unprovisioned {
     /// Report them as failed (they were named explicitly).
     Fail,
-    /// Report them as skipped (they were swept up by `--all`).
+    /// Report them as skipped (they were swept up by a filter such as `--all`).
     Skip,
 }
 
@@ -146,65 +196,151 @@ pub struct Env<'a> {
     pub settings: &'a Settings,
     /// The migration files (empty for provision-only runs).
     pub set: &'a MigrationSet,
-    /// The quoted, qualified registry table.
-    pub registry_table: &'a str,
+    /// The registry's tables.
+    pub tables: &'a Tables,
+    /// This run's id in the ledger.
+    pub run_id: &'a str,
+    /// This machine's name, for the ledger.
+    pub client_host: &'a str,
 }
 
 /// Options for a bulk run.
-#[derive(Debug, Clone, Copy)]
+#[derive(Debug, Clone)]
 pub struct RunOptions {
     /// Tenants worked on at once.
     pub concurrency: usize,
-    /// Stop starting tenants after the first failure.
-    pub fail_fast: bool,
+    /// Start no new tenant once this many have failed (`--fail-fast` is 1).
+    pub max_failures: Option<usize>,
+    /// Work on this many tenants first; stop if any of them fails.
+    pub canary: usize,
     /// What to do with unprovisioned tenants on upgrade.
     pub unprovisioned: Unprovisioned,
+    /// Set by Ctrl-C or SIGTERM: start no new tenant.
+    pub interrupt: Interrupt,
 }
 
-/// Runs `action` on every tenant. `main` is the caller's registry connection, used to
-/// record results for tenants whose own session died.
+/// A tenant in a run: answered already, or needing a session.
+#[derive(Debug)]
+pub enum Planned {
+    /// Answered from the batched observation.
+    Done(TenantResult),
+    /// Needs a session.
+    Work(Tenant),
+}
+
+/// Decides which tenants an upgrade to `target` must open a session for: those behind,
+/// drifted, unreadable, or not `active` in the registry (so a success can clear a stale
+/// `failed`). The others are answered from `states` at once.
+pub fn plan_upgrade(
+    tenants: Vec<Tenant>,
+    states: &HashMap<String, SchemaState>,
+    set: &MigrationSet,
+    target: i32,
+    unprovisioned: Unprovisioned,
+) -> Vec<Planned> {
+    tenants
+        .into_iter()
+        .map(|t| {
+            let Some(st) = states.get(&t.schema_name) else {
+                return Planned::Work(t);
+            };
+            if !st.schema_exists {
+                return match unprovisioned {
+                    Unprovisioned::Skip => {
+                        let mut r = TenantResult::skipped(
+                            &t,
+                            &UpgradeError::NotProvisioned.message(&t.schema_name, &t.domain),
+                        );
+                        r.from_revision = None;
+                        r.to_revision = None;
+                        r.tenant = Some(t);
+                        Planned::Done(r)
+                    }
+                    Unprovisioned::Fail => Planned::Work(t),
+                };
+            }
+            let Ok(history) = &st.history else {
+                return Planned::Work(t);
+            };
+            let cmp = compare(history, set);
+            let behind = cmp.pending.iter().any(|v| *v <= target);
+            if behind || !cmp.drift.is_empty() || t.status != Status::Active {
+                return Planned::Work(t);
+            }
+            let mut r = TenantResult::new(&t, ResultStatus::UpToDate);
+            r.from_revision = cmp.current;
+            r.to_revision = cmp.current;
+            r.tenant = Some(t);
+            Planned::Done(r)
+        })
+        .collect()
+}
+
+/// Runs `action` on every planned tenant. `main` is the caller's registry connection,
+/// used to record results for tenants whose own session died.
 pub async fn run(
     env: &Env<'_>,
     main: &Client,
-    tenants: Vec<Tenant>,
+    planned: Vec<Planned>,
     action: Action,
-    opts: RunOptions,
+    opts: &RunOptions,
     progress: &dyn Progress,
 ) -> RunReport {
     let started = Instant::now();
-    let stop = AtomicBool::new(false);
-    progress.begin(tenants.len());
-    let total = tenants.len();
-    let mut results: Vec<(usize, TenantResult)> = stream::iter(tenants.into_iter().enumerate())
-        .map(|(i, tenant)| {
-            let stop = &stop;
-            async move {
-                if stop.load(Ordering::SeqCst) {
-                    let r = skipped(
-                        &tenant,
-                        "not started: an earlier tenant failed and --fail-fast is set",
-                    );
-                    progress.finished(&r);
-                    return (i, r);
-                }
-                progress.started(&tenant);
-                let mut r = run_one(env, &tenant, action, opts.unprovisioned).await;
-                if r.tenant.is_none() && r.status != ResultStatus::Skipped {
-                    r.tenant = record_fallback(env, main, &tenant, &r).await;
-                }
-                if r.status == ResultStatus::Failed && opts.fail_fast {
-                    stop.store(true, Ordering::SeqCst);
-                }
-                progress.finished(&r);
-                (i, r)
+    let _graceful = opts.interrupt.graceful_guard();
+    let total = planned.len();
+    progress.begin(total);
+    let mut results: Vec<Option<TenantResult>> = Vec::with_capacity(total);
+    let mut work: Vec<(usize, Tenant)> = Vec::new();
+    for (i, p) in planned.into_iter().enumerate() {
+        match p {
+            Planned::Done(r) => {
+                progress.answered(&r);
+                results.push(Some(r));
             }
-        })
-        .buffer_unordered(opts.concurrency.max(1))
-        .collect()
-        .await;
-    results.sort_by_key(|(i, _)| *i);
-    let results: Vec<TenantResult> = results.into_iter().map(|(_, r)| r).collect();
+            Planned::Work(t) => {
+                results.push(None);
+                work.push((i, t));
+            }
+        }
+    }
+    let failures = AtomicUsize::new(0);
+    let canary = opts.canary.min(work.len());
+    let rest = work.split_off(canary);
+    let mut stopped: Option<String> = None;
+    for (stage, batch) in [(true, work), (false, rest)] {
+        if batch.is_empty() {
+            continue;
+        }
+        if stopped.is_some() {
+            for (i, t) in batch {
+                let r = TenantResult::skipped(
+                    &t,
+                    &format!("not started: {}", stopped.as_deref().unwrap_or("")),
+                );
+                progress.finished(&r);
+                results[i] = Some(r);
+            }
+            continue;
+        }
+        let done = run_batch(env, main, batch, action, opts, &failures, progress).await;
+        for (i, r) in done {
+            results[i] = Some(r);
+        }
+        let failed = failures.load(Ordering::SeqCst);
+        if opts.interrupt.requested() {
+            stopped = Some("the run was interrupted".into());
+        } else if stage && canary > 0 && failed > 0 {
+            stopped = Some(format!("{failed} of the {canary} canary tenants failed"));
+        } else if opts.max_failures.is_some_and(|k| failed >= k) {
+            stopped = Some(limit_reason(opts.max_failures));
+        }
+    }
     progress.end();
+    let results: Vec<TenantResult> = results
+        .into_iter()
+        .map(|r| r.expect("every tenant has a result"))
+        .collect();
     let mut summary = Summary {
         total,
         duration_ms: started.elapsed().as_millis() as u64,
@@ -218,26 +354,71 @@ pub async fn run(
             ResultStatus::Skipped => summary.skipped += 1,
         }
     }
-    RunReport { results, summary }
-}
-
-fn skipped(tenant: &Tenant, why: &str) -> TenantResult {
-    TenantResult {
-        domain: tenant.domain.clone(),
-        schema_name: tenant.schema_name.clone(),
-        status: ResultStatus::Skipped,
-        from_revision: tenant.current_revision,
-        to_revision: tenant.current_revision,
-        applied: Vec::new(),
-        error: Some(why.to_string()),
-        duration_ms: 0,
-        schema_created: false,
-        tenant: None,
+    let held_back = results.iter().any(|r| {
+        r.status == ResultStatus::Skipped
+            && r.error
+                .as_deref()
+                .is_some_and(|e| e.starts_with("not started"))
+    });
+    RunReport {
+        run_id: env.run_id.to_string(),
+        results,
+        summary,
+        interrupted: opts.interrupt.requested() && held_back,
+        stopped: stopped.filter(|_| held_back),
     }
 }
 
+fn limit_reason(max_failures: Option<usize>) -> String {
+    match max_failures {
+        Some(1) => "an earlier tenant failed and --fail-fast (or --max-failures 1) is set".into(),
+        Some(k) => format!("{k} tenants failed, the --max-failures limit"),
+        None => String::new(),
+    }
+}
+
+async fn run_batch(
+    env: &Env<'_>,
+    main: &Client,
+    batch: Vec<(usize, Tenant)>,
+    action: Action,
+    opts: &RunOptions,
+    failures: &AtomicUsize,
+    progress: &dyn Progress,
+) -> Vec<(usize, TenantResult)> {
+    stream::iter(batch)
+        .map(|(i, tenant)| async move {
+            let limit_hit = opts
+                .max_failures
+                .is_some_and(|k| failures.load(Ordering::SeqCst) >= k);
+            if opts.interrupt.requested() || limit_hit {
+                let why = if opts.interrupt.requested() {
+                    "the run was interrupted".to_string()
+                } else {
+                    limit_reason(opts.max_failures)
+                };
+                let r = TenantResult::skipped(&tenant, &format!("not started: {why}"));
+                progress.finished(&r);
+                return (i, r);
+            }
+            progress.started(&tenant);
+            let mut r = run_one(env, &tenant, action, opts.unprovisioned).await;
+            if r.tenant.is_none() && r.status != ResultStatus::Skipped {
+                r.tenant = record_fallback(env, main, &tenant, &r, action).await;
+            }
+            if r.status == ResultStatus::Failed {
+                failures.fetch_add(1, Ordering::SeqCst);
+            }
+            progress.finished(&r);
+            (i, r)
+        })
+        .buffer_unordered(opts.concurrency.max(1))
+        .collect()
+        .await
+}
+
 /// Runs one action on one tenant in its own locked session and records the outcome
-/// through that session.
+/// (and a ledger entry when something changed or failed) through that session.
 pub async fn run_one(
     env: &Env<'_>,
     tenant: &Tenant,
@@ -245,18 +426,8 @@ pub async fn run_one(
     unprovisioned: Unprovisioned,
 ) -> TenantResult {
     let started = Instant::now();
-    let mut result = TenantResult {
-        domain: tenant.domain.clone(),
-        schema_name: tenant.schema_name.clone(),
-        status: ResultStatus::Failed,
-        from_revision: None,
-        to_revision: None,
-        applied: Vec::new(),
-        error: None,
-        duration_ms: 0,
-        schema_created: false,
-        tenant: None,
-    };
+    let started_at = OffsetDateTime::now_utc();
+    let mut result = TenantResult::new(tenant, ResultStatus::Failed);
     let mut session = match Session::open(env.target, env.settings, &tenant.schema_name).await {
         Ok(s) => s,
         Err(e) => {
@@ -281,8 +452,21 @@ pub async fn run_one(
         (Err(()), Some(e)) => Outcome::Failed(e),
         (Err(()), None) => Outcome::Failed("unknown error"),
     };
+    let event = Event {
+        run_id: env.run_id,
+        action: action.name(),
+        from_revision: result.from_revision,
+        started_at,
+        client_host: env.client_host,
+    };
+    let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed);
     match session
-        .record(env.registry_table, tenant.id, registry_outcome)
+        .record(
+            env.tables,
+            tenant.id,
+            registry_outcome,
+            log.then_some(&event),
+        )
         .await
     {
         Ok(row) => {
@@ -367,6 +551,7 @@ async fn record_fallback(
     main: &Client,
     tenant: &Tenant,
     r: &TenantResult,
+    action: Action,
 ) -> Option<Tenant> {
     let states = state::observe(
         main,
@@ -381,18 +566,85 @@ async fn record_fallback(
         (ResultStatus::Failed, None) => Outcome::Failed("unknown error"),
         _ => Outcome::Succeeded,
     };
-    registry::record_with(main, env.registry_table, tenant.id, &observed, outcome)
-        .await
-        .ok()
+    let event = Event {
+        run_id: env.run_id,
+        action: action.name(),
+        from_revision: r.from_revision,
+        started_at: OffsetDateTime::now_utc() - time::Duration::milliseconds(r.duration_ms as i64),
+        client_host: env.client_host,
+    };
+    registry::record_with(
+        main,
+        env.tables,
+        tenant.id,
+        &observed,
+        outcome,
+        Some(&event),
+    )
+    .await
+    .ok()
 }
 
-/// Fails with a usage error when a bulk selection is empty in a way the user should hear
-/// about (an explicit list that resolved to nothing cannot happen: unknown names fail).
-pub fn require_selection(all: bool, tenants: &[String]) -> Result<(), Error> {
-    if !all && tenants.is_empty() {
-        return Err(Error::usage(
-            "name the tenants with --tenant <TENANT> (repeatable) or pass --all",
-        ));
+/// A new run id: a random (version 4) UUID.
+pub fn new_run_id() -> Result<String, Error> {
+    let mut b = [0u8; 16];
+    getrandom::fill(&mut b)
+        .map_err(|e| Error::failed(format!("the operating system's random source failed: {e}")))?;
+    b[6] = (b[6] & 0x0f) | 0x40;
+    b[8] = (b[8] & 0x3f) | 0x80;
+    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
+    Ok(format!(
+        "{}-{}-{}-{}-{}",
+        &hex[0..8],
+        &hex[8..12],
+        &hex[12..16],
+        &hex[16..20],
+        &hex[20..32]
+    ))
+}
+
+/// This machine's host name, for the ledger.
+pub fn client_host() -> String {
+    std::fs::read_to_string("/proc/sys/kernel/hostname")
+        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
+        .ok()
+        .map(|s| s.trim().to_string())
+        .filter(|s| !s.is_empty())
+        .or_else(|| std::env::var("HOSTNAME").ok())
+        .unwrap_or_else(|| "unknown".into())
+}
+
+/// A stable shard for `--shard I/N`: whether `schema` falls in shard `index` (1-based)
+/// of `count`. The partition depends only on the schema name.
+pub fn in_shard(schema: &str, index: u32, count: u32) -> bool {
+    use sha2::{Digest, Sha256};
+    let d = Sha256::digest(schema.as_bytes());
+    let h = u64::from_be_bytes([d[0], d[1], d[2], d[3], d[4], d[5], d[6], d[7]]);
+    h % u64::from(count) == u64::from(index - 1)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn run_ids_are_uuid_v4() {
+        let a = new_run_id().unwrap();
+        assert_eq!(a.len(), 36);
+        assert_eq!(&a[14..15], "4");
+        assert_ne!(a, new_run_id().unwrap());
     }
-    Ok(())
+
+    #[test]
+    fn shards_partition_every_schema_exactly_once() {
+        let names: Vec<String> = (0..1000).map(|i| format!("tenant_{i}")).collect();
+        let mut sizes = [0usize; 4];
+        for n in &names {
+            let hits: Vec<u32> = (1..=4).filter(|i| in_shard(n, *i, 4)).collect();
+            assert_eq!(hits.len(), 1, "{n}");
+            sizes[(hits[0] - 1) as usize] += 1;
+        }
+        assert!(sizes.iter().all(|s| *s > 150), "{sizes:?}");
+        assert!(in_shard("x", 1, 1));
+    }
 }

@@ -17,6 +17,7 @@ pub mod error;
 pub mod fleet;
 pub mod ident;
 pub mod inspect;
+pub mod interrupt;
 pub mod migrations;
 pub mod output;
 pub mod registry;
@@ -28,13 +29,13 @@ use commands::Ctx;
 pub use error::{Error, Exit};
 
 /// Runs a parsed command line and returns the exit code to use.
-pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
+pub async fn run(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Exit> {
     let concurrency = match &cli.command {
         Command::Upgrade(a) => a.bulk.concurrency,
         Command::Provision(a) => a.bulk.concurrency,
         _ => None,
     };
-    let ctx = Ctx::new(&cli.global, concurrency.map(usize::from))?;
+    let ctx = Ctx::new(&cli.global, concurrency.map(usize::from), interrupt)?;
     match &cli.command {
         Command::Init(a) => commands::init::run(&ctx, a).await,
         Command::Tenant(c) => commands::tenant::run(&ctx, c).await,
@@ -43,5 +44,6 @@ pub async fn run(cli: Cli) -> anyhow::Result<Exit> {
         Command::Current(a) => commands::current::run(&ctx, a).await,
         Command::History(a) => commands::history::run(&ctx, a).await,
         Command::Status(a) => commands::status::run(&ctx, a).await,
+        Command::Events(a) => commands::events::run(&ctx, a).await,
     }
 }

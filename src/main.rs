@@ -5,6 +5,7 @@ use std::process::ExitCode;
 use clap::Parser;
 use tenantctl::cli::Cli;
 use tenantctl::error::{exit_for, Exit};
+use tenantctl::interrupt::Interrupt;
 
 fn main() -> ExitCode {
     // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
@@ -16,10 +17,11 @@ fn main() -> ExitCode {
         Ok(rt) => rt,
         Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
+    let interrupt = Interrupt::new();
     let outcome = runtime.block_on(async {
         tokio::select! {
-            result = tenantctl::run(cli) => Some(result),
-            _ = interrupted() => None,
+            result = tenantctl::run(cli, interrupt.clone()) => Some(result),
+            _ = abort_on_signal(interrupt.clone()) => None,
         }
     });
     // Open sessions are dropped here; the server rolls back any migration in flight.
@@ -34,13 +36,27 @@ fn main() -> ExitCode {
     }
 }
 
+/// Resolves when the process should stop at once: on a signal while no bulk run can stop
+/// gracefully, or on a second signal. During a bulk run the first signal only asks it to
+/// start no new tenants.
+async fn abort_on_signal(interrupt: Interrupt) {
+    loop {
+        signal().await;
+        if interrupt.graceful() && !interrupt.requested() {
+            interrupt.request();
+            report_notice("stopping: no new tenants will be started; tenants in flight finish and are recorded (signal again to abort them)");
+        } else {
+            return;
+        }
+    }
+}
+
 /// Resolves on Ctrl-C or SIGTERM.
-async fn interrupted() {
+async fn signal() {
     #[cfg(unix)]
     {
         use tokio::signal::unix::{signal, SignalKind};
-        let term = signal(SignalKind::terminate());
-        match term {
+        match signal(SignalKind::terminate()) {
             Ok(mut term) => {
                 tokio::select! {
                     _ = tokio::signal::ctrl_c() => {}
@@ -66,4 +82,9 @@ fn fail(e: &anyhow::Error) -> ExitCode {
 #[allow(clippy::print_stderr)]
 fn report(message: &str) {
     eprintln!("error: {message}");
+}
+
+#[allow(clippy::print_stderr)]
+fn report_notice(message: &str) {
+    eprintln!("{message}");
 }

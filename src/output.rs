@@ -159,6 +159,9 @@ impl Output {
         if !report.results.is_empty() {
             self.print(&t.to_string());
         }
+        if let Some(why) = &report.stopped {
+            eprintln!("stopped early: {why}; the tenants not started are listed as skipped");
+        }
         let s = &report.summary;
         self.print(&format!(
             "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms",
@@ -203,6 +206,12 @@ impl Output {
         }
         self.print(&t.to_string());
     }
+}
+
+/// A timestamp for people: RFC 3339 in UTC, to the second.
+pub fn timestamp(t: time::OffsetDateTime) -> String {
+    let t = t.to_offset(time::UtcOffset::UTC).replace_nanosecond(0).unwrap_or(t);
+    t.format(&time::format_description::well_known::Rfc3339).unwrap_or_else(|_| t.to_string())
 }
 
 /// `yes` or `no`.
@@ -313,6 +322,9 @@ impl Progress for BarProgress {
         let mut st = self.state.lock().expect("progress lock");
         st.1.push(tenant.domain.clone());
         self.refresh(&st);
+    }
+    fn answered(&self, _r: &TenantResult) {
+        self.bar.inc(1);
     }
     fn finished(&self, r: &TenantResult) {
         let mut st = self.state.lock().expect("progress lock");

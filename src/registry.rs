@@ -18,10 +18,16 @@ use crate::ident::{self, qualified, quote};
 pub const HISTORY_TABLE: &str = "tenantctl_registry_history";
 
 /// Migrations that create and upgrade the registry, embedded in the binary.
-const MIGRATIONS: &[(&str, &str)] = &[(
-    "V1__tenants",
-    include_str!("registry_migrations/V1__tenants.sql"),
-)];
+const MIGRATIONS: &[(&str, &str)] = &[
+    (
+        "V1__tenants",
+        include_str!("registry_migrations/V1__tenants.sql"),
+    ),
+    (
+        "V2__tenant_events",
+        include_str!("registry_migrations/V2__tenant_events.sql"),
+    ),
+];
 
 /// The registry version this binary needs.
 pub fn latest_version() -> i32 {
@@ -121,7 +127,7 @@ impl Tenant {
 pub struct Registry<'a> {
     client: &'a Client,
     schema: &'a str,
-    table: String,
+    tables: Tables,
 }
 
 /// What `init` did.
@@ -233,7 +239,7 @@ impl<'a> Registry<'a> {
         Ok(Registry {
             client,
             schema,
-            table: qualified(schema, "tenants"),
+            tables: Tables::new(schema),
         })
     }
 
@@ -242,9 +248,9 @@ impl<'a> Registry<'a> {
         self.schema
     }
 
-    /// The quoted, qualified `tenants` table.
-    pub fn table(&self) -> &str {
-        &self.table
+    /// The registry's quoted, qualified table names.
+    pub fn tables(&self) -> &Tables {
+        &self.tables
     }
 
     /// Registers a tenant. A taken domain or schema is a failed operation (exit 1).
@@ -252,7 +258,7 @@ impl<'a> Registry<'a> {
         let sql = format!(
             "INSERT INTO {} (tenant_name, domain, email, tenant_type, schema_name, api_key_hash, api_key_prefix) \
              VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}",
-            self.table
+            self.tables.tenants
         );
         let row = self
             .client
@@ -299,7 +305,7 @@ impl<'a> Registry<'a> {
         let ids: Vec<i64> = references.iter().filter_map(|r| r.parse().ok()).collect();
         let sql = format!(
             "SELECT {COLUMNS} FROM {} WHERE domain = ANY($1) OR schema_name = ANY($1) OR id = ANY($2)",
-            self.table
+            self.tables.tenants
         );
         let rows = self
             .client
@@ -353,7 +359,7 @@ impl<'a> Registry<'a> {
     ) -> Result<Vec<Tenant>, Error> {
         let sql = format!(
             "SELECT {COLUMNS} FROM {} WHERE ($1::text IS NULL OR tenant_type = $1) AND ($2::text IS NULL OR status = $2) ORDER BY id",
-            self.table
+            self.tables.tenants
         );
         let status = status.map(Status::as_str);
         let rows = self
@@ -375,7 +381,7 @@ impl<'a> Registry<'a> {
              FROM unnest($1::bigint[], $2::bool[], $3::int4[]) AS u(id, p, r) \
              WHERE t.id = u.id AND (t.schema_provisioned IS DISTINCT FROM u.p OR t.current_revision IS DISTINCT FROM u.r \
              OR t.migrations_applied IS DISTINCT FROM (u.r IS NOT NULL))",
-            t = self.table
+            t = self.tables.tenants
         );
         self.client
             .execute(&sql, &[&ids, &exists, &current])
@@ -383,15 +389,141 @@ impl<'a> Registry<'a> {
             .map_err(query_error("refreshing the registry's cached columns"))
     }
 
-    /// Writes what was observed of a tenant's schema, and the outcome of the operation.
-    pub async fn record(
+    /// Writes a ledger entry that goes with no registry update (e.g. registration).
+    pub async fn log(
         &self,
-        id: i64,
-        observed: &Observed,
-        outcome: Outcome<'_>,
-    ) -> Result<Tenant, Error> {
-        record_with(self.client, &self.table, id, observed, outcome).await
+        tenant: &Tenant,
+        ev: &Event<'_>,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
+        let sql = format!(
+            "INSERT INTO {} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, error, started_at, client_host) \
+             VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
+            self.tables.events
+        );
+        let status = if error.is_some() { "failed" } else { "ok" };
+        self.client
+            .execute(
+                &sql,
+                &[
+                    &ev.run_id,
+                    &tenant.id,
+                    &tenant.domain,
+                    &tenant.schema_name,
+                    &ev.action,
+                    &ev.from_revision,
+                    &tenant.current_revision,
+                    &status,
+                    &error,
+                    &ev.started_at,
+                    &ev.client_host,
+                ],
+            )
+            .await
+            .map_err(query_error("writing the run ledger"))?;
+        Ok(())
     }
+
+    /// Ledger entries, newest first.
+    pub async fn events(&self, filter: &EventFilter) -> Result<Vec<EventRow>, Error> {
+        let sql = format!(
+            "SELECT id, run_id::text, tenant_id, domain, schema_name, action, from_revision, to_revision, status, error, \
+             started_at, finished_at, db_user, client_host, client_addr FROM {} \
+             WHERE ($1::bigint IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR run_id::text = $2) \
+             AND (NOT $3 OR status = 'failed') ORDER BY id DESC LIMIT $4",
+            self.tables.events
+        );
+        let rows = self
+            .client
+            .query(
+                &sql,
+                &[
+                    &filter.tenant_id,
+                    &filter.run_id,
+                    &filter.failed_only,
+                    &filter.limit,
+                ],
+            )
+            .await
+            .map_err(query_error("reading the run ledger"))?;
+        Ok(rows
+            .iter()
+            .map(|r| {
+                let started: OffsetDateTime = r.get("started_at");
+                let finished: OffsetDateTime = r.get("finished_at");
+                EventRow {
+                    id: r.get("id"),
+                    run_id: r.get("run_id"),
+                    tenant_id: r.get("tenant_id"),
+                    domain: r.get("domain"),
+                    schema_name: r.get("schema_name"),
+                    action: r.get("action"),
+                    from_revision: r.get("from_revision"),
+                    to_revision: r.get("to_revision"),
+                    status: r.get("status"),
+                    error: r.get("error"),
+                    duration_ms: (finished - started).whole_milliseconds().max(0) as i64,
+                    started_at: started,
+                    finished_at: finished,
+                    db_user: r.get("db_user"),
+                    client_host: r.get("client_host"),
+                    client_addr: r.get("client_addr"),
+                }
+            })
+            .collect())
+    }
+}
+
+/// Which ledger entries to read.
+#[derive(Debug, Clone, Default)]
+pub struct EventFilter {
+    /// Only this tenant.
+    pub tenant_id: Option<i64>,
+    /// Only this run.
+    pub run_id: Option<String>,
+    /// Only failures.
+    pub failed_only: bool,
+    /// At most this many, newest first.
+    pub limit: i64,
+}
+
+/// One ledger entry.
+#[derive(Debug, Clone, Serialize)]
+pub struct EventRow {
+    /// Ledger id.
+    pub id: i64,
+    /// The run (a UUID).
+    pub run_id: String,
+    /// The tenant's registry id.
+    pub tenant_id: i64,
+    /// Its domain at the time.
+    pub domain: String,
+    /// Its schema at the time.
+    pub schema_name: String,
+    /// What was done.
+    pub action: String,
+    /// Revision before.
+    pub from_revision: Option<i32>,
+    /// Revision after.
+    pub to_revision: Option<i32>,
+    /// `ok` or `failed`.
+    pub status: String,
+    /// The error, when it failed.
+    pub error: Option<String>,
+    /// When work on the tenant started.
+    #[serde(with = "time::serde::rfc3339")]
+    pub started_at: OffsetDateTime,
+    /// When it was recorded.
+    #[serde(with = "time::serde::rfc3339")]
+    pub finished_at: OffsetDateTime,
+    /// Milliseconds between the two.
+    pub duration_ms: i64,
+    /// The database user that made the change.
+    pub db_user: String,
+    /// The machine tenantctl ran on.
+    pub client_host: Option<String>,
+    /// The client address the server saw (null over a Unix socket).
+    pub client_addr: Option<String>,
 }
 
 /// What was seen of a tenant's schema.
@@ -414,39 +546,95 @@ pub enum Outcome<'e> {
     Unchanged,
 }
 
+/// A ledger entry to write with a registry update.
+#[derive(Debug, Clone)]
+pub struct Event<'a> {
+    /// The run this change belongs to.
+    pub run_id: &'a str,
+    /// What was done: `register`, `provision`, `upgrade`, ...
+    pub action: &'a str,
+    /// The revision before.
+    pub from_revision: Option<i32>,
+    /// When work on the tenant started.
+    pub started_at: OffsetDateTime,
+    /// The machine tenantctl runs on.
+    pub client_host: &'a str,
+}
+
 /// Writes an observation and outcome through any connection (a tenant's own, while it
-/// holds the tenant's lock, or the main one).
+/// holds the tenant's lock, or the main one), and the ledger entry when given, in one
+/// statement.
 pub async fn record_with(
     client: &Client,
-    table: &str,
+    tables: &Tables,
     id: i64,
     observed: &Observed,
     outcome: Outcome<'_>,
+    event: Option<&Event<'_>>,
 ) -> Result<Tenant, Error> {
     let (status, error): (Option<&str>, Option<&str>) = match outcome {
         Outcome::Succeeded => (Some("active"), None),
         Outcome::Failed(e) => (Some("failed"), Some(e)),
         Outcome::Unchanged => (None, None),
     };
-    let sql = format!(
-        "UPDATE {table} SET schema_provisioned = $2, migrations_applied = $3, current_revision = $4, \
+    let update = format!(
+        "UPDATE {t} SET schema_provisioned = $2, migrations_applied = $3, current_revision = $4, \
          status = COALESCE($5, status), \
          last_error = CASE WHEN $5::text IS NULL THEN last_error ELSE $6 END, \
-         updated_at = now() WHERE id = $1 RETURNING {COLUMNS}"
+         updated_at = now() WHERE id = $1 RETURNING {COLUMNS}",
+        t = tables.tenants
     );
-    let row = client
-        .query_opt(
-            &sql,
-            &[
-                &id,
-                &observed.schema_exists,
-                &observed.current.is_some(),
-                &observed.current,
-                &status,
-                &error,
-            ],
-        )
-        .await
+    let row = match event {
+        None => {
+            client
+                .query_opt(
+                    &update,
+                    &[
+                        &id,
+                        &observed.schema_exists,
+                        &observed.current.is_some(),
+                        &observed.current,
+                        &status,
+                        &error,
+                    ],
+                )
+                .await
+        }
+        Some(ev) => {
+            let event_status = if matches!(outcome, Outcome::Failed(_)) {
+                "failed"
+            } else {
+                "ok"
+            };
+            let sql = format!(
+                "WITH u AS ({update}), e AS (\
+                 INSERT INTO {events} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, error, started_at, client_host) \
+                 SELECT $7::text::uuid, u.id, u.domain, u.schema_name, $8, $9, u.current_revision, $10, $6, $11, $12 FROM u) \
+                 SELECT {COLUMNS} FROM u",
+                events = tables.events
+            );
+            client
+                .query_opt(
+                    &sql,
+                    &[
+                        &id,
+                        &observed.schema_exists,
+                        &observed.current.is_some(),
+                        &observed.current,
+                        &status,
+                        &error,
+                        &ev.run_id,
+                        &ev.action,
+                        &ev.from_revision,
+                        &event_status,
+                        &ev.started_at,
+                        &ev.client_host,
+                    ],
+                )
+                .await
+        }
+    };
+    let row = row
         .map_err(query_error("updating the registry"))?
         .ok_or_else(|| {
             Error::failed(format!(
@@ -454,6 +642,25 @@ pub async fn record_with(
             ))
         })?;
     Ok(Tenant::from_row(&row))
+}
+
+/// The registry's quoted, qualified table names.
+#[derive(Debug, Clone)]
+pub struct Tables {
+    /// `"schema"."tenants"`.
+    pub tenants: String,
+    /// `"schema"."tenant_events"`, the run ledger.
+    pub events: String,
+}
+
+impl Tables {
+    /// The tables in a registry schema.
+    pub fn new(schema: &str) -> Tables {
+        Tables {
+            tenants: qualified(schema, "tenants"),
+            events: qualified(schema, "tenant_events"),
+        }
+    }
 }
 
 /// A tenant about to be registered.

@@ -17,7 +17,7 @@ use crate::db::{self, query_error, LockSpace};
 use crate::error::Error;
 use crate::ident::{qualified, quote};
 use crate::migrations::{compare, MigrationSet};
-use crate::registry::{self, Observed, Outcome, Tenant};
+use crate::registry::{self, Event, Observed, Outcome, Tables, Tenant};
 use crate::state::{self, SchemaState};
 
 /// A locked session on one tenant.
@@ -163,20 +163,22 @@ impl<'a> Session<'a> {
     }
 
     /// Records in the registry what is true now, through this session, while the lock is
-    /// still held. Returns the updated row.
+    /// still held, with a ledger entry when given. Returns the updated row.
     pub async fn record(
         &self,
-        registry_table: &str,
+        tables: &Tables,
         tenant_id: i64,
         outcome: Outcome<'_>,
+        event: Option<&Event<'_>>,
     ) -> Result<Tenant, Error> {
         let state = self.observe().await?;
         registry::record_with(
             &self.client,
-            registry_table,
+            tables,
             tenant_id,
             &observed(&state),
             outcome,
+            event,
         )
         .await
     }

@@ -5,6 +5,7 @@
 //! target and the output settings.
 
 pub mod current;
+pub mod events;
 pub mod history;
 pub mod init;
 pub mod provision;
@@ -16,11 +17,13 @@ use std::collections::HashMap;
 
 use tokio_postgres::Client;
 
-use crate::cli::{GlobalOpts, Selection};
+use crate::cli::{BulkOpts, GlobalOpts, Selection};
 use crate::config::{self, Overrides, Settings};
 use crate::db;
 use crate::error::Error;
+use crate::fleet::{RunOptions, Unprovisioned};
 use crate::inspect::{self, TenantStatus};
+use crate::interrupt::Interrupt;
 use crate::migrations::MigrationSet;
 use crate::output::Output;
 use crate::registry::{Registry, Tenant};
@@ -34,6 +37,8 @@ pub struct Ctx {
     pub target: db::Target,
     /// Output settings.
     pub out: Output,
+    /// Set by Ctrl-C or SIGTERM.
+    pub interrupt: Interrupt,
 }
 
 fn env_var(key: &str) -> Option<String> {
@@ -42,7 +47,11 @@ fn env_var(key: &str) -> Option<String> {
 
 impl Ctx {
     /// Loads the configuration and resolves the connection target; no connection yet.
-    pub fn new(global: &GlobalOpts, concurrency: Option<usize>) -> Result<Ctx, Error> {
+    pub fn new(
+        global: &GlobalOpts,
+        concurrency: Option<usize>,
+        interrupt: Interrupt,
+    ) -> Result<Ctx, Error> {
         let out = Output::new(global.format(), global.quiet, global.verbose);
         let cwd = std::env::current_dir()
             .map_err(|e| Error::setup(format!("cannot read the current directory: {e}")))?;
@@ -58,6 +67,7 @@ impl Ctx {
             settings,
             target,
             out,
+            interrupt,
         })
     }
 
@@ -72,13 +82,61 @@ impl Ctx {
     }
 }
 
-/// The tenants a bulk command works on, in the order named (or by id for `--all`).
+/// The tenants a selection names, in the order named (by id for filters), after
+/// `--exclude` and `--shard`. An unknown name, included or excluded, is an error.
 pub async fn select(registry: &Registry<'_>, selection: &Selection) -> Result<Vec<Tenant>, Error> {
-    crate::fleet::require_selection(selection.all, &selection.tenants)?;
-    if selection.all {
-        registry.list(None, None).await
+    if !selection.selects() {
+        return Err(Error::usage(
+            "name the tenants with --tenant <TENANT> (repeatable), or select them with --all, --type or --status",
+        ));
+    }
+    if let Some(t) = &selection.tenant_type {
+        crate::ident::validate_tenant_type(t)?;
+    }
+    let mut tenants = if selection.tenants.is_empty() {
+        registry
+            .list(selection.tenant_type.as_deref(), selection.status)
+            .await?
     } else {
-        registry.find_many(&selection.tenants).await
+        let named = registry.find_many(&selection.tenants).await?;
+        named
+            .into_iter()
+            .filter(|t| {
+                selection
+                    .tenant_type
+                    .as_ref()
+                    .is_none_or(|ty| &t.tenant_type == ty)
+            })
+            .filter(|t| selection.status.is_none_or(|st| t.status == st))
+            .collect()
+    };
+    if !selection.exclude.is_empty() {
+        let excluded: Vec<i64> = registry
+            .find_many(&selection.exclude)
+            .await?
+            .iter()
+            .map(|t| t.id)
+            .collect();
+        tenants.retain(|t| !excluded.contains(&t.id));
+    }
+    if let Some((i, n)) = selection.shard {
+        tenants.retain(|t| crate::fleet::in_shard(&t.schema_name, i, n));
+    }
+    Ok(tenants)
+}
+
+impl Ctx {
+    /// Run options from the bulk flags and the settings.
+    pub fn run_options(&self, bulk: &BulkOpts, unprovisioned: Unprovisioned) -> RunOptions {
+        RunOptions {
+            concurrency: bulk
+                .concurrency
+                .map_or(self.settings.concurrency, usize::from),
+            max_failures: bulk.max_failures(),
+            canary: bulk.canary.map_or(0, |c| c as usize),
+            unprovisioned,
+            interrupt: self.interrupt.clone(),
+        }
     }
 }
 
@@ -113,4 +171,28 @@ pub async fn statuses(
     // Read-only users cannot refresh the cache; the status itself is still right.
     let _ = registry.sync(&observed).await;
     Ok(out)
+}
+
+/// Refreshes the registry's cached columns for tenants answered without a session.
+pub async fn sync_observed(
+    registry: &Registry<'_>,
+    states: &HashMap<String, state::SchemaState>,
+    planned: &[crate::fleet::Planned],
+) {
+    let observed: Vec<(i64, crate::registry::Observed)> = planned
+        .iter()
+        .filter_map(|p| match p {
+            crate::fleet::Planned::Done(r) => r.tenant.as_ref().map(|t| (t.id, &t.schema_name)),
+            crate::fleet::Planned::Work(_) => None,
+        })
+        .filter_map(|(id, schema)| {
+            states
+                .get(schema)
+                .filter(|s| s.history.is_ok())
+                .map(|s| (id, crate::runner::observed(s)))
+        })
+        .collect();
+    if !observed.is_empty() {
+        let _ = registry.sync(&observed).await;
+    }
 }

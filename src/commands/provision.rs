@@ -2,7 +2,7 @@
 
 use crate::cli::{BulkOpts, Selection};
 use crate::error::{Exit, Result};
-use crate::fleet::{self, Action, RunOptions, Unprovisioned};
+use crate::fleet::{self, Action, Planned, Unprovisioned};
 use crate::migrations::MigrationSet;
 use crate::registry::Registry;
 
@@ -27,27 +27,25 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         dir: ctx.settings.migrations_dir.clone(),
         files: Vec::new(),
     };
+    let run_id = fleet::new_run_id()?;
+    let host = fleet::client_host();
     let env = fleet::Env {
         target: &ctx.target,
         settings: &ctx.settings,
         set: &set,
-        registry_table: registry.table(),
+        tables: registry.tables(),
+        run_id: &run_id,
+        client_host: &host,
     };
-    let opts = RunOptions {
-        concurrency: args
-            .bulk
-            .concurrency
-            .map_or(ctx.settings.concurrency, usize::from),
-        fail_fast: args.bulk.fail_fast,
-        unprovisioned: Unprovisioned::Fail,
-    };
+    let opts = ctx.run_options(&args.bulk, Unprovisioned::Fail);
     let progress = ctx.out.progress("provision");
+    let planned = tenants.into_iter().map(Planned::Work).collect();
     let report = fleet::run(
         &env,
         &client,
-        tenants,
+        planned,
         Action::Provision,
-        opts,
+        &opts,
         progress.as_ref(),
     )
     .await;

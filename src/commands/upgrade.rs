@@ -2,8 +2,9 @@
 
 use crate::cli::{BulkOpts, Selection};
 use crate::error::{Exit, Result};
-use crate::fleet::{self, Action, RunOptions, Unprovisioned};
+use crate::fleet::{self, Action, Unprovisioned};
 use crate::registry::Registry;
+use crate::state;
 
 use super::{select, Ctx};
 
@@ -21,40 +22,42 @@ pub struct Args {
     pub bulk: BulkOpts,
 }
 
-/// Upgrades the selected tenants. With --all, tenants whose schema does not exist yet
-/// are skipped; named ones fail.
+/// Upgrades the selected tenants. Only tenants that need work get a session; tenants
+/// whose schema does not exist yet are skipped when selected by a filter and fail when
+/// named.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let set = ctx.migrations()?;
     let target = set.resolve_target(&args.target)?;
-    crate::fleet::require_selection(args.selection.all, &args.selection.tenants)?;
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
+    let unprovisioned = if args.selection.tenants.is_empty() {
+        Unprovisioned::Skip
+    } else {
+        Unprovisioned::Fail
+    };
+    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
+    let states = state::observe(&client, &schemas, &ctx.settings.history_table).await?;
+    let planned = fleet::plan_upgrade(tenants, &states, &set, target, unprovisioned);
+    super::sync_observed(&registry, &states, &planned).await;
+    let run_id = fleet::new_run_id()?;
+    let host = fleet::client_host();
     let env = fleet::Env {
         target: &ctx.target,
         settings: &ctx.settings,
         set: &set,
-        registry_table: registry.table(),
+        tables: registry.tables(),
+        run_id: &run_id,
+        client_host: &host,
     };
-    let opts = RunOptions {
-        concurrency: args
-            .bulk
-            .concurrency
-            .map_or(ctx.settings.concurrency, usize::from),
-        fail_fast: args.bulk.fail_fast,
-        unprovisioned: if args.selection.all {
-            Unprovisioned::Skip
-        } else {
-            Unprovisioned::Fail
-        },
-    };
+    let opts = ctx.run_options(&args.bulk, unprovisioned);
     let progress = ctx.out.progress("upgrade");
     let report = fleet::run(
         &env,
         &client,
-        tenants,
+        planned,
         Action::Upgrade(target),
-        opts,
+        &opts,
         progress.as_ref(),
     )
     .await;

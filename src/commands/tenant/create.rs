@@ -10,8 +10,9 @@ use crate::ident;
 use crate::inspect::{self, TenantStatus};
 use crate::migrations::MigrationSet;
 use crate::output::{revision, yes_no};
-use crate::registry::{NewTenant, Registry, Tenant};
+use crate::registry::{Event, NewTenant, Registry, Tenant};
 use crate::state;
+use time::OffsetDateTime;
 
 use super::super::Ctx;
 
@@ -109,6 +110,16 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             api_key_prefix: &key.prefix(),
         })
         .await?;
+    let run_id = fleet::new_run_id()?;
+    let host = fleet::client_host();
+    let registered = Event {
+        run_id: &run_id,
+        action: "register",
+        from_revision: None,
+        started_at: OffsetDateTime::now_utc(),
+        client_host: &host,
+    };
+    registry.log(&tenant, &registered, None).await?;
 
     let action = if args.migrate {
         Some(Action::ProvisionAndUpgrade(target))
@@ -128,7 +139,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
                 target: &ctx.target,
                 settings: &ctx.settings,
                 set: set_ref,
-                registry_table: registry.table(),
+                tables: registry.tables(),
+                run_id: &run_id,
+                client_host: &host,
             };
             let r = fleet::run_one(&env, &tenant, action, Unprovisioned::Fail).await;
             Some(r)

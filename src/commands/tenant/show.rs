@@ -80,8 +80,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             "api key",
             format!("{}… (only the hash is stored)", t.api_key_prefix),
         ),
-        ("created", t.created_at.to_string()),
-        ("updated", t.updated_at.to_string()),
+        ("created", crate::output::timestamp(t.created_at)),
+        ("updated", crate::output::timestamp(t.updated_at)),
     ]);
     Ok(Exit::Ok)
 }
