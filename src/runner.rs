@@ -44,13 +44,9 @@ impl<'a> Session<'a> {
     ) -> Result<Session<'a>, Error> {
         let client = target.connect().await?;
         let (k1, k2) = db::lock_key(LockSpace::Tenant, schema);
-        let mut path = vec![quote(schema)];
-        path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
         let setup = format!(
-            "SET lock_timeout = 0; SELECT pg_advisory_lock({k1}, {k2}); SET search_path TO {}; SET lock_timeout = {}; SET statement_timeout = {}",
-            path.join(", "),
-            millis(settings.lock_timeout),
-            millis(settings.statement_timeout),
+            "SET lock_timeout = 0; SELECT pg_advisory_lock({k1}, {k2}); {}",
+            session_settings(settings, schema)
         );
         client
             .batch_execute(&setup)
@@ -136,30 +132,40 @@ impl<'a> Session<'a> {
         }
         let migrations: Vec<refinery::Migration> =
             set.files.iter().map(|f| f.to_refinery()).collect();
-        let mut runner = refinery::Runner::new(&migrations)
-            .set_target(refinery::Target::Version(target))
-            .set_grouped(false)
-            .set_abort_divergent(true)
-            .set_abort_missing(true);
-        runner.set_migration_table_name(qualified(self.schema, &self.settings.history_table));
-        match runner.run_async(&mut self.client).await {
-            Ok(report) => Ok(Applied {
-                versions: report
-                    .applied_migrations()
-                    .iter()
-                    .map(|m| m.version())
-                    .collect(),
-            }),
-            Err(e) => {
-                let applied: Vec<i32> = e
-                    .report()
-                    .map(|r| r.applied_migrations().iter().map(|m| m.version()).collect())
-                    .unwrap_or_default();
-                let failing = to_apply.iter().find(|v| !applied.contains(v)).copied();
-                let message = describe_failure(set, failing, &e);
-                Err(UpgradeError::During { applied, message })
+        let table = qualified(self.schema, &self.settings.history_table);
+        let reset = session_settings(self.settings, self.schema);
+        let mut applied: Vec<i32> = Vec::new();
+        // One refinery run per migration, each after a fresh RESET ALL and the session's
+        // settings: a `SET search_path` (or any SET) inside one migration must not carry
+        // into the next.
+        for version in to_apply {
+            let result = match self.client.batch_execute(&reset).await {
+                Ok(()) => {
+                    let mut runner = refinery::Runner::new(&migrations)
+                        .set_target(refinery::Target::Version(version))
+                        .set_grouped(false)
+                        .set_abort_divergent(true)
+                        .set_abort_missing(true);
+                    runner.set_migration_table_name(&table);
+                    runner
+                        .run_async(&mut self.client)
+                        .await
+                        .map_err(|e| describe_failure(set, Some(version), &e))
+                }
+                Err(e) => Err(format!(
+                    "resetting the session before version {version}: {}",
+                    db::pg_message(&e)
+                )),
+            };
+            match result {
+                Ok(report) => {
+                    applied.extend(report.applied_migrations().iter().map(|m| m.version()))
+                }
+                Err(message) => return Err(UpgradeError::During { applied, message }),
             }
         }
+        let _ = self.client.batch_execute(&reset).await;
+        Ok(Applied { versions: applied })
     }
 
     /// Records in the registry what is true now, through this session, while the lock is
@@ -266,6 +272,19 @@ fn line_of(sql: &str, position: u32) -> Option<usize> {
     let idx = (position as usize).checked_sub(1)?;
     let before: String = sql.chars().take(idx).collect();
     (before.chars().count() == idx).then(|| before.matches('\n').count() + 1)
+}
+
+/// The session state every migration starts from: defaults (`RESET ALL`), then
+/// `search_path` = the tenant's schema and the extra schemas, and the timeouts.
+fn session_settings(settings: &Settings, schema: &str) -> String {
+    let mut path = vec![quote(schema)];
+    path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
+    format!(
+        "RESET ALL; SET search_path TO {}; SET lock_timeout = {}; SET statement_timeout = {}",
+        path.join(", "),
+        millis(settings.lock_timeout),
+        millis(settings.statement_timeout),
+    )
 }
 
 fn millis(d: Duration) -> u128 {

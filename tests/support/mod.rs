@@ -85,7 +85,10 @@ impl TestDb {
 impl Drop for TestDb {
     fn drop(&mut self) {
         if let Ok(mut admin) = postgres::Client::connect(&admin_url(), postgres::NoTls) {
-            let _ = admin.batch_execute(&format!("DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)", self.name));
+            let _ = admin.batch_execute(&format!(
+                "DROP DATABASE IF EXISTS \"{}\" WITH (FORCE)",
+                self.name
+            ));
         }
     }
 }
@@ -105,7 +108,10 @@ impl Run {
     /// Parses stdout as exactly one JSON document.
     pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!("stdout is not the expected JSON ({e}):\n{}\nstderr:\n{}", self.stdout, self.stderr)
+            panic!(
+                "stdout is not the expected JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
         })
     }
 
@@ -202,8 +208,16 @@ impl Tenantctl {
         let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
         cmd.args(args).current_dir(&self.cwd).stdin(Stdio::null());
         for key in [
-            "TENANTCTL_CONFIG", "TENANTCTL_DATABASE_URL", "TENANTCTL_MIGRATIONS", "DATABASE_URL", "PGHOST", "PGPORT",
-            "PGUSER", "PGPASSWORD", "PGDATABASE", "PGSSLMODE",
+            "TENANTCTL_CONFIG",
+            "TENANTCTL_DATABASE_URL",
+            "TENANTCTL_MIGRATIONS",
+            "DATABASE_URL",
+            "PGHOST",
+            "PGPORT",
+            "PGUSER",
+            "PGPASSWORD",
+            "PGDATABASE",
+            "PGSSLMODE",
         ] {
             cmd.env_remove(key);
         }
