@@ -59,7 +59,11 @@ fn example_migrations_land_in_the_tenant_schema_and_behave() {
         .collect();
     assert_eq!(
         public_tables,
-        ["rel:r:tenantctl_registry_history", "rel:r:tenants"],
+        [
+            "rel:r:tenant_events",
+            "rel:r:tenantctl_registry_history",
+            "rel:r:tenants"
+        ],
         "public holds only the registry's own tables"
     );
 

@@ -220,6 +220,7 @@ pub struct Summary {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct RunReport {
+    pub run_id: String,
     pub results: Vec<TenantResult>,
     pub summary: Summary,
 }
