@@ -12,6 +12,10 @@ demo:
 test *ARGS:
     scripts/test {{ARGS}}
 
+# Fleet benchmarks (bulk upgrade vs a psql floor, 10,000-tenant no-op runs, peak memory).
+bench:
+    scripts/bench
+
 # Format and lint as CI does.
 lint:
     cargo fmt --check
