@@ -106,8 +106,24 @@ pub enum Command {
     History(commands::history::Args),
     /// Show migration status: current revision, pending migrations, provisioned/applied.
     Status(commands::status::Args),
+    /// Run down scripts, newest first, until TARGET (a version, or base). Asks first;
+    /// without a terminal, refuses (exit 2) unless --yes is given.
+    Downgrade(commands::downgrade::Args),
+    /// Record migrations up to TARGET as applied without running them (adopting schemas
+    /// built by hand or by another tool); `stamp base` clears the history.
+    Stamp(commands::stamp::Args),
+    /// Write the next migration file V{n}__{message}.sql and its .down.sql.
+    Revision(commands::revision::Args),
+    /// CI gate: check config, connection, migration files, registry and every tenant.
+    /// Exit 0 when all tenants are at head with no drift, 5 when something is off.
+    Check(commands::check::Args),
     /// Show the run ledger: every change made to a tenant, by whom, and how it ended.
     Events(commands::events::Args),
+    /// Show the effective configuration.
+    #[command(subcommand)]
+    Config(commands::config::ConfigCommand),
+    /// Print a shell completion script, e.g. `tenantctl completions bash > /etc/bash_completion.d/tenantctl`.
+    Completions(commands::completions::Args),
 }
 
 /// Selecting tenants for a bulk command. Filters combine: `--type church --status failed`

@@ -150,6 +150,8 @@ pub struct Settings {
     pub schema_prefix: String,
     /// Schemas searched after the tenant's own (shared extensions).
     pub extra_search_path: Vec<String>,
+    /// Where each setting came from, by config key.
+    pub sources: BTreeMap<&'static str, Source>,
     /// Default number of tenants worked on at once.
     pub concurrency: usize,
     /// `lock_timeout` for migration sessions (zero: wait forever).
@@ -320,7 +322,33 @@ pub fn resolve(
         Duration::ZERO,
     )?;
 
+    let from = |in_file: bool| if in_file { Source::File } else { Source::Default };
+    let mut sources = BTreeMap::new();
+    sources.insert(
+        "database.url",
+        match &database_url {
+            Some(u) if u.origin.starts_with("--database-url") => Source::Flag,
+            Some(u) if u.origin == "DATABASE_URL" => Source::Environment,
+            Some(_) => Source::File,
+            None => Source::Environment,
+        },
+    );
+    sources.insert("database.sslmode", from(file.database.sslmode.is_some()));
+    sources.insert("database.sslrootcert", from(file.database.sslrootcert.is_some()));
+    sources.insert("database.connect_timeout", from(file.database.connect_timeout.is_some()));
+    sources.insert("registry.schema", from(file.registry.schema.is_some()));
+    sources.insert("migrations.dir", migrations_dir_source);
+    sources.insert("migrations.table", from(file.migrations.table.is_some()));
+    sources.insert("tenants.schema_prefix", from(file.tenants.schema_prefix.is_some()));
+    sources.insert("tenants.extra_search_path", from(file.tenants.extra_search_path.is_some()));
+    sources.insert(
+        "run.concurrency",
+        if overrides.concurrency.is_some() { Source::Flag } else { from(file.run.concurrency.is_some()) },
+    );
+    sources.insert("run.lock_timeout", from(file.run.lock_timeout.is_some()));
+    sources.insert("run.statement_timeout", from(file.run.statement_timeout.is_some()));
     Ok(Settings {
+        sources,
         config_file,
         database_url,
         sslmode,
@@ -363,18 +391,43 @@ fn duration(value: Option<&str>, key: &str, default: Duration) -> Result<Duratio
     }
 }
 
-/// The settings as `key -> (value, source)`, secrets redacted, for `config show`.
-pub fn describe(settings: &Settings) -> BTreeMap<&'static str, String> {
-    let mut out = BTreeMap::new();
-    out.insert("registry.schema", settings.registry_schema.clone());
-    out.insert(
-        "migrations.dir",
-        settings.migrations_dir.display().to_string(),
-    );
-    out.insert("migrations.table", settings.history_table.clone());
-    out.insert("tenants.schema_prefix", settings.schema_prefix.clone());
-    out.insert("run.concurrency", settings.concurrency.to_string());
-    out
+/// One effective setting, for `config show`.
+#[derive(Debug, Clone, Serialize)]
+pub struct Entry {
+    /// The config key, e.g. `run.concurrency`.
+    pub key: &'static str,
+    /// The effective value, secrets redacted.
+    pub value: String,
+    /// Where it came from.
+    pub source: Source,
+}
+
+/// Every effective setting with its source. `database` is the connection target as
+/// [`crate::db::Target::display`] shows it (never with a password).
+pub fn describe(settings: &Settings, database: &str) -> Vec<Entry> {
+    let d = |d: Duration| if d.is_zero() { "0".to_string() } else { humantime::format_duration(d).to_string() };
+    let values: Vec<(&'static str, String)> = vec![
+        ("database.url", database.to_string()),
+        ("database.sslmode", settings.sslmode.map_or("prefer".into(), |m| format!("{m:?}").to_lowercase())),
+        ("database.sslrootcert", settings.sslrootcert.as_ref().map_or(String::new(), |p| p.display().to_string())),
+        ("database.connect_timeout", d(settings.connect_timeout)),
+        ("registry.schema", settings.registry_schema.clone()),
+        ("migrations.dir", settings.migrations_dir.display().to_string()),
+        ("migrations.table", settings.history_table.clone()),
+        ("tenants.schema_prefix", settings.schema_prefix.clone()),
+        ("tenants.extra_search_path", format!("{:?}", settings.extra_search_path)),
+        ("run.concurrency", settings.concurrency.to_string()),
+        ("run.lock_timeout", d(settings.lock_timeout)),
+        ("run.statement_timeout", d(settings.statement_timeout)),
+    ];
+    values
+        .into_iter()
+        .map(|(key, value)| Entry {
+            key,
+            value,
+            source: settings.sources.get(key).copied().unwrap_or(Source::Default),
+        })
+        .collect()
 }
 
 #[cfg(test)]

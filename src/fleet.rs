@@ -33,6 +33,12 @@ pub enum Action {
     Upgrade(i32),
     /// Create the schema if missing, then apply migrations up to the version.
     ProvisionAndUpgrade(i32),
+    /// Drop the schema with its data and create it empty.
+    Recreate,
+    /// Run down scripts until the version is the highest applied.
+    Downgrade(i32),
+    /// Record migrations up to the version as applied without running them.
+    Stamp(i32),
 }
 
 impl Action {
@@ -42,6 +48,9 @@ impl Action {
             Action::Provision => "provision",
             Action::Upgrade(_) => "upgrade",
             Action::ProvisionAndUpgrade(_) => "provision+upgrade",
+            Action::Recreate => "recreate",
+            Action::Downgrade(_) => "downgrade",
+            Action::Stamp(_) => "stamp",
         }
     }
 }
@@ -473,12 +482,16 @@ pub async fn run_one(
             result.to_revision = row.current_revision;
             result.tenant = Some(row);
         }
+        Err(e) if e.to_string().starts_with(registry::REMOVED) => {
+            // Dropped by `tenant drop` while this run waited for its lock.
+            result.status = ResultStatus::Skipped;
+            result.applied.clear();
+            result.error = Some(format!("not changed: {e}"));
+        }
         Err(e) => {
             // The session may be gone; the caller records through its own connection.
             if result.error.is_none() {
-                result.error = Some(format!(
-                    "the tenant was changed but the registry could not be updated: {e}"
-                ));
+                result.error = Some(format!("the tenant was changed but the registry could not be updated: {e}"));
                 result.status = ResultStatus::Failed;
             }
         }
@@ -516,17 +529,33 @@ async fn work(
             Err(e) => return fail(r, e.to_string()),
         }
     }
-    if let Action::Upgrade(target) | Action::ProvisionAndUpgrade(target) = action {
-        match session.upgrade(env.set, target).await {
+    if action == Action::Recreate {
+        if let Err(e) = session.recreate().await {
+            return fail(r, e.to_string());
+        }
+        r.schema_created = true;
+        changed = true;
+    }
+    let step = match action {
+        Action::Upgrade(t) | Action::ProvisionAndUpgrade(t) => Some((t, 0)),
+        Action::Downgrade(t) => Some((t, 1)),
+        Action::Stamp(t) => Some((t, 2)),
+        Action::Provision | Action::Recreate => None,
+    };
+    if let Some((target, kind)) = step {
+        let outcome = match kind {
+            0 => session.upgrade(env.set, target).await,
+            1 => session.downgrade(env.set, target).await,
+            _ => session.stamp(env.set, target).await,
+        };
+        match outcome {
             Ok(applied) => {
-                changed |= !applied.versions.is_empty();
-                r.to_revision = applied.versions.last().copied().or(r.from_revision);
+                changed |= applied.changed;
                 r.applied = applied.versions;
             }
             Err(UpgradeError::NotProvisioned) if unprovisioned == Unprovisioned::Skip => {
                 r.status = ResultStatus::Skipped;
-                r.error =
-                    Some(UpgradeError::NotProvisioned.message(&tenant.schema_name, &tenant.domain));
+                r.error = Some(UpgradeError::NotProvisioned.message(&tenant.schema_name, &tenant.domain));
                 return Ok(());
             }
             Err(e) => {

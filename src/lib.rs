@@ -13,6 +13,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod dryrun;
 pub mod error;
 pub mod fleet;
 pub mod ident;
@@ -33,8 +34,14 @@ pub async fn run(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Ex
     let concurrency = match &cli.command {
         Command::Upgrade(a) => a.bulk.concurrency,
         Command::Provision(a) => a.bulk.concurrency,
+        Command::Downgrade(a) => a.bulk.concurrency,
+        Command::Stamp(a) => a.bulk.concurrency,
         _ => None,
     };
+    // Completions need no configuration: they work anywhere, even with a broken config.
+    if let Command::Completions(a) = &cli.command {
+        return commands::completions::run(a);
+    }
     let ctx = Ctx::new(&cli.global, concurrency.map(usize::from), interrupt)?;
     match &cli.command {
         Command::Init(a) => commands::init::run(&ctx, a).await,
@@ -45,5 +52,11 @@ pub async fn run(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Ex
         Command::History(a) => commands::history::run(&ctx, a).await,
         Command::Status(a) => commands::status::run(&ctx, a).await,
         Command::Events(a) => commands::events::run(&ctx, a).await,
+        Command::Downgrade(a) => commands::downgrade::run(&ctx, a).await,
+        Command::Stamp(a) => commands::stamp::run(&ctx, a).await,
+        Command::Revision(a) => commands::revision::run(&ctx, a).await,
+        Command::Check(a) => commands::check::run(&ctx, a).await,
+        Command::Config(c) => commands::config::run(&ctx, c).await,
+        Command::Completions(a) => commands::completions::run(a),
     }
 }

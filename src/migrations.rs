@@ -26,6 +26,8 @@ pub struct MigrationFile {
     pub up_sql: String,
     /// Path of the down script, if there is one.
     pub down_path: Option<PathBuf>,
+    /// The down script's SQL, if there is one.
+    pub down_sql: Option<String>,
     /// The checksum refinery stores for this migration.
     pub checksum: u64,
 }
@@ -195,6 +197,12 @@ impl MigrationSet {
                 ))
             })?;
             let down_path = downs.remove(&version).map(|(_, p)| p);
+            let down_sql = match &down_path {
+                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
+                    Error::setup(format!("cannot read {} as UTF-8 text: {e}", p.display()))
+                })?),
+                None => None,
+            };
             let checksum = refinery::Migration::unapplied(&format!("V{version}__{name}"), &up_sql)
                 .map_err(|e| Error::setup(format!("{}: {e}", up_path.display())))?
                 .checksum();
@@ -204,6 +212,7 @@ impl MigrationSet {
                 up_path,
                 up_sql,
                 down_path,
+                down_sql,
                 checksum,
             });
         }

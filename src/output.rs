@@ -111,6 +111,29 @@ impl Output {
         eprintln!("warning: {text}");
     }
 
+    /// Asks before a destructive change. `yes` (from `--yes`) answers for the user; without
+    /// it, the question is asked on the terminal, and refused (exit 2) when there is none.
+    pub fn confirm(&self, question: &str, yes: bool) -> Result<(), crate::error::Error> {
+        if yes {
+            return Ok(());
+        }
+        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
+            return Err(crate::error::Error::usage(format!(
+                "refusing to go on without confirmation: {question} There is no terminal to ask on; pass --yes to confirm. Nothing was changed."
+            )));
+        }
+        eprint!("{question} [y/N] ");
+        let _ = std::io::stderr().flush();
+        let mut answer = String::new();
+        std::io::stdin()
+            .read_line(&mut answer)
+            .map_err(|e| crate::error::Error::usage(format!("cannot read the answer: {e}")))?;
+        match answer.trim().to_ascii_lowercase().as_str() {
+            "y" | "yes" => Ok(()),
+            _ => Err(crate::error::Error::usage("not confirmed; nothing was changed")),
+        }
+    }
+
     /// A table in the style for this terminal.
     pub fn table(&self, header: &[&str]) -> Table {
         let mut t = Table::new();

@@ -14,6 +14,9 @@ use crate::db::{self, query_error, LockSpace};
 use crate::error::Error;
 use crate::ident::{self, qualified, quote};
 
+/// Marks the error raised when a tenant's row disappeared during an operation.
+pub const REMOVED: &str = "tenant dropped";
+
 /// The registry's own history table, in the registry schema.
 pub const HISTORY_TABLE: &str = "tenantctl_registry_history";
 
@@ -389,6 +392,21 @@ impl<'a> Registry<'a> {
             .map_err(query_error("refreshing the registry's cached columns"))
     }
 
+    /// Replaces a tenant's API key hash and prefix. Returns the updated row.
+    pub async fn rotate_key(&self, id: i64, hash: &str, prefix: &str) -> Result<Tenant, Error> {
+        let sql = format!(
+            "UPDATE {} SET api_key_hash = $2, api_key_prefix = $3, updated_at = now() WHERE id = $1 RETURNING {COLUMNS}",
+            self.tables.tenants
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&id, &hash, &prefix])
+            .await
+            .map_err(query_error("storing the new API key hash"))?
+            .ok_or_else(|| Error::failed(format!("tenant id {id} is no longer registered")))?;
+        Ok(Tenant::from_row(&row))
+    }
+
     /// Writes a ledger entry that goes with no registry update (e.g. registration).
     pub async fn log(
         &self,
@@ -638,7 +656,7 @@ pub async fn record_with(
         .map_err(query_error("updating the registry"))?
         .ok_or_else(|| {
             Error::failed(format!(
-                "tenant id {id} was removed from the registry while it was being changed"
+                "{REMOVED}: tenant id {id} was dropped from the registry while this command waited for it"
             ))
         })?;
     Ok(Tenant::from_row(&row))

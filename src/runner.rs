@@ -16,7 +16,7 @@ use crate::config::Settings;
 use crate::db::{self, query_error, LockSpace};
 use crate::error::Error;
 use crate::ident::{qualified, quote};
-use crate::migrations::{compare, MigrationSet};
+use crate::migrations::{compare, AppliedRow, MigrationFile, MigrationSet};
 use crate::registry::{self, Event, Observed, Outcome, Tables, Tenant};
 use crate::state::{self, SchemaState};
 
@@ -30,8 +30,19 @@ pub struct Session<'a> {
 /// What an upgrade did.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct Applied {
-    /// Versions applied, in order.
+    /// Versions applied (or reverted, or newly recorded), in order.
     pub versions: Vec<i32>,
+    /// Whether the history changed.
+    pub changed: bool,
+}
+
+impl Applied {
+    fn of(versions: Vec<i32>) -> Applied {
+        Applied {
+            changed: !versions.is_empty(),
+            versions,
+        }
+    }
 }
 
 impl<'a> Session<'a> {
@@ -95,40 +106,26 @@ impl<'a> Session<'a> {
         Ok(true)
     }
 
-    /// Applies pending migrations up to `target`. Refuses, before running anything, when
-    /// the schema is missing or its history has drifted from the files.
-    pub async fn upgrade(
-        &mut self,
-        set: &MigrationSet,
-        target: i32,
-    ) -> Result<Applied, UpgradeError> {
+    /// The schema's history, or why this operation cannot go on.
+    async fn history(&self) -> Result<Vec<AppliedRow>, UpgradeError> {
         let state = self.observe().await.map_err(UpgradeError::before)?;
         if !state.schema_exists {
             return Err(UpgradeError::NotProvisioned);
         }
-        let history = state
-            .history
-            .clone()
-            .map_err(|e| UpgradeError::before(Error::failed(e)))?;
-        let cmp = compare(&history, set);
-        if !cmp.drift.is_empty() {
-            let lines: Vec<String> = cmp.drift.iter().map(|d| d.to_string()).collect();
-            return Err(UpgradeError::before(Error::failed(format!(
-                "history of schema {} does not match the migration files; nothing was applied: {}",
-                quote(self.schema),
-                lines.join("; ")
-            ))));
-        }
-        let to_apply: Vec<i32> = cmp
-            .pending
+        state.history.map_err(|e| UpgradeError::before(Error::failed(e)))
+    }
+
+    /// Applies pending migrations up to `target`. Refuses, before running anything, when
+    /// the schema is missing or its history has drifted from the files.
+    pub async fn upgrade(&mut self, set: &MigrationSet, target: i32) -> Result<Applied, UpgradeError> {
+        let history = self.history().await?;
+        let to_apply: Vec<i32> = upgrade_steps(&history, set, target, self.schema)
+            .map_err(|e| UpgradeError::before(Error::failed(e)))?
             .iter()
-            .copied()
-            .filter(|v| *v <= target)
+            .map(|f| f.version)
             .collect();
         if to_apply.is_empty() {
-            return Ok(Applied {
-                versions: Vec::new(),
-            });
+            return Ok(Applied::of(Vec::new()));
         }
         let migrations: Vec<refinery::Migration> =
             set.files.iter().map(|f| f.to_refinery()).collect();
@@ -165,7 +162,114 @@ impl<'a> Session<'a> {
             }
         }
         let _ = self.client.batch_execute(&reset).await;
-        Ok(Applied { versions: applied })
+        Ok(Applied::of(applied))
+    }
+
+    /// Runs down scripts, newest first, until `target` is the highest applied version.
+    /// Each runs in a transaction with the removal of its history row. Refuses before
+    /// anything runs when the history has drifted or a needed down script is missing.
+    pub async fn downgrade(&mut self, set: &MigrationSet, target: i32) -> Result<Applied, UpgradeError> {
+        let history = self.history().await?;
+        let steps = downgrade_steps(&history, set, target, self.schema).map_err(|e| UpgradeError::before(Error::failed(e)))?;
+        let table = qualified(self.schema, &self.settings.history_table);
+        let reset = session_settings(self.settings, self.schema);
+        let mut reverted = Vec::new();
+        for f in steps {
+            let down = f.down_sql.as_deref().expect("downgrade_steps checked the down script");
+            let result: Result<(), tokio_postgres::Error> = async {
+                self.client.batch_execute(&reset).await?;
+                let tx = self.client.transaction().await?;
+                tx.batch_execute(down).await?;
+                tx.execute(&format!("DELETE FROM {table} WHERE version = $1"), &[&f.version]).await?;
+                tx.commit().await
+            }
+            .await;
+            if let Err(e) = result {
+                let line = find_position(&e).and_then(|p| line_of(down, p)).map(|l| format!(" at line {l}")).unwrap_or_default();
+                let path = f.down_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+                return Err(UpgradeError::During {
+                    applied: reverted,
+                    message: format!("down script of V{}__{} ({path}) failed{line}: {}", f.version, f.name, db::pg_message(&e)),
+                });
+            }
+            reverted.push(f.version);
+        }
+        let _ = self.client.batch_execute(&reset).await;
+        Ok(Applied::of(reverted))
+    }
+
+    /// Records the migrations up to `target` as applied without running them (and forgets
+    /// those above it), with the checksums an upgrade would store. Returns the versions
+    /// newly recorded.
+    pub async fn stamp(&mut self, set: &MigrationSet, target: i32) -> Result<Applied, UpgradeError> {
+        let history = self.history().await?;
+        let plan = stamp_plan(&history, set, target, self.schema).map_err(|e| UpgradeError::before(Error::failed(e)))?;
+        let table = qualified(self.schema, &self.settings.history_table);
+        let applied_on = refinery_now();
+        let result: Result<(), tokio_postgres::Error> = async {
+            let tx = self.client.transaction().await?;
+            tx.batch_execute(&history_table_ddl(&table)).await?;
+            tx.execute(&format!("DELETE FROM {table} WHERE version > $1"), &[&target]).await?;
+            for f in &plan.insert {
+                tx.execute(
+                    &format!("INSERT INTO {table} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"),
+                    &[&f.version, &f.name, &applied_on, &f.checksum.to_string()],
+                )
+                .await?;
+            }
+            tx.commit().await
+        }
+        .await;
+        result.map_err(|e| UpgradeError::During {
+            applied: Vec::new(),
+            message: format!("stamping schema {}: {}", quote(self.schema), db::pg_message(&e)),
+        })?;
+        Ok(Applied {
+            versions: plan.insert.iter().map(|f| f.version).collect(),
+            changed: !plan.insert.is_empty() || !plan.delete.is_empty(),
+        })
+    }
+
+    /// Drops the schema with everything in it and creates it empty, in one transaction.
+    pub async fn recreate(&mut self) -> Result<(), Error> {
+        self.client
+            .batch_execute(&recreate_sql(self.schema))
+            .await
+            .map_err(query_error(&format!("recreating schema {}", quote(self.schema))))
+    }
+
+    /// Removes the tenant from the registry and, unless `keep_schema`, drops its schema,
+    /// in one transaction with its ledger entry.
+    pub async fn drop_tenant(&mut self, tables: &Tables, tenant: &Tenant, keep_schema: bool, event: &Event<'_>) -> Result<(), Error> {
+        let schema = self.schema;
+        let result: Result<u64, tokio_postgres::Error> = async {
+            let tx = self.client.transaction().await?;
+            let n = tx.execute(&format!("DELETE FROM {} WHERE id = $1", tables.tenants), &[&tenant.id]).await?;
+            if n == 0 {
+                // Dropped by another command while this one waited for the lock: change nothing.
+                return Ok(0);
+            }
+            if !keep_schema {
+                tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema))).await?;
+            }
+            tx.execute(
+                &format!(
+                    "INSERT INTO {} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, started_at, client_host) \
+                     VALUES ($1::text::uuid, $2, $3, $4, $5, $6, NULL, 'ok', $7, $8)",
+                    tables.events
+                ),
+                &[&event.run_id, &tenant.id, &tenant.domain, &tenant.schema_name, &event.action, &event.from_revision, &event.started_at, &event.client_host],
+            )
+            .await?;
+            tx.commit().await?;
+            Ok(n)
+        }
+        .await;
+        match result {
+            Ok(0) => Err(Error::failed(format!("tenant {} was already removed from the registry", tenant.domain))),
+            Ok(_) => Ok(()),
+            Err(e) => Err(query_error(&format!("dropping tenant {}", tenant.domain))(e)),
+        }
     }
 
     /// Records in the registry what is true now, through this session, while the lock is
@@ -274,9 +378,109 @@ fn line_of(sql: &str, position: u32) -> Option<usize> {
     (before.chars().count() == idx).then(|| before.matches('\n').count() + 1)
 }
 
+/// What an upgrade to `target` would apply, in order; an error when the history has
+/// drifted from the files.
+pub fn upgrade_steps<'s>(history: &[AppliedRow], set: &'s MigrationSet, target: i32, schema: &str) -> Result<Vec<&'s MigrationFile>, String> {
+    let cmp = compare(history, set);
+    refuse_drift(&cmp, schema)?;
+    Ok(cmp.pending.iter().filter(|v| **v <= target).filter_map(|v| set.get(*v)).collect())
+}
+
+/// What a downgrade to `target` would revert, newest first; an error when the history has
+/// drifted or a down script is missing.
+pub fn downgrade_steps<'s>(history: &[AppliedRow], set: &'s MigrationSet, target: i32, schema: &str) -> Result<Vec<&'s MigrationFile>, String> {
+    let cmp = compare(history, set);
+    refuse_drift(&cmp, schema)?;
+    let mut versions: Vec<i32> = history.iter().map(|r| r.version).filter(|v| *v > target).collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    let steps: Vec<&MigrationFile> = versions.iter().filter_map(|v| set.get(*v)).collect();
+    let missing: Vec<String> = steps
+        .iter()
+        .filter(|f| f.down_sql.is_none())
+        .map(|f| format!("V{}__{}.down.sql", f.version, f.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "cannot downgrade schema {} to {target}: no down script {} in {}; nothing was run",
+            quote(schema),
+            missing.join(", "),
+            set.dir.display()
+        ));
+    }
+    Ok(steps)
+}
+
+/// What `stamp` would change.
+#[derive(Debug)]
+pub struct StampPlan<'s> {
+    /// Migrations to record as applied.
+    pub insert: Vec<&'s MigrationFile>,
+    /// Recorded versions above the target, to forget.
+    pub delete: Vec<i32>,
+}
+
+/// What stamping `target` would record and forget; an error when a recorded version at or
+/// below the target differs from its file.
+pub fn stamp_plan<'s>(history: &[AppliedRow], set: &'s MigrationSet, target: i32, schema: &str) -> Result<StampPlan<'s>, String> {
+    let kept: Vec<AppliedRow> = history.iter().filter(|r| r.version <= target).cloned().collect();
+    let cmp = compare(&kept, set);
+    let drift: Vec<String> = cmp
+        .drift
+        .iter()
+        .filter(|d| !matches!(d, crate::migrations::Drift::OutOfOrder { .. }))
+        .map(|d| d.to_string())
+        .collect();
+    if !drift.is_empty() {
+        return Err(format!(
+            "history of schema {} does not match the migration files at or below {target}; nothing was stamped: {}",
+            quote(schema),
+            drift.join("; ")
+        ));
+    }
+    Ok(StampPlan {
+        insert: set
+            .files
+            .iter()
+            .filter(|f| f.version <= target && !kept.iter().any(|r| r.version == f.version))
+            .collect(),
+        delete: history.iter().map(|r| r.version).filter(|v| *v > target).collect(),
+    })
+}
+
+fn refuse_drift(cmp: &crate::migrations::Comparison, schema: &str) -> Result<(), String> {
+    if cmp.drift.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = cmp.drift.iter().map(|d| d.to_string()).collect();
+    Err(format!(
+        "history of schema {} does not match the migration files; nothing was run: {}",
+        quote(schema),
+        lines.join("; ")
+    ))
+}
+
+/// The history table as refinery creates it.
+pub fn history_table_ddl(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))"
+    )
+}
+
+/// The SQL that recreates a schema empty.
+pub fn recreate_sql(schema: &str) -> String {
+    format!("BEGIN; DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; COMMIT", s = quote(schema))
+}
+
+/// Now, as refinery writes `applied_on`.
+pub fn refinery_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .expect("the current time formats as RFC 3339")
+}
+
 /// The session state every migration starts from: defaults (`RESET ALL`), then
 /// `search_path` = the tenant's schema and the extra schemas, and the timeouts.
-fn session_settings(settings: &Settings, schema: &str) -> String {
+pub fn session_settings(settings: &Settings, schema: &str) -> String {
     let mut path = vec![quote(schema)];
     path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
     format!(

@@ -4,11 +4,17 @@
 //! [`Ctx`] carries what every command needs: the effective settings, the connection
 //! target and the output settings.
 
+pub mod check;
+pub mod completions;
+pub mod config;
 pub mod current;
+pub mod downgrade;
 pub mod events;
 pub mod history;
 pub mod init;
 pub mod provision;
+pub mod revision;
+pub mod stamp;
 pub mod status;
 pub mod tenant;
 pub mod upgrade;
@@ -18,7 +24,7 @@ use std::collections::HashMap;
 use tokio_postgres::Client;
 
 use crate::cli::{BulkOpts, GlobalOpts, Selection};
-use crate::config::{self, Overrides, Settings};
+use crate::config::{Overrides, Settings};
 use crate::db;
 use crate::error::Error;
 use crate::fleet::{RunOptions, Unprovisioned};
@@ -61,7 +67,7 @@ impl Ctx {
             migrations: global.migrations.clone(),
             concurrency,
         };
-        let settings = config::load(&overrides, &env_var, &cwd)?;
+        let settings = crate::config::load(&overrides, &env_var, &cwd)?;
         let target = db::Target::resolve(&settings, &env_var)?;
         Ok(Ctx {
             settings,
@@ -194,5 +200,45 @@ pub async fn sync_observed(
         .collect();
     if !observed.is_empty() {
         let _ = registry.sync(&observed).await;
+    }
+}
+
+/// Prints a dry run and returns its exit code: 0 when every tenant could go ahead, 1 or 4
+/// (as a real run would) when some would refuse or fail.
+pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun) -> crate::error::Exit {
+    use crate::error::Exit;
+    use crate::output::revision;
+    let refused = dry.tenants.iter().filter(|t| t.error.is_some()).count();
+    if ctx.out.is_json() {
+        ctx.out.json(dry);
+    } else {
+        let mut text = String::new();
+        for t in &dry.tenants {
+            let head = format!("-- tenant {} (schema {})", t.domain, crate::ident::quote(&t.schema_name));
+            if let Some(e) = &t.error {
+                text.push_str(&format!("{head}: would fail: {e}\n\n"));
+            } else if t.sql.is_empty() {
+                text.push_str(&format!("{head}: nothing to do\n\n"));
+            } else {
+                text.push_str(&format!(
+                    "{head}: {} -> {}\n{}\n",
+                    revision(t.from_revision),
+                    revision(t.to_revision),
+                    t.sql
+                ));
+            }
+        }
+        text.push_str(&format!(
+            "-- dry run: nothing was changed ({} tenants, {} would change, {} would fail)",
+            dry.tenants.len(),
+            dry.tenants.iter().filter(|t| !t.sql.is_empty()).count(),
+            refused
+        ));
+        ctx.out.print(&text);
+    }
+    match refused {
+        0 => Exit::Ok,
+        n if n == dry.tenants.len() => Exit::Failed,
+        _ => Exit::Partial,
     }
 }

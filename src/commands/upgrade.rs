@@ -4,6 +4,7 @@ use crate::cli::{BulkOpts, Selection};
 use crate::error::{Exit, Result};
 use crate::fleet::{self, Action, Unprovisioned};
 use crate::registry::Registry;
+use crate::dryrun;
 use crate::state;
 
 use super::{select, Ctx};
@@ -20,6 +21,10 @@ pub struct Args {
 
     #[command(flatten)]
     pub bulk: BulkOpts,
+
+    /// Print, per tenant, the exact SQL that would run; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Upgrades the selected tenants. Only tenants that need work get a session; tenants
@@ -38,6 +43,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
     let states = state::observe(&client, &schemas, &ctx.settings.history_table).await?;
+    if args.dry_run {
+        let dry = dryrun::plan(&tenants, &states, &set, &ctx.settings, dryrun::Plan::Upgrade(target));
+        return Ok(super::print_dry_run(ctx, &dry));
+    }
     let planned = fleet::plan_upgrade(tenants, &states, &set, target, unprovisioned);
     super::sync_observed(&registry, &states, &planned).await;
     let run_id = fleet::new_run_id()?;

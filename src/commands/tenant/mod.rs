@@ -1,7 +1,9 @@
 //! `tenantctl tenant ...`: register, list and inspect tenants.
 
 pub mod create;
+pub mod drop;
 pub mod list;
+pub mod rotate_key;
 pub mod show;
 
 use clap::Subcommand;
@@ -20,6 +22,11 @@ pub enum TenantCommand {
     List(list::Args),
     /// Show one tenant with its migration status.
     Show(show::Args),
+    /// Replace a tenant's API key; prints the new key once. The old key stops working.
+    RotateKey(rotate_key::Args),
+    /// Remove a tenant from the registry and drop its schema (unless --keep-schema).
+    /// Asks first; without a terminal, refuses (exit 2) unless --yes is given.
+    Drop(drop::Args),
 }
 
 /// Runs a `tenant` subcommand.
@@ -28,5 +35,7 @@ pub async fn run(ctx: &Ctx, cmd: &TenantCommand) -> Result<Exit> {
         TenantCommand::Create(a) => create::run(ctx, a).await,
         TenantCommand::List(a) => list::run(ctx, a).await,
         TenantCommand::Show(a) => show::run(ctx, a).await,
+        TenantCommand::RotateKey(a) => rotate_key::run(ctx, a).await,
+        TenantCommand::Drop(a) => drop::run(ctx, a).await,
     }
 }

@@ -1,0 +1,22 @@
+//! `tenantctl completions`: shell completion scripts generated from the CLI definition.
+
+use clap::CommandFactory;
+
+use crate::cli::Cli;
+use crate::error::{Exit, Result};
+
+/// Arguments of `completions`.
+#[derive(Debug, clap::Args)]
+pub struct Args {
+    /// The shell to write completions for.
+    #[arg(value_enum)]
+    pub shell: clap_complete::Shell,
+}
+
+/// Writes the completion script to stdout.
+pub fn run(args: &Args) -> Result<Exit> {
+    let mut buf = Vec::new();
+    clap_complete::generate(args.shell, &mut Cli::command(), "tenantctl", &mut buf);
+    crate::output::Output::new(crate::output::Format::Text, true, 0).print(&String::from_utf8_lossy(&buf));
+    Ok(Exit::Ok)
+}
