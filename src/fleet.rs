@@ -364,7 +364,7 @@ pub async fn run(
         run_id: env.run_id.to_string(),
         results,
         summary,
-        interrupted: opts.interrupt.requested() && held_back,
+        interrupted: opts.interrupt.requested(),
         stopped: stopped.filter(|_| held_back),
     }
 }

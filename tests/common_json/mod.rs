@@ -243,3 +243,37 @@ pub struct InitReport {
     pub applied: Vec<i32>,
     pub version: i32,
 }
+
+/// `registry::EventRow` (one run-ledger entry).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRow {
+    pub id: i64,
+    pub run_id: String,
+    pub tenant_id: i64,
+    pub domain: String,
+    pub schema_name: String,
+    pub action: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: i64,
+    pub db_user: String,
+    #[serde(deserialize_with = "nullable")]
+    pub client_host: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub client_addr: Option<String>,
+}
+
+/// `commands::events::Events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub events: Vec<EventRow>,
+}
