@@ -4,7 +4,6 @@ use crate::cli::{BulkOpts, Selection};
 use crate::error::{Exit, Result};
 use crate::fleet::{self, Action, Unprovisioned};
 use crate::registry::Registry;
-use crate::state;
 
 use super::{select, Ctx};
 
@@ -37,9 +36,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         Unprovisioned::Fail
     };
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    let states = state::observe(&client, &schemas, &ctx.settings.history_table).await?;
+    let states = super::observe(ctx, &client, &schemas).await?;
     let planned = fleet::plan_upgrade(tenants, &states, &set, target, unprovisioned);
     super::sync_observed(&registry, &states, &planned).await;
+    drop(states);
     let run_id = fleet::new_run_id()?;
     let host = fleet::client_host();
     let env = fleet::Env {
