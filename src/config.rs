@@ -322,7 +322,13 @@ pub fn resolve(
         Duration::ZERO,
     )?;
 
-    let from = |in_file: bool| if in_file { Source::File } else { Source::Default };
+    let from = |in_file: bool| {
+        if in_file {
+            Source::File
+        } else {
+            Source::Default
+        }
+    };
     let mut sources = BTreeMap::new();
     sources.insert(
         "database.url",
@@ -334,19 +340,38 @@ pub fn resolve(
         },
     );
     sources.insert("database.sslmode", from(file.database.sslmode.is_some()));
-    sources.insert("database.sslrootcert", from(file.database.sslrootcert.is_some()));
-    sources.insert("database.connect_timeout", from(file.database.connect_timeout.is_some()));
+    sources.insert(
+        "database.sslrootcert",
+        from(file.database.sslrootcert.is_some()),
+    );
+    sources.insert(
+        "database.connect_timeout",
+        from(file.database.connect_timeout.is_some()),
+    );
     sources.insert("registry.schema", from(file.registry.schema.is_some()));
     sources.insert("migrations.dir", migrations_dir_source);
     sources.insert("migrations.table", from(file.migrations.table.is_some()));
-    sources.insert("tenants.schema_prefix", from(file.tenants.schema_prefix.is_some()));
-    sources.insert("tenants.extra_search_path", from(file.tenants.extra_search_path.is_some()));
+    sources.insert(
+        "tenants.schema_prefix",
+        from(file.tenants.schema_prefix.is_some()),
+    );
+    sources.insert(
+        "tenants.extra_search_path",
+        from(file.tenants.extra_search_path.is_some()),
+    );
     sources.insert(
         "run.concurrency",
-        if overrides.concurrency.is_some() { Source::Flag } else { from(file.run.concurrency.is_some()) },
+        if overrides.concurrency.is_some() {
+            Source::Flag
+        } else {
+            from(file.run.concurrency.is_some())
+        },
     );
     sources.insert("run.lock_timeout", from(file.run.lock_timeout.is_some()));
-    sources.insert("run.statement_timeout", from(file.run.statement_timeout.is_some()));
+    sources.insert(
+        "run.statement_timeout",
+        from(file.run.statement_timeout.is_some()),
+    );
     Ok(Settings {
         sources,
         config_file,
@@ -405,17 +430,40 @@ pub struct Entry {
 /// Every effective setting with its source. `database` is the connection target as
 /// [`crate::db::Target::display`] shows it (never with a password).
 pub fn describe(settings: &Settings, database: &str) -> Vec<Entry> {
-    let d = |d: Duration| if d.is_zero() { "0".to_string() } else { humantime::format_duration(d).to_string() };
+    let d = |d: Duration| {
+        if d.is_zero() {
+            "0".to_string()
+        } else {
+            humantime::format_duration(d).to_string()
+        }
+    };
     let values: Vec<(&'static str, String)> = vec![
         ("database.url", database.to_string()),
-        ("database.sslmode", settings.sslmode.map_or("prefer".into(), |m| format!("{m:?}").to_lowercase())),
-        ("database.sslrootcert", settings.sslrootcert.as_ref().map_or(String::new(), |p| p.display().to_string())),
+        (
+            "database.sslmode",
+            settings
+                .sslmode
+                .map_or("prefer".into(), |m| format!("{m:?}").to_lowercase()),
+        ),
+        (
+            "database.sslrootcert",
+            settings
+                .sslrootcert
+                .as_ref()
+                .map_or(String::new(), |p| p.display().to_string()),
+        ),
         ("database.connect_timeout", d(settings.connect_timeout)),
         ("registry.schema", settings.registry_schema.clone()),
-        ("migrations.dir", settings.migrations_dir.display().to_string()),
+        (
+            "migrations.dir",
+            settings.migrations_dir.display().to_string(),
+        ),
         ("migrations.table", settings.history_table.clone()),
         ("tenants.schema_prefix", settings.schema_prefix.clone()),
-        ("tenants.extra_search_path", format!("{:?}", settings.extra_search_path)),
+        (
+            "tenants.extra_search_path",
+            format!("{:?}", settings.extra_search_path),
+        ),
         ("run.concurrency", settings.concurrency.to_string()),
         ("run.lock_timeout", d(settings.lock_timeout)),
         ("run.statement_timeout", d(settings.statement_timeout)),
@@ -425,7 +473,11 @@ pub fn describe(settings: &Settings, database: &str) -> Vec<Entry> {
         .map(|(key, value)| Entry {
             key,
             value,
-            source: settings.sources.get(key).copied().unwrap_or(Source::Default),
+            source: settings
+                .sources
+                .get(key)
+                .copied()
+                .unwrap_or(Source::Default),
         })
         .collect()
 }

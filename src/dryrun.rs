@@ -30,6 +30,8 @@ pub struct PlannedTenant {
     pub sql: String,
     /// Why the command would refuse or fail for this tenant.
     pub error: Option<String>,
+    /// Why the tenant would be skipped (a filter selected it but it has no schema yet).
+    pub skipped: Option<String>,
 }
 
 /// The whole dry run.
@@ -56,7 +58,14 @@ pub enum Plan {
 }
 
 /// Plans every tenant from the observed states.
-pub fn plan(tenants: &[Tenant], states: &HashMap<String, SchemaState>, set: &MigrationSet, settings: &Settings, what: Plan) -> DryRun {
+pub fn plan(
+    tenants: &[Tenant],
+    states: &HashMap<String, SchemaState>,
+    set: &MigrationSet,
+    settings: &Settings,
+    what: Plan,
+    unprovisioned: crate::fleet::Unprovisioned,
+) -> DryRun {
     let tenants = tenants
         .iter()
         .map(|t| {
@@ -70,6 +79,7 @@ pub fn plan(tenants: &[Tenant], states: &HashMap<String, SchemaState>, set: &Mig
                 versions: Vec::new(),
                 sql: String::new(),
                 error: None,
+                skipped: None,
             };
             let exists = st.is_some_and(|s| s.schema_exists);
             match what {
@@ -83,7 +93,14 @@ pub fn plan(tenants: &[Tenant], states: &HashMap<String, SchemaState>, set: &Mig
                 }
                 Plan::Upgrade(target) | Plan::Downgrade(target) => {
                     if !exists {
-                        p.error = Some(format!("schema {} does not exist; provision it first", quote(&t.schema_name)));
+                        let why = format!(
+                            "schema {} does not exist; provision it first",
+                            quote(&t.schema_name)
+                        );
+                        match unprovisioned {
+                            crate::fleet::Unprovisioned::Skip => p.skipped = Some(why),
+                            crate::fleet::Unprovisioned::Fail => p.error = Some(why),
+                        }
                         return p;
                     }
                     let history = match st.map(|s| &s.history) {
@@ -95,7 +112,9 @@ pub fn plan(tenants: &[Tenant], states: &HashMap<String, SchemaState>, set: &Mig
                         None => Vec::new(),
                     };
                     let steps = match what {
-                        Plan::Upgrade(_) => runner::upgrade_steps(&history, set, target, &t.schema_name),
+                        Plan::Upgrade(_) => {
+                            runner::upgrade_steps(&history, set, target, &t.schema_name)
+                        }
                         _ => runner::downgrade_steps(&history, set, target, &t.schema_name),
                     };
                     match steps {
@@ -105,9 +124,14 @@ pub fn plan(tenants: &[Tenant], states: &HashMap<String, SchemaState>, set: &Mig
                             p.versions = steps.iter().map(|f| f.version).collect();
                             p.to_revision = match what {
                                 Plan::Upgrade(_) => steps.last().map(|f| f.version),
-                                _ => history.iter().map(|r| r.version).filter(|v| *v <= target).max(),
+                                _ => history
+                                    .iter()
+                                    .map(|r| r.version)
+                                    .filter(|v| *v <= target)
+                                    .max(),
                             };
-                            p.sql = session_sql(t, &steps, settings, matches!(what, Plan::Upgrade(_)));
+                            p.sql =
+                                session_sql(t, &steps, settings, matches!(what, Plan::Upgrade(_)));
                         }
                     }
                 }
@@ -115,10 +139,18 @@ pub fn plan(tenants: &[Tenant], states: &HashMap<String, SchemaState>, set: &Mig
             p
         })
         .collect();
-    DryRun { dry_run: true, tenants }
+    DryRun {
+        dry_run: true,
+        tenants,
+    }
 }
 
-fn session_sql(t: &Tenant, steps: &[&crate::migrations::MigrationFile], settings: &Settings, up: bool) -> String {
+fn session_sql(
+    t: &Tenant,
+    steps: &[&crate::migrations::MigrationFile],
+    settings: &Settings,
+    up: bool,
+) -> String {
     let table = qualified(&t.schema_name, &settings.history_table);
     let reset = session_settings(settings, &t.schema_name);
     let (k1, k2) = db::lock_key(LockSpace::Tenant, &t.schema_name);
@@ -130,17 +162,29 @@ fn session_sql(t: &Tenant, steps: &[&crate::migrations::MigrationFile], settings
     for f in steps {
         out.push_str(&format!("\n{reset};\nBEGIN;\n"));
         if up {
-            out.push_str(&format!("-- V{}__{} ({})\n", f.version, f.name, f.up_path.display()));
+            out.push_str(&format!(
+                "-- V{}__{} ({})\n",
+                f.version,
+                f.name,
+                f.up_path.display()
+            ));
             out.push_str(f.up_sql.trim_end());
             out.push_str(&format!(
                 "\nINSERT INTO {table} (version, name, applied_on, checksum) VALUES ({}, '{}', '{now}', '{}');\n",
                 f.version, f.name, f.checksum
             ));
         } else {
-            let path = f.down_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+            let path = f
+                .down_path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default();
             out.push_str(&format!("-- V{}__{} down ({path})\n", f.version, f.name));
             out.push_str(f.down_sql.as_deref().unwrap_or("").trim_end());
-            out.push_str(&format!("\nDELETE FROM {table} WHERE version = {};\n", f.version));
+            out.push_str(&format!(
+                "\nDELETE FROM {table} WHERE version = {};\n",
+                f.version
+            ));
         }
         out.push_str("COMMIT;\n");
     }

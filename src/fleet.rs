@@ -373,7 +373,7 @@ pub async fn run(
         run_id: env.run_id.to_string(),
         results,
         summary,
-        interrupted: opts.interrupt.requested() && held_back,
+        interrupted: opts.interrupt.requested(),
         stopped: stopped.filter(|_| held_back),
     }
 }
@@ -491,7 +491,9 @@ pub async fn run_one(
         Err(e) => {
             // The session may be gone; the caller records through its own connection.
             if result.error.is_none() {
-                result.error = Some(format!("the tenant was changed but the registry could not be updated: {e}"));
+                result.error = Some(format!(
+                    "the tenant was changed but the registry could not be updated: {e}"
+                ));
                 result.status = ResultStatus::Failed;
             }
         }
@@ -555,7 +557,8 @@ async fn work(
             }
             Err(UpgradeError::NotProvisioned) if unprovisioned == Unprovisioned::Skip => {
                 r.status = ResultStatus::Skipped;
-                r.error = Some(UpgradeError::NotProvisioned.message(&tenant.schema_name, &tenant.domain));
+                r.error =
+                    Some(UpgradeError::NotProvisioned.message(&tenant.schema_name, &tenant.domain));
                 return Ok(());
             }
             Err(e) => {

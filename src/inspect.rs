@@ -229,7 +229,11 @@ pub struct Problem {
 }
 
 /// Everything wrong with these tenants against the files: read-only.
-pub fn check(tenants: &[Tenant], states: &std::collections::HashMap<String, SchemaState>, set: &MigrationSet) -> Vec<Problem> {
+pub fn check(
+    tenants: &[Tenant],
+    states: &std::collections::HashMap<String, SchemaState>,
+    set: &MigrationSet,
+) -> Vec<Problem> {
     let mut out = Vec::new();
     for t in tenants {
         let p = |kind: &'static str, message: String, files: Vec<String>| Problem {
@@ -239,7 +243,9 @@ pub fn check(tenants: &[Tenant], states: &std::collections::HashMap<String, Sche
             message,
             files,
         };
-        let Some(st) = states.get(&t.schema_name) else { continue };
+        let Some(st) = states.get(&t.schema_name) else {
+            continue;
+        };
         if st.schema_exists != t.schema_provisioned {
             out.push(p(
                 "registry_mismatch",
@@ -254,14 +260,21 @@ pub fn check(tenants: &[Tenant], states: &std::collections::HashMap<String, Sche
         if t.status == Status::Failed {
             out.push(p(
                 "failed",
-                format!("its last operation failed: {}", t.last_error.as_deref().unwrap_or("no error recorded")),
+                format!(
+                    "its last operation failed: {}",
+                    t.last_error.as_deref().unwrap_or("no error recorded")
+                ),
                 Vec::new(),
             ));
         }
         if !st.schema_exists {
             out.push(p(
                 "unprovisioned",
-                format!("schema {} does not exist; run `tenantctl provision --tenant {}`", crate::ident::quote(&t.schema_name), t.domain),
+                format!(
+                    "schema {} does not exist; run `tenantctl provision --tenant {}`",
+                    crate::ident::quote(&t.schema_name),
+                    t.domain
+                ),
                 Vec::new(),
             ));
             continue;
@@ -277,13 +290,20 @@ pub fn check(tenants: &[Tenant], states: &std::collections::HashMap<String, Sche
         for d in &cmp.drift {
             let (kind, files) = match d {
                 Drift::Divergent { file, .. } => ("divergent", vec![file.clone()]),
-                Drift::Missing { version, name } => ("missing", vec![format!("V{version}__{name}.sql")]),
+                Drift::Missing { version, name } => {
+                    ("missing", vec![format!("V{version}__{name}.sql")])
+                }
                 Drift::OutOfOrder { file, .. } => ("out_of_order", vec![file.clone()]),
             };
             out.push(p(kind, d.to_string(), files));
         }
         if !cmp.pending.is_empty() {
-            let files: Vec<String> = cmp.pending.iter().filter_map(|v| set.get(*v)).map(|f| f.up_path.display().to_string()).collect();
+            let files: Vec<String> = cmp
+                .pending
+                .iter()
+                .filter_map(|v| set.get(*v))
+                .map(|f| f.up_path.display().to_string())
+                .collect();
             out.push(p(
                 "behind",
                 format!(

@@ -93,10 +93,18 @@ impl Output {
         }
     }
 
-    /// Writes one JSON document to stdout.
+    /// Writes one JSON document to stdout, streamed rather than built in memory first.
     pub fn json<T: Serialize>(&self, value: &T) {
-        let text = serde_json::to_string_pretty(value).expect("results serialize");
-        self.print(&text);
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        let res = serde_json::to_writer_pretty(&mut out, value)
+            .map_err(std::io::Error::from)
+            .and_then(|_| out.write_all(b"\n"))
+            .and_then(|_| out.flush());
+        if let Err(e) = res {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
     }
 
     /// A notice on stderr, unless quiet.
@@ -130,7 +138,9 @@ impl Output {
             .map_err(|e| crate::error::Error::usage(format!("cannot read the answer: {e}")))?;
         match answer.trim().to_ascii_lowercase().as_str() {
             "y" | "yes" => Ok(()),
-            _ => Err(crate::error::Error::usage("not confirmed; nothing was changed")),
+            _ => Err(crate::error::Error::usage(
+                "not confirmed; nothing was changed",
+            )),
         }
     }
 

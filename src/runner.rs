@@ -112,12 +112,18 @@ impl<'a> Session<'a> {
         if !state.schema_exists {
             return Err(UpgradeError::NotProvisioned);
         }
-        state.history.map_err(|e| UpgradeError::before(Error::failed(e)))
+        state
+            .history
+            .map_err(|e| UpgradeError::before(Error::failed(e)))
     }
 
     /// Applies pending migrations up to `target`. Refuses, before running anything, when
     /// the schema is missing or its history has drifted from the files.
-    pub async fn upgrade(&mut self, set: &MigrationSet, target: i32) -> Result<Applied, UpgradeError> {
+    pub async fn upgrade(
+        &mut self,
+        set: &MigrationSet,
+        target: i32,
+    ) -> Result<Applied, UpgradeError> {
         let history = self.history().await?;
         let to_apply: Vec<i32> = upgrade_steps(&history, set, target, self.schema)
             .map_err(|e| UpgradeError::before(Error::failed(e)))?
@@ -168,28 +174,52 @@ impl<'a> Session<'a> {
     /// Runs down scripts, newest first, until `target` is the highest applied version.
     /// Each runs in a transaction with the removal of its history row. Refuses before
     /// anything runs when the history has drifted or a needed down script is missing.
-    pub async fn downgrade(&mut self, set: &MigrationSet, target: i32) -> Result<Applied, UpgradeError> {
+    pub async fn downgrade(
+        &mut self,
+        set: &MigrationSet,
+        target: i32,
+    ) -> Result<Applied, UpgradeError> {
         let history = self.history().await?;
-        let steps = downgrade_steps(&history, set, target, self.schema).map_err(|e| UpgradeError::before(Error::failed(e)))?;
+        let steps = downgrade_steps(&history, set, target, self.schema)
+            .map_err(|e| UpgradeError::before(Error::failed(e)))?;
         let table = qualified(self.schema, &self.settings.history_table);
         let reset = session_settings(self.settings, self.schema);
         let mut reverted = Vec::new();
         for f in steps {
-            let down = f.down_sql.as_deref().expect("downgrade_steps checked the down script");
+            let down = f
+                .down_sql
+                .as_deref()
+                .expect("downgrade_steps checked the down script");
             let result: Result<(), tokio_postgres::Error> = async {
                 self.client.batch_execute(&reset).await?;
                 let tx = self.client.transaction().await?;
                 tx.batch_execute(down).await?;
-                tx.execute(&format!("DELETE FROM {table} WHERE version = $1"), &[&f.version]).await?;
+                tx.execute(
+                    &format!("DELETE FROM {table} WHERE version = $1"),
+                    &[&f.version],
+                )
+                .await?;
                 tx.commit().await
             }
             .await;
             if let Err(e) = result {
-                let line = find_position(&e).and_then(|p| line_of(down, p)).map(|l| format!(" at line {l}")).unwrap_or_default();
-                let path = f.down_path.as_deref().map(|p| p.display().to_string()).unwrap_or_default();
+                let line = find_position(&e)
+                    .and_then(|p| line_of(down, p))
+                    .map(|l| format!(" at line {l}"))
+                    .unwrap_or_default();
+                let path = f
+                    .down_path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default();
                 return Err(UpgradeError::During {
                     applied: reverted,
-                    message: format!("down script of V{}__{} ({path}) failed{line}: {}", f.version, f.name, db::pg_message(&e)),
+                    message: format!(
+                        "down script of V{}__{} ({path}) failed{line}: {}",
+                        f.version,
+                        f.name,
+                        db::pg_message(&e)
+                    ),
                 });
             }
             reverted.push(f.version);
@@ -201,9 +231,14 @@ impl<'a> Session<'a> {
     /// Records the migrations up to `target` as applied without running them (and forgets
     /// those above it), with the checksums an upgrade would store. Returns the versions
     /// newly recorded.
-    pub async fn stamp(&mut self, set: &MigrationSet, target: i32) -> Result<Applied, UpgradeError> {
+    pub async fn stamp(
+        &mut self,
+        set: &MigrationSet,
+        target: i32,
+    ) -> Result<Applied, UpgradeError> {
         let history = self.history().await?;
-        let plan = stamp_plan(&history, set, target, self.schema).map_err(|e| UpgradeError::before(Error::failed(e)))?;
+        let plan = stamp_plan(&history, set, target, self.schema)
+            .map_err(|e| UpgradeError::before(Error::failed(e)))?;
         let table = qualified(self.schema, &self.settings.history_table);
         let applied_on = refinery_now();
         let result: Result<(), tokio_postgres::Error> = async {
@@ -222,7 +257,11 @@ impl<'a> Session<'a> {
         .await;
         result.map_err(|e| UpgradeError::During {
             applied: Vec::new(),
-            message: format!("stamping schema {}: {}", quote(self.schema), db::pg_message(&e)),
+            message: format!(
+                "stamping schema {}: {}",
+                quote(self.schema),
+                db::pg_message(&e)
+            ),
         })?;
         Ok(Applied {
             versions: plan.insert.iter().map(|f| f.version).collect(),
@@ -235,12 +274,21 @@ impl<'a> Session<'a> {
         self.client
             .batch_execute(&recreate_sql(self.schema))
             .await
-            .map_err(query_error(&format!("recreating schema {}", quote(self.schema))))
+            .map_err(query_error(&format!(
+                "recreating schema {}",
+                quote(self.schema)
+            )))
     }
 
     /// Removes the tenant from the registry and, unless `keep_schema`, drops its schema,
     /// in one transaction with its ledger entry.
-    pub async fn drop_tenant(&mut self, tables: &Tables, tenant: &Tenant, keep_schema: bool, event: &Event<'_>) -> Result<(), Error> {
+    pub async fn drop_tenant(
+        &mut self,
+        tables: &Tables,
+        tenant: &Tenant,
+        keep_schema: bool,
+        event: &Event<'_>,
+    ) -> Result<(), Error> {
         let schema = self.schema;
         let result: Result<u64, tokio_postgres::Error> = async {
             let tx = self.client.transaction().await?;
@@ -266,9 +314,14 @@ impl<'a> Session<'a> {
         }
         .await;
         match result {
-            Ok(0) => Err(Error::failed(format!("tenant {} was already removed from the registry", tenant.domain))),
+            Ok(0) => Err(Error::failed(format!(
+                "tenant {} was already removed from the registry",
+                tenant.domain
+            ))),
             Ok(_) => Ok(()),
-            Err(e) => Err(query_error(&format!("dropping tenant {}", tenant.domain))(e)),
+            Err(e) => Err(query_error(&format!("dropping tenant {}", tenant.domain))(
+                e,
+            )),
         }
     }
 
@@ -380,18 +433,37 @@ fn line_of(sql: &str, position: u32) -> Option<usize> {
 
 /// What an upgrade to `target` would apply, in order; an error when the history has
 /// drifted from the files.
-pub fn upgrade_steps<'s>(history: &[AppliedRow], set: &'s MigrationSet, target: i32, schema: &str) -> Result<Vec<&'s MigrationFile>, String> {
+pub fn upgrade_steps<'s>(
+    history: &[AppliedRow],
+    set: &'s MigrationSet,
+    target: i32,
+    schema: &str,
+) -> Result<Vec<&'s MigrationFile>, String> {
     let cmp = compare(history, set);
     refuse_drift(&cmp, schema)?;
-    Ok(cmp.pending.iter().filter(|v| **v <= target).filter_map(|v| set.get(*v)).collect())
+    Ok(cmp
+        .pending
+        .iter()
+        .filter(|v| **v <= target)
+        .filter_map(|v| set.get(*v))
+        .collect())
 }
 
 /// What a downgrade to `target` would revert, newest first; an error when the history has
 /// drifted or a down script is missing.
-pub fn downgrade_steps<'s>(history: &[AppliedRow], set: &'s MigrationSet, target: i32, schema: &str) -> Result<Vec<&'s MigrationFile>, String> {
+pub fn downgrade_steps<'s>(
+    history: &[AppliedRow],
+    set: &'s MigrationSet,
+    target: i32,
+    schema: &str,
+) -> Result<Vec<&'s MigrationFile>, String> {
     let cmp = compare(history, set);
     refuse_drift(&cmp, schema)?;
-    let mut versions: Vec<i32> = history.iter().map(|r| r.version).filter(|v| *v > target).collect();
+    let mut versions: Vec<i32> = history
+        .iter()
+        .map(|r| r.version)
+        .filter(|v| *v > target)
+        .collect();
     versions.sort_unstable_by(|a, b| b.cmp(a));
     let steps: Vec<&MigrationFile> = versions.iter().filter_map(|v| set.get(*v)).collect();
     let missing: Vec<String> = steps
@@ -421,8 +493,17 @@ pub struct StampPlan<'s> {
 
 /// What stamping `target` would record and forget; an error when a recorded version at or
 /// below the target differs from its file.
-pub fn stamp_plan<'s>(history: &[AppliedRow], set: &'s MigrationSet, target: i32, schema: &str) -> Result<StampPlan<'s>, String> {
-    let kept: Vec<AppliedRow> = history.iter().filter(|r| r.version <= target).cloned().collect();
+pub fn stamp_plan<'s>(
+    history: &[AppliedRow],
+    set: &'s MigrationSet,
+    target: i32,
+    schema: &str,
+) -> Result<StampPlan<'s>, String> {
+    let kept: Vec<AppliedRow> = history
+        .iter()
+        .filter(|r| r.version <= target)
+        .cloned()
+        .collect();
     let cmp = compare(&kept, set);
     let drift: Vec<String> = cmp
         .drift
@@ -443,7 +524,11 @@ pub fn stamp_plan<'s>(history: &[AppliedRow], set: &'s MigrationSet, target: i32
             .iter()
             .filter(|f| f.version <= target && !kept.iter().any(|r| r.version == f.version))
             .collect(),
-        delete: history.iter().map(|r| r.version).filter(|v| *v > target).collect(),
+        delete: history
+            .iter()
+            .map(|r| r.version)
+            .filter(|v| *v > target)
+            .collect(),
     })
 }
 
@@ -468,7 +553,10 @@ pub fn history_table_ddl(table: &str) -> String {
 
 /// The SQL that recreates a schema empty.
 pub fn recreate_sql(schema: &str) -> String {
-    format!("BEGIN; DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; COMMIT", s = quote(schema))
+    format!(
+        "BEGIN; DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; COMMIT",
+        s = quote(schema)
+    )
 }
 
 /// Now, as refinery writes `applied_on`.

@@ -17,7 +17,7 @@ use crate::ident::qualified;
 use crate::migrations::AppliedRow;
 
 /// History tables read per query.
-pub const BATCH: usize = 500;
+pub const BATCH: usize = 200;
 
 /// What was found of one tenant's schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -46,6 +46,18 @@ pub async fn observe(
     schemas: &[String],
     table: &str,
 ) -> Result<HashMap<String, SchemaState>, Error> {
+    observe_with(&[client], schemas, table).await
+}
+
+/// Like [`observe`], spreading the history batches over several connections, which read
+/// concurrently: planning a query over hundreds of tables is the cost that bounds a fleet
+/// read, and the server can plan on several cores at once.
+pub async fn observe_with(
+    clients: &[&Client],
+    schemas: &[String],
+    table: &str,
+) -> Result<HashMap<String, SchemaState>, Error> {
+    let client = clients[0];
     let rows = client
         .query(
             "SELECT s.name, n.oid IS NOT NULL, c.oid IS NOT NULL \
@@ -73,13 +85,36 @@ pub async fn observe(
             },
         );
     }
-    for chunk in with_history.chunks(BATCH) {
+    let chunks: Vec<&[String]> = with_history.chunks(BATCH).collect();
+    let lanes = clients.len().max(1);
+    let per_lane = futures::future::join_all((0..lanes).map(|lane| {
+        let mine: Vec<&[String]> = chunks.iter().skip(lane).step_by(lanes).copied().collect();
+        read_lane(clients[lane], mine, table)
+    }))
+    .await;
+    for found in per_lane {
+        for (name, history) in found {
+            if let Some(state) = out.get_mut(&name) {
+                state.history = history;
+            }
+        }
+    }
+    Ok(out)
+}
+
+type Histories = HashMap<String, Result<Vec<AppliedRow>, String>>;
+
+/// Reads some batches, one after another, on one connection.
+async fn read_lane(client: &Client, chunks: Vec<&[String]>, table: &str) -> Histories {
+    let mut all = Histories::new();
+    for chunk in chunks {
         match read_histories(client, chunk, table).await {
             Ok(mut found) => {
                 for name in chunk {
-                    if let Some(state) = out.get_mut(name) {
-                        state.history = found.remove(name).unwrap_or_else(|| Ok(Vec::new()));
-                    }
+                    all.insert(
+                        name.clone(),
+                        found.remove(name).unwrap_or_else(|| Ok(Vec::new())),
+                    );
                 }
             }
             // One unreadable table fails the whole UNION: read this chunk one by one.
@@ -89,17 +124,13 @@ pub async fn observe(
                         .await
                         .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
                         .unwrap_or_else(|e| Err(e.to_string()));
-                    if let Some(state) = out.get_mut(name) {
-                        state.history = one;
-                    }
+                    all.insert(name.clone(), one);
                 }
             }
         }
     }
-    Ok(out)
+    all
 }
-
-type Histories = HashMap<String, Result<Vec<AppliedRow>, String>>;
 
 async fn read_histories(
     client: &Client,

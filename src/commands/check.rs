@@ -6,7 +6,6 @@ use serde::Serialize;
 use crate::error::{Exit, Result};
 use crate::inspect::{self, Problem};
 use crate::registry::Registry;
-use crate::state;
 
 use super::Ctx;
 
@@ -36,7 +35,7 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    let states = state::observe(&client, &schemas, &ctx.settings.history_table).await?;
+    let states = super::observe(ctx, &client, &schemas).await?;
     let problems = inspect::check(&tenants, &states, &set);
     let mut affected: Vec<&str> = problems.iter().map(|p| p.tenant.as_str()).collect();
     affected.dedup();
@@ -52,7 +51,21 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
     } else {
         let mut text = String::new();
         for p in &report.problems {
-            text.push_str(&format!("{} ({}): {}: {}\n", p.tenant, p.schema_name, p.kind, p.message));
+            let files: Vec<&str> = p
+                .files
+                .iter()
+                .map(String::as_str)
+                .filter(|f| !p.message.contains(f))
+                .collect();
+            let files = if files.is_empty() {
+                String::new()
+            } else {
+                format!(" ({})", files.join(", "))
+            };
+            text.push_str(&format!(
+                "{} ({}): {}: {}{files}\n",
+                p.tenant, p.schema_name, p.kind, p.message
+            ));
         }
         if report.ok {
             text.push_str(&format!(

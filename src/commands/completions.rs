@@ -17,6 +17,7 @@ pub struct Args {
 pub fn run(args: &Args) -> Result<Exit> {
     let mut buf = Vec::new();
     clap_complete::generate(args.shell, &mut Cli::command(), "tenantctl", &mut buf);
-    crate::output::Output::new(crate::output::Format::Text, true, 0).print(&String::from_utf8_lossy(&buf));
+    crate::output::Output::new(crate::output::Format::Text, true, 0)
+        .print(&String::from_utf8_lossy(&buf));
     Ok(Exit::Ok)
 }

@@ -31,7 +31,11 @@ pub async fn run(ctx: &Ctx, cmd: &ConfigCommand) -> Result<Exit> {
     match cmd {
         ConfigCommand::Show => {
             let shown = Shown {
-                config_file: ctx.settings.config_file.as_ref().map(|p| p.display().to_string()),
+                config_file: ctx
+                    .settings
+                    .config_file
+                    .as_ref()
+                    .map(|p| p.display().to_string()),
                 settings: config::describe(&ctx.settings, ctx.target.display()),
             };
             if ctx.out.is_json() {

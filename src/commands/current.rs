@@ -51,7 +51,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     } else {
         registry.find_many(&args.selection.tenants).await?
     };
-    let st = statuses(&client, &registry, &ctx.settings, &mut tenants, &set).await?;
+    let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     let summary = inspect::summarize(&st, set.head());
     let out = Currents {
         tenants: st

@@ -5,7 +5,6 @@ use crate::dryrun;
 use crate::error::{Exit, Result};
 use crate::fleet::{self, Action, Planned, Unprovisioned};
 use crate::registry::Registry;
-use crate::state;
 
 use super::{select, Ctx};
 
@@ -40,11 +39,22 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = if args.selection.tenants.is_empty() { Unprovisioned::Skip } else { Unprovisioned::Fail };
+    let unprovisioned = if args.selection.tenants.is_empty() {
+        Unprovisioned::Skip
+    } else {
+        Unprovisioned::Fail
+    };
     if args.dry_run {
         let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-        let states = state::observe(&client, &schemas, &ctx.settings.history_table).await?;
-        let dry = dryrun::plan(&tenants, &states, &set, &ctx.settings, dryrun::Plan::Downgrade(target));
+        let states = super::observe(ctx, &client, &schemas).await?;
+        let dry = dryrun::plan(
+            &tenants,
+            &states,
+            &set,
+            &ctx.settings,
+            dryrun::Plan::Downgrade(target),
+            unprovisioned,
+        );
         return Ok(super::print_dry_run(ctx, &dry));
     }
     if !tenants.is_empty() {
@@ -74,7 +84,15 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let opts = ctx.run_options(&args.bulk, unprovisioned);
     let progress = ctx.out.progress("downgrade");
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let report = fleet::run(&env, &client, planned, Action::Downgrade(target), &opts, progress.as_ref()).await;
+    let report = fleet::run(
+        &env,
+        &client,
+        planned,
+        Action::Downgrade(target),
+        &opts,
+        progress.as_ref(),
+    )
+    .await;
     ctx.out.run_report(&report);
     Ok(report.exit())
 }

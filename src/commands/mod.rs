@@ -149,15 +149,14 @@ impl Ctx {
 /// Observes the tenants' schemas in a few round trips, refreshes the registry's cached
 /// columns where they were stale, and returns each tenant's status in input order.
 pub async fn statuses(
+    ctx: &Ctx,
     client: &Client,
     registry: &Registry<'_>,
-    settings: &Settings,
     tenants: &mut [Tenant],
     set: &MigrationSet,
 ) -> Result<Vec<TenantStatus>, Error> {
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    let mut states: HashMap<String, state::SchemaState> =
-        state::observe(client, &schemas, &settings.history_table).await?;
+    let mut states: HashMap<String, state::SchemaState> = observe(ctx, client, &schemas).await?;
     let mut out = Vec::with_capacity(tenants.len());
     for t in tenants.iter_mut() {
         let st = states
@@ -214,9 +213,15 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun) -> crate::error::Ex
     } else {
         let mut text = String::new();
         for t in &dry.tenants {
-            let head = format!("-- tenant {} (schema {})", t.domain, crate::ident::quote(&t.schema_name));
+            let head = format!(
+                "-- tenant {} (schema {})",
+                t.domain,
+                crate::ident::quote(&t.schema_name)
+            );
             if let Some(e) = &t.error {
                 text.push_str(&format!("{head}: would fail: {e}\n\n"));
+            } else if let Some(why) = &t.skipped {
+                text.push_str(&format!("{head}: would be skipped: {why}\n\n"));
             } else if t.sql.is_empty() {
                 text.push_str(&format!("{head}: nothing to do\n\n"));
             } else {
@@ -241,4 +246,21 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun) -> crate::error::Ex
         n if n == dry.tenants.len() => Exit::Failed,
         _ => Exit::Partial,
     }
+}
+
+/// Observes many tenants' schemas. Beyond one batch, up to three more connections read
+/// history batches concurrently (see [`state::observe_with`]); if they cannot be opened,
+/// the reads go through `client` alone.
+pub async fn observe(
+    ctx: &Ctx,
+    client: &Client,
+    schemas: &[String],
+) -> Result<HashMap<String, state::SchemaState>, Error> {
+    let batches = schemas.len().div_ceil(state::BATCH);
+    let extra = batches.saturating_sub(1).min(3);
+    let opened = futures::future::join_all((0..extra).map(|_| ctx.connect())).await;
+    let extra: Vec<Client> = opened.into_iter().filter_map(Result::ok).collect();
+    let mut clients: Vec<&Client> = vec![client];
+    clients.extend(extra.iter());
+    state::observe_with(&clients, schemas, &ctx.settings.history_table).await
 }

@@ -1,11 +1,11 @@
 //! `tenantctl provision`: create missing tenant schemas.
 
 use crate::cli::{BulkOpts, Selection};
+use crate::dryrun;
 use crate::error::{Exit, Result};
 use crate::fleet::{self, Action, Planned, Unprovisioned};
 use crate::migrations::MigrationSet;
 use crate::registry::Registry;
-use crate::{dryrun, state};
 
 use super::{select, Ctx};
 
@@ -38,12 +38,21 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let tenants = select(&registry, &args.selection).await?;
     if args.dry_run {
         let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-        let states = state::observe(&client, &schemas, &ctx.settings.history_table).await?;
+        let states = super::observe(ctx, &client, &schemas).await?;
         let empty = MigrationSet {
             dir: ctx.settings.migrations_dir.clone(),
             files: Vec::new(),
         };
-        let dry = dryrun::plan(&tenants, &states, &empty, &ctx.settings, dryrun::Plan::Provision { recreate: args.force_recreate });
+        let dry = dryrun::plan(
+            &tenants,
+            &states,
+            &empty,
+            &ctx.settings,
+            dryrun::Plan::Provision {
+                recreate: args.force_recreate,
+            },
+            crate::fleet::Unprovisioned::Fail,
+        );
         return Ok(super::print_dry_run(ctx, &dry));
     }
     if args.force_recreate && !tenants.is_empty() {
@@ -76,16 +85,12 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let opts = ctx.run_options(&args.bulk, Unprovisioned::Fail);
     let progress = ctx.out.progress("provision");
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let action = if args.force_recreate { Action::Recreate } else { Action::Provision };
-    let report = fleet::run(
-        &env,
-        &client,
-        planned,
-        action,
-        &opts,
-        progress.as_ref(),
-    )
-    .await;
+    let action = if args.force_recreate {
+        Action::Recreate
+    } else {
+        Action::Provision
+    };
+    let report = fleet::run(&env, &client, planned, action, &opts, progress.as_ref()).await;
     ctx.out.run_report(&report);
     Ok(report.exit())
 }

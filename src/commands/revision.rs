@@ -56,13 +56,26 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let name = name_from_message(&args.message)?;
     let dir = &ctx.settings.migrations_dir;
     if !dir.exists() {
-        std::fs::create_dir_all(dir).map_err(|e| Error::setup(format!("cannot create migrations directory {}: {e}", dir.display())))?;
+        std::fs::create_dir_all(dir).map_err(|e| {
+            Error::setup(format!(
+                "cannot create migrations directory {}: {e}",
+                dir.display()
+            ))
+        })?;
     }
     let set = MigrationSet::load(dir)?;
-    let version = set.head().checked_add(1).ok_or_else(|| Error::failed("the highest version is already 2147483647"))?;
+    let version = set
+        .head()
+        .checked_add(1)
+        .ok_or_else(|| Error::failed("the highest version is already 2147483647"))?;
     let up = dir.join(format!("V{version}__{name}.sql"));
     let down = dir.join(format!("V{version}__{name}.down.sql"));
-    let summary: String = args.message.chars().filter(|c| !c.is_control()).take(200).collect();
+    let summary: String = args
+        .message
+        .chars()
+        .filter(|c| !c.is_control())
+        .take(200)
+        .collect();
     let up_text = format!(
         "-- V{version}__{name}: {summary}\n-- Runs in its own transaction, with search_path set to the tenant's schema\n-- (then tenants.extra_search_path). Do not add BEGIN/COMMIT.\n\n"
     );
@@ -103,13 +116,25 @@ mod tests {
 
     #[test]
     fn messages_become_valid_names() {
-        assert_eq!(name_from_message("Add volunteer rotas").unwrap(), "add_volunteer_rotas");
-        assert_eq!(name_from_message("  drop -- old; stuff!! ").unwrap(), "drop_old_stuff");
-        assert_eq!(name_from_message("x'); DROP TABLE t;--").unwrap(), "x_drop_table_t");
+        assert_eq!(
+            name_from_message("Add volunteer rotas").unwrap(),
+            "add_volunteer_rotas"
+        );
+        assert_eq!(
+            name_from_message("  drop -- old; stuff!! ").unwrap(),
+            "drop_old_stuff"
+        );
+        assert_eq!(
+            name_from_message("x'); DROP TABLE t;--").unwrap(),
+            "x_drop_table_t"
+        );
         assert_eq!(name_from_message(&"a".repeat(300)).unwrap().len(), 80);
         assert!(name_from_message("!!! ---").is_err());
         assert!(name_from_message("").is_err());
         let n = name_from_message("émigré données").unwrap();
-        assert!(crate::migrations::parse_file_name(&format!("V1__{n}.sql")).is_ok(), "{n}");
+        assert!(
+            crate::migrations::parse_file_name(&format!("V1__{n}.sql")).is_ok(),
+            "{n}"
+        );
     }
 }

@@ -30,7 +30,11 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = if args.selection.tenants.is_empty() { Unprovisioned::Skip } else { Unprovisioned::Fail };
+    let unprovisioned = if args.selection.tenants.is_empty() {
+        Unprovisioned::Skip
+    } else {
+        Unprovisioned::Fail
+    };
     let run_id = fleet::new_run_id()?;
     let host = fleet::client_host();
     let env = fleet::Env {
@@ -44,7 +48,15 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let opts = ctx.run_options(&args.bulk, unprovisioned);
     let progress = ctx.out.progress("stamp");
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let report = fleet::run(&env, &client, planned, Action::Stamp(target), &opts, progress.as_ref()).await;
+    let report = fleet::run(
+        &env,
+        &client,
+        planned,
+        Action::Stamp(target),
+        &opts,
+        progress.as_ref(),
+    )
+    .await;
     ctx.out.run_report(&report);
     Ok(report.exit())
 }

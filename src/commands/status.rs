@@ -48,7 +48,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         Some(t) => vec![registry.find(t).await?],
         None => registry.list(None, None).await?,
     };
-    let st = statuses(&client, &registry, &ctx.settings, &mut tenants, &set).await?;
+    let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     if args.tenant.is_some() {
         let s = &st[0];
         if ctx.out.is_json() {

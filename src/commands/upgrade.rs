@@ -1,11 +1,10 @@
 //! `tenantctl upgrade`: apply pending migrations to one, several or all tenants.
 
 use crate::cli::{BulkOpts, Selection};
+use crate::dryrun;
 use crate::error::{Exit, Result};
 use crate::fleet::{self, Action, Unprovisioned};
 use crate::registry::Registry;
-use crate::dryrun;
-use crate::state;
 
 use super::{select, Ctx};
 
@@ -42,13 +41,21 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         Unprovisioned::Fail
     };
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    let states = state::observe(&client, &schemas, &ctx.settings.history_table).await?;
+    let states = super::observe(ctx, &client, &schemas).await?;
     if args.dry_run {
-        let dry = dryrun::plan(&tenants, &states, &set, &ctx.settings, dryrun::Plan::Upgrade(target));
+        let dry = dryrun::plan(
+            &tenants,
+            &states,
+            &set,
+            &ctx.settings,
+            dryrun::Plan::Upgrade(target),
+            unprovisioned,
+        );
         return Ok(super::print_dry_run(ctx, &dry));
     }
     let planned = fleet::plan_upgrade(tenants, &states, &set, target, unprovisioned);
     super::sync_observed(&registry, &states, &planned).await;
+    drop(states);
     let run_id = fleet::new_run_id()?;
     let host = fleet::client_host();
     let env = fleet::Env {

@@ -243,3 +243,131 @@ pub struct InitReport {
     pub applied: Vec<i32>,
     pub version: i32,
 }
+
+/// `registry::EventRow` (one run-ledger entry).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRow {
+    pub id: i64,
+    pub run_id: String,
+    pub tenant_id: i64,
+    pub domain: String,
+    pub schema_name: String,
+    pub action: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: i64,
+    pub db_user: String,
+    #[serde(deserialize_with = "nullable")]
+    pub client_host: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub client_addr: Option<String>,
+}
+
+/// `commands::events::Events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub events: Vec<EventRow>,
+}
+
+/// `dryrun::PlannedTenant`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedTenant {
+    pub domain: String,
+    pub schema_name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub versions: Vec<i32>,
+    pub sql: String,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub skipped: Option<String>,
+}
+
+/// `dryrun::DryRun` (`--dry-run -o json`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRun {
+    pub dry_run: bool,
+    pub tenants: Vec<PlannedTenant>,
+}
+
+/// `inspect::Problem`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    pub tenant: String,
+    pub schema_name: String,
+    pub kind: String,
+    pub message: String,
+    pub files: Vec<String>,
+}
+
+/// `commands::check::Report`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub head: i32,
+    pub tenants: usize,
+    pub tenants_with_problems: usize,
+    pub problems: Vec<Problem>,
+}
+
+/// `commands::revision::Written`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revision {
+    pub version: i32,
+    pub name: String,
+    pub up: String,
+    pub down: String,
+}
+
+/// `commands::tenant::drop::Dropped`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dropped {
+    pub tenant: Tenant,
+    pub schema_dropped: bool,
+    pub message: String,
+}
+
+/// `commands::tenant::rotate_key::Rotated`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotated {
+    pub tenant: Tenant,
+    pub api_key: String,
+    pub message: String,
+}
+
+/// `config::Entry`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigEntry {
+    pub key: String,
+    pub value: String,
+    pub source: String,
+}
+
+/// `commands::config::Shown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigShown {
+    #[serde(deserialize_with = "nullable")]
+    pub config_file: Option<String>,
+    pub settings: Vec<ConfigEntry>,
+}

@@ -44,7 +44,11 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenant = registry.find(&args.tenant).await?;
     let what = if args.keep_schema {
-        format!("this removes tenant {} from the registry (its schema {} is kept).", tenant.domain, quote(&tenant.schema_name))
+        format!(
+            "this removes tenant {} from the registry (its schema {} is kept).",
+            tenant.domain,
+            quote(&tenant.schema_name)
+        )
     } else {
         format!(
             "this removes tenant {} from the registry and DROPS its schema {} with ALL its data.",
@@ -57,17 +61,31 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let host = fleet::client_host();
     let event = Event {
         run_id: &run_id,
-        action: if args.keep_schema { "drop (schema kept)" } else { "drop" },
+        action: if args.keep_schema {
+            "drop (schema kept)"
+        } else {
+            "drop"
+        },
         from_revision: tenant.current_revision,
         started_at: OffsetDateTime::now_utc(),
         client_host: &host,
     };
     let mut session = Session::open(&ctx.target, &ctx.settings, &tenant.schema_name).await?;
-    session.drop_tenant(registry.tables(), &tenant, args.keep_schema, &event).await?;
+    session
+        .drop_tenant(registry.tables(), &tenant, args.keep_schema, &event)
+        .await?;
     let message = if args.keep_schema {
-        format!("tenant {} removed from the registry; schema {} kept", tenant.domain, quote(&tenant.schema_name))
+        format!(
+            "tenant {} removed from the registry; schema {} kept",
+            tenant.domain,
+            quote(&tenant.schema_name)
+        )
     } else {
-        format!("tenant {} removed and schema {} dropped", tenant.domain, quote(&tenant.schema_name))
+        format!(
+            "tenant {} removed and schema {} dropped",
+            tenant.domain,
+            quote(&tenant.schema_name)
+        )
     };
     let dropped = Dropped {
         tenant,

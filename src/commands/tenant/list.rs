@@ -56,7 +56,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         dir: ctx.settings.migrations_dir.clone(),
         files: Vec::new(),
     });
-    statuses(&client, &registry, &ctx.settings, &mut tenants, &set).await?;
+    statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     let mut by_status = BTreeMap::new();
     for t in &tenants {
         *by_status.entry(t.status.as_str()).or_insert(0) += 1;

@@ -35,7 +35,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenant = registry.find(&args.tenant).await?;
     let key = ApiKey::generate()?;
-    let tenant = registry.rotate_key(tenant.id, &key.hash(), &key.prefix()).await?;
+    let tenant = registry
+        .rotate_key(tenant.id, &key.hash(), &key.prefix())
+        .await?;
     let run_id = fleet::new_run_id()?;
     let host = fleet::client_host();
     let event = Event {
@@ -47,7 +49,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     registry.log(&tenant, &event, None).await?;
     let rotated = Rotated {
-        message: format!("new API key for tenant {}; the old key no longer works", tenant.domain),
+        message: format!(
+            "new API key for tenant {}; the old key no longer works",
+            tenant.domain
+        ),
         tenant,
         api_key: key.reveal().to_string(),
     };
@@ -55,7 +60,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ctx.out.json(&rotated);
     } else {
         ctx.out.print(&rotated.message);
-        ctx.out.print(&format!("API key (shown once, only its hash is stored): {}", rotated.api_key));
+        ctx.out.print(&format!(
+            "API key (shown once, only its hash is stored): {}",
+            rotated.api_key
+        ));
     }
     Ok(Exit::Ok)
 }

@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let mut tenants = vec![registry.find(&args.tenant).await?];
-    let mut st = statuses(&client, &registry, &ctx.settings, &mut tenants, &set).await?;
+    let mut st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     let shown = Shown {
         tenant: tenants.remove(0),
         migration_status: st.remove(0),
