@@ -65,6 +65,8 @@ struct TenantsSection {
 struct RunSection {
     concurrency: Option<usize>,
     lock_timeout: Option<String>,
+    lock_retries: Option<u32>,
+    lock_retry_delay: Option<String>,
     statement_timeout: Option<String>,
 }
 
@@ -156,6 +158,10 @@ pub struct Settings {
     pub concurrency: usize,
     /// `lock_timeout` for migration sessions (zero: wait forever).
     pub lock_timeout: Duration,
+    /// How many times a migration that hit `lock_timeout` is tried again.
+    pub lock_retries: u32,
+    /// The wait before the first retry; it doubles each time, up to 30 s.
+    pub lock_retry_delay: Duration,
     /// `statement_timeout` for migration sessions (zero: no limit).
     pub statement_timeout: Duration,
 }
@@ -316,6 +322,17 @@ pub fn resolve(
         "run.lock_timeout",
         Duration::from_secs(10),
     )?;
+    let lock_retries = file.run.lock_retries.unwrap_or(3);
+    if lock_retries > 100 {
+        return Err(Error::setup(format!(
+            "config run.lock_retries {lock_retries} is out of range; use 0 to 100"
+        )));
+    }
+    let lock_retry_delay = duration(
+        file.run.lock_retry_delay.as_deref(),
+        "run.lock_retry_delay",
+        Duration::from_secs(1),
+    )?;
     let statement_timeout = duration(
         file.run.statement_timeout.as_deref(),
         "run.statement_timeout",
@@ -368,6 +385,11 @@ pub fn resolve(
         },
     );
     sources.insert("run.lock_timeout", from(file.run.lock_timeout.is_some()));
+    sources.insert("run.lock_retries", from(file.run.lock_retries.is_some()));
+    sources.insert(
+        "run.lock_retry_delay",
+        from(file.run.lock_retry_delay.is_some()),
+    );
     sources.insert(
         "run.statement_timeout",
         from(file.run.statement_timeout.is_some()),
@@ -387,6 +409,8 @@ pub fn resolve(
         extra_search_path,
         concurrency,
         lock_timeout,
+        lock_retries,
+        lock_retry_delay,
         statement_timeout,
     })
 }
@@ -466,6 +490,8 @@ pub fn describe(settings: &Settings, database: &str) -> Vec<Entry> {
         ),
         ("run.concurrency", settings.concurrency.to_string()),
         ("run.lock_timeout", d(settings.lock_timeout)),
+        ("run.lock_retries", settings.lock_retries.to_string()),
+        ("run.lock_retry_delay", d(settings.lock_retry_delay)),
         ("run.statement_timeout", d(settings.statement_timeout)),
     ];
     values
@@ -512,6 +538,8 @@ mod tests {
         assert_eq!(s.schema_prefix, "tenant_");
         assert_eq!(s.concurrency, 4);
         assert_eq!(s.lock_timeout, Duration::from_secs(10));
+        assert_eq!(s.lock_retries, 3);
+        assert_eq!(s.lock_retry_delay, Duration::from_secs(1));
         assert_eq!(s.statement_timeout, Duration::ZERO);
         assert_eq!(s.connect_timeout, Duration::from_secs(10));
     }
@@ -621,6 +649,8 @@ mod tests {
         for text in [
             "[database]\nsslmode = \"verify-full-ish\"\n",
             "[run]\nlock_timeout = \"ten seconds\"\n",
+            "[run]\nlock_retries = 1000\n",
+            "[run]\nlock_retry_delay = \"soon\"\n",
             "[run]\nconcurrency = 0\n",
             "[registry]\nschema = \"Public; drop\"\n",
             "[migrations]\ntable = \"x\\\"y\"\n",

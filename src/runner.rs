@@ -142,23 +142,45 @@ impl<'a> Session<'a> {
         // settings: a `SET search_path` (or any SET) inside one migration must not carry
         // into the next.
         for version in to_apply {
-            let result = match self.client.batch_execute(&reset).await {
-                Ok(()) => {
-                    let mut runner = refinery::Runner::new(&migrations)
-                        .set_target(refinery::Target::Version(version))
-                        .set_grouped(false)
-                        .set_abort_divergent(true)
-                        .set_abort_missing(true);
-                    runner.set_migration_table_name(&table);
-                    runner
-                        .run_async(&mut self.client)
-                        .await
-                        .map_err(|e| describe_failure(set, Some(version), &e))
+            let mut attempt: u32 = 0;
+            let result = loop {
+                let outcome = match self.client.batch_execute(&reset).await {
+                    Ok(()) => {
+                        let mut runner = refinery::Runner::new(&migrations)
+                            .set_target(refinery::Target::Version(version))
+                            .set_grouped(false)
+                            .set_abort_divergent(true)
+                            .set_abort_missing(true);
+                        runner.set_migration_table_name(&table);
+                        runner.run_async(&mut self.client).await.map_err(|e| {
+                            let lock = is_lock_timeout(&e);
+                            (describe_failure(set, Some(version), &e), lock)
+                        })
+                    }
+                    Err(e) => Err((
+                        format!(
+                            "resetting the session before version {version}: {}",
+                            db::pg_message(&e)
+                        ),
+                        false,
+                    )),
+                };
+                match outcome {
+                    Err((_, true)) if attempt < self.settings.lock_retries => {
+                        // The transaction rolled back; wait for the other session, then retry.
+                        tokio::time::sleep(retry_delay(self.settings.lock_retry_delay, attempt)).await;
+                        attempt += 1;
+                    }
+                    Err((message, true)) => {
+                        break Err(format!(
+                            "{message} (gave up after {} attempts with lock_timeout {} ms: another session holds a lock this migration needs; see pg_locks and pg_stat_activity, or raise run.lock_timeout / run.lock_retries)",
+                            attempt + 1,
+                            self.settings.lock_timeout.as_millis()
+                        ))
+                    }
+                    Err((message, false)) => break Err(message),
+                    Ok(report) => break Ok(report),
                 }
-                Err(e) => Err(format!(
-                    "resetting the session before version {version}: {}",
-                    db::pg_message(&e)
-                )),
             };
             match result {
                 Ok(report) => {
@@ -190,18 +212,29 @@ impl<'a> Session<'a> {
                 .down_sql
                 .as_deref()
                 .expect("downgrade_steps checked the down script");
-            let result: Result<(), tokio_postgres::Error> = async {
-                self.client.batch_execute(&reset).await?;
-                let tx = self.client.transaction().await?;
-                tx.batch_execute(down).await?;
-                tx.execute(
-                    &format!("DELETE FROM {table} WHERE version = $1"),
-                    &[&f.version],
-                )
-                .await?;
-                tx.commit().await
-            }
-            .await;
+            let mut attempt: u32 = 0;
+            let result: Result<(), tokio_postgres::Error> = loop {
+                let result: Result<(), tokio_postgres::Error> = async {
+                    self.client.batch_execute(&reset).await?;
+                    let tx = self.client.transaction().await?;
+                    tx.batch_execute(down).await?;
+                    tx.execute(
+                        &format!("DELETE FROM {table} WHERE version = $1"),
+                        &[&f.version],
+                    )
+                    .await?;
+                    tx.commit().await
+                }
+                .await;
+                match result {
+                    Err(e) if is_lock_timeout(&e) && attempt < self.settings.lock_retries => {
+                        tokio::time::sleep(retry_delay(self.settings.lock_retry_delay, attempt))
+                            .await;
+                        attempt += 1;
+                    }
+                    other => break other,
+                }
+            };
             if let Err(e) = result {
                 let line = find_position(&e)
                     .and_then(|p| line_of(down, p))
@@ -566,6 +599,24 @@ pub fn refinery_now() -> String {
         .expect("the current time formats as RFC 3339")
 }
 
+/// Whether an error is PostgreSQL's `lock_not_available` (a `lock_timeout` expired).
+fn is_lock_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
+    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
+    while let Some(err) = current {
+        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
+            return pg.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
+        }
+        current = err.source();
+    }
+    false
+}
+
+/// The wait before retry number `attempt` (0-based): `base`, doubling, at most 30 s.
+pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
+    base.saturating_mul(1u32 << attempt.min(16))
+        .min(Duration::from_secs(30))
+}
+
 /// The session state every migration starts from: defaults (`RESET ALL`), then
 /// `search_path` = the tenant's schema and the extra schemas, and the timeouts.
 pub fn session_settings(settings: &Settings, schema: &str) -> String {
@@ -586,6 +637,15 @@ fn millis(d: Duration) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn retry_delays_double_up_to_a_cap() {
+        let base = Duration::from_millis(500);
+        assert_eq!(retry_delay(base, 0), Duration::from_millis(500));
+        assert_eq!(retry_delay(base, 1), Duration::from_secs(1));
+        assert_eq!(retry_delay(base, 2), Duration::from_secs(2));
+        assert_eq!(retry_delay(base, 40), Duration::from_secs(30));
+    }
 
     #[test]
     fn positions_map_to_lines() {
