@@ -3,7 +3,7 @@
 use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
 use crate::error::{Exit, Result};
-use crate::fleet::{self, Action, Planned, Unprovisioned};
+use crate::fleet::{Action, Planned};
 use crate::registry::Registry;
 
 use super::{select, Ctx};
@@ -39,11 +39,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = if args.selection.tenants.is_empty() {
-        Unprovisioned::Skip
-    } else {
-        Unprovisioned::Fail
-    };
+    let unprovisioned = super::unprovisioned_policy(&args.selection);
     if args.dry_run {
         let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
         let states = super::observe(ctx, &client, &schemas).await?;
@@ -57,42 +53,22 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         );
         return Ok(super::print_dry_run(ctx, &dry));
     }
-    if !tenants.is_empty() {
-        let names: Vec<&str> = tenants.iter().map(|t| t.domain.as_str()).take(5).collect();
-        let more = tenants.len().saturating_sub(names.len());
-        ctx.out.confirm(
-            &format!(
-                "downgrade runs down scripts, which can destroy data, on {} tenant(s) ({}{}) down to {}.",
-                tenants.len(),
-                names.join(", "),
-                if more > 0 { format!(" and {more} more") } else { String::new() },
-                crate::output::revision(Some(target).filter(|t| *t > 0))
-            ),
-            args.yes,
-        )?;
-    }
-    let run_id = fleet::new_run_id()?;
-    let host = fleet::client_host();
-    let env = fleet::Env {
-        target: &ctx.target,
-        settings: &ctx.settings,
-        set: &set,
-        tables: registry.tables(),
-        run_id: &run_id,
-        client_host: &host,
-    };
-    let opts = ctx.run_options(&args.bulk, unprovisioned);
-    let progress = ctx.out.progress("downgrade");
+    let what = format!(
+        "downgrade runs down scripts, which can destroy data, down to {},",
+        crate::output::revision(Some(target).filter(|t| *t > 0))
+    );
+    super::confirm_tenants(ctx, &tenants, &what, args.yes)?;
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let report = fleet::run(
-        &env,
+    let action = Action::Downgrade(target);
+    Ok(super::run_fleet(
+        ctx,
         &client,
+        &registry,
+        &set,
         planned,
-        Action::Downgrade(target),
-        &opts,
-        progress.as_ref(),
+        action,
+        &args.bulk,
+        unprovisioned,
     )
-    .await;
-    ctx.out.run_report(&report);
-    Ok(report.exit())
+    .await?)
 }

@@ -264,3 +264,65 @@ pub async fn observe(
     clients.extend(extra.iter());
     state::observe_with(&clients, schemas, &ctx.settings.history_table).await
 }
+
+/// How a bulk command treats tenants without a schema: named ones fail, ones swept up
+/// by a filter (`--all`, `--type`, `--status`) are skipped.
+pub fn unprovisioned_policy(selection: &Selection) -> Unprovisioned {
+    if selection.tenants.is_empty() {
+        Unprovisioned::Skip
+    } else {
+        Unprovisioned::Fail
+    }
+}
+
+/// Runs `action` over the planned tenants with the bulk options (a new run id, progress
+/// on stderr), prints the report, and returns its exit code.
+#[allow(clippy::too_many_arguments)]
+pub async fn run_fleet(
+    ctx: &Ctx,
+    client: &Client,
+    registry: &Registry<'_>,
+    set: &MigrationSet,
+    planned: Vec<crate::fleet::Planned>,
+    action: crate::fleet::Action,
+    bulk: &BulkOpts,
+    unprovisioned: Unprovisioned,
+) -> Result<crate::error::Exit, Error> {
+    let run_id = crate::fleet::new_run_id()?;
+    let host = crate::fleet::client_host();
+    let env = crate::fleet::Env {
+        target: &ctx.target,
+        settings: &ctx.settings,
+        set,
+        tables: registry.tables(),
+        run_id: &run_id,
+        client_host: &host,
+    };
+    let opts = ctx.run_options(bulk, unprovisioned);
+    let progress = ctx.out.progress(action.name());
+    let report = crate::fleet::run(&env, client, planned, action, &opts, progress.as_ref()).await;
+    ctx.out.run_report(&report);
+    Ok(report.exit())
+}
+
+/// Asks before a destructive change to these tenants (see [`Output::confirm`]).
+pub fn confirm_tenants(ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) -> Result<(), Error> {
+    if tenants.is_empty() {
+        return Ok(());
+    }
+    let names: Vec<&str> = tenants.iter().map(|t| t.domain.as_str()).take(5).collect();
+    let more = tenants.len().saturating_sub(names.len());
+    let more = if more > 0 {
+        format!(" and {more} more")
+    } else {
+        String::new()
+    };
+    ctx.out.confirm(
+        &format!(
+            "{what} on {} tenant(s) ({}{more}).",
+            tenants.len(),
+            names.join(", ")
+        ),
+        yes,
+    )
+}

@@ -3,7 +3,7 @@
 
 use crate::cli::{BulkOpts, Selection};
 use crate::error::{Exit, Result};
-use crate::fleet::{self, Action, Planned, Unprovisioned};
+use crate::fleet::{Action, Planned};
 use crate::registry::Registry;
 
 use super::{select, Ctx};
@@ -30,33 +30,18 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = if args.selection.tenants.is_empty() {
-        Unprovisioned::Skip
-    } else {
-        Unprovisioned::Fail
-    };
-    let run_id = fleet::new_run_id()?;
-    let host = fleet::client_host();
-    let env = fleet::Env {
-        target: &ctx.target,
-        settings: &ctx.settings,
-        set: &set,
-        tables: registry.tables(),
-        run_id: &run_id,
-        client_host: &host,
-    };
-    let opts = ctx.run_options(&args.bulk, unprovisioned);
-    let progress = ctx.out.progress("stamp");
+    let unprovisioned = super::unprovisioned_policy(&args.selection);
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let report = fleet::run(
-        &env,
+    let action = Action::Stamp(target);
+    Ok(super::run_fleet(
+        ctx,
         &client,
+        &registry,
+        &set,
         planned,
-        Action::Stamp(target),
-        &opts,
-        progress.as_ref(),
+        action,
+        &args.bulk,
+        unprovisioned,
     )
-    .await;
-    ctx.out.run_report(&report);
-    Ok(report.exit())
+    .await?)
 }

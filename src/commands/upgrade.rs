@@ -3,7 +3,7 @@
 use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
 use crate::error::{Exit, Result};
-use crate::fleet::{self, Action, Unprovisioned};
+use crate::fleet::{self, Action};
 use crate::registry::Registry;
 
 use super::{select, Ctx};
@@ -35,11 +35,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = if args.selection.tenants.is_empty() {
-        Unprovisioned::Skip
-    } else {
-        Unprovisioned::Fail
-    };
+    let unprovisioned = super::unprovisioned_policy(&args.selection);
     let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
     let states = super::observe(ctx, &client, &schemas).await?;
     if args.dry_run {
@@ -56,27 +52,16 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let planned = fleet::plan_upgrade(tenants, &states, &set, target, unprovisioned);
     super::sync_observed(&registry, &states, &planned).await;
     drop(states);
-    let run_id = fleet::new_run_id()?;
-    let host = fleet::client_host();
-    let env = fleet::Env {
-        target: &ctx.target,
-        settings: &ctx.settings,
-        set: &set,
-        tables: registry.tables(),
-        run_id: &run_id,
-        client_host: &host,
-    };
-    let opts = ctx.run_options(&args.bulk, unprovisioned);
-    let progress = ctx.out.progress("upgrade");
-    let report = fleet::run(
-        &env,
+    let action = Action::Upgrade(target);
+    Ok(super::run_fleet(
+        ctx,
         &client,
+        &registry,
+        &set,
         planned,
-        Action::Upgrade(target),
-        &opts,
-        progress.as_ref(),
+        action,
+        &args.bulk,
+        unprovisioned,
     )
-    .await;
-    ctx.out.run_report(&report);
-    Ok(report.exit())
+    .await?)
 }
