@@ -57,6 +57,15 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         )
     };
     ctx.out.confirm(&what, args.yes)?;
+    let started_at = OffsetDateTime::now_utc();
+    let mut session = Session::open(&ctx.target, &ctx.settings, &tenant.schema_name).await?;
+    // An upgrade may have held the lock while this waited: read the row as it is now.
+    let tenant = registry.find(&tenant.id.to_string()).await.map_err(|_| {
+        crate::error::Error::failed(format!(
+            "tenant {} was dropped by another command while this one waited for it",
+            tenant.domain
+        ))
+    })?;
     let run_id = fleet::new_run_id()?;
     let host = fleet::client_host();
     let event = Event {
@@ -67,10 +76,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             "drop"
         },
         from_revision: tenant.current_revision,
-        started_at: OffsetDateTime::now_utc(),
+        started_at,
         client_host: &host,
     };
-    let mut session = Session::open(&ctx.target, &ctx.settings, &tenant.schema_name).await?;
     session
         .drop_tenant(registry.tables(), &tenant, args.keep_schema, &event)
         .await?;
