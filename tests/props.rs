@@ -842,3 +842,68 @@ proptest! {
         }
     }
 }
+
+// ---------------------------------------------------------------------------------------
+// Timeouts as PostgreSQL sees them
+// ---------------------------------------------------------------------------------------
+
+/// `run.lock_timeout` / `run.statement_timeout` values as a config file may say them.
+fn timeouts() -> impl Strategy<Value = String> {
+    prop_oneof![
+        select(vec![
+            "0",
+            "10s",
+            "1ms",
+            "1ns",
+            "500us",
+            "999us",
+            "24d",
+            "25d",
+            "1y",
+            "2147483647ms",
+            "2147483648ms",
+        ])
+        .prop_map(str::to_string),
+        "[1-9][0-9]{0,3}(ns|us|ms|s|m|h|d)",
+    ]
+}
+
+/// Every timeout the config accepts means the same to PostgreSQL: the session settings
+/// a migration starts with are accepted, and a timeout is off ("0", wait forever) exactly
+/// when the config said zero, as tenants.example.toml documents.
+#[test]
+fn accepted_timeouts_mean_the_same_to_postgres() {
+    let db = TestDb::new();
+    let client = RefCell::new(db.client());
+    run_cases(200, (timeouts(), timeouts()), |(lock, statement)| {
+        let text =
+            format!("[run]\nlock_timeout = \"{lock}\"\nstatement_timeout = \"{statement}\"\n");
+        let Some(Ok(settings)) = fuzzing::config(&text) else {
+            return Ok(());
+        };
+        let client = &mut *client.borrow_mut();
+        let sql = tenantctl::runner::session_settings(&settings, "tenant_x");
+        client
+            .batch_execute(&sql)
+            .map_err(|e| TestCaseError::fail(format!("{text}gives {sql:?}: {e:?}")))?;
+        for (name, configured) in [
+            ("lock_timeout", settings.lock_timeout),
+            ("statement_timeout", settings.statement_timeout),
+        ] {
+            let ms: String = client
+                .query_one("SELECT setting FROM pg_settings WHERE name = $1", &[&name])
+                .expect("read setting")
+                .get(0);
+            prop_assert_eq!(
+                ms == "0",
+                configured.is_zero(),
+                "{}{} = {:?} is {} ms in PostgreSQL",
+                text,
+                name,
+                configured,
+                ms
+            );
+        }
+        Ok(())
+    });
+}
