@@ -16,6 +16,10 @@ test *ARGS:
 bench:
     scripts/bench
 
+# Fuzz one target (migration_name, migration_dir, config) for 60 s; needs `cargo install cargo-fuzz`, runs on stable via RUSTC_BOOTSTRAP.
+fuzz TARGET:
+    RUSTC_BOOTSTRAP=1 cargo fuzz run {{TARGET}} -- -max_total_time=60
+
 # Format and lint as CI does.
 lint:
     cargo fmt --check

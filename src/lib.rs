@@ -16,6 +16,9 @@ pub mod db;
 pub mod dryrun;
 pub mod error;
 pub mod fleet;
+/// The fuzz targets' bodies, shared by `fuzz/` and `tests/props.rs`; not a supported API.
+#[doc(hidden)]
+pub mod fuzzing;
 pub mod ident;
 pub mod inspect;
 pub mod interrupt;
