@@ -65,7 +65,7 @@ struct TenantsSection {
 struct RunSection {
     concurrency: Option<usize>,
     lock_timeout: Option<String>,
-    lock_retries: Option<u32>,
+    lock_retries: Option<u64>,
     lock_retry_delay: Option<String>,
     statement_timeout: Option<String>,
 }
@@ -317,23 +317,23 @@ pub fn resolve(
             "concurrency {concurrency} is out of range; use 1 to 1024"
         )));
     }
-    let lock_timeout = duration(
+    let lock_timeout = pg_timeout(
         file.run.lock_timeout.as_deref(),
         "run.lock_timeout",
         Duration::from_secs(10),
     )?;
     let lock_retries = file.run.lock_retries.unwrap_or(3);
-    if lock_retries > 100 {
+    let Ok(lock_retries @ 0..=100) = u32::try_from(lock_retries) else {
         return Err(Error::setup(format!(
             "config run.lock_retries {lock_retries} is out of range; use 0 to 100"
         )));
-    }
+    };
     let lock_retry_delay = duration(
         file.run.lock_retry_delay.as_deref(),
         "run.lock_retry_delay",
         Duration::from_secs(1),
     )?;
-    let statement_timeout = duration(
+    let statement_timeout = pg_timeout(
         file.run.statement_timeout.as_deref(),
         "run.statement_timeout",
         Duration::ZERO,
@@ -431,6 +431,20 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
             ident::shown(value)
         )
     })
+}
+
+/// A timeout PostgreSQL takes in whole milliseconds, as an `int4`: `0` (no limit), or
+/// between 1 ms and 2147483647 ms (about 24.8 days). Anything else would change meaning
+/// on the way (below 1 ms rounds to "no limit") or be refused by the server.
+fn pg_timeout(value: Option<&str>, key: &str, default: Duration) -> Result<Duration, Error> {
+    let d = duration(value, key, default)?;
+    if !d.is_zero() && (d < Duration::from_millis(1) || d.as_millis() > i32::MAX as u128) {
+        return Err(Error::setup(format!(
+            "config {key}: {} must be \"0\" (no limit) or between 1ms and 2147483647ms (about 24 days)",
+            value.map(ident::shown).unwrap_or_default()
+        )));
+    }
+    Ok(d)
 }
 
 fn duration(value: Option<&str>, key: &str, default: Duration) -> Result<Duration, Error> {
@@ -668,6 +682,27 @@ mod tests {
         assert_eq!(parse_duration("10s").unwrap(), Duration::from_secs(10));
         assert_eq!(parse_duration("1m 30s").unwrap(), Duration::from_secs(90));
         assert!(parse_duration("soon").is_err());
+    }
+
+    #[test]
+    fn timeouts_must_survive_the_trip_to_postgres() {
+        let cwd = Path::new("/");
+        for ok in ["0", "1ms", "10s", "24d", "2147483647ms"] {
+            let text = format!("[run]\nlock_timeout = \"{ok}\"\nstatement_timeout = \"{ok}\"\n");
+            assert!(
+                resolve(&Overrides::default(), &env_of(&[]), cwd, file(&text)).is_ok(),
+                "{ok}"
+            );
+        }
+        for bad in ["1ns", "500us", "999us", "25d", "2147483648ms", "1y"] {
+            for key in ["lock_timeout", "statement_timeout"] {
+                let text = format!("[run]\n{key} = \"{bad}\"\n");
+                let err =
+                    resolve(&Overrides::default(), &env_of(&[]), cwd, file(&text)).unwrap_err();
+                assert_eq!(err.exit, crate::error::Exit::Setup, "{key} = {bad}");
+                assert!(err.to_string().contains(key), "{err}");
+            }
+        }
     }
 
     #[test]

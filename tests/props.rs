@@ -567,6 +567,8 @@ const KNOWN: &[(&str, &[(&str, Kind)])] = &[
         &[
             ("concurrency", Kind::Count),
             ("lock_timeout", Kind::Text),
+            ("lock_retries", Kind::Count),
+            ("lock_retry_delay", Kind::Text),
             ("statement_timeout", Kind::Text),
         ],
     ),
