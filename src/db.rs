@@ -92,15 +92,44 @@ impl Target {
 
     /// Opens a connection; its driver task runs on the current runtime.
     pub async fn connect(&self) -> Result<Client, Error> {
-        let fail = |e: tokio_postgres::Error| {
-            Error::setup(format!(
+        self.try_connect().await.map_err(|e| self.connect_error(e))
+    }
+
+    /// Like [`Target::connect`], but while the server cannot be reached, or says it is
+    /// starting up or shutting down (a restart), keeps trying for up to `budget`. Used
+    /// for tenant sessions, so a fleet run rides out a server restart instead of failing
+    /// every remaining tenant in the moment the server is down.
+    pub async fn connect_patiently(&self, budget: std::time::Duration) -> Result<Client, Error> {
+        let deadline = tokio::time::Instant::now() + budget;
+        let mut wait = std::time::Duration::from_millis(100);
+        loop {
+            match self.try_connect().await {
+                Ok(client) => return Ok(client),
+                Err(ConnectError::Pg(e))
+                    if transient(&e) && tokio::time::Instant::now() + wait < deadline =>
+                {
+                    tokio::time::sleep(wait).await;
+                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
+                }
+                Err(e) => return Err(self.connect_error(e)),
+            }
+        }
+    }
+
+    fn connect_error(&self, e: ConnectError) -> Error {
+        match e {
+            ConnectError::Tls(msg) => Error::setup(format!("cannot set up TLS: {msg}")),
+            ConnectError::Pg(e) => Error::setup(format!(
                 "cannot connect to {}: {}",
                 self.display,
                 pg_message(&e)
-            ))
-        };
+            )),
+        }
+    }
+
+    async fn try_connect(&self) -> Result<Client, ConnectError> {
         if self.sslmode == SslMode::Disable {
-            let (client, conn) = self.config.connect(NoTls).await.map_err(fail)?;
+            let (client, conn) = self.config.connect(NoTls).await.map_err(ConnectError::Pg)?;
             tokio::spawn(async move {
                 let _ = conn.await;
             });
@@ -110,13 +139,43 @@ impl Target {
             .tls
             .get_or_init(|| self.build_tls())
             .clone()
-            .map_err(|e| Error::setup(format!("cannot set up TLS: {e}")))?;
-        let (client, conn) = self.config.connect(tls).await.map_err(fail)?;
+            .map_err(ConnectError::Tls)?;
+        let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
         tokio::spawn(async move {
             let _ = conn.await;
         });
         Ok(client)
     }
+}
+
+enum ConnectError {
+    Tls(String),
+    Pg(tokio_postgres::Error),
+}
+
+/// Whether a connection failure may pass by itself: the server is not accepting
+/// connections (refused, reset, timed out), or says it is starting up or shutting down.
+fn transient(e: &tokio_postgres::Error) -> bool {
+    use tokio_postgres::error::SqlState;
+    if let Some(db) = e.as_db_error() {
+        return *db.code() == SqlState::CANNOT_CONNECT_NOW
+            || *db.code() == SqlState::ADMIN_SHUTDOWN;
+    }
+    let mut source = std::error::Error::source(e);
+    while let Some(cause) = source {
+        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
+            return matches!(
+                io.kind(),
+                std::io::ErrorKind::ConnectionRefused
+                    | std::io::ErrorKind::ConnectionReset
+                    | std::io::ErrorKind::ConnectionAborted
+                    | std::io::ErrorKind::UnexpectedEof
+                    | std::io::ErrorKind::NotFound
+            );
+        }
+        source = cause.source();
+    }
+    false
 }
 
 impl Target {

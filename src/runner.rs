@@ -53,7 +53,7 @@ impl<'a> Session<'a> {
         settings: &'a Settings,
         schema: &'a str,
     ) -> Result<Session<'a>, Error> {
-        let client = target.connect().await?;
+        let client = target.connect_patiently(settings.connect_timeout).await?;
         let (k1, k2) = db::lock_key(LockSpace::Tenant, schema);
         let setup = format!(
             "SET lock_timeout = 0; SELECT pg_advisory_lock({k1}, {k2}); {}",

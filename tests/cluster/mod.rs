@@ -315,6 +315,25 @@ impl Cluster {
     pub fn dir(&self) -> &Path {
         self.dir.path()
     }
+
+    /// Restarts the server as an operator would (`pg_ctl restart -m fast`: sessions are
+    /// terminated, transactions in flight roll back) and waits until it accepts
+    /// connections again.
+    pub fn restart(&self) {
+        let status = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(["-m", "fast", "-w", "-t", "30", "restart"])
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run pg_ctl restart");
+        assert!(status.success(), "pg_ctl restart failed");
+    }
 }
 
 impl Drop for Cluster {
