@@ -515,7 +515,7 @@ async fn work(
         r.error = Some(msg);
         Err(())
     };
-    let before = match session.observe().await {
+    let before = match session.state().await {
         Ok(s) => s,
         Err(e) => return fail(r, e.to_string()),
     };

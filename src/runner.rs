@@ -25,6 +25,9 @@ pub struct Session<'a> {
     client: Client,
     schema: &'a str,
     settings: &'a Settings,
+    /// The last observation, kept until this session changes the schema, so one run on
+    /// a tenant reads its state once before changing it and once after.
+    known: std::sync::Mutex<Option<SchemaState>>,
 }
 
 /// What an upgrade did.
@@ -70,6 +73,7 @@ impl<'a> Session<'a> {
             client,
             schema,
             settings,
+            known: std::sync::Mutex::new(None),
         })
     }
 
@@ -78,7 +82,7 @@ impl<'a> Session<'a> {
         &self.client
     }
 
-    /// What the schema and its history look like now.
+    /// What the schema and its history look like now, read from the database.
     pub async fn observe(&self) -> Result<SchemaState, Error> {
         let mut map = state::observe(
             &self.client,
@@ -86,16 +90,33 @@ impl<'a> Session<'a> {
             &self.settings.history_table,
         )
         .await?;
-        Ok(map
+        let state = map
             .remove(self.schema)
-            .expect("observe returns every schema asked for"))
+            .expect("observe returns every schema asked for");
+        self.remember(Some(state.clone()));
+        Ok(state)
+    }
+
+    /// The schema's state: the last observation if this session has changed nothing
+    /// since (the tenant's lock keeps others out), else a fresh read.
+    pub async fn state(&self) -> Result<SchemaState, Error> {
+        let cached = self.known.lock().expect("session state lock").clone();
+        match cached {
+            Some(state) => Ok(state),
+            None => self.observe().await,
+        }
+    }
+
+    fn remember(&self, state: Option<SchemaState>) {
+        *self.known.lock().expect("session state lock") = state;
     }
 
     /// Creates the schema unless it exists. Returns whether it was created.
     pub async fn provision(&self) -> Result<bool, Error> {
-        if self.observe().await?.schema_exists {
+        if self.state().await?.schema_exists {
             return Ok(false);
         }
+        self.remember(None);
         self.client
             .batch_execute(&format!("CREATE SCHEMA {}", quote(self.schema)))
             .await
@@ -103,12 +124,17 @@ impl<'a> Session<'a> {
                 "creating schema {}",
                 quote(self.schema)
             )))?;
+        self.remember(Some(SchemaState {
+            schema_exists: true,
+            history_exists: false,
+            history: Ok(Vec::new()),
+        }));
         Ok(true)
     }
 
     /// The schema's history, or why this operation cannot go on.
     async fn history(&self) -> Result<Vec<AppliedRow>, UpgradeError> {
-        let state = self.observe().await.map_err(UpgradeError::before)?;
+        let state = self.state().await.map_err(UpgradeError::before)?;
         if !state.schema_exists {
             return Err(UpgradeError::NotProvisioned);
         }
@@ -125,6 +151,8 @@ impl<'a> Session<'a> {
         target: i32,
     ) -> Result<Applied, UpgradeError> {
         let history = self.history().await?;
+        // Whatever happens next may change the schema: read it afresh afterwards.
+        self.remember(None);
         let to_apply: Vec<i32> = upgrade_steps(&history, set, target, self.schema)
             .map_err(|e| UpgradeError::before(Error::failed(e)))?
             .iter()
@@ -202,6 +230,8 @@ impl<'a> Session<'a> {
         target: i32,
     ) -> Result<Applied, UpgradeError> {
         let history = self.history().await?;
+        // Whatever happens next may change the schema: read it afresh afterwards.
+        self.remember(None);
         let steps = downgrade_steps(&history, set, target, self.schema)
             .map_err(|e| UpgradeError::before(Error::failed(e)))?;
         let table = qualified(self.schema, &self.settings.history_table);
@@ -270,6 +300,8 @@ impl<'a> Session<'a> {
         target: i32,
     ) -> Result<Applied, UpgradeError> {
         let history = self.history().await?;
+        // Whatever happens next may change the schema: read it afresh afterwards.
+        self.remember(None);
         let plan = stamp_plan(&history, set, target, self.schema)
             .map_err(|e| UpgradeError::before(Error::failed(e)))?;
         let table = qualified(self.schema, &self.settings.history_table);
@@ -304,6 +336,7 @@ impl<'a> Session<'a> {
 
     /// Drops the schema with everything in it and creates it empty, in one transaction.
     pub async fn recreate(&mut self) -> Result<(), Error> {
+        self.remember(None);
         self.client
             .batch_execute(&recreate_sql(self.schema))
             .await
@@ -367,7 +400,7 @@ impl<'a> Session<'a> {
         outcome: Outcome<'_>,
         event: Option<&Event<'_>>,
     ) -> Result<Tenant, Error> {
-        let state = self.observe().await?;
+        let state = self.state().await?;
         registry::record_with(
             &self.client,
             tables,
