@@ -197,8 +197,8 @@ fn duplicate_domain_or_schema_fails_with_exit_1_and_creates_nothing() {
             "tenant_demo",
             "--provision",
         ]),
-        1,
-        &["tenant_demo"],
+        2,
+        &["tenant_demo", "already belongs to tenant demo"],
     );
     // The same with JSON output: still nothing on stdout.
     expect_error(
