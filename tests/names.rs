@@ -177,7 +177,7 @@ fn hostile_but_valid_values_are_stored_verbatim() {
 }
 
 #[test]
-fn duplicate_domain_or_schema_fails_with_exit_1_and_creates_nothing() {
+fn a_duplicate_domain_fails_with_exit_1_a_taken_schema_with_exit_2_and_nothing_is_created() {
     let (db, t) = ready();
     create(&t, "demo", &["--provision"]);
     let before = user_schemas(&db);

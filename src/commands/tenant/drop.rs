@@ -263,10 +263,13 @@ fn print_plan(ctx: &Ctx, plan: &DropPlan) {
     if plan.blocking.is_empty() {
         ctx.out.print(&plan.message);
     } else {
+        let n = plan.blocking.len();
         ctx.out.print(&format!(
-            "refused: {} outside objects depend on schema {} (dropping it would remove them too):",
-            plan.blocking.len(),
-            quote(&plan.schema_name)
+            "refused: {n} {} outside schema {} {} on it (dropping it would remove {} too):",
+            if n == 1 { "object" } else { "objects" },
+            quote(&plan.schema_name),
+            if n == 1 { "depends" } else { "depend" },
+            if n == 1 { "it" } else { "them" },
         ));
         for d in &plan.blocking {
             ctx.out.print(&format!("  {d}"));
