@@ -475,6 +475,9 @@ fn an_existing_schema_is_taken_when_empty_and_adopted_only_with_adopt_when_not()
         "{}",
         c.message
     );
+    // Registered without --provision, it is recorded as provisioned: it exists.
+    assert!(c.tenant.schema_provisioned, "{c:?}");
+    assert_truth(&db, "empty", "pending");
     // In text too.
     sql(
         &db,

@@ -128,9 +128,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let existing = dependents::contents(&client, &schema).await?;
     if existing.non_empty() && !args.adopt {
         return Err(Error::usage(format!(
-            "schema {} already exists and holds {} objects; pass --adopt to make them tenant {}'s (`tenant drop` would then drop them with it), or --schema to choose another. Nothing was registered.",
+            "schema {} already exists and holds {}; pass --adopt to make its contents tenant {}'s (`tenant drop` would then drop them with it), or --schema to choose another. Nothing was registered.",
             ident::quote(&schema),
-            existing.objects,
+            objects(existing.objects),
             args.domain
         ))
         .into());
@@ -186,19 +186,27 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         }
         None => None,
     };
-    let tenant = match result.as_ref().and_then(|r| r.tenant.clone()) {
-        Some(t) => t,
-        None => registry
-            .find(&tenant.id.to_string())
-            .await
-            .unwrap_or(tenant),
-    };
     let states = state::observe(
         &client,
         std::slice::from_ref(&tenant.schema_name),
         &ctx.settings.history_table,
     )
     .await?;
+    let tenant = match result.as_ref().and_then(|r| r.tenant.clone()) {
+        Some(t) => t,
+        None => {
+            // Registered without provisioning: an existing schema taken over is recorded
+            // as provisioned (and at its revision) from what is observed.
+            if adopted {
+                let seen = crate::runner::observed(&states[&tenant.schema_name]);
+                let _ = registry.sync(&[(tenant.id, seen)]).await;
+            }
+            registry
+                .find(&tenant.id.to_string())
+                .await
+                .unwrap_or(tenant)
+        }
+    };
     let status = inspect::tenant_status(&tenant, &states[&tenant.schema_name], set_ref);
 
     let failed = result
@@ -210,7 +218,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         .map(|r| r.applied.clone())
         .unwrap_or_default();
     let taken = if existing.non_empty() {
-        format!("adopted (it already held {} objects)", existing.objects)
+        format!("adopted (it already held {})", objects(existing.objects))
     } else {
         "taken over (it already existed, empty)".to_string()
     };
@@ -298,4 +306,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ));
     }
     Ok(if failed { Exit::Failed } else { Exit::Ok })
+}
+
+/// "1 object", "2 objects".
+fn objects(n: i64) -> String {
+    format!("{n} {}", if n == 1 { "object" } else { "objects" })
 }
