@@ -5,7 +5,8 @@
 //!   [`output`], the only module that prints).
 //! - Engine, which returns data and never prints: [`config`], [`db`], [`ident`],
 //!   [`migrations`], [`registry`], [`state`], [`runner`] (one tenant), [`fleet`] (many
-//!   tenants), [`inspect`] (status and history views), [`apikey`].
+//!   tenants), [`dependents`] (what outside a schema depends on it), [`inspect`] (status
+//!   and history views), [`apikey`].
 //! - [`error`]: the error type and exit codes.
 
 pub mod apikey;
@@ -13,6 +14,7 @@ pub mod cli;
 pub mod commands;
 pub mod config;
 pub mod db;
+pub mod dependents;
 pub mod dryrun;
 pub mod error;
 pub mod fleet;

@@ -256,7 +256,36 @@ impl<'a> Registry<'a> {
         &self.tables
     }
 
-    /// Registers a tenant. A taken domain or schema is a failed operation (exit 1).
+    /// Whether a tenant with this domain is registered.
+    pub async fn domain_taken(&self, domain: &str) -> Result<bool, Error> {
+        let sql = format!(
+            "SELECT EXISTS (SELECT 1 FROM {} WHERE domain = $1)",
+            self.tables.tenants
+        );
+        let row = self
+            .client
+            .query_one(&sql, &[&domain])
+            .await
+            .map_err(query_error("looking up a domain"))?;
+        Ok(row.get(0))
+    }
+
+    /// The domain of the tenant whose schema is `schema`, if one is registered.
+    pub async fn schema_owner(&self, schema: &str) -> Result<Option<String>, Error> {
+        let sql = format!(
+            "SELECT domain FROM {} WHERE schema_name = $1",
+            self.tables.tenants
+        );
+        let row = self
+            .client
+            .query_opt(&sql, &[&schema])
+            .await
+            .map_err(query_error("looking up the owner of a schema"))?;
+        Ok(row.map(|r| r.get(0)))
+    }
+
+    /// Registers a tenant. A taken domain is a failed operation (exit 1); a schema that
+    /// belongs to another tenant is a usage error (exit 2).
     pub async fn insert(&self, new: &NewTenant<'_>) -> Result<Tenant, Error> {
         let sql = format!(
             "INSERT INTO {} (tenant_name, domain, email, tenant_type, schema_name, api_key_hash, api_key_prefix) \
@@ -274,13 +303,13 @@ impl<'a> Registry<'a> {
                 if e.code() == Some(&SqlState::UNIQUE_VIOLATION) {
                     let constraint = e.as_db_error().and_then(|d| d.constraint()).unwrap_or("");
                     if constraint.contains("schema_name") {
-                        return Error::failed(format!(
-                            "schema {} already belongs to another tenant; pass --schema to choose another",
+                        return Error::usage(format!(
+                            "schema {} already belongs to another tenant; pass --schema to choose another. Nothing was registered.",
                             quote(new.schema_name)
                         ));
                     }
                     if constraint.contains("domain") {
-                        return Error::failed(format!("a tenant with domain \"{}\" already exists", new.domain));
+                        return Error::failed(domain_exists(new.domain));
                     }
                 }
                 query_error("registering the tenant")(e)
@@ -660,6 +689,11 @@ pub async fn record_with(
             ))
         })?;
     Ok(Tenant::from_row(&row))
+}
+
+/// The error for registering a domain that is taken.
+pub fn domain_exists(domain: &str) -> String {
+    format!("a tenant with domain \"{domain}\" already exists")
 }
 
 /// The registry's quoted, qualified table names.

@@ -14,6 +14,7 @@ use tokio_postgres::Client;
 
 use crate::config::Settings;
 use crate::db::{self, query_error, LockSpace};
+use crate::dependents;
 use crate::error::Error;
 use crate::ident::{qualified, quote};
 use crate::migrations::{compare, AppliedRow, MigrationFile, MigrationSet};
@@ -335,60 +336,103 @@ impl<'a> Session<'a> {
     }
 
     /// Drops the schema with everything in it and creates it empty, in one transaction.
+    /// Refuses, changing nothing, when the schema is shared (the registry schema or one in
+    /// `tenants.extra_search_path`) or when objects outside it depend on objects in it.
     pub async fn recreate(&mut self) -> Result<(), Error> {
         self.remember(None);
-        self.client
-            .batch_execute(&recreate_sql(self.schema))
+        let schema = self.schema;
+        let what = format!("drop and recreate schema {}", quote(schema));
+        let fix = "Or leave the schema as it is: `tenantctl provision` without --force-recreate keeps an existing schema.";
+        refuse_shared(self.settings, schema, &what)?;
+        let context = format!("recreating schema {}", quote(schema));
+        let tx = self
+            .client
+            .transaction()
             .await
-            .map_err(query_error(&format!(
-                "recreating schema {}",
-                quote(self.schema)
-            )))
+            .map_err(query_error(&context))?;
+        let blocking = check_outside(&tx, schema).await?;
+        if !blocking.is_empty() {
+            let _ = tx.rollback().await;
+            return Err(Error::failed(dependents::refusal(&what, &blocking, fix)));
+        }
+        tx.batch_execute(&format!(
+            "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}",
+            s = quote(schema)
+        ))
+        .await
+        .map_err(query_error(&context))?;
+        tx.commit().await.map_err(query_error(&context))
     }
 
     /// Removes the tenant from the registry and, unless `keep_schema`, drops its schema,
-    /// in one transaction with its ledger entry.
+    /// in one transaction with its ledger entry. Refuses, changing nothing, when the schema
+    /// is shared or objects outside it depend on objects in it. Returns whether a schema
+    /// was dropped (false with `keep_schema`, or when it never existed).
     pub async fn drop_tenant(
         &mut self,
         tables: &Tables,
         tenant: &Tenant,
         keep_schema: bool,
         event: &Event<'_>,
-    ) -> Result<(), Error> {
+    ) -> Result<bool, Error> {
         let schema = self.schema;
-        let result: Result<u64, tokio_postgres::Error> = async {
-            let tx = self.client.transaction().await?;
-            let n = tx.execute(&format!("DELETE FROM {} WHERE id = $1", tables.tenants), &[&tenant.id]).await?;
-            if n == 0 {
-                // Dropped by another command while this one waited for the lock: change nothing.
-                return Ok(0);
-            }
-            if !keep_schema {
-                tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema))).await?;
-            }
-            tx.execute(
-                &format!(
-                    "INSERT INTO {} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, started_at, client_host) \
-                     VALUES ($1::text::uuid, $2, $3, $4, $5, $6, NULL, 'ok', $7, $8)",
-                    tables.events
-                ),
-                &[&event.run_id, &tenant.id, &tenant.domain, &tenant.schema_name, &event.action, &event.from_revision, &event.started_at, &event.client_host],
-            )
-            .await?;
-            tx.commit().await?;
-            Ok(n)
+        let what = format!("drop schema {}", quote(schema));
+        if !keep_schema {
+            refuse_shared(self.settings, schema, &what).map_err(|e| {
+                Error::failed(format!(
+                    "{e}; `tenantctl tenant drop {} --keep-schema` removes only the registry row",
+                    tenant.domain
+                ))
+            })?;
         }
-        .await;
-        match result {
-            Ok(0) => Err(Error::failed(format!(
+        let context = format!("dropping tenant {}", tenant.domain);
+        let err = query_error(&context);
+        let tx = self.client.transaction().await.map_err(&err)?;
+        let n = tx
+            .execute(
+                &format!("DELETE FROM {} WHERE id = $1", tables.tenants),
+                &[&tenant.id],
+            )
+            .await
+            .map_err(&err)?;
+        if n == 0 {
+            // Dropped by another command while this one waited for the lock: change nothing.
+            let _ = tx.rollback().await;
+            return Err(Error::failed(format!(
                 "tenant {} was already removed from the registry",
                 tenant.domain
-            ))),
-            Ok(_) => Ok(()),
-            Err(e) => Err(query_error(&format!("dropping tenant {}", tenant.domain))(
-                e,
-            )),
+            )));
         }
+        let mut dropped = false;
+        if !keep_schema {
+            let blocking = check_outside(&tx, schema).await?;
+            if !blocking.is_empty() {
+                let _ = tx.rollback().await;
+                let fix = format!(
+                    "Or keep the schema: `tenantctl tenant drop {} --keep-schema` removes only the registry row.",
+                    tenant.domain
+                );
+                return Err(Error::failed(dependents::refusal(&what, &blocking, &fix)));
+            }
+            dropped = dependents::contents(&tx, schema).await?.exists;
+            if dropped {
+                tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
+                    .await
+                    .map_err(&err)?;
+            }
+        }
+        tx.execute(
+            &format!(
+                "INSERT INTO {} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, started_at, client_host) \
+                 VALUES ($1::text::uuid, $2, $3, $4, $5, $6, NULL, 'ok', $7, $8)",
+                tables.events
+            ),
+            &[&event.run_id, &tenant.id, &tenant.domain, &tenant.schema_name, &event.action, &event.from_revision, &event.started_at, &event.client_host],
+        )
+        .await
+        .map_err(&err)?;
+        tx.commit().await.map_err(&err)?;
+        Ok(dropped)
     }
 
     /// Records in the registry what is true now, through this session, while the lock is
@@ -411,6 +455,26 @@ impl<'a> Session<'a> {
         )
         .await
     }
+}
+
+/// Refuses (exit 1) to drop a schema that can never be a tenant's.
+fn refuse_shared(settings: &Settings, schema: &str, what: &str) -> Result<(), Error> {
+    match dependents::shared_role(settings, schema) {
+        Some(role) => Err(Error::failed(format!(
+            "refusing to {what}: it is {role}, not a tenant's own schema; nothing was changed"
+        ))),
+        None => Ok(()),
+    }
+}
+
+/// In the caller's transaction: locks the schema's tables, then lists the objects outside
+/// it that a `DROP SCHEMA ... CASCADE` would also remove.
+async fn check_outside(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+) -> Result<Vec<dependents::Dependent>, Error> {
+    dependents::lock_relations(tx, schema).await?;
+    dependents::outside(tx, schema).await
 }
 
 /// Summarises a schema state for the registry.

@@ -177,7 +177,7 @@ fn hostile_but_valid_values_are_stored_verbatim() {
 }
 
 #[test]
-fn duplicate_domain_or_schema_fails_with_exit_1_and_creates_nothing() {
+fn a_duplicate_domain_fails_with_exit_1_a_taken_schema_with_exit_2_and_nothing_is_created() {
     let (db, t) = ready();
     create(&t, "demo", &["--provision"]);
     let before = user_schemas(&db);
@@ -197,8 +197,8 @@ fn duplicate_domain_or_schema_fails_with_exit_1_and_creates_nothing() {
             "tenant_demo",
             "--provision",
         ]),
-        1,
-        &["tenant_demo"],
+        2,
+        &["tenant_demo", "already belongs to tenant demo"],
     );
     // The same with JSON output: still nothing on stdout.
     expect_error(

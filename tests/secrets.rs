@@ -473,6 +473,7 @@ fn api_keys_are_printed_once_and_stored_nowhere() {
         "F",
         "--schema",
         "taken",
+        "--adopt",
         "--migrate",
     ]);
     run.expect(1);

@@ -1,9 +1,11 @@
 //! `tenantctl provision`: create missing tenant schemas.
 
 use crate::cli::{BulkOpts, Selection};
+use crate::dependents;
 use crate::dryrun;
 use crate::error::{Exit, Result};
 use crate::fleet::{Action, Planned, Unprovisioned};
+use crate::ident::quote;
 use crate::migrations::MigrationSet;
 use crate::registry::Registry;
 
@@ -33,7 +35,7 @@ pub struct Args {
 
 /// Creates the schemas that are missing; existing ones are reported as up to date.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let client = ctx.connect().await?;
+    let mut client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
     // Provisioning needs no migration files.
@@ -44,7 +46,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     if args.dry_run {
         let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
         let states = super::observe(ctx, &client, &schemas).await?;
-        let dry = dryrun::plan(
+        let mut dry = dryrun::plan(
             &tenants,
             &states,
             &set,
@@ -54,6 +56,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             },
             Unprovisioned::Fail,
         );
+        if args.force_recreate {
+            refuse_blocked_recreates(ctx, &mut client, &mut dry).await?;
+        }
         return Ok(super::print_dry_run(ctx, &dry));
     }
     if args.force_recreate {
@@ -81,4 +86,33 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         Unprovisioned::Fail,
     )
     .await?)
+}
+
+/// Marks, in a `--force-recreate` dry run, the tenants whose schema could not be dropped:
+/// shared schemas, and schemas that objects outside them depend on.
+async fn refuse_blocked_recreates(
+    ctx: &Ctx,
+    client: &mut tokio_postgres::Client,
+    dry: &mut dryrun::DryRun,
+) -> Result<()> {
+    for p in dry.tenants.iter_mut().filter(|p| p.error.is_none()) {
+        let what = format!("drop and recreate schema {}", quote(&p.schema_name));
+        if let Some(role) = dependents::shared_role(&ctx.settings, &p.schema_name) {
+            p.error = Some(format!(
+                "refusing to {what}: it is {role}, not a tenant's own schema"
+            ));
+            p.sql.clear();
+            continue;
+        }
+        let boundary = dependents::inspect(client, &p.schema_name).await?;
+        if !boundary.outside.is_empty() {
+            p.error = Some(dependents::refusal(
+                &what,
+                &boundary.outside,
+                "Or leave the schema as it is: `tenantctl provision` without --force-recreate keeps an existing schema.",
+            ));
+            p.sql.clear();
+        }
+    }
+    Ok(())
 }

@@ -133,6 +133,7 @@ pub struct Currents {
 pub struct Created {
     pub tenant: Tenant,
     pub schema_created: bool,
+    pub schema_adopted: bool,
     pub migrations_applied: bool,
     pub migration_status: TenantStatus,
     pub api_key: String,
@@ -342,6 +343,30 @@ pub struct Revision {
 pub struct Dropped {
     pub tenant: Tenant,
     pub schema_dropped: bool,
+    pub message: String,
+}
+
+/// `dependents::Dependent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependent {
+    pub object: String,
+    pub depends_on: String,
+}
+
+/// `commands::tenant::drop::DropPlan` (`tenant drop --dry-run`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropPlan {
+    pub dry_run: bool,
+    pub tenant: Tenant,
+    pub schema_name: String,
+    pub schema_exists: bool,
+    pub would_drop_schema: bool,
+    pub objects: i64,
+    pub blocking: Vec<Dependent>,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
     pub message: String,
 }
 

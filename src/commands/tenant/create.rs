@@ -4,7 +4,8 @@
 use serde::Serialize;
 
 use crate::apikey::ApiKey;
-use crate::error::{Exit, Result};
+use crate::dependents;
+use crate::error::{Error, Exit, Result};
 use crate::fleet::{self, Action, ResultStatus, Unprovisioned};
 use crate::ident;
 use crate::inspect::{self, TenantStatus};
@@ -49,6 +50,12 @@ pub struct Args {
     /// Revision for --migrate: a version, or head.
     #[arg(long, value_name = "REV", requires = "migrate")]
     pub target: Option<String>,
+
+    /// Take over the schema although it already exists and holds objects: they become the
+    /// tenant's, and `tenant drop` would drop them with it. Without it, such a schema is
+    /// refused (exit 2); an existing empty schema is taken without it.
+    #[arg(long)]
+    pub adopt: bool,
 }
 
 /// The JSON document `tenant create` prints.
@@ -58,6 +65,9 @@ pub struct Created {
     pub tenant: Tenant,
     /// Whether this run created the schema.
     pub schema_created: bool,
+    /// Whether the schema existed before this run (empty, or taken over with --adopt)
+    /// and is now the tenant's.
+    pub schema_adopted: bool,
     /// Whether this run applied migrations.
     pub migrations_applied: bool,
     /// Migration status after the run.
@@ -87,6 +97,13 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             ident::schema_for_domain(&ctx.settings.schema_prefix, &args.domain, registry_schema)?
         }
     };
+    if let Some(role) = dependents::shared_role(&ctx.settings, &schema) {
+        return Err(Error::usage(format!(
+            "schema {} is {role}; it can never hold a tenant; pass --schema to choose another. Nothing was registered.",
+            ident::quote(&schema)
+        ))
+        .into());
+    }
     // With --migrate the files must be valid before the tenant is registered.
     let (set, target) = if args.migrate {
         let set = ctx.migrations()?;
@@ -98,6 +115,27 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
 
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, registry_schema).await?;
+    if registry.domain_taken(&args.domain).await? {
+        return Err(Error::failed(crate::registry::domain_exists(&args.domain)).into());
+    }
+    if let Some(owner) = registry.schema_owner(&schema).await? {
+        return Err(Error::usage(format!(
+            "schema {} already belongs to tenant {owner}; pass --schema to choose another. Nothing was registered.",
+            ident::quote(&schema)
+        ))
+        .into());
+    }
+    let existing = dependents::contents(&client, &schema).await?;
+    if existing.non_empty() && !args.adopt {
+        return Err(Error::usage(format!(
+            "schema {} already exists and holds {}; pass --adopt to make its contents tenant {}'s (`tenant drop` would then drop them with it), or --schema to choose another. Nothing was registered.",
+            ident::quote(&schema),
+            objects(existing.objects),
+            args.domain
+        ))
+        .into());
+    }
+    let adopted = existing.exists;
     let key = ApiKey::generate()?;
     let tenant = registry
         .insert(&NewTenant {
@@ -148,19 +186,27 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         }
         None => None,
     };
-    let tenant = match result.as_ref().and_then(|r| r.tenant.clone()) {
-        Some(t) => t,
-        None => registry
-            .find(&tenant.id.to_string())
-            .await
-            .unwrap_or(tenant),
-    };
     let states = state::observe(
         &client,
         std::slice::from_ref(&tenant.schema_name),
         &ctx.settings.history_table,
     )
     .await?;
+    let tenant = match result.as_ref().and_then(|r| r.tenant.clone()) {
+        Some(t) => t,
+        None => {
+            // Registered without provisioning: an existing schema taken over is recorded
+            // as provisioned (and at its revision) from what is observed.
+            if adopted {
+                let seen = crate::runner::observed(&states[&tenant.schema_name]);
+                let _ = registry.sync(&[(tenant.id, seen)]).await;
+            }
+            registry
+                .find(&tenant.id.to_string())
+                .await
+                .unwrap_or(tenant)
+        }
+    };
     let status = inspect::tenant_status(&tenant, &states[&tenant.schema_name], set_ref);
 
     let failed = result
@@ -171,7 +217,27 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         .as_ref()
         .map(|r| r.applied.clone())
         .unwrap_or_default();
+    let taken = if existing.non_empty() {
+        format!("adopted (it already held {})", objects(existing.objects))
+    } else {
+        "taken over (it already existed, empty)".to_string()
+    };
+    let schema_outcome = |created: bool| {
+        if created {
+            "created".to_string()
+        } else if adopted {
+            taken.clone()
+        } else {
+            "already existed".to_string()
+        }
+    };
     let message = match &result {
+        None if adopted => format!(
+            "tenant {} registered, schema {} {}",
+            tenant.domain,
+            ident::quote(&tenant.schema_name),
+            taken
+        ),
         None => format!(
             "tenant {} registered; provision it with `tenantctl provision --tenant {}`",
             tenant.domain, tenant.domain
@@ -191,27 +257,20 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             "tenant {} registered, schema {} {}, at revision {}",
             tenant.domain,
             ident::quote(&tenant.schema_name),
-            if r.schema_created {
-                "created"
-            } else {
-                "already existed"
-            },
+            schema_outcome(r.schema_created),
             revision(tenant.current_revision)
         ),
         Some(r) => format!(
             "tenant {} registered, schema {} {}",
             tenant.domain,
             ident::quote(&tenant.schema_name),
-            if r.schema_created {
-                "created"
-            } else {
-                "already existed"
-            }
+            schema_outcome(r.schema_created)
         ),
     };
     let created = Created {
         tenant,
         schema_created,
+        schema_adopted: adopted && !schema_created,
         migrations_applied: !applied.is_empty(),
         migration_status: status,
         api_key: key.reveal().to_string(),
@@ -247,4 +306,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ));
     }
     Ok(if failed { Exit::Failed } else { Exit::Ok })
+}
+
+/// "1 object", "2 objects".
+fn objects(n: i64) -> String {
+    format!("{n} {}", if n == 1 { "object" } else { "objects" })
 }
