@@ -338,6 +338,84 @@ impl Target {
     }
 }
 
+/// Refuses a connection that goes through a transaction-pooling proxy (PgBouncer with
+/// `pool_mode = transaction`): tenantctl holds session advisory locks across
+/// transactions, and such a proxy runs each transaction in whichever server session is
+/// free, so the locks would neither protect anything nor be released by their holder.
+///
+/// Checked once per command, on its first connection. Two transactions on `client` must
+/// run in the same server session (`pg_backend_pid()`). A lone client would get its idle
+/// server session back from the pool anyway, so a second connection holds a transaction
+/// open in between: through a transaction pooler it is handed `client`'s server session,
+/// or `client` is handed another one; directly or through a session pooler it has a
+/// session of its own and `client`'s never changes.
+pub async fn refuse_transaction_pooling(target: &Target, client: &Client) -> Result<(), Error> {
+    let doing = "checking for a transaction-pooling proxy";
+    let first = backend_pid(client, "SELECT pg_backend_pid()")
+        .await
+        .map_err(query_error(doing))?;
+    let patience = target
+        .config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or_default();
+    // Without the second connection (no connection slots left, or a session pool with
+    // no session to spare), the check is weaker but still catches a pool that hands out
+    // another session.
+    let probe = target.try_connect().await.ok();
+    let held = match &probe {
+        Some(p) => tokio::time::timeout(patience, backend_pid(p, "BEGIN; SELECT pg_backend_pid()"))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .filter(|&pid| pid != 0),
+        None => None,
+    };
+    let second = if held == Some(first) {
+        Some(Ok(first))
+    } else {
+        // Directly, this cannot wait; a transaction pool with no free session would wait
+        // for the probe's, so waiting that long is itself the sign.
+        tokio::time::timeout(patience, backend_pid(client, "SELECT pg_backend_pid()"))
+            .await
+            .ok()
+    };
+    if let (Some(p), Some(_)) = (&probe, held) {
+        let _ = p.simple_query("ROLLBACK").await;
+    }
+    drop(probe);
+    let seen = match second {
+        Some(Ok(second)) if second == first && held != Some(first) => return Ok(()),
+        Some(Ok(_)) if held == Some(first) => format!(
+            "another connection was handed this connection's server session (backend pid {first}) between two of its transactions"
+        ),
+        Some(Ok(second)) => format!(
+            "two transactions on one connection ran in different server sessions (backend pid {first}, then {second})"
+        ),
+        Some(Err(e)) => return Err(query_error(doing)(e)),
+        None => "a second transaction on one connection waited for a server session while another connection held one".to_string(),
+    };
+    Err(Error::setup(format!(
+        "a transaction-pooling proxy was detected at {}: {seen}. tenantctl holds session \
+         advisory locks across transactions, which such a proxy (e.g. PgBouncer with \
+         pool_mode = transaction) hands to other clients; use a direct connection to \
+         PostgreSQL or a session-pooled one (pool_mode = session)",
+        target.display
+    )))
+}
+
+/// The backend pid the last statement of `sql` returns, read with the simple protocol
+/// (no prepared statement, which a pooler could run in another session).
+async fn backend_pid(client: &Client, sql: &str) -> Result<i32, tokio_postgres::Error> {
+    let mut pid = 0;
+    for message in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            pid = row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    Ok(pid)
+}
+
 /// Reads a PEM file of one or more certificates (a CA bundle, as libpq accepts).
 fn load_certs(path: &Path) -> Result<Vec<native_tls::Certificate>, Error> {
     let bytes = std::fs::read(path)
