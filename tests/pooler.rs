@@ -159,8 +159,9 @@ impl PgBouncer {
         self.dir.path().join("pgbouncer.log")
     }
 
-    /// Waits until a connection through the `session` alias answers, or PgBouncer has
-    /// exited (false). The deadline only turns a hang into a failure.
+    /// Waits until a connection through the `session` alias answers (true), or
+    /// PgBouncer has logged a fatal error or exited (false). The deadline only turns a
+    /// hang into a failure.
     fn wait_until_ready(&self) -> bool {
         let deadline = Instant::now() + Duration::from_secs(60);
         while Instant::now() < deadline {
@@ -170,7 +171,8 @@ impl PgBouncer {
             {
                 return true;
             }
-            if !self.running() {
+            let log = std::fs::read_to_string(self.log_path()).unwrap_or_default();
+            if log.contains("FATAL") || self.exited() {
                 return false;
             }
             std::thread::sleep(Duration::from_millis(50));
@@ -185,10 +187,11 @@ impl PgBouncer {
             .filter(|p| !p.is_empty() && p.bytes().all(|b| b.is_ascii_digit()))
     }
 
-    fn running(&self) -> bool {
-        // The pid file exists from the moment the daemon runs until it exits.
+    /// Whether the daemon wrote its pid file and is gone since (the file may appear a
+    /// moment after `pgbouncer -d` returns).
+    fn exited(&self) -> bool {
         self.pid()
-            .is_some_and(|pid| Path::new("/proc").join(pid).exists())
+            .is_some_and(|pid| !Path::new("/proc").join(pid).exists())
     }
 
     fn stop(&self) {
