@@ -70,29 +70,121 @@ struct RunSection {
     statement_timeout: Option<String>,
 }
 
-/// How TLS is used for database connections.
+/// How TLS is used for database connections: libpq's `sslmode` values (all but `allow`).
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
-#[serde(rename_all = "lowercase")]
+#[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Never use TLS.
     Disable,
-    /// Use TLS when the server offers it, plaintext otherwise.
+    /// Use TLS when the server offers it, plaintext otherwise. With a root certificate
+    /// the chain is verified as with `verify-ca`.
     Prefer,
-    /// Fail unless TLS is used.
+    /// Fail unless TLS is used. The certificate is not verified unless a root
+    /// certificate is present, in which case this is `verify-ca`.
     Require,
+    /// Fail unless TLS is used and the server's certificate chain leads to the root
+    /// certificate; the host name is not checked.
+    VerifyCa,
+    /// As `verify-ca`, and the certificate must also be issued for the host connected
+    /// to (a DNS name or IP address in its subject alternative names, else its CN).
+    VerifyFull,
 }
 
 impl SslMode {
-    /// Parses `disable`, `prefer` or `require`.
+    /// Parses `disable`, `prefer`, `require`, `verify-ca` or `verify-full`.
     pub fn parse(value: &str) -> Result<Self, Error> {
         match value {
             "disable" => Ok(SslMode::Disable),
             "prefer" => Ok(SslMode::Prefer),
             "require" => Ok(SslMode::Require),
+            "verify-ca" => Ok(SslMode::VerifyCa),
+            "verify-full" => Ok(SslMode::VerifyFull),
             other => Err(Error::setup(format!(
-                "sslmode {} is not supported; use disable, prefer or require",
+                "sslmode {} is not supported; use disable, prefer, require, verify-ca or verify-full",
                 ident::shown(other)
             ))),
+        }
+    }
+
+    /// The libpq spelling, e.g. `verify-full`.
+    pub fn as_str(self) -> &'static str {
+        match self {
+            SslMode::Disable => "disable",
+            SslMode::Prefer => "prefer",
+            SslMode::Require => "require",
+            SslMode::VerifyCa => "verify-ca",
+            SslMode::VerifyFull => "verify-full",
+        }
+    }
+
+    /// Whether the mode itself demands a verified certificate chain.
+    pub fn verifies(self) -> bool {
+        matches!(self, SslMode::VerifyCa | SslMode::VerifyFull)
+    }
+}
+
+/// Where the root certificates that verify the server come from (libpq's `sslrootcert`).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum RootCert {
+    /// A PEM file of one or more CA certificates; only these are trusted.
+    File(PathBuf),
+    /// `sslrootcert=system`: the operating system's trusted roots (requires `verify-full`).
+    System,
+}
+
+impl RootCert {
+    /// `system`, or a path taken relative to `base` (the config file's folder, or the
+    /// working directory for a URL's `sslrootcert`).
+    pub fn from_setting(value: &Path, base: &Path) -> RootCert {
+        if value == Path::new("system") {
+            RootCert::System
+        } else {
+            RootCert::File(base.join(value))
+        }
+    }
+}
+
+impl std::fmt::Display for RootCert {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            RootCert::File(p) => write!(f, "{}", p.display()),
+            RootCert::System => f.write_str("system"),
+        }
+    }
+}
+
+/// The TLS settings in force for a connection target after the URL, the environment
+/// and the file are merged, for `config show`.
+#[derive(Debug, Clone)]
+pub struct TlsShown {
+    /// The effective `sslmode`.
+    pub sslmode: SslMode,
+    /// Where it came from.
+    pub sslmode_source: Source,
+    /// The root certificate file in use, `system`, or empty for none.
+    pub sslrootcert: String,
+    /// Where it came from.
+    pub sslrootcert_source: Source,
+}
+
+impl TlsShown {
+    /// What the settings alone say (no URL or environment applied).
+    pub fn from_settings(settings: &Settings) -> TlsShown {
+        let source = |key| {
+            settings
+                .sources
+                .get(key)
+                .copied()
+                .unwrap_or(Source::Default)
+        };
+        TlsShown {
+            sslmode: settings.sslmode.unwrap_or(SslMode::Prefer),
+            sslmode_source: source("database.sslmode"),
+            sslrootcert: settings
+                .sslrootcert
+                .as_ref()
+                .map_or(String::new(), ToString::to_string),
+            sslrootcert_source: source("database.sslrootcert"),
         }
     }
 }
@@ -136,8 +228,8 @@ pub struct Settings {
     pub database_url: Option<DatabaseUrl>,
     /// TLS mode from the file (a `sslmode` in the URL wins over it).
     pub sslmode: Option<SslMode>,
-    /// CA certificate to verify the server with.
-    pub sslrootcert: Option<PathBuf>,
+    /// Root certificate(s) to verify the server with (a `sslrootcert` in the URL wins).
+    pub sslrootcert: Option<RootCert>,
     /// How long to wait for a connection.
     pub connect_timeout: Duration,
     /// The schema holding the `tenants` table.
@@ -261,7 +353,11 @@ pub fn resolve(
         .as_deref()
         .map(SslMode::parse)
         .transpose()?;
-    let sslrootcert = file.database.sslrootcert.as_ref().map(|p| file_dir.join(p));
+    let sslrootcert = file
+        .database
+        .sslrootcert
+        .as_ref()
+        .map(|p| RootCert::from_setting(p, &file_dir));
     let connect_timeout = duration(
         file.database.connect_timeout.as_deref(),
         "database.connect_timeout",
@@ -466,8 +562,9 @@ pub struct Entry {
 }
 
 /// Every effective setting with its source. `database` is the connection target as
-/// [`crate::db::Target::display`] shows it (never with a password).
-pub fn describe(settings: &Settings, database: &str) -> Vec<Entry> {
+/// [`crate::db::Target::display`] shows it (never with a password), `tls` its TLS
+/// settings as [`crate::db::Target::tls_shown`] gives them.
+pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entry> {
     let d = |d: Duration| {
         if d.is_zero() {
             "0".to_string()
@@ -477,19 +574,8 @@ pub fn describe(settings: &Settings, database: &str) -> Vec<Entry> {
     };
     let values: Vec<(&'static str, String)> = vec![
         ("database.url", database.to_string()),
-        (
-            "database.sslmode",
-            settings
-                .sslmode
-                .map_or("prefer".into(), |m| format!("{m:?}").to_lowercase()),
-        ),
-        (
-            "database.sslrootcert",
-            settings
-                .sslrootcert
-                .as_ref()
-                .map_or(String::new(), |p| p.display().to_string()),
-        ),
+        ("database.sslmode", tls.sslmode.as_str().to_string()),
+        ("database.sslrootcert", tls.sslrootcert.clone()),
         ("database.connect_timeout", d(settings.connect_timeout)),
         ("registry.schema", settings.registry_schema.clone()),
         (
@@ -513,11 +599,15 @@ pub fn describe(settings: &Settings, database: &str) -> Vec<Entry> {
         .map(|(key, value)| Entry {
             key,
             value,
-            source: settings
-                .sources
-                .get(key)
-                .copied()
-                .unwrap_or(Source::Default),
+            source: match key {
+                "database.sslmode" => tls.sslmode_source,
+                "database.sslrootcert" => tls.sslrootcert_source,
+                _ => settings
+                    .sources
+                    .get(key)
+                    .copied()
+                    .unwrap_or(Source::Default),
+            },
         })
         .collect()
 }
@@ -614,7 +704,19 @@ mod tests {
         .unwrap();
         assert_eq!(s.migrations_dir, PathBuf::from("/etc/app/db/migrations"));
         assert_eq!(s.migrations_dir_source, Source::File);
-        assert_eq!(s.sslrootcert, Some(PathBuf::from("/etc/app/ca.pem")));
+        assert_eq!(
+            s.sslrootcert,
+            Some(RootCert::File(PathBuf::from("/etc/app/ca.pem")))
+        );
+        let s = resolve(
+            &Overrides::default(),
+            &env_of(&[]),
+            Path::new("/w"),
+            file("[database]\nsslmode = \"verify-full\"\nsslrootcert = \"system\"\n"),
+        )
+        .unwrap();
+        assert_eq!(s.sslrootcert, Some(RootCert::System));
+        assert_eq!(s.sslmode, Some(SslMode::VerifyFull));
         // The flag wins and is relative to the working directory.
         let flag = Overrides {
             migrations: Some("m".into()),

@@ -3,6 +3,12 @@
 //! The URL comes from [`Settings`]; without one, the libpq `PG*` variables are used as
 //! libpq would. Connection targets are only ever shown through [`Target::display`], which
 //! never includes the password.
+//!
+//! TLS follows libpq's `sslmode`: `disable`, `prefer`, `require`, `verify-ca`,
+//! `verify-full`. A root certificate (`sslrootcert`, else `~/.postgresql/root.crt` when it
+//! exists) makes `prefer` and `require` verify the chain as `verify-ca` does; only
+//! `verify-full` also checks the host name. `sslrootcert=system` trusts the operating
+//! system's roots and, as in libpq, requires `verify-full`.
 
 use std::path::Path;
 use std::str::FromStr;
@@ -10,7 +16,7 @@ use std::str::FromStr;
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::{Client, Config, NoTls};
 
-use crate::config::{Settings, SslMode};
+use crate::config::{RootCert, Settings, Source, SslMode, TlsShown};
 use crate::error::Error;
 use crate::ident;
 
@@ -19,11 +25,21 @@ use crate::ident;
 pub struct Target {
     config: Config,
     sslmode: SslMode,
-    root_cert: Option<native_tls::Certificate>,
+    roots: Option<Roots>,
+    tls_shown: TlsShown,
     display: String,
     /// Built on first use and shared by every connection: building one loads the
     /// system's trust store, which costs tens of milliseconds.
     tls: std::sync::Arc<std::sync::OnceLock<Result<postgres_native_tls::MakeTlsConnector, String>>>,
+}
+
+/// The root certificates a server's certificate chain must lead to.
+#[derive(Clone)]
+enum Roots {
+    /// The certificates of a PEM file; nothing else is trusted.
+    File(Vec<native_tls::Certificate>),
+    /// The operating system's trust store.
+    System,
 }
 
 impl std::fmt::Debug for Target {
@@ -47,6 +63,13 @@ impl Target {
                         url.origin
                     ))
                 })?;
+                // A key=value string's own sslmode (tokio-postgres reads disable, prefer
+                // and require there) counts as the URL's.
+                let sslmode = sslmode.or(match config.get_ssl_mode() {
+                    PgSslMode::Disable => Some("disable".to_string()),
+                    PgSslMode::Require => Some("require".to_string()),
+                    _ => None,
+                });
                 (config, sslmode, rootcert)
             }
             None => (Config::new(), None, None),
@@ -59,30 +82,111 @@ impl Target {
                 .max(std::time::Duration::from_secs(1)),
         );
         config.keepalives(true);
+        let display = describe(&config);
 
-        let sslmode = match url_sslmode
-            .or_else(|| env("PGSSLMODE").filter(|_| settings.database_url.is_none()))
-        {
-            Some(mode) => SslMode::parse(&mode)?,
-            None => settings.sslmode.unwrap_or(SslMode::Prefer),
+        // The URL's sslmode and sslrootcert win; the libpq variables count only without
+        // a URL; then the config file.
+        let source = |key| {
+            settings
+                .sources
+                .get(key)
+                .copied()
+                .unwrap_or(Source::Default)
+        };
+        let no_url = settings.database_url.is_none();
+        let libpq_var = |k: &str| env(k).filter(|v| !v.is_empty() && no_url);
+        let (explicit_mode, sslmode_source) = if let Some(mode) = url_sslmode {
+            (Some(SslMode::parse(&mode)?), source("database.url"))
+        } else if let Some(mode) = libpq_var("PGSSLMODE") {
+            (Some(SslMode::parse(&mode)?), Source::Environment)
+        } else {
+            (settings.sslmode, source("database.sslmode"))
+        };
+        let (named_root, root_source) = if let Some(path) = url_rootcert {
+            let root = RootCert::from_setting(Path::new(&path), Path::new(""));
+            (Some(root), source("database.url"))
+        } else if let Some(path) = libpq_var("PGSSLROOTCERT") {
+            let root = RootCert::from_setting(Path::new(&path), Path::new(""));
+            (Some(root), Source::Environment)
+        } else {
+            (settings.sslrootcert.clone(), source("database.sslrootcert"))
+        };
+        // As in libpq, sslrootcert=system makes verify-full the default and refuses
+        // anything weaker.
+        let sslmode = match (explicit_mode, &named_root) {
+            (Some(mode), Some(RootCert::System)) if mode != SslMode::VerifyFull => {
+                return Err(Error::setup(format!(
+                    "sslmode={} cannot be used with sslrootcert=system for {display}: the \
+                     operating system's roots vouch for host names, so use sslmode=verify-full",
+                    mode.as_str()
+                )))
+            }
+            (Some(mode), _) => mode,
+            (None, Some(RootCert::System)) => SslMode::VerifyFull,
+            (None, _) => SslMode::Prefer,
         };
         config.ssl_mode(match sslmode {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
-            SslMode::Require => PgSslMode::Require,
+            SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
         });
-        let rootcert_path = url_rootcert
-            .map(std::path::PathBuf::from)
-            .or_else(|| settings.sslrootcert.clone());
-        let root_cert = rootcert_path.as_deref().map(load_cert).transpose()?;
-        let display = describe(&config);
+
+        let default_root = env("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| Path::new(&h).join(".postgresql").join("root.crt"));
+        let (roots, rootcert_shown, root_source) = match (sslmode, named_root) {
+            (SslMode::Disable, named) => (None, named.map(|r| r.to_string()), root_source),
+            (_, Some(RootCert::System)) => {
+                (Some(Roots::System), Some("system".into()), root_source)
+            }
+            (_, Some(RootCert::File(path))) => (
+                Some(Roots::File(load_certs(&path)?)),
+                Some(path.display().to_string()),
+                root_source,
+            ),
+            // libpq's default root certificate, used only when it exists.
+            (_, None) => match default_root.filter(|p| p.exists()) {
+                Some(path) => (
+                    Some(Roots::File(load_certs(&path)?)),
+                    Some(path.display().to_string()),
+                    Source::Default,
+                ),
+                None => (None, None, Source::Default),
+            },
+        };
+        if sslmode.verifies() && roots.is_none() {
+            let default_root = env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| format!("{h}/.postgresql/root.crt"))
+                .unwrap_or_else(|| "~/.postgresql/root.crt".into());
+            return Err(Error::setup(format!(
+                "sslmode={} for {display} needs a root certificate to verify the server \
+                 against, and there is none: name the CA file with sslrootcert (in the URL, \
+                 database.sslrootcert in the config file, or PGSSLROOTCERT without a URL), put \
+                 it at {default_root}, or use sslrootcert=system for the operating system's \
+                 trusted roots",
+                sslmode.as_str()
+            )));
+        }
+        let tls_shown = TlsShown {
+            sslmode,
+            sslmode_source,
+            sslrootcert: rootcert_shown.unwrap_or_default(),
+            sslrootcert_source: root_source,
+        };
         Ok(Target {
             config,
             sslmode,
-            root_cert,
+            roots,
+            tls_shown,
             display,
             tls: Default::default(),
         })
+    }
+
+    /// The TLS settings in force (for `config show`).
+    pub fn tls_shown(&self) -> &TlsShown {
+        &self.tls_shown
     }
 
     /// `postgres://user@host:port/dbname`, never with the password.
@@ -118,11 +222,14 @@ impl Target {
 
     fn connect_error(&self, e: ConnectError) -> Error {
         match e {
-            ConnectError::Tls(msg) => Error::setup(format!("cannot set up TLS: {msg}")),
+            ConnectError::Tls(msg) => {
+                Error::setup(format!("cannot set up TLS for {}: {msg}", self.display))
+            }
             ConnectError::Pg(e) => Error::setup(format!(
-                "cannot connect to {}: {}",
+                "cannot connect to {}: {}{}",
                 self.display,
-                pg_message(&e)
+                pg_message(&e),
+                self.tls_hint(&e)
             )),
         }
     }
@@ -181,13 +288,19 @@ fn transient(e: &tokio_postgres::Error) -> bool {
 impl Target {
     fn build_tls(&self) -> Result<postgres_native_tls::MakeTlsConnector, String> {
         let mut builder = native_tls::TlsConnector::builder();
-        match &self.root_cert {
-            // Like libpq's sslrootcert: the chain must lead to this CA.
-            Some(cert) => {
-                builder.add_root_certificate(cert.clone());
-                builder.danger_accept_invalid_hostnames(true);
+        match &self.roots {
+            // libpq's sslrootcert file: the chain must lead to one of its certificates and
+            // nothing else is trusted; only verify-full checks the host name.
+            Some(Roots::File(certs)) => {
+                builder.disable_built_in_roots(true);
+                for cert in certs {
+                    builder.add_root_certificate(cert.clone());
+                }
+                builder.danger_accept_invalid_hostnames(self.sslmode != SslMode::VerifyFull);
             }
-            // Like libpq's prefer/require without a root certificate: encrypt, don't verify.
+            // sslrootcert=system: the operating system's roots, always with verify-full.
+            Some(Roots::System) => {}
+            // prefer/require without a root certificate: encrypt, don't verify (libpq).
             None => {
                 builder.danger_accept_invalid_certs(true);
                 builder.danger_accept_invalid_hostnames(true);
@@ -196,17 +309,128 @@ impl Target {
         let connector = builder.build().map_err(|e| e.to_string())?;
         Ok(postgres_native_tls::MakeTlsConnector::new(connector))
     }
+
+    /// What a failed TLS handshake means in terms of `sslmode` and `sslrootcert`, as a
+    /// suffix for the connection error (empty when the failure was not about that).
+    fn tls_hint(&self, e: &tokio_postgres::Error) -> String {
+        // OpenSSL's verify results, e.g. "(hostname mismatch)", "(IP address mismatch)".
+        let text = pg_message(e).to_lowercase();
+        if text.contains("hostname mismatch") || text.contains("ip address mismatch") {
+            let host = match self.config.get_hosts().first() {
+                Some(Host::Tcp(h)) => h.clone(),
+                _ => "localhost".into(),
+            };
+            format!(
+                "; the server's certificate is not issued for host {host}: sslmode=verify-full \
+                 checks that the host connected to is among the certificate's names (DNS or IP \
+                 subject alternative names); connect by a name it lists, or use \
+                 sslmode=verify-ca to check the chain only"
+            )
+        } else if text.contains("certificate verify failed") && self.roots.is_some() {
+            format!(
+                "; the server's certificate does not lead to a trusted root certificate \
+                 (sslrootcert: {})",
+                self.tls_shown.sslrootcert
+            )
+        } else {
+            String::new()
+        }
+    }
 }
 
-fn load_cert(path: &Path) -> Result<native_tls::Certificate, Error> {
+/// Refuses a connection that goes through a transaction-pooling proxy (PgBouncer with
+/// `pool_mode = transaction`): tenantctl holds session advisory locks across
+/// transactions, and such a proxy runs each transaction in whichever server session is
+/// free, so the locks would neither protect anything nor be released by their holder.
+///
+/// Checked once per command, on its first connection. Two transactions on `client` must
+/// run in the same server session (`pg_backend_pid()`). A lone client would get its idle
+/// server session back from the pool anyway, so a second connection holds a transaction
+/// open in between: through a transaction pooler it is handed `client`'s server session,
+/// or `client` is handed another one; directly or through a session pooler it has a
+/// session of its own and `client`'s never changes.
+pub async fn refuse_transaction_pooling(target: &Target, client: &Client) -> Result<(), Error> {
+    let doing = "checking for a transaction-pooling proxy";
+    let first = backend_pid(client, "SELECT pg_backend_pid()")
+        .await
+        .map_err(query_error(doing))?;
+    let patience = target
+        .config
+        .get_connect_timeout()
+        .copied()
+        .unwrap_or_default();
+    // Without the second connection (no connection slots left, or a session pool with
+    // no session to spare), the check is weaker but still catches a pool that hands out
+    // another session.
+    let probe = target.try_connect().await.ok();
+    let held = match &probe {
+        Some(p) => tokio::time::timeout(patience, backend_pid(p, "BEGIN; SELECT pg_backend_pid()"))
+            .await
+            .ok()
+            .and_then(Result::ok)
+            .filter(|&pid| pid != 0),
+        None => None,
+    };
+    let second = if held == Some(first) {
+        Some(Ok(first))
+    } else {
+        // Directly, this cannot wait; a transaction pool with no free session would wait
+        // for the probe's, so waiting that long is itself the sign.
+        tokio::time::timeout(patience, backend_pid(client, "SELECT pg_backend_pid()"))
+            .await
+            .ok()
+    };
+    if let (Some(p), Some(_)) = (&probe, held) {
+        let _ = p.simple_query("ROLLBACK").await;
+    }
+    drop(probe);
+    let seen = match second {
+        Some(Ok(second)) if second == first && held != Some(first) => return Ok(()),
+        Some(Ok(_)) if held == Some(first) => format!(
+            "another connection was handed this connection's server session (backend pid {first}) between two of its transactions"
+        ),
+        Some(Ok(second)) => format!(
+            "two transactions on one connection ran in different server sessions (backend pid {first}, then {second})"
+        ),
+        Some(Err(e)) => return Err(query_error(doing)(e)),
+        None => "a second transaction on one connection waited for a server session while another connection held one".to_string(),
+    };
+    Err(Error::setup(format!(
+        "a transaction-pooling proxy was detected at {}: {seen}. tenantctl holds session \
+         advisory locks across transactions, which such a proxy (e.g. PgBouncer with \
+         pool_mode = transaction) hands to other clients; use a direct connection to \
+         PostgreSQL or a session-pooled one (pool_mode = session)",
+        target.display
+    )))
+}
+
+/// The backend pid the last statement of `sql` returns, read with the simple protocol
+/// (no prepared statement, which a pooler could run in another session).
+async fn backend_pid(client: &Client, sql: &str) -> Result<i32, tokio_postgres::Error> {
+    let mut pid = 0;
+    for message in client.simple_query(sql).await? {
+        if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
+            pid = row.get(0).and_then(|v| v.parse().ok()).unwrap_or(0);
+        }
+    }
+    Ok(pid)
+}
+
+/// Reads a PEM file of one or more certificates (a CA bundle, as libpq accepts).
+fn load_certs(path: &Path) -> Result<Vec<native_tls::Certificate>, Error> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::setup(format!("cannot read sslrootcert {}: {e}", path.display())))?;
-    native_tls::Certificate::from_pem(&bytes).map_err(|e| {
-        Error::setup(format!(
+    match native_tls::Certificate::stack_from_pem(&bytes) {
+        Ok(certs) if !certs.is_empty() => Ok(certs),
+        Ok(_) => Err(Error::setup(format!(
+            "sslrootcert {} is not a PEM certificate: it holds no BEGIN CERTIFICATE block",
+            path.display()
+        ))),
+        Err(e) => Err(Error::setup(format!(
             "sslrootcert {} is not a PEM certificate: {e}",
             path.display()
-        ))
-    })
+        ))),
+    }
 }
 
 /// Takes `sslmode` and `sslrootcert` out of a URL's query string, since tenantctl handles
@@ -225,7 +449,8 @@ fn split_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
                 false
             }
             Some(("sslrootcert", v)) => {
-                rootcert = Some(v.to_string());
+                // An empty value means "not named", as in libpq.
+                rootcert = Some(percent_decode(v)).filter(|v| !v.is_empty());
                 false
             }
             _ => true,
@@ -237,6 +462,27 @@ fn split_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
         format!("{base}?{}", kept.join("&"))
     };
     (rest, sslmode, rootcert)
+}
+
+/// Decodes `%XX` escapes in a URL query value (others are kept as written).
+fn percent_decode(value: &str) -> String {
+    let bytes = value.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        let hex = |b: u8| (b as char).to_digit(16);
+        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
+            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
+                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
+                i += 3;
+            }
+            (b, _, _) => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Fills what the URL left unset from the libpq variables, with libpq's defaults.
@@ -459,11 +705,88 @@ mod tests {
     fn malformed_urls_and_modes_are_setup_errors() {
         for url in [
             "postgres://u@h:notaport/db",
+            "postgres://u@h/db?sslmode=allow",
+            "postgres://u@h/db?sslmode=verify-fully",
+            // verify-* without a root certificate (no HOME, so no ~/.postgresql/root.crt).
             "postgres://u@h/db?sslmode=verify-full",
+            "postgres://u@h/db?sslmode=verify-ca",
+            // The system's roots need verify-full.
+            "postgres://u@h/db?sslmode=require&sslrootcert=system",
+            "postgres://u@h/db?sslmode=disable&sslrootcert=system",
             "postgres://u@h/db?bogus=1",
         ] {
             let err = Target::resolve(&settings(Some(url)), &|_| None).unwrap_err();
             assert_eq!(err.exit, crate::error::Exit::Setup, "{url}");
         }
     }
+
+    #[test]
+    fn tls_modes_follow_libpq() {
+        let dir = std::env::temp_dir().join(format!("tenantctl-db-test-{}", std::process::id()));
+        std::fs::create_dir_all(dir.join(".postgresql")).unwrap();
+        let ca = dir.join("ca.pem");
+        std::fs::write(&ca, TEST_CERT).unwrap();
+        let home = dir.display().to_string();
+        let with_home = move |k: &str| (k == "HOME").then(|| home.clone());
+        let url = |q: &str| settings(Some(&format!("postgres://u@h/db?{q}")));
+
+        // sslrootcert=system alone means verify-full.
+        let t = Target::resolve(&url("sslrootcert=system"), &|_| None).unwrap();
+        assert_eq!(t.sslmode, SslMode::VerifyFull);
+        assert!(matches!(t.roots, Some(Roots::System)));
+        assert_eq!(t.tls_shown().sslrootcert, "system");
+        // A named file, percent-encoded in the URL.
+        let encoded = ca.display().to_string().replace('/', "%2F");
+        let t = Target::resolve(
+            &url(&format!("sslmode=verify-ca&sslrootcert={encoded}")),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(t.sslmode, SslMode::VerifyCa);
+        assert!(matches!(&t.roots, Some(Roots::File(c)) if c.len() == 1));
+        // No root certificate: require does not verify; the default root.crt is used
+        // when it exists and makes verify-full possible.
+        let t = Target::resolve(&url("sslmode=require"), &with_home).unwrap();
+        assert!(t.roots.is_none());
+        std::fs::copy(&ca, dir.join(".postgresql/root.crt")).unwrap();
+        let t = Target::resolve(&url("sslmode=verify-full"), &with_home).unwrap();
+        assert!(t.roots.is_some());
+        assert!(t.tls_shown().sslrootcert.ends_with(".postgresql/root.crt"));
+        // disable never reads a root certificate.
+        let t =
+            Target::resolve(&url("sslmode=disable&sslrootcert=/nonexistent"), &|_| None).unwrap();
+        assert!(t.roots.is_none());
+        // PGSSLMODE and PGSSLROOTCERT count only without a URL.
+        let ca_path = ca.display().to_string();
+        let env = move |k: &str| match k {
+            "PGSSLMODE" => Some("verify-full".to_string()),
+            "PGSSLROOTCERT" => Some(ca_path.clone()),
+            "PGHOST" => Some("h".to_string()),
+            _ => None,
+        };
+        let t = Target::resolve(&settings(None), &env).unwrap();
+        assert_eq!(t.sslmode, SslMode::VerifyFull);
+        assert_eq!(t.tls_shown().sslmode_source, Source::Environment);
+        let t = Target::resolve(&settings(Some("postgres://u@h/db")), &env).unwrap();
+        assert_eq!(t.sslmode, SslMode::Prefer);
+        // A key=value string's sslmode is not lost.
+        let t =
+            Target::resolve(&settings(Some("host=h user=u sslmode=require")), &|_| None).unwrap();
+        assert_eq!(t.sslmode, SslMode::Require);
+        std::fs::remove_dir_all(&dir).unwrap();
+    }
+
+    /// A self-signed CA certificate; nothing connects with it.
+    const TEST_CERT: &str = "-----BEGIN CERTIFICATE-----
+MIIBkzCCATmgAwIBAgIUbsXOGmvz5sDsoEHcd71TK6qDokswCgYIKoZIzj0EAwIw
+HjEcMBoGA1UEAwwTdGVuYW50Y3RsLXVuaXQtdGVzdDAgFw0yNjExMzAxNzUwNDBa
+GA8yMTI2MTEwNjE3NTA0MFowHjEcMBoGA1UEAwwTdGVuYW50Y3RsLXVuaXQtdGVz
+dDBZMBMGByqGSM49AgEGCCqGSM49AwEHA0IABHAPriPSimMDihjOM7bh68cEXvk+
+xWnCup+HDc1/CHZawj2YBP0485YfQOvv6zevnesDcPbPcGAwSUgVZigk8EajUzBR
+MB0GA1UdDgQWBBQL9HM8eqPROAB3qaMBvPM55JOVQDAfBgNVHSMEGDAWgBQL9HM8
+eqPROAB3qaMBvPM55JOVQDAPBgNVHRMBAf8EBTADAQH/MAoGCCqGSM49BAMCA0gA
+MEUCIQDS5dc3USqio/tNcKYCcIb+ZKg3dOrvwK5Xj3qT9l/0kAIgKc0ejEA2xYu+
+Ys6rUPLwZ3beyyXHO7DKXtyi1xusKiY=
+-----END CERTIFICATE-----
+";
 }

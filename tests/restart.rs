@@ -9,7 +9,7 @@ mod common_json;
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};
 
-use cluster::{Cluster, Setup};
+use cluster::{Cluster, ServerCert, Setup};
 use common_json::RunReport;
 
 fn tenantctl(url: &str, dir: &std::path::Path, args: &[&str]) -> Command {
@@ -53,6 +53,7 @@ fn state(client: &mut postgres::Client, schema: &str) -> (Option<i32>, bool) {
 #[test]
 fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
     let cluster = Cluster::start(&Setup {
+        server_cert: ServerCert::Localhost,
         ssl: false,
         hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
     });

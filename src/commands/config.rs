@@ -36,7 +36,11 @@ pub async fn run(ctx: &Ctx, cmd: &ConfigCommand) -> Result<Exit> {
                     .config_file
                     .as_ref()
                     .map(|p| p.display().to_string()),
-                settings: config::describe(&ctx.settings, ctx.target.display()),
+                settings: config::describe(
+                    &ctx.settings,
+                    ctx.target.display(),
+                    ctx.target.tls_shown(),
+                ),
             };
             if ctx.out.is_json() {
                 ctx.out.json(&shown);

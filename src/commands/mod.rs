@@ -45,6 +45,8 @@ pub struct Ctx {
     pub out: Output,
     /// Set by Ctrl-C or SIGTERM.
     pub interrupt: Interrupt,
+    /// Whether the first connection has been checked for a transaction-pooling proxy.
+    pooling_checked: std::sync::atomic::AtomicBool,
 }
 
 fn env_var(key: &str) -> Option<String> {
@@ -74,12 +76,22 @@ impl Ctx {
             target,
             out,
             interrupt,
+            pooling_checked: Default::default(),
         })
     }
 
-    /// Opens a connection for the command's own queries.
+    /// Opens a connection for the command's own queries. The command's first connection
+    /// is checked for a transaction-pooling proxy (see
+    /// [`db::refuse_transaction_pooling`]) before anything else runs on it.
     pub async fn connect(&self) -> Result<Client, Error> {
-        self.target.connect().await
+        let client = self.target.connect().await?;
+        if !self
+            .pooling_checked
+            .swap(true, std::sync::atomic::Ordering::SeqCst)
+        {
+            db::refuse_transaction_pooling(&self.target, &client).await?;
+        }
+        Ok(client)
     }
 
     /// Loads and validates the migrations directory.

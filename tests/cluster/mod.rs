@@ -23,10 +23,21 @@ pub struct Certs {
     pub other_ca: PathBuf,
 }
 
+/// Which names the server's certificate (signed by the test CA) is issued for.
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+pub enum ServerCert {
+    /// CN=localhost, SAN IP:127.0.0.1,DNS:localhost: right for the URLs tests use.
+    Localhost,
+    /// CN=wrong.example, SAN DNS:wrong.example: the right CA, the wrong host.
+    WrongHost,
+}
+
 /// How to configure a cluster.
 pub struct Setup<'a> {
-    /// `ssl = on` with the server certificate (CN=localhost, SAN IP:127.0.0.1,DNS:localhost).
+    /// `ssl = on` with the server certificate `server_cert`.
     pub ssl: bool,
+    /// The names the server's certificate is issued for.
+    pub server_cert: ServerCert,
     /// The lines of pg_hba.conf.
     pub hba: &'a [&'a str],
 }
@@ -132,8 +143,12 @@ fn make_ca(dir: &Path, name: &str, cn: &str) -> PathBuf {
     dir.join(format!("{name}.crt"))
 }
 
-/// `server.crt`/`server.key` in `dir`, signed by the CA `ca`.
-fn make_server_cert(dir: &Path, ca: &str) {
+/// `server.crt`/`server.key` in `dir`, signed by the CA `ca`, for the names `which` says.
+fn make_server_cert(dir: &Path, ca: &str, which: ServerCert) {
+    let (subject, san) = match which {
+        ServerCert::Localhost => ("/CN=localhost", "IP:127.0.0.1,DNS:localhost"),
+        ServerCert::WrongHost => ("/CN=wrong.example", "DNS:wrong.example"),
+    };
     openssl(
         dir,
         &[
@@ -149,13 +164,15 @@ fn make_server_cert(dir: &Path, ca: &str) {
             "-out",
             "server.csr",
             "-subj",
-            "/CN=localhost",
+            subject,
         ],
     );
     std::fs::write(
         dir.join("server.ext"),
-        "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-         extendedKeyUsage=serverAuth\nsubjectAltName=IP:127.0.0.1,DNS:localhost\n",
+        format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+        ),
     )
     .unwrap();
     openssl(
@@ -199,7 +216,7 @@ impl Cluster {
         std::fs::create_dir(&certs_dir).unwrap();
         let ca = make_ca(&certs_dir, "ca", "tenantctl test CA");
         let other_ca = make_ca(&certs_dir, "other-ca", "tenantctl unrelated CA");
-        make_server_cert(&certs_dir, "ca");
+        make_server_cert(&certs_dir, "ca", setup.server_cert);
         if as_nobody {
             check(
                 Command::new("chown").args(["-R", "nobody"]).arg(dir.path()),

@@ -156,7 +156,7 @@ pub struct Tenantctl {
     migrations: Option<PathBuf>,
     cwd: PathBuf,
     env: Vec<(String, String)>,
-    _scratch: tempfile::TempDir,
+    home: tempfile::TempDir,
 }
 
 /// `tenantctl` against `db` with the example migrations, run from an empty directory,
@@ -168,7 +168,7 @@ pub fn tenantctl(db: &TestDb) -> Tenantctl {
         migrations: Some(example_migrations()),
         cwd: scratch.path().to_path_buf(),
         env: Vec::new(),
-        _scratch: scratch,
+        home: scratch,
     }
 }
 
@@ -180,7 +180,7 @@ pub fn bare() -> Tenantctl {
         migrations: None,
         cwd: scratch.path().to_path_buf(),
         env: Vec::new(),
-        _scratch: scratch,
+        home: scratch,
     }
 }
 
@@ -218,9 +218,13 @@ impl Tenantctl {
             "PGPASSWORD",
             "PGDATABASE",
             "PGSSLMODE",
+            "PGSSLROOTCERT",
         ] {
             cmd.env_remove(key);
         }
+        // libpq's default root certificate is ~/.postgresql/root.crt: a home of the run's
+        // own keeps the developer's out of it (a test may set HOME itself).
+        cmd.env("HOME", self.home.path());
         if let Some(url) = &self.url {
             cmd.env("TENANTCTL_DATABASE_URL", url);
         }
