@@ -4,8 +4,9 @@
 //! - [`cli`]: clap definitions; [`commands`]: one module per command (the only callers of
 //!   [`output`], the only module that prints).
 //! - Engine, which returns data and never prints: [`config`], [`db`], [`ident`],
-//!   [`migrations`], [`registry`], [`state`], [`runner`] (one tenant), [`fleet`] (many
-//!   tenants), [`inspect`] (status and history views), [`apikey`].
+//!   [`migrations`], [`registry`], [`registry_conn`] (a registry connection that survives
+//!   a server restart), [`state`], [`runner`] (one tenant), [`fleet`] (many tenants),
+//!   [`inspect`] (status and history views), [`apikey`].
 //! - [`error`]: the error type and exit codes.
 
 pub mod apikey;
@@ -25,6 +26,7 @@ pub mod interrupt;
 pub mod migrations;
 pub mod output;
 pub mod registry;
+pub mod registry_conn;
 pub mod runner;
 pub mod state;
 
