@@ -1,7 +1,9 @@
 //! A server restart in the middle of a fleet run, on a throwaway server of the test's own
 //! (the shared one is never restarted): tenants whose migration was in flight are reported
 //! failed with a clear error and rolled back, tenants started after the restart wait for
-//! the server and finish, and a rerun completes the job.
+//! the server and finish, and a rerun completes the job. Without a rerun, every registry
+//! row says what is true: the failures of tenants in flight are recorded through the
+//! command's registry connection, which reconnects after the restart.
 
 mod cluster;
 mod common_json;
