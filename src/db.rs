@@ -12,7 +12,7 @@
 
 use std::path::Path;
 use std::str::FromStr;
-use std::sync::{Arc, Mutex};
+use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
@@ -157,7 +157,7 @@ impl Target {
             attempt = attempt.saturating_add(1);
             {
                 let now = tokio::time::Instant::now();
-                let mut state = run.state.lock().expect("run connection state");
+                let mut state = run.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if !(kind == Transient::Busy && state.live > 0) {
                     let deadline = *state.trouble_since.get_or_insert(now) + budget;
                     if now >= deadline {
@@ -173,7 +173,7 @@ impl Target {
     /// Counts a new connection as live in this target's run, until the guard is dropped.
     fn live(&self) -> Option<Live> {
         let run = self.run.as_ref()?;
-        let mut state = run.state.lock().expect("run connection state");
+        let mut state = run.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.live += 1;
         state.trouble_since = None;
         Some(Live(run.clone()))
@@ -247,7 +247,7 @@ struct Live(Arc<RunConnections>);
 
 impl Drop for Live {
     fn drop(&mut self) {
-        let mut state = self.0.state.lock().expect("run connection state");
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
         state.live = state.live.saturating_sub(1);
         state.trouble_since = None;
     }
