@@ -748,6 +748,75 @@ mod tests {
         assert_ne!(a, new_run_id().unwrap());
     }
 
+    fn report(results: Vec<TenantResult>) -> RunReport {
+        let mut summary = Summary {
+            total: results.len(),
+            ..Summary::default()
+        };
+        for r in &results {
+            match r.status {
+                ResultStatus::Ok => summary.ok += 1,
+                ResultStatus::UpToDate => summary.up_to_date += 1,
+                ResultStatus::Failed => summary.failed += 1,
+                ResultStatus::Skipped => summary.skipped += 1,
+            }
+        }
+        RunReport {
+            run_id: String::new(),
+            results,
+            summary,
+            interrupted: false,
+            stopped: None,
+        }
+    }
+
+    fn result(status: ResultStatus, session_opened: bool) -> TenantResult {
+        TenantResult {
+            domain: "d".into(),
+            schema_name: "tenant_d".into(),
+            status,
+            from_revision: None,
+            to_revision: None,
+            applied: Vec::new(),
+            error: None,
+            duration_ms: 0,
+            schema_created: false,
+            tenant: None,
+            session_opened,
+            unrecorded: None,
+        }
+    }
+
+    #[test]
+    fn a_run_no_session_could_reach_is_a_setup_error_else_failed_or_partial() {
+        use ResultStatus::*;
+        let unreached = || result(Failed, false);
+        // Nothing could connect: exit 3, whatever was answered without a session.
+        assert_eq!(report(vec![unreached()]).exit(), Exit::Setup);
+        assert_eq!(report(vec![unreached(), unreached()]).exit(), Exit::Setup);
+        assert_eq!(
+            report(vec![
+                unreached(),
+                result(UpToDate, false),
+                result(Skipped, false)
+            ])
+            .exit(),
+            Exit::Setup
+        );
+        // A session opened somewhere: the usual codes.
+        assert_eq!(
+            report(vec![unreached(), result(Ok, true)]).exit(),
+            Exit::Partial
+        );
+        assert_eq!(
+            report(vec![unreached(), result(Failed, true)]).exit(),
+            Exit::Failed
+        );
+        assert_eq!(report(vec![result(Failed, true)]).exit(), Exit::Failed);
+        assert_eq!(report(vec![result(Ok, true)]).exit(), Exit::Ok);
+        assert_eq!(report(vec![result(UpToDate, false)]).exit(), Exit::Ok);
+    }
+
     #[test]
     fn shards_partition_every_schema_exactly_once() {
         let names: Vec<String> = (0..1000).map(|i| format!("tenant_{i}")).collect();
