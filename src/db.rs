@@ -9,9 +9,17 @@
 //! exists) makes `prefer` and `require` verify the chain as `verify-ca` does; only
 //! `verify-full` also checks the host name. `sslrootcert=system` trusts the operating
 //! system's roots and, as in libpq, requires `verify-full`.
+//!
+//! Connection trouble that may pass by itself is recognised in one place,
+//! [`transient`]; [`Target::connect_patiently`] retries it with jittered backoff. A
+//! [`Target::for_run`] clone shares, between the sessions of one bulk run, how many of
+//! them are connected, so a session refused for lack of connection slots waits for as
+//! long as the run's other sessions make progress (see [`crate::fleet`]).
 
 use std::path::Path;
 use std::str::FromStr;
+use std::sync::{Arc, Mutex, PoisonError};
+use std::time::Duration;
 
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
 use tokio_postgres::{Client, Config, NoTls};
@@ -19,6 +27,7 @@ use tokio_postgres::{Client, Config, NoTls};
 use crate::config::{RootCert, Settings, Source, SslMode, TlsShown};
 use crate::error::Error;
 use crate::ident;
+use crate::interrupt::Interrupt;
 
 /// Everything needed to open a connection, resolved once per run.
 #[derive(Clone)]
@@ -31,6 +40,8 @@ pub struct Target {
     /// Built on first use and shared by every connection: building one loads the
     /// system's trust store, which costs tens of milliseconds.
     tls: std::sync::Arc<std::sync::OnceLock<Result<postgres_native_tls::MakeTlsConnector, String>>>,
+    /// Set on the clone a bulk run connects its sessions through ([`Target::for_run`]).
+    run: Option<Arc<RunConnections>>,
 }
 
 /// The root certificates a server's certificate chain must lead to.
@@ -181,6 +192,7 @@ impl Target {
             tls_shown,
             display,
             tls: Default::default(),
+            run: None,
         })
     }
 
@@ -199,25 +211,76 @@ impl Target {
         self.try_connect().await.map_err(|e| self.connect_error(e))
     }
 
-    /// Like [`Target::connect`], but while the server cannot be reached, or says it is
-    /// starting up or shutting down (a restart), keeps trying for up to `budget`. Used
-    /// for tenant sessions, so a fleet run rides out a server restart instead of failing
-    /// every remaining tenant in the moment the server is down.
-    pub async fn connect_patiently(&self, budget: std::time::Duration) -> Result<Client, Error> {
-        let deadline = tokio::time::Instant::now() + budget;
-        let mut wait = std::time::Duration::from_millis(100);
-        loop {
-            match self.try_connect().await {
-                Ok(client) => return Ok(client),
-                Err(ConnectError::Pg(e))
-                    if transient(&e) && tokio::time::Instant::now() + wait < deadline =>
-                {
-                    tokio::time::sleep(wait).await;
-                    wait = (wait * 2).min(std::time::Duration::from_secs(2));
-                }
-                Err(e) => return Err(self.connect_error(e)),
+    /// A clone whose connections count as one bulk run's: [`Target::connect_patiently`]
+    /// through it knows whether other sessions of the run are connected, and gives up
+    /// waiting once `interrupt` is set.
+    pub fn for_run(&self, interrupt: Interrupt) -> Target {
+        let mut t = self.clone();
+        t.run = Some(Arc::new(RunConnections {
+            state: Mutex::new(RunState::default()),
+            interrupt: Some(interrupt),
+        }));
+        t
+    }
+
+    /// Like [`Target::connect`], but rides out [`transient`] trouble with jittered,
+    /// doubling waits (at most 1 s): the server not accepting connections (a restart), or
+    /// refusing one for lack of slots (`too_many_connections`).
+    ///
+    /// Refused for lack of slots while other sessions of the same run (see
+    /// [`Target::for_run`]) are connected, it waits without a deadline: they will finish
+    /// and free a slot. Otherwise it gives up `budget` after the trouble began, counted
+    /// from the last moment a session of the run connected or ended, so once the server
+    /// has refused the run for longer than `budget`, a new session makes one attempt.
+    pub async fn connect_patiently(&self, budget: Duration) -> Result<Client, Error> {
+        let solo;
+        let run = match &self.run {
+            Some(run) => run,
+            None => {
+                solo = RunConnections::default();
+                &solo
             }
+        };
+        let mut attempt: u32 = 0;
+        loop {
+            let err = match self.try_connect().await {
+                Ok(client) => return Ok(client),
+                Err(e) => e,
+            };
+            let kind = match &err {
+                ConnectError::Pg(e) => transient(e),
+                ConnectError::Tls(_) => None,
+            };
+            let Some(kind) = kind else {
+                return Err(self.connect_error(err));
+            };
+            if run.interrupted() {
+                return Err(self.connect_error(err));
+            }
+            let mut wait = jittered(backoff(attempt));
+            attempt = attempt.saturating_add(1);
+            {
+                let now = tokio::time::Instant::now();
+                let mut state = run.state.lock().unwrap_or_else(PoisonError::into_inner);
+                if !(kind == Transient::Busy && state.live > 0) {
+                    let deadline = *state.trouble_since.get_or_insert(now) + budget;
+                    if now >= deadline {
+                        return Err(self.connect_error(err));
+                    }
+                    wait = wait.min(deadline - now);
+                }
+            }
+            tokio::time::sleep(wait).await;
         }
+    }
+
+    /// Counts a new connection as live in this target's run, until the guard is dropped.
+    fn live(&self) -> Option<Live> {
+        let run = self.run.as_ref()?;
+        let mut state = run.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.live += 1;
+        state.trouble_since = None;
+        Some(Live(run.clone()))
     }
 
     fn connect_error(&self, e: ConnectError) -> Error {
@@ -237,7 +300,9 @@ impl Target {
     async fn try_connect(&self) -> Result<Client, ConnectError> {
         if self.sslmode == SslMode::Disable {
             let (client, conn) = self.config.connect(NoTls).await.map_err(ConnectError::Pg)?;
+            let live = self.live();
             tokio::spawn(async move {
+                let _live = live;
                 let _ = conn.await;
             });
             return Ok(client);
@@ -248,7 +313,9 @@ impl Target {
             .clone()
             .map_err(ConnectError::Tls)?;
         let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
+        let live = self.live();
         tokio::spawn(async move {
+            let _live = live;
             let _ = conn.await;
         });
         Ok(client)
@@ -260,29 +327,117 @@ enum ConnectError {
     Pg(tokio_postgres::Error),
 }
 
-/// Whether a connection failure may pass by itself: the server is not accepting
-/// connections (refused, reset, timed out), or says it is starting up or shutting down.
-fn transient(e: &tokio_postgres::Error) -> bool {
-    use tokio_postgres::error::SqlState;
+/// What the connections of one bulk run share (see [`Target::for_run`]).
+#[derive(Debug, Default)]
+struct RunConnections {
+    state: Mutex<RunState>,
+    interrupt: Option<Interrupt>,
+}
+
+impl RunConnections {
+    fn interrupted(&self) -> bool {
+        self.interrupt.as_ref().is_some_and(Interrupt::requested)
+    }
+}
+
+#[derive(Debug, Default)]
+struct RunState {
+    /// Connections of the run that are open now.
+    live: usize,
+    /// When the run's current connection trouble began; cleared whenever one of its
+    /// connections opens or ends (progress: a slot was taken or freed).
+    trouble_since: Option<tokio::time::Instant>,
+}
+
+/// Held by a connection's driver task: the connection counts as live until it ends.
+struct Live(Arc<RunConnections>);
+
+impl Drop for Live {
+    fn drop(&mut self) {
+        let mut state = self.0.state.lock().unwrap_or_else(PoisonError::into_inner);
+        state.live = state.live.saturating_sub(1);
+        state.trouble_since = None;
+    }
+}
+
+/// The wait before retry number `attempt` (0-based): 100 ms, doubling, at most 1 s.
+fn backoff(attempt: u32) -> Duration {
+    Duration::from_millis(100)
+        .saturating_mul(1u32 << attempt.min(10))
+        .min(Duration::from_secs(1))
+}
+
+/// `wait` scaled by a random factor in [0.5, 1], so sessions refused together do not
+/// all come back at the same moment.
+fn jittered(wait: Duration) -> Duration {
+    let mut b = [0u8; 2];
+    let r = match getrandom::fill(&mut b) {
+        Ok(()) => u16::from_le_bytes(b),
+        Err(_) => u16::MAX,
+    };
+    wait.mul_f64(0.5 + f64::from(r) / f64::from(u16::MAX) / 2.0)
+}
+
+/// Connection trouble that may pass by itself, by kind.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Transient {
+    /// The server is up but has no connection slot for this role, database or server
+    /// now (`too_many_connections`, 53300); a session that ends frees one.
+    Busy,
+    /// The server cannot be reached (refused, reset, aborted, closed), or is starting
+    /// up, shutting down, crashing or in recovery (57P01, 57P02, 57P03, class 08).
+    Unavailable,
+}
+
+/// Whether a connection or query error is connection trouble that may pass by itself,
+/// and of which kind; `None` for every other error. The one place that decides.
+pub fn transient(e: &tokio_postgres::Error) -> Option<Transient> {
     if let Some(db) = e.as_db_error() {
-        return *db.code() == SqlState::CANNOT_CONNECT_NOW
-            || *db.code() == SqlState::ADMIN_SHUTDOWN;
+        return classify_server(db.code().code(), db.message());
+    }
+    if e.is_closed() {
+        return Some(Transient::Unavailable);
     }
     let mut source = std::error::Error::source(e);
     while let Some(cause) = source {
         if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return matches!(
-                io.kind(),
-                std::io::ErrorKind::ConnectionRefused
-                    | std::io::ErrorKind::ConnectionReset
-                    | std::io::ErrorKind::ConnectionAborted
-                    | std::io::ErrorKind::UnexpectedEof
-                    | std::io::ErrorKind::NotFound
-            );
+            return classify_io(io.kind());
         }
         source = cause.source();
     }
-    false
+    None
+}
+
+/// [`transient`] for an error the server sent: its SQLSTATE and message.
+fn classify_server(code: &str, message: &str) -> Option<Transient> {
+    match code {
+        "53300" => Some(Transient::Busy),
+        "57P01" | "57P02" | "57P03" => Some(Transient::Unavailable),
+        // A protocol violation does not pass by itself.
+        "08P01" => None,
+        c if c.starts_with("08") => Some(Transient::Unavailable),
+        // "the database system is starting up / shutting down / in recovery mode /
+        // not yet accepting connections", whatever code a proxy put on it.
+        _ if message.starts_with("the database system is ") => Some(Transient::Unavailable),
+        _ => None,
+    }
+}
+
+/// [`transient`] for an error of the socket.
+fn classify_io(kind: std::io::ErrorKind) -> Option<Transient> {
+    use std::io::ErrorKind as K;
+    matches!(
+        kind,
+        K::ConnectionRefused
+            | K::ConnectionReset
+            | K::ConnectionAborted
+            | K::UnexpectedEof
+            | K::BrokenPipe
+            | K::NotConnected
+            // A Unix socket that is not there while the server restarts.
+            | K::NotFound
+    )
+    .then_some(Transient::Unavailable)
 }
 
 impl Target {
@@ -699,6 +854,143 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.sslmode, SslMode::Disable);
+    }
+
+    #[test]
+    fn transient_server_errors_are_recognised_by_code_and_message() {
+        let busy = Some(Transient::Busy);
+        let down = Some(Transient::Unavailable);
+        for (code, message, expected) in [
+            ("53300", "too many connections for role \"app\"", busy),
+            ("53300", "sorry, too many clients already", busy),
+            (
+                "53300",
+                "remaining connection slots are reserved for roles with the SUPERUSER attribute",
+                busy,
+            ),
+            (
+                "57P01",
+                "terminating connection due to administrator command",
+                down,
+            ),
+            (
+                "57P02",
+                "terminating connection because of crash of another server process",
+                down,
+            ),
+            ("57P03", "the database system is starting up", down),
+            ("57P03", "the database system is shutting down", down),
+            ("57P03", "the database system is in recovery mode", down),
+            ("08006", "connection failure", down),
+            ("08001", "could not connect", down),
+            ("08000", "connection exception", down),
+            (
+                "XX000",
+                "the database system is not yet accepting connections",
+                down,
+            ),
+            ("08P01", "invalid startup packet layout", None),
+            (
+                "28P01",
+                "password authentication failed for user \"app\"",
+                None,
+            ),
+            ("3D000", "database \"nope\" does not exist", None),
+            ("42P01", "relation \"t\" does not exist", None),
+            ("40P01", "deadlock detected", None),
+            ("55P03", "canceling statement due to lock timeout", None),
+            (
+                "57014",
+                "canceling statement due to statement timeout",
+                None,
+            ),
+            ("53200", "out of memory", None),
+        ] {
+            assert_eq!(classify_server(code, message), expected, "{code} {message}");
+        }
+    }
+
+    #[test]
+    fn transient_socket_errors_are_recognised_by_kind() {
+        use std::io::ErrorKind as K;
+        for kind in [
+            K::ConnectionRefused,
+            K::ConnectionReset,
+            K::ConnectionAborted,
+            K::UnexpectedEof,
+            K::BrokenPipe,
+            K::NotFound,
+        ] {
+            assert_eq!(classify_io(kind), Some(Transient::Unavailable), "{kind:?}");
+        }
+        for kind in [
+            K::PermissionDenied,
+            K::InvalidData,
+            K::InvalidInput,
+            K::TimedOut,
+        ] {
+            assert_eq!(classify_io(kind), None, "{kind:?}");
+        }
+    }
+
+    fn closed_port() -> u16 {
+        let l = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        l.local_addr().unwrap().port()
+    }
+
+    #[tokio::test]
+    async fn a_refused_connection_is_transient_and_patience_ends_with_the_budget() {
+        let port = closed_port();
+        let config = format!("host=127.0.0.1 port={port} user=u dbname=d connect_timeout=5");
+        let Err(err) = tokio_postgres::connect(&config, NoTls).await else {
+            panic!("something listens on 127.0.0.1:{port}");
+        };
+        assert_eq!(transient(&err), Some(Transient::Unavailable), "{err}");
+
+        let url = format!("postgres://u:secret@127.0.0.1:{port}/d?sslmode=disable");
+        let t = Target::resolve(&settings(Some(&url)), &|_| None).unwrap();
+        let err = t
+            .connect_patiently(Duration::from_millis(300))
+            .await
+            .unwrap_err();
+        let text = err.to_string();
+        assert_eq!(err.exit, crate::error::Exit::Setup);
+        assert!(
+            text.contains(&format!(
+                "cannot connect to postgres://u@127.0.0.1:{port}/d"
+            )),
+            "{text}"
+        );
+        assert!(!text.contains("secret"), "{text}");
+
+        // A run that was interrupted stops waiting after its first attempt.
+        let interrupt = Interrupt::new();
+        interrupt.request();
+        let err = t
+            .for_run(interrupt)
+            .connect_patiently(Duration::from_secs(3600))
+            .await
+            .unwrap_err();
+        assert!(err.to_string().contains("cannot connect"), "{err}");
+    }
+
+    #[test]
+    fn retry_waits_double_to_a_cap_and_jitter_stays_in_range() {
+        assert_eq!(backoff(0), Duration::from_millis(100));
+        assert_eq!(backoff(1), Duration::from_millis(200));
+        assert_eq!(backoff(3), Duration::from_millis(800));
+        assert_eq!(backoff(4), Duration::from_secs(1));
+        assert_eq!(backoff(u32::MAX), Duration::from_secs(1));
+        let base = Duration::from_millis(1000);
+        let waits: Vec<Duration> = (0..200).map(|_| jittered(base)).collect();
+        assert!(
+            waits.iter().all(|w| *w >= base / 2 && *w <= base),
+            "{waits:?}"
+        );
+        assert!(
+            waits.iter().any(|w| *w != waits[0]),
+            "jitter varies the waits"
+        );
     }
 
     #[test]

@@ -5,6 +5,35 @@
 //! Each tenant that needs work gets its own session (see [`crate::runner`]); at most
 //! `concurrency` sessions are open at once. Tenants that need nothing are answered from
 //! one batched observation (see [`crate::state`]) without a session.
+//!
+//! # Connection trouble
+//!
+//! A session that cannot connect because of trouble that may pass by itself (see
+//! [`db::transient`]) waits and tries again, with jittered, doubling waits of at most
+//! 1 s. The sessions of a run connect through one [`db::Target::for_run`], which counts
+//! the run's open connections:
+//! - refused for lack of slots (`too_many_connections`: a role's or database's
+//!   `CONNECTION LIMIT`, or `max_connections`) while other sessions of the run are
+//!   connected, a session waits with no deadline: those sessions will finish and free a
+//!   slot, so the run goes on at the pace the server allows and finishes every tenant;
+//! - otherwise (the server is down or restarting, or refuses the run entirely),
+//!   `database.connect_timeout` applies, counted from the last moment a session of the
+//!   run connected or ended.
+//!
+//! This is plain retrying rather than an adaptive limit (a run-wide semaphore that
+//! shrinks on each refusal and grows back on success). A refusal says only that the
+//! server is full at that instant, which also depends on every other client of the
+//! server, and changes as they come and go; a shrunk limit would need a rule for growing
+//! back, and a wrong one either leaves the run slower than the server allows or keeps it
+//! hitting the limit. Retrying uses whatever capacity exists at each moment, costs the
+//! server one refused connection per waiting session per second at most, and cannot
+//! deadlock the run: a waiting session holds nothing.
+//!
+//! A tenant whose session never opened (no connection, no lock) was not touched: it is
+//! reported failed in the run's results, with the error naming the server (never the
+//! password), and nothing is written about it to the registry or the run ledger. Results
+//! of tenants whose session died are recorded through the command's registry connection
+//! ([`RegistryConn`]), which reconnects after a server restart.
 
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicUsize, Ordering};
@@ -21,6 +50,7 @@ use crate::error::{Error, Exit};
 use crate::interrupt::Interrupt;
 use crate::migrations::{compare, MigrationSet};
 use crate::registry::{self, Event, Outcome, Status, Tables, Tenant};
+use crate::registry_conn::RegistryConn;
 use crate::runner::{self, Session, UpgradeError};
 use crate::state::{self, SchemaState};
 
@@ -94,6 +124,14 @@ pub struct TenantResult {
     /// The registry row as recorded after the run, when it could be recorded.
     #[serde(skip)]
     pub tenant: Option<Tenant>,
+    /// Whether a session on the tenant was opened (connected, lock taken). Without one
+    /// the tenant was not touched and nothing is recorded about it.
+    #[serde(skip)]
+    pub session_opened: bool,
+    /// How the work on the tenant ended, when it was done but recording it through the
+    /// tenant's session failed (the result says failed until it is recorded otherwise).
+    #[serde(skip)]
+    pub unrecorded: Option<ResultStatus>,
 }
 
 impl TenantResult {
@@ -109,6 +147,8 @@ impl TenantResult {
             duration_ms: 0,
             schema_created: false,
             tenant: None,
+            session_opened: false,
+            unrecorded: None,
         }
     }
 
@@ -154,14 +194,18 @@ pub struct RunReport {
 }
 
 impl RunReport {
-    /// The exit code: 130 when interrupted; 0 when nothing failed; 1 when every
-    /// attempted tenant failed; 4 when some failed and others finished or were held back.
+    /// The exit code: 130 when interrupted; 0 when nothing failed; 3 when tenants
+    /// needed a session and not one could be opened (cannot connect: nothing was
+    /// touched); 1 when every attempted tenant failed; 4 when some failed and others
+    /// finished or were held back.
     pub fn exit(&self) -> Exit {
         let s = &self.summary;
         if self.interrupted {
             Exit::Interrupted
         } else if s.failed == 0 && self.stopped.is_none() {
             Exit::Ok
+        } else if s.failed > 0 && self.results.iter().all(|r| !r.session_opened) {
+            Exit::Setup
         } else if s.total == 1 || s.ok + s.up_to_date + s.skipped == 0 {
             Exit::Failed
         } else {
@@ -289,13 +333,23 @@ pub fn plan_upgrade(
 /// used to record results for tenants whose own session died.
 pub async fn run(
     env: &Env<'_>,
-    main: &Client,
+    main: &RegistryConn<'_>,
     planned: Vec<Planned>,
     action: Action,
     opts: &RunOptions,
     progress: &dyn Progress,
 ) -> RunReport {
     let started = Instant::now();
+    // The run's sessions connect through one target that counts their connections.
+    let run_target = env.target.for_run(opts.interrupt.clone());
+    let env = &Env {
+        target: &run_target,
+        settings: env.settings,
+        set: env.set,
+        tables: env.tables,
+        run_id: env.run_id,
+        client_host: env.client_host,
+    };
     let _graceful = opts.interrupt.graceful_guard();
     let total = planned.len();
     progress.begin(total);
@@ -388,7 +442,7 @@ fn limit_reason(max_failures: Option<usize>) -> String {
 
 async fn run_batch(
     env: &Env<'_>,
-    main: &Client,
+    main: &RegistryConn<'_>,
     batch: Vec<(usize, Tenant)>,
     action: Action,
     opts: &RunOptions,
@@ -412,8 +466,21 @@ async fn run_batch(
             }
             progress.started(&tenant);
             let mut r = run_one(env, &tenant, action, opts.unprovisioned).await;
-            if r.tenant.is_none() && r.status != ResultStatus::Skipped {
+            if !r.session_opened && opts.interrupt.requested() {
+                // It was still waiting for a connection: not started, nothing touched.
+                r.status = ResultStatus::Skipped;
+                r.error = Some("not started: the run was interrupted".into());
+            }
+            // A tenant whose session never opened was not touched: record nothing.
+            if r.session_opened && r.tenant.is_none() && r.status != ResultStatus::Skipped {
                 r.tenant = record_fallback(env, main, &tenant, &r, action).await;
+                // The work was done and is now recorded: connection trouble after it
+                // does not make it a failure.
+                if let (Some(row), Some(status)) = (&r.tenant, r.unrecorded) {
+                    r.status = status;
+                    r.error = None;
+                    r.to_revision = row.current_revision;
+                }
             }
             if r.status == ResultStatus::Failed {
                 failures.fetch_add(1, Ordering::SeqCst);
@@ -445,6 +512,7 @@ pub async fn run_one(
             return result;
         }
     };
+    result.session_opened = true;
     let outcome = work(
         &mut session,
         env,
@@ -494,6 +562,7 @@ pub async fn run_one(
                 result.error = Some(format!(
                     "the tenant was changed but the registry could not be updated: {e}"
                 ));
+                result.unrecorded = Some(result.status);
                 result.status = ResultStatus::Failed;
             }
         }
@@ -577,23 +646,18 @@ async fn work(
     Ok(())
 }
 
-/// Records a result through the main connection when the tenant's session could not.
+/// Records a result through the main connection when the tenant's session could not
+/// (it died after the session opened), reconnecting if the server closed that one too.
 async fn record_fallback(
     env: &Env<'_>,
-    main: &Client,
+    main: &RegistryConn<'_>,
     tenant: &Tenant,
     r: &TenantResult,
     action: Action,
 ) -> Option<Tenant> {
-    let states = state::observe(
-        main,
-        std::slice::from_ref(&tenant.schema_name),
-        &env.settings.history_table,
-    )
-    .await
-    .ok()?;
-    let observed = runner::observed(states.get(&tenant.schema_name)?);
     let outcome = match (&r.status, r.error.as_deref()) {
+        _ if r.unrecorded == Some(ResultStatus::Skipped) => Outcome::Unchanged,
+        _ if r.unrecorded.is_some() => Outcome::Succeeded,
         (ResultStatus::Failed, Some(e)) => Outcome::Failed(e),
         (ResultStatus::Failed, None) => Outcome::Failed("unknown error"),
         _ => Outcome::Succeeded,
@@ -605,14 +669,31 @@ async fn record_fallback(
         started_at: OffsetDateTime::now_utc() - time::Duration::milliseconds(r.duration_ms as i64),
         client_host: env.client_host,
     };
-    registry::record_with(
-        main,
-        env.tables,
-        tenant.id,
-        &observed,
-        outcome,
-        Some(&event),
-    )
+    // As through the session: the ledger gets changes and failures.
+    let log = !matches!(
+        r.unrecorded,
+        Some(ResultStatus::UpToDate | ResultStatus::Skipped)
+    );
+    main.run(async |client: &Client| {
+        let states = state::observe(
+            client,
+            std::slice::from_ref(&tenant.schema_name),
+            &env.settings.history_table,
+        )
+        .await?;
+        let observed = runner::observed(states.get(&tenant.schema_name).ok_or_else(|| {
+            Error::failed(format!("schema {} was not observed", tenant.schema_name))
+        })?);
+        registry::record_with(
+            client,
+            env.tables,
+            tenant.id,
+            &observed,
+            outcome,
+            log.then_some(&event),
+        )
+        .await
+    })
     .await
     .ok()
 }
@@ -665,6 +746,75 @@ mod tests {
         assert_eq!(a.len(), 36);
         assert_eq!(&a[14..15], "4");
         assert_ne!(a, new_run_id().unwrap());
+    }
+
+    fn report(results: Vec<TenantResult>) -> RunReport {
+        let mut summary = Summary {
+            total: results.len(),
+            ..Summary::default()
+        };
+        for r in &results {
+            match r.status {
+                ResultStatus::Ok => summary.ok += 1,
+                ResultStatus::UpToDate => summary.up_to_date += 1,
+                ResultStatus::Failed => summary.failed += 1,
+                ResultStatus::Skipped => summary.skipped += 1,
+            }
+        }
+        RunReport {
+            run_id: String::new(),
+            results,
+            summary,
+            interrupted: false,
+            stopped: None,
+        }
+    }
+
+    fn result(status: ResultStatus, session_opened: bool) -> TenantResult {
+        TenantResult {
+            domain: "d".into(),
+            schema_name: "tenant_d".into(),
+            status,
+            from_revision: None,
+            to_revision: None,
+            applied: Vec::new(),
+            error: None,
+            duration_ms: 0,
+            schema_created: false,
+            tenant: None,
+            session_opened,
+            unrecorded: None,
+        }
+    }
+
+    #[test]
+    fn a_run_no_session_could_reach_is_a_setup_error_else_failed_or_partial() {
+        use ResultStatus::*;
+        let unreached = || result(Failed, false);
+        // Nothing could connect: exit 3, whatever was answered without a session.
+        assert_eq!(report(vec![unreached()]).exit(), Exit::Setup);
+        assert_eq!(report(vec![unreached(), unreached()]).exit(), Exit::Setup);
+        assert_eq!(
+            report(vec![
+                unreached(),
+                result(UpToDate, false),
+                result(Skipped, false)
+            ])
+            .exit(),
+            Exit::Setup
+        );
+        // A session opened somewhere: the usual codes.
+        assert_eq!(
+            report(vec![unreached(), result(Ok, true)]).exit(),
+            Exit::Partial
+        );
+        assert_eq!(
+            report(vec![unreached(), result(Failed, true)]).exit(),
+            Exit::Failed
+        );
+        assert_eq!(report(vec![result(Failed, true)]).exit(), Exit::Failed);
+        assert_eq!(report(vec![result(Ok, true)]).exit(), Exit::Ok);
+        assert_eq!(report(vec![result(UpToDate, false)]).exit(), Exit::Ok);
     }
 
     #[test]

@@ -4,9 +4,10 @@
 //! - [`cli`]: clap definitions; [`commands`]: one module per command (the only callers of
 //!   [`output`], the only module that prints).
 //! - Engine, which returns data and never prints: [`config`], [`db`], [`ident`],
-//!   [`migrations`], [`registry`], [`state`], [`runner`] (one tenant), [`fleet`] (many
-//!   tenants), [`dependents`] (what outside a schema depends on it), [`inspect`] (status
-//!   and history views), [`apikey`].
+//!   [`migrations`], [`registry`], [`registry_conn`] (a registry connection that survives
+//!   a server restart), [`state`], [`runner`] (one tenant), [`fleet`] (many tenants),
+//!   [`dependents`] (what outside a schema depends on it), [`inspect`] (status and
+//!   history views), [`apikey`].
 //! - [`error`]: the error type and exit codes.
 
 pub mod apikey;
@@ -27,6 +28,7 @@ pub mod interrupt;
 pub mod migrations;
 pub mod output;
 pub mod registry;
+pub mod registry_conn;
 pub mod runner;
 pub mod state;
 

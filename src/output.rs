@@ -419,6 +419,8 @@ mod tests {
             duration_ms: 12,
             schema_created: false,
             tenant: None,
+            session_opened: true,
+            unrecorded: None,
         };
         assert_eq!(
             progress_line("upgrade", &r),

@@ -1,7 +1,9 @@
 //! A server restart in the middle of a fleet run, on a throwaway server of the test's own
 //! (the shared one is never restarted): tenants whose migration was in flight are reported
 //! failed with a clear error and rolled back, tenants started after the restart wait for
-//! the server and finish, and a rerun completes the job.
+//! the server and finish, and a rerun completes the job. Without a rerun, every registry
+//! row says what is true: the failures of tenants in flight are recorded through the
+//! command's registry connection, which reconnects after the restart.
 
 mod cluster;
 mod common_json;
@@ -170,6 +172,140 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
             "{d}"
         );
     }
+}
+
+#[test]
+fn after_a_server_restart_mid_run_every_registry_row_says_what_is_true() {
+    let cluster = Cluster::start(&Setup {
+        ssl: false,
+        server_cert: ServerCert::Localhost,
+        hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
+    });
+    let url = cluster.url("sslmode=disable");
+    let dir = support_dir();
+    ok(&url, dir.path(), &["init"]);
+    let domains: Vec<String> = (1..=6).map(|i| format!("t{i}")).collect();
+    for d in &domains {
+        ok(
+            &url,
+            dir.path(),
+            &[
+                "tenant",
+                "create",
+                d,
+                "--name",
+                d,
+                "--migrate",
+                "--target",
+                "1",
+            ],
+        );
+    }
+    let child = tenantctl(
+        &url,
+        dir.path(),
+        &["upgrade", "--all", "--concurrency", "2", "-o", "json"],
+    )
+    .spawn()
+    .unwrap();
+    // Once a tenant has finished and another is inside V2, restart the server: the
+    // command's registry connection is closed along with the tenant sessions.
+    let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let deadline = Instant::now() + Duration::from_secs(30);
+    loop {
+        let row = watcher
+            .query_one(
+                "SELECT (SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%'                    AND pid <> pg_backend_pid()),                  (SELECT count(*) FROM public.tenants WHERE current_revision = 2)",
+                &[],
+            )
+            .unwrap();
+        let (inside, done): (i64, i64) = (row.get(0), row.get(1));
+        if inside >= 1 && done >= 1 {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "no tenant finished V2 while another was in it"
+        );
+        std::thread::sleep(Duration::from_millis(50));
+    }
+    drop(watcher);
+    cluster.restart();
+    let out = child.wait_with_output().unwrap();
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let r: RunReport = serde_json::from_slice(&out.stdout)
+        .unwrap_or_else(|e| panic!("one JSON document on stdout ({e}); stderr:\n{stderr}"));
+    assert_eq!(out.status.code(), Some(4), "{r:#?}\n{stderr}");
+
+    // Without a rerun, each registry row says what is true, with a ledger entry for the
+    // run: finished tenants are active at 2; a tenant whose migration the restart rolled
+    // back is failed at 1 with the error, recorded through the reconnected registry
+    // connection; a tenant that never got a session is untouched (active at 1).
+    let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+    let mut in_flight = 0;
+    for d in &domains {
+        let res = r
+            .results
+            .iter()
+            .find(|x| &x.domain == d)
+            .unwrap_or_else(|| panic!("no result for {d}: {r:#?}"));
+        let (v, t2) = state(&mut c, &format!("tenant_{d}"));
+        assert_eq!(t2, v == Some(2), "{d}: history {v:?}, t2 exists {t2}");
+        let row = c
+            .query_one(
+                "SELECT status, current_revision, last_error FROM public.tenants WHERE domain = $1",
+                &[d],
+            )
+            .unwrap();
+        let (status, rev, err): (String, Option<i32>, Option<String>) =
+            (row.get(0), row.get(1), row.get(2));
+        let ledger: Vec<String> = c
+            .query(
+                "SELECT status FROM public.tenant_events WHERE domain = $1 AND run_id::text = $2",
+                &[d, &r.run_id],
+            )
+            .unwrap()
+            .iter()
+            .map(|row| row.get(0))
+            .collect();
+        let error = res.error.clone().unwrap_or_default();
+        match res.status.as_str() {
+            "ok" => {
+                assert_eq!(v, Some(2), "{d}");
+                assert_eq!(
+                    (status.as_str(), rev, err),
+                    ("active", Some(2), None),
+                    "{d}"
+                );
+                assert_eq!(ledger, ["ok"], "{d}");
+            }
+            "failed" if error.contains("cannot connect") => {
+                assert_eq!(v, Some(1), "{d}");
+                assert_eq!(
+                    (status.as_str(), rev, err),
+                    ("active", Some(1), None),
+                    "{d}"
+                );
+                assert!(ledger.is_empty(), "{d}: {ledger:?}");
+            }
+            "failed" => {
+                in_flight += 1;
+                assert!(error.contains("V2__slow"), "{d}: {error}");
+                assert_eq!(v, Some(1), "{d}: rolled back");
+                assert_eq!(
+                    (status.as_str(), rev, err.as_deref()),
+                    ("failed", Some(1), Some(error.as_str())),
+                    "{d}: the failure is recorded although the registry connection was closed"
+                );
+                assert_eq!(ledger, ["failed"], "{d}");
+            }
+            other => panic!("{d}: unexpected status {other}: {res:?}"),
+        }
+    }
+    assert!(
+        in_flight >= 1,
+        "the restart hit no tenant in flight: {r:#?}"
+    );
 }
 
 fn support_dir() -> tempfile::TempDir {

@@ -312,7 +312,9 @@ pub async fn run_fleet(
     };
     let opts = ctx.run_options(bulk, unprovisioned);
     let progress = ctx.out.progress(action.name());
-    let report = crate::fleet::run(&env, client, planned, action, &opts, progress.as_ref()).await;
+    let main =
+        crate::registry_conn::RegistryConn::new(&ctx.target, ctx.settings.connect_timeout, client);
+    let report = crate::fleet::run(&env, &main, planned, action, &opts, progress.as_ref()).await;
     ctx.out.run_report(&report);
     Ok(report.exit())
 }
