@@ -570,6 +570,7 @@ const KNOWN: &[(&str, &[(&str, Kind)])] = &[
             ("lock_retries", Kind::Count),
             ("lock_retry_delay", Kind::Text),
             ("statement_timeout", Kind::Text),
+            ("lock_wait", Kind::Text),
         ],
     ),
 ];

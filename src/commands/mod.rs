@@ -141,7 +141,6 @@ impl Ctx {
             max_failures: bulk.max_failures(),
             canary: bulk.canary.map_or(0, |c| c as usize),
             unprovisioned,
-            interrupt: self.interrupt.clone(),
         }
     }
 }
@@ -290,13 +289,16 @@ pub async fn run_fleet(
 ) -> Result<crate::error::Exit, Error> {
     let run_id = crate::fleet::new_run_id()?;
     let host = crate::fleet::client_host();
+    ctx.interrupt.set_run_id(&run_id);
+    let target = ctx.target.for_run(&run_id);
     let env = crate::fleet::Env {
-        target: &ctx.target,
+        target: &target,
         settings: &ctx.settings,
         set,
         tables: registry.tables(),
         run_id: &run_id,
         client_host: &host,
+        interrupt: &ctx.interrupt,
     };
     let opts = ctx.run_options(bulk, unprovisioned);
     let progress = ctx.out.progress(action.name());
