@@ -238,7 +238,7 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
             }
             assert!(s.schema_prefix.len() <= 40, "{:?}", s.schema_prefix);
             assert!((1..=1024).contains(&s.concurrency), "{}", s.concurrency);
-            assert_eq!(config::describe(s, "postgres://x@h:5432/d").len(), 14);
+            assert_eq!(config::describe(s, "postgres://x@h:5432/d").len(), 15);
         }
     }
     Some(result)
