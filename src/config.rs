@@ -68,6 +68,7 @@ struct RunSection {
     lock_retries: Option<u64>,
     lock_retry_delay: Option<String>,
     statement_timeout: Option<String>,
+    lock_wait: Option<String>,
 }
 
 /// How TLS is used for database connections: libpq's `sslmode` values (all but `allow`).
@@ -256,6 +257,9 @@ pub struct Settings {
     pub lock_retry_delay: Duration,
     /// `statement_timeout` for migration sessions (zero: no limit).
     pub statement_timeout: Duration,
+    /// How long a tenant session waits for the tenant's advisory lock before the tenant
+    /// is reported failed (zero: no limit).
+    pub lock_wait: Duration,
 }
 
 /// What the command line said about configuration (flags, with clap's env merged in).
@@ -434,6 +438,11 @@ pub fn resolve(
         "run.statement_timeout",
         Duration::ZERO,
     )?;
+    let lock_wait = duration(
+        file.run.lock_wait.as_deref(),
+        "run.lock_wait",
+        Duration::ZERO,
+    )?;
 
     let from = |in_file: bool| {
         if in_file {
@@ -490,6 +499,7 @@ pub fn resolve(
         "run.statement_timeout",
         from(file.run.statement_timeout.is_some()),
     );
+    sources.insert("run.lock_wait", from(file.run.lock_wait.is_some()));
     Ok(Settings {
         sources,
         config_file,
@@ -508,6 +518,7 @@ pub fn resolve(
         lock_retries,
         lock_retry_delay,
         statement_timeout,
+        lock_wait,
     })
 }
 
@@ -593,6 +604,7 @@ pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entr
         ("run.lock_retries", settings.lock_retries.to_string()),
         ("run.lock_retry_delay", d(settings.lock_retry_delay)),
         ("run.statement_timeout", d(settings.statement_timeout)),
+        ("run.lock_wait", d(settings.lock_wait)),
     ];
     values
         .into_iter()
@@ -646,6 +658,35 @@ mod tests {
         assert_eq!(s.lock_retry_delay, Duration::from_secs(1));
         assert_eq!(s.statement_timeout, Duration::ZERO);
         assert_eq!(s.connect_timeout, Duration::from_secs(10));
+        assert_eq!(s.lock_wait, Duration::ZERO);
+    }
+
+    #[test]
+    fn lock_wait_is_a_duration_listed_by_config_show() {
+        let cwd = Path::new("/");
+        let s = resolve(
+            &Overrides::default(),
+            &env_of(&[]),
+            cwd,
+            file("[run]\nlock_wait = \"1m 30s\"\n"),
+        )
+        .unwrap();
+        assert_eq!(s.lock_wait, Duration::from_secs(90));
+        let shown = describe(&s, "postgres://u@h:5432/db", &TlsShown::from_settings(&s));
+        let entry = shown.iter().find(|e| e.key == "run.lock_wait").unwrap();
+        assert_eq!(
+            (entry.value.as_str(), entry.source),
+            ("1m 30s", Source::File)
+        );
+        let err = resolve(
+            &Overrides::default(),
+            &env_of(&[]),
+            cwd,
+            file("[run]\nlock_wait = \"a while\"\n"),
+        )
+        .unwrap_err();
+        assert_eq!(err.exit, crate::error::Exit::Setup);
+        assert!(err.to_string().contains("run.lock_wait"), "{err}");
     }
 
     #[test]

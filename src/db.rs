@@ -572,6 +572,55 @@ async fn backend_pid(client: &Client, sql: &str) -> Result<i32, tokio_postgres::
 }
 
 /// Reads a PEM file of one or more certificates (a CA bundle, as libpq accepts).
+impl Target {
+    /// A copy that names itself `tenantctl RUN_ID` to the server (`application_name`), so
+    /// the sessions of a run can be recognised in `pg_stat_activity` and `pg_locks`.
+    pub fn named_for_run(&self, run_id: &str) -> Target {
+        let mut t = self.clone();
+        t.config.application_name(format!("tenantctl {run_id}"));
+        t
+    }
+
+    /// How to cancel the running statement of `client`, a connection from this target:
+    /// over TLS whenever the connection may have used it, as the server expects.
+    pub fn canceller(&self, client: &Client) -> Canceller {
+        let tls = match self.sslmode {
+            SslMode::Disable => None,
+            _ => self.tls.get().and_then(|t| t.as_ref().ok()).cloned(),
+        };
+        Canceller {
+            token: client.cancel_token(),
+            tls,
+        }
+    }
+}
+
+/// Sends a cancel request for one connection's running statement (see
+/// [`Target::canceller`]).
+#[derive(Clone)]
+pub struct Canceller {
+    token: tokio_postgres::CancelToken,
+    tls: Option<postgres_native_tls::MakeTlsConnector>,
+}
+
+impl std::fmt::Debug for Canceller {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Canceller(tls: {})", self.tls.is_some())
+    }
+}
+
+impl Canceller {
+    /// Asks the server to cancel the statement the connection is running, if any. Ok
+    /// means the server received the request, not that a statement was running.
+    pub async fn cancel(&self) -> Result<(), String> {
+        let sent = match &self.tls {
+            Some(tls) => self.token.cancel_query(tls.clone()).await,
+            None => self.token.cancel_query(NoTls).await,
+        };
+        sent.map_err(|e| pg_message(&e))
+    }
+}
+
 fn load_certs(path: &Path) -> Result<Vec<native_tls::Certificate>, Error> {
     let bytes = std::fs::read(path)
         .map_err(|e| Error::setup(format!("cannot read sslrootcert {}: {e}", path.display())))?;

@@ -51,7 +51,7 @@ use crate::interrupt::Interrupt;
 use crate::migrations::{compare, MigrationSet};
 use crate::registry::{self, Event, Outcome, Status, Tables, Tenant};
 use crate::registry_conn::RegistryConn;
-use crate::runner::{self, Session, UpgradeError};
+use crate::runner::{self, LockHolder, LockWait, OpenError, Session, UpgradeError};
 use crate::state::{self, SchemaState};
 
 /// What to do to each tenant.
@@ -114,7 +114,8 @@ pub struct TenantResult {
     pub to_revision: Option<i32>,
     /// Versions applied by this run.
     pub applied: Vec<i32>,
-    /// Why it failed or was skipped.
+    /// Why it failed or was skipped, or why it stopped short of the target (an
+    /// interrupted run).
     pub error: Option<String>,
     /// Wall time for this tenant.
     pub duration_ms: u64,
@@ -224,6 +225,9 @@ pub trait Progress: Sync {
     fn finished(&self, _result: &TenantResult) {}
     /// A tenant was answered from the batched observation, without a session.
     fn answered(&self, _result: &TenantResult) {}
+    /// A tenant's session has been waiting for the tenant's lock for a while (see
+    /// [`runner::REPORT_WAIT_AFTER`]); `holder` is the session holding it, when known.
+    fn waiting(&self, _tenant: &Tenant, _holder: Option<&LockHolder>) {}
     /// The run is over.
     fn end(&self) {}
 }
@@ -255,6 +259,8 @@ pub struct Env<'a> {
     pub run_id: &'a str,
     /// This machine's name, for the ledger.
     pub client_host: &'a str,
+    /// The run's interruption: sessions register with it and stop when it asks.
+    pub interrupt: &'a Interrupt,
 }
 
 /// Options for a bulk run.
@@ -268,8 +274,6 @@ pub struct RunOptions {
     pub canary: usize,
     /// What to do with unprovisioned tenants on upgrade.
     pub unprovisioned: Unprovisioned,
-    /// Set by Ctrl-C or SIGTERM: start no new tenant.
-    pub interrupt: Interrupt,
 }
 
 /// A tenant in a run: answered already, or needing a session.
@@ -341,7 +345,7 @@ pub async fn run(
 ) -> RunReport {
     let started = Instant::now();
     // The run's sessions connect through one target that counts their connections.
-    let run_target = env.target.for_run(opts.interrupt.clone());
+    let run_target = env.target.for_run(env.interrupt.clone());
     let env = &Env {
         target: &run_target,
         settings: env.settings,
@@ -349,8 +353,9 @@ pub async fn run(
         tables: env.tables,
         run_id: env.run_id,
         client_host: env.client_host,
+        interrupt: env.interrupt,
     };
-    let _graceful = opts.interrupt.graceful_guard();
+    let _graceful = env.interrupt.graceful_guard();
     let total = planned.len();
     progress.begin(total);
     let mut results: Vec<Option<TenantResult>> = Vec::with_capacity(total);
@@ -391,7 +396,7 @@ pub async fn run(
             results[i] = Some(r);
         }
         let failed = failures.load(Ordering::SeqCst);
-        if opts.interrupt.requested() {
+        if env.interrupt.requested() {
             stopped = Some("the run was interrupted".into());
         } else if stage && canary > 0 && failed > 0 {
             stopped = Some(format!("{failed} of the {canary} canary tenants failed"));
@@ -427,7 +432,7 @@ pub async fn run(
         run_id: env.run_id.to_string(),
         results,
         summary,
-        interrupted: opts.interrupt.requested(),
+        interrupted: env.interrupt.requested(),
         stopped: stopped.filter(|_| held_back),
     }
 }
@@ -454,8 +459,8 @@ async fn run_batch(
             let limit_hit = opts
                 .max_failures
                 .is_some_and(|k| failures.load(Ordering::SeqCst) >= k);
-            if opts.interrupt.requested() || limit_hit {
-                let why = if opts.interrupt.requested() {
+            if env.interrupt.requested() || limit_hit {
+                let why = if env.interrupt.requested() {
                     "the run was interrupted".to_string()
                 } else {
                     limit_reason(opts.max_failures)
@@ -465,8 +470,8 @@ async fn run_batch(
                 return (i, r);
             }
             progress.started(&tenant);
-            let mut r = run_one(env, &tenant, action, opts.unprovisioned).await;
-            if !r.session_opened && opts.interrupt.requested() {
+            let mut r = run_one(env, &tenant, action, opts.unprovisioned, progress).await;
+            if !r.session_opened && env.interrupt.requested() {
                 // It was still waiting for a connection: not started, nothing touched.
                 r.status = ResultStatus::Skipped;
                 r.error = Some("not started: the run was interrupted".into());
@@ -494,24 +499,41 @@ async fn run_batch(
 }
 
 /// Runs one action on one tenant in its own locked session and records the outcome
-/// (and a ledger entry when something changed or failed) through that session.
+/// (and a ledger entry when something changed or failed) through that session. A long
+/// wait for the tenant's lock is reported to `progress`.
 pub async fn run_one(
     env: &Env<'_>,
     tenant: &Tenant,
     action: Action,
     unprovisioned: Unprovisioned,
+    progress: &dyn Progress,
 ) -> TenantResult {
     let started = Instant::now();
     let started_at = OffsetDateTime::now_utc();
     let mut result = TenantResult::new(tenant, ResultStatus::Failed);
-    let mut session = match Session::open(env.target, env.settings, &tenant.schema_name).await {
-        Ok(s) => s,
-        Err(e) => {
-            result.error = Some(e.to_string());
-            result.duration_ms = started.elapsed().as_millis() as u64;
-            return result;
-        }
+    let report = |holder: Option<&LockHolder>| progress.waiting(tenant, holder);
+    let wait = LockWait {
+        interrupt: env.interrupt,
+        report: &report,
     };
+    let mut session =
+        match Session::open(env.target, env.settings, &tenant.schema_name, &wait).await {
+            Ok(s) => s,
+            Err(e) => {
+                match e {
+                    OpenError::Interrupted => {
+                        result.status = ResultStatus::Skipped;
+                        result.error = Some(NOT_STARTED_INTERRUPTED.into());
+                    }
+                    OpenError::LockWait(message) => {
+                        result.error = Some(message);
+                    }
+                    OpenError::Failed(e) => result.error = Some(e.to_string()),
+                }
+                result.duration_ms = started.elapsed().as_millis() as u64;
+                return result;
+            }
+        };
     result.session_opened = true;
     let outcome = work(
         &mut session,
@@ -630,6 +652,21 @@ async fn work(
                     Some(UpgradeError::NotProvisioned.message(&tenant.schema_name, &tenant.domain));
                 return Ok(());
             }
+            Err(UpgradeError::Interrupted { done }) => {
+                if done.is_empty() && !changed {
+                    r.status = ResultStatus::Skipped;
+                    r.error = Some(NOT_STARTED_INTERRUPTED.into());
+                    return Ok(());
+                }
+                r.error = Some(match (done.last(), kind) {
+                    (Some(v), 1) => format!("stopped early: the run was interrupted after reverting version {v}; a rerun goes on from there"),
+                    (Some(v), _) => format!("stopped early: the run was interrupted after version {v}; a rerun goes on from there"),
+                    (None, _) => "stopped early: the run was interrupted before the first migration; a rerun goes on from there".into(),
+                });
+                r.applied = done;
+                r.status = ResultStatus::Ok;
+                return Ok(());
+            }
             Err(e) => {
                 if let UpgradeError::During { applied, .. } = &e {
                     r.applied = applied.clone();
@@ -645,6 +682,9 @@ async fn work(
     };
     Ok(())
 }
+
+/// Why a tenant the run never got to work on was skipped after an interruption.
+const NOT_STARTED_INTERRUPTED: &str = "not started: the run was interrupted";
 
 /// Records a result through the main connection when the tenant's session could not
 /// (it died after the session opened), reconnecting if the server closed that one too.

@@ -245,7 +245,7 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
                     &config::TlsShown::from_settings(s)
                 )
                 .len(),
-                14
+                15
             );
         }
     }

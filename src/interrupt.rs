@@ -1,10 +1,23 @@
-//! Interruption: a flag that Ctrl-C or SIGTERM sets, which bulk runs check before they
-//! start each tenant, so tenants in flight finish (commit or roll back) and are recorded.
+//! Interruption: what Ctrl-C or SIGTERM asks of the work under way, shared by the signal
+//! handler (in `main`) and the engine.
+//!
+//! The first signal during a bulk run is a graceful stop, a [`CancellationToken`]: no new
+//! tenant starts, tenants waiting for their advisory lock stop waiting, and tenants in
+//! flight stop after their current migration. Any further signal, or a signal outside a
+//! bulk run, aborts: every open tenant session's running statement is cancelled on the
+//! server (each session registers its cancel token here while it is open), then the
+//! process exits.
 
-use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::collections::HashMap;
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
 
-/// Shared between the signal handler and the run. Cloning shares the flag.
+use tokio_util::sync::CancellationToken;
+
+use crate::db::Canceller;
+
+/// Shared between the signal handler and the run. Cloning shares the state.
 #[derive(Debug, Clone, Default)]
 pub struct Interrupt {
     inner: Arc<Inner>,
@@ -12,24 +25,49 @@ pub struct Interrupt {
 
 #[derive(Debug, Default)]
 struct Inner {
-    requested: AtomicBool,
+    stop: CancellationToken,
     graceful_runs: AtomicUsize,
+    sessions: Mutex<Sessions>,
+    run_id: Mutex<Option<String>>,
+}
+
+#[derive(Debug, Default)]
+struct Sessions {
+    next: u64,
+    open: HashMap<u64, Canceller>,
+}
+
+/// What cancelling the open sessions did.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Cancelled {
+    /// Tenant sessions that were open.
+    pub sessions: usize,
+    /// Cancel requests the server received.
+    pub delivered: usize,
+    /// Why the others could not be delivered (one entry per distinct reason).
+    pub errors: Vec<String>,
 }
 
 impl Interrupt {
-    /// A flag that is not set.
+    /// Nothing asked yet.
     pub fn new() -> Self {
         Self::default()
     }
 
-    /// Asks running work to stop starting tenants.
+    /// Asks running work to stop gracefully (the first signal during a bulk run).
     pub fn request(&self) {
-        self.inner.requested.store(true, Ordering::SeqCst);
+        self.inner.stop.cancel();
     }
 
     /// Whether a stop was asked for.
     pub fn requested(&self) -> bool {
-        self.inner.requested.load(Ordering::SeqCst)
+        self.inner.stop.is_cancelled()
+    }
+
+    /// The token cancelled by [`Interrupt::request`]: work races it or checks it between
+    /// steps.
+    pub fn stop_token(&self) -> CancellationToken {
+        self.inner.stop.clone()
     }
 
     /// Whether a bulk run that can stop gracefully is under way (otherwise a signal
@@ -45,6 +83,75 @@ impl Interrupt {
             inner: self.inner.clone(),
         }
     }
+
+    /// Remembers the id of the run under way, for the message (and JSON document) an
+    /// abort prints.
+    pub fn set_run_id(&self, run_id: &str) {
+        *self.inner.run_id.lock().expect("run id lock") = Some(run_id.to_string());
+    }
+
+    /// The id of the run under way, if one started.
+    pub fn run_id(&self) -> Option<String> {
+        self.inner.run_id.lock().expect("run id lock").clone()
+    }
+
+    /// Registers an open tenant session, so an abort can cancel its running statement;
+    /// it is forgotten when the returned guard is dropped (with the session).
+    pub fn register(&self, canceller: Canceller) -> Registration {
+        let mut sessions = self.inner.sessions.lock().expect("sessions lock");
+        let id = sessions.next;
+        sessions.next += 1;
+        sessions.open.insert(id, canceller);
+        Registration {
+            inner: self.inner.clone(),
+            id,
+        }
+    }
+
+    /// How many tenant sessions are open.
+    pub fn open_sessions(&self) -> usize {
+        self.inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .open
+            .len()
+    }
+
+    /// Sends a cancel request for every open tenant session's running statement and
+    /// waits up to `within` for the server to receive them.
+    pub async fn cancel_sessions(&self, within: Duration) -> Cancelled {
+        let all: Vec<Canceller> = self
+            .inner
+            .sessions
+            .lock()
+            .expect("sessions lock")
+            .open
+            .values()
+            .cloned()
+            .collect();
+        let mut out = Cancelled {
+            sessions: all.len(),
+            ..Cancelled::default()
+        };
+        let sent = futures::future::join_all(all.iter().map(|c| c.cancel()));
+        match tokio::time::timeout(within, sent).await {
+            Ok(results) => {
+                for r in results {
+                    match r {
+                        Ok(()) => out.delivered += 1,
+                        Err(e) if !out.errors.contains(&e) => out.errors.push(e),
+                        Err(_) => {}
+                    }
+                }
+            }
+            Err(_) => out.errors.push(format!(
+                "the server did not answer the cancel requests within {} s",
+                within.as_secs()
+            )),
+        }
+        out
+    }
 }
 
 /// Ends a graceful section when dropped.
@@ -56,6 +163,21 @@ pub struct GracefulGuard {
 impl Drop for GracefulGuard {
     fn drop(&mut self) {
         self.inner.graceful_runs.fetch_sub(1, Ordering::SeqCst);
+    }
+}
+
+/// An open session's place in the set an abort cancels; removes it when dropped.
+#[derive(Debug)]
+pub struct Registration {
+    inner: Arc<Inner>,
+    id: u64,
+}
+
+impl Drop for Registration {
+    fn drop(&mut self) {
+        if let Ok(mut sessions) = self.inner.sessions.lock() {
+            sessions.open.remove(&self.id);
+        }
     }
 }
 
@@ -72,7 +194,16 @@ mod tests {
             assert!(i.graceful());
         }
         assert!(!i.graceful());
+        let token = i.stop_token();
         i.clone().request();
-        assert!(i.requested());
+        assert!(i.requested() && token.is_cancelled());
+    }
+
+    #[test]
+    fn run_id_is_shared_by_clones() {
+        let i = Interrupt::new();
+        assert_eq!(i.run_id(), None);
+        i.clone().set_run_id("r1");
+        assert_eq!(i.run_id().as_deref(), Some("r1"));
     }
 }

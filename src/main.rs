@@ -1,15 +1,22 @@
-//! The `tenantctl` binary: parse the command line, run it, map the outcome to an exit code.
+//! The `tenantctl` binary: parse the command line, run it, map the outcome to an exit code,
+//! and answer Ctrl-C and SIGTERM (see [`tenantctl::interrupt`]).
 
 use std::process::ExitCode;
+use std::time::Duration;
 
 use clap::Parser;
 use tenantctl::cli::Cli;
 use tenantctl::error::{exit_for, Exit};
-use tenantctl::interrupt::Interrupt;
+use tenantctl::interrupt::{Cancelled, Interrupt};
+use tenantctl::output::Format;
+
+/// How long an abort waits for the server to receive its cancel requests.
+const CANCEL_WAIT: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
     let cli = Cli::parse();
+    let json = cli.global.format() == Format::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()
@@ -18,59 +25,110 @@ fn main() -> ExitCode {
         Err(e) => return fail(&anyhow::anyhow!("cannot start the async runtime: {e}")),
     };
     let interrupt = Interrupt::new();
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            result = tenantctl::run(cli, interrupt.clone()) => Some(result),
-            _ = abort_on_signal(interrupt.clone()) => None,
+    // The handlers are installed before any work starts, and watched on a worker thread,
+    // so a signal is answered even while the command blocks (at a confirmation prompt).
+    let signals = {
+        let _entered = runtime.enter();
+        match Signals::install() {
+            Ok(s) => s,
+            Err(e) => return fail(&anyhow::anyhow!("cannot watch for Ctrl-C: {e}")),
         }
-    });
-    // Open sessions are dropped here; the server rolls back any migration in flight.
+    };
+    runtime.spawn(watch(signals, interrupt.clone(), json));
+    let outcome = runtime.block_on(tenantctl::run(cli, interrupt));
     runtime.shutdown_background();
     match outcome {
-        Some(Ok(exit)) => ExitCode::from(exit.code()),
-        Some(Err(e)) => fail(&e),
-        None => {
-            report("interrupted; migrations in flight were rolled back, finished ones are kept");
-            ExitCode::from(Exit::Interrupted.code())
-        }
+        Ok(exit) => ExitCode::from(exit.code()),
+        Err(e) => fail(&e),
     }
 }
 
-/// Resolves when the process should stop at once: on a signal while no bulk run can stop
-/// gracefully, or on a second signal. During a bulk run the first signal only asks it to
-/// start no new tenants.
-async fn abort_on_signal(interrupt: Interrupt) {
+/// The first signal during a bulk run asks it to stop gracefully; any other signal
+/// aborts: the running statements of every open tenant session are cancelled on the
+/// server, and the process exits 130.
+async fn watch(mut signals: Signals, interrupt: Interrupt, json: bool) {
     loop {
-        signal().await;
+        signals.next().await;
         if interrupt.graceful() && !interrupt.requested() {
             interrupt.request();
-            report_notice("stopping: no new tenants will be started; tenants in flight finish and are recorded (signal again to abort them)");
-        } else {
-            return;
+            notice("stopping: no new tenants will be started, tenants waiting for their lock stop waiting, tenants in flight stop after their current migration and are recorded (signal again to cancel what is running)");
+            continue;
         }
+        let cancelled = interrupt.cancel_sessions(CANCEL_WAIT).await;
+        let run_id = interrupt.run_id();
+        let message = abort_message(&cancelled, run_id.as_deref());
+        tenantctl::output::abort(json, run_id.as_deref(), &message, Exit::Interrupted.code());
     }
 }
 
-/// Resolves on Ctrl-C or SIGTERM.
-async fn signal() {
+/// What an abort did, truthfully: whether the server was asked to cancel what ran.
+fn abort_message(c: &Cancelled, run_id: Option<&str>) -> String {
+    let mut m = if c.sessions == 0 {
+        "interrupted; no tenant session was open".to_string()
+    } else if c.delivered == c.sessions {
+        format!(
+            "interrupted: the server was asked to cancel the running statements of {} open tenant session(s); a migration in flight rolls back, migrations that had finished are kept",
+            c.sessions
+        )
+    } else {
+        format!(
+            "interrupted: the server was asked to cancel the running statements of {} of {} open tenant session(s); the others could not be cancelled ({}) and roll back only when their statement ends and the server finds the connection closed; migrations that had finished are kept",
+            c.delivered,
+            c.sessions,
+            c.errors.join("; ")
+        )
+    };
+    if let Some(id) = run_id {
+        if c.sessions > 0 {
+            m.push_str(
+                "; tenants in flight were not recorded in the registry, a rerun finishes them",
+            );
+        }
+        m.push_str(&format!(
+            "; `tenantctl events --run {id}` lists what the run recorded"
+        ));
+    }
+    m
+}
+
+/// Ctrl-C (SIGINT) and SIGTERM.
+struct Signals {
     #[cfg(unix)]
-    {
-        use tokio::signal::unix::{signal, SignalKind};
-        match signal(SignalKind::terminate()) {
-            Ok(mut term) => {
-                tokio::select! {
-                    _ = tokio::signal::ctrl_c() => {}
-                    _ = term.recv() => {}
-                }
-            }
-            Err(_) => {
-                let _ = tokio::signal::ctrl_c().await;
-            }
+    interrupt: tokio::signal::unix::Signal,
+    #[cfg(unix)]
+    terminate: tokio::signal::unix::Signal,
+}
+
+impl Signals {
+    /// Installs the handlers; must run inside the runtime.
+    fn install() -> std::io::Result<Signals> {
+        #[cfg(unix)]
+        {
+            use tokio::signal::unix::{signal, SignalKind};
+            Ok(Signals {
+                interrupt: signal(SignalKind::interrupt())?,
+                terminate: signal(SignalKind::terminate())?,
+            })
+        }
+        #[cfg(not(unix))]
+        {
+            Ok(Signals {})
         }
     }
-    #[cfg(not(unix))]
-    {
-        let _ = tokio::signal::ctrl_c().await;
+
+    /// Resolves on the next signal.
+    async fn next(&mut self) {
+        #[cfg(unix)]
+        {
+            tokio::select! {
+                _ = self.interrupt.recv() => {}
+                _ = self.terminate.recv() => {}
+            }
+        }
+        #[cfg(not(unix))]
+        {
+            let _ = tokio::signal::ctrl_c().await;
+        }
     }
 }
 
@@ -85,6 +143,6 @@ fn report(message: &str) {
 }
 
 #[allow(clippy::print_stderr)]
-fn report_notice(message: &str) {
+fn notice(message: &str) {
     eprintln!("{message}");
 }

@@ -11,6 +11,11 @@ use serde::Serialize;
 
 use crate::fleet::{Progress, ResultStatus, RunReport, TenantResult};
 use crate::registry::Tenant;
+use crate::runner::LockHolder;
+
+/// Whether a JSON document has been written to stdout; held while one is written, so an
+/// abort never adds a second document or interleaves with the first.
+static DOCUMENT: Mutex<bool> = Mutex::new(false);
 
 /// Text or JSON results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -95,6 +100,8 @@ impl Output {
 
     /// Writes one JSON document to stdout, streamed rather than built in memory first.
     pub fn json<T: Serialize>(&self, value: &T) {
+        let mut written = DOCUMENT.lock().unwrap_or_else(|e| e.into_inner());
+        *written = true;
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
         let res = serde_json::to_writer_pretty(&mut out, value)
             .map_err(std::io::Error::from)
@@ -155,6 +162,12 @@ impl Output {
         }
         t.set_header(header.iter().copied());
         t
+    }
+
+    /// For a command working on one tenant outside a bulk run: reports only a long wait
+    /// for the tenant's lock, on stderr.
+    pub fn lock_notices(&self, verb: &'static str) -> Box<dyn Progress> {
+        Box::new(LockNotices { verb })
     }
 
     /// Progress for a bulk run over `total` tenants.
@@ -274,6 +287,50 @@ fn status_word(s: ResultStatus) -> &'static str {
     }
 }
 
+/// Ends the process at once with `code` after an abort: `message` on stderr and, with
+/// JSON output during a run (`run_id`), `{"interrupted": true, "run_id", "message"}` on
+/// stdout unless a document was already written. No document is written after this.
+pub fn abort(json: bool, run_id: Option<&str>, message: &str, code: u8) -> ! {
+    #[derive(Serialize)]
+    struct Aborted<'a> {
+        interrupted: bool,
+        run_id: &'a str,
+        message: &'a str,
+    }
+    let mut written = DOCUMENT.lock().unwrap_or_else(|e| e.into_inner());
+    if let (true, false, Some(run_id)) = (json, *written, run_id) {
+        let doc = Aborted {
+            interrupted: true,
+            run_id,
+            message,
+        };
+        if let Ok(text) = serde_json::to_string_pretty(&doc) {
+            let mut out = std::io::stdout().lock();
+            let _ = out
+                .write_all(text.as_bytes())
+                .and_then(|_| out.write_all(b"\n"))
+                .and_then(|_| out.flush());
+        }
+        *written = true;
+    }
+    eprintln!("error: {message}");
+    // `exit` runs no destructors: the lock stays held, so nothing else reaches stdout.
+    std::process::exit(i32::from(code))
+}
+
+/// The line saying a tenant waits for its lock and who holds it.
+pub fn waiting_line(verb: &str, tenant: &Tenant, holder: Option<&LockHolder>) -> String {
+    let who = holder.map_or_else(
+        || "another session that could not be identified".to_string(),
+        |h| h.to_string(),
+    );
+    format!(
+        "{verb} {}: waiting for the lock on schema {}, held by {who}",
+        tenant.domain,
+        crate::ident::quote(&tenant.schema_name)
+    )
+}
+
 /// One line per finished tenant, for logs and CI.
 pub fn progress_line(verb: &str, r: &TenantResult) -> String {
     let mut line = format!(
@@ -307,6 +364,19 @@ struct LineProgress {
 impl Progress for LineProgress {
     fn finished(&self, r: &TenantResult) {
         eprintln!("{}", progress_line(self.verb, r));
+    }
+    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
+        eprintln!("{}", waiting_line(self.verb, tenant, holder));
+    }
+}
+
+struct LockNotices {
+    verb: &'static str,
+}
+
+impl Progress for LockNotices {
+    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
+        eprintln!("{}", waiting_line(self.verb, tenant, holder));
     }
 }
 
@@ -372,6 +442,9 @@ impl Progress for BarProgress {
         }
         self.refresh(&st);
         self.bar.inc(1);
+    }
+    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
+        self.bar.println(waiting_line(self.verb, tenant, holder));
     }
     fn end(&self) {
         self.bar.finish_and_clear();

@@ -6,17 +6,24 @@
 //! tenantctl processes never work on one tenant at once; the second waits, then finds
 //! nothing left to do. Every migration runs in its own transaction (refinery's), so a
 //! failure leaves the tenant at the last version that fully applied.
+//!
+//! The wait for the lock answers to the run's interruption and to `run.lock_wait`, and
+//! after [`REPORT_WAIT_AFTER`] names the session holding the lock. Upgrades and
+//! downgrades stop between two migrations once the run is asked to stop.
 
 use std::time::Duration;
 
+use time::OffsetDateTime;
 use tokio_postgres::error::ErrorPosition;
 use tokio_postgres::Client;
+use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
 use crate::db::{self, query_error, LockSpace};
 use crate::dependents;
 use crate::error::Error;
 use crate::ident::{qualified, quote};
+use crate::interrupt::{Interrupt, Registration};
 use crate::migrations::{compare, AppliedRow, MigrationFile, MigrationSet};
 use crate::registry::{self, Event, Observed, Outcome, Tables, Tenant};
 use crate::state::{self, SchemaState};
@@ -29,6 +36,118 @@ pub struct Session<'a> {
     /// The last observation, kept until this session changes the schema, so one run on
     /// a tenant reads its state once before changing it and once after.
     known: std::sync::Mutex<Option<SchemaState>>,
+    /// Cancelled when the run is asked to stop: upgrades and downgrades end between two
+    /// migrations.
+    stop: CancellationToken,
+    /// Keeps this session in the set an abort cancels, while it is open.
+    _registration: Registration,
+}
+
+/// How long a session waits for its tenant's lock before it reports who holds it.
+pub const REPORT_WAIT_AFTER: Duration = Duration::from_secs(3);
+
+/// How long a session whose lock wait was given up waits for the server to confirm it.
+const CANCEL_GRACE: Duration = Duration::from_secs(5);
+
+/// What a session's wait for its tenant's lock answers to.
+pub struct LockWait<'w> {
+    /// The run's interruption: a graceful stop ends the wait (the server-side wait is
+    /// cancelled), and an abort cancels whatever the session runs.
+    pub interrupt: &'w Interrupt,
+    /// Told who holds the lock (when that could be found out) once the wait has lasted
+    /// [`REPORT_WAIT_AFTER`].
+    pub report: &'w (dyn Fn(Option<&LockHolder>) + Sync),
+}
+
+/// The session holding a tenant's advisory lock, as `pg_locks` and `pg_stat_activity`
+/// show it. Fields the server hides from roles without `pg_read_all_stats` are `None`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LockHolder {
+    /// Its backend's process id (`pg_terminate_backend` takes it).
+    pub pid: i32,
+    /// Its `application_name`; tenantctl's sessions say `tenantctl RUN_ID`.
+    pub application_name: Option<String>,
+    /// The role it is logged in as.
+    pub user: Option<String>,
+    /// Its client's address; `None` also for a Unix-socket connection.
+    pub client_addr: Option<String>,
+    /// When it connected.
+    pub backend_start: Option<OffsetDateTime>,
+    /// `active`, `idle`, `idle in transaction`, ...
+    pub state: Option<String>,
+    /// Since when it has been in that state.
+    pub state_change: Option<OffsetDateTime>,
+}
+
+impl std::fmt::Display for LockHolder {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        let when = |t: &OffsetDateTime| {
+            t.to_offset(time::UtcOffset::UTC)
+                .replace_nanosecond(0)
+                .unwrap_or(*t)
+                .format(&time::format_description::well_known::Rfc3339)
+                .unwrap_or_else(|_| t.to_string())
+        };
+        let mut parts = Vec::new();
+        if let Some(a) = &self.application_name {
+            parts.push(format!("application_name {}", crate::ident::shown(a)));
+        }
+        if let Some(u) = &self.user {
+            parts.push(format!("user {}", crate::ident::shown(u)));
+        }
+        match (&self.client_addr, &self.backend_start) {
+            (Some(addr), _) => parts.push(format!("client {addr}")),
+            (None, Some(_)) => parts.push("client on a local socket".into()),
+            (None, None) => {}
+        }
+        if let Some(t) = &self.backend_start {
+            parts.push(format!("connected since {}", when(t)));
+        }
+        match (&self.state, &self.state_change) {
+            (Some(s), Some(t)) => parts.push(format!("{s} since {}", when(t))),
+            (Some(s), None) => parts.push(s.clone()),
+            _ => {}
+        }
+        write!(f, "pid {}", self.pid)?;
+        if !parts.is_empty() {
+            write!(f, " ({})", parts.join(", "))?;
+        }
+        Ok(())
+    }
+}
+
+/// Why a session could not be opened.
+#[derive(Debug)]
+pub enum OpenError {
+    /// Connecting or setting up the session failed.
+    Failed(Error),
+    /// The run was asked to stop while the session waited for the tenant's lock; the
+    /// tenant was not touched.
+    Interrupted,
+    /// `run.lock_wait` passed while another session held the tenant's lock; the tenant
+    /// was not touched. The message names the holder.
+    LockWait(String),
+}
+
+impl std::fmt::Display for OpenError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        match self {
+            OpenError::Failed(e) => e.fmt(f),
+            OpenError::Interrupted => {
+                f.write_str("interrupted while waiting for the tenant's lock; nothing was changed")
+            }
+            OpenError::LockWait(m) => f.write_str(m),
+        }
+    }
+}
+
+impl From<OpenError> for Error {
+    fn from(e: OpenError) -> Error {
+        match e {
+            OpenError::Failed(e) => e,
+            other => Error::failed(other.to_string()),
+        }
+    }
 }
 
 /// What an upgrade did.
@@ -50,32 +169,52 @@ impl Applied {
 }
 
 impl<'a> Session<'a> {
-    /// Connects, takes the tenant's lock (waiting for any other run on it), and pins
-    /// `search_path`, `lock_timeout` and `statement_timeout`.
+    /// Connects, takes the tenant's lock (waiting for any other run on it, as `wait`
+    /// says), and pins `search_path`, `lock_timeout` and `statement_timeout`. While open,
+    /// the session is registered with the run's interruption, so an abort cancels it.
     pub async fn open(
         target: &db::Target,
         settings: &'a Settings,
         schema: &'a str,
-    ) -> Result<Session<'a>, Error> {
-        let client = target.connect_patiently(settings.connect_timeout).await?;
-        let (k1, k2) = db::lock_key(LockSpace::Tenant, schema);
-        let setup = format!(
-            "SET lock_timeout = 0; SELECT pg_advisory_lock({k1}, {k2}); {}",
-            session_settings(settings, schema)
-        );
-        client
-            .batch_execute(&setup)
+        wait: &LockWait<'_>,
+    ) -> Result<Session<'a>, OpenError> {
+        if wait.interrupt.requested() {
+            return Err(OpenError::Interrupted);
+        }
+        let client = target
+            .connect_patiently(settings.connect_timeout)
             .await
-            .map_err(query_error(&format!(
-                "opening a session on schema {}",
-                quote(schema)
-            )))?;
+            .map_err(OpenError::Failed)?;
+        let registration = wait.interrupt.register(target.canceller(&client));
+        take_lock(&client, target, settings, schema, wait).await?;
+        client
+            .batch_execute(&session_settings(settings, schema))
+            .await
+            .map_err(|e| {
+                OpenError::Failed(query_error(&format!(
+                    "opening a session on schema {}",
+                    quote(schema)
+                ))(e))
+            })?;
         Ok(Session {
             client,
             schema,
             settings,
             known: std::sync::Mutex::new(None),
+            stop: wait.interrupt.stop_token(),
+            _registration: registration,
         })
+    }
+
+    /// Ends an upgrade or downgrade between two migrations once the run is asked to
+    /// stop; `done` is what this session applied or reverted so far.
+    fn check_stop(&self, done: &[i32]) -> Result<(), UpgradeError> {
+        if self.stop.is_cancelled() {
+            return Err(UpgradeError::Interrupted {
+                done: done.to_vec(),
+            });
+        }
+        Ok(())
     }
 
     /// The session's connection (search_path pinned, lock held).
@@ -171,6 +310,7 @@ impl<'a> Session<'a> {
         // settings: a `SET search_path` (or any SET) inside one migration must not carry
         // into the next.
         for version in to_apply {
+            self.check_stop(&applied)?;
             let mut attempt: u32 = 0;
             let result = loop {
                 let outcome = match self.client.batch_execute(&reset).await {
@@ -239,6 +379,7 @@ impl<'a> Session<'a> {
         let reset = session_settings(self.settings, self.schema);
         let mut reverted = Vec::new();
         for f in steps {
+            self.check_stop(&reverted)?;
             let down = f
                 .down_sql
                 .as_deref()
@@ -477,6 +618,112 @@ async fn check_outside(
     dependents::outside(tx, schema).await
 }
 
+enum GaveUp {
+    Interrupted,
+    LockWait,
+}
+
+/// Takes the tenant's advisory lock on `client`. The wait is raced against the run's
+/// stop and `run.lock_wait`; giving up cancels the wait on the server. After
+/// [`REPORT_WAIT_AFTER`] the holder is reported, once.
+async fn take_lock(
+    client: &Client,
+    target: &db::Target,
+    settings: &Settings,
+    schema: &str,
+    wait: &LockWait<'_>,
+) -> Result<(), OpenError> {
+    let key = db::lock_key(LockSpace::Tenant, schema);
+    let failed = |e| {
+        OpenError::Failed(query_error(&format!(
+            "taking the lock on schema {}",
+            quote(schema)
+        ))(e))
+    };
+    let stop = wait.interrupt.stop_token();
+    let sql = format!(
+        "SET lock_timeout = 0; SELECT pg_advisory_lock({}, {})",
+        key.0, key.1
+    );
+    let lock = client.batch_execute(&sql);
+    tokio::pin!(lock);
+    let report = async {
+        tokio::time::sleep(REPORT_WAIT_AFTER).await;
+        lock_holder(target, key).await
+    };
+    tokio::pin!(report);
+    let mut reported = false;
+    let limit = settings.lock_wait;
+    let expiry = async {
+        if limit.is_zero() {
+            std::future::pending::<()>().await
+        } else {
+            tokio::time::sleep(limit).await
+        }
+    };
+    tokio::pin!(expiry);
+    let gave_up = loop {
+        tokio::select! {
+            done = &mut lock => return done.map_err(failed),
+            holder = &mut report, if !reported => {
+                reported = true;
+                (wait.report)(holder.as_ref());
+            }
+            _ = &mut expiry => break GaveUp::LockWait,
+            _ = stop.cancelled() => break GaveUp::Interrupted,
+        }
+    };
+    let holder = match gave_up {
+        GaveUp::LockWait => lock_holder(target, key).await,
+        GaveUp::Interrupted => None,
+    };
+    // End the wait on the server, and see it end, so the lock is never taken behind the
+    // run's back. Should the lock be granted in the meantime, closing the session
+    // releases it.
+    if target.canceller(client).cancel().await.is_ok() {
+        let _ = tokio::time::timeout(CANCEL_GRACE, &mut lock).await;
+    }
+    Err(match gave_up {
+        GaveUp::Interrupted => OpenError::Interrupted,
+        GaveUp::LockWait => OpenError::LockWait(format!(
+            "gave up waiting for the lock on schema {} after {} (run.lock_wait): it is held by {}; nothing was changed",
+            quote(schema),
+            humantime::format_duration(limit),
+            holder.map_or_else(
+                || "another session that could not be identified".to_string(),
+                |h| h.to_string()
+            )
+        )),
+    })
+}
+
+/// Who holds the tenant lock `key`, read on a connection of its own (the session's is
+/// busy waiting). `None` when nobody holds it any more, or it could not be read.
+async fn lock_holder(target: &db::Target, key: (i32, i32)) -> Option<LockHolder> {
+    let client = target.connect().await.ok()?;
+    let row = client
+        .query_opt(
+            "SELECT a.pid, a.application_name, a.usename::text, host(a.client_addr), a.backend_start, a.state, a.state_change \
+             FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+               AND l.database = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+               AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
+             LIMIT 1",
+            &[&i64::from(key.0 as u32), &i64::from(key.1 as u32)],
+        )
+        .await
+        .ok()??;
+    Some(LockHolder {
+        pid: row.get(0),
+        application_name: row.get(1),
+        user: row.get(2),
+        client_addr: row.get(3),
+        backend_start: row.get(4),
+        state: row.get(5),
+        state_change: row.get(6),
+    })
+}
+
 /// Summarises a schema state for the registry.
 pub fn observed(state: &SchemaState) -> Observed {
     Observed {
@@ -499,6 +746,11 @@ pub enum UpgradeError {
         /// What failed, with the database's message.
         message: String,
     },
+    /// The run was asked to stop; the session stopped between two migrations.
+    Interrupted {
+        /// Versions applied (or reverted) before it stopped, in order; they are kept.
+        done: Vec<i32>,
+    },
 }
 
 impl UpgradeError {
@@ -515,6 +767,7 @@ impl UpgradeError {
             ),
             UpgradeError::Before(e) => e.to_string(),
             UpgradeError::During { message, .. } => message.clone(),
+            UpgradeError::Interrupted { .. } => "the run was interrupted".into(),
         }
     }
 }

@@ -153,7 +153,6 @@ impl Ctx {
             max_failures: bulk.max_failures(),
             canary: bulk.canary.map_or(0, |c| c as usize),
             unprovisioned,
-            interrupt: self.interrupt.clone(),
         }
     }
 }
@@ -302,13 +301,16 @@ pub async fn run_fleet(
 ) -> Result<crate::error::Exit, Error> {
     let run_id = crate::fleet::new_run_id()?;
     let host = crate::fleet::client_host();
+    ctx.interrupt.set_run_id(&run_id);
+    let target = ctx.target.named_for_run(&run_id);
     let env = crate::fleet::Env {
-        target: &ctx.target,
+        target: &target,
         settings: &ctx.settings,
         set,
         tables: registry.tables(),
         run_id: &run_id,
         client_host: &host,
+        interrupt: &ctx.interrupt,
     };
     let opts = ctx.run_options(bulk, unprovisioned);
     let progress = ctx.out.progress(action.name());

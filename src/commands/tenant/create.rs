@@ -173,15 +173,20 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let set_ref = set.as_ref().unwrap_or(&empty);
     let result = match action {
         Some(action) => {
+            ctx.interrupt.set_run_id(&run_id);
+            let target = ctx.target.named_for_run(&run_id);
             let env = fleet::Env {
-                target: &ctx.target,
+                target: &target,
                 settings: &ctx.settings,
                 set: set_ref,
                 tables: registry.tables(),
                 run_id: &run_id,
                 client_host: &host,
+                interrupt: &ctx.interrupt,
             };
-            let r = fleet::run_one(&env, &tenant, action, Unprovisioned::Fail).await;
+            let notices = ctx.out.lock_notices("tenant create");
+            let r =
+                fleet::run_one(&env, &tenant, action, Unprovisioned::Fail, notices.as_ref()).await;
             Some(r)
         }
         None => None,

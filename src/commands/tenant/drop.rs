@@ -9,7 +9,7 @@ use crate::error::{Error, Exit, Result};
 use crate::fleet;
 use crate::ident::quote;
 use crate::registry::{Event, Registry, Tenant};
-use crate::runner::Session;
+use crate::runner::{LockHolder, LockWait, Session};
 
 use super::super::Ctx;
 
@@ -117,7 +117,15 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     ctx.out.confirm(&what, args.yes)?;
     let started_at = OffsetDateTime::now_utc();
-    let mut session = Session::open(&ctx.target, &ctx.settings, &tenant.schema_name).await?;
+    let notices = ctx.out.lock_notices("tenant drop");
+    let report = |holder: Option<&LockHolder>| notices.waiting(&tenant, holder);
+    let wait = LockWait {
+        interrupt: &ctx.interrupt,
+        report: &report,
+    };
+    let mut session = Session::open(&ctx.target, &ctx.settings, &tenant.schema_name, &wait)
+        .await
+        .map_err(crate::error::Error::from)?;
     // An upgrade may have held the lock while this waited: read the row as it is now.
     let tenant = registry.find(&tenant.id.to_string()).await.map_err(|_| {
         Error::failed(format!(
