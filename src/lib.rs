@@ -27,6 +27,7 @@ pub mod output;
 pub mod registry;
 pub mod runner;
 pub mod state;
+pub mod statements;
 
 use cli::{Cli, Command};
 use commands::Ctx;
