@@ -7,8 +7,9 @@
 use std::path::Path;
 use std::str::FromStr;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
 
 use crate::config::{Settings, SslMode};
 use crate::error::Error;
@@ -92,7 +93,9 @@ impl Target {
 
     /// Opens a connection; its driver task runs on the current runtime.
     pub async fn connect(&self) -> Result<Client, Error> {
-        self.try_connect().await.map_err(|e| self.connect_error(e))
+        self.try_connect(None)
+            .await
+            .map_err(|e| self.connect_error(e))
     }
 
     /// Like [`Target::connect`], but while the server cannot be reached, or says it is
@@ -100,11 +103,21 @@ impl Target {
     /// for tenant sessions, so a fleet run rides out a server restart instead of failing
     /// every remaining tenant in the moment the server is down.
     pub async fn connect_patiently(&self, budget: std::time::Duration) -> Result<Client, Error> {
+        Ok(self.connect_patiently_with_notices(budget).await?.0)
+    }
+
+    /// Like [`Target::connect_patiently`], and keeps the notices and warnings the server
+    /// sends on this connection (by default they are dropped).
+    pub async fn connect_patiently_with_notices(
+        &self,
+        budget: std::time::Duration,
+    ) -> Result<(Client, Notices), Error> {
         let deadline = tokio::time::Instant::now() + budget;
         let mut wait = std::time::Duration::from_millis(100);
         loop {
-            match self.try_connect().await {
-                Ok(client) => return Ok(client),
+            let (tx, rx) = std::sync::mpsc::channel();
+            match self.try_connect(Some(tx)).await {
+                Ok(client) => return Ok((client, Notices(std::sync::Mutex::new(rx)))),
                 Err(ConnectError::Pg(e))
                     if transient(&e) && tokio::time::Instant::now() + wait < deadline =>
                 {
@@ -127,12 +140,13 @@ impl Target {
         }
     }
 
-    async fn try_connect(&self) -> Result<Client, ConnectError> {
+    async fn try_connect(
+        &self,
+        notices: Option<std::sync::mpsc::Sender<Notice>>,
+    ) -> Result<Client, ConnectError> {
         if self.sslmode == SslMode::Disable {
             let (client, conn) = self.config.connect(NoTls).await.map_err(ConnectError::Pg)?;
-            tokio::spawn(async move {
-                let _ = conn.await;
-            });
+            drive(conn, notices);
             return Ok(client);
         }
         let tls = self
@@ -141,11 +155,80 @@ impl Target {
             .clone()
             .map_err(ConnectError::Tls)?;
         let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
-        tokio::spawn(async move {
-            let _ = conn.await;
-        });
+        drive(conn, notices);
         Ok(client)
     }
+}
+
+/// A message the server sent alongside a statement's result: a NOTICE, WARNING, INFO...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// `WARNING`, `NOTICE`, `INFO`, `LOG` or `DEBUG` (not translated).
+    pub severity: String,
+    /// The SQLSTATE, e.g. `01000` for a warning, `42622` for a truncated identifier.
+    pub code: String,
+    /// The message, with its detail and hint when there are any.
+    pub message: String,
+}
+
+impl Notice {
+    /// Whether this is worth showing without `-v`: a WARNING, or an identifier the
+    /// server truncated (SQLSTATE 42622, sent as a NOTICE but rarely intended).
+    pub fn is_warning(&self) -> bool {
+        self.severity == "WARNING" || self.code == "42622"
+    }
+
+    fn from_db(e: &tokio_postgres::error::DbError) -> Notice {
+        let mut message = e.message().to_string();
+        if let Some(d) = e.detail() {
+            message.push_str(&format!(" (detail: {d})"));
+        }
+        if let Some(h) = e.hint() {
+            message.push_str(&format!(" (hint: {h})"));
+        }
+        Notice {
+            severity: e
+                .parsed_severity()
+                .map_or_else(|| e.severity().to_string(), |s| s.to_string()),
+            code: e.code().code().to_string(),
+            message,
+        }
+    }
+}
+
+/// The notices a connection has received and not yet taken, in order.
+pub struct Notices(std::sync::Mutex<std::sync::mpsc::Receiver<Notice>>);
+
+impl Notices {
+    /// Takes the notices received so far. Every notice a statement caused has arrived by
+    /// the time the statement's result has.
+    pub fn take(&self) -> Vec<Notice> {
+        match self.0.lock() {
+            Ok(rx) => rx.try_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Drives a connection on the runtime, forwarding the server's notices when asked to.
+fn drive<S, T>(mut conn: Connection<S, T>, notices: Option<std::sync::mpsc::Sender<Notice>>)
+where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        loop {
+            match futures::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notice(n))) => {
+                    if let Some(tx) = &notices {
+                        let _ = tx.send(Notice::from_db(&n));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    });
 }
 
 enum ConnectError {

@@ -180,6 +180,8 @@ pub trait Progress: Sync {
     fn finished(&self, _result: &TenantResult) {}
     /// A tenant was answered from the batched observation, without a session.
     fn answered(&self, _result: &TenantResult) {}
+    /// The server sent a notice or warning while working on a tenant.
+    fn notice(&self, _tenant: &Tenant, _notice: &db::Notice) {}
     /// The run is over.
     fn end(&self) {}
 }
@@ -411,7 +413,7 @@ async fn run_batch(
                 return (i, r);
             }
             progress.started(&tenant);
-            let mut r = run_one(env, &tenant, action, opts.unprovisioned).await;
+            let mut r = run_one(env, &tenant, action, opts.unprovisioned, progress).await;
             if r.tenant.is_none() && r.status != ResultStatus::Skipped {
                 r.tenant = record_fallback(env, main, &tenant, &r, action).await;
             }
@@ -427,12 +429,14 @@ async fn run_batch(
 }
 
 /// Runs one action on one tenant in its own locked session and records the outcome
-/// (and a ledger entry when something changed or failed) through that session.
+/// (and a ledger entry when something changed or failed) through that session. The
+/// server's notices and warnings go to `progress`.
 pub async fn run_one(
     env: &Env<'_>,
     tenant: &Tenant,
     action: Action,
     unprovisioned: Unprovisioned,
+    progress: &dyn Progress,
 ) -> TenantResult {
     let started = Instant::now();
     let started_at = OffsetDateTime::now_utc();
@@ -454,6 +458,9 @@ pub async fn run_one(
         &mut result,
     )
     .await;
+    for notice in session.notices() {
+        progress.notice(tenant, &notice);
+    }
     let error = result.error.clone();
     let registry_outcome = match (&outcome, error.as_deref()) {
         (Ok(()), _) if result.status == ResultStatus::Skipped => Outcome::Unchanged,

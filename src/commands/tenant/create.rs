@@ -143,7 +143,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
                 run_id: &run_id,
                 client_host: &host,
             };
-            let r = fleet::run_one(&env, &tenant, action, Unprovisioned::Fail).await;
+            let notices = ctx.out.notices();
+            let r =
+                fleet::run_one(&env, &tenant, action, Unprovisioned::Fail, notices.as_ref()).await;
             Some(r)
         }
         None => None,
