@@ -484,7 +484,7 @@ fn migration_files() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
 
 /// Whether the loader should accept these files: every `.sql` name parses, versions are
 /// unique among ups and among downs, each down has its up with the same name, and every
-/// `.sql` file is UTF-8.
+/// `.sql` file is UTF-8 and splits into statements tenantctl can run.
 fn loader_should_accept(files: &[(String, Vec<u8>)]) -> bool {
     let written: BTreeMap<String, &Vec<u8>> = files
         .iter()
@@ -499,7 +499,12 @@ fn loader_should_accept(files: &[(String, Vec<u8>)]) -> bool {
         let Ok(p) = parse_file_name(name) else {
             return false;
         };
-        if std::str::from_utf8(body).is_err() {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return false;
+        };
+        // The statements must be ones tenantctl can run (checked by the splitter's own
+        // tests and against psql in tests/psql_split.rs).
+        if tenantctl::migrations::parse_script(Path::new(name), text).is_err() {
             return false;
         }
         let slot = if p.down { &mut downs } else { &mut ups };
