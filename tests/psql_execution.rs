@@ -210,6 +210,37 @@ fn a_no_transaction_file_creates_an_index_concurrently_and_is_recorded() {
     assert_eq!(history_versions(&db, "tenant_indexed"), [1, 2]);
     assert_truth(&db, "indexed", "active");
     t.run(&["check"]).expect(0);
+
+    // Its down script runs outside a transaction too; a dry run shows no BEGIN for it.
+    std::fs::write(
+        dir.path().join("V2__index.down.sql"),
+        "-- tenantctl: no-transaction\nDROP INDEX CONCURRENTLY IF EXISTS items_label;\n",
+    )
+    .unwrap();
+    let dry = t.run(&["downgrade", "--tenant", "indexed", "1", "--dry-run"]);
+    dry.expect(0);
+    assert!(
+        dry.stdout.contains("-- no-transaction file"),
+        "{}",
+        dry.stdout
+    );
+    assert!(!dry.stdout.contains("BEGIN;"), "{}", dry.stdout);
+    let r: RunReport = t
+        .run(&[
+            "downgrade",
+            "--tenant",
+            "indexed",
+            "1",
+            "--yes",
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(r.of("indexed").applied, [2]);
+    assert!(!relation_exists(&db, "tenant_indexed", "items_label"));
+    assert_eq!(history_versions(&db, "tenant_indexed"), [1]);
+    assert_truth(&db, "indexed", "active");
 }
 
 #[test]
