@@ -449,6 +449,7 @@ pub async fn run_one(
             return result;
         }
     };
+    session.on_notice(|notice| progress.notice(tenant, notice));
     let outcome = work(
         &mut session,
         env,

@@ -22,10 +22,14 @@ use crate::migrations::{compare, AppliedRow, MigrationFile, MigrationSet, Script
 use crate::registry::{self, Event, Observed, Outcome, Tables, Tenant};
 use crate::state::{self, SchemaState};
 
+/// Where a session's notices go as each migration finishes.
+type NoticeSink<'a> = Box<dyn Fn(&db::Notice) + Send + Sync + 'a>;
+
 /// A locked session on one tenant.
 pub struct Session<'a> {
     client: Client,
     notices: db::Notices,
+    sink: Option<NoticeSink<'a>>,
     schema: &'a str,
     settings: &'a Settings,
     /// The last observation, kept until this session changes the schema, so one run on
@@ -77,6 +81,7 @@ impl<'a> Session<'a> {
         Ok(Session {
             client,
             notices,
+            sink: None,
             schema,
             settings,
             known: std::sync::Mutex::new(None),
@@ -176,7 +181,9 @@ impl<'a> Session<'a> {
         }
         let mut applied: Vec<i32> = Vec::new();
         for f in steps {
-            if let Err(message) = self.apply(f, Direction::Up, &table, &reset).await {
+            let result = self.apply(f, Direction::Up, &table, &reset).await;
+            self.forward_notices();
+            if let Err(message) = result {
                 let _ = self.client.batch_execute(&reset).await;
                 return Err(UpgradeError::During { applied, message });
             }
@@ -203,7 +210,9 @@ impl<'a> Session<'a> {
         let reset = session_settings(self.settings, self.schema);
         let mut reverted = Vec::new();
         for f in steps {
-            if let Err(message) = self.apply(f, Direction::Down, &table, &reset).await {
+            let result = self.apply(f, Direction::Down, &table, &reset).await;
+            self.forward_notices();
+            if let Err(message) = result {
                 let _ = self.client.batch_execute(&reset).await;
                 return Err(UpgradeError::During {
                     applied: reverted,
@@ -216,9 +225,23 @@ impl<'a> Session<'a> {
         Ok(Applied::of(reverted))
     }
 
-    /// The server's notices and warnings received on this session since the last call.
+    /// The server's notices and warnings received on this session and not yet handed
+    /// to the sink (see [`Session::on_notice`]).
     pub fn notices(&self) -> Vec<db::Notice> {
         self.notices.take()
+    }
+
+    /// Hands the server's notices and warnings to `sink` as each migration finishes.
+    pub fn on_notice(&mut self, sink: impl Fn(&db::Notice) + Send + Sync + 'a) {
+        self.sink = Some(Box::new(sink));
+    }
+
+    fn forward_notices(&self) {
+        if let Some(sink) = &self.sink {
+            for n in self.notices.take() {
+                sink(&n);
+            }
+        }
     }
 
     /// Runs one file and records it, retrying after a `lock_timeout` as configured.
