@@ -21,8 +21,9 @@ use std::str::FromStr;
 use std::sync::{Arc, Mutex, PoisonError};
 use std::time::Duration;
 
+use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
-use tokio_postgres::{Client, Config, NoTls};
+use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
 
 use crate::config::{RootCert, Settings, Source, SslMode, TlsShown};
 use crate::error::Error;
@@ -208,7 +209,9 @@ impl Target {
 
     /// Opens a connection; its driver task runs on the current runtime.
     pub async fn connect(&self) -> Result<Client, Error> {
-        self.try_connect().await.map_err(|e| self.connect_error(e))
+        self.try_connect(None)
+            .await
+            .map_err(|e| self.connect_error(e))
     }
 
     /// A clone whose connections count as one bulk run's: [`Target::connect_patiently`]
@@ -233,6 +236,15 @@ impl Target {
     /// from the last moment a session of the run connected or ended, so once the server
     /// has refused the run for longer than `budget`, a new session makes one attempt.
     pub async fn connect_patiently(&self, budget: Duration) -> Result<Client, Error> {
+        Ok(self.connect_patiently_with_notices(budget).await?.0)
+    }
+
+    /// Like [`Target::connect_patiently`], and keeps the notices and warnings the server
+    /// sends on this connection (by default they are dropped).
+    pub async fn connect_patiently_with_notices(
+        &self,
+        budget: Duration,
+    ) -> Result<(Client, Notices), Error> {
         let solo;
         let run = match &self.run {
             Some(run) => run,
@@ -243,8 +255,9 @@ impl Target {
         };
         let mut attempt: u32 = 0;
         loop {
-            let err = match self.try_connect().await {
-                Ok(client) => return Ok(client),
+            let (tx, rx) = std::sync::mpsc::channel();
+            let err = match self.try_connect(Some(tx)).await {
+                Ok(client) => return Ok((client, Notices(std::sync::Mutex::new(rx)))),
                 Err(e) => e,
             };
             let kind = match &err {
@@ -297,14 +310,13 @@ impl Target {
         }
     }
 
-    async fn try_connect(&self) -> Result<Client, ConnectError> {
+    async fn try_connect(
+        &self,
+        notices: Option<std::sync::mpsc::Sender<Notice>>,
+    ) -> Result<Client, ConnectError> {
         if self.sslmode == SslMode::Disable {
             let (client, conn) = self.config.connect(NoTls).await.map_err(ConnectError::Pg)?;
-            let live = self.live();
-            tokio::spawn(async move {
-                let _live = live;
-                let _ = conn.await;
-            });
+            drive(conn, notices, self.live());
             return Ok(client);
         }
         let tls = self
@@ -313,13 +325,85 @@ impl Target {
             .clone()
             .map_err(ConnectError::Tls)?;
         let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
-        let live = self.live();
-        tokio::spawn(async move {
-            let _live = live;
-            let _ = conn.await;
-        });
+        drive(conn, notices, self.live());
         Ok(client)
     }
+}
+
+/// A message the server sent alongside a statement's result: a NOTICE, WARNING, INFO...
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Notice {
+    /// `WARNING`, `NOTICE`, `INFO`, `LOG` or `DEBUG` (not translated).
+    pub severity: String,
+    /// The SQLSTATE, e.g. `01000` for a warning, `42622` for a truncated identifier.
+    pub code: String,
+    /// The message, with its detail and hint when there are any.
+    pub message: String,
+}
+
+impl Notice {
+    /// Whether this is worth showing without `-v`: a WARNING, or an identifier the
+    /// server truncated (SQLSTATE 42622, sent as a NOTICE but rarely intended).
+    pub fn is_warning(&self) -> bool {
+        self.severity == "WARNING" || self.code == "42622"
+    }
+
+    fn from_db(e: &tokio_postgres::error::DbError) -> Notice {
+        let mut message = e.message().to_string();
+        if let Some(d) = e.detail() {
+            message.push_str(&format!(" (detail: {d})"));
+        }
+        if let Some(h) = e.hint() {
+            message.push_str(&format!(" (hint: {h})"));
+        }
+        Notice {
+            severity: e
+                .parsed_severity()
+                .map_or_else(|| e.severity().to_string(), |s| s.to_string()),
+            code: e.code().code().to_string(),
+            message,
+        }
+    }
+}
+
+/// The notices a connection has received and not yet taken, in order.
+pub struct Notices(std::sync::Mutex<std::sync::mpsc::Receiver<Notice>>);
+
+impl Notices {
+    /// Takes the notices received so far. Every notice a statement caused has arrived by
+    /// the time the statement's result has.
+    pub fn take(&self) -> Vec<Notice> {
+        match self.0.lock() {
+            Ok(rx) => rx.try_iter().collect(),
+            Err(_) => Vec::new(),
+        }
+    }
+}
+
+/// Drives a connection on the runtime, forwarding the server's notices when asked to.
+fn drive<S, T>(
+    mut conn: Connection<S, T>,
+    notices: Option<std::sync::mpsc::Sender<Notice>>,
+    live: Option<Live>,
+) where
+    S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+    T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
+{
+    tokio::spawn(async move {
+        // Counts as one of the run's open connections until the connection ends.
+        let _live = live;
+        loop {
+            match futures::future::poll_fn(|cx| conn.poll_message(cx)).await {
+                Some(Ok(AsyncMessage::Notice(n))) => {
+                    if let Some(tx) = &notices {
+                        let _ = tx.send(Notice::from_db(&n));
+                    }
+                }
+                Some(Ok(_)) => {}
+                Some(Err(_)) | None => break,
+            }
+        }
+    });
 }
 
 enum ConnectError {
@@ -517,7 +601,7 @@ pub async fn refuse_transaction_pooling(target: &Target, client: &Client) -> Res
     // Without the second connection (no connection slots left, or a session pool with
     // no session to spare), the check is weaker but still catches a pool that hands out
     // another session.
-    let probe = target.try_connect().await.ok();
+    let probe = target.try_connect(None).await.ok();
     let held = match &probe {
         Some(p) => tokio::time::timeout(patience, backend_pid(p, "BEGIN; SELECT pg_backend_pid()"))
             .await

@@ -160,7 +160,17 @@ fn session_sql(
     }
     let now = runner::refinery_now();
     for f in steps {
-        out.push_str(&format!("\n{reset};\nBEGIN;\n"));
+        let script = if up {
+            &f.up
+        } else {
+            f.down.as_ref().unwrap_or(&f.up)
+        };
+        out.push_str(&format!("\n{reset};\n"));
+        if script.no_transaction {
+            out.push_str("-- no-transaction file: each statement commits on its own\n");
+        } else {
+            out.push_str("BEGIN;\n");
+        }
         if up {
             out.push_str(&format!(
                 "-- V{}__{} ({})\n",
@@ -168,9 +178,9 @@ fn session_sql(
                 f.name,
                 f.up_path.display()
             ));
-            out.push_str(f.up_sql.trim_end());
+            out.push_str(f.up_sql.trim_start_matches('\u{feff}').trim_end());
             out.push_str(&format!(
-                "\nINSERT INTO {table} (version, name, applied_on, checksum) VALUES ({}, '{}', '{now}', '{}');\n",
+                "\nRESET SESSION AUTHORIZATION; RESET ROLE;\nINSERT INTO {table} (version, name, applied_on, checksum) VALUES ({}, '{}', '{now}', '{}');\n",
                 f.version, f.name, f.checksum
             ));
         } else {
@@ -180,13 +190,21 @@ fn session_sql(
                 .map(|p| p.display().to_string())
                 .unwrap_or_default();
             out.push_str(&format!("-- V{}__{} down ({path})\n", f.version, f.name));
-            out.push_str(f.down_sql.as_deref().unwrap_or("").trim_end());
+            out.push_str(
+                f.down_sql
+                    .as_deref()
+                    .unwrap_or("")
+                    .trim_start_matches('\u{feff}')
+                    .trim_end(),
+            );
             out.push_str(&format!(
-                "\nDELETE FROM {table} WHERE version = {};\n",
+                "\nRESET SESSION AUTHORIZATION; RESET ROLE;\nDELETE FROM {table} WHERE version = {};\n",
                 f.version
             ));
         }
-        out.push_str("COMMIT;\n");
+        if !script.no_transaction {
+            out.push_str("COMMIT;\n");
+        }
     }
     out.push_str(&format!("\nSELECT pg_advisory_unlock({k1}, {k2});\n"));
     out

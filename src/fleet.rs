@@ -228,6 +228,8 @@ pub trait Progress: Sync {
     /// A tenant's session has been waiting for the tenant's lock for a while (see
     /// [`runner::REPORT_WAIT_AFTER`]); `holder` is the session holding it, when known.
     fn waiting(&self, _tenant: &Tenant, _holder: Option<&LockHolder>) {}
+    /// The server sent a notice or warning while working on a tenant.
+    fn notice(&self, _tenant: &Tenant, _notice: &db::Notice) {}
     /// The run is over.
     fn end(&self) {}
 }
@@ -500,7 +502,7 @@ async fn run_batch(
 
 /// Runs one action on one tenant in its own locked session and records the outcome
 /// (and a ledger entry when something changed or failed) through that session. A long
-/// wait for the tenant's lock is reported to `progress`.
+/// wait for the tenant's lock, and the server's notices and warnings, go to `progress`.
 pub async fn run_one(
     env: &Env<'_>,
     tenant: &Tenant,
@@ -535,6 +537,7 @@ pub async fn run_one(
             }
         };
     result.session_opened = true;
+    session.on_notice(|notice| progress.notice(tenant, notice));
     let outcome = work(
         &mut session,
         env,
@@ -544,6 +547,9 @@ pub async fn run_one(
         &mut result,
     )
     .await;
+    for notice in session.notices() {
+        progress.notice(tenant, &notice);
+    }
     let error = result.error.clone();
     let registry_outcome = match (&outcome, error.as_deref()) {
         (Ok(()), _) if result.status == ResultStatus::Skipped => Outcome::Unchanged,

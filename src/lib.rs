@@ -31,6 +31,7 @@ pub mod registry;
 pub mod registry_conn;
 pub mod runner;
 pub mod state;
+pub mod statements;
 
 use cli::{Cli, Command};
 use commands::Ctx;

@@ -4,6 +4,11 @@
 //! refinery's own loader skips files it cannot parse; this one refuses them. Every `.sql`
 //! file must be `V{n}__{name}.sql` or `V{n}__{name}.down.sql`, versions are unique, and a
 //! down file needs its up file. Other files (README, `.gitkeep`) are ignored.
+//!
+//! Every file is split into statements at load time (see [`crate::statements`]) and
+//! refused, before anything runs, when it holds what tenantctl cannot run as psql would:
+//! transaction control, `COPY ... FROM STDIN`, psql meta-commands, or a statement that
+//! cannot run in a transaction without the `-- tenantctl: no-transaction` first line.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
@@ -12,6 +17,68 @@ use serde::Serialize;
 
 use crate::error::Error;
 use crate::ident;
+use crate::statements::{self, Statement, NO_TRANSACTION};
+
+/// A file's statements and how they run.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Script {
+    /// The statements, in order, each sent to the server alone.
+    pub statements: Vec<Statement>,
+    /// Whether the file's first line is `-- tenantctl: no-transaction`: it runs outside a
+    /// transaction, one statement at a time.
+    pub no_transaction: bool,
+}
+
+/// Splits a file and checks that tenantctl can run it; the error names the file and line.
+pub fn parse_script(path: &Path, sql: &str) -> Result<Script, String> {
+    let at = |line: usize| format!("{}:{line}", path.display());
+    let copy_stdin = |s: &Statement| {
+        s.copy_stdio().filter(|c| c.contains("STDIN")).map(|copy| {
+            format!(
+                "{}: {copy}: inline data is not supported (psql streams it from the file, the server cannot); load the rows with INSERT",
+                at(s.line)
+            )
+        })
+    };
+    let statements = statements::split(sql).map_err(|e| {
+        // Inline COPY data usually fails to split; name the COPY rather than its data.
+        let before: String = sql.split_inclusive('\n').take(e.line - 1).collect();
+        statements::split(&before)
+            .ok()
+            .and_then(|st| st.iter().find_map(copy_stdin))
+            .unwrap_or_else(|| format!("{}: {}", at(e.line), e.message))
+    })?;
+    let no_transaction = statements::is_no_transaction(sql);
+    for s in &statements {
+        if let Some(cmd) = s.transaction_control() {
+            return Err(format!(
+                "{}: {cmd} is transaction control, which a migration file must not contain: tenantctl runs each file in a transaction of its own (or, with `{NO_TRANSACTION}` as its first line, outside one)",
+                at(s.line)
+            ));
+        }
+        if let Some(message) = copy_stdin(s) {
+            return Err(message);
+        }
+        if let Some(copy) = s.copy_stdio() {
+            return Err(format!(
+                "{}: {copy}: a migration has nowhere to send rows; use SELECT, or COPY ... TO a server file",
+                at(s.line)
+            ));
+        }
+        if !no_transaction {
+            if let Some(cmd) = s.cannot_run_in_transaction() {
+                return Err(format!(
+                    "{}: {cmd} cannot run inside a transaction; put it in a file of its own whose first line is `{NO_TRANSACTION}` (see the README for what such a file leaves behind when it fails)",
+                    at(s.line)
+                ));
+            }
+        }
+    }
+    Ok(Script {
+        statements,
+        no_transaction,
+    })
+}
 
 /// One versioned migration with its optional down script.
 #[derive(Debug, Clone)]
@@ -22,12 +89,16 @@ pub struct MigrationFile {
     pub name: String,
     /// Path of the up script.
     pub up_path: PathBuf,
-    /// The up script's SQL.
+    /// The up script's SQL, as read.
     pub up_sql: String,
+    /// The up script's statements.
+    pub up: Script,
     /// Path of the down script, if there is one.
     pub down_path: Option<PathBuf>,
-    /// The down script's SQL, if there is one.
+    /// The down script's SQL, if there is one, as read.
     pub down_sql: Option<String>,
+    /// The down script's statements, if there is one.
+    pub down: Option<Script>,
     /// The checksum refinery stores for this migration.
     pub checksum: u64,
 }
@@ -43,6 +114,13 @@ impl MigrationFile {
         // The name was validated by the loader, so refinery's parser accepts it.
         refinery::Migration::unapplied(&self.refinery_name(), &self.up_sql)
             .expect("validated migration names parse")
+    }
+}
+
+fn empty_script() -> Script {
+    Script {
+        statements: Vec::new(),
+        no_transaction: false,
     }
 }
 
@@ -189,6 +267,7 @@ impl MigrationSet {
             )));
         }
         let mut files = Vec::with_capacity(ups.len());
+        let mut problems = Vec::new();
         for (version, (name, up_path)) in ups {
             let up_sql = std::fs::read_to_string(&up_path).map_err(|e| {
                 Error::setup(format!(
@@ -206,15 +285,34 @@ impl MigrationSet {
             let checksum = refinery::Migration::unapplied(&format!("V{version}__{name}"), &up_sql)
                 .map_err(|e| Error::setup(format!("{}: {e}", up_path.display())))?
                 .checksum();
+            let up = parse_script(&up_path, &up_sql).unwrap_or_else(|e| {
+                problems.push(e);
+                empty_script()
+            });
+            let down = match (&down_path, &down_sql) {
+                (Some(p), Some(sql)) => Some(parse_script(p, sql).unwrap_or_else(|e| {
+                    problems.push(e);
+                    empty_script()
+                })),
+                _ => None,
+            };
             files.push(MigrationFile {
                 version,
                 name,
                 up_path,
                 up_sql,
+                up,
                 down_path,
                 down_sql,
+                down,
                 checksum,
             });
+        }
+        if !problems.is_empty() {
+            return Err(Error::setup(format!(
+                "migration files that tenantctl cannot run as psql would; nothing was run:\n  {}",
+                problems.join("\n  ")
+            )));
         }
         Ok(MigrationSet {
             dir: dir.to_path_buf(),
@@ -473,6 +571,83 @@ mod tests {
             .to_string()
             .contains("UTF-8"));
         assert!(MigrationSet::load(&d.path().join("nope")).is_err());
+    }
+
+    #[test]
+    fn files_that_cannot_run_as_psql_would_are_refused_with_file_and_line() {
+        for (sql, expected) in [
+            (
+                "CREATE TABLE a ();\nCOMMIT;\n",
+                "V1__a.sql:2: COMMIT is transaction control",
+            ),
+            ("SELECT 1;\n\nBEGIN;", "V1__a.sql:3: BEGIN"),
+            ("start transaction;", "START TRANSACTION"),
+            ("ROLLBACK;", "V1__a.sql:1: ROLLBACK"),
+            ("SAVEPOINT s;", "SAVEPOINT"),
+            (
+                "SET TRANSACTION ISOLATION LEVEL SERIALIZABLE;",
+                "SET TRANSACTION",
+            ),
+            (
+                "COPY t FROM STDIN;\n1\n\\.\n",
+                "inline data is not supported",
+            ),
+            (
+                "SELECT 1;\n\\i other.sql\n",
+                "V1__a.sql:2: a psql meta-command",
+            ),
+            (
+                "CREATE INDEX CONCURRENTLY i ON t (a);",
+                "-- tenantctl: no-transaction",
+            ),
+            ("VACUUM t;", "VACUUM cannot run inside a transaction"),
+            ("SELECT 'x", "unterminated quoted string"),
+            (
+                "-- tenantctl: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\nCOMMIT;",
+                "V1__a.sql:3: COMMIT",
+            ),
+        ] {
+            let d = dir_with(&[("V1__a.sql", sql)]);
+            let err = MigrationSet::load(d.path()).unwrap_err();
+            assert_eq!(err.exit, crate::error::Exit::Setup, "{sql}");
+            assert!(err.to_string().contains(expected), "{sql}: {err}");
+        }
+        // Down scripts are checked too, and every bad file is named.
+        let d = dir_with(&[
+            ("V1__a.sql", "SELECT 1;"),
+            ("V1__a.down.sql", "DROP TABLE x;\nEND;"),
+            ("V2__b.sql", "ABORT;"),
+        ]);
+        let err = MigrationSet::load(d.path()).unwrap_err().to_string();
+        assert!(err.contains("V1__a.down.sql:2: END"), "{err}");
+        assert!(err.contains("V2__b.sql:1: ABORT"), "{err}");
+    }
+
+    #[test]
+    fn statements_are_stored_and_the_checksum_is_over_the_text_as_read() {
+        let up = "\u{feff}-- tenantctl: no-transaction\nCREATE INDEX CONCURRENTLY i ON t (a);\n\nDO $$ BEGIN COMMIT; END $$;\n";
+        let body = "CREATE FUNCTION f() RETURNS int LANGUAGE sql\nBEGIN ATOMIC\n  SELECT 1;\nEND;\nSELECT 2;";
+        let d = dir_with(&[
+            ("V1__a.sql", up),
+            ("V2__b.sql", body),
+            ("V2__b.down.sql", "DROP FUNCTION f;"),
+        ]);
+        let set = MigrationSet::load(d.path()).unwrap();
+        let a = &set.files[0];
+        assert!(a.up.no_transaction);
+        let lines: Vec<usize> = a.up.statements.iter().map(|s| s.line).collect();
+        assert_eq!(lines, [2, 4]);
+        assert_eq!(a.up_sql, up);
+        assert_eq!(
+            a.checksum,
+            refinery::Migration::unapplied("V1__a", up)
+                .unwrap()
+                .checksum()
+        );
+        let b = &set.files[1];
+        assert!(!b.up.no_transaction);
+        assert_eq!(b.up.statements.len(), 2);
+        assert_eq!(b.down.as_ref().unwrap().statements.len(), 1);
     }
 
     #[test]

@@ -9,6 +9,7 @@ use std::sync::Mutex;
 use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 
+use crate::db::Notice;
 use crate::fleet::{Progress, ResultStatus, RunReport, TenantResult};
 use crate::registry::Tenant;
 use crate::runner::LockHolder;
@@ -164,17 +165,31 @@ impl Output {
         t
     }
 
-    /// For a command working on one tenant outside a bulk run: reports only a long wait
-    /// for the tenant's lock, on stderr.
-    pub fn lock_notices(&self, verb: &'static str) -> Box<dyn Progress> {
-        Box::new(LockNotices { verb })
-    }
-
     /// Progress for a bulk run over `total` tenants.
     pub fn progress(&self, verb: &'static str) -> Box<dyn Progress> {
         match self.progress {
-            ProgressMode::Bar => Box::new(BarProgress::new(verb)),
-            ProgressMode::Lines => Box::new(LineProgress { verb }),
+            ProgressMode::Bar => Box::new(BarProgress::new(verb, self.notice_level())),
+            ProgressMode::Lines => Box::new(LineProgress {
+                verb,
+                notices: self.notice_level(),
+            }),
+        }
+    }
+
+    /// For a command working on one tenant outside a bulk run (no progress display): shows
+    /// only a long wait for the tenant's lock and the server's notices and warnings, on
+    /// stderr.
+    pub fn notices(&self, verb: &'static str) -> Box<dyn Progress> {
+        Box::new(SingleTenant {
+            verb,
+            notices: self.notice_level(),
+        })
+    }
+
+    fn notice_level(&self) -> NoticeLevel {
+        NoticeLevel {
+            quiet: self.quiet,
+            verbose: self.verbose > 0,
         }
     }
 
@@ -357,8 +372,53 @@ pub fn progress_line(verb: &str, r: &TenantResult) -> String {
     line
 }
 
+/// Which of the server's notices are shown.
+#[derive(Debug, Clone, Copy)]
+pub struct NoticeLevel {
+    /// `-q`: none.
+    pub quiet: bool,
+    /// `-v`: NOTICE and INFO too, not only warnings.
+    pub verbose: bool,
+}
+
+/// The line shown on stderr for a server notice on a tenant, if it is shown:
+/// `warning: DOMAIN: MESSAGE` for a WARNING or a truncated identifier (unless quiet),
+/// `notice: DOMAIN: MESSAGE` for the others with `-v`.
+pub fn notice_line(level: NoticeLevel, domain: &str, notice: &Notice) -> Option<String> {
+    if level.quiet {
+        None
+    } else if notice.is_warning() {
+        Some(format!("warning: {domain}: {}", notice.message))
+    } else if level.verbose {
+        Some(format!(
+            "{}: {domain}: {}",
+            notice.severity.to_ascii_lowercase(),
+            notice.message
+        ))
+    } else {
+        None
+    }
+}
+
+struct SingleTenant {
+    verb: &'static str,
+    notices: NoticeLevel,
+}
+
+impl Progress for SingleTenant {
+    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
+        eprintln!("{}", waiting_line(self.verb, tenant, holder));
+    }
+    fn notice(&self, tenant: &Tenant, notice: &Notice) {
+        if let Some(line) = notice_line(self.notices, &tenant.domain, notice) {
+            eprintln!("{line}");
+        }
+    }
+}
+
 struct LineProgress {
     verb: &'static str,
+    notices: NoticeLevel,
 }
 
 impl Progress for LineProgress {
@@ -368,15 +428,10 @@ impl Progress for LineProgress {
     fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
         eprintln!("{}", waiting_line(self.verb, tenant, holder));
     }
-}
-
-struct LockNotices {
-    verb: &'static str,
-}
-
-impl Progress for LockNotices {
-    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
-        eprintln!("{}", waiting_line(self.verb, tenant, holder));
+    fn notice(&self, tenant: &Tenant, notice: &Notice) {
+        if let Some(line) = notice_line(self.notices, &tenant.domain, notice) {
+            eprintln!("{line}");
+        }
     }
 }
 
@@ -384,10 +439,11 @@ struct BarProgress {
     bar: indicatif::ProgressBar,
     verb: &'static str,
     state: Mutex<(usize, Vec<String>)>,
+    notices: NoticeLevel,
 }
 
 impl BarProgress {
-    fn new(verb: &'static str) -> Self {
+    fn new(verb: &'static str, notices: NoticeLevel) -> Self {
         let bar = indicatif::ProgressBar::with_draw_target(
             Some(0),
             indicatif::ProgressDrawTarget::stderr(),
@@ -404,6 +460,7 @@ impl BarProgress {
             bar,
             verb,
             state: Mutex::new((0, Vec::new())),
+            notices,
         }
     }
 
@@ -446,6 +503,11 @@ impl Progress for BarProgress {
     fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
         self.bar.println(waiting_line(self.verb, tenant, holder));
     }
+    fn notice(&self, tenant: &Tenant, notice: &Notice) {
+        if let Some(line) = notice_line(self.notices, &tenant.domain, notice) {
+            self.bar.println(line);
+        }
+    }
     fn end(&self) {
         self.bar.finish_and_clear();
     }
@@ -477,6 +539,46 @@ mod tests {
             progress_mode(true, false, false, Format::Json),
             ProgressMode::Lines
         );
+    }
+
+    #[test]
+    fn warnings_show_unless_quiet_and_notices_only_when_verbose() {
+        let n = |severity: &str, code: &str| Notice {
+            severity: severity.into(),
+            code: code.into(),
+            message: "careful".into(),
+        };
+        let normal = NoticeLevel {
+            quiet: false,
+            verbose: false,
+        };
+        let verbose = NoticeLevel {
+            quiet: false,
+            verbose: true,
+        };
+        let quiet = NoticeLevel {
+            quiet: true,
+            verbose: true,
+        };
+        let warning = n("WARNING", "01000");
+        let truncated = n("NOTICE", "42622");
+        let notice = n("NOTICE", "00000");
+        assert_eq!(
+            notice_line(normal, "demo", &warning).as_deref(),
+            Some("warning: demo: careful")
+        );
+        assert_eq!(
+            notice_line(normal, "demo", &truncated).as_deref(),
+            Some("warning: demo: careful")
+        );
+        assert_eq!(notice_line(normal, "demo", &notice), None);
+        assert_eq!(
+            notice_line(verbose, "demo", &notice).as_deref(),
+            Some("notice: demo: careful")
+        );
+        for x in [&warning, &truncated, &notice] {
+            assert_eq!(notice_line(quiet, "demo", x), None);
+        }
     }
 
     #[test]

@@ -1,11 +1,13 @@
 //! Work on one tenant: a dedicated session that holds the tenant's advisory lock, with
-//! `search_path` pinned to the tenant's schema, to provision it and to apply migrations
-//! through refinery.
+//! `search_path` pinned to the tenant's schema, to provision it and to apply migrations.
 //!
 //! The session's lock is a session-level advisory lock keyed by the schema name, so two
 //! tenantctl processes never work on one tenant at once; the second waits, then finds
-//! nothing left to do. Every migration runs in its own transaction (refinery's), so a
-//! failure leaves the tenant at the last version that fully applied.
+//! nothing left to do. Every migration starts from a clean session and runs in its own
+//! transaction, its statements sent one at a time as psql would send them, with its
+//! history row written as refinery writes it; so a failure leaves the tenant at the last
+//! version that fully applied. A `-- tenantctl: no-transaction` file runs statement by
+//! statement outside a transaction, and its history row is written after the last one.
 //!
 //! The wait for the lock answers to the run's interruption and to `run.lock_wait`, and
 //! after [`REPORT_WAIT_AFTER`] names the session holding the lock. Upgrades and
@@ -15,7 +17,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio_postgres::error::ErrorPosition;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -24,13 +26,18 @@ use crate::dependents;
 use crate::error::Error;
 use crate::ident::{qualified, quote};
 use crate::interrupt::{Interrupt, Registration};
-use crate::migrations::{compare, AppliedRow, MigrationFile, MigrationSet};
+use crate::migrations::{compare, AppliedRow, MigrationFile, MigrationSet, Script};
 use crate::registry::{self, Event, Observed, Outcome, Tables, Tenant};
 use crate::state::{self, SchemaState};
+
+/// Where a session's notices go as each migration finishes.
+type NoticeSink<'a> = Box<dyn Fn(&db::Notice) + Send + Sync + 'a>;
 
 /// A locked session on one tenant.
 pub struct Session<'a> {
     client: Client,
+    notices: db::Notices,
+    sink: Option<NoticeSink<'a>>,
     schema: &'a str,
     settings: &'a Settings,
     /// The last observation, kept until this session changes the schema, so one run on
@@ -181,8 +188,8 @@ impl<'a> Session<'a> {
         if wait.interrupt.requested() {
             return Err(OpenError::Interrupted);
         }
-        let client = target
-            .connect_patiently(settings.connect_timeout)
+        let (client, notices) = target
+            .connect_patiently_with_notices(settings.connect_timeout)
             .await
             .map_err(OpenError::Failed)?;
         let registration = wait.interrupt.register(target.canceller(&client));
@@ -198,6 +205,8 @@ impl<'a> Session<'a> {
             })?;
         Ok(Session {
             client,
+            notices,
+            sink: None,
             schema,
             settings,
             known: std::sync::Mutex::new(None),
@@ -290,73 +299,34 @@ impl<'a> Session<'a> {
         set: &MigrationSet,
         target: i32,
     ) -> Result<Applied, UpgradeError> {
+        let state = self.state().await.map_err(UpgradeError::before)?;
         let history = self.history().await?;
         // Whatever happens next may change the schema: read it afresh afterwards.
         self.remember(None);
-        let to_apply: Vec<i32> = upgrade_steps(&history, set, target, self.schema)
-            .map_err(|e| UpgradeError::before(Error::failed(e)))?
-            .iter()
-            .map(|f| f.version)
-            .collect();
-        if to_apply.is_empty() {
+        let steps = upgrade_steps(&history, set, target, self.schema)
+            .map_err(|e| UpgradeError::before(Error::failed(e)))?;
+        if steps.is_empty() {
             return Ok(Applied::of(Vec::new()));
         }
-        let migrations: Vec<refinery::Migration> =
-            set.files.iter().map(|f| f.to_refinery()).collect();
         let table = qualified(self.schema, &self.settings.history_table);
         let reset = session_settings(self.settings, self.schema);
+        if !state.history_exists {
+            self.client
+                .batch_execute(&format!("{reset}; {}", history_table_ddl(&table)))
+                .await
+                .map_err(query_error(&format!("creating the history table {table}")))
+                .map_err(UpgradeError::before)?;
+        }
         let mut applied: Vec<i32> = Vec::new();
-        // One refinery run per migration, each after a fresh RESET ALL and the session's
-        // settings: a `SET search_path` (or any SET) inside one migration must not carry
-        // into the next.
-        for version in to_apply {
+        for f in steps {
             self.check_stop(&applied)?;
-            let mut attempt: u32 = 0;
-            let result = loop {
-                let outcome = match self.client.batch_execute(&reset).await {
-                    Ok(()) => {
-                        let mut runner = refinery::Runner::new(&migrations)
-                            .set_target(refinery::Target::Version(version))
-                            .set_grouped(false)
-                            .set_abort_divergent(true)
-                            .set_abort_missing(true);
-                        runner.set_migration_table_name(&table);
-                        runner.run_async(&mut self.client).await.map_err(|e| {
-                            let lock = is_lock_timeout(&e);
-                            (describe_failure(set, Some(version), &e), lock)
-                        })
-                    }
-                    Err(e) => Err((
-                        format!(
-                            "resetting the session before version {version}: {}",
-                            db::pg_message(&e)
-                        ),
-                        false,
-                    )),
-                };
-                match outcome {
-                    Err((_, true)) if attempt < self.settings.lock_retries => {
-                        // The transaction rolled back; wait for the other session, then retry.
-                        tokio::time::sleep(retry_delay(self.settings.lock_retry_delay, attempt)).await;
-                        attempt += 1;
-                    }
-                    Err((message, true)) => {
-                        break Err(format!(
-                            "{message} (gave up after {} attempts with lock_timeout {} ms: another session holds a lock this migration needs; see pg_locks and pg_stat_activity, or raise run.lock_timeout / run.lock_retries)",
-                            attempt + 1,
-                            self.settings.lock_timeout.as_millis()
-                        ))
-                    }
-                    Err((message, false)) => break Err(message),
-                    Ok(report) => break Ok(report),
-                }
-            };
-            match result {
-                Ok(report) => {
-                    applied.extend(report.applied_migrations().iter().map(|m| m.version()))
-                }
-                Err(message) => return Err(UpgradeError::During { applied, message }),
+            let result = self.apply(f, Direction::Up, &table, &reset).await;
+            self.forward_notices();
+            if let Err(message) = result {
+                let _ = self.client.batch_execute(&reset).await;
+                return Err(UpgradeError::During { applied, message });
             }
+            applied.push(f.version);
         }
         let _ = self.client.batch_execute(&reset).await;
         Ok(Applied::of(applied))
@@ -380,57 +350,142 @@ impl<'a> Session<'a> {
         let mut reverted = Vec::new();
         for f in steps {
             self.check_stop(&reverted)?;
-            let down = f
-                .down_sql
-                .as_deref()
-                .expect("downgrade_steps checked the down script");
-            let mut attempt: u32 = 0;
-            let result: Result<(), tokio_postgres::Error> = loop {
-                let result: Result<(), tokio_postgres::Error> = async {
-                    self.client.batch_execute(&reset).await?;
-                    let tx = self.client.transaction().await?;
-                    tx.batch_execute(down).await?;
-                    tx.execute(
-                        &format!("DELETE FROM {table} WHERE version = $1"),
-                        &[&f.version],
-                    )
-                    .await?;
-                    tx.commit().await
-                }
-                .await;
-                match result {
-                    Err(e) if is_lock_timeout(&e) && attempt < self.settings.lock_retries => {
-                        tokio::time::sleep(retry_delay(self.settings.lock_retry_delay, attempt))
-                            .await;
-                        attempt += 1;
-                    }
-                    other => break other,
-                }
-            };
-            if let Err(e) = result {
-                let line = find_position(&e)
-                    .and_then(|p| line_of(down, p))
-                    .map(|l| format!(" at line {l}"))
-                    .unwrap_or_default();
-                let path = f
-                    .down_path
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default();
+            let result = self.apply(f, Direction::Down, &table, &reset).await;
+            self.forward_notices();
+            if let Err(message) = result {
+                let _ = self.client.batch_execute(&reset).await;
                 return Err(UpgradeError::During {
                     applied: reverted,
-                    message: format!(
-                        "down script of V{}__{} ({path}) failed{line}: {}",
-                        f.version,
-                        f.name,
-                        db::pg_message(&e)
-                    ),
+                    message,
                 });
             }
             reverted.push(f.version);
         }
         let _ = self.client.batch_execute(&reset).await;
         Ok(Applied::of(reverted))
+    }
+
+    /// The server's notices and warnings received on this session and not yet handed
+    /// to the sink (see [`Session::on_notice`]).
+    pub fn notices(&self) -> Vec<db::Notice> {
+        self.notices.take()
+    }
+
+    /// Hands the server's notices and warnings to `sink` as each migration finishes.
+    pub fn on_notice(&mut self, sink: impl Fn(&db::Notice) + Send + Sync + 'a) {
+        self.sink = Some(Box::new(sink));
+    }
+
+    fn forward_notices(&self) {
+        if let Some(sink) = &self.sink {
+            for n in self.notices.take() {
+                sink(&n);
+            }
+        }
+    }
+
+    /// Runs one file and records it, retrying after a `lock_timeout` as configured.
+    async fn apply(
+        &mut self,
+        f: &MigrationFile,
+        direction: Direction,
+        table: &str,
+        reset: &str,
+    ) -> Result<(), String> {
+        let script = direction.script(f);
+        let mut attempt: u32 = 0;
+        let mut from = 0;
+        loop {
+            match self.attempt(f, direction, table, reset, from).await {
+                Ok(()) => return Ok(()),
+                Err(failure) if failure.lock_timeout && attempt < self.settings.lock_retries => {
+                    // Wait for the other session, then retry: a transaction rolled back
+                    // whole; outside one, the statements before the blocked one stay
+                    // applied and the retry resumes at it.
+                    tokio::time::sleep(retry_delay(self.settings.lock_retry_delay, attempt)).await;
+                    attempt += 1;
+                    if script.no_transaction {
+                        from = failure.statement;
+                    }
+                }
+                Err(failure) if failure.lock_timeout => {
+                    return Err(format!(
+                        "{} (gave up after {} attempts with lock_timeout {} ms: another session holds a lock this migration needs; see pg_locks and pg_stat_activity, or raise run.lock_timeout / run.lock_retries)",
+                        failure.message,
+                        attempt + 1,
+                        self.settings.lock_timeout.as_millis()
+                    ))
+                }
+                Err(failure) => return Err(failure.message),
+            }
+        }
+    }
+
+    /// One attempt at a file, from statement `from` on: in a transaction with its history
+    /// change, or, for a no-transaction file, statement by statement and then the history
+    /// change. Each statement is sent alone.
+    async fn attempt(
+        &mut self,
+        f: &MigrationFile,
+        direction: Direction,
+        table: &str,
+        reset: &str,
+        from: usize,
+    ) -> Result<(), Failure> {
+        let script = direction.script(f);
+        let done = script.statements.len();
+        let bookkeeping = |e: tokio_postgres::Error| Failure {
+            message: format!(
+                "{} ran, but recording it in {table} failed: {}",
+                direction.describe(f),
+                db::pg_message(&e)
+            ),
+            lock_timeout: is_lock_timeout(&e),
+            statement: done,
+        };
+        if from == 0 {
+            self.client
+                .batch_execute(reset)
+                .await
+                .map_err(|e| Failure {
+                    message: format!(
+                        "resetting the session before {}: {}",
+                        direction.describe(f),
+                        db::pg_message(&e)
+                    ),
+                    lock_timeout: false,
+                    statement: 0,
+                })?;
+        }
+        if script.no_transaction {
+            for (i, s) in script.statements.iter().enumerate().skip(from) {
+                self.client
+                    .batch_execute(&s.text)
+                    .await
+                    .map_err(|e| statement_failure(f, direction, i, &e))?;
+            }
+            self.client
+                .batch_execute(RESTORE_IDENTITY)
+                .await
+                .map_err(bookkeeping)?;
+            record_step(&self.client, f, direction, table)
+                .await
+                .map_err(bookkeeping)?;
+            return Ok(());
+        }
+        let tx = self.client.transaction().await.map_err(bookkeeping)?;
+        for (i, s) in script.statements.iter().enumerate() {
+            tx.batch_execute(&s.text)
+                .await
+                .map_err(|e| statement_failure(f, direction, i, &e))?;
+        }
+        tx.batch_execute(RESTORE_IDENTITY)
+            .await
+            .map_err(bookkeeping)?;
+        record_step(&tx, f, direction, table)
+            .await
+            .map_err(bookkeeping)?;
+        tx.commit().await.map_err(bookkeeping)
     }
 
     /// Records the migrations up to `target` as applied without running them (and forgets
@@ -772,46 +827,116 @@ impl UpgradeError {
     }
 }
 
-fn describe_failure(set: &MigrationSet, failing: Option<i32>, e: &refinery::Error) -> String {
-    let pg = db::find_pg_message(e);
-    let position = find_position(e);
-    match failing.and_then(|v| set.get(v)) {
-        Some(f) => {
-            let line = position
-                .and_then(|p| line_of(&f.up_sql, p))
-                .map(|l| format!(" at line {l}"))
-                .unwrap_or_default();
-            format!(
-                "migration V{}__{} ({}) failed{line}: {}",
+/// Undoes a migration's `SET ROLE` or `SET SESSION AUTHORIZATION` before tenantctl
+/// writes its own rows, so they are written as the user tenantctl connected as. Any user
+/// may run these.
+const RESTORE_IDENTITY: &str = "RESET SESSION AUTHORIZATION; RESET ROLE";
+
+/// Which way a file runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Direction {
+    /// The up script; its history row is inserted.
+    Up,
+    /// The down script; its history row is deleted.
+    Down,
+}
+
+impl Direction {
+    fn script(self, f: &MigrationFile) -> &Script {
+        match self {
+            Direction::Up => &f.up,
+            Direction::Down => f
+                .down
+                .as_ref()
+                .expect("downgrade_steps checked the down script"),
+        }
+    }
+
+    /// `migration V1__a (path)` or `down script of V1__a (path)`.
+    fn describe(self, f: &MigrationFile) -> String {
+        match self {
+            Direction::Up => format!(
+                "migration V{}__{} ({})",
                 f.version,
                 f.name,
-                f.up_path.display(),
-                pg.unwrap_or_else(|| e.to_string())
-            )
+                f.up_path.display()
+            ),
+            Direction::Down => format!(
+                "down script of V{}__{} ({})",
+                f.version,
+                f.name,
+                f.down_path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
         }
-        None => format!("migration failed: {}", pg.unwrap_or_else(|| e.to_string())),
     }
 }
 
-fn find_position(e: &(dyn std::error::Error + 'static)) -> Option<u32> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-            return match pg.as_db_error()?.position()? {
-                ErrorPosition::Original(p) => Some(*p),
-                ErrorPosition::Internal { .. } => None,
-            };
-        }
-        current = err.source();
-    }
-    None
+/// Why one attempt at a file failed.
+struct Failure {
+    message: String,
+    /// A `lock_timeout` expired: worth retrying.
+    lock_timeout: bool,
+    /// The statement it failed at (the count of statements when the bookkeeping failed).
+    statement: usize,
 }
 
-/// The 1-based line of a 1-based character position in `sql`.
-fn line_of(sql: &str, position: u32) -> Option<usize> {
-    let idx = (position as usize).checked_sub(1)?;
-    let before: String = sql.chars().take(idx).collect();
-    (before.chars().count() == idx).then(|| before.matches('\n').count() + 1)
+/// A failed statement, named by file and line: the statement's line, moved on by the
+/// position the server reports inside it.
+fn statement_failure(
+    f: &MigrationFile,
+    direction: Direction,
+    index: usize,
+    e: &tokio_postgres::Error,
+) -> Failure {
+    let script = direction.script(f);
+    let statement = &script.statements[index];
+    let line = match e.as_db_error().and_then(|d| d.position()) {
+        Some(ErrorPosition::Original(p)) => statement.line_of_position(*p),
+        _ => statement.line,
+    };
+    let mut message = format!(
+        "{} failed at line {line}: {}",
+        direction.describe(f),
+        db::pg_message(e)
+    );
+    if script.no_transaction && index > 0 {
+        message.push_str(&format!(
+            "; the file runs outside a transaction, so the {index} statement(s) before line {line} stay applied and a rerun starts the file again from its first statement"
+        ));
+    }
+    Failure {
+        message,
+        lock_timeout: is_lock_timeout(e),
+        statement: index,
+    }
+}
+
+/// Writes a file's history change as refinery does: the row inserted after an up script
+/// (version, name, RFC 3339 time, checksum as text), removed after a down script.
+async fn record_step(
+    client: &impl GenericClient,
+    f: &MigrationFile,
+    direction: Direction,
+    table: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    match direction {
+        Direction::Up => {
+            client
+                .execute(
+                    &format!("INSERT INTO {table} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"),
+                    &[&f.version, &f.name, &refinery_now(), &f.checksum.to_string()],
+                )
+                .await
+        }
+        Direction::Down => {
+            client
+                .execute(&format!("DELETE FROM {table} WHERE version = $1"), &[&f.version])
+                .await
+        }
+    }
 }
 
 /// What an upgrade to `target` would apply, in order; an error when the history has
@@ -950,15 +1075,8 @@ pub fn refinery_now() -> String {
 }
 
 /// Whether an error is PostgreSQL's `lock_not_available` (a `lock_timeout` expired).
-fn is_lock_timeout(e: &(dyn std::error::Error + 'static)) -> bool {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-            return pg.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE);
-        }
-        current = err.source();
-    }
-    false
+fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
+    e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
 }
 
 /// The wait before retry number `attempt` (0-based): `base`, doubling, at most 30 s.
@@ -967,13 +1085,14 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
-/// The session state every migration starts from: defaults (`RESET ALL`), then
+/// The session state every migration starts from: the connecting user's identity and
+/// defaults (`RESET SESSION AUTHORIZATION`, `RESET ROLE`, `RESET ALL`), then
 /// `search_path` = the tenant's schema and the extra schemas, and the timeouts.
 pub fn session_settings(settings: &Settings, schema: &str) -> String {
     let mut path = vec![quote(schema)];
     path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
     format!(
-        "RESET ALL; SET search_path TO {}; SET lock_timeout = {}; SET statement_timeout = {}",
+        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SET search_path TO {}; SET lock_timeout = {}; SET statement_timeout = {}",
         path.join(", "),
         millis(settings.lock_timeout),
         millis(settings.statement_timeout),
@@ -995,15 +1114,5 @@ mod tests {
         assert_eq!(retry_delay(base, 1), Duration::from_secs(1));
         assert_eq!(retry_delay(base, 2), Duration::from_secs(2));
         assert_eq!(retry_delay(base, 40), Duration::from_secs(30));
-    }
-
-    #[test]
-    fn positions_map_to_lines() {
-        let sql = "-- header\nCREATE TABLE a ();\nSELEC 1;\n";
-        let pos = sql.find("SELEC").unwrap() as u32 + 1;
-        assert_eq!(line_of(sql, pos), Some(3));
-        assert_eq!(line_of(sql, 1), Some(1));
-        assert_eq!(line_of(sql, 0), None);
-        assert_eq!(line_of("ab", 99), None);
     }
 }

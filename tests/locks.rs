@@ -211,3 +211,55 @@ fn statement_timeout_stops_a_long_migration_and_it_is_not_retried() {
         "the migration rolled back"
     );
 }
+
+#[test]
+fn a_blocked_statement_in_a_no_transaction_file_is_retried_from_that_statement() {
+    let db = TestDb::new();
+    let dir = project(
+        "lock_timeout = \"100ms\"\nlock_retries = 100\nlock_retry_delay = \"50ms\"",
+        "-- tenantctl: no-transaction\nCREATE TABLE before_it (id int);\nALTER TABLE items ADD COLUMN note text;\n",
+    );
+    let holder = blocked_tenant(&db, dir.path());
+    let mut child = tenantctl(
+        &db,
+        dir.path(),
+        &["upgrade", "--tenant", "locked", "-o", "json"],
+    )
+    .spawn()
+    .unwrap();
+    // Wait until the ALTER has been sent twice: its first attempt timed out, and the
+    // retry resumed at it (CREATE TABLE before_it, already committed, is not re-run).
+    let mut watcher = db.client();
+    let mut starts = std::collections::BTreeSet::new();
+    while starts.len() < 2 && child.try_wait().unwrap().is_none() {
+        for row in watcher
+            .query(
+                "SELECT query_start::text FROM pg_stat_activity \
+                 WHERE datname = current_database() AND query LIKE 'ALTER TABLE items%'",
+                &[],
+            )
+            .unwrap()
+        {
+            starts.insert(row.get::<_, String>(0));
+        }
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    assert_eq!(
+        starts.len(),
+        2,
+        "the run ended before its blocked statement was retried"
+    );
+    assert!(checks::relation_exists(&db, "tenant_locked", "before_it"));
+    drop(holder);
+    let out = child.wait_with_output().unwrap();
+    assert_eq!(
+        out.status.code(),
+        Some(0),
+        "{}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    let r: RunReport = serde_json::from_slice(&out.stdout).unwrap();
+    assert_eq!(r.of("locked").applied, [2]);
+    assert_eq!(history_versions(&db, "tenant_locked"), [1, 2]);
+    assert_truth(&db, "locked", "active");
+}

@@ -484,7 +484,7 @@ fn migration_files() -> impl Strategy<Value = Vec<(String, Vec<u8>)>> {
 
 /// Whether the loader should accept these files: every `.sql` name parses, versions are
 /// unique among ups and among downs, each down has its up with the same name, and every
-/// `.sql` file is UTF-8.
+/// `.sql` file is UTF-8 and splits into statements tenantctl can run.
 fn loader_should_accept(files: &[(String, Vec<u8>)]) -> bool {
     let written: BTreeMap<String, &Vec<u8>> = files
         .iter()
@@ -499,7 +499,12 @@ fn loader_should_accept(files: &[(String, Vec<u8>)]) -> bool {
         let Ok(p) = parse_file_name(name) else {
             return false;
         };
-        if std::str::from_utf8(body).is_err() {
+        let Ok(text) = std::str::from_utf8(body) else {
+            return false;
+        };
+        // The statements must be ones tenantctl can run (checked by the splitter's own
+        // tests and against psql in tests/psql_split.rs).
+        if tenantctl::migrations::parse_script(Path::new(name), text).is_err() {
             return false;
         }
         let slot = if p.down { &mut downs } else { &mut ups };
@@ -527,6 +532,77 @@ proptest! {
             prop_assert_eq!(components.len(), 1, "{:?}", s);
             prop_assert!(matches!(components[0], std::path::Component::Normal(_)), "{:?}", s);
             prop_assert!(!s.contains('\0') && s.len() <= fuzzing::MAX_FILE_NAME_BYTES);
+        }
+    }
+}
+
+/// SQL-ish text: keywords, quotes, dollar signs, comments, parentheses and semicolons.
+fn sqlish() -> impl Strategy<Value = String> {
+    let piece = select(vec![
+        "SELECT ",
+        "CREATE ",
+        "FUNCTION ",
+        "BEGIN ",
+        "ATOMIC ",
+        "END",
+        "CASE ",
+        "x ",
+        "'",
+        "''",
+        "E'",
+        "\\",
+        "\"",
+        "$$",
+        "$a$",
+        "$1",
+        "--",
+        "/*",
+        "*/",
+        "(",
+        ")",
+        ";",
+        "\n",
+        " ",
+        "é",
+        "\u{feff}",
+    ]);
+    prop_oneof![
+        3 => vec(piece, 0..40).prop_map(|v| v.concat()),
+        1 => any::<String>(),
+    ]
+}
+
+proptest! {
+    #![proptest_config(ProptestConfig { cases: 2000, ..ProptestConfig::default() })]
+
+    /// Splitting never panics; statements come from the file, in order, on ascending
+    /// lines, never empty, and splitting one statement's text again gives it back.
+    #[test]
+    fn splitting_returns_pieces_of_the_file_in_order(text in sqlish()) {
+        if let Ok(statements) = tenantctl::statements::split(&text) {
+            let mut from = 0;
+            let mut line = 1;
+            for s in &statements {
+                // The text occurs after the previous statement, starting on its line.
+                let start = text[from..]
+                    .match_indices(s.text.as_str())
+                    .map(|(i, _)| from + i)
+                    .find(|i| text[..*i].matches('\n').count() + 1 == s.line);
+                prop_assert!(start.is_some(), "{:?} (line {}) not found after byte {} of {:?}", s.text, s.line, from, text);
+                let start = start.unwrap();
+                prop_assert!(s.line >= line);
+                prop_assert!(!s.text.trim().is_empty());
+                line = s.line;
+                from = start + s.text.len();
+                if s.text.starts_with('\u{feff}') {
+                    continue; // read again, it would be a byte-order mark
+                }
+                let again = tenantctl::statements::split(&s.text);
+                prop_assert!(again.is_ok());
+                let again = again.unwrap();
+                prop_assert_eq!(again.len(), 1, "{:?} splits into {:?}", s.text, again);
+                prop_assert_eq!(&again[0].text, &s.text);
+            }
         }
     }
 }

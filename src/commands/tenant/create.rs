@@ -184,7 +184,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
                 client_host: &host,
                 interrupt: &ctx.interrupt,
             };
-            let notices = ctx.out.lock_notices("tenant create");
+            let notices = ctx.out.notices("tenant create");
             let r =
                 fleet::run_one(&env, &tenant, action, Unprovisioned::Fail, notices.as_ref()).await;
             Some(r)

@@ -117,7 +117,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     ctx.out.confirm(&what, args.yes)?;
     let started_at = OffsetDateTime::now_utc();
-    let notices = ctx.out.lock_notices("tenant drop");
+    let notices = ctx.out.notices("tenant drop");
     let report = |holder: Option<&LockHolder>| notices.waiting(&tenant, holder);
     let wait = LockWait {
         interrupt: &ctx.interrupt,
