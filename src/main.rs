@@ -2,14 +2,13 @@
 
 use std::process::ExitCode;
 
-use clap::Parser;
 use tenantctl::cli::Cli;
 use tenantctl::error::{exit_for, Exit};
 use tenantctl::interrupt::Interrupt;
 
 fn main() -> ExitCode {
     // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()
         .build()

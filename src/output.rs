@@ -197,8 +197,8 @@ impl Output {
         }
         let s = &report.summary;
         self.print(&format!(
-            "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms",
-            s.total, s.ok, s.up_to_date, s.failed, s.skipped, s.duration_ms
+            "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms (run {})",
+            s.total, s.ok, s.up_to_date, s.failed, s.skipped, s.duration_ms, report.run_id
         ));
     }
 

@@ -64,7 +64,9 @@ impl Ctx {
         let overrides = Overrides {
             config: global.config.clone(),
             database_url: global.database_url.clone(),
+            database_url_from_env: global.database_url_from_env,
             migrations: global.migrations.clone(),
+            migrations_from_env: global.migrations_from_env,
             concurrency,
         };
         let settings = crate::config::load(&overrides, &env_var, &cwd)?;

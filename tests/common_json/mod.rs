@@ -361,6 +361,8 @@ pub struct ConfigEntry {
     pub key: String,
     pub value: String,
     pub source: String,
+    #[serde(deserialize_with = "nullable")]
+    pub origin: Option<String>,
 }
 
 /// `commands::config::Shown`.
