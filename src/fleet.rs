@@ -239,7 +239,8 @@ pub enum Planned {
 
 /// Decides which tenants an upgrade to `target` must open a session for: those behind,
 /// drifted, unreadable, or not `active` in the registry (so a success can clear a stale
-/// `failed`). The others are answered from `states` at once.
+/// `failed`). The others are answered from `states` at once; among them, a tenant whose
+/// schema existed (status `active`, or `schema_provisioned`) and is gone has failed.
 pub fn plan_upgrade(
     tenants: Vec<Tenant>,
     states: &HashMap<String, SchemaState>,
@@ -254,6 +255,16 @@ pub fn plan_upgrade(
                 return Planned::Work(t);
             };
             if !st.schema_exists {
+                let existed = t.status == Status::Active || t.schema_provisioned;
+                if existed && unprovisioned == Unprovisioned::Skip {
+                    // Swept up by a filter, its schema existed and was dropped outside
+                    // tenantctl: drift, not a skip. (A named tenant fails in its session.)
+                    let mut r = TenantResult::new(&t, ResultStatus::Failed);
+                    r.error = Some(vanished(&t));
+                    r.to_revision = None;
+                    r.tenant = Some(t);
+                    return Planned::Done(r);
+                }
                 return match unprovisioned {
                     Unprovisioned::Skip => {
                         let mut r = TenantResult::skipped(
@@ -283,6 +294,19 @@ pub fn plan_upgrade(
             Planned::Done(r)
         })
         .collect()
+}
+
+/// The error for a tenant whose schema existed and is gone.
+fn vanished(t: &Tenant) -> String {
+    format!(
+        "schema {} of {} tenant {} is missing: it was dropped outside tenantctl. Recreate it \
+         empty with `tenantctl provision --tenant {d}` then `tenantctl upgrade --tenant {d}` \
+         (or restore it from a backup), or remove the tenant with `tenantctl tenant drop {d}`",
+        crate::ident::quote(&t.schema_name),
+        t.status.as_str(),
+        t.domain,
+        d = t.domain
+    )
 }
 
 /// Runs `action` on every planned tenant. `main` is the caller's registry connection,

@@ -93,6 +93,17 @@ impl Output {
         }
     }
 
+    /// Writes a result to stdout piece by piece through `write`, for results too large to
+    /// build in memory first. A closed pipe ends the process quietly.
+    pub fn stream(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        if let Err(e) = write(&mut out).and_then(|_| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }
+
     /// Writes one JSON document to stdout, streamed rather than built in memory first.
     pub fn json<T: Serialize>(&self, value: &T) {
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());

@@ -415,10 +415,7 @@ impl<'a> Session<'a> {
 
 /// Summarises a schema state for the registry.
 pub fn observed(state: &SchemaState) -> Observed {
-    Observed {
-        schema_exists: state.schema_exists,
-        current: state.current(),
-    }
+    Observed::of(state)
 }
 
 /// Why an upgrade did not complete.

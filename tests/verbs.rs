@@ -218,9 +218,11 @@ fn stamp_adopts_a_schema_built_by_hand_and_later_upgrades_continue() {
     assert_eq!(r.of("legacy").applied, [4, 5, 6]);
 
     // Stamping lower forgets the versions above; base clears; tables are untouched.
-    t.run(&["stamp", "--tenant", "legacy", "2"]).expect(0);
+    t.run(&["stamp", "--tenant", "legacy", "2", "--yes"])
+        .expect(0);
     assert_eq!(history_versions(&db, "tenant_legacy"), [1, 2]);
-    t.run(&["stamp", "--tenant", "legacy", "base"]).expect(0);
+    t.run(&["stamp", "--tenant", "legacy", "base", "--yes"])
+        .expect(0);
     assert_eq!(history_versions(&db, "tenant_legacy"), Vec::<i32>::new());
     assert!(
         relation_exists(&db, "tenant_legacy", "members")

@@ -242,6 +242,7 @@ pub struct InitReport {
     pub schema: String,
     pub applied: Vec<i32>,
     pub version: i32,
+    pub binary_version: i32,
 }
 
 /// `registry::EventRow` (one run-ledger entry).
@@ -289,6 +290,7 @@ pub struct PlannedTenant {
     #[serde(deserialize_with = "nullable")]
     pub to_revision: Option<i32>,
     pub versions: Vec<i32>,
+    pub forgotten: Vec<i32>,
     pub sql: String,
     #[serde(deserialize_with = "nullable")]
     pub error: Option<String>,
