@@ -166,8 +166,11 @@ pub async fn statuses(
             .expect("observed every schema");
         let status = inspect::tenant_status(t, &st, set);
         t.schema_provisioned = status.schema_provisioned;
-        t.current_revision = status.current_revision;
-        t.migrations_applied = status.migrations_applied;
+        // An unreadable history says nothing about the revision: keep the cached one.
+        if status.history_error.is_none() {
+            t.current_revision = status.current_revision;
+            t.migrations_applied = status.migrations_applied;
+        }
         out.push(status);
     }
     let observed: Vec<(i64, crate::registry::Observed)> = out
