@@ -5,7 +5,7 @@
 
 use std::path::PathBuf;
 
-use clap::{Args, Parser, Subcommand};
+use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::commands;
 use crate::output::Format;
@@ -74,6 +74,40 @@ pub struct GlobalOpts {
     /// Print more detail (repeat for more).
     #[arg(short, long, global = true, action = clap::ArgAction::Count)]
     pub verbose: u8,
+
+    /// Whether `database_url` came from `TENANTCTL_DATABASE_URL` rather than the flag.
+    #[arg(skip)]
+    pub database_url_from_env: bool,
+
+    /// Whether `migrations` came from `TENANTCTL_MIGRATIONS` rather than the flag.
+    #[arg(skip)]
+    pub migrations_from_env: bool,
+}
+
+impl Cli {
+    /// Parses the process's command line (exiting on `--help` or a usage error, as clap
+    /// does), noting which options clap filled from their environment variable.
+    pub fn parse_args() -> Cli {
+        Cli::from_matches(Cli::command().get_matches()).unwrap_or_else(|e| e.exit())
+    }
+
+    /// Like [`Cli::parse_args`], from the given arguments; errors are returned.
+    pub fn try_parse_args<I, T>(args: I) -> Result<Cli, clap::Error>
+    where
+        I: IntoIterator<Item = T>,
+        T: Into<std::ffi::OsString> + Clone,
+    {
+        Cli::from_matches(Cli::command().try_get_matches_from(args)?)
+    }
+
+    fn from_matches(matches: clap::ArgMatches) -> Result<Cli, clap::Error> {
+        let mut cli = Cli::from_arg_matches(&matches)?;
+        let from_env =
+            |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
+        cli.global.database_url_from_env = from_env("database_url");
+        cli.global.migrations_from_env = from_env("migrations");
+        Ok(cli)
+    }
 }
 
 impl GlobalOpts {
@@ -112,7 +146,7 @@ pub enum Command {
     /// Record migrations up to TARGET as applied without running them (adopting schemas
     /// built by hand or by another tool); `stamp base` clears the history.
     Stamp(commands::stamp::Args),
-    /// Write the next migration file V{n}__{message}.sql and its .down.sql.
+    /// Write the next migration file, V<head+1>__<message>.sql, and its .down.sql.
     Revision(commands::revision::Args),
     /// CI gate: check config, connection, migration files, registry and every tenant.
     /// Exit 0 when all tenants are at head with no drift, 5 when something is off.
@@ -216,7 +250,6 @@ impl BulkOpts {
 #[cfg(test)]
 mod tests {
     use super::*;
-    use clap::CommandFactory;
 
     #[test]
     fn cli_is_consistent() {

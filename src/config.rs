@@ -194,7 +194,7 @@ impl TlsShown {
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
-    /// A command-line flag (or its `TENANTCTL_*` environment variable, which clap merges).
+    /// A command-line flag.
     Flag,
     /// An environment variable.
     Environment,
@@ -269,8 +269,12 @@ pub struct Overrides {
     pub config: Option<PathBuf>,
     /// `--database-url` or `TENANTCTL_DATABASE_URL`.
     pub database_url: Option<String>,
-    /// `--migrations`.
+    /// Whether `database_url` came from `TENANTCTL_DATABASE_URL` (clap merges it).
+    pub database_url_from_env: bool,
+    /// `--migrations` or `TENANTCTL_MIGRATIONS`.
     pub migrations: Option<PathBuf>,
+    /// Whether `migrations` came from `TENANTCTL_MIGRATIONS` (clap merges it).
+    pub migrations_from_env: bool,
     /// `--concurrency`, on bulk commands.
     pub concurrency: Option<usize>,
 }
@@ -337,7 +341,11 @@ pub fn resolve(
     let database_url = if let Some(url) = nonempty(overrides.database_url.clone()) {
         Some(DatabaseUrl {
             value: url,
-            origin: "--database-url / TENANTCTL_DATABASE_URL".into(),
+            origin: if overrides.database_url_from_env {
+                "TENANTCTL_DATABASE_URL".into()
+            } else {
+                "--database-url".into()
+            },
         })
     } else if let Some(url) = nonempty(env("DATABASE_URL")) {
         Some(DatabaseUrl {
@@ -377,6 +385,7 @@ pub fn resolve(
 
     let (migrations_dir, migrations_dir_source) =
         match (&overrides.migrations, &file.migrations.dir) {
+            (Some(dir), _) if overrides.migrations_from_env => (cwd.join(dir), Source::Environment),
             (Some(flag), _) => (cwd.join(flag), Source::Flag),
             (None, Some(dir)) => (file_dir.join(dir), Source::File),
             (None, None) => (cwd.join("migrations"), Source::Default),
@@ -454,11 +463,10 @@ pub fn resolve(
     let mut sources = BTreeMap::new();
     sources.insert(
         "database.url",
-        match &database_url {
-            Some(u) if u.origin.starts_with("--database-url") => Source::Flag,
-            Some(u) if u.origin == "DATABASE_URL" => Source::Environment,
+        match database_url.as_ref().map(|u| u.origin.as_str()) {
+            Some("--database-url") => Source::Flag,
+            Some("TENANTCTL_DATABASE_URL" | "DATABASE_URL") | None => Source::Environment,
             Some(_) => Source::File,
-            None => Source::Environment,
         },
     );
     sources.insert("database.sslmode", from(file.database.sslmode.is_some()));
@@ -570,6 +578,42 @@ pub struct Entry {
     pub value: String,
     /// Where it came from.
     pub source: Source,
+    /// Which flag or environment variable (`--database-url`, `TENANTCTL_DATABASE_URL`,
+    /// `PG*` for the libpq variables); the config key for the file; `null` for a default.
+    pub origin: Option<String>,
+}
+
+impl Entry {
+    /// The source for people: `flag --database-url`, `env TENANTCTL_DATABASE_URL`,
+    /// `file`, `default`.
+    pub fn source_shown(&self) -> String {
+        match (self.source, self.origin.as_deref()) {
+            (Source::Flag, Some(o)) => format!("flag {o}"),
+            (Source::Flag, None) => "flag".into(),
+            (Source::Environment, Some(o)) => format!("env {o}"),
+            (Source::Environment, None) => "env".into(),
+            (Source::File, _) => "file".into(),
+            (Source::Default, _) => "default".into(),
+        }
+    }
+}
+
+/// Which flag or variable gave a setting (see [`Entry::origin`]).
+fn origin(settings: &Settings, key: &str, source: Source) -> Option<String> {
+    match (key, source) {
+        (_, Source::Default) => None,
+        (_, Source::File) => Some(key.to_string()),
+        ("database.url", _) => Some(
+            settings
+                .database_url
+                .as_ref()
+                .map_or("PG*".to_string(), |u| u.origin.clone()),
+        ),
+        ("migrations.dir", Source::Environment) => Some("TENANTCTL_MIGRATIONS".into()),
+        ("migrations.dir", _) => Some("--migrations".into()),
+        ("run.concurrency", _) => Some("--concurrency".into()),
+        _ => None,
+    }
 }
 
 /// Every effective setting with its source. `database` is the connection target as
@@ -608,10 +652,8 @@ pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entr
     ];
     values
         .into_iter()
-        .map(|(key, value)| Entry {
-            key,
-            value,
-            source: match key {
+        .map(|(key, value)| {
+            let source = match key {
                 "database.sslmode" => tls.sslmode_source,
                 "database.sslrootcert" => tls.sslrootcert_source,
                 _ => settings
@@ -619,7 +661,13 @@ pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entr
                     .get(key)
                     .copied()
                     .unwrap_or(Source::Default),
-            },
+            };
+            Entry {
+                key,
+                value,
+                source,
+                origin: origin(settings, key, source),
+            }
         })
         .collect()
 }

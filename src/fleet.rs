@@ -129,6 +129,10 @@ pub struct TenantResult {
     /// the tenant was not touched and nothing is recorded about it.
     #[serde(skip)]
     pub session_opened: bool,
+    /// Whether the tenant failed because its session could not connect to the server
+    /// (as opposed to a lock wait that ran out, or a refusal decided without a session).
+    #[serde(skip)]
+    pub unreachable: bool,
     /// How the work on the tenant ended, when it was done but recording it through the
     /// tenant's session failed (the result says failed until it is recorded otherwise).
     #[serde(skip)]
@@ -149,6 +153,7 @@ impl TenantResult {
             schema_created: false,
             tenant: None,
             session_opened: false,
+            unreachable: false,
             unrecorded: None,
         }
     }
@@ -205,7 +210,14 @@ impl RunReport {
             Exit::Interrupted
         } else if s.failed == 0 && self.stopped.is_none() {
             Exit::Ok
-        } else if s.failed > 0 && self.results.iter().all(|r| !r.session_opened) {
+        } else if s.failed > 0
+            && self.results.iter().all(|r| !r.session_opened)
+            && self
+                .results
+                .iter()
+                .filter(|r| r.status == ResultStatus::Failed)
+                .all(|r| r.unreachable)
+        {
             Exit::Setup
         } else if s.total == 1 || s.ok + s.up_to_date + s.skipped == 0 {
             Exit::Failed
@@ -289,7 +301,8 @@ pub enum Planned {
 
 /// Decides which tenants an upgrade to `target` must open a session for: those behind,
 /// drifted, unreadable, or not `active` in the registry (so a success can clear a stale
-/// `failed`). The others are answered from `states` at once.
+/// `failed`). The others are answered from `states` at once; among them, a tenant whose
+/// schema existed (status `active`, or `schema_provisioned`) and is gone has failed.
 pub fn plan_upgrade(
     tenants: Vec<Tenant>,
     states: &HashMap<String, SchemaState>,
@@ -304,6 +317,16 @@ pub fn plan_upgrade(
                 return Planned::Work(t);
             };
             if !st.schema_exists {
+                let existed = t.status == Status::Active || t.schema_provisioned;
+                if existed && unprovisioned == Unprovisioned::Skip {
+                    // Swept up by a filter, its schema existed and was dropped outside
+                    // tenantctl: drift, not a skip. (A named tenant fails in its session.)
+                    let mut r = TenantResult::new(&t, ResultStatus::Failed);
+                    r.error = Some(vanished(&t));
+                    r.to_revision = None;
+                    r.tenant = Some(t);
+                    return Planned::Done(r);
+                }
                 return match unprovisioned {
                     Unprovisioned::Skip => {
                         let mut r = TenantResult::skipped(
@@ -333,6 +356,19 @@ pub fn plan_upgrade(
             Planned::Done(r)
         })
         .collect()
+}
+
+/// The error for a tenant whose schema existed and is gone.
+fn vanished(t: &Tenant) -> String {
+    format!(
+        "schema {} of {} tenant {} is missing: it was dropped outside tenantctl. Recreate it \
+         empty with `tenantctl provision --tenant {d}` then `tenantctl upgrade --tenant {d}` \
+         (or restore it from a backup), or remove the tenant with `tenantctl tenant drop {d}`",
+        crate::ident::quote(&t.schema_name),
+        t.status.as_str(),
+        t.domain,
+        d = t.domain
+    )
 }
 
 /// Runs `action` on every planned tenant. `main` is the caller's registry connection,
@@ -530,7 +566,10 @@ pub async fn run_one(
                     OpenError::LockWait(message) => {
                         result.error = Some(message);
                     }
-                    OpenError::Failed(e) => result.error = Some(e.to_string()),
+                    OpenError::Failed(e) => {
+                        result.unreachable = e.exit == Exit::Setup;
+                        result.error = Some(e.to_string());
+                    }
                 }
                 result.duration_ms = started.elapsed().as_millis() as u64;
                 return result;
@@ -829,6 +868,7 @@ mod tests {
             schema_created: false,
             tenant: None,
             session_opened,
+            unreachable: !session_opened && status == ResultStatus::Failed,
             unrecorded: None,
         }
     }
@@ -861,6 +901,15 @@ mod tests {
         assert_eq!(report(vec![result(Failed, true)]).exit(), Exit::Failed);
         assert_eq!(report(vec![result(Ok, true)]).exit(), Exit::Ok);
         assert_eq!(report(vec![result(UpToDate, false)]).exit(), Exit::Ok);
+        // A failure decided without a connection problem (a lock wait that ran out, a
+        // vanished schema) is not a setup error.
+        let mut waited = result(Failed, false);
+        waited.unreachable = false;
+        assert_eq!(report(vec![waited.clone()]).exit(), Exit::Failed);
+        assert_eq!(
+            report(vec![waited, unreached(), result(UpToDate, false)]).exit(),
+            Exit::Partial
+        );
     }
 
     #[test]

@@ -142,6 +142,7 @@ pub fn observed(status: &TenantStatus) -> Observed {
     Observed {
         schema_exists: status.schema_provisioned,
         current: status.current_revision,
+        history_readable: status.history_error.is_none(),
     }
 }
 

@@ -4,7 +4,6 @@
 use std::process::ExitCode;
 use std::time::Duration;
 
-use clap::Parser;
 use tenantctl::cli::Cli;
 use tenantctl::error::{exit_for, Exit};
 use tenantctl::interrupt::{Cancelled, Interrupt};
@@ -15,7 +14,7 @@ const CANCEL_WAIT: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
     // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
-    let cli = Cli::parse();
+    let cli = Cli::parse_args();
     let json = cli.global.format() == Format::Json;
     let runtime = match tokio::runtime::Builder::new_multi_thread()
         .enable_all()

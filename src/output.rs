@@ -99,6 +99,17 @@ impl Output {
         }
     }
 
+    /// Writes a result to stdout piece by piece through `write`, for results too large to
+    /// build in memory first. A closed pipe ends the process quietly.
+    pub fn stream(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        if let Err(e) = write(&mut out).and_then(|_| out.flush()) {
+            if e.kind() == std::io::ErrorKind::BrokenPipe {
+                std::process::exit(0);
+            }
+        }
+    }
+
     /// Writes one JSON document to stdout, streamed rather than built in memory first.
     pub fn json<T: Serialize>(&self, value: &T) {
         let mut written = DOCUMENT.lock().unwrap_or_else(|e| e.into_inner());
@@ -225,8 +236,8 @@ impl Output {
         }
         let s = &report.summary;
         self.print(&format!(
-            "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms",
-            s.total, s.ok, s.up_to_date, s.failed, s.skipped, s.duration_ms
+            "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms (run {})",
+            s.total, s.ok, s.up_to_date, s.failed, s.skipped, s.duration_ms, report.run_id
         ));
     }
 
@@ -595,6 +606,7 @@ mod tests {
             schema_created: false,
             tenant: None,
             session_opened: true,
+            unreachable: false,
             unrecorded: None,
         };
         assert_eq!(

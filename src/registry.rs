@@ -142,6 +142,171 @@ pub struct InitReport {
     pub applied: Vec<i32>,
     /// The registry version now.
     pub version: i32,
+    /// The registry version this tenantctl creates; lower than `version` when a newer
+    /// tenantctl has upgraded the registry (it is then left unchanged).
+    pub binary_version: i32,
+}
+
+impl InitReport {
+    /// Whether the registry is newer than this binary (and `init` left it alone).
+    pub fn newer(&self) -> bool {
+        self.version > self.binary_version
+    }
+}
+
+/// The columns this binary reads or writes, by table, with the types it needs
+/// (`format_type` spelling). A newer registry may add columns; none of these may go.
+const NEEDED: &[(&str, &[(&str, &str)])] = &[
+    (
+        "tenants",
+        &[
+            ("id", "bigint"),
+            ("tenant_name", "text"),
+            ("domain", "text"),
+            ("email", "text"),
+            ("tenant_type", "text"),
+            ("schema_name", "text"),
+            ("schema_provisioned", "boolean"),
+            ("migrations_applied", "boolean"),
+            ("current_revision", "integer"),
+            ("status", "text"),
+            ("last_error", "text"),
+            ("api_key_hash", "text"),
+            ("api_key_prefix", "text"),
+            ("created_at", "timestamp with time zone"),
+            ("updated_at", "timestamp with time zone"),
+        ],
+    ),
+    (
+        "tenant_events",
+        &[
+            ("id", "bigint"),
+            ("run_id", "uuid"),
+            ("tenant_id", "bigint"),
+            ("domain", "text"),
+            ("schema_name", "text"),
+            ("action", "text"),
+            ("from_revision", "integer"),
+            ("to_revision", "integer"),
+            ("status", "text"),
+            ("error", "text"),
+            ("started_at", "timestamp with time zone"),
+            ("finished_at", "timestamp with time zone"),
+            ("db_user", "text"),
+            ("client_host", "text"),
+            ("client_addr", "text"),
+        ],
+    ),
+    (HISTORY_TABLE, &[("version", "integer")]),
+];
+
+/// What one catalog query found of the registry's tables.
+#[derive(Debug)]
+struct Shape {
+    dbname: String,
+    /// Tables of [`NEEDED`] that do not exist.
+    missing_tables: Vec<&'static str>,
+    /// `table.column` that is missing or has another type, with what was found.
+    bad_columns: Vec<String>,
+}
+
+impl Shape {
+    fn has(&self, table: &str) -> bool {
+        !self.missing_tables.contains(&table)
+    }
+
+    /// Whether the history table can be read for its version.
+    fn history_readable(&self) -> bool {
+        self.has(HISTORY_TABLE)
+            && !self
+                .bad_columns
+                .iter()
+                .any(|c| c.starts_with(&format!("table {HISTORY_TABLE}: ")))
+    }
+
+    fn problems(&self) -> Vec<String> {
+        let mut out: Vec<String> = self
+            .missing_tables
+            .iter()
+            .map(|t| format!("table {t} is missing"))
+            .collect();
+        out.extend(self.bad_columns.iter().cloned());
+        out
+    }
+}
+
+/// Reads, in one catalog query, which registry tables exist and which of the columns this
+/// binary needs are missing or of another type.
+async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
+    let mut rels = Vec::new();
+    let mut tables = Vec::new();
+    let mut columns = Vec::new();
+    let mut types = Vec::new();
+    for (table, cols) in NEEDED {
+        for (col, ty) in *cols {
+            rels.push(qualified(schema, table));
+            tables.push(table.to_string());
+            columns.push(col.to_string());
+            types.push(ty.to_string());
+        }
+    }
+    let row = client
+        .query_one(
+            "SELECT current_database(), \
+             ARRAY(SELECT DISTINCT e.tbl FROM unnest($1::text[], $2::text[]) AS e(rel, tbl) \
+                   WHERE to_regclass(e.rel) IS NULL), \
+             ARRAY(SELECT format('table %I: column %I %s', e.tbl, e.col, \
+                          CASE WHEN a.attnum IS NULL THEN 'is missing' \
+                          ELSE format('is %s, tenantctl needs %s', format_type(a.atttypid, NULL), e.typ) END) \
+                   FROM unnest($1::text[], $2::text[], $3::text[], $4::text[]) \
+                        WITH ORDINALITY AS e(rel, tbl, col, typ, n) \
+                   LEFT JOIN pg_attribute a ON a.attrelid = to_regclass(e.rel) AND a.attname = e.col \
+                        AND a.attnum > 0 AND NOT a.attisdropped \
+                   WHERE to_regclass(e.rel) IS NOT NULL \
+                     AND (a.attnum IS NULL OR format_type(a.atttypid, NULL) <> e.typ) \
+                   ORDER BY e.n)",
+            &[&rels, &tables, &columns, &types],
+        )
+        .await
+        .map_err(query_error("looking for the tenant registry"))?;
+    let missing: Vec<String> = row.get(1);
+    Ok(Shape {
+        dbname: row.get(0),
+        missing_tables: NEEDED
+            .iter()
+            .map(|(t, _)| *t)
+            .filter(|t| missing.iter().any(|m| m == t))
+            .collect(),
+        bad_columns: row.get(2),
+    })
+}
+
+/// The registry version recorded in its history table (0 when empty).
+async fn recorded_version(client: &Client, schema: &str) -> Result<i32, Error> {
+    let version: Option<i32> = client
+        .query_one(
+            &format!(
+                "SELECT max(version) FROM {}",
+                qualified(schema, HISTORY_TABLE)
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_error("reading the registry version"))?
+        .get(0);
+    Ok(version.unwrap_or(0))
+}
+
+/// The error for a registry whose tables were changed outside tenantctl.
+fn damaged(schema: &str, version: Option<i32>, problems: &[String]) -> Error {
+    let at = version.map_or(String::new(), |v| format!(" (at version {v})"));
+    Error::setup(format!(
+        "the tenant registry in schema {}{at} is damaged: {}. tenantctl cannot work with it: \
+         restore the registry from a backup (or put back what is missing as the registry \
+         migrations define it), then run `tenantctl init` to check it",
+        quote(schema),
+        problems.join("; ")
+    ))
 }
 
 /// Creates or upgrades the registry in `schema`; safe to run at any time and concurrently.
@@ -169,6 +334,33 @@ async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Er
             "creating registry schema {}",
             quote(schema)
         )))?;
+    let found = shape(client, schema).await?;
+    let before = if found.history_readable() {
+        Some(recorded_version(client, schema).await?)
+    } else {
+        None
+    };
+    if before.is_none() && (found.has("tenants") || found.has(HISTORY_TABLE)) {
+        // A registry without a readable history: not one init can build on.
+        return Err(damaged(schema, None, &found.problems()));
+    }
+    if let Some(version) = before.filter(|v| *v > latest_version()) {
+        // A newer tenantctl upgraded the registry (a rolling deploy): leave it alone,
+        // as long as what this binary needs is still there.
+        if !found.problems().is_empty() {
+            return Err(damaged(schema, Some(version), &found.problems()));
+        }
+        client
+            .batch_execute("RESET search_path")
+            .await
+            .map_err(query_error("resetting search_path"))?;
+        return Ok(InitReport {
+            schema: schema.to_string(),
+            applied: Vec::new(),
+            version,
+            binary_version: latest_version(),
+        });
+    }
     let migrations: Vec<refinery::Migration> = MIGRATIONS
         .iter()
         .map(|(name, sql)| {
@@ -189,6 +381,10 @@ async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Er
         .batch_execute("RESET search_path")
         .await
         .map_err(query_error("resetting search_path"))?;
+    let after = shape(client, schema).await?;
+    if !after.problems().is_empty() {
+        return Err(damaged(schema, Some(latest_version()), &after.problems()));
+    }
     Ok(InitReport {
         schema: schema.to_string(),
         applied: report
@@ -197,47 +393,37 @@ async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Er
             .map(|m| m.version())
             .collect(),
         version: latest_version(),
+        binary_version: latest_version(),
     })
 }
 
 impl<'a> Registry<'a> {
     /// Opens the registry, failing with exit 3 and "run `tenantctl init`" when it is
-    /// missing or older than this binary needs.
+    /// missing or older than this binary needs, and with exit 3 naming the table and
+    /// column when a column this binary needs is missing or of another type (one catalog
+    /// query). A registry newer than this binary is fine while those columns are there.
     pub async fn open(client: &'a Client, schema: &'a str) -> Result<Registry<'a>, Error> {
-        let row = client
-            .query_one(
-                "SELECT to_regclass($1) IS NOT NULL, to_regclass($2) IS NOT NULL, current_database()",
-                &[&qualified(schema, "tenants"), &qualified(schema, HISTORY_TABLE)],
-            )
-            .await
-            .map_err(query_error("looking for the tenant registry"))?;
-        let (has_tenants, has_history, dbname): (bool, bool, String) =
-            (row.get(0), row.get(1), row.get(2));
-        if !has_tenants || !has_history {
+        let found = shape(client, schema).await?;
+        if !found.has("tenants") && !found.has(HISTORY_TABLE) {
             return Err(Error::setup(format!(
                 "the tenant registry is not initialised in schema {} of database {}; run `tenantctl init`",
                 quote(schema),
-                quote(&dbname)
+                quote(&found.dbname)
             )));
         }
-        let version: Option<i32> = client
-            .query_one(
-                &format!(
-                    "SELECT max(version) FROM {}",
-                    qualified(schema, HISTORY_TABLE)
-                ),
-                &[],
-            )
-            .await
-            .map_err(query_error("reading the registry version"))?
-            .get(0);
-        let version = version.unwrap_or(0);
+        if !found.history_readable() {
+            return Err(damaged(schema, None, &found.problems()));
+        }
+        let version = recorded_version(client, schema).await?;
         if version < latest_version() {
             return Err(Error::setup(format!(
                 "the tenant registry in schema {} is at version {version}, this tenantctl needs {}; run `tenantctl init` to upgrade it",
                 quote(schema),
                 latest_version()
             )));
+        }
+        if !found.problems().is_empty() {
+            return Err(damaged(schema, Some(version), &found.problems()));
         }
         Ok(Registry {
             client,
@@ -405,6 +591,11 @@ impl<'a> Registry<'a> {
     /// Brings the cached columns of these tenants in line with what was observed, in one
     /// statement; rows that already agree are left alone. Returns how many changed.
     pub async fn sync(&self, observed: &[(i64, Observed)]) -> Result<u64, Error> {
+        // An unreadable history says nothing about the revision: leave those rows alone.
+        let observed: Vec<&(i64, Observed)> = observed
+            .iter()
+            .filter(|(_, o)| o.history_readable)
+            .collect();
         let ids: Vec<i64> = observed.iter().map(|(id, _)| *id).collect();
         let exists: Vec<bool> = observed.iter().map(|(_, o)| o.schema_exists).collect();
         let current: Vec<Option<i32>> = observed.iter().map(|(_, o)| o.current).collect();
@@ -580,6 +771,20 @@ pub struct Observed {
     pub schema_exists: bool,
     /// The highest applied version, if any.
     pub current: Option<i32>,
+    /// Whether the history table could be read. When it could not, `current` says
+    /// nothing, and the cached `current_revision` and `migrations_applied` are kept.
+    pub history_readable: bool,
+}
+
+impl Observed {
+    /// Summarises a schema state for the registry.
+    pub fn of(state: &crate::state::SchemaState) -> Observed {
+        Observed {
+            schema_exists: state.schema_exists,
+            current: state.current(),
+            history_readable: state.history.is_ok(),
+        }
+    }
 }
 
 /// The outcome of an operation, as the registry records it.
@@ -624,8 +829,11 @@ pub async fn record_with(
         Outcome::Failed(e) => (Some("failed"), Some(e)),
         Outcome::Unchanged => (None, None),
     };
+    // $7: whether the history was readable; when it was not, the cached revision stays.
     let update = format!(
-        "UPDATE {t} SET schema_provisioned = $2, migrations_applied = $3, current_revision = $4, \
+        "UPDATE {t} SET schema_provisioned = $2, \
+         migrations_applied = CASE WHEN $7 THEN $3 ELSE migrations_applied END, \
+         current_revision = CASE WHEN $7 THEN $4 ELSE current_revision END, \
          status = COALESCE($5, status), \
          last_error = CASE WHEN $5::text IS NULL THEN last_error ELSE $6 END, \
          updated_at = now() WHERE id = $1 RETURNING {COLUMNS}",
@@ -643,6 +851,7 @@ pub async fn record_with(
                         &observed.current,
                         &status,
                         &error,
+                        &observed.history_readable,
                     ],
                 )
                 .await
@@ -656,7 +865,7 @@ pub async fn record_with(
             let sql = format!(
                 "WITH u AS ({update}), e AS (\
                  INSERT INTO {events} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, error, started_at, client_host) \
-                 SELECT $7::text::uuid, u.id, u.domain, u.schema_name, $8, $9, u.current_revision, $10, $6, $11, $12 FROM u) \
+                 SELECT $8::text::uuid, u.id, u.domain, u.schema_name, $9, $10, u.current_revision, $11, $6, $12, $13 FROM u) \
                  SELECT {COLUMNS} FROM u",
                 events = tables.events
             );
@@ -670,6 +879,7 @@ pub async fn record_with(
                         &observed.current,
                         &status,
                         &error,
+                        &observed.history_readable,
                         &ev.run_id,
                         &ev.action,
                         &ev.from_revision,

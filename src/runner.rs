@@ -781,10 +781,7 @@ async fn lock_holder(target: &db::Target, key: (i32, i32)) -> Option<LockHolder>
 
 /// Summarises a schema state for the registry.
 pub fn observed(state: &SchemaState) -> Observed {
-    Observed {
-        schema_exists: state.schema_exists,
-        current: state.current(),
-    }
+    Observed::of(state)
 }
 
 /// Why an upgrade did not complete.

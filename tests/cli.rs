@@ -51,6 +51,29 @@ fn help_and_version_go_to_stdout_and_unknown_flags_exit_2() {
 }
 
 #[test]
+fn the_revision_help_names_the_file_on_one_line() {
+    let t = bare();
+    for args in [
+        &["revision", "--help"][..],
+        &["revision", "-h"][..],
+        &["--help"][..],
+    ] {
+        let run = t.run(args);
+        run.expect(0);
+        let line = run
+            .stdout
+            .lines()
+            .find(|l| l.contains("Write the next migration file"))
+            .unwrap_or_else(|| panic!("{args:?}: no description:\n{}", run.stdout));
+        assert!(
+            line.contains("V<head+1>__<message>.sql, and its .down.sql"),
+            "{args:?}: the file name is broken up:\n{}",
+            run.stdout
+        );
+    }
+}
+
+#[test]
 fn usage_errors_exit_2_and_change_nothing() {
     let (db, t) = ready();
     create(&t, "demo", &["--provision"]);

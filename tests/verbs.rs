@@ -218,9 +218,11 @@ fn stamp_adopts_a_schema_built_by_hand_and_later_upgrades_continue() {
     assert_eq!(r.of("legacy").applied, [4, 5, 6]);
 
     // Stamping lower forgets the versions above; base clears; tables are untouched.
-    t.run(&["stamp", "--tenant", "legacy", "2"]).expect(0);
+    t.run(&["stamp", "--tenant", "legacy", "2", "--yes"])
+        .expect(0);
     assert_eq!(history_versions(&db, "tenant_legacy"), [1, 2]);
-    t.run(&["stamp", "--tenant", "legacy", "base"]).expect(0);
+    t.run(&["stamp", "--tenant", "legacy", "base", "--yes"])
+        .expect(0);
     assert_eq!(history_versions(&db, "tenant_legacy"), Vec::<i32>::new());
     assert!(
         relation_exists(&db, "tenant_legacy", "members")
@@ -689,4 +691,52 @@ fn completions_and_config_show() {
         (url.value.as_str(), url.source.as_str()),
         ("postgres://bob@h:5432/db", "environment")
     );
+    assert_eq!(url.origin.as_deref(), Some("DATABASE_URL"));
+
+    // A value clap took from TENANTCTL_DATABASE_URL or TENANTCTL_MIGRATIONS is shown as
+    // coming from that variable, not from the flag.
+    let t = support::bare()
+        .cwd(dir.path())
+        .env("TENANTCTL_DATABASE_URL", "postgres://carol:pw3@h2/db2")
+        .env("TENANTCTL_MIGRATIONS", "db/migrations");
+    let c: ConfigShown = t.run(&["config", "show", "-o", "json"]).expect(0).json();
+    let origin = |k: &str| {
+        let e = c.settings.iter().find(|e| e.key == k).unwrap();
+        (e.source.clone(), e.origin.clone())
+    };
+    assert_eq!(
+        origin("database.url"),
+        ("environment".into(), Some("TENANTCTL_DATABASE_URL".into()))
+    );
+    assert_eq!(
+        origin("migrations.dir"),
+        ("environment".into(), Some("TENANTCTL_MIGRATIONS".into()))
+    );
+    assert_eq!(
+        origin("registry.schema"),
+        ("file".into(), Some("registry.schema".into()))
+    );
+    assert_eq!(origin("migrations.table"), ("default".into(), None));
+    let text = t.run(&["config", "show"]).expect(0).stdout.clone();
+    let line = |k: &str| text.lines().find(|l| l.contains(k)).unwrap().to_string();
+    assert!(
+        line("database.url").contains("env TENANTCTL_DATABASE_URL"),
+        "{text}"
+    );
+    assert!(
+        line("migrations.dir").contains("env TENANTCTL_MIGRATIONS"),
+        "{text}"
+    );
+    // The flag still wins over the variable, and says so.
+    let text = t
+        .run(&["config", "show", "--database-url", "postgres://dave@h3/db3"])
+        .expect(0)
+        .stdout
+        .clone();
+    let url = text.lines().find(|l| l.contains("database.url")).unwrap();
+    assert!(
+        url.contains("dave@h3") && url.contains("flag --database-url"),
+        "{text}"
+    );
+    assert!(!text.contains("pw3"));
 }

@@ -47,13 +47,7 @@ pub async fn run(ctx: &Ctx, cmd: &ConfigCommand) -> Result<Exit> {
             } else {
                 let mut t = ctx.out.table(&["key", "value", "source"]);
                 for e in &shown.settings {
-                    let source = match e.source {
-                        config::Source::Flag => "flag",
-                        config::Source::Environment => "environment",
-                        config::Source::File => "file",
-                        config::Source::Default => "default",
-                    };
-                    t.add_row(vec![e.key.to_string(), e.value.clone(), source.to_string()]);
+                    t.add_row(vec![e.key.to_string(), e.value.clone(), e.source_shown()]);
                 }
                 ctx.out.print(&t.to_string());
                 ctx.out.print(&format!(

@@ -8,9 +8,9 @@ use crate::inspect::{self, StatusSummary};
 use crate::output::revision;
 use crate::registry::Registry;
 
-use super::{statuses, Ctx};
+use super::{select, statuses, Ctx};
 
-/// Arguments of `current` (default: every tenant).
+/// Arguments of `current`: the bulk commands' selection (default: every tenant).
 #[derive(Debug, clap::Args)]
 pub struct Args {
     #[command(flatten)]
@@ -46,11 +46,12 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let set = ctx.migrations()?;
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let mut tenants = if args.selection.tenants.is_empty() {
-        registry.list(None, None).await?
-    } else {
-        registry.find_many(&args.selection.tenants).await?
-    };
+    // Selects exactly like the bulk commands; with nothing that selects, every tenant.
+    let mut selection = args.selection.clone();
+    if !selection.selects() {
+        selection.all = true;
+    }
+    let mut tenants = select(&registry, &selection).await?;
     let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     let summary = inspect::summarize(&st, set.head());
     let out = Currents {

@@ -66,7 +66,9 @@ impl Ctx {
         let overrides = Overrides {
             config: global.config.clone(),
             database_url: global.database_url.clone(),
+            database_url_from_env: global.database_url_from_env,
             migrations: global.migrations.clone(),
+            migrations_from_env: global.migrations_from_env,
             concurrency,
         };
         let settings = crate::config::load(&overrides, &env_var, &cwd)?;
@@ -175,8 +177,11 @@ pub async fn statuses(
             .expect("observed every schema");
         let status = inspect::tenant_status(t, &st, set);
         t.schema_provisioned = status.schema_provisioned;
-        t.current_revision = status.current_revision;
-        t.migrations_applied = status.migrations_applied;
+        // An unreadable history says nothing about the revision: keep the cached one.
+        if status.history_error.is_none() {
+            t.current_revision = status.current_revision;
+            t.migrations_applied = status.migrations_applied;
+        }
         out.push(status);
     }
     let observed: Vec<(i64, crate::registry::Observed)> = out
@@ -214,43 +219,58 @@ pub async fn sync_observed(
 }
 
 /// Prints a dry run and returns its exit code: 0 when every tenant could go ahead, 1 or 4
-/// (as a real run would) when some would refuse or fail.
-pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun) -> crate::error::Exit {
+/// (as a real run would) when some would refuse or fail. The SQL is streamed tenant by
+/// tenant (in JSON too), never built for the whole fleet in memory.
+pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun<'_>) -> crate::error::Exit {
     use crate::error::Exit;
     use crate::output::revision;
     let refused = dry.tenants.iter().filter(|t| t.error.is_some()).count();
     if ctx.out.is_json() {
         ctx.out.json(dry);
     } else {
-        let mut text = String::new();
-        for t in &dry.tenants {
-            let head = format!(
-                "-- tenant {} (schema {})",
-                t.domain,
-                crate::ident::quote(&t.schema_name)
-            );
-            if let Some(e) = &t.error {
-                text.push_str(&format!("{head}: would fail: {e}\n\n"));
-            } else if let Some(why) = &t.skipped {
-                text.push_str(&format!("{head}: would be skipped: {why}\n\n"));
-            } else if t.sql.is_empty() {
-                text.push_str(&format!("{head}: nothing to do\n\n"));
-            } else {
-                text.push_str(&format!(
-                    "{head}: {} -> {}\n{}\n",
-                    revision(t.from_revision),
-                    revision(t.to_revision),
-                    t.sql
-                ));
+        ctx.out.stream(|w| {
+            for t in &dry.tenants {
+                let head = format!(
+                    "-- tenant {} (schema {})",
+                    t.domain,
+                    crate::ident::quote(&t.schema_name)
+                );
+                if let Some(e) = &t.error {
+                    writeln!(w, "{head}: would fail: {e}\n")?;
+                } else if let Some(why) = &t.skipped {
+                    writeln!(w, "{head}: would be skipped: {why}\n")?;
+                } else if t.sql.is_empty() {
+                    writeln!(w, "{head}: nothing to do\n")?;
+                } else {
+                    let forgets = if t.forgotten.is_empty() {
+                        String::new()
+                    } else {
+                        format!(
+                            " (forgets {})",
+                            t.forgotten
+                                .iter()
+                                .map(|v| format!("V{v}"))
+                                .collect::<Vec<_>>()
+                                .join(", ")
+                        )
+                    };
+                    writeln!(
+                        w,
+                        "{head}: {} -> {}{forgets}\n{}",
+                        revision(t.from_revision),
+                        revision(t.to_revision),
+                        t.sql
+                    )?;
+                }
             }
-        }
-        text.push_str(&format!(
-            "-- dry run: nothing was changed ({} tenants, {} would change, {} would fail)",
-            dry.tenants.len(),
-            dry.tenants.iter().filter(|t| !t.sql.is_empty()).count(),
-            refused
-        ));
-        ctx.out.print(&text);
+            writeln!(
+                w,
+                "-- dry run: nothing was changed ({} tenants, {} would change, {} would fail)",
+                dry.tenants.len(),
+                dry.tenants.iter().filter(|t| !t.sql.is_empty()).count(),
+                refused
+            )
+        });
     }
     match refused {
         0 => Exit::Ok,

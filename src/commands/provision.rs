@@ -93,7 +93,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
 async fn refuse_blocked_recreates(
     ctx: &Ctx,
     client: &mut tokio_postgres::Client,
-    dry: &mut dryrun::DryRun,
+    dry: &mut dryrun::DryRun<'_>,
 ) -> Result<()> {
     for p in dry.tenants.iter_mut().filter(|p| p.error.is_none()) {
         let what = format!("drop and recreate schema {}", quote(&p.schema_name));

@@ -2,6 +2,7 @@
 //! adopt schemas built by hand or by another tool.
 
 use crate::cli::{BulkOpts, Selection};
+use crate::dryrun;
 use crate::error::{Exit, Result};
 use crate::fleet::{Action, Planned};
 use crate::registry::Registry;
@@ -20,10 +21,19 @@ pub struct Args {
 
     #[command(flatten)]
     pub bulk: BulkOpts,
+
+    /// Confirm forgetting applied versions without asking (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Print, per tenant, what would be recorded and forgotten, and the SQL; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Stamps the selected tenants: records the files up to TARGET with the checksums an
 /// upgrade would store, and forgets recorded versions above it. Runs nothing else.
+/// Forgetting applied versions asks first (or needs `--yes`), like `downgrade`.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let set = ctx.migrations()?;
     let target = set.resolve_target(&args.target)?;
@@ -31,6 +41,32 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
     let unprovisioned = super::unprovisioned_policy(&args.selection);
+    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
+    let states = super::observe(ctx, &client, &schemas).await?;
+    let dry = dryrun::plan(
+        &tenants,
+        &states,
+        &set,
+        &ctx.settings,
+        dryrun::Plan::Stamp(target),
+        unprovisioned,
+    );
+    if args.dry_run {
+        return Ok(super::print_dry_run(ctx, &dry));
+    }
+    let forgetting: Vec<crate::registry::Tenant> = tenants
+        .iter()
+        .zip(&dry.tenants)
+        .filter(|(_, p)| !p.forgotten.is_empty())
+        .map(|(t, _)| t.clone())
+        .collect();
+    drop(dry);
+    drop(states);
+    let what = format!(
+        "stamp {} forgets the recorded versions above it (their tables stay; no down script runs; see --dry-run),",
+        crate::output::revision(Some(target).filter(|t| *t > 0))
+    );
+    super::confirm_tenants(ctx, &forgetting, &what, args.yes)?;
     let planned = tenants.into_iter().map(Planned::Work).collect();
     let action = Action::Stamp(target);
     Ok(super::run_fleet(

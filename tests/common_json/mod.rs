@@ -243,6 +243,7 @@ pub struct InitReport {
     pub schema: String,
     pub applied: Vec<i32>,
     pub version: i32,
+    pub binary_version: i32,
 }
 
 /// `registry::EventRow` (one run-ledger entry).
@@ -290,6 +291,7 @@ pub struct PlannedTenant {
     #[serde(deserialize_with = "nullable")]
     pub to_revision: Option<i32>,
     pub versions: Vec<i32>,
+    pub forgotten: Vec<i32>,
     pub sql: String,
     #[serde(deserialize_with = "nullable")]
     pub error: Option<String>,
@@ -386,6 +388,8 @@ pub struct ConfigEntry {
     pub key: String,
     pub value: String,
     pub source: String,
+    #[serde(deserialize_with = "nullable")]
+    pub origin: Option<String>,
 }
 
 /// `commands::config::Shown`.
