@@ -829,6 +829,8 @@ fn apply_libpq_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) ->
 fn describe(config: &Config) -> String {
     let user = config.get_user().unwrap_or("?");
     let host = match config.get_hosts().first() {
+        // An IPv6 address in brackets, as in a URL.
+        Some(Host::Tcp(h)) if h.contains(':') => format!("[{h}]"),
         Some(Host::Tcp(h)) => h.clone(),
         Some(Host::Unix(p)) => p.display().to_string(),
         None => "localhost".into(),
@@ -950,6 +952,12 @@ mod tests {
         )
         .unwrap();
         assert_eq!(t.display(), "postgres://alice@db.example:6543/app");
+        let t = Target::resolve(
+            &settings(Some("postgres://alice:pw@[::1]:6543/app")),
+            &|_| None,
+        )
+        .unwrap();
+        assert_eq!(t.display(), "postgres://alice@[::1]:6543/app");
         assert!(!format!("{t:?}").contains("hunter2"));
     }
 

@@ -185,13 +185,34 @@ ORDER BY object, rank, depends_on"
         .query(&sql, &[&schema])
         .await
         .map_err(query_error(&context))?;
-    Ok(rows
+    let mut found: Vec<Dependent> = rows
         .iter()
         .map(|r| Dependent {
             object: r.get(0),
             depends_on: r.get(1),
         })
-        .collect())
+        .collect();
+    // Another tenantctl registry living in the schema (a second config's
+    // `registry.schema`): its tenants and ledger belong to no tenant.
+    let registry = tx
+        .query_opt(
+            "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = $2",
+            &[&schema, &crate::registry::HISTORY_TABLE],
+        )
+        .await
+        .map_err(query_error(&context))?;
+    if registry.is_some() {
+        found.insert(
+            0,
+            Dependent {
+                object: "a tenantctl registry (its tenants, API key hashes and run ledger)"
+                    .to_string(),
+                depends_on: format!("table {}.{}", quote(schema), crate::registry::HISTORY_TABLE),
+            },
+        );
+    }
+    Ok(found)
 }
 
 /// A schema's contents and the objects outside it that depend on it, read together.

@@ -51,7 +51,7 @@ use crate::interrupt::Interrupt;
 use crate::migrations::{compare, MigrationSet};
 use crate::registry::{self, Event, Outcome, Status, Tables, Tenant};
 use crate::registry_conn::RegistryConn;
-use crate::runner::{self, LockHolder, LockWait, OpenError, Session, UpgradeError};
+use crate::runner::{self, LockHolder, LockWait, OpenError, RecreateError, Session, UpgradeError};
 use crate::state::{self, SchemaState};
 
 /// What to do to each tenant.
@@ -133,6 +133,11 @@ pub struct TenantResult {
     /// (as opposed to a lock wait that ran out, or a refusal decided without a session).
     #[serde(skip)]
     pub unreachable: bool,
+    /// Whether the tenant was refused before anything changed (a `--force-recreate` that
+    /// would reach outside the schema): reported failed, but its registry row is left
+    /// alone.
+    #[serde(skip)]
+    pub refused: bool,
     /// How the work on the tenant ended, when it was done but recording it through the
     /// tenant's session failed (the result says failed until it is recorded otherwise).
     #[serde(skip)]
@@ -154,6 +159,7 @@ impl TenantResult {
             tenant: None,
             session_opened: false,
             unreachable: false,
+            refused: false,
             unrecorded: None,
         }
     }
@@ -591,6 +597,8 @@ pub async fn run_one(
     }
     let error = result.error.clone();
     let registry_outcome = match (&outcome, error.as_deref()) {
+        // Refused before anything changed: the registry keeps what it said.
+        _ if result.refused => Outcome::Unchanged,
         (Ok(()), _) if result.status == ResultStatus::Skipped => Outcome::Unchanged,
         (Ok(()), _) => Outcome::Succeeded,
         (Err(()), Some(e)) => Outcome::Failed(e),
@@ -603,7 +611,7 @@ pub async fn run_one(
         started_at,
         client_host: env.client_host,
     };
-    let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed);
+    let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed) && !result.refused;
     match session
         .record(
             env.tables,
@@ -668,8 +676,13 @@ async fn work(
         }
     }
     if action == Action::Recreate {
-        if let Err(e) = session.recreate().await {
-            return fail(r, e.to_string());
+        match session.recreate().await {
+            Ok(()) => {}
+            Err(RecreateError::Refused(e)) => {
+                r.refused = true;
+                return fail(r, e.to_string());
+            }
+            Err(RecreateError::Failed(e)) => return fail(r, e.to_string()),
         }
         r.schema_created = true;
         changed = true;
@@ -869,6 +882,7 @@ mod tests {
             tenant: None,
             session_opened,
             unreachable: !session_opened && status == ResultStatus::Failed,
+            refused: false,
             unrecorded: None,
         }
     }

@@ -607,6 +607,7 @@ mod tests {
             tenant: None,
             session_opened: true,
             unreachable: false,
+            refused: false,
             unrecorded: None,
         };
         assert_eq!(

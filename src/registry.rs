@@ -534,29 +534,22 @@ impl<'a> Registry<'a> {
         let mut out: Vec<Tenant> = Vec::new();
         let mut unknown = Vec::new();
         for r in references {
-            let matches: Vec<&Tenant> = tenants
+            // A domain, else a schema name, else an id: each is unique, and a domain is
+            // never all digits, so the first match is the only one the reference can mean.
+            let found = tenants
                 .iter()
-                .filter(|t| {
-                    &t.domain == r || &t.schema_name == r || r.parse::<i64>().ok() == Some(t.id)
-                })
-                .collect();
-            match matches.as_slice() {
-                [] => unknown.push(ident::shown(r)),
-                [t] => {
+                .find(|t| &t.domain == r)
+                .or_else(|| tenants.iter().find(|t| &t.schema_name == r))
+                .or_else(|| {
+                    let id = r.parse::<i64>().ok()?;
+                    tenants.iter().find(|t| t.id == id)
+                });
+            match found {
+                None => unknown.push(ident::shown(r)),
+                Some(t) => {
                     if !out.iter().any(|o| o.id == t.id) {
-                        out.push((*t).clone());
+                        out.push(t.clone());
                     }
-                }
-                many => {
-                    let names: Vec<String> = many
-                        .iter()
-                        .map(|t| format!("{} (id {})", t.domain, t.id))
-                        .collect();
-                    return Err(Error::usage(format!(
-                        "tenant reference {} is ambiguous: it matches {}; use the domain",
-                        ident::shown(r),
-                        names.join(" and ")
-                    )));
                 }
             }
         }

@@ -195,7 +195,7 @@ impl<'a> Session<'a> {
         let registration = wait.interrupt.register(target.canceller(&client));
         take_lock(&client, target, settings, schema, wait).await?;
         client
-            .batch_execute(&session_settings(settings, schema))
+            .batch_execute(&bookkeeping_settings(settings, schema))
             .await
             .map_err(|e| {
                 OpenError::Failed(query_error(&format!(
@@ -224,6 +224,11 @@ impl<'a> Session<'a> {
             });
         }
         Ok(())
+    }
+
+    /// The SQL that puts the session back in its state between migrations.
+    fn bookkeeping(&self) -> String {
+        bookkeeping_settings(self.settings, self.schema)
     }
 
     /// The session's connection (search_path pinned, lock held).
@@ -323,12 +328,12 @@ impl<'a> Session<'a> {
             let result = self.apply(f, Direction::Up, &table, &reset).await;
             self.forward_notices();
             if let Err(message) = result {
-                let _ = self.client.batch_execute(&reset).await;
+                let _ = self.client.batch_execute(&self.bookkeeping()).await;
                 return Err(UpgradeError::During { applied, message });
             }
             applied.push(f.version);
         }
-        let _ = self.client.batch_execute(&reset).await;
+        let _ = self.client.batch_execute(&self.bookkeeping()).await;
         Ok(Applied::of(applied))
     }
 
@@ -353,7 +358,7 @@ impl<'a> Session<'a> {
             let result = self.apply(f, Direction::Down, &table, &reset).await;
             self.forward_notices();
             if let Err(message) = result {
-                let _ = self.client.batch_execute(&reset).await;
+                let _ = self.client.batch_execute(&self.bookkeeping()).await;
                 return Err(UpgradeError::During {
                     applied: reverted,
                     message,
@@ -361,7 +366,7 @@ impl<'a> Session<'a> {
             }
             reverted.push(f.version);
         }
-        let _ = self.client.batch_execute(&reset).await;
+        let _ = self.client.batch_execute(&self.bookkeeping()).await;
         Ok(Applied::of(reverted))
     }
 
@@ -534,30 +539,34 @@ impl<'a> Session<'a> {
     /// Drops the schema with everything in it and creates it empty, in one transaction.
     /// Refuses, changing nothing, when the schema is shared (the registry schema or one in
     /// `tenants.extra_search_path`) or when objects outside it depend on objects in it.
-    pub async fn recreate(&mut self) -> Result<(), Error> {
+    ///
+    /// A refusal (a shared schema, or objects outside it that depend on it) changes
+    /// nothing and is [`RecreateError::Refused`], so the caller leaves the registry alone.
+    pub async fn recreate(&mut self) -> Result<(), RecreateError> {
         self.remember(None);
         let schema = self.schema;
         let what = format!("drop and recreate schema {}", quote(schema));
         let fix = "Or leave the schema as it is: `tenantctl provision` without --force-recreate keeps an existing schema.";
-        refuse_shared(self.settings, schema, &what)?;
+        refuse_shared(self.settings, schema, &what).map_err(RecreateError::Refused)?;
         let context = format!("recreating schema {}", quote(schema));
-        let tx = self
-            .client
-            .transaction()
+        let failed = |e| RecreateError::Failed(query_error(&context)(e));
+        let tx = self.client.transaction().await.map_err(failed)?;
+        let blocking = check_outside(&tx, schema)
             .await
-            .map_err(query_error(&context))?;
-        let blocking = check_outside(&tx, schema).await?;
+            .map_err(RecreateError::Failed)?;
         if !blocking.is_empty() {
             let _ = tx.rollback().await;
-            return Err(Error::failed(dependents::refusal(&what, &blocking, fix)));
+            return Err(RecreateError::Refused(Error::failed(dependents::refusal(
+                &what, &blocking, fix,
+            ))));
         }
         tx.batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}",
             s = quote(schema)
         ))
         .await
-        .map_err(query_error(&context))?;
-        tx.commit().await.map_err(query_error(&context))
+        .map_err(failed)?;
+        tx.commit().await.map_err(failed)
     }
 
     /// Removes the tenant from the registry and, unless `keep_schema`, drops its schema,
@@ -782,6 +791,16 @@ async fn lock_holder(target: &db::Target, key: (i32, i32)) -> Option<LockHolder>
 /// Summarises a schema state for the registry.
 pub fn observed(state: &SchemaState) -> Observed {
     Observed::of(state)
+}
+
+/// Why `provision --force-recreate` did not recreate a schema.
+#[derive(Debug)]
+pub enum RecreateError {
+    /// Refused before anything changed: the schema is shared, or objects outside it
+    /// depend on it.
+    Refused(Error),
+    /// The drop or the creation failed (and rolled back).
+    Failed(Error),
 }
 
 /// Why an upgrade did not complete.
@@ -1096,6 +1115,18 @@ pub fn session_settings(settings: &Settings, schema: &str) -> String {
     )
 }
 
+/// The session state tenantctl's own reads and writes run in, between migrations: as
+/// [`session_settings`], but with no `lock_timeout` or `statement_timeout` (which are for
+/// migrations), so a short timeout never cancels reading the catalog or the registry.
+pub fn bookkeeping_settings(settings: &Settings, schema: &str) -> String {
+    let mut path = vec![quote(schema)];
+    path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
+    format!(
+        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SET search_path TO {}; SET lock_timeout = 0; SET statement_timeout = 0",
+        path.join(", "),
+    )
+}
+
 fn millis(d: Duration) -> u128 {
     d.as_millis()
 }
@@ -1103,6 +1134,24 @@ fn millis(d: Duration) -> u128 {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn bookkeeping_runs_without_the_migration_timeouts() {
+        let mut settings = crate::config::resolve(
+            &crate::config::Overrides::default(),
+            &|_| None,
+            std::path::Path::new("/"),
+            None,
+        )
+        .unwrap();
+        settings.lock_timeout = Duration::from_millis(1);
+        settings.statement_timeout = Duration::from_millis(1);
+        let migration = session_settings(&settings, "tenant_a");
+        assert!(migration.ends_with("SET lock_timeout = 1; SET statement_timeout = 1"));
+        let bookkeeping = bookkeeping_settings(&settings, "tenant_a");
+        assert!(bookkeeping.ends_with("SET lock_timeout = 0; SET statement_timeout = 0"));
+        assert!(bookkeeping.contains("SET search_path TO \"tenant_a\""));
+    }
 
     #[test]
     fn retry_delays_double_up_to_a_cap() {

@@ -145,6 +145,17 @@ impl Statement {
             }
             "vacuum" => "VACUUM".to_string(),
             "alter" if at(1) == "system" => "ALTER SYSTEM".to_string(),
+            // ALTER TABLE t DETACH PARTITION p CONCURRENTLY (the partition named between).
+            "alter"
+                if at(1) == "table"
+                    && all.last() == Some(&"concurrently")
+                    && all
+                        .windows(2)
+                        .position(|w| w == ["detach", "partition"])
+                        .is_some_and(|i| i + 3 < all.len()) =>
+            {
+                "ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY".to_string()
+            }
             "alter" if at(1) == "database" && top.contains(&"tablespace") => {
                 "ALTER DATABASE ... SET TABLESPACE".to_string()
             }
@@ -684,8 +695,9 @@ mod tests {
             "CREATE INDEX CONCURRENTLY i ON t (a); create unique index concurrently j on t (b); DROP INDEX CONCURRENTLY i; \
              REINDEX INDEX CONCURRENTLY i; REINDEX (VERBOSE, CONCURRENTLY) TABLE t; REINDEX SYSTEM; VACUUM t; \
              CREATE DATABASE d; DROP DATABASE d; CREATE TABLESPACE s LOCATION '/x'; DROP TABLESPACE s; ALTER SYSTEM SET x = 1; \
-             CLUSTER; CLUSTER VERBOSE; DISCARD ALL; \
-             CREATE INDEX i ON t (a); REINDEX TABLE t; CLUSTER t USING i; CREATE TABLE concurrently (a int); SELECT 'VACUUM';",
+             CLUSTER; CLUSTER VERBOSE; DISCARD ALL; ALTER TABLE p DETACH PARTITION p1 CONCURRENTLY; \
+             CREATE INDEX i ON t (a); REINDEX TABLE t; CLUSTER t USING i; CREATE TABLE concurrently (a int); SELECT 'VACUUM'; \
+             ALTER TABLE p DETACH PARTITION concurrently;",
         )
         .unwrap()
         .iter()
@@ -707,6 +719,8 @@ mod tests {
             Some("CLUSTER without a table"),
             Some("CLUSTER without a table"),
             Some("DISCARD ALL"),
+            Some("ALTER TABLE ... DETACH PARTITION ... CONCURRENTLY"),
+            None,
             None,
             None,
             None,

@@ -416,9 +416,18 @@ fn force_recreate_is_refused_the_same_way_and_its_dry_run_says_so() {
     );
     assert!(relation_exists(&db, "tenant_p2", "v"));
     assert_eq!(count(&db, "SELECT count(*) FROM tenant_p2.v"), 1);
-    // The refusal is recorded like any failed operation; the schema is untouched.
-    let row = assert_truth(&db, "p1", "failed");
+    // Refused before anything changed: the registry row stays active (an application's
+    // key lookup keeps finding the tenant) and the ledger gets no entry.
+    let row = assert_truth(&db, "p1", "active");
     assert_eq!(row.current_revision, Some(1));
+    assert_eq!(row.last_error, None);
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM public.tenant_events WHERE domain = 'p1' AND action = 'recreate'"
+        ),
+        0
+    );
     assert_truth(&db, "p2", "active");
 
     // Without the view the recreate goes ahead.
@@ -531,4 +540,58 @@ fn dropping_a_never_provisioned_tenant_reports_that_no_schema_was_dropped() {
         .json();
     assert!(!d.schema_dropped);
     assert!(schema_exists(&db, "tenant_kept"));
+}
+
+#[test]
+fn a_schema_holding_another_registry_is_never_dropped_as_a_tenants() {
+    let (db, t, _dir) = two_tenants();
+    // A second configuration keeps its registry in p1's schema.
+    let conf = tempfile::tempdir().unwrap();
+    let path = conf.path().join("tenants.toml");
+    std::fs::write(&path, "[registry]\nschema = \"tenant_p1\"\n").unwrap();
+    let other = path.to_str().unwrap();
+    t.run(&["-c", other, "init"]).expect(0);
+    t.run(&["-c", other, "tenant", "create", "elsewhere", "--name", "E"])
+        .expect(0);
+
+    let plan = t.run(&["tenant", "drop", "p1", "--dry-run", "-o", "json"]);
+    plan.expect(1);
+    let blocking = blocking_of(&plan);
+    assert!(
+        blocking.iter().any(|b| b.contains("tenantctl registry")),
+        "{blocking:?}"
+    );
+    let run = t.run(&["tenant", "drop", "p1", "--yes"]);
+    expect_error(&run, 1, &["tenantctl registry", "Nothing was changed"]);
+    let run = t.run(&["provision", "--tenant", "p1", "--force-recreate", "--yes"]);
+    run.expect(1);
+    assert!(run.stdout.contains("tenantctl registry"), "{}", run.stdout);
+    assert!(registered(&db, "p1"));
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM tenant_p1.tenants WHERE domain = 'elsewhere'"
+        ),
+        1
+    );
+    t.run(&["-c", other, "tenant", "list"]).expect(0);
+}
+
+#[test]
+fn a_reference_that_is_one_tenants_domain_and_anothers_schema_means_the_domain() {
+    let (db, t) = ready();
+    create(&t, "alpha", &["--schema", "beta", "--provision"]);
+    create(&t, "beta", &["--provision"]);
+    let run = t.run(&["tenant", "show", "beta", "-o", "json"]);
+    run.expect(0);
+    let shown: serde_json::Value = run.json();
+    assert_eq!(shown["tenant"]["domain"], "beta", "{}", run.stdout);
+    t.run(&["tenant", "drop", "beta", "--yes"]).expect(0);
+    assert!(registered(&db, "alpha") && !registered(&db, "beta"));
+    assert!(schema_exists(&db, "beta"));
+    // The schema name still reaches alpha once no domain is spelled that way.
+    let run = t.run(&["tenant", "show", "beta", "-o", "json"]);
+    run.expect(0);
+    let shown: serde_json::Value = run.json();
+    assert_eq!(shown["tenant"]["domain"], "alpha", "{}", run.stdout);
 }
