@@ -66,7 +66,7 @@ fn abort_message(c: &Cancelled, run_id: Option<&str>) -> String {
         "interrupted; no tenant session was open".to_string()
     } else if c.delivered == c.sessions {
         format!(
-            "interrupted: the server was asked to cancel the running statements of {} open tenant session(s); a migration in flight rolls back, migrations that had finished are kept",
+            "interrupted: the server was asked to cancel the running statements of {} open tenant session(s); a transaction in flight rolls back (a migration, or a tenant drop), migrations that had finished are kept, and a no-transaction file keeps the statements it had completed",
             c.sessions
         )
     } else {
