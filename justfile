@@ -12,7 +12,8 @@ demo:
 test *ARGS:
     scripts/test {{ARGS}}
 
-# Fleet benchmarks (bulk upgrade vs a psql floor, 10,000-tenant no-op runs, peak memory).
+# Fleet benchmarks: bulk upgrade vs persistent psql sessions and Alembic (pip-installs it into
+# ~/.cache/tenantctl-bench on first use), 10,000-tenant no-op runs, peak memory.
 bench:
     scripts/bench
 
