@@ -41,8 +41,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     // Provisioning needs no migration files.
     let set = MigrationSet::empty(ctx.settings.migrations_dir.clone());
     if args.dry_run {
-        let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-        let states = super::observe(ctx, &client, &schemas).await?;
+        let states = super::observe(ctx, &client, &tenants).await?;
         let mut dry = dryrun::plan(
             &tenants,
             &states,
