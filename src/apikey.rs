@@ -5,6 +5,7 @@
 
 use base64::Engine;
 use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
 
 /// Random bytes in a key (256 bits; the contract asks for at least 128).
 const KEY_BYTES: usize = 32;
@@ -54,20 +55,15 @@ impl ApiKey {
 
 /// SHA-256 of a presented key, lowercase hex: what `api_key_hash` holds.
 pub fn hash(key: &str) -> String {
-    Sha256::digest(key.as_bytes())
-        .iter()
-        .map(|b| format!("{b:02x}"))
-        .collect()
+    hex::encode(Sha256::digest(key.as_bytes()))
 }
 
 /// Checks a presented key against a stored hash in constant time.
 pub fn verify(presented: &str, stored_hash: &str) -> bool {
-    let computed = hash(presented);
-    let (a, b) = (computed.as_bytes(), stored_hash.as_bytes());
-    if a.len() != b.len() {
-        return false;
-    }
-    a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
+    hash(presented)
+        .as_bytes()
+        .ct_eq(stored_hash.as_bytes())
+        .into()
 }
 
 #[cfg(test)]

@@ -171,13 +171,7 @@ pub struct TlsShown {
 impl TlsShown {
     /// What the settings alone say (no URL or environment applied).
     pub fn from_settings(settings: &Settings) -> TlsShown {
-        let source = |key| {
-            settings
-                .sources
-                .get(key)
-                .copied()
-                .unwrap_or(Source::Default)
-        };
+        let source = |key| settings.source(key);
         TlsShown {
             sslmode: settings.sslmode.unwrap_or(SslMode::Prefer),
             sslmode_source: source("database.sslmode"),
@@ -260,6 +254,14 @@ pub struct Settings {
     /// How long a tenant session waits for the tenant's advisory lock before the tenant
     /// is reported failed (zero: no limit).
     pub lock_wait: Duration,
+}
+
+impl Settings {
+    /// Where the setting with this config key came from ([`Source::Default`] when no
+    /// source set it).
+    pub fn source(&self, key: &str) -> Source {
+        self.sources.get(key).copied().unwrap_or(Source::Default)
+    }
 }
 
 /// What the command line said about configuration (flags, with clap's env merged in).
@@ -656,11 +658,7 @@ pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entr
             let source = match key {
                 "database.sslmode" => tls.sslmode_source,
                 "database.sslrootcert" => tls.sslrootcert_source,
-                _ => settings
-                    .sources
-                    .get(key)
-                    .copied()
-                    .unwrap_or(Source::Default),
+                _ => settings.source(key),
             };
             Entry {
                 key,

@@ -98,13 +98,7 @@ impl Target {
 
         // The URL's sslmode and sslrootcert win; the libpq variables count only without
         // a URL; then the config file.
-        let source = |key| {
-            settings
-                .sources
-                .get(key)
-                .copied()
-                .unwrap_or(Source::Default)
-        };
+        let source = |key| settings.source(key);
         let no_url = settings.database_url.is_none();
         let libpq_var = |k: &str| env(k).filter(|v| !v.is_empty() && no_url);
         let (explicit_mode, sslmode_source) = if let Some(mode) = url_sslmode {

@@ -796,33 +796,28 @@ async fn record_fallback(
     .ok()
 }
 
-/// A new run id: a random (version 4) UUID.
+/// A new run id: a random (version 4) UUID from the operating system's CSPRNG.
 pub fn new_run_id() -> Result<String, Error> {
     let mut b = [0u8; 16];
     getrandom::fill(&mut b)
         .map_err(|e| Error::failed(format!("the operating system's random source failed: {e}")))?;
-    b[6] = (b[6] & 0x0f) | 0x40;
-    b[8] = (b[8] & 0x3f) | 0x80;
-    let hex: String = b.iter().map(|x| format!("{x:02x}")).collect();
-    Ok(format!(
-        "{}-{}-{}-{}-{}",
-        &hex[0..8],
-        &hex[8..12],
-        &hex[12..16],
-        &hex[16..20],
-        &hex[20..32]
-    ))
+    Ok(uuid::Builder::from_random_bytes(b)
+        .into_uuid()
+        .hyphenated()
+        .to_string())
 }
 
 /// This machine's host name, for the ledger.
 pub fn client_host() -> String {
-    std::fs::read_to_string("/proc/sys/kernel/hostname")
-        .or_else(|_| std::fs::read_to_string("/etc/hostname"))
-        .ok()
-        .map(|s| s.trim().to_string())
-        .filter(|s| !s.is_empty())
-        .or_else(|| std::env::var("HOSTNAME").ok())
-        .unwrap_or_else(|| "unknown".into())
+    Some(
+        gethostname::gethostname()
+            .to_string_lossy()
+            .trim()
+            .to_string(),
+    )
+    .filter(|s| !s.is_empty())
+    .or_else(|| std::env::var("HOSTNAME").ok())
+    .unwrap_or_else(|| "unknown".into())
 }
 
 /// A stable shard for `--shard I/N`: whether `schema` falls in shard `index` (1-based)

@@ -4,11 +4,11 @@
 //! `cargo test`. Keeping each target's body here means both exercise exactly the same
 //! code and the same invariants. Every function panics when an invariant breaks (that is
 //! how a fuzzer reports a finding) and returns what it computed so a property test can
-//! check more. Not part of tenantctl's supported API.
+//! check more. Not part of tenantctl's supported API: built only with the `fuzzing`
+//! feature, which fuzz/ and the crate's own tests turn on.
 
 use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
-use std::sync::atomic::{AtomicUsize, Ordering};
 
 use crate::config::{self, Overrides, Settings};
 use crate::error::{Error, Exit};
@@ -105,17 +105,17 @@ pub fn migration_dir(files: &[(String, Vec<u8>)]) -> Result<MigrationSet, Error>
         .iter()
         .filter_map(|(name, body)| Some((sanitize_file_name(name)?, body.as_slice())))
         .collect();
-    let dir = ScratchDir::new();
+    let dir = scratch_dir();
     for (name, body) in &written {
-        let path = dir.0.join(name);
+        let path = dir.path().join(name);
         if let Err(e) = std::fs::write(&path, body) {
             panic!("cannot write {}: {e}", path.display());
         }
     }
-    let result = MigrationSet::load(&dir.0);
+    let result = MigrationSet::load(dir.path());
     match &result {
         Err(e) => assert_eq!(e.exit, Exit::Setup, "load failed with {e}"),
-        Ok(set) => check_loaded(set, &dir.0, &written),
+        Ok(set) => check_loaded(set, dir.path(), &written),
     }
     result
 }
@@ -180,30 +180,11 @@ fn file_name_of(path: &Path) -> &str {
         .expect("loaded paths end in a UTF-8 file name")
 }
 
-/// A directory under the system temporary directory, removed on drop.
-struct ScratchDir(PathBuf);
-
-impl ScratchDir {
-    fn new() -> Self {
-        static NEXT: AtomicUsize = AtomicUsize::new(0);
-        let nanos = std::time::SystemTime::now()
-            .duration_since(std::time::UNIX_EPOCH)
-            .map_or(0, |d| d.subsec_nanos());
-        let path = std::env::temp_dir().join(format!(
-            "tenantctl-fuzz-{}-{}-{nanos}",
-            std::process::id(),
-            NEXT.fetch_add(1, Ordering::Relaxed)
-        ));
-        if let Err(e) = std::fs::create_dir(&path) {
-            panic!("cannot create {}: {e}", path.display());
-        }
-        ScratchDir(path)
-    }
-}
-
-impl Drop for ScratchDir {
-    fn drop(&mut self) {
-        let _ = std::fs::remove_dir_all(&self.0);
+/// A fresh directory under the system temporary directory, removed on drop.
+fn scratch_dir() -> tempfile::TempDir {
+    match tempfile::Builder::new().prefix("tenantctl-fuzz-").tempdir() {
+        Ok(dir) => dir,
+        Err(e) => panic!("cannot create a temporary directory: {e}"),
     }
 }
 

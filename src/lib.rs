@@ -20,6 +20,8 @@ pub mod dryrun;
 pub mod error;
 pub mod fleet;
 /// The fuzz targets' bodies, shared by `fuzz/` and `tests/props.rs`; not a supported API.
+/// Built only with the `fuzzing` feature (which `cargo test` turns on).
+#[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ident;

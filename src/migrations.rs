@@ -184,6 +184,14 @@ pub fn parse_file_name(file_name: &str) -> Result<ParsedName, String> {
 }
 
 impl MigrationSet {
+    /// A set with no migrations, for commands that need none (provisioning, listing).
+    pub fn empty(dir: PathBuf) -> MigrationSet {
+        MigrationSet {
+            dir,
+            files: Vec::new(),
+        }
+    }
+
     /// Loads and validates a migrations directory. Errors are setup errors (exit 3) that
     /// name the file and the rule.
     pub fn load(dir: &Path) -> Result<Self, Error> {

@@ -299,6 +299,18 @@ pub fn yes_no(b: bool) -> &'static str {
     }
 }
 
+/// Pending migrations for people: `VERSION NAME` joined by `, `, or `none`.
+pub fn pending_list(pending: &[crate::inspect::Pending]) -> String {
+    if pending.is_empty() {
+        return "none".into();
+    }
+    pending
+        .iter()
+        .map(|p| format!("{} {}", p.version, p.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
 /// A revision for people: the number, or `base` when nothing is applied.
 pub fn revision(r: Option<i32>) -> String {
     r.map_or_else(|| "base".to_string(), |v| v.to_string())

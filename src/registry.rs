@@ -627,10 +627,9 @@ impl<'a> Registry<'a> {
         ev: &Event<'_>,
         error: Option<&str>,
     ) -> Result<(), Error> {
-        let sql = format!(
-            "INSERT INTO {} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, error, started_at, client_host) \
-             VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
-            self.tables.events
+        let sql = insert_event_sql(
+            &self.tables.events,
+            "VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         );
         let status = if error.is_some() { "failed" } else { "ok" };
         self.client
@@ -806,6 +805,17 @@ pub struct Event<'a> {
     pub client_host: &'a str,
 }
 
+/// The ledger's columns, in the order every INSERT into it gives them.
+const EVENT_COLUMNS: &str = "run_id, tenant_id, domain, schema_name, action, from_revision, \
+                             to_revision, status, error, started_at, client_host";
+
+/// An INSERT into the ledger table `events` (quoted, qualified) of `rows`: a `VALUES`
+/// list or a `SELECT` giving every column of the ledger in the order run id, tenant id,
+/// domain, schema, action, from and to revision, status, error, start time, host.
+pub fn insert_event_sql(events: &str, rows: &str) -> String {
+    format!("INSERT INTO {events} ({EVENT_COLUMNS}) {rows}")
+}
+
 /// Writes an observation and outcome through any connection (a tenant's own, while it
 /// holds the tenant's lock, or the main one), and the ledger entry when given, in one
 /// statement.
@@ -855,13 +865,11 @@ pub async fn record_with(
             } else {
                 "ok"
             };
-            let sql = format!(
-                "WITH u AS ({update}), e AS (\
-                 INSERT INTO {events} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, error, started_at, client_host) \
-                 SELECT $8::text::uuid, u.id, u.domain, u.schema_name, $9, $10, u.current_revision, $11, $6, $12, $13 FROM u) \
-                 SELECT {COLUMNS} FROM u",
-                events = tables.events
+            let insert = insert_event_sql(
+                &tables.events,
+                "SELECT $8::text::uuid, u.id, u.domain, u.schema_name, $9, $10, u.current_revision, $11, $6, $12, $13 FROM u",
             );
+            let sql = format!("WITH u AS ({update}), e AS ({insert}) SELECT {COLUMNS} FROM u");
             client
                 .query_opt(
                     &sql,

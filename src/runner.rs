@@ -511,13 +511,13 @@ impl<'a> Session<'a> {
         let result: Result<(), tokio_postgres::Error> = async {
             let tx = self.client.transaction().await?;
             tx.batch_execute(&history_table_ddl(&table)).await?;
-            tx.execute(&format!("DELETE FROM {table} WHERE version > $1"), &[&target]).await?;
+            tx.execute(
+                &format!("DELETE FROM {table} WHERE version > $1"),
+                &[&target],
+            )
+            .await?;
             for f in &plan.insert {
-                tx.execute(
-                    &format!("INSERT INTO {table} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"),
-                    &[&f.version, &f.name, &applied_on, &f.checksum.to_string()],
-                )
-                .await?;
+                insert_history_row(&tx, &table, f, &applied_on).await?;
             }
             tx.commit().await
         }
@@ -627,12 +627,20 @@ impl<'a> Session<'a> {
             }
         }
         tx.execute(
-            &format!(
-                "INSERT INTO {} (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, started_at, client_host) \
-                 VALUES ($1::text::uuid, $2, $3, $4, $5, $6, NULL, 'ok', $7, $8)",
-                tables.events
+            &registry::insert_event_sql(
+                &tables.events,
+                "VALUES ($1::text::uuid, $2, $3, $4, $5, $6, NULL, 'ok', NULL, $7, $8)",
             ),
-            &[&event.run_id, &tenant.id, &tenant.domain, &tenant.schema_name, &event.action, &event.from_revision, &event.started_at, &event.client_host],
+            &[
+                &event.run_id,
+                &tenant.id,
+                &tenant.domain,
+                &tenant.schema_name,
+                &event.action,
+                &event.from_revision,
+                &event.started_at,
+                &event.client_host,
+            ],
         )
         .await
         .map_err(&err)?;
@@ -939,17 +947,13 @@ async fn record_step(
     table: &str,
 ) -> Result<u64, tokio_postgres::Error> {
     match direction {
-        Direction::Up => {
-            client
-                .execute(
-                    &format!("INSERT INTO {table} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"),
-                    &[&f.version, &f.name, &refinery_now(), &f.checksum.to_string()],
-                )
-                .await
-        }
+        Direction::Up => insert_history_row(client, table, f, &refinery_now()).await,
         Direction::Down => {
             client
-                .execute(&format!("DELETE FROM {table} WHERE version = $1"), &[&f.version])
+                .execute(
+                    &format!("DELETE FROM {table} WHERE version = $1"),
+                    &[&f.version],
+                )
                 .await
         }
     }
@@ -1066,6 +1070,24 @@ fn refuse_drift(cmp: &crate::migrations::Comparison, schema: &str) -> Result<(),
         quote(schema),
         lines.join("; ")
     ))
+}
+
+/// Inserts `f`'s history row as refinery writes it: version, name, `applied_on` (RFC 3339
+/// text) and the checksum as text.
+async fn insert_history_row(
+    client: &impl GenericClient,
+    table: &str,
+    f: &MigrationFile,
+    applied_on: &str,
+) -> Result<u64, tokio_postgres::Error> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {table} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"
+            ),
+            &[&f.version, &f.name, &applied_on, &f.checksum.to_string()],
+        )
+        .await
 }
 
 /// The history table as refinery creates it.

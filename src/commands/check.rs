@@ -34,8 +34,7 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
-    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    let states = super::observe(ctx, &client, &schemas).await?;
+    let states = super::observe(ctx, &client, &tenants).await?;
     let problems = inspect::check(&tenants, &states, &set);
     let mut affected: Vec<&str> = problems.iter().map(|p| p.tenant.as_str()).collect();
     affected.dedup();

@@ -41,8 +41,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let tenants = select(&registry, &args.selection).await?;
     let unprovisioned = super::unprovisioned_policy(&args.selection);
     if args.dry_run {
-        let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-        let states = super::observe(ctx, &client, &schemas).await?;
+        let states = super::observe(ctx, &client, &tenants).await?;
         let dry = dryrun::plan(
             &tenants,
             &states,

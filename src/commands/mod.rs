@@ -168,8 +168,7 @@ pub async fn statuses(
     tenants: &mut [Tenant],
     set: &MigrationSet,
 ) -> Result<Vec<TenantStatus>, Error> {
-    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    let mut states: HashMap<String, state::SchemaState> = observe(ctx, client, &schemas).await?;
+    let mut states: HashMap<String, state::SchemaState> = observe(ctx, client, tenants).await?;
     let mut out = Vec::with_capacity(tenants.len());
     for t in tenants.iter_mut() {
         let st = states
@@ -279,21 +278,22 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun<'_>) -> crate::error
     }
 }
 
-/// Observes many tenants' schemas. Beyond one batch, up to three more connections read
+/// Observes many tenants' schemas (keyed by schema name). Beyond one batch, up to three more connections read
 /// history batches concurrently (see [`state::observe_with`]); if they cannot be opened,
 /// the reads go through `client` alone.
 pub async fn observe(
     ctx: &Ctx,
     client: &Client,
-    schemas: &[String],
+    tenants: &[Tenant],
 ) -> Result<HashMap<String, state::SchemaState>, Error> {
+    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
     let batches = schemas.len().div_ceil(state::BATCH);
     let extra = batches.saturating_sub(1).min(3);
     let opened = futures::future::join_all((0..extra).map(|_| ctx.connect())).await;
     let extra: Vec<Client> = opened.into_iter().filter_map(Result::ok).collect();
     let mut clients: Vec<&Client> = vec![client];
     clients.extend(extra.iter());
-    state::observe_with(&clients, schemas, &ctx.settings.history_table).await
+    state::observe_with(&clients, &schemas, &ctx.settings.history_table).await
 }
 
 /// How a bulk command treats tenants without a schema: named ones fail, ones swept up

@@ -39,13 +39,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
     // Provisioning needs no migration files.
-    let set = MigrationSet {
-        dir: ctx.settings.migrations_dir.clone(),
-        files: Vec::new(),
-    };
+    let set = MigrationSet::empty(ctx.settings.migrations_dir.clone());
     if args.dry_run {
-        let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-        let states = super::observe(ctx, &client, &schemas).await?;
+        let states = super::observe(ctx, &client, &tenants).await?;
         let mut dry = dryrun::plan(
             &tenants,
             &states,

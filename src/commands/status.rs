@@ -5,7 +5,7 @@ use serde::Serialize;
 
 use crate::error::{Error, Exit, Result};
 use crate::inspect::{self, StatusSummary, TenantStatus};
-use crate::output::{revision, yes_no};
+use crate::output::{pending_list, revision, yes_no};
 use crate::registry::Registry;
 
 use super::{statuses, Ctx};
@@ -54,25 +54,13 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         if ctx.out.is_json() {
             ctx.out.json(s);
         } else {
-            let pending: Vec<String> = s
-                .pending_migrations
-                .iter()
-                .map(|p| format!("{} {}", p.version, p.name))
-                .collect();
             let mut rows = vec![
                 ("tenant", format!("{} (id {})", s.domain, s.tenant_id)),
                 ("schema", s.schema_name.clone()),
                 ("provisioned", yes_no(s.schema_provisioned).into()),
                 ("current revision", revision(s.current_revision)),
                 ("head", set.head().to_string()),
-                (
-                    "pending",
-                    if pending.is_empty() {
-                        "none".into()
-                    } else {
-                        pending.join(", ")
-                    },
-                ),
+                ("pending", pending_list(&s.pending_migrations)),
                 ("status", s.status.as_str().into()),
             ];
             if let Some(e) = &s.last_error {

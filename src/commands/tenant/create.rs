@@ -166,10 +166,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     } else {
         None
     };
-    let empty = MigrationSet {
-        dir: ctx.settings.migrations_dir.clone(),
-        files: Vec::new(),
-    };
+    let empty = MigrationSet::empty(ctx.settings.migrations_dir.clone());
     let set_ref = set.as_ref().unwrap_or(&empty);
     let result = match action {
         Some(action) => {

@@ -52,10 +52,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         .list(args.tenant_type.as_deref(), args.status)
         .await?;
     // Refresh the cached columns; pending counts are not shown here, so files are optional.
-    let set = ctx.migrations().unwrap_or_else(|_| MigrationSet {
-        dir: ctx.settings.migrations_dir.clone(),
-        files: Vec::new(),
-    });
+    let set = ctx
+        .migrations()
+        .unwrap_or_else(|_| MigrationSet::empty(ctx.settings.migrations_dir.clone()));
     statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     let mut by_status = BTreeMap::new();
     for t in &tenants {

@@ -4,7 +4,7 @@ use serde::Serialize;
 
 use crate::error::{Exit, Result};
 use crate::inspect::TenantStatus;
-use crate::output::{revision, yes_no};
+use crate::output::{pending_list, revision, yes_no};
 use crate::registry::{Registry, Tenant};
 
 use super::super::{statuses, Ctx};
@@ -43,11 +43,6 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     }
     let t = &shown.tenant;
     let s = &shown.migration_status;
-    let pending: Vec<String> = s
-        .pending_migrations
-        .iter()
-        .map(|p| format!("{} {}", p.version, p.name))
-        .collect();
     ctx.out.pairs(&[
         ("id", t.id.to_string()),
         ("domain", t.domain.clone()),
@@ -58,14 +53,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ("provisioned", yes_no(s.schema_provisioned).into()),
         ("revision", revision(s.current_revision)),
         ("head", set.head().to_string()),
-        (
-            "pending",
-            if pending.is_empty() {
-                "none".into()
-            } else {
-                pending.join(", ")
-            },
-        ),
+        ("pending", pending_list(&s.pending_migrations)),
         (
             "drift",
             s.drift
