@@ -193,16 +193,8 @@ impl<'a> Session<'a> {
             .await
             .map_err(OpenError::Failed)?;
         let registration = wait.interrupt.register(target.canceller(&client));
+        // Takes the lock and pins the session's settings (one round trip).
         take_lock(&client, target, settings, schema, wait).await?;
-        client
-            .batch_execute(&bookkeeping_settings(settings, schema))
-            .await
-            .map_err(|e| {
-                OpenError::Failed(query_error(&format!(
-                    "opening a session on schema {}",
-                    quote(schema)
-                ))(e))
-            })?;
         Ok(Session {
             client,
             notices,
@@ -697,7 +689,8 @@ enum GaveUp {
 
 /// Takes the tenant's advisory lock on `client`. The wait is raced against the run's
 /// stop and `run.lock_wait`; giving up cancels the wait on the server. After
-/// [`REPORT_WAIT_AFTER`] the holder is reported, once.
+/// [`REPORT_WAIT_AFTER`] the holder is reported, once. Then, in the same round trip, pins
+/// the session's settings ([`bookkeeping_settings`]).
 async fn take_lock(
     client: &Client,
     target: &db::Target,
@@ -713,9 +706,12 @@ async fn take_lock(
         ))(e))
     };
     let stop = wait.interrupt.stop_token();
+    // The session's settings go in the same round trip, right after the lock.
     let sql = format!(
-        "SET lock_timeout = 0; SELECT pg_advisory_lock({}, {})",
-        key.0, key.1
+        "SET lock_timeout = 0; SET statement_timeout = 0; SELECT pg_advisory_lock({}, {}); {}",
+        key.0,
+        key.1,
+        bookkeeping_settings(settings, schema)
     );
     let lock = client.batch_execute(&sql);
     tokio::pin!(lock);
