@@ -52,8 +52,8 @@ fn state(client: &mut postgres::Client, schema: &str) -> (Option<i32>, bool) {
     (row.get(0), row.get(1))
 }
 
-#[test]
-fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
+/// A throwaway plain-TCP cluster with a registry and six tenants, t1..t6, at V1.
+fn six_tenants_at_v1() -> (Cluster, String, tempfile::TempDir, Vec<String>) {
     let cluster = Cluster::start(&Setup {
         server_cert: ServerCert::Localhost,
         ssl: false,
@@ -79,6 +79,12 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
             ],
         );
     }
+    (cluster, url, dir, domains)
+}
+
+#[test]
+fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
+    let (cluster, url, dir, domains) = six_tenants_at_v1();
     let child = tenantctl(
         &url,
         dir.path(),
@@ -176,31 +182,7 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
 
 #[test]
 fn after_a_server_restart_mid_run_every_registry_row_says_what_is_true() {
-    let cluster = Cluster::start(&Setup {
-        ssl: false,
-        server_cert: ServerCert::Localhost,
-        hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
-    });
-    let url = cluster.url("sslmode=disable");
-    let dir = support_dir();
-    ok(&url, dir.path(), &["init"]);
-    let domains: Vec<String> = (1..=6).map(|i| format!("t{i}")).collect();
-    for d in &domains {
-        ok(
-            &url,
-            dir.path(),
-            &[
-                "tenant",
-                "create",
-                d,
-                "--name",
-                d,
-                "--migrate",
-                "--target",
-                "1",
-            ],
-        );
-    }
+    let (cluster, url, dir, domains) = six_tenants_at_v1();
     let child = tenantctl(
         &url,
         dir.path(),
