@@ -731,7 +731,7 @@ mod tests {
             file("[run]\nlock_wait = \"a while\"\n"),
         )
         .unwrap_err();
-        assert_eq!(err.exit, crate::error::Exit::Setup);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Setup);
         assert!(err.to_string().contains("run.lock_wait"), "{err}");
     }
 
@@ -861,7 +861,7 @@ mod tests {
             "[tenants]\nextra_search_path = [\"ext\", \"bad name\"]\n",
         ] {
             let err = resolve(&Overrides::default(), &env_of(&[]), cwd, file(text)).unwrap_err();
-            assert_eq!(err.exit, crate::error::Exit::Setup, "{text}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::Setup, "{text}");
         }
     }
 
@@ -888,7 +888,7 @@ mod tests {
                 let text = format!("[run]\n{key} = \"{bad}\"\n");
                 let err =
                     resolve(&Overrides::default(), &env_of(&[]), cwd, file(&text)).unwrap_err();
-                assert_eq!(err.exit, crate::error::Exit::Setup, "{key} = {bad}");
+                assert_eq!(err.kind(), crate::error::ErrorKind::Setup, "{key} = {bad}");
                 assert!(err.to_string().contains(key), "{err}");
             }
         }

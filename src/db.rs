@@ -1089,7 +1089,7 @@ mod tests {
             .await
             .unwrap_err();
         let text = err.to_string();
-        assert_eq!(err.exit, crate::error::Exit::Setup);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Setup);
         assert!(
             text.contains(&format!(
                 "cannot connect to postgres://u@127.0.0.1:{port}/d"
@@ -1143,7 +1143,7 @@ mod tests {
             "postgres://u@h/db?bogus=1",
         ] {
             let err = Target::resolve(&settings(Some(url)), &|_| None).unwrap_err();
-            assert_eq!(err.exit, crate::error::Exit::Setup, "{url}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::Setup, "{url}");
         }
     }
 

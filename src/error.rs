@@ -1,91 +1,118 @@
-//! The error type for expected failures and the exit codes they map to.
+//! The engine's error type: what kind of failure it is, a message that says how to fix it,
+//! and the error that caused it.
 //!
-//! Every failure a user can cause or fix is an [`Error`] with a [`Exit`] code; anything
-//! else bubbles up as an `anyhow` error and exits 1. `main` prints the whole cause chain.
+//! The engine never decides an exit code or an HTTP status: it says what kind of failure
+//! happened ([`ErrorKind`]), and each client maps kinds at its own edge (the command line
+//! in [`crate::exit`]). Messages are complete sentences that already name their cause; the
+//! cause is still kept as [`std::error::Error::source`] for callers that inspect it (for
+//! example to ask [`crate::db::transient`] whether a database error may pass by itself).
 
-use std::fmt;
-
-/// The documented exit codes (README "Exit codes").
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Exit {
-    /// Success, including nothing to do.
-    Ok,
-    /// The operation failed (one tenant, or an unexpected error).
-    Failed,
-    /// Usage error: bad flags or arguments, refused confirmation, invalid names.
-    Usage,
-    /// Setup error: config, database URL, connection, TLS, registry not initialised,
-    /// or a broken migrations directory.
+/// What kind of failure an [`Error`] is. Clients map kinds to their own codes.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub enum ErrorKind {
+    /// The input is invalid: a flag, a name, a target, a refused confirmation.
+    Invalid,
+    /// A named tenant (or other named thing) does not exist.
+    NotFound,
+    /// The request conflicts with what exists (a domain already registered).
+    Conflict,
+    /// The setup is wrong: configuration, database URL, TLS, a registry that is missing or
+    /// out of date, a broken migrations directory.
     Setup,
-    /// A bulk run in which some tenants failed and the rest finished.
-    Partial,
-    /// `check` found drift.
-    Drift,
-    /// Interrupted by Ctrl-C or SIGTERM.
+    /// The server could not be reached, or refused the connection.
+    Unavailable,
+    /// Refused for safety before anything changed (a drop that would reach outside the
+    /// tenant's schema).
+    Refused,
+    /// The operation ran and failed.
+    Failed,
+    /// The work was asked to stop.
     Interrupted,
 }
 
-impl Exit {
-    /// The process exit code.
-    pub fn code(self) -> u8 {
-        match self {
-            Exit::Ok => 0,
-            Exit::Failed => 1,
-            Exit::Usage => 2,
-            Exit::Setup => 3,
-            Exit::Partial => 4,
-            Exit::Drift => 5,
-            Exit::Interrupted => 130,
-        }
-    }
-}
+/// The cause of an [`Error`], when it has one.
+type Source = Box<dyn std::error::Error + Send + Sync + 'static>;
 
-/// An expected failure with the exit code it maps to and a message that says how to fix it.
-#[derive(Debug)]
+/// An expected failure: its kind, a message that says how to fix it, and its cause.
+#[derive(Debug, thiserror::Error)]
+#[error("{message}")]
 pub struct Error {
-    /// Which exit code this failure maps to.
-    pub exit: Exit,
+    kind: ErrorKind,
     message: String,
+    #[source]
+    source: Option<Source>,
 }
 
 impl Error {
-    /// A usage error (exit 2).
+    /// A failure of the given kind.
+    pub fn new(kind: ErrorKind, message: impl Into<String>) -> Self {
+        Error {
+            kind,
+            message: message.into(),
+            source: None,
+        }
+    }
+
+    /// Keeps `source` as this error's cause (its text is expected in the message already).
+    pub fn with_source(mut self, source: impl std::error::Error + Send + Sync + 'static) -> Self {
+        self.source = Some(Box::new(source));
+        self
+    }
+
+    /// Invalid input ([`ErrorKind::Invalid`]).
     pub fn usage(message: impl Into<String>) -> Self {
-        Error {
-            exit: Exit::Usage,
-            message: message.into(),
-        }
+        Error::new(ErrorKind::Invalid, message)
     }
-    /// A setup error (exit 3).
+
+    /// A wrong setup ([`ErrorKind::Setup`]).
     pub fn setup(message: impl Into<String>) -> Self {
-        Error {
-            exit: Exit::Setup,
-            message: message.into(),
-        }
+        Error::new(ErrorKind::Setup, message)
     }
-    /// An operation failure (exit 1).
+
+    /// An operation that failed ([`ErrorKind::Failed`]).
     pub fn failed(message: impl Into<String>) -> Self {
-        Error {
-            exit: Exit::Failed,
-            message: message.into(),
-        }
+        Error::new(ErrorKind::Failed, message)
+    }
+
+    /// A server that could not be reached ([`ErrorKind::Unavailable`]).
+    pub fn unavailable(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Unavailable, message)
+    }
+
+    /// Something named that does not exist ([`ErrorKind::NotFound`]).
+    pub fn not_found(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::NotFound, message)
+    }
+
+    /// A conflict with what exists ([`ErrorKind::Conflict`]).
+    pub fn conflict(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Conflict, message)
+    }
+
+    /// Refused for safety, nothing changed ([`ErrorKind::Refused`]).
+    pub fn refused(message: impl Into<String>) -> Self {
+        Error::new(ErrorKind::Refused, message)
+    }
+
+    /// What kind of failure this is.
+    pub fn kind(&self) -> ErrorKind {
+        self.kind
+    }
+
+    /// The message alone, without the cause.
+    pub fn message(&self) -> &str {
+        &self.message
+    }
+
+    /// The database error that caused this one, if one did.
+    pub fn pg_source(&self) -> Option<&tokio_postgres::Error> {
+        self.source.as_deref()?.downcast_ref()
     }
 }
 
-impl fmt::Display for Error {
-    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
-        f.write_str(&self.message)
-    }
-}
-
-impl std::error::Error for Error {}
-
-/// The exit code for an error chain: the first [`Error`] in it decides, otherwise 1.
-pub fn exit_for(err: &anyhow::Error) -> Exit {
-    err.chain()
-        .find_map(|cause| cause.downcast_ref::<Error>())
-        .map(|e| e.exit)
-        .unwrap_or(Exit::Failed)
+/// The first engine [`Error`] in an error chain, if there is one.
+pub fn find(err: &anyhow::Error) -> Option<&Error> {
+    err.chain().find_map(|cause| cause.downcast_ref::<Error>())
 }
 
 /// Shorthand for results whose error is an `anyhow` chain.
@@ -97,27 +124,21 @@ mod tests {
     use anyhow::Context;
 
     #[test]
-    fn exit_codes_match_the_documented_table() {
-        let table = [
-            (Exit::Ok, 0),
-            (Exit::Failed, 1),
-            (Exit::Usage, 2),
-            (Exit::Setup, 3),
-            (Exit::Partial, 4),
-            (Exit::Drift, 5),
-            (Exit::Interrupted, 130),
-        ];
-        for (exit, code) in table {
-            assert_eq!(exit.code(), code, "{exit:?}");
-        }
-    }
-
-    #[test]
-    fn the_innermost_typed_error_decides_even_under_context() {
+    fn the_innermost_typed_error_is_found_even_under_context() {
         let err = Err::<(), _>(Error::setup("no registry"))
             .context("while listing tenants")
             .unwrap_err();
-        assert_eq!(exit_for(&err), Exit::Setup);
-        assert_eq!(exit_for(&anyhow::anyhow!("boom")), Exit::Failed);
+        assert_eq!(find(&err).map(Error::kind), Some(ErrorKind::Setup));
+        assert!(find(&anyhow::anyhow!("boom")).is_none());
+    }
+
+    #[test]
+    fn the_cause_is_kept_but_not_repeated_in_the_message() {
+        let io = std::io::Error::other("disk on fire");
+        let e = Error::failed("writing the file failed: disk on fire").with_source(io);
+        assert_eq!(e.to_string(), "writing the file failed: disk on fire");
+        let source = std::error::Error::source(&e).expect("a source");
+        assert_eq!(source.to_string(), "disk on fire");
+        assert!(e.pg_source().is_none());
     }
 }

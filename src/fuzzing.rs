@@ -11,7 +11,7 @@ use std::collections::BTreeMap;
 use std::path::{Path, PathBuf};
 
 use crate::config::{self, Overrides, Settings};
-use crate::error::{Error, Exit};
+use crate::error::{Error, ErrorKind};
 use crate::ident;
 use crate::migrations::{self, MigrationSet, ParsedName};
 
@@ -114,7 +114,7 @@ pub fn migration_dir(files: &[(String, Vec<u8>)]) -> Result<MigrationSet, Error>
     }
     let result = MigrationSet::load(dir.path());
     match &result {
-        Err(e) => assert_eq!(e.exit, Exit::Setup, "load failed with {e}"),
+        Err(e) => assert_eq!(e.kind(), ErrorKind::Setup, "load failed with {e}"),
         Ok(set) => check_loaded(set, dir.path(), &written),
     }
     result
@@ -210,7 +210,11 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
         Some((PathBuf::from("/fuzz/tenants.toml"), file)),
     );
     match &result {
-        Err(e) => assert_eq!(e.exit, Exit::Setup, "{text:?}: resolve failed with {e}"),
+        Err(e) => assert_eq!(
+            e.kind(),
+            ErrorKind::Setup,
+            "{text:?}: resolve failed with {e}"
+        ),
         Ok(s) => {
             assert!(ident::validate_registry_schema(&s.registry_schema).is_ok());
             assert!(ident::validate_identifier(&s.history_table, "history table").is_ok());

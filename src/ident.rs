@@ -222,7 +222,7 @@ mod tests {
             &long,
         ] {
             let err = validate_domain(d).unwrap_err();
-            assert_eq!(err.exit, crate::error::Exit::Usage, "{d}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::Invalid, "{d}");
         }
     }
 

@@ -1,14 +1,15 @@
 //! tenantctl: a migrator for schema-per-tenant PostgreSQL.
 //!
-//! The crate is a library with a thin binary. Layout:
-//! - [`cli`]: clap definitions; [`commands`]: one module per command (the only callers of
-//!   [`output`], the only module that prints).
-//! - Engine, which returns data and never prints: [`config`], [`db`], [`ident`],
-//!   [`migrations`], [`registry`], [`registry_conn`] (a registry connection that survives
-//!   a server restart), [`state`], [`runner`] (one tenant), [`fleet`] (many tenants),
-//!   [`dependents`] (what outside a schema depends on it), [`inspect`] (status and
-//!   history views), [`apikey`].
-//! - [`error`]: the error type and exit codes.
+//! The crate is a library with a thin binary; `ARCHITECTURE.md` describes its layers.
+//! - The edge: [`cli`] (clap definitions), [`commands`] (one module per command),
+//!   [`output`] (stdout), [`reporter`] (progress on stderr), [`exit`] (exit codes).
+//! - The engine, which returns data and never prints: [`config`], [`db`], [`ident`],
+//!   [`migrations`], [`statements`], [`registry`], [`registry_conn`], [`state`],
+//!   [`dependents`], [`inspect`], [`plan`] (what a change does to one tenant),
+//!   [`runner`] (one tenant's locked session), [`scheduler`] (work over many tenants),
+//!   [`operation`] (operations in a tenant's session), [`dryrun`], [`fleet`] (bulk
+//!   workflows), [`tenants`] (one tenant's lifecycle), [`apikey`], [`interrupt`],
+//!   [`error`].
 
 pub mod apikey;
 pub mod cli;
@@ -18,6 +19,7 @@ pub mod db;
 pub mod dependents;
 pub mod dryrun;
 pub mod error;
+pub mod exit;
 pub mod fleet;
 /// The fuzz targets' bodies, shared by `fuzz/` and `tests/props.rs`; not a supported API.
 /// Built only with the `fuzzing` feature (which `cargo test` turns on).
@@ -28,16 +30,23 @@ pub mod ident;
 pub mod inspect;
 pub mod interrupt;
 pub mod migrations;
+pub mod operation;
 pub mod output;
+pub mod plan;
+pub mod pool;
 pub mod registry;
 pub mod registry_conn;
+pub mod reporter;
 pub mod runner;
+pub mod scheduler;
 pub mod state;
 pub mod statements;
+pub mod tenants;
 
 use cli::{Cli, Command};
 use commands::Ctx;
-pub use error::{Error, Exit};
+pub use error::{Error, ErrorKind};
+use exit::Exit;
 
 /// Runs a parsed command line and returns the exit code to use.
 pub async fn run(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Exit> {

@@ -5,7 +5,7 @@ use std::process::ExitCode;
 use std::time::Duration;
 
 use tenantctl::cli::Cli;
-use tenantctl::error::{exit_for, Exit};
+use tenantctl::exit::{self, Exit};
 use tenantctl::interrupt::{Cancelled, Interrupt};
 use tenantctl::output::Format;
 
@@ -132,8 +132,8 @@ impl Signals {
 }
 
 fn fail(e: &anyhow::Error) -> ExitCode {
-    report(&format!("{e:#}"));
-    ExitCode::from(exit_for(e).code())
+    report(&exit::render(e));
+    ExitCode::from(exit::for_error(e).code())
 }
 
 #[allow(clippy::print_stderr)]

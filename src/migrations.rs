@@ -566,7 +566,7 @@ mod tests {
         for (files, expected) in cases {
             let d = dir_with(files);
             let err = MigrationSet::load(d.path()).unwrap_err();
-            assert_eq!(err.exit, crate::error::Exit::Setup);
+            assert_eq!(err.kind(), crate::error::ErrorKind::Setup);
             assert!(
                 err.to_string().contains(expected),
                 "{err} should mention {expected}"
@@ -617,7 +617,7 @@ mod tests {
         ] {
             let d = dir_with(&[("V1__a.sql", sql)]);
             let err = MigrationSet::load(d.path()).unwrap_err();
-            assert_eq!(err.exit, crate::error::Exit::Setup, "{sql}");
+            assert_eq!(err.kind(), crate::error::ErrorKind::Setup, "{sql}");
             assert!(err.to_string().contains(expected), "{sql}: {err}");
         }
         // Down scripts are checked too, and every bad file is named.
@@ -667,8 +667,8 @@ mod tests {
         assert_eq!(set.resolve_target("1").unwrap(), 1);
         for bad in ["2", "-1", "latest", "1; drop"] {
             assert_eq!(
-                set.resolve_target(bad).unwrap_err().exit,
-                crate::error::Exit::Usage,
+                set.resolve_target(bad).unwrap_err().kind(),
+                crate::error::ErrorKind::Invalid,
                 "{bad}"
             );
         }

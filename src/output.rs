@@ -10,9 +10,8 @@ use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::db::Notice;
-use crate::fleet::{Progress, ResultStatus, RunReport, TenantResult};
 use crate::registry::Tenant;
-use crate::runner::LockHolder;
+use crate::scheduler::{ResultStatus, RunReport, TenantResult};
 
 /// Whether a JSON document has been written to stdout; held while one is written, so an
 /// abort never adds a second document or interleaves with the first.
@@ -176,28 +175,13 @@ impl Output {
         t
     }
 
-    /// Progress for a bulk run over `total` tenants.
-    pub fn progress(&self, verb: &'static str) -> Box<dyn Progress> {
-        match self.progress {
-            ProgressMode::Bar => Box::new(BarProgress::new(verb, self.notice_level())),
-            ProgressMode::Lines => Box::new(LineProgress {
-                verb,
-                notices: self.notice_level(),
-            }),
-        }
+    /// How progress is shown for a bulk run.
+    pub fn progress_mode(&self) -> ProgressMode {
+        self.progress
     }
 
-    /// For a command working on one tenant outside a bulk run (no progress display): shows
-    /// only a long wait for the tenant's lock and the server's notices and warnings, on
-    /// stderr.
-    pub fn notices(&self, verb: &'static str) -> Box<dyn Progress> {
-        Box::new(SingleTenant {
-            verb,
-            notices: self.notice_level(),
-        })
-    }
-
-    fn notice_level(&self) -> NoticeLevel {
+    /// Which of the server's notices are shown.
+    pub fn notice_level(&self) -> NoticeLevel {
         NoticeLevel {
             quiet: self.quiet,
             verbose: self.verbose > 0,
@@ -356,19 +340,6 @@ pub fn abort(json: bool, run_id: Option<&str>, message: &str, code: u8) -> ! {
     std::process::exit(i32::from(code))
 }
 
-/// The line saying a tenant waits for its lock and who holds it.
-pub fn waiting_line(verb: &str, tenant: &Tenant, holder: Option<&LockHolder>) -> String {
-    let who = holder.map_or_else(
-        || "another session that could not be identified".to_string(),
-        |h| h.to_string(),
-    );
-    format!(
-        "{verb} {}: waiting for the lock on schema {}, held by {who}",
-        tenant.domain,
-        crate::ident::quote(&tenant.schema_name)
-    )
-}
-
 /// One line per finished tenant, for logs and CI.
 pub fn progress_line(verb: &str, r: &TenantResult) -> String {
     let mut line = format!(
@@ -420,119 +391,6 @@ pub fn notice_line(level: NoticeLevel, domain: &str, notice: &Notice) -> Option<
         ))
     } else {
         None
-    }
-}
-
-struct SingleTenant {
-    verb: &'static str,
-    notices: NoticeLevel,
-}
-
-impl Progress for SingleTenant {
-    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
-        eprintln!("{}", waiting_line(self.verb, tenant, holder));
-    }
-    fn notice(&self, tenant: &Tenant, notice: &Notice) {
-        if let Some(line) = notice_line(self.notices, &tenant.domain, notice) {
-            eprintln!("{line}");
-        }
-    }
-}
-
-struct LineProgress {
-    verb: &'static str,
-    notices: NoticeLevel,
-}
-
-impl Progress for LineProgress {
-    fn finished(&self, r: &TenantResult) {
-        eprintln!("{}", progress_line(self.verb, r));
-    }
-    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
-        eprintln!("{}", waiting_line(self.verb, tenant, holder));
-    }
-    fn notice(&self, tenant: &Tenant, notice: &Notice) {
-        if let Some(line) = notice_line(self.notices, &tenant.domain, notice) {
-            eprintln!("{line}");
-        }
-    }
-}
-
-struct BarProgress {
-    bar: indicatif::ProgressBar,
-    verb: &'static str,
-    state: Mutex<(usize, Vec<String>)>,
-    notices: NoticeLevel,
-}
-
-impl BarProgress {
-    fn new(verb: &'static str, notices: NoticeLevel) -> Self {
-        let bar = indicatif::ProgressBar::with_draw_target(
-            Some(0),
-            indicatif::ProgressDrawTarget::stderr(),
-        );
-        bar.set_style(
-            indicatif::ProgressStyle::with_template(
-                "{prefix} [{bar:30}] {pos}/{len} {wide_msg} [{elapsed_precise}, eta {eta}]",
-            )
-            .expect("valid template")
-            .progress_chars("=> "),
-        );
-        bar.set_prefix(verb);
-        BarProgress {
-            bar,
-            verb,
-            state: Mutex::new((0, Vec::new())),
-            notices,
-        }
-    }
-
-    fn refresh(&self, state: &(usize, Vec<String>)) {
-        let shown: Vec<&str> = state.1.iter().take(4).map(String::as_str).collect();
-        let more = state.1.len().saturating_sub(shown.len());
-        let mut msg = format!("failed: {}", state.0);
-        if !shown.is_empty() {
-            msg.push_str(&format!(" | {}", shown.join(", ")));
-            if more > 0 {
-                msg.push_str(&format!(" +{more}"));
-            }
-        }
-        self.bar.set_message(msg);
-    }
-}
-
-impl Progress for BarProgress {
-    fn begin(&self, total: usize) {
-        self.bar.set_length(total as u64);
-    }
-    fn started(&self, tenant: &Tenant) {
-        let mut st = self.state.lock().expect("progress lock");
-        st.1.push(tenant.domain.clone());
-        self.refresh(&st);
-    }
-    fn answered(&self, _r: &TenantResult) {
-        self.bar.inc(1);
-    }
-    fn finished(&self, r: &TenantResult) {
-        let mut st = self.state.lock().expect("progress lock");
-        st.1.retain(|d| d != &r.domain);
-        if r.status == ResultStatus::Failed {
-            st.0 += 1;
-            self.bar.println(progress_line(self.verb, r));
-        }
-        self.refresh(&st);
-        self.bar.inc(1);
-    }
-    fn waiting(&self, tenant: &Tenant, holder: Option<&LockHolder>) {
-        self.bar.println(waiting_line(self.verb, tenant, holder));
-    }
-    fn notice(&self, tenant: &Tenant, notice: &Notice) {
-        if let Some(line) = notice_line(self.notices, &tenant.domain, notice) {
-            self.bar.println(line);
-        }
-    }
-    fn end(&self) {
-        self.bar.finish_and_clear();
     }
 }
 
@@ -618,9 +476,7 @@ mod tests {
             schema_created: false,
             tenant: None,
             session_opened: true,
-            unreachable: false,
-            refused: false,
-            unrecorded: None,
+            cause: crate::scheduler::Cause::None,
         };
         assert_eq!(
             progress_line("upgrade", &r),

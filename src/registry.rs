@@ -495,7 +495,7 @@ impl<'a> Registry<'a> {
                         ));
                     }
                     if constraint.contains("domain") {
-                        return Error::failed(domain_exists(new.domain));
+                        return Error::conflict(domain_exists(new.domain));
                     }
                 }
                 query_error("registering the tenant")(e)
@@ -554,7 +554,7 @@ impl<'a> Registry<'a> {
             }
         }
         if !unknown.is_empty() {
-            return Err(Error::failed(format!(
+            return Err(Error::not_found(format!(
                 "no tenant matches {}; `tenantctl tenant list` shows the registered tenants",
                 unknown.join(", ")
             )));
@@ -895,7 +895,7 @@ pub async fn record_with(
     let row = row
         .map_err(query_error("updating the registry"))?
         .ok_or_else(|| {
-            Error::failed(format!(
+            Error::not_found(format!(
                 "{REMOVED}: tenant id {id} was dropped from the registry while this command waited for it"
             ))
         })?;

@@ -17,16 +17,18 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio_postgres::error::ErrorPosition;
-use tokio_postgres::{Client, GenericClient};
+use tokio_postgres::Client;
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
-use crate::db::{self, query_error, LockSpace};
+use crate::db::{self, query_error};
 use crate::dependents;
 use crate::error::Error;
-use crate::ident::{qualified, quote};
+use crate::ident::quote;
 use crate::interrupt::{Interrupt, Registration};
-use crate::migrations::{compare, AppliedRow, MigrationFile, MigrationSet, Script};
+use crate::migrations::{AppliedRow, MigrationFile};
+use crate::plan::{self, Direction, Sql, Step, TenantPlan};
+use crate::pool::{Conn, Pool};
 use crate::registry::{self, Event, Observed, Outcome, Tables, Tenant};
 use crate::state::{self, SchemaState};
 
@@ -35,11 +37,12 @@ type NoticeSink<'a> = Box<dyn Fn(&db::Notice) + Send + Sync + 'a>;
 
 /// A locked session on one tenant.
 pub struct Session<'a> {
-    client: Client,
-    notices: db::Notices,
+    conn: Conn,
     sink: Option<NoticeSink<'a>>,
     schema: &'a str,
     settings: &'a Settings,
+    /// The SQL this session sends for its tenant.
+    sql: Sql,
     /// The last observation, kept until this session changes the schema, so one run on
     /// a tenant reads its state once before changing it and once after.
     known: std::sync::Mutex<Option<SchemaState>>,
@@ -47,7 +50,7 @@ pub struct Session<'a> {
     /// migrations.
     stop: CancellationToken,
     /// Keeps this session in the set an abort cancels, while it is open.
-    _registration: Registration,
+    registration: Registration,
 }
 
 /// How long a session waits for its tenant's lock before it reports who holds it.
@@ -157,30 +160,14 @@ impl From<OpenError> for Error {
     }
 }
 
-/// What an upgrade did.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct Applied {
-    /// Versions applied (or reverted, or newly recorded), in order.
-    pub versions: Vec<i32>,
-    /// Whether the history changed.
-    pub changed: bool,
-}
-
-impl Applied {
-    fn of(versions: Vec<i32>) -> Applied {
-        Applied {
-            changed: !versions.is_empty(),
-            versions,
-        }
-    }
-}
-
 impl<'a> Session<'a> {
-    /// Connects, takes the tenant's lock (waiting for any other run on it, as `wait`
-    /// says), and pins `search_path`, `lock_timeout` and `statement_timeout`. While open,
-    /// the session is registered with the run's interruption, so an abort cancels it.
+    /// Borrows a connection from `pool` (or opens one), takes the tenant's lock (waiting
+    /// for any other run on it, as `wait` says), and pins `search_path`, `lock_timeout`
+    /// and `statement_timeout`. While open, the session is registered with the run's
+    /// interruption, so an abort cancels it. A borrowed connection the server has closed
+    /// meanwhile is replaced by a new one.
     pub async fn open(
-        target: &db::Target,
+        pool: &Pool<'_>,
         settings: &'a Settings,
         schema: &'a str,
         wait: &LockWait<'_>,
@@ -188,50 +175,53 @@ impl<'a> Session<'a> {
         if wait.interrupt.requested() {
             return Err(OpenError::Interrupted);
         }
-        let (client, notices) = target
-            .connect_patiently_with_notices(settings.connect_timeout)
-            .await
-            .map_err(OpenError::Failed)?;
-        let registration = wait.interrupt.register(target.canceller(&client));
-        // Takes the lock and pins the session's settings (one round trip).
-        take_lock(&client, target, settings, schema, wait).await?;
+        let target = pool.target();
+        let mut conn = pool.take(settings).await.map_err(OpenError::Failed)?;
+        let sql = Sql::new(settings, schema);
+        let registration = loop {
+            let registration = wait.interrupt.register(target.canceller(&conn.client));
+            // Takes the lock and pins the session's settings (one round trip).
+            match take_lock(&conn.client, target, &sql, settings.lock_wait, wait).await {
+                Ok(()) => break registration,
+                Err(OpenError::Failed(_)) if conn.reused && conn.client.is_closed() => {
+                    conn = pool.connect(settings).await.map_err(OpenError::Failed)?;
+                }
+                Err(e) => return Err(e),
+            }
+        };
         Ok(Session {
-            client,
-            notices,
+            conn,
             sink: None,
             schema,
             settings,
+            sql,
             known: std::sync::Mutex::new(None),
             stop: wait.interrupt.stop_token(),
-            _registration: registration,
+            registration,
         })
     }
 
-    /// Ends an upgrade or downgrade between two migrations once the run is asked to
-    /// stop; `done` is what this session applied or reverted so far.
-    fn check_stop(&self, done: &[i32]) -> Result<(), UpgradeError> {
-        if self.stop.is_cancelled() {
-            return Err(UpgradeError::Interrupted {
-                done: done.to_vec(),
-            });
-        }
-        Ok(())
+    /// Ends the session: its connection goes back to `pool` for the next tenant if it can
+    /// be made clean (the tenant's lock released, the session reset), else it is closed.
+    pub async fn close(self, pool: &Pool<'_>) {
+        drop(self.registration);
+        pool.give_back(self.conn).await;
     }
 
-    /// The SQL that puts the session back in its state between migrations.
-    fn bookkeeping(&self) -> String {
-        bookkeeping_settings(self.settings, self.schema)
+    /// The effective settings this session runs with.
+    pub fn settings(&self) -> &Settings {
+        self.settings
     }
 
     /// The session's connection (search_path pinned, lock held).
     pub fn client(&self) -> &Client {
-        &self.client
+        &self.conn.client
     }
 
     /// What the schema and its history look like now, read from the database.
     pub async fn observe(&self) -> Result<SchemaState, Error> {
         let mut map = state::observe(
-            &self.client,
+            &self.conn.client,
             &[self.schema.to_string()],
             &self.settings.history_table,
         )
@@ -257,125 +247,181 @@ impl<'a> Session<'a> {
         *self.known.lock().expect("session state lock") = state;
     }
 
-    /// Creates the schema unless it exists. Returns whether it was created.
-    pub async fn provision(&self) -> Result<bool, Error> {
-        if self.state().await?.schema_exists {
-            return Ok(false);
-        }
-        self.remember(None);
-        self.client
-            .batch_execute(&format!("CREATE SCHEMA {}", quote(self.schema)))
-            .await
-            .map_err(query_error(&format!(
-                "creating schema {}",
-                quote(self.schema)
-            )))?;
-        self.remember(Some(SchemaState {
-            schema_exists: true,
-            history_exists: false,
-            history: Ok(Vec::new()),
-        }));
-        Ok(true)
-    }
-
-    /// The schema's history, or why this operation cannot go on.
-    async fn history(&self) -> Result<Vec<AppliedRow>, UpgradeError> {
-        let state = self.state().await.map_err(UpgradeError::before)?;
-        if !state.schema_exists {
-            return Err(UpgradeError::NotProvisioned);
-        }
-        state
-            .history
-            .map_err(|e| UpgradeError::before(Error::failed(e)))
-    }
-
-    /// Applies pending migrations up to `target`. Refuses, before running anything, when
-    /// the schema is missing or its history has drifted from the files.
-    pub async fn upgrade(
-        &mut self,
-        set: &MigrationSet,
-        target: i32,
-    ) -> Result<Applied, UpgradeError> {
-        let state = self.state().await.map_err(UpgradeError::before)?;
-        let history = self.history().await?;
-        // Whatever happens next may change the schema: read it afresh afterwards.
-        self.remember(None);
-        let steps = upgrade_steps(&history, set, target, self.schema)
-            .map_err(|e| UpgradeError::before(Error::failed(e)))?;
-        if steps.is_empty() {
-            return Ok(Applied::of(Vec::new()));
-        }
-        let table = qualified(self.schema, &self.settings.history_table);
-        let reset = session_settings(self.settings, self.schema);
-        if !state.history_exists {
-            self.client
-                .batch_execute(&format!("{reset}; {}", history_table_ddl(&table)))
-                .await
-                .map_err(query_error(&format!("creating the history table {table}")))
-                .map_err(UpgradeError::before)?;
-        }
-        let mut applied: Vec<i32> = Vec::new();
-        for f in steps {
-            self.check_stop(&applied)?;
-            let result = self.apply(f, Direction::Up, &table, &reset).await;
-            self.forward_notices();
-            if let Err(message) = result {
-                let _ = self.client.batch_execute(&self.bookkeeping()).await;
-                return Err(UpgradeError::During { applied, message });
+    /// Executes a tenant's plan, step by step, as [`crate::plan`] describes each step.
+    /// Upgrades and downgrades stop between two migrations once the run is asked to stop.
+    /// The session's idea of the schema's state follows each step that succeeds, so the
+    /// history is read once per tenant.
+    pub async fn execute(&mut self, plan: &TenantPlan<'_>) -> Result<Executed, ExecError> {
+        let mut done = Executed::default();
+        let now = plan::refinery_now();
+        for step in &plan.steps {
+            if matches!(step, Step::Migrate { .. }) && self.stop.is_cancelled() {
+                return Err(ExecError::Interrupted(done));
             }
-            applied.push(f.version);
-        }
-        let _ = self.client.batch_execute(&self.bookkeeping()).await;
-        Ok(Applied::of(applied))
-    }
-
-    /// Runs down scripts, newest first, until `target` is the highest applied version.
-    /// Each runs in a transaction with the removal of its history row. Refuses before
-    /// anything runs when the history has drifted or a needed down script is missing.
-    pub async fn downgrade(
-        &mut self,
-        set: &MigrationSet,
-        target: i32,
-    ) -> Result<Applied, UpgradeError> {
-        let history = self.history().await?;
-        // Whatever happens next may change the schema: read it afresh afterwards.
-        self.remember(None);
-        let steps = downgrade_steps(&history, set, target, self.schema)
-            .map_err(|e| UpgradeError::before(Error::failed(e)))?;
-        let table = qualified(self.schema, &self.settings.history_table);
-        let reset = session_settings(self.settings, self.schema);
-        let mut reverted = Vec::new();
-        for f in steps {
-            self.check_stop(&reverted)?;
-            let result = self.apply(f, Direction::Down, &table, &reset).await;
+            let result = self.step(step, &now, &mut done).await;
             self.forward_notices();
-            if let Err(message) = result {
-                let _ = self.client.batch_execute(&self.bookkeeping()).await;
-                return Err(UpgradeError::During {
-                    applied: reverted,
-                    message,
+            if let Err(e) = result {
+                // Whatever failed may have changed the schema: read it afresh afterwards.
+                self.remember(None);
+                let _ = self.conn.client.batch_execute(&self.sql.bookkeeping).await;
+                return Err(match e {
+                    StepError::Refused(message) => ExecError::Refused(message),
+                    StepError::Failed(message) => ExecError::Failed { done, message },
                 });
             }
-            reverted.push(f.version);
+            self.follow(step, &now);
         }
-        let _ = self.client.batch_execute(&self.bookkeeping()).await;
-        Ok(Applied::of(reverted))
+        if plan.steps.iter().any(|s| matches!(s, Step::Migrate { .. })) {
+            self.conn
+                .client
+                .batch_execute(&self.sql.bookkeeping)
+                .await
+                .map_err(|e| ExecError::Failed {
+                    done: done.clone(),
+                    message: format!("resetting the session: {}", db::pg_message(&e)),
+                })?;
+        }
+        Ok(done)
+    }
+
+    async fn step(
+        &mut self,
+        step: &Step<'_>,
+        now: &str,
+        done: &mut Executed,
+    ) -> Result<(), StepError> {
+        let failed = |doing: String| {
+            move |e: tokio_postgres::Error| {
+                StepError::Failed(format!("{doing}: {}", db::pg_message(&e)))
+            }
+        };
+        match step {
+            Step::CreateSchema => {
+                self.conn
+                    .client
+                    .batch_execute(&self.sql.create_schema())
+                    .await
+                    .map_err(failed(format!("creating schema {}", quote(self.schema))))?;
+                done.schema_created = true;
+            }
+            Step::RecreateSchema => {
+                self.recreate().await?;
+                done.schema_created = true;
+            }
+            Step::CreateHistoryTable => self
+                .conn
+                .client
+                .batch_execute(&self.sql.create_history_table())
+                .await
+                .map_err(failed(format!(
+                    "creating the history table {}",
+                    self.sql.table
+                )))?,
+            Step::Migrate { file, direction } => {
+                self.apply(file, *direction, now)
+                    .await
+                    .map_err(StepError::Failed)?;
+                done.versions.push(file.version);
+            }
+            Step::Stamp { target, insert, .. } => {
+                let doing = format!("stamping schema {}", quote(self.schema));
+                if let Err(e) = self
+                    .conn
+                    .client
+                    .batch_execute(&self.sql.stamp(*target, insert, now))
+                    .await
+                {
+                    let _ = self.conn.client.batch_execute("ROLLBACK").await;
+                    return Err(failed(doing)(e));
+                }
+                self.conn
+                    .client
+                    .batch_execute("COMMIT")
+                    .await
+                    .map_err(failed(doing))?;
+                done.versions = insert.iter().map(|f| f.version).collect();
+            }
+        }
+        done.changed = true;
+        Ok(())
+    }
+
+    /// Brings the remembered state up to date with a step that succeeded.
+    fn follow(&self, step: &Step<'_>, now: &str) {
+        let mut known = self.known.lock().unwrap_or_else(|p| p.into_inner());
+        let Some(state) = known.as_mut() else {
+            return;
+        };
+        let row = |f: &MigrationFile| AppliedRow {
+            version: f.version,
+            name: f.name.clone(),
+            applied_on: now.to_string(),
+            checksum: f.checksum,
+        };
+        match step {
+            Step::CreateSchema | Step::RecreateSchema => {
+                *state = SchemaState {
+                    schema_exists: true,
+                    history_exists: false,
+                    history: Ok(Vec::new()),
+                }
+            }
+            Step::CreateHistoryTable => state.history_exists = true,
+            Step::Migrate { file, direction } => {
+                state.history_exists = true;
+                if let Ok(h) = state.history.as_mut() {
+                    h.retain(|r| r.version != file.version);
+                    if *direction == Direction::Up {
+                        h.push(row(file));
+                    }
+                }
+            }
+            Step::Stamp { target, insert, .. } => {
+                state.history_exists = true;
+                if let Ok(h) = state.history.as_mut() {
+                    h.retain(|r| r.version <= *target);
+                    h.extend(insert.iter().map(|f| row(f)));
+                }
+            }
+        }
+    }
+
+    /// Drops the schema with everything in it and creates it empty, in one transaction,
+    /// unless objects outside it depend on objects in it (then nothing changes).
+    async fn recreate(&mut self) -> Result<(), StepError> {
+        let schema = self.schema;
+        let context = format!("recreating schema {}", quote(schema));
+        let failed = |e| StepError::Failed(query_error(&context)(e).to_string());
+        let tx = self.conn.client.transaction().await.map_err(failed)?;
+        let blocking = check_outside(&tx, schema)
+            .await
+            .map_err(|e| StepError::Failed(e.to_string()))?;
+        if !blocking.is_empty() {
+            let _ = tx.rollback().await;
+            return Err(StepError::Refused(plan::recreate_blocked(
+                schema, &blocking,
+            )));
+        }
+        tx.batch_execute(&self.sql.recreate_schema())
+            .await
+            .map_err(failed)?;
+        tx.commit().await.map_err(failed)
     }
 
     /// The server's notices and warnings received on this session and not yet handed
     /// to the sink (see [`Session::on_notice`]).
     pub fn notices(&self) -> Vec<db::Notice> {
-        self.notices.take()
+        self.conn.notices.take()
     }
 
-    /// Hands the server's notices and warnings to `sink` as each migration finishes.
+    /// Hands the server's notices and warnings to `sink` as each step finishes.
     pub fn on_notice(&mut self, sink: impl Fn(&db::Notice) + Send + Sync + 'a) {
         self.sink = Some(Box::new(sink));
     }
 
     fn forward_notices(&self) {
         if let Some(sink) = &self.sink {
-            for n in self.notices.take() {
+            for n in self.conn.notices.take() {
                 sink(&n);
             }
         }
@@ -386,14 +432,13 @@ impl<'a> Session<'a> {
         &mut self,
         f: &MigrationFile,
         direction: Direction,
-        table: &str,
-        reset: &str,
+        now: &str,
     ) -> Result<(), String> {
         let script = direction.script(f);
         let mut attempt: u32 = 0;
         let mut from = 0;
         loop {
-            match self.attempt(f, direction, table, reset, from).await {
+            match self.attempt(f, direction, now, from).await {
                 Ok(()) => return Ok(()),
                 Err(failure) if failure.lock_timeout && attempt < self.settings.lock_retries => {
                     // Wait for the other session, then retry: a transaction rolled back
@@ -418,33 +463,40 @@ impl<'a> Session<'a> {
         }
     }
 
-    /// One attempt at a file, from statement `from` on: in a transaction with its history
-    /// change, or, for a no-transaction file, statement by statement and then the history
-    /// change. Each statement is sent alone.
+    /// One attempt at a file, from statement `from` on, from a clean session: in a
+    /// transaction with its history change, or, for a no-transaction file, statement by
+    /// statement and then the history change. Each statement is sent alone.
     async fn attempt(
         &mut self,
         f: &MigrationFile,
         direction: Direction,
-        table: &str,
-        reset: &str,
+        now: &str,
         from: usize,
     ) -> Result<(), Failure> {
         let script = direction.script(f);
-        let done = script.statements.len();
+        let transaction = !script.no_transaction;
+        let count = script.statements.len();
         let bookkeeping = |e: tokio_postgres::Error| Failure {
             message: format!(
-                "{} ran, but recording it in {table} failed: {}",
+                "{} ran, but recording it in {} failed: {}",
                 direction.describe(f),
+                self.sql.table,
                 db::pg_message(&e)
             ),
             lock_timeout: is_lock_timeout(&e),
-            statement: done,
+            statement: count,
         };
-        if from == 0 {
-            self.client
-                .batch_execute(reset)
+        if from == 0 || transaction {
+            if let Err(e) = self
+                .conn
+                .client
+                .batch_execute(&self.sql.begin(transaction))
                 .await
-                .map_err(|e| Failure {
+            {
+                if transaction {
+                    self.rollback().await;
+                }
+                return Err(Failure {
                     message: format!(
                         "resetting the session before {}: {}",
                         direction.describe(f),
@@ -452,113 +504,38 @@ impl<'a> Session<'a> {
                     ),
                     lock_timeout: false,
                     statement: 0,
-                })?;
-        }
-        if script.no_transaction {
-            for (i, s) in script.statements.iter().enumerate().skip(from) {
-                self.client
-                    .batch_execute(&s.text)
-                    .await
-                    .map_err(|e| statement_failure(f, direction, i, &e))?;
+                });
             }
-            self.client
-                .batch_execute(RESTORE_IDENTITY)
+        }
+        let first = if transaction { 0 } else { from };
+        for (i, s) in script.statements.iter().enumerate().skip(first) {
+            if let Err(e) = self.conn.client.batch_execute(&s.text).await {
+                if transaction {
+                    self.rollback().await;
+                }
+                return Err(statement_failure(f, direction, i, &e));
+            }
+        }
+        let record = self.sql.record(f, direction, now);
+        if let Err(e) = self.conn.client.batch_execute(&record).await {
+            if transaction {
+                self.rollback().await;
+            }
+            return Err(bookkeeping(e));
+        }
+        if transaction {
+            self.conn
+                .client
+                .batch_execute("COMMIT")
                 .await
                 .map_err(bookkeeping)?;
-            record_step(&self.client, f, direction, table)
-                .await
-                .map_err(bookkeeping)?;
-            return Ok(());
         }
-        let tx = self.client.transaction().await.map_err(bookkeeping)?;
-        for (i, s) in script.statements.iter().enumerate() {
-            tx.batch_execute(&s.text)
-                .await
-                .map_err(|e| statement_failure(f, direction, i, &e))?;
-        }
-        tx.batch_execute(RESTORE_IDENTITY)
-            .await
-            .map_err(bookkeeping)?;
-        record_step(&tx, f, direction, table)
-            .await
-            .map_err(bookkeeping)?;
-        tx.commit().await.map_err(bookkeeping)
+        Ok(())
     }
 
-    /// Records the migrations up to `target` as applied without running them (and forgets
-    /// those above it), with the checksums an upgrade would store. Returns the versions
-    /// newly recorded.
-    pub async fn stamp(
-        &mut self,
-        set: &MigrationSet,
-        target: i32,
-    ) -> Result<Applied, UpgradeError> {
-        let history = self.history().await?;
-        // Whatever happens next may change the schema: read it afresh afterwards.
-        self.remember(None);
-        let plan = stamp_plan(&history, set, target, self.schema)
-            .map_err(|e| UpgradeError::before(Error::failed(e)))?;
-        let table = qualified(self.schema, &self.settings.history_table);
-        let applied_on = refinery_now();
-        let result: Result<(), tokio_postgres::Error> = async {
-            let tx = self.client.transaction().await?;
-            tx.batch_execute(&history_table_ddl(&table)).await?;
-            tx.execute(
-                &format!("DELETE FROM {table} WHERE version > $1"),
-                &[&target],
-            )
-            .await?;
-            for f in &plan.insert {
-                insert_history_row(&tx, &table, f, &applied_on).await?;
-            }
-            tx.commit().await
-        }
-        .await;
-        result.map_err(|e| UpgradeError::During {
-            applied: Vec::new(),
-            message: format!(
-                "stamping schema {}: {}",
-                quote(self.schema),
-                db::pg_message(&e)
-            ),
-        })?;
-        Ok(Applied {
-            versions: plan.insert.iter().map(|f| f.version).collect(),
-            changed: !plan.insert.is_empty() || !plan.delete.is_empty(),
-        })
-    }
-
-    /// Drops the schema with everything in it and creates it empty, in one transaction.
-    /// Refuses, changing nothing, when the schema is shared (the registry schema or one in
-    /// `tenants.extra_search_path`) or when objects outside it depend on objects in it.
-    ///
-    /// A refusal (a shared schema, or objects outside it that depend on it) changes
-    /// nothing and is [`RecreateError::Refused`], so the caller leaves the registry alone.
-    pub async fn recreate(&mut self) -> Result<(), RecreateError> {
-        self.remember(None);
-        let schema = self.schema;
-        let what = format!("drop and recreate schema {}", quote(schema));
-        let fix = "Or leave the schema as it is: `tenantctl provision` without --force-recreate keeps an existing schema.";
-        refuse_shared(self.settings, schema, &what).map_err(RecreateError::Refused)?;
-        let context = format!("recreating schema {}", quote(schema));
-        let failed = |e| RecreateError::Failed(query_error(&context)(e));
-        let tx = self.client.transaction().await.map_err(failed)?;
-        let blocking = check_outside(&tx, schema)
-            .await
-            .map_err(RecreateError::Failed)?;
-        if !blocking.is_empty() {
-            let _ = tx.rollback().await;
-            return Err(RecreateError::Refused(Error::failed(dependents::refusal(
-                &what, &blocking, fix,
-            ))));
-        }
-        tx.batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}",
-            s = quote(schema)
-        ))
-        .await
-        .map_err(failed)?;
-        tx.commit().await.map_err(failed)
+    /// Ends a migration's failed transaction.
+    async fn rollback(&self) {
+        let _ = self.conn.client.batch_execute("ROLLBACK").await;
     }
 
     /// Removes the tenant from the registry and, unless `keep_schema`, drops its schema,
@@ -573,18 +550,18 @@ impl<'a> Session<'a> {
         event: &Event<'_>,
     ) -> Result<bool, Error> {
         let schema = self.schema;
-        let what = format!("drop schema {}", quote(schema));
         if !keep_schema {
-            refuse_shared(self.settings, schema, &what).map_err(|e| {
-                Error::failed(format!(
-                    "{e}; `tenantctl tenant drop {} --keep-schema` removes only the registry row",
-                    tenant.domain
-                ))
-            })?;
+            if let Some(role) = dependents::shared_role(self.settings, schema) {
+                return Err(Error::refused(plan::drop_shared(
+                    schema,
+                    role,
+                    &tenant.domain,
+                )));
+            }
         }
         let context = format!("dropping tenant {}", tenant.domain);
         let err = query_error(&context);
-        let tx = self.client.transaction().await.map_err(&err)?;
+        let tx = self.conn.client.transaction().await.map_err(&err)?;
         let n = tx
             .execute(
                 &format!("DELETE FROM {} WHERE id = $1", tables.tenants),
@@ -605,11 +582,8 @@ impl<'a> Session<'a> {
             let blocking = check_outside(&tx, schema).await?;
             if !blocking.is_empty() {
                 let _ = tx.rollback().await;
-                let fix = format!(
-                    "Or keep the schema: `tenantctl tenant drop {} --keep-schema` removes only the registry row.",
-                    tenant.domain
-                );
-                return Err(Error::failed(dependents::refusal(&what, &blocking, &fix)));
+                let refusal = plan::drop_blocked(schema, &blocking, &tenant.domain);
+                return Err(Error::refused(refusal));
             }
             dropped = dependents::contents(&tx, schema).await?.exists;
             if dropped {
@@ -651,7 +625,7 @@ impl<'a> Session<'a> {
     ) -> Result<Tenant, Error> {
         let state = self.state().await?;
         registry::record_with(
-            &self.client,
+            &self.conn.client,
             tables,
             tenant_id,
             &observed(&state),
@@ -659,16 +633,6 @@ impl<'a> Session<'a> {
             event,
         )
         .await
-    }
-}
-
-/// Refuses (exit 1) to drop a schema that can never be a tenant's.
-fn refuse_shared(settings: &Settings, schema: &str, what: &str) -> Result<(), Error> {
-    match dependents::shared_role(settings, schema) {
-        Some(role) => Err(Error::failed(format!(
-            "refusing to {what}: it is {role}, not a tenant's own schema; nothing was changed"
-        ))),
-        None => Ok(()),
     }
 }
 
@@ -694,11 +658,12 @@ enum GaveUp {
 async fn take_lock(
     client: &Client,
     target: &db::Target,
-    settings: &Settings,
-    schema: &str,
+    sql: &Sql,
+    limit: Duration,
     wait: &LockWait<'_>,
 ) -> Result<(), OpenError> {
-    let key = db::lock_key(LockSpace::Tenant, schema);
+    let key = sql.keys();
+    let schema = sql.schema();
     let failed = |e| {
         OpenError::Failed(query_error(&format!(
             "taking the lock on schema {}",
@@ -707,12 +672,7 @@ async fn take_lock(
     };
     let stop = wait.interrupt.stop_token();
     // The session's settings go in the same round trip, right after the lock.
-    let sql = format!(
-        "SET lock_timeout = 0; SET statement_timeout = 0; SELECT pg_advisory_lock({}, {}); {}",
-        key.0,
-        key.1,
-        bookkeeping_settings(settings, schema)
-    );
+    let sql = sql.lock();
     let lock = client.batch_execute(&sql);
     tokio::pin!(lock);
     let report = async {
@@ -721,7 +681,6 @@ async fn take_lock(
     };
     tokio::pin!(report);
     let mut reported = false;
-    let limit = settings.lock_wait;
     let expiry = async {
         if limit.is_zero() {
             std::future::pending::<()>().await
@@ -797,101 +756,37 @@ pub fn observed(state: &SchemaState) -> Observed {
     Observed::of(state)
 }
 
-/// Why `provision --force-recreate` did not recreate a schema.
-#[derive(Debug)]
-pub enum RecreateError {
-    /// Refused before anything changed: the schema is shared, or objects outside it
-    /// depend on it.
-    Refused(Error),
-    /// The drop or the creation failed (and rolled back).
-    Failed(Error),
+/// What executing a plan did, so far.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Executed {
+    /// Versions applied (or reverted, or newly recorded), in order.
+    pub versions: Vec<i32>,
+    /// Whether anything changed.
+    pub changed: bool,
+    /// Whether the schema was created (or recreated empty).
+    pub schema_created: bool,
 }
 
-/// Why an upgrade did not complete.
+/// Why a plan did not execute to its end.
 #[derive(Debug)]
-pub enum UpgradeError {
-    /// The tenant's schema does not exist.
-    NotProvisioned,
-    /// Refused or failed before any migration ran.
-    Before(Error),
-    /// A migration failed; those before it stayed applied.
-    During {
-        /// Versions applied before the failure.
-        applied: Vec<i32>,
+pub enum ExecError {
+    /// Refused before anything changed (objects outside the schema depend on it).
+    Refused(String),
+    /// A step failed; the steps before it stayed done.
+    Failed {
+        /// What was done before the failure.
+        done: Executed,
         /// What failed, with the database's message.
         message: String,
     },
     /// The run was asked to stop; the session stopped between two migrations.
-    Interrupted {
-        /// Versions applied (or reverted) before it stopped, in order; they are kept.
-        done: Vec<i32>,
-    },
+    Interrupted(Executed),
 }
 
-impl UpgradeError {
-    fn before(e: Error) -> Self {
-        UpgradeError::Before(e)
-    }
-
-    /// The error text for results and the registry.
-    pub fn message(&self, schema: &str, domain: &str) -> String {
-        match self {
-            UpgradeError::NotProvisioned => format!(
-                "schema {} does not exist; run `tenantctl provision --tenant {domain}` first",
-                quote(schema)
-            ),
-            UpgradeError::Before(e) => e.to_string(),
-            UpgradeError::During { message, .. } => message.clone(),
-            UpgradeError::Interrupted { .. } => "the run was interrupted".into(),
-        }
-    }
-}
-
-/// Undoes a migration's `SET ROLE` or `SET SESSION AUTHORIZATION` before tenantctl
-/// writes its own rows, so they are written as the user tenantctl connected as. Any user
-/// may run these.
-const RESTORE_IDENTITY: &str = "RESET SESSION AUTHORIZATION; RESET ROLE";
-
-/// Which way a file runs.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-enum Direction {
-    /// The up script; its history row is inserted.
-    Up,
-    /// The down script; its history row is deleted.
-    Down,
-}
-
-impl Direction {
-    fn script(self, f: &MigrationFile) -> &Script {
-        match self {
-            Direction::Up => &f.up,
-            Direction::Down => f
-                .down
-                .as_ref()
-                .expect("downgrade_steps checked the down script"),
-        }
-    }
-
-    /// `migration V1__a (path)` or `down script of V1__a (path)`.
-    fn describe(self, f: &MigrationFile) -> String {
-        match self {
-            Direction::Up => format!(
-                "migration V{}__{} ({})",
-                f.version,
-                f.name,
-                f.up_path.display()
-            ),
-            Direction::Down => format!(
-                "down script of V{}__{} ({})",
-                f.version,
-                f.name,
-                f.down_path
-                    .as_deref()
-                    .map(|p| p.display().to_string())
-                    .unwrap_or_default()
-            ),
-        }
-    }
+/// Why one step failed.
+enum StepError {
+    Refused(String),
+    Failed(String),
 }
 
 /// Why one attempt at a file failed.
@@ -934,180 +829,6 @@ fn statement_failure(
     }
 }
 
-/// Writes a file's history change as refinery does: the row inserted after an up script
-/// (version, name, RFC 3339 time, checksum as text), removed after a down script.
-async fn record_step(
-    client: &impl GenericClient,
-    f: &MigrationFile,
-    direction: Direction,
-    table: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    match direction {
-        Direction::Up => insert_history_row(client, table, f, &refinery_now()).await,
-        Direction::Down => {
-            client
-                .execute(
-                    &format!("DELETE FROM {table} WHERE version = $1"),
-                    &[&f.version],
-                )
-                .await
-        }
-    }
-}
-
-/// What an upgrade to `target` would apply, in order; an error when the history has
-/// drifted from the files.
-pub fn upgrade_steps<'s>(
-    history: &[AppliedRow],
-    set: &'s MigrationSet,
-    target: i32,
-    schema: &str,
-) -> Result<Vec<&'s MigrationFile>, String> {
-    let cmp = compare(history, set);
-    refuse_drift(&cmp, schema)?;
-    Ok(cmp
-        .pending
-        .iter()
-        .filter(|v| **v <= target)
-        .filter_map(|v| set.get(*v))
-        .collect())
-}
-
-/// What a downgrade to `target` would revert, newest first; an error when the history has
-/// drifted or a down script is missing.
-pub fn downgrade_steps<'s>(
-    history: &[AppliedRow],
-    set: &'s MigrationSet,
-    target: i32,
-    schema: &str,
-) -> Result<Vec<&'s MigrationFile>, String> {
-    let cmp = compare(history, set);
-    refuse_drift(&cmp, schema)?;
-    let mut versions: Vec<i32> = history
-        .iter()
-        .map(|r| r.version)
-        .filter(|v| *v > target)
-        .collect();
-    versions.sort_unstable_by(|a, b| b.cmp(a));
-    let steps: Vec<&MigrationFile> = versions.iter().filter_map(|v| set.get(*v)).collect();
-    let missing: Vec<String> = steps
-        .iter()
-        .filter(|f| f.down_sql.is_none())
-        .map(|f| format!("V{}__{}.down.sql", f.version, f.name))
-        .collect();
-    if !missing.is_empty() {
-        return Err(format!(
-            "cannot downgrade schema {} to {target}: no down script {} in {}; nothing was run",
-            quote(schema),
-            missing.join(", "),
-            set.dir.display()
-        ));
-    }
-    Ok(steps)
-}
-
-/// What `stamp` would change.
-#[derive(Debug)]
-pub struct StampPlan<'s> {
-    /// Migrations to record as applied.
-    pub insert: Vec<&'s MigrationFile>,
-    /// Recorded versions above the target, to forget.
-    pub delete: Vec<i32>,
-}
-
-/// What stamping `target` would record and forget; an error when a recorded version at or
-/// below the target differs from its file.
-pub fn stamp_plan<'s>(
-    history: &[AppliedRow],
-    set: &'s MigrationSet,
-    target: i32,
-    schema: &str,
-) -> Result<StampPlan<'s>, String> {
-    let kept: Vec<AppliedRow> = history
-        .iter()
-        .filter(|r| r.version <= target)
-        .cloned()
-        .collect();
-    let cmp = compare(&kept, set);
-    let drift: Vec<String> = cmp
-        .drift
-        .iter()
-        .filter(|d| !matches!(d, crate::migrations::Drift::OutOfOrder { .. }))
-        .map(|d| d.to_string())
-        .collect();
-    if !drift.is_empty() {
-        return Err(format!(
-            "history of schema {} does not match the migration files at or below {target}; nothing was stamped: {}",
-            quote(schema),
-            drift.join("; ")
-        ));
-    }
-    Ok(StampPlan {
-        insert: set
-            .files
-            .iter()
-            .filter(|f| f.version <= target && !kept.iter().any(|r| r.version == f.version))
-            .collect(),
-        delete: history
-            .iter()
-            .map(|r| r.version)
-            .filter(|v| *v > target)
-            .collect(),
-    })
-}
-
-fn refuse_drift(cmp: &crate::migrations::Comparison, schema: &str) -> Result<(), String> {
-    if cmp.drift.is_empty() {
-        return Ok(());
-    }
-    let lines: Vec<String> = cmp.drift.iter().map(|d| d.to_string()).collect();
-    Err(format!(
-        "history of schema {} does not match the migration files; nothing was run: {}",
-        quote(schema),
-        lines.join("; ")
-    ))
-}
-
-/// Inserts `f`'s history row as refinery writes it: version, name, `applied_on` (RFC 3339
-/// text) and the checksum as text.
-async fn insert_history_row(
-    client: &impl GenericClient,
-    table: &str,
-    f: &MigrationFile,
-    applied_on: &str,
-) -> Result<u64, tokio_postgres::Error> {
-    client
-        .execute(
-            &format!(
-                "INSERT INTO {table} (version, name, applied_on, checksum) VALUES ($1, $2, $3, $4)"
-            ),
-            &[&f.version, &f.name, &applied_on, &f.checksum.to_string()],
-        )
-        .await
-}
-
-/// The history table as refinery creates it.
-pub fn history_table_ddl(table: &str) -> String {
-    format!(
-        "CREATE TABLE IF NOT EXISTS {table} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))"
-    )
-}
-
-/// The SQL that recreates a schema empty.
-pub fn recreate_sql(schema: &str) -> String {
-    format!(
-        "BEGIN; DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}; COMMIT",
-        s = quote(schema)
-    )
-}
-
-/// Now, as refinery writes `applied_on`.
-pub fn refinery_now() -> String {
-    time::OffsetDateTime::now_utc()
-        .format(&time::format_description::well_known::Rfc3339)
-        .expect("the current time formats as RFC 3339")
-}
-
 /// Whether an error is PostgreSQL's `lock_not_available` (a `lock_timeout` expired).
 fn is_lock_timeout(e: &tokio_postgres::Error) -> bool {
     e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE)
@@ -1119,57 +840,9 @@ pub fn retry_delay(base: Duration, attempt: u32) -> Duration {
         .min(Duration::from_secs(30))
 }
 
-/// The session state every migration starts from: the connecting user's identity and
-/// defaults (`RESET SESSION AUTHORIZATION`, `RESET ROLE`, `RESET ALL`), then
-/// `search_path` = the tenant's schema and the extra schemas, and the timeouts.
-pub fn session_settings(settings: &Settings, schema: &str) -> String {
-    let mut path = vec![quote(schema)];
-    path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
-    format!(
-        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SET search_path TO {}; SET lock_timeout = {}; SET statement_timeout = {}",
-        path.join(", "),
-        millis(settings.lock_timeout),
-        millis(settings.statement_timeout),
-    )
-}
-
-/// The session state tenantctl's own reads and writes run in, between migrations: as
-/// [`session_settings`], but with no `lock_timeout` or `statement_timeout` (which are for
-/// migrations), so a short timeout never cancels reading the catalog or the registry.
-pub fn bookkeeping_settings(settings: &Settings, schema: &str) -> String {
-    let mut path = vec![quote(schema)];
-    path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
-    format!(
-        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SET search_path TO {}; SET lock_timeout = 0; SET statement_timeout = 0",
-        path.join(", "),
-    )
-}
-
-fn millis(d: Duration) -> u128 {
-    d.as_millis()
-}
-
 #[cfg(test)]
 mod tests {
     use super::*;
-
-    #[test]
-    fn bookkeeping_runs_without_the_migration_timeouts() {
-        let mut settings = crate::config::resolve(
-            &crate::config::Overrides::default(),
-            &|_| None,
-            std::path::Path::new("/"),
-            None,
-        )
-        .unwrap();
-        settings.lock_timeout = Duration::from_millis(1);
-        settings.statement_timeout = Duration::from_millis(1);
-        let migration = session_settings(&settings, "tenant_a");
-        assert!(migration.ends_with("SET lock_timeout = 1; SET statement_timeout = 1"));
-        let bookkeeping = bookkeeping_settings(&settings, "tenant_a");
-        assert!(bookkeeping.ends_with("SET lock_timeout = 0; SET statement_timeout = 0"));
-        assert!(bookkeeping.contains("SET search_path TO \"tenant_a\""));
-    }
 
     #[test]
     fn retry_delays_double_up_to_a_cap() {

@@ -24,7 +24,7 @@ use tenantctl::db::Target;
 use tenantctl::fuzzing;
 use tenantctl::ident::{self, quote, MAX_IDENT_BYTES};
 use tenantctl::migrations::{parse_file_name, ParsedName};
-use tenantctl::Exit;
+use tenantctl::ErrorKind;
 
 use support::TestDb;
 
@@ -217,7 +217,7 @@ fn schema_names_are_refused_or_round_trip_through_postgres() {
     let client = RefCell::new(db.client());
     run_cases(400, schema_names(), |s| {
         match ident::validate_schema_name(&s, "public") {
-            Err(e) => prop_assert_eq!(e.exit, Exit::Usage, "{}", e),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Invalid, "{}", e),
             Ok(()) => round_trip_schema(&mut client.borrow_mut(), &s)?,
         }
         Ok(())
@@ -230,11 +230,11 @@ fn domains_are_refused_or_their_schema_round_trips_through_postgres() {
     let client = RefCell::new(db.client());
     run_cases(400, domains(), |d| {
         if let Err(e) = ident::validate_domain(&d) {
-            prop_assert_eq!(e.exit, Exit::Usage, "{}", e);
+            prop_assert_eq!(e.kind(), ErrorKind::Invalid, "{}", e);
             return Ok(());
         }
         match ident::schema_for_domain("tenant_", &d, "public") {
-            Err(e) => prop_assert_eq!(e.exit, Exit::Usage, "{}", e),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Invalid, "{}", e),
             Ok(schema) => {
                 prop_assert_eq!(&schema, &format!("tenant_{}", d.replace('-', "_")));
                 round_trip_schema(&mut client.borrow_mut(), &schema)?;
@@ -326,7 +326,7 @@ proptest! {
     fn accepted_identifiers_and_schema_names_are_plain(s in any_name(), registry in any_name()) {
         match ident::validate_identifier(&s, "name") {
             Ok(()) => prop_assert!(is_plain_identifier(&s), "{:?}", s),
-            Err(e) => prop_assert_eq!(e.exit, Exit::Usage),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Invalid),
         }
         match ident::validate_schema_name(&s, &registry) {
             Ok(()) => {
@@ -334,14 +334,14 @@ proptest! {
                 prop_assert!(!s.starts_with("pg_"));
                 prop_assert!(!["public", "information_schema", registry.as_str()].contains(&s.as_str()));
             }
-            Err(e) => prop_assert_eq!(e.exit, Exit::Usage),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Invalid),
         }
         match ident::validate_registry_schema(&s) {
             Ok(()) => {
                 prop_assert!(is_plain_identifier(&s), "{:?}", s);
                 prop_assert!(!s.starts_with("pg_") && s != "information_schema");
             }
-            Err(e) => prop_assert_eq!(e.exit, Exit::Usage),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Invalid),
         }
     }
 
@@ -355,7 +355,7 @@ proptest! {
                 prop_assert!(d.len() <= MAX_IDENT_BYTES);
                 prop_assert!(!b.iter().all(u8::is_ascii_digit), "{:?}", d);
             }
-            Err(e) => prop_assert_eq!(e.exit, Exit::Usage),
+            Err(e) => prop_assert_eq!(e.kind(), ErrorKind::Invalid),
         }
     }
 
@@ -915,7 +915,7 @@ proptest! {
                 prop_assert!(!debug.contains("SECRET"), "{}", debug);
             }
             Err(e) => {
-                prop_assert_eq!(e.exit, Exit::Setup, "{}", e);
+                prop_assert_eq!(e.kind(), ErrorKind::Setup, "{}", e);
                 prop_assert!(!e.to_string().contains("SECRET"), "the error shows the password: {}", e);
             }
         }
@@ -961,7 +961,7 @@ fn accepted_timeouts_mean_the_same_to_postgres() {
             return Ok(());
         };
         let client = &mut *client.borrow_mut();
-        let sql = tenantctl::runner::session_settings(&settings, "tenant_x");
+        let sql = tenantctl::plan::session_settings(&settings, "tenant_x");
         client
             .batch_execute(&sql)
             .map_err(|e| TestCaseError::fail(format!("{text}gives {sql:?}: {e:?}")))?;

@@ -464,7 +464,22 @@ fn dry_runs_print_the_sql_and_change_nothing() {
         .expect(0)
         .json();
     let fresh = d.tenants.iter().find(|x| x.domain == "fresh").unwrap();
-    assert_eq!(fresh.sql, "CREATE SCHEMA \"tenant_fresh\";\n");
+    // What a real provision sends: the tenant's lock, the schema, the unlock.
+    let lines: Vec<&str> = fresh.sql.lines().collect();
+    assert!(
+        lines[0].starts_with(
+            "SET lock_timeout = 0; SET statement_timeout = 0; SELECT pg_advisory_lock("
+        ),
+        "{}",
+        fresh.sql
+    );
+    assert_eq!(lines[1], "CREATE SCHEMA \"tenant_fresh\";", "{}", fresh.sql);
+    assert!(
+        lines[2].starts_with("SELECT pg_advisory_unlock("),
+        "{}",
+        fresh.sql
+    );
+    assert_eq!(lines.len(), 3, "{}", fresh.sql);
     assert!(d
         .tenants
         .iter()

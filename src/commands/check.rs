@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::inspect::{self, Problem};
 use crate::registry::Registry;
 

@@ -3,7 +3,8 @@
 use clap::CommandFactory;
 
 use crate::cli::Cli;
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 
 /// Arguments of `completions`.
 #[derive(Debug, clap::Args)]

@@ -5,7 +5,8 @@ use clap::Subcommand;
 use serde::Serialize;
 
 use crate::config::{self, Entry};
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 
 use super::Ctx;
 

@@ -3,7 +3,8 @@
 use serde::Serialize;
 
 use crate::cli::Selection;
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::inspect::{self, StatusSummary};
 use crate::output::revision;
 use crate::registry::Registry;

@@ -2,9 +2,12 @@
 
 use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
-use crate::error::{Exit, Result};
-use crate::fleet::{Action, Planned};
+use crate::error::Result;
+use crate::exit::Exit;
+use crate::operation::Change;
+use crate::plan::SchemaChange;
 use crate::registry::Registry;
+use crate::scheduler::Planned;
 
 use super::{select, Ctx};
 
@@ -39,7 +42,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = super::unprovisioned_policy(&args.selection);
+    let unprovisioned = super::selection(&args.selection).unprovisioned();
     if args.dry_run {
         let states = super::observe(ctx, &client, &tenants).await?;
         let dry = dryrun::plan(
@@ -47,7 +50,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             &states,
             &set,
             &ctx.settings,
-            dryrun::Plan::Downgrade(target),
+            SchemaChange::Downgrade(target),
             unprovisioned,
         );
         return Ok(super::print_dry_run(ctx, &dry));
@@ -58,16 +61,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     );
     super::confirm_tenants(ctx, &tenants, &what, args.yes)?;
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let action = Action::Downgrade(target);
-    Ok(super::run_fleet(
-        ctx,
-        &client,
-        &registry,
-        &set,
-        planned,
-        action,
-        &args.bulk,
+    let op = Change {
+        change: SchemaChange::Downgrade(target),
+        set: &set,
         unprovisioned,
-    )
-    .await?)
+    };
+    Ok(super::run_fleet(ctx, &client, &registry, planned, &op, &args.bulk).await?)
 }

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::ident;
 use crate::output::revision;
 use crate::registry::{EventFilter, EventRow, Registry};

@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
 use crate::inspect::{self, HistoryEntry};
 use crate::registry::Registry;
 use crate::state;

@@ -1,6 +1,7 @@
 //! `tenantctl init`: create or upgrade the tenant registry.
 
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::ident::quote;
 use crate::registry;
 

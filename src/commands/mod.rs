@@ -27,12 +27,16 @@ use crate::cli::{BulkOpts, GlobalOpts, Selection};
 use crate::config::{Overrides, Settings};
 use crate::db;
 use crate::error::Error;
-use crate::fleet::{RunOptions, Unprovisioned};
-use crate::inspect::{self, TenantStatus};
+use crate::exit::Exit;
+use crate::fleet::{self, Fleet};
+use crate::inspect::TenantStatus;
 use crate::interrupt::Interrupt;
 use crate::migrations::MigrationSet;
+use crate::operation::Operation;
 use crate::output::Output;
 use crate::registry::{Registry, Tenant};
+use crate::reporter;
+use crate::scheduler::{Planned, RunOptions};
 use crate::state;
 
 /// What every command needs.
@@ -102,65 +106,38 @@ impl Ctx {
     }
 }
 
-/// The tenants a selection names, in the order named (by id for filters), after
-/// `--exclude` and `--shard`. An unknown name, included or excluded, is an error.
-pub async fn select(registry: &Registry<'_>, selection: &Selection) -> Result<Vec<Tenant>, Error> {
-    if !selection.selects() {
-        return Err(Error::usage(
-            "name the tenants with --tenant <TENANT> (repeatable), or select them with --all, --type or --status",
-        ));
+/// The engine's selection from the selection flags.
+pub fn selection(flags: &Selection) -> fleet::Selection {
+    fleet::Selection {
+        tenants: flags.tenants.clone(),
+        all: flags.all,
+        tenant_type: flags.tenant_type.clone(),
+        status: flags.status,
+        exclude: flags.exclude.clone(),
+        shard: flags.shard,
     }
-    if let Some(t) = &selection.tenant_type {
-        crate::ident::validate_tenant_type(t)?;
-    }
-    let mut tenants = if selection.tenants.is_empty() {
-        registry
-            .list(selection.tenant_type.as_deref(), selection.status)
-            .await?
-    } else {
-        let named = registry.find_many(&selection.tenants).await?;
-        named
-            .into_iter()
-            .filter(|t| {
-                selection
-                    .tenant_type
-                    .as_ref()
-                    .is_none_or(|ty| &t.tenant_type == ty)
-            })
-            .filter(|t| selection.status.is_none_or(|st| t.status == st))
-            .collect()
-    };
-    if !selection.exclude.is_empty() {
-        let excluded: Vec<i64> = registry
-            .find_many(&selection.exclude)
-            .await?
-            .iter()
-            .map(|t| t.id)
-            .collect();
-        tenants.retain(|t| !excluded.contains(&t.id));
-    }
-    if let Some((i, n)) = selection.shard {
-        tenants.retain(|t| crate::fleet::in_shard(&t.schema_name, i, n));
-    }
-    Ok(tenants)
+}
+
+/// The tenants the selection flags name (see [`fleet::select`]).
+pub async fn select(registry: &Registry<'_>, flags: &Selection) -> Result<Vec<Tenant>, Error> {
+    fleet::select(registry, &selection(flags)).await
 }
 
 impl Ctx {
     /// Run options from the bulk flags and the settings.
-    pub fn run_options(&self, bulk: &BulkOpts, unprovisioned: Unprovisioned) -> RunOptions {
+    pub fn run_options(&self, bulk: &BulkOpts) -> RunOptions {
         RunOptions {
             concurrency: bulk
                 .concurrency
                 .map_or(self.settings.concurrency, usize::from),
             max_failures: bulk.max_failures(),
             canary: bulk.canary.map_or(0, |c| c as usize),
-            unprovisioned,
         }
     }
 }
 
-/// Observes the tenants' schemas in a few round trips, refreshes the registry's cached
-/// columns where they were stale, and returns each tenant's status in input order.
+/// Observes the tenants' schemas, refreshes the registry's cache, and returns each
+/// tenant's status (see [`fleet::statuses`]).
 pub async fn statuses(
     ctx: &Ctx,
     client: &Client,
@@ -168,60 +145,14 @@ pub async fn statuses(
     tenants: &mut [Tenant],
     set: &MigrationSet,
 ) -> Result<Vec<TenantStatus>, Error> {
-    let mut states: HashMap<String, state::SchemaState> = observe(ctx, client, tenants).await?;
-    let mut out = Vec::with_capacity(tenants.len());
-    for t in tenants.iter_mut() {
-        let st = states
-            .remove(&t.schema_name)
-            .expect("observed every schema");
-        let status = inspect::tenant_status(t, &st, set);
-        t.schema_provisioned = status.schema_provisioned;
-        // An unreadable history says nothing about the revision: keep the cached one.
-        if status.history_error.is_none() {
-            t.current_revision = status.current_revision;
-            t.migrations_applied = status.migrations_applied;
-        }
-        out.push(status);
-    }
-    let observed: Vec<(i64, crate::registry::Observed)> = out
-        .iter()
-        .filter(|s| s.history_error.is_none())
-        .map(|s| (s.tenant_id, inspect::observed(s)))
-        .collect();
-    // Read-only users cannot refresh the cache; the status itself is still right.
-    let _ = registry.sync(&observed).await;
-    Ok(out)
-}
-
-/// Refreshes the registry's cached columns for tenants answered without a session.
-pub async fn sync_observed(
-    registry: &Registry<'_>,
-    states: &HashMap<String, state::SchemaState>,
-    planned: &[crate::fleet::Planned],
-) {
-    let observed: Vec<(i64, crate::registry::Observed)> = planned
-        .iter()
-        .filter_map(|p| match p {
-            crate::fleet::Planned::Done(r) => r.tenant.as_ref().map(|t| (t.id, &t.schema_name)),
-            crate::fleet::Planned::Work(_) => None,
-        })
-        .filter_map(|(id, schema)| {
-            states
-                .get(schema)
-                .filter(|s| s.history.is_ok())
-                .map(|s| (id, crate::runner::observed(s)))
-        })
-        .collect();
-    if !observed.is_empty() {
-        let _ = registry.sync(&observed).await;
-    }
+    let table = &ctx.settings.history_table;
+    fleet::statuses(&ctx.target, client, registry, tenants, set, table).await
 }
 
 /// Prints a dry run and returns its exit code: 0 when every tenant could go ahead, 1 or 4
 /// (as a real run would) when some would refuse or fail. The SQL is streamed tenant by
 /// tenant (in JSON too), never built for the whole fleet in memory.
-pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun<'_>) -> crate::error::Exit {
-    use crate::error::Exit;
+pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun<'_>) -> Exit {
     use crate::output::revision;
     let refused = dry.tenants.iter().filter(|t| t.error.is_some()).count();
     if ctx.out.is_json() {
@@ -278,67 +209,40 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::dryrun::DryRun<'_>) -> crate::error
     }
 }
 
-/// Observes many tenants' schemas (keyed by schema name). Beyond one batch, up to three more connections read
-/// history batches concurrently (see [`state::observe_with`]); if they cannot be opened,
-/// the reads go through `client` alone.
+/// Observes many tenants' schemas, keyed by schema name (see [`fleet::observe`]).
 pub async fn observe(
     ctx: &Ctx,
     client: &Client,
     tenants: &[Tenant],
 ) -> Result<HashMap<String, state::SchemaState>, Error> {
-    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    let batches = schemas.len().div_ceil(state::BATCH);
-    let extra = batches.saturating_sub(1).min(3);
-    let opened = futures::future::join_all((0..extra).map(|_| ctx.connect())).await;
-    let extra: Vec<Client> = opened.into_iter().filter_map(Result::ok).collect();
-    let mut clients: Vec<&Client> = vec![client];
-    clients.extend(extra.iter());
-    state::observe_with(&clients, &schemas, &ctx.settings.history_table).await
+    fleet::observe(&ctx.target, client, tenants, &ctx.settings.history_table).await
 }
 
-/// How a bulk command treats tenants without a schema: named ones fail, ones swept up
-/// by a filter (`--all`, `--type`, `--status`) are skipped.
-pub fn unprovisioned_policy(selection: &Selection) -> Unprovisioned {
-    if selection.tenants.is_empty() {
-        Unprovisioned::Skip
-    } else {
-        Unprovisioned::Fail
-    }
-}
-
-/// Runs `action` over the planned tenants with the bulk options (a new run id, progress
-/// on stderr), prints the report, and returns its exit code.
-#[allow(clippy::too_many_arguments)]
+/// Runs `op` over the planned tenants with the bulk options (a new run id, progress on
+/// stderr), prints the report, and returns its exit code.
 pub async fn run_fleet(
     ctx: &Ctx,
     client: &Client,
     registry: &Registry<'_>,
-    set: &MigrationSet,
-    planned: Vec<crate::fleet::Planned>,
-    action: crate::fleet::Action,
+    planned: Vec<Planned>,
+    op: &impl Operation,
     bulk: &BulkOpts,
-    unprovisioned: Unprovisioned,
-) -> Result<crate::error::Exit, Error> {
-    let run_id = crate::fleet::new_run_id()?;
-    let host = crate::fleet::client_host();
-    ctx.interrupt.set_run_id(&run_id);
-    let target = ctx.target.named_for_run(&run_id);
-    let env = crate::fleet::Env {
-        target: &target,
+) -> Result<Exit, Error> {
+    let fleet = Fleet {
+        target: &ctx.target,
         settings: &ctx.settings,
-        set,
-        tables: registry.tables(),
-        run_id: &run_id,
-        client_host: &host,
+        client,
+        registry,
         interrupt: &ctx.interrupt,
     };
-    let opts = ctx.run_options(bulk, unprovisioned);
-    let progress = ctx.out.progress(action.name());
-    let main =
-        crate::registry_conn::RegistryConn::new(&ctx.target, ctx.settings.connect_timeout, client);
-    let report = crate::fleet::run(&env, &main, planned, action, &opts, progress.as_ref()).await;
+    let opts = ctx.run_options(bulk);
+    let (events, reporting) = reporter::start(&ctx.out, op.name(), reporter::Style::Bulk);
+    let report = fleet.run(op, planned, &opts, &events).await;
+    drop(events);
+    reporting.finish().await;
+    let report = report?;
     ctx.out.run_report(&report);
-    Ok(report.exit())
+    Ok(crate::exit::for_run(report.outcome()))
 }
 
 /// Asks before a destructive change to these tenants (see [`Output::confirm`]).

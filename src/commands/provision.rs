@@ -1,13 +1,14 @@
 //! `tenantctl provision`: create missing tenant schemas.
 
 use crate::cli::{BulkOpts, Selection};
-use crate::dependents;
 use crate::dryrun;
-use crate::error::{Exit, Result};
-use crate::fleet::{Action, Planned, Unprovisioned};
-use crate::ident::quote;
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::migrations::MigrationSet;
+use crate::operation::{Change, Unprovisioned};
+use crate::plan::SchemaChange;
 use crate::registry::Registry;
+use crate::scheduler::Planned;
 
 use super::{select, Ctx};
 
@@ -40,6 +41,11 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let tenants = select(&registry, &args.selection).await?;
     // Provisioning needs no migration files.
     let set = MigrationSet::empty(ctx.settings.migrations_dir.clone());
+    let change = if args.force_recreate {
+        SchemaChange::Recreate
+    } else {
+        SchemaChange::Provision
+    };
     if args.dry_run {
         let states = super::observe(ctx, &client, &tenants).await?;
         let mut dry = dryrun::plan(
@@ -47,14 +53,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             &states,
             &set,
             &ctx.settings,
-            dryrun::Plan::Provision {
-                recreate: args.force_recreate,
-            },
+            change,
             Unprovisioned::Fail,
         );
-        if args.force_recreate {
-            refuse_blocked_recreates(ctx, &mut client, &mut dry).await?;
-        }
+        dryrun::refuse_blocked_recreates(&mut client, &mut dry).await?;
         return Ok(super::print_dry_run(ctx, &dry));
     }
     if args.force_recreate {
@@ -66,49 +68,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         )?;
     }
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let action = if args.force_recreate {
-        Action::Recreate
-    } else {
-        Action::Provision
+    let op = Change {
+        change,
+        set: &set,
+        unprovisioned: Unprovisioned::Fail,
     };
-    Ok(super::run_fleet(
-        ctx,
-        &client,
-        &registry,
-        &set,
-        planned,
-        action,
-        &args.bulk,
-        Unprovisioned::Fail,
-    )
-    .await?)
-}
-
-/// Marks, in a `--force-recreate` dry run, the tenants whose schema could not be dropped:
-/// shared schemas, and schemas that objects outside them depend on.
-async fn refuse_blocked_recreates(
-    ctx: &Ctx,
-    client: &mut tokio_postgres::Client,
-    dry: &mut dryrun::DryRun<'_>,
-) -> Result<()> {
-    for p in dry.tenants.iter_mut().filter(|p| p.error.is_none()) {
-        let what = format!("drop and recreate schema {}", quote(&p.schema_name));
-        if let Some(role) = dependents::shared_role(&ctx.settings, &p.schema_name) {
-            p.error = Some(format!(
-                "refusing to {what}: it is {role}, not a tenant's own schema"
-            ));
-            p.sql.clear();
-            continue;
-        }
-        let boundary = dependents::inspect(client, &p.schema_name).await?;
-        if !boundary.outside.is_empty() {
-            p.error = Some(dependents::refusal(
-                &what,
-                &boundary.outside,
-                "Or leave the schema as it is: `tenantctl provision` without --force-recreate keeps an existing schema.",
-            ));
-            p.sql.clear();
-        }
-    }
-    Ok(())
+    Ok(super::run_fleet(ctx, &client, &registry, planned, &op, &args.bulk).await?)
 }

@@ -3,9 +3,12 @@
 
 use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
-use crate::error::{Exit, Result};
-use crate::fleet::{Action, Planned};
+use crate::error::Result;
+use crate::exit::Exit;
+use crate::operation::Change;
+use crate::plan::SchemaChange;
 use crate::registry::Registry;
+use crate::scheduler::Planned;
 
 use super::{select, Ctx};
 
@@ -40,14 +43,14 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = super::unprovisioned_policy(&args.selection);
+    let unprovisioned = super::selection(&args.selection).unprovisioned();
     let states = super::observe(ctx, &client, &tenants).await?;
     let dry = dryrun::plan(
         &tenants,
         &states,
         &set,
         &ctx.settings,
-        dryrun::Plan::Stamp(target),
+        SchemaChange::Stamp(target),
         unprovisioned,
     );
     if args.dry_run {
@@ -67,16 +70,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     );
     super::confirm_tenants(ctx, &forgetting, &what, args.yes)?;
     let planned = tenants.into_iter().map(Planned::Work).collect();
-    let action = Action::Stamp(target);
-    Ok(super::run_fleet(
-        ctx,
-        &client,
-        &registry,
-        &set,
-        planned,
-        action,
-        &args.bulk,
+    let op = Change {
+        change: SchemaChange::Stamp(target),
+        set: &set,
         unprovisioned,
-    )
-    .await?)
+    };
+    Ok(super::run_fleet(ctx, &client, &registry, planned, &op, &args.bulk).await?)
 }

@@ -3,7 +3,8 @@
 
 use serde::Serialize;
 
-use crate::error::{Error, Exit, Result};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
 use crate::inspect::{self, StatusSummary, TenantStatus};
 use crate::output::{pending_list, revision, yes_no};
 use crate::registry::Registry;

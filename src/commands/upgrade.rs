@@ -2,8 +2,11 @@
 
 use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
-use crate::error::{Exit, Result};
-use crate::fleet::{self, Action};
+use crate::error::Result;
+use crate::exit::Exit;
+use crate::fleet;
+use crate::operation::{triage_upgrade, Change};
+use crate::plan::SchemaChange;
 use crate::registry::Registry;
 
 use super::{select, Ctx};
@@ -35,7 +38,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = super::unprovisioned_policy(&args.selection);
+    let unprovisioned = super::selection(&args.selection).unprovisioned();
     let states = super::observe(ctx, &client, &tenants).await?;
     if args.dry_run {
         let dry = dryrun::plan(
@@ -43,24 +46,24 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             &states,
             &set,
             &ctx.settings,
-            dryrun::Plan::Upgrade(target),
+            SchemaChange::Upgrade {
+                target,
+                provision: false,
+            },
             unprovisioned,
         );
         return Ok(super::print_dry_run(ctx, &dry));
     }
-    let planned = fleet::plan_upgrade(tenants, &states, &set, target, unprovisioned);
-    super::sync_observed(&registry, &states, &planned).await;
+    let planned = triage_upgrade(tenants, &states, &set, target, unprovisioned);
+    fleet::sync_observed(&registry, &states, &planned).await;
     drop(states);
-    let action = Action::Upgrade(target);
-    Ok(super::run_fleet(
-        ctx,
-        &client,
-        &registry,
-        &set,
-        planned,
-        action,
-        &args.bulk,
+    let op = Change {
+        change: SchemaChange::Upgrade {
+            target,
+            provision: false,
+        },
+        set: &set,
         unprovisioned,
-    )
-    .await?)
+    };
+    Ok(super::run_fleet(ctx, &client, &registry, planned, &op, &args.bulk).await?)
 }

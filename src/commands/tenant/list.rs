@@ -4,7 +4,8 @@ use std::collections::BTreeMap;
 
 use serde::Serialize;
 
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::ident;
 use crate::migrations::MigrationSet;
 use crate::registry::{Registry, Status, Tenant};

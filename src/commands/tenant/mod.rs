@@ -8,7 +8,8 @@ pub mod show;
 
 use clap::Subcommand;
 
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 
 use super::Ctx;
 

@@ -4,8 +4,8 @@ use serde::Serialize;
 use time::OffsetDateTime;
 
 use crate::apikey::ApiKey;
-use crate::error::{Exit, Result};
-use crate::fleet;
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::registry::{Event, Registry, Tenant};
 
 use super::super::Ctx;
@@ -38,8 +38,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let tenant = registry
         .rotate_key(tenant.id, &key.hash(), &key.prefix())
         .await?;
-    let run_id = fleet::new_run_id()?;
-    let host = fleet::client_host();
+    let run_id = crate::scheduler::new_run_id()?;
+    let host = crate::scheduler::client_host();
     let event = Event {
         run_id: &run_id,
         action: "rotate-key",

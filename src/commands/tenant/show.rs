@@ -2,7 +2,8 @@
 
 use serde::Serialize;
 
-use crate::error::{Exit, Result};
+use crate::error::Result;
+use crate::exit::Exit;
 use crate::inspect::TenantStatus;
 use crate::output::{pending_list, revision, yes_no};
 use crate::registry::{Registry, Tenant};

@@ -1,0 +1,465 @@
+//! Operations on tenants and the per-tenant work the scheduler runs for them.
+//!
+//! An [`Operation`] says what to do to one tenant inside the tenant's locked session.
+//! [`OnTenant`] wraps any operation into the scheduler's [`Work`]: it opens the tenant's
+//! session (connecting patiently, waiting for the tenant's advisory lock), hands it to the
+//! operation, forwards the server's notices as events, and records the outcome in the
+//! registry and the run ledger through the same session, or through the command's own
+//! registry connection when the session died. A new operation (export, import, move)
+//! implements [`Operation`] and gets sessions, locking, recording, canary, max failures,
+//! interruption and progress from here and from [`crate::scheduler`].
+//!
+//! [`Change`] is the operation behind `provision`, `upgrade`, `downgrade` and `stamp`: it
+//! plans from the schema's state read under the lock ([`crate::plan`]) and executes the
+//! plan.
+//!
+//! # Connection trouble
+//!
+//! A session that cannot connect because of trouble that may pass by itself (see
+//! [`db::transient`]) waits and tries again (see [`db::Target::for_run`]). A tenant whose
+//! session never opened (no connection, no lock) was not touched: it is reported failed
+//! with the error naming the server (never the password), and nothing is written about
+//! it to the registry or the run ledger. Results of tenants whose session died are
+//! recorded through the command's registry connection ([`RegistryConn`]), which
+//! reconnects after a server restart.
+
+use std::collections::HashMap;
+use std::future::Future;
+use std::time::Instant;
+
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+
+use crate::config::Settings;
+use crate::db;
+use crate::error::{Error, ErrorKind};
+use crate::interrupt::Interrupt;
+use crate::migrations::{compare, MigrationSet};
+use crate::plan::{Refusal, SchemaChange};
+use crate::pool::Pool;
+use crate::registry::{self, Event, Outcome, Status, Tables, Tenant};
+use crate::registry_conn::RegistryConn;
+use crate::runner::{ExecError, LockHolder, LockWait, OpenError, Session};
+use crate::scheduler::{Cause, Events, Planned, ResultStatus, RunEvent, TenantResult, Work};
+use crate::state::{self, SchemaState};
+
+/// What to do to one tenant in its locked session.
+pub trait Operation: Sync {
+    /// The name recorded in the run ledger and shown in progress.
+    fn name(&self) -> &'static str;
+
+    /// Works on the tenant in `session` (connected, the tenant's lock held, `search_path`
+    /// pinned) and fills in `result`: its status, revisions, applied versions, error and
+    /// [`Cause`]. What is recorded follows from the result: a failure is written
+    /// `failed`, a success `active`, a skip or a refusal changes nothing.
+    fn apply(
+        &self,
+        session: &mut Session<'_>,
+        tenant: &Tenant,
+        result: &mut TenantResult,
+    ) -> impl Future<Output = ()>;
+}
+
+/// How a run treats tenants whose schema does not exist.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Unprovisioned {
+    /// Report them as failed (they were named explicitly).
+    Fail,
+    /// Report them as skipped (they were swept up by a filter such as `--all`).
+    Skip,
+}
+
+/// What every tenant's work needs from the run.
+pub struct Env<'a> {
+    /// Where to connect: the run's connections, reused from tenant to tenant.
+    pub pool: &'a Pool<'a>,
+    /// Effective settings.
+    pub settings: &'a Settings,
+    /// The registry's tables.
+    pub tables: &'a Tables,
+    /// This run's id in the ledger.
+    pub run_id: &'a str,
+    /// This machine's name, for the ledger.
+    pub client_host: &'a str,
+    /// The run's interruption: sessions register with it and stop when it asks.
+    pub interrupt: &'a Interrupt,
+}
+
+/// A schema change ([`SchemaChange`]) as an operation.
+pub struct Change<'s> {
+    /// What to change.
+    pub change: SchemaChange,
+    /// The migration files (empty for provisioning).
+    pub set: &'s MigrationSet,
+    /// What to do with tenants without a schema.
+    pub unprovisioned: Unprovisioned,
+}
+
+impl Operation for Change<'_> {
+    fn name(&self) -> &'static str {
+        self.change.name()
+    }
+
+    async fn apply(&self, session: &mut Session<'_>, tenant: &Tenant, r: &mut TenantResult) {
+        let fail = |r: &mut TenantResult, message: String| {
+            r.status = ResultStatus::Failed;
+            r.error = Some(message);
+        };
+        let before = match session.state().await {
+            Ok(s) => s,
+            Err(e) => return fail(r, e.to_string()),
+        };
+        r.from_revision = before.current();
+        r.to_revision = before.current();
+        let schema = &tenant.schema_name;
+        let plan = match self
+            .change
+            .plan(schema, &before, self.set, session.settings())
+        {
+            Ok(plan) => plan,
+            Err(refusal) => {
+                let message = refusal.message(schema, &tenant.domain);
+                if refusal == Refusal::NotProvisioned && self.unprovisioned == Unprovisioned::Skip {
+                    r.status = ResultStatus::Skipped;
+                    r.error = Some(message);
+                    return;
+                }
+                if matches!(refusal, Refusal::Unsafe(_)) {
+                    r.cause = Cause::Refused;
+                }
+                return fail(r, message);
+            }
+        };
+        match session.execute(&plan).await {
+            Ok(done) => {
+                r.schema_created = done.schema_created;
+                r.applied = done.versions;
+                r.status = if done.changed {
+                    ResultStatus::Ok
+                } else {
+                    ResultStatus::UpToDate
+                };
+            }
+            Err(ExecError::Refused(message)) => {
+                r.cause = Cause::Refused;
+                fail(r, message);
+            }
+            Err(ExecError::Interrupted(done)) => {
+                r.schema_created = done.schema_created;
+                if !done.changed {
+                    r.status = ResultStatus::Skipped;
+                    r.cause = Cause::NotStarted;
+                    r.error = Some(format!("not started: {}", crate::scheduler::INTERRUPTED));
+                    return;
+                }
+                let down = matches!(self.change, SchemaChange::Downgrade(_));
+                r.error = Some(match done.versions.last() {
+                    Some(v) if down => format!("stopped early: the run was interrupted after reverting version {v}; a rerun goes on from there"),
+                    Some(v) => format!("stopped early: the run was interrupted after version {v}; a rerun goes on from there"),
+                    None => "stopped early: the run was interrupted before the first migration; a rerun goes on from there".into(),
+                });
+                r.applied = done.versions;
+                r.status = ResultStatus::Ok;
+            }
+            Err(ExecError::Failed { done, message }) => {
+                r.schema_created = done.schema_created;
+                r.applied = done.versions;
+                fail(r, message);
+            }
+        }
+    }
+}
+
+/// Decides which tenants an upgrade to `target` must open a session for: those behind,
+/// drifted, unreadable, or not `active` in the registry (so a success can clear a stale
+/// `failed`). The others are answered from `states` at once; among them, a tenant whose
+/// schema existed (status `active`, or `schema_provisioned`) and is gone has failed.
+pub fn triage_upgrade(
+    tenants: Vec<Tenant>,
+    states: &HashMap<String, SchemaState>,
+    set: &MigrationSet,
+    target: i32,
+    unprovisioned: Unprovisioned,
+) -> Vec<Planned> {
+    tenants
+        .into_iter()
+        .map(|t| match states.get(&t.schema_name) {
+            None => Planned::Work(t),
+            Some(st) if !st.schema_exists => triage_missing(t, unprovisioned),
+            Some(st) => {
+                let Ok(history) = &st.history else {
+                    return Planned::Work(t);
+                };
+                let cmp = compare(history, set);
+                let behind = cmp.pending.iter().any(|v| *v <= target);
+                if behind || !cmp.drift.is_empty() || t.status != Status::Active {
+                    return Planned::Work(t);
+                }
+                let mut r = TenantResult::new(&t, ResultStatus::UpToDate);
+                r.from_revision = cmp.current;
+                r.to_revision = cmp.current;
+                r.tenant = Some(t);
+                Planned::Done(r)
+            }
+        })
+        .collect()
+}
+
+/// A tenant whose schema does not exist, in an upgrade.
+fn triage_missing(t: Tenant, unprovisioned: Unprovisioned) -> Planned {
+    let existed = t.status == Status::Active || t.schema_provisioned;
+    match unprovisioned {
+        // Named: it fails in its session, with the message a session gives.
+        Unprovisioned::Fail => Planned::Work(t),
+        // Swept up by a filter, its schema existed and was dropped outside tenantctl:
+        // drift, not a skip.
+        Unprovisioned::Skip if existed => {
+            let mut r = TenantResult::new(&t, ResultStatus::Failed);
+            r.error = Some(vanished(&t));
+            r.to_revision = None;
+            r.tenant = Some(t);
+            Planned::Done(r)
+        }
+        Unprovisioned::Skip => {
+            let mut r = TenantResult::new(&t, ResultStatus::Skipped);
+            r.error = Some(Refusal::NotProvisioned.message(&t.schema_name, &t.domain));
+            r.from_revision = None;
+            r.to_revision = None;
+            r.tenant = Some(t);
+            Planned::Done(r)
+        }
+    }
+}
+
+/// The error for a tenant whose schema existed and is gone.
+fn vanished(t: &Tenant) -> String {
+    format!(
+        "schema {} of {} tenant {} is missing: it was dropped outside tenantctl. Recreate it \
+         empty with `tenantctl provision --tenant {d}` then `tenantctl upgrade --tenant {d}` \
+         (or restore it from a backup), or remove the tenant with `tenantctl tenant drop {d}`",
+        crate::ident::quote(&t.schema_name),
+        t.status.as_str(),
+        t.domain,
+        d = t.domain
+    )
+}
+
+/// The scheduler's work for an operation: each tenant in its own locked session, its
+/// outcome recorded in the registry and the ledger.
+pub struct OnTenant<'a, O> {
+    /// The run's inputs.
+    pub env: &'a Env<'a>,
+    /// The operation.
+    pub op: &'a O,
+    /// The command's registry connection, for recording results whose session died.
+    pub main: Option<&'a RegistryConn<'a>>,
+    /// Where the run's events go.
+    pub events: &'a Events,
+}
+
+impl<O: Operation> Work for OnTenant<'_, O> {
+    async fn run(&self, tenant: &Tenant) -> TenantResult {
+        let env = self.env;
+        let mut r = run_one(env, self.op, tenant, self.events).await;
+        if !r.session_opened && env.interrupt.requested() {
+            // It was still waiting for a connection: not started, nothing touched.
+            r.status = ResultStatus::Skipped;
+            r.cause = Cause::NotStarted;
+            r.error = Some(format!("not started: {}", crate::scheduler::INTERRUPTED));
+        }
+        // A tenant whose session never opened was not touched: record nothing.
+        let Some(main) = self.main else { return r };
+        if r.session_opened && r.tenant.is_none() && r.status != ResultStatus::Skipped {
+            r.tenant = record_fallback(env, main, tenant, &r, self.op.name()).await;
+            // The work was done and is now recorded: connection trouble after it does not
+            // make it a failure.
+            if let (Some(row), Cause::Unrecorded(status)) = (&r.tenant, r.cause) {
+                r.status = status;
+                r.error = None;
+                r.cause = Cause::None;
+                r.to_revision = row.current_revision;
+            }
+        }
+        r
+    }
+}
+
+/// Runs one operation on one tenant in its own locked session and records the outcome
+/// (and a ledger entry when something changed or failed) through that session. A long
+/// wait for the tenant's lock, and the server's notices and warnings, become events.
+pub async fn run_one(
+    env: &Env<'_>,
+    op: &impl Operation,
+    tenant: &Tenant,
+    events: &Events,
+) -> TenantResult {
+    let started = Instant::now();
+    let started_at = OffsetDateTime::now_utc();
+    let mut result = TenantResult::new(tenant, ResultStatus::Failed);
+    let report = |holder: Option<&LockHolder>| {
+        events.send(RunEvent::Waiting {
+            domain: tenant.domain.clone(),
+            schema_name: tenant.schema_name.clone(),
+            holder: holder.cloned(),
+        })
+    };
+    let wait = LockWait {
+        interrupt: env.interrupt,
+        report: &report,
+    };
+    let opened = Session::open(env.pool, env.settings, &tenant.schema_name, &wait).await;
+    let mut session = match opened {
+        Ok(s) => s,
+        Err(e) => {
+            not_opened(&mut result, e);
+            result.duration_ms = started.elapsed().as_millis() as u64;
+            return result;
+        }
+    };
+    result.session_opened = true;
+    let notice = |notice: &db::Notice| {
+        events.send(RunEvent::Notice {
+            domain: tenant.domain.clone(),
+            notice: notice.clone(),
+        })
+    };
+    session.on_notice(notice);
+    op.apply(&mut session, tenant, &mut result).await;
+    for n in session.notices() {
+        notice(&n);
+    }
+    let event = Event {
+        run_id: env.run_id,
+        action: op.name(),
+        from_revision: result.from_revision,
+        started_at,
+        client_host: env.client_host,
+    };
+    record(&session, env.tables, tenant, &mut result, &event).await;
+    session.close(env.pool).await;
+    result.duration_ms = started.elapsed().as_millis() as u64;
+    result
+}
+
+/// A result for a tenant whose session did not open.
+fn not_opened(result: &mut TenantResult, e: OpenError) {
+    match e {
+        OpenError::Interrupted => {
+            result.status = ResultStatus::Skipped;
+            result.cause = Cause::NotStarted;
+            result.error = Some(format!("not started: {}", crate::scheduler::INTERRUPTED));
+        }
+        OpenError::LockWait(message) => {
+            result.cause = Cause::LockWait;
+            result.error = Some(message);
+        }
+        OpenError::Failed(e) => {
+            if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Setup) {
+                result.cause = Cause::Unreachable;
+            }
+            result.error = Some(e.to_string());
+        }
+    }
+}
+
+/// What the registry is told of a result: a failure is `failed`, a success `active`, a
+/// skip or a refusal changes nothing.
+fn outcome(r: &TenantResult) -> Outcome<'_> {
+    match (r.status, r.error.as_deref()) {
+        _ if r.cause == Cause::Refused => Outcome::Unchanged,
+        (ResultStatus::Skipped, _) => Outcome::Unchanged,
+        (ResultStatus::Failed, Some(e)) => Outcome::Failed(e),
+        (ResultStatus::Failed, None) => Outcome::Failed("unknown error"),
+        _ => Outcome::Succeeded,
+    }
+}
+
+/// Records a result through the tenant's session, with a ledger entry for changes and
+/// failures.
+async fn record(
+    session: &Session<'_>,
+    tables: &Tables,
+    tenant: &Tenant,
+    result: &mut TenantResult,
+    event: &Event<'_>,
+) {
+    let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed)
+        && result.cause != Cause::Refused;
+    let recorded = session
+        .record(tables, tenant.id, outcome(result), log.then_some(event))
+        .await;
+    match recorded {
+        Ok(row) => {
+            result.to_revision = row.current_revision;
+            result.tenant = Some(row);
+        }
+        Err(e) if e.kind() == ErrorKind::NotFound => {
+            // Dropped by `tenant drop` while this run waited for its lock.
+            result.status = ResultStatus::Skipped;
+            result.cause = Cause::Removed;
+            result.applied.clear();
+            result.error = Some(format!("not changed: {e}"));
+        }
+        Err(e) => {
+            // The session may be gone; the caller records through its own connection.
+            if result.error.is_none() {
+                result.error = Some(format!(
+                    "the tenant was changed but the registry could not be updated: {e}"
+                ));
+                result.cause = Cause::Unrecorded(result.status);
+                result.status = ResultStatus::Failed;
+            }
+        }
+    }
+}
+
+/// Records a result through the main connection when the tenant's session could not
+/// (it died after the session opened), reconnecting if the server closed that one too.
+async fn record_fallback(
+    env: &Env<'_>,
+    main: &RegistryConn<'_>,
+    tenant: &Tenant,
+    r: &TenantResult,
+    action: &str,
+) -> Option<Tenant> {
+    let outcome = match r.cause {
+        Cause::Unrecorded(ResultStatus::Skipped) => Outcome::Unchanged,
+        Cause::Unrecorded(_) => Outcome::Succeeded,
+        _ => outcome(r),
+    };
+    let event = Event {
+        run_id: env.run_id,
+        action,
+        from_revision: r.from_revision,
+        started_at: OffsetDateTime::now_utc() - time::Duration::milliseconds(r.duration_ms as i64),
+        client_host: env.client_host,
+    };
+    // As through the session: the ledger gets changes and failures.
+    let log = !matches!(
+        r.cause,
+        Cause::Unrecorded(ResultStatus::UpToDate | ResultStatus::Skipped)
+    );
+    main.run(async |client: &Client| {
+        let states = state::observe(
+            client,
+            std::slice::from_ref(&tenant.schema_name),
+            &env.settings.history_table,
+        )
+        .await?;
+        let observed =
+            registry::Observed::of(states.get(&tenant.schema_name).ok_or_else(|| {
+                Error::failed(format!("schema {} was not observed", tenant.schema_name))
+            })?);
+        registry::record_with(
+            client,
+            env.tables,
+            tenant.id,
+            &observed,
+            outcome,
+            log.then_some(&event),
+        )
+        .await
+    })
+    .await
+    .ok()
+}

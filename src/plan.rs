@@ -1,0 +1,715 @@
+//! What an operation does to one tenant, as data: the [`Step`]s it takes from the state
+//! the tenant is in, or the [`Refusal`] that stops it before anything runs.
+//!
+//! One plan serves both ends: a locked session executes it ([`crate::runner::Session::execute`])
+//! and a dry run prints it ([`crate::dryrun`]). Both send, or show, the SQL built here, so
+//! a dry run shows exactly what would run.
+
+use std::fmt;
+
+use crate::config::Settings;
+use crate::db::{self, LockSpace};
+use crate::dependents;
+use crate::ident::{qualified, quote};
+use crate::migrations::{compare, AppliedRow, Drift, MigrationFile, MigrationSet, Script};
+use crate::state::SchemaState;
+
+/// Which way a migration file runs.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Direction {
+    /// The up script; its history row is inserted.
+    Up,
+    /// The down script; its history row is deleted.
+    Down,
+}
+
+impl Direction {
+    /// The script that runs this way. A down step exists only for a file with a down
+    /// script (see [`downgrade_steps`]).
+    pub fn script(self, f: &MigrationFile) -> &Script {
+        match self {
+            Direction::Up => &f.up,
+            Direction::Down => f.down.as_ref().unwrap_or(&f.up),
+        }
+    }
+
+    /// The file's SQL as read, this way.
+    pub fn sql(self, f: &MigrationFile) -> &str {
+        match self {
+            Direction::Up => &f.up_sql,
+            Direction::Down => f.down_sql.as_deref().unwrap_or(""),
+        }
+    }
+
+    /// `migration V1__a (path)` or `down script of V1__a (path)`.
+    pub fn describe(self, f: &MigrationFile) -> String {
+        match self {
+            Direction::Up => format!(
+                "migration V{}__{} ({})",
+                f.version,
+                f.name,
+                f.up_path.display()
+            ),
+            Direction::Down => format!(
+                "down script of V{}__{} ({})",
+                f.version,
+                f.name,
+                f.down_path
+                    .as_deref()
+                    .map(|p| p.display().to_string())
+                    .unwrap_or_default()
+            ),
+        }
+    }
+}
+
+/// One step of a tenant's plan, in the order it runs.
+#[derive(Debug, Clone)]
+pub enum Step<'s> {
+    /// `CREATE SCHEMA`.
+    CreateSchema,
+    /// Drop the schema with its data and create it empty, in one transaction, unless
+    /// objects outside it depend on it.
+    RecreateSchema,
+    /// Create the history table (refinery's layout).
+    CreateHistoryTable,
+    /// Run a migration file and record it, in one transaction unless it is a
+    /// no-transaction file.
+    Migrate {
+        /// The file.
+        file: &'s MigrationFile,
+        /// Up or down.
+        direction: Direction,
+    },
+    /// Record `insert` as applied and forget versions above `target`, in one transaction.
+    Stamp {
+        /// The target version.
+        target: i32,
+        /// Files to record as applied.
+        insert: Vec<&'s MigrationFile>,
+        /// Recorded versions to forget.
+        forget: Vec<i32>,
+    },
+}
+
+/// Why an operation will not run on a tenant; nothing was changed.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Refusal {
+    /// The tenant's schema does not exist.
+    NotProvisioned,
+    /// The history table could not be read.
+    Unreadable(String),
+    /// The history does not match the files, or a down script is missing.
+    Mismatch(String),
+    /// The schema is shared (the registry's, or one on every tenant's search path) or
+    /// objects outside it depend on it.
+    Unsafe(String),
+}
+
+impl Refusal {
+    /// The message for results, the registry and dry runs.
+    pub fn message(&self, schema: &str, domain: &str) -> String {
+        match self {
+            Refusal::NotProvisioned => format!(
+                "schema {} does not exist; run `tenantctl provision --tenant {domain}` first",
+                quote(schema)
+            ),
+            Refusal::Unreadable(m) | Refusal::Mismatch(m) | Refusal::Unsafe(m) => m.clone(),
+        }
+    }
+}
+
+/// A tenant's plan: the steps, and the revisions before and after.
+#[derive(Debug, Clone, Default)]
+pub struct TenantPlan<'s> {
+    /// What runs, in order; empty when there is nothing to do.
+    pub steps: Vec<Step<'s>>,
+    /// Versions applied (up), reverted (down) or newly recorded (stamp), in order.
+    pub versions: Vec<i32>,
+    /// Recorded versions a stamp forgets.
+    pub forgotten: Vec<i32>,
+    /// The revision afterwards, when every step succeeds.
+    pub to_revision: Option<i32>,
+}
+
+impl TenantPlan<'_> {
+    /// Whether the plan changes nothing.
+    pub fn is_empty(&self) -> bool {
+        self.steps.is_empty()
+    }
+}
+
+/// What to do to a tenant. The scheduler runs the same operation on every selected tenant.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum SchemaChange {
+    /// Create the schema if missing.
+    Provision,
+    /// Drop the schema with its data and create it empty (`provision --force-recreate`).
+    Recreate,
+    /// Apply migrations up to the version; with `provision`, create the schema first if
+    /// it is missing.
+    Upgrade {
+        /// The target version.
+        target: i32,
+        /// Create a missing schema first (`tenant create --migrate`).
+        provision: bool,
+    },
+    /// Run down scripts until the version is the highest applied.
+    Downgrade(i32),
+    /// Record migrations up to the version as applied without running them.
+    Stamp(i32),
+}
+
+impl SchemaChange {
+    /// The name recorded in the run ledger and shown in progress.
+    pub fn name(self) -> &'static str {
+        match self {
+            SchemaChange::Provision => "provision",
+            SchemaChange::Recreate => "recreate",
+            SchemaChange::Upgrade {
+                provision: false, ..
+            } => "upgrade",
+            SchemaChange::Upgrade {
+                provision: true, ..
+            } => "provision+upgrade",
+            SchemaChange::Downgrade(_) => "downgrade",
+            SchemaChange::Stamp(_) => "stamp",
+        }
+    }
+
+    /// Whether this operation reads and writes a tenant's migration history.
+    pub fn uses_history(self) -> bool {
+        !matches!(self, SchemaChange::Provision | SchemaChange::Recreate)
+    }
+
+    /// The plan for a tenant in `state`, or why the operation refuses it.
+    pub fn plan<'s>(
+        self,
+        schema: &str,
+        state: &SchemaState,
+        set: &'s MigrationSet,
+        settings: &Settings,
+    ) -> Result<TenantPlan<'s>, Refusal> {
+        let current = state.current();
+        let mut plan = TenantPlan {
+            to_revision: current,
+            ..TenantPlan::default()
+        };
+        match self {
+            SchemaChange::Provision => {
+                if !state.schema_exists {
+                    plan.steps.push(Step::CreateSchema);
+                }
+                return Ok(plan);
+            }
+            SchemaChange::Recreate => {
+                if let Some(role) = dependents::shared_role(settings, schema) {
+                    return Err(Refusal::Unsafe(recreate_shared(schema, role)));
+                }
+                if state.schema_exists {
+                    plan.steps.push(Step::RecreateSchema);
+                    plan.to_revision = None;
+                } else {
+                    plan.steps.push(Step::CreateSchema);
+                }
+                return Ok(plan);
+            }
+            _ => {}
+        }
+        let fresh;
+        let history: &[AppliedRow] = if state.schema_exists {
+            state
+                .history
+                .as_deref()
+                .map_err(|e| Refusal::Unreadable(e.clone()))?
+        } else if matches!(
+            self,
+            SchemaChange::Upgrade {
+                provision: true,
+                ..
+            }
+        ) {
+            plan.steps.push(Step::CreateSchema);
+            fresh = Vec::new();
+            &fresh
+        } else {
+            return Err(Refusal::NotProvisioned);
+        };
+        let history_exists = state.schema_exists && state.history_exists;
+        match self {
+            SchemaChange::Upgrade { target, .. } => {
+                let files =
+                    upgrade_steps(history, set, target, schema).map_err(Refusal::Mismatch)?;
+                if !files.is_empty() {
+                    if !history_exists {
+                        plan.steps.push(Step::CreateHistoryTable);
+                    }
+                    plan.to_revision = files.last().map(|f| f.version);
+                }
+                plan.versions = files.iter().map(|f| f.version).collect();
+                plan.steps
+                    .extend(files.into_iter().map(|file| Step::Migrate {
+                        file,
+                        direction: Direction::Up,
+                    }));
+            }
+            SchemaChange::Downgrade(target) => {
+                let files =
+                    downgrade_steps(history, set, target, schema).map_err(Refusal::Mismatch)?;
+                plan.versions = files.iter().map(|f| f.version).collect();
+                plan.to_revision = below(history, &[], target);
+                plan.steps
+                    .extend(files.into_iter().map(|file| Step::Migrate {
+                        file,
+                        direction: Direction::Down,
+                    }));
+            }
+            SchemaChange::Stamp(target) => {
+                let (insert, forget) =
+                    stamp_plan(history, set, target, schema).map_err(Refusal::Mismatch)?;
+                plan.versions = insert.iter().map(|f| f.version).collect();
+                plan.to_revision = below(history, &plan.versions, target);
+                plan.forgotten = forget.clone();
+                if !insert.is_empty() || !forget.is_empty() {
+                    plan.steps.push(Step::Stamp {
+                        target,
+                        insert,
+                        forget,
+                    });
+                }
+            }
+            SchemaChange::Provision | SchemaChange::Recreate => {}
+        }
+        if plan.versions.is_empty() && plan.forgotten.is_empty() {
+            plan.to_revision = current;
+        }
+        Ok(plan)
+    }
+}
+
+/// The highest of the recorded and newly recorded versions at or below `target`.
+fn below(history: &[AppliedRow], added: &[i32], target: i32) -> Option<i32> {
+    history
+        .iter()
+        .map(|r| r.version)
+        .chain(added.iter().copied())
+        .filter(|v| *v <= target)
+        .max()
+}
+
+/// The refusal to recreate a shared schema.
+pub fn recreate_shared(schema: &str, role: &str) -> String {
+    format!(
+        "refusing to drop and recreate schema {}: it is {role}, not a tenant's own schema; nothing was changed",
+        quote(schema)
+    )
+}
+
+/// The refusal to recreate a schema that objects outside it depend on.
+pub fn recreate_blocked(schema: &str, blocking: &[dependents::Dependent]) -> String {
+    dependents::refusal(
+        &format!("drop and recreate schema {}", quote(schema)),
+        blocking,
+        "Or leave the schema as it is: `tenantctl provision` without --force-recreate keeps an existing schema.",
+    )
+}
+
+/// The refusal to drop a shared schema with the tenant.
+pub fn drop_shared(schema: &str, role: &str, domain: &str) -> String {
+    format!(
+        "refusing to drop schema {}: it is {role}, not a tenant's own schema; nothing was changed; `tenantctl tenant drop {domain} --keep-schema` removes only the registry row",
+        quote(schema)
+    )
+}
+
+/// The refusal to drop a schema that objects outside it depend on.
+pub fn drop_blocked(schema: &str, blocking: &[dependents::Dependent], domain: &str) -> String {
+    let fix = format!(
+        "Or keep the schema: `tenantctl tenant drop {domain} --keep-schema` removes only the registry row."
+    );
+    dependents::refusal(&format!("drop schema {}", quote(schema)), blocking, &fix)
+}
+
+/// What an upgrade to `target` would apply, in order; an error when the history has
+/// drifted from the files.
+pub fn upgrade_steps<'s>(
+    history: &[AppliedRow],
+    set: &'s MigrationSet,
+    target: i32,
+    schema: &str,
+) -> Result<Vec<&'s MigrationFile>, String> {
+    let cmp = compare(history, set);
+    refuse_drift(&cmp.drift, schema)?;
+    Ok(cmp
+        .pending
+        .iter()
+        .filter(|v| **v <= target)
+        .filter_map(|v| set.get(*v))
+        .collect())
+}
+
+/// What a downgrade to `target` would revert, newest first; an error when the history has
+/// drifted or a down script is missing.
+pub fn downgrade_steps<'s>(
+    history: &[AppliedRow],
+    set: &'s MigrationSet,
+    target: i32,
+    schema: &str,
+) -> Result<Vec<&'s MigrationFile>, String> {
+    refuse_drift(&compare(history, set).drift, schema)?;
+    let mut versions: Vec<i32> = history
+        .iter()
+        .map(|r| r.version)
+        .filter(|v| *v > target)
+        .collect();
+    versions.sort_unstable_by(|a, b| b.cmp(a));
+    let steps: Vec<&MigrationFile> = versions.iter().filter_map(|v| set.get(*v)).collect();
+    let missing: Vec<String> = steps
+        .iter()
+        .filter(|f| f.down.is_none())
+        .map(|f| format!("V{}__{}.down.sql", f.version, f.name))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "cannot downgrade schema {} to {target}: no down script {} in {}; nothing was run",
+            quote(schema),
+            missing.join(", "),
+            set.dir.display()
+        ));
+    }
+    Ok(steps)
+}
+
+/// What stamping `target` would record and forget; an error when a recorded version at or
+/// below the target differs from its file.
+pub fn stamp_plan<'s>(
+    history: &[AppliedRow],
+    set: &'s MigrationSet,
+    target: i32,
+    schema: &str,
+) -> Result<(Vec<&'s MigrationFile>, Vec<i32>), String> {
+    let kept: Vec<AppliedRow> = history
+        .iter()
+        .filter(|r| r.version <= target)
+        .cloned()
+        .collect();
+    let drift: Vec<String> = compare(&kept, set)
+        .drift
+        .iter()
+        .filter(|d| !matches!(d, Drift::OutOfOrder { .. }))
+        .map(|d| d.to_string())
+        .collect();
+    if !drift.is_empty() {
+        return Err(format!(
+            "history of schema {} does not match the migration files at or below {target}; nothing was stamped: {}",
+            quote(schema),
+            drift.join("; ")
+        ));
+    }
+    let insert = set
+        .files
+        .iter()
+        .filter(|f| f.version <= target && !kept.iter().any(|r| r.version == f.version))
+        .collect();
+    let forget = history
+        .iter()
+        .map(|r| r.version)
+        .filter(|v| *v > target)
+        .collect();
+    Ok((insert, forget))
+}
+
+fn refuse_drift(drift: &[Drift], schema: &str) -> Result<(), String> {
+    if drift.is_empty() {
+        return Ok(());
+    }
+    let lines: Vec<String> = drift.iter().map(|d| d.to_string()).collect();
+    Err(format!(
+        "history of schema {} does not match the migration files; nothing was run: {}",
+        quote(schema),
+        lines.join("; ")
+    ))
+}
+
+/// The SQL a plan sends, built once per tenant: what the session executes and what a dry
+/// run prints.
+#[derive(Debug, Clone)]
+pub struct Sql {
+    schema: String,
+    /// The history table, qualified and quoted.
+    pub table: String,
+    /// The session state every migration starts from.
+    pub reset: String,
+    /// The session state tenantctl's own reads and writes run in.
+    pub bookkeeping: String,
+    keys: (i32, i32),
+}
+
+impl Sql {
+    /// The SQL for a tenant's schema under these settings.
+    pub fn new(settings: &Settings, schema: &str) -> Sql {
+        Sql {
+            schema: schema.to_string(),
+            table: qualified(schema, &settings.history_table),
+            reset: session_settings(settings, schema),
+            bookkeeping: bookkeeping_settings(settings, schema),
+            keys: db::lock_key(LockSpace::Tenant, schema),
+        }
+    }
+
+    /// Takes the tenant's advisory lock, waiting with no timeout, then puts the session in
+    /// its bookkeeping state: one round trip.
+    pub fn lock(&self) -> String {
+        format!(
+            "SET lock_timeout = 0; SET statement_timeout = 0; SELECT pg_advisory_lock({}, {}); {}",
+            self.keys.0, self.keys.1, self.bookkeeping
+        )
+    }
+
+    /// Releases the tenant's advisory lock.
+    pub fn unlock(&self) -> String {
+        format!(
+            "SELECT pg_advisory_unlock({}, {})",
+            self.keys.0, self.keys.1
+        )
+    }
+
+    /// The lock's keys.
+    pub fn keys(&self) -> (i32, i32) {
+        self.keys
+    }
+
+    /// The tenant's schema.
+    pub fn schema(&self) -> &str {
+        &self.schema
+    }
+
+    /// `CREATE SCHEMA`.
+    pub fn create_schema(&self) -> String {
+        format!("CREATE SCHEMA {}", quote(&self.schema))
+    }
+
+    /// Drops the schema and creates it empty (in the caller's transaction).
+    pub fn recreate_schema(&self) -> String {
+        format!(
+            "DROP SCHEMA IF EXISTS {s} CASCADE; CREATE SCHEMA {s}",
+            s = quote(&self.schema)
+        )
+    }
+
+    /// The history table as refinery creates it.
+    pub fn create_history_table(&self) -> String {
+        history_table_ddl(&self.table)
+    }
+
+    /// Opens a migration's transaction from a clean session (`transaction` false: only
+    /// the clean session, for a no-transaction file).
+    pub fn begin(&self, transaction: bool) -> String {
+        if transaction {
+            format!("BEGIN; {}", self.reset)
+        } else {
+            self.reset.clone()
+        }
+    }
+
+    /// Records a step's history change as the connecting user: the row inserted after an
+    /// up script (as refinery writes it), removed after a down script.
+    pub fn record(&self, f: &MigrationFile, direction: Direction, applied_on: &str) -> String {
+        let change = match direction {
+            Direction::Up => self.insert_row(f, applied_on),
+            Direction::Down => format!("DELETE FROM {} WHERE version = {}", self.table, f.version),
+        };
+        format!("{RESTORE_IDENTITY}; {change}")
+    }
+
+    /// A history row as refinery writes it: version, name, RFC 3339 time, checksum as text.
+    pub fn insert_row(&self, f: &MigrationFile, applied_on: &str) -> String {
+        format!(
+            "INSERT INTO {} (version, name, applied_on, checksum) VALUES ({}, {}, {}, {})",
+            self.table,
+            f.version,
+            literal(&f.name),
+            literal(applied_on),
+            literal(&f.checksum.to_string())
+        )
+    }
+
+    /// A stamp's transaction, up to its `COMMIT`: the history table, the forgotten
+    /// versions, the rows.
+    pub fn stamp(&self, target: i32, insert: &[&MigrationFile], applied_on: &str) -> String {
+        let mut sql = format!(
+            "BEGIN; {}; DELETE FROM {} WHERE version > {target}",
+            self.create_history_table(),
+            self.table
+        );
+        for f in insert {
+            sql.push_str("; ");
+            sql.push_str(&self.insert_row(f, applied_on));
+        }
+        sql
+    }
+}
+
+/// Undoes a migration's `SET ROLE` or `SET SESSION AUTHORIZATION` before tenantctl
+/// writes its own rows, so they are written as the user tenantctl connected as. Any user
+/// may run these.
+pub const RESTORE_IDENTITY: &str = "RESET SESSION AUTHORIZATION; RESET ROLE";
+
+/// A string literal, safe whatever `standard_conforming_strings` says.
+pub fn literal(value: &str) -> String {
+    let quoted = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
+/// The history table as refinery creates it.
+pub fn history_table_ddl(table: &str) -> String {
+    format!(
+        "CREATE TABLE IF NOT EXISTS {table} (version int4 PRIMARY KEY, name VARCHAR(255), applied_on VARCHAR(255), checksum VARCHAR(255))"
+    )
+}
+
+/// Now, as refinery writes `applied_on`.
+pub fn refinery_now() -> String {
+    time::OffsetDateTime::now_utc()
+        .format(&time::format_description::well_known::Rfc3339)
+        .unwrap_or_else(|_| time::OffsetDateTime::now_utc().unix_timestamp().to_string())
+}
+
+/// The session state every migration starts from: the connecting user's identity and
+/// defaults (`RESET SESSION AUTHORIZATION`, `RESET ROLE`, `RESET ALL`), then
+/// `search_path` = the tenant's schema and the extra schemas, and the timeouts.
+pub fn session_settings(settings: &Settings, schema: &str) -> String {
+    pinned(
+        settings,
+        schema,
+        settings.lock_timeout.as_millis(),
+        settings.statement_timeout.as_millis(),
+    )
+}
+
+/// The session state tenantctl's own reads and writes run in, between migrations: as
+/// [`session_settings`], but with no `lock_timeout` or `statement_timeout` (which are for
+/// migrations), so a short timeout never cancels reading the catalog or the registry.
+pub fn bookkeeping_settings(settings: &Settings, schema: &str) -> String {
+    pinned(settings, schema, 0, 0)
+}
+
+fn pinned(
+    settings: &Settings,
+    schema: &str,
+    lock_timeout: u128,
+    statement_timeout: u128,
+) -> String {
+    let mut path = vec![quote(schema)];
+    path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
+    format!(
+        "RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; SET search_path TO {}; SET lock_timeout = {lock_timeout}; SET statement_timeout = {statement_timeout}",
+        path.join(", "),
+    )
+}
+
+/// A plan written out as the SQL it sends, piece by piece (a dry run prints it; nothing
+/// is built for the whole fleet in memory).
+pub struct PlanSql<'p, 's> {
+    /// The plan.
+    pub plan: &'p TenantPlan<'s>,
+    /// Its SQL.
+    pub sql: &'p Sql,
+    /// `applied_on` as it would be recorded.
+    pub now: &'p str,
+}
+
+impl fmt::Display for PlanSql<'_, '_> {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let sql = self.sql;
+        writeln!(f, "{};", sql.lock())?;
+        for step in &self.plan.steps {
+            match step {
+                Step::CreateSchema => writeln!(f, "{};", sql.create_schema())?,
+                Step::RecreateSchema => writeln!(f, "BEGIN; {}; COMMIT;", sql.recreate_schema())?,
+                Step::CreateHistoryTable => writeln!(f, "{};", sql.create_history_table())?,
+                Step::Stamp { target, insert, .. } => {
+                    writeln!(f, "{};\nCOMMIT;", sql.stamp(*target, insert, self.now))?
+                }
+                Step::Migrate { file, direction } => self.migrate(f, file, *direction)?,
+            }
+        }
+        writeln!(f, "{};", sql.unlock())
+    }
+}
+
+impl PlanSql<'_, '_> {
+    fn migrate(
+        &self,
+        f: &mut fmt::Formatter<'_>,
+        file: &MigrationFile,
+        direction: Direction,
+    ) -> fmt::Result {
+        let transaction = !direction.script(file).no_transaction;
+        writeln!(f, "\n{};", self.sql.begin(transaction))?;
+        if !transaction {
+            writeln!(
+                f,
+                "-- no-transaction file: each statement commits on its own"
+            )?;
+        }
+        let which = match direction {
+            Direction::Up => String::new(),
+            Direction::Down => " down".to_string(),
+        };
+        let path = match direction {
+            Direction::Up => file.up_path.display().to_string(),
+            Direction::Down => file
+                .down_path
+                .as_deref()
+                .map(|p| p.display().to_string())
+                .unwrap_or_default(),
+        };
+        writeln!(f, "-- V{}__{}{which} ({path})", file.version, file.name)?;
+        f.write_str(
+            direction
+                .sql(file)
+                .trim_start_matches('\u{feff}')
+                .trim_end(),
+        )?;
+        writeln!(f, "\n{};", self.sql.record(file, direction, self.now))?;
+        if transaction {
+            writeln!(f, "COMMIT;")?;
+        }
+        Ok(())
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn literals_survive_quotes_and_backslashes() {
+        assert_eq!(literal("add_users"), "'add_users'");
+        assert_eq!(literal("it's"), "'it''s'");
+        assert_eq!(literal(r"a\b'c"), r"E'a\\b''c'");
+    }
+
+    #[test]
+    fn bookkeeping_runs_without_the_migration_timeouts() {
+        let mut settings = crate::config::resolve(
+            &crate::config::Overrides::default(),
+            &|_| None,
+            std::path::Path::new("/"),
+            None,
+        )
+        .expect("default settings");
+        settings.lock_timeout = std::time::Duration::from_millis(1);
+        settings.statement_timeout = std::time::Duration::from_millis(1);
+        let migration = session_settings(&settings, "tenant_a");
+        assert!(migration.ends_with("SET lock_timeout = 1; SET statement_timeout = 1"));
+        let bookkeeping = bookkeeping_settings(&settings, "tenant_a");
+        assert!(bookkeeping.ends_with("SET lock_timeout = 0; SET statement_timeout = 0"));
+        assert!(bookkeeping.contains("SET search_path TO \"tenant_a\""));
+    }
+}
