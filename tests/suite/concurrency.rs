@@ -3,39 +3,11 @@
 //! two `init` runs at once on a fresh database both succeed.
 
 use crate::{checks, common_json, support};
-use std::process::{Command, Stdio};
 
 use checks::{assert_truth, create, history_versions};
 use common_json::InitReport;
 use common_json::RunReport;
-use support::{example_migrations, ready, TestDb};
-
-/// The binary with the same clean environment as `support::tenantctl`, not yet started.
-fn command(db: &TestDb, cwd: &std::path::Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
-    cmd.args(args)
-        .current_dir(cwd)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for key in [
-        "TENANTCTL_CONFIG",
-        "TENANTCTL_DATABASE_URL",
-        "TENANTCTL_MIGRATIONS",
-        "DATABASE_URL",
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSSLMODE",
-    ] {
-        cmd.env_remove(key);
-    }
-    cmd.env("TENANTCTL_DATABASE_URL", &db.url)
-        .env("TENANTCTL_MIGRATIONS", example_migrations());
-    cmd
-}
+use support::{ready, tenantctl, TestDb};
 
 #[test]
 fn two_simultaneous_upgrade_all_runs_apply_each_migration_once() {
@@ -44,23 +16,14 @@ fn two_simultaneous_upgrade_all_runs_apply_each_migration_once() {
     for d in domains {
         create(&t, d, &["--provision"]);
     }
-    let cwd = tempfile::tempdir().unwrap();
     let args = ["upgrade", "--all", "-o", "json"];
-    let a = command(&db, cwd.path(), &args).spawn().unwrap();
-    let b = command(&db, cwd.path(), &args).spawn().unwrap();
-    let outs = [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()];
+    let a = t.spawn(&args);
+    let b = t.spawn(&args);
+    let outs = [a.finish(), b.finish()];
 
     let mut applied: std::collections::BTreeMap<String, Vec<i32>> = Default::default();
     for out in &outs {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        let stderr = String::from_utf8_lossy(&out.stderr);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "stdout:\n{stdout}\nstderr:\n{stderr}"
-        );
-        let r: RunReport = serde_json::from_str(&stdout)
-            .unwrap_or_else(|e| panic!("not a run report ({e}):\n{stdout}"));
+        let r: RunReport = out.expect(0).json();
         assert_eq!(r.results.len(), 4);
         assert_eq!(r.summary.failed, 0, "{r:?}");
         for res in &r.results {
@@ -100,20 +63,13 @@ fn two_simultaneous_upgrade_all_runs_apply_each_migration_once() {
 #[test]
 fn two_simultaneous_inits_both_succeed_and_create_the_registry_once() {
     let db = TestDb::new();
-    let cwd = tempfile::tempdir().unwrap();
+    let t = tenantctl(&db);
     let args = ["init", "-o", "json"];
-    let a = command(&db, cwd.path(), &args).spawn().unwrap();
-    let b = command(&db, cwd.path(), &args).spawn().unwrap();
+    let a = t.spawn(&args);
+    let b = t.spawn(&args);
     let mut applied = Vec::new();
-    for out in [a.wait_with_output().unwrap(), b.wait_with_output().unwrap()] {
-        let stdout = String::from_utf8_lossy(&out.stdout);
-        assert_eq!(
-            out.status.code(),
-            Some(0),
-            "stdout:\n{stdout}\nstderr:\n{}",
-            String::from_utf8_lossy(&out.stderr)
-        );
-        let r: InitReport = serde_json::from_str(&stdout).unwrap();
+    for out in [a.finish(), b.finish()] {
+        let r: InitReport = out.expect(0).json();
         assert_eq!(r.version, 2);
         applied.extend(r.applied);
     }

@@ -8,7 +8,6 @@
 use crate::support;
 use std::io::{BufRead, BufReader, Read};
 use std::path::Path;
-use std::process::{Command, Stdio};
 
 use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use support::{tenantctl, TestDb};
@@ -52,32 +51,22 @@ fn measured(
         "this test measures peak memory with GNU time: install it (Debian/Ubuntu: apt-get install time)"
     );
     let report = tempfile::NamedTempFile::new().unwrap();
-    let mut child = Command::new(time)
-        .arg("-o")
-        .arg(report.path())
-        .args(["-f", "%M", env!("CARGO_BIN_EXE_tenantctl")])
-        .args(args)
-        .env_remove("TENANTCTL_CONFIG")
-        .env_remove("DATABASE_URL")
-        .env("TENANTCTL_DATABASE_URL", &db.url)
-        .env("TENANTCTL_MIGRATIONS", migrations)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::null())
-        .spawn()
-        .expect("run tenantctl under /usr/bin/time");
-    let mut stdout = child.stdout.take().unwrap();
+    let report_path = report.path().to_str().unwrap();
+    let (child, mut stdout) = tenantctl(db)
+        .migrations(migrations)
+        .wrapped_in(time, &["-o", report_path, "-f", "%M"])
+        .spawn_reading_stdout(args);
     read(&mut stdout);
     // Whatever the reader left is drained so the child can finish.
     std::io::copy(&mut stdout, &mut std::io::sink()).unwrap();
-    let status = child.wait().unwrap();
+    let run = child.finish();
     let text = std::fs::read_to_string(report.path()).unwrap();
     let kib: u64 = text
         .lines()
         .filter_map(|l| l.trim().parse().ok())
         .next_back()
         .unwrap_or_else(|| panic!("no peak RSS in GNU time's report: {text:?}"));
-    (status.code().unwrap_or(-1), kib)
+    (run.code, kib)
 }
 
 /// Checks a dry-run document as it streams past: one valid JSON document; returns the

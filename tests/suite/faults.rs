@@ -3,7 +3,7 @@
 //! tenants are at a revision that fully applied, the registry says nothing false, and a
 //! rerun finishes the job.
 
-use crate::{checks, common_json, spawned, support};
+use crate::{checks, common_json, support};
 use std::collections::BTreeMap;
 
 use checks::{
@@ -11,8 +11,7 @@ use checks::{
     schema_exists,
 };
 use common_json::{Events, FleetStatus, RunReport};
-use spawned::{backends_running, closed_port, finish, spawn, wait_for};
-use support::{bare, dir_with, ready, TestDb};
+use support::{backends_running, bare, closed_port, dir_with, ready, TestDb};
 
 fn schema(domain: &str) -> String {
     format!("tenant_{}", domain.replace('-', "_"))
@@ -52,14 +51,9 @@ fn a_backend_terminated_mid_migration_fails_only_its_tenant_and_a_rerun_finishes
     )
     .unwrap();
 
-    let mut child = spawn(
-        &db,
-        dir.path(),
-        dir.path(),
-        &["upgrade", "--all", "--concurrency", "4", "-o", "json"],
-    );
+    let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "4", "-o", "json"]);
     // A backend inside V2, and the tenant whose schema it is creating t2 in.
-    let (pid, victim_schema) = wait_for(&mut child, 20, "a tenant is inside V2", || {
+    let (pid, victim_schema) = child.wait_for("a tenant is inside V2", || {
         backends_running(&db, "pg_sleep(1)")
             .into_iter()
             .find_map(|(pid, s)| s.map(|s| (pid, s)))
@@ -76,7 +70,7 @@ fn a_backend_terminated_mid_migration_fails_only_its_tenant_and_a_rerun_finishes
         .get(0);
     assert!(terminated, "could not terminate backend {pid}");
 
-    let run = finish(child, 30);
+    let run = child.finish();
     run.expect(4);
     let r: RunReport = run.json();
     assert_eq!(
@@ -192,29 +186,18 @@ fn after_sigkill_the_registry_says_nothing_false_and_a_rerun_finishes() {
     for d in names {
         create(&t, d, &["--provision"]);
     }
-    let mut child = spawn(
-        &db,
-        dir.path(),
-        dir.path(),
-        &["upgrade", "--all", "--concurrency", "1"],
-    );
+    let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "1"]);
     // c1 is done and another tenant (c2) has committed V1 and is inside V2.
-    let inside = wait_for(
-        &mut child,
-        20,
-        "one tenant is at 2 and another is inside V2",
-        || {
-            let done = names
-                .iter()
-                .any(|d| history_versions(&db, &schema(d)).last() == Some(&2));
-            let inside = backends_running(&db, "pg_sleep(0.5)")
-                .into_iter()
-                .find_map(|(_, s)| s);
-            inside.filter(|_| done)
-        },
-    );
-    child.kill().unwrap(); // SIGKILL
-    let _ = child.wait();
+    let inside = child.wait_for("one tenant is at 2 and another is inside V2", || {
+        let done = names
+            .iter()
+            .any(|d| history_versions(&db, &schema(d)).last() == Some(&2));
+        let inside = backends_running(&db, "pg_sleep(0.5)")
+            .into_iter()
+            .find_map(|(_, s)| s);
+        inside.filter(|_| done)
+    });
+    child.kill(); // SIGKILL
 
     let mut at: BTreeMap<&str, Option<i32>> = BTreeMap::new();
     for d in names {

@@ -8,12 +8,10 @@
 use crate::{checks, common_json, support};
 use std::collections::BTreeSet;
 use std::path::Path;
-use std::process::{Child, Command, Output, Stdio};
-use std::time::{Duration, Instant};
 
 use checks::{assert_truth, create, expect_error, history_versions, registry_row, relation_exists};
 use common_json::{Events, RunReport};
-use support::{dir_with, ready, Run, Tenantctl, TestDb};
+use support::{dir_with, lock_tenant, lock_waiters, ready, unlock_tenant, Tenantctl, TestDb};
 
 const V1: (&str, &str) = ("V1__one.sql", "CREATE TABLE one (id int);\n");
 const V2: &str = "CREATE TABLE two (id int);\n";
@@ -28,10 +26,6 @@ const SLOW: &[(&str, &str)] = &[
     ),
     ("V3__three.sql", "CREATE TABLE three (id int);\n"),
 ];
-
-/// Locks a tenant's schema the way tenantctl does: space 0x74656e74 and the first four
-/// bytes of SHA-256(schema) as a big-endian i32.
-const LOCK_KEY: &str = "1952804468, ('x' || substr(encode(sha256(convert_to($1, 'UTF8')), 'hex'), 1, 8))::bit(32)::int";
 
 fn write(dir: &Path, name: &str, sql: &str) {
     std::fs::write(dir.join(name), sql).unwrap();
@@ -72,76 +66,6 @@ fn fix_v2(db: &TestDb, domain: &str) {
 
 fn domains(r: &RunReport) -> Vec<String> {
     r.results.iter().map(|x| x.domain.clone()).collect()
-}
-
-/// The binary with the same clean environment as `support::tenantctl`, started.
-fn spawn(db: &TestDb, migrations: &Path, args: &[&str]) -> Child {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
-    // The migrations directory holds no tenants.toml.
-    cmd.args(args)
-        .current_dir(migrations)
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for key in [
-        "TENANTCTL_CONFIG",
-        "TENANTCTL_DATABASE_URL",
-        "TENANTCTL_MIGRATIONS",
-        "DATABASE_URL",
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSSLMODE",
-    ] {
-        cmd.env_remove(key);
-    }
-    cmd.env("TENANTCTL_DATABASE_URL", &db.url)
-        .env("TENANTCTL_MIGRATIONS", migrations);
-    cmd.spawn().expect("start tenantctl")
-}
-
-fn to_run(out: Output) -> Run {
-    Run {
-        code: out.status.code().unwrap_or(-1),
-        stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-        stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-    }
-}
-
-/// Waits for the child to exit; after `secs` seconds kills it and fails the test.
-fn finish(mut child: Child, secs: u64) -> Run {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    loop {
-        if child.try_wait().unwrap().is_some() {
-            return to_run(child.wait_with_output().unwrap());
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            let run = to_run(child.wait_with_output().unwrap());
-            panic!(
-                "tenantctl did not finish within {secs} s\nstdout:\n{}\nstderr:\n{}",
-                run.stdout, run.stderr
-            );
-        }
-        std::thread::sleep(Duration::from_millis(50));
-    }
-}
-
-/// Polls `cond` until it holds, failing after `secs` seconds (killing `child` first).
-fn wait_until(child: &mut Child, secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        if let Some(status) = child.try_wait().unwrap() {
-            panic!("tenantctl exited ({status}) before {what}");
-        }
-        if Instant::now() > deadline {
-            let _ = child.kill();
-            panic!("timed out waiting until {what}");
-        }
-        std::thread::sleep(Duration::from_millis(20));
-    }
 }
 
 /// Whether some other session on the test database is inside `pg_sleep` (a slow V2).
@@ -233,19 +157,11 @@ fn no_op_runs_open_no_session_and_real_work_waits_for_the_tenant_lock() {
         assert_truth(&db, d, "active");
     }
     let mut locker = db.client();
-    locker
-        .query_one(
-            &format!("SELECT pg_advisory_lock({LOCK_KEY})"),
-            &[&"tenant_two"],
-        )
-        .unwrap();
+    lock_tenant(&mut locker, "tenant_two");
 
     // Everyone is at head and active: answered without a session, so the lock held on
     // tenant_two does not matter.
-    let run = finish(
-        spawn(&db, dir.path(), &["upgrade", "--all", "-o", "json"]),
-        20,
-    );
+    let run = t.spawn(&["upgrade", "--all", "-o", "json"]).finish();
     run.expect(0);
     let r: RunReport = run.json();
     assert_eq!(domains(&r), names);
@@ -264,16 +180,15 @@ fn no_op_runs_open_no_session_and_real_work_waits_for_the_tenant_lock() {
     // With a pending migration the run needs a session on tenant_two and must wait for
     // the lock; the other tenants proceed meanwhile.
     write(dir.path(), "V2__two.sql", V2);
-    let started = Instant::now();
-    let mut child = spawn(&db, dir.path(), &["upgrade", "--all", "-o", "json"]);
-    wait_until(&mut child, 15, "the unlocked tenants are at 2", || {
+    let mut child = t.spawn(&["upgrade", "--all", "-o", "json"]);
+    child.wait_until("the unlocked tenants are at 2", || {
         at(&db, "one") == 2 && at(&db, "three") == 2
     });
-    if let Some(left) = Duration::from_millis(1500).checked_sub(started.elapsed()) {
-        std::thread::sleep(left);
-    }
+    child.wait_until("the run waits for tenant_two's lock", || {
+        lock_waiters(&db, "tenant_two") == 1
+    });
     assert!(
-        child.try_wait().unwrap().is_none(),
+        child.running(),
         "upgrade finished while tenant_two's lock was held by another session"
     );
     assert_eq!(
@@ -281,15 +196,8 @@ fn no_op_runs_open_no_session_and_real_work_waits_for_the_tenant_lock() {
         1,
         "tenant_two was migrated without its lock"
     );
-    let unlocked: bool = locker
-        .query_one(
-            &format!("SELECT pg_advisory_unlock({LOCK_KEY})"),
-            &[&"tenant_two"],
-        )
-        .unwrap()
-        .get(0);
-    assert!(unlocked);
-    let run = finish(child, 20);
+    assert!(unlock_tenant(&mut locker, "tenant_two"));
+    let run = child.finish();
     run.expect(0);
     let r: RunReport = run.json();
     for d in names {
@@ -604,21 +512,16 @@ fn the_run_ledger_records_who_changed_what_in_each_run() {
 
 #[test]
 fn sigkill_in_the_middle_leaves_no_half_applied_migration_and_a_rerun_finishes() {
-    let (db, t, dir) = setup(SLOW);
+    let (db, t, _dir) = setup(SLOW);
     let names = ["k1", "k2", "k3", "k4", "k5", "k6"];
     for d in names {
         create(&t, d, &["--provision"]);
     }
-    let mut child = spawn(&db, dir.path(), &["upgrade", "--all", "--concurrency", "1"]);
-    wait_until(
-        &mut child,
-        20,
-        "one tenant is done and another is inside V2",
-        || names.iter().any(|d| at(&db, d) == 3) && sleeping_migration(&db),
-    );
-    std::thread::sleep(Duration::from_millis(100));
-    child.kill().unwrap(); // SIGKILL
-    let _ = child.wait();
+    let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "1"]);
+    child.wait_until("one tenant is done and another is inside V2", || {
+        names.iter().any(|d| at(&db, d) == 3) && sleeping_migration(&db)
+    });
+    child.kill(); // SIGKILL
 
     let mut done = 0;
     for d in names {
@@ -645,28 +548,17 @@ fn sigkill_in_the_middle_leaves_no_half_applied_migration_and_a_rerun_finishes()
 
 #[test]
 fn sigterm_finishes_tenants_in_flight_skips_the_rest_and_exits_130() {
-    let (db, t, dir) = setup(SLOW);
+    let (db, t, _dir) = setup(SLOW);
     let names = ["g1", "g2", "g3", "g4", "g5", "g6"];
     for d in names {
         create(&t, d, &["--provision"]);
     }
-    let mut child = spawn(
-        &db,
-        dir.path(),
-        &["upgrade", "--all", "--concurrency", "1", "-o", "json"],
-    );
-    wait_until(
-        &mut child,
-        20,
-        "one tenant is done and another is inside V2",
-        || names.iter().any(|d| at(&db, d) == 3) && sleeping_migration(&db),
-    );
-    let status = Command::new("kill")
-        .args(["-TERM", &child.id().to_string()])
-        .status()
-        .unwrap();
-    assert!(status.success());
-    let run = finish(child, 20);
+    let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "1", "-o", "json"]);
+    child.wait_until("one tenant is done and another is inside V2", || {
+        names.iter().any(|d| at(&db, d) == 3) && sleeping_migration(&db)
+    });
+    child.signal("TERM");
+    let run = child.finish();
     run.expect(130);
     let r: RunReport = run.json();
     assert_eq!(domains(&r), names);

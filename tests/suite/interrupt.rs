@@ -4,18 +4,13 @@
 //! server and exits 130 at once; Ctrl-C at a confirmation prompt exits 130; and lock
 //! waits name the session holding the lock, bounded by `run.lock_wait`.
 
-use crate::{checks, common_json, spawned, support};
-use std::io::{Read, Write};
-use std::path::Path;
-use std::process::{Child, Command, Stdio};
-use std::sync::{Arc, Mutex};
-use std::thread::JoinHandle;
-use std::time::{Duration, Instant};
+use crate::{checks, common_json, support};
 
 use checks::{assert_truth, create, history_versions, registry_row};
 use common_json::{ConfigShown, Events, RunReport};
-use spawned::{backends_running, lock_waiters, wait_for, AMBIENT, LOCK_KEY};
-use support::{dir_with, ready, Run, Tenantctl, TestDb};
+use support::{
+    backends_running, dir_with, eventually, lock_tenant, lock_waiters, ready, Tenantctl, TestDb,
+};
 
 fn schema(domain: &str) -> String {
     format!("tenant_{}", domain.replace('-', "_"))
@@ -52,115 +47,6 @@ fn setup(files: &[(String, String)]) -> (TestDb, Tenantctl, tempfile::TempDir) {
     (db, t, dir)
 }
 
-/// A spawned tenantctl whose stderr is read as it comes.
-struct Watched {
-    child: Child,
-    stderr: Arc<Mutex<String>>,
-    reader: Option<JoinHandle<()>>,
-}
-
-impl Watched {
-    fn start(db: &TestDb, dir: &Path, args: &[&str]) -> Watched {
-        let mut child = spawned::spawn(db, dir, dir, args);
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let mut pipe = child.stderr.take().unwrap();
-        let sink = stderr.clone();
-        let reader = std::thread::spawn(move || {
-            let mut buf = [0u8; 4096];
-            while let Ok(n) = pipe.read(&mut buf) {
-                if n == 0 {
-                    break;
-                }
-                sink.lock()
-                    .unwrap()
-                    .push_str(&String::from_utf8_lossy(&buf[..n]));
-            }
-        });
-        Watched {
-            child,
-            stderr,
-            reader: Some(reader),
-        }
-    }
-
-    fn stderr(&self) -> String {
-        self.stderr.lock().unwrap().clone()
-    }
-
-    fn signal(&self, name: &str) {
-        let status = Command::new("kill")
-            .args([&format!("-{name}"), &self.child.id().to_string()])
-            .status()
-            .unwrap();
-        assert!(status.success(), "kill -{name} failed");
-    }
-
-    /// Waits until `probe` answers, failing if tenantctl exits first or after `secs`.
-    fn wait_for<T>(&mut self, secs: u64, what: &str, probe: impl FnMut() -> Option<T>) -> T {
-        let stderr = self.stderr.clone();
-        let mut probe = probe;
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        loop {
-            if let Some(v) = probe() {
-                return v;
-            }
-            if let Some(status) = self.child.try_wait().unwrap() {
-                panic!(
-                    "tenantctl exited ({status}) before {what}\nstderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "timed out after {secs} s waiting until {what}\nstderr:\n{}",
-                    stderr.lock().unwrap()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        }
-    }
-
-    /// Waits for the exit (killing it and failing after `secs`) and collects the output.
-    fn finish(mut self, secs: u64) -> Run {
-        let deadline = Instant::now() + Duration::from_secs(secs);
-        let status = loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
-                break status;
-            }
-            if Instant::now() > deadline {
-                let _ = self.child.kill();
-                panic!(
-                    "tenantctl did not finish within {secs} s\nstderr:\n{}",
-                    self.stderr()
-                );
-            }
-            std::thread::sleep(Duration::from_millis(20));
-        };
-        let mut stdout = String::new();
-        if let Some(mut out) = self.child.stdout.take() {
-            out.read_to_string(&mut stdout).unwrap();
-        }
-        if let Some(r) = self.reader.take() {
-            r.join().unwrap();
-        }
-        Run {
-            code: status.code().unwrap_or(-1),
-            stdout,
-            stderr: self.stderr(),
-        }
-    }
-}
-
-/// Polls `cond` until it holds, failing with `what` after `secs` seconds.
-fn eventually(secs: u64, what: &str, mut cond: impl FnMut() -> bool) {
-    let deadline = Instant::now() + Duration::from_secs(secs);
-    while !cond() {
-        assert!(Instant::now() < deadline, "timed out waiting until {what}");
-        std::thread::sleep(Duration::from_millis(20));
-    }
-}
-
 fn events(t: &Tenantctl, run_id: &str) -> Events {
     t.run(&["events", "--run", run_id, "-o", "json"])
         .expect(0)
@@ -172,32 +58,27 @@ fn hold_tenant_lock(db: &TestDb, schema: &str, name: &str) -> (postgres::Client,
     let mut config: postgres::Config = db.url.parse().unwrap();
     config.application_name(name);
     let mut c = config.connect(postgres::NoTls).unwrap();
-    c.execute(&format!("SELECT pg_advisory_lock({LOCK_KEY})"), &[&schema])
-        .unwrap();
+    lock_tenant(&mut c, schema);
     let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
     (c, pid)
 }
 
 #[test]
 fn the_first_signal_stops_a_tenant_after_its_current_migration_in_upgrade_and_downgrade() {
-    let (db, t, dir) = setup(&slow_set());
+    let (db, t, _dir) = setup(&slow_set());
     create(&t, "s1", &["--provision"]);
     create(&t, "s2", &["--provision"]);
     let s2_before = registry_row(&db, "s2");
 
     // Upgrade: s1 goes first (concurrency 1) and is interrupted inside V2.
-    let mut w = Watched::start(
-        &db,
-        dir.path(),
-        &["upgrade", "--all", "--concurrency", "1", "-o", "json"],
-    );
-    w.wait_for(60, "s1 has V1 and runs V2", || {
+    let mut w = t.spawn(&["upgrade", "--all", "--concurrency", "1", "-o", "json"]);
+    w.wait_for("s1 has V1 and runs V2", || {
         (history_versions(&db, &schema("s1")) == [1]
             && !backends_running(&db, "pg_sleep(1)").is_empty())
         .then_some(())
     });
     w.signal("INT");
-    let run = w.finish(60);
+    let run = w.finish();
     run.expect(130);
     let r: RunReport = run.json();
     let s1 = r.of("s1");
@@ -240,18 +121,14 @@ fn the_first_signal_stops_a_tenant_after_its_current_migration_in_upgrade_and_do
     assert_eq!(history_versions(&db, &schema("s1")), [1, 2, 3, 4, 5]);
 
     // Downgrade: s1 is interrupted inside the down script of V4.
-    let mut w = Watched::start(
-        &db,
-        dir.path(),
-        &["downgrade", "--tenant", "s1", "1", "--yes", "-o", "json"],
-    );
-    w.wait_for(60, "s1 reverted V5 and runs the down script of V4", || {
+    let mut w = t.spawn(&["downgrade", "--tenant", "s1", "1", "--yes", "-o", "json"]);
+    w.wait_for("s1 reverted V5 and runs the down script of V4", || {
         (history_versions(&db, &schema("s1")) == [1, 2, 3, 4]
             && !backends_running(&db, "pg_sleep(1.01)").is_empty())
         .then_some(())
     });
     w.signal("INT");
-    let run = w.finish(60);
+    let run = w.finish();
     run.expect(130);
     let r: RunReport = run.json();
     let s1 = r.of("s1");
@@ -279,22 +156,18 @@ fn a_tenant_waiting_for_its_lock_stops_waiting_on_the_first_signal_and_is_not_ma
         "V1__one.sql".to_string(),
         "CREATE TABLE one (id int);\n".to_string(),
     )];
-    let (db, t, dir) = setup(&files);
+    let (db, t, _dir) = setup(&files);
     create(&t, "w1", &["--provision"]);
     let before = registry_row(&db, "w1");
     let (holder, _) = hold_tenant_lock(&db, &schema("w1"), "holder");
 
-    let mut w = Watched::start(
-        &db,
-        dir.path(),
-        &["upgrade", "--tenant", "w1", "-o", "json"],
-    );
-    w.wait_for(60, "tenantctl waits for the tenant's lock", || {
+    let mut w = t.spawn(&["upgrade", "--tenant", "w1", "-o", "json"]);
+    w.wait_for("tenantctl waits for the tenant's lock", || {
         (lock_waiters(&db, &schema("w1")) == 1).then_some(())
     });
     w.signal("INT");
     // The lock is still held, so this ends only because the wait was given up.
-    let run = w.finish(60);
+    let run = w.finish();
     run.expect(130);
     let r: RunReport = run.json();
     let w1 = r.of("w1");
@@ -305,7 +178,7 @@ fn a_tenant_waiting_for_its_lock_stops_waiting_on_the_first_signal_and_is_not_ma
     );
     assert_eq!((r.summary.skipped, r.summary.failed), (1, 0), "{r:#?}");
     // The wait was cancelled on the server, not left behind.
-    eventually(60, "no session waits for the lock any more", || {
+    eventually("no session waits for the lock any more", || {
         lock_waiters(&db, &schema("w1")) == 0
     });
     assert_eq!(registry_row(&db, "w1"), before, "w1 was written");
@@ -357,16 +230,12 @@ fn a_second_signal_cancels_the_running_statement_on_the_server_and_exits_130() {
             "LOCK TABLE one IN ACCESS EXCLUSIVE MODE;\nSELECT pg_sleep(600);\n".to_string(),
         ),
     ];
-    let (db, t, dir) = setup(&files);
+    let (db, t, _dir) = setup(&files);
     create(&t, "x1", &["--provision"]);
     t.run(&["upgrade", "--tenant", "x1", "1"]).expect(0);
 
-    let mut w = Watched::start(
-        &db,
-        dir.path(),
-        &["upgrade", "--tenant", "x1", "-o", "json"],
-    );
-    let app: String = w.wait_for(60, "V2 holds its lock and sleeps", || {
+    let mut w = t.spawn(&["upgrade", "--tenant", "x1", "-o", "json"]);
+    let app: String = w.wait_for("V2 holds its lock and sleeps", || {
         let mut c = db.client();
         let row = c
             .query_opt(
@@ -378,21 +247,18 @@ fn a_second_signal_cancels_the_running_statement_on_the_server_and_exits_130() {
         one_is_locked(&db, &schema("x1")).then(|| row.get(0))
     });
     w.signal("INT");
-    let stderr = w.stderr.clone();
-    w.wait_for(60, "the first signal is acknowledged", || {
-        stderr_contains(&stderr, "stopping").then_some(())
-    });
+    w.wait_for_stderr("stopping");
     // The migration in flight goes on after the first signal.
     assert!(!tenantctl_backends_running(&db).is_empty());
     w.signal("INT");
-    let run = w.finish(60);
+    let run = w.finish();
     run.expect(130);
 
     // pg_sleep(600) would hold the lock for ten minutes had it not been cancelled.
-    eventually(60, "no tenantctl backend runs a statement any more", || {
+    eventually("no tenantctl backend runs a statement any more", || {
         tenantctl_backends_running(&db).is_empty()
     });
-    eventually(60, "the AccessExclusiveLock is gone", || {
+    eventually("the AccessExclusiveLock is gone", || {
         !one_is_locked(&db, &schema("x1"))
     });
     assert_eq!(history_versions(&db, &schema("x1")), [1]);
@@ -411,10 +277,6 @@ fn a_second_signal_cancels_the_running_statement_on_the_server_and_exits_130() {
     t.run(&["upgrade", "--tenant", "x1", "1"]).expect(0);
 }
 
-fn stderr_contains(stderr: &Arc<Mutex<String>>, needle: &str) -> bool {
-    stderr.lock().unwrap().contains(needle)
-}
-
 #[test]
 fn ctrl_c_at_a_confirmation_prompt_exits_130_at_once() {
     let files = vec![
@@ -427,51 +289,18 @@ fn ctrl_c_at_a_confirmation_prompt_exits_130_at_once() {
             "DROP TABLE one;\n".to_string(),
         ),
     ];
-    let (db, t, dir) = setup(&files);
+    let (db, t, _dir) = setup(&files);
     create(&t, "c1", &["--migrate"]);
 
     // A pseudo-terminal, so tenantctl asks; Ctrl-C is typed into it.
-    let command = format!(
-        "exec '{}' downgrade --tenant c1 base",
-        env!("CARGO_BIN_EXE_tenantctl")
-    );
-    let mut cmd = Command::new("script");
-    cmd.args(["-qec", &command, "/dev/null"])
-        .current_dir(dir.path())
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    for key in AMBIENT {
-        cmd.env_remove(key);
-    }
-    cmd.env("TENANTCTL_DATABASE_URL", &db.url)
-        .env("TENANTCTL_MIGRATIONS", dir.path())
-        .env("TERM", "dumb");
-    let mut child = cmd.spawn().expect("start script(1)");
-    let screen = Arc::new(Mutex::new(String::new()));
-    let mut pipe = child.stdout.take().unwrap();
-    let sink = screen.clone();
-    let reader = std::thread::spawn(move || {
-        let mut buf = [0u8; 1024];
-        while let Ok(n) = pipe.read(&mut buf) {
-            if n == 0 {
-                break;
-            }
-            sink.lock()
-                .unwrap()
-                .push_str(&String::from_utf8_lossy(&buf[..n]));
-        }
-    });
-    wait_for(&mut child, 60, "the prompt is shown", || {
-        screen.lock().unwrap().contains("[y/N]").then_some(())
-    });
-    let mut stdin = child.stdin.take().unwrap();
-    stdin.write_all(b"\x03").unwrap();
-    stdin.flush().unwrap();
-    let run = spawned::finish(child, 60);
-    drop(stdin);
-    reader.join().unwrap();
-    let screen = screen.lock().unwrap().clone();
+    let mut child = t
+        .clone()
+        .in_pty()
+        .spawn(&["downgrade", "--tenant", "c1", "base"]);
+    child.wait_for_stdout("[y/N]");
+    child.type_keys(b"\x03");
+    let run = child.finish();
+    let screen = &run.stdout;
     assert_eq!(run.code, 130, "{screen}\n{}", run.stderr);
     assert!(screen.contains("error: interrupted"), "{screen}");
     assert_eq!(history_versions(&db, &schema("c1")), [1]);
@@ -488,12 +317,8 @@ fn a_long_lock_wait_names_the_holder_and_run_lock_wait_bounds_it() {
     create(&t, "h1", &["--provision"]);
     let (holder, pid) = hold_tenant_lock(&db, &schema("h1"), "lock-holder-for-test");
 
-    let mut w = Watched::start(
-        &db,
-        dir.path(),
-        &["upgrade", "--tenant", "h1", "-o", "json"],
-    );
-    let waiting_as: String = w.wait_for(60, "tenantctl waits for the lock", || {
+    let mut w = t.spawn(&["upgrade", "--tenant", "h1", "-o", "json"]);
+    let waiting_as: String = w.wait_for("tenantctl waits for the lock", || {
         db.client()
             .query_opt(
                 "SELECT application_name FROM pg_stat_activity WHERE datname = current_database() \
@@ -503,10 +328,7 @@ fn a_long_lock_wait_names_the_holder_and_run_lock_wait_bounds_it() {
             .unwrap()
             .map(|r| r.get(0))
     });
-    let stderr = w.stderr.clone();
-    w.wait_for(60, "the holder is reported on stderr", || {
-        stderr_contains(&stderr, "lock-holder-for-test").then_some(())
-    });
+    w.wait_for_stderr("lock-holder-for-test");
     let stderr = w.stderr();
     let line = stderr
         .lines()
@@ -520,7 +342,7 @@ fn a_long_lock_wait_names_the_holder_and_run_lock_wait_bounds_it() {
         "{line}"
     );
     drop(holder);
-    let run = w.finish(60);
+    let run = w.finish();
     run.expect(0);
     let r: RunReport = run.json();
     assert_eq!(r.of("h1").status, "ok");
@@ -568,7 +390,7 @@ fn a_long_lock_wait_names_the_holder_and_run_lock_wait_bounds_it() {
     let row = assert_truth(&db, "h1", "active");
     assert_eq!(row.current_revision, Some(1));
     assert!(events(&t, &r.run_id).events.is_empty());
-    eventually(60, "the lock wait was cancelled on the server", || {
+    eventually("the lock wait was cancelled on the server", || {
         lock_waiters(&db, &schema("h1")) == 0
     });
     drop(holder);

@@ -9,7 +9,6 @@
 mod checks;
 mod cluster;
 mod common_json;
-mod spawned;
 mod support;
 
 // The tests.

@@ -27,6 +27,7 @@ fn psql_queries(db: &TestDb, sources: &[Source]) -> Vec<Vec<String>> {
     let dir = tempfile::tempdir().unwrap();
     let log = dir.path().join("queries.log");
     let mut cmd = Command::new("psql");
+    support::scrub(&mut cmd);
     cmd.args(["-X", "-q", "-v", "ON_ERROR_STOP=0", "-d", &db.url, "-L"])
         .arg(&log)
         .args(["-c", "BEGIN", "-c", "SELECT 1/0"]);

@@ -3,14 +3,14 @@
 //! per-tenant lock must make every migration run exactly once, every command end with a
 //! clear outcome, and the registry and ledger say only what is true.
 
-use crate::{checks, common_json, spawned, support};
+use crate::{checks, common_json, support};
 use std::collections::BTreeMap;
-use std::time::{Duration, Instant};
 
 use checks::{assert_truth, create, history_versions, schema_exists};
 use common_json::{Created, Dropped, Events, RunReport};
-use spawned::{backends_running, finish, lock_waiters, running, spawn, wait_for, LOCK_KEY};
-use support::{dir_with, example_migrations, ready, TestDb};
+use support::{
+    backends_running, dir_with, lock_tenant, lock_waiters, ready, unlock_tenant, TestDb,
+};
 
 fn schema(domain: &str) -> String {
     format!("tenant_{}", domain.replace('-', "_"))
@@ -44,26 +44,19 @@ fn two_bulk_upgrades_and_a_tenant_create_at_once_apply_each_migration_once() {
         .expect(0);
         assert_eq!(history_versions(&db, &schema(d)), [1]);
     }
-    let cwd = tempfile::tempdir().unwrap();
-    let m = example_migrations();
-    let a = spawn(&db, &m, cwd.path(), &["upgrade", "--all", "-o", "json"]);
-    let b = spawn(&db, &m, cwd.path(), &["upgrade", "--all", "-o", "json"]);
-    let c = spawn(
-        &db,
-        &m,
-        cwd.path(),
-        &[
-            "tenant",
-            "create",
-            "newbie",
-            "--name",
-            "N",
-            "--migrate",
-            "-o",
-            "json",
-        ],
-    );
-    let (ra, rb, rc) = (finish(a, 60), finish(b, 60), finish(c, 60));
+    let a = t.spawn(&["upgrade", "--all", "-o", "json"]);
+    let b = t.spawn(&["upgrade", "--all", "-o", "json"]);
+    let c = t.spawn(&[
+        "tenant",
+        "create",
+        "newbie",
+        "--name",
+        "N",
+        "--migrate",
+        "-o",
+        "json",
+    ]);
+    let (ra, rb, rc) = (a.finish(), b.finish(), c.finish());
     ra.expect(0);
     rb.expect(0);
     rc.expect(0);
@@ -160,39 +153,24 @@ fn tenant_drop_waits_for_an_upgrade_in_flight_then_drops() {
         "CREATE TABLE two (id int);\nSELECT pg_sleep(1);\n",
     )
     .unwrap();
-    let cwd = tempfile::tempdir().unwrap();
 
-    let mut up = spawn(
-        &db,
-        dir.path(),
-        cwd.path(),
-        &["upgrade", "--tenant", "x", "-o", "json"],
-    );
-    wait_for(&mut up, 20, "x's upgrade is inside V2", || {
+    let mut up = t.spawn(&["upgrade", "--tenant", "x", "-o", "json"]);
+    up.wait_for("x's upgrade is inside V2", || {
         backends_running(&db, "pg_sleep(1)")
             .into_iter()
             .find(|(_, s)| s.as_deref() == Some("tenant_x"))
     });
-    let started = Instant::now();
-    let mut drop = spawn(
-        &db,
-        dir.path(),
-        cwd.path(),
-        &["tenant", "drop", "x", "--yes", "-o", "json"],
-    );
-    wait_for(&mut drop, 10, "the drop waits for x's lock", || {
-        (lock_waiters(&db, "tenant_x") == 1).then_some(())
+    let mut drop = t.spawn(&["tenant", "drop", "x", "--yes", "-o", "json"]);
+    drop.wait_until("the drop waits for x's lock", || {
+        lock_waiters(&db, "tenant_x") == 1
     });
-    if let Some(left) = Duration::from_millis(500).checked_sub(started.elapsed()) {
-        std::thread::sleep(left);
-    }
     assert!(
-        running(&mut drop),
+        drop.running(),
         "tenant drop did not wait for the upgrade in flight"
     );
     assert!(registered(&db, "x") && schema_exists(&db, "tenant_x"));
 
-    let up_run = finish(up, 30);
+    let up_run = up.finish();
     up_run.expect(0);
     let r: RunReport = up_run.json();
     let res = r.of("x");
@@ -200,7 +178,7 @@ fn tenant_drop_waits_for_an_upgrade_in_flight_then_drops() {
     assert_eq!(res.applied, [2], "{res:?}");
     assert_eq!((res.from_revision, res.to_revision), (Some(1), Some(2)));
 
-    let drop_run = finish(drop, 30);
+    let drop_run = drop.finish();
     drop_run.expect(0);
     let dropped: Dropped = drop_run.json();
     assert!(dropped.schema_dropped, "{dropped:#?}");
@@ -244,45 +222,22 @@ fn tenant_drop_and_upgrade_queued_on_one_lock_both_end_with_a_clear_outcome() {
         "CREATE TABLE two (id int);\n",
     )
     .unwrap();
-    let cwd = tempfile::tempdir().unwrap();
 
     let mut locker = db.client();
-    locker
-        .query_one(
-            &format!("SELECT pg_advisory_lock({LOCK_KEY})"),
-            &[&"tenant_y"],
-        )
-        .unwrap();
-    let mut drop = spawn(
-        &db,
-        dir.path(),
-        cwd.path(),
-        &["tenant", "drop", "y", "--yes", "-o", "json"],
-    );
-    wait_for(&mut drop, 10, "the drop waits for y's lock", || {
-        (lock_waiters(&db, "tenant_y") == 1).then_some(())
+    lock_tenant(&mut locker, "tenant_y");
+    let mut drop = t.spawn(&["tenant", "drop", "y", "--yes", "-o", "json"]);
+    drop.wait_until("the drop waits for y's lock", || {
+        lock_waiters(&db, "tenant_y") == 1
     });
-    let mut up = spawn(
-        &db,
-        dir.path(),
-        cwd.path(),
-        &["upgrade", "--tenant", "y", "-o", "json"],
-    );
-    wait_for(&mut up, 10, "the upgrade waits for y's lock too", || {
-        (lock_waiters(&db, "tenant_y") == 2).then_some(())
+    let mut up = t.spawn(&["upgrade", "--tenant", "y", "-o", "json"]);
+    up.wait_until("the upgrade waits for y's lock too", || {
+        lock_waiters(&db, "tenant_y") == 2
     });
-    assert!(running(&mut drop));
-    let unlocked: bool = locker
-        .query_one(
-            &format!("SELECT pg_advisory_unlock({LOCK_KEY})"),
-            &[&"tenant_y"],
-        )
-        .unwrap()
-        .get(0);
-    assert!(unlocked);
+    assert!(drop.running());
+    assert!(unlock_tenant(&mut locker, "tenant_y"));
 
-    let drop_run = finish(drop, 30);
-    let up_run = finish(up, 30);
+    let drop_run = drop.finish();
+    let up_run = up.finish();
     // Whichever got the lock first, the drop succeeds.
     drop_run.expect(0);
     let dropped: Dropped = drop_run.json();

@@ -5,35 +5,20 @@
 //! row says what is true: the failures of tenants in flight are recorded through the
 //! command's registry connection, which reconnects after the restart.
 
-use crate::{cluster, common_json};
-use std::process::{Command, Stdio};
-use std::time::{Duration, Instant};
+use crate::{cluster, common_json, support};
+use std::path::Path;
 
 use cluster::{Cluster, ServerCert, Setup};
 use common_json::RunReport;
+use support::{bare, Tenantctl};
 
-fn tenantctl(url: &str, dir: &std::path::Path, args: &[&str]) -> Command {
-    let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
-    cmd.args(args)
-        .current_dir(dir)
-        .env("TENANTCTL_DATABASE_URL", url)
-        .env("TENANTCTL_MIGRATIONS", dir)
-        .env_remove("TENANTCTL_CONFIG")
-        .env_remove("DATABASE_URL")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped());
-    cmd
+/// tenantctl against the cluster at `url` with the migrations in `dir`, run from there.
+fn runner(url: &str, dir: &Path) -> Tenantctl {
+    bare().url(url).migrations(dir).cwd(dir)
 }
 
-fn ok(url: &str, dir: &std::path::Path, args: &[&str]) {
-    let out = tenantctl(url, dir, args).output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{args:?}: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+fn ok(url: &str, dir: &Path, args: &[&str]) {
+    runner(url, dir).run(args).expect(0);
 }
 
 /// (max history version, whether V2's table exists) for a tenant schema.
@@ -83,17 +68,11 @@ fn six_tenants_at_v1() -> (Cluster, String, tempfile::TempDir, Vec<String>) {
 #[test]
 fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
     let (cluster, url, dir, domains) = six_tenants_at_v1();
-    let child = tenantctl(
-        &url,
-        dir.path(),
-        &["upgrade", "--all", "--concurrency", "2", "-o", "json"],
-    )
-    .spawn()
-    .unwrap();
+    let mut child =
+        runner(&url, dir.path()).spawn(&["upgrade", "--all", "--concurrency", "2", "-o", "json"]);
     // Wait until two tenants are inside V2's sleep, then restart the server under them.
     let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(20);
-    loop {
+    child.wait_until("a tenant is inside V2", || {
         let n: i64 = watcher
             .query_one(
                 "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()",
@@ -101,18 +80,13 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
             )
             .unwrap()
             .get(0);
-        if n >= 1 {
-            break;
-        }
-        assert!(Instant::now() < deadline, "no tenant reached V2");
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        n >= 1
+    });
     drop(watcher);
     cluster.restart();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let r: RunReport = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("one JSON document on stdout ({e}); stderr:\n{stderr}"));
+    let out = child.finish();
+    let stderr = &out.stderr;
+    let r: RunReport = out.json();
     let failed: Vec<&str> = r
         .results
         .iter()
@@ -134,7 +108,7 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
         "tenants started after the restart wait for the server and finish: {r:#?}\n{stderr}"
     );
     assert_eq!(failed.len() + finished.len(), 6, "{r:#?}");
-    assert_eq!(out.status.code(), Some(4), "{stderr}");
+    assert_eq!(out.code, 4, "{stderr}");
     for x in r.results.iter().filter(|x| x.status == "failed") {
         let e = x.error.as_deref().unwrap();
         assert!(
@@ -181,41 +155,29 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
 #[test]
 fn after_a_server_restart_mid_run_every_registry_row_says_what_is_true() {
     let (cluster, url, dir, domains) = six_tenants_at_v1();
-    let child = tenantctl(
-        &url,
-        dir.path(),
-        &["upgrade", "--all", "--concurrency", "2", "-o", "json"],
-    )
-    .spawn()
-    .unwrap();
+    let mut child =
+        runner(&url, dir.path()).spawn(&["upgrade", "--all", "--concurrency", "2", "-o", "json"]);
     // Once a tenant has finished and another is inside V2, restart the server: the
     // command's registry connection is closed along with the tenant sessions.
     let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    let deadline = Instant::now() + Duration::from_secs(30);
-    loop {
+    child.wait_until("a tenant has finished V2 while another is in it", || {
         let row = watcher
             .query_one(
-                "SELECT (SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%'                    AND pid <> pg_backend_pid()),                  (SELECT count(*) FROM public.tenants WHERE current_revision = 2)",
+                "SELECT (SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' \
+                   AND pid <> pg_backend_pid()), \
+                 (SELECT count(*) FROM public.tenants WHERE current_revision = 2)",
                 &[],
             )
             .unwrap();
         let (inside, done): (i64, i64) = (row.get(0), row.get(1));
-        if inside >= 1 && done >= 1 {
-            break;
-        }
-        assert!(
-            Instant::now() < deadline,
-            "no tenant finished V2 while another was in it"
-        );
-        std::thread::sleep(Duration::from_millis(50));
-    }
+        inside >= 1 && done >= 1
+    });
     drop(watcher);
     cluster.restart();
-    let out = child.wait_with_output().unwrap();
-    let stderr = String::from_utf8_lossy(&out.stderr);
-    let r: RunReport = serde_json::from_slice(&out.stdout)
-        .unwrap_or_else(|e| panic!("one JSON document on stdout ({e}); stderr:\n{stderr}"));
-    assert_eq!(out.status.code(), Some(4), "{r:#?}\n{stderr}");
+    let out = child.finish();
+    let stderr = &out.stderr;
+    let r: RunReport = out.json();
+    assert_eq!(out.code, 4, "{r:#?}\n{stderr}");
 
     // Without a rerun, each registry row says what is true, with a ledger entry for the
     // run: finished tenants are active at 2; a tenant whose migration the restart rolled

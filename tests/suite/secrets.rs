@@ -6,10 +6,9 @@
 //! The shared server uses trust authentication, so it ignores the sentinel password and
 //! every command works.
 
-use crate::{common_json, spawned, support};
+use crate::{common_json, support};
 use common_json::{Created, Rotated};
-use spawned::closed_port;
-use support::{bare, example_migrations, ready, Run, Tenantctl, TestDb};
+use support::{bare, closed_port, example_migrations, ready, Run, Tenantctl, TestDb};
 
 const PASSWORD: &str = "S3NTINEL-pw-7f3a";
 const SENTINEL: &str = "S3NTINEL";

@@ -3,14 +3,13 @@
 //! its refusals (no terminal and no --yes, missing down scripts, drift, bad input).
 
 use crate::{checks, common_json, support};
-use std::process::{Command, Stdio};
 
 use checks::{
     assert_truth, create, expect_error, history_versions, registry_row, relation_exists,
     schema_exists, tenant_count,
 };
 use common_json::*;
-use support::{copy_of_example_migrations, ready, tenantctl, TestDb};
+use support::{copy_of_example_migrations, lock_tenant, lock_waiters, ready, tenantctl, TestDb};
 
 fn ledger_actions(db: &TestDb, domain: &str) -> Vec<String> {
     db.client()
@@ -323,12 +322,7 @@ fn check_is_a_read_only_gate_with_one_line_per_problem() {
 
     // Check holds no locks: it answers while another session holds a tenant's lock.
     let mut locker = db.client();
-    locker
-        .execute(
-            "SELECT pg_advisory_lock(1952804468, ('x' || substr(encode(sha256(convert_to($1, 'UTF8')), 'hex'), 1, 8))::bit(32)::int)",
-            &[&"tenant_alpha"],
-        )
-        .unwrap();
+    lock_tenant(&mut locker, "tenant_alpha");
     // Drift: a new file (both behind), an edited applied file, an unprovisioned tenant.
     std::fs::write(
         dir.path().join("V7__more.sql"),
@@ -523,36 +517,15 @@ fn tenant_drop_waits_for_an_upgrade_of_the_same_tenant() {
     let (db, t) = ready();
     create(&t, "busy", &["--migrate"]);
     let mut locker = db.client();
-    locker
-        .execute(
-            "SELECT pg_advisory_lock(1952804468, ('x' || substr(encode(sha256(convert_to($1, 'UTF8')), 'hex'), 1, 8))::bit(32)::int)",
-            &[&"tenant_busy"],
-        )
-        .unwrap();
-    let mut child = Command::new(env!("CARGO_BIN_EXE_tenantctl"))
-        .args(["tenant", "drop", "busy", "--yes"])
-        .env("TENANTCTL_DATABASE_URL", &db.url)
-        .env("TENANTCTL_MIGRATIONS", support::example_migrations())
-        .env_remove("TENANTCTL_CONFIG")
-        .stdin(Stdio::null())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .spawn()
-        .unwrap();
-    std::thread::sleep(std::time::Duration::from_millis(1500));
-    assert!(
-        child.try_wait().unwrap().is_none(),
-        "drop must wait for the tenant's lock"
-    );
+    lock_tenant(&mut locker, "tenant_busy");
+    let mut child = t.spawn(&["tenant", "drop", "busy", "--yes"]);
+    child.wait_until("the drop waits for the tenant's lock", || {
+        lock_waiters(&db, "tenant_busy") == 1
+    });
+    assert!(child.running(), "drop must wait for the tenant's lock");
     assert!(schema_exists(&db, "tenant_busy"));
     drop(locker);
-    let out = child.wait_with_output().unwrap();
-    assert_eq!(
-        out.status.code(),
-        Some(0),
-        "{}",
-        String::from_utf8_lossy(&out.stderr)
-    );
+    child.finish().expect(0);
     assert!(!schema_exists(&db, "tenant_busy"));
     // An upgrade naming it afterwards finds no such tenant.
     expect_error(&t.run(&["upgrade", "--tenant", "busy"]), 1, &["busy"]);

@@ -1,12 +1,20 @@
-//! Test support: a fresh PostgreSQL database per test, and a runner for the real binary.
+//! Test support: a fresh PostgreSQL database per test, migration directories, the one
+//! runner for the real binary (`run`) and what the server shows while it runs (`probes`).
 //!
 //! The server comes from `TENANTCTL_TEST_ADMIN_URL` (set by `scripts/with-postgres`),
 //! else `postgres://postgres@127.0.0.1:5432/postgres`. A test that cannot create its
 //! database panics with the reason: database tests never skip.
 
 use std::path::{Path, PathBuf};
-use std::process::{Command, Stdio};
 use std::sync::atomic::{AtomicUsize, Ordering};
+
+mod probes;
+mod run;
+
+pub use probes::{
+    backends_running, closed_port, eventually, lock_tenant, lock_waiters, unlock_tenant,
+};
+pub use run::{bare, scrub, tenantctl, Run, Tenantctl, DEADLINE};
 
 /// The maintenance connection used to create and drop test databases.
 pub fn admin_url() -> String {
@@ -91,39 +99,6 @@ impl Drop for TestDb {
     }
 }
 
-/// What one run of the binary did.
-#[derive(Debug)]
-pub struct Run {
-    /// Exit code (-1 when killed by a signal).
-    pub code: i32,
-    /// Standard output.
-    pub stdout: String,
-    /// Standard error.
-    pub stderr: String,
-}
-
-impl Run {
-    /// Parses stdout as exactly one JSON document.
-    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
-        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
-            panic!(
-                "stdout is not the expected JSON ({e}):\n{}\nstderr:\n{}",
-                self.stdout, self.stderr
-            )
-        })
-    }
-
-    /// Asserts the exit code, showing both streams when it differs.
-    pub fn expect(&self, code: i32) -> &Run {
-        assert_eq!(
-            self.code, code,
-            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
-            self.stdout, self.stderr
-        );
-        self
-    }
-}
-
 /// The example migrations shipped in the repository.
 pub fn example_migrations() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR")).join("migrations")
@@ -146,99 +121,6 @@ pub fn copy_of_example_migrations() -> tempfile::TempDir {
         std::fs::copy(entry.path(), d.path().join(entry.file_name())).unwrap();
     }
     d
-}
-
-/// A configured invocation of the binary.
-pub struct Tenantctl {
-    url: Option<String>,
-    migrations: Option<PathBuf>,
-    cwd: PathBuf,
-    env: Vec<(String, String)>,
-    home: tempfile::TempDir,
-}
-
-/// `tenantctl` against `db` with the example migrations, run from an empty directory,
-/// with no ambient configuration from the environment.
-pub fn tenantctl(db: &TestDb) -> Tenantctl {
-    let scratch = tempfile::tempdir().unwrap();
-    Tenantctl {
-        url: Some(db.url.clone()),
-        migrations: Some(example_migrations()),
-        cwd: scratch.path().to_path_buf(),
-        env: Vec::new(),
-        home: scratch,
-    }
-}
-
-/// `tenantctl` with no database URL and no migrations directory set.
-pub fn bare() -> Tenantctl {
-    let scratch = tempfile::tempdir().unwrap();
-    Tenantctl {
-        url: None,
-        migrations: None,
-        cwd: scratch.path().to_path_buf(),
-        env: Vec::new(),
-        home: scratch,
-    }
-}
-
-impl Tenantctl {
-    /// Uses this migrations directory.
-    pub fn migrations(mut self, dir: &Path) -> Self {
-        self.migrations = Some(dir.to_path_buf());
-        self
-    }
-
-    /// Runs from this directory (where ./tenants.toml is looked for).
-    pub fn cwd(mut self, dir: &Path) -> Self {
-        self.cwd = dir.to_path_buf();
-        self
-    }
-
-    /// Sets an environment variable for the run.
-    pub fn env(mut self, key: &str, value: &str) -> Self {
-        self.env.push((key.into(), value.into()));
-        self
-    }
-
-    /// Runs with these arguments and no stdin.
-    pub fn run(&self, args: &[&str]) -> Run {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
-        cmd.args(args).current_dir(&self.cwd).stdin(Stdio::null());
-        for key in [
-            "TENANTCTL_CONFIG",
-            "TENANTCTL_DATABASE_URL",
-            "TENANTCTL_MIGRATIONS",
-            "DATABASE_URL",
-            "PGHOST",
-            "PGPORT",
-            "PGUSER",
-            "PGPASSWORD",
-            "PGDATABASE",
-            "PGSSLMODE",
-            "PGSSLROOTCERT",
-        ] {
-            cmd.env_remove(key);
-        }
-        // libpq's default root certificate is ~/.postgresql/root.crt: a home of the run's
-        // own keeps the developer's out of it (a test may set HOME itself).
-        cmd.env("HOME", self.home.path());
-        if let Some(url) = &self.url {
-            cmd.env("TENANTCTL_DATABASE_URL", url);
-        }
-        if let Some(m) = &self.migrations {
-            cmd.env("TENANTCTL_MIGRATIONS", m);
-        }
-        for (k, v) in &self.env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("run tenantctl");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
-    }
 }
 
 /// A database with an initialised registry, and its runner.
