@@ -1,0 +1,448 @@
+//! Mirrors of every JSON document tenantctl prints, used to pin the shapes exactly.
+//!
+//! Each struct lists every field with its type and refuses unknown ones. Nullable fields
+//! use [`nullable`], so a field that is missing (rather than `null`) is an error too.
+
+use std::collections::BTreeMap;
+
+use serde::{Deserialize, Deserializer};
+
+/// An `Option` that must be present in the document (as a value or `null`).
+pub fn nullable<'de, D, T>(d: D) -> Result<Option<T>, D::Error>
+where
+    D: Deserializer<'de>,
+    T: Deserialize<'de>,
+{
+    Option::<T>::deserialize(d)
+}
+
+/// `registry::Tenant`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Tenant {
+    pub id: i64,
+    pub tenant_name: String,
+    pub domain: String,
+    #[serde(deserialize_with = "nullable")]
+    pub email: Option<String>,
+    pub tenant_type: String,
+    pub schema_name: String,
+    pub schema_provisioned: bool,
+    pub migrations_applied: bool,
+    #[serde(deserialize_with = "nullable")]
+    pub current_revision: Option<i32>,
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub last_error: Option<String>,
+    pub api_key_prefix: String,
+    pub created_at: String,
+    pub updated_at: String,
+}
+
+/// `inspect::Pending`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Pending {
+    pub version: i32,
+    pub name: String,
+}
+
+/// `migrations::Drift`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(tag = "kind", rename_all = "snake_case", deny_unknown_fields)]
+pub enum Drift {
+    Divergent { version: i32, file: String },
+    Missing { version: i32, name: String },
+    OutOfOrder { version: i32, file: String },
+}
+
+/// `inspect::TenantStatus` (`status --tenant`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantStatus {
+    pub tenant_id: i64,
+    pub domain: String,
+    pub schema_name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub current_revision: Option<i32>,
+    pub pending_migrations: Vec<Pending>,
+    pub schema_provisioned: bool,
+    pub migrations_applied: bool,
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub last_error: Option<String>,
+    pub drift: Vec<Drift>,
+    #[serde(deserialize_with = "nullable")]
+    pub history_error: Option<String>,
+}
+
+impl TenantStatus {
+    /// The pending versions.
+    pub fn pending_versions(&self) -> Vec<i32> {
+        self.pending_migrations.iter().map(|p| p.version).collect()
+    }
+}
+
+/// `inspect::StatusSummary`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct StatusSummary {
+    pub total: usize,
+    pub head: i32,
+    pub at_head: usize,
+    pub behind: usize,
+    pub unprovisioned: usize,
+    pub failed: usize,
+    pub drifted: usize,
+    pub by_revision: BTreeMap<String, usize>,
+}
+
+/// `commands::status::FleetStatus` (`status --all`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FleetStatus {
+    pub tenants: Vec<TenantStatus>,
+    pub summary: StatusSummary,
+}
+
+/// `commands::current::Current`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Current {
+    pub tenant_id: i64,
+    pub domain: String,
+    pub schema_name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub current_revision: Option<i32>,
+    pub at_head: bool,
+}
+
+/// `commands::current::Currents`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Currents {
+    pub tenants: Vec<Current>,
+    pub summary: StatusSummary,
+}
+
+/// `commands::tenant::create::Created`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Created {
+    pub tenant: Tenant,
+    pub schema_created: bool,
+    pub schema_adopted: bool,
+    pub migrations_applied: bool,
+    pub migration_status: TenantStatus,
+    pub api_key: String,
+    pub message: String,
+}
+
+/// `commands::tenant::list::ListSummary`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ListSummary {
+    pub total: usize,
+    pub by_status: BTreeMap<String, usize>,
+}
+
+/// `commands::tenant::list::Listing`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Listing {
+    pub tenants: Vec<Tenant>,
+    pub summary: ListSummary,
+}
+
+/// `commands::tenant::show::Shown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Shown {
+    pub tenant: Tenant,
+    pub migration_status: TenantStatus,
+}
+
+/// `inspect::HistoryEntry`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct HistoryEntry {
+    pub version: i32,
+    pub name: String,
+    pub checksum: String,
+    #[serde(deserialize_with = "nullable")]
+    pub applied: Option<bool>,
+    #[serde(deserialize_with = "nullable")]
+    pub applied_on: Option<String>,
+    pub state: String,
+    #[serde(deserialize_with = "nullable")]
+    pub file: Option<String>,
+    pub has_down: bool,
+}
+
+/// `commands::history::History`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct History {
+    pub migrations: Vec<HistoryEntry>,
+}
+
+/// `fleet::TenantResult` (its `#[serde(skip)]` fields are absent).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct TenantResult {
+    pub domain: String,
+    pub schema_name: String,
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub applied: Vec<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// `fleet::Summary`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Summary {
+    pub total: usize,
+    pub ok: usize,
+    pub up_to_date: usize,
+    pub failed: usize,
+    pub skipped: usize,
+    pub duration_ms: u64,
+}
+
+/// `fleet::RunReport` (`upgrade`, `provision`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunReport {
+    pub run_id: String,
+    pub results: Vec<TenantResult>,
+    pub summary: Summary,
+}
+
+impl RunReport {
+    /// The result for one domain.
+    pub fn of(&self, domain: &str) -> &TenantResult {
+        self.results
+            .iter()
+            .find(|r| r.domain == domain)
+            .unwrap_or_else(|| panic!("no result for {domain} in {self:#?}"))
+    }
+}
+
+/// `registry::InitReport`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct InitReport {
+    pub schema: String,
+    pub applied: Vec<i32>,
+    pub version: i32,
+    pub binary_version: i32,
+}
+
+/// `registry::EventRow` (one run-ledger entry).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct EventRow {
+    pub id: i64,
+    pub run_id: String,
+    pub tenant_id: i64,
+    pub domain: String,
+    pub schema_name: String,
+    pub action: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    pub started_at: String,
+    pub finished_at: String,
+    pub duration_ms: i64,
+    pub db_user: String,
+    #[serde(deserialize_with = "nullable")]
+    pub client_host: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub client_addr: Option<String>,
+}
+
+/// `commands::events::Events`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Events {
+    pub events: Vec<EventRow>,
+}
+
+/// `dryrun::PlannedTenant`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedTenant {
+    pub domain: String,
+    pub schema_name: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub versions: Vec<i32>,
+    pub forgotten: Vec<i32>,
+    pub sql: String,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub skipped: Option<String>,
+}
+
+/// `dryrun::DryRun` (`--dry-run -o json`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DryRun {
+    pub dry_run: bool,
+    pub tenants: Vec<PlannedTenant>,
+}
+
+/// `inspect::Problem`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Problem {
+    pub tenant: String,
+    pub schema_name: String,
+    pub kind: String,
+    pub message: String,
+    pub files: Vec<String>,
+}
+
+/// `commands::check::Report`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct CheckReport {
+    pub ok: bool,
+    pub head: i32,
+    pub tenants: usize,
+    pub tenants_with_problems: usize,
+    pub problems: Vec<Problem>,
+}
+
+/// `commands::revision::Written`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Revision {
+    pub version: i32,
+    pub name: String,
+    pub up: String,
+    pub down: String,
+}
+
+/// `commands::tenant::drop::Dropped`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dropped {
+    pub tenant: Tenant,
+    pub schema_dropped: bool,
+    pub message: String,
+}
+
+/// `dependents::Dependent`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Dependent {
+    pub object: String,
+    pub depends_on: String,
+}
+
+/// `commands::tenant::drop::DropPlan` (`tenant drop --dry-run`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct DropPlan {
+    pub dry_run: bool,
+    pub tenant: Tenant,
+    pub schema_name: String,
+    pub schema_exists: bool,
+    pub would_drop_schema: bool,
+    pub objects: i64,
+    pub blocking: Vec<Dependent>,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    pub message: String,
+}
+
+/// `commands::tenant::rotate_key::Rotated`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Rotated {
+    pub tenant: Tenant,
+    pub api_key: String,
+    pub message: String,
+}
+
+/// `config::Entry`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigEntry {
+    pub key: String,
+    pub value: String,
+    pub source: String,
+    #[serde(deserialize_with = "nullable")]
+    pub origin: Option<String>,
+}
+
+/// `commands::config::Shown`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ConfigShown {
+    #[serde(deserialize_with = "nullable")]
+    pub config_file: Option<String>,
+    pub settings: Vec<ConfigEntry>,
+}

@@ -1,0 +1,37 @@
+//! tenantctl's integration tests, built as one binary: each module below was a test file
+//! of its own, and the shared helpers are compiled once for all of them.
+//!
+//! Every test runs the real binary (or the library) against a real PostgreSQL server:
+//! `scripts/test` finds or starts one. Run one module with
+//! `cargo test --test suite -- MODULE::` and one test with its full path.
+
+// Shared helpers.
+mod checks;
+mod cluster;
+mod common_json;
+mod support;
+
+// The tests.
+mod boundaries;
+mod cli;
+mod concurrency;
+mod connections;
+mod dry_run_memory;
+mod faults;
+mod fleet;
+mod interrupt;
+mod locks;
+mod names;
+mod pooler;
+mod props;
+mod psql_execution;
+mod psql_split;
+mod races;
+mod registry;
+mod restart;
+mod secrets;
+mod selection_and_reports;
+mod sql_realism;
+mod tls;
+mod verbs;
+mod workflows;

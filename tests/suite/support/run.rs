@@ -1,0 +1,422 @@
+//! The one way the tests start the tenantctl binary: [`Tenantctl`] says what the run
+//! sees (database URL, migrations directory, working directory, variables), with nothing
+//! leaking in from the developer's shell; [`Tenantctl::run`] runs it to the end, and
+//! [`Tenantctl::spawn`] starts it in the background (optionally under a pseudo-terminal
+//! or a wrapper such as GNU time) as a [`Spawned`] child the test can watch, signal,
+//! kill and wait for with a deadline.
+
+use std::ffi::OsString;
+use std::io::{Read, Write};
+use std::path::{Path, PathBuf};
+use std::process::{Child, ChildStdout, Command, Stdio};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use super::{example_migrations, TestDb};
+
+/// libpq's variables (and `DATABASE_URL`) that would otherwise reach the binary from the
+/// shell running the tests; every `TENANTCTL_*` variable is removed too.
+const SCRUBBED: &[&str] = &[
+    "PGHOST",
+    "PGPORT",
+    "PGUSER",
+    "PGPASSWORD",
+    "PGDATABASE",
+    "PGSSLMODE",
+    "PGSSLROOTCERT",
+    "PGSERVICE",
+    "PGPASSFILE",
+    "PGCONNECT_TIMEOUT",
+    "PGAPPNAME",
+    "PGOPTIONS",
+    "DATABASE_URL",
+];
+
+/// How long a background run may take before the test fails, unless told otherwise.
+pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// What one run of the binary did.
+#[derive(Debug)]
+pub struct Run {
+    /// Exit code (-1 when killed by a signal).
+    pub code: i32,
+    /// Standard output.
+    pub stdout: String,
+    /// Standard error.
+    pub stderr: String,
+}
+
+impl Run {
+    /// Parses stdout as exactly one JSON document.
+    pub fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+        serde_json::from_str(&self.stdout).unwrap_or_else(|e| {
+            panic!(
+                "stdout is not the expected JSON ({e}):\n{}\nstderr:\n{}",
+                self.stdout, self.stderr
+            )
+        })
+    }
+
+    /// Asserts the exit code, showing both streams when it differs.
+    pub fn expect(&self, code: i32) -> &Run {
+        assert_eq!(
+            self.code, code,
+            "unexpected exit code\nstdout:\n{}\nstderr:\n{}",
+            self.stdout, self.stderr
+        );
+        self
+    }
+}
+
+/// How the binary is started.
+#[derive(Clone)]
+enum Launch {
+    /// Directly.
+    Direct,
+    /// As the last arguments of another program (`PROGRAM ARGS... tenantctl ...`).
+    Wrapped(Vec<OsString>),
+    /// Under a pseudo-terminal made by `script(1)`, whose stdin is the keyboard.
+    Pty,
+}
+
+/// A configured invocation of the binary.
+#[derive(Clone)]
+pub struct Tenantctl {
+    url: Option<String>,
+    migrations: Option<PathBuf>,
+    cwd: PathBuf,
+    env: Vec<(String, String)>,
+    launch: Launch,
+    // The run's own HOME, and its working directory unless `cwd` is given.
+    home: Arc<tempfile::TempDir>,
+}
+
+/// `tenantctl` against `db` with the example migrations, run from an empty directory,
+/// with no ambient configuration from the environment.
+pub fn tenantctl(db: &TestDb) -> Tenantctl {
+    bare().url(&db.url).migrations(&example_migrations())
+}
+
+/// `tenantctl` with no database URL and no migrations directory set.
+pub fn bare() -> Tenantctl {
+    let scratch = tempfile::tempdir().unwrap();
+    Tenantctl {
+        url: None,
+        migrations: None,
+        cwd: scratch.path().to_path_buf(),
+        env: Vec::new(),
+        launch: Launch::Direct,
+        home: Arc::new(scratch),
+    }
+}
+
+impl Tenantctl {
+    /// Uses this database URL (`TENANTCTL_DATABASE_URL`).
+    pub fn url(mut self, url: &str) -> Self {
+        self.url = Some(url.to_string());
+        self
+    }
+
+    /// Uses this migrations directory (`TENANTCTL_MIGRATIONS`).
+    pub fn migrations(mut self, dir: &Path) -> Self {
+        self.migrations = Some(dir.to_path_buf());
+        self
+    }
+
+    /// Runs from this directory (where ./tenants.toml is looked for).
+    pub fn cwd(mut self, dir: &Path) -> Self {
+        self.cwd = dir.to_path_buf();
+        self
+    }
+
+    /// Sets an environment variable for the run.
+    pub fn env(mut self, key: &str, value: &str) -> Self {
+        self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Starts the binary as `PROGRAM ARGS... tenantctl ...` (e.g. under GNU time).
+    pub fn wrapped_in(mut self, program: &Path, args: &[&str]) -> Self {
+        let mut all = vec![program.as_os_str().to_os_string()];
+        all.extend(args.iter().map(OsString::from));
+        self.launch = Launch::Wrapped(all);
+        self
+    }
+
+    /// Starts the binary on a pseudo-terminal (so it may prompt); what is written with
+    /// [`Spawned::type_keys`] is typed into it, and stdout is the screen.
+    pub fn in_pty(mut self) -> Self {
+        self.launch = Launch::Pty;
+        self
+    }
+
+    /// The command, with the environment scrubbed and then set as configured.
+    fn command(&self, args: &[&str]) -> Command {
+        let bin = env!("CARGO_BIN_EXE_tenantctl");
+        let mut cmd = match &self.launch {
+            Launch::Direct => {
+                let mut c = Command::new(bin);
+                c.args(args);
+                c
+            }
+            Launch::Wrapped(prefix) => {
+                let mut c = Command::new(&prefix[0]);
+                c.args(&prefix[1..]).arg(bin).args(args);
+                c
+            }
+            Launch::Pty => {
+                let mut line = format!("exec {}", shell_quote(bin));
+                for a in args {
+                    line.push(' ');
+                    line.push_str(&shell_quote(a));
+                }
+                let mut c = Command::new("script");
+                c.args(["-qec", &line, "/dev/null"]);
+                c.env("TERM", "dumb");
+                c
+            }
+        };
+        cmd.current_dir(&self.cwd);
+        scrub(&mut cmd);
+        // libpq's default root certificate is ~/.postgresql/root.crt: a home of the run's
+        // own keeps the developer's out of it (a test may set HOME itself).
+        cmd.env("HOME", self.home.path());
+        if let Some(url) = &self.url {
+            cmd.env("TENANTCTL_DATABASE_URL", url);
+        }
+        if let Some(m) = &self.migrations {
+            cmd.env("TENANTCTL_MIGRATIONS", m);
+        }
+        for (k, v) in &self.env {
+            cmd.env(k, v);
+        }
+        cmd
+    }
+
+    /// Runs with these arguments and no stdin, to the end.
+    pub fn run(&self, args: &[&str]) -> Run {
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .output()
+            .expect("run tenantctl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
+    /// Starts it in the background; stdout and stderr are collected as they come.
+    pub fn spawn(&self, args: &[&str]) -> Spawned {
+        let (mut spawned, stdout) = self.spawn_reading_stdout(args);
+        spawned.stdout_reader = Some(collect(stdout, spawned.stdout.clone()));
+        spawned
+    }
+
+    /// Starts it in the background, handing its stdout to the caller (stderr is
+    /// collected as it comes).
+    pub fn spawn_reading_stdout(&self, args: &[&str]) -> (Spawned, ChildStdout) {
+        let stdin = match self.launch {
+            Launch::Pty => Stdio::piped(),
+            _ => Stdio::null(),
+        };
+        let mut child = self
+            .command(args)
+            .stdin(stdin)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tenantctl");
+        let stdout = child.stdout.take().unwrap();
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_reader = collect(child.stderr.take().unwrap(), stderr.clone());
+        let spawned = Spawned {
+            child,
+            stdout: Arc::new(Mutex::new(String::new())),
+            stderr,
+            stdout_reader: None,
+            stderr_reader: Some(stderr_reader),
+            _home: self.home.clone(),
+        };
+        (spawned, stdout)
+    }
+}
+
+/// Removes from `cmd`'s environment every `TENANTCTL_*` variable, libpq's connection
+/// variables and `DATABASE_URL`, so nothing reaches it from the shell running the tests.
+pub fn scrub(cmd: &mut Command) {
+    for (key, _) in std::env::vars_os() {
+        if key.to_str().is_some_and(|k| k.starts_with("TENANTCTL_")) {
+            cmd.env_remove(key);
+        }
+    }
+    for key in SCRUBBED {
+        cmd.env_remove(key);
+    }
+}
+
+/// `s` quoted for a POSIX shell.
+fn shell_quote(s: &str) -> String {
+    format!("'{}'", s.replace('\'', r"'\''"))
+}
+
+/// A thread appending everything read from `pipe` to `sink`, until end of file.
+fn collect(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) -> JoinHandle<()> {
+    std::thread::spawn(move || {
+        let mut buf = [0u8; 4096];
+        while let Ok(n) = pipe.read(&mut buf) {
+            if n == 0 {
+                break;
+            }
+            sink.lock()
+                .unwrap()
+                .push_str(&String::from_utf8_lossy(&buf[..n]));
+        }
+    })
+}
+
+/// A tenantctl running in the background. Dropping it kills it.
+pub struct Spawned {
+    child: Child,
+    stdout: Arc<Mutex<String>>,
+    stderr: Arc<Mutex<String>>,
+    stdout_reader: Option<JoinHandle<()>>,
+    stderr_reader: Option<JoinHandle<()>>,
+    _home: Arc<tempfile::TempDir>,
+}
+
+impl Spawned {
+    /// What it has written on stdout so far (the screen, on a pseudo-terminal).
+    pub fn stdout(&self) -> String {
+        self.stdout.lock().unwrap().clone()
+    }
+
+    /// What it has written on stderr so far.
+    pub fn stderr(&self) -> String {
+        self.stderr.lock().unwrap().clone()
+    }
+
+    /// Whether it is still running.
+    pub fn running(&mut self) -> bool {
+        self.child.try_wait().unwrap().is_none()
+    }
+
+    /// Sends a signal by name (`INT`, `TERM`, ...) with kill(1).
+    pub fn signal(&self, name: &str) {
+        let status = Command::new("kill")
+            .args([&format!("-{name}"), &self.child.id().to_string()])
+            .status()
+            .unwrap();
+        assert!(status.success(), "kill -{name} failed");
+    }
+
+    /// SIGKILL, and waits until it is gone.
+    pub fn kill(&mut self) {
+        self.child.kill().unwrap();
+        let _ = self.child.wait();
+    }
+
+    /// Types bytes into its pseudo-terminal (see [`Tenantctl::in_pty`]).
+    pub fn type_keys(&mut self, keys: &[u8]) {
+        let stdin = self.child.stdin.as_mut().expect("started with in_pty()");
+        stdin.write_all(keys).unwrap();
+        stdin.flush().unwrap();
+    }
+
+    /// Polls `probe` every 20 ms until it answers and returns the answer. Fails loudly
+    /// (with what the child printed) when the child exits first or after `DEADLINE`,
+    /// killing it.
+    pub fn wait_for<T>(&mut self, what: &str, mut probe: impl FnMut() -> Option<T>) -> T {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(v) = probe() {
+                return v;
+            }
+            if let Some(status) = self.child.try_wait().unwrap() {
+                let run = self.collect(status);
+                panic!(
+                    "tenantctl exited ({status}) before {what}\nstdout:\n{}\nstderr:\n{}",
+                    run.stdout, run.stderr
+                );
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!(
+                    "timed out after {} s waiting until {what}\nstdout:\n{}\nstderr:\n{}",
+                    DEADLINE.as_secs(),
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// Polls `cond` until it holds, like [`Spawned::wait_for`].
+    pub fn wait_until(&mut self, what: &str, mut cond: impl FnMut() -> bool) {
+        self.wait_for(what, || cond().then_some(()));
+    }
+
+    /// Waits until its stderr contains `needle`, like [`Spawned::wait_for`].
+    pub fn wait_for_stderr(&mut self, needle: &str) {
+        let stderr = self.stderr.clone();
+        self.wait_until(&format!("stderr shows {needle:?}"), || {
+            stderr.lock().unwrap().contains(needle)
+        });
+    }
+
+    /// Waits until its stdout (the screen, on a pseudo-terminal) contains `needle`.
+    pub fn wait_for_stdout(&mut self, needle: &str) {
+        let stdout = self.stdout.clone();
+        self.wait_until(&format!("stdout shows {needle:?}"), || {
+            stdout.lock().unwrap().contains(needle)
+        });
+    }
+
+    /// Waits for the exit and returns what it did; after `DEADLINE` kills it and fails.
+    pub fn finish(mut self) -> Run {
+        let deadline = Instant::now() + DEADLINE;
+        loop {
+            if let Some(status) = self.child.try_wait().unwrap() {
+                return self.collect(status);
+            }
+            if Instant::now() > deadline {
+                self.kill();
+                panic!(
+                    "tenantctl did not finish within {} s\nstdout:\n{}\nstderr:\n{}",
+                    DEADLINE.as_secs(),
+                    self.stdout(),
+                    self.stderr()
+                );
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+    }
+
+    /// The output of an exited child, once its pipes are drained.
+    fn collect(&mut self, status: std::process::ExitStatus) -> Run {
+        drop(self.child.stdin.take());
+        for reader in [self.stdout_reader.take(), self.stderr_reader.take()]
+            .into_iter()
+            .flatten()
+        {
+            reader.join().unwrap();
+        }
+        Run {
+            code: status.code().unwrap_or(-1),
+            stdout: self.stdout(),
+            stderr: self.stderr(),
+        }
+    }
+}
+
+impl Drop for Spawned {
+    fn drop(&mut self) {
+        if let Ok(None) = self.child.try_wait() {
+            let _ = self.child.kill();
+            let _ = self.child.wait();
+        }
+    }
+}
