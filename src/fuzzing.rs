@@ -1,4 +1,4 @@
-//! The bodies of the fuzz targets in `fuzz/`, shared with `tests/props.rs`.
+//! The bodies of the fuzz targets in `fuzz/`, shared with `tests/suite/props.rs`.
 //!
 //! cargo-fuzz needs a nightly compiler; the property tests run on stable in every
 //! `cargo test`. Keeping each target's body here means both exercise exactly the same

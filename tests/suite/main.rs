@@ -34,4 +34,5 @@ mod selection_and_reports;
 mod sql_realism;
 mod tls;
 mod verbs;
+mod warm_sessions;
 mod workflows;

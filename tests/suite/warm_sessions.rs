@@ -3,9 +3,7 @@
 //! table, setting, role, advisory lock or prepared statement of the previous tenant's
 //! migrations reaches it; a connection that cannot be proven clean is not reused.
 
-mod checks;
-mod common_json;
-mod support;
+use crate::{checks, common_json, support};
 
 use checks::create;
 use common_json::RunReport;
