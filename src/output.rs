@@ -340,6 +340,18 @@ pub fn abort(json: bool, run_id: Option<&str>, message: &str, code: u8) -> ! {
     std::process::exit(i32::from(code))
 }
 
+/// The rows that say who a tenant is, first in every view of one tenant.
+pub fn identity_rows(t: &Tenant) -> Vec<(&'static str, String)> {
+    vec![
+        ("id", t.id.to_string()),
+        ("domain", t.domain.clone()),
+        ("name", t.tenant_name.clone()),
+        ("type", t.tenant_type.clone()),
+        ("email", t.email.clone().unwrap_or_default()),
+        ("schema", t.schema_name.clone()),
+    ]
+}
+
 /// One line per finished tenant, for logs and CI.
 pub fn progress_line(verb: &str, r: &TenantResult) -> String {
     let mut line = format!(

@@ -177,11 +177,6 @@ impl SchemaChange {
         }
     }
 
-    /// Whether this operation reads and writes a tenant's migration history.
-    pub fn uses_history(self) -> bool {
-        !matches!(self, SchemaChange::Provision | SchemaChange::Recreate)
-    }
-
     /// The plan for a tenant in `state`, or why the operation refuses it.
     pub fn plan<'s>(
         self,
@@ -190,9 +185,8 @@ impl SchemaChange {
         set: &'s MigrationSet,
         settings: &Settings,
     ) -> Result<TenantPlan<'s>, Refusal> {
-        let current = state.current();
         let mut plan = TenantPlan {
-            to_revision: current,
+            to_revision: state.current(),
             ..TenantPlan::default()
         };
         match self {
@@ -206,22 +200,22 @@ impl SchemaChange {
                 if let Some(role) = dependents::shared_role(settings, schema) {
                     return Err(Refusal::Unsafe(recreate_shared(schema, role)));
                 }
-                if state.schema_exists {
-                    plan.steps.push(Step::RecreateSchema);
+                plan.steps.push(if state.schema_exists {
                     plan.to_revision = None;
+                    Step::RecreateSchema
                 } else {
-                    plan.steps.push(Step::CreateSchema);
-                }
+                    Step::CreateSchema
+                });
                 return Ok(plan);
             }
             _ => {}
         }
-        let fresh;
-        let history: &[AppliedRow] = if state.schema_exists {
-            state
+        if state.schema_exists {
+            let history = state
                 .history
                 .as_deref()
-                .map_err(|e| Refusal::Unreadable(e.clone()))?
+                .map_err(|e| Refusal::Unreadable(e.clone()))?;
+            self.plan_history(plan, history, state.history_exists, schema, set)
         } else if matches!(
             self,
             SchemaChange::Upgrade {
@@ -230,47 +224,53 @@ impl SchemaChange {
             }
         ) {
             plan.steps.push(Step::CreateSchema);
-            fresh = Vec::new();
-            &fresh
+            self.plan_history(plan, &[], false, schema, set)
         } else {
-            return Err(Refusal::NotProvisioned);
+            Err(Refusal::NotProvisioned)
+        }
+    }
+
+    /// The steps of a change that works on the history, after `plan`'s steps.
+    fn plan_history<'s>(
+        self,
+        mut plan: TenantPlan<'s>,
+        history: &[AppliedRow],
+        history_exists: bool,
+        schema: &str,
+        set: &'s MigrationSet,
+    ) -> Result<TenantPlan<'s>, Refusal> {
+        let migrate = |files: Vec<&'s MigrationFile>, direction| {
+            files
+                .into_iter()
+                .map(move |file| Step::Migrate { file, direction })
         };
-        let history_exists = state.schema_exists && state.history_exists;
         match self {
             SchemaChange::Upgrade { target, .. } => {
                 let files =
                     upgrade_steps(history, set, target, schema).map_err(Refusal::Mismatch)?;
-                if !files.is_empty() {
-                    if !history_exists {
-                        plan.steps.push(Step::CreateHistoryTable);
-                    }
-                    plan.to_revision = files.last().map(|f| f.version);
+                if !files.is_empty() && !history_exists {
+                    plan.steps.push(Step::CreateHistoryTable);
                 }
                 plan.versions = files.iter().map(|f| f.version).collect();
-                plan.steps
-                    .extend(files.into_iter().map(|file| Step::Migrate {
-                        file,
-                        direction: Direction::Up,
-                    }));
+                plan.to_revision = files.last().map_or(plan.to_revision, |f| Some(f.version));
+                plan.steps.extend(migrate(files, Direction::Up));
             }
             SchemaChange::Downgrade(target) => {
                 let files =
                     downgrade_steps(history, set, target, schema).map_err(Refusal::Mismatch)?;
                 plan.versions = files.iter().map(|f| f.version).collect();
-                plan.to_revision = below(history, &[], target);
-                plan.steps
-                    .extend(files.into_iter().map(|file| Step::Migrate {
-                        file,
-                        direction: Direction::Down,
-                    }));
+                if !files.is_empty() {
+                    plan.to_revision = below(history, &[], target);
+                }
+                plan.steps.extend(migrate(files, Direction::Down));
             }
             SchemaChange::Stamp(target) => {
                 let (insert, forget) =
                     stamp_plan(history, set, target, schema).map_err(Refusal::Mismatch)?;
                 plan.versions = insert.iter().map(|f| f.version).collect();
-                plan.to_revision = below(history, &plan.versions, target);
                 plan.forgotten = forget.clone();
                 if !insert.is_empty() || !forget.is_empty() {
+                    plan.to_revision = below(history, &plan.versions, target);
                     plan.steps.push(Step::Stamp {
                         target,
                         insert,
@@ -279,9 +279,6 @@ impl SchemaChange {
                 }
             }
             SchemaChange::Provision | SchemaChange::Recreate => {}
-        }
-        if plan.versions.is_empty() && plan.forgotten.is_empty() {
-            plan.to_revision = current;
         }
         Ok(plan)
     }

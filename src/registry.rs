@@ -842,56 +842,40 @@ pub async fn record_with(
          updated_at = now() WHERE id = $1 RETURNING {COLUMNS}",
         t = tables.tenants
     );
-    let row = match event {
-        None => {
-            client
-                .query_opt(
-                    &update,
-                    &[
-                        &id,
-                        &observed.schema_exists,
-                        &observed.current.is_some(),
-                        &observed.current,
-                        &status,
-                        &error,
-                        &observed.history_readable,
-                    ],
-                )
-                .await
-        }
+    let has_revision = observed.current.is_some();
+    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
+        &id,
+        &observed.schema_exists,
+        &has_revision,
+        &observed.current,
+        &status,
+        &error,
+        &observed.history_readable,
+    ];
+    let event_status = if matches!(outcome, Outcome::Failed(_)) {
+        "failed"
+    } else {
+        "ok"
+    };
+    let sql = match event {
+        None => update,
         Some(ev) => {
-            let event_status = if matches!(outcome, Outcome::Failed(_)) {
-                "failed"
-            } else {
-                "ok"
-            };
             let insert = insert_event_sql(
                 &tables.events,
                 "SELECT $8::text::uuid, u.id, u.domain, u.schema_name, $9, $10, u.current_revision, $11, $6, $12, $13 FROM u",
             );
-            let sql = format!("WITH u AS ({update}), e AS ({insert}) SELECT {COLUMNS} FROM u");
-            client
-                .query_opt(
-                    &sql,
-                    &[
-                        &id,
-                        &observed.schema_exists,
-                        &observed.current.is_some(),
-                        &observed.current,
-                        &status,
-                        &error,
-                        &observed.history_readable,
-                        &ev.run_id,
-                        &ev.action,
-                        &ev.from_revision,
-                        &event_status,
-                        &ev.started_at,
-                        &ev.client_host,
-                    ],
-                )
-                .await
+            params.extend_from_slice(&[
+                &ev.run_id,
+                &ev.action,
+                &ev.from_revision,
+                &event_status,
+                &ev.started_at,
+                &ev.client_host,
+            ]);
+            format!("WITH u AS ({update}), e AS ({insert}) SELECT {COLUMNS} FROM u")
         }
     };
+    let row = client.query_opt(&sql, &params).await;
     let row = row
         .map_err(query_error("updating the registry"))?
         .ok_or_else(|| {

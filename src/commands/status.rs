@@ -51,40 +51,51 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     if args.tenant.is_some() {
-        let s = &st[0];
-        if ctx.out.is_json() {
-            ctx.out.json(s);
-        } else {
-            let mut rows = vec![
-                ("tenant", format!("{} (id {})", s.domain, s.tenant_id)),
-                ("schema", s.schema_name.clone()),
-                ("provisioned", yes_no(s.schema_provisioned).into()),
-                ("current revision", revision(s.current_revision)),
-                ("head", set.head().to_string()),
-                ("pending", pending_list(&s.pending_migrations)),
-                ("status", s.status.as_str().into()),
-            ];
-            if let Some(e) = &s.last_error {
-                rows.push(("last error", e.clone()));
-            }
-            for d in &s.drift {
-                rows.push(("drift", d.to_string()));
-            }
-            if let Some(e) = &s.history_error {
-                rows.push(("history", e.clone()));
-            }
-            ctx.out.pairs(&rows);
-        }
+        print_one(ctx, &st[0], set.head());
         return Ok(Exit::Ok);
     }
-    let summary = inspect::summarize(&st, set.head());
+    print_fleet(ctx, st, set.head());
+    Ok(Exit::Ok)
+}
+
+/// Prints one tenant's status.
+fn print_one(ctx: &Ctx, s: &TenantStatus, head: i32) {
+    if ctx.out.is_json() {
+        ctx.out.json(s);
+    } else {
+        let mut rows = vec![
+            ("tenant", format!("{} (id {})", s.domain, s.tenant_id)),
+            ("schema", s.schema_name.clone()),
+            ("provisioned", yes_no(s.schema_provisioned).into()),
+            ("current revision", revision(s.current_revision)),
+            ("head", head.to_string()),
+            ("pending", pending_list(&s.pending_migrations)),
+            ("status", s.status.as_str().into()),
+        ];
+        if let Some(e) = &s.last_error {
+            rows.push(("last error", e.clone()));
+        }
+        for d in &s.drift {
+            rows.push(("drift", d.to_string()));
+        }
+        if let Some(e) = &s.history_error {
+            rows.push(("history", e.clone()));
+        }
+        ctx.out.pairs(&rows);
+    }
+}
+
+/// Prints the fleet's status: the revision histogram, the tenants that need attention,
+/// and a summary line.
+fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
+    let summary = inspect::summarize(&st, head);
     let fleet = FleetStatus {
         tenants: st,
         summary,
     };
     if ctx.out.is_json() {
         ctx.out.json(&fleet);
-        return Ok(Exit::Ok);
+        return;
     }
     let s = &fleet.summary;
     let mut hist = ctx.out.table(&["revision", "tenants"]);
@@ -134,5 +145,4 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} failed",
         s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.failed
     ));
-    Ok(Exit::Ok)
 }

@@ -97,13 +97,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ctx.out.json(&created);
     } else {
         let t = &created.tenant;
-        ctx.out.pairs(&[
-            ("id", t.id.to_string()),
-            ("domain", t.domain.clone()),
-            ("name", t.tenant_name.clone()),
-            ("type", t.tenant_type.clone()),
-            ("email", t.email.clone().unwrap_or_default()),
-            ("schema", t.schema_name.clone()),
+        let mut rows = crate::output::identity_rows(t);
+        rows.extend([
             ("provisioned", yes_no(t.schema_provisioned).into()),
             ("revision", revision(t.current_revision)),
             (
@@ -116,6 +111,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             ),
             ("status", t.status.as_str().into()),
         ]);
+        ctx.out.pairs(&rows);
         ctx.out.print(&created.message);
         ctx.out.print(&format!(
             "API key (shown once, only its hash is stored): {}",

@@ -44,13 +44,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     }
     let t = &shown.tenant;
     let s = &shown.migration_status;
-    ctx.out.pairs(&[
-        ("id", t.id.to_string()),
-        ("domain", t.domain.clone()),
-        ("name", t.tenant_name.clone()),
-        ("type", t.tenant_type.clone()),
-        ("email", t.email.clone().unwrap_or_default()),
-        ("schema", t.schema_name.clone()),
+    let mut rows = crate::output::identity_rows(t);
+    rows.extend([
         ("provisioned", yes_no(s.schema_provisioned).into()),
         ("revision", revision(s.current_revision)),
         ("head", set.head().to_string()),
@@ -72,5 +67,6 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ("created", crate::output::timestamp(t.created_at)),
         ("updated", crate::output::timestamp(t.updated_at)),
     ]);
+    ctx.out.pairs(&rows);
     Ok(Exit::Ok)
 }
