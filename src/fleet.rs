@@ -12,7 +12,7 @@ use crate::error::Error;
 use crate::inspect::{self, TenantStatus};
 use crate::interrupt::Interrupt;
 use crate::migrations::MigrationSet;
-use crate::operation::{Env, OnTenant, Operation, Unprovisioned};
+use crate::operation::{triage_one, Env, OnTenant, Operation, Unprovisioned};
 use crate::pool::Pool;
 use crate::registry::{Observed, Registry, Status, Tenant};
 use crate::registry_conn::RegistryConn;
@@ -115,14 +115,84 @@ pub async fn observe(
     tenants: &[Tenant],
     history_table: &str,
 ) -> Result<HashMap<String, SchemaState>, Error> {
-    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
+    let mut out = HashMap::with_capacity(tenants.len());
+    let schemas = tenants.iter().map(|t| t.schema_name.clone()).collect();
+    observe_each(target, client, schemas, history_table, |name, state| {
+        out.insert(name, state);
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Like [`observe`], handing each schema's state to `sink` as it is read (see
+/// [`state::observe_each`]), so a fleet read holds one batch of histories at a time.
+pub async fn observe_each(
+    target: &db::Target,
+    client: &Client,
+    schemas: Vec<String>,
+    history_table: &str,
+    sink: impl FnMut(String, SchemaState),
+) -> Result<(), Error> {
     let batches = schemas.len().div_ceil(state::BATCH);
     let extra = batches.saturating_sub(1).min(3);
     let opened = futures::future::join_all((0..extra).map(|_| target.connect())).await;
     let extra: Vec<Client> = opened.into_iter().filter_map(Result::ok).collect();
     let mut clients: Vec<&Client> = vec![client];
     clients.extend(extra.iter());
-    state::observe_with(&clients, &schemas, history_table).await
+    state::observe_each(&clients, &schemas, history_table, sink).await
+}
+
+/// Each tenant's slot in selection order, by schema name.
+fn positions(tenants: &[Tenant]) -> HashMap<String, usize> {
+    tenants
+        .iter()
+        .enumerate()
+        .map(|(i, t)| (t.schema_name.clone(), i))
+        .collect()
+}
+
+/// Plans an upgrade to `to` from one streamed observation: tenants at the target are
+/// answered at once (see [`triage_upgrade`]) and their registry cache refreshed; the
+/// others need a session. Only the plan is kept, never the fleet's histories.
+#[allow(clippy::too_many_arguments)]
+pub async fn plan_upgrade(
+    target: &db::Target,
+    client: &Client,
+    registry: &Registry<'_>,
+    tenants: Vec<Tenant>,
+    set: &MigrationSet,
+    to: i32,
+    unprovisioned: Unprovisioned,
+    history_table: &str,
+) -> Result<Vec<Planned>, Error> {
+    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
+    let at = positions(&tenants);
+    let mut waiting: Vec<Option<Tenant>> = tenants.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<Planned>> = (0..waiting.len()).map(|_| None).collect();
+    let mut observed: Vec<(i64, Observed)> = Vec::new();
+    observe_each(target, client, schemas, history_table, |name, state| {
+        let Some(&i) = at.get(&name) else { return };
+        let Some(t) = waiting[i].take() else { return };
+        let id = t.id;
+        let mut planned = triage_one(t, Some(&state), set, to, unprovisioned);
+        if let Planned::Done(r) = &mut planned {
+            // The registry row is only needed to refresh its cache, below.
+            if r.tenant.take().is_some() && state.history.is_ok() {
+                observed.push((id, Observed::of(&state)));
+            }
+        }
+        slots[i] = Some(planned);
+    })
+    .await?;
+    if !observed.is_empty() {
+        // Read-only users cannot refresh the cache; the plan is still right.
+        let _ = registry.sync(&observed).await;
+    }
+    Ok(slots
+        .into_iter()
+        .zip(waiting)
+        .filter_map(|(slot, t)| slot.or(t.map(Planned::Work)))
+        .collect())
 }
 
 /// Observes the tenants' schemas in a few round trips, refreshes the registry's cached
@@ -135,32 +205,39 @@ pub async fn statuses(
     set: &MigrationSet,
     history_table: &str,
 ) -> Result<Vec<TenantStatus>, Error> {
-    let mut states = observe(target, client, tenants, history_table).await?;
-    let mut out = Vec::with_capacity(tenants.len());
-    for t in tenants.iter_mut() {
-        let Some(st) = states.remove(&t.schema_name) else {
+    let at = positions(tenants);
+    let mut out: Vec<Option<TenantStatus>> = (0..tenants.len()).map(|_| None).collect();
+    let schemas = tenants.iter().map(|t| t.schema_name.clone()).collect();
+    observe_each(target, client, schemas, history_table, |name, st| {
+        if let Some(&i) = at.get(&name) {
+            out[i] = Some(inspect::tenant_status(&tenants[i], &st, set));
+        }
+    })
+    .await?;
+    let mut statuses = Vec::with_capacity(tenants.len());
+    for (t, status) in tenants.iter_mut().zip(out) {
+        let Some(status) = status else {
             return Err(Error::failed(format!(
                 "schema {} was not observed",
                 crate::ident::quote(&t.schema_name)
             )));
         };
-        let status = inspect::tenant_status(t, &st, set);
         t.schema_provisioned = status.schema_provisioned;
         // An unreadable history says nothing about the revision: keep the cached one.
         if status.history_error.is_none() {
             t.current_revision = status.current_revision;
             t.migrations_applied = status.migrations_applied;
         }
-        out.push(status);
+        statuses.push(status);
     }
-    let observed: Vec<(i64, Observed)> = out
+    let observed: Vec<(i64, Observed)> = statuses
         .iter()
         .filter(|s| s.history_error.is_none())
         .map(|s| (s.tenant_id, inspect::observed(s)))
         .collect();
     // Read-only users cannot refresh the cache; the status itself is still right.
     let _ = registry.sync(&observed).await;
-    Ok(out)
+    Ok(statuses)
 }
 
 /// Refreshes the registry's cached columns for tenants answered without a session.

@@ -23,7 +23,6 @@
 //! recorded through the command's registry connection ([`RegistryConn`]), which
 //! reconnects after a server restart.
 
-use std::collections::HashMap;
 use std::future::Future;
 use std::time::Instant;
 
@@ -170,39 +169,36 @@ impl Operation for Change<'_> {
     }
 }
 
-/// Decides which tenants an upgrade to `target` must open a session for: those behind,
-/// drifted, unreadable, or not `active` in the registry (so a success can clear a stale
-/// `failed`). The others are answered from `states` at once; among them, a tenant whose
-/// schema existed (status `active`, or `schema_provisioned`) and is gone has failed.
-pub fn triage_upgrade(
-    tenants: Vec<Tenant>,
-    states: &HashMap<String, SchemaState>,
+/// Decides whether an upgrade to `target` must open a session for a tenant: when it is
+/// behind, drifted, unreadable, or not `active` in the registry (so a success can clear a
+/// stale `failed`). Otherwise it is answered from `state` at once; a tenant whose schema
+/// existed (status `active`, or `schema_provisioned`) and is gone has failed.
+pub fn triage_one(
+    t: Tenant,
+    state: Option<&SchemaState>,
     set: &MigrationSet,
     target: i32,
     unprovisioned: Unprovisioned,
-) -> Vec<Planned> {
-    tenants
-        .into_iter()
-        .map(|t| match states.get(&t.schema_name) {
-            None => Planned::Work(t),
-            Some(st) if !st.schema_exists => triage_missing(t, unprovisioned),
-            Some(st) => {
-                let Ok(history) = &st.history else {
-                    return Planned::Work(t);
-                };
-                let cmp = compare(history, set);
-                let behind = cmp.pending.iter().any(|v| *v <= target);
-                if behind || !cmp.drift.is_empty() || t.status != Status::Active {
-                    return Planned::Work(t);
-                }
-                let mut r = TenantResult::new(&t, ResultStatus::UpToDate);
-                r.from_revision = cmp.current;
-                r.to_revision = cmp.current;
-                r.tenant = Some(t);
-                Planned::Done(r)
-            }
-        })
-        .collect()
+) -> Planned {
+    let Some(st) = state else {
+        return Planned::Work(t);
+    };
+    if !st.schema_exists {
+        return triage_missing(t, unprovisioned);
+    }
+    let Ok(history) = &st.history else {
+        return Planned::Work(t);
+    };
+    let cmp = compare(history, set);
+    let behind = cmp.pending.iter().any(|v| *v <= target);
+    if behind || !cmp.drift.is_empty() || t.status != Status::Active {
+        return Planned::Work(t);
+    }
+    let mut r = TenantResult::new(&t, ResultStatus::UpToDate);
+    r.from_revision = cmp.current;
+    r.to_revision = cmp.current;
+    r.tenant = Some(t);
+    Planned::Done(r)
 }
 
 /// A tenant whose schema does not exist, in an upgrade.

@@ -7,6 +7,7 @@
 
 use std::collections::HashMap;
 
+use futures::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
@@ -57,8 +58,24 @@ pub async fn observe_with(
     schemas: &[String],
     table: &str,
 ) -> Result<HashMap<String, SchemaState>, Error> {
-    let client = clients[0];
-    let rows = client
+    let mut out = HashMap::with_capacity(schemas.len());
+    observe_each(clients, schemas, table, |name, state| {
+        out.insert(name, state);
+    })
+    .await?;
+    Ok(out)
+}
+
+/// Like [`observe_with`], handing each schema's state to `sink` as its batch arrives
+/// instead of collecting them, so a fleet read holds one batch of histories at a time.
+/// Every schema asked for is handed over exactly once.
+pub async fn observe_each(
+    clients: &[&Client],
+    schemas: &[String],
+    table: &str,
+    mut sink: impl FnMut(String, SchemaState),
+) -> Result<(), Error> {
+    let rows = clients[0]
         .query(
             "SELECT s.name, n.oid IS NOT NULL, c.oid IS NOT NULL \
              FROM unnest($1::text[]) AS s(name) \
@@ -68,68 +85,66 @@ pub async fn observe_with(
         )
         .await
         .map_err(query_error("reading tenant schemas from the catalog"))?;
-    let mut out = HashMap::with_capacity(schemas.len());
     let mut with_history = Vec::new();
     for row in rows {
         let (name, schema_exists, history_exists): (String, bool, bool) =
             (row.get(0), row.get(1), row.get(2));
         if history_exists {
-            with_history.push(name.clone());
-        }
-        out.insert(
-            name,
-            SchemaState {
+            with_history.push(name);
+        } else {
+            let state = SchemaState {
                 schema_exists,
                 history_exists,
                 history: Ok(Vec::new()),
-            },
-        );
-    }
-    let chunks: Vec<&[String]> = with_history.chunks(BATCH).collect();
-    let lanes = clients.len().max(1);
-    let per_lane = futures::future::join_all((0..lanes).map(|lane| {
-        let mine: Vec<&[String]> = chunks.iter().skip(lane).step_by(lanes).copied().collect();
-        read_lane(clients[lane], mine, table)
-    }))
-    .await;
-    for found in per_lane {
-        for (name, history) in found {
-            if let Some(state) = out.get_mut(&name) {
-                state.history = history;
-            }
+            };
+            sink(name, state);
         }
     }
-    Ok(out)
+    let lanes = clients.len().max(1);
+    let mut batches = futures::stream::iter(with_history.chunks(BATCH).enumerate())
+        .map(|(i, chunk)| read_batch(clients[i % lanes], chunk, table))
+        .buffer_unordered(lanes);
+    while let Some(found) = batches.next().await {
+        for (name, history) in found {
+            let state = SchemaState {
+                schema_exists: true,
+                history_exists: true,
+                history,
+            };
+            sink(name, state);
+        }
+    }
+    Ok(())
 }
 
-type Histories = HashMap<String, Result<Vec<AppliedRow>, String>>;
+/// One history, or why it could not be read.
+type History = Result<Vec<AppliedRow>, String>;
 
-/// Reads some batches, one after another, on one connection.
-async fn read_lane(client: &Client, chunks: Vec<&[String]>, table: &str) -> Histories {
-    let mut all = Histories::new();
-    for chunk in chunks {
-        match read_histories(client, chunk, table).await {
-            Ok(mut found) => {
-                for name in chunk {
-                    all.insert(
-                        name.clone(),
-                        found.remove(name).unwrap_or_else(|| Ok(Vec::new())),
-                    );
-                }
+type Histories = HashMap<String, History>;
+
+/// Reads one batch of history tables; when one of them cannot be read (which fails the
+/// whole `UNION`), reads the batch table by table so only that tenant gets the error.
+async fn read_batch(client: &Client, chunk: &[String], table: &str) -> Vec<(String, History)> {
+    match read_histories(client, chunk, table).await {
+        Ok(mut found) => chunk
+            .iter()
+            .map(|name| {
+                let history = found.remove(name).unwrap_or_else(|| Ok(Vec::new()));
+                (name.clone(), history)
+            })
+            .collect(),
+        Err(_) => {
+            let mut all = Vec::with_capacity(chunk.len());
+            for name in chunk {
+                let one = read_histories(client, std::slice::from_ref(name), table)
+                    .await
+                    .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
+                    .unwrap_or_else(|e| Err(e.to_string()));
+                all.push((name.clone(), one));
             }
-            // One unreadable table fails the whole UNION: read this chunk one by one.
-            Err(_) => {
-                for name in chunk {
-                    let one = read_histories(client, std::slice::from_ref(name), table)
-                        .await
-                        .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
-                        .unwrap_or_else(|e| Err(e.to_string()));
-                    all.insert(name.clone(), one);
-                }
-            }
+            all
         }
     }
-    all
 }
 
 async fn read_histories(

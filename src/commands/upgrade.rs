@@ -5,7 +5,7 @@ use crate::dryrun;
 use crate::error::Result;
 use crate::exit::Exit;
 use crate::fleet;
-use crate::operation::{triage_upgrade, Change};
+use crate::operation::Change;
 use crate::plan::SchemaChange;
 use crate::registry::Registry;
 
@@ -39,24 +39,34 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(&registry, &args.selection).await?;
     let unprovisioned = super::selection(&args.selection).unprovisioned();
-    let states = super::observe(ctx, &client, &tenants).await?;
     if args.dry_run {
+        let states = super::observe(ctx, &client, &tenants).await?;
+        let change = SchemaChange::Upgrade {
+            target,
+            provision: false,
+        };
         let dry = dryrun::plan(
             &tenants,
             &states,
             &set,
             &ctx.settings,
-            SchemaChange::Upgrade {
-                target,
-                provision: false,
-            },
+            change,
             unprovisioned,
         );
         return Ok(super::print_dry_run(ctx, &dry));
     }
-    let planned = triage_upgrade(tenants, &states, &set, target, unprovisioned);
-    fleet::sync_observed(&registry, &states, &planned).await;
-    drop(states);
+    let table = &ctx.settings.history_table;
+    let planned = fleet::plan_upgrade(
+        &ctx.target,
+        &client,
+        &registry,
+        tenants,
+        &set,
+        target,
+        unprovisioned,
+        table,
+    )
+    .await?;
     let op = Change {
         change: SchemaChange::Upgrade {
             target,
