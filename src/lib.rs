@@ -41,13 +41,7 @@ pub use error::{Error, Exit};
 
 /// Runs a parsed command line and returns the exit code to use.
 pub async fn run(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Exit> {
-    let concurrency = match &cli.command {
-        Command::Upgrade(a) => a.bulk.concurrency,
-        Command::Provision(a) => a.bulk.concurrency,
-        Command::Downgrade(a) => a.bulk.concurrency,
-        Command::Stamp(a) => a.bulk.concurrency,
-        _ => None,
-    };
+    let concurrency = cli.command.concurrency();
     // Completions need no configuration: they work anywhere, even with a broken config.
     if let Command::Completions(a) = &cli.command {
         return commands::completions::run(a);

@@ -5,13 +5,7 @@ use clap::CommandFactory;
 use crate::cli::Cli;
 use crate::error::{Exit, Result};
 
-/// Arguments of `completions`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The shell to write completions for.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
-}
+pub use crate::cli::CompletionsArgs as Args;
 
 /// Writes the completion script to stdout.
 pub fn run(args: &Args) -> Result<Exit> {

@@ -2,7 +2,6 @@
 
 use serde::Serialize;
 
-use crate::cli::Selection;
 use crate::error::{Exit, Result};
 use crate::inspect::{self, StatusSummary};
 use crate::output::revision;
@@ -10,12 +9,7 @@ use crate::registry::Registry;
 
 use super::{select, statuses, Ctx};
 
-/// Arguments of `current`: the bulk commands' selection (default: every tenant).
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub selection: Selection,
-}
+pub use crate::cli::CurrentArgs as Args;
 
 /// One tenant's revision.
 #[derive(Debug, Serialize)]

@@ -342,7 +342,7 @@ pub async fn run_fleet(
 }
 
 /// Asks before a destructive change to these tenants (see [`Output::confirm`]).
-pub fn confirm_tenants(ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) -> Result<(), Error> {
+pub fn confirm_tenants(_ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) -> Result<(), Error> {
     if tenants.is_empty() {
         return Ok(());
     }
@@ -353,7 +353,7 @@ pub fn confirm_tenants(ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) -> 
     } else {
         String::new()
     };
-    ctx.out.confirm(
+    crate::cli::confirm::confirm(
         &format!(
             "{what} on {} tenant(s) ({}{more}).",
             tenants.len(),

@@ -13,26 +13,7 @@ use crate::runner::{LockHolder, LockWait, Session};
 
 use super::super::Ctx;
 
-/// Arguments of `tenant drop`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The tenant: domain, id or schema name.
-    #[arg(value_name = "TENANT")]
-    pub tenant: String,
-
-    /// Keep the schema and its data; only remove the registry row.
-    #[arg(long)]
-    pub keep_schema: bool,
-
-    /// Confirm without asking (needed without a terminal).
-    #[arg(long)]
-    pub yes: bool,
-
-    /// Show what would be dropped and what outside the schema would block it; change
-    /// nothing. Exit 0 when the drop could go ahead, 1 when it would be refused.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub use crate::cli::tenant::DropArgs as Args;
 
 /// The JSON document `tenant drop` prints.
 #[derive(Debug, Serialize)]
@@ -115,7 +96,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             quote(&tenant.schema_name)
         )
     };
-    ctx.out.confirm(&what, args.yes)?;
+    crate::cli::confirm::confirm(&what, args.yes)?;
     let started_at = OffsetDateTime::now_utc();
     let notices = ctx.out.notices("tenant drop");
     let report = |holder: Option<&LockHolder>| notices.waiting(&tenant, holder);
