@@ -1,8 +1,9 @@
 //! tenantctl: a migrator for schema-per-tenant PostgreSQL.
 //!
 //! The crate is a library with a thin binary. Layout:
-//! - [`cli`]: clap definitions; [`commands`]: one module per command (the only callers of
-//!   [`output`], the only module that prints).
+//! - [`cli`]: clap definitions and the confirmation prompt (independent of [`commands`]);
+//!   [`commands`]: one module per command (the only callers of [`output`], the only
+//!   module that prints). No engine module uses clap.
 //! - Engine, which returns data and never prints: [`config`], [`db`], [`ident`],
 //!   [`migrations`], [`registry`], [`registry_conn`] (a registry connection that survives
 //!   a server restart), [`state`], [`runner`] (one tenant), [`fleet`] (many tenants),
@@ -39,8 +40,16 @@ use cli::{Cli, Command};
 use commands::Ctx;
 pub use error::{Error, Exit};
 
-/// Runs a parsed command line and returns the exit code to use.
+/// Runs a parsed command line and returns the exit code to use; [`output::BrokenPipe`]
+/// when stdout was closed before all results were written.
 pub async fn run(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Exit> {
+    let outcome = dispatch(cli, interrupt).await;
+    output::stdout_closed()?;
+    outcome
+}
+
+/// Runs the command.
+async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Exit> {
     let concurrency = cli.command.concurrency();
     // Completions need no configuration: they work anywhere, even with a broken config.
     if let Command::Completions(a) = &cli.command {

@@ -1,5 +1,5 @@
-//! The command layer: one module per command, each with its clap `Args` and a `run` that
-//! calls the engine and hands the result to [`crate::output`].
+//! The command layer: one module per command, each with a `run` that takes its `Args`
+//! (defined in [`crate::cli`]), calls the engine and hands the result to [`crate::output`].
 //!
 //! [`Ctx`] carries what every command needs: the effective settings, the connection
 //! target and the output settings.
