@@ -439,6 +439,11 @@ impl Drop for Live {
 }
 
 /// The wait before retry number `attempt` (0-based): 100 ms, doubling, at most 1 s.
+///
+/// Written out rather than taken from a retry crate such as `backon`: its jitter adds up
+/// to a whole delay on top (so waits pass the 1 s cap), and its retry loop cannot express
+/// [`Target::connect_patiently`]'s rules (no deadline while the run's other sessions are
+/// connected, a deadline shared by the run otherwise, stopping when interrupted).
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100)
         .saturating_mul(1u32 << attempt.min(10))
