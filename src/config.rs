@@ -15,60 +15,91 @@ use crate::ident;
 /// The file name looked for in the current directory when no config is named.
 pub const DEFAULT_CONFIG_FILE: &str = "tenants.toml";
 
-/// `tenants.toml` as written. Every key is optional; unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    database: DatabaseSection,
-    #[serde(default)]
-    registry: RegistrySection,
-    #[serde(default)]
-    migrations: MigrationsSection,
-    #[serde(default)]
-    tenants: TenantsSection,
-    #[serde(default)]
-    run: RunSection,
+/// Declares the config file's keys once. From this one list come the serde sections
+/// (which refuse unknown keys), and [`KEYS`], from which [`resolve`] records where each
+/// setting came from and [`describe`] lists it for `config show`. Each key names its type
+/// in the file and how `config show` prints its effective value.
+macro_rules! config_keys {
+    ($($section:ident: $Section:ident {
+        $($key:ident: $ty:ty => $shown:expr,)*
+    })*) => {
+        /// `tenants.toml` as written. Every key is optional; unknown keys are errors.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $(#[serde(default)] $section: $Section,)*
+        }
+
+        $(
+            /// One `[section]` of the file.
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct $Section {
+                $($key: Option<$ty>,)*
+            }
+        )*
+
+        /// Every config key, in `config show` order.
+        const KEYS: &[Key] = &[$($(Key {
+            name: concat!(stringify!($section), ".", stringify!($key)),
+            in_file: |f| f.$section.$key.is_some(),
+            shown: $shown,
+        },)*)*];
+    };
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DatabaseSection {
-    url: Option<String>,
-    sslmode: Option<String>,
-    sslrootcert: Option<PathBuf>,
-    connect_timeout: Option<String>,
+config_keys! {
+    database: DatabaseSection {
+        url: String => |_, shown| shown.database.to_string(),
+        sslmode: String => |_, shown| shown.tls.sslmode.as_str().to_string(),
+        sslrootcert: PathBuf => |_, shown| shown.tls.sslrootcert.clone(),
+        connect_timeout: String => |s, _| duration_shown(s.connect_timeout),
+    }
+    registry: RegistrySection {
+        schema: String => |s, _| s.registry_schema.clone(),
+    }
+    migrations: MigrationsSection {
+        dir: PathBuf => |s, _| s.migrations_dir.display().to_string(),
+        table: String => |s, _| s.history_table.clone(),
+    }
+    tenants: TenantsSection {
+        schema_prefix: String => |s, _| s.schema_prefix.clone(),
+        extra_search_path: Vec<String> => |s, _| format!("{:?}", s.extra_search_path),
+    }
+    run: RunSection {
+        concurrency: usize => |s, _| s.concurrency.to_string(),
+        lock_timeout: String => |s, _| duration_shown(s.lock_timeout),
+        lock_retries: u64 => |s, _| s.lock_retries.to_string(),
+        lock_retry_delay: String => |s, _| duration_shown(s.lock_retry_delay),
+        statement_timeout: String => |s, _| duration_shown(s.statement_timeout),
+        lock_wait: String => |s, _| duration_shown(s.lock_wait),
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistrySection {
-    schema: Option<String>,
+/// One config key (see [`config_keys!`]).
+struct Key {
+    /// `section.key`, e.g. `run.lock_wait`.
+    name: &'static str,
+    /// Whether the file sets it.
+    in_file: fn(&FileConfig) -> bool,
+    /// Its effective value for `config show`, secrets redacted.
+    shown: fn(&Settings, &Shown) -> String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MigrationsSection {
-    dir: Option<PathBuf>,
-    table: Option<String>,
+/// What `config show` prints for settings kept outside [`Settings`]: the connection
+/// target and its TLS settings.
+struct Shown<'a> {
+    database: &'a str,
+    tls: &'a TlsShown,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TenantsSection {
-    schema_prefix: Option<String>,
-    extra_search_path: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunSection {
-    concurrency: Option<usize>,
-    lock_timeout: Option<String>,
-    lock_retries: Option<u64>,
-    lock_retry_delay: Option<String>,
-    statement_timeout: Option<String>,
-    lock_wait: Option<String>,
+/// A duration for `config show`: `0`, or e.g. `1m 30s`.
+fn duration_shown(d: Duration) -> String {
+    if d.is_zero() {
+        "0".to_string()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
 }
 
 /// How TLS is used for database connections: libpq's `sslmode` values (all but `allow`).
@@ -455,14 +486,17 @@ pub fn resolve(
         Duration::ZERO,
     )?;
 
-    let from = |in_file: bool| {
-        if in_file {
-            Source::File
-        } else {
-            Source::Default
-        }
-    };
-    let mut sources = BTreeMap::new();
+    let mut sources: BTreeMap<&'static str, Source> = KEYS
+        .iter()
+        .map(|k| {
+            let source = if (k.in_file)(&file) {
+                Source::File
+            } else {
+                Source::Default
+            };
+            (k.name, source)
+        })
+        .collect();
     sources.insert(
         "database.url",
         match database_url.as_ref().map(|u| u.origin.as_str()) {
@@ -471,45 +505,10 @@ pub fn resolve(
             Some(_) => Source::File,
         },
     );
-    sources.insert("database.sslmode", from(file.database.sslmode.is_some()));
-    sources.insert(
-        "database.sslrootcert",
-        from(file.database.sslrootcert.is_some()),
-    );
-    sources.insert(
-        "database.connect_timeout",
-        from(file.database.connect_timeout.is_some()),
-    );
-    sources.insert("registry.schema", from(file.registry.schema.is_some()));
     sources.insert("migrations.dir", migrations_dir_source);
-    sources.insert("migrations.table", from(file.migrations.table.is_some()));
-    sources.insert(
-        "tenants.schema_prefix",
-        from(file.tenants.schema_prefix.is_some()),
-    );
-    sources.insert(
-        "tenants.extra_search_path",
-        from(file.tenants.extra_search_path.is_some()),
-    );
-    sources.insert(
-        "run.concurrency",
-        if overrides.concurrency.is_some() {
-            Source::Flag
-        } else {
-            from(file.run.concurrency.is_some())
-        },
-    );
-    sources.insert("run.lock_timeout", from(file.run.lock_timeout.is_some()));
-    sources.insert("run.lock_retries", from(file.run.lock_retries.is_some()));
-    sources.insert(
-        "run.lock_retry_delay",
-        from(file.run.lock_retry_delay.is_some()),
-    );
-    sources.insert(
-        "run.statement_timeout",
-        from(file.run.statement_timeout.is_some()),
-    );
-    sources.insert("run.lock_wait", from(file.run.lock_wait.is_some()));
+    if overrides.concurrency.is_some() {
+        sources.insert("run.concurrency", Source::Flag);
+    }
     Ok(Settings {
         sources,
         config_file,
@@ -622,49 +621,19 @@ fn origin(settings: &Settings, key: &str, source: Source) -> Option<String> {
 /// [`crate::db::Target::display`] shows it (never with a password), `tls` its TLS
 /// settings as [`crate::db::Target::tls_shown`] gives them.
 pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entry> {
-    let d = |d: Duration| {
-        if d.is_zero() {
-            "0".to_string()
-        } else {
-            humantime::format_duration(d).to_string()
-        }
-    };
-    let values: Vec<(&'static str, String)> = vec![
-        ("database.url", database.to_string()),
-        ("database.sslmode", tls.sslmode.as_str().to_string()),
-        ("database.sslrootcert", tls.sslrootcert.clone()),
-        ("database.connect_timeout", d(settings.connect_timeout)),
-        ("registry.schema", settings.registry_schema.clone()),
-        (
-            "migrations.dir",
-            settings.migrations_dir.display().to_string(),
-        ),
-        ("migrations.table", settings.history_table.clone()),
-        ("tenants.schema_prefix", settings.schema_prefix.clone()),
-        (
-            "tenants.extra_search_path",
-            format!("{:?}", settings.extra_search_path),
-        ),
-        ("run.concurrency", settings.concurrency.to_string()),
-        ("run.lock_timeout", d(settings.lock_timeout)),
-        ("run.lock_retries", settings.lock_retries.to_string()),
-        ("run.lock_retry_delay", d(settings.lock_retry_delay)),
-        ("run.statement_timeout", d(settings.statement_timeout)),
-        ("run.lock_wait", d(settings.lock_wait)),
-    ];
-    values
-        .into_iter()
-        .map(|(key, value)| {
-            let source = match key {
+    let shown = Shown { database, tls };
+    KEYS.iter()
+        .map(|k| {
+            let source = match k.name {
                 "database.sslmode" => tls.sslmode_source,
                 "database.sslrootcert" => tls.sslrootcert_source,
-                _ => settings.source(key),
+                _ => settings.source(k.name),
             };
             Entry {
-                key,
-                value,
+                key: k.name,
+                value: (k.shown)(settings, &shown),
                 source,
-                origin: origin(settings, key, source),
+                origin: origin(settings, k.name, source),
             }
         })
         .collect()
@@ -705,6 +674,36 @@ mod tests {
         assert_eq!(s.statement_timeout, Duration::ZERO);
         assert_eq!(s.connect_timeout, Duration::from_secs(10));
         assert_eq!(s.lock_wait, Duration::ZERO);
+    }
+
+    /// Every key of the file is read, its source recorded and listed by `config show`,
+    /// once and in order, from the one list in `config_keys!`.
+    #[test]
+    fn every_key_in_the_file_is_read_and_shown_as_from_the_file() {
+        let text = "[database]\nurl = \"postgres://h/db\"\nsslmode = \"require\"\nsslrootcert = \"ca.pem\"\nconnect_timeout = \"3s\"\n\
+                    [registry]\nschema = \"reg\"\n[migrations]\ndir = \"m\"\ntable = \"hist\"\n\
+                    [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
+                    [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\n";
+        let s = resolve(
+            &Overrides::default(),
+            &env_of(&[]),
+            Path::new("/"),
+            file(text),
+        )
+        .unwrap();
+        let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
+        let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
+        let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(keys, expected);
+        assert_eq!(keys.len(), 15);
+        for e in &shown {
+            assert_eq!(e.source, Source::File, "{}", e.key);
+        }
+        let value = |key: &str| shown.iter().find(|e| e.key == key).unwrap().value.clone();
+        assert_eq!(value("migrations.table"), "hist");
+        assert_eq!(value("run.lock_retries"), "5");
+        assert_eq!(value("run.lock_wait"), "5s");
+        assert_eq!(value("tenants.extra_search_path"), "[\"ext\"]");
     }
 
     #[test]
