@@ -369,29 +369,7 @@ pub fn resolve(
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| cwd.to_path_buf());
-    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-
-    let database_url = if let Some(url) = nonempty(overrides.database_url.clone()) {
-        Some(DatabaseUrl {
-            value: url,
-            origin: if overrides.database_url_from_env {
-                "TENANTCTL_DATABASE_URL".into()
-            } else {
-                "--database-url".into()
-            },
-        })
-    } else if let Some(url) = nonempty(env("DATABASE_URL")) {
-        Some(DatabaseUrl {
-            value: url,
-            origin: "DATABASE_URL".into(),
-        })
-    } else {
-        nonempty(file.database.url.clone()).map(|url| DatabaseUrl {
-            value: url,
-            origin: "database.url in the config file".into(),
-        })
-    };
-
+    let database_url = database_url(overrides, env, &file);
     let sslmode = file
         .database
         .sslmode
@@ -415,100 +393,24 @@ pub fn resolve(
         .clone()
         .unwrap_or_else(|| "public".into());
     ident::validate_registry_schema(&registry_schema).map_err(as_setup("registry.schema"))?;
-
-    let (migrations_dir, migrations_dir_source) =
-        match (&overrides.migrations, &file.migrations.dir) {
-            (Some(dir), _) if overrides.migrations_from_env => (cwd.join(dir), Source::Environment),
-            (Some(flag), _) => (cwd.join(flag), Source::Flag),
-            (None, Some(dir)) => (file_dir.join(dir), Source::File),
-            (None, None) => (cwd.join("migrations"), Source::Default),
-        };
-    let history_table = file
-        .migrations
-        .table
-        .clone()
-        .unwrap_or_else(|| "refinery_schema_history".into());
-    ident::validate_identifier(&history_table, "history table")
-        .map_err(as_setup("migrations.table"))?;
-
-    let schema_prefix = file
-        .tenants
-        .schema_prefix
-        .clone()
-        .unwrap_or_else(|| "tenant_".into());
-    if !schema_prefix
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        || schema_prefix.starts_with(|c: char| c.is_ascii_digit())
-        || schema_prefix.len() > 40
-    {
-        return Err(Error::setup(format!(
-            "tenants.schema_prefix {} must be lowercase letters, digits and '_', not start with a digit, at most 40 bytes",
-            ident::shown(&schema_prefix)
-        )));
-    }
-    let extra_search_path = file.tenants.extra_search_path.clone().unwrap_or_default();
-    for s in &extra_search_path {
-        ident::validate_identifier(s, "schema in tenants.extra_search_path")
-            .map_err(as_setup("tenants.extra_search_path"))?;
-    }
-
-    let concurrency = overrides.concurrency.or(file.run.concurrency).unwrap_or(4);
-    if concurrency == 0 || concurrency > 1024 {
-        return Err(Error::setup(format!(
-            "concurrency {concurrency} is out of range; use 1 to 1024"
-        )));
-    }
-    let lock_timeout = pg_timeout(
-        file.run.lock_timeout.as_deref(),
-        "run.lock_timeout",
-        Duration::from_secs(10),
-    )?;
-    let lock_retries = file.run.lock_retries.unwrap_or(3);
-    let Ok(lock_retries @ 0..=100) = u32::try_from(lock_retries) else {
-        return Err(Error::setup(format!(
-            "config run.lock_retries {lock_retries} is out of range; use 0 to 100"
-        )));
-    };
-    let lock_retry_delay = duration(
-        file.run.lock_retry_delay.as_deref(),
-        "run.lock_retry_delay",
-        Duration::from_secs(1),
-    )?;
-    let statement_timeout = pg_timeout(
-        file.run.statement_timeout.as_deref(),
-        "run.statement_timeout",
-        Duration::ZERO,
-    )?;
-    let lock_wait = duration(
-        file.run.lock_wait.as_deref(),
-        "run.lock_wait",
-        Duration::ZERO,
-    )?;
-
-    let mut sources: BTreeMap<&'static str, Source> = KEYS
-        .iter()
-        .map(|k| {
-            let source = if (k.in_file)(&file) {
-                Source::File
-            } else {
-                Source::Default
-            };
-            (k.name, source)
-        })
-        .collect();
-    sources.insert(
-        "database.url",
-        match database_url.as_ref().map(|u| u.origin.as_str()) {
-            Some("--database-url") => Source::Flag,
-            Some("TENANTCTL_DATABASE_URL" | "DATABASE_URL") | None => Source::Environment,
-            Some(_) => Source::File,
-        },
+    let (migrations_dir, migrations_dir_source) = migrations_dir(overrides, &file, cwd, &file_dir);
+    let history_table = history_table(&file)?;
+    let schema_prefix = schema_prefix(&file)?;
+    let extra_search_path = extra_search_path(&file)?;
+    let RunLimits {
+        concurrency,
+        lock_timeout,
+        lock_retries,
+        lock_retry_delay,
+        statement_timeout,
+        lock_wait,
+    } = run_limits(overrides, &file)?;
+    let sources = sources(
+        &file,
+        overrides,
+        database_url.as_ref(),
+        migrations_dir_source,
     );
-    sources.insert("migrations.dir", migrations_dir_source);
-    if overrides.concurrency.is_some() {
-        sources.insert("run.concurrency", Source::Flag);
-    }
     Ok(Settings {
         sources,
         config_file,
@@ -529,6 +431,176 @@ pub fn resolve(
         statement_timeout,
         lock_wait,
     })
+}
+
+/// The database URL: `--database-url` (or `TENANTCTL_DATABASE_URL`), then `DATABASE_URL`,
+/// then `database.url` in the file; blank values count as unset.
+fn database_url(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &FileConfig,
+) -> Option<DatabaseUrl> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    if let Some(url) = nonempty(overrides.database_url.clone()) {
+        Some(DatabaseUrl {
+            value: url,
+            origin: if overrides.database_url_from_env {
+                "TENANTCTL_DATABASE_URL".into()
+            } else {
+                "--database-url".into()
+            },
+        })
+    } else if let Some(url) = nonempty(env("DATABASE_URL")) {
+        Some(DatabaseUrl {
+            value: url,
+            origin: "DATABASE_URL".into(),
+        })
+    } else {
+        nonempty(file.database.url.clone()).map(|url| DatabaseUrl {
+            value: url,
+            origin: "database.url in the config file".into(),
+        })
+    }
+}
+
+/// The migrations directory and where it came from: a relative flag or environment value
+/// is taken from `cwd`, a relative file value from the file's folder.
+fn migrations_dir(
+    overrides: &Overrides,
+    file: &FileConfig,
+    cwd: &Path,
+    file_dir: &Path,
+) -> (PathBuf, Source) {
+    match (&overrides.migrations, &file.migrations.dir) {
+        (Some(dir), _) if overrides.migrations_from_env => (cwd.join(dir), Source::Environment),
+        (Some(flag), _) => (cwd.join(flag), Source::Flag),
+        (None, Some(dir)) => (file_dir.join(dir), Source::File),
+        (None, None) => (cwd.join("migrations"), Source::Default),
+    }
+}
+
+/// `migrations.table`, checked as an identifier.
+fn history_table(file: &FileConfig) -> Result<String, Error> {
+    let table = file
+        .migrations
+        .table
+        .clone()
+        .unwrap_or_else(|| "refinery_schema_history".into());
+    ident::validate_identifier(&table, "history table").map_err(as_setup("migrations.table"))?;
+    Ok(table)
+}
+
+/// `tenants.schema_prefix`, checked: what it adds to a domain must keep the schema name safe.
+fn schema_prefix(file: &FileConfig) -> Result<String, Error> {
+    let prefix = file
+        .tenants
+        .schema_prefix
+        .clone()
+        .unwrap_or_else(|| "tenant_".into());
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || prefix.starts_with(|c: char| c.is_ascii_digit())
+        || prefix.len() > 40
+    {
+        return Err(Error::setup(format!(
+            "tenants.schema_prefix {} must be lowercase letters, digits and '_', not start with a digit, at most 40 bytes",
+            ident::shown(&prefix)
+        )));
+    }
+    Ok(prefix)
+}
+
+/// `tenants.extra_search_path`, each schema name checked.
+fn extra_search_path(file: &FileConfig) -> Result<Vec<String>, Error> {
+    let path = file.tenants.extra_search_path.clone().unwrap_or_default();
+    for s in &path {
+        ident::validate_identifier(s, "schema in tenants.extra_search_path")
+            .map_err(as_setup("tenants.extra_search_path"))?;
+    }
+    Ok(path)
+}
+
+/// The `[run]` settings, with `--concurrency` taken into account.
+struct RunLimits {
+    concurrency: usize,
+    lock_timeout: Duration,
+    lock_retries: u32,
+    lock_retry_delay: Duration,
+    statement_timeout: Duration,
+    lock_wait: Duration,
+}
+
+/// Reads and checks the `[run]` settings, in the order their errors are reported.
+fn run_limits(overrides: &Overrides, file: &FileConfig) -> Result<RunLimits, Error> {
+    let run = &file.run;
+    let concurrency = overrides.concurrency.or(run.concurrency).unwrap_or(4);
+    if concurrency == 0 || concurrency > 1024 {
+        return Err(Error::setup(format!(
+            "concurrency {concurrency} is out of range; use 1 to 1024"
+        )));
+    }
+    let lock_timeout = pg_timeout(
+        run.lock_timeout.as_deref(),
+        "run.lock_timeout",
+        Duration::from_secs(10),
+    )?;
+    let lock_retries = run.lock_retries.unwrap_or(3);
+    let Ok(lock_retries @ 0..=100) = u32::try_from(lock_retries) else {
+        return Err(Error::setup(format!(
+            "config run.lock_retries {lock_retries} is out of range; use 0 to 100"
+        )));
+    };
+    Ok(RunLimits {
+        concurrency,
+        lock_timeout,
+        lock_retries,
+        lock_retry_delay: duration(
+            run.lock_retry_delay.as_deref(),
+            "run.lock_retry_delay",
+            Duration::from_secs(1),
+        )?,
+        statement_timeout: pg_timeout(
+            run.statement_timeout.as_deref(),
+            "run.statement_timeout",
+            Duration::ZERO,
+        )?,
+        lock_wait: duration(run.lock_wait.as_deref(), "run.lock_wait", Duration::ZERO)?,
+    })
+}
+
+/// Where each setting came from: the file or the default, except for the settings a flag
+/// or the environment can give.
+fn sources(
+    file: &FileConfig,
+    overrides: &Overrides,
+    database_url: Option<&DatabaseUrl>,
+    migrations_dir_source: Source,
+) -> BTreeMap<&'static str, Source> {
+    let mut sources: BTreeMap<&'static str, Source> = KEYS
+        .iter()
+        .map(|k| {
+            let source = if (k.in_file)(file) {
+                Source::File
+            } else {
+                Source::Default
+            };
+            (k.name, source)
+        })
+        .collect();
+    sources.insert(
+        "database.url",
+        match database_url.map(|u| u.origin.as_str()) {
+            Some("--database-url") => Source::Flag,
+            Some("TENANTCTL_DATABASE_URL" | "DATABASE_URL") | None => Source::Environment,
+            Some(_) => Source::File,
+        },
+    );
+    sources.insert("migrations.dir", migrations_dir_source);
+    if overrides.concurrency.is_some() {
+        sources.insert("run.concurrency", Source::Flag);
+    }
+    sources
 }
 
 fn as_setup(key: &'static str) -> impl Fn(Error) -> Error {
