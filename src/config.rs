@@ -397,14 +397,7 @@ pub fn resolve(
     let history_table = history_table(&file)?;
     let schema_prefix = schema_prefix(&file)?;
     let extra_search_path = extra_search_path(&file)?;
-    let RunLimits {
-        concurrency,
-        lock_timeout,
-        lock_retries,
-        lock_retry_delay,
-        statement_timeout,
-        lock_wait,
-    } = run_limits(overrides, &file)?;
+    let run = run_limits(overrides, &file)?;
     let sources = sources(
         &file,
         overrides,
@@ -424,12 +417,12 @@ pub fn resolve(
         history_table,
         schema_prefix,
         extra_search_path,
-        concurrency,
-        lock_timeout,
-        lock_retries,
-        lock_retry_delay,
-        statement_timeout,
-        lock_wait,
+        concurrency: run.concurrency,
+        lock_timeout: run.lock_timeout,
+        lock_retries: run.lock_retries,
+        lock_retry_delay: run.lock_retry_delay,
+        statement_timeout: run.statement_timeout,
+        lock_wait: run.lock_wait,
     })
 }
 
@@ -724,6 +717,11 @@ mod tests {
         move |k| map.get(k).cloned()
     }
 
+    /// Resolves with these overrides, no environment, and a config file holding `text`.
+    fn from_file(overrides: &Overrides, cwd: &Path, text: &str) -> Result<Settings, Error> {
+        resolve(overrides, &env_of(&[]), cwd, file(text))
+    }
+
     fn file(text: &str) -> Option<(PathBuf, FileConfig)> {
         Some((
             PathBuf::from("/etc/app/tenants.toml"),
@@ -756,13 +754,7 @@ mod tests {
                     [registry]\nschema = \"reg\"\n[migrations]\ndir = \"m\"\ntable = \"hist\"\n\
                     [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\n";
-        let s = resolve(
-            &Overrides::default(),
-            &env_of(&[]),
-            Path::new("/"),
-            file(text),
-        )
-        .unwrap();
+        let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
@@ -781,11 +773,10 @@ mod tests {
     #[test]
     fn lock_wait_is_a_duration_listed_by_config_show() {
         let cwd = Path::new("/");
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             cwd,
-            file("[run]\nlock_wait = \"1m 30s\"\n"),
+            "[run]\nlock_wait = \"1m 30s\"\n",
         )
         .unwrap();
         assert_eq!(s.lock_wait, Duration::from_secs(90));
@@ -795,11 +786,10 @@ mod tests {
             (entry.value.as_str(), entry.source),
             ("1m 30s", Source::File)
         );
-        let err = resolve(
+        let err = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             cwd,
-            file("[run]\nlock_wait = \"a while\"\n"),
+            "[run]\nlock_wait = \"a while\"\n",
         )
         .unwrap_err();
         assert_eq!(err.exit, crate::error::Exit::Setup);
@@ -853,11 +843,10 @@ mod tests {
 
     #[test]
     fn relative_paths_in_the_file_resolve_against_its_folder() {
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             Path::new("/w"),
-            file("[migrations]\ndir = \"db/migrations\"\n[database]\nsslrootcert = \"ca.pem\"\n"),
+            "[migrations]\ndir = \"db/migrations\"\n[database]\nsslrootcert = \"ca.pem\"\n",
         )
         .unwrap();
         assert_eq!(s.migrations_dir, PathBuf::from("/etc/app/db/migrations"));
@@ -866,11 +855,10 @@ mod tests {
             s.sslrootcert,
             Some(RootCert::File(PathBuf::from("/etc/app/ca.pem")))
         );
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             Path::new("/w"),
-            file("[database]\nsslmode = \"verify-full\"\nsslrootcert = \"system\"\n"),
+            "[database]\nsslmode = \"verify-full\"\nsslrootcert = \"system\"\n",
         )
         .unwrap();
         assert_eq!(s.sslrootcert, Some(RootCert::System));
@@ -880,13 +868,7 @@ mod tests {
             migrations: Some("m".into()),
             ..Default::default()
         };
-        let s = resolve(
-            &flag,
-            &env_of(&[]),
-            Path::new("/w"),
-            file("[migrations]\ndir = \"x\"\n"),
-        )
-        .unwrap();
+        let s = from_file(&flag, Path::new("/w"), "[migrations]\ndir = \"x\"\n").unwrap();
         assert_eq!(s.migrations_dir, PathBuf::from("/w/m"));
     }
 
@@ -896,19 +878,12 @@ mod tests {
             concurrency: Some(9),
             ..Default::default()
         };
-        let s = resolve(
-            &flag,
-            &env_of(&[]),
-            Path::new("/"),
-            file("[run]\nconcurrency = 2\n"),
-        )
-        .unwrap();
+        let s = from_file(&flag, Path::new("/"), "[run]\nconcurrency = 2\n").unwrap();
         assert_eq!(s.concurrency, 9);
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             Path::new("/"),
-            file("[run]\nconcurrency = 2\n"),
+            "[run]\nconcurrency = 2\n",
         )
         .unwrap();
         assert_eq!(s.concurrency, 2);
@@ -931,7 +906,7 @@ mod tests {
             "[tenants]\nschema_prefix = \"t-\"\n",
             "[tenants]\nextra_search_path = [\"ext\", \"bad name\"]\n",
         ] {
-            let err = resolve(&Overrides::default(), &env_of(&[]), cwd, file(text)).unwrap_err();
+            let err = from_file(&Overrides::default(), cwd, text).unwrap_err();
             assert_eq!(err.exit, crate::error::Exit::Setup, "{text}");
         }
     }
