@@ -18,35 +18,26 @@ fn closed_stdout() -> Stdio {
     writer.into()
 }
 
-/// Runs `tenantctl ARGS` from `cwd` with no ambient configuration, `env` added, and stdout
-/// closed before the first write.
-fn run_into_closed_pipe(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+/// `tenantctl ARGS` from `cwd` with an empty environment but `HOME=cwd` and `env`, so
+/// nothing of the host's configuration leaks in, and no stdin.
+fn tenantctl(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Command {
     let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
     cmd.args(args)
         .current_dir(cwd)
+        .env_clear()
         .env("HOME", cwd)
-        .stdin(Stdio::null())
+        .envs(env.iter().copied())
+        .stdin(Stdio::null());
+    cmd
+}
+
+/// Runs `tenantctl ARGS` (see [`tenantctl`]) with stdout closed before the first write.
+fn run_into_closed_pipe(cwd: &Path, env: &[(&str, &str)], args: &[&str]) -> Run {
+    let out = tenantctl(cwd, env, args)
         .stdout(closed_stdout())
-        .stderr(Stdio::piped());
-    for key in [
-        "TENANTCTL_CONFIG",
-        "TENANTCTL_DATABASE_URL",
-        "TENANTCTL_MIGRATIONS",
-        "DATABASE_URL",
-        "PGHOST",
-        "PGPORT",
-        "PGUSER",
-        "PGPASSWORD",
-        "PGDATABASE",
-        "PGSSLMODE",
-        "PGSSLROOTCERT",
-    ] {
-        cmd.env_remove(key);
-    }
-    for (k, v) in env {
-        cmd.env(k, v);
-    }
-    let out = cmd.output().expect("run tenantctl");
+        .stderr(Stdio::piped())
+        .output()
+        .expect("run tenantctl");
     Run {
         code: out.status.code(),
         stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
@@ -141,15 +132,9 @@ fn a_streamed_dry_run_into_a_closed_pipe_ends_quietly() {
         ("TENANTCTL_MIGRATIONS", migrations.to_str().unwrap()),
     ];
     let setup = |args: &[&str]| {
-        let mut cmd = Command::new(env!("CARGO_BIN_EXE_tenantctl"));
-        cmd.args(args)
-            .current_dir(dir.path())
-            .env("HOME", dir.path())
-            .stdin(Stdio::null());
-        for (k, v) in env {
-            cmd.env(k, v);
-        }
-        let out = cmd.output().expect("run tenantctl");
+        let out = tenantctl(dir.path(), &env, args)
+            .output()
+            .expect("run tenantctl");
         assert!(
             out.status.success(),
             "{args:?}: {}",
