@@ -295,18 +295,19 @@ impl Settings {
     }
 }
 
-/// What the command line said about configuration (flags, with clap's env merged in).
+/// What the command line said about configuration (flags, with their environment variables
+/// merged in).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     /// `-c/--config` or `TENANTCTL_CONFIG`.
     pub config: Option<PathBuf>,
     /// `--database-url` or `TENANTCTL_DATABASE_URL`.
     pub database_url: Option<String>,
-    /// Whether `database_url` came from `TENANTCTL_DATABASE_URL` (clap merges it).
+    /// Whether `database_url` came from `TENANTCTL_DATABASE_URL` (the command line merges it).
     pub database_url_from_env: bool,
     /// `--migrations` or `TENANTCTL_MIGRATIONS`.
     pub migrations: Option<PathBuf>,
-    /// Whether `migrations` came from `TENANTCTL_MIGRATIONS` (clap merges it).
+    /// Whether `migrations` came from `TENANTCTL_MIGRATIONS` (the command line merges it).
     pub migrations_from_env: bool,
     /// `--concurrency`, on bulk commands.
     pub concurrency: Option<usize>,
