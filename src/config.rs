@@ -15,60 +15,91 @@ use crate::ident;
 /// The file name looked for in the current directory when no config is named.
 pub const DEFAULT_CONFIG_FILE: &str = "tenants.toml";
 
-/// `tenants.toml` as written. Every key is optional; unknown keys are errors.
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-pub struct FileConfig {
-    #[serde(default)]
-    database: DatabaseSection,
-    #[serde(default)]
-    registry: RegistrySection,
-    #[serde(default)]
-    migrations: MigrationsSection,
-    #[serde(default)]
-    tenants: TenantsSection,
-    #[serde(default)]
-    run: RunSection,
+/// Declares the config file's keys once. From this one list come the serde sections
+/// (which refuse unknown keys), and [`KEYS`], from which [`resolve`] records where each
+/// setting came from and [`describe`] lists it for `config show`. Each key names its type
+/// in the file and how `config show` prints its effective value.
+macro_rules! config_keys {
+    ($($section:ident: $Section:ident {
+        $($key:ident: $ty:ty => $shown:expr,)*
+    })*) => {
+        /// `tenants.toml` as written. Every key is optional; unknown keys are errors.
+        #[derive(Debug, Default, Deserialize)]
+        #[serde(deny_unknown_fields)]
+        pub struct FileConfig {
+            $(#[serde(default)] $section: $Section,)*
+        }
+
+        $(
+            /// One `[section]` of the file.
+            #[derive(Debug, Default, Deserialize)]
+            #[serde(deny_unknown_fields)]
+            struct $Section {
+                $($key: Option<$ty>,)*
+            }
+        )*
+
+        /// Every config key, in `config show` order.
+        const KEYS: &[Key] = &[$($(Key {
+            name: concat!(stringify!($section), ".", stringify!($key)),
+            in_file: |f| f.$section.$key.is_some(),
+            shown: $shown,
+        },)*)*];
+    };
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct DatabaseSection {
-    url: Option<String>,
-    sslmode: Option<String>,
-    sslrootcert: Option<PathBuf>,
-    connect_timeout: Option<String>,
+config_keys! {
+    database: DatabaseSection {
+        url: String => |_, shown| shown.database.to_string(),
+        sslmode: String => |_, shown| shown.tls.sslmode.as_str().to_string(),
+        sslrootcert: PathBuf => |_, shown| shown.tls.sslrootcert.clone(),
+        connect_timeout: String => |s, _| duration_shown(s.connect_timeout),
+    }
+    registry: RegistrySection {
+        schema: String => |s, _| s.registry_schema.clone(),
+    }
+    migrations: MigrationsSection {
+        dir: PathBuf => |s, _| s.migrations_dir.display().to_string(),
+        table: String => |s, _| s.history_table.clone(),
+    }
+    tenants: TenantsSection {
+        schema_prefix: String => |s, _| s.schema_prefix.clone(),
+        extra_search_path: Vec<String> => |s, _| format!("{:?}", s.extra_search_path),
+    }
+    run: RunSection {
+        concurrency: usize => |s, _| s.concurrency.to_string(),
+        lock_timeout: String => |s, _| duration_shown(s.lock_timeout),
+        lock_retries: u64 => |s, _| s.lock_retries.to_string(),
+        lock_retry_delay: String => |s, _| duration_shown(s.lock_retry_delay),
+        statement_timeout: String => |s, _| duration_shown(s.statement_timeout),
+        lock_wait: String => |s, _| duration_shown(s.lock_wait),
+    }
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RegistrySection {
-    schema: Option<String>,
+/// One config key (see [`config_keys!`]).
+struct Key {
+    /// `section.key`, e.g. `run.lock_wait`.
+    name: &'static str,
+    /// Whether the file sets it.
+    in_file: fn(&FileConfig) -> bool,
+    /// Its effective value for `config show`, secrets redacted.
+    shown: fn(&Settings, &Shown) -> String,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct MigrationsSection {
-    dir: Option<PathBuf>,
-    table: Option<String>,
+/// What `config show` prints for settings kept outside [`Settings`]: the connection
+/// target and its TLS settings.
+struct Shown<'a> {
+    database: &'a str,
+    tls: &'a TlsShown,
 }
 
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct TenantsSection {
-    schema_prefix: Option<String>,
-    extra_search_path: Option<Vec<String>>,
-}
-
-#[derive(Debug, Default, Deserialize)]
-#[serde(deny_unknown_fields)]
-struct RunSection {
-    concurrency: Option<usize>,
-    lock_timeout: Option<String>,
-    lock_retries: Option<u64>,
-    lock_retry_delay: Option<String>,
-    statement_timeout: Option<String>,
-    lock_wait: Option<String>,
+/// A duration for `config show`: `0`, or e.g. `1m 30s`.
+fn duration_shown(d: Duration) -> String {
+    if d.is_zero() {
+        "0".to_string()
+    } else {
+        humantime::format_duration(d).to_string()
+    }
 }
 
 /// How TLS is used for database connections: libpq's `sslmode` values (all but `allow`).
@@ -264,18 +295,19 @@ impl Settings {
     }
 }
 
-/// What the command line said about configuration (flags, with clap's env merged in).
+/// What the command line said about configuration (flags, with their environment variables
+/// merged in).
 #[derive(Debug, Default, Clone)]
 pub struct Overrides {
     /// `-c/--config` or `TENANTCTL_CONFIG`.
     pub config: Option<PathBuf>,
     /// `--database-url` or `TENANTCTL_DATABASE_URL`.
     pub database_url: Option<String>,
-    /// Whether `database_url` came from `TENANTCTL_DATABASE_URL` (clap merges it).
+    /// Whether `database_url` came from `TENANTCTL_DATABASE_URL` (the command line merges it).
     pub database_url_from_env: bool,
     /// `--migrations` or `TENANTCTL_MIGRATIONS`.
     pub migrations: Option<PathBuf>,
-    /// Whether `migrations` came from `TENANTCTL_MIGRATIONS` (clap merges it).
+    /// Whether `migrations` came from `TENANTCTL_MIGRATIONS` (the command line merges it).
     pub migrations_from_env: bool,
     /// `--concurrency`, on bulk commands.
     pub concurrency: Option<usize>,
@@ -338,29 +370,7 @@ pub fn resolve(
         .and_then(Path::parent)
         .map(Path::to_path_buf)
         .unwrap_or_else(|| cwd.to_path_buf());
-    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
-
-    let database_url = if let Some(url) = nonempty(overrides.database_url.clone()) {
-        Some(DatabaseUrl {
-            value: url,
-            origin: if overrides.database_url_from_env {
-                "TENANTCTL_DATABASE_URL".into()
-            } else {
-                "--database-url".into()
-            },
-        })
-    } else if let Some(url) = nonempty(env("DATABASE_URL")) {
-        Some(DatabaseUrl {
-            value: url,
-            origin: "DATABASE_URL".into(),
-        })
-    } else {
-        nonempty(file.database.url.clone()).map(|url| DatabaseUrl {
-            value: url,
-            origin: "database.url in the config file".into(),
-        })
-    };
-
+    let database_url = database_url(overrides, env, &file);
     let sslmode = file
         .database
         .sslmode
@@ -384,132 +394,17 @@ pub fn resolve(
         .clone()
         .unwrap_or_else(|| "public".into());
     ident::validate_registry_schema(&registry_schema).map_err(as_setup("registry.schema"))?;
-
-    let (migrations_dir, migrations_dir_source) =
-        match (&overrides.migrations, &file.migrations.dir) {
-            (Some(dir), _) if overrides.migrations_from_env => (cwd.join(dir), Source::Environment),
-            (Some(flag), _) => (cwd.join(flag), Source::Flag),
-            (None, Some(dir)) => (file_dir.join(dir), Source::File),
-            (None, None) => (cwd.join("migrations"), Source::Default),
-        };
-    let history_table = file
-        .migrations
-        .table
-        .clone()
-        .unwrap_or_else(|| "refinery_schema_history".into());
-    ident::validate_identifier(&history_table, "history table")
-        .map_err(as_setup("migrations.table"))?;
-
-    let schema_prefix = file
-        .tenants
-        .schema_prefix
-        .clone()
-        .unwrap_or_else(|| "tenant_".into());
-    if !schema_prefix
-        .bytes()
-        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
-        || schema_prefix.starts_with(|c: char| c.is_ascii_digit())
-        || schema_prefix.len() > 40
-    {
-        return Err(Error::setup(format!(
-            "tenants.schema_prefix {} must be lowercase letters, digits and '_', not start with a digit, at most 40 bytes",
-            ident::shown(&schema_prefix)
-        )));
-    }
-    let extra_search_path = file.tenants.extra_search_path.clone().unwrap_or_default();
-    for s in &extra_search_path {
-        ident::validate_identifier(s, "schema in tenants.extra_search_path")
-            .map_err(as_setup("tenants.extra_search_path"))?;
-    }
-
-    let concurrency = overrides.concurrency.or(file.run.concurrency).unwrap_or(4);
-    if concurrency == 0 || concurrency > 1024 {
-        return Err(Error::setup(format!(
-            "concurrency {concurrency} is out of range; use 1 to 1024"
-        )));
-    }
-    let lock_timeout = pg_timeout(
-        file.run.lock_timeout.as_deref(),
-        "run.lock_timeout",
-        Duration::from_secs(10),
-    )?;
-    let lock_retries = file.run.lock_retries.unwrap_or(3);
-    let Ok(lock_retries @ 0..=100) = u32::try_from(lock_retries) else {
-        return Err(Error::setup(format!(
-            "config run.lock_retries {lock_retries} is out of range; use 0 to 100"
-        )));
-    };
-    let lock_retry_delay = duration(
-        file.run.lock_retry_delay.as_deref(),
-        "run.lock_retry_delay",
-        Duration::from_secs(1),
-    )?;
-    let statement_timeout = pg_timeout(
-        file.run.statement_timeout.as_deref(),
-        "run.statement_timeout",
-        Duration::ZERO,
-    )?;
-    let lock_wait = duration(
-        file.run.lock_wait.as_deref(),
-        "run.lock_wait",
-        Duration::ZERO,
-    )?;
-
-    let from = |in_file: bool| {
-        if in_file {
-            Source::File
-        } else {
-            Source::Default
-        }
-    };
-    let mut sources = BTreeMap::new();
-    sources.insert(
-        "database.url",
-        match database_url.as_ref().map(|u| u.origin.as_str()) {
-            Some("--database-url") => Source::Flag,
-            Some("TENANTCTL_DATABASE_URL" | "DATABASE_URL") | None => Source::Environment,
-            Some(_) => Source::File,
-        },
+    let (migrations_dir, migrations_dir_source) = migrations_dir(overrides, &file, cwd, &file_dir);
+    let history_table = history_table(&file)?;
+    let schema_prefix = schema_prefix(&file)?;
+    let extra_search_path = extra_search_path(&file)?;
+    let run = run_limits(overrides, &file)?;
+    let sources = sources(
+        &file,
+        overrides,
+        database_url.as_ref(),
+        migrations_dir_source,
     );
-    sources.insert("database.sslmode", from(file.database.sslmode.is_some()));
-    sources.insert(
-        "database.sslrootcert",
-        from(file.database.sslrootcert.is_some()),
-    );
-    sources.insert(
-        "database.connect_timeout",
-        from(file.database.connect_timeout.is_some()),
-    );
-    sources.insert("registry.schema", from(file.registry.schema.is_some()));
-    sources.insert("migrations.dir", migrations_dir_source);
-    sources.insert("migrations.table", from(file.migrations.table.is_some()));
-    sources.insert(
-        "tenants.schema_prefix",
-        from(file.tenants.schema_prefix.is_some()),
-    );
-    sources.insert(
-        "tenants.extra_search_path",
-        from(file.tenants.extra_search_path.is_some()),
-    );
-    sources.insert(
-        "run.concurrency",
-        if overrides.concurrency.is_some() {
-            Source::Flag
-        } else {
-            from(file.run.concurrency.is_some())
-        },
-    );
-    sources.insert("run.lock_timeout", from(file.run.lock_timeout.is_some()));
-    sources.insert("run.lock_retries", from(file.run.lock_retries.is_some()));
-    sources.insert(
-        "run.lock_retry_delay",
-        from(file.run.lock_retry_delay.is_some()),
-    );
-    sources.insert(
-        "run.statement_timeout",
-        from(file.run.statement_timeout.is_some()),
-    );
-    sources.insert("run.lock_wait", from(file.run.lock_wait.is_some()));
     Ok(Settings {
         sources,
         config_file,
@@ -523,13 +418,183 @@ pub fn resolve(
         history_table,
         schema_prefix,
         extra_search_path,
+        concurrency: run.concurrency,
+        lock_timeout: run.lock_timeout,
+        lock_retries: run.lock_retries,
+        lock_retry_delay: run.lock_retry_delay,
+        statement_timeout: run.statement_timeout,
+        lock_wait: run.lock_wait,
+    })
+}
+
+/// The database URL: `--database-url` (or `TENANTCTL_DATABASE_URL`), then `DATABASE_URL`,
+/// then `database.url` in the file; blank values count as unset.
+fn database_url(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    file: &FileConfig,
+) -> Option<DatabaseUrl> {
+    let nonempty = |v: Option<String>| v.filter(|s| !s.trim().is_empty());
+    if let Some(url) = nonempty(overrides.database_url.clone()) {
+        Some(DatabaseUrl {
+            value: url,
+            origin: if overrides.database_url_from_env {
+                "TENANTCTL_DATABASE_URL".into()
+            } else {
+                "--database-url".into()
+            },
+        })
+    } else if let Some(url) = nonempty(env("DATABASE_URL")) {
+        Some(DatabaseUrl {
+            value: url,
+            origin: "DATABASE_URL".into(),
+        })
+    } else {
+        nonempty(file.database.url.clone()).map(|url| DatabaseUrl {
+            value: url,
+            origin: "database.url in the config file".into(),
+        })
+    }
+}
+
+/// The migrations directory and where it came from: a relative flag or environment value
+/// is taken from `cwd`, a relative file value from the file's folder.
+fn migrations_dir(
+    overrides: &Overrides,
+    file: &FileConfig,
+    cwd: &Path,
+    file_dir: &Path,
+) -> (PathBuf, Source) {
+    match (&overrides.migrations, &file.migrations.dir) {
+        (Some(dir), _) if overrides.migrations_from_env => (cwd.join(dir), Source::Environment),
+        (Some(flag), _) => (cwd.join(flag), Source::Flag),
+        (None, Some(dir)) => (file_dir.join(dir), Source::File),
+        (None, None) => (cwd.join("migrations"), Source::Default),
+    }
+}
+
+/// `migrations.table`, checked as an identifier.
+fn history_table(file: &FileConfig) -> Result<String, Error> {
+    let table = file
+        .migrations
+        .table
+        .clone()
+        .unwrap_or_else(|| "refinery_schema_history".into());
+    ident::validate_identifier(&table, "history table").map_err(as_setup("migrations.table"))?;
+    Ok(table)
+}
+
+/// `tenants.schema_prefix`, checked: what it adds to a domain must keep the schema name safe.
+fn schema_prefix(file: &FileConfig) -> Result<String, Error> {
+    let prefix = file
+        .tenants
+        .schema_prefix
+        .clone()
+        .unwrap_or_else(|| "tenant_".into());
+    if !prefix
+        .bytes()
+        .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'_')
+        || prefix.starts_with(|c: char| c.is_ascii_digit())
+        || prefix.len() > 40
+    {
+        return Err(Error::setup(format!(
+            "tenants.schema_prefix {} must be lowercase letters, digits and '_', not start with a digit, at most 40 bytes",
+            ident::shown(&prefix)
+        )));
+    }
+    Ok(prefix)
+}
+
+/// `tenants.extra_search_path`, each schema name checked.
+fn extra_search_path(file: &FileConfig) -> Result<Vec<String>, Error> {
+    let path = file.tenants.extra_search_path.clone().unwrap_or_default();
+    for s in &path {
+        ident::validate_identifier(s, "schema in tenants.extra_search_path")
+            .map_err(as_setup("tenants.extra_search_path"))?;
+    }
+    Ok(path)
+}
+
+/// The `[run]` settings, with `--concurrency` taken into account.
+struct RunLimits {
+    concurrency: usize,
+    lock_timeout: Duration,
+    lock_retries: u32,
+    lock_retry_delay: Duration,
+    statement_timeout: Duration,
+    lock_wait: Duration,
+}
+
+/// Reads and checks the `[run]` settings, in the order their errors are reported.
+fn run_limits(overrides: &Overrides, file: &FileConfig) -> Result<RunLimits, Error> {
+    let run = &file.run;
+    let concurrency = overrides.concurrency.or(run.concurrency).unwrap_or(4);
+    if concurrency == 0 || concurrency > 1024 {
+        return Err(Error::setup(format!(
+            "concurrency {concurrency} is out of range; use 1 to 1024"
+        )));
+    }
+    let lock_timeout = pg_timeout(
+        run.lock_timeout.as_deref(),
+        "run.lock_timeout",
+        Duration::from_secs(10),
+    )?;
+    let lock_retries = run.lock_retries.unwrap_or(3);
+    let Ok(lock_retries @ 0..=100) = u32::try_from(lock_retries) else {
+        return Err(Error::setup(format!(
+            "config run.lock_retries {lock_retries} is out of range; use 0 to 100"
+        )));
+    };
+    Ok(RunLimits {
         concurrency,
         lock_timeout,
         lock_retries,
-        lock_retry_delay,
-        statement_timeout,
-        lock_wait,
+        lock_retry_delay: duration(
+            run.lock_retry_delay.as_deref(),
+            "run.lock_retry_delay",
+            Duration::from_secs(1),
+        )?,
+        statement_timeout: pg_timeout(
+            run.statement_timeout.as_deref(),
+            "run.statement_timeout",
+            Duration::ZERO,
+        )?,
+        lock_wait: duration(run.lock_wait.as_deref(), "run.lock_wait", Duration::ZERO)?,
     })
+}
+
+/// Where each setting came from: the file or the default, except for the settings a flag
+/// or the environment can give.
+fn sources(
+    file: &FileConfig,
+    overrides: &Overrides,
+    database_url: Option<&DatabaseUrl>,
+    migrations_dir_source: Source,
+) -> BTreeMap<&'static str, Source> {
+    let mut sources: BTreeMap<&'static str, Source> = KEYS
+        .iter()
+        .map(|k| {
+            let source = if (k.in_file)(file) {
+                Source::File
+            } else {
+                Source::Default
+            };
+            (k.name, source)
+        })
+        .collect();
+    sources.insert(
+        "database.url",
+        match database_url.map(|u| u.origin.as_str()) {
+            Some("--database-url") => Source::Flag,
+            Some("TENANTCTL_DATABASE_URL" | "DATABASE_URL") | None => Source::Environment,
+            Some(_) => Source::File,
+        },
+    );
+    sources.insert("migrations.dir", migrations_dir_source);
+    if overrides.concurrency.is_some() {
+        sources.insert("run.concurrency", Source::Flag);
+    }
+    sources
 }
 
 fn as_setup(key: &'static str) -> impl Fn(Error) -> Error {
@@ -622,49 +687,19 @@ fn origin(settings: &Settings, key: &str, source: Source) -> Option<String> {
 /// [`crate::db::Target::display`] shows it (never with a password), `tls` its TLS
 /// settings as [`crate::db::Target::tls_shown`] gives them.
 pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entry> {
-    let d = |d: Duration| {
-        if d.is_zero() {
-            "0".to_string()
-        } else {
-            humantime::format_duration(d).to_string()
-        }
-    };
-    let values: Vec<(&'static str, String)> = vec![
-        ("database.url", database.to_string()),
-        ("database.sslmode", tls.sslmode.as_str().to_string()),
-        ("database.sslrootcert", tls.sslrootcert.clone()),
-        ("database.connect_timeout", d(settings.connect_timeout)),
-        ("registry.schema", settings.registry_schema.clone()),
-        (
-            "migrations.dir",
-            settings.migrations_dir.display().to_string(),
-        ),
-        ("migrations.table", settings.history_table.clone()),
-        ("tenants.schema_prefix", settings.schema_prefix.clone()),
-        (
-            "tenants.extra_search_path",
-            format!("{:?}", settings.extra_search_path),
-        ),
-        ("run.concurrency", settings.concurrency.to_string()),
-        ("run.lock_timeout", d(settings.lock_timeout)),
-        ("run.lock_retries", settings.lock_retries.to_string()),
-        ("run.lock_retry_delay", d(settings.lock_retry_delay)),
-        ("run.statement_timeout", d(settings.statement_timeout)),
-        ("run.lock_wait", d(settings.lock_wait)),
-    ];
-    values
-        .into_iter()
-        .map(|(key, value)| {
-            let source = match key {
+    let shown = Shown { database, tls };
+    KEYS.iter()
+        .map(|k| {
+            let source = match k.name {
                 "database.sslmode" => tls.sslmode_source,
                 "database.sslrootcert" => tls.sslrootcert_source,
-                _ => settings.source(key),
+                _ => settings.source(k.name),
             };
             Entry {
-                key,
-                value,
+                key: k.name,
+                value: (k.shown)(settings, &shown),
                 source,
-                origin: origin(settings, key, source),
+                origin: origin(settings, k.name, source),
             }
         })
         .collect()
@@ -681,6 +716,11 @@ mod tests {
             .map(|(k, v)| (k.to_string(), v.to_string()))
             .collect();
         move |k| map.get(k).cloned()
+    }
+
+    /// Resolves with these overrides, no environment, and a config file holding `text`.
+    fn from_file(overrides: &Overrides, cwd: &Path, text: &str) -> Result<Settings, Error> {
+        resolve(overrides, &env_of(&[]), cwd, file(text))
     }
 
     fn file(text: &str) -> Option<(PathBuf, FileConfig)> {
@@ -707,14 +747,37 @@ mod tests {
         assert_eq!(s.lock_wait, Duration::ZERO);
     }
 
+    /// Every key of the file is read, its source recorded and listed by `config show`,
+    /// once and in order, from the one list in `config_keys!`.
+    #[test]
+    fn every_key_in_the_file_is_read_and_shown_as_from_the_file() {
+        let text = "[database]\nurl = \"postgres://h/db\"\nsslmode = \"require\"\nsslrootcert = \"ca.pem\"\nconnect_timeout = \"3s\"\n\
+                    [registry]\nschema = \"reg\"\n[migrations]\ndir = \"m\"\ntable = \"hist\"\n\
+                    [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
+                    [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\n";
+        let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
+        let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
+        let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
+        let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
+        assert_eq!(keys, expected);
+        assert_eq!(keys.len(), 15);
+        for e in &shown {
+            assert_eq!(e.source, Source::File, "{}", e.key);
+        }
+        let value = |key: &str| shown.iter().find(|e| e.key == key).unwrap().value.clone();
+        assert_eq!(value("migrations.table"), "hist");
+        assert_eq!(value("run.lock_retries"), "5");
+        assert_eq!(value("run.lock_wait"), "5s");
+        assert_eq!(value("tenants.extra_search_path"), "[\"ext\"]");
+    }
+
     #[test]
     fn lock_wait_is_a_duration_listed_by_config_show() {
         let cwd = Path::new("/");
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             cwd,
-            file("[run]\nlock_wait = \"1m 30s\"\n"),
+            "[run]\nlock_wait = \"1m 30s\"\n",
         )
         .unwrap();
         assert_eq!(s.lock_wait, Duration::from_secs(90));
@@ -724,11 +787,10 @@ mod tests {
             (entry.value.as_str(), entry.source),
             ("1m 30s", Source::File)
         );
-        let err = resolve(
+        let err = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             cwd,
-            file("[run]\nlock_wait = \"a while\"\n"),
+            "[run]\nlock_wait = \"a while\"\n",
         )
         .unwrap_err();
         assert_eq!(err.kind(), crate::error::ErrorKind::Setup);
@@ -782,11 +844,10 @@ mod tests {
 
     #[test]
     fn relative_paths_in_the_file_resolve_against_its_folder() {
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             Path::new("/w"),
-            file("[migrations]\ndir = \"db/migrations\"\n[database]\nsslrootcert = \"ca.pem\"\n"),
+            "[migrations]\ndir = \"db/migrations\"\n[database]\nsslrootcert = \"ca.pem\"\n",
         )
         .unwrap();
         assert_eq!(s.migrations_dir, PathBuf::from("/etc/app/db/migrations"));
@@ -795,11 +856,10 @@ mod tests {
             s.sslrootcert,
             Some(RootCert::File(PathBuf::from("/etc/app/ca.pem")))
         );
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             Path::new("/w"),
-            file("[database]\nsslmode = \"verify-full\"\nsslrootcert = \"system\"\n"),
+            "[database]\nsslmode = \"verify-full\"\nsslrootcert = \"system\"\n",
         )
         .unwrap();
         assert_eq!(s.sslrootcert, Some(RootCert::System));
@@ -809,13 +869,7 @@ mod tests {
             migrations: Some("m".into()),
             ..Default::default()
         };
-        let s = resolve(
-            &flag,
-            &env_of(&[]),
-            Path::new("/w"),
-            file("[migrations]\ndir = \"x\"\n"),
-        )
-        .unwrap();
+        let s = from_file(&flag, Path::new("/w"), "[migrations]\ndir = \"x\"\n").unwrap();
         assert_eq!(s.migrations_dir, PathBuf::from("/w/m"));
     }
 
@@ -825,19 +879,12 @@ mod tests {
             concurrency: Some(9),
             ..Default::default()
         };
-        let s = resolve(
-            &flag,
-            &env_of(&[]),
-            Path::new("/"),
-            file("[run]\nconcurrency = 2\n"),
-        )
-        .unwrap();
+        let s = from_file(&flag, Path::new("/"), "[run]\nconcurrency = 2\n").unwrap();
         assert_eq!(s.concurrency, 9);
-        let s = resolve(
+        let s = from_file(
             &Overrides::default(),
-            &env_of(&[]),
             Path::new("/"),
-            file("[run]\nconcurrency = 2\n"),
+            "[run]\nconcurrency = 2\n",
         )
         .unwrap();
         assert_eq!(s.concurrency, 2);
@@ -860,7 +907,7 @@ mod tests {
             "[tenants]\nschema_prefix = \"t-\"\n",
             "[tenants]\nextra_search_path = [\"ext\", \"bad name\"]\n",
         ] {
-            let err = resolve(&Overrides::default(), &env_of(&[]), cwd, file(text)).unwrap_err();
+            let err = from_file(&Overrides::default(), cwd, text).unwrap_err();
             assert_eq!(err.kind(), crate::error::ErrorKind::Setup, "{text}");
         }
     }

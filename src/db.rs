@@ -66,26 +66,7 @@ impl Target {
         settings: &Settings,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
-        let (mut config, url_sslmode, url_rootcert) = match &settings.database_url {
-            Some(url) => {
-                let (rest, sslmode, rootcert) = split_tls_params(&url.value);
-                let config = Config::from_str(&rest).map_err(|e| {
-                    Error::setup(format!(
-                        "the database URL from {} is malformed: {e}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
-                        url.origin
-                    ))
-                })?;
-                // A key=value string's own sslmode (tokio-postgres reads disable, prefer
-                // and require there) counts as the URL's.
-                let sslmode = sslmode.or(match config.get_ssl_mode() {
-                    PgSslMode::Disable => Some("disable".to_string()),
-                    PgSslMode::Require => Some("require".to_string()),
-                    _ => None,
-                });
-                (config, sslmode, rootcert)
-            }
-            None => (Config::new(), None, None),
-        };
+        let (mut config, url_sslmode, url_rootcert) = parse_url(settings)?;
         apply_libpq_env(&mut config, env)?;
         config.application_name("tenantctl");
         config.connect_timeout(
@@ -117,63 +98,14 @@ impl Target {
         } else {
             (settings.sslrootcert.clone(), source("database.sslrootcert"))
         };
-        // As in libpq, sslrootcert=system makes verify-full the default and refuses
-        // anything weaker.
-        let sslmode = match (explicit_mode, &named_root) {
-            (Some(mode), Some(RootCert::System)) if mode != SslMode::VerifyFull => {
-                return Err(Error::setup(format!(
-                    "sslmode={} cannot be used with sslrootcert=system for {display}: the \
-                     operating system's roots vouch for host names, so use sslmode=verify-full",
-                    mode.as_str()
-                )))
-            }
-            (Some(mode), _) => mode,
-            (None, Some(RootCert::System)) => SslMode::VerifyFull,
-            (None, _) => SslMode::Prefer,
-        };
+        let sslmode = effective_sslmode(explicit_mode, named_root.as_ref(), &display)?;
         config.ssl_mode(match sslmode {
             SslMode::Disable => PgSslMode::Disable,
             SslMode::Prefer => PgSslMode::Prefer,
             SslMode::Require | SslMode::VerifyCa | SslMode::VerifyFull => PgSslMode::Require,
         });
-
-        let default_root = env("HOME")
-            .filter(|h| !h.is_empty())
-            .map(|h| Path::new(&h).join(".postgresql").join("root.crt"));
-        let (roots, rootcert_shown, root_source) = match (sslmode, named_root) {
-            (SslMode::Disable, named) => (None, named.map(|r| r.to_string()), root_source),
-            (_, Some(RootCert::System)) => {
-                (Some(Roots::System), Some("system".into()), root_source)
-            }
-            (_, Some(RootCert::File(path))) => (
-                Some(Roots::File(load_certs(&path)?)),
-                Some(path.display().to_string()),
-                root_source,
-            ),
-            // libpq's default root certificate, used only when it exists.
-            (_, None) => match default_root.filter(|p| p.exists()) {
-                Some(path) => (
-                    Some(Roots::File(load_certs(&path)?)),
-                    Some(path.display().to_string()),
-                    Source::Default,
-                ),
-                None => (None, None, Source::Default),
-            },
-        };
-        if sslmode.verifies() && roots.is_none() {
-            let default_root = env("HOME")
-                .filter(|h| !h.is_empty())
-                .map(|h| format!("{h}/.postgresql/root.crt"))
-                .unwrap_or_else(|| "~/.postgresql/root.crt".into());
-            return Err(Error::setup(format!(
-                "sslmode={} for {display} needs a root certificate to verify the server \
-                 against, and there is none: name the CA file with sslrootcert (in the URL, \
-                 database.sslrootcert in the config file, or PGSSLROOTCERT without a URL), put \
-                 it at {default_root}, or use sslrootcert=system for the operating system's \
-                 trusted roots",
-                sslmode.as_str()
-            )));
-        }
+        let (roots, rootcert_shown, root_source) =
+            trusted_roots(sslmode, named_root, root_source, env, &display)?;
         let tls_shown = TlsShown {
             sslmode,
             sslmode_source,
@@ -438,7 +370,104 @@ impl Drop for Live {
     }
 }
 
+/// The connection settings the database URL gives (none without a URL), with the URL's
+/// `sslmode` and `sslrootcert`, which tokio-postgres does not read itself.
+fn parse_url(settings: &Settings) -> Result<(Config, Option<String>, Option<String>), Error> {
+    let Some(url) = &settings.database_url else {
+        return Ok((Config::new(), None, None));
+    };
+    let (rest, sslmode, rootcert) = split_tls_params(&url.value);
+    let config = Config::from_str(&rest).map_err(|e| {
+        Error::setup(format!(
+            "the database URL from {} is malformed: {e}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+            url.origin
+        ))
+    })?;
+    // A key=value string's own sslmode (tokio-postgres reads disable, prefer and require
+    // there) counts as the URL's.
+    let sslmode = sslmode.or(match config.get_ssl_mode() {
+        PgSslMode::Disable => Some("disable".to_string()),
+        PgSslMode::Require => Some("require".to_string()),
+        _ => None,
+    });
+    Ok((config, sslmode, rootcert))
+}
+
+/// The sslmode in force. As in libpq, sslrootcert=system makes verify-full the default
+/// and refuses anything weaker.
+fn effective_sslmode(
+    explicit: Option<SslMode>,
+    named_root: Option<&RootCert>,
+    display: &str,
+) -> Result<SslMode, Error> {
+    Ok(match (explicit, named_root) {
+        (Some(mode), Some(RootCert::System)) if mode != SslMode::VerifyFull => {
+            return Err(Error::setup(format!(
+                "sslmode={} cannot be used with sslrootcert=system for {display}: the \
+                 operating system's roots vouch for host names, so use sslmode=verify-full",
+                mode.as_str()
+            )))
+        }
+        (Some(mode), _) => mode,
+        (None, Some(RootCert::System)) => SslMode::VerifyFull,
+        (None, _) => SslMode::Prefer,
+    })
+}
+
+/// The roots the server's certificate is checked against, how `config show` names them
+/// and where they came from: the named ones, else libpq's default
+/// `~/.postgresql/root.crt` when it exists. A verifying sslmode without roots is refused.
+fn trusted_roots(
+    sslmode: SslMode,
+    named_root: Option<RootCert>,
+    root_source: Source,
+    env: &dyn Fn(&str) -> Option<String>,
+    display: &str,
+) -> Result<(Option<Roots>, Option<String>, Source), Error> {
+    let default_root = env("HOME")
+        .filter(|h| !h.is_empty())
+        .map(|h| Path::new(&h).join(".postgresql").join("root.crt"));
+    let found = match (sslmode, named_root) {
+        (SslMode::Disable, named) => (None, named.map(|r| r.to_string()), root_source),
+        (_, Some(RootCert::System)) => (Some(Roots::System), Some("system".into()), root_source),
+        (_, Some(RootCert::File(path))) => (
+            Some(Roots::File(load_certs(&path)?)),
+            Some(path.display().to_string()),
+            root_source,
+        ),
+        // libpq's default root certificate, used only when it exists.
+        (_, None) => match default_root.filter(|p| p.exists()) {
+            Some(path) => (
+                Some(Roots::File(load_certs(&path)?)),
+                Some(path.display().to_string()),
+                Source::Default,
+            ),
+            None => (None, None, Source::Default),
+        },
+    };
+    if sslmode.verifies() && found.0.is_none() {
+        let default_root = env("HOME")
+            .filter(|h| !h.is_empty())
+            .map(|h| format!("{h}/.postgresql/root.crt"))
+            .unwrap_or_else(|| "~/.postgresql/root.crt".into());
+        return Err(Error::setup(format!(
+            "sslmode={} for {display} needs a root certificate to verify the server \
+             against, and there is none: name the CA file with sslrootcert (in the URL, \
+             database.sslrootcert in the config file, or PGSSLROOTCERT without a URL), put \
+             it at {default_root}, or use sslrootcert=system for the operating system's \
+             trusted roots",
+            sslmode.as_str()
+        )));
+    }
+    Ok(found)
+}
+
 /// The wait before retry number `attempt` (0-based): 100 ms, doubling, at most 1 s.
+///
+/// Written out rather than taken from a retry crate such as `backon`: its jitter adds up
+/// to a whole delay on top (so waits pass the 1 s cap), and its retry loop cannot express
+/// [`Target::connect_patiently`]'s rules (no deadline while the run's other sessions are
+/// connected, a deadline shared by the run otherwise, stopping when interrupted).
 fn backoff(attempt: u32) -> Duration {
     Duration::from_millis(100)
         .saturating_mul(1u32 << attempt.min(10))

@@ -237,86 +237,90 @@ pub fn check(
 ) -> Vec<Problem> {
     let mut out = Vec::new();
     for t in tenants {
-        let p = |kind: &'static str, message: String, files: Vec<String>| Problem {
-            tenant: t.domain.clone(),
-            schema_name: t.schema_name.clone(),
-            kind,
-            message,
-            files,
-        };
-        let Some(st) = states.get(&t.schema_name) else {
-            continue;
-        };
-        if st.schema_exists != t.schema_provisioned {
-            out.push(p(
-                "registry_mismatch",
-                format!(
-                    "the registry says schema_provisioned = {} but the schema {}; any tenantctl command on this tenant refreshes the registry",
-                    t.schema_provisioned,
-                    if st.schema_exists { "exists" } else { "does not exist" }
-                ),
-                Vec::new(),
-            ));
-        }
-        if t.status == Status::Failed {
-            out.push(p(
-                "failed",
-                format!(
-                    "its last operation failed: {}",
-                    t.last_error.as_deref().unwrap_or("no error recorded")
-                ),
-                Vec::new(),
-            ));
-        }
-        if !st.schema_exists {
-            out.push(p(
-                "unprovisioned",
-                format!(
-                    "schema {} does not exist; run `tenantctl provision --tenant {}`",
-                    crate::ident::quote(&t.schema_name),
-                    t.domain
-                ),
-                Vec::new(),
-            ));
-            continue;
-        }
-        let rows = match &st.history {
-            Ok(rows) => rows,
-            Err(e) => {
-                out.push(p("history_unreadable", e.clone(), Vec::new()));
-                continue;
-            }
-        };
-        let cmp = compare(rows, set);
-        for d in &cmp.drift {
-            let (kind, files) = match d {
-                Drift::Divergent { file, .. } => ("divergent", vec![file.clone()]),
-                Drift::Missing { version, name } => {
-                    ("missing", vec![format!("V{version}__{name}.sql")])
-                }
-                Drift::OutOfOrder { file, .. } => ("out_of_order", vec![file.clone()]),
-            };
-            out.push(p(kind, d.to_string(), files));
-        }
-        if !cmp.pending.is_empty() {
-            let files: Vec<String> = cmp
-                .pending
-                .iter()
-                .filter_map(|v| set.get(*v))
-                .map(|f| f.up_path.display().to_string())
-                .collect();
-            out.push(p(
-                "behind",
-                format!(
-                    "at revision {}, head is {}: {} pending; run `tenantctl upgrade --tenant {}`",
-                    cmp.current.map_or("base".to_string(), |c| c.to_string()),
-                    set.head(),
-                    cmp.pending.len(),
-                    t.domain
-                ),
-                files,
-            ));
+        if let Some(st) = states.get(&t.schema_name) {
+            tenant_problems(t, st, set, &mut out);
         }
     }
     out
+}
+
+/// Adds what is wrong with one tenant to `out`.
+fn tenant_problems(t: &Tenant, st: &SchemaState, set: &MigrationSet, out: &mut Vec<Problem>) {
+    let p = |kind: &'static str, message: String, files: Vec<String>| Problem {
+        tenant: t.domain.clone(),
+        schema_name: t.schema_name.clone(),
+        kind,
+        message,
+        files,
+    };
+    if st.schema_exists != t.schema_provisioned {
+        out.push(p(
+            "registry_mismatch",
+            format!(
+                "the registry says schema_provisioned = {} but the schema {}; any tenantctl command on this tenant refreshes the registry",
+                t.schema_provisioned,
+                if st.schema_exists { "exists" } else { "does not exist" }
+            ),
+            Vec::new(),
+        ));
+    }
+    if t.status == Status::Failed {
+        out.push(p(
+            "failed",
+            format!(
+                "its last operation failed: {}",
+                t.last_error.as_deref().unwrap_or("no error recorded")
+            ),
+            Vec::new(),
+        ));
+    }
+    if !st.schema_exists {
+        out.push(p(
+            "unprovisioned",
+            format!(
+                "schema {} does not exist; run `tenantctl provision --tenant {}`",
+                crate::ident::quote(&t.schema_name),
+                t.domain
+            ),
+            Vec::new(),
+        ));
+        return;
+    }
+    let rows = match &st.history {
+        Ok(rows) => rows,
+        Err(e) => {
+            out.push(p("history_unreadable", e.clone(), Vec::new()));
+            return;
+        }
+    };
+    let cmp = compare(rows, set);
+    for d in &cmp.drift {
+        let (kind, files) = match d {
+            Drift::Divergent { file, .. } => ("divergent", vec![file.clone()]),
+            Drift::Missing { version, name } => {
+                ("missing", vec![format!("V{version}__{name}.sql")])
+            }
+            Drift::OutOfOrder { file, .. } => ("out_of_order", vec![file.clone()]),
+        };
+        out.push(p(kind, d.to_string(), files));
+    }
+    if !cmp.pending.is_empty() {
+        let files: Vec<String> = cmp
+            .pending
+            .iter()
+            .filter_map(|v| set.get(*v))
+            .map(|f| f.up_path.display().to_string())
+            .collect();
+        out.push(p(
+            "behind",
+            format!(
+                "at revision {}, head is {}: {} pending; run `tenantctl upgrade --tenant {}`",
+                cmp.current.map_or("base".to_string(), |c| c.to_string()),
+                set.head(),
+                cmp.pending.len(),
+                t.domain
+            ),
+            files,
+        ));
+    }
 }

@@ -1,7 +1,7 @@
 //! tenantctl: a migrator for schema-per-tenant PostgreSQL.
 //!
 //! The crate is a library with a thin binary; `ARCHITECTURE.md` describes its layers.
-//! - The edge: [`cli`] (clap definitions), [`commands`] (one module per command),
+//! - The edge: [`cli`] (clap definitions and the `[y/N]` prompt; no engine module uses clap), [`commands`] (one module per command),
 //!   [`output`] (stdout), [`reporter`] (progress on stderr), [`exit`] (exit codes).
 //! - The engine, which returns data and never prints: [`config`], [`db`], [`ident`],
 //!   [`migrations`], [`statements`], [`registry`], [`registry_conn`], [`state`],
@@ -48,15 +48,17 @@ use commands::Ctx;
 pub use error::{Error, ErrorKind};
 use exit::Exit;
 
-/// Runs a parsed command line and returns the exit code to use.
+/// Runs a parsed command line and returns the exit code to use; [`output::BrokenPipe`]
+/// when stdout was closed before all results were written.
 pub async fn run(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Exit> {
-    let concurrency = match &cli.command {
-        Command::Upgrade(a) => a.bulk.concurrency,
-        Command::Provision(a) => a.bulk.concurrency,
-        Command::Downgrade(a) => a.bulk.concurrency,
-        Command::Stamp(a) => a.bulk.concurrency,
-        _ => None,
-    };
+    let outcome = dispatch(cli, interrupt).await;
+    output::stdout_closed()?;
+    outcome
+}
+
+/// Runs the command.
+async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<Exit> {
+    let concurrency = cli.command.concurrency();
     // Completions need no configuration: they work anywhere, even with a broken config.
     if let Command::Completions(a) = &cli.command {
         return commands::completions::run(a);

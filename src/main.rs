@@ -7,7 +7,7 @@ use std::time::Duration;
 use tenantctl::cli::Cli;
 use tenantctl::exit::{self, Exit};
 use tenantctl::interrupt::{Cancelled, Interrupt};
-use tenantctl::output::Format;
+use tenantctl::output::{BrokenPipe, Format};
 
 /// How long an abort waits for the server to receive its cancel requests.
 const CANCEL_WAIT: Duration = Duration::from_secs(3);
@@ -38,6 +38,9 @@ fn main() -> ExitCode {
     runtime.shutdown_background();
     match outcome {
         Ok(exit) => ExitCode::from(exit.code()),
+        // The reader of stdout went away (`tenantctl ... | head`): end quietly, as a
+        // pipeline expects.
+        Err(e) if e.downcast_ref::<BrokenPipe>().is_some() => ExitCode::SUCCESS,
         Err(e) => fail(&e),
     }
 }
@@ -56,7 +59,9 @@ async fn watch(mut signals: Signals, interrupt: Interrupt, json: bool) {
         let cancelled = interrupt.cancel_sessions(CANCEL_WAIT).await;
         let run_id = interrupt.run_id();
         let message = abort_message(&cancelled, run_id.as_deref());
-        tenantctl::output::abort(json, run_id.as_deref(), &message, Exit::Interrupted.code());
+        let _stdout = tenantctl::output::abort(json, run_id.as_deref(), &message);
+        // `exit` runs no destructors: stdout stays held, so nothing else reaches it.
+        std::process::exit(i32::from(Exit::Interrupted.code()));
     }
 }
 

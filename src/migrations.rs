@@ -183,6 +183,138 @@ pub fn parse_file_name(file_name: &str) -> Result<ParsedName, String> {
     })
 }
 
+/// A migration's name and path, by version.
+type ByVersion = BTreeMap<i32, (String, PathBuf)>;
+
+/// The `.sql` files of `dir`, sorted by name. A `.sql` entry that is not a regular file,
+/// or whose name is not UTF-8, is added to `problems`; other files are ignored.
+fn sql_file_names(dir: &Path, problems: &mut Vec<String>) -> Result<Vec<(String, PathBuf)>, Error> {
+    let entries = std::fs::read_dir(dir).map_err(|e| {
+        Error::setup(format!(
+            "cannot read migrations directory {}: {e}; pass --migrations DIR or set migrations.dir in the config",
+            dir.display()
+        ))
+    })?;
+    let mut names: Vec<(String, PathBuf)> = Vec::new();
+    for entry in entries {
+        let entry = entry.map_err(|e| {
+            Error::setup(format!(
+                "cannot list migrations directory {}: {e}",
+                dir.display()
+            ))
+        })?;
+        let path = entry.path();
+        let file_name = entry.file_name();
+        let Some(file_name) = file_name.to_str() else {
+            if path
+                .extension()
+                .is_some_and(|x| x.eq_ignore_ascii_case("sql"))
+            {
+                problems.push(format!(
+                    "{}: the file name is not valid UTF-8",
+                    path.display()
+                ));
+            }
+            continue;
+        };
+        if !file_name.to_ascii_lowercase().ends_with(".sql") {
+            continue;
+        }
+        if !path.is_file() {
+            problems.push(format!("{}: is not a regular file", path.display()));
+            continue;
+        }
+        names.push((file_name.to_string(), path));
+    }
+    names.sort();
+    Ok(names)
+}
+
+/// Sorts the files into up and down scripts by version. Misnamed files, duplicate
+/// versions, and down scripts without a matching up file are added to `problems`.
+fn pair_ups_and_downs(
+    names: Vec<(String, PathBuf)>,
+    problems: &mut Vec<String>,
+) -> (ByVersion, ByVersion) {
+    let mut ups = ByVersion::new();
+    let mut downs = ByVersion::new();
+    for (file_name, path) in names {
+        match parse_file_name(&file_name) {
+            Err(why) => problems.push(format!("{}: {why}", path.display())),
+            Ok(parsed) => {
+                let slot = if parsed.down { &mut downs } else { &mut ups };
+                if let Some((_, other)) = slot.get(&parsed.version) {
+                    problems.push(format!(
+                        "{} and {} both have version {}; versions must be unique",
+                        other.display(),
+                        path.display(),
+                        parsed.version
+                    ));
+                } else {
+                    slot.insert(parsed.version, (parsed.name, path));
+                }
+            }
+        }
+    }
+    for (version, (name, path)) in &downs {
+        match ups.get(version) {
+            None => problems.push(format!(
+                "{}: down script without its up file V{version}__{name}.sql",
+                path.display()
+            )),
+            Some((up_name, _)) if up_name != name => problems.push(format!(
+                "{}: its name does not match the up file V{version}__{up_name}.sql",
+                path.display()
+            )),
+            Some(_) => {}
+        }
+    }
+    (ups, downs)
+}
+
+/// Reads one migration and its down script. A file that cannot be read is an error at
+/// once; one that cannot run as psql would is added to `problems`, so every such file is
+/// reported together.
+fn read_migration(
+    version: i32,
+    name: String,
+    up_path: PathBuf,
+    down_path: Option<PathBuf>,
+    problems: &mut Vec<String>,
+) -> Result<MigrationFile, Error> {
+    let read = |p: &Path| {
+        std::fs::read_to_string(p)
+            .map_err(|e| Error::setup(format!("cannot read {} as UTF-8 text: {e}", p.display())))
+    };
+    let up_sql = read(&up_path)?;
+    let down_sql = down_path.as_deref().map(read).transpose()?;
+    let checksum = refinery::Migration::unapplied(&format!("V{version}__{name}"), &up_sql)
+        .map_err(|e| Error::setup(format!("{}: {e}", up_path.display())))?
+        .checksum();
+    let mut parsed = |p: &Path, sql: &str| {
+        parse_script(p, sql).unwrap_or_else(|e| {
+            problems.push(e);
+            empty_script()
+        })
+    };
+    let up = parsed(&up_path, &up_sql);
+    let down = match (&down_path, &down_sql) {
+        (Some(p), Some(sql)) => Some(parsed(p, sql)),
+        _ => None,
+    };
+    Ok(MigrationFile {
+        version,
+        name,
+        up_path,
+        up_sql,
+        up,
+        down_path,
+        down_sql,
+        down,
+        checksum,
+    })
+}
+
 impl MigrationSet {
     /// A set with no migrations, for commands that need none (provisioning, listing).
     pub fn empty(dir: PathBuf) -> MigrationSet {
@@ -195,78 +327,9 @@ impl MigrationSet {
     /// Loads and validates a migrations directory. Errors are setup errors (exit 3) that
     /// name the file and the rule.
     pub fn load(dir: &Path) -> Result<Self, Error> {
-        let entries = std::fs::read_dir(dir).map_err(|e| {
-            Error::setup(format!(
-                "cannot read migrations directory {}: {e}; pass --migrations DIR or set migrations.dir in the config",
-                dir.display()
-            ))
-        })?;
-        let mut ups: BTreeMap<i32, (String, PathBuf)> = BTreeMap::new();
-        let mut downs: BTreeMap<i32, (String, PathBuf)> = BTreeMap::new();
         let mut problems = Vec::new();
-        let mut names: Vec<(String, PathBuf)> = Vec::new();
-        for entry in entries {
-            let entry = entry.map_err(|e| {
-                Error::setup(format!(
-                    "cannot list migrations directory {}: {e}",
-                    dir.display()
-                ))
-            })?;
-            let path = entry.path();
-            let file_name = entry.file_name();
-            let Some(file_name) = file_name.to_str() else {
-                if path
-                    .extension()
-                    .is_some_and(|x| x.eq_ignore_ascii_case("sql"))
-                {
-                    problems.push(format!(
-                        "{}: the file name is not valid UTF-8",
-                        path.display()
-                    ));
-                }
-                continue;
-            };
-            if !file_name.to_ascii_lowercase().ends_with(".sql") {
-                continue;
-            }
-            if !path.is_file() {
-                problems.push(format!("{}: is not a regular file", path.display()));
-                continue;
-            }
-            names.push((file_name.to_string(), path));
-        }
-        names.sort();
-        for (file_name, path) in names {
-            match parse_file_name(&file_name) {
-                Err(why) => problems.push(format!("{}: {why}", path.display())),
-                Ok(parsed) => {
-                    let slot = if parsed.down { &mut downs } else { &mut ups };
-                    if let Some((_, other)) = slot.get(&parsed.version) {
-                        problems.push(format!(
-                            "{} and {} both have version {}; versions must be unique",
-                            other.display(),
-                            path.display(),
-                            parsed.version
-                        ));
-                    } else {
-                        slot.insert(parsed.version, (parsed.name, path));
-                    }
-                }
-            }
-        }
-        for (version, (name, path)) in &downs {
-            match ups.get(version) {
-                None => problems.push(format!(
-                    "{}: down script without its up file V{version}__{name}.sql",
-                    path.display()
-                )),
-                Some((up_name, _)) if up_name != name => problems.push(format!(
-                    "{}: its name does not match the up file V{version}__{up_name}.sql",
-                    path.display()
-                )),
-                Some(_) => {}
-            }
-        }
+        let names = sql_file_names(dir, &mut problems)?;
+        let (ups, mut downs) = pair_ups_and_downs(names, &mut problems);
         if !problems.is_empty() {
             return Err(Error::setup(format!(
                 "the migrations directory {} is invalid; nothing was run:\n  {}",
@@ -275,46 +338,15 @@ impl MigrationSet {
             )));
         }
         let mut files = Vec::with_capacity(ups.len());
-        let mut problems = Vec::new();
         for (version, (name, up_path)) in ups {
-            let up_sql = std::fs::read_to_string(&up_path).map_err(|e| {
-                Error::setup(format!(
-                    "cannot read {} as UTF-8 text: {e}",
-                    up_path.display()
-                ))
-            })?;
             let down_path = downs.remove(&version).map(|(_, p)| p);
-            let down_sql = match &down_path {
-                Some(p) => Some(std::fs::read_to_string(p).map_err(|e| {
-                    Error::setup(format!("cannot read {} as UTF-8 text: {e}", p.display()))
-                })?),
-                None => None,
-            };
-            let checksum = refinery::Migration::unapplied(&format!("V{version}__{name}"), &up_sql)
-                .map_err(|e| Error::setup(format!("{}: {e}", up_path.display())))?
-                .checksum();
-            let up = parse_script(&up_path, &up_sql).unwrap_or_else(|e| {
-                problems.push(e);
-                empty_script()
-            });
-            let down = match (&down_path, &down_sql) {
-                (Some(p), Some(sql)) => Some(parse_script(p, sql).unwrap_or_else(|e| {
-                    problems.push(e);
-                    empty_script()
-                })),
-                _ => None,
-            };
-            files.push(MigrationFile {
+            files.push(read_migration(
                 version,
                 name,
                 up_path,
-                up_sql,
-                up,
                 down_path,
-                down_sql,
-                down,
-                checksum,
-            });
+                &mut problems,
+            )?);
         }
         if !problems.is_empty() {
             return Err(Error::setup(format!(

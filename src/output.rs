@@ -4,7 +4,8 @@
 #![allow(clippy::print_stdout, clippy::print_stderr)]
 
 use std::io::{IsTerminal, Write};
-use std::sync::Mutex;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Mutex, MutexGuard};
 
 use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
@@ -16,6 +17,46 @@ use crate::scheduler::{ResultStatus, RunReport, TenantResult};
 /// Whether a JSON document has been written to stdout; held while one is written, so an
 /// abort never adds a second document or interleaves with the first.
 static DOCUMENT: Mutex<bool> = Mutex::new(false);
+
+/// Whether a write to stdout found it closed (a broken pipe, e.g. `tenantctl ... | head`).
+static STDOUT_CLOSED: AtomicBool = AtomicBool::new(false);
+
+/// Stdout was closed by its reader before all results were written. Not a failure: `main`
+/// ends quietly with exit 0 when a command ends with this error.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct BrokenPipe;
+
+impl std::fmt::Display for BrokenPipe {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("stdout was closed before all results were written")
+    }
+}
+
+impl std::error::Error for BrokenPipe {}
+
+/// `Err(BrokenPipe)` once a write found stdout closed: the command's outcome to report
+/// instead of its own, since its results did not all reach the reader.
+pub fn stdout_closed() -> Result<(), BrokenPipe> {
+    if closed() {
+        Err(BrokenPipe)
+    } else {
+        Ok(())
+    }
+}
+
+fn closed() -> bool {
+    STDOUT_CLOSED.load(Ordering::Relaxed)
+}
+
+/// Remembers a broken pipe from a write to stdout; other write errors are dropped, as a
+/// result that cannot be written has nowhere else to go.
+fn note_closed(res: std::io::Result<()>) {
+    if let Err(e) = res {
+        if e.kind() == std::io::ErrorKind::BrokenPipe {
+            STDOUT_CLOSED.store(true, Ordering::Relaxed);
+        }
+    }
+}
 
 /// Text or JSON results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
@@ -81,8 +122,12 @@ impl Output {
         self.format == Format::Json
     }
 
-    /// Writes a result to stdout. A closed pipe ends the process quietly.
+    /// Writes a result to stdout. Once stdout is closed (a broken pipe) nothing more is
+    /// written; see [`stdout_closed`].
     pub fn print(&self, text: &str) {
+        if closed() {
+            return;
+        }
         let mut out = std::io::stdout().lock();
         let res = out.write_all(text.as_bytes()).and_then(|_| {
             if text.ends_with('\n') {
@@ -91,38 +136,33 @@ impl Output {
                 out.write_all(b"\n")
             }
         });
-        if let Err(e) = res.and_then(|_| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
+        note_closed(res.and_then(|_| out.flush()));
     }
 
     /// Writes a result to stdout piece by piece through `write`, for results too large to
-    /// build in memory first. A closed pipe ends the process quietly.
+    /// build in memory first. Once stdout is closed, nothing more is written.
     pub fn stream(&self, write: impl FnOnce(&mut dyn Write) -> std::io::Result<()>) {
-        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
-        if let Err(e) = write(&mut out).and_then(|_| out.flush()) {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
+        if closed() {
+            return;
         }
+        let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
+        note_closed(write(&mut out).and_then(|_| out.flush()));
     }
 
     /// Writes one JSON document to stdout, streamed rather than built in memory first.
+    /// Once stdout is closed, nothing more is written.
     pub fn json<T: Serialize>(&self, value: &T) {
         let mut written = DOCUMENT.lock().unwrap_or_else(|e| e.into_inner());
         *written = true;
+        if closed() {
+            return;
+        }
         let mut out = std::io::BufWriter::with_capacity(64 * 1024, std::io::stdout().lock());
         let res = serde_json::to_writer_pretty(&mut out, value)
             .map_err(std::io::Error::from)
             .and_then(|_| out.write_all(b"\n"))
             .and_then(|_| out.flush());
-        if let Err(e) = res {
-            if e.kind() == std::io::ErrorKind::BrokenPipe {
-                std::process::exit(0);
-            }
-        }
+        note_closed(res);
     }
 
     /// A notice on stderr, unless quiet.
@@ -135,31 +175,6 @@ impl Output {
     /// A warning on stderr, always.
     pub fn warn(&self, text: &str) {
         eprintln!("warning: {text}");
-    }
-
-    /// Asks before a destructive change. `yes` (from `--yes`) answers for the user; without
-    /// it, the question is asked on the terminal, and refused (exit 2) when there is none.
-    pub fn confirm(&self, question: &str, yes: bool) -> Result<(), crate::error::Error> {
-        if yes {
-            return Ok(());
-        }
-        if !(std::io::stdin().is_terminal() && std::io::stderr().is_terminal()) {
-            return Err(crate::error::Error::usage(format!(
-                "refusing to go on without confirmation: {question} There is no terminal to ask on; pass --yes to confirm. Nothing was changed."
-            )));
-        }
-        eprint!("{question} [y/N] ");
-        let _ = std::io::stderr().flush();
-        let mut answer = String::new();
-        std::io::stdin()
-            .read_line(&mut answer)
-            .map_err(|e| crate::error::Error::usage(format!("cannot read the answer: {e}")))?;
-        match answer.trim().to_ascii_lowercase().as_str() {
-            "y" | "yes" => Ok(()),
-            _ => Err(crate::error::Error::usage(
-                "not confirmed; nothing was changed",
-            )),
-        }
     }
 
     /// A table in the style for this terminal.
@@ -309,19 +324,23 @@ fn status_word(s: ResultStatus) -> &'static str {
     }
 }
 
-/// Ends the process at once with `code` after an abort: `message` on stderr and, with
-/// JSON output during a run (`run_id`), `{"interrupted": true, "run_id", "message"}` on
-/// stdout unless a document was already written. No document is written after this.
-pub fn abort(json: bool, run_id: Option<&str>, message: &str, code: u8) -> ! {
+/// Stdout held after an abort, so no other document reaches it; the caller ends the
+/// process while holding it (`std::process::exit` runs no destructors).
+pub struct Aborted(#[allow(dead_code)] MutexGuard<'static, bool>);
+
+/// Reports an abort: `message` on stderr and, with JSON output during a run (`run_id`),
+/// `{"interrupted": true, "run_id", "message"}` on stdout unless a document was already
+/// written. Returns stdout held; the caller then ends the process.
+pub fn abort(json: bool, run_id: Option<&str>, message: &str) -> Aborted {
     #[derive(Serialize)]
-    struct Aborted<'a> {
+    struct Doc<'a> {
         interrupted: bool,
         run_id: &'a str,
         message: &'a str,
     }
     let mut written = DOCUMENT.lock().unwrap_or_else(|e| e.into_inner());
     if let (true, false, Some(run_id)) = (json, *written, run_id) {
-        let doc = Aborted {
+        let doc = Doc {
             interrupted: true,
             run_id,
             message,
@@ -336,8 +355,7 @@ pub fn abort(json: bool, run_id: Option<&str>, message: &str, code: u8) -> ! {
         *written = true;
     }
     eprintln!("error: {message}");
-    // `exit` runs no destructors: the lock stays held, so nothing else reaches stdout.
-    std::process::exit(i32::from(code))
+    Aborted(written)
 }
 
 /// The rows that say who a tenant is, first in every view of one tenant.

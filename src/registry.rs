@@ -38,7 +38,7 @@ pub fn latest_version() -> i32 {
 }
 
 /// A tenant's lifecycle state in the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, clap::ValueEnum)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Registered; no operation on its schema has succeeded yet.

@@ -222,6 +222,12 @@ impl Lines {
 }
 
 /// Splits a file into its statements, as psql would send them.
+///
+/// Longer than most functions on purpose: it is one pass of psql's lexer over the bytes,
+/// and every branch reads and updates the same state (the statement's start, its words,
+/// the parenthesis and `BEGIN ... END` depths). Split into helpers, that state would have
+/// to travel through each of them, and the rules would no longer read side by side as
+/// psql's do.
 pub fn split(sql: &str) -> Result<Vec<Statement>, SplitError> {
     let body = sql.strip_prefix('\u{feff}').unwrap_or(sql);
     let b = body.as_bytes();

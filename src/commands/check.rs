@@ -10,9 +10,7 @@ use crate::registry::Registry;
 
 use super::Ctx;
 
-/// Arguments of `check` (none of its own).
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+pub use crate::cli::CheckArgs as Args;
 
 /// The JSON document `check` prints.
 #[derive(Debug, Serialize)]

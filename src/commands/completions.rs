@@ -6,13 +6,7 @@ use crate::cli::Cli;
 use crate::error::Result;
 use crate::exit::Exit;
 
-/// Arguments of `completions`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The shell to write completions for.
-    #[arg(value_enum)]
-    pub shell: clap_complete::Shell,
-}
+pub use crate::cli::CompletionsArgs as Args;
 
 /// Writes the completion script to stdout.
 pub fn run(args: &Args) -> Result<Exit> {

@@ -1,7 +1,6 @@
 //! `tenantctl config show`: the effective configuration, where each value came from, with
 //! secrets redacted.
 
-use clap::Subcommand;
 use serde::Serialize;
 
 use crate::config::{self, Entry};
@@ -10,13 +9,7 @@ use crate::exit::Exit;
 
 use super::Ctx;
 
-/// The `config` subcommands.
-#[derive(Debug, Subcommand)]
-pub enum ConfigCommand {
-    /// Show the effective configuration and the source of each value (flag, environment,
-    /// file, default). Passwords are never shown.
-    Show,
-}
+pub use crate::cli::ConfigCommand;
 
 /// The JSON document `config show` prints.
 #[derive(Debug, Serialize)]

@@ -2,7 +2,6 @@
 
 use serde::Serialize;
 
-use crate::cli::Selection;
 use crate::error::Result;
 use crate::exit::Exit;
 use crate::inspect::{self, StatusSummary};
@@ -11,12 +10,7 @@ use crate::registry::Registry;
 
 use super::{select, statuses, Ctx};
 
-/// Arguments of `current`: the bulk commands' selection (default: every tenant).
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub selection: Selection,
-}
+pub use crate::cli::CurrentArgs as Args;
 
 /// One tenant's revision.
 #[derive(Debug, Serialize)]

@@ -1,6 +1,5 @@
 //! `tenantctl downgrade`: run down scripts, newest first, until TARGET.
 
-use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
 use crate::error::Result;
 use crate::exit::Exit;
@@ -11,27 +10,7 @@ use crate::scheduler::Planned;
 
 use super::{select, Ctx};
 
-/// Arguments of `downgrade`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub selection: Selection,
-
-    /// Revision to go down to: a version number, or base (nothing applied).
-    #[arg(value_name = "TARGET")]
-    pub target: String,
-
-    #[command(flatten)]
-    pub bulk: BulkOpts,
-
-    /// Confirm without asking (needed without a terminal).
-    #[arg(long)]
-    pub yes: bool,
-
-    /// Print, per tenant, the exact SQL that would run; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub use crate::cli::DowngradeArgs as Args;
 
 /// Downgrades the selected tenants. Each down script runs in a transaction with the
 /// removal of its history row; a tenant whose needed down script is missing is refused

@@ -10,25 +10,7 @@ use crate::registry::{EventFilter, EventRow, Registry};
 
 use super::Ctx;
 
-/// Arguments of `events`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Only this tenant (domain, id or schema name).
-    #[arg(short = 't', long = "tenant", value_name = "TENANT")]
-    pub tenant: Option<String>,
-
-    /// Only this run (the run_id printed by upgrade and provision).
-    #[arg(long = "run", value_name = "ID")]
-    pub run: Option<String>,
-
-    /// Only failures.
-    #[arg(long)]
-    pub failed: bool,
-
-    /// At most N entries, newest first.
-    #[arg(long, value_name = "N", default_value_t = 50, value_parser = clap::value_parser!(u32).range(1..=100_000))]
-    pub limit: u32,
-}
+pub use crate::cli::EventsArgs as Args;
 
 /// The JSON document `events` prints.
 #[derive(Debug, Serialize)]

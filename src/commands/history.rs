@@ -10,13 +10,7 @@ use crate::state;
 
 use super::Ctx;
 
-/// Arguments of `history`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Show which migrations this tenant has applied (domain, id or schema name).
-    #[arg(short = 't', long = "tenant", value_name = "TENANT")]
-    pub tenant: Option<String>,
-}
+pub use crate::cli::HistoryArgs as Args;
 
 /// The JSON document `history` prints.
 #[derive(Debug, Serialize)]

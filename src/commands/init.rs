@@ -7,9 +7,7 @@ use crate::registry;
 
 use super::Ctx;
 
-/// Arguments of `init` (none of its own).
-#[derive(Debug, clap::Args)]
-pub struct Args {}
+pub use crate::cli::InitArgs as Args;
 
 /// Creates the registry schema and table, or upgrades them; idempotent. A registry newer
 /// than this binary is reported and left unchanged (exit 0).

@@ -1,5 +1,5 @@
-//! The command layer: one module per command, each with its clap `Args` and a `run` that
-//! calls the engine and hands the result to [`crate::output`].
+//! The command layer: one module per command, each with a `run` that takes its `Args`
+//! (defined in [`crate::cli`]), calls the engine and hands the result to [`crate::output`].
 //!
 //! [`Ctx`] carries what every command needs: the effective settings, the connection
 //! target and the output settings.
@@ -246,7 +246,7 @@ pub async fn run_fleet(
 }
 
 /// Asks before a destructive change to these tenants (see [`Output::confirm`]).
-pub fn confirm_tenants(ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) -> Result<(), Error> {
+pub fn confirm_tenants(_ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) -> Result<(), Error> {
     if tenants.is_empty() {
         return Ok(());
     }
@@ -257,7 +257,7 @@ pub fn confirm_tenants(ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) -> 
     } else {
         String::new()
     };
-    ctx.out.confirm(
+    crate::cli::confirm::confirm(
         &format!(
             "{what} on {} tenant(s) ({}{more}).",
             tenants.len(),

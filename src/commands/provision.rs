@@ -1,6 +1,5 @@
 //! `tenantctl provision`: create missing tenant schemas.
 
-use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
 use crate::error::Result;
 use crate::exit::Exit;
@@ -12,27 +11,7 @@ use crate::scheduler::Planned;
 
 use super::{select, Ctx};
 
-/// Arguments of `provision`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub selection: Selection,
-
-    #[command(flatten)]
-    pub bulk: BulkOpts,
-
-    /// Drop existing schemas with all their data and create them empty (asks first).
-    #[arg(long)]
-    pub force_recreate: bool,
-
-    /// Confirm --force-recreate without asking (needed without a terminal).
-    #[arg(long)]
-    pub yes: bool,
-
-    /// Print, per tenant, the exact SQL that would run; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub use crate::cli::ProvisionArgs as Args;
 
 /// Creates the schemas that are missing; existing ones are reported as up to date.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {

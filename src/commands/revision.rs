@@ -9,13 +9,7 @@ use crate::migrations::MigrationSet;
 
 use super::Ctx;
 
-/// Arguments of `revision`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// What the migration does, e.g. "add volunteer rotas"; becomes the file name.
-    #[arg(short = 'm', long = "message", value_name = "MESSAGE")]
-    pub message: String,
-}
+pub use crate::cli::RevisionArgs as Args;
 
 /// The JSON document `revision` prints.
 #[derive(Debug, Serialize)]

@@ -1,7 +1,6 @@
 //! `tenantctl stamp`: record migrations up to TARGET as applied without running them, to
 //! adopt schemas built by hand or by another tool.
 
-use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
 use crate::error::Result;
 use crate::exit::Exit;
@@ -12,27 +11,7 @@ use crate::scheduler::Planned;
 
 use super::{select, Ctx};
 
-/// Arguments of `stamp`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub selection: Selection,
-
-    /// Revision to record: a version number, head, or base (forget everything).
-    #[arg(value_name = "TARGET")]
-    pub target: String,
-
-    #[command(flatten)]
-    pub bulk: BulkOpts,
-
-    /// Confirm forgetting applied versions without asking (needed without a terminal).
-    #[arg(long)]
-    pub yes: bool,
-
-    /// Print, per tenant, what would be recorded and forgotten, and the SQL; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub use crate::cli::StampArgs as Args;
 
 /// Stamps the selected tenants: records the files up to TARGET with the checksums an
 /// upgrade would store, and forgets recorded versions above it. Runs nothing else.

@@ -11,22 +11,7 @@ use crate::registry::Registry;
 
 use super::{statuses, Ctx};
 
-/// Arguments of `status`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// One tenant: domain, id or schema name.
-    #[arg(
-        short = 't',
-        long = "tenant",
-        value_name = "TENANT",
-        conflicts_with = "all"
-    )]
-    pub tenant: Option<String>,
-
-    /// Every registered tenant.
-    #[arg(long)]
-    pub all: bool,
-}
+pub use crate::cli::StatusArgs as Args;
 
 /// The JSON document `status --all` prints.
 #[derive(Debug, Serialize)]

@@ -1,6 +1,5 @@
 //! `tenantctl upgrade`: apply pending migrations to one, several or all tenants.
 
-use crate::cli::{BulkOpts, Selection};
 use crate::dryrun;
 use crate::error::Result;
 use crate::exit::Exit;
@@ -11,23 +10,7 @@ use crate::registry::Registry;
 
 use super::{select, Ctx};
 
-/// Arguments of `upgrade`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    #[command(flatten)]
-    pub selection: Selection,
-
-    /// Revision to upgrade to: a version number, or head.
-    #[arg(default_value = "head", value_name = "TARGET")]
-    pub target: String,
-
-    #[command(flatten)]
-    pub bulk: BulkOpts,
-
-    /// Print, per tenant, the exact SQL that would run; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub use crate::cli::UpgradeArgs as Args;
 
 /// Upgrades the selected tenants. Only tenants that need work get a session; tenants
 /// whose schema does not exist yet are skipped when selected by a filter and fail when

@@ -17,6 +17,7 @@ mod cli;
 mod concurrency;
 mod connections;
 mod dry_run_memory;
+mod edge;
 mod faults;
 mod fleet;
 mod interrupt;

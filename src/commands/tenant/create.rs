@@ -11,46 +11,7 @@ use crate::tenants::{self, Context, NewTenantRequest};
 
 use super::super::Ctx;
 
-/// Arguments of `tenant create`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The tenant's unique domain slug, e.g. demo-church (lowercase letters, digits, '-').
-    pub domain: String,
-
-    /// Display name, e.g. "Demo Church".
-    #[arg(long)]
-    pub name: String,
-
-    /// Contact email.
-    #[arg(long)]
-    pub email: Option<String>,
-
-    /// Tenant type, e.g. church.
-    #[arg(long = "type", value_name = "TYPE", default_value = "standard")]
-    pub tenant_type: String,
-
-    /// Schema name [default: schema_prefix + domain with '-' turned into '_'].
-    #[arg(long, value_name = "SCHEMA")]
-    pub schema: Option<String>,
-
-    /// Create the tenant's schema.
-    #[arg(long)]
-    pub provision: bool,
-
-    /// Create the schema and apply migrations up to --target (implies --provision).
-    #[arg(long)]
-    pub migrate: bool,
-
-    /// Revision for --migrate: a version, or head.
-    #[arg(long, value_name = "REV", requires = "migrate")]
-    pub target: Option<String>,
-
-    /// Take over the schema although it already exists and holds objects: they become the
-    /// tenant's, and `tenant drop` would drop them with it. Without it, such a schema is
-    /// refused (exit 2); an existing empty schema is taken without it.
-    #[arg(long)]
-    pub adopt: bool,
-}
+pub use crate::cli::tenant::CreateArgs as Args;
 
 /// Registers the tenant, then provisions and migrates it as asked.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {

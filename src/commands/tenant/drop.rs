@@ -10,26 +10,7 @@ use crate::tenants::{self, Context, DropPlan};
 
 use super::super::Ctx;
 
-/// Arguments of `tenant drop`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The tenant: domain, id or schema name.
-    #[arg(value_name = "TENANT")]
-    pub tenant: String,
-
-    /// Keep the schema and its data; only remove the registry row.
-    #[arg(long)]
-    pub keep_schema: bool,
-
-    /// Confirm without asking (needed without a terminal).
-    #[arg(long)]
-    pub yes: bool,
-
-    /// Show what would be dropped and what outside the schema would block it; change
-    /// nothing. Exit 0 when the drop could go ahead, 1 when it would be refused.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub use crate::cli::tenant::DropArgs as Args;
 
 /// Drops the tenant under its lock, so it never races an upgrade of the same tenant.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
@@ -74,7 +55,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             quote(&tenant.schema_name)
         )
     };
-    ctx.out.confirm(&what, args.yes)?;
+    crate::cli::confirm::confirm(&what, args.yes)?;
     let (events, reporting) = reporter::start(&ctx.out, "tenant drop", Style::Single);
     let cx = Context {
         target: &ctx.target,

@@ -8,21 +8,11 @@ use crate::error::Result;
 use crate::exit::Exit;
 use crate::ident;
 use crate::migrations::MigrationSet;
-use crate::registry::{Registry, Status, Tenant};
+use crate::registry::{Registry, Tenant};
 
 use super::super::{statuses, Ctx};
 
-/// Arguments of `tenant list`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// Only tenants of this type.
-    #[arg(long = "type", value_name = "TYPE")]
-    pub tenant_type: Option<String>,
-
-    /// Only tenants with this status.
-    #[arg(long, value_enum)]
-    pub status: Option<Status>,
-}
+pub use crate::cli::tenant::ListArgs as Args;
 
 /// The JSON document `tenant list` prints.
 #[derive(Debug, Serialize)]

@@ -10,13 +10,7 @@ use crate::registry::{Event, Registry, Tenant};
 
 use super::super::Ctx;
 
-/// Arguments of `tenant rotate-key`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The tenant: domain, id or schema name.
-    #[arg(value_name = "TENANT")]
-    pub tenant: String,
-}
+pub use crate::cli::tenant::RotateKeyArgs as Args;
 
 /// The JSON document `tenant rotate-key` prints.
 #[derive(Debug, Serialize)]

@@ -10,13 +10,7 @@ use crate::registry::{Registry, Tenant};
 
 use super::super::{statuses, Ctx};
 
-/// Arguments of `tenant show`.
-#[derive(Debug, clap::Args)]
-pub struct Args {
-    /// The tenant: domain, id or schema name.
-    #[arg(value_name = "TENANT")]
-    pub tenant: String,
-}
+pub use crate::cli::tenant::ShowArgs as Args;
 
 /// The JSON document `tenant show` prints.
 #[derive(Debug, Serialize)]

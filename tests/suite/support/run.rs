@@ -208,6 +208,25 @@ impl Tenantctl {
         }
     }
 
+    /// Runs to the end with stdout a pipe whose reader has already gone, so every write
+    /// to it fails (`tenantctl ... | head -c0`); stdout comes back empty.
+    pub fn run_into_closed_pipe(&self, args: &[&str]) -> Run {
+        let (reader, writer) = std::io::pipe().expect("create a pipe");
+        drop(reader);
+        let out = self
+            .command(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::from(writer))
+            .stderr(Stdio::piped())
+            .output()
+            .expect("run tenantctl");
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::new(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Starts it in the background; stdout and stderr are collected as they come.
     pub fn spawn(&self, args: &[&str]) -> Spawned {
         let (mut spawned, stdout) = self.spawn_reading_stdout(args);

@@ -1,14 +1,28 @@
-//! The command line: clap definitions for the global options and every command.
+//! The command line: clap definitions for the global options and every command, and the
+//! confirmation prompt. Nothing here depends on `commands`, which runs what is parsed.
 //!
-//! The `///` comments here are the `--help` text. Each command's own arguments live with
-//! its implementation in `commands/`.
+//! The `///` comments here and in the submodules are the `--help` text:
+//! [`selection`] holds the flags the bulk commands share, [`changes`] the commands that
+//! change tenants in bulk, [`reports`] those that only look, [`tenant`] the `tenant`
+//! subcommands and [`project`] the rest.
+
+pub mod changes;
+pub mod confirm;
+pub mod project;
+pub mod reports;
+pub mod selection;
+pub mod tenant;
 
 use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::commands;
 use crate::output::Format;
+pub use changes::{DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
+pub use project::{CompletionsArgs, ConfigCommand, InitArgs, RevisionArgs};
+pub use reports::{CheckArgs, CurrentArgs, EventsArgs, HistoryArgs, StatusArgs};
+pub use selection::{BulkOpts, Fleet, Selection};
+pub use tenant::TenantCommand;
 
 /// Migrate schema-per-tenant PostgreSQL: a tenant registry, one schema per tenant, and
 /// versioned SQL migrations applied to every tenant in parallel.
@@ -125,130 +139,57 @@ impl GlobalOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or upgrade the tenant registry (idempotent; safe to run on every deploy).
-    Init(commands::init::Args),
+    Init(InitArgs),
     /// Register, list and inspect tenants.
     #[command(subcommand)]
-    Tenant(commands::tenant::TenantCommand),
+    Tenant(TenantCommand),
     /// Create missing tenant schemas (an existing schema is left alone and reported).
-    Provision(commands::provision::Args),
+    Provision(ProvisionArgs),
     /// Apply pending migrations up to TARGET (default: head). Exit 4 when some tenants
     /// of a bulk run failed.
-    Upgrade(commands::upgrade::Args),
+    Upgrade(UpgradeArgs),
     /// Show each tenant's current revision.
-    Current(commands::current::Args),
+    Current(CurrentArgs),
     /// List the migrations and, for a tenant, which are applied and when.
-    History(commands::history::Args),
+    History(HistoryArgs),
     /// Show migration status: current revision, pending migrations, provisioned/applied.
-    Status(commands::status::Args),
+    Status(StatusArgs),
     /// Run down scripts, newest first, until TARGET (a version, or base). Asks first;
     /// without a terminal, refuses (exit 2) unless --yes is given.
-    Downgrade(commands::downgrade::Args),
+    Downgrade(DowngradeArgs),
     /// Record migrations up to TARGET as applied without running them (adopting schemas
     /// built by hand or by another tool); `stamp base` clears the history.
-    Stamp(commands::stamp::Args),
+    Stamp(StampArgs),
     /// Write the next migration file, V<head+1>__<message>.sql, and its .down.sql.
-    Revision(commands::revision::Args),
+    Revision(RevisionArgs),
     /// CI gate: check config, connection, migration files, registry and every tenant.
     /// Exit 0 when all tenants are at head with no drift, 5 when something is off.
-    Check(commands::check::Args),
+    Check(CheckArgs),
     /// Show the run ledger: every change made to a tenant, by whom, and how it ended.
-    Events(commands::events::Args),
+    Events(EventsArgs),
     /// Show the effective configuration.
     #[command(subcommand)]
-    Config(commands::config::ConfigCommand),
+    Config(ConfigCommand),
     /// Print a shell completion script, e.g. `tenantctl completions bash > /etc/bash_completion.d/tenantctl`.
-    Completions(commands::completions::Args),
+    Completions(CompletionsArgs),
 }
 
-/// Selecting tenants for a bulk command. Filters combine: `--type church --status failed`
-/// is the failed churches; `--exclude` and `--shard` then narrow any selection.
-#[derive(Debug, Clone, Args)]
-pub struct Selection {
-    /// A tenant by domain, id or schema name (repeatable).
-    #[arg(
-        short = 't',
-        long = "tenant",
-        value_name = "TENANT",
-        conflicts_with = "all"
-    )]
-    pub tenants: Vec<String>,
-
-    /// Every registered tenant.
-    #[arg(long)]
-    pub all: bool,
-
-    /// Only tenants of this type (alone, it selects all tenants of the type).
-    #[arg(long = "type", value_name = "TYPE")]
-    pub tenant_type: Option<String>,
-
-    /// Only tenants with this registry status, e.g. `--status failed` to retry failures.
-    #[arg(long, value_enum, value_name = "STATUS")]
-    pub status: Option<crate::registry::Status>,
-
-    /// Leave this tenant out (repeatable).
-    #[arg(long, value_name = "TENANT")]
-    pub exclude: Vec<String>,
-
-    /// Only shard I of N (1-based), a stable partition by schema name, so N jobs can
-    /// split one fleet: `--shard 1/4` ... `--shard 4/4`.
-    #[arg(long, value_name = "I/N", value_parser = parse_shard)]
-    pub shard: Option<(u32, u32)>,
-}
-
-impl Selection {
-    /// Whether anything selects tenants (as opposed to only narrowing).
-    pub fn selects(&self) -> bool {
-        self.all || !self.tenants.is_empty() || self.tenant_type.is_some() || self.status.is_some()
-    }
-}
-
-/// Parses `I/N` with 1 <= I <= N.
-pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
-    let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 1/4")?;
-    let i: u32 = i.trim().parse().map_err(|_| "I must be a whole number")?;
-    let n: u32 = n.trim().parse().map_err(|_| "N must be a whole number")?;
-    if n == 0 || i == 0 || i > n {
-        return Err(format!(
-            "shard {i}/{n} is out of range: I must be between 1 and N"
-        ));
-    }
-    Ok((i, n))
-}
-
-/// Options for commands that work on many tenants.
-#[derive(Debug, Clone, Args)]
-pub struct BulkOpts {
-    /// Tenants worked on at once, each on its own connection [default: run.concurrency, 4].
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]
-    pub concurrency: Option<u16>,
-
-    /// Stop starting new tenants after the first failure (same as --max-failures 1).
-    #[arg(long, conflicts_with = "max_failures")]
-    pub fail_fast: bool,
-
-    /// Start no new tenant once K tenants have failed; exit 4.
-    #[arg(long, value_name = "K", value_parser = clap::value_parser!(u32).range(1..))]
-    pub max_failures: Option<u32>,
-
-    /// Work on N tenants first (of those that need work); if any of them fails, start no
-    /// others and exit 4.
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
-    pub canary: Option<u32>,
-}
-
-impl BulkOpts {
-    /// The failure limit: 1 with --fail-fast, K with --max-failures, else none.
-    pub fn max_failures(&self) -> Option<usize> {
-        if self.fail_fast {
-            Some(1)
-        } else {
-            self.max_failures.map(|k| k as usize)
+impl Command {
+    /// `--concurrency`, for the commands that take it.
+    pub fn concurrency(&self) -> Option<u16> {
+        match self {
+            Command::Upgrade(a) => a.bulk.concurrency,
+            Command::Provision(a) => a.bulk.concurrency,
+            Command::Downgrade(a) => a.bulk.concurrency,
+            Command::Stamp(a) => a.bulk.concurrency,
+            _ => None,
         }
     }
 }
 
 #[cfg(test)]
 mod tests {
+    use super::selection::parse_shard;
     use super::*;
 
     #[test]

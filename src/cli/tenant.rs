@@ -1,0 +1,113 @@
+//! Arguments of `tenant create`, `list`, `show`, `rotate-key` and `drop`.
+
+use clap::Subcommand;
+
+use super::selection::status_parser;
+use crate::registry::Status;
+
+/// The `tenant` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum TenantCommand {
+    /// Register a tenant; with --provision create its schema, with --migrate also upgrade
+    /// it. Prints the tenant's API key once.
+    Create(CreateArgs),
+    /// List registered tenants.
+    List(ListArgs),
+    /// Show one tenant with its migration status.
+    Show(ShowArgs),
+    /// Replace a tenant's API key; prints the new key once. The old key stops working.
+    RotateKey(RotateKeyArgs),
+    /// Remove a tenant from the registry and drop its schema (unless --keep-schema).
+    /// Asks first; without a terminal, refuses (exit 2) unless --yes is given.
+    Drop(DropArgs),
+}
+
+/// Arguments of `tenant create`.
+#[derive(Debug, clap::Args)]
+pub struct CreateArgs {
+    /// The tenant's unique domain slug, e.g. demo-church (lowercase letters, digits, '-').
+    pub domain: String,
+
+    /// Display name, e.g. "Demo Church".
+    #[arg(long)]
+    pub name: String,
+
+    /// Contact email.
+    #[arg(long)]
+    pub email: Option<String>,
+
+    /// Tenant type, e.g. church.
+    #[arg(long = "type", value_name = "TYPE", default_value = "standard")]
+    pub tenant_type: String,
+
+    /// Schema name [default: schema_prefix + domain with '-' turned into '_'].
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<String>,
+
+    /// Create the tenant's schema.
+    #[arg(long)]
+    pub provision: bool,
+
+    /// Create the schema and apply migrations up to --target (implies --provision).
+    #[arg(long)]
+    pub migrate: bool,
+
+    /// Revision for --migrate: a version, or head.
+    #[arg(long, value_name = "REV", requires = "migrate")]
+    pub target: Option<String>,
+
+    /// Take over the schema although it already exists and holds objects: they become the
+    /// tenant's, and `tenant drop` would drop them with it. Without it, such a schema is
+    /// refused (exit 2); an existing empty schema is taken without it.
+    #[arg(long)]
+    pub adopt: bool,
+}
+
+/// Arguments of `tenant list`.
+#[derive(Debug, clap::Args)]
+pub struct ListArgs {
+    /// Only tenants of this type.
+    #[arg(long = "type", value_name = "TYPE")]
+    pub tenant_type: Option<String>,
+
+    /// Only tenants with this status.
+    #[arg(long, value_parser = status_parser())]
+    pub status: Option<Status>,
+}
+
+/// Arguments of `tenant show`.
+#[derive(Debug, clap::Args)]
+pub struct ShowArgs {
+    /// The tenant: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+}
+
+/// Arguments of `tenant rotate-key`.
+#[derive(Debug, clap::Args)]
+pub struct RotateKeyArgs {
+    /// The tenant: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+}
+
+/// Arguments of `tenant drop`.
+#[derive(Debug, clap::Args)]
+pub struct DropArgs {
+    /// The tenant: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+
+    /// Keep the schema and its data; only remove the registry row.
+    #[arg(long)]
+    pub keep_schema: bool,
+
+    /// Confirm without asking (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Show what would be dropped and what outside the schema would block it; change
+    /// nothing. Exit 0 when the drop could go ahead, 1 when it would be refused.
+    #[arg(long)]
+    pub dry_run: bool,
+}
