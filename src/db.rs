@@ -227,12 +227,15 @@ impl Target {
             ConnectError::Tls(msg) => {
                 Error::setup(format!("cannot set up TLS for {}: {msg}", self.display))
             }
-            ConnectError::Pg(e) => Error::setup(format!(
-                "cannot connect to {}: {}{}",
-                self.display,
-                pg_message(&e),
-                self.tls_hint(&e)
-            )),
+            ConnectError::Pg(e) => {
+                let message = format!(
+                    "cannot connect to {}: {}{}",
+                    self.display,
+                    pg_message(&e),
+                    self.tls_hint(&e)
+                );
+                Error::unavailable(message).with_source(e)
+            }
         }
     }
 
@@ -505,14 +508,9 @@ pub fn transient(e: &tokio_postgres::Error) -> Option<Transient> {
     if e.is_closed() {
         return Some(Transient::Unavailable);
     }
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
-        if let Some(io) = cause.downcast_ref::<std::io::Error>() {
-            return classify_io(io.kind());
-        }
-        source = cause.source();
-    }
-    None
+    causes(e)
+        .find_map(|c| c.downcast_ref::<std::io::Error>())
+        .and_then(|io| classify_io(io.kind()))
 }
 
 /// [`transient`] for an error the server sent: its SQLSTATE and message.
@@ -880,40 +878,41 @@ pub fn pg_message(e: &tokio_postgres::Error) -> String {
         return s;
     }
     let mut s = e.to_string();
-    let mut source = std::error::Error::source(e);
-    while let Some(cause) = source {
+    for cause in causes(e).skip(1) {
         let text = cause.to_string();
         if !s.contains(&text) {
             s.push_str(": ");
             s.push_str(&text);
         }
-        source = cause.source();
     }
     s
 }
 
-/// The first PostgreSQL error in any error's cause chain, formatted by [`pg_message`].
-pub fn find_pg_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {
-    let mut current: Option<&(dyn std::error::Error + 'static)> = Some(e);
-    while let Some(err) = current {
-        if let Some(pg) = err.downcast_ref::<tokio_postgres::Error>() {
-            return Some(pg_message(pg));
-        }
-        current = err.source();
-    }
-    None
+/// An error and its causes, outermost first.
+pub fn causes<'e>(
+    e: &'e (dyn std::error::Error + 'static),
+) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
+    std::iter::successors(Some(e), |e| e.source())
 }
 
-/// Wraps a query error with what was being done, as a failed operation (exit 1), or as a
-/// setup error (exit 3) when the connection itself is gone.
+/// The first PostgreSQL error in any error's cause chain, formatted by [`pg_message`].
+pub fn find_pg_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {
+    causes(e)
+        .find_map(|c| c.downcast_ref::<tokio_postgres::Error>())
+        .map(pg_message)
+}
+
+/// Wraps a query error with what was being done: a failed operation, or an unavailable
+/// server when the connection itself is gone. The database error is kept as its source.
 pub fn query_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     move |e| {
         let msg = format!("{doing}: {}", pg_message(&e));
-        if e.is_closed() {
-            Error::setup(msg)
+        let error = if e.is_closed() {
+            Error::unavailable(msg)
         } else {
             Error::failed(msg)
-        }
+        };
+        error.with_source(e)
     }
 }
 
@@ -1118,7 +1117,7 @@ mod tests {
             .await
             .unwrap_err();
         let text = err.to_string();
-        assert_eq!(err.kind(), crate::error::ErrorKind::Setup);
+        assert_eq!(err.kind(), crate::error::ErrorKind::Unavailable);
         assert!(
             text.contains(&format!(
                 "cannot connect to postgres://u@127.0.0.1:{port}/d"

@@ -63,20 +63,17 @@ impl Contents {
 
 /// Whether `schema` exists and how many objects it holds.
 pub async fn contents<C: GenericClient>(client: &C, schema: &str) -> Result<Contents, Error> {
-    let row = client
-        .query_one(
-            "SELECT n.oid IS NOT NULL, (SELECT count(*) FROM pg_catalog.pg_depend d \
-             WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = n.oid) \
-             FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1",
-            &[&schema],
-        )
-        .await
-        .map_err(query_error(&format!(
-            "reading what schema {} holds",
-            quote(schema)
-        )))?;
-    let exists: bool = row.get(0);
-    let objects: i64 = row.get(1);
+    let rows = about(
+        client,
+        schema,
+        "SELECT n.oid IS NOT NULL, (SELECT count(*) FROM pg_catalog.pg_depend d \
+         WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND d.refobjid = n.oid) \
+         FROM (SELECT 1) AS one LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = $1",
+        "reading what schema",
+    )
+    .await?;
+    let exists: bool = rows[0].get(0);
+    let objects: i64 = rows[0].get(1);
     Ok(Contents {
         exists,
         objects: if exists { objects } else { 0 },
@@ -252,18 +249,15 @@ pub async fn inspect(client: &mut Client, schema: &str) -> Result<Boundary, Erro
 /// `LOCK` on a view also locks the tables it reads, which may live in other schemas.
 /// Waits at most the session's `lock_timeout`.
 pub async fn lock_relations(tx: &Transaction<'_>, schema: &str) -> Result<(), Error> {
-    let rows = tx
-        .query(
-            "SELECT c.relname::text FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.oid",
-            &[&schema],
-        )
-        .await
-        .map_err(query_error(&format!(
-            "listing the tables of schema {}",
-            quote(schema)
-        )))?;
+    let rows = about(
+        tx,
+        schema,
+        "SELECT c.relname::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.oid",
+        "listing the tables of schema",
+    )
+    .await?;
     if rows.is_empty() {
         return Ok(());
     }
@@ -304,6 +298,20 @@ pub fn refusal(what: &str, dependents: &[Dependent], how_to_fix: &str) -> String
         "refusing to {what}: {n} {objects} outside it {depend} on objects in it, and DROP SCHEMA ... CASCADE would remove {them} too: {}{more}. Nothing was changed. {how_to_fix}",
         shown.join("; "),
     )
+}
+
+/// Runs a catalog query about one schema (its only parameter); `doing` names the schema
+/// in the error.
+async fn about<C: GenericClient>(
+    client: &C,
+    schema: &str,
+    sql: &str,
+    doing: &str,
+) -> Result<Vec<tokio_postgres::Row>, Error> {
+    client
+        .query(sql, &[&schema])
+        .await
+        .map_err(|e| query_error(&format!("{doing} {}", quote(schema)))(e))
 }
 
 #[cfg(test)]

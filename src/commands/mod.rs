@@ -34,6 +34,7 @@ use crate::interrupt::Interrupt;
 use crate::migrations::MigrationSet;
 use crate::operation::Operation;
 use crate::output::Output;
+use crate::plan::SchemaChange;
 use crate::registry::{Registry, Tenant};
 use crate::reporter;
 use crate::scheduler::{Planned, RunOptions};
@@ -147,6 +148,97 @@ pub async fn statuses(
 ) -> Result<Vec<TenantStatus>, Error> {
     let table = &ctx.settings.history_table;
     fleet::statuses(&ctx.target, client, registry, tenants, set, table).await
+}
+
+/// What `upgrade`, `downgrade` and `stamp` start from: the migration files, the target
+/// they name, the command's connection, and the selected tenants.
+pub struct ChangeStart {
+    /// The migration files.
+    pub set: MigrationSet,
+    /// The target version.
+    pub target: i32,
+    /// The command's connection.
+    pub client: Client,
+    /// The selected tenants.
+    pub tenants: Vec<Tenant>,
+    /// What to do with selected tenants that have no schema.
+    pub unprovisioned: crate::operation::Unprovisioned,
+}
+
+impl Ctx {
+    /// Loads the files, resolves `target` against them, connects, and selects the
+    /// tenants: in that order, so a broken directory or a bad target is refused before
+    /// any connection.
+    pub async fn start_change(
+        &self,
+        target: &str,
+        flags: &Selection,
+    ) -> Result<ChangeStart, Error> {
+        let set = self.migrations()?;
+        let target = set.resolve_target(target)?;
+        let client = self.connect().await?;
+        let registry = Registry::open(&client, &self.settings.registry_schema).await?;
+        let tenants = select(&registry, flags).await?;
+        drop(registry);
+        Ok(ChangeStart {
+            set,
+            target,
+            client,
+            tenants,
+            unprovisioned: selection(flags).unprovisioned(),
+        })
+    }
+}
+
+impl ChangeStart {
+    /// A dry run of `change` on the selected tenants: observes them, plans each, prints
+    /// the SQL.
+    pub async fn dry_run(&self, ctx: &Ctx, change: SchemaChange) -> Result<Exit, Error> {
+        let states = observe(ctx, &self.client, &self.tenants).await?;
+        let dry = crate::dryrun::plan(
+            &self.tenants,
+            &states,
+            &self.set,
+            &ctx.settings,
+            change,
+            self.unprovisioned,
+        );
+        Ok(print_dry_run(ctx, &dry))
+    }
+
+    /// Runs `change` on the selected tenants as one bulk run and prints its report. An
+    /// upgrade answers the tenants already at the target from one observation, without
+    /// a session.
+    pub async fn run(
+        self,
+        ctx: &Ctx,
+        change: SchemaChange,
+        bulk: &BulkOpts,
+    ) -> Result<Exit, Error> {
+        let registry = Registry::open(&self.client, &ctx.settings.registry_schema).await?;
+        let planned = match change {
+            SchemaChange::Upgrade { target, .. } => {
+                fleet::plan_upgrade(
+                    &ctx.target,
+                    &self.client,
+                    &registry,
+                    self.tenants,
+                    &self.set,
+                    target,
+                    self.unprovisioned,
+                    &ctx.settings.history_table,
+                )
+                .await?
+            }
+            _ => self.tenants.into_iter().map(Planned::Work).collect(),
+        };
+        let op = crate::operation::Change {
+            change,
+            set: &self.set,
+            unprovisioned: self.unprovisioned,
+        };
+        run_fleet(ctx, &self.client, &registry, planned, &op, bulk).await
+    }
 }
 
 /// Prints a dry run and returns its exit code: 0 when every tenant could go ahead, 1 or 4

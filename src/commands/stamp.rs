@@ -1,15 +1,11 @@
 //! `tenantctl stamp`: record migrations up to TARGET as applied without running them, to
 //! adopt schemas built by hand or by another tool.
 
-use crate::dryrun;
 use crate::error::Result;
 use crate::exit::Exit;
-use crate::operation::Change;
 use crate::plan::SchemaChange;
-use crate::registry::Registry;
-use crate::scheduler::Planned;
 
-use super::{select, Ctx};
+use super::Ctx;
 
 pub use crate::cli::StampArgs as Args;
 
@@ -17,42 +13,31 @@ pub use crate::cli::StampArgs as Args;
 /// upgrade would store, and forgets recorded versions above it. Runs nothing else.
 /// Forgetting applied versions asks first (or needs `--yes`), like `downgrade`.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let set = ctx.migrations()?;
-    let target = set.resolve_target(&args.target)?;
-    let client = ctx.connect().await?;
-    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let tenants = select(&registry, &args.selection).await?;
-    let unprovisioned = super::selection(&args.selection).unprovisioned();
-    let states = super::observe(ctx, &client, &tenants).await?;
-    let dry = dryrun::plan(
-        &tenants,
-        &states,
-        &set,
-        &ctx.settings,
-        SchemaChange::Stamp(target),
-        unprovisioned,
-    );
+    let start = ctx.start_change(&args.target, &args.selection).await?;
+    let target = start.target;
+    let change = SchemaChange::Stamp(target);
     if args.dry_run {
-        return Ok(super::print_dry_run(ctx, &dry));
+        return Ok(start.dry_run(ctx, change).await?);
     }
-    let forgetting: Vec<crate::registry::Tenant> = tenants
+    // Stamping forgets the versions above the target: ask about the tenants that have
+    // some.
+    let states = super::observe(ctx, &start.client, &start.tenants).await?;
+    let forgetting: Vec<crate::registry::Tenant> = start
+        .tenants
         .iter()
-        .zip(&dry.tenants)
-        .filter(|(_, p)| !p.forgotten.is_empty())
-        .map(|(t, _)| t.clone())
+        .filter(|t| {
+            states
+                .get(&t.schema_name)
+                .and_then(|s| s.history.as_ref().ok())
+                .is_some_and(|h| h.iter().any(|r| r.version > target))
+        })
+        .cloned()
         .collect();
-    drop(dry);
     drop(states);
     let what = format!(
         "stamp {} forgets the recorded versions above it (their tables stay; no down script runs; see --dry-run),",
         crate::output::revision(Some(target).filter(|t| *t > 0))
     );
     super::confirm_tenants(ctx, &forgetting, &what, args.yes)?;
-    let planned = tenants.into_iter().map(Planned::Work).collect();
-    let op = Change {
-        change: SchemaChange::Stamp(target),
-        set: &set,
-        unprovisioned,
-    };
-    Ok(super::run_fleet(ctx, &client, &registry, planned, &op, &args.bulk).await?)
+    Ok(start.run(ctx, change, &args.bulk).await?)
 }
