@@ -28,6 +28,9 @@ macro_rules! config_keys {
         #[serde(deny_unknown_fields)]
         pub struct FileConfig {
             $(#[serde(default)] $section: $Section,)*
+            /// `[servers.NAME]` tables.
+            #[serde(default)]
+            servers: BTreeMap<String, ServerSection>,
         }
 
         $(
@@ -74,6 +77,133 @@ config_keys! {
         statement_timeout: String => |s, _| duration_shown(s.statement_timeout),
         lock_wait: String => |s, _| duration_shown(s.lock_wait),
     }
+}
+
+/// One `[servers.NAME]` table of the file.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerSection {
+    url: Option<String>,
+    sslmode: Option<String>,
+    sslrootcert: Option<PathBuf>,
+    connect_timeout: Option<String>,
+    concurrency: Option<usize>,
+    weight: Option<u32>,
+}
+
+/// The name of the server the registry lives on.
+pub const DEFAULT_SERVER: &str = "default";
+
+/// One PostgreSQL server tenants live on: `default` (the registry's database, reached
+/// through `database.url`) or a `[servers.NAME]` table.
+#[derive(Debug, Clone)]
+pub struct Server {
+    /// Its name: `default`, or `^[a-z][a-z0-9_-]*$`, at most 63 bytes.
+    pub name: String,
+    /// Its URL; `None` for `default`, which uses the database settings.
+    pub url: Option<DatabaseUrl>,
+    /// TLS mode (a `sslmode` in the URL wins).
+    pub sslmode: Option<SslMode>,
+    /// Root certificate(s) (a `sslrootcert` in the URL wins).
+    pub sslrootcert: Option<RootCert>,
+    /// How long to wait for a connection.
+    pub connect_timeout: Duration,
+    /// Tenants of this server worked on at once in a bulk run.
+    pub concurrency: usize,
+    /// Placement weight: new tenants go to the server with the fewest tenants per unit
+    /// of weight; 0 receives none.
+    pub weight: u32,
+}
+
+impl Settings {
+    /// The server named `name`, if it is configured.
+    pub fn server(&self, name: &str) -> Option<&Server> {
+        self.servers.iter().find(|s| s.name == name)
+    }
+
+    /// These settings with `server`'s connection settings in place of the database's
+    /// (the same settings for `default`).
+    pub fn for_server(&self, server: &Server) -> Settings {
+        let mut s = self.clone();
+        if let Some(url) = &server.url {
+            s.database_url = Some(url.clone());
+            s.sslmode = server.sslmode;
+            s.sslrootcert = server.sslrootcert.clone();
+            s.connect_timeout = server.connect_timeout;
+        }
+        s
+    }
+}
+
+/// Reads and checks the `[servers.*]` tables: `default` first (it may set only
+/// `concurrency` and `weight`), then the others by name, each with a `url`.
+fn servers(
+    file: &FileConfig,
+    file_dir: &Path,
+    concurrency: usize,
+    connect_timeout: Duration,
+) -> Result<Vec<Server>, Error> {
+    let mut out = vec![Server {
+        name: DEFAULT_SERVER.into(),
+        url: None,
+        sslmode: None,
+        sslrootcert: None,
+        connect_timeout,
+        concurrency,
+        weight: 1,
+    }];
+    for (name, section) in &file.servers {
+        let key = |k: &str| format!("servers.{name}.{k}");
+        ident::validate_server_name(name)
+            .map_err(|e| Error::setup(format!("config [servers.{}]: {e}", ident::shown(name))))?;
+        let server_concurrency = section.concurrency.unwrap_or(concurrency);
+        if server_concurrency == 0 || server_concurrency > 1024 {
+            return Err(Error::setup(format!(
+                "config {} {server_concurrency} is out of range; use 1 to 1024",
+                key("concurrency")
+            )));
+        }
+        let weight = section.weight.unwrap_or(1);
+        if name == DEFAULT_SERVER {
+            if section.url.is_some()
+                || section.sslmode.is_some()
+                || section.sslrootcert.is_some()
+                || section.connect_timeout.is_some()
+            {
+                return Err(Error::setup(
+                    "config [servers.default] may set only concurrency and weight: the default server is database.url's",
+                ));
+            }
+            out[0].concurrency = server_concurrency;
+            out[0].weight = weight;
+            continue;
+        }
+        let url = section
+            .url
+            .clone()
+            .filter(|u| !u.trim().is_empty())
+            .ok_or_else(|| Error::setup(format!("config [servers.{name}] needs a url")))?;
+        out.push(Server {
+            name: name.clone(),
+            url: Some(DatabaseUrl {
+                value: url,
+                origin: format!("{} in the config file", key("url")),
+            }),
+            sslmode: section.sslmode.as_deref().map(SslMode::parse).transpose()?,
+            sslrootcert: section
+                .sslrootcert
+                .as_ref()
+                .map(|p| RootCert::from_setting(p, file_dir)),
+            connect_timeout: duration(
+                section.connect_timeout.as_deref(),
+                "servers.*.connect_timeout",
+                connect_timeout,
+            )?,
+            concurrency: server_concurrency,
+            weight,
+        });
+    }
+    Ok(out)
 }
 
 /// One config key (see [`config_keys!`]).
@@ -285,6 +415,8 @@ pub struct Settings {
     /// How long a tenant session waits for the tenant's advisory lock before the tenant
     /// is reported failed (zero: no limit).
     pub lock_wait: Duration,
+    /// The servers tenants live on, `default` first.
+    pub servers: Vec<Server>,
 }
 
 impl Settings {
@@ -399,6 +531,7 @@ pub fn resolve(
     let schema_prefix = schema_prefix(&file)?;
     let extra_search_path = extra_search_path(&file)?;
     let run = run_limits(overrides, &file)?;
+    let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
     let sources = sources(
         &file,
         overrides,
@@ -424,6 +557,7 @@ pub fn resolve(
         lock_retry_delay: run.lock_retry_delay,
         statement_timeout: run.statement_timeout,
         lock_wait: run.lock_wait,
+        servers,
     })
 }
 

@@ -42,6 +42,9 @@ pub struct PlannedTenant<'s> {
     pub error: Option<String>,
     /// Why the tenant would be skipped (a filter selected it but it has no schema yet).
     pub skipped: Option<String>,
+    /// The server the tenant lives on.
+    #[serde(skip)]
+    pub server: String,
 }
 
 /// The whole dry run.
@@ -127,6 +130,7 @@ fn plan_one<'s>(
         sql: Script::default(),
         error: None,
         skipped: None,
+        server: t.server.clone(),
     };
     match change.plan(&t.schema_name, state, set, settings) {
         Err(refusal) => {
@@ -151,11 +155,14 @@ fn plan_one<'s>(
 }
 
 /// Refuses, in the plan, the recreations a real run would refuse because objects outside
-/// the schema depend on it (a real run checks again, in its transaction).
+/// the schema depend on it (a real run checks again, in its transaction). `client` is the
+/// registry's server's connection; other servers get one of their own.
 pub async fn refuse_blocked_recreates(
+    servers: &crate::servers::Servers,
     client: &mut tokio_postgres::Client,
     dry: &mut DryRun<'_>,
 ) -> Result<(), Error> {
+    let mut others: Vec<(String, tokio_postgres::Client)> = Vec::new();
     for p in dry.tenants.iter_mut().filter(|p| p.error.is_none()) {
         let recreates =
             p.sql.0.as_ref().is_some_and(|(plan, ..)| {
@@ -164,7 +171,19 @@ pub async fn refuse_blocked_recreates(
         if !recreates {
             continue;
         }
-        let boundary = dependents::inspect(client, &p.schema_name).await?;
+        let on_server: &mut tokio_postgres::Client = if crate::servers::is_default(&p.server) {
+            client
+        } else {
+            if !others.iter().any(|(s, _)| *s == p.server) {
+                let c = servers.target(&p.server)?.connect().await?;
+                others.push((p.server.clone(), c));
+            }
+            match others.iter_mut().find(|(s, _)| *s == p.server) {
+                Some((_, c)) => c,
+                None => continue,
+            }
+        };
+        let boundary = dependents::inspect(on_server, &p.schema_name).await?;
         if !boundary.outside.is_empty() {
             p.error = Some(plan::recreate_blocked(&p.schema_name, &boundary.outside));
             p.sql = Script::default();

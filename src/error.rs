@@ -59,41 +59,6 @@ impl Error {
         self
     }
 
-    /// Invalid input ([`ErrorKind::Invalid`]).
-    pub fn usage(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Invalid, message)
-    }
-
-    /// A wrong setup ([`ErrorKind::Setup`]).
-    pub fn setup(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Setup, message)
-    }
-
-    /// An operation that failed ([`ErrorKind::Failed`]).
-    pub fn failed(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Failed, message)
-    }
-
-    /// A server that could not be reached ([`ErrorKind::Unavailable`]).
-    pub fn unavailable(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Unavailable, message)
-    }
-
-    /// Something named that does not exist ([`ErrorKind::NotFound`]).
-    pub fn not_found(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::NotFound, message)
-    }
-
-    /// A conflict with what exists ([`ErrorKind::Conflict`]).
-    pub fn conflict(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Conflict, message)
-    }
-
-    /// Refused for safety, nothing changed ([`ErrorKind::Refused`]).
-    pub fn refused(message: impl Into<String>) -> Self {
-        Error::new(ErrorKind::Refused, message)
-    }
-
     /// What kind of failure this is.
     pub fn kind(&self) -> ErrorKind {
         self.kind
@@ -108,6 +73,37 @@ impl Error {
     pub fn pg_source(&self) -> Option<&tokio_postgres::Error> {
         self.source.as_deref()?.downcast_ref()
     }
+}
+
+/// One constructor per kind: `Error::usage("...")` is `Error::new(ErrorKind::Invalid, "...")`.
+macro_rules! constructors {
+    ($($(#[$doc:meta])* $name:ident => $kind:ident;)*) => {
+        impl Error {
+            $(
+                $(#[$doc])*
+                pub fn $name(message: impl Into<String>) -> Self {
+                    Error::new(ErrorKind::$kind, message)
+                }
+            )*
+        }
+    };
+}
+
+constructors! {
+    /// Invalid input ([`ErrorKind::Invalid`]).
+    usage => Invalid;
+    /// A wrong setup ([`ErrorKind::Setup`]).
+    setup => Setup;
+    /// An operation that failed ([`ErrorKind::Failed`]).
+    failed => Failed;
+    /// A server that could not be reached ([`ErrorKind::Unavailable`]).
+    unavailable => Unavailable;
+    /// Something named that does not exist ([`ErrorKind::NotFound`]).
+    not_found => NotFound;
+    /// A conflict with what exists ([`ErrorKind::Conflict`]).
+    conflict => Conflict;
+    /// Refused for safety, nothing changed ([`ErrorKind::Refused`]).
+    refused => Refused;
 }
 
 /// The first engine [`Error`] in an error chain, if there is one.

@@ -13,10 +13,11 @@ use crate::inspect::{self, TenantStatus};
 use crate::interrupt::Interrupt;
 use crate::migrations::MigrationSet;
 use crate::operation::{triage_one, Env, OnTenant, Operation, Unprovisioned};
-use crate::pool::Pool;
+use crate::pool::Pools;
 use crate::registry::{Observed, Registry, Status, Tenant};
 use crate::registry_conn::RegistryConn;
 use crate::scheduler::{self, Events, Planned, RunOptions, RunReport};
+use crate::servers::Servers;
 use crate::state::{self, SchemaState};
 
 /// Which tenants a bulk command works on. Filters combine; `exclude` and `shard` then
@@ -35,12 +36,18 @@ pub struct Selection {
     pub exclude: Vec<String>,
     /// Only shard I of N (1-based), a stable partition by schema name.
     pub shard: Option<(u32, u32)>,
+    /// Only tenants on this server.
+    pub server: Option<String>,
 }
 
 impl Selection {
     /// Whether anything selects tenants (as opposed to only narrowing).
     pub fn selects(&self) -> bool {
-        self.all || !self.tenants.is_empty() || self.tenant_type.is_some() || self.status.is_some()
+        self.all
+            || !self.tenants.is_empty()
+            || self.tenant_type.is_some()
+            || self.status.is_some()
+            || self.server.is_some()
     }
 
     /// How a bulk run treats tenants without a schema: named ones fail, ones swept up by
@@ -59,7 +66,7 @@ impl Selection {
 pub async fn select(registry: &Registry<'_>, selection: &Selection) -> Result<Vec<Tenant>, Error> {
     if !selection.selects() {
         return Err(Error::usage(
-            "name the tenants with --tenant <TENANT> (repeatable), or select them with --all, --type or --status",
+            "name the tenants with --tenant <TENANT> (repeatable), or select them with --all, --type, --status or --server",
         ));
     }
     if let Some(t) = &selection.tenant_type {
@@ -94,6 +101,9 @@ pub async fn select(registry: &Registry<'_>, selection: &Selection) -> Result<Ve
     if let Some((i, n)) = selection.shard {
         tenants.retain(|t| in_shard(&t.schema_name, i, n));
     }
+    if let Some(server) = &selection.server {
+        tenants.retain(|t| &t.server == server);
+    }
     Ok(tenants)
 }
 
@@ -106,30 +116,79 @@ pub fn in_shard(schema: &str, index: u32, count: u32) -> bool {
     h % u64::from(count) == u64::from(index - 1)
 }
 
-/// Observes many tenants' schemas (keyed by schema name). Beyond one batch, up to three
-/// more connections read history batches concurrently (see [`state::observe_with`]); if
-/// they cannot be opened, the reads go through `client` alone.
+/// Observes many tenants' schemas (keyed by schema name), each on its server. A server
+/// that cannot be reached is an error naming it.
 pub async fn observe(
-    target: &db::Target,
+    servers: &Servers,
     client: &Client,
     tenants: &[Tenant],
     history_table: &str,
 ) -> Result<HashMap<String, SchemaState>, Error> {
     let mut out = HashMap::with_capacity(tenants.len());
-    let schemas = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    observe_each(target, client, schemas, history_table, |name, state| {
+    let unreachable = observe_each(servers, client, tenants, history_table, |name, state| {
         out.insert(name, state);
     })
     .await?;
-    Ok(out)
+    match unreachable.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(out),
+    }
 }
 
 /// Like [`observe`], handing each schema's state to `sink` as it is read (see
 /// [`state::observe_each`]), so a fleet read holds one batch of histories at a time.
+/// Every server's tenants are read at once, each server in batches on up to four of its
+/// connections (`client` for the registry's server). Returns the servers that could not
+/// be reached, with why; their tenants are not handed to `sink`.
 pub async fn observe_each(
+    servers: &Servers,
+    client: &Client,
+    tenants: &[Tenant],
+    history_table: &str,
+    sink: impl FnMut(String, SchemaState),
+) -> Result<Vec<(String, Error)>, Error> {
+    let mut by_server: Vec<(&str, Vec<String>)> = Vec::new();
+    for t in tenants {
+        match by_server.iter_mut().find(|(s, _)| *s == t.server) {
+            Some((_, v)) => v.push(t.schema_name.clone()),
+            None => by_server.push((&t.server, vec![t.schema_name.clone()])),
+        }
+    }
+    let sink = std::cell::RefCell::new(sink);
+    let reads = by_server.into_iter().map(|(server, schemas)| {
+        let sink = &sink;
+        async move {
+            let read = async {
+                let target = servers.target(server)?;
+                let own;
+                let first = if crate::servers::is_default(server) {
+                    client
+                } else {
+                    own = target.connect().await?;
+                    &own
+                };
+                observe_on(target, first, &schemas, history_table, |n, s| {
+                    (sink.borrow_mut())(n, s)
+                })
+                .await
+            };
+            read.await.err().map(|e| (server.to_string(), e))
+        }
+    });
+    Ok(futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
+/// One server's part of [`observe_each`]: beyond one batch, up to three more
+/// connections read history batches concurrently (see [`state::observe_with`]); if they
+/// cannot be opened, the reads go through `client` alone.
+async fn observe_on(
     target: &db::Target,
     client: &Client,
-    schemas: Vec<String>,
+    schemas: &[String],
     history_table: &str,
     sink: impl FnMut(String, SchemaState),
 ) -> Result<(), Error> {
@@ -139,7 +198,7 @@ pub async fn observe_each(
     let extra: Vec<Client> = opened.into_iter().filter_map(Result::ok).collect();
     let mut clients: Vec<&Client> = vec![client];
     clients.extend(extra.iter());
-    state::observe_each(&clients, &schemas, history_table, sink).await
+    state::observe_each(&clients, schemas, history_table, sink).await
 }
 
 /// Each tenant's slot in selection order, by schema name.
@@ -156,7 +215,7 @@ fn positions(tenants: &[Tenant]) -> HashMap<String, usize> {
 /// others need a session. Only the plan is kept, never the fleet's histories.
 #[allow(clippy::too_many_arguments)]
 pub async fn plan_upgrade(
-    target: &db::Target,
+    servers: &Servers,
     client: &Client,
     registry: &Registry<'_>,
     tenants: Vec<Tenant>,
@@ -165,14 +224,14 @@ pub async fn plan_upgrade(
     unprovisioned: Unprovisioned,
     history_table: &str,
 ) -> Result<Vec<Planned>, Error> {
-    let schemas: Vec<String> = tenants.iter().map(|t| t.schema_name.clone()).collect();
     let at = positions(&tenants);
-    let mut waiting: Vec<Option<Tenant>> = tenants.into_iter().map(Some).collect();
-    let mut slots: Vec<Option<Planned>> = (0..waiting.len()).map(|_| None).collect();
+    let mut slots: Vec<Option<Planned>> = (0..tenants.len()).map(|_| None).collect();
     let mut observed: Vec<(i64, Observed)> = Vec::new();
-    observe_each(target, client, schemas, history_table, |name, state| {
+    // Tenants of a server that cannot be reached stay to be worked on: their sessions
+    // fail to connect, and the run reports them without touching the registry.
+    observe_each(servers, client, &tenants, history_table, |name, state| {
         let Some(&i) = at.get(&name) else { return };
-        let Some(t) = waiting[i].take() else { return };
+        let t = tenants[i].clone();
         let id = t.id;
         let mut planned = triage_one(t, Some(&state), set, to, unprovisioned);
         if let Planned::Done(r) = &mut planned {
@@ -190,15 +249,15 @@ pub async fn plan_upgrade(
     }
     Ok(slots
         .into_iter()
-        .zip(waiting)
-        .filter_map(|(slot, t)| slot.or(t.map(Planned::Work)))
+        .zip(tenants)
+        .map(|(slot, t)| slot.unwrap_or(Planned::Work(t)))
         .collect())
 }
 
 /// Observes the tenants' schemas in a few round trips, refreshes the registry's cached
 /// columns where they were stale, and returns each tenant's status in input order.
 pub async fn statuses(
-    target: &db::Target,
+    servers: &Servers,
     client: &Client,
     registry: &Registry<'_>,
     tenants: &mut [Tenant],
@@ -207,8 +266,7 @@ pub async fn statuses(
 ) -> Result<Vec<TenantStatus>, Error> {
     let at = positions(tenants);
     let mut out: Vec<Option<TenantStatus>> = (0..tenants.len()).map(|_| None).collect();
-    let schemas = tenants.iter().map(|t| t.schema_name.clone()).collect();
-    observe_each(target, client, schemas, history_table, |name, st| {
+    let unreachable = observe_each(servers, client, tenants, history_table, |name, st| {
         if let Some(&i) = at.get(&name) {
             out[i] = Some(inspect::tenant_status(&tenants[i], &st, set));
         }
@@ -216,11 +274,24 @@ pub async fn statuses(
     .await?;
     let mut statuses = Vec::with_capacity(tenants.len());
     for (t, status) in tenants.iter_mut().zip(out) {
-        let Some(status) = status else {
-            return Err(Error::failed(format!(
-                "schema {} was not observed",
-                crate::ident::quote(&t.schema_name)
-            )));
+        let status = match status {
+            Some(status) => status,
+            None => {
+                // Its server could not be reached: what the registry last saw, and why.
+                let why = unreachable
+                    .iter()
+                    .find(|(s, _)| *s == t.server)
+                    .map_or_else(
+                        || "its schema was not observed".to_string(),
+                        |(_, e)| e.to_string(),
+                    );
+                let unknown = SchemaState {
+                    schema_exists: t.schema_provisioned,
+                    history_exists: false,
+                    history: Err(format!("server {} could not be reached: {why}", t.server)),
+                };
+                inspect::tenant_status(t, &unknown, set)
+            }
         };
         t.schema_provisioned = status.schema_provisioned;
         // An unreadable history says nothing about the revision: keep the cached one.
@@ -267,8 +338,10 @@ pub async fn sync_observed(
 /// What a run over the fleet needs: where to connect, the settings, the command's own
 /// registry connection, and the interruption.
 pub struct Fleet<'a> {
-    /// Where to connect.
+    /// Where to connect: the registry's server.
     pub target: &'a db::Target,
+    /// Every server tenants live on.
+    pub servers: &'a crate::servers::Servers,
     /// Effective settings.
     pub settings: &'a Settings,
     /// The command's registry connection.
@@ -294,25 +367,25 @@ impl Fleet<'_> {
         let run_id = scheduler::new_run_id()?;
         let host = scheduler::client_host();
         self.interrupt.set_run_id(&run_id);
-        // The run's sessions connect through one target that counts their connections.
-        let target = self
-            .target
-            .named_for_run(&run_id)
-            .for_run(self.interrupt.clone());
-        let pool = Pool::new(&target);
+        // Each server's sessions connect through one target that counts their
+        // connections, named `tenantctl RUN_ID` on the server.
+        let pools = Pools::new(self.servers.iter().map(|(s, t)| {
+            let target = t.named_for_run(&run_id).for_run(self.interrupt.clone());
+            (s.name.clone(), target)
+        }));
+        let registry = RegistryConn::new(self.target, self.settings.connect_timeout, self.client);
         let env = Env {
-            pool: &pool,
+            pools: &pools,
+            registry: &registry,
             settings: self.settings,
             tables: self.registry.tables(),
             run_id: &run_id,
             client_host: &host,
             interrupt: self.interrupt,
         };
-        let main = RegistryConn::new(self.target, self.settings.connect_timeout, self.client);
         let work = OnTenant {
             env: &env,
             op,
-            main: Some(&main),
             events,
         };
         let _graceful = self.interrupt.graceful_guard();

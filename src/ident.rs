@@ -147,6 +147,23 @@ pub fn validate_email(email: &str) -> Result<(), Error> {
     }
 }
 
+/// Checks a server name: `^[a-z][a-z0-9_-]*$`, at most 63 bytes.
+pub fn validate_server_name(name: &str) -> Result<(), Error> {
+    let ok = name.len() <= MAX_IDENT_BYTES
+        && name.bytes().next().is_some_and(|b| b.is_ascii_lowercase())
+        && name
+            .bytes()
+            .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-' || b == b'_');
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::usage(format!(
+            "server name {} must start with a lowercase letter and hold only lowercase letters, digits, '-' and '_' (at most 63)",
+            shown(name)
+        )))
+    }
+}
+
 /// Checks a tenant type: lowercase letters, digits, `-` and `_`, 1 to 63 bytes.
 pub fn validate_tenant_type(t: &str) -> Result<(), Error> {
     let ok = !t.is_empty()

@@ -43,6 +43,8 @@ pub struct TenantStatus {
     pub drift: Vec<Drift>,
     /// Why the history could not be read, when it could not.
     pub history_error: Option<String>,
+    /// The server the tenant lives on.
+    pub server: String,
 }
 
 impl TenantStatus {
@@ -85,6 +87,7 @@ pub fn tenant_status(tenant: &Tenant, state: &SchemaState, set: &MigrationSet) -
         last_error: tenant.last_error.clone(),
         drift,
         history_error,
+        server: tenant.server.clone(),
     }
 }
 
@@ -107,6 +110,21 @@ pub struct StatusSummary {
     pub drifted: usize,
     /// Tenants per current revision (`base` for none applied).
     pub by_revision: BTreeMap<String, usize>,
+    /// Counts per server.
+    pub by_server: BTreeMap<String, ServerSummary>,
+}
+
+/// One server's counts in a [`StatusSummary`].
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct ServerSummary {
+    /// Its tenants.
+    pub total: usize,
+    /// Provisioned, clean and at head.
+    pub at_head: usize,
+    /// Provisioned but with pending migrations.
+    pub behind: usize,
+    /// Registry status `failed`.
+    pub failed: usize,
 }
 
 /// Counts statuses.
@@ -129,6 +147,16 @@ pub fn summarize(statuses: &[TenantStatus], head: i32) -> StatusSummary {
         if t.status == Status::Failed {
             s.failed += 1;
         }
+        let server = s.by_server.entry(t.server.clone()).or_default();
+        server.total += 1;
+        server.at_head += usize::from(t.at_head());
+        server.behind += usize::from(
+            t.schema_provisioned
+                && t.drift.is_empty()
+                && t.history_error.is_none()
+                && !t.pending_migrations.is_empty(),
+        );
+        server.failed += usize::from(t.status == Status::Failed);
         let key = t
             .current_revision
             .map_or_else(|| "base".to_string(), |v| v.to_string());

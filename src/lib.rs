@@ -39,6 +39,7 @@ pub mod registry_conn;
 pub mod reporter;
 pub mod runner;
 pub mod scheduler;
+pub mod servers;
 pub mod state;
 pub mod statements;
 pub mod tenants;

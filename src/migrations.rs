@@ -32,6 +32,13 @@ pub struct Script {
 /// Splits a file and checks that tenantctl can run it; the error names the file and line.
 pub fn parse_script(path: &Path, sql: &str) -> Result<Script, String> {
     let at = |line: usize| format!("{}:{line}", path.display());
+    if let Some(offset) = sql.find('\0') {
+        let line = sql[..offset].matches('\n').count() + 1;
+        return Err(format!(
+            "{}: the file holds a NUL byte, which PostgreSQL cannot receive in a statement",
+            at(line)
+        ));
+    }
     let copy_stdin = |s: &Statement| {
         s.copy_stdio().filter(|c| c.contains("STDIN")).map(|copy| {
             format!(

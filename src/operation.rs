@@ -35,7 +35,7 @@ use crate::error::{Error, ErrorKind};
 use crate::interrupt::Interrupt;
 use crate::migrations::{compare, MigrationSet};
 use crate::plan::{Refusal, SchemaChange};
-use crate::pool::Pool;
+use crate::pool::Pools;
 use crate::registry::{self, Event, Outcome, Status, Tables, Tenant};
 use crate::registry_conn::RegistryConn;
 use crate::runner::{ExecError, LockHolder, LockWait, OpenError, Session};
@@ -70,8 +70,12 @@ pub enum Unprovisioned {
 
 /// What every tenant's work needs from the run.
 pub struct Env<'a> {
-    /// Where to connect: the run's connections, reused from tenant to tenant.
-    pub pool: &'a Pool<'a>,
+    /// Where to connect: the run's connections to each server, reused from tenant to
+    /// tenant.
+    pub pools: &'a Pools,
+    /// The command's registry connection: outcomes of tenants on other servers are
+    /// recorded through it, and those of tenants whose session died.
+    pub registry: &'a RegistryConn<'a>,
     /// Effective settings.
     pub settings: &'a Settings,
     /// The registry's tables.
@@ -129,8 +133,11 @@ impl Operation for Change<'_> {
                 return fail(r, message);
             }
         };
+        let up = matches!(self.change, SchemaChange::Upgrade { .. });
         match session.execute(&plan).await {
             Ok(done) => {
+                // What the schema is at now, even if recording it fails below.
+                r.to_revision = plan.to_revision;
                 r.schema_created = done.schema_created;
                 r.applied = done.versions;
                 r.status = if done.changed {
@@ -157,11 +164,17 @@ impl Operation for Change<'_> {
                     Some(v) => format!("stopped early: the run was interrupted after version {v}; a rerun goes on from there"),
                     None => "stopped early: the run was interrupted before the first migration; a rerun goes on from there".into(),
                 });
+                if up {
+                    r.to_revision = done.versions.last().copied().or(r.to_revision);
+                }
                 r.applied = done.versions;
                 r.status = ResultStatus::Ok;
             }
             Err(ExecError::Failed { done, message }) => {
                 r.schema_created = done.schema_created;
+                if up && !done.versions.is_empty() {
+                    r.to_revision = done.versions.last().copied();
+                }
                 r.applied = done.versions;
                 fail(r, message);
             }
@@ -247,8 +260,6 @@ pub struct OnTenant<'a, O> {
     pub env: &'a Env<'a>,
     /// The operation.
     pub op: &'a O,
-    /// The command's registry connection, for recording results whose session died.
-    pub main: Option<&'a RegistryConn<'a>>,
     /// Where the run's events go.
     pub events: &'a Events,
 }
@@ -264,9 +275,8 @@ impl<O: Operation> Work for OnTenant<'_, O> {
             r.error = Some(format!("not started: {}", crate::scheduler::INTERRUPTED));
         }
         // A tenant whose session never opened was not touched: record nothing.
-        let Some(main) = self.main else { return r };
         if r.session_opened && r.tenant.is_none() && r.status != ResultStatus::Skipped {
-            r.tenant = record_fallback(env, main, tenant, &r, self.op.name()).await;
+            r.tenant = record_fallback(env, env.registry, tenant, &r, self.op.name()).await;
             // The work was done and is now recorded: connection trouble after it does not
             // make it a failure.
             if let (Some(row), Cause::Unrecorded(status)) = (&r.tenant, r.cause) {
@@ -303,7 +313,16 @@ pub async fn run_one(
         interrupt: env.interrupt,
         report: &report,
     };
-    let opened = Session::open(env.pool, env.settings, &tenant.schema_name, &wait).await;
+    let Some(pool) = env.pools.get(&tenant.server) else {
+        result.cause = Cause::Unreachable;
+        result.error = Some(format!(
+            "tenant {} is on server {}, which is not configured (add a [servers.NAME] table to tenants.toml); nothing was changed",
+            tenant.domain,
+            crate::ident::shown(&tenant.server)
+        ));
+        return result;
+    };
+    let opened = Session::open(pool, env.settings, &tenant.schema_name, &wait).await;
     let mut session = match opened {
         Ok(s) => s,
         Err(e) => {
@@ -331,8 +350,8 @@ pub async fn run_one(
         started_at,
         client_host: env.client_host,
     };
-    record(&session, env.tables, tenant, &mut result, &event).await;
-    session.close(env.pool).await;
+    record(&session, env, tenant, &mut result, &event).await;
+    session.close(pool).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
     result
 }
@@ -370,20 +389,38 @@ fn outcome(r: &TenantResult) -> Outcome<'_> {
     }
 }
 
-/// Records a result through the tenant's session, with a ledger entry for changes and
-/// failures.
+/// Records a result while the tenant's lock is held, with a ledger entry for changes and
+/// failures: through the tenant's session when the tenant lives on the registry's server,
+/// else through the command's registry connection.
 async fn record(
     session: &Session<'_>,
-    tables: &Tables,
+    env: &Env<'_>,
     tenant: &Tenant,
     result: &mut TenantResult,
     event: &Event<'_>,
 ) {
     let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed)
         && result.cause != Cause::Refused;
-    let recorded = session
-        .record(tables, tenant.id, outcome(result), log.then_some(event))
-        .await;
+    let outcome = outcome(result);
+    let event = log.then_some(event);
+    let recorded = if crate::servers::is_default(&tenant.server) {
+        session.record(env.tables, tenant.id, outcome, event).await
+    } else {
+        match session.state().await {
+            Ok(state) => {
+                let observed = registry::Observed::of(&state);
+                env.registry
+                    .run(async |client: &Client| {
+                        registry::record_with(
+                            client, env.tables, tenant.id, &observed, outcome, event,
+                        )
+                        .await
+                    })
+                    .await
+            }
+            Err(e) => Err(e),
+        }
+    };
     match recorded {
         Ok(row) => {
             result.to_revision = row.current_revision;

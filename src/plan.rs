@@ -509,14 +509,27 @@ impl Sql {
         }
     }
 
-    /// Records a step's history change as the connecting user: the row inserted after an
-    /// up script (as refinery writes it), removed after a down script.
+    /// Records a step's history change, in one message: back to the bookkeeping state
+    /// (the connecting user's identity, every setting reset, so the next migration's
+    /// transaction starts from the server's defaults), a check that the session still
+    /// holds the tenant's lock, then the row inserted after an up script (as refinery
+    /// writes it) or removed after a down script.
     pub fn record(&self, f: &MigrationFile, direction: Direction, applied_on: &str) -> String {
         let change = match direction {
             Direction::Up => self.insert_row(f, applied_on),
             Direction::Down => format!("DELETE FROM {} WHERE version = {}", self.table, f.version),
         };
-        format!("{RESTORE_IDENTITY}; {change}")
+        format!("{}; {}; {change}", self.bookkeeping, self.lock_check())
+    }
+
+    /// Fails with SQLSTATE 22012 ([`LOCK_LOST`]) when another session holds the
+    /// tenant's lock, which a migration can have released (`pg_advisory_unlock_all()`);
+    /// otherwise holds it (again).
+    pub fn lock_check(&self) -> String {
+        format!(
+            "SELECT 1 / pg_try_advisory_lock({}, {})::int",
+            self.keys.0, self.keys.1
+        )
     }
 
     /// A history row as refinery writes it: version, name, RFC 3339 time, checksum as text.
@@ -547,10 +560,38 @@ impl Sql {
     }
 }
 
-/// Undoes a migration's `SET ROLE` or `SET SESSION AUTHORIZATION` before tenantctl
-/// writes its own rows, so they are written as the user tenantctl connected as. Any user
-/// may run these.
-pub const RESTORE_IDENTITY: &str = "RESET SESSION AUTHORIZATION; RESET ROLE";
+/// What resets a connection between two tenants, then says whether it is clean: `t` when
+/// no transaction was left open (the implicit transaction of this query started with it),
+/// no SQL-level prepared statement exists, and the database has nothing that keeps
+/// per-connection state no reset clears: `dblink` (named connections to other servers),
+/// a foreign-data wrapper (its connection cache), or a procedural language other than
+/// SQL and PL/pgSQL (PL/Python's `GD`, PL/Perl's `%_SHARED`). Where it has, connections
+/// are not reused at all.
+pub const RELEASE: &str = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; DISCARD TEMP; \
+     DISCARD SEQUENCES; RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; \
+     SELECT now() = statement_timestamp() \
+     AND NOT EXISTS (SELECT FROM pg_catalog.pg_prepared_statements WHERE from_sql) \
+     AND NOT EXISTS (SELECT FROM pg_catalog.pg_extension WHERE extname = 'dblink') \
+     AND NOT EXISTS (SELECT FROM pg_catalog.pg_foreign_data_wrapper) \
+     AND NOT EXISTS (SELECT FROM pg_catalog.pg_language \
+                     WHERE lanname NOT IN ('internal', 'c', 'sql', 'plpgsql'))";
+
+/// The SQLSTATE [`Sql::lock_check`] fails with (`division_by_zero`) when the session
+/// no longer holds the tenant's lock and another session does.
+pub const LOCK_LOST: &str = "22012";
+
+/// How long a schema drop may wait for a lock once the schema's tables are locked and
+/// nothing outside the schema was found to depend on it. Such a wait means another
+/// session is changing an object the drop reaches (DDL that makes an object elsewhere
+/// depend on the schema's types or functions is not visible until it commits), so the
+/// drop gives up rather than cascade into what that session creates.
+pub const DROP_WAIT_MS: u64 = 500;
+
+/// `drop` (a `DROP SCHEMA ... CASCADE`) allowed to wait at most [`DROP_WAIT_MS`] for a
+/// lock, in the caller's transaction.
+pub fn guarded_drop(drop: &str) -> String {
+    format!("SET LOCAL lock_timeout = {DROP_WAIT_MS}; {drop}; SET LOCAL lock_timeout = 0")
+}
 
 /// A string literal, safe whatever `standard_conforming_strings` says.
 pub fn literal(value: &str) -> String {
@@ -627,7 +668,11 @@ impl fmt::Display for PlanSql<'_, '_> {
         for step in &self.plan.steps {
             match step {
                 Step::CreateSchema => writeln!(f, "{};", sql.create_schema())?,
-                Step::RecreateSchema => writeln!(f, "BEGIN; {}; COMMIT;", sql.recreate_schema())?,
+                Step::RecreateSchema => writeln!(
+                    f,
+                    "BEGIN;\n-- LOCK TABLE on each table of the schema, then a check that nothing outside it depends on it\n{};\nCOMMIT;",
+                    guarded_drop(&sql.recreate_schema())
+                )?,
                 Step::CreateHistoryTable => writeln!(f, "{};", sql.create_history_table())?,
                 Step::Stamp { target, insert, .. } => {
                     writeln!(f, "{};\nCOMMIT;", sql.stamp(*target, insert, self.now))?
@@ -635,7 +680,7 @@ impl fmt::Display for PlanSql<'_, '_> {
                 Step::Migrate { file, direction } => self.migrate(f, file, *direction)?,
             }
         }
-        writeln!(f, "{};", sql.unlock())
+        writeln!(f, "\n-- the session ends: its connection is reset for the next tenant (or closed)\n{RELEASE};")
     }
 }
 

@@ -7,9 +7,10 @@
 //! pins its settings; when the tenant is done, [`Pool::give_back`] releases every advisory
 //! lock and resets everything a migration can leave in a session (temporary tables,
 //! cursors, `LISTEN`, sequences' cached values, settings, role), and returns the
-//! connection only when it is provably clean: no transaction left open and no prepared
-//! statement a migration created. Anything else (an error, a closed connection, a
-//! session that was cancelled) closes the connection; it is never reused.
+//! connection only when it is provably clean: no transaction left open, no prepared
+//! statement a migration created, and nothing in the database that keeps state per
+//! connection beyond a reset's reach (see [`crate::plan::RELEASE`]). Anything else (an error, a closed
+//! connection, a session that was cancelled) closes the connection; it is never reused.
 
 use std::sync::Mutex;
 
@@ -19,6 +20,7 @@ use tokio_postgres::{Client, SimpleQueryMessage};
 use crate::config::Settings;
 use crate::db::{self, Notices};
 use crate::error::Error;
+use crate::plan::RELEASE;
 
 /// A connection with the notices it receives.
 pub struct Conn {
@@ -31,8 +33,8 @@ pub struct Conn {
 }
 
 /// A run's idle connections to one server.
-pub struct Pool<'t> {
-    target: &'t db::Target,
+pub struct Pool {
+    target: db::Target,
     idle: Mutex<Vec<Conn>>,
     /// Signalled when a connection is given back, so a session waiting for the server
     /// to accept a new connection can take it instead.
@@ -40,17 +42,9 @@ pub struct Pool<'t> {
     keep: bool,
 }
 
-/// What resets a connection between two tenants, then says whether it is clean: `t` when
-/// no transaction was left open (the implicit transaction of this query started with it)
-/// and no SQL-level prepared statement exists.
-const RELEASE: &str = "SELECT pg_advisory_unlock_all(); CLOSE ALL; UNLISTEN *; DISCARD TEMP; \
-     DISCARD SEQUENCES; RESET SESSION AUTHORIZATION; RESET ROLE; RESET ALL; \
-     SELECT now() = statement_timestamp() \
-     AND NOT EXISTS (SELECT FROM pg_prepared_statements WHERE from_sql)";
-
-impl<'t> Pool<'t> {
+impl Pool {
     /// A pool for a run's sessions on `target`.
-    pub fn new(target: &'t db::Target) -> Pool<'t> {
+    pub fn new(target: db::Target) -> Pool {
         Pool {
             target,
             idle: Mutex::new(Vec::new()),
@@ -61,7 +55,7 @@ impl<'t> Pool<'t> {
 
     /// A pool that keeps nothing: every session gets a new connection (a command on one
     /// tenant).
-    pub fn single(target: &'t db::Target) -> Pool<'t> {
+    pub fn single(target: db::Target) -> Pool {
         Pool {
             keep: false,
             ..Pool::new(target)
@@ -70,7 +64,7 @@ impl<'t> Pool<'t> {
 
     /// Where its connections go.
     pub fn target(&self) -> &db::Target {
-        self.target
+        &self.target
     }
 
     /// An idle connection, or a new one (connecting patiently, see
@@ -149,4 +143,30 @@ async fn clean(client: &Client) -> bool {
         SimpleQueryMessage::Row(row) => row.get(0) == Some("t"),
         _ => false,
     })
+}
+
+/// A run's pools, one per server, by server name.
+#[derive(Default)]
+pub struct Pools(Vec<(String, Pool)>);
+
+impl Pools {
+    /// One pool per `(server name, target)`.
+    pub fn new(targets: impl IntoIterator<Item = (String, db::Target)>) -> Pools {
+        Pools(
+            targets
+                .into_iter()
+                .map(|(n, t)| (n, Pool::new(t)))
+                .collect(),
+        )
+    }
+
+    /// One pool that keeps nothing, for the server `name` (a command on one tenant).
+    pub fn single(name: &str, target: db::Target) -> Pools {
+        Pools(vec![(name.to_string(), Pool::single(target))])
+    }
+
+    /// The pool of the server named `name`.
+    pub fn get(&self, name: &str) -> Option<&Pool> {
+        self.0.iter().find(|(n, _)| n == name).map(|(_, p)| p)
+    }
 }

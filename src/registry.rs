@@ -30,6 +30,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V2__tenant_events",
         include_str!("registry_migrations/V2__tenant_events.sql"),
     ),
+    (
+        "V3__tenant_server",
+        include_str!("registry_migrations/V3__tenant_server.sql"),
+    ),
 ];
 
 /// The registry version this binary needs.
@@ -100,10 +104,12 @@ pub struct Tenant {
     /// When the row last changed.
     #[serde(with = "time::serde::rfc3339")]
     pub updated_at: OffsetDateTime,
+    /// The server its schema lives on (`default`: the registry's database).
+    pub server: String,
 }
 
 const COLUMNS: &str = "id, tenant_name, domain, email, tenant_type, schema_name, schema_provisioned, \
-     migrations_applied, current_revision, status, last_error, api_key_prefix, created_at, updated_at";
+     migrations_applied, current_revision, status, last_error, api_key_prefix, created_at, updated_at, server";
 
 impl Tenant {
     fn from_row(row: &Row) -> Tenant {
@@ -122,6 +128,7 @@ impl Tenant {
             api_key_prefix: row.get("api_key_prefix"),
             created_at: row.get("created_at"),
             updated_at: row.get("updated_at"),
+            server: row.get("server"),
         }
     }
 }
@@ -175,6 +182,7 @@ const NEEDED: &[(&str, &[(&str, &str)])] = &[
             ("api_key_prefix", "text"),
             ("created_at", "timestamp with time zone"),
             ("updated_at", "timestamp with time zone"),
+            ("server", "text"),
         ],
     ),
     (
@@ -444,45 +452,69 @@ impl<'a> Registry<'a> {
 
     /// Whether a tenant with this domain is registered.
     pub async fn domain_taken(&self, domain: &str) -> Result<bool, Error> {
-        let sql = format!(
-            "SELECT EXISTS (SELECT 1 FROM {} WHERE domain = $1)",
-            self.tables.tenants
-        );
-        let row = self
-            .client
-            .query_one(&sql, &[&domain])
-            .await
-            .map_err(query_error("looking up a domain"))?;
-        Ok(row.get(0))
+        Ok(self
+            .domain_where("domain", domain, "looking up a domain")
+            .await?
+            .is_some())
     }
 
     /// The domain of the tenant whose schema is `schema`, if one is registered.
     pub async fn schema_owner(&self, schema: &str) -> Result<Option<String>, Error> {
+        self.domain_where("schema_name", schema, "looking up the owner of a schema")
+            .await
+    }
+
+    /// The domain of the tenant whose `column` is `value`, if there is one.
+    async fn domain_where(
+        &self,
+        column: &str,
+        value: &str,
+        doing: &str,
+    ) -> Result<Option<String>, Error> {
         let sql = format!(
-            "SELECT domain FROM {} WHERE schema_name = $1",
+            "SELECT domain FROM {} WHERE {column} = $1",
             self.tables.tenants
         );
         let row = self
             .client
-            .query_opt(&sql, &[&schema])
+            .query_opt(&sql, &[&value])
             .await
-            .map_err(query_error("looking up the owner of a schema"))?;
+            .map_err(query_error(doing))?;
         Ok(row.map(|r| r.get(0)))
+    }
+
+    /// How many tenants each server has.
+    pub async fn count_by_server(&self) -> Result<std::collections::HashMap<String, i64>, Error> {
+        let sql = format!(
+            "SELECT server, count(*) FROM {} GROUP BY server",
+            self.tables.tenants
+        );
+        let rows = self
+            .client
+            .query(&sql, &[])
+            .await
+            .map_err(query_error("counting tenants per server"))?;
+        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    }
+
+    /// The connection the registry is read and written through.
+    pub fn client(&self) -> &Client {
+        self.client
     }
 
     /// Registers a tenant. A taken domain is a failed operation (exit 1); a schema that
     /// belongs to another tenant is a usage error (exit 2).
     pub async fn insert(&self, new: &NewTenant<'_>) -> Result<Tenant, Error> {
         let sql = format!(
-            "INSERT INTO {} (tenant_name, domain, email, tenant_type, schema_name, api_key_hash, api_key_prefix) \
-             VALUES ($1, $2, $3, $4, $5, $6, $7) RETURNING {COLUMNS}",
+            "INSERT INTO {} (tenant_name, domain, email, tenant_type, schema_name, api_key_hash, api_key_prefix, server) \
+             VALUES ($1, $2, $3, $4, $5, $6, $7, $8) RETURNING {COLUMNS}",
             self.tables.tenants
         );
         let row = self
             .client
             .query_one(
                 &sql,
-                &[&new.name, &new.domain, &new.email, &new.tenant_type, &new.schema_name, &new.api_key_hash, &new.api_key_prefix],
+                &[&new.name, &new.domain, &new.email, &new.tenant_type, &new.schema_name, &new.api_key_hash, &new.api_key_prefix, &new.server],
             )
             .await
             .map_err(|e| {
@@ -843,14 +875,16 @@ pub async fn record_with(
         t = tables.tenants
     );
     let has_revision = observed.current.is_some();
-    let mut params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = vec![
-        &id,
-        &observed.schema_exists,
-        &has_revision,
-        &observed.current,
-        &status,
-        &error,
-        &observed.history_readable,
+    use tokio_postgres::types::Type;
+    // Typed parameters: one round trip, no prepared statement.
+    let mut params: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = vec![
+        (&id, Type::INT8),
+        (&observed.schema_exists, Type::BOOL),
+        (&has_revision, Type::BOOL),
+        (&observed.current, Type::INT4),
+        (&status, Type::TEXT),
+        (&error, Type::TEXT),
+        (&observed.history_readable, Type::BOOL),
     ];
     let event_status = if matches!(outcome, Outcome::Failed(_)) {
         "failed"
@@ -864,18 +898,21 @@ pub async fn record_with(
                 &tables.events,
                 "SELECT $8::text::uuid, u.id, u.domain, u.schema_name, $9, $10, u.current_revision, $11, $6, $12, $13 FROM u",
             );
-            params.extend_from_slice(&[
-                &ev.run_id,
-                &ev.action,
-                &ev.from_revision,
-                &event_status,
-                &ev.started_at,
-                &ev.client_host,
+            params.extend([
+                (
+                    &ev.run_id as &(dyn tokio_postgres::types::ToSql + Sync),
+                    Type::TEXT,
+                ),
+                (&ev.action, Type::TEXT),
+                (&ev.from_revision, Type::INT4),
+                (&event_status, Type::TEXT),
+                (&ev.started_at, Type::TIMESTAMPTZ),
+                (&ev.client_host, Type::TEXT),
             ]);
             format!("WITH u AS ({update}), e AS ({insert}) SELECT {COLUMNS} FROM u")
         }
     };
-    let row = client.query_opt(&sql, &params).await;
+    let row = client.query_typed_opt(&sql, &params).await;
     let row = row
         .map_err(query_error("updating the registry"))?
         .ok_or_else(|| {
@@ -927,4 +964,6 @@ pub struct NewTenant<'a> {
     pub api_key_hash: &'a str,
     /// Display prefix of the API key.
     pub api_key_prefix: &'a str,
+    /// The server its schema goes on.
+    pub server: &'a str,
 }

@@ -17,7 +17,7 @@ use std::time::Duration;
 
 use time::OffsetDateTime;
 use tokio_postgres::error::ErrorPosition;
-use tokio_postgres::Client;
+use tokio_postgres::{Client, GenericClient};
 use tokio_util::sync::CancellationToken;
 
 use crate::config::Settings;
@@ -167,7 +167,7 @@ impl<'a> Session<'a> {
     /// interruption, so an abort cancels it. A borrowed connection the server has closed
     /// meanwhile is replaced by a new one.
     pub async fn open(
-        pool: &Pool<'_>,
+        pool: &Pool,
         settings: &'a Settings,
         schema: &'a str,
         wait: &LockWait<'_>,
@@ -203,7 +203,7 @@ impl<'a> Session<'a> {
 
     /// Ends the session: its connection goes back to `pool` for the next tenant if it can
     /// be made clean (the tenant's lock released, the session reset), else it is closed.
-    pub async fn close(self, pool: &Pool<'_>) {
+    pub async fn close(self, pool: &Pool) {
         drop(self.registration);
         pool.give_back(self.conn).await;
     }
@@ -253,11 +253,12 @@ impl<'a> Session<'a> {
     /// history is read once per tenant.
     pub async fn execute(&mut self, plan: &TenantPlan<'_>) -> Result<Executed, ExecError> {
         let mut done = Executed::default();
-        let now = plan::refinery_now();
         for step in &plan.steps {
             if matches!(step, Step::Migrate { .. }) && self.stop.is_cancelled() {
                 return Err(ExecError::Interrupted(done));
             }
+            // Each history row says when its own migration was applied.
+            let now = plan::refinery_now();
             let result = self.step(step, &now, &mut done).await;
             self.forward_notices();
             if let Err(e) = result {
@@ -271,16 +272,7 @@ impl<'a> Session<'a> {
             }
             self.follow(step, &now);
         }
-        if plan.steps.iter().any(|s| matches!(s, Step::Migrate { .. })) {
-            self.conn
-                .client
-                .batch_execute(&self.sql.bookkeeping)
-                .await
-                .map_err(|e| ExecError::Failed {
-                    done: done.clone(),
-                    message: format!("resetting the session: {}", db::pg_message(&e)),
-                })?;
-        }
+        // Each migration's history write put the session back in its bookkeeping state.
         Ok(done)
     }
 
@@ -402,9 +394,12 @@ impl<'a> Session<'a> {
                 schema, &blocking,
             )));
         }
-        tx.batch_execute(&self.sql.recreate_schema())
+        guarded_drop(&tx, &self.sql.recreate_schema(), schema)
             .await
-            .map_err(failed)?;
+            .map_err(|e| match e.kind() {
+                crate::error::ErrorKind::Refused => StepError::Refused(e.to_string()),
+                _ => StepError::Failed(e.to_string()),
+            })?;
         tx.commit().await.map_err(failed)
     }
 
@@ -477,26 +472,51 @@ impl<'a> Session<'a> {
         let transaction = !script.no_transaction;
         let count = script.statements.len();
         let bookkeeping = |e: tokio_postgres::Error| Failure {
-            message: format!(
-                "{} ran, but recording it in {} failed: {}",
-                direction.describe(f),
-                self.sql.table,
-                db::pg_message(&e)
-            ),
+            message: if e.code().map(|c| c.code()) == Some(plan::LOCK_LOST) {
+                format!(
+                    "{} released the tenant's advisory lock (pg_advisory_unlock or pg_advisory_unlock_all) and another session took it; {}: a migration must not release advisory locks it did not take",
+                    direction.describe(f),
+                    if transaction {
+                        "the migration was rolled back and is not recorded"
+                    } else {
+                        "its statements ran outside a transaction and stay applied, but it is not recorded"
+                    }
+                )
+            } else {
+                format!(
+                    "{} ran, but recording it in {} failed: {}",
+                    direction.describe(f),
+                    self.sql.table,
+                    db::pg_message(&e)
+                )
+            },
             lock_timeout: is_lock_timeout(&e),
             statement: count,
         };
-        if from == 0 || transaction {
-            if let Err(e) = self
-                .conn
-                .client
-                .batch_execute(&self.sql.begin(transaction))
+        if transaction {
+            return self
+                .pipelined(f, direction, now)
                 .await
-            {
-                if transaction {
-                    self.rollback().await;
-                }
-                return Err(Failure {
+                .map_err(|(at, e)| match at {
+                    At::Begin => Failure {
+                        message: format!(
+                            "resetting the session before {}: {}",
+                            direction.describe(f),
+                            db::pg_message(&e)
+                        ),
+                        lock_timeout: false,
+                        statement: 0,
+                    },
+                    At::Statement(i) => statement_failure(f, direction, i, &e),
+                    At::Record => bookkeeping(e),
+                });
+        }
+        if from == 0 {
+            self.conn
+                .client
+                .batch_execute(&self.sql.begin(false))
+                .await
+                .map_err(|e| Failure {
                     message: format!(
                         "resetting the session before {}: {}",
                         direction.describe(f),
@@ -504,50 +524,80 @@ impl<'a> Session<'a> {
                     ),
                     lock_timeout: false,
                     statement: 0,
-                });
-            }
+                })?;
         }
-        let first = if transaction { 0 } else { from };
-        for (i, s) in script.statements.iter().enumerate().skip(first) {
-            if let Err(e) = self.conn.client.batch_execute(&s.text).await {
-                if transaction {
-                    self.rollback().await;
-                }
-                return Err(statement_failure(f, direction, i, &e));
-            }
-        }
-        let record = self.sql.record(f, direction, now);
-        if let Err(e) = self.conn.client.batch_execute(&record).await {
-            if transaction {
-                self.rollback().await;
-            }
-            return Err(bookkeeping(e));
-        }
-        if transaction {
+        for (i, s) in script.statements.iter().enumerate().skip(from) {
             self.conn
                 .client
-                .batch_execute("COMMIT")
+                .batch_execute(&s.text)
                 .await
-                .map_err(bookkeeping)?;
+                .map_err(|e| statement_failure(f, direction, i, &e))?;
+        }
+        let record = self.sql.record(f, direction, now);
+        self.conn
+            .client
+            .batch_execute(&record)
+            .await
+            .map_err(bookkeeping)
+    }
+
+    /// A file in its transaction, sent in one go: `BEGIN` with the session reset, each
+    /// statement alone, the history write, `COMMIT`, all queued on the connection at once
+    /// (pipelined), so the file costs about one round trip whatever its length. Nothing
+    /// runs outside the transaction: once a statement fails the server aborts the
+    /// transaction, ignores what follows, and the `COMMIT` rolls it back. Returns where
+    /// the first error came from.
+    async fn pipelined(
+        &self,
+        f: &MigrationFile,
+        direction: Direction,
+        now: &str,
+    ) -> Result<(), (At, tokio_postgres::Error)> {
+        let client = &self.conn.client;
+        let script = direction.script(f);
+        let begin = self.sql.begin(true);
+        let record = self.sql.record(f, direction, now);
+        let mut sent = Vec::with_capacity(script.statements.len() + 3);
+        sent.push(client.batch_execute(&begin));
+        sent.extend(
+            script
+                .statements
+                .iter()
+                .map(|s| client.batch_execute(&s.text)),
+        );
+        sent.push(client.batch_execute(&record));
+        sent.push(client.batch_execute("COMMIT"));
+        let results = futures::future::join_all(sent).await;
+        let last = results.len() - 1;
+        for (i, result) in results.into_iter().enumerate() {
+            if let Err(e) = result {
+                let at = match i {
+                    0 => At::Begin,
+                    i if i < last - 1 => At::Statement(i - 1),
+                    _ => At::Record,
+                };
+                return Err((at, e));
+            }
         }
         Ok(())
     }
 
-    /// Ends a migration's failed transaction.
-    async fn rollback(&self) {
-        let _ = self.conn.client.batch_execute("ROLLBACK").await;
-    }
-
     /// Removes the tenant from the registry and, unless `keep_schema`, drops its schema,
-    /// in one transaction with its ledger entry. Refuses, changing nothing, when the schema
-    /// is shared or objects outside it depend on objects in it. Returns whether a schema
-    /// was dropped (false with `keep_schema`, or when it never existed).
+    /// with its ledger entry. Refuses, changing nothing, when the schema is shared or
+    /// objects outside it depend on objects in it. Returns whether a schema was dropped
+    /// (false with `keep_schema`, or when it never existed).
+    ///
+    /// With `registry` `None` the registry lives on this session's server and all of it is
+    /// one transaction. Otherwise the registry row is deleted in a transaction on
+    /// `registry` that commits after the schema's drop has committed on this server: if
+    /// that last commit fails, the row stays and a second `tenant drop` finishes.
     pub async fn drop_tenant(
         &mut self,
         tables: &Tables,
         tenant: &Tenant,
         keep_schema: bool,
         event: &Event<'_>,
+        registry: Option<&Client>,
     ) -> Result<bool, Error> {
         let schema = self.schema;
         if !keep_schema {
@@ -561,57 +611,27 @@ impl<'a> Session<'a> {
         }
         let context = format!("dropping tenant {}", tenant.domain);
         let err = query_error(&context);
-        let tx = self.conn.client.transaction().await.map_err(&err)?;
-        let n = tx
-            .execute(
-                &format!("DELETE FROM {} WHERE id = $1", tables.tenants),
-                &[&tenant.id],
-            )
-            .await
-            .map_err(&err)?;
-        if n == 0 {
-            // Dropped by another command while this one waited for the lock: change nothing.
-            let _ = tx.rollback().await;
-            return Err(Error::failed(format!(
-                "tenant {} was already removed from the registry",
-                tenant.domain
-            )));
+        let Some(registry) = registry else {
+            let tx = self.conn.client.transaction().await.map_err(&err)?;
+            unregister(&tx, tables, tenant).await?;
+            let dropped = drop_checked(&tx, schema, tenant, keep_schema).await?;
+            log_drop(&tx, tables, tenant, event).await?;
+            tx.commit().await.map_err(&err)?;
+            return Ok(dropped);
+        };
+        registry.batch_execute("BEGIN").await.map_err(&err)?;
+        let ended = async {
+            unregister(registry, tables, tenant).await?;
+            let tx = self.conn.client.transaction().await.map_err(&err)?;
+            let dropped = drop_checked(&tx, schema, tenant, keep_schema).await?;
+            tx.commit().await.map_err(&err)?;
+            log_drop(registry, tables, tenant, event).await?;
+            Ok::<bool, Error>(dropped)
         }
-        let mut dropped = false;
-        if !keep_schema {
-            let blocking = check_outside(&tx, schema).await?;
-            if !blocking.is_empty() {
-                let _ = tx.rollback().await;
-                let refusal = plan::drop_blocked(schema, &blocking, &tenant.domain);
-                return Err(Error::refused(refusal));
-            }
-            dropped = dependents::contents(&tx, schema).await?.exists;
-            if dropped {
-                tx.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
-                    .await
-                    .map_err(&err)?;
-            }
-        }
-        tx.execute(
-            &registry::insert_event_sql(
-                &tables.events,
-                "VALUES ($1::text::uuid, $2, $3, $4, $5, $6, NULL, 'ok', NULL, $7, $8)",
-            ),
-            &[
-                &event.run_id,
-                &tenant.id,
-                &tenant.domain,
-                &tenant.schema_name,
-                &event.action,
-                &event.from_revision,
-                &event.started_at,
-                &event.client_host,
-            ],
-        )
-        .await
-        .map_err(&err)?;
-        tx.commit().await.map_err(&err)?;
-        Ok(dropped)
+        .await;
+        let end = if ended.is_ok() { "COMMIT" } else { "ROLLBACK" };
+        registry.batch_execute(end).await.map_err(&err)?;
+        ended
     }
 
     /// Records in the registry what is true now, through this session, while the lock is
@@ -633,6 +653,100 @@ impl<'a> Session<'a> {
             event,
         )
         .await
+    }
+}
+
+/// Deletes the tenant's registry row; an error, changing nothing, when another command
+/// removed it first.
+async fn unregister(
+    client: &impl GenericClient,
+    tables: &Tables,
+    tenant: &Tenant,
+) -> Result<(), Error> {
+    let n = client
+        .execute(
+            &format!("DELETE FROM {} WHERE id = $1", tables.tenants),
+            &[&tenant.id],
+        )
+        .await
+        .map_err(query_error(&format!("dropping tenant {}", tenant.domain)))?;
+    if n == 0 {
+        // Dropped by another command while this one waited for the lock.
+        return Err(Error::failed(format!(
+            "tenant {} was already removed from the registry",
+            tenant.domain
+        )));
+    }
+    Ok(())
+}
+
+/// Unless `keep_schema`, drops the tenant's schema in the caller's transaction after
+/// checking nothing outside it depends on it; whether there was a schema to drop.
+async fn drop_checked(
+    tx: &tokio_postgres::Transaction<'_>,
+    schema: &str,
+    tenant: &Tenant,
+    keep_schema: bool,
+) -> Result<bool, Error> {
+    if keep_schema {
+        return Ok(false);
+    }
+    let blocking = check_outside(tx, schema).await?;
+    if !blocking.is_empty() {
+        let refusal = plan::drop_blocked(schema, &blocking, &tenant.domain);
+        return Err(Error::refused(refusal));
+    }
+    let exists = dependents::contents(tx, schema).await?.exists;
+    if exists {
+        let drop = format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema));
+        guarded_drop(tx, &drop, schema).await?;
+    }
+    Ok(exists)
+}
+
+/// The ledger entry of a drop.
+async fn log_drop(
+    client: &impl GenericClient,
+    tables: &Tables,
+    tenant: &Tenant,
+    event: &Event<'_>,
+) -> Result<(), Error> {
+    client
+        .execute(
+            &registry::insert_event_sql(
+                &tables.events,
+                "VALUES ($1::text::uuid, $2, $3, $4, $5, $6, NULL, 'ok', NULL, $7, $8)",
+            ),
+            &[
+                &event.run_id,
+                &tenant.id,
+                &tenant.domain,
+                &tenant.schema_name,
+                &event.action,
+                &event.from_revision,
+                &event.started_at,
+                &event.client_host,
+            ],
+        )
+        .await
+        .map_err(query_error(&format!("dropping tenant {}", tenant.domain)))?;
+    Ok(())
+}
+
+/// Runs `drop` (a `DROP SCHEMA ... CASCADE`) in the caller's transaction, refusing when
+/// it would have to wait for a lock (see [`plan::DROP_WAIT_MS`]).
+async fn guarded_drop(
+    tx: &tokio_postgres::Transaction<'_>,
+    drop: &str,
+    schema: &str,
+) -> Result<(), Error> {
+    match tx.batch_execute(&plan::guarded_drop(drop)).await {
+        Ok(()) => Ok(()),
+        Err(e) if is_lock_timeout(&e) => Err(Error::refused(format!(
+            "refusing to drop schema {}: another session holds a lock on an object the drop reaches (it may be creating objects that depend on the schema); nothing was changed; try again when it has finished",
+            quote(schema)
+        ))),
+        Err(e) => Err(query_error(&format!("dropping schema {}", quote(schema)))(e)),
     }
 }
 
@@ -781,6 +895,13 @@ pub enum ExecError {
     },
     /// The run was asked to stop; the session stopped between two migrations.
     Interrupted(Executed),
+}
+
+/// Where in a pipelined file the first error came from.
+enum At {
+    Begin,
+    Statement(usize),
+    Record,
 }
 
 /// Why one step failed.

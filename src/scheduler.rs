@@ -267,8 +267,10 @@ impl Events {
 /// Options for a bulk run.
 #[derive(Debug, Clone)]
 pub struct RunOptions {
-    /// Tenants worked on at once.
+    /// Tenants worked on at once, in each lane without a limit of its own.
     pub concurrency: usize,
+    /// Tenants worked on at once, by lane (see [`Work::lane`]): each server's own limit.
+    pub lanes: std::collections::BTreeMap<String, usize>,
     /// Start no new tenant once this many have failed (`--fail-fast` is 1).
     pub max_failures: Option<usize>,
     /// Work on this many tenants first; stop if any of them fails.
@@ -289,6 +291,12 @@ pub trait Work: Sync {
     /// Works on one tenant and says how it came out. The run's stop token is cancelled
     /// when the run is asked to stop: work in flight should stop at its next safe point.
     fn run(&self, tenant: &Tenant) -> impl Future<Output = TenantResult>;
+
+    /// The lane a tenant's work runs in: lanes run side by side, each within its own
+    /// limit ([`RunOptions::lanes`]). One lane per server.
+    fn lane<'t>(&self, tenant: &'t Tenant) -> &'t str {
+        &tenant.server
+    }
 }
 
 /// Runs `work` on every planned tenant that needs it, at most `opts.concurrency` at once:
@@ -358,36 +366,60 @@ struct Batch<'a, W> {
 }
 
 impl<W: Work> Batch<'_, W> {
-    /// Works on the tenants, at most `concurrency` at once; a tenant whose turn comes
-    /// after the run was stopped or hit its failure limit is not started.
+    /// Works on the tenants, each lane (server) side by side and at most its own limit
+    /// at once within it; a tenant whose turn comes after the run was stopped or hit its
+    /// failure limit is not started.
     async fn run(&self, tenants: Vec<(usize, Tenant)>) -> Vec<(usize, TenantResult)> {
-        stream::iter(tenants)
-            .map(|(i, tenant)| async move {
-                let failed = self.failures.load(Ordering::SeqCst);
-                let limit_hit = self.opts.max_failures.is_some_and(|k| failed >= k);
-                if self.stop.is_cancelled() || limit_hit {
-                    let why = if self.stop.is_cancelled() {
-                        INTERRUPTED.to_string()
-                    } else {
-                        limit_reason(self.opts.max_failures)
-                    };
-                    let r = TenantResult::not_started(&tenant, &why);
-                    self.events.send(RunEvent::Finished(r.line()));
-                    return (i, r);
-                }
-                self.events.send(RunEvent::Started {
-                    domain: tenant.domain.clone(),
-                });
-                let r = self.work.run(&tenant).await;
-                if r.status == ResultStatus::Failed {
-                    self.failures.fetch_add(1, Ordering::SeqCst);
-                }
-                self.events.send(RunEvent::Finished(r.line()));
-                (i, r)
-            })
-            .buffer_unordered(self.opts.concurrency.max(1))
-            .collect()
+        let mut lanes: Vec<(String, Vec<(usize, Tenant)>)> = Vec::new();
+        for (i, t) in tenants {
+            let lane = self.work.lane(&t).to_string();
+            match lanes.iter_mut().find(|(l, _)| *l == lane) {
+                Some((_, v)) => v.push((i, t)),
+                None => lanes.push((lane, vec![(i, t)])),
+            }
+        }
+        let runs = lanes.into_iter().map(|(lane, tenants)| {
+            let limit = self
+                .opts
+                .lanes
+                .get(&lane)
+                .copied()
+                .unwrap_or(self.opts.concurrency);
+            stream::iter(tenants)
+                .map(|(i, tenant)| self.one(i, tenant))
+                .buffer_unordered(limit.max(1))
+                .collect::<Vec<_>>()
+        });
+        futures::future::join_all(runs)
             .await
+            .into_iter()
+            .flatten()
+            .collect()
+    }
+
+    /// One tenant's turn.
+    async fn one(&self, i: usize, tenant: Tenant) -> (usize, TenantResult) {
+        let failed = self.failures.load(Ordering::SeqCst);
+        let limit_hit = self.opts.max_failures.is_some_and(|k| failed >= k);
+        if self.stop.is_cancelled() || limit_hit {
+            let why = if self.stop.is_cancelled() {
+                INTERRUPTED.to_string()
+            } else {
+                limit_reason(self.opts.max_failures)
+            };
+            let r = TenantResult::not_started(&tenant, &why);
+            self.events.send(RunEvent::Finished(r.line()));
+            return (i, r);
+        }
+        self.events.send(RunEvent::Started {
+            domain: tenant.domain.clone(),
+        });
+        let r = self.work.run(&tenant).await;
+        if r.status == ResultStatus::Failed {
+            self.failures.fetch_add(1, Ordering::SeqCst);
+        }
+        self.events.send(RunEvent::Finished(r.line()));
+        (i, r)
     }
 }
 
@@ -504,6 +536,7 @@ mod tests {
             api_key_prefix: String::new(),
             created_at: now,
             updated_at: now,
+            server: "default".into(),
         }
     }
 
@@ -549,6 +582,7 @@ mod tests {
     fn opts(concurrency: usize, max_failures: Option<usize>, canary: usize) -> RunOptions {
         RunOptions {
             concurrency,
+            lanes: Default::default(),
             max_failures,
             canary,
         }

@@ -10,6 +10,7 @@ use std::collections::HashMap;
 use futures::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
+use tokio_postgres::types::Type;
 use tokio_postgres::Client;
 
 use crate::db::query_error;
@@ -76,12 +77,12 @@ pub async fn observe_each(
     mut sink: impl FnMut(String, SchemaState),
 ) -> Result<(), Error> {
     let rows = clients[0]
-        .query(
+        .query_typed(
             "SELECT s.name, n.oid IS NOT NULL, c.oid IS NOT NULL \
              FROM unnest($1::text[]) AS s(name) \
              LEFT JOIN pg_namespace n ON n.nspname = s.name \
              LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind IN ('r', 'p')",
-            &[&schemas, &table],
+            &[(&schemas, Type::TEXT_ARRAY), (&table, Type::TEXT)],
         )
         .await
         .map_err(query_error("reading tenant schemas from the catalog"))?;
@@ -164,12 +165,12 @@ async fn read_histories(
         })
         .collect::<Vec<_>>()
         .join(" UNION ALL ");
-    let params: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> = schemas
+    let params: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> = schemas
         .iter()
-        .map(|s| s as &(dyn tokio_postgres::types::ToSql + Sync))
+        .map(|s| (s as &(dyn tokio_postgres::types::ToSql + Sync), Type::TEXT))
         .collect();
     let rows = client
-        .query(&format!("{sql} ORDER BY 1, 2"), &params)
+        .query_typed(&format!("{sql} ORDER BY 1, 2"), &params)
         .await
         .map_err(query_error(&format!(
             "reading history table {}",

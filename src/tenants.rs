@@ -13,8 +13,9 @@ use crate::inspect::{self, TenantStatus};
 use crate::migrations::MigrationSet;
 use crate::operation::{run_one, Change, Env, Unprovisioned};
 use crate::plan::{self, SchemaChange};
-use crate::pool::Pool;
+use crate::pool::{Pool, Pools};
 use crate::registry::{Event, NewTenant, Observed, Registry, Tenant};
+use crate::registry_conn::RegistryConn;
 use crate::runner::{LockHolder, LockWait, Session};
 use crate::scheduler::{self, Events, ResultStatus, RunEvent, TenantResult};
 use crate::state;
@@ -22,8 +23,10 @@ use crate::state;
 /// What the caller supplies for [`create`] and [`drop`]: where to connect, the settings,
 /// the interruption, and where the events of the tenant's session go.
 pub struct Context<'a> {
-    /// Where to connect.
+    /// Where to connect: the registry's server.
     pub target: &'a crate::db::Target,
+    /// Every server tenants live on.
+    pub servers: &'a crate::servers::Servers,
     /// Effective settings.
     pub settings: &'a crate::config::Settings,
     /// Ctrl-C and SIGTERM.
@@ -49,6 +52,9 @@ pub struct NewTenantRequest {
     pub then: Option<SchemaChange>,
     /// Take over an existing schema that holds objects.
     pub adopt: bool,
+    /// The server its schema goes on; `None`: placed by weight (see
+    /// [`crate::servers::Servers::place`]).
+    pub server: Option<String>,
 }
 
 /// What `tenant create` did.
@@ -112,7 +118,25 @@ pub async fn create(
     set: &MigrationSet,
 ) -> Result<Created, Error> {
     let schema = validate(req, cx.settings)?;
+    if let Some(name) = &req.server {
+        cx.servers.get(name)?;
+    }
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    let server = match &req.server {
+        Some(name) => name.clone(),
+        None => cx
+            .servers
+            .place(&registry.count_by_server().await?)?
+            .to_string(),
+    };
+    // The schema's server, where its schema is looked at and made.
+    let remote;
+    let on_server: &Client = if crate::servers::is_default(&server) {
+        client
+    } else {
+        remote = cx.servers.target(&server)?.connect().await?;
+        &remote
+    };
     if registry.domain_taken(&req.domain).await? {
         return Err(Error::conflict(crate::registry::domain_exists(&req.domain)));
     }
@@ -122,7 +146,7 @@ pub async fn create(
             quote(&schema)
         )));
     }
-    let existing = dependents::contents(client, &schema).await?;
+    let existing = dependents::contents(on_server, &schema).await?;
     if existing.non_empty() && !req.adopt {
         return Err(Error::usage(format!(
             "schema {} already exists and holds {}; pass --adopt to make its contents tenant {}'s (`tenant drop` would then drop them with it), or --schema to choose another. Nothing was registered.",
@@ -141,6 +165,7 @@ pub async fn create(
             schema_name: &schema,
             api_key_hash: &key.hash(),
             api_key_prefix: &key.prefix(),
+            server: &server,
         })
         .await?;
     let run_id = scheduler::new_run_id()?;
@@ -156,10 +181,12 @@ pub async fn create(
     let result = match req.then {
         Some(change) => {
             cx.interrupt.set_run_id(&run_id);
-            let target = cx.target.named_for_run(&run_id);
-            let pool = Pool::single(&target);
+            let target = cx.servers.target(&server)?.named_for_run(&run_id);
+            let pools = Pools::single(&server, target);
+            let registry_conn = RegistryConn::new(cx.target, cx.settings.connect_timeout, client);
             let env = Env {
-                pool: &pool,
+                pools: &pools,
+                registry: &registry_conn,
                 settings: cx.settings,
                 tables: registry.tables(),
                 run_id: &run_id,
@@ -197,7 +224,7 @@ struct Adopted {
 /// The outcome of a registration, from the tenant as it is now.
 #[allow(clippy::too_many_arguments)]
 async fn created(
-    client: &Client,
+    on_server: &Client,
     registry: &Registry<'_>,
     cx: &Context<'_>,
     tenant: Tenant,
@@ -208,7 +235,7 @@ async fn created(
     key: ApiKey,
 ) -> Result<Created, Error> {
     let schemas = std::slice::from_ref(&tenant.schema_name);
-    let mut states = state::observe(client, schemas, &cx.settings.history_table).await?;
+    let mut states = state::observe(on_server, schemas, &cx.settings.history_table).await?;
     let st = states.remove(&tenant.schema_name).ok_or_else(|| {
         Error::failed(format!(
             "schema {} was not observed",
@@ -409,7 +436,7 @@ pub async fn drop(
         interrupt: cx.interrupt,
         report: &report,
     };
-    let pool = Pool::single(cx.target);
+    let pool = Pool::single(cx.servers.target(&tenant.server)?.clone());
     let mut session = Session::open(&pool, cx.settings, &tenant.schema_name, &wait)
         .await
         .map_err(Error::from)?;
@@ -434,7 +461,13 @@ pub async fn drop(
         client_host: &host,
     };
     let schema_dropped = session
-        .drop_tenant(registry.tables(), &tenant, keep_schema, &event)
+        .drop_tenant(
+            registry.tables(),
+            &tenant,
+            keep_schema,
+            &event,
+            (!crate::servers::is_default(&tenant.server)).then_some(registry.client()),
+        )
         .await?;
     let (d, s) = (&tenant.domain, quote(&tenant.schema_name));
     let message = if keep_schema {

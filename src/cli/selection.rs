@@ -50,12 +50,20 @@ pub struct Selection {
     /// split one fleet: `--shard 1/4` ... `--shard 4/4`.
     #[arg(long, value_name = "I/N", value_parser = parse_shard)]
     pub shard: Option<(u32, u32)>,
+
+    /// Only tenants on this server (alone, it selects all of them).
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
 }
 
 impl Selection {
     /// Whether anything selects tenants (as opposed to only narrowing).
     pub fn selects(&self) -> bool {
-        self.all || !self.tenants.is_empty() || self.tenant_type.is_some() || self.status.is_some()
+        self.all
+            || !self.tenants.is_empty()
+            || self.tenant_type.is_some()
+            || self.status.is_some()
+            || self.server.is_some()
     }
 }
 

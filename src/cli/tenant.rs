@@ -61,6 +61,11 @@ pub struct CreateArgs {
     /// refused (exit 2); an existing empty schema is taken without it.
     #[arg(long)]
     pub adopt: bool,
+
+    /// The server its schema goes on (a [servers.NAME] in the config, or default)
+    /// [default: the server with the fewest tenants per unit of weight].
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
 }
 
 /// Arguments of `tenant list`.

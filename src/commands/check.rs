@@ -33,6 +33,12 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
+    // Every server must answer, whether or not it holds tenants yet.
+    for (server, target) in ctx.servers.iter().skip(1) {
+        target.connect().await.map_err(|e| {
+            crate::error::Error::unavailable(format!("server {}: {e}", server.name))
+        })?;
+    }
     let states = super::observe(ctx, &client, &tenants).await?;
     let problems = inspect::check(&tenants, &states, &set);
     let mut affected: Vec<&str> = problems.iter().map(|p| p.tenant.as_str()).collect();

@@ -46,7 +46,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     if !selection.selects() {
         selection.all = true;
     }
-    let mut tenants = select(&registry, &selection).await?;
+    let mut tenants = select(ctx, &registry, &selection).await?;
     let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     let summary = inspect::summarize(&st, set.head());
     let out = Currents {

@@ -6,7 +6,6 @@ use crate::error::{Error, Result};
 use crate::exit::Exit;
 use crate::inspect::{self, HistoryEntry};
 use crate::registry::Registry;
-use crate::state;
 
 use super::Ctx;
 
@@ -28,13 +27,12 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             let client = ctx.connect().await?;
             let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
             let tenant = registry.find(reference).await?;
-            let mut states = state::observe(
-                &client,
-                std::slice::from_ref(&tenant.schema_name),
-                &ctx.settings.history_table,
-            )
-            .await?;
-            let st = states.remove(&tenant.schema_name).expect("observed");
+            let tenants = std::slice::from_ref(&tenant);
+            let table = &ctx.settings.history_table;
+            let mut states = crate::fleet::observe(&ctx.servers, &client, tenants, table).await?;
+            let st = states.remove(&tenant.schema_name).ok_or_else(|| {
+                Error::failed(format!("schema {} was not observed", tenant.schema_name))
+            })?;
             if !st.schema_exists {
                 ctx.out.note(&format!(
                     "schema \"{}\" of tenant {} does not exist yet",

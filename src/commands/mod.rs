@@ -44,8 +44,10 @@ use crate::state;
 pub struct Ctx {
     /// Effective settings.
     pub settings: Settings,
-    /// Where to connect.
+    /// Where to connect: the registry's server.
     pub target: db::Target,
+    /// Every server tenants live on, `default` (the same as `target`) first.
+    pub servers: crate::servers::Servers,
     /// Output settings.
     pub out: Output,
     /// Set by Ctrl-C or SIGTERM.
@@ -77,10 +79,12 @@ impl Ctx {
             concurrency,
         };
         let settings = crate::config::load(&overrides, &env_var, &cwd)?;
-        let target = db::Target::resolve(&settings, &env_var)?;
+        let servers = crate::servers::Servers::resolve(&settings, &env_var)?;
+        let target = servers.default_target().clone();
         Ok(Ctx {
             settings,
             target,
+            servers,
             out,
             interrupt,
             pooling_checked: Default::default(),
@@ -116,21 +120,35 @@ pub fn selection(flags: &Selection) -> fleet::Selection {
         status: flags.status,
         exclude: flags.exclude.clone(),
         shard: flags.shard,
+        server: flags.server.clone(),
     }
 }
 
-/// The tenants the selection flags name (see [`fleet::select`]).
-pub async fn select(registry: &Registry<'_>, flags: &Selection) -> Result<Vec<Tenant>, Error> {
+/// The tenants the selection flags name (see [`fleet::select`]); `--server` must name a
+/// configured server.
+pub async fn select(
+    ctx: &Ctx,
+    registry: &Registry<'_>,
+    flags: &Selection,
+) -> Result<Vec<Tenant>, Error> {
+    if let Some(server) = &flags.server {
+        ctx.servers.get(server)?;
+    }
     fleet::select(registry, &selection(flags)).await
 }
 
 impl Ctx {
-    /// Run options from the bulk flags and the settings.
+    /// Run options from the bulk flags and the settings: `--concurrency` is every
+    /// server's limit; without it, each server's `concurrency` from the config.
     pub fn run_options(&self, bulk: &BulkOpts) -> RunOptions {
+        let flag = bulk.concurrency.map(usize::from);
         RunOptions {
-            concurrency: bulk
-                .concurrency
-                .map_or(self.settings.concurrency, usize::from),
+            concurrency: flag.unwrap_or(self.settings.concurrency),
+            lanes: self
+                .servers
+                .iter()
+                .map(|(s, _)| (s.name.clone(), flag.unwrap_or(s.concurrency)))
+                .collect(),
             max_failures: bulk.max_failures(),
             canary: bulk.canary.map_or(0, |c| c as usize),
         }
@@ -147,7 +165,7 @@ pub async fn statuses(
     set: &MigrationSet,
 ) -> Result<Vec<TenantStatus>, Error> {
     let table = &ctx.settings.history_table;
-    fleet::statuses(&ctx.target, client, registry, tenants, set, table).await
+    fleet::statuses(&ctx.servers, client, registry, tenants, set, table).await
 }
 
 /// What `upgrade`, `downgrade` and `stamp` start from: the migration files, the target
@@ -178,7 +196,7 @@ impl Ctx {
         let target = set.resolve_target(target)?;
         let client = self.connect().await?;
         let registry = Registry::open(&client, &self.settings.registry_schema).await?;
-        let tenants = select(&registry, flags).await?;
+        let tenants = select(self, &registry, flags).await?;
         drop(registry);
         Ok(ChangeStart {
             set,
@@ -219,7 +237,7 @@ impl ChangeStart {
         let planned = match change {
             SchemaChange::Upgrade { target, .. } => {
                 fleet::plan_upgrade(
-                    &ctx.target,
+                    &ctx.servers,
                     &self.client,
                     &registry,
                     self.tenants,
@@ -307,7 +325,7 @@ pub async fn observe(
     client: &Client,
     tenants: &[Tenant],
 ) -> Result<HashMap<String, state::SchemaState>, Error> {
-    fleet::observe(&ctx.target, client, tenants, &ctx.settings.history_table).await
+    fleet::observe(&ctx.servers, client, tenants, &ctx.settings.history_table).await
 }
 
 /// Runs `op` over the planned tenants with the bulk options (a new run id, progress on
@@ -322,6 +340,7 @@ pub async fn run_fleet(
 ) -> Result<Exit, Error> {
     let fleet = Fleet {
         target: &ctx.target,
+        servers: &ctx.servers,
         settings: &ctx.settings,
         client,
         registry,

@@ -17,7 +17,7 @@ pub use crate::cli::ProvisionArgs as Args;
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let mut client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let tenants = select(&registry, &args.selection).await?;
+    let tenants = select(ctx, &registry, &args.selection).await?;
     // Provisioning needs no migration files.
     let set = MigrationSet::empty(ctx.settings.migrations_dir.clone());
     let change = if args.force_recreate {
@@ -35,7 +35,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             change,
             Unprovisioned::Fail,
         );
-        dryrun::refuse_blocked_recreates(&mut client, &mut dry).await?;
+        dryrun::refuse_blocked_recreates(&ctx.servers, &mut client, &mut dry).await?;
         return Ok(super::print_dry_run(ctx, &dry));
     }
     if args.force_recreate {

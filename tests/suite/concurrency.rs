@@ -70,11 +70,15 @@ fn two_simultaneous_inits_both_succeed_and_create_the_registry_once() {
     let mut applied = Vec::new();
     for out in [a.finish(), b.finish()] {
         let r: InitReport = out.expect(0).json();
-        assert_eq!(r.version, 2);
+        assert_eq!(r.version, 3);
         applied.extend(r.applied);
     }
     applied.sort();
-    assert_eq!(applied, [1, 2], "each registry migration ran once in total");
+    assert_eq!(
+        applied,
+        [1, 2, 3],
+        "each registry migration ran once in total"
+    );
     let rows: i64 = db
         .client()
         .query_one(
@@ -83,5 +87,5 @@ fn two_simultaneous_inits_both_succeed_and_create_the_registry_once() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(rows, 2);
+    assert_eq!(rows, 3);
 }

@@ -32,6 +32,8 @@ mod registry;
 mod restart;
 mod secrets;
 mod selection_and_reports;
+mod servers;
+mod session_hygiene;
 mod sql_realism;
 mod tls;
 mod verbs;

@@ -455,7 +455,7 @@ fn dry_runs_print_the_sql_and_change_nothing() {
         .expect(0)
         .json();
     let fresh = d.tenants.iter().find(|x| x.domain == "fresh").unwrap();
-    // What a real provision sends: the tenant's lock, the schema, the unlock.
+    // What a real provision sends: the tenant's lock, the schema, the session's reset.
     let lines: Vec<&str> = fresh.sql.lines().collect();
     assert!(
         lines[0].starts_with(
@@ -465,12 +465,12 @@ fn dry_runs_print_the_sql_and_change_nothing() {
         fresh.sql
     );
     assert_eq!(lines[1], "CREATE SCHEMA \"tenant_fresh\";", "{}", fresh.sql);
+    let last = lines.last().copied().unwrap_or_default();
     assert!(
-        lines[2].starts_with("SELECT pg_advisory_unlock("),
+        last.starts_with("SELECT pg_advisory_unlock_all();"),
         "{}",
         fresh.sql
     );
-    assert_eq!(lines.len(), 3, "{}", fresh.sql);
     assert!(d
         .tenants
         .iter()

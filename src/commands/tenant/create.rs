@@ -23,6 +23,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         schema: args.schema.clone(),
         then: None,
         adopt: args.adopt,
+        server: args.server.clone(),
     };
     // Everything the user typed is checked before any connection is made.
     tenants::validate(&req, &ctx.settings)?;
@@ -46,6 +47,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let (events, reporting) = reporter::start(&ctx.out, "tenant create", Style::Single);
     let cx = Context {
         target: &ctx.target,
+        servers: &ctx.servers,
         settings: &ctx.settings,
         interrupt: &ctx.interrupt,
         events: &events,

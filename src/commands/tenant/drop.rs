@@ -19,7 +19,14 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
         registry.find(&args.tenant).await?
     };
-    let plan = tenants::drop_plan(&ctx.settings, &mut client, &tenant, args.keep_schema).await?;
+    // What the drop would do is read on the tenant's own server.
+    let mut remote = if crate::servers::is_default(&tenant.server) {
+        None
+    } else {
+        Some(ctx.servers.target(&tenant.server)?.connect().await?)
+    };
+    let on_server = remote.as_mut().unwrap_or(&mut client);
+    let plan = tenants::drop_plan(&ctx.settings, on_server, &tenant, args.keep_schema).await?;
     if args.dry_run {
         let exit = if plan.error.is_some() {
             Exit::Failed
@@ -59,6 +66,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let (events, reporting) = reporter::start(&ctx.out, "tenant drop", Style::Single);
     let cx = Context {
         target: &ctx.target,
+        servers: &ctx.servers,
         settings: &ctx.settings,
         interrupt: &ctx.interrupt,
         events: &events,

@@ -351,6 +351,34 @@ impl Cluster {
     }
 }
 
+impl Cluster {
+    /// Stops the server at once (`pg_ctl stop -m immediate`), as a crash would.
+    pub fn stop(&self) {
+        self.pg_ctl(&["-m", "immediate", "-w", "stop"]);
+    }
+
+    /// Starts a stopped server again and waits until it accepts connections.
+    pub fn start_again(&self) {
+        self.pg_ctl(&["-w", "-t", "30", "start"]);
+    }
+
+    fn pg_ctl(&self, args: &[&str]) {
+        let status = self
+            .server_command("pg_ctl")
+            .arg("-D")
+            .arg(&self.data)
+            .arg("-l")
+            .arg(self.dir.path().join("server.log"))
+            .args(args)
+            .stdin(Stdio::null())
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .status()
+            .expect("run pg_ctl");
+        assert!(status.success(), "pg_ctl {args:?} failed");
+    }
+}
+
 impl Drop for Cluster {
     fn drop(&mut self) {
         if self.port != 0 {

@@ -41,6 +41,7 @@ pub struct Tenant {
     pub api_key_prefix: String,
     pub created_at: String,
     pub updated_at: String,
+    pub server: String,
 }
 
 /// `inspect::Pending`.
@@ -82,6 +83,7 @@ pub struct TenantStatus {
     pub drift: Vec<Drift>,
     #[serde(deserialize_with = "nullable")]
     pub history_error: Option<String>,
+    pub server: String,
 }
 
 impl TenantStatus {
@@ -107,6 +109,21 @@ pub struct StatusSummary {
     pub failed: usize,
     pub drifted: usize,
     pub by_revision: BTreeMap<String, usize>,
+    pub by_server: BTreeMap<String, ServerSummary>,
+}
+
+/// `inspect::ServerSummary`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerSummary {
+    pub total: usize,
+    pub at_head: usize,
+    pub behind: usize,
+    pub failed: usize,
 }
 
 /// `commands::status::FleetStatus` (`status --all`).
@@ -445,4 +462,19 @@ pub struct ConfigShown {
     #[serde(deserialize_with = "nullable")]
     pub config_file: Option<String>,
     pub settings: Vec<ConfigEntry>,
+    pub servers: Vec<ServerShown>,
+}
+
+/// `commands::config::ServerShown`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerShown {
+    pub name: String,
+    pub url: String,
+    pub concurrency: usize,
+    pub weight: u32,
 }

@@ -1,0 +1,263 @@
+//! Several servers: the registry on the shared test server (`default`) and two throwaway
+//! clusters, `b` and `c`. Placement by weight, bulk runs over every server within each
+//! server's own concurrency, a server stopped in the middle (its tenants fail, nothing is
+//! written about them, the others finish; a rerun after it is back finishes), `status`
+//! and `check` across servers, and refusals for servers that are not configured.
+
+use std::collections::BTreeMap;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use crate::checks::registry_row;
+use crate::cluster::{Cluster, ServerCert, Setup};
+use crate::common_json::{ConfigShown, FleetStatus, RunReport};
+use crate::support::{dir_with, ready, Tenantctl, TestDb};
+
+const PASSWORD: &str = "pw-never-shown";
+
+fn cluster() -> Cluster {
+    Cluster::start(&Setup {
+        server_cert: ServerCert::Localhost,
+        ssl: false,
+        hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
+    })
+}
+
+/// The URL of a cluster, with a password the server never asks for (trust), so that
+/// output can be checked for it.
+fn url_of(c: &Cluster) -> String {
+    format!(
+        "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable",
+        c.port
+    )
+}
+
+/// A config naming servers `b` (concurrency 2) and `c` (concurrency 1).
+fn config(b: &Cluster, c: &Cluster) -> tempfile::TempDir {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tenants.toml"),
+        format!(
+            "[servers.b]\nurl = \"{}\"\nconcurrency = 2\n\n[servers.c]\nurl = \"{}\"\nconcurrency = 1\n",
+            url_of(b),
+            url_of(c)
+        ),
+    )
+    .unwrap();
+    dir
+}
+
+fn client_of(c: &Cluster) -> postgres::Client {
+    postgres::Client::connect(&c.url("sslmode=disable"), postgres::NoTls).unwrap()
+}
+
+fn schema_on(client: &mut postgres::Client, schema: &str) -> bool {
+    client
+        .query_one(
+            "SELECT count(*) > 0 FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// Samples, until stopped, the most tenantctl run sessions seen at once on a cluster.
+fn sample_sessions(c: &Cluster, stop: Arc<AtomicBool>) -> std::thread::JoinHandle<i64> {
+    let url = c.url("sslmode=disable");
+    std::thread::spawn(move || {
+        let mut client = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let mut most = 0;
+        while !stop.load(Ordering::SeqCst) {
+            let n: i64 = client
+                .query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'tenantctl %'",
+                    &[],
+                )
+                .unwrap()
+                .get(0);
+            most = most.max(n);
+            std::thread::sleep(std::time::Duration::from_millis(10));
+        }
+        most
+    })
+}
+
+struct Fleet {
+    db: TestDb,
+    t: Tenantctl,
+    b: Cluster,
+    c: Cluster,
+    _config: tempfile::TempDir,
+    _migrations: tempfile::TempDir,
+}
+
+/// The registry on the shared server, servers `b` and `c`, and a migration that takes a
+/// moment, so runs overlap.
+fn fleet(files: &[(&str, &str)]) -> Fleet {
+    let (db, t) = ready();
+    let (b, c) = (cluster(), cluster());
+    let config = config(&b, &c);
+    let migrations = dir_with(files);
+    let t = t.cwd(config.path()).migrations(migrations.path());
+    Fleet {
+        db,
+        t,
+        b,
+        c,
+        _config: config,
+        _migrations: migrations,
+    }
+}
+
+fn created_on(f: &Fleet, domain: &str, extra: &[&str]) -> String {
+    let mut args = vec!["tenant", "create", domain, "--name", domain, "--provision"];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", "json"]);
+    let run = f.t.run(&args);
+    run.expect(0);
+    assert!(!run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD));
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    v["tenant"]["server"].as_str().unwrap().to_string()
+}
+
+const V1: (&str, &str) = (
+    "V1__one.sql",
+    "CREATE TABLE one (id int);\nSELECT pg_sleep(0.3);\n",
+);
+const V2: (&str, &str) = (
+    "V2__two.sql",
+    "CREATE TABLE two (id int);\nSELECT pg_sleep(0.3);\n",
+);
+
+#[test]
+fn a_fleet_over_three_servers_is_placed_run_within_each_limit_and_checked() {
+    let f = fleet(&[V1, V2]);
+    // Equal weights: each new tenant goes where there are fewest, ties by name with the
+    // registry's server first.
+    let placed: Vec<String> = (1..=6)
+        .map(|i| created_on(&f, &format!("s{i}"), &[]))
+        .collect();
+    assert_eq!(placed, ["default", "b", "c", "default", "b", "c"]);
+    assert_eq!(created_on(&f, "s7", &["--server", "c"]), "c");
+    assert!(schema_on(&mut client_of(&f.c), "tenant_s7"));
+    assert!(schema_on(&mut client_of(&f.b), "tenant_s2"));
+    assert!(!schema_on(&mut client_of(&f.b), "tenant_s3"));
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let on_b = sample_sessions(&f.b, stop.clone());
+    let on_c = sample_sessions(&f.c, stop.clone());
+    let report: RunReport =
+        f.t.run(&["upgrade", "--all", "-o", "json"])
+            .expect(0)
+            .json();
+    stop.store(true, Ordering::SeqCst);
+    let (most_b, most_c) = (on_b.join().unwrap(), on_c.join().unwrap());
+    assert_eq!(report.summary.ok, 7, "{report:?}");
+    assert!(
+        (1..=2).contains(&most_b),
+        "server b ran {most_b} sessions at once"
+    );
+    assert_eq!(most_c, 1, "server c ran {most_c} sessions at once");
+
+    let status: FleetStatus = f.t.run(&["status", "--all", "-o", "json"]).expect(0).json();
+    let by_server: BTreeMap<&str, (usize, usize)> = status
+        .summary
+        .by_server
+        .iter()
+        .map(|(k, v)| (k.as_str(), (v.total, v.at_head)))
+        .collect();
+    assert_eq!(
+        by_server,
+        BTreeMap::from([("b", (2, 2)), ("c", (3, 3)), ("default", (2, 2))])
+    );
+    f.t.run(&["check"]).expect(0);
+    let only_b: RunReport =
+        f.t.run(&["upgrade", "--server", "b", "-o", "json"])
+            .expect(0)
+            .json();
+    assert_eq!(only_b.results.len(), 2);
+}
+
+#[test]
+fn a_server_that_goes_away_fails_only_its_tenants_and_writes_nothing_about_them() {
+    let f = fleet(&[V1]);
+    for i in 1..=6 {
+        created_on(&f, &format!("g{i}"), &[]);
+    }
+    f.t.run(&["upgrade", "--all", "-o", "json"]).expect(0);
+    let before: Vec<_> = ["g3", "g6"]
+        .iter()
+        .map(|d| registry_row(&f.db, d))
+        .collect();
+    // A new migration, with server c down.
+    let more = dir_with(&[V1, V2]);
+    let t = f.t.clone().migrations(more.path());
+    f.c.stop();
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(4);
+    assert!(!run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD));
+    let report: RunReport = run.json();
+    for d in ["g1", "g2", "g4", "g5"] {
+        assert_eq!(report.of(d).status, "ok", "{report:?}");
+    }
+    for d in ["g3", "g6"] {
+        let r = report.of(d);
+        assert_eq!(r.status, "failed");
+        let e = r.error.as_deref().unwrap_or_default();
+        assert!(e.contains(&format!("127.0.0.1:{}", f.c.port)), "{e}");
+    }
+    let after: Vec<_> = ["g3", "g6"]
+        .iter()
+        .map(|d| registry_row(&f.db, d))
+        .collect();
+    assert_eq!(
+        before, after,
+        "a tenant that was never reached was written about"
+    );
+    // Back up: a rerun finishes, and check is clean.
+    f.c.start_again();
+    let rerun: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(rerun.of("g3").status, "ok");
+    assert_eq!(rerun.of("g1").status, "up_to_date");
+    t.run(&["check"]).expect(0);
+}
+
+#[test]
+fn servers_that_are_not_configured_are_refused() {
+    let f = fleet(&[V1]);
+    let run =
+        f.t.run(&["tenant", "create", "x1", "--name", "x", "--server", "nope"]);
+    run.expect(2);
+    assert!(
+        run.stderr.contains("\"nope\" is not configured"),
+        "{}",
+        run.stderr
+    );
+    f.t.run(&["upgrade", "--server", "nope"]).expect(2);
+    // config show lists every server, never a password.
+    let run = f.t.run(&["config", "show", "-o", "json"]);
+    run.expect(0);
+    assert!(!run.stdout.contains(PASSWORD), "{}", run.stdout);
+    let shown: ConfigShown = run.json();
+    let servers: Vec<(&str, usize)> = shown
+        .servers
+        .iter()
+        .map(|s| (s.name.as_str(), s.concurrency))
+        .collect();
+    assert_eq!(servers, [("default", 4), ("b", 2), ("c", 1)]);
+    assert!(shown.servers[1]
+        .url
+        .contains(&format!("127.0.0.1:{}", f.b.port)));
+    // A bad server table is a setup error.
+    let bad = tempfile::tempdir().unwrap();
+    let write = |text: &str| {
+        std::fs::write(bad.path().join("tenants.toml"), text).unwrap();
+    };
+    let t = f.t.clone().cwd(bad.path());
+    write("[servers.Bad]\nurl = \"postgres://x@y/z\"\n");
+    t.run(&["status", "--all"]).expect(3);
+    write("[servers.default]\nurl = \"postgres://x@y/z\"\n");
+    t.run(&["status", "--all"]).expect(3);
+    write("[servers.e]\nconcurrency = 2\n");
+    t.run(&["status", "--all"]).expect(3);
+}
