@@ -6,7 +6,7 @@
 
 use crate::checks::{create, history_versions, registry_row, relation_exists, schema_exists};
 use crate::common_json::RunReport;
-use crate::support::{dir_with, eventually, lock_tenant, ready, TestDb};
+use crate::support::{backends_running, dir_with, eventually, lock_tenant, ready, TestDb};
 
 fn sql(db: &TestDb, batch: &str) {
     db.client()
@@ -71,13 +71,12 @@ fn a_migration_that_releases_the_tenant_lock_to_another_session_is_not_recorded(
     let t = t.migrations(dir.path());
     create(&t, "l1", &["--provision"]);
     let run = t.spawn(&["upgrade", "--tenant", "l1", "-o", "json"]);
-    // Once the migration has let go of the lock, another session takes it.
-    eventually("tenantctl has taken the lock of tenant_l1", || {
-        tenant_lock_held(&db, "tenant_l1")
+    // The file's second statement runs once its first has let go of the lock: then
+    // another session takes it.
+    eventually("the migration sleeps, after releasing the lock", || {
+        !backends_running(&db, "pg_sleep(2)").is_empty()
     });
-    eventually("the migration has released the lock of tenant_l1", || {
-        !tenant_lock_held(&db, "tenant_l1")
-    });
+    assert!(!tenant_lock_held(&db, "tenant_l1"));
     let mut other = db.client();
     lock_tenant(&mut other, "tenant_l1");
     let done = run.finish();
