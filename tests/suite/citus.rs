@@ -552,3 +552,82 @@ fn off_citus_placement_is_null_and_tenant_move_is_refused() {
         .expect(2);
     t.run(&["tenant", "move", "solo"]).expect(2);
 }
+
+#[test]
+fn a_check_added_with_its_column_must_be_named_on_citus_and_the_refusal_rolls_back() {
+    let c = CitusCluster::start();
+    let m = dir_with(&[
+        (
+            "V1__tables.sql",
+            "CREATE TABLE parents (id bigint PRIMARY KEY);\n\
+             CREATE TABLE kids (id bigint PRIMARY KEY);\n",
+        ),
+        (
+            "V2__columns.sql",
+            "ALTER TABLE kids ADD COLUMN note text;\n\
+             ALTER TABLE kids ADD COLUMN age int CHECK (age > 0);\n",
+        ),
+    ]);
+    let t = on(&c, &m);
+    t.run(&["init"]).expect(0);
+    let r = t.run(&[
+        "tenant",
+        "create",
+        "kin",
+        "--name",
+        "Kin",
+        "--migrate",
+        "-o",
+        "json",
+    ]);
+    r.expect(1);
+    let created: Created = r.json();
+    assert_eq!(created.tenant.current_revision, Some(1));
+    let error = created.tenant.last_error.unwrap_or_default();
+    assert!(
+        error.contains("V2__columns") && error.contains("line 2"),
+        "{error}"
+    );
+    assert!(
+        error.contains("cannot execute ADD COLUMN command with PRIMARY KEY, UNIQUE, FOREIGN and CHECK constraints"),
+        "{error}"
+    );
+    // The first statement of V2 rolled back with it.
+    let note: i64 = c
+        .client()
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns \
+             WHERE table_schema = 'tenant_kin' AND column_name = 'note'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(note, 0);
+
+    // Named, the check applies; an unnamed foreign key added with its column is accepted,
+    // and Citus names it <table>__fkey (PostgreSQL would say kids_parent_id_fkey).
+    std::fs::write(
+        m.path().join("V2__columns.sql"),
+        "ALTER TABLE kids ADD COLUMN note text;\n\
+         ALTER TABLE kids ADD COLUMN age int CONSTRAINT kids_age_check CHECK (age > 0);\n\
+         ALTER TABLE kids ADD COLUMN parent_id bigint REFERENCES parents (id);\n",
+    )
+    .unwrap();
+    t.run(&["upgrade", "--tenant", "kin"]).expect(0);
+    let names: BTreeSet<String> = c
+        .client()
+        .query(
+            "SELECT conname::text FROM pg_constraint WHERE conrelid = 'tenant_kin.kids'::regclass",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let expected: BTreeSet<String> = ["kids__fkey", "kids_age_check", "kids_pkey"]
+        .iter()
+        .map(|s| s.to_string())
+        .collect();
+    assert_eq!(names, expected);
+    t.run(&["check"]).expect(0);
+}
