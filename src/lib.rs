@@ -8,10 +8,11 @@
 //!   [`dependents`], [`inspect`], [`plan`] (what a change does to one tenant),
 //!   [`runner`] (one tenant's locked session), [`scheduler`] (work over many tenants),
 //!   [`operation`] (operations in a tenant's session), [`dryrun`], [`fleet`] (bulk
-//!   workflows), [`tenants`] (one tenant's lifecycle), [`apikey`], [`interrupt`],
+//!   workflows), [`tenants`] (one tenant's lifecycle), [`citus`] (placement on a Citus cluster), [`apikey`], [`interrupt`],
 //!   [`error`].
 
 pub mod apikey;
+pub mod citus;
 pub mod cli;
 pub mod commands;
 pub mod config;

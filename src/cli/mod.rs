@@ -140,7 +140,7 @@ impl GlobalOpts {
 pub enum Command {
     /// Create or upgrade the tenant registry (idempotent; safe to run on every deploy).
     Init(InitArgs),
-    /// Register, list and inspect tenants.
+    /// Register, list, inspect, move and drop tenants.
     #[command(subcommand)]
     Tenant(TenantCommand),
     /// Create missing tenant schemas (an existing schema is left alone and reported).

@@ -1,8 +1,9 @@
-//! Arguments of `tenant create`, `list`, `show`, `rotate-key` and `drop`.
+//! Arguments of `tenant create`, `list`, `show`, `rotate-key`, `drop` and `move`.
 
 use clap::Subcommand;
 
 use super::selection::status_parser;
+use crate::citus::NodeAddr;
 use crate::registry::Status;
 
 /// The `tenant` subcommands.
@@ -20,6 +21,11 @@ pub enum TenantCommand {
     /// Remove a tenant from the registry and drop its schema (unless --keep-schema).
     /// Asks first; without a terminal, refuses (exit 2) unless --yes is given.
     Drop(DropArgs),
+    /// Move a tenant's distributed schema to another worker of its Citus cluster
+    /// (citus_schema_move, writes blocked while its shards are copied), under the tenant's
+    /// lock. Exit 1, nothing changed, when the server is not a Citus coordinator or the
+    /// schema is not distributed.
+    Move(MoveArgs),
 }
 
 /// Arguments of `tenant create`.
@@ -115,4 +121,17 @@ pub struct DropArgs {
     /// nothing. Exit 0 when the drop could go ahead, 1 when it would be refused.
     #[arg(long)]
     pub dry_run: bool,
+}
+
+/// Arguments of `tenant move`.
+#[derive(Debug, clap::Args)]
+pub struct MoveArgs {
+    /// The tenant: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+
+    /// The worker to move the schema to, as HOST:PORT exactly as the coordinator's
+    /// pg_dist_node names it (see `tenant show`'s placement).
+    #[arg(long, value_name = "HOST:PORT", required = true)]
+    pub node: NodeAddr,
 }

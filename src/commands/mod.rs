@@ -155,6 +155,17 @@ impl Ctx {
     }
 }
 
+impl Ctx {
+    /// A connection to `server`: `None` for the registry's server, whose connection the
+    /// command already has.
+    pub async fn connect_to(&self, server: &str) -> Result<Option<Client>, Error> {
+        if crate::servers::is_default(server) {
+            return Ok(None);
+        }
+        Ok(Some(self.servers.target(server)?.connect().await?))
+    }
+}
+
 /// Observes the tenants' schemas, refreshes the registry's cache, and returns each
 /// tenant's status (see [`fleet::statuses`]).
 pub async fn statuses(

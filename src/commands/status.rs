@@ -36,17 +36,37 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     if args.tenant.is_some() {
-        print_one(ctx, &st[0], set.head());
+        let placement = {
+            let remote = ctx.connect_to(&tenants[0].server).await?;
+            crate::citus::placement(remote.as_ref().unwrap_or(&client), &tenants[0].schema_name)
+                .await?
+        };
+        print_one(ctx, &st[0], set.head(), placement);
         return Ok(Exit::Ok);
     }
     print_fleet(ctx, st, set.head());
     Ok(Exit::Ok)
 }
 
+/// The JSON document `status --tenant` prints: the tenant's status and where its schema
+/// is placed.
+#[derive(Debug, Serialize)]
+pub struct OneStatus<'a> {
+    /// The tenant's migration status.
+    #[serde(flatten)]
+    pub status: &'a TenantStatus,
+    /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
+    /// and the schema is a distributed schema holding tables.
+    pub placement: Option<crate::citus::Placement>,
+}
+
 /// Prints one tenant's status.
-fn print_one(ctx: &Ctx, s: &TenantStatus, head: i32) {
+fn print_one(ctx: &Ctx, s: &TenantStatus, head: i32, placement: Option<crate::citus::Placement>) {
     if ctx.out.is_json() {
-        ctx.out.json(s);
+        ctx.out.json(&OneStatus {
+            status: s,
+            placement,
+        });
     } else {
         let mut rows = vec![
             ("tenant", format!("{} (id {})", s.domain, s.tenant_id)),
@@ -65,6 +85,9 @@ fn print_one(ctx: &Ctx, s: &TenantStatus, head: i32) {
         }
         if let Some(e) = &s.history_error {
             rows.push(("history", e.clone()));
+        }
+        if let Some(p) = placement {
+            rows.push(("placement", p.node));
         }
         ctx.out.pairs(&rows);
     }

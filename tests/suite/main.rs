@@ -13,6 +13,7 @@ mod support;
 
 // The tests.
 mod boundaries;
+mod citus;
 mod cli;
 mod concurrency;
 mod connections;

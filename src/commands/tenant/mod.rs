@@ -1,8 +1,9 @@
-//! `tenantctl tenant ...`: register, list and inspect tenants.
+//! `tenantctl tenant ...`: register, list, inspect, move and drop tenants.
 
 pub mod create;
 pub mod drop;
 pub mod list;
+pub mod move_node;
 pub mod rotate_key;
 pub mod show;
 
@@ -21,5 +22,6 @@ pub async fn run(ctx: &Ctx, cmd: &TenantCommand) -> Result<Exit> {
         TenantCommand::Show(a) => show::run(ctx, a).await,
         TenantCommand::RotateKey(a) => rotate_key::run(ctx, a).await,
         TenantCommand::Drop(a) => drop::run(ctx, a).await,
+        TenantCommand::Move(a) => move_node::run(ctx, a).await,
     }
 }

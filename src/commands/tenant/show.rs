@@ -19,6 +19,9 @@ pub struct Shown {
     pub tenant: Tenant,
     /// Its migration status.
     pub migration_status: TenantStatus,
+    /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
+    /// and the schema is a distributed schema holding tables.
+    pub placement: Option<crate::citus::Placement>,
 }
 
 /// Shows the tenant.
@@ -28,9 +31,14 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let mut tenants = vec![registry.find(&args.tenant).await?];
     let mut st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
+    let placement = {
+        let remote = ctx.connect_to(&tenants[0].server).await?;
+        crate::citus::placement(remote.as_ref().unwrap_or(&client), &tenants[0].schema_name).await?
+    };
     let shown = Shown {
         tenant: tenants.remove(0),
         migration_status: st.remove(0),
+        placement,
     };
     if ctx.out.is_json() {
         ctx.out.json(&shown);
@@ -61,6 +69,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ("created", crate::output::timestamp(t.created_at)),
         ("updated", crate::output::timestamp(t.updated_at)),
     ]);
+    if let Some(p) = &shown.placement {
+        rows.push(("placement", p.node.clone()));
+    }
     ctx.out.pairs(&rows);
     Ok(Exit::Ok)
 }

@@ -3,10 +3,14 @@
 //! made with the `openssl` CLI, a free port on 127.0.0.1, and `pg_ctl -m immediate stop`
 //! plus removal of the directory when dropped.
 //!
+//! [`citus`] builds a Citus cluster (a coordinator and two workers) out of three of them.
+//!
 //! PostgreSQL refuses to run as root, so when the tests run as root (as in CI) `initdb`
 //! and `pg_ctl` run as `nobody` through `runuser`, and the directory is created under
 //! `/tmp` with mode 0755 and handed to `nobody`. Missing server binaries are a loud
 //! failure, never a skip.
+
+pub mod citus;
 
 use std::os::unix::fs::PermissionsExt;
 use std::path::{Path, PathBuf};
@@ -203,6 +207,12 @@ fn free_port() -> u16 {
 impl Cluster {
     /// Creates, configures and starts a cluster; panics with the server log on failure.
     pub fn start(setup: &Setup<'_>) -> Cluster {
+        Cluster::start_with(setup, "")
+    }
+
+    /// As [`Cluster::start`], with `extra_conf` (lines of postgresql.conf, e.g.
+    /// `shared_preload_libraries`) added after the test settings, so it may override them.
+    pub fn start_with(setup: &Setup<'_>, extra_conf: &str) -> Cluster {
         let bin = server_bin_dir();
         let as_nobody = is_root();
         let dir = tempfile::Builder::new()
@@ -266,7 +276,7 @@ impl Cluster {
             let conf = format!(
                 "\n# tenantctl test cluster\nport = {port}\nlisten_addresses = '127.0.0.1'\n\
                  unix_socket_directories = '{sock}'\nssl = {ssl}\nssl_cert_file = 'server.crt'\n\
-                 ssl_key_file = 'server.key'\nfsync = off\nmax_connections = 50\n",
+                 ssl_key_file = 'server.key'\nfsync = off\nmax_connections = 50\n{extra_conf}\n",
                 port = cluster.port,
                 sock = cluster.dir.path().display(),
                 ssl = if setup.ssl { "on" } else { "off" },

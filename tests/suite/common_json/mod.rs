@@ -84,6 +84,31 @@ pub struct TenantStatus {
     #[serde(deserialize_with = "nullable")]
     pub history_error: Option<String>,
     pub server: String,
+    /// Only in `status --tenant` (where it is always present, `null` off Citus).
+    #[serde(default)]
+    pub placement: Option<Placement>,
+}
+
+/// `citus::Placement`.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Placement {
+    pub node: String,
+}
+
+/// `citus::Moved` (`tenant move --node`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Moved {
+    pub tenant: String,
+    pub from_node: String,
+    pub to_node: String,
+    pub duration_ms: u64,
+    pub message: String,
 }
 
 impl TenantStatus {
@@ -193,6 +218,8 @@ pub struct Listing {
 pub struct Shown {
     pub tenant: Tenant,
     pub migration_status: TenantStatus,
+    #[serde(deserialize_with = "nullable")]
+    pub placement: Option<Placement>,
 }
 
 /// `inspect::HistoryEntry`.

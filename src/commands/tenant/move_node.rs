@@ -1,0 +1,38 @@
+//! `tenantctl tenant move --node HOST:PORT`: move a tenant's distributed schema to another
+//! worker of its Citus cluster (see [`crate::citus::move_schema`]).
+
+use crate::citus;
+use crate::error::Result;
+use crate::exit::Exit;
+use crate::registry::Registry;
+use crate::reporter::{self, Style};
+use crate::tenants::Context;
+
+use super::super::Ctx;
+
+pub use crate::cli::tenant::MoveArgs as Args;
+
+/// Moves the schema under the tenant's lock and prints what happened.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let tenant = registry.find(&args.tenant).await?;
+    let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
+    let cx = Context {
+        target: &ctx.target,
+        servers: &ctx.servers,
+        settings: &ctx.settings,
+        interrupt: &ctx.interrupt,
+        events: &events,
+    };
+    let moved = citus::move_schema(&cx, &registry, &tenant, &args.node).await;
+    drop(events);
+    reporting.finish().await;
+    let moved = moved?;
+    if ctx.out.is_json() {
+        ctx.out.json(&moved);
+    } else {
+        ctx.out.print(&moved.message);
+    }
+    Ok(Exit::Ok)
+}
