@@ -20,10 +20,9 @@ use tokio_postgres::Client;
 use crate::db::query_error;
 use crate::error::Error;
 use crate::ident::quote;
-use crate::pool::Pool;
 use crate::registry::{Event, Registry, Tenant};
-use crate::runner::{LockHolder, LockWait, Session};
-use crate::scheduler::{self, RunEvent};
+
+use crate::scheduler;
 use crate::tenants::Context;
 
 /// A node of a Citus cluster, as `HOST:PORT`.
@@ -161,21 +160,7 @@ pub async fn move_schema(
     to: &NodeAddr,
 ) -> Result<Moved, Error> {
     let started_at = OffsetDateTime::now_utc();
-    let report = |holder: Option<&LockHolder>| {
-        cx.events.send(RunEvent::Waiting {
-            domain: tenant.domain.clone(),
-            schema_name: tenant.schema_name.clone(),
-            holder: holder.cloned(),
-        })
-    };
-    let wait = LockWait {
-        interrupt: cx.interrupt,
-        report: &report,
-    };
-    let pool = Pool::single(cx.servers.target(&tenant.server)?.clone());
-    let session = Session::open(&pool, cx.settings, &tenant.schema_name, &wait)
-        .await
-        .map_err(Error::from)?;
+    let (pool, session) = crate::tenants::locked(cx, tenant).await?;
     let moved = move_locked(session.client(), registry, tenant, to, started_at).await;
     session.close(&pool).await;
     moved

@@ -93,27 +93,50 @@ pub fn shared_role(settings: &Settings, schema: &str) -> Option<&'static str> {
     }
 }
 
-/// The objects inside the schema (see the module documentation), as `(classid, objid)`.
-const INSIDE: &str = "\
-ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
+/// Catalogs whose rows belong to a schema, with the column naming the schema: the
+/// objects of these kinds inside it are the schema's own.
+const OWNED: &[(&str, &str)] = &[
+    ("pg_class", "relnamespace"),
+    ("pg_type", "typnamespace"),
+    ("pg_proc", "pronamespace"),
+    ("pg_constraint", "connamespace"),
+    ("pg_operator", "oprnamespace"),
+    ("pg_opclass", "opcnamespace"),
+    ("pg_opfamily", "opfnamespace"),
+    ("pg_collation", "collnamespace"),
+    ("pg_conversion", "connamespace"),
+    ("pg_ts_config", "cfgnamespace"),
+    ("pg_ts_dict", "dictnamespace"),
+    ("pg_ts_parser", "prsnamespace"),
+    ("pg_ts_template", "tmplnamespace"),
+    ("pg_statistic_ext", "stxnamespace"),
+    ("pg_default_acl", "defaclnamespace"),
+];
+
+/// The objects inside the schema (see the module documentation), as `(classid, objid)`:
+/// SQL common table expressions ending in `inside`, for `WITH`.
+fn inside() -> String {
+    let own: Vec<String> = OWNED
+        .iter()
+        .map(|(catalog, column)| {
+            format!(
+                "  UNION ALL SELECT 'pg_catalog.{catalog}'::pg_catalog.regclass, x.oid FROM pg_catalog.{catalog} x JOIN ns ON x.{column} = ns.oid"
+            )
+        })
+        .collect();
+    format!(
+        "ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
 own AS (
   SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass::oid AS classid, ns.oid AS objid FROM ns
-  UNION ALL SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_class x JOIN ns ON x.relnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_type x JOIN ns ON x.typnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_proc x JOIN ns ON x.pronamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_constraint x JOIN ns ON x.connamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_operator'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_operator x JOIN ns ON x.oprnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_opclass'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_opclass x JOIN ns ON x.opcnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_opfamily'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_opfamily x JOIN ns ON x.opfnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_collation'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_collation x JOIN ns ON x.collnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_conversion'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_conversion x JOIN ns ON x.connamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_ts_config'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_config x JOIN ns ON x.cfgnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_ts_dict'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_dict x JOIN ns ON x.dictnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_ts_parser'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_parser x JOIN ns ON x.prsnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_ts_template'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_ts_template x JOIN ns ON x.tmplnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_statistic_ext'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_statistic_ext x JOIN ns ON x.stxnamespace = ns.oid
-  UNION ALL SELECT 'pg_catalog.pg_default_acl'::pg_catalog.regclass, x.oid FROM pg_catalog.pg_default_acl x JOIN ns ON x.defaclnamespace = ns.oid
+{}
 ),
+{INSIDE_PARTS}",
+        own.join("\n")
+    )
+}
+
+/// What else belongs to the objects of `own` (see [`inside`]).
+const INSIDE_PARTS: &str = "\
 rels AS (SELECT objid AS oid FROM own WHERE classid = 'pg_catalog.pg_class'::pg_catalog.regclass),
 types AS (SELECT objid AS oid FROM own WHERE classid = 'pg_catalog.pg_type'::pg_catalog.regclass),
 toast AS (SELECT c.reltoastrelid AS oid FROM pg_catalog.pg_class c JOIN rels ON c.oid = rels.oid WHERE c.reltoastrelid <> 0),
@@ -154,7 +177,7 @@ pub async fn outside(tx: &Transaction<'_>, schema: &str) -> Result<Vec<Dependent
         .await
         .map_err(query_error(&context))?;
     let sql = format!(
-        "WITH {INSIDE},
+        "WITH {},
 found AS (
   SELECT CASE WHEN r.rulename = '_RETURN' THEN 'pg_catalog.pg_class'::pg_catalog.regclass::oid ELSE d.classid END AS classid,
          CASE WHEN r.rulename = '_RETURN' THEN r.ev_class ELSE d.objid END AS objid,
@@ -176,7 +199,8 @@ described AS (
 )
 SELECT DISTINCT ON (object) object, depends_on FROM described
 WHERE object IS NOT NULL AND depends_on IS NOT NULL
-ORDER BY object, rank, depends_on"
+ORDER BY object, rank, depends_on",
+        inside()
     );
     let rows = tx
         .query(&sql, &[&schema])

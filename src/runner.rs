@@ -498,15 +498,7 @@ impl<'a> Session<'a> {
                 .pipelined(f, direction, now)
                 .await
                 .map_err(|(at, e)| match at {
-                    At::Begin => Failure {
-                        message: format!(
-                            "resetting the session before {}: {}",
-                            direction.describe(f),
-                            db::pg_message(&e)
-                        ),
-                        lock_timeout: false,
-                        statement: 0,
-                    },
+                    At::Begin => reset_failure(f, direction, &e),
                     At::Statement(i) => statement_failure(f, direction, i, &e),
                     At::Record => bookkeeping(e),
                 });
@@ -516,15 +508,7 @@ impl<'a> Session<'a> {
                 .client
                 .batch_execute(&self.sql.begin(false))
                 .await
-                .map_err(|e| Failure {
-                    message: format!(
-                        "resetting the session before {}: {}",
-                        direction.describe(f),
-                        db::pg_message(&e)
-                    ),
-                    lock_timeout: false,
-                    statement: 0,
-                })?;
+                .map_err(|e| reset_failure(f, direction, &e))?;
         }
         for (i, s) in script.statements.iter().enumerate().skip(from) {
             self.conn
@@ -917,6 +901,19 @@ struct Failure {
     lock_timeout: bool,
     /// The statement it failed at (the count of statements when the bookkeeping failed).
     statement: usize,
+}
+
+/// The session could not be reset before a file.
+fn reset_failure(f: &MigrationFile, direction: Direction, e: &tokio_postgres::Error) -> Failure {
+    Failure {
+        message: format!(
+            "resetting the session before {}: {}",
+            direction.describe(f),
+            db::pg_message(e)
+        ),
+        lock_timeout: false,
+        statement: 0,
+    }
 }
 
 /// A failed statement, named by file and line: the statement's line, moved on by the

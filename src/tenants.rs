@@ -415,16 +415,12 @@ pub async fn drop_plan(
     })
 }
 
-/// Removes the tenant from the registry and, unless `keep_schema`, drops its schema, in
-/// its locked session and one transaction with its ledger entry. Refuses, changing
-/// nothing, when the schema is shared or objects outside it depend on it.
-pub async fn drop(
-    cx: &Context<'_>,
-    registry: &Registry<'_>,
-    tenant: &Tenant,
-    keep_schema: bool,
-) -> Result<Dropped, Error> {
-    let started_at = OffsetDateTime::now_utc();
+/// A session on `tenant`'s server holding its lock (a long wait is reported as an
+/// event), on a connection of its own that is closed with the returned pool.
+pub async fn locked<'a>(
+    cx: &Context<'a>,
+    tenant: &'a Tenant,
+) -> Result<(Pool, Session<'a>), Error> {
     let report = |holder: Option<&LockHolder>| {
         cx.events.send(RunEvent::Waiting {
             domain: tenant.domain.clone(),
@@ -437,9 +433,23 @@ pub async fn drop(
         report: &report,
     };
     let pool = Pool::single(cx.servers.target(&tenant.server)?.clone());
-    let mut session = Session::open(&pool, cx.settings, &tenant.schema_name, &wait)
+    let session = Session::open(&pool, cx.settings, &tenant.schema_name, &wait)
         .await
         .map_err(Error::from)?;
+    Ok((pool, session))
+}
+
+/// Removes the tenant from the registry and, unless `keep_schema`, drops its schema, in
+/// its locked session and one transaction with its ledger entry. Refuses, changing
+/// nothing, when the schema is shared or objects outside it depend on it.
+pub async fn drop(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    keep_schema: bool,
+) -> Result<Dropped, Error> {
+    let started_at = OffsetDateTime::now_utc();
+    let (_pool, mut session) = locked(cx, tenant).await?;
     // An upgrade may have held the lock while this waited: read the row as it is now.
     let tenant = registry.find(&tenant.id.to_string()).await.map_err(|_| {
         Error::failed(format!(

@@ -40,13 +40,14 @@ pub struct UpgradeArgs {
     pub dry_run: bool,
 }
 
-/// Arguments of `downgrade`.
+/// Arguments of `downgrade` and `stamp`: the same flags, whose help each command sets
+/// for itself (`mut_arg` on its variant of [`super::Command`]).
 #[derive(Debug, clap::Args)]
-pub struct DowngradeArgs {
+pub struct TargetedArgs {
     #[command(flatten)]
     pub fleet: Fleet,
 
-    /// Revision to go down to: a version number, or base (nothing applied).
+    /// Revision.
     #[arg(value_name = "TARGET")]
     pub target: String,
 
@@ -59,24 +60,11 @@ pub struct DowngradeArgs {
     pub dry_run: bool,
 }
 
+/// Arguments of `downgrade`.
+pub type DowngradeArgs = TargetedArgs;
+
 /// Arguments of `stamp`.
-#[derive(Debug, clap::Args)]
-pub struct StampArgs {
-    #[command(flatten)]
-    pub fleet: Fleet,
-
-    /// Revision to record: a version number, head, or base (forget everything).
-    #[arg(value_name = "TARGET")]
-    pub target: String,
-
-    /// Confirm forgetting applied versions without asking (needed without a terminal).
-    #[arg(long)]
-    pub yes: bool,
-
-    /// Print, per tenant, what would be recorded and forgotten, and the SQL; change nothing.
-    #[arg(long)]
-    pub dry_run: bool,
-}
+pub type StampArgs = TargetedArgs;
 
 /// Lets each command's arguments read the shared [`Fleet`] fields directly.
 macro_rules! deref_to_fleet {
@@ -90,4 +78,4 @@ macro_rules! deref_to_fleet {
     )*};
 }
 
-deref_to_fleet!(ProvisionArgs, UpgradeArgs, DowngradeArgs, StampArgs);
+deref_to_fleet!(ProvisionArgs, UpgradeArgs, TargetedArgs);

@@ -156,9 +156,23 @@ pub enum Command {
     Status(StatusArgs),
     /// Run down scripts, newest first, until TARGET (a version, or base). Asks first;
     /// without a terminal, refuses (exit 2) unless --yes is given.
+    #[command(mut_arg("target", |a| a.help(
+        "Revision to go down to: a version number, or base (nothing applied)"
+    )))]
     Downgrade(DowngradeArgs),
     /// Record migrations up to TARGET as applied without running them (adopting schemas
     /// built by hand or by another tool); `stamp base` clears the history.
+    #[command(
+        mut_arg("target", |a| a.help(
+            "Revision to record: a version number, head, or base (forget everything)"
+        )),
+        mut_arg("yes", |a| a.help(
+            "Confirm forgetting applied versions without asking (needed without a terminal)"
+        )),
+        mut_arg("dry_run", |a| a.help(
+            "Print, per tenant, what would be recorded and forgotten, and the SQL; change nothing"
+        ))
+    )]
     Stamp(StampArgs),
     /// Write the next migration file, V<head+1>__<message>.sql, and its .down.sql.
     Revision(RevisionArgs),

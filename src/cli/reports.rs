@@ -14,12 +14,7 @@ pub struct CurrentArgs {
 #[derive(Debug, clap::Args)]
 pub struct StatusArgs {
     /// One tenant: domain, id or schema name.
-    #[arg(
-        short = 't',
-        long = "tenant",
-        value_name = "TENANT",
-        conflicts_with = "all"
-    )]
+    #[arg(short, long, value_name = "TENANT", conflicts_with = "all")]
     pub tenant: Option<String>,
 
     /// Every registered tenant.

@@ -56,17 +56,6 @@ pub struct Selection {
     pub server: Option<String>,
 }
 
-impl Selection {
-    /// Whether anything selects tenants (as opposed to only narrowing).
-    pub fn selects(&self) -> bool {
-        self.all
-            || !self.tenants.is_empty()
-            || self.tenant_type.is_some()
-            || self.status.is_some()
-            || self.server.is_some()
-    }
-}
-
 /// Parses `I/N` with 1 <= I <= N.
 pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
     let (i, n) = s.split_once('/').ok_or("expected I/N, e.g. 1/4")?;

@@ -43,7 +43,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     // Selects exactly like the bulk commands; with nothing that selects, every tenant.
     let mut selection = args.selection.clone();
-    if !selection.selects() {
+    if !super::selection(&selection).selects() {
         selection.all = true;
     }
     let mut tenants = select(ctx, &registry, &selection).await?;

@@ -156,6 +156,20 @@ impl Ctx {
 }
 
 impl Ctx {
+    /// What a workflow on one tenant needs, its lock waits and notices sent to `events`.
+    pub fn one_tenant<'a>(
+        &'a self,
+        events: &'a crate::scheduler::Events,
+    ) -> crate::tenants::Context<'a> {
+        crate::tenants::Context {
+            target: &self.target,
+            servers: &self.servers,
+            settings: &self.settings,
+            interrupt: &self.interrupt,
+            events,
+        }
+    }
+
     /// A connection to `server`: `None` for the registry's server, whose connection the
     /// command already has.
     pub async fn connect_to(&self, server: &str) -> Result<Option<Client>, Error> {

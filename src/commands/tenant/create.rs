@@ -7,7 +7,7 @@ use crate::migrations::MigrationSet;
 use crate::output::{revision, yes_no};
 use crate::plan::SchemaChange;
 use crate::reporter::{self, Style};
-use crate::tenants::{self, Context, NewTenantRequest};
+use crate::tenants::{self, NewTenantRequest};
 
 use super::super::Ctx;
 
@@ -45,13 +45,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     let client = ctx.connect().await?;
     let (events, reporting) = reporter::start(&ctx.out, "tenant create", Style::Single);
-    let cx = Context {
-        target: &ctx.target,
-        servers: &ctx.servers,
-        settings: &ctx.settings,
-        interrupt: &ctx.interrupt,
-        events: &events,
-    };
+    let cx = ctx.one_tenant(&events);
     let created = tenants::create(&cx, &client, &req, &set).await;
     drop(events);
     reporting.finish().await;

@@ -6,7 +6,7 @@ use crate::exit::Exit;
 use crate::ident::quote;
 use crate::registry::Registry;
 use crate::reporter::{self, Style};
-use crate::tenants::{self, Context, DropPlan};
+use crate::tenants::{self, DropPlan};
 
 use super::super::Ctx;
 
@@ -64,13 +64,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     crate::cli::confirm::confirm(&what, args.yes)?;
     let (events, reporting) = reporter::start(&ctx.out, "tenant drop", Style::Single);
-    let cx = Context {
-        target: &ctx.target,
-        servers: &ctx.servers,
-        settings: &ctx.settings,
-        interrupt: &ctx.interrupt,
-        events: &events,
-    };
+    let cx = ctx.one_tenant(&events);
     let dropped = tenants::drop(&cx, &registry, &tenant, args.keep_schema).await;
     drop(events);
     reporting.finish().await;

@@ -6,7 +6,6 @@ use crate::error::Result;
 use crate::exit::Exit;
 use crate::registry::Registry;
 use crate::reporter::{self, Style};
-use crate::tenants::Context;
 
 use super::super::Ctx;
 
@@ -18,13 +17,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenant = registry.find(&args.tenant).await?;
     let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
-    let cx = Context {
-        target: &ctx.target,
-        servers: &ctx.servers,
-        settings: &ctx.settings,
-        interrupt: &ctx.interrupt,
-        events: &events,
-    };
+    let cx = ctx.one_tenant(&events);
     let moved = citus::move_schema(&cx, &registry, &tenant, &args.node).await;
     drop(events);
     reporting.finish().await;
