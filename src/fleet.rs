@@ -147,17 +147,34 @@ pub async fn observe_each(
     history_table: &str,
     sink: impl FnMut(String, SchemaState),
 ) -> Result<Vec<(String, Error)>, Error> {
-    let mut by_server: Vec<(&str, Vec<String>)> = Vec::new();
+    observe_grouped(servers, client, by_server(tenants), history_table, sink).await
+}
+
+/// Tenants' schema names grouped by server, in order of first appearance.
+fn by_server(tenants: &[Tenant]) -> Vec<(String, Vec<String>)> {
+    let mut groups: Vec<(String, Vec<String>)> = Vec::new();
     for t in tenants {
-        match by_server.iter_mut().find(|(s, _)| *s == t.server) {
+        match groups.iter_mut().find(|(s, _)| *s == t.server) {
             Some((_, v)) => v.push(t.schema_name.clone()),
-            None => by_server.push((&t.server, vec![t.schema_name.clone()])),
+            None => groups.push((t.server.clone(), vec![t.schema_name.clone()])),
         }
     }
+    groups
+}
+
+/// [`observe_each`] over schemas already grouped by server.
+async fn observe_grouped(
+    servers: &Servers,
+    client: &Client,
+    groups: Vec<(String, Vec<String>)>,
+    history_table: &str,
+    sink: impl FnMut(String, SchemaState),
+) -> Result<Vec<(String, Error)>, Error> {
     let sink = std::cell::RefCell::new(sink);
-    let reads = by_server.into_iter().map(|(server, schemas)| {
+    let reads = groups.into_iter().map(|(server, schemas)| {
         let sink = &sink;
         async move {
+            let server = server.as_str();
             let read = async {
                 let target = servers.target(server)?;
                 let own;
@@ -225,13 +242,16 @@ pub async fn plan_upgrade(
     history_table: &str,
 ) -> Result<Vec<Planned>, Error> {
     let at = positions(&tenants);
-    let mut slots: Vec<Option<Planned>> = (0..tenants.len()).map(|_| None).collect();
+    let groups = by_server(&tenants);
+    // Each tenant moves from here into its plan as its batch is read.
+    let mut waiting: Vec<Option<Tenant>> = tenants.into_iter().map(Some).collect();
+    let mut slots: Vec<Option<Planned>> = (0..waiting.len()).map(|_| None).collect();
     let mut observed: Vec<(i64, Observed)> = Vec::new();
     // Tenants of a server that cannot be reached stay to be worked on: their sessions
     // fail to connect, and the run reports them without touching the registry.
-    observe_each(servers, client, &tenants, history_table, |name, state| {
+    observe_grouped(servers, client, groups, history_table, |name, state| {
         let Some(&i) = at.get(&name) else { return };
-        let t = tenants[i].clone();
+        let Some(t) = waiting[i].take() else { return };
         let id = t.id;
         let mut planned = triage_one(t, Some(&state), set, to, unprovisioned);
         if let Planned::Done(r) = &mut planned {
@@ -243,14 +263,15 @@ pub async fn plan_upgrade(
         slots[i] = Some(planned);
     })
     .await?;
+    drop(at);
     if !observed.is_empty() {
         // Read-only users cannot refresh the cache; the plan is still right.
         let _ = registry.sync(&observed).await;
     }
     Ok(slots
         .into_iter()
-        .zip(tenants)
-        .map(|(slot, t)| slot.unwrap_or(Planned::Work(t)))
+        .zip(waiting)
+        .filter_map(|(slot, t)| slot.or(t.map(Planned::Work)))
         .collect())
 }
 

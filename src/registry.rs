@@ -605,12 +605,21 @@ impl<'a> Registry<'a> {
             self.tables.tenants
         );
         let status = status.map(Status::as_str);
+        // Streamed: each row becomes a tenant as it arrives, so the fleet is never held
+        // twice (as rows and as tenants).
+        use futures::TryStreamExt;
+        use tokio_postgres::types::Type;
+        let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] =
+            [(&tenant_type, Type::TEXT), (&status, Type::TEXT)];
         let rows = self
             .client
-            .query(&sql, &[&tenant_type, &status])
+            .query_typed_raw(&sql, params)
             .await
             .map_err(query_error("listing tenants"))?;
-        Ok(rows.iter().map(Tenant::from_row).collect())
+        rows.map_ok(|row| Tenant::from_row(&row))
+            .try_collect()
+            .await
+            .map_err(query_error("listing tenants"))
     }
 
     /// Brings the cached columns of these tenants in line with what was observed, in one

@@ -135,7 +135,7 @@ impl Bar {
     fn event(&mut self, event: &RunEvent) {
         match event {
             RunEvent::Began { total } => self.bar.set_length(*total as u64),
-            RunEvent::Answered(_) => self.bar.inc(1),
+            RunEvent::Answered { .. } => self.bar.inc(1),
             RunEvent::Started { domain } => {
                 self.running.push(domain.clone());
                 self.refresh();

@@ -213,7 +213,12 @@ pub enum RunEvent {
         total: usize,
     },
     /// A tenant was answered without a session (before the run).
-    Answered(TenantResult),
+    Answered {
+        /// Its domain.
+        domain: String,
+        /// How it came out.
+        status: ResultStatus,
+    },
     /// Work on a tenant started.
     Started {
         /// Its domain.
@@ -318,7 +323,10 @@ pub async fn schedule(
     for (i, p) in planned.into_iter().enumerate() {
         match p {
             Planned::Done(r) => {
-                events.send(RunEvent::Answered(r.line()));
+                events.send(RunEvent::Answered {
+                    domain: r.domain.clone(),
+                    status: r.status,
+                });
                 results.push(Some(r));
             }
             Planned::Work(t) => {
@@ -629,7 +637,7 @@ mod tests {
         ));
         assert!(matches!(events.last(), Some(RunEvent::Ended)));
         let count = |f: fn(&RunEvent) -> bool| events.iter().filter(|e| f(e)).count();
-        assert_eq!(count(|e| matches!(e, RunEvent::Answered(_))), 1);
+        assert_eq!(count(|e| matches!(e, RunEvent::Answered { .. })), 1);
         assert_eq!(count(|e| matches!(e, RunEvent::Started { .. })), 12);
         assert_eq!(count(|e| matches!(e, RunEvent::Finished(_))), 12);
     }
