@@ -482,8 +482,22 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
 }
 
 /// Parses the text of a config file.
+///
+/// The error names the line and column and says what is wrong, but never quotes the
+/// line: it may hold a URL with a password.
 pub fn parse_file(text: &str) -> Result<FileConfig, String> {
-    toml::from_str(text).map_err(|e| e.to_string().trim_end().to_string())
+    toml::from_str(text).map_err(|e: toml::de::Error| {
+        let message = e.message().trim_end().to_string();
+        match e.span() {
+            Some(span) => {
+                let before = &text[..span.start.min(text.len())];
+                let line = before.matches('\n').count() + 1;
+                let column = before.len() - before.rfind('\n').map_or(0, |i| i + 1) + 1;
+                format!("line {line}, column {column}: {message}")
+            }
+            None => message,
+        }
+    })
 }
 
 /// Merges overrides, environment and file into [`Settings`] and validates the result.
@@ -862,6 +876,19 @@ mod tests {
             PathBuf::from("/etc/app/tenants.toml"),
             parse_file(text).unwrap(),
         ))
+    }
+
+    #[test]
+    fn a_parse_error_names_the_place_but_never_quotes_the_line() {
+        for text in [
+            "[servers.x]\nurl=\"postgres://x:hunter2@h/db\n",
+            "[servers.x]\nurl=postgres://x:hunter2@h/db\n",
+            "[database]\nurl = \"postgres://x:hunter2@h/db\"\nurl = \"postgres://x:hunter2@h/db\"\n",
+        ] {
+            let e = parse_file(text).unwrap_err();
+            assert!(!e.contains("hunter2"), "{e}");
+            assert!(e.starts_with("line "), "{e}");
+        }
     }
 
     #[test]

@@ -189,6 +189,7 @@ impl Target {
             let kind = match &err {
                 ConnectError::Pg(e) => transient(e),
                 ConnectError::Tls(_) => None,
+                ConnectError::Timeout(_) => Some(Transient::Unavailable),
             };
             let Some(kind) = kind else {
                 return Err(self.connect_error(err));
@@ -224,6 +225,11 @@ impl Target {
 
     fn connect_error(&self, e: ConnectError) -> Error {
         match e {
+            ConnectError::Timeout(limit) => Error::unavailable(format!(
+                "cannot connect to {}: the server did not answer within {} (database.connect_timeout)",
+                self.display,
+                humantime::format_duration(limit)
+            )),
             ConnectError::Tls(msg) => {
                 Error::setup(format!("cannot set up TLS for {}: {msg}", self.display))
             }
@@ -240,6 +246,23 @@ impl Target {
     }
 
     async fn try_connect(
+        &self,
+        notices: Option<std::sync::mpsc::Sender<Notice>>,
+    ) -> Result<Client, ConnectError> {
+        // libpq's connect_timeout covers the whole exchange, not only the socket: a
+        // server that accepts the connection and then never answers must not hang us.
+        let limit = self
+            .config
+            .get_connect_timeout()
+            .copied()
+            .unwrap_or(Duration::from_secs(10));
+        match tokio::time::timeout(limit, self.try_connect_unbounded(notices)).await {
+            Ok(result) => result,
+            Err(_) => Err(ConnectError::Timeout(limit)),
+        }
+    }
+
+    async fn try_connect_unbounded(
         &self,
         notices: Option<std::sync::mpsc::Sender<Notice>>,
     ) -> Result<Client, ConnectError> {
@@ -338,6 +361,9 @@ fn drive<S, T>(
 enum ConnectError {
     Tls(String),
     Pg(tokio_postgres::Error),
+    /// The server took the connection but did not finish the startup exchange in time
+    /// (a frozen or black-holed server).
+    Timeout(Duration),
 }
 
 /// What the connections of one bulk run share (see [`Target::for_run`]).

@@ -87,6 +87,7 @@ impl Serialize for Script<'_> {
 pub fn plan<'s>(
     tenants: &[Tenant],
     states: &HashMap<String, SchemaState>,
+    unreachable: &[(String, Error)],
     set: &'s MigrationSet,
     settings: &Settings,
     change: SchemaChange,
@@ -96,6 +97,9 @@ pub fn plan<'s>(
     let tenants = tenants
         .iter()
         .map(|t| {
+            if let Some((_, e)) = unreachable.iter().find(|(s, _)| *s == t.server) {
+                return unreachable_tenant(t, e);
+            }
             let state = states.get(&t.schema_name).cloned().unwrap_or(SchemaState {
                 schema_exists: false,
                 history_exists: false,
@@ -107,6 +111,22 @@ pub fn plan<'s>(
     DryRun {
         dry_run: true,
         tenants,
+    }
+}
+
+/// A tenant whose server could not be reached: it would fail.
+fn unreachable_tenant<'s>(t: &Tenant, e: &Error) -> PlannedTenant<'s> {
+    PlannedTenant {
+        domain: t.domain.clone(),
+        schema_name: t.schema_name.clone(),
+        from_revision: t.current_revision,
+        to_revision: t.current_revision,
+        versions: Vec::new(),
+        forgotten: Vec::new(),
+        sql: Script::default(),
+        error: Some(format!("server {} could not be reached: {e}", t.server)),
+        skipped: None,
+        server: t.server.clone(),
     }
 }
 

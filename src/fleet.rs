@@ -124,15 +124,27 @@ pub async fn observe(
     tenants: &[Tenant],
     history_table: &str,
 ) -> Result<HashMap<String, SchemaState>, Error> {
+    let (states, unreachable) = observe_partial(servers, client, tenants, history_table).await?;
+    match unreachable.into_iter().next() {
+        Some((_, e)) => Err(e),
+        None => Ok(states),
+    }
+}
+
+/// Like [`observe`], with the servers that could not be reached (and why) beside the
+/// states of the tenants of the others.
+pub async fn observe_partial(
+    servers: &Servers,
+    client: &Client,
+    tenants: &[Tenant],
+    history_table: &str,
+) -> Result<(HashMap<String, SchemaState>, Vec<(String, Error)>), Error> {
     let mut out = HashMap::with_capacity(tenants.len());
     let unreachable = observe_each(servers, client, tenants, history_table, |name, state| {
         out.insert(name, state);
     })
     .await?;
-    match unreachable.into_iter().next() {
-        Some((_, e)) => Err(e),
-        None => Ok(out),
-    }
+    Ok((out, unreachable))
 }
 
 /// Like [`observe`], handing each schema's state to `sink` as it is read (see
@@ -176,7 +188,10 @@ async fn observe_grouped(
         async move {
             let server = server.as_str();
             let read = async {
-                let target = servers.target(server)?;
+                // A server the registry names but the config lacks is a setup problem.
+                let target = servers
+                    .target(server)
+                    .map_err(|e| Error::setup(e.message().to_string()))?;
                 let own;
                 let first = if crate::servers::is_default(server) {
                     client
@@ -311,7 +326,11 @@ pub async fn statuses(
                     history_exists: false,
                     history: Err(format!("server {} could not be reached: {why}", t.server)),
                 };
-                inspect::tenant_status(t, &unknown, set)
+                let mut status = inspect::tenant_status(t, &unknown, set);
+                // Nothing was read: what the registry last saw stands.
+                status.current_revision = t.current_revision;
+                status.migrations_applied = t.migrations_applied;
+                status
             }
         };
         t.schema_provisioned = status.schema_provisioned;

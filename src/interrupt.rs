@@ -26,6 +26,8 @@ pub struct Interrupt {
 #[derive(Debug, Default)]
 struct Inner {
     stop: CancellationToken,
+    /// Set once an abort has begun: nothing more is recorded about tenants in flight.
+    aborting: std::sync::atomic::AtomicBool,
     graceful_runs: AtomicUsize,
     sessions: Mutex<Sessions>,
     run_id: Mutex<Option<String>>,
@@ -57,6 +59,12 @@ impl Interrupt {
     /// Asks running work to stop gracefully (the first signal during a bulk run).
     pub fn request(&self) {
         self.inner.stop.cancel();
+    }
+
+    /// Whether an abort has begun (the running statements are being cancelled): what a
+    /// tenant in flight ends with then is not recorded, as the abort's message says.
+    pub fn aborting(&self) -> bool {
+        self.inner.aborting.load(Ordering::SeqCst)
     }
 
     /// Whether a stop was asked for.
@@ -121,6 +129,7 @@ impl Interrupt {
     /// Sends a cancel request for every open tenant session's running statement and
     /// waits up to `within` for the server to receive them.
     pub async fn cancel_sessions(&self, within: Duration) -> Cancelled {
+        self.inner.aborting.store(true, Ordering::SeqCst);
         let all: Vec<Canceller> = self
             .inner
             .sessions

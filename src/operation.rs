@@ -350,7 +350,11 @@ pub async fn run_one(
         started_at,
         client_host: env.client_host,
     };
-    record(&session, env, tenant, &mut result, &event).await;
+    // An abort cancelled what ran: the process is ending, and the abort says that
+    // tenants in flight are not recorded (a rerun finishes them).
+    if !env.interrupt.aborting() {
+        record(&session, env, tenant, &mut result, &event).await;
+    }
     session.close(pool).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
     result
@@ -472,17 +476,25 @@ async fn record_fallback(
         r.cause,
         Cause::Unrecorded(ResultStatus::UpToDate | ResultStatus::Skipped)
     );
+    if env.interrupt.aborting() {
+        return None;
+    }
     main.run(async |client: &Client| {
-        let states = state::observe(
-            client,
-            std::slice::from_ref(&tenant.schema_name),
-            &env.settings.history_table,
-        )
-        .await?;
-        let observed =
+        // The schema lives on the tenant's server, which may be the one that went away:
+        // there, what the registry last saw of it stays (only the status is written).
+        let observed = if crate::servers::is_default(&tenant.server) {
+            let states = state::observe(
+                client,
+                std::slice::from_ref(&tenant.schema_name),
+                &env.settings.history_table,
+            )
+            .await?;
             registry::Observed::of(states.get(&tenant.schema_name).ok_or_else(|| {
                 Error::failed(format!("schema {} was not observed", tenant.schema_name))
-            })?);
+            })?)
+        } else {
+            registry::Observed::unread(tenant)
+        };
         registry::record_with(
             client,
             env.tables,

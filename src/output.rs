@@ -367,6 +367,7 @@ pub fn identity_rows(t: &Tenant) -> Vec<(&'static str, String)> {
         ("type", t.tenant_type.clone()),
         ("email", t.email.clone().unwrap_or_default()),
         ("schema", t.schema_name.clone()),
+        ("server", t.server.clone()),
     ]
 }
 

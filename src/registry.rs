@@ -810,6 +810,15 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Nothing observed: the cached columns of `tenant` stay as they are.
+    pub fn unread(tenant: &Tenant) -> Observed {
+        Observed {
+            schema_exists: tenant.schema_provisioned,
+            current: tenant.current_revision,
+            history_readable: false,
+        }
+    }
+
     /// Summarises a schema state for the registry.
     pub fn of(state: &crate::state::SchemaState) -> Observed {
         Observed {

@@ -237,10 +237,13 @@ impl ChangeStart {
     /// A dry run of `change` on the selected tenants: observes them, plans each, prints
     /// the SQL.
     pub async fn dry_run(&self, ctx: &Ctx, change: SchemaChange) -> Result<Exit, Error> {
-        let states = observe(ctx, &self.client, &self.tenants).await?;
+        let table = &ctx.settings.history_table;
+        let (states, unreachable) =
+            fleet::observe_partial(&ctx.servers, &self.client, &self.tenants, table).await?;
         let dry = crate::dryrun::plan(
             &self.tenants,
             &states,
+            &unreachable,
             &self.set,
             &ctx.settings,
             change,

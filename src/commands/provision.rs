@@ -26,10 +26,13 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         SchemaChange::Provision
     };
     if args.dry_run {
-        let states = super::observe(ctx, &client, &tenants).await?;
+        let table = &ctx.settings.history_table;
+        let (states, unreachable) =
+            crate::fleet::observe_partial(&ctx.servers, &client, &tenants, table).await?;
         let mut dry = dryrun::plan(
             &tenants,
             &states,
+            &unreachable,
             &set,
             &ctx.settings,
             change,

@@ -21,7 +21,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     }
     // Stamping forgets the versions above the target: ask about the tenants that have
     // some.
-    let states = super::observe(ctx, &start.client, &start.tenants).await?;
+    // Tenants of a server that cannot be reached fail in the run; nothing to ask there.
+    let table = &ctx.settings.history_table;
+    let (states, _) =
+        crate::fleet::observe_partial(&ctx.servers, &start.client, &start.tenants, table).await?;
     let forgetting: Vec<crate::registry::Tenant> = start
         .tenants
         .iter()

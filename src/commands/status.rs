@@ -37,9 +37,14 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     if args.tenant.is_some() {
         let placement = {
-            let remote = ctx.connect_to(&tenants[0].server).await?;
-            crate::citus::placement(remote.as_ref().unwrap_or(&client), &tenants[0].schema_name)
-                .await?
+            // Placement is read on the tenant's server; none when it cannot be reached.
+            match ctx.connect_to(&tenants[0].server).await {
+                Ok(Some(remote)) => {
+                    crate::citus::placement(&remote, &tenants[0].schema_name).await?
+                }
+                Ok(None) => crate::citus::placement(&client, &tenants[0].schema_name).await?,
+                Err(_) => None,
+            }
         };
         print_one(ctx, &st[0], set.head(), placement);
         return Ok(Exit::Ok);

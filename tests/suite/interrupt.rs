@@ -262,6 +262,14 @@ fn a_second_signal_cancels_the_running_statement_on_the_server_and_exits_130() {
         !one_is_locked(&db, &schema("x1"))
     });
     assert_eq!(history_versions(&db, &schema("x1")), [1]);
+    // The abort says tenants in flight are not recorded: the registry still says what
+    // it said before (active at 1), not the cancelled statement's failure.
+    let row = crate::checks::registry_row(&db, "x1");
+    assert_eq!(
+        (row.status.as_str(), row.current_revision),
+        ("active", Some(1)),
+        "{row:?}"
+    );
 
     // One JSON document that says the run was interrupted, with its id.
     let doc: serde_json::Value = run.json();

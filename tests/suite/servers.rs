@@ -261,3 +261,102 @@ fn servers_that_are_not_configured_are_refused() {
     write("[servers.e]\nconcurrency = 2\n");
     t.run(&["status", "--all"]).expect(3);
 }
+
+/// The postmaster's process id of a cluster.
+fn postmaster_pid(c: &Cluster) -> String {
+    let pid_file = std::fs::read_to_string(c.dir().join("data/postmaster.pid")).unwrap();
+    pid_file.lines().next().unwrap().trim().to_string()
+}
+
+fn kill(signal: &str, pid: &str) {
+    let ok = std::process::Command::new("kill")
+        .args([&format!("-{signal}"), pid])
+        .status()
+        .unwrap()
+        .success();
+    assert!(ok, "kill -{signal} {pid}");
+}
+
+#[test]
+fn a_frozen_server_is_given_up_on_after_connect_timeout_and_reads_go_on() {
+    let f = fleet(&[V1]);
+    for i in 1..=3 {
+        created_on(&f, &format!("z{i}"), &[]);
+    }
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    // Server c takes connections (the kernel does) but never answers.
+    std::fs::write(
+        f._config.path().join("tenants.toml"),
+        format!(
+            "[database]\nconnect_timeout = \"2s\"\n\n[servers.b]\nurl = \"{}\"\n\n[servers.c]\nurl = \"{}\"\n",
+            url_of(&f.b),
+            url_of(&f.c)
+        ),
+    )
+    .unwrap();
+    let pid = postmaster_pid(&f.c);
+    kill("STOP", &pid);
+    let status = f.t.spawn(&["status", "--all", "-o", "json"]).finish();
+    let dry =
+        f.t.spawn(&["upgrade", "--all", "--dry-run", "-o", "json"])
+            .finish();
+    kill("CONT", &pid);
+    status.expect(0);
+    let s: FleetStatus = status.json();
+    let z3 = s.tenants.iter().find(|t| t.domain == "z3").unwrap();
+    let e = z3.history_error.as_deref().unwrap_or_default();
+    assert!(
+        e.contains("could not be reached") && e.contains("did not answer"),
+        "{e}"
+    );
+    // What the registry last saw stands for it, not "base".
+    assert_eq!(z3.current_revision, Some(1));
+    // A dry run plans the servers that answer and says which tenants it cannot reach.
+    dry.expect(4);
+    let plan: serde_json::Value = dry.json();
+    let tenants = plan["tenants"].as_array().unwrap();
+    let of = |d: &str| tenants.iter().find(|t| t["domain"] == d).unwrap().clone();
+    assert!(of("z3")["error"]
+        .as_str()
+        .unwrap()
+        .contains("could not be reached"));
+    assert!(of("z1")["error"].is_null() && of("z2")["error"].is_null());
+}
+
+#[test]
+fn a_tenant_in_flight_when_its_server_dies_keeps_what_the_registry_knew() {
+    let slow = (
+        "V2__slow.sql",
+        "SELECT pg_sleep(3);\nCREATE TABLE two (id int);\n",
+    );
+    let f = fleet(&[V1]);
+    for i in 1..=3 {
+        created_on(&f, &format!("k{i}"), &[]);
+    }
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let more = dir_with(&[V1, slow]);
+    let t = f.t.clone().migrations(more.path());
+    let run = t.spawn(&["upgrade", "--all", "-o", "json"]);
+    let mut c_client = client_of(&f.c);
+    crate::support::eventually("k3's V2 sleeps on server c", || {
+        c_client
+            .query_one(
+                "SELECT count(*) > 0 FROM pg_stat_activity WHERE strpos(query, 'pg_sleep(3)') > 0 \
+                 AND pid <> pg_backend_pid()",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    });
+    drop(c_client);
+    f.c.stop();
+    let done = run.finish();
+    done.expect(4);
+    let report: RunReport = done.json();
+    assert_eq!(report.of("k3").status, "failed");
+    let row = registry_row(&f.db, "k3");
+    assert!(row.schema_provisioned, "{row:?}");
+    assert_eq!(row.current_revision, Some(1), "{row:?}");
+    f.c.start_again();
+    t.run(&["upgrade", "--all"]).expect(0);
+}

@@ -32,8 +32,12 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let mut tenants = vec![registry.find(&args.tenant).await?];
     let mut st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     let placement = {
-        let remote = ctx.connect_to(&tenants[0].server).await?;
-        crate::citus::placement(remote.as_ref().unwrap_or(&client), &tenants[0].schema_name).await?
+        // Placement is read on the tenant's server; none when it cannot be reached.
+        match ctx.connect_to(&tenants[0].server).await {
+            Ok(Some(remote)) => crate::citus::placement(&remote, &tenants[0].schema_name).await?,
+            Ok(None) => crate::citus::placement(&client, &tenants[0].schema_name).await?,
+            Err(_) => None,
+        }
     };
     let shown = Shown {
         tenant: tenants.remove(0),
