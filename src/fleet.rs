@@ -427,6 +427,7 @@ impl Fleet<'_> {
             env: &env,
             op,
             events,
+            halt: Default::default(),
         };
         let _graceful = self.interrupt.graceful_guard();
         let stop = self.interrupt.stop_token();

@@ -260,6 +260,8 @@ pub struct OnTenant<'a, O> {
     pub env: &'a Env<'a>,
     /// The operation.
     pub op: &'a O,
+    /// Set when a result could not be recorded at all: no tenant is started after it.
+    pub halt: std::sync::Mutex<Option<String>>,
     /// Where the run's events go.
     pub events: &'a Events,
 }
@@ -285,8 +287,23 @@ impl<O: Operation> Work for OnTenant<'_, O> {
                 r.cause = Cause::None;
                 r.to_revision = row.current_revision;
             }
+            // Nothing reaches the registry: a change started now could not be recorded
+            // either, so none is started.
+            if r.tenant.is_none() && !env.interrupt.aborting() {
+                let mut halt = self.halt.lock().unwrap_or_else(|p| p.into_inner());
+                halt.get_or_insert_with(|| {
+                    format!(
+                        "the registry could not be reached to record tenant {}'s result",
+                        tenant.domain
+                    )
+                });
+            }
         }
         r
+    }
+
+    fn halted(&self) -> Option<String> {
+        self.halt.lock().unwrap_or_else(|p| p.into_inner()).clone()
     }
 }
 

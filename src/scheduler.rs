@@ -302,6 +302,12 @@ pub trait Work: Sync {
     fn lane<'t>(&self, tenant: &'t Tenant) -> &'t str {
         &tenant.server
     }
+
+    /// Why no further tenant should be started, once the work itself knows it (the
+    /// registry can no longer record what is done, say); `None` while all is well.
+    fn halted(&self) -> Option<String> {
+        None
+    }
 }
 
 /// Runs `work` on every planned tenant that needs it, at most `opts.concurrency` at once:
@@ -358,7 +364,8 @@ pub async fn schedule(
         for (i, r) in batch.run(batch_tenants).await {
             results[i] = Some(r);
         }
-        stopped = stop_reason(stage, canary, opts, failures.load(Ordering::SeqCst), stop);
+        stopped = stop_reason(stage, canary, opts, failures.load(Ordering::SeqCst), stop)
+            .or_else(|| work.halted());
     }
     events.send(RunEvent::Ended);
     report(run_id, results, started, stop.is_cancelled(), stopped)
@@ -409,9 +416,12 @@ impl<W: Work> Batch<'_, W> {
     async fn one(&self, i: usize, tenant: Tenant) -> (usize, TenantResult) {
         let failed = self.failures.load(Ordering::SeqCst);
         let limit_hit = self.opts.max_failures.is_some_and(|k| failed >= k);
-        if self.stop.is_cancelled() || limit_hit {
+        let halted = self.work.halted();
+        if self.stop.is_cancelled() || limit_hit || halted.is_some() {
             let why = if self.stop.is_cancelled() {
                 INTERRUPTED.to_string()
+            } else if let Some(why) = halted {
+                why
             } else {
                 limit_reason(self.opts.max_failures)
             };

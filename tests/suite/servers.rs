@@ -360,3 +360,82 @@ fn a_tenant_in_flight_when_its_server_dies_keeps_what_the_registry_knew() {
     f.c.start_again();
     t.run(&["upgrade", "--all"]).expect(0);
 }
+
+#[test]
+fn when_the_registry_goes_away_no_new_tenant_is_started() {
+    let (registry, b) = (cluster(), cluster());
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        format!(
+            "[database]\nurl = \"{}\"\nconnect_timeout = \"2s\"\n\n[servers.default]\nweight = 0\n\n\
+             [servers.b]\nurl = \"{}\"\nconcurrency = 1\n",
+            registry.url("sslmode=disable"),
+            url_of(&b)
+        ),
+    )
+    .unwrap();
+    let first = dir_with(&[V1]);
+    let t = crate::support::bare()
+        .cwd(config.path())
+        .migrations(first.path());
+    t.run(&["init"]).expect(0);
+    for i in 1..=4 {
+        let run = t.run(&[
+            "tenant",
+            "create",
+            &format!("r{i}"),
+            "--name",
+            "r",
+            "--migrate",
+        ]);
+        run.expect(0);
+    }
+    let more = dir_with(&[
+        V1,
+        (
+            "V2__slow.sql",
+            "SELECT pg_sleep(2);\nCREATE TABLE two (id int);\n",
+        ),
+    ]);
+    let t = t.migrations(more.path());
+    let run = t.spawn(&["upgrade", "--all", "-o", "json"]);
+    let mut on_b = client_of(&b);
+    crate::support::eventually("the first tenant's V2 sleeps on server b", || {
+        on_b.query_one(
+            "SELECT count(*) > 0 FROM pg_stat_activity WHERE strpos(query, 'pg_sleep(2)') > 0 \
+             AND pid <> pg_backend_pid()",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    });
+    registry.stop();
+    let done = run.finish();
+    done.expect(4);
+    let report: RunReport = done.json();
+    let not_started: Vec<&str> = report
+        .results
+        .iter()
+        .filter(|r| {
+            r.error
+                .as_deref()
+                .is_some_and(|e| e.contains("not started: the registry could not be reached"))
+        })
+        .map(|r| r.domain.as_str())
+        .collect();
+    assert!(!not_started.is_empty(), "{report:?}");
+    // Those were not touched on their server.
+    for d in &not_started {
+        let two: bool = on_b
+            .query_one(
+                &format!("SELECT to_regclass('tenant_{d}.two') IS NOT NULL"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(!two, "{d} was migrated after the registry went away");
+    }
+    registry.start_again();
+    t.run(&["upgrade", "--all"]).expect(0);
+}
