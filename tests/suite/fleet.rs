@@ -87,15 +87,22 @@ fn events(t: &Tenantctl, args: &[&str]) -> Events {
     t.run(&all).expect(0).json()
 }
 
+/// Tenants `names` at V1, then V2 added to `dir`, failing for the tenants `broken`.
+fn v2_breaks(db: &TestDb, t: &Tenantctl, dir: &Path, names: &[&str], broken: &[&str]) {
+    for d in names {
+        create(t, d, &["--migrate"]);
+    }
+    for d in broken {
+        break_v2(db, d);
+    }
+    write(dir, "V2__two.sql", V2);
+}
+
 #[test]
 fn one_failing_tenant_gives_exit_4_and_status_failed_selects_it_for_the_retry() {
     let (db, t, dir) = setup(&[V1]);
     let names = ["alpha", "bravo", "charlie", "delta"];
-    for d in names {
-        create(&t, d, &["--migrate"]);
-    }
-    break_v2(&db, "charlie");
-    write(dir.path(), "V2__two.sql", V2);
+    v2_breaks(&db, &t, dir.path(), &names, &["charlie"]);
 
     let r: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(4).json();
     assert_eq!(domains(&r), names, "selection order is by id");
@@ -213,11 +220,7 @@ fn no_op_runs_open_no_session_and_real_work_waits_for_the_tenant_lock() {
 fn canary_failure_holds_back_the_rest_and_a_clean_canary_lets_everyone_through() {
     let (db, t, dir) = setup(&[V1]);
     let names = ["t1", "t2", "t3", "t4"];
-    for d in names {
-        create(&t, d, &["--migrate"]);
-    }
-    break_v2(&db, "t1");
-    write(dir.path(), "V2__two.sql", V2);
+    v2_breaks(&db, &t, dir.path(), &names, &["t1"]);
 
     let r: RunReport = t
         .run(&[
@@ -317,13 +320,7 @@ fn shards_split_the_fleet_into_disjoint_parts_that_cover_it() {
 fn max_failures_stops_starting_tenants_and_conflicts_with_fail_fast() {
     let (db, t, dir) = setup(&[V1]);
     let names = ["m1", "m2", "m3", "m4", "m5", "m6"];
-    for d in names {
-        create(&t, d, &["--migrate"]);
-    }
-    for d in ["m1", "m2", "m3"] {
-        break_v2(&db, d);
-    }
-    write(dir.path(), "V2__two.sql", V2);
+    v2_breaks(&db, &t, dir.path(), &names, &["m1", "m2", "m3"]);
 
     let run = t.run(&["upgrade", "--all", "--fail-fast", "--max-failures", "2"]);
     run.expect(2);

@@ -63,6 +63,26 @@ fn hold_tenant_lock(db: &TestDb, schema: &str, name: &str) -> (postgres::Client,
     (c, pid)
 }
 
+/// Once s1's history is `history` and a statement containing `sleeping` runs, one
+/// SIGINT; the run must end with exit 130.
+fn interrupt_inside(
+    mut w: crate::support::Spawned,
+    db: &TestDb,
+    history: &[i32],
+    sleeping: &str,
+    what: &str,
+) -> crate::support::Run {
+    w.wait_for(what, || {
+        (history_versions(db, &schema("s1")) == history
+            && !backends_running(db, sleeping).is_empty())
+        .then_some(())
+    });
+    w.signal("INT");
+    let run = w.finish();
+    run.expect(130);
+    run
+}
+
 #[test]
 fn the_first_signal_stops_a_tenant_after_its_current_migration_in_upgrade_and_downgrade() {
     let (db, t, _dir) = setup(&slow_set());
@@ -71,15 +91,8 @@ fn the_first_signal_stops_a_tenant_after_its_current_migration_in_upgrade_and_do
     let s2_before = registry_row(&db, "s2");
 
     // Upgrade: s1 goes first (concurrency 1) and is interrupted inside V2.
-    let mut w = t.spawn(&["upgrade", "--all", "--concurrency", "1", "-o", "json"]);
-    w.wait_for("s1 has V1 and runs V2", || {
-        (history_versions(&db, &schema("s1")) == [1]
-            && !backends_running(&db, "pg_sleep(1)").is_empty())
-        .then_some(())
-    });
-    w.signal("INT");
-    let run = w.finish();
-    run.expect(130);
+    let w = t.spawn(&["upgrade", "--all", "--concurrency", "1", "-o", "json"]);
+    let run = interrupt_inside(w, &db, &[1], "pg_sleep(1)", "s1 has V1 and runs V2");
     let r: RunReport = run.json();
     let s1 = r.of("s1");
     let history = history_versions(&db, &schema("s1"));
@@ -121,15 +134,14 @@ fn the_first_signal_stops_a_tenant_after_its_current_migration_in_upgrade_and_do
     assert_eq!(history_versions(&db, &schema("s1")), [1, 2, 3, 4, 5]);
 
     // Downgrade: s1 is interrupted inside the down script of V4.
-    let mut w = t.spawn(&["downgrade", "--tenant", "s1", "1", "--yes", "-o", "json"]);
-    w.wait_for("s1 reverted V5 and runs the down script of V4", || {
-        (history_versions(&db, &schema("s1")) == [1, 2, 3, 4]
-            && !backends_running(&db, "pg_sleep(1.01)").is_empty())
-        .then_some(())
-    });
-    w.signal("INT");
-    let run = w.finish();
-    run.expect(130);
+    let w = t.spawn(&["downgrade", "--tenant", "s1", "1", "--yes", "-o", "json"]);
+    let run = interrupt_inside(
+        w,
+        &db,
+        &[1, 2, 3, 4],
+        "pg_sleep(1.01)",
+        "s1 reverted V5 and runs the down script of V4",
+    );
     let r: RunReport = run.json();
     let s1 = r.of("s1");
     let history = history_versions(&db, &schema("s1"));

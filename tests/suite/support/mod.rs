@@ -14,7 +14,7 @@ mod run;
 pub use probes::{
     backends_running, closed_port, eventually, lock_tenant, lock_waiters, unlock_tenant,
 };
-pub use run::{bare, scrub, tenantctl, Run, Tenantctl, DEADLINE};
+pub use run::{bare, scrub, tenantctl, Run, Spawned, Tenantctl, DEADLINE};
 
 /// The maintenance connection used to create and drop test databases.
 pub fn admin_url() -> String {
