@@ -68,6 +68,7 @@ config_keys! {
     tenants: TenantsSection {
         schema_prefix: String => |s, _| s.schema_prefix.clone(),
         extra_search_path: Vec<String> => |s, _| format!("{:?}", s.extra_search_path),
+        templates: BTreeMap<String, String> => |s, _| format!("{:?}", s.templates),
     }
     run: RunSection {
         concurrency: usize => |s, _| s.concurrency.to_string(),
@@ -400,6 +401,9 @@ pub struct Settings {
     pub schema_prefix: String,
     /// Schemas searched after the tenant's own (shared extensions).
     pub extra_search_path: Vec<String>,
+    /// `[tenants.templates]`: tenant type -> the tenant whose data a new tenant of that
+    /// type starts from.
+    pub templates: BTreeMap<String, String>,
     /// Where each setting came from, by config key.
     pub sources: BTreeMap<&'static str, Source>,
     /// Default number of tenants worked on at once.
@@ -544,6 +548,7 @@ pub fn resolve(
     let history_table = history_table(&file)?;
     let schema_prefix = schema_prefix(&file)?;
     let extra_search_path = extra_search_path(&file)?;
+    let templates = templates(&file)?;
     let run = run_limits(overrides, &file)?;
     let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
     let sources = sources(
@@ -565,6 +570,7 @@ pub fn resolve(
         history_table,
         schema_prefix,
         extra_search_path,
+        templates,
         concurrency: run.concurrency,
         lock_timeout: run.lock_timeout,
         lock_retries: run.lock_retries,
@@ -651,6 +657,20 @@ fn schema_prefix(file: &FileConfig) -> Result<String, Error> {
         )));
     }
     Ok(prefix)
+}
+
+/// `[tenants.templates]`: each key a valid tenant type, each value a tenant reference.
+fn templates(file: &FileConfig) -> Result<BTreeMap<String, String>, Error> {
+    let templates = file.tenants.templates.clone().unwrap_or_default();
+    for (tenant_type, tenant) in &templates {
+        ident::validate_tenant_type(tenant_type).map_err(as_setup("tenants.templates"))?;
+        if tenant.trim().is_empty() || tenant.len() > 255 || tenant.chars().any(char::is_control) {
+            return Err(Error::setup(format!(
+                "tenants.templates.{tenant_type} must name a tenant (domain, id or schema name)"
+            )));
+        }
+    }
+    Ok(templates)
 }
 
 /// `tenants.extra_search_path`, each schema name checked.

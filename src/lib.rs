@@ -12,10 +12,12 @@
 //!   [`error`].
 
 pub mod apikey;
+pub mod archive;
 pub mod citus;
 pub mod cli;
 pub mod commands;
 pub mod config;
+pub mod data;
 pub mod db;
 pub mod dependents;
 pub mod dryrun;

@@ -26,6 +26,18 @@ pub enum TenantCommand {
     /// lock. Exit 1, nothing changed, when the server is not a Citus coordinator or the
     /// schema is not distributed.
     Move(MoveArgs),
+    /// Write the tenant's data to an archive (one compressed, checksummed file: its
+    /// revision and every table's rows), from one snapshot under its lock.
+    Export(ExportArgs),
+    /// Register a new tenant from an archive: new API key (printed once), schema built by
+    /// the migrations to the archive's revision, rows loaded. Exit 2 for a damaged
+    /// archive, 3 when the migrations directory lacks or has changed its migrations.
+    Import(ImportArgs),
+    /// Copy a tenant's data into a new tenant (an export streamed into an import).
+    Clone(CloneArgs),
+    /// Replace a tenant's schema and data with an archive's. Asks first; without a
+    /// terminal, refuses (exit 2) unless --yes is given.
+    Restore(RestoreArgs),
 }
 
 /// Arguments of `tenant create`.
@@ -72,6 +84,114 @@ pub struct CreateArgs {
     /// [default: the server with the fewest tenants per unit of weight].
     #[arg(long, value_name = "NAME")]
     pub server: Option<String>,
+
+    /// Start from this tenant's data (as `tenant clone`): the schema is built to its
+    /// revision and its rows are copied. Without it, a --type listed in
+    /// [tenants.templates] starts from that template tenant.
+    #[arg(long, value_name = "TENANT", conflicts_with_all = ["provision", "migrate", "adopt"])]
+    pub from: Option<String>,
+
+    /// With --from (or a template): show what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Where a new tenant made from data goes, and what it is called.
+#[derive(Debug, clap::Args)]
+pub struct NewTenantArgs {
+    /// Display name, e.g. "Demo Church".
+    #[arg(long)]
+    pub name: String,
+
+    /// Contact email.
+    #[arg(long)]
+    pub email: Option<String>,
+
+    /// Tenant type [default: the source tenant's].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub tenant_type: Option<String>,
+
+    /// Schema name [default: schema_prefix + domain with '-' turned into '_'].
+    #[arg(long, value_name = "SCHEMA")]
+    pub schema: Option<String>,
+
+    /// The server its schema goes on [default: placed by weight].
+    #[arg(long, value_name = "NAME")]
+    pub server: Option<String>,
+
+    /// Check everything that can be checked (names, the archive whole, its migrations)
+    /// and show what would be done; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}
+
+/// Arguments of `tenant export`.
+#[derive(Debug, clap::Args)]
+pub struct ExportArgs {
+    /// The tenant: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+
+    /// The archive to write (`-` for standard output). A file is written under a
+    /// temporary name and renamed when complete.
+    #[arg(short = 'f', long = "file", value_name = "FILE")]
+    pub file: std::path::PathBuf,
+
+    /// Replace FILE if it exists.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// Arguments of `tenant import`.
+#[derive(Debug, clap::Args)]
+pub struct ImportArgs {
+    /// The archive (`-` for standard input: read once, so damage found while loading
+    /// rolls the new tenant back).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+
+    /// The new tenant's domain.
+    #[arg(long = "as", value_name = "DOMAIN")]
+    pub domain: String,
+
+    #[command(flatten)]
+    pub new: NewTenantArgs,
+}
+
+/// Arguments of `tenant clone`.
+#[derive(Debug, clap::Args)]
+pub struct CloneArgs {
+    /// The tenant to copy: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+
+    /// The new tenant's domain.
+    #[arg(value_name = "DOMAIN")]
+    pub domain: String,
+
+    #[command(flatten)]
+    pub new: NewTenantArgs,
+}
+
+/// Arguments of `tenant restore`.
+#[derive(Debug, clap::Args)]
+pub struct RestoreArgs {
+    /// The tenant: domain, id or schema name.
+    #[arg(value_name = "TENANT")]
+    pub tenant: String,
+
+    /// The archive (`-` for standard input).
+    #[arg(value_name = "FILE")]
+    pub file: std::path::PathBuf,
+
+    /// Confirm without asking (needed without a terminal).
+    #[arg(long)]
+    pub yes: bool,
+
+    /// Check the archive and its migrations and show what would be replaced; change
+    /// nothing.
+    #[arg(long)]
+    pub dry_run: bool,
 }
 
 /// Arguments of `tenant list`.

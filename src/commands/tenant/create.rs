@@ -27,6 +27,34 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     // Everything the user typed is checked before any connection is made.
     tenants::validate(&req, &ctx.settings)?;
+    // From another tenant's data: --from, or the template of the tenant's type.
+    let template = args
+        .from
+        .clone()
+        .or_else(|| ctx.settings.templates.get(&args.tenant_type).cloned());
+    if let Some(from) = template {
+        let set = ctx.migrations()?;
+        let client = ctx.connect().await?;
+        let registry =
+            crate::registry::Registry::open(&client, &ctx.settings.registry_schema).await?;
+        let from = registry.find(&from).await.map_err(|e| {
+            if args.from.is_some() {
+                e
+            } else {
+                crate::error::Error::setup(format!(
+                    "tenants.templates.{} names tenant {from}, which is not registered: {e}",
+                    args.tenant_type
+                ))
+            }
+        })?;
+        return super::clone::copy(ctx, &client, &from, &req, &set, args.dry_run).await;
+    }
+    if args.dry_run {
+        return Err(crate::error::Error::usage(
+            "--dry-run applies to a tenant made from another's data (--from, or a type in [tenants.templates])",
+        )
+        .into());
+    }
     // With --migrate the files must be valid before the tenant is registered.
     let set = if args.migrate {
         let set = ctx.migrations()?;

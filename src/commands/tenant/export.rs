@@ -1,0 +1,143 @@
+//! `tenantctl tenant export`: write a tenant's data to an archive file or to stdout.
+
+use std::io::IsTerminal;
+use std::path::Path;
+
+use crate::data::{self, ExportReport};
+use crate::error::{Error, Result};
+use crate::exit::Exit;
+use crate::registry::Registry;
+use crate::reporter::{self, Style};
+
+use super::super::Ctx;
+
+pub use crate::cli::tenant::ExportArgs as Args;
+
+/// Exports the tenant; a file appears only when it is complete.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    let to_stdout = args.file.as_os_str() == "-";
+    if to_stdout && ctx.out.is_json() {
+        return Err(Error::usage(
+            "-f - writes the archive to standard output, which -o json needs for its report; write the archive to a file, or drop -o json",
+        )
+        .into());
+    }
+    if to_stdout && std::io::stdout().is_terminal() {
+        return Err(Error::usage(
+            "refusing to write a binary archive to a terminal; redirect standard output (`> FILE`) or pass -f FILE",
+        )
+        .into());
+    }
+    let partial = if to_stdout {
+        None
+    } else {
+        Some(prepare(&args.file, args.force)?)
+    };
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let tenant = registry.find(&args.tenant).await?;
+    let started = std::time::Instant::now();
+    let out: Box<dyn std::io::Write + Send> = match &partial {
+        None => Box::new(std::io::stdout()),
+        Some(p) => Box::new(
+            std::fs::File::create(p)
+                .map_err(|e| Error::usage(format!("cannot write {}: {e}", p.display())))?,
+        ),
+    };
+    let label = args.file.display().to_string();
+    let (events, reporting) = reporter::start(&ctx.out, "tenant export", Style::Single);
+    let cx = ctx.one_tenant(&events);
+    let exported = data::export(&cx, &tenant, out, &label).await;
+    drop(events);
+    reporting.finish().await;
+    let bytes = match (&partial, &exported) {
+        (Some(p), Ok(_)) => Some(finish(p, &args.file)?),
+        (Some(p), Err(_)) => {
+            let _ = std::fs::remove_file(p);
+            None
+        }
+        (None, _) => None,
+    };
+    let manifest = exported?;
+    let rows = manifest.rows();
+    let report = ExportReport {
+        tenant: tenant.domain.clone(),
+        schema_name: tenant.schema_name.clone(),
+        server: tenant.server.clone(),
+        file: label.clone(),
+        revision: manifest.revision,
+        tables: manifest.tables.len(),
+        rows,
+        bytes,
+        duration_ms: started.elapsed().as_millis() as u64,
+        message: format!(
+            "tenant {} exported to {} at revision {}: {} rows in {} tables",
+            tenant.domain,
+            if to_stdout { "standard output" } else { &label },
+            crate::output::revision(manifest.revision),
+            rows,
+            manifest.tables.len()
+        ),
+    };
+    if ctx.out.is_json() {
+        ctx.out.json(&report);
+    } else if to_stdout {
+        ctx.out.note(&report.message);
+    } else {
+        ctx.out.print(&report.message);
+    }
+    Ok(Exit::Ok)
+}
+
+/// The temporary name an archive is written under beside `file`; refuses an existing
+/// `file` without `force`, and a directory that does not exist.
+pub fn prepare(file: &Path, force: bool) -> Result<std::path::PathBuf, Error> {
+    if file.is_dir() {
+        return Err(Error::usage(format!(
+            "{} is a directory; name the archive file",
+            file.display()
+        )));
+    }
+    if file.exists() && !force {
+        return Err(Error::usage(format!(
+            "{} already exists; pass --force to replace it",
+            file.display()
+        )));
+    }
+    let name = file
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("{} does not name a file", file.display())))?;
+    let dir = match file.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if !dir.is_dir() {
+        return Err(Error::usage(format!(
+            "cannot write {}: directory {} does not exist",
+            file.display(),
+            dir.display()
+        )));
+    }
+    let mut partial = std::ffi::OsString::from(".");
+    partial.push(name);
+    partial.push(format!(".{}.partial", std::process::id()));
+    Ok(dir.join(partial))
+}
+
+/// Makes a complete archive durable under its final name; returns its size.
+pub fn finish(partial: &Path, file: &Path) -> Result<u64, Error> {
+    let fail = |e: std::io::Error| Error::failed(format!("writing {}: {e}", file.display()));
+    let f = std::fs::OpenOptions::new()
+        .read(true)
+        .open(partial)
+        .map_err(fail)?;
+    f.sync_all().map_err(fail)?;
+    let size = f.metadata().map_err(fail)?.len();
+    std::fs::rename(partial, file).map_err(fail)?;
+    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
+        if let Ok(d) = std::fs::File::open(dir) {
+            let _ = d.sync_all();
+        }
+    }
+    Ok(size)
+}

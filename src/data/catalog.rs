@@ -1,0 +1,424 @@
+//! What a tenant's schema holds that matters for carrying its data: the tables whose rows
+//! are carried (with their columns and COPY format), sequences, materialized views, and
+//! what loading must step around (the tenant's own triggers, foreign keys). Also the
+//! objects an archive cannot carry, refused before anything is written.
+
+use tokio_postgres::Client;
+
+use crate::archive::{Column, CopyFormat, Table};
+use crate::db::query_error;
+use crate::error::Error;
+use crate::ident::{qualified, quote};
+
+/// The schema's carried content, as read in one snapshot (row counts are filled in by
+/// the exporter).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Catalog {
+    /// Tables with storage (plain tables and the leaf partitions of partitioned ones),
+    /// by name.
+    pub tables: Vec<Table>,
+    /// Partitioned tables (no rows of their own), by name.
+    pub partitioned: Vec<String>,
+    /// Sequences, by name.
+    pub sequences: Vec<String>,
+    /// Populated materialized views, in creation order (so one built on another is
+    /// refreshed after it).
+    pub materialized_views: Vec<String>,
+}
+
+impl Catalog {
+    /// Every table that a write fence must lock: plain tables, partitions and
+    /// partitioned tables.
+    pub fn lockable(&self) -> Vec<String> {
+        let mut all: Vec<String> = self.tables.iter().map(|t| t.name.clone()).collect();
+        all.extend(self.partitioned.iter().cloned());
+        all.sort();
+        all
+    }
+}
+
+/// Reads what `schema` holds, leaving out `history_table` (rebuilt by the migrations).
+/// Refuses (before anything is written) what an archive cannot carry: foreign tables,
+/// columns that may point at large objects, partitions living in another schema.
+pub async fn read(client: &Client, schema: &str, history_table: &str) -> Result<Catalog, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.relkind::text, a.attname::text, \
+                    pg_catalog.format_type(a.atttypid, a.atttypmod), a.attgenerated::text, \
+                    (bt.typtype = 'c' OR (bt.typcategory = 'A' AND bt.typelem >= 16384)), \
+                    (bt.oid = 'pg_catalog.oid'::pg_catalog.regtype OR bt.typname = 'lo'), \
+                    c.relispopulated \
+             FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             LEFT JOIN pg_catalog.pg_attribute a \
+                    ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             LEFT JOIN LATERAL ( \
+                 WITH RECURSIVE b(oid, depth) AS ( \
+                     SELECT a.atttypid, 0 \
+                     UNION ALL \
+                     SELECT t.typbasetype, b.depth + 1 FROM pg_catalog.pg_type t \
+                     JOIN b ON t.oid = b.oid WHERE t.typtype = 'd') \
+                 SELECT oid FROM b ORDER BY depth DESC LIMIT 1) base ON true \
+             LEFT JOIN pg_catalog.pg_type bt ON bt.oid = base.oid \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'm', 'f', 'S') \
+               AND c.relname <> $2 \
+             ORDER BY c.relkind = 'm', c.oid, a.attnum",
+            &[&schema, &history_table],
+        )
+        .await
+        .map_err(query_error("reading the schema's tables"))?;
+    let mut catalog = Catalog {
+        tables: Vec::new(),
+        partitioned: Vec::new(),
+        sequences: Vec::new(),
+        materialized_views: Vec::new(),
+    };
+    let mut refusals = Vec::new();
+    for row in &rows {
+        let name: String = row.get(0);
+        let kind: String = row.get(1);
+        match kind.as_str() {
+            "f" => {
+                if !refusals.iter().any(|r: &String| r.contains(&quote(&name))) {
+                    refusals.push(format!(
+                        "{} is a foreign table: its rows live on another server",
+                        qualified(schema, &name)
+                    ));
+                }
+                continue;
+            }
+            "S" => {
+                if catalog.sequences.last() != Some(&name) {
+                    catalog.sequences.push(name);
+                }
+                continue;
+            }
+            "m" => {
+                let populated: bool = row.get(7);
+                if populated && catalog.materialized_views.last() != Some(&name) {
+                    catalog.materialized_views.push(name);
+                }
+                continue;
+            }
+            "p" => {
+                if catalog.partitioned.last() != Some(&name) {
+                    catalog.partitioned.push(name);
+                }
+                continue;
+            }
+            _ => {}
+        }
+        if catalog.tables.last().map(|t| &t.name) != Some(&name) {
+            catalog.tables.push(Table {
+                name: name.clone(),
+                columns: Vec::new(),
+                generated: Vec::new(),
+                format: CopyFormat::Binary,
+                rows: 0,
+            });
+        }
+        let Some(column) = row.get::<_, Option<String>>(2) else {
+            continue;
+        };
+        let type_name: String = row.get(3);
+        let generated: String = row.get(4);
+        let names_type_oids: bool = row.get::<_, Option<bool>>(5).unwrap_or(false);
+        let large_object: bool = row.get::<_, Option<bool>>(6).unwrap_or(false);
+        if large_object {
+            refusals.push(format!(
+                "column {} of {} is of type {type_name}, which points at large objects, and large objects are not carried",
+                quote(&column),
+                qualified(schema, &name)
+            ));
+        }
+        let table = catalog.tables.last_mut().expect("pushed above");
+        if !generated.is_empty() {
+            table.generated.push(column);
+            continue;
+        }
+        if names_type_oids {
+            table.format = CopyFormat::Text;
+        }
+        table.columns.push(Column {
+            name: column,
+            type_name,
+        });
+    }
+    catalog.tables.sort_by(|a, b| a.name.cmp(&b.name));
+    catalog.partitioned.sort();
+    catalog.sequences.sort();
+    for (parent, child) in partitions_elsewhere(client, schema).await? {
+        refusals.push(format!(
+            "partition {child} of {} lives in another schema, so its rows would be left behind",
+            qualified(schema, &parent)
+        ));
+    }
+    if !refusals.is_empty() {
+        let shown: Vec<&String> = refusals.iter().take(10).collect();
+        let more = refusals.len().saturating_sub(shown.len());
+        return Err(Error::refused(format!(
+            "schema {} holds what an archive cannot carry: {}{}; nothing was written",
+            quote(schema),
+            shown
+                .iter()
+                .map(|s| s.as_str())
+                .collect::<Vec<_>>()
+                .join("; "),
+            if more > 0 {
+                format!(" (and {more} more)")
+            } else {
+                String::new()
+            }
+        )));
+    }
+    Ok(catalog)
+}
+
+/// Partitions (or inheritance children) in another schema of tables in `schema`.
+async fn partitions_elsewhere(
+    client: &Client,
+    schema: &str,
+) -> Result<Vec<(String, String)>, Error> {
+    let rows = client
+        .query(
+            "SELECT p.relname::text, pg_catalog.format('%I.%I', cn.nspname, c.relname) \
+             FROM pg_catalog.pg_inherits i \
+             JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
+             JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
+             JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
+             JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
+             WHERE pn.nspname = $1 AND cn.nspname <> $1 ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the schema's partitions"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// A user trigger of the schema that is enabled, with how it is enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Trigger {
+    /// Its table.
+    pub table: String,
+    /// Its name.
+    pub name: String,
+    /// `pg_trigger.tgenabled`: `O` (origin), `A` (always) or `R` (replica).
+    pub enabled: String,
+}
+
+impl Trigger {
+    /// Disables it.
+    pub fn disable(&self, schema: &str) -> String {
+        format!(
+            "ALTER TABLE {} DISABLE TRIGGER {}",
+            qualified(schema, &self.table),
+            quote(&self.name)
+        )
+    }
+
+    /// Enables it as it was.
+    pub fn restore(&self, schema: &str) -> String {
+        let how = match self.enabled.as_str() {
+            "A" => "ENABLE ALWAYS TRIGGER",
+            "R" => "ENABLE REPLICA TRIGGER",
+            _ => "ENABLE TRIGGER",
+        };
+        format!(
+            "ALTER TABLE {} {how} {}",
+            qualified(schema, &self.table),
+            quote(&self.name)
+        )
+    }
+}
+
+/// The schema's enabled user triggers on tables (not the internal ones behind foreign
+/// keys), the ones that cloned to partitions left out (their parent's switch covers them).
+pub async fn triggers(client: &Client, schema: &str) -> Result<Vec<Trigger>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, t.tgname::text, t.tgenabled::text \
+             FROM pg_catalog.pg_trigger t \
+             JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
+               AND c.relkind IN ('r', 'p') \
+             ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the schema's triggers"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Trigger {
+            table: r.get(0),
+            name: r.get(1),
+            enabled: r.get(2),
+        })
+        .collect())
+}
+
+/// A foreign key of one of the schema's tables, as its definition reads in the session
+/// that read it (names outside the session's `search_path` are qualified).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ForeignKey {
+    /// The table it is on.
+    pub table: String,
+    /// Its name.
+    pub name: String,
+    /// `pg_get_constraintdef`.
+    pub definition: String,
+    /// Its comment.
+    pub comment: Option<String>,
+}
+
+impl ForeignKey {
+    /// Drops it.
+    pub fn drop(&self, schema: &str) -> String {
+        format!(
+            "ALTER TABLE {} DROP CONSTRAINT {}",
+            qualified(schema, &self.table),
+            quote(&self.name)
+        )
+    }
+
+    /// Adds it again (checking every row), with its comment.
+    pub fn add(&self, schema: &str) -> String {
+        let mut sql = format!(
+            "ALTER TABLE {} ADD CONSTRAINT {} {}",
+            qualified(schema, &self.table),
+            quote(&self.name),
+            self.definition
+        );
+        if let Some(c) = &self.comment {
+            sql.push_str(&format!(
+                "; COMMENT ON CONSTRAINT {} ON {} IS {}",
+                quote(&self.name),
+                qualified(schema, &self.table),
+                crate::plan::literal(c)
+            ));
+        }
+        sql
+    }
+}
+
+/// The foreign keys declared on the schema's tables (on a partitioned table, the
+/// parent's only: its partitions' copies follow it).
+pub async fn foreign_keys(client: &Client, schema: &str) -> Result<Vec<ForeignKey>, Error> {
+    let rows = client
+        .query(
+            "SELECT t.relname::text, c.conname::text, pg_catalog.pg_get_constraintdef(c.oid), \
+                    pg_catalog.obj_description(c.oid, 'pg_constraint') \
+             FROM pg_catalog.pg_constraint c \
+             JOIN pg_catalog.pg_class t ON t.oid = c.conrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND c.contype = 'f' AND c.conparentid = 0 \
+             ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the schema's foreign keys"))?;
+    Ok(rows
+        .iter()
+        .map(|r| ForeignKey {
+            table: r.get(0),
+            name: r.get(1),
+            definition: r.get(2),
+            comment: r.get(3),
+        })
+        .collect())
+}
+
+/// A sequence owned by a column (serial or identity), whose next value must come after
+/// the column's largest value.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct OwnedSequence {
+    /// The sequence.
+    pub sequence: String,
+    /// The table.
+    pub table: String,
+    /// The column.
+    pub column: String,
+}
+
+/// The schema's ascending sequences owned by a column of one of its tables.
+pub async fn owned_sequences(client: &Client, schema: &str) -> Result<Vec<OwnedSequence>, Error> {
+    let rows = client
+        .query(
+            "SELECT s.relname::text, t.relname::text, a.attname::text \
+             FROM pg_catalog.pg_depend d \
+             JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
+             JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace \
+             JOIN pg_catalog.pg_sequence q ON q.seqrelid = s.oid \
+             JOIN pg_catalog.pg_class t ON t.oid = d.refobjid AND t.relkind IN ('r', 'p') \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = t.oid AND a.attnum = d.refobjsubid \
+             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+               AND d.refclassid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+               AND d.deptype IN ('a', 'i') AND n.nspname = $1 AND q.seqincrement > 0 \
+               AND t.relnamespace = n.oid \
+             ORDER BY 1",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the schema's owned sequences"))?;
+    Ok(rows
+        .iter()
+        .map(|r| OwnedSequence {
+            sequence: r.get(0),
+            table: r.get(1),
+            column: r.get(2),
+        })
+        .collect())
+}
+
+/// How two catalogs' carried tables differ: what an archive holds that the schema built
+/// by the migrations does not, and the reverse. Empty when they match.
+pub fn differences(archived: &[Table], built: &[Table]) -> Vec<String> {
+    let mut out = Vec::new();
+    for a in archived {
+        match built.iter().find(|b| b.name == a.name) {
+            None => out.push(format!(
+                "table {} is not built by the migrations",
+                quote(&a.name)
+            )),
+            Some(b) => {
+                for c in &a.columns {
+                    match b.columns.iter().find(|x| x.name == c.name) {
+                        None => out.push(format!(
+                            "column {}.{} ({}) is not built by the migrations",
+                            quote(&a.name),
+                            quote(&c.name),
+                            c.type_name
+                        )),
+                        Some(x) if x.type_name != c.type_name => out.push(format!(
+                            "column {}.{} is {} in the archive but {} here",
+                            quote(&a.name),
+                            quote(&c.name),
+                            c.type_name,
+                            x.type_name
+                        )),
+                        Some(_) => {}
+                    }
+                }
+                for x in &b.columns {
+                    if !a.columns.iter().any(|c| c.name == x.name) {
+                        out.push(format!(
+                            "column {}.{} ({}) is built by the migrations but not in the archive",
+                            quote(&b.name),
+                            quote(&x.name),
+                            x.type_name
+                        ));
+                    }
+                }
+            }
+        }
+    }
+    for b in built {
+        if !archived.iter().any(|a| a.name == b.name) {
+            out.push(format!(
+                "table {} is built by the migrations but not in the archive",
+                quote(&b.name)
+            ));
+        }
+    }
+    out
+}

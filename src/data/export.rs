@@ -1,0 +1,258 @@
+//! Reading a tenant into an archive: its manifest and every table's rows, from one
+//! snapshot, on the tenant's locked session.
+
+use bytes::Bytes;
+use futures::{pin_mut, TryStreamExt};
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+
+use crate::archive::{ArchivedMigration, CopyFormat, Manifest, Sequence, Source, Table, FORMAT};
+use crate::data::catalog::{self, Catalog};
+use crate::data::stream::Sink;
+use crate::db::query_error;
+use crate::error::Error;
+use crate::ident::{qualified, quote};
+use crate::migrations::AppliedRow;
+use crate::registry::Tenant;
+
+/// How the snapshot is taken.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Snapshot {
+    /// A read-only snapshot; writers go on.
+    Read,
+    /// The tables are locked against writes (readers go on) before the snapshot is
+    /// taken, and the transaction is left open for the caller to finish: a move's copy.
+    Fenced,
+}
+
+/// Opens the snapshot transaction on `client` (the tenant's locked session). With
+/// [`Snapshot::Fenced`], every table is locked `EXCLUSIVE` first, so the snapshot sees
+/// every write that will ever be made to this copy. Returns the catalog as the snapshot
+/// sees it.
+pub async fn begin(
+    client: &Client,
+    schema: &str,
+    history_table: &str,
+    snapshot: Snapshot,
+) -> Result<Catalog, Error> {
+    let err = query_error("starting the snapshot");
+    match snapshot {
+        Snapshot::Read => {
+            client
+                .batch_execute(
+                    "BEGIN ISOLATION LEVEL REPEATABLE READ, READ ONLY; \
+                     SET LOCAL statement_timeout = 0; SET LOCAL row_security = off",
+                )
+                .await
+                .map_err(err)?;
+            let read = catalog::read(client, schema, history_table).await;
+            if read.is_err() {
+                let _ = client.batch_execute("ROLLBACK").await;
+            }
+            read
+        }
+        Snapshot::Fenced => {
+            let before = catalog::read(client, schema, history_table).await?;
+            let tables = before.lockable();
+            let mut sql = String::from(
+                "BEGIN ISOLATION LEVEL REPEATABLE READ; \
+                 SET LOCAL statement_timeout = 0; SET LOCAL row_security = off; ",
+            );
+            if !tables.is_empty() {
+                let list: Vec<String> = tables.iter().map(|t| qualified(schema, t)).collect();
+                sql.push_str(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", list.join(", ")));
+            }
+            client
+                .batch_execute(&sql)
+                .await
+                .map_err(query_error("locking the tenant's tables against writes"))?;
+            let after = catalog::read(client, schema, history_table).await;
+            match after {
+                Ok(c) if c.lockable() == tables => Ok(c),
+                Ok(_) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(Error::failed(format!(
+                        "the tables of schema {} changed while they were being locked; nothing was changed, run it again",
+                        quote(schema)
+                    )))
+                }
+                Err(e) => {
+                    let _ = client.batch_execute("ROLLBACK").await;
+                    Err(e)
+                }
+            }
+        }
+    }
+}
+
+/// What an export wrote.
+#[derive(Debug, Clone)]
+pub struct Exported {
+    /// The manifest as written.
+    pub manifest: Manifest,
+}
+
+/// Writes the archive of `tenant` to `sink_out`, inside the snapshot [`begin`] opened on
+/// `client`. The caller ends the transaction.
+pub async fn write(
+    client: &Client,
+    tenant: &Tenant,
+    catalog: Catalog,
+    history: &[AppliedRow],
+    out: Box<dyn std::io::Write + Send>,
+    label: &str,
+) -> Result<Exported, Error> {
+    let schema = &tenant.schema_name;
+    let mut tables = catalog.tables;
+    count_rows(client, schema, &mut tables).await?;
+    let sequences = sequences(client, schema, &catalog.sequences).await?;
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(query_error("reading the server's version"))?
+        .get(0);
+    let manifest = Manifest {
+        format: FORMAT,
+        written_by: format!("tenantctl {}", env!("CARGO_PKG_VERSION")),
+        created_at: OffsetDateTime::now_utc()
+            .replace_nanosecond(0)
+            .unwrap_or_else(|_| OffsetDateTime::now_utc())
+            .format(&time::format_description::well_known::Rfc3339)
+            .unwrap_or_default(),
+        source: Source {
+            domain: tenant.domain.clone(),
+            tenant_name: tenant.tenant_name.clone(),
+            tenant_type: tenant.tenant_type.clone(),
+            schema_name: schema.clone(),
+            server: tenant.server.clone(),
+        },
+        server_version_num: version.parse().unwrap_or(0),
+        revision: history.iter().map(|r| r.version).max(),
+        migrations: history
+            .iter()
+            .map(|r| ArchivedMigration {
+                version: r.version,
+                name: r.name.clone(),
+                checksum: r.checksum.to_string(),
+            })
+            .collect(),
+        tables,
+        sequences,
+        materialized_views: catalog.materialized_views,
+    };
+    let mut sink = Sink::start(out, manifest.clone(), label);
+    for (i, table) in manifest.tables.iter().enumerate() {
+        if !table.columns.is_empty() {
+            copy_out(client, schema, table, i, &mut sink).await?;
+        }
+        sink.end_table(i, table.rows).await?;
+    }
+    sink.finish().await?;
+    Ok(Exported { manifest })
+}
+
+/// The `COPY` column list of a table.
+pub fn column_list(table: &Table) -> String {
+    table
+        .columns
+        .iter()
+        .map(|c| quote(&c.name))
+        .collect::<Vec<_>>()
+        .join(", ")
+}
+
+/// The `COPY` options for a table's format.
+pub fn copy_options(format: CopyFormat) -> &'static str {
+    match format {
+        CopyFormat::Binary => "FORMAT binary",
+        CopyFormat::Text => "FORMAT text",
+    }
+}
+
+/// Streams one table's rows into the archive in pieces of about [`crate::archive::CHUNK`].
+async fn copy_out(
+    client: &Client,
+    schema: &str,
+    table: &Table,
+    index: usize,
+    sink: &mut Sink,
+) -> Result<(), Error> {
+    let sql = format!(
+        "COPY {} ({}) TO STDOUT ({})",
+        qualified(schema, &table.name),
+        column_list(table),
+        copy_options(table.format)
+    );
+    let doing = format!("reading the rows of {}", qualified(schema, &table.name));
+    let stream = client.copy_out(&sql).await.map_err(query_error(&doing))?;
+    pin_mut!(stream);
+    let mut piece: Vec<u8> = Vec::with_capacity(crate::archive::CHUNK);
+    while let Some(bytes) = stream.try_next().await.map_err(query_error(&doing))? {
+        let bytes: Bytes = bytes;
+        piece.extend_from_slice(&bytes);
+        if piece.len() >= crate::archive::CHUNK {
+            let full = std::mem::replace(&mut piece, Vec::with_capacity(crate::archive::CHUNK));
+            sink.rows(index, full).await?;
+        }
+    }
+    if !piece.is_empty() {
+        sink.rows(index, piece).await?;
+    }
+    Ok(())
+}
+
+/// Counts every table's rows in the snapshot, in one query.
+async fn count_rows(client: &Client, schema: &str, tables: &mut [Table]) -> Result<(), Error> {
+    if tables.is_empty() {
+        return Ok(());
+    }
+    let parts: Vec<String> = tables
+        .iter()
+        .map(|t| format!("(SELECT count(*) FROM {})", qualified(schema, &t.name)))
+        .collect();
+    // One row, one column per table; a wide SELECT is limited to 1664 columns, so count
+    // in batches.
+    let mut at = 0;
+    for batch in parts.chunks(1000) {
+        let row = client
+            .query_one(&format!("SELECT {}", batch.join(", ")), &[])
+            .await
+            .map_err(query_error("counting the tenant's rows"))?;
+        for i in 0..batch.len() {
+            let n: i64 = row.get(i);
+            tables[at].rows = n as u64;
+            at += 1;
+        }
+    }
+    Ok(())
+}
+
+/// Every sequence's state in the snapshot.
+async fn sequences(
+    client: &Client,
+    schema: &str,
+    names: &[String],
+) -> Result<Vec<Sequence>, Error> {
+    let mut out = Vec::with_capacity(names.len());
+    for name in names {
+        let row = client
+            .query_one(
+                &format!(
+                    "SELECT last_value, is_called FROM {}",
+                    qualified(schema, name)
+                ),
+                &[],
+            )
+            .await
+            .map_err(query_error(&format!(
+                "reading sequence {}",
+                qualified(schema, name)
+            )))?;
+        out.push(Sequence {
+            name: name.clone(),
+            last_value: row.get(0),
+            is_called: row.get(1),
+        });
+    }
+    Ok(out)
+}

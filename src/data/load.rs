@@ -1,0 +1,235 @@
+//! Loading an archive's rows into a schema the migrations have just built to the
+//! archive's revision, on that schema's locked session, in one transaction.
+//!
+//! What makes the data come out exact, as the schema's owner and without superuser:
+//! - the schema's own enabled triggers are disabled for the load and enabled again as
+//!   they were (`ALTER TABLE ... DISABLE TRIGGER name`), so no trigger fires;
+//! - its foreign keys are dropped and added back after every row is in, so rows load in
+//!   any order (self-referencing and circular keys) and every key is checked once;
+//! - every table is emptied first (`TRUNCATE`, removing rows a migration seeded), which
+//!   also lets `COPY ... FREEZE` write the rows already frozen;
+//! - generated columns are not carried: `COPY` computes them;
+//! - partitioned tables are loaded through their leaf partitions;
+//! - sequences take the archive's state, then move past the largest value of the column
+//!   that owns them (serial and identity);
+//! - materialized views that were populated are refreshed, in creation order.
+
+use bytes::Bytes;
+use futures::SinkExt;
+use tokio_postgres::Client;
+
+use crate::archive::{Item, Manifest, Table};
+use crate::data::catalog::{self, Catalog};
+use crate::data::export::{column_list, copy_options};
+use crate::data::stream::Source;
+use crate::db::query_error;
+use crate::error::Error;
+use crate::ident::{qualified, quote};
+
+/// What a load did.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Loaded {
+    /// Tables loaded.
+    pub tables: usize,
+    /// Rows loaded.
+    pub rows: u64,
+}
+
+/// Checks that the schema the migrations built holds the archive's tables with the same
+/// columns: an exit-3 error naming the differences when it does not.
+pub async fn check_built(
+    client: &Client,
+    schema: &str,
+    history_table: &str,
+    manifest: &Manifest,
+) -> Result<Catalog, Error> {
+    let built = catalog::read(client, schema, history_table).await?;
+    let mut differences = catalog::differences(&manifest.tables, &built.tables);
+    for s in &manifest.sequences {
+        if !built.sequences.contains(&s.name) {
+            differences.push(format!(
+                "sequence {} is not built by the migrations",
+                quote(&s.name)
+            ));
+        }
+    }
+    if differences.is_empty() {
+        return Ok(built);
+    }
+    let shown: Vec<String> = differences.iter().take(10).cloned().collect();
+    Err(Error::setup(format!(
+        "the archive's tables differ from what the migrations build at revision {}: {}{}; the archive was taken from a schema changed outside its migrations, or the migrations were edited",
+        crate::output::revision(manifest.revision),
+        shown.join("; "),
+        if differences.len() > shown.len() {
+            format!(" (and {} more)", differences.len() - shown.len())
+        } else {
+            String::new()
+        }
+    )))
+}
+
+/// Loads every row of `source` into `schema` in one transaction on `client` (the
+/// schema's locked session, `search_path` pinned). On any error the transaction is
+/// rolled back and the schema is as the migrations left it.
+pub async fn load(client: &Client, schema: &str, source: &mut Source) -> Result<Loaded, Error> {
+    let triggers = catalog::triggers(client, schema).await?;
+    let keys = catalog::foreign_keys(client, schema).await?;
+    let owned = catalog::owned_sequences(client, schema).await?;
+    client
+        .batch_execute("BEGIN; SET LOCAL statement_timeout = 0")
+        .await
+        .map_err(query_error("starting the load"))?;
+    let loaded = load_in_transaction(client, schema, source, &triggers, &keys, &owned).await;
+    match loaded {
+        Ok(l) => {
+            client
+                .batch_execute("COMMIT")
+                .await
+                .map_err(query_error("committing the load"))?;
+            Ok(l)
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
+        }
+    }
+}
+
+async fn load_in_transaction(
+    client: &Client,
+    schema: &str,
+    source: &mut Source,
+    triggers: &[catalog::Trigger],
+    keys: &[catalog::ForeignKey],
+    owned: &[catalog::OwnedSequence],
+) -> Result<Loaded, Error> {
+    let manifest = source.manifest.clone();
+    let mut prepare: Vec<String> = triggers.iter().map(|t| t.disable(schema)).collect();
+    prepare.extend(keys.iter().map(|k| k.drop(schema)));
+    if !manifest.tables.is_empty() {
+        let all: Vec<String> = manifest
+            .tables
+            .iter()
+            .map(|t| qualified(schema, &t.name))
+            .collect();
+        prepare.push(format!("TRUNCATE ONLY {}", all.join(", ")));
+    }
+    if !prepare.is_empty() {
+        client
+            .batch_execute(&prepare.join(";\n"))
+            .await
+            .map_err(query_error("preparing the tables for loading"))?;
+    }
+    let mut rows_total = 0u64;
+    let mut current: Option<(usize, std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>)> = None;
+    loop {
+        match source.next().await? {
+            Item::Rows { table, data } => {
+                if current.as_ref().map(|(t, _)| *t) != Some(table) {
+                    let t = &manifest.tables[table];
+                    current = Some((table, Box::pin(copy_in(client, schema, t).await?)));
+                }
+                let (_, sink) = current.as_mut().expect("set above");
+                sink.send(Bytes::from(data))
+                    .await
+                    .map_err(query_error(&loading(schema, &manifest.tables[table])))?;
+            }
+            Item::End { table, rows } => {
+                let t = &manifest.tables[table];
+                let loaded = match current.take() {
+                    Some((i, mut sink)) if i == table => sink
+                        .as_mut()
+                        .finish()
+                        .await
+                        .map_err(query_error(&loading(schema, t)))?,
+                    _ if t.columns.is_empty() => {
+                        // No carried column: the rows are all defaults and generated
+                        // values.
+                        client
+                            .execute(
+                                &format!(
+                                    "INSERT INTO {} SELECT FROM pg_catalog.generate_series(1, $1::bigint)",
+                                    qualified(schema, &t.name)
+                                ),
+                                &[&(rows as i64)],
+                            )
+                            .await
+                            .map_err(query_error(&loading(schema, t)))?
+                    }
+                    _ => 0,
+                };
+                if loaded != rows || rows != t.rows {
+                    return Err(Error::usage(format!(
+                        "archive {}: table {} holds {loaded} rows, but the archive records {rows} (manifest: {}); it is corrupt",
+                        source.label(),
+                        quote(&t.name),
+                        t.rows
+                    )));
+                }
+                rows_total += loaded;
+            }
+            Item::Done => break,
+        }
+    }
+    let mut finish: Vec<String> = keys.iter().map(|k| k.add(schema)).collect();
+    for s in &manifest.sequences {
+        finish.push(format!(
+            "SELECT pg_catalog.setval({}, {}, {})",
+            crate::plan::literal(&qualified(schema, &s.name)),
+            s.last_value,
+            s.is_called
+        ));
+    }
+    for o in owned {
+        // Past the column's largest value, when the archive's state is not already.
+        let seq = qualified(schema, &o.sequence);
+        finish.push(format!(
+            "SELECT pg_catalog.setval({lit}, m) FROM (SELECT max({col})::bigint AS m FROM {table}) AS x \
+             WHERE m IS NOT NULL AND m >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq})",
+            lit = crate::plan::literal(&seq),
+            col = quote(&o.column),
+            table = qualified(schema, &o.table),
+        ));
+    }
+    for m in &manifest.materialized_views {
+        finish.push(format!(
+            "REFRESH MATERIALIZED VIEW {}",
+            qualified(schema, m)
+        ));
+    }
+    finish.extend(triggers.iter().map(|t| t.restore(schema)));
+    if !finish.is_empty() {
+        client
+            .batch_execute(&finish.join(";\n"))
+            .await
+            .map_err(query_error(
+            "restoring the foreign keys, sequences, materialized views and triggers after loading",
+        ))?;
+    }
+    Ok(Loaded {
+        tables: manifest.tables.len(),
+        rows: rows_total,
+    })
+}
+
+fn loading(schema: &str, table: &Table) -> String {
+    format!("loading the rows of {}", qualified(schema, &table.name))
+}
+
+async fn copy_in(
+    client: &Client,
+    schema: &str,
+    table: &Table,
+) -> Result<tokio_postgres::CopyInSink<Bytes>, Error> {
+    let sql = format!(
+        "COPY {} ({}) FROM STDIN ({}, FREEZE)",
+        qualified(schema, &table.name),
+        column_list(table),
+        copy_options(table.format)
+    );
+    client
+        .copy_in(&sql)
+        .await
+        .map_err(query_error(&loading(schema, table)))
+}

@@ -1,0 +1,651 @@
+//! A tenant's data as a unit (README "Tenant data"): export to an archive, import one as
+//! a new tenant, clone a tenant, restore one from an archive. An archive carries only
+//! the revision and the rows; the schema is rebuilt by running the same migrations, so
+//! it can land under any name and on any server.
+//!
+//! Every workflow returns what happened as data; the command line prints it.
+
+pub mod catalog;
+pub mod export;
+pub mod load;
+pub mod stream;
+
+use std::io::Read;
+use std::path::PathBuf;
+
+use serde::Serialize;
+use time::OffsetDateTime;
+use tokio_postgres::Client;
+
+use crate::archive::Manifest;
+use crate::error::{Error, ErrorKind};
+use crate::ident::quote;
+use crate::inspect::{self, TenantStatus};
+use crate::migrations::MigrationSet;
+use crate::plan::SchemaChange;
+use crate::pool::Pool;
+use crate::registry::{self, Event, Observed, Outcome, Registry, Tenant};
+use crate::runner::{ExecError, LockWait, Session};
+use crate::scheduler;
+use crate::tenants::{self, Context, NewTenantRequest};
+use stream::{PipeReader, Source};
+
+/// Where an archive is read from.
+pub enum ArchiveInput {
+    /// A file, read twice: once to check it whole before anything changes, then to load.
+    File(PathBuf),
+    /// Standard input, read once: damage found while loading rolls everything back.
+    Stdin,
+    /// Another tenant's export, in this process.
+    Pipe(PipeReader),
+}
+
+impl ArchiveInput {
+    /// What names the archive in messages.
+    pub fn label(&self) -> String {
+        match self {
+            ArchiveInput::File(p) => p.display().to_string(),
+            ArchiveInput::Stdin => "on standard input".to_string(),
+            ArchiveInput::Pipe(_) => "streamed from the source tenant".to_string(),
+        }
+    }
+
+    fn open_file(path: &PathBuf) -> Result<Box<dyn Read + Send>, Error> {
+        let f = std::fs::File::open(path)
+            .map_err(|e| Error::usage(format!("cannot read archive {}: {e}", path.display())))?;
+        if f.metadata().map(|m| m.is_dir()).unwrap_or(false) {
+            return Err(Error::usage(format!(
+                "cannot read archive {}: it is a directory",
+                path.display()
+            )));
+        }
+        Ok(Box::new(f))
+    }
+
+    /// Opens the archive for loading; a file is checked whole first.
+    pub async fn open(self) -> Result<Source, Error> {
+        let label = self.label();
+        match self {
+            ArchiveInput::File(path) => {
+                stream::verify(Self::open_file(&path)?, &label).await?;
+                Source::open(Self::open_file(&path)?, &label).await
+            }
+            ArchiveInput::Stdin => Source::open(Box::new(std::io::stdin()), &label).await,
+            ArchiveInput::Pipe(r) => Source::open(Box::new(r), &label).await,
+        }
+    }
+}
+
+/// Refuses (exit 3) an archive whose migrations the local directory lacks or has changed.
+pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) -> Result<(), Error> {
+    let mut problems = Vec::new();
+    for m in &manifest.migrations {
+        match set.get(m.version) {
+            None => problems.push(format!(
+                "V{}__{} is not in {}",
+                m.version,
+                m.name,
+                set.dir.display()
+            )),
+            Some(f) if f.name != m.name || f.checksum.to_string() != m.checksum => {
+                problems.push(format!(
+                    "V{}__{} has changed since the archive was taken (its checksum differs)",
+                    m.version, m.name
+                ))
+            }
+            Some(_) => {}
+        }
+    }
+    if problems.is_empty() {
+        return Ok(());
+    }
+    Err(Error::setup(format!(
+        "archive {label} was taken at revision {} with migrations this directory does not have: {}; nothing was changed",
+        crate::output::revision(manifest.revision),
+        problems.join("; ")
+    )))
+}
+
+/// What an export wrote.
+#[derive(Debug, Serialize)]
+pub struct ExportReport {
+    /// The tenant's domain.
+    pub tenant: String,
+    /// Its schema.
+    pub schema_name: String,
+    /// Its server.
+    pub server: String,
+    /// The archive (`-` for standard output).
+    pub file: String,
+    /// Its revision.
+    pub revision: Option<i32>,
+    /// Tables carried.
+    pub tables: usize,
+    /// Rows carried.
+    pub rows: u64,
+    /// The archive's size, when written to a file.
+    pub bytes: Option<u64>,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// One sentence.
+    pub message: String,
+}
+
+/// Writes `tenant`'s archive to `out` from one snapshot taken under its lock.
+pub async fn export(
+    cx: &Context<'_>,
+    tenant: &Tenant,
+    out: Box<dyn std::io::Write + Send>,
+    label: &str,
+) -> Result<Manifest, Error> {
+    let (pool, session) = tenants::locked(cx, tenant).await?;
+    let result = export_in(&session, tenant, cx, out, label).await;
+    session.close(&pool).await;
+    result
+}
+
+async fn export_in(
+    session: &Session<'_>,
+    tenant: &Tenant,
+    cx: &Context<'_>,
+    out: Box<dyn std::io::Write + Send>,
+    label: &str,
+) -> Result<Manifest, Error> {
+    let history = readable_history(session, tenant).await?;
+    let client = session.client();
+    let catalog = export::begin(
+        client,
+        &tenant.schema_name,
+        &cx.settings.history_table,
+        export::Snapshot::Read,
+    )
+    .await?;
+    let written = export::write(client, tenant, catalog, &history, out, label).await;
+    let _ = client.batch_execute("COMMIT").await;
+    Ok(written?.manifest)
+}
+
+/// The tenant's history as its locked session reads it; an error when the schema is
+/// missing or its history unreadable.
+async fn readable_history(
+    session: &Session<'_>,
+    tenant: &Tenant,
+) -> Result<Vec<crate::migrations::AppliedRow>, Error> {
+    let state = session.observe().await?;
+    if !state.schema_exists {
+        return Err(Error::failed(format!(
+            "tenant {}'s schema {} does not exist; there is nothing to export",
+            tenant.domain,
+            quote(&tenant.schema_name)
+        )));
+    }
+    state.history.map_err(|e| {
+        Error::failed(format!(
+            "tenant {}'s migration history cannot be read: {e}",
+            tenant.domain
+        ))
+    })
+}
+
+/// What an import (or a clone) did: `tenant create`'s fields and the data's.
+#[derive(Debug, Serialize)]
+pub struct Imported {
+    /// The registry row.
+    pub tenant: Tenant,
+    /// Always true: the schema was built by the migrations.
+    pub schema_created: bool,
+    /// Whether any migration was applied.
+    pub migrations_applied: bool,
+    /// The tenant's migration status.
+    pub migration_status: TenantStatus,
+    /// The new API key, shown once.
+    pub api_key: String,
+    /// The tenant the archive was taken from.
+    pub source: crate::archive::Source,
+    /// Tables loaded.
+    pub tables: usize,
+    /// Rows loaded.
+    pub rows: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// One sentence.
+    pub message: String,
+}
+
+/// Registers a new tenant from an archive: checks the archive and its migrations, then
+/// registers the tenant (new API key), builds its schema by the migrations up to the
+/// archive's revision, loads the rows and marks it active. A refusal registers and
+/// creates nothing; a failure after registration removes what it made.
+pub async fn import(
+    cx: &Context<'_>,
+    client: &Client,
+    req: &NewTenantRequest,
+    input: ArchiveInput,
+    set: &MigrationSet,
+) -> Result<Imported, Error> {
+    let started = std::time::Instant::now();
+    let typed = |t: &str| NewTenantRequest {
+        tenant_type: if req.tenant_type.is_empty() {
+            t.to_string()
+        } else {
+            req.tenant_type.clone()
+        },
+        then: None,
+        adopt: false,
+        ..req.clone()
+    };
+    tenants::validate(&typed("standard"), cx.settings)?;
+    let mut source = input.open().await?;
+    check_migrations(&source.manifest, set, source.label())?;
+    let req = typed(&source.manifest.source.tenant_type);
+    let created = tenants::create(cx, client, &req, set).await?;
+    let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    let tenant = created.tenant;
+    let filled = fill(cx, &registry, &tenant, &mut source, set, "import").await;
+    let (tenant, status, loaded, applied) = match filled {
+        Ok(f) => f,
+        Err(e) => return Err(undo(cx, &registry, &tenant, e).await),
+    };
+    let m = &source.manifest;
+    let message = format!(
+        "tenant {} registered from {}'s archive, schema {} built to revision {} and {} rows loaded into {} tables",
+        tenant.domain,
+        m.source.domain,
+        quote(&tenant.schema_name),
+        crate::output::revision(tenant.current_revision),
+        loaded.rows,
+        loaded.tables
+    );
+    Ok(Imported {
+        tenant,
+        schema_created: true,
+        migrations_applied: applied,
+        migration_status: status,
+        api_key: created.api_key,
+        source: m.source.clone(),
+        tables: loaded.tables,
+        rows: loaded.rows,
+        duration_ms: started.elapsed().as_millis() as u64,
+        message,
+    })
+}
+
+/// Removes a tenant an import registered, after `e` stopped it; returns the error to
+/// report (saying what was left when the removal failed too).
+async fn undo(cx: &Context<'_>, registry: &Registry<'_>, tenant: &Tenant, e: Error) -> Error {
+    match tenants::drop(cx, registry, tenant, false).await {
+        Ok(_) => Error::new(
+            e.kind(),
+            format!(
+                "{e}; tenant {} was removed again, nothing is left of it",
+                tenant.domain
+            ),
+        ),
+        Err(undo) => Error::new(
+            e.kind(),
+            format!(
+                "{e}; removing the half-made tenant {} failed too ({undo}): drop it with `tenantctl tenant drop {} --yes`",
+                tenant.domain, tenant.domain
+            ),
+        ),
+    }
+}
+
+/// Builds `tenant`'s schema by the migrations to the archive's revision and loads the
+/// rows, in one locked session; records it active. Returns the tenant as recorded, its
+/// status, what was loaded and whether any migration ran.
+async fn fill(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    source: &mut Source,
+    set: &MigrationSet,
+    action: &str,
+) -> Result<(Tenant, TenantStatus, load::Loaded, bool), Error> {
+    let started_at = OffsetDateTime::now_utc();
+    let (pool, mut session) = tenants::locked(cx, tenant).await?;
+    let result = async {
+        let applied = build(&mut session, &tenant.schema_name, source, set).await?;
+        let loaded = load::load(session.client(), &tenant.schema_name, source).await?;
+        let state = session.observe().await?;
+        let run_id = scheduler::new_run_id()?;
+        let host = scheduler::client_host();
+        let event = Event {
+            run_id: &run_id,
+            action,
+            from_revision: None,
+            started_at,
+            client_host: &host,
+        };
+        let recorded = registry::record_with(
+            registry.client(),
+            registry.tables(),
+            tenant.id,
+            &Observed::of(&state),
+            Outcome::Succeeded,
+            Some(&event),
+        )
+        .await?;
+        let status = inspect::tenant_status(&recorded, &state, set);
+        Ok::<_, Error>((recorded, status, loaded, applied))
+    }
+    .await;
+    session.close(&pool).await;
+    result
+}
+
+/// Builds the session's (empty or missing) schema by the migrations up to the archive's
+/// revision and checks it holds the archive's tables; whether any migration ran.
+async fn build(
+    session: &mut Session<'_>,
+    schema: &str,
+    source: &Source,
+    set: &MigrationSet,
+) -> Result<bool, Error> {
+    let state = session.observe().await?;
+    let change = match source.manifest.revision {
+        Some(target) => SchemaChange::Upgrade {
+            target,
+            provision: true,
+        },
+        None => SchemaChange::Provision,
+    };
+    let plan = change
+        .plan(schema, &state, set, session.settings())
+        .map_err(|r| Error::failed(r.message(schema, schema)))?;
+    let executed = session.execute(&plan).await.map_err(|e| match e {
+        ExecError::Refused(m) => Error::refused(m),
+        ExecError::Failed { message, .. } => Error::failed(format!(
+            "building schema {} by the migrations: {message}",
+            quote(schema)
+        )),
+        ExecError::Interrupted(_) => Error::new(
+            ErrorKind::Interrupted,
+            format!("interrupted while building schema {}", quote(schema)),
+        ),
+    })?;
+    load::check_built(
+        session.client(),
+        schema,
+        &session.settings().history_table,
+        &source.manifest,
+    )
+    .await?;
+    Ok(!executed.versions.is_empty())
+}
+
+/// Copies `from` into a new tenant described by `req`: its export streamed into an
+/// import, no file in between.
+pub async fn clone(
+    cx: &Context<'_>,
+    client: &Client,
+    from: &Tenant,
+    req: &NewTenantRequest,
+    set: &MigrationSet,
+) -> Result<Imported, Error> {
+    let mut checked = req.clone();
+    if checked.tenant_type.is_empty() {
+        checked.tenant_type = from.tenant_type.clone();
+    }
+    tenants::validate(&checked, cx.settings)?;
+    let (w, r) = stream::pipe();
+    let label = format!("of tenant {}", from.domain);
+    let exporting = export(cx, from, Box::new(w), &label);
+    let importing = import(cx, client, req, ArchiveInput::Pipe(r), set);
+    let (exported, imported) = tokio::join!(exporting, importing);
+    match (exported, imported) {
+        (Ok(_), Ok(i)) => Ok(i),
+        // The export's failure is what ended the stream the import was reading.
+        (Err(e), Err(i)) if i.kind() == ErrorKind::Invalid => Err(e),
+        (_, Err(i)) => Err(i),
+        (Err(e), Ok(_)) => Err(e),
+    }
+}
+
+/// What a restore did.
+#[derive(Debug, Serialize)]
+pub struct Restored {
+    /// The registry row as it is now.
+    pub tenant: Tenant,
+    /// The archive.
+    pub file: String,
+    /// The tenant the archive was taken from.
+    pub source: crate::archive::Source,
+    /// The revision before.
+    pub from_revision: Option<i32>,
+    /// The revision now (the archive's).
+    pub to_revision: Option<i32>,
+    /// Tables loaded.
+    pub tables: usize,
+    /// Rows loaded.
+    pub rows: u64,
+    /// How long it took.
+    pub duration_ms: u64,
+    /// One sentence.
+    pub message: String,
+}
+
+/// The name of the schema a restore builds beside the tenant's, and of the old one
+/// while it is swapped out: at most 63 bytes.
+fn beside(schema: &str, suffix: &str) -> String {
+    let keep = 63 - suffix.len();
+    let mut cut = schema.len().min(keep);
+    while !schema.is_char_boundary(cut) {
+        cut -= 1;
+    }
+    format!("{}{suffix}", &schema[..cut])
+}
+
+/// Replaces `tenant`'s schema and data with the archive's. The new schema is built and
+/// loaded beside the old one, then the two are swapped and the old one dropped in one
+/// transaction under the tenant's lock: until that commit, the tenant is as it was.
+pub async fn restore(
+    cx: &Context<'_>,
+    client: &Client,
+    tenant: &Tenant,
+    input: ArchiveInput,
+    set: &MigrationSet,
+) -> Result<Restored, Error> {
+    let started = std::time::Instant::now();
+    let started_at = OffsetDateTime::now_utc();
+    let file = input.label();
+    let mut source = input.open().await?;
+    check_migrations(&source.manifest, set, source.label())?;
+    let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    let schema = tenant.schema_name.clone();
+    let fresh = beside(&schema, "_restoring");
+    let old = beside(&schema, "_replaced");
+    let (pool, mut main) = tenants::locked(cx, tenant).await?;
+    // Whether this restore made the schema beside the tenant's (and must remove it if
+    // it does not finish).
+    let made = std::sync::atomic::AtomicBool::new(false);
+    let result = async {
+        let before = main.observe().await?;
+        let mut on_server = cx.servers.target(&tenant.server)?.connect().await?;
+        let boundary = crate::dependents::inspect(&mut on_server, &schema).await?;
+        if !boundary.outside.is_empty() {
+            return Err(Error::refused(crate::plan::drop_blocked(
+                &schema,
+                &boundary.outside,
+                &tenant.domain,
+            )));
+        }
+        for name in [&fresh, &old] {
+            if crate::dependents::contents(&on_server, name).await?.exists {
+                return Err(Error::failed(format!(
+                    "schema {} already exists (left by an interrupted restore?); drop it, then restore again; nothing was changed",
+                    quote(name)
+                )));
+            }
+        }
+        let target = cx.servers.target(&tenant.server)?.clone();
+        let side_pool = Pool::single(target);
+        let report = |_: Option<&crate::runner::LockHolder>| {};
+        let wait = LockWait {
+            interrupt: cx.interrupt,
+            report: &report,
+        };
+        let mut side = Session::open(&side_pool, cx.settings, &fresh, &wait)
+            .await
+            .map_err(Error::from)?;
+        made.store(true, std::sync::atomic::Ordering::SeqCst);
+        let loaded = async {
+            build(&mut side, &fresh, &source, set).await?;
+            load::load(side.client(), &fresh, &mut source).await
+        }
+        .await;
+        side.close(&side_pool).await;
+        let loaded = loaded?;
+        main.swap_in(&fresh, &old, &tenant.domain).await?;
+        let state = main.observe().await?;
+        let run_id = scheduler::new_run_id()?;
+        let host = scheduler::client_host();
+        let event = Event {
+            run_id: &run_id,
+            action: "restore",
+            from_revision: before.current(),
+            started_at,
+            client_host: &host,
+        };
+        let recorded = registry::record_with(
+            registry.client(),
+            registry.tables(),
+            tenant.id,
+            &Observed::of(&state),
+            Outcome::Succeeded,
+            Some(&event),
+        )
+        .await?;
+        Ok((recorded, before.current(), loaded))
+    }
+    .await;
+    if result.is_err() && made.load(std::sync::atomic::Ordering::SeqCst) {
+        let _ = main
+            .client()
+            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&fresh)))
+            .await;
+    }
+    main.close(&pool).await;
+    let (recorded, from, loaded) = result?;
+    let m = &source.manifest;
+    let message = format!(
+        "tenant {} restored from {}'s archive: schema {} rebuilt at revision {} with {} rows in {} tables",
+        recorded.domain,
+        m.source.domain,
+        quote(&schema),
+        crate::output::revision(m.revision),
+        loaded.rows,
+        loaded.tables
+    );
+    Ok(Restored {
+        to_revision: recorded.current_revision,
+        tenant: recorded,
+        file,
+        source: m.source.clone(),
+        from_revision: from,
+        tables: loaded.tables,
+        rows: loaded.rows,
+        duration_ms: started.elapsed().as_millis() as u64,
+        message,
+    })
+}
+
+/// What an import (or a clone) would do, checked without changing anything.
+#[derive(Debug, Serialize)]
+pub struct ImportPlan {
+    /// Always true.
+    pub dry_run: bool,
+    /// The new tenant's domain.
+    pub domain: String,
+    /// Its schema.
+    pub schema_name: String,
+    /// Its server.
+    pub server: String,
+    /// The tenant the data comes from.
+    pub source: crate::archive::Source,
+    /// The revision its schema would be built to.
+    pub revision: Option<i32>,
+    /// Tables that would be loaded.
+    pub tables: usize,
+    /// Rows that would be loaded.
+    pub rows: u64,
+    /// One sentence.
+    pub message: String,
+}
+
+/// Checks a registration from `manifest`'s data as [`import`] would, changing nothing:
+/// the names, the domain and schema free, the migrations present.
+pub async fn plan_import(
+    cx: &Context<'_>,
+    client: &Client,
+    req: &NewTenantRequest,
+    manifest: &Manifest,
+    set: &MigrationSet,
+    label: &str,
+) -> Result<ImportPlan, Error> {
+    let schema = tenants::validate(req, cx.settings)?;
+    check_migrations(manifest, set, label)?;
+    let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    if registry.domain_taken(&req.domain).await? {
+        return Err(Error::conflict(registry::domain_exists(&req.domain)));
+    }
+    if let Some(owner) = registry.schema_owner(&schema).await? {
+        return Err(Error::usage(format!(
+            "schema {} already belongs to tenant {owner}; pass --schema to choose another",
+            quote(&schema)
+        )));
+    }
+    let server = match &req.server {
+        Some(name) => {
+            cx.servers.get(name)?;
+            name.clone()
+        }
+        None => cx
+            .servers
+            .place(&registry.count_by_server().await?)?
+            .to_string(),
+    };
+    let on_server = cx.servers.target(&server)?.connect().await?;
+    if crate::dependents::contents(&on_server, &schema)
+        .await?
+        .non_empty()
+    {
+        return Err(Error::usage(format!(
+            "schema {} already exists on server {server} and holds objects; pass --schema to choose another",
+            quote(&schema)
+        )));
+    }
+    let message = format!(
+        "would register tenant {} on server {server} and build schema {} to revision {} with {} rows in {} tables from {}'s data; nothing was changed",
+        req.domain,
+        quote(&schema),
+        crate::output::revision(manifest.revision),
+        manifest.rows(),
+        manifest.tables.len(),
+        manifest.source.domain
+    );
+    Ok(ImportPlan {
+        dry_run: true,
+        domain: req.domain.clone(),
+        schema_name: schema,
+        server,
+        source: manifest.source.clone(),
+        revision: manifest.revision,
+        tables: manifest.tables.len(),
+        rows: manifest.rows(),
+        message,
+    })
+}
+
+/// The manifest `tenant` would export now, read under its lock without writing any rows
+/// (for dry runs of clones).
+pub async fn peek(cx: &Context<'_>, tenant: &Tenant) -> Result<Manifest, Error> {
+    let (w, r) = stream::pipe();
+    let label = format!("of tenant {}", tenant.domain);
+    let reading = async move {
+        let source = Source::open(Box::new(r), &label).await?;
+        Ok::<_, Error>(source.manifest)
+    };
+    let (_, manifest) = tokio::join!(export(cx, tenant, Box::new(w), "a dry run"), reading);
+    manifest
+}
