@@ -935,19 +935,24 @@ mod tests {
         let text = "[database]\nurl = \"postgres://h/db\"\nsslmode = \"require\"\nsslrootcert = \"ca.pem\"\nconnect_timeout = \"3s\"\n\
                     [registry]\nschema = \"reg\"\n[migrations]\ndir = \"m\"\ntable = \"hist\"\n\
                     [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
+                    [tenants.templates]\nchurch = \"template-church\"\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 15);
+        assert_eq!(keys.len(), 16);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }
         let value = |key: &str| shown.iter().find(|e| e.key == key).unwrap().value.clone();
         assert_eq!(value("migrations.table"), "hist");
         assert_eq!(value("run.lock_retries"), "5");
+        assert_eq!(
+            s.templates.get("church").map(String::as_str),
+            Some("template-church")
+        );
         assert_eq!(value("run.lock_wait"), "5s");
         assert_eq!(value("tenants.extra_search_path"), "[\"ext\"]");
     }
