@@ -79,6 +79,7 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
         Command::Events(a) => commands::events::run(&ctx, a).await,
         Command::Downgrade(a) => commands::downgrade::run(&ctx, a).await,
         Command::Stamp(a) => commands::stamp::run(&ctx, a).await,
+        Command::Backup(a) => commands::backup::run(&ctx, a).await,
         Command::Revision(a) => commands::revision::run(&ctx, a).await,
         Command::Check(a) => commands::check::run(&ctx, a).await,
         Command::Config(c) => commands::config::run(&ctx, c).await,

@@ -47,6 +47,12 @@ pub trait Operation: Sync {
     /// The name recorded in the run ledger and shown in progress.
     fn name(&self) -> &'static str;
 
+    /// Whether the tenant's status is left as it is whatever the outcome (a backup reads
+    /// the tenant and changes nothing in it); the ledger still records the outcome.
+    fn keeps_status(&self) -> bool {
+        false
+    }
+
     /// Works on the tenant in `session` (connected, the tenant's lock held, `search_path`
     /// pinned) and fills in `result`: its status, revisions, applied versions, error and
     /// [`Cause`]. What is recorded follows from the result: a failure is written
@@ -278,7 +284,15 @@ impl<O: Operation> Work for OnTenant<'_, O> {
         }
         // A tenant whose session never opened was not touched: record nothing.
         if r.session_opened && r.tenant.is_none() && r.status != ResultStatus::Skipped {
-            r.tenant = record_fallback(env, env.registry, tenant, &r, self.op.name()).await;
+            r.tenant = record_fallback(
+                env,
+                env.registry,
+                tenant,
+                &r,
+                self.op.name(),
+                self.op.keeps_status(),
+            )
+            .await;
             // The work was done and is now recorded: connection trouble after it does not
             // make it a failure.
             if let (Some(row), Cause::Unrecorded(status)) = (&r.tenant, r.cause) {
@@ -370,7 +384,15 @@ pub async fn run_one(
     // An abort cancelled what ran: the process is ending, and the abort says that
     // tenants in flight are not recorded (a rerun finishes them).
     if !env.interrupt.aborting() {
-        record(&session, env, tenant, &mut result, &event).await;
+        record(
+            &session,
+            env,
+            tenant,
+            &mut result,
+            &event,
+            op.keeps_status(),
+        )
+        .await;
     }
     session.close(pool).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
@@ -400,7 +422,13 @@ fn not_opened(result: &mut TenantResult, e: OpenError) {
 
 /// What the registry is told of a result: a failure is `failed`, a success `active`, a
 /// skip or a refusal changes nothing.
-fn outcome(r: &TenantResult) -> Outcome<'_> {
+fn outcome(r: &TenantResult, keeps_status: bool) -> Outcome<'_> {
+    if keeps_status {
+        return match (r.status, r.error.as_deref()) {
+            (ResultStatus::Failed, e) => Outcome::Noted(e.unwrap_or("unknown error")),
+            _ => Outcome::Unchanged,
+        };
+    }
     match (r.status, r.error.as_deref()) {
         _ if r.cause == Cause::Refused => Outcome::Unchanged,
         (ResultStatus::Skipped, _) => Outcome::Unchanged,
@@ -419,10 +447,11 @@ async fn record(
     tenant: &Tenant,
     result: &mut TenantResult,
     event: &Event<'_>,
+    keeps_status: bool,
 ) {
     let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed)
         && result.cause != Cause::Refused;
-    let outcome = outcome(result);
+    let outcome = outcome(result, keeps_status);
     let event = log.then_some(event);
     let recorded = if crate::servers::is_default(&tenant.server) {
         session.record(env.tables, tenant.id, outcome, event).await
@@ -475,11 +504,13 @@ async fn record_fallback(
     tenant: &Tenant,
     r: &TenantResult,
     action: &str,
+    keeps_status: bool,
 ) -> Option<Tenant> {
     let outcome = match r.cause {
         Cause::Unrecorded(ResultStatus::Skipped) => Outcome::Unchanged,
+        Cause::Unrecorded(_) if keeps_status => Outcome::Unchanged,
         Cause::Unrecorded(_) => Outcome::Succeeded,
-        _ => outcome(r),
+        _ => outcome(r, keeps_status),
     };
     let event = Event {
         run_id: env.run_id,

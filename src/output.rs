@@ -208,11 +208,17 @@ impl Output {
         if self.is_json() {
             return self.json(report);
         }
-        let mut t = self.table(&[
+        // A backup's results name the archive each one wrote.
+        let files = report.results.iter().any(|r| r.file.is_some());
+        let mut header = vec![
             "tenant", "schema", "status", "from", "to", "applied", "ms", "error",
-        ]);
+        ];
+        if files {
+            header.push("file");
+        }
+        let mut t = self.table(&header);
         for r in &report.results {
-            t.add_row(vec![
+            let mut row = vec![
                 r.domain.clone(),
                 r.schema_name.clone(),
                 status_word(r.status).to_string(),
@@ -225,7 +231,11 @@ impl Output {
                     .join(","),
                 r.duration_ms.to_string(),
                 r.error.clone().unwrap_or_default(),
-            ]);
+            ];
+            if files {
+                row.push(r.file.clone().unwrap_or_default());
+            }
+            t.add_row(row);
         }
         if !report.results.is_empty() {
             self.print(&t.to_string());
@@ -391,6 +401,9 @@ pub fn progress_line(verb: &str, r: &TenantResult) -> String {
         ));
     }
     line.push_str(&format!(", {} ms)", r.duration_ms));
+    if let Some(f) = &r.file {
+        line.push_str(&format!(" -> {f}"));
+    }
     if let Some(e) = &r.error {
         line.push_str(&format!(": {e}"));
     }
@@ -504,6 +517,7 @@ mod tests {
             applied: vec![3],
             error: Some("boom".into()),
             duration_ms: 12,
+            file: None,
             schema_created: false,
             tenant: None,
             session_opened: true,

@@ -838,6 +838,9 @@ pub enum Outcome<'e> {
     Failed(&'e str),
     /// Nothing was attempted: status and error stay as they are.
     Unchanged,
+    /// An operation that does not change the tenant (a backup) failed: status and error
+    /// stay as they are, the ledger entry says it failed with this error.
+    Noted(&'e str),
 }
 
 /// A ledger entry to write with a registry update.
@@ -881,6 +884,7 @@ pub async fn record_with(
         Outcome::Succeeded => (Some("active"), None),
         Outcome::Failed(e) => (Some("failed"), Some(e)),
         Outcome::Unchanged => (None, None),
+        Outcome::Noted(e) => (None, Some(e)),
     };
     // $7: whether the history was readable; when it was not, the cached revision stays.
     let update = format!(
@@ -904,7 +908,7 @@ pub async fn record_with(
         (&error, Type::TEXT),
         (&observed.history_readable, Type::BOOL),
     ];
-    let event_status = if matches!(outcome, Outcome::Failed(_)) {
+    let event_status = if matches!(outcome, Outcome::Failed(_) | Outcome::Noted(_)) {
         "failed"
     } else {
         "ok"

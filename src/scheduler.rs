@@ -78,6 +78,9 @@ pub struct TenantResult {
     pub error: Option<String>,
     /// Wall time for this tenant.
     pub duration_ms: u64,
+    /// The archive a backup wrote.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub file: Option<String>,
     /// Whether this run created the schema.
     #[serde(skip)]
     pub schema_created: bool,
@@ -105,6 +108,7 @@ impl TenantResult {
             applied: Vec::new(),
             error: None,
             duration_ms: 0,
+            file: None,
             schema_created: false,
             tenant: None,
             session_opened: false,
@@ -241,7 +245,7 @@ pub enum RunEvent {
         notice: Notice,
     },
     /// A tenant is finished (or was not started).
-    Finished(TenantResult),
+    Finished(Box<TenantResult>),
     /// The run is over.
     Ended,
 }
@@ -349,7 +353,7 @@ pub async fn schedule(
         if let Some(why) = &stopped {
             for (i, t) in batch_tenants {
                 let r = TenantResult::not_started(&t, why);
-                events.send(RunEvent::Finished(r.line()));
+                events.send(RunEvent::Finished(Box::new(r.line())));
                 results[i] = Some(r);
             }
             continue;
@@ -426,7 +430,7 @@ impl<W: Work> Batch<'_, W> {
                 limit_reason(self.opts.max_failures)
             };
             let r = TenantResult::not_started(&tenant, &why);
-            self.events.send(RunEvent::Finished(r.line()));
+            self.events.send(RunEvent::Finished(Box::new(r.line())));
             return (i, r);
         }
         self.events.send(RunEvent::Started {
@@ -436,7 +440,7 @@ impl<W: Work> Batch<'_, W> {
         if r.status == ResultStatus::Failed {
             self.failures.fetch_add(1, Ordering::SeqCst);
         }
-        self.events.send(RunEvent::Finished(r.line()));
+        self.events.send(RunEvent::Finished(Box::new(r.line())));
         (i, r)
     }
 }

@@ -1,5 +1,5 @@
 //! Arguments of the commands that change tenants in bulk: `provision`, `upgrade`,
-//! `downgrade` and `stamp`.
+//! `downgrade`, `stamp` and `backup`.
 //!
 //! Each flattens [`Fleet`] (which tenants, and how a bulk run goes) and reaches its fields
 //! through `Deref`, so `args.selection` and `args.bulk` read as before.
@@ -66,6 +66,23 @@ pub type DowngradeArgs = TargetedArgs;
 /// Arguments of `stamp`.
 pub type StampArgs = TargetedArgs;
 
+/// Arguments of `backup`.
+#[derive(Debug, clap::Args)]
+pub struct BackupArgs {
+    #[command(flatten)]
+    pub fleet: Fleet,
+
+    /// The directory the archives go to, one subdirectory per tenant:
+    /// DIR/DOMAIN/DOMAIN-YYYYMMDDTHHMMSSZ.tenant.
+    #[arg(long, value_name = "DIR")]
+    pub out: std::path::PathBuf,
+
+    /// Keep only the newest N backups of each tenant backed up (older ones are removed
+    /// after the new one is complete).
+    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    pub keep: Option<u32>,
+}
+
 /// Lets each command's arguments read the shared [`Fleet`] fields directly.
 macro_rules! deref_to_fleet {
     ($($args:ty),*) => {$(
@@ -78,4 +95,4 @@ macro_rules! deref_to_fleet {
     )*};
 }
 
-deref_to_fleet!(ProvisionArgs, UpgradeArgs, TargetedArgs);
+deref_to_fleet!(ProvisionArgs, UpgradeArgs, TargetedArgs, BackupArgs);

@@ -18,7 +18,7 @@ use std::path::PathBuf;
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::Format;
-pub use changes::{DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
+pub use changes::{BackupArgs, DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
 pub use project::{CompletionsArgs, ConfigCommand, InitArgs, RevisionArgs};
 pub use reports::{CheckArgs, CurrentArgs, EventsArgs, HistoryArgs, StatusArgs};
 pub use selection::{BulkOpts, Fleet, Selection};
@@ -160,6 +160,10 @@ pub enum Command {
         "Revision to go down to: a version number, or base (nothing applied)"
     )))]
     Downgrade(DowngradeArgs),
+    /// Write one archive per selected tenant into --out DIR (each under a temporary name,
+    /// renamed when complete); --keep N keeps the newest N per tenant. A backup changes
+    /// no tenant's status; the ledger records it. Exit 4 when some tenants failed.
+    Backup(BackupArgs),
     /// Record migrations up to TARGET as applied without running them (adopting schemas
     /// built by hand or by another tool); `stamp base` clears the history.
     #[command(
@@ -196,6 +200,7 @@ impl Command {
             Command::Provision(a) => a.bulk.concurrency,
             Command::Downgrade(a) => a.bulk.concurrency,
             Command::Stamp(a) => a.bulk.concurrency,
+            Command::Backup(a) => a.bulk.concurrency,
             _ => None,
         }
     }

@@ -5,8 +5,10 @@
 //!
 //! Every workflow returns what happened as data; the command line prints it.
 
+pub mod backup;
 pub mod catalog;
 pub mod export;
+pub mod files;
 pub mod load;
 pub mod stream;
 
@@ -139,15 +141,16 @@ pub async fn export(
     label: &str,
 ) -> Result<Manifest, Error> {
     let (pool, session) = tenants::locked(cx, tenant).await?;
-    let result = export_in(&session, tenant, cx, out, label).await;
+    let result = export_in(&session, tenant, cx.settings, out, label).await;
     session.close(&pool).await;
     result
 }
 
-async fn export_in(
+/// [`export`] on a session that already holds the tenant's lock.
+pub async fn export_in(
     session: &Session<'_>,
     tenant: &Tenant,
-    cx: &Context<'_>,
+    settings: &crate::config::Settings,
     out: Box<dyn std::io::Write + Send>,
     label: &str,
 ) -> Result<Manifest, Error> {
@@ -156,7 +159,7 @@ async fn export_in(
     let catalog = export::begin(
         client,
         &tenant.schema_name,
-        &cx.settings.history_table,
+        &settings.history_table,
         export::Snapshot::Read,
     )
     .await?;

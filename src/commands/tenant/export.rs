@@ -1,7 +1,6 @@
 //! `tenantctl tenant export`: write a tenant's data to an archive file or to stdout.
 
 use std::io::IsTerminal;
-use std::path::Path;
 
 use crate::data::{self, ExportReport};
 use crate::error::{Error, Result};
@@ -31,7 +30,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let partial = if to_stdout {
         None
     } else {
-        Some(prepare(&args.file, args.force)?)
+        Some(data::files::prepare(&args.file, args.force)?)
     };
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
@@ -51,7 +50,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     drop(events);
     reporting.finish().await;
     let bytes = match (&partial, &exported) {
-        (Some(p), Ok(_)) => Some(finish(p, &args.file)?),
+        (Some(p), Ok(_)) => Some(data::files::finish(p, &args.file)?),
         (Some(p), Err(_)) => {
             let _ = std::fs::remove_file(p);
             None
@@ -87,57 +86,4 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ctx.out.print(&report.message);
     }
     Ok(Exit::Ok)
-}
-
-/// The temporary name an archive is written under beside `file`; refuses an existing
-/// `file` without `force`, and a directory that does not exist.
-pub fn prepare(file: &Path, force: bool) -> Result<std::path::PathBuf, Error> {
-    if file.is_dir() {
-        return Err(Error::usage(format!(
-            "{} is a directory; name the archive file",
-            file.display()
-        )));
-    }
-    if file.exists() && !force {
-        return Err(Error::usage(format!(
-            "{} already exists; pass --force to replace it",
-            file.display()
-        )));
-    }
-    let name = file
-        .file_name()
-        .ok_or_else(|| Error::usage(format!("{} does not name a file", file.display())))?;
-    let dir = match file.parent() {
-        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
-        _ => std::path::PathBuf::from("."),
-    };
-    if !dir.is_dir() {
-        return Err(Error::usage(format!(
-            "cannot write {}: directory {} does not exist",
-            file.display(),
-            dir.display()
-        )));
-    }
-    let mut partial = std::ffi::OsString::from(".");
-    partial.push(name);
-    partial.push(format!(".{}.partial", std::process::id()));
-    Ok(dir.join(partial))
-}
-
-/// Makes a complete archive durable under its final name; returns its size.
-pub fn finish(partial: &Path, file: &Path) -> Result<u64, Error> {
-    let fail = |e: std::io::Error| Error::failed(format!("writing {}: {e}", file.display()));
-    let f = std::fs::OpenOptions::new()
-        .read(true)
-        .open(partial)
-        .map_err(fail)?;
-    f.sync_all().map_err(fail)?;
-    let size = f.metadata().map_err(fail)?.len();
-    std::fs::rename(partial, file).map_err(fail)?;
-    if let Some(dir) = file.parent().filter(|d| !d.as_os_str().is_empty()) {
-        if let Ok(d) = std::fs::File::open(dir) {
-            let _ = d.sync_all();
-        }
-    }
-    Ok(size)
 }

@@ -1,0 +1,89 @@
+//! `backup` as a bulk operation: each selected tenant's archive written, in its locked
+//! session, to `DIR/DOMAIN/DOMAIN-STAMP.tenant` under a temporary name and renamed when
+//! complete, then the tenant's older backups beyond `keep` removed. A backup never
+//! changes a tenant's status; the ledger records each one.
+
+use std::path::PathBuf;
+
+use crate::operation::{Operation, Unprovisioned};
+use crate::registry::Tenant;
+use crate::runner::Session;
+use crate::scheduler::{ResultStatus, TenantResult};
+
+/// The backup operation.
+pub struct Backup {
+    /// Where the archives go.
+    pub dir: PathBuf,
+    /// How many of each tenant's backups to keep (`None`: all).
+    pub keep: Option<usize>,
+    /// What to do with tenants without a schema.
+    pub unprovisioned: Unprovisioned,
+}
+
+impl Operation for Backup {
+    fn name(&self) -> &'static str {
+        "backup"
+    }
+
+    fn keeps_status(&self) -> bool {
+        true
+    }
+
+    async fn apply(&self, session: &mut Session<'_>, tenant: &Tenant, r: &mut TenantResult) {
+        let fail = |r: &mut TenantResult, message: String| {
+            r.status = ResultStatus::Failed;
+            r.error = Some(message);
+        };
+        let state = match session.state().await {
+            Ok(s) => s,
+            Err(e) => return fail(r, e.to_string()),
+        };
+        r.from_revision = state.current();
+        r.to_revision = state.current();
+        if !state.schema_exists {
+            let message = format!(
+                "schema {} does not exist; there is nothing to back up",
+                crate::ident::quote(&tenant.schema_name)
+            );
+            if self.unprovisioned == Unprovisioned::Skip {
+                r.status = ResultStatus::Skipped;
+                r.error = Some(message);
+            } else {
+                fail(r, message);
+            }
+            return;
+        }
+        let dir = self.dir.join(&tenant.domain);
+        if let Err(e) = std::fs::create_dir_all(&dir) {
+            return fail(r, format!("creating {}: {e}", dir.display()));
+        }
+        let path = super::files::backup_path(&dir, &tenant.domain, time::OffsetDateTime::now_utc());
+        let partial = match super::files::prepare(&path, false) {
+            Ok(p) => p,
+            Err(e) => return fail(r, e.to_string()),
+        };
+        let file = match std::fs::File::create(&partial) {
+            Ok(f) => f,
+            Err(e) => return fail(r, format!("creating {}: {e}", partial.display())),
+        };
+        let label = path.display().to_string();
+        let settings = session.settings().clone();
+        let written = super::export_in(session, tenant, &settings, Box::new(file), &label).await;
+        if let Err(e) = written {
+            let _ = std::fs::remove_file(&partial);
+            return fail(r, e.to_string());
+        }
+        if let Err(e) = super::files::finish(&partial, &path) {
+            let _ = std::fs::remove_file(&partial);
+            return fail(r, e.to_string());
+        }
+        r.file = Some(label);
+        r.status = ResultStatus::Ok;
+        if let Some(keep) = self.keep {
+            if let Err(e) = super::files::rotate(&dir, &tenant.domain, keep) {
+                // The new backup is complete; only removing old ones failed.
+                r.error = Some(format!("backup written, but {e}"));
+            }
+        }
+    }
+}
