@@ -486,7 +486,8 @@ impl<R: Read> Reader<R> {
     }
 }
 
-fn empty_manifest() -> Manifest {
+/// A manifest with nothing in it (filled in by the caller).
+pub fn empty_manifest() -> Manifest {
     Manifest {
         format: FORMAT,
         written_by: String::new(),

@@ -34,6 +34,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V3__tenant_server",
         include_str!("registry_migrations/V3__tenant_server.sql"),
     ),
+    (
+        "V4__tenant_moves",
+        include_str!("registry_migrations/V4__tenant_moves.sql"),
+    ),
 ];
 
 /// The registry version this binary needs.
@@ -203,6 +207,17 @@ const NEEDED: &[(&str, &[(&str, &str)])] = &[
             ("db_user", "text"),
             ("client_host", "text"),
             ("client_addr", "text"),
+        ],
+    ),
+    (
+        "tenant_moves",
+        &[
+            ("tenant_id", "bigint"),
+            ("from_server", "text"),
+            ("to_server", "text"),
+            ("schema_name", "text"),
+            ("keep_source", "boolean"),
+            ("phase", "text"),
         ],
     ),
     (HISTORY_TABLE, &[("version", "integer")]),
@@ -957,6 +972,8 @@ pub struct Tables {
     pub tenants: String,
     /// `"schema"."tenant_events"`, the run ledger.
     pub events: String,
+    /// `"schema"."tenant_moves"`, moves between servers in progress.
+    pub moves: String,
 }
 
 impl Tables {
@@ -965,7 +982,132 @@ impl Tables {
         Tables {
             tenants: qualified(schema, "tenants"),
             events: qualified(schema, "tenant_events"),
+            moves: qualified(schema, "tenant_moves"),
         }
+    }
+}
+
+/// A move of a tenant between servers that has started and not finished.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct MoveJournal {
+    /// The server it was on.
+    pub from_server: String,
+    /// The server it is going to.
+    pub to_server: String,
+    /// Its schema (the same name on both).
+    pub schema_name: String,
+    /// Whether the old copy is kept (renamed) rather than dropped.
+    pub keep_source: bool,
+    /// `copying` (the registry still names `from_server`) or `switched` (it names
+    /// `to_server`; the old copy may still need fencing).
+    pub phase: String,
+}
+
+impl Registry<'_> {
+    /// The unfinished move of tenant `id`, if there is one.
+    pub async fn move_journal(&self, id: i64) -> Result<Option<MoveJournal>, Error> {
+        let row = self
+            .client
+            .query_opt(
+                &format!(
+                    "SELECT from_server, to_server, schema_name, keep_source, phase FROM {} WHERE tenant_id = $1",
+                    self.tables.moves
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(query_error("reading the tenant's unfinished move"))?;
+        Ok(row.map(|r| MoveJournal {
+            from_server: r.get(0),
+            to_server: r.get(1),
+            schema_name: r.get(2),
+            keep_source: r.get(3),
+            phase: r.get(4),
+        }))
+    }
+
+    /// Records that a move of tenant `id` starts (phase `copying`).
+    pub async fn begin_move(&self, id: i64, journal: &MoveJournal) -> Result<(), Error> {
+        self.client
+            .execute(
+                &format!(
+                    "INSERT INTO {} (tenant_id, from_server, to_server, schema_name, keep_source, phase) \
+                     VALUES ($1, $2, $3, $4, $5, 'copying')",
+                    self.tables.moves
+                ),
+                &[
+                    &id,
+                    &journal.from_server,
+                    &journal.to_server,
+                    &journal.schema_name,
+                    &journal.keep_source,
+                ],
+            )
+            .await
+            .map_err(query_error("recording the move's start"))?;
+        Ok(())
+    }
+
+    /// Points tenant `id` at `to_server` and marks its move `switched`, with a ledger
+    /// entry, in one transaction; refused when the tenant is no longer on the journal's
+    /// `from_server` or its move is not `copying`.
+    pub async fn switch_server(
+        &self,
+        id: i64,
+        journal: &MoveJournal,
+        event: &Event<'_>,
+    ) -> Result<Tenant, Error> {
+        let t = &self.tables;
+        let insert = insert_event_sql(
+            &t.events,
+            "SELECT $4::text::uuid, u.id, u.domain, u.schema_name, $5, u.current_revision, u.current_revision, 'ok', NULL, $6, $7 FROM u",
+        );
+        let sql = format!(
+            "WITH u AS (UPDATE {tenants} SET server = $3, updated_at = now() \
+                        WHERE id = $1 AND server = $2 AND EXISTS \
+                        (SELECT 1 FROM {moves} WHERE tenant_id = $1 AND phase = 'copying') \
+                        RETURNING {COLUMNS}), \
+                  m AS (UPDATE {moves} SET phase = 'switched', updated_at = now() \
+                        WHERE tenant_id = (SELECT id FROM u)), \
+                  e AS ({insert}) \
+             SELECT {COLUMNS} FROM u",
+            moves = t.moves,
+            tenants = t.tenants,
+        );
+        let row = self
+            .client
+            .query_opt(
+                &sql,
+                &[
+                    &id,
+                    &journal.from_server,
+                    &journal.to_server,
+                    &event.run_id,
+                    &event.action,
+                    &event.started_at,
+                    &event.client_host,
+                ],
+            )
+            .await
+            .map_err(query_error("pointing the tenant at its new server"))?;
+        row.map(|r| Tenant::from_row(&r)).ok_or_else(|| {
+            Error::failed(format!(
+                "tenant id {id} is no longer on server {} with a move in progress (another command changed it); nothing was switched",
+                journal.from_server
+            ))
+        })
+    }
+
+    /// Forgets tenant `id`'s move (finished or undone).
+    pub async fn end_move(&self, id: i64) -> Result<(), Error> {
+        self.client
+            .execute(
+                &format!("DELETE FROM {} WHERE tenant_id = $1", self.tables.moves),
+                &[&id],
+            )
+            .await
+            .map_err(query_error("closing the move's record"))?;
+        Ok(())
     }
 }
 

@@ -21,10 +21,9 @@ pub enum TenantCommand {
     /// Remove a tenant from the registry and drop its schema (unless --keep-schema).
     /// Asks first; without a terminal, refuses (exit 2) unless --yes is given.
     Drop(DropArgs),
-    /// Move a tenant's distributed schema to another worker of its Citus cluster
-    /// (citus_schema_move, writes blocked while its shards are copied), under the tenant's
-    /// lock. Exit 1, nothing changed, when the server is not a Citus coordinator or the
-    /// schema is not distributed.
+    /// Move a tenant to another server (--to: its data copied under a write fence, the
+    /// registry switched, the old copy fenced), or its distributed schema to another
+    /// worker of its Citus cluster (--node: citus_schema_move), under the tenant's lock.
     Move(MoveArgs),
     /// Write the tenant's data to an archive (one compressed, checksummed file: its
     /// revision and every table's rows), from one snapshot under its lock.
@@ -245,13 +244,35 @@ pub struct DropArgs {
 
 /// Arguments of `tenant move`.
 #[derive(Debug, clap::Args)]
+#[command(group(clap::ArgGroup::new("destination").required(true).args(["node", "to"])))]
 pub struct MoveArgs {
     /// The tenant: domain, id or schema name.
     #[arg(value_name = "TENANT")]
     pub tenant: String,
 
-    /// The worker to move the schema to, as HOST:PORT exactly as the coordinator's
-    /// pg_dist_node names it (see `tenant show`'s placement).
-    #[arg(long, value_name = "HOST:PORT", required = true)]
-    pub node: NodeAddr,
+    /// Within a Citus cluster: the worker to move the schema to, as HOST:PORT exactly as
+    /// the coordinator's pg_dist_node names it (see `tenant show`'s placement).
+    #[arg(long, value_name = "HOST:PORT")]
+    pub node: Option<NodeAddr>,
+
+    /// The server to move the tenant to (a [servers.NAME] in the config, or default):
+    /// its data is copied under a write fence, the registry switched, and the old copy
+    /// dropped (or renamed with --keep-source). A rerun after a kill finishes or undoes
+    /// an interrupted move.
+    #[arg(long, value_name = "SERVER")]
+    pub to: Option<String>,
+
+    /// With --to: keep the old copy, renamed to SCHEMA_moved_UNIXTIME, instead of
+    /// dropping it.
+    #[arg(long, requires = "to")]
+    pub keep_source: bool,
+
+    /// With --to: confirm dropping the old copy without asking (needed without a
+    /// terminal unless --keep-source).
+    #[arg(long, requires = "to")]
+    pub yes: bool,
+
+    /// With --to: check the move and say what it would do; change nothing.
+    #[arg(long, requires = "to")]
+    pub dry_run: bool,
 }

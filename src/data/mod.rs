@@ -10,6 +10,7 @@ pub mod catalog;
 pub mod export;
 pub mod files;
 pub mod load;
+pub mod moving;
 pub mod stream;
 
 use std::io::Read;
@@ -170,7 +171,7 @@ pub async fn export_in(
 
 /// The tenant's history as its locked session reads it; an error when the schema is
 /// missing or its history unreadable.
-async fn readable_history(
+pub(crate) async fn readable_history(
     session: &Session<'_>,
     tenant: &Tenant,
 ) -> Result<Vec<crate::migrations::AppliedRow>, Error> {
@@ -339,14 +340,33 @@ async fn fill(
 
 /// Builds the session's (empty or missing) schema by the migrations up to the archive's
 /// revision and checks it holds the archive's tables; whether any migration ran.
-async fn build(
+pub(crate) async fn build(
     session: &mut Session<'_>,
     schema: &str,
     source: &Source,
     set: &MigrationSet,
 ) -> Result<bool, Error> {
+    let applied = build_to(session, schema, source.manifest.revision, set).await?;
+    load::check_built(
+        session.client(),
+        schema,
+        &session.settings().history_table,
+        &source.manifest,
+    )
+    .await?;
+    Ok(applied)
+}
+
+/// Builds the session's (empty or missing) schema by the migrations up to `revision`;
+/// whether any migration ran.
+pub(crate) async fn build_to(
+    session: &mut Session<'_>,
+    schema: &str,
+    revision: Option<i32>,
+    set: &MigrationSet,
+) -> Result<bool, Error> {
     let state = session.observe().await?;
-    let change = match source.manifest.revision {
+    let change = match revision {
         Some(target) => SchemaChange::Upgrade {
             target,
             provision: true,
@@ -367,13 +387,6 @@ async fn build(
             format!("interrupted while building schema {}", quote(schema)),
         ),
     })?;
-    load::check_built(
-        session.client(),
-        schema,
-        &session.settings().history_table,
-        &source.manifest,
-    )
-    .await?;
     Ok(!executed.versions.is_empty())
 }
 
@@ -430,7 +443,7 @@ pub struct Restored {
 
 /// The name of the schema a restore builds beside the tenant's, and of the old one
 /// while it is swapped out: at most 63 bytes.
-fn beside(schema: &str, suffix: &str) -> String {
+pub(crate) fn beside(schema: &str, suffix: &str) -> String {
     let keep = 63 - suffix.len();
     let mut cut = schema.len().min(keep);
     while !schema.is_char_boundary(cut) {

@@ -7,6 +7,7 @@ pub mod export;
 pub mod import;
 pub mod list;
 pub mod move_node;
+pub mod move_server;
 pub mod restore;
 pub mod rotate_key;
 pub mod show;

@@ -1,5 +1,6 @@
-//! `tenantctl tenant move --node HOST:PORT`: move a tenant's distributed schema to another
-//! worker of its Citus cluster (see [`crate::citus::move_schema`]).
+//! `tenantctl tenant move`: with `--node HOST:PORT`, move a tenant's distributed schema to
+//! another worker of its Citus cluster (see [`crate::citus::move_schema`]); with `--to`,
+//! see [`super::move_server`].
 
 use crate::citus;
 use crate::error::Result;
@@ -16,9 +17,12 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenant = registry.find(&args.tenant).await?;
+    let Some(node) = &args.node else {
+        return super::move_server::run(ctx, args, &registry, &tenant).await;
+    };
     let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
     let cx = ctx.one_tenant(&events);
-    let moved = citus::move_schema(&cx, &registry, &tenant, &args.node).await;
+    let moved = citus::move_schema(&cx, &registry, &tenant, node).await;
     drop(events);
     reporting.finish().await;
     let moved = moved?;
