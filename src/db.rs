@@ -133,6 +133,34 @@ impl Target {
         &self.display
     }
 
+    /// The target as a libpq connection string (`host=... port=... dbname=... user=...
+    /// password=... sslmode=...`), for another server to connect here (a logical
+    /// replication subscription). It holds the password: never print or log it.
+    pub fn conninfo(&self) -> String {
+        let quote = |v: &str| format!("'{}'", v.replace('\\', "\\\\").replace('\'', "\\'"));
+        let c = &self.config;
+        let mut parts = Vec::new();
+        match c.get_hosts().first() {
+            Some(Host::Tcp(h)) => parts.push(format!("host={}", quote(h))),
+            Some(Host::Unix(p)) => parts.push(format!("host={}", quote(&p.display().to_string()))),
+            None => {}
+        }
+        if let Some(port) = c.get_ports().first() {
+            parts.push(format!("port={port}"));
+        }
+        if let Some(db) = c.get_dbname() {
+            parts.push(format!("dbname={}", quote(db)));
+        }
+        if let Some(user) = c.get_user() {
+            parts.push(format!("user={}", quote(user)));
+        }
+        if let Some(pw) = c.get_password() {
+            parts.push(format!("password={}", quote(&String::from_utf8_lossy(pw))));
+        }
+        parts.push(format!("sslmode={}", self.sslmode.as_str()));
+        parts.join(" ")
+    }
+
     /// Opens a connection; its driver task runs on the current runtime.
     pub async fn connect(&self) -> Result<Client, Error> {
         self.try_connect(None)

@@ -43,7 +43,10 @@ pub fn start(out: &Output, verb: &'static str, style: Style) -> (Events, Reporti
     let (tx, rx) = unbounded_channel();
     let level = out.notice_level();
     let display = match (style, out.progress_mode()) {
-        (Style::Single, _) => Display::Single,
+        (Style::Single, mode) => Display::Single {
+            terminal: mode == ProgressMode::Bar,
+            spin: None,
+        },
         (Style::Bulk, ProgressMode::Lines) => Display::Lines,
         (Style::Bulk, ProgressMode::Bar) => Display::Bar(Bar::new(verb)),
     };
@@ -52,7 +55,11 @@ pub fn start(out: &Output, verb: &'static str, style: Style) -> (Events, Reporti
 }
 
 enum Display {
-    Single,
+    /// One tenant: on a terminal, a spinner once a long step reports progress.
+    Single {
+        terminal: bool,
+        spin: Option<indicatif::ProgressBar>,
+    },
     Lines,
     Bar(Bar),
 }
@@ -85,13 +92,47 @@ async fn show(
                 }
                 bar.event(&event);
             }
-            Display::Single | Display::Lines => {
+            Display::Single {
+                terminal: true,
+                spin,
+            } => {
+                if let RunEvent::Progress { domain, message } = &event {
+                    let spin = spin.get_or_insert_with(|| spinner(verb));
+                    spin.set_message(format!("{domain}: {message}"));
+                }
+                match (line, spin.as_ref()) {
+                    (Some(line), Some(spin)) => spin.println(line),
+                    (Some(line), None) => eprintln!("{line}"),
+                    _ => {}
+                }
+            }
+            Display::Single { .. } | Display::Lines => {
                 if let Some(line) = line {
                     eprintln!("{line}");
                 }
             }
         }
     }
+    if let Display::Single {
+        spin: Some(spin), ..
+    } = &display
+    {
+        spin.finish_and_clear();
+    }
+}
+
+/// A spinner for one tenant's long steps; cleared when the run's events end.
+fn spinner(verb: &'static str) -> indicatif::ProgressBar {
+    let spin =
+        indicatif::ProgressBar::with_draw_target(None, indicatif::ProgressDrawTarget::stderr());
+    if let Ok(style) =
+        indicatif::ProgressStyle::with_template("{prefix} {spinner} {wide_msg} [{elapsed_precise}]")
+    {
+        spin.set_style(style);
+    }
+    spin.set_prefix(verb);
+    spin.enable_steady_tick(std::time::Duration::from_millis(200));
+    spin
 }
 
 /// The line saying a tenant waits for its lock and who holds it.
@@ -149,7 +190,7 @@ impl Bar {
                 self.bar.inc(1);
             }
             RunEvent::Ended => self.bar.finish_and_clear(),
-            RunEvent::Waiting { .. } | RunEvent::Notice { .. } => {}
+            RunEvent::Waiting { .. } | RunEvent::Notice { .. } | RunEvent::Progress { .. } => {}
         }
     }
 

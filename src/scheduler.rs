@@ -244,6 +244,13 @@ pub enum RunEvent {
         /// The notice.
         notice: Notice,
     },
+    /// A long step on one tenant moved on (an online move's copy and lag).
+    Progress {
+        /// Its domain.
+        domain: String,
+        /// What it is doing now.
+        message: String,
+    },
     /// A tenant is finished (or was not started).
     Finished(Box<TenantResult>),
     /// The run is over.

@@ -272,6 +272,12 @@ pub struct MoveArgs {
     #[arg(long, requires = "to")]
     pub yes: bool,
 
+    /// With --to: move with logical replication, so writes are blocked only for the
+    /// cutover whatever the tenant's size (source PostgreSQL 15+ with wal_level =
+    /// logical; see the README's "Online move").
+    #[arg(long, requires = "to")]
+    pub online: bool,
+
     /// With --to: check the move and say what it would do; change nothing.
     #[arg(long, requires = "to")]
     pub dry_run: bool,

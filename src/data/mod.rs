@@ -11,6 +11,7 @@ pub mod export;
 pub mod files;
 pub mod load;
 pub mod moving;
+pub mod online;
 pub mod stream;
 
 use std::io::Read;

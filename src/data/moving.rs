@@ -59,6 +59,9 @@ pub struct Moved {
     pub duration_ms: u64,
     /// Whether the old copy was kept (renamed) rather than dropped.
     pub source_kept: bool,
+    /// An online move: how long the target took to copy and catch up.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub catchup_ms: Option<u64>,
     /// One sentence.
     pub message: String,
 }
@@ -81,7 +84,7 @@ pub struct MovePlan {
 }
 
 /// The name the old copy is kept under: `SCHEMA_moved_UNIXTIME`, at most 63 bytes.
-fn kept_name(schema: &str) -> String {
+pub(crate) fn kept_name(schema: &str) -> String {
     let stamp = OffsetDateTime::now_utc().unix_timestamp();
     super::beside(schema, &format!("_moved_{stamp}"))
 }
@@ -141,7 +144,7 @@ fn describe_unfinished(j: &MoveJournal, domain: &str) -> String {
 /// does not hold the schema (unless it is this tenant's own partial copy from an
 /// interrupted move), and nothing outside the source schema depends on it when it is
 /// to be dropped.
-async fn preflight(
+pub(crate) async fn preflight(
     cx: &Context<'_>,
     tenant: &Tenant,
     to: &str,
@@ -194,6 +197,8 @@ pub async fn move_to(
     let started = Instant::now();
     cx.servers.get(to)?;
     if let Some(j) = registry.move_journal(tenant.id).await? {
+        // An interrupted online move may have left replication objects behind.
+        super::online::cleanup(cx, &j, tenant.id).await?;
         if j.phase == "switched" {
             return finish_switched(cx, registry, tenant, &j, started).await;
         }
@@ -242,7 +247,7 @@ pub async fn move_to(
 }
 
 /// Drops the target's partial copy of an interrupted move.
-async fn undo_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<(), Error> {
+pub(crate) async fn undo_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<(), Error> {
     let target = cx.servers.target(&j.to_server)?.connect().await?;
     target
         .batch_execute(&format!(
@@ -393,12 +398,13 @@ async fn copy_and_switch(
         write_block_ms,
         duration_ms: started.elapsed().as_millis() as u64,
         source_kept: kept.is_some(),
+        catchup_ms: None,
         message,
     })
 }
 
 /// The SQL that fences the old copy: a rename to `kept`, or a drop.
-fn fence_sql(schema: &str, kept: Option<&str>) -> String {
+pub(crate) fn fence_sql(schema: &str, kept: Option<&str>) -> String {
     match kept {
         Some(k) => format!("ALTER SCHEMA {} RENAME TO {}", quote(schema), quote(k)),
         None => crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(schema))),
@@ -437,7 +443,7 @@ async fn copy(
 
 /// Finishes a move whose registry switch committed: fences the old copy if it is still
 /// there, and closes the journal.
-async fn finish_switched(
+pub(crate) async fn finish_switched(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
@@ -481,6 +487,7 @@ async fn finish_switched(
         write_block_ms: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         source_kept: j.keep_source,
+        catchup_ms: None,
         message,
     })
 }

@@ -43,7 +43,11 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
             args.yes,
         )?;
     }
-    let moved = moving::move_to(&cx, registry, tenant, to, args.keep_source, &set).await;
+    let moved = if args.online {
+        crate::data::online::move_online(&cx, registry, tenant, to, args.keep_source, &set).await
+    } else {
+        moving::move_to(&cx, registry, tenant, to, args.keep_source, &set).await
+    };
     drop(events);
     reporting.finish().await;
     let moved = moved?;
