@@ -543,6 +543,10 @@ fn clone_create_from_and_templates_copy_the_data_and_take_the_source_type_unless
         .expect(0)
         .json();
     assert_eq!(c3.source.domain, "src");
+    assert_eq!(
+        c3.tenant.tenant_type, "church",
+        "the source's type by default"
+    );
     assert_same_data(&db, &before, "tenant_c3");
     keeps_working(&db, "tenant_c3");
 
