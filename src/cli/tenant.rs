@@ -53,9 +53,9 @@ pub struct CreateArgs {
     #[arg(long)]
     pub email: Option<String>,
 
-    /// Tenant type, e.g. church.
-    #[arg(long = "type", value_name = "TYPE", default_value = "standard")]
-    pub tenant_type: String,
+    /// Tenant type, e.g. church [default: standard; with --from, the source tenant's].
+    #[arg(long = "type", value_name = "TYPE")]
+    pub tenant_type: Option<String>,
 
     /// Schema name [default: schema_prefix + domain with '-' turned into '_'].
     #[arg(long, value_name = "SCHEMA")]

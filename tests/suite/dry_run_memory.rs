@@ -13,7 +13,7 @@ use serde::de::{Deserializer, IgnoredAny, MapAccess, SeqAccess, Visitor};
 use support::{tenantctl, TestDb};
 
 /// The bound on the child's peak resident set, in KiB.
-const PEAK_RSS_LIMIT_KIB: u64 = 50 * 1024;
+pub(crate) const PEAK_RSS_LIMIT_KIB: u64 = 50 * 1024;
 
 /// A migrations directory with one ~5 MB migration.
 fn big_migration() -> tempfile::TempDir {
@@ -38,8 +38,8 @@ fn fleet(db: &TestDb, n: i32) {
 }
 
 /// Runs the binary under GNU time, hands its stdout to `read`, and returns the exit code
-/// and the peak RSS in KiB.
-fn measured(
+/// and the peak RSS in KiB (also used by the tenant data tests).
+pub(crate) fn measured(
     db: &TestDb,
     migrations: &Path,
     args: &[&str],

@@ -36,6 +36,7 @@ mod selection_and_reports;
 mod servers;
 mod session_hygiene;
 mod sql_realism;
+mod tenant_data;
 mod tls;
 mod verbs;
 mod warm_sessions;

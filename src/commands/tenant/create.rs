@@ -19,7 +19,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         domain: args.domain.clone(),
         name: args.name.clone(),
         email: args.email.clone(),
-        tenant_type: args.tenant_type.clone(),
+        tenant_type: args
+            .tenant_type
+            .clone()
+            .unwrap_or_else(|| "standard".to_string()),
         schema: args.schema.clone(),
         then: None,
         adopt: args.adopt,
@@ -31,7 +34,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let template = args
         .from
         .clone()
-        .or_else(|| ctx.settings.templates.get(&args.tenant_type).cloned());
+        .or_else(|| ctx.settings.templates.get(&req.tenant_type).cloned());
     if let Some(from) = template {
         let set = ctx.migrations()?;
         let client = ctx.connect().await?;
@@ -43,10 +46,14 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             } else {
                 crate::error::Error::setup(format!(
                     "tenants.templates.{} names tenant {from}, which is not registered: {e}",
-                    args.tenant_type
+                    req.tenant_type
                 ))
             }
         })?;
+        // With --from and no --type, the new tenant takes the source's type.
+        if args.from.is_some() && args.tenant_type.is_none() {
+            req.tenant_type = from.tenant_type.clone();
+        }
         return super::clone::copy(ctx, &client, &from, &req, &set, args.dry_run).await;
     }
     if args.dry_run {

@@ -505,3 +505,97 @@ pub struct ServerShown {
     pub concurrency: usize,
     pub weight: u32,
 }
+
+/// `archive::Source`: the tenant an archive was taken from.
+#[derive(Debug, Clone, PartialEq, Eq, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ArchiveSource {
+    pub domain: String,
+    pub tenant_name: String,
+    pub tenant_type: String,
+    pub schema_name: String,
+    pub server: String,
+}
+
+/// `data::ExportReport` (`tenant export -o json`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ExportReport {
+    pub tenant: String,
+    pub schema_name: String,
+    pub server: String,
+    pub file: String,
+    #[serde(deserialize_with = "nullable")]
+    pub revision: Option<i32>,
+    pub tables: usize,
+    pub rows: u64,
+    #[serde(deserialize_with = "nullable")]
+    pub bytes: Option<u64>,
+    pub duration_ms: u64,
+    pub message: String,
+}
+
+/// `data::Imported` (`tenant import`, `tenant clone`, `tenant create --from`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Imported {
+    pub tenant: Tenant,
+    pub schema_created: bool,
+    pub migrations_applied: bool,
+    pub migration_status: TenantStatus,
+    pub api_key: String,
+    pub source: ArchiveSource,
+    pub tables: usize,
+    pub rows: u64,
+    pub duration_ms: u64,
+    pub message: String,
+}
+
+/// `data::ImportPlan` (the dry run of an import, a clone or `tenant create --from`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ImportPlan {
+    pub dry_run: bool,
+    pub domain: String,
+    pub schema_name: String,
+    pub server: String,
+    pub source: ArchiveSource,
+    #[serde(deserialize_with = "nullable")]
+    pub revision: Option<i32>,
+    pub tables: usize,
+    pub rows: u64,
+    pub message: String,
+}
+
+/// `data::Restored` (`tenant restore -o json`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Restored {
+    pub tenant: Tenant,
+    pub file: String,
+    pub source: ArchiveSource,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub tables: usize,
+    pub rows: u64,
+    pub duration_ms: u64,
+    pub message: String,
+}

@@ -208,6 +208,31 @@ impl Tenantctl {
         }
     }
 
+    /// Runs with these arguments and `input` on stdin, to the end. The child may exit
+    /// before reading all of it (the rest is then dropped).
+    pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Run {
+        let mut child = self
+            .command(args)
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .spawn()
+            .expect("start tenantctl");
+        let mut stdin = child.stdin.take().unwrap();
+        let input = input.to_vec();
+        let writer = std::thread::spawn(move || {
+            // A child that stops reading early closes the pipe: not the test's failure.
+            let _ = stdin.write_all(&input);
+        });
+        let out = child.wait_with_output().expect("run tenantctl");
+        writer.join().unwrap();
+        Run {
+            code: out.status.code().unwrap_or(-1),
+            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
+            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+        }
+    }
+
     /// Runs to the end with stdout a pipe whose reader has already gone, so every write
     /// to it fails (`tenantctl ... | head -c0`); stdout comes back empty.
     pub fn run_into_closed_pipe(&self, args: &[&str]) -> Run {
