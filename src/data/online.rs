@@ -152,6 +152,15 @@ async fn preflight(
     Ok(())
 }
 
+/// Checks the prerequisites of an online move of `tenant` to `to` (exit 3 when one is
+/// missing), creating nothing.
+pub async fn check(cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Error> {
+    let source = cx.servers.target(&tenant.server)?.connect().await?;
+    let target = cx.servers.target(to)?.connect().await?;
+    let catalog = catalog::read(&source, &tenant.schema_name, &cx.settings.history_table).await?;
+    preflight(&source, &target, &tenant.schema_name, &catalog).await
+}
+
 /// Removes a move's subscription (target), slot and publication (source), whichever
 /// exist. The slot is dropped from the source even when the target cannot be reached.
 pub async fn cleanup(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) -> Result<(), Error> {

@@ -19,7 +19,14 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
     let cx = ctx.one_tenant(&events);
     if args.dry_run {
-        let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await;
+        let plan = async {
+            let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
+            if args.online && plan.unfinished.is_none() {
+                crate::data::online::check(&cx, tenant, to).await?;
+            }
+            Ok::<_, crate::error::Error>(plan)
+        }
+        .await;
         drop(events);
         reporting.finish().await;
         let plan = plan?;
