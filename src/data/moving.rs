@@ -12,9 +12,10 @@
 //!    one statement. From here the application, which re-reads the tenant's server on a
 //!    connection error or per request, goes to the target.
 //! 5. Still in the source transaction, the old schema is fenced: renamed (with
-//!    `--keep-source`) or dropped. Writers that were waiting now get an error (their
-//!    table no longer exists under its name) instead of writing into a dead copy. The
-//!    commit ends the write block.
+//!    `--keep-source`) or dropped (renamed instead when sessions reading it hold the
+//!    drop back past its wait). Writers that were waiting now get an error (their table
+//!    no longer exists under its name) instead of writing into a dead copy. The commit
+//!    ends the write block.
 //! 6. The journal row is deleted.
 //!
 //! A kill at any step leaves a state a rerun finishes or undoes: before step 4 the
@@ -345,26 +346,31 @@ async fn copy_and_switch(
             let _ = client.batch_execute("ROLLBACK").await;
             return Err((e, false));
         }
-        let kept = journal.keep_source.then(|| kept_name(schema));
-        let fence = fence_sql(schema, kept.as_deref());
-        if let Err(e) = client.batch_execute(&format!("{fence}; COMMIT")).await {
+        let fenced = match fence(client, schema, journal.keep_source).await {
+            Ok(kept) => client.batch_execute("COMMIT").await.map(|()| kept),
+            Err(e) => Err(e),
+        };
+        let kept = match fenced {
+            Ok(kept) => kept,
+            Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
             let e = crate::db::query_error(&format!(
                 "fencing the old copy of schema {} on server {}",
                 quote(schema),
                 journal.from_server
             ))(e);
-            return Err((
-                Error::new(
-                    e.kind(),
-                    format!(
-                        "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
-                        tenant.domain, journal.to_server
+                return Err((
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
+                            tenant.domain, journal.to_server
+                        ),
                     ),
-                ),
-                true,
-            ));
-        }
+                    true,
+                ));
+            }
+        };
         let write_block_ms = fenced_at.elapsed().as_millis() as u64;
         registry.end_move(tenant.id).await.map_err(|e| (e, true))?;
         Ok((loaded, write_block_ms, kept))
@@ -380,7 +386,11 @@ async fn copy_and_switch(
         loaded.rows,
         loaded.tables,
         match &kept {
-            Some(k) => format!("renamed to {}", quote(k)),
+            Some(k) if journal.keep_source => format!("renamed to {}", quote(k)),
+            Some(k) => format!(
+                "renamed to {} instead of dropped, as sessions were reading it; drop it once they are done",
+                quote(k)
+            ),
             None => "dropped".to_string(),
         }
     );
@@ -402,6 +412,43 @@ fn fence_sql(schema: &str, kept: Option<&str>) -> String {
     match kept {
         Some(k) => format!("ALTER SCHEMA {} RENAME TO {}", quote(schema), quote(k)),
         None => crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(schema))),
+    }
+}
+
+/// Fences the old copy inside the transaction open on `client`: renames it (with
+/// `keep_source`) or drops it. The drop needs every table's strongest lock, which a
+/// session reading the old copy (an open transaction) holds back; when it cannot have
+/// them within the drop's wait, the copy is renamed instead (a rename waits for no
+/// reader), so the fence never fails for a reader and the writers held back by the copy
+/// never reach the old copy. Returns the name the old copy was kept under.
+async fn fence(
+    client: &Client,
+    schema: &str,
+    keep_source: bool,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    if keep_source {
+        let kept = kept_name(schema);
+        client
+            .batch_execute(&fence_sql(schema, Some(&kept)))
+            .await?;
+        return Ok(Some(kept));
+    }
+    let dropped = client
+        .batch_execute(&format!("SAVEPOINT fence; {}", fence_sql(schema, None)))
+        .await;
+    match dropped {
+        Ok(()) => Ok(None),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            let kept = kept_name(schema);
+            client
+                .batch_execute(&format!(
+                    "ROLLBACK TO SAVEPOINT fence; {}",
+                    fence_sql(schema, Some(&kept))
+                ))
+                .await?;
+            Ok(Some(kept))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -448,17 +495,27 @@ async fn finish_switched(
     let exists = crate::dependents::contents(&source, &j.schema_name)
         .await?
         .exists;
-    let kept = (exists && j.keep_source).then(|| kept_name(&j.schema_name));
+    let mut kept = None;
     if exists {
-        let fence = fence_sql(&j.schema_name, kept.as_deref());
         source
-            .batch_execute(&format!("BEGIN; {fence}; COMMIT"))
+            .batch_execute("BEGIN")
             .await
-            .map_err(crate::db::query_error(&format!(
-                "fencing the old copy of schema {} on server {}",
-                quote(&j.schema_name),
-                j.from_server
-            )))?;
+            .map_err(crate::db::query_error("starting the fence"))?;
+        let fenced = match fence(&source, &j.schema_name, j.keep_source).await {
+            Ok(k) => source.batch_execute("COMMIT").await.map(|()| k),
+            Err(e) => Err(e),
+        };
+        kept = match fenced {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = source.batch_execute("ROLLBACK").await;
+                return Err(crate::db::query_error(&format!(
+                    "fencing the old copy of schema {} on server {}",
+                    quote(&j.schema_name),
+                    j.from_server
+                ))(e));
+            }
+        };
     }
     registry.end_move(tenant.id).await?;
     let message = format!(
@@ -467,7 +524,11 @@ async fn finish_switched(
         j.from_server,
         j.to_server,
         match (&kept, exists) {
-            (Some(k), _) => format!("the old copy was renamed to {}", quote(k)),
+            (Some(k), _) if j.keep_source => format!("the old copy was renamed to {}", quote(k)),
+            (Some(k), _) => format!(
+                "the old copy was renamed to {} instead of dropped, as sessions were reading it; drop it once they are done",
+                quote(k)
+            ),
             (None, true) => "the old copy was dropped".to_string(),
             (None, false) => "the old copy had already been fenced".to_string(),
         }
@@ -480,7 +541,7 @@ async fn finish_switched(
         rows: 0,
         write_block_ms: 0,
         duration_ms: started.elapsed().as_millis() as u64,
-        source_kept: j.keep_source,
+        source_kept: j.keep_source || kept.is_some(),
         message,
     })
 }

@@ -620,3 +620,57 @@ fn refused_moves_change_nothing() {
     );
     assert_eq!(table_contents(&mut client_of(&f.b), &schema), start.data);
 }
+
+#[test]
+fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_it() {
+    let f = two();
+    let schema = tenant(&f, "rd", BIG);
+    let before = table_contents(&mut f.db.client(), &schema);
+    let mut watch = f.db.client();
+    let mut child =
+        f.t.spawn(&["tenant", "move", "rd", "--to", "b", "--yes", "-o", "json"]);
+    child.wait_until("the source's tables are fenced", || {
+        fenced(&mut watch, &schema)
+    });
+    // A reader whose transaction stays open across the fence: dropping the old copy
+    // would have to wait for it.
+    let mut reader = f.db.client();
+    reader
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM \"{schema}\".members"))
+        .unwrap();
+    let url = f.db.url.clone();
+    let insert = format!(
+        "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('late', 'writer')"
+    );
+    let writer = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.execute(&insert, &[])
+            .map_err(|e| e.as_db_error().map(|d| d.code().code().to_string()))
+    });
+    let run = child.finish();
+    run.expect(0);
+    let m = moved(&run);
+    // The old copy was renamed rather than dropped, and the waiting write failed while
+    // the reader was still there.
+    assert!(m.source_kept, "{m:?}");
+    assert!(m.message.contains("instead of dropped"), "{}", m.message);
+    let code = writer
+        .join()
+        .unwrap()
+        .expect_err("the late write succeeded");
+    assert_eq!(code.as_deref(), Some("42P01"));
+    reader.batch_execute("COMMIT").unwrap();
+    assert_eq!(identity(&f.db, "rd").4, "b");
+    assert!(journal(&f.db).is_empty());
+    assert!(!schema_exists(&f.db, &schema));
+    let kept: String =
+        f.db.client()
+            .query_one(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '\\_moved\\_%'",
+                &[&schema],
+            )
+            .unwrap()
+            .get(0);
+    assert_eq!(table_contents(&mut f.db.client(), &kept), before);
+    assert_eq!(table_contents(&mut client_of(&f.b), &schema), before);
+}
