@@ -369,6 +369,9 @@ fn a_move_killed_during_the_copy_leaves_the_source_registered_and_a_rerun_finish
     child.wait_until("the source's tables are fenced", || {
         fenced(&mut watch, &schema)
     });
+    // One registered copy while the copy runs: the source's.
+    assert_eq!(row_text(&f.db, "cut"), row);
+    assert_eq!(journal(&f.db), [("b".to_string(), "copying".to_string())]);
     child.kill();
 
     // Still registered on the source, intact, with the move journalled as not switched.
