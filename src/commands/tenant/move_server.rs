@@ -39,8 +39,10 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     }
     if !args.keep_source {
         // Checked before asking, so a move that would be refused asks nothing.
-        moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
-        crate::cli::confirm::confirm(
+        let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
+        // Finishing or undoing an interrupted move was confirmed when it started.
+        if !plan.settles_unfinished {
+            crate::cli::confirm::confirm(
             &format!(
                 "this moves tenant {} to server {to} and then DROPS its old copy, schema {} on server {} (pass --keep-source to keep it renamed).",
                 tenant.domain,
@@ -49,6 +51,7 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
             ),
             args.yes,
         )?;
+        }
     }
     let moved = if args.online {
         crate::data::online::move_online(&cx, registry, tenant, to, args.keep_source, &set).await
