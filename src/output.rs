@@ -289,6 +289,12 @@ impl Output {
     }
 }
 
+/// One line of a long-running service's log on stderr, with the time (UTC).
+pub fn log_line(text: &str) {
+    let now = time::OffsetDateTime::now_utc();
+    eprintln!("{} {text}", timestamp(now));
+}
+
 /// A timestamp for people: RFC 3339 in UTC, to the second.
 pub fn timestamp(t: time::OffsetDateTime) -> String {
     let t = t

@@ -327,6 +327,16 @@ pub fn drop_blocked(schema: &str, blocking: &[dependents::Dependent], domain: &s
     dependents::refusal(&format!("drop schema {}", quote(schema)), blocking, &fix)
 }
 
+/// The refusal to restore or move a tenant whose schema objects outside it depend on:
+/// they would go on reading and writing the old copy.
+pub fn data_blocked(schema: &str, blocking: &[dependents::Dependent], what: &str) -> String {
+    dependents::refusal(
+        &format!("{what} schema {}", quote(schema)),
+        blocking,
+        "They would go on reading and writing the old copy: drop them or point them elsewhere first, and create them again afterwards.",
+    )
+}
+
 /// What an upgrade to `target` would apply, in order; an error when the history has
 /// drifted from the files.
 pub fn upgrade_steps<'s>(

@@ -618,35 +618,6 @@ impl<'a> Session<'a> {
         ended
     }
 
-    /// Puts schema `fresh` in the place of this session's schema, in one transaction:
-    /// the schema is renamed to `old`, `fresh` takes its name, and `old` is dropped, after
-    /// checking (with its tables locked) that nothing outside it depends on it. Refused,
-    /// changing nothing, when something does.
-    pub async fn swap_in(&mut self, fresh: &str, old: &str, domain: &str) -> Result<(), Error> {
-        let schema = self.schema;
-        let doing = format!("swapping the restored schema in for {}", quote(schema));
-        let err = query_error(&doing);
-        let tx = self.conn.client.transaction().await.map_err(&err)?;
-        let blocking = check_outside(&tx, schema).await?;
-        if !blocking.is_empty() {
-            return Err(Error::refused(plan::drop_blocked(
-                schema, &blocking, domain,
-            )));
-        }
-        tx.batch_execute(&format!(
-            "ALTER SCHEMA {s} RENAME TO {o}; ALTER SCHEMA {f} RENAME TO {s}",
-            s = quote(schema),
-            o = quote(old),
-            f = quote(fresh)
-        ))
-        .await
-        .map_err(&err)?;
-        guarded_drop(&tx, &format!("DROP SCHEMA {} CASCADE", quote(old)), old).await?;
-        tx.commit().await.map_err(&err)?;
-        self.remember(None);
-        Ok(())
-    }
-
     /// Records in the registry what is true now, through this session, while the lock is
     /// still held, with a ledger entry when given. Returns the updated row.
     pub async fn record(

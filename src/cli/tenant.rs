@@ -263,7 +263,7 @@ pub struct MoveArgs {
     #[arg(long, value_name = "SERVER")]
     pub to: Option<String>,
 
-    /// With --to: keep the old copy, renamed to SCHEMA_moved_UNIXTIME, instead of
+    /// With --to: keep the old copy, renamed to SCHEMA$moved_UNIXTIME, instead of
     /// dropping it.
     #[arg(long, requires = "to")]
     pub keep_source: bool,

@@ -18,6 +18,11 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     }
     std::fs::create_dir_all(dir)
         .map_err(|e| Error::usage(format!("cannot create --out {}: {e}", dir.display())))?;
+    // A directory that cannot be written is refused before any tenant is started.
+    let probe = dir.join(format!(".tenantctl-write-check.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| Error::usage(format!("cannot write into --out {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = select(ctx, &registry, &args.selection).await?;

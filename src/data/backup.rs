@@ -57,6 +57,7 @@ impl Operation for Backup {
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return fail(r, format!("creating {}: {e}", dir.display()));
         }
+        super::files::remove_stale_partials(&dir, &format!("{}-", tenant.domain));
         let path = super::files::backup_path(&dir, &tenant.domain, time::OffsetDateTime::now_utc());
         let partial = match super::files::prepare(&path, false) {
             Ok(p) => p,

@@ -399,6 +399,18 @@ pub fn differences(archived: &[Table], built: &[Table]) -> Vec<String> {
                         Some(_) => {}
                     }
                 }
+                let mut ag = a.generated.clone();
+                let mut bg = b.generated.clone();
+                ag.sort();
+                bg.sort();
+                if ag != bg {
+                    out.push(format!(
+                        "table {} has generated columns {:?} in the archive but {:?} here",
+                        quote(&a.name),
+                        ag,
+                        bg
+                    ));
+                }
                 for x in &b.columns {
                     if !a.columns.iter().any(|c| c.name == x.name) {
                         out.push(format!(

@@ -15,11 +15,21 @@ pub fn prepare(file: &Path, force: bool) -> Result<PathBuf, Error> {
             file.display()
         )));
     }
-    if file.exists() && !force {
-        return Err(Error::usage(format!(
-            "{} already exists; pass --force to replace it",
-            file.display()
-        )));
+    if let Ok(meta) = std::fs::symlink_metadata(file) {
+        // A rename would replace a symlink, a device or a FIFO rather than write
+        // through it.
+        if !meta.file_type().is_file() {
+            return Err(Error::usage(format!(
+                "{} exists and is not a regular file (a symlink, device or FIFO); name a regular file, or write to standard output with -f - and redirect it",
+                file.display()
+            )));
+        }
+        if !force {
+            return Err(Error::usage(format!(
+                "{} already exists; pass --force to replace it",
+                file.display()
+            )));
+        }
     }
     let name = file
         .file_name()
@@ -34,6 +44,9 @@ pub fn prepare(file: &Path, force: bool) -> Result<PathBuf, Error> {
             file.display(),
             dir.display()
         )));
+    }
+    if let Some(name) = name.to_str() {
+        remove_stale_partials(&dir, name);
     }
     let mut partial = std::ffi::OsString::from(".");
     partial.push(name);
@@ -57,6 +70,34 @@ pub fn finish(partial: &Path, file: &Path) -> Result<u64, Error> {
         }
     }
     Ok(size)
+}
+
+/// Removes `.PREFIX*.PID.partial` files in `dir` whose writer (process PID) is gone: what
+/// a killed export or backup left.
+pub fn remove_stale_partials(dir: &Path, prefix: &str) {
+    let Ok(entries) = std::fs::read_dir(dir) else {
+        return;
+    };
+    for entry in entries.flatten() {
+        let name = entry.file_name();
+        let Some(name) = name.to_str() else { continue };
+        let Some(rest) = name
+            .strip_prefix('.')
+            .filter(|r| r.starts_with(prefix))
+            .and_then(|r| r.strip_suffix(".partial"))
+        else {
+            continue;
+        };
+        let Some(pid) = rest
+            .rsplit_once('.')
+            .and_then(|(_, pid)| pid.parse::<u32>().ok())
+        else {
+            continue;
+        };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(entry.path());
+        }
+    }
 }
 
 /// The file extension of archives.

@@ -53,6 +53,18 @@ pub async fn check_built(
     history_table: &str,
     manifest: &Manifest,
 ) -> Result<Catalog, Error> {
+    let version: String = client
+        .query_one("SHOW server_version_num", &[])
+        .await
+        .map_err(query_error("reading the server's version"))?
+        .get(0);
+    let here = version.parse::<i32>().unwrap_or(0) / 10000;
+    let there = manifest.server_version_num / 10000;
+    if there > here {
+        return Err(Error::setup(format!(
+            "the archive was taken from PostgreSQL {there} and this server runs PostgreSQL {here}: binary COPY data is read by the same or a newer major version only; nothing was changed"
+        )));
+    }
     let built = catalog::read(client, schema, history_table).await?;
     let mut differences = catalog::differences(&manifest.tables, &built.tables);
     for s in &manifest.sequences {

@@ -23,7 +23,7 @@ use tokio_postgres::Client;
 
 use crate::archive::Manifest;
 use crate::error::{Error, ErrorKind};
-use crate::ident::quote;
+use crate::ident::{qualified, quote};
 use crate::inspect::{self, TenantStatus};
 use crate::migrations::MigrationSet;
 use crate::plan::SchemaChange;
@@ -36,7 +36,8 @@ use stream::{PipeReader, Source};
 
 /// Where an archive is read from.
 pub enum ArchiveInput {
-    /// A file, read twice: once to check it whole before anything changes, then to load.
+    /// A file: a regular one is read twice, once to check it whole before anything
+    /// changes, then to load.
     File(PathBuf),
     /// Standard input, read once: damage found while loading rolls everything back.
     Stdin,
@@ -66,12 +67,18 @@ impl ArchiveInput {
         Ok(Box::new(f))
     }
 
-    /// Opens the archive for loading; a file is checked whole first.
+    /// Opens the archive for loading; a regular file is checked whole first (a FIFO or
+    /// a device is read once, as standard input is).
     pub async fn open(self) -> Result<Source, Error> {
         let label = self.label();
         match self {
             ArchiveInput::File(path) => {
-                stream::verify(Self::open_file(&path)?, &label).await?;
+                let first = Self::open_file(&path)?;
+                let regular = std::fs::metadata(&path).is_ok_and(|m| m.is_file());
+                if !regular {
+                    return Source::open(first, &label).await;
+                }
+                stream::verify(first, &label).await?;
                 Source::open(Self::open_file(&path)?, &label).await
             }
             ArchiveInput::Stdin => Source::open(Box::new(std::io::stdin()), &label).await,
@@ -80,8 +87,15 @@ impl ArchiveInput {
     }
 }
 
-/// Refuses (exit 3) an archive whose migrations the local directory lacks or has changed.
+/// Refuses (exit 3) an archive whose migrations the local directory lacks or has changed,
+/// and (exit 2) one whose manifest contradicts itself.
 pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) -> Result<(), Error> {
+    if manifest.revision != manifest.migrations.iter().map(|m| m.version).max() {
+        return Err(Error::usage(format!(
+            "archive {label} is corrupt: its manifest's revision {} is not its highest applied migration",
+            crate::output::revision(manifest.revision)
+        )));
+    }
     let mut problems = Vec::new();
     for m in &manifest.migrations {
         match set.get(m.version) {
@@ -217,10 +231,16 @@ pub struct Imported {
     pub message: String,
 }
 
-/// Registers a new tenant from an archive: checks the archive and its migrations, then
-/// registers the tenant (new API key), builds its schema by the migrations up to the
-/// archive's revision, loads the rows and marks it active. A refusal registers and
-/// creates nothing; a failure after registration removes what it made.
+/// The comment an import puts on the schema it builds until the tenant is registered: an
+/// unregistered schema carrying it is what a killed import left, and the next import
+/// into that schema removes it.
+pub const BUILDING: &str = "tenantctl: import in progress; not a registered tenant yet";
+
+/// Registers a new tenant from an archive. The archive and its migrations are checked,
+/// then the schema is built by the migrations to the archive's revision and the rows are
+/// loaded, under the schema's lock, before the tenant is registered (new API key) and
+/// marked active: a tenant is never registered without its data. A refusal registers
+/// and creates nothing; a failure removes the schema it made.
 pub async fn import(
     cx: &Context<'_>,
     client: &Client,
@@ -242,15 +262,92 @@ pub async fn import(
     tenants::validate(&typed("standard"), cx.settings)?;
     let mut source = input.open().await?;
     check_migrations(&source.manifest, set, source.label())?;
-    let req = typed(&source.manifest.source.tenant_type);
-    let created = tenants::create(cx, client, &req, set).await?;
+    let mut req = typed(&source.manifest.source.tenant_type);
+    let schema = tenants::validate(&req, cx.settings)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
-    let tenant = created.tenant;
-    let filled = fill(cx, &registry, &tenant, &mut source, set, "import").await;
-    let (tenant, status, loaded, applied) = match filled {
-        Ok(f) => f,
-        Err(e) => return Err(undo(cx, &registry, &tenant, e).await),
+    if registry.domain_taken(&req.domain).await? {
+        return Err(Error::conflict(registry::domain_exists(&req.domain)));
+    }
+    if let Some(owner) = registry.schema_owner(&schema).await? {
+        return Err(Error::usage(format!(
+            "schema {} already belongs to tenant {owner}; pass --schema to choose another. Nothing was registered.",
+            quote(&schema)
+        )));
+    }
+    let server = match &req.server {
+        Some(name) => {
+            cx.servers.get(name)?;
+            name.clone()
+        }
+        None => cx
+            .servers
+            .place(&registry.count_by_server().await?)?
+            .to_string(),
     };
+    let pool = Pool::single(cx.servers.target(&server)?.clone());
+    let report = |_: Option<&crate::runner::LockHolder>| {};
+    let wait = LockWait {
+        interrupt: cx.interrupt,
+        report: &report,
+    };
+    let mut session = Session::open(&pool, cx.settings, &schema, &wait)
+        .await
+        .map_err(Error::from)?;
+    let built = async {
+        let made = prepare_schema(session.client(), &schema, &req.domain).await?;
+        let filled = async {
+            let applied = build(&mut session, &schema, &source, set).await?;
+            let loaded = load::load(session.client(), &schema, &mut source).await?;
+            Ok::<_, Error>((applied, loaded))
+        }
+        .await;
+        if filled.is_err() && made {
+            let _ = session
+                .client()
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
+                .await;
+        }
+        filled
+    }
+    .await;
+    session.close(&pool).await;
+    let (applied, loaded) = built?;
+    // The data is complete: register the tenant and take its schema as it is.
+    req.server = Some(server.clone());
+    req.adopt = true;
+    let created = match tenants::create(cx, client, &req, set).await {
+        Ok(c) => c,
+        Err(e) => {
+            let removed = drop_unregistered(cx, &server, &schema).await;
+            return Err(Error::new(
+                e.kind(),
+                format!(
+                    "{e}; {}",
+                    match removed {
+                        Ok(()) => format!("schema {} that was built for it was removed again", quote(&schema)),
+                        Err(u) => format!("removing schema {} that was built for it failed too ({u}); drop it by hand", quote(&schema)),
+                    }
+                ),
+            ));
+        }
+    };
+    let tenant = record_active(cx, &registry, &created.tenant, &server, "import").await?;
+    let state = {
+        let on_server = cx.servers.target(&server)?.connect().await?;
+        let _ = on_server
+            .batch_execute(&format!("COMMENT ON SCHEMA {} IS NULL", quote(&schema)))
+            .await;
+        let mut states = crate::state::observe(
+            &on_server,
+            std::slice::from_ref(&schema),
+            &cx.settings.history_table,
+        )
+        .await?;
+        states
+            .remove(&schema)
+            .ok_or_else(|| Error::failed(format!("schema {} was not observed", quote(&schema))))?
+    };
+    let status = inspect::tenant_status(&tenant, &state, set);
     let m = &source.manifest;
     let message = format!(
         "tenant {} registered from {}'s archive, schema {} built to revision {} and {} rows loaded into {} tables",
@@ -275,68 +372,101 @@ pub async fn import(
     })
 }
 
-/// Removes a tenant an import registered, after `e` stopped it; returns the error to
-/// report (saying what was left when the removal failed too).
-async fn undo(cx: &Context<'_>, registry: &Registry<'_>, tenant: &Tenant, e: Error) -> Error {
-    match tenants::drop(cx, registry, tenant, false).await {
-        Ok(_) => Error::new(
-            e.kind(),
-            format!(
-                "{e}; tenant {} was removed again, nothing is left of it",
-                tenant.domain
-            ),
-        ),
-        Err(undo) => Error::new(
-            e.kind(),
-            format!(
-                "{e}; removing the half-made tenant {} failed too ({undo}): drop it with `tenantctl tenant drop {} --yes`",
-                tenant.domain, tenant.domain
-            ),
-        ),
+/// Makes `schema` ready for an import on the session holding its lock: created with the
+/// [`BUILDING`] mark, or, when it is what a killed import left (unregistered, marked),
+/// dropped and created again. An existing schema that holds objects and is not such a
+/// leftover is refused. Returns whether this import made the schema.
+async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<bool, Error> {
+    let contents = crate::dependents::contents(client, schema).await?;
+    let mark: Option<String> = if contents.exists {
+        client
+            .query_one(
+                "SELECT pg_catalog.obj_description(oid, 'pg_namespace') FROM pg_catalog.pg_namespace WHERE nspname = $1",
+                &[&schema],
+            )
+            .await
+            .map_err(crate::db::query_error("reading the schema's comment"))?
+            .get(0)
+    } else {
+        None
+    };
+    let leftover = mark.as_deref() == Some(BUILDING);
+    if contents.non_empty() && !leftover {
+        return Err(Error::usage(format!(
+            "schema {} already exists and holds {} objects; pass --schema to choose another. Nothing was registered.",
+            quote(schema),
+            contents.objects
+        )));
     }
+    let q = quote(schema);
+    let mut sql = String::from("BEGIN; ");
+    if leftover {
+        sql.push_str(&format!("DROP SCHEMA {q} CASCADE; "));
+    }
+    if !contents.exists || leftover {
+        sql.push_str(&format!("CREATE SCHEMA {q}; "));
+    }
+    sql.push_str(&format!(
+        "COMMENT ON SCHEMA {q} IS {}; COMMIT",
+        crate::plan::literal(BUILDING)
+    ));
+    client
+        .batch_execute(&sql)
+        .await
+        .map_err(crate::db::query_error(&format!(
+            "creating schema {q} for tenant {domain}"
+        )))?;
+    Ok(!contents.exists || leftover)
 }
 
-/// Builds `tenant`'s schema by the migrations to the archive's revision and loads the
-/// rows, in one locked session; records it active. Returns the tenant as recorded, its
-/// status, what was loaded and whether any migration ran.
-async fn fill(
+/// Drops a schema an import built for a tenant that could not be registered.
+async fn drop_unregistered(cx: &Context<'_>, server: &str, schema: &str) -> Result<(), Error> {
+    let c = cx.servers.target(server)?.connect().await?;
+    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
+        .await
+        .map_err(crate::db::query_error("dropping the schema"))
+}
+
+/// Records a tenant whose schema was just filled as observed and active, with a ledger
+/// entry.
+async fn record_active(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
-    source: &mut Source,
-    set: &MigrationSet,
+    server: &str,
     action: &str,
-) -> Result<(Tenant, TenantStatus, load::Loaded, bool), Error> {
-    let started_at = OffsetDateTime::now_utc();
-    let (pool, mut session) = tenants::locked(cx, tenant).await?;
-    let result = async {
-        let applied = build(&mut session, &tenant.schema_name, source, set).await?;
-        let loaded = load::load(session.client(), &tenant.schema_name, source).await?;
-        let state = session.observe().await?;
-        let run_id = scheduler::new_run_id()?;
-        let host = scheduler::client_host();
-        let event = Event {
-            run_id: &run_id,
-            action,
-            from_revision: None,
-            started_at,
-            client_host: &host,
-        };
-        let recorded = registry::record_with(
-            registry.client(),
-            registry.tables(),
-            tenant.id,
-            &Observed::of(&state),
-            Outcome::Succeeded,
-            Some(&event),
-        )
-        .await?;
-        let status = inspect::tenant_status(&recorded, &state, set);
-        Ok::<_, Error>((recorded, status, loaded, applied))
-    }
-    .await;
-    session.close(&pool).await;
-    result
+) -> Result<Tenant, Error> {
+    let on_server = cx.servers.target(server)?.connect().await?;
+    let mut states = crate::state::observe(
+        &on_server,
+        std::slice::from_ref(&tenant.schema_name),
+        &cx.settings.history_table,
+    )
+    .await?;
+    let state = states.remove(&tenant.schema_name).ok_or_else(|| {
+        Error::failed(format!(
+            "schema {} was not observed",
+            quote(&tenant.schema_name)
+        ))
+    })?;
+    let run_id = scheduler::new_run_id()?;
+    let host = scheduler::client_host();
+    let event = Event {
+        run_id: &run_id,
+        action,
+        from_revision: None,
+        started_at: OffsetDateTime::now_utc(),
+        client_host: &host,
+    };
+    registry::record_with(
+        registry.client(),
+        registry.tables(),
+        tenant.id,
+        &Observed::of(&state),
+        Outcome::Succeeded,
+        Some(&event),
+    )
+    .await
 }
 
 /// Builds the session's (empty or missing) schema by the migrations up to the archive's
@@ -470,9 +600,10 @@ pub async fn restore(
     check_migrations(&source.manifest, set, source.label())?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
     let schema = tenant.schema_name.clone();
-    let fresh = beside(&schema, "_restoring");
-    let old = beside(&schema, "_replaced");
-    let (pool, mut main) = tenants::locked(cx, tenant).await?;
+    // '$' is in no tenant's schema name: these names are only ever a restore's.
+    let fresh = beside(&schema, "$restoring");
+    let old = beside(&schema, "$replaced");
+    let (pool, main) = tenants::locked(cx, tenant).await?;
     // Whether this restore made the schema beside the tenant's (and must remove it if
     // it does not finish).
     let made = std::sync::atomic::AtomicBool::new(false);
@@ -481,20 +612,39 @@ pub async fn restore(
         let mut on_server = cx.servers.target(&tenant.server)?.connect().await?;
         let boundary = crate::dependents::inspect(&mut on_server, &schema).await?;
         if !boundary.outside.is_empty() {
-            return Err(Error::refused(crate::plan::drop_blocked(
+            return Err(Error::refused(crate::plan::data_blocked(
                 &schema,
                 &boundary.outside,
-                &tenant.domain,
+                "restore",
             )));
         }
-        for name in [&fresh, &old] {
-            if crate::dependents::contents(&on_server, name).await?.exists {
-                return Err(Error::failed(format!(
-                    "schema {} already exists (left by an interrupted restore?); drop it, then restore again; nothing was changed",
-                    quote(name)
-                )));
-            }
+        // What an interrupted restore of this tenant left (its lock is held: no other
+        // restore of it runs).
+        on_server
+            .batch_execute(&format!(
+                "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE",
+                quote(&fresh),
+                quote(&old)
+            ))
+            .await
+            .map_err(crate::db::query_error(
+                "removing what an interrupted restore left",
+            ))?;
+        // Writes wait from here until the swap commits, then go to the restored data:
+        // none is acknowledged into the copy being replaced.
+        let current = catalog::read(main.client(), &schema, &cx.settings.history_table).await?;
+        let mut fence = String::from("BEGIN; SET LOCAL statement_timeout = 0; ");
+        let tables = current.lockable();
+        if !tables.is_empty() {
+            let list: Vec<String> = tables.iter().map(|t| qualified(&schema, t)).collect();
+            fence.push_str(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", list.join(", ")));
         }
+        main.client()
+            .batch_execute(&fence)
+            .await
+            .map_err(crate::db::query_error(
+                "locking the tenant's tables against writes",
+            ))?;
         let target = cx.servers.target(&tenant.server)?.clone();
         let side_pool = Pool::single(target);
         let report = |_: Option<&crate::runner::LockHolder>| {};
@@ -513,7 +663,7 @@ pub async fn restore(
         .await;
         side.close(&side_pool).await;
         let loaded = loaded?;
-        main.swap_in(&fresh, &old, &tenant.domain).await?;
+        let kept = swap(main.client(), &schema, &fresh, &old).await?;
         let state = main.observe().await?;
         let run_id = scheduler::new_run_id()?;
         let host = scheduler::client_host();
@@ -533,19 +683,22 @@ pub async fn restore(
             Some(&event),
         )
         .await?;
-        Ok((recorded, before.current(), loaded))
+        Ok((recorded, before.current(), loaded, kept))
     }
     .await;
-    if result.is_err() && made.load(std::sync::atomic::Ordering::SeqCst) {
-        let _ = main
-            .client()
-            .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&fresh)))
-            .await;
+    if result.is_err() {
+        let _ = main.client().batch_execute("ROLLBACK").await;
+        if made.load(std::sync::atomic::Ordering::SeqCst) {
+            let _ = main
+                .client()
+                .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&fresh)))
+                .await;
+        }
     }
     main.close(&pool).await;
-    let (recorded, from, loaded) = result?;
+    let (recorded, from, loaded, kept) = result?;
     let m = &source.manifest;
-    let message = format!(
+    let mut message = format!(
         "tenant {} restored from {}'s archive: schema {} rebuilt at revision {} with {} rows in {} tables",
         recorded.domain,
         m.source.domain,
@@ -554,6 +707,12 @@ pub async fn restore(
         loaded.rows,
         loaded.tables
     );
+    if kept {
+        message.push_str(&format!(
+            "; the replaced copy is kept as schema {} because open transactions still read it (the next restore removes it)",
+            quote(&old)
+        ));
+    }
     Ok(Restored {
         to_revision: recorded.current_revision,
         tenant: recorded,
@@ -565,6 +724,47 @@ pub async fn restore(
         duration_ms: started.elapsed().as_millis() as u64,
         message,
     })
+}
+
+/// In the transaction open on `client` (holding the tenant's tables against writes):
+/// checks nothing outside `schema` came to depend on it, renames it to `old`, gives
+/// `fresh` its name, drops `old`, and commits.
+async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<bool, Error> {
+    let doing = format!("swapping the restored schema in for {}", quote(schema));
+    let blocking = crate::dependents::outside(client, schema).await?;
+    if !blocking.is_empty() {
+        return Err(Error::refused(crate::plan::data_blocked(
+            schema, &blocking, "restore",
+        )));
+    }
+    client
+        .batch_execute(&format!(
+            "ALTER SCHEMA {s} RENAME TO {o}; ALTER SCHEMA {f} RENAME TO {s}; SAVEPOINT replaced",
+            s = quote(schema),
+            o = quote(old),
+            f = quote(fresh),
+        ))
+        .await
+        .map_err(crate::db::query_error(&doing))?;
+    let drop = crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(old)));
+    // Readers of the replaced copy (open transactions) hold its drop back: it is then
+    // kept under its own name, and the next restore removes it.
+    let kept = match client.batch_execute(&drop).await {
+        Ok(()) => false,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            client
+                .batch_execute("ROLLBACK TO SAVEPOINT replaced")
+                .await
+                .map_err(crate::db::query_error(&doing))?;
+            true
+        }
+        Err(e) => return Err(crate::db::query_error(&doing)(e)),
+    };
+    client
+        .batch_execute("COMMIT")
+        .await
+        .map_err(crate::db::query_error(&doing))?;
+    Ok(kept)
 }
 
 /// What an import (or a clone) would do, checked without changing anything.

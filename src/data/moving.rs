@@ -87,10 +87,11 @@ pub struct MovePlan {
     pub message: String,
 }
 
-/// The name the old copy is kept under: `SCHEMA_moved_UNIXTIME`, at most 63 bytes.
+/// The name the old copy is kept under: `SCHEMA$moved_UNIXTIME`, at most 63 bytes ('$'
+/// is in no tenant's schema name, so it never collides with a tenant's).
 pub(crate) fn kept_name(schema: &str) -> String {
     let stamp = OffsetDateTime::now_utc().unix_timestamp();
-    super::beside(schema, &format!("_moved_{stamp}"))
+    super::beside(schema, &format!("$moved_{stamp}"))
 }
 
 /// Checks what a move of `tenant` to `to` needs, changing nothing; the refusals are the
@@ -112,7 +113,7 @@ pub async fn plan(
         .as_ref()
         .is_some_and(|j| j.phase != "switched" && to == tenant.server);
     if journal.as_ref().is_none_or(|j| j.phase != "switched") && !undo_only {
-        preflight(cx, tenant, to, keep_source, journal.as_ref()).await?;
+        preflight(cx, tenant, to, journal.as_ref()).await?;
     }
     let message = match (&journal, &unfinished) {
         (Some(j), Some(u)) if j.phase == "switched" && j.to_server == to => {
@@ -164,7 +165,6 @@ pub(crate) async fn preflight(
     cx: &Context<'_>,
     tenant: &Tenant,
     to: &str,
-    keep_source: bool,
     journal: Option<&MoveJournal>,
 ) -> Result<(), Error> {
     if tenant.server == to {
@@ -192,10 +192,13 @@ pub(crate) async fn preflight(
             tenant.server
         )));
     }
-    if !keep_source && !boundary.outside.is_empty() {
-        return Err(Error::refused(format!(
-            "{} (pass --keep-source to rename the old copy instead of dropping it)",
-            crate::plan::drop_blocked(schema, &boundary.outside, &tenant.domain)
+    // Whether dropped or kept renamed, objects outside the schema would go on reading
+    // and writing the old copy (a rename carries them along).
+    if !boundary.outside.is_empty() {
+        return Err(Error::refused(crate::plan::data_blocked(
+            schema,
+            &boundary.outside,
+            "move",
         )));
     }
     Ok(())
@@ -215,7 +218,7 @@ pub async fn move_to(
     if let Some(settled) = recover(cx, registry, tenant, to, started).await? {
         return Ok(settled);
     }
-    preflight(cx, tenant, to, keep_source, None).await?;
+    preflight(cx, tenant, to, None).await?;
     let journal = MoveJournal {
         from_server: tenant.server.clone(),
         to_server: to.to_string(),
@@ -405,6 +408,12 @@ async fn copy_and_switch(
             started_at,
             client_host: &host,
         };
+        // Something outside the schema that came to depend on it during the copy would
+        // go on using the old copy: the move is undone instead.
+        if let Err(e) = refuse_dependents(client, schema).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err((e, false));
+        }
         if let Err(e) = registry.switch_server(tenant.id, journal, &event).await {
             let _ = client.batch_execute("ROLLBACK").await;
             return Err((e, false));
@@ -469,6 +478,17 @@ async fn copy_and_switch(
         catchup_ms: None,
         message,
     })
+}
+
+/// Refuses, in the source's transaction, when objects outside `schema` depend on it.
+pub(crate) async fn refuse_dependents(client: &Client, schema: &str) -> Result<(), Error> {
+    let blocking = crate::dependents::outside(client, schema).await?;
+    if blocking.is_empty() {
+        return Ok(());
+    }
+    Err(Error::refused(crate::plan::data_blocked(
+        schema, &blocking, "move",
+    )))
 }
 
 /// The SQL that fences the old copy: a rename to `kept`, or a drop.

@@ -321,7 +321,7 @@ pub async fn move_online(
     if let Some(settled) = moving::recover(cx, registry, tenant, to, started).await? {
         return Ok(settled);
     }
-    moving::preflight(cx, tenant, to, keep_source, None).await?;
+    moving::preflight(cx, tenant, to, None).await?;
     let journal = MoveJournal {
         from_server: tenant.server.clone(),
         to_server: to.to_string(),
@@ -664,6 +664,9 @@ async fn cutover(
         started_at,
         client_host: &host,
     };
+    moving::refuse_dependents(client, schema)
+        .await
+        .map_err(not_switched)?;
     registry
         .switch_server(tenant.id, journal, &event)
         .await

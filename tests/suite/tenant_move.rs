@@ -260,7 +260,7 @@ fn a_tenant_moves_with_its_data_identity_and_triggers_and_the_old_copy_is_droppe
     assert_eq!(table_contents(&mut f.db.client(), &schema), on_b_before);
     let kept: Vec<String> = schemas(&mut on_b)
         .into_iter()
-        .filter(|s| s.starts_with(&format!("{schema}_moved_")))
+        .filter(|s| s.starts_with(&format!("{schema}$moved_")))
         .collect();
     assert_eq!(kept.len(), 1, "{:?}", schemas(&mut on_b));
     assert!(!schema_on(&mut on_b, &schema));
@@ -445,7 +445,7 @@ fn a_move_interrupted_after_the_switch_is_finished_by_a_rerun_fencing_the_old_co
         let mut source = f.db.client();
         let kept: String = source
             .query_one(
-                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '\\_moved\\_%'",
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '$moved\\_%'",
                 &[&schema],
             )
             .unwrap()
@@ -488,7 +488,7 @@ fn a_move_interrupted_after_the_switch_is_finished_by_a_rerun_fencing_the_old_co
         let renamed: i64 =
             f.db.client()
                 .query_one(
-                    "SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1 || '\\_moved\\_%'",
+                    "SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1 || '$moved\\_%'",
                     &[&schema],
                 )
                 .unwrap()
@@ -597,7 +597,11 @@ fn refused_moves_change_nothing() {
         .unwrap();
     let viewed = world(&f, "rf", &schema);
     let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--yes"]);
-    expect_error(&run, 1, &["reports", "--keep-source"]);
+    expect_error(&run, 1, &["reports", "old copy"]);
+    assert_eq!(world(&f, "rf", &schema), viewed, "a view depends on it");
+    // Kept renamed, the old copy would still be read and written through the view.
+    let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--keep-source"]);
+    expect_error(&run, 1, &["reports", "old copy"]);
     assert_eq!(world(&f, "rf", &schema), viewed, "a view depends on it");
     f.db.client()
         .batch_execute("DROP SCHEMA reports CASCADE")
@@ -669,7 +673,7 @@ fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_i
     let kept: String =
         f.db.client()
             .query_one(
-                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '\\_moved\\_%'",
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '$moved\\_%'",
                 &[&schema],
             )
             .unwrap()
