@@ -70,6 +70,10 @@ config_keys! {
         extra_search_path: Vec<String> => |s, _| format!("{:?}", s.extra_search_path),
         templates: BTreeMap<String, String> => |s, _| format!("{:?}", s.templates),
     }
+    serve: ServeSection {
+        listen: String => |s, _| s.serve_listen.to_string(),
+        token_file: PathBuf => |s, _| s.serve_token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+    }
     run: RunSection {
         concurrency: usize => |s, _| s.concurrency.to_string(),
         lock_timeout: String => |s, _| duration_shown(s.lock_timeout),
@@ -421,6 +425,10 @@ pub struct Settings {
     pub lock_wait: Duration,
     /// The servers tenants live on, `default` first.
     pub servers: Vec<Server>,
+    /// Where `tenantctl serve` listens.
+    pub serve_listen: std::net::SocketAddr,
+    /// A file holding `tenantctl serve`'s API token (`TENANTCTL_API_TOKEN` wins).
+    pub serve_token_file: Option<PathBuf>,
 }
 
 impl Settings {
@@ -549,6 +557,16 @@ pub fn resolve(
     let schema_prefix = schema_prefix(&file)?;
     let extra_search_path = extra_search_path(&file)?;
     let templates = templates(&file)?;
+    let serve_listen = match &file.serve.listen {
+        Some(l) => l.parse().map_err(|e| {
+            Error::setup(format!(
+                "config serve.listen {} is not an address and port such as 127.0.0.1:8080: {e}",
+                ident::shown(l)
+            ))
+        })?,
+        None => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
+    };
+    let serve_token_file = file.serve.token_file.as_ref().map(|p| file_dir.join(p));
     let run = run_limits(overrides, &file)?;
     let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
     let sources = sources(
@@ -578,6 +596,8 @@ pub fn resolve(
         statement_timeout: run.statement_timeout,
         lock_wait: run.lock_wait,
         servers,
+        serve_listen,
+        serve_token_file,
     })
 }
 
@@ -936,13 +956,14 @@ mod tests {
                     [registry]\nschema = \"reg\"\n[migrations]\ndir = \"m\"\ntable = \"hist\"\n\
                     [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
                     [tenants.templates]\nchurch = \"template-church\"\n\
+                    [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 16);
+        assert_eq!(keys.len(), 18);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }

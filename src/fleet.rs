@@ -157,7 +157,7 @@ pub async fn observe_each(
     client: &Client,
     tenants: &[Tenant],
     history_table: &str,
-    sink: impl FnMut(String, SchemaState),
+    sink: impl FnMut(String, SchemaState) + Send,
 ) -> Result<Vec<(String, Error)>, Error> {
     observe_grouped(servers, client, by_server(tenants), history_table, sink).await
 }
@@ -180,9 +180,10 @@ async fn observe_grouped(
     client: &Client,
     groups: Vec<(String, Vec<String>)>,
     history_table: &str,
-    sink: impl FnMut(String, SchemaState),
+    sink: impl FnMut(String, SchemaState) + Send,
 ) -> Result<Vec<(String, Error)>, Error> {
-    let sink = std::cell::RefCell::new(sink);
+    // A mutex rather than a cell, so a run's plan can be made in a task of a service.
+    let sink = std::sync::Mutex::new(sink);
     let reads = groups.into_iter().map(|(server, schemas)| {
         let sink = &sink;
         async move {
@@ -200,7 +201,7 @@ async fn observe_grouped(
                     &own
                 };
                 observe_on(target, first, &schemas, history_table, |n, s| {
-                    (sink.borrow_mut())(n, s)
+                    (sink.lock().unwrap_or_else(|p| p.into_inner()))(n, s)
                 })
                 .await
             };

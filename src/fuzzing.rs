@@ -230,7 +230,7 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
                     &config::TlsShown::from_settings(s)
                 )
                 .len(),
-                16
+                18
             );
             for (tenant_type, tenant) in &s.templates {
                 assert!(ident::validate_tenant_type(tenant_type).is_ok());

@@ -43,6 +43,7 @@ pub mod registry_conn;
 pub mod reporter;
 pub mod runner;
 pub mod scheduler;
+pub mod serve;
 pub mod servers;
 pub mod state;
 pub mod statements;
@@ -78,6 +79,8 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
         Command::History(a) => commands::history::run(&ctx, a).await,
         Command::Status(a) => commands::status::run(&ctx, a).await,
         Command::Events(a) => commands::events::run(&ctx, a).await,
+        Command::Serve(a) => commands::serve::run(ctx, a).await,
+        Command::Metrics(a) => commands::metrics::run(&ctx, a).await,
         Command::Downgrade(a) => commands::downgrade::run(&ctx, a).await,
         Command::Stamp(a) => commands::stamp::run(&ctx, a).await,
         Command::Backup(a) => commands::backup::run(&ctx, a).await,

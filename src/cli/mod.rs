@@ -19,7 +19,7 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::Format;
 pub use changes::{BackupArgs, DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
-pub use project::{CompletionsArgs, ConfigCommand, InitArgs, RevisionArgs};
+pub use project::{CompletionsArgs, ConfigCommand, InitArgs, MetricsArgs, RevisionArgs, ServeArgs};
 pub use reports::{CheckArgs, CurrentArgs, EventsArgs, HistoryArgs, StatusArgs};
 pub use selection::{BulkOpts, Fleet, Selection};
 pub use tenant::TenantCommand;
@@ -185,6 +185,13 @@ pub enum Command {
     Check(CheckArgs),
     /// Show the run ledger: every change made to a tenant, by whom, and how it ended.
     Events(EventsArgs),
+    /// Run the REST service (the original API, fleet runs, a dashboard at /, Prometheus
+    /// metrics at /metrics). Needs TENANTCTL_API_TOKEN or serve.token_file (exit 3
+    /// without). Stops on SIGTERM after the runs in flight finish their migration.
+    Serve(ServeArgs),
+    /// Print the fleet's Prometheus metrics (from the registry and the ledger), or write
+    /// them atomically to --textfile for node_exporter.
+    Metrics(MetricsArgs),
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),

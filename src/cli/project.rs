@@ -1,4 +1,4 @@
-//! Arguments of `init`, `revision`, `config` and `completions`.
+//! Arguments of `init`, `revision`, `config`, `completions`, `serve` and `metrics`.
 
 use clap::Subcommand;
 
@@ -28,4 +28,21 @@ pub struct CompletionsArgs {
     /// The shell to write completions for.
     #[arg(value_enum)]
     pub shell: clap_complete::Shell,
+}
+
+/// Arguments of `serve`.
+#[derive(Debug, clap::Args)]
+pub struct ServeArgs {
+    /// Address and port to listen on [default: serve.listen, else 127.0.0.1:8080].
+    #[arg(long, value_name = "ADDR:PORT")]
+    pub listen: Option<std::net::SocketAddr>,
+}
+
+/// Arguments of `metrics`.
+#[derive(Debug, clap::Args)]
+pub struct MetricsArgs {
+    /// Write the metrics to this file atomically (for node_exporter's textfile collector)
+    /// instead of printing them.
+    #[arg(long, value_name = "PATH")]
+    pub textfile: Option<std::path::PathBuf>,
 }

@@ -88,6 +88,11 @@ pub struct BulkOpts {
     /// others and exit 4.
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
     pub canary: Option<u32>,
+
+    /// After the run, write the fleet's Prometheus metrics to PATH atomically (for
+    /// node_exporter's textfile collector).
+    #[arg(long, value_name = "PATH")]
+    pub metrics_textfile: Option<std::path::PathBuf>,
 }
 
 impl BulkOpts {

@@ -13,8 +13,10 @@ pub mod downgrade;
 pub mod events;
 pub mod history;
 pub mod init;
+pub mod metrics;
 pub mod provision;
 pub mod revision;
+pub mod serve;
 pub mod stamp;
 pub mod status;
 pub mod tenant;
@@ -382,6 +384,9 @@ pub async fn run_fleet(
     reporting.finish().await;
     let report = report?;
     ctx.out.run_report(&report);
+    if let Some(path) = &bulk.metrics_textfile {
+        metrics::write(ctx, client, registry, path).await?;
+    }
     Ok(crate::exit::for_run(report.outcome()))
 }
 

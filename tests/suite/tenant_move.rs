@@ -600,7 +600,8 @@ fn refused_moves_change_nothing() {
     expect_error(&run, 1, &["reports", "old copy"]);
     assert_eq!(world(&f, "rf", &schema), viewed, "a view depends on it");
     // Kept renamed, the old copy would still be read and written through the view.
-    let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--keep-source"]);
+    let run =
+        f.t.run(&["tenant", "move", "rf", "--to", "b", "--keep-source"]);
     expect_error(&run, 1, &["reports", "old copy"]);
     assert_eq!(world(&f, "rf", &schema), viewed, "a view depends on it");
     f.db.client()

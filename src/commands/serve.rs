@@ -1,0 +1,25 @@
+//! `tenantctl serve`: the REST service (see [`crate::serve`]).
+
+use crate::error::Result;
+use crate::exit::Exit;
+use crate::serve::auth::Token;
+
+use super::Ctx;
+
+pub use crate::cli::ServeArgs as Args;
+
+/// Checks the token and the registry, then serves until SIGTERM or Ctrl-C.
+pub async fn run(ctx: Ctx, args: &Args) -> Result<Exit> {
+    let token = Token::load(
+        std::env::var("TENANTCTL_API_TOKEN").ok(),
+        ctx.settings.serve_token_file.as_deref(),
+    )?;
+    // The registry must be there before the service says it listens.
+    {
+        let client = ctx.connect().await?;
+        crate::registry::Registry::open(&client, &ctx.settings.registry_schema).await?;
+    }
+    let listen = args.listen.unwrap_or(ctx.settings.serve_listen);
+    crate::serve::serve(ctx, listen, token).await?;
+    Ok(Exit::Ok)
+}

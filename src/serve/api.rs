@@ -1,0 +1,673 @@
+//! The API's handlers: the original service's endpoints with their request and response
+//! fields, the fleet endpoints, asynchronous fleet runs, `/healthz` and `/metrics`.
+
+use axum::body::Bytes;
+use axum::extract::{Path, State};
+use axum::http::{header, StatusCode};
+use axum::response::{IntoResponse, Response};
+use axum::Json;
+use serde::de::DeserializeOwned;
+use serde::{Deserialize, Serialize};
+
+use super::{runs, ApiError, Shared};
+use crate::error::Error;
+use crate::migrations::MigrationSet;
+use crate::plan::SchemaChange;
+use crate::registry::{Registry, Tenant};
+use crate::scheduler::{Events, Planned, ResultStatus, RunEvent, TenantResult};
+use crate::tenants::{self, NewTenantRequest};
+
+type ApiResult<T> = Result<T, ApiError>;
+
+/// Runs a handler's body on a thread of the blocking pool, driven by the service's
+/// runtime. The engine's futures borrow across their sessions in ways the compiler
+/// cannot prove `Send` for every lifetime, which axum requires of a handler; on a
+/// thread of its own a future need not be `Send`. The cost is a thread handoff per
+/// request.
+pub async fn on_thread<F, Fut, T>(f: F) -> T
+where
+    F: FnOnce() -> Fut + Send + 'static,
+    Fut: std::future::Future<Output = T> + 'static,
+    T: Send + 'static,
+{
+    let handle = tokio::runtime::Handle::current();
+    match tokio::task::spawn_blocking(move || handle.block_on(f())).await {
+        Ok(t) => t,
+        Err(e) => std::panic::resume_unwind(e.into_panic()),
+    }
+}
+
+/// Parses a JSON body; anything that is not the expected object is 422.
+fn body<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
+    serde_json::from_slice(bytes).map_err(|e| {
+        ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!("invalid request body: {e}"),
+        )
+    })
+}
+
+/// A tenant reference as the original service took it: an id (a number, or a numeric
+/// string), a domain or a schema name.
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TenantRef {
+    /// A numeric id.
+    Id(i64),
+    /// A numeric string, a domain or a schema name.
+    Name(String),
+}
+
+impl TenantRef {
+    fn reference(&self) -> String {
+        match self {
+            TenantRef::Id(i) => i.to_string(),
+            TenantRef::Name(s) => s.clone(),
+        }
+    }
+}
+
+/// Finds a tenant; 404 when none matches.
+async fn find(registry: &Registry<'_>, reference: &str) -> ApiResult<Tenant> {
+    if reference.is_empty() || reference.len() > 255 || reference.chars().any(char::is_control) {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "tenant_id must be an id, a domain or a schema name",
+        ));
+    }
+    registry.find(reference).await.map_err(ApiError::from)
+}
+
+fn migrations(state: &Shared) -> ApiResult<MigrationSet> {
+    state.ctx.migrations().map_err(ApiError::from)
+}
+
+/// `POST /api/tenants/`: the original create request.
+#[derive(Debug, Deserialize)]
+pub struct CreateBody {
+    tenant_name: String,
+    domain: String,
+    #[serde(default)]
+    email: Option<String>,
+    #[serde(default)]
+    tenant_type: Option<String>,
+    #[serde(default = "yes")]
+    provision_schema: bool,
+    #[serde(default = "yes")]
+    run_migrations: bool,
+}
+
+fn yes() -> bool {
+    true
+}
+
+/// See [`create_tenant_body`].
+pub async fn create_tenant(State(state): State<Shared>, bytes: Bytes) -> ApiResult<Response> {
+    on_thread(move || create_tenant_body(State(state), bytes)).await
+}
+
+/// `POST /api/tenants/`: registers a tenant (and provisions and migrates it as asked);
+/// 201 with the `tenant create` document, whose `api_key` is shown this once.
+async fn create_tenant_body(State(state): State<Shared>, bytes: Bytes) -> ApiResult<Response> {
+    let b: CreateBody = body(&bytes)?;
+    let set = migrations(&state)?;
+    let then = if b.run_migrations {
+        Some(SchemaChange::Upgrade {
+            target: set.head(),
+            provision: true,
+        })
+    } else if b.provision_schema {
+        Some(SchemaChange::Provision)
+    } else {
+        None
+    };
+    let req = NewTenantRequest {
+        domain: b.domain,
+        name: b.tenant_name,
+        email: b.email.filter(|e| !e.is_empty()),
+        tenant_type: b.tenant_type.unwrap_or_else(|| "standard".into()),
+        schema: None,
+        then,
+        adopt: false,
+        server: None,
+    };
+    tenants::validate(&req, &state.ctx.settings)?;
+    let lease = state.pool.get().await?;
+    let events = Events::none();
+    let cx = state.ctx.one_tenant(&events);
+    let created = tenants::create(&cx, lease.client(), &req, &set).await?;
+    lease.done();
+    Ok((StatusCode::CREATED, Json(created)).into_response())
+}
+
+/// `POST /api/tenants/provision-schema`.
+#[derive(Debug, Deserialize)]
+pub struct ProvisionBody {
+    tenant_id: TenantRef,
+    #[serde(default)]
+    force_recreate: bool,
+}
+
+/// What a single-tenant change answers.
+#[derive(Debug, Serialize)]
+pub struct Changed {
+    /// The tenant's id.
+    pub tenant_id: i64,
+    /// The result, as a bulk run reports each tenant.
+    #[serde(flatten)]
+    pub result: TenantResult,
+    /// One sentence.
+    pub message: String,
+}
+
+/// Runs one change on one tenant under its lock; a refusal is 409 and a failure 500,
+/// with the tenant's error.
+async fn change(
+    state: &Shared,
+    reference: &str,
+    change: SchemaChange,
+    set: &MigrationSet,
+) -> ApiResult<Json<Changed>> {
+    let lease = state.pool.get().await?;
+    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    let tenant = find(&registry, reference).await?;
+    let events = Events::none();
+    let cx = state.ctx.one_tenant(&events);
+    let run_id = crate::scheduler::new_run_id()?;
+    let r = tenants::change_one(
+        &cx,
+        lease.client(),
+        &registry,
+        &tenant,
+        change,
+        set,
+        &run_id,
+    )
+    .await;
+    drop(registry);
+    lease.done();
+    if r.status == ResultStatus::Failed {
+        let status = if r.cause == crate::scheduler::Cause::Refused {
+            StatusCode::CONFLICT
+        } else {
+            StatusCode::INTERNAL_SERVER_ERROR
+        };
+        return Err(ApiError::new(
+            status,
+            r.error.clone().unwrap_or_else(|| "failed".into()),
+        ));
+    }
+    let message = format!(
+        "tenant {}: {} ({} -> {})",
+        tenant.domain,
+        match r.status {
+            ResultStatus::Ok => "done",
+            ResultStatus::UpToDate => "nothing to do",
+            _ => "skipped",
+        },
+        crate::output::revision(r.from_revision),
+        crate::output::revision(r.to_revision)
+    );
+    Ok(Json(Changed {
+        tenant_id: tenant.id,
+        result: r,
+        message,
+    }))
+}
+
+/// See [`provision_schema_body`].
+pub async fn provision_schema(
+    State(state): State<Shared>,
+    bytes: Bytes,
+) -> ApiResult<Json<Changed>> {
+    on_thread(move || provision_schema_body(State(state), bytes)).await
+}
+
+/// `POST /api/tenants/provision-schema`: creates the tenant's schema (or, with
+/// `force_recreate`, drops it with its data and creates it empty).
+async fn provision_schema_body(
+    State(state): State<Shared>,
+    bytes: Bytes,
+) -> ApiResult<Json<Changed>> {
+    let b: ProvisionBody = body(&bytes)?;
+    let set = MigrationSet::empty(state.ctx.settings.migrations_dir.clone());
+    let c = if b.force_recreate {
+        SchemaChange::Recreate
+    } else {
+        SchemaChange::Provision
+    };
+    change(&state, &b.tenant_id.reference(), c, &set).await
+}
+
+/// `POST /api/tenants/run-migrations`.
+#[derive(Debug, Deserialize)]
+pub struct MigrateBody {
+    tenant_id: TenantRef,
+    #[serde(default)]
+    target_revision: Option<TargetRef>,
+    #[serde(default)]
+    force: bool,
+}
+
+/// A revision as a number or a string (`head`, `base`, `"7"`).
+#[derive(Debug, Deserialize)]
+#[serde(untagged)]
+pub enum TargetRef {
+    /// A version.
+    Number(i64),
+    /// `head`, `base` or a version.
+    Name(String),
+}
+
+fn resolve_target(set: &MigrationSet, t: &Option<TargetRef>) -> ApiResult<i32> {
+    let text = match t {
+        None => "head".to_string(),
+        Some(TargetRef::Number(n)) => n.to_string(),
+        Some(TargetRef::Name(s)) => s.clone(),
+    };
+    if text == "base" {
+        return Ok(0);
+    }
+    set.resolve_target(&text).map_err(ApiError::from)
+}
+
+/// See [`run_migrations_body`].
+pub async fn run_migrations(State(state): State<Shared>, bytes: Bytes) -> ApiResult<Json<Changed>> {
+    on_thread(move || run_migrations_body(State(state), bytes)).await
+}
+
+/// `POST /api/tenants/run-migrations`: upgrades the tenant to `target_revision` (default
+/// head). A target below its revision is a downgrade, run only with `force`.
+async fn run_migrations_body(
+    State(state): State<Shared>,
+    bytes: Bytes,
+) -> ApiResult<Json<Changed>> {
+    let b: MigrateBody = body(&bytes)?;
+    let set = migrations(&state)?;
+    let target = resolve_target(&set, &b.target_revision)?;
+    let current = {
+        let lease = state.pool.get().await?;
+        let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+        let t = find(&registry, &b.tenant_id.reference()).await?;
+        drop(registry);
+        lease.done();
+        t.current_revision.unwrap_or(0)
+    };
+    let c = if target >= current {
+        SchemaChange::Upgrade {
+            target,
+            provision: false,
+        }
+    } else if b.force {
+        SchemaChange::Downgrade(target)
+    } else {
+        return Err(ApiError::new(
+            StatusCode::CONFLICT,
+            format!(
+                "target revision {target} is below the tenant's revision {current}: that is a downgrade, which runs its down scripts; send \"force\": true to run it"
+            ),
+        ));
+    };
+    change(&state, &b.tenant_id.reference(), c, &set).await
+}
+
+/// See [`migration_status_body`].
+pub async fn migration_status(
+    State(state): State<Shared>,
+    Path(tenant_id): Path<String>,
+) -> ApiResult<Response> {
+    on_thread(move || migration_status_body(State(state), Path(tenant_id))).await
+}
+
+/// `GET /api/tenants/{tenant_id}/migration-status`: the `status --tenant` document.
+async fn migration_status_body(
+    State(state): State<Shared>,
+    Path(tenant_id): Path<String>,
+) -> ApiResult<Response> {
+    let set = migrations(&state)?;
+    let lease = state.pool.get().await?;
+    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    let mut tenants = vec![find(&registry, &tenant_id).await?];
+    let st = crate::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
+        .await?;
+    let placement = match state.ctx.connect_to(&tenants[0].server).await {
+        Ok(Some(remote)) => crate::citus::placement(&remote, &tenants[0].schema_name)
+            .await
+            .ok()
+            .flatten(),
+        Ok(None) => crate::citus::placement(lease.client(), &tenants[0].schema_name)
+            .await
+            .ok()
+            .flatten(),
+        Err(_) => None,
+    };
+    let doc = serde_json::to_value(crate::commands::status::OneStatus {
+        status: &st[0],
+        placement,
+    })
+    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    drop(registry);
+    lease.done();
+    Ok(Json(doc).into_response())
+}
+
+/// `GET /api/tenants`: the `tenant list` document.
+pub async fn list_tenants(State(state): State<Shared>) -> ApiResult<Response> {
+    let lease = state.pool.get().await?;
+    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    let tenants = registry.list(None, None).await?;
+    let mut by_status = std::collections::BTreeMap::new();
+    for t in &tenants {
+        *by_status.entry(t.status.as_str()).or_insert(0usize) += 1;
+    }
+    let doc = crate::commands::tenant::list::Listing {
+        summary: crate::commands::tenant::list::ListSummary {
+            total: tenants.len(),
+            by_status,
+        },
+        tenants,
+    };
+    drop(registry);
+    lease.done();
+    Ok(Json(doc).into_response())
+}
+
+/// See [`fleet_status_body`].
+pub async fn fleet_status(State(state): State<Shared>) -> ApiResult<Response> {
+    on_thread(move || fleet_status_body(State(state))).await
+}
+
+/// `GET /api/fleet/status`: the `status --all` document.
+async fn fleet_status_body(State(state): State<Shared>) -> ApiResult<Response> {
+    let set = migrations(&state)?;
+    let lease = state.pool.get().await?;
+    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    let mut tenants = registry.list(None, None).await?;
+    let st = crate::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
+        .await?;
+    let summary = crate::inspect::summarize(&st, set.head());
+    drop(registry);
+    lease.done();
+    Ok(Json(crate::commands::status::FleetStatus {
+        tenants: st,
+        summary,
+    })
+    .into_response())
+}
+
+/// `POST /api/fleet/upgrade`.
+#[derive(Debug, Deserialize)]
+pub struct UpgradeBody {
+    #[serde(default)]
+    target_revision: Option<TargetRef>,
+    #[serde(default)]
+    concurrency: Option<u16>,
+}
+
+/// `POST /api/fleet/upgrade`: starts upgrading every tenant and answers 202 with the
+/// run's id at once; `GET /api/runs/{run_id}` follows it.
+pub async fn fleet_upgrade(State(state): State<Shared>, bytes: Bytes) -> ApiResult<Response> {
+    let b: UpgradeBody = if bytes.is_empty() {
+        UpgradeBody {
+            target_revision: None,
+            concurrency: None,
+        }
+    } else {
+        body(&bytes)?
+    };
+    if let Some(c) = b.concurrency {
+        if !(1..=1024).contains(&c) {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                "concurrency must be 1 to 1024",
+            ));
+        }
+    }
+    if state.ctx.interrupt.requested() {
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "the service is stopping",
+        ));
+    }
+    let set = migrations(&state)?;
+    let target = resolve_target(&set, &b.target_revision)?;
+    let run_id = crate::scheduler::new_run_id()?;
+    let view = state.runs.begin(&run_id);
+    let task_state = state.clone();
+    let id = run_id.clone();
+    // A run's future is not Send (its sessions share borrowed state); it runs to its end
+    // on a thread of its own, driven by the service's runtime.
+    let handle = tokio::runtime::Handle::current();
+    let task = tokio::task::spawn_blocking(move || {
+        handle.block_on(async move {
+            let outcome = upgrade_all(&task_state, &id, &view, set, target, b.concurrency).await;
+            let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+            if let Err(e) = outcome {
+                v.error = Some(e.to_string());
+            }
+            v.state = "finished";
+        })
+    });
+    state.runs.keep(task).await;
+    Ok((
+        StatusCode::ACCEPTED,
+        Json(serde_json::json!({ "run_id": run_id })),
+    )
+        .into_response())
+}
+
+/// The body of an API fleet upgrade: as `upgrade --all`, its events kept in `view`.
+async fn upgrade_all(
+    state: &Shared,
+    run_id: &str,
+    view: &std::sync::Arc<std::sync::Mutex<runs::RunView>>,
+    set: MigrationSet,
+    target: i32,
+    concurrency: Option<u16>,
+) -> Result<(), Error> {
+    let ctx = &state.ctx;
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let selection = crate::fleet::Selection {
+        all: true,
+        ..Default::default()
+    };
+    let tenants = crate::fleet::select(&registry, &selection).await?;
+    let unprovisioned = selection.unprovisioned();
+    let planned: Vec<Planned> = crate::fleet::plan_upgrade(
+        &ctx.servers,
+        &client,
+        &registry,
+        tenants,
+        &set,
+        target,
+        unprovisioned,
+        &ctx.settings.history_table,
+    )
+    .await?;
+    let op = crate::operation::Change {
+        change: SchemaChange::Upgrade {
+            target,
+            provision: false,
+        },
+        set: &set,
+        unprovisioned,
+    };
+    let fleet = crate::fleet::Fleet {
+        target: &ctx.target,
+        servers: &ctx.servers,
+        settings: &ctx.settings,
+        client: &client,
+        registry: &registry,
+        interrupt: &ctx.interrupt,
+    };
+    let bulk = crate::cli::BulkOpts {
+        concurrency,
+        fail_fast: false,
+        max_failures: None,
+        canary: None,
+        metrics_textfile: None,
+    };
+    let opts = ctx.run_options(&bulk);
+    let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
+    let events = Events::to(tx);
+    let follow_view = view.clone();
+    let follower = tokio::spawn(async move {
+        while let Some(e) = rx.recv().await {
+            let line = match &e {
+                RunEvent::Began { total } => Some(format!("started on {total} tenants")),
+                RunEvent::Finished(r) => {
+                    let mut v = follow_view.lock().unwrap_or_else(|p| p.into_inner());
+                    match r.status {
+                        ResultStatus::Ok => v.summary.ok += 1,
+                        ResultStatus::UpToDate => v.summary.up_to_date += 1,
+                        ResultStatus::Failed => v.summary.failed += 1,
+                        ResultStatus::Skipped => v.summary.skipped += 1,
+                    }
+                    drop(v);
+                    Some(crate::output::progress_line("upgrade", r))
+                }
+                RunEvent::Waiting {
+                    domain,
+                    schema_name,
+                    holder,
+                } => Some(crate::reporter::waiting_line(
+                    "upgrade",
+                    domain,
+                    schema_name,
+                    holder.as_ref(),
+                )),
+                RunEvent::Ended => Some("ended".into()),
+                _ => None,
+            };
+            if let Some(line) = line {
+                runs::note(&follow_view, line);
+            }
+        }
+    });
+    let report = fleet.run_as(run_id, &op, planned, &opts, &events).await;
+    drop(events);
+    let _ = follower.await;
+    let report = report?;
+    let mut v = view.lock().unwrap_or_else(|p| p.into_inner());
+    v.summary = report.summary.clone();
+    if let Some(why) = &report.stopped {
+        v.error = Some(why.clone());
+    }
+    Ok(())
+}
+
+/// `GET /api/runs/{run_id}`: a run the service started (as it goes), or any run in the
+/// ledger (finished).
+pub async fn run_status(
+    State(state): State<Shared>,
+    Path(run_id): Path<String>,
+) -> ApiResult<Response> {
+    let not_found = || {
+        ApiError::new(
+            StatusCode::NOT_FOUND,
+            format!("no run {}", crate::ident::shown(&run_id)),
+        )
+    };
+    if uuid::Uuid::parse_str(&run_id).is_err() {
+        return Err(not_found());
+    }
+    if let Some(v) = state.runs.get(&run_id) {
+        return Ok(Json(v).into_response());
+    }
+    let lease = state.pool.get().await?;
+    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    let rows = registry
+        .events(&crate::registry::EventFilter {
+            tenant_id: None,
+            run_id: Some(run_id.clone()),
+            failed_only: false,
+            limit: 100_000,
+        })
+        .await?;
+    drop(registry);
+    lease.done();
+    if rows.is_empty() {
+        return Err(not_found());
+    }
+    let mut summary = crate::scheduler::Summary {
+        total: rows.len(),
+        ..Default::default()
+    };
+    let mut events = Vec::with_capacity(rows.len());
+    for r in rows.iter().rev() {
+        if r.status == "failed" {
+            summary.failed += 1;
+        } else {
+            summary.ok += 1;
+        }
+        events.push(format!(
+            "{} {}: {} ({} -> {}){}",
+            r.action,
+            r.domain,
+            r.status,
+            crate::output::revision(r.from_revision),
+            crate::output::revision(r.to_revision),
+            r.error
+                .as_deref()
+                .map(|e| format!(": {e}"))
+                .unwrap_or_default()
+        ));
+    }
+    Ok(Json(runs::RunView {
+        run_id,
+        state: "finished",
+        summary,
+        events,
+        error: None,
+    })
+    .into_response())
+}
+
+/// `GET /healthz`: 200 when the registry answers, 503 when it does not; never a tenant's
+/// name.
+pub async fn healthz(State(state): State<Shared>) -> Response {
+    let ok = async {
+        let lease = state.pool.get().await?;
+        lease
+            .client()
+            .simple_query("SELECT 1")
+            .await
+            .map_err(crate::db::query_error("checking the registry"))?;
+        lease.done();
+        Ok::<(), Error>(())
+    }
+    .await;
+    match ok {
+        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+        Err(e) => (
+            StatusCode::SERVICE_UNAVAILABLE,
+            Json(serde_json::json!({"status": "unavailable", "detail": e.to_string()})),
+        )
+            .into_response(),
+    }
+}
+
+/// `GET /metrics`: Prometheus's text format.
+pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
+    let head = state.ctx.migrations().map(|s| s.head()).unwrap_or(0);
+    let lease = state.pool.get().await?;
+    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    let m = crate::metrics::gather(
+        lease.client(),
+        registry.tables(),
+        head,
+        state.ctx.servers.iter().count(),
+    )
+    .await?;
+    drop(registry);
+    lease.done();
+    Ok((
+        [(
+            header::CONTENT_TYPE,
+            "text/plain; version=0.0.4; charset=utf-8",
+        )],
+        crate::metrics::render(&m),
+    )
+        .into_response())
+}

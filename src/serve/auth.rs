@@ -1,0 +1,193 @@
+//! The service's one secret: the bearer token. It is kept only as a SHA-256 and compared
+//! in constant time; the dashboard's cookie carries a value derived from it, never the
+//! token itself.
+
+use axum::extract::{Request, State};
+use axum::http::{header, HeaderMap, StatusCode};
+use axum::middleware::Next;
+use axum::response::{IntoResponse, Response};
+use sha2::{Digest, Sha256};
+use subtle::ConstantTimeEq;
+
+use super::{ApiError, Shared};
+use crate::error::Error;
+
+/// The dashboard's cookie.
+pub const COOKIE: &str = "tenantctl_session";
+
+/// The shortest token accepted.
+pub const MIN_TOKEN_LEN: usize = 16;
+
+/// The token, as its hash.
+pub struct Token {
+    hash: [u8; 32],
+}
+
+impl Token {
+    /// The token from `TENANTCTL_API_TOKEN`, else from `token_file`; exit 3 without one,
+    /// or with one shorter than [`MIN_TOKEN_LEN`].
+    pub fn load(env: Option<String>, token_file: Option<&std::path::Path>) -> Result<Token, Error> {
+        let raw = match (env.filter(|t| !t.trim().is_empty()), token_file) {
+            (Some(t), _) => t,
+            (None, Some(path)) => std::fs::read_to_string(path).map_err(|e| {
+                Error::setup(format!(
+                    "cannot read serve.token_file {}: {e}",
+                    path.display()
+                ))
+            })?,
+            (None, None) => {
+                return Err(Error::setup(
+                    "tenantctl serve needs a token: set TENANTCTL_API_TOKEN, or serve.token_file in tenants.toml (a file holding it)",
+                ))
+            }
+        };
+        let token = raw.trim();
+        if token.len() < MIN_TOKEN_LEN || token.chars().any(|c| c.is_control() || c == ' ') {
+            return Err(Error::setup(format!(
+                "the API token must be at least {MIN_TOKEN_LEN} characters, without spaces or control characters"
+            )));
+        }
+        Ok(Token {
+            hash: Sha256::digest(token.as_bytes()).into(),
+        })
+    }
+
+    /// Whether `presented` is the token (constant time).
+    pub fn accepts(&self, presented: &str) -> bool {
+        let h: [u8; 32] = Sha256::digest(presented.as_bytes()).into();
+        h.ct_eq(&self.hash).into()
+    }
+
+    /// The cookie value that stands for the token.
+    pub fn session(&self) -> String {
+        let mut h = Sha256::new();
+        h.update(b"tenantctl dashboard session\0");
+        h.update(self.hash);
+        hex::encode(h.finalize())
+    }
+
+    fn accepts_session(&self, value: &str) -> bool {
+        value.as_bytes().ct_eq(self.session().as_bytes()).into()
+    }
+}
+
+fn bearer(headers: &HeaderMap) -> Option<&str> {
+    headers
+        .get(header::AUTHORIZATION)?
+        .to_str()
+        .ok()?
+        .strip_prefix("Bearer ")
+        .map(str::trim)
+}
+
+fn cookie(headers: &HeaderMap) -> Option<String> {
+    headers
+        .get_all(header::COOKIE)
+        .iter()
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(';'))
+        .filter_map(|kv| kv.trim().split_once('='))
+        .find(|(k, _)| *k == COOKIE)
+        .map(|(_, v)| v.to_string())
+}
+
+fn query_token(req: &Request) -> Option<String> {
+    req.uri().query()?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=')?;
+        (k == "token").then(|| percent_decode(v))
+    })
+}
+
+fn percent_decode(v: &str) -> String {
+    let hex = |b: u8| (b as char).to_digit(16).map(|d| d as u8);
+    let bytes = v.as_bytes();
+    let mut out = Vec::with_capacity(bytes.len());
+    let mut i = 0;
+    while i < bytes.len() {
+        match bytes[i] {
+            b'%' if i + 2 < bytes.len() => match (hex(bytes[i + 1]), hex(bytes[i + 2])) {
+                (Some(a), Some(b)) => {
+                    out.push(a * 16 + b);
+                    i += 3;
+                }
+                _ => {
+                    out.push(b'%');
+                    i += 1;
+                }
+            },
+            b'+' => {
+                out.push(b' ');
+                i += 1;
+            }
+            b => {
+                out.push(b);
+                i += 1;
+            }
+        }
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+/// Lets a request through with the token (bearer header or the dashboard's cookie);
+/// `GET /?token=TOKEN` sets the cookie and redirects to `/`. Anything else is 401.
+pub async fn require(State(state): State<Shared>, req: Request, next: Next) -> Response {
+    let token = &state.token;
+    if let Some(presented) = query_token(&req) {
+        if req.uri().path() == "/" && token.accepts(&presented) {
+            let cookie = format!(
+                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+                token.session()
+            );
+            return (
+                StatusCode::SEE_OTHER,
+                [
+                    (header::SET_COOKIE, cookie),
+                    (header::LOCATION, "/".to_string()),
+                ],
+            )
+                .into_response();
+        }
+        return ApiError::new(StatusCode::UNAUTHORIZED, "invalid token").into_response();
+    }
+    let ok = match bearer(req.headers()) {
+        Some(b) => token.accepts(b),
+        None => cookie(req.headers()).is_some_and(|c| token.accepts_session(&c)),
+    };
+    if !ok {
+        let mut r = ApiError::new(
+            StatusCode::UNAUTHORIZED,
+            "missing or invalid token: send Authorization: Bearer TOKEN",
+        )
+        .into_response();
+        r.headers_mut().insert(
+            header::WWW_AUTHENTICATE,
+            "Bearer".parse().expect("static header"),
+        );
+        return r;
+    }
+    next.run(req).await
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_token_is_checked_and_never_kept() {
+        let t = Token::load(Some("s3cret-token-0123456789".into()), None).unwrap();
+        assert!(t.accepts("s3cret-token-0123456789"));
+        assert!(!t.accepts("s3cret-token-012345678"));
+        assert!(!t.accepts(""));
+        assert!(!t.session().contains("s3cret"));
+        assert!(t.accepts_session(&t.session()));
+        assert!(!t.accepts_session("s3cret-token-0123456789"));
+        assert!(Token::load(Some("short".into()), None).is_err());
+        assert!(Token::load(None, None).is_err());
+        assert!(Token::load(Some("with space in the token!".into()), None).is_err());
+    }
+
+    #[test]
+    fn query_values_are_percent_decoded() {
+        assert_eq!(percent_decode("a%2Bb+c%zz%"), "a+b c%zz%");
+    }
+}

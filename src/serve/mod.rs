@@ -1,0 +1,257 @@
+//! `tenantctl serve`: the REST service the command line replaces, with a dashboard and
+//! Prometheus metrics (README "Serve").
+//!
+//! One axum router on the command's tokio runtime. Every `/api` route and the dashboard
+//! need the bearer token (or the dashboard's cookie, set by `GET /?token=`); `/healthz`
+//! and `/metrics` need none and name no tenant. Handlers call the same engine the
+//! command line does: requests on one tenant serialise on its advisory lock, as two
+//! commands would. Errors are `{"detail": ...}` with the status the engine's error kind
+//! maps to. Nothing here prints the token, an API key or a password.
+
+pub mod api;
+pub mod auth;
+pub mod dashboard;
+pub mod runs;
+
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+use axum::extract::{DefaultBodyLimit, Request};
+use axum::http::StatusCode;
+use axum::middleware::{self, Next};
+use axum::response::{IntoResponse, Response};
+use axum::routing::{get, post};
+use axum::{Json, Router};
+use tokio::sync::Semaphore;
+use tokio_postgres::Client;
+
+use crate::commands::Ctx;
+use crate::error::{Error, ErrorKind};
+
+/// The largest request body accepted.
+pub const BODY_LIMIT: usize = 64 * 1024;
+
+/// How long a request that is not a migration may take.
+pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// Registry connections kept for requests.
+const REGISTRY_CONNECTIONS: usize = 16;
+
+/// What every handler shares.
+pub struct AppState {
+    /// The settings, servers and interruption, as a command has them.
+    pub ctx: Ctx,
+    /// The token requests must present.
+    pub token: auth::Token,
+    /// Fleet runs started through the API.
+    pub runs: runs::Runs,
+    /// Registry connections.
+    pub pool: Clients,
+}
+
+/// Shared state.
+pub type Shared = Arc<AppState>;
+
+/// An error as the API answers it: `{"detail": ...}` with a status.
+#[derive(Debug)]
+pub struct ApiError {
+    /// The HTTP status.
+    pub status: StatusCode,
+    /// The message.
+    pub detail: String,
+}
+
+impl ApiError {
+    /// An error with this status.
+    pub fn new(status: StatusCode, detail: impl Into<String>) -> ApiError {
+        ApiError {
+            status,
+            detail: detail.into(),
+        }
+    }
+}
+
+impl From<Error> for ApiError {
+    fn from(e: Error) -> ApiError {
+        let status = match e.kind() {
+            ErrorKind::Invalid => StatusCode::UNPROCESSABLE_ENTITY,
+            ErrorKind::NotFound => StatusCode::NOT_FOUND,
+            ErrorKind::Conflict | ErrorKind::Refused => StatusCode::CONFLICT,
+            ErrorKind::Setup | ErrorKind::Unavailable | ErrorKind::Interrupted => {
+                StatusCode::SERVICE_UNAVAILABLE
+            }
+            ErrorKind::Failed => StatusCode::INTERNAL_SERVER_ERROR,
+        };
+        ApiError::new(status, e.to_string())
+    }
+}
+
+impl IntoResponse for ApiError {
+    fn into_response(self) -> Response {
+        (
+            self.status,
+            Json(serde_json::json!({ "detail": self.detail })),
+        )
+            .into_response()
+    }
+}
+
+/// Registry connections for requests: at most [`REGISTRY_CONNECTIONS`] at once (a
+/// request waits for one rather than fail), kept open between requests.
+pub struct Clients {
+    target: crate::db::Target,
+    idle: std::sync::Mutex<Vec<Client>>,
+    limit: Arc<Semaphore>,
+}
+
+/// A registry connection lent to a request. It goes back to the pool only through
+/// [`Lease::done`]; a request that fails or is cancelled half-way closes it instead, so
+/// no connection in an unknown state is lent again.
+pub struct Lease<'a> {
+    client: Option<Client>,
+    pool: &'a Clients,
+    _permit: tokio::sync::SemaphorePermit<'a>,
+}
+
+impl Clients {
+    /// A pool connecting to `target`.
+    pub fn new(target: crate::db::Target) -> Clients {
+        Clients {
+            target,
+            idle: Default::default(),
+            limit: Arc::new(Semaphore::new(REGISTRY_CONNECTIONS)),
+        }
+    }
+
+    /// A connection: an idle one that is still open, or a new one.
+    pub async fn get(&self) -> Result<Lease<'_>, Error> {
+        let permit = self
+            .limit
+            .acquire()
+            .await
+            .map_err(|_| Error::unavailable("the service is shutting down"))?;
+        let reused = loop {
+            let next = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
+            match next {
+                Some(c) if !c.is_closed() => break Some(c),
+                Some(_) => continue,
+                None => break None,
+            }
+        };
+        let client = match reused {
+            Some(c) => c,
+            None => self.target.connect().await?,
+        };
+        Ok(Lease {
+            client: Some(client),
+            pool: self,
+            _permit: permit,
+        })
+    }
+}
+
+impl Lease<'_> {
+    /// The connection.
+    pub fn client(&self) -> &Client {
+        self.client
+            .as_ref()
+            .expect("a lease holds its client until done")
+    }
+
+    /// Gives the connection back for the next request.
+    pub fn done(mut self) {
+        if let Some(c) = self.client.take() {
+            self.pool
+                .idle
+                .lock()
+                .unwrap_or_else(|p| p.into_inner())
+                .push(c);
+        }
+    }
+}
+
+/// The router with every route and layer.
+pub fn router(state: Shared) -> Router {
+    let quick = Router::new()
+        .route("/api/tenants", get(api::list_tenants))
+        .route("/api/tenants/", post(api::create_tenant))
+        .route(
+            "/api/tenants/{tenant_id}/migration-status",
+            get(api::migration_status),
+        )
+        .route("/api/fleet/status", get(api::fleet_status))
+        .route("/api/fleet/upgrade", post(api::fleet_upgrade))
+        .route("/api/runs/{run_id}", get(api::run_status))
+        .layer(tower_http::timeout::TimeoutLayer::with_status_code(
+            StatusCode::REQUEST_TIMEOUT,
+            REQUEST_TIMEOUT,
+        ));
+    // Migrations and provisioning wait for the tenant's lock as long as it takes.
+    let long = Router::new()
+        .route("/api/tenants/provision-schema", post(api::provision_schema))
+        .route("/api/tenants/run-migrations", post(api::run_migrations));
+    let protected = quick
+        .merge(long)
+        .route("/", get(dashboard::page))
+        .route("/tenants/{tenant}", get(dashboard::tenant))
+        .layer(middleware::from_fn_with_state(state.clone(), auth::require));
+    Router::new()
+        .merge(protected)
+        .route("/healthz", get(api::healthz))
+        .route("/metrics", get(api::metrics))
+        .fallback(not_found)
+        .layer(DefaultBodyLimit::max(BODY_LIMIT))
+        .layer(middleware::from_fn(log))
+        .with_state(state)
+}
+
+async fn not_found() -> ApiError {
+    ApiError::new(StatusCode::NOT_FOUND, "Not Found")
+}
+
+/// One line per request on stderr: method, path (never the query, which may carry the
+/// token), status and time.
+async fn log(req: Request, next: Next) -> Response {
+    let started = Instant::now();
+    let method = req.method().clone();
+    let path = req.uri().path().to_string();
+    let response = next.run(req).await;
+    crate::output::log_line(&format!(
+        "{method} {} {} {} ms",
+        crate::ident::shown(&path),
+        response.status().as_u16(),
+        started.elapsed().as_millis()
+    ));
+    response
+}
+
+/// Runs the service on `listen` until the first SIGTERM or Ctrl-C: then it stops
+/// accepting requests, lets requests in flight finish, and waits for the fleet runs it
+/// started (they stop after their current migration, as a command's would).
+pub async fn serve(ctx: Ctx, listen: SocketAddr, token: auth::Token) -> Result<(), Error> {
+    let listener = tokio::net::TcpListener::bind(listen)
+        .await
+        .map_err(|e| Error::setup(format!("cannot listen on {listen}: {e}")))?;
+    let bound = listener
+        .local_addr()
+        .map_err(|e| Error::setup(format!("cannot listen on {listen}: {e}")))?;
+    let state = Arc::new(AppState {
+        pool: Clients::new(ctx.target.clone()),
+        token,
+        runs: runs::Runs::default(),
+        ctx,
+    });
+    // The service is a run that stops gracefully: the first signal asks it to stop.
+    let _graceful = state.ctx.interrupt.graceful_guard();
+    let stop = state.ctx.interrupt.stop_token();
+    crate::output::log_line(&format!("listening on http://{bound}"));
+    axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move { stop.cancelled().await })
+        .await
+        .map_err(|e| Error::failed(format!("serving: {e}")))?;
+    crate::output::log_line("stopping: waiting for the fleet runs in flight");
+    state.runs.wait_all().await;
+    crate::output::log_line("stopped");
+    Ok(())
+}
