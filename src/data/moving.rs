@@ -176,13 +176,29 @@ pub(crate) async fn preflight(
             tenant.server
         )));
     }
-    if !keep_source && !boundary.outside.is_empty() {
+    // An interrupted online move's publication still lists the tables; the move drops
+    // it before anything else, so it does not hold the drop of the old copy.
+    let leftover = journal.map(|_| super::online::replication_name(tenant.id));
+    let outside: Vec<_> = boundary
+        .outside
+        .into_iter()
+        .filter(|d| !leftover.as_deref().is_some_and(|n| names(&d.object, n)))
+        .collect();
+    if !keep_source && !outside.is_empty() {
         return Err(Error::refused(format!(
             "{} (pass --keep-source to rename the old copy instead of dropping it)",
-            crate::plan::drop_blocked(schema, &boundary.outside, &tenant.domain)
+            crate::plan::drop_blocked(schema, &outside, &tenant.domain)
         )));
     }
     Ok(())
+}
+
+/// Whether the object description `object` names `name` as a whole word.
+fn names(object: &str, name: &str) -> bool {
+    let word = |c: char| c.is_alphanumeric() || c == '_' || c == '$';
+    object.match_indices(name).any(|(at, _)| {
+        !object[..at].ends_with(word) && !object[at + name.len()..].starts_with(word)
+    })
 }
 
 /// Moves `tenant` to server `to`, finishing or undoing an interrupted move of it first.
