@@ -276,7 +276,7 @@ fn refusals_come_before_anything_is_created() {
     for ((domain, server, schema), why) in tenants.iter().zip([
         "wal_level = replica",
         "neither a primary key nor a replica identity",
-        "no free replication slot",
+        "0 free replication slot(s) and the move needs 3",
     ]) {
         let run = s.move_online(domain, "b");
         run.expect(3);
@@ -635,6 +635,43 @@ fn a_move_killed_after_the_registry_switch_is_finished_by_a_rerun() {
     run.expect(0);
     intact(&s, "switched", &schema, "b", &rows);
     assert!(!schema_on(s.server("a"), &schema), "the old copy is left");
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+}
+
+#[test]
+fn the_initial_copy_slots_are_counted_before_anything_is_created() {
+    // Two slots: one to stream from, and one table copied at a time at most.
+    let s = setting(
+        vec![
+            (
+                "a",
+                cluster("wal_level = logical\nmax_replication_slots = 2\n"),
+            ),
+            ("b", cluster("")),
+            ("c", cluster("max_sync_workers_per_subscription = 1\n")),
+        ],
+        &[SHOP],
+    );
+    let (_, schema) = s.create("slots", "a");
+    fill(s.server("a"), &schema, 2_000);
+    let rows = fingerprint(s.server("a"), &schema);
+    // b copies two tables at once: three slots needed.
+    let run = s.move_online("slots", "b");
+    run.expect(3);
+    assert!(
+        run.stderr
+            .contains("2 free replication slot(s) and the move needs 3"),
+        "{}",
+        run.stderr
+    );
+    assert!(!schema_on(s.server("b"), &schema));
+    intact(&s, "slots", &schema, "a", &rows);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+    // c copies one table at a time: two are enough.
+    s.move_online("slots", "c").expect(0);
+    intact(&s, "slots", &schema, "c", &rows);
     assert_eq!(s.journal(), vec![]);
     s.no_replication_objects();
 }
