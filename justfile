@@ -13,7 +13,8 @@ test *ARGS:
     scripts/test {{ARGS}}
 
 # Fleet benchmarks: bulk upgrade vs persistent psql sessions and Alembic (pip-installs it into
-# ~/.cache/tenantctl-bench on first use), 10,000-tenant no-op runs, peak memory.
+# ~/.cache/tenantctl-bench on first use), 10,000-tenant no-op runs, peak memory; then tenant
+# export + import vs pg_dump + pg_restore (BENCH_ONLY=data runs only that).
 bench:
     scripts/bench
 

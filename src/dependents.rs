@@ -168,7 +168,7 @@ inside AS (SELECT classid, objid FROM own UNION SELECT classid, objid FROM parts
 /// Runs in the caller's transaction (so the answer holds for the `DROP SCHEMA` that
 /// follows in it) and pins `search_path` to `pg_catalog` for the rest of that
 /// transaction, so every name in the descriptions is schema-qualified.
-pub async fn outside(tx: &Transaction<'_>, schema: &str) -> Result<Vec<Dependent>, Error> {
+pub async fn outside<C: GenericClient>(tx: &C, schema: &str) -> Result<Vec<Dependent>, Error> {
     let context = format!(
         "looking for objects outside schema {} that depend on it",
         quote(schema)

@@ -405,6 +405,20 @@ impl Fleet<'_> {
         events: &Events,
     ) -> Result<RunReport, Error> {
         let run_id = scheduler::new_run_id()?;
+        self.run_as(&run_id, op, planned, opts, events).await
+    }
+
+    /// [`Fleet::run`] under a run id chosen by the caller (a service that answers with
+    /// the id before the run starts).
+    pub async fn run_as(
+        &self,
+        run_id: &str,
+        op: &impl Operation,
+        planned: Vec<Planned>,
+        opts: &RunOptions,
+        events: &Events,
+    ) -> Result<RunReport, Error> {
+        let run_id = run_id.to_string();
         let host = scheduler::client_host();
         self.interrupt.set_run_id(&run_id);
         // Each server's sessions connect through one target that counts their

@@ -230,8 +230,12 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
                     &config::TlsShown::from_settings(s)
                 )
                 .len(),
-                15
+                16
             );
+            for (tenant_type, tenant) in &s.templates {
+                assert!(ident::validate_tenant_type(tenant_type).is_ok());
+                assert!(!tenant.trim().is_empty());
+            }
         }
     }
     Some(result)

@@ -32,6 +32,7 @@ pub mod fuzzing;
 pub mod ident;
 pub mod inspect;
 pub mod interrupt;
+pub mod metrics;
 pub mod migrations;
 pub mod operation;
 pub mod output;

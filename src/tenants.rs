@@ -180,25 +180,7 @@ pub async fn create(
     registry.log(&tenant, &registered, None).await?;
     let result = match req.then {
         Some(change) => {
-            cx.interrupt.set_run_id(&run_id);
-            let target = cx.servers.target(&server)?.named_for_run(&run_id);
-            let pools = Pools::single(&server, target);
-            let registry_conn = RegistryConn::new(cx.target, cx.settings.connect_timeout, client);
-            let env = Env {
-                pools: &pools,
-                registry: &registry_conn,
-                settings: cx.settings,
-                tables: registry.tables(),
-                run_id: &run_id,
-                client_host: &host,
-                interrupt: cx.interrupt,
-            };
-            let op = Change {
-                change,
-                set,
-                unprovisioned: Unprovisioned::Fail,
-            };
-            Some(run_one(&env, &op, &tenant, cx.events).await)
+            Some(change_one(cx, client, &registry, &tenant, change, set, &run_id).await)
         }
         None => None,
     };
@@ -211,6 +193,46 @@ pub async fn create(
         client, &registry, cx, tenant, result, adopted, migrate, set, key,
     )
     .await
+}
+
+/// Runs one schema change on one registered tenant in its own locked session, as a run
+/// `run_id` in the ledger, and records the outcome.
+pub async fn change_one(
+    cx: &Context<'_>,
+    client: &Client,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    change: SchemaChange,
+    set: &MigrationSet,
+    run_id: &str,
+) -> TenantResult {
+    let host = scheduler::client_host();
+    cx.interrupt.set_run_id(run_id);
+    let target = match cx.servers.target(&tenant.server) {
+        Ok(t) => t.named_for_run(run_id),
+        Err(e) => {
+            let mut r = TenantResult::new(tenant, ResultStatus::Failed);
+            r.error = Some(e.to_string());
+            return r;
+        }
+    };
+    let pools = Pools::single(&tenant.server, target);
+    let registry_conn = RegistryConn::new(cx.target, cx.settings.connect_timeout, client);
+    let env = Env {
+        pools: &pools,
+        registry: &registry_conn,
+        settings: cx.settings,
+        tables: registry.tables(),
+        run_id,
+        client_host: &host,
+        interrupt: cx.interrupt,
+    };
+    let op = Change {
+        change,
+        set,
+        unprovisioned: Unprovisioned::Fail,
+    };
+    run_one(&env, &op, tenant, cx.events).await
 }
 
 /// What was in the schema before the tenant was registered.

@@ -85,9 +85,10 @@ pub struct CreateArgs {
     pub server: Option<String>,
 
     /// Start from this tenant's data (as `tenant clone`): the schema is built to its
-    /// revision and its rows are copied. Without it, a --type listed in
-    /// [tenants.templates] starts from that template tenant.
-    #[arg(long, value_name = "TENANT", conflicts_with_all = ["provision", "migrate", "adopt"])]
+    /// revision and its rows are copied (with --migrate, then upgraded to --target).
+    /// Without it, a --type listed in [tenants.templates] starts from that template
+    /// tenant.
+    #[arg(long, value_name = "TENANT", conflicts_with_all = ["provision", "adopt"])]
     pub from: Option<String>,
 
     /// With --from (or a template): show what would be done; change nothing.

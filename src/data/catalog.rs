@@ -422,3 +422,108 @@ pub fn differences(archived: &[Table], built: &[Table]) -> Vec<String> {
     }
     out
 }
+
+/// An index that loading drops before the rows go in and builds again after, once:
+/// cheaper than inserting every row into it (a plain index, or the one behind a primary
+/// key or unique constraint).
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Rebuilt {
+    /// The table.
+    pub table: String,
+    /// The index (the constraint's name, for a constraint).
+    pub name: String,
+    /// For a constraint, `pg_get_constraintdef`; `None` for a plain index.
+    pub constraint: Option<String>,
+    /// For a plain index, `pg_get_indexdef`.
+    pub definition: String,
+    /// The index's or the constraint's comment.
+    pub comment: Option<String>,
+}
+
+impl Rebuilt {
+    /// Drops it.
+    pub fn drop(&self, schema: &str) -> String {
+        match &self.constraint {
+            Some(_) => format!(
+                "ALTER TABLE {} DROP CONSTRAINT {}",
+                qualified(schema, &self.table),
+                quote(&self.name)
+            ),
+            None => format!("DROP INDEX {}", qualified(schema, &self.name)),
+        }
+    }
+
+    /// Builds it again, with its comment.
+    pub fn build(&self, schema: &str) -> String {
+        let mut sql = match &self.constraint {
+            Some(def) => format!(
+                "ALTER TABLE {} ADD CONSTRAINT {} {def}",
+                qualified(schema, &self.table),
+                quote(&self.name)
+            ),
+            None => self.definition.clone(),
+        };
+        if let Some(c) = &self.comment {
+            let on = match &self.constraint {
+                Some(_) => format!(
+                    "CONSTRAINT {} ON {}",
+                    quote(&self.name),
+                    qualified(schema, &self.table)
+                ),
+                None => format!("INDEX {}", qualified(schema, &self.name)),
+            };
+            sql.push_str(&format!("; COMMENT ON {on} IS {}", crate::plan::literal(c)));
+        }
+        sql
+    }
+}
+
+/// The indexes of `tables` (plain tables, not partitions) that can be dropped and built
+/// again without losing anything: plain indexes and primary key or unique constraints
+/// whose index carries the constraint's name, none of them a replica identity, a
+/// clustering index, in a tablespace of its own, with storage options, or attached to a
+/// partitioned index, nor one a foreign key from another schema points at (the schema's
+/// own foreign keys are dropped first and added back after).
+pub async fn rebuildable(
+    client: &Client,
+    schema: &str,
+    tables: &[String],
+) -> Result<Vec<Rebuilt>, Error> {
+    if tables.is_empty() {
+        return Ok(Vec::new());
+    }
+    let rows = client
+        .query(
+            "SELECT t.relname::text, i.relname::text, \
+                    CASE WHEN c.oid IS NULL THEN NULL ELSE pg_catalog.pg_get_constraintdef(c.oid) END, \
+                    pg_catalog.pg_get_indexdef(i.oid), \
+                    CASE WHEN c.oid IS NULL THEN pg_catalog.obj_description(i.oid, 'pg_class') \
+                         ELSE pg_catalog.obj_description(c.oid, 'pg_constraint') END \
+             FROM pg_catalog.pg_index x \
+             JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid \
+             JOIN pg_catalog.pg_class t ON t.oid = x.indrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+             LEFT JOIN pg_catalog.pg_constraint c ON c.conindid = i.oid AND c.conrelid = t.oid \
+                    AND c.contype IN ('p', 'u', 'x') \
+             WHERE n.nspname = $1 AND t.relname = ANY($2) AND t.relkind = 'r' AND NOT t.relispartition \
+               AND NOT x.indisreplident AND NOT x.indisclustered AND x.indisvalid \
+               AND i.reltablespace = 0 AND i.reloptions IS NULL \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_inherits h WHERE h.inhrelid = i.oid) \
+               AND (c.oid IS NULL OR (c.contype IN ('p', 'u') AND c.conname = i.relname)) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint o WHERE o.conindid = i.oid AND o.contype NOT IN ('p', 'u')) \
+             ORDER BY c.oid IS NOT NULL, 1, 2",
+            &[&schema, &tables],
+        )
+        .await
+        .map_err(query_error("reading the schema's indexes"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Rebuilt {
+            table: r.get(0),
+            name: r.get(1),
+            constraint: r.get(2),
+            definition: r.get(3),
+            comment: r.get(4),
+        })
+        .collect())
+}

@@ -8,6 +8,9 @@
 //!   any order (self-referencing and circular keys) and every key is checked once;
 //! - every table is emptied first (`TRUNCATE`, removing rows a migration seeded), which
 //!   also lets `COPY ... FREEZE` write the rows already frozen;
+//! - a big table's indexes (plain ones, and those of its primary key and unique
+//!   constraints) are dropped before its rows go in and built once after, as
+//!   `pg_restore` does, before the foreign keys are added back;
 //! - generated columns are not carried: `COPY` computes them;
 //! - partitioned tables are loaded through their leaf partitions;
 //! - sequences take the archive's state, then move past the largest value of the column
@@ -25,6 +28,13 @@ use crate::data::stream::Source;
 use crate::db::query_error;
 use crate::error::Error;
 use crate::ident::{qualified, quote};
+
+/// A table with at least this many rows has its indexes dropped before the load and
+/// built after it.
+pub const REBUILD_FROM_ROWS: u64 = 10_000;
+
+/// `maintenance_work_mem` for those builds, in the load's transaction only.
+const REBUILD_MEMORY: &str = "128MB";
 
 /// What a load did.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -76,11 +86,21 @@ pub async fn load(client: &Client, schema: &str, source: &mut Source) -> Result<
     let triggers = catalog::triggers(client, schema).await?;
     let keys = catalog::foreign_keys(client, schema).await?;
     let owned = catalog::owned_sequences(client, schema).await?;
+    // Big tables get their indexes built once after the rows, not row by row.
+    let big: Vec<String> = source
+        .manifest
+        .tables
+        .iter()
+        .filter(|t| t.rows >= REBUILD_FROM_ROWS)
+        .map(|t| t.name.clone())
+        .collect();
+    let rebuilt = catalog::rebuildable(client, schema, &big).await?;
     client
         .batch_execute("BEGIN; SET LOCAL statement_timeout = 0")
         .await
         .map_err(query_error("starting the load"))?;
-    let loaded = load_in_transaction(client, schema, source, &triggers, &keys, &owned).await;
+    let loaded =
+        load_in_transaction(client, schema, source, &triggers, &keys, &owned, &rebuilt).await;
     match loaded {
         Ok(l) => {
             client
@@ -103,10 +123,12 @@ async fn load_in_transaction(
     triggers: &[catalog::Trigger],
     keys: &[catalog::ForeignKey],
     owned: &[catalog::OwnedSequence],
+    rebuilt: &[catalog::Rebuilt],
 ) -> Result<Loaded, Error> {
     let manifest = source.manifest.clone();
     let mut prepare: Vec<String> = triggers.iter().map(|t| t.disable(schema)).collect();
     prepare.extend(keys.iter().map(|k| k.drop(schema)));
+    prepare.extend(rebuilt.iter().map(|r| r.drop(schema)));
     if !manifest.tables.is_empty() {
         let all: Vec<String> = manifest
             .tables
@@ -172,7 +194,15 @@ async fn load_in_transaction(
             Item::Done => break,
         }
     }
-    let mut finish: Vec<String> = keys.iter().map(|k| k.add(schema)).collect();
+    // Indexes (and the keys foreign keys point at) first, then the foreign keys.
+    let mut finish: Vec<String> = Vec::new();
+    if !rebuilt.is_empty() {
+        finish.push(format!(
+            "SET LOCAL maintenance_work_mem = '{REBUILD_MEMORY}'"
+        ));
+    }
+    finish.extend(rebuilt.iter().map(|r| r.build(schema)));
+    finish.extend(keys.iter().map(|k| k.add(schema)));
     for s in &manifest.sequences {
         finish.push(format!(
             "SELECT pg_catalog.setval({}, {}, {})",

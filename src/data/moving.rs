@@ -12,9 +12,10 @@
 //!    one statement. From here the application, which re-reads the tenant's server on a
 //!    connection error or per request, goes to the target.
 //! 5. Still in the source transaction, the old schema is fenced: renamed (with
-//!    `--keep-source`) or dropped. Writers that were waiting now get an error (their
-//!    table no longer exists under its name) instead of writing into a dead copy. The
-//!    commit ends the write block.
+//!    `--keep-source`) or dropped (renamed instead when sessions reading it hold the
+//!    drop back past its wait). Writers that were waiting now get an error (their table
+//!    no longer exists under its name) instead of writing into a dead copy. The commit
+//!    ends the write block.
 //! 6. The journal row is deleted.
 //!
 //! A kill at any step leaves a state a rerun finishes or undoes: before step 4 the
@@ -79,6 +80,9 @@ pub struct MovePlan {
     pub to_server: String,
     /// Whether an interrupted move would be finished or undone first.
     pub unfinished: Option<String>,
+    /// Whether finishing or undoing that interrupted move is all the command would do.
+    #[serde(skip)]
+    pub settles_unfinished: bool,
     /// One sentence.
     pub message: String,
 }
@@ -103,11 +107,22 @@ pub async fn plan(
     let unfinished = journal
         .as_ref()
         .map(|j| describe_unfinished(j, &tenant.domain));
-    if journal.as_ref().is_none_or(|j| j.phase != "switched") {
+    // Moving a tenant with an unswitched move to the server it is on undoes that move.
+    let undo_only = journal
+        .as_ref()
+        .is_some_and(|j| j.phase != "switched" && to == tenant.server);
+    if journal.as_ref().is_none_or(|j| j.phase != "switched") && !undo_only {
         preflight(cx, tenant, to, keep_source, journal.as_ref()).await?;
     }
     let message = match (&journal, &unfinished) {
-        (Some(j), Some(u)) if j.phase == "switched" => format!("would finish: {u}"),
+        (Some(j), Some(u)) if j.phase == "switched" && j.to_server == to => {
+            format!("would finish: {u}")
+        }
+        (Some(j), Some(u)) if j.phase == "switched" => format!(
+            "would finish: {u}; the tenant would then be on server {}, not {to} (run the move again for that)",
+            j.to_server
+        ),
+        (Some(_), Some(u)) if undo_only => format!("would undo: {u}; the tenant stays on server {to}"),
         (_, u) => format!(
             "{}would copy tenant {} from server {} to server {to} under a write fence, switch the registry, then {} the old copy; nothing was changed",
             u.as_ref().map(|u| format!("{u}; then ")).unwrap_or_default(),
@@ -122,6 +137,7 @@ pub async fn plan(
         from_server: tenant.server.clone(),
         to_server: to.to_string(),
         unfinished,
+        settles_unfinished: undo_only || journal.as_ref().is_some_and(|j| j.phase == "switched"),
         message,
     })
 }
@@ -212,14 +228,8 @@ pub async fn move_to(
 ) -> Result<Moved, Error> {
     let started = Instant::now();
     cx.servers.get(to)?;
-    if let Some(j) = registry.move_journal(tenant.id).await? {
-        // An interrupted online move may have left replication objects behind.
-        super::online::cleanup(cx, &j, tenant.id).await?;
-        if j.phase == "switched" {
-            return finish_switched(cx, registry, tenant, &j, started).await;
-        }
-        undo_copy(cx, &j).await?;
-        registry.end_move(tenant.id).await?;
+    if let Some(settled) = recover(cx, registry, tenant, to, started).await? {
+        return Ok(settled);
     }
     preflight(cx, tenant, to, keep_source, None).await?;
     let journal = MoveJournal {
@@ -260,6 +270,55 @@ pub async fn move_to(
             })
         }
     }
+}
+
+/// Deals with an interrupted move of `tenant` before a move to `to` starts: removes
+/// replication leftovers of an online move; finishes a move whose registry switch
+/// committed (an error when it went elsewhere than `to`: the tenant is not moved on in
+/// the same command); undoes one that had not switched. `Some` when that settles the
+/// command: the finished move, or an undo asked for by moving the tenant to the server
+/// it is on.
+pub(crate) async fn recover(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    to: &str,
+    started: Instant,
+) -> Result<Option<Moved>, Error> {
+    let Some(j) = registry.move_journal(tenant.id).await? else {
+        return Ok(None);
+    };
+    super::online::cleanup(cx, &j, tenant.id).await?;
+    if j.phase == "switched" {
+        let finished = finish_switched(cx, registry, tenant, &j, started).await?;
+        if j.to_server == to {
+            return Ok(Some(finished));
+        }
+        return Err(Error::failed(format!(
+            "{}; tenant {} was not moved on to server {to}: run the command again for that",
+            finished.message, tenant.domain
+        )));
+    }
+    undo_copy(cx, &j).await?;
+    registry.end_move(tenant.id).await?;
+    if to != tenant.server {
+        return Ok(None);
+    }
+    Ok(Some(Moved {
+        tenant: tenant.domain.clone(),
+        from_server: tenant.server.clone(),
+        to_server: tenant.server.clone(),
+        tables: 0,
+        rows: 0,
+        write_block_ms: 0,
+        duration_ms: started.elapsed().as_millis() as u64,
+        source_kept: true,
+        catchup_ms: None,
+        message: format!(
+            "undid the interrupted move of tenant {} to server {}: its partial copy there was dropped, and the tenant stays on server {} as it was",
+            tenant.domain, j.to_server, tenant.server
+        ),
+    }))
 }
 
 /// Drops the target's partial copy of an interrupted move.
@@ -366,26 +425,31 @@ async fn copy_and_switch(
             let _ = client.batch_execute("ROLLBACK").await;
             return Err((e, false));
         }
-        let kept = journal.keep_source.then(|| kept_name(schema));
-        let fence = fence_sql(schema, kept.as_deref());
-        if let Err(e) = client.batch_execute(&format!("{fence}; COMMIT")).await {
+        let fenced = match fence(client, schema, journal.keep_source).await {
+            Ok(kept) => client.batch_execute("COMMIT").await.map(|()| kept),
+            Err(e) => Err(e),
+        };
+        let kept = match fenced {
+            Ok(kept) => kept,
+            Err(e) => {
             let _ = client.batch_execute("ROLLBACK").await;
             let e = crate::db::query_error(&format!(
                 "fencing the old copy of schema {} on server {}",
                 quote(schema),
                 journal.from_server
             ))(e);
-            return Err((
-                Error::new(
-                    e.kind(),
-                    format!(
-                        "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
-                        tenant.domain, journal.to_server
+                return Err((
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
+                            tenant.domain, journal.to_server
+                        ),
                     ),
-                ),
-                true,
-            ));
-        }
+                    true,
+                ));
+            }
+        };
         let write_block_ms = fenced_at.elapsed().as_millis() as u64;
         registry.end_move(tenant.id).await.map_err(|e| (e, true))?;
         Ok((loaded, write_block_ms, kept))
@@ -401,7 +465,11 @@ async fn copy_and_switch(
         loaded.rows,
         loaded.tables,
         match &kept {
-            Some(k) => format!("renamed to {}", quote(k)),
+            Some(k) if journal.keep_source => format!("renamed to {}", quote(k)),
+            Some(k) => format!(
+                "renamed to {} instead of dropped, as sessions were reading it; drop it once they are done",
+                quote(k)
+            ),
             None => "dropped".to_string(),
         }
     );
@@ -424,6 +492,49 @@ pub(crate) fn fence_sql(schema: &str, kept: Option<&str>) -> String {
     match kept {
         Some(k) => format!("ALTER SCHEMA {} RENAME TO {}", quote(schema), quote(k)),
         None => crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(schema))),
+    }
+}
+
+/// Fences the old copy inside the transaction open on `client`: renames it (with
+/// `keep_source`) or drops it. The drop needs every table's strongest lock, which a
+/// session reading the old copy (an open transaction) holds back; when it cannot have
+/// them within the drop's wait, the copy is renamed instead (a rename waits for no
+/// reader), so the fence never fails for a reader and the writers held back by the copy
+/// never reach the old copy. Returns the name the old copy was kept under.
+pub(crate) async fn fence(
+    client: &Client,
+    schema: &str,
+    keep_source: bool,
+) -> Result<Option<String>, tokio_postgres::Error> {
+    // Something outside the schema that came to depend on it during the copy would go
+    // with a drop: the copy is kept, renamed, instead.
+    let blocking = match crate::dependents::outside(client, schema).await {
+        Ok(b) => !b.is_empty(),
+        Err(_) => true,
+    };
+    if keep_source || blocking {
+        let kept = kept_name(schema);
+        client
+            .batch_execute(&fence_sql(schema, Some(&kept)))
+            .await?;
+        return Ok(Some(kept));
+    }
+    let dropped = client
+        .batch_execute(&format!("SAVEPOINT fence; {}", fence_sql(schema, None)))
+        .await;
+    match dropped {
+        Ok(()) => Ok(None),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            let kept = kept_name(schema);
+            client
+                .batch_execute(&format!(
+                    "ROLLBACK TO SAVEPOINT fence; {}",
+                    fence_sql(schema, Some(&kept))
+                ))
+                .await?;
+            Ok(Some(kept))
+        }
+        Err(e) => Err(e),
     }
 }
 
@@ -470,17 +581,27 @@ pub(crate) async fn finish_switched(
     let exists = crate::dependents::contents(&source, &j.schema_name)
         .await?
         .exists;
-    let kept = (exists && j.keep_source).then(|| kept_name(&j.schema_name));
+    let mut kept = None;
     if exists {
-        let fence = fence_sql(&j.schema_name, kept.as_deref());
         source
-            .batch_execute(&format!("BEGIN; {fence}; COMMIT"))
+            .batch_execute("BEGIN")
             .await
-            .map_err(crate::db::query_error(&format!(
-                "fencing the old copy of schema {} on server {}",
-                quote(&j.schema_name),
-                j.from_server
-            )))?;
+            .map_err(crate::db::query_error("starting the fence"))?;
+        let fenced = match fence(&source, &j.schema_name, j.keep_source).await {
+            Ok(k) => source.batch_execute("COMMIT").await.map(|()| k),
+            Err(e) => Err(e),
+        };
+        kept = match fenced {
+            Ok(k) => k,
+            Err(e) => {
+                let _ = source.batch_execute("ROLLBACK").await;
+                return Err(crate::db::query_error(&format!(
+                    "fencing the old copy of schema {} on server {}",
+                    quote(&j.schema_name),
+                    j.from_server
+                ))(e));
+            }
+        };
     }
     registry.end_move(tenant.id).await?;
     let message = format!(
@@ -489,7 +610,11 @@ pub(crate) async fn finish_switched(
         j.from_server,
         j.to_server,
         match (&kept, exists) {
-            (Some(k), _) => format!("the old copy was renamed to {}", quote(k)),
+            (Some(k), _) if j.keep_source => format!("the old copy was renamed to {}", quote(k)),
+            (Some(k), _) => format!(
+                "the old copy was renamed to {} instead of dropped, as sessions were reading it; drop it once they are done",
+                quote(k)
+            ),
             (None, true) => "the old copy was dropped".to_string(),
             (None, false) => "the old copy had already been fenced".to_string(),
         }
@@ -502,7 +627,7 @@ pub(crate) async fn finish_switched(
         rows: 0,
         write_block_ms: 0,
         duration_ms: started.elapsed().as_millis() as u64,
-        source_kept: j.keep_source,
+        source_kept: j.keep_source || kept.is_some(),
         catchup_ms: None,
         message,
     })

@@ -160,6 +160,15 @@ async fn preflight(
     Ok(())
 }
 
+/// Checks the prerequisites of an online move of `tenant` to `to` (exit 3 when one is
+/// missing), creating nothing.
+pub async fn check(cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Error> {
+    let source = cx.servers.target(&tenant.server)?.connect().await?;
+    let target = cx.servers.target(to)?.connect().await?;
+    let catalog = catalog::read(&source, &tenant.schema_name, &cx.settings.history_table).await?;
+    preflight(&source, &target, &tenant.schema_name, &catalog).await
+}
+
 /// Removes a move's subscription (target), slot and publication (source), whichever
 /// exist. The slot is dropped from the source even when the target cannot be reached.
 pub async fn cleanup(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) -> Result<(), Error> {
@@ -317,13 +326,8 @@ pub async fn move_online(
 ) -> Result<moving::Moved, Error> {
     let started = Instant::now();
     cx.servers.get(to)?;
-    if let Some(j) = registry.move_journal(tenant.id).await? {
-        cleanup(cx, &j, tenant.id).await?;
-        if j.phase == "switched" {
-            return moving::finish_switched(cx, registry, tenant, &j, started).await;
-        }
-        moving::undo_copy(cx, &j).await?;
-        registry.end_move(tenant.id).await?;
+    if let Some(settled) = moving::recover(cx, registry, tenant, to, started).await? {
+        return Ok(settled);
     }
     moving::preflight(cx, tenant, to, keep_source, None).await?;
     let journal = MoveJournal {
@@ -672,25 +676,29 @@ async fn cutover(
         .switch_server(tenant.id, journal, &event)
         .await
         .map_err(not_switched)?;
-    let kept = journal.keep_source.then(|| moving::kept_name(schema));
-    let fence = moving::fence_sql(schema, kept.as_deref());
-    if let Err(e) = client.batch_execute(&format!("{fence}; COMMIT")).await {
-        let _ = client.batch_execute("ROLLBACK").await;
-        let e = query_error(&format!(
-            "fencing the old copy of schema {} on server {}",
-            quote(schema),
-            journal.from_server
-        ))(e);
-        return Err((
-            Error::new(
-                e.kind(),
-                format!(
-                    "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
-                    tenant.domain, journal.to_server
+    let fenced = match moving::fence(client, schema, journal.keep_source).await {
+        Ok(kept) => client.batch_execute("COMMIT").await.map(|()| kept),
+        Err(e) => Err(e),
+    };
+    match fenced {
+        Ok(kept) => Ok(kept),
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            let e = query_error(&format!(
+                "fencing the old copy of schema {} on server {}",
+                quote(schema),
+                journal.from_server
+            ))(e);
+            Err((
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
+                        tenant.domain, journal.to_server
+                    ),
                 ),
-            ),
-            true,
-        ));
+                true,
+            ))
+        }
     }
-    Ok(kept)
 }

@@ -12,6 +12,7 @@ mod common_json;
 mod support;
 
 // The tests.
+mod backup;
 mod boundaries;
 mod citus;
 mod cli;
@@ -38,6 +39,7 @@ mod servers;
 mod session_hygiene;
 mod sql_realism;
 mod tenant_data;
+mod tenant_move;
 mod tls;
 mod verbs;
 mod warm_sessions;

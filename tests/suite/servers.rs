@@ -13,9 +13,9 @@ use crate::cluster::{Cluster, ServerCert, Setup};
 use crate::common_json::{ConfigShown, FleetStatus, RunReport};
 use crate::support::{dir_with, ready, Tenantctl, TestDb};
 
-const PASSWORD: &str = "pw-never-shown";
+pub const PASSWORD: &str = "pw-never-shown";
 
-fn cluster() -> Cluster {
+pub fn cluster() -> Cluster {
     Cluster::start(&Setup {
         server_cert: ServerCert::Localhost,
         ssl: false,
@@ -25,7 +25,7 @@ fn cluster() -> Cluster {
 
 /// The URL of a cluster, with a password the server never asks for (trust), so that
 /// output can be checked for it.
-fn url_of(c: &Cluster) -> String {
+pub fn url_of(c: &Cluster) -> String {
     format!(
         "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable",
         c.port
@@ -47,11 +47,11 @@ fn config(b: &Cluster, c: &Cluster) -> tempfile::TempDir {
     dir
 }
 
-fn client_of(c: &Cluster) -> postgres::Client {
+pub fn client_of(c: &Cluster) -> postgres::Client {
     postgres::Client::connect(&c.url("sslmode=disable"), postgres::NoTls).unwrap()
 }
 
-fn schema_on(client: &mut postgres::Client, schema: &str) -> bool {
+pub fn schema_on(client: &mut postgres::Client, schema: &str) -> bool {
     client
         .query_one(
             "SELECT count(*) > 0 FROM pg_namespace WHERE nspname = $1",

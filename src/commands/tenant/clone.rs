@@ -25,11 +25,11 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         .await?;
     let mut req = req;
     super::import::fill_type(&mut req, &args.new, &from.tenant_type);
-    copy(ctx, &client, &from, &req, &set, args.new.dry_run).await
+    copy(ctx, &client, &from, &req, &set, args.new.dry_run, None).await
 }
 
-/// Makes the tenant `req` describes from `from`'s data, or with `dry_run` says what
-/// would be made.
+/// Makes the tenant `req` describes from `from`'s data, then upgrades it to `upgrade`
+/// when given; or with `dry_run` says what would be made.
 pub async fn copy(
     ctx: &Ctx,
     client: &tokio_postgres::Client,
@@ -37,6 +37,7 @@ pub async fn copy(
     req: &NewTenantRequest,
     set: &crate::migrations::MigrationSet,
     dry_run: bool,
+    upgrade: Option<i32>,
 ) -> Result<Exit> {
     let (events, reporting) = reporter::start(&ctx.out, "tenant clone", Style::Single);
     let cx = ctx.one_tenant(&events);
@@ -53,8 +54,49 @@ pub async fn copy(
         return Ok(Exit::Ok);
     }
     let imported = data::clone(&cx, client, from, req, set).await;
+    let mut failed = false;
+    let imported = match (imported, upgrade) {
+        (Ok(mut i), Some(target)) => {
+            let registry =
+                crate::registry::Registry::open(client, &ctx.settings.registry_schema).await?;
+            let change = crate::plan::SchemaChange::Upgrade {
+                target,
+                provision: false,
+            };
+            let run_id = crate::scheduler::new_run_id()?;
+            let r =
+                crate::tenants::change_one(&cx, client, &registry, &i.tenant, change, set, &run_id)
+                    .await;
+            if let Some(t) = r.tenant.clone() {
+                i.migration_status.current_revision = t.current_revision;
+                i.migration_status.migrations_applied = t.migrations_applied;
+                i.migration_status.status = t.status;
+                i.migration_status.last_error = t.last_error.clone();
+                i.migration_status
+                    .pending_migrations
+                    .retain(|p| Some(p.version) > t.current_revision);
+                i.tenant = t;
+            }
+            match (&r.error, r.status) {
+                (Some(e), crate::scheduler::ResultStatus::Failed) => {
+                    failed = true;
+                    i.message.push_str(&format!(
+                        "; upgrading it to revision {target} failed: {e}; fix it and run `tenantctl upgrade --tenant {}`",
+                        i.tenant.domain
+                    ));
+                }
+                _ => i.message.push_str(&format!(
+                    ", then upgraded to revision {}",
+                    crate::output::revision(i.tenant.current_revision)
+                )),
+            }
+            i.migrations_applied |= !r.applied.is_empty();
+            Ok(i)
+        }
+        (other, _) => other,
+    };
     drop(events);
     reporting.finish().await;
     print_imported(ctx, &imported?);
-    Ok(Exit::Ok)
+    Ok(if failed { Exit::Failed } else { Exit::Ok })
 }

@@ -54,7 +54,12 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         if args.from.is_some() && args.tenant_type.is_none() {
             req.tenant_type = from.tenant_type.clone();
         }
-        return super::clone::copy(ctx, &client, &from, &req, &set, args.dry_run).await;
+        // --migrate takes the copy on to --target (default head) after it is made.
+        let upgrade = match args.migrate {
+            true => Some(set.resolve_target(args.target.as_deref().unwrap_or("head"))?),
+            false => None,
+        };
+        return super::clone::copy(ctx, &client, &from, &req, &set, args.dry_run, upgrade).await;
     }
     if args.dry_run {
         return Err(crate::error::Error::usage(

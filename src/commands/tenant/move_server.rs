@@ -19,7 +19,14 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
     let cx = ctx.one_tenant(&events);
     if args.dry_run {
-        let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await;
+        let plan = async {
+            let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
+            if args.online && plan.unfinished.is_none() {
+                crate::data::online::check(&cx, tenant, to).await?;
+            }
+            Ok::<_, crate::error::Error>(plan)
+        }
+        .await;
         drop(events);
         reporting.finish().await;
         let plan = plan?;
@@ -32,8 +39,10 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     }
     if !args.keep_source {
         // Checked before asking, so a move that would be refused asks nothing.
-        moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
-        crate::cli::confirm::confirm(
+        let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
+        // Finishing or undoing an interrupted move was confirmed when it started.
+        if !plan.settles_unfinished {
+            crate::cli::confirm::confirm(
             &format!(
                 "this moves tenant {} to server {to} and then DROPS its old copy, schema {} on server {} (pass --keep-source to keep it renamed).",
                 tenant.domain,
@@ -42,6 +51,7 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
             ),
             args.yes,
         )?;
+        }
     }
     let moved = if args.online {
         crate::data::online::move_online(&cx, registry, tenant, to, args.keep_source, &set).await

@@ -163,3 +163,68 @@ pub fn create(t: &Tenantctl, domain: &str, extra: &[&str]) -> Created {
     args.extend_from_slice(&["-o", "json"]);
     t.run(&args).expect(0).json()
 }
+
+/// Every table of `schema` but the migration history, with its row count and a hash of
+/// its rows in a fixed order: two schemas hold the same data exactly when these are equal.
+pub fn table_contents(
+    c: &mut postgres::Client,
+    schema: &str,
+) -> std::collections::BTreeMap<String, (i64, String)> {
+    let tables: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') \
+             AND c.relname <> 'refinery_schema_history' ORDER BY 1",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!tables.is_empty(), "schema {schema} has no tables");
+    tables
+        .into_iter()
+        .map(|table| {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*), coalesce(md5(string_agg(t::text, E'\\n' ORDER BY t::text)), '') \
+                         FROM \"{schema}\".\"{table}\" t"
+                    ),
+                    &[],
+                )
+                .unwrap();
+            (table, (r.get(0), r.get(1)))
+        })
+        .collect()
+}
+
+/// Fills a tenant schema built by the example migrations (through V6) with a little of
+/// everything: `members` members (the last one deleted again, so the identity is ahead of
+/// the highest id), households, a group, events and attendance, funds with donations
+/// (whose trigger keeps the funds' totals) and a pastoral note.
+pub fn seed_example(c: &mut postgres::Client, schema: &str, members: i64) {
+    assert!(members >= 10, "seed at least 10 members");
+    c.batch_execute(&format!(
+        "BEGIN;
+         SET LOCAL search_path = \"{schema}\";
+         INSERT INTO households (name, city) VALUES ('The Okafor Family', 'Lagos'), ('The Lee Family', NULL);
+         INSERT INTO members (first_name, last_name, email, membership_status, household_id, household_role)
+           SELECT 'first' || g, 'last' || g, CASE WHEN g % 2 = 0 THEN 'm' || g || '@example.org' END, 'member',
+                  CASE WHEN g % 3 = 0 THEN (SELECT min(id) FROM households) END,
+                  CASE WHEN g % 3 = 0 THEN 'head' END
+           FROM generate_series(1, {members}) g;
+         INSERT INTO small_groups (name, leader_id, meeting_day) VALUES ('Youth', 1, 3);
+         INSERT INTO group_memberships (group_id, member_id) SELECT 1, id FROM members WHERE id <= 5;
+         INSERT INTO events (title, starts_at) VALUES ('Sunday service', '2024-01-07 10:00+00');
+         INSERT INTO attendance (event_id, member_id) VALUES (1, 1), (1, 3);
+         INSERT INTO funds (name) VALUES ('general'), ('missions');
+         INSERT INTO donations (fund_id, member_id, amount, method)
+           SELECT 1 + id % 2, id, 10.25 * id, 'cash' FROM members WHERE id <= 6;
+         INSERT INTO pastoral_notes (member_id, author, body, embedding, embedding_model)
+           VALUES (1, 'pastor', 'visited in hospital', '{{0.5,1.5}}', 'm1');
+         DELETE FROM members WHERE id = {members};
+         COMMIT;"
+    ))
+    .unwrap_or_else(|e| panic!("seeding {schema}: {e}"));
+}

@@ -111,6 +111,42 @@ pub struct Moved {
     pub message: String,
 }
 
+/// `data::moving::Moved` (`tenant move --to`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerMoved {
+    pub tenant: String,
+    pub from_server: String,
+    pub to_server: String,
+    pub tables: usize,
+    pub rows: u64,
+    pub write_block_ms: u64,
+    pub duration_ms: u64,
+    pub source_kept: bool,
+    pub message: String,
+}
+
+/// `data::moving::MovePlan` (`tenant move --to --dry-run`).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerMovePlan {
+    pub dry_run: bool,
+    pub tenant: String,
+    pub from_server: String,
+    pub to_server: String,
+    #[serde(deserialize_with = "nullable")]
+    pub unfinished: Option<String>,
+    pub message: String,
+}
+
 impl TenantStatus {
     /// The pending versions.
     pub fn pending_versions(&self) -> Vec<i32> {
@@ -269,6 +305,9 @@ pub struct TenantResult {
     #[serde(deserialize_with = "nullable")]
     pub error: Option<String>,
     pub duration_ms: u64,
+    /// Only in `backup`'s results, and only when an archive was written.
+    #[serde(default)]
+    pub file: Option<String>,
 }
 
 /// `fleet::Summary`.

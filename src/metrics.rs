@@ -1,0 +1,320 @@
+//! Prometheus metrics about the fleet, read from the registry and the run ledger (README
+//! "Metrics"): what `GET /metrics`, `tenantctl metrics` and `--metrics-textfile` write.
+//!
+//! They follow Prometheus's conventions for batch jobs: gauges, base units (seconds),
+//! last-run and last-success timestamps per command, and no per-tenant labels, so a
+//! fleet of ten thousand tenants is a few dozen series. They are read from the
+//! registry's cached columns (one scan of `tenants`, one of the ledger), never from the
+//! tenants' schemas.
+
+use std::collections::BTreeMap;
+use std::fmt::Write as _;
+use std::path::Path;
+
+use tokio_postgres::Client;
+
+use crate::db::query_error;
+use crate::error::Error;
+use crate::registry::Tables;
+
+/// The fleet as metrics describe it.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct Metrics {
+    /// The migration files' head version.
+    pub head: i32,
+    /// Tenants by (server, status).
+    pub tenants: BTreeMap<(String, String), u64>,
+    /// Provisioned tenants below head, by server.
+    pub behind: BTreeMap<String, u64>,
+    /// Tenants by current revision (`base`: none applied).
+    pub by_revision: BTreeMap<String, u64>,
+    /// When the last run of each command ended, by (command, result).
+    pub last_run: BTreeMap<(String, String), f64>,
+    /// When the last run of each command in which no tenant failed ended.
+    pub last_success: BTreeMap<String, f64>,
+    /// Whether tenants live on several servers (then the tenant gauges carry `server`).
+    pub several_servers: bool,
+}
+
+/// Reads the metrics from the registry; `head` is the migration files' head and
+/// `servers` the configured servers.
+pub async fn gather(
+    client: &Client,
+    tables: &Tables,
+    head: i32,
+    servers: usize,
+) -> Result<Metrics, Error> {
+    let mut m = Metrics {
+        head,
+        several_servers: servers > 1,
+        ..Default::default()
+    };
+    let rows = client
+        .query(
+            &format!(
+                "SELECT server, status, count(*)::bigint, \
+                        count(*) FILTER (WHERE schema_provisioned AND coalesce(current_revision, 0) < $1)::bigint \
+                 FROM {} GROUP BY 1, 2",
+                tables.tenants
+            ),
+            &[&head],
+        )
+        .await
+        .map_err(query_error("reading the registry for metrics"))?;
+    for r in &rows {
+        let server: String = r.get(0);
+        let n: i64 = r.get(2);
+        let behind: i64 = r.get(3);
+        m.tenants.insert((server.clone(), r.get(1)), n as u64);
+        *m.behind.entry(server).or_default() += behind as u64;
+    }
+    let rows = client
+        .query(
+            &format!(
+                "SELECT coalesce(current_revision::text, 'base'), count(*)::bigint FROM {} GROUP BY 1",
+                tables.tenants
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_error("reading the registry for metrics"))?;
+    for r in &rows {
+        let n: i64 = r.get(1);
+        m.by_revision.insert(r.get(0), n as u64);
+    }
+    let rows = client
+        .query(
+            &format!(
+                "WITH runs AS (SELECT action, run_id, bool_or(status = 'failed') AS failed, max(finished_at) AS at \
+                               FROM {} GROUP BY action, run_id) \
+                 SELECT action, CASE WHEN failed THEN 'failed' ELSE 'ok' END, \
+                        extract(epoch FROM max(at))::float8 \
+                 FROM runs GROUP BY 1, 2",
+                tables.events
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_error("reading the run ledger for metrics"))?;
+    for r in &rows {
+        let command: String = r.get(0);
+        let result: String = r.get(1);
+        let at: f64 = r.get(2);
+        if result == "ok" {
+            m.last_success.insert(command.clone(), at);
+        }
+        m.last_run.insert((command, result), at);
+    }
+    Ok(m)
+}
+
+/// A label value, escaped as the text format wants.
+fn label(value: &str) -> String {
+    value
+        .replace('\\', "\\\\")
+        .replace('"', "\\\"")
+        .replace('\n', "\\n")
+}
+
+/// The metrics in Prometheus's text format.
+pub fn render(m: &Metrics) -> String {
+    let mut out = String::new();
+    let mut family = |name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        name.to_string()
+    };
+    let mut lines: Vec<String> = Vec::new();
+    let n = family(
+        "tenantctl_head_revision",
+        "The highest migration version in the migrations directory.",
+    );
+    lines.push(format!("{n} {}", m.head));
+    flush(&mut out, &mut lines);
+
+    let mut family = |name: &str, help: &str| {
+        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+        name.to_string()
+    };
+    let n = family(
+        "tenantctl_tenants",
+        "Registered tenants by registry status (and server, where there are several).",
+    );
+    let mut by_status: BTreeMap<(Option<&str>, &str), u64> = BTreeMap::new();
+    for ((server, status), count) in &m.tenants {
+        let key = (
+            m.several_servers.then_some(server.as_str()),
+            status.as_str(),
+        );
+        *by_status.entry(key).or_default() += count;
+    }
+    for status in ["pending", "active", "failed"] {
+        by_status.entry((None, status)).or_default();
+    }
+    if m.several_servers {
+        by_status.retain(|(server, _), n| server.is_some() || *n > 0);
+    }
+    for ((server, status), count) in &by_status {
+        match server {
+            Some(s) => lines.push(format!(
+                "{n}{{server=\"{}\",status=\"{}\"}} {count}",
+                label(s),
+                label(status)
+            )),
+            None => lines.push(format!("{n}{{status=\"{}\"}} {count}", label(status))),
+        }
+    }
+    flush(&mut out, &mut lines);
+
+    let n = family_line(
+        &mut out,
+        "tenantctl_tenants_behind_head",
+        "Provisioned tenants whose cached revision is below head.",
+    );
+    if m.several_servers {
+        for (server, count) in &m.behind {
+            lines.push(format!("{n}{{server=\"{}\"}} {count}", label(server)));
+        }
+    } else {
+        lines.push(format!("{n} {}", m.behind.values().sum::<u64>()));
+    }
+    flush(&mut out, &mut lines);
+
+    let n = family_line(
+        &mut out,
+        "tenantctl_tenants_by_revision",
+        "Registered tenants by cached current revision (base: none applied).",
+    );
+    for (rev, count) in &m.by_revision {
+        lines.push(format!("{n}{{revision=\"{}\"}} {count}", label(rev)));
+    }
+    flush(&mut out, &mut lines);
+
+    let n = family_line(
+        &mut out,
+        "tenantctl_last_run_timestamp_seconds",
+        "When the last run of a command ended, by result (failed: at least one tenant failed), from the run ledger.",
+    );
+    for ((command, result), at) in &m.last_run {
+        lines.push(format!(
+            "{n}{{command=\"{}\",result=\"{}\"}} {at:.3}",
+            label(command),
+            label(result)
+        ));
+    }
+    flush(&mut out, &mut lines);
+
+    let n = family_line(
+        &mut out,
+        "tenantctl_last_success_timestamp_seconds",
+        "When the last run of a command in which no tenant failed ended, from the run ledger.",
+    );
+    for (command, at) in &m.last_success {
+        lines.push(format!("{n}{{command=\"{}\"}} {at:.3}", label(command)));
+    }
+    flush(&mut out, &mut lines);
+    out
+}
+
+fn family_line(out: &mut String, name: &str, help: &str) -> String {
+    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
+    name.to_string()
+}
+
+fn flush(out: &mut String, lines: &mut Vec<String>) {
+    for l in lines.drain(..) {
+        out.push_str(&l);
+        out.push('\n');
+    }
+}
+
+/// Writes `text` to `path` atomically (a temporary file beside it, then a rename), as
+/// node_exporter's textfile collector needs: it never reads a half-written file.
+pub fn write_textfile(path: &Path, text: &str) -> Result<(), Error> {
+    let fail = |e: std::io::Error| {
+        Error::usage(format!("cannot write metrics to {}: {e}", path.display()))
+    };
+    let dir = match path.parent() {
+        Some(d) if !d.as_os_str().is_empty() => d.to_path_buf(),
+        _ => std::path::PathBuf::from("."),
+    };
+    if path.is_dir() {
+        return Err(Error::usage(format!(
+            "cannot write metrics to {}: it is a directory",
+            path.display()
+        )));
+    }
+    let name = path
+        .file_name()
+        .ok_or_else(|| Error::usage(format!("{} does not name a file", path.display())))?;
+    let mut tmp_name = std::ffi::OsString::from(".");
+    tmp_name.push(name);
+    tmp_name.push(format!(".{}.tmp", std::process::id()));
+    let tmp = dir.join(tmp_name);
+    std::fs::write(&tmp, text).map_err(fail)?;
+    std::fs::rename(&tmp, path).map_err(|e| {
+        let _ = std::fs::remove_file(&tmp);
+        fail(e)
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn one_server_has_no_server_label_and_every_status_appears() {
+        let mut m = Metrics {
+            head: 7,
+            ..Default::default()
+        };
+        m.tenants.insert(("default".into(), "active".into()), 3);
+        m.behind.insert("default".into(), 1);
+        m.by_revision.insert("7".into(), 2);
+        m.by_revision.insert("base".into(), 1);
+        m.last_run
+            .insert(("upgrade".into(), "ok".into()), 1_700_000_000.5);
+        m.last_success.insert("upgrade".into(), 1_700_000_000.5);
+        let text = render(&m);
+        assert!(text.contains("tenantctl_head_revision 7\n"), "{text}");
+        assert!(
+            text.contains("tenantctl_tenants{status=\"active\"} 3\n"),
+            "{text}"
+        );
+        assert!(
+            text.contains("tenantctl_tenants{status=\"failed\"} 0\n"),
+            "{text}"
+        );
+        assert!(text.contains("tenantctl_tenants_behind_head 1\n"), "{text}");
+        assert!(text.contains("tenantctl_tenants_by_revision{revision=\"base\"} 1\n"));
+        assert!(text.contains(
+            "tenantctl_last_success_timestamp_seconds{command=\"upgrade\"} 1700000000.500\n"
+        ));
+        assert!(!text.contains("server="), "{text}");
+        // Every sample belongs to a family declared before it.
+        let mut declared = Vec::new();
+        for line in text.lines() {
+            if let Some(rest) = line.strip_prefix("# TYPE ") {
+                declared.push(rest.split(' ').next().unwrap().to_string());
+            } else if !line.starts_with('#') {
+                let name = line.split(['{', ' ']).next().unwrap();
+                assert_eq!(declared.last().map(String::as_str), Some(name), "{line}");
+            }
+        }
+    }
+
+    #[test]
+    fn several_servers_label_the_tenant_gauges_and_escape_values() {
+        let mut m = Metrics {
+            several_servers: true,
+            ..Default::default()
+        };
+        m.tenants.insert(("eu\"2".into(), "failed".into()), 1);
+        m.behind.insert("eu\"2".into(), 0);
+        let text = render(&m);
+        assert!(
+            text.contains("tenantctl_tenants{server=\"eu\\\"2\",status=\"failed\"} 1"),
+            "{text}"
+        );
+        assert!(text.contains("tenantctl_tenants_behind_head{server=\"eu\\\"2\"} 0"));
+    }
+}

@@ -1,0 +1,679 @@
+//! `tenant move --to SERVER`: the registry on the shared test server (`default`) and a
+//! throwaway cluster `b`. The data arrives whole (every table's content hash, the
+//! identities, the triggers), the registry row keeps its identity, the old copy is
+//! dropped or kept renamed; writes on the source wait during the copy and then fail
+//! rather than land in a dead copy, reads go on; a kill during the copy, or an interrupted
+//! move constructed in either phase, is finished or undone by a rerun; and every refusal
+//! changes nothing.
+
+use std::collections::BTreeMap;
+use std::sync::mpsc;
+
+use crate::checks::{create, expect_error, schema_exists, seed_example, table_contents};
+use crate::cluster::Cluster;
+use crate::common_json::{Events, ServerMovePlan, ServerMoved};
+use crate::servers::{client_of, cluster, schema_on, url_of, PASSWORD};
+use crate::support::{ready, Tenantctl, TestDb};
+
+/// The registry's database (`default`), server `b`, and the config naming `b`.
+struct Two {
+    db: TestDb,
+    t: Tenantctl,
+    b: Cluster,
+    config: tempfile::TempDir,
+}
+
+fn two() -> Two {
+    let (db, t) = ready();
+    let b = cluster();
+    let config = tempfile::tempdir().unwrap();
+    write_config(config.path(), &[("b", &b)]);
+    let t = t.cwd(config.path());
+    Two { db, t, b, config }
+}
+
+fn write_config(dir: &std::path::Path, servers: &[(&str, &Cluster)]) {
+    let text: String = servers
+        .iter()
+        .map(|(name, c)| format!("[servers.{name}]\nurl = \"{}\"\n\n", url_of(c)))
+        .collect();
+    std::fs::write(dir.join("tenants.toml"), text).unwrap();
+}
+
+/// A tenant on `default`, migrated and seeded.
+fn tenant(f: &Two, domain: &str, members: i64) -> String {
+    let created = create(&f.t, domain, &["--server", "default", "--migrate"]);
+    let schema = created.tenant.schema_name;
+    seed_example(&mut f.db.client(), &schema, members);
+    schema
+}
+
+/// The registry row as stored, every column.
+fn row_text(db: &TestDb, domain: &str) -> String {
+    db.client()
+        .query_one(
+            "SELECT t::text FROM public.tenants t WHERE domain = $1",
+            &[&domain],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// (id, domain, schema_name, api_key_hash, server) of the registry row.
+fn identity(db: &TestDb, domain: &str) -> (i64, String, String, String, String) {
+    let r = db
+        .client()
+        .query_one(
+            "SELECT id, domain, schema_name, api_key_hash, server FROM public.tenants WHERE domain = $1",
+            &[&domain],
+        )
+        .unwrap();
+    (r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))
+}
+
+/// The move journal: (to_server, phase) of each row.
+fn journal(db: &TestDb) -> Vec<(String, String)> {
+    db.client()
+        .query(
+            "SELECT to_server, phase FROM public.tenant_moves ORDER BY tenant_id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// Every schema on a server that is not PostgreSQL's own.
+fn schemas(c: &mut postgres::Client) -> Vec<String> {
+    c.query(
+        "SELECT nspname::text FROM pg_namespace WHERE nspname NOT LIKE 'pg\\_%' \
+         AND nspname <> 'information_schema' ORDER BY 1",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+fn versions(c: &mut postgres::Client, schema: &str) -> Vec<i32> {
+    c.query(
+        &format!("SELECT version FROM \"{schema}\".refinery_schema_history ORDER BY version"),
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+/// The last value the identity of `members` handed out.
+fn members_identity(c: &mut postgres::Client, schema: &str) -> i64 {
+    c.query_one(
+        &format!("SELECT last_value FROM \"{schema}\".members_id_seq"),
+        &[],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// Everything a refused move must leave as it was.
+#[derive(Debug, PartialEq)]
+struct World {
+    row: String,
+    journal: Vec<(String, String)>,
+    on_default: Vec<String>,
+    on_b: Vec<String>,
+    data: BTreeMap<String, (i64, String)>,
+}
+
+fn world(f: &Two, domain: &str, schema: &str) -> World {
+    World {
+        row: row_text(&f.db, domain),
+        journal: journal(&f.db),
+        on_default: schemas(&mut f.db.client()),
+        on_b: schemas(&mut client_of(&f.b)),
+        data: table_contents(&mut f.db.client(), schema),
+    }
+}
+
+fn moved(run: &crate::support::Run) -> ServerMoved {
+    assert!(
+        !run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD),
+        "{}{}",
+        run.stdout,
+        run.stderr
+    );
+    run.json()
+}
+
+#[test]
+fn a_tenant_moves_with_its_data_identity_and_triggers_and_the_old_copy_is_dropped_or_kept() {
+    let f = two();
+    let schema = tenant(&f, "mv", 40);
+    tenant(&f, "stay", 10);
+    let (id, domain, schema_name, key_hash, server) = identity(&f.db, "mv");
+    assert_eq!(server, "default");
+    let before = table_contents(&mut f.db.client(), &schema);
+    let history = versions(&mut f.db.client(), &schema);
+    let last_id = members_identity(&mut f.db.client(), &schema);
+    let stay = table_contents(&mut f.db.client(), "tenant_stay");
+
+    let m = moved(
+        f.t.run(&["tenant", "move", "mv", "--to", "b", "--yes", "-o", "json"])
+            .expect(0),
+    );
+    assert_eq!(
+        (
+            m.tenant.as_str(),
+            m.from_server.as_str(),
+            m.to_server.as_str()
+        ),
+        ("mv", "default", "b")
+    );
+    assert!(!m.source_kept);
+    assert_eq!(m.tables, before.len(), "{m:?}");
+    assert_eq!(
+        m.rows,
+        before.values().map(|(n, _)| *n as u64).sum::<u64>(),
+        "{m:?}"
+    );
+    assert!(m.write_block_ms <= m.duration_ms, "{m:?}");
+
+    // The registry row is the same tenant, now on b; the journal is closed.
+    assert_eq!(
+        identity(&f.db, "mv"),
+        (id, domain, schema_name, key_hash.clone(), "b".to_string())
+    );
+    assert!(journal(&f.db).is_empty());
+    // The data on b is the data the source had; the source copy is gone.
+    let mut on_b = client_of(&f.b);
+    assert_eq!(table_contents(&mut on_b, &schema), before);
+    assert_eq!(versions(&mut on_b, &schema), history);
+    assert!(!schema_exists(&f.db, &schema));
+    // Another tenant on the source was not touched.
+    assert_eq!(table_contents(&mut f.db.client(), "tenant_stay"), stay);
+    // The identity goes on where it was (not at the highest id left), and the trigger that
+    // keeps the funds' totals works on the new copy.
+    let new_id: i64 = on_b
+        .query_one(
+            &format!(
+                "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('new', 'member') RETURNING id"
+            ),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(new_id, last_id + 1);
+    let total = |c: &mut postgres::Client| -> String {
+        c.query_one(
+            &format!("SELECT total_received::text FROM \"{schema}\".funds WHERE id = 1"),
+            &[],
+        )
+        .unwrap()
+        .get(0)
+    };
+    let was = total(&mut on_b);
+    on_b.batch_execute(&format!(
+        "INSERT INTO \"{schema}\".donations (fund_id, amount) VALUES (1, 1000)"
+    ))
+    .unwrap();
+    let now = total(&mut on_b);
+    assert_eq!(
+        now.parse::<f64>().unwrap() - was.parse::<f64>().unwrap(),
+        1000.0
+    );
+    // The registry sees it on b, at head, without drift; the ledger has the move.
+    f.t.run(&["check"]).expect(0);
+    let events: Events =
+        f.t.run(&["events", "-t", "mv", "-o", "json"])
+            .expect(0)
+            .json();
+    assert!(
+        events
+            .events
+            .iter()
+            .any(|e| e.action == "move" && e.status == "ok"),
+        "{events:?}"
+    );
+
+    // Back to default, keeping the old copy on b under another name.
+    let on_b_before = table_contents(&mut on_b, &schema);
+    let m = moved(
+        f.t.run(&[
+            "tenant",
+            "move",
+            "mv",
+            "--to",
+            "default",
+            "--keep-source",
+            "-o",
+            "json",
+        ])
+        .expect(0),
+    );
+    assert!(m.source_kept);
+    assert_eq!(identity(&f.db, "mv").4, "default");
+    assert_eq!(identity(&f.db, "mv").3, key_hash);
+    assert!(journal(&f.db).is_empty());
+    assert_eq!(table_contents(&mut f.db.client(), &schema), on_b_before);
+    let kept: Vec<String> = schemas(&mut on_b)
+        .into_iter()
+        .filter(|s| s.starts_with(&format!("{schema}_moved_")))
+        .collect();
+    assert_eq!(kept.len(), 1, "{:?}", schemas(&mut on_b));
+    assert!(!schema_on(&mut on_b, &schema));
+    assert_eq!(table_contents(&mut on_b, &kept[0]), on_b_before);
+    assert!(m.message.contains(&kept[0]), "{}", m.message);
+}
+
+/// Members for the tenants whose copy must take a moment.
+const BIG: i64 = 300_000;
+
+/// Whether another session holds the write fence (an `EXCLUSIVE` lock) on `members`.
+fn fenced(c: &mut postgres::Client, schema: &str) -> bool {
+    c.query_one(
+        "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'members' AND l.mode = 'ExclusiveLock' \
+         AND l.granted AND l.pid <> pg_backend_pid()",
+        &[&schema],
+    )
+    .unwrap()
+    .get(0)
+}
+
+#[test]
+fn writes_on_the_source_wait_during_the_copy_then_fail_and_reads_go_on() {
+    let f = two();
+    let schema = tenant(&f, "busy", BIG);
+    let before = table_contents(&mut f.db.client(), &schema);
+    let mut watch = f.db.client();
+    let mut child =
+        f.t.spawn(&["tenant", "move", "busy", "--to", "b", "--yes", "-o", "json"]);
+    child.wait_until("the source's tables are fenced", || {
+        fenced(&mut watch, &schema)
+    });
+
+    // A writer on the source: it waits.
+    let (pid_tx, pid_rx) = mpsc::channel();
+    let url = f.db.url.clone();
+    let insert = format!(
+        "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('late', 'writer')"
+    );
+    let writer = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        pid_tx.send(pid).unwrap();
+        c.execute(&insert, &[]).map_err(|e| {
+            (
+                e.as_db_error().map(|d| d.code().code().to_string()),
+                e.to_string(),
+            )
+        })
+    });
+    let writer_pid = pid_rx.recv().unwrap();
+    child.wait_until("the writer waits for a lock", || {
+        watch
+            .query_one(
+                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
+                &[&writer_pid],
+            )
+            .unwrap()
+            .get(0)
+    });
+    // A reader on the source: it answers while the move still runs and the writer waits.
+    let mut reader = f.db.client();
+    reader
+        .batch_execute("SET statement_timeout = '20s'")
+        .unwrap();
+    let seen: i64 = reader
+        .query_one(&format!("SELECT count(*) FROM \"{schema}\".members"), &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(seen, before["members"].0);
+    assert!(
+        child.running(),
+        "the copy ended before the read could be checked against it; make it bigger"
+    );
+    assert!(!writer.is_finished(), "the writer was not held back");
+
+    let run = child.finish();
+    run.expect(0);
+    let m = moved(&run);
+    assert!(
+        m.write_block_ms > 0 && m.write_block_ms <= m.duration_ms,
+        "{m:?}"
+    );
+    // The waiting write failed: its table is gone; it landed nowhere.
+    let (code, message) = writer
+        .join()
+        .unwrap()
+        .expect_err("the late write succeeded");
+    assert_eq!(code.as_deref(), Some("42P01"), "{message}");
+    let mut on_b = client_of(&f.b);
+    assert_eq!(table_contents(&mut on_b, &schema), before);
+    assert!(!schema_exists(&f.db, &schema));
+    assert_eq!(identity(&f.db, "busy").4, "b");
+}
+
+#[test]
+fn a_move_killed_during_the_copy_leaves_the_source_registered_and_a_rerun_finishes_it() {
+    let f = two();
+    let schema = tenant(&f, "cut", BIG);
+    let row = row_text(&f.db, "cut");
+    let before = table_contents(&mut f.db.client(), &schema);
+    let mut watch = f.db.client();
+    let mut child = f.t.spawn(&["tenant", "move", "cut", "--to", "b", "--yes"]);
+    child.wait_until("the source's tables are fenced", || {
+        fenced(&mut watch, &schema)
+    });
+    // One registered copy while the copy runs: the source's.
+    assert_eq!(row_text(&f.db, "cut"), row);
+    assert_eq!(journal(&f.db), [("b".to_string(), "copying".to_string())]);
+    child.kill();
+
+    // Still registered on the source, intact, with the move journalled as not switched.
+    assert_eq!(row_text(&f.db, "cut"), row);
+    assert_eq!(journal(&f.db), [("b".to_string(), "copying".to_string())]);
+    assert_eq!(table_contents(&mut f.db.client(), &schema), before);
+    // The fence went with the killed session: the source takes writes again.
+    let mut writer = f.db.client();
+    writer
+        .batch_execute("SET statement_timeout = '30s'")
+        .unwrap();
+    writer
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('after', 'kill')"
+        ))
+        .unwrap();
+    let source = table_contents(&mut f.db.client(), &schema);
+
+    let plan: ServerMovePlan =
+        f.t.run(&[
+            "tenant",
+            "move",
+            "cut",
+            "--to",
+            "b",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    let unfinished = plan.unfinished.expect("the interrupted move is reported");
+    assert!(unfinished.contains("did not switch"), "{unfinished}");
+    assert_eq!(row_text(&f.db, "cut"), row);
+    assert_eq!(journal(&f.db).len(), 1);
+
+    let m = moved(
+        f.t.run(&["tenant", "move", "cut", "--to", "b", "--yes", "-o", "json"])
+            .expect(0),
+    );
+    assert_eq!(m.to_server, "b");
+    assert!(journal(&f.db).is_empty());
+    assert_eq!(identity(&f.db, "cut").4, "b");
+    assert_eq!(table_contents(&mut client_of(&f.b), &schema), source);
+    assert!(!schema_exists(&f.db, &schema));
+}
+
+/// Writes the journal row of a move of `domain` from default to `to` in `phase`.
+fn journal_row(db: &TestDb, domain: &str, to: &str, keep_source: bool, phase: &str) {
+    let (id, _, schema, _, _) = identity(db, domain);
+    db.client()
+        .execute(
+            "INSERT INTO public.tenant_moves (tenant_id, from_server, to_server, schema_name, keep_source, phase) \
+             VALUES ($1, 'default', $2, $3, $4, $5)",
+            &[&id, &to, &schema, &keep_source, &phase],
+        )
+        .unwrap();
+}
+
+#[test]
+fn a_move_interrupted_after_the_switch_is_finished_by_a_rerun_fencing_the_old_copy() {
+    let f = two();
+    // The state a kill between the registry switch and the fence's commit leaves: the
+    // tenant registered on b with its complete copy there, the old schema still on the
+    // source under its own name, the journal saying `switched`. It is made by a move that
+    // keeps the old copy, whose rename is then undone, and the journal row written back.
+    for (domain, keep) in [("sw", false), ("swk", true)] {
+        let schema = tenant(&f, domain, 20);
+        f.t.run(&["tenant", "move", domain, "--to", "b", "--keep-source"])
+            .expect(0);
+        let mut source = f.db.client();
+        let kept: String = source
+            .query_one(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '\\_moved\\_%'",
+                &[&schema],
+            )
+            .unwrap()
+            .get(0);
+        source
+            .batch_execute(&format!("ALTER SCHEMA \"{kept}\" RENAME TO \"{schema}\""))
+            .unwrap();
+        journal_row(&f.db, domain, "b", keep, "switched");
+        let on_b = table_contents(&mut client_of(&f.b), &schema);
+        let row = row_text(&f.db, domain);
+
+        let plan: ServerMovePlan =
+            f.t.run(&[
+                "tenant",
+                "move",
+                domain,
+                "--to",
+                "b",
+                "--dry-run",
+                "-o",
+                "json",
+            ])
+            .expect(0)
+            .json();
+        assert!(plan.message.starts_with("would finish"), "{plan:?}");
+        assert!(schema_exists(&f.db, &schema));
+
+        let m = moved(
+            f.t.run(&["tenant", "move", domain, "--to", "b", "--yes", "-o", "json"])
+                .expect(0),
+        );
+        assert!(m.message.contains("finished the interrupted move"), "{m:?}");
+        assert_eq!(m.source_kept, keep);
+        assert!(journal(&f.db).is_empty());
+        assert_eq!(row_text(&f.db, domain), row, "the registry row changed");
+        assert!(
+            !schema_exists(&f.db, &schema),
+            "the old copy was not fenced"
+        );
+        let renamed: i64 =
+            f.db.client()
+                .query_one(
+                    "SELECT count(*) FROM pg_namespace WHERE nspname LIKE $1 || '\\_moved\\_%'",
+                    &[&schema],
+                )
+                .unwrap()
+                .get(0);
+        assert_eq!(renamed, i64::from(keep), "{domain}");
+        assert_eq!(table_contents(&mut client_of(&f.b), &schema), on_b);
+        // A second rerun has nothing left to do.
+        let again = f.t.run(&["tenant", "move", domain, "--to", "b", "--yes"]);
+        expect_error(&again, 2, &["already on server b"]);
+    }
+}
+
+#[test]
+fn a_partial_copy_of_an_interrupted_move_is_dropped_whichever_server_the_rerun_names() {
+    let f = two();
+    let c = cluster();
+    write_config(f.config.path(), &[("b", &f.b), ("c", &c)]);
+    // Two tenants, each with a move to b that did not switch and left a partial copy there.
+    for domain in ["same", "other"] {
+        let schema = tenant(&f, domain, 20);
+        client_of(&f.b)
+            .batch_execute(&format!(
+                "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".partial_leftover (id int)"
+            ))
+            .unwrap();
+        journal_row(&f.db, domain, "b", false, "copying");
+    }
+    // Rerun to the same server: the partial copy is replaced by a whole one.
+    let before = table_contents(&mut f.db.client(), "tenant_same");
+    let plan: ServerMovePlan =
+        f.t.run(&[
+            "tenant",
+            "move",
+            "same",
+            "--to",
+            "b",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    assert!(
+        plan.unfinished
+            .as_deref()
+            .is_some_and(|u| u.contains("partial copy")),
+        "{plan:?}"
+    );
+    moved(
+        f.t.run(&["tenant", "move", "same", "--to", "b", "--yes", "-o", "json"])
+            .expect(0),
+    );
+    let mut on_b = client_of(&f.b);
+    assert_eq!(table_contents(&mut on_b, "tenant_same"), before);
+    assert_eq!(identity(&f.db, "same").4, "b");
+    // Rerun to another server: the partial copy on b goes, the tenant lands on c.
+    let before = table_contents(&mut f.db.client(), "tenant_other");
+    let m = moved(
+        f.t.run(&[
+            "tenant", "move", "other", "--to", "c", "--yes", "-o", "json",
+        ])
+        .expect(0),
+    );
+    assert_eq!(m.to_server, "c");
+    assert!(!schema_on(&mut on_b, "tenant_other"));
+    assert_eq!(table_contents(&mut client_of(&c), "tenant_other"), before);
+    assert_eq!(identity(&f.db, "other").4, "c");
+    assert!(journal(&f.db).is_empty());
+    assert!(!schema_exists(&f.db, "tenant_other"));
+}
+
+#[test]
+fn refused_moves_change_nothing() {
+    let f = two();
+    let schema = tenant(&f, "rf", 20);
+    let start = world(&f, "rf", &schema);
+    let same = |what: &str| assert_eq!(world(&f, "rf", &schema), start, "{what}");
+
+    let run = f.t.run(&["tenant", "move", "rf", "--to", "nope", "--yes"]);
+    expect_error(&run, 2, &["nope"]);
+    same("unknown server");
+
+    let run =
+        f.t.run(&["tenant", "move", "rf", "--to", "default", "--yes"]);
+    expect_error(&run, 2, &["already on server default"]);
+    same("already there");
+
+    let mut on_b = client_of(&f.b);
+    on_b.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
+        .unwrap();
+    let taken = world(&f, "rf", &schema);
+    let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--yes"]);
+    expect_error(&run, 1, &["already exists on server b"]);
+    assert_eq!(
+        world(&f, "rf", &schema),
+        taken,
+        "schema taken on the target"
+    );
+    on_b.batch_execute(&format!("DROP SCHEMA \"{schema}\""))
+        .unwrap();
+
+    f.db.client()
+        .batch_execute(&format!(
+            "CREATE SCHEMA reports; CREATE VIEW reports.names AS SELECT first_name FROM \"{schema}\".members"
+        ))
+        .unwrap();
+    let viewed = world(&f, "rf", &schema);
+    let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--yes"]);
+    expect_error(&run, 1, &["reports", "--keep-source"]);
+    assert_eq!(world(&f, "rf", &schema), viewed, "a view depends on it");
+    f.db.client()
+        .batch_execute("DROP SCHEMA reports CASCADE")
+        .unwrap();
+    same("after the view is gone");
+
+    let run = f.t.run(&["tenant", "move", "rf", "--to", "b"]);
+    expect_error(&run, 2, &[]);
+    same("no --yes without a terminal");
+
+    f.b.stop();
+    let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--yes"]);
+    f.b.start_again();
+    expect_error(&run, 3, &[&format!("127.0.0.1:{}", f.b.port)]);
+    assert!(!run.stderr.contains(PASSWORD), "{}", run.stderr);
+    // Refused before the journal was written: nothing to clean up.
+    same("target server down");
+
+    // None of it left anything in the way.
+    moved(
+        f.t.run(&["tenant", "move", "rf", "--to", "b", "--yes", "-o", "json"])
+            .expect(0),
+    );
+    assert_eq!(table_contents(&mut client_of(&f.b), &schema), start.data);
+}
+
+#[test]
+fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_it() {
+    let f = two();
+    let schema = tenant(&f, "rd", BIG);
+    let before = table_contents(&mut f.db.client(), &schema);
+    let mut watch = f.db.client();
+    let mut child =
+        f.t.spawn(&["tenant", "move", "rd", "--to", "b", "--yes", "-o", "json"]);
+    child.wait_until("the source's tables are fenced", || {
+        fenced(&mut watch, &schema)
+    });
+    // A reader whose transaction stays open across the fence: dropping the old copy
+    // would have to wait for it.
+    let mut reader = f.db.client();
+    reader
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM \"{schema}\".members"))
+        .unwrap();
+    let url = f.db.url.clone();
+    let insert = format!(
+        "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('late', 'writer')"
+    );
+    let writer = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.execute(&insert, &[])
+            .map_err(|e| e.as_db_error().map(|d| d.code().code().to_string()))
+    });
+    let run = child.finish();
+    run.expect(0);
+    let m = moved(&run);
+    // The old copy was renamed rather than dropped, and the waiting write failed while
+    // the reader was still there.
+    assert!(m.source_kept, "{m:?}");
+    assert!(m.message.contains("instead of dropped"), "{}", m.message);
+    let code = writer
+        .join()
+        .unwrap()
+        .expect_err("the late write succeeded");
+    assert_eq!(code.as_deref(), Some("42P01"));
+    reader.batch_execute("COMMIT").unwrap();
+    assert_eq!(identity(&f.db, "rd").4, "b");
+    assert!(journal(&f.db).is_empty());
+    assert!(!schema_exists(&f.db, &schema));
+    let kept: String =
+        f.db.client()
+            .query_one(
+                "SELECT nspname::text FROM pg_namespace WHERE nspname LIKE $1 || '\\_moved\\_%'",
+                &[&schema],
+            )
+            .unwrap()
+            .get(0);
+    assert_eq!(table_contents(&mut f.db.client(), &kept), before);
+    assert_eq!(table_contents(&mut client_of(&f.b), &schema), before);
+}
