@@ -663,6 +663,13 @@ async fn cutover(
             .await
             .map_err(|e| not_switched(query_error("setting the target's sequences")(e)))?;
     }
+    // The publication lists the old copy's tables: left in place, it would count as an
+    // object depending on them and keep the old copy from being dropped. Dropped in the
+    // source transaction, it comes back if the cutover is undone.
+    client
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote(name)))
+        .await
+        .map_err(|e| not_switched(query_error("dropping the move's publication")(e)))?;
     let run_id = scheduler::new_run_id().map_err(not_switched)?;
     let host = scheduler::client_host();
     let event = Event {
