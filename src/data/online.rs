@@ -2,9 +2,10 @@
 //! writes are blocked only for the cutover, whatever its size (README "Online move").
 //!
 //! 1. Preflight, refused (exit 3) before anything is created: the source is PostgreSQL
-//!    15 or newer with `wal_level = logical`, a replication slot and a WAL sender are
-//!    free, the target has logical replication workers to spare, the roles may publish
-//!    and subscribe, and every table has a primary key or a replica identity.
+//!    15 or newer with `wal_level = logical`, replication slots and WAL senders are free
+//!    for the move and for each table copied at once, the target has logical replication
+//!    workers to spare, the roles may publish and subscribe, and every table has a
+//!    primary key or a replica identity.
 //! 2. Build: the target schema is built by the migrations to the source's revision and
 //!    emptied; the source publishes the tenant's tables and the target subscribes with an
 //!    initial copy. Publication, subscription and slot are all named
@@ -90,16 +91,6 @@ async fn preflight(
             "the source server has wal_level = {wal_level}; set wal_level = logical (a restart) first"
         )));
     }
-    if free_slots < 1 {
-        return Err(refuse(
-            "the source server has no free replication slot (raise max_replication_slots)".into(),
-        ));
-    }
-    if free_senders < 1 {
-        return Err(refuse(
-            "the source server has no free WAL sender (raise max_wal_senders)".into(),
-        ));
-    }
     if !may_replicate {
         return Err(refuse(
             "the source role has neither REPLICATION nor superuser, so the target cannot stream from it (ALTER ROLE ... REPLICATION)".into(),
@@ -110,13 +101,30 @@ async fn preflight(
             "SELECT current_setting('max_logical_replication_workers')::int - (SELECT count(*) FROM pg_catalog.pg_stat_subscription)::int, \
                     (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) \
                     OR (current_setting('server_version_num')::int >= 160000 \
-                        AND pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'MEMBER'))",
+                        AND pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'MEMBER')), \
+                    current_setting('max_sync_workers_per_subscription')::int",
             &[],
         )
         .await
         .map_err(query_error("checking the target server for logical replication"))?;
     let free_workers: i32 = row.get(0);
     let may_subscribe: bool = row.get::<_, Option<bool>>(1).unwrap_or(false);
+    // The subscription's slot, plus one slot and one WAL sender for each table whose
+    // initial copy runs at the same time (one per sync worker the target runs at once).
+    let tables = i32::try_from(catalog.tables.len()).unwrap_or(i32::MAX);
+    let needed = 1 + tables.min(row.get::<_, i32>(2).max(0));
+    if free_slots < needed {
+        return Err(refuse(format!(
+            "the source server has {} free replication slot(s) and the move needs {needed}: one to stream from and one for each table copied at once (the target's max_sync_workers_per_subscription); raise max_replication_slots",
+            free_slots.max(0)
+        )));
+    }
+    if free_senders < needed {
+        return Err(refuse(format!(
+            "the source server has {} free WAL sender(s) and the move needs {needed}: one to stream from and one for each table copied at once (the target's max_sync_workers_per_subscription); raise max_wal_senders",
+            free_senders.max(0)
+        )));
+    }
     if free_workers < 2 {
         return Err(refuse(
             "the target server has fewer than 2 free logical replication workers (raise max_logical_replication_workers and max_worker_processes)".into(),
@@ -655,6 +663,13 @@ async fn cutover(
             .await
             .map_err(|e| not_switched(query_error("setting the target's sequences")(e)))?;
     }
+    // The publication lists the old copy's tables: left in place, it would count as an
+    // object depending on them and keep the old copy from being dropped. Dropped in the
+    // source transaction, it comes back if the cutover is undone.
+    client
+        .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote(name)))
+        .await
+        .map_err(|e| not_switched(query_error("dropping the move's publication")(e)))?;
     let run_id = scheduler::new_run_id().map_err(not_switched)?;
     let host = scheduler::client_host();
     let event = Event {

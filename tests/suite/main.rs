@@ -25,6 +25,7 @@ mod fleet;
 mod interrupt;
 mod locks;
 mod names;
+mod online_move;
 mod pooler;
 mod props;
 mod psql_execution;
