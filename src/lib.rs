@@ -11,6 +11,7 @@
 //!   workflows), [`tenants`] (one tenant's lifecycle), [`citus`] (placement on a Citus cluster), [`apikey`], [`interrupt`],
 //!   [`error`].
 
+pub mod adopt;
 pub mod apikey;
 pub mod archive;
 pub mod citus;
@@ -87,6 +88,7 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
         Command::Revision(a) => commands::revision::run(&ctx, a).await,
         Command::Check(a) => commands::check::run(&ctx, a).await,
         Command::Config(c) => commands::config::run(&ctx, c).await,
+        Command::Adopt(c) => commands::adopt::run(&ctx, c).await,
         Command::Completions(a) => commands::completions::run(a),
     }
 }

@@ -40,6 +40,15 @@ const MIGRATIONS: &[(&str, &str)] = &[
     ),
 ];
 
+/// The registry's first migration (the `tenants` table): its name and refinery's
+/// checksum, for a registry adopted from another tool's table.
+pub fn first_migration() -> (String, u64) {
+    let (name, sql) = MIGRATIONS[0];
+    let m = refinery::Migration::unapplied(name, sql)
+        .expect("embedded registry migration names are valid");
+    (m.name().to_string(), m.checksum())
+}
+
 /// The registry version this binary needs.
 pub fn latest_version() -> i32 {
     MIGRATIONS.len() as i32
@@ -363,6 +372,12 @@ async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Er
     } else {
         None
     };
+    if before.is_none() && crate::adopt::is_original(client, schema).await? {
+        return Err(Error::setup(format!(
+            "schema {} holds the original service's tenants table (API keys in plain text, no tenantctl history); `tenantctl adopt alembic --map FILE` takes it over (see the README's \"Adopting a running Alembic system\"); nothing was changed",
+            quote(schema)
+        )));
+    }
     if before.is_none() && (found.has("tenants") || found.has(HISTORY_TABLE)) {
         // A registry without a readable history: not one init can build on.
         return Err(damaged(schema, None, &found.problems()));

@@ -19,7 +19,10 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
 use crate::output::Format;
 pub use changes::{BackupArgs, DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
-pub use project::{CompletionsArgs, ConfigCommand, InitArgs, MetricsArgs, RevisionArgs, ServeArgs};
+pub use project::{
+    AdoptAlembicArgs, AdoptCommand, CompletionsArgs, ConfigCommand, InitArgs, MetricsArgs,
+    RevisionArgs, ServeArgs,
+};
 pub use reports::{CheckArgs, CurrentArgs, EventsArgs, HistoryArgs, StatusArgs};
 pub use selection::{BulkOpts, Fleet, Selection};
 pub use tenant::TenantCommand;
@@ -195,6 +198,9 @@ pub enum Command {
     /// Show the effective configuration.
     #[command(subcommand)]
     Config(ConfigCommand),
+    /// Take over a fleet run by another tool (`adopt alembic --map FILE`).
+    #[command(subcommand)]
+    Adopt(AdoptCommand),
     /// Print a shell completion script, e.g. `tenantctl completions bash > /etc/bash_completion.d/tenantctl`.
     Completions(CompletionsArgs),
 }

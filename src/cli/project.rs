@@ -46,3 +46,26 @@ pub struct MetricsArgs {
     #[arg(long, value_name = "PATH")]
     pub textfile: Option<std::path::PathBuf>,
 }
+
+/// The `adopt` subcommands.
+#[derive(Debug, Subcommand)]
+pub enum AdoptCommand {
+    /// Take over a fleet run by the original FastAPI + Alembic service: upgrade its
+    /// tenants table in place (plain API keys hashed, ids kept) and stamp each tenant's
+    /// schema at the version its alembic_version maps to. What cannot be mapped is
+    /// reported and left alone (exit 4).
+    Alembic(AdoptAlembicArgs),
+}
+
+/// Arguments of `adopt alembic`.
+#[derive(Debug, clap::Args)]
+pub struct AdoptAlembicArgs {
+    /// The map from Alembic revision ids to tenantctl versions, TOML:
+    /// `"3da2eb3bee79" = 6`, one line per revision.
+    #[arg(long, value_name = "FILE")]
+    pub map: std::path::PathBuf,
+
+    /// Show what would be upgraded, stamped and left alone; change nothing.
+    #[arg(long)]
+    pub dry_run: bool,
+}

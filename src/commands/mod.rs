@@ -4,6 +4,7 @@
 //! [`Ctx`] carries what every command needs: the effective settings, the connection
 //! target and the output settings.
 
+pub mod adopt;
 pub mod backup;
 pub mod check;
 pub mod completions;
