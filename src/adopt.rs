@@ -397,6 +397,10 @@ pub async fn alembic_versions(client: &Client) -> Result<BTreeMap<String, Vec<St
     Ok(out)
 }
 
+/// One server as adoption reads it: each schema's `alembic_version` rows, and every
+/// schema.
+type ServerView = (BTreeMap<String, Vec<String>>, Vec<String>);
+
 /// A registered tenant as adoption needs it.
 #[derive(Debug, Clone)]
 pub struct Listed {
@@ -470,8 +474,7 @@ pub async fn adopt_histories(
         message: String::new(),
     };
     // Every server's alembic_version tables and schemas, read once.
-    let mut per_server: BTreeMap<String, (BTreeMap<String, Vec<String>>, Vec<String>)> =
-        BTreeMap::new();
+    let mut per_server: BTreeMap<String, ServerView> = BTreeMap::new();
     for (server, target) in servers.iter() {
         let c = target.connect().await?;
         let versions = alembic_versions(&c).await?;
