@@ -18,6 +18,7 @@ mod citus;
 mod cli;
 mod concurrency;
 mod connections;
+mod data_hostile;
 mod dry_run_memory;
 mod edge;
 mod faults;

@@ -1,0 +1,719 @@
+//! What a hostile DBA tried against a tenant's data, and what must hold: an import
+//! killed at any moment never leaves a registered tenant without its data (and the next
+//! import into its schema clears what it left), a restore holds writers until the new
+//! copy is in place and clears what an interrupted one left, export never writes through
+//! a symlink or a FIFO, a FIFO imports in one pass, what killed exports and backups left
+//! is removed once their process is gone, an unwritable backup directory is refused up
+//! front, and a manifest that contradicts itself is refused even when correctly signed.
+
+use std::io::Write;
+use std::os::unix::fs::FileTypeExt;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::{Duration, Instant};
+
+use sha2::{Digest, Sha256};
+
+use crate::checks::{
+    create, expect_error, registry_row, relation_exists, schema_exists, seed_example,
+    table_contents, tenant_count, user_schemas,
+};
+use crate::common_json::{Events, Imported, Restored};
+use crate::support::{ready, Tenantctl, TestDb};
+
+/// Members in the big tenants: enough for an import or a restore to take over a second.
+const BIG: i64 = 200_000;
+
+/// The comment an import puts on the schema it is building until the tenant is
+/// registered.
+const BUILDING: &str = "tenantctl: import in progress; not a registered tenant yet";
+
+/// A migrated tenant seeded with `members` members; its schema.
+fn tenant(db: &TestDb, t: &Tenantctl, domain: &str, members: i64) -> String {
+    let schema = create(t, domain, &["--migrate"]).tenant.schema_name;
+    seed_example(&mut db.client(), &schema, members);
+    schema
+}
+
+fn export(t: &Tenantctl, domain: &str, file: &Path) {
+    t.run(&["tenant", "export", domain, "-f", file.to_str().unwrap()])
+        .expect(0);
+}
+
+fn import(t: &Tenantctl, file: &Path, domain: &str) -> crate::support::Run {
+    t.run(&[
+        "tenant",
+        "import",
+        file.to_str().unwrap(),
+        "--as",
+        domain,
+        "--name",
+        domain,
+        "-o",
+        "json",
+    ])
+}
+
+/// The members of `schema`, or `None` when it has no members table.
+fn members(db: &TestDb, schema: &str) -> Option<i64> {
+    let mut c = db.client();
+    let there: bool = c
+        .query_one(
+            "SELECT to_regclass(format('%I.members', $1::text)) IS NOT NULL",
+            &[&schema],
+        )
+        .unwrap()
+        .get(0);
+    there.then(|| {
+        c.query_one(&format!("SELECT count(*) FROM \"{schema}\".members"), &[])
+            .unwrap()
+            .get(0)
+    })
+}
+
+/// The registry row of `domain` (schema and status), if there is one.
+fn registered(db: &TestDb, domain: &str) -> Option<(String, String)> {
+    db.client()
+        .query_opt(
+            "SELECT schema_name, status FROM public.tenants WHERE domain = $1",
+            &[&domain],
+        )
+        .unwrap()
+        .map(|r| (r.get(0), r.get(1)))
+}
+
+fn schema_comment(db: &TestDb, schema: &str) -> Option<String> {
+    db.client()
+        .query_one(
+            "SELECT obj_description(oid, 'pg_namespace') FROM pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn a_schema_left_by_a_killed_import_is_replaced_and_no_other_schema_is_touched() {
+    let (db, t) = ready();
+    let src = tenant(&db, &t, "src", 12);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("src.tenant");
+    export(&t, "src", &file);
+    let data = table_contents(&mut db.client(), &src);
+
+    // What a killed import left: unregistered, marked, holding something.
+    db.client()
+        .batch_execute(&format!(
+            "CREATE SCHEMA tenant_x; COMMENT ON SCHEMA tenant_x IS '{BUILDING}'; \
+             CREATE TABLE tenant_x.junk (i int); INSERT INTO tenant_x.junk VALUES (1)"
+        ))
+        .unwrap();
+    let imported: Imported = import(&t, &file, "x").expect(0).json();
+    assert_eq!(imported.tenant.schema_name, "tenant_x");
+    assert!(
+        !relation_exists(&db, "tenant_x", "junk"),
+        "the leftover was removed"
+    );
+    assert_eq!(table_contents(&mut db.client(), "tenant_x"), data);
+    assert_eq!(schema_comment(&db, "tenant_x"), None, "the mark is gone");
+    assert_eq!(registered(&db, "x").unwrap().1, "active");
+
+    // A schema holding objects without the mark: refused, untouched.
+    db.client()
+        .batch_execute(
+            "CREATE SCHEMA tenant_y; CREATE TABLE tenant_y.precious (i int); \
+             INSERT INTO tenant_y.precious VALUES (42)",
+        )
+        .unwrap();
+    let count = tenant_count(&db);
+    let schemas = user_schemas(&db);
+    expect_error(&import(&t, &file, "y"), 2, &["tenant_y"]);
+    assert_eq!(
+        (tenant_count(&db), user_schemas(&db)),
+        (count, schemas.clone())
+    );
+    assert_eq!(registered(&db, "y"), None);
+    let kept: i32 = db
+        .client()
+        .query_one("SELECT i FROM tenant_y.precious", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(kept, 42);
+
+    // A registered tenant's schema carrying the mark is never another import's.
+    let z = tenant(&db, &t, "z", 15);
+    db.client()
+        .batch_execute(&format!("COMMENT ON SCHEMA {z} IS '{BUILDING}'"))
+        .unwrap();
+    let z_data = table_contents(&mut db.client(), &z);
+    let z_row = registry_row(&db, "z");
+    let count = tenant_count(&db);
+    let schemas = user_schemas(&db);
+    let run = t.run(&[
+        "tenant",
+        "import",
+        file.to_str().unwrap(),
+        "--as",
+        "other",
+        "--name",
+        "Other",
+        "--schema",
+        &z,
+    ]);
+    expect_error(&run, 2, &[&z]);
+    expect_error(&import(&t, &file, "z"), 1, &["z"]);
+    assert_eq!((tenant_count(&db), user_schemas(&db)), (count, schemas));
+    assert_eq!(table_contents(&mut db.client(), &z), z_data);
+    assert_eq!(registry_row(&db, "z"), z_row);
+}
+
+/// A small generator for the kill moments; its seed is named in every failure message, so
+/// a failing draw can be told apart.
+fn next(x: &mut u64) -> u64 {
+    *x ^= *x << 13;
+    *x ^= *x >> 7;
+    *x ^= *x << 17;
+    *x
+}
+
+#[test]
+fn an_import_killed_at_any_moment_never_leaves_a_registered_tenant_without_its_data() {
+    let (db, t) = ready();
+    let src = tenant(&db, &t, "src", BIG);
+    let want = table_contents(&mut db.client(), &src);
+    let rows = members(&db, &src).unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("big.tenant");
+    export(&t, "src", &file);
+    let f = file.to_str().unwrap();
+
+    // How long a whole import takes here.
+    let started = Instant::now();
+    import(&t, &file, "timed").expect(0);
+    let whole = started.elapsed();
+    assert!(
+        whole >= Duration::from_millis(800),
+        "an import of {rows} members took only {whole:?}: too quick to be killed during its load"
+    );
+    t.run(&["tenant", "drop", "timed", "--yes"]).expect(0);
+
+    let mut seed = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos() as u64
+        | 1;
+    let first = seed;
+    let rounds = 5u64;
+    // Rounds whose kill left a half-built, unregistered schema: killed while loading.
+    let mut mid_load = 0;
+    for round in 0..rounds {
+        let domain = format!("k{round}");
+        // Spread over the import: each round lands in its own fifth of it.
+        let slice = whole.as_millis() as u64 / rounds;
+        let at = Duration::from_millis(slice * round + next(&mut seed) % slice.max(1));
+        let mut child = t.spawn(&["tenant", "import", f, "--as", &domain, "--name", &domain]);
+        std::thread::sleep(at);
+        child.kill();
+        let what = format!("import {domain} killed after {at:?} (of {whole:?}, seed {first})");
+
+        let check = |when: &str| {
+            if let Some((schema, status)) = registered(&db, &domain) {
+                assert_eq!(
+                    members(&db, &schema),
+                    Some(rows),
+                    "{what}, {when}: registered ({status}) without all its rows"
+                );
+            }
+        };
+        check("at once");
+        let schema = format!("tenant_{domain}");
+        if registered(&db, &domain).is_none()
+            && schema_exists(&db, &schema)
+            && schema_comment(&db, &schema).as_deref() == Some(BUILDING)
+        {
+            mid_load += 1;
+        }
+        t.run(&["upgrade", "--all"]).expect(0);
+        check("after upgrade --all");
+        for r in db
+            .client()
+            .query(
+                "SELECT domain, schema_name FROM public.tenants WHERE status = 'active'",
+                &[],
+            )
+            .unwrap()
+        {
+            let (d, s): (String, String) = (r.get(0), r.get(1));
+            assert!(
+                members(&db, &s).is_some_and(|n| n > 0),
+                "{what}: upgrade --all left {d} active without data"
+            );
+        }
+
+        if registered(&db, &domain).is_some() {
+            t.run(&["tenant", "drop", &domain, "--yes"]).expect(0);
+        }
+        let imported: Imported = import(&t, &file, &domain).expect(0).json();
+        assert_eq!(
+            table_contents(&mut db.client(), &imported.tenant.schema_name),
+            want,
+            "{what}: the rerun"
+        );
+    }
+    assert!(
+        mid_load > 0,
+        "no kill landed while the import was building or loading (seed {first})"
+    );
+}
+
+/// Whether another session holds the write fence (an `EXCLUSIVE` lock) on `members`.
+fn fenced(c: &mut postgres::Client, schema: &str) -> bool {
+    c.query_one(
+        "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
+         JOIN pg_namespace n ON n.oid = c.relnamespace \
+         WHERE n.nspname = $1 AND c.relname = 'members' AND l.mode = 'ExclusiveLock' \
+         AND l.granted AND l.pid <> pg_backend_pid()",
+        &[&schema],
+    )
+    .unwrap()
+    .get(0)
+}
+
+/// One INSERT a writer made: its tag, when it was sent, when it returned, its error.
+struct Write1 {
+    tag: String,
+    sent: Instant,
+    back: Instant,
+    error: Option<String>,
+}
+
+#[test]
+fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowledged_write() {
+    let (db, t) = ready();
+    let schema = tenant(&db, &t, "busy", BIG);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("busy.tenant");
+    export(&t, "busy", &file);
+
+    let stop = Arc::new(AtomicBool::new(false));
+    let log: Arc<Mutex<Vec<Write1>>> = Arc::default();
+    let writers: Vec<_> = (0..2)
+        .map(|w| {
+            let (url, schema, stop, log) =
+                (db.url.clone(), schema.clone(), stop.clone(), log.clone());
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                c.batch_execute(&format!("SET search_path = \"{schema}\""))
+                    .unwrap();
+                let mut n = 0;
+                while !stop.load(Ordering::SeqCst) {
+                    let tag = format!("writer{w}-{n}");
+                    n += 1;
+                    let sent = Instant::now();
+                    let r = c.execute(
+                        "INSERT INTO members (first_name, last_name) VALUES ('late', $1)",
+                        &[&tag],
+                    );
+                    log.lock().unwrap().push(Write1 {
+                        tag,
+                        sent,
+                        back: Instant::now(),
+                        error: r.err().map(|e| e.to_string()),
+                    });
+                    std::thread::sleep(Duration::from_millis(20));
+                }
+            })
+        })
+        .collect();
+
+    let started = Instant::now();
+    let mut child = t.spawn(&[
+        "tenant",
+        "restore",
+        "busy",
+        file.to_str().unwrap(),
+        "--yes",
+        "-o",
+        "json",
+    ]);
+    // Polls of the fence: (sent, answered) of each one that saw it held.
+    let mut watch = db.client();
+    let mut held: Vec<(Instant, Instant)> = Vec::new();
+    while child.running() {
+        let sent = Instant::now();
+        if fenced(&mut watch, &schema) {
+            held.push((sent, Instant::now()));
+        }
+        assert!(
+            started.elapsed() < crate::support::DEADLINE,
+            "restore hangs"
+        );
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    let took = started.elapsed();
+    let run = child.finish();
+    let restored: Restored = run.expect(0).json();
+    std::thread::sleep(Duration::from_millis(300));
+    stop.store(true, Ordering::SeqCst);
+    for w in writers {
+        w.join().unwrap();
+    }
+    assert!(
+        took >= Duration::from_secs(1),
+        "the restore took {took:?}: too quick for the writers to meet its fence"
+    );
+    assert!(
+        held.len() >= 2,
+        "the tenant's tables were never seen locked against writes during the restore ({restored:?})"
+    );
+    let fence_seen = held[0].1;
+    let fence_last = held.last().unwrap().0;
+
+    let log = log.lock().unwrap();
+    let errors: Vec<_> = log
+        .iter()
+        .filter_map(|w| w.error.as_ref().map(|e| (w.tag.clone(), e.clone())))
+        .collect();
+    assert!(errors.is_empty(), "writes failed: {errors:?}");
+    // No write was acknowledged while the fence held.
+    for w in log.iter() {
+        assert!(
+            !(w.sent > fence_seen && w.back < fence_last),
+            "{} was acknowledged while the restore held the tables ({:?} after the fence was seen, {:?} before it was last seen)",
+            w.tag,
+            w.sent - fence_seen,
+            fence_last - w.back
+        );
+    }
+    // Every write sent once the fence held waited, then landed in the restored data.
+    let present: std::collections::HashSet<String> = db
+        .client()
+        .query(
+            &format!("SELECT last_name FROM \"{schema}\".members WHERE first_name = 'late'"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let after: Vec<&Write1> = log.iter().filter(|w| w.sent > fence_seen).collect();
+    assert!(
+        after
+            .iter()
+            .any(|w| w.back - w.sent >= Duration::from_millis(200)),
+        "no write waited for the restore"
+    );
+    for w in &after {
+        assert!(
+            present.contains(&w.tag),
+            "{} was acknowledged ({:?} after the fence was seen) but is not in the restored data",
+            w.tag,
+            w.back - fence_seen
+        );
+    }
+}
+
+#[test]
+fn what_an_interrupted_or_read_restore_leaves_is_removed_by_the_next_one() {
+    let (db, t) = ready();
+    let schema = tenant(&db, &t, "r", 30);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("r.tenant");
+    let f = file.to_str().unwrap();
+    export(&t, "r", &file);
+    let data = table_contents(&mut db.client(), &schema);
+    let restoring = format!("{schema}$restoring");
+    let replaced = format!("{schema}$replaced");
+
+    db.client()
+        .batch_execute(&format!(
+            "CREATE SCHEMA \"{restoring}\"; CREATE TABLE \"{restoring}\".half (i int); \
+             DELETE FROM \"{schema}\".pastoral_notes"
+        ))
+        .unwrap();
+    t.run(&["tenant", "restore", "r", f, "--yes"]).expect(0);
+    assert!(!schema_exists(&db, &restoring), "the leftover is gone");
+    assert_eq!(user_schemas(&db), ["public".to_string(), schema.clone()]);
+    assert_eq!(table_contents(&mut db.client(), &schema), data);
+
+    // A transaction reading the old copy across the swap: the old copy is kept.
+    let mut reader = db.client();
+    reader
+        .batch_execute(&format!("BEGIN; SELECT count(*) FROM \"{schema}\".members"))
+        .unwrap();
+    let restored: Restored = t
+        .run(&["tenant", "restore", "r", f, "--yes", "-o", "json"])
+        .expect(0)
+        .json();
+    assert!(
+        restored.message.contains("kept") && restored.message.contains(&replaced),
+        "{}",
+        restored.message
+    );
+    assert!(schema_exists(&db, &replaced));
+    reader.batch_execute("COMMIT").unwrap();
+    assert_eq!(table_contents(&mut db.client(), &schema), data);
+
+    let restored: Restored = t
+        .run(&["tenant", "restore", "r", f, "--yes", "-o", "json"])
+        .expect(0)
+        .json();
+    assert!(!restored.message.contains("kept"), "{}", restored.message);
+    assert!(!schema_exists(&db, &replaced), "the kept copy is removed");
+    assert_eq!(user_schemas(&db), ["public".to_string(), schema.clone()]);
+    assert_eq!(table_contents(&mut db.client(), &schema), data);
+}
+
+fn mkfifo(path: &Path) {
+    let status = std::process::Command::new("mkfifo")
+        .arg(path)
+        .status()
+        .expect("this test needs mkfifo");
+    assert!(status.success(), "mkfifo {}", path.display());
+}
+
+#[test]
+fn export_force_never_replaces_a_symlink_or_a_fifo() {
+    let (db, t) = ready();
+    tenant(&db, &t, "src", 12);
+    let work = tempfile::tempdir().unwrap();
+    let target = work.path().join("target.txt");
+    std::fs::write(&target, "keep me\n").unwrap();
+    let link = work.path().join("link.tenant");
+    std::os::unix::fs::symlink(&target, &link).unwrap();
+    let fifo = work.path().join("fifo.tenant");
+    mkfifo(&fifo);
+
+    for path in [&link, &fifo] {
+        let run = t.run(&[
+            "tenant",
+            "export",
+            "src",
+            "-f",
+            path.to_str().unwrap(),
+            "--force",
+        ]);
+        expect_error(&run, 2, &["not a regular file"]);
+    }
+    let meta = std::fs::symlink_metadata(&link).unwrap();
+    assert!(meta.file_type().is_symlink(), "the symlink was replaced");
+    assert_eq!(std::fs::read_link(&link).unwrap(), target);
+    assert_eq!(std::fs::read_to_string(&target).unwrap(), "keep me\n");
+    let meta = std::fs::symlink_metadata(&fifo).unwrap();
+    assert!(meta.file_type().is_fifo(), "the FIFO was replaced");
+    let mut names: Vec<String> = std::fs::read_dir(work.path())
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    names.sort();
+    assert_eq!(names, ["fifo.tenant", "link.tenant", "target.txt"]);
+}
+
+#[test]
+fn an_archive_from_a_fifo_is_imported_in_one_pass() {
+    let (db, t) = ready();
+    let src = tenant(&db, &t, "src", 40);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("src.tenant");
+    export(&t, "src", &file);
+    let fifo = work.path().join("in.fifo");
+    mkfifo(&fifo);
+    let mut cat = std::process::Command::new("sh")
+        .args(["-c", "cat \"$1\" > \"$2\"", "sh"])
+        .arg(&file)
+        .arg(&fifo)
+        .spawn()
+        .unwrap();
+    // A second read of the FIFO would wait for a writer forever: `finish` fails the test
+    // after its deadline.
+    let run = t
+        .spawn(&[
+            "tenant",
+            "import",
+            fifo.to_str().unwrap(),
+            "--as",
+            "piped",
+            "--name",
+            "Piped",
+            "-o",
+            "json",
+        ])
+        .finish();
+    let _ = cat.kill();
+    let _ = cat.wait();
+    let imported: Imported = run.expect(0).json();
+    assert_eq!(
+        table_contents(&mut db.client(), &imported.tenant.schema_name),
+        table_contents(&mut db.client(), &src)
+    );
+}
+
+/// The pid of a process that has ended.
+fn gone_pid() -> u32 {
+    let mut child = std::process::Command::new("true").spawn().unwrap();
+    let pid = child.id();
+    child.wait().unwrap();
+    assert!(
+        !Path::new(&format!("/proc/{pid}")).exists(),
+        "process {pid} should be gone"
+    );
+    pid
+}
+
+#[test]
+fn partial_files_of_gone_processes_are_removed_by_the_next_export_or_backup() {
+    let (db, t) = ready();
+    tenant(&db, &t, "acme", 12);
+    let alive = std::process::id();
+    let dead = gone_pid();
+    let work = tempfile::tempdir().unwrap();
+    let dir = work.path();
+
+    let stale = dir.join(format!(".acme.tenant.{dead}.partial"));
+    let live = dir.join(format!(".acme.tenant.{alive}.partial"));
+    let other = dir.join(format!(".other.tenant.{dead}.partial"));
+    for p in [&stale, &live, &other] {
+        std::fs::write(p, "half").unwrap();
+    }
+    export(&t, "acme", &dir.join("acme.tenant"));
+    assert!(!stale.exists(), "a dead export's partial file is left");
+    assert!(live.exists(), "a running export's partial file was removed");
+    assert!(other.exists(), "another file's partial was removed");
+
+    let out = dir.join("backups");
+    let own = out.join("acme");
+    std::fs::create_dir_all(&own).unwrap();
+    let stale = own.join(format!(".acme-20200101T000000Z.tenant.{dead}.partial"));
+    let live = own.join(format!(".acme-20200101T000000Z.tenant.{alive}.partial"));
+    for p in [&stale, &live] {
+        std::fs::write(p, "half").unwrap();
+    }
+    t.run(&["backup", "--tenant", "acme", "--out", out.to_str().unwrap()])
+        .expect(0);
+    assert!(!stale.exists(), "a dead backup's partial file is left");
+    assert!(live.exists(), "a running backup's partial file was removed");
+}
+
+#[test]
+fn a_backup_into_a_directory_that_cannot_be_written_is_refused_before_any_tenant() {
+    let (db, t) = ready();
+    tenant(&db, &t, "acme", 12);
+    // Not even root can create a file in /proc.
+    let out = Path::new("/proc");
+    assert!(
+        std::fs::write(out.join(".tenantctl-test-probe"), b"").is_err(),
+        "precondition: /proc must refuse new files"
+    );
+    let run = t.run(&["backup", "--all", "--out", out.to_str().unwrap()]);
+    expect_error(&run, 2, &["cannot write"]);
+    let events: Events = t.run(&["events", "-o", "json"]).expect(0).json();
+    let backups: Vec<_> = events
+        .events
+        .iter()
+        .filter(|e| e.action == "backup")
+        .collect();
+    assert!(backups.is_empty(), "backups were started: {backups:?}");
+}
+
+/// Rewrites the archive `from` into `to` with its manifest changed by `edit`, signed
+/// again as a writer would: the zstd stream after the magic is decompressed, the `M`
+/// record's JSON edited, the SHA-256 in `Z` recomputed over every record before it, and
+/// the stream compressed again.
+fn forge(from: &Path, to: &Path, edit: impl FnOnce(&mut serde_json::Value)) {
+    let raw = std::fs::read(from).unwrap();
+    let (magic, body) = raw.split_at(8);
+    let data = zstd::decode_all(body).unwrap();
+    let mut records: Vec<(u8, Vec<u8>)> = Vec::new();
+    let mut i = 0;
+    while i < data.len() {
+        let len = u32::from_be_bytes(data[i + 1..i + 5].try_into().unwrap()) as usize;
+        records.push((data[i], data[i + 5..i + 5 + len].to_vec()));
+        i += 5 + len;
+    }
+    assert_eq!(records[0].0, b'M', "the manifest comes first");
+    assert_eq!(records.last().unwrap().0, b'Z', "the checksum comes last");
+    let mut manifest: serde_json::Value = serde_json::from_slice(&records[0].1).unwrap();
+    edit(&mut manifest);
+    records[0].1 = serde_json::to_vec(&manifest).unwrap();
+    let mut hash = Sha256::new();
+    let mut out = Vec::new();
+    for (tag, payload) in &mut records {
+        if *tag == b'Z' {
+            *payload = hash.clone().finalize().to_vec();
+        } else {
+            hash.update([*tag]);
+            hash.update((payload.len() as u32).to_be_bytes());
+            hash.update(&payload[..]);
+        }
+        out.push(*tag);
+        out.extend_from_slice(&(payload.len() as u32).to_be_bytes());
+        out.extend_from_slice(payload);
+    }
+    let mut encoder = zstd::stream::write::Encoder::new(Vec::new(), 1).unwrap();
+    encoder.include_checksum(true).unwrap();
+    encoder.write_all(&out).unwrap();
+    let mut file = magic.to_vec();
+    file.extend(encoder.finish().unwrap());
+    std::fs::write(to, file).unwrap();
+}
+
+#[test]
+fn a_signed_manifest_that_contradicts_itself_is_refused_with_nothing_registered() {
+    let (db, t) = ready();
+    let src = tenant(&db, &t, "src", 12);
+    let work = tempfile::tempdir().unwrap();
+    let good = work.path().join("good.tenant");
+    export(&t, "src", &good);
+    let data = table_contents(&mut db.client(), &src);
+    let at = |name: &str| -> PathBuf { work.path().join(name) };
+
+    // Signed again unchanged, it imports: the forging itself is sound.
+    forge(&good, &at("same.tenant"), |_| {});
+    let imported: Imported = import(&t, &at("same.tenant"), "same").expect(0).json();
+    assert_eq!(
+        table_contents(&mut db.client(), &imported.tenant.schema_name),
+        data
+    );
+
+    forge(&good, &at("rev.tenant"), |m| {
+        let highest = m["migrations"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|x| x["version"].as_i64().unwrap())
+            .max()
+            .unwrap();
+        assert!(highest > 1);
+        m["revision"] = serde_json::json!(highest - 1);
+    });
+    forge(&good, &at("newer.tenant"), |m| {
+        m["server_version_num"] = serde_json::json!(990000);
+    });
+    let count = tenant_count(&db);
+    let schemas = user_schemas(&db);
+    let unchanged = |what: &str| {
+        assert_eq!(tenant_count(&db), count, "{what}: nothing registered");
+        assert_eq!(user_schemas(&db), schemas, "{what}: no schema made");
+        assert_eq!(table_contents(&mut db.client(), &src), data, "{what}");
+    };
+    expect_error(
+        &import(&t, &at("rev.tenant"), "victim"),
+        2,
+        &["highest applied migration"],
+    );
+    unchanged("import of a revision below its migrations");
+    let rev = at("rev.tenant");
+    expect_error(
+        &t.run(&["tenant", "restore", "src", rev.to_str().unwrap(), "--yes"]),
+        2,
+        &["highest applied migration"],
+    );
+    unchanged("restore of a revision below its migrations");
+    expect_error(
+        &import(&t, &at("newer.tenant"), "victim"),
+        3,
+        &["PostgreSQL 99"],
+    );
+    unchanged("import from a newer PostgreSQL");
+}
