@@ -37,14 +37,24 @@ where
     }
 }
 
-/// Parses a JSON body; anything that is not the expected object is 422.
+/// Parses a JSON body; anything that is not the expected object is 422. It must be an
+/// object: serde would otherwise take an array as the fields in order (`[]` as every
+/// default).
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("invalid request body: {e}"),
         )
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid request body: expected a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// A tenant reference as the original service took it: an id (a number, or a numeric
@@ -670,4 +680,28 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
         crate::metrics::render(&m),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        for text in [
+            &b"[]"[..],
+            br#"["Eps", "eps"]"#,
+            b"null",
+            b"3",
+            b"\"x\"",
+            b"",
+        ] {
+            let e = body::<UpgradeBody>(&Bytes::copy_from_slice(text)).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{text:?}");
+        }
+        assert!(body::<CreateBody>(&Bytes::from_static(br#"["Eps", "eps"]"#)).is_err());
+        assert!(body::<MigrateBody>(&Bytes::from_static(br#"["eps"]"#)).is_err());
+        assert!(body::<UpgradeBody>(&Bytes::from_static(b"{}")).is_ok());
+        assert!(body::<MigrateBody>(&Bytes::from_static(br#"{"tenant_id": 3}"#)).is_ok());
+    }
 }
