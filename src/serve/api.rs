@@ -141,8 +141,22 @@ async fn create_tenant_body(State(state): State<Shared>, bytes: Bytes) -> ApiRes
         adopt: false,
         server: None,
     };
-    tenants::validate(&req, &state.ctx.settings)?;
+    let schema = tenants::validate(&req, &state.ctx.settings)?;
     let lease = state.pool.get().await?;
+    // Another tenant's schema is a conflict here, as a taken domain is (the command line
+    // reports it as a usage error, exit 2, since there the schema can be chosen).
+    {
+        let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+        if let Some(owner) = registry.schema_owner(&schema).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "schema {} already belongs to tenant {owner}. Nothing was registered.",
+                    crate::ident::quote(&schema)
+                ),
+            ));
+        }
+    }
     let events = Events::none();
     let cx = state.ctx.one_tenant(&events);
     let created = tenants::create(&cx, lease.client(), &req, &set).await?;
