@@ -470,6 +470,20 @@ pub async fn fleet_upgrade(State(state): State<Shared>, bytes: Bytes) -> ApiResu
                 v.error = Some(e.to_string());
             }
             v.state = "finished";
+            // The service's log keeps how each run ended (counts only, no tenant), also
+            // when the service stops after it and its view is gone.
+            let s = &v.summary;
+            crate::output::log_line(&format!(
+                "run {id} finished: {} ok, {} up to date, {} failed, {} skipped{}",
+                s.ok,
+                s.up_to_date,
+                s.failed,
+                s.skipped,
+                v.error
+                    .as_deref()
+                    .map(|e| format!(" ({})", crate::ident::shown(e)))
+                    .unwrap_or_default()
+            ));
         })
     });
     state.runs.keep(task).await;
