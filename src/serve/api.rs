@@ -553,7 +553,14 @@ async fn upgrade_all(
     let follower = tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
             let line = match &e {
-                RunEvent::Began { total } => Some(format!("started on {total} tenants")),
+                RunEvent::Began { total } => {
+                    follow_view
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .summary
+                        .total = *total;
+                    Some(format!("started on {total} tenants"))
+                }
                 RunEvent::Finished(r) => {
                     let mut v = follow_view.lock().unwrap_or_else(|p| p.into_inner());
                     match r.status {

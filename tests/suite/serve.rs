@@ -1490,15 +1490,28 @@ fn sigterm_lets_the_migrations_in_flight_finish_and_exits_zero() {
     for d in &domains {
         create(&t, d, &["--provision"]);
     }
-    let s = start(&t);
+    let mut s = start(&t);
     let run: RunStarted = s
         .post("/api/fleet/upgrade", &json!({"concurrency": 2}))
         .expect(202)
         .json();
-    let Server { mut child, .. } = s;
-    child.wait_until("a tenant is inside a slow migration", || {
-        !backends_running(&db, "pg_sleep(1)").is_empty()
+    s.child.wait_for("a tenant is inside a slow migration", || {
+        (!backends_running(&db, "pg_sleep(1)").is_empty()).then_some(())
     });
+    // While it runs, the run says so and counts its tenants.
+    let v: RunView = s
+        .get(&format!("/api/runs/{}", run.run_id))
+        .expect(200)
+        .json();
+    assert_eq!(v.state, "running", "{v:#?}");
+    assert_eq!(v.summary.total, domains.len(), "{v:#?}");
+    assert!(
+        v.events
+            .first()
+            .is_some_and(|e| e.contains("started on 6 tenants")),
+        "{v:#?}"
+    );
+    let Server { child, .. } = s;
     child.signal("TERM");
     let out = child.finish();
     out.expect(0);
