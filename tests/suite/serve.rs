@@ -1806,3 +1806,79 @@ fn metrics_parse_match_the_registry_and_textfiles_are_written_whole() {
     assert_eq!(s.get_anon("/metrics").expect(200).body, up_text);
     assert_truth(&db, "met-prov", "active");
 }
+
+/// `GET /healthz` when the registry does not answer.
+#[derive(Debug, Clone, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Unhealthy {
+    status: String,
+    detail: String,
+}
+
+#[test]
+fn a_registry_that_does_not_answer_is_503_and_the_service_recovers() {
+    let db = TestDb::new();
+    let (url, password) = url_with_password(&db);
+    let t = support::bare().url(&url).migrations(&example_migrations());
+    t.run(&["init"]).expect(0);
+    create(&t, "down-one", &["--migrate"]);
+    let s = start(&t);
+    s.get("/api/tenants").expect(200);
+    s.get_anon("/healthz").expect(200);
+
+    // No new connections, and the service's own ones closed.
+    let before = snapshot(&db);
+    let mut c = postgres::Client::connect(&support::admin_url(), postgres::NoTls).unwrap();
+    c.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS false",
+        db.name
+    ))
+    .unwrap();
+    c.execute(
+        "SELECT pg_terminate_backend(pid) FROM pg_stat_activity WHERE datname = $1",
+        &[&db.name],
+    )
+    .unwrap();
+    let h = s.get_anon("/healthz");
+    h.expect(503);
+    let u: Unhealthy = h.json();
+    assert_eq!(u.status, "unavailable");
+    assert!(!u.body_names_a_tenant(&["down-one"]), "{u:?}");
+    for path in [
+        "/api/tenants",
+        "/api/fleet/status",
+        "/api/tenants/down-one/migration-status",
+    ] {
+        let r = s.get(path);
+        r.expect(503);
+        r.json::<Detail>();
+    }
+    let r = s.post(
+        "/api/tenants/",
+        &json!({"tenant_name": "Later", "domain": "later"}),
+    );
+    r.expect(503);
+    r.json::<Detail>();
+    s.get_anon("/metrics").expect(503);
+
+    // Back: nothing changed meanwhile, and the same service answers again.
+    c.batch_execute(&format!(
+        "ALTER DATABASE \"{}\" ALLOW_CONNECTIONS true",
+        db.name
+    ))
+    .unwrap();
+    assert_eq!(snapshot(&db), before);
+    s.get_anon("/healthz").expect(200);
+    let listing: Listing = s.get("/api/tenants").expect(200).json();
+    assert_eq!(listing.summary.total, 1);
+    let stderr = s.child.stderr();
+    assert!(!stderr.contains(&password), "{stderr}");
+    assert!(!h.body.contains(&password), "{}", h.body);
+}
+
+impl Unhealthy {
+    /// Whether the answer names one of these tenants.
+    fn body_names_a_tenant(&self, domains: &[&str]) -> bool {
+        domains.iter().any(|d| self.detail.contains(d))
+    }
+}
