@@ -1882,3 +1882,29 @@ impl Unhealthy {
         domains.iter().any(|d| self.detail.contains(d))
     }
 }
+
+#[test]
+fn serve_refuses_to_start_without_a_usable_token_or_address() {
+    let (_db, t) = ready();
+    let listen = ["serve", "--listen", "127.0.0.1:0"];
+    let r = t.run(&listen);
+    checks::expect_error(&r, 3, &["TENANTCTL_API_TOKEN"]);
+    for bad in ["short-token", "with a space inside it", "   "] {
+        let r = t.clone().env("TENANTCTL_API_TOKEN", bad).run(&listen);
+        r.expect(3);
+        assert!(
+            bad.trim().is_empty() || !r.stderr.contains(bad),
+            "the refused token is printed: {}",
+            r.stderr
+        );
+    }
+    // A port that is taken.
+    let taken = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let addr = taken.local_addr().unwrap().to_string();
+    let r = t
+        .clone()
+        .env("TENANTCTL_API_TOKEN", TOKEN)
+        .run(&["serve", "--listen", &addr]);
+    checks::expect_error(&r, 3, &[&addr]);
+    assert!(!r.stderr.contains(TOKEN), "{}", r.stderr);
+}
