@@ -37,14 +37,24 @@ where
     }
 }
 
-/// Parses a JSON body; anything that is not the expected object is 422.
+/// Parses a JSON body; anything that is not the expected object is 422. It must be an
+/// object: serde would otherwise take an array as the fields in order (`[]` as every
+/// default).
 fn body<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
-    serde_json::from_slice(bytes).map_err(|e| {
+    let invalid = |e: serde_json::Error| {
         ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             format!("invalid request body: {e}"),
         )
-    })
+    };
+    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    if !value.is_object() {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "invalid request body: expected a JSON object",
+        ));
+    }
+    serde_json::from_value(value).map_err(invalid)
 }
 
 /// A tenant reference as the original service took it: an id (a number, or a numeric
@@ -131,8 +141,22 @@ async fn create_tenant_body(State(state): State<Shared>, bytes: Bytes) -> ApiRes
         adopt: false,
         server: None,
     };
-    tenants::validate(&req, &state.ctx.settings)?;
+    let schema = tenants::validate(&req, &state.ctx.settings)?;
     let lease = state.pool.get().await?;
+    // Another tenant's schema is a conflict here, as a taken domain is (the command line
+    // reports it as a usage error, exit 2, since there the schema can be chosen).
+    {
+        let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+        if let Some(owner) = registry.schema_owner(&schema).await? {
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!(
+                    "schema {} already belongs to tenant {owner}. Nothing was registered.",
+                    crate::ident::quote(&schema)
+                ),
+            ));
+        }
+    }
     let events = Events::none();
     let cx = state.ctx.one_tenant(&events);
     let created = tenants::create(&cx, lease.client(), &req, &set).await?;
@@ -446,6 +470,20 @@ pub async fn fleet_upgrade(State(state): State<Shared>, bytes: Bytes) -> ApiResu
                 v.error = Some(e.to_string());
             }
             v.state = "finished";
+            // The service's log keeps how each run ended (counts only, no tenant), also
+            // when the service stops after it and its view is gone.
+            let s = &v.summary;
+            crate::output::log_line(&format!(
+                "run {id} finished: {} ok, {} up to date, {} failed, {} skipped{}",
+                s.ok,
+                s.up_to_date,
+                s.failed,
+                s.skipped,
+                v.error
+                    .as_deref()
+                    .map(|e| format!(" ({})", crate::ident::shown(e)))
+                    .unwrap_or_default()
+            ));
         })
     });
     state.runs.keep(task).await;
@@ -515,7 +553,14 @@ async fn upgrade_all(
     let follower = tokio::spawn(async move {
         while let Some(e) = rx.recv().await {
             let line = match &e {
-                RunEvent::Began { total } => Some(format!("started on {total} tenants")),
+                RunEvent::Began { total } => {
+                    follow_view
+                        .lock()
+                        .unwrap_or_else(|p| p.into_inner())
+                        .summary
+                        .total = *total;
+                    Some(format!("started on {total} tenants"))
+                }
                 RunEvent::Finished(r) => {
                     let mut v = follow_view.lock().unwrap_or_else(|p| p.into_inner());
                     match r.status {
@@ -670,4 +715,28 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
         crate::metrics::render(&m),
     )
         .into_response())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn a_body_must_be_an_object() {
+        for text in [
+            &b"[]"[..],
+            br#"["Eps", "eps"]"#,
+            b"null",
+            b"3",
+            b"\"x\"",
+            b"",
+        ] {
+            let e = body::<UpgradeBody>(&Bytes::copy_from_slice(text)).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{text:?}");
+        }
+        assert!(body::<CreateBody>(&Bytes::from_static(br#"["Eps", "eps"]"#)).is_err());
+        assert!(body::<MigrateBody>(&Bytes::from_static(br#"["eps"]"#)).is_err());
+        assert!(body::<UpgradeBody>(&Bytes::from_static(b"{}")).is_ok());
+        assert!(body::<MigrateBody>(&Bytes::from_static(br#"{"tenant_id": 3}"#)).is_ok());
+    }
 }

@@ -36,6 +36,7 @@ mod registry;
 mod restart;
 mod secrets;
 mod selection_and_reports;
+mod serve;
 mod servers;
 mod session_hygiene;
 mod sql_realism;

@@ -638,3 +638,61 @@ pub struct Restored {
     pub duration_ms: u64,
     pub message: String,
 }
+
+/// `serve::api::Changed`: what `POST /api/tenants/provision-schema` and
+/// `POST /api/tenants/run-migrations` answer (a `TenantResult` with the tenant's id and a
+/// sentence).
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Changed {
+    pub tenant_id: i64,
+    pub domain: String,
+    pub schema_name: String,
+    pub status: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub applied: Vec<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+    pub message: String,
+}
+
+/// `POST /api/fleet/upgrade`'s answer.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunStarted {
+    pub run_id: String,
+}
+
+/// `serve::runs::RunView` (`GET /api/runs/{run_id}`).
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RunView {
+    pub run_id: String,
+    pub state: String,
+    pub summary: Summary,
+    pub events: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+}
+
+/// Every error the service answers: `{"detail": ...}`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Detail {
+    pub detail: String,
+}
+
+/// `GET /healthz`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Health {
+    pub status: String,
+}
