@@ -94,6 +94,7 @@ fn migrations(state: &Shared) -> ApiResult<MigrationSet> {
 
 /// `POST /api/tenants/`: the original create request.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct CreateBody {
     tenant_name: String,
     domain: String,
@@ -166,6 +167,7 @@ async fn create_tenant_body(State(state): State<Shared>, bytes: Bytes) -> ApiRes
 
 /// `POST /api/tenants/provision-schema`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct ProvisionBody {
     tenant_id: TenantRef,
     #[serde(default)]
@@ -265,6 +267,7 @@ async fn provision_schema_body(
 
 /// `POST /api/tenants/run-migrations`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct MigrateBody {
     tenant_id: TenantRef,
     #[serde(default)]
@@ -421,6 +424,7 @@ async fn fleet_status_body(State(state): State<Shared>) -> ApiResult<Response> {
 
 /// `POST /api/fleet/upgrade`.
 #[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
 pub struct UpgradeBody {
     #[serde(default)]
     target_revision: Option<TargetRef>,
@@ -738,5 +742,17 @@ mod tests {
         assert!(body::<MigrateBody>(&Bytes::from_static(br#"["eps"]"#)).is_err());
         assert!(body::<UpgradeBody>(&Bytes::from_static(b"{}")).is_ok());
         assert!(body::<MigrateBody>(&Bytes::from_static(br#"{"tenant_id": 3}"#)).is_ok());
+    }
+
+    #[test]
+    fn a_misspelled_field_is_refused_rather_than_ignored() {
+        // Ignored, `target_revison` would migrate to head.
+        let e = body::<MigrateBody>(&Bytes::from_static(
+            br#"{"tenant_id": 3, "target_revison": 2}"#,
+        ))
+        .unwrap_err();
+        assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY);
+        assert!(e.detail.contains("target_revison"), "{}", e.detail);
+        assert!(body::<UpgradeBody>(&Bytes::from_static(br#"{"concurency": 2}"#)).is_err());
     }
 }
