@@ -335,7 +335,8 @@ pub struct Adoption {
     pub registry: RegistryAdoption,
     /// Tenants stamped (or that would be).
     pub stamped: Vec<Found>,
-    /// Tenants already carrying a tenantctl history at the mapped version.
+    /// Tenants already carrying a tenantctl history at the mapped version or past it
+    /// (adopted earlier, upgraded since).
     pub already: Vec<Found>,
     /// Schemas with an `alembic_version` that no tenant is registered for.
     pub unregistered_schemas: Vec<Found>,
@@ -579,6 +580,16 @@ pub async fn adopt_histories(
                     revs,
                     Some(version),
                     "already stamped at this version",
+                ));
+            } else if let Some(c) = current.filter(|c| *c > version) {
+                // Adopted earlier and upgraded by tenantctl since: alembic_version is stale.
+                a.already.push(found(
+                    t,
+                    revs,
+                    Some(version),
+                    &format!(
+                        "already adopted: its tenantctl history is at revision {c}, past the mapped version {version}"
+                    ),
                 ));
             } else {
                 a.left_alone.push(found(

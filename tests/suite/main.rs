@@ -12,6 +12,7 @@ mod common_json;
 mod support;
 
 // The tests.
+mod adopt_alembic;
 mod backup;
 mod boundaries;
 mod citus;

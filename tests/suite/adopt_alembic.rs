@@ -1,0 +1,592 @@
+//! `tenantctl adopt alembic` against the original system built with real Alembic: the
+//! registry table created by SQLAlchemy from the original model, tenants with plain API
+//! keys, and tenant schemas upgraded by `alembic -x tenant=SCHEMA upgrade REV` from the
+//! fixture project in tests/fixtures/alembic-original. The migrations directory comes
+//! from that project through scripts/alembic-to-sql.
+//!
+//! Alembic lives in the virtualenv scripts/install-test-deps creates:
+//! `$TENANTCTL_TEST_ALEMBIC_VENV`, else `${XDG_CACHE_HOME:-$HOME/.cache}/tenantctl-test-alembic/venv`.
+//! These tests fail (never skip) when it is missing.
+
+use std::collections::BTreeMap;
+use std::path::{Path, PathBuf};
+use std::process::Command;
+
+use serde_json::Value;
+
+use crate::checks::{expect_error, history_versions};
+use crate::support::{scrub, tenantctl, Tenantctl, TestDb};
+
+/// The fixture's three revisions, oldest first.
+const R1: &str = "3da2eb3bee79";
+const R2: &str = "8c1f0e2d4a57";
+const R3: &str = "b7e4a9c2d1f0";
+
+fn repo() -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR"))
+}
+
+fn fixture() -> PathBuf {
+    repo().join("tests/fixtures/alembic-original")
+}
+
+/// The virtualenv holding Alembic, SQLAlchemy and psycopg2; fails loudly when missing.
+fn venv() -> PathBuf {
+    let dir = match std::env::var_os("TENANTCTL_TEST_ALEMBIC_VENV").filter(|v| !v.is_empty()) {
+        Some(d) => PathBuf::from(d),
+        None => {
+            let cache = std::env::var_os("XDG_CACHE_HOME")
+                .filter(|v| !v.is_empty())
+                .map(PathBuf::from)
+                .unwrap_or_else(|| {
+                    PathBuf::from(std::env::var_os("HOME").expect("HOME is not set")).join(".cache")
+                });
+            cache.join("tenantctl-test-alembic/venv")
+        }
+    };
+    assert!(
+        dir.join("bin/alembic").is_file() && dir.join("bin/python").is_file(),
+        "no Alembic virtualenv at {}: run scripts/install-test-deps (it creates it), or set \
+         TENANTCTL_TEST_ALEMBIC_VENV to a virtualenv holding alembic, SQLAlchemy and psycopg2-binary",
+        dir.display()
+    );
+    dir
+}
+
+/// Runs a program of the virtualenv (or a script) with the test's environment scrubbed,
+/// the fixture importable, and fails with its output unless it succeeds. Returns stdout.
+fn run_ok(mut cmd: Command, what: &str) -> String {
+    scrub(&mut cmd);
+    cmd.env("PYTHONPATH", fixture())
+        .env("PYTHONDONTWRITEBYTECODE", "1");
+    let out = cmd
+        .output()
+        .unwrap_or_else(|e| panic!("cannot start {what}: {e}"));
+    assert!(
+        out.status.success(),
+        "{what} failed ({})\nstdout:\n{}\nstderr:\n{}",
+        out.status,
+        String::from_utf8_lossy(&out.stdout),
+        String::from_utf8_lossy(&out.stderr)
+    );
+    String::from_utf8(out.stdout).unwrap()
+}
+
+/// `alembic -x tenant=SCHEMA upgrade REV`, as the original service provisioned a tenant.
+fn alembic_upgrade(db: &TestDb, schema: &str, rev: &str) {
+    let mut cmd = Command::new(venv().join("bin/alembic"));
+    cmd.arg("-c")
+        .arg(fixture().join("alembic.ini"))
+        .args(["-x", &format!("url={}", db.url)])
+        .args(["-x", &format!("tenant={schema}"), "upgrade", rev]);
+    run_ok(cmd, &format!("alembic -x tenant={schema} upgrade {rev}"));
+}
+
+/// A tenant of the original service.
+struct Original {
+    domain: &'static str,
+    schema: &'static str,
+    key: String,
+}
+
+fn original(domain: &'static str, schema: &'static str) -> Original {
+    let nanos = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_nanos();
+    Original {
+        domain,
+        schema,
+        key: format!("sk_{}_{nanos:x}", domain.replace('-', "")),
+    }
+}
+
+/// The original registry: `Base.metadata.create_all` from the original model, then the
+/// tenants inserted through it (plain keys), with one more registered and deleted again
+/// so the ids have a gap.
+fn build_registry(db: &TestDb, tenants: &[&Original]) {
+    let rows: Vec<Value> = tenants
+        .iter()
+        .map(|t| {
+            serde_json::json!({"domain": t.domain, "schema": t.schema, "key": t.key,
+                               "name": format!("{} congregation", t.domain)})
+        })
+        .collect();
+    let script = r#"
+import json, sys
+from sqlalchemy import create_engine, delete
+from sqlalchemy.orm import Session
+from models import Base, Tenant
+
+engine = create_engine("postgresql+psycopg2://" + sys.argv[1].split("://", 1)[1])
+Base.metadata.create_all(engine)
+with Session(engine) as s:
+    s.add(Tenant(tenant_name="closed", domain="closed-church", schema_name="tenant_closed",
+                 api_key="sk_closed_key"))
+    s.commit()
+    s.execute(delete(Tenant).where(Tenant.domain == "closed-church"))
+    s.commit()
+    for t in json.loads(sys.argv[2]):
+        s.add(Tenant(tenant_name=t["name"], domain=t["domain"], email=t["domain"] + "@example.org",
+                     tenant_type="standard", schema_name=t["schema"], schema_provisioned=True,
+                     migrations_applied=True, api_key=t["key"]))
+    s.commit()
+"#;
+    let mut cmd = Command::new(venv().join("bin/python"));
+    cmd.args(["-c", script, &db.url, &Value::Array(rows).to_string()]);
+    run_ok(cmd, "creating the original registry with SQLAlchemy");
+}
+
+/// A member in a tenant schema the fixture's first revision built.
+fn add_member(db: &TestDb, schema: &str, last_name: &str) {
+    db.client()
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".households (name) VALUES ('{last_name} household'); \
+             INSERT INTO \"{schema}\".members (household_id, first_name, last_name) \
+             SELECT id, 'Ada', '{last_name}' FROM \"{schema}\".households"
+        ))
+        .unwrap();
+}
+
+/// The migrations directory scripts/alembic-to-sql makes from the fixture, and the map it
+/// prints.
+fn migrations_from_alembic() -> (tempfile::TempDir, String) {
+    let dir = tempfile::tempdir().unwrap();
+    let mut cmd = Command::new("bash");
+    cmd.arg(repo().join("scripts/alembic-to-sql"))
+        .arg("-c")
+        .arg(fixture().join("alembic.ini"))
+        .arg("--alembic")
+        .arg(venv().join("bin/alembic"))
+        .arg(dir.path());
+    let map = run_ok(cmd, "scripts/alembic-to-sql");
+    (dir, map)
+}
+
+/// A map file holding `text`, in a directory of its own.
+fn map_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path().join("map.toml");
+    std::fs::write(&p, text).unwrap();
+    (d, p)
+}
+
+/// Everything in the database outside PostgreSQL's own schemas: schemas, relations,
+/// columns, indexes, constraints, and every table's rows.
+fn snapshot(db: &TestDb) -> BTreeMap<String, String> {
+    let mut c = db.client();
+    let user = "NOT LIKE 'pg\\_%' AND {n} <> 'information_schema'";
+    let filter = |n: &str| format!("{n} {}", user.replace("{n}", n));
+    let mut snap = BTreeMap::new();
+    for (what, sql) in [
+        (
+            "schemas",
+            format!(
+                "SELECT concat_ws(' ', nspname, nspowner::regrole) FROM pg_namespace WHERE {}",
+                filter("nspname")
+            ),
+        ),
+        (
+            "relations",
+            format!(
+                "SELECT concat_ws(' ', n.nspname || '.' || c.relname, c.relkind) FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE {}",
+                filter("n.nspname")
+            ),
+        ),
+        (
+            "columns",
+            format!(
+                "SELECT concat_ws(' ', table_schema, table_name, column_name, data_type, \
+                 is_nullable, column_default) FROM information_schema.columns WHERE {}",
+                filter("table_schema")
+            ),
+        ),
+        (
+            "indexes",
+            format!(
+                "SELECT indexdef FROM pg_indexes WHERE {}",
+                filter("schemaname")
+            ),
+        ),
+        (
+            "constraints",
+            format!(
+                "SELECT concat_ws(' ', conrelid::regclass, conname, pg_get_constraintdef(c.oid)) \
+                 FROM pg_constraint c JOIN pg_namespace n ON n.oid = c.connamespace WHERE {}",
+                filter("n.nspname")
+            ),
+        ),
+    ] {
+        let rows: Vec<String> = c
+            .query(&format!("SELECT x FROM ({sql}) s(x) ORDER BY 1"), &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        snap.insert(what.to_string(), rows.join("\n"));
+    }
+    let tables: Vec<(String, String)> = c
+        .query(
+            &format!(
+                "SELECT n.nspname::text, c.relname::text FROM pg_class c \
+                 JOIN pg_namespace n ON n.oid = c.relnamespace WHERE c.relkind IN ('r', 'p') AND {}",
+                filter("n.nspname")
+            ),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    for (s, t) in tables {
+        let rows: String = c
+            .query_one(
+                &format!(
+                    "SELECT coalesce(string_agg(x::text, E'\\n' ORDER BY x::text), '') FROM \"{s}\".\"{t}\" x"
+                ),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        snap.insert(format!("rows {s}.{t}"), rows);
+    }
+    snap
+}
+
+/// The part of a snapshot about one schema.
+fn of_schema(snap: &BTreeMap<String, String>, schema: &str) -> Vec<String> {
+    let prefix = format!("{schema}.");
+    let alone = format!("{schema} ");
+    let mut out = Vec::new();
+    for (k, v) in snap {
+        let rows = k.starts_with(&format!("rows {prefix}"));
+        for l in v.lines() {
+            if rows
+                || l.contains(&prefix)
+                || l.starts_with(&alone)
+                || l.contains(&format!(" {alone}"))
+            {
+                out.push(format!("{k}: {l}"));
+            }
+        }
+    }
+    out
+}
+
+/// `(domain, version)` of each entry of one list of the adoption report.
+fn entries(report: &Value, list: &str) -> Vec<(Option<String>, String, Option<i64>)> {
+    report[list]
+        .as_array()
+        .unwrap_or_else(|| panic!("the report has no list {list}: {report}"))
+        .iter()
+        .map(|e| {
+            (
+                e["domain"].as_str().map(str::to_string),
+                e["schema_name"].as_str().unwrap().to_string(),
+                e["version"].as_i64(),
+            )
+        })
+        .collect()
+}
+
+fn adopt(t: &Tenantctl, map: &Path, extra: &[&str]) -> crate::support::Run {
+    let mut args = vec!["adopt", "alembic", "--map", map.to_str().unwrap()];
+    args.extend_from_slice(extra);
+    args.extend_from_slice(&["-o", "json"]);
+    t.run(&args)
+}
+
+/// The registry rows as (id, domain, schema_name).
+fn registry_ids(db: &TestDb) -> Vec<(i64, String, String)> {
+    db.client()
+        .query(
+            "SELECT id::bigint, domain::text, schema_name::text FROM public.tenants ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[test]
+fn a_fleet_upgraded_by_alembic_to_three_revisions_is_adopted_upgraded_and_checks_clean() {
+    let db = TestDb::new();
+    let a = original("first-church", "tenant_first_church");
+    let b = original("grace-chapel", "tenant_grace_chapel");
+    let c = original("st-marks", "tenant_st_marks");
+    build_registry(&db, &[&a, &b, &c]);
+    for (t, rev) in [(&a, R1), (&b, R2), (&c, R3)] {
+        alembic_upgrade(&db, t.schema, rev);
+        add_member(&db, t.schema, t.domain);
+    }
+    let ids = registry_ids(&db);
+    assert_eq!(ids.len(), 3);
+    assert_ne!(
+        ids[0].0, 1,
+        "the deleted tenant leaves a gap in the ids: {ids:?}"
+    );
+
+    let (migrations, map_text) = migrations_from_alembic();
+    assert_eq!(
+        map_text,
+        format!("\"{R1}\" = 1\n\"{R2}\" = 2\n\"{R3}\" = 3\n")
+    );
+    let (_m, map) = map_file(&map_text);
+    let t = tenantctl(&db).migrations(migrations.path());
+
+    // The dry run reports what it would do and changes nothing.
+    let before = snapshot(&db);
+    let dry: Value = adopt(&t, &map, &["--dry-run"]).expect(0).json();
+    assert_eq!(dry["dry_run"], true);
+    assert_eq!(dry["registry"]["found"], "original");
+    assert_eq!(dry["registry"]["keys_hashed"], 3);
+    let would = entries(&dry, "stamped");
+    assert_eq!(
+        would,
+        vec![
+            (Some(a.domain.into()), a.schema.into(), Some(1)),
+            (Some(b.domain.into()), b.schema.into(), Some(2)),
+            (Some(c.domain.into()), c.schema.into(), Some(3)),
+        ]
+    );
+    assert!(dry["message"]
+        .as_str()
+        .unwrap()
+        .contains("nothing was changed"));
+    assert_eq!(snapshot(&db), before, "the dry run changed the database");
+
+    // The adoption.
+    let done: Value = adopt(&t, &map, &[]).expect(0).json();
+    assert_eq!(done["dry_run"], false);
+    assert_eq!(entries(&done, "stamped"), would);
+    for list in [
+        "already",
+        "unregistered_schemas",
+        "missing_schemas",
+        "unmapped",
+        "branches",
+        "left_alone",
+    ] {
+        assert_eq!(entries(&done, list), vec![], "{list}: {done}");
+    }
+    let added: Vec<&str> = done["registry"]["columns_added"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|v| v.as_str().unwrap())
+        .collect();
+    assert!(
+        added.contains(&"api_key_hash") && added.contains(&"api_key_prefix"),
+        "{added:?}"
+    );
+    assert_eq!(registry_ids(&db), ids, "ids, domains and schemas are kept");
+    let mut client = db.client();
+    let plain: i64 = client
+        .query_one(
+            "SELECT count(*) FROM public.tenants WHERE api_key IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0, "no plain key is left in api_key");
+    for (t, (id, _, _)) in [&a, &b, &c].into_iter().zip(&ids) {
+        let found: Vec<i64> = client
+            .query(
+                "SELECT id::bigint FROM public.tenants \
+                 WHERE api_key_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex')",
+                &[&t.key],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        assert_eq!(
+            found,
+            vec![*id],
+            "tenant {} is found by its original key",
+            t.domain
+        );
+    }
+    assert_eq!(history_versions(&db, a.schema), vec![1]);
+    assert_eq!(history_versions(&db, b.schema), vec![1, 2]);
+    assert_eq!(history_versions(&db, c.schema), vec![1, 2, 3]);
+
+    // tenantctl now runs the fleet: the SQL files Alembic produced bring all to head.
+    t.run(&["upgrade", "--all"]).expect(0);
+    for t in [&a, &b, &c] {
+        assert_eq!(
+            history_versions(&db, t.schema),
+            vec![1, 2, 3],
+            "{}",
+            t.schema
+        );
+        let row: (String, Option<String>) = client
+            .query_one(
+                &format!(
+                    "SELECT last_name::text, phone::text FROM \"{}\".members",
+                    t.schema
+                ),
+                &[],
+            )
+            .map(|r| (r.get(0), r.get(1)))
+            .unwrap();
+        assert_eq!(
+            row,
+            (t.domain.to_string(), None),
+            "the member in {} is kept",
+            t.schema
+        );
+        let index: bool = client
+            .query_one(
+                "SELECT to_regclass(format('%I.ix_members_last_name_first_name', $1::text)) IS NOT NULL",
+                &[&t.schema],
+            )
+            .unwrap()
+            .get(0);
+        assert!(index, "{} has the revision-2 index", t.schema);
+    }
+    t.run(&["check"]).expect(0);
+
+    // A rerun finds everything adopted and changes nothing.
+    let after = snapshot(&db);
+    let again: Value = adopt(&t, &map, &[]).expect(0).json();
+    assert_eq!(again["registry"]["found"], "tenantctl");
+    assert_eq!(entries(&again, "stamped"), vec![]);
+    assert_eq!(entries(&again, "already").len(), 3, "{again}");
+    assert_eq!(snapshot(&db), after, "a rerun changed the database");
+}
+
+#[test]
+fn what_cannot_be_mapped_is_listed_and_left_alone_while_the_rest_is_adopted() {
+    let db = TestDb::new();
+    let good = original("good-news", "tenant_good_news");
+    let newer = original("newer-rev", "tenant_newer_rev");
+    let branched = original("branched", "tenant_branched");
+    let gone = original("gone-away", "tenant_gone_away");
+    build_registry(&db, &[&good, &newer, &branched, &gone]);
+    alembic_upgrade(&db, good.schema, R2);
+    alembic_upgrade(&db, newer.schema, R3);
+    alembic_upgrade(&db, branched.schema, R2);
+    // A second head, as an unmerged Alembic branch leaves it.
+    db.client()
+        .batch_execute(&format!(
+            "INSERT INTO \"{}\".alembic_version VALUES ('f00dfeed1234')",
+            branched.schema
+        ))
+        .unwrap();
+    // A schema Alembic upgraded for a tenant that is not registered.
+    alembic_upgrade(&db, "tenant_orphan", R1);
+    for s in [good.schema, newer.schema, branched.schema, "tenant_orphan"] {
+        add_member(&db, s, s);
+    }
+    let (migrations, full_map) = migrations_from_alembic();
+    // The map written before revision 3 existed.
+    let (_m, map) = map_file(&format!("\"{R1}\" = 1\n\"{R2}\" = 2\n"));
+    let t = tenantctl(&db).migrations(migrations.path());
+
+    let before = snapshot(&db);
+    let report: Value = adopt(&t, &map, &[]).expect(4).json();
+    assert_eq!(
+        entries(&report, "stamped"),
+        vec![(Some(good.domain.into()), good.schema.into(), Some(2))]
+    );
+    assert_eq!(
+        entries(&report, "unmapped"),
+        vec![(Some(newer.domain.into()), newer.schema.into(), None)]
+    );
+    assert_eq!(
+        report["unmapped"][0]["alembic_revisions"],
+        serde_json::json!([R3])
+    );
+    assert_eq!(
+        entries(&report, "branches"),
+        vec![(Some(branched.domain.into()), branched.schema.into(), None)]
+    );
+    assert_eq!(
+        report["branches"][0]["alembic_revisions"],
+        serde_json::json!(["8c1f0e2d4a57", "f00dfeed1234"])
+    );
+    assert_eq!(
+        entries(&report, "unregistered_schemas"),
+        vec![(None, "tenant_orphan".into(), None)]
+    );
+    assert_eq!(
+        entries(&report, "missing_schemas"),
+        vec![(Some(gone.domain.into()), gone.schema.into(), None)]
+    );
+    assert_eq!(history_versions(&db, good.schema), vec![1, 2]);
+    let after = snapshot(&db);
+    for s in [newer.schema, branched.schema, "tenant_orphan"] {
+        assert_eq!(
+            of_schema(&after, s),
+            of_schema(&before, s),
+            "{s} was changed"
+        );
+        assert!(!of_schema(&before, s).is_empty());
+    }
+    // The registry was adopted all the same: no plain key is left.
+    let plain: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM public.tenants WHERE api_key IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(plain, 0);
+
+    // With the revision added to the map, a rerun adopts that tenant too; the rest stays.
+    let (_m2, map2) = map_file(&full_map);
+    let rerun: Value = adopt(&t, &map2, &[]).expect(4).json();
+    assert_eq!(
+        entries(&rerun, "stamped"),
+        vec![(Some(newer.domain.into()), newer.schema.into(), Some(3))]
+    );
+    assert_eq!(entries(&rerun, "already").len(), 1, "{rerun}");
+    assert_eq!(entries(&rerun, "branches").len(), 1);
+    assert_eq!(entries(&rerun, "unregistered_schemas").len(), 1);
+    assert_eq!(entries(&rerun, "missing_schemas").len(), 1);
+    assert_eq!(history_versions(&db, newer.schema), vec![1, 2, 3]);
+}
+
+#[test]
+fn a_bad_map_file_and_init_on_the_original_table_exit_3_and_change_nothing() {
+    let db = TestDb::new();
+    let a = original("first-church", "tenant_first_church");
+    build_registry(&db, &[&a]);
+    alembic_upgrade(&db, a.schema, R1);
+    let (migrations, _) = migrations_from_alembic();
+    let t = tenantctl(&db).migrations(migrations.path());
+    let before = snapshot(&db);
+    for (text, needles) in [
+        (
+            format!("\"{R1}\" = 9\n"),
+            vec!["map file", "version 9", "not in"],
+        ),
+        (
+            format!("\"{R1}'; DROP TABLE public.tenants; --\" = 1\n"),
+            vec!["map file", "not an Alembic revision id"],
+        ),
+        (format!("{R1} => 1\n"), vec!["not valid TOML"]),
+        (
+            format!("\"{R1}\" = \"one\"\n"),
+            vec!["must map to a tenantctl version"],
+        ),
+    ] {
+        let (_d, map) = map_file(&text);
+        for extra in [&[][..], &["--dry-run"][..]] {
+            let run = adopt(&t, &map, extra);
+            expect_error(&run, 3, &needles);
+            assert_eq!(
+                snapshot(&db),
+                before,
+                "map {text:?} {extra:?} changed the database"
+            );
+        }
+    }
+    let run = t.run(&["init"]);
+    expect_error(&run, 3, &["adopt alembic"]);
+    assert_eq!(snapshot(&db), before, "init changed the original table");
+}
