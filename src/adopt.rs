@@ -283,11 +283,19 @@ pub async fn adopt_registry(
          ALTER TABLE {t} ADD CONSTRAINT tenants_status_check CHECK (status IN ('pending', 'active', 'failed'));\n\
          ALTER TABLE {t} ADD CONSTRAINT tenants_api_key_hash_check CHECK (api_key_hash ~ '^[0-9a-f]{{64}}$');\n\
          CREATE UNIQUE INDEX IF NOT EXISTS tenants_api_key_hash_key ON {t} (api_key_hash);\n\
-         CREATE UNIQUE INDEX IF NOT EXISTS tenants_domain_adopted_key ON {t} (domain);\n\
-         CREATE UNIQUE INDEX IF NOT EXISTS tenants_schema_name_adopted_key ON {t} (schema_name);\n\
          CREATE INDEX IF NOT EXISTS tenants_status_idx ON {t} (status);\n\
          CREATE INDEX IF NOT EXISTS tenants_tenant_type_idx ON {t} (tenant_type);\n"
     ));
+    // Domains and schema names must be unique; the original's own unique indexes count.
+    for c in ["domain", "schema_name"] {
+        if !unique_on(client, &t, c).await? {
+            sql.push_str(&format!(
+                "CREATE UNIQUE INDEX {} ON {t} ({});\n",
+                quote(&format!("tenants_{c}_key")),
+                quote(c)
+            ));
+        }
+    }
     // The registry's history, with its first migration (the table) recorded as applied.
     let (name, v1) = registry::first_migration();
     let history = qualified(schema, registry::HISTORY_TABLE);
@@ -309,6 +317,21 @@ pub async fn adopt_registry(
     })?;
     registry::init(client, schema).await?;
     Ok(report)
+}
+
+/// Whether `table` has a unique index (or constraint) on exactly `column`.
+async fn unique_on(client: &Client, table: &str, column: &str) -> Result<bool, Error> {
+    Ok(client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_index x \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = x.indrelid AND a.attnum = x.indkey[0] \
+             WHERE x.indrelid = pg_catalog.to_regclass($1) AND x.indisunique AND x.indnatts = 1 \
+               AND x.indpred IS NULL AND x.indexprs IS NULL AND a.attname = $2)",
+            &[&table, &column],
+        )
+        .await
+        .map_err(query_error("reading the tenants table's indexes"))?
+        .get(0))
 }
 
 /// One tenant's history, as adoption found it.

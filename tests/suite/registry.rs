@@ -86,7 +86,7 @@ fn a_registry_damaged_by_hand_is_a_setup_error_naming_table_and_column() {
             "DROP TABLE public.tenant_events",
             &["tenant_events", "missing"],
         ),
-        ("DROP TABLE public.tenants", &["tenants", "missing"]),
+        ("DROP TABLE public.tenants CASCADE", &["tenants", "missing"]),
         (
             "ALTER TABLE public.tenantctl_registry_history RENAME COLUMN version TO v",
             &["tenantctl_registry_history", "version"],
