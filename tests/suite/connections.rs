@@ -9,13 +9,14 @@ use checks::{assert_truth, create, history_versions};
 use common_json::RunReport;
 use support::{admin_url, dir_with, tenantctl, Tenantctl, TestDb};
 
-/// A login role of the test's own (roles are server-wide), dropped after its database.
-struct Role {
-    name: String,
+/// A login role of the test's own (roles are server-wide), dropped after its database;
+/// not a superuser.
+pub(crate) struct Role {
+    pub(crate) name: String,
 }
 
 impl Role {
-    fn create(limit: i32) -> Role {
+    pub(crate) fn create(limit: i32) -> Role {
         let n = std::time::SystemTime::now()
             .duration_since(std::time::UNIX_EPOCH)
             .unwrap()
@@ -39,7 +40,7 @@ impl Role {
     }
 
     /// Makes the role own `db` (and so its `public` schema, where the registry goes).
-    fn owns(&self, db: &TestDb) {
+    pub(crate) fn owns(&self, db: &TestDb) {
         admin()
             .batch_execute(&format!(
                 "ALTER DATABASE \"{}\" OWNER TO \"{}\"",
@@ -49,7 +50,7 @@ impl Role {
     }
 
     /// `db.url` with this role (and its password) as the user.
-    fn url(&self, db: &TestDb) -> String {
+    pub(crate) fn url(&self, db: &TestDb) -> String {
         let scheme = db.url.find("://").unwrap() + 3;
         let at = db
             .url

@@ -498,6 +498,66 @@ fn an_exported_tenant_imports_as_an_exact_copy_that_keeps_working() {
 }
 
 #[test]
+fn export_import_clone_and_restore_work_as_the_schema_owner_without_superuser() {
+    let dir = fixture();
+    let db = TestDb::new();
+    let role = crate::connections::Role::create(-1);
+    role.owns(&db);
+    let superuser: bool = db
+        .client()
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = $1",
+            &[&role.name],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!superuser, "the role must not be a superuser");
+    let t = tenantctl(&db)
+        .migrations(dir.path())
+        .env("TENANTCTL_DATABASE_URL", &role.url(&db));
+    t.run(&["init"]).expect(0);
+    source(&db, &t);
+    let owner: String = db
+        .client()
+        .query_one(
+            "SELECT nspowner::regrole::text FROM pg_namespace WHERE nspname = 'tenant_src'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        owner.trim_matches('"'),
+        role.name,
+        "the role owns the tenant"
+    );
+    let before = snapshot(&db, "tenant_src");
+    let out = tempfile::tempdir().unwrap();
+    let file = out.path().join("src.tnt");
+    export_to(&t, "src", &file);
+    t.run(&[
+        "tenant",
+        "import",
+        file.to_str().unwrap(),
+        "--as",
+        "copy",
+        "--name",
+        "Copy",
+    ])
+    .expect(0);
+    assert_same_data(&db, &before, "tenant_copy");
+    keeps_working(&db, "tenant_copy");
+    t.run(&["tenant", "clone", "src", "twin", "--name", "Twin"])
+        .expect(0);
+    assert_same_data(&db, &before, "tenant_twin");
+    client_in(&db, "tenant_src")
+        .batch_execute("DELETE FROM settings")
+        .unwrap();
+    t.run(&["tenant", "restore", "src", file.to_str().unwrap(), "--yes"])
+        .expect(0);
+    assert_same_data(&db, &before, "tenant_src");
+}
+
+#[test]
 fn clone_create_from_and_templates_copy_the_data_and_take_the_source_type_unless_told() {
     let dir = fixture();
     let (db, t) = ready_with(dir.path());
