@@ -4,8 +4,9 @@
 //! renders the fleet: tenants per revision and per server, failed tenants with their
 //! errors escaped (a migration error carrying `<script>` never runs), tenants behind
 //! head, recent runs and every tenant, each linking to its own page. The same page
-//! renders with JavaScript disabled. Following a link needs the cookie a second time,
-//! so that part drives one browser over the DevTools protocol on a pipe.
+//! renders with JavaScript disabled. Following a link (a tenant's page, a run from the
+//! ledger) needs the cookie a second time, so that part drives one browser over the
+//! DevTools protocol on a pipe.
 
 use std::io::{BufRead, BufReader, Write};
 use std::path::Path;
@@ -323,7 +324,7 @@ fn the_dashboard_signs_in_with_the_cookie_and_renders_the_fleet_escaped_without_
 }
 
 #[test]
-fn a_tenant_link_opens_its_page_with_the_session_cookie() {
+fn tenant_and_run_links_open_with_the_session_cookie() {
     let s = served();
     for scripts in [true, false] {
         let extra: &[&str] = if scripts {
@@ -364,8 +365,56 @@ fn a_tenant_link_opens_its_page_with_the_session_cookie() {
                 .any(|e| e[1].contains("upgrade") && e[4] == "failed" && e[5].contains(ESCAPED)),
             "the failed migration in broken's ledger: {events:?}"
         );
+
+        // A run's link opens the run from the ledger; its summary counts tenants: the
+        // creation of broken wrote two entries (register, then provision+upgrade).
+        let failed_run = rows(element(&dom, "runs"))
+            .into_iter()
+            .find(|r| r[3] == "1")
+            .expect("the failed run");
+        let href = format!("/api/runs/{}", failed_run[4]);
+        assert!(dom.contains(&format!("<a href=\"{href}\">")), "{dom}");
+        let page = browser.open(&s.url(&href));
+        let text = unescape(&strip_tags(element_by_tag(&page, "pre")));
+        let run: Value = serde_json::from_str(&text)
+            .unwrap_or_else(|e| panic!("the run is not JSON ({e}):\n{page}"));
+        assert_eq!(run["state"], "finished", "{run}");
+        assert_eq!(
+            (
+                &run["summary"]["total"],
+                &run["summary"]["ok"],
+                &run["summary"]["failed"]
+            ),
+            (&json!(1), &json!(0), &json!(1)),
+            "{run}"
+        );
+        let events = run["events"].as_array().unwrap();
+        assert_eq!(events.len(), 2, "{run}");
+        assert!(
+            events.iter().any(|e| e.as_str().unwrap().contains(HOSTILE)),
+            "{run}"
+        );
         browser.close();
     }
+}
+
+/// The first element with this tag.
+fn element_by_tag<'a>(html: &'a str, tag: &str) -> &'a str {
+    let start = html
+        .find(&format!("<{tag}"))
+        .unwrap_or_else(|| panic!("no <{tag}> in:\n{html}"));
+    let close = format!("</{tag}>");
+    let end = html[start..].find(&close).expect("a closed element");
+    &html[start..start + end + close.len()]
+}
+
+/// Text as serialised in HTML, back to the text.
+fn unescape(s: &str) -> String {
+    s.replace("&lt;", "<")
+        .replace("&gt;", ">")
+        .replace("&quot;", "\"")
+        .replace("&nbsp;", "\u{a0}")
+        .replace("&amp;", "&")
 }
 
 /// One headless Chromium driven over the DevTools protocol on a pipe
