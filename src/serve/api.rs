@@ -639,17 +639,22 @@ pub async fn run_status(
     if rows.is_empty() {
         return Err(not_found());
     }
-    let mut summary = crate::scheduler::Summary {
-        total: rows.len(),
+    // The summary counts tenants, as a run's report does: a tenant may have several
+    // entries in one run (`tenant create --migrate` registers, then provisions and
+    // upgrades), and it failed when any of them did.
+    let mut failed_by_tenant: std::collections::BTreeMap<i64, bool> = Default::default();
+    for r in &rows {
+        *failed_by_tenant.entry(r.tenant_id).or_default() |= r.status == "failed";
+    }
+    let failed = failed_by_tenant.values().filter(|f| **f).count();
+    let summary = crate::scheduler::Summary {
+        total: failed_by_tenant.len(),
+        ok: failed_by_tenant.len() - failed,
+        failed,
         ..Default::default()
     };
     let mut events = Vec::with_capacity(rows.len());
     for r in rows.iter().rev() {
-        if r.status == "failed" {
-            summary.failed += 1;
-        } else {
-            summary.ok += 1;
-        }
         events.push(format!(
             "{} {}: {} ({} -> {}){}",
             r.action,

@@ -94,7 +94,7 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
         .query(
             &format!(
                 "SELECT run_id::text, min(action), to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
-                        count(*), count(*) FILTER (WHERE status = 'failed') \
+                        count(DISTINCT tenant_id), count(DISTINCT tenant_id) FILTER (WHERE status = 'failed') \
                  FROM {} GROUP BY run_id ORDER BY max(finished_at) DESC LIMIT 20",
                 registry.tables().events
             ),

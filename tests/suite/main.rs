@@ -19,6 +19,7 @@ mod citus;
 mod cli;
 mod concurrency;
 mod connections;
+mod dashboard;
 mod data_hostile;
 mod dry_run_memory;
 mod edge;
