@@ -152,6 +152,25 @@ pub async fn adopt_registry(
     schema: &str,
     dry_run: bool,
 ) -> Result<RegistryAdoption, Error> {
+    // The registry's lock (init takes it too, on this same session): two adoptions at
+    // once run one after the other, and the second finds a tenantctl registry.
+    let (k1, k2) = crate::db::lock_key(crate::db::LockSpace::Registry, schema);
+    client
+        .execute("SELECT pg_advisory_lock($1, $2)", &[&k1, &k2])
+        .await
+        .map_err(query_error("taking the registry lock"))?;
+    let result = adopt_registry_locked(client, schema, dry_run).await;
+    let _ = client
+        .execute("SELECT pg_advisory_unlock($1, $2)", &[&k1, &k2])
+        .await;
+    result
+}
+
+async fn adopt_registry_locked(
+    client: &mut Client,
+    schema: &str,
+    dry_run: bool,
+) -> Result<RegistryAdoption, Error> {
     let cols = columns(client, schema).await?;
     if cols.is_empty() {
         return Ok(RegistryAdoption {
@@ -169,6 +188,34 @@ pub async fn adopt_registry(
         });
     }
     let t = qualified(schema, "tenants");
+    // Rows tenantctl cannot register are refused before anything changes.
+    let unusable: Vec<String> = client
+        .query(
+            &format!(
+                "SELECT id::text FROM {t} WHERE domain IS NULL OR domain::text = '' \
+                 OR tenant_name IS NULL OR schema_name IS NULL OR schema_name::text = '' ORDER BY id LIMIT 20"
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_error("reading the tenants table"))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    if !unusable.is_empty() {
+        return Err(Error::setup(format!(
+            "the original tenants table has rows without a domain, a name or a schema name (ids {}); give them one (or delete them), then adopt again; nothing was changed",
+            unusable.join(", ")
+        )));
+    }
+    if let Some(ty) = cols
+        .get("status")
+        .filter(|ty| !ty.starts_with("character") && *ty != "text")
+    {
+        return Err(Error::setup(format!(
+            "the original tenants table has a status column of type {ty}; tenantctl keeps its status there as text (pending, active, failed): rename that column first; nothing was changed"
+        )));
+    }
     let added: Vec<String> = ADDED
         .iter()
         .filter(|(c, _)| !cols.contains_key(*c))
@@ -210,6 +257,9 @@ pub async fn adopt_registry(
         }
     }
     // The original's own columns, brought to the types and constraints tenantctl needs.
+    sql.push_str(&format!(
+        "ALTER TABLE {t} ALTER COLUMN domain SET NOT NULL, ALTER COLUMN tenant_name SET NOT NULL, ALTER COLUMN schema_name SET NOT NULL;\n"
+    ));
     let fix_ts = |c: &str| {
         if cols
             .get(c)

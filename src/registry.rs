@@ -125,23 +125,48 @@ const COLUMNS: &str = "id, tenant_name, domain, email, tenant_type, schema_name,
      migrations_applied, current_revision, status, last_error, api_key_prefix, created_at, updated_at, server";
 
 impl Tenant {
+    /// A registry row. A NULL where tenantctl's registry has NOT NULL (a constraint
+    /// dropped by hand, an adopted table an old application still writes to) reads as
+    /// empty, false or the epoch rather than failing the command.
     fn from_row(row: &Row) -> Tenant {
+        fn text(row: &Row, c: &str) -> String {
+            row.try_get::<_, Option<String>>(c)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        }
+        fn flag(row: &Row, c: &str) -> bool {
+            row.try_get::<_, Option<bool>>(c)
+                .ok()
+                .flatten()
+                .unwrap_or(false)
+        }
+        fn at(row: &Row, c: &str) -> OffsetDateTime {
+            row.try_get::<_, Option<OffsetDateTime>>(c)
+                .ok()
+                .flatten()
+                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
+        }
         Tenant {
-            id: row.get("id"),
-            tenant_name: row.get("tenant_name"),
-            domain: row.get("domain"),
-            email: row.get("email"),
-            tenant_type: row.get("tenant_type"),
-            schema_name: row.get("schema_name"),
-            schema_provisioned: row.get("schema_provisioned"),
-            migrations_applied: row.get("migrations_applied"),
-            current_revision: row.get("current_revision"),
-            status: Status::parse(row.get("status")),
-            last_error: row.get("last_error"),
-            api_key_prefix: row.get("api_key_prefix"),
-            created_at: row.get("created_at"),
-            updated_at: row.get("updated_at"),
-            server: row.get("server"),
+            id: row.try_get("id").unwrap_or_default(),
+            tenant_name: text(row, "tenant_name"),
+            domain: text(row, "domain"),
+            email: row.try_get("email").ok().flatten(),
+            tenant_type: text(row, "tenant_type"),
+            schema_name: text(row, "schema_name"),
+            schema_provisioned: flag(row, "schema_provisioned"),
+            migrations_applied: flag(row, "migrations_applied"),
+            current_revision: row.try_get("current_revision").ok().flatten(),
+            status: Status::parse(&text(row, "status")),
+            last_error: row.try_get("last_error").ok().flatten(),
+            api_key_prefix: text(row, "api_key_prefix"),
+            created_at: at(row, "created_at"),
+            updated_at: at(row, "updated_at"),
+            server: row
+                .try_get::<_, Option<String>>("server")
+                .ok()
+                .flatten()
+                .unwrap_or_else(|| crate::config::DEFAULT_SERVER.to_string()),
         }
     }
 }

@@ -113,8 +113,17 @@ fn print(ctx: &Ctx, a: &Adoption) {
         ctx.out.print(&t.to_string());
     }
     for d in &a.registry.without_key {
+        // Quoted for a shell when the domain is not one tenantctl would accept.
+        let arg = if d
+            .chars()
+            .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || c == '-')
+        {
+            d.clone()
+        } else {
+            format!("'{}'", d.replace('\'', "'\\''"))
+        };
         ctx.out.warn(&format!(
-            "tenant {d} had no API key: give it one with `tenantctl tenant rotate-key {d}`"
+            "tenant {d} had no API key: give it one with `tenantctl tenant rotate-key {arg}`"
         ));
     }
     ctx.out.print(&a.message);

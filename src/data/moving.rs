@@ -51,8 +51,9 @@ pub struct Moved {
     pub to_server: String,
     /// Tables copied.
     pub tables: usize,
-    /// Rows copied.
-    pub rows: u64,
+    /// Rows copied; `null` for an online move, which does not count them (counting
+    /// would lengthen the write block).
+    pub rows: Option<u64>,
     /// How long the tenant's writes were blocked on the source (from the write locks to
     /// the commit that fenced the old copy).
     pub write_block_ms: u64,
@@ -310,7 +311,7 @@ pub(crate) async fn recover(
         from_server: tenant.server.clone(),
         to_server: tenant.server.clone(),
         tables: 0,
-        rows: 0,
+        rows: Some(0),
         write_block_ms: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         source_kept: true,
@@ -485,7 +486,7 @@ async fn copy_and_switch(
         from_server: journal.from_server.clone(),
         to_server: journal.to_server.clone(),
         tables: loaded.tables,
-        rows: loaded.rows,
+        rows: Some(loaded.rows),
         write_block_ms,
         duration_ms: started.elapsed().as_millis() as u64,
         source_kept: kept.is_some(),
@@ -642,7 +643,7 @@ pub(crate) async fn finish_switched(
         from_server: j.from_server.clone(),
         to_server: j.to_server.clone(),
         tables: 0,
-        rows: 0,
+        rows: Some(0),
         write_block_ms: 0,
         duration_ms: started.elapsed().as_millis() as u64,
         source_kept: j.keep_source || kept.is_some(),

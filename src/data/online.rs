@@ -47,6 +47,9 @@ const CUTOVER_LAG: i64 = 16 * 1024 * 1024;
 /// everything; past it the cutover is abandoned and the move undone.
 const CUTOVER_WAIT: Duration = Duration::from_secs(10);
 
+/// How a move's publication comment records its subscription's oid.
+const SUBSCRIPTION_OID: &str = "tenantctl move; subscription oid ";
+
 /// The name of a tenant's publication, subscription and replication slot.
 pub fn replication_name(tenant_id: i64) -> String {
     format!("tenantctl_move_{tenant_id}")
@@ -169,6 +172,43 @@ pub async fn check(cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Er
     preflight(&source, &target, &tenant.schema_name, &catalog).await
 }
 
+/// How `source`'s tables differ from what the target's schema holds (empty: the same).
+async fn differ(
+    source: &catalog::Catalog,
+    target: &Client,
+    schema: &str,
+    history_table: &str,
+) -> Result<Vec<String>, Error> {
+    let built = catalog::read(target, schema, history_table).await?;
+    let mut d = catalog::differences(&source.tables, &built.tables);
+    for s in &source.sequences {
+        if !built.sequences.contains(s) {
+            d.push(format!("sequence {} is not on the target", quote(s)));
+        }
+    }
+    for m in &source.materialized_views {
+        if !built.materialized_views.contains(m) && !built.tables.iter().any(|t| &t.name == m) {
+            // A view not populated on the target yet is refreshed after the move.
+            let exists = target
+                .query_opt(
+                    "SELECT 1 FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = $2 AND c.relkind = 'm'",
+                    &[&schema, m],
+                )
+                .await
+                .map_err(query_error("reading the target's materialized views"))?
+                .is_some();
+            if !exists {
+                d.push(format!(
+                    "materialized view {} is not on the target",
+                    quote(m)
+                ));
+            }
+        }
+    }
+    Ok(d)
+}
+
 /// Removes a move's subscription (target), slot and publication (source), whichever
 /// exist. The slot is dropped from the source even when the target cannot be reached.
 pub async fn cleanup(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) -> Result<(), Error> {
@@ -187,6 +227,35 @@ pub async fn cleanup(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) -> Resul
     }
     let source = cx.servers.target(&j.from_server)?.connect().await?;
     drop_slot(&source, &name).await?;
+    // The initial copy's own slots (`pg_OID_sync_...`), left when the target went away
+    // during the copy.
+    let recorded: Option<String> = source
+        .query_opt(
+            "SELECT pg_catalog.obj_description(oid, 'pg_publication') FROM pg_catalog.pg_publication WHERE pubname = $1",
+            &[&name],
+        )
+        .await
+        .map_err(query_error("reading the move's publication"))?
+        .and_then(|r| r.get(0));
+    if let Some(oid) = recorded
+        .as_deref()
+        .and_then(|c| c.strip_prefix(SUBSCRIPTION_OID))
+        .and_then(|o| o.parse::<u32>().ok())
+    {
+        let sync: Vec<String> = source
+            .query(
+                "SELECT slot_name::text FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE $1",
+                &[&format!("pg\\_{oid}\\_sync\\_%")],
+            )
+            .await
+            .map_err(query_error("looking for the initial copy's slots"))?
+            .iter()
+            .map(|r| r.get(0))
+            .collect();
+        for slot in sync {
+            drop_slot(&source, &slot).await?;
+        }
+    }
     source
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote(&name)))
         .await
@@ -463,6 +532,16 @@ async fn replicate_and_switch(
             .map_err(|e| not_switched(Error::from(e)))?;
         let built = async {
             data::build_to(&mut target, schema, revision, set).await?;
+            // The source as it is must be what the migrations build: a table or a column
+            // made by hand would not be replicated.
+            let differences = differ(&catalog, target.client(), schema, &cx.settings.history_table).await?;
+            if !differences.is_empty() {
+                return Err(Error::setup(format!(
+                    "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
+                    crate::output::revision(revision),
+                    differences.join("; ")
+                )));
+            }
             let tables: Vec<String> = catalog.tables.iter().map(|t| qualified(schema, &t.name)).collect();
             if !tables.is_empty() {
                 target
@@ -500,6 +579,27 @@ async fn replicate_and_switch(
             .await
             // The server's message never holds the connection string.
             .map_err(|e| not_switched(query_error("subscribing the target to the source")(e)))?;
+        // The initial copy makes slots of its own on the source, named after the
+        // subscription's oid; the publication's comment records it, so a cleanup finds
+        // them even when the target cannot be reached.
+        let suboid: Option<u32> = target_client
+            .query_opt(
+                "SELECT oid FROM pg_catalog.pg_subscription WHERE subname = $1",
+                &[&name],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        if let Some(oid) = suboid {
+            let _ = watch_source
+                .batch_execute(&format!(
+                    "COMMENT ON PUBLICATION {} IS {}",
+                    quote(&name),
+                    crate::plan::literal(&format!("{SUBSCRIPTION_OID}{oid}"))
+                ))
+                .await;
+        }
         // Catch up.
         let catchup_started = Instant::now();
         loop {
@@ -542,6 +642,18 @@ async fn replicate_and_switch(
         .await
         .map_err(not_switched)?;
         let blocked_at = Instant::now();
+        // A table or column made on the source during the copy is not replicated:
+        // checked with the tables locked, the move is undone rather than lose it.
+        let changed = differ(&fence_catalog, &target_client, schema, &cx.settings.history_table)
+            .await
+            .map_err(not_switched)?;
+        if !changed.is_empty() {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(not_switched(Error::failed(format!(
+                "the tenant's tables changed during the move ({}), which logical replication does not carry",
+                changed.join("; ")
+            ))));
+        }
         let switched = cutover(
             registry,
             tenant,
@@ -579,7 +691,7 @@ async fn replicate_and_switch(
         from_server: journal.from_server.clone(),
         to_server: journal.to_server.clone(),
         tables: rows,
-        rows: 0,
+        rows: None,
         write_block_ms,
         duration_ms: started.elapsed().as_millis() as u64,
         source_kept: kept.is_some(),

@@ -29,7 +29,13 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
         .await;
         drop(events);
         reporting.finish().await;
-        let plan = plan?;
+        let mut plan = plan?;
+        if args.online {
+            plan.message = plan.message.replace(
+                "under a write fence",
+                "online, with logical replication (writes blocked only for the cutover)",
+            );
+        }
         if ctx.out.is_json() {
             ctx.out.json(&plan);
         } else {
