@@ -102,14 +102,15 @@ pub struct CreateBody {
     email: Option<String>,
     #[serde(default)]
     tenant_type: Option<String>,
-    #[serde(default = "yes")]
-    provision_schema: bool,
-    #[serde(default = "yes")]
-    run_migrations: bool,
+    #[serde(default, deserialize_with = "flag")]
+    provision_schema: Option<bool>,
+    #[serde(default, deserialize_with = "flag")]
+    run_migrations: Option<bool>,
 }
 
-fn yes() -> bool {
-    true
+/// A flag that may be left out (`None`) but not sent as anything but a boolean.
+fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error> {
+    bool::deserialize(d).map(Some)
 }
 
 /// See [`create_tenant_body`].
@@ -122,12 +123,21 @@ pub async fn create_tenant(State(state): State<Shared>, bytes: Bytes) -> ApiResu
 async fn create_tenant_body(State(state): State<Shared>, bytes: Bytes) -> ApiResult<Response> {
     let b: CreateBody = body(&bytes)?;
     let set = migrations(&state)?;
-    let then = if b.run_migrations {
+    // Both default to true; migrating without a schema is a contradiction, not a guess.
+    let provision = b.provision_schema.unwrap_or(true);
+    let migrate = b.run_migrations.unwrap_or(provision);
+    if migrate && !provision {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            "run_migrations needs provision_schema: migrations run in the tenant's schema",
+        ));
+    }
+    let then = if migrate {
         Some(SchemaChange::Upgrade {
             target: set.head(),
             provision: true,
         })
-    } else if b.provision_schema {
+    } else if provision {
         Some(SchemaChange::Provision)
     } else {
         None
@@ -194,24 +204,23 @@ async fn change(
     change: SchemaChange,
     set: &MigrationSet,
 ) -> ApiResult<Json<Changed>> {
-    let lease = state.pool.get().await?;
-    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    // A connection of its own, not the pool's: this request may wait for the tenant's
+    // lock as long as another run holds it, and must not starve the quick requests.
+    let client = state.ctx.connect().await?;
+    let registry = Registry::open(&client, &state.ctx.settings.registry_schema).await?;
     let tenant = find(&registry, reference).await?;
     let events = Events::none();
     let cx = state.ctx.one_tenant(&events);
     let run_id = crate::scheduler::new_run_id()?;
-    let r = tenants::change_one(
-        &cx,
-        lease.client(),
-        &registry,
-        &tenant,
-        change,
-        set,
-        &run_id,
-    )
-    .await;
+    let r = tenants::change_one(&cx, &client, &registry, &tenant, change, set, &run_id).await;
     drop(registry);
-    lease.done();
+    if r.status == ResultStatus::Skipped && r.cause == crate::scheduler::Cause::NotStarted {
+        // The service is stopping: nothing ran.
+        return Err(ApiError::new(
+            StatusCode::SERVICE_UNAVAILABLE,
+            r.error.clone().unwrap_or_else(|| "not started".into()),
+        ));
+    }
     if r.status == ResultStatus::Failed {
         let status = if r.cause == crate::scheduler::Cause::Refused {
             StatusCode::CONFLICT
@@ -681,7 +690,7 @@ pub async fn run_status(
 /// `GET /healthz`: 200 when the registry answers, 503 when it does not; never a tenant's
 /// name.
 pub async fn healthz(State(state): State<Shared>) -> Response {
-    let ok = async {
+    let ok = tokio::time::timeout(HEALTH_TIMEOUT, async {
         let lease = state.pool.get().await?;
         lease
             .client()
@@ -690,17 +699,31 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
             .map_err(crate::db::query_error("checking the registry"))?;
         lease.done();
         Ok::<(), Error>(())
-    }
+    })
     .await;
     match ok {
-        Ok(()) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
-        Err(e) => (
-            StatusCode::SERVICE_UNAVAILABLE,
-            Json(serde_json::json!({"status": "unavailable", "detail": e.to_string()})),
-        )
-            .into_response(),
+        Ok(Ok(())) => (StatusCode::OK, Json(serde_json::json!({"status": "ok"}))).into_response(),
+        other => {
+            // Why goes to the log: the answer needs no token, so it names no server.
+            let why = match other {
+                Ok(Err(e)) => e.to_string(),
+                _ => format!("no answer within {} s", HEALTH_TIMEOUT.as_secs()),
+            };
+            crate::output::log_line(&format!("health check failed: {why}"));
+            (
+                StatusCode::SERVICE_UNAVAILABLE,
+                Json(serde_json::json!({
+                    "status": "unavailable",
+                    "detail": "the registry's database does not answer (the service's log says why)"
+                })),
+            )
+                .into_response()
+        }
     }
 }
+
+/// How long `/healthz` waits for the registry.
+const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 
 /// `GET /metrics`: Prometheus's text format.
 pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {

@@ -72,12 +72,12 @@ impl Token {
 }
 
 fn bearer(headers: &HeaderMap) -> Option<&str> {
-    headers
-        .get(header::AUTHORIZATION)?
-        .to_str()
-        .ok()?
-        .strip_prefix("Bearer ")
-        .map(str::trim)
+    let value = headers.get(header::AUTHORIZATION)?.to_str().ok()?;
+    // The scheme is case-insensitive (RFC 7235).
+    let (scheme, token) = value.split_once(' ')?;
+    scheme
+        .eq_ignore_ascii_case("bearer")
+        .then_some(token.trim())
 }
 
 fn cookie(headers: &HeaderMap) -> Option<String> {
@@ -128,12 +128,19 @@ fn percent_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
-/// Lets a request through with the token (bearer header or the dashboard's cookie);
-/// `GET /?token=TOKEN` sets the cookie and redirects to `/`. Anything else is 401.
+/// Lets a request through with the token: the bearer header, or for GET and HEAD the
+/// dashboard's cookie; `GET /?token=TOKEN` sets the cookie and redirects to `/`. Anything
+/// else is 401.
 pub async fn require(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let token = &state.token;
-    if let Some(presented) = query_token(&req) {
-        if req.uri().path() == "/" && token.accepts(&presented) {
+    // `?token=` signs a browser in on the dashboard's page only; elsewhere it is ignored.
+    let signing_in = if req.uri().path() == "/" {
+        query_token(&req)
+    } else {
+        None
+    };
+    if let Some(presented) = signing_in {
+        if token.accepts(&presented) {
             let cookie = format!(
                 "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
                 token.session()
@@ -149,9 +156,15 @@ pub async fn require(State(state): State<Shared>, req: Request, next: Next) -> R
         }
         return ApiError::new(StatusCode::UNAUTHORIZED, "invalid token").into_response();
     }
+    // The cookie opens pages and reads only: a request that changes something needs the
+    // bearer header, which another site's page cannot make a browser send.
+    let reads = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    );
     let ok = match bearer(req.headers()) {
         Some(b) => token.accepts(b),
-        None => cookie(req.headers()).is_some_and(|c| token.accepts_session(&c)),
+        None => reads && cookie(req.headers()).is_some_and(|c| token.accepts_session(&c)),
     };
     if !ok {
         let mut r = ApiError::new(

@@ -35,6 +35,9 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// How long a request that is not a migration may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long open connections may take to finish after SIGTERM.
+pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
+
 /// Registry connections kept for requests.
 const REGISTRY_CONNECTIONS: usize = 16;
 
@@ -279,10 +282,21 @@ pub async fn serve(ctx: Ctx, listen: SocketAddr, token: auth::Token) -> Result<(
     let _graceful = state.ctx.interrupt.graceful_guard();
     let stop = state.ctx.interrupt.stop_token();
     crate::output::log_line(&format!("listening on http://{bound}"));
-    axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async move { stop.cancelled().await })
-        .await
-        .map_err(|e| Error::failed(format!("serving: {e}")))?;
+    let stopping = stop.clone();
+    let serving = axum::serve(listener, router(state.clone()))
+        .with_graceful_shutdown(async move { stop.cancelled().await });
+    // Connections still open (a client that never finishes its request) get a grace
+    // period after the signal, not forever.
+    tokio::select! {
+        served = serving => served.map_err(|e| Error::failed(format!("serving: {e}")))?,
+        () = async {
+            stopping.cancelled().await;
+            tokio::time::sleep(SHUTDOWN_GRACE).await;
+        } => crate::output::log_line(&format!(
+            "stopping: connections still open after {} s are closed",
+            SHUTDOWN_GRACE.as_secs()
+        )),
+    }
     crate::output::log_line("stopping: waiting for the fleet runs in flight");
     state.runs.wait_all().await;
     crate::output::log_line("stopped");

@@ -13,6 +13,9 @@ use crate::scheduler::Summary;
 /// The events kept per run (the oldest are dropped past this).
 const KEPT_EVENTS: usize = 2000;
 
+/// The finished runs kept in memory (older ones are read from the ledger).
+const KEPT_RUNS: usize = 100;
+
 /// A run as `GET /api/runs/{run_id}` shows it.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunView {
@@ -45,10 +48,12 @@ impl Runs {
             events: Vec::new(),
             error: None,
         }));
-        self.views
-            .lock()
-            .unwrap_or_else(|p| p.into_inner())
-            .insert(run_id.to_string(), view.clone());
+        let mut views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        if views.len() >= KEPT_RUNS {
+            views.retain(|_, v| v.lock().unwrap_or_else(|p| p.into_inner()).state == "running");
+        }
+        views.insert(run_id.to_string(), view.clone());
+        drop(views);
         view
     }
 

@@ -1908,3 +1908,59 @@ fn serve_refuses_to_start_without_a_usable_token_or_address() {
     checks::expect_error(&r, 3, &[&addr]);
     assert!(!r.stderr.contains(TOKEN), "{}", r.stderr);
 }
+
+/// What another page of the same site can make a browser send: the dashboard's cookie,
+/// on a POST without the bearer header. It opens pages and reads, and changes nothing.
+#[test]
+fn the_dashboard_cookie_reads_but_never_changes_anything() {
+    let (db, t) = ready();
+    let s = start(&t);
+    let signed_in = s.call("GET", &format!("/?token={TOKEN}"), &[], None);
+    assert_eq!(signed_in.status, 303, "{}", signed_in.body);
+    let cookie = signed_in
+        .header("set-cookie")
+        .and_then(|c| c.split(';').next())
+        .expect("a cookie")
+        .to_string();
+    assert_eq!(s.call("GET", "/", &[("Cookie", &cookie)], None).status, 200);
+    assert_eq!(
+        s.call("GET", "/api/tenants", &[("Cookie", &cookie)], None)
+            .status,
+        200
+    );
+    let before = snapshot(&db);
+    for (path, body) in [
+        ("/api/tenants/", r#"{"tenant_name":"Csrf","domain":"csrf"}"#),
+        ("/api/fleet/upgrade", "{}"),
+        ("/api/tenants/run-migrations", r#"{"tenant_id":"csrf"}"#),
+    ] {
+        for content_type in ["application/json", "text/plain"] {
+            let r = s.call(
+                "POST",
+                path,
+                &[
+                    ("Cookie", &cookie),
+                    ("Content-Type", content_type),
+                    ("Origin", "http://evil.example"),
+                ],
+                Some(body.as_bytes()),
+            );
+            assert_eq!(r.status, 401, "{path} with the cookie only: {}", r.body);
+        }
+    }
+    assert_eq!(snapshot(&db), before, "nothing changed");
+    // The bearer scheme is case-insensitive (RFC 7235).
+    let lower = format!("bearer {TOKEN}");
+    assert_eq!(
+        s.call("GET", "/api/tenants", &[("Authorization", &lower)], None)
+            .status,
+        200
+    );
+    // Migrating without a schema is refused, not guessed.
+    let r = s.post(
+        "/api/tenants/",
+        &serde_json::json!({"tenant_name": "N", "domain": "n", "provision_schema": false, "run_migrations": true}),
+    );
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert_eq!(snapshot(&db), before, "nothing changed");
+}
