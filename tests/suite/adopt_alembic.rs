@@ -590,3 +590,60 @@ fn a_bad_map_file_and_init_on_the_original_table_exit_3_and_change_nothing() {
     expect_error(&run, 3, &["adopt alembic"]);
     assert_eq!(snapshot(&db), before, "init changed the original table");
 }
+
+/// Rows tenantctl could not register (the original model lets domain and name be NULL)
+/// are refused before anything changes; after adoption, a NULL an old application writes
+/// where tenantctl's registry has NOT NULL never crashes a command.
+#[test]
+fn rows_tenantctl_cannot_register_are_refused_and_nulls_never_crash_a_command() {
+    let db = TestDb::new();
+    let a = original("first-church", "tenant_first_church");
+    let b = original("second-church", "tenant_second_church");
+    build_registry(&db, &[&a, &b]);
+    alembic_upgrade(&db, a.schema, R1);
+    alembic_upgrade(&db, b.schema, R1);
+    let (migrations, map_text) = migrations_from_alembic();
+    let (_d, map) = map_file(&map_text);
+    let t = tenantctl(&db).migrations(migrations.path());
+    db.client()
+        .batch_execute(
+            "ALTER TABLE public.tenants ALTER COLUMN domain DROP NOT NULL; \
+             UPDATE public.tenants SET domain = NULL WHERE domain = 'second-church'",
+        )
+        .unwrap();
+    let before = snapshot(&db);
+    let run = adopt(&t, &map, &[]);
+    expect_error(&run, 3, &["without a domain", "nothing was changed"]);
+    assert_eq!(
+        snapshot(&db),
+        before,
+        "a refused adoption changed the database"
+    );
+
+    db.client()
+        .batch_execute("UPDATE public.tenants SET domain = 'second-church' WHERE domain IS NULL")
+        .unwrap();
+    adopt(&t, &map, &[]).expect(0);
+    // An old application still inserting the way it used to, with constraints relaxed by
+    // hand to let it.
+    db.client()
+        .batch_execute(
+            "ALTER TABLE public.tenants ALTER COLUMN api_key_prefix DROP NOT NULL, \
+                                        ALTER COLUMN api_key_hash DROP NOT NULL; \
+             INSERT INTO public.tenants (tenant_name, domain, schema_name, api_key) \
+                 VALUES ('late', 'late-church', 'tenant_late_church', 'sk_late')",
+        )
+        .unwrap();
+    for args in [
+        &["tenant", "list"][..],
+        &["tenant", "show", "late-church"][..],
+        &["status", "--all"][..],
+    ] {
+        let run = t.run(args);
+        assert!(
+            run.code != 101 && !run.stderr.contains("panicked"),
+            "{args:?} crashed: {}",
+            run.stderr
+        );
+    }
+}

@@ -338,6 +338,26 @@ fn refusals_come_before_anything_is_created() {
              INSERT INTO \"{schema}\".notes SELECT 'note ' || g FROM generate_series(1, 500) g;"
         ))
         .unwrap();
+    // A table made by hand would not be replicated: refused before anything is made.
+    source
+        .batch_execute(&format!(
+            "CREATE TABLE \"{schema}\".handmade (id int PRIMARY KEY, x text); \
+             INSERT INTO \"{schema}\".handmade VALUES (1, 'precious')"
+        ))
+        .unwrap();
+    let run = s.move_online("l1", "b");
+    run.expect(3);
+    assert!(
+        run.stderr.contains("handmade") && run.stderr.contains("nothing was moved"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.registered("l1"), ["logical"]);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+    source
+        .batch_execute(&format!("DROP TABLE \"{schema}\".handmade"))
+        .unwrap();
     let rows = fingerprint(s.server("logical"), schema);
     let run = s.move_online("l1", "b");
     run.expect(0);
