@@ -446,7 +446,29 @@ impl Fleet<'_> {
         };
         let _graceful = self.interrupt.graceful_guard();
         let stop = self.interrupt.stop_token();
-        Ok(scheduler::schedule(&work, &run_id, planned, opts, &stop, events).await)
+        let started_at = time::OffsetDateTime::now_utc();
+        let report = scheduler::schedule(&work, &run_id, planned, opts, &stop, events).await;
+        // The run's own row, even when no tenant needed work: monitoring's "last
+        // successful upgrade". A registry that cannot take it does not fail the run.
+        let result = match report.outcome() {
+            scheduler::RunOutcome::Complete => "ok",
+            scheduler::RunOutcome::Interrupted => "interrupted",
+            _ => "failed",
+        };
+        if !self.interrupt.aborting() {
+            let _ = crate::registry::record_run(
+                self.client,
+                self.registry.tables(),
+                &run_id,
+                op.name(),
+                started_at,
+                &report.summary,
+                result,
+                &host,
+            )
+            .await;
+        }
+        Ok(report)
     }
 }
 

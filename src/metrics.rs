@@ -96,14 +96,28 @@ pub async fn gather(
         )
         .await
         .map_err(query_error("reading the run ledger for metrics"))?;
-    for r in &rows {
+    // Bulk runs have a row of their own, even when no tenant needed work.
+    let runs = client
+        .query(
+            &format!(
+                "SELECT command, result, extract(epoch FROM max(finished_at))::float8 \
+                 FROM {} GROUP BY 1, 2",
+                tables.runs
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_error("reading the runs for metrics"))?;
+    for r in rows.iter().chain(runs.iter()) {
         let command: String = r.get(0);
         let result: String = r.get(1);
         let at: f64 = r.get(2);
         if result == "ok" {
-            m.last_success.insert(command.clone(), at);
+            let e = m.last_success.entry(command.clone()).or_insert(at);
+            *e = e.max(at);
         }
-        m.last_run.insert((command, result), at);
+        let e = m.last_run.entry((command, result)).or_insert(at);
+        *e = e.max(at);
     }
     Ok(m)
 }
@@ -192,7 +206,7 @@ pub fn render(m: &Metrics) -> String {
     let n = family_line(
         &mut out,
         "tenantctl_last_run_timestamp_seconds",
-        "When the last run of a command ended, by result (failed: at least one tenant failed), from the run ledger.",
+        "When the last run of a command ended, by result (failed: at least one tenant failed; interrupted), from the run ledger.",
     );
     for ((command, result), at) in &m.last_run {
         lines.push(format!(
@@ -206,7 +220,7 @@ pub fn render(m: &Metrics) -> String {
     let n = family_line(
         &mut out,
         "tenantctl_last_success_timestamp_seconds",
-        "When the last run of a command in which no tenant failed ended, from the run ledger.",
+        "When the last run of a command in which no tenant failed ended (a bulk run in which no tenant needed work counts), from the run ledger.",
     );
     for (command, at) in &m.last_success {
         lines.push(format!("{n}{{command=\"{}\"}} {at:.3}", label(command)));

@@ -38,6 +38,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V4__tenant_moves",
         include_str!("registry_migrations/V4__tenant_moves.sql"),
     ),
+    (
+        "V5__tenant_runs",
+        include_str!("registry_migrations/V5__tenant_runs.sql"),
+    ),
 ];
 
 /// The registry's first migration (the `tenants` table): its name and refinery's
@@ -252,6 +256,15 @@ const NEEDED: &[(&str, &[(&str, &str)])] = &[
             ("schema_name", "text"),
             ("keep_source", "boolean"),
             ("phase", "text"),
+        ],
+    ),
+    (
+        "tenant_runs",
+        &[
+            ("run_id", "uuid"),
+            ("command", "text"),
+            ("finished_at", "timestamp with time zone"),
+            ("result", "text"),
         ],
     ),
     (HISTORY_TABLE, &[("version", "integer")]),
@@ -1014,6 +1027,8 @@ pub struct Tables {
     pub events: String,
     /// `"schema"."tenant_moves"`, moves between servers in progress.
     pub moves: String,
+    /// `"schema"."tenant_runs"`, one row per bulk run.
+    pub runs: String,
 }
 
 impl Tables {
@@ -1023,8 +1038,48 @@ impl Tables {
             tenants: qualified(schema, "tenants"),
             events: qualified(schema, "tenant_events"),
             moves: qualified(schema, "tenant_moves"),
+            runs: qualified(schema, "tenant_runs"),
         }
     }
+}
+
+/// Records that a bulk run ended, with its counts and result (`ok`, `failed` or
+/// `interrupted`).
+#[allow(clippy::too_many_arguments)]
+pub async fn record_run(
+    client: &Client,
+    tables: &Tables,
+    run_id: &str,
+    command: &str,
+    started_at: OffsetDateTime,
+    summary: &crate::scheduler::Summary,
+    result: &str,
+    client_host: &str,
+) -> Result<(), Error> {
+    let count = |n: usize| i32::try_from(n).unwrap_or(i32::MAX);
+    client
+        .execute(
+            &format!(
+                "INSERT INTO {} (run_id, command, started_at, total, ok, up_to_date, failed, skipped, result, client_host) \
+                 VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10) ON CONFLICT (run_id) DO NOTHING",
+                tables.runs
+            ),
+            &[
+                &run_id,
+                &command,
+                &started_at,
+                &count(summary.total),
+                &count(summary.ok),
+                &count(summary.up_to_date),
+                &count(summary.failed),
+                &count(summary.skipped),
+                &result,
+                &client_host,
+            ],
+        )
+        .await
+        .map_err(query_error("recording the run"))?;
+    Ok(())
 }
 
 /// A move of a tenant between servers that has started and not finished.

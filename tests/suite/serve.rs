@@ -1964,3 +1964,45 @@ fn the_dashboard_cookie_reads_but_never_changes_anything() {
     assert_eq!(r.status, 422, "{}", r.body);
     assert_eq!(snapshot(&db), before, "nothing changed");
 }
+
+/// A bulk run in which no tenant needed work still counts as the command's last success,
+/// so "no successful upgrade in N hours" does not fire on a quiet fleet.
+#[test]
+fn a_run_with_nothing_to_do_is_the_last_success() {
+    let (db, t) = ready();
+    t.run(&["tenant", "create", "quiet", "--name", "Quiet", "--migrate"])
+        .expect(0);
+    let before = std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .unwrap()
+        .as_secs_f64();
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(0);
+    let report: Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(report["summary"]["up_to_date"], 1, "{}", run.stdout);
+    let row = db
+        .client()
+        .query_one(
+            "SELECT command, result, up_to_date FROM public.tenant_runs WHERE run_id::text = $1",
+            &[&report["run_id"].as_str().unwrap()],
+        )
+        .unwrap();
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, String>(1),
+            row.get::<_, i32>(2)
+        ),
+        ("upgrade".to_string(), "ok".to_string(), 1)
+    );
+    let text = t.run(&["metrics"]).expect(0).stdout.clone();
+    let at: f64 = text
+        .lines()
+        .find_map(|l| {
+            l.strip_prefix("tenantctl_last_success_timestamp_seconds{command=\"upgrade\"} ")
+        })
+        .unwrap_or_else(|| panic!("no last success for upgrade:\n{text}"))
+        .parse()
+        .unwrap();
+    assert!(at >= before - 1.0, "{at} is before the run ({before})");
+}

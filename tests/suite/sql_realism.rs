@@ -59,6 +59,7 @@ fn example_migrations_land_in_the_tenant_schema_and_behave() {
         [
             "rel:r:tenant_events",
             "rel:r:tenant_moves",
+            "rel:r:tenant_runs",
             "rel:r:tenantctl_registry_history",
             "rel:r:tenants"
         ],
