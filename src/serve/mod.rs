@@ -35,6 +35,10 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// How long a request that is not a migration may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// How long a client has to send a request's headers (also the longest a kept-alive
+/// connection waits idle for its next request).
+pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long open connections may take to finish after SIGTERM.
 pub const SHUTDOWN_GRACE: Duration = Duration::from_secs(10);
 
@@ -262,6 +266,48 @@ async fn log(req: Request, next: Next) -> Response {
     response
 }
 
+/// Serves connections from `listener` until `stop`, each with [`HEADER_TIMEOUT`] to send
+/// its request headers (so a client that opens connections and sends nothing cannot hold
+/// them); then stops accepting and gives open connections [`SHUTDOWN_GRACE`] to finish.
+async fn accept(
+    listener: tokio::net::TcpListener,
+    app: Router,
+    stop: tokio_util::sync::CancellationToken,
+) {
+    let graceful = hyper_util::server::graceful::GracefulShutdown::new();
+    loop {
+        let (stream, _) = tokio::select! {
+            accepted = listener.accept() => match accepted {
+                Ok(c) => c,
+                // Out of file descriptors and the like: wait, then go on accepting.
+                Err(e) => {
+                    crate::output::log_line(&format!("accepting a connection failed: {e}"));
+                    tokio::time::sleep(Duration::from_millis(100)).await;
+                    continue;
+                }
+            },
+            () = stop.cancelled() => break,
+        };
+        let service = hyper_util::service::TowerToHyperService::new(app.clone());
+        let mut http = hyper::server::conn::http1::Builder::new();
+        http.timer(hyper_util::rt::TokioTimer::new())
+            .header_read_timeout(HEADER_TIMEOUT);
+        let connection = http.serve_connection(hyper_util::rt::TokioIo::new(stream), service);
+        let watched = graceful.watch(connection);
+        tokio::spawn(async move {
+            let _ = watched.await;
+        });
+    }
+    drop(listener);
+    tokio::select! {
+        () = graceful.shutdown() => {}
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => crate::output::log_line(&format!(
+            "stopping: connections still open after {} s are closed",
+            SHUTDOWN_GRACE.as_secs()
+        )),
+    }
+}
+
 /// Runs the service on `listen` until the first SIGTERM or Ctrl-C: then it stops
 /// accepting requests, lets requests in flight finish, and waits for the fleet runs it
 /// started (they stop after their current migration, as a command's would).
@@ -282,21 +328,7 @@ pub async fn serve(ctx: Ctx, listen: SocketAddr, token: auth::Token) -> Result<(
     let _graceful = state.ctx.interrupt.graceful_guard();
     let stop = state.ctx.interrupt.stop_token();
     crate::output::log_line(&format!("listening on http://{bound}"));
-    let stopping = stop.clone();
-    let serving = axum::serve(listener, router(state.clone()))
-        .with_graceful_shutdown(async move { stop.cancelled().await });
-    // Connections still open (a client that never finishes its request) get a grace
-    // period after the signal, not forever.
-    tokio::select! {
-        served = serving => served.map_err(|e| Error::failed(format!("serving: {e}")))?,
-        () = async {
-            stopping.cancelled().await;
-            tokio::time::sleep(SHUTDOWN_GRACE).await;
-        } => crate::output::log_line(&format!(
-            "stopping: connections still open after {} s are closed",
-            SHUTDOWN_GRACE.as_secs()
-        )),
-    }
+    accept(listener, router(state.clone()), stop).await;
     crate::output::log_line("stopping: waiting for the fleet runs in flight");
     state.runs.wait_all().await;
     crate::output::log_line("stopped");

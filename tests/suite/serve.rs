@@ -2006,3 +2006,46 @@ fn a_run_with_nothing_to_do_is_the_last_success() {
         .unwrap();
     assert!(at >= before - 1.0, "{at} is before the run ({before})");
 }
+
+/// A client that opens a connection and never finishes its request headers is cut off,
+/// and does not keep the service from stopping.
+#[test]
+fn a_connection_that_never_finishes_its_headers_is_closed() {
+    use std::io::{Read, Write};
+    let (_db, t) = ready();
+    let mut s = start(&t);
+    let addr = s.base.trim_start_matches("http://").to_string();
+    let mut stuck = std::net::TcpStream::connect(&addr).unwrap();
+    stuck
+        .write_all(b"GET /healthz HTTP/1.1\r\nHost: x\r\n")
+        .unwrap();
+    stuck
+        .set_read_timeout(Some(Duration::from_secs(30)))
+        .unwrap();
+    let began = Instant::now();
+    let mut answer = Vec::new();
+    let read = stuck.read_to_end(&mut answer);
+    assert!(
+        read.is_ok(),
+        "the connection was not closed within 30 s: {read:?}"
+    );
+    assert!(
+        began.elapsed() < Duration::from_secs(25),
+        "closed only after {:?}",
+        began.elapsed()
+    );
+    // Other clients are served meanwhile, and a stuck connection does not hold the stop.
+    let _other = std::net::TcpStream::connect(&addr).unwrap();
+    assert_eq!(s.get_anon("/healthz").status, 200);
+    s.child.signal("TERM");
+    let began = Instant::now();
+    while s.child.running() && began.elapsed() < Duration::from_secs(60) {
+        std::thread::sleep(Duration::from_millis(100));
+    }
+    assert!(!s.child.running(), "the service did not stop");
+    assert!(
+        began.elapsed() < Duration::from_secs(25),
+        "stopped only after {:?}",
+        began.elapsed()
+    );
+}
