@@ -124,6 +124,59 @@ pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) ->
     )))
 }
 
+/// Refuses (exit 3) a tenant whose applied migrations, as its history records them, the
+/// local directory lacks or has changed; returns its revision.
+pub fn check_history(
+    history: &[crate::migrations::AppliedRow],
+    set: &MigrationSet,
+    label: &str,
+) -> Result<Option<i32>, Error> {
+    let revision = history.iter().map(|r| r.version).max();
+    let recorded = Manifest {
+        migrations: history
+            .iter()
+            .map(|r| crate::archive::ArchivedMigration {
+                version: r.version,
+                name: r.name.clone(),
+                checksum: r.checksum.to_string(),
+            })
+            .collect(),
+        revision,
+        ..crate::archive::empty_manifest()
+    };
+    check_migrations(&recorded, set, label)?;
+    Ok(revision)
+}
+
+/// Checks that a new tenant's domain and `schema` are free, and picks its server (the
+/// one asked for, or placed by weight).
+async fn free_and_placed(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    req: &NewTenantRequest,
+    schema: &str,
+) -> Result<String, Error> {
+    if registry.domain_taken(&req.domain).await? {
+        return Err(Error::conflict(registry::domain_exists(&req.domain)));
+    }
+    if let Some(owner) = registry.schema_owner(schema).await? {
+        return Err(Error::usage(format!(
+            "schema {} already belongs to tenant {owner}; pass --schema to choose another. Nothing was registered.",
+            quote(schema)
+        )));
+    }
+    Ok(match &req.server {
+        Some(name) => {
+            cx.servers.get(name)?;
+            name.clone()
+        }
+        None => cx
+            .servers
+            .place(&registry.count_by_server().await?)?
+            .to_string(),
+    })
+}
+
 /// What an export wrote.
 #[derive(Debug, Serialize)]
 pub struct ExportReport {
@@ -265,25 +318,7 @@ pub async fn import(
     let mut req = typed(&source.manifest.source.tenant_type);
     let schema = tenants::validate(&req, cx.settings)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
-    if registry.domain_taken(&req.domain).await? {
-        return Err(Error::conflict(registry::domain_exists(&req.domain)));
-    }
-    if let Some(owner) = registry.schema_owner(&schema).await? {
-        return Err(Error::usage(format!(
-            "schema {} already belongs to tenant {owner}; pass --schema to choose another. Nothing was registered.",
-            quote(&schema)
-        )));
-    }
-    let server = match &req.server {
-        Some(name) => {
-            cx.servers.get(name)?;
-            name.clone()
-        }
-        None => cx
-            .servers
-            .place(&registry.count_by_server().await?)?
-            .to_string(),
-    };
+    let server = free_and_placed(cx, &registry, &req, &schema).await?;
     let pool = Pool::single(cx.servers.target(&server)?.clone());
     let report = |_: Option<&crate::runner::LockHolder>| {};
     let wait = LockWait {
@@ -803,25 +838,7 @@ pub async fn plan_import(
     let schema = tenants::validate(req, cx.settings)?;
     check_migrations(manifest, set, label)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
-    if registry.domain_taken(&req.domain).await? {
-        return Err(Error::conflict(registry::domain_exists(&req.domain)));
-    }
-    if let Some(owner) = registry.schema_owner(&schema).await? {
-        return Err(Error::usage(format!(
-            "schema {} already belongs to tenant {owner}; pass --schema to choose another",
-            quote(&schema)
-        )));
-    }
-    let server = match &req.server {
-        Some(name) => {
-            cx.servers.get(name)?;
-            name.clone()
-        }
-        None => cx
-            .servers
-            .place(&registry.count_by_server().await?)?
-            .to_string(),
-    };
+    let server = free_and_placed(cx, &registry, req, &schema).await?;
     let on_server = cx.servers.target(&server)?.connect().await?;
     if crate::dependents::contents(&on_server, &schema)
         .await?

@@ -355,20 +355,9 @@ async fn copy_and_switch(
         let history = data::readable_history(&source, tenant)
             .await
             .map_err(not_switched)?;
-        let manifest_check = crate::archive::Manifest {
-            migrations: history
-                .iter()
-                .map(|r| crate::archive::ArchivedMigration {
-                    version: r.version,
-                    name: r.name.clone(),
-                    checksum: r.checksum.to_string(),
-                })
-                .collect(),
-            revision: history.iter().map(|r| r.version).max(),
-            ..crate::archive::empty_manifest()
-        };
-        data::check_migrations(&manifest_check, set, &format!("of tenant {}", tenant.domain))
-            .map_err(not_switched)?;
+        let revision =
+            data::check_history(&history, set, &format!("of tenant {}", tenant.domain))
+                .map_err(not_switched)?;
         let client = source.client();
         let schema = &tenant.schema_name;
         // The target is built before the fence: the source's revision cannot change while
@@ -388,7 +377,7 @@ async fn copy_and_switch(
             .await
             .map_err(|e| not_switched(Error::from(e)))?;
         let copied = async {
-            data::build_to(&mut target, schema, manifest_check.revision, set).await?;
+            data::build_to(&mut target, schema, revision, set).await?;
             let catalog = export::begin(
                 client,
                 schema,

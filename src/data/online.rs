@@ -500,21 +500,9 @@ async fn replicate_and_switch(
         .map_err(not_switched)?;
     let result = async {
         let history = data::readable_history(&source, tenant).await.map_err(not_switched)?;
-        let revision = history.iter().map(|r| r.version).max();
-        let check = crate::archive::Manifest {
-            migrations: history
-                .iter()
-                .map(|r| crate::archive::ArchivedMigration {
-                    version: r.version,
-                    name: r.name.clone(),
-                    checksum: r.checksum.to_string(),
-                })
-                .collect(),
-            revision,
-            ..crate::archive::empty_manifest()
-        };
-        data::check_migrations(&check, set, &format!("of tenant {}", tenant.domain))
-            .map_err(not_switched)?;
+        let revision =
+            data::check_history(&history, set, &format!("of tenant {}", tenant.domain))
+                .map_err(not_switched)?;
         let client = source.client();
         let catalog = catalog::read(client, schema, &cx.settings.history_table)
             .await
