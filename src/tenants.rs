@@ -443,10 +443,23 @@ pub async fn locked<'a>(
     cx: &Context<'a>,
     tenant: &'a Tenant,
 ) -> Result<(Pool, Session<'a>), Error> {
+    locked_schema(cx, &tenant.server, &tenant.schema_name, &tenant.domain).await
+}
+
+/// A session on schema `schema` of server `server` holding that schema's lock (a long
+/// wait is reported as an event for `domain`), on a connection of its own that is
+/// closed with the returned pool: for a schema not (or not yet) registered there, such
+/// as a copy being built.
+pub async fn locked_schema<'a>(
+    cx: &Context<'a>,
+    server: &str,
+    schema: &'a str,
+    domain: &str,
+) -> Result<(Pool, Session<'a>), Error> {
     let report = |holder: Option<&LockHolder>| {
         cx.events.send(RunEvent::Waiting {
-            domain: tenant.domain.clone(),
-            schema_name: tenant.schema_name.clone(),
+            domain: domain.to_string(),
+            schema_name: schema.to_string(),
             holder: holder.cloned(),
         })
     };
@@ -454,8 +467,8 @@ pub async fn locked<'a>(
         interrupt: cx.interrupt,
         report: &report,
     };
-    let pool = Pool::single(cx.servers.target(&tenant.server)?.clone());
-    let session = Session::open(&pool, cx.settings, &tenant.schema_name, &wait)
+    let pool = Pool::single(cx.servers.target(server)?.clone());
+    let session = Session::open(&pool, cx.settings, schema, &wait)
         .await
         .map_err(Error::from)?;
     Ok((pool, session))

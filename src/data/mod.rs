@@ -27,9 +27,8 @@ use crate::ident::{qualified, quote};
 use crate::inspect::{self, TenantStatus};
 use crate::migrations::MigrationSet;
 use crate::plan::SchemaChange;
-use crate::pool::Pool;
 use crate::registry::{self, Event, Observed, Outcome, Registry, Tenant};
-use crate::runner::{ExecError, LockWait, Session};
+use crate::runner::{ExecError, Session};
 use crate::scheduler;
 use crate::tenants::{self, Context, NewTenantRequest};
 use stream::{PipeReader, Source};
@@ -319,15 +318,7 @@ pub async fn import(
     let schema = tenants::validate(&req, cx.settings)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
     let server = free_and_placed(cx, &registry, &req, &schema).await?;
-    let pool = Pool::single(cx.servers.target(&server)?.clone());
-    let report = |_: Option<&crate::runner::LockHolder>| {};
-    let wait = LockWait {
-        interrupt: cx.interrupt,
-        report: &report,
-    };
-    let mut session = Session::open(&pool, cx.settings, &schema, &wait)
-        .await
-        .map_err(Error::from)?;
+    let (pool, mut session) = tenants::locked_schema(cx, &server, &schema, &req.domain).await?;
     let built = async {
         let made = prepare_schema(session.client(), &schema, &req.domain).await?;
         let filled = async {
@@ -680,16 +671,8 @@ pub async fn restore(
             .map_err(crate::db::query_error(
                 "locking the tenant's tables against writes",
             ))?;
-        let target = cx.servers.target(&tenant.server)?.clone();
-        let side_pool = Pool::single(target);
-        let report = |_: Option<&crate::runner::LockHolder>| {};
-        let wait = LockWait {
-            interrupt: cx.interrupt,
-            report: &report,
-        };
-        let mut side = Session::open(&side_pool, cx.settings, &fresh, &wait)
-            .await
-            .map_err(Error::from)?;
+        let (side_pool, mut side) =
+            tenants::locked_schema(cx, &tenant.server, &fresh, &tenant.domain).await?;
         made.store(true, std::sync::atomic::Ordering::SeqCst);
         let loaded = async {
             build(&mut side, &fresh, &source, set).await?;

@@ -34,9 +34,7 @@ use crate::data::{self, export, load, stream};
 use crate::error::Error;
 use crate::ident::quote;
 use crate::migrations::MigrationSet;
-use crate::pool::Pool;
 use crate::registry::{Event, MoveJournal, Registry, Tenant};
-use crate::runner::{LockWait, Session};
 use crate::scheduler;
 use crate::tenants::{self, Context};
 
@@ -362,20 +360,10 @@ async fn copy_and_switch(
         let schema = &tenant.schema_name;
         // The target is built before the fence: the source's revision cannot change while
         // its lock is held, and the write block covers only the rows' copy.
-        let target_pool = Pool::single(
-            cx.servers
-                .target(&journal.to_server)
-                .map_err(not_switched)?
-                .clone(),
-        );
-        let report = |_: Option<&crate::runner::LockHolder>| {};
-        let wait = LockWait {
-            interrupt: cx.interrupt,
-            report: &report,
-        };
-        let mut target = Session::open(&target_pool, cx.settings, schema, &wait)
-            .await
-            .map_err(|e| not_switched(Error::from(e)))?;
+        let (target_pool, mut target) =
+            tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain)
+                .await
+                .map_err(not_switched)?;
         let copied = async {
             data::build_to(&mut target, schema, revision, set).await?;
             let catalog = export::begin(

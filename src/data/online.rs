@@ -31,9 +31,7 @@ use crate::db::query_error;
 use crate::error::Error;
 use crate::ident::{qualified, quote};
 use crate::migrations::MigrationSet;
-use crate::pool::Pool;
 use crate::registry::{Event, MoveJournal, Registry, Tenant};
-use crate::runner::{LockWait, Session};
 use crate::scheduler::{self, RunEvent};
 use crate::tenants::{self, Context};
 
@@ -509,15 +507,10 @@ async fn replicate_and_switch(
             .map_err(not_switched)?;
         // The target: built by the migrations, emptied of seeded rows, subscribed.
         let target_server = cx.servers.target(&journal.to_server).map_err(not_switched)?;
-        let target_pool = Pool::single(target_server.clone());
-        let report = |_: Option<&crate::runner::LockHolder>| {};
-        let wait = LockWait {
-            interrupt: cx.interrupt,
-            report: &report,
-        };
-        let mut target = Session::open(&target_pool, cx.settings, schema, &wait)
-            .await
-            .map_err(|e| not_switched(Error::from(e)))?;
+        let (target_pool, mut target) =
+            tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain)
+                .await
+                .map_err(not_switched)?;
         let built = async {
             data::build_to(&mut target, schema, revision, set).await?;
             // The source as it is must be what the migrations build: a table or a column
