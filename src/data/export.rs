@@ -228,31 +228,43 @@ async fn count_rows(client: &Client, schema: &str, tables: &mut [Table]) -> Resu
 }
 
 /// Every sequence's state in the snapshot.
-async fn sequences(
+pub(crate) async fn sequences(
     client: &Client,
     schema: &str,
     names: &[String],
 ) -> Result<Vec<Sequence>, Error> {
     let mut out = Vec::with_capacity(names.len());
-    for name in names {
-        let row = client
-            .query_one(
-                &format!(
-                    "SELECT last_value, is_called FROM {}",
+    // One round trip per batch, not per sequence.
+    for batch in names.chunks(500) {
+        let parts: Vec<String> = batch
+            .iter()
+            .enumerate()
+            .map(|(i, name)| {
+                format!(
+                    "SELECT {i}, last_value, is_called FROM {}",
                     qualified(schema, name)
-                ),
-                &[],
-            )
+                )
+            })
+            .collect();
+        let rows = client
+            .query(&parts.join(" UNION ALL "), &[])
             .await
             .map_err(query_error(&format!(
-                "reading sequence {}",
-                qualified(schema, name)
+                "reading the sequences of schema {}",
+                quote(schema)
             )))?;
-        out.push(Sequence {
-            name: name.clone(),
-            last_value: row.get(0),
-            is_called: row.get(1),
-        });
+        let mut read: Vec<(i32, i64, bool)> = rows
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect();
+        read.sort_by_key(|r| r.0);
+        for (i, last_value, is_called) in read {
+            out.push(Sequence {
+                name: batch[i as usize].clone(),
+                last_value,
+                is_called,
+            });
+        }
     }
     Ok(out)
 }

@@ -734,22 +734,21 @@ async fn cutover(
         .batch_execute(&format!("ALTER SUBSCRIPTION {} DISABLE", quote(name)))
         .await
         .map_err(|e| not_switched(query_error("stopping the subscription")(e)))?;
-    // Sequences are not replicated: the source's, final while its writes are blocked.
-    let mut setvals = Vec::new();
-    for s in &fenced.sequences {
-        let row = client
-            .query_one(
-                &format!("SELECT last_value, is_called FROM {}", qualified(schema, s)),
-                &[],
+    // Sequences are not replicated: the source's, final while its writes are blocked,
+    // read in one round trip (the write block is waiting).
+    let setvals: Vec<String> = crate::data::export::sequences(client, schema, &fenced.sequences)
+        .await
+        .map_err(not_switched)?
+        .iter()
+        .map(|s| {
+            format!(
+                "SELECT pg_catalog.setval({}, {}, {})",
+                crate::plan::literal(&qualified(schema, &s.name)),
+                s.last_value,
+                s.is_called
             )
-            .await
-            .map_err(|e| not_switched(query_error("reading the source's sequences")(e)))?;
-        let (last, called): (i64, bool) = (row.get(0), row.get(1));
-        setvals.push(format!(
-            "SELECT pg_catalog.setval({}, {last}, {called})",
-            crate::plan::literal(&qualified(schema, s))
-        ));
-    }
+        })
+        .collect();
     if !setvals.is_empty() {
         target
             .batch_execute(&setvals.join("; "))
