@@ -38,11 +38,21 @@ pub struct Target {
     roots: Option<Roots>,
     tls_shown: TlsShown,
     display: String,
-    /// Built on first use and shared by every connection: building one loads the
-    /// system's trust store, which costs tens of milliseconds.
-    tls: std::sync::Arc<std::sync::OnceLock<Result<postgres_native_tls::MakeTlsConnector, String>>>,
+    /// Built on first use and shared by every connection.
+    tls: std::sync::Arc<std::sync::OnceLock<Result<Tls, String>>>,
     /// Set on the clone a bulk run connects its sessions through ([`Target::for_run`]).
     run: Option<Arc<RunConnections>>,
+}
+
+/// How TLS sessions are made.
+#[derive(Clone)]
+enum Tls {
+    /// Checking the server's certificate chain (and maybe its name): `native-tls`, whose
+    /// connector loads the system's trust store, which costs about 150 ms.
+    Verifying(postgres_native_tls::MakeTlsConnector),
+    /// Encrypting only, as libpq's `prefer` and `require` without a root certificate:
+    /// no trust store is loaded (see [`crate::tls`]).
+    Encrypting(crate::tls::Encrypting),
 }
 
 /// The root certificates a server's certificate chain must lead to.
@@ -304,8 +314,18 @@ impl Target {
             .get_or_init(|| self.build_tls())
             .clone()
             .map_err(ConnectError::Tls)?;
-        let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
-        drive(conn, notices, self.live());
+        let client = match tls {
+            Tls::Verifying(tls) => {
+                let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
+                drive(conn, notices, self.live());
+                client
+            }
+            Tls::Encrypting(tls) => {
+                let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
+                drive(conn, notices, self.live());
+                client
+            }
+        };
         Ok(client)
     }
 }
@@ -600,7 +620,7 @@ fn classify_io(kind: std::io::ErrorKind) -> Option<Transient> {
 }
 
 impl Target {
-    fn build_tls(&self) -> Result<postgres_native_tls::MakeTlsConnector, String> {
+    fn build_tls(&self) -> Result<Tls, String> {
         let mut builder = native_tls::TlsConnector::builder();
         match &self.roots {
             // libpq's sslrootcert file: the chain must lead to one of its certificates and
@@ -615,13 +635,12 @@ impl Target {
             // sslrootcert=system: the operating system's roots, always with verify-full.
             Some(Roots::System) => {}
             // prefer/require without a root certificate: encrypt, don't verify (libpq).
-            None => {
-                builder.danger_accept_invalid_certs(true);
-                builder.danger_accept_invalid_hostnames(true);
-            }
+            None => return crate::tls::Encrypting::new().map(Tls::Encrypting),
         }
         let connector = builder.build().map_err(|e| e.to_string())?;
-        Ok(postgres_native_tls::MakeTlsConnector::new(connector))
+        Ok(Tls::Verifying(postgres_native_tls::MakeTlsConnector::new(
+            connector,
+        )))
     }
 
     /// What a failed TLS handshake means in terms of `sslmode` and `sslrootcert`, as a
@@ -759,7 +778,7 @@ impl Target {
 #[derive(Clone)]
 pub struct Canceller {
     token: tokio_postgres::CancelToken,
-    tls: Option<postgres_native_tls::MakeTlsConnector>,
+    tls: Option<Tls>,
 }
 
 impl std::fmt::Debug for Canceller {
@@ -773,7 +792,8 @@ impl Canceller {
     /// means the server received the request, not that a statement was running.
     pub async fn cancel(&self) -> Result<(), String> {
         let sent = match &self.tls {
-            Some(tls) => self.token.cancel_query(tls.clone()).await,
+            Some(Tls::Verifying(tls)) => self.token.cancel_query(tls.clone()).await,
+            Some(Tls::Encrypting(tls)) => self.token.cancel_query(tls.clone()).await,
             None => self.token.cancel_query(NoTls).await,
         };
         sent.map_err(|e| pg_message(&e))

@@ -49,6 +49,7 @@ pub mod servers;
 pub mod state;
 pub mod statements;
 pub mod tenants;
+pub mod tls;
 
 use cli::{Cli, Command};
 use commands::Ctx;

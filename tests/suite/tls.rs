@@ -506,3 +506,60 @@ fn verify_full_checks_the_host_name_and_verify_ca_only_the_chain() {
     };
     assert_eq!(e("database.sslmode"), ("verify-full".into(), "flag".into()));
 }
+
+#[test]
+fn scram_over_tls_without_a_root_certificate_binds_the_channel() {
+    // SCRAM's channel binding hashes the server's certificate from the TLS session, so
+    // `channel_binding=require` succeeds only if the session offers it: over TLS that
+    // verifies nothing (require, no root certificate) as well as over verified TLS, and
+    // never without TLS.
+    let c = Cluster::start(&Setup {
+        server_cert: ServerCert::Localhost,
+        ssl: true,
+        hba: &[
+            "local all all trust",
+            "hostssl all all 127.0.0.1/32 scram-sha-256",
+            "hostnossl all all 127.0.0.1/32 scram-sha-256",
+        ],
+    });
+    let mut admin = postgres::Config::new()
+        .host_path(c.dir())
+        .port(c.port)
+        .user("postgres")
+        .dbname("postgres")
+        .connect(postgres::NoTls)
+        .expect("connect over the cluster's socket");
+    admin
+        .batch_execute(
+            "SET password_encryption = 'scram-sha-256'; ALTER ROLE postgres PASSWORD 'bind-me-7'",
+        )
+        .unwrap();
+    let ca = c.certs.ca.display().to_string();
+    let url = |query: &str| {
+        format!(
+            "postgres://postgres:bind-me-7@127.0.0.1:{}/postgres?{query}",
+            c.port
+        )
+    };
+    let t = bare();
+    for query in [
+        "sslmode=require&channel_binding=require".to_string(),
+        "sslmode=prefer&channel_binding=require".to_string(),
+        format!("sslmode=verify-ca&sslrootcert={ca}&channel_binding=require"),
+    ] {
+        let r = run(&t, &url(&query), &["init"]);
+        r.expect(0);
+        run(&t, &url(&query), &["tenant", "list", "-o", "json"]).expect(0);
+    }
+    let r = run(
+        &t,
+        &url("sslmode=disable&channel_binding=require"),
+        &["init"],
+    );
+    expect_error(&r, 3, &[&format!("127.0.0.1:{}", c.port)]);
+    assert!(
+        !r.stderr.contains("bind-me-7") && !r.stdout.contains("bind-me-7"),
+        "the password was shown:\n{}",
+        r.stderr
+    );
+}
