@@ -148,8 +148,8 @@ pub async fn observe_partial(
 }
 
 /// Like [`observe`], handing each schema's state to `sink` as it is read (see
-/// [`state::observe_each`]), so a fleet read holds one batch of histories at a time.
-/// Every server's tenants are read at once, each server in batches on up to four of its
+/// [`state::observe_each`]), so a fleet read holds only the histories in flight.
+/// Every server's tenants are read at once, each server's on up to four of its
 /// connections (`client` for the registry's server). Returns the servers that could not
 /// be reached, with why; their tenants are not handed to `sink`.
 pub async fn observe_each(
@@ -215,8 +215,8 @@ async fn observe_grouped(
         .collect())
 }
 
-/// One server's part of [`observe_each`]: beyond one batch, up to three more
-/// connections read history batches concurrently (see [`state::observe_with`]); if they
+/// One server's part of [`observe_each`]: beyond the first [`state::PER_CONNECTION`]
+/// tenants, up to three more connections read history tables concurrently (see [`state::observe_with`]); if they
 /// cannot be opened, the reads go through `client` alone.
 async fn observe_on(
     target: &db::Target,
@@ -225,8 +225,8 @@ async fn observe_on(
     history_table: &str,
     sink: impl FnMut(String, SchemaState),
 ) -> Result<(), Error> {
-    let batches = schemas.len().div_ceil(state::BATCH);
-    let extra = batches.saturating_sub(1).min(3);
+    let shares = schemas.len().div_ceil(state::PER_CONNECTION);
+    let extra = shares.saturating_sub(1).min(3);
     let opened = futures::future::join_all((0..extra).map(|_| target.connect())).await;
     let extra: Vec<Client> = opened.into_iter().filter_map(Result::ok).collect();
     let mut clients: Vec<&Client> = vec![client];

@@ -1,9 +1,10 @@
 //! What is in the database: which tenant schemas exist and what their history tables
 //! say, read for many tenants in a constant number of round trips.
 //!
-//! One catalog query finds every schema and history table; then the history tables are
-//! read in batches of [`BATCH`] with `UNION ALL`. A history table that cannot be read
-//! (wrong column types, a row refinery could not parse) is reported for that tenant alone.
+//! One catalog query finds every schema and history table; then each history table is
+//! read with its own `COPY`, pipelined on a few connections (see [`observe_with`]). A
+//! history table that cannot be read (wrong column types, a row that does not parse) is
+//! reported for that tenant alone.
 
 use std::collections::HashMap;
 
@@ -18,8 +19,9 @@ use crate::error::Error;
 use crate::ident::qualified;
 use crate::migrations::AppliedRow;
 
-/// History tables read per query.
-pub const BATCH: usize = 200;
+/// History tables per connection: a fleet read opens one more connection (up to four in
+/// all) for each this many tenants beyond the first.
+pub const PER_CONNECTION: usize = 200;
 
 /// What was found of one tenant's schema.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -51,9 +53,9 @@ pub async fn observe(
     observe_with(&[client], schemas, table).await
 }
 
-/// Like [`observe`], spreading the history batches over several connections, which read
-/// concurrently: planning a query over hundreds of tables is the cost that bounds a fleet
-/// read, and the server can plan on several cores at once.
+/// Like [`observe`], spreading the history tables over several connections, which read
+/// concurrently: opening each table in a new session is the cost that bounds a fleet
+/// read, and the server can do it on several cores at once.
 pub async fn observe_with(
     clients: &[&Client],
     schemas: &[String],
@@ -67,8 +69,8 @@ pub async fn observe_with(
     Ok(out)
 }
 
-/// Like [`observe_with`], handing each schema's state to `sink` as its batch arrives
-/// instead of collecting them, so a fleet read holds one batch of histories at a time.
+/// Like [`observe_with`], handing each schema's state to `sink` as it arrives instead of
+/// collecting them, so a fleet read holds only the histories in flight.
 /// Every schema asked for is handed over exactly once.
 pub async fn observe_each(
     clients: &[&Client],
@@ -102,20 +104,144 @@ pub async fn observe_each(
         }
     }
     let lanes = clients.len().max(1);
-    let mut batches = futures::stream::iter(with_history.chunks(BATCH).enumerate())
-        .map(|(i, chunk)| read_batch(clients[i % lanes], chunk, table))
-        .buffer_unordered(lanes);
-    while let Some(found) = batches.next().await {
-        for (name, history) in found {
-            let state = SchemaState {
-                schema_exists: true,
-                history_exists: true,
-                history,
-            };
-            sink(name, state);
-        }
+    let per_lane = with_history.len().div_ceil(lanes).max(1);
+    let mut copies =
+        futures::stream::select_all(with_history.chunks(per_lane).enumerate().map(|(i, chunk)| {
+            let client = clients[i % lanes];
+            futures::stream::iter(chunk)
+                .map(move |name| read_one(client, name, table))
+                .buffered(IN_FLIGHT)
+                .boxed()
+        }));
+    while let Some((name, history)) = copies.next().await {
+        let state = SchemaState {
+            schema_exists: true,
+            history_exists: true,
+            history,
+        };
+        sink(name, state);
     }
     Ok(())
+}
+
+/// Reads one history table with `COPY`, which the server answers without planning a
+/// query: no index of the table is opened, and no plan is made. That is most of what a
+/// cold session spends per table, and a fleet read opens every tenant's table once.
+/// When the `COPY` fails, the table is read with a `SELECT` instead, so a table `COPY`
+/// cannot read (a partitioned one) is still read, and an error is worded as before.
+async fn read_one(client: &Client, name: &str, table: &str) -> (String, History) {
+    let sql = format!(
+        "COPY {} (version, name, applied_on, checksum) TO STDOUT",
+        qualified(name, table)
+    );
+    let copied = async {
+        let mut rows = Vec::new();
+        let stream = client.copy_out(sql.as_str()).await?;
+        futures::pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            rows.extend_from_slice(&chunk?);
+        }
+        Ok::<_, tokio_postgres::Error>(rows)
+    };
+    let history = match copied.await {
+        Ok(text) => copied_history(&text).map_err(|why| unreadable(name, table, &why)),
+        Err(_) => read_histories(client, std::slice::from_ref(&name.to_string()), table)
+            .await
+            .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
+            .unwrap_or_else(|e| Err(e.to_string())),
+    };
+    (name.to_string(), history)
+}
+
+/// Histories read at once on one connection: the `COPY`s are pipelined, so the
+/// connection does not wait a round trip per table.
+const IN_FLIGHT: usize = 16;
+
+/// Why a history table's rows cannot be used.
+fn unreadable(schema: &str, table: &str, why: &str) -> String {
+    format!(
+        "history table {} has a row tenantctl cannot read: {why}",
+        qualified(schema, table)
+    )
+}
+
+/// The rows of a text-format `COPY` of (version, name, applied_on, checksum), by
+/// version.
+fn copied_history(text: &[u8]) -> Result<Vec<AppliedRow>, String> {
+    let mut rows = Vec::new();
+    for line in text.split(|b| *b == b'\n').filter(|l| !l.is_empty()) {
+        let fields: Vec<Option<String>> = line
+            .split(|b| *b == b'\t')
+            .map(copy_field)
+            .collect::<Result<_, _>>()?;
+        let [version, name, applied_on, checksum]: [Option<String>; 4] = fields
+            .try_into()
+            .map_err(|f: Vec<_>| format!("{} columns where 4 were asked for", f.len()))?;
+        let version = version
+            .ok_or("version is NULL")?
+            .parse::<i32>()
+            .map_err(|e| format!("version: {e}"))?;
+        rows.push(applied_row(version, name, applied_on, checksum)?);
+    }
+    rows.sort_by_key(|r| r.version);
+    Ok(rows)
+}
+
+/// One field of a text-format `COPY` line: `\N` is NULL, backslash escapes undone.
+fn copy_field(raw: &[u8]) -> Result<Option<String>, String> {
+    if raw == b"\\N" {
+        return Ok(None);
+    }
+    let mut out = Vec::with_capacity(raw.len());
+    let mut i = 0;
+    while i < raw.len() {
+        let b = raw[i];
+        i += 1;
+        if b != b'\\' || i == raw.len() {
+            out.push(b);
+            continue;
+        }
+        let c = raw[i];
+        i += 1;
+        match c {
+            b'b' => out.push(0x08),
+            b'f' => out.push(0x0c),
+            b'n' => out.push(b'\n'),
+            b'r' => out.push(b'\r'),
+            b't' => out.push(b'\t'),
+            b'v' => out.push(0x0b),
+            b'0'..=b'7' => {
+                let mut v = u32::from(c - b'0');
+                for _ in 0..2 {
+                    match raw.get(i) {
+                        Some(d @ b'0'..=b'7') => {
+                            v = v * 8 + u32::from(d - b'0');
+                            i += 1;
+                        }
+                        _ => break,
+                    }
+                }
+                out.push((v & 0xff) as u8);
+            }
+            b'x' if raw.get(i).is_some_and(u8::is_ascii_hexdigit) => {
+                let mut v = 0u32;
+                for _ in 0..2 {
+                    match raw.get(i).and_then(|d| char::from(*d).to_digit(16)) {
+                        Some(d) => {
+                            v = v * 16 + d;
+                            i += 1;
+                        }
+                        None => break,
+                    }
+                }
+                out.push(v as u8);
+            }
+            other => out.push(other),
+        }
+    }
+    String::from_utf8(out)
+        .map(Some)
+        .map_err(|_| "a value that is not UTF-8".to_string())
 }
 
 /// One history, or why it could not be read.
@@ -123,31 +249,7 @@ type History = Result<Vec<AppliedRow>, String>;
 
 type Histories = HashMap<String, History>;
 
-/// Reads one batch of history tables; when one of them cannot be read (which fails the
-/// whole `UNION`), reads the batch table by table so only that tenant gets the error.
-async fn read_batch(client: &Client, chunk: &[String], table: &str) -> Vec<(String, History)> {
-    match read_histories(client, chunk, table).await {
-        Ok(mut found) => chunk
-            .iter()
-            .map(|name| {
-                let history = found.remove(name).unwrap_or_else(|| Ok(Vec::new()));
-                (name.clone(), history)
-            })
-            .collect(),
-        Err(_) => {
-            let mut all = Vec::with_capacity(chunk.len());
-            for name in chunk {
-                let one = read_histories(client, std::slice::from_ref(name), table)
-                    .await
-                    .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
-                    .unwrap_or_else(|e| Err(e.to_string()));
-                all.push((name.clone(), one));
-            }
-            all
-        }
-    }
-}
-
+/// Reads history tables with one `SELECT ... UNION ALL ...`, by schema.
 async fn read_histories(
     client: &Client,
     schemas: &[String],
@@ -179,12 +281,7 @@ async fn read_histories(
     let mut out: Histories = HashMap::new();
     for row in rows {
         let schema: String = row.get(0);
-        let parsed = parse_row(&row).map_err(|why| {
-            format!(
-                "history table {} has a row tenantctl cannot read: {why}",
-                qualified(&schema, table)
-            )
-        });
+        let parsed = parse_row(&row).map_err(|why| unreadable(&schema, table, &why));
         let entry = out.entry(schema).or_insert_with(|| Ok(Vec::new()));
         match (entry.as_mut(), parsed) {
             (Ok(list), Ok(r)) => list.push(r),
@@ -206,6 +303,16 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<AppliedRow, String> {
     let checksum: Option<String> = row
         .try_get(4)
         .map_err(|e| format!("version {version}: checksum: {e}"))?;
+    applied_row(version, name, applied_on, checksum)
+}
+
+/// One history row from its columns, however they were read.
+fn applied_row(
+    version: i32,
+    name: Option<String>,
+    applied_on: Option<String>,
+    checksum: Option<String>,
+) -> Result<AppliedRow, String> {
     let name = name.ok_or_else(|| format!("version {version}: name is NULL"))?;
     let applied_on = applied_on.ok_or_else(|| format!("version {version}: applied_on is NULL"))?;
     OffsetDateTime::parse(&applied_on, &Rfc3339).map_err(|_| {
@@ -221,4 +328,57 @@ fn parse_row(row: &tokio_postgres::Row) -> Result<AppliedRow, String> {
         applied_on,
         checksum,
     })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn copy_text_fields_are_unescaped_and_null_is_none() {
+        assert_eq!(copy_field(b"\\N").unwrap(), None);
+        assert_eq!(copy_field(b"plain").unwrap().as_deref(), Some("plain"));
+        assert_eq!(
+            copy_field(b"a\\tb\\nc\\\\d\\re\\bf\\fg\\vh")
+                .unwrap()
+                .as_deref(),
+            Some("a\tb\nc\\d\re\u{8}f\u{c}g\u{b}h")
+        );
+        // Octal and hex escapes, which COPY FROM accepts (COPY TO does not write them).
+        assert_eq!(
+            copy_field(b"\\101\\x42\\7").unwrap().as_deref(),
+            Some("AB\u{7}")
+        );
+        // A backslash before any other character stands for that character.
+        assert_eq!(copy_field(b"\\q\\N!").unwrap().as_deref(), Some("qN!"));
+        // An escaped "\N" inside a value is text, not NULL.
+        assert_eq!(copy_field(b"\\\\N").unwrap().as_deref(), Some("\\N"));
+        assert_eq!(copy_field("é".as_bytes()).unwrap().as_deref(), Some("é"));
+        assert!(copy_field(b"\\377").is_err(), "not UTF-8");
+    }
+
+    #[test]
+    fn a_copied_history_is_sorted_by_version_and_checked_row_by_row() {
+        let text = b"2\tsecond\t2026-01-02T00:00:00Z\t22\n1\tfirst\t2026-01-01T00:00:00Z\t11\n";
+        let rows = copied_history(text).unwrap();
+        assert_eq!(
+            rows.iter()
+                .map(|r| (r.version, r.name.as_str(), r.checksum))
+                .collect::<Vec<_>>(),
+            [(1, "first", 11), (2, "second", 22)]
+        );
+        assert_eq!(copied_history(b"").unwrap(), Vec::new());
+        let bad: [(&[u8], &str); 6] = [
+            (b"\\N\tx\t2026-01-01T00:00:00Z\t1\n", "version is NULL"),
+            (b"x\tx\t2026-01-01T00:00:00Z\t1\n", "version:"),
+            (b"1\t\\N\t2026-01-01T00:00:00Z\t1\n", "name is NULL"),
+            (b"1\tx\tyesterday\t1\n", "applied_on"),
+            (b"1\tx\t2026-01-01T00:00:00Z\tnot-a-number\n", "checksum"),
+            (b"1\tx\t2026-01-01T00:00:00Z\n", "3 columns"),
+        ];
+        for (text, needle) in bad {
+            let e = copied_history(text).unwrap_err();
+            assert!(e.contains(needle), "{e}");
+        }
+    }
 }
