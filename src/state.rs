@@ -78,30 +78,53 @@ pub async fn observe_each(
     table: &str,
     mut sink: impl FnMut(String, SchemaState),
 ) -> Result<(), Error> {
+    // Whatever relation holds the history table's name: a view or a sequence there is a
+    // history that cannot be read, not a missing one (creating the table would be skipped
+    // or fail, and the migrations would run again).
     let rows = clients[0]
         .query_typed(
-            "SELECT s.name, n.oid IS NOT NULL, c.oid IS NOT NULL \
+            "SELECT s.name, n.oid IS NOT NULL, c.relkind::text, c.relhassubclass \
              FROM unnest($1::text[]) AS s(name) \
              LEFT JOIN pg_namespace n ON n.nspname = s.name \
-             LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind IN ('r', 'p')",
+             LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
             &[(&schemas, Type::TEXT_ARRAY), (&table, Type::TEXT)],
         )
         .await
         .map_err(query_error("reading tenant schemas from the catalog"))?;
     let mut with_history = Vec::new();
     for row in rows {
-        let (name, schema_exists, history_exists): (String, bool, bool) =
-            (row.get(0), row.get(1), row.get(2));
-        if history_exists {
-            with_history.push(name);
-        } else {
-            let state = SchemaState {
-                schema_exists,
-                history_exists,
-                history: Ok(Vec::new()),
-            };
-            sink(name, state);
-        }
+        let (name, schema_exists, kind, inherited): (String, bool, Option<String>, Option<bool>) =
+            (row.get(0), row.get(1), row.get(2), row.get(3));
+        let read = match kind.as_deref() {
+            // A plain table: COPY reads it, unless it has inheritance children, whose
+            // rows a SELECT includes and COPY does not.
+            Some("r") if inherited != Some(true) => Read::Copy,
+            Some("r" | "p") => Read::Select,
+            Some(other) => {
+                let why = format!(
+                    "{} is {}, not a table",
+                    qualified(&name, table),
+                    relation_kind(other)
+                );
+                let state = SchemaState {
+                    schema_exists,
+                    history_exists: true,
+                    history: Err(why),
+                };
+                sink(name, state);
+                continue;
+            }
+            None => {
+                let state = SchemaState {
+                    schema_exists,
+                    history_exists: false,
+                    history: Ok(Vec::new()),
+                };
+                sink(name, state);
+                continue;
+            }
+        };
+        with_history.push((name, read));
     }
     let lanes = clients.len().max(1);
     let per_lane = with_history.len().div_ceil(lanes).max(1);
@@ -109,7 +132,7 @@ pub async fn observe_each(
         futures::stream::select_all(with_history.chunks(per_lane).enumerate().map(|(i, chunk)| {
             let client = clients[i % lanes];
             futures::stream::iter(chunk)
-                .map(move |name| read_one(client, name, table))
+                .map(move |(name, read)| read_one(client, name, *read, table))
                 .buffered(IN_FLIGHT)
                 .boxed()
         }));
@@ -129,7 +152,10 @@ pub async fn observe_each(
 /// cold session spends per table, and a fleet read opens every tenant's table once.
 /// When the `COPY` fails, the table is read with a `SELECT` instead, so a table `COPY`
 /// cannot read (a partitioned one) is still read, and an error is worded as before.
-async fn read_one(client: &Client, name: &str, table: &str) -> (String, History) {
+async fn read_one(client: &Client, name: &str, read: Read, table: &str) -> (String, History) {
+    if read == Read::Select {
+        return (name.to_string(), read_selected(client, name, table).await);
+    }
     let sql = format!(
         "COPY {} (version, name, applied_on, checksum) TO STDOUT",
         qualified(name, table)
@@ -145,12 +171,40 @@ async fn read_one(client: &Client, name: &str, table: &str) -> (String, History)
     };
     let history = match copied.await {
         Ok(text) => copied_history(&text).map_err(|why| unreadable(name, table, &why)),
-        Err(_) => read_histories(client, std::slice::from_ref(&name.to_string()), table)
-            .await
-            .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
-            .unwrap_or_else(|e| Err(e.to_string())),
+        Err(_) => read_selected(client, name, table).await,
     };
     (name.to_string(), history)
+}
+
+/// How a history table is read.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Read {
+    /// `COPY`: a plain table without inheritance children.
+    Copy,
+    /// `SELECT`: a partitioned table, or one with inheritance children.
+    Select,
+}
+
+/// One history table read with a `SELECT`, which includes the rows of partitions and
+/// inheritance children.
+async fn read_selected(client: &Client, name: &str, table: &str) -> History {
+    read_histories(client, std::slice::from_ref(&name.to_string()), table)
+        .await
+        .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
+        .unwrap_or_else(|e| Err(e.to_string()))
+}
+
+/// `pg_class.relkind` in words, for the relation that holds the history table's name.
+fn relation_kind(kind: &str) -> &'static str {
+    match kind {
+        "v" => "a view",
+        "m" => "a materialized view",
+        "S" => "a sequence",
+        "f" => "a foreign table",
+        "i" | "I" => "an index",
+        "c" => "a composite type",
+        _ => "another kind of relation",
+    }
 }
 
 /// Histories read at once on one connection: the `COPY`s are pipelined, so the
@@ -177,10 +231,10 @@ fn copied_history(text: &[u8]) -> Result<Vec<AppliedRow>, String> {
         let [version, name, applied_on, checksum]: [Option<String>; 4] = fields
             .try_into()
             .map_err(|f: Vec<_>| format!("{} columns where 4 were asked for", f.len()))?;
+        let version = version.ok_or("version is NULL")?;
         let version = version
-            .ok_or("version is NULL")?
             .parse::<i32>()
-            .map_err(|e| format!("version: {e}"))?;
+            .map_err(|e| format!("version {version:?}: {e}"))?;
         rows.push(applied_row(version, name, applied_on, checksum)?);
     }
     rows.sort_by_key(|r| r.version);
@@ -368,9 +422,13 @@ mod tests {
             [(1, "first", 11), (2, "second", 22)]
         );
         assert_eq!(copied_history(b"").unwrap(), Vec::new());
-        let bad: [(&[u8], &str); 6] = [
+        let bad: [(&[u8], &str); 7] = [
             (b"\\N\tx\t2026-01-01T00:00:00Z\t1\n", "version is NULL"),
-            (b"x\tx\t2026-01-01T00:00:00Z\t1\n", "version:"),
+            (b"x\tx\t2026-01-01T00:00:00Z\t1\n", "version \"x\":"),
+            (
+                b"3000000000\tx\t2026-01-01T00:00:00Z\t1\n",
+                "version \"3000000000\":",
+            ),
             (b"1\t\\N\t2026-01-01T00:00:00Z\t1\n", "name is NULL"),
             (b"1\tx\tyesterday\t1\n", "applied_on"),
             (b"1\tx\t2026-01-01T00:00:00Z\tnot-a-number\n", "checksum"),

@@ -210,3 +210,77 @@ fn an_unreadable_history_row_never_writes_a_false_revision() {
         t.run(&["check"]).expect(5);
     }
 }
+
+#[test]
+fn history_rows_in_inheritance_children_count_and_a_view_in_its_place_is_no_history() {
+    let (db, t) = ready();
+    create(&t, "inherits", &["--migrate", "--target", "5"]);
+    create(&t, "viewed", &["--migrate", "--target", "5"]);
+    // Rows moved to a child table: a SELECT on the history table still returns them, so
+    // the tenant is still at 5 and nothing runs again.
+    db.client()
+        .batch_execute(
+            "CREATE TABLE tenant_inherits.history_archive () \
+                 INHERITS (tenant_inherits.refinery_schema_history); \
+             WITH moved AS (DELETE FROM ONLY tenant_inherits.refinery_schema_history \
+                            WHERE version >= 4 RETURNING *) \
+             INSERT INTO tenant_inherits.history_archive SELECT * FROM moved;",
+        )
+        .unwrap();
+    let s: TenantStatus = t
+        .run(&["status", "--tenant", "inherits", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(s.current_revision, Some(5), "{s:?}");
+    let r: RunReport = t
+        .run(&["upgrade", "--tenant", "inherits", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(r.of("inherits").status, "ok", "{r:#?}");
+    let versions: Vec<i32> = db
+        .client()
+        .query(
+            "SELECT version FROM tenant_inherits.refinery_schema_history ORDER BY version",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        versions,
+        (1..=6).collect::<Vec<_>>(),
+        "a migration ran twice"
+    );
+
+    // A view with the history table's name: the history cannot be read, so the tenant
+    // fails without running anything and its cached revision stays.
+    db.client()
+        .batch_execute(
+            "ALTER TABLE tenant_viewed.refinery_schema_history RENAME TO old_history; \
+             CREATE VIEW tenant_viewed.refinery_schema_history AS SELECT * FROM tenant_viewed.old_history;",
+        )
+        .unwrap();
+    let s: TenantStatus = t
+        .run(&["status", "--tenant", "viewed", "-o", "json"])
+        .expect(0)
+        .json();
+    let err = s.history_error.unwrap_or_default();
+    assert!(err.contains("is a view, not a table"), "{err}");
+    let r: RunReport = t
+        .run(&["upgrade", "--tenant", "viewed", "-o", "json"])
+        .expect(1)
+        .json();
+    let v = r.of("viewed");
+    assert_eq!(v.status, "failed", "{r:#?}");
+    assert!(
+        v.error.as_deref().unwrap_or("").contains("a view"),
+        "{r:#?}"
+    );
+    let row = registry_row(&db, "viewed");
+    assert_eq!(
+        (row.current_revision, row.migrations_applied),
+        (Some(5), true),
+        "a false revision was written"
+    );
+}
