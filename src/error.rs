@@ -138,3 +138,30 @@ mod tests {
         assert!(e.pg_source().is_none());
     }
 }
+
+/// Problems for people, joined by `; `: the first `limit`, then how many more there are,
+/// so a schema with thousands of them makes one readable line, and a bounded
+/// `last_error` in the registry.
+pub fn listed<T: std::fmt::Display>(items: &[T], limit: usize) -> String {
+    let mut out = items
+        .iter()
+        .take(limit)
+        .map(|i| i.to_string())
+        .collect::<Vec<_>>()
+        .join("; ");
+    if items.len() > limit {
+        out.push_str(&format!(" (and {} more)", items.len() - limit));
+    }
+    out
+}
+
+#[cfg(test)]
+mod listed_tests {
+    #[test]
+    fn lists_at_most_the_limit_and_counts_the_rest() {
+        assert_eq!(super::listed(&[1, 2], 3), "1; 2");
+        assert_eq!(super::listed(&[1, 2, 3], 3), "1; 2; 3");
+        assert_eq!(super::listed(&[1, 2, 3, 4, 5], 3), "1; 2; 3 (and 2 more)");
+        assert_eq!(super::listed::<i32>(&[], 3), "");
+    }
+}

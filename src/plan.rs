@@ -410,7 +410,7 @@ pub fn stamp_plan<'s>(
         return Err(format!(
             "history of schema {} does not match the migration files at or below {target}; nothing was stamped: {}",
             quote(schema),
-            drift.join("; ")
+            crate::error::listed(&drift, SHOWN)
         ));
     }
     let insert = set
@@ -430,13 +430,15 @@ fn refuse_drift(drift: &[Drift], schema: &str) -> Result<(), String> {
     if drift.is_empty() {
         return Ok(());
     }
-    let lines: Vec<String> = drift.iter().map(|d| d.to_string()).collect();
     Err(format!(
         "history of schema {} does not match the migration files; nothing was run: {}",
         quote(schema),
-        lines.join("; ")
+        crate::error::listed(drift, SHOWN)
     ))
 }
+
+/// Drift entries named in an error; the rest are counted (`status --tenant` lists all).
+const SHOWN: usize = 10;
 
 /// The SQL a plan sends, built once per tenant: what the session executes and what a dry
 /// run prints.

@@ -133,15 +133,16 @@ fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
             } else if let Some(e) = &x.history_error {
                 e.clone()
             } else if !x.drift.is_empty() {
-                x.drift
-                    .iter()
-                    .map(|d| d.to_string())
-                    .collect::<Vec<_>>()
-                    .join("; ")
+                crate::error::listed(&x.drift, 3)
             } else if let Some(e) = &x.last_error {
                 e.clone()
             } else {
                 format!("behind head {}", s.head)
+            };
+            // One line per tenant: the whole text is in `status --tenant` and the JSON.
+            let problem = match problem.char_indices().nth(PROBLEM_CHARS) {
+                Some((cut, _)) => format!("{}...", &problem[..cut]),
+                None => problem,
             };
             t.add_row(vec![
                 x.domain.clone(),
@@ -159,3 +160,6 @@ fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
         s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.failed
     ));
 }
+
+/// The longest problem shown in `status --all`'s table, in characters.
+const PROBLEM_CHARS: usize = 300;

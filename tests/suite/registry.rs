@@ -284,3 +284,43 @@ fn history_rows_in_inheritance_children_count_and_a_view_in_its_place_is_no_hist
         "a false revision was written"
     );
 }
+
+#[test]
+fn a_history_with_thousands_of_unknown_versions_gives_bounded_errors_and_tables() {
+    let (db, t) = ready();
+    create(&t, "long", &["--migrate", "--target", "5"]);
+    create(&t, "short", &["--migrate", "--target", "5"]);
+    // 20,000 history rows for versions no file has: each is drift.
+    db.client()
+        .batch_execute(
+            "INSERT INTO tenant_long.refinery_schema_history (version, name, applied_on, checksum) \
+             SELECT v, 'gone_' || v, '2030-01-01T00:00:00Z', '1' FROM generate_series(1000, 20999) AS v",
+        )
+        .unwrap();
+    let run = t.run(&["status", "--all"]);
+    run.expect(0);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.contains("long") && l.contains("more"))
+        .unwrap_or_else(|| panic!("no bounded problem line for long:\n{}", run.stdout));
+    assert!(line.len() < 1_000, "{line}");
+    assert!(run.stdout.len() < 20_000, "{} bytes", run.stdout.len());
+    // The full list stays available for the one tenant.
+    let s: TenantStatus = t
+        .run(&["status", "--tenant", "long", "-o", "json"])
+        .expect(0)
+        .json();
+    assert!(s.drift.len() >= 20_000, "{}", s.drift.len());
+
+    let r: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).json();
+    let e = r.of("long").error.clone().unwrap_or_default();
+    assert!(
+        e.contains(&format!("(and {} more)", s.drift.len() - 10)) && e.len() < 5_000,
+        "{}",
+        &e[..e.len().min(500)]
+    );
+    let row = registry_row(&db, "long");
+    assert!(row.last_error.unwrap_or_default().len() < 5_000);
+    assert_eq!(r.of("short").status, "ok");
+}
