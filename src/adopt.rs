@@ -166,6 +166,17 @@ pub async fn adopt_registry(
     result
 }
 
+/// The first column of a query's rows, as text; `doing` names the read in an error.
+async fn texts(client: &Client, sql: &str, doing: &str) -> Result<Vec<String>, Error> {
+    Ok(client
+        .query(sql, &[])
+        .await
+        .map_err(query_error(doing))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect())
+}
+
 async fn adopt_registry_locked(
     client: &mut Client,
     schema: &str,
@@ -189,19 +200,15 @@ async fn adopt_registry_locked(
     }
     let t = qualified(schema, "tenants");
     // Rows tenantctl cannot register are refused before anything changes.
-    let unusable: Vec<String> = client
-        .query(
-            &format!(
-                "SELECT id::text FROM {t} WHERE domain IS NULL OR domain::text = '' \
-                 OR tenant_name IS NULL OR schema_name IS NULL OR schema_name::text = '' ORDER BY id LIMIT 20"
-            ),
-            &[],
-        )
-        .await
-        .map_err(query_error("reading the tenants table"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let unusable = texts(
+        client,
+        &format!(
+            "SELECT id::text FROM {t} WHERE domain IS NULL OR domain::text = '' \
+             OR tenant_name IS NULL OR schema_name IS NULL OR schema_name::text = '' ORDER BY id LIMIT 20"
+        ),
+        "reading the tenants table",
+    )
+    .await?;
     if !unusable.is_empty() {
         return Err(Error::setup(format!(
             "the original tenants table has rows without a domain, a name or a schema name (ids {}); give them one (or delete them), then adopt again; nothing was changed",
@@ -221,18 +228,12 @@ async fn adopt_registry_locked(
         .filter(|(c, _)| !cols.contains_key(*c))
         .map(|(c, _)| c.to_string())
         .collect();
-    let keyless: Vec<String> = client
-        .query(
-            &format!(
-                "SELECT domain::text FROM {t} WHERE api_key IS NULL OR api_key = '' ORDER BY id"
-            ),
-            &[],
-        )
-        .await
-        .map_err(query_error("reading the tenants table"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let keyless = texts(
+        client,
+        &format!("SELECT domain::text FROM {t} WHERE api_key IS NULL OR api_key = '' ORDER BY id"),
+        "reading the tenants table",
+    )
+    .await?;
     let keys: i64 = client
         .query_one(
             &format!("SELECT count(*) FROM {t} WHERE api_key IS NOT NULL AND api_key <> ''"),
@@ -439,18 +440,14 @@ impl Adoption {
 
 /// The `alembic_version` rows of every schema of `client`'s database that has one.
 pub async fn alembic_versions(client: &Client) -> Result<BTreeMap<String, Vec<String>>, Error> {
-    let schemas: Vec<String> = client
-        .query(
-            "SELECT n.nspname::text FROM pg_catalog.pg_class c \
-             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE c.relname = 'alembic_version' AND c.relkind = 'r' ORDER BY 1",
-            &[],
-        )
-        .await
-        .map_err(query_error("looking for alembic_version tables"))?
-        .iter()
-        .map(|r| r.get(0))
-        .collect();
+    let schemas = texts(
+        client,
+        "SELECT n.nspname::text FROM pg_catalog.pg_class c \
+         JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+         WHERE c.relname = 'alembic_version' AND c.relkind = 'r' ORDER BY 1",
+        "looking for alembic_version tables",
+    )
+    .await?;
     let mut out = BTreeMap::new();
     for s in schemas {
         let rows = client
@@ -552,13 +549,12 @@ pub async fn adopt_histories(
     for (server, target) in servers.iter() {
         let c = target.connect().await?;
         let versions = alembic_versions(&c).await?;
-        let schemas: Vec<String> = c
-            .query("SELECT nspname::text FROM pg_catalog.pg_namespace", &[])
-            .await
-            .map_err(query_error("listing schemas"))?
-            .iter()
-            .map(|r| r.get(0))
-            .collect();
+        let schemas = texts(
+            &c,
+            "SELECT nspname::text FROM pg_catalog.pg_namespace",
+            "listing schemas",
+        )
+        .await?;
         per_server.insert(server.name.clone(), (versions, schemas));
     }
     let registered: std::collections::BTreeSet<(&str, &str)> = tenants
