@@ -990,6 +990,20 @@ pub fn query_error(doing: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ 
     }
 }
 
+/// Makes the server notice within a second that this session's client is gone, even in
+/// the middle of a long statement (`client_connection_check_interval`, PostgreSQL 14 and
+/// newer; nothing on older servers): the load or index build of a killed tenantctl then
+/// stops at once, instead of holding its locks until it ends and getting in the way of
+/// the rerun. Lasts until the session's settings are reset; a failure is ignored.
+pub async fn notice_dead_client(client: &Client) {
+    let _ = client
+        .batch_execute(
+            "SELECT pg_catalog.set_config('client_connection_check_interval', '1000', false) \
+             WHERE pg_catalog.current_setting('server_version_num')::int >= 140000",
+        )
+        .await;
+}
+
 /// Advisory-lock key spaces, so tenant locks never collide with the registry's.
 #[derive(Debug, Clone, Copy)]
 #[repr(i32)]

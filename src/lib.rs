@@ -24,6 +24,7 @@ pub mod dependents;
 pub mod dryrun;
 pub mod error;
 pub mod exit;
+pub mod failpoint;
 pub mod fleet;
 /// The fuzz targets' bodies, shared by `fuzz/` and `tests/props.rs`; not a supported API.
 /// Built only with the `fuzzing` feature (which `cargo test` turns on).

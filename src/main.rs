@@ -13,6 +13,10 @@ use tenantctl::output::{BrokenPipe, Format};
 const CANCEL_WAIT: Duration = Duration::from_secs(3);
 
 fn main() -> ExitCode {
+    // Crash tests only: the failpoints `FAILPOINTS` arms (a build without the feature has
+    // none).
+    #[cfg(feature = "failpoints")]
+    let _failpoints = tenantctl::failpoint::arm();
     // clap prints help/version to stdout (exit 0) and usage errors to stderr (exit 2).
     let cli = Cli::parse_args();
     let json = cli.global.format() == Format::Json;

@@ -42,6 +42,10 @@ const MIGRATIONS: &[(&str, &str)] = &[
         "V5__tenant_runs",
         include_str!("registry_migrations/V5__tenant_runs.sql"),
     ),
+    (
+        "V6__move_undoing",
+        include_str!("registry_migrations/V6__move_undoing.sql"),
+    ),
 ];
 
 /// The registry's first migration (the `tenants` table): its name and refinery's
@@ -1093,8 +1097,9 @@ pub struct MoveJournal {
     pub schema_name: String,
     /// Whether the old copy is kept (renamed) rather than dropped.
     pub keep_source: bool,
-    /// `copying` (the registry still names `from_server`) or `switched` (it names
-    /// `to_server`; the old copy may still need fencing).
+    /// `copying` (the registry still names `from_server`), `undoing` (it does, and the
+    /// move is being undone: it will never switch) or `switched` (it names `to_server`;
+    /// the old copy may still need removing).
     pub phase: String,
 }
 
@@ -1157,10 +1162,13 @@ impl Registry<'_> {
             &t.events,
             "SELECT $4::text::uuid, u.id, u.domain, u.schema_name, $5, u.current_revision, u.current_revision, 'ok', NULL, $6, $7 FROM u",
         );
+        // The journal row is locked first, and only a move still `copying` switches: an
+        // undo that claimed the move (`undoing`, [`Registry::claim_undo`]) first, even
+        // while this statement was on its way, makes it switch nothing.
         let sql = format!(
-            "WITH u AS (UPDATE {tenants} SET server = $3, updated_at = now() \
-                        WHERE id = $1 AND server = $2 AND EXISTS \
-                        (SELECT 1 FROM {moves} WHERE tenant_id = $1 AND phase = 'copying') \
+            "WITH j AS (SELECT tenant_id FROM {moves} WHERE tenant_id = $1 AND phase = 'copying' FOR UPDATE), \
+                  u AS (UPDATE {tenants} SET server = $3, updated_at = now() \
+                        WHERE id = (SELECT tenant_id FROM j) AND server = $2 \
                         RETURNING {COLUMNS}), \
                   m AS (UPDATE {moves} SET phase = 'switched', updated_at = now() \
                         WHERE tenant_id = (SELECT id FROM u)), \
@@ -1191,6 +1199,31 @@ impl Registry<'_> {
                 journal.from_server
             ))
         })
+    }
+
+    /// Claims tenant `id`'s unswitched move for undoing (phase `undoing`), so that a
+    /// registry switch still on its way can no longer apply. `Ok(false)` when the move
+    /// has switched: it must be finished, not undone. `Ok(true)` also when there is no
+    /// move left to claim.
+    pub async fn claim_undo(&self, id: i64) -> Result<bool, Error> {
+        let claimed = self
+            .client
+            .execute(
+                &format!(
+                    "UPDATE {} SET phase = 'undoing', updated_at = now() WHERE tenant_id = $1 AND phase <> 'switched'",
+                    self.tables.moves
+                ),
+                &[&id],
+            )
+            .await
+            .map_err(query_error("claiming the unfinished move for undoing"))?;
+        if claimed == 1 {
+            return Ok(true);
+        }
+        Ok(self
+            .move_journal(id)
+            .await?
+            .is_none_or(|j| j.phase != "switched"))
     }
 
     /// Forgets tenant `id`'s move (finished or undone).

@@ -27,6 +27,9 @@ pub async fn run(ctx: &Ctx, cmd: &AdoptCommand) -> Result<Exit> {
         ))
         .into());
     }
+    if !args.dry_run {
+        crate::failpoint!("adopt.registry-upgraded", |e: Error| e.into());
+    }
     let tenants = adopt::listed(&client, &schema, original && args.dry_run).await?;
     let registry = if args.dry_run {
         None
@@ -55,6 +58,12 @@ pub async fn run(ctx: &Ctx, cmd: &AdoptCommand) -> Result<Exit> {
             &run_id,
         )
         .await;
+        if r.status != crate::scheduler::ResultStatus::Failed {
+            crate::failpoint!(
+                "adopt.tenant-stamped",
+                return |e: Error| Some(e.to_string())
+            );
+        }
         (r.status == crate::scheduler::ResultStatus::Failed)
             .then(|| r.error.unwrap_or_else(|| "failed".into()))
     };

@@ -74,12 +74,23 @@ impl Operation for Backup {
             let _ = std::fs::remove_file(&partial);
             return fail(r, e.to_string());
         }
+        crate::failpoint!(
+            "backup.written",
+            return |e: crate::error::Error| {
+                let _ = std::fs::remove_file(&partial);
+                fail(r, e.to_string())
+            }
+        );
         if let Err(e) = super::files::finish(&partial, &path) {
             let _ = std::fs::remove_file(&partial);
             return fail(r, e.to_string());
         }
         r.file = Some(label);
         r.status = ResultStatus::Ok;
+        crate::failpoint!(
+            "backup.rotating",
+            return |e: crate::error::Error| fail(r, e.to_string())
+        );
         if let Some(keep) = self.keep {
             if let Err(e) = super::files::rotate(&dir, &tenant.domain, keep) {
                 // The new backup is complete; only removing old ones failed.

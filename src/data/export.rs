@@ -8,6 +8,7 @@ use tokio_postgres::Client;
 
 use crate::archive::{ArchivedMigration, CopyFormat, Manifest, Sequence, Source, Table, FORMAT};
 use crate::data::catalog::{self, Catalog};
+use crate::data::fence;
 use crate::data::stream::Sink;
 use crate::db::query_error;
 use crate::error::Error;
@@ -16,13 +17,14 @@ use crate::migrations::AppliedRow;
 use crate::registry::Tenant;
 
 /// How the snapshot is taken.
-#[derive(Debug, Clone, Copy, PartialEq, Eq)]
-pub enum Snapshot {
+#[derive(Clone, Copy)]
+pub enum Snapshot<'w> {
     /// A read-only snapshot; writers go on.
     Read,
     /// The tables are locked against writes (readers go on) before the snapshot is
-    /// taken, and the transaction is left open for the caller to finish: a move's copy.
-    Fenced,
+    /// taken, by the write fence ([`fence::take`]), and the transaction is left open for
+    /// the caller to finish: a move's copy, an online move's cutover.
+    Fenced(&'w fence::Watch<'w>),
 }
 
 /// Opens the snapshot transaction on `client` (the tenant's locked session). With
@@ -33,7 +35,7 @@ pub async fn begin(
     client: &Client,
     schema: &str,
     history_table: &str,
-    snapshot: Snapshot,
+    snapshot: Snapshot<'_>,
 ) -> Result<Catalog, Error> {
     let err = query_error("starting the snapshot");
     match snapshot {
@@ -51,24 +53,22 @@ pub async fn begin(
             }
             read
         }
-        Snapshot::Fenced => {
+        Snapshot::Fenced(watch) => {
             let before = catalog::read(client, schema, history_table).await?;
-            let tables = before.lockable();
-            let mut sql = String::from(
+            let tables = fence::order(client, schema, &before.lockable()).await?;
+            // Neither statement takes a snapshot: it is taken after the locks.
+            fence::take(
+                client,
+                watch,
                 "BEGIN ISOLATION LEVEL REPEATABLE READ; \
-                 SET LOCAL statement_timeout = 0; SET LOCAL row_security = off; ",
-            );
-            if !tables.is_empty() {
-                let list: Vec<String> = tables.iter().map(|t| qualified(schema, t)).collect();
-                sql.push_str(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", list.join(", ")));
-            }
-            client
-                .batch_execute(&sql)
-                .await
-                .map_err(query_error("locking the tenant's tables against writes"))?;
+                 SET LOCAL statement_timeout = 0; SET LOCAL row_security = off",
+                schema,
+                &tables,
+            )
+            .await?;
             let after = catalog::read(client, schema, history_table).await;
             match after {
-                Ok(c) if c.lockable() == tables => Ok(c),
+                Ok(c) if c.lockable() == before.lockable() => Ok(c),
                 Ok(_) => {
                     let _ = client.batch_execute("ROLLBACK").await;
                     Err(Error::failed(format!(

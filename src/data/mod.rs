@@ -8,6 +8,7 @@
 pub mod backup;
 pub mod catalog;
 pub mod export;
+pub mod fence;
 pub mod files;
 pub mod load;
 pub mod moving;
@@ -23,7 +24,7 @@ use tokio_postgres::Client;
 
 use crate::archive::Manifest;
 use crate::error::{Error, ErrorKind};
-use crate::ident::{qualified, quote};
+use crate::ident::quote;
 use crate::inspect::{self, TenantStatus};
 use crate::migrations::MigrationSet;
 use crate::plan::SchemaChange;
@@ -323,7 +324,10 @@ pub async fn import(
         let made = prepare_schema(session.client(), &schema, &req.domain).await?;
         let filled = async {
             let applied = build(&mut session, &schema, &source, set).await?;
+            crate::failpoint!("import.schema-built");
+            crate::db::notice_dead_client(session.client()).await;
             let loaded = load::load(session.client(), &schema, &mut source).await?;
+            crate::failpoint!("import.loaded");
             Ok::<_, Error>((applied, loaded))
         }
         .await;
@@ -357,6 +361,7 @@ pub async fn import(
             ));
         }
     };
+    crate::failpoint!("import.registered");
     let tenant = record_active(cx, &registry, &created.tenant, &server, "import").await?;
     let state = {
         let on_server = cx.servers.target(&server)?.connect().await?;
@@ -645,43 +650,59 @@ pub async fn restore(
             )));
         }
         // What an interrupted restore of this tenant left (its lock is held: no other
-        // restore of it runs).
-        on_server
-            .batch_execute(&format!(
-                "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE",
-                quote(&fresh),
-                quote(&old)
-            ))
-            .await
-            .map_err(crate::db::query_error(
-                "removing what an interrupted restore left",
-            ))?;
-        // Writes wait from here until the swap commits, then go to the restored data:
-        // none is acknowledged into the copy being replaced.
-        let current = catalog::read(main.client(), &schema, &cx.settings.history_table).await?;
-        let mut fence = String::from("BEGIN; SET LOCAL statement_timeout = 0; ");
-        let tables = current.lockable();
-        if !tables.is_empty() {
-            let list: Vec<String> = tables.iter().map(|t| qualified(&schema, t)).collect();
-            fence.push_str(&format!("LOCK TABLE {} IN EXCLUSIVE MODE", list.join(", ")));
-        }
-        main.client()
-            .batch_execute(&fence)
-            .await
-            .map_err(crate::db::query_error(
-                "locking the tenant's tables against writes",
-            ))?;
+        // restore of it runs). A killed restore's session may still be loading or
+        // indexing the scratch schema: it is ended first, so the drop neither waits for
+        // it nor deadlocks with it.
+        end_orphans(&on_server, &fresh).await?;
+        drop(on_server);
+        // The scratch schema's lock: held by nothing now but a session that could not be
+        // ended, which is waited for.
         let (side_pool, mut side) =
             tenants::locked_schema(cx, &tenant.server, &fresh, &tenant.domain).await?;
-        made.store(true, std::sync::atomic::Ordering::SeqCst);
         let loaded = async {
+            side.client()
+                .batch_execute(&format!(
+                    "DROP SCHEMA IF EXISTS {} CASCADE; DROP SCHEMA IF EXISTS {} CASCADE",
+                    quote(&fresh),
+                    quote(&old)
+                ))
+                .await
+                .map_err(crate::db::query_error(
+                    "removing what an interrupted restore left",
+                ))?;
+            crate::failpoint!("restore.leftovers-removed");
+            // Writes wait from here until the swap commits, then go to the restored
+            // data: none is acknowledged into the copy being replaced.
+            let current = catalog::read(main.client(), &schema, &cx.settings.history_table).await?;
+            let tables = fence::order(main.client(), &schema, &current.lockable()).await?;
+            let watch = fence::Watch::open(
+                cx.servers.target(&tenant.server)?,
+                main.client(),
+                cx.interrupt,
+                cx.settings.lock_wait,
+            )
+            .await?;
+            fence::take(
+                main.client(),
+                &watch,
+                "BEGIN; SET LOCAL statement_timeout = 0",
+                &schema,
+                &tables,
+            )
+            .await?;
+            crate::failpoint!("restore.source-locked");
+            made.store(true, std::sync::atomic::Ordering::SeqCst);
             build(&mut side, &fresh, &source, set).await?;
+            crate::failpoint!("restore.built");
+            crate::db::notice_dead_client(side.client()).await;
             load::load(side.client(), &fresh, &mut source).await
         }
         .await;
         side.close(&side_pool).await;
         let loaded = loaded?;
+        crate::failpoint!("restore.loaded");
         let kept = swap(main.client(), &schema, &fresh, &old).await?;
+        crate::failpoint!("restore.swapped");
         let state = main.observe().await?;
         let run_id = scheduler::new_run_id()?;
         let host = scheduler::client_host();
@@ -742,6 +763,55 @@ pub async fn restore(
         duration_ms: started.elapsed().as_millis() as u64,
         message,
     })
+}
+
+/// Ends the sessions a killed tenantctl left holding the lock of `scratch`, a schema that
+/// only one tenant's restore uses while it holds that tenant's lock (which the caller
+/// holds): any such session is a leftover of a killed restore, still loading or
+/// indexing. Waits (up to 30 s) until they are gone; a session that is not tenantctl's,
+/// or that cannot be ended (the role may not signal it), is waited for by the lock
+/// instead.
+async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
+    let key = crate::db::lock_key(crate::db::LockSpace::Tenant, scratch);
+    let holders = "SELECT l.pid FROM pg_catalog.pg_locks l \
+         JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
+         WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
+           AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+           AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
+           AND a.application_name LIKE 'tenantctl%' AND l.pid <> pg_catalog.pg_backend_pid()";
+    let keys = [i64::from(key.0 as u32), i64::from(key.1 as u32)];
+    let pids: Vec<i32> = client
+        .query(holders, &[&keys[0], &keys[1]])
+        .await
+        .map_err(crate::db::query_error(
+            "looking for sessions an interrupted restore left",
+        ))?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    for pid in &pids {
+        let _ = client
+            .execute("SELECT pg_catalog.pg_terminate_backend($1)", &[pid])
+            .await;
+    }
+    let deadline = std::time::Instant::now() + std::time::Duration::from_secs(30);
+    while !pids.is_empty() && std::time::Instant::now() < deadline {
+        let left = client
+            .query_one(
+                "SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE pid = ANY ($1)",
+                &[&pids],
+            )
+            .await
+            .map_err(crate::db::query_error(
+                "waiting for the sessions an interrupted restore left",
+            ))?
+            .get::<_, i64>(0);
+        if left == 0 {
+            break;
+        }
+        tokio::time::sleep(std::time::Duration::from_millis(50)).await;
+    }
+    Ok(())
 }
 
 /// In the transaction open on `client` (holding the tenant's tables against writes):

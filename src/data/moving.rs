@@ -1,28 +1,41 @@
-//! `tenant move --to SERVER`: copying a tenant to another server under a write fence and
-//! switching the registry to it (README "Moving a tenant between servers").
+//! `tenant move --to SERVER`: copying a tenant to another server and switching the
+//! registry to it (README "Moving a tenant between servers"). This module is the move's
+//! protocol, shared by both ways of copying: the offline copy here (an export streamed
+//! into a load under a write fence) and the online one in [`super::online`] (logical
+//! replication, fenced only for the cutover).
 //!
 //! The protocol, and what an application sees at each step:
-//! 1. A journal row (`tenant_moves`, phase `copying`) is written in the registry.
-//! 2. On the source, in one transaction under the tenant's lock, every table is locked
-//!    `EXCLUSIVE`: writes wait, reads go on. The snapshot is taken after the locks, so
-//!    it holds every write that will ever reach this copy.
-//! 3. The target schema is built by the migrations to the source's revision and the
-//!    rows are streamed in (an export piped into a load, no file), in one transaction.
+//! 1. The tenant's lock is taken on the source and held to the end, and a journal row
+//!    (`tenant_moves`, phase `copying`) is written in the registry.
+//! 2. The copy: the target schema is built by the migrations to the source's revision
+//!    and filled, then, with the source's tables locked `EXCLUSIVE` in the source
+//!    session's transaction (writes wait, reads go on; [`super::fence`]), brought level
+//!    with the source and committed on the target.
+//! 3. Still in that transaction, the source schema is renamed to `SCHEMA$moving`, and the
+//!    transaction commits. The fence is now durable: writers that waited fail (their
+//!    table no longer exists under its name), and nothing can write to the old copy any
+//!    more, whatever happens to this process. Until step 4 the tenant is unavailable: the
+//!    registry still names the source, where its schema is gone.
 //! 4. The registry points the tenant at the target and the journal says `switched`, in
-//!    one statement. From here the application, which re-reads the tenant's server on a
-//!    connection error or per request, goes to the target.
-//! 5. Still in the source transaction, the old schema is fenced: renamed (with
-//!    `--keep-source`) or dropped (renamed instead when sessions reading it hold the
-//!    drop back past its wait). Writers that were waiting now get an error (their table
-//!    no longer exists under its name) instead of writing into a dead copy. The commit
-//!    ends the write block.
-//! 6. The journal row is deleted.
+//!    one statement (which applies only to a move still `copying`). The application,
+//!    which looks the tenant's server up again after an error, now finds the target.
+//! 5. The old copy, `SCHEMA$moving`, is dropped, or renamed `SCHEMA$moved_UNIXTIME` with
+//!    `--keep-source` or when open transactions still read it; the journal row is
+//!    deleted.
 //!
-//! A kill at any step leaves a state a rerun finishes or undoes: before step 4 the
-//! source is untouched and still registered (the rerun drops the target's partial copy
-//! and starts again); after it the target is registered and complete (the rerun fences
-//! the source if that had not committed). There are never two registered copies and
-//! never none.
+//! A source transaction is never rolled back once the switch could have committed, and
+//! the old copy is never brought back once the registry could name the new one: an undo
+//! first claims the journal row (`undoing`), which a switch on its way then cannot pass.
+//! A kill at any step leaves a state the same command's rerun finishes or undoes:
+//! - before step 3 commits, the source is untouched and registered; the rerun drops the
+//!   target's copy and starts again;
+//! - between steps 3 and 4, the target's copy is complete and the source fenced; the
+//!   rerun switches the registry and finishes (or, asked to move the tenant to the server
+//!   it is on, renames the source back and drops the target's copy);
+//! - after step 4, the target is registered and complete; the rerun removes the old copy.
+//!
+//! There are never two registered copies, never none, and never a write acknowledged
+//! into a copy that is then dropped.
 
 use std::time::Instant;
 
@@ -30,11 +43,12 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use crate::data::{self, export, load, stream};
-use crate::error::Error;
+use crate::data::{self, export, fence, load, stream};
+use crate::error::{Error, ErrorKind};
 use crate::ident::quote;
 use crate::migrations::MigrationSet;
 use crate::registry::{Event, MoveJournal, Registry, Tenant};
+use crate::runner::Session;
 use crate::scheduler;
 use crate::tenants::{self, Context};
 
@@ -93,6 +107,84 @@ pub(crate) fn kept_name(schema: &str) -> String {
     super::beside(schema, &format!("$moved_{stamp}"))
 }
 
+/// The name the old copy takes when it is fenced (step 3), until it is removed (step 5):
+/// `SCHEMA$moving`.
+pub(crate) fn fence_name(schema: &str) -> String {
+    super::beside(schema, "$moving")
+}
+
+/// How a move copies a tenant (step 2). Its error says nothing was switched.
+pub(crate) enum How {
+    /// Under a write fence for the whole copy.
+    Offline,
+    /// With logical replication, fenced for the cutover only.
+    Online,
+}
+
+/// What became of a move's old copy.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub(crate) enum OldCopy {
+    /// Dropped.
+    Dropped,
+    /// Renamed to this name: with `--keep-source`, or because sessions were reading it.
+    Kept(String),
+    /// Renamed to this name because an earlier tenantctl left it under the tenant's own
+    /// schema name after the switch, where writes may have reached it.
+    Suspect(String),
+    /// Already gone.
+    Gone,
+}
+
+impl OldCopy {
+    /// Whether it is still there under another name.
+    fn kept(&self) -> bool {
+        matches!(self, OldCopy::Kept(_) | OldCopy::Suspect(_))
+    }
+
+    /// What became of it, for a message.
+    fn describe(&self, keep_source: bool) -> String {
+        match self {
+            OldCopy::Dropped => "dropped".to_string(),
+            OldCopy::Kept(k) if keep_source => format!("renamed to {}", quote(k)),
+            OldCopy::Kept(k) => format!(
+                "renamed to {} instead of dropped, as sessions were reading it; drop it once they are done",
+                quote(k)
+            ),
+            OldCopy::Suspect(k) => format!(
+                "renamed to {}: an earlier tenantctl left it in place after the switch, so writes may have reached it there; compare it with the new copy before dropping it",
+                quote(k)
+            ),
+            OldCopy::Gone => "already removed".to_string(),
+        }
+    }
+}
+
+/// What step 2 hands to the rest of the protocol: the source session's transaction is
+/// open with the tables fenced, and the target's copy is complete and committed.
+pub(crate) struct Copied {
+    /// Tables copied.
+    pub tables: usize,
+    /// Rows copied, when counted.
+    pub rows: Option<u64>,
+    /// When the source's writes were blocked.
+    pub fenced_at: Instant,
+    /// An online move's copy and catch-up.
+    pub catchup_ms: Option<u64>,
+}
+
+/// What the rerun of an interrupted move does about it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Settle {
+    /// The registry switched: remove the old copy.
+    Finish,
+    /// The source was fenced and the target's copy is complete, but the registry was
+    /// not switched: switch it, then finish.
+    Switch,
+    /// Nothing was switched: bring the source back if it was fenced, drop the target's
+    /// copy.
+    Undo,
+}
+
 /// Checks what a move of `tenant` to `to` needs, changing nothing; the refusals are the
 /// move's own.
 pub async fn plan(
@@ -104,26 +196,31 @@ pub async fn plan(
 ) -> Result<MovePlan, Error> {
     cx.servers.get(to)?;
     let journal = registry.move_journal(tenant.id).await?;
+    let settle = match &journal {
+        Some(j) => Some(settle(cx, j, tenant, to).await?),
+        None => None,
+    };
     let unfinished = journal
         .as_ref()
-        .map(|j| describe_unfinished(j, &tenant.domain));
+        .zip(settle)
+        .map(|(j, s)| describe_unfinished(j, s, &tenant.domain));
     // Moving a tenant with an unswitched move to the server it is on undoes that move.
-    let undo_only = journal
-        .as_ref()
-        .is_some_and(|j| j.phase != "switched" && to == tenant.server);
-    if journal.as_ref().is_none_or(|j| j.phase != "switched") && !undo_only {
+    let undo_only = settle == Some(Settle::Undo) && to == tenant.server;
+    if settle.is_none_or(|s| s == Settle::Undo) && !undo_only {
         preflight(cx, tenant, to, journal.as_ref()).await?;
     }
-    let message = match (&journal, &unfinished) {
-        (Some(j), Some(u)) if j.phase == "switched" && j.to_server == to => {
+    let message = match (&journal, &unfinished, settle) {
+        (Some(j), Some(u), Some(Settle::Finish | Settle::Switch)) if j.to_server == to => {
             format!("would finish: {u}")
         }
-        (Some(j), Some(u)) if j.phase == "switched" => format!(
+        (Some(j), Some(u), Some(Settle::Finish | Settle::Switch)) => format!(
             "would finish: {u}; the tenant would then be on server {}, not {to} (run the move again for that)",
             j.to_server
         ),
-        (Some(_), Some(u)) if undo_only => format!("would undo: {u}; the tenant stays on server {to}"),
-        (_, u) => format!(
+        (Some(_), Some(u), _) if undo_only => {
+            format!("would undo: {u}; the tenant stays on server {to}")
+        }
+        (_, u, _) => format!(
             "{}would copy tenant {} from server {} to server {to} under a write fence, switch the registry, then {} the old copy; nothing was changed",
             u.as_ref().map(|u| format!("{u}; then ")).unwrap_or_default(),
             tenant.domain,
@@ -137,29 +234,81 @@ pub async fn plan(
         from_server: tenant.server.clone(),
         to_server: to.to_string(),
         unfinished,
-        settles_unfinished: undo_only || journal.as_ref().is_some_and(|j| j.phase == "switched"),
+        settles_unfinished: undo_only || settle.is_some_and(|s| s != Settle::Undo),
         message,
     })
 }
 
-fn describe_unfinished(j: &MoveJournal, domain: &str) -> String {
-    if j.phase == "switched" {
-        format!(
-            "an interrupted move of tenant {domain} from server {} to server {} switched the registry; its old copy on {} is fenced now",
+fn describe_unfinished(j: &MoveJournal, settle: Settle, domain: &str) -> String {
+    match settle {
+        Settle::Finish => format!(
+            "an interrupted move of tenant {domain} from server {} to server {} switched the registry; its old copy on {} is removed now",
             j.from_server, j.to_server, j.from_server
-        )
-    } else {
-        format!(
+        ),
+        Settle::Switch => format!(
+            "an interrupted move of tenant {domain} from server {} to server {} fenced the old copy (schema {}) and completed the new one, but did not switch the registry; it is switched now",
+            j.from_server,
+            j.to_server,
+            quote(&fence_name(&j.schema_name))
+        ),
+        Settle::Undo => format!(
             "an interrupted move of tenant {domain} from server {} to server {} did not switch the registry; its partial copy on {} is dropped first",
             j.from_server, j.to_server, j.to_server
-        )
+        ),
     }
+}
+
+/// What the rerun does about the unfinished move `j`: finish it when the registry
+/// switched; switch then finish when the source was fenced and the target holds the
+/// copy (unless the tenant is asked to stay where it is); undo it otherwise.
+async fn settle(
+    cx: &Context<'_>,
+    j: &MoveJournal,
+    tenant: &Tenant,
+    to: &str,
+) -> Result<Settle, Error> {
+    if j.phase == "switched" {
+        return Ok(Settle::Finish);
+    }
+    if j.phase != "copying" || to == j.from_server {
+        return Ok(Settle::Undo);
+    }
+    if !fenced(cx, j, &tenant.domain).await? {
+        return Ok(Settle::Undo);
+    }
+    let target = cx.servers.target(&j.to_server)?.connect().await?;
+    let copy = crate::dependents::contents(&target, &j.schema_name).await?;
+    Ok(if copy.non_empty() {
+        Settle::Switch
+    } else {
+        Settle::Undo
+    })
+}
+
+/// Whether the source of move `j` was fenced (its schema renamed to the fence name):
+/// an error when both names exist, which no move makes.
+async fn fenced(cx: &Context<'_>, j: &MoveJournal, domain: &str) -> Result<bool, Error> {
+    let source = cx.servers.target(&j.from_server)?.connect().await?;
+    let live = crate::dependents::contents(&source, &j.schema_name)
+        .await?
+        .exists;
+    let moving = fence_name(&j.schema_name);
+    let fenced = crate::dependents::contents(&source, &moving).await?.exists;
+    if fenced && live {
+        return Err(Error::failed(format!(
+            "an interrupted move of tenant {domain} fenced its old copy as schema {} on server {}, and schema {} exists there again; one of them was made by hand: compare them and drop or rename one, then run the move again; nothing was changed",
+            quote(&moving),
+            j.from_server,
+            quote(&j.schema_name)
+        )));
+    }
+    Ok(fenced)
 }
 
 /// The checks before anything is written: the servers differ and answer, the target
 /// does not hold the schema (unless it is this tenant's own partial copy from an
-/// interrupted move), and nothing outside the source schema depends on it when it is
-/// to be dropped.
+/// interrupted move), the fence name is free on the source, and nothing outside the
+/// source schema depends on it.
 pub(crate) async fn preflight(
     cx: &Context<'_>,
     tenant: &Tenant,
@@ -175,11 +324,20 @@ pub(crate) async fn preflight(
     let schema = &tenant.schema_name;
     let mut source = cx.servers.target(&tenant.server)?.connect().await?;
     let target = cx.servers.target(to)?.connect().await?;
-    let ours = journal.is_some_and(|j| j.to_server == to && j.phase == "copying");
+    let ours = journal.is_some_and(|j| j.to_server == to && j.phase != "switched");
     if !ours && crate::dependents::contents(&target, schema).await?.exists {
         return Err(Error::refused(format!(
             "schema {} already exists on server {to}; a tenant's copy cannot go there; nothing was changed",
             quote(schema)
+        )));
+    }
+    let moving = fence_name(schema);
+    if journal.is_none() && crate::dependents::contents(&source, &moving).await?.exists {
+        return Err(Error::refused(format!(
+            "schema {} exists on server {}, and a move of tenant {} fences its old copy under that name; it is not this tenant's unfinished move (none is recorded): drop or rename it first; nothing was changed",
+            quote(&moving),
+            tenant.server,
+            tenant.domain
         )));
     }
     let boundary = crate::dependents::inspect(&mut source, schema).await?;
@@ -217,7 +375,8 @@ fn names(object: &str, name: &str) -> bool {
     })
 }
 
-/// Moves `tenant` to server `to`, finishing or undoing an interrupted move of it first.
+/// Moves `tenant` to server `to` (offline), finishing or undoing an interrupted move of
+/// it first.
 pub async fn move_to(
     cx: &Context<'_>,
     registry: &Registry<'_>,
@@ -226,58 +385,120 @@ pub async fn move_to(
     keep_source: bool,
     set: &MigrationSet,
 ) -> Result<Moved, Error> {
+    run(cx, registry, tenant, to, keep_source, set, How::Offline).await
+}
+
+/// The whole protocol (see the module header), copying as `how` says.
+pub(crate) async fn run(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    to: &str,
+    keep_source: bool,
+    set: &MigrationSet,
+    how: How,
+) -> Result<Moved, Error> {
     let started = Instant::now();
     cx.servers.get(to)?;
-    if let Some(settled) = recover(cx, registry, tenant, to, started).await? {
-        return Ok(settled);
-    }
-    preflight(cx, tenant, to, None).await?;
-    let journal = MoveJournal {
-        from_server: tenant.server.clone(),
-        to_server: to.to_string(),
-        schema_name: tenant.schema_name.clone(),
-        keep_source,
-        phase: "copying".into(),
-    };
-    registry.begin_move(tenant.id, &journal).await?;
-    let moved = copy_and_switch(cx, registry, tenant, &journal, set, started).await;
-    match moved {
-        Ok(m) => Ok(m),
-        Err((e, switched)) => {
-            if switched {
-                return Err(e);
-            }
-            // Not switched: the source is untouched; remove the partial copy.
-            let undone = match undo_copy(cx, &journal).await {
-                Ok(()) => registry.end_move(tenant.id).await,
-                Err(u) => Err(u),
-            };
-            Err(match undone {
-                Ok(()) => Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}; the move was undone: tenant {} stays on server {} as it was",
-                        tenant.domain, tenant.server
-                    ),
-                ),
-                Err(u) => Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}; undoing the move failed too ({u}): the tenant is still registered on server {} and intact there; run the same `tenant move` again to clean up and retry",
-                        tenant.server
-                    ),
-                ),
-            })
+    // The tenant's lock, on the server its schema is on (or was on, for a move that
+    // switched), is held to the end: a rerun never runs beside the move it settles.
+    let home = registry
+        .move_journal(tenant.id)
+        .await?
+        .map_or_else(|| tenant.server.clone(), |j| j.from_server);
+    let (pool, session) =
+        tenants::locked_schema(cx, &home, &tenant.schema_name, &tenant.domain).await?;
+    let result = async {
+        // Another command may have changed the tenant while this one waited for it.
+        let tenant = registry.find(&tenant.id.to_string()).await?;
+        if let Some(settled) = recover(cx, registry, &tenant, to, started).await? {
+            return Ok(settled);
         }
+        let tenant = registry.find(&tenant.id.to_string()).await?;
+        if tenant.server != home {
+            return Err(Error::failed(format!(
+                "tenant {} is on server {} now, not {home}; run the move again",
+                tenant.domain, tenant.server
+            )));
+        }
+        preflight(cx, &tenant, to, None).await?;
+        if let How::Online = how {
+            super::online::check(cx, &tenant, to).await?;
+        }
+        let journal = MoveJournal {
+            from_server: tenant.server.clone(),
+            to_server: to.to_string(),
+            schema_name: tenant.schema_name.clone(),
+            keep_source,
+            phase: "copying".into(),
+        };
+        registry.begin_move(tenant.id, &journal).await?;
+        let moved = copy_and_switch(
+            cx, registry, &tenant, &journal, set, &session, &how, started,
+        )
+        .await;
+        match moved {
+            Ok(m) => Ok(m),
+            Err((e, true)) => Err(e),
+            Err((e, false)) => {
+                // The source's transaction must end before anything else looks at it.
+                let _ = session.client().batch_execute("ROLLBACK").await;
+                after_failure(cx, registry, &tenant, &journal, e, started).await
+            }
+        }
+    }
+    .await;
+    session.close(&pool).await;
+    result
+}
+
+/// After a failure that did not switch the registry (as far as this process knows):
+/// undoes the move, or finishes it when the switch turns out to have committed.
+async fn after_failure(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    journal: &MoveJournal,
+    e: Error,
+    started: Instant,
+) -> Result<Moved, Error> {
+    match undo(cx, registry, tenant, journal).await {
+        Ok(true) => Err(Error::new(
+            e.kind(),
+            format!(
+                "{e}; the move was undone: tenant {} stays on server {} as it was{}",
+                tenant.domain,
+                tenant.server,
+                if cx.servers.get(&journal.to_server).is_ok() {
+                    ", and nothing of it is left on either server"
+                } else {
+                    ""
+                }
+            ),
+        )),
+        // The switch committed although this process did not hear so: finish.
+        Ok(false) => {
+            let mut finished = finish_switched(cx, registry, tenant, journal, started).await?;
+            finished.message = format!(
+                "{} (the registry switch had committed although its answer was lost: {e})",
+                finished.message
+            );
+            Ok(finished)
+        }
+        Err(u) => Err(Error::new(
+            e.kind(),
+            format!(
+                "{e}; undoing the move failed too ({u}); run the same `tenant move` again: it finishes or undoes the move"
+            ),
+        )),
     }
 }
 
-/// Deals with an interrupted move of `tenant` before a move to `to` starts: removes
-/// replication leftovers of an online move; finishes a move whose registry switch
-/// committed (an error when it went elsewhere than `to`: the tenant is not moved on in
-/// the same command); undoes one that had not switched. `Some` when that settles the
-/// command: the finished move, or an undo asked for by moving the tenant to the server
-/// it is on.
+/// Deals with an interrupted move of `tenant` before a move to `to` starts (see
+/// [`settle`]): the old copy is removed from a switched move (an error when it went
+/// elsewhere than `to`: the tenant is not moved on in the same command); a fenced one is
+/// switched and finished; any other is undone. `Some` when that settles the command: the
+/// finished move, or an undo asked for by moving the tenant to the server it is on.
 pub(crate) async fn recover(
     cx: &Context<'_>,
     registry: &Registry<'_>,
@@ -289,7 +510,19 @@ pub(crate) async fn recover(
         return Ok(None);
     };
     super::online::cleanup(cx, &j, tenant.id).await?;
-    if j.phase == "switched" {
+    let mut how = settle(cx, &j, tenant, to).await?;
+    if how == Settle::Switch {
+        let event = event_for(tenant, "move (finished)", OffsetDateTime::now_utc())?;
+        registry
+            .switch_server(tenant.id, &j, &event.event())
+            .await?;
+        how = Settle::Finish;
+    }
+    if how == Settle::Undo && !undo(cx, registry, tenant, &j).await? {
+        // The registry switched meanwhile: finish instead.
+        how = Settle::Finish;
+    }
+    if how == Settle::Finish {
         let finished = finish_switched(cx, registry, tenant, &j, started).await?;
         if j.to_server == to {
             return Ok(Some(finished));
@@ -299,8 +532,6 @@ pub(crate) async fn recover(
             finished.message, tenant.domain
         )));
     }
-    undo_copy(cx, &j).await?;
-    registry.end_move(tenant.id).await?;
     if to != tenant.server {
         return Ok(None);
     }
@@ -321,10 +552,52 @@ pub(crate) async fn recover(
     }))
 }
 
-/// Drops the target's partial copy of an interrupted move.
-pub(crate) async fn undo_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<(), Error> {
-    let target = cx.servers.target(&j.to_server)?.connect().await?;
-    target
+/// Undoes the unswitched move `j`: claims it (so no switch can follow), removes its
+/// replication objects, renames a fenced source back, drops the target's copy, and
+/// closes the journal. `Ok(false)`, changing nothing, when the registry switched after
+/// all (the move must be finished instead).
+async fn undo(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    j: &MoveJournal,
+) -> Result<bool, Error> {
+    if !registry.claim_undo(tenant.id).await? {
+        return Ok(false);
+    }
+    super::online::cleanup(cx, j, tenant.id).await?;
+    if fenced(cx, j, &tenant.domain).await? {
+        let source = cx.servers.target(&j.from_server)?.connect().await?;
+        source
+            .batch_execute(&format!(
+                "ALTER SCHEMA {} RENAME TO {}",
+                quote(&fence_name(&j.schema_name)),
+                quote(&j.schema_name)
+            ))
+            .await
+            .map_err(crate::db::query_error(&format!(
+                "renaming the fenced old copy back to schema {} on server {} (tenant {} is unavailable until it is)",
+                quote(&j.schema_name),
+                j.from_server,
+                tenant.domain
+            )))?;
+    }
+    undo_copy(cx, j, &tenant.domain).await?;
+    registry.end_move(tenant.id).await?;
+    Ok(true)
+}
+
+/// Drops the target's partial copy of an interrupted move, under that schema's lock on
+/// the target: a session a killed move left loading it (it holds the lock until the
+/// server notices its client is gone) is waited for, never raced.
+pub(crate) async fn undo_copy(
+    cx: &Context<'_>,
+    j: &MoveJournal,
+    domain: &str,
+) -> Result<(), Error> {
+    let (pool, session) = tenants::locked_schema(cx, &j.to_server, &j.schema_name, domain).await?;
+    let dropped = session
+        .client()
         .batch_execute(&format!(
             "DROP SCHEMA IF EXISTS {} CASCADE",
             quote(&j.schema_name)
@@ -334,142 +607,298 @@ pub(crate) async fn undo_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<(), E
             "dropping the partial copy of schema {} on server {}",
             quote(&j.schema_name),
             j.to_server
-        )))
+        )));
+    session.close(&pool).await;
+    dropped
 }
 
-/// Steps 2 to 6. The error says whether the registry was switched.
+/// A ledger event for a move of `tenant`, with its run id kept alive beside it.
+struct MoveEvent {
+    run_id: String,
+    host: String,
+    action: &'static str,
+    from_revision: Option<i32>,
+    started_at: OffsetDateTime,
+}
+
+impl MoveEvent {
+    fn event(&self) -> Event<'_> {
+        Event {
+            run_id: &self.run_id,
+            action: self.action,
+            from_revision: self.from_revision,
+            started_at: self.started_at,
+            client_host: &self.host,
+        }
+    }
+}
+
+fn event_for(
+    tenant: &Tenant,
+    action: &'static str,
+    started_at: OffsetDateTime,
+) -> Result<MoveEvent, Error> {
+    Ok(MoveEvent {
+        run_id: scheduler::new_run_id()?,
+        host: scheduler::client_host(),
+        action,
+        from_revision: tenant.current_revision,
+        started_at,
+    })
+}
+
+/// Steps 2 to 5 on `session`, the source's locked session. The error says whether the
+/// registry was switched.
+#[allow(clippy::too_many_arguments)]
 async fn copy_and_switch(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
     journal: &MoveJournal,
     set: &MigrationSet,
+    session: &Session<'_>,
+    how: &How,
     started: Instant,
 ) -> Result<Moved, (Error, bool)> {
     let started_at = OffsetDateTime::now_utc();
     let not_switched = |e: Error| (e, false);
-    let (source_pool, source) = tenants::locked(cx, tenant).await.map_err(not_switched)?;
-    let result = async {
-        let history = data::readable_history(&source, tenant)
-            .await
-            .map_err(not_switched)?;
-        let revision =
-            data::check_history(&history, set, &format!("of tenant {}", tenant.domain))
-                .map_err(not_switched)?;
-        let client = source.client();
-        let schema = &tenant.schema_name;
-        // The target is built before the fence: the source's revision cannot change while
-        // its lock is held, and the write block covers only the rows' copy.
-        let (target_pool, mut target) =
-            tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain)
-                .await
-                .map_err(not_switched)?;
-        let copied = async {
-            data::build_to(&mut target, schema, revision, set).await?;
-            let catalog = export::begin(
-                client,
-                schema,
-                &cx.settings.history_table,
-                export::Snapshot::Fenced,
-            )
-            .await?;
-            let fenced_at = Instant::now();
-            let loaded = copy(
-                tenant,
-                client,
-                target.client(),
-                catalog,
-                &history,
-                &cx.settings.history_table,
-            )
-            .await;
-            if loaded.is_err() {
-                let _ = client.batch_execute("ROLLBACK").await;
-            }
-            loaded.map(|l| (l, fenced_at))
-        }
-        .await;
-        target.close(&target_pool).await;
-        let (loaded, fenced_at) = copied.map_err(not_switched)?;
-        let run_id = scheduler::new_run_id().map_err(not_switched)?;
-        let host = scheduler::client_host();
-        let event = Event {
-            run_id: &run_id,
-            action: "move",
-            from_revision: tenant.current_revision,
-            started_at,
-            client_host: &host,
-        };
-        // Something outside the schema that came to depend on it during the copy would
-        // go on using the old copy: the move is undone instead.
-        if let Err(e) = refuse_dependents(client, schema).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err((e, false));
-        }
-        if let Err(e) = registry.switch_server(tenant.id, journal, &event).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err((e, false));
-        }
-        let fenced = match fence(client, schema, journal.keep_source).await {
-            Ok(kept) => client.batch_execute("COMMIT").await.map(|()| kept),
-            Err(e) => Err(e),
-        };
-        let kept = match fenced {
-            Ok(kept) => kept,
-            Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            let e = crate::db::query_error(&format!(
-                "fencing the old copy of schema {} on server {}",
-                quote(schema),
-                journal.from_server
-            ))(e);
-                return Err((
-                    Error::new(
-                        e.kind(),
-                        format!(
-                            "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
-                            tenant.domain, journal.to_server
-                        ),
-                    ),
-                    true,
-                ));
-            }
-        };
-        let write_block_ms = fenced_at.elapsed().as_millis() as u64;
-        registry.end_move(tenant.id).await.map_err(|e| (e, true))?;
-        Ok((loaded, write_block_ms, kept))
+    crate::failpoint!("move.journal-written", not_switched);
+    let copied = match how {
+        How::Offline => copy_offline(cx, tenant, journal, set, session).await,
+        How::Online => super::online::replicate(cx, tenant, journal, set, session).await,
     }
-    .await;
-    source.close(&source_pool).await;
-    let (loaded, write_block_ms, kept) = result?;
-    let message = format!(
-        "tenant {} moved from server {} to server {}: {} rows in {} tables, writes blocked for {write_block_ms} ms; the old copy was {}",
-        tenant.domain,
-        journal.from_server,
-        journal.to_server,
-        loaded.rows,
-        loaded.tables,
-        match &kept {
-            Some(k) if journal.keep_source => format!("renamed to {}", quote(k)),
-            Some(k) => format!(
-                "renamed to {} instead of dropped, as sessions were reading it; drop it once they are done",
-                quote(k)
-            ),
-            None => "dropped".to_string(),
-        }
-    );
+    .map_err(not_switched)?;
+    let action = match how {
+        How::Offline => "move",
+        How::Online => "move (online)",
+    };
+    let event = event_for(tenant, action, started_at).map_err(not_switched)?;
+    let kept = switch_over(
+        cx,
+        registry,
+        tenant,
+        journal,
+        session.client(),
+        &event.event(),
+    )
+    .await?;
+    let write_block_ms = copied.fenced_at.elapsed().as_millis() as u64;
+    if let How::Online = how {
+        super::online::after_switch(cx, journal, tenant.id).await;
+    }
+    registry.end_move(tenant.id).await.map_err(|e| (e, true))?;
+    let old_copy = kept.describe(journal.keep_source);
+    let message = match (how, copied.rows) {
+        (How::Offline, rows) => format!(
+            "tenant {} moved from server {} to server {}: {} rows in {} tables, writes blocked for {write_block_ms} ms; the old copy was {old_copy}",
+            tenant.domain,
+            journal.from_server,
+            journal.to_server,
+            rows.unwrap_or(0),
+            copied.tables,
+        ),
+        (How::Online, _) => format!(
+            "tenant {} moved online from server {} to server {}: caught up in {} ms, writes blocked for {write_block_ms} ms; the old copy was {old_copy}",
+            tenant.domain,
+            journal.from_server,
+            journal.to_server,
+            copied.catchup_ms.unwrap_or(0),
+        ),
+    };
     Ok(Moved {
         tenant: tenant.domain.clone(),
         from_server: journal.from_server.clone(),
         to_server: journal.to_server.clone(),
-        tables: loaded.tables,
-        rows: Some(loaded.rows),
+        tables: copied.tables,
+        rows: copied.rows,
         write_block_ms,
         duration_ms: started.elapsed().as_millis() as u64,
-        source_kept: kept.is_some(),
-        catchup_ms: None,
+        source_kept: kept.kept(),
+        catchup_ms: copied.catchup_ms,
         message,
     })
+}
+
+/// Step 2 of an offline move: the target built by the migrations, then the source's
+/// snapshot under the write fence streamed into it and committed there.
+async fn copy_offline(
+    cx: &Context<'_>,
+    tenant: &Tenant,
+    journal: &MoveJournal,
+    set: &MigrationSet,
+    session: &Session<'_>,
+) -> Result<Copied, Error> {
+    let history = data::readable_history(session, tenant).await?;
+    let revision = data::check_history(&history, set, &format!("of tenant {}", tenant.domain))?;
+    let client = session.client();
+    let schema = &tenant.schema_name;
+    // The target is built before the fence: the source's revision cannot change while
+    // its lock is held, and the write block covers only the rows' copy.
+    let (target_pool, mut target) =
+        tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
+    let copied = async {
+        data::build_to(&mut target, schema, revision, set).await?;
+        crate::failpoint!("move.target-built");
+        crate::db::notice_dead_client(target.client()).await;
+        let (catalog, fenced_at) = fence_source(cx, tenant, client).await?;
+        crate::failpoint!("move.source-locked");
+        let loaded = copy(
+            tenant,
+            client,
+            target.client(),
+            catalog,
+            &history,
+            &cx.settings.history_table,
+        )
+        .await?;
+        crate::failpoint!("move.copied");
+        Ok::<_, Error>(Copied {
+            tables: loaded.tables,
+            rows: Some(loaded.rows),
+            fenced_at,
+            catchup_ms: None,
+        })
+    }
+    .await;
+    target.close(&target_pool).await;
+    copied
+}
+
+/// Locks the source's tables against writes in a snapshot transaction opened on
+/// `client`, the tenant's locked session on its server (the write fence, [`fence`]):
+/// the catalog as that snapshot sees it, and when the writes were blocked.
+pub(crate) async fn fence_source(
+    cx: &Context<'_>,
+    tenant: &Tenant,
+    client: &Client,
+) -> Result<(data::catalog::Catalog, Instant), Error> {
+    let server = cx.servers.target(&tenant.server)?;
+    let watch = fence::Watch::open(server, client, cx.interrupt, cx.settings.lock_wait).await?;
+    let catalog = export::begin(
+        client,
+        &tenant.schema_name,
+        &cx.settings.history_table,
+        export::Snapshot::Fenced(&watch),
+    )
+    .await?;
+    Ok((catalog, Instant::now()))
+}
+
+/// Steps 3 to 5, shared by both ways of copying, with the source's tables fenced in the
+/// transaction open on `client` and the target's copy complete: the old copy is renamed
+/// to the fence name and committed (writers that waited fail; nothing writes to it
+/// again), the registry is switched, and the old copy is removed.
+pub(crate) async fn switch_over(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    journal: &MoveJournal,
+    client: &Client,
+    event: &Event<'_>,
+) -> Result<OldCopy, (Error, bool)> {
+    let schema = &tenant.schema_name;
+    // Something outside the schema that came to depend on it during the copy would go
+    // on using the old copy: the move is undone instead.
+    refuse_dependents(client, schema)
+        .await
+        .map_err(|e| (e, false))?;
+    client
+        .batch_execute(&format!(
+            "ALTER SCHEMA {} RENAME TO {}; COMMIT",
+            quote(schema),
+            quote(&fence_name(schema))
+        ))
+        .await
+        .map_err(|e| {
+            (
+                crate::db::query_error(&format!(
+                    "fencing the old copy of schema {} on server {}",
+                    quote(schema),
+                    journal.from_server
+                ))(e),
+                false,
+            )
+        })?;
+    crate::failpoint!("move.source-fenced", |e| (e, false));
+    registry
+        .switch_server(tenant.id, journal, event)
+        .await
+        .map_err(|e| (e, false))?;
+    crate::failpoint!("move.switched", |e| (e, true));
+    remove_old_copy(cx, journal).await.map_err(|e| {
+        (
+            Error::new(
+                e.kind(),
+                format!(
+                    "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to remove the old copy",
+                    tenant.domain, journal.to_server
+                ),
+            ),
+            true,
+        )
+    })
+}
+
+/// Removes the fenced old copy of move `j` from its source (step 5): dropped, or renamed
+/// to [`kept_name`] with `keep_source` or when sessions reading it hold the drop back.
+/// An old copy still under the tenant's own schema name (a move interrupted by an
+/// earlier tenantctl, which fenced after the switch) is renamed, never dropped: writes
+/// may have reached it after the switch.
+async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, Error> {
+    let source = cx.servers.target(&j.from_server)?.connect().await?;
+    let moving = fence_name(&j.schema_name);
+    let doing = format!(
+        "removing the old copy of schema {} on server {}",
+        quote(&j.schema_name),
+        j.from_server
+    );
+    let (old, legacy) = if crate::dependents::contents(&source, &moving).await?.exists {
+        (moving, false)
+    } else if crate::dependents::contents(&source, &j.schema_name)
+        .await?
+        .exists
+    {
+        (j.schema_name.clone(), true)
+    } else {
+        return Ok(OldCopy::Gone);
+    };
+    let kept = kept_name(&j.schema_name);
+    let rename = format!("ALTER SCHEMA {} RENAME TO {}", quote(&old), quote(&kept));
+    if j.keep_source || legacy {
+        source
+            .batch_execute(&rename)
+            .await
+            .map_err(crate::db::query_error(&doing))?;
+        crate::failpoint!("move.old-copy-removed");
+        return Ok(if legacy {
+            OldCopy::Suspect(kept)
+        } else {
+            OldCopy::Kept(kept)
+        });
+    }
+    // A drop needs every table's strongest lock, which a session reading the old copy
+    // (an open transaction) holds back: past the drop's wait, it is renamed instead.
+    let drop = crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(&old)));
+    let dropped = source
+        .batch_execute(&format!("BEGIN; {drop}; COMMIT"))
+        .await;
+    let removed = match dropped {
+        Ok(()) => OldCopy::Dropped,
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            let _ = source.batch_execute("ROLLBACK").await;
+            source
+                .batch_execute(&rename)
+                .await
+                .map_err(crate::db::query_error(&doing))?;
+            OldCopy::Kept(kept)
+        }
+        Err(e) => {
+            let _ = source.batch_execute("ROLLBACK").await;
+            return Err(crate::db::query_error(&doing)(e));
+        }
+    };
+    crate::failpoint!("move.old-copy-removed");
+    Ok(removed)
 }
 
 /// Refuses, in the source's transaction, when objects outside `schema` depend on it.
@@ -481,57 +910,6 @@ pub(crate) async fn refuse_dependents(client: &Client, schema: &str) -> Result<(
     Err(Error::refused(crate::plan::data_blocked(
         schema, &blocking, "move",
     )))
-}
-
-/// The SQL that fences the old copy: a rename to `kept`, or a drop.
-pub(crate) fn fence_sql(schema: &str, kept: Option<&str>) -> String {
-    match kept {
-        Some(k) => format!("ALTER SCHEMA {} RENAME TO {}", quote(schema), quote(k)),
-        None => crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(schema))),
-    }
-}
-
-/// Fences the old copy inside the transaction open on `client`: renames it (with
-/// `keep_source`) or drops it. The drop needs every table's strongest lock, which a
-/// session reading the old copy (an open transaction) holds back; when it cannot have
-/// them within the drop's wait, the copy is renamed instead (a rename waits for no
-/// reader), so the fence never fails for a reader and the writers held back by the copy
-/// never reach the old copy. Returns the name the old copy was kept under.
-pub(crate) async fn fence(
-    client: &Client,
-    schema: &str,
-    keep_source: bool,
-) -> Result<Option<String>, tokio_postgres::Error> {
-    // Something outside the schema that came to depend on it during the copy would go
-    // with a drop: the copy is kept, renamed, instead.
-    let blocking = match crate::dependents::outside(client, schema).await {
-        Ok(b) => !b.is_empty(),
-        Err(_) => true,
-    };
-    if keep_source || blocking {
-        let kept = kept_name(schema);
-        client
-            .batch_execute(&fence_sql(schema, Some(&kept)))
-            .await?;
-        return Ok(Some(kept));
-    }
-    let dropped = client
-        .batch_execute(&format!("SAVEPOINT fence; {}", fence_sql(schema, None)))
-        .await;
-    match dropped {
-        Ok(()) => Ok(None),
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
-            let kept = kept_name(schema);
-            client
-                .batch_execute(&format!(
-                    "ROLLBACK TO SAVEPOINT fence; {}",
-                    fence_sql(schema, Some(&kept))
-                ))
-                .await?;
-            Ok(Some(kept))
-        }
-        Err(e) => Err(e),
-    }
 }
 
 /// Streams the source's snapshot into the schema the migrations built on the target.
@@ -558,14 +936,14 @@ async fn copy(
     let (exported, imported) = tokio::join!(exporting, importing);
     match (exported, imported) {
         (Ok(()), Ok(l)) => Ok(l),
-        (Err(e), Err(i)) if i.kind() == crate::error::ErrorKind::Invalid => Err(e),
+        (Err(e), Err(i)) if i.kind() == ErrorKind::Invalid => Err(e),
         (_, Err(i)) => Err(i),
         (Err(e), Ok(_)) => Err(e),
     }
 }
 
-/// Finishes a move whose registry switch committed: fences the old copy if it is still
-/// there, and closes the journal.
+/// Finishes a move whose registry switch committed: removes the old copy if it is still
+/// there, cleans up replication leftovers, and closes the journal.
 pub(crate) async fn finish_switched(
     cx: &Context<'_>,
     registry: &Registry<'_>,
@@ -573,47 +951,16 @@ pub(crate) async fn finish_switched(
     j: &MoveJournal,
     started: Instant,
 ) -> Result<Moved, Error> {
-    let source = cx.servers.target(&j.from_server)?.connect().await?;
-    let exists = crate::dependents::contents(&source, &j.schema_name)
-        .await?
-        .exists;
-    let mut kept = None;
-    if exists {
-        source
-            .batch_execute("BEGIN")
-            .await
-            .map_err(crate::db::query_error("starting the fence"))?;
-        let fenced = match fence(&source, &j.schema_name, j.keep_source).await {
-            Ok(k) => source.batch_execute("COMMIT").await.map(|()| k),
-            Err(e) => Err(e),
-        };
-        kept = match fenced {
-            Ok(k) => k,
-            Err(e) => {
-                let _ = source.batch_execute("ROLLBACK").await;
-                return Err(crate::db::query_error(&format!(
-                    "fencing the old copy of schema {} on server {}",
-                    quote(&j.schema_name),
-                    j.from_server
-                ))(e));
-            }
-        };
-    }
+    super::online::cleanup(cx, j, tenant.id).await?;
+    let kept = remove_old_copy(cx, j).await?;
+    super::online::after_switch(cx, j, tenant.id).await;
     registry.end_move(tenant.id).await?;
     let message = format!(
-        "finished the interrupted move of tenant {} from server {} to server {}: {}",
+        "finished the interrupted move of tenant {} from server {} to server {}: the old copy was {}",
         tenant.domain,
         j.from_server,
         j.to_server,
-        match (&kept, exists) {
-            (Some(k), _) if j.keep_source => format!("the old copy was renamed to {}", quote(k)),
-            (Some(k), _) => format!(
-                "the old copy was renamed to {} instead of dropped, as sessions were reading it; drop it once they are done",
-                quote(k)
-            ),
-            (None, true) => "the old copy was dropped".to_string(),
-            (None, false) => "the old copy had already been fenced".to_string(),
-        }
+        kept.describe(j.keep_source)
     );
     Ok(Moved {
         tenant: tenant.domain.clone(),
@@ -623,7 +970,7 @@ pub(crate) async fn finish_switched(
         rows: Some(0),
         write_block_ms: 0,
         duration_ms: started.elapsed().as_millis() as u64,
-        source_kept: j.keep_source || kept.is_some(),
+        source_kept: j.keep_source || kept.kept(),
         catchup_ms: None,
         message,
     })

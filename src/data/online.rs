@@ -12,27 +12,28 @@
 //!    `tenantctl_move_ID` (ID: the tenant's registry id), so a rerun finds leftovers.
 //! 3. Catch up: until every table is synchronised (`pg_subscription_rel` ready) and the
 //!    slot's lag is small; progress (bytes copied, lag) goes to the terminal.
-//! 4. Cut over, as the offline move fences: the source tables are locked against writes,
-//!    the target confirms it has received everything up to the source's WAL position
-//!    (the subscription is then disabled), the sequences are set on the target, the
-//!    registry is switched, and the old schema is fenced (renamed or dropped) in the
-//!    transaction whose commit ends the write block.
+//! 4. Cut over: the source tables are locked against writes (the write fence), the
+//!    target confirms it has received everything up to the source's WAL position (the
+//!    subscription is then disabled), the sequences are set on the target and the
+//!    publication is dropped in the source's transaction. From there the move's shared
+//!    protocol ([`moving`]) fences the old copy durably, switches the registry and
+//!    removes the old copy.
 //! 5. Clean up: subscription, slot and publication are removed on success, on failure,
 //!    and by a rerun after a kill. A forgotten slot keeps WAL on the source forever, so
 //!    the slot is dropped from the source's side even when the target is unreachable.
 
 use std::time::{Duration, Instant};
 
-use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use crate::data::{self, catalog, export, moving};
+use crate::data::{self, catalog, moving};
 use crate::db::query_error;
 use crate::error::Error;
 use crate::ident::{qualified, quote};
 use crate::migrations::MigrationSet;
-use crate::registry::{Event, MoveJournal, Registry, Tenant};
-use crate::scheduler::{self, RunEvent};
+use crate::registry::{MoveJournal, Registry, Tenant};
+use crate::runner::Session;
+use crate::scheduler::RunEvent;
 use crate::tenants::{self, Context};
 
 /// How often the catch-up is looked at.
@@ -382,7 +383,8 @@ fn mib(bytes: i64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// Moves `tenant` to `to` with logical replication; see the module header.
+/// Moves `tenant` to `to` with logical replication; see the module header and
+/// [`moving`], whose protocol this copy plugs into.
 pub async fn move_online(
     cx: &Context<'_>,
     registry: &Registry<'_>,
@@ -391,67 +393,25 @@ pub async fn move_online(
     keep_source: bool,
     set: &MigrationSet,
 ) -> Result<moving::Moved, Error> {
-    let started = Instant::now();
-    cx.servers.get(to)?;
-    if let Some(settled) = moving::recover(cx, registry, tenant, to, started).await? {
-        return Ok(settled);
-    }
-    moving::preflight(cx, tenant, to, None).await?;
-    let journal = MoveJournal {
-        from_server: tenant.server.clone(),
-        to_server: to.to_string(),
-        schema_name: tenant.schema_name.clone(),
+    moving::run(
+        cx,
+        registry,
+        tenant,
+        to,
         keep_source,
-        phase: "copying".into(),
-    };
-    {
-        let source = cx.servers.target(&tenant.server)?.connect().await?;
-        let target = cx.servers.target(to)?.connect().await?;
-        let catalog =
-            catalog::read(&source, &tenant.schema_name, &cx.settings.history_table).await?;
-        preflight(&source, &target, &tenant.schema_name, &catalog).await?;
-    }
-    registry.begin_move(tenant.id, &journal).await?;
-    let moved = replicate_and_switch(cx, registry, tenant, &journal, set, started).await;
-    match moved {
-        Ok(m) => {
-            // Everything after the switch is cleanup; a failure there is reported, and a
-            // rerun finishes it.
-            cleanup(cx, &journal, tenant.id).await.map_err(|e| {
-                Error::failed(format!(
-                    "tenant {} moved to server {}, but cleaning up failed: {e}; run the same `tenant move` again to finish",
-                    tenant.domain, to
-                ))
-            })?;
-            refresh_views(cx, &journal).await;
-            registry.end_move(tenant.id).await?;
-            Ok(m)
-        }
-        Err((e, true)) => Err(e),
-        Err((e, false)) => {
-            let undone = async {
-                cleanup(cx, &journal, tenant.id).await?;
-                moving::undo_copy(cx, &journal).await?;
-                registry.end_move(tenant.id).await
-            }
-            .await;
-            Err(match undone {
-                Ok(()) => Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}; the move was undone: tenant {} stays on server {} as it was, and no replication slot is left",
-                        tenant.domain, tenant.server
-                    ),
-                ),
-                Err(u) => Error::new(
-                    e.kind(),
-                    format!(
-                        "{e}; undoing the move failed too ({u}): the tenant is still registered on server {} and intact there; run the same `tenant move` again to clean up",
-                        tenant.server
-                    ),
-                ),
-            })
-        }
+        set,
+        moving::How::Online,
+    )
+    .await
+}
+
+/// After the registry switch: removes the subscription, slot and publication, and
+/// refreshes the target's populated materialized views (they are not replicated). A
+/// failure here leaves the move finished; the journal is closed only after a cleanup
+/// that succeeded, and a rerun removes what is left.
+pub(crate) async fn after_switch(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) {
+    if cleanup(cx, j, tenant_id).await.is_ok() {
+        refresh_views(cx, j).await;
     }
 }
 
@@ -475,240 +435,195 @@ async fn refresh_views(cx: &Context<'_>, j: &MoveJournal) {
     }
 }
 
-/// Steps 2 to 4. The error says whether the registry was switched.
-async fn replicate_and_switch(
+/// Step 2 of an online move, on `session`, the source's locked session: the target built,
+/// subscribed and caught up; then the source's tables fenced, the target confirmed level
+/// with them, the subscription stopped and the sequences set. Returns with the source's
+/// transaction open and fenced.
+pub(crate) async fn replicate(
     cx: &Context<'_>,
-    registry: &Registry<'_>,
     tenant: &Tenant,
     journal: &MoveJournal,
     set: &MigrationSet,
-    started: Instant,
-) -> Result<moving::Moved, (Error, bool)> {
-    let not_switched = |e: Error| (e, false);
-    let started_at = OffsetDateTime::now_utc();
+    session: &Session<'_>,
+) -> Result<moving::Copied, Error> {
     let schema = &tenant.schema_name;
     let name = replication_name(tenant.id);
-    let (source_pool, source) = tenants::locked(cx, tenant).await.map_err(not_switched)?;
-    let watch_source = cx
-        .servers
-        .target(&tenant.server)
-        .map_err(not_switched)?
-        .connect()
-        .await
-        .map_err(not_switched)?;
-    let result = async {
-        let history = data::readable_history(&source, tenant).await.map_err(not_switched)?;
-        let revision =
-            data::check_history(&history, set, &format!("of tenant {}", tenant.domain))
-                .map_err(not_switched)?;
-        let client = source.client();
-        let catalog = catalog::read(client, schema, &cx.settings.history_table)
-            .await
-            .map_err(not_switched)?;
-        // The target: built by the migrations, emptied of seeded rows, subscribed.
-        let target_server = cx.servers.target(&journal.to_server).map_err(not_switched)?;
-        let (target_pool, mut target) =
-            tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain)
+    let source_server = cx.servers.target(&tenant.server)?;
+    let watch_source = source_server.connect().await?;
+    let history = data::readable_history(session, tenant).await?;
+    let revision = data::check_history(&history, set, &format!("of tenant {}", tenant.domain))?;
+    let client = session.client();
+    let catalog = catalog::read(client, schema, &cx.settings.history_table).await?;
+    // The target: built by the migrations, emptied of seeded rows, subscribed.
+    let target_server = cx.servers.target(&journal.to_server)?;
+    let (target_pool, mut target) =
+        tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
+    let built = async {
+        data::build_to(&mut target, schema, revision, set).await?;
+        // The source as it is must be what the migrations build: a table or a column
+        // made by hand would not be replicated.
+        let differences =
+            differ(&catalog, target.client(), schema, &cx.settings.history_table).await?;
+        if !differences.is_empty() {
+            return Err(Error::setup(format!(
+                "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
+                crate::output::revision(revision),
+                differences.join("; ")
+            )));
+        }
+        let tables: Vec<String> = catalog
+            .tables
+            .iter()
+            .map(|t| qualified(schema, &t.name))
+            .collect();
+        if !tables.is_empty() {
+            target
+                .client()
+                .batch_execute(&format!("TRUNCATE ONLY {}", tables.join(", ")))
                 .await
-                .map_err(not_switched)?;
-        let built = async {
-            data::build_to(&mut target, schema, revision, set).await?;
-            // The source as it is must be what the migrations build: a table or a column
-            // made by hand would not be replicated.
-            let differences = differ(&catalog, target.client(), schema, &cx.settings.history_table).await?;
-            if !differences.is_empty() {
-                return Err(Error::setup(format!(
-                    "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
-                    crate::output::revision(revision),
-                    differences.join("; ")
-                )));
-            }
-            let tables: Vec<String> = catalog.tables.iter().map(|t| qualified(schema, &t.name)).collect();
-            if !tables.is_empty() {
-                target
-                    .client()
-                    .batch_execute(&format!("TRUNCATE ONLY {}", tables.join(", ")))
-                    .await
-                    .map_err(query_error("emptying the target's tables"))?;
-            }
-            Ok::<_, Error>(tables)
+                .map_err(query_error("emptying the target's tables"))?;
         }
-        .await;
-        target.close(&target_pool).await;
-        let tables = built.map_err(not_switched)?;
-        let publish = if tables.is_empty() {
-            format!("CREATE PUBLICATION {}", quote(&name))
-        } else {
-            format!("CREATE PUBLICATION {} FOR TABLE {}", quote(&name), tables.join(", "))
-        };
-        watch_source
-            .batch_execute(&publish)
-            .await
-            .map_err(|e| not_switched(query_error("publishing the tenant's tables")(e)))?;
-        let target_client = target_server.connect().await.map_err(not_switched)?;
-        let conninfo = cx
-            .servers
-            .target(&tenant.server)
-            .map_err(not_switched)?
-            .conninfo();
-        target_client
-            .batch_execute(&format!(
-                "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} WITH (copy_data = true, create_slot = true, slot_name = {n}, enabled = true)",
-                n = quote(&name),
-                c = crate::plan::literal(&conninfo),
-            ))
-            .await
-            // The server's message never holds the connection string.
-            .map_err(|e| not_switched(query_error("subscribing the target to the source")(e)))?;
-        // The initial copy makes slots of its own on the source, named after the
-        // subscription's oid; the publication's comment records it, so a cleanup finds
-        // them even when the target cannot be reached.
-        let suboid: Option<u32> = target_client
-            .query_opt(
-                "SELECT oid FROM pg_catalog.pg_subscription WHERE subname = $1",
-                &[&name],
-            )
-            .await
-            .ok()
-            .flatten()
-            .map(|r| r.get(0));
-        if let Some(oid) = suboid {
-            let _ = watch_source
-                .batch_execute(&format!(
-                    "COMMENT ON PUBLICATION {} IS {}",
-                    quote(&name),
-                    crate::plan::literal(&format!("{SUBSCRIPTION_OID}{oid}"))
-                ))
-                .await;
-        }
-        // Catch up.
-        let catchup_started = Instant::now();
-        loop {
-            if cx.interrupt.requested() {
-                return Err(not_switched(Error::new(
-                    crate::error::ErrorKind::Interrupted,
-                    "interrupted while the target caught up",
-                )));
-            }
-            let seen = look(&watch_source, &target_client, &name, schema)
-                .await
-                .map_err(not_switched)?;
-            cx.events.send(RunEvent::Progress {
-                domain: tenant.domain.clone(),
-                message: format!(
-                    "copying: {}/{} tables ready, {} on the target, lag {}",
-                    seen.ready,
-                    seen.tables,
-                    mib(seen.bytes),
-                    seen.lag.map(mib).unwrap_or_else(|| "unknown".into())
-                ),
-            });
-            if seen.ready == seen.tables && seen.lag.is_some_and(|l| l < CUTOVER_LAG) {
-                break;
-            }
-            tokio::time::sleep(POLL).await;
-        }
-        let catchup_ms = catchup_started.elapsed().as_millis() as u64;
-        cx.events.send(RunEvent::Progress {
-            domain: tenant.domain.clone(),
-            message: "cutting over: writes blocked".into(),
-        });
-        // Cut over: block writes, wait until the target has everything.
-        let fence_catalog = export::begin(
-            client,
-            schema,
-            &cx.settings.history_table,
-            export::Snapshot::Fenced,
-        )
-        .await
-        .map_err(not_switched)?;
-        let blocked_at = Instant::now();
-        // A table or column made on the source during the copy is not replicated:
-        // checked with the tables locked, the move is undone rather than lose it.
-        let changed = differ(&fence_catalog, &target_client, schema, &cx.settings.history_table)
-            .await
-            .map_err(not_switched)?;
-        if !changed.is_empty() {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(not_switched(Error::failed(format!(
-                "the tenant's tables changed during the move ({}), which logical replication does not carry",
-                changed.join("; ")
-            ))));
-        }
-        let switched = cutover(
-            registry,
-            tenant,
-            journal,
-            client,
-            &watch_source,
-            &target_client,
-            &fence_catalog,
-            &name,
-            started_at,
-        )
-        .await;
-        if let Err((_, false)) = &switched {
-            let _ = client.batch_execute("ROLLBACK").await;
-        }
-        let kept = switched?;
-        Ok((blocked_at.elapsed().as_millis() as u64, catchup_ms, kept, fence_catalog))
+        Ok::<_, Error>(tables)
     }
     .await;
-    source.close(&source_pool).await;
-    let (write_block_ms, catchup_ms, kept, fence_catalog) = result?;
-    let rows = fence_catalog.tables.len();
-    let message = format!(
-        "tenant {} moved online from server {} to server {}: caught up in {catchup_ms} ms, writes blocked for {write_block_ms} ms; the old copy was {}",
-        tenant.domain,
-        journal.from_server,
-        journal.to_server,
-        match &kept {
-            Some(k) => format!("renamed to {}", quote(k)),
-            None => "dropped".to_string(),
+    target.close(&target_pool).await;
+    let tables = built?;
+    let publish = if tables.is_empty() {
+        format!("CREATE PUBLICATION {}", quote(&name))
+    } else {
+        format!(
+            "CREATE PUBLICATION {} FOR TABLE {}",
+            quote(&name),
+            tables.join(", ")
+        )
+    };
+    watch_source
+        .batch_execute(&publish)
+        .await
+        .map_err(query_error("publishing the tenant's tables"))?;
+    crate::failpoint!("online.published");
+    let target_client = target_server.connect().await?;
+    let conninfo = source_server.conninfo();
+    target_client
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} WITH (copy_data = true, create_slot = true, slot_name = {n}, enabled = true)",
+            n = quote(&name),
+            c = crate::plan::literal(&conninfo),
+        ))
+        .await
+        // The server's message never holds the connection string.
+        .map_err(query_error("subscribing the target to the source"))?;
+    // The initial copy makes slots of its own on the source, named after the
+    // subscription's oid; the publication's comment records it, so a cleanup finds them
+    // even when the target cannot be reached.
+    let suboid: Option<u32> = target_client
+        .query_opt(
+            "SELECT oid FROM pg_catalog.pg_subscription WHERE subname = $1",
+            &[&name],
+        )
+        .await
+        .ok()
+        .flatten()
+        .map(|r| r.get(0));
+    if let Some(oid) = suboid {
+        let _ = watch_source
+            .batch_execute(&format!(
+                "COMMENT ON PUBLICATION {} IS {}",
+                quote(&name),
+                crate::plan::literal(&format!("{SUBSCRIPTION_OID}{oid}"))
+            ))
+            .await;
+    }
+    crate::failpoint!("online.subscribed");
+    // Catch up.
+    let catchup_started = Instant::now();
+    loop {
+        if cx.interrupt.requested() {
+            return Err(Error::new(
+                crate::error::ErrorKind::Interrupted,
+                "interrupted while the target caught up",
+            ));
         }
-    );
-    Ok(moving::Moved {
-        tenant: tenant.domain.clone(),
-        from_server: journal.from_server.clone(),
-        to_server: journal.to_server.clone(),
-        tables: rows,
+        let seen = look(&watch_source, &target_client, &name, schema).await?;
+        cx.events.send(RunEvent::Progress {
+            domain: tenant.domain.clone(),
+            message: format!(
+                "copying: {}/{} tables ready, {} on the target, lag {}",
+                seen.ready,
+                seen.tables,
+                mib(seen.bytes),
+                seen.lag.map(mib).unwrap_or_else(|| "unknown".into())
+            ),
+        });
+        if seen.ready == seen.tables && seen.lag.is_some_and(|l| l < CUTOVER_LAG) {
+            break;
+        }
+        tokio::time::sleep(POLL).await;
+    }
+    let catchup_ms = catchup_started.elapsed().as_millis() as u64;
+    cx.events.send(RunEvent::Progress {
+        domain: tenant.domain.clone(),
+        message: "cutting over: writes blocked".into(),
+    });
+    // Cut over: block writes, wait until the target has everything.
+    let (fence_catalog, fenced_at) = moving::fence_source(cx, tenant, client).await?;
+    crate::failpoint!("online.cutover-locked");
+    // A table or column made on the source during the copy is not replicated: checked
+    // with the tables locked, the move is undone rather than lose it.
+    let changed = differ(
+        &fence_catalog,
+        &target_client,
+        schema,
+        &cx.settings.history_table,
+    )
+    .await?;
+    if !changed.is_empty() {
+        return Err(Error::failed(format!(
+            "the tenant's tables changed during the move ({}), which logical replication does not carry",
+            changed.join("; ")
+        )));
+    }
+    cutover(
+        client,
+        &watch_source,
+        &target_client,
+        &fence_catalog,
+        schema,
+        &name,
+    )
+    .await?;
+    crate::failpoint!("online.caught-up");
+    Ok(moving::Copied {
+        tables: fence_catalog.tables.len(),
         rows: None,
-        write_block_ms,
-        duration_ms: started.elapsed().as_millis() as u64,
-        source_kept: kept.is_some(),
+        fenced_at,
         catchup_ms: Some(catchup_ms),
-        message,
     })
 }
 
 /// With the source's writes blocked in `client`'s transaction: waits until the target
-/// has received everything up to the source's WAL position, stops the subscription, sets
-/// the target's sequences, switches the registry, fences the old copy and commits.
-/// Returns the name the old copy was kept under.
-#[allow(clippy::too_many_arguments)]
+/// has received everything up to the source's WAL position, stops the subscription,
+/// sets the target's sequences, and drops the publication in the source's transaction
+/// (it lists the old copy's tables; it comes back if the move is undone before the fence
+/// commits).
 async fn cutover(
-    registry: &Registry<'_>,
-    tenant: &Tenant,
-    journal: &MoveJournal,
     client: &Client,
     watch_source: &Client,
     target: &Client,
     fenced: &catalog::Catalog,
+    schema: &str,
     name: &str,
-    started_at: OffsetDateTime,
-) -> Result<Option<String>, (Error, bool)> {
-    let not_switched = |e: Error| (e, false);
-    let schema = &tenant.schema_name;
+) -> Result<(), Error> {
     let lsn: String = client
         .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
         .await
-        .map_err(|e| not_switched(query_error("reading the source's WAL position")(e)))?
+        .map_err(query_error("reading the source's WAL position"))?
         .get(0);
     // A commit of its own flushes the WAL up to here, so the WAL sender can send it.
     watch_source
         .batch_execute("SELECT pg_catalog.txid_current()")
         .await
-        .map_err(|e| not_switched(query_error("flushing the source's WAL")(e)))?;
+        .map_err(query_error("flushing the source's WAL"))?;
     let deadline = Instant::now() + CUTOVER_WAIT;
     loop {
         let done: Option<bool> = watch_source
@@ -717,28 +632,27 @@ async fn cutover(
                 &[&name, &lsn],
             )
             .await
-            .map_err(|e| not_switched(query_error("following the target's replay")(e)))?
+            .map_err(query_error("following the target's replay"))?
             .and_then(|r| r.get(0));
         if done == Some(true) {
             break;
         }
         if Instant::now() > deadline {
-            return Err(not_switched(Error::failed(format!(
+            return Err(Error::failed(format!(
                 "the target did not confirm the source's last writes within {} s of blocking them",
                 CUTOVER_WAIT.as_secs()
-            ))));
+            )));
         }
         tokio::time::sleep(Duration::from_millis(10)).await;
     }
     target
         .batch_execute(&format!("ALTER SUBSCRIPTION {} DISABLE", quote(name)))
         .await
-        .map_err(|e| not_switched(query_error("stopping the subscription")(e)))?;
+        .map_err(query_error("stopping the subscription"))?;
     // Sequences are not replicated: the source's, final while its writes are blocked,
     // read in one round trip (the write block is waiting).
     let setvals: Vec<String> = crate::data::export::sequences(client, schema, &fenced.sequences)
-        .await
-        .map_err(not_switched)?
+        .await?
         .iter()
         .map(|s| {
             format!(
@@ -753,54 +667,13 @@ async fn cutover(
         target
             .batch_execute(&setvals.join("; "))
             .await
-            .map_err(|e| not_switched(query_error("setting the target's sequences")(e)))?;
+            .map_err(query_error("setting the target's sequences"))?;
     }
     // The publication lists the old copy's tables: left in place, it would count as an
-    // object depending on them and keep the old copy from being dropped. Dropped in the
-    // source transaction, it comes back if the cutover is undone.
+    // object depending on them.
     client
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote(name)))
         .await
-        .map_err(|e| not_switched(query_error("dropping the move's publication")(e)))?;
-    let run_id = scheduler::new_run_id().map_err(not_switched)?;
-    let host = scheduler::client_host();
-    let event = Event {
-        run_id: &run_id,
-        action: "move (online)",
-        from_revision: tenant.current_revision,
-        started_at,
-        client_host: &host,
-    };
-    moving::refuse_dependents(client, schema)
-        .await
-        .map_err(not_switched)?;
-    registry
-        .switch_server(tenant.id, journal, &event)
-        .await
-        .map_err(not_switched)?;
-    let fenced = match moving::fence(client, schema, journal.keep_source).await {
-        Ok(kept) => client.batch_execute("COMMIT").await.map(|()| kept),
-        Err(e) => Err(e),
-    };
-    match fenced {
-        Ok(kept) => Ok(kept),
-        Err(e) => {
-            let _ = client.batch_execute("ROLLBACK").await;
-            let e = query_error(&format!(
-                "fencing the old copy of schema {} on server {}",
-                quote(schema),
-                journal.from_server
-            ))(e);
-            Err((
-                Error::new(
-                    e.kind(),
-                    format!(
-                        "tenant {} now lives on server {} (the registry was switched), but {e}; run the same `tenant move` again to fence the old copy",
-                        tenant.domain, journal.to_server
-                    ),
-                ),
-                true,
-            ))
-        }
-    }
+        .map_err(query_error("dropping the move's publication"))?;
+    Ok(())
 }

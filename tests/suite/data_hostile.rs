@@ -268,12 +268,16 @@ fn an_import_killed_at_any_moment_never_leaves_a_registered_tenant_without_its_d
 }
 
 /// Whether another session holds the write fence (an `EXCLUSIVE` lock) on `members`.
+/// Whether the restore's own session holds the write fence on `members`: a table lock
+/// (`locktype = 'relation'`; a writer adding a page to the table takes an `extend` lock
+/// in the same mode, which is no fence) held by a tenantctl session.
 fn fenced(c: &mut postgres::Client, schema: &str) -> bool {
     c.query_one(
         "SELECT count(*) > 0 FROM pg_locks l JOIN pg_class c ON c.oid = l.relation \
          JOIN pg_namespace n ON n.oid = c.relnamespace \
+         JOIN pg_stat_activity a ON a.pid = l.pid \
          WHERE n.nspname = $1 AND c.relname = 'members' AND l.mode = 'ExclusiveLock' \
-         AND l.granted AND l.pid <> pg_backend_pid()",
+         AND l.locktype = 'relation' AND l.granted AND a.application_name LIKE 'tenantctl%'",
         &[&schema],
     )
     .unwrap()
@@ -413,6 +417,70 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
             w.back - fence_seen
         );
     }
+}
+
+#[test]
+fn a_restore_rerun_after_a_kill_ends_the_session_the_killed_restore_left_loading() {
+    let (db, t) = ready();
+    let schema = tenant(&db, &t, "big", 2_000);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("big.tenant");
+    export(&t, "big", &file);
+    let data = table_contents(&mut db.client(), &schema);
+    let restoring = format!("{schema}$restoring");
+    let args = ["tenant", "restore", "big", file.to_str().unwrap(), "--yes"];
+    // The restore pauses once the scratch schema is built; another session takes a lock
+    // there, so the load that follows waits for it: a killed restore's session stuck
+    // there never reads from its (gone) client, and would hold the scratch schema for as
+    // long as that other session pleases.
+    let mut child = t
+        .clone()
+        .env("FAILPOINTS", "restore.built=sleep(3000)")
+        .spawn(&args);
+    child.wait_for_stderr("failpoint restore.built");
+    let mut other = db.client();
+    other
+        .batch_execute(&format!(
+            "BEGIN; LOCK TABLE \"{restoring}\".members IN ACCESS SHARE MODE"
+        ))
+        .unwrap();
+    let loading = || -> Vec<i32> {
+        db.client()
+            .query(
+                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%' \
+                 AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    };
+    let stuck = child.wait_for("the load waits for the other session", || {
+        let pids = loading();
+        (!pids.is_empty()).then_some(pids)
+    });
+    child.kill();
+    let mut rerun = t.spawn(&args);
+    rerun.wait_until("the killed restore's session is gone", || {
+        let left: i64 = db
+            .client()
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE pid = ANY ($1)",
+                &[&stuck],
+            )
+            .unwrap()
+            .get(0);
+        left == 0
+    });
+    other.batch_execute("COMMIT").unwrap();
+    rerun.finish().expect(0);
+    assert_eq!(table_contents(&mut db.client(), &schema), data);
+    assert!(
+        !schema_exists(&db, &restoring),
+        "the scratch schema is left"
+    );
+    assert!(!schema_exists(&db, &format!("{schema}$replaced")));
 }
 
 #[test]

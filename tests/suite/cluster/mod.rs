@@ -212,6 +212,19 @@ impl Cluster {
 
     /// As [`Cluster::start`], with `extra_conf` (lines of postgresql.conf, e.g.
     /// `shared_preload_libraries`) added after the test settings, so it may override them.
+    /// A cluster on 127.0.0.1 without TLS that trusts every local connection, with
+    /// `extra_conf` appended to its configuration (e.g. `wal_level = logical`).
+    pub fn trusting(extra_conf: &str) -> Cluster {
+        Cluster::start_with(
+            &Setup {
+                server_cert: ServerCert::Localhost,
+                ssl: false,
+                hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
+            },
+            extra_conf,
+        )
+    }
+
     pub fn start_with(setup: &Setup<'_>, extra_conf: &str) -> Cluster {
         let bin = server_bin_dir();
         let as_nobody = is_root();

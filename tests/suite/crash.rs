@@ -1,0 +1,707 @@
+//! Crash safety, failpoint by failpoint (`src/failpoint.rs`): every phase boundary of an
+//! operation that moves or replaces a tenant's data is reached while writers run through
+//! the registry as an application would (one single-statement writer, whose foreign-key
+//! check locks the referenced table after its own, and one transactional writer that
+//! updates the referenced table first, as an ORM does); the process is killed there
+//! with SIGKILL (armed with `pause`), or made to fail there (armed with `return`); then
+//! the same command runs again, and:
+//! - the tenant is registered once, on one server, where its schema is;
+//! - no acknowledged write is lost or doubled, and no writer ever saw a deadlock;
+//! - nothing is left behind: no scratch or fenced schema, replication slot, publication,
+//!   subscription, prepared transaction, partial file, or tenantctl session;
+//! - the registry's cached columns and the move journal agree with the schemas.
+
+use std::collections::{BTreeMap, BTreeSet, HashMap};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::thread::JoinHandle;
+use std::time::{Duration, Instant};
+
+use crate::cluster::Cluster;
+use crate::support::{dir_with, ready, Spawned, Tenantctl, TestDb};
+
+/// Accounts referenced by the writes; an identity and an index to carry.
+const SHOP: (&str, &str) = (
+    "V1__shop.sql",
+    "CREATE TABLE accounts (id int PRIMARY KEY, note text);\n\
+     CREATE TABLE writes (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, client_id bigint NOT NULL, \
+         account_id int NOT NULL REFERENCES accounts (id), body text);\n\
+     CREATE INDEX writes_client_id_idx ON writes (client_id);\n",
+);
+
+/// How many accounts the writers spread their writes over.
+const ACCOUNTS: i64 = 50;
+
+/// The writers' `application_name`, to find them in `pg_stat_activity`.
+const APP: &str = "app-writer";
+
+/// The registry (and server `default`) on the shared test server, throwaway clusters
+/// named in tenants.toml, and the migrations.
+struct Fleet {
+    db: TestDb,
+    t: Tenantctl,
+    clusters: Vec<(&'static str, Cluster)>,
+    config: tempfile::TempDir,
+    _migrations: tempfile::TempDir,
+}
+
+fn with_app(url: &str) -> String {
+    let sep = if url.contains('?') { '&' } else { '?' };
+    format!("{url}{sep}application_name={APP}")
+}
+
+/// A fleet with the registry's server and the named clusters (each with its extra
+/// configuration).
+fn fleet(servers: &[(&'static str, &str)]) -> Fleet {
+    let (db, t) = ready();
+    let clusters: Vec<(&'static str, Cluster)> = servers
+        .iter()
+        .map(|(name, conf)| (*name, Cluster::trusting(conf)))
+        .collect();
+    let config = tempfile::tempdir().unwrap();
+    let toml: String = clusters
+        .iter()
+        .map(|(name, c)| {
+            format!(
+                "[servers.{name}]\nurl = \"{}\"\n\n",
+                c.url("sslmode=disable")
+            )
+        })
+        .collect();
+    std::fs::write(config.path().join("tenants.toml"), toml).unwrap();
+    let migrations = dir_with(&[SHOP]);
+    let t = t.cwd(config.path()).migrations(migrations.path());
+    Fleet {
+        db,
+        t,
+        clusters,
+        config,
+        _migrations: migrations,
+    }
+}
+
+impl Fleet {
+    /// Each server's URL, by name.
+    fn urls(&self) -> HashMap<String, String> {
+        let mut urls: HashMap<String, String> = self
+            .clusters
+            .iter()
+            .map(|(n, c)| (n.to_string(), c.url("sslmode=disable")))
+            .collect();
+        urls.insert("default".into(), self.db.url.clone());
+        urls
+    }
+
+    fn client(&self, server: &str) -> postgres::Client {
+        postgres::Client::connect(&self.urls()[server], postgres::NoTls)
+            .unwrap_or_else(|e| panic!("connecting to server {server}: {e}"))
+    }
+
+    /// Creates a tenant on `server`, migrated, with `rows` seed writes (client_id 0).
+    fn tenant(&self, domain: &str, server: &str, rows: i64) -> String {
+        let run = self.t.run(&[
+            "tenant",
+            "create",
+            domain,
+            "--name",
+            domain,
+            "--server",
+            server,
+            "--migrate",
+            "-o",
+            "json",
+        ]);
+        run.expect(0);
+        let v: serde_json::Value = run.json();
+        let schema = v["tenant"]["schema_name"].as_str().unwrap().to_string();
+        self.client(server)
+            .batch_execute(&format!(
+                "INSERT INTO \"{schema}\".accounts SELECT g, 'account ' || g FROM generate_series(1, {ACCOUNTS}) g; \
+                 INSERT INTO \"{schema}\".writes (client_id, account_id, body) \
+                     SELECT 0, 1 + g % {ACCOUNTS}, repeat('seed ', 20) FROM generate_series(1, {rows}) g"
+            ))
+            .unwrap();
+        schema
+    }
+
+    /// The tenant's registry rows as (server, schema_name).
+    fn registered(&self, domain: &str) -> Vec<(String, String)> {
+        self.db
+            .client()
+            .query(
+                "SELECT server, schema_name FROM public.tenants WHERE domain = $1",
+                &[&domain],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    fn journal(&self) -> Vec<String> {
+        self.db
+            .client()
+            .query("SELECT phase FROM public.tenant_moves", &[])
+            .unwrap()
+            .iter()
+            .map(|r| r.get(0))
+            .collect()
+    }
+
+    /// Every server's name.
+    fn servers(&self) -> Vec<String> {
+        let mut names: Vec<String> = self.clusters.iter().map(|(n, _)| n.to_string()).collect();
+        names.push("default".into());
+        names
+    }
+
+    /// Whether `schema` exists on `server`.
+    fn has_schema(&self, server: &str, schema: &str) -> bool {
+        self.client(server)
+            .query_one(
+                "SELECT count(*) > 0 FROM pg_namespace WHERE nspname = $1",
+                &[&schema],
+            )
+            .unwrap()
+            .get(0)
+    }
+
+    /// Nothing an interrupted operation makes is left on any server: no fenced, kept,
+    /// scratch or replaced schema, no replication slot, publication, subscription or
+    /// prepared transaction, and (once the killed process's sessions have gone) no
+    /// tenantctl session.
+    fn nothing_left(&self) {
+        for server in self.servers() {
+            let mut c = self.client(&server);
+            let left: Vec<String> = c
+                .query(
+                    "SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname ~ '\\$(moving|moved_|restoring|replaced)' \
+                     UNION ALL SELECT 'slot ' || slot_name FROM pg_replication_slots \
+                     UNION ALL SELECT 'publication ' || pubname FROM pg_publication \
+                     UNION ALL SELECT 'subscription ' || subname FROM pg_subscription \
+                     UNION ALL SELECT 'prepared ' || gid FROM pg_prepared_xacts",
+                    &[],
+                )
+                .unwrap()
+                .iter()
+                .map(|r| r.get(0))
+                .collect();
+            assert!(left.is_empty(), "left on server {server}: {left:?}");
+            crate::support::eventually(&format!("no tenantctl session on {server}"), || {
+                c.query_one(
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%'",
+                    &[],
+                )
+                .unwrap()
+                .get::<_, i64>(0)
+                    == 0
+            });
+        }
+        assert_eq!(self.journal(), Vec::<String>::new(), "the move journal");
+    }
+
+    /// The registry row says what is true of the schema on its server: provisioned, at
+    /// the revision its history says, active, no error.
+    fn registry_true(&self, domain: &str) {
+        let row = self
+            .db
+            .client()
+            .query_one(
+                "SELECT server, schema_name, schema_provisioned, current_revision, status, last_error \
+                 FROM public.tenants WHERE domain = $1",
+                &[&domain],
+            )
+            .unwrap();
+        let (server, schema): (String, String) = (row.get(0), row.get(1));
+        let revision: Option<i32> = self
+            .client(&server)
+            .query_one(
+                &format!("SELECT max(version) FROM \"{schema}\".refinery_schema_history"),
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        assert!(row.get::<_, bool>(2), "{domain}: schema_provisioned");
+        assert_eq!(
+            row.get::<_, Option<i32>>(3),
+            revision,
+            "{domain}: current_revision"
+        );
+        assert_eq!(row.get::<_, String>(4), "active", "{domain}: status");
+        assert_eq!(
+            row.get::<_, Option<String>>(5),
+            None,
+            "{domain}: last_error"
+        );
+    }
+
+    /// The writers' rows on `server`: client_id to how many rows carry it.
+    fn written(&self, server: &str, schema: &str) -> BTreeMap<i64, i64> {
+        self.client(server)
+            .query(
+                &format!(
+                    "SELECT client_id, count(*) FROM \"{schema}\".writes WHERE client_id > 0 GROUP BY 1"
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect()
+    }
+
+    /// How many writer sessions wait for a lock on `server`.
+    fn writers_waiting(&self, server: &str) -> i64 {
+        self.client(server)
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                &[&APP],
+            )
+            .unwrap()
+            .get(0)
+    }
+}
+
+/// What one writer saw.
+#[derive(Debug, Default)]
+struct Written {
+    /// Client ids whose write was acknowledged, and when.
+    acked: BTreeMap<i64, Instant>,
+    /// Client ids whose write returned an error at least once (it may or may not have
+    /// committed when the error came from the commit itself).
+    errored: BTreeSet<i64>,
+    /// Acknowledged writes per server.
+    acked_on: BTreeMap<String, usize>,
+    /// Errors that were deadlocks: a fence must never cause one.
+    deadlocks: Vec<String>,
+    /// Set when a write found no server to take it for 90 s.
+    gave_up: Option<String>,
+    /// The last error seen.
+    last_error: Option<String>,
+}
+
+/// Writers for one tenant: each looks the tenant's server up in the registry before
+/// every write, connects to it (one cached connection per server), writes a row
+/// carrying a client-made id, and on any error looks again and retries the same row.
+struct Writers {
+    stop: Arc<AtomicBool>,
+    seen: Vec<Arc<Mutex<Written>>>,
+    handles: Vec<JoinHandle<()>>,
+}
+
+impl Writers {
+    fn start(f: &Fleet, domain: &str) -> Writers {
+        let stop = Arc::new(AtomicBool::new(false));
+        let mut w = Writers {
+            stop: stop.clone(),
+            seen: Vec::new(),
+            handles: Vec::new(),
+        };
+        for (transactional, first) in [(false, 1i64), (true, 1_000_000_000i64)] {
+            let seen = Arc::new(Mutex::new(Written::default()));
+            let urls: HashMap<String, String> = f
+                .urls()
+                .into_iter()
+                .map(|(k, v)| (k, with_app(&v)))
+                .collect();
+            let registry = with_app(&f.db.url);
+            let domain = domain.to_string();
+            let (stop, out) = (stop.clone(), seen.clone());
+            w.handles.push(std::thread::spawn(move || {
+                write(&registry, &urls, &domain, transactional, first, &stop, &out)
+            }));
+            w.seen.push(seen);
+        }
+        w
+    }
+
+    /// Acknowledged writes so far, on `server` (any server: `None`).
+    fn acked_on(&self, server: Option<&str>) -> usize {
+        self.seen
+            .iter()
+            .map(|s| {
+                let s = s.lock().unwrap();
+                match server {
+                    Some(name) => s.acked_on.get(name).copied().unwrap_or(0),
+                    None => s.acked.len(),
+                }
+            })
+            .sum()
+    }
+
+    /// Waits until `n` more writes have been acknowledged on `server` (any: `None`)
+    /// than now.
+    fn wait_for_more(&self, n: usize, server: Option<&str>) {
+        let start = self.acked_on(server);
+        let deadline = Instant::now() + Duration::from_secs(90);
+        while self.acked_on(server) < start + n {
+            for s in &self.seen {
+                if let Some(why) = &s.lock().unwrap().gave_up {
+                    panic!("a writer gave up: {why}");
+                }
+            }
+            if Instant::now() > deadline {
+                let errors: Vec<Option<String>> = self
+                    .seen
+                    .iter()
+                    .map(|s| s.lock().unwrap().last_error.clone())
+                    .collect();
+                panic!("fewer than {n} writes acknowledged on {server:?} in 90 s; last errors: {errors:?}");
+            }
+            std::thread::sleep(Duration::from_millis(10));
+        }
+    }
+
+    fn stop(self) -> Vec<Written> {
+        self.stop.store(true, Ordering::SeqCst);
+        for h in self.handles {
+            h.join().unwrap();
+        }
+        self.seen
+            .into_iter()
+            .map(|s| std::mem::take(&mut *s.lock().unwrap()))
+            .collect()
+    }
+}
+
+fn write(
+    registry_url: &str,
+    urls: &HashMap<String, String>,
+    domain: &str,
+    transactional: bool,
+    first: i64,
+    stop: &AtomicBool,
+    out: &Mutex<Written>,
+) {
+    let mut registry = postgres::Client::connect(registry_url, postgres::NoTls).unwrap();
+    let mut conns: HashMap<String, postgres::Client> = HashMap::new();
+    let mut id = first;
+    while !stop.load(Ordering::SeqCst) {
+        id += 1;
+        let deadline = Instant::now() + Duration::from_secs(90);
+        let mut last = String::new();
+        loop {
+            if Instant::now() > deadline {
+                out.lock().unwrap().gave_up = Some(format!("write {id}: {last}"));
+                return;
+            }
+            let row = match registry.query_opt(
+                "SELECT server, schema_name FROM public.tenants WHERE domain = $1",
+                &[&domain],
+            ) {
+                Ok(r) => r,
+                Err(e) => {
+                    last = format!("reading the registry: {e}");
+                    if registry.is_closed() {
+                        if let Ok(c) = postgres::Client::connect(registry_url, postgres::NoTls) {
+                            registry = c;
+                        }
+                    }
+                    std::thread::sleep(Duration::from_millis(5));
+                    continue;
+                }
+            };
+            // Not registered (yet): an application has nothing to write to.
+            let Some(row) = row else {
+                if stop.load(Ordering::SeqCst) {
+                    return;
+                }
+                std::thread::sleep(Duration::from_millis(10));
+                continue;
+            };
+            let (server, schema): (String, String) = (row.get(0), row.get(1));
+            if conns.get(&server).is_none_or(|c| c.is_closed()) {
+                match postgres::Client::connect(&urls[&server], postgres::NoTls) {
+                    Ok(c) => {
+                        conns.insert(server.clone(), c);
+                    }
+                    Err(e) => {
+                        last = format!("connecting to {server}: {e}");
+                        std::thread::sleep(Duration::from_millis(5));
+                        continue;
+                    }
+                }
+            }
+            let client = conns.get_mut(&server).unwrap();
+            let account = (1 + id % ACCOUNTS) as i32;
+            let insert = format!(
+                "INSERT INTO \"{schema}\".writes (client_id, account_id, body) VALUES ($1, $2, 'written')"
+            );
+            let done = if transactional {
+                client.transaction().and_then(|mut tx| {
+                    tx.execute(
+                        &format!("UPDATE \"{schema}\".accounts SET note = $1 WHERE id = $2"),
+                        &[&format!("by {id}"), &account],
+                    )?;
+                    tx.execute(&insert, &[&id, &account])?;
+                    tx.commit()
+                })
+            } else {
+                client.execute(&insert, &[&id, &account]).map(|_| ())
+            };
+            match done {
+                Ok(()) => {
+                    let mut o = out.lock().unwrap();
+                    o.acked.insert(id, Instant::now());
+                    *o.acked_on.entry(server).or_default() += 1;
+                    break;
+                }
+                Err(e) => {
+                    let mut o = out.lock().unwrap();
+                    last = format!("writing on {server}: {e}");
+                    if e.code() == Some(&postgres::error::SqlState::T_R_DEADLOCK_DETECTED) {
+                        o.deadlocks.push(last.clone());
+                    }
+                    o.errored.insert(id);
+                    o.last_error = Some(last.clone());
+                    drop(o);
+                    std::thread::sleep(Duration::from_millis(5));
+                }
+            }
+        }
+        std::thread::sleep(Duration::from_millis(2));
+    }
+}
+
+/// Every acknowledged write is in `present` exactly once; nothing is there that was never
+/// written; no writer saw a deadlock or gave up.
+fn no_write_lost(written: &[Written], present: &BTreeMap<i64, i64>) {
+    for w in written {
+        assert_eq!(w.gave_up, None, "a writer gave up");
+        assert!(w.deadlocks.is_empty(), "deadlocks: {:?}", w.deadlocks);
+        let lost: Vec<_> = w
+            .acked
+            .keys()
+            .filter(|id| !present.contains_key(id))
+            .collect();
+        assert!(lost.is_empty(), "acknowledged, then lost: {lost:?}");
+    }
+    let doubled: Vec<_> = present.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "written twice: {doubled:?}");
+    let unexplained: Vec<_> = present
+        .keys()
+        .filter(|id| {
+            !written
+                .iter()
+                .any(|w| w.acked.contains_key(id) || w.errored.contains(id))
+        })
+        .collect();
+    assert!(
+        unexplained.is_empty(),
+        "present, never written: {unexplained:?}"
+    );
+}
+
+/// How a failpoint is armed.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cut {
+    /// The process stops there and is killed with SIGKILL.
+    Kill,
+    /// The operation fails there, as a lost connection would, and its own error path
+    /// runs.
+    Fail,
+}
+
+/// Starts `args` with `failpoint` armed; with [`Cut::Kill`], waits until it is reached
+/// (and, when `writers_wait_on` names a server, until a writer waits there for the
+/// fence), then kills it. Returns the run when it ended by itself.
+fn cut(
+    t: &Tenantctl,
+    args: &[&str],
+    failpoint: &str,
+    how: Cut,
+    mut writers_waiting: impl FnMut() -> bool,
+) -> Option<crate::support::Run> {
+    let action = match how {
+        Cut::Kill => "pause",
+        Cut::Fail => "return",
+    };
+    let mut child: Spawned = t
+        .clone()
+        .env("FAILPOINTS", &format!("{failpoint}={action}"))
+        .spawn(args);
+    match how {
+        Cut::Kill => {
+            child.wait_for_stderr(&format!("failpoint {failpoint}"));
+            child.wait_until("a writer waits for the fence", &mut writers_waiting);
+            child.kill();
+            None
+        }
+        Cut::Fail => {
+            let run = child.finish();
+            assert!(
+                run.stderr.contains(&format!("failpoint {failpoint}")),
+                "the failpoint was not reached: {}",
+                run.stderr
+            );
+            Some(run)
+        }
+    }
+}
+
+/// `tenant move` (offline, `default` to `b`; or online, `a` to `b`) cut at `failpoint`,
+/// then run again.
+fn move_cut(failpoint: &str, how: Cut, online: bool) {
+    let (from, f) = if online {
+        ("a", fleet(&[("a", "wal_level = logical\n"), ("b", "")]))
+    } else {
+        ("default", fleet(&[("b", "")]))
+    };
+    let schema = f.tenant("acme", from, 20_000);
+    let writers = Writers::start(&f, "acme");
+    writers.wait_for_more(50, Some(from));
+    let mut args = vec!["tenant", "move", "acme", "--to", "b", "--yes", "-o", "json"];
+    if online {
+        args.push("--online");
+    }
+    // Between the fence and its durable commit, writers wait for it.
+    let fenced = matches!(
+        failpoint,
+        "move.source-locked" | "move.copied" | "online.cutover-locked" | "online.caught-up"
+    );
+    let cut_run = cut(&f.t, &args, failpoint, how, || {
+        !fenced || f.writers_waiting(from) > 0
+    });
+    if let Some(run) = &cut_run {
+        assert_ne!(run.code, 0, "the cut move succeeded: {}", run.stdout);
+    }
+    // Registered once, wherever it is.
+    assert_eq!(f.registered("acme").len(), 1);
+    let run = f.t.run(&args);
+    run.expect(0);
+    writers.wait_for_more(50, Some("b"));
+    let written = writers.stop();
+    assert_eq!(
+        f.registered("acme"),
+        vec![("b".to_string(), schema.clone())]
+    );
+    assert!(f.has_schema("b", &schema));
+    assert!(
+        !f.has_schema(from, &schema),
+        "the old copy is still on {from}"
+    );
+    no_write_lost(&written, &f.written("b", &schema));
+    let seed: i64 = f
+        .client("b")
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".writes WHERE client_id = 0"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seed, 20_000, "the seed rows");
+    f.nothing_left();
+    f.registry_true("acme");
+}
+
+/// `tenant restore` of an archive taken before the writers started, cut at `failpoint`,
+/// then run again. The restored data replaces what the writers wrote before the
+/// restore that finished, so: every write acknowledged after the rerun is there, and the
+/// writes there of each writer are all it had acknowledged from the first one there on
+/// (nothing acknowledged after the restore took effect is missing).
+fn restore_cut(failpoint: &str, how: Cut) {
+    let f = fleet(&[]);
+    let schema = f.tenant("acme", "default", 20_000);
+    let archive = f.config.path().join("acme.tenant");
+    f.t.run(&["tenant", "export", "acme", "-f", archive.to_str().unwrap()])
+        .expect(0);
+    let writers = Writers::start(&f, "acme");
+    writers.wait_for_more(50, None);
+    let args = [
+        "tenant",
+        "restore",
+        "acme",
+        archive.to_str().unwrap(),
+        "--yes",
+        "-o",
+        "json",
+    ];
+    let fenced = matches!(
+        failpoint,
+        "restore.source-locked" | "restore.built" | "restore.loaded"
+    );
+    let cut_run = cut(&f.t, &args, failpoint, how, || {
+        !fenced || f.writers_waiting("default") > 0
+    });
+    if let Some(run) = &cut_run {
+        assert_ne!(run.code, 0, "the cut restore succeeded: {}", run.stdout);
+    }
+    let run = f.t.run(&args);
+    run.expect(0);
+    let after = Instant::now();
+    writers.wait_for_more(50, None);
+    let written = writers.stop();
+    let present = f.written("default", &schema);
+    for w in &written {
+        assert_eq!(w.gave_up, None, "a writer gave up");
+        assert!(w.deadlocks.is_empty(), "deadlocks: {:?}", w.deadlocks);
+        let ids: Vec<i64> = w
+            .acked
+            .keys()
+            .copied()
+            .filter(|id| present.contains_key(id))
+            .collect();
+        let since = ids.first().copied().unwrap_or(i64::MAX);
+        let lost: Vec<_> = w
+            .acked
+            .iter()
+            .filter(|(id, at)| (**id >= since || **at > after) && !present.contains_key(id))
+            .map(|(id, _)| id)
+            .collect();
+        assert!(
+            lost.is_empty(),
+            "acknowledged after the restore took effect, then lost: {lost:?}"
+        );
+    }
+    let doubled: Vec<_> = present.iter().filter(|(_, n)| **n > 1).collect();
+    assert!(doubled.is_empty(), "written twice: {doubled:?}");
+    let seed: i64 = f
+        .client("default")
+        .query_one(
+            &format!("SELECT count(*) FROM \"{schema}\".writes WHERE client_id = 0"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seed, 20_000, "the archive's rows");
+    f.nothing_left();
+    f.registry_true("acme");
+}
+
+macro_rules! crash_tests {
+    ($($name:ident: $body:expr;)*) => {
+        $(
+            #[test]
+            fn $name() {
+                $body
+            }
+        )*
+    };
+}
+
+crash_tests! {
+    move_killed_after_its_journal_is_written: move_cut("move.journal-written", Cut::Kill, false);
+    move_killed_after_the_target_is_built: move_cut("move.target-built", Cut::Kill, false);
+    move_killed_with_the_source_locked_and_writers_waiting: move_cut("move.source-locked", Cut::Kill, false);
+    move_killed_after_the_copy_with_writers_waiting: move_cut("move.copied", Cut::Kill, false);
+    move_killed_after_the_source_is_fenced: move_cut("move.source-fenced", Cut::Kill, false);
+    move_failing_after_the_source_is_fenced: move_cut("move.source-fenced", Cut::Fail, false);
+    move_killed_after_the_registry_switch: move_cut("move.switched", Cut::Kill, false);
+    move_failing_after_the_registry_switch: move_cut("move.switched", Cut::Fail, false);
+    move_killed_after_the_old_copy_is_removed: move_cut("move.old-copy-removed", Cut::Kill, false);
+    online_move_killed_after_its_journal_is_written: move_cut("move.journal-written", Cut::Kill, true);
+    online_move_killed_after_publishing: move_cut("online.published", Cut::Kill, true);
+    online_move_killed_while_catching_up: move_cut("online.subscribed", Cut::Kill, true);
+    online_move_killed_at_the_cutover_with_writers_waiting: move_cut("online.cutover-locked", Cut::Kill, true);
+    online_move_killed_once_caught_up_with_writers_waiting: move_cut("online.caught-up", Cut::Kill, true);
+    online_move_failing_once_caught_up: move_cut("online.caught-up", Cut::Fail, true);
+    online_move_killed_after_the_source_is_fenced: move_cut("move.source-fenced", Cut::Kill, true);
+    online_move_killed_after_the_registry_switch: move_cut("move.switched", Cut::Kill, true);
+    online_move_killed_after_the_old_copy_is_removed: move_cut("move.old-copy-removed", Cut::Kill, true);
+    restore_killed_after_removing_leftovers: restore_cut("restore.leftovers-removed", Cut::Kill);
+    restore_killed_with_the_tables_locked_and_writers_waiting: restore_cut("restore.source-locked", Cut::Kill);
+    restore_killed_after_building_the_new_schema: restore_cut("restore.built", Cut::Kill);
+    restore_killed_after_loading_before_the_swap: restore_cut("restore.loaded", Cut::Kill);
+    restore_failing_after_loading_before_the_swap: restore_cut("restore.loaded", Cut::Fail);
+    restore_killed_after_the_swap: restore_cut("restore.swapped", Cut::Kill);
+}
