@@ -201,14 +201,16 @@ async fn copy_out(
     Ok(())
 }
 
-/// Counts every table's rows in the snapshot, in one query.
+/// Counts every table's own rows in the snapshot, in one query: `ONLY`, as `COPY ... TO`
+/// reads a table without its inheritance children, whose rows are carried as their own
+/// tables'.
 async fn count_rows(client: &Client, schema: &str, tables: &mut [Table]) -> Result<(), Error> {
     if tables.is_empty() {
         return Ok(());
     }
     let parts: Vec<String> = tables
         .iter()
-        .map(|t| format!("(SELECT count(*) FROM {})", qualified(schema, &t.name)))
+        .map(|t| format!("(SELECT count(*) FROM ONLY {})", qualified(schema, &t.name)))
         .collect();
     // One row, one column per table; a wide SELECT is limited to 1664 columns, so count
     // in batches.
