@@ -25,10 +25,14 @@ pub enum Snapshot {
     Fenced,
 }
 
+/// What reading a tenant's rows is called in a refusal.
+const EXPORT: &str = "an export of the tenant";
+
 /// Opens the snapshot transaction on `client` (the tenant's locked session). With
 /// [`Snapshot::Fenced`], every table is locked `EXCLUSIVE` first, so the snapshot sees
 /// every write that will ever be made to this copy. Returns the catalog as the snapshot
-/// sees it.
+/// sees it. Refuses, before any row is read, tables whose row-level security applies to
+/// the session's role (their policies would hide rows from the archive).
 pub async fn begin(
     client: &Client,
     schema: &str,
@@ -45,7 +49,12 @@ pub async fn begin(
                 )
                 .await
                 .map_err(err)?;
-            let read = catalog::read(client, schema, history_table).await;
+            let read = match catalog::read(client, schema, history_table).await {
+                Ok(c) => catalog::refuse_row_security(client, schema, &c, EXPORT)
+                    .await
+                    .map(|()| c),
+                Err(e) => Err(e),
+            };
             if read.is_err() {
                 let _ = client.batch_execute("ROLLBACK").await;
             }
@@ -53,6 +62,7 @@ pub async fn begin(
         }
         Snapshot::Fenced => {
             let before = catalog::read(client, schema, history_table).await?;
+            catalog::refuse_row_security(client, schema, &before, EXPORT).await?;
             let tables = before.lockable();
             let mut sql = String::from(
                 "BEGIN ISOLATION LEVEL REPEATABLE READ; \

@@ -158,8 +158,9 @@ fn describe_unfinished(j: &MoveJournal, domain: &str) -> String {
 
 /// The checks before anything is written: the servers differ and answer, the target
 /// does not hold the schema (unless it is this tenant's own partial copy from an
-/// interrupted move), and nothing outside the source schema depends on it when it is
-/// to be dropped.
+/// interrupted move), the source schema holds only what an archive carries and no
+/// row-level security hides rows from the copy, and nothing outside the source schema
+/// depends on it when it is to be dropped.
 pub(crate) async fn preflight(
     cx: &Context<'_>,
     tenant: &Tenant,
@@ -191,6 +192,9 @@ pub(crate) async fn preflight(
             tenant.server
         )));
     }
+    // What the copy could not read whole is refused before anything is made.
+    let catalog = super::catalog::read(&source, schema, &cx.settings.history_table).await?;
+    super::catalog::refuse_row_security(&source, schema, &catalog, "a move of the tenant").await?;
     // An interrupted online move's publication still lists the tables; the move drops
     // it before anything else, so it does not count.
     let leftover = journal.map(|_| super::online::replication_name(tenant.id));

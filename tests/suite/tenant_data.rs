@@ -1427,3 +1427,205 @@ fn tables_with_inheritance_children_travel_with_each_table_holding_its_own_rows(
     assert_eq!(rows["gadgets"].0, 1);
     every_copy_is_exact(&db, &t, "src");
 }
+
+const NOT_VALID_V1: &str = r#"
+CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+CREATE DOMAIN small_int AS integer;
+CREATE TABLE orders (id int PRIMARY KEY, account_id int, qty int, size small_int);
+CREATE TABLE old_orders () INHERITS (orders);
+CREATE TABLE events (id int, at date NOT NULL, qty int) PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+"#;
+
+const NOT_VALID_V2: &str = r#"
+-- Rules for new rows only: the rows already there are left as they are.
+ALTER TABLE orders ADD CONSTRAINT orders_qty_positive CHECK (qty > 0) NOT VALID;
+COMMENT ON CONSTRAINT orders_qty_positive ON orders IS 'new orders only';
+ALTER TABLE orders ADD CONSTRAINT orders_account_fk
+    FOREIGN KEY (account_id) REFERENCES accounts (id) NOT VALID;
+ALTER DOMAIN small_int ADD CONSTRAINT small_int_below_100 CHECK (VALUE < 100) NOT VALID;
+ALTER TABLE events ADD CONSTRAINT events_qty_positive CHECK (qty > 0) NOT VALID;
+-- Validated rules stay validated.
+ALTER TABLE accounts ADD CONSTRAINT accounts_balance_nonnegative CHECK (balance >= 0);
+ALTER TABLE old_orders ADD CONSTRAINT old_orders_id_positive CHECK (id > 0);
+"#;
+
+#[test]
+fn rows_under_not_valid_constraints_travel_and_every_constraint_keeps_its_validation() {
+    let dir = dir_with(&[
+        ("V1__tables.sql", NOT_VALID_V1),
+        ("V2__rules.sql", NOT_VALID_V2),
+    ]);
+    let (db, t) = ready_with(dir.path());
+    create(&t, "src", &["--migrate", "--target", "1"]);
+    // Rows the rules added later do not allow, made before them.
+    client_in(&db, "tenant_src")
+        .batch_execute(
+            "INSERT INTO accounts VALUES (1, 10);
+             INSERT INTO orders VALUES (1, 1, 3, 7), (2, 999, -5, 1000), (3, NULL, 0, NULL);
+             INSERT INTO old_orders VALUES (4, 998, -1, 500);
+             INSERT INTO events VALUES (1, '2025-02-01', -3), (2, '2025-03-01', 4);",
+        )
+        .unwrap();
+    t.run(&["upgrade", "--tenant", "src"]).expect(0);
+    let states = constraint_states(&db, "tenant_src");
+    for (name, validated) in [
+        ("orders.orders_qty_positive", false),
+        ("old_orders.orders_qty_positive", false),
+        ("orders.orders_account_fk", false),
+        ("domain small_int.small_int_below_100", false),
+        ("events.events_qty_positive", false),
+        ("events_2025.events_qty_positive", false),
+        ("accounts.accounts_balance_nonnegative", true),
+        ("old_orders.old_orders_id_positive", true),
+    ] {
+        assert_eq!(
+            states[name].1, validated,
+            "{name} in the source: {states:?}"
+        );
+    }
+    every_copy_is_exact(&db, &t, "src");
+    // The rules still hold for new rows in a copy, and its comment is kept.
+    use postgres::error::SqlState;
+    let mut c = client_in(&db, "tenant_imported");
+    fails_with(
+        &mut c,
+        "INSERT INTO orders VALUES (9, 1, -1, 1)",
+        &SqlState::CHECK_VIOLATION,
+    );
+    fails_with(
+        &mut c,
+        "INSERT INTO orders VALUES (9, 12345, 1, 1)",
+        &SqlState::FOREIGN_KEY_VIOLATION,
+    );
+    fails_with(
+        &mut c,
+        "INSERT INTO orders VALUES (9, 1, 1, 500)",
+        &SqlState::CHECK_VIOLATION,
+    );
+    let comment: Option<String> = c
+        .query_one(
+            "SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint \
+             WHERE conname = 'orders_qty_positive' AND conrelid = 'orders'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("new orders only"));
+}
+
+const FORCED_RLS: &str = r#"
+CREATE TABLE secrets (id int PRIMARY KEY, owner_name text NOT NULL, body text);
+ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
+CREATE POLICY only_alice ON secrets USING (owner_name = 'alice') WITH CHECK (owner_name = 'alice');
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+"#;
+
+#[test]
+fn forced_row_security_is_refused_up_front_for_reads_and_stepped_around_for_loads_by_a_plain_owner()
+{
+    let dir = dir_with(&[("V1__secrets.sql", FORCED_RLS)]);
+    let db = TestDb::new();
+    let role = crate::connections::Role::create(-1);
+    role.owns(&db);
+    let t = tenantctl(&db)
+        .migrations(dir.path())
+        .env("TENANTCTL_DATABASE_URL", &role.url(&db));
+    // The same commands as a superuser, which row security does not apply to.
+    let admin = tenantctl(&db).migrations(dir.path());
+    t.run(&["init"]).expect(0);
+    create(&t, "src", &["--migrate"]);
+    db.client()
+        .batch_execute(
+            "INSERT INTO tenant_src.secrets VALUES (1, 'alice', 'a'), (2, 'bob', 'b'), (3, 'carol', NULL);
+             INSERT INTO tenant_src.notes VALUES (1, 'open');",
+        )
+        .unwrap();
+    let rows = own_rows(&db, "tenant_src");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("src.tenant");
+    let f = file.to_str().unwrap();
+    let count = tenant_count(&db);
+    let schemas = user_schemas(&db);
+    let needles = ["secrets", "BYPASSRLS", "NO FORCE ROW LEVEL SECURITY"];
+
+    expect_error(&t.run(&["tenant", "export", "src", "-f", f]), 1, &needles);
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    expect_error(
+        &t.run(&["tenant", "clone", "src", "twin", "--name", "Twin"]),
+        1,
+        &needles,
+    );
+    let out = work.path().join("backups");
+    let report: crate::common_json::RunReport = t
+        .run(&[
+            "backup",
+            "--all",
+            "--out",
+            out.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .expect(1)
+        .json();
+    let failed = report.of("src");
+    assert_eq!(failed.status, "failed");
+    let e = failed.error.as_deref().unwrap_or_default();
+    for n in needles {
+        assert!(e.contains(n), "{e}");
+    }
+    let left: Vec<_> = std::fs::read_dir(out.join("src")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Moving it elsewhere reads it too: refused before anything is made.
+    let elsewhere = TestDb::new();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        format!("[servers.b]\nurl = \"{}\"\n", role.url(&elsewhere)),
+    )
+    .unwrap();
+    role.owns(&elsewhere);
+    let moving = t.clone().cwd(config.path());
+    expect_error(
+        &moving.run(&["tenant", "move", "src", "--to", "b", "--yes"]),
+        1,
+        &needles,
+    );
+    assert!(!schema_exists(&elsewhere, "tenant_src"));
+    assert_eq!((tenant_count(&db), user_schemas(&db)), (count, schemas));
+    assert_eq!(own_rows(&db, "tenant_src"), rows);
+
+    // An archive a superuser took loads as the plain owner: the FORCE is stepped around
+    // for the load only.
+    admin.run(&["tenant", "export", "src", "-f", f]).expect(0);
+    t.run(&["tenant", "import", f, "--as", "copy", "--name", "Copy"])
+        .expect(0);
+    assert_eq!(own_rows(&db, "tenant_copy"), rows);
+    db.client()
+        .batch_execute("DELETE FROM tenant_src.secrets")
+        .unwrap();
+    t.run(&["tenant", "restore", "src", f, "--yes"]).expect(0);
+    assert_eq!(own_rows(&db, "tenant_src"), rows);
+    for schema in ["tenant_copy", "tenant_src"] {
+        let (enabled, forced): (bool, bool) = {
+            let r = db
+                .client()
+                .query_one(
+                    "SELECT relrowsecurity, relforcerowsecurity FROM pg_class \
+                     WHERE oid = format('%I.secrets', $1::text)::regclass",
+                    &[&schema],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert!(
+            enabled && forced,
+            "{schema}: row security as the migrations left it"
+        );
+    }
+}
