@@ -718,3 +718,80 @@ fn a_signed_manifest_that_contradicts_itself_is_refused_with_nothing_registered(
     );
     unchanged("import from a newer PostgreSQL");
 }
+
+#[test]
+fn keep_removes_only_real_backups_of_the_tenant_whatever_else_is_named_like_one() {
+    let (db, t) = ready();
+    tenant(&db, &t, "acme", 12);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("acme.tenant");
+    export(&t, "acme", &archive);
+    let out = work.path().join("out");
+    let own = out.join("acme");
+    std::fs::create_dir_all(own.join("acme-20200101T000000Z.tenant")).unwrap();
+    std::fs::write(
+        own.join("acme-20200101T000000Z.tenant/inside"),
+        "kept with its directory\n",
+    )
+    .unwrap();
+    std::fs::write(own.join("acme-20200101T000001Z.tenant"), "my notes\n").unwrap();
+    let outside = work.path().join("precious.tenant");
+    std::fs::copy(&archive, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, own.join("acme-20200101T000002Z.tenant")).unwrap();
+    // Named almost like a backup, holding a real archive.
+    let lookalikes = [
+        "acme-20200101garbage.tenant",
+        "acme-20200101T000003Z-x.tenant",
+        "acme-20200101T000003Z-02.tenant",
+        "acme-20200101T000003Z-1.tenant",
+        "acme-2020010lT000003Z.tenant",
+        "acme-20200101T000003Z.tenant.old",
+    ];
+    for name in lookalikes {
+        std::fs::copy(&archive, own.join(name)).unwrap();
+    }
+    // Backups older versions named, "-2" and "-10" in the same second.
+    for name in [
+        "acme-20200101T000004Z.tenant",
+        "acme-20200101T000004Z-2.tenant",
+        "acme-20200101T000004Z-10.tenant",
+    ] {
+        std::fs::copy(&archive, own.join(name)).unwrap();
+    }
+    let mut everything_else: Vec<String> = std::fs::read_dir(&own)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with("acme-20200101T000004Z"))
+        .collect();
+    everything_else.sort();
+
+    let run = t.run(&[
+        "backup",
+        "--tenant",
+        "acme",
+        "--out",
+        out.to_str().unwrap(),
+        "--keep",
+        "2",
+        "-o",
+        "json",
+    ]);
+    let report: crate::common_json::RunReport = run.expect(0).json();
+    let written = report.of("acme").file.clone().unwrap();
+    let written = Path::new(&written).file_name().unwrap().to_str().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&own)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut want = everything_else.clone();
+    want.push("acme-20200101T000004Z-10.tenant".to_string());
+    want.push(written.to_string());
+    want.sort();
+    assert_eq!(left, want, "only the two oldest real backups were removed");
+    assert_eq!(
+        std::fs::read_to_string(own.join("acme-20200101T000001Z.tenant")).unwrap(),
+        "my notes\n"
+    );
+    assert!(outside.is_file(), "the symlink's target is kept");
+}
