@@ -61,9 +61,9 @@ impl Operation for Backup {
         super::files::remove_stale_partials(&dir, &format!("{}-", tenant.domain));
         let started = time::OffsetDateTime::now_utc();
         let partial = super::files::backup_partial(&dir, &tenant.domain, started);
-        let file = match std::fs::File::create(&partial) {
+        let file = match super::files::create_partial(&partial) {
             Ok(f) => f,
-            Err(e) => return fail(r, format!("creating {}: {e}", partial.display())),
+            Err(e) => return fail(r, e.to_string()),
         };
         let label = partial.display().to_string();
         let settings = session.settings().clone();

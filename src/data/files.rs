@@ -54,6 +54,22 @@ pub fn prepare(file: &Path, force: bool) -> Result<PathBuf, Error> {
     Ok(dir.join(partial))
 }
 
+/// Creates the temporary file `partial` (a name from [`prepare`] or [`backup_partial`])
+/// as a new file: whatever is already at that name (what an earlier process with the same
+/// id left, or a symlink planted there) is removed first, never written through, so a
+/// symlink at a predictable name cannot make a run overwrite another file.
+pub fn create_partial(partial: &Path) -> Result<std::fs::File, Error> {
+    let fail = |e: std::io::Error| Error::failed(format!("creating {}: {e}", partial.display()));
+    if std::fs::symlink_metadata(partial).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(partial).map_err(fail)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .map_err(fail)
+}
+
 /// Makes a complete archive durable under its final name; returns its size.
 pub fn finish(partial: &Path, file: &Path) -> Result<u64, Error> {
     let fail = |e: std::io::Error| Error::failed(format!("writing {}: {e}", file.display()));

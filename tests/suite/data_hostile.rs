@@ -795,3 +795,68 @@ fn keep_removes_only_real_backups_of_the_tenant_whatever_else_is_named_like_one(
     );
     assert!(outside.is_file(), "the symlink's target is kept");
 }
+
+#[test]
+fn a_symlink_planted_at_the_temporary_name_is_never_written_through() {
+    let (db, t) = ready();
+    tenant(&db, &t, "acme", 12);
+    let work = tempfile::tempdir().unwrap();
+    let victim = work.path().join("victim.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    let out = work.path().join("out");
+    std::fs::create_dir_all(out.join("acme")).unwrap();
+    // The temporary names are predictable: `.FILE.PID.partial` for an export,
+    // `.DOMAIN-STAMP.tenant.PID.partial` for a backup. The wrapper plants symlinks under
+    // them for its own pid, which `exec` hands on to tenantctl, and every second ahead.
+    let plant = r#"
+        now=$(date -u +%s)
+        ln -s "$VICTIM" "$WORK/.acme.tenant.$$.partial"
+        for i in $(seq -2 120); do
+            stamp=$(date -u -d "@$((now + i))" +%Y%m%dT%H%M%SZ)
+            ln -s "$VICTIM" "$OUT/acme/.acme-$stamp.tenant.$$.partial"
+        done
+        exec "$@"
+    "#;
+    let trapped = t
+        .clone()
+        .env("VICTIM", victim.to_str().unwrap())
+        .env("WORK", work.path().to_str().unwrap())
+        .env("OUT", out.to_str().unwrap())
+        .wrapped_in(Path::new("/bin/sh"), &["-c", plant, "sh"]);
+    let file = work.path().join("acme.tenant");
+    trapped
+        .run(&["tenant", "export", "acme", "-f", file.to_str().unwrap()])
+        .expect(0);
+    let report: crate::common_json::RunReport = trapped
+        .run(&[
+            "backup",
+            "--tenant",
+            "acme",
+            "--out",
+            out.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "keep me\n",
+        "a planted symlink was written through"
+    );
+    let backup = PathBuf::from(report.of("acme").file.clone().unwrap());
+    let want = table_contents(&mut db.client(), "tenant_acme");
+    for (i, archive) in [&file, &backup].into_iter().enumerate() {
+        let meta = std::fs::symlink_metadata(archive).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is not a regular file",
+            archive.display()
+        );
+        let imported: Imported = import(&t, archive, &format!("copy{i}")).expect(0).json();
+        assert_eq!(
+            table_contents(&mut db.client(), &imported.tenant.schema_name),
+            want
+        );
+    }
+}
