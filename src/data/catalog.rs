@@ -705,14 +705,14 @@ impl RowSecurity {
         };
         let mut what = Vec::new();
         if !self.forced.is_empty() {
+            let (verb, their) = if self.forced.len() == 1 {
+                ("has", "its")
+            } else {
+                ("have", "their")
+            };
             what.push(format!(
-                "{} {} FORCE ROW LEVEL SECURITY, so their policies apply to their owner {} too",
+                "{} {verb} FORCE ROW LEVEL SECURITY, so {their} policies apply to {their} owner {} too",
                 crate::error::listed(&list(&self.forced), 10),
-                if self.forced.len() == 1 {
-                    "has"
-                } else {
-                    "have"
-                },
                 quote(&self.role)
             ));
         }
