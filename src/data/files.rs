@@ -168,7 +168,7 @@ pub fn backup_key(name: &str, domain: &str) -> Option<BackupKey> {
         (stamp, tail) => {
             let n = tail.strip_prefix('-')?;
             if n.is_empty()
-                || n.len() > 9
+                || n.len() > 20
                 || n.starts_with('0')
                 || !n.bytes().all(|b| b.is_ascii_digit())
             {
@@ -288,7 +288,10 @@ pub fn publish_backup(
     let mut key = match existing.last() {
         Some((newest, _)) if newest.stamp >= now => BackupKey {
             stamp: newest.stamp.clone(),
-            counter: newest.counter + 1,
+            counter: newest
+                .counter
+                .checked_add(1)
+                .ok_or_else(|| exhausted(dir))?,
         },
         _ => BackupKey {
             stamp: now,
@@ -299,7 +302,7 @@ pub fn publish_backup(
     // symlink) is skipped, never replaced.
     let mut path = dir.join(key.file_name(domain));
     while std::fs::symlink_metadata(&path).is_ok() {
-        key.counter += 1;
+        key.counter = key.counter.checked_add(1).ok_or_else(|| exhausted(dir))?;
         path = dir.join(key.file_name(domain));
     }
     std::fs::rename(partial, &path).map_err(fail)?;
@@ -310,6 +313,13 @@ pub fn publish_backup(
     };
     drop(guard);
     Ok(Published { path, rotated })
+}
+
+fn exhausted(dir: &Path) -> Error {
+    Error::failed(format!(
+        "no backup name is left after the newest in {}: a backup there is named with the highest counter; move it away",
+        dir.display()
+    ))
 }
 
 /// Removes all but the newest `keep` of `older` (sorted oldest first); returns what was
@@ -371,10 +381,14 @@ mod tests {
             "acme-20200101T000000Z.tnt",
             "acme-west-20200101T000000Z.tenant",
             "acme20200101T000000Z.tenant",
-            "acme-20200101T000000Z-99999999999.tenant",
+            "acme-20200101T000000Z-18446744073709551616.tenant",
         ] {
             assert_eq!(key(other), None, "{other}");
         }
+        assert_eq!(
+            key("acme-20200101T000000Z-18446744073709551615.tenant"),
+            k("20200101T000000Z", u64::MAX)
+        );
         assert!(k("20200101T000000Z", 10) > k("20200101T000000Z", 2));
         assert!(k("20200101T000001Z", 1) > k("20200101T000000Z", 10));
     }

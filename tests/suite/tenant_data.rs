@@ -1286,12 +1286,15 @@ fn own_rows(db: &TestDb, schema: &str) -> BTreeMap<String, (i64, String)> {
 }
 
 /// Every CHECK and foreign key constraint on the schema's tables and domains: its
-/// definition and whether it is validated, by `TABLE.NAME` (`domain DOMAIN.NAME`).
+/// definition with how it is inherited, and whether it is validated, by `TABLE.NAME`
+/// (`domain DOMAIN.NAME`).
 fn constraint_states(db: &TestDb, schema: &str) -> BTreeMap<String, (String, bool)> {
     db.client()
         .query(
             "SELECT coalesce(t.relname::text, 'domain ' || d.typname::text) || '.' || c.conname, \
-                    pg_get_constraintdef(c.oid), c.convalidated \
+                    pg_get_constraintdef(c.oid) || format(' (inherited %s times%s)', c.coninhcount, \
+                        CASE WHEN c.conislocal THEN ', and local' ELSE '' END), \
+                    c.convalidated \
              FROM pg_constraint c \
              LEFT JOIN pg_class t ON t.oid = c.conrelid \
              LEFT JOIN pg_type d ON d.oid = c.contypid \
@@ -1628,4 +1631,74 @@ fn forced_row_security_is_refused_up_front_for_reads_and_stepped_around_for_load
             "{schema}: row security as the migrations left it"
         );
     }
+}
+
+const ODD_SHAPES_V1: &str = r#"
+CREATE DOMAIN code AS text;
+CREATE DOMAIN short_code AS code;
+CREATE TABLE base (
+    id    int PRIMARY KEY,
+    label text,
+    tags  code[],
+    c     short_code,
+    loud  text GENERATED ALWAYS AS (upper(label)) STORED
+);
+CREATE TABLE kid (extra int) INHERITS (base);
+CREATE TABLE grandkid () INHERITS (kid);
+CREATE TABLE part (id int, at date NOT NULL, v int, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE part_a PARTITION OF part FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE part_b PARTITION OF part DEFAULT;
+CREATE TABLE guarded (id int PRIMARY KEY, who text);
+ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
+CREATE POLICY only_x ON guarded USING (who = 'x');
+CREATE TABLE ref_target (id int PRIMARY KEY);
+CREATE TABLE refs (id int, t int);
+"#;
+
+const ODD_SHAPES_V2: &str = r#"
+ALTER DOMAIN code ADD CONSTRAINT code_upper CHECK (VALUE = upper(VALUE)) NOT VALID;
+ALTER DOMAIN short_code ADD CONSTRAINT short CHECK (length(VALUE) < 4) NOT VALID;
+ALTER TABLE base ADD CONSTRAINT base_positive CHECK (id > 0) NOT VALID;
+ALTER TABLE base ADD CONSTRAINT base_only CHECK (label <> 'x') NO INHERIT NOT VALID;
+-- The child's own copy of its parent's rule: local and inherited at once.
+ALTER TABLE kid ADD CONSTRAINT base_positive CHECK (id > 0) NOT VALID;
+ALTER TABLE part ADD CONSTRAINT part_v CHECK (v > 0) NOT VALID;
+ALTER TABLE part_a ADD CONSTRAINT part_a_v CHECK (v < 100) NOT VALID;
+ALTER TABLE refs ADD CONSTRAINT refs_fk FOREIGN KEY (t) REFERENCES ref_target (id) NOT VALID;
+ALTER TABLE refs ADD CONSTRAINT refs_not_self CHECK (id <> t) NOT VALID;
+"#;
+
+#[test]
+fn odd_table_shapes_together_travel_exactly_as_the_schema_owner_without_superuser() {
+    let dir = dir_with(&[
+        ("V1__shapes.sql", ODD_SHAPES_V1),
+        ("V2__rules.sql", ODD_SHAPES_V2),
+    ]);
+    let db = TestDb::new();
+    let role = crate::connections::Role::create(-1);
+    role.owns(&db);
+    let t = tenantctl(&db)
+        .migrations(dir.path())
+        .env("TENANTCTL_DATABASE_URL", &role.url(&db));
+    t.run(&["init"]).expect(0);
+    create(&t, "src", &["--migrate", "--target", "1"]);
+    db.client()
+        .batch_execute(
+            "SET search_path = tenant_src;
+             INSERT INTO base (id, label, tags, c) VALUES (-1, 'x', '{ab}', 'lower'), (1, 'ok', '{AB}', 'AB');
+             INSERT INTO kid (id, label, extra) VALUES (-2, 'x', 1);
+             INSERT INTO grandkid (id, label, extra, c) VALUES (-3, 'g', 2, 'toolong');
+             INSERT INTO part VALUES (1, '2025-02-02', -1), (2, '2025-03-03', 500), (3, '2027-01-01', -9);
+             INSERT INTO guarded VALUES (1, 'x'), (2, 'y');
+             INSERT INTO ref_target VALUES (1);
+             INSERT INTO refs VALUES (1, 1), (2, 77);",
+        )
+        .unwrap();
+    t.run(&["upgrade", "--tenant", "src"]).expect(0);
+    let states = constraint_states(&db, "tenant_src");
+    assert!(
+        states.values().filter(|(_, validated)| !validated).count() >= 10,
+        "{states:?}"
+    );
+    every_copy_is_exact(&db, &t, "src");
 }
