@@ -1,6 +1,7 @@
 //! `backup`: one complete, importable archive per tenant under `DIR/DOMAIN/`, nothing
 //! half-written left behind, `--keep` rotation that touches only the tenant's own
-//! backups, the registry status never changed by a backup (a failed one is recorded in
+//! backups and never the one just written, names never given twice (runs within one
+//! second, two processes at once), the registry status never changed by a backup (a failed one is recorded in
 //! the ledger only), and the bulk run's canary and refusals.
 
 use std::path::{Path, PathBuf};

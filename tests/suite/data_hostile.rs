@@ -4,7 +4,9 @@
 //! copy is in place and clears what an interrupted one left, export never writes through
 //! a symlink or a FIFO, a FIFO imports in one pass, what killed exports and backups left
 //! is removed once their process is gone, an unwritable backup directory is refused up
-//! front, and a manifest that contradicts itself is refused even when correctly signed.
+//! front, a manifest that contradicts itself is refused even when correctly signed,
+//! `--keep` removes nothing that merely looks like a backup, and a symlink planted at a
+//! temporary file's predictable name is never written through.
 
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
