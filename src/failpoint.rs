@@ -126,9 +126,11 @@ mod tests {
                     && !path.ends_with("failpoint.rs")
                 {
                     let text = std::fs::read_to_string(&path).unwrap();
-                    for (at, _) in text.match_indices("failpoint!(\"") {
-                        let rest = &text[at + "failpoint!(\"".len()..];
-                        used.push(rest[..rest.find('"').unwrap()].to_string());
+                    for (at, _) in text.match_indices("failpoint!(") {
+                        let rest = text[at + "failpoint!(".len()..].trim_start();
+                        if let Some(name) = rest.strip_prefix('"') {
+                            used.push(name[..name.find('"').unwrap()].to_string());
+                        }
                     }
                 }
             }

@@ -1,7 +1,8 @@
 //! `backup` as a bulk operation: each selected tenant's archive written, in its locked
-//! session, to `DIR/DOMAIN/DOMAIN-STAMP.tenant` under a temporary name and renamed when
-//! complete, then the tenant's older backups beyond `keep` removed. A backup never
-//! changes a tenant's status; the ledger records each one.
+//! session, under a temporary name in `DIR/DOMAIN/`, then published as its newest backup
+//! `DOMAIN-STAMP.tenant` (a name never given twice, see [`super::files::publish_backup`])
+//! and the tenant's older backups beyond `keep` removed. A backup never changes a
+//! tenant's status; the ledger records each one.
 
 use std::path::PathBuf;
 
@@ -58,16 +59,13 @@ impl Operation for Backup {
             return fail(r, format!("creating {}: {e}", dir.display()));
         }
         super::files::remove_stale_partials(&dir, &format!("{}-", tenant.domain));
-        let path = super::files::backup_path(&dir, &tenant.domain, time::OffsetDateTime::now_utc());
-        let partial = match super::files::prepare(&path, false) {
-            Ok(p) => p,
+        let started = time::OffsetDateTime::now_utc();
+        let partial = super::files::backup_partial(&dir, &tenant.domain, started);
+        let file = match super::files::create_partial(&partial) {
+            Ok(f) => f,
             Err(e) => return fail(r, e.to_string()),
         };
-        let file = match std::fs::File::create(&partial) {
-            Ok(f) => f,
-            Err(e) => return fail(r, format!("creating {}: {e}", partial.display())),
-        };
-        let label = path.display().to_string();
+        let label = partial.display().to_string();
         let settings = session.settings().clone();
         let written = super::export_in(session, tenant, &settings, Box::new(file), &label).await;
         if let Err(e) = written {
@@ -81,21 +79,20 @@ impl Operation for Backup {
                 fail(r, e.to_string())
             }
         );
-        if let Err(e) = super::files::finish(&partial, &path) {
-            let _ = std::fs::remove_file(&partial);
-            return fail(r, e.to_string());
-        }
-        r.file = Some(label);
-        r.status = ResultStatus::Ok;
-        crate::failpoint!(
-            "backup.rotating",
-            return |e: crate::error::Error| fail(r, e.to_string())
-        );
-        if let Some(keep) = self.keep {
-            if let Err(e) = super::files::rotate(&dir, &tenant.domain, keep) {
-                // The new backup is complete; only removing old ones failed.
-                r.error = Some(format!("backup written, but {e}"));
+        let published =
+            super::files::publish_backup(&partial, &dir, &tenant.domain, started, self.keep);
+        let published = match published {
+            Ok(p) => p,
+            Err(e) => {
+                let _ = std::fs::remove_file(&partial);
+                return fail(r, e.to_string());
             }
+        };
+        r.file = Some(published.path.display().to_string());
+        r.status = ResultStatus::Ok;
+        if let Err(e) = published.rotated {
+            // The new backup is complete; only removing old ones failed.
+            r.error = Some(format!("backup written, but {e}"));
         }
     }
 }

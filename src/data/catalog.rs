@@ -539,3 +539,260 @@ pub async fn rebuildable(
         })
         .collect())
 }
+
+/// What a constraint is declared on.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum ConstraintOn {
+    /// A table of the schema.
+    Table(String),
+    /// A domain of the schema.
+    Domain(String),
+}
+
+impl ConstraintOn {
+    fn alter(&self, schema: &str) -> String {
+        match self {
+            ConstraintOn::Table(t) => format!("ALTER TABLE {}", qualified(schema, t)),
+            ConstraintOn::Domain(d) => format!("ALTER DOMAIN {}", qualified(schema, d)),
+        }
+    }
+
+    fn comment_target(&self, schema: &str) -> String {
+        match self {
+            ConstraintOn::Table(t) => qualified(schema, t),
+            ConstraintOn::Domain(d) => format!("DOMAIN {}", qualified(schema, d)),
+        }
+    }
+}
+
+/// A CHECK constraint that is not validated (`NOT VALID`), declared on one of the
+/// schema's tables or domains. It binds new rows only, so the source may hold rows older
+/// than it that break it: loading takes it off before the rows go in and declares it
+/// again after, still `NOT VALID` (its definition says so), so nothing validates it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Unvalidated {
+    /// Where it is declared.
+    pub on: ConstraintOn,
+    /// Its name.
+    pub name: String,
+    /// `pg_get_constraintdef`, ending in `NOT VALID`.
+    pub definition: String,
+    /// Its comment.
+    pub comment: Option<String>,
+}
+
+impl Unvalidated {
+    /// Drops it (from the inheritance children too, where they have it only from here).
+    pub fn drop(&self, schema: &str) -> String {
+        format!(
+            "{} DROP CONSTRAINT {}",
+            self.on.alter(schema),
+            quote(&self.name)
+        )
+    }
+
+    /// Declares it again, not validated, with its comment.
+    pub fn add(&self, schema: &str) -> String {
+        let mut sql = format!(
+            "{} ADD CONSTRAINT {} {}",
+            self.on.alter(schema),
+            quote(&self.name),
+            self.definition
+        );
+        if let Some(c) = &self.comment {
+            sql.push_str(&format!(
+                "; COMMENT ON CONSTRAINT {} ON {} IS {}",
+                quote(&self.name),
+                self.on.comment_target(schema),
+                crate::plan::literal(c)
+            ));
+        }
+        sql
+    }
+}
+
+/// The schema's CHECK constraints that are not validated and declared on their table or
+/// domain itself (not only inherited), ancestors before descendants: the order they are
+/// dropped in (a table's inherited copy goes with its parent's), and, reversed, declared
+/// again in (a parent's then merges with a child's own copy, as before).
+pub async fn unvalidated_checks(client: &Client, schema: &str) -> Result<Vec<Unvalidated>, Error> {
+    let rows = client
+        .query(
+            "SELECT coalesce(t.relname, d.typname)::text, d.oid IS NOT NULL, c.conname::text, \
+                    pg_catalog.pg_get_constraintdef(c.oid), \
+                    pg_catalog.obj_description(c.oid, 'pg_constraint'), \
+                    (WITH RECURSIVE up(rel) AS ( \
+                         SELECT t.oid \
+                         UNION SELECT i.inhparent FROM pg_catalog.pg_inherits i JOIN up ON i.inhrelid = up.rel) \
+                     SELECT count(*) FROM up) AS ancestors \
+             FROM pg_catalog.pg_constraint c \
+             LEFT JOIN pg_catalog.pg_class t ON t.oid = c.conrelid \
+             LEFT JOIN pg_catalog.pg_type d ON d.oid = c.contypid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = coalesce(t.relnamespace, d.typnamespace) \
+             WHERE n.nspname = $1 AND c.contype = 'c' AND NOT c.convalidated AND c.conislocal \
+             ORDER BY ancestors, 1, 3",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the schema's constraints that are not validated"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let owner: String = r.get(0);
+            Unvalidated {
+                on: if r.get::<_, bool>(1) {
+                    ConstraintOn::Domain(owner)
+                } else {
+                    ConstraintOn::Table(owner)
+                },
+                name: r.get(2),
+                definition: r.get(3),
+                comment: r.get(4),
+            }
+        })
+        .collect())
+}
+
+/// The schema's CHECK constraints that are not validated, each as `(table, name)`, the
+/// inherited copies included (domains' constraints are never inherited and left out).
+pub async fn unvalidated_check_names(
+    client: &Client,
+    schema: &str,
+) -> Result<Vec<(String, String)>, Error> {
+    let rows = client
+        .query(
+            "SELECT t.relname::text, c.conname::text FROM pg_catalog.pg_constraint c \
+             JOIN pg_catalog.pg_class t ON t.oid = c.conrelid \
+             JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
+             WHERE n.nspname = $1 AND c.contype = 'c' AND NOT c.convalidated \
+             ORDER BY 1, 2",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error(
+            "reading the schema's constraints that are not validated",
+        ))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Row-level security that applies to the session's role on the schema's tables: what
+/// it reads through them is filtered by their policies, and `COPY ... FROM` into them is
+/// refused.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RowSecurity {
+    /// The role.
+    pub role: String,
+    /// Tables the role owns whose `FORCE ROW LEVEL SECURITY` subjects their owner to
+    /// their policies.
+    pub forced: Vec<String>,
+    /// Tables with row-level security the role does not own.
+    pub not_owned: Vec<String>,
+}
+
+impl RowSecurity {
+    /// Whether it applies to no table.
+    pub fn is_empty(&self) -> bool {
+        self.forced.is_empty() && self.not_owned.is_empty()
+    }
+
+    /// The refusal of reading every row of these tables: what applies and what to do.
+    pub fn refusal(&self, schema: &str, doing: &str) -> Error {
+        let list = |names: &[String]| {
+            names
+                .iter()
+                .map(|n| qualified(schema, n))
+                .collect::<Vec<_>>()
+        };
+        let mut what = Vec::new();
+        if !self.forced.is_empty() {
+            let (verb, their) = if self.forced.len() == 1 {
+                ("has", "its")
+            } else {
+                ("have", "their")
+            };
+            what.push(format!(
+                "{} {verb} FORCE ROW LEVEL SECURITY, so {their} policies apply to {their} owner {} too",
+                crate::error::listed(&list(&self.forced), 10),
+                quote(&self.role)
+            ));
+        }
+        if !self.not_owned.is_empty() {
+            what.push(format!(
+                "{} {} row-level security and {} not owned by {}",
+                crate::error::listed(&list(&self.not_owned), 10),
+                if self.not_owned.len() == 1 {
+                    "has"
+                } else {
+                    "have"
+                },
+                if self.not_owned.len() == 1 {
+                    "is"
+                } else {
+                    "are"
+                },
+                quote(&self.role)
+            ));
+        }
+        let mut todo = format!(
+            "run it as a role with BYPASSRLS (ALTER ROLE {} BYPASSRLS, as a superuser) or as a superuser",
+            quote(&self.role)
+        );
+        if !self.forced.is_empty() {
+            todo.push_str(
+                ", or lift the FORCE for the time of it (ALTER TABLE ... NO FORCE ROW LEVEL SECURITY, then FORCE ROW LEVEL SECURITY again)",
+            );
+        }
+        Error::refused(format!(
+            "{doing} must read every row, but row-level security applies to role {}: {}; {todo}. Nothing was written",
+            quote(&self.role),
+            what.join("; ")
+        ))
+    }
+}
+
+/// The row-level security that applies to the session's role on `tables` of `schema`
+/// (by `row_security_active`: not for a superuser or a role with `BYPASSRLS`, nor for a
+/// table's owner unless the table forces it).
+pub async fn row_security(
+    client: &Client,
+    schema: &str,
+    tables: &[String],
+) -> Result<RowSecurity, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, pg_catalog.pg_has_role(c.relowner, 'USAGE'), current_user::text \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = ANY($2) AND c.relrowsecurity \
+               AND pg_catalog.row_security_active(c.oid) \
+             ORDER BY 1",
+            &[&schema, &tables],
+        )
+        .await
+        .map_err(query_error("reading the row-level security of the schema's tables"))?;
+    let mut out = RowSecurity::default();
+    for r in &rows {
+        out.role = r.get(2);
+        if r.get::<_, bool>(1) {
+            out.forced.push(r.get(0));
+        } else {
+            out.not_owned.push(r.get(0));
+        }
+    }
+    Ok(out)
+}
+
+/// Refuses (before anything is read) reading `catalog`'s tables when row-level security
+/// applies to the session's role on any of them: the archive would silently miss rows.
+pub async fn refuse_row_security(
+    client: &Client,
+    schema: &str,
+    catalog: &Catalog,
+    doing: &str,
+) -> Result<(), Error> {
+    let names: Vec<String> = catalog.tables.iter().map(|t| t.name.clone()).collect();
+    let rls = row_security(client, schema, &names).await?;
+    if rls.is_empty() {
+        return Ok(());
+    }
+    Err(rls.refusal(schema, doing))
+}

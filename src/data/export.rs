@@ -27,10 +27,14 @@ pub enum Snapshot<'w> {
     Fenced(&'w fence::Watch<'w>),
 }
 
+/// What reading a tenant's rows is called in a refusal.
+const EXPORT: &str = "an export of the tenant";
+
 /// Opens the snapshot transaction on `client` (the tenant's locked session). With
 /// [`Snapshot::Fenced`], every table is locked `EXCLUSIVE` first, so the snapshot sees
 /// every write that will ever be made to this copy. Returns the catalog as the snapshot
-/// sees it.
+/// sees it. Refuses, before any row is read, tables whose row-level security applies to
+/// the session's role (their policies would hide rows from the archive).
 pub async fn begin(
     client: &Client,
     schema: &str,
@@ -47,7 +51,12 @@ pub async fn begin(
                 )
                 .await
                 .map_err(err)?;
-            let read = catalog::read(client, schema, history_table).await;
+            let read = match catalog::read(client, schema, history_table).await {
+                Ok(c) => catalog::refuse_row_security(client, schema, &c, EXPORT)
+                    .await
+                    .map(|()| c),
+                Err(e) => Err(e),
+            };
             if read.is_err() {
                 let _ = client.batch_execute("ROLLBACK").await;
             }
@@ -55,6 +64,7 @@ pub async fn begin(
         }
         Snapshot::Fenced(watch) => {
             let before = catalog::read(client, schema, history_table).await?;
+            catalog::refuse_row_security(client, schema, &before, EXPORT).await?;
             let tables = fence::order(client, schema, &before.lockable()).await?;
             // Neither statement takes a snapshot: it is taken after the locks.
             fence::take(
@@ -201,14 +211,16 @@ async fn copy_out(
     Ok(())
 }
 
-/// Counts every table's rows in the snapshot, in one query.
+/// Counts every table's own rows in the snapshot, in one query: `ONLY`, as `COPY ... TO`
+/// reads a table without its inheritance children, whose rows are carried as their own
+/// tables'.
 async fn count_rows(client: &Client, schema: &str, tables: &mut [Table]) -> Result<(), Error> {
     if tables.is_empty() {
         return Ok(());
     }
     let parts: Vec<String> = tables
         .iter()
-        .map(|t| format!("(SELECT count(*) FROM {})", qualified(schema, &t.name)))
+        .map(|t| format!("(SELECT count(*) FROM ONLY {})", qualified(schema, &t.name)))
         .collect();
     // One row, one column per table; a wide SELECT is limited to 1664 columns, so count
     // in batches.

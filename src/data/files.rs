@@ -54,6 +54,22 @@ pub fn prepare(file: &Path, force: bool) -> Result<PathBuf, Error> {
     Ok(dir.join(partial))
 }
 
+/// Creates the temporary file `partial` (a name from [`prepare`] or [`backup_partial`])
+/// as a new file: whatever is already at that name (what an earlier process with the same
+/// id left, or a symlink planted there) is removed first, never written through, so a
+/// symlink at a predictable name cannot make a run overwrite another file.
+pub fn create_partial(partial: &Path) -> Result<std::fs::File, Error> {
+    let fail = |e: std::io::Error| Error::failed(format!("creating {}: {e}", partial.display()));
+    if std::fs::symlink_metadata(partial).is_ok_and(|m| !m.is_dir()) {
+        std::fs::remove_file(partial).map_err(fail)?;
+    }
+    std::fs::OpenOptions::new()
+        .write(true)
+        .create_new(true)
+        .open(partial)
+        .map_err(fail)
+}
+
 /// Makes a complete archive durable under its final name; returns its size.
 pub fn finish(partial: &Path, file: &Path) -> Result<u64, Error> {
     let fail = |e: std::io::Error| Error::failed(format!("writing {}: {e}", file.display()));
@@ -103,10 +119,31 @@ pub fn remove_stale_partials(dir: &Path, prefix: &str) {
 /// The file extension of archives.
 pub const EXTENSION: &str = "tenant";
 
-/// A new backup's path in `dir` for `domain`: `DOMAIN-YYYYMMDDTHHMMSSZ.tenant`, with a
-/// counter added when that name is taken (two backups within a second).
-pub fn backup_path(dir: &Path, domain: &str, at: time::OffsetDateTime) -> PathBuf {
-    let stamp = format!(
+/// Where a backup stands among a tenant's backups: the second its name gives, then its
+/// counter (1 for a name without one). Names are given in this order and never twice, so
+/// it is the order they were written in.
+#[derive(Debug, Clone, PartialEq, Eq, PartialOrd, Ord)]
+pub struct BackupKey {
+    /// `YYYYMMDDTHHMMSSZ`.
+    stamp: String,
+    /// 1, or the `N` of `-N`.
+    counter: u64,
+}
+
+impl BackupKey {
+    fn file_name(&self, domain: &str) -> String {
+        if self.counter == 1 {
+            format!("{domain}-{}.{EXTENSION}", self.stamp)
+        } else {
+            format!("{domain}-{}-{}.{EXTENSION}", self.stamp, self.counter)
+        }
+    }
+}
+
+/// The `YYYYMMDDTHHMMSSZ` of a moment, in UTC.
+fn stamp(at: time::OffsetDateTime) -> String {
+    let at = at.to_offset(time::UtcOffset::UTC);
+    format!(
         "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
         at.year(),
         u8::from(at.month()),
@@ -114,68 +151,246 @@ pub fn backup_path(dir: &Path, domain: &str, at: time::OffsetDateTime) -> PathBu
         at.hour(),
         at.minute(),
         at.second()
-    );
-    let mut path = dir.join(format!("{domain}-{stamp}.{EXTENSION}"));
-    let mut n = 2;
-    while path.exists() {
-        path = dir.join(format!("{domain}-{stamp}-{n}.{EXTENSION}"));
-        n += 1;
-    }
-    path
+    )
 }
 
-/// `domain`'s backups in `dir`, oldest first (their names sort by time).
-pub fn backups(dir: &Path, domain: &str) -> Result<Vec<PathBuf>, Error> {
-    let prefix = format!("{domain}-");
-    let suffix = format!(".{EXTENSION}");
+/// The key of a file named as one of `domain`'s backups, `DOMAIN-YYYYMMDDTHHMMSSZ.tenant`
+/// or `DOMAIN-YYYYMMDDTHHMMSSZ-N.tenant` (N from 2, no leading zero: as every version
+/// named them), with a real date and time; `None` for any other name.
+pub fn backup_key(name: &str, domain: &str) -> Option<BackupKey> {
+    let rest = name
+        .strip_prefix(domain)?
+        .strip_prefix('-')?
+        .strip_suffix(EXTENSION)?
+        .strip_suffix('.')?;
+    let (stamp, counter) = match rest.split_at_checked(16)? {
+        (stamp, "") => (stamp, 1),
+        (stamp, tail) => {
+            let n = tail.strip_prefix('-')?;
+            if n.is_empty()
+                || n.len() > 20
+                || n.starts_with('0')
+                || !n.bytes().all(|b| b.is_ascii_digit())
+            {
+                return None;
+            }
+            let n: u64 = n.parse().ok()?;
+            if n < 2 {
+                return None;
+            }
+            (stamp, n)
+        }
+    };
+    if !is_moment(stamp) {
+        return None;
+    }
+    Some(BackupKey {
+        stamp: stamp.to_string(),
+        counter,
+    })
+}
+
+/// Whether `stamp` is `YYYYMMDDTHHMMSSZ` naming a real date and time.
+fn is_moment(stamp: &str) -> bool {
+    let b = stamp.as_bytes();
+    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
+        b.get(r.clone())?
+            .iter()
+            .all(u8::is_ascii_digit)
+            .then(|| stamp[r].parse().ok())?
+    };
+    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
+        digits(0..4),
+        digits(4..6),
+        digits(6..8),
+        digits(9..11),
+        digits(11..13),
+        digits(13..15),
+    ) else {
+        return false;
+    };
+    b.len() == 16
+        && b[8] == b'T'
+        && b[15] == b'Z'
+        && u8::try_from(month)
+            .ok()
+            .and_then(|m| time::Month::try_from(m).ok())
+            .is_some_and(|m| time::Date::from_calendar_date(year as i32, m, day as u8).is_ok())
+        && time::Time::from_hms(hour as u8, minute as u8, second as u8).is_ok()
+}
+
+/// Whether `path` is a regular file (not a symlink) that starts as an archive does.
+fn is_archive_file(path: &Path) -> bool {
+    use std::io::Read;
+    if !std::fs::symlink_metadata(path).is_ok_and(|m| m.file_type().is_file()) {
+        return false;
+    }
+    let mut magic = [0u8; 8];
+    std::fs::File::open(path)
+        .and_then(|mut f| f.read_exact(&mut magic))
+        .is_ok_and(|()| &magic == crate::archive::MAGIC)
+}
+
+/// `domain`'s backups in `dir`, oldest first: regular files named as its backups that
+/// are archives. Anything else there (other names, directories, symlinks, files that
+/// are not archives) is not one of its backups, and rotation never touches it.
+pub fn backups(dir: &Path, domain: &str) -> Result<Vec<(BackupKey, PathBuf)>, Error> {
     let entries = std::fs::read_dir(dir)
         .map_err(|e| Error::failed(format!("reading {}: {e}", dir.display())))?;
-    let mut found: Vec<PathBuf> = entries
+    let mut found: Vec<(BackupKey, PathBuf)> = entries
         .filter_map(|e| e.ok())
-        .map(|e| e.path())
-        .filter(|p| {
-            p.is_file()
-                && p.file_name().and_then(|n| n.to_str()).is_some_and(|n| {
-                    n.strip_prefix(&prefix)
-                        .and_then(|rest| rest.strip_suffix(&suffix))
-                        .is_some_and(|stamp| {
-                            stamp.len() >= 16
-                                && stamp.as_bytes()[..8].iter().all(u8::is_ascii_digit)
-                        })
-                })
+        .filter_map(|e| {
+            let key = backup_key(e.file_name().to_str()?, domain)?;
+            let path = e.path();
+            is_archive_file(&path).then_some((key, path))
         })
         .collect();
-    found.sort_by_key(|p| sort_key(p));
+    found.sort();
     Ok(found)
 }
 
-/// Sorts `DOMAIN-STAMP.tenant` and `DOMAIN-STAMP-N.tenant` by stamp, then counter.
-fn sort_key(p: &Path) -> (String, u64) {
-    let name = p
-        .file_stem()
-        .and_then(|n| n.to_str())
-        .unwrap_or_default()
-        .to_string();
-    match name.rsplit_once('-') {
-        Some((head, n))
-            if n.len() < 6 && n.chars().all(|c| c.is_ascii_digit()) && !n.is_empty() =>
-        {
-            (head.to_string(), n.parse().unwrap_or(0))
-        }
-        _ => (name, 1),
-    }
+/// A complete backup published under its name, and the rotation after it.
+#[derive(Debug)]
+pub struct Published {
+    /// The backup's file.
+    pub path: PathBuf,
+    /// The older backups removed (`--keep`), or why removing them failed.
+    pub rotated: Result<Vec<PathBuf>, Error>,
 }
 
-/// Keeps the newest `keep` of `domain`'s backups in `dir` and removes the rest; returns
-/// what was removed.
-pub fn rotate(dir: &Path, domain: &str, keep: usize) -> Result<Vec<PathBuf>, Error> {
-    let all = backups(dir, domain)?;
-    let excess = all.len().saturating_sub(keep);
+/// Makes the complete archive `partial` (in `dir`) `domain`'s newest backup, then keeps
+/// the newest `keep` of its backups (`None`: all). The name is
+/// `DOMAIN-YYYYMMDDTHHMMSSZ.tenant` for the second `at`, with `-N` added, one past the
+/// highest counter of that second, when a backup of that second is there already; and
+/// it always sorts after every backup already there (a clock behind the newest one's
+/// second takes that second, with the next counter). Naming, renaming and rotating hold
+/// an exclusive lock on `dir`, so backups written at once, by any process, get distinct
+/// names in the order they were published; rotation never removes the one just
+/// published.
+pub fn publish_backup(
+    partial: &Path,
+    dir: &Path,
+    domain: &str,
+    at: time::OffsetDateTime,
+    keep: Option<usize>,
+) -> Result<Published, Error> {
+    let fail =
+        |e: std::io::Error| Error::failed(format!("writing a backup into {}: {e}", dir.display()));
+    std::fs::OpenOptions::new()
+        .read(true)
+        .open(partial)
+        .and_then(|f| f.sync_all())
+        .map_err(fail)?;
+    let guard = std::fs::File::open(dir).map_err(fail)?;
+    guard.lock().map_err(fail)?;
+    let existing = backups(dir, domain)?;
+    let now = stamp(at);
+    let mut key = match existing.last() {
+        Some((newest, _)) if newest.stamp >= now => BackupKey {
+            stamp: newest.stamp.clone(),
+            counter: newest
+                .counter
+                .checked_add(1)
+                .ok_or_else(|| exhausted(dir))?,
+        },
+        _ => BackupKey {
+            stamp: now,
+            counter: 1,
+        },
+    };
+    // A name taken by something that is not a backup (another file, a directory, a
+    // symlink) is skipped, never replaced.
+    let mut path = dir.join(key.file_name(domain));
+    while std::fs::symlink_metadata(&path).is_ok() {
+        key.counter = key.counter.checked_add(1).ok_or_else(|| exhausted(dir))?;
+        path = dir.join(key.file_name(domain));
+    }
+    std::fs::rename(partial, &path).map_err(fail)?;
+    let _ = guard.sync_all();
+    crate::failpoint!("backup.rotating");
+    let rotated = match keep {
+        Some(keep) => rotate(existing, keep.saturating_sub(1)),
+        None => Ok(Vec::new()),
+    };
+    drop(guard);
+    Ok(Published { path, rotated })
+}
+
+fn exhausted(dir: &Path) -> Error {
+    Error::failed(format!(
+        "no backup name is left after the newest in {}: a backup there is named with the highest counter; move it away",
+        dir.display()
+    ))
+}
+
+/// Removes all but the newest `keep` of `older` (sorted oldest first); returns what was
+/// removed.
+fn rotate(older: Vec<(BackupKey, PathBuf)>, keep: usize) -> Result<Vec<PathBuf>, Error> {
+    let excess = older.len().saturating_sub(keep);
     let mut removed = Vec::new();
-    for old in all.into_iter().take(excess) {
+    for (_, old) in older.into_iter().take(excess) {
         std::fs::remove_file(&old)
             .map_err(|e| Error::failed(format!("removing old backup {}: {e}", old.display())))?;
         removed.push(old);
     }
     Ok(removed)
+}
+
+/// The temporary name a backup of `domain` started at `at` is written under in `dir`.
+pub fn backup_partial(dir: &Path, domain: &str, at: time::OffsetDateTime) -> PathBuf {
+    dir.join(format!(
+        ".{domain}-{}.{EXTENSION}.{}.partial",
+        stamp(at),
+        std::process::id()
+    ))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn backup_names_of_every_version_are_recognised_and_nothing_else() {
+        let key = |n: &str| backup_key(n, "acme");
+        let k = |stamp: &str, counter| {
+            Some(BackupKey {
+                stamp: stamp.to_string(),
+                counter,
+            })
+        };
+        assert_eq!(
+            key("acme-20200101T000000Z.tenant"),
+            k("20200101T000000Z", 1)
+        );
+        assert_eq!(
+            key("acme-20200101T000000Z-2.tenant"),
+            k("20200101T000000Z", 2)
+        );
+        assert_eq!(
+            key("acme-20200101T000000Z-10.tenant"),
+            k("20200101T000000Z", 10)
+        );
+        for other in [
+            "acme-20200101T000000Z-1.tenant",
+            "acme-20200101T000000Z-02.tenant",
+            "acme-20200101T000000Z-x.tenant",
+            "acme-20200101T000000Z-.tenant",
+            "acme-20200101garbage.tenant",
+            "acme-20201301T000000Z.tenant",
+            "acme-20200101T250000Z.tenant",
+            "acme-20200101T000000Z.tenant.old",
+            "acme-20200101T000000Z.tnt",
+            "acme-west-20200101T000000Z.tenant",
+            "acme20200101T000000Z.tenant",
+            "acme-20200101T000000Z-18446744073709551616.tenant",
+        ] {
+            assert_eq!(key(other), None, "{other}");
+        }
+        assert_eq!(
+            key("acme-20200101T000000Z-18446744073709551615.tenant"),
+            k("20200101T000000Z", u64::MAX)
+        );
+        assert!(k("20200101T000000Z", 10) > k("20200101T000000Z", 2));
+        assert!(k("20200101T000001Z", 1) > k("20200101T000000Z", 10));
+    }
 }

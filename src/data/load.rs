@@ -5,7 +5,16 @@
 //! - the schema's own enabled triggers are disabled for the load and enabled again as
 //!   they were (`ALTER TABLE ... DISABLE TRIGGER name`), so no trigger fires;
 //! - its foreign keys are dropped and added back after every row is in, so rows load in
-//!   any order (self-referencing and circular keys) and every key is checked once;
+//!   any order (self-referencing and circular keys) and every key is checked once; a
+//!   key that was `NOT VALID` is added back `NOT VALID`, unchecked;
+//! - its CHECK constraints that are `NOT VALID` (on tables and domains) are dropped and
+//!   declared again `NOT VALID` after the rows: the source may hold rows older than
+//!   such a rule, which the rule lets stand, and the load neither rejects nor validates
+//!   them; validated ones stay, and stay validated;
+//! - tables whose `FORCE ROW LEVEL SECURITY` subjects their owner to their policies
+//!   have it lifted for the load (the owner's `COPY ... FROM` would be refused) and put
+//!   back after; row-level security that applies to a role not owning the table is
+//!   refused before any row is loaded;
 //! - every table is emptied first (`TRUNCATE`, removing rows a migration seeded), which
 //!   also lets `COPY ... FREEZE` write the rows already frozen;
 //! - a big table's indexes (plain ones, and those of its primary key and unique
@@ -97,7 +106,36 @@ pub async fn check_built(
 pub async fn load(client: &Client, schema: &str, source: &mut Source) -> Result<Loaded, Error> {
     let triggers = catalog::triggers(client, schema).await?;
     let keys = catalog::foreign_keys(client, schema).await?;
+    let checks = catalog::unvalidated_checks(client, schema).await?;
+    let unvalidated = catalog::unvalidated_check_names(client, schema).await?;
     let owned = catalog::owned_sequences(client, schema).await?;
+    let loaded_tables: Vec<String> = source
+        .manifest
+        .tables
+        .iter()
+        .map(|t| t.name.clone())
+        .collect();
+    let rls = catalog::row_security(client, schema, &loaded_tables).await?;
+    if !rls.not_owned.is_empty() {
+        return Err(Error::refused(format!(
+            "the rows cannot be loaded: row-level security applies to role {} on {}, which it does not own; load as the tables' owner, a role with BYPASSRLS or a superuser",
+            quote(&rls.role),
+            crate::error::listed(
+                &rls.not_owned
+                    .iter()
+                    .map(|t| qualified(schema, t))
+                    .collect::<Vec<_>>(),
+                10
+            )
+        )));
+    }
+    let around = Around {
+        triggers: &triggers,
+        keys: &keys,
+        checks: &checks,
+        unvalidated: &unvalidated,
+        forced: &rls.forced,
+    };
     // Big tables get their indexes built once after the rows, not row by row.
     let big: Vec<String> = source
         .manifest
@@ -111,8 +149,7 @@ pub async fn load(client: &Client, schema: &str, source: &mut Source) -> Result<
         .batch_execute("BEGIN; SET LOCAL statement_timeout = 0")
         .await
         .map_err(query_error("starting the load"))?;
-    let loaded =
-        load_in_transaction(client, schema, source, &triggers, &keys, &owned, &rebuilt).await;
+    let loaded = load_in_transaction(client, schema, source, &around, &owned, &rebuilt).await;
     match loaded {
         Ok(l) => {
             client
@@ -128,18 +165,45 @@ pub async fn load(client: &Client, schema: &str, source: &mut Source) -> Result<
     }
 }
 
+/// What the load steps around while the rows go in, and puts back after.
+struct Around<'a> {
+    triggers: &'a [catalog::Trigger],
+    keys: &'a [catalog::ForeignKey],
+    checks: &'a [catalog::Unvalidated],
+    /// Every CHECK constraint not validated before the load, as `(table, name)`.
+    unvalidated: &'a [(String, String)],
+    /// Tables whose `FORCE ROW LEVEL SECURITY` is lifted for the load.
+    forced: &'a [String],
+}
+
+fn force_row_security(schema: &str, table: &str, on: bool) -> String {
+    format!(
+        "ALTER TABLE {} {}FORCE ROW LEVEL SECURITY",
+        qualified(schema, table),
+        if on { "" } else { "NO " }
+    )
+}
+
 async fn load_in_transaction(
     client: &Client,
     schema: &str,
     source: &mut Source,
-    triggers: &[catalog::Trigger],
-    keys: &[catalog::ForeignKey],
+    around: &Around<'_>,
     owned: &[catalog::OwnedSequence],
     rebuilt: &[catalog::Rebuilt],
 ) -> Result<Loaded, Error> {
     let manifest = source.manifest.clone();
+    let Around {
+        triggers,
+        keys,
+        checks,
+        unvalidated,
+        forced,
+    } = *around;
     let mut prepare: Vec<String> = triggers.iter().map(|t| t.disable(schema)).collect();
+    prepare.extend(forced.iter().map(|t| force_row_security(schema, t, false)));
     prepare.extend(keys.iter().map(|k| k.drop(schema)));
+    prepare.extend(checks.iter().map(|c| c.drop(schema)));
     prepare.extend(rebuilt.iter().map(|r| r.drop(schema)));
     if !manifest.tables.is_empty() {
         let all: Vec<String> = manifest
@@ -240,14 +304,41 @@ async fn load_in_transaction(
             qualified(schema, m)
         ));
     }
+    // After the refreshes: a domain's rule not validated binds what a refresh computes.
+    finish.extend(checks.iter().rev().map(|c| c.add(schema)));
     finish.extend(triggers.iter().map(|t| t.restore(schema)));
+    finish.extend(forced.iter().map(|t| force_row_security(schema, t, true)));
     if !finish.is_empty() {
         client
             .batch_execute(&finish.join(";\n"))
             .await
             .map_err(query_error(
-            "restoring the foreign keys, sequences, materialized views and triggers after loading",
+            "restoring the foreign keys, constraints, sequences, materialized views, triggers and row-level security after loading",
         ))?;
+    }
+    // An inherited copy validated on its own table came back with its parent's, not
+    // validated: validate it again, as it was (the rows passed it at the source).
+    if !checks.is_empty() {
+        let now = catalog::unvalidated_check_names(client, schema).await?;
+        let again: Vec<String> = now
+            .iter()
+            .filter(|c| !unvalidated.contains(c))
+            .map(|(table, name)| {
+                format!(
+                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                    qualified(schema, table),
+                    quote(name)
+                )
+            })
+            .collect();
+        if !again.is_empty() {
+            client
+                .batch_execute(&again.join(";\n"))
+                .await
+                .map_err(query_error(
+                    "validating again the constraints that were validated",
+                ))?;
+        }
     }
     Ok(Loaded {
         tables: manifest.tables.len(),

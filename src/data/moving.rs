@@ -307,8 +307,9 @@ async fn fenced(cx: &Context<'_>, j: &MoveJournal, domain: &str) -> Result<bool,
 
 /// The checks before anything is written: the servers differ and answer, the target
 /// does not hold the schema (unless it is this tenant's own partial copy from an
-/// interrupted move), the fence name is free on the source, and nothing outside the
-/// source schema depends on it.
+/// interrupted move), the fence name is free on the source, the source schema holds only
+/// what an archive carries and no row-level security hides rows from the copy, and
+/// nothing outside the source schema depends on it.
 pub(crate) async fn preflight(
     cx: &Context<'_>,
     tenant: &Tenant,
@@ -349,6 +350,9 @@ pub(crate) async fn preflight(
             tenant.server
         )));
     }
+    // What the copy could not read whole is refused before anything is made.
+    let catalog = super::catalog::read(&source, schema, &cx.settings.history_table).await?;
+    super::catalog::refuse_row_security(&source, schema, &catalog, "a move of the tenant").await?;
     // An interrupted online move's publication still lists the tables; the move drops
     // it before anything else, so it does not count.
     let leftover = journal.map(|_| super::online::replication_name(tenant.id));

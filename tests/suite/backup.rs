@@ -1,6 +1,7 @@
 //! `backup`: one complete, importable archive per tenant under `DIR/DOMAIN/`, nothing
 //! half-written left behind, `--keep` rotation that touches only the tenant's own
-//! backups, the registry status never changed by a backup (a failed one is recorded in
+//! backups and never the one just written, names never given twice (runs within one
+//! second, two processes at once), the registry status never changed by a backup (a failed one is recorded in
 //! the ledger only), and the bulk run's canary and refusals.
 
 use std::path::{Path, PathBuf};
@@ -273,4 +274,117 @@ fn a_failed_canary_starts_no_other_backup_and_an_out_that_is_a_file_is_refused()
     let run = t.run(&["backup", "--all", "--out", file.to_str().unwrap()]);
     expect_error(&run, 2, &["not a directory"]);
     assert_eq!(std::fs::read_to_string(&file).unwrap(), "keep me\n");
+}
+
+/// The order of `DOMAIN-STAMP.tenant` and `DOMAIN-STAMP-N.tenant` (the first of a second
+/// counts as 1).
+fn backup_order(p: &Path) -> (String, u64) {
+    let stem = p.file_stem().unwrap().to_str().unwrap();
+    let (_, rest) = stem.split_at(stem.find('-').unwrap() + 1);
+    match rest.split_once('-') {
+        Some((stamp, n)) => (stamp.to_string(), n.parse().unwrap()),
+        None => (rest.to_string(), 1),
+    }
+}
+
+/// `own_backups`, oldest first.
+fn backups_in_order(out: &Path, domain: &str) -> Vec<PathBuf> {
+    let mut found = own_backups(out, domain);
+    found.sort_by_key(|p| backup_order(p));
+    found
+}
+
+/// One `backup --keep 2` of `acme`; the file it reports.
+fn keep_two(t: &Tenantctl, out: &Path) -> PathBuf {
+    let report = backup(t, out, &["--tenant", "acme", "--keep", "2"], 0);
+    let r = report.of("acme");
+    assert!(r.error.is_none(), "{r:?}");
+    PathBuf::from(r.file.clone().expect("the result names the archive"))
+}
+
+#[test]
+fn backup_names_are_never_issued_twice_and_keep_never_removes_the_backup_just_written() {
+    let (db, t) = ready();
+    tenant(&db, &t, "acme");
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("acme.tenant");
+    t.run(&["tenant", "export", "acme", "-f", archive.to_str().unwrap()])
+        .expect(0);
+    let out = work.path().join("out");
+    let own = out.join("acme");
+    std::fs::create_dir_all(&own).unwrap();
+    // What three backups within one second leave with --keep 2, for every second of the
+    // next minutes: the second and third, the first one's name free again.
+    let now = time::OffsetDateTime::now_utc();
+    for s in -1..240 {
+        let at = now + time::Duration::seconds(s);
+        let stamp = format!(
+            "{:04}{:02}{:02}T{:02}{:02}{:02}Z",
+            at.year(),
+            u8::from(at.month()),
+            at.day(),
+            at.hour(),
+            at.minute(),
+            at.second()
+        );
+        for n in [2, 3] {
+            std::fs::copy(&archive, own.join(format!("acme-{stamp}-{n}.tenant"))).unwrap();
+        }
+    }
+    let newest_seeded = backups_in_order(&out, "acme").pop().unwrap();
+
+    let mut reported: Vec<PathBuf> = Vec::new();
+    fn check(reported: &mut Vec<PathBuf>, file: PathBuf) {
+        assert!(
+            file.is_file(),
+            "{} was reported but is gone",
+            file.display()
+        );
+        assert!(
+            !reported.contains(&file),
+            "{} was reported twice",
+            file.display()
+        );
+        reported.push(file);
+    }
+    // Runs one after the other, many within one second.
+    for _ in 0..6 {
+        let file = keep_two(&t, &out);
+        check(&mut reported, file.clone());
+        let kept = backups_in_order(&out, "acme");
+        let want = match reported.len() {
+            1 => vec![newest_seeded.clone(), file],
+            n => reported[n - 2..].to_vec(),
+        };
+        assert_eq!(
+            kept, want,
+            "the newest two remain, the last one written newest"
+        );
+    }
+
+    // Two at once: the same domain in two registries, backed up into the same directory,
+    // which holds no backup yet.
+    let out = work.path().join("shared");
+    reported.clear();
+    let db2 = crate::support::TestDb::new();
+    let t2 = crate::support::tenantctl(&db2);
+    t2.run(&["init"]).expect(0);
+    tenant(&db2, &t2, "acme");
+    for _ in 0..4 {
+        let (a, b) = std::thread::scope(|s| {
+            let a = s.spawn(|| keep_two(&t, &out));
+            let b = s.spawn(|| keep_two(&t2, &out));
+            (a.join().unwrap(), b.join().unwrap())
+        });
+        assert_ne!(a, b, "two runs at once were given one name");
+        check(&mut reported, a.clone());
+        check(&mut reported, b.clone());
+        let mut both = vec![a, b];
+        both.sort_by_key(|p| backup_order(p));
+        assert_eq!(
+            backups_in_order(&out, "acme"),
+            both,
+            "the two newest remain"
+        );
+    }
 }

@@ -4,7 +4,9 @@
 //! copy is in place and clears what an interrupted one left, export never writes through
 //! a symlink or a FIFO, a FIFO imports in one pass, what killed exports and backups left
 //! is removed once their process is gone, an unwritable backup directory is refused up
-//! front, and a manifest that contradicts itself is refused even when correctly signed.
+//! front, a manifest that contradicts itself is refused even when correctly signed,
+//! `--keep` removes nothing that merely looks like a backup, and a symlink planted at a
+//! temporary file's predictable name is never written through.
 
 use std::io::Write;
 use std::os::unix::fs::FileTypeExt;
@@ -785,4 +787,146 @@ fn a_signed_manifest_that_contradicts_itself_is_refused_with_nothing_registered(
         &["PostgreSQL 99"],
     );
     unchanged("import from a newer PostgreSQL");
+}
+
+#[test]
+fn keep_removes_only_real_backups_of_the_tenant_whatever_else_is_named_like_one() {
+    let (db, t) = ready();
+    tenant(&db, &t, "acme", 12);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("acme.tenant");
+    export(&t, "acme", &archive);
+    let out = work.path().join("out");
+    let own = out.join("acme");
+    std::fs::create_dir_all(own.join("acme-20200101T000000Z.tenant")).unwrap();
+    std::fs::write(
+        own.join("acme-20200101T000000Z.tenant/inside"),
+        "kept with its directory\n",
+    )
+    .unwrap();
+    std::fs::write(own.join("acme-20200101T000001Z.tenant"), "my notes\n").unwrap();
+    let outside = work.path().join("precious.tenant");
+    std::fs::copy(&archive, &outside).unwrap();
+    std::os::unix::fs::symlink(&outside, own.join("acme-20200101T000002Z.tenant")).unwrap();
+    // Named almost like a backup, holding a real archive.
+    let lookalikes = [
+        "acme-20200101garbage.tenant",
+        "acme-20200101T000003Z-x.tenant",
+        "acme-20200101T000003Z-02.tenant",
+        "acme-20200101T000003Z-1.tenant",
+        "acme-2020010lT000003Z.tenant",
+        "acme-20200101T000003Z.tenant.old",
+    ];
+    for name in lookalikes {
+        std::fs::copy(&archive, own.join(name)).unwrap();
+    }
+    // Backups older versions named, "-2" and "-10" in the same second.
+    for name in [
+        "acme-20200101T000004Z.tenant",
+        "acme-20200101T000004Z-2.tenant",
+        "acme-20200101T000004Z-10.tenant",
+    ] {
+        std::fs::copy(&archive, own.join(name)).unwrap();
+    }
+    let mut everything_else: Vec<String> = std::fs::read_dir(&own)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .filter(|n| !n.starts_with("acme-20200101T000004Z"))
+        .collect();
+    everything_else.sort();
+
+    let run = t.run(&[
+        "backup",
+        "--tenant",
+        "acme",
+        "--out",
+        out.to_str().unwrap(),
+        "--keep",
+        "2",
+        "-o",
+        "json",
+    ]);
+    let report: crate::common_json::RunReport = run.expect(0).json();
+    let written = report.of("acme").file.clone().unwrap();
+    let written = Path::new(&written).file_name().unwrap().to_str().unwrap();
+    let mut left: Vec<String> = std::fs::read_dir(&own)
+        .unwrap()
+        .map(|e| e.unwrap().file_name().into_string().unwrap())
+        .collect();
+    left.sort();
+    let mut want = everything_else.clone();
+    want.push("acme-20200101T000004Z-10.tenant".to_string());
+    want.push(written.to_string());
+    want.sort();
+    assert_eq!(left, want, "only the two oldest real backups were removed");
+    assert_eq!(
+        std::fs::read_to_string(own.join("acme-20200101T000001Z.tenant")).unwrap(),
+        "my notes\n"
+    );
+    assert!(outside.is_file(), "the symlink's target is kept");
+}
+
+#[test]
+fn a_symlink_planted_at_the_temporary_name_is_never_written_through() {
+    let (db, t) = ready();
+    tenant(&db, &t, "acme", 12);
+    let work = tempfile::tempdir().unwrap();
+    let victim = work.path().join("victim.txt");
+    std::fs::write(&victim, "keep me\n").unwrap();
+    let out = work.path().join("out");
+    std::fs::create_dir_all(out.join("acme")).unwrap();
+    // The temporary names are predictable: `.FILE.PID.partial` for an export,
+    // `.DOMAIN-STAMP.tenant.PID.partial` for a backup. The wrapper plants symlinks under
+    // them for its own pid, which `exec` hands on to tenantctl, and every second ahead.
+    let plant = r#"
+        now=$(date -u +%s)
+        ln -s "$VICTIM" "$WORK/.acme.tenant.$$.partial"
+        for i in $(seq -2 120); do
+            stamp=$(date -u -d "@$((now + i))" +%Y%m%dT%H%M%SZ)
+            ln -s "$VICTIM" "$OUT/acme/.acme-$stamp.tenant.$$.partial"
+        done
+        exec "$@"
+    "#;
+    let trapped = t
+        .clone()
+        .env("VICTIM", victim.to_str().unwrap())
+        .env("WORK", work.path().to_str().unwrap())
+        .env("OUT", out.to_str().unwrap())
+        .wrapped_in(Path::new("/bin/sh"), &["-c", plant, "sh"]);
+    let file = work.path().join("acme.tenant");
+    trapped
+        .run(&["tenant", "export", "acme", "-f", file.to_str().unwrap()])
+        .expect(0);
+    let report: crate::common_json::RunReport = trapped
+        .run(&[
+            "backup",
+            "--tenant",
+            "acme",
+            "--out",
+            out.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(
+        std::fs::read_to_string(&victim).unwrap(),
+        "keep me\n",
+        "a planted symlink was written through"
+    );
+    let backup = PathBuf::from(report.of("acme").file.clone().unwrap());
+    let want = table_contents(&mut db.client(), "tenant_acme");
+    for (i, archive) in [&file, &backup].into_iter().enumerate() {
+        let meta = std::fs::symlink_metadata(archive).unwrap();
+        assert!(
+            meta.file_type().is_file(),
+            "{} is not a regular file",
+            archive.display()
+        );
+        let imported: Imported = import(&t, archive, &format!("copy{i}")).expect(0).json();
+        assert_eq!(
+            table_contents(&mut db.client(), &imported.tenant.schema_name),
+            want
+        );
+    }
 }

@@ -1251,3 +1251,454 @@ fn exporting_and_importing_a_large_tenant_stays_within_bounded_memory() {
         snapshot(&db, "tenant_big")
     );
 }
+
+/// Every table's own rows (`ONLY`: a parent without its inheritance children's rows),
+/// as a row count and a digest, the history table left out.
+fn own_rows(db: &TestDb, schema: &str) -> BTreeMap<String, (i64, String)> {
+    let mut c = db.client();
+    let tables: Vec<String> = c
+        .query(
+            "SELECT c.relname::text FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind = 'r' AND c.relname <> 'refinery_schema_history' \
+             ORDER BY 1",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!tables.is_empty(), "schema {schema} has no tables");
+    tables
+        .into_iter()
+        .map(|table| {
+            let r = c
+                .query_one(
+                    &format!(
+                        "SELECT count(*), md5(coalesce(string_agg(t::text, E'\\n' ORDER BY t::text), '')) \
+                         FROM ONLY \"{schema}\".\"{table}\" t"
+                    ),
+                    &[],
+                )
+                .unwrap();
+            (table, (r.get(0), r.get(1)))
+        })
+        .collect()
+}
+
+/// Every CHECK and foreign key constraint on the schema's tables and domains: its
+/// definition with how it is inherited, and whether it is validated, by `TABLE.NAME`
+/// (`domain DOMAIN.NAME`).
+fn constraint_states(db: &TestDb, schema: &str) -> BTreeMap<String, (String, bool)> {
+    db.client()
+        .query(
+            "SELECT coalesce(t.relname::text, 'domain ' || d.typname::text) || '.' || c.conname, \
+                    pg_get_constraintdef(c.oid) || format(' (inherited %s times%s)', c.coninhcount, \
+                        CASE WHEN c.conislocal THEN ', and local' ELSE '' END), \
+                    c.convalidated \
+             FROM pg_constraint c \
+             LEFT JOIN pg_class t ON t.oid = c.conrelid \
+             LEFT JOIN pg_type d ON d.oid = c.contypid \
+             JOIN pg_namespace n ON n.oid = coalesce(t.relnamespace, d.typnamespace) \
+             WHERE n.nspname = $1 AND c.contype IN ('c', 'f')",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| {
+            // A foreign key's definition names the schema it points into.
+            let definition: String = r.get(1);
+            (
+                r.get(0),
+                (
+                    definition.replace(&format!("{schema}."), "SCHEMA."),
+                    r.get(2),
+                ),
+            )
+        })
+        .collect()
+}
+
+/// Every way tenant `src`'s data travels (export then import, clone, backup then import,
+/// restore from the export and from the backup) succeeds and gives back exactly its rows,
+/// table by table, and its constraints, each as validated as in the source.
+fn every_copy_is_exact(db: &TestDb, t: &Tenantctl, src: &str) {
+    let schema = format!("tenant_{src}");
+    let rows = own_rows(db, &schema);
+    let states = constraint_states(db, &schema);
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("src.tenant");
+    let exported = export_to(t, src, &file);
+    assert_eq!(
+        exported.rows,
+        rows.values().map(|(n, _)| *n as u64).sum::<u64>(),
+        "the manifest counts each table's own rows"
+    );
+    let out = work.path().join("backups");
+    let report: crate::common_json::RunReport = t
+        .run(&[
+            "backup",
+            "--tenant",
+            src,
+            "--out",
+            out.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    let backup = report.of(src).file.clone().expect("the backup's file");
+    let f = file.to_str().unwrap();
+    for (copy, args) in [
+        ("imported", vec!["tenant", "import", f, "--as", "imported"]),
+        ("cloned", vec!["tenant", "clone", src, "cloned"]),
+        (
+            "unbacked",
+            vec!["tenant", "import", &backup, "--as", "unbacked"],
+        ),
+    ] {
+        let mut args = args.clone();
+        args.extend_from_slice(&["--name", copy]);
+        t.run(&args).expect(0);
+        let at = format!("tenant_{copy}");
+        assert_eq!(own_rows(db, &at), rows, "{copy}: the rows");
+        assert_eq!(
+            constraint_states(db, &at),
+            states,
+            "{copy}: the constraints"
+        );
+    }
+    for from in [f, backup.as_str()] {
+        let tables: Vec<String> = rows
+            .keys()
+            .map(|n| format!("\"{schema}\".\"{n}\""))
+            .collect();
+        db.client()
+            .batch_execute(&format!("TRUNCATE {} CASCADE", tables.join(", ")))
+            .unwrap();
+        t.run(&["tenant", "restore", src, from, "--yes"]).expect(0);
+        assert_eq!(
+            own_rows(db, &schema),
+            rows,
+            "restored from {from}: the rows"
+        );
+        assert_eq!(
+            constraint_states(db, &schema),
+            states,
+            "restored from {from}: the constraints"
+        );
+    }
+}
+
+const INHERITED: &str = r#"
+CREATE TABLE things (
+    id    int PRIMARY KEY,
+    name  text NOT NULL,
+    shout text GENERATED ALWAYS AS (upper(name)) STORED
+);
+-- A child, a grandchild (a child that is itself a parent), a second child, and one
+-- inheriting from two parents.
+CREATE TABLE gadgets (volts int) INHERITS (things);
+CREATE TABLE smart_gadgets (app text) INHERITS (gadgets);
+CREATE TABLE tools (sharp boolean) INHERITS (things);
+CREATE TABLE hybrids () INHERITS (gadgets, tools);
+-- Partitioned twice over, with a default partition.
+CREATE TABLE log (id bigserial, at date NOT NULL, msg text) PARTITION BY RANGE (at);
+CREATE TABLE log_2025 PARTITION OF log FOR VALUES FROM ('2025-01-01') TO ('2026-01-01')
+    PARTITION BY HASH (id);
+CREATE TABLE log_2025_a PARTITION OF log_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 0);
+CREATE TABLE log_2025_b PARTITION OF log_2025 FOR VALUES WITH (MODULUS 2, REMAINDER 1);
+CREATE TABLE log_other PARTITION OF log DEFAULT;
+"#;
+
+#[test]
+fn tables_with_inheritance_children_travel_with_each_table_holding_its_own_rows() {
+    let dir = dir_with(&[("V1__inherited.sql", INHERITED)]);
+    let (db, t) = ready_with(dir.path());
+    create(&t, "src", &["--migrate"]);
+    client_in(&db, "tenant_src")
+        .batch_execute(
+            "INSERT INTO things (id, name) VALUES (1, 'plain'), (2, 'also plain');
+             INSERT INTO gadgets (id, name, volts) VALUES (10, 'lamp', 230);
+             INSERT INTO smart_gadgets (id, name, volts, app) VALUES (20, 'bulb', 5, 'hue'), (21, 'plug', 230, NULL);
+             INSERT INTO tools (id, name, sharp) VALUES (30, 'saw', true);
+             INSERT INTO hybrids (id, name, volts, sharp) VALUES (40, 'drill', 18, true);
+             INSERT INTO log (at, msg) SELECT DATE '2025-01-01' + i, 'm' || i FROM generate_series(0, 40) i;",
+        )
+        .unwrap();
+    let rows = own_rows(&db, "tenant_src");
+    assert_eq!(rows["things"].0, 2, "the parent's own rows");
+    assert_eq!(rows["gadgets"].0, 1);
+    every_copy_is_exact(&db, &t, "src");
+}
+
+const NOT_VALID_V1: &str = r#"
+CREATE TABLE accounts (id int PRIMARY KEY, balance int NOT NULL);
+CREATE DOMAIN small_int AS integer;
+CREATE TABLE orders (id int PRIMARY KEY, account_id int, qty int, size small_int);
+CREATE TABLE old_orders () INHERITS (orders);
+CREATE TABLE events (id int, at date NOT NULL, qty int) PARTITION BY RANGE (at);
+CREATE TABLE events_2025 PARTITION OF events FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+"#;
+
+const NOT_VALID_V2: &str = r#"
+-- Rules for new rows only: the rows already there are left as they are.
+ALTER TABLE orders ADD CONSTRAINT orders_qty_positive CHECK (qty > 0) NOT VALID;
+COMMENT ON CONSTRAINT orders_qty_positive ON orders IS 'new orders only';
+ALTER TABLE orders ADD CONSTRAINT orders_account_fk
+    FOREIGN KEY (account_id) REFERENCES accounts (id) NOT VALID;
+ALTER DOMAIN small_int ADD CONSTRAINT small_int_below_100 CHECK (VALUE < 100) NOT VALID;
+ALTER TABLE events ADD CONSTRAINT events_qty_positive CHECK (qty > 0) NOT VALID;
+-- Validated rules stay validated.
+ALTER TABLE accounts ADD CONSTRAINT accounts_balance_nonnegative CHECK (balance >= 0);
+ALTER TABLE old_orders ADD CONSTRAINT old_orders_id_positive CHECK (id > 0);
+"#;
+
+#[test]
+fn rows_under_not_valid_constraints_travel_and_every_constraint_keeps_its_validation() {
+    let dir = dir_with(&[
+        ("V1__tables.sql", NOT_VALID_V1),
+        ("V2__rules.sql", NOT_VALID_V2),
+    ]);
+    let (db, t) = ready_with(dir.path());
+    create(&t, "src", &["--migrate", "--target", "1"]);
+    // Rows the rules added later do not allow, made before them.
+    client_in(&db, "tenant_src")
+        .batch_execute(
+            "INSERT INTO accounts VALUES (1, 10);
+             INSERT INTO orders VALUES (1, 1, 3, 7), (2, 999, -5, 1000), (3, NULL, 0, NULL);
+             INSERT INTO old_orders VALUES (4, 998, -1, 500);
+             INSERT INTO events VALUES (1, '2025-02-01', -3), (2, '2025-03-01', 4);",
+        )
+        .unwrap();
+    t.run(&["upgrade", "--tenant", "src"]).expect(0);
+    let states = constraint_states(&db, "tenant_src");
+    for (name, validated) in [
+        ("orders.orders_qty_positive", false),
+        ("old_orders.orders_qty_positive", false),
+        ("orders.orders_account_fk", false),
+        ("domain small_int.small_int_below_100", false),
+        ("events.events_qty_positive", false),
+        ("events_2025.events_qty_positive", false),
+        ("accounts.accounts_balance_nonnegative", true),
+        ("old_orders.old_orders_id_positive", true),
+    ] {
+        assert_eq!(
+            states[name].1, validated,
+            "{name} in the source: {states:?}"
+        );
+    }
+    every_copy_is_exact(&db, &t, "src");
+    // The rules still hold for new rows in a copy, and its comment is kept.
+    use postgres::error::SqlState;
+    let mut c = client_in(&db, "tenant_imported");
+    fails_with(
+        &mut c,
+        "INSERT INTO orders VALUES (9, 1, -1, 1)",
+        &SqlState::CHECK_VIOLATION,
+    );
+    fails_with(
+        &mut c,
+        "INSERT INTO orders VALUES (9, 12345, 1, 1)",
+        &SqlState::FOREIGN_KEY_VIOLATION,
+    );
+    fails_with(
+        &mut c,
+        "INSERT INTO orders VALUES (9, 1, 1, 500)",
+        &SqlState::CHECK_VIOLATION,
+    );
+    let comment: Option<String> = c
+        .query_one(
+            "SELECT obj_description(oid, 'pg_constraint') FROM pg_constraint \
+             WHERE conname = 'orders_qty_positive' AND conrelid = 'orders'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(comment.as_deref(), Some("new orders only"));
+}
+
+const FORCED_RLS: &str = r#"
+CREATE TABLE secrets (id int PRIMARY KEY, owner_name text NOT NULL, body text);
+ALTER TABLE secrets ENABLE ROW LEVEL SECURITY;
+ALTER TABLE secrets FORCE ROW LEVEL SECURITY;
+CREATE POLICY only_alice ON secrets USING (owner_name = 'alice') WITH CHECK (owner_name = 'alice');
+CREATE TABLE notes (id int PRIMARY KEY, body text);
+"#;
+
+#[test]
+fn forced_row_security_is_refused_up_front_for_reads_and_stepped_around_for_loads_by_a_plain_owner()
+{
+    let dir = dir_with(&[("V1__secrets.sql", FORCED_RLS)]);
+    let db = TestDb::new();
+    let role = crate::connections::Role::create(-1);
+    role.owns(&db);
+    let t = tenantctl(&db)
+        .migrations(dir.path())
+        .env("TENANTCTL_DATABASE_URL", &role.url(&db));
+    // The same commands as a superuser, which row security does not apply to.
+    let admin = tenantctl(&db).migrations(dir.path());
+    t.run(&["init"]).expect(0);
+    create(&t, "src", &["--migrate"]);
+    db.client()
+        .batch_execute(
+            "INSERT INTO tenant_src.secrets VALUES (1, 'alice', 'a'), (2, 'bob', 'b'), (3, 'carol', NULL);
+             INSERT INTO tenant_src.notes VALUES (1, 'open');",
+        )
+        .unwrap();
+    let rows = own_rows(&db, "tenant_src");
+    let work = tempfile::tempdir().unwrap();
+    let file = work.path().join("src.tenant");
+    let f = file.to_str().unwrap();
+    let count = tenant_count(&db);
+    let schemas = user_schemas(&db);
+    let needles = ["secrets", "BYPASSRLS", "NO FORCE ROW LEVEL SECURITY"];
+
+    expect_error(&t.run(&["tenant", "export", "src", "-f", f]), 1, &needles);
+    assert_eq!(
+        std::fs::read_dir(work.path()).unwrap().count(),
+        0,
+        "nothing written"
+    );
+    expect_error(
+        &t.run(&["tenant", "clone", "src", "twin", "--name", "Twin"]),
+        1,
+        &needles,
+    );
+    let out = work.path().join("backups");
+    let report: crate::common_json::RunReport = t
+        .run(&[
+            "backup",
+            "--all",
+            "--out",
+            out.to_str().unwrap(),
+            "-o",
+            "json",
+        ])
+        .expect(1)
+        .json();
+    let failed = report.of("src");
+    assert_eq!(failed.status, "failed");
+    let e = failed.error.as_deref().unwrap_or_default();
+    for n in needles {
+        assert!(e.contains(n), "{e}");
+    }
+    let left: Vec<_> = std::fs::read_dir(out.join("src")).unwrap().collect();
+    assert!(left.is_empty(), "{left:?}");
+    // Moving it elsewhere reads it too: refused before anything is made.
+    let elsewhere = TestDb::new();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        format!("[servers.b]\nurl = \"{}\"\n", role.url(&elsewhere)),
+    )
+    .unwrap();
+    role.owns(&elsewhere);
+    let moving = t.clone().cwd(config.path());
+    expect_error(
+        &moving.run(&["tenant", "move", "src", "--to", "b", "--yes"]),
+        1,
+        &needles,
+    );
+    assert!(!schema_exists(&elsewhere, "tenant_src"));
+    assert_eq!((tenant_count(&db), user_schemas(&db)), (count, schemas));
+    assert_eq!(own_rows(&db, "tenant_src"), rows);
+
+    // An archive a superuser took loads as the plain owner: the FORCE is stepped around
+    // for the load only.
+    admin.run(&["tenant", "export", "src", "-f", f]).expect(0);
+    t.run(&["tenant", "import", f, "--as", "copy", "--name", "Copy"])
+        .expect(0);
+    assert_eq!(own_rows(&db, "tenant_copy"), rows);
+    db.client()
+        .batch_execute("DELETE FROM tenant_src.secrets")
+        .unwrap();
+    t.run(&["tenant", "restore", "src", f, "--yes"]).expect(0);
+    assert_eq!(own_rows(&db, "tenant_src"), rows);
+    for schema in ["tenant_copy", "tenant_src"] {
+        let (enabled, forced): (bool, bool) = {
+            let r = db
+                .client()
+                .query_one(
+                    "SELECT relrowsecurity, relforcerowsecurity FROM pg_class \
+                     WHERE oid = format('%I.secrets', $1::text)::regclass",
+                    &[&schema],
+                )
+                .unwrap();
+            (r.get(0), r.get(1))
+        };
+        assert!(
+            enabled && forced,
+            "{schema}: row security as the migrations left it"
+        );
+    }
+}
+
+const ODD_SHAPES_V1: &str = r#"
+CREATE DOMAIN code AS text;
+CREATE DOMAIN short_code AS code;
+CREATE TABLE base (
+    id    int PRIMARY KEY,
+    label text,
+    tags  code[],
+    c     short_code,
+    loud  text GENERATED ALWAYS AS (upper(label)) STORED
+);
+CREATE TABLE kid (extra int) INHERITS (base);
+CREATE TABLE grandkid () INHERITS (kid);
+CREATE TABLE part (id int, at date NOT NULL, v int, PRIMARY KEY (id, at)) PARTITION BY RANGE (at);
+CREATE TABLE part_a PARTITION OF part FOR VALUES FROM ('2025-01-01') TO ('2026-01-01');
+CREATE TABLE part_b PARTITION OF part DEFAULT;
+CREATE TABLE guarded (id int PRIMARY KEY, who text);
+ALTER TABLE guarded ENABLE ROW LEVEL SECURITY;
+CREATE POLICY only_x ON guarded USING (who = 'x');
+CREATE TABLE ref_target (id int PRIMARY KEY);
+CREATE TABLE refs (id int, t int);
+"#;
+
+const ODD_SHAPES_V2: &str = r#"
+ALTER DOMAIN code ADD CONSTRAINT code_upper CHECK (VALUE = upper(VALUE)) NOT VALID;
+ALTER DOMAIN short_code ADD CONSTRAINT short CHECK (length(VALUE) < 4) NOT VALID;
+ALTER TABLE base ADD CONSTRAINT base_positive CHECK (id > 0) NOT VALID;
+ALTER TABLE base ADD CONSTRAINT base_only CHECK (label <> 'x') NO INHERIT NOT VALID;
+-- The child's own copy of its parent's rule: local and inherited at once.
+ALTER TABLE kid ADD CONSTRAINT base_positive CHECK (id > 0) NOT VALID;
+ALTER TABLE part ADD CONSTRAINT part_v CHECK (v > 0) NOT VALID;
+ALTER TABLE part_a ADD CONSTRAINT part_a_v CHECK (v < 100) NOT VALID;
+ALTER TABLE refs ADD CONSTRAINT refs_fk FOREIGN KEY (t) REFERENCES ref_target (id) NOT VALID;
+ALTER TABLE refs ADD CONSTRAINT refs_not_self CHECK (id <> t) NOT VALID;
+"#;
+
+#[test]
+fn odd_table_shapes_together_travel_exactly_as_the_schema_owner_without_superuser() {
+    let dir = dir_with(&[
+        ("V1__shapes.sql", ODD_SHAPES_V1),
+        ("V2__rules.sql", ODD_SHAPES_V2),
+    ]);
+    let db = TestDb::new();
+    let role = crate::connections::Role::create(-1);
+    role.owns(&db);
+    let t = tenantctl(&db)
+        .migrations(dir.path())
+        .env("TENANTCTL_DATABASE_URL", &role.url(&db));
+    t.run(&["init"]).expect(0);
+    create(&t, "src", &["--migrate", "--target", "1"]);
+    db.client()
+        .batch_execute(
+            "SET search_path = tenant_src;
+             INSERT INTO base (id, label, tags, c) VALUES (-1, 'x', '{ab}', 'lower'), (1, 'ok', '{AB}', 'AB');
+             INSERT INTO kid (id, label, extra) VALUES (-2, 'x', 1);
+             INSERT INTO grandkid (id, label, extra, c) VALUES (-3, 'g', 2, 'toolong');
+             INSERT INTO part VALUES (1, '2025-02-02', -1), (2, '2025-03-03', 500), (3, '2027-01-01', -9);
+             INSERT INTO guarded VALUES (1, 'x'), (2, 'y');
+             INSERT INTO ref_target VALUES (1);
+             INSERT INTO refs VALUES (1, 1), (2, 77);",
+        )
+        .unwrap();
+    t.run(&["upgrade", "--tenant", "src"]).expect(0);
+    let states = constraint_states(&db, "tenant_src");
+    assert!(
+        states.values().filter(|(_, validated)| !validated).count() >= 10,
+        "{states:?}"
+    );
+    every_copy_is_exact(&db, &t, "src");
+}

@@ -38,10 +38,13 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let started = std::time::Instant::now();
     let out: Box<dyn std::io::Write + Send> = match &partial {
         None => Box::new(std::io::stdout()),
-        Some(p) => Box::new(
-            std::fs::File::create(p)
-                .map_err(|e| Error::usage(format!("cannot write {}: {e}", p.display())))?,
-        ),
+        Some(p) => Box::new(data::files::create_partial(p).map_err(|e| {
+            Error::usage(format!(
+                "cannot write {}: {}",
+                args.file.display(),
+                e.message()
+            ))
+        })?),
     };
     let label = args.file.display().to_string();
     let (events, reporting) = reporter::start(&ctx.out, "tenant export", Style::Single);
