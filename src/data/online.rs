@@ -422,14 +422,16 @@ async fn probe_connection(target: &Client, name: &str, conninfo: &str) -> Result
     let rolled_back = target.batch_execute("ROLLBACK").await;
     match probed {
         Ok(()) => {}
-        // The server's message never holds the connection string.
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::CONNECTION_FAILURE) => {
+        // Any refusal of the server (it could not connect, or would not subscribe this
+        // way, e.g. without a password in the URL on PostgreSQL 16+); its message never
+        // holds the connection string.
+        Err(e) if e.as_db_error().is_some() => {
             let why = e
                 .as_db_error()
                 .map(|d| d.message().to_string())
                 .unwrap_or_default();
             return Err(refuse(format!(
-                "the target server cannot connect to the source with the source's URL from tenants.toml, as its subscription would ({why})"
+                "the target server could not subscribe to the source with the source's URL from tenants.toml, as the move would: it tried and rolled back ({why})"
             )));
         }
         Err(e) => {

@@ -1141,7 +1141,7 @@ fn every_prerequisite_is_refused_alike_by_the_dry_run_and_the_move() {
         ("workers", "logical", "", "", "tight", "max_worker_processes"),
         ("norep", "as_norep", "", "", "b", "REPLICATION"),
         ("notowner", "as_rep", "ALTER TABLE {s}.writes OWNER TO postgres", "", "b", "does not own"),
-        ("unreachable", "tls", "", "", "b", "cannot connect to the source"),
+        ("unreachable", "tls", "", "", "b", "could not subscribe to the source"),
     ];
     let mut made = Vec::new();
     for (domain, server, on_source, on_target, to, _) in cases {
