@@ -630,6 +630,89 @@ async fn carry_switches(source: &Client, target: &Client, schema: &str) -> Resul
     Ok(())
 }
 
+/// A table's replica identity: `pg_class.relreplident`, the columns of its replica
+/// identity index and of its primary key (sorted).
+struct Identity {
+    replident: String,
+    index: Option<Vec<String>>,
+    primary_key: Option<Vec<String>>,
+}
+
+async fn identities(client: &Client, schema: &str) -> Result<HashMap<String, Identity>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.relreplident::text, \
+                    (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_index i \
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = c.oid AND i.indisreplident), \
+                    (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_index i \
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind = 'r'",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the replica identities of the schema's tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Identity {
+                    replident: r.get(1),
+                    index: r.get(2),
+                    primary_key: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The tables whose updates and deletes the target could not apply: it finds a row by
+/// its replica identity index or else its primary key, whose columns the source must
+/// send (all of them with REPLICA IDENTITY FULL), or, with neither, by the whole row,
+/// which only a source with REPLICA IDENTITY FULL sends.
+fn unappliable(
+    source: &HashMap<String, Identity>,
+    target: &HashMap<String, Identity>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut names: Vec<&String> = source.keys().collect();
+    names.sort();
+    for name in names {
+        let (Some(s), Some(t)) = (source.get(name), target.get(name)) else {
+            continue;
+        };
+        let needed = match (t.replident.as_str(), &t.index) {
+            ("i", Some(cols)) => Some(cols),
+            _ => t.primary_key.as_ref(),
+        };
+        let sent = match s.replident.as_str() {
+            "f" => None,
+            "i" => Some(s.index.clone().unwrap_or_default()),
+            "d" => Some(s.primary_key.clone().unwrap_or_default()),
+            _ => Some(Vec::new()),
+        };
+        let fine = match (needed, &sent) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(n), Some(sent)) => n.iter().all(|c| sent.contains(c)),
+        };
+        if !fine {
+            out.push(format!(
+                "table {} is found on the target by {} but the source's replica identity sends {}, so its updates and deletes could not be applied there (a key or REPLICA IDENTITY changed by hand; ALTER TABLE ... REPLICA IDENTITY FULL on the source carries it)",
+                quote(name),
+                needed.map_or("its whole row (no key as built)".to_string(), |c| format!("({})", c.join(", "))),
+                sent.as_ref()
+                    .filter(|c| !c.is_empty())
+                    .map_or("no columns".to_string(), |c| format!("({})", c.join(", ")))
+            ));
+        }
+    }
+    out
+}
+
 /// How the source's tables (`catalog`, read on `source`) differ from what the target's
 /// schema holds (empty: the same): tables, columns and their types (spelled alike on both
 /// sides, whatever each session's `search_path`), triggers and rules, sequences,
@@ -646,6 +729,10 @@ async fn differ(
         &canonical(&catalog.tables, &column_types(source, schema).await?),
         &canonical(&built.tables, &column_types(target, schema).await?),
     );
+    d.extend(unappliable(
+        &identities(source, schema).await?,
+        &identities(target, schema).await?,
+    ));
     let (theirs, ours) = (
         switches(source, schema).await?,
         switches(target, schema).await?,

@@ -382,6 +382,31 @@ fn refusals_come_before_anything_is_created() {
     source
         .batch_execute(&format!("DROP TABLE \"{schema}\".handmade"))
         .unwrap();
+    // A primary key made by hand: the source would send the key only, and the target
+    // (no key as built) could not find the rows an update or delete names.
+    source
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".notes ADD PRIMARY KEY (body), REPLICA IDENTITY DEFAULT"
+        ))
+        .unwrap();
+    let run = s.move_online("l1", "b");
+    run.expect(3);
+    assert!(
+        run.stderr.contains("notes")
+            && run.stderr.contains("REPLICA IDENTITY")
+            && run.stderr.contains("nothing was moved"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.registered("l1"), ["logical"]);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+    assert!(!schema_on(s.server("b"), schema));
+    source
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".notes DROP CONSTRAINT notes_pkey, REPLICA IDENTITY FULL"
+        ))
+        .unwrap();
     let rows = fingerprint(s.server("logical"), schema);
     let run = s.move_online("l1", "b");
     run.expect(0);
