@@ -185,14 +185,15 @@ enum Settle {
     Undo,
 }
 
-/// Checks what a move of `tenant` to `to` needs, changing nothing; the refusals are the
-/// move's own.
+/// Checks what a move of `tenant` to `to` needs (with `online`, an online move's
+/// prerequisites too), changing nothing; the refusals are the move's own.
 pub async fn plan(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
     to: &str,
     keep_source: bool,
+    online: bool,
 ) -> Result<MovePlan, Error> {
     cx.servers.get(to)?;
     let journal = registry.move_journal(tenant.id).await?;
@@ -207,6 +208,11 @@ pub async fn plan(
     // Moving a tenant with an unswitched move to the server it is on undoes that move.
     let undo_only = settle == Some(Settle::Undo) && to == tenant.server;
     if settle.is_none_or(|s| s == Settle::Undo) && !undo_only {
+        // An online move's prerequisites first, as the move checks them (after an
+        // unfinished move is settled, whose leftovers they would count).
+        if online && journal.is_none() && tenant.server != to {
+            super::online::check(cx, tenant, to).await?;
+        }
         preflight(cx, tenant, to, journal.as_ref()).await?;
     }
     let message = match (&journal, &unfinished, settle) {
@@ -425,10 +431,12 @@ pub(crate) async fn run(
                 tenant.domain, tenant.server
             )));
         }
-        preflight(cx, &tenant, to, None).await?;
         if let How::Online = how {
-            super::online::check(cx, &tenant, to).await?;
+            if tenant.server != to {
+                super::online::check(cx, &tenant, to).await?;
+            }
         }
+        preflight(cx, &tenant, to, None).await?;
         let journal = MoveJournal {
             from_server: tenant.server.clone(),
             to_server: to.to_string(),

@@ -1,27 +1,36 @@
 //! `tenant move --to SERVER --online`: moving a tenant with logical replication, so its
 //! writes are blocked only for the cutover, whatever its size (README "Online move").
 //!
-//! 1. Preflight, refused (exit 3) before anything is created: the source is PostgreSQL
-//!    15 or newer with `wal_level = logical`, replication slots and WAL senders are free
-//!    for the move and for each table copied at once, the target has logical replication
-//!    workers to spare, the roles may publish and subscribe, and every table has a
-//!    primary key or a replica identity.
+//! 1. Preflight, the same for `--dry-run`, refused (exit 3) before anything is created:
+//!    the source is PostgreSQL 15 or newer with `wal_level = logical`, replication slots
+//!    and WAL senders are free for the move and for each table copied at once, the target
+//!    has logical replication workers and background processes to spare, the roles may
+//!    publish (owning the tables) and subscribe, the tenant has tables and none is
+//!    unlogged or foreign, every table has a primary key or a replica identity (and one
+//!    matched by its whole row has types with equality), no publication, slot or
+//!    subscription of the move's name is someone else's, the target has the extensions
+//!    and shared types the schema uses, and the target can connect to the source.
 //! 2. Build: the target schema is built by the migrations to the source's revision and
-//!    emptied; the source publishes the tenant's tables and the target subscribes with an
-//!    initial copy. Publication, subscription and slot are all named
-//!    `tenantctl_move_ID` (ID: the tenant's registry id), so a rerun finds leftovers.
+//!    emptied, and its triggers enabled ALWAYS or REPLICA are disabled (the subscription's
+//!    workers run as replicas and would fire them); the source publishes the tenant's
+//!    tables, makes the slot, and the target subscribes with an initial copy.
+//!    Publication, subscription and slot are all named `tenantctl_move_ID` (ID: the
+//!    tenant's registry id), so a rerun finds leftovers.
 //! 3. Catch up: until every table is synchronised (`pg_subscription_rel` ready) and the
 //!    slot's lag is small; progress (bytes copied, lag) goes to the terminal.
 //! 4. Cut over: the source tables are locked against writes (the write fence), the
 //!    target confirms it has received everything up to the source's WAL position (the
 //!    subscription is then disabled), the sequences are set on the target and the
-//!    publication is dropped in the source's transaction. From there the move's shared
-//!    protocol ([`moving`]) fences the old copy durably, switches the registry and
-//!    removes the old copy.
+//!    target's triggers and rules are set as the source's are, and the publication is
+//!    dropped in the source's transaction. From there the move's shared protocol
+//!    ([`moving`]) fences the old copy durably, switches the registry and removes the old
+//!    copy. A move killed before the switch leaves a partial copy (its triggers perhaps
+//!    disabled) that the rerun drops; a switched target's triggers are set.
 //! 5. Clean up: subscription, slot and publication are removed on success, on failure,
 //!    and by a rerun after a kill. A forgotten slot keeps WAL on the source forever, so
 //!    the slot is dropped from the source's side even when the target is unreachable.
 
+use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
 use tokio_postgres::Client;
@@ -54,25 +63,91 @@ pub fn replication_name(tenant_id: i64) -> String {
     format!("tenantctl_move_{tenant_id}")
 }
 
+/// Why an online move cannot run: exit 3, nothing created.
+fn refuse(why: String) -> Error {
+    Error::setup(format!(
+        "an online move cannot run: {why}; nothing was created (a move without --online copies under a write fence instead)"
+    ))
+}
+
+/// The backend types of `pg_stat_activity` that are not background workers (taken from
+/// `max_worker_processes`).
+const NOT_WORKERS: &str =
+    "'autovacuum launcher', 'autovacuum worker', 'archiver', 'background writer', \
+     'checkpointer', 'client backend', 'logger', 'standalone backend', 'startup', 'walreceiver', \
+     'walsender', 'walwriter', 'slotsync worker', 'walsummarizer'";
+
+/// Refuses (exit 3) the tables logical replication cannot carry, read before the
+/// tenant's catalog (which refuses some of them with another message): unlogged and
+/// foreign tables (a publication takes neither), and a schema without tables (nothing
+/// to replicate; a move without `--online` copies it in no time).
+async fn shapes(source: &Client, schema: &str, history_table: &str) -> Result<(), Error> {
+    let rows = source
+        .query(
+            "SELECT c.relname::text, c.relkind::text, c.relpersistence::text FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'f') AND c.relname <> $2 ORDER BY 1",
+            &[&schema, &history_table],
+        )
+        .await
+        .map_err(query_error("reading the tenant's tables"))?;
+    let named = |keep: &dyn Fn(&str, &str) -> bool| -> Vec<String> {
+        rows.iter()
+            .filter(|r| keep(r.get::<_, &str>(1), r.get::<_, &str>(2)))
+            .map(|r| quote(r.get::<_, &str>(0)))
+            .collect()
+    };
+    let unlogged = named(&|_, persistence| persistence == "u");
+    if !unlogged.is_empty() {
+        return Err(refuse(format!(
+            "table(s) {} of schema {} are unlogged, and a publication cannot carry unlogged tables (ALTER TABLE ... SET LOGGED)",
+            unlogged.join(", "),
+            quote(schema)
+        )));
+    }
+    let foreign = named(&|kind, _| kind == "f");
+    if !foreign.is_empty() {
+        return Err(refuse(format!(
+            "{} of schema {} are foreign tables, whose rows live on another server and are not published",
+            foreign.join(", "),
+            quote(schema)
+        )));
+    }
+    if named(&|kind, _| kind == "r").is_empty() {
+        return Err(refuse(format!(
+            "schema {} has no tables (other than its migration history) to replicate",
+            quote(schema)
+        )));
+    }
+    Ok(())
+}
+
 /// Refuses (exit 3) what logical replication cannot do here, before anything is made.
+/// `conninfo` is how the target will reach the source.
 async fn preflight(
     source: &Client,
     target: &Client,
+    tenant_id: i64,
     schema: &str,
+    conninfo: &str,
     catalog: &catalog::Catalog,
 ) -> Result<(), Error> {
-    let refuse = |why: String| {
-        Error::setup(format!(
-            "an online move cannot run: {why}; nothing was created (a move without --online copies under a write fence instead)"
-        ))
-    };
+    let name = replication_name(tenant_id);
+    let tables: Vec<String> = catalog.tables.iter().map(|t| t.name.clone()).collect();
     let row = source
         .query_one(
             "SELECT current_setting('server_version_num')::int, current_setting('wal_level'), \
                     current_setting('max_replication_slots')::int - (SELECT count(*) FROM pg_catalog.pg_replication_slots)::int, \
                     current_setting('max_wal_senders')::int - (SELECT count(*) FROM pg_catalog.pg_stat_replication)::int, \
-                    (SELECT rolsuper OR rolreplication FROM pg_catalog.pg_roles WHERE rolname = current_user)",
-            &[],
+                    (SELECT rolsuper OR rolreplication FROM pg_catalog.pg_roles WHERE rolname = current_user), \
+                    pg_catalog.has_database_privilege(current_database(), 'CREATE'), \
+                    (SELECT pg_catalog.array_agg(c.relname::text ORDER BY c.relname) FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                     WHERE n.nspname = $1 AND c.relname = ANY($2) \
+                       AND NOT pg_catalog.pg_has_role(current_user, c.relowner, 'USAGE')), \
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_publication WHERE pubname = $3), \
+                    EXISTS (SELECT 1 FROM pg_catalog.pg_replication_slots WHERE slot_name = $3)",
+            &[&schema, &tables, &name],
         )
         .await
         .map_err(query_error("checking the source server for logical replication"))?;
@@ -81,6 +156,10 @@ async fn preflight(
     let free_slots: i32 = row.get(2);
     let free_senders: i32 = row.get(3);
     let may_replicate: bool = row.get::<_, Option<bool>>(4).unwrap_or(false);
+    let may_publish: bool = row.get(5);
+    let not_owned: Option<Vec<String>> = row.get(6);
+    let publication_taken: bool = row.get(7);
+    let slot_taken: bool = row.get(8);
     if version < 150000 {
         return Err(refuse(format!(
             "the source server runs PostgreSQL {}.{}; publishing a tenant's tables this way needs 15 or newer",
@@ -98,23 +177,56 @@ async fn preflight(
             "the source role has neither REPLICATION nor superuser, so the target cannot stream from it (ALTER ROLE ... REPLICATION)".into(),
         ));
     }
+    if !may_publish {
+        return Err(refuse(
+            "the source role may not create a publication: it lacks CREATE on the source database (GRANT CREATE ON DATABASE ...)".into(),
+        ));
+    }
+    if let Some(tables) = not_owned.filter(|t| !t.is_empty()) {
+        let tables: Vec<String> = tables.iter().map(|t| quote(t)).collect();
+        return Err(refuse(format!(
+            "the source role does not own table(s) {} of schema {}, and only a table's owner may publish it",
+            tables.join(", "),
+            quote(schema)
+        )));
+    }
+    for (taken, what) in [
+        (publication_taken, "publication"),
+        (slot_taken, "replication slot"),
+    ] {
+        if taken {
+            return Err(refuse(format!(
+                "a {what} named {name} already exists on the source server and is not a leftover of this tenant's move (another registry's move of a tenant with id {tenant_id}?); drop it there if nothing uses it"
+            )));
+        }
+    }
     let row = target
         .query_one(
-            "SELECT current_setting('max_logical_replication_workers')::int - (SELECT count(*) FROM pg_catalog.pg_stat_subscription)::int, \
-                    (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) \
-                    OR (current_setting('server_version_num')::int >= 160000 \
-                        AND pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'MEMBER')), \
-                    current_setting('max_sync_workers_per_subscription')::int",
-            &[],
+            &format!(
+                "SELECT current_setting('max_logical_replication_workers')::int - (SELECT count(*) FROM pg_catalog.pg_stat_subscription)::int, \
+                        (SELECT rolsuper FROM pg_catalog.pg_roles WHERE rolname = current_user) \
+                        OR (current_setting('server_version_num')::int >= 160000 \
+                            AND pg_catalog.pg_has_role(current_user, 'pg_create_subscription', 'MEMBER')), \
+                        current_setting('max_sync_workers_per_subscription')::int, \
+                        current_setting('max_worker_processes')::int \
+                            - (SELECT count(*) FROM pg_catalog.pg_stat_activity WHERE backend_type NOT IN ({NOT_WORKERS}))::int, \
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity WHERE backend_type = 'logical replication launcher'), \
+                        EXISTS (SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 \
+                                AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database()))"
+            ),
+            &[&name],
         )
         .await
         .map_err(query_error("checking the target server for logical replication"))?;
     let free_workers: i32 = row.get(0);
     let may_subscribe: bool = row.get::<_, Option<bool>>(1).unwrap_or(false);
+    let free_processes: i32 = row.get(3);
+    let launcher: bool = row.get(4);
+    let subscription_taken: bool = row.get(5);
     // The subscription's slot, plus one slot and one WAL sender for each table whose
     // initial copy runs at the same time (one per sync worker the target runs at once).
-    let tables = i32::try_from(catalog.tables.len()).unwrap_or(i32::MAX);
-    let needed = 1 + tables.min(row.get::<_, i32>(2).max(0));
+    let copied = i32::try_from(tables.len()).unwrap_or(i32::MAX);
+    let needed = 1 + copied.min(row.get::<_, i32>(2).max(0));
     if free_slots < needed {
         return Err(refuse(format!(
             "the source server has {} free replication slot(s) and the move needs {needed}: one to stream from and one for each table copied at once (the target's max_sync_workers_per_subscription); raise max_replication_slots",
@@ -132,60 +244,520 @@ async fn preflight(
             "the target server has fewer than 2 free logical replication workers (raise max_logical_replication_workers and max_worker_processes)".into(),
         ));
     }
+    if !launcher || free_processes < 2 {
+        // The workers are background processes: without room for them the subscription
+        // would wait forever.
+        return Err(refuse(format!(
+            "the target server has {} free background worker process(es){} and the move needs 2 (one to apply, one to copy a table); raise max_worker_processes (a restart)",
+            free_processes.max(0),
+            if launcher { "" } else { " and no logical replication launcher running" }
+        )));
+    }
     if !may_subscribe {
         return Err(refuse(
             "the target role may not create subscriptions (superuser, or pg_create_subscription on PostgreSQL 16+)".into(),
         ));
     }
-    let names: Vec<String> = catalog.tables.iter().map(|t| t.name.clone()).collect();
+    if subscription_taken {
+        return Err(refuse(format!(
+            "a subscription named {name} already exists on the target server and is not a leftover of this tenant's move (another registry's move of a tenant with id {tenant_id}?); drop it there if nothing uses it"
+        )));
+    }
     let rows = source
         .query(
-            "SELECT c.relname::text FROM pg_catalog.pg_class c \
+            "SELECT c.relname::text, c.relreplident = 'f' FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
-             WHERE n.nspname = $1 AND c.relname = ANY($2) AND NOT ( \
-                 c.relreplident = 'f' \
-                 OR (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)) \
-                 OR (c.relreplident = 'd' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary))) \
+             WHERE n.nspname = $1 AND c.relname = ANY($2) \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisprimary) \
+               AND NOT (c.relreplident = 'i' AND EXISTS (SELECT 1 FROM pg_catalog.pg_index i WHERE i.indrelid = c.oid AND i.indisreplident)) \
              ORDER BY 1",
-            &[&schema, &names],
+            &[&schema, &tables],
         )
         .await
         .map_err(query_error("checking the tenant's tables for replica identities"))?;
-    if !rows.is_empty() {
-        let tables: Vec<String> = rows.iter().map(|r| quote(&r.get::<_, String>(0))).collect();
+    let unidentified: Vec<String> = rows
+        .iter()
+        .filter(|r| !r.get::<_, bool>(1))
+        .map(|r| quote(&r.get::<_, String>(0)))
+        .collect();
+    if !unidentified.is_empty() {
         return Err(refuse(format!(
             "table(s) {} of schema {} have neither a primary key nor a replica identity, so their updates and deletes cannot be replicated (add a primary key, or ALTER TABLE ... REPLICA IDENTITY FULL)",
-            tables.join(", "),
+            unidentified.join(", "),
             quote(schema)
+        )));
+    }
+    // A table found by its whole row (REPLICA IDENTITY FULL, no key) is matched on the
+    // target column by column: each column's type needs an equality operator.
+    let mut unmatched = Vec::new();
+    for r in &rows {
+        let table: String = r.get(0);
+        let Some(t) = catalog.tables.iter().find(|t| t.name == table) else {
+            continue;
+        };
+        if t.columns.is_empty() {
+            continue;
+        }
+        let columns: Vec<String> = t.columns.iter().map(|c| quote(&c.name)).collect();
+        let probe = format!(
+            "SELECT DISTINCT {} FROM {}",
+            columns.join(", "),
+            qualified(schema, &table)
+        );
+        match source.prepare(&probe).await {
+            Ok(_) => {}
+            Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::UNDEFINED_FUNCTION) => {
+                let why = e
+                    .as_db_error()
+                    .map(|d| d.message().to_string())
+                    .unwrap_or_default();
+                unmatched.push(format!("{} ({why})", quote(&table)));
+            }
+            Err(e) => return Err(query_error("checking the tenant's column types")(e)),
+        }
+    }
+    if !unmatched.is_empty() {
+        return Err(refuse(format!(
+            "table(s) {} of schema {} have no key, so the target finds a row to update or delete by comparing every column, and a column type there has no equality operator; add a primary key (or a unique index and REPLICA IDENTITY USING INDEX)",
+            unmatched.join(", "),
+            quote(schema)
+        )));
+    }
+    missing_on_target(source, target, schema).await?;
+    probe_connection(target, &name, conninfo).await
+}
+
+/// Refuses (exit 3) when the target lacks an extension that the tenant's objects use
+/// (neither installed nor available to install), or a type of a column that lives in
+/// a shared schema (not an extension's): the migrations could not build the schema there.
+async fn missing_on_target(source: &Client, target: &Client, schema: &str) -> Result<(), Error> {
+    let row = source
+        .query_one(
+            "WITH ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1), \
+             objects(classid, objid) AS ( \
+                 SELECT 'pg_catalog.pg_class'::pg_catalog.regclass, c.oid FROM pg_catalog.pg_class c, ns WHERE c.relnamespace = ns.oid \
+                 UNION ALL SELECT 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid FROM pg_catalog.pg_type t, ns WHERE t.typnamespace = ns.oid \
+                 UNION ALL SELECT 'pg_catalog.pg_proc'::pg_catalog.regclass, p.oid FROM pg_catalog.pg_proc p, ns WHERE p.pronamespace = ns.oid \
+                 UNION ALL SELECT 'pg_catalog.pg_constraint'::pg_catalog.regclass, o.oid FROM pg_catalog.pg_constraint o, ns WHERE o.connamespace = ns.oid \
+                 UNION ALL SELECT 'pg_catalog.pg_attrdef'::pg_catalog.regclass, d.oid FROM pg_catalog.pg_attrdef d \
+                     JOIN pg_catalog.pg_class c ON c.oid = d.adrelid, ns WHERE c.relnamespace = ns.oid \
+                 UNION ALL SELECT 'pg_catalog.pg_trigger'::pg_catalog.regclass, g.oid FROM pg_catalog.pg_trigger g \
+                     JOIN pg_catalog.pg_class c ON c.oid = g.tgrelid, ns WHERE c.relnamespace = ns.oid \
+                 UNION ALL SELECT 'pg_catalog.pg_rewrite'::pg_catalog.regclass, w.oid FROM pg_catalog.pg_rewrite w \
+                     JOIN pg_catalog.pg_class c ON c.oid = w.ev_class, ns WHERE c.relnamespace = ns.oid) \
+             SELECT (SELECT pg_catalog.array_agg(DISTINCT e.extname::text) FROM objects o \
+                     JOIN pg_catalog.pg_depend d ON d.classid = o.classid AND d.objid = o.objid \
+                     JOIN pg_catalog.pg_depend m ON m.classid = d.refclassid AND m.objid = d.refobjid AND m.deptype = 'e' \
+                          AND m.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass \
+                     JOIN pg_catalog.pg_extension e ON e.oid = m.refobjid), \
+                    (SELECT pg_catalog.array_agg(DISTINCT pg_catalog.format('%I.%I', tn.nspname, t.typname)) \
+                     FROM pg_catalog.pg_class c \
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+                     JOIN pg_catalog.pg_type at ON at.oid = a.atttypid \
+                     JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN at.typcategory = 'A' AND at.typelem <> 0 THEN at.typelem ELSE at.oid END \
+                     JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace, ns \
+                     WHERE c.relnamespace = ns.oid AND c.relkind IN ('r', 'p') \
+                       AND tn.nspname NOT IN ('pg_catalog', 'information_schema') AND tn.oid <> ns.oid \
+                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_depend m WHERE m.classid = 'pg_catalog.pg_type'::pg_catalog.regclass \
+                                       AND m.objid = t.oid AND m.deptype = 'e'))",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading what the tenant's schema uses outside it"))?;
+    let extensions: Vec<String> = row.get::<_, Option<Vec<String>>>(0).unwrap_or_default();
+    let types: Vec<String> = row.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
+    if extensions.is_empty() && types.is_empty() {
+        return Ok(());
+    }
+    let row = target
+        .query_one(
+            "SELECT (SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest($1::text[]) x \
+                     WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_extension e WHERE e.extname = x) \
+                       AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_available_extensions a WHERE a.name = x)), \
+                    (SELECT pg_catalog.array_agg(x ORDER BY x) FROM pg_catalog.unnest($2::text[]) x \
+                     WHERE pg_catalog.to_regtype(x) IS NULL)",
+            &[&extensions, &types],
+        )
+        .await
+        .map_err(query_error("looking for the tenant's extensions and types on the target"))?;
+    let extensions: Vec<String> = row.get::<_, Option<Vec<String>>>(0).unwrap_or_default();
+    if !extensions.is_empty() {
+        return Err(refuse(format!(
+            "schema {} uses extension(s) {}, which the target server neither has nor can install (its package is missing there)",
+            quote(schema),
+            extensions.join(", ")
+        )));
+    }
+    let types: Vec<String> = row.get::<_, Option<Vec<String>>>(1).unwrap_or_default();
+    if !types.is_empty() {
+        return Err(refuse(format!(
+            "columns of schema {} are of type(s) {}, which do not exist on the target server (create them there first)",
+            quote(schema),
+            types.join(", ")
         )));
     }
     Ok(())
 }
 
+/// How long the target's connection to the source may take to open.
+const PROBE_CONNECT_TIMEOUT_S: u32 = 10;
+
+/// Refuses (exit 3) when the target cannot open the connection its subscription would
+/// (host and port reachable from there, TLS as the URL asks without this machine's root
+/// certificate, the role allowed a replication connection): a subscription made and
+/// rolled back in one transaction, which connects without making a slot.
+async fn probe_connection(target: &Client, name: &str, conninfo: &str) -> Result<(), Error> {
+    target.batch_execute("BEGIN").await.map_err(query_error(
+        "checking the target's connection to the source",
+    ))?;
+    let probed = target
+        .batch_execute(&format!(
+            "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} \
+             WITH (connect = true, create_slot = false, enabled = false, slot_name = NONE, copy_data = false)",
+            n = quote(name),
+            c = crate::plan::literal(&format!(
+                "{conninfo} connect_timeout={PROBE_CONNECT_TIMEOUT_S}"
+            )),
+        ))
+        .await;
+    let rolled_back = target.batch_execute("ROLLBACK").await;
+    match probed {
+        Ok(()) => {}
+        // Any refusal of the server (it could not connect, or would not subscribe this
+        // way, e.g. without a password in the URL on PostgreSQL 16+); its message never
+        // holds the connection string.
+        Err(e) if e.as_db_error().is_some() => {
+            let why = e
+                .as_db_error()
+                .map(|d| d.message().to_string())
+                .unwrap_or_default();
+            return Err(refuse(format!(
+                "the target server could not subscribe to the source with the source's URL from tenants.toml, as the move would: it tried and rolled back ({why})"
+            )));
+        }
+        Err(e) => {
+            return Err(query_error(
+                "checking the target's connection to the source",
+            )(e))
+        }
+    }
+    rolled_back.map_err(query_error(
+        "checking the target's connection to the source",
+    ))
+}
+
 /// Checks the prerequisites of an online move of `tenant` to `to` (exit 3 when one is
 /// missing), creating nothing.
 pub async fn check(cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Error> {
-    let source = cx.servers.target(&tenant.server)?.connect().await?;
+    let source_target = cx.servers.target(&tenant.server)?;
+    let source = source_target.connect().await?;
     let target = cx.servers.target(to)?.connect().await?;
+    shapes(&source, &tenant.schema_name, &cx.settings.history_table).await?;
     let catalog = catalog::read(&source, &tenant.schema_name, &cx.settings.history_table).await?;
-    preflight(&source, &target, &tenant.schema_name, &catalog).await
+    preflight(
+        &source,
+        &target,
+        tenant.id,
+        &tenant.schema_name,
+        &source_target.conninfo(),
+        &catalog,
+    )
+    .await
 }
 
-/// How `source`'s tables differ from what the target's schema holds (empty: the same).
+/// Each column of the schema's tables with its type spelled the same whatever the
+/// session's `search_path`: a built-in type as `format_type` spells it, any other one
+/// qualified by its schema (`tenant_x.mood[]`, `public.citext`). Keyed by (table, column).
+async fn column_types(
+    client: &Client,
+    schema: &str,
+) -> Result<HashMap<(String, String), String>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, a.attname::text, \
+                    CASE WHEN tn.nspname = 'pg_catalog' THEN pg_catalog.regexp_replace(f.t, '^pg_catalog\\.', '') \
+                         WHEN pg_catalog.starts_with(f.t, pg_catalog.quote_ident(tn.nspname) || '.') THEN f.t \
+                         ELSE pg_catalog.quote_ident(tn.nspname) || '.' || f.t END \
+             FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum > 0 AND NOT a.attisdropped \
+             JOIN pg_catalog.pg_type at ON at.oid = a.atttypid \
+             JOIN pg_catalog.pg_type t ON t.oid = CASE WHEN at.typcategory = 'A' AND at.typelem <> 0 THEN at.typelem ELSE at.oid END \
+             JOIN pg_catalog.pg_namespace tn ON tn.oid = t.typnamespace \
+             CROSS JOIN LATERAL (SELECT pg_catalog.format_type(a.atttypid, a.atttypmod) AS t) f \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p')",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the types of the schema's columns"))?;
+    Ok(rows
+        .iter()
+        .map(|r| ((r.get(0), r.get(1)), r.get(2)))
+        .collect())
+}
+
+/// `tables` with each column's type as [`column_types`] spells it.
+fn canonical(
+    tables: &[crate::archive::Table],
+    types: &HashMap<(String, String), String>,
+) -> Vec<crate::archive::Table> {
+    let mut tables = tables.to_vec();
+    for t in &mut tables {
+        for c in &mut t.columns {
+            if let Some(spelled) = types.get(&(t.name.clone(), c.name.clone())) {
+                c.type_name = spelled.clone();
+            }
+        }
+    }
+    tables
+}
+
+/// A user trigger or rule on one of the schema's tables, and how it is enabled.
+#[derive(Debug, Clone, PartialEq, Eq)]
+struct Switch {
+    table: String,
+    rule: bool,
+    name: String,
+    /// `pg_trigger.tgenabled` or `pg_rewrite.ev_enabled`: `O` (origin), `A` (always),
+    /// `R` (replica) or `D` (disabled).
+    enabled: String,
+}
+
+impl Switch {
+    fn what(&self) -> String {
+        format!(
+            "{} {} on table {}",
+            if self.rule { "rule" } else { "trigger" },
+            quote(&self.name),
+            quote(&self.table)
+        )
+    }
+
+    /// The statement that sets it to `enabled` (on this table only: a partition's clone
+    /// of a trigger has a switch of its own).
+    fn set(&self, schema: &str, enabled: &str) -> String {
+        let how = match enabled {
+            "A" => "ENABLE ALWAYS",
+            "R" => "ENABLE REPLICA",
+            "D" => "DISABLE",
+            _ => "ENABLE",
+        };
+        format!(
+            "ALTER TABLE ONLY {} {how} {} {}",
+            qualified(schema, &self.table),
+            if self.rule { "RULE" } else { "TRIGGER" },
+            quote(&self.name)
+        )
+    }
+}
+
+/// The schema's user triggers and rules on tables, by table, kind and name.
+async fn switches(client: &Client, schema: &str) -> Result<Vec<Switch>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, false, t.tgname::text, t.tgenabled::text FROM pg_catalog.pg_trigger t \
+             JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND NOT t.tgisinternal AND c.relkind IN ('r', 'p') \
+             UNION ALL \
+             SELECT c.relname::text, true, r.rulename::text, r.ev_enabled::text FROM pg_catalog.pg_rewrite r \
+             JOIN pg_catalog.pg_class c ON c.oid = r.ev_class JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') \
+             ORDER BY 1, 2, 3",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the schema's triggers and rules"))?;
+    Ok(rows
+        .iter()
+        .map(|r| Switch {
+            table: r.get(0),
+            rule: r.get(1),
+            name: r.get(2),
+            enabled: r.get(3),
+        })
+        .collect())
+}
+
+/// Disables the target's triggers that the subscription's workers would fire (they run
+/// as replicas: triggers enabled ALWAYS or REPLICA fire there), so that a row copied or
+/// applied is not processed a second time; [`carry_switches`] sets them back at the
+/// cutover, before the registry is switched. Rules do not act on copied or applied rows.
+async fn quiet_triggers(target: &Client, schema: &str) -> Result<(), Error> {
+    let sql: Vec<String> = switches(target, schema)
+        .await?
+        .iter()
+        .filter(|s| !s.rule && (s.enabled == "A" || s.enabled == "R"))
+        .map(|s| s.set(schema, "D"))
+        .collect();
+    if sql.is_empty() {
+        return Ok(());
+    }
+    target
+        .batch_execute(&sql.join("; "))
+        .await
+        .map_err(query_error("disabling the target's triggers for the copy"))
+}
+
+/// With the subscription stopped: sets each of the target's triggers and rules as the
+/// source's is (`source`: the fenced transaction, so none changes meanwhile) and checks
+/// that they now match.
+async fn carry_switches(source: &Client, target: &Client, schema: &str) -> Result<(), Error> {
+    let want = switches(source, schema).await?;
+    let have = switches(target, schema).await?;
+    let sql: Vec<String> = want
+        .iter()
+        .filter(|w| !have.contains(w))
+        .map(|w| w.set(schema, &w.enabled))
+        .collect();
+    if !sql.is_empty() {
+        target
+            .batch_execute(&sql.join("; "))
+            .await
+            .map_err(query_error(
+                "setting the target's triggers and rules as the source's",
+            ))?;
+    }
+    let now = switches(target, schema).await?;
+    if now != want {
+        return Err(Error::failed(format!(
+            "the target's triggers and rules could not be set as the source's: {}",
+            now.iter()
+                .filter(|n| !want.contains(n))
+                .map(|n| format!("{} is {}", n.what(), n.enabled))
+                .collect::<Vec<_>>()
+                .join(", ")
+        )));
+    }
+    Ok(())
+}
+
+/// A table's replica identity: `pg_class.relreplident`, the columns of its replica
+/// identity index and of its primary key (sorted).
+struct Identity {
+    replident: String,
+    index: Option<Vec<String>>,
+    primary_key: Option<Vec<String>>,
+}
+
+async fn identities(client: &Client, schema: &str) -> Result<HashMap<String, Identity>, Error> {
+    let rows = client
+        .query(
+            "SELECT c.relname::text, c.relreplident::text, \
+                    (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_index i \
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = c.oid AND i.indisreplident), \
+                    (SELECT pg_catalog.array_agg(a.attname::text ORDER BY a.attname) FROM pg_catalog.pg_index i \
+                     JOIN pg_catalog.pg_attribute a ON a.attrelid = c.oid AND a.attnum = ANY(i.indkey) \
+                     WHERE i.indrelid = c.oid AND i.indisprimary) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind = 'r'",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error("reading the replica identities of the schema's tables"))?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            (
+                r.get(0),
+                Identity {
+                    replident: r.get(1),
+                    index: r.get(2),
+                    primary_key: r.get(3),
+                },
+            )
+        })
+        .collect())
+}
+
+/// The tables whose updates and deletes the target could not apply: it finds a row by
+/// its replica identity index or else its primary key, whose columns the source must
+/// send (all of them with REPLICA IDENTITY FULL), or, with neither, by the whole row,
+/// which only a source with REPLICA IDENTITY FULL sends.
+fn unappliable(
+    source: &HashMap<String, Identity>,
+    target: &HashMap<String, Identity>,
+) -> Vec<String> {
+    let mut out = Vec::new();
+    let mut names: Vec<&String> = source.keys().collect();
+    names.sort();
+    for name in names {
+        let (Some(s), Some(t)) = (source.get(name), target.get(name)) else {
+            continue;
+        };
+        let needed = match (t.replident.as_str(), &t.index) {
+            ("i", Some(cols)) => Some(cols),
+            _ => t.primary_key.as_ref(),
+        };
+        let sent = match s.replident.as_str() {
+            "f" => None,
+            "i" => Some(s.index.clone().unwrap_or_default()),
+            "d" => Some(s.primary_key.clone().unwrap_or_default()),
+            _ => Some(Vec::new()),
+        };
+        let fine = match (needed, &sent) {
+            (_, None) => true,
+            (None, Some(_)) => false,
+            (Some(n), Some(sent)) => n.iter().all(|c| sent.contains(c)),
+        };
+        if !fine {
+            out.push(format!(
+                "table {} is found on the target by {} but the source's replica identity sends {}, so its updates and deletes could not be applied there (a key or REPLICA IDENTITY changed by hand; ALTER TABLE ... REPLICA IDENTITY FULL on the source carries it)",
+                quote(name),
+                needed.map_or("its whole row (no key as built)".to_string(), |c| format!("({})", c.join(", "))),
+                sent.as_ref()
+                    .filter(|c| !c.is_empty())
+                    .map_or("no columns".to_string(), |c| format!("({})", c.join(", ")))
+            ));
+        }
+    }
+    out
+}
+
+/// How the source's tables (`catalog`, read on `source`) differ from what the target's
+/// schema holds (empty: the same): tables, columns and their types (spelled alike on both
+/// sides, whatever each session's `search_path`), triggers and rules, sequences,
+/// materialized views.
 async fn differ(
-    source: &catalog::Catalog,
+    source: &Client,
+    catalog: &catalog::Catalog,
     target: &Client,
     schema: &str,
     history_table: &str,
 ) -> Result<Vec<String>, Error> {
     let built = catalog::read(target, schema, history_table).await?;
-    let mut d = catalog::differences(&source.tables, &built.tables);
-    for s in &source.sequences {
+    let mut d = catalog::differences(
+        &canonical(&catalog.tables, &column_types(source, schema).await?),
+        &canonical(&built.tables, &column_types(target, schema).await?),
+    );
+    d.extend(unappliable(
+        &identities(source, schema).await?,
+        &identities(target, schema).await?,
+    ));
+    let (theirs, ours) = (
+        switches(source, schema).await?,
+        switches(target, schema).await?,
+    );
+    let key = |s: &Switch| (s.table.clone(), s.rule, s.name.clone());
+    for s in &theirs {
+        if !ours.iter().any(|o| key(o) == key(s)) {
+            d.push(format!("{} is not built by the migrations", s.what()));
+        }
+    }
+    for o in &ours {
+        if !theirs.iter().any(|s| key(o) == key(s)) {
+            d.push(format!(
+                "{} is built by the migrations but not on the source",
+                o.what()
+            ));
+        }
+    }
+    for s in &catalog.sequences {
         if !built.sequences.contains(s) {
             d.push(format!("sequence {} is not on the target", quote(s)));
         }
     }
-    for m in &source.materialized_views {
+    for m in &catalog.materialized_views {
         if !built.materialized_views.contains(m) && !built.tables.iter().any(|t| &t.name == m) {
             // A view not populated on the target yet is refreshed after the move.
             let exists = target
@@ -269,7 +841,8 @@ pub async fn cleanup(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) -> Resul
 async fn drop_subscription(target: &Client, name: &str) -> Result<(), Error> {
     let exists = target
         .query_opt(
-            "SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1",
+            "SELECT 1 FROM pg_catalog.pg_subscription WHERE subname = $1 \
+             AND subdbid = (SELECT oid FROM pg_catalog.pg_database WHERE datname = current_database())",
             &[&name],
         )
         .await
@@ -463,7 +1036,7 @@ pub(crate) async fn replicate(
         // The source as it is must be what the migrations build: a table or a column
         // made by hand would not be replicated.
         let differences =
-            differ(&catalog, target.client(), schema, &cx.settings.history_table).await?;
+            differ(client, &catalog, target.client(), schema, &cx.settings.history_table).await?;
         if !differences.is_empty() {
             return Err(Error::setup(format!(
                 "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
@@ -483,6 +1056,7 @@ pub(crate) async fn replicate(
                 .await
                 .map_err(query_error("emptying the target's tables"))?;
         }
+        quiet_triggers(target.client(), schema).await?;
         Ok::<_, Error>(tables)
     }
     .await;
@@ -501,12 +1075,22 @@ pub(crate) async fn replicate(
         .batch_execute(&publish)
         .await
         .map_err(query_error("publishing the tenant's tables"))?;
+    // The slot is made from the source's side: a CREATE SUBSCRIPTION that made it would
+    // wait forever when the target is another database of the same cluster (the slot
+    // waits for every running transaction, its own included).
+    watch_source
+        .execute(
+            "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+            &[&name],
+        )
+        .await
+        .map_err(query_error("making the move's replication slot"))?;
     crate::failpoint!("online.published");
     let target_client = target_server.connect().await?;
     let conninfo = source_server.conninfo();
     target_client
         .batch_execute(&format!(
-            "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} WITH (copy_data = true, create_slot = true, slot_name = {n}, enabled = true)",
+            "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} WITH (copy_data = true, create_slot = false, slot_name = {n}, enabled = true)",
             n = quote(&name),
             c = crate::plan::literal(&conninfo),
         ))
@@ -571,6 +1155,7 @@ pub(crate) async fn replicate(
     // A table or column made on the source during the copy is not replicated: checked
     // with the tables locked, the move is undone rather than lose it.
     let changed = differ(
+        client,
         &fence_catalog,
         &target_client,
         schema,
@@ -669,6 +1254,7 @@ async fn cutover(
             .await
             .map_err(query_error("setting the target's sequences"))?;
     }
+    carry_switches(client, target, schema).await?;
     // The publication lists the old copy's tables: left in place, it would count as an
     // object depending on them.
     client

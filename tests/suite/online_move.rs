@@ -64,12 +64,24 @@ struct Setting {
 }
 
 fn setting(servers: Vec<(&'static str, Cluster)>, files: &[(&str, &str)]) -> Setting {
+    setting_with(servers, files, "")
+}
+
+/// `setting`, with `extra` appended to tenants.toml (more servers, `[tenants]`); a
+/// server already named in `extra` keeps the URL given there.
+fn setting_with(
+    servers: Vec<(&'static str, Cluster)>,
+    files: &[(&str, &str)],
+    extra: &str,
+) -> Setting {
     let (db, t) = ready();
     let config = tempfile::tempdir().unwrap();
-    let toml: String = servers
+    let mut toml: String = servers
         .iter()
+        .filter(|(name, _)| !extra.contains(&format!("[servers.{name}]")))
         .map(|(name, c)| format!("[servers.{name}]\nurl = \"{}\"\n\n", url_of(c)))
         .collect();
+    toml.push_str(extra);
     std::fs::write(config.path().join("tenants.toml"), toml).unwrap();
     let migrations = dir_with(files);
     let t = t.cwd(config.path()).migrations(migrations.path());
@@ -292,13 +304,25 @@ fn refusals_come_before_anything_is_created() {
         "neither a primary key nor a replica identity",
         "0 free replication slot(s) and the move needs 3",
     ]) {
-        let run = s.move_online(domain, "b");
-        run.expect(3);
-        assert!(
-            run.stderr.contains(why) && run.stderr.contains("nothing was created"),
-            "{domain}: {}",
-            run.stderr
-        );
+        for run in [
+            s.t.run(&[
+                "tenant",
+                "move",
+                domain,
+                "--to",
+                "b",
+                "--online",
+                "--dry-run",
+            ]),
+            s.move_online(domain, "b"),
+        ] {
+            run.expect(3);
+            assert!(
+                run.stderr.contains(why) && run.stderr.contains("nothing was created"),
+                "{domain}: {}",
+                run.stderr
+            );
+        }
         assert!(schema_on(s.server(server), schema));
         assert!(
             !schema_on(s.server("b"), schema),
@@ -358,6 +382,31 @@ fn refusals_come_before_anything_is_created() {
     source
         .batch_execute(&format!("DROP TABLE \"{schema}\".handmade"))
         .unwrap();
+    // A primary key made by hand: the source would send the key only, and the target
+    // (no key as built) could not find the rows an update or delete names.
+    source
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".notes ADD PRIMARY KEY (body), REPLICA IDENTITY DEFAULT"
+        ))
+        .unwrap();
+    let run = s.move_online("l1", "b");
+    run.expect(3);
+    assert!(
+        run.stderr.contains("notes")
+            && run.stderr.contains("REPLICA IDENTITY")
+            && run.stderr.contains("nothing was moved"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(s.registered("l1"), ["logical"]);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+    assert!(!schema_on(s.server("b"), schema));
+    source
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".notes DROP CONSTRAINT notes_pkey, REPLICA IDENTITY FULL"
+        ))
+        .unwrap();
     let rows = fingerprint(s.server("logical"), schema);
     let run = s.move_online("l1", "b");
     run.expect(0);
@@ -380,15 +429,31 @@ struct Written {
     gave_up: Option<String>,
 }
 
+/// How a writer writes its row `id` into `schema`.
+type Write = fn(&mut postgres::Client, &str, i64) -> Result<(), postgres::Error>;
+
+/// A row of `writes` (SHOP) carrying the client-made id.
+fn write_shop(client: &mut postgres::Client, schema: &str, id: i64) -> Result<(), postgres::Error> {
+    client
+        .execute(
+            &format!(
+                "INSERT INTO \"{schema}\".writes (client_id, account_id, body) VALUES ($1, $2, 'written')"
+            ),
+            &[&id, &(1 + id % 1000)],
+        )
+        .map(|_| ())
+}
+
 /// A writer that behaves as an application should: before every INSERT it reads the
 /// tenant's server from the registry, connects to it (one cached connection per server)
-/// and inserts a row carrying a client-made id; on an error it reads the registry again
-/// and retries the same row. It stops when told to, after its current row.
+/// and writes a row carrying a client-made id (`write`); on an error it reads the
+/// registry again and retries the same row. It stops when told to, after its current row.
 fn writer(
     registry_url: String,
     urls: HashMap<String, String>,
     domain: &'static str,
     stop: Arc<AtomicBool>,
+    write: Write,
 ) -> std::thread::JoinHandle<Written> {
     std::thread::spawn(move || {
         let mut registry = postgres::Client::connect(&registry_url, postgres::NoTls).unwrap();
@@ -424,11 +489,8 @@ fn writer(
                     }
                 }
                 let client = conns.get_mut(&server).unwrap();
-                let sql = format!(
-                    "INSERT INTO \"{schema}\".writes (client_id, account_id, body) VALUES ($1, $2, 'written')"
-                );
-                match client.execute(&sql, &[&id, &(1 + id % 1000)]) {
-                    Ok(_) => {
+                match write(client, &schema, id) {
+                    Ok(()) => {
                         w.acked.insert(id);
                         *w.acked_on.entry(server).or_default() += 1;
                         break;
@@ -472,7 +534,7 @@ fn a_tenant_moves_online_under_writes_without_losing_or_doubling_any() {
         .map(|(n, c)| (n.to_string(), url_of(c)))
         .collect();
     let stop = Arc::new(AtomicBool::new(false));
-    let writing = writer(s.db.url.clone(), urls, "busy", stop.clone());
+    let writing = writer(s.db.url.clone(), urls, "busy", stop.clone(), write_shop);
     // The writer is going before the move starts.
     std::thread::sleep(Duration::from_millis(500));
     let run = s.move_online("busy", "b");
@@ -704,5 +766,506 @@ fn the_initial_copy_slots_are_counted_before_anything_is_created() {
     s.move_online("slots", "c").expect(0);
     intact(&s, "slots", &schema, "c", &rows);
     assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+}
+
+/// What a DBA installs on every server, outside the tenants' schemas: an extension in
+/// `public` and a domain in `extras` (listed in `tenants.extra_search_path`).
+const SHARED_TYPES: &str =
+    "CREATE EXTENSION hstore SCHEMA public; CREATE EXTENSION citext SCHEMA public; \
+     CREATE SCHEMA extras; CREATE DOMAIN extras.email AS public.citext CHECK (VALUE LIKE '%@%');";
+
+/// A tenant's own enum, domain and composite type, arrays of each, and types from other
+/// schemas (spelled unqualified where `search_path` finds them).
+const TYPES: (&str, &str) = (
+    "V1__types.sql",
+    "CREATE TYPE mood AS ENUM ('sad', 'ok', 'happy');\n\
+     CREATE DOMAIN positive AS integer CHECK (VALUE > 0);\n\
+     CREATE TYPE pair AS (x double precision, label text);\n\
+     CREATE TABLE people (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, m mood NOT NULL, ms mood[], \
+         n positive, ns positive[], p pair, ps pair[], tags public.hstore, email email, emails email[], \
+         amount numeric(12,2), note varchar(20));\n",
+);
+
+#[test]
+fn a_tenant_with_its_own_types_moves_online() {
+    let s = setting_with(
+        vec![("a", cluster(LOGICAL)), ("b", cluster(""))],
+        &[TYPES],
+        "[tenants]\nextra_search_path = [\"extras\"]\n",
+    );
+    for server in ["a", "b"] {
+        client_of(s.server(server))
+            .batch_execute(SHARED_TYPES)
+            .unwrap();
+    }
+    let (_, schema) = s.create("typed", "a");
+    client_of(s.server("a"))
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".people (m, ms, n, ns, p, ps, tags, email, emails, amount, note) \
+             SELECT (ARRAY['sad', 'ok', 'happy'])[1 + g % 3]::\"{schema}\".mood, '{{sad,happy}}', g, ARRAY[g, g + 1], \
+                    ROW(g / 7.0, 'p' || g)::\"{schema}\".pair, ARRAY[ROW(1, 'a'), ROW(2, 'b')]::\"{schema}\".pair[], \
+                    public.hstore('k', g::text), 'U' || g || '@example.com', ARRAY['a@b', 'C@D']::extras.email[], \
+                    g / 3.0, 'note ' || g \
+             FROM generate_series(1, 500) g"
+        ))
+        .unwrap();
+    let rows = fingerprint(s.server("a"), &schema);
+    let run = s.move_online("typed", "b");
+    run.expect(0);
+    intact(&s, "typed", &schema, "b", &rows);
+    no_copy_on(s.server("a"), &schema);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+}
+
+/// A move to another database of the same cluster: the subscription's slot cannot be
+/// made by the CREATE SUBSCRIPTION itself there (it would wait for its own transaction).
+#[test]
+fn a_tenant_moves_online_to_another_database_of_the_same_cluster() {
+    let a = cluster(LOGICAL);
+    client_of(&a)
+        .batch_execute("CREATE DATABASE other")
+        .unwrap();
+    let other = format!(
+        "[servers.other]\nurl = \"postgres://postgres@127.0.0.1:{}/other?sslmode=disable\"\n",
+        a.port
+    );
+    let s = setting_with(vec![("a", a)], &[SHOP], &other);
+    let (_, schema) = s.create("next-door", "a");
+    fill(s.server("a"), &schema, 1_000);
+    let rows = fingerprint(s.server("a"), &schema);
+    let run =
+        s.t.spawn(&[
+            "tenant",
+            "move",
+            "next-door",
+            "--to",
+            "other",
+            "--online",
+            "--yes",
+            "-o",
+            "json",
+        ])
+        .finish();
+    run.expect(0);
+    assert_eq!(s.registered("next-door"), ["other"]);
+    let moved = postgres::Client::connect(
+        &format!(
+            "postgres://postgres@127.0.0.1:{}/other?sslmode=disable",
+            s.server("a").port
+        ),
+        postgres::NoTls,
+    )
+    .unwrap()
+    .query_one(&format!("SELECT count(*) FROM \"{schema}\".orders"), &[])
+    .unwrap()
+    .get::<_, i64>(0);
+    assert_eq!(moved, rows["orders"].0);
+    no_copy_on(s.server("a"), &schema);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+}
+
+/// Triggers enabled ALWAYS, REPLICA and ORIGIN (BEFORE ones tag the row with their
+/// name, an AFTER one writes an audit row), one on a partitioned table, a rule enabled
+/// ALWAYS, and two triggers whose state the test changes by hand on the source.
+const TRIGGERS: (&str, &str) = (
+    "V1__triggers.sql",
+    "CREATE TABLE tagged (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, client_id bigint NOT NULL, body text NOT NULL);\n\
+     CREATE TABLE audit (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, tagged_id bigint NOT NULL, via text NOT NULL);\n\
+     CREATE TABLE events (client_id bigint NOT NULL, at int NOT NULL, body text NOT NULL, PRIMARY KEY (client_id, at)) PARTITION BY RANGE (at);\n\
+     CREATE TABLE events_low PARTITION OF events FOR VALUES FROM (0) TO (500);\n\
+     CREATE TABLE events_high PARTITION OF events FOR VALUES FROM (500) TO (1000);\n\
+     CREATE TABLE ruled (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, client_id bigint NOT NULL);\n\
+     CREATE TABLE ruled_log (id bigint GENERATED BY DEFAULT AS IDENTITY PRIMARY KEY, client_id bigint NOT NULL);\n\
+     CREATE FUNCTION tag() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN NEW.body := NEW.body || ' [' || TG_NAME || ']'; RETURN NEW; END $$;\n\
+     CREATE FUNCTION audit() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$ BEGIN INSERT INTO audit (tagged_id, via) VALUES (NEW.id, TG_NAME); RETURN NULL; END $$;\n\
+     CREATE TRIGGER a_always BEFORE INSERT ON tagged FOR EACH ROW EXECUTE FUNCTION tag();\n\
+     ALTER TABLE tagged ENABLE ALWAYS TRIGGER a_always;\n\
+     CREATE TRIGGER b_replica BEFORE INSERT ON tagged FOR EACH ROW EXECUTE FUNCTION tag();\n\
+     ALTER TABLE tagged ENABLE REPLICA TRIGGER b_replica;\n\
+     CREATE TRIGGER c_origin BEFORE INSERT ON tagged FOR EACH ROW EXECUTE FUNCTION tag();\n\
+     CREATE TRIGGER d_audit AFTER INSERT ON tagged FOR EACH ROW EXECUTE FUNCTION audit();\n\
+     ALTER TABLE tagged ENABLE ALWAYS TRIGGER d_audit;\n\
+     CREATE TRIGGER e_flipped BEFORE INSERT ON tagged FOR EACH ROW EXECUTE FUNCTION tag();\n\
+     CREATE TRIGGER f_disabled BEFORE INSERT ON tagged FOR EACH ROW EXECUTE FUNCTION tag();\n\
+     ALTER TABLE tagged ENABLE ALWAYS TRIGGER f_disabled;\n\
+     CREATE TRIGGER g_always BEFORE INSERT ON events FOR EACH ROW EXECUTE FUNCTION tag();\n\
+     ALTER TABLE events ENABLE ALWAYS TRIGGER g_always;\n\
+     CREATE RULE log_it AS ON INSERT TO ruled DO ALSO INSERT INTO ruled_log (client_id) VALUES (NEW.client_id);\n\
+     ALTER TABLE ruled ENABLE ALWAYS RULE log_it;\n",
+);
+
+/// A row of each TRIGGERS table, in one transaction.
+fn write_tagged(
+    client: &mut postgres::Client,
+    schema: &str,
+    id: i64,
+) -> Result<(), postgres::Error> {
+    let mut tx = client.transaction()?;
+    tx.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".tagged (client_id, body) VALUES ($1, 'w' || $1::bigint)"
+        ),
+        &[&id],
+    )?;
+    tx.execute(
+        &format!(
+            "INSERT INTO \"{schema}\".events (client_id, at, body) VALUES ($1, (abs($1::bigint) % 1000)::int, 'e' || $1::bigint) \
+             ON CONFLICT DO NOTHING"
+        ),
+        &[&id],
+    )?;
+    tx.execute(
+        &format!("INSERT INTO \"{schema}\".ruled (client_id) VALUES ($1)"),
+        &[&id],
+    )?;
+    tx.commit()
+}
+
+/// Every user trigger and rule on the tables of `schema`, with how it is enabled.
+fn switches(c: &Cluster, schema: &str) -> Vec<(String, String, String)> {
+    client_of(c)
+        .query(
+            "SELECT c.relname::text, t.tgname::text, t.tgenabled::text FROM pg_trigger t \
+             JOIN pg_class c ON c.oid = t.tgrelid JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND NOT t.tgisinternal \
+             UNION ALL \
+             SELECT c.relname::text, 'rule ' || r.rulename, r.ev_enabled::text FROM pg_rewrite r \
+             JOIN pg_class c ON c.oid = r.ev_class JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND r.rulename <> '_RETURN' ORDER BY 1, 2",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2)))
+        .collect()
+}
+
+#[test]
+fn always_and_replica_triggers_fire_once_and_keep_their_state_through_an_online_move() {
+    let s = setting(
+        vec![("a", cluster(LOGICAL)), ("b", cluster(""))],
+        &[TRIGGERS],
+    );
+    let (_, schema) = s.create("triggered", "a");
+    let mut source = client_of(s.server("a"));
+    // Changed by hand: an ORIGIN trigger made ALWAYS, an ALWAYS one disabled.
+    source
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".tagged ENABLE ALWAYS TRIGGER e_flipped; \
+             ALTER TABLE \"{schema}\".tagged DISABLE TRIGGER f_disabled"
+        ))
+        .unwrap();
+    for id in 1..=300 {
+        write_tagged(&mut source, &schema, -id).unwrap();
+    }
+    let before = switches(s.server("a"), &schema);
+    assert!(
+        before.iter().any(|(_, _, e)| e == "A") && before.iter().any(|(_, _, e)| e == "R"),
+        "{before:?}"
+    );
+    let urls: HashMap<String, String> = s
+        .servers
+        .iter()
+        .map(|(n, c)| (n.to_string(), url_of(c)))
+        .collect();
+    let stop = Arc::new(AtomicBool::new(false));
+    let writing = writer(
+        s.db.url.clone(),
+        urls,
+        "triggered",
+        stop.clone(),
+        write_tagged,
+    );
+    std::thread::sleep(Duration::from_millis(500));
+    let run = s.move_online("triggered", "b");
+    std::thread::sleep(Duration::from_millis(700));
+    stop.store(true, Ordering::SeqCst);
+    let w = writing.join().unwrap();
+    run.expect(0);
+    assert_eq!(w.gave_up, None, "the move said {}", run.stdout);
+    assert!(
+        w.acked_on.get("a").copied().unwrap_or(0) > 10
+            && w.acked_on.get("b").copied().unwrap_or(0) > 10,
+        "the writer should have written on both servers: {:?}",
+        w.acked_on
+    );
+    assert_eq!(s.registered("triggered"), ["b"]);
+    // Each trigger fired once per row, where the row was first written.
+    let mut target = client_of(s.server("b"));
+    let row = target
+        .query_one(
+            &format!(
+                "SELECT (SELECT count(*) FROM \"{schema}\".tagged), \
+                        (SELECT count(*) FROM \"{schema}\".tagged WHERE body <> 'w' || client_id || ' [a_always] [c_origin] [e_flipped]'), \
+                        (SELECT string_agg(body, ' | ') FROM (SELECT body FROM \"{schema}\".tagged \
+                             WHERE body <> 'w' || client_id || ' [a_always] [c_origin] [e_flipped]' LIMIT 3) x), \
+                        (SELECT count(*) FROM \"{schema}\".audit), \
+                        (SELECT count(*) FROM \"{schema}\".tagged t WHERE (SELECT count(*) FROM \"{schema}\".audit a WHERE a.tagged_id = t.id) <> 1), \
+                        (SELECT count(*) FROM \"{schema}\".events), \
+                        (SELECT count(*) FROM \"{schema}\".events WHERE body <> 'e' || client_id || ' [g_always]'), \
+                        (SELECT count(*) FROM \"{schema}\".ruled), \
+                        (SELECT count(*) FROM \"{schema}\".ruled_log)"
+            ),
+            &[],
+        )
+        .unwrap();
+    let tagged: i64 = row.get(0);
+    assert!(tagged > 300, "{tagged} rows");
+    assert_eq!(
+        (row.get::<_, i64>(1), row.get::<_, Option<String>>(2)),
+        (0, None),
+        "rows tagged other than once by each enabled trigger"
+    );
+    assert_eq!(row.get::<_, i64>(3), tagged, "audit rows");
+    assert_eq!(row.get::<_, i64>(4), 0, "rows audited other than once");
+    assert_eq!(row.get::<_, i64>(5), tagged, "events");
+    assert_eq!(row.get::<_, i64>(6), 0, "events tagged other than once");
+    assert_eq!(row.get::<_, i64>(7), row.get::<_, i64>(8), "rule log rows");
+    assert_eq!(switches(s.server("b"), &schema), before);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+}
+
+impl Setting {
+    /// Every replication slot, publication and subscription on the servers, as
+    /// "server kind name".
+    fn replication_objects(&self) -> Vec<String> {
+        let mut all = Vec::new();
+        for (name, c) in &self.servers {
+            let rows = client_of(c)
+                .query(
+                    "SELECT 'slot ' || slot_name FROM pg_replication_slots \
+                     UNION ALL SELECT 'publication ' || pubname FROM pg_publication \
+                     UNION ALL SELECT 'subscription ' || subname FROM pg_subscription ORDER BY 1",
+                    &[],
+                )
+                .unwrap();
+            all.extend(
+                rows.iter()
+                    .map(|r| format!("{name} {}", r.get::<_, String>(0))),
+            );
+        }
+        all
+    }
+
+    fn registry_rows(&self) -> Vec<(String, String, String)> {
+        self.db
+            .client()
+            .query(
+                "SELECT domain, server, schema_name FROM public.tenants ORDER BY id",
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1), r.get(2)))
+            .collect()
+    }
+}
+
+/// Each shape a real online move would trip on is refused (exit 3) by its dry run and
+/// by the move itself, before anything is created; what the move did not make (a
+/// publication, slot or subscription of the move's name that is not its leftover) is
+/// left alone.
+#[test]
+fn every_prerequisite_is_refused_alike_by_the_dry_run_and_the_move() {
+    let tls = Cluster::start_with(
+        &Setup {
+            server_cert: ServerCert::Localhost,
+            ssl: true,
+            hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
+        },
+        LOGICAL,
+    );
+    let logical = cluster(LOGICAL);
+    // The source's URL holds a root certificate that is on this machine only: the
+    // target's own connection to the source cannot verify the server.
+    let extra = format!(
+        "[servers.tls]\nurl = \"postgres://postgres@localhost:{}/postgres?sslmode=verify-full&sslrootcert={}\"\n\n\
+         [servers.as_rep]\nurl = \"postgres://rep@127.0.0.1:{p}/postgres?sslmode=disable\"\n\n\
+         [servers.as_norep]\nurl = \"postgres://norep@127.0.0.1:{p}/postgres?sslmode=disable\"\n\n",
+        tls.port,
+        tls.certs.ca.display(),
+        p = logical.port,
+    );
+    client_of(&logical)
+        .batch_execute(
+            "CREATE ROLE rep LOGIN REPLICATION; CREATE ROLE norep LOGIN; \
+             GRANT CREATE ON DATABASE postgres TO rep, norep; \
+             CREATE EXTENSION postgres_fdw; CREATE SERVER elsewhere FOREIGN DATA WRAPPER postgres_fdw; \
+             CREATE EXTENSION hstore SCHEMA public",
+        )
+        .unwrap();
+    let s = setting_with(
+        vec![
+            ("logical", logical),
+            ("b", cluster("")),
+            // Room for the launcher and one worker only.
+            ("tight", cluster("max_worker_processes = 2\n")),
+            ("tls", tls),
+        ],
+        &[SHOP, NOTES],
+        &extra,
+    );
+    // (domain, server, SQL run on the source by hand ({s}: the schema, {id}: the
+    // tenant's id), SQL run on the target by hand, target, what the refusal says)
+    let cases: &[(&str, &str, &str, &str, &str, &str)] = &[
+        ("unlogged", "logical", "ALTER TABLE {s}.writes SET UNLOGGED", "", "b", "unlogged"),
+        (
+            "foreign",
+            "logical",
+            "CREATE FOREIGN TABLE {s}.remote (id int) SERVER elsewhere",
+            "",
+            "b",
+            "foreign table",
+        ),
+        (
+            "empty",
+            "logical",
+            "DROP TABLE {s}.invoices, {s}.writes, {s}.orders, {s}.accounts, {s}.notes",
+            "",
+            "b",
+            "no tables",
+        ),
+        (
+            "keyless-json",
+            "logical",
+            "ALTER TABLE {s}.notes ADD COLUMN meta json",
+            "",
+            "b",
+            "equality",
+        ),
+        (
+            "extension",
+            "logical",
+            "ALTER TABLE {s}.notes ADD COLUMN h public.hstore",
+            "",
+            "b",
+            "tenantctl_gone",
+        ),
+        ("publication", "logical", "CREATE PUBLICATION tenantctl_move_{id}", "", "b", "already exists"),
+        (
+            "slot",
+            "logical",
+            "SELECT pg_create_logical_replication_slot('tenantctl_move_{id}', 'pgoutput')",
+            "",
+            "b",
+            "already exists",
+        ),
+        (
+            "subscription",
+            "logical",
+            "",
+            "CREATE SUBSCRIPTION tenantctl_move_{id} CONNECTION 'host=127.0.0.1 port=1' PUBLICATION p \
+             WITH (connect = false); ALTER SUBSCRIPTION tenantctl_move_{id} SET (slot_name = NONE)",
+            "b",
+            "already exists",
+        ),
+        ("workers", "logical", "", "", "tight", "max_worker_processes"),
+        ("norep", "as_norep", "", "", "b", "REPLICATION"),
+        ("notowner", "as_rep", "ALTER TABLE {s}.writes OWNER TO postgres", "", "b", "does not own"),
+        ("unreachable", "tls", "", "", "b", "could not subscribe to the source"),
+    ];
+    let mut made = Vec::new();
+    for (domain, server, on_source, on_target, to, _) in cases {
+        let (id, schema) = s.create(domain, server);
+        let fill = |sql: &str| {
+            sql.replace("{s}", &format!("\"{schema}\""))
+                .replace("{id}", &id.to_string())
+        };
+        let source_cluster = match *server {
+            "as_rep" | "as_norep" => "logical",
+            other => other,
+        };
+        let mut source = client_of(s.server(source_cluster));
+        // Every table has a replica identity: only the case's shape is wrong.
+        source
+            .batch_execute(&format!(
+                "ALTER TABLE \"{schema}\".notes REPLICA IDENTITY FULL"
+            ))
+            .unwrap_or_else(|e| panic!("{domain}: {e:?}"));
+        if !on_source.is_empty() {
+            source
+                .batch_execute(&fill(on_source))
+                .unwrap_or_else(|e| panic!("{domain}: {e:?}"));
+        }
+        if !on_target.is_empty() {
+            client_of(s.server(to))
+                .batch_execute(&fill(on_target))
+                .unwrap_or_else(|e| panic!("{domain}: {e:?}"));
+        }
+        made.push((domain, source_cluster, schema, to));
+    }
+    // The extension the "extension" tenant uses is one the targets do not have (renamed
+    // in the source's catalog, as if installed from a package only the source has).
+    client_of(s.server("logical"))
+        .batch_execute(
+            "UPDATE pg_extension SET extname = 'tenantctl_gone' WHERE extname = 'hstore'",
+        )
+        .unwrap();
+    let registry = s.registry_rows();
+    let objects = s.replication_objects();
+    for ((domain, source_cluster, schema, to), (_, _, _, _, _, why)) in made.iter().zip(cases) {
+        for (how, run) in [
+            (
+                "dry run",
+                s.t.run(&[
+                    "tenant",
+                    "move",
+                    domain,
+                    "--to",
+                    to,
+                    "--online",
+                    "--dry-run",
+                ]),
+            ),
+            (
+                "move",
+                s.t.spawn(&["tenant", "move", domain, "--to", to, "--online", "--yes"])
+                    .finish(),
+            ),
+        ] {
+            assert_eq!(
+                run.code, 3,
+                "{domain}, {how}: exit {}\nstdout: {}\nstderr: {}",
+                run.code, run.stdout, run.stderr
+            );
+            assert!(
+                run.stderr.contains(why) && run.stderr.contains("nothing was created"),
+                "{domain}, {how}: {}",
+                run.stderr
+            );
+            assert!(!run.stderr.contains("password"), "{}", run.stderr);
+            assert!(schema_on(s.server(source_cluster), schema), "{domain}");
+            assert!(
+                !schema_on(s.server(to), schema),
+                "{domain}, {how}: schema made on {to}"
+            );
+            assert_eq!(s.registry_rows(), registry, "{domain}, {how}");
+            assert_eq!(s.journal(), vec![], "{domain}, {how}");
+            assert_eq!(s.replication_objects(), objects, "{domain}, {how}");
+        }
+    }
+    // The objects made by hand are still there, untouched: drop them.
+    assert_eq!(objects.len(), 3, "{objects:?}");
+    let mut source = client_of(s.server("logical"));
+    for o in &objects {
+        let name = o.rsplit(' ').next().unwrap();
+        if o.starts_with("logical slot") {
+            source
+                .execute("SELECT pg_drop_replication_slot($1)", &[&name])
+                .unwrap();
+        } else if o.starts_with("logical publication") {
+            source
+                .batch_execute(&format!("DROP PUBLICATION {name}"))
+                .unwrap();
+        } else {
+            client_of(s.server("b"))
+                .batch_execute(&format!("DROP SUBSCRIPTION {name}"))
+                .unwrap();
+        }
+    }
     s.no_replication_objects();
 }

@@ -19,14 +19,9 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
     let cx = ctx.one_tenant(&events);
     if args.dry_run {
-        let plan = async {
-            let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
-            if args.online && plan.unfinished.is_none() {
-                crate::data::online::check(&cx, tenant, to).await?;
-            }
-            Ok::<_, crate::error::Error>(plan)
-        }
-        .await;
+        let plan =
+            async { moving::plan(&cx, registry, tenant, to, args.keep_source, args.online).await }
+                .await;
         drop(events);
         reporting.finish().await;
         let mut plan = plan?;
@@ -45,7 +40,7 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     }
     if !args.keep_source {
         // Checked before asking, so a move that would be refused asks nothing.
-        let plan = moving::plan(&cx, registry, tenant, to, args.keep_source).await?;
+        let plan = moving::plan(&cx, registry, tenant, to, args.keep_source, args.online).await?;
         // Finishing or undoing an interrupted move was confirmed when it started.
         if !plan.settles_unfinished {
             crate::cli::confirm::confirm(
