@@ -128,15 +128,17 @@ impl Operation for Change<'_> {
             Ok(plan) => plan,
             Err(refusal) => {
                 let message = refusal.message(schema, &tenant.domain);
+                r.error = Some(message);
                 if refusal == Refusal::NotProvisioned && self.unprovisioned == Unprovisioned::Skip {
+                    // Not concerned: skipped, and the ledger gets no entry.
                     r.status = ResultStatus::Skipped;
-                    r.error = Some(message);
                     return;
                 }
-                if matches!(refusal, Refusal::Unsafe(_)) {
-                    r.cause = Cause::Refused;
-                }
-                return fail(r, message);
+                // Nothing was changed: the registry row stays as it was, the ledger
+                // records the refusal, the result says failed.
+                r.status = ResultStatus::Failed;
+                r.cause = Cause::Refused;
+                return;
             }
         };
         let up = matches!(self.change, SchemaChange::Upgrade { .. });
@@ -283,7 +285,8 @@ impl<O: Operation> Work for OnTenant<'_, O> {
             r.error = Some(format!("not started: {}", crate::scheduler::INTERRUPTED));
         }
         // A tenant whose session never opened was not touched: record nothing.
-        if r.session_opened && r.tenant.is_none() && r.status != ResultStatus::Skipped {
+        let noted = r.status != ResultStatus::Skipped || r.cause == Cause::Refused;
+        if r.session_opened && r.tenant.is_none() && noted {
             r.tenant = record_fallback(
                 env,
                 env.registry,
@@ -421,8 +424,11 @@ fn not_opened(result: &mut TenantResult, e: OpenError) {
 }
 
 /// What the registry is told of a result: a failure is `failed`, a success `active`, a
-/// skip or a refusal changes nothing.
+/// skip changes nothing, and a refusal changes nothing but is written to the ledger.
 fn outcome(r: &TenantResult, keeps_status: bool) -> Outcome<'_> {
+    if r.cause == Cause::Refused {
+        return Outcome::Refused(r.error.as_deref().unwrap_or("refused"));
+    }
     if keeps_status {
         return match (r.status, r.error.as_deref()) {
             (ResultStatus::Failed, e) => Outcome::Noted(e.unwrap_or("unknown error")),
@@ -430,7 +436,6 @@ fn outcome(r: &TenantResult, keeps_status: bool) -> Outcome<'_> {
         };
     }
     match (r.status, r.error.as_deref()) {
-        _ if r.cause == Cause::Refused => Outcome::Unchanged,
         (ResultStatus::Skipped, _) => Outcome::Unchanged,
         (ResultStatus::Failed, Some(e)) => Outcome::Failed(e),
         (ResultStatus::Failed, None) => Outcome::Failed("unknown error"),
@@ -450,7 +455,7 @@ async fn record(
     keeps_status: bool,
 ) {
     let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed)
-        && result.cause != Cause::Refused;
+        || result.cause == Cause::Refused;
     let outcome = outcome(result, keeps_status);
     let event = log.then_some(event);
     let recorded = if crate::servers::is_default(&tenant.server) {

@@ -107,7 +107,7 @@ pub enum Refusal {
 }
 
 impl Refusal {
-    /// The message for results, the registry and dry runs.
+    /// The message for results, the ledger and dry runs.
     pub fn message(&self, schema: &str, domain: &str) -> String {
         match self {
             Refusal::NotProvisioned => format!(

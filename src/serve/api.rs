@@ -650,16 +650,21 @@ pub async fn run_status(
     }
     // The summary counts tenants, as a run's report does: a tenant may have several
     // entries in one run (`tenant create --migrate` registers, then provisions and
-    // upgrades), and it failed when any of them did.
-    let mut failed_by_tenant: std::collections::BTreeMap<i64, bool> = Default::default();
+    // upgrades); it failed when any of them did, and was skipped when one was refused
+    // (nothing was changed) and none failed.
+    let mut by_tenant: std::collections::BTreeMap<i64, (bool, bool)> = Default::default();
     for r in &rows {
-        *failed_by_tenant.entry(r.tenant_id).or_default() |= r.status == "failed";
+        let (failed, refused) = by_tenant.entry(r.tenant_id).or_default();
+        *failed |= r.status == "failed";
+        *refused |= r.status == "refused";
     }
-    let failed = failed_by_tenant.values().filter(|f| **f).count();
+    let failed = by_tenant.values().filter(|(f, _)| *f).count();
+    let skipped = by_tenant.values().filter(|(f, r)| !*f && *r).count();
     let summary = crate::scheduler::Summary {
-        total: failed_by_tenant.len(),
-        ok: failed_by_tenant.len() - failed,
+        total: by_tenant.len(),
+        ok: by_tenant.len() - failed - skipped,
         failed,
+        skipped,
         ..Default::default()
     };
     let mut events = Vec::with_capacity(rows.len());

@@ -136,7 +136,12 @@ fn downgrade_refuses_a_missing_down_script_and_reports_a_failing_one_with_its_li
         [1, 2, 3, 4, 5, 6],
         "refused before anything ran"
     );
-    assert_truth(&db, "demo", "failed");
+    // A refusal leaves the tenant active; the ledger records it.
+    assert_truth(&db, "demo", "active");
+    assert_eq!(
+        checks::ledger(&db, "demo").pop().map(|e| e.status),
+        Some("refused".to_string())
+    );
 
     // A down script that fails: the ones before it stay reverted, the registry says failed.
     std::fs::write(
