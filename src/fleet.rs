@@ -253,7 +253,7 @@ pub async fn plan_upgrade(
     registry: &Registry<'_>,
     tenants: Vec<Tenant>,
     set: &MigrationSet,
-    to: i32,
+    to: crate::target::Target,
     unprovisioned: Unprovisioned,
     history_table: &str,
 ) -> Result<Vec<Planned>, Error> {

@@ -41,6 +41,7 @@ use crate::registry_conn::RegistryConn;
 use crate::runner::{ExecError, LockHolder, LockWait, OpenError, Session};
 use crate::scheduler::{Cause, Events, Planned, ResultStatus, RunEvent, TenantResult, Work};
 use crate::state::{self, SchemaState};
+use crate::target::Target;
 
 /// What to do to one tenant in its locked session.
 pub trait Operation: Sync {
@@ -129,9 +130,13 @@ impl Operation for Change<'_> {
             Err(refusal) => {
                 let message = refusal.message(schema, &tenant.domain);
                 r.error = Some(message);
-                if refusal == Refusal::NotProvisioned && self.unprovisioned == Unprovisioned::Skip {
-                    // Not concerned: skipped, and the ledger gets no entry.
+                if refusal.skippable() && self.unprovisioned == Unprovisioned::Skip {
                     r.status = ResultStatus::Skipped;
+                    // A tenant without a schema is simply not concerned: the ledger
+                    // gets no entry. The others are refusals, which it records.
+                    if refusal != Refusal::NotProvisioned {
+                        r.cause = Cause::Refused;
+                    }
                     return;
                 }
                 // Nothing was changed: the registry row stays as it was, the ledger
@@ -191,14 +196,16 @@ impl Operation for Change<'_> {
 }
 
 /// Decides whether an upgrade to `target` must open a session for a tenant: when it is
-/// behind, drifted, unreadable, or not `active` in the registry (so a success can clear a
-/// stale `failed`). Otherwise it is answered from `state` at once; a tenant whose schema
-/// existed (status `active`, or `schema_provisioned`) and is gone has failed.
+/// behind, drifted, unreadable, above the target (refused under its lock, and recorded),
+/// or not `active` in the registry (so a success can clear a stale `failed`); always
+/// for a relative target, which is resolved under the lock. Otherwise it is answered
+/// from `state` at once; a tenant whose schema existed (status `active`, or
+/// `schema_provisioned`) and is gone has failed.
 pub fn triage_one(
     t: Tenant,
     state: Option<&SchemaState>,
     set: &MigrationSet,
-    target: i32,
+    target: Target,
     unprovisioned: Unprovisioned,
 ) -> Planned {
     let Some(st) = state else {
@@ -210,9 +217,13 @@ pub fn triage_one(
     let Ok(history) = &st.history else {
         return Planned::Work(t);
     };
+    let Target::Version(target) = target else {
+        return Planned::Work(t);
+    };
     let cmp = compare(history, set);
     let behind = cmp.pending.iter().any(|v| *v <= target);
-    if behind || !cmp.drift.is_empty() || t.status != Status::Active {
+    let above = cmp.current.is_some_and(|c| c > target);
+    if behind || above || !cmp.drift.is_empty() || t.status != Status::Active {
         return Planned::Work(t);
     }
     let mut r = TenantResult::new(&t, ResultStatus::UpToDate);
