@@ -105,6 +105,7 @@ pub fn plan<'s>(
                 schema_exists: false,
                 history_exists: false,
                 history: Ok(Vec::new()),
+                untracked: Default::default(),
             });
             plan_one(t, &state, set, settings, change, unprovisioned, &now)
         })

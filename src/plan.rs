@@ -12,7 +12,7 @@ use crate::db::{self, LockSpace};
 use crate::dependents;
 use crate::ident::{qualified, quote};
 use crate::migrations::{compare, AppliedRow, Drift, MigrationFile, MigrationSet, Script};
-use crate::state::SchemaState;
+use crate::state::{SchemaState, Untracked};
 use crate::target::{Beyond, Target};
 
 /// Which way a migration file runs.
@@ -117,6 +117,9 @@ pub enum Refusal {
     },
     /// A relative target goes past head (`+N`) or past base (`-N`).
     Beyond(Beyond),
+    /// The schema has no tenantctl history but holds objects (made by hand, or by another
+    /// tool): an upgrade would run the first migration over them.
+    Untracked(Untracked),
 }
 
 impl Refusal {
@@ -167,6 +170,30 @@ impl Refusal {
                     }
                 ),
             },
+            Refusal::Untracked(u) => {
+                let holds = match u.other_history.as_deref() {
+                    Some(table) => format!(
+                        "{}, among them {table}, {}'s history",
+                        plural(u.objects, "object"),
+                        crate::state::OTHER_HISTORIES
+                            .iter()
+                            .find(|(t, _)| *t == table)
+                            .map_or("another tool", |(_, tool)| tool)
+                    ),
+                    None => format!(
+                        "{} (made by hand, or by another tool)",
+                        plural(u.objects, "object")
+                    ),
+                };
+                let adopt = if u.other_history.as_deref() == Some("alembic_version") {
+                    "if the fleet was run by Alembic, take it over with `tenantctl adopt alembic --map FILE` (it stamps each tenant at the version its alembic_version maps to, and lists the ones it leaves alone); otherwise, "
+                } else {
+                    ""
+                };
+                format!(
+                    "schema {schema} has no tenantctl history but holds {holds}: the migrations would run from the first one over them, so nothing was run. To go on: {adopt}record the version the schema matches with `tenantctl stamp --tenant {domain} VERSION`, and upgrades continue from there (`tenantctl stamp --tenant {domain} base` runs every migration over what it holds)"
+                )
+            }
         }
     }
 
@@ -287,7 +314,12 @@ impl SchemaChange {
                 .history
                 .as_deref()
                 .map_err(|e| Refusal::Unreadable(e.clone()))?;
-            self.plan_history(plan, history, state.history_exists, schema, set)
+            // Objects but no history: the first migration would run over them.
+            let untracked = !state.history_exists && state.untracked.objects > 0;
+            if untracked && matches!(self, SchemaChange::Upgrade { .. }) {
+                return Err(Refusal::Untracked(state.untracked.clone()));
+            }
+            self.plan_history(plan, history, state.history_exists, untracked, schema, set)
         } else if matches!(
             self,
             SchemaChange::Upgrade {
@@ -296,18 +328,20 @@ impl SchemaChange {
             }
         ) {
             plan.steps.push(Step::CreateSchema);
-            self.plan_history(plan, &[], false, schema, set)
+            self.plan_history(plan, &[], false, false, schema, set)
         } else {
             Err(Refusal::NotProvisioned)
         }
     }
 
     /// The steps of a change that works on the history, after `plan`'s steps.
+    /// `untracked`: the schema holds objects but no history table.
     fn plan_history<'s>(
         self,
         mut plan: TenantPlan<'s>,
         history: &[AppliedRow],
         history_exists: bool,
+        untracked: bool,
         schema: &str,
         set: &'s MigrationSet,
     ) -> Result<TenantPlan<'s>, Refusal> {
@@ -361,7 +395,9 @@ impl SchemaChange {
                     stamp_plan(history, set, target, schema).map_err(Refusal::Mismatch)?;
                 plan.versions = insert.iter().map(|f| f.version).collect();
                 plan.forgotten = forget.clone();
-                if !insert.is_empty() || !forget.is_empty() {
+                // A schema that holds objects but no history gets its history table even
+                // at base: from then on it is tenantctl's, and upgrades run over it.
+                if !insert.is_empty() || !forget.is_empty() || untracked {
                     plan.to_revision = below(history, &plan.versions, target);
                     plan.steps.push(Step::Stamp {
                         target,

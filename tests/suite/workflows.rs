@@ -949,3 +949,93 @@ fn refusals_leave_the_registry_row_as_it_was_and_are_recorded_in_the_ledger() {
     assert_eq!(checks::stored_row(&db, "demo"), row);
     refused_with("demo", "upgrade", "divergent");
 }
+
+#[test]
+fn a_schema_built_by_hand_or_by_another_tool_is_refused_rather_than_run_over() {
+    let (db, t) = ready();
+    let dir = support::dir_with(&[
+        ("V1__members.sql", "CREATE TABLE members (id int);"),
+        ("V2__notes.sql", "CREATE TABLE notes (id int);"),
+    ]);
+    let t = t.migrations(dir.path());
+    db.client()
+        .batch_execute(
+            "CREATE SCHEMA by_hand; CREATE TABLE by_hand.members (id int);
+             CREATE SCHEMA by_alembic; CREATE TABLE by_alembic.alembic_version (version_num varchar(32) PRIMARY KEY);
+             INSERT INTO by_alembic.alembic_version VALUES ('3da2eb3bee79');
+             CREATE TABLE by_alembic.members (id int);",
+        )
+        .unwrap();
+    create(&t, "hand", &["--schema", "by_hand", "--adopt"]);
+    create(&t, "alembic", &["--schema", "by_alembic", "--adopt"]);
+    create(&t, "fresh", &["--provision"]);
+    let hand = checks::stored_row(&db, "hand");
+    let alembic = checks::stored_row(&db, "alembic");
+
+    // Named: refused (exit 1) pointing at stamp; no history table is created, nothing runs.
+    let run = t.run(&["upgrade", "--tenant", "hand", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    let err = r.of("hand").error.as_deref().unwrap();
+    assert!(err.contains("tenantctl stamp"), "{err}");
+    assert!(!relation_exists(&db, "by_hand", "refinery_schema_history"));
+    assert_eq!(checks::stored_row(&db, "hand"), hand);
+
+    // In a bulk run, the Alembic-built one points at adopt alembic; neither is failed.
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(4);
+    let r: RunReport = run.json();
+    let err = r.of("alembic").error.as_deref().unwrap();
+    assert!(
+        err.contains("alembic_version")
+            && err.contains("tenantctl adopt alembic")
+            && err.contains("tenantctl stamp"),
+        "{err}"
+    );
+    assert_eq!(r.of("alembic").status, "failed");
+    assert_eq!(r.of("hand").status, "failed");
+    assert_eq!(r.of("fresh").applied, [1, 2]);
+    assert!(!relation_exists(
+        &db,
+        "by_alembic",
+        "refinery_schema_history"
+    ));
+    assert!(!relation_exists(&db, "by_alembic", "notes"));
+    assert_eq!(checks::stored_row(&db, "hand"), hand);
+    assert_eq!(checks::stored_row(&db, "alembic"), alembic);
+    for d in ["hand", "alembic"] {
+        let e = checks::ledger(&db, d).pop().unwrap();
+        assert_eq!(
+            (e.action.as_str(), e.status.as_str()),
+            ("upgrade", "refused")
+        );
+    }
+    // A dry run says the same and changes nothing.
+    let run = t.run(&["upgrade", "--tenant", "alembic", "--dry-run", "-o", "json"]);
+    run.expect(1);
+    let d: DryRun = run.json();
+    assert!(d.tenants[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("tenantctl adopt alembic"));
+
+    // Stamped at the version it matches, the upgrade goes on from there.
+    t.run(&["stamp", "--tenant", "hand", "1"]).expect(0);
+    let r: RunReport = t
+        .run(&["upgrade", "--tenant", "hand", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(r.of("hand").applied, [2]);
+    assert_truth(&db, "hand", "active");
+    // `stamp base` says the schema is tenantctl's from the start: every migration then
+    // runs over what it holds (here V1 meets its table and fails: a real failure).
+    t.run(&["stamp", "--tenant", "alembic", "base"]).expect(0);
+    assert!(relation_exists(
+        &db,
+        "by_alembic",
+        "refinery_schema_history"
+    ));
+    t.run(&["upgrade", "--tenant", "alembic"]).expect(1);
+    assert_truth(&db, "alembic", "failed");
+}
