@@ -1090,6 +1090,13 @@ fn an_upgrade_to_a_target_below_the_current_revision_is_refused_and_says_downgra
         ("upgrade", "refused")
     );
     assert!(e.error.as_deref().unwrap().contains("downgrade"), "{e:?}");
+    // The metrics count that run as failed, never as the last successful upgrade.
+    let m = t.run(&["metrics"]).expect(0).stdout.clone();
+    assert!(
+        m.contains("tenantctl_last_run_timestamp_seconds{command=\"upgrade\",result=\"failed\"}")
+            && !m.contains("tenantctl_last_success_timestamp_seconds{command=\"upgrade\"}"),
+        "{m}"
+    );
     // In text, and in a dry run, the same refusal.
     let run = t.run(&["upgrade", "--tenant", "demo", "4"]);
     run.expect(1);
