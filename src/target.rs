@@ -194,14 +194,13 @@ impl Target {
 mod tests {
     use super::*;
 
+    /// A set of files with these versions (the files are read once, when loaded).
     fn set(versions: &[i32]) -> MigrationSet {
         let dir = tempfile::tempdir().unwrap();
         for v in versions {
             std::fs::write(dir.path().join(format!("V{v}__m{v}.sql")), "SELECT 1;").unwrap();
         }
-        let set = MigrationSet::load(dir.path()).unwrap();
-        std::mem::forget(dir);
-        set
+        MigrationSet::load(dir.path()).unwrap()
     }
 
     fn rows(versions: &[i32]) -> Vec<AppliedRow> {
