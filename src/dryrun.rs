@@ -16,7 +16,7 @@ use crate::dependents;
 use crate::error::Error;
 use crate::migrations::MigrationSet;
 use crate::operation::Unprovisioned;
-use crate::plan::{self, Refusal, SchemaChange, Sql, Step, TenantPlan};
+use crate::plan::{self, SchemaChange, Sql, Step, TenantPlan};
 use crate::registry::Tenant;
 use crate::state::SchemaState;
 
@@ -40,7 +40,8 @@ pub struct PlannedTenant<'s> {
     pub sql: Script<'s>,
     /// Why the command would refuse or fail for this tenant.
     pub error: Option<String>,
-    /// Why the tenant would be skipped (a filter selected it but it has no schema yet).
+    /// Why the tenant would be skipped (a filter selected it, but it has no schema yet or
+    /// the target does not fit its revision).
     pub skipped: Option<String>,
     /// The server the tenant lives on.
     #[serde(skip)]
@@ -104,6 +105,7 @@ pub fn plan<'s>(
                 schema_exists: false,
                 history_exists: false,
                 history: Ok(Vec::new()),
+                untracked: Default::default(),
             });
             plan_one(t, &state, set, settings, change, unprovisioned, &now)
         })
@@ -155,7 +157,7 @@ fn plan_one<'s>(
     match change.plan(&t.schema_name, state, set, settings) {
         Err(refusal) => {
             let message = refusal.message(&t.schema_name, &t.domain);
-            if refusal == Refusal::NotProvisioned && unprovisioned == Unprovisioned::Skip {
+            if refusal.skippable() && unprovisioned == Unprovisioned::Skip {
                 p.skipped = Some(message);
             } else {
                 p.error = Some(message);

@@ -253,7 +253,7 @@ pub async fn plan_upgrade(
     registry: &Registry<'_>,
     tenants: Vec<Tenant>,
     set: &MigrationSet,
-    to: i32,
+    to: crate::target::Target,
     unprovisioned: Unprovisioned,
     history_table: &str,
 ) -> Result<Vec<Planned>, Error> {
@@ -326,6 +326,7 @@ pub async fn statuses(
                     schema_exists: t.schema_provisioned,
                     history_exists: false,
                     history: Err(format!("server {} could not be reached: {why}", t.server)),
+                    untracked: Default::default(),
                 };
                 let mut status = inspect::tenant_status(t, &unknown, set);
                 // Nothing was read: what the registry last saw stands.

@@ -5,7 +5,8 @@
 //!   [`output`] (stdout), [`reporter`] (progress on stderr), [`exit`] (exit codes).
 //! - The engine, which returns data and never prints: [`config`], [`db`], [`ident`],
 //!   [`migrations`], [`statements`], [`registry`], [`registry_conn`], [`state`],
-//!   [`dependents`], [`inspect`], [`plan`] (what a change does to one tenant),
+//!   [`dependents`], [`inspect`], [`target`] (revision targets, relative ones
+//!   resolved per tenant), [`plan`] (what a change does to one tenant),
 //!   [`runner`] (one tenant's locked session), [`scheduler`] (work over many tenants),
 //!   [`operation`] (operations in a tenant's session), [`dryrun`], [`fleet`] (bulk
 //!   workflows), [`tenants`] (one tenant's lifecycle), [`citus`] (placement on a Citus cluster), [`apikey`], [`interrupt`],
@@ -49,6 +50,7 @@ pub mod serve;
 pub mod servers;
 pub mod state;
 pub mod statements;
+pub mod target;
 pub mod tenants;
 pub mod tls;
 

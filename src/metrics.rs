@@ -82,10 +82,12 @@ pub async fn gather(
         let n: i64 = r.get(1);
         m.by_revision.insert(r.get(0), n as u64);
     }
+    // A run with a refused entry is no success either (bulk runs' own rows, below, say
+    // how they ended).
     let rows = client
         .query(
             &format!(
-                "WITH runs AS (SELECT action, run_id, bool_or(status = 'failed') AS failed, max(finished_at) AS at \
+                "WITH runs AS (SELECT action, run_id, bool_or(status <> 'ok') AS failed, max(finished_at) AS at \
                                FROM {} GROUP BY action, run_id) \
                  SELECT action, CASE WHEN failed THEN 'failed' ELSE 'ok' END, \
                         extract(epoch FROM max(at))::float8 \

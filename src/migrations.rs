@@ -16,7 +16,6 @@ use std::path::{Path, PathBuf};
 use serde::Serialize;
 
 use crate::error::Error;
-use crate::ident;
 use crate::statements::{self, Statement, NO_TRANSACTION};
 
 /// A file's statements and how they run.
@@ -376,37 +375,6 @@ impl MigrationSet {
     pub fn get(&self, version: i32) -> Option<&MigrationFile> {
         self.files.iter().find(|f| f.version == version)
     }
-
-    /// Resolves `head`, `base` or a version number to a version (0 for base).
-    pub fn resolve_target(&self, target: &str) -> Result<i32, Error> {
-        match target {
-            "head" => Ok(self.head()),
-            "base" => Ok(0),
-            other => {
-                let v: i32 = other.parse().ok().filter(|v| *v >= 0).ok_or_else(|| {
-                    Error::usage(format!(
-                        "target {} is not a revision; use head, base or a version number",
-                        ident::shown(other)
-                    ))
-                })?;
-                if v == 0 || self.get(v).is_some() {
-                    Ok(v)
-                } else {
-                    let known: Vec<String> =
-                        self.files.iter().map(|f| f.version.to_string()).collect();
-                    Err(Error::usage(format!(
-                        "no migration has version {v} in {}; known versions: {}",
-                        self.dir.display(),
-                        if known.is_empty() {
-                            "none".into()
-                        } else {
-                            known.join(", ")
-                        }
-                    )))
-                }
-            }
-        }
-    }
 }
 
 /// One row of a tenant's history table, as read (not yet trusted).
@@ -695,22 +663,6 @@ mod tests {
         assert!(!b.up.no_transaction);
         assert_eq!(b.up.statements.len(), 2);
         assert_eq!(b.down.as_ref().unwrap().statements.len(), 1);
-    }
-
-    #[test]
-    fn targets_resolve() {
-        let d = dir_with(&[("V1__a.sql", ""), ("V3__c.sql", "")]);
-        let set = MigrationSet::load(d.path()).unwrap();
-        assert_eq!(set.resolve_target("head").unwrap(), 3);
-        assert_eq!(set.resolve_target("base").unwrap(), 0);
-        assert_eq!(set.resolve_target("1").unwrap(), 1);
-        for bad in ["2", "-1", "latest", "1; drop"] {
-            assert_eq!(
-                set.resolve_target(bad).unwrap_err().kind(),
-                crate::error::ErrorKind::Invalid,
-                "{bad}"
-            );
-        }
     }
 
     #[test]

@@ -41,6 +41,7 @@ use crate::registry_conn::RegistryConn;
 use crate::runner::{ExecError, LockHolder, LockWait, OpenError, Session};
 use crate::scheduler::{Cause, Events, Planned, ResultStatus, RunEvent, TenantResult, Work};
 use crate::state::{self, SchemaState};
+use crate::target::Target;
 
 /// What to do to one tenant in its locked session.
 pub trait Operation: Sync {
@@ -128,15 +129,21 @@ impl Operation for Change<'_> {
             Ok(plan) => plan,
             Err(refusal) => {
                 let message = refusal.message(schema, &tenant.domain);
-                if refusal == Refusal::NotProvisioned && self.unprovisioned == Unprovisioned::Skip {
+                r.error = Some(message);
+                if refusal.skippable() && self.unprovisioned == Unprovisioned::Skip {
                     r.status = ResultStatus::Skipped;
-                    r.error = Some(message);
+                    // A tenant without a schema is simply not concerned: the ledger
+                    // gets no entry. The others are refusals, which it records.
+                    if refusal != Refusal::NotProvisioned {
+                        r.cause = Cause::Refused;
+                    }
                     return;
                 }
-                if matches!(refusal, Refusal::Unsafe(_)) {
-                    r.cause = Cause::Refused;
-                }
-                return fail(r, message);
+                // Nothing was changed: the registry row stays as it was, the ledger
+                // records the refusal, the result says failed.
+                r.status = ResultStatus::Failed;
+                r.cause = Cause::Refused;
+                return;
             }
         };
         let up = matches!(self.change, SchemaChange::Upgrade { .. });
@@ -189,14 +196,16 @@ impl Operation for Change<'_> {
 }
 
 /// Decides whether an upgrade to `target` must open a session for a tenant: when it is
-/// behind, drifted, unreadable, or not `active` in the registry (so a success can clear a
-/// stale `failed`). Otherwise it is answered from `state` at once; a tenant whose schema
-/// existed (status `active`, or `schema_provisioned`) and is gone has failed.
+/// behind, drifted, unreadable, above the target (refused under its lock, and recorded),
+/// or not `active` in the registry (so a success can clear a stale `failed`); always
+/// for a relative target, which is resolved under the lock. Otherwise it is answered
+/// from `state` at once; a tenant whose schema existed (status `active`, or
+/// `schema_provisioned`) and is gone has failed.
 pub fn triage_one(
     t: Tenant,
     state: Option<&SchemaState>,
     set: &MigrationSet,
-    target: i32,
+    target: Target,
     unprovisioned: Unprovisioned,
 ) -> Planned {
     let Some(st) = state else {
@@ -208,9 +217,13 @@ pub fn triage_one(
     let Ok(history) = &st.history else {
         return Planned::Work(t);
     };
+    let Target::Version(target) = target else {
+        return Planned::Work(t);
+    };
     let cmp = compare(history, set);
     let behind = cmp.pending.iter().any(|v| *v <= target);
-    if behind || !cmp.drift.is_empty() || t.status != Status::Active {
+    let above = cmp.current.is_some_and(|c| c > target);
+    if behind || above || !cmp.drift.is_empty() || t.status != Status::Active {
         return Planned::Work(t);
     }
     let mut r = TenantResult::new(&t, ResultStatus::UpToDate);
@@ -283,7 +296,8 @@ impl<O: Operation> Work for OnTenant<'_, O> {
             r.error = Some(format!("not started: {}", crate::scheduler::INTERRUPTED));
         }
         // A tenant whose session never opened was not touched: record nothing.
-        if r.session_opened && r.tenant.is_none() && r.status != ResultStatus::Skipped {
+        let noted = r.status != ResultStatus::Skipped || r.cause == Cause::Refused;
+        if r.session_opened && r.tenant.is_none() && noted {
             r.tenant = record_fallback(
                 env,
                 env.registry,
@@ -421,8 +435,11 @@ fn not_opened(result: &mut TenantResult, e: OpenError) {
 }
 
 /// What the registry is told of a result: a failure is `failed`, a success `active`, a
-/// skip or a refusal changes nothing.
+/// skip changes nothing, and a refusal changes nothing but is written to the ledger.
 fn outcome(r: &TenantResult, keeps_status: bool) -> Outcome<'_> {
+    if r.cause == Cause::Refused {
+        return Outcome::Refused(r.error.as_deref().unwrap_or("refused"));
+    }
     if keeps_status {
         return match (r.status, r.error.as_deref()) {
             (ResultStatus::Failed, e) => Outcome::Noted(e.unwrap_or("unknown error")),
@@ -430,7 +447,6 @@ fn outcome(r: &TenantResult, keeps_status: bool) -> Outcome<'_> {
         };
     }
     match (r.status, r.error.as_deref()) {
-        _ if r.cause == Cause::Refused => Outcome::Unchanged,
         (ResultStatus::Skipped, _) => Outcome::Unchanged,
         (ResultStatus::Failed, Some(e)) => Outcome::Failed(e),
         (ResultStatus::Failed, None) => Outcome::Failed("unknown error"),
@@ -450,7 +466,7 @@ async fn record(
     keeps_status: bool,
 ) {
     let log = matches!(result.status, ResultStatus::Ok | ResultStatus::Failed)
-        && result.cause != Cause::Refused;
+        || result.cause == Cause::Refused;
     let outcome = outcome(result, keeps_status);
     let event = log.then_some(event);
     let recorded = if crate::servers::is_default(&tenant.server) {

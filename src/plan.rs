@@ -12,7 +12,8 @@ use crate::db::{self, LockSpace};
 use crate::dependents;
 use crate::ident::{qualified, quote};
 use crate::migrations::{compare, AppliedRow, Drift, MigrationFile, MigrationSet, Script};
-use crate::state::SchemaState;
+use crate::state::{SchemaState, Untracked};
+use crate::target::{Beyond, Target};
 
 /// Which way a migration file runs.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -104,18 +105,115 @@ pub enum Refusal {
     /// The schema is shared (the registry's, or one on every tenant's search path) or
     /// objects outside it depend on it.
     Unsafe(String),
+    /// The target is on the other side of the tenant's revision: an upgrade to a
+    /// version below it, or a downgrade to one above it.
+    WrongWay {
+        /// Whether the change is an upgrade.
+        up: bool,
+        /// The tenant's revision.
+        current: Option<i32>,
+        /// The target.
+        target: i32,
+    },
+    /// A relative target goes past head (`+N`) or past base (`-N`).
+    Beyond(Beyond),
+    /// The schema has no tenantctl history but holds objects (made by hand, or by another
+    /// tool): an upgrade would run the first migration over them.
+    Untracked(Untracked),
 }
 
 impl Refusal {
-    /// The message for results, the registry and dry runs.
+    /// The message for results, the ledger and dry runs.
     pub fn message(&self, schema: &str, domain: &str) -> String {
+        let schema = quote(schema);
+        let at = |current: Option<i32>| match current {
+            Some(v) => format!("at revision {v}"),
+            None => "at base (nothing applied)".to_string(),
+        };
         match self {
             Refusal::NotProvisioned => format!(
-                "schema {} does not exist; run `tenantctl provision --tenant {domain}` first",
-                quote(schema)
+                "schema {schema} does not exist; run `tenantctl provision --tenant {domain}` first"
             ),
             Refusal::Unreadable(m) | Refusal::Mismatch(m) | Refusal::Unsafe(m) => m.clone(),
+            Refusal::WrongWay {
+                up: true,
+                current,
+                target,
+            } => format!(
+                "schema {schema} is {}, above the target {}: an upgrade never goes down, so nothing was run; to run the down scripts to {}, use `tenantctl downgrade --tenant {domain} {}`",
+                at(*current),
+                Target::Version(*target),
+                Target::Version(*target),
+                Target::Version(*target)
+            ),
+            Refusal::WrongWay {
+                up: false,
+                current,
+                target,
+            } => format!(
+                "schema {schema} is {}, below the target {target}: a downgrade never goes up, so nothing was run; to apply the migrations up to {target}, use `tenantctl upgrade --tenant {domain} {target}`",
+                at(*current)
+            ),
+            Refusal::Beyond(b) => match b.target {
+                Target::Down(n) => format!(
+                    "cannot downgrade schema {schema} by -{n}: it is {} with {} applied, so -{n} goes past base; nothing was run (`tenantctl downgrade --tenant {domain} base` reverts them all)",
+                    at(b.current),
+                    plural(b.available as i64, "migration")
+                ),
+                t => format!(
+                    "cannot upgrade schema {schema} by {t}: it is {} and {} above it, so {t} goes past head; nothing was run",
+                    at(b.current),
+                    match b.available {
+                        0 => "no migration is".to_string(),
+                        1 => "only 1 migration is".to_string(),
+                        n => format!("only {n} migrations are"),
+                    }
+                ),
+            },
+            Refusal::Untracked(u) => {
+                let holds = match u.other_history.as_deref() {
+                    Some(table) => format!(
+                        "{}, among them {table}, {}'s history",
+                        plural(u.objects, "object"),
+                        crate::state::OTHER_HISTORIES
+                            .iter()
+                            .find(|(t, _)| *t == table)
+                            .map_or("another tool", |(_, tool)| tool)
+                    ),
+                    None => format!(
+                        "{} (made by hand, or by another tool)",
+                        plural(u.objects, "object")
+                    ),
+                };
+                let adopt = if u.other_history.as_deref() == Some("alembic_version") {
+                    "if the fleet was run by Alembic, take it over with `tenantctl adopt alembic --map FILE` (it stamps each tenant at the version its alembic_version maps to, and lists the ones it leaves alone); otherwise, "
+                } else {
+                    ""
+                };
+                format!(
+                    "schema {schema} has no tenantctl history but holds {holds}: the migrations would run from the first one over them, so nothing was run. To go on: {adopt}record the version the schema matches with `tenantctl stamp --tenant {domain} VERSION`, and upgrades continue from there (`tenantctl stamp --tenant {domain} base` runs every migration over what it holds)"
+                )
+            }
         }
+    }
+
+    /// Whether a tenant swept up by a filter (`--all`, `--type`, `--status`) is skipped
+    /// rather than failed for this refusal: the target does not concern it (no schema
+    /// yet, already past the target, no room for a relative step). Named, it fails.
+    pub fn skippable(&self) -> bool {
+        matches!(
+            self,
+            Refusal::NotProvisioned | Refusal::WrongWay { .. } | Refusal::Beyond(_)
+        )
+    }
+}
+
+/// `1 object`, `2 objects`.
+fn plural(n: i64, what: &str) -> String {
+    if n == 1 {
+        format!("1 {what}")
+    } else {
+        format!("{n} {what}s")
     }
 }
 
@@ -146,16 +244,17 @@ pub enum SchemaChange {
     Provision,
     /// Drop the schema with its data and create it empty (`provision --force-recreate`).
     Recreate,
-    /// Apply migrations up to the version; with `provision`, create the schema first if
-    /// it is missing.
+    /// Apply migrations up to the target (a version, or `+N` from the tenant's revision);
+    /// with `provision`, create the schema first if it is missing.
     Upgrade {
-        /// The target version.
-        target: i32,
+        /// The target: a version, or [`Target::Up`].
+        target: Target,
         /// Create a missing schema first (`tenant create --migrate`).
         provision: bool,
     },
-    /// Run down scripts until the version is the highest applied.
-    Downgrade(i32),
+    /// Run down scripts until the target (a version, or `-N` from the tenant's revision)
+    /// is the highest applied version.
+    Downgrade(Target),
     /// Record migrations up to the version as applied without running them.
     Stamp(i32),
 }
@@ -215,7 +314,12 @@ impl SchemaChange {
                 .history
                 .as_deref()
                 .map_err(|e| Refusal::Unreadable(e.clone()))?;
-            self.plan_history(plan, history, state.history_exists, schema, set)
+            // Objects but no history: the first migration would run over them.
+            let untracked = !state.history_exists && state.untracked.objects > 0;
+            if untracked && matches!(self, SchemaChange::Upgrade { .. }) {
+                return Err(Refusal::Untracked(state.untracked.clone()));
+            }
+            self.plan_history(plan, history, state.history_exists, untracked, schema, set)
         } else if matches!(
             self,
             SchemaChange::Upgrade {
@@ -224,18 +328,20 @@ impl SchemaChange {
             }
         ) {
             plan.steps.push(Step::CreateSchema);
-            self.plan_history(plan, &[], false, schema, set)
+            self.plan_history(plan, &[], false, false, schema, set)
         } else {
             Err(Refusal::NotProvisioned)
         }
     }
 
     /// The steps of a change that works on the history, after `plan`'s steps.
+    /// `untracked`: the schema holds objects but no history table.
     fn plan_history<'s>(
         self,
         mut plan: TenantPlan<'s>,
         history: &[AppliedRow],
         history_exists: bool,
+        untracked: bool,
         schema: &str,
         set: &'s MigrationSet,
     ) -> Result<TenantPlan<'s>, Refusal> {
@@ -246,6 +352,16 @@ impl SchemaChange {
         };
         match self {
             SchemaChange::Upgrade { target, .. } => {
+                refuse_drift(&compare(history, set).drift, schema).map_err(Refusal::Mismatch)?;
+                let target = target.up_from(history, set).map_err(Refusal::Beyond)?;
+                let current = history.iter().map(|r| r.version).max();
+                if current.is_some_and(|c| c > target) {
+                    return Err(Refusal::WrongWay {
+                        up: true,
+                        current,
+                        target,
+                    });
+                }
                 let files =
                     upgrade_steps(history, set, target, schema).map_err(Refusal::Mismatch)?;
                 if !files.is_empty() && !history_exists {
@@ -256,6 +372,16 @@ impl SchemaChange {
                 plan.steps.extend(migrate(files, Direction::Up));
             }
             SchemaChange::Downgrade(target) => {
+                refuse_drift(&compare(history, set).drift, schema).map_err(Refusal::Mismatch)?;
+                let target = target.down_from(history).map_err(Refusal::Beyond)?;
+                let current = history.iter().map(|r| r.version).max();
+                if current.unwrap_or(0) < target {
+                    return Err(Refusal::WrongWay {
+                        up: false,
+                        current,
+                        target,
+                    });
+                }
                 let files =
                     downgrade_steps(history, set, target, schema).map_err(Refusal::Mismatch)?;
                 plan.versions = files.iter().map(|f| f.version).collect();
@@ -269,7 +395,9 @@ impl SchemaChange {
                     stamp_plan(history, set, target, schema).map_err(Refusal::Mismatch)?;
                 plan.versions = insert.iter().map(|f| f.version).collect();
                 plan.forgotten = forget.clone();
-                if !insert.is_empty() || !forget.is_empty() {
+                // A schema that holds objects but no history gets its history table even
+                // at base: from then on it is tenantctl's, and upgrades run over it.
+                if !insert.is_empty() || !forget.is_empty() || untracked {
                     plan.to_revision = below(history, &plan.versions, target);
                     plan.steps.push(Step::Stamp {
                         target,

@@ -43,8 +43,8 @@ const MIGRATIONS: &[(&str, &str)] = &[
         include_str!("registry_migrations/V5__tenant_runs.sql"),
     ),
     (
-        "V6__move_undoing",
-        include_str!("registry_migrations/V6__move_undoing.sql"),
+        "V6__refusals_and_move_undo",
+        include_str!("registry_migrations/V6__refusals_and_move_undo.sql"),
     ),
 ];
 
@@ -773,7 +773,7 @@ impl<'a> Registry<'a> {
             "SELECT id, run_id::text, tenant_id, domain, schema_name, action, from_revision, to_revision, status, error, \
              started_at, finished_at, db_user, client_host, client_addr FROM {} \
              WHERE ($1::bigint IS NULL OR tenant_id = $1) AND ($2::text IS NULL OR run_id::text = $2) \
-             AND (NOT $3 OR status = 'failed') ORDER BY id DESC LIMIT $4",
+             AND (NOT $3 OR status <> 'ok') ORDER BY id DESC LIMIT $4",
             self.tables.events
         );
         let rows = self
@@ -824,7 +824,7 @@ pub struct EventFilter {
     pub tenant_id: Option<i64>,
     /// Only this run.
     pub run_id: Option<String>,
-    /// Only failures.
+    /// Only entries that did not succeed: failures and refusals.
     pub failed_only: bool,
     /// At most this many, newest first.
     pub limit: i64,
@@ -913,6 +913,10 @@ pub enum Outcome<'e> {
     /// An operation that does not change the tenant (a backup) failed: status and error
     /// stay as they are, the ledger entry says it failed with this error.
     Noted(&'e str),
+    /// The operation was refused before it changed anything (drift, a missing down
+    /// script, a target on the other side of the revision, ...): status and error stay
+    /// as they are, the ledger entry says `refused` with this reason.
+    Refused(&'e str),
 }
 
 /// A ledger entry to write with a registry update.
@@ -956,16 +960,21 @@ pub async fn record_with(
         Outcome::Succeeded => (Some("active"), None),
         Outcome::Failed(e) => (Some("failed"), Some(e)),
         Outcome::Unchanged => (None, None),
-        Outcome::Noted(e) => (None, Some(e)),
+        Outcome::Noted(e) | Outcome::Refused(e) => (None, Some(e)),
     };
     // $7: whether the history was readable; when it was not, the cached revision stays.
+    // Without a new status, `updated_at` moves only when a cached column changes: a
+    // refusal or a skip leaves the row exactly as it was.
     let update = format!(
         "UPDATE {t} SET schema_provisioned = $2, \
          migrations_applied = CASE WHEN $7 THEN $3 ELSE migrations_applied END, \
          current_revision = CASE WHEN $7 THEN $4 ELSE current_revision END, \
          status = COALESCE($5, status), \
          last_error = CASE WHEN $5::text IS NULL THEN last_error ELSE $6 END, \
-         updated_at = now() WHERE id = $1 RETURNING {COLUMNS}",
+         updated_at = CASE WHEN $5::text IS NULL AND schema_provisioned = $2 \
+           AND (NOT $7 OR (migrations_applied = $3 AND current_revision IS NOT DISTINCT FROM $4)) \
+           THEN updated_at ELSE now() END \
+         WHERE id = $1 RETURNING {COLUMNS}",
         t = tables.tenants
     );
     let has_revision = observed.current.is_some();
@@ -980,10 +989,10 @@ pub async fn record_with(
         (&error, Type::TEXT),
         (&observed.history_readable, Type::BOOL),
     ];
-    let event_status = if matches!(outcome, Outcome::Failed(_) | Outcome::Noted(_)) {
-        "failed"
-    } else {
-        "ok"
+    let event_status = match outcome {
+        Outcome::Failed(_) | Outcome::Noted(_) => "failed",
+        Outcome::Refused(_) => "refused",
+        Outcome::Succeeded | Outcome::Unchanged => "ok",
     };
     let sql = match event {
         None => update,

@@ -356,11 +356,16 @@ impl<'a> Session<'a> {
                     schema_exists: true,
                     history_exists: false,
                     history: Ok(Vec::new()),
+                    untracked: Default::default(),
                 }
             }
-            Step::CreateHistoryTable => state.history_exists = true,
+            Step::CreateHistoryTable => {
+                state.history_exists = true;
+                state.untracked = Default::default();
+            }
             Step::Migrate { file, direction } => {
                 state.history_exists = true;
+                state.untracked = Default::default();
                 if let Ok(h) = state.history.as_mut() {
                     h.retain(|r| r.version != file.version);
                     if *direction == Direction::Up {
@@ -370,6 +375,7 @@ impl<'a> Session<'a> {
             }
             Step::Stamp { target, insert, .. } => {
                 state.history_exists = true;
+                state.untracked = Default::default();
                 if let Ok(h) = state.history.as_mut() {
                     h.retain(|r| r.version <= *target);
                     h.extend(insert.iter().map(|f| row(f)));

@@ -32,7 +32,32 @@ pub struct SchemaState {
     pub history_exists: bool,
     /// Its rows by version, or why they could not be read.
     pub history: Result<Vec<AppliedRow>, String>,
+    /// What the schema holds when it has no history table (nothing otherwise).
+    pub untracked: Untracked,
 }
+
+/// What a schema without tenantctl's history table already holds: objects a first
+/// migration would run over, perhaps under another tool's history.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct Untracked {
+    /// Objects recorded as living in the schema, counted as `tenant create` counts them
+    /// (tables, views, sequences, functions, types, extensions, ...).
+    pub objects: i64,
+    /// Another migration tool's history table found there, e.g. `alembic_version`.
+    pub other_history: Option<String>,
+}
+
+/// History tables of other migration tools, and the tool each belongs to.
+pub const OTHER_HISTORIES: &[(&str, &str)] = &[
+    ("alembic_version", "Alembic"),
+    ("flyway_schema_history", "Flyway"),
+    ("databasechangelog", "Liquibase"),
+    ("schema_migrations", "Rails, golang-migrate or dbmate"),
+    ("django_migrations", "Django"),
+    ("goose_db_version", "goose"),
+    ("knex_migrations", "Knex"),
+    ("__EFMigrationsHistory", "Entity Framework"),
+];
 
 impl SchemaState {
     /// The highest applied version, when the history is readable and not empty.
@@ -81,13 +106,28 @@ pub async fn observe_each(
     // Whatever relation holds the history table's name: a view or a sequence there is a
     // history that cannot be read, not a missing one (creating the table would be skipped
     // or fail, and the migrations would run again).
+    let other_histories: Vec<&str> = OTHER_HISTORIES.iter().map(|(t, _)| *t).collect();
     let rows = clients[0]
         .query_typed(
-            "SELECT s.name, n.oid IS NOT NULL, c.relkind::text, c.relhassubclass \
+            // For a schema without a history table, also what it holds (see
+            // `Untracked`): nothing is counted for the others.
+            "SELECT s.name, n.oid IS NOT NULL, c.relkind::text, c.relhassubclass, \
+             CASE WHEN n.oid IS NOT NULL AND c.oid IS NULL THEN \
+               (SELECT count(*) FROM pg_catalog.pg_depend d \
+                WHERE d.refclassid = 'pg_catalog.pg_namespace'::pg_catalog.regclass \
+                AND d.refobjid = n.oid) ELSE 0 END, \
+             CASE WHEN n.oid IS NOT NULL AND c.oid IS NULL THEN \
+               (SELECT min(o.relname::text) FROM pg_catalog.pg_class o \
+                WHERE o.relnamespace = n.oid AND o.relkind IN ('r', 'p', 'v') \
+                AND o.relname = ANY($3::text[])) END \
              FROM unnest($1::text[]) AS s(name) \
-             LEFT JOIN pg_namespace n ON n.nspname = s.name \
-             LEFT JOIN pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
-            &[(&schemas, Type::TEXT_ARRAY), (&table, Type::TEXT)],
+             LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s.name \
+             LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
+            &[
+                (&schemas, Type::TEXT_ARRAY),
+                (&table, Type::TEXT),
+                (&other_histories, Type::TEXT_ARRAY),
+            ],
         )
         .await
         .map_err(query_error("reading tenant schemas from the catalog"))?;
@@ -95,6 +135,10 @@ pub async fn observe_each(
     for row in rows {
         let (name, schema_exists, kind, inherited): (String, bool, Option<String>, Option<bool>) =
             (row.get(0), row.get(1), row.get(2), row.get(3));
+        let untracked = Untracked {
+            objects: row.get(4),
+            other_history: row.get(5),
+        };
         let read = match kind.as_deref() {
             // A plain table: COPY reads it, unless it has inheritance children, whose
             // rows a SELECT includes and COPY does not.
@@ -110,6 +154,7 @@ pub async fn observe_each(
                     schema_exists,
                     history_exists: true,
                     history: Err(why),
+                    untracked: Untracked::default(),
                 };
                 sink(name, state);
                 continue;
@@ -119,6 +164,7 @@ pub async fn observe_each(
                     schema_exists,
                     history_exists: false,
                     history: Ok(Vec::new()),
+                    untracked,
                 };
                 sink(name, state);
                 continue;
@@ -141,6 +187,7 @@ pub async fn observe_each(
             schema_exists: true,
             history_exists: true,
             history,
+            untracked: Untracked::default(),
         };
         sink(name, state);
     }

@@ -31,8 +31,13 @@ pub struct UpgradeArgs {
     #[command(flatten)]
     pub fleet: Fleet,
 
-    /// Revision to upgrade to: a version number, or head.
-    #[arg(default_value = "head", value_name = "TARGET")]
+    /// Revision to upgrade to: a version number, head, or +N (N migrations above each
+    /// tenant's own revision, as `alembic upgrade +N`).
+    #[arg(
+        default_value = "head",
+        value_name = "TARGET",
+        allow_negative_numbers = true
+    )]
     pub target: String,
 
     /// Print, per tenant, the exact SQL that would run; change nothing.
@@ -47,8 +52,8 @@ pub struct TargetedArgs {
     #[command(flatten)]
     pub fleet: Fleet,
 
-    /// Revision.
-    #[arg(value_name = "TARGET")]
+    /// Revision. A negative number (`-1`) is taken as the target, not as a flag.
+    #[arg(value_name = "TARGET", allow_negative_numbers = true)]
     pub target: String,
 
     /// Confirm without asking (needed without a terminal).

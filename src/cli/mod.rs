@@ -157,10 +157,11 @@ pub enum Command {
     History(HistoryArgs),
     /// Show migration status: current revision, pending migrations, provisioned/applied.
     Status(StatusArgs),
-    /// Run down scripts, newest first, until TARGET (a version, or base). Asks first;
-    /// without a terminal, refuses (exit 2) unless --yes is given.
+    /// Run down scripts, newest first, until TARGET (a version, base, or -N below each
+    /// tenant's own revision). Asks first; without a terminal, refuses (exit 2) unless
+    /// --yes is given.
     #[command(mut_arg("target", |a| a.help(
-        "Revision to go down to: a version number, or base (nothing applied)"
+        "Revision to go down to: a version number, base (nothing applied), or -N (N applied migrations below each tenant's own revision, as `alembic downgrade -N`)"
     )))]
     Downgrade(DowngradeArgs),
     /// Write one archive per selected tenant into --out DIR (each under a temporary name,
@@ -171,7 +172,7 @@ pub enum Command {
     /// built by hand or by another tool); `stamp base` clears the history.
     #[command(
         mut_arg("target", |a| a.help(
-            "Revision to record: a version number, head, or base (forget everything)"
+            "Revision to record: a version number, head, or base (forget everything); not a relative +N or -N"
         )),
         mut_arg("yes", |a| a.help(
             "Confirm forgetting applied versions without asking (needed without a terminal)"

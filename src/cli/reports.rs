@@ -41,7 +41,7 @@ pub struct EventsArgs {
     #[arg(long = "run", value_name = "ID")]
     pub run: Option<String>,
 
-    /// Only failures.
+    /// Only entries that did not succeed: failures and refusals.
     #[arg(long)]
     pub failed: bool,
 

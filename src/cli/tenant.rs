@@ -69,8 +69,13 @@ pub struct CreateArgs {
     #[arg(long)]
     pub migrate: bool,
 
-    /// Revision for --migrate: a version, or head.
-    #[arg(long, value_name = "REV", requires = "migrate")]
+    /// Revision for --migrate: a version, or head (not a relative +N or -N).
+    #[arg(
+        long,
+        value_name = "REV",
+        requires = "migrate",
+        allow_negative_numbers = true
+    )]
     pub target: Option<String>,
 
     /// Take over the schema although it already exists and holds objects: they become the

@@ -43,6 +43,7 @@ use crate::registry::{Registry, Tenant};
 use crate::reporter;
 use crate::scheduler::{Planned, RunOptions};
 use crate::state;
+use crate::target::{Forms, Target};
 
 /// What every command needs.
 pub struct Ctx {
@@ -202,8 +203,8 @@ pub async fn statuses(
 pub struct ChangeStart {
     /// The migration files.
     pub set: MigrationSet,
-    /// The target version.
-    pub target: i32,
+    /// The target: a version, or one relative to each tenant's revision.
+    pub target: Target,
     /// The command's connection.
     pub client: Client,
     /// The selected tenants.
@@ -213,16 +214,18 @@ pub struct ChangeStart {
 }
 
 impl Ctx {
-    /// Loads the files, resolves `target` against them, connects, and selects the
-    /// tenants: in that order, so a broken directory or a bad target is refused before
-    /// any connection.
+    /// Loads the files, parses `target` against them as `command` takes it (`forms`),
+    /// connects, and selects the tenants: in that order, so a broken directory or a bad
+    /// target is refused before any connection.
     pub async fn start_change(
         &self,
         target: &str,
+        forms: Forms,
+        command: &str,
         flags: &Selection,
     ) -> Result<ChangeStart, Error> {
         let set = self.migrations()?;
-        let target = set.resolve_target(target)?;
+        let target = crate::target::parse(target, &set, forms, command)?;
         let client = self.connect().await?;
         let registry = Registry::open(&client, &self.settings.registry_schema).await?;
         let tenants = select(self, &registry, flags).await?;

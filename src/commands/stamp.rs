@@ -4,6 +4,7 @@
 use crate::error::Result;
 use crate::exit::Exit;
 use crate::plan::SchemaChange;
+use crate::target::{Forms, Target};
 
 use super::Ctx;
 
@@ -13,8 +14,17 @@ pub use crate::cli::StampArgs as Args;
 /// upgrade would store, and forgets recorded versions above it. Runs nothing else.
 /// Forgetting applied versions asks first (or needs `--yes`), like `downgrade`.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let start = ctx.start_change(&args.target, &args.selection).await?;
-    let target = start.target;
+    let start = ctx
+        .start_change(&args.target, Forms::Version, "stamp", &args.selection)
+        .await?;
+    // Forms::Version admits nothing else.
+    let Target::Version(target) = start.target else {
+        return Err(crate::error::Error::usage(format!(
+            "stamp takes a version, not {}",
+            start.target
+        ))
+        .into());
+    };
     let change = SchemaChange::Stamp(target);
     if args.dry_run {
         return Ok(start.dry_run(ctx, change).await?);
@@ -39,7 +49,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     drop(states);
     let what = format!(
         "stamp {} forgets the recorded versions above it (their tables stay; no down script runs; see --dry-run),",
-        crate::output::revision(Some(target).filter(|t| *t > 0))
+        Target::Version(target)
     );
     super::confirm_tenants(ctx, &forgetting, &what, args.yes)?;
     Ok(start.run(ctx, change, &args.bulk).await?)

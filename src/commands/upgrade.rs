@@ -3,16 +3,20 @@
 use crate::error::Result;
 use crate::exit::Exit;
 use crate::plan::SchemaChange;
+use crate::target::Forms;
 
 use super::Ctx;
 
 pub use crate::cli::UpgradeArgs as Args;
 
-/// Upgrades the selected tenants. Only tenants that need work get a session; tenants
-/// whose schema does not exist yet are skipped when selected by a filter and fail when
-/// named.
+/// Upgrades the selected tenants to TARGET (a version, or `+N` above each tenant's own
+/// revision). Only tenants that need work get a session; tenants whose schema does not
+/// exist yet, or that the target does not fit (above it, or too few migrations above
+/// them for `+N`), are skipped when selected by a filter and fail when named.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let start = ctx.start_change(&args.target, &args.selection).await?;
+    let start = ctx
+        .start_change(&args.target, Forms::Up, "upgrade", &args.selection)
+        .await?;
     let change = SchemaChange::Upgrade {
         target: start.target,
         provision: false,

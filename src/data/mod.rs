@@ -530,7 +530,7 @@ pub(crate) async fn build_to(
     let state = session.observe().await?;
     let change = match revision {
         Some(target) => SchemaChange::Upgrade {
-            target,
+            target: crate::target::Target::Version(target),
             provision: true,
         },
         None => SchemaChange::Provision,

@@ -15,6 +15,7 @@ use crate::migrations::MigrationSet;
 use crate::plan::SchemaChange;
 use crate::registry::{Registry, Tenant};
 use crate::scheduler::{Events, Planned, ResultStatus, RunEvent, TenantResult};
+use crate::target::{Forms, Target};
 use crate::tenants::{self, NewTenantRequest};
 
 type ApiResult<T> = Result<T, ApiError>;
@@ -134,7 +135,7 @@ async fn create_tenant_body(State(state): State<Shared>, bytes: Bytes) -> ApiRes
     }
     let then = if migrate {
         Some(SchemaChange::Upgrade {
-            target: set.head(),
+            target: Target::Version(set.head()),
             provision: true,
         })
     } else if provision {
@@ -295,16 +296,27 @@ pub enum TargetRef {
     Name(String),
 }
 
-fn resolve_target(set: &MigrationSet, t: &Option<TargetRef>) -> ApiResult<i32> {
+/// The target a body names (head when it names none), as the command line parses it
+/// for `command` (`forms`): a malformed one is 422, as it is exit 2 there. A JSON number
+/// is a version; a relative target is a string (`"+1"`, `"-1"`).
+fn parse_target(
+    set: &MigrationSet,
+    t: &Option<TargetRef>,
+    forms: Forms,
+    command: &str,
+) -> ApiResult<Target> {
     let text = match t {
         None => "head".to_string(),
+        Some(TargetRef::Number(n)) if *n < 0 => {
+            return Err(ApiError::new(
+                StatusCode::UNPROCESSABLE_ENTITY,
+                format!("target_revision {n} is not a revision: a number is a version (0 or more); a relative target is a string, e.g. \"{n}\""),
+            ))
+        }
         Some(TargetRef::Number(n)) => n.to_string(),
         Some(TargetRef::Name(s)) => s.clone(),
     };
-    if text == "base" {
-        return Ok(0);
-    }
-    set.resolve_target(&text).map_err(ApiError::from)
+    crate::target::parse(&text, set, forms, command).map_err(ApiError::from)
 }
 
 /// See [`run_migrations_body`].
@@ -313,38 +325,84 @@ pub async fn run_migrations(State(state): State<Shared>, bytes: Bytes) -> ApiRes
 }
 
 /// `POST /api/tenants/run-migrations`: upgrades the tenant to `target_revision` (default
-/// head). A target below its revision is a downgrade, run only with `force`.
+/// head; `"+N"` above its revision). A target below its revision (or `"-N"`) is a
+/// downgrade, run only with `force`; without it, the request is refused as `upgrade`
+/// refuses it on the command line (409, recorded in the ledger).
 async fn run_migrations_body(
     State(state): State<Shared>,
     bytes: Bytes,
 ) -> ApiResult<Json<Changed>> {
     let b: MigrateBody = body(&bytes)?;
     let set = migrations(&state)?;
-    let target = resolve_target(&set, &b.target_revision)?;
-    let current = {
-        let lease = state.pool.get().await?;
-        let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
-        let t = find(&registry, &b.tenant_id.reference()).await?;
-        drop(registry);
-        lease.done();
-        t.current_revision.unwrap_or(0)
+    let target = parse_target(&set, &b.target_revision, Forms::Either, "run-migrations")?;
+    let reference = b.tenant_id.reference();
+    let force_hint = "; send \"force\": true to run it as a downgrade";
+    let upgrade = SchemaChange::Upgrade {
+        target,
+        provision: false,
     };
-    let c = if target >= current {
-        SchemaChange::Upgrade {
-            target,
-            provision: false,
+    // Whether the target was below the revision when looked at, without force.
+    let mut below = false;
+    let c = match target {
+        Target::Up(_) => upgrade,
+        Target::Down(_) if b.force => SchemaChange::Downgrade(target),
+        Target::Down(n) => {
+            // Known to be a downgrade before anything is looked at: nothing is tried.
+            find_tenant(&state, &reference).await?;
+            return Err(ApiError::new(
+                StatusCode::CONFLICT,
+                format!("target -{n} is a downgrade, which runs down scripts{force_hint}"),
+            ));
         }
-    } else if b.force {
-        SchemaChange::Downgrade(target)
-    } else {
-        return Err(ApiError::new(
-            StatusCode::CONFLICT,
-            format!(
-                "target revision {target} is below the tenant's revision {current}: that is a downgrade, which runs its down scripts; send \"force\": true to run it"
-            ),
-        ));
+        Target::Version(v) => {
+            // Which way, from the schema as it is now. The change itself decides again
+            // under the tenant's lock: should the schema move meanwhile, a downgrade
+            // above it, or an upgrade below it, is refused rather than run.
+            let current = current_revision(&state, &reference).await?;
+            below = v < current && !b.force;
+            if v < current && b.force {
+                SchemaChange::Downgrade(target)
+            } else {
+                upgrade
+            }
+        }
     };
-    change(&state, &b.tenant_id.reference(), c, &set).await
+    change(&state, &reference, c, &set).await.map_err(|mut e| {
+        // The command line's refusal, and how to ask for the downgrade here.
+        if below && e.status == StatusCode::CONFLICT {
+            e.detail.push_str(force_hint);
+        }
+        e
+    })
+}
+
+/// The tenant a reference names, from the registry; 404 when none.
+async fn find_tenant(state: &Shared, reference: &str) -> ApiResult<Tenant> {
+    let lease = state.pool.get().await?;
+    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+    let t = find(&registry, reference).await?;
+    drop(registry);
+    lease.done();
+    Ok(t)
+}
+
+/// The tenant's revision as its schema says now (0 for base), read without its lock.
+async fn current_revision(state: &Shared, reference: &str) -> ApiResult<i32> {
+    let t = find_tenant(state, reference).await?;
+    let lease = state.pool.get().await?;
+    let states = crate::fleet::observe(
+        &state.ctx.servers,
+        lease.client(),
+        std::slice::from_ref(&t),
+        &state.ctx.settings.history_table,
+    )
+    .await?;
+    lease.done();
+    Ok(states
+        .get(&t.schema_name)
+        .and_then(|s| s.current())
+        .or(t.current_revision)
+        .unwrap_or(0))
 }
 
 /// See [`migration_status_body`].
@@ -467,7 +525,7 @@ pub async fn fleet_upgrade(State(state): State<Shared>, bytes: Bytes) -> ApiResu
         ));
     }
     let set = migrations(&state)?;
-    let target = resolve_target(&set, &b.target_revision)?;
+    let target = parse_target(&set, &b.target_revision, Forms::Up, "a fleet upgrade")?;
     let run_id = crate::scheduler::new_run_id()?;
     let view = state.runs.begin(&run_id);
     let task_state = state.clone();
@@ -513,7 +571,7 @@ async fn upgrade_all(
     run_id: &str,
     view: &std::sync::Arc<std::sync::Mutex<runs::RunView>>,
     set: MigrationSet,
-    target: i32,
+    target: Target,
     concurrency: Option<u16>,
 ) -> Result<(), Error> {
     let ctx = &state.ctx;
@@ -650,16 +708,21 @@ pub async fn run_status(
     }
     // The summary counts tenants, as a run's report does: a tenant may have several
     // entries in one run (`tenant create --migrate` registers, then provisions and
-    // upgrades), and it failed when any of them did.
-    let mut failed_by_tenant: std::collections::BTreeMap<i64, bool> = Default::default();
+    // upgrades); it failed when any of them did, and was skipped when one was refused
+    // (nothing was changed) and none failed.
+    let mut by_tenant: std::collections::BTreeMap<i64, (bool, bool)> = Default::default();
     for r in &rows {
-        *failed_by_tenant.entry(r.tenant_id).or_default() |= r.status == "failed";
+        let (failed, refused) = by_tenant.entry(r.tenant_id).or_default();
+        *failed |= r.status == "failed";
+        *refused |= r.status == "refused";
     }
-    let failed = failed_by_tenant.values().filter(|f| **f).count();
+    let failed = by_tenant.values().filter(|(f, _)| *f).count();
+    let skipped = by_tenant.values().filter(|(f, r)| !*f && *r).count();
     let summary = crate::scheduler::Summary {
-        total: failed_by_tenant.len(),
-        ok: failed_by_tenant.len() - failed,
+        total: by_tenant.len(),
+        ok: by_tenant.len() - failed - skipped,
         failed,
+        skipped,
         ..Default::default()
     };
     let mut events = Vec::with_capacity(rows.len());

@@ -321,7 +321,12 @@ pub async fn tenant(
                 esc(&e.action),
                 esc(&crate::output::revision(e.from_revision)),
                 esc(&crate::output::revision(e.to_revision)),
-                if e.status == "failed" { "failed" } else { "ok" },
+                match e.status.as_str() {
+                    "failed" => "failed",
+                    // Refused before anything changed: not a failure of the tenant.
+                    "refused" => "muted",
+                    _ => "ok",
+                },
                 esc(&e.status),
                 esc(e.error.as_deref().unwrap_or(""))
             );

@@ -647,3 +647,87 @@ fn rows_tenantctl_cannot_register_are_refused_and_nulls_never_crash_a_command() 
         );
     }
 }
+
+#[test]
+fn a_tenant_adoption_left_alone_is_refused_by_upgrade_and_never_marked_failed() {
+    let db = TestDb::new();
+    let good = original("good-news", "tenant_good_news");
+    let newer = original("newer-rev", "tenant_newer_rev");
+    build_registry(&db, &[&good, &newer]);
+    alembic_upgrade(&db, good.schema, R2);
+    alembic_upgrade(&db, newer.schema, R3);
+    add_member(&db, newer.schema, "Lovelace");
+    let (migrations, full_map) = migrations_from_alembic();
+    // The map written before revision 3 existed: newer-rev is left alone.
+    let (_m, map) = map_file(&format!("\"{R1}\" = 1\n\"{R2}\" = 2\n"));
+    let t = tenantctl(&db).migrations(migrations.path());
+    let report: Value = adopt(&t, &map, &[]).expect(4).json();
+    assert_eq!(entries(&report, "unmapped").len(), 1, "{report}");
+
+    let before = snapshot(&db);
+    let row = crate::checks::registry_row(&db, newer.domain);
+    // `upgrade --all` brings the adopted tenant to head and refuses the one left alone:
+    // nothing runs over its Alembic-built schema, it is not marked failed, and the
+    // refusal, which names the way out, is in the ledger.
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(4);
+    let r: Value = run.json();
+    let result = |domain: &str| {
+        r["results"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .find(|x| x["domain"] == domain)
+            .unwrap_or_else(|| panic!("no result for {domain}: {r}"))
+            .clone()
+    };
+    assert_eq!(result(good.domain)["status"], "ok", "{r}");
+    assert_eq!(history_versions(&db, good.schema), vec![1, 2, 3]);
+    let x = result(newer.domain);
+    assert_eq!(x["status"], "failed", "{r}");
+    assert!(x["applied"].as_array().unwrap().is_empty());
+    let err = x["error"].as_str().unwrap();
+    assert!(
+        err.contains("alembic_version")
+            && err.contains("tenantctl adopt alembic")
+            && err.contains("tenantctl stamp"),
+        "{err}"
+    );
+    assert_eq!(
+        of_schema(&snapshot(&db), newer.schema),
+        of_schema(&before, newer.schema),
+        "the Alembic-built schema was changed"
+    );
+    // Its status and error as they were; its cached columns say what is there (no
+    // tenantctl history), as after any command.
+    let after = crate::checks::registry_row(&db, newer.domain);
+    assert_eq!(
+        (&after.status, &after.last_error),
+        (&row.status, &row.last_error)
+    );
+    assert_eq!(row.status, "active");
+    crate::checks::assert_truth(&db, newer.domain, "active");
+    let e = crate::checks::ledger(&db, newer.domain).pop().unwrap();
+    assert_eq!(
+        (e.action.as_str(), e.status.as_str()),
+        ("upgrade", "refused")
+    );
+    assert!(e.error.unwrap().contains("adopt alembic"));
+    // Named alone: exit 1, the same refusal; the row, true already, stays byte for byte.
+    let stored = crate::checks::stored_row(&db, newer.domain);
+    let run = t.run(&["upgrade", "--tenant", newer.domain]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("tenantctl adopt alembic"),
+        "{}",
+        run.stderr
+    );
+    assert_eq!(crate::checks::stored_row(&db, newer.domain), stored);
+
+    // Adopted with the full map, it is upgraded like the others.
+    let (_m2, map2) = map_file(&full_map);
+    adopt(&t, &map2, &[]).expect(0);
+    t.run(&["upgrade", "--all"]).expect(0);
+    assert_eq!(history_versions(&db, newer.schema), vec![1, 2, 3]);
+    t.run(&["check"]).expect(0);
+}

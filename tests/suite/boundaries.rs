@@ -414,7 +414,7 @@ fn force_recreate_is_refused_the_same_way_and_its_dry_run_says_so() {
     assert!(relation_exists(&db, "tenant_p2", "v"));
     assert_eq!(count(&db, "SELECT count(*) FROM tenant_p2.v"), 1);
     // Refused before anything changed: the registry row stays active (an application's
-    // key lookup keeps finding the tenant) and the ledger gets no entry.
+    // key lookup keeps finding the tenant) and the ledger records the refusal.
     let row = assert_truth(&db, "p1", "active");
     assert_eq!(row.current_revision, Some(1));
     assert_eq!(row.last_error, None);
@@ -423,7 +423,15 @@ fn force_recreate_is_refused_the_same_way_and_its_dry_run_says_so() {
             &db,
             "SELECT count(*) FROM public.tenant_events WHERE domain = 'p1' AND action = 'recreate'"
         ),
-        0
+        1
+    );
+    assert_eq!(
+        count(
+            &db,
+            "SELECT count(*) FROM public.tenant_events WHERE domain = 'p1' AND action = 'recreate' \
+             AND status = 'refused' AND error LIKE '%view tenant_p2.v depends on table tenant_p1.things%'"
+        ),
+        1
     );
     assert_truth(&db, "p2", "active");
 

@@ -124,12 +124,12 @@ fn an_uninitialised_registry_is_a_setup_error_pointing_at_init() {
     let r: InitReport = t.run(&["init", "-o", "json"]).expect(0).json();
     assert_eq!(
         (r.schema.as_str(), r.applied.as_slice(), r.version),
-        ("public", &[1, 2, 3, 4, 5][..], 5)
+        ("public", &[1, 2, 3, 4, 5, 6][..], 6)
     );
     // init is idempotent.
     let r: InitReport = t.run(&["init", "--json"]).expect(0).json();
     assert!(r.applied.is_empty());
-    assert_eq!(r.version, 5);
+    assert_eq!(r.version, 6);
     t.run(&["tenant", "list"]).expect(0);
 }
 

@@ -70,13 +70,13 @@ fn two_simultaneous_inits_both_succeed_and_create_the_registry_once() {
     let mut applied = Vec::new();
     for out in [a.finish(), b.finish()] {
         let r: InitReport = out.expect(0).json();
-        assert_eq!(r.version, 5);
+        assert_eq!(r.version, 6);
         applied.extend(r.applied);
     }
     applied.sort();
     assert_eq!(
         applied,
-        [1, 2, 3, 4, 5],
+        [1, 2, 3, 4, 5, 6],
         "each registry migration ran once in total"
     );
     let rows: i64 = db
@@ -87,5 +87,5 @@ fn two_simultaneous_inits_both_succeed_and_create_the_registry_once() {
         )
         .unwrap()
         .get(0);
-    assert_eq!(rows, 5);
+    assert_eq!(rows, 6);
 }

@@ -195,8 +195,15 @@ fn an_unreadable_history_row_never_writes_a_false_revision() {
                 (Some(5), true),
                 "{damage}: {args:?} wrote a false revision"
             );
-            assert_eq!(row.status, "failed");
-            assert!(row.last_error.unwrap_or_default().contains(needle));
+            // Refused before anything ran: the status is left as it was, and the
+            // refusal, with the history error, is in the ledger.
+            assert_eq!((row.status.as_str(), row.last_error), ("active", None));
+            let e = checks::ledger(&db, "broken").pop().unwrap();
+            assert_eq!(
+                (e.action.as_str(), e.status.as_str()),
+                ("upgrade", "refused")
+            );
+            assert!(e.error.unwrap_or_default().contains(needle), "{damage}");
         }
         assert_eq!(registry_row(&db, "fine").current_revision, Some(6));
         // stamp and downgrade refuse it the same way.

@@ -784,7 +784,7 @@ fn refusals_answer_their_status_and_change_nothing() {
         405,
     ));
 
-    // 409: a taken domain, a taken schema, a downgrade without force.
+    // 409: a taken domain, a taken schema (a downgrade without force: below).
     cases.push(case(
         "a taken domain",
         "POST",
@@ -799,25 +799,6 @@ fn refusals_answer_their_status_and_change_nothing() {
         j(json!({"tenant_name": "Zeta", "domain": "zeta"})),
         409,
     ));
-    for (label, body) in [
-        ("to 2", json!({"tenant_id": "gamma", "target_revision": 2})),
-        (
-            "to base",
-            json!({"tenant_id": "gamma", "target_revision": "base"}),
-        ),
-        (
-            "with force false",
-            json!({"tenant_id": "gamma", "target_revision": "1", "force": false}),
-        ),
-    ] {
-        cases.push(case(
-            format!("a downgrade {label} without force"),
-            "POST",
-            "/api/tenants/run-migrations",
-            j(body),
-            409,
-        ));
-    }
 
     // 422: hostile input in every field of every body.
     let long = "x".repeat(10_000);
@@ -1115,6 +1096,46 @@ fn refusals_answer_their_status_and_change_nothing() {
     }
 
     refused(&db, &s, &cases);
+
+    // 409: a downgrade without force is refused as `upgrade` refuses a target below the
+    // revision: nothing changed but the ledger, which records the refusal.
+    for (label, body) in [
+        ("to 2", json!({"tenant_id": "gamma", "target_revision": 2})),
+        (
+            "to base",
+            json!({"tenant_id": "gamma", "target_revision": "base"}),
+        ),
+        (
+            "with force false",
+            json!({"tenant_id": "gamma", "target_revision": "1", "force": false}),
+        ),
+    ] {
+        let before = snapshot(&db);
+        let r = s.post("/api/tenants/run-migrations", &body);
+        assert_eq!(
+            r.status, 409,
+            "a downgrade {label} without force: {}",
+            r.body
+        );
+        let d: Detail = r.json();
+        assert!(
+            d.detail.contains("downgrade") && d.detail.contains("force"),
+            "{label}: {}",
+            d.detail
+        );
+        let after = snapshot(&db);
+        assert_eq!(
+            (&after.rows, &after.schemas, &after.histories),
+            (&before.rows, &before.schemas, &before.histories),
+            "a downgrade {label} without force changed the database"
+        );
+        assert_eq!(after.ledger, before.ledger + 1, "{label}");
+        let e = checks::ledger(&db, "gamma").pop().unwrap();
+        assert_eq!(
+            (e.action.as_str(), e.status.as_str()),
+            ("upgrade", "refused")
+        );
+    }
     // Still serving, and the tenants as they were.
     s.get("/api/tenants").expect(200);
     assert_truth(&db, "gamma", "active");
@@ -2048,4 +2069,125 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
         "stopped only after {:?}",
         began.elapsed()
     );
+}
+
+#[test]
+fn revision_targets_answer_as_the_command_line_does() {
+    let (db, t) = ready();
+    create(&t, "high", &["--migrate"]);
+    create(&t, "mid", &["--migrate", "--target", "3"]);
+    create(&t, "base-one", &["--migrate", "--target", "1"]);
+    let head = head_of(&example_migrations());
+    let s = start(&t);
+    let post = |body: Value| s.post("/api/tenants/run-migrations", &body);
+    let refused_entry = |domain: &str| {
+        let e = checks::ledger(&db, domain).pop().expect("a ledger entry");
+        assert_eq!(e.status, "refused", "{e:?}");
+        e.error.unwrap()
+    };
+
+    // An upgrade to a target below the revision: the command line's refusal, as a 409,
+    // the row as it was and the refusal in the ledger.
+    let row = checks::stored_row(&db, "high");
+    let cli = t.run(&["upgrade", "--tenant", "high", "4", "-o", "json"]);
+    cli.expect(1);
+    let cli: RunReport = cli.json();
+    let cli_error = cli.of("high").error.clone().unwrap();
+    let d: Detail = post(json!({"tenant_id": "high", "target_revision": 4}))
+        .expect(409)
+        .json();
+    assert!(d.detail.contains(&cli_error), "{} vs {cli_error}", d.detail);
+    assert!(d.detail.contains("force"), "{}", d.detail);
+    assert_eq!(checks::stored_row(&db, "high"), row);
+    assert!(refused_entry("high").contains("downgrade"));
+    assert_eq!(history_versions(&db, "tenant_high"), upto(head));
+
+    // "+1": one above the tenant's own revision.
+    let m: Changed = post(json!({"tenant_id": "mid", "target_revision": "+1"}))
+        .expect(200)
+        .json();
+    assert_eq!(
+        (m.from_revision, m.to_revision, m.applied.clone()),
+        (Some(3), Some(4), vec![4])
+    );
+    // "-1" is a downgrade: 409 without force, one below the revision with it.
+    let row = checks::stored_row(&db, "mid");
+    let d: Detail = post(json!({"tenant_id": "mid", "target_revision": "-1"}))
+        .expect(409)
+        .json();
+    assert!(d.detail.contains("force"), "{}", d.detail);
+    assert_eq!(checks::stored_row(&db, "mid"), row);
+    let m: Changed = post(json!({"tenant_id": "mid", "target_revision": "-1", "force": true}))
+        .expect(200)
+        .json();
+    assert_eq!(
+        (m.from_revision, m.to_revision, m.applied.clone()),
+        (Some(4), Some(3), vec![4])
+    );
+    assert_eq!(history_versions(&db, "tenant_mid"), upto(3));
+    // Past head or past base: the command line's refusal, 409, nothing changed.
+    let row = checks::stored_row(&db, "high");
+    post(json!({"tenant_id": "high", "target_revision": "+1"})).expect(409);
+    assert_eq!(checks::stored_row(&db, "high"), row);
+    assert!(refused_entry("high").contains("head"));
+    let row = checks::stored_row(&db, "base-one");
+    post(json!({"tenant_id": "base-one", "target_revision": "-2", "force": true})).expect(409);
+    assert_eq!(checks::stored_row(&db, "base-one"), row);
+    assert!(refused_entry("base-one").contains("base"));
+    assert_eq!(history_versions(&db, "tenant_base_one"), [1]);
+
+    // Malformed targets are 422 on both endpoints, as they are exit 2 on the command line.
+    let before = snapshot(&db);
+    for v in [
+        json!("+0"),
+        json!("-0"),
+        json!("++1"),
+        json!("+-1"),
+        json!("+99999999999"),
+        json!("-99999999999"),
+        json!("head+1"),
+        json!("head-1"),
+        json!(" +1"),
+        json!("+1 "),
+        json!("+"),
+        json!("-"),
+        json!(format!("+{}", head + 1)),
+        json!(-1),
+        json!(-4),
+    ] {
+        let r = post(json!({"tenant_id": "mid", "target_revision": v, "force": true}));
+        assert_eq!(r.status, 422, "run-migrations {v}: {}", r.body);
+        let r = s.post("/api/fleet/upgrade", &json!({"target_revision": v}));
+        assert_eq!(r.status, 422, "fleet upgrade {v}: {}", r.body);
+    }
+    // A fleet upgrade never goes down.
+    let r = s.post("/api/fleet/upgrade", &json!({"target_revision": "-1"}));
+    assert_eq!(r.status, 422, "{}", r.body);
+    assert!(r.body.contains("downgrade"), "{}", r.body);
+    assert_eq!(snapshot(&db), before);
+
+    // A fleet upgrade by +1: each tenant one above its own revision; the one at head is
+    // skipped, as `upgrade --all +1` skips it.
+    let started: RunStarted = s
+        .post("/api/fleet/upgrade", &json!({"target_revision": "+1"}))
+        .expect(202)
+        .json();
+    let v = s.finished_run(&started.run_id);
+    assert_eq!(v.error, None, "{v:#?}");
+    assert_eq!(
+        (
+            v.summary.total,
+            v.summary.ok,
+            v.summary.skipped,
+            v.summary.failed
+        ),
+        (3, 2, 1, 0),
+        "{v:#?}"
+    );
+    assert_eq!(history_versions(&db, "tenant_mid"), upto(4));
+    assert_eq!(history_versions(&db, "tenant_base_one"), upto(2));
+    assert_eq!(history_versions(&db, "tenant_high"), upto(head));
+    for d in ["high", "mid", "base-one"] {
+        assert_truth(&db, d, "active");
+    }
 }

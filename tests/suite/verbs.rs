@@ -136,7 +136,9 @@ fn downgrade_refuses_a_missing_down_script_and_reports_a_failing_one_with_its_li
         [1, 2, 3, 4, 5, 6],
         "refused before anything ran"
     );
-    assert_truth(&db, "demo", "failed");
+    // A refusal leaves the tenant active; the ledger records it.
+    assert_truth(&db, "demo", "active");
+    assert_eq!(last_entry(&db, "demo").status, "refused");
 
     // A down script that fails: the ones before it stay reverted, the registry says failed.
     std::fs::write(
@@ -724,4 +726,434 @@ fn completions_and_config_show() {
         "{text}"
     );
     assert!(!text.contains("pw3"));
+}
+
+/// A dry run's plan for one domain.
+fn planned<'d>(d: &'d DryRun, domain: &str) -> &'d PlannedTenant {
+    d.tenants
+        .iter()
+        .find(|x| x.domain == domain)
+        .unwrap_or_else(|| panic!("no plan for {domain} in {d:#?}"))
+}
+
+/// The last ledger entry of a domain.
+fn last_entry(db: &TestDb, domain: &str) -> checks::LedgerEntry {
+    checks::ledger(db, domain)
+        .pop()
+        .unwrap_or_else(|| panic!("{domain} has no ledger entry"))
+}
+
+#[test]
+fn relative_targets_move_each_tenant_from_its_own_revision() {
+    let (db, t) = ready();
+    create(&t, "alpha", &["--migrate", "--target", "3"]);
+    create(&t, "bravo", &["--migrate", "--target", "5"]);
+    create(&t, "cobalt", &["--migrate", "--target", "1"]);
+
+    // +1: one migration above each tenant's own revision, in the dry run as in the run.
+    let d: DryRun = t
+        .run(&[
+            "upgrade",
+            "--tenant",
+            "alpha",
+            "--tenant",
+            "bravo",
+            "+1",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    let (a, b) = (planned(&d, "alpha"), planned(&d, "bravo"));
+    assert_eq!(
+        (a.from_revision, a.to_revision, a.versions.clone()),
+        (Some(3), Some(4), vec![4])
+    );
+    assert_eq!(
+        (b.from_revision, b.to_revision, b.versions.clone()),
+        (Some(5), Some(6), vec![6])
+    );
+    let run = t.run(&["upgrade", "--tenant", "alpha", "+1", "--dry-run"]);
+    run.expect(0);
+    assert!(run.stdout.contains("3 -> 4"), "{}", run.stdout);
+    assert_eq!(history_versions(&db, "tenant_alpha"), [1, 2, 3]);
+
+    let r: RunReport = t
+        .run(&[
+            "upgrade", "--tenant", "alpha", "--tenant", "bravo", "+1", "-o", "json",
+        ])
+        .expect(0)
+        .json();
+    let (a, b) = (r.of("alpha"), r.of("bravo"));
+    assert_eq!(
+        (a.status.as_str(), a.from_revision, a.to_revision),
+        ("ok", Some(3), Some(4))
+    );
+    assert_eq!(a.applied, [4]);
+    assert_eq!(
+        (b.from_revision, b.to_revision, b.applied.clone()),
+        (Some(5), Some(6), vec![6])
+    );
+    assert_eq!(history_versions(&db, "tenant_alpha"), [1, 2, 3, 4]);
+    // The ledger says where each tenant went, as absolute revisions.
+    let e = last_entry(&db, "alpha");
+    assert_eq!(
+        (
+            e.action.as_str(),
+            e.status.as_str(),
+            e.from_revision,
+            e.to_revision
+        ),
+        ("upgrade", "ok", Some(3), Some(4))
+    );
+    assert_truth(&db, "alpha", "active");
+
+    // -1: one below each tenant's own revision, as Alembic types it (no `--` needed).
+    let d: DryRun = t
+        .run(&[
+            "downgrade",
+            "--tenant",
+            "alpha",
+            "--tenant",
+            "bravo",
+            "-1",
+            "--dry-run",
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    let (a, b) = (planned(&d, "alpha"), planned(&d, "bravo"));
+    assert_eq!(
+        (a.from_revision, a.to_revision, a.versions.clone()),
+        (Some(4), Some(3), vec![4])
+    );
+    assert_eq!(
+        (b.from_revision, b.to_revision, b.versions.clone()),
+        (Some(6), Some(5), vec![6])
+    );
+    let r: RunReport = t
+        .run(&[
+            "downgrade",
+            "--tenant",
+            "alpha",
+            "--tenant",
+            "bravo",
+            "-1",
+            "--yes",
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(
+        (r.of("alpha").from_revision, r.of("alpha").to_revision),
+        (Some(4), Some(3))
+    );
+    assert_eq!(
+        (
+            r.of("bravo").from_revision,
+            r.of("bravo").to_revision,
+            r.of("bravo").applied.clone()
+        ),
+        (Some(6), Some(5), vec![6])
+    );
+    let e = last_entry(&db, "bravo");
+    assert_eq!(
+        (
+            e.action.as_str(),
+            e.status.as_str(),
+            e.from_revision,
+            e.to_revision
+        ),
+        ("downgrade", "ok", Some(6), Some(5))
+    );
+    // -2, and after `--`.
+    t.run(&["downgrade", "--tenant", "bravo", "-2", "--yes"])
+        .expect(0);
+    assert_eq!(history_versions(&db, "tenant_bravo"), [1, 2, 3]);
+    t.run(&["downgrade", "--tenant", "bravo", "--yes", "--", "-1"])
+        .expect(0);
+    assert_eq!(history_versions(&db, "tenant_bravo"), [1, 2]);
+    assert_truth(&db, "bravo", "active");
+
+    // Past base or past head: refused for a named tenant (exit 1), nothing run, the
+    // registry row as it was, the refusal in the ledger.
+    let before = checks::stored_row(&db, "cobalt");
+    let run = t.run(&[
+        "downgrade",
+        "--tenant",
+        "cobalt",
+        "-2",
+        "--yes",
+        "-o",
+        "json",
+    ]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    let x = r.of("cobalt");
+    assert_eq!(x.status, "failed");
+    assert!(x.applied.is_empty());
+    let err = x.error.as_deref().unwrap();
+    assert!(err.contains("-2") && err.contains("base"), "{err}");
+    assert_eq!(history_versions(&db, "tenant_cobalt"), [1]);
+    assert_eq!(checks::stored_row(&db, "cobalt"), before);
+    let e = last_entry(&db, "cobalt");
+    assert_eq!(
+        (e.action.as_str(), e.status.as_str()),
+        ("downgrade", "refused")
+    );
+    assert!(e.error.as_deref().unwrap().contains("base"), "{e:?}");
+
+    let before = checks::stored_row(&db, "bravo");
+    let run = t.run(&["upgrade", "--tenant", "bravo", "+5", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    let err = r.of("bravo").error.as_deref().unwrap();
+    assert!(err.contains("+5") && err.contains("head"), "{err}");
+    assert_eq!(history_versions(&db, "tenant_bravo"), [1, 2]);
+    assert_eq!(checks::stored_row(&db, "bravo"), before);
+    assert_eq!(last_entry(&db, "bravo").status, "refused");
+
+    // Swept up by --all, a tenant the relative target does not fit is skipped (exit 0 as
+    // for any skip); the others move.
+    let before = checks::stored_row(&db, "alpha");
+    let r: RunReport = t
+        .run(&["upgrade", "--all", "+4", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(r.of("alpha").status, "skipped", "{r:#?}");
+    assert!(r.of("alpha").error.as_deref().unwrap().contains("head"));
+    assert_eq!(
+        (r.of("bravo").from_revision, r.of("bravo").to_revision),
+        (Some(2), Some(6))
+    );
+    assert_eq!(
+        (r.of("cobalt").from_revision, r.of("cobalt").to_revision),
+        (Some(1), Some(5))
+    );
+    assert_eq!(history_versions(&db, "tenant_alpha"), [1, 2, 3]);
+    assert_eq!(checks::stored_row(&db, "alpha"), before);
+    for d in ["alpha", "bravo", "cobalt"] {
+        assert_truth(&db, d, "active");
+    }
+}
+
+#[test]
+fn wrong_way_and_malformed_targets_are_usage_errors_that_change_nothing() {
+    let (db, t) = ready();
+    create(&t, "demo", &["--migrate"]);
+    let row = checks::stored_row(&db, "demo");
+    let entries = checks::ledger(&db, "demo").len();
+    let unchanged = |what: &str| {
+        assert_eq!(
+            checks::stored_row(&db, "demo"),
+            row,
+            "{what} changed the row"
+        );
+        assert_eq!(
+            history_versions(&db, "tenant_demo"),
+            [1, 2, 3, 4, 5, 6],
+            "{what}"
+        );
+        assert_eq!(
+            checks::ledger(&db, "demo").len(),
+            entries,
+            "{what} wrote to the ledger"
+        );
+    };
+
+    // The wrong way: a usage error naming the command that goes that way.
+    for (args, needle) in [
+        (
+            &["downgrade", "--tenant", "demo", "+1", "--dry-run"][..],
+            "upgrade",
+        ),
+        (
+            &["downgrade", "--tenant", "demo", "+1", "--yes"][..],
+            "upgrade",
+        ),
+        (&["upgrade", "--tenant", "demo", "-1"][..], "downgrade"),
+        (
+            &["upgrade", "--tenant", "demo", "-1", "--dry-run"][..],
+            "downgrade",
+        ),
+        (&["stamp", "--tenant", "demo", "+1", "--yes"][..], "stamp"),
+        (&["stamp", "--tenant", "demo", "-1", "--yes"][..], "stamp"),
+        (
+            &["stamp", "--tenant", "demo", "-4", "--dry-run"][..],
+            "stamp",
+        ),
+    ] {
+        let run = t.run(args);
+        expect_error(&run, 2, &[needle]);
+        unchanged(&args.join(" "));
+    }
+    // Malformed, zero or out-of-range relative targets, for each command.
+    let malformed = [
+        "+0",
+        "-0",
+        "++1",
+        "+-1",
+        "-+1",
+        "--1",
+        "+99999999999",
+        "-99999999999",
+        "99999999999",
+        "head+1",
+        "head-1",
+        "base+1",
+        " +1",
+        "+1 ",
+        " 4",
+        "4 ",
+        "+",
+        "-",
+        "1.0",
+        "0x1",
+        "+1e3",
+        "+７",
+        "٣",
+        "+7",
+        "-7",
+    ];
+    for target in malformed {
+        for args in [
+            vec!["upgrade", "--tenant", "demo", target],
+            vec!["upgrade", "--tenant", "demo", target, "--dry-run"],
+            vec!["downgrade", "--tenant", "demo", target, "--yes"],
+            vec!["downgrade", "--tenant", "demo", target, "--dry-run"],
+            vec!["stamp", "--tenant", "demo", target, "--yes"],
+        ] {
+            let run = t.run(&args);
+            expect_error(&run, 2, &[]);
+            unchanged(&args.join(" "));
+        }
+    }
+    // `tenant create --target` takes a version, never a relative one.
+    for target in ["+1", "-1", "+0"] {
+        let run = t.run(&[
+            "tenant",
+            "create",
+            "fresh",
+            "--name",
+            "F",
+            "--migrate",
+            "--target",
+            target,
+        ]);
+        expect_error(&run, 2, &[]);
+        assert_eq!(
+            checks::tenant_count(&db),
+            1,
+            "--target {target} registered a tenant"
+        );
+    }
+    // What stays accepted: base, head, 0 (base) and a plain version.
+    t.run(&["downgrade", "--tenant", "demo", "0", "--dry-run"])
+        .expect(0);
+    t.run(&["upgrade", "--tenant", "demo", "head", "--dry-run"])
+        .expect(0);
+    t.run(&["stamp", "--tenant", "demo", "6", "--dry-run"])
+        .expect(0);
+    unchanged("the accepted dry runs");
+}
+
+#[test]
+fn an_upgrade_to_a_target_below_the_current_revision_is_refused_and_says_downgrade() {
+    let (db, t) = ready();
+    create(&t, "demo", &["--migrate"]);
+    create(&t, "low", &["--migrate", "--target", "2"]);
+    let row = checks::stored_row(&db, "demo");
+
+    // Named: refused (exit 1), never "up to date"; nothing run, the row as it was.
+    let run = t.run(&["upgrade", "--tenant", "demo", "4", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    let x = r.of("demo");
+    assert_eq!(
+        (x.status.as_str(), x.from_revision, x.to_revision),
+        ("failed", Some(6), Some(6))
+    );
+    assert!(x.applied.is_empty());
+    let err = x.error.as_deref().unwrap();
+    assert!(
+        err.contains("downgrade") && err.contains('4') && err.contains('6'),
+        "{err}"
+    );
+    assert_eq!(history_versions(&db, "tenant_demo"), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(checks::stored_row(&db, "demo"), row);
+    let e = last_entry(&db, "demo");
+    assert_eq!(
+        (e.action.as_str(), e.status.as_str()),
+        ("upgrade", "refused")
+    );
+    assert!(e.error.as_deref().unwrap().contains("downgrade"), "{e:?}");
+    // The metrics count that run as failed, never as the last successful upgrade.
+    let m = t.run(&["metrics"]).expect(0).stdout.clone();
+    assert!(
+        m.contains("tenantctl_last_run_timestamp_seconds{command=\"upgrade\",result=\"failed\"}")
+            && !m.contains("tenantctl_last_success_timestamp_seconds{command=\"upgrade\"}"),
+        "{m}"
+    );
+    // In text, and in a dry run, the same refusal.
+    let run = t.run(&["upgrade", "--tenant", "demo", "4"]);
+    run.expect(1);
+    assert!(
+        run.stdout.contains("downgrade") || run.stderr.contains("downgrade"),
+        "{run:?}"
+    );
+    let run = t.run(&[
+        "upgrade",
+        "--tenant",
+        "demo",
+        "4",
+        "--dry-run",
+        "-o",
+        "json",
+    ]);
+    run.expect(1);
+    let d: DryRun = run.json();
+    assert!(planned(&d, "demo")
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("downgrade"));
+    assert_eq!(checks::stored_row(&db, "demo"), row);
+    // At the target it is simply up to date.
+    let r: RunReport = t
+        .run(&["upgrade", "--tenant", "demo", "6", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(r.of("demo").status, "up_to_date");
+
+    // Swept up by --all: skipped with the reason, the others go up; a skip fails no run.
+    let r: RunReport = t
+        .run(&["upgrade", "--all", "4", "-o", "json"])
+        .expect(0)
+        .json();
+    let x = r.of("demo");
+    assert_eq!(x.status, "skipped", "{r:#?}");
+    assert!(x.error.as_deref().unwrap().contains("downgrade"), "{x:?}");
+    assert_eq!(
+        (r.of("low").status.as_str(), r.of("low").to_revision),
+        ("ok", Some(4))
+    );
+    assert_eq!(checks::stored_row(&db, "demo"), row);
+    assert_eq!(last_entry(&db, "demo").status, "refused");
+    assert_truth(&db, "demo", "active");
+    assert_truth(&db, "low", "active");
+
+    // The other way round: a downgrade to a target above the revision says upgrade.
+    let low = checks::stored_row(&db, "low");
+    let run = t.run(&["downgrade", "--tenant", "low", "5", "--yes", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    assert!(
+        r.of("low").error.as_deref().unwrap().contains("upgrade"),
+        "{r:#?}"
+    );
+    assert_eq!(history_versions(&db, "tenant_low"), [1, 2, 3, 4]);
+    assert_eq!(checks::stored_row(&db, "low"), low);
 }

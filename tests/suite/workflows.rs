@@ -530,7 +530,14 @@ fn unprovisioned_tenants_are_skipped_by_all_and_fail_when_named() {
     run.expect(1);
     assert!(run.stderr.contains("tenantctl provision"), "{}", run.stderr);
     assert!(!schema_exists(&db, "tenant_bare_one"));
-    assert_truth(&db, "bare-one", "failed");
+    // A refusal, not a failure: still pending, the refusal in the ledger.
+    assert_truth(&db, "bare-one", "pending");
+    let e = checks::ledger(&db, "bare-one").pop().unwrap();
+    assert_eq!(
+        (e.action.as_str(), e.status.as_str()),
+        ("upgrade", "refused")
+    );
+    assert!(e.error.unwrap().contains("tenantctl provision"));
 
     // provision --all creates it and leaves the other alone.
     let r: RunReport = t
@@ -682,7 +689,9 @@ fn drift_divergent_missing_and_out_of_order_migrations_stop_upgrades() {
     assert!(r.of("demo").applied.is_empty());
     assert_eq!(history_versions(&db, "tenant_demo").last(), Some(&6));
     assert!(!relation_exists(&db, "tenant_demo", "next_thing"));
-    assert_truth(&db, "demo", "failed");
+    // Refused, not failed: the registry keeps the tenant active (the ledger has the
+    // refusal; see refusals_leave_the_registry_row_as_it_was_and_are_recorded_in_the_ledger).
+    assert_truth(&db, "demo", "active");
     let s: TenantStatus = t
         .run(&["status", "--tenant", "demo", "-o", "json"])
         .expect(0)
@@ -830,4 +839,203 @@ fn reading_commands_bring_the_registry_cache_back_in_line_with_the_database() {
         .json();
     assert_eq!(r.of("alpha").applied, [1, 2, 3, 4, 5, 6]);
     assert_truth(&db, "alpha", "active");
+}
+
+#[test]
+fn refusals_leave_the_registry_row_as_it_was_and_are_recorded_in_the_ledger() {
+    let (db, t) = ready();
+    let dir = copy_of_example_migrations();
+    let t = t.migrations(dir.path());
+    create(&t, "demo", &["--migrate"]);
+    // Below V3, which is edited below: the edit is no drift for it.
+    create(&t, "calm", &["--migrate", "--target", "2"]);
+    let refused_with = |domain: &str, action: &str, needle: &str| {
+        let e = checks::ledger(&db, domain).pop().expect("a ledger entry");
+        assert_eq!(
+            (e.action.as_str(), e.status.as_str()),
+            (action, "refused"),
+            "{e:?}"
+        );
+        assert!(e.error.as_deref().unwrap_or("").contains(needle), "{e:?}");
+        assert_eq!(
+            (e.from_revision, e.to_revision),
+            (Some(6), Some(6)),
+            "{e:?}"
+        );
+    };
+
+    // A file edited after it was applied: refused, the row byte for byte as it was
+    // (status, last_error, cached columns, updated_at), the refusal in the ledger.
+    write(
+        dir.path(),
+        "V7__next.sql",
+        "CREATE TABLE next_thing (id int);\n",
+    );
+    let v3 = dir.path().join("V3__groups.sql");
+    let original = std::fs::read_to_string(&v3).unwrap();
+    std::fs::write(&v3, format!("{original}\n-- edited after it was applied\n")).unwrap();
+    let row = checks::stored_row(&db, "demo");
+    let run = t.run(&["upgrade", "--tenant", "demo", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    assert_eq!(r.of("demo").status, "failed");
+    assert!(r.of("demo").error.as_deref().unwrap().contains("divergent"));
+    assert_eq!(checks::stored_row(&db, "demo"), row);
+    refused_with("demo", "upgrade", "divergent");
+    // In a bulk run: the drifted tenant is reported failed (exit 4), the other goes on.
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(4);
+    let r: RunReport = run.json();
+    assert_eq!(r.of("demo").status, "failed");
+    assert_eq!(r.of("calm").applied, [3, 4, 5, 6, 7]);
+    assert_eq!(checks::stored_row(&db, "demo"), row);
+    refused_with("demo", "upgrade", "divergent");
+    assert_truth(&db, "demo", "active");
+    // Applications that skip failed tenants still find it.
+    let found: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM public.tenants WHERE domain = 'demo' AND status <> 'failed'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(found, 1);
+    std::fs::write(&v3, &original).unwrap();
+
+    // A missing down script: refused the same way.
+    std::fs::rename(
+        dir.path().join("V3__groups.down.sql"),
+        dir.path().join("V3.down.keep"),
+    )
+    .unwrap();
+    let run = t.run(&["downgrade", "--tenant", "demo", "2", "--yes", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    assert!(r
+        .of("demo")
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("V3__groups.down.sql"));
+    assert_eq!(history_versions(&db, "tenant_demo"), [1, 2, 3, 4, 5, 6]);
+    assert_eq!(checks::stored_row(&db, "demo"), row);
+    refused_with("demo", "downgrade", "V3__groups.down.sql");
+    std::fs::rename(
+        dir.path().join("V3.down.keep"),
+        dir.path().join("V3__groups.down.sql"),
+    )
+    .unwrap();
+
+    // A real failure still marks the tenant failed; a refusal afterwards keeps that
+    // status and that error.
+    std::fs::remove_file(dir.path().join("V7__next.sql")).unwrap();
+    write(
+        dir.path(),
+        "V7__broken.sql",
+        "SELECT no_such_column FROM members;\n",
+    );
+    let run = t.run(&["upgrade", "--tenant", "demo"]);
+    run.expect(1);
+    let failed = assert_truth(&db, "demo", "failed");
+    assert!(failed
+        .last_error
+        .as_deref()
+        .unwrap()
+        .contains("no_such_column"));
+    let row = checks::stored_row(&db, "demo");
+    std::fs::write(&v3, format!("{original}\n-- edited again\n")).unwrap();
+    t.run(&["upgrade", "--tenant", "demo"]).expect(1);
+    assert_eq!(checks::stored_row(&db, "demo"), row);
+    refused_with("demo", "upgrade", "divergent");
+}
+
+#[test]
+fn a_schema_built_by_hand_or_by_another_tool_is_refused_rather_than_run_over() {
+    let (db, t) = ready();
+    let dir = support::dir_with(&[
+        ("V1__members.sql", "CREATE TABLE members (id int);"),
+        ("V2__notes.sql", "CREATE TABLE notes (id int);"),
+    ]);
+    let t = t.migrations(dir.path());
+    db.client()
+        .batch_execute(
+            "CREATE SCHEMA by_hand; CREATE TABLE by_hand.members (id int);
+             CREATE SCHEMA by_alembic; CREATE TABLE by_alembic.alembic_version (version_num varchar(32) PRIMARY KEY);
+             INSERT INTO by_alembic.alembic_version VALUES ('3da2eb3bee79');
+             CREATE TABLE by_alembic.members (id int);",
+        )
+        .unwrap();
+    create(&t, "hand", &["--schema", "by_hand", "--adopt"]);
+    create(&t, "alembic", &["--schema", "by_alembic", "--adopt"]);
+    create(&t, "fresh", &["--provision"]);
+    let hand = checks::stored_row(&db, "hand");
+    let alembic = checks::stored_row(&db, "alembic");
+
+    // Named: refused (exit 1) pointing at stamp; no history table is created, nothing runs.
+    let run = t.run(&["upgrade", "--tenant", "hand", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    let err = r.of("hand").error.as_deref().unwrap();
+    assert!(err.contains("tenantctl stamp"), "{err}");
+    assert!(!relation_exists(&db, "by_hand", "refinery_schema_history"));
+    assert_eq!(checks::stored_row(&db, "hand"), hand);
+
+    // In a bulk run, the Alembic-built one points at adopt alembic; neither is failed.
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(4);
+    let r: RunReport = run.json();
+    let err = r.of("alembic").error.as_deref().unwrap();
+    assert!(
+        err.contains("alembic_version")
+            && err.contains("tenantctl adopt alembic")
+            && err.contains("tenantctl stamp"),
+        "{err}"
+    );
+    assert_eq!(r.of("alembic").status, "failed");
+    assert_eq!(r.of("hand").status, "failed");
+    assert_eq!(r.of("fresh").applied, [1, 2]);
+    assert!(!relation_exists(
+        &db,
+        "by_alembic",
+        "refinery_schema_history"
+    ));
+    assert!(!relation_exists(&db, "by_alembic", "notes"));
+    assert_eq!(checks::stored_row(&db, "hand"), hand);
+    assert_eq!(checks::stored_row(&db, "alembic"), alembic);
+    for d in ["hand", "alembic"] {
+        let e = checks::ledger(&db, d).pop().unwrap();
+        assert_eq!(
+            (e.action.as_str(), e.status.as_str()),
+            ("upgrade", "refused")
+        );
+    }
+    // A dry run says the same and changes nothing.
+    let run = t.run(&["upgrade", "--tenant", "alembic", "--dry-run", "-o", "json"]);
+    run.expect(1);
+    let d: DryRun = run.json();
+    assert!(d.tenants[0]
+        .error
+        .as_deref()
+        .unwrap()
+        .contains("tenantctl adopt alembic"));
+
+    // Stamped at the version it matches, the upgrade goes on from there.
+    t.run(&["stamp", "--tenant", "hand", "1"]).expect(0);
+    let r: RunReport = t
+        .run(&["upgrade", "--tenant", "hand", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(r.of("hand").applied, [2]);
+    assert_truth(&db, "hand", "active");
+    // `stamp base` says the schema is tenantctl's from the start: every migration then
+    // runs over what it holds (here V1 meets its table and fails: a real failure).
+    t.run(&["stamp", "--tenant", "alembic", "base"]).expect(0);
+    assert!(relation_exists(
+        &db,
+        "by_alembic",
+        "refinery_schema_history"
+    ));
+    t.run(&["upgrade", "--tenant", "alembic"]).expect(1);
+    assert_truth(&db, "alembic", "failed");
 }

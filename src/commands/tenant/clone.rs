@@ -60,7 +60,7 @@ pub async fn copy(
             let registry =
                 crate::registry::Registry::open(client, &ctx.settings.registry_schema).await?;
             let change = crate::plan::SchemaChange::Upgrade {
-                target,
+                target: crate::target::Target::Version(target),
                 provision: false,
             };
             let run_id = crate::scheduler::new_run_id()?;

@@ -56,7 +56,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         }
         // --migrate takes the copy on to --target (default head) after it is made.
         let upgrade = match args.migrate {
-            true => Some(set.resolve_target(args.target.as_deref().unwrap_or("head"))?),
+            true => Some(migrate_target(args.target.as_deref(), &set)?),
             false => None,
         };
         return super::clone::copy(ctx, &client, &from, &req, &set, args.dry_run, upgrade).await;
@@ -70,9 +70,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     // With --migrate the files must be valid before the tenant is registered.
     let set = if args.migrate {
         let set = ctx.migrations()?;
-        let target = set.resolve_target(args.target.as_deref().unwrap_or("head"))?;
+        let target = migrate_target(args.target.as_deref(), &set)?;
         req.then = Some(SchemaChange::Upgrade {
-            target,
+            target: crate::target::Target::Version(target),
             provision: true,
         });
         set
@@ -120,4 +120,21 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     } else {
         Exit::Ok
     })
+}
+
+/// The version `--migrate` goes to: `--target` (head by default), a version only.
+fn migrate_target(target: Option<&str>, set: &MigrationSet) -> Result<i32> {
+    use crate::target::{parse, Forms, Target};
+    match parse(
+        target.unwrap_or("head"),
+        set,
+        Forms::Version,
+        "tenant create --target",
+    )? {
+        Target::Version(v) => Ok(v),
+        other => Err(crate::error::Error::usage(format!(
+            "tenant create --target takes a version, not {other}"
+        ))
+        .into()),
+    }
 }

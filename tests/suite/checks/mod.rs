@@ -228,3 +228,45 @@ pub fn seed_example(c: &mut postgres::Client, schema: &str, members: i64) {
     ))
     .unwrap_or_else(|e| panic!("seeding {schema}: {e}"));
 }
+
+/// A registry row exactly as stored, every column, as PostgreSQL prints the row: equal
+/// strings mean nothing in the row changed (`updated_at` included).
+pub fn stored_row(db: &TestDb, domain: &str) -> String {
+    db.client()
+        .query_one(
+            "SELECT t::text FROM public.tenants t WHERE domain = $1",
+            &[&domain],
+        )
+        .unwrap_or_else(|e| panic!("no registry row for {domain}: {e}"))
+        .get(0)
+}
+
+/// One entry of the run ledger.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct LedgerEntry {
+    pub action: String,
+    pub status: String,
+    pub from_revision: Option<i32>,
+    pub to_revision: Option<i32>,
+    pub error: Option<String>,
+}
+
+/// A tenant's ledger entries, oldest first.
+pub fn ledger(db: &TestDb, domain: &str) -> Vec<LedgerEntry> {
+    db.client()
+        .query(
+            "SELECT action, status, from_revision, to_revision, error FROM public.tenant_events \
+             WHERE domain = $1 ORDER BY id",
+            &[&domain],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| LedgerEntry {
+            action: r.get(0),
+            status: r.get(1),
+            from_revision: r.get(2),
+            to_revision: r.get(3),
+            error: r.get(4),
+        })
+        .collect()
+}
