@@ -831,11 +831,36 @@ pub(crate) async fn switch_over(
                 false,
             )
         })?;
-    crate::failpoint!("move.source-fenced", |e| (e, false));
+    crate::failpoint!("move.source-fenced", |e: Error| {
+        (
+        Error::new(
+            e.kind(),
+            format!(
+                "{e} (the old copy was already fenced as schema {}: tenant {} is unavailable until the move is finished or undone)",
+                quote(&fence_name(schema)),
+                tenant.domain
+            ),
+        ),
+        false
+    )
+    });
     registry
         .switch_server(tenant.id, journal, event)
         .await
-        .map_err(|e| (e, false))?;
+        .map_err(|e| {
+            (
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "{e} (the old copy was already fenced as schema {} on server {}: tenant {} is unavailable until the move is finished or undone)",
+                        quote(&fence_name(schema)),
+                        journal.from_server,
+                        tenant.domain
+                    ),
+                ),
+                false,
+            )
+        })?;
     crate::failpoint!("move.switched", |e| (e, true));
     remove_old_copy(cx, journal).await.map_err(|e| {
         (

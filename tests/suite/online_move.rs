@@ -18,14 +18,7 @@ use crate::support::{dir_with, ready, Tenantctl, TestDb};
 const LOGICAL: &str = "wal_level = logical\n";
 
 fn cluster(extra_conf: &str) -> Cluster {
-    Cluster::start_with(
-        &Setup {
-            server_cert: ServerCert::Localhost,
-            ssl: false,
-            hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
-        },
-        extra_conf,
-    )
+    Cluster::trusting(extra_conf)
 }
 
 fn url_of(c: &Cluster) -> String {

@@ -112,7 +112,12 @@ fn start(t: &Tenantctl) -> Server {
         .and_then(|(_, p)| p.parse().ok())
         .unwrap_or_else(|| panic!("no port in {first:?}"));
     assert_ne!(port, 0, "the service must say which port it bound");
+    // A new connection per request: a response the service sends before reading a body
+    // it refuses may close the connection, and a pooled one could then be reused in the
+    // instant before the client sees it closed ("peer disconnected").
     let agent = ureq::Agent::config_builder()
+        .max_idle_connections(0)
+        .max_idle_connections_per_host(0)
         .http_status_as_error(false)
         .max_redirects(0)
         .timeout_global(Some(DEADLINE))
