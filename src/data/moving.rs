@@ -696,7 +696,20 @@ async fn copy_and_switch(
     .await?;
     let write_block_ms = copied.fenced_at.elapsed().as_millis() as u64;
     if let How::Online = how {
-        super::online::after_switch(cx, journal, tenant.id).await;
+        super::online::after_switch(cx, journal, tenant.id)
+            .await
+            .map_err(|e| {
+                (
+                    Error::new(
+                        e.kind(),
+                        format!(
+                            "tenant {} moved to server {}, but cleaning up failed: {e}; run the same `tenant move` again to finish",
+                            tenant.domain, journal.to_server
+                        ),
+                    ),
+                    true,
+                )
+            })?;
     }
     registry.end_move(tenant.id).await.map_err(|e| (e, true))?;
     let old_copy = kept.describe(journal.keep_source);
@@ -988,9 +1001,8 @@ pub(crate) async fn finish_switched(
     j: &MoveJournal,
     started: Instant,
 ) -> Result<Moved, Error> {
-    super::online::cleanup(cx, j, tenant.id).await?;
     let kept = remove_old_copy(cx, j).await?;
-    super::online::after_switch(cx, j, tenant.id).await;
+    super::online::after_switch(cx, j, tenant.id).await?;
     registry.end_move(tenant.id).await?;
     let message = format!(
         "finished the interrupted move of tenant {} from server {} to server {}: the old copy was {}",

@@ -979,13 +979,16 @@ pub async fn move_online(
 }
 
 /// After the registry switch: removes the subscription, slot and publication, and
-/// refreshes the target's populated materialized views (they are not replicated). A
-/// failure here leaves the move finished; the journal is closed only after a cleanup
-/// that succeeded, and a rerun removes what is left.
-pub(crate) async fn after_switch(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) {
-    if cleanup(cx, j, tenant_id).await.is_ok() {
-        refresh_views(cx, j).await;
-    }
+/// refreshes the target's populated materialized views (they are not replicated). An
+/// error leaves the move switched and its journal open: a rerun removes what is left.
+pub(crate) async fn after_switch(
+    cx: &Context<'_>,
+    j: &MoveJournal,
+    tenant_id: i64,
+) -> Result<(), Error> {
+    cleanup(cx, j, tenant_id).await?;
+    refresh_views(cx, j).await;
+    Ok(())
 }
 
 /// Refreshes the target's populated materialized views (they are not replicated).
