@@ -277,6 +277,7 @@ async fn in_the_way(watcher: &Client, pid: i32, oids: &[u32]) -> bool {
              SELECT EXISTS ( \
                  SELECT 1 FROM pg_catalog.pg_locks l JOIN waiting w ON w.pid = l.pid \
                  WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY ($2) \
+                   AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
                    AND l.mode <> 'AccessShareLock' AND l.pid <> $1 \
                    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks f \
                                    WHERE f.pid = $1 AND f.granted AND f.locktype = 'relation' \
