@@ -35,6 +35,42 @@ const ACCOUNTS: i64 = 50;
 /// The writers' `application_name`, to find them in `pg_stat_activity`.
 const APP: &str = "app-writer";
 
+/// What an application's writers do on a tenant's tables (`{s}`: its quoted schema).
+#[derive(Debug, Clone, Copy)]
+struct App {
+    /// Finds the tenant's server and schema by its domain (`$1`).
+    lookup: &'static str,
+    /// The single-statement writer's write, and the transactional writer's second one:
+    /// `$1` the client-made id (bigint), `$2` the referenced row (int).
+    insert: &'static str,
+    /// The transactional writer's first statement, on the referenced table: `$1` a note,
+    /// `$2` the row.
+    update: &'static str,
+    /// Client id to how many rows carry it, for the ids from `$1` up to `$2`.
+    written: &'static str,
+}
+
+/// The application of [`SHOP`] tenants.
+const SHOP_APP: App = App {
+    lookup: "SELECT server, schema_name FROM public.tenants WHERE domain = $1",
+    insert: "INSERT INTO {s}.writes (client_id, account_id, body) VALUES ($1, $2, 'written')",
+    update: "UPDATE {s}.accounts SET note = $1 WHERE id = $2",
+    written: "SELECT client_id, count(*) FROM {s}.writes WHERE client_id >= $1 AND client_id < $2 GROUP BY 1",
+};
+
+/// How many client ids each writer may use: a writer set starting at `base` uses ids
+/// from `base` up to `base + 2 * IDS`.
+const IDS: i64 = 1_000_000_000;
+
+/// Where the client ids of the writers of a tenant made by an import or a clone start
+/// (those of its source's writers are below).
+const NEW_TENANT_IDS: i64 = 10 * IDS;
+
+/// `sql` with `{s}` replaced by `schema`, quoted.
+fn on_schema(sql: &str, schema: &str) -> String {
+    sql.replace("{s}", &format!("\"{}\"", schema.replace('"', "\"\"")))
+}
+
 /// The registry (and server `default`) on the shared test server, throwaway clusters
 /// named in tenants.toml, and the migrations.
 struct Fleet {
@@ -167,15 +203,17 @@ impl Fleet {
     }
 
     /// Nothing an interrupted operation makes is left on any server: no fenced, kept,
-    /// scratch or replaced schema, no replication slot, publication, subscription or
-    /// prepared transaction, and (once the killed process's sessions have gone) no
-    /// tenantctl session.
+    /// scratch or replaced schema, no schema carrying an import's mark (registered or
+    /// not), no replication slot, publication, subscription or prepared transaction, and
+    /// (once the killed process's sessions have gone) no tenantctl session.
     fn nothing_left(&self) {
         for server in self.servers() {
             let mut c = self.client(&server);
             let left: Vec<String> = c
                 .query(
                     "SELECT 'schema ' || nspname FROM pg_namespace WHERE nspname ~ '\\$(moving|moved_|restoring|replaced)' \
+                     UNION ALL SELECT 'marked schema ' || nspname FROM pg_namespace \
+                         WHERE obj_description(oid, 'pg_namespace') LIKE 'tenantctl: import in progress%' \
                      UNION ALL SELECT 'slot ' || slot_name FROM pg_replication_slots \
                      UNION ALL SELECT 'publication ' || pubname FROM pg_publication \
                      UNION ALL SELECT 'subscription ' || subname FROM pg_subscription \
@@ -237,12 +275,16 @@ impl Fleet {
 
     /// The writers' rows on `server`: client_id to how many rows carry it.
     fn written(&self, server: &str, schema: &str) -> BTreeMap<i64, i64> {
+        self.written_by(&SHOP_APP, server, schema, 0)
+    }
+
+    /// The rows of the writers of `app` whose ids start at `base`, in `schema` on
+    /// `server`: client_id to how many rows carry it.
+    fn written_by(&self, app: &App, server: &str, schema: &str, base: i64) -> BTreeMap<i64, i64> {
         self.client(server)
             .query(
-                &format!(
-                    "SELECT client_id, count(*) FROM \"{schema}\".writes WHERE client_id > 0 GROUP BY 1"
-                ),
-                &[],
+                &on_schema(app.written, schema),
+                &[&base.max(1), &(base + 2 * IDS)],
             )
             .unwrap()
             .iter()
@@ -291,13 +333,19 @@ struct Writers {
 
 impl Writers {
     fn start(f: &Fleet, domain: &str) -> Writers {
+        Writers::of(f, domain, SHOP_APP, 0)
+    }
+
+    /// Writers of `app` for the tenant `domain`, with client ids from `base` on; they
+    /// wait until the registry lists the tenant.
+    fn of(f: &Fleet, domain: &str, app: App, base: i64) -> Writers {
         let stop = Arc::new(AtomicBool::new(false));
         let mut w = Writers {
             stop: stop.clone(),
             seen: Vec::new(),
             handles: Vec::new(),
         };
-        for (transactional, first) in [(false, 1i64), (true, 1_000_000_000i64)] {
+        for (transactional, first) in [(false, base + 1), (true, base + IDS)] {
             let seen = Arc::new(Mutex::new(Written::default()));
             let urls: HashMap<String, String> = f
                 .urls()
@@ -308,7 +356,16 @@ impl Writers {
             let domain = domain.to_string();
             let (stop, out) = (stop.clone(), seen.clone());
             w.handles.push(std::thread::spawn(move || {
-                write(&registry, &urls, &domain, transactional, first, &stop, &out)
+                write(
+                    &app,
+                    &registry,
+                    &urls,
+                    &domain,
+                    transactional,
+                    first,
+                    &stop,
+                    &out,
+                )
             }));
             w.seen.push(seen);
         }
@@ -364,7 +421,9 @@ impl Writers {
     }
 }
 
+#[allow(clippy::too_many_arguments)]
 fn write(
+    app: &App,
     registry_url: &str,
     urls: &HashMap<String, String>,
     domain: &str,
@@ -385,10 +444,7 @@ fn write(
                 out.lock().unwrap().gave_up = Some(format!("write {id}: {last}"));
                 return;
             }
-            let row = match registry.query_opt(
-                "SELECT server, schema_name FROM public.tenants WHERE domain = $1",
-                &[&domain],
-            ) {
+            let row = match registry.query_opt(app.lookup, &[&domain]) {
                 Ok(r) => r,
                 Err(e) => {
                     last = format!("reading the registry: {e}");
@@ -424,13 +480,11 @@ fn write(
             }
             let client = conns.get_mut(&server).unwrap();
             let account = (1 + id % ACCOUNTS) as i32;
-            let insert = format!(
-                "INSERT INTO \"{schema}\".writes (client_id, account_id, body) VALUES ($1, $2, 'written')"
-            );
+            let insert = on_schema(app.insert, &schema);
             let done = if transactional {
                 client.transaction().and_then(|mut tx| {
                     tx.execute(
-                        &format!("UPDATE \"{schema}\".accounts SET note = $1 WHERE id = $2"),
+                        &on_schema(app.update, &schema),
                         &[&format!("by {id}"), &account],
                     )?;
                     tx.execute(&insert, &[&id, &account])?;
@@ -668,6 +722,252 @@ fn restore_cut(failpoint: &str, how: Cut) {
     f.registry_true("acme");
 }
 
+/// The ledger's entries for `domain`, oldest first, as (action, status).
+fn ledger(f: &Fleet, domain: &str) -> Vec<(String, String)> {
+    f.db.client()
+        .query(
+            "SELECT action, status FROM public.tenant_events WHERE domain = $1 ORDER BY id",
+            &[&domain],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect()
+}
+
+/// `tenant import` of an archive of `acme` (taken before any write) as `copy` on server
+/// `b`, or (`clone`) `tenant clone acme copy` while writers write to `acme`, cut at
+/// `failpoint`, then run again. Writers of `copy` write to it as soon as the registry
+/// lists it; when the cut left it registered, they have written to it before the rerun,
+/// which then finishes the import rather than refusing the taken domain.
+fn import_cut(failpoint: &str, how: Cut, clone: bool) {
+    let f = fleet(&[("b", "")]);
+    let source = f.tenant("acme", "default", 20_000);
+    let archive = f.config.path().join("acme.tenant");
+    let archive = archive.to_str().unwrap();
+    f.t.run(&["tenant", "export", "acme", "-f", archive])
+        .expect(0);
+    let at_source = clone.then(|| {
+        let w = Writers::start(&f, "acme");
+        w.wait_for_more(50, None);
+        w
+    });
+    let at_copy = Writers::of(&f, "copy", SHOP_APP, NEW_TENANT_IDS);
+    let mut args = if clone {
+        vec!["tenant", "clone", "acme", "copy"]
+    } else {
+        vec!["tenant", "import", archive, "--as", "copy"]
+    };
+    args.extend(["--name", "Copy", "--server", "b", "-o", "json"]);
+    let cut_run = cut(&f.t, &args, failpoint, how, || true);
+    if let Some(run) = &cut_run {
+        assert_ne!(run.code, 0, "the cut import succeeded: {}", run.stdout);
+    }
+    let registered = failpoint == "import.registered";
+    if registered {
+        assert_eq!(f.registered("copy").len(), 1);
+        // The application found the new tenant and wrote to it.
+        at_copy.wait_for_more(50, Some("b"));
+    } else {
+        assert_eq!(f.registered("copy"), vec![], "registered before its rows");
+        assert_eq!(at_copy.acked_on(None), 0, "written before registered");
+    }
+    // The dry run says what the rerun will do.
+    let mut dry = args.clone();
+    dry.push("--dry-run");
+    let plan = f.t.run(&dry);
+    plan.expect(0);
+    let plan: serde_json::Value = plan.json();
+    assert_eq!(plan["resumes"], registered, "{plan}");
+    let run = f.t.run(&args);
+    run.expect(0);
+    let doc: serde_json::Value = run.json();
+    assert_eq!(doc["resumed"], registered, "{}", run.stdout);
+    if registered {
+        assert!(
+            doc["message"]
+                .as_str()
+                .unwrap()
+                .contains("finished the interrupted import"),
+            "{}",
+            run.stdout
+        );
+    }
+    let schema = doc["tenant"]["schema_name"].as_str().unwrap().to_string();
+    at_copy.wait_for_more(50, Some("b"));
+    if let Some(w) = &at_source {
+        w.wait_for_more(50, None);
+    }
+    let written = at_copy.stop();
+    let source_written = at_source.map(Writers::stop);
+
+    assert_eq!(
+        f.registered("copy"),
+        vec![("b".to_string(), schema.clone())],
+        "registered once, on b"
+    );
+    // The key printed is the tenant's.
+    let key = doc["api_key"].as_str().unwrap();
+    let matches: bool = f
+        .db
+        .client()
+        .query_one(
+            "SELECT api_key_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex') FROM public.tenants WHERE domain = 'copy'",
+            &[&key],
+        )
+        .unwrap()
+        .get(0);
+    assert!(matches, "the API key printed is not the registered one");
+    no_write_lost(
+        &written,
+        &f.written_by(&SHOP_APP, "b", &schema, NEW_TENANT_IDS),
+    );
+    // The archive's rows: the seed, the accounts, and (a clone's snapshot) writes of the
+    // source's writers, each once, each one the source has.
+    let mut b = f.client("b");
+    let mut count = |sql: &str| -> i64 { b.query_one(sql, &[]).unwrap().get(0) };
+    assert_eq!(
+        count(&format!(
+            "SELECT count(*) FROM \"{schema}\".writes WHERE client_id = 0"
+        )),
+        20_000,
+        "the seed rows"
+    );
+    assert_eq!(
+        count(&format!("SELECT count(*) FROM \"{schema}\".accounts")),
+        ACCOUNTS,
+        "the accounts"
+    );
+    let copied = f.written_by(&SHOP_APP, "b", &schema, 0);
+    match &source_written {
+        None => assert_eq!(copied, BTreeMap::new(), "rows the archive does not hold"),
+        Some(w) => {
+            let at_source = f.written("default", &source);
+            no_write_lost(w, &at_source);
+            let foreign: Vec<_> = copied
+                .iter()
+                .filter(|(id, n)| **n != 1 || !at_source.contains_key(id))
+                .collect();
+            assert!(
+                foreign.is_empty(),
+                "copied rows the source does not hold once: {foreign:?}"
+            );
+            assert!(
+                !copied.is_empty(),
+                "the clone's snapshot holds no write of the source's writers"
+            );
+        }
+    }
+    assert_eq!(
+        ledger(&f, "copy"),
+        vec![
+            ("register".to_string(), "ok".to_string()),
+            ("import".to_string(), "ok".to_string())
+        ],
+        "the ledger"
+    );
+    f.nothing_left();
+    f.registry_true("copy");
+    f.registry_true("acme");
+}
+
+/// An import killed after registering its tenant is finished only by the same import:
+/// another archive, the same archive with other names, or a clone into that domain is
+/// refused as a taken domain (exit 1), changing nothing; the same archive from standard
+/// input finishes it.
+#[test]
+fn an_import_killed_after_registering_is_finished_only_by_the_same_import() {
+    let f = fleet(&[]);
+    f.tenant("acme", "default", 2_000);
+    let dir = f.config.path();
+    let (first, second) = (dir.join("first.tenant"), dir.join("second.tenant"));
+    let (first, second) = (first.to_str().unwrap(), second.to_str().unwrap());
+    f.t.run(&["tenant", "export", "acme", "-f", first])
+        .expect(0);
+    f.client("default")
+        .batch_execute("INSERT INTO tenant_acme.accounts VALUES (1000, 'later')")
+        .unwrap();
+    f.t.run(&["tenant", "export", "acme", "-f", second])
+        .expect(0);
+    fn import<'a>(file: &'a str, name: &'a str) -> Vec<&'a str> {
+        vec![
+            "tenant", "import", file, "--as", "copy", "--name", name, "-o", "json",
+        ]
+    }
+    cut(
+        &f.t,
+        &import(first, "Copy"),
+        "import.registered",
+        Cut::Kill,
+        || true,
+    );
+    let state = |f: &Fleet| {
+        let mut c = f.db.client();
+        let row: String = c
+            .query_one(
+                "SELECT to_jsonb(t)::text FROM public.tenants t WHERE domain = 'copy'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        let mark: Option<String> = c
+            .query_one(
+                "SELECT obj_description('tenant_copy'::regnamespace, 'pg_namespace')",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+        (row, mark, ledger(f, "copy"))
+    };
+    let before = state(&f);
+    assert!(
+        before
+            .1
+            .as_deref()
+            .is_some_and(|m| m.starts_with("tenantctl: import in progress")),
+        "the mark: {:?}",
+        before.1
+    );
+    for (args, why) in [
+        (import(second, "Copy"), "another archive"),
+        (import(first, "Another name"), "other names"),
+        (
+            vec![
+                "tenant", "clone", "acme", "copy", "--name", "Copy", "-o", "json",
+            ],
+            "a clone",
+        ),
+    ] {
+        let run = f.t.run(&args);
+        run.expect(1);
+        assert!(
+            run.stderr.contains("already exists") && run.stderr.contains("interrupted"),
+            "{why}: {}",
+            run.stderr
+        );
+        assert_eq!(state(&f), before, "{why} changed something");
+        let mut dry = args.clone();
+        dry.push("--dry-run");
+        f.t.run(&dry).expect(1);
+    }
+    let plan =
+        f.t.run(&[import(first, "Copy"), vec!["--dry-run"]].concat());
+    plan.expect(0);
+    let plan: serde_json::Value = plan.json();
+    assert_eq!(plan["resumes"], true, "{plan}");
+    assert_eq!(state(&f), before, "the dry run changed something");
+    let bytes = std::fs::read(first).unwrap();
+    let run = f.t.run_with_stdin(&import("-", "Copy"), &bytes);
+    run.expect(0);
+    let doc: serde_json::Value = run.json();
+    assert_eq!(doc["resumed"], true, "{}", run.stdout);
+    assert_eq!(doc["rows"], 2_000 + ACCOUNTS, "{}", run.stdout);
+    f.nothing_left();
+    f.registry_true("copy");
+    // Finished: the same command again is a taken domain.
+    f.t.run(&import(first, "Copy")).expect(1);
+}
+
 macro_rules! crash_tests {
     ($($name:ident: $body:expr;)*) => {
         $(
@@ -704,4 +1004,11 @@ crash_tests! {
     restore_killed_after_loading_before_the_swap: restore_cut("restore.loaded", Cut::Kill);
     restore_failing_after_loading_before_the_swap: restore_cut("restore.loaded", Cut::Fail);
     restore_killed_after_the_swap: restore_cut("restore.swapped", Cut::Kill);
+    import_killed_after_building_the_schema: import_cut("import.schema-built", Cut::Kill, false);
+    clone_killed_after_building_the_schema: import_cut("import.schema-built", Cut::Kill, true);
+    import_killed_after_loading_before_registering: import_cut("import.loaded", Cut::Kill, false);
+    clone_killed_after_loading_before_registering: import_cut("import.loaded", Cut::Kill, true);
+    import_killed_after_registering: import_cut("import.registered", Cut::Kill, false);
+    clone_killed_after_registering: import_cut("import.registered", Cut::Kill, true);
+    import_failing_after_registering: import_cut("import.registered", Cut::Fail, false);
 }
