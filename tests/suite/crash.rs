@@ -968,6 +968,176 @@ fn an_import_killed_after_registering_is_finished_only_by_the_same_import() {
     f.t.run(&import(first, "Copy")).expect(1);
 }
 
+/// The tenant's backups in `dir`, oldest first (by their names' order: second, then
+/// counter).
+fn backup_files(dir: &std::path::Path, domain: &str) -> Vec<String> {
+    let mut found: Vec<(tenantctl::data::files::BackupKey, String)> = std::fs::read_dir(dir)
+        .unwrap()
+        .filter_map(|e| {
+            let name = e.unwrap().file_name().into_string().unwrap();
+            Some((tenantctl::data::files::backup_key(&name, domain)?, name))
+        })
+        .collect();
+    found.sort();
+    found.into_iter().map(|(_, name)| name).collect()
+}
+
+/// Every file under `dir`, at any depth, whose name ends in `.partial`.
+fn partial_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut found = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            if path.is_dir() {
+                stack.push(path);
+            } else if path.to_string_lossy().ends_with(".partial") {
+                found.push(path);
+            }
+        }
+    }
+    found
+}
+
+/// `backup --tenant acme --keep 2`, with three backups of `acme` there already and
+/// writers writing to it all along, cut at `failpoint`, then run again: no partial file
+/// anywhere, exactly the newest two backups left, each complete and importable, and the
+/// ledger recording every backup run that finished.
+fn backup_cut(failpoint: &str, how: Cut) {
+    let f = fleet(&[]);
+    let schema = f.tenant("acme", "default", 20_000);
+    let out = f.config.path().join("backups");
+    let dir = out.join("acme");
+    let writers = Writers::start(&f, "acme");
+    writers.wait_for_more(50, None);
+    let backup = |keep: &'static str| {
+        vec![
+            "backup".to_string(),
+            "--tenant".into(),
+            "acme".into(),
+            "--out".into(),
+            out.to_str().unwrap().into(),
+            "--keep".into(),
+            keep.into(),
+            "-o".into(),
+            "json".into(),
+        ]
+    };
+    let run = |args: &[String]| {
+        f.t.run(&args.iter().map(String::as_str).collect::<Vec<_>>())
+    };
+    for _ in 0..3 {
+        run(&backup("3")).expect(0);
+        writers.wait_for_more(10, None);
+    }
+    let before = backup_files(&dir, "acme");
+    assert_eq!(before.len(), 3, "{before:?}");
+    let args = backup("2");
+    let args: Vec<&str> = args.iter().map(String::as_str).collect();
+    let cut_run = cut(&f.t, &args, failpoint, how, || true);
+    if let Some(run) = &cut_run {
+        assert_ne!(run.code, 0, "the cut backup succeeded: {}", run.stdout);
+    }
+    let after_cut = backup_files(&dir, "acme");
+    if failpoint == "backup.rotating" {
+        // The cut backup is complete under its name; nothing rotated yet.
+        assert_eq!(after_cut.len(), 4, "{after_cut:?}");
+        assert_eq!(after_cut[..3], before[..]);
+    } else {
+        assert_eq!(after_cut, before);
+        assert_eq!(
+            partial_files(&out).len(),
+            usize::from(how == Cut::Kill),
+            "the archive under its temporary name"
+        );
+    }
+    writers.wait_for_more(50, None);
+    let rerun = f.t.run(&args);
+    rerun.expect(0);
+    let doc: serde_json::Value = rerun.json();
+    let file = doc["results"][0]["file"].as_str().unwrap().to_string();
+    writers.wait_for_more(50, None);
+    let written = writers.stop();
+
+    assert_eq!(partial_files(&out), Vec::<std::path::PathBuf>::new());
+    let mut published = after_cut.clone();
+    published.push(
+        std::path::Path::new(&file)
+            .file_name()
+            .unwrap()
+            .to_str()
+            .unwrap()
+            .to_string(),
+    );
+    let left = backup_files(&dir, "acme");
+    assert_eq!(
+        left,
+        published[published.len() - 2..].to_vec(),
+        "the newest two of {published:?}"
+    );
+    assert_eq!(
+        std::fs::read_dir(&dir).unwrap().count(),
+        2,
+        "only the two backups are left in {}",
+        dir.display()
+    );
+    // Each one complete: checked whole by a dry run, and the oldest imported for real.
+    for name in &left {
+        let path = dir.join(name);
+        f.t.run(&[
+            "tenant",
+            "import",
+            path.to_str().unwrap(),
+            "--as",
+            "check",
+            "--name",
+            "Check",
+            "--dry-run",
+        ])
+        .expect(0);
+    }
+    let oldest = dir.join(&left[0]);
+    let imported = f.t.run(&[
+        "tenant",
+        "import",
+        oldest.to_str().unwrap(),
+        "--as",
+        "restored",
+        "--name",
+        "Restored",
+        "-o",
+        "json",
+    ]);
+    imported.expect(0);
+    let imported: serde_json::Value = imported.json();
+    let restored = imported["tenant"]["schema_name"].as_str().unwrap();
+    let seed: i64 = f
+        .client("default")
+        .query_one(
+            &format!("SELECT count(*) FROM \"{restored}\".writes WHERE client_id = 0"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(seed, 20_000, "the seed rows in {}", left[0]);
+    // Every backup run that finished is in the ledger; the cut one only when it failed
+    // by itself.
+    let backups: Vec<String> = ledger(&f, "acme")
+        .into_iter()
+        .filter(|(action, _)| action == "backup")
+        .map(|(_, status)| status)
+        .collect();
+    let mut want = vec!["ok"; 3];
+    if how == Cut::Fail {
+        want.push("failed");
+    }
+    want.push("ok");
+    assert_eq!(backups, want, "the ledger's backups");
+    no_write_lost(&written, &f.written("default", &schema));
+    f.nothing_left();
+    f.registry_true("acme");
+}
+
 macro_rules! crash_tests {
     ($($name:ident: $body:expr;)*) => {
         $(
@@ -1011,4 +1181,7 @@ crash_tests! {
     import_killed_after_registering: import_cut("import.registered", Cut::Kill, false);
     clone_killed_after_registering: import_cut("import.registered", Cut::Kill, true);
     import_failing_after_registering: import_cut("import.registered", Cut::Fail, false);
+    backup_killed_with_its_archive_complete_under_the_temporary_name: backup_cut("backup.written", Cut::Kill);
+    backup_failing_with_its_archive_complete_under_the_temporary_name: backup_cut("backup.written", Cut::Fail);
+    backup_killed_before_rotating_the_older_backups: backup_cut("backup.rotating", Cut::Kill);
 }
