@@ -58,6 +58,17 @@ const SHOP_APP: App = App {
     written: "SELECT client_id, count(*) FROM {s}.writes WHERE client_id >= $1 AND client_id < $2 GROUP BY 1",
 };
 
+/// The original Alembic service's application (tests/fixtures/alembic-original): it
+/// finds a tenant's schema in the original `tenants` table (which has no `server`: every
+/// tenant is on the registry's server) and writes members of its households.
+const PARISH_APP: App = App {
+    lookup: "SELECT 'default'::text, schema_name::text FROM public.tenants WHERE domain = $1",
+    insert: "INSERT INTO {s}.members (household_id, first_name, last_name) VALUES ($2, 'writer', ($1::bigint)::text)",
+    update: "UPDATE {s}.households SET name = $1 WHERE id = $2",
+    written: "SELECT c, count(*) FROM (SELECT CASE WHEN first_name = 'writer' THEN last_name::bigint END AS c FROM {s}.members) w \
+              WHERE c >= $1 AND c < $2 GROUP BY 1",
+};
+
 /// How many client ids each writer may use: a writer set starting at `base` uses ids
 /// from `base` up to `base + 2 * IDS`.
 const IDS: i64 = 1_000_000_000;
@@ -1138,6 +1149,163 @@ fn backup_cut(failpoint: &str, how: Cut) {
     f.registry_true("acme");
 }
 
+/// `adopt alembic` of a fleet the original service runs (three tenants, at the fixture's
+/// three revisions, with writers on each that find its schema through the registry: the
+/// original table until it is adopted), cut at `failpoint`, then run again: every tenant
+/// registered once, with its id, name and original key (hashed); stamped exactly once
+/// at its mapped version; the registry at this tenantctl's version; no write lost.
+fn adopt_cut(failpoint: &str, how: Cut) {
+    use crate::adopt_alembic::{self as alembic, R1, R2, R3};
+    let db = TestDb::new();
+    let originals = [
+        alembic::original("first-church", "tenant_first_church"),
+        alembic::original("grace-chapel", "tenant_grace_chapel"),
+        alembic::original("st-marks", "tenant_st_marks"),
+    ];
+    alembic::build_registry(&db, &originals.iter().collect::<Vec<_>>());
+    for (o, rev) in originals.iter().zip([R1, R2, R3]) {
+        alembic::alembic_upgrade(&db, o.schema, rev);
+        db.client()
+            .batch_execute(&format!(
+                "INSERT INTO \"{s}\".households (id, name) SELECT g, 'household ' || g FROM generate_series(1, {ACCOUNTS}) g; \
+                 INSERT INTO \"{s}\".members (household_id, first_name, last_name) \
+                     SELECT 1 + g % {ACCOUNTS}, 'seed', 'member ' || g FROM generate_series(1, 500) g",
+                s = o.schema
+            ))
+            .unwrap();
+    }
+    let ids = alembic::registry_ids(&db);
+    let (migrations, map_text) = alembic::migrations_from_alembic();
+    let (_map_dir, map) = alembic::map_file(&map_text);
+    let config = tempfile::tempdir().unwrap();
+    let t = crate::support::tenantctl(&db)
+        .migrations(migrations.path())
+        .cwd(config.path());
+    let f = Fleet {
+        db,
+        t,
+        clusters: Vec::new(),
+        config,
+        _migrations: migrations,
+    };
+    let writers: Vec<Writers> = originals
+        .iter()
+        .map(|o| Writers::of(&f, o.domain, PARISH_APP, 0))
+        .collect();
+    for w in &writers {
+        w.wait_for_more(20, None);
+    }
+    let args = [
+        "adopt",
+        "alembic",
+        "--map",
+        map.to_str().unwrap(),
+        "-o",
+        "json",
+    ];
+    let cut_run = cut(&f.t, &args, failpoint, how, || true);
+    if let Some(run) = &cut_run {
+        assert_ne!(run.code, 0, "the cut adoption succeeded: {}", run.stdout);
+    }
+    for w in &writers {
+        w.wait_for_more(20, None);
+    }
+    let run = f.t.run(&args);
+    run.expect(0);
+    let doc: serde_json::Value = run.json();
+    for w in &writers {
+        w.wait_for_more(20, None);
+    }
+    let written: Vec<Vec<Written>> = writers.into_iter().map(Writers::stop).collect();
+
+    let domains = |list: &str| -> Vec<String> {
+        doc[list]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|e| e["domain"].as_str().unwrap().to_string())
+            .collect()
+    };
+    let mut adopted = [domains("stamped"), domains("already")].concat();
+    adopted.sort();
+    let mut all: Vec<String> = originals.iter().map(|o| o.domain.to_string()).collect();
+    all.sort();
+    assert_eq!(adopted, all, "stamped or already adopted: {doc}");
+    assert_eq!(
+        alembic::registry_ids(&f.db),
+        ids,
+        "ids, domains and schemas are kept"
+    );
+    let mut c = f.db.client();
+    let registry: Vec<(i32, i64)> = c
+        .query(
+            "SELECT version, count(*) FROM public.tenantctl_registry_history GROUP BY 1 ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1)))
+        .collect();
+    assert_eq!(
+        registry,
+        (1..=tenantctl::registry::latest_version())
+            .map(|v| (v, 1))
+            .collect::<Vec<_>>(),
+        "the registry's versions"
+    );
+    for ((o, mapped), written) in originals.iter().zip([1, 2, 3]).zip(&written) {
+        let row = c
+            .query_one(
+                "SELECT tenant_name, email, api_key, \
+                        api_key_hash = encode(sha256(convert_to($2, 'UTF8')), 'hex') \
+                 FROM public.tenants WHERE domain = $1",
+                &[&o.domain, &o.key],
+            )
+            .unwrap();
+        assert_eq!(
+            row.get::<_, String>(0),
+            format!("{} congregation", o.domain)
+        );
+        assert_eq!(
+            row.get::<_, Option<String>>(1),
+            Some(format!("{}@example.org", o.domain))
+        );
+        assert_eq!(row.get::<_, Option<String>>(2), None, "a plain key is left");
+        assert!(row.get::<_, bool>(3), "{}: its key's hash", o.domain);
+        let stamped: Vec<(i32, i64)> = c
+            .query(
+                &format!(
+                    "SELECT version, count(*) FROM \"{}\".refinery_schema_history GROUP BY 1 ORDER BY 1",
+                    o.schema
+                ),
+                &[],
+            )
+            .unwrap()
+            .iter()
+            .map(|r| (r.get(0), r.get(1)))
+            .collect();
+        assert_eq!(
+            stamped,
+            (1..=mapped).map(|v| (v, 1)).collect::<Vec<_>>(),
+            "{}: its history",
+            o.domain
+        );
+        let stamps: Vec<(String, String)> = ledger(&f, o.domain)
+            .into_iter()
+            .filter(|(action, _)| action == "stamp")
+            .collect();
+        assert_eq!(
+            stamps,
+            vec![("stamp".to_string(), "ok".to_string())],
+            "{}: stamped once",
+            o.domain
+        );
+        no_write_lost(written, &f.written_by(&PARISH_APP, "default", o.schema, 0));
+        f.registry_true(o.domain);
+    }
+    f.nothing_left();
+}
+
 macro_rules! crash_tests {
     ($($name:ident: $body:expr;)*) => {
         $(
@@ -1184,4 +1352,7 @@ crash_tests! {
     backup_killed_with_its_archive_complete_under_the_temporary_name: backup_cut("backup.written", Cut::Kill);
     backup_failing_with_its_archive_complete_under_the_temporary_name: backup_cut("backup.written", Cut::Fail);
     backup_killed_before_rotating_the_older_backups: backup_cut("backup.rotating", Cut::Kill);
+    adoption_killed_after_upgrading_the_registry: adopt_cut("adopt.registry-upgraded", Cut::Kill);
+    adoption_failing_after_upgrading_the_registry: adopt_cut("adopt.registry-upgraded", Cut::Fail);
+    adoption_killed_after_stamping_a_tenant: adopt_cut("adopt.tenant-stamped", Cut::Kill);
 }
