@@ -532,7 +532,10 @@ pub async fn import(
     }
     let server = free_and_placed(cx, &registry, &req, &schema).await?;
     let (pool, mut session) = tenants::locked_schema(cx, &server, &schema, &req.domain).await?;
-    let built = async {
+    // The schema's lock is held until the import has finished: a rerun of the same
+    // command started meanwhile waits for it, then finds the mark gone, rather than
+    // finishing this import too (and replacing the API key this run prints).
+    let imported = async {
         let made = prepare_schema(session.client(), &schema, &req.domain).await?;
         let filled = async {
             let applied = build(&mut session, &schema, &source, set).await?;
@@ -568,53 +571,54 @@ pub async fn import(
             Ok::<_, Error>((applied, loaded))
         }
         .await;
-        if filled.is_err() && made {
-            let _ = session
+        let drop_made = async || {
+            session
                 .client()
                 .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
-                .await;
-        }
-        filled
+                .await
+                .map_err(crate::db::query_error("dropping the schema"))
+        };
+        let (applied, loaded) = match filled {
+            Ok(f) => f,
+            Err(e) => {
+                if made {
+                    let _ = drop_made().await;
+                }
+                return Err(e);
+            }
+        };
+        // The data is complete: register the tenant and take its schema as it is.
+        req.server = Some(server.clone());
+        req.adopt = true;
+        let created = match tenants::create(cx, client, &req, set).await {
+            Ok(c) => c,
+            Err(e) => {
+                let removed = drop_made().await;
+                return Err(Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; {}",
+                        match removed {
+                            Ok(()) => format!("schema {} that was built for it was removed again", quote(&schema)),
+                            Err(u) => format!("removing schema {} that was built for it failed too ({u}); drop it by hand", quote(&schema)),
+                        }
+                    ),
+                ));
+            }
+        };
+        crate::failpoint!("import.registered");
+        let tenant = record_active(cx, &registry, &created.tenant, &server, "import").await?;
+        session
+            .client()
+            .batch_execute(&format!("COMMENT ON SCHEMA {} IS NULL", quote(&schema)))
+            .await
+            .map_err(crate::db::query_error("clearing the import's mark"))?;
+        let state = session.observe().await?;
+        Ok((applied, loaded, created, tenant, state))
     }
     .await;
     session.close(&pool).await;
-    let (applied, loaded) = built?;
-    // The data is complete: register the tenant and take its schema as it is.
-    req.server = Some(server.clone());
-    req.adopt = true;
-    let created = match tenants::create(cx, client, &req, set).await {
-        Ok(c) => c,
-        Err(e) => {
-            let removed = drop_unregistered(cx, &server, &schema).await;
-            return Err(Error::new(
-                e.kind(),
-                format!(
-                    "{e}; {}",
-                    match removed {
-                        Ok(()) => format!("schema {} that was built for it was removed again", quote(&schema)),
-                        Err(u) => format!("removing schema {} that was built for it failed too ({u}); drop it by hand", quote(&schema)),
-                    }
-                ),
-            ));
-        }
-    };
-    crate::failpoint!("import.registered");
-    let tenant = record_active(cx, &registry, &created.tenant, &server, "import").await?;
-    let state = {
-        let on_server = cx.servers.target(&server)?.connect().await?;
-        let _ = on_server
-            .batch_execute(&format!("COMMENT ON SCHEMA {} IS NULL", quote(&schema)))
-            .await;
-        let mut states = crate::state::observe(
-            &on_server,
-            std::slice::from_ref(&schema),
-            &cx.settings.history_table,
-        )
-        .await?;
-        states
-            .remove(&schema)
-            .ok_or_else(|| Error::failed(format!("schema {} was not observed", quote(&schema))))?
-    };
+    let (applied, loaded, created, tenant, state) = imported?;
     let status = inspect::tenant_status(&tenant, &state, set);
     let m = &source.manifest;
     let message = format!(
@@ -679,14 +683,6 @@ async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<b
             "creating schema {q} for tenant {domain}"
         )))?;
     Ok(!contents.exists || leftover)
-}
-
-/// Drops a schema an import built for a tenant that could not be registered.
-async fn drop_unregistered(cx: &Context<'_>, server: &str, schema: &str) -> Result<(), Error> {
-    let c = cx.servers.target(server)?.connect().await?;
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
-        .await
-        .map_err(crate::db::query_error("dropping the schema"))
 }
 
 /// Records a tenant whose schema was just filled as observed and active, with a ledger

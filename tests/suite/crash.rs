@@ -1,14 +1,17 @@
 //! Crash safety, failpoint by failpoint (`src/failpoint.rs`): every phase boundary of an
-//! operation that moves or replaces a tenant's data is reached while writers run through
-//! the registry as an application would (one single-statement writer, whose foreign-key
-//! check locks the referenced table after its own, and one transactional writer that
-//! updates the referenced table first, as an ORM does); the process is killed there
-//! with SIGKILL (armed with `pause`), or made to fail there (armed with `return`); then
-//! the same command runs again, and:
+//! operation that moves, copies or replaces a tenant's data (moves, restores, imports and
+//! clones, backups, the adoption of an Alembic fleet) is reached while writers run
+//! through the registry as an application would (one single-statement writer, whose
+//! foreign-key check locks the referenced table after its own, and one transactional
+//! writer that updates the referenced table first, as an ORM does; a new tenant's
+//! writers start as soon as the registry lists it); the process is killed there with
+//! SIGKILL (armed with `pause`), or made to fail there (armed with `return`); then the
+//! same command runs again, and:
 //! - the tenant is registered once, on one server, where its schema is;
 //! - no acknowledged write is lost or doubled, and no writer ever saw a deadlock;
-//! - nothing is left behind: no scratch or fenced schema, replication slot, publication,
-//!   subscription, prepared transaction, partial file, or tenantctl session;
+//! - nothing is left behind: no scratch or fenced schema, schema marked as an import in
+//!   progress, replication slot, publication, subscription, prepared transaction,
+//!   partial file, or tenantctl session;
 //! - the registry's cached columns and the move journal agree with the schemas.
 
 use std::collections::{BTreeMap, BTreeSet, HashMap};
@@ -1008,6 +1011,57 @@ fn partial_files(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
         }
     }
     found
+}
+
+/// The same import started again while the first run is between registering the tenant
+/// and finishing (paused there, alive): the second waits for the first (the schema's
+/// lock) instead of finishing it under it and replacing the API key the first will
+/// print; once the first is gone without finishing, the second finishes it.
+#[test]
+fn a_rerun_while_the_import_is_still_running_waits_for_it() {
+    let f = fleet(&[]);
+    f.tenant("acme", "default", 2_000);
+    let archive = f.config.path().join("acme.tenant");
+    let archive = archive.to_str().unwrap();
+    f.t.run(&["tenant", "export", "acme", "-f", archive])
+        .expect(0);
+    let args = [
+        "tenant", "import", archive, "--as", "copy", "--name", "Copy", "-o", "json",
+    ];
+    let mut first =
+        f.t.clone()
+            .env("FAILPOINTS", "import.registered=pause")
+            .spawn(&args);
+    first.wait_for_stderr("failpoint import.registered");
+    let mut second = f.t.spawn(&args);
+    let mut c = f.client("default");
+    second.wait_until("the second run waits for the first one's lock", || {
+        c.query_one(
+            "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+             WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name LIKE 'tenantctl%'",
+            &[],
+        )
+        .unwrap()
+        .get::<_, i64>(0)
+            > 0
+    });
+    first.kill();
+    let run = second.finish();
+    run.expect(0);
+    let doc: serde_json::Value = run.json();
+    assert_eq!(doc["resumed"], true, "{}", run.stdout);
+    let matches: bool = f
+        .db
+        .client()
+        .query_one(
+            "SELECT api_key_hash = encode(sha256(convert_to($1, 'UTF8')), 'hex') FROM public.tenants WHERE domain = 'copy'",
+            &[&doc["api_key"].as_str().unwrap()],
+        )
+        .unwrap()
+        .get(0);
+    assert!(matches, "the API key printed is not the registered one");
+    f.nothing_left();
+    f.registry_true("copy");
 }
 
 /// `backup --tenant acme --keep 2`, with three backups of `acme` there already and
