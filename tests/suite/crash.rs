@@ -1400,6 +1400,7 @@ crash_tests! {
     clone_killed_after_building_the_schema: import_cut("import.schema-built", Cut::Kill, true);
     import_killed_after_loading_before_registering: import_cut("import.loaded", Cut::Kill, false);
     clone_killed_after_loading_before_registering: import_cut("import.loaded", Cut::Kill, true);
+    import_failing_after_loading_before_registering: import_cut("import.loaded", Cut::Fail, false);
     import_killed_after_registering: import_cut("import.registered", Cut::Kill, false);
     clone_killed_after_registering: import_cut("import.registered", Cut::Kill, true);
     import_failing_after_registering: import_cut("import.registered", Cut::Fail, false);
