@@ -219,7 +219,8 @@ impl Fleet {
     /// Nothing an interrupted operation makes is left on any server: no fenced, kept,
     /// scratch or replaced schema, no schema carrying an import's mark (registered or
     /// not), no replication slot, publication, subscription or prepared transaction, and
-    /// (once the killed process's sessions have gone) no tenantctl session.
+    /// (once the killed process's sessions have gone) no tenantctl session. Only the
+    /// fleet's own database counts: server `default` is shared with other tests.
     fn nothing_left(&self) {
         for server in self.servers() {
             let mut c = self.client(&server);
@@ -229,9 +230,11 @@ impl Fleet {
                      UNION ALL SELECT 'marked schema ' || nspname FROM pg_namespace \
                          WHERE obj_description(oid, 'pg_namespace') LIKE 'tenantctl: import in progress%' \
                      UNION ALL SELECT 'slot ' || slot_name FROM pg_replication_slots \
+                         WHERE coalesce(database, current_database()) = current_database() \
                      UNION ALL SELECT 'publication ' || pubname FROM pg_publication \
                      UNION ALL SELECT 'subscription ' || subname FROM pg_subscription \
-                     UNION ALL SELECT 'prepared ' || gid FROM pg_prepared_xacts",
+                         WHERE subdbid = (SELECT oid FROM pg_database WHERE datname = current_database()) \
+                     UNION ALL SELECT 'prepared ' || gid FROM pg_prepared_xacts WHERE database = current_database()",
                     &[],
                 )
                 .unwrap()
@@ -241,7 +244,8 @@ impl Fleet {
             assert!(left.is_empty(), "left on server {server}: {left:?}");
             crate::support::eventually(&format!("no tenantctl session on {server}"), || {
                 c.query_one(
-                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%'",
+                    "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%' \
+                     AND datname = current_database()",
                     &[],
                 )
                 .unwrap()
@@ -310,7 +314,8 @@ impl Fleet {
     fn writers_waiting(&self, server: &str) -> i64 {
         self.client(server)
             .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock'",
+                "SELECT count(*) FROM pg_stat_activity WHERE application_name = $1 AND wait_event_type = 'Lock' \
+                 AND datname = current_database()",
                 &[&APP],
             )
             .unwrap()
@@ -1038,7 +1043,8 @@ fn a_rerun_while_the_import_is_still_running_waits_for_it() {
     second.wait_until("the second run waits for the first one's lock", || {
         c.query_one(
             "SELECT count(*) FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
-             WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name LIKE 'tenantctl%'",
+             WHERE l.locktype = 'advisory' AND NOT l.granted AND a.application_name LIKE 'tenantctl%' \
+               AND a.datname = current_database()",
             &[],
         )
         .unwrap()
