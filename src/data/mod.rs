@@ -293,7 +293,8 @@ pub struct Imported {
 /// The comment an import puts on the schema it builds until the tenant is registered and
 /// active: an unregistered schema carrying it is what a killed import left, and the next
 /// import into that schema removes it; a registered tenant's schema carrying it (with
-/// [`Mark`]) is an import killed after registering, which the same command finishes.
+/// what the rows were loaded from) is an import killed after registering, which the
+/// same command finishes.
 pub const BUILDING: &str = "tenantctl: import in progress; not a registered tenant yet";
 
 /// What follows [`BUILDING`] in the mark once the rows are loaded.
@@ -478,9 +479,12 @@ async fn resume(
 
 /// Registers a new tenant from an archive. The archive and its migrations are checked,
 /// then the schema is built by the migrations to the archive's revision and the rows are
-/// loaded, under the schema's lock, before the tenant is registered (new API key) and
-/// marked active: a tenant is never registered without its data. A refusal registers
-/// and creates nothing; a failure removes the schema it made.
+/// loaded, under the schema's lock (held until the import has finished), before the
+/// tenant is registered (new API key) and marked active: a tenant is never registered
+/// without its data. A refusal registers and creates nothing; a failure before the
+/// registration removes the schema it made. When the domain is registered already, the
+/// import finishes the same import killed after registering it (the rows that run
+/// loaded are kept; the tenant gets a new API key), or is refused as a taken domain.
 pub async fn import(
     cx: &Context<'_>,
     client: &Client,
@@ -780,7 +784,8 @@ pub(crate) async fn build_to(
 }
 
 /// Copies `from` into a new tenant described by `req`: its export streamed into an
-/// import, no file in between.
+/// import, no file in between. A clone of `from` killed after registering the new tenant
+/// is finished, as [`import`] finishes one, without exporting again.
 pub async fn clone(
     cx: &Context<'_>,
     client: &Client,
