@@ -305,6 +305,8 @@ pub struct Reader<R: Read> {
     /// The table whose rows come next.
     next_table: usize,
     done: bool,
+    /// The checksum record's SHA-256, in hex, once it has been read and matched.
+    checksum: Option<String>,
 }
 
 impl<R: Read> Reader<R> {
@@ -331,6 +333,7 @@ impl<R: Read> Reader<R> {
             manifest: empty_manifest(),
             next_table: 0,
             done: false,
+            checksum: None,
         };
         let (tag, payload) = r.record()?;
         if tag != b'M' {
@@ -355,6 +358,13 @@ impl<R: Read> Reader<R> {
     /// The archive's manifest.
     pub fn manifest(&self) -> &Manifest {
         &self.manifest
+    }
+
+    /// The SHA-256 of the archive's records (what its checksum record holds), in hex:
+    /// known once the whole archive has been read and that record matched
+    /// ([`Item::Done`]). Two archives with the same checksum carry the same data.
+    pub fn checksum(&self) -> Option<&str> {
+        self.checksum.as_deref()
     }
 
     fn read_exact(&mut self, buf: &mut [u8]) -> Result<(), ArchiveError> {
@@ -457,6 +467,7 @@ impl<R: Read> Reader<R> {
                     Err(e) => return Err(ArchiveError::Io(e)),
                 }
                 self.done = true;
+                self.checksum = Some(hex::encode(digest));
                 Ok(Item::Done)
             }
             other => Err(ArchiveError::Corrupt(format!(
@@ -466,8 +477,9 @@ impl<R: Read> Reader<R> {
     }
 
     /// Reads the rest of the archive, checking every record and the checksum; returns
-    /// the row counts the writer recorded per table.
-    pub fn verify(mut self) -> Result<(Manifest, Vec<u64>), ArchiveError> {
+    /// the row counts the writer recorded per table, and the checksum
+    /// ([`Reader::checksum`]).
+    pub fn verify(mut self) -> Result<(Manifest, Vec<u64>, String), ArchiveError> {
         let mut counts = Vec::with_capacity(self.manifest.tables.len());
         loop {
             match self.next_item()? {
@@ -481,7 +493,10 @@ impl<R: Read> Reader<R> {
                     }
                     counts.push(rows)
                 }
-                Item::Done => return Ok((self.manifest, counts)),
+                Item::Done => {
+                    let checksum = self.checksum.take().unwrap_or_default();
+                    return Ok((self.manifest, counts, checksum));
+                }
             }
         }
     }
@@ -564,6 +579,23 @@ mod tests {
             Reader::open(&bytes[..]).unwrap().verify().unwrap().1,
             vec![2, 0]
         );
+    }
+
+    #[test]
+    fn the_checksum_names_the_content() {
+        let m = manifest(&[("a", 1)]);
+        let sum = |rows: &[u8]| {
+            let bytes = archive(&m, &[rows]);
+            let (_, _, from_verify) = Reader::open(&bytes[..]).unwrap().verify().unwrap();
+            let mut r = Reader::open(&bytes[..]).unwrap();
+            assert_eq!(r.checksum(), None, "known before the end");
+            while r.next_item().unwrap() != Item::Done {}
+            assert_eq!(r.checksum(), Some(from_verify.as_str()));
+            from_verify
+        };
+        assert_eq!(sum(b"some rows"), sum(b"some rows"));
+        assert_ne!(sum(b"some rows"), sum(b"some rowz"));
+        assert_eq!(sum(b"x").len(), 64);
     }
 
     #[test]

@@ -41,8 +41,8 @@ pub enum ArchiveInput {
     File(PathBuf),
     /// Standard input, read once: damage found while loading rolls everything back.
     Stdin,
-    /// Another tenant's export, in this process.
-    Pipe(PipeReader),
+    /// Another tenant's export, in this process, and that tenant's registry id.
+    Pipe(PipeReader, i64),
 }
 
 impl ArchiveInput {
@@ -51,7 +51,7 @@ impl ArchiveInput {
         match self {
             ArchiveInput::File(p) => p.display().to_string(),
             ArchiveInput::Stdin => "on standard input".to_string(),
-            ArchiveInput::Pipe(_) => "streamed from the source tenant".to_string(),
+            ArchiveInput::Pipe(..) => "streamed from the source tenant".to_string(),
         }
     }
 
@@ -78,11 +78,13 @@ impl ArchiveInput {
                 if !regular {
                     return Source::open(first, &label).await;
                 }
-                stream::verify(first, &label).await?;
-                Source::open(Self::open_file(&path)?, &label).await
+                let (_, checksum) = stream::verify_whole(first, &label).await?;
+                Ok(Source::open(Self::open_file(&path)?, &label)
+                    .await?
+                    .checked_whole(checksum))
             }
             ArchiveInput::Stdin => Source::open(Box::new(std::io::stdin()), &label).await,
-            ArchiveInput::Pipe(r) => Source::open(Box::new(r), &label).await,
+            ArchiveInput::Pipe(r, _) => Source::open(Box::new(r), &label).await,
         }
     }
 }
@@ -280,20 +282,209 @@ pub struct Imported {
     pub rows: u64,
     /// How long it took.
     pub duration_ms: u64,
+    /// Whether this run finished an import that an earlier run of the same command had
+    /// loaded and registered before it was interrupted (the rows are the ones that run
+    /// loaded; the API key is new).
+    pub resumed: bool,
     /// One sentence.
     pub message: String,
 }
 
-/// The comment an import puts on the schema it builds until the tenant is registered: an
-/// unregistered schema carrying it is what a killed import left, and the next import
-/// into that schema removes it.
+/// The comment an import puts on the schema it builds until the tenant is registered and
+/// active: an unregistered schema carrying it is what a killed import left, and the next
+/// import into that schema removes it; a registered tenant's schema carrying it (with
+/// what the rows were loaded from) is an import killed after registering, which the
+/// same command finishes.
 pub const BUILDING: &str = "tenantctl: import in progress; not a registered tenant yet";
+
+/// What follows [`BUILDING`] in the mark once the rows are loaded.
+const LOADED: &str = "; loaded ";
+
+/// Where an import's rows come from, as the mark on its schema records it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(rename_all = "snake_case", deny_unknown_fields)]
+pub enum Origin {
+    /// An archive, by its checksum (the SHA-256 of its records, in hex).
+    Archive(String),
+    /// A clone of the tenant with this registry id.
+    Clone(i64),
+}
+
+/// What the mark on a loaded schema records (as JSON after [`BUILDING`] and [`LOADED`]):
+/// enough for a rerun to prove it is the same import, and to report it.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[serde(deny_unknown_fields)]
+struct Mark {
+    /// Where the rows came from.
+    origin: Origin,
+    /// Tables loaded.
+    tables: usize,
+    /// Rows loaded.
+    rows: u64,
+}
+
+impl Mark {
+    /// The schema comment that records it.
+    fn comment(&self) -> String {
+        let json = serde_json::to_string(self).expect("a mark is always serialisable");
+        format!("{BUILDING}{LOADED}{json}")
+    }
+
+    /// The mark a schema comment records, when it is one.
+    fn parse(comment: &str) -> Option<Mark> {
+        let json = comment.strip_prefix(BUILDING)?.strip_prefix(LOADED)?;
+        serde_json::from_str(json).ok()
+    }
+}
+
+/// The comment on `schema`, if it has one.
+async fn schema_comment(client: &Client, schema: &str) -> Result<Option<String>, Error> {
+    Ok(client
+        .query_opt(
+            "SELECT pg_catalog.obj_description(oid, 'pg_namespace') FROM pg_catalog.pg_namespace WHERE nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(crate::db::query_error("reading the schema's comment"))?
+        .and_then(|r| r.get(0)))
+}
+
+/// The mark of an import killed after it registered `tenant`: the one its schema carries,
+/// if any.
+async fn interrupted(cx: &Context<'_>, tenant: &Tenant) -> Result<Option<Mark>, Error> {
+    let on_server = cx.servers.target(&tenant.server)?.connect().await?;
+    Ok(schema_comment(&on_server, &tenant.schema_name)
+        .await?
+        .as_deref()
+        .and_then(Mark::parse))
+}
+
+/// The mark of the interrupted import a rerun may finish: `tenant` is registered (under
+/// the request's domain) by an earlier run of the same command that was killed before
+/// it marked the tenant active, when its schema carries that run's mark (`marked`), the
+/// rows came from the same `origin` (the same archive, or a clone of the same tenant) and
+/// the request names the tenant as it was registered. Anything else is a taken domain
+/// (exit 1), saying what registered the tenant when an import did.
+fn resumable(
+    tenant: &Tenant,
+    marked: Option<Mark>,
+    origin: Option<&Origin>,
+    req: &NewTenantRequest,
+    schema: &str,
+) -> Result<Mark, Error> {
+    let taken = registry::domain_exists(&req.domain);
+    let Some(mark) = marked else {
+        return Err(Error::conflict(taken));
+    };
+    let same_request = tenant.tenant_name == req.name
+        && tenant.email == req.email
+        && tenant.tenant_type == req.tenant_type
+        && tenant.schema_name == schema
+        && req.server.as_ref().is_none_or(|s| *s == tenant.server);
+    if origin != Some(&mark.origin) || !same_request {
+        let by = match (&mark.origin, origin) {
+            (m, Some(o)) if m == o => {
+                "the same import with other names (--name, --email, --type, --schema or --server)"
+                    .to_string()
+            }
+            (Origin::Archive(_), Some(Origin::Archive(_))) => {
+                "an import of another archive".to_string()
+            }
+            (Origin::Archive(_), _) => "an import of an archive".to_string(),
+            (Origin::Clone(id), _) => format!("a clone of the tenant with id {id}"),
+        };
+        return Err(Error::conflict(format!(
+            "{taken}; it was registered by {by}, which was interrupted before it finished: run that command again to finish it, or `tenantctl tenant drop {}` to start over. Nothing was changed.",
+            req.domain
+        )));
+    }
+    Ok(mark)
+}
+
+/// Finishes the import of `tenant`, registered (under the request's domain) by an earlier
+/// run of the same command that was killed before it marked the tenant active (see
+/// [`resumable`]). The rows that run loaded (and whatever the application wrote since)
+/// are kept; the tenant is marked active with its ledger entry, given a new API key (the
+/// first one was never shown), and the mark is cleared. Anything else is refused as a
+/// taken domain, changing nothing.
+#[allow(clippy::too_many_arguments)]
+async fn resume(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    marked: Option<Mark>,
+    origin: Option<Origin>,
+    req: &NewTenantRequest,
+    schema: &str,
+    from: &crate::archive::Source,
+    set: &MigrationSet,
+    started: std::time::Instant,
+) -> Result<Imported, Error> {
+    let mark = resumable(tenant, marked, origin.as_ref(), req, schema)?;
+    let taken = registry::domain_exists(&req.domain);
+    let (pool, session) = tenants::locked(cx, tenant).await?;
+    let finished = async {
+        // Under the tenant's lock: another run may have finished it meanwhile.
+        let now = schema_comment(session.client(), &tenant.schema_name).await?;
+        if now.as_deref().and_then(Mark::parse).as_ref() != Some(&mark) {
+            return Err(Error::conflict(taken.clone()));
+        }
+        let key = crate::apikey::ApiKey::generate()?;
+        registry
+            .rotate_key(tenant.id, &key.hash(), &key.prefix())
+            .await?;
+        let recorded = record_active(cx, registry, tenant, &tenant.server, "import").await?;
+        session
+            .client()
+            .batch_execute(&format!(
+                "COMMENT ON SCHEMA {} IS NULL",
+                quote(&tenant.schema_name)
+            ))
+            .await
+            .map_err(crate::db::query_error("clearing the import's mark"))?;
+        let state = session.observe().await?;
+        Ok::<_, Error>((recorded, key, state))
+    }
+    .await;
+    session.close(&pool).await;
+    let (tenant, key, state) = finished?;
+    let status = inspect::tenant_status(&tenant, &state, set);
+    let message = format!(
+        "finished the interrupted import of tenant {}: registered from {}'s {}, schema {} at revision {} with the {} rows in {} tables that run loaded; it is active now, with a new API key",
+        tenant.domain,
+        from.domain,
+        match mark.origin {
+            Origin::Archive(_) => "archive",
+            Origin::Clone(_) => "data",
+        },
+        quote(&tenant.schema_name),
+        crate::output::revision(tenant.current_revision),
+        mark.rows,
+        mark.tables
+    );
+    Ok(Imported {
+        tenant,
+        schema_created: false,
+        migrations_applied: false,
+        migration_status: status,
+        api_key: key.reveal().to_string(),
+        source: from.clone(),
+        tables: mark.tables,
+        rows: mark.rows,
+        duration_ms: started.elapsed().as_millis() as u64,
+        resumed: true,
+        message,
+    })
+}
 
 /// Registers a new tenant from an archive. The archive and its migrations are checked,
 /// then the schema is built by the migrations to the archive's revision and the rows are
-/// loaded, under the schema's lock, before the tenant is registered (new API key) and
-/// marked active: a tenant is never registered without its data. A refusal registers
-/// and creates nothing; a failure removes the schema it made.
+/// loaded, under the schema's lock (held until the import has finished), before the
+/// tenant is registered (new API key) and marked active: a tenant is never registered
+/// without its data. A refusal registers and creates nothing; a failure before the
+/// registration removes the schema it made. When the domain is registered already, the
+/// import finishes the same import killed after registering it (the rows that run
+/// loaded are kept; the tenant gets a new API key), or is refused as a taken domain.
 pub async fn import(
     cx: &Context<'_>,
     client: &Client,
@@ -313,71 +504,125 @@ pub async fn import(
         ..req.clone()
     };
     tenants::validate(&typed("standard"), cx.settings)?;
+    let clone_of = match &input {
+        ArchiveInput::Pipe(_, id) => Some(*id),
+        _ => None,
+    };
     let mut source = input.open().await?;
     check_migrations(&source.manifest, set, source.label())?;
     let mut req = typed(&source.manifest.source.tenant_type);
     let schema = tenants::validate(&req, cx.settings)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    if registry.domain_taken(&req.domain).await? {
+        let tenant = registry.find(&req.domain).await?;
+        let marked = interrupted(cx, &tenant).await?;
+        let origin = match (&marked, clone_of) {
+            (_, Some(id)) => Some(Origin::Clone(id)),
+            // Only then is standard input read to its end, to learn its checksum.
+            (
+                Some(Mark {
+                    origin: Origin::Archive(_),
+                    ..
+                }),
+                None,
+            ) => Some(Origin::Archive(source.read_through().await?)),
+            _ => None,
+        };
+        let from = source.manifest.source.clone();
+        return resume(
+            cx, &registry, &tenant, marked, origin, &req, &schema, &from, set, started,
+        )
+        .await;
+    }
     let server = free_and_placed(cx, &registry, &req, &schema).await?;
     let (pool, mut session) = tenants::locked_schema(cx, &server, &schema, &req.domain).await?;
-    let built = async {
+    // The schema's lock is held until the import has finished: a rerun of the same
+    // command started meanwhile waits for it, then finds the mark gone, rather than
+    // finishing this import too (and replacing the API key this run prints).
+    let imported = async {
         let made = prepare_schema(session.client(), &schema, &req.domain).await?;
         let filled = async {
             let applied = build(&mut session, &schema, &source, set).await?;
             crate::failpoint!("import.schema-built");
             crate::db::notice_dead_client(session.client()).await;
             let loaded = load::load(session.client(), &schema, &mut source).await?;
+            // What was loaded, and from where, so that a rerun can finish this import
+            // once it is registered.
+            let origin = match clone_of {
+                Some(id) => Origin::Clone(id),
+                None => Origin::Archive(source.checksum().ok_or_else(|| {
+                    Error::failed(format!(
+                        "archive {}: its checksum was not read",
+                        source.label()
+                    ))
+                })?),
+            };
+            let mark = Mark {
+                origin,
+                tables: loaded.tables,
+                rows: loaded.rows,
+            };
+            session
+                .client()
+                .batch_execute(&format!(
+                    "COMMENT ON SCHEMA {} IS {}",
+                    quote(&schema),
+                    crate::plan::literal(&mark.comment())
+                ))
+                .await
+                .map_err(crate::db::query_error("marking the loaded schema"))?;
             crate::failpoint!("import.loaded");
             Ok::<_, Error>((applied, loaded))
         }
         .await;
-        if filled.is_err() && made {
-            let _ = session
+        let drop_made = async || {
+            session
                 .client()
                 .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
-                .await;
-        }
-        filled
+                .await
+                .map_err(crate::db::query_error("dropping the schema"))
+        };
+        let (applied, loaded) = match filled {
+            Ok(f) => f,
+            Err(e) => {
+                if made {
+                    let _ = drop_made().await;
+                }
+                return Err(e);
+            }
+        };
+        // The data is complete: register the tenant and take its schema as it is.
+        req.server = Some(server.clone());
+        req.adopt = true;
+        let created = match tenants::create(cx, client, &req, set).await {
+            Ok(c) => c,
+            Err(e) => {
+                let removed = drop_made().await;
+                return Err(Error::new(
+                    e.kind(),
+                    format!(
+                        "{e}; {}",
+                        match removed {
+                            Ok(()) => format!("schema {} that was built for it was removed again", quote(&schema)),
+                            Err(u) => format!("removing schema {} that was built for it failed too ({u}); drop it by hand", quote(&schema)),
+                        }
+                    ),
+                ));
+            }
+        };
+        crate::failpoint!("import.registered");
+        let tenant = record_active(cx, &registry, &created.tenant, &server, "import").await?;
+        session
+            .client()
+            .batch_execute(&format!("COMMENT ON SCHEMA {} IS NULL", quote(&schema)))
+            .await
+            .map_err(crate::db::query_error("clearing the import's mark"))?;
+        let state = session.observe().await?;
+        Ok((applied, loaded, created, tenant, state))
     }
     .await;
     session.close(&pool).await;
-    let (applied, loaded) = built?;
-    // The data is complete: register the tenant and take its schema as it is.
-    req.server = Some(server.clone());
-    req.adopt = true;
-    let created = match tenants::create(cx, client, &req, set).await {
-        Ok(c) => c,
-        Err(e) => {
-            let removed = drop_unregistered(cx, &server, &schema).await;
-            return Err(Error::new(
-                e.kind(),
-                format!(
-                    "{e}; {}",
-                    match removed {
-                        Ok(()) => format!("schema {} that was built for it was removed again", quote(&schema)),
-                        Err(u) => format!("removing schema {} that was built for it failed too ({u}); drop it by hand", quote(&schema)),
-                    }
-                ),
-            ));
-        }
-    };
-    crate::failpoint!("import.registered");
-    let tenant = record_active(cx, &registry, &created.tenant, &server, "import").await?;
-    let state = {
-        let on_server = cx.servers.target(&server)?.connect().await?;
-        let _ = on_server
-            .batch_execute(&format!("COMMENT ON SCHEMA {} IS NULL", quote(&schema)))
-            .await;
-        let mut states = crate::state::observe(
-            &on_server,
-            std::slice::from_ref(&schema),
-            &cx.settings.history_table,
-        )
-        .await?;
-        states
-            .remove(&schema)
-            .ok_or_else(|| Error::failed(format!("schema {} was not observed", quote(&schema))))?
-    };
+    let (applied, loaded, created, tenant, state) = imported?;
     let status = inspect::tenant_status(&tenant, &state, set);
     let m = &source.manifest;
     let message = format!(
@@ -399,6 +644,7 @@ pub async fn import(
         tables: loaded.tables,
         rows: loaded.rows,
         duration_ms: started.elapsed().as_millis() as u64,
+        resumed: false,
         message,
     })
 }
@@ -410,18 +656,11 @@ pub async fn import(
 async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<bool, Error> {
     let contents = crate::dependents::contents(client, schema).await?;
     let mark: Option<String> = if contents.exists {
-        client
-            .query_one(
-                "SELECT pg_catalog.obj_description(oid, 'pg_namespace') FROM pg_catalog.pg_namespace WHERE nspname = $1",
-                &[&schema],
-            )
-            .await
-            .map_err(crate::db::query_error("reading the schema's comment"))?
-            .get(0)
+        schema_comment(client, schema).await?
     } else {
         None
     };
-    let leftover = mark.as_deref() == Some(BUILDING);
+    let leftover = mark.as_deref().is_some_and(|m| m.starts_with(BUILDING));
     if contents.non_empty() && !leftover {
         return Err(Error::usage(format!(
             "schema {} already exists and holds {} objects; pass --schema to choose another. Nothing was registered.",
@@ -448,14 +687,6 @@ async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<b
             "creating schema {q} for tenant {domain}"
         )))?;
     Ok(!contents.exists || leftover)
-}
-
-/// Drops a schema an import built for a tenant that could not be registered.
-async fn drop_unregistered(cx: &Context<'_>, server: &str, schema: &str) -> Result<(), Error> {
-    let c = cx.servers.target(server)?.connect().await?;
-    c.batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)))
-        .await
-        .map_err(crate::db::query_error("dropping the schema"))
 }
 
 /// Records a tenant whose schema was just filled as observed and active, with a ledger
@@ -553,7 +784,8 @@ pub(crate) async fn build_to(
 }
 
 /// Copies `from` into a new tenant described by `req`: its export streamed into an
-/// import, no file in between.
+/// import, no file in between. A clone of `from` killed after registering the new tenant
+/// is finished, as [`import`] finishes one, without exporting again.
 pub async fn clone(
     cx: &Context<'_>,
     client: &Client,
@@ -565,11 +797,38 @@ pub async fn clone(
     if checked.tenant_type.is_empty() {
         checked.tenant_type = from.tenant_type.clone();
     }
-    tenants::validate(&checked, cx.settings)?;
+    let schema = tenants::validate(&checked, cx.settings)?;
+    // A clone of `from` killed after registering the new tenant is finished, not
+    // exported again.
+    let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    if registry.domain_taken(&req.domain).await? {
+        let tenant = registry.find(&req.domain).await?;
+        let marked = interrupted(cx, &tenant).await?;
+        let source = crate::archive::Source {
+            domain: from.domain.clone(),
+            tenant_name: from.tenant_name.clone(),
+            tenant_type: from.tenant_type.clone(),
+            schema_name: from.schema_name.clone(),
+            server: from.server.clone(),
+        };
+        return resume(
+            cx,
+            &registry,
+            &tenant,
+            marked,
+            Some(Origin::Clone(from.id)),
+            &checked,
+            &schema,
+            &source,
+            set,
+            std::time::Instant::now(),
+        )
+        .await;
+    }
     let (w, r) = stream::pipe();
     let label = format!("of tenant {}", from.domain);
     let exporting = export(cx, from, Box::new(w), &label);
-    let importing = import(cx, client, req, ArchiveInput::Pipe(r), set);
+    let importing = import(cx, client, req, ArchiveInput::Pipe(r, from.id), set);
     let (exported, imported) = tokio::join!(exporting, importing);
     match (exported, imported) {
         (Ok(_), Ok(i)) => Ok(i),
@@ -874,28 +1133,63 @@ pub struct ImportPlan {
     pub tables: usize,
     /// Rows that would be loaded.
     pub rows: u64,
+    /// Whether the import would finish an interrupted one (see [`import`]) rather than
+    /// register a tenant; `tables` and `rows` are then what that one loaded.
+    pub resumes: bool,
     /// One sentence.
     pub message: String,
 }
 
-/// Checks a registration from `manifest`'s data as [`import`] would, changing nothing:
-/// the names, the domain and schema free, the migrations present.
+/// Checks a registration from `manifest`'s data (from `origin`) as [`import`] would,
+/// changing nothing: the names, the domain and schema free (or a schema an interrupted
+/// import left, which the import replaces), the migrations present; or that the import
+/// would finish an interrupted one.
 pub async fn plan_import(
     cx: &Context<'_>,
     client: &Client,
     req: &NewTenantRequest,
     manifest: &Manifest,
+    origin: Origin,
     set: &MigrationSet,
     label: &str,
 ) -> Result<ImportPlan, Error> {
     let schema = tenants::validate(req, cx.settings)?;
     check_migrations(manifest, set, label)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    if registry.domain_taken(&req.domain).await? {
+        let tenant = registry.find(&req.domain).await?;
+        let marked = interrupted(cx, &tenant).await?;
+        let mark = resumable(&tenant, marked, Some(&origin), req, &schema)?;
+        let message = format!(
+            "would finish the interrupted import of tenant {}: mark it active and give it a new API key, keeping schema {} on server {} with the {} rows in {} tables that import loaded; nothing was changed",
+            tenant.domain,
+            quote(&tenant.schema_name),
+            tenant.server,
+            mark.rows,
+            mark.tables
+        );
+        return Ok(ImportPlan {
+            dry_run: true,
+            domain: tenant.domain,
+            schema_name: tenant.schema_name,
+            server: tenant.server,
+            source: manifest.source.clone(),
+            revision: manifest.revision,
+            tables: mark.tables,
+            rows: mark.rows,
+            resumes: true,
+            message,
+        });
+    }
     let server = free_and_placed(cx, &registry, req, &schema).await?;
     let on_server = cx.servers.target(&server)?.connect().await?;
-    if crate::dependents::contents(&on_server, &schema)
+    let leftover = schema_comment(&on_server, &schema)
         .await?
-        .non_empty()
+        .is_some_and(|c| c.starts_with(BUILDING));
+    if !leftover
+        && crate::dependents::contents(&on_server, &schema)
+            .await?
+            .non_empty()
     {
         return Err(Error::usage(format!(
             "schema {} already exists on server {server} and holds objects; pass --schema to choose another",
@@ -903,7 +1197,12 @@ pub async fn plan_import(
         )));
     }
     let message = format!(
-        "would register tenant {} on server {server} and build schema {} to revision {} with {} rows in {} tables from {}'s data; nothing was changed",
+        "would {}register tenant {} on server {server} and build schema {} to revision {} with {} rows in {} tables from {}'s data; nothing was changed",
+        if leftover {
+            "remove what an interrupted import left in its schema, "
+        } else {
+            ""
+        },
         req.domain,
         quote(&schema),
         crate::output::revision(manifest.revision),
@@ -920,6 +1219,7 @@ pub async fn plan_import(
         revision: manifest.revision,
         tables: manifest.tables.len(),
         rows: manifest.rows(),
+        resumes: false,
         message,
     })
 }
@@ -935,4 +1235,34 @@ pub async fn peek(cx: &Context<'_>, tenant: &Tenant) -> Result<Manifest, Error> 
     };
     let (_, manifest) = tokio::join!(export(cx, tenant, Box::new(w), "a dry run"), reading);
     manifest
+}
+
+#[cfg(test)]
+mod tests {
+    use super::{Mark, Origin, BUILDING};
+
+    #[test]
+    fn a_mark_is_read_back_from_its_comment_and_nothing_else_is_one() {
+        for origin in [Origin::Archive("ab".repeat(32)), Origin::Clone(7)] {
+            let mark = Mark {
+                origin,
+                tables: 3,
+                rows: 20_050,
+            };
+            let comment = mark.comment();
+            assert!(comment.starts_with(BUILDING), "{comment}");
+            assert_eq!(Mark::parse(&comment), Some(mark));
+        }
+        for other in [
+            BUILDING.to_string(),
+            format!("{BUILDING}; loaded"),
+            format!("{BUILDING}; loaded {{\"origin\":{{\"clone\":1}}}}"),
+            format!(
+                "{BUILDING}; loaded {{\"origin\":{{\"clone\":1}},\"tables\":1,\"rows\":1,\"x\":1}}"
+            ),
+            "a schema for the members".to_string(),
+        ] {
+            assert_eq!(Mark::parse(&other), None, "{other}");
+        }
+    }
 }

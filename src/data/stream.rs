@@ -3,6 +3,7 @@
 //! [`Source`] reads one, [`pipe`] joins an export to an import without a file.
 
 use std::io::{self, Read, Write};
+use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
@@ -109,6 +110,11 @@ pub struct Source {
     pub manifest: Manifest,
     rx: mpsc::Receiver<Result<Item, ArchiveError>>,
     label: String,
+    /// Its checksum, set by the reading thread before it hands over [`Item::Done`].
+    checksum: Arc<OnceLock<String>>,
+    /// The checksum of the same input read whole before this reading started (a regular
+    /// file is checked whole first).
+    checked: Option<String>,
 }
 
 impl Source {
@@ -117,6 +123,8 @@ impl Source {
     pub async fn open(input: Box<dyn Read + Send>, label: &str) -> Result<Source, Error> {
         let (mtx, mrx) = tokio::sync::oneshot::channel();
         let (tx, rx) = mpsc::channel(IN_FLIGHT);
+        let checksum = Arc::new(OnceLock::new());
+        let found = checksum.clone();
         tokio::task::spawn_blocking(move || {
             let mut reader = match Reader::open(io::BufReader::with_capacity(1 << 16, input)) {
                 Ok(r) => r,
@@ -130,6 +138,9 @@ impl Source {
             }
             loop {
                 let item = reader.next_item();
+                if let (Ok(Item::Done), Some(sum)) = (&item, reader.checksum()) {
+                    let _ = found.set(sum.to_string());
+                }
                 let last = !matches!(item, Ok(Item::Rows { .. }) | Ok(Item::End { .. }));
                 if tx.blocking_send(item).is_err() || last {
                     return;
@@ -149,7 +160,40 @@ impl Source {
             manifest,
             rx,
             label: label.to_string(),
+            checksum,
+            checked: None,
         })
+    }
+
+    /// Records the checksum of this same input as read whole before (see
+    /// [`verify_whole`]).
+    pub fn checked_whole(mut self, checksum: String) -> Source {
+        self.checked = Some(checksum);
+        self
+    }
+
+    /// The archive's checksum (the SHA-256 of its records, in hex), once the whole
+    /// archive has been read: by this reading, or by the check before it.
+    pub fn checksum(&self) -> Option<String> {
+        self.checksum
+            .get()
+            .cloned()
+            .or_else(|| self.checked.clone())
+    }
+
+    /// The archive's checksum, reading (and checking, without loading) what is left of
+    /// it when it is not known yet: standard input is read to its end.
+    pub async fn read_through(&mut self) -> Result<String, Error> {
+        loop {
+            if let Some(sum) = self.checksum() {
+                return Ok(sum);
+            }
+            if self.next().await? == Item::Done {
+                return self.checksum().ok_or_else(|| {
+                    Error::failed(format!("archive {}: its checksum was not read", self.label))
+                });
+            }
+        }
     }
 
     /// The next item; a damaged archive is an exit-2 error.
@@ -170,12 +214,23 @@ impl Source {
 /// Reads a whole archive on a blocking thread, checking every record and its checksum,
 /// before anything is changed because of it.
 pub async fn verify(input: Box<dyn Read + Send>, label: &str) -> Result<Manifest, Error> {
+    verify_whole(input, label).await.map(|(m, _)| m)
+}
+
+/// [`verify`], also returning the archive's checksum (the SHA-256 of its records, in
+/// hex).
+pub async fn verify_whole(
+    input: Box<dyn Read + Send>,
+    label: &str,
+) -> Result<(Manifest, String), Error> {
     let result = tokio::task::spawn_blocking(move || {
         Reader::open(io::BufReader::with_capacity(1 << 16, input))?.verify()
     })
     .await
     .map_err(|e| Error::failed(format!("reading archive {label}: {e}")))?;
-    result.map(|(m, _)| m).map_err(|e| damaged(label, e))
+    result
+        .map(|(m, _, checksum)| (m, checksum))
+        .map_err(|e| damaged(label, e))
 }
 
 /// A bounded in-memory pipe: what is written to the [`PipeWriter`] is read from the

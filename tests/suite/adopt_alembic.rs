@@ -18,9 +18,9 @@ use crate::checks::{expect_error, history_versions};
 use crate::support::{scrub, tenantctl, Tenantctl, TestDb};
 
 /// The fixture's three revisions, oldest first.
-const R1: &str = "3da2eb3bee79";
-const R2: &str = "8c1f0e2d4a57";
-const R3: &str = "b7e4a9c2d1f0";
+pub(crate) const R1: &str = "3da2eb3bee79";
+pub(crate) const R2: &str = "8c1f0e2d4a57";
+pub(crate) const R3: &str = "b7e4a9c2d1f0";
 
 fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
@@ -73,7 +73,7 @@ fn run_ok(mut cmd: Command, what: &str) -> String {
 }
 
 /// `alembic -x tenant=SCHEMA upgrade REV`, as the original service provisioned a tenant.
-fn alembic_upgrade(db: &TestDb, schema: &str, rev: &str) {
+pub(crate) fn alembic_upgrade(db: &TestDb, schema: &str, rev: &str) {
     let mut cmd = Command::new(venv().join("bin/alembic"));
     cmd.arg("-c")
         .arg(fixture().join("alembic.ini"))
@@ -83,13 +83,13 @@ fn alembic_upgrade(db: &TestDb, schema: &str, rev: &str) {
 }
 
 /// A tenant of the original service.
-struct Original {
-    domain: &'static str,
-    schema: &'static str,
-    key: String,
+pub(crate) struct Original {
+    pub(crate) domain: &'static str,
+    pub(crate) schema: &'static str,
+    pub(crate) key: String,
 }
 
-fn original(domain: &'static str, schema: &'static str) -> Original {
+pub(crate) fn original(domain: &'static str, schema: &'static str) -> Original {
     let nanos = std::time::SystemTime::now()
         .duration_since(std::time::UNIX_EPOCH)
         .unwrap()
@@ -104,7 +104,7 @@ fn original(domain: &'static str, schema: &'static str) -> Original {
 /// The original registry: `Base.metadata.create_all` from the original model, then the
 /// tenants inserted through it (plain keys), with one more registered and deleted again
 /// so the ids have a gap.
-fn build_registry(db: &TestDb, tenants: &[&Original]) {
+pub(crate) fn build_registry(db: &TestDb, tenants: &[&Original]) {
     let rows: Vec<Value> = tenants
         .iter()
         .map(|t| {
@@ -150,7 +150,7 @@ fn add_member(db: &TestDb, schema: &str, last_name: &str) {
 
 /// The migrations directory scripts/alembic-to-sql makes from the fixture, and the map it
 /// prints.
-fn migrations_from_alembic() -> (tempfile::TempDir, String) {
+pub(crate) fn migrations_from_alembic() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts/alembic-to-sql"))
@@ -164,7 +164,7 @@ fn migrations_from_alembic() -> (tempfile::TempDir, String) {
 }
 
 /// A map file holding `text`, in a directory of its own.
-fn map_file(text: &str) -> (tempfile::TempDir, PathBuf) {
+pub(crate) fn map_file(text: &str) -> (tempfile::TempDir, PathBuf) {
     let d = tempfile::tempdir().unwrap();
     let p = d.path().join("map.toml");
     std::fs::write(&p, text).unwrap();
@@ -298,7 +298,7 @@ fn adopt(t: &Tenantctl, map: &Path, extra: &[&str]) -> crate::support::Run {
 }
 
 /// The registry rows as (id, domain, schema_name).
-fn registry_ids(db: &TestDb) -> Vec<(i64, String, String)> {
+pub(crate) fn registry_ids(db: &TestDb) -> Vec<(i64, String, String)> {
     db.client()
         .query(
             "SELECT id::bigint, domain::text, schema_name::text FROM public.tenants ORDER BY id",

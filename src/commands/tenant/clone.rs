@@ -45,7 +45,8 @@ pub async fn copy(
         let plan = async {
             let manifest = data::peek(&cx, from).await?;
             let label = format!("of tenant {}", from.domain);
-            data::plan_import(&cx, client, req, &manifest, set, &label).await
+            let origin = data::Origin::Clone(from.id);
+            data::plan_import(&cx, client, req, &manifest, origin, set, &label).await
         }
         .await;
         drop(events);

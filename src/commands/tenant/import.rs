@@ -26,20 +26,21 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     if args.new.dry_run {
         let label = input.label();
-        let manifest = match input {
+        let (manifest, checksum) = match input {
             ArchiveInput::File(p) => {
                 let f = std::fs::File::open(&p).map_err(|e| {
                     crate::error::Error::usage(format!("cannot read archive {label}: {e}"))
                 })?;
-                data::stream::verify(Box::new(f), &label).await?
+                data::stream::verify_whole(Box::new(f), &label).await?
             }
-            _ => data::stream::verify(Box::new(std::io::stdin()), &label).await?,
+            _ => data::stream::verify_whole(Box::new(std::io::stdin()), &label).await?,
         };
         fill_type(&mut req, &args.new, &manifest.source.tenant_type);
         let client = ctx.connect().await?;
         let (events, reporting) = reporter::start(&ctx.out, "tenant import", Style::Single);
         let cx = ctx.one_tenant(&events);
-        let plan = data::plan_import(&cx, &client, &req, &manifest, &set, &label).await;
+        let origin = data::Origin::Archive(checksum);
+        let plan = data::plan_import(&cx, &client, &req, &manifest, origin, &set, &label).await;
         drop(events);
         reporting.finish().await;
         print_plan(ctx, &plan?);

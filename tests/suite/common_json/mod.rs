@@ -595,6 +595,7 @@ pub struct Imported {
     pub tables: usize,
     pub rows: u64,
     pub duration_ms: u64,
+    pub resumed: bool,
     pub message: String,
 }
 
@@ -615,6 +616,7 @@ pub struct ImportPlan {
     pub revision: Option<i32>,
     pub tables: usize,
     pub rows: u64,
+    pub resumes: bool,
     pub message: String,
 }
 
