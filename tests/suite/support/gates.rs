@@ -1,7 +1,8 @@
 //! Gates a test holds to stop tenantctl at an exact point, and opens once it has seen
 //! what it waits for there, so that nothing depends on how fast the machine is:
 //! - an advisory lock ([`Gate::advisory`]) that a migration file waits for with the
-//!   statement [`wait_at`] gives;
+//!   statement [`wait_at`] gives, or the lock `init` takes on the registry
+//!   ([`Gate::registry_lock`]);
 //!
 //! [`Gate::blocked`] lists the sessions waiting for the gate, as `pg_blocking_pids` sees
 //! them.
@@ -36,6 +37,17 @@ impl Gate {
         gate.client
             .execute("SELECT pg_advisory_lock($1)", &[&key])
             .unwrap_or_else(|e| panic!("cannot take advisory lock {key}: {e}"));
+        gate
+    }
+
+    /// Takes the lock tenantctl's `init` takes on the registry in `schema` (the key
+    /// tenantctl computes, `tenantctl::db::lock_key`) on a session of its own to `url`.
+    pub fn registry_lock(url: &str, schema: &str) -> Gate {
+        let (k1, k2) = tenantctl::db::lock_key(tenantctl::db::LockSpace::Registry, schema);
+        let mut gate = Gate::connect(url, "SELECT pg_advisory_unlock_all()");
+        gate.client
+            .execute("SELECT pg_advisory_lock($1, $2)", &[&k1, &k2])
+            .unwrap_or_else(|e| panic!("cannot take the registry lock of {schema}: {e}"));
         gate
     }
 
