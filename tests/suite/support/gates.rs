@@ -3,6 +3,9 @@
 //! - an advisory lock ([`Gate::advisory`]) that a migration file waits for with the
 //!   statement [`wait_at`] gives, or the lock `init` takes on the registry
 //!   ([`Gate::registry_lock`]);
+//! - an open transaction that has changed a schema's catalog row ([`Gate::schema_rename`]):
+//!   `ALTER SCHEMA ... RENAME` of that schema waits for it (a move's fence and a restore's
+//!   swap rename the tenant's schema just before they commit).
 //!
 //! [`Gate::blocked`] lists the sessions waiting for the gate, as `pg_blocking_pids` sees
 //! them.
@@ -48,6 +51,18 @@ impl Gate {
         gate.client
             .execute("SELECT pg_advisory_lock($1, $2)", &[&k1, &k2])
             .unwrap_or_else(|e| panic!("cannot take the registry lock of {schema}: {e}"));
+        gate
+    }
+
+    /// Opens a transaction on a session of its own to `url` that changes the catalog row of
+    /// `schema` (a `GRANT` on it) and stays open: renaming the schema waits until it ends.
+    /// Opening the gate rolls the transaction back, so the rename then goes ahead.
+    pub fn schema_rename(url: &str, schema: &str) -> Gate {
+        let mut gate = Gate::connect(url, "ROLLBACK");
+        let quoted = format!("\"{}\"", schema.replace('"', "\"\""));
+        gate.client
+            .batch_execute(&format!("BEGIN; GRANT USAGE ON SCHEMA {quoted} TO PUBLIC"))
+            .unwrap_or_else(|e| panic!("cannot hold schema {schema}'s catalog row: {e}"));
         gate
     }
 

@@ -18,6 +18,7 @@ pub use gates::{wait_at, Gate};
 
 pub use probes::{
     backends_running, closed_port, eventually, lock_tenant, lock_waiters, unlock_tenant,
+    waits_for_tenantctl,
 };
 pub use run::{bare, scrub, tenantctl, Run, Spawned, Tenantctl, DEADLINE};
 
