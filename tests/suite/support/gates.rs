@@ -3,6 +3,7 @@
 //! - an advisory lock ([`Gate::advisory`]) that a migration file waits for with the
 //!   statement [`wait_at`] gives, or the lock `init` takes on the registry
 //!   ([`Gate::registry_lock`]);
+//! - an open transaction holding a table lock ([`Gate::table_lock`]);
 //! - an open transaction that has changed a schema's catalog row ([`Gate::schema_rename`]):
 //!   `ALTER SCHEMA ... RENAME` of that schema waits for it (a move's fence and a restore's
 //!   swap rename the tenant's schema just before they commit).
@@ -51,6 +52,17 @@ impl Gate {
         gate.client
             .execute("SELECT pg_advisory_lock($1, $2)", &[&k1, &k2])
             .unwrap_or_else(|e| panic!("cannot take the registry lock of {schema}: {e}"));
+        gate
+    }
+
+    /// Opens a transaction on a session of its own to `url` that locks `table` (qualified
+    /// and quoted as it must be) in `mode` (`SHARE`, ...): whatever needs a conflicting lock
+    /// on it waits. Opening the gate rolls the transaction back.
+    pub fn table_lock(url: &str, table: &str, mode: &str) -> Gate {
+        let mut gate = Gate::connect(url, "ROLLBACK");
+        gate.client
+            .batch_execute(&format!("BEGIN; LOCK TABLE {table} IN {mode} MODE"))
+            .unwrap_or_else(|e| panic!("cannot lock {table} in {mode} mode: {e}"));
         gate
     }
 
