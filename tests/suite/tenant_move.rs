@@ -680,7 +680,11 @@ fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_i
             .iter()
             .any(|b| b.query.contains("RENAME"))
     });
-    assert!(waits_for_tenantctl(&mut watch, writer_pid));
+    assert!(
+        waits_for_tenantctl(&mut watch, writer_pid),
+        "the waiting write was let through before the old copy was renamed: {:?}",
+        writer.is_finished().then(|| writer.join().unwrap())
+    );
     gate.open();
     let run = child.finish();
     run.expect(0);
