@@ -564,6 +564,10 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
 #[test]
 fn a_restore_rerun_after_a_kill_ends_the_session_the_killed_restore_left_loading() {
     let (db, t) = ready();
+    // The example migrations, and a V7 that waits at a gate the test may hold.
+    let dir = crate::support::copy_of_example_migrations();
+    std::fs::write(dir.path().join("V7__gate.sql"), wait_at(BUILD_GATE)).unwrap();
+    let t = t.migrations(dir.path());
     let schema = tenant(&db, &t, "big", 2_000);
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("big.tenant");
@@ -571,35 +575,19 @@ fn a_restore_rerun_after_a_kill_ends_the_session_the_killed_restore_left_loading
     let data = table_contents(&mut db.client(), &schema);
     let restoring = format!("{schema}$restoring");
     let args = ["tenant", "restore", "big", file.to_str().unwrap(), "--yes"];
-    // The restore pauses once the scratch schema is built; another session takes a lock
-    // there, so the load that follows waits for it: a killed restore's session stuck
-    // there never reads from its (gone) client, and would hold the scratch schema for as
-    // long as that other session pleases.
-    let mut child = t
-        .clone()
-        .env("FAILPOINTS", "restore.built=sleep(3000)")
-        .spawn(&args);
-    child.wait_for_stderr("failpoint restore.built");
-    let mut other = db.client();
-    other
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE \"{restoring}\".members IN ACCESS SHARE MODE"
-        ))
-        .unwrap();
-    let loading = || -> Vec<i32> {
-        db.client()
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%' \
-                 AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
-    let stuck = child.wait_for("the load waits for the other session", || {
-        let pids = loading();
+    // The restore's build of the scratch schema waits at V7; another session then takes
+    // a lock there, so the load that follows waits for it: a killed restore's session
+    // stuck there never reads from its (gone) client, and would hold the scratch schema
+    // for as long as that other session pleases.
+    let mut build = Gate::advisory(&db.url, BUILD_GATE);
+    let mut child = t.spawn(&args);
+    child.wait_until("the scratch schema's V7 waits at the gate", || {
+        !build.blocked_tenantctl().is_empty()
+    });
+    let mut other = Gate::table_lock(&db.url, &format!("\"{restoring}\".members"), "ACCESS SHARE");
+    build.open();
+    let stuck: Vec<i32> = child.wait_for("the load waits for the other session", || {
+        let pids: Vec<i32> = other.blocked_tenantctl().iter().map(|b| b.pid).collect();
         (!pids.is_empty()).then_some(pids)
     });
     child.kill();
@@ -615,7 +603,7 @@ fn a_restore_rerun_after_a_kill_ends_the_session_the_killed_restore_left_loading
             .get(0);
         left == 0
     });
-    other.batch_execute("COMMIT").unwrap();
+    other.open();
     rerun.finish().expect(0);
     assert_eq!(table_contents(&mut db.client(), &schema), data);
     assert!(

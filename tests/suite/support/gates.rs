@@ -21,6 +21,8 @@ pub struct Gate {
 /// A session waiting for a [`Gate`].
 #[derive(Debug, Clone)]
 pub struct Blocked {
+    /// Its backend's process id.
+    pub pid: i32,
     /// Its `application_name` (`tenantctl RUN_ID` for tenantctl's own sessions).
     pub application_name: String,
     /// The statement it runs.
@@ -100,15 +102,16 @@ impl Gate {
             .unwrap();
         self.client
             .query(
-                "SELECT coalesce(application_name, ''), coalesce(query, '') \
+                "SELECT pid, coalesce(application_name, ''), coalesce(query, '') \
                  FROM pg_stat_activity WHERE $1 = ANY (pg_blocking_pids(pid)) ORDER BY pid",
                 &[&self.pid],
             )
             .unwrap()
             .iter()
             .map(|r| Blocked {
-                application_name: r.get(0),
-                query: r.get(1),
+                pid: r.get(0),
+                application_name: r.get(1),
+                query: r.get(2),
             })
             .collect()
     }
