@@ -1,9 +1,9 @@
 //! Several servers: the registry on the shared test server (`default`) and two throwaway
 //! clusters, `b` and `c`. Placement by weight, bulk runs over every server within each
-//! server's own concurrency (held at a gate on every server until each is seen busy up to
-//! its limit at the same moment), a server stopped in the middle (its tenants fail, nothing is
-//! written about them, the others finish; a rerun after it is back finishes), `status`
-//! and `check` across servers, and refusals for servers that are not configured.
+//! server's own concurrency (held at a gate on every server until each is seen busy up
+//! to its limit at the same moment), a server stopped in the middle (its tenants fail,
+//! nothing is written about them, the others finish; a rerun after it is back finishes),
+//! `status` and `check` across servers, and refusals for servers that are not configured.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
