@@ -418,6 +418,9 @@ pub(crate) async fn run(
         .map_or_else(|| tenant.server.clone(), |j| j.from_server);
     let (pool, session) =
         tenants::locked_schema(cx, &home, &tenant.schema_name, &tenant.domain).await?;
+    // A session this process leaves behind (killed) gives up its work and the tenant's
+    // lock at once, whatever it was waiting for.
+    crate::db::notice_dead_client(session.client()).await;
     let result = async {
         // Another command may have changed the tenant while this one waited for it.
         let tenant = registry.find(&tenant.id.to_string()).await?;

@@ -1,13 +1,40 @@
 //! Connection pressure: a role whose `CONNECTION LIMIT` leaves fewer slots than
 //! `--concurrency` asks for. A bulk run waits for slots while its other sessions make
-//! progress and finishes every tenant; tenant sessions that cannot connect at all are
+//! progress (two held inside a migration by a gate the test holds, with the role at its
+//! limit) and finishes every tenant; tenant sessions that cannot connect at all are
 //! reported failed in the results, and nothing is written about them to the registry or
 //! the run ledger (they were never touched).
 
 use crate::{checks, common_json, support};
 use checks::{assert_truth, create, history_versions};
 use common_json::RunReport;
-use support::{admin_url, dir_with, tenantctl, Tenantctl, TestDb};
+use support::{admin_url, dir_with, tenantctl, wait_at, Gate, Tenantctl, TestDb};
+
+/// The gate the second migration waits at.
+const GATE: i64 = 7003;
+
+/// How many sessions `role` has on the server now.
+fn connections_of(role: &Role) -> i64 {
+    admin()
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE usename = $1",
+            &[&role.name],
+        )
+        .unwrap()
+        .get(0)
+}
+
+/// How many tenants have V2 applied (its table committed).
+fn past_v2(db: &TestDb) -> i64 {
+    db.client()
+        .query_one(
+            "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE c.relname = 'two' AND n.nspname LIKE 'tenant\\_%'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
 
 /// A login role of the test's own (roles are server-wide), dropped after its database;
 /// not a superuser.
@@ -136,16 +163,40 @@ fn a_role_limited_to_3_connections_upgrades_12_tenants_at_concurrency_8_and_mark
     for d in &names {
         create(&t, d, &["--migrate"]);
     }
-    // Each tenant holds its session for a while, so the refused ones wait several times
-    // the 1 s connect timeout for a slot.
+    // V2 waits at a gate the test holds: the tenants that got a slot keep it.
     std::fs::write(
         dir.path().join("V2__two.sql"),
-        "CREATE TABLE two (id int);\nSELECT pg_sleep(0.4);\n",
+        format!("CREATE TABLE two (id int);\n{}", wait_at(GATE)),
     )
     .unwrap();
+    let mut gate = Gate::advisory(&db.url, GATE);
 
     // The registry connection takes one of the 3 slots: 2 are left for 8 sessions.
-    let run = t.run(&["upgrade", "--all", "--concurrency", "8", "-o", "json"]);
+    let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "8", "-o", "json"]);
+    child.wait_until(
+        "two tenants hold the role's last two slots, inside V2",
+        || gate.blocked_tenantctl().len() == 2 && connections_of(&role) == 3,
+    );
+    // The other sessions of the run are refused for as long as the gate is held: held
+    // for several times the 1 s connect timeout, which a run that gave up on the first
+    // refusals would not outlast. Throughout, the role is at its limit and no other
+    // tenant got through.
+    let held = std::time::Instant::now();
+    while held.elapsed() < std::time::Duration::from_secs(3) {
+        assert!(
+            child.running(),
+            "the run ended while its tenants waited for slots"
+        );
+        assert_eq!(
+            (gate.blocked_tenantctl().len(), connections_of(&role)),
+            (2, 3),
+            "the role's slots changed while the gate was held"
+        );
+        assert_eq!(past_v2(&db), 0, "a tenant got past the gate");
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    }
+    gate.open();
+    let run = child.finish();
     run.expect(0);
     let r: RunReport = run.json();
     assert_eq!(

@@ -1,5 +1,5 @@
 //! What a hostile DBA tried against a tenant's data, and what must hold: an import
-//! killed at any moment never leaves a registered tenant without its data (and the next
+//! killed in any phase never leaves a registered tenant without its data (and the next
 //! import into its schema clears what it left), a restore holds writers until the new
 //! copy is in place and clears what an interrupted one left, export never writes through
 //! a symlink or a FIFO, a FIFO imports in one pass, what killed exports and backups left
@@ -22,10 +22,9 @@ use crate::checks::{
     table_contents, tenant_count, user_schemas,
 };
 use crate::common_json::{Events, Imported, Restored};
-use crate::support::{ready, Tenantctl, TestDb};
-
-/// Members in the big tenants: enough for an import or a restore to take over a second.
-const BIG: i64 = 200_000;
+use crate::support::{
+    lock_tenant, lock_waiters, ready, wait_at, waits_for_tenantctl, Gate, Tenantctl, TestDb,
+};
 
 /// The comment an import puts on the schema it is building until the tenant is
 /// registered.
@@ -170,19 +169,79 @@ fn a_schema_left_by_a_killed_import_is_replaced_and_no_other_schema_is_touched()
     assert_eq!(registry_row(&db, "z"), z_row);
 }
 
-/// A small generator for the kill moments; its seed is named in every failure message, so
-/// a failing draw can be told apart.
-fn next(x: &mut u64) -> u64 {
-    *x ^= *x << 13;
-    *x ^= *x >> 7;
-    *x ^= *x << 17;
-    *x
+/// tenantctl's sessions on the test database.
+fn tenantctl_sessions(db: &TestDb) -> Vec<i32> {
+    db.client()
+        .query(
+            "SELECT pid FROM pg_stat_activity WHERE datname = current_database() \
+             AND application_name LIKE 'tenantctl%'",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+/// Where an import is killed: each a point the test holds it at, or a failpoint.
+#[derive(Debug, Clone, Copy, PartialEq)]
+enum Phase {
+    /// Waiting for the new schema's lock, held by the test: nothing made yet.
+    Locking,
+    /// Building the schema: V7 waits at a gate.
+    Building,
+    /// Loading the rows: in the load's transaction, the rows of the last table made
+    /// wait at a gate.
+    Loading,
+    /// Registering: the load committed, the INSERT into the registry waits for a lock.
+    Registering,
+    /// Registered, not yet marked active (the `import.registered` failpoint).
+    Registered,
+}
+
+/// The gate V7 of [`an_import_killed_in_each_phase_never_leaves_a_registered_tenant_without_its_data`]
+/// waits at.
+const BUILD_GATE: i64 = 7021;
+
+/// The gate every row of V7's table waits at when it is written (its CHECK).
+const LOAD_GATE: i64 = 7022;
+
+/// V7: waits at [`BUILD_GATE`], then makes the schema's last table, whose CHECK waits at
+/// [`LOAD_GATE`] for each row written into it (a load's COPY included).
+fn gated_v7() -> String {
+    format!(
+        "{}CREATE FUNCTION pass_gate(k bigint) RETURNS boolean LANGUAGE plpgsql AS $$\n\
+         BEGIN\n\
+             PERFORM set_config('lock_timeout', '0', true);\n\
+             PERFORM pg_advisory_xact_lock_shared(k);\n\
+             RETURN true;\n\
+         END $$;\n\
+         CREATE TABLE zz_gated (id int PRIMARY KEY CHECK (id IS NOT NULL AND pass_gate({LOAD_GATE})));\n",
+        wait_at(BUILD_GATE)
+    )
 }
 
 #[test]
-fn an_import_killed_at_any_moment_never_leaves_a_registered_tenant_without_its_data() {
+fn an_import_killed_in_each_phase_never_leaves_a_registered_tenant_without_its_data() {
     let (db, t) = ready();
-    let src = tenant(&db, &t, "src", BIG);
+    // The example migrations, and a V7 that waits at gates the test may hold.
+    let dir = crate::support::copy_of_example_migrations();
+    std::fs::write(dir.path().join("V7__gates.sql"), gated_v7()).unwrap();
+    let t = t.migrations(dir.path());
+    // A killed import's session waiting for a lock would wait as long as the lock is
+    // held: the server ends it once it sees its client gone.
+    db.client()
+        .batch_execute(&format!(
+            "ALTER DATABASE \"{}\" SET client_connection_check_interval = '50ms'",
+            db.name
+        ))
+        .unwrap();
+    let src = tenant(&db, &t, "src", 5_000);
+    db.client()
+        .batch_execute(&format!(
+            "INSERT INTO \"{src}\".zz_gated SELECT g FROM generate_series(1, 100) g"
+        ))
+        .unwrap();
     let want = table_contents(&mut db.client(), &src);
     let rows = members(&db, &src).unwrap();
     let work = tempfile::tempdir().unwrap();
@@ -190,34 +249,90 @@ fn an_import_killed_at_any_moment_never_leaves_a_registered_tenant_without_its_d
     export(&t, "src", &file);
     let f = file.to_str().unwrap();
 
-    // How long a whole import takes here.
-    let started = Instant::now();
-    import(&t, &file, "timed").expect(0);
-    let whole = started.elapsed();
-    assert!(
-        whole >= Duration::from_millis(800),
-        "an import of {rows} members took only {whole:?}: too quick to be killed during its load"
-    );
-    t.run(&["tenant", "drop", "timed", "--yes"]).expect(0);
-
-    let mut seed = std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .unwrap()
-        .as_nanos() as u64
-        | 1;
-    let first = seed;
-    let rounds = 5u64;
-    // Rounds whose kill left a half-built, unregistered schema: killed while loading.
-    let mut mid_load = 0;
-    for round in 0..rounds {
+    for (round, phase) in [
+        Phase::Locking,
+        Phase::Building,
+        Phase::Loading,
+        Phase::Registering,
+        Phase::Registered,
+    ]
+    .into_iter()
+    .enumerate()
+    {
         let domain = format!("k{round}");
-        // Spread over the import: each round lands in its own fifth of it.
-        let slice = whole.as_millis() as u64 / rounds;
-        let at = Duration::from_millis(slice * round + next(&mut seed) % slice.max(1));
-        let mut child = t.spawn(&["tenant", "import", f, "--as", &domain, "--name", &domain]);
-        std::thread::sleep(at);
-        child.kill();
-        let what = format!("import {domain} killed after {at:?} (of {whole:?}, seed {first})");
+        let schema = format!("tenant_{domain}");
+        let what = format!("import {domain} killed while {phase:?}");
+        let args = ["tenant", "import", f, "--as", &domain, "--name", &domain];
+        // Each phase: the gates that hold the import there, and the import killed there.
+        let mut gates: Vec<Gate> = Vec::new();
+        let child = match phase {
+            Phase::Locking => {
+                let mut holder = db.client();
+                lock_tenant(&mut holder, &schema);
+                let mut child = t.spawn(&args);
+                child.wait_until("the import waits for the schema's lock", || {
+                    lock_waiters(&db, &schema) == 1
+                });
+                child.kill();
+                drop(holder);
+                child
+            }
+            Phase::Building => {
+                let mut build = Gate::advisory(&db.url, BUILD_GATE);
+                let mut child = t.spawn(&args);
+                child.wait_until("the import's V7 waits at the gate", || {
+                    !build.blocked_tenantctl().is_empty()
+                });
+                gates.push(build);
+                child.kill();
+                child
+            }
+            Phase::Loading => {
+                let mut load = Gate::advisory(&db.url, LOAD_GATE);
+                let mut child = t.spawn(&args);
+                child.wait_until(
+                    "the load's COPY into the last table waits at the gate",
+                    || {
+                        load.blocked_tenantctl()
+                            .iter()
+                            .any(|b| b.query.contains("COPY"))
+                    },
+                );
+                gates.push(load);
+                child.kill();
+                child
+            }
+            Phase::Registering => {
+                let mut register = Gate::table_lock(&db.url, "public.tenants", "SHARE");
+                let mut child = t.spawn(&args);
+                child.wait_until("the import waits to register the tenant", || {
+                    !register.blocked_tenantctl().is_empty()
+                });
+                assert_eq!(
+                    members(&db, &schema),
+                    Some(rows),
+                    "{what}: the load is not committed"
+                );
+                gates.push(register);
+                child.kill();
+                child
+            }
+            Phase::Registered => {
+                let mut child = t
+                    .clone()
+                    .env("FAILPOINTS", "import.registered=pause")
+                    .spawn(&args);
+                child.wait_for_stderr("failpoint import.registered");
+                child.kill();
+                child
+            }
+        };
+        // The killed import's sessions end (the server notices), then the gates open.
+        crate::support::eventually("the killed import's sessions are gone", || {
+            tenantctl_sessions(&db).is_empty()
+        });
+        gates.into_iter().for_each(Gate::open);
+        drop(child.finish());
 
         let check = |when: &str| {
             if let Some((schema, status)) = registered(&db, &domain) {
@@ -229,13 +344,21 @@ fn an_import_killed_at_any_moment_never_leaves_a_registered_tenant_without_its_d
             }
         };
         check("at once");
-        let schema = format!("tenant_{domain}");
-        if registered(&db, &domain).is_none()
-            && schema_exists(&db, &schema)
-            && schema_comment(&db, &schema).as_deref() == Some(BUILDING)
-        {
-            mid_load += 1;
-        }
+        // What the kill left, phase by phase.
+        let exists = schema_exists(&db, &schema);
+        let left = (
+            registered(&db, &domain).is_some(),
+            exists,
+            exists.then(|| schema_comment(&db, &schema)).flatten(),
+        );
+        let expected = match phase {
+            Phase::Locking => (false, false, None),
+            Phase::Building | Phase::Loading | Phase::Registering => {
+                (false, true, Some(BUILDING.to_string()))
+            }
+            Phase::Registered => (true, true, Some(BUILDING.to_string())),
+        };
+        assert_eq!(left, expected, "{what}: (registered, schema, its comment)");
         t.run(&["upgrade", "--all"]).expect(0);
         check("after upgrade --all");
         for r in db
@@ -263,10 +386,6 @@ fn an_import_killed_at_any_moment_never_leaves_a_registered_tenant_without_its_d
             "{what}: the rerun"
         );
     }
-    assert!(
-        mid_load > 0,
-        "no kill landed while the import was building or loading (seed {first})"
-    );
 }
 
 /// Whether another session holds the write fence (an `EXCLUSIVE` lock) on `members`.
@@ -297,21 +416,29 @@ struct Write1 {
 #[test]
 fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowledged_write() {
     let (db, t) = ready();
-    let schema = tenant(&db, &t, "busy", BIG);
+    let schema = tenant(&db, &t, "busy", 2_000);
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("busy.tenant");
     export(&t, "busy", &file);
 
     let stop = Arc::new(AtomicBool::new(false));
     let log: Arc<Mutex<Vec<Write1>>> = Arc::default();
+    let (pid_tx, pid_rx) = std::sync::mpsc::channel();
     let writers: Vec<_> = (0..2)
         .map(|w| {
-            let (url, schema, stop, log) =
-                (db.url.clone(), schema.clone(), stop.clone(), log.clone());
+            let (url, schema, stop, log, pid_tx) = (
+                db.url.clone(),
+                schema.clone(),
+                stop.clone(),
+                log.clone(),
+                pid_tx.clone(),
+            );
             std::thread::spawn(move || {
                 let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
                 c.batch_execute(&format!("SET search_path = \"{schema}\""))
                     .unwrap();
+                let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+                pid_tx.send(pid).unwrap();
                 let mut n = 0;
                 while !stop.load(Ordering::SeqCst) {
                     let tag = format!("writer{w}-{n}");
@@ -332,8 +459,11 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
             })
         })
         .collect();
+    let pids: Vec<i32> = (0..2).map(|_| pid_rx.recv().unwrap()).collect();
 
-    let started = Instant::now();
+    // The swap renames the tenant's schema in the fence's transaction: a gate holds the
+    // rename, so the restore stays fenced until the test has seen the writers wait.
+    let mut gate = Gate::schema_rename(&db.url, &schema);
     let mut child = t.spawn(&[
         "tenant",
         "restore",
@@ -343,38 +473,47 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
         "-o",
         "json",
     ]);
-    // Polls of the fence: (sent, answered) of each one that saw it held.
     let mut watch = db.client();
-    let mut held: Vec<(Instant, Instant)> = Vec::new();
-    while child.running() {
-        let sent = Instant::now();
-        if fenced(&mut watch, &schema) {
-            held.push((sent, Instant::now()));
-        }
-        assert!(
-            started.elapsed() < crate::support::DEADLINE,
-            "restore hangs"
-        );
-        std::thread::sleep(Duration::from_millis(10));
-    }
-    let took = started.elapsed();
+    child.wait_until("the restore fences the tenant's tables", || {
+        fenced(&mut watch, &schema)
+    });
+    let fence_seen = Instant::now();
+    child.wait_until("both writers wait for the fence", || {
+        pids.iter().all(|p| waits_for_tenantctl(&mut watch, *p))
+    });
+    let writers_waiting = Instant::now();
+    child.wait_until("the restore is loaded and waits to swap", || {
+        gate.blocked_tenantctl()
+            .iter()
+            .any(|b| b.query.contains("RENAME"))
+    });
+    assert!(
+        fenced(&mut watch, &schema),
+        "the fence went before the swap"
+    );
+    assert!(
+        pids.iter().all(|p| waits_for_tenantctl(&mut watch, *p)),
+        "a writer got through the fence"
+    );
+    let opened = Instant::now();
+    gate.open();
     let run = child.finish();
     let restored: Restored = run.expect(0).json();
-    std::thread::sleep(Duration::from_millis(300));
+    // The writers go on, in the restored data.
+    let finished = Instant::now();
+    crate::support::eventually("each writer has written after the restore", || {
+        let log = log.lock().unwrap();
+        (0..2).all(|w| {
+            log.iter()
+                .filter(|x| x.tag.starts_with(&format!("writer{w}-")) && x.sent > finished)
+                .count()
+                >= 3
+        })
+    });
     stop.store(true, Ordering::SeqCst);
     for w in writers {
         w.join().unwrap();
     }
-    assert!(
-        took >= Duration::from_secs(1),
-        "the restore took {took:?}: too quick for the writers to meet its fence"
-    );
-    assert!(
-        held.len() >= 2,
-        "the tenant's tables were never seen locked against writes during the restore ({restored:?})"
-    );
-    let fence_seen = held[0].1;
-    let fence_last = held.last().unwrap().0;
 
     let log = log.lock().unwrap();
     let errors: Vec<_> = log
@@ -382,17 +521,17 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
         .filter_map(|w| w.error.as_ref().map(|e| (w.tag.clone(), e.clone())))
         .collect();
     assert!(errors.is_empty(), "writes failed: {errors:?}");
-    // No write was acknowledged while the fence held.
+    // No write sent once the fence was seen was acknowledged before the swap could
+    // commit (the gate held it until `opened`).
     for w in log.iter() {
         assert!(
-            !(w.sent > fence_seen && w.back < fence_last),
-            "{} was acknowledged while the restore held the tables ({:?} after the fence was seen, {:?} before it was last seen)",
+            !(w.sent > fence_seen && w.back < opened),
+            "{} was acknowledged while the restore held the tables ({restored:?})",
             w.tag,
-            w.sent - fence_seen,
-            fence_last - w.back
         );
     }
-    // Every write sent once the fence held waited, then landed in the restored data.
+    // Every write sent once the fence was seen, and the write each writer was seen
+    // waiting with, landed in the restored data.
     let present: std::collections::HashSet<String> = db
         .client()
         .query(
@@ -403,20 +542,21 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
         .iter()
         .map(|r| r.get(0))
         .collect();
-    let after: Vec<&Write1> = log.iter().filter(|w| w.sent > fence_seen).collect();
-    // A writer meets the fence with the write it has in flight, which may have been sent
-    // just before a poll first saw the fence: any write counts.
-    assert!(
-        log.iter()
-            .any(|w| w.back - w.sent >= Duration::from_millis(200)),
-        "no write waited for the restore"
+    let waited: Vec<&Write1> = log
+        .iter()
+        .filter(|w| w.sent < writers_waiting && w.back > writers_waiting)
+        .collect();
+    assert_eq!(
+        waited.len(),
+        2,
+        "one write in flight per writer while both were seen waiting"
     );
-    for w in &after {
+    for w in log.iter().filter(|w| w.sent > fence_seen).chain(waited) {
         assert!(
             present.contains(&w.tag),
             "{} was acknowledged ({:?} after the fence was seen) but is not in the restored data",
             w.tag,
-            w.back - fence_seen
+            w.back.saturating_duration_since(fence_seen)
         );
     }
 }
@@ -424,6 +564,10 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
 #[test]
 fn a_restore_rerun_after_a_kill_ends_the_session_the_killed_restore_left_loading() {
     let (db, t) = ready();
+    // The example migrations, and a V7 that waits at a gate the test may hold.
+    let dir = crate::support::copy_of_example_migrations();
+    std::fs::write(dir.path().join("V7__gate.sql"), wait_at(BUILD_GATE)).unwrap();
+    let t = t.migrations(dir.path());
     let schema = tenant(&db, &t, "big", 2_000);
     let work = tempfile::tempdir().unwrap();
     let file = work.path().join("big.tenant");
@@ -431,35 +575,19 @@ fn a_restore_rerun_after_a_kill_ends_the_session_the_killed_restore_left_loading
     let data = table_contents(&mut db.client(), &schema);
     let restoring = format!("{schema}$restoring");
     let args = ["tenant", "restore", "big", file.to_str().unwrap(), "--yes"];
-    // The restore pauses once the scratch schema is built; another session takes a lock
-    // there, so the load that follows waits for it: a killed restore's session stuck
-    // there never reads from its (gone) client, and would hold the scratch schema for as
-    // long as that other session pleases.
-    let mut child = t
-        .clone()
-        .env("FAILPOINTS", "restore.built=sleep(3000)")
-        .spawn(&args);
-    child.wait_for_stderr("failpoint restore.built");
-    let mut other = db.client();
-    other
-        .batch_execute(&format!(
-            "BEGIN; LOCK TABLE \"{restoring}\".members IN ACCESS SHARE MODE"
-        ))
-        .unwrap();
-    let loading = || -> Vec<i32> {
-        db.client()
-            .query(
-                "SELECT pid FROM pg_stat_activity WHERE application_name LIKE 'tenantctl%' \
-                 AND wait_event_type = 'Lock'",
-                &[],
-            )
-            .unwrap()
-            .iter()
-            .map(|r| r.get(0))
-            .collect()
-    };
-    let stuck = child.wait_for("the load waits for the other session", || {
-        let pids = loading();
+    // The restore's build of the scratch schema waits at V7; another session then takes
+    // a lock there, so the load that follows waits for it: a killed restore's session
+    // stuck there never reads from its (gone) client, and would hold the scratch schema
+    // for as long as that other session pleases.
+    let mut build = Gate::advisory(&db.url, BUILD_GATE);
+    let mut child = t.spawn(&args);
+    child.wait_until("the scratch schema's V7 waits at the gate", || {
+        !build.blocked_tenantctl().is_empty()
+    });
+    let mut other = Gate::table_lock(&db.url, &format!("\"{restoring}\".members"), "ACCESS SHARE");
+    build.open();
+    let stuck: Vec<i32> = child.wait_for("the load waits for the other session", || {
+        let pids: Vec<i32> = other.blocked_tenantctl().iter().map(|b| b.pid).collect();
         (!pids.is_empty()).then_some(pids)
     });
     child.kill();
@@ -475,7 +603,7 @@ fn a_restore_rerun_after_a_kill_ends_the_session_the_killed_restore_left_loading
             .get(0);
         left == 0
     });
-    other.batch_execute("COMMIT").unwrap();
+    other.open();
     rerun.finish().expect(0);
     assert_eq!(table_contents(&mut db.client(), &schema), data);
     assert!(

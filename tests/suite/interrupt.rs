@@ -9,16 +9,26 @@ use crate::{checks, common_json, support};
 use checks::{assert_truth, create, history_versions, registry_row};
 use common_json::{ConfigShown, Events, RunReport};
 use support::{
-    backends_running, dir_with, eventually, lock_tenant, lock_waiters, ready, Tenantctl, TestDb,
+    dir_with, eventually, lock_tenant, lock_waiters, ready, wait_at, Gate, Tenantctl, TestDb,
 };
 
 fn schema(domain: &str) -> String {
     format!("tenant_{}", domain.replace('-', "_"))
 }
 
-/// V1 is quick; V2..V5 each sleep `pg_sleep(1)` inside their transaction; their down
-/// scripts sleep `pg_sleep(1.01)`.
-fn slow_set() -> Vec<(String, String)> {
+/// The advisory lock V`v`'s up script (`up`) or down script waits for: the test holds it
+/// to keep the migration in flight.
+fn gate_key(v: i32, up: bool) -> i64 {
+    if up {
+        100 + i64::from(v)
+    } else {
+        200 + i64::from(v)
+    }
+}
+
+/// V1 is quick; V2..V5 and their down scripts each wait inside their transaction at
+/// their own gate ([`gate_key`]), which is open unless the test holds it.
+fn gated_set() -> Vec<(String, String)> {
     let mut files = vec![(
         "V1__one.sql".to_string(),
         "CREATE TABLE one (id int);\n".to_string(),
@@ -26,11 +36,14 @@ fn slow_set() -> Vec<(String, String)> {
     for v in 2..=5 {
         files.push((
             format!("V{v}__step{v}.sql"),
-            format!("CREATE TABLE step{v} (id int);\nSELECT pg_sleep(1);\n"),
+            format!(
+                "CREATE TABLE step{v} (id int);\n{}",
+                wait_at(gate_key(v, true))
+            ),
         ));
         files.push((
             format!("V{v}__step{v}.down.sql"),
-            format!("DROP TABLE step{v};\nSELECT pg_sleep(1.01);\n"),
+            format!("DROP TABLE step{v};\n{}", wait_at(gate_key(v, false))),
         ));
     }
     files
@@ -63,21 +76,29 @@ fn hold_tenant_lock(db: &TestDb, schema: &str, name: &str) -> (postgres::Client,
     (c, pid)
 }
 
-/// Once s1's history is `history` and a statement containing `sleeping` runs, one
-/// SIGINT; the run must end with exit 130.
-fn interrupt_inside(
+/// With `gate` held: once s1's history is `history` and tenantctl waits at the gate, one
+/// SIGINT; once tenantctl says it is stopping (the migration still waiting), the gate
+/// opens. The run must end with exit 130.
+fn interrupt_at(
     mut w: crate::support::Spawned,
     db: &TestDb,
+    mut gate: Gate,
     history: &[i32],
-    sleeping: &str,
     what: &str,
 ) -> crate::support::Run {
-    w.wait_for(what, || {
-        (history_versions(db, &schema("s1")) == history
-            && !backends_running(db, sleeping).is_empty())
-        .then_some(())
+    w.wait_until(what, || {
+        history_versions(db, &schema("s1")) == history
+            && gate
+                .blocked_tenantctl()
+                .iter()
+                .any(|b| b.query.contains("pg_advisory_xact_lock_shared"))
     });
     w.signal("INT");
+    w.wait_for_stderr("stopping");
+    // The signal arrived while the migration was in flight: it still waits.
+    assert_eq!(history_versions(db, &schema("s1")), history);
+    assert_eq!(gate.blocked_tenantctl().len(), 1, "{:?}", gate.blocked());
+    gate.open();
     let run = w.finish();
     run.expect(130);
     run
@@ -85,24 +106,27 @@ fn interrupt_inside(
 
 #[test]
 fn the_first_signal_stops_a_tenant_after_its_current_migration_in_upgrade_and_downgrade() {
-    let (db, t, _dir) = setup(&slow_set());
+    let (db, t, _dir) = setup(&gated_set());
     create(&t, "s1", &["--provision"]);
     create(&t, "s2", &["--provision"]);
     let s2_before = registry_row(&db, "s2");
 
-    // Upgrade: s1 goes first (concurrency 1) and is interrupted inside V2.
+    // Upgrade: s1 goes first (concurrency 1) and is interrupted while V2 waits at its
+    // gate; the gates of V3..V5 are open, so nothing but the stop keeps s1 from them.
+    let gate = Gate::advisory(&db.url, gate_key(2, true));
     let w = t.spawn(&["upgrade", "--all", "--concurrency", "1", "-o", "json"]);
-    let run = interrupt_inside(w, &db, &[1], "pg_sleep(1)", "s1 has V1 and runs V2");
+    let run = interrupt_at(w, &db, gate, &[1], "s1 has V1 and waits inside V2");
     let r: RunReport = run.json();
     let s1 = r.of("s1");
     let history = history_versions(&db, &schema("s1"));
-    let reached = *history.last().unwrap();
-    assert!(
-        (2..5).contains(&reached),
-        "s1 should stop after the migration in flight, not go on to V5: {history:?}\n{r:#?}"
+    assert_eq!(
+        history,
+        [1, 2],
+        "s1 should stop right after V2, the migration in flight\n{r:#?}"
     );
+    let reached = 2;
     assert_eq!(s1.status, "ok", "{s1:?}");
-    assert_eq!(s1.applied, history, "{s1:?}");
+    assert_eq!(s1.applied, [1, 2], "{s1:?}");
     assert_eq!(s1.to_revision, Some(reached), "{s1:?}");
     let why = s1.error.as_deref().unwrap_or("");
     assert!(
@@ -133,26 +157,25 @@ fn the_first_signal_stops_a_tenant_after_its_current_migration_in_upgrade_and_do
     assert_eq!(r.summary.failed, 0, "{r:#?}");
     assert_eq!(history_versions(&db, &schema("s1")), [1, 2, 3, 4, 5]);
 
-    // Downgrade: s1 is interrupted inside the down script of V4.
+    // Downgrade: s1 is interrupted while the down script of V4 waits at its gate.
+    let gate = Gate::advisory(&db.url, gate_key(4, false));
     let w = t.spawn(&["downgrade", "--tenant", "s1", "1", "--yes", "-o", "json"]);
-    let run = interrupt_inside(
+    let run = interrupt_at(
         w,
         &db,
+        gate,
         &[1, 2, 3, 4],
-        "pg_sleep(1.01)",
-        "s1 reverted V5 and runs the down script of V4",
+        "s1 reverted V5 and waits inside the down script of V4",
     );
     let r: RunReport = run.json();
     let s1 = r.of("s1");
-    let history = history_versions(&db, &schema("s1"));
-    let left = *history.last().unwrap();
-    assert!(
-        (2..4).contains(&left),
-        "s1 should stop after the down script in flight: {history:?}\n{r:#?}"
+    assert_eq!(
+        history_versions(&db, &schema("s1")),
+        [1, 2, 3],
+        "s1 should stop right after the down script in flight\n{r:#?}"
     );
     assert_eq!(s1.status, "ok", "{s1:?}");
-    let expected: Vec<i32> = (left + 1..=5).rev().collect();
-    assert_eq!(s1.applied, expected, "{s1:?}");
+    assert_eq!(s1.applied, [5, 4], "{s1:?}");
     assert!(
         s1.error
             .as_deref()

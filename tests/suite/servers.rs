@@ -1,8 +1,9 @@
 //! Several servers: the registry on the shared test server (`default`) and two throwaway
 //! clusters, `b` and `c`. Placement by weight, bulk runs over every server within each
-//! server's own concurrency, a server stopped in the middle (its tenants fail, nothing is
-//! written about them, the others finish; a rerun after it is back finishes), `status`
-//! and `check` across servers, and refusals for servers that are not configured.
+//! server's own concurrency (held at a gate on every server until each is seen busy up
+//! to its limit at the same moment), a server stopped in the middle (its tenants fail,
+//! nothing is written about them, the others finish; a rerun after it is back finishes),
+//! `status` and `check` across servers, and refusals for servers that are not configured.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::{AtomicBool, Ordering};
@@ -11,7 +12,7 @@ use std::sync::Arc;
 use crate::checks::registry_row;
 use crate::cluster::{Cluster, ServerCert, Setup};
 use crate::common_json::{ConfigShown, FleetStatus, RunReport};
-use crate::support::{dir_with, ready, Tenantctl, TestDb};
+use crate::support::{dir_with, ready, wait_at, Gate, Tenantctl, TestDb};
 
 pub const PASSWORD: &str = "pw-never-shown";
 
@@ -91,8 +92,7 @@ struct Fleet {
     _migrations: tempfile::TempDir,
 }
 
-/// The registry on the shared server, servers `b` and `c`, and a migration that takes a
-/// moment, so runs overlap.
+/// The registry on the shared server, servers `b` and `c`, and `files` as migrations.
 fn fleet(files: &[(&str, &str)]) -> Fleet {
     let (db, t) = ready();
     let (b, c) = (cluster(), cluster());
@@ -120,18 +120,44 @@ fn created_on(f: &Fleet, domain: &str, extra: &[&str]) -> String {
     v["tenant"]["server"].as_str().unwrap().to_string()
 }
 
-const V1: (&str, &str) = (
-    "V1__one.sql",
-    "CREATE TABLE one (id int);\nSELECT pg_sleep(0.3);\n",
-);
-const V2: (&str, &str) = (
-    "V2__two.sql",
-    "CREATE TABLE two (id int);\nSELECT pg_sleep(0.3);\n",
-);
+const V1: (&str, &str) = ("V1__one.sql", "CREATE TABLE one (id int);\n");
+const V2: (&str, &str) = ("V2__two.sql", "CREATE TABLE two (id int);\n");
+
+/// The gate a gated migration waits at, on each server (advisory locks are per
+/// database: the test holds it on the servers whose tenants it keeps in flight).
+const GATE: i64 = 7011;
+
+/// V1, waiting at [`GATE`] once its table is made.
+fn gated_v1() -> (&'static str, String) {
+    (
+        "V1__one.sql",
+        format!("CREATE TABLE one (id int);\n{}", wait_at(GATE)),
+    )
+}
+
+/// V2, waiting at [`GATE`] before it makes its table.
+fn gated_v2() -> (&'static str, String) {
+    (
+        "V2__two.sql",
+        format!("{}CREATE TABLE two (id int);\n", wait_at(GATE)),
+    )
+}
+
+/// tenantctl's sessions on a cluster now.
+fn tenantctl_sessions(c: &Cluster) -> i64 {
+    client_of(c)
+        .query_one(
+            "SELECT count(*) FROM pg_stat_activity WHERE application_name LIKE 'tenantctl %'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
 
 #[test]
 fn a_fleet_over_three_servers_is_placed_run_within_each_limit_and_checked() {
-    let f = fleet(&[V1, V2]);
+    let v1 = gated_v1();
+    let f = fleet(&[(v1.0, v1.1.as_str()), V2]);
     // Equal weights: each new tenant goes where there are fewest, ties by name with the
     // registry's server first.
     let placed: Vec<String> = (1..=6)
@@ -139,24 +165,47 @@ fn a_fleet_over_three_servers_is_placed_run_within_each_limit_and_checked() {
         .collect();
     assert_eq!(placed, ["default", "b", "c", "default", "b", "c"]);
     assert_eq!(created_on(&f, "s7", &["--server", "c"]), "c");
+    assert_eq!(created_on(&f, "s8", &["--server", "b"]), "b");
     assert!(schema_on(&mut client_of(&f.c), "tenant_s7"));
     assert!(schema_on(&mut client_of(&f.b), "tenant_s2"));
     assert!(!schema_on(&mut client_of(&f.b), "tenant_s3"));
 
+    // Every server's V1 waits at a gate held on that server, until each server is seen
+    // busy up to its own limit at the same moment: default (4) has 2 tenants, b (2) has
+    // 3, c (1) has 3.
+    let mut gates = [
+        Gate::advisory(&f.db.url, GATE),
+        Gate::advisory(&f.b.url("sslmode=disable"), GATE),
+        Gate::advisory(&f.c.url("sslmode=disable"), GATE),
+    ];
     let stop = Arc::new(AtomicBool::new(false));
     let on_b = sample_sessions(&f.b, stop.clone());
     let on_c = sample_sessions(&f.c, stop.clone());
-    let report: RunReport =
-        f.t.run(&["upgrade", "--all", "-o", "json"])
-            .expect(0)
-            .json();
+    let mut run = f.t.spawn(&["upgrade", "--all", "-o", "json"]);
+    run.wait_until(
+        "default, b and c each work on as many tenants as they may",
+        || {
+            gates
+                .iter_mut()
+                .map(|g| g.blocked_tenantctl().len())
+                .collect::<Vec<_>>()
+                == [2, 2, 1]
+        },
+    );
+    // No server has another tenant session waiting beside the ones at the gate.
+    assert_eq!(
+        (tenantctl_sessions(&f.b), tenantctl_sessions(&f.c)),
+        (2, 1),
+        "tenantctl's sessions on b and c while their limits are reached"
+    );
+    for g in gates {
+        g.open();
+    }
+    let report: RunReport = run.finish().expect(0).json();
     stop.store(true, Ordering::SeqCst);
     let (most_b, most_c) = (on_b.join().unwrap(), on_c.join().unwrap());
-    assert_eq!(report.summary.ok, 7, "{report:?}");
-    assert!(
-        (1..=2).contains(&most_b),
-        "server b ran {most_b} sessions at once"
-    );
+    assert_eq!(report.summary.ok, 8, "{report:?}");
+    assert_eq!(most_b, 2, "server b ran {most_b} sessions at once");
     assert_eq!(most_c, 1, "server c ran {most_c} sessions at once");
 
     let status: FleetStatus = f.t.run(&["status", "--all", "-o", "json"]).expect(0).json();
@@ -168,14 +217,14 @@ fn a_fleet_over_three_servers_is_placed_run_within_each_limit_and_checked() {
         .collect();
     assert_eq!(
         by_server,
-        BTreeMap::from([("b", (2, 2)), ("c", (3, 3)), ("default", (2, 2))])
+        BTreeMap::from([("b", (3, 3)), ("c", (3, 3)), ("default", (2, 2))])
     );
     f.t.run(&["check"]).expect(0);
     let only_b: RunReport =
         f.t.run(&["upgrade", "--server", "b", "-o", "json"])
             .expect(0)
             .json();
-    assert_eq!(only_b.results.len(), 2);
+    assert_eq!(only_b.results.len(), 3);
 }
 
 #[test]
@@ -325,31 +374,23 @@ fn a_frozen_server_is_given_up_on_after_connect_timeout_and_reads_go_on() {
 
 #[test]
 fn a_tenant_in_flight_when_its_server_dies_keeps_what_the_registry_knew() {
-    let slow = (
-        "V2__slow.sql",
-        "SELECT pg_sleep(3);\nCREATE TABLE two (id int);\n",
-    );
     let f = fleet(&[V1]);
     for i in 1..=3 {
         created_on(&f, &format!("k{i}"), &[]);
     }
     f.t.run(&["upgrade", "--all"]).expect(0);
-    let more = dir_with(&[V1, slow]);
+    let v2 = gated_v2();
+    let more = dir_with(&[V1, (v2.0, v2.1.as_str())]);
     let t = f.t.clone().migrations(more.path());
-    let run = t.spawn(&["upgrade", "--all", "-o", "json"]);
-    let mut c_client = client_of(&f.c);
-    crate::support::eventually("k3's V2 sleeps on server c", || {
-        c_client
-            .query_one(
-                "SELECT count(*) > 0 FROM pg_stat_activity WHERE strpos(query, 'pg_sleep(3)') > 0 \
-                 AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .unwrap()
-            .get(0)
+    // k3's V2 waits on server c at a gate held there; the server stops under it.
+    let mut gate = Gate::advisory(&f.c.url("sslmode=disable"), GATE);
+    let mut run = t.spawn(&["upgrade", "--all", "-o", "json"]);
+    run.wait_until("k3's V2 waits at the gate on server c", || {
+        gate.blocked_tenantctl().len() == 1
     });
-    drop(c_client);
+    // Stopped with the gate still held: the server goes away under the waiting V2.
     f.c.stop();
+    drop(gate);
     let done = run.finish();
     done.expect(4);
     let report: RunReport = done.json();
@@ -391,26 +432,20 @@ fn when_the_registry_goes_away_no_new_tenant_is_started() {
         ]);
         run.expect(0);
     }
-    let more = dir_with(&[
-        V1,
-        (
-            "V2__slow.sql",
-            "SELECT pg_sleep(2);\nCREATE TABLE two (id int);\n",
-        ),
-    ]);
+    let v2 = gated_v2();
+    let more = dir_with(&[V1, (v2.0, v2.1.as_str())]);
     let t = t.migrations(more.path());
-    let run = t.spawn(&["upgrade", "--all", "-o", "json"]);
-    let mut on_b = client_of(&b);
-    crate::support::eventually("the first tenant's V2 sleeps on server b", || {
-        on_b.query_one(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE strpos(query, 'pg_sleep(2)') > 0 \
-             AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get(0)
-    });
+    // The first tenant's V2 waits on server b at a gate held there while the registry
+    // stops; then it is let through.
+    let mut gate = Gate::advisory(&b.url("sslmode=disable"), GATE);
+    let mut run = t.spawn(&["upgrade", "--all", "-o", "json"]);
+    run.wait_until(
+        "the first tenant's V2 waits at the gate on server b",
+        || gate.blocked_tenantctl().len() == 1,
+    );
     registry.stop();
+    gate.open();
+    let mut on_b = client_of(&b);
     let done = run.finish();
     done.expect(4);
     let report: RunReport = done.json();

@@ -6,7 +6,7 @@
 
 use crate::checks::{create, history_versions, registry_row, relation_exists, schema_exists};
 use crate::common_json::RunReport;
-use crate::support::{backends_running, dir_with, eventually, lock_tenant, ready, TestDb};
+use crate::support::{dir_with, lock_tenant, ready, Gate, TestDb};
 
 fn sql(db: &TestDb, batch: &str) {
     db.client()
@@ -64,21 +64,26 @@ fn a_migration_that_leaves_the_session_read_only_does_not_reach_the_next_one() {
 #[test]
 fn a_migration_that_releases_the_tenant_lock_to_another_session_is_not_recorded() {
     let (db, t) = ready();
+    // The file's second statement waits at a gate the test holds, once its first has let
+    // go of the tenant's lock (each statement is its own transaction).
     let dir = dir_with(&[(
         "V1__lets_go.sql",
-        "-- tenantctl: no-transaction\nSELECT pg_advisory_unlock_all();\nSELECT pg_sleep(2);\n",
+        "-- tenantctl: no-transaction\nSELECT pg_advisory_unlock_all();\n\
+         SET lock_timeout = 0;\nSELECT pg_advisory_xact_lock(7001);\n",
     )]);
     let t = t.migrations(dir.path());
     create(&t, "l1", &["--provision"]);
-    let run = t.spawn(&["upgrade", "--tenant", "l1", "-o", "json"]);
-    // The file's second statement runs once its first has let go of the lock: then
-    // another session takes it.
-    eventually("the migration sleeps, after releasing the lock", || {
-        !backends_running(&db, "pg_sleep(2)").is_empty()
-    });
+    let mut gate = Gate::advisory(&db.url, 7001);
+    let mut run = t.spawn(&["upgrade", "--tenant", "l1", "-o", "json"]);
+    run.wait_until(
+        "the migration waits at the gate, after releasing the lock",
+        || !gate.blocked_tenantctl().is_empty(),
+    );
     assert!(!tenant_lock_held(&db, "tenant_l1"));
+    // Another session takes the lock while the migration is still in flight.
     let mut other = db.client();
     lock_tenant(&mut other, "tenant_l1");
+    gate.open();
     let done = run.finish();
     done.expect(1);
     let report: RunReport = done.json();

@@ -13,7 +13,7 @@ use crate::checks::{create, expect_error, schema_exists, seed_example, table_con
 use crate::cluster::Cluster;
 use crate::common_json::{Events, ServerMovePlan, ServerMoved};
 use crate::servers::{client_of, cluster, schema_on, url_of, PASSWORD};
-use crate::support::{ready, Tenantctl, TestDb};
+use crate::support::{ready, waits_for_tenantctl, Gate, Tenantctl, TestDb};
 
 /// The registry's database (`default`), server `b`, and the config naming `b`.
 struct Two {
@@ -268,8 +268,40 @@ fn a_tenant_moves_with_its_data_identity_and_triggers_and_the_old_copy_is_droppe
     assert!(m.message.contains(&kept[0]), "{}", m.message);
 }
 
-/// Members for the tenants whose copy must take a moment.
+/// Members for the tenant killed during its copy: enough for the copy to take a moment.
 const BIG: i64 = 300_000;
+
+/// Members for the tenants whose move a gate holds between its fence and its commit.
+const SOME: i64 = 2_000;
+
+/// A writer on `db` inserting one member into `schema` on a thread: its backend's pid,
+/// and the thread, which answers with the error's SQLSTATE and message.
+#[allow(clippy::type_complexity)]
+fn late_writer(
+    db: &TestDb,
+    schema: &str,
+) -> (
+    i32,
+    std::thread::JoinHandle<Result<u64, (Option<String>, String)>>,
+) {
+    let (pid_tx, pid_rx) = mpsc::channel();
+    let url = db.url.clone();
+    let insert = format!(
+        "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('late', 'writer')"
+    );
+    let writer = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
+        pid_tx.send(pid).unwrap();
+        c.execute(&insert, &[]).map_err(|e| {
+            (
+                e.as_db_error().map(|d| d.code().code().to_string()),
+                e.to_string(),
+            )
+        })
+    });
+    (pid_rx.recv().unwrap(), writer)
+}
 
 /// Whether another session holds the write fence (an `EXCLUSIVE` lock) on `members`.
 fn fenced(c: &mut postgres::Client, schema: &str) -> bool {
@@ -287,41 +319,21 @@ fn fenced(c: &mut postgres::Client, schema: &str) -> bool {
 #[test]
 fn writes_on_the_source_wait_during_the_copy_then_fail_and_reads_go_on() {
     let f = two();
-    let schema = tenant(&f, "busy", BIG);
+    let schema = tenant(&f, "busy", SOME);
     let before = table_contents(&mut f.db.client(), &schema);
     let mut watch = f.db.client();
+    // The move's fence holds until the old copy's rename commits: a gate holds the rename.
+    let mut gate = Gate::schema_rename(&f.db.url, &schema);
     let mut child =
         f.t.spawn(&["tenant", "move", "busy", "--to", "b", "--yes", "-o", "json"]);
     child.wait_until("the source's tables are fenced", || {
         fenced(&mut watch, &schema)
     });
 
-    // A writer on the source: it waits.
-    let (pid_tx, pid_rx) = mpsc::channel();
-    let url = f.db.url.clone();
-    let insert = format!(
-        "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('late', 'writer')"
-    );
-    let writer = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        let pid: i32 = c.query_one("SELECT pg_backend_pid()", &[]).unwrap().get(0);
-        pid_tx.send(pid).unwrap();
-        c.execute(&insert, &[]).map_err(|e| {
-            (
-                e.as_db_error().map(|d| d.code().code().to_string()),
-                e.to_string(),
-            )
-        })
-    });
-    let writer_pid = pid_rx.recv().unwrap();
-    child.wait_until("the writer waits for a lock", || {
-        watch
-            .query_one(
-                "SELECT coalesce(wait_event_type = 'Lock', false) FROM pg_stat_activity WHERE pid = $1",
-                &[&writer_pid],
-            )
-            .unwrap()
-            .get(0)
+    // A writer on the source: it waits for the fence.
+    let (writer_pid, writer) = late_writer(&f.db, &schema);
+    child.wait_until("the writer waits for the move's fence", || {
+        waits_for_tenantctl(&mut watch, writer_pid)
     });
     // A reader on the source: it answers while the move still runs and the writer waits.
     let mut reader = f.db.client();
@@ -333,11 +345,15 @@ fn writes_on_the_source_wait_during_the_copy_then_fail_and_reads_go_on() {
         .unwrap()
         .get(0);
     assert_eq!(seen, before["members"].0);
-    assert!(
-        child.running(),
-        "the copy ended before the read could be checked against it; make it bigger"
-    );
+    // The copy is done and the move waits to rename the old copy, the writer still held.
+    child.wait_until("the move waits at the gate to rename the old copy", || {
+        gate.blocked_tenantctl()
+            .iter()
+            .any(|b| b.query.contains("RENAME"))
+    });
     assert!(!writer.is_finished(), "the writer was not held back");
+    assert!(waits_for_tenantctl(&mut watch, writer_pid));
+    gate.open();
 
     let run = child.finish();
     run.expect(0);
@@ -638,9 +654,11 @@ fn refused_moves_change_nothing() {
 #[test]
 fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_it() {
     let f = two();
-    let schema = tenant(&f, "rd", BIG);
+    let schema = tenant(&f, "rd", SOME);
     let before = table_contents(&mut f.db.client(), &schema);
     let mut watch = f.db.client();
+    // The move's fence holds until the old copy's rename commits: a gate holds the rename.
+    let mut gate = Gate::schema_rename(&f.db.url, &schema);
     let mut child =
         f.t.spawn(&["tenant", "move", "rd", "--to", "b", "--yes", "-o", "json"]);
     child.wait_until("the source's tables are fenced", || {
@@ -652,15 +670,22 @@ fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_i
     reader
         .batch_execute(&format!("BEGIN; SELECT count(*) FROM \"{schema}\".members"))
         .unwrap();
-    let url = f.db.url.clone();
-    let insert = format!(
-        "INSERT INTO \"{schema}\".members (first_name, last_name) VALUES ('late', 'writer')"
-    );
-    let writer = std::thread::spawn(move || {
-        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-        c.execute(&insert, &[])
-            .map_err(|e| e.as_db_error().map(|d| d.code().code().to_string()))
+    // A write that waits for the fence, seen waiting before the move may go on.
+    let (writer_pid, writer) = late_writer(&f.db, &schema);
+    child.wait_until("the writer waits for the move's fence", || {
+        waits_for_tenantctl(&mut watch, writer_pid)
     });
+    child.wait_until("the move waits at the gate to rename the old copy", || {
+        gate.blocked_tenantctl()
+            .iter()
+            .any(|b| b.query.contains("RENAME"))
+    });
+    assert!(
+        waits_for_tenantctl(&mut watch, writer_pid),
+        "the waiting write was let through before the old copy was renamed: {:?}",
+        writer.is_finished().then(|| writer.join().unwrap())
+    );
+    gate.open();
     let run = child.finish();
     run.expect(0);
     let m = moved(&run);
@@ -668,11 +693,11 @@ fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_i
     // the reader was still there.
     assert!(m.source_kept, "{m:?}");
     assert!(m.message.contains("instead of dropped"), "{}", m.message);
-    let code = writer
+    let (code, message) = writer
         .join()
         .unwrap()
         .expect_err("the late write succeeded");
-    assert_eq!(code.as_deref(), Some("42P01"));
+    assert_eq!(code.as_deref(), Some("42P01"), "{message}");
     reader.batch_execute("COMMIT").unwrap();
     assert_eq!(identity(&f.db, "rd").4, "b");
     assert!(journal(&f.db).is_empty());

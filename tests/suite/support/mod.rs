@@ -1,6 +1,8 @@
 //! Test support: a fresh PostgreSQL database per test, migration directories, the one
 //! runner for the real binary (`run`) and what the server shows while it runs (`probes`).
 //!
+//! Gates (`gates`) hold tenantctl at an exact point until the test lets it go.
+//!
 //! The server comes from `TENANTCTL_TEST_ADMIN_URL` (set by `scripts/with-postgres`),
 //! else `postgres://postgres@127.0.0.1:5432/postgres`. A test that cannot create its
 //! database panics with the reason: database tests never skip.
@@ -8,11 +10,15 @@
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
+mod gates;
 mod probes;
 mod run;
 
+pub use gates::{wait_at, Gate};
+
 pub use probes::{
     backends_running, closed_port, eventually, lock_tenant, lock_waiters, unlock_tenant,
+    waits_for_tenantctl,
 };
 pub use run::{bare, scrub, tenantctl, Run, Spawned, Tenantctl, DEADLINE};
 

@@ -1,5 +1,5 @@
 //! What the server sees while tenantctl runs: backends running a statement, sessions
-//! waiting for a tenant's lock, tenant locks taken by the test itself (with the key
+//! waiting for a tenant's lock or for a lock tenantctl holds, tenant locks taken by the test itself (with the key
 //! tenantctl computes, `tenantctl::db::lock_key`), and a poll with a deadline for
 //! conditions that do not depend on a running child.
 
@@ -40,6 +40,19 @@ pub fn backends_running(db: &TestDb, needle: &str) -> Vec<(i32, Option<String>)>
         .iter()
         .map(|r| (r.get(0), r.get(1)))
         .collect()
+}
+
+/// Whether session `pid` waits for a lock that a tenantctl session holds (or waits for
+/// ahead of it), as `pg_blocking_pids` sees it; `c` is any session on the same server.
+pub fn waits_for_tenantctl(c: &mut postgres::Client, pid: i32) -> bool {
+    c.query_one(
+        "SELECT EXISTS (SELECT 1 FROM pg_stat_activity w JOIN pg_stat_activity t \
+             ON t.pid = ANY (pg_blocking_pids(w.pid)) \
+         WHERE w.pid = $1 AND w.wait_event_type = 'Lock' AND t.application_name LIKE 'tenantctl%')",
+        &[&pid],
+    )
+    .unwrap()
+    .get(0)
 }
 
 /// The two keys of `schema`'s tenant lock, as tenantctl takes it.
