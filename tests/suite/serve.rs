@@ -2049,3 +2049,99 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
         began.elapsed()
     );
 }
+
+#[test]
+fn a_body_with_a_duplicate_key_is_refused_on_every_route_that_takes_one() {
+    let (db, t) = ready();
+    create(&t, "gamma", &["--provision"]);
+    create(&t, "delta", &["--migrate"]);
+    let s = start(&t);
+    let raw = |text: &str| Some(text.as_bytes().to_vec());
+    let cases = vec![
+        case(
+            "create: domain twice",
+            "POST",
+            "/api/tenants/",
+            raw(r#"{"tenant_name": "Dup", "domain": "dup-one", "domain": "dup-two"}"#),
+            422,
+        ),
+        case(
+            "create: the second spelled with an escape",
+            "POST",
+            "/api/tenants/",
+            raw(r#"{"tenant_name": "Dup", "domain": "dup-one", "\u0064omain": "dup-two"}"#),
+            422,
+        ),
+        case(
+            "create: a flag twice",
+            "POST",
+            "/api/tenants/",
+            raw(
+                r#"{"tenant_name": "Dup", "domain": "dup-three", "provision_schema": false, "provision_schema": true}"#,
+            ),
+            422,
+        ),
+        case(
+            "provision: tenant_id twice",
+            "POST",
+            "/api/tenants/provision-schema",
+            raw(r#"{"tenant_id": "gamma", "tenant_id": "delta", "force_recreate": true}"#),
+            422,
+        ),
+        case(
+            "run-migrations: force twice",
+            "POST",
+            "/api/tenants/run-migrations",
+            raw(r#"{"tenant_id": "delta", "target_revision": 0, "force": false, "force": true}"#),
+            422,
+        ),
+        case(
+            "run-migrations: target twice",
+            "POST",
+            "/api/tenants/run-migrations",
+            raw(r#"{"tenant_id": "gamma", "target_revision": 1, "target_revision": "head"}"#),
+            422,
+        ),
+        case(
+            "fleet upgrade: concurrency twice",
+            "POST",
+            "/api/fleet/upgrade",
+            raw(r#"{"concurrency": 1, "concurrency": 2}"#),
+            422,
+        ),
+        case(
+            "a duplicate key nested in a value",
+            "POST",
+            "/api/tenants/run-migrations",
+            raw(r#"{"tenant_id": "gamma", "target_revision": {"v": 1, "v": 2}}"#),
+            422,
+        ),
+        case(
+            "a duplicate key deep in an array",
+            "POST",
+            "/api/fleet/upgrade",
+            raw(r#"{"target_revision": [[{"a": {"b": 1, "b": 1}}]]}"#),
+            422,
+        ),
+    ];
+    refused(&db, &s, &cases);
+    // Each says which key was given twice.
+    for c in &cases {
+        let r = s.call(
+            c.method,
+            &c.path,
+            &[
+                ("Authorization", &format!("Bearer {TOKEN}")),
+                ("Content-Type", "application/json"),
+            ],
+            c.body.as_deref(),
+        );
+        assert!(r.body.contains("duplicate"), "{}: {}", c.label, r.body);
+    }
+    // The same bodies without the duplicate still work.
+    s.post(
+        "/api/tenants/",
+        &json!({"tenant_name": "Dup", "domain": "dup-one", "provision_schema": false}),
+    )
+    .expect(201);
+}
