@@ -78,6 +78,28 @@ pub async fn select(registry: &Registry<'_>, selection: &Selection) -> Result<Ve
             .await?
     } else {
         let named = registry.find_many(&selection.tenants).await?;
+        // `--server` with `--tenant`: a named tenant elsewhere is a mistake to say, not
+        // one to drop silently.
+        if let Some(server) = &selection.server {
+            let elsewhere: Vec<String> = named
+                .iter()
+                .filter(|t| &t.server != server)
+                .map(|t| {
+                    format!(
+                        "tenant {} is on server {}",
+                        t.domain,
+                        crate::ident::shown(&t.server)
+                    )
+                })
+                .collect();
+            if !elsewhere.is_empty() {
+                return Err(Error::usage(format!(
+                    "{}, not on server {} that --server names; drop --server, or name that server; nothing was done",
+                    crate::error::listed(&elsewhere, 10),
+                    crate::ident::shown(server)
+                )));
+            }
+        }
         named
             .into_iter()
             .filter(|t| {
