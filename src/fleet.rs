@@ -4,10 +4,8 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::Client;
-
 use crate::config::Settings;
-use crate::db;
+use crate::db::{self, Client};
 use crate::error::Error;
 use crate::inspect::{self, TenantStatus};
 use crate::interrupt::Interrupt;
@@ -336,18 +334,25 @@ pub async fn statuses(
         let status = match status {
             Some(status) => status,
             None => {
-                // Its server could not be reached: what the registry last saw, and why.
+                // Its server could not be reached: what the registry last saw, and why
+                // (the error names the server).
                 let why = unreachable
                     .iter()
                     .find(|(s, _)| *s == t.server)
                     .map_or_else(
-                        || "its schema was not observed".to_string(),
+                        || {
+                            format!(
+                                "the schema on server {} was not observed",
+                                crate::ident::shown(&t.server)
+                            )
+                        },
                         |(_, e)| e.to_string(),
                     );
                 let unknown = SchemaState {
                     schema_exists: t.schema_provisioned,
                     history_exists: false,
-                    history: Err(format!("server {} could not be reached: {why}", t.server)),
+                    history: Err(why),
+                    unreachable: true,
                 };
                 let mut status = inspect::tenant_status(t, &unknown, set);
                 // Nothing was read: what the registry last saw stands.

@@ -178,6 +178,8 @@ impl Tenant {
 /// A handle on the registry in one schema, over one connection.
 pub struct Registry<'a> {
     client: &'a Client,
+    /// The same connection, for reads (bounded on a connection tenantctl opened).
+    reads: &'a dyn db::Reads,
     schema: &'a str,
     tables: Tables,
 }
@@ -307,7 +309,7 @@ impl Shape {
 
 /// Reads, in one catalog query, which registry tables exist and which of the columns this
 /// binary needs are missing or of another type.
-async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
+async fn shape<C: db::Reads + ?Sized>(client: &C, schema: &str) -> Result<Shape, Error> {
     let mut rels = Vec::new();
     let mut tables = Vec::new();
     let mut columns = Vec::new();
@@ -320,8 +322,10 @@ async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
             types.push(ty.to_string());
         }
     }
-    let row = client
-        .query_one(
+    let row = db::read(
+        client,
+        "looking for the tenant registry",
+        client.pg().query_one(
             "SELECT current_database(), \
              ARRAY(SELECT DISTINCT e.tbl FROM unnest($1::text[], $2::text[]) AS e(rel, tbl) \
                    WHERE to_regclass(e.rel) IS NULL), \
@@ -336,9 +340,9 @@ async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
                      AND (a.attnum IS NULL OR format_type(a.atttypid, NULL) <> e.typ) \
                    ORDER BY e.n)",
             &[&rels, &tables, &columns, &types],
-        )
-        .await
-        .map_err(query_error("looking for the tenant registry"))?;
+        ),
+    )
+    .await?;
     let missing: Vec<String> = row.get(1);
     Ok(Shape {
         dbname: row.get(0),
@@ -352,18 +356,18 @@ async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
 }
 
 /// The registry version recorded in its history table (0 when empty).
-async fn recorded_version(client: &Client, schema: &str) -> Result<i32, Error> {
-    let version: Option<i32> = client
-        .query_one(
-            &format!(
-                "SELECT max(version) FROM {}",
-                qualified(schema, HISTORY_TABLE)
-            ),
-            &[],
-        )
-        .await
-        .map_err(query_error("reading the registry version"))?
-        .get(0);
+async fn recorded_version<C: db::Reads + ?Sized>(client: &C, schema: &str) -> Result<i32, Error> {
+    let sql = format!(
+        "SELECT max(version) FROM {}",
+        qualified(schema, HISTORY_TABLE)
+    );
+    let version: Option<i32> = db::read(
+        client,
+        "reading the registry version",
+        client.pg().query_one(&sql, &[]),
+    )
+    .await?
+    .get(0);
     Ok(version.unwrap_or(0))
 }
 
@@ -478,7 +482,7 @@ impl<'a> Registry<'a> {
     /// missing or older than this binary needs, and with exit 3 naming the table and
     /// column when a column this binary needs is missing or of another type (one catalog
     /// query). A registry newer than this binary is fine while those columns are there.
-    pub async fn open(client: &'a Client, schema: &'a str) -> Result<Registry<'a>, Error> {
+    pub async fn open<C: db::Reads>(client: &'a C, schema: &'a str) -> Result<Registry<'a>, Error> {
         let found = shape(client, schema).await?;
         if !found.has("tenants") && !found.has(HISTORY_TABLE) {
             return Err(Error::setup(format!(
@@ -502,7 +506,8 @@ impl<'a> Registry<'a> {
             return Err(damaged(schema, Some(version), &found.problems()));
         }
         Ok(Registry {
-            client,
+            client: client.pg(),
+            reads: client,
             schema,
             tables: Tables::new(schema),
         })
@@ -543,11 +548,7 @@ impl<'a> Registry<'a> {
             "SELECT domain FROM {} WHERE {column} = $1",
             self.tables.tenants
         );
-        let row = self
-            .client
-            .query_opt(&sql, &[&value])
-            .await
-            .map_err(query_error(doing))?;
+        let row = db::read(self.reads, doing, self.client.query_opt(&sql, &[&value])).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -557,11 +558,12 @@ impl<'a> Registry<'a> {
             "SELECT server, count(*) FROM {} GROUP BY server",
             self.tables.tenants
         );
-        let rows = self
-            .client
-            .query(&sql, &[])
-            .await
-            .map_err(query_error("counting tenants per server"))?;
+        let rows = db::read(
+            self.reads,
+            "counting tenants per server",
+            self.client.query(&sql, &[]),
+        )
+        .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -625,11 +627,12 @@ impl<'a> Registry<'a> {
             "SELECT {COLUMNS} FROM {} WHERE domain = ANY($1) OR schema_name = ANY($1) OR id = ANY($2)",
             self.tables.tenants
         );
-        let rows = self
-            .client
-            .query(&sql, &[&references, &ids])
-            .await
-            .map_err(query_error("looking up tenants"))?;
+        let rows = db::read(
+            self.reads,
+            "looking up tenants",
+            self.client.query(&sql, &[&references, &ids]),
+        )
+        .await?;
         let tenants: Vec<Tenant> = rows.iter().map(Tenant::from_row).collect();
         let mut out: Vec<Tenant> = Vec::new();
         let mut unknown = Vec::new();
@@ -679,15 +682,13 @@ impl<'a> Registry<'a> {
         use tokio_postgres::types::Type;
         let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] =
             [(&tenant_type, Type::TEXT), (&status, Type::TEXT)];
-        let rows = self
-            .client
-            .query_typed_raw(&sql, params)
-            .await
-            .map_err(query_error("listing tenants"))?;
-        rows.map_ok(|row| Tenant::from_row(&row))
-            .try_collect()
-            .await
-            .map_err(query_error("listing tenants"))
+        let listed = async {
+            let rows = self.client.query_typed_raw(&sql, params).await?;
+            rows.map_ok(|row| Tenant::from_row(&row))
+                .try_collect()
+                .await
+        };
+        db::read(self.reads, "listing tenants", listed).await
     }
 
     /// Brings the cached columns of these tenants in line with what was observed, in one
@@ -772,9 +773,10 @@ impl<'a> Registry<'a> {
              AND (NOT $3 OR status = 'failed') ORDER BY id DESC LIMIT $4",
             self.tables.events
         );
-        let rows = self
-            .client
-            .query(
+        let rows = db::read(
+            self.reads,
+            "reading the run ledger",
+            self.client.query(
                 &sql,
                 &[
                     &filter.tenant_id,
@@ -782,9 +784,9 @@ impl<'a> Registry<'a> {
                     &filter.failed_only,
                     &filter.limit,
                 ],
-            )
-            .await
-            .map_err(query_error("reading the run ledger"))?;
+            ),
+        )
+        .await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -1101,17 +1103,16 @@ pub struct MoveJournal {
 impl Registry<'_> {
     /// The unfinished move of tenant `id`, if there is one.
     pub async fn move_journal(&self, id: i64) -> Result<Option<MoveJournal>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "SELECT from_server, to_server, schema_name, keep_source, phase FROM {} WHERE tenant_id = $1",
-                    self.tables.moves
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(query_error("reading the tenant's unfinished move"))?;
+        let sql = format!(
+            "SELECT from_server, to_server, schema_name, keep_source, phase FROM {} WHERE tenant_id = $1",
+            self.tables.moves
+        );
+        let row = db::read(
+            self.reads,
+            "reading the tenant's unfinished move",
+            self.client.query_opt(&sql, &[&id]),
+        )
+        .await?;
         Ok(row.map(|r| MoveJournal {
             from_server: r.get(0),
             to_server: r.get(1),

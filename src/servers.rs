@@ -29,7 +29,7 @@ impl Servers {
             .servers
             .iter()
             .map(|s| {
-                let target = Target::resolve(&settings.for_server(s), env)?;
+                let target = Target::resolve(&settings.for_server(s), env)?.named(&s.name);
                 Ok((s.clone(), target))
             })
             .collect::<Result<Vec<_>, Error>>()?;

@@ -26,9 +26,9 @@
 
 use std::time::Instant;
 
+use crate::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio_postgres::Client;
 
 use crate::data::{self, export, load, stream};
 use crate::error::Error;
@@ -176,7 +176,7 @@ pub(crate) async fn preflight(
     let mut source = cx.servers.target(&tenant.server)?.connect().await?;
     let target = cx.servers.target(to)?.connect().await?;
     let ours = journal.is_some_and(|j| j.to_server == to && j.phase == "copying");
-    if !ours && crate::dependents::contents(&target, schema).await?.exists {
+    if !ours && crate::dependents::contents(&*target, schema).await?.exists {
         return Err(Error::refused(format!(
             "schema {} already exists on server {to}; a tenant's copy cannot go there; nothing was changed",
             quote(schema)
@@ -474,7 +474,7 @@ async fn copy_and_switch(
 
 /// Refuses, in the source's transaction, when objects outside `schema` depend on it.
 pub(crate) async fn refuse_dependents(client: &Client, schema: &str) -> Result<(), Error> {
-    let blocking = crate::dependents::outside(client, schema).await?;
+    let blocking = crate::dependents::outside(&**client, schema).await?;
     if blocking.is_empty() {
         return Ok(());
     }
@@ -504,7 +504,7 @@ pub(crate) async fn fence(
 ) -> Result<Option<String>, tokio_postgres::Error> {
     // Something outside the schema that came to depend on it during the copy would go
     // with a drop: the copy is kept, renamed, instead.
-    let blocking = match crate::dependents::outside(client, schema).await {
+    let blocking = match crate::dependents::outside(&**client, schema).await {
         Ok(b) => !b.is_empty(),
         Err(_) => true,
     };
@@ -574,7 +574,7 @@ pub(crate) async fn finish_switched(
     started: Instant,
 ) -> Result<Moved, Error> {
     let source = cx.servers.target(&j.from_server)?.connect().await?;
-    let exists = crate::dependents::contents(&source, &j.schema_name)
+    let exists = crate::dependents::contents(&*source, &j.schema_name)
         .await?
         .exists;
     let mut kept = None;

@@ -23,8 +23,8 @@
 
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use time::OffsetDateTime;
-use tokio_postgres::Client;
 
 use crate::data::{self, catalog, export, moving};
 use crate::db::query_error;

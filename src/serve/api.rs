@@ -442,17 +442,12 @@ async fn migration_status_body(
     let mut tenants = vec![find(&registry, &tenant_id).await?];
     let st = crate::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
         .await?;
-    let placement = match state.ctx.connect_to(&tenants[0].server).await {
-        Ok(Some(remote)) => crate::citus::placement(&remote, &tenants[0].schema_name)
-            .await
-            .ok()
-            .flatten(),
-        Ok(None) => crate::citus::placement(lease.client(), &tenants[0].schema_name)
-            .await
-            .ok()
-            .flatten(),
-        Err(_) => None,
-    };
+    let placement = state
+        .ctx
+        .placement(lease.client(), &tenants[0], &st[0])
+        .await
+        .ok()
+        .flatten();
     let doc = serde_json::to_value(crate::commands::status::OneStatus {
         status: &st[0],
         placement,

@@ -24,7 +24,7 @@ use support::{
 };
 
 /// The bearer token every test's service runs with.
-const TOKEN: &str = "serve-test-token-5d1c9e7a40b2";
+pub(crate) const TOKEN: &str = "serve-test-token-5d1c9e7a40b2";
 
 /// The head revision of a migrations directory: its highest `V<n>__` up script.
 fn head_of(dir: &Path) -> i32 {
@@ -48,15 +48,15 @@ fn upto(n: i32) -> Vec<i32> {
 
 /// One HTTP answer.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Resp {
     /// Asserts the status, showing the body when it differs.
-    fn expect(&self, status: u16) -> &Resp {
+    pub(crate) fn expect(&self, status: u16) -> &Resp {
         assert_eq!(
             self.status, status,
             "unexpected status; body: {}",
@@ -66,7 +66,7 @@ impl Resp {
     }
 
     /// The body as exactly the given document.
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(&self.body).unwrap_or_else(|e| {
             panic!(
                 "the body is not the expected JSON ({e}): {} {}",
@@ -85,7 +85,7 @@ impl Resp {
 }
 
 /// A running `tenantctl serve`, killed when dropped (its [`Spawned`] does that).
-struct Server {
+pub(crate) struct Server {
     child: Spawned,
     base: String,
     agent: ureq::Agent,
@@ -93,7 +93,7 @@ struct Server {
 
 /// Starts `tenantctl serve --listen 127.0.0.1:0` with [`TOKEN`] and waits until it says
 /// where it listens.
-fn start(t: &Tenantctl) -> Server {
+pub(crate) fn start(t: &Tenantctl) -> Server {
     let mut child =
         t.clone()
             .env("TENANTCTL_API_TOKEN", TOKEN)
@@ -163,7 +163,7 @@ impl Server {
     }
 
     /// `GET path` with the token.
-    fn get(&self, path: &str) -> Resp {
+    pub(crate) fn get(&self, path: &str) -> Resp {
         let auth = format!("Bearer {TOKEN}");
         self.call("GET", path, &[("Authorization", &auth)], None)
     }
@@ -174,7 +174,7 @@ impl Server {
     }
 
     /// `POST path` with the token and a JSON body.
-    fn post(&self, path: &str, body: &Value) -> Resp {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> Resp {
         let auth = format!("Bearer {TOKEN}");
         self.call(
             "POST",

@@ -9,11 +9,13 @@ use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod probes;
+mod proxy;
 mod run;
 
 pub use probes::{
     backends_running, closed_port, eventually, lock_tenant, lock_waiters, unlock_tenant,
 };
+pub use proxy::{Proxy, Then};
 pub use run::{bare, scrub, tenantctl, Run, Spawned, Tenantctl, DEADLINE};
 
 /// The maintenance connection used to create and drop test databases.
