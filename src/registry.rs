@@ -53,6 +53,20 @@ pub fn first_migration() -> (String, u64) {
     (m.name().to_string(), m.checksum())
 }
 
+/// The registry's migrations after the first, each as (version, name, refinery's
+/// checksum, SQL), for an adoption that applies them in its own transaction. Their SQL
+/// runs with `search_path` set to the registry schema.
+pub fn later_migrations() -> Vec<(i32, String, u64, &'static str)> {
+    MIGRATIONS[1..]
+        .iter()
+        .map(|(name, sql)| {
+            let m = refinery::Migration::unapplied(name, sql)
+                .expect("embedded registry migration names are valid");
+            (m.version(), m.name().to_string(), m.checksum(), *sql)
+        })
+        .collect()
+}
+
 /// The registry version this binary needs.
 pub fn latest_version() -> i32 {
     MIGRATIONS.len() as i32
@@ -371,6 +385,15 @@ async fn recorded_version<C: db::Reads + ?Sized>(client: &C, schema: &str) -> Re
     Ok(version.unwrap_or(0))
 }
 
+/// The error for the original service's table where the registry should be: it is not
+/// damaged, it is to be adopted.
+fn original_table(schema: &str) -> Error {
+    Error::setup(format!(
+        "schema {} holds the original service's tenants table (API keys in plain text, no tenantctl history); `tenantctl adopt alembic --map FILE` takes it over (see the README's \"Adopting a running Alembic system\"); nothing was changed",
+        quote(schema)
+    ))
+}
+
 /// The error for a registry whose tables were changed outside tenantctl.
 fn damaged(schema: &str, version: Option<i32>, problems: &[String]) -> Error {
     let at = version.map_or(String::new(), |v| format!(" (at version {v})"));
@@ -415,10 +438,7 @@ async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Er
         None
     };
     if before.is_none() && crate::adopt::is_original(client, schema).await? {
-        return Err(Error::setup(format!(
-            "schema {} holds the original service's tenants table (API keys in plain text, no tenantctl history); `tenantctl adopt alembic --map FILE` takes it over (see the README's \"Adopting a running Alembic system\"); nothing was changed",
-            quote(schema)
-        )));
+        return Err(original_table(schema));
     }
     if before.is_none() && (found.has("tenants") || found.has(HISTORY_TABLE)) {
         // A registry without a readable history: not one init can build on.
@@ -492,6 +512,9 @@ impl<'a> Registry<'a> {
             )));
         }
         if !found.history_readable() {
+            if crate::adopt::is_original(client.pg(), schema).await? {
+                return Err(original_table(schema));
+            }
             return Err(damaged(schema, None, &found.problems()));
         }
         let version = recorded_version(client, schema).await?;
