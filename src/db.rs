@@ -142,6 +142,13 @@ impl Target {
         })
     }
 
+    /// This target with its connections' reads bounded by `limit` instead of
+    /// `run.read_timeout`.
+    pub fn with_read_timeout(mut self, limit: Duration) -> Target {
+        self.read_timeout = limit;
+        self
+    }
+
     /// This target as the configured server `name`: its errors name the server.
     pub fn named(mut self, name: &str) -> Target {
         self.server = Some(name.to_string());

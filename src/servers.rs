@@ -36,6 +36,17 @@ impl Servers {
         Ok(Servers { list })
     }
 
+    /// These servers with their reads bounded by `limit` (see [`crate::db::read`]).
+    pub fn with_read_timeout(self, limit: std::time::Duration) -> Servers {
+        Servers {
+            list: self
+                .list
+                .into_iter()
+                .map(|(s, t)| (s, t.with_read_timeout(limit)))
+                .collect(),
+        }
+    }
+
     /// Every server, `default` first, then by name.
     pub fn iter(&self) -> impl Iterator<Item = &(Server, Target)> {
         self.list.iter()

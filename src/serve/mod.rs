@@ -35,6 +35,11 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 /// How long a request that is not a migration may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
 
+/// The longest the service waits for one of its own reads of a server (when
+/// `run.read_timeout` is not shorter): a third of [`REQUEST_TIMEOUT`], so that a request
+/// reports a server that stopped answering rather than time out as a whole.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
+
 /// How long a client has to send a request's headers (also the longest a kept-alive
 /// connection waits idle for its next request).
 pub const HEADER_TIMEOUT: Duration = Duration::from_secs(10);

@@ -825,3 +825,43 @@ fn every_command_names_a_server_that_cannot_be_reached_by_its_configured_name() 
     assert_eq!(registry_row(&f.db, "n2"), before, "n2's row was written");
     f.c.start_again();
 }
+
+#[test]
+fn the_service_reports_a_server_that_stops_answering_within_its_request_time() {
+    let f = fleet(&[V1]);
+    created_on(&f, "w1", &["--server", "b"]);
+    created_on(&f, "w2", &["--server", "c"]);
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let proxy = Proxy::to(f.c.port);
+    // run.read_timeout stays at its default, longer than a request may take.
+    reconfigure(&f, &through(proxy.port), "");
+    proxy.after(0, Then::Freeze);
+    let s = crate::serve::start(&f.t.clone().env("TENANTCTL_API_TOKEN", crate::serve::TOKEN));
+    let r = s.get("/api/fleet/status");
+    r.expect(200);
+    let st: FleetStatus = r.json();
+    assert_eq!(
+        (st.summary.unreachable, st.summary.at_head),
+        (1, 1),
+        "{:?}",
+        st.summary
+    );
+    let e = status_of(&st, "w2")
+        .history_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        e.contains("server \"c\"") && e.contains("did not answer within 10s"),
+        "{e}"
+    );
+    let r = s.get("/api/tenants/w2/migration-status");
+    r.expect(200);
+    let v: serde_json::Value = r.json();
+    assert!(
+        v["history_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server \"c\"")),
+        "{v}"
+    );
+    assert!(proxy.withheld() > 0);
+}
