@@ -732,10 +732,14 @@ impl<'a> Registry<'a> {
              OR t.migrations_applied IS DISTINCT FROM (u.r IS NOT NULL))",
             t = self.tables.tenants
         );
-        self.client
-            .execute(&sql, &[&ids, &exists, &current])
-            .await
-            .map_err(query_error("refreshing the registry's cached columns"))
+        // Bounded as a read: a best-effort refresh of what was just observed must not
+        // hold a reading command on a registry that stopped answering.
+        db::read(
+            self.reads,
+            "refreshing the registry's cached columns",
+            self.client.execute(&sql, &[&ids, &exists, &current]),
+        )
+        .await
     }
 
     /// Replaces a tenant's API key hash and prefix. Returns the updated row.

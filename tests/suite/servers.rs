@@ -660,14 +660,15 @@ fn a_registry_that_hangs_once_connected_is_given_up_on_and_read_timeout_is_valid
         .url(&registry.url("sslmode=disable"))
         .migrations(migrations.path());
     t.run(&["init"]).expect(0);
-    crate::checks::create(&t, "fr1", &["--provision"]);
+    crate::checks::create(&t, "fr1", &["--migrate"]);
     let frozen = t
         .clone()
         .url(&through(proxy.port))
         .env("TENANTCTL_READ_TIMEOUT", "2s");
     // Frozen at each of the first requests a command makes: the pooler check, the
-    // registry's shape, the registry's rows, the fleet's schemas.
-    for requests in 0..4 {
+    // registry's shape and version, the registry's rows, the fleet's schemas and
+    // histories, the refresh of the registry's cache.
+    for requests in 0..12 {
         proxy.after(requests, Then::Freeze);
         for args in [
             &["status", "--all"][..],
@@ -678,8 +679,9 @@ fn a_registry_that_hangs_once_connected_is_given_up_on_and_read_timeout_is_valid
             let run = frozen.spawn(args).finish();
             assert!(
                 run.code == 3 || run.code == 0,
-                "{args:?} after {requests} requests: exit {}: {}",
+                "{args:?} after {requests} requests: exit {}: {}{}",
                 run.code,
+                run.stdout,
                 run.stderr
             );
             if run.code == 3 {

@@ -169,14 +169,24 @@ fn connection(shared: Arc<Shared>, client: TcpStream, server: TcpStream) {
                     }))
             {
                 shared.withheld.fetch_add(1, Ordering::SeqCst);
-                match then {
-                    Then::Freeze => {
-                        frozen.store(true, Ordering::SeqCst);
-                        while !shared.stop.load(Ordering::SeqCst) {
-                            std::thread::sleep(Duration::from_millis(20));
+                if then == Then::Freeze {
+                    // Nothing more goes through, until the client gives the connection up
+                    // (then the server's end is closed too, freeing its slot).
+                    frozen.store(true, Ordering::SeqCst);
+                    let _ = from.set_read_timeout(Some(Duration::from_millis(50)));
+                    let mut buf = [0u8; 4096];
+                    while !shared.stop.load(Ordering::SeqCst) {
+                        match from.read(&mut buf) {
+                            Ok(0) => break,
+                            Ok(_) => {}
+                            Err(e)
+                                if matches!(
+                                    e.kind(),
+                                    std::io::ErrorKind::WouldBlock | std::io::ErrorKind::TimedOut
+                                ) => {}
+                            Err(_) => break,
                         }
                     }
-                    Then::Cut => {}
                 }
                 break;
             } else if message[0] == b'Q' || message[0] == b'S' {
