@@ -799,17 +799,32 @@ const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// `GET /metrics`: Prometheus's text format.
 pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
     let head = state.ctx.migrations().map(|s| s.head()).unwrap_or(0);
-    let lease = state.pool.get().await?;
-    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
-    let m = crate::metrics::gather(
-        lease.client(),
-        registry.tables(),
-        head,
-        state.ctx.servers.iter().count(),
-    )
-    .await?;
-    drop(registry);
-    lease.done();
+    let gathered = async {
+        let lease = state.pool.get().await?;
+        let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+        let m = crate::metrics::gather(
+            lease.client(),
+            registry.tables(),
+            head,
+            state.ctx.servers.iter().count(),
+        )
+        .await?;
+        drop(registry);
+        lease.done();
+        Ok::<_, Error>(m)
+    };
+    let m = match gathered.await {
+        Ok(m) => m,
+        Err(e) => {
+            // Why goes to the log: the answer needs no token, so it names no server
+            // or database.
+            crate::output::log_line(&format!("metrics failed: {e}"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the registry could not be read (the service's log says why)",
+            ));
+        }
+    };
     Ok((
         [(
             header::CONTENT_TYPE,

@@ -867,3 +867,33 @@ fn the_service_reports_a_server_that_stops_answering_within_its_request_time() {
     );
     assert!(proxy.withheld() > 0);
 }
+
+#[test]
+fn metrics_name_no_server_or_database_when_the_registry_is_down() {
+    let registry = cluster();
+    let migrations = dir_with(&[V1]);
+    let t = crate::support::bare()
+        .url(&registry.url("sslmode=disable"))
+        .migrations(migrations.path());
+    t.run(&["init"]).expect(0);
+    crate::checks::create(&t, "mx1", &["--migrate"]);
+    let s = crate::serve::start(&t.clone().env("TENANTCTL_API_TOKEN", crate::serve::TOKEN));
+    s.get("/metrics").expect(200);
+    registry.stop();
+    for path in ["/metrics", "/healthz"] {
+        let r = s.get(path);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        let port = registry.port.to_string();
+        for leak in [
+            "127.0.0.1",
+            "postgres://",
+            "server \"",
+            "default",
+            port.as_str(),
+        ] {
+            assert!(!r.body.contains(leak), "{path} names {leak:?}: {}", r.body);
+        }
+    }
+    registry.start_again();
+    s.get("/metrics").expect(200);
+}
