@@ -833,3 +833,41 @@ fn a_dry_run_gives_the_verdict_and_exit_code_of_the_adoption_and_changes_nothing
         }
     }
 }
+
+/// An original table the application holds a lock on: the dry run and the adoption
+/// both give up after `run.lock_timeout` with the same error, and change nothing.
+#[test]
+fn a_table_the_application_holds_is_given_up_on_after_lock_timeout_by_both_runs() {
+    let db = TestDb::new();
+    let a = original("first-church", "tenant_first_church");
+    build_registry(&db, &[&a]);
+    alembic_upgrade(&db, a.schema, R1);
+    let (migrations, map_text) = migrations_from_alembic();
+    let (_d, map) = map_file(&map_text);
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        "[run]\nlock_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let t = tenantctl(&db)
+        .migrations(migrations.path())
+        .cwd(config.path());
+    let mut app = db.client();
+    app.batch_execute("BEGIN; LOCK TABLE public.tenants IN ACCESS SHARE MODE")
+        .unwrap();
+    let before = snapshot(&db);
+    let args = ["adopt", "alembic", "--map", map.to_str().unwrap()];
+    let dry = t.spawn(&[&args[..], &["--dry-run"]].concat()).finish();
+    let real = t.spawn(&args).finish();
+    for run in [&dry, &real] {
+        expect_error(run, 1, &["lock timeout", "nothing was changed"]);
+    }
+    app.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        snapshot(&db),
+        before,
+        "a run that gave up changed the database"
+    );
+    adopt(&t, &map, &[]).expect(0);
+}
