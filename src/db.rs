@@ -10,6 +10,13 @@
 //! `verify-full` also checks the host name. `sslrootcert=system` trusts the operating
 //! system's roots and, as in libpq, requires `verify-full`.
 //!
+//! Each target is named after its configured server (`server "eu2"`), and its errors
+//! say so. A connection tenantctl opens for its own queries is a [`Client`]; its reads
+//! go through [`read`], which waits at most `run.read_timeout` for an answer and then
+//! closes the connection, so a server that stops answering once connected never holds
+//! a command (migrations are not reads: `statement_timeout` and `lock_timeout` bound
+//! them).
+//!
 //! Connection trouble that may pass by itself is recognised in one place,
 //! [`transient`]; [`Target::connect_patiently`] retries it with jittered backoff. A
 //! [`Target::for_run`] clone shares, between the sessions of one bulk run, how many of
