@@ -34,9 +34,15 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
     // Every server must answer, whether or not it holds tenants yet.
-    // (A connection error names its server.)
+    // (A connection error names its server; so does a read it does not answer.)
     for (_, target) in ctx.servers.iter().skip(1) {
-        target.connect().await?;
+        let c = target.connect().await?;
+        crate::db::read(
+            &c,
+            "checking that the server answers",
+            c.simple_query("SELECT 1"),
+        )
+        .await?;
     }
     let states = super::observe(ctx, &client, &tenants).await?;
     // A server that went away or stopped answering while its tenants were read cannot

@@ -897,3 +897,18 @@ fn metrics_name_no_server_or_database_when_the_registry_is_down() {
     registry.start_again();
     s.get("/metrics").expect(200);
 }
+
+#[test]
+fn check_fails_naming_a_server_without_tenants_that_stops_answering() {
+    let f = fleet(&[V1]);
+    created_on(&f, "e1", &["--server", "b"]);
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let proxy = Proxy::to(f.c.port);
+    reconfigure(&f, &through(proxy.port), "[run]\nread_timeout = \"2s\"\n");
+    f.t.run(&["check"]).expect(0);
+    // Server c holds no tenant; it takes connections and then answers nothing.
+    proxy.after(0, Then::Freeze);
+    let run = f.t.spawn(&["check"]).finish();
+    crate::checks::expect_error(&run, 3, &["server \"c\"", "did not answer within 2s"]);
+    assert!(!run.stderr.contains(PASSWORD), "{}", run.stderr);
+}
