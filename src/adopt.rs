@@ -145,12 +145,16 @@ pub async fn is_original(client: &Client, schema: &str) -> Result<bool, Error> {
         && !cols.contains_key("api_key_hash"))
 }
 
-/// Upgrades the original service's `tenants` table in place (unless `dry_run`), then
-/// brings the registry to this binary's version as `tenantctl init` does.
+/// Upgrades the original service's `tenants` table in place and brings the registry to
+/// this binary's version, in one transaction. A dry run makes the same checks and
+/// rehearses the same transaction, then rolls it back: it fails exactly where the
+/// adoption would, and changes nothing. `lock_timeout` (zero: none) bounds the wait for
+/// the table's locks in both.
 pub async fn adopt_registry(
     client: &mut Client,
     schema: &str,
     dry_run: bool,
+    lock_timeout: std::time::Duration,
 ) -> Result<RegistryAdoption, Error> {
     // The registry's lock (init takes it too, on this same session): two adoptions at
     // once run one after the other, and the second finds a tenantctl registry.
@@ -159,7 +163,7 @@ pub async fn adopt_registry(
         .execute("SELECT pg_advisory_lock($1, $2)", &[&k1, &k2])
         .await
         .map_err(query_error("taking the registry lock"))?;
-    let result = adopt_registry_locked(client, schema, dry_run).await;
+    let result = adopt_registry_locked(client, schema, dry_run, lock_timeout).await;
     let _ = client
         .execute("SELECT pg_advisory_unlock($1, $2)", &[&k1, &k2])
         .await;
@@ -181,6 +185,7 @@ async fn adopt_registry_locked(
     client: &mut Client,
     schema: &str,
     dry_run: bool,
+    lock_timeout: std::time::Duration,
 ) -> Result<RegistryAdoption, Error> {
     let cols = columns(client, schema).await?;
     if cols.is_empty() {
@@ -200,21 +205,7 @@ async fn adopt_registry_locked(
     }
     let t = qualified(schema, "tenants");
     // Rows tenantctl cannot register are refused before anything changes.
-    let unusable = texts(
-        client,
-        &format!(
-            "SELECT id::text FROM {t} WHERE domain IS NULL OR domain::text = '' \
-             OR tenant_name IS NULL OR schema_name IS NULL OR schema_name::text = '' ORDER BY id LIMIT 20"
-        ),
-        "reading the tenants table",
-    )
-    .await?;
-    if !unusable.is_empty() {
-        return Err(Error::setup(format!(
-            "the original tenants table has rows without a domain, a name or a schema name (ids {}); give them one (or delete them), then adopt again; nothing was changed",
-            unusable.join(", ")
-        )));
-    }
+    refuse_unusable_rows(client, &t, schema).await?;
     if let Some(ty) = cols
         .get("status")
         .filter(|ty| !ty.starts_with("character") && *ty != "text")
@@ -248,10 +239,13 @@ async fn adopt_registry_locked(
         keys_hashed: keys as u64,
         without_key: keyless,
     };
-    if dry_run {
-        return Ok(report);
-    }
     let mut sql = String::from("BEGIN;\n");
+    if !lock_timeout.is_zero() {
+        sql.push_str(&format!(
+            "SET LOCAL lock_timeout = {};\n",
+            lock_timeout.as_millis().min(i32::MAX as u128)
+        ));
+    }
     for (c, def) in ADDED {
         if !cols.contains_key(*c) {
             sql.push_str(&format!("ALTER TABLE {t} ADD COLUMN {} {def};\n", quote(c)));
@@ -347,27 +341,137 @@ async fn adopt_registry_locked(
             ));
         }
     }
-    // The registry's history, with its first migration (the table) recorded as applied.
+    // The registry's history, with its first migration (the table) recorded as applied,
+    // then the registry's other migrations, in the same transaction: an adoption that
+    // fails at any step leaves the original table as it was.
     let (name, v1) = registry::first_migration();
     let history = qualified(schema, registry::HISTORY_TABLE);
-    sql.push_str(&format!(
-        "{};\nINSERT INTO {history} (version, name, applied_on, checksum) VALUES (1, {}, {}, {});\nCOMMIT",
-        crate::plan::history_table_ddl(&history),
-        crate::plan::literal(&name),
-        crate::plan::literal(&crate::plan::refinery_now()),
-        crate::plan::literal(&v1.to_string()),
-    ));
-    client.batch_execute(&sql).await.map_err(|e| {
+    let now = crate::plan::refinery_now();
+    let recorded = |version: i32, name: &str, checksum: u64| {
+        format!(
+            "INSERT INTO {history} (version, name, applied_on, checksum) VALUES ({version}, {}, {}, {});\n",
+            crate::plan::literal(name),
+            crate::plan::literal(&now),
+            crate::plan::literal(&checksum.to_string()),
+        )
+    };
+    sql.push_str(&format!("{};\n", crate::plan::history_table_ddl(&history)));
+    sql.push_str(&recorded(1, &name, v1));
+    sql.push_str(&format!("SET LOCAL search_path TO {};\n", quote(schema)));
+    for (version, name, checksum, migration) in registry::later_migrations() {
+        sql.push_str(migration);
+        sql.push_str("\n;\n");
+        sql.push_str(&recorded(version, &name, checksum));
+    }
+    sql.push_str(if dry_run { "ROLLBACK" } else { "COMMIT" });
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
         let e = query_error(&format!(
             "upgrading the original tenants table in schema {}",
             quote(schema)
         ))(e);
-        Error::failed(format!(
-            "{e}; nothing was changed (the upgrade is one transaction)"
-        ))
-    })?;
-    registry::init(client, schema).await?;
+        let how = if dry_run {
+            "the dry run rehearsed the upgrade in a transaction it rolled back, and the adoption would fail the same way"
+        } else {
+            "the upgrade is one transaction"
+        };
+        return Err(Error::failed(format!("{e}; nothing was changed ({how})")));
+    }
+    if !dry_run {
+        registry::init(client, schema).await?;
+    }
     Ok(report)
+}
+
+/// Refuses (exit 3, before anything changes, in a dry run too) an original table
+/// holding rows tenantctl could not register or would register wrongly: a missing id,
+/// domain, name or schema name; an id, domain, schema name or API key that two rows
+/// share; a schema name tenantctl may not give a tenant (`public`,
+/// `information_schema`, `pg_*`, the registry schema, or longer than PostgreSQL's 63
+/// bytes, which two tenants could then share).
+async fn refuse_unusable_rows(client: &Client, t: &str, schema: &str) -> Result<(), Error> {
+    let doing = "reading the tenants table";
+    let listed = |rows: Vec<String>| {
+        let mut shown: Vec<String> = rows.iter().take(10).cloned().collect();
+        if rows.len() > 10 {
+            shown.push(format!("and {} more", rows.len() - 10));
+        }
+        shown.join(", ")
+    };
+    let missing = texts(
+        client,
+        &format!(
+            "SELECT coalesce(id::text, '(no id; domain ' || coalesce(quote_literal(domain::text), 'NULL') || ')') \
+             FROM {t} WHERE id IS NULL OR domain IS NULL OR domain::text = '' \
+             OR tenant_name IS NULL OR schema_name IS NULL OR schema_name::text = '' ORDER BY id LIMIT 21"
+        ),
+        doing,
+    )
+    .await?;
+    if !missing.is_empty() {
+        return Err(Error::setup(format!(
+            "the original tenants table has rows without a domain, a name, a schema name or an id (ids {}); give them one (or delete them), then adopt again; nothing was changed",
+            listed(missing)
+        )));
+    }
+    let mut shared = Vec::new();
+    for (column, what) in [
+        ("id::text", "id"),
+        ("domain::text", "domain"),
+        ("schema_name::text", "schema name"),
+    ] {
+        for v in texts(
+            client,
+            &format!(
+                "SELECT {column} FROM {t} GROUP BY {column} HAVING count(*) > 1 ORDER BY 1 LIMIT 11"
+            ),
+            doing,
+        )
+        .await?
+        {
+            shared.push(format!("{what} {}", crate::ident::shown(&v)));
+        }
+    }
+    // Keys are never shown: the rows that share one are named by id.
+    for ids in texts(
+        client,
+        &format!(
+            "SELECT string_agg(id::text, ' and ' ORDER BY id) FROM {t} \
+             WHERE api_key IS NOT NULL AND api_key::text <> '' \
+             GROUP BY api_key HAVING count(*) > 1 ORDER BY 1 LIMIT 11"
+        ),
+        doing,
+    )
+    .await?
+    {
+        shared.push(format!("the API key of ids {ids}"));
+    }
+    if !shared.is_empty() {
+        return Err(Error::setup(format!(
+            "the original tenants table has values that several rows share, which tenantctl keeps unique: {}; make each row's value its own (or delete the duplicates), then adopt again; nothing was changed",
+            listed(shared)
+        )));
+    }
+    let reserved = texts(
+        client,
+        &format!(
+            "SELECT DISTINCT schema_name::text FROM {t} \
+             WHERE schema_name::text IN ('public', 'information_schema', $1) \
+                OR schema_name::text LIKE 'pg\\_%' OR octet_length(schema_name::text) > 63 \
+             ORDER BY 1 LIMIT 11"
+        )
+        .replace("$1", &crate::plan::literal(schema)),
+        doing,
+    )
+    .await?;
+    if !reserved.is_empty() {
+        let names: Vec<String> = reserved.iter().map(|s| crate::ident::shown(s)).collect();
+        return Err(Error::setup(format!(
+            "the original tenants table gives tenants schemas tenantctl may not give a tenant ({}): public, information_schema, pg_*, the registry schema and names longer than 63 bytes are refused; register the tenant's schema under another name, then adopt again; nothing was changed",
+            listed(names)
+        )));
+    }
+    Ok(())
 }
 
 /// Whether `table` has a unique index (or constraint) on exactly `column`.
@@ -475,6 +579,8 @@ type ServerView = (BTreeMap<String, Vec<String>>, Vec<String>);
 /// A registered tenant as adoption needs it.
 #[derive(Debug, Clone)]
 pub struct Listed {
+    /// Its registry id.
+    pub id: i64,
     /// Its domain.
     pub domain: String,
     /// Its schema.
@@ -490,7 +596,7 @@ pub async fn listed(client: &Client, schema: &str, original: bool) -> Result<Vec
         let rows = client
             .query(
                 &format!(
-                    "SELECT domain::text, schema_name::text FROM {} ORDER BY id",
+                    "SELECT id::bigint, domain::text, schema_name::text FROM {} ORDER BY id",
                     qualified(schema, "tenants")
                 ),
                 &[],
@@ -500,8 +606,9 @@ pub async fn listed(client: &Client, schema: &str, original: bool) -> Result<Vec
         return Ok(rows
             .iter()
             .map(|r| Listed {
-                domain: r.get(0),
-                schema_name: r.get(1),
+                id: r.get(0),
+                domain: r.get(1),
+                schema_name: r.get(2),
                 server: crate::config::DEFAULT_SERVER.to_string(),
             })
             .collect());
@@ -512,6 +619,7 @@ pub async fn listed(client: &Client, schema: &str, original: bool) -> Result<Vec
         .await?
         .into_iter()
         .map(|t| Listed {
+            id: t.id,
             domain: t.domain,
             schema_name: t.schema_name,
             server: t.server,
@@ -520,8 +628,8 @@ pub async fn listed(client: &Client, schema: &str, original: bool) -> Result<Vec
 }
 
 /// Maps every registered tenant's Alembic revision and stamps it (unless `dry_run`).
-/// `stamp` stamps one tenant (by domain) at a version under its lock and returns an
-/// error message when that failed.
+/// `stamp` stamps one tenant (by id) at a version under its lock and returns an error
+/// message when that failed.
 #[allow(clippy::too_many_arguments)]
 pub async fn adopt_histories(
     tenants: &[Listed],
@@ -530,7 +638,7 @@ pub async fn adopt_histories(
     history_table: &str,
     registry_report: RegistryAdoption,
     dry_run: bool,
-    stamp: impl AsyncFn(&str, i32) -> Option<String>,
+    stamp: impl AsyncFn(i64, i32) -> Option<String>,
 ) -> Result<Adoption, Error> {
     let mut a = Adoption {
         dry_run,
@@ -682,7 +790,7 @@ pub async fn adopt_histories(
             ));
             continue;
         }
-        match stamp(&t.domain, version).await {
+        match stamp(t.id, version).await {
             None => a.stamped.push(found(
                 t,
                 revs,

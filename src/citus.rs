@@ -17,7 +17,7 @@ use serde::Serialize;
 use time::OffsetDateTime;
 use tokio_postgres::Client;
 
-use crate::db::query_error;
+use crate::db::{self, query_error, Reads};
 use crate::error::Error;
 use crate::ident::quote;
 use crate::registry::{Event, Registry, Tenant};
@@ -76,25 +76,34 @@ pub struct Placement {
 
 /// Whether the server `client` is connected to is a Citus coordinator: the `citus`
 /// extension is installed in this database and `citus_is_coordinator()` is true.
-pub async fn is_coordinator(client: &Client) -> Result<bool, Error> {
-    let installed = client
-        .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'citus'", &[])
-        .await
-        .map_err(query_error("looking for the citus extension"))?
-        .is_some();
+pub async fn is_coordinator<C: Reads + ?Sized>(client: &C) -> Result<bool, Error> {
+    let installed = db::read(
+        client,
+        "looking for the citus extension",
+        client
+            .pg()
+            .query_opt("SELECT 1 FROM pg_extension WHERE extname = 'citus'", &[]),
+    )
+    .await?
+    .is_some();
     if !installed {
         return Ok(false);
     }
-    let row = client
-        .query_one("SELECT citus_is_coordinator()", &[])
-        .await
-        .map_err(query_error("asking whether this is the Citus coordinator"))?;
+    let row = db::read(
+        client,
+        "asking whether this is the Citus coordinator",
+        client.pg().query_one("SELECT citus_is_coordinator()", &[]),
+    )
+    .await?;
     Ok(row.get(0))
 }
 
 /// The node holding `schema`'s tables: `None` unless the server is a Citus coordinator,
 /// the schema is a distributed schema, and it holds at least one table.
-pub async fn placement(client: &Client, schema: &str) -> Result<Option<Placement>, Error> {
+pub async fn placement<C: Reads + ?Sized>(
+    client: &C,
+    schema: &str,
+) -> Result<Option<Placement>, Error> {
     if !is_coordinator(client).await? {
         return Ok(None);
     }
@@ -104,9 +113,12 @@ pub async fn placement(client: &Client, schema: &str) -> Result<Option<Placement
 /// The node holding `schema`'s tables, read from Citus's catalog (the server is known to
 /// be a coordinator). Tables of a distributed schema are colocated, so there is one node;
 /// should there be more for a moment, the first by name and port is returned.
-async fn node_of(client: &Client, schema: &str) -> Result<Option<Placement>, Error> {
-    let row = client
-        .query_opt(
+async fn node_of<C: Reads + ?Sized>(client: &C, schema: &str) -> Result<Option<Placement>, Error> {
+    let doing = format!("reading where schema {} is placed", quote(schema));
+    let row = db::read(
+        client,
+        &doing,
+        client.pg().query_opt(
             "SELECT n.nodename, n.nodeport \
              FROM pg_catalog.pg_dist_schema s \
              JOIN pg_catalog.pg_namespace ns ON ns.oid = s.schemaid \
@@ -117,12 +129,9 @@ async fn node_of(client: &Client, schema: &str) -> Result<Option<Placement>, Err
              WHERE ns.nspname = $1 \
              ORDER BY n.nodename, n.nodeport LIMIT 1",
             &[&schema],
-        )
-        .await
-        .map_err(query_error(&format!(
-            "reading where schema {} is placed",
-            quote(schema)
-        )))?;
+        ),
+    )
+    .await?;
     Ok(row.map(|r| {
         let host: String = r.get(0);
         let port: i32 = r.get(1);

@@ -81,6 +81,7 @@ config_keys! {
         lock_retry_delay: String => |s, _| duration_shown(s.lock_retry_delay),
         statement_timeout: String => |s, _| duration_shown(s.statement_timeout),
         lock_wait: String => |s, _| duration_shown(s.lock_wait),
+        read_timeout: String => |s, _| duration_shown(s.read_timeout),
     }
 }
 
@@ -423,6 +424,10 @@ pub struct Settings {
     /// How long a tenant session waits for the tenant's advisory lock before the tenant
     /// is reported failed (zero: no limit).
     pub lock_wait: Duration,
+    /// The longest tenantctl waits for the answer to one of its own reads of a server
+    /// (the registry, the fleet's schemas and histories, catalogs) before it gives the
+    /// connection up; never applied to migrations.
+    pub read_timeout: Duration,
     /// The servers tenants live on, `default` first.
     pub servers: Vec<Server>,
     /// Where `tenantctl serve` listens.
@@ -455,6 +460,10 @@ pub struct Overrides {
     pub migrations_from_env: bool,
     /// `--concurrency`, on bulk commands.
     pub concurrency: Option<usize>,
+    /// `--read-timeout` or `TENANTCTL_READ_TIMEOUT`.
+    pub read_timeout: Option<String>,
+    /// Whether `read_timeout` came from `TENANTCTL_READ_TIMEOUT` (the command line merges it).
+    pub read_timeout_from_env: bool,
 }
 
 /// Loads the config file (if any) and merges everything. `env` reads an environment
@@ -595,6 +604,7 @@ pub fn resolve(
         lock_retry_delay: run.lock_retry_delay,
         statement_timeout: run.statement_timeout,
         lock_wait: run.lock_wait,
+        read_timeout: run.read_timeout,
         servers,
         serve_listen,
         serve_token_file,
@@ -711,6 +721,32 @@ struct RunLimits {
     lock_retry_delay: Duration,
     statement_timeout: Duration,
     lock_wait: Duration,
+    read_timeout: Duration,
+}
+
+/// The shortest and longest `run.read_timeout`.
+pub const READ_TIMEOUT_RANGE: (Duration, Duration) =
+    (Duration::from_secs(1), Duration::from_secs(3600));
+
+/// `run.read_timeout` from `--read-timeout`, `TENANTCTL_READ_TIMEOUT` or the file: a
+/// duration from 1 s to 1 h (default 60 s).
+fn read_timeout(overrides: &Overrides, file: &FileConfig) -> Result<Duration, Error> {
+    let (value, from) = match (&overrides.read_timeout, &file.run.read_timeout) {
+        (Some(v), _) if overrides.read_timeout_from_env => (v.as_str(), "TENANTCTL_READ_TIMEOUT"),
+        (Some(v), _) => (v.as_str(), "--read-timeout"),
+        (None, Some(v)) => (v.as_str(), "config run.read_timeout"),
+        (None, None) => return Ok(Duration::from_secs(60)),
+    };
+    let (low, high) = READ_TIMEOUT_RANGE;
+    let d = parse_duration(value)
+        .map_err(|e| Error::setup(format!("run.read_timeout from {from}: {e}")))?;
+    if d < low || d > high {
+        return Err(Error::setup(format!(
+            "run.read_timeout from {from}: {} is out of range; use 1s to 1h",
+            ident::shown(value)
+        )));
+    }
+    Ok(d)
 }
 
 /// Reads and checks the `[run]` settings, in the order their errors are reported.
@@ -748,6 +784,7 @@ fn run_limits(overrides: &Overrides, file: &FileConfig) -> Result<RunLimits, Err
             Duration::ZERO,
         )?,
         lock_wait: duration(run.lock_wait.as_deref(), "run.lock_wait", Duration::ZERO)?,
+        read_timeout: read_timeout(overrides, file)?,
     })
 }
 
@@ -781,6 +818,14 @@ fn sources(
     sources.insert("migrations.dir", migrations_dir_source);
     if overrides.concurrency.is_some() {
         sources.insert("run.concurrency", Source::Flag);
+    }
+    if overrides.read_timeout.is_some() {
+        let source = if overrides.read_timeout_from_env {
+            Source::Environment
+        } else {
+            Source::Flag
+        };
+        sources.insert("run.read_timeout", source);
     }
     sources
 }
@@ -867,6 +912,8 @@ fn origin(settings: &Settings, key: &str, source: Source) -> Option<String> {
         ("migrations.dir", Source::Environment) => Some("TENANTCTL_MIGRATIONS".into()),
         ("migrations.dir", _) => Some("--migrations".into()),
         ("run.concurrency", _) => Some("--concurrency".into()),
+        ("run.read_timeout", Source::Environment) => Some("TENANTCTL_READ_TIMEOUT".into()),
+        ("run.read_timeout", _) => Some("--read-timeout".into()),
         _ => None,
     }
 }
@@ -957,13 +1004,13 @@ mod tests {
                     [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
                     [tenants.templates]\nchurch = \"template-church\"\n\
                     [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\n\
-                    [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\n";
+                    [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 18);
+        assert_eq!(keys.len(), 19);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }
@@ -975,7 +1022,47 @@ mod tests {
             Some("template-church")
         );
         assert_eq!(value("run.lock_wait"), "5s");
+        assert_eq!(value("run.read_timeout"), "6s");
         assert_eq!(value("tenants.extra_search_path"), "[\"ext\"]");
+    }
+
+    #[test]
+    fn read_timeout_comes_from_flag_environment_or_file_within_its_range() {
+        let cwd = Path::new("/");
+        let file = "[run]\nread_timeout = \"30s\"\n";
+        let s = from_file(&Overrides::default(), cwd, file).unwrap();
+        assert_eq!(s.read_timeout, Duration::from_secs(30));
+        assert_eq!(s.source("run.read_timeout"), Source::File);
+        let s = from_file(&Overrides::default(), cwd, "").unwrap();
+        assert_eq!(s.read_timeout, Duration::from_secs(60));
+        let flag = Overrides {
+            read_timeout: Some("2m".into()),
+            ..Default::default()
+        };
+        let s = from_file(&flag, cwd, file).unwrap();
+        assert_eq!(s.read_timeout, Duration::from_secs(120));
+        assert_eq!(s.source("run.read_timeout"), Source::Flag);
+        let env = Overrides {
+            read_timeout: Some("5s".into()),
+            read_timeout_from_env: true,
+            ..Default::default()
+        };
+        let s = from_file(&env, cwd, file).unwrap();
+        assert_eq!(s.source("run.read_timeout"), Source::Environment);
+        for bad in ["0", "999ms", "1h 1s", "forever", ""] {
+            let e = from_file(
+                &Overrides {
+                    read_timeout: Some(bad.into()),
+                    ..Default::default()
+                },
+                cwd,
+                "",
+            )
+            .unwrap_err();
+            assert_eq!(e.kind(), crate::error::ErrorKind::Setup, "{bad}");
+            assert!(e.to_string().contains("read_timeout"), "{e}");
+        }
+        assert!(from_file(&Overrides::default(), cwd, "[run]\nread_timeout = \"1h\"\n").is_ok());
     }
 
     #[test]

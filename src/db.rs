@@ -10,6 +10,13 @@
 //! `verify-full` also checks the host name. `sslrootcert=system` trusts the operating
 //! system's roots and, as in libpq, requires `verify-full`.
 //!
+//! Each target is named after its configured server (`server "eu2"`), and its errors
+//! say so. A connection tenantctl opens for its own queries is a [`Client`]; its reads
+//! go through [`read`], which waits at most `run.read_timeout` for an answer and then
+//! closes the connection, so a server that stops answering once connected never holds
+//! a command (migrations are not reads: `statement_timeout` and `lock_timeout` bound
+//! them).
+//!
 //! Connection trouble that may pass by itself is recognised in one place,
 //! [`transient`]; [`Target::connect_patiently`] retries it with jittered backoff. A
 //! [`Target::for_run`] clone shares, between the sessions of one bulk run, how many of
@@ -23,7 +30,8 @@ use std::time::Duration;
 
 use tokio::io::{AsyncRead, AsyncWrite};
 use tokio_postgres::config::{Host, SslMode as PgSslMode};
-use tokio_postgres::{AsyncMessage, Client, Config, Connection, NoTls};
+use tokio_postgres::{AsyncMessage, Config, Connection, NoTls};
+use tokio_util::sync::CancellationToken;
 
 use crate::config::{RootCert, Settings, Source, SslMode, TlsShown};
 use crate::error::Error;
@@ -42,6 +50,12 @@ pub struct Target {
     tls: std::sync::Arc<std::sync::OnceLock<Result<Tls, String>>>,
     /// Set on the clone a bulk run connects its sessions through ([`Target::for_run`]).
     run: Option<Arc<RunConnections>>,
+    /// The configured name of the server this target reaches (`default` for the
+    /// registry's), which its errors name; see [`Target::named`].
+    server: Option<String>,
+    /// `run.read_timeout`: the longest one of tenantctl's own reads on a connection
+    /// from this target waits for an answer (see [`read`]).
+    read_timeout: Duration,
 }
 
 /// How TLS sessions are made.
@@ -130,7 +144,31 @@ impl Target {
             display,
             tls: Default::default(),
             run: None,
+            server: None,
+            read_timeout: settings.read_timeout,
         })
+    }
+
+    /// This target with its connections' reads bounded by `limit` instead of
+    /// `run.read_timeout`.
+    pub fn with_read_timeout(mut self, limit: Duration) -> Target {
+        self.read_timeout = limit;
+        self
+    }
+
+    /// This target as the configured server `name`: its errors name the server.
+    pub fn named(mut self, name: &str) -> Target {
+        self.server = Some(name.to_string());
+        self
+    }
+
+    /// How errors name this target: `server "NAME"` for a configured server, else its
+    /// URL without the password.
+    pub fn shown(&self) -> String {
+        match &self.server {
+            Some(name) => format!("server {}", ident::shown(name)),
+            None => self.display.clone(),
+        }
     }
 
     /// The TLS settings in force (for `config show`).
@@ -171,7 +209,8 @@ impl Target {
         parts.join(" ")
     }
 
-    /// Opens a connection; its driver task runs on the current runtime.
+    /// Opens a connection for tenantctl's own queries; its driver task runs on the
+    /// current runtime, and its reads through [`read`] are bounded by `run.read_timeout`.
     pub async fn connect(&self) -> Result<Client, Error> {
         self.try_connect(None)
             .await
@@ -199,8 +238,11 @@ impl Target {
     /// and free a slot. Otherwise it gives up `budget` after the trouble began, counted
     /// from the last moment a session of the run connected or ended, so once the server
     /// has refused the run for longer than `budget`, a new session makes one attempt.
-    pub async fn connect_patiently(&self, budget: Duration) -> Result<Client, Error> {
-        Ok(self.connect_patiently_with_notices(budget).await?.0)
+    pub async fn connect_patiently(
+        &self,
+        budget: Duration,
+    ) -> Result<tokio_postgres::Client, Error> {
+        Ok(self.connect_patiently_with_notices(budget).await?.0.inner)
     }
 
     /// Like [`Target::connect_patiently`], and keeps the notices and warnings the server
@@ -262,6 +304,17 @@ impl Target {
     }
 
     fn connect_error(&self, e: ConnectError) -> Error {
+        let e = self.connect_error_unnamed(e);
+        match &self.server {
+            Some(name) => Error::new(
+                e.kind(),
+                format!("server {} could not be reached: {}", ident::shown(name), e),
+            ),
+            None => e,
+        }
+    }
+
+    fn connect_error_unnamed(&self, e: ConnectError) -> Error {
         match e {
             ConnectError::Timeout(limit) => Error::unavailable(format!(
                 "cannot connect to {}: the server did not answer within {} (database.connect_timeout)",
@@ -304,10 +357,19 @@ impl Target {
         &self,
         notices: Option<std::sync::mpsc::Sender<Notice>>,
     ) -> Result<Client, ConnectError> {
+        let link = Arc::new(Link {
+            server: self.shown(),
+            read_timeout: self.read_timeout,
+            abandon: CancellationToken::new(),
+        });
+        let abandon = link.abandon.clone();
         if self.sslmode == SslMode::Disable {
             let (client, conn) = self.config.connect(NoTls).await.map_err(ConnectError::Pg)?;
-            drive(conn, notices, self.live());
-            return Ok(client);
+            drive(conn, notices, self.live(), abandon);
+            return Ok(Client {
+                inner: client,
+                link,
+            });
         }
         let tls = self
             .tls
@@ -317,16 +379,146 @@ impl Target {
         let client = match tls {
             Tls::Verifying(tls) => {
                 let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
-                drive(conn, notices, self.live());
+                drive(conn, notices, self.live(), abandon);
                 client
             }
             Tls::Encrypting(tls) => {
                 let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
-                drive(conn, notices, self.live());
+                drive(conn, notices, self.live(), abandon);
                 client
             }
         };
-        Ok(client)
+        Ok(Client {
+            inner: client,
+            link,
+        })
+    }
+}
+
+/// A connection tenantctl opened for its own queries (a [`tokio_postgres::Client`], which
+/// it derefs to), knowing which server it reaches, so that its reads can be bounded and
+/// their errors name the server (see [`read`]).
+pub struct Client {
+    inner: tokio_postgres::Client,
+    link: Arc<Link>,
+}
+
+impl std::fmt::Debug for Client {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        write!(f, "Client({})", self.link.server)
+    }
+}
+
+impl std::ops::Deref for Client {
+    type Target = tokio_postgres::Client;
+
+    fn deref(&self) -> &tokio_postgres::Client {
+        &self.inner
+    }
+}
+
+impl std::ops::DerefMut for Client {
+    fn deref_mut(&mut self) -> &mut tokio_postgres::Client {
+        &mut self.inner
+    }
+}
+
+impl Client {
+    /// Whether the connection was given up after a read that did not answer in time (or
+    /// closed for any other reason): nothing more is sent on it.
+    pub fn abandoned(&self) -> bool {
+        self.link.abandon.is_cancelled() || self.inner.is_closed()
+    }
+}
+
+/// What bounds the reads of one connection: how its errors name the server, the longest
+/// a read waits, and the switch that closes the connection once a read waited that long.
+#[derive(Debug)]
+pub struct Link {
+    server: String,
+    read_timeout: Duration,
+    abandon: CancellationToken,
+}
+
+impl Link {
+    /// The error of a read that got no answer within `waited`; the connection is given
+    /// up first, so no later query waits behind the one that hangs.
+    fn timed_out(&self, doing: &str, waited: Duration) -> Error {
+        self.abandon.cancel();
+        Error::unavailable(format!(
+            "{} did not answer within {} (run.read_timeout) while {doing}; its connection was given up",
+            self.server,
+            humantime::format_duration(waited)
+        ))
+    }
+
+    /// A read's error: the server named when the connection is gone.
+    fn query_error(&self, doing: &str, e: tokio_postgres::Error) -> Error {
+        if e.is_closed() || transient(&e) == Some(Transient::Unavailable) {
+            Error::unavailable(format!(
+                "{} went away while {doing}: {}",
+                self.server,
+                pg_message(&e)
+            ))
+            .with_source(e)
+        } else {
+            query_error(doing)(e)
+        }
+    }
+}
+
+/// A connection tenantctl's own reads can go through (see [`read`]): one it opened
+/// ([`Client`]), whose reads are bounded, or a bare [`tokio_postgres::Client`] (a tenant
+/// session's, or the one a registry reconnection made), whose reads are not.
+pub trait Reads: Sync {
+    /// The connection itself.
+    fn pg(&self) -> &tokio_postgres::Client;
+    /// What bounds its reads, if anything does.
+    fn link(&self) -> Option<&Link>;
+}
+
+impl Reads for tokio_postgres::Client {
+    fn pg(&self) -> &tokio_postgres::Client {
+        self
+    }
+
+    fn link(&self) -> Option<&Link> {
+        None
+    }
+}
+
+impl Reads for Client {
+    fn pg(&self) -> &tokio_postgres::Client {
+        &self.inner
+    }
+
+    fn link(&self) -> Option<&Link> {
+        Some(&self.link)
+    }
+}
+
+/// Runs one of tenantctl's own reads (`fut`, a query on `on`'s connection): on a
+/// connection tenantctl opened it waits at most `run.read_timeout`, after which the
+/// connection is given up (closed: never used again) and the error names the server and
+/// how long it waited; a connection that went away is named too. `doing` says what was
+/// being read ("reading the registry").
+pub async fn read<T>(
+    on: &(impl Reads + ?Sized),
+    doing: &str,
+    fut: impl std::future::Future<Output = Result<T, tokio_postgres::Error>>,
+) -> Result<T, Error> {
+    let Some(link) = on.link() else {
+        return fut.await.map_err(query_error(doing));
+    };
+    if link.abandon.is_cancelled() {
+        return Err(Error::unavailable(format!(
+            "{} did not answer an earlier read in time, so its connection was given up before {doing}",
+            link.server
+        )));
+    }
+    match tokio::time::timeout(link.read_timeout, fut).await {
+        Ok(result) => result.map_err(|e| link.query_error(doing, e)),
+        Err(_) => Err(link.timed_out(doing, link.read_timeout)),
     }
 }
 
@@ -381,10 +573,13 @@ impl Notices {
 }
 
 /// Drives a connection on the runtime, forwarding the server's notices when asked to.
+/// Once `abandon` is cancelled the connection is closed: every later query on its client
+/// fails at once, and nothing more is read from or sent to the server.
 fn drive<S, T>(
     mut conn: Connection<S, T>,
     notices: Option<std::sync::mpsc::Sender<Notice>>,
     live: Option<Live>,
+    abandon: CancellationToken,
 ) where
     S: AsyncRead + AsyncWrite + Unpin + Send + 'static,
     T: AsyncRead + AsyncWrite + Unpin + Send + 'static,
@@ -393,7 +588,12 @@ fn drive<S, T>(
         // Counts as one of the run's open connections until the connection ends.
         let _live = live;
         loop {
-            match futures::future::poll_fn(|cx| conn.poll_message(cx)).await {
+            let message = tokio::select! {
+                biased;
+                () = abandon.cancelled() => break,
+                m = futures::future::poll_fn(|cx| conn.poll_message(cx)) => m,
+            };
+            match message {
                 Some(Ok(AsyncMessage::Notice(n))) => {
                     if let Some(tx) = &notices {
                         let _ = tx.send(Notice::from_db(&n));
@@ -684,14 +884,20 @@ impl Target {
 /// session of its own and `client`'s never changes.
 pub async fn refuse_transaction_pooling(target: &Target, client: &Client) -> Result<(), Error> {
     let doing = "checking for a transaction-pooling proxy";
-    let first = backend_pid(client, "SELECT pg_backend_pid()")
-        .await
-        .map_err(query_error(doing))?;
+    let first = read(
+        client,
+        doing,
+        backend_pid(client, "SELECT pg_backend_pid()"),
+    )
+    .await?;
+    // The waits below are themselves the sign of a pool, so they are not errors; none
+    // is longer than a read may be.
     let patience = target
         .config
         .get_connect_timeout()
         .copied()
-        .unwrap_or_default();
+        .unwrap_or_default()
+        .min(target.read_timeout);
     // Without the second connection (no connection slots left, or a session pool with
     // no session to spare), the check is weaker but still catches a pool that hands out
     // another session.
@@ -713,8 +919,13 @@ pub async fn refuse_transaction_pooling(target: &Target, client: &Client) -> Res
             .await
             .ok()
     };
+    // The probe's transaction ends; a server that does not answer that either has
+    // stopped answering altogether, which is no sign of a pool.
+    let mut answering = held.is_some();
     if let (Some(p), Some(_)) = (&probe, held) {
-        let _ = p.simple_query("ROLLBACK").await;
+        answering = tokio::time::timeout(patience, p.simple_query("ROLLBACK"))
+            .await
+            .is_ok();
     }
     drop(probe);
     let seen = match second {
@@ -725,7 +936,8 @@ pub async fn refuse_transaction_pooling(target: &Target, client: &Client) -> Res
         Some(Ok(second)) => format!(
             "two transactions on one connection ran in different server sessions (backend pid {first}, then {second})"
         ),
-        Some(Err(e)) => return Err(query_error(doing)(e)),
+        Some(Err(e)) => return Err(client.link.query_error(doing, e)),
+        None if !answering => return Err(client.link.timed_out(doing, patience)),
         None => "a second transaction on one connection waited for a server session while another connection held one".to_string(),
     };
     Err(Error::setup(format!(
@@ -739,7 +951,10 @@ pub async fn refuse_transaction_pooling(target: &Target, client: &Client) -> Res
 
 /// The backend pid the last statement of `sql` returns, read with the simple protocol
 /// (no prepared statement, which a pooler could run in another session).
-async fn backend_pid(client: &Client, sql: &str) -> Result<i32, tokio_postgres::Error> {
+async fn backend_pid(
+    client: &tokio_postgres::Client,
+    sql: &str,
+) -> Result<i32, tokio_postgres::Error> {
     let mut pid = 0;
     for message in client.simple_query(sql).await? {
         if let tokio_postgres::SimpleQueryMessage::Row(row) = message {
@@ -761,7 +976,7 @@ impl Target {
 
     /// How to cancel the running statement of `client`, a connection from this target:
     /// over TLS whenever the connection may have used it, as the server expects.
-    pub fn canceller(&self, client: &Client) -> Canceller {
+    pub fn canceller(&self, client: &tokio_postgres::Client) -> Canceller {
         let tls = match self.sslmode {
             SslMode::Disable => None,
             _ => self.tls.get().and_then(|t| t.as_ref().ok()).cloned(),

@@ -99,14 +99,20 @@ pub fn plan<'s>(
         .iter()
         .map(|t| {
             if let Some((_, e)) = unreachable.iter().find(|(s, _)| *s == t.server) {
-                return unreachable_tenant(t, e);
+                return unreachable_tenant(t, &e.to_string());
             }
             let state = states.get(&t.schema_name).cloned().unwrap_or(SchemaState {
                 schema_exists: false,
                 history_exists: false,
                 history: Ok(Vec::new()),
                 untracked: Default::default(),
+                unreachable: false,
             });
+            if state.unreachable {
+                // Its server went away or stopped answering while it was read.
+                let e = state.history.clone().err().unwrap_or_default();
+                return unreachable_tenant(t, &e);
+            }
             plan_one(t, &state, set, settings, change, unprovisioned, &now)
         })
         .collect();
@@ -116,8 +122,8 @@ pub fn plan<'s>(
     }
 }
 
-/// A tenant whose server could not be reached: it would fail.
-fn unreachable_tenant<'s>(t: &Tenant, e: &Error) -> PlannedTenant<'s> {
+/// A tenant whose server could not be reached: it would fail. `e` names the server.
+fn unreachable_tenant<'s>(t: &Tenant, e: &str) -> PlannedTenant<'s> {
     PlannedTenant {
         domain: t.domain.clone(),
         schema_name: t.schema_name.clone(),
@@ -126,7 +132,7 @@ fn unreachable_tenant<'s>(t: &Tenant, e: &Error) -> PlannedTenant<'s> {
         versions: Vec::new(),
         forgotten: Vec::new(),
         sql: Script::default(),
-        error: Some(format!("server {} could not be reached: {e}", t.server)),
+        error: Some(e.to_string()),
         skipped: None,
         server: t.server.clone(),
     }
@@ -184,7 +190,7 @@ pub async fn refuse_blocked_recreates(
     client: &mut tokio_postgres::Client,
     dry: &mut DryRun<'_>,
 ) -> Result<(), Error> {
-    let mut others: Vec<(String, tokio_postgres::Client)> = Vec::new();
+    let mut others: Vec<(String, crate::db::Client)> = Vec::new();
     for p in dry.tenants.iter_mut().filter(|p| p.error.is_none()) {
         let recreates =
             p.sql.0.as_ref().is_some_and(|(plan, ..)| {

@@ -4,10 +4,8 @@
 
 use std::collections::HashMap;
 
-use tokio_postgres::Client;
-
 use crate::config::Settings;
-use crate::db;
+use crate::db::{self, Client};
 use crate::error::Error;
 use crate::inspect::{self, TenantStatus};
 use crate::interrupt::Interrupt;
@@ -78,6 +76,28 @@ pub async fn select(registry: &Registry<'_>, selection: &Selection) -> Result<Ve
             .await?
     } else {
         let named = registry.find_many(&selection.tenants).await?;
+        // `--server` with `--tenant`: a named tenant elsewhere is a mistake to say, not
+        // one to drop silently.
+        if let Some(server) = &selection.server {
+            let elsewhere: Vec<String> = named
+                .iter()
+                .filter(|t| &t.server != server)
+                .map(|t| {
+                    format!(
+                        "tenant {} is on server {}",
+                        t.domain,
+                        crate::ident::shown(&t.server)
+                    )
+                })
+                .collect();
+            if !elsewhere.is_empty() {
+                return Err(Error::usage(format!(
+                    "{}, not on server {} that --server names; drop --server, or name that server; nothing was done",
+                    crate::error::listed(&elsewhere, 10),
+                    crate::ident::shown(server)
+                )));
+            }
+        }
         named
             .into_iter()
             .filter(|t| {
@@ -314,18 +334,25 @@ pub async fn statuses(
         let status = match status {
             Some(status) => status,
             None => {
-                // Its server could not be reached: what the registry last saw, and why.
+                // Its server could not be reached: what the registry last saw, and why
+                // (the error names the server).
                 let why = unreachable
                     .iter()
                     .find(|(s, _)| *s == t.server)
                     .map_or_else(
-                        || "its schema was not observed".to_string(),
+                        || {
+                            format!(
+                                "the schema on server {} was not observed",
+                                crate::ident::shown(&t.server)
+                            )
+                        },
                         |(_, e)| e.to_string(),
                     );
                 let unknown = SchemaState {
                     schema_exists: t.schema_provisioned,
                     history_exists: false,
-                    history: Err(format!("server {} could not be reached: {why}", t.server)),
+                    history: Err(why),
+                    unreachable: true,
                     untracked: Default::default(),
                 };
                 let mut status = inspect::tenant_status(t, &unknown, set);

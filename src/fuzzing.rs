@@ -230,7 +230,13 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
                     &config::TlsShown::from_settings(s)
                 )
                 .len(),
-                18
+                19
+            );
+            let (low, high) = config::READ_TIMEOUT_RANGE;
+            assert!(
+                (low..=high).contains(&s.read_timeout),
+                "{:?}",
+                s.read_timeout
             );
             for (tenant_type, tenant) in &s.templates {
                 assert!(ident::validate_tenant_type(tenant_type).is_ok());

@@ -45,6 +45,10 @@ pub struct TenantStatus {
     pub history_error: Option<String>,
     /// The server the tenant lives on.
     pub server: String,
+    /// Its server could not be reached, or stopped answering while its history was read
+    /// (`history_error` says which and why): its state is unknown, not drift.
+    #[serde(skip)]
+    pub unreachable: bool,
 }
 
 impl TenantStatus {
@@ -88,6 +92,7 @@ pub fn tenant_status(tenant: &Tenant, state: &SchemaState, set: &MigrationSet) -
         drift,
         history_error,
         server: tenant.server.clone(),
+        unreachable: state.unreachable,
     }
 }
 
@@ -106,8 +111,10 @@ pub struct StatusSummary {
     pub unprovisioned: usize,
     /// Registry status `failed`.
     pub failed: usize,
-    /// History does not match the files, or cannot be read.
+    /// History does not match the files, or cannot be read (its server answering).
     pub drifted: usize,
+    /// Server not reached, or gone while the history was read: state unknown.
+    pub unreachable: usize,
     /// Tenants per current revision (`base` for none applied).
     pub by_revision: BTreeMap<String, usize>,
     /// Counts per server.
@@ -125,6 +132,8 @@ pub struct ServerSummary {
     pub behind: usize,
     /// Registry status `failed`.
     pub failed: usize,
+    /// Server not reached, or gone while the history was read.
+    pub unreachable: usize,
 }
 
 /// Counts statuses.
@@ -135,7 +144,9 @@ pub fn summarize(statuses: &[TenantStatus], head: i32) -> StatusSummary {
         ..Default::default()
     };
     for t in statuses {
-        if !t.schema_provisioned {
+        if t.unreachable {
+            s.unreachable += 1;
+        } else if !t.schema_provisioned {
             s.unprovisioned += 1;
         } else if !t.drift.is_empty() || t.history_error.is_some() {
             s.drifted += 1;
@@ -157,6 +168,7 @@ pub fn summarize(statuses: &[TenantStatus], head: i32) -> StatusSummary {
                 && !t.pending_migrations.is_empty(),
         );
         server.failed += usize::from(t.status == Status::Failed);
+        server.unreachable += usize::from(t.unreachable);
         let key = t
             .current_revision
             .map_or_else(|| "base".to_string(), |v| v.to_string());

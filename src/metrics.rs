@@ -11,9 +11,7 @@ use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::Path;
 
-use tokio_postgres::Client;
-
-use crate::db::query_error;
+use crate::db::{self, Reads};
 use crate::error::Error;
 use crate::registry::Tables;
 
@@ -38,8 +36,8 @@ pub struct Metrics {
 
 /// Reads the metrics from the registry; `head` is the migration files' head and
 /// `servers` the configured servers.
-pub async fn gather(
-    client: &Client,
+pub async fn gather<C: Reads + ?Sized>(
+    client: &C,
     tables: &Tables,
     head: i32,
     servers: usize,
@@ -49,8 +47,10 @@ pub async fn gather(
         several_servers: servers > 1,
         ..Default::default()
     };
-    let rows = client
-        .query(
+    let rows = db::read(
+        client,
+        "reading the registry for metrics",
+        client.pg().query(
             &format!(
                 "SELECT server, status, count(*)::bigint, \
                         count(*) FILTER (WHERE schema_provisioned AND coalesce(current_revision, 0) < $1)::bigint \
@@ -58,9 +58,9 @@ pub async fn gather(
                 tables.tenants
             ),
             &[&head],
-        )
-        .await
-        .map_err(query_error("reading the registry for metrics"))?;
+        ),
+    )
+    .await?;
     for r in &rows {
         let server: String = r.get(0);
         let n: i64 = r.get(2);
@@ -68,24 +68,28 @@ pub async fn gather(
         m.tenants.insert((server.clone(), r.get(1)), n as u64);
         *m.behind.entry(server).or_default() += behind as u64;
     }
-    let rows = client
-        .query(
+    let rows = db::read(
+        client,
+        "reading the registry for metrics",
+        client.pg().query(
             &format!(
                 "SELECT coalesce(current_revision::text, 'base'), count(*)::bigint FROM {} GROUP BY 1",
                 tables.tenants
             ),
             &[],
-        )
-        .await
-        .map_err(query_error("reading the registry for metrics"))?;
+        ),
+    )
+    .await?;
     for r in &rows {
         let n: i64 = r.get(1);
         m.by_revision.insert(r.get(0), n as u64);
     }
     // A run with a refused entry is no success either (bulk runs' own rows, below, say
     // how they ended).
-    let rows = client
-        .query(
+    let rows = db::read(
+        client,
+        "reading the run ledger for metrics",
+        client.pg().query(
             &format!(
                 "WITH runs AS (SELECT action, run_id, bool_or(status <> 'ok') AS failed, max(finished_at) AS at \
                                FROM {} GROUP BY action, run_id) \
@@ -95,21 +99,23 @@ pub async fn gather(
                 tables.events
             ),
             &[],
-        )
-        .await
-        .map_err(query_error("reading the run ledger for metrics"))?;
+        ),
+    )
+    .await?;
     // Bulk runs have a row of their own, even when no tenant needed work.
-    let runs = client
-        .query(
+    let runs = db::read(
+        client,
+        "reading the runs for metrics",
+        client.pg().query(
             &format!(
                 "SELECT command, result, extract(epoch FROM max(finished_at))::float8 \
                  FROM {} GROUP BY 1, 2",
                 tables.runs
             ),
             &[],
-        )
-        .await
-        .map_err(query_error("reading the runs for metrics"))?;
+        ),
+    )
+    .await?;
     for r in rows.iter().chain(runs.iter()) {
         let command: String = r.get(0);
         let result: String = r.get(1);

@@ -15,7 +15,9 @@
 use std::sync::Mutex;
 
 use tokio::sync::Notify;
-use tokio_postgres::{Client, SimpleQueryMessage};
+use tokio_postgres::SimpleQueryMessage;
+
+use crate::db::Client;
 
 use crate::config::Settings;
 use crate::db::{self, Notices};

@@ -57,6 +57,20 @@ pub fn first_migration() -> (String, u64) {
     (m.name().to_string(), m.checksum())
 }
 
+/// The registry's migrations after the first, each as (version, name, refinery's
+/// checksum, SQL), for an adoption that applies them in its own transaction. Their SQL
+/// runs with `search_path` set to the registry schema.
+pub fn later_migrations() -> Vec<(i32, String, u64, &'static str)> {
+    MIGRATIONS[1..]
+        .iter()
+        .map(|(name, sql)| {
+            let m = refinery::Migration::unapplied(name, sql)
+                .expect("embedded registry migration names are valid");
+            (m.version(), m.name().to_string(), m.checksum(), *sql)
+        })
+        .collect()
+}
+
 /// The registry version this binary needs.
 pub fn latest_version() -> i32 {
     MIGRATIONS.len() as i32
@@ -182,6 +196,8 @@ impl Tenant {
 /// A handle on the registry in one schema, over one connection.
 pub struct Registry<'a> {
     client: &'a Client,
+    /// The same connection, for reads (bounded on a connection tenantctl opened).
+    reads: &'a dyn db::Reads,
     schema: &'a str,
     tables: Tables,
 }
@@ -311,7 +327,7 @@ impl Shape {
 
 /// Reads, in one catalog query, which registry tables exist and which of the columns this
 /// binary needs are missing or of another type.
-async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
+async fn shape<C: db::Reads + ?Sized>(client: &C, schema: &str) -> Result<Shape, Error> {
     let mut rels = Vec::new();
     let mut tables = Vec::new();
     let mut columns = Vec::new();
@@ -324,8 +340,10 @@ async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
             types.push(ty.to_string());
         }
     }
-    let row = client
-        .query_one(
+    let row = db::read(
+        client,
+        "looking for the tenant registry",
+        client.pg().query_one(
             "SELECT current_database(), \
              ARRAY(SELECT DISTINCT e.tbl FROM unnest($1::text[], $2::text[]) AS e(rel, tbl) \
                    WHERE to_regclass(e.rel) IS NULL), \
@@ -340,9 +358,9 @@ async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
                      AND (a.attnum IS NULL OR format_type(a.atttypid, NULL) <> e.typ) \
                    ORDER BY e.n)",
             &[&rels, &tables, &columns, &types],
-        )
-        .await
-        .map_err(query_error("looking for the tenant registry"))?;
+        ),
+    )
+    .await?;
     let missing: Vec<String> = row.get(1);
     Ok(Shape {
         dbname: row.get(0),
@@ -356,19 +374,28 @@ async fn shape(client: &Client, schema: &str) -> Result<Shape, Error> {
 }
 
 /// The registry version recorded in its history table (0 when empty).
-async fn recorded_version(client: &Client, schema: &str) -> Result<i32, Error> {
-    let version: Option<i32> = client
-        .query_one(
-            &format!(
-                "SELECT max(version) FROM {}",
-                qualified(schema, HISTORY_TABLE)
-            ),
-            &[],
-        )
-        .await
-        .map_err(query_error("reading the registry version"))?
-        .get(0);
+async fn recorded_version<C: db::Reads + ?Sized>(client: &C, schema: &str) -> Result<i32, Error> {
+    let sql = format!(
+        "SELECT max(version) FROM {}",
+        qualified(schema, HISTORY_TABLE)
+    );
+    let version: Option<i32> = db::read(
+        client,
+        "reading the registry version",
+        client.pg().query_one(&sql, &[]),
+    )
+    .await?
+    .get(0);
     Ok(version.unwrap_or(0))
+}
+
+/// The error for the original service's table where the registry should be: it is not
+/// damaged, it is to be adopted.
+fn original_table(schema: &str) -> Error {
+    Error::setup(format!(
+        "schema {} holds the original service's tenants table (API keys in plain text, no tenantctl history); `tenantctl adopt alembic --map FILE` takes it over (see the README's \"Adopting a running Alembic system\"); nothing was changed",
+        quote(schema)
+    ))
 }
 
 /// The error for a registry whose tables were changed outside tenantctl.
@@ -415,10 +442,7 @@ async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Er
         None
     };
     if before.is_none() && crate::adopt::is_original(client, schema).await? {
-        return Err(Error::setup(format!(
-            "schema {} holds the original service's tenants table (API keys in plain text, no tenantctl history); `tenantctl adopt alembic --map FILE` takes it over (see the README's \"Adopting a running Alembic system\"); nothing was changed",
-            quote(schema)
-        )));
+        return Err(original_table(schema));
     }
     if before.is_none() && (found.has("tenants") || found.has(HISTORY_TABLE)) {
         // A registry without a readable history: not one init can build on.
@@ -482,7 +506,7 @@ impl<'a> Registry<'a> {
     /// missing or older than this binary needs, and with exit 3 naming the table and
     /// column when a column this binary needs is missing or of another type (one catalog
     /// query). A registry newer than this binary is fine while those columns are there.
-    pub async fn open(client: &'a Client, schema: &'a str) -> Result<Registry<'a>, Error> {
+    pub async fn open<C: db::Reads>(client: &'a C, schema: &'a str) -> Result<Registry<'a>, Error> {
         let found = shape(client, schema).await?;
         if !found.has("tenants") && !found.has(HISTORY_TABLE) {
             return Err(Error::setup(format!(
@@ -492,6 +516,9 @@ impl<'a> Registry<'a> {
             )));
         }
         if !found.history_readable() {
+            if crate::adopt::is_original(client.pg(), schema).await? {
+                return Err(original_table(schema));
+            }
             return Err(damaged(schema, None, &found.problems()));
         }
         let version = recorded_version(client, schema).await?;
@@ -506,7 +533,8 @@ impl<'a> Registry<'a> {
             return Err(damaged(schema, Some(version), &found.problems()));
         }
         Ok(Registry {
-            client,
+            client: client.pg(),
+            reads: client,
             schema,
             tables: Tables::new(schema),
         })
@@ -547,11 +575,7 @@ impl<'a> Registry<'a> {
             "SELECT domain FROM {} WHERE {column} = $1",
             self.tables.tenants
         );
-        let row = self
-            .client
-            .query_opt(&sql, &[&value])
-            .await
-            .map_err(query_error(doing))?;
+        let row = db::read(self.reads, doing, self.client.query_opt(&sql, &[&value])).await?;
         Ok(row.map(|r| r.get(0)))
     }
 
@@ -561,11 +585,12 @@ impl<'a> Registry<'a> {
             "SELECT server, count(*) FROM {} GROUP BY server",
             self.tables.tenants
         );
-        let rows = self
-            .client
-            .query(&sql, &[])
-            .await
-            .map_err(query_error("counting tenants per server"))?;
+        let rows = db::read(
+            self.reads,
+            "counting tenants per server",
+            self.client.query(&sql, &[]),
+        )
+        .await?;
         Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
     }
 
@@ -629,11 +654,12 @@ impl<'a> Registry<'a> {
             "SELECT {COLUMNS} FROM {} WHERE domain = ANY($1) OR schema_name = ANY($1) OR id = ANY($2)",
             self.tables.tenants
         );
-        let rows = self
-            .client
-            .query(&sql, &[&references, &ids])
-            .await
-            .map_err(query_error("looking up tenants"))?;
+        let rows = db::read(
+            self.reads,
+            "looking up tenants",
+            self.client.query(&sql, &[&references, &ids]),
+        )
+        .await?;
         let tenants: Vec<Tenant> = rows.iter().map(Tenant::from_row).collect();
         let mut out: Vec<Tenant> = Vec::new();
         let mut unknown = Vec::new();
@@ -683,15 +709,13 @@ impl<'a> Registry<'a> {
         use tokio_postgres::types::Type;
         let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] =
             [(&tenant_type, Type::TEXT), (&status, Type::TEXT)];
-        let rows = self
-            .client
-            .query_typed_raw(&sql, params)
-            .await
-            .map_err(query_error("listing tenants"))?;
-        rows.map_ok(|row| Tenant::from_row(&row))
-            .try_collect()
-            .await
-            .map_err(query_error("listing tenants"))
+        let listed = async {
+            let rows = self.client.query_typed_raw(&sql, params).await?;
+            rows.map_ok(|row| Tenant::from_row(&row))
+                .try_collect()
+                .await
+        };
+        db::read(self.reads, "listing tenants", listed).await
     }
 
     /// Brings the cached columns of these tenants in line with what was observed, in one
@@ -712,10 +736,14 @@ impl<'a> Registry<'a> {
              OR t.migrations_applied IS DISTINCT FROM (u.r IS NOT NULL))",
             t = self.tables.tenants
         );
-        self.client
-            .execute(&sql, &[&ids, &exists, &current])
-            .await
-            .map_err(query_error("refreshing the registry's cached columns"))
+        // Bounded as a read: a best-effort refresh of what was just observed must not
+        // hold a reading command on a registry that stopped answering.
+        db::read(
+            self.reads,
+            "refreshing the registry's cached columns",
+            self.client.execute(&sql, &[&ids, &exists, &current]),
+        )
+        .await
     }
 
     /// Replaces a tenant's API key hash and prefix. Returns the updated row.
@@ -776,9 +804,10 @@ impl<'a> Registry<'a> {
              AND (NOT $3 OR status <> 'ok') ORDER BY id DESC LIMIT $4",
             self.tables.events
         );
-        let rows = self
-            .client
-            .query(
+        let rows = db::read(
+            self.reads,
+            "reading the run ledger",
+            self.client.query(
                 &sql,
                 &[
                     &filter.tenant_id,
@@ -786,9 +815,9 @@ impl<'a> Registry<'a> {
                     &filter.failed_only,
                     &filter.limit,
                 ],
-            )
-            .await
-            .map_err(query_error("reading the run ledger"))?;
+            ),
+        )
+        .await?;
         Ok(rows
             .iter()
             .map(|r| {
@@ -1115,17 +1144,16 @@ pub struct MoveJournal {
 impl Registry<'_> {
     /// The unfinished move of tenant `id`, if there is one.
     pub async fn move_journal(&self, id: i64) -> Result<Option<MoveJournal>, Error> {
-        let row = self
-            .client
-            .query_opt(
-                &format!(
-                    "SELECT from_server, to_server, schema_name, keep_source, phase FROM {} WHERE tenant_id = $1",
-                    self.tables.moves
-                ),
-                &[&id],
-            )
-            .await
-            .map_err(query_error("reading the tenant's unfinished move"))?;
+        let sql = format!(
+            "SELECT from_server, to_server, schema_name, keep_source, phase FROM {} WHERE tenant_id = $1",
+            self.tables.moves
+        );
+        let row = db::read(
+            self.reads,
+            "reading the tenant's unfinished move",
+            self.client.query_opt(&sql, &[&id]),
+        )
+        .await?;
         Ok(row.map(|r| MoveJournal {
             from_server: r.get(0),
             to_server: r.get(1),

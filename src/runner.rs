@@ -213,8 +213,9 @@ impl<'a> Session<'a> {
         self.settings
     }
 
-    /// The session's connection (search_path pinned, lock held).
-    pub fn client(&self) -> &Client {
+    /// The session's connection (search_path pinned, lock held); tenantctl's own reads
+    /// on it go through [`crate::db::read`], bounded by `run.read_timeout`.
+    pub fn client(&self) -> &crate::db::Client {
         &self.conn.client
     }
 
@@ -357,6 +358,7 @@ impl<'a> Session<'a> {
                     history_exists: false,
                     history: Ok(Vec::new()),
                     untracked: Default::default(),
+                    unreachable: false,
                 }
             }
             Step::CreateHistoryTable => {

@@ -29,11 +29,22 @@ impl Servers {
             .servers
             .iter()
             .map(|s| {
-                let target = Target::resolve(&settings.for_server(s), env)?;
+                let target = Target::resolve(&settings.for_server(s), env)?.named(&s.name);
                 Ok((s.clone(), target))
             })
             .collect::<Result<Vec<_>, Error>>()?;
         Ok(Servers { list })
+    }
+
+    /// These servers with their reads bounded by `limit` (see [`crate::db::read`]).
+    pub fn with_read_timeout(self, limit: std::time::Duration) -> Servers {
+        Servers {
+            list: self
+                .list
+                .into_iter()
+                .map(|(s, t)| (s, t.with_read_timeout(limit)))
+                .collect(),
+        }
     }
 
     /// Every server, `default` first, then by name.

@@ -12,10 +12,9 @@ use futures::StreamExt;
 use time::format_description::well_known::Rfc3339;
 use time::OffsetDateTime;
 use tokio_postgres::types::Type;
-use tokio_postgres::Client;
 
-use crate::db::query_error;
-use crate::error::Error;
+use crate::db::{self, Reads};
+use crate::error::{Error, ErrorKind};
 use crate::ident::qualified;
 use crate::migrations::AppliedRow;
 
@@ -34,6 +33,10 @@ pub struct SchemaState {
     pub history: Result<Vec<AppliedRow>, String>,
     /// What the schema holds when it has no history table (nothing otherwise).
     pub untracked: Untracked,
+    /// The history could not be read because its server could not be reached, went
+    /// away or stopped answering during the read (`history` says which server and
+    /// why): nothing is known of the schema, and nothing about it is drift.
+    pub unreachable: bool,
 }
 
 /// What a schema without tenantctl's history table already holds: objects a first
@@ -70,8 +73,8 @@ impl SchemaState {
 }
 
 /// Reads the state of every schema in `schemas`; `table` is the history table name.
-pub async fn observe(
-    client: &Client,
+pub async fn observe<C: Reads + ?Sized>(
+    client: &C,
     schemas: &[String],
     table: &str,
 ) -> Result<HashMap<String, SchemaState>, Error> {
@@ -81,8 +84,8 @@ pub async fn observe(
 /// Like [`observe`], spreading the history tables over several connections, which read
 /// concurrently: opening each table in a new session is the cost that bounds a fleet
 /// read, and the server can do it on several cores at once.
-pub async fn observe_with(
-    clients: &[&Client],
+pub async fn observe_with<C: Reads + ?Sized>(
+    clients: &[&C],
     schemas: &[String],
     table: &str,
 ) -> Result<HashMap<String, SchemaState>, Error> {
@@ -97,8 +100,12 @@ pub async fn observe_with(
 /// Like [`observe_with`], handing each schema's state to `sink` as it arrives instead of
 /// collecting them, so a fleet read holds only the histories in flight.
 /// Every schema asked for is handed over exactly once.
-pub async fn observe_each(
-    clients: &[&Client],
+///
+/// Every read is one of tenantctl's own (see [`db::read`]): on a connection that stops
+/// answering or goes away, the catalog read is an error, and each history read on it
+/// gives a state marked [`SchemaState::unreachable`].
+pub async fn observe_each<C: Reads + ?Sized>(
+    clients: &[&C],
     schemas: &[String],
     table: &str,
     mut sink: impl FnMut(String, SchemaState),
@@ -107,8 +114,10 @@ pub async fn observe_each(
     // history that cannot be read, not a missing one (creating the table would be skipped
     // or fail, and the migrations would run again).
     let other_histories: Vec<&str> = OTHER_HISTORIES.iter().map(|(t, _)| *t).collect();
-    let rows = clients[0]
-        .query_typed(
+    let rows = db::read(
+        clients[0],
+        "reading tenant schemas from the catalog",
+        clients[0].pg().query_typed(
             // For a schema without a history table, also what it holds (see
             // `Untracked`): nothing is counted for the others.
             "SELECT s.name, n.oid IS NOT NULL, c.relkind::text, c.relhassubclass, \
@@ -128,9 +137,9 @@ pub async fn observe_each(
                 (&table, Type::TEXT),
                 (&other_histories, Type::TEXT_ARRAY),
             ],
-        )
-        .await
-        .map_err(query_error("reading tenant schemas from the catalog"))?;
+        ),
+    )
+    .await?;
     let mut with_history = Vec::new();
     for row in rows {
         let (name, schema_exists, kind, inherited): (String, bool, Option<String>, Option<bool>) =
@@ -155,6 +164,7 @@ pub async fn observe_each(
                     history_exists: true,
                     history: Err(why),
                     untracked: Untracked::default(),
+                    unreachable: false,
                 };
                 sink(name, state);
                 continue;
@@ -165,6 +175,7 @@ pub async fn observe_each(
                     history_exists: false,
                     history: Ok(Vec::new()),
                     untracked,
+                    unreachable: false,
                 };
                 sink(name, state);
                 continue;
@@ -182,12 +193,13 @@ pub async fn observe_each(
                 .buffered(IN_FLIGHT)
                 .boxed()
         }));
-    while let Some((name, history)) = copies.next().await {
+    while let Some((name, (history, unreachable))) = copies.next().await {
         let state = SchemaState {
             schema_exists: true,
             history_exists: true,
             history,
             untracked: Untracked::default(),
+            unreachable,
         };
         sink(name, state);
     }
@@ -199,7 +211,12 @@ pub async fn observe_each(
 /// cold session spends per table, and a fleet read opens every tenant's table once.
 /// When the `COPY` fails, the table is read with a `SELECT` instead, so a table `COPY`
 /// cannot read (a partitioned one) is still read, and an error is worded as before.
-async fn read_one(client: &Client, name: &str, read: Read, table: &str) -> (String, History) {
+async fn read_one<C: Reads + ?Sized>(
+    client: &C,
+    name: &str,
+    read: Read,
+    table: &str,
+) -> (String, (History, bool)) {
     if read == Read::Select {
         return (name.to_string(), read_selected(client, name, table).await);
     }
@@ -209,15 +226,21 @@ async fn read_one(client: &Client, name: &str, read: Read, table: &str) -> (Stri
     );
     let copied = async {
         let mut rows = Vec::new();
-        let stream = client.copy_out(sql.as_str()).await?;
+        let stream = client.pg().copy_out(sql.as_str()).await?;
         futures::pin_mut!(stream);
         while let Some(chunk) = stream.next().await {
             rows.extend_from_slice(&chunk?);
         }
         Ok::<_, tokio_postgres::Error>(rows)
     };
-    let history = match copied.await {
-        Ok(text) => copied_history(&text).map_err(|why| unreadable(name, table, &why)),
+    let doing = format!("reading history table {}", qualified(name, table));
+    let history = match db::read(client, &doing, copied).await {
+        Ok(text) => (
+            copied_history(&text).map_err(|why| unreadable(name, table, &why)),
+            false,
+        ),
+        // The server stopped answering, or went away: a SELECT would not fare better.
+        Err(e) if e.kind() == ErrorKind::Unavailable => (Err(e.to_string()), true),
         Err(_) => read_selected(client, name, table).await,
     };
     (name.to_string(), history)
@@ -233,12 +256,12 @@ enum Read {
 }
 
 /// One history table read with a `SELECT`, which includes the rows of partitions and
-/// inheritance children.
-async fn read_selected(client: &Client, name: &str, table: &str) -> History {
-    read_histories(client, std::slice::from_ref(&name.to_string()), table)
-        .await
-        .map(|mut m| m.remove(name).unwrap_or_else(|| Ok(Vec::new())))
-        .unwrap_or_else(|e| Err(e.to_string()))
+/// inheritance children; and whether it failed because the server could not be reached.
+async fn read_selected<C: Reads + ?Sized>(client: &C, name: &str, table: &str) -> (History, bool) {
+    match read_histories(client, std::slice::from_ref(&name.to_string()), table).await {
+        Ok(mut m) => (m.remove(name).unwrap_or_else(|| Ok(Vec::new())), false),
+        Err(e) => (Err(e.to_string()), e.kind() == ErrorKind::Unavailable),
+    }
 }
 
 /// `pg_class.relkind` in words, for the relation that holds the history table's name.
@@ -351,8 +374,8 @@ type History = Result<Vec<AppliedRow>, String>;
 type Histories = HashMap<String, History>;
 
 /// Reads history tables with one `SELECT ... UNION ALL ...`, by schema.
-async fn read_histories(
-    client: &Client,
+async fn read_histories<C: Reads + ?Sized>(
+    client: &C,
     schemas: &[String],
     table: &str,
 ) -> Result<Histories, Error> {
@@ -372,13 +395,13 @@ async fn read_histories(
         .iter()
         .map(|s| (s as &(dyn tokio_postgres::types::ToSql + Sync), Type::TEXT))
         .collect();
-    let rows = client
-        .query_typed(&format!("{sql} ORDER BY 1, 2"), &params)
-        .await
-        .map_err(query_error(&format!(
-            "reading history table {}",
-            qualified(&schemas[0], table)
-        )))?;
+    let sql = format!("{sql} ORDER BY 1, 2");
+    let rows = db::read(
+        client,
+        &format!("reading history table {}", qualified(&schemas[0], table)),
+        client.pg().query_typed(&sql, &params),
+    )
+    .await?;
     let mut out: Histories = HashMap::new();
     for row in rows {
         let schema: String = row.get(0);

@@ -76,6 +76,16 @@ pub struct GlobalOpts {
     #[arg(long, global = true, env = "TENANTCTL_MIGRATIONS", value_name = "DIR")]
     pub migrations: Option<PathBuf>,
 
+    /// Longest wait for an answer to one of tenantctl's own reads of a server (its
+    /// registry, schemas and catalogs), e.g. 30s [default: run.read_timeout, 60s].
+    #[arg(
+        long,
+        global = true,
+        env = "TENANTCTL_READ_TIMEOUT",
+        value_name = "DURATION"
+    )]
+    pub read_timeout: Option<String>,
+
     /// Output format for results on stdout.
     #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Text)]
     pub output: Format,
@@ -99,6 +109,10 @@ pub struct GlobalOpts {
     /// Whether `migrations` came from `TENANTCTL_MIGRATIONS` rather than the flag.
     #[arg(skip)]
     pub migrations_from_env: bool,
+
+    /// Whether `read_timeout` came from `TENANTCTL_READ_TIMEOUT` rather than the flag.
+    #[arg(skip)]
+    pub read_timeout_from_env: bool,
 }
 
 impl Cli {
@@ -123,6 +137,7 @@ impl Cli {
             |id: &str| matches.value_source(id) == Some(clap::parser::ValueSource::EnvVariable);
         cli.global.database_url_from_env = from_env("database_url");
         cli.global.migrations_from_env = from_env("migrations");
+        cli.global.read_timeout_from_env = from_env("read_timeout");
         Ok(cli)
     }
 }

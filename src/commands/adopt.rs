@@ -19,7 +19,13 @@ pub async fn run(ctx: &Ctx, cmd: &AdoptCommand) -> Result<Exit> {
     let mut client = ctx.connect().await?;
     let schema = ctx.settings.registry_schema.clone();
     let original = adopt::is_original(&client, &schema).await?;
-    let reg = adopt::adopt_registry(&mut client, &schema, args.dry_run).await?;
+    let reg = adopt::adopt_registry(
+        &mut client,
+        &schema,
+        args.dry_run,
+        ctx.settings.lock_timeout,
+    )
+    .await?;
     if reg.found == "none" {
         return Err(Error::setup(format!(
             "schema {} has no tenants table: there is no fleet to adopt (`tenantctl init` creates a registry)",
@@ -36,13 +42,22 @@ pub async fn run(ctx: &Ctx, cmd: &AdoptCommand) -> Result<Exit> {
     } else {
         Some(Registry::open(&client, &schema).await?)
     };
+    // Tenants are stamped by id: a domain may read as another tenant's id or schema.
+    let by_id: std::collections::HashMap<i64, crate::registry::Tenant> = match &registry {
+        Some(r) => r
+            .list(None, None)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect(),
+        None => Default::default(),
+    };
     let (events, reporting) = reporter::start(&ctx.out, "adopt", Style::Single);
     let cx = ctx.one_tenant(&events);
-    let stamp = async |domain: &str, version: i32| -> Option<String> {
+    let stamp = async |id: i64, version: i32| -> Option<String> {
         let registry = registry.as_ref()?;
-        let tenant = match registry.find(domain).await {
-            Ok(t) => t,
-            Err(e) => return Some(e.to_string()),
+        let Some(tenant) = by_id.get(&id) else {
+            return Some(format!("tenant id {id} is no longer registered"));
         };
         let run_id = match crate::scheduler::new_run_id() {
             Ok(id) => id,
@@ -52,7 +67,7 @@ pub async fn run(ctx: &Ctx, cmd: &AdoptCommand) -> Result<Exit> {
             &cx,
             &client,
             registry,
-            &tenant,
+            tenant,
             SchemaChange::Stamp(version),
             &set,
             &run_id,

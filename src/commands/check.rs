@@ -34,12 +34,26 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
     // Every server must answer, whether or not it holds tenants yet.
-    for (server, target) in ctx.servers.iter().skip(1) {
-        target.connect().await.map_err(|e| {
-            crate::error::Error::unavailable(format!("server {}: {e}", server.name))
-        })?;
+    // (A connection error names its server; so does a read it does not answer.)
+    for (_, target) in ctx.servers.iter().skip(1) {
+        let c = target.connect().await?;
+        crate::db::read(
+            &c,
+            "checking that the server answers",
+            c.simple_query("SELECT 1"),
+        )
+        .await?;
     }
     let states = super::observe(ctx, &client, &tenants).await?;
+    // A server that went away or stopped answering while its tenants were read cannot
+    // be checked: that is not drift.
+    if let Some(why) = states
+        .values()
+        .find(|s| s.unreachable)
+        .and_then(|s| s.history.clone().err())
+    {
+        return Err(crate::error::Error::unavailable(why).into());
+    }
     let problems = inspect::check(&tenants, &states, &set);
     let mut affected: Vec<&str> = problems.iter().map(|p| p.tenant.as_str()).collect();
     affected.dedup();

@@ -3,7 +3,7 @@
 
 use std::path::Path;
 
-use tokio_postgres::Client;
+use crate::db::Client;
 
 use crate::error::{Error, Result};
 use crate::exit::Exit;

@@ -25,7 +25,7 @@ pub mod upgrade;
 
 use std::collections::HashMap;
 
-use tokio_postgres::Client;
+use crate::db::Client;
 
 use crate::cli::{BulkOpts, GlobalOpts, Selection};
 use crate::config::{Overrides, Settings};
@@ -81,6 +81,8 @@ impl Ctx {
             database_url_from_env: global.database_url_from_env,
             migrations: global.migrations.clone(),
             migrations_from_env: global.migrations_from_env,
+            read_timeout: global.read_timeout.clone(),
+            read_timeout_from_env: global.read_timeout_from_env,
             concurrency,
         };
         let settings = crate::config::load(&overrides, &env_var, &cwd)?;
@@ -182,6 +184,31 @@ impl Ctx {
             return Ok(None);
         }
         Ok(Some(self.servers.target(server)?.connect().await?))
+    }
+}
+
+impl Ctx {
+    /// Where the Citus coordinator of `tenant`'s server places its schema (read on its
+    /// server; `client` is the registry's). `None` when the tenant's server could not be
+    /// reached or read (`status` already says so) or stops answering now.
+    pub async fn placement(
+        &self,
+        client: &Client,
+        tenant: &Tenant,
+        status: &TenantStatus,
+    ) -> Result<Option<crate::citus::Placement>, Error> {
+        if status.unreachable {
+            return Ok(None);
+        }
+        let read = match self.connect_to(&tenant.server).await {
+            Ok(Some(remote)) => crate::citus::placement(&remote, &tenant.schema_name).await,
+            Ok(None) => crate::citus::placement(client, &tenant.schema_name).await,
+            Err(_) => return Ok(None),
+        };
+        match read {
+            Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => Ok(None),
+            other => other,
+        }
     }
 }
 

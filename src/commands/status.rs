@@ -36,16 +36,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     };
     let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
     if args.tenant.is_some() {
-        let placement = {
-            // Placement is read on the tenant's server; none when it cannot be reached.
-            match ctx.connect_to(&tenants[0].server).await {
-                Ok(Some(remote)) => {
-                    crate::citus::placement(&remote, &tenants[0].schema_name).await?
-                }
-                Ok(None) => crate::citus::placement(&client, &tenants[0].schema_name).await?,
-                Err(_) => None,
-            }
-        };
+        let placement = ctx.placement(&client, &tenants[0], &st[0]).await?;
         print_one(ctx, &st[0], set.head(), placement);
         return Ok(Exit::Ok);
     }
@@ -128,7 +119,9 @@ fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
             "tenant", "schema", "revision", "pending", "status", "problem",
         ]);
         for x in attention {
-            let problem = if !x.schema_provisioned {
+            let problem = if let Some(e) = x.history_error.as_ref().filter(|_| x.unreachable) {
+                e.clone()
+            } else if !x.schema_provisioned {
                 "not provisioned".to_string()
             } else if let Some(e) = &x.history_error {
                 e.clone()
@@ -156,8 +149,8 @@ fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
         ctx.out.print(&t.to_string());
     }
     ctx.out.print(&format!(
-        "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} failed",
-        s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.failed
+        "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} unreachable, {} failed",
+        s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.unreachable, s.failed
     ));
 }
 

@@ -3,10 +3,10 @@
 //! what loading must step around (the tenant's own triggers, foreign keys). Also the
 //! objects an archive cannot carry, refused before anything is written.
 
+use crate::archive::{Column, CopyFormat, Table};
 use tokio_postgres::Client;
 
-use crate::archive::{Column, CopyFormat, Table};
-use crate::db::query_error;
+use crate::db::{self, query_error, Reads};
 use crate::error::Error;
 use crate::ident::{qualified, quote};
 
@@ -40,9 +40,15 @@ impl Catalog {
 /// Reads what `schema` holds, leaving out `history_table` (rebuilt by the migrations).
 /// Refuses (before anything is written) what an archive cannot carry: foreign tables,
 /// columns that may point at large objects, partitions living in another schema.
-pub async fn read(client: &Client, schema: &str, history_table: &str) -> Result<Catalog, Error> {
-    let rows = client
-        .query(
+pub async fn read<C: Reads + ?Sized>(
+    client: &C,
+    schema: &str,
+    history_table: &str,
+) -> Result<Catalog, Error> {
+    let rows = db::read(
+        client,
+        "reading the schema's tables",
+        client.pg().query(
             "SELECT c.relname::text, c.relkind::text, a.attname::text, \
                     pg_catalog.format_type(a.atttypid, a.atttypmod), a.attgenerated::text, \
                     (bt.typtype = 'c' OR (bt.typcategory = 'A' AND bt.typelem >= 16384)), \
@@ -64,9 +70,9 @@ pub async fn read(client: &Client, schema: &str, history_table: &str) -> Result<
                AND c.relname <> $2 \
              ORDER BY c.relkind = 'm', c.oid, a.attnum",
             &[&schema, &history_table],
-        )
-        .await
-        .map_err(query_error("reading the schema's tables"))?;
+        ),
+    )
+    .await?;
     let mut catalog = Catalog {
         tables: Vec::new(),
         partitioned: Vec::new(),
@@ -175,12 +181,14 @@ pub async fn read(client: &Client, schema: &str, history_table: &str) -> Result<
 }
 
 /// Partitions (or inheritance children) in another schema of tables in `schema`.
-async fn partitions_elsewhere(
-    client: &Client,
+async fn partitions_elsewhere<C: Reads + ?Sized>(
+    client: &C,
     schema: &str,
 ) -> Result<Vec<(String, String)>, Error> {
-    let rows = client
-        .query(
+    let rows = db::read(
+        client,
+        "reading the schema's partitions",
+        client.pg().query(
             "SELECT p.relname::text, pg_catalog.format('%I.%I', cn.nspname, c.relname) \
              FROM pg_catalog.pg_inherits i \
              JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
@@ -189,9 +197,9 @@ async fn partitions_elsewhere(
              JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
              WHERE pn.nspname = $1 AND cn.nspname <> $1 ORDER BY 1, 2",
             &[&schema],
-        )
-        .await
-        .map_err(query_error("reading the schema's partitions"))?;
+        ),
+    )
+    .await?;
     Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
@@ -233,9 +241,11 @@ impl Trigger {
 
 /// The schema's enabled user triggers on tables (not the internal ones behind foreign
 /// keys), the ones that cloned to partitions left out (their parent's switch covers them).
-pub async fn triggers(client: &Client, schema: &str) -> Result<Vec<Trigger>, Error> {
-    let rows = client
-        .query(
+pub async fn triggers<C: Reads + ?Sized>(client: &C, schema: &str) -> Result<Vec<Trigger>, Error> {
+    let rows = db::read(
+        client,
+        "reading the schema's triggers",
+        client.pg().query(
             "SELECT c.relname::text, t.tgname::text, t.tgenabled::text \
              FROM pg_catalog.pg_trigger t \
              JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
@@ -244,9 +254,9 @@ pub async fn triggers(client: &Client, schema: &str) -> Result<Vec<Trigger>, Err
                AND c.relkind IN ('r', 'p') \
              ORDER BY 1, 2",
             &[&schema],
-        )
-        .await
-        .map_err(query_error("reading the schema's triggers"))?;
+        ),
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| Trigger {
@@ -303,9 +313,14 @@ impl ForeignKey {
 
 /// The foreign keys declared on the schema's tables (on a partitioned table, the
 /// parent's only: its partitions' copies follow it).
-pub async fn foreign_keys(client: &Client, schema: &str) -> Result<Vec<ForeignKey>, Error> {
-    let rows = client
-        .query(
+pub async fn foreign_keys<C: Reads + ?Sized>(
+    client: &C,
+    schema: &str,
+) -> Result<Vec<ForeignKey>, Error> {
+    let rows = db::read(
+        client,
+        "reading the schema's foreign keys",
+        client.pg().query(
             "SELECT t.relname::text, c.conname::text, pg_catalog.pg_get_constraintdef(c.oid), \
                     pg_catalog.obj_description(c.oid, 'pg_constraint') \
              FROM pg_catalog.pg_constraint c \
@@ -314,9 +329,9 @@ pub async fn foreign_keys(client: &Client, schema: &str) -> Result<Vec<ForeignKe
              WHERE n.nspname = $1 AND c.contype = 'f' AND c.conparentid = 0 \
              ORDER BY 1, 2",
             &[&schema],
-        )
-        .await
-        .map_err(query_error("reading the schema's foreign keys"))?;
+        ),
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| ForeignKey {
@@ -341,9 +356,14 @@ pub struct OwnedSequence {
 }
 
 /// The schema's ascending sequences owned by a column of one of its tables.
-pub async fn owned_sequences(client: &Client, schema: &str) -> Result<Vec<OwnedSequence>, Error> {
-    let rows = client
-        .query(
+pub async fn owned_sequences<C: Reads + ?Sized>(
+    client: &C,
+    schema: &str,
+) -> Result<Vec<OwnedSequence>, Error> {
+    let rows = db::read(
+        client,
+        "reading the schema's owned sequences",
+        client.pg().query(
             "SELECT s.relname::text, t.relname::text, a.attname::text \
              FROM pg_catalog.pg_depend d \
              JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
@@ -357,9 +377,9 @@ pub async fn owned_sequences(client: &Client, schema: &str) -> Result<Vec<OwnedS
                AND t.relnamespace = n.oid \
              ORDER BY 1",
             &[&schema],
-        )
-        .await
-        .map_err(query_error("reading the schema's owned sequences"))?;
+        ),
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| OwnedSequence {
@@ -496,16 +516,18 @@ impl Rebuilt {
 /// clustering index, in a tablespace of its own, with storage options, or attached to a
 /// partitioned index, nor one a foreign key from another schema points at (the schema's
 /// own foreign keys are dropped first and added back after).
-pub async fn rebuildable(
-    client: &Client,
+pub async fn rebuildable<C: Reads + ?Sized>(
+    client: &C,
     schema: &str,
     tables: &[String],
 ) -> Result<Vec<Rebuilt>, Error> {
     if tables.is_empty() {
         return Ok(Vec::new());
     }
-    let rows = client
-        .query(
+    let rows = db::read(
+        client,
+        "reading the schema's indexes",
+        client.pg().query(
             "SELECT t.relname::text, i.relname::text, \
                     CASE WHEN c.oid IS NULL THEN NULL ELSE pg_catalog.pg_get_constraintdef(c.oid) END, \
                     pg_catalog.pg_get_indexdef(i.oid), \
@@ -525,9 +547,9 @@ pub async fn rebuildable(
                AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_constraint o WHERE o.conindid = i.oid AND o.contype NOT IN ('p', 'u')) \
              ORDER BY c.oid IS NOT NULL, 1, 2",
             &[&schema, &tables],
-        )
-        .await
-        .map_err(query_error("reading the schema's indexes"))?;
+        ),
+    )
+    .await?;
     Ok(rows
         .iter()
         .map(|r| Rebuilt {

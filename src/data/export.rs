@@ -1,10 +1,10 @@
 //! Reading a tenant into an archive: its manifest and every table's rows, from one
 //! snapshot, on the tenant's locked session.
 
+use crate::db::Client;
 use bytes::Bytes;
 use futures::{pin_mut, TryStreamExt};
 use time::OffsetDateTime;
-use tokio_postgres::Client;
 
 use crate::archive::{ArchivedMigration, CopyFormat, Manifest, Sequence, Source, Table, FORMAT};
 use crate::data::catalog::{self, Catalog};

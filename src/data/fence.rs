@@ -42,7 +42,7 @@ pub const WATCH: Duration = Duration::from_millis(25);
 pub struct Watch<'a> {
     /// A second session on the same server, which looks at `pg_locks` while the fence
     /// waits.
-    pub watcher: Client,
+    pub watcher: crate::db::Client,
     /// Cancels the fence's `LOCK TABLE` when it must let a transaction through.
     pub canceller: Canceller,
     /// The run's interruption: stops the retries.

@@ -26,9 +26,9 @@
 //!   that owns them (serial and identity);
 //! - materialized views that were populated are refreshed, in creation order.
 
+use crate::db::Client;
 use bytes::Bytes;
 use futures::SinkExt;
-use tokio_postgres::Client;
 
 use crate::archive::{Item, Manifest, Table};
 use crate::data::catalog::{self, Catalog};

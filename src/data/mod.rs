@@ -18,9 +18,9 @@ pub mod stream;
 use std::io::Read;
 use std::path::PathBuf;
 
+use crate::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio_postgres::Client;
 
 use crate::archive::Manifest;
 use crate::error::{Error, ErrorKind};
@@ -654,7 +654,7 @@ pub async fn import(
 /// dropped and created again. An existing schema that holds objects and is not such a
 /// leftover is refused. Returns whether this import made the schema.
 async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<bool, Error> {
-    let contents = crate::dependents::contents(client, schema).await?;
+    let contents = crate::dependents::contents(&**client, schema).await?;
     let mark: Option<String> = if contents.exists {
         schema_comment(client, schema).await?
     } else {
@@ -1078,7 +1078,7 @@ async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
 /// `fresh` its name, drops `old`, and commits.
 async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<bool, Error> {
     let doing = format!("swapping the restored schema in for {}", quote(schema));
-    let blocking = crate::dependents::outside(client, schema).await?;
+    let blocking = crate::dependents::outside(&**client, schema).await?;
     if !blocking.is_empty() {
         return Err(Error::refused(crate::plan::data_blocked(
             schema, &blocking, "restore",
@@ -1187,7 +1187,7 @@ pub async fn plan_import(
         .await?
         .is_some_and(|c| c.starts_with(BUILDING));
     if !leftover
-        && crate::dependents::contents(&on_server, &schema)
+        && crate::dependents::contents(&*on_server, &schema)
             .await?
             .non_empty()
     {

@@ -39,9 +39,9 @@
 
 use std::time::Instant;
 
+use crate::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
-use tokio_postgres::Client;
 
 use crate::data::{self, export, fence, load, stream};
 use crate::error::{Error, ErrorKind};
@@ -283,7 +283,7 @@ async fn settle(
         return Ok(Settle::Undo);
     }
     let target = cx.servers.target(&j.to_server)?.connect().await?;
-    let copy = crate::dependents::contents(&target, &j.schema_name).await?;
+    let copy = crate::dependents::contents(&*target, &j.schema_name).await?;
     Ok(if copy.non_empty() {
         Settle::Switch
     } else {
@@ -295,11 +295,11 @@ async fn settle(
 /// an error when both names exist, which no move makes.
 async fn fenced(cx: &Context<'_>, j: &MoveJournal, domain: &str) -> Result<bool, Error> {
     let source = cx.servers.target(&j.from_server)?.connect().await?;
-    let live = crate::dependents::contents(&source, &j.schema_name)
+    let live = crate::dependents::contents(&*source, &j.schema_name)
         .await?
         .exists;
     let moving = fence_name(&j.schema_name);
-    let fenced = crate::dependents::contents(&source, &moving).await?.exists;
+    let fenced = crate::dependents::contents(&*source, &moving).await?.exists;
     if fenced && live {
         return Err(Error::failed(format!(
             "an interrupted move of tenant {domain} fenced its old copy as schema {} on server {}, and schema {} exists there again; one of them was made by hand: compare them and drop or rename one, then run the move again; nothing was changed",
@@ -332,14 +332,14 @@ pub(crate) async fn preflight(
     let mut source = cx.servers.target(&tenant.server)?.connect().await?;
     let target = cx.servers.target(to)?.connect().await?;
     let ours = journal.is_some_and(|j| j.to_server == to && j.phase != "switched");
-    if !ours && crate::dependents::contents(&target, schema).await?.exists {
+    if !ours && crate::dependents::contents(&*target, schema).await?.exists {
         return Err(Error::refused(format!(
             "schema {} already exists on server {to}; a tenant's copy cannot go there; nothing was changed",
             quote(schema)
         )));
     }
     let moving = fence_name(schema);
-    if journal.is_none() && crate::dependents::contents(&source, &moving).await?.exists {
+    if journal.is_none() && crate::dependents::contents(&*source, &moving).await?.exists {
         return Err(Error::refused(format!(
             "schema {} exists on server {}, and a move of tenant {} fences its old copy under that name; it is not this tenant's unfinished move (none is recorded): drop or rename it first; nothing was changed",
             quote(&moving),
@@ -905,9 +905,9 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
         quote(&j.schema_name),
         j.from_server
     );
-    let (old, legacy) = if crate::dependents::contents(&source, &moving).await?.exists {
+    let (old, legacy) = if crate::dependents::contents(&*source, &moving).await?.exists {
         (moving, false)
-    } else if crate::dependents::contents(&source, &j.schema_name)
+    } else if crate::dependents::contents(&*source, &j.schema_name)
         .await?
         .exists
     {
@@ -956,7 +956,7 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
 
 /// Refuses, in the source's transaction, when objects outside `schema` depend on it.
 pub(crate) async fn refuse_dependents(client: &Client, schema: &str) -> Result<(), Error> {
-    let blocking = crate::dependents::outside(client, schema).await?;
+    let blocking = crate::dependents::outside(&**client, schema).await?;
     if blocking.is_empty() {
         return Ok(());
     }

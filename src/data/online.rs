@@ -33,7 +33,7 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use tokio_postgres::Client;
+use crate::db::Client;
 
 use crate::data::{self, catalog, moving};
 use crate::db::query_error;

@@ -48,7 +48,7 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
             format!("invalid request body: {e}"),
         )
     };
-    let value: serde_json::Value = serde_json::from_slice(bytes).map_err(invalid)?;
+    let Checked(value) = serde_json::from_slice(bytes).map_err(invalid)?;
     if !value.is_object() {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
@@ -56,6 +56,82 @@ fn body<T: DeserializeOwned>(bytes: &Bytes) -> ApiResult<T> {
         ));
     }
     serde_json::from_value(value).map_err(invalid)
+}
+
+/// A JSON value whose objects were checked, at every depth, for a key given twice
+/// (however it was escaped): JSON parsers disagree on which of the two counts, so the
+/// service refuses the body rather than pick one.
+struct Checked(serde_json::Value);
+
+impl<'de> Deserialize<'de> for Checked {
+    fn deserialize<D: serde::Deserializer<'de>>(d: D) -> Result<Self, D::Error> {
+        d.deserialize_any(CheckedVisitor).map(Checked)
+    }
+}
+
+struct CheckedVisitor;
+
+impl<'de> serde::de::Visitor<'de> for CheckedVisitor {
+    type Value = serde_json::Value;
+
+    fn expecting(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str("a JSON value")
+    }
+
+    fn visit_bool<E>(self, v: bool) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_i64<E>(self, v: i64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_u64<E>(self, v: u64) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_f64<E>(self, v: f64) -> Result<Self::Value, E> {
+        Ok(serde_json::Number::from_f64(v).map_or(serde_json::Value::Null, Into::into))
+    }
+
+    fn visit_str<E>(self, v: &str) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_string<E>(self, v: String) -> Result<Self::Value, E> {
+        Ok(v.into())
+    }
+
+    fn visit_unit<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_none<E>(self) -> Result<Self::Value, E> {
+        Ok(serde_json::Value::Null)
+    }
+
+    fn visit_seq<A: serde::de::SeqAccess<'de>>(self, mut seq: A) -> Result<Self::Value, A::Error> {
+        let mut out = Vec::new();
+        while let Some(Checked(v)) = seq.next_element()? {
+            out.push(v);
+        }
+        Ok(out.into())
+    }
+
+    fn visit_map<A: serde::de::MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut out = serde_json::Map::new();
+        while let Some(key) = map.next_key::<String>()? {
+            if out.contains_key(&key) {
+                return Err(serde::de::Error::custom(format!(
+                    "duplicate key {}",
+                    crate::ident::shown(&key)
+                )));
+            }
+            let Checked(v) = map.next_value()?;
+            out.insert(key, v);
+        }
+        Ok(out.into())
+    }
 }
 
 /// A tenant reference as the original service took it: an id (a number, or a numeric
@@ -424,17 +500,12 @@ async fn migration_status_body(
     let mut tenants = vec![find(&registry, &tenant_id).await?];
     let st = crate::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
         .await?;
-    let placement = match state.ctx.connect_to(&tenants[0].server).await {
-        Ok(Some(remote)) => crate::citus::placement(&remote, &tenants[0].schema_name)
-            .await
-            .ok()
-            .flatten(),
-        Ok(None) => crate::citus::placement(lease.client(), &tenants[0].schema_name)
-            .await
-            .ok()
-            .flatten(),
-        Err(_) => None,
-    };
+    let placement = state
+        .ctx
+        .placement(lease.client(), &tenants[0], &st[0])
+        .await
+        .ok()
+        .flatten();
     let doc = serde_json::to_value(crate::commands::status::OneStatus {
         status: &st[0],
         placement,
@@ -791,17 +862,32 @@ const HEALTH_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(5);
 /// `GET /metrics`: Prometheus's text format.
 pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
     let head = state.ctx.migrations().map(|s| s.head()).unwrap_or(0);
-    let lease = state.pool.get().await?;
-    let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
-    let m = crate::metrics::gather(
-        lease.client(),
-        registry.tables(),
-        head,
-        state.ctx.servers.iter().count(),
-    )
-    .await?;
-    drop(registry);
-    lease.done();
+    let gathered = async {
+        let lease = state.pool.get().await?;
+        let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
+        let m = crate::metrics::gather(
+            lease.client(),
+            registry.tables(),
+            head,
+            state.ctx.servers.iter().count(),
+        )
+        .await?;
+        drop(registry);
+        lease.done();
+        Ok::<_, Error>(m)
+    };
+    let m = match gathered.await {
+        Ok(m) => m,
+        Err(e) => {
+            // Why goes to the log: the answer needs no token, so it names no server
+            // or database.
+            crate::output::log_line(&format!("metrics failed: {e}"));
+            return Err(ApiError::new(
+                StatusCode::SERVICE_UNAVAILABLE,
+                "the registry could not be read (the service's log says why)",
+            ));
+        }
+    };
     Ok((
         [(
             header::CONTENT_TYPE,
@@ -833,6 +919,21 @@ mod tests {
         assert!(body::<MigrateBody>(&Bytes::from_static(br#"["eps"]"#)).is_err());
         assert!(body::<UpgradeBody>(&Bytes::from_static(b"{}")).is_ok());
         assert!(body::<MigrateBody>(&Bytes::from_static(br#"{"tenant_id": 3}"#)).is_ok());
+    }
+
+    #[test]
+    fn a_key_given_twice_is_refused_at_any_depth() {
+        for text in [
+            &br#"{"concurrency": 1, "concurrency": 2}"#[..],
+            br#"{"concurrency": 1, "\u0063oncurrency": 2}"#,
+            br#"{"target_revision": {"a": 1, "a": 1}}"#,
+            br#"{"target_revision": [1, [{"b": {"c": null, "c": null}}]]}"#,
+        ] {
+            let e = body::<UpgradeBody>(&Bytes::copy_from_slice(text)).unwrap_err();
+            assert_eq!(e.status, StatusCode::UNPROCESSABLE_ENTITY, "{text:?}");
+            assert!(e.detail.contains("duplicate key"), "{}", e.detail);
+        }
+        assert!(body::<UpgradeBody>(&Bytes::from_static(br#"{"concurrency": 2}"#)).is_ok());
     }
 
     #[test]

@@ -95,9 +95,11 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
     let lease = state.pool.get().await?;
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
-    let rows = lease
-        .client()
-        .query(
+    let client = lease.client();
+    let rows = crate::db::read(
+        client,
+        "reading recent runs",
+        client.query(
             &format!(
                 "SELECT run_id::text, min(action), to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
                         count(DISTINCT tenant_id), count(DISTINCT tenant_id) FILTER (WHERE status = 'failed') \
@@ -105,9 +107,9 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
                 registry.tables().events
             ),
             &[],
-        )
-        .await
-        .map_err(crate::db::query_error("reading recent runs"))?;
+        ),
+    )
+    .await?;
     let runs: Vec<RecentRun> = rows
         .iter()
         .map(|r| RecentRun {

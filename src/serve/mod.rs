@@ -17,6 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
+use crate::db::Client;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -24,7 +25,6 @@ use axum::response::{IntoResponse, Response};
 use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
-use tokio_postgres::Client;
 
 use crate::commands::Ctx;
 use crate::error::{Error, ErrorKind};
@@ -34,6 +34,11 @@ pub const BODY_LIMIT: usize = 64 * 1024;
 
 /// How long a request that is not a migration may take.
 pub const REQUEST_TIMEOUT: Duration = Duration::from_secs(30);
+
+/// The longest the service waits for one of its own reads of a server (when
+/// `run.read_timeout` is not shorter): a third of [`REQUEST_TIMEOUT`], so that a request
+/// reports a server that stopped answering rather than time out as a whole.
+pub const READ_TIMEOUT: Duration = Duration::from_secs(10);
 
 /// How long a client has to send a request's headers (also the longest a kept-alive
 /// connection waits idle for its next request).
@@ -141,7 +146,7 @@ impl Clients {
         let reused = loop {
             let next = self.idle.lock().unwrap_or_else(|p| p.into_inner()).pop();
             match next {
-                Some(c) if !c.is_closed() => break Some(c),
+                Some(c) if !c.abandoned() => break Some(c),
                 Some(_) => continue,
                 None => break None,
             }
@@ -168,7 +173,8 @@ impl Lease<'_> {
 
     /// Gives the connection back for the next request.
     pub fn done(mut self) {
-        if let Some(c) = self.client.take() {
+        // A connection given up after a read that hung is never lent again.
+        if let Some(c) = self.client.take().filter(|c| !c.abandoned()) {
             self.pool
                 .idle
                 .lock()

@@ -731,3 +731,227 @@ fn a_tenant_adoption_left_alone_is_refused_by_upgrade_and_never_marked_failed() 
     assert_eq!(history_versions(&db, newer.schema), vec![1, 2, 3]);
     t.run(&["check"]).expect(0);
 }
+
+/// Drops every unique index and constraint of the original table but its primary key,
+/// as a table created by an older model (or edited by hand) may lack them.
+const NO_UNIQUES: &str = "DO $$ DECLARE r record; BEGIN \
+     FOR r IN SELECT i.relname::text AS idx, c.conname::text AS con FROM pg_index x \
+              JOIN pg_class i ON i.oid = x.indexrelid \
+              LEFT JOIN pg_constraint c ON c.conindid = x.indexrelid AND c.conrelid = x.indrelid \
+              WHERE x.indrelid = 'public.tenants'::regclass AND x.indisunique AND NOT x.indisprimary LOOP \
+       IF r.con IS NOT NULL THEN EXECUTE format('ALTER TABLE public.tenants DROP CONSTRAINT %I', r.con); \
+       ELSE EXECUTE format('DROP INDEX public.%I', r.idx); END IF; \
+     END LOOP; END $$;";
+
+/// Every way the original table can make an adoption fail: the dry run gives the real
+/// run's verdict and exit code, and neither changes anything when it fails.
+#[test]
+fn a_dry_run_gives_the_verdict_and_exit_code_of_the_adoption_and_changes_nothing() {
+    let (migrations, map_text) = migrations_from_alembic();
+    let (_d, map) = map_file(&map_text);
+    let no_pkey = "ALTER TABLE public.tenants DROP CONSTRAINT tenants_pkey;";
+    let cases: Vec<(&str, String, i32, Vec<&str>)> = vec![
+        (
+            "two rows share a domain",
+            format!("{NO_UNIQUES} UPDATE public.tenants SET domain = 'first-church'"),
+            3,
+            vec!["domain \"first-church\"", "nothing was changed"],
+        ),
+        (
+            "two rows share an API key",
+            format!("{NO_UNIQUES} UPDATE public.tenants SET api_key = 'sk_shared_secret_key'"),
+            3,
+            vec!["the API key of ids", "nothing was changed"],
+        ),
+        (
+            "two rows share a schema name",
+            format!("{NO_UNIQUES} UPDATE public.tenants SET schema_name = 'tenant_first_church'"),
+            3,
+            vec!["schema name \"tenant_first_church\""],
+        ),
+        (
+            "two rows share an id",
+            format!(
+                "{no_pkey} UPDATE public.tenants SET id = (SELECT min(id) FROM public.tenants)"
+            ),
+            3,
+            vec!["id \""],
+        ),
+        (
+            "a row without an id",
+            format!(
+                "{no_pkey} ALTER TABLE public.tenants ALTER COLUMN id DROP NOT NULL; \
+                 UPDATE public.tenants SET id = NULL WHERE domain = 'second-church'"
+            ),
+            3,
+            vec!["or an id", "second-church"],
+        ),
+        (
+            "a tenant whose schema is public",
+            "UPDATE public.tenants SET schema_name = 'public' WHERE domain = 'second-church'"
+                .to_string(),
+            3,
+            vec!["\"public\"", "may not give a tenant"],
+        ),
+        (
+            "a schema name longer than PostgreSQL keeps",
+            format!(
+                "ALTER TABLE public.tenants ALTER COLUMN schema_name TYPE text; \
+                 UPDATE public.tenants SET schema_name = '{}' WHERE domain = 'second-church'",
+                "s".repeat(70)
+            ),
+            3,
+            vec!["longer than 63 bytes"],
+        ),
+        (
+            "a view reads the columns the adoption retypes",
+            "CREATE VIEW public.tenant_domains AS SELECT id, domain FROM public.tenants"
+                .to_string(),
+            1,
+            vec!["cannot alter type", "nothing was changed"],
+        ),
+        (
+            "a trigger refuses updates of the table",
+            "CREATE FUNCTION public.no_updates() RETURNS trigger LANGUAGE plpgsql AS \
+             $$ BEGIN RAISE EXCEPTION 'tenants are read-only'; END $$; \
+             CREATE TRIGGER no_updates BEFORE UPDATE ON public.tenants \
+             FOR EACH ROW EXECUTE FUNCTION public.no_updates()"
+                .to_string(),
+            1,
+            vec!["tenants are read-only", "nothing was changed"],
+        ),
+        (
+            "an id that is text",
+            "ALTER TABLE public.tenants ALTER COLUMN id DROP DEFAULT, ALTER COLUMN id TYPE text"
+                .to_string(),
+            1,
+            vec!["cannot be cast", "nothing was changed"],
+        ),
+        (
+            "a table of the application named like the run ledger",
+            "CREATE TABLE public.tenant_events (note text)".to_string(),
+            1,
+            vec!["tenant_events", "nothing was changed"],
+        ),
+        (
+            "a column of the application named like the registry's server column",
+            "ALTER TABLE public.tenants ADD COLUMN server text".to_string(),
+            1,
+            vec!["server", "nothing was changed"],
+        ),
+        (
+            "a domain longer than tenantctl looks up",
+            format!(
+                "UPDATE public.tenants SET domain = '{}' WHERE domain = 'second-church'",
+                "x".repeat(250)
+            ),
+            0,
+            vec![],
+        ),
+        (
+            "a domain that is all digits",
+            "UPDATE public.tenants SET domain = '12' WHERE domain = 'second-church'".to_string(),
+            0,
+            vec![],
+        ),
+    ];
+    for (label, sql, code, needles) in cases {
+        let db = TestDb::new();
+        let a = original("first-church", "tenant_first_church");
+        let b = original("second-church", "tenant_second_church");
+        build_registry(&db, &[&a, &b]);
+        alembic_upgrade(&db, a.schema, R1);
+        alembic_upgrade(&db, b.schema, R2);
+        db.client()
+            .batch_execute(&sql)
+            .unwrap_or_else(|e| panic!("{label}: {e}"));
+        let t = tenantctl(&db).migrations(migrations.path());
+        let before = snapshot(&db);
+        let dry = adopt(&t, &map, &["--dry-run"]);
+        assert_eq!(
+            snapshot(&db),
+            before,
+            "{label}: the dry run changed the database"
+        );
+        let real = adopt(&t, &map, &[]);
+        assert_eq!(
+            (dry.code, real.code),
+            (code, code),
+            "{label}: exit codes of the dry and the real run\ndry: {}{}\nreal: {}{}",
+            dry.stdout,
+            dry.stderr,
+            real.stdout,
+            real.stderr
+        );
+        for run in [&dry, &real] {
+            assert!(
+                !run.stdout.contains("sk_") && !run.stderr.contains("sk_"),
+                "{label}: an API key was shown: {}{}",
+                run.stdout,
+                run.stderr
+            );
+        }
+        if code == 0 {
+            let (d, r): (Value, Value) = (dry.json(), real.json());
+            for list in [
+                "stamped",
+                "left_alone",
+                "missing_schemas",
+                "unregistered_schemas",
+            ] {
+                assert_eq!(entries(&d, list), entries(&r, list), "{label}: {list}");
+            }
+            assert_eq!(history_versions(&db, b.schema), vec![1, 2], "{label}");
+            t.run(&["status", "--all"]).expect(0);
+        } else {
+            expect_error(&dry, code, &needles);
+            expect_error(&real, code, &needles);
+            assert_eq!(
+                snapshot(&db),
+                before,
+                "{label}: the refused adoption changed the database"
+            );
+            // Other commands point at the adoption, not at a backup.
+            let run = t.run(&["status", "--all"]);
+            expect_error(&run, 3, &["adopt alembic"]);
+        }
+    }
+}
+
+/// An original table the application holds a lock on: the dry run and the adoption
+/// both give up after `run.lock_timeout` with the same error, and change nothing.
+#[test]
+fn a_table_the_application_holds_is_given_up_on_after_lock_timeout_by_both_runs() {
+    let db = TestDb::new();
+    let a = original("first-church", "tenant_first_church");
+    build_registry(&db, &[&a]);
+    alembic_upgrade(&db, a.schema, R1);
+    let (migrations, map_text) = migrations_from_alembic();
+    let (_d, map) = map_file(&map_text);
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        "[run]\nlock_timeout = \"1s\"\n",
+    )
+    .unwrap();
+    let t = tenantctl(&db)
+        .migrations(migrations.path())
+        .cwd(config.path());
+    let mut app = db.client();
+    app.batch_execute("BEGIN; LOCK TABLE public.tenants IN ACCESS SHARE MODE")
+        .unwrap();
+    let before = snapshot(&db);
+    let args = ["adopt", "alembic", "--map", map.to_str().unwrap()];
+    let dry = t.spawn(&[&args[..], &["--dry-run"]].concat()).finish();
+    let real = t.spawn(&args).finish();
+    for run in [&dry, &real] {
+        expect_error(run, 1, &["lock timeout", "nothing was changed"]);
+    }
+    app.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(
+        snapshot(&db),
+        before,
+        "a run that gave up changed the database"
+    );
+    adopt(&t, &map, &[]).expect(0);
+}

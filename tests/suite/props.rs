@@ -659,6 +659,7 @@ const KNOWN: &[(&str, &[(&str, Kind)])] = &[
             ("lock_retry_delay", Kind::Text),
             ("statement_timeout", Kind::Text),
             ("lock_wait", Kind::Text),
+            ("read_timeout", Kind::Text),
         ],
     ),
 ];

@@ -24,7 +24,7 @@ use support::{
 };
 
 /// The bearer token every test's service runs with.
-const TOKEN: &str = "serve-test-token-5d1c9e7a40b2";
+pub(crate) const TOKEN: &str = "serve-test-token-5d1c9e7a40b2";
 
 /// The head revision of a migrations directory: its highest `V<n>__` up script.
 fn head_of(dir: &Path) -> i32 {
@@ -48,15 +48,15 @@ fn upto(n: i32) -> Vec<i32> {
 
 /// One HTTP answer.
 #[derive(Debug)]
-struct Resp {
-    status: u16,
+pub(crate) struct Resp {
+    pub(crate) status: u16,
     headers: Vec<(String, String)>,
-    body: String,
+    pub(crate) body: String,
 }
 
 impl Resp {
     /// Asserts the status, showing the body when it differs.
-    fn expect(&self, status: u16) -> &Resp {
+    pub(crate) fn expect(&self, status: u16) -> &Resp {
         assert_eq!(
             self.status, status,
             "unexpected status; body: {}",
@@ -66,7 +66,7 @@ impl Resp {
     }
 
     /// The body as exactly the given document.
-    fn json<T: serde::de::DeserializeOwned>(&self) -> T {
+    pub(crate) fn json<T: serde::de::DeserializeOwned>(&self) -> T {
         serde_json::from_str(&self.body).unwrap_or_else(|e| {
             panic!(
                 "the body is not the expected JSON ({e}): {} {}",
@@ -85,7 +85,7 @@ impl Resp {
 }
 
 /// A running `tenantctl serve`, killed when dropped (its [`Spawned`] does that).
-struct Server {
+pub(crate) struct Server {
     child: Spawned,
     base: String,
     agent: ureq::Agent,
@@ -93,7 +93,7 @@ struct Server {
 
 /// Starts `tenantctl serve --listen 127.0.0.1:0` with [`TOKEN`] and waits until it says
 /// where it listens.
-fn start(t: &Tenantctl) -> Server {
+pub(crate) fn start(t: &Tenantctl) -> Server {
     let mut child =
         t.clone()
             .env("TENANTCTL_API_TOKEN", TOKEN)
@@ -168,7 +168,7 @@ impl Server {
     }
 
     /// `GET path` with the token.
-    fn get(&self, path: &str) -> Resp {
+    pub(crate) fn get(&self, path: &str) -> Resp {
         let auth = format!("Bearer {TOKEN}");
         self.call("GET", path, &[("Authorization", &auth)], None)
     }
@@ -179,7 +179,7 @@ impl Server {
     }
 
     /// `POST path` with the token and a JSON body.
-    fn post(&self, path: &str, body: &Value) -> Resp {
+    pub(crate) fn post(&self, path: &str, body: &Value) -> Resp {
         let auth = format!("Bearer {TOKEN}");
         self.call(
             "POST",
@@ -2195,4 +2195,100 @@ fn revision_targets_answer_as_the_command_line_does() {
     for d in ["high", "mid", "base-one"] {
         assert_truth(&db, d, "active");
     }
+}
+
+#[test]
+fn a_body_with_a_duplicate_key_is_refused_on_every_route_that_takes_one() {
+    let (db, t) = ready();
+    create(&t, "gamma", &["--provision"]);
+    create(&t, "delta", &["--migrate"]);
+    let s = start(&t);
+    let raw = |text: &str| Some(text.as_bytes().to_vec());
+    let cases = vec![
+        case(
+            "create: domain twice",
+            "POST",
+            "/api/tenants/",
+            raw(r#"{"tenant_name": "Dup", "domain": "dup-one", "domain": "dup-two"}"#),
+            422,
+        ),
+        case(
+            "create: the second spelled with an escape",
+            "POST",
+            "/api/tenants/",
+            raw(r#"{"tenant_name": "Dup", "domain": "dup-one", "\u0064omain": "dup-two"}"#),
+            422,
+        ),
+        case(
+            "create: a flag twice",
+            "POST",
+            "/api/tenants/",
+            raw(
+                r#"{"tenant_name": "Dup", "domain": "dup-three", "provision_schema": false, "provision_schema": true}"#,
+            ),
+            422,
+        ),
+        case(
+            "provision: tenant_id twice",
+            "POST",
+            "/api/tenants/provision-schema",
+            raw(r#"{"tenant_id": "gamma", "tenant_id": "delta", "force_recreate": true}"#),
+            422,
+        ),
+        case(
+            "run-migrations: force twice",
+            "POST",
+            "/api/tenants/run-migrations",
+            raw(r#"{"tenant_id": "delta", "target_revision": 0, "force": false, "force": true}"#),
+            422,
+        ),
+        case(
+            "run-migrations: target twice",
+            "POST",
+            "/api/tenants/run-migrations",
+            raw(r#"{"tenant_id": "gamma", "target_revision": 1, "target_revision": "head"}"#),
+            422,
+        ),
+        case(
+            "fleet upgrade: concurrency twice",
+            "POST",
+            "/api/fleet/upgrade",
+            raw(r#"{"concurrency": 1, "concurrency": 2}"#),
+            422,
+        ),
+        case(
+            "a duplicate key nested in a value",
+            "POST",
+            "/api/tenants/run-migrations",
+            raw(r#"{"tenant_id": "gamma", "target_revision": {"v": 1, "v": 2}}"#),
+            422,
+        ),
+        case(
+            "a duplicate key deep in an array",
+            "POST",
+            "/api/fleet/upgrade",
+            raw(r#"{"target_revision": [[{"a": {"b": 1, "b": 1}}]]}"#),
+            422,
+        ),
+    ];
+    refused(&db, &s, &cases);
+    // Each says which key was given twice.
+    for c in &cases {
+        let r = s.call(
+            c.method,
+            &c.path,
+            &[
+                ("Authorization", &format!("Bearer {TOKEN}")),
+                ("Content-Type", "application/json"),
+            ],
+            c.body.as_deref(),
+        );
+        assert!(r.body.contains("duplicate"), "{}: {}", c.label, r.body);
+    }
+    // The same bodies without the duplicate still work.
+    s.post(
+        "/api/tenants/",
+        &json!({"tenant_name": "Dup", "domain": "dup-one", "provision_schema": false}),
+    )
+    .expect(201);
 }

@@ -12,7 +12,7 @@ use std::sync::Arc;
 use crate::checks::registry_row;
 use crate::cluster::{Cluster, ServerCert, Setup};
 use crate::common_json::{ConfigShown, FleetStatus, RunReport};
-use crate::support::{dir_with, ready, wait_at, Gate, Tenantctl, TestDb};
+use crate::support::{dir_with, ready, wait_at, Gate, Proxy, Tenantctl, TestDb, Then};
 
 pub const PASSWORD: &str = "pw-never-shown";
 
@@ -473,4 +473,477 @@ fn when_the_registry_goes_away_no_new_tenant_is_started() {
     }
     registry.start_again();
     t.run(&["upgrade", "--all"]).expect(0);
+}
+
+/// Writes the fleet's tenants.toml again: server b as before, server c at `c_url`, and
+/// `extra` first (a `[database]` or `[run]` table).
+fn reconfigure(f: &Fleet, c_url: &str, extra: &str) {
+    std::fs::write(
+        f._config.path().join("tenants.toml"),
+        format!(
+            "{extra}\n[servers.b]\nurl = \"{}\"\n\n[servers.c]\nurl = \"{c_url}\"\n",
+            url_of(&f.b)
+        ),
+    )
+    .unwrap();
+}
+
+/// Server c's URL through a proxy on `port`, with the password the server never asks for.
+fn through(port: u16) -> String {
+    format!("postgres://postgres:{PASSWORD}@127.0.0.1:{port}/postgres?sslmode=disable")
+}
+
+fn status_of<'a>(s: &'a FleetStatus, domain: &str) -> &'a crate::common_json::TenantStatus {
+    s.tenants.iter().find(|t| t.domain == domain).unwrap()
+}
+
+#[test]
+fn status_all_counts_the_tenants_of_a_stopped_server_unreachable_not_drifted() {
+    let f = fleet(&[V1]);
+    for i in 1..=6 {
+        created_on(&f, &format!("u{i}"), &[]);
+    }
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    f.c.stop();
+    let run = f.t.run(&["status", "--all", "-o", "json"]);
+    run.expect(0);
+    assert!(!run.stdout.contains(PASSWORD) && !run.stderr.contains(PASSWORD));
+    let s: FleetStatus = run.json();
+    let sum = &s.summary;
+    assert_eq!(
+        (sum.total, sum.at_head, sum.unreachable, sum.drifted),
+        (6, 4, 2, 0),
+        "{sum:?}"
+    );
+    assert_eq!(sum.by_server["c"].unreachable, 2, "{sum:?}");
+    assert_eq!(sum.by_server["b"].unreachable, 0, "{sum:?}");
+    for d in ["u3", "u6"] {
+        let e = status_of(&s, d).history_error.clone().unwrap_or_default();
+        assert!(e.contains("server \"c\""), "{e}");
+    }
+    let text = f.t.run(&["status", "--all"]);
+    text.expect(0);
+    assert!(
+        text.stdout.contains("0 drifted") && text.stdout.contains("2 unreachable"),
+        "{}",
+        text.stdout
+    );
+    let current: crate::common_json::Currents =
+        f.t.run(&["current", "-o", "json"]).expect(0).json();
+    assert_eq!(
+        (current.summary.unreachable, current.summary.drifted),
+        (2, 0)
+    );
+    f.c.start_again();
+}
+
+#[test]
+fn a_server_that_goes_away_in_the_middle_of_status_or_check_is_unreachable_not_drift() {
+    let f = fleet(&[V1]);
+    for i in 1..=3 {
+        created_on(&f, &format!("m{i}"), &["--server", "c"]);
+    }
+    created_on(&f, "m0", &["--server", "b"]);
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let proxy = Proxy::to(f.c.port);
+    reconfigure(&f, &through(proxy.port), "");
+    // Each connection to c has its catalog read answered; then the server is gone.
+    proxy.after(1, Then::Cut);
+    let run = f.t.run(&["status", "--all", "-o", "json"]);
+    run.expect(0);
+    assert!(proxy.withheld() > 0, "the proxy never cut a connection");
+    let s: FleetStatus = run.json();
+    assert_eq!(
+        (s.summary.unreachable, s.summary.drifted, s.summary.at_head),
+        (3, 0, 1),
+        "{:?}",
+        s.summary
+    );
+    for d in ["m1", "m2", "m3"] {
+        let e = status_of(&s, d).history_error.clone().unwrap_or_default();
+        assert!(e.contains("server \"c\""), "{e}");
+        assert!(!e.contains(PASSWORD), "{e}");
+    }
+    // check: a server that cannot be read is a setup error naming it, not drift.
+    let run = f.t.run(&["check"]);
+    crate::checks::expect_error(&run, 3, &["server \"c\""]);
+    assert!(!run.stderr.contains(PASSWORD), "{}", run.stderr);
+    // Nothing false was written: the registry still says what it knew.
+    assert_eq!(registry_row(&f.db, "m1").current_revision, Some(1));
+    proxy.forward_all();
+    f.t.run(&["check"]).expect(0);
+}
+
+#[test]
+fn a_tenant_named_with_another_server_is_refused_naming_the_server_it_is_on() {
+    let f = fleet(&[V1]);
+    created_on(&f, "p1", &["--server", "b"]);
+    created_on(&f, "p2", &["--server", "c"]);
+    let out = tempfile::tempdir().unwrap();
+    let out = out.path().to_str().unwrap().to_string();
+    let before = (registry_row(&f.db, "p1"), registry_row(&f.db, "p2"));
+    let cases: Vec<Vec<&str>> = vec![
+        vec!["upgrade"],
+        vec!["upgrade", "--dry-run"],
+        vec!["provision"],
+        vec!["downgrade", "0", "--yes"],
+        vec!["stamp", "1", "--yes"],
+        vec!["current"],
+        vec!["backup", "--out", &out],
+    ];
+    for case in &cases {
+        let mut args = case.clone();
+        args.extend_from_slice(&["--server", "b", "--tenant", "p1", "--tenant", "p2"]);
+        let run = f.t.run(&args);
+        crate::checks::expect_error(&run, 2, &["p2", "server \"c\"", "\"b\""]);
+    }
+    assert_eq!(
+        (registry_row(&f.db, "p1"), registry_row(&f.db, "p2")),
+        before,
+        "a refused selection changed the registry"
+    );
+    assert!(std::fs::read_dir(&out).unwrap().next().is_none());
+    // The tenant on the named server alone is fine.
+    f.t.run(&["upgrade", "--server", "b", "--tenant", "p1"])
+        .expect(0);
+}
+
+#[test]
+fn a_server_that_hangs_once_connected_is_given_up_on_after_read_timeout() {
+    let f = fleet(&[V1]);
+    for i in 1..=2 {
+        created_on(&f, &format!("h{i}"), &["--server", "c"]);
+    }
+    created_on(&f, "h0", &["--server", "b"]);
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let proxy = Proxy::to(f.c.port);
+    reconfigure(&f, &through(proxy.port), "[run]\nread_timeout = \"2s\"\n");
+    // Server c answers the startup, then never answers a query.
+    proxy.after(0, Then::Freeze);
+    let waited = "did not answer within 2s";
+    let run = f.t.spawn(&["status", "--all", "-o", "json"]).finish();
+    run.expect(0);
+    assert!(proxy.withheld() > 0, "no connection was frozen");
+    let s: FleetStatus = run.json();
+    assert_eq!(
+        (s.summary.unreachable, s.summary.at_head),
+        (2, 1),
+        "{:?}",
+        s.summary
+    );
+    let e = status_of(&s, "h1")
+        .history_error
+        .clone()
+        .unwrap_or_default();
+    assert!(e.contains("server \"c\"") && e.contains(waited), "{e}");
+    assert!(!e.contains(PASSWORD), "{e}");
+    let run = f.t.spawn(&["check"]).finish();
+    crate::checks::expect_error(&run, 3, &["server \"c\"", waited]);
+    let run =
+        f.t.spawn(&["status", "--tenant", "h1", "-o", "json"])
+            .finish();
+    run.expect(0);
+    let one: serde_json::Value = run.json();
+    assert!(one["history_error"]
+        .as_str()
+        .is_some_and(|e| e.contains("server \"c\"") && e.contains(waited)));
+    let run =
+        f.t.spawn(&["upgrade", "--all", "--dry-run", "-o", "json"])
+            .finish();
+    run.expect(4);
+    let plan: serde_json::Value = run.json();
+    let h1 = plan["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|t| t["domain"] == "h1")
+        .unwrap()
+        .clone();
+    assert!(
+        h1["error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server \"c\"") && e.contains(waited)),
+        "{h1}"
+    );
+    // A tenant data command: its session locks the tenant, then the server stops
+    // answering the catalog read.
+    proxy.on_query("attgenerated", Then::Freeze);
+    let backup = tempfile::tempdir().unwrap();
+    let run =
+        f.t.spawn(&[
+            "tenant",
+            "export",
+            "h1",
+            "-f",
+            backup.path().join("h1.tenant").to_str().unwrap(),
+        ])
+        .finish();
+    crate::checks::expect_error(&run, 3, &["server \"c\"", waited]);
+    assert!(!run.stderr.contains(PASSWORD), "{}", run.stderr);
+    // Nothing false was written about the tenants that could not be read.
+    assert_eq!(registry_row(&f.db, "h1").current_revision, Some(1));
+    proxy.forward_all();
+    f.t.run(&["check"]).expect(0);
+}
+
+#[test]
+fn a_registry_that_hangs_once_connected_is_given_up_on_and_read_timeout_is_validated() {
+    let registry = cluster();
+    let proxy = Proxy::to(registry.port);
+    let migrations = dir_with(&[V1]);
+    let t = crate::support::bare()
+        .url(&registry.url("sslmode=disable"))
+        .migrations(migrations.path());
+    t.run(&["init"]).expect(0);
+    crate::checks::create(&t, "fr1", &["--migrate"]);
+    let frozen = t
+        .clone()
+        .url(&through(proxy.port))
+        .env("TENANTCTL_READ_TIMEOUT", "2s");
+    // Frozen at each of the first requests a command makes: the pooler check, the
+    // registry's shape and version, the registry's rows, the fleet's schemas and
+    // histories, the refresh of the registry's cache.
+    for requests in 0..12 {
+        proxy.after(requests, Then::Freeze);
+        for args in [
+            &["status", "--all"][..],
+            &["tenant", "list"][..],
+            &["check"][..],
+            &["tenant", "show", "fr1"][..],
+        ] {
+            let run = frozen.spawn(args).finish();
+            assert!(
+                run.code == 3 || run.code == 0,
+                "{args:?} after {requests} requests: exit {}: {}{}",
+                run.code,
+                run.stdout,
+                run.stderr
+            );
+            if run.code == 3 {
+                assert!(
+                    run.stderr.contains("server \"default\"")
+                        && run.stderr.contains("did not answer within 2s"),
+                    "{args:?} after {requests} requests: {}",
+                    run.stderr
+                );
+            }
+        }
+    }
+    proxy.forward_all();
+    frozen.run(&["status", "--all"]).expect(0);
+    // The setting: flag, environment, file; out of range or malformed is exit 3.
+    for bad in ["0s", "500ms", "2h", "soon", "-1s", ""] {
+        if !bad.is_empty() {
+            let run = t
+                .clone()
+                .env("TENANTCTL_READ_TIMEOUT", bad)
+                .run(&["status", "--all"]);
+            crate::checks::expect_error(&run, 3, &["read_timeout"]);
+        }
+        let flag = format!("--read-timeout={bad}");
+        let run = t.run(&["status", "--all", &flag]);
+        crate::checks::expect_error(&run, 3, &["read_timeout"]);
+    }
+    let dir = tempfile::tempdir().unwrap();
+    for bad in ["\"0s\"", "\"61m\"", "\"x\"", "5"] {
+        std::fs::write(
+            dir.path().join("tenants.toml"),
+            format!("[run]\nread_timeout = {bad}\n"),
+        )
+        .unwrap();
+        let run = t.clone().cwd(dir.path()).run(&["status", "--all"]);
+        // A value of the wrong type is named by its place in the file.
+        let needle = if bad == "5" { "line 2" } else { "read_timeout" };
+        crate::checks::expect_error(&run, 3, &[needle]);
+    }
+    let shown: crate::common_json::ConfigShown = t
+        .run(&["config", "show", "-o", "json", "--read-timeout", "90s"])
+        .expect(0)
+        .json();
+    let setting = shown
+        .settings
+        .iter()
+        .find(|s| s.key == "run.read_timeout")
+        .expect("config show lists run.read_timeout");
+    assert_eq!(setting.value, "1m 30s");
+    assert_eq!(setting.source, "flag");
+}
+
+#[test]
+fn every_command_names_a_server_that_cannot_be_reached_by_its_configured_name() {
+    let f = fleet(&[V1]);
+    created_on(&f, "n1", &["--server", "b"]);
+    created_on(&f, "n2", &["--server", "c"]);
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let dir = tempfile::tempdir().unwrap();
+    let archive = dir.path().join("n1.tenant");
+    let archive = archive.to_str().unwrap();
+    f.t.run(&["tenant", "export", "n1", "-f", archive])
+        .expect(0);
+    let before = registry_row(&f.db, "n2");
+    f.c.stop();
+    let named = |what: &str, text: &str| {
+        assert!(text.contains("server \"c\""), "{what}: {text}");
+        assert!(!text.contains(PASSWORD), "{what}: {text}");
+    };
+    // Bulk runs: the tenant's result.
+    let out = dir.path().join("backups");
+    let out = out.to_str().unwrap();
+    // (n1 needs no session to upgrade: no session could be opened, exit 3; its backup
+    // needs one: some finished, exit 4.)
+    for (args, code) in [
+        (&["upgrade", "--all", "-o", "json"][..], 3),
+        (&["backup", "--all", "--out", out, "-o", "json"][..], 4),
+    ] {
+        let run = f.t.run(args);
+        run.expect(code);
+        let report: RunReport = run.json();
+        named(
+            args[0],
+            report.of("n2").error.as_deref().unwrap_or_default(),
+        );
+        assert_eq!(report.of("n2").status, "failed", "{report:?}");
+    }
+    // Reads: the tenant's status says why it could not be read.
+    let s: FleetStatus = f.t.run(&["status", "--all", "-o", "json"]).expect(0).json();
+    named(
+        "status --all",
+        &status_of(&s, "n2")
+            .history_error
+            .clone()
+            .unwrap_or_default(),
+    );
+    for args in [
+        &["status", "--tenant", "n2", "-o", "json"][..],
+        &["tenant", "show", "n2", "-o", "json"][..],
+    ] {
+        let v: serde_json::Value = f.t.run(args).expect(0).json();
+        let e = v["history_error"]
+            .as_str()
+            .or(v["migration_status"]["history_error"].as_str())
+            .unwrap_or_default()
+            .to_string();
+        named(&args.join(" "), &e);
+    }
+    // Commands that stop: the error names the server.
+    for args in [
+        &["check"][..],
+        &["tenant", "export", "n2", "-f", &format!("{out}/n2.tenant")][..],
+        &[
+            "tenant", "import", archive, "--as", "n3", "--name", "N3", "--server", "c",
+        ][..],
+        &["tenant", "move", "n1", "--to", "c", "--yes"][..],
+        &["tenant", "drop", "n2", "--yes"][..],
+    ] {
+        let run = f.t.run(args);
+        crate::checks::expect_error(&run, 3, &[]);
+        named(&args.join(" "), &run.stderr);
+    }
+    // The service.
+    let s = crate::serve::start(&f.t.clone().env("TENANTCTL_API_TOKEN", crate::serve::TOKEN));
+    let r = s.get("/api/tenants/n2/migration-status");
+    r.expect(200);
+    let v: serde_json::Value = r.json();
+    named(
+        "GET migration-status",
+        v["history_error"].as_str().unwrap_or_default(),
+    );
+    let r = s.post(
+        "/api/tenants/run-migrations",
+        &serde_json::json!({"tenant_id": "n2"}),
+    );
+    assert!(r.status >= 500, "{} {}", r.status, r.body);
+    let v: serde_json::Value = r.json();
+    named(
+        "POST run-migrations",
+        v["detail"].as_str().unwrap_or_default(),
+    );
+    drop(s);
+    assert_eq!(registry_row(&f.db, "n2"), before, "n2's row was written");
+    f.c.start_again();
+}
+
+#[test]
+fn the_service_reports_a_server_that_stops_answering_within_its_request_time() {
+    let f = fleet(&[V1]);
+    created_on(&f, "w1", &["--server", "b"]);
+    created_on(&f, "w2", &["--server", "c"]);
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let proxy = Proxy::to(f.c.port);
+    // run.read_timeout stays at its default, longer than a request may take.
+    reconfigure(&f, &through(proxy.port), "");
+    proxy.after(0, Then::Freeze);
+    let s = crate::serve::start(&f.t.clone().env("TENANTCTL_API_TOKEN", crate::serve::TOKEN));
+    let r = s.get("/api/fleet/status");
+    r.expect(200);
+    let st: FleetStatus = r.json();
+    assert_eq!(
+        (st.summary.unreachable, st.summary.at_head),
+        (1, 1),
+        "{:?}",
+        st.summary
+    );
+    let e = status_of(&st, "w2")
+        .history_error
+        .clone()
+        .unwrap_or_default();
+    assert!(
+        e.contains("server \"c\"") && e.contains("did not answer within 10s"),
+        "{e}"
+    );
+    let r = s.get("/api/tenants/w2/migration-status");
+    r.expect(200);
+    let v: serde_json::Value = r.json();
+    assert!(
+        v["history_error"]
+            .as_str()
+            .is_some_and(|e| e.contains("server \"c\"")),
+        "{v}"
+    );
+    assert!(proxy.withheld() > 0);
+}
+
+#[test]
+fn metrics_name_no_server_or_database_when_the_registry_is_down() {
+    let registry = cluster();
+    let migrations = dir_with(&[V1]);
+    let t = crate::support::bare()
+        .url(&registry.url("sslmode=disable"))
+        .migrations(migrations.path());
+    t.run(&["init"]).expect(0);
+    crate::checks::create(&t, "mx1", &["--migrate"]);
+    let s = crate::serve::start(&t.clone().env("TENANTCTL_API_TOKEN", crate::serve::TOKEN));
+    s.get("/metrics").expect(200);
+    registry.stop();
+    for path in ["/metrics", "/healthz"] {
+        let r = s.get(path);
+        assert_eq!(r.status, 503, "{path}: {}", r.body);
+        let port = registry.port.to_string();
+        for leak in [
+            "127.0.0.1",
+            "postgres://",
+            "server \"",
+            "default",
+            port.as_str(),
+        ] {
+            assert!(!r.body.contains(leak), "{path} names {leak:?}: {}", r.body);
+        }
+    }
+    registry.start_again();
+    s.get("/metrics").expect(200);
+}
+
+#[test]
+fn check_fails_naming_a_server_without_tenants_that_stops_answering() {
+    let f = fleet(&[V1]);
+    created_on(&f, "e1", &["--server", "b"]);
+    f.t.run(&["upgrade", "--all"]).expect(0);
+    let proxy = Proxy::to(f.c.port);
+    reconfigure(&f, &through(proxy.port), "[run]\nread_timeout = \"2s\"\n");
+    f.t.run(&["check"]).expect(0);
+    // Server c holds no tenant; it takes connections and then answers nothing.
+    proxy.after(0, Then::Freeze);
+    let run = f.t.spawn(&["check"]).finish();
+    crate::checks::expect_error(&run, 3, &["server \"c\"", "did not answer within 2s"]);
+    assert!(!run.stderr.contains(PASSWORD), "{}", run.stderr);
 }

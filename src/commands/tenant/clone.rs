@@ -2,6 +2,7 @@
 //! tenant, the export streamed straight into the import.
 
 use crate::data;
+use crate::db::Client;
 use crate::error::Result;
 use crate::exit::Exit;
 use crate::registry::{Registry, Tenant};
@@ -32,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
 /// when given; or with `dry_run` says what would be made.
 pub async fn copy(
     ctx: &Ctx,
-    client: &tokio_postgres::Client,
+    client: &Client,
     from: &Tenant,
     req: &NewTenantRequest,
     set: &crate::migrations::MigrationSet,

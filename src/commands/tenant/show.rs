@@ -31,14 +31,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let mut tenants = vec![registry.find(&args.tenant).await?];
     let mut st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
-    let placement = {
-        // Placement is read on the tenant's server; none when it cannot be reached.
-        match ctx.connect_to(&tenants[0].server).await {
-            Ok(Some(remote)) => crate::citus::placement(&remote, &tenants[0].schema_name).await?,
-            Ok(None) => crate::citus::placement(&client, &tenants[0].schema_name).await?,
-            Err(_) => None,
-        }
-    };
+    let placement = ctx.placement(&client, &tenants[0], &st[0]).await?;
     let shown = Shown {
         tenant: tenants.remove(0),
         migration_status: st.remove(0),

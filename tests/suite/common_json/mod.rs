@@ -169,6 +169,7 @@ pub struct StatusSummary {
     pub unprovisioned: usize,
     pub failed: usize,
     pub drifted: usize,
+    pub unreachable: usize,
     pub by_revision: BTreeMap<String, usize>,
     pub by_server: BTreeMap<String, ServerSummary>,
 }
@@ -185,6 +186,7 @@ pub struct ServerSummary {
     pub at_head: usize,
     pub behind: usize,
     pub failed: usize,
+    pub unreachable: usize,
 }
 
 /// `commands::status::FleetStatus` (`status --all`).

@@ -12,6 +12,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 
 mod gates;
 mod probes;
+mod proxy;
 mod run;
 
 pub use gates::{wait_at, Gate};
@@ -20,6 +21,7 @@ pub use probes::{
     backends_running, closed_port, eventually, lock_tenant, lock_waiters, unlock_tenant,
     waits_for_tenantctl,
 };
+pub use proxy::{Proxy, Then};
 pub use run::{bare, scrub, tenantctl, Run, Spawned, Tenantctl, DEADLINE};
 
 /// The maintenance connection used to create and drop test databases.
