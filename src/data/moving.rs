@@ -356,6 +356,26 @@ pub(crate) async fn preflight(
             tenant.server
         )));
     }
+    // The fence renames the old copy: that takes owning the schema (or a role that does)
+    // and CREATE on the source's database, checked before anything is made rather than
+    // found after the copy.
+    let may_rename: bool = source
+        .query_one(
+            "SELECT (pg_catalog.pg_has_role(current_user, n.nspowner, 'USAGE') \
+                     AND pg_catalog.has_database_privilege(pg_catalog.current_database(), 'CREATE')) \
+             FROM pg_catalog.pg_namespace n WHERE n.nspname = $1",
+            &[&schema],
+        )
+        .await
+        .map_err(crate::db::query_error("checking who may rename the tenant's schema"))?
+        .get(0);
+    if !may_rename {
+        return Err(Error::refused(format!(
+            "the source's role may not rename schema {} on server {} (it must own the schema, or be a member of the role that does, and have CREATE on the database): a move fences the old copy by renaming it; nothing was changed",
+            quote(schema),
+            tenant.server
+        )));
+    }
     // What the copy could not read whole is refused before anything is made.
     let catalog = super::catalog::read(&source, schema, &cx.settings.history_table).await?;
     super::catalog::refuse_row_security(&source, schema, &catalog, "a move of the tenant").await?;

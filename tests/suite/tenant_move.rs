@@ -635,6 +635,28 @@ fn refused_moves_change_nothing() {
     expect_error(&run, 2, &[]);
     same("no --yes without a terminal");
 
+    // A schema under the name the fence renames the old copy to, which no unfinished
+    // move of the tenant accounts for: refused, dry run and move alike, nothing touched.
+    let moving = format!("{schema}$moving");
+    f.db.client()
+        .batch_execute(&format!("CREATE SCHEMA \"{moving}\""))
+        .unwrap();
+    let squatted = world(&f, "rf", &schema);
+    for args in [&["--dry-run"][..], &["--yes"][..]] {
+        let mut argv = vec!["tenant", "move", "rf", "--to", "b"];
+        argv.extend_from_slice(args);
+        let run = f.t.run(&argv);
+        expect_error(&run, 1, &[&moving, "drop or rename it first"]);
+        assert_eq!(
+            world(&f, "rf", &schema),
+            squatted,
+            "{args:?}: the fence's name taken"
+        );
+    }
+    f.db.client()
+        .batch_execute(&format!("DROP SCHEMA \"{moving}\""))
+        .unwrap();
+
     f.b.stop();
     let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--yes"]);
     f.b.start_again();
