@@ -277,6 +277,9 @@ pub async fn plan_upgrade(
     unprovisioned: Unprovisioned,
     history_table: &str,
 ) -> Result<Vec<Planned>, Error> {
+    // A tenant with an unfinished move is not answered from what its server shows (a
+    // fenced or half-copied schema): its session refuses it, under its lock.
+    let moving = registry.unfinished_moves().await?;
     let at = positions(&tenants);
     let groups = by_server(&tenants);
     // Each tenant moves from here into its plan as its batch is read.
@@ -289,6 +292,10 @@ pub async fn plan_upgrade(
         let Some(&i) = at.get(&name) else { return };
         let Some(t) = waiting[i].take() else { return };
         let id = t.id;
+        if moving.contains(&id) {
+            slots[i] = Some(Planned::Work(t));
+            return;
+        }
         let mut planned = triage_one(t, Some(&state), set, to, unprovisioned);
         if let Planned::Done(r) = &mut planned {
             // The registry row is only needed to refresh its cache, below.

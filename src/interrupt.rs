@@ -31,6 +31,8 @@ struct Inner {
     graceful_runs: AtomicUsize,
     sessions: Mutex<Sessions>,
     run_id: Mutex<Option<String>>,
+    /// What the first signal does, when the graceful run under way says it.
+    stopping: Mutex<Option<String>>,
 }
 
 #[derive(Debug, Default)]
@@ -90,6 +92,18 @@ impl Interrupt {
         GracefulGuard {
             inner: self.inner.clone(),
         }
+    }
+
+    /// Marks a graceful run as under way until the guard is dropped, saying what the first
+    /// signal makes it do (shown when it comes).
+    pub fn graceful_guard_saying(&self, stopping: &str) -> GracefulGuard {
+        *self.inner.stopping.lock().expect("stopping lock") = Some(stopping.to_string());
+        self.graceful_guard()
+    }
+
+    /// What the first signal makes the graceful run under way do, if it said.
+    pub fn stopping(&self) -> Option<String> {
+        self.inner.stopping.lock().expect("stopping lock").clone()
     }
 
     /// Remembers the id of the run under way, for the message (and JSON document) an

@@ -57,7 +57,7 @@ async fn watch(mut signals: Signals, interrupt: Interrupt, json: bool) {
         signals.next().await;
         if interrupt.graceful() && !interrupt.requested() {
             interrupt.request();
-            notice("stopping: no new tenants will be started, tenants waiting for their lock stop waiting, tenants in flight stop after their current migration and are recorded (signal again to cancel what is running)");
+            notice(interrupt.stopping().as_deref().unwrap_or("stopping: no new tenants will be started, tenants waiting for their lock stop waiting, tenants in flight stop after their current migration and are recorded (signal again to cancel what is running)"));
             continue;
         }
         let cancelled = interrupt.cancel_sessions(CANCEL_WAIT).await;

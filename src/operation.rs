@@ -377,6 +377,28 @@ pub async fn run_one(
         }
     };
     result.session_opened = true;
+    // The tenant may have moved, or be in the middle of a move, while this run waited
+    // for its lock: its schema on this server is then not (or no longer) the tenant's.
+    if let Some(why) = elsewhere(env, tenant, &session).await {
+        match why {
+            // Nothing is recorded: what this session sees of the schema (fenced, or
+            // half-copied) is not the tenant's state, and the move's rerun records it.
+            Elsewhere::Moving(message) => {
+                result.cause = Cause::Refused;
+                result.error = Some(message);
+            }
+            Elsewhere::Gone(status, message) => {
+                result.status = status;
+                result.cause = Cause::Removed;
+                result.error = Some(message);
+            }
+        }
+        // Touched nothing, and recorded as such: nothing is written about it.
+        result.session_opened = false;
+        session.close(pool).await;
+        result.duration_ms = started.elapsed().as_millis() as u64;
+        return result;
+    }
     let notice = |notice: &db::Notice| {
         events.send(RunEvent::Notice {
             domain: tenant.domain.clone(),
@@ -411,6 +433,66 @@ pub async fn run_one(
     session.close(pool).await;
     result.duration_ms = started.elapsed().as_millis() as u64;
     result
+}
+
+/// Why a tenant's session, once its lock is held, must not touch the schema it opened.
+enum Elsewhere {
+    /// An unfinished move: refused until it is finished or undone.
+    Moving(String),
+    /// Moved to another server, or dropped, while this run waited for its lock.
+    Gone(ResultStatus, String),
+}
+
+/// Reads the tenant's registry row and move journal as they are now (its lock is held,
+/// so no move of it can start or end meanwhile): `None` when the tenant is still on the
+/// server this run found it on, with no move of it unfinished.
+async fn elsewhere(env: &Env<'_>, tenant: &Tenant, session: &Session<'_>) -> Option<Elsewhere> {
+    let sql = format!(
+        "SELECT t.server, m.to_server, m.phase FROM {} t LEFT JOIN {} m ON m.tenant_id = t.id WHERE t.id = $1",
+        env.tables.tenants, env.tables.moves
+    );
+    let read = async |client: &Client| {
+        client
+            .query_opt(&sql, &[&tenant.id])
+            .await
+            .map_err(db::query_error("reading where the tenant is now"))
+    };
+    let row = if crate::servers::is_default(&tenant.server) {
+        read(session.client()).await
+    } else {
+        env.registry.run(read).await
+    };
+    let row = match row {
+        Ok(row) => row,
+        // Unknown: the work goes on as before (its outcome is recorded by id).
+        Err(_) => return None,
+    };
+    let Some(row) = row else {
+        return Some(Elsewhere::Gone(
+            ResultStatus::Skipped,
+            format!(
+                "not changed: tenant {} was dropped while this run waited for it",
+                tenant.domain
+            ),
+        ));
+    };
+    let (server, to, phase): (String, Option<String>, Option<String>) =
+        (row.get(0), row.get(1), row.get(2));
+    if let (Some(to), Some(phase)) = (to, phase) {
+        return Some(Elsewhere::Moving(format!(
+            "tenant {} has an unfinished move to server {to} ({phase}): run `tenantctl tenant move {} --to {to}` to finish it (or `--to {server}` to undo it) first; nothing was changed",
+            tenant.domain, tenant.domain
+        )));
+    }
+    (server != tenant.server).then(|| {
+        Elsewhere::Gone(
+            ResultStatus::Skipped,
+            format!(
+                "not changed: tenant {} moved to server {server} while this run waited for it; run the command again for it",
+                tenant.domain
+            ),
+        )
+    })
 }
 
 /// A result for a tenant whose session did not open.

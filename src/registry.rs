@@ -1163,6 +1163,16 @@ impl Registry<'_> {
         }))
     }
 
+    /// The ids of the tenants with an unfinished move.
+    pub async fn unfinished_moves(&self) -> Result<std::collections::HashSet<i64>, Error> {
+        let rows = self
+            .client
+            .query(&format!("SELECT tenant_id FROM {}", self.tables.moves), &[])
+            .await
+            .map_err(query_error("reading the unfinished moves"))?;
+        Ok(rows.iter().map(|r| r.get(0)).collect())
+    }
+
     /// Records that a move of tenant `id` starts (phase `copying`).
     pub async fn begin_move(&self, id: i64, journal: &MoveJournal) -> Result<(), Error> {
         self.client

@@ -484,14 +484,11 @@ pub async fn drop(
     keep_schema: bool,
 ) -> Result<Dropped, Error> {
     let started_at = OffsetDateTime::now_utc();
+    crate::data::moving::refuse_unfinished(registry, tenant, "drop it").await?;
     let (_pool, mut session) = locked(cx, tenant).await?;
-    // An upgrade may have held the lock while this waited: read the row as it is now.
-    let tenant = registry.find(&tenant.id.to_string()).await.map_err(|_| {
-        Error::failed(format!(
-            "tenant {} was dropped by another command while this one waited for it",
-            tenant.domain
-        ))
-    })?;
+    // An upgrade or a move may have held the lock while this waited: read the row as it
+    // is now.
+    let tenant = crate::data::moving::still_here(registry, tenant, "drop it").await?;
     let run_id = scheduler::new_run_id()?;
     let host = scheduler::client_host();
     let event = Event {

@@ -18,28 +18,23 @@ use crate::registry::Tenant;
 
 /// How the snapshot is taken.
 #[derive(Clone, Copy)]
-pub enum Snapshot<'w> {
+pub enum Snapshot {
     /// A read-only snapshot; writers go on.
     Read,
-    /// The tables are locked against writes (readers go on) before the snapshot is
-    /// taken, by the write fence ([`fence::take`]), and the transaction is left open for
-    /// the caller to finish: a move's copy, an online move's cutover.
-    Fenced(&'w fence::Watch<'w>),
 }
 
 /// What reading a tenant's rows is called in a refusal.
 const EXPORT: &str = "an export of the tenant";
 
-/// Opens the snapshot transaction on `client` (the tenant's locked session). With
-/// [`Snapshot::Fenced`], every table is locked `EXCLUSIVE` first, so the snapshot sees
-/// every write that will ever be made to this copy. Returns the catalog as the snapshot
-/// sees it. Refuses, before any row is read, tables whose row-level security applies to
-/// the session's role (their policies would hide rows from the archive).
+/// Opens the snapshot transaction on `client` (the tenant's locked session) and returns
+/// the catalog as the snapshot sees it. Refuses, before any row is read, tables whose
+/// row-level security applies to the session's role (their policies would hide rows
+/// from the archive). A move's snapshot, under the write fence, is [`fenced`].
 pub async fn begin(
     client: &Client,
     schema: &str,
     history_table: &str,
-    snapshot: Snapshot<'_>,
+    snapshot: Snapshot,
 ) -> Result<Catalog, Error> {
     let err = query_error("starting the snapshot");
     match snapshot {
@@ -62,35 +57,46 @@ pub async fn begin(
             }
             read
         }
-        Snapshot::Fenced(watch) => {
-            let before = catalog::read(client, schema, history_table).await?;
-            catalog::refuse_row_security(client, schema, &before, EXPORT).await?;
-            let tables = fence::order(client, schema, &before.lockable()).await?;
-            // Neither statement takes a snapshot: it is taken after the locks.
-            fence::take(
-                client,
-                watch,
-                "BEGIN ISOLATION LEVEL REPEATABLE READ; \
-                 SET LOCAL statement_timeout = 0; SET LOCAL row_security = off",
-                schema,
-                &tables,
-            )
-            .await?;
-            let after = catalog::read(client, schema, history_table).await;
-            match after {
-                Ok(c) if c.lockable() == before.lockable() => Ok(c),
-                Ok(_) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(Error::failed(format!(
-                        "the tables of schema {} changed while they were being locked; nothing was changed, run it again",
-                        quote(schema)
-                    )))
-                }
-                Err(e) => {
-                    let _ = client.batch_execute("ROLLBACK").await;
-                    Err(e)
-                }
-            }
+    }
+}
+
+/// Opens a snapshot transaction on `client` with every table of `schema` locked against
+/// writes first (readers go on), by the write fence ([`fence::take`]): the snapshot sees
+/// every write that will ever be made to this copy. The transaction is left open for the
+/// caller to finish (a move's copy, an online move's cutover). Returns the catalog as the
+/// snapshot sees it, and how the fence was taken.
+pub async fn fenced(
+    client: &Client,
+    schema: &str,
+    history_table: &str,
+    watch: &fence::Watch<'_>,
+) -> Result<(Catalog, fence::Taken), Error> {
+    let before = catalog::read(client, schema, history_table).await?;
+    catalog::refuse_row_security(client, schema, &before, EXPORT).await?;
+    let tables = fence::order(client, schema, &before.lockable()).await?;
+    // Neither statement takes a snapshot: it is taken after the locks.
+    let taken = fence::take(
+        client,
+        watch,
+        "BEGIN ISOLATION LEVEL REPEATABLE READ; \
+         SET LOCAL statement_timeout = 0; SET LOCAL row_security = off",
+        schema,
+        &tables,
+    )
+    .await?;
+    let after = catalog::read(client, schema, history_table).await;
+    match after {
+        Ok(c) if c.lockable() == before.lockable() => Ok((c, taken)),
+        Ok(_) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(Error::failed(format!(
+                "the tables of schema {} changed while they were being locked; nothing was changed, run it again",
+                quote(schema)
+            )))
+        }
+        Err(e) => {
+            let _ = client.batch_execute("ROLLBACK").await;
+            Err(e)
         }
     }
 }

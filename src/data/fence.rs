@@ -49,6 +49,9 @@ pub struct Watch<'a> {
     pub interrupt: &'a Interrupt,
     /// How long to keep trying, `ZERO` for as long as it takes.
     pub lock_wait: Duration,
+    /// How long one try may wait (holding back the tenant's writes meanwhile) before it
+    /// gives way and tries again (`run.lock_timeout`), `ZERO` for no limit.
+    pub attempt: Duration,
 }
 
 impl<'a> Watch<'a> {
@@ -57,13 +60,14 @@ impl<'a> Watch<'a> {
         target: &crate::db::Target,
         client: &Client,
         interrupt: &'a Interrupt,
-        lock_wait: Duration,
+        settings: &crate::config::Settings,
     ) -> Result<Watch<'a>, Error> {
         Ok(Watch {
             watcher: target.connect().await?,
             canceller: target.canceller(client),
             interrupt,
-            lock_wait,
+            lock_wait: settings.lock_wait,
+            attempt: settings.lock_timeout,
         })
     }
 }
@@ -71,8 +75,12 @@ impl<'a> Watch<'a> {
 /// How a fence was taken.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct Taken {
-    /// How many times the fence let a transaction through and started again.
+    /// How many times the fence gave way (to a transaction, or after its attempt limit)
+    /// and started again.
     pub retries: u32,
+    /// When the try that took it began asking for the locks: from then on, writes to
+    /// the tenant's tables wait.
+    pub started: Instant,
 }
 
 /// `tables` of `schema` in the order a fence locks them: parents before their partitions
@@ -142,9 +150,13 @@ fn before_after(nodes: &[String], edges: &[(String, String)]) -> Vec<String> {
 
 /// Opens a transaction on `client` with `begin` (e.g. `BEGIN ISOLATION LEVEL REPEATABLE
 /// READ; SET LOCAL ...`, which must take no snapshot) and locks `tables` of `schema`
-/// `EXCLUSIVE` in the given order ([`order`]), letting through any transaction that
-/// would otherwise deadlock with it (see the module header). On success the transaction
-/// is open with every lock held; on failure it has been rolled back.
+/// `EXCLUSIVE`, starting in the given order ([`order`]), letting through any transaction
+/// that would otherwise deadlock with it and then locking the tables that transaction
+/// held first (see the module header). An attempt that waits longer than the watch's
+/// `attempt` limit is given up too, so that a transaction left open elsewhere holds the
+/// tenant's writes back for that long at most, not for as long as it stays open. On
+/// success the transaction is open with every lock held; on failure it has been rolled
+/// back.
 pub async fn take(
     client: &Client,
     watch: &Watch<'_>,
@@ -158,9 +170,9 @@ pub async fn take(
         .await
         .map_err(query_error("starting the write fence"))?
         .get(0);
-    let oids: Vec<u32> = client
+    let oid_of: BTreeMap<String, u32> = client
         .query(
-            "SELECT c.oid FROM pg_catalog.pg_class c \
+            "SELECT c.relname::text, c.oid FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relname = ANY ($2)",
             &[&schema, &tables],
@@ -168,27 +180,28 @@ pub async fn take(
         .await
         .map_err(query_error("starting the write fence"))?
         .iter()
-        .map(|r| r.get(0))
+        .map(|r| (r.get(0), r.get(1)))
         .collect();
-    let lock = if tables.is_empty() {
-        None
-    } else {
-        let list: Vec<String> = tables.iter().map(|t| qualified(schema, t)).collect();
-        Some(format!("LOCK TABLE {} IN EXCLUSIVE MODE", list.join(", ")))
-    };
+    let oids: Vec<u32> = oid_of.values().copied().collect();
+    let mut order: Vec<String> = tables.to_vec();
     let mut retries = 0u32;
+    let mut last_wait = String::new();
     loop {
-        let attempt = attempt(client, watch, begin, lock.as_deref(), pid, &oids).await;
-        match attempt {
-            Ok(()) => return Ok(Taken { retries }),
-            Err(e) => {
-                let _ = client.batch_execute("ROLLBACK").await;
-                if watch.interrupt.requested() {
-                    return Err(Error::new(
-                        ErrorKind::Interrupted,
-                        "interrupted while locking the tenant's tables against writes",
-                    ));
-                }
+        let lock = (!order.is_empty()).then(|| {
+            let list: Vec<String> = order.iter().map(|t| qualified(schema, t)).collect();
+            format!("LOCK TABLE {} IN EXCLUSIVE MODE", list.join(", "))
+        });
+        let this_try = Instant::now();
+        let outcome = attempt(client, watch, begin, lock.as_deref(), pid, &oids).await;
+        let gave_way = match outcome {
+            Attempt::Locked => {
+                return Ok(Taken {
+                    retries,
+                    started: this_try,
+                })
+            }
+            Attempt::Yielded(why) => why,
+            Attempt::Failed(e) => {
                 let again = matches!(
                     e.code(),
                     Some(c) if *c == SqlState::QUERY_CANCELED
@@ -196,22 +209,49 @@ pub async fn take(
                         || *c == SqlState::LOCK_NOT_AVAILABLE
                 );
                 if !again {
+                    let _ = client.batch_execute("ROLLBACK").await;
                     return Err(query_error(&format!(
                         "locking the tables of schema {} against writes",
                         quote(schema)
                     ))(e));
                 }
-                if !watch.lock_wait.is_zero() && started.elapsed() >= watch.lock_wait {
-                    return Err(Error::failed(format!(
-                        "the tables of schema {} could not be locked against writes within run.lock_wait ({} ms): {retries} time(s) a transaction needed a lock the fence held while holding one the fence needed, and was let through; nothing was changed",
-                        quote(schema),
-                        watch.lock_wait.as_millis()
-                    )));
-                }
-                retries += 1;
-                tokio::time::sleep(pause(retries)).await;
+                GaveWay::No
             }
+        };
+        let _ = client.batch_execute("ROLLBACK").await;
+        if watch.interrupt.requested() {
+            return Err(Error::new(
+                ErrorKind::Interrupted,
+                "interrupted while locking the tenant's tables against writes; nothing was changed",
+            ));
         }
+        match gave_way {
+            GaveWay::To(theirs) => {
+                // Next time, first the tables that transaction held: it (and any like
+                // it) then finishes before the fence holds what it needs.
+                let (first, rest): (Vec<String>, Vec<String>) = order
+                    .into_iter()
+                    .partition(|t| oid_of.get(t).is_some_and(|o| theirs.contains(o)));
+                order = first.into_iter().chain(rest).collect();
+            }
+            GaveWay::Waited(who) => last_wait = who,
+            GaveWay::No => {}
+        }
+        if !watch.lock_wait.is_zero() && started.elapsed() >= watch.lock_wait {
+            return Err(Error::failed(format!(
+                "the tables of schema {} could not be locked against writes within run.lock_wait ({} ms) after {} attempt(s){}; nothing was changed",
+                quote(schema),
+                watch.lock_wait.as_millis(),
+                retries + 1,
+                if last_wait.is_empty() {
+                    String::new()
+                } else {
+                    format!(": the last one waited for {last_wait}")
+                }
+            )));
+        }
+        retries += 1;
+        tokio::time::sleep(pause(retries)).await;
     }
 }
 
@@ -227,8 +267,30 @@ fn pause(retries: u32) -> Duration {
     Duration::from_millis(base / 2 + jitter / 2)
 }
 
+/// How one try ended.
+enum Attempt {
+    /// Every table is locked.
+    Locked,
+    /// The watch cancelled it, for this reason (whatever the statement then returned:
+    /// one that got its locks just before the cancel is tried again too, so that a cancel
+    /// arriving late never hits a later statement of the operation).
+    Yielded(GaveWay),
+    /// It failed by itself.
+    Failed(tokio_postgres::Error),
+}
+
+/// Why the watch cancelled a try.
+enum GaveWay {
+    /// It did not.
+    No,
+    /// To let through transactions that held these tables (oids).
+    To(Vec<u32>),
+    /// It waited past the attempt limit, for these sessions (described).
+    Waited(String),
+}
+
 /// One try: `begin`, then the `LOCK TABLE` raced against the watch, which cancels it
-/// when a deadlock is in the making.
+/// when a deadlock is in the making or the try has waited past its limit.
 async fn attempt(
     client: &Client,
     watch: &Watch<'_>,
@@ -236,37 +298,54 @@ async fn attempt(
     lock: Option<&str>,
     pid: i32,
     oids: &[u32],
-) -> Result<(), tokio_postgres::Error> {
-    client.batch_execute(begin).await?;
+) -> Attempt {
+    if let Err(e) = client.batch_execute(begin).await {
+        return Attempt::Failed(e);
+    }
     let Some(lock) = lock else {
-        return Ok(());
+        return Attempt::Locked;
     };
+    let began = Instant::now();
     let locking = client.batch_execute(lock);
     tokio::pin!(locking);
-    let mut cancelled = false;
+    let mut gave_way = None;
     loop {
         tokio::select! {
-            done = &mut locking => return done,
-            () = tokio::time::sleep(WATCH), if !cancelled => {
-                if in_the_way(&watch.watcher, pid, oids).await || watch.interrupt.requested() {
-                    // The statement ends with "canceling statement due to user request"
-                    // (or, if it had just got every lock, the next statement might: the
-                    // caller rolls back and tries again either way).
+            done = &mut locking => {
+                return match (done, gave_way) {
+                    (_, Some(why)) => Attempt::Yielded(why),
+                    (Ok(()), None) => Attempt::Locked,
+                    (Err(e), None) => Attempt::Failed(e),
+                };
+            }
+            () = tokio::time::sleep(WATCH), if gave_way.is_none() => {
+                let theirs = in_the_way(&watch.watcher, pid, oids).await;
+                let why = if !theirs.is_empty() {
+                    Some(GaveWay::To(theirs))
+                } else if !watch.attempt.is_zero() && began.elapsed() >= watch.attempt {
+                    Some(GaveWay::Waited(blockers(&watch.watcher, pid).await))
+                } else if watch.interrupt.requested() {
+                    Some(GaveWay::No)
+                } else {
+                    None
+                };
+                if why.is_some() {
+                    // The statement ends with "canceling statement due to user request".
                     let _ = watch.canceller.cancel().await;
-                    cancelled = true;
+                    gave_way = why;
                 }
             }
         }
     }
 }
 
-/// Whether a transaction waits, directly or behind others, for the fence (session `pid`)
-/// while it holds a lock that conflicts with `EXCLUSIVE` on one of `oids` the fence has
-/// not got yet: the fence would wait for it while it waits for the fence. A failed look
-/// counts as no.
-async fn in_the_way(watcher: &Client, pid: i32, oids: &[u32]) -> bool {
-    let row = watcher
-        .query_one(
+/// The relations (oids) among `oids` that some transaction holds in a mode conflicting
+/// with `EXCLUSIVE`, which the fence (session `pid`) has not got yet, while that
+/// transaction waits, directly or behind others, for the fence: the fence would wait for
+/// it while it waits for the fence. Empty when there is none (or the look failed).
+async fn in_the_way(watcher: &Client, pid: i32, oids: &[u32]) -> Vec<u32> {
+    let rows = watcher
+        .query(
             "WITH RECURSIVE waiting(pid) AS ( \
                  SELECT a.pid FROM pg_catalog.pg_stat_activity a \
                  WHERE a.wait_event_type = 'Lock' AND $1 = ANY (pg_catalog.pg_blocking_pids(a.pid)) \
@@ -274,18 +353,52 @@ async fn in_the_way(watcher: &Client, pid: i32, oids: &[u32]) -> bool {
                  SELECT a.pid FROM pg_catalog.pg_stat_activity a JOIN waiting w \
                    ON w.pid = ANY (pg_catalog.pg_blocking_pids(a.pid)) \
                  WHERE a.wait_event_type = 'Lock') \
-             SELECT EXISTS ( \
-                 SELECT 1 FROM pg_catalog.pg_locks l JOIN waiting w ON w.pid = l.pid \
-                 WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY ($2) \
-                   AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
-                   AND l.mode <> 'AccessShareLock' AND l.pid <> $1 \
-                   AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks f \
-                                   WHERE f.pid = $1 AND f.granted AND f.locktype = 'relation' \
-                                     AND f.relation = l.relation AND f.mode = 'ExclusiveLock'))",
+             SELECT DISTINCT l.relation FROM pg_catalog.pg_locks l JOIN waiting w ON w.pid = l.pid \
+             WHERE l.granted AND l.locktype = 'relation' AND l.relation = ANY ($2) \
+               AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
+               AND l.mode <> 'AccessShareLock' AND l.pid <> $1 \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_locks f \
+                               WHERE f.pid = $1 AND f.granted AND f.locktype = 'relation' \
+                                 AND f.relation = l.relation AND f.mode = 'ExclusiveLock')",
             &[&pid, &oids],
         )
         .await;
-    row.map(|r| r.get::<_, bool>(0)).unwrap_or(false)
+    rows.map(|rows| rows.iter().map(|r| r.get(0)).collect())
+        .unwrap_or_default()
+}
+
+/// The sessions the fence (session `pid`) waits for, described for an error: pid,
+/// `application_name`, state and how long their transaction has been open.
+async fn blockers(watcher: &Client, pid: i32) -> String {
+    let rows = watcher
+        .query(
+            "SELECT a.pid, coalesce(a.application_name, ''), coalesce(a.state, ''), \
+                    coalesce(extract(epoch FROM now() - a.xact_start)::float8, 0) \
+             FROM pg_catalog.pg_stat_activity a WHERE a.pid = ANY (pg_catalog.pg_blocking_pids($1)) \
+             ORDER BY a.pid LIMIT 5",
+            &[&pid],
+        )
+        .await;
+    let described: Vec<String> = rows
+        .map(|rows| {
+            rows.iter()
+                .map(|r| {
+                    format!(
+                        "pid {} ({:?}, {}, its transaction open for {:.0} s)",
+                        r.get::<_, i32>(0),
+                        r.get::<_, String>(1),
+                        r.get::<_, String>(2),
+                        r.get::<_, f64>(3)
+                    )
+                })
+                .collect()
+        })
+        .unwrap_or_default();
+    if described.is_empty() {
+        "other sessions".to_string()
+    } else {
+        described.join(", ")
+    }
 }
 
 #[cfg(test)]

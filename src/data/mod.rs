@@ -862,15 +862,23 @@ pub struct Restored {
     pub message: String,
 }
 
-/// The name of the schema a restore builds beside the tenant's, and of the old one
-/// while it is swapped out: at most 63 bytes.
+/// The name of a schema an operation keeps beside the tenant's (a restore's new copy and
+/// the one it replaces, a move's fenced and kept old copies): `SCHEMA` followed by
+/// `suffix` (which starts with `$`, in no tenant's schema name), at most 63 bytes. When
+/// that is too long, the schema name is cut and followed by `~` and 8 hex digits of its
+/// SHA-256, so two tenants whose names share a long prefix never share these names.
 pub(crate) fn beside(schema: &str, suffix: &str) -> String {
-    let keep = 63 - suffix.len();
+    if schema.len() + suffix.len() <= 63 {
+        return format!("{schema}{suffix}");
+    }
+    use sha2::Digest;
+    let digest = hex::encode(&sha2::Sha256::digest(schema.as_bytes())[..4]);
+    let keep = 63usize.saturating_sub(suffix.len() + 1 + digest.len());
     let mut cut = schema.len().min(keep);
     while !schema.is_char_boundary(cut) {
         cut -= 1;
     }
-    format!("{}{suffix}", &schema[..cut])
+    format!("{}~{digest}{suffix}", &schema[..cut])
 }
 
 /// Replaces `tenant`'s schema and data with the archive's. The new schema is built and
@@ -893,7 +901,13 @@ pub async fn restore(
     // '$' is in no tenant's schema name: these names are only ever a restore's.
     let fresh = beside(&schema, "$restoring");
     let old = beside(&schema, "$replaced");
+    moving::refuse_unfinished(&registry, tenant, "restore it").await?;
     let (pool, main) = tenants::locked(cx, tenant).await?;
+    // A move may have held the lock while this waited.
+    if let Err(e) = moving::still_here(&registry, tenant, "restore it").await {
+        main.close(&pool).await;
+        return Err(e);
+    }
     // Whether this restore made the schema beside the tenant's (and must remove it if
     // it does not finish).
     let made = std::sync::atomic::AtomicBool::new(false);
@@ -938,7 +952,7 @@ pub async fn restore(
                 cx.servers.target(&tenant.server)?,
                 main.client(),
                 cx.interrupt,
-                cx.settings.lock_wait,
+                cx.settings,
             )
             .await?;
             fence::take(
@@ -1239,6 +1253,24 @@ pub async fn peek(cx: &Context<'_>, tenant: &Tenant) -> Result<Manifest, Error> 
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn names_beside_a_schema_fit_and_never_collide_for_long_names() {
+        use super::beside;
+        assert_eq!(beside("tenant_acme", "$moving"), "tenant_acme$moving");
+        let a = format!("{}aaa", "q".repeat(60));
+        let b = format!("{}bbb", "q".repeat(60));
+        for suffix in ["$moving", "$restoring", "$replaced", "$moved_1765000000"] {
+            let (x, y) = (beside(&a, suffix), beside(&b, suffix));
+            assert!(x.len() <= 63 && y.len() <= 63, "{x} {y}");
+            assert_ne!(x, y, "{suffix}");
+            assert!(x.ends_with(suffix) && y.ends_with(suffix));
+        }
+        // Multi-byte characters are cut on a boundary.
+        let c = "é".repeat(31);
+        assert!(beside(&c, "$restoring").len() <= 63);
+    }
+
     use super::{Mark, Origin, BUILDING};
 
     #[test]

@@ -131,6 +131,8 @@ pub(crate) enum OldCopy {
     /// Renamed to this name because an earlier tenantctl left it under the tenant's own
     /// schema name after the switch, where writes may have reached it.
     Suspect(String),
+    /// Renamed to this name because these objects outside it depend on it.
+    Depended(String, String),
     /// Already gone.
     Gone,
 }
@@ -138,7 +140,10 @@ pub(crate) enum OldCopy {
 impl OldCopy {
     /// Whether it is still there under another name.
     fn kept(&self) -> bool {
-        matches!(self, OldCopy::Kept(_) | OldCopy::Suspect(_))
+        matches!(
+            self,
+            OldCopy::Kept(_) | OldCopy::Suspect(_) | OldCopy::Depended(..)
+        )
     }
 
     /// What became of it, for a message.
@@ -152,6 +157,10 @@ impl OldCopy {
             ),
             OldCopy::Suspect(k) => format!(
                 "renamed to {}: an earlier tenantctl left it in place after the switch, so writes may have reached it there; compare it with the new copy before dropping it",
+                quote(k)
+            ),
+            OldCopy::Depended(k, list) => format!(
+                "renamed to {} instead of dropped: objects outside it came to depend on it ({list}) and still use the old copy; point them at the tenant's new server, then drop it",
                 quote(k)
             ),
             OldCopy::Gone => "already removed".to_string(),
@@ -183,6 +192,52 @@ enum Settle {
     /// Nothing was switched: bring the source back if it was fenced, drop the target's
     /// copy.
     Undo,
+}
+
+/// Refuses (exit 1) to `what` tenant `tenant` while a move of it is unfinished: its
+/// schema is then half-copied or fenced, and the move's rerun is what settles it.
+pub async fn refuse_unfinished(
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    what: &str,
+) -> Result<(), Error> {
+    let Some(j) = registry.move_journal(tenant.id).await? else {
+        return Ok(());
+    };
+    Err(Error::refused(format!(
+        "tenant {} has an unfinished move from server {} to server {} ({}): run `tenantctl tenant move {} --to {}` to finish it (or `--to {}` to undo it) before you {what}; nothing was changed",
+        tenant.domain,
+        j.from_server,
+        j.to_server,
+        j.phase,
+        tenant.domain,
+        j.to_server,
+        j.from_server
+    )))
+}
+
+/// Reads `tenant` again once its lock is held (`then`: as the command found it) and
+/// refuses when it was dropped, moved to another server, or is in an unfinished move
+/// meanwhile: the session that holds the lock is then not on the tenant's schema.
+pub async fn still_here(
+    registry: &Registry<'_>,
+    then: &Tenant,
+    what: &str,
+) -> Result<Tenant, Error> {
+    let now = registry.find(&then.id.to_string()).await.map_err(|_| {
+        Error::failed(format!(
+            "tenant {} was dropped by another command while this one waited for it; nothing was changed",
+            then.domain
+        ))
+    })?;
+    refuse_unfinished(registry, &now, what).await?;
+    if now.server != then.server {
+        return Err(Error::failed(format!(
+            "tenant {} moved to server {} while this command waited for it; nothing was changed: run it again",
+            then.domain, now.server
+        )));
+    }
+    Ok(now)
 }
 
 /// Checks what a move of `tenant` to `to` needs (with `online`, an online move's
@@ -430,6 +485,12 @@ pub(crate) async fn run(
 ) -> Result<Moved, Error> {
     let started = Instant::now();
     cx.servers.get(to)?;
+    // Ctrl-C (or SIGTERM) stops the move at its next step and undoes it, unless its old
+    // copy is already fenced, when it is finished; a second one ends the process at once
+    // (a rerun then settles the move).
+    let _graceful = cx.interrupt.graceful_guard_saying(
+        "stopping: the move is undone at its next step and the tenant stays where it is, unless its old copy is already fenced, when it is finished (signal again to end at once; the same command run again then finishes or undoes it)",
+    );
     // The tenant's lock, on the server its schema is on (or was on, for a move that
     // switched), is held to the end: a rerun never runs beside the move it settles.
     let home = registry
@@ -497,6 +558,8 @@ async fn after_failure(
     e: Error,
     started: Instant,
 ) -> Result<Moved, Error> {
+    // The cause's own message, without the full stop that would come before the rest.
+    let e = Error::new(e.kind(), e.to_string().trim_end_matches('.').to_string());
     match undo(cx, registry, tenant, journal).await {
         Ok(true) => Err(Error::new(
             e.kind(),
@@ -630,6 +693,13 @@ pub(crate) async fn undo_copy(
     j: &MoveJournal,
     domain: &str,
 ) -> Result<(), Error> {
+    // An undo runs to its end whatever stop was asked for (it is what a stop asks for);
+    // a second signal ends the process.
+    let calm = crate::interrupt::Interrupt::new();
+    let cx = &Context {
+        interrupt: &calm,
+        ..*cx
+    };
     let (pool, session) = tenants::locked_schema(cx, &j.to_server, &j.schema_name, domain).await?;
     let dropped = session
         .client()
@@ -682,6 +752,17 @@ fn event_for(
     })
 }
 
+/// An interruption error when a stop was asked for: the move is then undone.
+fn stop_requested(cx: &Context<'_>) -> Result<(), Error> {
+    if cx.interrupt.requested() {
+        return Err(Error::new(
+            ErrorKind::Interrupted,
+            "interrupted: the move was stopped before its old copy was fenced",
+        ));
+    }
+    Ok(())
+}
+
 /// Steps 2 to 5 on `session`, the source's locked session. The error says whether the
 /// registry was switched.
 #[allow(clippy::too_many_arguments)]
@@ -698,11 +779,13 @@ async fn copy_and_switch(
     let started_at = OffsetDateTime::now_utc();
     let not_switched = |e: Error| (e, false);
     crate::failpoint!("move.journal-written", not_switched);
+    stop_requested(cx).map_err(not_switched)?;
     let copied = match how {
         How::Offline => copy_offline(cx, tenant, journal, set, session).await,
         How::Online => super::online::replicate(cx, tenant, journal, set, session).await,
     }
     .map_err(not_switched)?;
+    stop_requested(cx).map_err(not_switched)?;
     let action = match how {
         How::Offline => "move",
         How::Online => "move (online)",
@@ -787,18 +870,39 @@ async fn copy_offline(
     let copied = async {
         data::build_to(&mut target, schema, revision, set).await?;
         crate::failpoint!("move.target-built");
+        stop_requested(cx)?;
         crate::db::notice_dead_client(target.client()).await;
         let (catalog, fenced_at) = fence_source(cx, tenant, client).await?;
         crate::failpoint!("move.source-locked");
-        let loaded = copy(
+        let copying = copy(
             tenant,
             client,
             target.client(),
             catalog,
             &history,
             &cx.settings.history_table,
-        )
-        .await?;
+        );
+        tokio::pin!(copying);
+        let stop = cx.interrupt.stop_token();
+        let loaded = tokio::select! {
+            loaded = &mut copying => loaded?,
+            () = stop.cancelled() => {
+                // Both ends' statements are cancelled on the server; the copy then ends
+                // with their errors, and the move is undone.
+                let _ = cx.servers.target(&tenant.server)?.canceller(client).cancel().await;
+                let _ = cx
+                    .servers
+                    .target(&journal.to_server)?
+                    .canceller(target.client())
+                    .cancel()
+                    .await;
+                let _ = copying.await;
+                return Err(Error::new(
+                    ErrorKind::Interrupted,
+                    "interrupted while copying the tenant's rows",
+                ));
+            }
+        };
         crate::failpoint!("move.copied");
         Ok::<_, Error>(Copied {
             tables: loaded.tables,
@@ -814,22 +918,23 @@ async fn copy_offline(
 
 /// Locks the source's tables against writes in a snapshot transaction opened on
 /// `client`, the tenant's locked session on its server (the write fence, [`fence`]):
-/// the catalog as that snapshot sees it, and when the writes were blocked.
+/// the catalog as that snapshot sees it, and when the writes began to wait (the fence's
+/// successful try began asking for its locks).
 pub(crate) async fn fence_source(
     cx: &Context<'_>,
     tenant: &Tenant,
     client: &Client,
 ) -> Result<(data::catalog::Catalog, Instant), Error> {
     let server = cx.servers.target(&tenant.server)?;
-    let watch = fence::Watch::open(server, client, cx.interrupt, cx.settings.lock_wait).await?;
-    let catalog = export::begin(
+    let watch = fence::Watch::open(server, client, cx.interrupt, cx.settings).await?;
+    let (catalog, taken) = export::fenced(
         client,
         &tenant.schema_name,
         &cx.settings.history_table,
-        export::Snapshot::Fenced(&watch),
+        &watch,
     )
     .await?;
-    Ok((catalog, Instant::now()))
+    Ok((catalog, taken.started))
 }
 
 /// Steps 3 to 5, shared by both ways of copying, with the source's tables fenced in the
@@ -845,11 +950,38 @@ pub(crate) async fn switch_over(
     event: &Event<'_>,
 ) -> Result<OldCopy, (Error, bool)> {
     let schema = &tenant.schema_name;
+    // The last moment to stop: from the fence's commit on, the move is finished.
+    stop_requested(cx).map_err(|e| (e, false))?;
+    // The registry must answer now: fenced, the tenant is unavailable until the switch,
+    // which a registry that went away would put off until a rerun.
+    match registry.move_journal(tenant.id).await {
+        Ok(Some(j)) if j.phase == "copying" => {}
+        Ok(_) => {
+            return Err((
+                Error::failed(format!(
+                    "the move's journal row for tenant {} changed while it copied (another command settled it); nothing was fenced",
+                    tenant.domain
+                )),
+                false,
+            ))
+        }
+        Err(e) => return Err((e, false)),
+    }
     // Something outside the schema that came to depend on it during the copy would go
-    // on using the old copy: the move is undone instead.
-    refuse_dependents(client, schema)
-        .await
-        .map_err(|e| (e, false))?;
+    // on using the old copy: the move is undone instead. Read with a snapshot of now
+    // (the fenced transaction's snapshot predates the copy).
+    let fresh = async {
+        let now = cx.servers.target(&journal.from_server)?.connect().await?;
+        now.batch_execute("BEGIN")
+            .await
+            .map_err(crate::db::query_error(
+                "looking for objects that depend on the tenant",
+            ))?;
+        let found = refuse_dependents(&now, schema, tenant.id).await;
+        let _ = now.batch_execute("ROLLBACK").await;
+        found
+    };
+    fresh.await.map_err(|e| (e, false))?;
     client
         .batch_execute(&format!(
             "ALTER SCHEMA {} RENAME TO {}; COMMIT",
@@ -949,21 +1081,23 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
             OldCopy::Kept(kept)
         });
     }
-    // A drop needs every table's strongest lock, which a session reading the old copy
-    // (an open transaction) holds back: past the drop's wait, it is renamed instead.
-    let drop = crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(&old)));
-    let dropped = source
-        .batch_execute(&format!("BEGIN; {drop}; COMMIT"))
-        .await;
-    let removed = match dropped {
-        Ok(()) => OldCopy::Dropped,
-        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+    // In one transaction: the old copy's tables locked (no view can come to read them
+    // meanwhile), nothing outside it found depending on it, then the drop. A drop needs
+    // every table's strongest lock, which a session reading the old copy (an open
+    // transaction) holds back: past the drop's wait it is renamed instead, as it is when
+    // something outside depends on it (a drop would cascade into it).
+    let removed = match drop_unless_depended_on(&source, &old).await {
+        Ok(None) => OldCopy::Dropped,
+        Ok(Some(why)) => {
             let _ = source.batch_execute("ROLLBACK").await;
             source
                 .batch_execute(&rename)
                 .await
                 .map_err(crate::db::query_error(&doing))?;
-            OldCopy::Kept(kept)
+            match why {
+                Some(dependents) => OldCopy::Depended(kept, dependents),
+                None => OldCopy::Kept(kept),
+            }
         }
         Err(e) => {
             let _ = source.batch_execute("ROLLBACK").await;
@@ -974,9 +1108,77 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
     Ok(removed)
 }
 
-/// Refuses, in the source's transaction, when objects outside `schema` depend on it.
-pub(crate) async fn refuse_dependents(client: &Client, schema: &str) -> Result<(), Error> {
-    let blocking = crate::dependents::outside(&**client, schema).await?;
+/// Drops schema `old` with its tables locked first and nothing outside it depending on
+/// it, in one transaction: `Ok(None)` once dropped; `Ok(Some(None))` when readers held
+/// the locks past the drop's wait, `Ok(Some(Some(list)))` when objects outside depend on
+/// it (the transaction is then left for the caller to roll back).
+async fn drop_unless_depended_on(
+    source: &Client,
+    old: &str,
+) -> Result<Option<Option<String>>, tokio_postgres::Error> {
+    let tables: Vec<String> = source
+        .query(
+            "SELECT pg_catalog.quote_ident(n.nspname) || '.' || pg_catalog.quote_ident(c.relname) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') ORDER BY c.relname",
+            &[&old],
+        )
+        .await?
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let mut begin = format!(
+        "BEGIN; SET LOCAL lock_timeout = {}",
+        crate::plan::DROP_WAIT_MS
+    );
+    if !tables.is_empty() {
+        begin.push_str(&format!(
+            "; LOCK TABLE {} IN ACCESS EXCLUSIVE MODE",
+            tables.join(", ")
+        ));
+    }
+    match source.batch_execute(&begin).await {
+        Ok(()) => {}
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            return Ok(Some(None))
+        }
+        Err(e) => return Err(e),
+    }
+    match crate::dependents::outside(&**source, old).await {
+        Ok(d) if !d.is_empty() => {
+            let list: Vec<String> = d.iter().map(|x| x.object.clone()).collect();
+            return Ok(Some(Some(crate::error::listed(&list, 5))));
+        }
+        Ok(_) => {}
+        // Not known: kept rather than dropped.
+        Err(_) => return Ok(Some(Some("(they could not be read)".to_string()))),
+    }
+    match source
+        .batch_execute(&format!("DROP SCHEMA {} CASCADE; COMMIT", quote(old)))
+        .await
+    {
+        Ok(()) => Ok(None),
+        Err(e) if e.code() == Some(&tokio_postgres::error::SqlState::LOCK_NOT_AVAILABLE) => {
+            Ok(Some(None))
+        }
+        Err(e) => Err(e),
+    }
+}
+
+/// Refuses when objects outside `schema` depend on it (in `client`'s transaction).
+pub(crate) async fn refuse_dependents(
+    client: &Client,
+    schema: &str,
+    tenant_id: i64,
+) -> Result<(), Error> {
+    // An online move's own publication lists the tables until the fence's commit drops
+    // it: it does not count.
+    let own = super::online::replication_name(tenant_id);
+    let blocking: Vec<_> = crate::dependents::outside(&**client, schema)
+        .await?
+        .into_iter()
+        .filter(|d| !names(&d.object, &own))
+        .collect();
     if blocking.is_empty() {
         return Ok(());
     }
@@ -1015,6 +1217,44 @@ async fn copy(
     }
 }
 
+/// Writes what the registry caches of the tenant (provisioned, revision) from its schema
+/// on `j`'s target, where it now lives: a command that read the tenant while its move
+/// was unfinished may have cached what the fenced source showed. Best effort: the next
+/// reading command does it otherwise.
+async fn refresh_cache(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    j: &MoveJournal,
+) {
+    let Ok(target) = cx.servers.target(&j.to_server) else {
+        return;
+    };
+    let Ok(client) = target.connect().await else {
+        return;
+    };
+    let Ok(mut states) = crate::state::observe(
+        &client,
+        std::slice::from_ref(&j.schema_name),
+        &cx.settings.history_table,
+    )
+    .await
+    else {
+        return;
+    };
+    if let Some(state) = states.remove(&j.schema_name) {
+        let _ = crate::registry::record_with(
+            registry.client(),
+            registry.tables(),
+            tenant.id,
+            &crate::registry::Observed::of(&state),
+            crate::registry::Outcome::Unchanged,
+            None,
+        )
+        .await;
+    }
+}
+
 /// Finishes a move whose registry switch committed: removes the old copy if it is still
 /// there, cleans up replication leftovers, and closes the journal.
 pub(crate) async fn finish_switched(
@@ -1026,6 +1266,7 @@ pub(crate) async fn finish_switched(
 ) -> Result<Moved, Error> {
     let kept = remove_old_copy(cx, j).await?;
     super::online::after_switch(cx, j, tenant.id).await?;
+    refresh_cache(cx, registry, tenant, j).await;
     registry.end_move(tenant.id).await?;
     let message = format!(
         "finished the interrupted move of tenant {} from server {} to server {}: the old copy was {}",

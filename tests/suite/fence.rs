@@ -17,7 +17,7 @@ const SHOP: (&str, &str) = (
 struct Setting {
     db: TestDb,
     t: Tenantctl,
-    _b: Cluster,
+    b: Cluster,
     dir: tempfile::TempDir,
     _migrations: tempfile::TempDir,
 }
@@ -44,7 +44,7 @@ fn setting() -> Setting {
     Setting {
         db,
         t,
-        _b: b,
+        b,
         dir,
         _migrations: migrations,
     }
@@ -142,4 +142,130 @@ fn a_transaction_that_wrote_the_referenced_table_first_is_let_through() {
         "UPDATE accounts SET note = 'held' WHERE id = 1",
         "INSERT INTO writes (account_id, body) VALUES (1, 'app')",
     );
+}
+
+/// An application that holds the referenced table across some work before writing the
+/// referencing one, again and again: the fence gives way to it, then locks the tables
+/// in the order that transaction takes them, and completes; the application never
+/// fails.
+#[test]
+fn a_fence_learns_the_order_of_a_transaction_it_gave_way_to_and_completes() {
+    let s = setting();
+    // Giving way alone would go on for minutes; learning the order takes a try or two.
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        format!(
+            "[run]\nlock_wait = \"30s\"\n\n[servers.b]\nurl = \"{}\"\n",
+            s.b.url("sslmode=disable")
+        ),
+    )
+    .unwrap();
+    let t = s.t.clone().cwd(config.path());
+    for op in ["restore", "move"] {
+        let domain = format!("loop-{op}");
+        let schema = tenant(&s, &domain);
+        let archive = s.dir.path().join(format!("{domain}.tenant"));
+        let archive = archive.to_str().unwrap().to_string();
+        s.t.run(&["tenant", "export", &domain, "-f", &archive])
+            .expect(0);
+        let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+        let app = {
+            let (url, schema, stop) = (s.db.url.clone(), schema.clone(), stop.clone());
+            std::thread::spawn(move || {
+                let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+                let (mut done, mut failed) = (0u32, Vec::new());
+                while !stop.load(std::sync::atomic::Ordering::SeqCst) {
+                    // After a move the table is elsewhere: the application's next
+                    // lookup would find it there; this one simply stops.
+                    let r = c.transaction().and_then(|mut tx| {
+                        tx.batch_execute(&format!(
+                            "UPDATE \"{schema}\".accounts SET note = 'busy' WHERE id = 1; \
+                             SELECT pg_sleep(0.2); \
+                             INSERT INTO \"{schema}\".writes (account_id, body) VALUES (1, 'app')"
+                        ))?;
+                        tx.commit()
+                    });
+                    match r {
+                        Ok(()) => done += 1,
+                        Err(e) if e.code() == Some(&postgres::error::SqlState::UNDEFINED_TABLE) => {
+                            break
+                        }
+                        Err(e) => failed.push(e.to_string()),
+                    }
+                }
+                (done, failed)
+            })
+        };
+        let args: Vec<&str> = match op {
+            "restore" => vec!["tenant", "restore", &domain, &archive, "--yes"],
+            _ => vec!["tenant", "move", &domain, "--to", "b", "--yes"],
+        };
+        let run = t.run(&args);
+        stop.store(true, std::sync::atomic::Ordering::SeqCst);
+        let (done, failed) = app.join().unwrap();
+        run.expect(0);
+        assert!(
+            failed.is_empty(),
+            "{op}: the application failed: {failed:?}"
+        );
+        assert!(done > 0, "{op}: the application never wrote");
+    }
+}
+
+/// A transaction left open on one of the tenant's tables holds the fence back, but the
+/// fence holds the tenant's writes back for at most `run.lock_timeout` at a time: between
+/// its tries the writes to the other tables go through. Past `run.lock_wait` it gives up,
+/// naming the session it waited for, and nothing is changed.
+#[test]
+fn a_transaction_left_open_holds_the_writes_back_only_a_try_at_a_time() {
+    let s = setting();
+    let domain = "idle";
+    let schema = tenant(&s, domain);
+    let archive = s.dir.path().join("idle.tenant");
+    let archive = archive.to_str().unwrap().to_string();
+    s.t.run(&["tenant", "export", domain, "-f", &archive])
+        .expect(0);
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        "[run]\nlock_timeout = \"1s\"\nlock_wait = \"6s\"\n",
+    )
+    .unwrap();
+    let t = s.t.clone().cwd(config.path());
+    let mut idle = s.db.client();
+    idle.batch_execute(&format!(
+        "BEGIN; UPDATE \"{schema}\".accounts SET note = 'left open' WHERE id = 1"
+    ))
+    .unwrap();
+    let idle_pid: i32 = idle
+        .query_one("SELECT pg_backend_pid()", &[])
+        .unwrap()
+        .get(0);
+    let before = crate::checks::table_contents(&mut s.db.client(), &schema);
+    let mut child = t.spawn(&["tenant", "restore", domain, &archive, "--yes"]);
+    child.wait_until("the fence waits for the open transaction", || {
+        fence_waiting(&s.db)
+    });
+    // While the fence keeps trying, a write to the table the fence takes first gets
+    // through between two tries.
+    let mut app = s.db.client();
+    app.execute(
+        &format!("INSERT INTO \"{schema}\".writes (account_id, body) VALUES (2, 'between tries')"),
+        &[],
+    )
+    .expect("a write between the fence's tries");
+    let run = child.finish();
+    crate::checks::expect_error(&run, 1, &["run.lock_wait", &format!("pid {idle_pid}")]);
+    idle.batch_execute("ROLLBACK").unwrap();
+    let mut after = crate::checks::table_contents(&mut s.db.client(), &schema);
+    let writes = after.get_mut("writes").unwrap();
+    assert_ne!(
+        *writes, before["writes"],
+        "the write between tries is there"
+    );
+    after.remove("writes");
+    let mut before = before;
+    before.remove("writes");
+    assert_eq!(after, before, "the restore changed nothing");
 }

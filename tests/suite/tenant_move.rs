@@ -735,3 +735,165 @@ fn a_session_reading_the_old_copy_at_the_fence_never_lets_a_waiting_write_into_i
     assert_eq!(table_contents(&mut f.db.client(), &kept), before);
     assert_eq!(table_contents(&mut client_of(&f.b), &schema), before);
 }
+
+/// Ctrl-C while a move waits at its fence (a transaction left open holds one of the
+/// tenant's tables) undoes the move: exit 130, the tenant registered on the source as it
+/// was, no journal row, nothing on the target.
+#[test]
+fn ctrl_c_during_a_move_undoes_it() {
+    let f = two();
+    let schema = tenant(&f, "cc", 20);
+    let start = world(&f, "cc", &schema);
+    let mut open = f.db.client();
+    open.batch_execute(&format!(
+        "BEGIN; UPDATE \"{schema}\".households SET name = name WHERE id = (SELECT min(id) FROM \"{schema}\".households)"
+    ))
+    .unwrap();
+    let mut child = f.t.spawn(&["tenant", "move", "cc", "--to", "b", "--yes"]);
+    child.wait_until("the move's fence waits", || {
+        f.db.client()
+            .query_one(
+                "SELECT count(*) > 0 FROM pg_locks l JOIN pg_stat_activity a ON a.pid = l.pid \
+                 WHERE l.locktype = 'relation' AND NOT l.granted AND a.application_name LIKE 'tenantctl%'",
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    });
+    child.signal("INT");
+    let run = child.finish();
+    open.batch_execute("ROLLBACK").unwrap();
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    assert!(run.stderr.contains("the move was undone"), "{}", run.stderr);
+    assert_eq!(world(&f, "cc", &schema), start, "the tenant as it was");
+}
+
+/// While a move is unfinished (killed with its old copy fenced, before the registry
+/// switch), nothing else touches the tenant's schema: provision and upgrade refuse it
+/// (and create nothing on the old server), drop, export and restore refuse it, dry runs
+/// included; the move's rerun then finishes it and the registry's cache is true.
+#[test]
+fn commands_leave_a_tenant_alone_while_its_move_is_unfinished() {
+    let f = two();
+    let schema = tenant(&f, "um", 20);
+    let archive = f.config.path().join("um.tenant");
+    let archive = archive.to_str().unwrap().to_string();
+    f.t.run(&["tenant", "export", "um", "-f", &archive])
+        .expect(0);
+    let data = table_contents(&mut f.db.client(), &schema);
+    let mut child =
+        f.t.clone()
+            .env("FAILPOINTS", "move.source-fenced=pause")
+            .spawn(&["tenant", "move", "um", "--to", "b", "--yes"]);
+    child.wait_for_stderr("failpoint move.source-fenced");
+    child.kill();
+    let state = || {
+        (
+            row_text(&f.db, "um"),
+            journal(&f.db),
+            schemas(&mut f.db.client()),
+            schemas(&mut client_of(&f.b)),
+        )
+    };
+    let fenced = state();
+    assert!(!schema_exists(&f.db, &schema), "the old copy is fenced");
+    for (args, code) in [
+        (vec!["provision", "--tenant", "um"], 1),
+        (vec!["provision", "--all"], 1),
+        (vec!["upgrade", "--tenant", "um"], 1),
+        (vec!["upgrade", "--all"], 1),
+        (vec!["tenant", "drop", "um", "--yes", "--dry-run"], 1),
+        (vec!["tenant", "drop", "um", "--yes"], 1),
+        (vec!["tenant", "export", "um", "-f", "-"], 1),
+        (
+            vec!["tenant", "restore", "um", &archive, "--yes", "--dry-run"],
+            1,
+        ),
+        (vec!["tenant", "restore", "um", &archive, "--yes"], 1),
+    ] {
+        let run = f.t.run(&args);
+        assert_eq!(run.code, code, "{args:?}: {}{}", run.stdout, run.stderr);
+        assert!(
+            run.stdout.contains("unfinished move") || run.stderr.contains("unfinished move"),
+            "{args:?}: {}{}",
+            run.stdout,
+            run.stderr
+        );
+        assert_eq!(state(), fenced, "{args:?} changed something");
+    }
+    moved(
+        f.t.run(&["tenant", "move", "um", "--to", "b", "--yes", "-o", "json"])
+            .expect(0),
+    );
+    assert_eq!(table_contents(&mut client_of(&f.b), &schema), data);
+    let row = f
+        .db
+        .client()
+        .query_one(
+            "SELECT server, schema_provisioned, current_revision FROM public.tenants WHERE domain = 'um'",
+            &[],
+        )
+        .unwrap();
+    let on_b: i32 = client_of(&f.b)
+        .query_one(
+            &format!("SELECT max(version) FROM \"{schema}\".refinery_schema_history"),
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        (
+            row.get::<_, String>(0),
+            row.get::<_, bool>(1),
+            row.get::<_, Option<i32>>(2)
+        ),
+        ("b".to_string(), true, Some(on_b))
+    );
+}
+
+/// A view and a function in another schema that come to depend on the tenant's schema
+/// during the copy undo the move (exit 1): they are never dropped with the old copy, and
+/// the tenant stays where it was, whole.
+#[test]
+fn objects_elsewhere_made_during_the_copy_undo_the_move_and_are_never_dropped() {
+    let f = two();
+    let schema = tenant(&f, "dep", 20);
+    let data = table_contents(&mut f.db.client(), &schema);
+    let mut child =
+        f.t.clone()
+            .env("FAILPOINTS", "move.source-locked=sleep(3000)")
+            .spawn(&["tenant", "move", "dep", "--to", "b", "--yes"]);
+    child.wait_for_stderr("failpoint move.source-locked");
+    f.db.client()
+        .batch_execute(&format!(
+            "CREATE SCHEMA reports; \
+             CREATE VIEW reports.names AS SELECT first_name FROM \"{schema}\".members; \
+             CREATE FUNCTION reports.everyone() RETURNS SETOF \"{schema}\".members \
+                 LANGUAGE sql AS 'SELECT * FROM \"{schema}\".members'"
+        ))
+        .unwrap();
+    let run = child.finish();
+    assert_eq!(run.code, 1, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("reports.names") && run.stderr.contains("the move was undone"),
+        "{}",
+        run.stderr
+    );
+    let left: i64 =
+        f.db.client()
+            .query_one(
+                "SELECT count(*) FROM pg_class c JOIN pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = 'reports' AND c.relname = 'names'",
+                &[],
+            )
+            .unwrap()
+            .get(0);
+    assert_eq!(left, 1, "the view was dropped");
+    f.db.client()
+        .query_one("SELECT count(*) FROM reports.everyone()", &[])
+        .expect("the function is still there");
+    assert_eq!(identity(&f.db, "dep").4, "default");
+    assert_eq!(table_contents(&mut f.db.client(), &schema), data);
+    assert!(journal(&f.db).is_empty());
+    assert!(!schemas(&mut client_of(&f.b)).contains(&schema));
+}

@@ -40,6 +40,10 @@ pub async fn copy(
     dry_run: bool,
     upgrade: Option<i32>,
 ) -> Result<Exit> {
+    {
+        let registry = Registry::open(client, &ctx.settings.registry_schema).await?;
+        crate::data::moving::refuse_unfinished(&registry, from, "copy its data").await?;
+    }
     let (events, reporting) = reporter::start(&ctx.out, "tenant clone", Style::Single);
     let cx = ctx.one_tenant(&events);
     if dry_run {

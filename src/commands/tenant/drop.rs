@@ -17,7 +17,11 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let mut client = ctx.connect().await?;
     let tenant = {
         let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-        registry.find(&args.tenant).await?
+        let tenant = registry.find(&args.tenant).await?;
+        // Also for the dry run: the schema is half-copied or fenced until the move's
+        // rerun settles it.
+        crate::data::moving::refuse_unfinished(&registry, &tenant, "drop it").await?;
+        tenant
     };
     // What the drop would do is read on the tenant's own server.
     let mut remote = if crate::servers::is_default(&tenant.server) {

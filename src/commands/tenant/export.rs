@@ -35,6 +35,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenant = registry.find(&args.tenant).await?;
+    crate::data::moving::refuse_unfinished(&registry, &tenant, "export it").await?;
     let started = std::time::Instant::now();
     let out: Box<dyn std::io::Write + Send> = match &partial {
         None => Box::new(std::io::stdout()),

@@ -36,7 +36,19 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let tenant = registry.find(&args.tenant).await?;
+    crate::data::moving::refuse_unfinished(&registry, &tenant, "restore it").await?;
     if args.dry_run {
+        // What the restore refuses before it changes anything, the dry run refuses too.
+        let mut on_server = ctx.servers.target(&tenant.server)?.connect().await?;
+        let boundary = crate::dependents::inspect(&mut on_server, &tenant.schema_name).await?;
+        if !boundary.outside.is_empty() {
+            return Err(crate::error::Error::refused(crate::plan::data_blocked(
+                &tenant.schema_name,
+                &boundary.outside,
+                "restore",
+            ))
+            .into());
+        }
         let m = match manifest {
             Some(m) => m,
             None => data::stream::verify(Box::new(std::io::stdin()), "on standard input").await?,
