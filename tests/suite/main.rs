@@ -27,6 +27,7 @@ mod edge;
 mod faults;
 mod fence;
 mod fleet;
+mod harness;
 mod interrupt;
 mod locks;
 mod names;
