@@ -29,6 +29,7 @@ mod fence;
 mod fleet;
 mod harness;
 mod interrupt;
+mod ledger;
 mod locks;
 mod names;
 mod online_move;
