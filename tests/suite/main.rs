@@ -48,6 +48,7 @@ mod session_hygiene;
 mod sql_realism;
 mod tenant_data;
 mod tenant_move;
+mod tidy;
 mod tls;
 mod verbs;
 mod warm_sessions;
