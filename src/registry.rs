@@ -768,11 +768,41 @@ impl<'a> Registry<'a> {
         ev: &Event<'_>,
         error: Option<&str>,
     ) -> Result<(), Error> {
+        let status = if error.is_some() { "failed" } else { "ok" };
+        self.insert_event(tenant, ev, status, error).await
+    }
+
+    /// Writes the ledger entry of an operation that failed, or was refused (an error of
+    /// kind [`ErrorKind::Refused`](crate::error::ErrorKind::Refused)), once it had begun
+    /// on the tenant, leaving the tenant's registry row as it is: the operation left the
+    /// tenant as it was (a restore or a move that was undone).
+    pub async fn log_failure(
+        &self,
+        tenant: &Tenant,
+        ev: &Event<'_>,
+        e: &Error,
+    ) -> Result<(), Error> {
+        let status = if e.kind() == crate::error::ErrorKind::Refused {
+            "refused"
+        } else {
+            "failed"
+        };
+        self.insert_event(tenant, ev, status, Some(&e.to_string()))
+            .await
+    }
+
+    /// Inserts one ledger entry for `tenant` as the registry row says it is.
+    async fn insert_event(
+        &self,
+        tenant: &Tenant,
+        ev: &Event<'_>,
+        status: &str,
+        error: Option<&str>,
+    ) -> Result<(), Error> {
         let sql = insert_event_sql(
             &self.tables.events,
             "VALUES ($1::text::uuid, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11)",
         );
-        let status = if error.is_some() { "failed" } else { "ok" };
         self.client
             .execute(
                 &sql,

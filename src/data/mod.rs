@@ -689,6 +689,27 @@ async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<b
     Ok(!contents.exists || leftover)
 }
 
+/// Writes the ledger entry of an `action` on `tenant` that failed with `e` once it had
+/// begun at `started_at`, in a run of its own; the registry row is left as it is.
+pub(crate) async fn log_failure(
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    action: &str,
+    started_at: OffsetDateTime,
+    e: &Error,
+) -> Result<(), Error> {
+    let run_id = scheduler::new_run_id()?;
+    let host = scheduler::client_host();
+    let event = Event {
+        run_id: &run_id,
+        action,
+        from_revision: tenant.current_revision,
+        started_at,
+        client_host: &host,
+    };
+    registry.log_failure(tenant, &event, e).await
+}
+
 /// Records a tenant whose schema was just filled as observed and active, with a ledger
 /// entry.
 async fn record_active(
@@ -998,13 +1019,16 @@ pub async fn restore(
         Ok((recorded, before.current(), loaded, kept))
     }
     .await;
-    if result.is_err() {
+    if let Err(e) = &result {
         let _ = main.client().batch_execute("ROLLBACK").await;
         if made.load(std::sync::atomic::Ordering::SeqCst) {
             let _ = main
                 .client()
                 .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&fresh)))
                 .await;
+            // It had begun (the tables fenced, the new schema made): the attempt is in
+            // the ledger, the tenant as it was. The error is the command's either way.
+            let _ = log_failure(&registry, tenant, "restore", started_at, e).await;
         }
     }
     main.close(&pool).await;

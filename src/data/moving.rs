@@ -121,6 +121,16 @@ pub(crate) enum How {
     Online,
 }
 
+impl How {
+    /// The move's action in the run ledger.
+    pub(crate) fn action(&self) -> &'static str {
+        match self {
+            How::Offline => "move",
+            How::Online => "move (online)",
+        }
+    }
+}
+
 /// What became of a move's old copy.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub(crate) enum OldCopy {
@@ -528,6 +538,7 @@ pub(crate) async fn run(
             keep_source,
             phase: "copying".into(),
         };
+        let began = OffsetDateTime::now_utc();
         registry.begin_move(tenant.id, &journal).await?;
         let moved = copy_and_switch(
             cx, registry, &tenant, &journal, set, &session, &how, started,
@@ -539,7 +550,13 @@ pub(crate) async fn run(
             Err((e, false)) => {
                 // The source's transaction must end before anything else looks at it.
                 let _ = session.client().batch_execute("ROLLBACK").await;
-                after_failure(cx, registry, &tenant, &journal, e, started).await
+                let after = after_failure(cx, registry, &tenant, &journal, e, started).await;
+                if let Err(e) = &after {
+                    // The move had begun (its journal written): the attempt is in the
+                    // ledger. The error is the command's either way.
+                    let _ = super::log_failure(registry, &tenant, how.action(), began, e).await;
+                }
+                after
             }
         }
     }
@@ -786,11 +803,7 @@ async fn copy_and_switch(
     }
     .map_err(not_switched)?;
     stop_requested(cx).map_err(not_switched)?;
-    let action = match how {
-        How::Offline => "move",
-        How::Online => "move (online)",
-    };
-    let event = event_for(tenant, action, started_at).map_err(not_switched)?;
+    let event = event_for(tenant, how.action(), started_at).map_err(not_switched)?;
     let kept = switch_over(
         cx,
         registry,

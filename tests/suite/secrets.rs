@@ -1,14 +1,25 @@
 //! Secrets never leak: a database password given any way tenantctl accepts one (flag,
-//! `TENANTCTL_DATABASE_URL`, `DATABASE_URL`, the config file, `PGPASSWORD`) appears in no
-//! output of any command, succeeding or failing; and an API key is printed exactly once,
+//! `TENANTCTL_DATABASE_URL`, `DATABASE_URL`, the config file, `PGPASSWORD`), or in
+//! another server's `[servers.NAME]` URL, appears in no output of any command (the tenant
+//! data commands, `metrics`, the service and `adopt alembic` included), succeeding or
+//! failing, in no file written (archives, backups, metrics text files) and in no row of
+//! the registry, the ledger or a tenant's tables; and an API key is printed exactly once,
 //! by the command that made it, and stored nowhere.
 //!
 //! The shared server uses trust authentication, so it ignores the sentinel password and
 //! every command works.
 
+use std::io::Read;
+use std::path::{Path, PathBuf};
+
+use crate::adopt_alembic::{
+    alembic_upgrade, build_registry, map_file, migrations_from_alembic, original, R1,
+};
+use crate::checks::seed_example;
+use crate::cluster::Cluster;
 use crate::{common_json, support};
 use common_json::{Created, Rotated};
-use support::{bare, closed_port, example_migrations, ready, Run, Tenantctl, TestDb};
+use support::{bare, closed_port, example_migrations, ready, Run, Tenantctl, TestDb, DEADLINE};
 
 const PASSWORD: &str = "S3NTINEL-pw-7f3a";
 const SENTINEL: &str = "S3NTINEL";
@@ -62,9 +73,36 @@ struct Source {
 impl Source {
     /// `url` for the URL ways; for `PgPassword`, `PGHOST`/`PGPORT`/... from `pg`.
     fn new(via: Via, url: &str, pg: &Parts) -> Source {
+        Source::configured(via, url, pg, "")
+    }
+
+    /// As [`Source::new`], with `more` (TOML: `[servers.NAME]` tables) in a tenants.toml
+    /// in the working directory.
+    fn configured(via: Via, url: &str, pg: &Parts, more: &str) -> Source {
         let base = bare().migrations(&example_migrations());
         let mut prefix = Vec::new();
         let mut cfg = None;
+        let mut toml = String::new();
+        if let Via::ConfigFile = via {
+            toml = format!("[database]\nurl = \"{url}\"\n");
+        }
+        if !more.is_empty() {
+            // Servers that are down are given up on soon.
+            if toml.is_empty() {
+                toml.push_str("[database]\n");
+            }
+            toml.push_str("connect_timeout = \"2s\"\n\n");
+            toml.push_str(more);
+        }
+        let base = if toml.is_empty() {
+            base
+        } else {
+            let dir = tempfile::tempdir().unwrap();
+            std::fs::write(dir.path().join("tenants.toml"), toml).unwrap();
+            let t = base.cwd(dir.path());
+            cfg = Some(dir);
+            t
+        };
         let t = match via {
             Via::Flag => {
                 prefix = vec!["--database-url".to_string(), url.to_string()];
@@ -72,17 +110,7 @@ impl Source {
             }
             Via::TenantctlEnv => base.env("TENANTCTL_DATABASE_URL", url),
             Via::DatabaseUrlEnv => base.env("DATABASE_URL", url),
-            Via::ConfigFile => {
-                let dir = tempfile::tempdir().unwrap();
-                std::fs::write(
-                    dir.path().join("tenants.toml"),
-                    format!("[database]\nurl = \"{url}\"\n"),
-                )
-                .unwrap();
-                let t = base.cwd(dir.path());
-                cfg = Some(dir);
-                t
-            }
+            Via::ConfigFile => base,
             Via::PgPassword => base
                 .env("PGHOST", &pg.host)
                 .env("PGPORT", &pg.port)
@@ -552,4 +580,408 @@ fn api_keys_are_printed_once_and_stored_nowhere() {
         keys.iter().map(|k| matches(k)).collect::<Vec<_>>(),
         [0, 0, 1, 1, 1]
     );
+}
+
+/// Every file under `dir`, recursively, whose bytes contain the password; an archive
+/// (`\x89TNTCTL\n`, then a zstd stream) is searched in its records too, as far as they
+/// decompress (a partial file's included).
+fn files_with_secret(dir: &Path) -> Vec<PathBuf> {
+    let mut hits = Vec::new();
+    let mut todo = vec![dir.to_path_buf()];
+    let mut seen = 0;
+    while let Some(d) = todo.pop() {
+        for entry in std::fs::read_dir(&d).unwrap() {
+            let path = entry.unwrap().path();
+            let meta = std::fs::symlink_metadata(&path).unwrap();
+            if meta.is_dir() {
+                todo.push(path);
+                continue;
+            }
+            if !meta.is_file() {
+                continue;
+            }
+            seen += 1;
+            let bytes = std::fs::read(&path).unwrap();
+            let mut text = bytes.clone();
+            if let Some(stream) = bytes.strip_prefix(b"\x89TNTCTL\n") {
+                let mut records = Vec::new();
+                let mut decoder = zstd::stream::read::Decoder::new(stream).unwrap();
+                let _ = decoder.read_to_end(&mut records);
+                assert!(
+                    !records.is_empty(),
+                    "{}: an archive whose records cannot be read",
+                    path.display()
+                );
+                text.extend_from_slice(&records);
+            }
+            if text
+                .windows(SENTINEL.len())
+                .any(|w| w == SENTINEL.as_bytes())
+            {
+                hits.push(path);
+            }
+        }
+    }
+    assert!(seen > 0, "no file was written under {}", dir.display());
+    hits
+}
+
+/// The text of a GET of `path` from a service at `base`: (status, body).
+fn get(base: &str, path: &str) -> (u16, String) {
+    let agent: ureq::Agent = ureq::Agent::config_builder()
+        .http_status_as_error(false)
+        .timeout_global(Some(DEADLINE))
+        .build()
+        .into();
+    let mut r = agent
+        .get(format!("{base}{path}"))
+        .header("Authorization", format!("Bearer {SERVE_TOKEN}"))
+        .call()
+        .unwrap_or_else(|e| panic!("GET {path}: no answer ({e})"));
+    (
+        r.status().as_u16(),
+        r.body_mut().read_to_string().unwrap_or_default(),
+    )
+}
+
+const SERVE_TOKEN: &str = "secrets-serve-token-0b6e";
+
+impl Source {
+    /// Starts `serve` on a free port, asks for `/metrics`, `/healthz` and `/api/tenants`,
+    /// stops it, and asserts the password is in no answer and not in its log; the status
+    /// of `/metrics` (`None` when the service would not start: its output is checked
+    /// all the same).
+    fn serve_metrics(&self) -> Option<u16> {
+        let mut args: Vec<&str> = self.prefix.iter().map(String::as_str).collect();
+        args.extend_from_slice(&["serve", "--listen", "127.0.0.1:0"]);
+        let mut child = self
+            .t
+            .clone()
+            .env("TENANTCTL_API_TOKEN", SERVE_TOKEN)
+            .spawn(&args);
+        let label = format!("{:?} serve", self.via);
+        let until = std::time::Instant::now() + DEADLINE;
+        let addr = loop {
+            let stderr = child.stderr();
+            if let Some((_, rest)) = stderr.split_once("listening on http://") {
+                if let Some(line) = rest.lines().next().filter(|_| rest.contains('\n')) {
+                    break line.trim().to_string();
+                }
+            }
+            if !child.running() {
+                // It would not start: what it said is checked all the same.
+                assert_no_secret(&label, &child.finish());
+                return None;
+            }
+            assert!(
+                std::time::Instant::now() < until,
+                "{label}: neither listening nor gone: {stderr}"
+            );
+            std::thread::sleep(std::time::Duration::from_millis(20));
+        };
+        let base = format!("http://{addr}");
+        let mut status = None;
+        for path in ["/metrics", "/healthz", "/api/tenants"] {
+            let (code, body) = get(&base, path);
+            if path == "/metrics" {
+                status = Some(code);
+            }
+            assert!(
+                !body.contains(SENTINEL),
+                "{label}: GET {path} ({code}) shows the password:\n{body}"
+            );
+        }
+        child.kill();
+        let stderr = child.stderr();
+        assert!(
+            !stderr.contains(SENTINEL) && !child.stdout().contains(SENTINEL),
+            "{label}: the service's log shows the password:\n{stderr}"
+        );
+        status
+    }
+}
+
+/// A cluster's URL with the password in it (the cluster trusts every local connection,
+/// so it never asks for it).
+fn cluster_url(c: &Cluster) -> String {
+    format!(
+        "postgres://postgres:{PASSWORD}@127.0.0.1:{}/postgres?sslmode=disable",
+        c.port
+    )
+}
+
+/// The tenant data commands, `metrics` and the service's `/metrics`, succeeding and
+/// failing (a server that is down, a refused operation, a registry that cannot be
+/// reached), with the registry's password given `via` and server `b`'s in its
+/// `[servers.b]` URL: the password is in no output, no file written (archives, backups,
+/// metrics text files), and no row of the registry, the ledger or a tenant's tables.
+fn exercise_data(via: Via) {
+    let db = TestDb::new();
+    let pg = parts(&db.url);
+    let host_port = format!("{}:{}", pg.host, pg.port);
+    // b takes logical replication: a tenant moves online from it.
+    let b = Cluster::trusting("wal_level = logical\n");
+    let b_client =
+        || postgres::Client::connect(&b.url("sslmode=disable"), postgres::NoTls).unwrap();
+    let servers = format!(
+        "[servers.b]\nurl = \"{}\"\nconnect_timeout = \"2s\"\n",
+        cluster_url(&b)
+    );
+    let s = Source::configured(via, &url_with(&pg, &host_port, &db.name), &pg, &servers);
+    let work = tempfile::tempdir().unwrap();
+    let at = |name: &str| work.path().join(name).to_str().unwrap().to_string();
+    let (da, db1, junk, out) = (
+        at("da.tenant"),
+        at("db1.tenant"),
+        at("junk.tenant"),
+        at("backups"),
+    );
+    std::fs::write(&junk, "not an archive").unwrap();
+    // A command line, its words split at spaces, and the exit codes it may end with.
+    let go = |s: &Source, line: &str, codes: &[i32]| {
+        let args: Vec<&str> = line.split(' ').collect();
+        s.run(&args, codes);
+    };
+
+    go(&s, "init", &[0]);
+    go(
+        &s,
+        "tenant create da --name A --server default --migrate",
+        &[0],
+    );
+    go(&s, "tenant create db1 --name B --server b --migrate", &[0]);
+    seed_example(&mut db.client(), "tenant_da", 30);
+    seed_example(&mut b_client(), "tenant_db1", 30);
+
+    // Succeeding, in text and in JSON.
+    for (round, fmt) in ["", " -o json"].into_iter().enumerate() {
+        let run = |line: &str| go(&s, &format!("{line}{fmt}"), &[0]);
+        run(&format!("tenant export da -f {da} --force"));
+        run(&format!("tenant export db1 -f {db1} --force"));
+        run(&format!(
+            "tenant import {da} --as ia{round} --name I --dry-run"
+        ));
+        run(&format!("tenant import {da} --as ia{round} --name I"));
+        run(&format!(
+            "tenant import {db1} --as ib{round} --name I --server b"
+        ));
+        run(&format!(
+            "tenant clone da ca{round} --name C --server b --dry-run"
+        ));
+        run(&format!("tenant clone da ca{round} --name C --server b"));
+        run(&format!(
+            "tenant clone db1 cb{round} --name C --server default"
+        ));
+        run(&format!("tenant restore da {da} --dry-run"));
+        run(&format!("tenant restore da {da} --yes"));
+        run(&format!("tenant restore db1 {db1} --yes"));
+        run(&format!(
+            "backup --all --out {out} --keep 3 --metrics-textfile {}",
+            at("backup.prom")
+        ));
+        run("tenant move da --to b --dry-run");
+        run("tenant move da --to b --yes");
+        run("tenant move da --to default --yes");
+        run("tenant move db1 --to default --online --dry-run");
+        run("tenant move db1 --to default --online --yes");
+        run("tenant move db1 --to b --yes");
+        run("metrics");
+        run(&format!("metrics --textfile {}", at("metrics.prom")));
+        run("events");
+        for d in ["ia", "ib", "ca", "cb"] {
+            run(&format!("tenant drop {d}{round} --yes"));
+        }
+    }
+    assert_eq!(s.serve_metrics(), Some(200));
+
+    // Refused: a schema of the tenant's name on the target, a view elsewhere depending
+    // on the tenant, a taken domain, an archive that is not one; and a move that fails
+    // once it has begun (undone, in the ledger with its error).
+    b_client().batch_execute("CREATE SCHEMA tenant_da").unwrap();
+    go(&s, "tenant move da --to b --yes", &[1]);
+    go(&s, "tenant move da --to b --yes -o json", &[1]);
+    b_client().batch_execute("DROP SCHEMA tenant_da").unwrap();
+    db.client()
+        .batch_execute(
+            "CREATE SCHEMA reports; CREATE VIEW reports.v AS SELECT id FROM tenant_da.members",
+        )
+        .unwrap();
+    go(&s, &format!("tenant restore da {da} --yes"), &[1]);
+    go(&s, "tenant move da --to b --yes -o json", &[1]);
+    db.client()
+        .batch_execute("DROP SCHEMA reports CASCADE")
+        .unwrap();
+    go(&s, &format!("tenant import {da} --as da --name A"), &[1]);
+    go(&s, "tenant clone da db1 --name A -o json", &[1]);
+    go(
+        &s,
+        &format!("tenant import {junk} --as junk --name J"),
+        &[2],
+    );
+    go(&s, &format!("tenant restore da {junk} --yes -o json"), &[2]);
+    let failing = Source {
+        via,
+        t: s.t.clone().env("FAILPOINTS", "move.copied=return"),
+        prefix: s.prefix.clone(),
+        _cfg: None,
+    };
+    go(&failing, "tenant move da --to b --yes", &[3]);
+
+    // Server b is down: its tenants fail, the errors naming the server.
+    b.stop();
+    go(
+        &s,
+        &format!("tenant export db1 -f {}", at("down.tenant")),
+        &[3],
+    );
+    go(
+        &s,
+        &format!("tenant import {da} --as down --name D --server b"),
+        &[3],
+    );
+    go(&s, "tenant clone db1 down --name D", &[3]);
+    go(&s, "tenant clone da down --name D --server b -o json", &[3]);
+    go(&s, &format!("tenant restore db1 {db1} --yes"), &[1, 3]);
+    go(&s, &format!("backup --all --out {out} -o json"), &[4]);
+    go(&s, &format!("backup --all --out {out}"), &[4]);
+    go(&s, "tenant move da --to b --yes", &[3]);
+    go(&s, "tenant move db1 --to default --yes -o json", &[1, 3]);
+    go(&s, "tenant move db1 --to default --online --yes", &[1, 3]);
+    go(&s, "metrics", &[0]);
+    assert_eq!(s.serve_metrics(), Some(200));
+    b.start_again();
+
+    // The registry cannot be reached.
+    let port = closed_port();
+    let dead = match via {
+        Via::PgPassword => {
+            let gone = Parts {
+                user: pg.user.clone(),
+                host: "127.0.0.1".into(),
+                port: port.to_string(),
+                db: pg.db.clone(),
+            };
+            Source::configured(via, "", &gone, &servers)
+        }
+        _ => {
+            let url = url_with(&pg, &format!("127.0.0.1:{port}"), &db.name);
+            Source::configured(via, &url, &pg, &servers)
+        }
+    };
+    for line in [
+        format!("tenant export da -f {}", at("dead.tenant")),
+        format!("tenant import {da} --as dead --name D"),
+        "tenant clone da dead --name D".to_string(),
+        format!("tenant restore da {da} --yes"),
+        format!("backup --all --out {out}"),
+        "tenant move da --to b --yes".to_string(),
+        "metrics".to_string(),
+        "metrics -o json".to_string(),
+    ] {
+        go(&dead, &line, &[3]);
+    }
+    let _ = dead.serve_metrics();
+
+    // Nothing written anywhere holds it: files (archives' records included), the
+    // registry and the ledger (`last_error`, the ledger's `error`: a failed entry is
+    // there), and every table of either server.
+    assert_eq!(files_with_secret(work.path()), Vec::<PathBuf>::new());
+    assert_eq!(
+        registry_columns_containing(&db, SENTINEL),
+        Vec::<String>::new()
+    );
+    assert_eq!(rows_containing(&db, SENTINEL), Vec::<(String, i64)>::new());
+    let errors: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM public.tenant_events WHERE status = 'failed' AND error <> ''",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        errors > 0,
+        "the ledger should hold the failed move, with its error"
+    );
+    let on_b: i64 = b_client()
+        .query_one(
+            "SELECT count(*) FROM tenant_db1.members m WHERE strpos(m::text, $1) > 0",
+            &[&SENTINEL],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(on_b, 0);
+
+    // Adopting an Alembic fleet, with the password in the adopted registry's URL.
+    let fleet = TestDb::new();
+    let one = original("first-church", "tenant_first_church");
+    build_registry(&fleet, &[&one]);
+    alembic_upgrade(&fleet, one.schema, R1);
+    let (migrations, map_text) = migrations_from_alembic();
+    let (_m, map) = map_file(&map_text);
+    let (_b, bad_map) = map_file("\"nosuchrev\" = 99\n");
+    let (map, bad_map) = (map.to_str().unwrap(), bad_map.to_str().unwrap());
+    let fp = parts(&fleet.url);
+    let a = Source::new(via, &url_with(&fp, &host_port, &fleet.name), &fp);
+    let m = migrations.path().to_str().unwrap();
+    go(
+        &a,
+        &format!("--migrations {m} adopt alembic --map {bad_map}"),
+        &[3],
+    );
+    go(
+        &a,
+        &format!("--migrations {m} adopt alembic --map {map} --dry-run"),
+        &[0],
+    );
+    go(
+        &a,
+        &format!("--migrations {m} adopt alembic --map {map} --dry-run -o json"),
+        &[0],
+    );
+    go(
+        &a,
+        &format!("--migrations {m} adopt alembic --map {map} -o json"),
+        &[0],
+    );
+    go(
+        &a,
+        &format!("--migrations {m} adopt alembic --map {map}"),
+        &[0],
+    );
+    go(
+        &dead,
+        &format!("--migrations {m} adopt alembic --map {map}"),
+        &[3],
+    );
+    assert_eq!(
+        rows_containing(&fleet, SENTINEL),
+        Vec::<(String, i64)>::new()
+    );
+}
+
+#[test]
+fn the_data_commands_metrics_and_adoption_never_show_the_password_given_by_flag() {
+    exercise_data(Via::Flag);
+}
+
+#[test]
+fn the_data_commands_metrics_and_adoption_never_show_the_password_given_by_tenantctl_database_url()
+{
+    exercise_data(Via::TenantctlEnv);
+}
+
+#[test]
+fn the_data_commands_metrics_and_adoption_never_show_the_password_given_by_database_url() {
+    exercise_data(Via::DatabaseUrlEnv);
+}
+
+#[test]
+fn the_data_commands_metrics_and_adoption_never_show_the_password_given_by_the_config_file() {
+    exercise_data(Via::ConfigFile);
+}
+
+#[test]
+fn the_data_commands_metrics_and_adoption_never_show_the_password_given_by_pgpassword() {
+    exercise_data(Via::PgPassword);
 }

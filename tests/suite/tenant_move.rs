@@ -2,9 +2,10 @@
 //! throwaway cluster `b`. The data arrives whole (every table's content hash, the
 //! identities, the triggers), the registry row keeps its identity, the old copy is
 //! dropped or kept renamed; writes on the source wait during the copy and then fail
-//! rather than land in a dead copy, reads go on; a kill during the copy, or an interrupted
-//! move constructed in either phase, is finished or undone by a rerun; and every refusal
-//! changes nothing.
+//! rather than land in a dead copy, reads go on; a move killed during the copy, or after
+//! building the target, or after its copy, is finished or undone by a rerun; the state an
+//! earlier tenantctl left after its switch keeps the old copy; and every refusal changes
+//! nothing.
 
 use std::collections::BTreeMap;
 use std::sync::mpsc;
@@ -523,21 +524,48 @@ fn a_move_left_switched_by_an_earlier_version_keeps_its_old_copy_renamed_never_d
     }
 }
 
+/// Starts `tenant move DOMAIN --to TO` with `failpoint` armed to pause, waits until it is
+/// there, and kills it (SIGKILL).
+fn kill_move_at(f: &Two, domain: &str, to: &str, failpoint: &str) {
+    let mut child =
+        f.t.clone()
+            .env("FAILPOINTS", &format!("{failpoint}=pause"))
+            .spawn(&["tenant", "move", domain, "--to", to, "--yes"]);
+    child.wait_for_stderr(&format!("failpoint {failpoint}"));
+    child.kill();
+}
+
 #[test]
 fn a_partial_copy_of_an_interrupted_move_is_dropped_whichever_server_the_rerun_names() {
     let f = two();
     let c = cluster();
     write_config(f.config.path(), &[("b", &f.b), ("c", &c)]);
-    // Two tenants, each with a move to b that did not switch and left a partial copy there.
-    for domain in ["same", "other"] {
+    // Two moves to b killed before their switch: one once the target is built (no row
+    // copied), one once its copy is loaded and committed there (the source fenced until
+    // the kill). Each leaves its copy on b and the journal saying `copying`.
+    for (domain, at) in [("same", "move.target-built"), ("other", "move.copied")] {
         let schema = tenant(&f, domain, 20);
-        client_of(&f.b)
-            .batch_execute(&format!(
-                "CREATE SCHEMA \"{schema}\"; CREATE TABLE \"{schema}\".partial_leftover (id int)"
-            ))
-            .unwrap();
-        journal_row(&f.db, domain, "b", false, "copying");
+        let before = table_contents(&mut f.db.client(), &schema);
+        let row = row_text(&f.db, domain);
+        kill_move_at(&f, domain, "b", at);
+        assert!(
+            schema_on(&mut client_of(&f.b), &schema),
+            "{domain}: killed at {at}, the copy on b is there"
+        );
+        assert_eq!(
+            row_text(&f.db, domain),
+            row,
+            "{domain}: still registered as it was"
+        );
+        assert_eq!(table_contents(&mut f.db.client(), &schema), before);
     }
+    assert_eq!(
+        journal(&f.db),
+        [
+            ("b".to_string(), "copying".to_string()),
+            ("b".to_string(), "copying".to_string())
+        ]
+    );
     // Rerun to the same server: the partial copy is replaced by a whole one.
     let before = table_contents(&mut f.db.client(), "tenant_same");
     let plan: ServerMovePlan =
@@ -566,7 +594,7 @@ fn a_partial_copy_of_an_interrupted_move_is_dropped_whichever_server_the_rerun_n
     let mut on_b = client_of(&f.b);
     assert_eq!(table_contents(&mut on_b, "tenant_same"), before);
     assert_eq!(identity(&f.db, "same").4, "b");
-    // Rerun to another server: the partial copy on b goes, the tenant lands on c.
+    // Rerun to another server: the copy on b goes, the tenant lands on c.
     let before = table_contents(&mut f.db.client(), "tenant_other");
     let m = moved(
         f.t.run(&[

@@ -4,12 +4,20 @@
 //! [`Tenantctl::spawn`] starts it in the background (optionally under a pseudo-terminal
 //! or a wrapper such as GNU time) as a [`Spawned`] child the test can watch, signal,
 //! kill and wait for with a deadline.
+//!
+//! Nothing here waits for the binary without a deadline: a run that does not end within
+//! [`RUN_DEADLINE`] (or the one [`Tenantctl::deadline`] sets), and a wait for what a
+//! background run shows that takes longer than [`DEADLINE`], kill it (with whatever it
+//! started) and fail the test with what it printed. A hang fails the test; it never
+//! hangs CI.
 
 use std::ffi::OsString;
 use std::io::{Read, Write};
+use std::os::unix::process::CommandExt;
 use std::path::{Path, PathBuf};
-use std::process::{Child, ChildStdout, Command, Stdio};
-use std::sync::{Arc, Mutex};
+use std::process::{Child, ChildStdout, Command, ExitStatus, Stdio};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{mpsc, Arc, Mutex};
 use std::thread::JoinHandle;
 use std::time::{Duration, Instant};
 
@@ -33,8 +41,13 @@ const SCRUBBED: &[&str] = &[
     "DATABASE_URL",
 ];
 
-/// How long a background run may take before the test fails, unless told otherwise.
+/// How long a wait for something a background run shows (or for a server's state) may
+/// take before the test fails.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long one run of the binary may take, from its start to its exit, before it is
+/// killed and the test fails, unless [`Tenantctl::deadline`] says otherwise.
+pub const RUN_DEADLINE: Duration = Duration::from_secs(300);
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -88,6 +101,7 @@ pub struct Tenantctl {
     cwd: PathBuf,
     env: Vec<(String, String)>,
     launch: Launch,
+    deadline: Duration,
     // The run's own HOME, and its working directory unless `cwd` is given.
     home: Arc<tempfile::TempDir>,
 }
@@ -107,6 +121,7 @@ pub fn bare() -> Tenantctl {
         cwd: scratch.path().to_path_buf(),
         env: Vec::new(),
         launch: Launch::Direct,
+        deadline: RUN_DEADLINE,
         home: Arc::new(scratch),
     }
 }
@@ -133,6 +148,13 @@ impl Tenantctl {
     /// Sets an environment variable for the run.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Gives each run at most `deadline` to end (default [`RUN_DEADLINE`]): past it, the
+    /// run is killed and the test fails with what it printed.
+    pub fn deadline(mut self, deadline: Duration) -> Self {
+        self.deadline = deadline;
         self
     }
 
@@ -178,6 +200,8 @@ impl Tenantctl {
             }
         };
         cmd.current_dir(&self.cwd);
+        // A group of its own, so that a kill reaches whatever it runs under a wrapper.
+        cmd.process_group(0);
         scrub(&mut cmd);
         // libpq's default root certificate is ~/.postgresql/root.crt: a home of the run's
         // own keeps the developer's out of it (a test may set HOME itself).
@@ -194,98 +218,120 @@ impl Tenantctl {
         cmd
     }
 
-    /// Runs with these arguments and no stdin, to the end.
+    /// Runs with these arguments and no stdin, to the end (at most its deadline).
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = self
-            .command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tenantctl");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.spawn(args).finish()
     }
 
-    /// Runs with these arguments and `input` on stdin, to the end. The child may exit
-    /// before reading all of it (the rest is then dropped).
+    /// Runs with these arguments and `input` on stdin, to the end (at most its deadline).
+    /// The child may exit before reading all of it (the rest is then dropped).
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tenantctl");
-        let mut stdin = child.stdin.take().unwrap();
+        let (mut spawned, stdout) = self.start(args, Stdio::piped(), Stdio::piped());
+        spawned.stdout_reader = stdout.map(|o| collect(o, spawned.stdout.clone()));
+        let mut stdin = spawned.child.stdin.take().unwrap();
         let input = input.to_vec();
-        let writer = std::thread::spawn(move || {
+        // Not joined: a child that neither reads nor exits leaves it blocked until the
+        // deadline kills the child and the pipe breaks.
+        std::thread::spawn(move || {
             // A child that stops reading early closes the pipe: not the test's failure.
             let _ = stdin.write_all(&input);
         });
-        let out = child.wait_with_output().expect("run tenantctl");
-        writer.join().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        spawned.finish()
     }
 
-    /// Runs to the end with stdout a pipe whose reader has already gone, so every write
-    /// to it fails (`tenantctl ... | head -c0`); stdout comes back empty.
+    /// Runs to the end (at most its deadline) with stdout a pipe whose reader has already
+    /// gone, so every write to it fails (`tenantctl ... | head -c0`); stdout comes back
+    /// empty.
     pub fn run_into_closed_pipe(&self, args: &[&str]) -> Run {
         let (reader, writer) = std::io::pipe().expect("create a pipe");
         drop(reader);
-        let out = self
-            .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer))
-            .stderr(Stdio::piped())
-            .output()
-            .expect("run tenantctl");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::new(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        let (spawned, _) = self.start(args, Stdio::null(), Stdio::from(writer));
+        spawned.finish()
     }
 
     /// Starts it in the background; stdout and stderr are collected as they come.
     pub fn spawn(&self, args: &[&str]) -> Spawned {
-        let (mut spawned, stdout) = self.spawn_reading_stdout(args);
-        spawned.stdout_reader = Some(collect(stdout, spawned.stdout.clone()));
-        spawned
-    }
-
-    /// Starts it in the background, handing its stdout to the caller (stderr is
-    /// collected as it comes).
-    pub fn spawn_reading_stdout(&self, args: &[&str]) -> (Spawned, ChildStdout) {
         let stdin = match self.launch {
             Launch::Pty => Stdio::piped(),
             _ => Stdio::null(),
         };
+        let (mut spawned, stdout) = self.start(args, stdin, Stdio::piped());
+        spawned.stdout_reader = stdout.map(|o| collect(o, spawned.stdout.clone()));
+        spawned
+    }
+
+    /// Starts it in the background, handing its stdout to the caller (stderr is
+    /// collected as it comes). The caller's reads have no deadline of their own: a
+    /// watchdog kills the run once its deadline has passed, which ends them, and
+    /// [`Spawned::finish`] then fails the test.
+    pub fn spawn_reading_stdout(&self, args: &[&str]) -> (Spawned, ChildStdout) {
+        let (mut spawned, stdout) = self.start(args, Stdio::null(), Stdio::piped());
+        spawned.watchdog = Some(watchdog(
+            spawned.child.id(),
+            self.deadline,
+            spawned.exited.clone(),
+            spawned.timed_out.clone(),
+        ));
+        (spawned, stdout.unwrap())
+    }
+
+    /// Starts the binary with these streams; stderr is collected as it comes, stdout
+    /// handed back when it is a pipe.
+    fn start(&self, args: &[&str], stdin: Stdio, stdout: Stdio) -> (Spawned, Option<ChildStdout>) {
         let mut child = self
             .command(args)
             .stdin(stdin)
-            .stdout(Stdio::piped())
+            .stdout(stdout)
             .stderr(Stdio::piped())
             .spawn()
             .expect("start tenantctl");
-        let stdout = child.stdout.take().unwrap();
+        let stdout = child.stdout.take();
         let stderr = Arc::new(Mutex::new(String::new()));
         let stderr_reader = collect(child.stderr.take().unwrap(), stderr.clone());
         let spawned = Spawned {
             child,
+            args: args.join(" "),
+            deadline: self.deadline,
             stdout: Arc::new(Mutex::new(String::new())),
             stderr,
             stdout_reader: None,
             stderr_reader: Some(stderr_reader),
+            exited: Arc::new(AtomicBool::new(false)),
+            timed_out: Arc::new(AtomicBool::new(false)),
+            watchdog: None,
             _home: self.home.clone(),
         };
         (spawned, stdout)
     }
+}
+
+/// SIGKILL to the process group `pgid` (the binary and whatever it runs under a wrapper).
+fn kill_group(pgid: u32) {
+    let _ = Command::new("kill")
+        .args(["-KILL", "--", &format!("-{pgid}")])
+        .stderr(Stdio::null())
+        .status();
+}
+
+/// A thread that kills the process group `pgid` once `deadline` has passed, unless the
+/// process has `exited` or the returned sender is dropped first; it sets `timed_out`
+/// when it kills.
+fn watchdog(
+    pgid: u32,
+    deadline: Duration,
+    exited: Arc<AtomicBool>,
+    timed_out: Arc<AtomicBool>,
+) -> mpsc::Sender<()> {
+    let (tx, rx) = mpsc::channel::<()>();
+    std::thread::spawn(move || {
+        if let Err(mpsc::RecvTimeoutError::Timeout) = rx.recv_timeout(deadline) {
+            if !exited.load(Ordering::SeqCst) {
+                timed_out.store(true, Ordering::SeqCst);
+                kill_group(pgid);
+            }
+        }
+    });
+    tx
 }
 
 /// Removes from `cmd`'s environment every `TENANTCTL_*` variable, libpq's connection
@@ -324,10 +370,20 @@ fn collect(mut pipe: impl Read + Send + 'static, sink: Arc<Mutex<String>>) -> Jo
 /// A tenantctl running in the background. Dropping it kills it.
 pub struct Spawned {
     child: Child,
+    /// Its arguments, for the failure messages.
+    args: String,
+    /// How long it may run to its exit.
+    deadline: Duration,
     stdout: Arc<Mutex<String>>,
     stderr: Arc<Mutex<String>>,
     stdout_reader: Option<JoinHandle<()>>,
     stderr_reader: Option<JoinHandle<()>>,
+    /// Set once it has been waited for (its pid may then be another process's).
+    exited: Arc<AtomicBool>,
+    /// Set by the watchdog when it killed the run at its deadline.
+    timed_out: Arc<AtomicBool>,
+    /// Dropped to call the watchdog off (see [`Tenantctl::spawn_reading_stdout`]).
+    watchdog: Option<mpsc::Sender<()>>,
     _home: Arc<tempfile::TempDir>,
 }
 
@@ -342,9 +398,18 @@ impl Spawned {
         self.stderr.lock().unwrap().clone()
     }
 
+    /// Its exit status, when it has exited (waiting for nothing).
+    fn exited(&mut self) -> Option<ExitStatus> {
+        let status = self.child.try_wait().unwrap();
+        if status.is_some() {
+            self.exited.store(true, Ordering::SeqCst);
+        }
+        status
+    }
+
     /// Whether it is still running.
     pub fn running(&mut self) -> bool {
-        self.child.try_wait().unwrap().is_none()
+        self.exited().is_none()
     }
 
     /// Sends a signal by name (`INT`, `TERM`, ...) with kill(1).
@@ -356,10 +421,16 @@ impl Spawned {
         assert!(status.success(), "kill -{name} failed");
     }
 
-    /// SIGKILL, and waits until it is gone.
+    /// SIGKILL (to it and whatever it runs under a wrapper), and waits until it is gone.
     pub fn kill(&mut self) {
-        self.child.kill().unwrap();
+        // The group outlives its first process while anything it started runs (and its
+        // id is not given to another process meanwhile).
+        kill_group(self.child.id());
+        if self.exited().is_none() {
+            let _ = self.child.kill();
+        }
         let _ = self.child.wait();
+        self.exited.store(true, Ordering::SeqCst);
     }
 
     /// Types bytes into its pseudo-terminal (see [`Tenantctl::in_pty`]).
@@ -367,6 +438,21 @@ impl Spawned {
         let stdin = self.child.stdin.as_mut().expect("started with in_pty()");
         stdin.write_all(keys).unwrap();
         stdin.flush().unwrap();
+    }
+
+    /// Kills it and fails the test, saying what it waited for and what was printed.
+    fn give_up(&mut self, waited: Duration, what: &str) -> ! {
+        let pid = self.child.id();
+        self.kill();
+        // Whatever is still in the pipes, if they close.
+        self.join_readers(Duration::from_secs(1));
+        panic!(
+            "timed out after {} s waiting until {what}: `tenantctl {}` (pid {pid}) was killed\nstdout:\n{}\nstderr:\n{}",
+            waited.as_secs_f64(),
+            self.args,
+            self.stdout(),
+            self.stderr()
+        );
     }
 
     /// Polls `probe` every 20 ms until it answers and returns the answer. Fails loudly
@@ -378,7 +464,7 @@ impl Spawned {
             if let Some(v) = probe() {
                 return v;
             }
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if let Some(status) = self.exited() {
                 let run = self.collect(status);
                 panic!(
                     "tenantctl exited ({status}) before {what}\nstdout:\n{}\nstderr:\n{}",
@@ -386,13 +472,7 @@ impl Spawned {
                 );
             }
             if Instant::now() > deadline {
-                self.kill();
-                panic!(
-                    "timed out after {} s waiting until {what}\nstdout:\n{}\nstderr:\n{}",
-                    DEADLINE.as_secs(),
-                    self.stdout(),
-                    self.stderr()
-                );
+                self.give_up(DEADLINE, what);
             }
             std::thread::sleep(Duration::from_millis(20));
         }
@@ -419,34 +499,52 @@ impl Spawned {
         });
     }
 
-    /// Waits for the exit and returns what it did; after `DEADLINE` kills it and fails.
+    /// Waits for the exit and returns what it did; after its deadline (counted from now,
+    /// or from its start when a watchdog guards it) kills it and fails.
     pub fn finish(mut self) -> Run {
-        let deadline = Instant::now() + DEADLINE;
+        let deadline = Instant::now() + self.deadline;
         loop {
-            if let Some(status) = self.child.try_wait().unwrap() {
+            if self.timed_out.load(Ordering::SeqCst) {
+                let waited = self.deadline;
+                self.give_up(waited, "it exits (its deadline passed)");
+            }
+            if let Some(status) = self.exited() {
                 return self.collect(status);
             }
             if Instant::now() > deadline {
-                self.kill();
-                panic!(
-                    "tenantctl did not finish within {} s\nstdout:\n{}\nstderr:\n{}",
-                    DEADLINE.as_secs(),
-                    self.stdout(),
-                    self.stderr()
-                );
+                let waited = self.deadline;
+                self.give_up(waited, "it exits");
             }
             std::thread::sleep(Duration::from_millis(20));
         }
     }
 
-    /// The output of an exited child, once its pipes are drained.
-    fn collect(&mut self, status: std::process::ExitStatus) -> Run {
+    /// Waits at most `patience` for the threads reading its pipes to reach their end;
+    /// whether they did.
+    fn join_readers(&mut self, patience: Duration) -> bool {
+        let until = Instant::now() + patience;
+        for slot in [&mut self.stdout_reader, &mut self.stderr_reader] {
+            while slot.as_ref().is_some_and(|r| !r.is_finished()) {
+                if Instant::now() > until {
+                    return false;
+                }
+                std::thread::sleep(Duration::from_millis(5));
+            }
+            if let Some(r) = slot.take() {
+                r.join().unwrap();
+            }
+        }
+        true
+    }
+
+    /// The output of an exited child, once its pipes are drained (something it left
+    /// running that holds them open is killed, and fails the test, after its deadline).
+    fn collect(&mut self, status: ExitStatus) -> Run {
         drop(self.child.stdin.take());
-        for reader in [self.stdout_reader.take(), self.stderr_reader.take()]
-            .into_iter()
-            .flatten()
-        {
-            reader.join().unwrap();
+        self.watchdog.take();
+        if !self.join_readers(self.deadline) {
+            let waited = self.deadline;
+            self.give_up(waited, "the pipes of the exited process close");
         }
         Run {
             code: status.code().unwrap_or(-1),
@@ -459,6 +557,7 @@ impl Spawned {
 impl Drop for Spawned {
     fn drop(&mut self) {
         if let Ok(None) = self.child.try_wait() {
+            kill_group(self.child.id());
             let _ = self.child.kill();
             let _ = self.child.wait();
         }
