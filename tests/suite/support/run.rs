@@ -1,6 +1,7 @@
 //! The one way the tests start the tenantctl binary: [`Tenantctl`] says what the run
 //! sees (database URL, migrations directory, working directory, variables), with nothing
-//! leaking in from the developer's shell; [`Tenantctl::run`] runs it to the end, and
+//! leaking in from the developer's shell; [`Tenantctl::run`] runs it to the end (killed,
+//! and the test failed, past [`RUN_DEADLINE`]), and
 //! [`Tenantctl::spawn`] starts it in the background (optionally under a pseudo-terminal
 //! or a wrapper such as GNU time) as a [`Spawned`] child the test can watch, signal,
 //! kill and wait for with a deadline.
@@ -35,6 +36,11 @@ const SCRUBBED: &[&str] = &[
 
 /// How long a background run may take before the test fails, unless told otherwise.
 pub const DEADLINE: Duration = Duration::from_secs(60);
+
+/// How long a run to the end ([`Tenantctl::run`]) may take before it is killed and the
+/// test fails with what it printed: long enough for the largest run a test makes on a
+/// busy machine, short enough that a hang fails instead of holding CI.
+pub const RUN_DEADLINE: Duration = Duration::from_secs(300);
 
 /// What one run of the binary did.
 #[derive(Debug)]
@@ -88,6 +94,8 @@ pub struct Tenantctl {
     cwd: PathBuf,
     env: Vec<(String, String)>,
     launch: Launch,
+    /// How long a run to the end may take.
+    deadline: Duration,
     // The run's own HOME, and its working directory unless `cwd` is given.
     home: Arc<tempfile::TempDir>,
 }
@@ -107,6 +115,7 @@ pub fn bare() -> Tenantctl {
         cwd: scratch.path().to_path_buf(),
         env: Vec::new(),
         launch: Launch::Direct,
+        deadline: RUN_DEADLINE,
         home: Arc::new(scratch),
     }
 }
@@ -133,6 +142,13 @@ impl Tenantctl {
     /// Sets an environment variable for the run.
     pub fn env(mut self, key: &str, value: &str) -> Self {
         self.env.push((key.into(), value.into()));
+        self
+    }
+
+    /// Gives a run to the end ([`Tenantctl::run`] and its kin) `limit` instead of
+    /// [`RUN_DEADLINE`].
+    pub fn deadline(mut self, limit: Duration) -> Self {
+        self.deadline = limit;
         self
     }
 
@@ -194,61 +210,62 @@ impl Tenantctl {
         cmd
     }
 
-    /// Runs with these arguments and no stdin, to the end.
+    /// Runs with these arguments and no stdin, to the end; past its deadline
+    /// ([`RUN_DEADLINE`] unless [`Tenantctl::deadline`] says otherwise) kills it and fails
+    /// with what it printed.
     pub fn run(&self, args: &[&str]) -> Run {
-        let out = self
-            .command(args)
-            .stdin(Stdio::null())
-            .output()
-            .expect("run tenantctl");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        self.start(args, Stdio::null(), None)
+            .finish_within(self.deadline)
     }
 
-    /// Runs with these arguments and `input` on stdin, to the end. The child may exit
-    /// before reading all of it (the rest is then dropped).
+    /// Runs with these arguments and `input` on stdin, to the end, like [`Tenantctl::run`].
+    /// The child may exit before reading all of it (the rest is then dropped).
     pub fn run_with_stdin(&self, args: &[&str], input: &[u8]) -> Run {
-        let mut child = self
-            .command(args)
-            .stdin(Stdio::piped())
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tenantctl");
-        let mut stdin = child.stdin.take().unwrap();
+        let mut spawned = self.start(args, Stdio::piped(), None);
+        let mut stdin = spawned.child.stdin.take().unwrap();
         let input = input.to_vec();
         let writer = std::thread::spawn(move || {
             // A child that stops reading early closes the pipe: not the test's failure.
             let _ = stdin.write_all(&input);
         });
-        let out = child.wait_with_output().expect("run tenantctl");
+        let run = spawned.finish_within(self.deadline);
         writer.join().unwrap();
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::from_utf8_lossy(&out.stdout).into_owned(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
-        }
+        run
     }
 
-    /// Runs to the end with stdout a pipe whose reader has already gone, so every write
-    /// to it fails (`tenantctl ... | head -c0`); stdout comes back empty.
+    /// Runs to the end, like [`Tenantctl::run`], with stdout a pipe whose reader has
+    /// already gone, so every write to it fails (`tenantctl ... | head -c0`); stdout comes
+    /// back empty.
     pub fn run_into_closed_pipe(&self, args: &[&str]) -> Run {
         let (reader, writer) = std::io::pipe().expect("create a pipe");
         drop(reader);
-        let out = self
+        self.start(args, Stdio::null(), Some(Stdio::from(writer)))
+            .finish_within(self.deadline)
+    }
+
+    /// Starts it with this stdin, and this stdout (else a pipe collected as it comes);
+    /// stderr is collected as it comes.
+    fn start(&self, args: &[&str], stdin: Stdio, stdout: Option<Stdio>) -> Spawned {
+        let collected = stdout.is_none();
+        let mut child = self
             .command(args)
-            .stdin(Stdio::null())
-            .stdout(Stdio::from(writer))
+            .stdin(stdin)
+            .stdout(stdout.unwrap_or_else(Stdio::piped))
             .stderr(Stdio::piped())
-            .output()
-            .expect("run tenantctl");
-        Run {
-            code: out.status.code().unwrap_or(-1),
-            stdout: String::new(),
-            stderr: String::from_utf8_lossy(&out.stderr).into_owned(),
+            .spawn()
+            .expect("start tenantctl");
+        let stdout = Arc::new(Mutex::new(String::new()));
+        let stdout_reader =
+            collected.then(|| collect(child.stdout.take().unwrap(), stdout.clone()));
+        let stderr = Arc::new(Mutex::new(String::new()));
+        let stderr_reader = collect(child.stderr.take().unwrap(), stderr.clone());
+        Spawned {
+            child,
+            stdout,
+            stderr,
+            stdout_reader,
+            stderr_reader: Some(stderr_reader),
+            _home: self.home.clone(),
         }
     }
 
@@ -266,24 +283,8 @@ impl Tenantctl {
             Launch::Pty => Stdio::piped(),
             _ => Stdio::null(),
         };
-        let mut child = self
-            .command(args)
-            .stdin(stdin)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::piped())
-            .spawn()
-            .expect("start tenantctl");
-        let stdout = child.stdout.take().unwrap();
-        let stderr = Arc::new(Mutex::new(String::new()));
-        let stderr_reader = collect(child.stderr.take().unwrap(), stderr.clone());
-        let spawned = Spawned {
-            child,
-            stdout: Arc::new(Mutex::new(String::new())),
-            stderr,
-            stdout_reader: None,
-            stderr_reader: Some(stderr_reader),
-            _home: self.home.clone(),
-        };
+        let mut spawned = self.start(args, stdin, Some(Stdio::piped()));
+        let stdout = spawned.child.stdout.take().unwrap();
         (spawned, stdout)
     }
 }
@@ -420,8 +421,14 @@ impl Spawned {
     }
 
     /// Waits for the exit and returns what it did; after `DEADLINE` kills it and fails.
-    pub fn finish(mut self) -> Run {
-        let deadline = Instant::now() + DEADLINE;
+    pub fn finish(self) -> Run {
+        self.finish_within(DEADLINE)
+    }
+
+    /// Waits for the exit and returns what it did; after `limit` kills it and fails with
+    /// what it printed.
+    fn finish_within(mut self, limit: Duration) -> Run {
+        let deadline = Instant::now() + limit;
         loop {
             if let Some(status) = self.child.try_wait().unwrap() {
                 return self.collect(status);
@@ -430,7 +437,7 @@ impl Spawned {
                 self.kill();
                 panic!(
                     "tenantctl did not finish within {} s\nstdout:\n{}\nstderr:\n{}",
-                    DEADLINE.as_secs(),
+                    limit.as_secs(),
                     self.stdout(),
                     self.stderr()
                 );
