@@ -426,8 +426,10 @@ fn not_opened(result: &mut TenantResult, e: OpenError) {
             result.error = Some(message);
         }
         OpenError::Failed(e) => {
-            if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Setup) {
-                result.cause = Cause::Unreachable;
+            match e.kind() {
+                ErrorKind::Unavailable | ErrorKind::Setup => result.cause = Cause::Unreachable,
+                ErrorKind::Refused => result.cause = Cause::Refused,
+                _ => {}
             }
             result.error = Some(e.to_string());
         }
