@@ -4,8 +4,8 @@
 //! PostgreSQL stores times from 4714 BC to 294276 AD, and `infinity` and `-infinity`.
 //! RFC 3339 writes years 0000 to 9999 only, and the `time` crate holds years up to 9999.
 //! A value outside that (someone wrote `'infinity'`, or a year 20000, by hand) is never
-//! turned into another time: it is kept as it is and written as PostgreSQL writes it in
-//! JSON (`infinity`, `-infinity`, `20000-01-02T03:04:05Z`, `0044-03-15T12:00:00Z BC`).
+//! turned into another time: it is kept as it is and spelt as PostgreSQL spells it, in
+//! UTC (`infinity`, `-infinity`, `20000-01-02T03:04:05Z`, `0044-03-15T12:00:00Z BC`).
 
 use std::fmt;
 
@@ -75,7 +75,7 @@ impl Timestamp {
         i64::try_from(ms.max(0)).ok()
     }
 
-    /// The value as JSON writes it: RFC 3339 in UTC, else PostgreSQL's own spelling.
+    /// The value as JSON shows it: RFC 3339 in UTC, else PostgreSQL's own spelling.
     fn full(&self) -> String {
         match self {
             Timestamp::At(t) => {
@@ -99,8 +99,8 @@ fn micros_of(t: &OffsetDateTime) -> i64 {
     })
 }
 
-/// A time outside RFC 3339's years, as PostgreSQL writes it in JSON (in UTC): the year
-/// as it is, `BC` after a year before 1.
+/// A time outside RFC 3339's years, as PostgreSQL spells it (in UTC): the year as it is,
+/// `BC` after a year before 1.
 fn beyond(pg_micros: i64) -> String {
     let unix = i128::from(pg_micros) + PG_EPOCH_UNIX_MICROS;
     let days = unix.div_euclid(DAY_MICROS);
