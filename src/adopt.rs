@@ -170,14 +170,15 @@ pub async fn adopt_registry(
     result
 }
 
-/// The first column of a query's rows, as text; `doing` names the read in an error.
+/// The first column of a query's rows, as text (NULLs left out); `doing` names the read
+/// in an error.
 async fn texts(client: &Client, sql: &str, doing: &str) -> Result<Vec<String>, Error> {
     Ok(client
         .query(sql, &[])
         .await
         .map_err(query_error(doing))?
         .iter()
-        .map(|r| r.get(0))
+        .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
         .collect())
 }
 
@@ -398,20 +399,52 @@ async fn refuse_unusable_rows(client: &Client, t: &str, schema: &str) -> Result<
         }
         shown.join(", ")
     };
-    let missing = texts(
-        client,
-        &format!(
-            "SELECT coalesce(id::text, '(no id; domain ' || coalesce(quote_literal(domain::text), 'NULL') || ')') \
-             FROM {t} WHERE id IS NULL OR domain IS NULL OR domain::text = '' \
-             OR tenant_name IS NULL OR schema_name IS NULL OR schema_name::text = '' ORDER BY id LIMIT 21"
-        ),
-        doing,
-    )
-    .await?;
+    // Each such row is named by the first of its id, domain, schema name and name that it
+    // has, else by its place in the table (ctid), and the query that shows them is given.
+    let incomplete = "id IS NULL OR domain IS NULL OR domain::text = '' \
+                      OR tenant_name IS NULL OR schema_name IS NULL OR schema_name::text = ''";
+    let rows = client
+        .query(
+            &format!(
+                "SELECT id::text, domain::text, schema_name::text, tenant_name::text, ctid::text, \
+                        count(*) OVER () \
+                 FROM {t} WHERE {incomplete} ORDER BY id, ctid LIMIT 10"
+            ),
+            &[],
+        )
+        .await
+        .map_err(query_error(doing))?;
+    let total = rows
+        .first()
+        .and_then(|r| r.try_get::<_, i64>(5).ok())
+        .unwrap_or(0);
+    let mut missing: Vec<String> = rows
+        .iter()
+        .map(|r| {
+            let col = |i: usize| {
+                r.try_get::<_, Option<String>>(i)
+                    .ok()
+                    .flatten()
+                    .filter(|v| !v.is_empty())
+            };
+            match (col(0), col(1), col(2), col(3)) {
+                (Some(id), ..) => format!("id {id}"),
+                (None, Some(d), ..) => format!("id NULL, domain {}", crate::ident::shown(&d)),
+                (None, None, Some(s), _) => format!("id NULL, schema {}", crate::ident::shown(&s)),
+                (None, None, None, Some(n)) => format!("id NULL, name {}", crate::ident::shown(&n)),
+                (None, None, None, None) => {
+                    format!("id NULL at ctid {}", col(4).unwrap_or_default())
+                }
+            }
+        })
+        .collect();
+    if total > 10 {
+        missing.push(format!("and {} more", total - 10));
+    }
     if !missing.is_empty() {
         return Err(Error::setup(format!(
-            "the original tenants table has rows without a domain, a name, a schema name or an id (ids {}); give them one (or delete them), then adopt again; nothing was changed",
-            listed(missing)
+            "the original tenants table has rows without a domain, a name, a schema name or an id ({}; `SELECT ctid, * FROM {t} WHERE {incomplete}` shows them); give them one (or delete them), then adopt again; nothing was changed",
+            missing.join(", ")
         )));
     }
     let mut shared = Vec::new();
@@ -542,8 +575,11 @@ impl Adoption {
     }
 }
 
-/// The `alembic_version` rows of every schema of `client`'s database that has one.
-pub async fn alembic_versions(client: &Client) -> Result<BTreeMap<String, Vec<String>>, Error> {
+/// The `alembic_version` rows of every schema of `client`'s database that has one
+/// (`None`: a NULL `version_num`, which Alembic never writes).
+pub async fn alembic_versions(
+    client: &Client,
+) -> Result<BTreeMap<String, Vec<Option<String>>>, Error> {
     let schemas = texts(
         client,
         "SELECT n.nspname::text FROM pg_catalog.pg_class c \
@@ -567,14 +603,24 @@ pub async fn alembic_versions(client: &Client) -> Result<BTreeMap<String, Vec<St
                 "reading {}",
                 qualified(&s, "alembic_version")
             )))?;
-        out.insert(s, rows.iter().map(|r| r.get(0)).collect());
+        out.insert(
+            s,
+            rows.iter()
+                .map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+                .collect(),
+        );
     }
     Ok(out)
 }
 
 /// One server as adoption reads it: each schema's `alembic_version` rows, and every
 /// schema.
-type ServerView = (BTreeMap<String, Vec<String>>, Vec<String>);
+type ServerView = (BTreeMap<String, Vec<Option<String>>>, Vec<String>);
+
+/// The revisions of `alembic_version` rows, without the NULLs.
+fn revisions(rows: &[Option<String>]) -> Vec<String> {
+    rows.iter().flatten().cloned().collect()
+}
 
 /// A registered tenant as adoption needs it.
 #[derive(Debug, Clone)]
@@ -675,7 +721,7 @@ pub async fn adopt_histories(
                 a.unregistered_schemas.push(Found {
                     domain: None,
                     schema_name: schema.clone(),
-                    alembic_revisions: revs.clone(),
+                    alembic_revisions: revisions(revs),
                     version: None,
                     outcome: format!(
                         "on server {server}: no tenant is registered for it; left alone (register it with `tenantctl tenant create DOMAIN --schema {schema} --adopt`, then run this again)"
@@ -702,7 +748,20 @@ pub async fn adopt_histories(
             ));
             continue;
         }
-        let revs = versions.get(&t.schema_name).cloned().unwrap_or_default();
+        let rows = versions.get(&t.schema_name).cloned().unwrap_or_default();
+        let revs = revisions(&rows);
+        if revs.len() < rows.len() {
+            a.left_alone.push(found(
+                t,
+                revs,
+                None,
+                &format!(
+                    "its alembic_version has a row whose version_num is NULL, which Alembic never writes (see `SELECT * FROM {}`): put the revision the schema is at there (or delete the row), then run this again; left alone",
+                    qualified(&t.schema_name, "alembic_version")
+                ),
+            ));
+            continue;
+        }
         let on_server = servers.target(&t.server)?.connect().await?;
         let state = crate::state::observe(
             &on_server,

@@ -202,8 +202,9 @@ fn servers(
                 .map(|p| RootCert::from_setting(p, file_dir)),
             connect_timeout: duration(
                 section.connect_timeout.as_deref(),
-                "servers.*.connect_timeout",
+                &key("connect_timeout"),
                 connect_timeout,
+                CONNECT_TIMEOUT_RANGE,
             )?,
             concurrency: server_concurrency,
             weight,
@@ -553,6 +554,7 @@ pub fn resolve(
         file.database.connect_timeout.as_deref(),
         "database.connect_timeout",
         Duration::from_secs(10),
+        CONNECT_TIMEOUT_RANGE,
     )?;
 
     let registry_schema = file
@@ -758,10 +760,11 @@ fn run_limits(overrides: &Overrides, file: &FileConfig) -> Result<RunLimits, Err
             "concurrency {concurrency} is out of range; use 1 to 1024"
         )));
     }
-    let lock_timeout = pg_timeout(
+    let lock_timeout = duration(
         run.lock_timeout.as_deref(),
         "run.lock_timeout",
         Duration::from_secs(10),
+        PG_TIMEOUT_RANGE,
     )?;
     let lock_retries = run.lock_retries.unwrap_or(3);
     let Ok(lock_retries @ 0..=100) = u32::try_from(lock_retries) else {
@@ -777,13 +780,20 @@ fn run_limits(overrides: &Overrides, file: &FileConfig) -> Result<RunLimits, Err
             run.lock_retry_delay.as_deref(),
             "run.lock_retry_delay",
             Duration::from_secs(1),
+            LOCK_RETRY_DELAY_RANGE,
         )?,
-        statement_timeout: pg_timeout(
+        statement_timeout: duration(
             run.statement_timeout.as_deref(),
             "run.statement_timeout",
             Duration::ZERO,
+            PG_TIMEOUT_RANGE,
         )?,
-        lock_wait: duration(run.lock_wait.as_deref(), "run.lock_wait", Duration::ZERO)?,
+        lock_wait: duration(
+            run.lock_wait.as_deref(),
+            "run.lock_wait",
+            Duration::ZERO,
+            PG_TIMEOUT_RANGE,
+        )?,
         read_timeout: read_timeout(overrides, file)?,
     })
 }
@@ -848,25 +858,84 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     })
 }
 
-/// A timeout PostgreSQL takes in whole milliseconds, as an `int4`: `0` (no limit), or
-/// between 1 ms and 2147483647 ms (about 24.8 days). Anything else would change meaning
-/// on the way (below 1 ms rounds to "no limit") or be refused by the server.
-fn pg_timeout(value: Option<&str>, key: &str, default: Duration) -> Result<Duration, Error> {
-    let d = duration(value, key, default)?;
-    if !d.is_zero() && (d < Duration::from_millis(1) || d.as_millis() > i32::MAX as u128) {
+/// The values a duration setting takes: `"0"` when `zero` is true, else from `low` to
+/// `high`. Every one is short enough to add to any instant (the longest is about 24.8
+/// days), and what PostgreSQL is sent fits its own limits.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct DurationRange {
+    /// Whether `"0"` is accepted (no limit, or no wait).
+    pub zero: bool,
+    /// The shortest value other than zero.
+    pub low: Duration,
+    /// The longest value.
+    pub high: Duration,
+    /// The range as an error says it.
+    pub said: &'static str,
+}
+
+impl DurationRange {
+    /// Whether `d` is in the range.
+    pub fn contains(&self, d: Duration) -> bool {
+        (self.zero && d.is_zero()) || (self.low..=self.high).contains(&d)
+    }
+}
+
+/// `database.connect_timeout` and `servers.*.connect_timeout`: the longest wait for a
+/// connection, and for how long a run rides out a server that refuses them.
+pub const CONNECT_TIMEOUT_RANGE: DurationRange = DurationRange {
+    zero: false,
+    low: Duration::from_secs(1),
+    high: Duration::from_secs(3600),
+    said: "1s to 1h",
+};
+
+/// A timeout PostgreSQL takes in whole milliseconds, as an `int4` (`run.lock_timeout`,
+/// `run.statement_timeout`), and `run.lock_wait`: `0` (no limit), or between 1 ms and
+/// 2147483647 ms (about 24.8 days). Anything else would change meaning on the way (below
+/// 1 ms rounds to "no limit") or be refused by the server.
+pub const PG_TIMEOUT_RANGE: DurationRange = DurationRange {
+    zero: true,
+    low: Duration::from_millis(1),
+    high: Duration::from_millis(i32::MAX as u64),
+    said: "\"0\" (no limit) or between 1ms and 2147483647ms (about 24 days)",
+};
+
+/// `run.lock_retry_delay`: the first wait before a retry, which doubles up to 30 s.
+pub const LOCK_RETRY_DELAY_RANGE: DurationRange = DurationRange {
+    zero: true,
+    low: Duration::ZERO,
+    high: Duration::from_secs(30),
+    said: "0 to 30s",
+};
+
+/// `run.read_timeout`.
+pub const READ_TIMEOUT: DurationRange = DurationRange {
+    zero: false,
+    low: READ_TIMEOUT_RANGE.0,
+    high: READ_TIMEOUT_RANGE.1,
+    said: "1s to 1h",
+};
+
+/// The duration setting `key` from the file (`default` when absent), refused (exit 3,
+/// naming the key and the range) when it is not a duration or is out of `range`.
+fn duration(
+    value: Option<&str>,
+    key: &str,
+    default: Duration,
+    range: DurationRange,
+) -> Result<Duration, Error> {
+    let Some(v) = value else {
+        return Ok(default);
+    };
+    let d = parse_duration(v).map_err(|e| Error::setup(format!("config {key}: {e}")))?;
+    if !range.contains(d) {
         return Err(Error::setup(format!(
-            "config {key}: {} must be \"0\" (no limit) or between 1ms and 2147483647ms (about 24 days)",
-            value.map(ident::shown).unwrap_or_default()
+            "config {key}: {} is out of range; use {}",
+            ident::shown(v),
+            range.said
         )));
     }
     Ok(d)
-}
-
-fn duration(value: Option<&str>, key: &str, default: Duration) -> Result<Duration, Error> {
-    match value {
-        None => Ok(default),
-        Some(v) => parse_duration(v).map_err(|e| Error::setup(format!("config {key}: {e}"))),
-    }
 }
 
 /// One effective setting, for `config show`.

@@ -283,11 +283,14 @@ impl Target {
                 let now = tokio::time::Instant::now();
                 let mut state = run.state.lock().unwrap_or_else(PoisonError::into_inner);
                 if !(kind == Transient::Busy && state.live > 0) {
-                    let deadline = *state.trouble_since.get_or_insert(now) + budget;
-                    if now >= deadline {
-                        return Err(self.connect_error(err));
+                    // The config bounds the budget; one past any instant waits forever.
+                    let since = *state.trouble_since.get_or_insert(now);
+                    if let Some(deadline) = since.checked_add(budget) {
+                        if now >= deadline {
+                            return Err(self.connect_error(err));
+                        }
+                        wait = wait.min(deadline - now);
                     }
-                    wait = wait.min(deadline - now);
                 }
             }
             tokio::time::sleep(wait).await;

@@ -238,6 +238,25 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
                 "{:?}",
                 s.read_timeout
             );
+            // Every duration is in its range, which every instant can take.
+            let mut durations = vec![
+                (config::CONNECT_TIMEOUT_RANGE, s.connect_timeout),
+                (config::PG_TIMEOUT_RANGE, s.lock_timeout),
+                (config::PG_TIMEOUT_RANGE, s.statement_timeout),
+                (config::PG_TIMEOUT_RANGE, s.lock_wait),
+                (config::LOCK_RETRY_DELAY_RANGE, s.lock_retry_delay),
+                (config::READ_TIMEOUT, s.read_timeout),
+            ];
+            for server in &s.servers {
+                durations.push((config::CONNECT_TIMEOUT_RANGE, server.connect_timeout));
+            }
+            for (range, d) in durations {
+                assert!(range.contains(d), "{text:?}: {d:?} is outside {range:?}");
+                assert!(
+                    std::time::Instant::now().checked_add(d).is_some(),
+                    "{text:?}: {d:?} overflows an instant"
+                );
+            }
             for (tenant_type, tenant) in &s.templates {
                 assert!(ident::validate_tenant_type(tenant_type).is_ok());
                 assert!(!tenant.trim().is_empty());

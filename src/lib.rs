@@ -10,7 +10,7 @@
 //!   [`runner`] (one tenant's locked session), [`scheduler`] (work over many tenants),
 //!   [`operation`] (operations in a tenant's session), [`dryrun`], [`fleet`] (bulk
 //!   workflows), [`tenants`] (one tenant's lifecycle), [`citus`] (placement on a Citus cluster), [`apikey`], [`interrupt`],
-//!   [`error`].
+//!   [`timestamp`] (times as the registry stores them), [`error`].
 
 pub mod adopt;
 pub mod apikey;
@@ -52,6 +52,7 @@ pub mod state;
 pub mod statements;
 pub mod target;
 pub mod tenants;
+pub mod timestamp;
 pub mod tls;
 
 use cli::{Cli, Command};

@@ -34,6 +34,17 @@ pub struct Metrics {
     pub several_servers: bool,
 }
 
+/// The `status` label of tenants whose registry status is NULL.
+pub const UNKNOWN_STATUS: &str = "unknown";
+
+/// A `count(*)` column.
+fn count(r: &tokio_postgres::Row, i: usize) -> u64 {
+    r.try_get::<_, i64>(i)
+        .ok()
+        .and_then(|n| u64::try_from(n).ok())
+        .unwrap_or(0)
+}
+
 /// Reads the metrics from the registry; `head` is the migration files' head and
 /// `servers` the configured servers.
 pub async fn gather<C: Reads + ?Sized>(
@@ -47,26 +58,29 @@ pub async fn gather<C: Reads + ?Sized>(
         several_servers: servers > 1,
         ..Default::default()
     };
+    // A NULL server or status (a NOT NULL dropped by hand): the tenant is on `default`,
+    // as every command reads it, and its status is `unknown`.
     let rows = db::read(
         client,
         "reading the registry for metrics",
         client.pg().query(
             &format!(
-                "SELECT server, status, count(*)::bigint, \
+                "SELECT coalesce(server, $2), coalesce(status, $3), count(*)::bigint, \
                         count(*) FILTER (WHERE schema_provisioned AND coalesce(current_revision, 0) < $1)::bigint \
                  FROM {} GROUP BY 1, 2",
                 tables.tenants
             ),
-            &[&head],
+            &[&head, &crate::config::DEFAULT_SERVER, &UNKNOWN_STATUS],
         ),
     )
     .await?;
     for r in &rows {
-        let server: String = r.get(0);
-        let n: i64 = r.get(2);
-        let behind: i64 = r.get(3);
-        m.tenants.insert((server.clone(), r.get(1)), n as u64);
-        *m.behind.entry(server).or_default() += behind as u64;
+        let server: String = r.try_get(0).unwrap_or_default();
+        let status: String = r.try_get(1).unwrap_or_default();
+        let n = count(r, 2);
+        let behind = count(r, 3);
+        *m.tenants.entry((server.clone(), status)).or_default() += n;
+        *m.behind.entry(server).or_default() += behind;
     }
     let rows = db::read(
         client,
@@ -81,21 +95,24 @@ pub async fn gather<C: Reads + ?Sized>(
     )
     .await?;
     for r in &rows {
-        let n: i64 = r.get(1);
-        m.by_revision.insert(r.get(0), n as u64);
+        let revision: String = r.try_get(0).unwrap_or_default();
+        *m.by_revision.entry(revision).or_default() += count(r, 1);
     }
     // A run with a refused entry is no success either (bulk runs' own rows, below, say
-    // how they ended).
+    // how they ended), nor is one with an entry whose status is NULL. A run counts from
+    // its last end time that is a time: one with none (NULL, `infinity`, `-infinity`:
+    // written by hand) counts for nothing, and neither does a NULL command.
     let rows = db::read(
         client,
         "reading the run ledger for metrics",
         client.pg().query(
             &format!(
-                "WITH runs AS (SELECT action, run_id, bool_or(status <> 'ok') AS failed, max(finished_at) AS at \
-                               FROM {} GROUP BY action, run_id) \
+                "WITH runs AS (SELECT action, run_id, bool_or(status IS DISTINCT FROM 'ok') AS failed, \
+                                      max(finished_at) FILTER (WHERE isfinite(finished_at)) AS at \
+                               FROM {} WHERE action IS NOT NULL GROUP BY action, run_id) \
                  SELECT action, CASE WHEN failed THEN 'failed' ELSE 'ok' END, \
                         extract(epoch FROM max(at))::float8 \
-                 FROM runs GROUP BY 1, 2",
+                 FROM runs WHERE at IS NOT NULL GROUP BY 1, 2",
                 tables.events
             ),
             &[],
@@ -109,7 +126,8 @@ pub async fn gather<C: Reads + ?Sized>(
         client.pg().query(
             &format!(
                 "SELECT command, result, extract(epoch FROM max(finished_at))::float8 \
-                 FROM {} GROUP BY 1, 2",
+                 FROM {} WHERE command IS NOT NULL AND result IS NOT NULL AND isfinite(finished_at) \
+                 GROUP BY 1, 2",
                 tables.runs
             ),
             &[],
@@ -117,9 +135,13 @@ pub async fn gather<C: Reads + ?Sized>(
     )
     .await?;
     for r in rows.iter().chain(runs.iter()) {
-        let command: String = r.get(0);
-        let result: String = r.get(1);
-        let at: f64 = r.get(2);
+        let (Ok(command), Ok(result), Ok(at)) = (
+            r.try_get::<_, String>(0),
+            r.try_get::<_, String>(1),
+            r.try_get::<_, f64>(2),
+        ) else {
+            continue;
+        };
         if result == "ok" {
             let e = m.last_success.entry(command.clone()).or_insert(at);
             *e = e.max(at);
@@ -159,7 +181,7 @@ pub fn render(m: &Metrics) -> String {
     };
     let n = family(
         "tenantctl_tenants",
-        "Registered tenants by registry status (and server, where there are several).",
+        "Registered tenants by registry status (unknown: a NULL status), and by server where there are several.",
     );
     let mut by_status: BTreeMap<(Option<&str>, &str), u64> = BTreeMap::new();
     for ((server, status), count) in &m.tenants {

@@ -448,7 +448,9 @@ enum Elsewhere {
 /// server this run found it on, with no move of it unfinished.
 async fn elsewhere(env: &Env<'_>, tenant: &Tenant, session: &Session<'_>) -> Option<Elsewhere> {
     let sql = format!(
-        "SELECT t.server, m.to_server, m.phase FROM {} t LEFT JOIN {} m ON m.tenant_id = t.id WHERE t.id = $1",
+        "SELECT coalesce(t.server, 'default'), m.tenant_id IS NOT NULL, coalesce(m.to_server, '(unknown)'), \
+                coalesce(m.phase, '(unknown)') \
+         FROM {} t LEFT JOIN {} m ON m.tenant_id = t.id WHERE t.id = $1",
         env.tables.tenants, env.tables.moves
     );
     let read = async |client: &Client| {
@@ -476,9 +478,9 @@ async fn elsewhere(env: &Env<'_>, tenant: &Tenant, session: &Session<'_>) -> Opt
             ),
         ));
     };
-    let (server, to, phase): (String, Option<String>, Option<String>) =
-        (row.get(0), row.get(1), row.get(2));
-    if let (Some(to), Some(phase)) = (to, phase) {
+    let (server, moving, to, phase): (String, bool, String, String) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
+    if moving {
         return Some(Elsewhere::Moving(format!(
             "tenant {} has an unfinished move to server {to} ({phase}): run `tenantctl tenant move {} --to {to}` to finish it (or `--to {server}` to undo it) first; nothing was changed",
             tenant.domain, tenant.domain
@@ -508,8 +510,10 @@ fn not_opened(result: &mut TenantResult, e: OpenError) {
             result.error = Some(message);
         }
         OpenError::Failed(e) => {
-            if matches!(e.kind(), ErrorKind::Unavailable | ErrorKind::Setup) {
-                result.cause = Cause::Unreachable;
+            match e.kind() {
+                ErrorKind::Unavailable | ErrorKind::Setup => result.cause = Cause::Unreachable,
+                ErrorKind::Refused => result.cause = Cause::Refused,
+                _ => {}
             }
             result.error = Some(e.to_string());
         }

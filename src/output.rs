@@ -305,6 +305,12 @@ pub fn timestamp(t: time::OffsetDateTime) -> String {
         .unwrap_or_else(|_| t.to_string())
 }
 
+/// A time read from the registry, for people: RFC 3339 in UTC to the second, else what
+/// is stored (`infinity`, a year past 9999), and `null` for a NULL.
+pub fn stored_time(t: Option<&crate::timestamp::Timestamp>) -> String {
+    t.map_or_else(|| "null".to_string(), ToString::to_string)
+}
+
 /// `yes` or `no`.
 pub fn yes_no(b: bool) -> &'static str {
     if b {

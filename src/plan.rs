@@ -122,9 +122,16 @@ pub enum Refusal {
     Untracked(Untracked),
 }
 
+/// Why nothing is done to a tenant whose registry row names no schema (its `schema_name`
+/// NULL or empty, a `NOT NULL` dropped by hand): there is no schema to lock or change.
+pub const NO_SCHEMA_NAME: &str = "the registry gives this tenant no schema name (its schema_name is NULL or empty): set it, then run this again; nothing was changed";
+
 impl Refusal {
     /// The message for results, the ledger and dry runs.
     pub fn message(&self, schema: &str, domain: &str) -> String {
+        if schema.is_empty() && *self == Refusal::NotProvisioned {
+            return NO_SCHEMA_NAME.to_string();
+        }
         let schema = quote(schema);
         let at = |current: Option<i32>| match current {
             Some(v) => format!("at revision {v}"),

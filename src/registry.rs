@@ -13,6 +13,7 @@ use tokio_postgres::{Client, Row};
 use crate::db::{self, query_error, LockSpace};
 use crate::error::Error;
 use crate::ident::{self, qualified, quote};
+use crate::timestamp::{self, Timestamp};
 
 /// Marks the error raised when a tenant's row disappeared during an operation.
 pub const REMOVED: &str = "tenant dropped";
@@ -133,12 +134,10 @@ pub struct Tenant {
     pub last_error: Option<String>,
     /// The first characters of the API key, for recognising it.
     pub api_key_prefix: String,
-    /// When the tenant was registered.
-    #[serde(with = "time::serde::rfc3339")]
-    pub created_at: OffsetDateTime,
-    /// When the row last changed.
-    #[serde(with = "time::serde::rfc3339")]
-    pub updated_at: OffsetDateTime,
+    /// When the tenant was registered (`None`: NULL in the registry).
+    pub created_at: Option<Timestamp>,
+    /// When the row last changed (`None`: NULL in the registry).
+    pub updated_at: Option<Timestamp>,
     /// The server its schema lives on (`default`: the registry's database).
     pub server: String,
 }
@@ -149,7 +148,8 @@ const COLUMNS: &str = "id, tenant_name, domain, email, tenant_type, schema_name,
 impl Tenant {
     /// A registry row. A NULL where tenantctl's registry has NOT NULL (a constraint
     /// dropped by hand, an adopted table an old application still writes to) reads as
-    /// empty, false or the epoch rather than failing the command.
+    /// empty or false rather than failing the command; a time reads as what is stored
+    /// (NULL, `infinity`, a year past 9999), never as another time.
     fn from_row(row: &Row) -> Tenant {
         fn text(row: &Row, c: &str) -> String {
             row.try_get::<_, Option<String>>(c)
@@ -162,12 +162,6 @@ impl Tenant {
                 .ok()
                 .flatten()
                 .unwrap_or(false)
-        }
-        fn at(row: &Row, c: &str) -> OffsetDateTime {
-            row.try_get::<_, Option<OffsetDateTime>>(c)
-                .ok()
-                .flatten()
-                .unwrap_or(OffsetDateTime::UNIX_EPOCH)
         }
         Tenant {
             id: row.try_get("id").unwrap_or_default(),
@@ -182,8 +176,8 @@ impl Tenant {
             status: Status::parse(&text(row, "status")),
             last_error: row.try_get("last_error").ok().flatten(),
             api_key_prefix: text(row, "api_key_prefix"),
-            created_at: at(row, "created_at"),
-            updated_at: at(row, "updated_at"),
+            created_at: timestamp::column(row, "created_at"),
+            updated_at: timestamp::column(row, "updated_at"),
             server: row
                 .try_get::<_, Option<String>>("server")
                 .ok()
@@ -571,27 +565,34 @@ impl<'a> Registry<'a> {
         value: &str,
         doing: &str,
     ) -> Result<Option<String>, Error> {
+        // A row without a domain (a NOT NULL dropped by hand) is named by its id.
         let sql = format!(
-            "SELECT domain FROM {} WHERE {column} = $1",
+            "SELECT coalesce(domain, '(no domain; id ' || id || ')') FROM {} WHERE {column} = $1 LIMIT 1",
             self.tables.tenants
         );
         let row = db::read(self.reads, doing, self.client.query_opt(&sql, &[&value])).await?;
-        Ok(row.map(|r| r.get(0)))
+        Ok(row.map(|r| r.try_get(0).unwrap_or_default()))
     }
 
     /// How many tenants each server has.
     pub async fn count_by_server(&self) -> Result<std::collections::HashMap<String, i64>, Error> {
+        // A NULL server is `default`, as every command reads it.
         let sql = format!(
-            "SELECT server, count(*) FROM {} GROUP BY server",
+            "SELECT coalesce(server, $1), count(*) FROM {} GROUP BY 1",
             self.tables.tenants
         );
         let rows = db::read(
             self.reads,
             "counting tenants per server",
-            self.client.query(&sql, &[]),
+            self.client.query(&sql, &[&crate::config::DEFAULT_SERVER]),
         )
         .await?;
-        Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+        let mut counts = std::collections::HashMap::new();
+        for r in &rows {
+            let server: String = r.try_get(0).unwrap_or_default();
+            *counts.entry(server).or_default() += r.try_get::<_, i64>(1).unwrap_or_default();
+        }
+        Ok(counts)
     }
 
     /// The connection the registry is read and written through.
@@ -848,31 +849,7 @@ impl<'a> Registry<'a> {
             ),
         )
         .await?;
-        Ok(rows
-            .iter()
-            .map(|r| {
-                let started: OffsetDateTime = r.get("started_at");
-                let finished: OffsetDateTime = r.get("finished_at");
-                EventRow {
-                    id: r.get("id"),
-                    run_id: r.get("run_id"),
-                    tenant_id: r.get("tenant_id"),
-                    domain: r.get("domain"),
-                    schema_name: r.get("schema_name"),
-                    action: r.get("action"),
-                    from_revision: r.get("from_revision"),
-                    to_revision: r.get("to_revision"),
-                    status: r.get("status"),
-                    error: r.get("error"),
-                    duration_ms: (finished - started).whole_milliseconds().max(0) as i64,
-                    started_at: started,
-                    finished_at: finished,
-                    db_user: r.get("db_user"),
-                    client_host: r.get("client_host"),
-                    client_addr: r.get("client_addr"),
-                }
-            })
-            .collect())
+        Ok(rows.iter().map(EventRow::from_row).collect())
     }
 }
 
@@ -912,20 +889,58 @@ pub struct EventRow {
     pub status: String,
     /// The error, when it failed.
     pub error: Option<String>,
-    /// When work on the tenant started.
-    #[serde(with = "time::serde::rfc3339")]
-    pub started_at: OffsetDateTime,
-    /// When it was recorded.
-    #[serde(with = "time::serde::rfc3339")]
-    pub finished_at: OffsetDateTime,
-    /// Milliseconds between the two.
-    pub duration_ms: i64,
+    /// When work on the tenant started (`None`: NULL in the ledger).
+    pub started_at: Option<Timestamp>,
+    /// When it was recorded (`None`: NULL in the ledger).
+    pub finished_at: Option<Timestamp>,
+    /// Milliseconds between the two, when both are times (not NULL, not `infinity`).
+    pub duration_ms: Option<i64>,
     /// The database user that made the change.
     pub db_user: String,
     /// The machine tenantctl ran on.
     pub client_host: Option<String>,
     /// The client address the server saw (null over a Unix socket).
     pub client_addr: Option<String>,
+}
+
+impl EventRow {
+    /// A ledger row, read as tolerantly as [`Tenant`]s are: a NULL where the ledger has
+    /// NOT NULL (a constraint dropped by hand) reads as empty text or 0, and a time as
+    /// what is stored (NULL, `infinity`, a year past 9999), never as another time.
+    fn from_row(r: &Row) -> EventRow {
+        let text = |c: &str| {
+            r.try_get::<_, Option<String>>(c)
+                .ok()
+                .flatten()
+                .unwrap_or_default()
+        };
+        let started_at = timestamp::column(r, "started_at");
+        let finished_at = timestamp::column(r, "finished_at");
+        EventRow {
+            id: r.try_get("id").unwrap_or_default(),
+            run_id: text("run_id"),
+            tenant_id: r
+                .try_get::<_, Option<i64>>("tenant_id")
+                .ok()
+                .flatten()
+                .unwrap_or_default(),
+            domain: text("domain"),
+            schema_name: text("schema_name"),
+            action: text("action"),
+            from_revision: r.try_get("from_revision").ok().flatten(),
+            to_revision: r.try_get("to_revision").ok().flatten(),
+            status: text("status"),
+            error: r.try_get("error").ok().flatten(),
+            duration_ms: started_at
+                .zip(finished_at)
+                .and_then(|(s, f)| s.millis_until(&f)),
+            started_at,
+            finished_at,
+            db_user: text("db_user"),
+            client_host: r.try_get("client_host").ok().flatten(),
+            client_addr: r.try_get("client_addr").ok().flatten(),
+        }
+    }
 }
 
 /// What was seen of a tenant's schema.
@@ -1184,13 +1199,65 @@ impl Registry<'_> {
             self.client.query_opt(&sql, &[&id]),
         )
         .await?;
-        Ok(row.map(|r| MoveJournal {
-            from_server: r.get(0),
-            to_server: r.get(1),
-            schema_name: r.get(2),
-            keep_source: r.get(3),
-            phase: r.get(4),
-        }))
+        let Some(r) = row else {
+            return Ok(None);
+        };
+        // A move is finished or undone from what its row says: a row with a NULL (a
+        // constraint dropped by hand) or a phase no tenantctl writes is not guessed at.
+        let text = |i: usize| r.try_get::<_, Option<String>>(i).ok().flatten();
+        let keep_source = r.try_get::<_, Option<bool>>(3).ok().flatten();
+        let columns = [
+            "from_server",
+            "to_server",
+            "schema_name",
+            "keep_source",
+            "phase",
+        ];
+        let nulls: Vec<&str> = columns
+            .iter()
+            .enumerate()
+            .filter(|(i, _)| match i {
+                3 => keep_source.is_none(),
+                _ => text(*i).is_none(),
+            })
+            .map(|(_, c)| *c)
+            .collect();
+        let phase = text(4).unwrap_or_default();
+        let known = ["copying", "switched", "undoing"].contains(&phase.as_str());
+        match (nulls.is_empty(), known) {
+            (true, true) => Ok(Some(MoveJournal {
+                from_server: text(0).unwrap_or_default(),
+                to_server: text(1).unwrap_or_default(),
+                schema_name: text(2).unwrap_or_default(),
+                keep_source: keep_source.unwrap_or_default(),
+                phase,
+            })),
+            _ => {
+                let (what, fix) = if nulls.is_empty() {
+                    (
+                        format!(
+                            "its phase is {}, which this tenantctl does not write (copying, switched, undoing)",
+                            ident::shown(&phase)
+                        ),
+                        "finish it with the tenantctl that started it",
+                    )
+                } else {
+                    (
+                        format!(
+                            "{} {} NULL",
+                            nulls.join(", "),
+                            if nulls.len() == 1 { "is" } else { "are" }
+                        ),
+                        "find which server holds the tenant's copy, put back what is missing, then run the move again",
+                    )
+                };
+                Err(Error::setup(format!(
+                    "the unfinished move of tenant id {id} cannot be read from {m} ({what}), so it can be neither finished nor undone: \
+                     see `SELECT * FROM {m} WHERE tenant_id = {id}`, {fix}; nothing was changed",
+                    m = self.tables.moves
+                )))
+            }
+        }
     }
 
     /// The ids of the tenants with an unfinished move.

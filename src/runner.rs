@@ -175,6 +175,11 @@ impl<'a> Session<'a> {
         if wait.interrupt.requested() {
             return Err(OpenError::Interrupted);
         }
+        if schema.is_empty() {
+            return Err(OpenError::Failed(Error::refused(
+                crate::plan::NO_SCHEMA_NAME,
+            )));
+        }
         let target = pool.target();
         let mut conn = pool.take(settings).await.map_err(OpenError::Failed)?;
         let sql = Sql::new(settings, schema);

@@ -549,7 +549,9 @@ mod tests {
     use crate::registry::Status;
 
     fn tenant(i: usize) -> Tenant {
-        let now = time::OffsetDateTime::UNIX_EPOCH;
+        let now = Some(crate::timestamp::Timestamp::At(
+            time::OffsetDateTime::UNIX_EPOCH,
+        ));
         Tenant {
             id: i as i64,
             tenant_name: format!("T{i}"),

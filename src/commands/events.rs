@@ -60,15 +60,15 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     for e in &events.events {
         t.add_row(vec![
             e.id.to_string(),
-            crate::output::timestamp(e.finished_at),
+            crate::output::stored_time(e.finished_at.as_ref()),
             e.domain.clone(),
             e.action.clone(),
             revision(e.from_revision),
             revision(e.to_revision),
             e.status.clone(),
-            e.duration_ms.to_string(),
+            e.duration_ms.map(|ms| ms.to_string()).unwrap_or_default(),
             format!("{}@{}", e.db_user, e.client_host.as_deref().unwrap_or("?")),
-            e.run_id[..8].to_string(),
+            e.run_id.chars().take(8).collect(),
             e.error.clone().unwrap_or_default(),
         ]);
     }

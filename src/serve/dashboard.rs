@@ -12,6 +12,7 @@ use axum::response::{IntoResponse, Response};
 
 use super::{ApiError, Shared};
 use crate::registry::{EventFilter, Registry, Status, Tenant};
+use crate::timestamp::Timestamp;
 
 /// Escapes text for HTML.
 pub fn esc(s: &str) -> String {
@@ -96,14 +97,18 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
     let client = lease.client();
+    // A run's end is its last end time that is a time; the runs without one (NULL or
+    // infinite end times, written by hand) come last, shown as what they hold.
     let rows = crate::db::read(
         client,
         "reading recent runs",
         client.query(
             &format!(
-                "SELECT run_id::text, min(action), to_char(max(finished_at) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS\"Z\"'), \
+                "SELECT run_id::text, min(action), \
+                        coalesce(max(finished_at) FILTER (WHERE isfinite(finished_at)), max(finished_at)), \
                         count(DISTINCT tenant_id), count(DISTINCT tenant_id) FILTER (WHERE status = 'failed') \
-                 FROM {} GROUP BY run_id ORDER BY max(finished_at) DESC LIMIT 20",
+                 FROM {} GROUP BY run_id \
+                 ORDER BY max(finished_at) FILTER (WHERE isfinite(finished_at)) DESC NULLS LAST LIMIT 20",
                 registry.tables().events
             ),
             &[],
@@ -112,12 +117,23 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
     .await?;
     let runs: Vec<RecentRun> = rows
         .iter()
-        .map(|r| RecentRun {
-            run_id: r.get(0),
-            action: r.get(1),
-            finished: r.get(2),
-            tenants: r.get(3),
-            failed: r.get(4),
+        .map(|r| {
+            let text = |i: usize| {
+                r.try_get::<_, Option<String>>(i)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            let number = |i: usize| r.try_get::<_, i64>(i).unwrap_or_default();
+            RecentRun {
+                run_id: text(0),
+                action: text(1),
+                finished: crate::output::stored_time(
+                    r.try_get::<_, Option<Timestamp>>(2).ok().flatten().as_ref(),
+                ),
+                tenants: number(3),
+                failed: number(4),
+            }
         })
         .collect();
     drop(registry);
@@ -319,7 +335,7 @@ pub async fn tenant(
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-                esc(&crate::output::timestamp(e.finished_at)),
+                esc(&crate::output::stored_time(e.finished_at.as_ref())),
                 esc(&e.action),
                 esc(&crate::output::revision(e.from_revision)),
                 esc(&crate::output::revision(e.to_revision)),

@@ -619,9 +619,44 @@ fn rows_tenantctl_cannot_register_are_refused_and_nulls_never_crash_a_command() 
         before,
         "a refused adoption changed the database"
     );
-
     db.client()
         .batch_execute("UPDATE public.tenants SET domain = 'second-church' WHERE domain IS NULL")
+        .unwrap();
+
+    // A row with neither id nor domain is refused too, named by what it has, with the
+    // query that finds it.
+    db.client()
+        .batch_execute(
+            "ALTER TABLE public.tenants DROP CONSTRAINT tenants_pkey; \
+             ALTER TABLE public.tenants ALTER COLUMN id DROP NOT NULL, \
+                 ALTER COLUMN tenant_name DROP NOT NULL, ALTER COLUMN schema_name DROP NOT NULL; \
+             INSERT INTO public.tenants (id, tenant_name, domain, schema_name, api_key, tenant_type, \
+                                         schema_provisioned, migrations_applied) \
+                 VALUES (NULL, 'Ghost', NULL, 'tenant_ghost', 'sk_ghost', 'standard', false, false), \
+                        (NULL, NULL, NULL, NULL, NULL, 'standard', false, false)",
+        )
+        .unwrap();
+    let before = snapshot(&db);
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let run = adopt(&t, &map, extra);
+        expect_error(
+            &run,
+            3,
+            &[
+                "without a domain",
+                "id NULL, schema \"tenant_ghost\"",
+                "id NULL at ctid",
+                "SELECT ctid, * FROM \"public\".\"tenants\" WHERE id IS NULL",
+                "nothing was changed",
+            ],
+        );
+        assert_eq!(snapshot(&db), before, "{extra:?} changed the database");
+    }
+    db.client()
+        .batch_execute(
+            "DELETE FROM public.tenants WHERE id IS NULL; \
+             ALTER TABLE public.tenants ADD PRIMARY KEY (id)",
+        )
         .unwrap();
     adopt(&t, &map, &[]).expect(0);
     // An old application still inserting the way it used to, with constraints relaxed by
@@ -634,10 +669,24 @@ fn rows_tenantctl_cannot_register_are_refused_and_nulls_never_crash_a_command() 
                  VALUES ('late', 'late-church', 'tenant_late_church', 'sk_late')",
         )
         .unwrap();
-    for args in [
-        &["tenant", "list"][..],
-        &["tenant", "show", "late-church"][..],
-        &["status", "--all"][..],
+    // Every command that reads the registry and the ledger, and every route: each with
+    // its documented answer (`registry_values` does this for every NULL and edge value).
+    for (args, code) in [
+        (&["tenant", "list"][..], 0),
+        (&["tenant", "list", "-o", "json"][..], 0),
+        (&["tenant", "show", "late-church"][..], 0),
+        (&["tenant", "show", "late-church", "-o", "json"][..], 0),
+        (&["status", "--all"][..], 0),
+        (&["status", "--all", "-o", "json"][..], 0),
+        (&["current"][..], 0),
+        (&["events", "-o", "json"][..], 0),
+        (&["metrics"][..], 0),
+        (&["upgrade", "--all", "--dry-run"][..], 0),
+        (&["check"][..], 5),
+        (&["provision", "--all"][..], 0),
+        (&["upgrade", "--all"][..], 0),
+        (&["tenant", "rotate-key", "late-church"][..], 0),
+        (&["check"][..], 0),
     ] {
         let run = t.run(args);
         assert!(
@@ -645,7 +694,103 @@ fn rows_tenantctl_cannot_register_are_refused_and_nulls_never_crash_a_command() 
             "{args:?} crashed: {}",
             run.stderr
         );
+        assert_eq!(run.code, code, "{args:?}: {}", run.stderr);
     }
+    let server = crate::serve::start(&t);
+    for path in [
+        "/api/tenants",
+        "/api/tenants/late-church/migration-status",
+        "/api/fleet/status",
+        "/metrics",
+        "/",
+        "/tenants/late-church",
+    ] {
+        server.get(path).expect(200);
+    }
+}
+
+/// A schema whose `alembic_version` holds a NULL `version_num` (its primary key dropped
+/// by hand; Alembic never writes one) is left alone with that reason, in a dry run and a
+/// real one (exit 4), and the other tenants are adopted.
+#[test]
+fn a_null_version_num_is_left_alone_with_its_reason_and_the_others_are_adopted() {
+    let db = TestDb::new();
+    let a = original("first-church", "tenant_first_church");
+    let b = original("second-church", "tenant_second_church");
+    build_registry(&db, &[&a, &b]);
+    alembic_upgrade(&db, a.schema, R1);
+    alembic_upgrade(&db, b.schema, R1);
+    db.client()
+        .batch_execute(&format!(
+            "DO $$ DECLARE c text; BEGIN \
+               SELECT conname INTO c FROM pg_constraint \
+                 WHERE conrelid = '{s}.alembic_version'::regclass AND contype = 'p'; \
+               EXECUTE format('ALTER TABLE {s}.alembic_version DROP CONSTRAINT %I', c); \
+             END $$; \
+             ALTER TABLE {s}.alembic_version ALTER COLUMN version_num DROP NOT NULL; \
+             UPDATE {s}.alembic_version SET version_num = NULL;",
+            s = a.schema
+        ))
+        .unwrap();
+    // The other tenant's row at the edges of its types: int4's largest id, times that
+    // are not RFC 3339 (kept as they are by the adoption, shown as they are after it).
+    db.client()
+        .batch_execute(&format!(
+            "UPDATE public.tenants SET id = 2147483647, created_at = 'infinity', \
+                 updated_at = '-infinity' WHERE domain = '{}'",
+            b.domain
+        ))
+        .unwrap();
+    let (migrations, map_text) = migrations_from_alembic();
+    let (_d, map) = map_file(&map_text);
+    let t = tenantctl(&db).migrations(migrations.path());
+    let before = snapshot(&db);
+    let dry = adopt(&t, &map, &["--dry-run"]);
+    assert!(
+        dry.code != 101 && !dry.stderr.contains("panicked"),
+        "{}",
+        dry.stderr
+    );
+    dry.expect(4);
+    assert_eq!(snapshot(&db), before, "the dry run changed the database");
+    let report: Value = dry.json();
+    assert_eq!(
+        entries(&report, "stamped"),
+        vec![(Some(b.domain.to_string()), b.schema.to_string(), Some(1))]
+    );
+    let reason = |report: &Value| {
+        let left = report["left_alone"].as_array().unwrap();
+        assert_eq!(left.len(), 1, "{report}");
+        assert_eq!(left[0]["domain"], a.domain, "{report}");
+        left[0]["outcome"].as_str().unwrap().to_string()
+    };
+    let why = reason(&report);
+    assert!(
+        why.contains("version_num is NULL")
+            && why.contains(&format!("\"{}\".\"alembic_version\"", a.schema)),
+        "{why}"
+    );
+
+    let run = adopt(&t, &map, &[]);
+    run.expect(4);
+    let report: Value = run.json();
+    assert_eq!(reason(&report), why);
+    assert_eq!(history_versions(&db, b.schema), vec![1]);
+    assert_eq!(history_versions(&db, a.schema), Vec::<i32>::new());
+    let listing: crate::common_json::Listing =
+        t.run(&["tenant", "list", "-o", "json"]).expect(0).json();
+    let row = listing
+        .tenants
+        .iter()
+        .find(|x| x.domain == b.domain)
+        .unwrap();
+    assert_eq!(row.id, 2147483647);
+    assert_eq!(row.created_at.as_deref(), Some("infinity"));
+    assert_eq!(
+        of_schema(&snapshot(&db), a.schema),
+        of_schema(&before, a.schema),
+        "the schema left alone was changed"
+    );
 }
 
 #[test]

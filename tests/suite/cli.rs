@@ -492,3 +492,76 @@ fn history_table_and_statement_timeout_come_from_the_config() {
     assert_eq!(s.current_revision, Some(1));
     assert_eq!(s.pending_versions(), [2]);
 }
+
+/// Every duration setting out of its range is refused with exit 3, naming the key and
+/// the range, before anything connects: a `connect_timeout` far past any instant made a
+/// run panic at its first refused connection ("overflow when adding duration to
+/// instant"). The longest value of each is accepted and used.
+#[test]
+fn a_duration_setting_out_of_its_range_is_refused_naming_the_key_and_the_range() {
+    let (db, t) = ready();
+    // A tenant on a server that refuses connections: its session's connection is retried
+    // for `connect_timeout`.
+    let gone = format!(
+        "postgres://postgres@127.0.0.1:{}/nowhere",
+        support::closed_port()
+    );
+    db.client()
+        .batch_execute(
+            "INSERT INTO public.tenants (tenant_name, domain, schema_name, api_key_hash, api_key_prefix, server) \
+             VALUES ('Gone', 'gone', 'tenant_gone', repeat('0', 64), 'tk_gone', 'gone')",
+        )
+        .unwrap();
+    let far = "300000000000y";
+    for (section, key, value, range) in [
+        ("database", "connect_timeout", far, "1s to 1h"),
+        ("database", "connect_timeout", "0", "1s to 1h"),
+        ("database", "connect_timeout", "61m", "1s to 1h"),
+        ("servers.gone", "connect_timeout", far, "1s to 1h"),
+        ("servers.gone", "connect_timeout", "999ms", "1s to 1h"),
+        ("run", "lock_timeout", far, "between 1ms and 2147483647ms"),
+        (
+            "run",
+            "statement_timeout",
+            "2147483648ms",
+            "between 1ms and 2147483647ms",
+        ),
+        ("run", "lock_wait", far, "between 1ms and 2147483647ms"),
+        ("run", "lock_wait", "500us", "between 1ms and 2147483647ms"),
+        ("run", "lock_retry_delay", "31s", "0 to 30s"),
+        ("run", "lock_retry_delay", far, "0 to 30s"),
+        ("run", "read_timeout", far, "1s to 1h"),
+    ] {
+        let setting = format!("{key} = \"{value}\"\n");
+        let (servers, other) = if section == "servers.gone" {
+            (setting, String::new())
+        } else {
+            (String::new(), format!("[{section}]\n{setting}"))
+        };
+        let conf = dir_with(&[(
+            "tenants.toml",
+            &format!("{other}\n[servers.gone]\nurl = \"{gone}\"\n{servers}"),
+        )]);
+        let run = t.clone().cwd(conf.path()).run(&["upgrade", "--all"]);
+        assert!(
+            run.code != 101 && !run.stderr.contains("panicked"),
+            "{section}.{key} = {value:?} panicked:\n{}",
+            run.stderr
+        );
+        expect_error(&run, 3, &[&format!("{section}.{key}"), range]);
+    }
+
+    // The longest of each is taken, and PostgreSQL takes what it is sent of them.
+    let conf = dir_with(&[(
+        "tenants.toml",
+        "[database]\nconnect_timeout = \"1h\"\n\n\
+         [run]\nlock_timeout = \"2147483647ms\"\nstatement_timeout = \"2147483647ms\"\n\
+         lock_wait = \"2147483647ms\"\nlock_retry_delay = \"30s\"\nread_timeout = \"1h\"\n",
+    )]);
+    let t = t.cwd(conf.path());
+    create(&t, "longest", &["--provision", "--migrate"]);
+    assert_eq!(history_versions(&db, "tenant_longest").len(), 6);
+    t.run(&["downgrade", "--tenant", "longest", "-1", "--yes"])
+        .expect(0);
+    t.run(&["upgrade", "--tenant", "longest"]).expect(0);
+}

@@ -203,3 +203,68 @@ fn a_blocked_statement_in_a_no_transaction_file_is_retried_from_that_statement()
     assert_eq!(history_versions(&db, "tenant_locked"), [1, 2]);
     assert_truth(&db, "locked", "active");
 }
+
+/// The harness's own deadline: a run that never ends (here, waiting for a tenant's lock
+/// the test holds, with no `run.lock_wait`) is killed at its deadline and fails the test
+/// with what it printed, instead of holding CI.
+#[test]
+fn a_run_that_hangs_is_killed_at_its_deadline_and_fails_with_what_it_printed() {
+    let (db, t) = support::ready();
+    t.run(&[
+        "tenant",
+        "create",
+        "demo",
+        "--name",
+        "Demo",
+        "--provision",
+        "--migrate",
+        "--target",
+        "1",
+    ])
+    .expect(0);
+    let mut holder = db.client();
+    support::lock_tenant(&mut holder, "tenant_demo");
+    // Sees the run wait for the lock, until the run has ended.
+    let ended = std::sync::atomic::AtomicBool::new(false);
+    let (failure, waited) = std::thread::scope(|s| {
+        let watcher = s.spawn(|| {
+            let mut seen = false;
+            while !seen && !ended.load(std::sync::atomic::Ordering::SeqCst) {
+                seen = support::lock_waiters(&db, "tenant_demo") > 0;
+                std::thread::sleep(std::time::Duration::from_millis(20));
+            }
+            seen
+        });
+        let hung = t.clone().deadline(std::time::Duration::from_secs(3));
+        let failure = std::panic::catch_unwind(|| hung.run(&["upgrade", "--tenant", "demo"]))
+            .expect_err("a run waiting for a lock nobody releases returned");
+        ended.store(true, std::sync::atomic::Ordering::SeqCst);
+        (failure, watcher.join().unwrap())
+    });
+    assert!(waited, "the run never waited for the lock");
+    let message = failure
+        .downcast_ref::<String>()
+        .cloned()
+        .unwrap_or_default();
+    assert!(
+        message.contains("timed out after 3 s")
+            && message.contains("stdout:")
+            && message.contains("stderr:"),
+        "{message}"
+    );
+    // It was killed: once the lock is free, its backend (which learns of the closed
+    // connection only then) ends without having changed anything.
+    assert!(support::unlock_tenant(&mut holder, "tenant_demo"));
+    support::eventually("the killed run's session is gone", || {
+        holder
+            .query_one(
+                "SELECT count(*) FROM pg_stat_activity \
+                 WHERE datname = current_database() AND application_name LIKE 'tenantctl%'",
+                &[],
+            )
+            .unwrap()
+            .get::<_, i64>(0)
+            == 0
+    });
+    assert_eq!(history_versions(&db, "tenant_demo"), vec![1]);
+}

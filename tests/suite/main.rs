@@ -39,6 +39,7 @@ mod psql_execution;
 mod psql_split;
 mod races;
 mod registry;
+mod registry_values;
 mod restart;
 mod secrets;
 mod selection_and_reports;

@@ -1011,3 +1011,144 @@ fn accepted_timeouts_mean_the_same_to_postgres() {
         Ok(())
     });
 }
+
+/// Durations as a config file may say them, around every setting's limits and far past
+/// any instant.
+fn any_durations() -> impl Strategy<Value = String> {
+    prop_oneof![
+        select(vec![
+            "0",
+            "1ns",
+            "999us",
+            "1ms",
+            "999ms",
+            "1s",
+            "30s",
+            "31s",
+            "1h",
+            "1h 1ns",
+            "24d",
+            "2147483647ms",
+            "2147483648ms",
+            "1y",
+            "300000000000y",
+            "584942417355y",
+            "18446744073709551615s",
+        ])
+        .prop_map(str::to_string),
+        "[1-9][0-9]{0,12}(ns|us|ms|s|m|h|d|y)",
+    ]
+}
+
+/// Every value the config accepts for every duration setting is in the range the README
+/// gives it, can be added to any instant (a connection retried for
+/// `database.connect_timeout` computes its deadline so), and means what it says to
+/// PostgreSQL where it is sent there (a whole number of milliseconds in an `int4`).
+#[test]
+fn every_accepted_duration_is_in_its_range_and_survives_any_instant() {
+    type Got = fn(&config::Settings) -> std::time::Duration;
+    let ms = std::time::Duration::from_millis;
+    let s = std::time::Duration::from_secs;
+    // (section, key, the setting read back, zero accepted, lowest and highest other)
+    let settings: [(
+        &str,
+        &str,
+        Got,
+        bool,
+        std::time::Duration,
+        std::time::Duration,
+    ); 7] = [
+        (
+            "database",
+            "connect_timeout",
+            |x| x.connect_timeout,
+            false,
+            s(1),
+            s(3600),
+        ),
+        (
+            "servers.eu2",
+            "connect_timeout",
+            |x| x.server("eu2").expect("server eu2").connect_timeout,
+            false,
+            s(1),
+            s(3600),
+        ),
+        (
+            "run",
+            "lock_timeout",
+            |x| x.lock_timeout,
+            true,
+            ms(1),
+            ms(i32::MAX as u64),
+        ),
+        (
+            "run",
+            "statement_timeout",
+            |x| x.statement_timeout,
+            true,
+            ms(1),
+            ms(i32::MAX as u64),
+        ),
+        (
+            "run",
+            "lock_wait",
+            |x| x.lock_wait,
+            true,
+            ms(1),
+            ms(i32::MAX as u64),
+        ),
+        (
+            "run",
+            "lock_retry_delay",
+            |x| x.lock_retry_delay,
+            true,
+            ms(0),
+            s(30),
+        ),
+        (
+            "run",
+            "read_timeout",
+            |x| x.read_timeout,
+            false,
+            s(1),
+            s(3600),
+        ),
+    ];
+    let started = std::time::Instant::now();
+    run_cases(400, (0..settings.len(), any_durations()), |(i, value)| {
+        let (section, key, got, zero, low, high) = settings[i];
+        let url = if section.starts_with("servers.") {
+            "url = \"postgres://u@h/d\"\n"
+        } else {
+            ""
+        };
+        let text = format!("[{section}]\n{url}{key} = \"{value}\"\n");
+        let Some(result) = fuzzing::config(&text) else {
+            return Ok(());
+        };
+        let Ok(settings) = result else {
+            return Ok(());
+        };
+        let d = got(&settings);
+        prop_assert!(
+            (zero && d.is_zero()) || (low..=high).contains(&d),
+            "{}{section}.{key} = {:?} was accepted, outside its range",
+            text,
+            d
+        );
+        prop_assert!(
+            started.checked_add(d).is_some() && std::time::Instant::now().checked_add(d).is_some(),
+            "{}{section}.{key} = {:?} cannot be added to an instant",
+            text,
+            d
+        );
+        prop_assert!(
+            d.as_millis() <= i32::MAX as u128,
+            "{}{section}.{key} = {:?} does not fit PostgreSQL's int4 milliseconds",
+            text,
+            d
+        );
+        Ok(())
+    });
+}

@@ -63,8 +63,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             "api key",
             format!("{}… (only the hash is stored)", t.api_key_prefix),
         ),
-        ("created", crate::output::timestamp(t.created_at)),
-        ("updated", crate::output::timestamp(t.updated_at)),
+        ("created", crate::output::stored_time(t.created_at.as_ref())),
+        ("updated", crate::output::stored_time(t.updated_at.as_ref())),
     ]);
     if let Some(p) = &shown.placement {
         rows.push(("placement", p.node.clone()));

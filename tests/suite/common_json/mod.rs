@@ -39,8 +39,11 @@ pub struct Tenant {
     #[serde(deserialize_with = "nullable")]
     pub last_error: Option<String>,
     pub api_key_prefix: String,
-    pub created_at: String,
-    pub updated_at: String,
+    /// RFC 3339, else what is stored (`infinity`, a year past 9999); null for a NULL.
+    #[serde(deserialize_with = "nullable")]
+    pub created_at: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub updated_at: Option<String>,
     pub server: String,
 }
 
@@ -378,9 +381,14 @@ pub struct EventRow {
     pub status: String,
     #[serde(deserialize_with = "nullable")]
     pub error: Option<String>,
-    pub started_at: String,
-    pub finished_at: String,
-    pub duration_ms: i64,
+    /// RFC 3339, else what is stored (`infinity`, a year past 9999); null for a NULL.
+    #[serde(deserialize_with = "nullable")]
+    pub started_at: Option<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub finished_at: Option<String>,
+    /// Null unless both times are times.
+    #[serde(deserialize_with = "nullable")]
+    pub duration_ms: Option<i64>,
     pub db_user: String,
     #[serde(deserialize_with = "nullable")]
     pub client_host: Option<String>,
