@@ -575,6 +575,9 @@ fn refuse_drift(drift: &[Drift], schema: &str) -> Result<(), String> {
 /// Drift entries named in an error; the rest are counted (`status --tenant` lists all).
 const SHOWN: usize = 10;
 
+/// The savepoint each file runs in during a rehearsal.
+const REHEARSED: &str = "tenantctl_rehearsed";
+
 /// The SQL a plan sends, built once per tenant: what the session executes and what a dry
 /// run prints.
 #[derive(Debug, Clone)]
@@ -587,6 +590,9 @@ pub struct Sql {
     /// The session state tenantctl's own reads and writes run in.
     pub bookkeeping: String,
     keys: (i32, i32),
+    /// A rehearsal: each file in a savepoint of one transaction the caller opened and
+    /// rolls back, rather than in a transaction of its own.
+    pub rehearsal: bool,
 }
 
 impl Sql {
@@ -598,6 +604,7 @@ impl Sql {
             reset: session_settings(settings, schema),
             bookkeeping: bookkeeping_settings(settings, schema),
             keys: db::lock_key(LockSpace::Tenant, schema),
+            rehearsal: false,
         }
     }
 
@@ -649,10 +656,19 @@ impl Sql {
     /// Opens a migration's transaction from a clean session (`transaction` false: only
     /// the clean session, for a no-transaction file).
     pub fn begin(&self, transaction: bool) -> String {
-        if transaction {
-            format!("BEGIN; {}", self.reset)
+        match (transaction, self.rehearsal) {
+            (true, false) => format!("BEGIN; {}", self.reset),
+            (true, true) => format!("SAVEPOINT {REHEARSED}; {}", self.reset),
+            (false, _) => self.reset.clone(),
+        }
+    }
+
+    /// Ends a migration's transaction (in a rehearsal, its savepoint).
+    pub fn commit(&self) -> String {
+        if self.rehearsal {
+            format!("RELEASE SAVEPOINT {REHEARSED}")
         } else {
-            self.reset.clone()
+            "COMMIT".into()
         }
     }
 

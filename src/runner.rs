@@ -160,6 +160,24 @@ impl From<OpenError> for Error {
     }
 }
 
+fn rehearsal_error(e: tokio_postgres::Error) -> Error {
+    Error::failed(format!(
+        "trying the migrations in a transaction: {}",
+        db::pg_message(&e)
+    ))
+}
+
+/// The first file of `plan` that runs outside a transaction (described), which a
+/// rehearsal ([`Session::rehearse`]) cannot try.
+pub fn outside_transaction(plan: &TenantPlan<'_>) -> Option<String> {
+    plan.steps.iter().find_map(|s| match s {
+        Step::Migrate { file, direction } if direction.script(file).no_transaction => {
+            Some(direction.describe(file))
+        }
+        _ => None,
+    })
+}
+
 impl<'a> Session<'a> {
     /// Borrows a connection from `pool` (or opens one), takes the tenant's lock (waiting
     /// for any other run on it, as `wait` says), and pins `search_path`, `lock_timeout`
@@ -204,6 +222,59 @@ impl<'a> Session<'a> {
             stop: wait.interrupt.stop_token(),
             registration,
         })
+    }
+
+    /// Runs `plan`, a build or an upgrade whose files all run in a transaction, as
+    /// [`Session::execute`] would, but in one transaction (each file in a savepoint,
+    /// after `first`, when given) that stays open for the caller to look at the result on
+    /// this session's connection, and that [`Session::end_rehearsal`] rolls back: a dry
+    /// run that finds what the run would, changing nothing. On an error the transaction
+    /// is rolled back at once. Refused for a plan with a no-transaction file, which
+    /// cannot run in a transaction.
+    pub async fn rehearse(
+        &mut self,
+        plan: &TenantPlan<'_>,
+        first: Option<&str>,
+    ) -> Result<(), Error> {
+        if let Some(file) = outside_transaction(plan) {
+            return Err(Error::failed(format!(
+                "{file} runs outside a transaction, so it cannot be tried and rolled back"
+            )));
+        }
+        self.conn
+            .client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(rehearsal_error)?;
+        if let Some(first) = first {
+            if let Err(e) = self.conn.client.batch_execute(first).await {
+                self.end_rehearsal().await;
+                return Err(rehearsal_error(e));
+            }
+        }
+        self.sql.rehearsal = true;
+        let executed = self.execute(plan).await;
+        self.sql.rehearsal = false;
+        let executed = match executed {
+            Ok(_) => return Ok(()),
+            Err(ExecError::Refused(m)) => Error::refused(m),
+            Err(ExecError::Failed { message, .. }) => Error::failed(message),
+            Err(ExecError::Interrupted(_)) => Error::new(
+                crate::error::ErrorKind::Interrupted,
+                "interrupted while trying the migrations",
+            ),
+        };
+        self.end_rehearsal().await;
+        Err(executed)
+    }
+
+    /// Rolls a [`Session::rehearse`] back, and puts the session back in its bookkeeping
+    /// state. A failure to roll back leaves nothing either: the connection is then
+    /// broken, and the pool does not take it back.
+    pub async fn end_rehearsal(&mut self) {
+        let _ = self.conn.client.batch_execute("ROLLBACK").await;
+        self.remember(None);
+        let _ = self.conn.client.batch_execute(&self.sql.bookkeeping).await;
     }
 
     /// Ends the session: its connection goes back to `pool` for the next tenant if it can
@@ -554,6 +625,7 @@ impl<'a> Session<'a> {
         let script = direction.script(f);
         let begin = self.sql.begin(true);
         let record = self.sql.record(f, direction, now);
+        let commit = self.sql.commit();
         let mut sent = Vec::with_capacity(script.statements.len() + 3);
         sent.push(client.batch_execute(&begin));
         sent.extend(
@@ -563,7 +635,7 @@ impl<'a> Session<'a> {
                 .map(|s| client.batch_execute(&s.text)),
         );
         sent.push(client.batch_execute(&record));
-        sent.push(client.batch_execute("COMMIT"));
+        sent.push(client.batch_execute(&commit));
         let results = futures::future::join_all(sent).await;
         let last = results.len() - 1;
         for (i, result) in results.into_iter().enumerate() {

@@ -316,34 +316,45 @@ async fn load_in_transaction(
             "restoring the foreign keys, constraints, sequences, materialized views, triggers and row-level security after loading",
         ))?;
     }
-    // An inherited copy validated on its own table came back with its parent's, not
-    // validated: validate it again, as it was (the rows passed it at the source).
     if !checks.is_empty() {
-        let now = catalog::unvalidated_check_names(client, schema).await?;
-        let again: Vec<String> = now
-            .iter()
-            .filter(|c| !unvalidated.contains(c))
-            .map(|(table, name)| {
-                format!(
-                    "ALTER TABLE {} VALIDATE CONSTRAINT {}",
-                    qualified(schema, table),
-                    quote(name)
-                )
-            })
-            .collect();
-        if !again.is_empty() {
-            client
-                .batch_execute(&again.join(";\n"))
-                .await
-                .map_err(query_error(
-                    "validating again the constraints that were validated",
-                ))?;
-        }
+        validate_again(client, schema, unvalidated).await?;
     }
     Ok(Loaded {
         tables: manifest.tables.len(),
         rows: rows_total,
     })
+}
+
+/// After the CHECK constraints that were `NOT VALID` were declared again: an inherited
+/// copy validated on its own table came back with its parent's, not validated; validates
+/// it again, as it was (`before`: the constraints not validated before they were taken
+/// off; the rows passed the others at the source).
+pub(crate) async fn validate_again(
+    client: &Client,
+    schema: &str,
+    before: &[(String, String)],
+) -> Result<(), Error> {
+    let now = catalog::unvalidated_check_names(client, schema).await?;
+    let again: Vec<String> = now
+        .iter()
+        .filter(|c| !before.contains(c))
+        .map(|(table, name)| {
+            format!(
+                "ALTER TABLE {} VALIDATE CONSTRAINT {}",
+                qualified(schema, table),
+                quote(name)
+            )
+        })
+        .collect();
+    if again.is_empty() {
+        return Ok(());
+    }
+    client
+        .batch_execute(&again.join(";\n"))
+        .await
+        .map_err(query_error(
+            "validating again the constraints that were validated",
+        ))
 }
 
 fn loading(schema: &str, table: &Table) -> String {

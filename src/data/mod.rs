@@ -771,6 +771,17 @@ pub(crate) async fn build(
     Ok(applied)
 }
 
+/// What builds a schema by the migrations up to `revision`.
+fn build_change(revision: Option<i32>) -> SchemaChange {
+    match revision {
+        Some(target) => SchemaChange::Upgrade {
+            target: crate::target::Target::Version(target),
+            provision: true,
+        },
+        None => SchemaChange::Provision,
+    }
+}
+
 /// Builds the session's (empty or missing) schema by the migrations up to `revision`;
 /// whether any migration ran.
 pub(crate) async fn build_to(
@@ -780,14 +791,7 @@ pub(crate) async fn build_to(
     set: &MigrationSet,
 ) -> Result<bool, Error> {
     let state = session.observe().await?;
-    let change = match revision {
-        Some(target) => SchemaChange::Upgrade {
-            target: crate::target::Target::Version(target),
-            provision: true,
-        },
-        None => SchemaChange::Provision,
-    };
-    let plan = change
+    let plan = build_change(revision)
         .plan(schema, &state, set, session.settings())
         .map_err(|r| Error::failed(r.message(schema, schema)))?;
     let executed = session.execute(&plan).await.map_err(|e| match e {
@@ -802,6 +806,106 @@ pub(crate) async fn build_to(
         ),
     })?;
     Ok(!executed.versions.is_empty())
+}
+
+/// A dry run's try of [`build`]: builds the session's (empty, missing, or left by an
+/// interrupted import: `replace`) schema by the migrations up to `manifest`'s revision
+/// and checks it holds the archive's tables, in one transaction that is rolled back, so
+/// that the dry run finds what the run would and changes nothing. `Some` says why it was
+/// not tried (a migration that runs outside a transaction).
+pub(crate) async fn rehearse_build(
+    session: &mut Session<'_>,
+    schema: &str,
+    manifest: &Manifest,
+    set: &MigrationSet,
+    replace: bool,
+) -> Result<Option<String>, Error> {
+    let state = session.observe().await?;
+    let state = if replace {
+        // The import drops the leftover first: planned from an empty start.
+        crate::state::SchemaState {
+            schema_exists: false,
+            history_exists: false,
+            history: Ok(Vec::new()),
+            untracked: Default::default(),
+            unreachable: false,
+        }
+    } else {
+        state
+    };
+    let drop_first = replace.then(|| format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(schema)));
+    if let Some(untried) = try_build(
+        session,
+        &state,
+        schema,
+        manifest.revision,
+        set,
+        drop_first.as_deref(),
+    )
+    .await?
+    {
+        return Ok(Some(untried));
+    }
+    let checked = load::check_built(
+        session.client(),
+        schema,
+        &session.settings().history_table,
+        manifest,
+    )
+    .await;
+    session.end_rehearsal().await;
+    checked?;
+    Ok(None)
+}
+
+/// Builds the session's schema (as `state` finds it) by the migrations up to `revision`
+/// in a transaction left open for the caller to look at, then roll back with
+/// [`Session::end_rehearsal`] (`Ok(None)`); or tries nothing and says why (`Ok(Some)`: a
+/// migration that runs outside a transaction). A failure is the build's, rolled back.
+pub(crate) async fn try_build(
+    session: &mut Session<'_>,
+    state: &crate::state::SchemaState,
+    schema: &str,
+    revision: Option<i32>,
+    set: &MigrationSet,
+    first: Option<&str>,
+) -> Result<Option<String>, Error> {
+    let plan = build_change(revision)
+        .plan(schema, state, set, session.settings())
+        .map_err(|r| Error::failed(r.message(schema, schema)))?;
+    if let Some(file) = crate::runner::outside_transaction(&plan) {
+        return Ok(Some(format!(
+            "the migrations were not tried: {file} runs outside a transaction"
+        )));
+    }
+    session.rehearse(&plan, first).await.map_err(|e| {
+        Error::new(
+            e.kind(),
+            format!(
+                "building schema {} by the migrations: {}",
+                quote(schema),
+                e.message()
+            ),
+        )
+    })?;
+    Ok(None)
+}
+
+/// A restore's dry run: the new copy built beside `tenant`'s schema by the migrations to
+/// `manifest`'s revision and checked against the archive's tables, in a transaction that
+/// is rolled back ([`rehearse_build`]); `Some` says why it was not tried.
+pub async fn rehearse_restore(
+    cx: &Context<'_>,
+    tenant: &Tenant,
+    manifest: &Manifest,
+    set: &MigrationSet,
+) -> Result<Option<String>, Error> {
+    let fresh = beside(&tenant.schema_name, "$restoring");
+    let (pool, mut side) =
+        tenants::locked_schema(cx, &tenant.server, &fresh, &tenant.domain).await?;
+    let tried = rehearse_build(&mut side, &fresh, manifest, set, true).await;
+    side.close(&pool).await;
+    tried
 }
 
 /// Copies `from` into a new tenant described by `req`: its export streamed into an
@@ -1234,8 +1338,14 @@ pub async fn plan_import(
             quote(&schema)
         )));
     }
+    // The build tried, and rolled back: what the migrations make must hold the
+    // archive's tables, as the import checks once it has registered the tenant.
+    let (pool, mut session) = tenants::locked_schema(cx, &server, &schema, &req.domain).await?;
+    let tried = rehearse_build(&mut session, &schema, manifest, set, leftover).await;
+    session.close(&pool).await;
+    let untried = tried?;
     let message = format!(
-        "would {}register tenant {} on server {server} and build schema {} to revision {} with {} rows in {} tables from {}'s data; nothing was changed",
+        "would {}register tenant {} on server {server} and build schema {} to revision {} with {} rows in {} tables from {}'s data{}; nothing was changed",
         if leftover {
             "remove what an interrupted import left in its schema, "
         } else {
@@ -1246,7 +1356,8 @@ pub async fn plan_import(
         crate::output::revision(manifest.revision),
         manifest.rows(),
         manifest.tables.len(),
-        manifest.source.domain
+        manifest.source.domain,
+        untried.map(|u| format!(" ({u})")).unwrap_or_default()
     );
     Ok(ImportPlan {
         dry_run: true,

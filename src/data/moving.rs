@@ -80,6 +80,32 @@ pub struct Moved {
     pub message: String,
 }
 
+impl Moved {
+    /// The report of a command that left `tenant` on the server it is on, copying
+    /// nothing: `message` says what it did.
+    fn stayed(tenant: &Tenant, started: Instant, message: String) -> Moved {
+        Moved {
+            tenant: tenant.domain.clone(),
+            from_server: tenant.server.clone(),
+            to_server: tenant.server.clone(),
+            tables: 0,
+            rows: Some(0),
+            write_block_ms: 0,
+            duration_ms: started.elapsed().as_millis() as u64,
+            source_kept: true,
+            catchup_ms: None,
+            message,
+        }
+    }
+}
+
+fn already_there(tenant: &Tenant) -> String {
+    format!(
+        "tenant {} is already on server {}; nothing to do",
+        tenant.domain, tenant.server
+    )
+}
+
 /// What a move would do, checked without changing anything.
 #[derive(Debug, Serialize)]
 pub struct MovePlan {
@@ -93,9 +119,11 @@ pub struct MovePlan {
     pub to_server: String,
     /// Whether an interrupted move would be finished or undone first.
     pub unfinished: Option<String>,
-    /// Whether finishing or undoing that interrupted move is all the command would do.
+    /// Whether the command would move the tenant and drop an old copy (what its
+    /// confirmation asks about), rather than only finish or undo an interrupted move, or
+    /// do nothing.
     #[serde(skip)]
-    pub settles_unfinished: bool,
+    pub moves: bool,
     /// One sentence.
     pub message: String,
 }
@@ -259,6 +287,7 @@ pub async fn plan(
     to: &str,
     keep_source: bool,
     online: bool,
+    set: &MigrationSet,
 ) -> Result<MovePlan, Error> {
     cx.servers.get(to)?;
     let journal = registry.move_journal(tenant.id).await?;
@@ -270,8 +299,20 @@ pub async fn plan(
         .as_ref()
         .zip(settle)
         .map(|(j, s)| describe_unfinished(j, s, &tenant.domain));
+    if journal.is_none() && to == tenant.server {
+        return Ok(MovePlan {
+            dry_run: true,
+            tenant: tenant.domain.clone(),
+            from_server: tenant.server.clone(),
+            to_server: to.to_string(),
+            unfinished: None,
+            moves: false,
+            message: already_there(tenant),
+        });
+    }
     // Moving a tenant with an unswitched move to the server it is on undoes that move.
     let undo_only = settle == Some(Settle::Undo) && to == tenant.server;
+    let mut untried = None;
     if settle.is_none_or(|s| s == Settle::Undo) && !undo_only {
         // An online move's prerequisites first, as the move checks them (after an
         // unfinished move is settled, whose leftovers they would count).
@@ -279,6 +320,33 @@ pub async fn plan(
             super::online::check(cx, tenant, to).await?;
         }
         preflight(cx, tenant, to, journal.as_ref()).await?;
+        if journal.is_none() {
+            // The copy is built by the local migrations to the tenant's revision: its
+            // history must be theirs, as the move checks it.
+            let (pool, session) =
+                tenants::locked_schema(cx, &tenant.server, &tenant.schema_name, &tenant.domain)
+                    .await?;
+            let checked = async {
+                let history = data::readable_history(&session, tenant).await?;
+                data::check_history(&history, set, &format!("of tenant {}", tenant.domain))
+            }
+            .await;
+            session.close(&pool).await;
+            let revision = checked?;
+            // The target's copy built and checked as the move would, then rolled back.
+            untried = if online {
+                super::online::rehearse(cx, tenant, to, revision, set).await?
+            } else {
+                let manifest = data::peek(cx, tenant).await?;
+                let (pool, mut target) =
+                    tenants::locked_schema(cx, to, &tenant.schema_name, &tenant.domain).await?;
+                let tried =
+                    data::rehearse_build(&mut target, &tenant.schema_name, &manifest, set, false)
+                        .await;
+                target.close(&pool).await;
+                tried?
+            };
+        }
     }
     let message = match (&journal, &unfinished, settle) {
         (Some(j), Some(u), Some(Settle::Finish | Settle::Switch)) if j.to_server == to => {
@@ -292,11 +360,12 @@ pub async fn plan(
             format!("would undo: {u}; the tenant stays on server {to}")
         }
         (_, u, _) => format!(
-            "{}would copy tenant {} from server {} to server {to} under a write fence, switch the registry, then {} the old copy; nothing was changed",
+            "{}would copy tenant {} from server {} to server {to} under a write fence, switch the registry, then {} the old copy{}; nothing was changed",
             u.as_ref().map(|u| format!("{u}; then ")).unwrap_or_default(),
             tenant.domain,
             tenant.server,
-            if keep_source { "rename" } else { "drop" }
+            if keep_source { "rename" } else { "drop" },
+            untried.map(|u| format!(" ({u})")).unwrap_or_default()
         ),
     };
     Ok(MovePlan {
@@ -305,7 +374,7 @@ pub async fn plan(
         from_server: tenant.server.clone(),
         to_server: to.to_string(),
         unfinished,
-        settles_unfinished: undo_only || settle.is_some_and(|s| s != Settle::Undo),
+        moves: !(undo_only || settle.is_some_and(|s| s != Settle::Undo)),
         message,
     })
 }
@@ -525,6 +594,11 @@ pub(crate) async fn run(
                 tenant.domain, tenant.server
             )));
         }
+        // Already there (a rerun of a move that finished): nothing to do, as an upgrade
+        // of an up-to-date tenant has nothing to do.
+        if tenant.server == to {
+            return Ok(Moved::stayed(&tenant, started, already_there(&tenant)));
+        }
         if let How::Online = how {
             if tenant.server != to {
                 super::online::check(cx, &tenant, to).await?;
@@ -578,21 +652,20 @@ async fn after_failure(
     // The cause's own message, without the full stop that would come before the rest.
     let e = Error::new(e.kind(), e.to_string().trim_end_matches('.').to_string());
     match undo(cx, registry, tenant, journal).await {
-        Ok(true) => Err(Error::new(
+        Ok(Undone::Done(left)) => Err(Error::new(
             e.kind(),
             format!(
                 "{e}; the move was undone: tenant {} stays on server {} as it was{}",
                 tenant.domain,
                 tenant.server,
-                if cx.servers.get(&journal.to_server).is_ok() {
-                    ", and nothing of it is left on either server"
-                } else {
-                    ""
+                match left {
+                    None => ", and nothing of it is left on either server".to_string(),
+                    Some(left) => format!("; {left}"),
                 }
             ),
         )),
         // The switch committed although this process did not hear so: finish.
-        Ok(false) => {
+        Ok(Undone::Switched) => {
             let mut finished = finish_switched(cx, registry, tenant, journal, started).await?;
             finished.message = format!(
                 "{} (the registry switch had committed although its answer was lost: {e})",
@@ -624,8 +697,13 @@ pub(crate) async fn recover(
     let Some(j) = registry.move_journal(tenant.id).await? else {
         return Ok(None);
     };
-    super::online::cleanup(cx, &j, tenant.id).await?;
+    // What could not be done on the target stops the rerun, unless the move is to be
+    // undone: the undo puts the source back first, whatever the target says.
+    let target_problem = super::online::cleanup_parts(cx, &j, tenant.id).await?;
     let mut how = settle(cx, &j, tenant, to).await?;
+    if let (Some(e), false) = (target_problem, how == Settle::Undo) {
+        return Err(e);
+    }
     if how == Settle::Switch {
         let event = event_for(tenant, "move (finished)", OffsetDateTime::now_utc())?;
         registry
@@ -633,9 +711,13 @@ pub(crate) async fn recover(
             .await?;
         how = Settle::Finish;
     }
-    if how == Settle::Undo && !undo(cx, registry, tenant, &j).await? {
-        // The registry switched meanwhile: finish instead.
-        how = Settle::Finish;
+    let mut left = None;
+    if how == Settle::Undo {
+        match undo(cx, registry, tenant, &j).await? {
+            // The registry switched meanwhile: finish instead.
+            Undone::Switched => how = Settle::Finish,
+            Undone::Done(l) => left = l,
+        }
     }
     if how == Settle::Finish {
         let finished = finish_switched(cx, registry, tenant, &j, started).await?;
@@ -650,21 +732,20 @@ pub(crate) async fn recover(
     if to != tenant.server {
         return Ok(None);
     }
-    Ok(Some(Moved {
-        tenant: tenant.domain.clone(),
-        from_server: tenant.server.clone(),
-        to_server: tenant.server.clone(),
-        tables: 0,
-        rows: Some(0),
-        write_block_ms: 0,
-        duration_ms: started.elapsed().as_millis() as u64,
-        source_kept: true,
-        catchup_ms: None,
-        message: format!(
-            "undid the interrupted move of tenant {} to server {}: its partial copy there was dropped, and the tenant stays on server {} as it was",
-            tenant.domain, j.to_server, tenant.server
-        ),
-    }))
+    Ok(Some(Moved::stayed(
+        tenant,
+        started,
+        match left {
+            None => format!(
+                "undid the interrupted move of tenant {} to server {}: its partial copy there was dropped, and the tenant stays on server {} as it was",
+                tenant.domain, j.to_server, tenant.server
+            ),
+            Some(left) => format!(
+                "undid the interrupted move of tenant {} to server {}: {left}",
+                tenant.domain, j.to_server
+            ),
+        },
+    )))
 }
 
 /// Undoes the unswitched move `j`: claims it (so no switch can follow), removes its
@@ -676,11 +757,13 @@ async fn undo(
     registry: &Registry<'_>,
     tenant: &Tenant,
     j: &MoveJournal,
-) -> Result<bool, Error> {
+) -> Result<Undone, Error> {
     if !registry.claim_undo(tenant.id).await? {
-        return Ok(false);
+        return Ok(Undone::Switched);
     }
-    super::online::cleanup(cx, j, tenant.id).await?;
+    // The source first: once it is back, the tenant is available whatever the target
+    // says.
+    let target_problem = super::online::cleanup_parts(cx, j, tenant.id).await?;
     if fenced(cx, j, &tenant.domain).await? {
         let source = cx.servers.target(&j.from_server)?.connect().await?;
         source
@@ -697,9 +780,51 @@ async fn undo(
                 tenant.domain
             )))?;
     }
-    undo_copy(cx, j, &tenant.domain).await?;
+    let left = format!(
+        "tenant {} is back on server {} and available, but its partial copy on server {} (schema {}) is left",
+        tenant.domain,
+        j.from_server,
+        j.to_server,
+        quote(&j.schema_name)
+    );
+    if cx.servers.get(&j.to_server).is_err() {
+        // The target was taken out of the configuration: what is left there cannot be
+        // reached from here, and the undo is done on the source alone.
+        registry.end_move(tenant.id).await?;
+        return Ok(Undone::Done(Some(format!(
+            "{left}, because server {} is no longer in the configuration: drop that schema there by hand if the server still exists{}",
+            j.to_server,
+            target_problem
+                .map(|e| format!("; {}", e.message().trim_end_matches('.')))
+                .unwrap_or_default()
+        ))));
+    }
+    let on_target = match target_problem {
+        Some(e) => Err(e),
+        None => undo_copy(cx, j, &tenant.domain).await,
+    };
+    if let Err(e) = on_target {
+        // The journal stays (`undoing`): the tenant's other commands wait for the rerun
+        // that removes what is left on the target.
+        return Err(Error::new(
+            e.kind(),
+            format!(
+                "{left}: {}; run the same `tenant move` again once server {} answers (or take it out of the configuration) to finish the undo",
+                e.message().trim_end_matches('.'),
+                j.to_server
+            ),
+        ));
+    }
     registry.end_move(tenant.id).await?;
-    Ok(true)
+    Ok(Undone::Done(None))
+}
+
+/// How an [`undo`] ended.
+enum Undone {
+    /// The registry had switched: nothing was undone, the move is to be finished.
+    Switched,
+    /// Undone; with what was left behind and why, when something was.
+    Done(Option<String>),
 }
 
 /// Drops the target's partial copy of an interrupted move, under that schema's lock on

@@ -598,6 +598,51 @@ async fn quiet_triggers(target: &Client, schema: &str) -> Result<(), Error> {
         .map_err(query_error("disabling the target's triggers for the copy"))
 }
 
+/// The target's CHECK constraints that are `NOT VALID` (on tables and domains), taken
+/// off for the copy as a load takes them off, and the names of those not validated
+/// before.
+struct Unbound {
+    checks: Vec<catalog::Unvalidated>,
+    before: Vec<(String, String)>,
+}
+
+/// Takes the target's `NOT VALID` CHECK constraints off for the copy: they bind new rows
+/// only, and the source may hold rows older than them, which the initial copy (a `COPY`)
+/// would be refused; [`bind_checks`] declares them again at the cutover, still not
+/// validated.
+async fn unbind_checks(target: &Client, schema: &str) -> Result<Unbound, Error> {
+    let unbound = Unbound {
+        checks: catalog::unvalidated_checks(target, schema).await?,
+        before: catalog::unvalidated_check_names(target, schema).await?,
+    };
+    if !unbound.checks.is_empty() {
+        let sql: Vec<String> = unbound.checks.iter().map(|c| c.drop(schema)).collect();
+        target
+            .batch_execute(&sql.join("; "))
+            .await
+            .map_err(query_error(
+                "taking the target's constraints that are not validated off for the copy",
+            ))?;
+    }
+    Ok(unbound)
+}
+
+/// With the subscription stopped: declares the constraints [`unbind_checks`] took off
+/// again, not validated, as they were.
+async fn bind_checks(target: &Client, schema: &str, unbound: &Unbound) -> Result<(), Error> {
+    if unbound.checks.is_empty() {
+        return Ok(());
+    }
+    let sql: Vec<String> = unbound.checks.iter().rev().map(|c| c.add(schema)).collect();
+    target
+        .batch_execute(&sql.join("; "))
+        .await
+        .map_err(query_error(
+            "declaring the target's constraints that are not validated again",
+        ))?;
+    super::load::validate_again(target, schema, &unbound.before).await
+}
+
 /// With the subscription stopped: sets each of the target's triggers and rules as the
 /// source's is (`source`: the fenced transaction, so none changes meanwhile) and checks
 /// that they now match.
@@ -780,22 +825,92 @@ async fn differ(
     Ok(d)
 }
 
+/// An online move's dry run: the target's copy built by the migrations to the source's
+/// `revision` in a transaction that is rolled back, and compared with the source as the
+/// move compares it; `Some` says why the build was not tried.
+pub(crate) async fn rehearse(
+    cx: &Context<'_>,
+    tenant: &Tenant,
+    to: &str,
+    revision: Option<i32>,
+    set: &MigrationSet,
+) -> Result<Option<String>, Error> {
+    let schema = &tenant.schema_name;
+    let source = cx.servers.target(&tenant.server)?.connect().await?;
+    let catalog = catalog::read(&source, schema, &cx.settings.history_table).await?;
+    let (pool, mut target) = tenants::locked_schema(cx, to, schema, &tenant.domain).await?;
+    let tried = async {
+        let state = target.observe().await?;
+        if let Some(untried) =
+            data::try_build(&mut target, &state, schema, revision, set, None).await?
+        {
+            return Ok(Some(untried));
+        }
+        let differences = differ(
+            &source,
+            &catalog,
+            target.client(),
+            schema,
+            &cx.settings.history_table,
+        )
+        .await;
+        target.end_rehearsal().await;
+        let differences = differences?;
+        if !differences.is_empty() {
+            return Err(differs(revision, &differences));
+        }
+        Ok(None)
+    }
+    .await;
+    target.close(&pool).await;
+    tried
+}
+
+fn differs(revision: Option<i32>, differences: &[String]) -> Error {
+    Error::setup(format!(
+        "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
+        crate::output::revision(revision),
+        differences.join("; ")
+    ))
+}
+
 /// Removes a move's subscription (target), slot and publication (source), whichever
 /// exist. The slot is dropped from the source even when the target cannot be reached.
 pub async fn cleanup(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) -> Result<(), Error> {
-    let name = replication_name(tenant_id);
-    let mut problems = Vec::new();
-    match cx.servers.target(&j.to_server)?.connect().await {
-        Ok(target) => {
-            if let Err(e) = drop_subscription(&target, &name).await {
-                problems.push(e.to_string());
-            }
-        }
-        Err(e) => problems.push(format!(
-            "the target server {} could not be reached to drop subscription {name} (drop it there by hand: ALTER SUBSCRIPTION {name} DISABLE; ALTER SUBSCRIPTION {name} SET (slot_name = NONE); DROP SUBSCRIPTION {name}): {e}",
-            j.to_server
-        )),
+    match cleanup_parts(cx, j, tenant_id).await? {
+        None => Ok(()),
+        Some(target) => Err(target),
     }
+}
+
+/// [`cleanup`], telling apart what failed on the target (`Ok(Some)`: the target's
+/// subscription was not dropped, because the target was not reached, is no longer
+/// configured, or refused) from a failure on the source (`Err`).
+pub(crate) async fn cleanup_parts(
+    cx: &Context<'_>,
+    j: &MoveJournal,
+    tenant_id: i64,
+) -> Result<Option<Error>, Error> {
+    let name = replication_name(tenant_id);
+    let by_hand = format!(
+        "drop it there by hand if it exists: ALTER SUBSCRIPTION {name} DISABLE; ALTER SUBSCRIPTION {name} SET (slot_name = NONE); DROP SUBSCRIPTION {name}"
+    );
+    let target_problem = match cx.servers.target(&j.to_server) {
+        Err(_) => Some(Error::setup(format!(
+            "server {} is no longer in the configuration, so its subscription {name} was not looked for ({by_hand})",
+            j.to_server
+        ))),
+        Ok(target) => match target.connect().await {
+            Ok(target) => drop_subscription(&target, &name).await.err(),
+            Err(e) => Some(Error::new(
+                e.kind(),
+                format!(
+                    "the target server {} could not be reached to drop subscription {name} ({by_hand}): {e}",
+                    j.to_server
+                ),
+            )),
+        },
+    };
     let source = cx.servers.target(&j.from_server)?.connect().await?;
     drop_slot(&source, &name).await?;
     // The initial copy's own slots (`pg_OID_sync_...`), left when the target went away
@@ -831,11 +946,7 @@ pub async fn cleanup(cx: &Context<'_>, j: &MoveJournal, tenant_id: i64) -> Resul
         .batch_execute(&format!("DROP PUBLICATION IF EXISTS {}", quote(&name)))
         .await
         .map_err(query_error("dropping the move's publication"))?;
-    if problems.is_empty() {
-        Ok(())
-    } else {
-        Err(Error::failed(problems.join("; ")))
-    }
+    Ok(target_problem)
 }
 
 async fn drop_subscription(target: &Client, name: &str) -> Result<(), Error> {
@@ -1038,14 +1149,16 @@ pub(crate) async fn replicate(
         data::build_to(&mut target, schema, revision, set).await?;
         // The source as it is must be what the migrations build: a table or a column
         // made by hand would not be replicated.
-        let differences =
-            differ(client, &catalog, target.client(), schema, &cx.settings.history_table).await?;
+        let differences = differ(
+            client,
+            &catalog,
+            target.client(),
+            schema,
+            &cx.settings.history_table,
+        )
+        .await?;
         if !differences.is_empty() {
-            return Err(Error::setup(format!(
-                "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
-                crate::output::revision(revision),
-                differences.join("; ")
-            )));
+            return Err(differs(revision, &differences));
         }
         let tables: Vec<String> = catalog
             .tables
@@ -1060,11 +1173,12 @@ pub(crate) async fn replicate(
                 .map_err(query_error("emptying the target's tables"))?;
         }
         quiet_triggers(target.client(), schema).await?;
-        Ok::<_, Error>(tables)
+        let checks = unbind_checks(target.client(), schema).await?;
+        Ok::<_, Error>((tables, checks))
     }
     .await;
     target.close(&target_pool).await;
-    let tables = built?;
+    let (tables, checks) = built?;
     let publish = if tables.is_empty() {
         format!("CREATE PUBLICATION {}", quote(&name))
     } else {
@@ -1178,6 +1292,7 @@ pub(crate) async fn replicate(
         &fence_catalog,
         schema,
         &name,
+        &checks,
     )
     .await?;
     crate::failpoint!("online.caught-up");
@@ -1201,6 +1316,7 @@ async fn cutover(
     fenced: &catalog::Catalog,
     schema: &str,
     name: &str,
+    checks: &Unbound,
 ) -> Result<(), Error> {
     let lsn: String = client
         .query_one("SELECT pg_catalog.pg_current_wal_lsn()::text", &[])
@@ -1258,6 +1374,7 @@ async fn cutover(
             .map_err(query_error("setting the target's sequences"))?;
     }
     carry_switches(client, target, schema).await?;
+    bind_checks(target, schema, checks).await?;
     // The publication lists the old copy's tables: left in place, it would count as an
     // object depending on them.
     client

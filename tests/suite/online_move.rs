@@ -876,6 +876,84 @@ fn a_tenant_with_its_own_types_moves_online() {
     s.no_replication_objects();
 }
 
+/// CHECK constraints added `NOT VALID` over rows that break them (on a table, on its
+/// inheritance child only through it, and on a domain), as a migration adds a rule that
+/// binds new rows only.
+const UNVALIDATED: (&str, &str) = (
+    "V1__unvalidated.sql",
+    "CREATE DOMAIN score AS integer;\n\
+     CREATE TABLE people (id bigint PRIMARY KEY, age integer NOT NULL, s score);\n\
+     CREATE TABLE staff (role text) INHERITS (people);\n\
+     ALTER TABLE staff ADD PRIMARY KEY (id);\n\
+     INSERT INTO people VALUES (1, -5, -1), (2, 40, 3);\n\
+     INSERT INTO staff VALUES (3, -7, -2, 'old');\n\
+     ALTER TABLE people ADD CONSTRAINT adult CHECK (age >= 18) NOT VALID;\n\
+     ALTER DOMAIN score ADD CONSTRAINT non_negative CHECK (VALUE >= 0) NOT VALID;\n",
+);
+
+/// Every CHECK constraint of `schema`'s tables and domains: (owner, name, validated,
+/// definition).
+fn checks(c: &Cluster, schema: &str) -> Vec<(String, String, bool, String)> {
+    client_of(c)
+        .query(
+            "SELECT coalesce(t.relname, d.typname)::text, c.conname::text, c.convalidated, \
+                    pg_get_constraintdef(c.oid) \
+             FROM pg_constraint c LEFT JOIN pg_class t ON t.oid = c.conrelid \
+             LEFT JOIN pg_type d ON d.oid = c.contypid \
+             JOIN pg_namespace n ON n.oid = coalesce(t.relnamespace, d.typnamespace) \
+             WHERE n.nspname = $1 AND c.contype = 'c' ORDER BY 1, 2",
+            &[&schema],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| (r.get(0), r.get(1), r.get(2), r.get(3)))
+        .collect()
+}
+
+/// Rows older than a `NOT VALID` CHECK constraint break it; the initial copy must not be
+/// refused for them, and the constraint must still bind new rows, not validated, after.
+#[test]
+fn not_valid_checks_over_old_rows_move_online_and_stay_not_valid() {
+    let s = setting(
+        vec![("a", cluster(LOGICAL)), ("b", cluster(""))],
+        &[UNVALIDATED],
+    );
+    let (_, schema) = s.create("unchecked", "a");
+    // The rows the migration wrote before its constraints, and one that keeps to them.
+    client_of(s.server("a"))
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".staff VALUES (11, 20, 2, 'newer')"
+        ))
+        .unwrap();
+    let rows = fingerprint(s.server("a"), &schema);
+    let before = checks(s.server("a"), &schema);
+    assert!(
+        before.iter().any(|c| !c.2),
+        "the setup has no constraint that is not validated: {before:?}"
+    );
+    let run = s.move_online("unchecked", "b");
+    run.expect(0);
+    intact(&s, "unchecked", &schema, "b", &rows);
+    assert_eq!(checks(s.server("b"), &schema), before);
+    // Still binding new rows.
+    let mut target = client_of(s.server("b"));
+    for insert in [
+        format!("INSERT INTO \"{schema}\".people VALUES (20, 3, 1)"),
+        format!("INSERT INTO \"{schema}\".staff VALUES (21, 3, 1, 'new')"),
+        format!("INSERT INTO \"{schema}\".people VALUES (22, 30, -1)"),
+    ] {
+        let e = target.batch_execute(&insert).unwrap_err();
+        assert_eq!(
+            e.code(),
+            Some(&postgres::error::SqlState::CHECK_VIOLATION),
+            "{insert}: {e}"
+        );
+    }
+    no_copy_on(s.server("a"), &schema);
+    assert_eq!(s.journal(), vec![]);
+    s.no_replication_objects();
+}
+
 /// A move to another database of the same cluster: the subscription's slot cannot be
 /// made by the CREATE SUBSCRIPTION itself there (it would wait for its own transaction).
 #[test]

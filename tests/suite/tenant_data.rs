@@ -996,6 +996,131 @@ fn damaged_archives_and_changed_migrations_are_refused_with_nothing_registered()
     .expect(0);
 }
 
+/// A dry run of an import, a clone or a restore tries the build it would make (the
+/// migrations to the archive's revision, then the check that they make the archive's
+/// tables) in a transaction it rolls back: it refuses what the run would refuse after
+/// registering the tenant, and leaves nothing. A migration that runs outside a
+/// transaction cannot be tried; the dry run says so.
+#[test]
+fn dry_runs_try_the_build_and_refuse_what_the_run_would() {
+    let dir = fixture();
+    let (db, t) = ready_with(dir.path());
+    source(&db, &t);
+    // A column made by hand, outside the migrations: the archive carries it, and no
+    // schema the migrations build has it.
+    db.client()
+        .batch_execute("ALTER TABLE tenant_src.settings ADD COLUMN by_hand text")
+        .unwrap();
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("src.tnt");
+    export_to(&t, "src", &archive);
+    let file = archive.to_str().unwrap();
+    let unchanged = |what: &str, count: i64, schemas: &[String]| {
+        assert_eq!(tenant_count(&db), count, "{what}: nothing registered");
+        assert_eq!(user_schemas(&db), schemas, "{what}: no schema left");
+    };
+    let count = tenant_count(&db);
+    let schemas = user_schemas(&db);
+    for dry in [true, false] {
+        let mut import = vec!["tenant", "import", file, "--as", "copy", "--name", "C"];
+        let mut clone = vec!["tenant", "clone", "src", "copy2", "--name", "C"];
+        if dry {
+            import.push("--dry-run");
+            clone.push("--dry-run");
+        }
+        for args in [&import, &clone] {
+            let run = t.run(args);
+            expect_error(&run, 3, &["by_hand"]);
+            unchanged(&format!("{args:?}"), count, &schemas);
+        }
+    }
+    let before = snapshot(&db, "tenant_src");
+    for args in [&["--dry-run"][..], &["--yes"][..]] {
+        let mut argv = vec!["tenant", "restore", "src", file];
+        argv.extend_from_slice(args);
+        let run = t.run(&argv);
+        expect_error(&run, 3, &["by_hand"]);
+        unchanged(&format!("{argv:?}"), count, &schemas);
+    }
+    assert!(
+        snapshot(&db, "tenant_src") == before,
+        "the restore's dry run changed the tenant"
+    );
+
+    // Without the column, the dry runs try the build, find nothing wrong, leave nothing.
+    db.client()
+        .batch_execute("ALTER TABLE tenant_src.settings DROP COLUMN by_hand")
+        .unwrap();
+    let archive = work.path().join("src-2.tnt");
+    export_to(&t, "src", &archive);
+    let file = archive.to_str().unwrap();
+    for args in [
+        &[
+            "tenant",
+            "import",
+            file,
+            "--as",
+            "copy",
+            "--name",
+            "C",
+            "--dry-run",
+        ][..],
+        &[
+            "tenant",
+            "clone",
+            "src",
+            "copy2",
+            "--name",
+            "C",
+            "--dry-run",
+        ][..],
+        &["tenant", "restore", "src", file, "--dry-run"][..],
+    ] {
+        let run = t.run(args);
+        run.expect(0);
+        assert!(
+            run.stdout.contains("nothing was changed") && !run.stdout.contains("not tried"),
+            "{args:?}: {}",
+            run.stdout
+        );
+        unchanged(&format!("{args:?}"), count, &schemas);
+    }
+
+    // A migration outside a transaction: not tried, and the dry run says so.
+    std::fs::write(
+        dir.path().join("V3__index.sql"),
+        "-- tenantctl: no-transaction\nCREATE INDEX CONCURRENTLY settings_value_idx ON settings (value);\n",
+    )
+    .unwrap();
+    t.run(&["upgrade", "--tenant", "src"]).expect(0);
+    let archive = work.path().join("src-3.tnt");
+    export_to(&t, "src", &archive);
+    let file = archive.to_str().unwrap();
+    let schemas = user_schemas(&db);
+    let run = t.run(&[
+        "tenant",
+        "import",
+        file,
+        "--as",
+        "copy",
+        "--name",
+        "C",
+        "--dry-run",
+    ]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("the migrations were not tried")
+            && run.stdout.contains("V3__index")
+            && run.stdout.contains("outside a transaction"),
+        "{}",
+        run.stdout
+    );
+    unchanged("the untried dry run", count, &schemas);
+    // The import itself runs it.
+    t.run(&["tenant", "import", file, "--as", "copy", "--name", "C"])
+        .expect(0);
+}
+
 #[test]
 fn unsupported_content_is_refused_at_export_with_no_file_left() {
     let dir = fixture();

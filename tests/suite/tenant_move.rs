@@ -518,9 +518,16 @@ fn a_move_left_switched_by_an_earlier_version_keeps_its_old_copy_renamed_never_d
                 .get(0);
         assert_eq!(renamed, 1, "{domain}: the old copy must be kept, renamed");
         assert_eq!(table_contents(&mut client_of(&f.b), &schema), on_b);
-        // A second rerun has nothing left to do.
+        // A second rerun has nothing left to do, and says so with success (a script that
+        // reruns a move it saw die does not fail once it has finished).
         let again = f.t.run(&["tenant", "move", domain, "--to", "b", "--yes"]);
-        expect_error(&again, 2, &["already on server b"]);
+        again.expect(0);
+        assert!(
+            again.stdout.contains("already on server b; nothing to do"),
+            "{}",
+            again.stdout
+        );
+        assert_eq!(table_contents(&mut client_of(&f.b), &schema), on_b);
     }
 }
 
@@ -533,6 +540,80 @@ fn kill_move_at(f: &Two, domain: &str, to: &str, failpoint: &str) {
             .spawn(&["tenant", "move", domain, "--to", to, "--yes"]);
     child.wait_for_stderr(&format!("failpoint {failpoint}"));
     child.kill();
+}
+
+/// An interrupted move undone while its target is down: the source is put back first
+/// (the tenant is available again at once), the command says what is left and exits 3,
+/// and the rerun once the target answers removes it. With the target taken out of the
+/// configuration, the undo is done on the source alone and says what is left there.
+#[test]
+fn an_interrupted_move_is_undone_on_the_source_when_its_target_is_down_or_gone() {
+    let f = two();
+    let mut before = BTreeMap::new();
+    for domain in ["down", "gone"] {
+        let schema = tenant(&f, domain, 20);
+        before.insert(domain, table_contents(&mut f.db.client(), &schema));
+        // Killed with the old copy fenced: the tenant is unavailable until the rerun.
+        kill_move_at(&f, domain, "b", "move.source-fenced");
+        assert!(!schema_exists(&f.db, &schema), "{domain}: not fenced");
+    }
+    f.b.stop();
+    let run =
+        f.t.run(&["tenant", "move", "down", "--to", "default", "--yes"]);
+    expect_error(
+        &run,
+        3,
+        &[
+            "tenant down is back on server default and available",
+            "partial copy on server b",
+            "once server b answers",
+        ],
+    );
+    assert_eq!(
+        table_contents(&mut f.db.client(), "tenant_down"),
+        before["down"],
+        "the source is back whole"
+    );
+    assert_eq!(identity(&f.db, "down").4, "default");
+    // The undo is unfinished: other commands still leave the tenant alone.
+    let archive = f.config.path().join("down.tenant");
+    expect_error(
+        &f.t.run(&["tenant", "export", "down", "-f", archive.to_str().unwrap()]),
+        1,
+        &["unfinished move"],
+    );
+    assert!(!archive.exists());
+    f.b.start_again();
+    let run =
+        f.t.run(&["tenant", "move", "down", "--to", "default", "--yes"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("undid the interrupted move"),
+        "{}",
+        run.stdout
+    );
+    assert!(!schema_on(&mut client_of(&f.b), "tenant_down"));
+
+    // Server b taken out of the configuration: nothing can be done there from here.
+    std::fs::write(f.config.path().join("tenants.toml"), "").unwrap();
+    let run =
+        f.t.run(&["tenant", "move", "gone", "--to", "default", "--yes"]);
+    run.expect(0);
+    for part in [
+        "tenant gone is back on server default and available",
+        "partial copy on server b (schema \"tenant_gone\") is left",
+        "no longer in the configuration",
+    ] {
+        assert!(run.stdout.contains(part), "{part}: {}", run.stdout);
+    }
+    assert_eq!(
+        table_contents(&mut f.db.client(), "tenant_gone"),
+        before["gone"]
+    );
+    assert_eq!(identity(&f.db, "gone").4, "default");
+    assert!(journal(&f.db).is_empty());
+    // What was left on b is left alone: it is not this command's to drop.
+    assert!(schema_on(&mut client_of(&f.b), "tenant_gone"));
 }
 
 #[test]
@@ -621,10 +702,26 @@ fn refused_moves_change_nothing() {
     expect_error(&run, 2, &["nope"]);
     same("unknown server");
 
-    let run =
-        f.t.run(&["tenant", "move", "rf", "--to", "default", "--yes"]);
-    expect_error(&run, 2, &["already on server default"]);
-    same("already there");
+    // Moving a tenant to the server it is on changes nothing and succeeds, dry or not,
+    // with or without --online, without asking.
+    for extra in [
+        &[][..],
+        &["--dry-run"],
+        &["--online"],
+        &["--online", "--dry-run"],
+    ] {
+        let mut args = vec!["tenant", "move", "rf", "--to", "default"];
+        args.extend_from_slice(extra);
+        let run = f.t.run(&args);
+        run.expect(0);
+        assert!(
+            run.stdout
+                .contains("tenant rf is already on server default; nothing to do"),
+            "{extra:?}: {}",
+            run.stdout
+        );
+        same("already there");
+    }
 
     let mut on_b = client_of(&f.b);
     on_b.batch_execute(&format!("CREATE SCHEMA \"{schema}\""))
@@ -683,6 +780,58 @@ fn refused_moves_change_nothing() {
     }
     f.db.client()
         .batch_execute(&format!("DROP SCHEMA \"{moving}\""))
+        .unwrap();
+
+    // A history the local migrations do not account for: the copy could not be built
+    // by them. Refused alike by the dry run and the move.
+    f.db.client()
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".refinery_schema_history (version, name, applied_on, checksum) \
+             VALUES (99, 'elsewhere', '2026-01-01T00:00:00Z', '1')"
+        ))
+        .unwrap();
+    let drifted = world(&f, "rf", &schema);
+    for args in [&["--dry-run"][..], &["--yes"][..]] {
+        let mut argv = vec!["tenant", "move", "rf", "--to", "b"];
+        argv.extend_from_slice(args);
+        let run = f.t.run(&argv);
+        expect_error(&run, 3, &["99"]);
+        assert_eq!(
+            world(&f, "rf", &schema),
+            drifted,
+            "{args:?}: drifted history"
+        );
+    }
+    f.db.client()
+        .batch_execute(&format!(
+            "DELETE FROM \"{schema}\".refinery_schema_history WHERE version = 99"
+        ))
+        .unwrap();
+
+    // A column made by hand, which the copy (built by the migrations) would not have:
+    // the dry run tries the build on the target, rolled back, and refuses as the move
+    // does, with or without --keep-source.
+    f.db.client()
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".members ADD COLUMN by_hand text"
+        ))
+        .unwrap();
+    let by_hand = world(&f, "rf", &schema);
+    for args in [&["--dry-run"][..], &["--yes"][..], &["--keep-source"][..]] {
+        let mut argv = vec!["tenant", "move", "rf", "--to", "b"];
+        argv.extend_from_slice(args);
+        let run = f.t.run(&argv);
+        expect_error(&run, 3, &["by_hand"]);
+        assert_eq!(
+            world(&f, "rf", &schema),
+            by_hand,
+            "{args:?}: a column by hand"
+        );
+    }
+    f.db.client()
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".members DROP COLUMN by_hand"
+        ))
         .unwrap();
 
     f.b.stop();

@@ -18,10 +18,20 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     let set = ctx.migrations()?;
     let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
     let cx = ctx.one_tenant(&events);
+    // The move's checks, its build on the target tried and rolled back.
+    let plan = || {
+        moving::plan(
+            &cx,
+            registry,
+            tenant,
+            to,
+            args.keep_source,
+            args.online,
+            &set,
+        )
+    };
     if args.dry_run {
-        let plan =
-            async { moving::plan(&cx, registry, tenant, to, args.keep_source, args.online).await }
-                .await;
+        let plan = plan().await;
         drop(events);
         reporting.finish().await;
         let mut plan = plan?;
@@ -40,9 +50,9 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     }
     if !args.keep_source {
         // Checked before asking, so a move that would be refused asks nothing.
-        let plan = moving::plan(&cx, registry, tenant, to, args.keep_source, args.online).await?;
+        let plan = plan().await?;
         // Finishing or undoing an interrupted move was confirmed when it started.
-        if !plan.settles_unfinished {
+        if plan.moves {
             crate::cli::confirm::confirm(
             &format!(
                 "this moves tenant {} to server {to} and then DROPS its old copy, schema {} on server {} (pass --keep-source to keep it renamed).",

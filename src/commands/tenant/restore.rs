@@ -54,15 +54,22 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             None => data::stream::verify(Box::new(std::io::stdin()), "on standard input").await?,
         };
         data::check_migrations(&m, &set, &label)?;
+        let (events, reporting) = reporter::start(&ctx.out, "tenant restore", Style::Single);
+        let cx = ctx.one_tenant(&events);
+        let tried = data::rehearse_restore(&cx, &tenant, &m, &set).await;
+        drop(events);
+        reporting.finish().await;
+        let untried = tried?;
         let message = format!(
-            "would replace tenant {}'s schema {} (revision {}) with {}'s data at revision {}: {} rows in {} tables; nothing was changed",
+            "would replace tenant {}'s schema {} (revision {}) with {}'s data at revision {}: {} rows in {} tables{}; nothing was changed",
             tenant.domain,
             quote(&tenant.schema_name),
             crate::output::revision(tenant.current_revision),
             m.source.domain,
             crate::output::revision(m.revision),
             m.rows(),
-            m.tables.len()
+            m.tables.len(),
+            untried.map(|u| format!(" ({u})")).unwrap_or_default()
         );
         if ctx.out.is_json() {
             ctx.out.json(&serde_json::json!({
