@@ -6,7 +6,7 @@
 use crate::{checks, common_json, support};
 use checks::{create, expect_error, history_versions, relation_exists, tenant_count};
 use common_json::{InitReport, RunReport};
-use support::{bare, dir_with, ready, tenantctl, TestDb};
+use support::{bare, dir_with, ready, tenantctl, wait_at, Gate, TestDb};
 
 const UNREACHABLE: &str = "postgres://postgres@127.0.0.1:1/nowhere";
 const SECRET: &str = "s3ntinel-pw";
@@ -450,19 +450,20 @@ fn broken_migrations_directories_are_setup_errors_before_anything_runs() {
 
 #[test]
 fn history_table_and_statement_timeout_come_from_the_config() {
+    // V2 waits at a gate held for the whole run: only the statement timeout ends it.
+    const GATE: i64 = 7016;
     let (db, t) = ready();
+    let slow = format!("CREATE TABLE slow (id int);\n{}", wait_at(GATE));
     let migs = dir_with(&[
         ("V1__quick.sql", "CREATE TABLE quick (id int);"),
-        (
-            "V2__slow.sql",
-            "CREATE TABLE slow (id int);\nSELECT pg_sleep(3);\n",
-        ),
+        ("V2__slow.sql", &slow),
     ]);
     let conf = dir_with(&[(
         "tenants.toml",
-        "[migrations]\ntable = \"schema_versions\"\n\n[run]\nstatement_timeout = \"300ms\"\n",
+        "[migrations]\ntable = \"schema_versions\"\n\n[run]\nstatement_timeout = \"1s\"\n",
     )]);
     let t = t.migrations(migs.path()).cwd(conf.path());
+    let mut gate = Gate::advisory(&db.url, GATE);
     let run = t.run(&[
         "tenant",
         "create",
@@ -474,6 +475,9 @@ fn history_table_and_statement_timeout_come_from_the_config() {
         "json",
     ]);
     run.expect(1);
+    // The timeout ended the wait: nothing of the run waits at the gate any more.
+    assert!(gate.blocked().is_empty(), "{:?}", gate.blocked());
+    gate.open();
     let c: common_json::Created = run.json();
     assert_eq!(c.tenant.current_revision, Some(1));
     assert_eq!(c.tenant.status, "failed");

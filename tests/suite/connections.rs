@@ -1,14 +1,15 @@
 //! Connection pressure: a role whose `CONNECTION LIMIT` leaves fewer slots than
 //! `--concurrency` asks for. A bulk run waits for slots while its other sessions make
 //! progress (two held inside a migration by a gate the test holds, with the role at its
-//! limit) and finishes every tenant; tenant sessions that cannot connect at all are
+//! limit, until a proxy in front of the server has seen the refused sessions keep asking
+//! past their connect timeout) and finishes every tenant; tenant sessions that cannot connect at all are
 //! reported failed in the results, and nothing is written about them to the registry or
 //! the run ledger (they were never touched).
 
 use crate::{checks, common_json, support};
 use checks::{assert_truth, create, history_versions};
 use common_json::RunReport;
-use support::{admin_url, dir_with, tenantctl, wait_at, Gate, Tenantctl, TestDb};
+use support::{admin_url, dir_with, tenantctl, wait_at, Gate, Proxy, Tenantctl, TestDb};
 
 /// The gate the second migration waits at.
 const GATE: i64 = 7003;
@@ -171,30 +172,64 @@ fn a_role_limited_to_3_connections_upgrades_12_tenants_at_concurrency_8_and_mark
     .unwrap();
     let mut gate = Gate::advisory(&db.url, GATE);
 
+    // The run goes through a proxy (which reads the protocol in the clear), and the proxy
+    // sees every attempt to connect, refused or not.
+    let port: i32 = db
+        .client()
+        .query_one("SELECT current_setting('port')::int", &[])
+        .unwrap()
+        .get(0);
+    let proxy = Proxy::to(u16::try_from(port).unwrap());
+    let proxied = format!(
+        "postgres://{}:pw-s3cret@127.0.0.1:{}/{}?sslmode=disable",
+        role.name, proxy.port, db.name
+    );
+    let t = t.env("TENANTCTL_DATABASE_URL", &proxied);
+
     // The registry connection takes one of the 3 slots: 2 are left for 8 sessions.
     let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "8", "-o", "json"]);
     child.wait_until(
         "two tenants hold the role's last two slots, inside V2",
         || gate.blocked_tenantctl().len() == 2 && connections_of(&role) == 3,
     );
-    // The other sessions of the run are refused for as long as the gate is held: held
-    // for several times the 1 s connect timeout, which a run that gave up on the first
-    // refusals would not outlast. Throughout, the role is at its limit and no other
-    // tenant got through.
-    let held = std::time::Instant::now();
-    while held.elapsed() < std::time::Duration::from_secs(3) {
-        assert!(
-            child.running(),
-            "the run ended while its tenants waited for slots"
-        );
-        assert_eq!(
-            (gate.blocked_tenantctl().len(), connections_of(&role)),
-            (2, 3),
-            "the role's slots changed while the gate was held"
-        );
-        assert_eq!(past_v2(&db), 0, "a tenant got past the gate");
-        std::thread::sleep(std::time::Duration::from_millis(100));
-    }
+    // From here on, while the gate is held, the server refuses every new connection of
+    // the role. The other sessions of the run are refused for as long as it is held: it
+    // stays held until the proxy has seen more attempts than the run has tenants, all of
+    // them later than the first refusal by twice the 1 s connect timeout. A run that gave
+    // up on its refusals after the timeout would make at most one more attempt per
+    // tenant by then (a new session makes one). Throughout, the run goes on, the role is
+    // at its limit and no other tenant gets through.
+    let at_limit = std::time::Instant::now();
+    let timeout = std::time::Duration::from_secs(1);
+    let late_attempts = || {
+        let accepted = proxy.accepted();
+        let Some(first) = accepted.iter().find(|a| **a > at_limit) else {
+            return 0;
+        };
+        let late = *first + 2 * timeout;
+        accepted.iter().filter(|a| **a > late).count()
+    };
+    child.wait_until(
+        "the refused sessions keep asking for a slot past their connect timeout",
+        || {
+            assert_eq!(
+                (gate.blocked_tenantctl().len(), connections_of(&role)),
+                (2, 3),
+                "the role's slots changed while the gate was held"
+            );
+            assert_eq!(past_v2(&db), 0, "a tenant got past the gate");
+            late_attempts() > names.len()
+        },
+    );
+    assert_eq!(
+        (gate.blocked_tenantctl().len(), connections_of(&role)),
+        (2, 3),
+        "the role's slots changed while the gate was held"
+    );
+    assert!(
+        child.running(),
+        "the run ended while its tenants waited for slots"
+    );
     gate.open();
     let run = child.finish();
     run.expect(0);

@@ -11,7 +11,12 @@ use checks::{
     schema_exists,
 };
 use common_json::{Events, FleetStatus, RunReport};
-use support::{backends_running, bare, closed_port, dir_with, ready, TestDb};
+use support::{
+    backends_running, bare, closed_port, dir_with, ready, wait_at, wait_at_except, Gate, TestDb,
+};
+
+/// The gate V2 waits at.
+const GATE: i64 = 7012;
 
 fn schema(domain: &str) -> String {
     format!("tenant_{}", domain.replace('-', "_"))
@@ -45,19 +50,23 @@ fn a_backend_terminated_mid_migration_fails_only_its_tenant_and_a_rerun_finishes
         create(&t, d, &["--migrate"]);
         assert_eq!(history_versions(&db, &schema(d)), [1]);
     }
+    // V2 waits at a gate the test holds, after creating t2.
     std::fs::write(
         dir.path().join("V2__two.sql"),
-        "CREATE TABLE t2 (id int);\nSELECT pg_sleep(1);\n",
+        format!("CREATE TABLE t2 (id int);\n{}", wait_at(GATE)),
     )
     .unwrap();
 
+    let mut gate = Gate::advisory(&db.url, GATE);
     let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "4", "-o", "json"]);
-    // A backend inside V2, and the tenant whose schema it is creating t2 in.
-    let (pid, victim_schema) = child.wait_for("a tenant is inside V2", || {
-        backends_running(&db, "pg_sleep(1)")
-            .into_iter()
-            .find_map(|(pid, s)| s.map(|s| (pid, s)))
+    child.wait_until("every tenant waits at the gate inside V2", || {
+        gate.blocked_tenantctl().len() == names.len()
     });
+    // A backend inside V2, and the tenant whose schema it is creating t2 in.
+    let (pid, victim_schema) = backends_running(&db, "pg_advisory_xact_lock_shared")
+        .into_iter()
+        .find_map(|(pid, s)| s.map(|s| (pid, s)))
+        .expect("a backend waiting at the gate holds its tenant's schema");
     let victim = names
         .iter()
         .copied()
@@ -69,6 +78,11 @@ fn a_backend_terminated_mid_migration_fails_only_its_tenant_and_a_rerun_finishes
         .unwrap()
         .get(0);
     assert!(terminated, "could not terminate backend {pid}");
+    // The other tenants go on only once the victim's backend is gone.
+    child.wait_until("the victim's backend is gone", || {
+        gate.blocked_tenantctl().len() == names.len() - 1
+    });
+    gate.open();
 
     let run = child.finish();
     run.expect(4);
@@ -174,11 +188,15 @@ fn nothing_listening_is_a_setup_error_naming_host_and_port() {
 #[test]
 fn after_sigkill_the_registry_says_nothing_false_and_a_rerun_finishes() {
     let (db, t) = ready();
+    // V2 waits at a gate the test holds in every tenant but c1.
     let dir = dir_with(&[
         ("V1__one.sql", "CREATE TABLE one (id int);\n"),
         (
             "V2__two.sql",
-            "CREATE TABLE two (id int);\nSELECT pg_sleep(0.5);\n",
+            &format!(
+                "CREATE TABLE two (id int);\n{}",
+                wait_at_except(GATE, &schema("c1"))
+            ),
         ),
     ]);
     let t = t.migrations(dir.path());
@@ -186,18 +204,22 @@ fn after_sigkill_the_registry_says_nothing_false_and_a_rerun_finishes() {
     for d in names {
         create(&t, d, &["--provision"]);
     }
+    let mut gate = Gate::advisory(&db.url, GATE);
     let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "1"]);
-    // c1 is done and another tenant (c2) has committed V1 and is inside V2.
-    let inside = child.wait_for("one tenant is at 2 and another is inside V2", || {
+    // c1 is done and another tenant (c2) has committed V1 and waits inside V2.
+    let inside = child.wait_for("one tenant is at 2 and another waits inside V2", || {
         let done = names
             .iter()
             .any(|d| history_versions(&db, &schema(d)).last() == Some(&2));
-        let inside = backends_running(&db, "pg_sleep(0.5)")
+        if !done || gate.blocked_tenantctl().len() != 1 {
+            return None;
+        }
+        backends_running(&db, "pg_advisory_xact_lock_shared")
             .into_iter()
-            .find_map(|(_, s)| s);
-        inside.filter(|_| done)
+            .find_map(|(_, s)| s)
     });
     child.kill(); // SIGKILL
+    assert_eq!(inside, schema("c2"), "c2 follows c1");
 
     let mut at: BTreeMap<&str, Option<i32>> = BTreeMap::new();
     for d in names {
@@ -212,6 +234,11 @@ fn after_sigkill_the_registry_says_nothing_false_and_a_rerun_finishes() {
     assert!(
         at.values().any(|v| *v == Some(2)) && at.values().any(|v| *v != Some(2)),
         "the kill did not land mid-run: {at:?} (inside V2: {inside})"
+    );
+    assert_eq!(
+        at.values().copied().collect::<Vec<_>>(),
+        [Some(2), Some(1), None],
+        "c1 done, c2 inside V2, c3 not started"
     );
 
     // Without a rerun: status looks at the database, reports it, and refreshes the
@@ -228,6 +255,9 @@ fn after_sigkill_the_registry_says_nothing_false_and_a_rerun_finishes() {
         assert_cache_truth(&db, d);
     }
 
+    // The killed run's backend still waits at the gate, holding c2's lock (its COMMIT may
+    // already be queued: V2 is all or nothing either way); the rerun needs that lock.
+    gate.open();
     let r: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
     assert_eq!(r.summary.failed, 0, "{r:#?}");
     for d in names {

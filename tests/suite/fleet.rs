@@ -11,21 +11,33 @@ use std::path::Path;
 
 use checks::{assert_truth, create, expect_error, history_versions, registry_row, relation_exists};
 use common_json::{Events, RunReport};
-use support::{dir_with, lock_tenant, lock_waiters, ready, unlock_tenant, Tenantctl, TestDb};
+use support::{
+    dir_with, lock_tenant, lock_waiters, ready, unlock_tenant, wait_at_except, Gate, Tenantctl,
+    TestDb,
+};
 
 const V1: (&str, &str) = ("V1__one.sql", "CREATE TABLE one (id int);\n");
 const V2: &str = "CREATE TABLE two (id int);\n";
 
-/// The slow set: V2 sleeps inside its transaction, so a run over a few tenants with
-/// `--concurrency 1` takes a few seconds and can be stopped in the middle.
-const SLOW: &[(&str, &str)] = &[
-    ("V1__one.sql", "CREATE TABLE one (id int);\n"),
-    (
-        "V2__two.sql",
-        "CREATE TABLE two (id int);\nSELECT pg_sleep(0.4);\n",
-    ),
-    ("V3__three.sql", "CREATE TABLE three (id int);\n"),
-];
+/// The gate V2 of [`gated_set`] waits at.
+const GATE: i64 = 7011;
+
+/// The gated set: V2 waits inside its transaction at [`GATE`] in every tenant but
+/// `first`, so a run with `--concurrency 1` finishes `first` and then stops inside V2 of
+/// the next tenant until the test opens the gate: the test can stop it in the middle.
+fn gated_set(first: &str) -> tempfile::TempDir {
+    dir_with(&[
+        ("V1__one.sql", "CREATE TABLE one (id int);\n"),
+        (
+            "V2__two.sql",
+            &format!(
+                "CREATE TABLE two (id int);\n{}",
+                wait_at_except(GATE, &schema(first))
+            ),
+        ),
+        ("V3__three.sql", "CREATE TABLE three (id int);\n"),
+    ])
+}
 
 fn write(dir: &Path, name: &str, sql: &str) {
     std::fs::write(dir.join(name), sql).unwrap();
@@ -66,18 +78,6 @@ fn fix_v2(db: &TestDb, domain: &str) {
 
 fn domains(r: &RunReport) -> Vec<String> {
     r.results.iter().map(|x| x.domain.clone()).collect()
-}
-
-/// Whether some other session on the test database is inside `pg_sleep` (a slow V2).
-fn sleeping_migration(db: &TestDb) -> bool {
-    db.client()
-        .query_one(
-            "SELECT count(*) > 0 FROM pg_stat_activity WHERE datname = current_database() \
-             AND state = 'active' AND query LIKE '%pg_sleep(0.4)%' AND pid <> pg_backend_pid()",
-            &[],
-        )
-        .unwrap()
-        .get(0)
 }
 
 fn events(t: &Tenantctl, args: &[&str]) -> Events {
@@ -510,14 +510,17 @@ fn the_run_ledger_records_who_changed_what_in_each_run() {
 
 #[test]
 fn sigkill_in_the_middle_leaves_no_half_applied_migration_and_a_rerun_finishes() {
-    let (db, t, _dir) = setup(SLOW);
     let names = ["k1", "k2", "k3", "k4", "k5", "k6"];
+    let dir = gated_set(names[0]);
+    let (db, t) = ready();
+    let t = t.migrations(dir.path());
     for d in names {
         create(&t, d, &["--provision"]);
     }
+    let mut gate = Gate::advisory(&db.url, GATE);
     let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "1"]);
-    child.wait_until("one tenant is done and another is inside V2", || {
-        names.iter().any(|d| at(&db, d) == 3) && sleeping_migration(&db)
+    child.wait_until("k1 is done and k2 waits at the gate inside V2", || {
+        at(&db, "k1") == 3 && at(&db, "k2") == 1 && gate.blocked_tenantctl().len() == 1
     });
     child.kill(); // SIGKILL
 
@@ -534,7 +537,13 @@ fn sigkill_in_the_middle_leaves_no_half_applied_migration_and_a_rerun_finishes()
         done >= 1 && done < names.len(),
         "the kill did not land mid-run"
     );
+    // k1 finished, k2 keeps V1 alone (its V2 never committed), the rest never started.
+    let reached: Vec<i32> = names.iter().map(|d| at(&db, d)).collect();
+    assert_eq!(reached, [3, 1, 0, 0, 0, 0], "{names:?}");
 
+    // The killed run's backend still waits at the gate, holding k2's lock (its COMMIT may
+    // already be queued: V2 is all or nothing either way); the rerun needs that lock.
+    gate.open();
     let r: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
     assert_eq!(r.summary.failed, 0, "{r:#?}");
     for d in names {
@@ -546,16 +555,23 @@ fn sigkill_in_the_middle_leaves_no_half_applied_migration_and_a_rerun_finishes()
 
 #[test]
 fn sigterm_finishes_tenants_in_flight_skips_the_rest_and_exits_130() {
-    let (db, t, _dir) = setup(SLOW);
     let names = ["g1", "g2", "g3", "g4", "g5", "g6"];
+    let dir = gated_set(names[0]);
+    let (db, t) = ready();
+    let t = t.migrations(dir.path());
     for d in names {
         create(&t, d, &["--provision"]);
     }
+    let mut gate = Gate::advisory(&db.url, GATE);
     let mut child = t.spawn(&["upgrade", "--all", "--concurrency", "1", "-o", "json"]);
-    child.wait_until("one tenant is done and another is inside V2", || {
-        names.iter().any(|d| at(&db, d) == 3) && sleeping_migration(&db)
+    child.wait_until("g1 is done and g2 waits at the gate inside V2", || {
+        at(&db, "g1") == 3 && at(&db, "g2") == 1 && gate.blocked_tenantctl().len() == 1
     });
     child.signal("TERM");
+    child.wait_for_stderr("stopping");
+    // The signal arrived while g2's V2 was in flight: it still waits, and is let finish.
+    assert_eq!(gate.blocked_tenantctl().len(), 1, "{:?}", gate.blocked());
+    gate.open();
     let run = child.finish();
     run.expect(130);
     let r: RunReport = run.json();
@@ -578,6 +594,10 @@ fn sigterm_finishes_tenants_in_flight_skips_the_rest_and_exits_130() {
     );
     assert!(!skipped.is_empty(), "{r:#?}");
     assert_eq!(ok.len() + skipped.len(), names.len(), "{r:#?}");
+    // Exactly: g1 finished before the signal, g2 was in flight, the rest never started.
+    assert_eq!(ok, ["g1", "g2"], "{r:#?}");
+    assert_eq!(skipped, ["g3", "g4", "g5", "g6"], "{r:#?}");
+    assert_eq!(history_versions(&db, &schema("g2")), [1, 2]);
     assert_eq!(r.summary.failed, 0);
     for res in &r.results {
         if res.status == "skipped" {

@@ -9,8 +9,12 @@ use std::collections::BTreeMap;
 use checks::{assert_truth, create, history_versions, schema_exists};
 use common_json::{Created, Dropped, Events, RunReport};
 use support::{
-    backends_running, dir_with, lock_tenant, lock_waiters, ready, unlock_tenant, TestDb,
+    backends_running, dir_with, lock_tenant, lock_waiters, ready, unlock_tenant, wait_at, Gate,
+    TestDb,
 };
+
+/// The gate x's V2 waits at.
+const GATE: i64 = 7013;
 
 fn schema(domain: &str) -> String {
     format!("tenant_{}", domain.replace('-', "_"))
@@ -148,17 +152,20 @@ fn tenant_drop_waits_for_an_upgrade_in_flight_then_drops() {
     let t = t.migrations(dir.path());
     create(&t, "x", &["--migrate"]);
     create(&t, "bystander", &["--migrate"]);
+    // V2 waits at a gate the test holds: the upgrade stays in flight until it opens.
     std::fs::write(
         dir.path().join("V2__two.sql"),
-        "CREATE TABLE two (id int);\nSELECT pg_sleep(1);\n",
+        format!("CREATE TABLE two (id int);\n{}", wait_at(GATE)),
     )
     .unwrap();
 
+    let mut gate = Gate::advisory(&db.url, GATE);
     let mut up = t.spawn(&["upgrade", "--tenant", "x", "-o", "json"]);
-    up.wait_for("x's upgrade is inside V2", || {
-        backends_running(&db, "pg_sleep(1)")
+    up.wait_for("x's upgrade waits at the gate inside V2", || {
+        backends_running(&db, "pg_advisory_xact_lock_shared")
             .into_iter()
             .find(|(_, s)| s.as_deref() == Some("tenant_x"))
+            .filter(|_| gate.blocked_tenantctl().len() == 1)
     });
     let mut drop = t.spawn(&["tenant", "drop", "x", "--yes", "-o", "json"]);
     drop.wait_until("the drop waits for x's lock", || {
@@ -169,6 +176,9 @@ fn tenant_drop_waits_for_an_upgrade_in_flight_then_drops() {
         "tenant drop did not wait for the upgrade in flight"
     );
     assert!(registered(&db, "x") && schema_exists(&db, "tenant_x"));
+    // The upgrade is still in flight: it waits at the gate, the drop behind it.
+    assert_eq!(gate.blocked_tenantctl().len(), 1, "{:?}", gate.blocked());
+    gate.open();
 
     let up_run = up.finish();
     up_run.expect(0);

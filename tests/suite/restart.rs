@@ -4,13 +4,20 @@
 //! the server and finish, and a rerun completes the job. Without a rerun, every registry
 //! row says what is true: the failures of tenants in flight are recorded through the
 //! command's registry connection, which reconnects after the restart.
+//!
+//! V2 waits at a gate the test holds on the same server, so the restart lands while the
+//! tenants are inside V2; the restart ends the gate's session too, so tenants started
+//! afterwards pass V2 freely.
 
 use crate::{cluster, common_json, support};
 use std::path::Path;
 
 use cluster::{Cluster, ServerCert, Setup};
 use common_json::RunReport;
-use support::{bare, Tenantctl};
+use support::{bare, wait_at, wait_at_except, Gate, Tenantctl};
+
+/// The gate V2 waits at.
+const GATE: i64 = 7014;
 
 /// tenantctl against the cluster at `url` with the migrations in `dir`, run from there.
 fn runner(url: &str, dir: &Path) -> Tenantctl {
@@ -35,15 +42,17 @@ fn state(client: &mut postgres::Client, schema: &str) -> (Option<i32>, bool) {
     (row.get(0), row.get(1))
 }
 
-/// A throwaway plain-TCP cluster with a registry and six tenants, t1..t6, at V1.
-fn six_tenants_at_v1() -> (Cluster, String, tempfile::TempDir, Vec<String>) {
+/// A throwaway plain-TCP cluster with a registry and six tenants, t1..t6, at V1, and
+/// V2 (`V2__slow.sql`) waiting at [`GATE`] after its `CREATE TABLE` with the statement
+/// `wait`.
+fn six_tenants_at_v1(wait: &str) -> (Cluster, String, tempfile::TempDir, Vec<String>) {
     let cluster = Cluster::start(&Setup {
         server_cert: ServerCert::Localhost,
         ssl: false,
         hba: &["host all all 127.0.0.1/32 trust", "local all all trust"],
     });
     let url = cluster.url("sslmode=disable");
-    let dir = support_dir();
+    let dir = support_dir(wait);
     ok(&url, dir.path(), &["init"]);
     let domains: Vec<String> = (1..=6).map(|i| format!("t{i}")).collect();
     for d in &domains {
@@ -67,23 +76,17 @@ fn six_tenants_at_v1() -> (Cluster, String, tempfile::TempDir, Vec<String>) {
 
 #[test]
 fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
-    let (cluster, url, dir, domains) = six_tenants_at_v1();
+    let (cluster, url, dir, domains) = six_tenants_at_v1(&wait_at(GATE));
+    let mut gate = Gate::advisory(&url, GATE);
     let mut child =
         runner(&url, dir.path()).spawn(&["upgrade", "--all", "--concurrency", "2", "-o", "json"]);
-    // Wait until two tenants are inside V2's sleep, then restart the server under them.
-    let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    child.wait_until("a tenant is inside V2", || {
-        let n: i64 = watcher
-            .query_one(
-                "SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' AND pid <> pg_backend_pid()",
-                &[],
-            )
-            .unwrap()
-            .get(0);
-        n >= 1
+    // Wait until two tenants wait at the gate inside V2, then restart the server under
+    // them (which ends the gate's session too).
+    child.wait_until("two tenants wait inside V2", || {
+        gate.blocked_tenantctl().len() == 2
     });
-    drop(watcher);
     cluster.restart();
+    drop(gate);
     let out = child.finish();
     let stderr = &out.stderr;
     let r: RunReport = out.json();
@@ -102,6 +105,10 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
     assert!(
         !failed.is_empty(),
         "the restart must have hit a tenant in flight: {r:#?}"
+    );
+    assert!(
+        failed.len() >= 2,
+        "both tenants inside V2 were in flight at the restart: {r:#?}"
     );
     assert!(
         finished.len() >= 2,
@@ -154,26 +161,28 @@ fn a_server_restart_fails_only_the_tenants_in_flight_and_a_rerun_finishes() {
 
 #[test]
 fn after_a_server_restart_mid_run_every_registry_row_says_what_is_true() {
-    let (cluster, url, dir, domains) = six_tenants_at_v1();
+    // V2 passes straight through in t1 alone.
+    let (cluster, url, dir, domains) = six_tenants_at_v1(&wait_at_except(GATE, "tenant_t1"));
+    let mut gate = Gate::advisory(&url, GATE);
     let mut child =
         runner(&url, dir.path()).spawn(&["upgrade", "--all", "--concurrency", "2", "-o", "json"]);
-    // Once a tenant has finished and another is inside V2, restart the server: the
-    // command's registry connection is closed along with the tenant sessions.
+    // Once t1 has finished and the next two tenants wait inside V2, restart the server:
+    // the command's registry connection is closed along with the tenant sessions (and
+    // the gate's).
     let mut watcher = postgres::Client::connect(&url, postgres::NoTls).unwrap();
-    child.wait_until("a tenant has finished V2 while another is in it", || {
-        let row = watcher
+    child.wait_until("t1 has finished V2 while two others wait in it", || {
+        let done: i64 = watcher
             .query_one(
-                "SELECT (SELECT count(*) FROM pg_stat_activity WHERE query LIKE '%pg_sleep(1.5)%' \
-                   AND pid <> pg_backend_pid()), \
-                 (SELECT count(*) FROM public.tenants WHERE current_revision = 2)",
+                "SELECT count(*) FROM public.tenants WHERE current_revision = 2",
                 &[],
             )
-            .unwrap();
-        let (inside, done): (i64, i64) = (row.get(0), row.get(1));
-        inside >= 1 && done >= 1
+            .unwrap()
+            .get(0);
+        done == 1 && gate.blocked_tenantctl().len() == 2
     });
     drop(watcher);
     cluster.restart();
+    drop(gate);
     let out = child.finish();
     let stderr = &out.stderr;
     let r: RunReport = out.json();
@@ -248,14 +257,18 @@ fn after_a_server_restart_mid_run_every_registry_row_says_what_is_true() {
         in_flight >= 1,
         "the restart hit no tenant in flight: {r:#?}"
     );
+    assert_eq!(
+        in_flight, 2,
+        "both tenants waiting inside V2 were in flight at the restart: {r:#?}"
+    );
 }
 
-fn support_dir() -> tempfile::TempDir {
+fn support_dir(wait: &str) -> tempfile::TempDir {
     let d = tempfile::tempdir().unwrap();
     std::fs::write(d.path().join("V1__one.sql"), "CREATE TABLE t1 (id int);\n").unwrap();
     std::fs::write(
         d.path().join("V2__slow.sql"),
-        "CREATE TABLE t2 (id int);\nSELECT pg_sleep(1.5);\n",
+        format!("CREATE TABLE t2 (id int);\n{wait}"),
     )
     .unwrap();
     d

@@ -1,8 +1,8 @@
 //! Gates a test holds to stop tenantctl at an exact point, and opens once it has seen
 //! what it waits for there, so that nothing depends on how fast the machine is:
 //! - an advisory lock ([`Gate::advisory`]) that a migration file waits for with the
-//!   statement [`wait_at`] gives, or the lock `init` takes on the registry
-//!   ([`Gate::registry_lock`]);
+//!   statement [`wait_at`] gives (or [`wait_at_except`], in every tenant but one), or the
+//!   lock `init` takes on the registry ([`Gate::registry_lock`]);
 //! - an open transaction holding a table lock ([`Gate::table_lock`]);
 //! - an open transaction that has changed a schema's catalog row ([`Gate::schema_rename`]):
 //!   `ALTER SCHEMA ... RENAME` of that schema waits for it (a move's fence and a restore's
@@ -34,6 +34,16 @@ pub struct Blocked {
 /// once when the gate opens.
 pub fn wait_at(key: i64) -> String {
     format!("SET LOCAL lock_timeout = 0;\nSELECT pg_advisory_xact_lock_shared({key});\n")
+}
+
+/// [`wait_at`] for every tenant but the one whose schema is `schema`: a migration runs
+/// with `search_path` set to its tenant's schema, so in that tenant it passes straight
+/// through, and that tenant can finish while the others wait at the gate.
+pub fn wait_at_except(key: i64, schema: &str) -> String {
+    format!(
+        "SET LOCAL lock_timeout = 0;\nSELECT pg_advisory_xact_lock_shared({key}) WHERE current_schema() <> '{}';\n",
+        schema.replace('\'', "''")
+    )
 }
 
 impl Gate {

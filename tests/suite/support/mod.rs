@@ -15,7 +15,7 @@ mod probes;
 mod proxy;
 mod run;
 
-pub use gates::{wait_at, Gate};
+pub use gates::{wait_at, wait_at_except, Gate};
 
 pub use probes::{
     backends_running, closed_port, eventually, lock_tenant, lock_waiters, unlock_tenant,

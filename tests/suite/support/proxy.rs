@@ -7,12 +7,15 @@
 //! Requests are counted on the client's side of the protocol: a simple `Query` or an
 //! extended-protocol `Sync` ends one. The proxy reads the client's messages one by one,
 //! and withholds the first message of the request after the allowed number.
+//!
+//! It notes when it accepted each connection ([`Proxy::accepted`]): the attempts of a
+//! client the server refuses at once are seen there, and nowhere on the server.
 
 use std::io::{Read, Write};
 use std::net::{Shutdown, TcpListener, TcpStream};
 use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::Duration;
+use std::time::{Duration, Instant};
 
 /// What happens to a connection once its allowed requests are used up.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -33,6 +36,8 @@ struct Shared {
     needle: Mutex<Option<Vec<u8>>>,
     /// Connections withheld so far (frozen or cut).
     withheld: AtomicUsize,
+    /// When each connection was accepted, in order.
+    accepted: Mutex<Vec<Instant>>,
     sockets: Mutex<Vec<TcpStream>>,
 }
 
@@ -55,6 +60,7 @@ impl Proxy {
             then: Mutex::new(Then::Freeze),
             needle: Mutex::new(None),
             withheld: AtomicUsize::new(0),
+            accepted: Mutex::new(Vec::new()),
             sockets: Mutex::new(Vec::new()),
         });
         let s = shared.clone();
@@ -62,6 +68,7 @@ impl Proxy {
             while !s.stop.load(Ordering::SeqCst) {
                 match listener.accept() {
                     Ok((client, _)) => {
+                        s.accepted.lock().unwrap().push(Instant::now());
                         client.set_nonblocking(false).unwrap();
                         let Ok(server) = TcpStream::connect(("127.0.0.1", upstream)) else {
                             let _ = client.shutdown(Shutdown::Both);
@@ -100,6 +107,11 @@ impl Proxy {
     /// How many connections have been frozen or cut so far.
     pub fn withheld(&self) -> usize {
         self.shared.withheld.load(Ordering::SeqCst)
+    }
+
+    /// When it accepted each connection so far, in order.
+    pub fn accepted(&self) -> Vec<Instant> {
+        self.shared.accepted.lock().unwrap().clone()
     }
 }
 
