@@ -328,6 +328,7 @@ pub async fn statuses(
     set: &MigrationSet,
     history_table: &str,
 ) -> Result<Vec<TenantStatus>, Error> {
+    let moving = registry.unfinished_moves().await?;
     let at = positions(tenants);
     let mut out: Vec<Option<TenantStatus>> = (0..tenants.len()).map(|_| None).collect();
     let unreachable = observe_each(servers, client, tenants, history_table, |name, st| {
@@ -369,6 +370,27 @@ pub async fn statuses(
                 status
             }
         };
+        if moving.contains(&t.id) {
+            // A half-copied or fenced schema says nothing of the tenant: what the
+            // registry last saw stands, and nothing is cached from it.
+            let why = match registry.move_journal(t.id).await {
+                Ok(Some(j)) => crate::data::moving::describe_journal(&j, &t.domain),
+                Ok(None) => "a move of the tenant finished while this was read".to_string(),
+                Err(e) => e.to_string(),
+            };
+            let mut status = status;
+            status.current_revision = t.current_revision;
+            status.migrations_applied = t.migrations_applied;
+            status.schema_provisioned = t.schema_provisioned;
+            // Unknown while the schema is half-copied or fenced, as for a server that
+            // cannot be reached.
+            status.pending_migrations = Vec::new();
+            status.drift = Vec::new();
+            status.history_error = Some(why.clone());
+            status.moving = Some(why);
+            statuses.push(status);
+            continue;
+        }
         t.schema_provisioned = status.schema_provisioned;
         // An unreadable history says nothing about the revision: keep the cached one.
         if status.history_error.is_none() {
@@ -379,7 +401,7 @@ pub async fn statuses(
     }
     let observed: Vec<(i64, Observed)> = statuses
         .iter()
-        .filter(|s| s.history_error.is_none())
+        .filter(|s| s.history_error.is_none() && s.moving.is_none())
         .map(|s| (s.tenant_id, inspect::observed(s)))
         .collect();
     // Read-only users cannot refresh the cache; the status itself is still right.

@@ -49,6 +49,11 @@ pub struct TenantStatus {
     /// (`history_error` says which and why): its state is unknown, not drift.
     #[serde(skip)]
     pub unreachable: bool,
+    /// A move of the tenant between servers is unfinished: what it is and what settles
+    /// it. Its schema is then half-copied or fenced, so the status shows what the
+    /// registry last saw, and `history_error` says why.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub moving: Option<String>,
 }
 
 impl TenantStatus {
@@ -93,6 +98,7 @@ pub fn tenant_status(tenant: &Tenant, state: &SchemaState, set: &MigrationSet) -
         history_error,
         server: tenant.server.clone(),
         unreachable: state.unreachable,
+        moving: None,
     }
 }
 
@@ -115,6 +121,8 @@ pub struct StatusSummary {
     pub drifted: usize,
     /// Server not reached, or gone while the history was read: state unknown.
     pub unreachable: usize,
+    /// In an unfinished move between servers: state as the registry last saw it.
+    pub moving: usize,
     /// Tenants per current revision (`base` for none applied).
     pub by_revision: BTreeMap<String, usize>,
     /// Counts per server.
@@ -144,7 +152,9 @@ pub fn summarize(statuses: &[TenantStatus], head: i32) -> StatusSummary {
         ..Default::default()
     };
     for t in statuses {
-        if t.unreachable {
+        if t.moving.is_some() {
+            s.moving += 1;
+        } else if t.unreachable {
             s.unreachable += 1;
         } else if !t.schema_provisioned {
             s.unprovisioned += 1;

@@ -663,6 +663,11 @@ impl Sql {
         }
     }
 
+    /// Undoes a rehearsed migration that failed, back to its savepoint.
+    pub fn undo_rehearsed(&self) -> String {
+        format!("ROLLBACK TO SAVEPOINT {REHEARSED}")
+    }
+
     /// Ends a migration's transaction (in a rehearsal, its savepoint).
     pub fn commit(&self) -> String {
         if self.rehearsal {

@@ -1262,12 +1262,14 @@ impl Registry<'_> {
 
     /// The ids of the tenants with an unfinished move.
     pub async fn unfinished_moves(&self) -> Result<std::collections::HashSet<i64>, Error> {
-        let rows = self
-            .client
-            .query(&format!("SELECT tenant_id FROM {}", self.tables.moves), &[])
-            .await
-            .map_err(query_error("reading the unfinished moves"))?;
-        Ok(rows.iter().map(|r| r.get(0)).collect())
+        let sql = format!("SELECT tenant_id FROM {}", self.tables.moves);
+        let rows = db::read(
+            self.reads,
+            "reading the unfinished moves",
+            self.client.query(&sql, &[]),
+        )
+        .await?;
+        Ok(rows.iter().filter_map(|r| r.try_get(0).ok()).collect())
     }
 
     /// Records that a move of tenant `id` starts (phase `copying`).

@@ -578,7 +578,7 @@ impl<'a> Session<'a> {
             statement: count,
         };
         if transaction {
-            return self
+            let tried = self
                 .pipelined(f, direction, now)
                 .await
                 .map_err(|(at, e)| match at {
@@ -586,6 +586,16 @@ impl<'a> Session<'a> {
                     At::Statement(i) => statement_failure(f, direction, i, &e),
                     At::Record => bookkeeping(e),
                 });
+            if tried.is_err() && self.sql.rehearsal {
+                // In a rehearsal the file ran in a savepoint: undone, so that the
+                // rehearsal's transaction can go on (a retry after a lock timeout).
+                let _ = self
+                    .conn
+                    .client
+                    .batch_execute(&self.sql.undo_rehearsed())
+                    .await;
+            }
+            return tried;
         }
         if from == 0 {
             self.conn

@@ -149,8 +149,8 @@ fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
         ctx.out.print(&t.to_string());
     }
     ctx.out.print(&format!(
-        "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} unreachable, {} failed",
-        s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.unreachable, s.failed
+        "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} unreachable, {} moving, {} failed",
+        s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.unreachable, s.moving, s.failed
     ));
 }
 

@@ -124,6 +124,10 @@ pub struct MovePlan {
     /// do nothing.
     #[serde(skip)]
     pub moves: bool,
+    /// Whether the command would finish an interrupted move to another server, then fail
+    /// (exit 1): the tenant is not moved on in the same command. Its dry run fails alike.
+    #[serde(skip)]
+    pub then_fails: bool,
     /// One sentence.
     pub message: String,
 }
@@ -232,6 +236,65 @@ enum Settle {
     Undo,
 }
 
+/// Refuses (exit 3) the unfinished move `j` of `tenant` when the registry does not name
+/// the server the journal's phase says it names (the source until the switch, the
+/// target from it): one of them was changed by hand, and finishing or undoing from
+/// either could destroy the copy the application writes to.
+fn agrees(j: &MoveJournal, tenant: &Tenant, registry: &Registry<'_>) -> Result<(), Error> {
+    let switched = j.phase == "switched";
+    let named = if switched {
+        &j.to_server
+    } else {
+        &j.from_server
+    };
+    if &tenant.server == named {
+        return Ok(());
+    }
+    let moves = crate::ident::qualified(registry.schema(), "tenant_moves");
+    let (phase, then) = if switched {
+        (
+            "copying",
+            format!(
+                "`tenantctl tenant move {} --to {}` then undoes it",
+                tenant.domain, j.from_server
+            ),
+        )
+    } else {
+        (
+            "switched",
+            format!(
+                "`tenantctl tenant move {} --to {}` then finishes it, removing the old copy",
+                tenant.domain, j.to_server
+            ),
+        )
+    };
+    Err(Error::setup(format!(
+        "tenant {} is registered on server {}, but its unfinished move from server {} to server {} is in phase {}, where the registry names server {named}: the registry or the move's journal was changed by hand, and neither finishing nor undoing is safe from here; nothing was changed. If the registry is right (the application writes to server {}), set the journal's phase to match (UPDATE {moves} SET phase = '{phase}' WHERE tenant_id = {}): {then}; if the journal is right, put the registry back (server = '{named}')",
+        tenant.domain, tenant.server, j.from_server, j.to_server, j.phase, tenant.server, tenant.id
+    )))
+}
+
+/// The unfinished move `j` of tenant `domain` in a sentence, with the command that
+/// finishes it and the one that undoes it.
+pub fn describe_journal(j: &MoveJournal, domain: &str) -> String {
+    let settle = if j.phase == "switched" {
+        // The registry names the target already: the move can only be finished.
+        format!(
+            "`tenantctl tenant move {domain} --to {}` finishes it",
+            j.to_server
+        )
+    } else {
+        format!(
+            "`tenantctl tenant move {domain} --to {}` finishes it, `--to {}` undoes it",
+            j.to_server, j.from_server
+        )
+    };
+    format!(
+        "an unfinished move from server {} to server {} ({}): {settle}",
+        j.from_server, j.to_server, j.phase
+    )
+}
+
 /// Refuses (exit 1) to `what` tenant `tenant` while a move of it is unfinished: its
 /// schema is then half-copied or fenced, and the move's rerun is what settles it.
 pub async fn refuse_unfinished(
@@ -243,14 +306,9 @@ pub async fn refuse_unfinished(
         return Ok(());
     };
     Err(Error::refused(format!(
-        "tenant {} has an unfinished move from server {} to server {} ({}): run `tenantctl tenant move {} --to {}` to finish it (or `--to {}` to undo it) before you {what}; nothing was changed",
+        "tenant {} has {}; settle it before you {what}; nothing was changed",
         tenant.domain,
-        j.from_server,
-        j.to_server,
-        j.phase,
-        tenant.domain,
-        j.to_server,
-        j.from_server
+        describe_journal(&j, &tenant.domain)
     )))
 }
 
@@ -292,7 +350,10 @@ pub async fn plan(
     cx.servers.get(to)?;
     let journal = registry.move_journal(tenant.id).await?;
     let settle = match &journal {
-        Some(j) => Some(settle(cx, j, tenant, to).await?),
+        Some(j) => {
+            agrees(j, tenant, registry)?;
+            Some(settle(cx, j, tenant, to).await?)
+        }
         None => None,
     };
     let unfinished = journal
@@ -307,6 +368,7 @@ pub async fn plan(
             to_server: to.to_string(),
             unfinished: None,
             moves: false,
+            then_fails: false,
             message: already_there(tenant),
         });
     }
@@ -352,9 +414,11 @@ pub async fn plan(
         (Some(j), Some(u), Some(Settle::Finish | Settle::Switch)) if j.to_server == to => {
             format!("would finish: {u}")
         }
+        // The move finishes the interrupted one, then fails (exit 1): the tenant is not
+        // moved on in the same command.
         (Some(j), Some(u), Some(Settle::Finish | Settle::Switch)) => format!(
-            "would finish: {u}; the tenant would then be on server {}, not {to} (run the move again for that)",
-            j.to_server
+            "would finish: {u}; tenant {} would then be on server {}, not {to}, and the command would fail there: run it again once the move is finished; nothing was changed",
+            tenant.domain, j.to_server
         ),
         (Some(_), Some(u), _) if undo_only => {
             format!("would undo: {u}; the tenant stays on server {to}")
@@ -368,11 +432,14 @@ pub async fn plan(
             untried.map(|u| format!(" ({u})")).unwrap_or_default()
         ),
     };
+    let then_fails = journal.as_ref().is_some_and(|j| j.to_server != to)
+        && settle.is_some_and(|s| s != Settle::Undo);
     Ok(MovePlan {
         dry_run: true,
         tenant: tenant.domain.clone(),
         from_server: tenant.server.clone(),
         to_server: to.to_string(),
+        then_fails,
         unfinished,
         moves: !(undo_only || settle.is_some_and(|s| s != Settle::Undo)),
         message,
@@ -697,6 +764,7 @@ pub(crate) async fn recover(
     let Some(j) = registry.move_journal(tenant.id).await? else {
         return Ok(None);
     };
+    agrees(&j, tenant, registry)?;
     // What could not be done on the target stops the rerun, unless the move is to be
     // undone: the undo puts the source back first, whatever the target says.
     let target_problem = super::online::cleanup_parts(cx, &j, tenant.id).await?;

@@ -930,7 +930,8 @@ pub(crate) async fn cleanup_parts(
     {
         let sync: Vec<String> = source
             .query(
-                "SELECT slot_name::text FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE $1",
+                "SELECT slot_name::text FROM pg_catalog.pg_replication_slots WHERE slot_name LIKE $1 \
+                 AND database = pg_catalog.current_database()",
                 &[&format!("pg\\_{oid}\\_sync\\_%")],
             )
             .await
@@ -977,7 +978,10 @@ async fn drop_slot(source: &Client, name: &str) -> Result<(), Error> {
     loop {
         let row = source
             .query_opt(
-                "SELECT active, active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1",
+                // A slot of that name for another database is another registry's move
+                // (tenant ids are per registry): never this move's to drop.
+                "SELECT active, active_pid FROM pg_catalog.pg_replication_slots WHERE slot_name = $1 \
+                 AND database = pg_catalog.current_database()",
                 &[&name],
             )
             .await

@@ -1121,6 +1121,75 @@ fn dry_runs_try_the_build_and_refuse_what_the_run_would() {
         .expect(0);
 }
 
+/// A migration that waits past `run.lock_timeout` for a lock the application holds is
+/// retried in a dry run's tried build as in the command: the dry run neither fails on
+/// the first timeout nor leaves anything.
+#[test]
+fn a_dry_runs_tried_build_retries_a_lock_timeout_as_the_command_does() {
+    let dir = fixture();
+    let (db, t) = ready_with(dir.path());
+    db.client()
+        .batch_execute("CREATE TABLE public.shared (id int)")
+        .unwrap();
+    std::fs::write(
+        dir.path().join("V3__shared.sql"),
+        "ALTER TABLE public.shared ADD COLUMN IF NOT EXISTS note text;\n",
+    )
+    .unwrap();
+    source(&db, &t);
+    t.run(&["upgrade", "--tenant", "src"]).expect(0);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("src.tnt");
+    export_to(&t, "src", &archive);
+    std::fs::write(
+        work.path().join("tenants.toml"),
+        "[run]\nlock_timeout = \"200ms\"\nlock_retries = 100\nlock_retry_delay = \"50ms\"\n",
+    )
+    .unwrap();
+    let quick = t.clone().cwd(work.path());
+    let count = tenant_count(&db);
+    let schemas = user_schemas(&db);
+    for args in [
+        vec![
+            "tenant",
+            "import",
+            archive.to_str().unwrap(),
+            "--as",
+            "copy",
+            "--name",
+            "C",
+            "--dry-run",
+        ],
+        vec![
+            "tenant",
+            "restore",
+            "src",
+            archive.to_str().unwrap(),
+            "--dry-run",
+        ],
+    ] {
+        // The application reads the shared table in a long transaction.
+        let mut gate = support::Gate::table_lock(&db.url, "public.shared", "ACCESS SHARE");
+        let child = quick.spawn(&args);
+        let mut child = child;
+        child.wait_until("the tried build waits for the shared table", || {
+            !gate.blocked_tenantctl().is_empty()
+        });
+        // Longer than lock_timeout: the wait has timed out at least once.
+        std::thread::sleep(std::time::Duration::from_secs(1));
+        gate.open();
+        let run = child.finish();
+        run.expect(0);
+        assert!(
+            run.stdout.contains("nothing was changed"),
+            "{args:?}: {}",
+            run.stdout
+        );
+        assert_eq!(tenant_count(&db), count, "{args:?}");
+        assert_eq!(user_schemas(&db), schemas, "{args:?}");
+    }
+}
+
 #[test]
 fn unsupported_content_is_refused_at_export_with_no_file_left() {
     let dir = fixture();

@@ -616,6 +616,67 @@ fn an_interrupted_move_is_undone_on_the_source_when_its_target_is_down_or_gone()
     assert!(schema_on(&mut client_of(&f.b), "tenant_gone"));
 }
 
+/// A journal and a registry that disagree (one edited by hand: the registry pointed at
+/// the target while the move is still `copying`, and the application writing there) are
+/// refused by every way of settling the move, dry or not, with nothing changed; once
+/// the journal is put in step as the message says, the rerun finishes the move and
+/// keeps what was written. A move asked to go on elsewhere after finishing an
+/// interrupted one fails, and its dry run says so with the same exit code.
+#[test]
+fn a_move_whose_journal_and_registry_disagree_is_refused_and_changes_nothing() {
+    let f = two();
+    let schema = tenant(&f, "hx", 20);
+    kill_move_at(&f, "hx", "b", "move.source-fenced");
+    f.db.client()
+        .batch_execute("UPDATE public.tenants SET server = 'b' WHERE domain = 'hx'")
+        .unwrap();
+    client_of(&f.b)
+        .batch_execute(&format!(
+            "INSERT INTO \"{schema}\".members (first_name, last_name, email) VALUES ('Late', 'Writer', 'late@example.com')"
+        ))
+        .unwrap();
+    let on_b = table_contents(&mut client_of(&f.b), &schema);
+    let state = || {
+        (
+            row_text(&f.db, "hx"),
+            journal(&f.db),
+            schemas(&mut f.db.client()),
+            schemas(&mut client_of(&f.b)),
+        )
+    };
+    let before = state();
+    for to in ["default", "b"] {
+        for extra in [
+            &["--dry-run"][..],
+            &["--yes"][..],
+            &["--yes", "--keep-source"][..],
+        ] {
+            let mut args = vec!["tenant", "move", "hx", "--to", to];
+            args.extend_from_slice(extra);
+            let run = f.t.run(&args);
+            expect_error(&run, 3, &["changed by hand", "phase = 'switched'"]);
+            assert_eq!(state(), before, "{args:?} changed something");
+        }
+    }
+    assert_eq!(table_contents(&mut client_of(&f.b), &schema), on_b);
+    // The registry is right: the journal is put in step, and the rerun finishes.
+    f.db.client()
+        .batch_execute("UPDATE public.tenant_moves SET phase = 'switched'")
+        .unwrap();
+    // Asked to go elsewhere, it would finish the move and fail there: the dry run says so.
+    let dry =
+        f.t.run(&["tenant", "move", "hx", "--to", "default", "--dry-run"]);
+    expect_error(&dry, 1, &["would finish", "not default"]);
+    assert_eq!(journal(&f.db), [("b".to_string(), "switched".to_string())]);
+    let run =
+        f.t.run(&["tenant", "move", "hx", "--to", "default", "--yes"]);
+    expect_error(&run, 1, &["not moved on to server default"]);
+    assert!(journal(&f.db).is_empty());
+    assert_eq!(identity(&f.db, "hx").4, "b");
+    assert_eq!(table_contents(&mut client_of(&f.b), &schema), on_b);
+    assert!(!schema_exists(&f.db, &format!("{schema}$moving")));
+}
+
 #[test]
 fn a_partial_copy_of_an_interrupted_move_is_dropped_whichever_server_the_rerun_names() {
     let f = two();
@@ -998,6 +1059,31 @@ fn commands_leave_a_tenant_alone_while_its_move_is_unfinished() {
         );
         assert_eq!(state(), fenced, "{args:?} changed something");
     }
+    // The reads say the move is unfinished and how to settle it, show what the registry
+    // last saw (not a missing schema), and cache nothing from the fenced source.
+    let one: serde_json::Value =
+        f.t.run(&["status", "--tenant", "um", "-o", "json"])
+            .expect(0)
+            .json();
+    let moving = one["moving"].as_str().unwrap_or_default();
+    assert!(
+        moving.contains("unfinished move from server default to server b")
+            && moving.contains("tenant move um --to b"),
+        "{one}"
+    );
+    assert_eq!(one["schema_provisioned"], true, "{one}");
+    let shown: serde_json::Value =
+        f.t.run(&["tenant", "show", "um", "-o", "json"])
+            .expect(0)
+            .json();
+    assert!(shown["migration_status"]["moving"].is_string(), "{shown}");
+    let all: serde_json::Value = f.t.run(&["status", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(all["summary"]["moving"], 1, "{all}");
+    assert_eq!(all["summary"]["unprovisioned"], 0, "{all}");
+    let text = f.t.run(&["status", "--tenant", "um"]);
+    text.expect(0);
+    assert!(text.stdout.contains("unfinished move"), "{}", text.stdout);
+    assert_eq!(state(), fenced, "the reads changed something");
     moved(
         f.t.run(&["tenant", "move", "um", "--to", "b", "--yes", "-o", "json"])
             .expect(0),

@@ -35,6 +35,9 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
         drop(events);
         reporting.finish().await;
         let mut plan = plan?;
+        if plan.then_fails {
+            return Err(crate::error::Error::failed(plan.message).into());
+        }
         if args.online {
             plan.message = plan.message.replace(
                 "under a write fence",

@@ -87,6 +87,9 @@ pub struct TenantStatus {
     #[serde(deserialize_with = "nullable")]
     pub history_error: Option<String>,
     pub server: String,
+    /// Only while a move of the tenant between servers is unfinished.
+    #[serde(default)]
+    pub moving: Option<String>,
     /// Only in `status --tenant` (where it is always present, `null` off Citus).
     #[serde(default)]
     pub placement: Option<Placement>,
@@ -173,6 +176,7 @@ pub struct StatusSummary {
     pub failed: usize,
     pub drifted: usize,
     pub unreachable: usize,
+    pub moving: usize,
     pub by_revision: BTreeMap<String, usize>,
     pub by_server: BTreeMap<String, ServerSummary>,
 }
