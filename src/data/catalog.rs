@@ -587,6 +587,90 @@ impl ConstraintOn {
     }
 }
 
+/// What a schema's tables are bound by beyond their columns, one line an item, with the
+/// schema's own name taken out of the definitions (so that two connections with other
+/// `search_path`s read the same text): constraints (validated or not alike: a move keeps
+/// rows, not validations),
+/// `NOT NULL` columns, indexes, triggers, and row-level security policies. A move
+/// rebuilds the schema by the migrations: an item made or dropped by hand on the source
+/// would be lost or would refuse its rows, so the source and the build must agree.
+pub async fn shape(
+    client: &Client,
+    schema: &str,
+    history_table: &str,
+) -> Result<std::collections::BTreeSet<String>, Error> {
+    // Names outside the schema are shown qualified whatever the connection's
+    // `search_path` (it is put back after).
+    let before: String = client
+        .query_one("SELECT pg_catalog.current_setting('search_path')", &[])
+        .await
+        .map_err(query_error("reading the search_path"))?
+        .get(0);
+    client
+        .execute(
+            "SELECT pg_catalog.set_config('search_path', 'pg_catalog', false)",
+            &[],
+        )
+        .await
+        .map_err(query_error("setting the search_path"))?;
+    let rows = client
+        .query(
+            "WITH t AS (SELECT c.oid, c.relname FROM pg_catalog.pg_class c \
+                        JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+                        WHERE n.nspname = $1 AND c.relkind IN ('r', 'p') AND c.relname <> $2), \
+                  q AS (SELECT pg_catalog.quote_ident($1) || '.' AS prefix) \
+             SELECT format('constraint %I on table %I: %s', k.conname, t.relname, \
+                           replace(replace(pg_catalog.pg_get_constraintdef(k.oid), q.prefix, ''), ' NOT VALID', '')) \
+             FROM pg_catalog.pg_constraint k JOIN t ON t.oid = k.conrelid, q \
+             UNION ALL \
+             SELECT format('NOT NULL on column %I.%I', t.relname, a.attname) \
+             FROM pg_catalog.pg_attribute a JOIN t ON t.oid = a.attrelid \
+             WHERE a.attnum > 0 AND NOT a.attisdropped AND a.attnotnull \
+             UNION ALL \
+             SELECT format('index %I: %s', i.relname, replace(pg_catalog.pg_get_indexdef(x.indexrelid), q.prefix, '')) \
+             FROM pg_catalog.pg_index x JOIN t ON t.oid = x.indrelid \
+             JOIN pg_catalog.pg_class i ON i.oid = x.indexrelid, q \
+             UNION ALL \
+             SELECT format('trigger %I on table %I: %s', g.tgname, t.relname, \
+                           replace(pg_catalog.pg_get_triggerdef(g.oid), q.prefix, '')) \
+             FROM pg_catalog.pg_trigger g JOIN t ON t.oid = g.tgrelid, q WHERE NOT g.tgisinternal \
+             UNION ALL \
+             SELECT format('policy %I on table %I (%s, %s)', p.polname, t.relname, p.polcmd, \
+                           coalesce(replace(pg_catalog.pg_get_expr(p.polqual, p.polrelid), q.prefix, ''), '')) \
+             FROM pg_catalog.pg_policy p JOIN t ON t.oid = p.polrelid, q",
+            &[&schema, &history_table],
+        )
+        .await;
+    let restored = client
+        .execute(
+            "SELECT pg_catalog.set_config('search_path', $1, false)",
+            &[&before],
+        )
+        .await;
+    let rows = rows.map_err(query_error(
+        "reading the schema's constraints, indexes, triggers and policies",
+    ))?;
+    restored.map_err(query_error("setting the search_path back"))?;
+    Ok(rows.iter().map(|r| r.get(0)).collect())
+}
+
+/// What differs between the source's [`shape`] and the build's, in the words of a
+/// refusal.
+pub fn shape_differences(
+    source: &std::collections::BTreeSet<String>,
+    built: &std::collections::BTreeSet<String>,
+) -> Vec<String> {
+    source
+        .difference(built)
+        .map(|s| format!("{s} is on the source but not built by the migrations"))
+        .chain(
+            built
+                .difference(source)
+                .map(|b| format!("{b} is built by the migrations but not on the source")),
+        )
+        .collect()
+}
+
 /// A CHECK constraint that is not validated (`NOT VALID`), declared on one of the
 /// schema's tables or domains. It binds new rows only, so the source may hold rows older
 /// than it that break it: loading takes it off before the rows go in and declares it

@@ -400,11 +400,42 @@ pub async fn plan(
                 super::online::rehearse(cx, tenant, to, revision, set).await?
             } else {
                 let manifest = data::peek(cx, tenant).await?;
+                let schema = &tenant.schema_name;
+                let source = cx.servers.target(&tenant.server)?.connect().await?;
                 let (pool, mut target) =
-                    tenants::locked_schema(cx, to, &tenant.schema_name, &tenant.domain).await?;
-                let tried =
-                    data::rehearse_build(&mut target, &tenant.schema_name, &manifest, set, false)
-                        .await;
+                    tenants::locked_schema(cx, to, schema, &tenant.domain).await?;
+                let tried = async {
+                    let state = target.observe().await?;
+                    let untried =
+                        data::try_build(&mut target, &state, schema, revision, set, None).await?;
+                    if untried.is_some() {
+                        return Ok(untried);
+                    }
+                    let checked = async {
+                        load::check_built(
+                            target.client(),
+                            schema,
+                            &cx.settings.history_table,
+                            &manifest,
+                        )
+                        .await?;
+                        super::online::bound_alike(
+                            &source,
+                            target.client(),
+                            schema,
+                            &cx.settings.history_table,
+                        )
+                        .await
+                    }
+                    .await;
+                    target.end_rehearsal().await;
+                    let differences = checked?;
+                    if !differences.is_empty() {
+                        return Err(super::online::differs(revision, &differences));
+                    }
+                    Ok(None)
+                }
+                .await;
                 target.close(&pool).await;
                 tried?
             };
@@ -1075,6 +1106,12 @@ async fn copy_offline(
         tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
     let copied = async {
         data::build_to(&mut target, schema, revision, set).await?;
+        let differences =
+            super::online::bound_alike(client, target.client(), schema, &cx.settings.history_table)
+                .await?;
+        if !differences.is_empty() {
+            return Err(super::online::differs(revision, &differences));
+        }
         crate::failpoint!("move.target-built");
         stop_requested(cx)?;
         crate::db::notice_dead_client(target.client()).await;

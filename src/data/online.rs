@@ -846,13 +846,20 @@ pub(crate) async fn rehearse(
         {
             return Ok(Some(untried));
         }
-        let differences = differ(
-            &source,
-            &catalog,
-            target.client(),
-            schema,
-            &cx.settings.history_table,
-        )
+        let differences = async {
+            let mut d = differ(
+                &source,
+                &catalog,
+                target.client(),
+                schema,
+                &cx.settings.history_table,
+            )
+            .await?;
+            d.extend(
+                bound_alike(&source, target.client(), schema, &cx.settings.history_table).await?,
+            );
+            Ok::<_, Error>(d)
+        }
         .await;
         target.end_rehearsal().await;
         let differences = differences?;
@@ -866,7 +873,22 @@ pub(crate) async fn rehearse(
     tried
 }
 
-fn differs(revision: Option<i32>, differences: &[String]) -> Error {
+/// How the source's tables and the target's, as the migrations built them, differ in
+/// their constraints, `NOT NULL` columns, indexes, triggers and policies
+/// ([`catalog::shape`]).
+pub(crate) async fn bound_alike(
+    source: &Client,
+    target: &Client,
+    schema: &str,
+    history_table: &str,
+) -> Result<Vec<String>, Error> {
+    Ok(catalog::shape_differences(
+        &catalog::shape(source, schema, history_table).await?,
+        &catalog::shape(target, schema, history_table).await?,
+    ))
+}
+
+pub(crate) fn differs(revision: Option<i32>, differences: &[String]) -> Error {
     Error::setup(format!(
         "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
         crate::output::revision(revision),
@@ -1153,7 +1175,7 @@ pub(crate) async fn replicate(
         data::build_to(&mut target, schema, revision, set).await?;
         // The source as it is must be what the migrations build: a table or a column
         // made by hand would not be replicated.
-        let differences = differ(
+        let mut differences = differ(
             client,
             &catalog,
             target.client(),
@@ -1161,6 +1183,9 @@ pub(crate) async fn replicate(
             &cx.settings.history_table,
         )
         .await?;
+        differences.extend(
+            bound_alike(client, target.client(), schema, &cx.settings.history_table).await?,
+        );
         if !differences.is_empty() {
             return Err(differs(revision, &differences));
         }

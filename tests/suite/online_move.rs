@@ -954,6 +954,52 @@ fn not_valid_checks_over_old_rows_move_online_and_stay_not_valid() {
     s.no_replication_objects();
 }
 
+/// A constraint of the migrations dropped by hand on the source, with a row that breaks
+/// it, or an index made by hand: the copy (built by the migrations, filled by a
+/// replication that checks no foreign key) would hold a constraint its rows break, or
+/// lose the index. Refused by the dry run and the move alike, before anything is made.
+#[test]
+fn constraints_and_indexes_changed_by_hand_are_refused_before_anything_is_made() {
+    let s = setting(vec![("a", cluster(LOGICAL)), ("b", cluster(""))], &[SHOP]);
+    let (_, schema) = s.create("handmade", "a");
+    let mut source = client_of(s.server("a"));
+    for (change, undo, named) in [
+        (
+            format!(
+                "ALTER TABLE \"{schema}\".orders DROP CONSTRAINT orders_account_id_fkey; \
+                 INSERT INTO \"{schema}\".orders (account_id, amount, payload) VALUES (999, 1, 'orphan')"
+            ),
+            format!(
+                "DELETE FROM \"{schema}\".orders WHERE account_id = 999; \
+                 ALTER TABLE \"{schema}\".orders ADD CONSTRAINT orders_account_id_fkey FOREIGN KEY (account_id) REFERENCES \"{schema}\".accounts (id)"
+            ),
+            "orders_account_id_fkey",
+        ),
+        (
+            format!("CREATE UNIQUE INDEX by_hand_idx ON \"{schema}\".accounts (name)"),
+            format!("DROP INDEX \"{schema}\".by_hand_idx"),
+            "by_hand_idx",
+        ),
+    ] {
+        source.batch_execute(&change).unwrap();
+        let row = s.registered("handmade");
+        for dry in [true, false] {
+            let mut args = vec!["tenant", "move", "handmade", "--to", "b", "--online", "--yes"];
+            if dry {
+                args.push("--dry-run");
+            }
+            let run = s.t.run(&args);
+            crate::checks::expect_error(&run, 3, &[named, "migrations"]);
+            assert_eq!(s.registered("handmade"), row, "{named}");
+            assert!(!schema_on(s.server("b"), &schema), "{named}: nothing on b");
+            s.no_replication_objects();
+            assert_eq!(s.journal(), vec![]);
+        }
+        source.batch_execute(&undo).unwrap();
+    }
+    s.move_online("handmade", "b").expect(0);
+}
+
 /// A move to another database of the same cluster: the subscription's slot cannot be
 /// made by the CREATE SUBSCRIPTION itself there (it would wait for its own transaction).
 #[test]

@@ -894,6 +894,42 @@ fn refused_moves_change_nothing() {
             "ALTER TABLE \"{schema}\".members DROP COLUMN by_hand"
         ))
         .unwrap();
+    // A constraint of the migrations dropped by hand, an index and a trigger made by
+    // hand: the copy would not be the tenant's, so refused alike.
+    for (change, undo, named) in [
+        (
+            format!("ALTER TABLE \"{schema}\".members DROP CONSTRAINT members_membership_status_check"),
+            format!(
+                "ALTER TABLE \"{schema}\".members ADD CONSTRAINT members_membership_status_check \
+                 CHECK (membership_status IN ('visitor', 'regular', 'member', 'inactive', 'deceased'))"
+            ),
+            "members_membership_status_check",
+        ),
+        (
+            format!("CREATE INDEX by_hand_idx ON \"{schema}\".members (last_name)"),
+            format!("DROP INDEX \"{schema}\".by_hand_idx"),
+            "by_hand_idx",
+        ),
+        (
+            format!(
+                "CREATE FUNCTION \"{schema}\".touch() RETURNS trigger LANGUAGE plpgsql AS $$ BEGIN RETURN NEW; END $$; \
+                 CREATE TRIGGER by_hand_trg BEFORE INSERT ON \"{schema}\".members FOR EACH ROW EXECUTE FUNCTION \"{schema}\".touch()"
+            ),
+            format!("DROP TRIGGER by_hand_trg ON \"{schema}\".members; DROP FUNCTION \"{schema}\".touch()"),
+            "by_hand_trg",
+        ),
+    ] {
+        f.db.client().batch_execute(&change).unwrap();
+        let changed = world(&f, "rf", &schema);
+        for args in [&["--dry-run"][..], &["--yes"][..], &["--keep-source"][..]] {
+            let mut argv = vec!["tenant", "move", "rf", "--to", "b"];
+            argv.extend_from_slice(args);
+            let run = f.t.run(&argv);
+            expect_error(&run, 3, &[named]);
+            assert_eq!(world(&f, "rf", &schema), changed, "{args:?}: {named}");
+        }
+        f.db.client().batch_execute(&undo).unwrap();
+    }
 
     f.b.stop();
     let run = f.t.run(&["tenant", "move", "rf", "--to", "b", "--yes"]);
