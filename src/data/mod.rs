@@ -1226,9 +1226,27 @@ async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<b
             schema, &blocking, "restore",
         )));
     }
+    // The new copy was built under the scratch name: a routine whose migration declared
+    // `SET search_path FROM CURRENT` recorded that name, and would look for its tables
+    // there. It is given the tenant's name back in the same transaction.
+    let search_paths = format!(
+        "DO $tenantctl$ DECLARE r record; BEGIN \
+           FOR r IN SELECT p.oid::pg_catalog.regprocedure AS routine, c.setting \
+                    FROM pg_catalog.pg_proc p JOIN pg_catalog.pg_namespace n ON n.oid = p.pronamespace, \
+                         pg_catalog.unnest(p.proconfig) c(setting) \
+                    WHERE n.nspname = {s_lit} AND c.setting LIKE 'search\\_path=%' \
+                      AND pg_catalog.strpos(c.setting, {f_lit}) > 0 LOOP \
+             EXECUTE pg_catalog.format('ALTER ROUTINE %s SET search_path = %s', r.routine, \
+               pg_catalog.replace(pg_catalog.substr(r.setting, 13), {f_lit}, {s_ident})); \
+           END LOOP; \
+         END $tenantctl$",
+        s_lit = crate::plan::literal(schema),
+        f_lit = crate::plan::literal(&quote(fresh)),
+        s_ident = crate::plan::literal(&quote(schema)),
+    );
     client
         .batch_execute(&format!(
-            "ALTER SCHEMA {s} RENAME TO {o}; ALTER SCHEMA {f} RENAME TO {s}; SAVEPOINT replaced",
+            "ALTER SCHEMA {s} RENAME TO {o}; ALTER SCHEMA {f} RENAME TO {s}; {search_paths}; SAVEPOINT replaced",
             s = quote(schema),
             o = quote(old),
             f = quote(fresh),

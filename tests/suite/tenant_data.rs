@@ -1190,6 +1190,59 @@ fn a_dry_runs_tried_build_retries_a_lock_timeout_as_the_command_does() {
     }
 }
 
+/// A restore builds the new copy under a scratch name: a trigger function whose
+/// migration declared `SET search_path FROM CURRENT` must still find the tenant's
+/// tables once the copy has the tenant's name.
+#[test]
+fn a_restored_routine_with_search_path_from_current_still_finds_its_tables() {
+    let dir = fixture();
+    std::fs::write(
+        dir.path().join("V3__audit.sql"),
+        "CREATE TABLE audit_log (id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY, what text NOT NULL);\n\
+         CREATE FUNCTION audit_it() RETURNS trigger LANGUAGE plpgsql SET search_path FROM CURRENT AS $$\n\
+         BEGIN INSERT INTO audit_log (what) VALUES (NEW.key); RETURN NEW; END $$;\n\
+         CREATE TRIGGER audited AFTER INSERT ON settings FOR EACH ROW EXECUTE FUNCTION audit_it();\n",
+    )
+    .unwrap();
+    let (db, t) = ready_with(dir.path());
+    source(&db, &t);
+    let work = tempfile::tempdir().unwrap();
+    let archive = work.path().join("src.tnt");
+    export_to(&t, "src", &archive);
+    t.run(&[
+        "tenant",
+        "restore",
+        "src",
+        archive.to_str().unwrap(),
+        "--yes",
+    ])
+    .expect(0);
+    let config: Vec<String> = db
+        .client()
+        .query_one(
+            "SELECT proconfig FROM pg_proc WHERE proname = 'audit_it'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(
+        config.iter().all(|c| !c.contains("restoring")),
+        "{config:?}"
+    );
+    let mut c = client_in(&db, "tenant_src");
+    c.batch_execute(
+        "SET search_path = public; INSERT INTO tenant_src.settings VALUES ('after', 'restore')",
+    )
+    .unwrap();
+    assert_eq!(
+        scalar_i64(
+            &mut c,
+            "SELECT count(*) FROM tenant_src.audit_log WHERE what = 'after'"
+        ),
+        1
+    );
+}
+
 #[test]
 fn unsupported_content_is_refused_at_export_with_no_file_left() {
     let dir = fixture();
