@@ -400,6 +400,15 @@ fn refusals_come_before_anything_is_created() {
             "ALTER TABLE \"{schema}\".notes DROP CONSTRAINT notes_pkey, REPLICA IDENTITY FULL"
         ))
         .unwrap();
+    // The primary key made body NOT NULL, which dropping it leaves: a change by hand the
+    // move refuses as well, until it is undone too.
+    let run = s.move_online("l1", "b");
+    crate::checks::expect_error(&run, 3, &["NOT NULL on column notes.body"]);
+    source
+        .batch_execute(&format!(
+            "ALTER TABLE \"{schema}\".notes ALTER COLUMN body DROP NOT NULL"
+        ))
+        .unwrap();
     let rows = fingerprint(s.server("logical"), schema);
     let run = s.move_online("l1", "b");
     run.expect(0);
