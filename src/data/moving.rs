@@ -337,7 +337,10 @@ pub async fn still_here(
 }
 
 /// Checks what a move of `tenant` to `to` needs (with `online`, an online move's
-/// prerequisites too), changing nothing; the refusals are the move's own.
+/// prerequisites too), changing nothing; the refusals are the move's own. A `dry_run`
+/// also tries the build on the target, rolled back; the move's check before it asks
+/// leaves that to the move.
+#[allow(clippy::too_many_arguments)]
 pub async fn plan(
     cx: &Context<'_>,
     registry: &Registry<'_>,
@@ -346,6 +349,7 @@ pub async fn plan(
     keep_source: bool,
     online: bool,
     set: &MigrationSet,
+    dry_run: bool,
 ) -> Result<MovePlan, Error> {
     cx.servers.get(to)?;
     let journal = registry.move_journal(tenant.id).await?;
@@ -395,8 +399,11 @@ pub async fn plan(
             .await;
             session.close(&pool).await;
             let revision = checked?;
-            // The target's copy built and checked as the move would, then rolled back.
-            untried = if online {
+            // A dry run builds the target's copy and checks it as the move would, then
+            // rolls it back (the move itself does both once, for real).
+            untried = if !dry_run {
+                None
+            } else if online {
                 super::online::rehearse(cx, tenant, to, revision, set).await?
             } else {
                 let manifest = data::peek(cx, tenant).await?;

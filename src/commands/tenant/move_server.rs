@@ -18,8 +18,8 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     let set = ctx.migrations()?;
     let (events, reporting) = reporter::start(&ctx.out, "tenant move", Style::Single);
     let cx = ctx.one_tenant(&events);
-    // The move's checks, its build on the target tried and rolled back.
-    let plan = || {
+    // The move's checks (a dry run's also tries the build on the target, rolled back).
+    let plan = |dry_run| {
         moving::plan(
             &cx,
             registry,
@@ -28,10 +28,11 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
             args.keep_source,
             args.online,
             &set,
+            dry_run,
         )
     };
     if args.dry_run {
-        let plan = plan().await;
+        let plan = plan(true).await;
         drop(events);
         reporting.finish().await;
         let mut plan = plan?;
@@ -53,7 +54,7 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
     }
     if !args.keep_source {
         // Checked before asking, so a move that would be refused asks nothing.
-        let plan = plan().await?;
+        let plan = plan(false).await?;
         // Finishing or undoing an interrupted move was confirmed when it started.
         if plan.moves {
             crate::cli::confirm::confirm(
