@@ -988,8 +988,8 @@ fn origin(settings: &Settings, key: &str, source: Source) -> Option<String> {
 }
 
 /// Every effective setting with its source. `database` is the connection target as
-/// [`crate::db::Target::display`] shows it (never with a password), `tls` its TLS
-/// settings as [`crate::db::Target::tls_shown`] gives them.
+/// [`crate::pg::db::Target::display`] shows it (never with a password), `tls` its TLS
+/// settings as [`crate::pg::db::Target::tls_shown`] gives them.
 pub fn describe(settings: &Settings, database: &str, tls: &TlsShown) -> Vec<Entry> {
     let shown = Shown { database, tls };
     KEYS.iter()

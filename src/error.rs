@@ -3,9 +3,9 @@
 //!
 //! The engine never decides an exit code or an HTTP status: it says what kind of failure
 //! happened ([`ErrorKind`]), and each client maps kinds at its own edge (the command line
-//! in [`crate::exit`]). Messages are complete sentences that already name their cause; the
+//! in [`crate::cli::exit`]). Messages are complete sentences that already name their cause; the
 //! cause is still kept as [`std::error::Error::source`] for callers that inspect it (for
-//! example to ask [`crate::db::transient`] whether a database error may pass by itself).
+//! example to ask [`crate::pg::db::transient`] whether a database error may pass by itself).
 
 /// What kind of failure an [`Error`] is. Clients map kinds to their own codes.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]

@@ -12,8 +12,8 @@ use std::path::{Path, PathBuf};
 
 use crate::config::{self, Overrides, Settings};
 use crate::error::{Error, ErrorKind};
+use crate::files::migrations::{self, MigrationSet, ParsedName};
 use crate::ident;
-use crate::migrations::{self, MigrationSet, ParsedName};
 
 /// Longest file name written by [`migration_dir`], in bytes (Linux `NAME_MAX`).
 pub const MAX_FILE_NAME_BYTES: usize = 255;

@@ -12,53 +12,32 @@
 //!   workflows), [`tenants`] (one tenant's lifecycle), [`citus`] (placement on a Citus cluster), [`apikey`], [`interrupt`],
 //!   [`timestamp`] (times as the registry stores them), [`error`].
 
-pub mod adopt;
 pub mod apikey;
-pub mod archive;
-pub mod citus;
+pub mod app;
 pub mod cli;
-pub mod commands;
 pub mod config;
 pub mod data;
-pub mod db;
-pub mod dependents;
-pub mod dryrun;
+pub mod engine;
 pub mod error;
-pub mod exit;
 pub mod failpoint;
-pub mod fleet;
+pub mod files;
 /// The fuzz targets' bodies, shared by `fuzz/` and `tests/props.rs`; not a supported API.
 /// Built only with the `fuzzing` feature (which `cargo test` turns on).
 #[cfg(feature = "fuzzing")]
 #[doc(hidden)]
 pub mod fuzzing;
 pub mod ident;
-pub mod inspect;
-pub mod interrupt;
-pub mod metrics;
-pub mod migrations;
-pub mod operation;
-pub mod output;
-pub mod plan;
-pub mod pool;
+pub mod pg;
 pub mod registry;
-pub mod registry_conn;
-pub mod reporter;
-pub mod runner;
-pub mod scheduler;
 pub mod serve;
-pub mod servers;
-pub mod state;
-pub mod statements;
-pub mod target;
-pub mod tenants;
 pub mod timestamp;
-pub mod tls;
 
+use cli::commands::{self, Ctx};
+use cli::exit::Exit;
+use cli::output;
 use cli::{Cli, Command};
-use commands::Ctx;
 pub use error::{Error, ErrorKind};
-use exit::Exit;
+use pg::interrupt;
 
 /// Runs a parsed command line and returns the exit code to use; [`output::BrokenPipe`]
 /// when stdout was closed before all results were written.

@@ -1,13 +1,13 @@
 //! The `tenantctl` binary: parse the command line, run it, map the outcome to an exit code,
-//! and answer Ctrl-C and SIGTERM (see [`tenantctl::interrupt`]).
+//! and answer Ctrl-C and SIGTERM (see [`tenantctl::pg::interrupt`]).
 
 use std::process::ExitCode;
 use std::time::Duration;
 
+use tenantctl::cli::exit::{self, Exit};
+use tenantctl::cli::output::{BrokenPipe, Format};
 use tenantctl::cli::Cli;
-use tenantctl::exit::{self, Exit};
-use tenantctl::interrupt::{Cancelled, Interrupt};
-use tenantctl::output::{BrokenPipe, Format};
+use tenantctl::pg::interrupt::{Cancelled, Interrupt};
 
 /// How long an abort waits for the server to receive its cancel requests.
 const CANCEL_WAIT: Duration = Duration::from_secs(3);
@@ -63,7 +63,7 @@ async fn watch(mut signals: Signals, interrupt: Interrupt, json: bool) {
         let cancelled = interrupt.cancel_sessions(CANCEL_WAIT).await;
         let run_id = interrupt.run_id();
         let message = abort_message(&cancelled, run_id.as_deref());
-        let _stdout = tenantctl::output::abort(json, run_id.as_deref(), &message);
+        let _stdout = tenantctl::cli::output::abort(json, run_id.as_deref(), &message);
         // `exit` runs no destructors: stdout stays held, so nothing else reaches it.
         std::process::exit(i32::from(Exit::Interrupted.code()));
     }

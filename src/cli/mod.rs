@@ -7,8 +7,12 @@
 //! subcommands and [`project`] the rest.
 
 pub mod changes;
+pub mod commands;
 pub mod confirm;
+pub mod exit;
+pub mod output;
 pub mod project;
+pub mod reporter;
 pub mod reports;
 pub mod selection;
 pub mod tenant;
@@ -17,7 +21,7 @@ use std::path::PathBuf;
 
 use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 
-use crate::output::Format;
+use crate::cli::output::Format;
 pub use changes::{BackupArgs, DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
 pub use project::{
     AdoptAlembicArgs, AdoptCommand, CompletionsArgs, ConfigCommand, InitArgs, MetricsArgs,

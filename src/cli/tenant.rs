@@ -3,7 +3,7 @@
 use clap::Subcommand;
 
 use super::selection::status_parser;
-use crate::citus::NodeAddr;
+use crate::app::citus::NodeAddr;
 use crate::registry::Status;
 
 /// The `tenant` subcommands.

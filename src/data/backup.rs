@@ -6,10 +6,10 @@
 
 use std::path::PathBuf;
 
-use crate::operation::{Operation, Unprovisioned};
+use crate::engine::operation::{Operation, Unprovisioned};
+use crate::engine::runner::Session;
+use crate::engine::scheduler::{ResultStatus, TenantResult};
 use crate::registry::Tenant;
-use crate::runner::Session;
-use crate::scheduler::{ResultStatus, TenantResult};
 
 /// The backup operation.
 pub struct Backup {

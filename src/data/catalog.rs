@@ -3,12 +3,12 @@
 //! what loading must step around (the tenant's own triggers, foreign keys). Also the
 //! objects an archive cannot carry, refused before anything is written.
 
-use crate::archive::{Column, CopyFormat, Table};
+use crate::data::archive::{Column, CopyFormat, Table};
 use tokio_postgres::Client;
 
-use crate::db::{self, query_error, Reads};
 use crate::error::Error;
 use crate::ident::{qualified, quote};
+use crate::pg::db::{self, query_error, Reads};
 
 /// The schema's carried content, as read in one snapshot (row counts are filled in by
 /// the exporter).
@@ -304,7 +304,7 @@ impl ForeignKey {
                 "; COMMENT ON CONSTRAINT {} ON {} IS {}",
                 quote(&self.name),
                 qualified(schema, &self.table),
-                crate::plan::literal(c)
+                crate::engine::plan::literal(c)
             ));
         }
         sql
@@ -504,7 +504,10 @@ impl Rebuilt {
                 ),
                 None => format!("INDEX {}", qualified(schema, &self.name)),
             };
-            sql.push_str(&format!("; COMMENT ON {on} IS {}", crate::plan::literal(c)));
+            sql.push_str(&format!(
+                "; COMMENT ON {on} IS {}",
+                crate::engine::plan::literal(c)
+            ));
         }
         sql
     }
@@ -710,7 +713,7 @@ impl Unvalidated {
                 "; COMMENT ON CONSTRAINT {} ON {} IS {}",
                 quote(&self.name),
                 self.on.comment_target(schema),
-                crate::plan::literal(c)
+                crate::engine::plan::literal(c)
             ));
         }
         sql

@@ -1,19 +1,21 @@
 //! Reading a tenant into an archive: its manifest and every table's rows, from one
 //! snapshot, on the tenant's locked session.
 
-use crate::db::Client;
+use crate::pg::db::Client;
 use bytes::Bytes;
 use futures::{pin_mut, TryStreamExt};
 use time::OffsetDateTime;
 
-use crate::archive::{ArchivedMigration, CopyFormat, Manifest, Sequence, Source, Table, FORMAT};
+use crate::data::archive::{
+    ArchivedMigration, CopyFormat, Manifest, Sequence, Source, Table, FORMAT,
+};
 use crate::data::catalog::{self, Catalog};
 use crate::data::fence;
 use crate::data::stream::Sink;
-use crate::db::query_error;
 use crate::error::Error;
+use crate::files::migrations::AppliedRow;
 use crate::ident::{qualified, quote};
-use crate::migrations::AppliedRow;
+use crate::pg::db::query_error;
 use crate::registry::Tenant;
 
 /// How the snapshot is taken.
@@ -185,7 +187,7 @@ pub fn copy_options(format: CopyFormat) -> &'static str {
     }
 }
 
-/// Streams one table's rows into the archive in pieces of about [`crate::archive::CHUNK`].
+/// Streams one table's rows into the archive in pieces of about [`crate::data::archive::CHUNK`].
 async fn copy_out(
     client: &Client,
     schema: &str,
@@ -202,12 +204,13 @@ async fn copy_out(
     let doing = format!("reading the rows of {}", qualified(schema, &table.name));
     let stream = client.copy_out(&sql).await.map_err(query_error(&doing))?;
     pin_mut!(stream);
-    let mut piece: Vec<u8> = Vec::with_capacity(crate::archive::CHUNK);
+    let mut piece: Vec<u8> = Vec::with_capacity(crate::data::archive::CHUNK);
     while let Some(bytes) = stream.try_next().await.map_err(query_error(&doing))? {
         let bytes: Bytes = bytes;
         piece.extend_from_slice(&bytes);
-        if piece.len() >= crate::archive::CHUNK {
-            let full = std::mem::replace(&mut piece, Vec::with_capacity(crate::archive::CHUNK));
+        if piece.len() >= crate::data::archive::CHUNK {
+            let full =
+                std::mem::replace(&mut piece, Vec::with_capacity(crate::data::archive::CHUNK));
             sink.rows(index, full).await?;
         }
     }

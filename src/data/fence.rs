@@ -30,10 +30,10 @@ use std::time::{Duration, Instant};
 use tokio_postgres::error::SqlState;
 use tokio_postgres::Client;
 
-use crate::db::{query_error, Canceller};
 use crate::error::{Error, ErrorKind};
 use crate::ident::{qualified, quote};
-use crate::interrupt::Interrupt;
+use crate::pg::db::{query_error, Canceller};
+use crate::pg::interrupt::Interrupt;
 
 /// How often a waiting fence looks for a deadlock in the making.
 pub const WATCH: Duration = Duration::from_millis(25);
@@ -42,7 +42,7 @@ pub const WATCH: Duration = Duration::from_millis(25);
 pub struct Watch<'a> {
     /// A second session on the same server, which looks at `pg_locks` while the fence
     /// waits.
-    pub watcher: crate::db::Client,
+    pub watcher: crate::pg::db::Client,
     /// Cancels the fence's `LOCK TABLE` when it must let a transaction through.
     pub canceller: Canceller,
     /// The run's interruption: stops the retries.
@@ -57,7 +57,7 @@ pub struct Watch<'a> {
 impl<'a> Watch<'a> {
     /// A watch for the fence `client` (a session of `target`) will take.
     pub async fn open(
-        target: &crate::db::Target,
+        target: &crate::pg::db::Target,
         client: &Client,
         interrupt: &'a Interrupt,
         settings: &crate::config::Settings,

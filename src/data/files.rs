@@ -228,7 +228,7 @@ fn is_archive_file(path: &Path) -> bool {
     let mut magic = [0u8; 8];
     std::fs::File::open(path)
         .and_then(|mut f| f.read_exact(&mut magic))
-        .is_ok_and(|()| &magic == crate::archive::MAGIC)
+        .is_ok_and(|()| &magic == crate::data::archive::MAGIC)
 }
 
 /// `domain`'s backups in `dir`, oldest first: regular files named as its backups that

@@ -26,17 +26,17 @@
 //!   that owns them (serial and identity);
 //! - materialized views that were populated are refreshed, in creation order.
 
-use crate::db::Client;
+use crate::pg::db::Client;
 use bytes::Bytes;
 use futures::SinkExt;
 
-use crate::archive::{Item, Manifest, Table};
+use crate::data::archive::{Item, Manifest, Table};
 use crate::data::catalog::{self, Catalog};
 use crate::data::export::{column_list, copy_options};
 use crate::data::stream::Source;
-use crate::db::query_error;
 use crate::error::Error;
 use crate::ident::{qualified, quote};
+use crate::pg::db::query_error;
 
 /// A table with at least this many rows has its indexes dropped before the load and
 /// built after it.
@@ -90,7 +90,7 @@ pub async fn check_built(
     let shown: Vec<String> = differences.iter().take(10).cloned().collect();
     Err(Error::setup(format!(
         "the archive's tables differ from what the migrations build at revision {}: {}{}; the archive was taken from a schema changed outside its migrations, or the migrations were edited",
-        crate::output::revision(manifest.revision),
+        crate::cli::output::revision(manifest.revision),
         shown.join("; "),
         if differences.len() > shown.len() {
             format!(" (and {} more)", differences.len() - shown.len())
@@ -282,7 +282,7 @@ async fn load_in_transaction(
     for s in &manifest.sequences {
         finish.push(format!(
             "SELECT pg_catalog.setval({}, {}, {})",
-            crate::plan::literal(&qualified(schema, &s.name)),
+            crate::engine::plan::literal(&qualified(schema, &s.name)),
             s.last_value,
             s.is_called
         ));
@@ -293,7 +293,7 @@ async fn load_in_transaction(
         finish.push(format!(
             "SELECT pg_catalog.setval({lit}, m) FROM (SELECT max({col})::bigint AS m FROM {table}) AS x \
              WHERE m IS NOT NULL AND m >= (SELECT CASE WHEN is_called THEN last_value + 1 ELSE last_value END FROM {seq})",
-            lit = crate::plan::literal(&seq),
+            lit = crate::engine::plan::literal(&seq),
             col = quote(&o.column),
             table = qualified(schema, &o.table),
         ));

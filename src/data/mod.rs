@@ -5,6 +5,7 @@
 //!
 //! Every workflow returns what happened as data; the command line prints it.
 
+pub mod archive;
 pub mod backup;
 pub mod catalog;
 pub mod export;
@@ -18,20 +19,20 @@ pub mod stream;
 use std::io::Read;
 use std::path::PathBuf;
 
-use crate::db::Client;
+use crate::pg::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::archive::Manifest;
+use crate::app::tenants::{self, Context, NewTenantRequest};
+use crate::data::archive::Manifest;
+use crate::engine::plan::SchemaChange;
+use crate::engine::runner::{ExecError, Session};
+use crate::engine::scheduler;
 use crate::error::{Error, ErrorKind};
+use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
-use crate::inspect::{self, TenantStatus};
-use crate::migrations::MigrationSet;
-use crate::plan::SchemaChange;
+use crate::registry::inspect::{self, TenantStatus};
 use crate::registry::{self, Event, Observed, Outcome, Registry, Tenant};
-use crate::runner::{ExecError, Session};
-use crate::scheduler;
-use crate::tenants::{self, Context, NewTenantRequest};
 use stream::{PipeReader, Source};
 
 /// Where an archive is read from.
@@ -95,7 +96,7 @@ pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) ->
     if manifest.revision != manifest.migrations.iter().map(|m| m.version).max() {
         return Err(Error::usage(format!(
             "archive {label} is corrupt: its manifest's revision {} is not its highest applied migration",
-            crate::output::revision(manifest.revision)
+            crate::cli::output::revision(manifest.revision)
         )));
     }
     let mut problems = Vec::new();
@@ -121,7 +122,7 @@ pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) ->
     }
     Err(Error::setup(format!(
         "archive {label} was taken at revision {} with migrations this directory does not have: {}; nothing was changed",
-        crate::output::revision(manifest.revision),
+        crate::cli::output::revision(manifest.revision),
         problems.join("; ")
     )))
 }
@@ -129,7 +130,7 @@ pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) ->
 /// Refuses (exit 3) a tenant whose applied migrations, as its history records them, the
 /// local directory lacks or has changed; returns its revision.
 pub fn check_history(
-    history: &[crate::migrations::AppliedRow],
+    history: &[crate::files::migrations::AppliedRow],
     set: &MigrationSet,
     label: &str,
 ) -> Result<Option<i32>, Error> {
@@ -137,14 +138,14 @@ pub fn check_history(
     let recorded = Manifest {
         migrations: history
             .iter()
-            .map(|r| crate::archive::ArchivedMigration {
+            .map(|r| crate::data::archive::ArchivedMigration {
                 version: r.version,
                 name: r.name.clone(),
                 checksum: r.checksum.to_string(),
             })
             .collect(),
         revision,
-        ..crate::archive::empty_manifest()
+        ..crate::data::archive::empty_manifest()
     };
     check_migrations(&recorded, set, label)?;
     Ok(revision)
@@ -244,7 +245,7 @@ pub async fn export_in(
 pub(crate) async fn readable_history(
     session: &Session<'_>,
     tenant: &Tenant,
-) -> Result<Vec<crate::migrations::AppliedRow>, Error> {
+) -> Result<Vec<crate::files::migrations::AppliedRow>, Error> {
     let state = session.observe().await?;
     if !state.schema_exists {
         return Err(Error::failed(format!(
@@ -275,7 +276,7 @@ pub struct Imported {
     /// The new API key, shown once.
     pub api_key: String,
     /// The tenant the archive was taken from.
-    pub source: crate::archive::Source,
+    pub source: crate::data::archive::Source,
     /// Tables loaded.
     pub tables: usize,
     /// Rows loaded.
@@ -345,7 +346,7 @@ async fn schema_comment(client: &Client, schema: &str) -> Result<Option<String>,
             &[&schema],
         )
         .await
-        .map_err(crate::db::query_error("reading the schema's comment"))?
+        .map_err(crate::pg::db::query_error("reading the schema's comment"))?
         .and_then(|r| r.get(0)))
 }
 
@@ -416,7 +417,7 @@ async fn resume(
     origin: Option<Origin>,
     req: &NewTenantRequest,
     schema: &str,
-    from: &crate::archive::Source,
+    from: &crate::data::archive::Source,
     set: &MigrationSet,
     started: std::time::Instant,
 ) -> Result<Imported, Error> {
@@ -441,7 +442,7 @@ async fn resume(
                 quote(&tenant.schema_name)
             ))
             .await
-            .map_err(crate::db::query_error("clearing the import's mark"))?;
+            .map_err(crate::pg::db::query_error("clearing the import's mark"))?;
         let state = session.observe().await?;
         Ok::<_, Error>((recorded, key, state))
     }
@@ -458,7 +459,7 @@ async fn resume(
             Origin::Clone(_) => "data",
         },
         quote(&tenant.schema_name),
-        crate::output::revision(tenant.current_revision),
+        crate::cli::output::revision(tenant.current_revision),
         mark.rows,
         mark.tables
     );
@@ -544,7 +545,7 @@ pub async fn import(
         let filled = async {
             let applied = build(&mut session, &schema, &source, set).await?;
             crate::failpoint!("import.schema-built");
-            crate::db::notice_dead_client(session.client()).await;
+            crate::pg::db::notice_dead_client(session.client()).await;
             let loaded = load::load(session.client(), &schema, &mut source).await?;
             // What was loaded, and from where, so that a rerun can finish this import
             // once it is registered.
@@ -567,10 +568,10 @@ pub async fn import(
                 .batch_execute(&format!(
                     "COMMENT ON SCHEMA {} IS {}",
                     quote(&schema),
-                    crate::plan::literal(&mark.comment())
+                    crate::engine::plan::literal(&mark.comment())
                 ))
                 .await
-                .map_err(crate::db::query_error("marking the loaded schema"))?;
+                .map_err(crate::pg::db::query_error("marking the loaded schema"))?;
             crate::failpoint!("import.loaded");
             Ok::<_, Error>((applied, loaded))
         }
@@ -580,7 +581,7 @@ pub async fn import(
                 .client()
                 .batch_execute(&format!("DROP SCHEMA IF EXISTS {} CASCADE", quote(&schema)))
                 .await
-                .map_err(crate::db::query_error("dropping the schema"))
+                .map_err(crate::pg::db::query_error("dropping the schema"))
         };
         let (applied, loaded) = match filled {
             Ok(f) => f,
@@ -616,7 +617,7 @@ pub async fn import(
             .client()
             .batch_execute(&format!("COMMENT ON SCHEMA {} IS NULL", quote(&schema)))
             .await
-            .map_err(crate::db::query_error("clearing the import's mark"))?;
+            .map_err(crate::pg::db::query_error("clearing the import's mark"))?;
         let state = session.observe().await?;
         Ok((applied, loaded, created, tenant, state))
     }
@@ -630,7 +631,7 @@ pub async fn import(
         tenant.domain,
         m.source.domain,
         quote(&tenant.schema_name),
-        crate::output::revision(tenant.current_revision),
+        crate::cli::output::revision(tenant.current_revision),
         loaded.rows,
         loaded.tables
     );
@@ -654,7 +655,7 @@ pub async fn import(
 /// dropped and created again. An existing schema that holds objects and is not such a
 /// leftover is refused. Returns whether this import made the schema.
 async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<bool, Error> {
-    let contents = crate::dependents::contents(&**client, schema).await?;
+    let contents = crate::engine::dependents::contents(&**client, schema).await?;
     let mark: Option<String> = if contents.exists {
         schema_comment(client, schema).await?
     } else {
@@ -678,12 +679,12 @@ async fn prepare_schema(client: &Client, schema: &str, domain: &str) -> Result<b
     }
     sql.push_str(&format!(
         "COMMENT ON SCHEMA {q} IS {}; COMMIT",
-        crate::plan::literal(BUILDING)
+        crate::engine::plan::literal(BUILDING)
     ));
     client
         .batch_execute(&sql)
         .await
-        .map_err(crate::db::query_error(&format!(
+        .map_err(crate::pg::db::query_error(&format!(
             "creating schema {q} for tenant {domain}"
         )))?;
     Ok(!contents.exists || leftover)
@@ -720,7 +721,7 @@ async fn record_active(
     action: &str,
 ) -> Result<Tenant, Error> {
     let on_server = cx.servers.target(server)?.connect().await?;
-    let mut states = crate::state::observe(
+    let mut states = crate::registry::state::observe(
         &on_server,
         std::slice::from_ref(&tenant.schema_name),
         &cx.settings.history_table,
@@ -775,7 +776,7 @@ pub(crate) async fn build(
 fn build_change(revision: Option<i32>) -> SchemaChange {
     match revision {
         Some(target) => SchemaChange::Upgrade {
-            target: crate::target::Target::Version(target),
+            target: crate::engine::target::Target::Version(target),
             provision: true,
         },
         None => SchemaChange::Provision,
@@ -823,7 +824,7 @@ pub(crate) async fn rehearse_build(
     let state = session.observe().await?;
     let state = if replace {
         // The import drops the leftover first: planned from an empty start.
-        crate::state::SchemaState {
+        crate::registry::state::SchemaState {
             schema_exists: false,
             history_exists: false,
             history: Ok(Vec::new()),
@@ -864,7 +865,7 @@ pub(crate) async fn rehearse_build(
 /// migration that runs outside a transaction). A failure is the build's, rolled back.
 pub(crate) async fn try_build(
     session: &mut Session<'_>,
-    state: &crate::state::SchemaState,
+    state: &crate::registry::state::SchemaState,
     schema: &str,
     revision: Option<i32>,
     set: &MigrationSet,
@@ -873,7 +874,7 @@ pub(crate) async fn try_build(
     let plan = build_change(revision)
         .plan(schema, state, set, session.settings())
         .map_err(|r| Error::failed(r.message(schema, schema)))?;
-    if let Some(file) = crate::runner::outside_transaction(&plan) {
+    if let Some(file) = crate::engine::runner::outside_transaction(&plan) {
         return Ok(Some(format!(
             "the migrations were not tried: {file} runs outside a transaction"
         )));
@@ -929,7 +930,7 @@ pub async fn clone(
     if registry.domain_taken(&req.domain).await? {
         let tenant = registry.find(&req.domain).await?;
         let marked = interrupted(cx, &tenant).await?;
-        let source = crate::archive::Source {
+        let source = crate::data::archive::Source {
             domain: from.domain.clone(),
             tenant_name: from.tenant_name.clone(),
             tenant_type: from.tenant_type.clone(),
@@ -972,7 +973,7 @@ pub struct Restored {
     /// The archive.
     pub file: String,
     /// The tenant the archive was taken from.
-    pub source: crate::archive::Source,
+    pub source: crate::data::archive::Source,
     /// The revision before.
     pub from_revision: Option<i32>,
     /// The revision now (the archive's).
@@ -1039,9 +1040,9 @@ pub async fn restore(
     let result = async {
         let before = main.observe().await?;
         let mut on_server = cx.servers.target(&tenant.server)?.connect().await?;
-        let boundary = crate::dependents::inspect(&mut on_server, &schema).await?;
+        let boundary = crate::engine::dependents::inspect(&mut on_server, &schema).await?;
         if !boundary.outside.is_empty() {
-            return Err(Error::refused(crate::plan::data_blocked(
+            return Err(Error::refused(crate::engine::plan::data_blocked(
                 &schema,
                 &boundary.outside,
                 "restore",
@@ -1065,7 +1066,7 @@ pub async fn restore(
                     quote(&old)
                 ))
                 .await
-                .map_err(crate::db::query_error(
+                .map_err(crate::pg::db::query_error(
                     "removing what an interrupted restore left",
                 ))?;
             crate::failpoint!("restore.leftovers-removed");
@@ -1092,7 +1093,7 @@ pub async fn restore(
             made.store(true, std::sync::atomic::Ordering::SeqCst);
             build(&mut side, &fresh, &source, set).await?;
             crate::failpoint!("restore.built");
-            crate::db::notice_dead_client(side.client()).await;
+            crate::pg::db::notice_dead_client(side.client()).await;
             load::load(side.client(), &fresh, &mut source).await
         }
         .await;
@@ -1143,7 +1144,7 @@ pub async fn restore(
         recorded.domain,
         m.source.domain,
         quote(&schema),
-        crate::output::revision(m.revision),
+        crate::cli::output::revision(m.revision),
         loaded.rows,
         loaded.tables
     );
@@ -1173,7 +1174,7 @@ pub async fn restore(
 /// or that cannot be ended (the role may not signal it), is waited for by the lock
 /// instead.
 async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
-    let key = crate::db::lock_key(crate::db::LockSpace::Tenant, scratch);
+    let key = crate::pg::db::lock_key(crate::pg::db::LockSpace::Tenant, scratch);
     let holders = "SELECT l.pid FROM pg_catalog.pg_locks l \
          JOIN pg_catalog.pg_stat_activity a ON a.pid = l.pid \
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
@@ -1184,7 +1185,7 @@ async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
     let pids: Vec<i32> = client
         .query(holders, &[&keys[0], &keys[1]])
         .await
-        .map_err(crate::db::query_error(
+        .map_err(crate::pg::db::query_error(
             "looking for sessions an interrupted restore left",
         ))?
         .iter()
@@ -1203,7 +1204,7 @@ async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
                 &[&pids],
             )
             .await
-            .map_err(crate::db::query_error(
+            .map_err(crate::pg::db::query_error(
                 "waiting for the sessions an interrupted restore left",
             ))?
             .get::<_, i64>(0);
@@ -1220,9 +1221,9 @@ async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
 /// `fresh` its name, drops `old`, and commits.
 async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<bool, Error> {
     let doing = format!("swapping the restored schema in for {}", quote(schema));
-    let blocking = crate::dependents::outside(&**client, schema).await?;
+    let blocking = crate::engine::dependents::outside(&**client, schema).await?;
     if !blocking.is_empty() {
-        return Err(Error::refused(crate::plan::data_blocked(
+        return Err(Error::refused(crate::engine::plan::data_blocked(
             schema, &blocking, "restore",
         )));
     }
@@ -1240,9 +1241,9 @@ async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<b
                pg_catalog.replace(pg_catalog.substr(r.setting, 13), {f_lit}, {s_ident})); \
            END LOOP; \
          END $tenantctl$",
-        s_lit = crate::plan::literal(schema),
-        f_lit = crate::plan::literal(&quote(fresh)),
-        s_ident = crate::plan::literal(&quote(schema)),
+        s_lit = crate::engine::plan::literal(schema),
+        f_lit = crate::engine::plan::literal(&quote(fresh)),
+        s_ident = crate::engine::plan::literal(&quote(schema)),
     );
     client
         .batch_execute(&format!(
@@ -1252,8 +1253,8 @@ async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<b
             f = quote(fresh),
         ))
         .await
-        .map_err(crate::db::query_error(&doing))?;
-    let drop = crate::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(old)));
+        .map_err(crate::pg::db::query_error(&doing))?;
+    let drop = crate::engine::plan::guarded_drop(&format!("DROP SCHEMA {} CASCADE", quote(old)));
     // Readers of the replaced copy (open transactions) hold its drop back: it is then
     // kept under its own name, and the next restore removes it.
     let kept = match client.batch_execute(&drop).await {
@@ -1262,15 +1263,15 @@ async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<b
             client
                 .batch_execute("ROLLBACK TO SAVEPOINT replaced")
                 .await
-                .map_err(crate::db::query_error(&doing))?;
+                .map_err(crate::pg::db::query_error(&doing))?;
             true
         }
-        Err(e) => return Err(crate::db::query_error(&doing)(e)),
+        Err(e) => return Err(crate::pg::db::query_error(&doing)(e)),
     };
     client
         .batch_execute("COMMIT")
         .await
-        .map_err(crate::db::query_error(&doing))?;
+        .map_err(crate::pg::db::query_error(&doing))?;
     Ok(kept)
 }
 
@@ -1286,7 +1287,7 @@ pub struct ImportPlan {
     /// Its server.
     pub server: String,
     /// The tenant the data comes from.
-    pub source: crate::archive::Source,
+    pub source: crate::data::archive::Source,
     /// The revision its schema would be built to.
     pub revision: Option<i32>,
     /// Tables that would be loaded.
@@ -1347,7 +1348,7 @@ pub async fn plan_import(
         .await?
         .is_some_and(|c| c.starts_with(BUILDING));
     if !leftover
-        && crate::dependents::contents(&*on_server, &schema)
+        && crate::engine::dependents::contents(&*on_server, &schema)
             .await?
             .non_empty()
     {
@@ -1371,7 +1372,7 @@ pub async fn plan_import(
         },
         req.domain,
         quote(&schema),
-        crate::output::revision(manifest.revision),
+        crate::cli::output::revision(manifest.revision),
         manifest.rows(),
         manifest.tables.len(),
         manifest.source.domain,

@@ -39,18 +39,18 @@
 
 use std::time::Instant;
 
-use crate::db::Client;
+use crate::pg::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
 
+use crate::app::tenants::{self, Context};
 use crate::data::{self, export, fence, load, stream};
+use crate::engine::runner::Session;
+use crate::engine::scheduler;
 use crate::error::{Error, ErrorKind};
+use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
-use crate::migrations::MigrationSet;
 use crate::registry::{Event, MoveJournal, Registry, Tenant};
-use crate::runner::Session;
-use crate::scheduler;
-use crate::tenants::{self, Context};
 
 /// What a move did.
 #[derive(Debug, Serialize)]
@@ -522,7 +522,7 @@ async fn settle(
         return Ok(Settle::Undo);
     }
     let target = cx.servers.target(&j.to_server)?.connect().await?;
-    let copy = crate::dependents::contents(&*target, &j.schema_name).await?;
+    let copy = crate::engine::dependents::contents(&*target, &j.schema_name).await?;
     Ok(if copy.non_empty() {
         Settle::Switch
     } else {
@@ -534,11 +534,13 @@ async fn settle(
 /// an error when both names exist, which no move makes.
 async fn fenced(cx: &Context<'_>, j: &MoveJournal, domain: &str) -> Result<bool, Error> {
     let source = cx.servers.target(&j.from_server)?.connect().await?;
-    let live = crate::dependents::contents(&*source, &j.schema_name)
+    let live = crate::engine::dependents::contents(&*source, &j.schema_name)
         .await?
         .exists;
     let moving = fence_name(&j.schema_name);
-    let fenced = crate::dependents::contents(&*source, &moving).await?.exists;
+    let fenced = crate::engine::dependents::contents(&*source, &moving)
+        .await?
+        .exists;
     if fenced && live {
         return Err(Error::failed(format!(
             "an interrupted move of tenant {domain} fenced its old copy as schema {} on server {}, and schema {} exists there again; one of them was made by hand: compare them and drop or rename one, then run the move again; nothing was changed",
@@ -571,14 +573,22 @@ pub(crate) async fn preflight(
     let mut source = cx.servers.target(&tenant.server)?.connect().await?;
     let target = cx.servers.target(to)?.connect().await?;
     let ours = journal.is_some_and(|j| j.to_server == to && j.phase != "switched");
-    if !ours && crate::dependents::contents(&*target, schema).await?.exists {
+    if !ours
+        && crate::engine::dependents::contents(&*target, schema)
+            .await?
+            .exists
+    {
         return Err(Error::refused(format!(
             "schema {} already exists on server {to}; a tenant's copy cannot go there; nothing was changed",
             quote(schema)
         )));
     }
     let moving = fence_name(schema);
-    if journal.is_none() && crate::dependents::contents(&*source, &moving).await?.exists {
+    if journal.is_none()
+        && crate::engine::dependents::contents(&*source, &moving)
+            .await?
+            .exists
+    {
         return Err(Error::refused(format!(
             "schema {} exists on server {}, and a move of tenant {} fences its old copy under that name; it is not this tenant's unfinished move (none is recorded): drop or rename it first; nothing was changed",
             quote(&moving),
@@ -586,7 +596,7 @@ pub(crate) async fn preflight(
             tenant.domain
         )));
     }
-    let boundary = crate::dependents::inspect(&mut source, schema).await?;
+    let boundary = crate::engine::dependents::inspect(&mut source, schema).await?;
     if !boundary.contents.exists {
         return Err(Error::failed(format!(
             "tenant {}'s schema {} does not exist on server {}; there is nothing to move",
@@ -606,7 +616,7 @@ pub(crate) async fn preflight(
             &[&schema],
         )
         .await
-        .map_err(crate::db::query_error("checking who may rename the tenant's schema"))?
+        .map_err(crate::pg::db::query_error("checking who may rename the tenant's schema"))?
         .get(0);
     if !may_rename {
         return Err(Error::refused(format!(
@@ -629,7 +639,7 @@ pub(crate) async fn preflight(
     // Whether dropped or kept renamed, objects outside the schema would go on reading
     // and writing the old copy (a rename carries them along).
     if !outside.is_empty() {
-        return Err(Error::refused(crate::plan::data_blocked(
+        return Err(Error::refused(crate::engine::plan::data_blocked(
             schema, &outside, "move",
         )));
     }
@@ -685,7 +695,7 @@ pub(crate) async fn run(
         tenants::locked_schema(cx, &home, &tenant.schema_name, &tenant.domain).await?;
     // A session this process leaves behind (killed) gives up its work and the tenant's
     // lock at once, whatever it was waiting for.
-    crate::db::notice_dead_client(session.client()).await;
+    crate::pg::db::notice_dead_client(session.client()).await;
     let result = async {
         // Another command may have changed the tenant while this one waited for it.
         let tenant = registry.find(&tenant.id.to_string()).await?;
@@ -879,7 +889,7 @@ async fn undo(
                 quote(&j.schema_name)
             ))
             .await
-            .map_err(crate::db::query_error(&format!(
+            .map_err(crate::pg::db::query_error(&format!(
                 "renaming the fenced old copy back to schema {} on server {} (tenant {} is unavailable until it is)",
                 quote(&j.schema_name),
                 j.from_server,
@@ -943,7 +953,7 @@ pub(crate) async fn undo_copy(
 ) -> Result<(), Error> {
     // An undo runs to its end whatever stop was asked for (it is what a stop asks for);
     // a second signal ends the process.
-    let calm = crate::interrupt::Interrupt::new();
+    let calm = crate::pg::interrupt::Interrupt::new();
     let cx = &Context {
         interrupt: &calm,
         ..*cx
@@ -956,7 +966,7 @@ pub(crate) async fn undo_copy(
             quote(&j.schema_name)
         ))
         .await
-        .map_err(crate::db::query_error(&format!(
+        .map_err(crate::pg::db::query_error(&format!(
             "dropping the partial copy of schema {} on server {}",
             quote(&j.schema_name),
             j.to_server
@@ -1121,7 +1131,7 @@ async fn copy_offline(
         }
         crate::failpoint!("move.target-built");
         stop_requested(cx)?;
-        crate::db::notice_dead_client(target.client()).await;
+        crate::pg::db::notice_dead_client(target.client()).await;
         let (catalog, fenced_at) = fence_source(cx, tenant, client).await?;
         crate::failpoint!("move.source-locked");
         let copying = copy(
@@ -1224,7 +1234,7 @@ pub(crate) async fn switch_over(
         let now = cx.servers.target(&journal.from_server)?.connect().await?;
         now.batch_execute("BEGIN")
             .await
-            .map_err(crate::db::query_error(
+            .map_err(crate::pg::db::query_error(
                 "looking for objects that depend on the tenant",
             ))?;
         let found = refuse_dependents(&now, schema, tenant.id).await;
@@ -1241,7 +1251,7 @@ pub(crate) async fn switch_over(
         .await
         .map_err(|e| {
             (
-                crate::db::query_error(&format!(
+                crate::pg::db::query_error(&format!(
                     "fencing the old copy of schema {} on server {}",
                     quote(schema),
                     journal.from_server
@@ -1307,9 +1317,12 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
         quote(&j.schema_name),
         j.from_server
     );
-    let (old, legacy) = if crate::dependents::contents(&*source, &moving).await?.exists {
+    let (old, legacy) = if crate::engine::dependents::contents(&*source, &moving)
+        .await?
+        .exists
+    {
         (moving, false)
-    } else if crate::dependents::contents(&*source, &j.schema_name)
+    } else if crate::engine::dependents::contents(&*source, &j.schema_name)
         .await?
         .exists
     {
@@ -1323,7 +1336,7 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
         source
             .batch_execute(&rename)
             .await
-            .map_err(crate::db::query_error(&doing))?;
+            .map_err(crate::pg::db::query_error(&doing))?;
         crate::failpoint!("move.old-copy-removed");
         return Ok(if legacy {
             OldCopy::Suspect(kept)
@@ -1343,7 +1356,7 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
             source
                 .batch_execute(&rename)
                 .await
-                .map_err(crate::db::query_error(&doing))?;
+                .map_err(crate::pg::db::query_error(&doing))?;
             match why {
                 Some(dependents) => OldCopy::Depended(kept, dependents),
                 None => OldCopy::Kept(kept),
@@ -1351,7 +1364,7 @@ async fn remove_old_copy(cx: &Context<'_>, j: &MoveJournal) -> Result<OldCopy, E
         }
         Err(e) => {
             let _ = source.batch_execute("ROLLBACK").await;
-            return Err(crate::db::query_error(&doing)(e));
+            return Err(crate::pg::db::query_error(&doing)(e));
         }
     };
     crate::failpoint!("move.old-copy-removed");
@@ -1379,7 +1392,7 @@ async fn drop_unless_depended_on(
         .collect();
     let mut begin = format!(
         "BEGIN; SET LOCAL lock_timeout = {}",
-        crate::plan::DROP_WAIT_MS
+        crate::engine::plan::DROP_WAIT_MS
     );
     if !tables.is_empty() {
         begin.push_str(&format!(
@@ -1394,7 +1407,7 @@ async fn drop_unless_depended_on(
         }
         Err(e) => return Err(e),
     }
-    match crate::dependents::outside(&**source, old).await {
+    match crate::engine::dependents::outside(&**source, old).await {
         Ok(d) if !d.is_empty() => {
             let list: Vec<String> = d.iter().map(|x| x.object.clone()).collect();
             return Ok(Some(Some(crate::error::listed(&list, 5))));
@@ -1424,7 +1437,7 @@ pub(crate) async fn refuse_dependents(
     // An online move's own publication lists the tables until the fence's commit drops
     // it: it does not count.
     let own = super::online::replication_name(tenant_id);
-    let blocking: Vec<_> = crate::dependents::outside(&**client, schema)
+    let blocking: Vec<_> = crate::engine::dependents::outside(&**client, schema)
         .await?
         .into_iter()
         .filter(|d| !names(&d.object, &own))
@@ -1432,7 +1445,7 @@ pub(crate) async fn refuse_dependents(
     if blocking.is_empty() {
         return Ok(());
     }
-    Err(Error::refused(crate::plan::data_blocked(
+    Err(Error::refused(crate::engine::plan::data_blocked(
         schema, &blocking, "move",
     )))
 }
@@ -1443,7 +1456,7 @@ async fn copy(
     client: &Client,
     target: &Client,
     catalog: data::catalog::Catalog,
-    history: &[crate::migrations::AppliedRow],
+    history: &[crate::files::migrations::AppliedRow],
     history_table: &str,
 ) -> Result<load::Loaded, Error> {
     let (w, r) = stream::pipe();
@@ -1483,7 +1496,7 @@ async fn refresh_cache(
     let Ok(client) = target.connect().await else {
         return;
     };
-    let Ok(mut states) = crate::state::observe(
+    let Ok(mut states) = crate::registry::state::observe(
         &client,
         std::slice::from_ref(&j.schema_name),
         &cx.settings.history_table,

@@ -33,17 +33,17 @@
 use std::collections::HashMap;
 use std::time::{Duration, Instant};
 
-use crate::db::Client;
+use crate::pg::db::Client;
 
+use crate::app::tenants::{self, Context};
 use crate::data::{self, catalog, moving};
-use crate::db::query_error;
+use crate::engine::runner::Session;
+use crate::engine::scheduler::RunEvent;
 use crate::error::Error;
+use crate::files::migrations::MigrationSet;
 use crate::ident::{qualified, quote};
-use crate::migrations::MigrationSet;
+use crate::pg::db::query_error;
 use crate::registry::{MoveJournal, Registry, Tenant};
-use crate::runner::Session;
-use crate::scheduler::RunEvent;
-use crate::tenants::{self, Context};
 
 /// How often the catch-up is looked at.
 const POLL: Duration = Duration::from_millis(200);
@@ -415,7 +415,7 @@ async fn probe_connection(target: &Client, name: &str, conninfo: &str) -> Result
             "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} \
              WITH (connect = true, create_slot = false, enabled = false, slot_name = NONE, copy_data = false)",
             n = quote(name),
-            c = crate::plan::literal(&format!(
+            c = crate::engine::plan::literal(&format!(
                 "{conninfo} connect_timeout={PROBE_CONNECT_TIMEOUT_S}"
             )),
         ))
@@ -498,9 +498,9 @@ async fn column_types(
 
 /// `tables` with each column's type as [`column_types`] spells it.
 fn canonical(
-    tables: &[crate::archive::Table],
+    tables: &[crate::data::archive::Table],
     types: &HashMap<(String, String), String>,
-) -> Vec<crate::archive::Table> {
+) -> Vec<crate::data::archive::Table> {
     let mut tables = tables.to_vec();
     for t in &mut tables {
         for c in &mut t.columns {
@@ -891,7 +891,7 @@ pub(crate) async fn bound_alike(
 pub(crate) fn differs(revision: Option<i32>, differences: &[String]) -> Error {
     Error::setup(format!(
         "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
-        crate::output::revision(revision),
+        crate::cli::output::revision(revision),
         differences.join("; ")
     ))
 }
@@ -1238,7 +1238,7 @@ pub(crate) async fn replicate(
         .batch_execute(&format!(
             "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} WITH (copy_data = true, create_slot = false, slot_name = {n}, enabled = true)",
             n = quote(&name),
-            c = crate::plan::literal(&conninfo),
+            c = crate::engine::plan::literal(&conninfo),
         ))
         .await
         // The server's message never holds the connection string.
@@ -1260,7 +1260,7 @@ pub(crate) async fn replicate(
             .batch_execute(&format!(
                 "COMMENT ON PUBLICATION {} IS {}",
                 quote(&name),
-                crate::plan::literal(&format!("{SUBSCRIPTION_OID}{oid}"))
+                crate::engine::plan::literal(&format!("{SUBSCRIPTION_OID}{oid}"))
             ))
             .await;
     }
@@ -1390,7 +1390,7 @@ async fn cutover(
         .map(|s| {
             format!(
                 "SELECT pg_catalog.setval({}, {}, {})",
-                crate::plan::literal(&qualified(schema, &s.name)),
+                crate::engine::plan::literal(&qualified(schema, &s.name)),
                 s.last_value,
                 s.is_called
             )

@@ -7,7 +7,7 @@ use std::sync::{Arc, OnceLock};
 
 use tokio::sync::mpsc;
 
-use crate::archive::{ArchiveError, Item, Manifest, Reader, Writer};
+use crate::data::archive::{ArchiveError, Item, Manifest, Reader, Writer};
 use crate::error::Error;
 
 /// Pieces in flight between a connection and an archive's thread.

@@ -10,13 +10,13 @@ use serde::de::DeserializeOwned;
 use serde::{Deserialize, Serialize};
 
 use super::{runs, ApiError, Shared};
+use crate::app::tenants::{self, NewTenantRequest};
+use crate::engine::plan::SchemaChange;
+use crate::engine::scheduler::{Events, Planned, ResultStatus, RunEvent, TenantResult};
+use crate::engine::target::{Forms, Target};
 use crate::error::Error;
-use crate::migrations::MigrationSet;
-use crate::plan::SchemaChange;
+use crate::files::migrations::MigrationSet;
 use crate::registry::{Registry, Tenant};
-use crate::scheduler::{Events, Planned, ResultStatus, RunEvent, TenantResult};
-use crate::target::{Forms, Target};
-use crate::tenants::{self, NewTenantRequest};
 
 type ApiResult<T> = Result<T, ApiError>;
 
@@ -288,10 +288,10 @@ async fn change(
     let tenant = find(&registry, reference).await?;
     let events = Events::none();
     let cx = state.ctx.one_tenant(&events);
-    let run_id = crate::scheduler::new_run_id()?;
+    let run_id = crate::engine::scheduler::new_run_id()?;
     let r = tenants::change_one(&cx, &client, &registry, &tenant, change, set, &run_id).await;
     drop(registry);
-    if r.status == ResultStatus::Skipped && r.cause == crate::scheduler::Cause::NotStarted {
+    if r.status == ResultStatus::Skipped && r.cause == crate::engine::scheduler::Cause::NotStarted {
         // The service is stopping: nothing ran.
         return Err(ApiError::new(
             StatusCode::SERVICE_UNAVAILABLE,
@@ -299,7 +299,7 @@ async fn change(
         ));
     }
     if r.status == ResultStatus::Failed {
-        let status = if r.cause == crate::scheduler::Cause::Refused {
+        let status = if r.cause == crate::engine::scheduler::Cause::Refused {
             StatusCode::CONFLICT
         } else {
             StatusCode::INTERNAL_SERVER_ERROR
@@ -317,8 +317,8 @@ async fn change(
             ResultStatus::UpToDate => "nothing to do",
             _ => "skipped",
         },
-        crate::output::revision(r.from_revision),
-        crate::output::revision(r.to_revision)
+        crate::cli::output::revision(r.from_revision),
+        crate::cli::output::revision(r.to_revision)
     );
     Ok(Json(Changed {
         tenant_id: tenant.id,
@@ -392,7 +392,7 @@ fn parse_target(
         Some(TargetRef::Number(n)) => n.to_string(),
         Some(TargetRef::Name(s)) => s.clone(),
     };
-    crate::target::parse(&text, set, forms, command).map_err(ApiError::from)
+    crate::engine::target::parse(&text, set, forms, command).map_err(ApiError::from)
 }
 
 /// See [`run_migrations_body`].
@@ -466,7 +466,7 @@ async fn find_tenant(state: &Shared, reference: &str) -> ApiResult<Tenant> {
 async fn current_revision(state: &Shared, reference: &str) -> ApiResult<i32> {
     let t = find_tenant(state, reference).await?;
     let lease = state.pool.get().await?;
-    let states = crate::fleet::observe(
+    let states = crate::app::fleet::observe(
         &state.ctx.servers,
         lease.client(),
         std::slice::from_ref(&t),
@@ -498,15 +498,16 @@ async fn migration_status_body(
     let lease = state.pool.get().await?;
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
     let mut tenants = vec![find(&registry, &tenant_id).await?];
-    let st = crate::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
-        .await?;
+    let st =
+        crate::cli::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
+            .await?;
     let placement = state
         .ctx
         .placement(lease.client(), &tenants[0], &st[0])
         .await
         .ok()
         .flatten();
-    let doc = serde_json::to_value(crate::commands::status::OneStatus {
+    let doc = serde_json::to_value(crate::cli::commands::status::OneStatus {
         status: &st[0],
         placement,
     })
@@ -525,8 +526,8 @@ pub async fn list_tenants(State(state): State<Shared>) -> ApiResult<Response> {
     for t in &tenants {
         *by_status.entry(t.status.as_str()).or_insert(0usize) += 1;
     }
-    let doc = crate::commands::tenant::list::Listing {
-        summary: crate::commands::tenant::list::ListSummary {
+    let doc = crate::cli::commands::tenant::list::Listing {
+        summary: crate::cli::commands::tenant::list::ListSummary {
             total: tenants.len(),
             by_status,
         },
@@ -548,12 +549,13 @@ async fn fleet_status_body(State(state): State<Shared>) -> ApiResult<Response> {
     let lease = state.pool.get().await?;
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
     let mut tenants = registry.list(None, None).await?;
-    let st = crate::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
-        .await?;
-    let summary = crate::inspect::summarize(&st, set.head());
+    let st =
+        crate::cli::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
+            .await?;
+    let summary = crate::registry::inspect::summarize(&st, set.head());
     drop(registry);
     lease.done();
-    Ok(Json(crate::commands::status::FleetStatus {
+    Ok(Json(crate::cli::commands::status::FleetStatus {
         tenants: st,
         summary,
     })
@@ -597,7 +599,7 @@ pub async fn fleet_upgrade(State(state): State<Shared>, bytes: Bytes) -> ApiResu
     }
     let set = migrations(&state)?;
     let target = parse_target(&set, &b.target_revision, Forms::Up, "a fleet upgrade")?;
-    let run_id = crate::scheduler::new_run_id()?;
+    let run_id = crate::engine::scheduler::new_run_id()?;
     let view = state.runs.begin(&run_id);
     let task_state = state.clone();
     let id = run_id.clone();
@@ -615,7 +617,7 @@ pub async fn fleet_upgrade(State(state): State<Shared>, bytes: Bytes) -> ApiResu
             // The service's log keeps how each run ended (counts only, no tenant), also
             // when the service stops after it and its view is gone.
             let s = &v.summary;
-            crate::output::log_line(&format!(
+            crate::cli::output::log_line(&format!(
                 "run {id} finished: {} ok, {} up to date, {} failed, {} skipped{}",
                 s.ok,
                 s.up_to_date,
@@ -648,13 +650,13 @@ async fn upgrade_all(
     let ctx = &state.ctx;
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let selection = crate::fleet::Selection {
+    let selection = crate::app::fleet::Selection {
         all: true,
         ..Default::default()
     };
-    let tenants = crate::fleet::select(&registry, &selection).await?;
+    let tenants = crate::app::fleet::select(&registry, &selection).await?;
     let unprovisioned = selection.unprovisioned();
-    let planned: Vec<Planned> = crate::fleet::plan_upgrade(
+    let planned: Vec<Planned> = crate::app::fleet::plan_upgrade(
         &ctx.servers,
         &client,
         &registry,
@@ -665,7 +667,7 @@ async fn upgrade_all(
         &ctx.settings.history_table,
     )
     .await?;
-    let op = crate::operation::Change {
+    let op = crate::engine::operation::Change {
         change: SchemaChange::Upgrade {
             target,
             provision: false,
@@ -673,7 +675,7 @@ async fn upgrade_all(
         set: &set,
         unprovisioned,
     };
-    let fleet = crate::fleet::Fleet {
+    let fleet = crate::app::fleet::Fleet {
         target: &ctx.target,
         servers: &ctx.servers,
         settings: &ctx.settings,
@@ -712,13 +714,13 @@ async fn upgrade_all(
                         ResultStatus::Skipped => v.summary.skipped += 1,
                     }
                     drop(v);
-                    Some(crate::output::progress_line("upgrade", r))
+                    Some(crate::cli::output::progress_line("upgrade", r))
                 }
                 RunEvent::Waiting {
                     domain,
                     schema_name,
                     holder,
-                } => Some(crate::reporter::waiting_line(
+                } => Some(crate::cli::reporter::waiting_line(
                     "upgrade",
                     domain,
                     schema_name,
@@ -789,7 +791,7 @@ pub async fn run_status(
     }
     let failed = by_tenant.values().filter(|(f, _)| *f).count();
     let skipped = by_tenant.values().filter(|(f, r)| !*f && *r).count();
-    let summary = crate::scheduler::Summary {
+    let summary = crate::engine::scheduler::Summary {
         total: by_tenant.len(),
         ok: by_tenant.len() - failed - skipped,
         failed,
@@ -803,8 +805,8 @@ pub async fn run_status(
             r.action,
             r.domain,
             r.status,
-            crate::output::revision(r.from_revision),
-            crate::output::revision(r.to_revision),
+            crate::cli::output::revision(r.from_revision),
+            crate::cli::output::revision(r.to_revision),
             r.error
                 .as_deref()
                 .map(|e| format!(": {e}"))
@@ -830,7 +832,7 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
             .client()
             .simple_query("SELECT 1")
             .await
-            .map_err(crate::db::query_error("checking the registry"))?;
+            .map_err(crate::pg::db::query_error("checking the registry"))?;
         lease.done();
         Ok::<(), Error>(())
     })
@@ -843,7 +845,7 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
                 Ok(Err(e)) => e.to_string(),
                 _ => format!("no answer within {} s", HEALTH_TIMEOUT.as_secs()),
             };
-            crate::output::log_line(&format!("health check failed: {why}"));
+            crate::cli::output::log_line(&format!("health check failed: {why}"));
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(serde_json::json!({
@@ -865,7 +867,7 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
     let gathered = async {
         let lease = state.pool.get().await?;
         let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
-        let m = crate::metrics::gather(
+        let m = crate::app::metrics::gather(
             lease.client(),
             registry.tables(),
             head,
@@ -881,7 +883,7 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
         Err(e) => {
             // Why goes to the log: the answer needs no token, so it names no server
             // or database.
-            crate::output::log_line(&format!("metrics failed: {e}"));
+            crate::cli::output::log_line(&format!("metrics failed: {e}"));
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the registry could not be read (the service's log says why)",
@@ -893,7 +895,7 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::metrics::render(&m),
+        crate::app::metrics::render(&m),
     )
         .into_response())
 }

@@ -17,7 +17,7 @@ use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-use crate::db::Client;
+use crate::pg::db::Client;
 use axum::extract::{DefaultBodyLimit, Request};
 use axum::http::{header, StatusCode};
 use axum::middleware::{self, Next};
@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
 
-use crate::commands::Ctx;
+use crate::cli::commands::Ctx;
 use crate::error::{Error, ErrorKind};
 
 /// The largest request body accepted.
@@ -112,7 +112,7 @@ impl IntoResponse for ApiError {
 /// Registry connections for requests: at most [`REGISTRY_CONNECTIONS`] at once (a
 /// request waits for one rather than fail), kept open between requests.
 pub struct Clients {
-    target: crate::db::Target,
+    target: crate::pg::db::Target,
     idle: std::sync::Mutex<Vec<Client>>,
     limit: Arc<Semaphore>,
 }
@@ -128,7 +128,7 @@ pub struct Lease<'a> {
 
 impl Clients {
     /// A pool connecting to `target`.
-    pub fn new(target: crate::db::Target) -> Clients {
+    pub fn new(target: crate::pg::db::Target) -> Clients {
         Clients {
             target,
             idle: Default::default(),
@@ -263,7 +263,7 @@ async fn log(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
-    crate::output::log_line(&format!(
+    crate::cli::output::log_line(&format!(
         "{method} {} {} {} ms",
         crate::ident::shown(&path),
         response.status().as_u16(),
@@ -287,7 +287,7 @@ async fn accept(
                 Ok(c) => c,
                 // Out of file descriptors and the like: wait, then go on accepting.
                 Err(e) => {
-                    crate::output::log_line(&format!("accepting a connection failed: {e}"));
+                    crate::cli::output::log_line(&format!("accepting a connection failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -307,7 +307,7 @@ async fn accept(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => crate::output::log_line(&format!(
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => crate::cli::output::log_line(&format!(
             "stopping: connections still open after {} s are closed",
             SHUTDOWN_GRACE.as_secs()
         )),
@@ -333,10 +333,10 @@ pub async fn serve(ctx: Ctx, listen: SocketAddr, token: auth::Token) -> Result<(
     // The service is a run that stops gracefully: the first signal asks it to stop.
     let _graceful = state.ctx.interrupt.graceful_guard();
     let stop = state.ctx.interrupt.stop_token();
-    crate::output::log_line(&format!("listening on http://{bound}"));
+    crate::cli::output::log_line(&format!("listening on http://{bound}"));
     accept(listener, router(state.clone()), stop).await;
-    crate::output::log_line("stopping: waiting for the fleet runs in flight");
+    crate::cli::output::log_line("stopping: waiting for the fleet runs in flight");
     state.runs.wait_all().await;
-    crate::output::log_line("stopped");
+    crate::cli::output::log_line("stopped");
     Ok(())
 }

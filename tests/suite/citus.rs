@@ -159,7 +159,7 @@ fn history_versions(c: &CitusCluster, schema: &str) -> Vec<i32> {
 
 /// How many sessions on the coordinator wait for `schema`'s tenant lock.
 fn lock_waiters(c: &CitusCluster, schema: &str) -> i64 {
-    let (k1, k2) = tenantctl::db::lock_key(tenantctl::db::LockSpace::Tenant, schema);
+    let (k1, k2) = tenantctl::pg::db::lock_key(tenantctl::pg::db::LockSpace::Tenant, schema);
     c.client()
         .query_one(
             "SELECT count(*) FROM pg_locks WHERE locktype = 'advisory' AND NOT granted \

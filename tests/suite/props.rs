@@ -19,10 +19,10 @@ use proptest::prelude::*;
 use proptest::sample::select;
 use proptest::test_runner::{FileFailurePersistence, TestRunner};
 use tenantctl::config::{self, Overrides};
-use tenantctl::db::Target;
+use tenantctl::files::migrations::{parse_file_name, ParsedName};
 use tenantctl::fuzzing;
 use tenantctl::ident::{self, quote, MAX_IDENT_BYTES};
-use tenantctl::migrations::{parse_file_name, ParsedName};
+use tenantctl::pg::db::Target;
 use tenantctl::ErrorKind;
 
 use support::TestDb;
@@ -516,7 +516,7 @@ fn loader_should_accept(files: &[(String, Vec<u8>)]) -> bool {
         };
         // The statements must be ones tenantctl can run (checked by the splitter's own
         // tests and against psql in tests/suite/psql_split.rs).
-        if tenantctl::migrations::parse_script(Path::new(name), text).is_err() {
+        if tenantctl::files::migrations::parse_script(Path::new(name), text).is_err() {
             return false;
         }
         let slot = if p.down { &mut downs } else { &mut ups };
@@ -591,7 +591,7 @@ proptest! {
     /// lines, never empty, and splitting one statement's text again gives it back.
     #[test]
     fn splitting_returns_pieces_of_the_file_in_order(text in sqlish()) {
-        if let Ok(statements) = tenantctl::statements::split(&text) {
+        if let Ok(statements) = tenantctl::files::statements::split(&text) {
             let mut from = 0;
             let mut line = 1;
             for s in &statements {
@@ -609,7 +609,7 @@ proptest! {
                 if s.text.starts_with('\u{feff}') {
                     continue; // read again, it would be a byte-order mark
                 }
-                let again = tenantctl::statements::split(&s.text);
+                let again = tenantctl::files::statements::split(&s.text);
                 prop_assert!(again.is_ok());
                 let again = again.unwrap();
                 prop_assert_eq!(again.len(), 1, "{:?} splits into {:?}", s.text, again);
@@ -974,7 +974,7 @@ fn accepted_timeouts_mean_the_same_to_postgres() {
             return Ok(());
         };
         let client = &mut *client.borrow_mut();
-        let sql = tenantctl::plan::session_settings(&settings, "tenant_x");
+        let sql = tenantctl::engine::plan::session_settings(&settings, "tenant_x");
         client
             .batch_execute(&sql)
             .map_err(|e| TestCaseError::fail(format!("{text}gives {sql:?}: {e:?}")))?;

@@ -10,7 +10,7 @@ use std::path::{Path, PathBuf};
 use std::process::Command;
 
 use support::TestDb;
-use tenantctl::statements::{normalize, split};
+use tenantctl::files::statements::{normalize, split};
 
 const QUERY_START: &str = "********* QUERY **********\n";
 const QUERY_END: &str = "\n**************************\n";

@@ -16,7 +16,7 @@ fn sql(db: &TestDb, batch: &str) {
 
 /// Whether anyone holds `schema`'s tenant lock.
 fn tenant_lock_held(db: &TestDb, schema: &str) -> bool {
-    let (k1, k2) = tenantctl::db::lock_key(tenantctl::db::LockSpace::Tenant, schema);
+    let (k1, k2) = tenantctl::pg::db::lock_key(tenantctl::pg::db::LockSpace::Tenant, schema);
     db.client()
         .query_one(
             "SELECT count(*) > 0 FROM pg_locks WHERE locktype = 'advisory' AND granted \

@@ -57,9 +57,9 @@ impl Gate {
     }
 
     /// Takes the lock tenantctl's `init` takes on the registry in `schema` (the key
-    /// tenantctl computes, `tenantctl::db::lock_key`) on a session of its own to `url`.
+    /// tenantctl computes, `tenantctl::pg::db::lock_key`) on a session of its own to `url`.
     pub fn registry_lock(url: &str, schema: &str) -> Gate {
-        let (k1, k2) = tenantctl::db::lock_key(tenantctl::db::LockSpace::Registry, schema);
+        let (k1, k2) = tenantctl::pg::db::lock_key(tenantctl::pg::db::LockSpace::Registry, schema);
         let mut gate = Gate::connect(url, "SELECT pg_advisory_unlock_all()");
         gate.client
             .execute("SELECT pg_advisory_lock($1, $2)", &[&k1, &k2])

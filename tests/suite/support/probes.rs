@@ -1,11 +1,11 @@
 //! What the server sees while tenantctl runs: backends running a statement, sessions
 //! waiting for a tenant's lock or for a lock tenantctl holds, tenant locks taken by the test itself (with the key
-//! tenantctl computes, `tenantctl::db::lock_key`), and a poll with a deadline for
+//! tenantctl computes, `tenantctl::pg::db::lock_key`), and a poll with a deadline for
 //! conditions that do not depend on a running child.
 
 use std::time::{Duration, Instant};
 
-use tenantctl::db::{lock_key, LockSpace};
+use tenantctl::pg::db::{lock_key, LockSpace};
 
 use super::{TestDb, DEADLINE};
 

@@ -1,0 +1,163 @@
+//! `tenantctl status`: migration status of one tenant, or of every tenant with a
+//! fleet summary.
+
+use serde::Serialize;
+
+use crate::cli::exit::Exit;
+use crate::cli::output::{pending_list, revision, yes_no};
+use crate::error::{Error, Result};
+use crate::registry::inspect::{self, StatusSummary, TenantStatus};
+use crate::registry::Registry;
+
+use super::{statuses, Ctx};
+
+pub use crate::cli::StatusArgs as Args;
+
+/// The JSON document `status --all` prints.
+#[derive(Debug, Serialize)]
+pub struct FleetStatus {
+    /// One status per tenant, by id.
+    pub tenants: Vec<TenantStatus>,
+    /// Fleet counts and the revision histogram.
+    pub summary: StatusSummary,
+}
+
+/// Shows status. Always exits 0 when it could look; `check` is the gate for CI.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.tenant.is_none() && !args.all {
+        return Err(Error::usage("name a tenant with --tenant <TENANT>, or pass --all").into());
+    }
+    let set = ctx.migrations()?;
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let mut tenants = match &args.tenant {
+        Some(t) => vec![registry.find(t).await?],
+        None => registry.list(None, None).await?,
+    };
+    let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
+    if args.tenant.is_some() {
+        let placement = ctx.placement(&client, &tenants[0], &st[0]).await?;
+        print_one(ctx, &st[0], set.head(), placement);
+        return Ok(Exit::Ok);
+    }
+    print_fleet(ctx, st, set.head());
+    Ok(Exit::Ok)
+}
+
+/// The JSON document `status --tenant` prints: the tenant's status and where its schema
+/// is placed.
+#[derive(Debug, Serialize)]
+pub struct OneStatus<'a> {
+    /// The tenant's migration status.
+    #[serde(flatten)]
+    pub status: &'a TenantStatus,
+    /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
+    /// and the schema is a distributed schema holding tables.
+    pub placement: Option<crate::app::citus::Placement>,
+}
+
+/// Prints one tenant's status.
+fn print_one(
+    ctx: &Ctx,
+    s: &TenantStatus,
+    head: i32,
+    placement: Option<crate::app::citus::Placement>,
+) {
+    if ctx.out.is_json() {
+        ctx.out.json(&OneStatus {
+            status: s,
+            placement,
+        });
+    } else {
+        let mut rows = vec![
+            ("tenant", format!("{} (id {})", s.domain, s.tenant_id)),
+            ("schema", s.schema_name.clone()),
+            ("provisioned", yes_no(s.schema_provisioned).into()),
+            ("current revision", revision(s.current_revision)),
+            ("head", head.to_string()),
+            ("pending", pending_list(&s.pending_migrations)),
+            ("status", s.status.as_str().into()),
+        ];
+        if let Some(e) = &s.last_error {
+            rows.push(("last error", e.clone()));
+        }
+        for d in &s.drift {
+            rows.push(("drift", d.to_string()));
+        }
+        if let Some(e) = &s.history_error {
+            rows.push(("history", e.clone()));
+        }
+        if let Some(p) = placement {
+            rows.push(("placement", p.node));
+        }
+        ctx.out.pairs(&rows);
+    }
+}
+
+/// Prints the fleet's status: the revision histogram, the tenants that need attention,
+/// and a summary line.
+fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
+    let summary = inspect::summarize(&st, head);
+    let fleet = FleetStatus {
+        tenants: st,
+        summary,
+    };
+    if ctx.out.is_json() {
+        ctx.out.json(&fleet);
+        return;
+    }
+    let s = &fleet.summary;
+    let mut hist = ctx.out.table(&["revision", "tenants"]);
+    for (rev, n) in &s.by_revision {
+        hist.add_row(vec![rev.clone(), n.to_string()]);
+    }
+    if s.total > 0 {
+        ctx.out.print(&hist.to_string());
+    }
+    let attention: Vec<&TenantStatus> = fleet
+        .tenants
+        .iter()
+        .filter(|t| !t.at_head() || t.status == crate::registry::Status::Failed)
+        .collect();
+    if !attention.is_empty() {
+        let mut t = ctx.out.table(&[
+            "tenant", "schema", "revision", "pending", "status", "problem",
+        ]);
+        for x in attention {
+            let problem = if let Some(e) = x.history_error.as_ref().filter(|_| x.unreachable) {
+                e.clone()
+            } else if !x.schema_provisioned {
+                "not provisioned".to_string()
+            } else if let Some(e) = &x.history_error {
+                e.clone()
+            } else if !x.drift.is_empty() {
+                crate::error::listed(&x.drift, 3)
+            } else if let Some(e) = &x.last_error {
+                e.clone()
+            } else {
+                format!("behind head {}", s.head)
+            };
+            // One line per tenant: the whole text is in `status --tenant` and the JSON.
+            let problem = match problem.char_indices().nth(PROBLEM_CHARS) {
+                Some((cut, _)) => format!("{}...", &problem[..cut]),
+                None => problem,
+            };
+            t.add_row(vec![
+                x.domain.clone(),
+                x.schema_name.clone(),
+                revision(x.current_revision),
+                x.pending_migrations.len().to_string(),
+                x.status.as_str().to_string(),
+                problem,
+            ]);
+        }
+        ctx.out.print(&t.to_string());
+    }
+    ctx.out.print(&format!(
+        "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} unreachable, {} moving, {} failed",
+        s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.unreachable, s.moving, s.failed
+    ));
+}
+
+/// The longest problem shown in `status --all`'s table, in characters.
+const PROBLEM_CHARS: usize = 300;

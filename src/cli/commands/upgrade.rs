@@ -1,0 +1,28 @@
+//! `tenantctl upgrade`: apply pending migrations to one, several or all tenants.
+
+use crate::cli::exit::Exit;
+use crate::engine::plan::SchemaChange;
+use crate::engine::target::Forms;
+use crate::error::Result;
+
+use super::Ctx;
+
+pub use crate::cli::UpgradeArgs as Args;
+
+/// Upgrades the selected tenants to TARGET (a version, or `+N` above each tenant's own
+/// revision). Only tenants that need work get a session; tenants whose schema does not
+/// exist yet, or that the target does not fit (above it, or too few migrations above
+/// them for `+N`), are skipped when selected by a filter and fail when named.
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    let start = ctx
+        .start_change(&args.target, Forms::Up, "upgrade", &args.selection)
+        .await?;
+    let change = SchemaChange::Upgrade {
+        target: start.target,
+        provision: false,
+    };
+    if args.dry_run {
+        return Ok(start.dry_run(ctx, change).await?);
+    }
+    Ok(start.run(ctx, change, &args.bulk).await?)
+}

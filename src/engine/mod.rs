@@ -1,0 +1,15 @@
+//! The engine: what a change does to one tenant ([`plan`]), revision targets
+//! ([`target`]), the tenant's locked session that executes it ([`runner`]), the
+//! connections a run lends from tenant to tenant ([`pool`]), what outside a schema depends
+//! on it ([`dependents`]), operations inside a locked session ([`operation`]), work over
+//! many tenants ([`scheduler`]) and dry runs ([`dryrun`]). It returns data and events; it
+//! never prints.
+
+pub mod dependents;
+pub mod dryrun;
+pub mod operation;
+pub mod plan;
+pub mod pool;
+pub mod runner;
+pub mod scheduler;
+pub mod target;

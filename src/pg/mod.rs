@@ -1,0 +1,7 @@
+//! PostgreSQL plumbing: connections and their targets ([`db`]), TLS ([`tls`]), and the
+//! stop token with the set of open sessions an abort cancels ([`interrupt`]). Nothing here
+//! knows tenants, the registry or migrations.
+
+pub mod db;
+pub mod interrupt;
+pub mod tls;
