@@ -30,6 +30,7 @@ pub mod ident;
 pub mod pg;
 pub mod registry;
 pub mod serve;
+pub mod show;
 pub mod timestamp;
 
 use cli::commands::{self, Ctx};
@@ -64,7 +65,12 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
         Command::History(a) => commands::history::run(&ctx, a).await,
         Command::Status(a) => commands::status::run(&ctx, a).await,
         Command::Events(a) => commands::events::run(&ctx, a).await,
-        Command::Serve(a) => commands::serve::run(ctx, a).await,
+        Command::Serve(a) => {
+            // The service is the second face: it takes the application's context, not
+            // the command line's output settings.
+            serve::run(ctx.app, a.listen).await?;
+            Ok(Exit::Ok)
+        }
         Command::Metrics(a) => commands::metrics::run(&ctx, a).await,
         Command::Downgrade(a) => commands::downgrade::run(&ctx, a).await,
         Command::Stamp(a) => commands::stamp::run(&ctx, a).await,

@@ -779,7 +779,7 @@ pub async fn adopt_histories(
             let why = if has_history {
                 format!(
                     "no alembic_version; it already has a tenantctl history at revision {}",
-                    crate::cli::output::revision(current)
+                    crate::show::revision(current)
                 )
             } else {
                 "no alembic_version table (or an empty one); left alone".to_string()
@@ -837,7 +837,7 @@ pub async fn adopt_histories(
                     Some(version),
                     &format!(
                         "it already has a tenantctl history at revision {}, not {version}; left alone",
-                        crate::cli::output::revision(current)
+                        crate::show::revision(current)
                     ),
                 ));
             }

@@ -4,6 +4,8 @@
 
 pub mod adopt;
 pub mod citus;
+pub mod context;
 pub mod fleet;
 pub mod metrics;
+pub mod status;
 pub mod tenants;

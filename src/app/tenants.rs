@@ -336,7 +336,7 @@ fn message(
         Some(r) if migrate => format!(
             "tenant {d} registered, schema {schema} {}, at revision {}",
             outcome(r.schema_created),
-            crate::cli::output::revision(tenant.current_revision)
+            crate::show::revision(tenant.current_revision)
         ),
         Some(r) => format!(
             "tenant {d} registered, schema {schema} {}",

@@ -10,9 +10,11 @@ use std::sync::{Mutex, MutexGuard};
 use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 
-use crate::engine::scheduler::{ResultStatus, RunReport, TenantResult};
+use crate::engine::progress::status_word;
+use crate::engine::scheduler::RunReport;
 use crate::pg::db::Notice;
 use crate::registry::Tenant;
+use crate::show::{revision, yes_no};
 
 /// Whether a JSON document has been written to stdout; held while one is written, so an
 /// abort never adds a second document or interleaves with the first.
@@ -289,37 +291,6 @@ impl Output {
     }
 }
 
-/// One line of a long-running service's log on stderr, with the time (UTC).
-pub fn log_line(text: &str) {
-    let now = time::OffsetDateTime::now_utc();
-    eprintln!("{} {text}", timestamp(now));
-}
-
-/// A timestamp for people: RFC 3339 in UTC, to the second.
-pub fn timestamp(t: time::OffsetDateTime) -> String {
-    let t = t
-        .to_offset(time::UtcOffset::UTC)
-        .replace_nanosecond(0)
-        .unwrap_or(t);
-    t.format(&time::format_description::well_known::Rfc3339)
-        .unwrap_or_else(|_| t.to_string())
-}
-
-/// A time read from the registry, for people: RFC 3339 in UTC to the second, else what
-/// is stored (`infinity`, a year past 9999), and `null` for a NULL.
-pub fn stored_time(t: Option<&crate::timestamp::Timestamp>) -> String {
-    t.map_or_else(|| "null".to_string(), ToString::to_string)
-}
-
-/// `yes` or `no`.
-pub fn yes_no(b: bool) -> &'static str {
-    if b {
-        "yes"
-    } else {
-        "no"
-    }
-}
-
 /// Pending migrations for people: `VERSION NAME` joined by `, `, or `none`.
 pub fn pending_list(pending: &[crate::registry::inspect::Pending]) -> String {
     if pending.is_empty() {
@@ -330,20 +301,6 @@ pub fn pending_list(pending: &[crate::registry::inspect::Pending]) -> String {
         .map(|p| format!("{} {}", p.version, p.name))
         .collect::<Vec<_>>()
         .join(", ")
-}
-
-/// A revision for people: the number, or `base` when nothing is applied.
-pub fn revision(r: Option<i32>) -> String {
-    r.map_or_else(|| "base".to_string(), |v| v.to_string())
-}
-
-fn status_word(s: ResultStatus) -> &'static str {
-    match s {
-        ResultStatus::Ok => "ok",
-        ResultStatus::UpToDate => "up to date",
-        ResultStatus::Failed => "FAILED",
-        ResultStatus::Skipped => "skipped",
-    }
 }
 
 /// Stdout held after an abort, so no other document reaches it; the caller ends the
@@ -393,35 +350,6 @@ pub fn identity_rows(t: &Tenant) -> Vec<(&'static str, String)> {
     ]
 }
 
-/// One line per finished tenant, for logs and CI.
-pub fn progress_line(verb: &str, r: &TenantResult) -> String {
-    let mut line = format!(
-        "{verb} {}: {} ({} -> {}",
-        r.domain,
-        status_word(r.status),
-        revision(r.from_revision),
-        revision(r.to_revision)
-    );
-    if !r.applied.is_empty() {
-        line.push_str(&format!(
-            ", applied {}",
-            r.applied
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
-    }
-    line.push_str(&format!(", {} ms)", r.duration_ms));
-    if let Some(f) = &r.file {
-        line.push_str(&format!(" -> {f}"));
-    }
-    if let Some(e) = &r.error {
-        line.push_str(&format!(": {e}"));
-    }
-    line
-}
-
 /// Which of the server's notices are shown.
 #[derive(Debug, Clone, Copy)]
 pub struct NoticeLevel {
@@ -453,6 +381,8 @@ pub fn notice_line(level: NoticeLevel, domain: &str, notice: &Notice) -> Option<
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::engine::progress::progress_line;
+    use crate::engine::scheduler::{ResultStatus, TenantResult};
 
     #[test]
     fn bar_only_on_a_quiet_free_terminal_outside_ci_with_text() {

@@ -11,8 +11,8 @@
 use tokio::sync::mpsc::{unbounded_channel, UnboundedReceiver};
 use tokio::task::JoinHandle;
 
-use crate::cli::output::{notice_line, progress_line, NoticeLevel, Output, ProgressMode};
-use crate::engine::runner::LockHolder;
+use crate::cli::output::{notice_line, NoticeLevel, Output, ProgressMode};
+use crate::engine::progress::{progress_line, waiting_line};
 use crate::engine::scheduler::{Events, ResultStatus, RunEvent};
 
 /// How a run is shown.
@@ -133,18 +133,6 @@ fn spinner(verb: &'static str) -> indicatif::ProgressBar {
     spin.set_prefix(verb);
     spin.enable_steady_tick(std::time::Duration::from_millis(200));
     spin
-}
-
-/// The line saying a tenant waits for its lock and who holds it.
-pub fn waiting_line(verb: &str, domain: &str, schema: &str, holder: Option<&LockHolder>) -> String {
-    let who = holder.map_or_else(
-        || "another session that could not be identified".to_string(),
-        |h| h.to_string(),
-    );
-    format!(
-        "{verb} {domain}: waiting for the lock on schema {}, held by {who}",
-        crate::ident::quote(schema)
-    )
 }
 
 /// A progress bar with the tenants in flight and the failure count.

@@ -90,7 +90,7 @@ pub async fn check_built(
     let shown: Vec<String> = differences.iter().take(10).cloned().collect();
     Err(Error::setup(format!(
         "the archive's tables differ from what the migrations build at revision {}: {}{}; the archive was taken from a schema changed outside its migrations, or the migrations were edited",
-        crate::cli::output::revision(manifest.revision),
+        crate::show::revision(manifest.revision),
         shown.join("; "),
         if differences.len() > shown.len() {
             format!(" (and {} more)", differences.len() - shown.len())

@@ -96,7 +96,7 @@ pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) ->
     if manifest.revision != manifest.migrations.iter().map(|m| m.version).max() {
         return Err(Error::usage(format!(
             "archive {label} is corrupt: its manifest's revision {} is not its highest applied migration",
-            crate::cli::output::revision(manifest.revision)
+            crate::show::revision(manifest.revision)
         )));
     }
     let mut problems = Vec::new();
@@ -122,7 +122,7 @@ pub fn check_migrations(manifest: &Manifest, set: &MigrationSet, label: &str) ->
     }
     Err(Error::setup(format!(
         "archive {label} was taken at revision {} with migrations this directory does not have: {}; nothing was changed",
-        crate::cli::output::revision(manifest.revision),
+        crate::show::revision(manifest.revision),
         problems.join("; ")
     )))
 }
@@ -459,7 +459,7 @@ async fn resume(
             Origin::Clone(_) => "data",
         },
         quote(&tenant.schema_name),
-        crate::cli::output::revision(tenant.current_revision),
+        crate::show::revision(tenant.current_revision),
         mark.rows,
         mark.tables
     );
@@ -631,7 +631,7 @@ pub async fn import(
         tenant.domain,
         m.source.domain,
         quote(&tenant.schema_name),
-        crate::cli::output::revision(tenant.current_revision),
+        crate::show::revision(tenant.current_revision),
         loaded.rows,
         loaded.tables
     );
@@ -1144,7 +1144,7 @@ pub async fn restore(
         recorded.domain,
         m.source.domain,
         quote(&schema),
-        crate::cli::output::revision(m.revision),
+        crate::show::revision(m.revision),
         loaded.rows,
         loaded.tables
     );
@@ -1372,7 +1372,7 @@ pub async fn plan_import(
         },
         req.domain,
         quote(&schema),
-        crate::cli::output::revision(manifest.revision),
+        crate::show::revision(manifest.revision),
         manifest.rows(),
         manifest.tables.len(),
         manifest.source.domain,

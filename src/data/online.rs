@@ -891,7 +891,7 @@ pub(crate) async fn bound_alike(
 pub(crate) fn differs(revision: Option<i32>, differences: &[String]) -> Error {
     Error::setup(format!(
         "the tenant's schema differs from what the migrations build at revision {}: {}; a move rebuilds the schema by the migrations, so this would be lost; nothing was moved",
-        crate::cli::output::revision(revision),
+        crate::show::revision(revision),
         differences.join("; ")
     ))
 }

@@ -10,6 +10,7 @@ pub mod dryrun;
 pub mod operation;
 pub mod plan;
 pub mod pool;
+pub mod progress;
 pub mod runner;
 pub mod scheduler;
 pub mod target;

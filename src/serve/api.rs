@@ -317,8 +317,8 @@ async fn change(
             ResultStatus::UpToDate => "nothing to do",
             _ => "skipped",
         },
-        crate::cli::output::revision(r.from_revision),
-        crate::cli::output::revision(r.to_revision)
+        crate::show::revision(r.from_revision),
+        crate::show::revision(r.to_revision)
     );
     Ok(Json(Changed {
         tenant_id: tenant.id,
@@ -497,21 +497,17 @@ async fn migration_status_body(
     let set = migrations(&state)?;
     let lease = state.pool.get().await?;
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
-    let mut tenants = vec![find(&registry, &tenant_id).await?];
-    let st =
-        crate::cli::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
-            .await?;
+    let tenant = find(&registry, &tenant_id).await?;
+    let (tenant, status) =
+        crate::app::status::of(&state.ctx, lease.client(), &registry, tenant, &set).await?;
     let placement = state
         .ctx
-        .placement(lease.client(), &tenants[0], &st[0])
+        .placement(lease.client(), &tenant, &status)
         .await
         .ok()
         .flatten();
-    let doc = serde_json::to_value(crate::cli::commands::status::OneStatus {
-        status: &st[0],
-        placement,
-    })
-    .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
+    let doc = serde_json::to_value(crate::app::status::OneStatus { status, placement })
+        .map_err(|e| ApiError::new(StatusCode::INTERNAL_SERVER_ERROR, e.to_string()))?;
     drop(registry);
     lease.done();
     Ok(Json(doc).into_response())
@@ -521,18 +517,7 @@ async fn migration_status_body(
 pub async fn list_tenants(State(state): State<Shared>) -> ApiResult<Response> {
     let lease = state.pool.get().await?;
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
-    let tenants = registry.list(None, None).await?;
-    let mut by_status = std::collections::BTreeMap::new();
-    for t in &tenants {
-        *by_status.entry(t.status.as_str()).or_insert(0usize) += 1;
-    }
-    let doc = crate::cli::commands::tenant::list::Listing {
-        summary: crate::cli::commands::tenant::list::ListSummary {
-            total: tenants.len(),
-            by_status,
-        },
-        tenants,
-    };
+    let doc = crate::app::status::Listing::of(registry.list(None, None).await?);
     drop(registry);
     lease.done();
     Ok(Json(doc).into_response())
@@ -548,18 +533,10 @@ async fn fleet_status_body(State(state): State<Shared>) -> ApiResult<Response> {
     let set = migrations(&state)?;
     let lease = state.pool.get().await?;
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
-    let mut tenants = registry.list(None, None).await?;
-    let st =
-        crate::cli::commands::statuses(&state.ctx, lease.client(), &registry, &mut tenants, &set)
-            .await?;
-    let summary = crate::registry::inspect::summarize(&st, set.head());
+    let doc = crate::app::status::fleet(&state.ctx, lease.client(), &registry, &set).await?;
     drop(registry);
     lease.done();
-    Ok(Json(crate::cli::commands::status::FleetStatus {
-        tenants: st,
-        summary,
-    })
-    .into_response())
+    Ok(Json(doc).into_response())
 }
 
 /// `POST /api/fleet/upgrade`.
@@ -617,7 +594,7 @@ pub async fn fleet_upgrade(State(state): State<Shared>, bytes: Bytes) -> ApiResu
             // The service's log keeps how each run ended (counts only, no tenant), also
             // when the service stops after it and its view is gone.
             let s = &v.summary;
-            crate::cli::output::log_line(&format!(
+            super::log_line(&format!(
                 "run {id} finished: {} ok, {} up to date, {} failed, {} skipped{}",
                 s.ok,
                 s.up_to_date,
@@ -683,14 +660,7 @@ async fn upgrade_all(
         registry: &registry,
         interrupt: &ctx.interrupt,
     };
-    let bulk = crate::cli::BulkOpts {
-        concurrency,
-        fail_fast: false,
-        max_failures: None,
-        canary: None,
-        metrics_textfile: None,
-    };
-    let opts = ctx.run_options(&bulk);
+    let opts = ctx.run_options(concurrency, None, None);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
     let events = Events::to(tx);
     let follow_view = view.clone();
@@ -714,13 +684,13 @@ async fn upgrade_all(
                         ResultStatus::Skipped => v.summary.skipped += 1,
                     }
                     drop(v);
-                    Some(crate::cli::output::progress_line("upgrade", r))
+                    Some(crate::engine::progress::progress_line("upgrade", r))
                 }
                 RunEvent::Waiting {
                     domain,
                     schema_name,
                     holder,
-                } => Some(crate::cli::reporter::waiting_line(
+                } => Some(crate::engine::progress::waiting_line(
                     "upgrade",
                     domain,
                     schema_name,
@@ -805,8 +775,8 @@ pub async fn run_status(
             r.action,
             r.domain,
             r.status,
-            crate::cli::output::revision(r.from_revision),
-            crate::cli::output::revision(r.to_revision),
+            crate::show::revision(r.from_revision),
+            crate::show::revision(r.to_revision),
             r.error
                 .as_deref()
                 .map(|e| format!(": {e}"))
@@ -845,7 +815,7 @@ pub async fn healthz(State(state): State<Shared>) -> Response {
                 Ok(Err(e)) => e.to_string(),
                 _ => format!("no answer within {} s", HEALTH_TIMEOUT.as_secs()),
             };
-            crate::cli::output::log_line(&format!("health check failed: {why}"));
+            super::log_line(&format!("health check failed: {why}"));
             (
                 StatusCode::SERVICE_UNAVAILABLE,
                 Json(serde_json::json!({
@@ -883,7 +853,7 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
         Err(e) => {
             // Why goes to the log: the answer needs no token, so it names no server
             // or database.
-            crate::cli::output::log_line(&format!("metrics failed: {e}"));
+            super::log_line(&format!("metrics failed: {e}"));
             return Err(ApiError::new(
                 StatusCode::SERVICE_UNAVAILABLE,
                 "the registry could not be read (the service's log says why)",

@@ -128,7 +128,7 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
             RecentRun {
                 run_id: text(0),
                 action: text(1),
-                finished: crate::cli::output::stored_time(
+                finished: crate::show::stored_time(
                     r.try_get::<_, Option<Timestamp>>(2).ok().flatten().as_ref(),
                 ),
                 tenants: number(3),
@@ -181,7 +181,7 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
         let _ = write!(
             b,
             "<tr><td>{}</td><td>{n}</td></tr>",
-            esc(&crate::cli::output::revision(*rev))
+            esc(&crate::show::revision(*rev))
         );
     }
     b.push_str("</table><h2>Tenants per server</h2><table id=\"by-server\"><tr><th>server</th><th>tenants</th><th>behind</th><th>failed</th></tr>");
@@ -203,7 +203,7 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"failed\">{}</td></tr>",
                 tenant_link(t),
                 esc(&t.schema_name),
-                esc(&crate::cli::output::revision(t.current_revision)),
+                esc(&crate::show::revision(t.current_revision)),
                 esc(t.last_error.as_deref().unwrap_or(""))
             );
         }
@@ -220,7 +220,7 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td></tr>",
                 tenant_link(t),
                 esc(&t.server),
-                esc(&crate::cli::output::revision(t.current_revision)),
+                esc(&crate::show::revision(t.current_revision)),
                 esc(t.status.as_str())
             );
         }
@@ -256,7 +256,7 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
             "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
             tenant_link(t),
             esc(&t.server),
-            esc(&crate::cli::output::revision(t.current_revision)),
+            esc(&crate::show::revision(t.current_revision)),
             if t.status == Status::Failed {
                 "failed"
             } else {
@@ -314,9 +314,9 @@ pub async fn tenant(
         ("server", t.server.clone()),
         (
             "provisioned",
-            crate::cli::output::yes_no(t.schema_provisioned).into(),
+            crate::show::yes_no(t.schema_provisioned).into(),
         ),
-        ("revision", crate::cli::output::revision(t.current_revision)),
+        ("revision", crate::show::revision(t.current_revision)),
         ("status", t.status.as_str().into()),
         ("last error", t.last_error.clone().unwrap_or_default()),
     ] {
@@ -335,10 +335,10 @@ pub async fn tenant(
             let _ = write!(
                 b,
                 "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td></tr>",
-                esc(&crate::cli::output::stored_time(e.finished_at.as_ref())),
+                esc(&crate::show::stored_time(e.finished_at.as_ref())),
                 esc(&e.action),
-                esc(&crate::cli::output::revision(e.from_revision)),
-                esc(&crate::cli::output::revision(e.to_revision)),
+                esc(&crate::show::revision(e.from_revision)),
+                esc(&crate::show::revision(e.to_revision)),
                 match e.status.as_str() {
                     "failed" => "failed",
                     // Refused before anything changed: not a failure of the tenant.

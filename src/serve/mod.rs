@@ -26,7 +26,7 @@ use axum::routing::{get, post};
 use axum::{Json, Router};
 use tokio::sync::Semaphore;
 
-use crate::cli::commands::Ctx;
+use crate::app::context::Context;
 use crate::error::{Error, ErrorKind};
 
 /// The largest request body accepted.
@@ -53,7 +53,7 @@ const REGISTRY_CONNECTIONS: usize = 16;
 /// What every handler shares.
 pub struct AppState {
     /// The settings, servers and interruption, as a command has them.
-    pub ctx: Ctx,
+    pub ctx: Context,
     /// The token requests must present.
     pub token: auth::Token,
     /// Fleet runs started through the API.
@@ -263,7 +263,7 @@ async fn log(req: Request, next: Next) -> Response {
     let method = req.method().clone();
     let path = req.uri().path().to_string();
     let response = next.run(req).await;
-    crate::cli::output::log_line(&format!(
+    log_line(&format!(
         "{method} {} {} {} ms",
         crate::ident::shown(&path),
         response.status().as_u16(),
@@ -287,7 +287,7 @@ async fn accept(
                 Ok(c) => c,
                 // Out of file descriptors and the like: wait, then go on accepting.
                 Err(e) => {
-                    crate::cli::output::log_line(&format!("accepting a connection failed: {e}"));
+                    log_line(&format!("accepting a connection failed: {e}"));
                     tokio::time::sleep(Duration::from_millis(100)).await;
                     continue;
                 }
@@ -307,7 +307,7 @@ async fn accept(
     drop(listener);
     tokio::select! {
         () = graceful.shutdown() => {}
-        () = tokio::time::sleep(SHUTDOWN_GRACE) => crate::cli::output::log_line(&format!(
+        () = tokio::time::sleep(SHUTDOWN_GRACE) => log_line(&format!(
             "stopping: connections still open after {} s are closed",
             SHUTDOWN_GRACE.as_secs()
         )),
@@ -317,7 +317,30 @@ async fn accept(
 /// Runs the service on `listen` until the first SIGTERM or Ctrl-C: then it stops
 /// accepting requests, lets requests in flight finish, and waits for the fleet runs it
 /// started (they stop after their current migration, as a command's would).
-pub async fn serve(ctx: Ctx, listen: SocketAddr, token: auth::Token) -> Result<(), Error> {
+/// `tenantctl serve`: checks the token and the registry, then serves on `listen` (else
+/// the configured address) until SIGTERM or Ctrl-C.
+pub async fn run(mut ctx: Context, listen: Option<SocketAddr>) -> Result<(), Error> {
+    // A request has REQUEST_TIMEOUT; a server that stops answering must be reported
+    // within it, not time the whole request out.
+    let limit = ctx.settings.read_timeout.min(READ_TIMEOUT);
+    ctx.settings.read_timeout = limit;
+    ctx.servers = ctx.servers.with_read_timeout(limit);
+    ctx.target = ctx.servers.default_target().clone();
+    let token = auth::Token::load(
+        std::env::var("TENANTCTL_API_TOKEN").ok(),
+        ctx.settings.serve_token_file.as_deref(),
+    )?;
+    // The registry must be there before the service says it listens.
+    {
+        let client = ctx.connect().await?;
+        crate::registry::Registry::open(&client, &ctx.settings.registry_schema).await?;
+    }
+    let listen = listen.unwrap_or(ctx.settings.serve_listen);
+    serve(ctx, listen, token).await
+}
+
+/// Serves on `listen` until SIGTERM or Ctrl-C.
+pub async fn serve(ctx: Context, listen: SocketAddr, token: auth::Token) -> Result<(), Error> {
     let listener = tokio::net::TcpListener::bind(listen)
         .await
         .map_err(|e| Error::setup(format!("cannot listen on {listen}: {e}")))?;
@@ -333,10 +356,17 @@ pub async fn serve(ctx: Ctx, listen: SocketAddr, token: auth::Token) -> Result<(
     // The service is a run that stops gracefully: the first signal asks it to stop.
     let _graceful = state.ctx.interrupt.graceful_guard();
     let stop = state.ctx.interrupt.stop_token();
-    crate::cli::output::log_line(&format!("listening on http://{bound}"));
+    log_line(&format!("listening on http://{bound}"));
     accept(listener, router(state.clone()), stop).await;
-    crate::cli::output::log_line("stopping: waiting for the fleet runs in flight");
+    log_line("stopping: waiting for the fleet runs in flight");
     state.runs.wait_all().await;
-    crate::cli::output::log_line("stopped");
+    log_line("stopped");
     Ok(())
+}
+
+/// One line of the service's log on stderr, with the time (UTC): the service's only
+/// writer.
+#[allow(clippy::print_stderr)]
+pub(crate) fn log_line(text: &str) {
+    eprintln!("{}", crate::show::log_line(text));
 }

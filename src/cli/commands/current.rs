@@ -3,12 +3,12 @@
 use serde::Serialize;
 
 use crate::cli::exit::Exit;
-use crate::cli::output::revision;
 use crate::error::Result;
 use crate::registry::inspect::{self, StatusSummary};
 use crate::registry::Registry;
+use crate::show::revision;
 
-use super::{select, statuses, Ctx};
+use super::{select, Ctx};
 
 pub use crate::cli::CurrentArgs as Args;
 
@@ -47,7 +47,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         selection.all = true;
     }
     let mut tenants = select(ctx, &registry, &selection).await?;
-    let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
+    let st = ctx.statuses(&client, &registry, &mut tenants, &set).await?;
     let summary = inspect::summarize(&st, set.head());
     let out = Currents {
         tenants: st

@@ -3,10 +3,10 @@
 use serde::Serialize;
 
 use crate::cli::exit::Exit;
-use crate::cli::output::revision;
 use crate::error::Result;
 use crate::ident;
 use crate::registry::{EventFilter, EventRow, Registry};
+use crate::show::revision;
 
 use super::Ctx;
 
@@ -60,7 +60,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     for e in &events.events {
         t.add_row(vec![
             e.id.to_string(),
-            crate::cli::output::stored_time(e.finished_at.as_ref()),
+            crate::show::stored_time(e.finished_at.as_ref()),
             e.domain.clone(),
             e.action.clone(),
             revision(e.from_revision),

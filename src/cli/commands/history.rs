@@ -68,7 +68,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             row.extend([
                 e.checksum.clone(),
                 e.file.clone().unwrap_or_else(|| "(missing)".into()),
-                crate::cli::output::yes_no(e.has_down).into(),
+                crate::show::yes_no(e.has_down).into(),
             ]);
         }
         t.add_row(row);

@@ -17,7 +17,6 @@ pub mod init;
 pub mod metrics;
 pub mod provision;
 pub mod revision;
-pub mod serve;
 pub mod stamp;
 pub mod status;
 pub mod tenant;
@@ -27,42 +26,36 @@ use std::collections::HashMap;
 
 use crate::pg::db::Client;
 
+use crate::app::context::Context;
 use crate::app::fleet::{self, Fleet};
 use crate::cli::exit::Exit;
 use crate::cli::output::Output;
 use crate::cli::reporter;
 use crate::cli::{BulkOpts, GlobalOpts, Selection};
-use crate::config::{Overrides, Settings};
+use crate::config::Overrides;
 use crate::engine::operation::Operation;
 use crate::engine::plan::SchemaChange;
 use crate::engine::scheduler::{Planned, RunOptions};
 use crate::engine::target::{Forms, Target};
 use crate::error::Error;
 use crate::files::migrations::MigrationSet;
-use crate::pg::db;
 use crate::pg::interrupt::Interrupt;
-use crate::registry::inspect::TenantStatus;
 use crate::registry::state;
 use crate::registry::{Registry, Tenant};
 
-/// What every command needs.
+/// What every command needs: the application's context and where output goes.
 pub struct Ctx {
-    /// Effective settings.
-    pub settings: Settings,
-    /// Where to connect: the registry's server.
-    pub target: db::Target,
-    /// Every server tenants live on, `default` (the same as `target`) first.
-    pub servers: crate::registry::servers::Servers,
+    /// The settings, servers and stop token every action takes.
+    pub app: Context,
     /// Output settings.
     pub out: Output,
-    /// Set by Ctrl-C or SIGTERM.
-    pub interrupt: Interrupt,
-    /// Whether the first connection has been checked for a transaction-pooling proxy.
-    pooling_checked: std::sync::atomic::AtomicBool,
 }
 
-fn env_var(key: &str) -> Option<String> {
-    std::env::var(key).ok()
+impl std::ops::Deref for Ctx {
+    type Target = Context;
+    fn deref(&self) -> &Context {
+        &self.app
+    }
 }
 
 impl Ctx {
@@ -73,8 +66,6 @@ impl Ctx {
         interrupt: Interrupt,
     ) -> Result<Ctx, Error> {
         let out = Output::new(global.format(), global.quiet, global.verbose);
-        let cwd = std::env::current_dir()
-            .map_err(|e| Error::setup(format!("cannot read the current directory: {e}")))?;
         let overrides = Overrides {
             config: global.config.clone(),
             database_url: global.database_url.clone(),
@@ -85,36 +76,16 @@ impl Ctx {
             read_timeout_from_env: global.read_timeout_from_env,
             concurrency,
         };
-        let settings = crate::config::load(&overrides, &env_var, &cwd)?;
-        let servers = crate::registry::servers::Servers::resolve(&settings, &env_var)?;
-        let target = servers.default_target().clone();
         Ok(Ctx {
-            settings,
-            target,
-            servers,
+            app: Context::new(&overrides, interrupt)?,
             out,
-            interrupt,
-            pooling_checked: Default::default(),
         })
     }
 
-    /// Opens a connection for the command's own queries. The command's first connection
-    /// is checked for a transaction-pooling proxy (see
-    /// [`db::refuse_transaction_pooling`]) before anything else runs on it.
-    pub async fn connect(&self) -> Result<Client, Error> {
-        let client = self.target.connect().await?;
-        if !self
-            .pooling_checked
-            .swap(true, std::sync::atomic::Ordering::SeqCst)
-        {
-            db::refuse_transaction_pooling(&self.target, &client).await?;
-        }
-        Ok(client)
-    }
-
-    /// Loads and validates the migrations directory.
-    pub fn migrations(&self) -> Result<MigrationSet, Error> {
-        MigrationSet::load(&self.settings.migrations_dir)
+    /// Run options from the bulk flags and the settings (see [`Context::run_options`]).
+    pub fn run_options(&self, bulk: &BulkOpts) -> RunOptions {
+        self.app
+            .run_options(bulk.concurrency, bulk.max_failures(), bulk.canary)
     }
 }
 
@@ -142,87 +113,6 @@ pub async fn select(
         ctx.servers.get(server)?;
     }
     fleet::select(registry, &selection(flags)).await
-}
-
-impl Ctx {
-    /// Run options from the bulk flags and the settings: `--concurrency` is every
-    /// server's limit; without it, each server's `concurrency` from the config.
-    pub fn run_options(&self, bulk: &BulkOpts) -> RunOptions {
-        let flag = bulk.concurrency.map(usize::from);
-        RunOptions {
-            concurrency: flag.unwrap_or(self.settings.concurrency),
-            lanes: self
-                .servers
-                .iter()
-                .map(|(s, _)| (s.name.clone(), flag.unwrap_or(s.concurrency)))
-                .collect(),
-            max_failures: bulk.max_failures(),
-            canary: bulk.canary.map_or(0, |c| c as usize),
-        }
-    }
-}
-
-impl Ctx {
-    /// What a workflow on one tenant needs, its lock waits and notices sent to `events`.
-    pub fn one_tenant<'a>(
-        &'a self,
-        events: &'a crate::engine::scheduler::Events,
-    ) -> crate::app::tenants::Context<'a> {
-        crate::app::tenants::Context {
-            target: &self.target,
-            servers: &self.servers,
-            settings: &self.settings,
-            interrupt: &self.interrupt,
-            events,
-        }
-    }
-
-    /// A connection to `server`: `None` for the registry's server, whose connection the
-    /// command already has.
-    pub async fn connect_to(&self, server: &str) -> Result<Option<Client>, Error> {
-        if crate::registry::servers::is_default(server) {
-            return Ok(None);
-        }
-        Ok(Some(self.servers.target(server)?.connect().await?))
-    }
-}
-
-impl Ctx {
-    /// Where the Citus coordinator of `tenant`'s server places its schema (read on its
-    /// server; `client` is the registry's). `None` when the tenant's server could not be
-    /// reached or read (`status` already says so) or stops answering now.
-    pub async fn placement(
-        &self,
-        client: &Client,
-        tenant: &Tenant,
-        status: &TenantStatus,
-    ) -> Result<Option<crate::app::citus::Placement>, Error> {
-        if status.unreachable {
-            return Ok(None);
-        }
-        let read = match self.connect_to(&tenant.server).await {
-            Ok(Some(remote)) => crate::app::citus::placement(&remote, &tenant.schema_name).await,
-            Ok(None) => crate::app::citus::placement(client, &tenant.schema_name).await,
-            Err(_) => return Ok(None),
-        };
-        match read {
-            Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => Ok(None),
-            other => other,
-        }
-    }
-}
-
-/// Observes the tenants' schemas, refreshes the registry's cache, and returns each
-/// tenant's status (see [`fleet::statuses`]).
-pub async fn statuses(
-    ctx: &Ctx,
-    client: &Client,
-    registry: &Registry<'_>,
-    tenants: &mut [Tenant],
-    set: &MigrationSet,
-) -> Result<Vec<TenantStatus>, Error> {
-    let table = &ctx.settings.history_table;
-    fleet::statuses(&ctx.servers, client, registry, tenants, set, table).await
 }
 
 /// What `upgrade`, `downgrade` and `stamp` start from: the migration files, the target
@@ -325,7 +215,7 @@ impl ChangeStart {
 /// (as a real run would) when some would refuse or fail. The SQL is streamed tenant by
 /// tenant (in JSON too), never built for the whole fleet in memory.
 pub fn print_dry_run(ctx: &Ctx, dry: &crate::engine::dryrun::DryRun<'_>) -> Exit {
-    use crate::cli::output::revision;
+    use crate::show::revision;
     let refused = dry.tenants.iter().filter(|t| t.error.is_some()).count();
     if ctx.out.is_json() {
         ctx.out.json(dry);

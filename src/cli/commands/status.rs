@@ -1,26 +1,17 @@
 //! `tenantctl status`: migration status of one tenant, or of every tenant with a
 //! fleet summary.
 
-use serde::Serialize;
-
+use crate::app::status::{self, FleetStatus, OneStatus};
 use crate::cli::exit::Exit;
-use crate::cli::output::{pending_list, revision, yes_no};
+use crate::cli::output::pending_list;
 use crate::error::{Error, Result};
-use crate::registry::inspect::{self, StatusSummary, TenantStatus};
+use crate::registry::inspect::TenantStatus;
 use crate::registry::Registry;
+use crate::show::{revision, yes_no};
 
-use super::{statuses, Ctx};
+use super::Ctx;
 
 pub use crate::cli::StatusArgs as Args;
-
-/// The JSON document `status --all` prints.
-#[derive(Debug, Serialize)]
-pub struct FleetStatus {
-    /// One status per tenant, by id.
-    pub tenants: Vec<TenantStatus>,
-    /// Fleet counts and the revision histogram.
-    pub summary: StatusSummary,
-}
 
 /// Shows status. Always exits 0 when it could look; `check` is the gate for CI.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
@@ -30,45 +21,23 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let set = ctx.migrations()?;
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let mut tenants = match &args.tenant {
-        Some(t) => vec![registry.find(t).await?],
-        None => registry.list(None, None).await?,
-    };
-    let st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
-    if args.tenant.is_some() {
-        let placement = ctx.placement(&client, &tenants[0], &st[0]).await?;
-        print_one(ctx, &st[0], set.head(), placement);
+    if let Some(reference) = &args.tenant {
+        let tenant = registry.find(reference).await?;
+        let (tenant, status) = status::of(ctx, &client, &registry, tenant, &set).await?;
+        let placement = ctx.placement(&client, &tenant, &status).await?;
+        print_one(ctx, OneStatus { status, placement }, set.head());
         return Ok(Exit::Ok);
     }
-    print_fleet(ctx, st, set.head());
+    print_fleet(ctx, status::fleet(ctx, &client, &registry, &set).await?);
     Ok(Exit::Ok)
 }
 
-/// The JSON document `status --tenant` prints: the tenant's status and where its schema
-/// is placed.
-#[derive(Debug, Serialize)]
-pub struct OneStatus<'a> {
-    /// The tenant's migration status.
-    #[serde(flatten)]
-    pub status: &'a TenantStatus,
-    /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
-    /// and the schema is a distributed schema holding tables.
-    pub placement: Option<crate::app::citus::Placement>,
-}
-
 /// Prints one tenant's status.
-fn print_one(
-    ctx: &Ctx,
-    s: &TenantStatus,
-    head: i32,
-    placement: Option<crate::app::citus::Placement>,
-) {
+fn print_one(ctx: &Ctx, one: OneStatus, head: i32) {
     if ctx.out.is_json() {
-        ctx.out.json(&OneStatus {
-            status: s,
-            placement,
-        });
+        ctx.out.json(&one);
     } else {
+        let s = &one.status;
         let mut rows = vec![
             ("tenant", format!("{} (id {})", s.domain, s.tenant_id)),
             ("schema", s.schema_name.clone()),
@@ -87,7 +56,7 @@ fn print_one(
         if let Some(e) = &s.history_error {
             rows.push(("history", e.clone()));
         }
-        if let Some(p) = placement {
+        if let Some(p) = one.placement {
             rows.push(("placement", p.node));
         }
         ctx.out.pairs(&rows);
@@ -96,12 +65,7 @@ fn print_one(
 
 /// Prints the fleet's status: the revision histogram, the tenants that need attention,
 /// and a summary line.
-fn print_fleet(ctx: &Ctx, st: Vec<TenantStatus>, head: i32) {
-    let summary = inspect::summarize(&st, head);
-    let fleet = FleetStatus {
-        tenants: st,
-        summary,
-    };
+fn print_fleet(ctx: &Ctx, fleet: FleetStatus) {
     if ctx.out.is_json() {
         ctx.out.json(&fleet);
         return;

@@ -94,7 +94,7 @@ pub async fn copy(
                 }
                 _ => i.message.push_str(&format!(
                     ", then upgraded to revision {}",
-                    crate::cli::output::revision(i.tenant.current_revision)
+                    crate::show::revision(i.tenant.current_revision)
                 )),
             }
             i.migrations_applied |= !r.applied.is_empty();

@@ -3,11 +3,11 @@
 
 use crate::app::tenants::{self, NewTenantRequest};
 use crate::cli::exit::Exit;
-use crate::cli::output::{revision, yes_no};
 use crate::cli::reporter::{self, Style};
 use crate::engine::plan::SchemaChange;
 use crate::error::Result;
 use crate::files::migrations::MigrationSet;
+use crate::show::{revision, yes_no};
 
 use super::super::Ctx;
 

@@ -92,12 +92,12 @@ fn print_plan(ctx: &Ctx, plan: &DropPlan) {
         ("schema", plan.schema_name.clone()),
         (
             "exists",
-            crate::cli::output::yes_no(plan.schema_exists).to_string(),
+            crate::show::yes_no(plan.schema_exists).to_string(),
         ),
         ("objects", plan.objects.to_string()),
         (
             "drop schema",
-            crate::cli::output::yes_no(plan.would_drop_schema).to_string(),
+            crate::show::yes_no(plan.would_drop_schema).to_string(),
         ),
     ]);
     if plan.blocking.is_empty() {

@@ -77,7 +77,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             "tenant {} exported to {} at revision {}: {} rows in {} tables",
             tenant.domain,
             if to_stdout { "standard output" } else { &label },
-            crate::cli::output::revision(manifest.revision),
+            crate::show::revision(manifest.revision),
             rows,
             manifest.tables.len()
         ),

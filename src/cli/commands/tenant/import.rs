@@ -107,7 +107,7 @@ pub fn print_imported(ctx: &Ctx, imported: &Imported) {
     let t = &imported.tenant;
     let mut rows = crate::cli::output::identity_rows(t);
     rows.extend([
-        ("revision", crate::cli::output::revision(t.current_revision)),
+        ("revision", crate::show::revision(t.current_revision)),
         ("tables", imported.tables.to_string()),
         ("rows", imported.rows.to_string()),
         ("status", t.status.as_str().into()),

@@ -1,36 +1,15 @@
 //! `tenantctl tenant list`: the registry as a table.
 
-use std::collections::BTreeMap;
-
-use serde::Serialize;
-
+use crate::app::status::Listing;
 use crate::cli::exit::Exit;
 use crate::error::Result;
 use crate::files::migrations::MigrationSet;
 use crate::ident;
-use crate::registry::{Registry, Tenant};
+use crate::registry::Registry;
 
-use super::super::{statuses, Ctx};
+use super::super::Ctx;
 
 pub use crate::cli::tenant::ListArgs as Args;
-
-/// The JSON document `tenant list` prints.
-#[derive(Debug, Serialize)]
-pub struct Listing {
-    /// The tenants, by id.
-    pub tenants: Vec<Tenant>,
-    /// Counts.
-    pub summary: ListSummary,
-}
-
-/// Counts for `tenant list`.
-#[derive(Debug, Serialize)]
-pub struct ListSummary {
-    /// Tenants listed.
-    pub total: usize,
-    /// Tenants per status.
-    pub by_status: BTreeMap<&'static str, usize>,
-}
 
 /// Lists tenants, with provisioned/revision columns refreshed from the database.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
@@ -46,18 +25,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let set = ctx
         .migrations()
         .unwrap_or_else(|_| MigrationSet::empty(ctx.settings.migrations_dir.clone()));
-    statuses(ctx, &client, &registry, &mut tenants, &set).await?;
-    let mut by_status = BTreeMap::new();
-    for t in &tenants {
-        *by_status.entry(t.status.as_str()).or_insert(0) += 1;
-    }
-    let listing = Listing {
-        summary: ListSummary {
-            total: tenants.len(),
-            by_status,
-        },
-        tenants,
-    };
+    ctx.statuses(&client, &registry, &mut tenants, &set).await?;
+    let listing = Listing::of(tenants);
     if ctx.out.is_json() {
         ctx.out.json(&listing);
     } else if listing.tenants.is_empty() {

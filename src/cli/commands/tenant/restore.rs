@@ -67,9 +67,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             "would replace tenant {}'s schema {} (revision {}) with {}'s data at revision {}: {} rows in {} tables{}; nothing was changed",
             tenant.domain,
             quote(&tenant.schema_name),
-            crate::cli::output::revision(tenant.current_revision),
+            crate::show::revision(tenant.current_revision),
             m.source.domain,
-            crate::cli::output::revision(m.revision),
+            crate::show::revision(m.revision),
             m.rows(),
             m.tables.len(),
             untried.map(|u| format!(" ({u})")).unwrap_or_default()

@@ -3,12 +3,13 @@
 use serde::Serialize;
 
 use crate::cli::exit::Exit;
-use crate::cli::output::{pending_list, revision, yes_no};
+use crate::cli::output::pending_list;
 use crate::error::Result;
 use crate::registry::inspect::TenantStatus;
 use crate::registry::{Registry, Tenant};
+use crate::show::{revision, yes_no};
 
-use super::super::{statuses, Ctx};
+use super::super::Ctx;
 
 pub use crate::cli::tenant::ShowArgs as Args;
 
@@ -30,7 +31,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let mut tenants = vec![registry.find(&args.tenant).await?];
-    let mut st = statuses(ctx, &client, &registry, &mut tenants, &set).await?;
+    let mut st = ctx.statuses(&client, &registry, &mut tenants, &set).await?;
     let placement = ctx.placement(&client, &tenants[0], &st[0]).await?;
     let shown = Shown {
         tenant: tenants.remove(0),
@@ -63,14 +64,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             "api key",
             format!("{}… (only the hash is stored)", t.api_key_prefix),
         ),
-        (
-            "created",
-            crate::cli::output::stored_time(t.created_at.as_ref()),
-        ),
-        (
-            "updated",
-            crate::cli::output::stored_time(t.updated_at.as_ref()),
-        ),
+        ("created", crate::show::stored_time(t.created_at.as_ref())),
+        ("updated", crate::show::stored_time(t.updated_at.as_ref())),
     ]);
     if let Some(p) = &shown.placement {
         rows.push(("placement", p.node.clone()));

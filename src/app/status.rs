@@ -1,0 +1,100 @@
+//! What the fleet looks like: the documents of `status --tenant`, `status --all` and
+//! `tenant list` (and of the service's routes that answer the same), built once here.
+
+use std::collections::BTreeMap;
+
+use serde::Serialize;
+
+use crate::app::citus::Placement;
+use crate::app::context::Context;
+use crate::error::Error;
+use crate::files::migrations::MigrationSet;
+use crate::pg::db::Client;
+use crate::registry::inspect::{self, StatusSummary, TenantStatus};
+use crate::registry::{Registry, Tenant};
+
+/// The JSON document `status --all` prints.
+#[derive(Debug, Serialize)]
+pub struct FleetStatus {
+    /// One status per tenant, by id.
+    pub tenants: Vec<TenantStatus>,
+    /// Fleet counts and the revision histogram.
+    pub summary: StatusSummary,
+}
+
+/// The JSON document `status --tenant` prints: the tenant's status and where its schema
+/// is placed.
+#[derive(Debug, Serialize)]
+pub struct OneStatus {
+    /// The tenant's migration status.
+    #[serde(flatten)]
+    pub status: TenantStatus,
+    /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
+    /// and the schema is a distributed schema holding tables.
+    pub placement: Option<Placement>,
+}
+
+/// The JSON document `tenant list` prints.
+#[derive(Debug, Serialize)]
+pub struct Listing {
+    /// The tenants, by id.
+    pub tenants: Vec<Tenant>,
+    /// Counts.
+    pub summary: ListSummary,
+}
+
+/// Counts for `tenant list`.
+#[derive(Debug, Serialize)]
+pub struct ListSummary {
+    /// Tenants listed.
+    pub total: usize,
+    /// Tenants per status.
+    pub by_status: BTreeMap<&'static str, usize>,
+}
+
+impl Listing {
+    /// The listing of these tenants, with its counts.
+    pub fn of(tenants: Vec<Tenant>) -> Listing {
+        let mut by_status = BTreeMap::new();
+        for t in &tenants {
+            *by_status.entry(t.status.as_str()).or_insert(0) += 1;
+        }
+        Listing {
+            summary: ListSummary {
+                total: tenants.len(),
+                by_status,
+            },
+            tenants,
+        }
+    }
+}
+
+/// Every registered tenant's status, observed now (the registry's cache refreshed), and
+/// the fleet's counts.
+pub async fn fleet(
+    ctx: &Context,
+    client: &Client,
+    registry: &Registry<'_>,
+    set: &MigrationSet,
+) -> Result<FleetStatus, Error> {
+    let mut tenants = registry.list(None, None).await?;
+    let tenants = ctx.statuses(client, registry, &mut tenants, set).await?;
+    let summary = inspect::summarize(&tenants, set.head());
+    Ok(FleetStatus { tenants, summary })
+}
+
+/// One tenant's status, observed now (the registry's cache refreshed).
+pub async fn of(
+    ctx: &Context,
+    client: &Client,
+    registry: &Registry<'_>,
+    tenant: Tenant,
+    set: &MigrationSet,
+) -> Result<(Tenant, TenantStatus), Error> {
+    let mut tenants = vec![tenant];
+    let st = ctx.statuses(client, registry, &mut tenants, set).await?;
+    match (tenants.pop(), st.into_iter().next()) {
+        (Some(t), Some(s)) => Ok((t, s)),
+        _ => Err(Error::failed("the tenant's status could not be read")),
+    }
+}
