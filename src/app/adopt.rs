@@ -112,39 +112,6 @@ const ADDED: &[(&str, &str)] = &[
     ("updated_at", "timestamptz NOT NULL DEFAULT now()"),
 ];
 
-/// The columns `tenants` has now.
-async fn columns(client: &Client, schema: &str) -> Result<BTreeMap<String, String>, Error> {
-    let rows = client
-        .query(
-            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL) \
-             FROM pg_catalog.pg_attribute a \
-             WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
-            &[&qualified(schema, "tenants")],
-        )
-        .await
-        .map_err(query_error("reading the tenants table"))?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
-}
-
-/// Whether `schema` holds the original service's `tenants` table (plain `api_key`, no
-/// tenantctl history).
-pub async fn is_original(client: &Client, schema: &str) -> Result<bool, Error> {
-    let cols = columns(client, schema).await?;
-    let history: bool = client
-        .query_one(
-            "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
-            &[&qualified(schema, registry::HISTORY_TABLE)],
-        )
-        .await
-        .map_err(query_error("looking for the registry's history"))?
-        .get(0);
-    Ok(!history
-        && cols.contains_key("api_key")
-        && cols.contains_key("domain")
-        && cols.contains_key("schema_name")
-        && !cols.contains_key("api_key_hash"))
-}
-
 /// Upgrades the original service's `tenants` table in place and brings the registry to
 /// this binary's version, in one transaction. A dry run makes the same checks and
 /// rehearses the same transaction, then rolls it back: it fails exactly where the
@@ -188,14 +155,14 @@ async fn adopt_registry_locked(
     dry_run: bool,
     lock_timeout: std::time::Duration,
 ) -> Result<RegistryAdoption, Error> {
-    let cols = columns(client, schema).await?;
+    let cols = registry::tenants_columns(client, schema).await?;
     if cols.is_empty() {
         return Ok(RegistryAdoption {
             found: "none",
             ..Default::default()
         });
     }
-    if !is_original(client, schema).await? {
+    if !registry::is_original(client, schema).await? {
         if !dry_run {
             registry::init(client, schema).await?;
         }

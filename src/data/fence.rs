@@ -32,7 +32,8 @@ use tokio_postgres::Client;
 
 use crate::error::{Error, ErrorKind};
 use crate::ident::{qualified, quote};
-use crate::pg::db::{query_error, Canceller};
+use crate::pg::cancel::Canceller;
+use crate::pg::db::query_error;
 use crate::pg::interrupt::Interrupt;
 
 /// How often a waiting fence looks for a deadlock in the making.

@@ -13,7 +13,6 @@ pub mod fence;
 pub mod files;
 pub mod load;
 pub mod moving;
-pub mod online;
 pub mod stream;
 
 use std::io::Read;
@@ -23,11 +22,11 @@ use crate::pg::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::tenants::{self, Context, NewTenantRequest};
 use crate::data::archive::Manifest;
 use crate::engine::plan::SchemaChange;
 use crate::engine::runner::{ExecError, Session};
 use crate::engine::scheduler;
+use crate::engine::tenant::{self, Context, NewTenantRequest};
 use crate::error::{Error, ErrorKind};
 use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
@@ -212,7 +211,7 @@ pub async fn export(
     out: Box<dyn std::io::Write + Send>,
     label: &str,
 ) -> Result<Manifest, Error> {
-    let (pool, session) = tenants::locked(cx, tenant).await?;
+    let (pool, session) = tenant::locked(cx, tenant).await?;
     let result = export_in(&session, tenant, cx.settings, out, label).await;
     session.close(&pool).await;
     result
@@ -423,7 +422,7 @@ async fn resume(
 ) -> Result<Imported, Error> {
     let mark = resumable(tenant, marked, origin.as_ref(), req, schema)?;
     let taken = registry::domain_exists(&req.domain);
-    let (pool, session) = tenants::locked(cx, tenant).await?;
+    let (pool, session) = tenant::locked(cx, tenant).await?;
     let finished = async {
         // Under the tenant's lock: another run may have finished it meanwhile.
         let now = schema_comment(session.client(), &tenant.schema_name).await?;
@@ -504,7 +503,7 @@ pub async fn import(
         adopt: false,
         ..req.clone()
     };
-    tenants::validate(&typed("standard"), cx.settings)?;
+    tenant::validate(&typed("standard"), cx.settings)?;
     let clone_of = match &input {
         ArchiveInput::Pipe(_, id) => Some(*id),
         _ => None,
@@ -512,7 +511,7 @@ pub async fn import(
     let mut source = input.open().await?;
     check_migrations(&source.manifest, set, source.label())?;
     let mut req = typed(&source.manifest.source.tenant_type);
-    let schema = tenants::validate(&req, cx.settings)?;
+    let schema = tenant::validate(&req, cx.settings)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
     if registry.domain_taken(&req.domain).await? {
         let tenant = registry.find(&req.domain).await?;
@@ -536,7 +535,7 @@ pub async fn import(
         .await;
     }
     let server = free_and_placed(cx, &registry, &req, &schema).await?;
-    let (pool, mut session) = tenants::locked_schema(cx, &server, &schema, &req.domain).await?;
+    let (pool, mut session) = tenant::locked_schema(cx, &server, &schema, &req.domain).await?;
     // The schema's lock is held until the import has finished: a rerun of the same
     // command started meanwhile waits for it, then finds the mark gone, rather than
     // finishing this import too (and replacing the API key this run prints).
@@ -595,7 +594,7 @@ pub async fn import(
         // The data is complete: register the tenant and take its schema as it is.
         req.server = Some(server.clone());
         req.adopt = true;
-        let created = match tenants::create(cx, client, &req, set).await {
+        let created = match tenant::create(cx, client, &req, set).await {
             Ok(c) => c,
             Err(e) => {
                 let removed = drop_made().await;
@@ -903,7 +902,7 @@ pub async fn rehearse_restore(
 ) -> Result<Option<String>, Error> {
     let fresh = beside(&tenant.schema_name, "$restoring");
     let (pool, mut side) =
-        tenants::locked_schema(cx, &tenant.server, &fresh, &tenant.domain).await?;
+        tenant::locked_schema(cx, &tenant.server, &fresh, &tenant.domain).await?;
     let tried = rehearse_build(&mut side, &fresh, manifest, set, true).await;
     side.close(&pool).await;
     tried
@@ -923,7 +922,7 @@ pub async fn clone(
     if checked.tenant_type.is_empty() {
         checked.tenant_type = from.tenant_type.clone();
     }
-    let schema = tenants::validate(&checked, cx.settings)?;
+    let schema = tenant::validate(&checked, cx.settings)?;
     // A clone of `from` killed after registering the new tenant is finished, not
     // exported again.
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
@@ -1028,7 +1027,7 @@ pub async fn restore(
     let fresh = beside(&schema, "$restoring");
     let old = beside(&schema, "$replaced");
     moving::refuse_unfinished(&registry, tenant, "restore it").await?;
-    let (pool, main) = tenants::locked(cx, tenant).await?;
+    let (pool, main) = tenant::locked(cx, tenant).await?;
     // A move may have held the lock while this waited.
     if let Err(e) = moving::still_here(&registry, tenant, "restore it").await {
         main.close(&pool).await;
@@ -1057,7 +1056,7 @@ pub async fn restore(
         // The scratch schema's lock: held by nothing now but a session that could not be
         // ended, which is waited for.
         let (side_pool, mut side) =
-            tenants::locked_schema(cx, &tenant.server, &fresh, &tenant.domain).await?;
+            tenant::locked_schema(cx, &tenant.server, &fresh, &tenant.domain).await?;
         let loaded = async {
             side.client()
                 .batch_execute(&format!(
@@ -1314,7 +1313,7 @@ pub async fn plan_import(
     set: &MigrationSet,
     label: &str,
 ) -> Result<ImportPlan, Error> {
-    let schema = tenants::validate(req, cx.settings)?;
+    let schema = tenant::validate(req, cx.settings)?;
     check_migrations(manifest, set, label)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
     if registry.domain_taken(&req.domain).await? {
@@ -1359,7 +1358,7 @@ pub async fn plan_import(
     }
     // The build tried, and rolled back: what the migrations make must hold the
     // archive's tables, as the import checks once it has registered the tenant.
-    let (pool, mut session) = tenants::locked_schema(cx, &server, &schema, &req.domain).await?;
+    let (pool, mut session) = tenant::locked_schema(cx, &server, &schema, &req.domain).await?;
     let tried = rehearse_build(&mut session, &schema, manifest, set, leftover).await;
     session.close(&pool).await;
     let untried = tried?;

@@ -14,3 +14,4 @@ pub mod progress;
 pub mod runner;
 pub mod scheduler;
 pub mod target;
+pub mod tenant;

@@ -20,6 +20,7 @@ use tokio_util::sync::CancellationToken;
 use crate::engine::runner::LockHolder;
 use crate::error::Error;
 use crate::pg::db::Notice;
+use crate::registry::Summary;
 use crate::registry::Tenant;
 
 /// How one tenant came out.
@@ -131,23 +132,6 @@ impl TenantResult {
             ..self.clone()
         }
     }
-}
-
-/// Counts for a run.
-#[derive(Debug, Clone, Default, Serialize)]
-pub struct Summary {
-    /// Tenants selected.
-    pub total: usize,
-    /// Changed.
-    pub ok: usize,
-    /// Nothing to do.
-    pub up_to_date: usize,
-    /// Failed.
-    pub failed: usize,
-    /// Not attempted.
-    pub skipped: usize,
-    /// Wall time of the whole run.
-    pub duration_ms: u64,
 }
 
 /// How a run ended as a whole.

@@ -36,7 +36,9 @@ use tokio_util::sync::CancellationToken;
 use crate::config::{RootCert, Settings, Source, SslMode, TlsShown};
 use crate::error::Error;
 use crate::ident;
+use crate::pg::cancel::Canceller;
 use crate::pg::interrupt::Interrupt;
+use crate::pg::tls::Tls;
 
 /// Everything needed to open a connection, resolved once per run.
 #[derive(Clone)]
@@ -56,17 +58,6 @@ pub struct Target {
     /// `run.read_timeout`: the longest one of tenantctl's own reads on a connection
     /// from this target waits for an answer (see [`read`]).
     read_timeout: Duration,
-}
-
-/// How TLS sessions are made.
-#[derive(Clone)]
-enum Tls {
-    /// Checking the server's certificate chain (and maybe its name): `native-tls`, whose
-    /// connector loads the system's trust store, which costs about 150 ms.
-    Verifying(postgres_native_tls::MakeTlsConnector),
-    /// Encrypting only, as libpq's `prefer` and `require` without a root certificate:
-    /// no trust store is loaded (see [`crate::pg::tls`]).
-    Encrypting(crate::pg::tls::Encrypting),
 }
 
 /// The root certificates a server's certificate chain must lead to.
@@ -984,37 +975,7 @@ impl Target {
             SslMode::Disable => None,
             _ => self.tls.get().and_then(|t| t.as_ref().ok()).cloned(),
         };
-        Canceller {
-            token: client.cancel_token(),
-            tls,
-        }
-    }
-}
-
-/// Sends a cancel request for one connection's running statement (see
-/// [`Target::canceller`]).
-#[derive(Clone)]
-pub struct Canceller {
-    token: tokio_postgres::CancelToken,
-    tls: Option<Tls>,
-}
-
-impl std::fmt::Debug for Canceller {
-    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        write!(f, "Canceller(tls: {})", self.tls.is_some())
-    }
-}
-
-impl Canceller {
-    /// Asks the server to cancel the statement the connection is running, if any. Ok
-    /// means the server received the request, not that a statement was running.
-    pub async fn cancel(&self) -> Result<(), String> {
-        let sent = match &self.tls {
-            Some(Tls::Verifying(tls)) => self.token.cancel_query(tls.clone()).await,
-            Some(Tls::Encrypting(tls)) => self.token.cancel_query(tls.clone()).await,
-            None => self.token.cancel_query(NoTls).await,
-        };
-        sent.map_err(|e| pg_message(&e))
+        Canceller::new(client.cancel_token(), tls)
     }
 }
 
@@ -1153,39 +1114,7 @@ fn describe(config: &Config) -> String {
     format!("postgres://{user}@{host}:{port}/{db}")
 }
 
-/// A PostgreSQL error as one line: the server's message with detail and hint, or the
-/// client-side cause chain.
-pub fn pg_message(e: &tokio_postgres::Error) -> String {
-    if let Some(db) = e.as_db_error() {
-        let mut s = db.message().to_string();
-        if let Some(d) = db.detail() {
-            s.push_str(&format!(" (detail: {d})"));
-        }
-        if let Some(h) = db.hint() {
-            s.push_str(&format!(" (hint: {h})"));
-        }
-        if let Some(w) = db.where_() {
-            s.push_str(&format!(" (where: {})", w.replace('\n', "; ")));
-        }
-        return s;
-    }
-    let mut s = e.to_string();
-    for cause in causes(e).skip(1) {
-        let text = cause.to_string();
-        if !s.contains(&text) {
-            s.push_str(": ");
-            s.push_str(&text);
-        }
-    }
-    s
-}
-
-/// An error and its causes, outermost first.
-pub fn causes<'e>(
-    e: &'e (dyn std::error::Error + 'static),
-) -> impl Iterator<Item = &'e (dyn std::error::Error + 'static)> {
-    std::iter::successors(Some(e), |e| e.source())
-}
+pub use crate::pg::message::{causes, pg_message};
 
 /// The first PostgreSQL error in any error's cause chain, formatted by [`pg_message`].
 pub fn find_pg_message(e: &(dyn std::error::Error + 'static)) -> Option<String> {

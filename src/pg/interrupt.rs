@@ -15,7 +15,7 @@ use std::time::Duration;
 
 use tokio_util::sync::CancellationToken;
 
-use crate::pg::db::Canceller;
+use crate::pg::cancel::Canceller;
 
 /// Shared between the signal handler and the run. Cloning shares the state.
 #[derive(Debug, Clone, Default)]

@@ -2,6 +2,8 @@
 //! stop token with the set of open sessions an abort cancels ([`interrupt`]). Nothing here
 //! knows tenants, the registry or migrations.
 
+pub mod cancel;
 pub mod db;
 pub mod interrupt;
+pub mod message;
 pub mod tls;

@@ -139,3 +139,14 @@ fn server_end_point(ssl: &SslRef) -> Option<Vec<u8>> {
     };
     cert.digest(digest).ok().map(|d| d.to_vec())
 }
+
+/// How TLS sessions are made.
+#[derive(Clone)]
+pub enum Tls {
+    /// Checking the server's certificate chain (and maybe its name): `native-tls`, whose
+    /// connector loads the system's trust store, which costs about 150 ms.
+    Verifying(postgres_native_tls::MakeTlsConnector),
+    /// Encrypting only, as libpq's `prefer` and `require` without a root certificate:
+    /// no trust store is loaded (see [`Encrypting`]).
+    Encrypting(Encrypting),
+}

@@ -437,7 +437,7 @@ async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Er
     } else {
         None
     };
-    if before.is_none() && crate::app::adopt::is_original(client, schema).await? {
+    if before.is_none() && is_original(client, schema).await? {
         return Err(original_table(schema));
     }
     if before.is_none() && (found.has("tenants") || found.has(HISTORY_TABLE)) {
@@ -512,7 +512,7 @@ impl<'a> Registry<'a> {
             )));
         }
         if !found.history_readable() {
-            if crate::app::adopt::is_original(client.pg(), schema).await? {
+            if is_original(client.pg(), schema).await? {
                 return Err(original_table(schema));
             }
             return Err(damaged(schema, None, &found.problems()));
@@ -1141,7 +1141,7 @@ pub async fn record_run(
     run_id: &str,
     command: &str,
     started_at: OffsetDateTime,
-    summary: &crate::engine::scheduler::Summary,
+    summary: &Summary,
     result: &str,
     client_host: &str,
 ) -> Result<(), Error> {
@@ -1406,4 +1406,57 @@ pub struct NewTenant<'a> {
     pub api_key_prefix: &'a str,
     /// The server its schema goes on.
     pub server: &'a str,
+}
+
+/// The columns `schema.tenants` has now, with their types.
+pub async fn tenants_columns(
+    client: &Client,
+    schema: &str,
+) -> Result<std::collections::BTreeMap<String, String>, Error> {
+    let rows = client
+        .query(
+            "SELECT a.attname::text, pg_catalog.format_type(a.atttypid, NULL) \
+             FROM pg_catalog.pg_attribute a \
+             WHERE a.attrelid = pg_catalog.to_regclass($1) AND a.attnum > 0 AND NOT a.attisdropped",
+            &[&qualified(schema, "tenants")],
+        )
+        .await
+        .map_err(query_error("reading the tenants table"))?;
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+}
+
+/// Whether `schema` holds the original service's `tenants` table (plain `api_key`, no
+/// tenantctl history).
+pub async fn is_original(client: &Client, schema: &str) -> Result<bool, Error> {
+    let cols = tenants_columns(client, schema).await?;
+    let history: bool = client
+        .query_one(
+            "SELECT pg_catalog.to_regclass($1) IS NOT NULL",
+            &[&qualified(schema, HISTORY_TABLE)],
+        )
+        .await
+        .map_err(query_error("looking for the registry's history"))?
+        .get(0);
+    Ok(!history
+        && cols.contains_key("api_key")
+        && cols.contains_key("domain")
+        && cols.contains_key("schema_name")
+        && !cols.contains_key("api_key_hash"))
+}
+
+/// Counts for a run, as the run table keeps them.
+#[derive(Debug, Clone, Default, Serialize)]
+pub struct Summary {
+    /// Tenants selected.
+    pub total: usize,
+    /// Changed.
+    pub ok: usize,
+    /// Nothing to do.
+    pub up_to_date: usize,
+    /// Failed.
+    pub failed: usize,
+    /// Not attempted.
+    pub skipped: usize,
+    /// Wall time of the whole run.
+    pub duration_ms: u64,
 }

@@ -761,7 +761,7 @@ pub async fn run_status(
     }
     let failed = by_tenant.values().filter(|(f, _)| *f).count();
     let skipped = by_tenant.values().filter(|(f, r)| !*f && *r).count();
-    let summary = crate::engine::scheduler::Summary {
+    let summary = crate::registry::Summary {
         total: by_tenant.len(),
         ok: by_tenant.len() - failed - skipped,
         failed,

@@ -8,7 +8,7 @@ use std::sync::{Arc, Mutex};
 
 use serde::Serialize;
 
-use crate::engine::scheduler::Summary;
+use crate::registry::Summary;
 
 /// The events kept per run (the oldest are dropped past this).
 const KEPT_EVENTS: usize = 2000;

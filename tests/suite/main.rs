@@ -13,6 +13,7 @@ mod support;
 
 // The tests.
 mod adopt_alembic;
+mod architecture;
 mod backup;
 mod boundaries;
 mod citus;

@@ -18,7 +18,7 @@ pub async fn run(ctx: &Ctx, cmd: &AdoptCommand) -> Result<Exit> {
     let map = RevisionMap::load(&args.map, &set)?;
     let mut client = ctx.connect().await?;
     let schema = ctx.settings.registry_schema.clone();
-    let original = adopt::is_original(&client, &schema).await?;
+    let original = crate::registry::is_original(&client, &schema).await?;
     let reg = adopt::adopt_registry(
         &mut client,
         &schema,

@@ -9,7 +9,7 @@ use crate::ident::quote;
 use crate::registry::{Registry, Tenant};
 
 use super::super::Ctx;
-use super::move_node::Args;
+use crate::cli::tenant::MoveArgs as Args;
 
 /// Moves the tenant (or with --dry-run says what the move would do).
 pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenant) -> Result<Exit> {
@@ -69,7 +69,7 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
         }
     }
     let moved = if args.online {
-        crate::data::online::move_online(&cx, registry, tenant, to, args.keep_source, &set).await
+        crate::data::moving::move_online(&cx, registry, tenant, to, args.keep_source, &set).await
     } else {
         moving::move_to(&cx, registry, tenant, to, args.keep_source, &set).await
     };

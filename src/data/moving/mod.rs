@@ -1,7 +1,7 @@
 //! `tenant move --to SERVER`: copying a tenant to another server and switching the
 //! registry to it (README "Moving a tenant between servers"). This module is the move's
 //! protocol, shared by both ways of copying: the offline copy here (an export streamed
-//! into a load under a write fence) and the online one in [`super::online`] (logical
+//! into a load under a write fence) and the online one in [`online`] (logical
 //! replication, fenced only for the cutover).
 //!
 //! The protocol, and what an application sees at each step:
@@ -37,16 +37,19 @@
 //! There are never two registered copies, never none, and never a write acknowledged
 //! into a copy that is then dropped.
 
+pub mod copy;
+pub mod online;
+
 use std::time::Instant;
 
 use crate::pg::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::app::tenants::{self, Context};
-use crate::data::{self, export, fence, load, stream};
+use crate::data::{self, export, load, stream};
 use crate::engine::runner::Session;
 use crate::engine::scheduler;
+use crate::engine::tenant::{self, Context};
 use crate::error::{Error, ErrorKind};
 use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
@@ -210,19 +213,6 @@ impl OldCopy {
     }
 }
 
-/// What step 2 hands to the rest of the protocol: the source session's transaction is
-/// open with the tables fenced, and the target's copy is complete and committed.
-pub(crate) struct Copied {
-    /// Tables copied.
-    pub tables: usize,
-    /// Rows copied, when counted.
-    pub rows: Option<u64>,
-    /// When the source's writes were blocked.
-    pub fenced_at: Instant,
-    /// An online move's copy and catch-up.
-    pub catchup_ms: Option<u64>,
-}
-
 /// What the rerun of an interrupted move does about it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Settle {
@@ -383,14 +373,14 @@ pub async fn plan(
         // An online move's prerequisites first, as the move checks them (after an
         // unfinished move is settled, whose leftovers they would count).
         if online && journal.is_none() && tenant.server != to {
-            super::online::check(cx, tenant, to).await?;
+            online::check(cx, tenant, to).await?;
         }
         preflight(cx, tenant, to, journal.as_ref()).await?;
         if journal.is_none() {
             // The copy is built by the local migrations to the tenant's revision: its
             // history must be theirs, as the move checks it.
             let (pool, session) =
-                tenants::locked_schema(cx, &tenant.server, &tenant.schema_name, &tenant.domain)
+                tenant::locked_schema(cx, &tenant.server, &tenant.schema_name, &tenant.domain)
                     .await?;
             let checked = async {
                 let history = data::readable_history(&session, tenant).await?;
@@ -404,13 +394,13 @@ pub async fn plan(
             untried = if !dry_run {
                 None
             } else if online {
-                super::online::rehearse(cx, tenant, to, revision, set).await?
+                online::rehearse(cx, tenant, to, revision, set).await?
             } else {
                 let manifest = data::peek(cx, tenant).await?;
                 let schema = &tenant.schema_name;
                 let source = cx.servers.target(&tenant.server)?.connect().await?;
                 let (pool, mut target) =
-                    tenants::locked_schema(cx, to, schema, &tenant.domain).await?;
+                    tenant::locked_schema(cx, to, schema, &tenant.domain).await?;
                 let tried = async {
                     let state = target.observe().await?;
                     let untried =
@@ -426,7 +416,7 @@ pub async fn plan(
                             &manifest,
                         )
                         .await?;
-                        super::online::bound_alike(
+                        online::bound_alike(
                             &source,
                             target.client(),
                             schema,
@@ -438,7 +428,7 @@ pub async fn plan(
                     target.end_rehearsal().await;
                     let differences = checked?;
                     if !differences.is_empty() {
-                        return Err(super::online::differs(revision, &differences));
+                        return Err(online::differs(revision, &differences));
                     }
                     Ok(None)
                 }
@@ -630,7 +620,7 @@ pub(crate) async fn preflight(
     super::catalog::refuse_row_security(&source, schema, &catalog, "a move of the tenant").await?;
     // An interrupted online move's publication still lists the tables; the move drops
     // it before anything else, so it does not count.
-    let leftover = journal.map(|_| super::online::replication_name(tenant.id));
+    let leftover = journal.map(|_| online::replication_name(tenant.id));
     let outside: Vec<_> = boundary
         .outside
         .into_iter()
@@ -667,6 +657,19 @@ pub async fn move_to(
     run(cx, registry, tenant, to, keep_source, set, How::Offline).await
 }
 
+/// Moves `tenant` to server `to` with logical replication (see [`online`]), finishing or
+/// undoing an interrupted move of it first.
+pub async fn move_online(
+    cx: &Context<'_>,
+    registry: &Registry<'_>,
+    tenant: &Tenant,
+    to: &str,
+    keep_source: bool,
+    set: &MigrationSet,
+) -> Result<Moved, Error> {
+    run(cx, registry, tenant, to, keep_source, set, How::Online).await
+}
+
 /// The whole protocol (see the module header), copying as `how` says.
 pub(crate) async fn run(
     cx: &Context<'_>,
@@ -692,7 +695,7 @@ pub(crate) async fn run(
         .await?
         .map_or_else(|| tenant.server.clone(), |j| j.from_server);
     let (pool, session) =
-        tenants::locked_schema(cx, &home, &tenant.schema_name, &tenant.domain).await?;
+        tenant::locked_schema(cx, &home, &tenant.schema_name, &tenant.domain).await?;
     // A session this process leaves behind (killed) gives up its work and the tenant's
     // lock at once, whatever it was waiting for.
     crate::pg::db::notice_dead_client(session.client()).await;
@@ -716,7 +719,7 @@ pub(crate) async fn run(
         }
         if let How::Online = how {
             if tenant.server != to {
-                super::online::check(cx, &tenant, to).await?;
+                online::check(cx, &tenant, to).await?;
             }
         }
         preflight(cx, &tenant, to, None).await?;
@@ -815,7 +818,7 @@ pub(crate) async fn recover(
     agrees(&j, tenant, registry)?;
     // What could not be done on the target stops the rerun, unless the move is to be
     // undone: the undo puts the source back first, whatever the target says.
-    let target_problem = super::online::cleanup_parts(cx, &j, tenant.id).await?;
+    let target_problem = online::cleanup_parts(cx, &j, tenant.id).await?;
     let mut how = settle(cx, &j, tenant, to).await?;
     if let (Some(e), false) = (target_problem, how == Settle::Undo) {
         return Err(e);
@@ -879,7 +882,7 @@ async fn undo(
     }
     // The source first: once it is back, the tenant is available whatever the target
     // says.
-    let target_problem = super::online::cleanup_parts(cx, j, tenant.id).await?;
+    let target_problem = online::cleanup_parts(cx, j, tenant.id).await?;
     if fenced(cx, j, &tenant.domain).await? {
         let source = cx.servers.target(&j.from_server)?.connect().await?;
         source
@@ -958,7 +961,7 @@ pub(crate) async fn undo_copy(
         interrupt: &calm,
         ..*cx
     };
-    let (pool, session) = tenants::locked_schema(cx, &j.to_server, &j.schema_name, domain).await?;
+    let (pool, session) = tenant::locked_schema(cx, &j.to_server, &j.schema_name, domain).await?;
     let dropped = session
         .client()
         .batch_execute(&format!(
@@ -1040,7 +1043,7 @@ async fn copy_and_switch(
     stop_requested(cx).map_err(not_switched)?;
     let copied = match how {
         How::Offline => copy_offline(cx, tenant, journal, set, session).await,
-        How::Online => super::online::replicate(cx, tenant, journal, set, session).await,
+        How::Online => online::replicate(cx, tenant, journal, set, session).await,
     }
     .map_err(not_switched)?;
     stop_requested(cx).map_err(not_switched)?;
@@ -1056,7 +1059,7 @@ async fn copy_and_switch(
     .await?;
     let write_block_ms = copied.fenced_at.elapsed().as_millis() as u64;
     if let How::Online = how {
-        super::online::after_switch(cx, journal, tenant.id)
+        online::after_switch(cx, journal, tenant.id)
             .await
             .map_err(|e| {
                 (
@@ -1112,7 +1115,7 @@ async fn copy_offline(
     journal: &MoveJournal,
     set: &MigrationSet,
     session: &Session<'_>,
-) -> Result<Copied, Error> {
+) -> Result<copy::Copied, Error> {
     let history = data::readable_history(session, tenant).await?;
     let revision = data::check_history(&history, set, &format!("of tenant {}", tenant.domain))?;
     let client = session.client();
@@ -1120,19 +1123,19 @@ async fn copy_offline(
     // The target is built before the fence: the source's revision cannot change while
     // its lock is held, and the write block covers only the rows' copy.
     let (target_pool, mut target) =
-        tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
+        tenant::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
     let copied = async {
         data::build_to(&mut target, schema, revision, set).await?;
         let differences =
-            super::online::bound_alike(client, target.client(), schema, &cx.settings.history_table)
+            online::bound_alike(client, target.client(), schema, &cx.settings.history_table)
                 .await?;
         if !differences.is_empty() {
-            return Err(super::online::differs(revision, &differences));
+            return Err(online::differs(revision, &differences));
         }
         crate::failpoint!("move.target-built");
         stop_requested(cx)?;
         crate::pg::db::notice_dead_client(target.client()).await;
-        let (catalog, fenced_at) = fence_source(cx, tenant, client).await?;
+        let (catalog, fenced_at) = copy::fence_source(cx, tenant, client).await?;
         crate::failpoint!("move.source-locked");
         let copying = copy(
             tenant,
@@ -1164,7 +1167,7 @@ async fn copy_offline(
             }
         };
         crate::failpoint!("move.copied");
-        Ok::<_, Error>(Copied {
+        Ok::<_, Error>(copy::Copied {
             tables: loaded.tables,
             rows: Some(loaded.rows),
             fenced_at,
@@ -1174,27 +1177,6 @@ async fn copy_offline(
     .await;
     target.close(&target_pool).await;
     copied
-}
-
-/// Locks the source's tables against writes in a snapshot transaction opened on
-/// `client`, the tenant's locked session on its server (the write fence, [`fence`]):
-/// the catalog as that snapshot sees it, and when the writes began to wait (the fence's
-/// successful try began asking for its locks).
-pub(crate) async fn fence_source(
-    cx: &Context<'_>,
-    tenant: &Tenant,
-    client: &Client,
-) -> Result<(data::catalog::Catalog, Instant), Error> {
-    let server = cx.servers.target(&tenant.server)?;
-    let watch = fence::Watch::open(server, client, cx.interrupt, cx.settings).await?;
-    let (catalog, taken) = export::fenced(
-        client,
-        &tenant.schema_name,
-        &cx.settings.history_table,
-        &watch,
-    )
-    .await?;
-    Ok((catalog, taken.started))
 }
 
 /// Steps 3 to 5, shared by both ways of copying, with the source's tables fenced in the
@@ -1436,7 +1418,7 @@ pub(crate) async fn refuse_dependents(
 ) -> Result<(), Error> {
     // An online move's own publication lists the tables until the fence's commit drops
     // it: it does not count.
-    let own = super::online::replication_name(tenant_id);
+    let own = online::replication_name(tenant_id);
     let blocking: Vec<_> = crate::engine::dependents::outside(&**client, schema)
         .await?
         .into_iter()
@@ -1528,7 +1510,7 @@ pub(crate) async fn finish_switched(
     started: Instant,
 ) -> Result<Moved, Error> {
     let kept = remove_old_copy(cx, j).await?;
-    super::online::after_switch(cx, j, tenant.id).await?;
+    online::after_switch(cx, j, tenant.id).await?;
     refresh_cache(cx, registry, tenant, j).await;
     registry.end_move(tenant.id).await?;
     let message = format!(

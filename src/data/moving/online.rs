@@ -23,7 +23,7 @@
 //!    subscription is then disabled), the sequences are set on the target and the
 //!    target's triggers and rules are set as the source's are, and the publication is
 //!    dropped in the source's transaction. From there the move's shared protocol
-//!    ([`moving`]) fences the old copy durably, switches the registry and removes the old
+//!    ([`super`]) fences the old copy durably, switches the registry and removes the old
 //!    copy. A move killed before the switch leaves a partial copy (its triggers perhaps
 //!    disabled) that the rerun drops; a switched target's triggers are set.
 //! 5. Clean up: subscription, slot and publication are removed on success, on failure,
@@ -35,15 +35,16 @@ use std::time::{Duration, Instant};
 
 use crate::pg::db::Client;
 
-use crate::app::tenants::{self, Context};
-use crate::data::{self, catalog, moving};
+use super::copy;
+use crate::data::{self, catalog};
 use crate::engine::runner::Session;
 use crate::engine::scheduler::RunEvent;
+use crate::engine::tenant::{self, Context};
 use crate::error::Error;
 use crate::files::migrations::MigrationSet;
 use crate::ident::{qualified, quote};
 use crate::pg::db::query_error;
-use crate::registry::{MoveJournal, Registry, Tenant};
+use crate::registry::{MoveJournal, Tenant};
 
 /// How often the catch-up is looked at.
 const POLL: Duration = Duration::from_millis(200);
@@ -640,7 +641,7 @@ async fn bind_checks(target: &Client, schema: &str, unbound: &Unbound) -> Result
         .map_err(query_error(
             "declaring the target's constraints that are not validated again",
         ))?;
-    super::load::validate_again(target, schema, &unbound.before).await
+    crate::data::load::validate_again(target, schema, &unbound.before).await
 }
 
 /// With the subscription stopped: sets each of the target's triggers and rules as the
@@ -838,7 +839,7 @@ pub(crate) async fn rehearse(
     let schema = &tenant.schema_name;
     let source = cx.servers.target(&tenant.server)?.connect().await?;
     let catalog = catalog::read(&source, schema, &cx.settings.history_table).await?;
-    let (pool, mut target) = tenants::locked_schema(cx, to, schema, &tenant.domain).await?;
+    let (pool, mut target) = tenant::locked_schema(cx, to, schema, &tenant.domain).await?;
     let tried = async {
         let state = target.observe().await?;
         if let Some(untried) =
@@ -1093,28 +1094,6 @@ fn mib(bytes: i64) -> String {
     format!("{:.1} MiB", bytes as f64 / (1024.0 * 1024.0))
 }
 
-/// Moves `tenant` to `to` with logical replication; see the module header and
-/// [`moving`], whose protocol this copy plugs into.
-pub async fn move_online(
-    cx: &Context<'_>,
-    registry: &Registry<'_>,
-    tenant: &Tenant,
-    to: &str,
-    keep_source: bool,
-    set: &MigrationSet,
-) -> Result<moving::Moved, Error> {
-    moving::run(
-        cx,
-        registry,
-        tenant,
-        to,
-        keep_source,
-        set,
-        moving::How::Online,
-    )
-    .await
-}
-
 /// After the registry switch: removes the subscription, slot and publication, and
 /// refreshes the target's populated materialized views (they are not replicated). An
 /// error leaves the move switched and its journal open: a rerun removes what is left.
@@ -1158,7 +1137,7 @@ pub(crate) async fn replicate(
     journal: &MoveJournal,
     set: &MigrationSet,
     session: &Session<'_>,
-) -> Result<moving::Copied, Error> {
+) -> Result<copy::Copied, Error> {
     let schema = &tenant.schema_name;
     let name = replication_name(tenant.id);
     let source_server = cx.servers.target(&tenant.server)?;
@@ -1170,7 +1149,7 @@ pub(crate) async fn replicate(
     // The target: built by the migrations, emptied of seeded rows, subscribed.
     let target_server = cx.servers.target(&journal.to_server)?;
     let (target_pool, mut target) =
-        tenants::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
+        tenant::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
     let built = async {
         data::build_to(&mut target, schema, revision, set).await?;
         // The source as it is must be what the migrations build: a table or a column
@@ -1296,7 +1275,7 @@ pub(crate) async fn replicate(
         message: "cutting over: writes blocked".into(),
     });
     // Cut over: block writes, wait until the target has everything.
-    let (fence_catalog, fenced_at) = moving::fence_source(cx, tenant, client).await?;
+    let (fence_catalog, fenced_at) = copy::fence_source(cx, tenant, client).await?;
     crate::failpoint!("online.cutover-locked");
     // A table or column made on the source during the copy is not replicated: checked
     // with the tables locked, the move is undone rather than lose it.
@@ -1325,7 +1304,7 @@ pub(crate) async fn replicate(
     )
     .await?;
     crate::failpoint!("online.caught-up");
-    Ok(moving::Copied {
+    Ok(copy::Copied {
         tables: fence_catalog.tables.len(),
         rows: None,
         fenced_at,
