@@ -1,16 +1,18 @@
 //! tenantctl: a migrator for schema-per-tenant PostgreSQL.
 //!
-//! The crate is a library with a thin binary; `ARCHITECTURE.md` describes its layers.
-//! - The edge: [`cli`] (clap definitions and the `[y/N]` prompt; no engine module uses clap), [`commands`] (one module per command),
-//!   [`output`] (stdout), [`reporter`] (progress on stderr), [`exit`] (exit codes).
-//! - The engine, which returns data and never prints: [`config`], [`db`], [`ident`],
-//!   [`migrations`], [`statements`], [`registry`], [`registry_conn`], [`state`],
-//!   [`dependents`], [`inspect`], [`target`] (revision targets, relative ones
-//!   resolved per tenant), [`plan`] (what a change does to one tenant),
-//!   [`runner`] (one tenant's locked session), [`scheduler`] (work over many tenants),
-//!   [`operation`] (operations in a tenant's session), [`dryrun`], [`fleet`] (bulk
-//!   workflows), [`tenants`] (one tenant's lifecycle), [`citus`] (placement on a Citus cluster), [`apikey`], [`interrupt`],
-//!   [`timestamp`] (times as the registry stores them), [`error`].
+//! The crate is a library with a thin binary, in folders that are its layers
+//! (`ARCHITECTURE.md` has the table; `tests/suite/architecture.rs` holds the code to it):
+//! - two faces: [`cli`] (clap, one module per command, stdout, progress, exit codes) and
+//!   [`serve`] (the REST service and dashboard), neither using the other;
+//! - [`app`]: the actions both faces call, with the documents they return;
+//! - [`data`]: a tenant's data as a unit (archives, export, import, clone, restore, the
+//!   move's protocol);
+//! - [`engine`]: plans, a tenant's locked session, runs over many tenants, dry runs;
+//! - [`registry`]: the registry's tables, the ledger, fleet state reads, servers;
+//! - [`pg`]: connections, TLS, cancellation and the stop token;
+//! - [`files`]: the migration files and the statement splitter;
+//! - the ground: [`config`], [`error`], [`ident`], [`show`], [`timestamp`], [`apikey`],
+//!   [`failpoint`].
 
 pub mod apikey;
 pub mod app;

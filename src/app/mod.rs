@@ -1,6 +1,9 @@
-//! The actions: one function per thing a user asks of tenantctl, each taking a typed
-//! request and returning a typed result (the JSON documents are defined here). The command
-//! line and the service are two faces over these.
+//! The actions both faces call, each taking a typed request and returning a typed,
+//! serializable result: the fleet's status and listing ([`status`]), the bulk workflows
+//! ([`fleet`]), creating and dropping a tenant ([`tenants`]), adoption ([`adopt`]),
+//! Citus placement ([`citus`]) and metrics ([`metrics`]), with the [`context::Context`]
+//! every action takes. The data actions (export, import, clone, restore, backup, move)
+//! are functions of [`crate::data`], one layer down, which the faces call the same way.
 
 pub mod adopt;
 pub mod citus;

@@ -281,6 +281,15 @@ impl Output {
         self.print(&t.to_string());
     }
 
+    /// Prints one action's result: its document with `--json`, else its sentence.
+    pub fn outcome<T: Serialize>(&self, doc: &T, message: &str) {
+        if self.is_json() {
+            self.json(doc);
+        } else {
+            self.print(message);
+        }
+    }
+
     /// Prints `key: value` rows as a two-column table.
     pub fn pairs(&self, rows: &[(&str, String)]) {
         let mut t = self.table(&["field", "value"]);

@@ -1,13 +1,18 @@
-//! What both ways of copying a tenant share with the move's protocol ([`super`]): the
+//! What both ways of copying a tenant share with the move's protocol ([`super`]): how a
+//! copy begins ([`begin`]: the source's history checked, the target's schema locked), the
 //! write fence on the source ([`fence_source`]) and what a finished copy hands back
 //! ([`Copied`]). The protocol uses the copies; the copies use only this.
 
 use std::time::Instant;
 
-use crate::data::{catalog, export, fence};
+use crate::data::{self, catalog, export, fence};
+use crate::engine::pool::Pool;
+use crate::engine::runner::Session;
 use crate::engine::tenant::Context;
 use crate::error::Error;
+use crate::files::migrations::{AppliedRow, MigrationSet};
 use crate::pg::db::Client;
+use crate::registry::MoveJournal;
 use crate::registry::Tenant;
 
 /// What step 2 hands to the rest of the protocol: the source session's transaction is
@@ -42,4 +47,42 @@ pub(crate) async fn fence_source(
     )
     .await?;
     Ok((catalog, taken.started))
+}
+
+/// What both copies begin with, before anything is built.
+pub(crate) struct Start<'a> {
+    /// The source's history, as its locked session reads it.
+    pub history: Vec<AppliedRow>,
+    /// The source's revision, checked against the migration files.
+    pub revision: Option<i32>,
+    /// The target's pool, closed when the copy is done.
+    pub target_pool: Pool,
+    /// The target schema's locked session on the target server (the schema not built).
+    pub target: Session<'a>,
+}
+
+/// Reads the source's history in `session` (its locked session), checks it against
+/// `set`, and locks the tenant's schema name on the journal's target server.
+pub(crate) async fn begin<'a>(
+    cx: &Context<'a>,
+    tenant: &'a Tenant,
+    journal: &MoveJournal,
+    set: &MigrationSet,
+    session: &Session<'_>,
+) -> Result<Start<'a>, Error> {
+    let history = data::readable_history(session, tenant).await?;
+    let revision = data::check_history(&history, set, &format!("of tenant {}", tenant.domain))?;
+    let (target_pool, target) = crate::engine::tenant::locked_schema(
+        cx,
+        &journal.to_server,
+        &tenant.schema_name,
+        &tenant.domain,
+    )
+    .await?;
+    Ok(Start {
+        history,
+        revision,
+        target_pool,
+        target,
+    })
 }

@@ -644,30 +644,19 @@ fn names(object: &str, name: &str) -> bool {
     })
 }
 
-/// Moves `tenant` to server `to` (offline), finishing or undoing an interrupted move of
-/// it first.
+/// Moves `tenant` to server `to`, copying offline or, with `online`, by logical
+/// replication (see [`online`]), finishing or undoing an interrupted move of it first.
 pub async fn move_to(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
     to: &str,
     keep_source: bool,
+    online: bool,
     set: &MigrationSet,
 ) -> Result<Moved, Error> {
-    run(cx, registry, tenant, to, keep_source, set, How::Offline).await
-}
-
-/// Moves `tenant` to server `to` with logical replication (see [`online`]), finishing or
-/// undoing an interrupted move of it first.
-pub async fn move_online(
-    cx: &Context<'_>,
-    registry: &Registry<'_>,
-    tenant: &Tenant,
-    to: &str,
-    keep_source: bool,
-    set: &MigrationSet,
-) -> Result<Moved, Error> {
-    run(cx, registry, tenant, to, keep_source, set, How::Online).await
+    let how = if online { How::Online } else { How::Offline };
+    run(cx, registry, tenant, to, keep_source, set, how).await
 }
 
 /// The whole protocol (see the module header), copying as `how` says.
@@ -1116,14 +1105,16 @@ async fn copy_offline(
     set: &MigrationSet,
     session: &Session<'_>,
 ) -> Result<copy::Copied, Error> {
-    let history = data::readable_history(session, tenant).await?;
-    let revision = data::check_history(&history, set, &format!("of tenant {}", tenant.domain))?;
-    let client = session.client();
-    let schema = &tenant.schema_name;
     // The target is built before the fence: the source's revision cannot change while
     // its lock is held, and the write block covers only the rows' copy.
-    let (target_pool, mut target) =
-        tenant::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
+    let copy::Start {
+        history,
+        revision,
+        target_pool,
+        mut target,
+    } = copy::begin(cx, tenant, journal, set, session).await?;
+    let client = session.client();
+    let schema = &tenant.schema_name;
     let copied = async {
         data::build_to(&mut target, schema, revision, set).await?;
         let differences =

@@ -1142,14 +1142,25 @@ pub(crate) async fn replicate(
     let name = replication_name(tenant.id);
     let source_server = cx.servers.target(&tenant.server)?;
     let watch_source = source_server.connect().await?;
-    let history = data::readable_history(session, tenant).await?;
-    let revision = data::check_history(&history, set, &format!("of tenant {}", tenant.domain))?;
-    let client = session.client();
-    let catalog = catalog::read(client, schema, &cx.settings.history_table).await?;
     // The target: built by the migrations, emptied of seeded rows, subscribed.
-    let target_server = cx.servers.target(&journal.to_server)?;
-    let (target_pool, mut target) =
-        tenant::locked_schema(cx, &journal.to_server, schema, &tenant.domain).await?;
+    let copy::Start {
+        history: _,
+        revision,
+        target_pool,
+        mut target,
+    } = copy::begin(cx, tenant, journal, set, session).await?;
+    let client = session.client();
+    let read = async {
+        let catalog = catalog::read(client, schema, &cx.settings.history_table).await?;
+        Ok::<_, Error>((catalog, cx.servers.target(&journal.to_server)?))
+    };
+    let (catalog, target_server) = match read.await {
+        Ok(read) => read,
+        Err(e) => {
+            target.close(&target_pool).await;
+            return Err(e);
+        }
+    };
     let built = async {
         data::build_to(&mut target, schema, revision, set).await?;
         // The source as it is must be what the migrations build: a table or a column

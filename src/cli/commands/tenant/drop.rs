@@ -73,11 +73,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     drop(events);
     reporting.finish().await;
     let dropped = dropped?;
-    if ctx.out.is_json() {
-        ctx.out.json(&dropped);
-    } else {
-        ctx.out.print(&dropped.message);
-    }
+    ctx.out.outcome(&dropped, &dropped.message);
     Ok(Exit::Ok)
 }
 

@@ -26,10 +26,6 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     drop(events);
     reporting.finish().await;
     let moved = moved?;
-    if ctx.out.is_json() {
-        ctx.out.json(&moved);
-    } else {
-        ctx.out.print(&moved.message);
-    }
+    ctx.out.outcome(&moved, &moved.message);
     Ok(Exit::Ok)
 }

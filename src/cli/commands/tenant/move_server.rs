@@ -45,11 +45,7 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
                 "online, with logical replication (writes blocked only for the cutover)",
             );
         }
-        if ctx.out.is_json() {
-            ctx.out.json(&plan);
-        } else {
-            ctx.out.print(&plan.message);
-        }
+        ctx.out.outcome(&plan, &plan.message);
         return Ok(Exit::Ok);
     }
     if !args.keep_source {
@@ -68,18 +64,19 @@ pub async fn run(ctx: &Ctx, args: &Args, registry: &Registry<'_>, tenant: &Tenan
         )?;
         }
     }
-    let moved = if args.online {
-        crate::data::moving::move_online(&cx, registry, tenant, to, args.keep_source, &set).await
-    } else {
-        moving::move_to(&cx, registry, tenant, to, args.keep_source, &set).await
-    };
+    let moved = moving::move_to(
+        &cx,
+        registry,
+        tenant,
+        to,
+        args.keep_source,
+        args.online,
+        &set,
+    )
+    .await;
     drop(events);
     reporting.finish().await;
     let moved = moved?;
-    if ctx.out.is_json() {
-        ctx.out.json(&moved);
-    } else {
-        ctx.out.print(&moved.message);
-    }
+    ctx.out.outcome(&moved, &moved.message);
     Ok(Exit::Ok)
 }

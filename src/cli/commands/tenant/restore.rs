@@ -110,10 +110,6 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     drop(events);
     reporting.finish().await;
     let restored = restored?;
-    if ctx.out.is_json() {
-        ctx.out.json(&restored);
-    } else {
-        ctx.out.print(&restored.message);
-    }
+    ctx.out.outcome(&restored, &restored.message);
     Ok(Exit::Ok)
 }
