@@ -9,7 +9,7 @@ use crate::data::{self, catalog, export, fence};
 use crate::engine::pool::Pool;
 use crate::engine::runner::Session;
 use crate::engine::tenant::Context;
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 use crate::files::migrations::{AppliedRow, MigrationSet};
 use crate::pg::db::Client;
 use crate::registry::MoveJournal;
@@ -85,4 +85,15 @@ pub(crate) async fn begin<'a>(
         target_pool,
         target,
     })
+}
+
+/// An interruption error when a stop was asked for: the move is then undone.
+pub(crate) fn stop_requested(cx: &Context<'_>) -> Result<(), Error> {
+    if cx.interrupt.requested() {
+        return Err(Error::new(
+            ErrorKind::Interrupted,
+            "interrupted: the move was stopped before its old copy was fenced",
+        ));
+    }
+    Ok(())
 }

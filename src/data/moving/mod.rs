@@ -1,8 +1,9 @@
 //! `tenant move --to SERVER`: copying a tenant to another server and switching the
 //! registry to it (README "Moving a tenant between servers"). This module is the move's
-//! protocol, shared by both ways of copying: the offline copy here (an export streamed
-//! into a load under a write fence) and the online one in [`online`] (logical
-//! replication, fenced only for the cutover).
+//! protocol, shared by both ways of copying, which sit beneath it and never call back up:
+//! the offline copy in [`offline`] (an export streamed into a load under a write fence)
+//! and the online one in [`online`] (logical replication, fenced only for the cutover),
+//! with what both share in [`copy`].
 //!
 //! The protocol, and what an application sees at each step:
 //! 1. The tenant's lock is taken on the source and held to the end, and a journal row
@@ -38,6 +39,7 @@
 //! into a copy that is then dropped.
 
 pub mod copy;
+pub mod offline;
 pub mod online;
 
 use std::time::Instant;
@@ -46,11 +48,11 @@ use crate::pg::db::Client;
 use serde::Serialize;
 use time::OffsetDateTime;
 
-use crate::data::{self, export, load, stream};
+use crate::data::{self, load};
 use crate::engine::runner::Session;
 use crate::engine::scheduler;
 use crate::engine::tenant::{self, Context};
-use crate::error::{Error, ErrorKind};
+use crate::error::Error;
 use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
 use crate::registry::{Event, MoveJournal, Registry, Tenant};
@@ -1002,17 +1004,6 @@ fn event_for(
     })
 }
 
-/// An interruption error when a stop was asked for: the move is then undone.
-fn stop_requested(cx: &Context<'_>) -> Result<(), Error> {
-    if cx.interrupt.requested() {
-        return Err(Error::new(
-            ErrorKind::Interrupted,
-            "interrupted: the move was stopped before its old copy was fenced",
-        ));
-    }
-    Ok(())
-}
-
 /// Steps 2 to 5 on `session`, the source's locked session. The error says whether the
 /// registry was switched.
 #[allow(clippy::too_many_arguments)]
@@ -1029,13 +1020,13 @@ async fn copy_and_switch(
     let started_at = OffsetDateTime::now_utc();
     let not_switched = |e: Error| (e, false);
     crate::failpoint!("move.journal-written", not_switched);
-    stop_requested(cx).map_err(not_switched)?;
+    copy::stop_requested(cx).map_err(not_switched)?;
     let copied = match how {
-        How::Offline => copy_offline(cx, tenant, journal, set, session).await,
+        How::Offline => offline::copy_offline(cx, tenant, journal, set, session).await,
         How::Online => online::replicate(cx, tenant, journal, set, session).await,
     }
     .map_err(not_switched)?;
-    stop_requested(cx).map_err(not_switched)?;
+    copy::stop_requested(cx).map_err(not_switched)?;
     let event = event_for(tenant, how.action(), started_at).map_err(not_switched)?;
     let kept = switch_over(
         cx,
@@ -1096,80 +1087,6 @@ async fn copy_and_switch(
     })
 }
 
-/// Step 2 of an offline move: the target built by the migrations, then the source's
-/// snapshot under the write fence streamed into it and committed there.
-async fn copy_offline(
-    cx: &Context<'_>,
-    tenant: &Tenant,
-    journal: &MoveJournal,
-    set: &MigrationSet,
-    session: &Session<'_>,
-) -> Result<copy::Copied, Error> {
-    // The target is built before the fence: the source's revision cannot change while
-    // its lock is held, and the write block covers only the rows' copy.
-    let copy::Start {
-        history,
-        revision,
-        target_pool,
-        mut target,
-    } = copy::begin(cx, tenant, journal, set, session).await?;
-    let client = session.client();
-    let schema = &tenant.schema_name;
-    let copied = async {
-        data::build_to(&mut target, schema, revision, set).await?;
-        let differences =
-            online::bound_alike(client, target.client(), schema, &cx.settings.history_table)
-                .await?;
-        if !differences.is_empty() {
-            return Err(online::differs(revision, &differences));
-        }
-        crate::failpoint!("move.target-built");
-        stop_requested(cx)?;
-        crate::pg::db::notice_dead_client(target.client()).await;
-        let (catalog, fenced_at) = copy::fence_source(cx, tenant, client).await?;
-        crate::failpoint!("move.source-locked");
-        let copying = copy(
-            tenant,
-            client,
-            target.client(),
-            catalog,
-            &history,
-            &cx.settings.history_table,
-        );
-        tokio::pin!(copying);
-        let stop = cx.interrupt.stop_token();
-        let loaded = tokio::select! {
-            loaded = &mut copying => loaded?,
-            () = stop.cancelled() => {
-                // Both ends' statements are cancelled on the server; the copy then ends
-                // with their errors, and the move is undone.
-                let _ = cx.servers.target(&tenant.server)?.canceller(client).cancel().await;
-                let _ = cx
-                    .servers
-                    .target(&journal.to_server)?
-                    .canceller(target.client())
-                    .cancel()
-                    .await;
-                let _ = copying.await;
-                return Err(Error::new(
-                    ErrorKind::Interrupted,
-                    "interrupted while copying the tenant's rows",
-                ));
-            }
-        };
-        crate::failpoint!("move.copied");
-        Ok::<_, Error>(copy::Copied {
-            tables: loaded.tables,
-            rows: Some(loaded.rows),
-            fenced_at,
-            catchup_ms: None,
-        })
-    }
-    .await;
-    target.close(&target_pool).await;
-    copied
-}
-
 /// Steps 3 to 5, shared by both ways of copying, with the source's tables fenced in the
 /// transaction open on `client` and the target's copy complete: the old copy is renamed
 /// to the fence name and committed (writers that waited fail; nothing writes to it
@@ -1184,7 +1101,7 @@ pub(crate) async fn switch_over(
 ) -> Result<OldCopy, (Error, bool)> {
     let schema = &tenant.schema_name;
     // The last moment to stop: from the fence's commit on, the move is finished.
-    stop_requested(cx).map_err(|e| (e, false))?;
+    copy::stop_requested(cx).map_err(|e| (e, false))?;
     // The registry must answer now: fenced, the tenant is unavailable until the switch,
     // which a registry that went away would put off until a rerun.
     match registry.move_journal(tenant.id).await {
@@ -1421,36 +1338,6 @@ pub(crate) async fn refuse_dependents(
     Err(Error::refused(crate::engine::plan::data_blocked(
         schema, &blocking, "move",
     )))
-}
-
-/// Streams the source's snapshot into the schema the migrations built on the target.
-async fn copy(
-    tenant: &Tenant,
-    client: &Client,
-    target: &Client,
-    catalog: data::catalog::Catalog,
-    history: &[crate::files::migrations::AppliedRow],
-    history_table: &str,
-) -> Result<load::Loaded, Error> {
-    let (w, r) = stream::pipe();
-    let label = format!("of tenant {}", tenant.domain);
-    let exporting = async move {
-        export::write(client, tenant, catalog, history, Box::new(w), &label)
-            .await
-            .map(|_| ())
-    };
-    let importing = async {
-        let mut source = stream::Source::open(Box::new(r), "streamed from the source").await?;
-        load::check_built(target, &tenant.schema_name, history_table, &source.manifest).await?;
-        load::load(target, &tenant.schema_name, &mut source).await
-    };
-    let (exported, imported) = tokio::join!(exporting, importing);
-    match (exported, imported) {
-        (Ok(()), Ok(l)) => Ok(l),
-        (Err(e), Err(i)) if i.kind() == ErrorKind::Invalid => Err(e),
-        (_, Err(i)) => Err(i),
-        (Err(e), Ok(_)) => Err(e),
-    }
 }
 
 /// Writes what the registry caches of the tenant (provisioned, revision) from its schema
