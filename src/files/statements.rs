@@ -408,7 +408,10 @@ pub fn split(sql: &str) -> Result<Vec<Statement>, SplitError> {
     if let Some(s) = start {
         if significant {
             out.push(Statement {
-                text: body[s..].trim_end().to_string(),
+                // psql's whitespace is ASCII's: a trailing U+2000 is part of the statement.
+                text: body[s..]
+                    .trim_end_matches(|c: char| c.is_ascii() && is_space(c as u8))
+                    .to_string(),
                 line: lines.at(s),
                 words,
             });
@@ -764,6 +767,17 @@ mod tests {
         ));
         assert!(!is_no_transaction("\n-- tenantctl: no-transaction\n"));
         assert!(!is_no_transaction("-- tenantctl: no-transactions\n"));
+    }
+
+    #[test]
+    fn only_psqls_whitespace_is_trimmed_from_a_last_statement() {
+        // U+2000 is whitespace to Unicode, not to psql or the server: it stays, and the
+        // server refuses it as psql would have it do.
+        let alone = split("\u{2000}").unwrap();
+        assert_eq!(alone.len(), 1);
+        assert_eq!(alone[0].text, "\u{2000}");
+        let after = split("SELECT 1\u{2000} \n\t").unwrap();
+        assert_eq!(after[0].text, "SELECT 1\u{2000}");
     }
 
     #[test]
