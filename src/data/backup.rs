@@ -4,12 +4,31 @@
 //! and the tenant's older backups beyond `keep` removed. A backup never changes a
 //! tenant's status; the ledger records each one.
 
-use std::path::PathBuf;
+use std::path::{Path, PathBuf};
 
 use crate::engine::operation::{Operation, Unprovisioned};
 use crate::engine::runner::Session;
 use crate::engine::scheduler::{ResultStatus, TenantResult};
+use crate::error::Error;
 use crate::registry::Tenant;
+
+/// Makes `dir` (and its parents) if missing and checks it can be written, so a
+/// directory a backup cannot use is refused before any tenant is started.
+pub fn writable_dir(dir: &Path) -> Result<(), Error> {
+    if dir.exists() && !dir.is_dir() {
+        return Err(Error::usage(format!(
+            "--out {} is not a directory",
+            dir.display()
+        )));
+    }
+    std::fs::create_dir_all(dir)
+        .map_err(|e| Error::usage(format!("cannot create --out {}: {e}", dir.display())))?;
+    let probe = dir.join(format!(".tenantctl-write-check.{}", std::process::id()));
+    std::fs::write(&probe, b"")
+        .map_err(|e| Error::usage(format!("cannot write into --out {}: {e}", dir.display())))?;
+    let _ = std::fs::remove_file(&probe);
+    Ok(())
+}
 
 /// The backup operation.
 pub struct Backup {

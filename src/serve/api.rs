@@ -12,7 +12,7 @@ use serde::{Deserialize, Serialize};
 use super::{runs, ApiError, Shared};
 use crate::app::tenants::{self, NewTenantRequest};
 use crate::engine::plan::SchemaChange;
-use crate::engine::scheduler::{Events, Planned, ResultStatus, RunEvent, TenantResult};
+use crate::engine::scheduler::{Events, ResultStatus, RunEvent, TenantResult};
 use crate::engine::target::{Forms, Target};
 use crate::error::Error;
 use crate::files::migrations::MigrationSet;
@@ -625,40 +625,14 @@ async fn upgrade_all(
     concurrency: Option<u16>,
 ) -> Result<(), Error> {
     let ctx = &state.ctx;
-    let client = ctx.connect().await?;
-    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let selection = crate::app::fleet::Selection {
         all: true,
         ..Default::default()
     };
-    let tenants = crate::app::fleet::select(&registry, &selection).await?;
-    let unprovisioned = selection.unprovisioned();
-    let planned: Vec<Planned> = crate::app::fleet::plan_upgrade(
-        &ctx.servers,
-        &client,
-        &registry,
-        tenants,
-        &set,
+    let mut started = crate::app::changes::Started::open(ctx, set, &selection).await?;
+    let change = SchemaChange::Upgrade {
         target,
-        unprovisioned,
-        &ctx.settings.history_table,
-    )
-    .await?;
-    let op = crate::engine::operation::Change {
-        change: SchemaChange::Upgrade {
-            target,
-            provision: false,
-        },
-        set: &set,
-        unprovisioned,
-    };
-    let fleet = crate::app::fleet::Fleet {
-        target: &ctx.target,
-        servers: &ctx.servers,
-        settings: &ctx.settings,
-        client: &client,
-        registry: &registry,
-        interrupt: &ctx.interrupt,
+        provision: false,
     };
     let opts = ctx.run_options(concurrency, None, None);
     let (tx, mut rx) = tokio::sync::mpsc::unbounded_channel();
@@ -704,7 +678,7 @@ async fn upgrade_all(
             }
         }
     });
-    let report = fleet.run_as(run_id, &op, planned, &opts, &events).await;
+    let report = started.run(ctx, change, Some(run_id), &opts, &events).await;
     drop(events);
     let _ = follower.await;
     let report = report?;

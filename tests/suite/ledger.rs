@@ -294,6 +294,12 @@ impl Step {
 /// Runs every step in order, checking the ledger after each.
 fn run_table(l: &mut Ledger, t: &Tenantctl, steps: Vec<Step>) {
     for s in steps {
+        // An online move into the shared server takes its turn at its replication workers.
+        let _workers = (s.args.iter().any(|a| a == "--online")
+            && s.args
+                .windows(2)
+                .any(|w| w[0] == "--to" && w[1] == "default"))
+        .then(crate::support::shared_replication_workers);
         let t = match s.failing_at {
             Some(at) => t.clone().env("FAILPOINTS", &format!("{at}=return")),
             None => t.clone(),

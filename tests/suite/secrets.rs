@@ -782,8 +782,11 @@ fn exercise_data(via: Via) {
         run("tenant move da --to b --dry-run");
         run("tenant move da --to b --yes");
         run("tenant move da --to default --yes");
-        run("tenant move db1 --to default --online --dry-run");
-        run("tenant move db1 --to default --online --yes");
+        {
+            let _workers = crate::support::shared_replication_workers();
+            run("tenant move db1 --to default --online --dry-run");
+            run("tenant move db1 --to default --online --yes");
+        }
         run("tenant move db1 --to b --yes");
         run("metrics");
         run(&format!("metrics --textfile {}", at("metrics.prom")));

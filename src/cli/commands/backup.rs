@@ -1,36 +1,32 @@
 //! `tenantctl backup`: one archive per selected tenant, as a bulk run.
 
+use crate::app::changes;
 use crate::cli::exit::Exit;
-use crate::data::backup::Backup;
-use crate::engine::scheduler::Planned;
-use crate::error::{Error, Result};
+use crate::data::backup::{self, Backup};
+use crate::error::Result;
 use crate::registry::Registry;
 
-use super::{select, selection, Ctx};
+use super::Ctx;
 
 pub use crate::cli::BackupArgs as Args;
 
 /// Backs up the selected tenants with the bulk run's concurrency, canary and ledger.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let dir = &args.out;
-    if dir.exists() && !dir.is_dir() {
-        return Err(Error::usage(format!("--out {} is not a directory", dir.display())).into());
-    }
-    std::fs::create_dir_all(dir)
-        .map_err(|e| Error::usage(format!("cannot create --out {}: {e}", dir.display())))?;
-    // A directory that cannot be written is refused before any tenant is started.
-    let probe = dir.join(format!(".tenantctl-write-check.{}", std::process::id()));
-    std::fs::write(&probe, b"")
-        .map_err(|e| Error::usage(format!("cannot write into --out {}: {e}", dir.display())))?;
-    let _ = std::fs::remove_file(&probe);
+    backup::writable_dir(&args.out)?;
+    let selection = super::selection(&args.selection);
     let client = ctx.connect().await?;
     let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let tenants = select(ctx, &registry, &args.selection).await?;
+    let tenants = changes::select(ctx, &registry, &selection).await?;
+    drop(registry);
     let op = Backup {
-        dir: dir.clone(),
+        dir: args.out.clone(),
         keep: args.keep.map(|k| k as usize),
-        unprovisioned: selection(&args.selection).unprovisioned(),
+        unprovisioned: selection.unprovisioned(),
     };
-    let planned = tenants.into_iter().map(Planned::Work).collect();
-    Ok(super::run_fleet(ctx, &client, &registry, planned, &op, &args.bulk).await?)
+    Ok(
+        super::bulk_run(ctx, "backup", &args.bulk, async |opts, events| {
+            changes::run_planned(ctx, &client, tenants, &op, opts, events).await
+        })
+        .await?,
+    )
 }

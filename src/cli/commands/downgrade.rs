@@ -1,5 +1,6 @@
 //! `tenantctl downgrade`: run down scripts, newest first, until TARGET.
 
+use crate::app::changes;
 use crate::cli::exit::Exit;
 use crate::engine::plan::SchemaChange;
 use crate::engine::target::{Forms, Target};
@@ -14,13 +15,12 @@ pub use crate::cli::DowngradeArgs as Args;
 /// removal of its history row; a tenant whose needed down script is missing is refused
 /// before anything runs.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let start = ctx
-        .start_change(&args.target, Forms::Down, "downgrade", &args.selection)
-        .await?;
-    let target = start.target;
+    let selection = super::selection(&args.selection);
+    let (start, target) =
+        changes::start(ctx, &args.target, Forms::Down, "downgrade", &selection).await?;
     let change = SchemaChange::Downgrade(target);
     if args.dry_run {
-        return Ok(start.dry_run(ctx, change).await?);
+        return Ok(super::change(ctx, start, change, true, &args.bulk).await?);
     }
     let what = match target {
         Target::Down(n) => format!(
@@ -30,5 +30,5 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         _ => format!("downgrade runs down scripts, which can destroy data, down to {target},"),
     };
     super::confirm_tenants(ctx, &start.tenants, &what, args.yes)?;
-    Ok(start.run(ctx, change, &args.bulk).await?)
+    Ok(super::change(ctx, start, change, false, &args.bulk).await?)
 }

@@ -1,5 +1,6 @@
 //! The command layer: one module per command, each with a `run` that takes its `Args`
-//! (defined in [`crate::cli`]), calls the engine and hands the result to [`crate::cli::output`].
+//! (defined in [`crate::cli`]), calls the application's action ([`crate::app`]) and
+//! hands the result to [`crate::cli::output`].
 //!
 //! [`Ctx`] carries what every command needs: the effective settings, the connection
 //! target and the output settings.
@@ -22,25 +23,18 @@ pub mod status;
 pub mod tenant;
 pub mod upgrade;
 
-use std::collections::HashMap;
-
-use crate::pg::db::Client;
-
+use crate::app::changes;
 use crate::app::context::Context;
-use crate::app::fleet::{self, Fleet};
+use crate::app::fleet;
 use crate::cli::exit::Exit;
 use crate::cli::output::Output;
 use crate::cli::reporter;
 use crate::cli::{BulkOpts, GlobalOpts, Selection};
 use crate::config::Overrides;
-use crate::engine::operation::Operation;
 use crate::engine::plan::SchemaChange;
-use crate::engine::scheduler::{Planned, RunOptions};
-use crate::engine::target::{Forms, Target};
+use crate::engine::scheduler::{Events, RunOptions, RunReport};
 use crate::error::Error;
-use crate::files::migrations::MigrationSet;
 use crate::pg::interrupt::Interrupt;
-use crate::registry::state;
 use crate::registry::{Registry, Tenant};
 
 /// What every command needs: the application's context and where output goes.
@@ -99,115 +93,6 @@ pub fn selection(flags: &Selection) -> fleet::Selection {
         exclude: flags.exclude.clone(),
         shard: flags.shard,
         server: flags.server.clone(),
-    }
-}
-
-/// The tenants the selection flags name (see [`fleet::select`]); `--server` must name a
-/// configured server.
-pub async fn select(
-    ctx: &Ctx,
-    registry: &Registry<'_>,
-    flags: &Selection,
-) -> Result<Vec<Tenant>, Error> {
-    if let Some(server) = &flags.server {
-        ctx.servers.get(server)?;
-    }
-    fleet::select(registry, &selection(flags)).await
-}
-
-/// What `upgrade`, `downgrade` and `stamp` start from: the migration files, the target
-/// they name, the command's connection, and the selected tenants.
-pub struct ChangeStart {
-    /// The migration files.
-    pub set: MigrationSet,
-    /// The target: a version, or one relative to each tenant's revision.
-    pub target: Target,
-    /// The command's connection.
-    pub client: Client,
-    /// The selected tenants.
-    pub tenants: Vec<Tenant>,
-    /// What to do with selected tenants that have no schema.
-    pub unprovisioned: crate::engine::operation::Unprovisioned,
-}
-
-impl Ctx {
-    /// Loads the files, parses `target` against them as `command` takes it (`forms`),
-    /// connects, and selects the tenants: in that order, so a broken directory or a bad
-    /// target is refused before any connection.
-    pub async fn start_change(
-        &self,
-        target: &str,
-        forms: Forms,
-        command: &str,
-        flags: &Selection,
-    ) -> Result<ChangeStart, Error> {
-        let set = self.migrations()?;
-        let target = crate::engine::target::parse(target, &set, forms, command)?;
-        let client = self.connect().await?;
-        let registry = Registry::open(&client, &self.settings.registry_schema).await?;
-        let tenants = select(self, &registry, flags).await?;
-        drop(registry);
-        Ok(ChangeStart {
-            set,
-            target,
-            client,
-            tenants,
-            unprovisioned: selection(flags).unprovisioned(),
-        })
-    }
-}
-
-impl ChangeStart {
-    /// A dry run of `change` on the selected tenants: observes them, plans each, prints
-    /// the SQL.
-    pub async fn dry_run(&self, ctx: &Ctx, change: SchemaChange) -> Result<Exit, Error> {
-        let table = &ctx.settings.history_table;
-        let (states, unreachable) =
-            fleet::observe_partial(&ctx.servers, &self.client, &self.tenants, table).await?;
-        let dry = crate::engine::dryrun::plan(
-            &self.tenants,
-            &states,
-            &unreachable,
-            &self.set,
-            &ctx.settings,
-            change,
-            self.unprovisioned,
-        );
-        Ok(print_dry_run(ctx, &dry))
-    }
-
-    /// Runs `change` on the selected tenants as one bulk run and prints its report. An
-    /// upgrade answers the tenants already at the target from one observation, without
-    /// a session.
-    pub async fn run(
-        self,
-        ctx: &Ctx,
-        change: SchemaChange,
-        bulk: &BulkOpts,
-    ) -> Result<Exit, Error> {
-        let registry = Registry::open(&self.client, &ctx.settings.registry_schema).await?;
-        let planned = match change {
-            SchemaChange::Upgrade { target, .. } => {
-                fleet::plan_upgrade(
-                    &ctx.servers,
-                    &self.client,
-                    &registry,
-                    self.tenants,
-                    &self.set,
-                    target,
-                    self.unprovisioned,
-                    &ctx.settings.history_table,
-                )
-                .await?
-            }
-            _ => self.tenants.into_iter().map(Planned::Work).collect(),
-        };
-        let op = crate::engine::operation::Change {
-            change,
-            set: &self.set,
-            unprovisioned: self.unprovisioned,
-        };
-        run_fleet(ctx, &self.client, &registry, planned, &op, bulk).await
     }
 }
 
@@ -271,44 +156,47 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::engine::dryrun::DryRun<'_>) -> Exit
     }
 }
 
-/// Observes many tenants' schemas, keyed by schema name (see [`fleet::observe`]).
-pub async fn observe(
+/// Shows a bulk run's progress on stderr while `run` goes (under the bulk flags' run
+/// options), prints its report, writes the metrics text file when asked, and returns the
+/// exit code.
+pub async fn bulk_run(
     ctx: &Ctx,
-    client: &Client,
-    tenants: &[Tenant],
-) -> Result<HashMap<String, state::SchemaState>, Error> {
-    fleet::observe(&ctx.servers, client, tenants, &ctx.settings.history_table).await
-}
-
-/// Runs `op` over the planned tenants with the bulk options (a new run id, progress on
-/// stderr), prints the report, and returns its exit code.
-pub async fn run_fleet(
-    ctx: &Ctx,
-    client: &Client,
-    registry: &Registry<'_>,
-    planned: Vec<Planned>,
-    op: &impl Operation,
+    verb: &'static str,
     bulk: &BulkOpts,
+    run: impl AsyncFnOnce(&RunOptions, &Events) -> Result<RunReport, Error>,
 ) -> Result<Exit, Error> {
-    let fleet = Fleet {
-        target: &ctx.target,
-        servers: &ctx.servers,
-        settings: &ctx.settings,
-        client,
-        registry,
-        interrupt: &ctx.interrupt,
-    };
     let opts = ctx.run_options(bulk);
-    let (events, reporting) = reporter::start(&ctx.out, op.name(), reporter::Style::Bulk);
-    let report = fleet.run(op, planned, &opts, &events).await;
+    let (events, reporting) = reporter::start(&ctx.out, verb, reporter::Style::Bulk);
+    let report = run(&opts, &events).await;
     drop(events);
     reporting.finish().await;
     let report = report?;
     ctx.out.run_report(&report);
     if let Some(path) = &bulk.metrics_textfile {
-        metrics::write(ctx, client, registry, path).await?;
+        let client = ctx.connect().await?;
+        let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+        metrics::write(ctx, &client, &registry, path).await?;
     }
     Ok(crate::cli::exit::for_run(report.outcome()))
+}
+
+/// A dry run or a run of `change` on a change begun (see [`changes::Started`]), as the
+/// bulk flags say.
+pub async fn change(
+    ctx: &Ctx,
+    mut started: changes::Started,
+    change: SchemaChange,
+    dry_run: bool,
+    bulk: &BulkOpts,
+) -> Result<Exit, Error> {
+    if dry_run {
+        let dry = started.dry_run(ctx, change).await?;
+        return Ok(print_dry_run(ctx, &dry));
+    }
+    bulk_run(ctx, change.name(), bulk, async |opts, events| {
+        started.run(ctx, change, None, opts, events).await
+    })
+    .await
 }
 
 /// Asks before a destructive change to these tenants (see [`Output::confirm`]).

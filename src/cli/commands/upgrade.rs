@@ -1,5 +1,6 @@
 //! `tenantctl upgrade`: apply pending migrations to one, several or all tenants.
 
+use crate::app::changes;
 use crate::cli::exit::Exit;
 use crate::engine::plan::SchemaChange;
 use crate::engine::target::Forms;
@@ -14,15 +15,12 @@ pub use crate::cli::UpgradeArgs as Args;
 /// exist yet, or that the target does not fit (above it, or too few migrations above
 /// them for `+N`), are skipped when selected by a filter and fail when named.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let start = ctx
-        .start_change(&args.target, Forms::Up, "upgrade", &args.selection)
-        .await?;
+    let selection = super::selection(&args.selection);
+    let (start, target) =
+        changes::start(ctx, &args.target, Forms::Up, "upgrade", &selection).await?;
     let change = SchemaChange::Upgrade {
-        target: start.target,
+        target,
         provision: false,
     };
-    if args.dry_run {
-        return Ok(start.dry_run(ctx, change).await?);
-    }
-    Ok(start.run(ctx, change, &args.bulk).await?)
+    Ok(super::change(ctx, start, change, args.dry_run, &args.bulk).await?)
 }

@@ -54,6 +54,24 @@ fn redact(url: &str) -> String {
     }
 }
 
+/// The shared server's logical replication workers, held by one test at a time: an
+/// online move into the shared server needs two of its four, so tests that move online
+/// into it take turns (the lock is a session advisory lock on the maintenance database,
+/// so it holds across test processes too). Released when dropped.
+pub struct SharedReplicationWorkers(#[allow(dead_code)] postgres::Client);
+
+/// Waits for the shared server's logical replication workers; see
+/// [`SharedReplicationWorkers`].
+pub fn shared_replication_workers() -> SharedReplicationWorkers {
+    let mut admin = admin_client();
+    admin
+        .batch_execute(
+            "SELECT pg_advisory_lock(hashtext('tenantctl tests: logical replication workers'))",
+        )
+        .unwrap_or_else(|e| panic!("cannot take the replication workers' test lock: {e}"));
+    SharedReplicationWorkers(admin)
+}
+
 /// A database of its own for one test, dropped when the test ends.
 pub struct TestDb {
     /// Database name.

@@ -1,0 +1,194 @@
+//! The fleet's schema changes as actions, for both faces: `upgrade`, `downgrade`,
+//! `stamp` and `provision` start from a selection ([`Started`]), answer a dry run without
+//! changing anything, or run as one bulk run whose report they return. `backup` runs the
+//! same way with its own operation ([`run_planned`]).
+
+use crate::app::context::Context;
+use crate::app::fleet::{self, Fleet, Selection};
+use crate::engine::dryrun::{self, DryRun};
+use crate::engine::operation::{Change, Operation, Unprovisioned};
+use crate::engine::plan::SchemaChange;
+use crate::engine::scheduler::{Events, Planned, RunOptions, RunReport};
+use crate::engine::target::{self, Forms, Target};
+use crate::error::Error;
+use crate::files::migrations::MigrationSet;
+use crate::pg::db::Client;
+use crate::registry::{Registry, Tenant};
+
+/// A change begun: the migration files, the action's registry connection and the
+/// selected tenants.
+pub struct Started {
+    /// The migration files (none for `provision`).
+    pub set: MigrationSet,
+    /// The action's connection to the registry's server.
+    pub client: Client,
+    /// The selected tenants.
+    pub tenants: Vec<Tenant>,
+    /// What to do with selected tenants that have no schema.
+    pub unprovisioned: Unprovisioned,
+}
+
+/// Loads the files, parses `target` as `command` takes it (`forms`), connects and
+/// selects: in that order, so a broken directory or a bad target is refused before any
+/// connection.
+pub async fn start(
+    cx: &Context,
+    target: &str,
+    forms: Forms,
+    command: &str,
+    selection: &Selection,
+) -> Result<(Started, Target), Error> {
+    let set = cx.migrations()?;
+    let target = target::parse(target, &set, forms, command)?;
+    Ok((Started::open(cx, set, selection).await?, target))
+}
+
+/// The tenants `selection` names; its `server` must be a configured server.
+pub async fn select(
+    cx: &Context,
+    registry: &Registry<'_>,
+    selection: &Selection,
+) -> Result<Vec<Tenant>, Error> {
+    if let Some(server) = &selection.server {
+        cx.servers.get(server)?;
+    }
+    fleet::select(registry, selection).await
+}
+
+impl Started {
+    /// Connects and selects the tenants a change of `set` will work on.
+    pub async fn open(
+        cx: &Context,
+        set: MigrationSet,
+        selection: &Selection,
+    ) -> Result<Started, Error> {
+        let client = cx.connect().await?;
+        let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+        let tenants = select(cx, &registry, selection).await?;
+        drop(registry);
+        Ok(Started {
+            set,
+            client,
+            tenants,
+            unprovisioned: selection.unprovisioned(),
+        })
+    }
+
+    /// What `change` would do to each selected tenant, read from one observation of the
+    /// fleet; nothing is changed. A recreate also tries each drop, to refuse the schemas
+    /// another schema's objects depend on.
+    pub async fn dry_run(
+        &mut self,
+        cx: &Context,
+        change: SchemaChange,
+    ) -> Result<DryRun<'_>, Error> {
+        let table = &cx.settings.history_table;
+        let (states, unreachable) =
+            fleet::observe_partial(&cx.servers, &self.client, &self.tenants, table).await?;
+        let mut dry = dryrun::plan(
+            &self.tenants,
+            &states,
+            &unreachable,
+            &self.set,
+            &cx.settings,
+            change,
+            self.unprovisioned,
+        );
+        if matches!(change, SchemaChange::Recreate) {
+            dryrun::refuse_blocked_recreates(&cx.servers, &mut self.client, &mut dry).await?;
+        }
+        Ok(dry)
+    }
+
+    /// The selected tenants that record versions above `version`: what a stamp to it
+    /// forgets. Tenants of a server that cannot be reached are not among them (they fail
+    /// in the run).
+    pub async fn recording_above(&self, cx: &Context, version: i32) -> Result<Vec<Tenant>, Error> {
+        let table = &cx.settings.history_table;
+        let (states, _) =
+            fleet::observe_partial(&cx.servers, &self.client, &self.tenants, table).await?;
+        Ok(self
+            .tenants
+            .iter()
+            .filter(|t| {
+                states
+                    .get(&t.schema_name)
+                    .and_then(|s| s.history.as_ref().ok())
+                    .is_some_and(|h| h.iter().any(|r| r.version > version))
+            })
+            .cloned()
+            .collect())
+    }
+
+    /// Runs `change` on the selected tenants as one bulk run (a new run id unless `run_id`
+    /// names one), its events sent to `events`. An upgrade answers the tenants already at
+    /// the target from one observation, without a session. The tenants are handed to the
+    /// run; the connection stays for what the face does after it.
+    pub async fn run(
+        &mut self,
+        cx: &Context,
+        change: SchemaChange,
+        run_id: Option<&str>,
+        opts: &RunOptions,
+        events: &Events,
+    ) -> Result<RunReport, Error> {
+        let registry = Registry::open(&self.client, &cx.settings.registry_schema).await?;
+        let tenants = std::mem::take(&mut self.tenants);
+        let planned = match change {
+            SchemaChange::Upgrade { target, .. } => {
+                fleet::plan_upgrade(
+                    &cx.servers,
+                    &self.client,
+                    &registry,
+                    tenants,
+                    &self.set,
+                    target,
+                    self.unprovisioned,
+                    &cx.settings.history_table,
+                )
+                .await?
+            }
+            _ => tenants.into_iter().map(Planned::Work).collect(),
+        };
+        let op = Change {
+            change,
+            set: &self.set,
+            unprovisioned: self.unprovisioned,
+        };
+        let fleet = cx.fleet(&self.client, &registry);
+        match run_id {
+            Some(id) => fleet.run_as(id, &op, planned, opts, events).await,
+            None => fleet.run(&op, planned, opts, events).await,
+        }
+    }
+}
+
+/// Runs `op` over `tenants` as one bulk run with a new id (see [`Fleet::run`]).
+pub async fn run_planned(
+    cx: &Context,
+    client: &Client,
+    tenants: Vec<Tenant>,
+    op: &impl Operation,
+    opts: &RunOptions,
+    events: &Events,
+) -> Result<RunReport, Error> {
+    let registry = Registry::open(client, &cx.settings.registry_schema).await?;
+    let planned = tenants.into_iter().map(Planned::Work).collect();
+    cx.fleet(client, &registry)
+        .run(op, planned, opts, events)
+        .await
+}
+
+impl Context {
+    /// A run over the fleet from this context, on the action's `client` and `registry`.
+    pub fn fleet<'a>(&'a self, client: &'a Client, registry: &'a Registry<'a>) -> Fleet<'a> {
+        Fleet {
+            target: &self.target,
+            servers: &self.servers,
+            settings: &self.settings,
+            client,
+            registry,
+            interrupt: &self.interrupt,
+        }
+    }
+}

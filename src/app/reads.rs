@@ -1,0 +1,220 @@
+//! The reading actions, for both faces: `check` (the CI gate), `current` (each tenant's
+//! revision), `history` (the migrations, and a tenant's applied ones) and `events` (the
+//! run ledger). Each takes a typed request, changes nothing, and returns the document the
+//! faces print or serve.
+
+use serde::Serialize;
+
+use crate::app::changes;
+use crate::app::context::Context;
+use crate::app::fleet::{self, Selection};
+use crate::error::Error;
+use crate::files::migrations::MigrationSet;
+use crate::ident;
+use crate::registry::inspect::{self, HistoryEntry, Problem, StatusSummary};
+use crate::registry::{EventFilter, EventRow, Registry};
+
+/// What `check` found: its JSON document.
+#[derive(Debug, Serialize)]
+pub struct CheckReport {
+    /// True when there is nothing to report.
+    pub ok: bool,
+    /// The head version of the files.
+    pub head: i32,
+    /// Tenants checked.
+    pub tenants: usize,
+    /// Tenants with at least one problem.
+    pub tenants_with_problems: usize,
+    /// Every problem, one per line in text output.
+    pub problems: Vec<Problem>,
+}
+
+/// Checks the files, the registry, every server and every tenant; read-only, takes no
+/// locks. A server that does not answer is an error naming it, never drift.
+pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
+    let set = cx.migrations()?;
+    let client = cx.connect().await?;
+    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+    let tenants = registry.list(None, None).await?;
+    // Every server must answer, whether or not it holds tenants yet.
+    // (A connection error names its server; so does a read it does not answer.)
+    for (_, target) in cx.servers.iter().skip(1) {
+        let c = target.connect().await?;
+        crate::pg::db::read(
+            &c,
+            "checking that the server answers",
+            c.simple_query("SELECT 1"),
+        )
+        .await?;
+    }
+    let table = &cx.settings.history_table;
+    let states = fleet::observe(&cx.servers, &client, &tenants, table).await?;
+    // A server that went away or stopped answering while its tenants were read cannot
+    // be checked: that is not drift.
+    if let Some(why) = states
+        .values()
+        .find(|s| s.unreachable)
+        .and_then(|s| s.history.clone().err())
+    {
+        return Err(Error::unavailable(why));
+    }
+    let problems = inspect::check(&tenants, &states, &set);
+    let mut affected: Vec<&str> = problems.iter().map(|p| p.tenant.as_str()).collect();
+    affected.dedup();
+    Ok(CheckReport {
+        ok: problems.is_empty(),
+        head: set.head(),
+        tenants: tenants.len(),
+        tenants_with_problems: affected.len(),
+        problems,
+    })
+}
+
+/// One tenant's revision.
+#[derive(Debug, Serialize)]
+pub struct Current {
+    /// Registry id.
+    pub tenant_id: i64,
+    /// Domain.
+    pub domain: String,
+    /// Schema.
+    pub schema_name: String,
+    /// Highest applied version; `null` when nothing is applied.
+    pub current_revision: Option<i32>,
+    /// Whether it is provisioned, clean and at head.
+    pub at_head: bool,
+}
+
+/// What `current` prints.
+#[derive(Debug, Serialize)]
+pub struct Currents {
+    /// One entry per tenant.
+    pub tenants: Vec<Current>,
+    /// Fleet counts.
+    pub summary: StatusSummary,
+}
+
+/// The current revisions of the tenants `selection` names, read from their history
+/// tables; a selection that selects nothing means every tenant, as for the bulk
+/// commands.
+pub async fn current(cx: &Context, selection: &Selection) -> Result<Currents, Error> {
+    let set = cx.migrations()?;
+    let client = cx.connect().await?;
+    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+    let mut selection = selection.clone();
+    if !selection.selects() {
+        selection.all = true;
+    }
+    let mut tenants = changes::select(cx, &registry, &selection).await?;
+    let st = cx.statuses(&client, &registry, &mut tenants, &set).await?;
+    let summary = inspect::summarize(&st, set.head());
+    Ok(Currents {
+        tenants: st
+            .iter()
+            .map(|s| Current {
+                tenant_id: s.tenant_id,
+                domain: s.domain.clone(),
+                schema_name: s.schema_name.clone(),
+                current_revision: s.current_revision,
+                at_head: s.at_head(),
+            })
+            .collect(),
+        summary,
+    })
+}
+
+/// What `history` prints.
+#[derive(Debug, Serialize)]
+pub struct History {
+    /// Every migration, by version.
+    pub migrations: Vec<HistoryEntry>,
+    /// The migration files read.
+    #[serde(skip)]
+    pub set: MigrationSet,
+    /// When a tenant was named whose schema does not exist yet, a note saying so.
+    #[serde(skip)]
+    pub note: Option<String>,
+}
+
+/// The migrations; with a tenant (`reference`: its domain or id), merged with its
+/// history table.
+pub async fn history(cx: &Context, reference: Option<&str>) -> Result<History, Error> {
+    let set = cx.migrations()?;
+    let Some(reference) = reference else {
+        return Ok(History {
+            migrations: inspect::history(&set, None),
+            set,
+            note: None,
+        });
+    };
+    let client = cx.connect().await?;
+    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+    let tenant = registry.find(reference).await?;
+    let tenants = std::slice::from_ref(&tenant);
+    let table = &cx.settings.history_table;
+    let mut states = fleet::observe(&cx.servers, &client, tenants, table).await?;
+    let st = states
+        .remove(&tenant.schema_name)
+        .ok_or_else(|| Error::failed(format!("schema {} was not observed", tenant.schema_name)))?;
+    let note = (!st.schema_exists).then(|| {
+        format!(
+            "schema \"{}\" of tenant {} does not exist yet",
+            tenant.schema_name, tenant.domain
+        )
+    });
+    let rows = st.history.map_err(Error::failed)?;
+    Ok(History {
+        migrations: inspect::history(&set, Some(&rows)),
+        set,
+        note,
+    })
+}
+
+/// Which ledger entries `events` reads.
+#[derive(Debug, Clone, Default)]
+pub struct EventsRequest {
+    /// One tenant's (its domain or id).
+    pub tenant: Option<String>,
+    /// One run's (its UUID).
+    pub run: Option<String>,
+    /// Failed ones only.
+    pub failed: bool,
+    /// At most this many, newest first.
+    pub limit: u32,
+}
+
+/// What `events` prints.
+#[derive(Debug, Serialize)]
+pub struct Events {
+    /// Ledger entries, newest first.
+    pub events: Vec<EventRow>,
+}
+
+/// The ledger entries `request` names; a run id that is not a UUID is refused before
+/// any connection.
+pub async fn events(cx: &Context, request: &EventsRequest) -> Result<Events, Error> {
+    if let Some(run) = &request.run {
+        let ok = run.len() == 36 && run.chars().all(|c| c.is_ascii_hexdigit() || c == '-');
+        if !ok {
+            return Err(Error::usage(format!(
+                "run id {} is not a UUID",
+                ident::shown(run)
+            )));
+        }
+    }
+    let client = cx.connect().await?;
+    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+    let tenant_id = match &request.tenant {
+        Some(t) => Some(registry.find(t).await?.id),
+        None => None,
+    };
+    let filter = EventFilter {
+        tenant_id,
+        run_id: request.run.as_ref().map(|r| r.to_ascii_lowercase()),
+        failed_only: request.failed,
+        limit: i64::from(request.limit),
+    };
+    Ok(Events {
+        events: registry.events(&filter).await?,
+    })
+}
