@@ -112,6 +112,88 @@ const ADDED: &[(&str, &str)] = &[
     ("updated_at", "timestamptz NOT NULL DEFAULT now()"),
 ];
 
+/// Adopts a fleet the original service runs: its registry table taken over in place
+/// (see [`adopt_registry`]), then each tenant's `alembic_version` mapped through the
+/// revision map file `map` and stamped (see [`adopt_histories`]), each stamp a run of its
+/// own in the ledger. With `dry_run`, says what would happen and changes nothing.
+pub async fn adopt_alembic(
+    cx: &crate::app::context::Context,
+    events: &crate::engine::scheduler::Events,
+    map: &Path,
+    dry_run: bool,
+) -> Result<Adoption, Error> {
+    let set = cx.migrations()?;
+    let map = RevisionMap::load(map, &set)?;
+    let mut client = cx.connect().await?;
+    let schema = cx.settings.registry_schema.clone();
+    let original = crate::registry::is_original(&client, &schema).await?;
+    let reg = adopt_registry(&mut client, &schema, dry_run, cx.settings.lock_timeout).await?;
+    if reg.found == "none" {
+        return Err(Error::setup(format!(
+            "schema {} has no tenants table: there is no fleet to adopt (`tenantctl init` creates a registry)",
+            crate::ident::quote(&schema)
+        )));
+    }
+    if !dry_run {
+        crate::failpoint!("adopt.registry-upgraded");
+    }
+    let tenants = listed(&client, &schema, original && dry_run).await?;
+    let registry = if dry_run {
+        None
+    } else {
+        Some(Registry::open(&client, &schema).await?)
+    };
+    // Tenants are stamped by id: a domain may read as another tenant's id or schema.
+    let by_id: std::collections::HashMap<i64, crate::registry::Tenant> = match &registry {
+        Some(r) => r
+            .list(None, None)
+            .await?
+            .into_iter()
+            .map(|t| (t.id, t))
+            .collect(),
+        None => Default::default(),
+    };
+    let one = cx.one_tenant(events);
+    let stamp = async |id: i64, version: i32| -> Option<String> {
+        let registry = registry.as_ref()?;
+        let Some(tenant) = by_id.get(&id) else {
+            return Some(format!("tenant id {id} is no longer registered"));
+        };
+        let run_id = match crate::engine::scheduler::new_run_id() {
+            Ok(id) => id,
+            Err(e) => return Some(e.to_string()),
+        };
+        let r = crate::app::tenants::change_one(
+            &one,
+            &client,
+            registry,
+            tenant,
+            crate::engine::plan::SchemaChange::Stamp(version),
+            &set,
+            &run_id,
+        )
+        .await;
+        if r.status != crate::engine::scheduler::ResultStatus::Failed {
+            crate::failpoint!(
+                "adopt.tenant-stamped",
+                return |e: Error| Some(e.to_string())
+            );
+        }
+        (r.status == crate::engine::scheduler::ResultStatus::Failed)
+            .then(|| r.error.unwrap_or_else(|| "failed".into()))
+    };
+    adopt_histories(
+        &tenants,
+        &cx.servers,
+        &map,
+        &cx.settings.history_table,
+        reg,
+        dry_run,
+        stamp,
+    )
+    .await
+}
+
 /// Upgrades the original service's `tenants` table in place and brings the registry to
 /// this binary's version, in one transaction. A dry run makes the same checks and
 /// rehearses the same transaction, then rolls it back: it fails exactly where the

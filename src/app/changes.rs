@@ -1,7 +1,7 @@
 //! The fleet's schema changes as actions, for both faces: `upgrade`, `downgrade`,
 //! `stamp` and `provision` start from a selection ([`Started`]), answer a dry run without
 //! changing anything, or run as one bulk run whose report they return. `backup` runs the
-//! same way with its own operation ([`run_planned`]).
+//! same way with its own operation ([`Started::run_op`]).
 
 use crate::app::context::Context;
 use crate::app::fleet::{self, Fleet, Selection};
@@ -161,22 +161,25 @@ impl Started {
             None => fleet.run(&op, planned, opts, events).await,
         }
     }
-}
 
-/// Runs `op` over `tenants` as one bulk run with a new id (see [`Fleet::run`]).
-pub async fn run_planned(
-    cx: &Context,
-    client: &Client,
-    tenants: Vec<Tenant>,
-    op: &impl Operation,
-    opts: &RunOptions,
-    events: &Events,
-) -> Result<RunReport, Error> {
-    let registry = Registry::open(client, &cx.settings.registry_schema).await?;
-    let planned = tenants.into_iter().map(Planned::Work).collect();
-    cx.fleet(client, &registry)
-        .run(op, planned, opts, events)
-        .await
+    /// Runs `op` (a backup, say) on every selected tenant as one bulk run with a new id
+    /// (see [`Fleet::run`]).
+    pub async fn run_op(
+        &mut self,
+        cx: &Context,
+        op: &impl Operation,
+        opts: &RunOptions,
+        events: &Events,
+    ) -> Result<RunReport, Error> {
+        let registry = Registry::open(&self.client, &cx.settings.registry_schema).await?;
+        let planned = std::mem::take(&mut self.tenants)
+            .into_iter()
+            .map(Planned::Work)
+            .collect();
+        cx.fleet(&self.client, &registry)
+            .run(op, planned, opts, events)
+            .await
+    }
 }
 
 impl Context {

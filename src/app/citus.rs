@@ -20,10 +20,10 @@ use tokio_postgres::Client;
 use crate::error::Error;
 use crate::ident::quote;
 use crate::pg::db::{self, query_error, Reads};
-use crate::registry::{Event, Registry, Tenant};
+use crate::registry::{Registry, Tenant};
 
-use crate::app::tenants::Context;
 use crate::engine::scheduler;
+use crate::engine::tenant::Context;
 
 /// A node of a Citus cluster, as `HOST:PORT`.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -169,7 +169,7 @@ pub async fn move_schema(
     to: &NodeAddr,
 ) -> Result<Moved, Error> {
     let started_at = OffsetDateTime::now_utc();
-    let (pool, session) = crate::app::tenants::locked(cx, tenant).await?;
+    let (pool, session) = crate::engine::tenant::locked(cx, tenant).await?;
     let moved = move_locked(session.client(), registry, tenant, to, started_at).await;
     session.close(&pool).await;
     moved
@@ -223,15 +223,8 @@ async fn move_locked(
             quote(schema)
         )));
     let duration_ms = u64::try_from(start.elapsed().as_millis()).unwrap_or(u64::MAX);
-    let run_id = scheduler::new_run_id()?;
-    let host = scheduler::client_host();
-    let event = Event {
-        run_id: &run_id,
-        action: "move",
-        from_revision: tenant.current_revision,
-        started_at,
-        client_host: &host,
-    };
+    let run = scheduler::OwnRun::new()?;
+    let event = run.event("move", tenant.current_revision, started_at);
     if let Err(e) = result {
         let _ = registry.log(tenant, &event, Some(e.message())).await;
         return Err(e);
@@ -248,6 +241,31 @@ async fn move_locked(
         to_node,
         duration_ms,
     })
+}
+
+impl crate::app::context::Context {
+    /// Where the Citus coordinator of `tenant`'s server places its schema (read on its
+    /// server; `client` is the registry's). `None` when the tenant's server could not be
+    /// reached or read (its status already says so) or stops answering now.
+    pub async fn placement(
+        &self,
+        client: &crate::pg::db::Client,
+        tenant: &Tenant,
+        status: &crate::registry::inspect::TenantStatus,
+    ) -> Result<Option<Placement>, Error> {
+        if status.unreachable {
+            return Ok(None);
+        }
+        let read = match self.connect_to(&tenant.server).await {
+            Ok(Some(remote)) => placement(&remote, &tenant.schema_name).await,
+            Ok(None) => placement(client, &tenant.schema_name).await,
+            Err(_) => return Ok(None),
+        };
+        match read {
+            Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => Ok(None),
+            other => other,
+        }
+    }
 }
 
 #[cfg(test)]

@@ -93,8 +93,8 @@ impl Context {
     pub fn one_tenant<'a>(
         &'a self,
         events: &'a crate::engine::scheduler::Events,
-    ) -> crate::app::tenants::Context<'a> {
-        crate::app::tenants::Context {
+    ) -> crate::engine::tenant::Context<'a> {
+        crate::engine::tenant::Context {
             target: &self.target,
             servers: &self.servers,
             settings: &self.settings,
@@ -110,29 +110,6 @@ impl Context {
             return Ok(None);
         }
         Ok(Some(self.servers.target(server)?.connect().await?))
-    }
-
-    /// Where the Citus coordinator of `tenant`'s server places its schema (read on its
-    /// server; `client` is the registry's). `None` when the tenant's server could not be
-    /// reached or read (its status already says so) or stops answering now.
-    pub async fn placement(
-        &self,
-        client: &Client,
-        tenant: &Tenant,
-        status: &TenantStatus,
-    ) -> Result<Option<crate::app::citus::Placement>, Error> {
-        if status.unreachable {
-            return Ok(None);
-        }
-        let read = match self.connect_to(&tenant.server).await {
-            Ok(Some(remote)) => crate::app::citus::placement(&remote, &tenant.schema_name).await,
-            Ok(None) => crate::app::citus::placement(client, &tenant.schema_name).await,
-            Err(_) => return Ok(None),
-        };
-        match read {
-            Err(e) if e.kind() == crate::error::ErrorKind::Unavailable => Ok(None),
-            other => other,
-        }
     }
 
     /// Observes the tenants' schemas, refreshes the registry's cache, and returns each

@@ -160,6 +160,21 @@ fn label(value: &str) -> String {
         .replace('\n', "\\n")
 }
 
+/// The fleet's metrics as Prometheus text, read through the action's own connection.
+/// Without a migrations directory, head is 0 and nothing counts as behind.
+pub async fn text(cx: &crate::app::context::Context) -> Result<String, Error> {
+    let client = cx.connect().await?;
+    let registry = crate::registry::Registry::open(&client, &cx.settings.registry_schema).await?;
+    let head = cx.migrations().map(|s| s.head()).unwrap_or(0);
+    let m = gather(&client, registry.tables(), head, cx.servers.iter().count()).await?;
+    Ok(render(&m))
+}
+
+/// Writes the fleet's metrics to `path` whole (see [`write_textfile`]).
+pub async fn write(cx: &crate::app::context::Context, path: &Path) -> Result<(), Error> {
+    write_textfile(path, &text(cx).await?)
+}
+
 /// The metrics in Prometheus's text format.
 pub fn render(m: &Metrics) -> String {
     let mut out = String::new();

@@ -1,10 +1,11 @@
 //! The actions both faces call, each taking a typed request and returning a typed,
 //! serializable result: the fleet's status and listing ([`status`]), the bulk workflows
-//! ([`fleet`]) and the schema changes run over them ([`changes`]), the reads (`check`,
-//! `current`, `history`, `events`: [`reads`]), creating and dropping a tenant ([`tenants`]), adoption ([`adopt`]),
-//! Citus placement ([`citus`]) and metrics ([`metrics`]), with the [`context::Context`]
-//! every action takes. The data actions (export, import, clone, restore, backup, move)
-//! are functions of [`crate::data`], one layer down, which the faces call the same way.
+//! ([`fleet`]) and the schema changes run over them ([`changes`], `backup` too), the
+//! reads (`check`, `current`, `history`, `events`: [`reads`]), creating and dropping a
+//! tenant ([`tenants`]), a tenant's data (export, import, clone, restore:
+//! [`tenant_data`]), adoption ([`adopt`]), Citus placement ([`citus`]) and metrics
+//! ([`metrics`]), and moving a tenant to another server or Citus node ([`moves`]), with
+//! the [`context::Context`] every action takes.
 
 pub mod adopt;
 pub mod changes;
@@ -12,6 +13,9 @@ pub mod citus;
 pub mod context;
 pub mod fleet;
 pub mod metrics;
+pub mod moves;
 pub mod reads;
+pub mod revision;
 pub mod status;
+pub mod tenant_data;
 pub mod tenants;

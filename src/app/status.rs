@@ -1,5 +1,6 @@
-//! What the fleet looks like: the documents of `status --tenant`, `status --all` and
-//! `tenant list` (and of the service's routes that answer the same), built once here.
+//! What the fleet looks like: the documents of `status --tenant`, `status --all`,
+//! `tenant show` and `tenant list` (and of the service's routes that answer the same),
+//! built once here.
 
 use std::collections::BTreeMap;
 
@@ -32,6 +33,38 @@ pub struct OneStatus {
     /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
     /// and the schema is a distributed schema holding tables.
     pub placement: Option<Placement>,
+}
+
+/// The JSON document `tenant show` prints.
+#[derive(Debug, Serialize)]
+pub struct Shown {
+    /// The registry row.
+    pub tenant: Tenant,
+    /// Its migration status.
+    pub migration_status: TenantStatus,
+    /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
+    /// and the schema is a distributed schema holding tables.
+    pub placement: Option<Placement>,
+    /// The head version of the migration files.
+    #[serde(skip)]
+    pub head: i32,
+}
+
+/// The tenant `reference` names (its domain or id) with its status, observed now, and
+/// where its schema is placed.
+pub async fn show(ctx: &Context, reference: &str) -> Result<Shown, Error> {
+    let set = ctx.migrations()?;
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let tenant = registry.find(reference).await?;
+    let (tenant, migration_status) = of(ctx, &client, &registry, tenant, &set).await?;
+    let placement = ctx.placement(&client, &tenant, &migration_status).await?;
+    Ok(Shown {
+        tenant,
+        migration_status,
+        placement,
+        head: set.head(),
+    })
 }
 
 /// The JSON document `tenant list` prints.
@@ -81,6 +114,36 @@ pub async fn fleet(
     let tenants = ctx.statuses(client, registry, &mut tenants, set).await?;
     let summary = inspect::summarize(&tenants, set.head());
     Ok(FleetStatus { tenants, summary })
+}
+
+/// The registered tenants, of `tenant_type` and in `status` when given, with their
+/// cached columns (schema provisioned, revision) refreshed from the databases first.
+/// Pending counts are not part of a listing, so the migration files are optional.
+pub async fn list(
+    ctx: &Context,
+    tenant_type: Option<&str>,
+    status: Option<crate::registry::Status>,
+) -> Result<Listing, Error> {
+    if let Some(t) = tenant_type {
+        crate::ident::validate_tenant_type(t)?;
+    }
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    let mut tenants = registry.list(tenant_type, status).await?;
+    let set = ctx
+        .migrations()
+        .unwrap_or_else(|_| MigrationSet::empty(ctx.settings.migrations_dir.clone()));
+    ctx.statuses(&client, &registry, &mut tenants, &set).await?;
+    Ok(Listing::of(tenants))
+}
+
+/// Every registered tenant's status (see [`fleet`]), read through the action's own
+/// connection.
+pub async fn all(ctx: &Context) -> Result<FleetStatus, Error> {
+    let set = ctx.migrations()?;
+    let client = ctx.connect().await?;
+    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
+    fleet(ctx, &client, &registry, &set).await
 }
 
 /// One tenant's status, observed now (the registry's cache refreshed).

@@ -180,27 +180,38 @@ pub async fn read<C: Reads + ?Sized>(
     Ok(catalog)
 }
 
+/// The rows `sql` (the schema's name its `$1`) returns, each made into a `T` by `make`;
+/// `what` names the read in errors.
+async fn per_row<C: Reads + ?Sized, T>(
+    client: &C,
+    what: &str,
+    sql: &str,
+    schema: &str,
+    make: impl Fn(&tokio_postgres::Row) -> T,
+) -> Result<Vec<T>, Error> {
+    let rows = db::read(client, what, client.pg().query(sql, &[&schema])).await?;
+    Ok(rows.iter().map(make).collect())
+}
+
 /// Partitions (or inheritance children) in another schema of tables in `schema`.
 async fn partitions_elsewhere<C: Reads + ?Sized>(
     client: &C,
     schema: &str,
 ) -> Result<Vec<(String, String)>, Error> {
-    let rows = db::read(
+    per_row(
         client,
         "reading the schema's partitions",
-        client.pg().query(
-            "SELECT p.relname::text, pg_catalog.format('%I.%I', cn.nspname, c.relname) \
+        "SELECT p.relname::text, pg_catalog.format('%I.%I', cn.nspname, c.relname) \
              FROM pg_catalog.pg_inherits i \
              JOIN pg_catalog.pg_class p ON p.oid = i.inhparent \
              JOIN pg_catalog.pg_namespace pn ON pn.oid = p.relnamespace \
              JOIN pg_catalog.pg_class c ON c.oid = i.inhrelid \
              JOIN pg_catalog.pg_namespace cn ON cn.oid = c.relnamespace \
              WHERE pn.nspname = $1 AND cn.nspname <> $1 ORDER BY 1, 2",
-            &[&schema],
-        ),
+        schema,
+        |r| (r.get(0), r.get(1)),
     )
-    .await?;
-    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
+    .await
 }
 
 /// A user trigger of the schema that is enabled, with how it is enabled.
@@ -242,29 +253,24 @@ impl Trigger {
 /// The schema's enabled user triggers on tables (not the internal ones behind foreign
 /// keys), the ones that cloned to partitions left out (their parent's switch covers them).
 pub async fn triggers<C: Reads + ?Sized>(client: &C, schema: &str) -> Result<Vec<Trigger>, Error> {
-    let rows = db::read(
+    per_row(
         client,
         "reading the schema's triggers",
-        client.pg().query(
-            "SELECT c.relname::text, t.tgname::text, t.tgenabled::text \
+        "SELECT c.relname::text, t.tgname::text, t.tgenabled::text \
              FROM pg_catalog.pg_trigger t \
              JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
                AND c.relkind IN ('r', 'p') \
              ORDER BY 1, 2",
-            &[&schema],
-        ),
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| Trigger {
+        schema,
+        |r| Trigger {
             table: r.get(0),
             name: r.get(1),
             enabled: r.get(2),
-        })
-        .collect())
+        },
+    )
+    .await
 }
 
 /// A foreign key of one of the schema's tables, as its definition reads in the session
@@ -317,30 +323,25 @@ pub async fn foreign_keys<C: Reads + ?Sized>(
     client: &C,
     schema: &str,
 ) -> Result<Vec<ForeignKey>, Error> {
-    let rows = db::read(
+    per_row(
         client,
         "reading the schema's foreign keys",
-        client.pg().query(
-            "SELECT t.relname::text, c.conname::text, pg_catalog.pg_get_constraintdef(c.oid), \
+        "SELECT t.relname::text, c.conname::text, pg_catalog.pg_get_constraintdef(c.oid), \
                     pg_catalog.obj_description(c.oid, 'pg_constraint') \
              FROM pg_catalog.pg_constraint c \
              JOIN pg_catalog.pg_class t ON t.oid = c.conrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = t.relnamespace \
              WHERE n.nspname = $1 AND c.contype = 'f' AND c.conparentid = 0 \
              ORDER BY 1, 2",
-            &[&schema],
-        ),
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| ForeignKey {
+        schema,
+        |r| ForeignKey {
             table: r.get(0),
             name: r.get(1),
             definition: r.get(2),
             comment: r.get(3),
-        })
-        .collect())
+        },
+    )
+    .await
 }
 
 /// A sequence owned by a column (serial or identity), whose next value must come after
@@ -360,11 +361,10 @@ pub async fn owned_sequences<C: Reads + ?Sized>(
     client: &C,
     schema: &str,
 ) -> Result<Vec<OwnedSequence>, Error> {
-    let rows = db::read(
+    per_row(
         client,
         "reading the schema's owned sequences",
-        client.pg().query(
-            "SELECT s.relname::text, t.relname::text, a.attname::text \
+        "SELECT s.relname::text, t.relname::text, a.attname::text \
              FROM pg_catalog.pg_depend d \
              JOIN pg_catalog.pg_class s ON s.oid = d.objid AND s.relkind = 'S' \
              JOIN pg_catalog.pg_namespace n ON n.oid = s.relnamespace \
@@ -376,18 +376,14 @@ pub async fn owned_sequences<C: Reads + ?Sized>(
                AND d.deptype IN ('a', 'i') AND n.nspname = $1 AND q.seqincrement > 0 \
                AND t.relnamespace = n.oid \
              ORDER BY 1",
-            &[&schema],
-        ),
-    )
-    .await?;
-    Ok(rows
-        .iter()
-        .map(|r| OwnedSequence {
+        schema,
+        |r| OwnedSequence {
             sequence: r.get(0),
             table: r.get(1),
             column: r.get(2),
-        })
-        .collect())
+        },
+    )
+    .await
 }
 
 /// How two catalogs' carried tables differ: what an archive holds that the schema built

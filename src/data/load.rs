@@ -219,57 +219,65 @@ async fn load_in_transaction(
             .await
             .map_err(query_error("preparing the tables for loading"))?;
     }
-    let mut rows_total = 0u64;
-    let mut current: Option<(usize, std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>)> = None;
-    loop {
-        match source.next().await? {
-            Item::Rows { table, data } => {
-                if current.as_ref().map(|(t, _)| *t) != Some(table) {
-                    let t = &manifest.tables[table];
-                    current = Some((table, Box::pin(copy_in(client, schema, t).await?)));
-                }
-                let (_, sink) = current.as_mut().expect("set above");
-                sink.send(Bytes::from(data))
-                    .await
-                    .map_err(query_error(&loading(schema, &manifest.tables[table])))?;
-            }
-            Item::End { table, rows } => {
-                let t = &manifest.tables[table];
-                let loaded = match current.take() {
-                    Some((i, mut sink)) if i == table => sink
-                        .as_mut()
-                        .finish()
-                        .await
-                        .map_err(query_error(&loading(schema, t)))?,
-                    _ if t.columns.is_empty() => {
-                        // No carried column: the rows are all defaults and generated
-                        // values.
-                        client
-                            .execute(
-                                &format!(
-                                    "INSERT INTO {} SELECT FROM pg_catalog.generate_series(1, $1::bigint)",
-                                    qualified(schema, &t.name)
-                                ),
-                                &[&(rows as i64)],
-                            )
-                            .await
-                            .map_err(query_error(&loading(schema, t)))?
+    let rows = async {
+        let mut rows_total = 0u64;
+        let mut current: Option<(usize, std::pin::Pin<Box<tokio_postgres::CopyInSink<Bytes>>>)> = None;
+        loop {
+            match source.next().await? {
+                Item::Rows { table, data } => {
+                    if current.as_ref().map(|(t, _)| *t) != Some(table) {
+                        let t = &manifest.tables[table];
+                        current = Some((table, Box::pin(copy_in(client, schema, t).await?)));
                     }
-                    _ => 0,
-                };
-                if loaded != rows || rows != t.rows {
-                    return Err(Error::usage(format!(
-                        "archive {}: table {} holds {loaded} rows, but the archive records {rows} (manifest: {}); it is corrupt",
-                        source.label(),
-                        quote(&t.name),
-                        t.rows
-                    )));
+                    let (_, sink) = current.as_mut().expect("set above");
+                    sink.send(Bytes::from(data))
+                        .await
+                        .map_err(query_error(&loading(schema, &manifest.tables[table])))?;
                 }
-                rows_total += loaded;
+                Item::End { table, rows } => {
+                    let t = &manifest.tables[table];
+                    let loaded = match current.take() {
+                        Some((i, mut sink)) if i == table => sink
+                            .as_mut()
+                            .finish()
+                            .await
+                            .map_err(query_error(&loading(schema, t)))?,
+                        _ if t.columns.is_empty() => {
+                            // No carried column: the rows are all defaults and generated
+                            // values.
+                            client
+                                .execute(
+                                    &format!(
+                                        "INSERT INTO {} SELECT FROM pg_catalog.generate_series(1, $1::bigint)",
+                                        qualified(schema, &t.name)
+                                    ),
+                                    &[&(rows as i64)],
+                                )
+                                .await
+                                .map_err(query_error(&loading(schema, t)))?
+                        }
+                        _ => 0,
+                    };
+                    if loaded != rows || rows != t.rows {
+                        return Err(Error::usage(format!(
+                            "archive {}: table {} holds {loaded} rows, but the archive records {rows} (manifest: {}); it is corrupt",
+                            source.label(),
+                            quote(&t.name),
+                            t.rows
+                        )));
+                    }
+                    rows_total += loaded;
+                }
+                Item::Done => break,
             }
-            Item::Done => break,
         }
+        Ok(rows_total)
     }
+    .await;
+    let rows_total = match rows {
+        Ok(n) => n,
+        Err(e) => return Err(source.blame(e).await),
+    };
     // Indexes (and the keys foreign keys point at) first, then the foreign keys.
     let mut finish: Vec<String> = Vec::new();
     if !rebuilt.is_empty() {

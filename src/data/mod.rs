@@ -31,7 +31,7 @@ use crate::error::{Error, ErrorKind};
 use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
 use crate::registry::inspect::{self, TenantStatus};
-use crate::registry::{self, Event, Observed, Outcome, Registry, Tenant};
+use crate::registry::{self, Observed, Outcome, Registry, Tenant};
 use stream::{PipeReader, Source};
 
 /// Where an archive is read from.
@@ -509,7 +509,9 @@ pub async fn import(
         _ => None,
     };
     let mut source = input.open().await?;
-    check_migrations(&source.manifest, set, source.label())?;
+    if let Err(e) = check_migrations(&source.manifest, set, source.label()) {
+        return Err(source.blame(e).await);
+    }
     let mut req = typed(&source.manifest.source.tenant_type);
     let schema = tenant::validate(&req, cx.settings)?;
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
@@ -698,15 +700,8 @@ pub(crate) async fn log_failure(
     started_at: OffsetDateTime,
     e: &Error,
 ) -> Result<(), Error> {
-    let run_id = scheduler::new_run_id()?;
-    let host = scheduler::client_host();
-    let event = Event {
-        run_id: &run_id,
-        action,
-        from_revision: tenant.current_revision,
-        started_at,
-        client_host: &host,
-    };
+    let run = scheduler::OwnRun::new()?;
+    let event = run.event(action, tenant.current_revision, started_at);
     registry.log_failure(tenant, &event, e).await
 }
 
@@ -732,15 +727,8 @@ async fn record_active(
             quote(&tenant.schema_name)
         ))
     })?;
-    let run_id = scheduler::new_run_id()?;
-    let host = scheduler::client_host();
-    let event = Event {
-        run_id: &run_id,
-        action,
-        from_revision: None,
-        started_at: OffsetDateTime::now_utc(),
-        client_host: &host,
-    };
+    let run = scheduler::OwnRun::new()?;
+    let event = run.event(action, None, OffsetDateTime::now_utc());
     registry::record_with(
         registry.client(),
         registry.tables(),
@@ -1020,7 +1008,9 @@ pub async fn restore(
     let started_at = OffsetDateTime::now_utc();
     let file = input.label();
     let mut source = input.open().await?;
-    check_migrations(&source.manifest, set, source.label())?;
+    if let Err(e) = check_migrations(&source.manifest, set, source.label()) {
+        return Err(source.blame(e).await);
+    }
     let registry = Registry::open(client, &cx.settings.registry_schema).await?;
     let schema = tenant.schema_name.clone();
     // '$' is in no tenant's schema name: these names are only ever a restore's.
@@ -1102,15 +1092,8 @@ pub async fn restore(
         let kept = swap(main.client(), &schema, &fresh, &old).await?;
         crate::failpoint!("restore.swapped");
         let state = main.observe().await?;
-        let run_id = scheduler::new_run_id()?;
-        let host = scheduler::client_host();
-        let event = Event {
-            run_id: &run_id,
-            action: "restore",
-            from_revision: before.current(),
-            started_at,
-            client_host: &host,
-        };
+        let run = scheduler::OwnRun::new()?;
+        let event = run.event("restore", before.current(), started_at);
         let recorded = registry::record_with(
             registry.client(),
             registry.tables(),

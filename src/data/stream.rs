@@ -8,7 +8,7 @@ use std::sync::{Arc, OnceLock};
 use tokio::sync::mpsc;
 
 use crate::data::archive::{ArchiveError, Item, Manifest, Reader, Writer};
-use crate::error::Error;
+use crate::error::{Error, ErrorKind};
 
 /// Pieces in flight between a connection and an archive's thread.
 const IN_FLIGHT: usize = 16;
@@ -193,6 +193,23 @@ impl Source {
                     Error::failed(format!("archive {}: its checksum was not read", self.label))
                 });
             }
+        }
+    }
+
+    /// `e`, or the archive's damage when that is what `e` comes from. A load (or a check
+    /// of the manifest) the server or the migration files refused may have been fed a
+    /// damaged archive whose damage its reader had not reached yet: a byte changed inside
+    /// zstd's stream can decode to other bytes, and the checksums come at the end. A
+    /// stream read once (standard input, a clone's export) is then read through, checked
+    /// without loading, and its damage is the error (exit 2), as it would have been had
+    /// the archive been checked whole first.
+    pub async fn blame(&mut self, e: Error) -> Error {
+        if !matches!(e.kind(), ErrorKind::Failed | ErrorKind::Setup) {
+            return e;
+        }
+        match self.read_through().await {
+            Err(damage) if damage.kind() == ErrorKind::Invalid => damage,
+            _ => e,
         }
     }
 

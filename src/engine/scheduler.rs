@@ -522,6 +522,41 @@ pub fn client_host() -> String {
     .unwrap_or_else(|| "unknown".into())
 }
 
+/// The ledger identity of an action that is a run of its own (one tenant, outside a bulk
+/// run): a new run id and this machine's name, from which its entries are made.
+pub struct OwnRun {
+    /// The run's id.
+    pub run_id: String,
+    /// This machine's host name.
+    pub host: String,
+}
+
+impl OwnRun {
+    /// A new run.
+    pub fn new() -> Result<OwnRun, Error> {
+        Ok(OwnRun {
+            run_id: new_run_id()?,
+            host: client_host(),
+        })
+    }
+
+    /// The ledger entry of `action`, begun at `started_at` on a tenant at `from_revision`.
+    pub fn event<'a>(
+        &'a self,
+        action: &'a str,
+        from_revision: Option<i32>,
+        started_at: time::OffsetDateTime,
+    ) -> crate::registry::Event<'a> {
+        crate::registry::Event {
+            run_id: &self.run_id,
+            action,
+            from_revision,
+            started_at,
+            client_host: &self.host,
+        }
+    }
+}
+
 #[cfg(test)]
 mod tests {
     //! The rollout logic with fake work: no database, so every rule is checked exactly.

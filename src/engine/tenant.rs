@@ -21,7 +21,7 @@ use crate::ident::{self, quote};
 use crate::registry::conn::RegistryConn;
 use crate::registry::inspect::{self, TenantStatus};
 use crate::registry::state;
-use crate::registry::{Event, NewTenant, Observed, Registry, Tenant};
+use crate::registry::{NewTenant, Observed, Registry, Tenant};
 
 /// What a one-tenant workflow (a registration, a drop, an import, a move) needs: where
 /// to connect, the settings, the interruption, and where the events of the tenant's
@@ -172,19 +172,12 @@ pub async fn create(
             server: &server,
         })
         .await?;
-    let run_id = scheduler::new_run_id()?;
-    let host = scheduler::client_host();
-    let registered = Event {
-        run_id: &run_id,
-        action: "register",
-        from_revision: None,
-        started_at: OffsetDateTime::now_utc(),
-        client_host: &host,
-    };
+    let run = scheduler::OwnRun::new()?;
+    let registered = run.event("register", None, OffsetDateTime::now_utc());
     registry.log(&tenant, &registered, None).await?;
     let result = match req.then {
         Some(change) => {
-            Some(change_one(cx, client, &registry, &tenant, change, set, &run_id).await)
+            Some(change_one(cx, client, &registry, &tenant, change, set, &run.run_id).await)
         }
         None => None,
     };

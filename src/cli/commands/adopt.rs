@@ -1,99 +1,20 @@
 //! `tenantctl adopt alembic`: take over a fleet run by the original FastAPI + Alembic
 //! service (see [`crate::app::adopt`]).
 
-use crate::app::adopt::{self, Adoption, RevisionMap};
+use crate::app::adopt::{self, Adoption};
 use crate::cli::exit::Exit;
-use crate::cli::reporter::{self, Style};
 use crate::cli::AdoptCommand;
-use crate::engine::plan::SchemaChange;
-use crate::error::{Error, Result};
-use crate::registry::Registry;
+use crate::error::Result;
 
 use super::Ctx;
 
 /// Runs an `adopt` subcommand.
 pub async fn run(ctx: &Ctx, cmd: &AdoptCommand) -> Result<Exit> {
     let AdoptCommand::Alembic(args) = cmd;
-    let set = ctx.migrations()?;
-    let map = RevisionMap::load(&args.map, &set)?;
-    let mut client = ctx.connect().await?;
-    let schema = ctx.settings.registry_schema.clone();
-    let original = crate::registry::is_original(&client, &schema).await?;
-    let reg = adopt::adopt_registry(
-        &mut client,
-        &schema,
-        args.dry_run,
-        ctx.settings.lock_timeout,
-    )
-    .await?;
-    if reg.found == "none" {
-        return Err(Error::setup(format!(
-            "schema {} has no tenants table: there is no fleet to adopt (`tenantctl init` creates a registry)",
-            crate::ident::quote(&schema)
-        ))
-        .into());
-    }
-    if !args.dry_run {
-        crate::failpoint!("adopt.registry-upgraded", |e: Error| e.into());
-    }
-    let tenants = adopt::listed(&client, &schema, original && args.dry_run).await?;
-    let registry = if args.dry_run {
-        None
-    } else {
-        Some(Registry::open(&client, &schema).await?)
-    };
-    // Tenants are stamped by id: a domain may read as another tenant's id or schema.
-    let by_id: std::collections::HashMap<i64, crate::registry::Tenant> = match &registry {
-        Some(r) => r
-            .list(None, None)
-            .await?
-            .into_iter()
-            .map(|t| (t.id, t))
-            .collect(),
-        None => Default::default(),
-    };
-    let (events, reporting) = reporter::start(&ctx.out, "adopt", Style::Single);
-    let cx = ctx.one_tenant(&events);
-    let stamp = async |id: i64, version: i32| -> Option<String> {
-        let registry = registry.as_ref()?;
-        let Some(tenant) = by_id.get(&id) else {
-            return Some(format!("tenant id {id} is no longer registered"));
-        };
-        let run_id = match crate::engine::scheduler::new_run_id() {
-            Ok(id) => id,
-            Err(e) => return Some(e.to_string()),
-        };
-        let r = crate::app::tenants::change_one(
-            &cx,
-            &client,
-            registry,
-            tenant,
-            SchemaChange::Stamp(version),
-            &set,
-            &run_id,
-        )
-        .await;
-        if r.status != crate::engine::scheduler::ResultStatus::Failed {
-            crate::failpoint!(
-                "adopt.tenant-stamped",
-                return |e: Error| Some(e.to_string())
-            );
-        }
-        (r.status == crate::engine::scheduler::ResultStatus::Failed)
-            .then(|| r.error.unwrap_or_else(|| "failed".into()))
-    };
-    let adoption = adopt::adopt_histories(
-        &tenants,
-        &ctx.servers,
-        &map,
-        &ctx.settings.history_table,
-        reg,
-        args.dry_run,
-        stamp,
-    )
+    let adoption = super::single(ctx, "adopt", async |events| {
+        adopt::adopt_alembic(ctx, events, &args.map, args.dry_run).await
+    })
     .await;
-    drop(events);
-    reporting.finish().await;
     let adoption = adoption?;
     print(ctx, &adoption);
     Ok(if adoption.complete() {

@@ -35,7 +35,7 @@ use crate::engine::plan::SchemaChange;
 use crate::engine::scheduler::{Events, RunOptions, RunReport};
 use crate::error::Error;
 use crate::pg::interrupt::Interrupt;
-use crate::registry::{Registry, Tenant};
+use crate::registry::Tenant;
 
 /// What every command needs: the application's context and where output goes.
 pub struct Ctx {
@@ -173,11 +173,23 @@ pub async fn bulk_run(
     let report = report?;
     ctx.out.run_report(&report);
     if let Some(path) = &bulk.metrics_textfile {
-        let client = ctx.connect().await?;
-        let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-        metrics::write(ctx, &client, &registry, path).await?;
+        crate::app::metrics::write(ctx, path).await?;
     }
     Ok(crate::cli::exit::for_run(report.outcome()))
+}
+
+/// Runs an action on one tenant with its lock waits and the server's notices shown on
+/// stderr as they come; returns when every one has been shown.
+pub async fn single<T>(
+    ctx: &Ctx,
+    verb: &'static str,
+    action: impl AsyncFnOnce(&Events) -> Result<T, Error>,
+) -> Result<T, Error> {
+    let (events, reporting) = reporter::start(&ctx.out, verb, reporter::Style::Single);
+    let result = action(&events).await;
+    drop(events);
+    reporting.finish().await;
+    result
 }
 
 /// A dry run or a run of `change` on a change begun (see [`changes::Started`]), as the

@@ -6,7 +6,6 @@ use crate::cli::exit::Exit;
 use crate::cli::output::pending_list;
 use crate::error::{Error, Result};
 use crate::registry::inspect::TenantStatus;
-use crate::registry::Registry;
 use crate::show::{revision, yes_no};
 
 use super::Ctx;
@@ -18,17 +17,16 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     if args.tenant.is_none() && !args.all {
         return Err(Error::usage("name a tenant with --tenant <TENANT>, or pass --all").into());
     }
-    let set = ctx.migrations()?;
-    let client = ctx.connect().await?;
-    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     if let Some(reference) = &args.tenant {
-        let tenant = registry.find(reference).await?;
-        let (tenant, status) = status::of(ctx, &client, &registry, tenant, &set).await?;
-        let placement = ctx.placement(&client, &tenant, &status).await?;
-        print_one(ctx, OneStatus { status, placement }, set.head());
+        let shown = status::show(ctx, reference).await?;
+        let one = OneStatus {
+            status: shown.migration_status,
+            placement: shown.placement,
+        };
+        print_one(ctx, one, shown.head);
         return Ok(Exit::Ok);
     }
-    print_fleet(ctx, status::fleet(ctx, &client, &registry, &set).await?);
+    print_fleet(ctx, status::all(ctx).await?);
     Ok(Exit::Ok)
 }
 

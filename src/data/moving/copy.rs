@@ -1,7 +1,8 @@
-//! What both ways of copying a tenant share with the move's protocol ([`super`]): how a
-//! copy begins ([`begin`]: the source's history checked, the target's schema locked), the
-//! write fence on the source ([`fence_source`]) and what a finished copy hands back
-//! ([`Copied`]). The protocol uses the copies; the copies use only this.
+//! What both ways of copying a tenant share with the move's protocol ([`super`]): the
+//! [`Copier`] a way of copying is to the protocol, which plugs it in, how a copy begins
+//! ([`begin`]: the source's history checked, the target's schema locked), the write fence
+//! on the source ([`fence_source`]) and what a finished copy hands back ([`Copied`]). The
+//! protocol uses the copies through [`Copier`]; the copies use only this.
 
 use std::time::Instant;
 
@@ -14,6 +15,52 @@ use crate::files::migrations::{AppliedRow, MigrationSet};
 use crate::pg::db::Client;
 use crate::registry::MoveJournal;
 use crate::registry::Tenant;
+
+/// A way of copying a tenant, plugged into the move's protocol: the offline copy
+/// ([`super::offline::Offline`]) and logical replication ([`super::online::Online`]).
+/// The protocol claims the journal, holds the locks, switches the registry, cleans up and
+/// settles a rerun; a copier does step 2 and what only it knows.
+pub(crate) trait Copier: Sync {
+    /// The move's action in the run ledger.
+    fn action(&self) -> &'static str;
+
+    /// What this way of copying refuses before anything is created (the preflight the
+    /// protocol runs for every move comes after).
+    async fn check(&self, _cx: &Context<'_>, _tenant: &Tenant, _to: &str) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// Step 2: the target built and filled, the source's transaction left open on
+    /// `session` with its tables fenced. Its error says nothing was switched.
+    async fn copy(
+        &self,
+        cx: &Context<'_>,
+        tenant: &Tenant,
+        journal: &MoveJournal,
+        set: &MigrationSet,
+        session: &Session<'_>,
+    ) -> Result<Copied, Error>;
+
+    /// What only this copy leaves to remove once the registry is switched.
+    async fn after_switch(
+        &self,
+        _cx: &Context<'_>,
+        _journal: &MoveJournal,
+        _tenant_id: i64,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
+    /// The sentence a finished move is reported with.
+    fn moved(
+        &self,
+        tenant: &Tenant,
+        journal: &MoveJournal,
+        copied: &Copied,
+        write_block_ms: u64,
+        old_copy: &str,
+    ) -> String;
+}
 
 /// What step 2 hands to the rest of the protocol: the source session's transaction is
 /// open with the tables fenced, and the target's copy is complete and committed.

@@ -1,9 +1,9 @@
 //! `tenant move --to SERVER`: copying a tenant to another server and switching the
 //! registry to it (README "Moving a tenant between servers"). This module is the move's
-//! protocol, shared by both ways of copying, which sit beneath it and never call back up:
-//! the offline copy in [`offline`] (an export streamed into a load under a write fence)
-//! and the online one in [`online`] (logical replication, fenced only for the cutover),
-//! with what both share in [`copy`].
+//! protocol, shared by both ways of copying, which are plugged into it as a
+//! [`copy::Copier`] and never call back up: the offline copy in [`offline`] (an export
+//! streamed into a load under a write fence) and the online one in [`online`] (logical
+//! replication, fenced only for the cutover), with what both share in [`copy`].
 //!
 //! The protocol, and what an application sees at each step:
 //! 1. The tenant's lock is taken on the source and held to the end, and a journal row
@@ -56,6 +56,7 @@ use crate::error::Error;
 use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
 use crate::registry::{Event, MoveJournal, Registry, Tenant};
+use copy::Copier;
 
 /// What a move did.
 #[derive(Debug, Serialize)]
@@ -148,24 +149,6 @@ pub(crate) fn kept_name(schema: &str) -> String {
 /// `SCHEMA$moving`.
 pub(crate) fn fence_name(schema: &str) -> String {
     super::beside(schema, "$moving")
-}
-
-/// How a move copies a tenant (step 2). Its error says nothing was switched.
-pub(crate) enum How {
-    /// Under a write fence for the whole copy.
-    Offline,
-    /// With logical replication, fenced for the cutover only.
-    Online,
-}
-
-impl How {
-    /// The move's action in the run ledger.
-    pub(crate) fn action(&self) -> &'static str {
-        match self {
-            How::Offline => "move",
-            How::Online => "move (online)",
-        }
-    }
 }
 
 /// What became of a move's old copy.
@@ -328,21 +311,19 @@ pub async fn still_here(
     Ok(now)
 }
 
-/// Checks what a move of `tenant` to `to` needs (with `online`, an online move's
+/// Checks what a move of `tenant` to `dest` needs (online, an online move's
 /// prerequisites too), changing nothing; the refusals are the move's own. A `dry_run`
 /// also tries the build on the target, rolled back; the move's check before it asks
 /// leaves that to the move.
-#[allow(clippy::too_many_arguments)]
 pub async fn plan(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
-    to: &str,
-    keep_source: bool,
-    online: bool,
+    dest: &Destination,
     set: &MigrationSet,
     dry_run: bool,
 ) -> Result<MovePlan, Error> {
+    let (to, keep_source, online) = (dest.to.as_str(), dest.keep_source, dest.online);
     cx.servers.get(to)?;
     let journal = registry.move_journal(tenant.id).await?;
     let settle = match &journal {
@@ -454,10 +435,15 @@ pub async fn plan(
             format!("would undo: {u}; the tenant stays on server {to}")
         }
         (_, u, _) => format!(
-            "{}would copy tenant {} from server {} to server {to} under a write fence, switch the registry, then {} the old copy{}; nothing was changed",
+            "{}would copy tenant {} from server {} to server {to} {}, switch the registry, then {} the old copy{}; nothing was changed",
             u.as_ref().map(|u| format!("{u}; then ")).unwrap_or_default(),
             tenant.domain,
             tenant.server,
+            if online {
+                "online, with logical replication (writes blocked only for the cutover)"
+            } else {
+                "under a write fence"
+            },
             if keep_source { "rename" } else { "drop" },
             untried.map(|u| format!(" ({u})")).unwrap_or_default()
         ),
@@ -646,30 +632,43 @@ fn names(object: &str, name: &str) -> bool {
     })
 }
 
-/// Moves `tenant` to server `to`, copying offline or, with `online`, by logical
-/// replication (see [`online`]), finishing or undoing an interrupted move of it first.
+/// Where a tenant moves, and how.
+#[derive(Debug, Clone)]
+pub struct Destination {
+    /// The configured server it moves to.
+    pub to: String,
+    /// Rename the old copy instead of dropping it.
+    pub keep_source: bool,
+    /// Copy by logical replication (see [`online`]), fencing writes for the cutover only.
+    pub online: bool,
+}
+
+/// Moves `tenant` to `dest.to`, copying offline or online as `dest` says, finishing or
+/// undoing an interrupted move of it first.
 pub async fn move_to(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
-    to: &str,
-    keep_source: bool,
-    online: bool,
+    dest: &Destination,
     set: &MigrationSet,
 ) -> Result<Moved, Error> {
-    let how = if online { How::Online } else { How::Offline };
-    run(cx, registry, tenant, to, keep_source, set, how).await
+    let (to, keep) = (dest.to.as_str(), dest.keep_source);
+    if dest.online {
+        run(cx, registry, tenant, to, keep, set, &online::Online).await
+    } else {
+        run(cx, registry, tenant, to, keep, set, &offline::Offline).await
+    }
 }
 
-/// The whole protocol (see the module header), copying as `how` says.
-pub(crate) async fn run(
+/// The whole protocol (see the module header), copying as `how` does.
+async fn run(
     cx: &Context<'_>,
     registry: &Registry<'_>,
     tenant: &Tenant,
     to: &str,
     keep_source: bool,
     set: &MigrationSet,
-    how: How,
+    how: &impl Copier,
 ) -> Result<Moved, Error> {
     let started = Instant::now();
     cx.servers.get(to)?;
@@ -708,11 +707,7 @@ pub(crate) async fn run(
         if tenant.server == to {
             return Ok(Moved::stayed(&tenant, started, already_there(&tenant)));
         }
-        if let How::Online = how {
-            if tenant.server != to {
-                online::check(cx, &tenant, to).await?;
-            }
-        }
+        how.check(cx, &tenant, to).await?;
         preflight(cx, &tenant, to, None).await?;
         let journal = MoveJournal {
             from_server: tenant.server.clone(),
@@ -723,10 +718,8 @@ pub(crate) async fn run(
         };
         let began = OffsetDateTime::now_utc();
         registry.begin_move(tenant.id, &journal).await?;
-        let moved = copy_and_switch(
-            cx, registry, &tenant, &journal, set, &session, &how, started,
-        )
-        .await;
+        let moved =
+            copy_and_switch(cx, registry, &tenant, &journal, set, &session, how, started).await;
         match moved {
             Ok(m) => Ok(m),
             Err((e, true)) => Err(e),
@@ -815,10 +808,13 @@ pub(crate) async fn recover(
         return Err(e);
     }
     if how == Settle::Switch {
-        let event = event_for(tenant, "move (finished)", OffsetDateTime::now_utc())?;
-        registry
-            .switch_server(tenant.id, &j, &event.event())
-            .await?;
+        let run = scheduler::OwnRun::new()?;
+        let event = run.event(
+            "move (finished)",
+            tenant.current_revision,
+            OffsetDateTime::now_utc(),
+        );
+        registry.switch_server(tenant.id, &j, &event).await?;
         how = Settle::Finish;
     }
     let mut left = None;
@@ -969,41 +965,6 @@ pub(crate) async fn undo_copy(
     dropped
 }
 
-/// A ledger event for a move of `tenant`, with its run id kept alive beside it.
-struct MoveEvent {
-    run_id: String,
-    host: String,
-    action: &'static str,
-    from_revision: Option<i32>,
-    started_at: OffsetDateTime,
-}
-
-impl MoveEvent {
-    fn event(&self) -> Event<'_> {
-        Event {
-            run_id: &self.run_id,
-            action: self.action,
-            from_revision: self.from_revision,
-            started_at: self.started_at,
-            client_host: &self.host,
-        }
-    }
-}
-
-fn event_for(
-    tenant: &Tenant,
-    action: &'static str,
-    started_at: OffsetDateTime,
-) -> Result<MoveEvent, Error> {
-    Ok(MoveEvent {
-        run_id: scheduler::new_run_id()?,
-        host: scheduler::client_host(),
-        action,
-        from_revision: tenant.current_revision,
-        started_at,
-    })
-}
-
 /// Steps 2 to 5 on `session`, the source's locked session. The error says whether the
 /// registry was switched.
 #[allow(clippy::too_many_arguments)]
@@ -1014,65 +975,39 @@ async fn copy_and_switch(
     journal: &MoveJournal,
     set: &MigrationSet,
     session: &Session<'_>,
-    how: &How,
+    how: &impl Copier,
     started: Instant,
 ) -> Result<Moved, (Error, bool)> {
     let started_at = OffsetDateTime::now_utc();
     let not_switched = |e: Error| (e, false);
     crate::failpoint!("move.journal-written", not_switched);
     copy::stop_requested(cx).map_err(not_switched)?;
-    let copied = match how {
-        How::Offline => offline::copy_offline(cx, tenant, journal, set, session).await,
-        How::Online => online::replicate(cx, tenant, journal, set, session).await,
-    }
-    .map_err(not_switched)?;
+    let copied = how
+        .copy(cx, tenant, journal, set, session)
+        .await
+        .map_err(not_switched)?;
     copy::stop_requested(cx).map_err(not_switched)?;
-    let event = event_for(tenant, how.action(), started_at).map_err(not_switched)?;
-    let kept = switch_over(
-        cx,
-        registry,
-        tenant,
-        journal,
-        session.client(),
-        &event.event(),
-    )
-    .await?;
+    let run = scheduler::OwnRun::new().map_err(not_switched)?;
+    let event = run.event(how.action(), tenant.current_revision, started_at);
+    let kept = switch_over(cx, registry, tenant, journal, session.client(), &event).await?;
     let write_block_ms = copied.fenced_at.elapsed().as_millis() as u64;
-    if let How::Online = how {
-        online::after_switch(cx, journal, tenant.id)
-            .await
-            .map_err(|e| {
-                (
-                    Error::new(
-                        e.kind(),
-                        format!(
-                            "tenant {} moved to server {}, but cleaning up failed: {e}; run the same `tenant move` again to finish",
-                            tenant.domain, journal.to_server
-                        ),
+    how.after_switch(cx, journal, tenant.id)
+        .await
+        .map_err(|e| {
+            (
+                Error::new(
+                    e.kind(),
+                    format!(
+                        "tenant {} moved to server {}, but cleaning up failed: {e}; run the same `tenant move` again to finish",
+                        tenant.domain, journal.to_server
                     ),
-                    true,
-                )
-            })?;
-    }
+                ),
+                true,
+            )
+        })?;
     registry.end_move(tenant.id).await.map_err(|e| (e, true))?;
     let old_copy = kept.describe(journal.keep_source);
-    let message = match (how, copied.rows) {
-        (How::Offline, rows) => format!(
-            "tenant {} moved from server {} to server {}: {} rows in {} tables, writes blocked for {write_block_ms} ms; the old copy was {old_copy}",
-            tenant.domain,
-            journal.from_server,
-            journal.to_server,
-            rows.unwrap_or(0),
-            copied.tables,
-        ),
-        (How::Online, _) => format!(
-            "tenant {} moved online from server {} to server {}: caught up in {} ms, writes blocked for {write_block_ms} ms; the old copy was {old_copy}",
-            tenant.domain,
-            journal.from_server,
-            journal.to_server,
-            copied.catchup_ms.unwrap_or(0),
-        ),
-    };
+    let message = how.moved(tenant, journal, &copied, write_block_ms, &old_copy);
     Ok(Moved {
         tenant: tenant.domain.clone(),
         from_server: journal.from_server.clone(),

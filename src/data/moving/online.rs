@@ -1127,200 +1127,239 @@ async fn refresh_views(cx: &Context<'_>, j: &MoveJournal) {
     }
 }
 
-/// Step 2 of an online move, on `session`, the source's locked session: the target built,
-/// subscribed and caught up; then the source's tables fenced, the target confirmed level
-/// with them, the subscription stopped and the sequences set. Returns with the source's
-/// transaction open and fenced.
-pub(crate) async fn replicate(
-    cx: &Context<'_>,
-    tenant: &Tenant,
-    journal: &MoveJournal,
-    set: &MigrationSet,
-    session: &Session<'_>,
-) -> Result<copy::Copied, Error> {
-    let schema = &tenant.schema_name;
-    let name = replication_name(tenant.id);
-    let source_server = cx.servers.target(&tenant.server)?;
-    let watch_source = source_server.connect().await?;
-    // The target: built by the migrations, emptied of seeded rows, subscribed.
-    let copy::Start {
-        history: _,
-        revision,
-        target_pool,
-        mut target,
-    } = copy::begin(cx, tenant, journal, set, session).await?;
-    let client = session.client();
-    let read = async {
-        let catalog = catalog::read(client, schema, &cx.settings.history_table).await?;
-        Ok::<_, Error>((catalog, cx.servers.target(&journal.to_server)?))
-    };
-    let (catalog, target_server) = match read.await {
-        Ok(read) => read,
-        Err(e) => {
-            target.close(&target_pool).await;
-            return Err(e);
+/// Logical replication, as the protocol plugs it in. Its step 2, on `session`, the
+/// source's locked session: the target built, subscribed and caught up; then the source's
+/// tables fenced, the target confirmed level with them, the subscription stopped and the
+/// sequences set. Returns with the source's transaction open and fenced.
+pub(crate) struct Online;
+
+impl copy::Copier for Online {
+    fn action(&self) -> &'static str {
+        "move (online)"
+    }
+
+    async fn check(&self, cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Error> {
+        check(cx, tenant, to).await
+    }
+
+    async fn copy(
+        &self,
+        cx: &Context<'_>,
+        tenant: &Tenant,
+        journal: &MoveJournal,
+        set: &MigrationSet,
+        session: &Session<'_>,
+    ) -> Result<copy::Copied, Error> {
+        let schema = &tenant.schema_name;
+        let name = replication_name(tenant.id);
+        let source_server = cx.servers.target(&tenant.server)?;
+        let watch_source = source_server.connect().await?;
+        // The target: built by the migrations, emptied of seeded rows, subscribed.
+        let copy::Start {
+            history: _,
+            revision,
+            target_pool,
+            mut target,
+        } = copy::begin(cx, tenant, journal, set, session).await?;
+        let client = session.client();
+        let read = async {
+            let catalog = catalog::read(client, schema, &cx.settings.history_table).await?;
+            Ok::<_, Error>((catalog, cx.servers.target(&journal.to_server)?))
+        };
+        let (catalog, target_server) = match read.await {
+            Ok(read) => read,
+            Err(e) => {
+                target.close(&target_pool).await;
+                return Err(e);
+            }
+        };
+        let built = async {
+            data::build_to(&mut target, schema, revision, set).await?;
+            // The source as it is must be what the migrations build: a table or a column
+            // made by hand would not be replicated.
+            let mut differences = differ(
+                client,
+                &catalog,
+                target.client(),
+                schema,
+                &cx.settings.history_table,
+            )
+            .await?;
+            differences.extend(
+                bound_alike(client, target.client(), schema, &cx.settings.history_table).await?,
+            );
+            if !differences.is_empty() {
+                return Err(differs(revision, &differences));
+            }
+            let tables: Vec<String> = catalog
+                .tables
+                .iter()
+                .map(|t| qualified(schema, &t.name))
+                .collect();
+            if !tables.is_empty() {
+                target
+                    .client()
+                    .batch_execute(&format!("TRUNCATE ONLY {}", tables.join(", ")))
+                    .await
+                    .map_err(query_error("emptying the target's tables"))?;
+            }
+            quiet_triggers(target.client(), schema).await?;
+            let checks = unbind_checks(target.client(), schema).await?;
+            Ok::<_, Error>((tables, checks))
         }
-    };
-    let built = async {
-        data::build_to(&mut target, schema, revision, set).await?;
-        // The source as it is must be what the migrations build: a table or a column
-        // made by hand would not be replicated.
-        let mut differences = differ(
+        .await;
+        target.close(&target_pool).await;
+        let (tables, checks) = built?;
+        let publish = if tables.is_empty() {
+            format!("CREATE PUBLICATION {}", quote(&name))
+        } else {
+            format!(
+                "CREATE PUBLICATION {} FOR TABLE {}",
+                quote(&name),
+                tables.join(", ")
+            )
+        };
+        watch_source
+            .batch_execute(&publish)
+            .await
+            .map_err(query_error("publishing the tenant's tables"))?;
+        // The slot is made from the source's side: a CREATE SUBSCRIPTION that made it would
+        // wait forever when the target is another database of the same cluster (the slot
+        // waits for every running transaction, its own included).
+        watch_source
+            .execute(
+                "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
+                &[&name],
+            )
+            .await
+            .map_err(query_error("making the move's replication slot"))?;
+        crate::failpoint!("online.published");
+        let target_client = target_server.connect().await?;
+        let conninfo = source_server.conninfo();
+        target_client
+            .batch_execute(&format!(
+                "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} WITH (copy_data = true, create_slot = false, slot_name = {n}, enabled = true)",
+                n = quote(&name),
+                c = crate::engine::plan::literal(&conninfo),
+            ))
+            .await
+            // The server's message never holds the connection string.
+            .map_err(query_error("subscribing the target to the source"))?;
+        // The initial copy makes slots of its own on the source, named after the
+        // subscription's oid; the publication's comment records it, so a cleanup finds them
+        // even when the target cannot be reached.
+        let suboid: Option<u32> = target_client
+            .query_opt(
+                "SELECT oid FROM pg_catalog.pg_subscription WHERE subname = $1",
+                &[&name],
+            )
+            .await
+            .ok()
+            .flatten()
+            .map(|r| r.get(0));
+        if let Some(oid) = suboid {
+            let _ = watch_source
+                .batch_execute(&format!(
+                    "COMMENT ON PUBLICATION {} IS {}",
+                    quote(&name),
+                    crate::engine::plan::literal(&format!("{SUBSCRIPTION_OID}{oid}"))
+                ))
+                .await;
+        }
+        crate::failpoint!("online.subscribed");
+        // Catch up.
+        let catchup_started = Instant::now();
+        loop {
+            if cx.interrupt.requested() {
+                return Err(Error::new(
+                    crate::error::ErrorKind::Interrupted,
+                    "interrupted while the target caught up",
+                ));
+            }
+            let seen = look(&watch_source, &target_client, &name, schema).await?;
+            cx.events.send(RunEvent::Progress {
+                domain: tenant.domain.clone(),
+                message: format!(
+                    "copying: {}/{} tables ready, {} on the target, lag {}",
+                    seen.ready,
+                    seen.tables,
+                    mib(seen.bytes),
+                    seen.lag.map(mib).unwrap_or_else(|| "unknown".into())
+                ),
+            });
+            if seen.ready == seen.tables && seen.lag.is_some_and(|l| l < CUTOVER_LAG) {
+                break;
+            }
+            tokio::time::sleep(POLL).await;
+        }
+        let catchup_ms = catchup_started.elapsed().as_millis() as u64;
+        cx.events.send(RunEvent::Progress {
+            domain: tenant.domain.clone(),
+            message: "cutting over: writes blocked".into(),
+        });
+        // Cut over: block writes, wait until the target has everything.
+        let (fence_catalog, fenced_at) = copy::fence_source(cx, tenant, client).await?;
+        crate::failpoint!("online.cutover-locked");
+        // A table or column made on the source during the copy is not replicated: checked
+        // with the tables locked, the move is undone rather than lose it.
+        let changed = differ(
             client,
-            &catalog,
-            target.client(),
+            &fence_catalog,
+            &target_client,
             schema,
             &cx.settings.history_table,
         )
         .await?;
-        differences.extend(
-            bound_alike(client, target.client(), schema, &cx.settings.history_table).await?,
-        );
-        if !differences.is_empty() {
-            return Err(differs(revision, &differences));
+        if !changed.is_empty() {
+            return Err(Error::failed(format!(
+                "the tenant's tables changed during the move ({}), which logical replication does not carry",
+                changed.join("; ")
+            )));
         }
-        let tables: Vec<String> = catalog
-            .tables
-            .iter()
-            .map(|t| qualified(schema, &t.name))
-            .collect();
-        if !tables.is_empty() {
-            target
-                .client()
-                .batch_execute(&format!("TRUNCATE ONLY {}", tables.join(", ")))
-                .await
-                .map_err(query_error("emptying the target's tables"))?;
-        }
-        quiet_triggers(target.client(), schema).await?;
-        let checks = unbind_checks(target.client(), schema).await?;
-        Ok::<_, Error>((tables, checks))
+        cutover(
+            client,
+            &watch_source,
+            &target_client,
+            &fence_catalog,
+            schema,
+            &name,
+            &checks,
+        )
+        .await?;
+        crate::failpoint!("online.caught-up");
+        Ok(copy::Copied {
+            tables: fence_catalog.tables.len(),
+            rows: None,
+            fenced_at,
+            catchup_ms: Some(catchup_ms),
+        })
     }
-    .await;
-    target.close(&target_pool).await;
-    let (tables, checks) = built?;
-    let publish = if tables.is_empty() {
-        format!("CREATE PUBLICATION {}", quote(&name))
-    } else {
+
+    async fn after_switch(
+        &self,
+        cx: &Context<'_>,
+        journal: &MoveJournal,
+        tenant_id: i64,
+    ) -> Result<(), Error> {
+        after_switch(cx, journal, tenant_id).await
+    }
+
+    fn moved(
+        &self,
+        tenant: &Tenant,
+        journal: &MoveJournal,
+        copied: &copy::Copied,
+        write_block_ms: u64,
+        old_copy: &str,
+    ) -> String {
         format!(
-            "CREATE PUBLICATION {} FOR TABLE {}",
-            quote(&name),
-            tables.join(", ")
+            "tenant {} moved online from server {} to server {}: caught up in {} ms, writes blocked for {write_block_ms} ms; the old copy was {old_copy}",
+            tenant.domain,
+            journal.from_server,
+            journal.to_server,
+            copied.catchup_ms.unwrap_or(0),
         )
-    };
-    watch_source
-        .batch_execute(&publish)
-        .await
-        .map_err(query_error("publishing the tenant's tables"))?;
-    // The slot is made from the source's side: a CREATE SUBSCRIPTION that made it would
-    // wait forever when the target is another database of the same cluster (the slot
-    // waits for every running transaction, its own included).
-    watch_source
-        .execute(
-            "SELECT pg_catalog.pg_create_logical_replication_slot($1, 'pgoutput')",
-            &[&name],
-        )
-        .await
-        .map_err(query_error("making the move's replication slot"))?;
-    crate::failpoint!("online.published");
-    let target_client = target_server.connect().await?;
-    let conninfo = source_server.conninfo();
-    target_client
-        .batch_execute(&format!(
-            "CREATE SUBSCRIPTION {n} CONNECTION {c} PUBLICATION {n} WITH (copy_data = true, create_slot = false, slot_name = {n}, enabled = true)",
-            n = quote(&name),
-            c = crate::engine::plan::literal(&conninfo),
-        ))
-        .await
-        // The server's message never holds the connection string.
-        .map_err(query_error("subscribing the target to the source"))?;
-    // The initial copy makes slots of its own on the source, named after the
-    // subscription's oid; the publication's comment records it, so a cleanup finds them
-    // even when the target cannot be reached.
-    let suboid: Option<u32> = target_client
-        .query_opt(
-            "SELECT oid FROM pg_catalog.pg_subscription WHERE subname = $1",
-            &[&name],
-        )
-        .await
-        .ok()
-        .flatten()
-        .map(|r| r.get(0));
-    if let Some(oid) = suboid {
-        let _ = watch_source
-            .batch_execute(&format!(
-                "COMMENT ON PUBLICATION {} IS {}",
-                quote(&name),
-                crate::engine::plan::literal(&format!("{SUBSCRIPTION_OID}{oid}"))
-            ))
-            .await;
     }
-    crate::failpoint!("online.subscribed");
-    // Catch up.
-    let catchup_started = Instant::now();
-    loop {
-        if cx.interrupt.requested() {
-            return Err(Error::new(
-                crate::error::ErrorKind::Interrupted,
-                "interrupted while the target caught up",
-            ));
-        }
-        let seen = look(&watch_source, &target_client, &name, schema).await?;
-        cx.events.send(RunEvent::Progress {
-            domain: tenant.domain.clone(),
-            message: format!(
-                "copying: {}/{} tables ready, {} on the target, lag {}",
-                seen.ready,
-                seen.tables,
-                mib(seen.bytes),
-                seen.lag.map(mib).unwrap_or_else(|| "unknown".into())
-            ),
-        });
-        if seen.ready == seen.tables && seen.lag.is_some_and(|l| l < CUTOVER_LAG) {
-            break;
-        }
-        tokio::time::sleep(POLL).await;
-    }
-    let catchup_ms = catchup_started.elapsed().as_millis() as u64;
-    cx.events.send(RunEvent::Progress {
-        domain: tenant.domain.clone(),
-        message: "cutting over: writes blocked".into(),
-    });
-    // Cut over: block writes, wait until the target has everything.
-    let (fence_catalog, fenced_at) = copy::fence_source(cx, tenant, client).await?;
-    crate::failpoint!("online.cutover-locked");
-    // A table or column made on the source during the copy is not replicated: checked
-    // with the tables locked, the move is undone rather than lose it.
-    let changed = differ(
-        client,
-        &fence_catalog,
-        &target_client,
-        schema,
-        &cx.settings.history_table,
-    )
-    .await?;
-    if !changed.is_empty() {
-        return Err(Error::failed(format!(
-            "the tenant's tables changed during the move ({}), which logical replication does not carry",
-            changed.join("; ")
-        )));
-    }
-    cutover(
-        client,
-        &watch_source,
-        &target_client,
-        &fence_catalog,
-        schema,
-        &name,
-        &checks,
-    )
-    .await?;
-    crate::failpoint!("online.caught-up");
-    Ok(copy::Copied {
-        tables: fence_catalog.tables.len(),
-        rows: None,
-        fenced_at,
-        catchup_ms: Some(catchup_ms),
-    })
 }
 
 /// With the source's writes blocked in `client`'s transaction: waits until the target

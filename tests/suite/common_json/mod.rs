@@ -196,7 +196,7 @@ pub struct ServerSummary {
     pub unreachable: usize,
 }
 
-/// `commands::status::FleetStatus` (`status --all`).
+/// `app::status::FleetStatus` (`status --all`).
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct FleetStatus {
@@ -204,7 +204,7 @@ pub struct FleetStatus {
     pub summary: StatusSummary,
 }
 
-/// `commands::current::Current`.
+/// `app::reads::Current`.
 #[allow(
     dead_code,
     reason = "every field is listed to pin the shape; not every one is read"
@@ -220,7 +220,7 @@ pub struct Current {
     pub at_head: bool,
 }
 
-/// `commands::current::Currents`.
+/// `app::reads::Currents`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Currents {
@@ -228,7 +228,7 @@ pub struct Currents {
     pub summary: StatusSummary,
 }
 
-/// `commands::tenant::create::Created`.
+/// `app::tenants::Created`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Created {
@@ -241,7 +241,7 @@ pub struct Created {
     pub message: String,
 }
 
-/// `commands::tenant::list::ListSummary`.
+/// `app::status::ListSummary`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct ListSummary {
@@ -249,7 +249,7 @@ pub struct ListSummary {
     pub by_status: BTreeMap<String, usize>,
 }
 
-/// `commands::tenant::list::Listing`.
+/// `app::status::Listing`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Listing {
@@ -257,7 +257,7 @@ pub struct Listing {
     pub summary: ListSummary,
 }
 
-/// `commands::tenant::show::Shown`.
+/// `app::status::Shown`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Shown {
@@ -288,7 +288,7 @@ pub struct HistoryEntry {
     pub has_down: bool,
 }
 
-/// `commands::history::History`.
+/// `app::reads::History`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct History {
@@ -400,7 +400,7 @@ pub struct EventRow {
     pub client_addr: Option<String>,
 }
 
-/// `commands::events::Events`.
+/// `app::reads::Events`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Events {
@@ -453,7 +453,7 @@ pub struct Problem {
     pub files: Vec<String>,
 }
 
-/// `commands::check::Report`.
+/// `app::reads::CheckReport`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct CheckReport {
@@ -464,7 +464,7 @@ pub struct CheckReport {
     pub problems: Vec<Problem>,
 }
 
-/// `commands::revision::Written`.
+/// `app::revision::Written`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Revision {
@@ -474,7 +474,7 @@ pub struct Revision {
     pub down: String,
 }
 
-/// `commands::tenant::drop::Dropped`.
+/// `app::tenants::Dropped`.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Dropped {
@@ -491,7 +491,7 @@ pub struct Dependent {
     pub depends_on: String,
 }
 
-/// `commands::tenant::drop::DropPlan` (`tenant drop --dry-run`).
+/// `app::tenants::DropPlan` (`tenant drop --dry-run`).
 #[allow(
     dead_code,
     reason = "every field is listed to pin the shape; not every one is read"
@@ -511,7 +511,7 @@ pub struct DropPlan {
     pub message: String,
 }
 
-/// `commands::tenant::rotate_key::Rotated`.
+/// `app::tenants::Rotated`.
 #[allow(
     dead_code,
     reason = "every field is listed to pin the shape; not every one is read"

@@ -3,10 +3,8 @@
 
 use crate::app::tenants::{self, DropPlan};
 use crate::cli::exit::Exit;
-use crate::cli::reporter::{self, Style};
 use crate::error::{Error, Result};
 use crate::ident::quote;
-use crate::registry::Registry;
 
 use super::super::Ctx;
 
@@ -14,38 +12,20 @@ pub use crate::cli::tenant::DropArgs as Args;
 
 /// Drops the tenant under its lock, so it never races an upgrade of the same tenant.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let mut client = ctx.connect().await?;
-    let tenant = {
-        let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-        let tenant = registry.find(&args.tenant).await?;
-        // Also for the dry run: the schema is half-copied or fenced until the move's
-        // rerun settles it.
-        crate::data::moving::refuse_unfinished(&registry, &tenant, "drop it").await?;
-        tenant
-    };
-    // What the drop would do is read on the tenant's own server.
-    let mut remote = if crate::registry::servers::is_default(&tenant.server) {
-        None
-    } else {
-        Some(ctx.servers.target(&tenant.server)?.connect().await?)
-    };
-    let on_server = remote.as_mut().unwrap_or(&mut client);
-    let plan = tenants::drop_plan(&ctx.settings, on_server, &tenant, args.keep_schema).await?;
+    let start = tenants::prepare_drop(ctx, &args.tenant, args.keep_schema).await?;
+    let (tenant, plan) = (&start.tenant, &start.plan);
     if args.dry_run {
-        let exit = if plan.error.is_some() {
+        print_plan(ctx, plan);
+        return Ok(if plan.error.is_some() {
             Exit::Failed
         } else {
             Exit::Ok
-        };
-        print_plan(ctx, &plan);
-        return Ok(exit);
+        });
     }
-    // Refuse before asking: the same check runs again under the lock, in the transaction
-    // that drops the schema.
-    if let Some(e) = plan.error {
-        return Err(Error::refused(e).into());
+    // Refuse before asking.
+    if let Some(e) = &plan.error {
+        return Err(Error::refused(e.clone()).into());
     }
-    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
     let what = if args.keep_schema {
         format!(
             "this removes tenant {} from the registry (its schema {} is kept).",
@@ -67,12 +47,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         )
     };
     crate::cli::confirm::confirm(&what, args.yes)?;
-    let (events, reporting) = reporter::start(&ctx.out, "tenant drop", Style::Single);
-    let cx = ctx.one_tenant(&events);
-    let dropped = tenants::drop(&cx, &registry, &tenant, args.keep_schema).await;
-    drop(events);
-    reporting.finish().await;
-    let dropped = dropped?;
+    let dropped = super::super::single(ctx, "tenant drop", async |events| {
+        start.run(ctx, events).await
+    })
+    .await?;
     ctx.out.outcome(&dropped, &dropped.message);
     Ok(Exit::Ok)
 }

@@ -2,11 +2,9 @@
 
 use std::io::IsTerminal;
 
+use crate::app::tenant_data::{self, ArchiveOut};
 use crate::cli::exit::Exit;
-use crate::cli::reporter::{self, Style};
-use crate::data::{self, ExportReport};
 use crate::error::{Error, Result};
-use crate::registry::Registry;
 
 use super::super::Ctx;
 
@@ -27,61 +25,18 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         )
         .into());
     }
-    let partial = if to_stdout {
-        None
+    let to = if to_stdout {
+        ArchiveOut::Stream(Box::new(std::io::stdout()))
     } else {
-        Some(data::files::prepare(&args.file, args.force)?)
-    };
-    let client = ctx.connect().await?;
-    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let tenant = registry.find(&args.tenant).await?;
-    crate::data::moving::refuse_unfinished(&registry, &tenant, "export it").await?;
-    let started = std::time::Instant::now();
-    let out: Box<dyn std::io::Write + Send> = match &partial {
-        None => Box::new(std::io::stdout()),
-        Some(p) => Box::new(data::files::create_partial(p).map_err(|e| {
-            Error::usage(format!(
-                "cannot write {}: {}",
-                args.file.display(),
-                e.message()
-            ))
-        })?),
-    };
-    let label = args.file.display().to_string();
-    let (events, reporting) = reporter::start(&ctx.out, "tenant export", Style::Single);
-    let cx = ctx.one_tenant(&events);
-    let exported = data::export(&cx, &tenant, out, &label).await;
-    drop(events);
-    reporting.finish().await;
-    let bytes = match (&partial, &exported) {
-        (Some(p), Ok(_)) => Some(data::files::finish(p, &args.file)?),
-        (Some(p), Err(_)) => {
-            let _ = std::fs::remove_file(p);
-            None
+        ArchiveOut::File {
+            path: args.file.clone(),
+            force: args.force,
         }
-        (None, _) => None,
     };
-    let manifest = exported?;
-    let rows = manifest.rows();
-    let report = ExportReport {
-        tenant: tenant.domain.clone(),
-        schema_name: tenant.schema_name.clone(),
-        server: tenant.server.clone(),
-        file: label.clone(),
-        revision: manifest.revision,
-        tables: manifest.tables.len(),
-        rows,
-        bytes,
-        duration_ms: started.elapsed().as_millis() as u64,
-        message: format!(
-            "tenant {} exported to {} at revision {}: {} rows in {} tables",
-            tenant.domain,
-            if to_stdout { "standard output" } else { &label },
-            crate::show::revision(manifest.revision),
-            rows,
-            manifest.tables.len()
-        ),
-    };
+    let report = super::super::single(ctx, "tenant export", async |events| {
+        tenant_data::export(ctx, events, &args.tenant, to).await
+    })
+    .await?;
     if ctx.out.is_json() {
         ctx.out.json(&report);
     } else if to_stdout {

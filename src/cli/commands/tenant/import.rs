@@ -1,10 +1,10 @@
 //! `tenantctl tenant import`: register a new tenant from an archive.
 
+use crate::app::tenant_data::{self, Made, NewFromData};
 use crate::app::tenants::NewTenantRequest;
 use crate::cli::exit::Exit;
-use crate::cli::reporter::{self, Style};
 use crate::cli::tenant::NewTenantArgs;
-use crate::data::{self, ArchiveInput, ImportPlan, Imported};
+use crate::data::ArchiveInput;
 use crate::error::Result;
 
 use super::super::Ctx;
@@ -14,53 +14,26 @@ pub use crate::cli::tenant::ImportArgs as Args;
 /// Imports the archive as a new tenant, or with --dry-run checks it and says what would
 /// happen.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let set = ctx.migrations()?;
-    let mut req = request(&args.domain, &args.new, None);
-    // Names are checked before the archive is read or any connection is made.
-    crate::app::tenants::validate(&req, &ctx.settings)?;
-    let stdin = args.file.as_os_str() == "-";
-    let input = if stdin {
+    let new = new_from_data(&args.domain, &args.new);
+    let input = if args.file.as_os_str() == "-" {
         ArchiveInput::Stdin
     } else {
         ArchiveInput::File(args.file.clone())
     };
-    if args.new.dry_run {
-        let label = input.label();
-        let (manifest, checksum) = match input {
-            ArchiveInput::File(p) => {
-                let f = std::fs::File::open(&p).map_err(|e| {
-                    crate::error::Error::usage(format!("cannot read archive {label}: {e}"))
-                })?;
-                data::stream::verify_whole(Box::new(f), &label).await?
-            }
-            _ => data::stream::verify_whole(Box::new(std::io::stdin()), &label).await?,
-        };
-        fill_type(&mut req, &args.new, &manifest.source.tenant_type);
-        let client = ctx.connect().await?;
-        let (events, reporting) = reporter::start(&ctx.out, "tenant import", Style::Single);
-        let cx = ctx.one_tenant(&events);
-        let origin = data::Origin::Archive(checksum);
-        let plan = data::plan_import(&cx, &client, &req, &manifest, origin, &set, &label).await;
-        drop(events);
-        reporting.finish().await;
-        print_plan(ctx, &plan?);
-        return Ok(Exit::Ok);
-    }
-    let client = ctx.connect().await?;
-    let (events, reporting) = reporter::start(&ctx.out, "tenant import", Style::Single);
-    let cx = ctx.one_tenant(&events);
-    let typed = args.new.tenant_type.clone();
-    let imported = data::import(&cx, &client, &req_with(&mut req, typed), input, &set).await;
-    drop(events);
-    reporting.finish().await;
-    print_imported(ctx, &imported?);
+    let made = super::super::single(ctx, "tenant import", async |events| {
+        tenant_data::import(ctx, events, &new, input, args.new.dry_run).await
+    })
+    .await?;
+    print_made(ctx, &made);
     Ok(Exit::Ok)
 }
 
-fn req_with(req: &mut NewTenantRequest, tenant_type: Option<String>) -> NewTenantRequest {
-    // Without --type the archive's own type is used (an empty type asks for it).
-    req.tenant_type = tenant_type.unwrap_or_default();
-    req.clone()
+/// The new tenant a data command asks for.
+pub fn new_from_data(domain: &str, new: &NewTenantArgs) -> NewFromData {
+    NewFromData {
+        request: request(domain, new, None),
+        type_given: new.tenant_type.is_some(),
+    }
 }
 
 /// The registration a data command asks for. The tenant type is `source_type` when
@@ -82,24 +55,12 @@ pub fn request(domain: &str, new: &NewTenantArgs, source_type: Option<&str>) -> 
     }
 }
 
-/// Sets the request's type to the source's when --type was not given.
-pub fn fill_type(req: &mut NewTenantRequest, new: &NewTenantArgs, source_type: &str) {
-    if new.tenant_type.is_none() {
-        req.tenant_type = source_type.to_string();
-    }
-}
-
-/// Prints what a dry run found.
-pub fn print_plan(ctx: &Ctx, plan: &ImportPlan) {
-    if ctx.out.is_json() {
-        ctx.out.json(plan);
-    } else {
-        ctx.out.print(&plan.message);
-    }
-}
-
-/// Prints a tenant made from data, with its API key once.
-pub fn print_imported(ctx: &Ctx, imported: &Imported) {
+/// Prints what a dry run found, or the tenant made from data with its API key once.
+pub fn print_made(ctx: &Ctx, made: &Made) {
+    let imported = match made {
+        Made::Planned(plan) => return ctx.out.outcome(plan, &plan.message),
+        Made::Imported(imported) => imported,
+    };
     if ctx.out.is_json() {
         ctx.out.json(imported);
         return;

@@ -1,11 +1,8 @@
 //! `tenantctl tenant list`: the registry as a table.
 
-use crate::app::status::Listing;
+use crate::app::status;
 use crate::cli::exit::Exit;
 use crate::error::Result;
-use crate::files::migrations::MigrationSet;
-use crate::ident;
-use crate::registry::Registry;
 
 use super::super::Ctx;
 
@@ -13,20 +10,7 @@ pub use crate::cli::tenant::ListArgs as Args;
 
 /// Lists tenants, with provisioned/revision columns refreshed from the database.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    if let Some(t) = &args.tenant_type {
-        ident::validate_tenant_type(t)?;
-    }
-    let client = ctx.connect().await?;
-    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let mut tenants = registry
-        .list(args.tenant_type.as_deref(), args.status)
-        .await?;
-    // Refresh the cached columns; pending counts are not shown here, so files are optional.
-    let set = ctx
-        .migrations()
-        .unwrap_or_else(|_| MigrationSet::empty(ctx.settings.migrations_dir.clone()));
-    ctx.statuses(&client, &registry, &mut tenants, &set).await?;
-    let listing = Listing::of(tenants);
+    let listing = status::list(ctx, args.tenant_type.as_deref(), args.status).await?;
     if ctx.out.is_json() {
         ctx.out.json(&listing);
     } else if listing.tenants.is_empty() {

@@ -1,43 +1,17 @@
 //! `tenantctl tenant show`: one tenant with its migration status.
 
-use serde::Serialize;
-
 use crate::cli::exit::Exit;
 use crate::cli::output::pending_list;
 use crate::error::Result;
-use crate::registry::inspect::TenantStatus;
-use crate::registry::{Registry, Tenant};
 use crate::show::{revision, yes_no};
 
 use super::super::Ctx;
 
 pub use crate::cli::tenant::ShowArgs as Args;
 
-/// The JSON document `tenant show` prints.
-#[derive(Debug, Serialize)]
-pub struct Shown {
-    /// The registry row.
-    pub tenant: Tenant,
-    /// Its migration status.
-    pub migration_status: TenantStatus,
-    /// The Citus node holding its schema; `null` unless the server is a Citus coordinator
-    /// and the schema is a distributed schema holding tables.
-    pub placement: Option<crate::app::citus::Placement>,
-}
-
 /// Shows the tenant.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let set = ctx.migrations()?;
-    let client = ctx.connect().await?;
-    let registry = Registry::open(&client, &ctx.settings.registry_schema).await?;
-    let mut tenants = vec![registry.find(&args.tenant).await?];
-    let mut st = ctx.statuses(&client, &registry, &mut tenants, &set).await?;
-    let placement = ctx.placement(&client, &tenants[0], &st[0]).await?;
-    let shown = Shown {
-        tenant: tenants.remove(0),
-        migration_status: st.remove(0),
-        placement,
-    };
+    let shown = crate::app::status::show(ctx, &args.tenant).await?;
     if ctx.out.is_json() {
         ctx.out.json(&shown);
         return Ok(Exit::Ok);
@@ -48,7 +22,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     rows.extend([
         ("provisioned", yes_no(s.schema_provisioned).into()),
         ("revision", revision(s.current_revision)),
-        ("head", set.head().to_string()),
+        ("head", shown.head.to_string()),
         ("pending", pending_list(&s.pending_migrations)),
         (
             "drift",
