@@ -852,7 +852,7 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
     }
     humantime::parse_duration(v).map_err(|e| {
         format!(
-            "{} is not a duration ({e}); write e.g. \"10s\" or \"0\"",
+            "{} is not a duration ({e}); write e.g. \"10s\", \"1m 30s\" or \"500ms\"",
             ident::shown(value)
         )
     })

@@ -326,7 +326,11 @@ impl<R: Read> Reader<R> {
         if got < magic.len() || &magic != MAGIC {
             return Err(ArchiveError::NotAnArchive);
         }
-        let decoder = zstd::stream::read::Decoder::new(input).map_err(ArchiveError::from_read)?;
+        // One zstd frame and nothing else: a skippable frame (before the data or after
+        // it) or a second frame would be bytes no checksum covers.
+        let decoder = zstd::stream::read::Decoder::new(input)
+            .map_err(ArchiveError::from_read)?
+            .single_frame();
         let mut r = Reader {
             input: decoder,
             hash: Sha256::new(),
@@ -655,6 +659,32 @@ mod tests {
             Reader::open(&b"PGDMP\x01\x0e\x00 custom dump"[..]),
             Err(ArchiveError::NotAnArchive)
         ));
+    }
+
+    #[test]
+    fn frames_beside_the_one_stream_are_refused() {
+        let m = manifest(&[("a", 1)]);
+        let bytes = archive(&m, &[b"some rows"]);
+        // A skippable frame (magic 0x184D2A50, then its length), full of bytes no
+        // checksum covers; an empty zstd frame.
+        let mut skippable = 0x184D_2A50u32.to_le_bytes().to_vec();
+        skippable.extend_from_slice(&100u32.to_le_bytes());
+        skippable.extend_from_slice(&[b'X'; 100]);
+        let empty = zstd::stream::encode_all(&[][..], 1).unwrap();
+        let after = [bytes.clone(), skippable.clone()].concat();
+        let before = [&bytes[..8], &skippable[..], &bytes[8..]].concat();
+        let empty_after = [bytes.clone(), empty].concat();
+        for (what, damaged) in [
+            ("a skippable frame after the stream", after),
+            ("a skippable frame before it", before),
+            ("an empty frame after it", empty_after),
+        ] {
+            assert!(
+                Reader::open(&damaged[..]).and_then(|r| r.verify()).is_err(),
+                "{what} was accepted"
+            );
+        }
+        assert!(Reader::open(&bytes[..]).and_then(|r| r.verify()).is_ok());
     }
 
     #[test]

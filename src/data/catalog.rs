@@ -12,7 +12,7 @@ use crate::pg::db::{self, query_error, Reads};
 
 /// The schema's carried content, as read in one snapshot (row counts are filled in by
 /// the exporter).
-#[derive(Debug, Clone, PartialEq, Eq)]
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct Catalog {
     /// Tables with storage (plain tables and the leaf partitions of partitioned ones),
     /// by name.

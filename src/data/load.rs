@@ -54,13 +54,23 @@ pub struct Loaded {
     pub rows: u64,
 }
 
-/// Checks that the schema the migrations built holds the archive's tables with the same
-/// columns: an exit-3 error naming the differences when it does not.
+/// What the rows a load checks come from, as its messages name it.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RowsFrom {
+    /// An archive (an import, a restore, a clone's stream).
+    Archive,
+    /// The source schema of a move.
+    MoveSource,
+}
+
+/// Checks that the schema the migrations built holds the tables of `manifest` (from
+/// `from`) with the same columns: an exit-3 error naming the differences when it does not.
 pub async fn check_built(
     client: &Client,
     schema: &str,
     history_table: &str,
     manifest: &Manifest,
+    from: RowsFrom,
 ) -> Result<Catalog, Error> {
     let version: String = client
         .query_one("SHOW server_version_num", &[])
@@ -88,8 +98,18 @@ pub async fn check_built(
         return Ok(built);
     }
     let shown: Vec<String> = differences.iter().take(10).cloned().collect();
+    let (whose, why) = match from {
+        RowsFrom::Archive => (
+            "the archive's",
+            "the archive was taken from a schema changed outside its migrations",
+        ),
+        RowsFrom::MoveSource => (
+            "the source schema's",
+            "the source schema was changed outside its migrations",
+        ),
+    };
     Err(Error::setup(format!(
-        "the archive's tables differ from what the migrations build at revision {}: {}{}; the archive was taken from a schema changed outside its migrations, or the migrations were edited",
+        "{whose} tables differ from what the migrations build at revision {}: {}{}; {why}, or the migrations were edited",
         crate::show::revision(manifest.revision),
         shown.join("; "),
         if differences.len() > shown.len() {

@@ -266,8 +266,12 @@ pub(crate) async fn readable_history(
 pub struct Imported {
     /// The registry row.
     pub tenant: Tenant,
-    /// Always true: the schema was built by the migrations.
+    /// Whether this run made the schema (built by the migrations); false when it finished
+    /// an interrupted import, whose run made it.
     pub schema_created: bool,
+    /// Always false: an import never takes over an existing schema (one holding objects is
+    /// refused). The field is `tenant create`'s, whose document an import's extends.
+    pub schema_adopted: bool,
     /// Whether any migration was applied.
     pub migrations_applied: bool,
     /// The tenant's migration status.
@@ -465,6 +469,7 @@ async fn resume(
     Ok(Imported {
         tenant,
         schema_created: false,
+        schema_adopted: false,
         migrations_applied: false,
         migration_status: status,
         api_key: key.reveal().to_string(),
@@ -628,9 +633,10 @@ pub async fn import(
     let status = inspect::tenant_status(&tenant, &state, set);
     let m = &source.manifest;
     let message = format!(
-        "tenant {} registered from {}'s archive, schema {} built to revision {} and {} rows loaded into {} tables",
+        "tenant {} registered from {}'s {}, schema {} built to revision {} and {} rows loaded into {} tables",
         tenant.domain,
         m.source.domain,
+        if clone_of.is_some() { "data" } else { "archive" },
         quote(&tenant.schema_name),
         crate::show::revision(tenant.current_revision),
         loaded.rows,
@@ -639,6 +645,7 @@ pub async fn import(
     Ok(Imported {
         tenant,
         schema_created: true,
+        schema_adopted: false,
         migrations_applied: applied,
         migration_status: status,
         api_key: created.api_key,
@@ -754,6 +761,7 @@ pub(crate) async fn build(
         schema,
         &session.settings().history_table,
         &source.manifest,
+        load::RowsFrom::Archive,
     )
     .await?;
     Ok(applied)
@@ -839,6 +847,7 @@ pub(crate) async fn rehearse_build(
         schema,
         &session.settings().history_table,
         manifest,
+        load::RowsFrom::Archive,
     )
     .await;
     session.end_rehearsal().await;

@@ -184,7 +184,13 @@ impl RunReport {
             && failed().all(|r| r.cause == Cause::Unreachable)
         {
             RunOutcome::Unreachable
-        } else if s.total == 1 || s.ok + s.up_to_date + s.skipped == 0 {
+        } else if s.total == 1
+            || s.ok + s.up_to_date + s.skipped == 0
+            // Skipped tenants (refused when swept up by a filter) do not change the exit
+            // code: when every other tenant failed, the run failed. Tenants held back by
+            // a stop (`--canary`, `--max-failures`) make it partial.
+            || (s.ok + s.up_to_date == 0 && self.stopped.is_none())
+        {
             RunOutcome::Failed
         } else {
             RunOutcome::Partial
@@ -788,6 +794,23 @@ mod tests {
             RunOutcome::Failed
         );
         assert_eq!(outcome(vec![result(Ok, true)]), RunOutcome::Complete);
+        // Tenants skipped beside tenants that all failed: the run failed.
+        assert_eq!(
+            outcome(vec![
+                result(Failed, true),
+                result(Failed, true),
+                result(Skipped, false)
+            ]),
+            RunOutcome::Failed
+        );
+        assert_eq!(
+            outcome(vec![
+                result(Failed, true),
+                result(Skipped, false),
+                result(UpToDate, false)
+            ]),
+            RunOutcome::Partial
+        );
         // A failure decided without a connection problem (a lock wait that ran out) is
         // not an unreachable server.
         let mut waited = result(Failed, false);

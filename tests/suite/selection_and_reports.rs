@@ -145,6 +145,12 @@ fn an_active_tenant_whose_schema_vanished_fails_upgrade_all_while_pending_ones_a
     // The only tenant selected: exit 1.
     t.run(&["upgrade", "--status", "active", "--exclude", "alive"])
         .expect(1);
+    // Failed beside skipped tenants only: skipped tenants do not change the exit code,
+    // every tenant worked on failed, exit 1.
+    let run = t.run(&["upgrade", "--all", "--exclude", "alive", "-o", "json"]);
+    run.expect(1);
+    let r: RunReport = run.json();
+    assert_eq!((r.summary.failed, r.summary.skipped), (1, 1), "{r:#?}");
     // Pending tenants alone are still skipped (exit 0).
     t.run(&["upgrade", "--status", "pending"]).expect(0);
     // Recreated as the message says, it comes back.

@@ -708,6 +708,33 @@ fn a_partial_copy_of_an_interrupted_move_is_dropped_whichever_server_the_rerun_n
             ("b".to_string(), "copying".to_string())
         ]
     );
+    // Rerun online from a source without `wal_level = logical` (the shared server): the
+    // dry run and the move refuse it (exit 3) before the unfinished move is settled,
+    // which stays as it was: its journal and its copy on b.
+    let wal_level: String =
+        f.db.client()
+            .query_one("SHOW wal_level", &[])
+            .unwrap()
+            .get(0);
+    assert_ne!(
+        wal_level, "logical",
+        "this test needs a shared server without wal_level = logical"
+    );
+    for extra in [&["--dry-run"][..], &["--yes"]] {
+        let mut args = vec!["tenant", "move", "same", "--to", "b", "--online"];
+        args.extend_from_slice(extra);
+        let run = f.t.run(&args);
+        expect_error(&run, 3, &["wal_level"]);
+        assert_eq!(
+            journal(&f.db).len(),
+            2,
+            "{extra:?}: the journal is as it was"
+        );
+        assert!(
+            schema_on(&mut client_of(&f.b), "tenant_same"),
+            "{extra:?}: the partial copy on b is still there"
+        );
+    }
     // Rerun to the same server: the partial copy is replaced by a whole one.
     let before = table_contents(&mut f.db.client(), "tenant_same");
     let plan: ServerMovePlan =

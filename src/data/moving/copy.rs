@@ -30,6 +30,17 @@ pub(crate) trait Copier: Sync {
         Ok(())
     }
 
+    /// What this way of copying refuses whatever an unfinished move of the tenant left,
+    /// checked before that move is settled, so a refusal leaves it as it is.
+    async fn check_unsettled(
+        &self,
+        _cx: &Context<'_>,
+        _tenant: &Tenant,
+        _to: &str,
+    ) -> Result<(), Error> {
+        Ok(())
+    }
+
     /// Step 2: the target built and filled, the source's transaction left open on
     /// `session` with its tables fenced. Its error says nothing was switched.
     async fn copy(

@@ -355,8 +355,13 @@ pub async fn plan(
     if settle.is_none_or(|s| s == Settle::Undo) && !undo_only {
         // An online move's prerequisites first, as the move checks them (after an
         // unfinished move is settled, whose leftovers they would count).
-        if online && journal.is_none() && tenant.server != to {
-            online::check(cx, tenant, to).await?;
+        if online && tenant.server != to {
+            match journal {
+                None => online::check(cx, tenant, to).await?,
+                // Before the unfinished move is settled, what its leftovers do not
+                // change; the move checks the rest once it has settled it.
+                Some(_) => online::check_standing(cx, tenant, to).await?,
+            }
         }
         preflight(cx, tenant, to, journal.as_ref()).await?;
         if journal.is_none() {
@@ -397,6 +402,7 @@ pub async fn plan(
                             schema,
                             &cx.settings.history_table,
                             &manifest,
+                            load::RowsFrom::MoveSource,
                         )
                         .await?;
                         online::bound_alike(
@@ -680,10 +686,10 @@ async fn run(
     );
     // The tenant's lock, on the server its schema is on (or was on, for a move that
     // switched), is held to the end: a rerun never runs beside the move it settles.
-    let home = registry
-        .move_journal(tenant.id)
-        .await?
-        .map_or_else(|| tenant.server.clone(), |j| j.from_server);
+    let pending = registry.move_journal(tenant.id).await?;
+    let home = pending
+        .as_ref()
+        .map_or_else(|| tenant.server.clone(), |j| j.from_server.clone());
     let (pool, session) =
         tenant::locked_schema(cx, &home, &tenant.schema_name, &tenant.domain).await?;
     // A session this process leaves behind (killed) gives up its work and the tenant's
@@ -692,6 +698,11 @@ async fn run(
     let result = async {
         // Another command may have changed the tenant while this one waited for it.
         let tenant = registry.find(&tenant.id.to_string()).await?;
+        // What this copy refuses whatever an unfinished move left is refused before that
+        // move is settled: the refusal then leaves it, and everything else, as it was.
+        if pending.is_some() && tenant.server != to {
+            how.check_unsettled(cx, &tenant, to).await?;
+        }
         if let Some(settled) = recover(cx, registry, &tenant, to, started).await? {
             return Ok(settled);
         }

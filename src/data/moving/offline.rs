@@ -135,7 +135,15 @@ async fn copy(
     };
     let importing = async {
         let mut source = stream::Source::open(Box::new(r), "streamed from the source").await?;
-        load::check_built(target, &tenant.schema_name, history_table, &source.manifest).await?;
+        let from = load::RowsFrom::MoveSource;
+        load::check_built(
+            target,
+            &tenant.schema_name,
+            history_table,
+            &source.manifest,
+            from,
+        )
+        .await?;
         load::load(target, &tenant.schema_name, &mut source).await
     };
     let (exported, imported) = tokio::join!(exporting, importing);

@@ -132,6 +132,7 @@ async fn preflight(
     schema: &str,
     conninfo: &str,
     catalog: &catalog::Catalog,
+    settled: bool,
 ) -> Result<(), Error> {
     let name = replication_name(tenant_id);
     let tables: Vec<String> = catalog.tables.iter().map(|t| t.name.clone()).collect();
@@ -191,11 +192,14 @@ async fn preflight(
             quote(schema)
         )));
     }
+    // What an unfinished move of the tenant may still hold (its publication, slot,
+    // subscription, the slots, senders and workers they take) is counted only once that
+    // move is settled.
     for (taken, what) in [
         (publication_taken, "publication"),
         (slot_taken, "replication slot"),
     ] {
-        if taken {
+        if taken && settled {
             return Err(refuse(format!(
                 "a {what} named {name} already exists on the source server and is not a leftover of this tenant's move (another registry's move of a tenant with id {tenant_id}?); drop it there if nothing uses it"
             )));
@@ -228,24 +232,24 @@ async fn preflight(
     // initial copy runs at the same time (one per sync worker the target runs at once).
     let copied = i32::try_from(tables.len()).unwrap_or(i32::MAX);
     let needed = 1 + copied.min(row.get::<_, i32>(2).max(0));
-    if free_slots < needed {
+    if free_slots < needed && settled {
         return Err(refuse(format!(
             "the source server has {} free replication slot(s) and the move needs {needed}: one to stream from and one for each table copied at once (the target's max_sync_workers_per_subscription); raise max_replication_slots",
             free_slots.max(0)
         )));
     }
-    if free_senders < needed {
+    if free_senders < needed && settled {
         return Err(refuse(format!(
             "the source server has {} free WAL sender(s) and the move needs {needed}: one to stream from and one for each table copied at once (the target's max_sync_workers_per_subscription); raise max_wal_senders",
             free_senders.max(0)
         )));
     }
-    if free_workers < 2 {
+    if free_workers < 2 && settled {
         return Err(refuse(
             "the target server has fewer than 2 free logical replication workers (raise max_logical_replication_workers and max_worker_processes)".into(),
         ));
     }
-    if !launcher || free_processes < 2 {
+    if !launcher || (free_processes < 2 && settled) {
         // The workers are background processes: without room for them the subscription
         // would wait forever.
         return Err(refuse(format!(
@@ -259,7 +263,7 @@ async fn preflight(
             "the target role may not create subscriptions (superuser, or pg_create_subscription on PostgreSQL 16+)".into(),
         ));
     }
-    if subscription_taken {
+    if subscription_taken && settled {
         return Err(refuse(format!(
             "a subscription named {name} already exists on the target server and is not a leftover of this tenant's move (another registry's move of a tenant with id {tenant_id}?); drop it there if nothing uses it"
         )));
@@ -323,6 +327,9 @@ async fn preflight(
             unmatched.join(", "),
             quote(schema)
         )));
+    }
+    if !settled {
+        return Ok(());
     }
     missing_on_target(source, target, schema).await?;
     probe_connection(target, &name, conninfo).await
@@ -450,11 +457,37 @@ async fn probe_connection(target: &Client, name: &str, conninfo: &str) -> Result
 /// Checks the prerequisites of an online move of `tenant` to `to` (exit 3 when one is
 /// missing), creating nothing.
 pub async fn check(cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Error> {
+    check_with(cx, tenant, to, true).await
+}
+
+/// [`check`] while an unfinished move of the tenant is not settled yet: what its
+/// leftovers (publication, slot, subscription, the slots, senders and workers they take,
+/// a source schema fenced under another name) would count against is left for [`check`]
+/// once it is. What nothing the move left changes (the servers' versions and settings,
+/// the roles' rights) is refused before the unfinished move is touched.
+pub async fn check_standing(cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Error> {
+    check_with(cx, tenant, to, false).await
+}
+
+async fn check_with(
+    cx: &Context<'_>,
+    tenant: &Tenant,
+    to: &str,
+    settled: bool,
+) -> Result<(), Error> {
     let source_target = cx.servers.target(&tenant.server)?;
     let source = source_target.connect().await?;
     let target = cx.servers.target(to)?.connect().await?;
-    shapes(&source, &tenant.schema_name, &cx.settings.history_table).await?;
-    let catalog = catalog::read(&source, &tenant.schema_name, &cx.settings.history_table).await?;
+    // Before the unfinished move is settled, the source schema may be fenced under
+    // another name and the target hold the move's subscription: its tables and the
+    // subscription's connection are checked once it is settled, the servers' settings
+    // and the roles' rights now.
+    let catalog = if settled {
+        shapes(&source, &tenant.schema_name, &cx.settings.history_table).await?;
+        catalog::read(&source, &tenant.schema_name, &cx.settings.history_table).await?
+    } else {
+        catalog::Catalog::default()
+    };
     preflight(
         &source,
         &target,
@@ -462,6 +495,7 @@ pub async fn check(cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Er
         &tenant.schema_name,
         &source_target.conninfo(),
         &catalog,
+        settled,
     )
     .await
 }
@@ -1140,6 +1174,15 @@ impl copy::Copier for Online {
 
     async fn check(&self, cx: &Context<'_>, tenant: &Tenant, to: &str) -> Result<(), Error> {
         check(cx, tenant, to).await
+    }
+
+    async fn check_unsettled(
+        &self,
+        cx: &Context<'_>,
+        tenant: &Tenant,
+        to: &str,
+    ) -> Result<(), Error> {
+        check_standing(cx, tenant, to).await
     }
 
     async fn copy(

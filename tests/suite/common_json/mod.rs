@@ -602,6 +602,7 @@ pub struct ExportReport {
 pub struct Imported {
     pub tenant: Tenant,
     pub schema_created: bool,
+    pub schema_adopted: bool,
     pub migrations_applied: bool,
     pub migration_status: TenantStatus,
     pub api_key: String,
