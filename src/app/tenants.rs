@@ -19,6 +19,26 @@ use crate::files::migrations::MigrationSet;
 use crate::ident::quote;
 use crate::registry::{Registry, Tenant};
 
+/// Runs `change` on the tenant `reference` names (its id, domain or schema) in its own
+/// locked session, as a run of its own in the ledger, on a connection of the action's
+/// own (it may wait for the tenant's lock as long as another run holds it). Returns the
+/// tenant as found and its result, as a bulk run reports each tenant.
+pub async fn change_tenant(
+    cx: &crate::app::context::Context,
+    events: &scheduler::Events,
+    reference: &str,
+    change: plan::SchemaChange,
+    set: &MigrationSet,
+) -> Result<(Tenant, scheduler::TenantResult), Error> {
+    let client = cx.connect().await?;
+    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+    let tenant = registry.find(reference).await?;
+    let run_id = scheduler::new_run_id()?;
+    let one = cx.one_tenant(events);
+    let r = change_one(&one, &client, &registry, &tenant, change, set, &run_id).await;
+    Ok((tenant, r))
+}
+
 /// What `tenant create` asks for.
 #[derive(Debug, Clone)]
 pub struct CreateRequest {

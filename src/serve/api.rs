@@ -156,13 +156,19 @@ impl TenantRef {
 
 /// Finds a tenant; 404 when none matches.
 async fn find(registry: &Registry<'_>, reference: &str) -> ApiResult<Tenant> {
+    checked(reference)?;
+    registry.find(reference).await.map_err(ApiError::from)
+}
+
+/// A `tenant_id` in a path that could name a tenant (422 otherwise).
+fn checked(reference: &str) -> ApiResult<()> {
     if reference.is_empty() || reference.len() > 255 || reference.chars().any(char::is_control) {
         return Err(ApiError::new(
             StatusCode::UNPROCESSABLE_ENTITY,
             "tenant_id must be an id, a domain or a schema name",
         ));
     }
-    registry.find(reference).await.map_err(ApiError::from)
+    Ok(())
 }
 
 fn migrations(state: &Shared) -> ApiResult<MigrationSet> {
@@ -281,16 +287,12 @@ async fn change(
     change: SchemaChange,
     set: &MigrationSet,
 ) -> ApiResult<Json<Changed>> {
-    // A connection of its own, not the pool's: this request may wait for the tenant's
-    // lock as long as another run holds it, and must not starve the quick requests.
-    let client = state.ctx.connect().await?;
-    let registry = Registry::open(&client, &state.ctx.settings.registry_schema).await?;
-    let tenant = find(&registry, reference).await?;
+    checked(reference)?;
+    // On a connection of the action's own, not the pool's: this request may wait for the
+    // tenant's lock as long as another run holds it, and must not starve the quick
+    // requests.
     let events = Events::none();
-    let cx = state.ctx.one_tenant(&events);
-    let run_id = crate::engine::scheduler::new_run_id()?;
-    let r = tenants::change_one(&cx, &client, &registry, &tenant, change, set, &run_id).await;
-    drop(registry);
+    let (tenant, r) = tenants::change_tenant(&state.ctx, &events, reference, change, set).await?;
     if r.status == ResultStatus::Skipped && r.cause == crate::engine::scheduler::Cause::NotStarted {
         // The service is stopping: nothing ran.
         return Err(ApiError::new(
