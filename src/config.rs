@@ -65,6 +65,10 @@ config_keys! {
         dir: PathBuf => |s, _| s.migrations_dir.display().to_string(),
         table: String => |s, _| s.history_table.clone(),
     }
+    shared: SharedSection {
+        dir: PathBuf => |s, _| s.shared.as_ref().map(|sh| sh.dir.display().to_string()).unwrap_or_else(|| "(none)".into()),
+        schema: String => |s, _| s.shared.as_ref().map(|sh| sh.schema.clone()).unwrap_or_default(),
+    }
     tenants: TenantsSection {
         schema_prefix: String => |s, _| s.schema_prefix.clone(),
         extra_search_path: Vec<String> => |s, _| format!("{:?}", s.extra_search_path),
@@ -96,6 +100,19 @@ struct ServerSection {
     concurrency: Option<usize>,
     weight: Option<u32>,
 }
+
+/// The application's shared schema (`public` by default), migrated on every server
+/// with files of its own.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Shared {
+    /// Its migrations directory.
+    pub dir: PathBuf,
+    /// The schema.
+    pub schema: String,
+}
+
+/// The shared schema's history table, in the shared schema (refinery's columns).
+pub const SHARED_HISTORY: &str = "tenantctl_shared_history";
 
 /// The name of the server the registry lives on.
 pub const DEFAULT_SERVER: &str = "default";
@@ -403,6 +420,9 @@ pub struct Settings {
     pub migrations_dir_source: Source,
     /// The per-tenant history table name.
     pub history_table: String,
+    /// The shared schema and its migrations, when there are any (`[shared]`, or a
+    /// `shared` folder in the migrations directory).
+    pub shared: Option<Shared>,
     /// Prefix for schema names derived from domains.
     pub schema_prefix: String,
     /// Schemas searched after the tenant's own (shared extensions).
@@ -565,6 +585,7 @@ pub fn resolve(
     ident::validate_registry_schema(&registry_schema).map_err(as_setup("registry.schema"))?;
     let (migrations_dir, migrations_dir_source) = migrations_dir(overrides, &file, cwd, &file_dir);
     let history_table = history_table(&file)?;
+    let shared = shared(&file, &file_dir, &migrations_dir)?;
     let schema_prefix = schema_prefix(&file)?;
     let extra_search_path = extra_search_path(&file)?;
     let templates = templates(&file)?;
@@ -597,6 +618,7 @@ pub fn resolve(
         migrations_dir,
         migrations_dir_source,
         history_table,
+        shared,
         schema_prefix,
         extra_search_path,
         templates,
@@ -668,6 +690,38 @@ fn history_table(file: &FileConfig) -> Result<String, Error> {
         .unwrap_or_else(|| "refinery_schema_history".into());
     ident::validate_identifier(&table, "history table").map_err(as_setup("migrations.table"))?;
     Ok(table)
+}
+
+/// `[shared]`: its `dir` (from the file's folder; by default the `shared` folder of the
+/// migrations directory) and `schema` (`public`), checked. `None` when `[shared]` sets
+/// nothing and there is no such folder: no shared schema.
+fn shared(
+    file: &FileConfig,
+    file_dir: &Path,
+    migrations_dir: &Path,
+) -> Result<Option<Shared>, Error> {
+    let schema = file
+        .shared
+        .schema
+        .clone()
+        .unwrap_or_else(|| "public".into());
+    ident::validate_identifier(&schema, "shared schema").map_err(as_setup("shared.schema"))?;
+    if schema.starts_with("pg_") || schema == "information_schema" {
+        return Err(Error::setup(format!(
+            "config shared.schema \"{schema}\" is reserved by PostgreSQL"
+        )));
+    }
+    let dir = match &file.shared.dir {
+        Some(dir) => file_dir.join(dir),
+        None => {
+            let default = migrations_dir.join("shared");
+            if !default.is_dir() && file.shared.schema.is_none() {
+                return Ok(None);
+            }
+            default
+        }
+    };
+    Ok(Some(Shared { dir, schema }))
 }
 
 /// `tenants.schema_prefix`, checked: what it adds to a domain must keep the schema name safe.
@@ -1062,6 +1116,30 @@ mod tests {
         assert_eq!(s.statement_timeout, Duration::ZERO);
         assert_eq!(s.connect_timeout, Duration::from_secs(10));
         assert_eq!(s.lock_wait, Duration::ZERO);
+        // No `shared` folder in /w/migrations and no [shared]: no shared schema.
+        assert_eq!(s.shared, None);
+    }
+
+    #[test]
+    fn the_shared_schema_is_checked_and_defaults_to_public() {
+        let s = from_file(
+            &Overrides::default(),
+            Path::new("/"),
+            "[shared]\ndir = \"s\"\n",
+        )
+        .unwrap();
+        assert_eq!(
+            s.shared,
+            Some(Shared {
+                dir: PathBuf::from("/etc/app/s"),
+                schema: "public".into()
+            })
+        );
+        for bad in ["Public", "pg_shared", "information_schema", "a b", ""] {
+            let text = format!("[shared]\nschema = \"{bad}\"\n");
+            let e = from_file(&Overrides::default(), Path::new("/"), &text).unwrap_err();
+            assert!(e.to_string().contains("shared.schema"), "{bad}: {e}");
+        }
     }
 
     /// Every key of the file is read, its source recorded and listed by `config show`,
@@ -1070,6 +1148,7 @@ mod tests {
     fn every_key_in_the_file_is_read_and_shown_as_from_the_file() {
         let text = "[database]\nurl = \"postgres://h/db\"\nsslmode = \"require\"\nsslrootcert = \"ca.pem\"\nconnect_timeout = \"3s\"\n\
                     [registry]\nschema = \"reg\"\n[migrations]\ndir = \"m\"\ntable = \"hist\"\n\
+                    [shared]\ndir = \"m/common\"\nschema = \"common\"\n\
                     [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
                     [tenants.templates]\nchurch = \"template-church\"\n\
                     [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\n\
@@ -1079,12 +1158,14 @@ mod tests {
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 19);
+        assert_eq!(keys.len(), 21);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }
         let value = |key: &str| shown.iter().find(|e| e.key == key).unwrap().value.clone();
         assert_eq!(value("migrations.table"), "hist");
+        assert_eq!(value("shared.dir"), "/etc/app/m/common");
+        assert_eq!(value("shared.schema"), "common");
         assert_eq!(value("run.lock_retries"), "5");
         assert_eq!(
             s.templates.get("church").map(String::as_str),

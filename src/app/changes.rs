@@ -26,6 +26,12 @@ pub struct Started {
     pub tenants: Vec<Tenant>,
     /// What to do with selected tenants that have no schema.
     pub unprovisioned: Unprovisioned,
+    /// The servers the selection touches, whose shared schema an upgrade brings to its
+    /// head first: every configured server for `--all` (without `--server`), else the
+    /// selected tenants' servers and the `--server` named.
+    pub servers: Vec<String>,
+    /// The shared schema's files, when there is a shared schema.
+    pub shared: Option<MigrationSet>,
 }
 
 /// Loads the files, parses `target` as `command` takes it (`forms`), connects and
@@ -66,11 +72,25 @@ impl Started {
         let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
         let tenants = select(cx, &registry, selection).await?;
         drop(registry);
+        let mut servers: Vec<String> = Vec::new();
+        for (s, _) in cx.servers.iter() {
+            let everywhere = selection.all && selection.server.is_none();
+            let named = selection.server.as_deref() == Some(s.name.as_str());
+            if everywhere || named || tenants.iter().any(|t| t.server == s.name) {
+                servers.push(s.name.clone());
+            }
+        }
+        let shared = match cx.settings.shared.is_some() {
+            true => Some(cx.shared()?.1),
+            false => None,
+        };
         Ok(Started {
             set,
             client,
             tenants,
             unprovisioned: selection.unprovisioned(),
+            servers,
+            shared,
         })
     }
 
@@ -96,6 +116,16 @@ impl Started {
         );
         if matches!(change, SchemaChange::Recreate) {
             dryrun::refuse_blocked_recreates(&cx.servers, &mut self.client, &mut dry).await?;
+        }
+        if let (SchemaChange::Upgrade { .. }, Some(set), Some(shared)) =
+            (change, &self.shared, &cx.settings.shared)
+        {
+            let head = SchemaChange::Upgrade {
+                target: crate::engine::target::Target::Version(set.head()),
+                provision: true,
+            };
+            dry.shared =
+                crate::app::shared::plan_shared(cx, shared, set, head, &self.servers).await;
         }
         Ok(dry)
     }
@@ -132,6 +162,13 @@ impl Started {
         opts: &RunOptions,
         events: &Events,
     ) -> Result<RunReport, Error> {
+        // An upgrade brings the shared schema of each server it touches to its head first.
+        let shared = match change {
+            SchemaChange::Upgrade { .. } => {
+                crate::app::shared::upgrade_first(cx, &self.servers, events).await?
+            }
+            _ => Vec::new(),
+        };
         let registry = Registry::open(&self.client, &cx.settings.registry_schema).await?;
         let tenants = std::mem::take(&mut self.tenants);
         let planned = match change {
@@ -156,10 +193,12 @@ impl Started {
             unprovisioned: self.unprovisioned,
         };
         let fleet = cx.fleet(&self.client, &registry);
-        match run_id {
+        let mut report = match run_id {
             Some(id) => fleet.run_as(id, &op, planned, opts, events).await,
             None => fleet.run(&op, planned, opts, events).await,
-        }
+        }?;
+        report.shared = shared;
+        Ok(report)
     }
 
     /// Runs `op` (a backup, say) on every selected tenant as one bulk run with a new id

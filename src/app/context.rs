@@ -62,9 +62,18 @@ impl Context {
         Ok(client)
     }
 
-    /// Loads and validates the migrations directory.
+    /// Loads and validates the migrations directory, and checks its
+    /// `-- tenantctl: requires shared N` directives against the shared migrations.
     pub fn migrations(&self) -> Result<MigrationSet, Error> {
-        MigrationSet::load(&self.settings.migrations_dir)
+        let set = MigrationSet::load(&self.settings.migrations_dir)?;
+        if set.files.iter().any(|f| f.up.requires_shared.is_some()) {
+            let shared = match &self.settings.shared {
+                Some(s) => Some(MigrationSet::load(&s.dir)?),
+                None => None,
+            };
+            set.check_requires(shared.as_ref())?;
+        }
+        Ok(set)
     }
 
     /// Run options from the settings: `concurrency` (the command's `--concurrency`, the

@@ -4,8 +4,9 @@
 //! reads (`check`, `current`, `history`, `events`: [`reads`]), creating and dropping a
 //! tenant ([`tenants`]), a tenant's data (export, import, clone, restore:
 //! [`tenant_data`]), adoption ([`adopt`]), Citus placement ([`citus`]) and metrics
-//! ([`metrics`]), and moving a tenant to another server or Citus node ([`moves`]), with
-//! the [`context::Context`] every action takes.
+//! ([`metrics`]), moving a tenant to another server or Citus node ([`moves`]), and the
+//! application's shared schema on every server ([`shared`]), with the
+//! [`context::Context`] every action takes.
 
 pub mod adopt;
 pub mod changes;
@@ -16,6 +17,7 @@ pub mod metrics;
 pub mod moves;
 pub mod reads;
 pub mod revision;
+pub mod shared;
 pub mod status;
 pub mod tenant_data;
 pub mod tenants;

@@ -27,6 +27,10 @@ pub struct CheckReport {
     pub tenants_with_problems: usize,
     /// Every problem, one per line in text output.
     pub problems: Vec<Problem>,
+    /// The shared schema on each server, when there is one: behind its head or drifted
+    /// is a problem too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<crate::app::shared::SharedStatus>,
 }
 
 /// Checks the files, the registry, every server and every tenant; read-only, takes no
@@ -61,8 +65,16 @@ pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
     let problems = inspect::check(&tenants, &states, &set);
     let mut affected: Vec<&str> = problems.iter().map(|p| p.tenant.as_str()).collect();
     affected.dedup();
+    let shared = match cx.settings.shared {
+        Some(_) => crate::app::shared::status(cx, None).await?,
+        None => Vec::new(),
+    };
+    if let Some(e) = shared.iter().find_map(|s| s.error.as_ref()) {
+        return Err(Error::unavailable(e.clone()));
+    }
     Ok(CheckReport {
-        ok: problems.is_empty(),
+        ok: problems.is_empty() && shared.iter().all(|s| s.at_head()),
+        shared,
         head: set.head(),
         tenants: tenants.len(),
         tenants_with_problems: affected.len(),

@@ -21,6 +21,9 @@ pub struct FleetStatus {
     pub tenants: Vec<TenantStatus>,
     /// Fleet counts and the revision histogram.
     pub summary: StatusSummary,
+    /// The shared schema on each server, when there is one.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<crate::app::shared::SharedStatus>,
 }
 
 /// The JSON document `status --tenant` prints: the tenant's status and where its schema
@@ -112,8 +115,20 @@ pub async fn fleet(
 ) -> Result<FleetStatus, Error> {
     let mut tenants = registry.list(None, None).await?;
     let tenants = ctx.statuses(client, registry, &mut tenants, set).await?;
-    let summary = inspect::summarize(&tenants, set.head());
-    Ok(FleetStatus { tenants, summary })
+    let mut summary = inspect::summarize(&tenants, set.head());
+    let shared = match ctx.settings.shared {
+        Some(_) => crate::app::shared::status(ctx, None).await?,
+        None => Vec::new(),
+    };
+    summary.shared = shared
+        .iter()
+        .map(|s| (s.server.clone(), s.current_revision))
+        .collect();
+    Ok(FleetStatus {
+        tenants,
+        summary,
+        shared,
+    })
 }
 
 /// The registered tenants, of `tenant_type` and in `status` when given, with their

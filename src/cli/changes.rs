@@ -40,6 +40,11 @@ pub struct UpgradeArgs {
     )]
     pub target: String,
 
+    /// The shared schema (`public` by default) on every server, or on the one --server
+    /// names, instead of tenants.
+    #[arg(long, conflicts_with_all = ["tenants", "all", "tenant_type", "status", "exclude", "shard", "canary", "max_failures", "fail_fast"])]
+    pub shared: bool,
+
     /// Print, per tenant, the exact SQL that would run; change nothing.
     #[arg(long)]
     pub dry_run: bool,
@@ -55,6 +60,11 @@ pub struct TargetedArgs {
     /// Revision. A negative number (`-1`) is taken as the target, not as a flag.
     #[arg(value_name = "TARGET", allow_negative_numbers = true)]
     pub target: String,
+
+    /// The shared schema (`public` by default) on every server, or on the one --server
+    /// names, instead of tenants.
+    #[arg(long, conflicts_with_all = ["tenants", "all", "tenant_type", "status", "exclude", "shard", "canary", "max_failures", "fail_fast"])]
+    pub shared: bool,
 
     /// Confirm without asking (needed without a terminal).
     #[arg(long)]

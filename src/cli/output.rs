@@ -11,7 +11,7 @@ use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::engine::progress::status_word;
-use crate::engine::scheduler::RunReport;
+use crate::engine::scheduler::{RunReport, SharedResult};
 use crate::pg::db::Notice;
 use crate::registry::Tenant;
 use crate::show::{revision, yes_no};
@@ -210,6 +210,9 @@ impl Output {
         if self.is_json() {
             return self.json(report);
         }
+        if !report.shared.is_empty() {
+            self.print(&self.shared_table(&report.shared));
+        }
         // A backup's results name the archive each one wrote.
         let files = report.results.iter().any(|r| r.file.is_some());
         let mut header = vec![
@@ -250,6 +253,45 @@ impl Output {
             "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms (run {})",
             s.total, s.ok, s.up_to_date, s.failed, s.skipped, s.duration_ms, report.run_id
         ));
+    }
+
+    /// Prints what a change did to the shared schema of each server: `{"shared": [...]}`
+    /// in JSON, else a table.
+    pub fn shared_results(&self, results: &[SharedResult]) {
+        if self.is_json() {
+            return self.json(&serde_json::json!({ "shared": results }));
+        }
+        self.print(&self.shared_table(results));
+    }
+
+    fn shared_table(&self, results: &[SharedResult]) -> String {
+        let mut t = self.table(&[
+            "server",
+            "shared schema",
+            "status",
+            "from",
+            "to",
+            "applied",
+            "ms",
+            "error",
+        ]);
+        for r in results {
+            t.add_row(vec![
+                r.server.clone(),
+                r.schema.clone(),
+                status_word(r.status).to_string(),
+                revision(r.from),
+                revision(r.to),
+                r.applied
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(","),
+                r.duration_ms.to_string(),
+                r.error.clone().unwrap_or_default(),
+            ]);
+        }
+        t.to_string()
     }
 
     /// Prints registry rows as a table.

@@ -12,6 +12,10 @@ pub struct RevisionArgs {
     /// What the migration does, e.g. "add volunteer rotas"; becomes the file name.
     #[arg(short = 'm', long = "message", value_name = "MESSAGE")]
     pub message: String,
+
+    /// Write it in the shared schema's migrations directory.
+    #[arg(long)]
+    pub shared: bool,
 }
 
 /// The `config` subcommands.

@@ -20,6 +20,14 @@ pub struct StatusArgs {
     /// Every registered tenant.
     #[arg(long)]
     pub all: bool,
+
+    /// The shared schema on every server (or the one --server names).
+    #[arg(long, conflicts_with_all = ["tenant", "all"])]
+    pub shared: bool,
+
+    /// With --shared: only this server.
+    #[arg(long, value_name = "NAME", requires = "shared")]
+    pub server: Option<String>,
 }
 
 /// Arguments of `history`.
@@ -28,6 +36,14 @@ pub struct HistoryArgs {
     /// Show which migrations this tenant has applied (domain, id or schema name).
     #[arg(short = 't', long = "tenant", value_name = "TENANT")]
     pub tenant: Option<String>,
+
+    /// The shared schema's migrations, and which each server has applied.
+    #[arg(long, conflicts_with = "tenant")]
+    pub shared: bool,
+
+    /// With --shared: only this server.
+    #[arg(long, value_name = "NAME", requires = "shared")]
+    pub server: Option<String>,
 }
 
 /// Arguments of `events`.

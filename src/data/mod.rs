@@ -791,7 +791,7 @@ pub(crate) async fn build_to(
         .plan(schema, &state, set, session.settings())
         .map_err(|r| Error::failed(r.message(schema, schema)))?;
     let executed = session.execute(&plan).await.map_err(|e| match e {
-        ExecError::Refused(m) => Error::refused(m),
+        ExecError::Refused(m) | ExecError::HeldBack { message: m, .. } => Error::refused(m),
         ExecError::Failed { message, .. } => Error::failed(format!(
             "building schema {} by the migrations: {message}",
             quote(schema)

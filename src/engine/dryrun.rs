@@ -48,11 +48,78 @@ pub struct PlannedTenant<'s> {
     pub server: String,
 }
 
+/// What a command would do to one server's shared schema.
+#[derive(Debug, Serialize)]
+pub struct PlannedShared<'s> {
+    /// The server.
+    pub server: String,
+    /// The shared schema.
+    pub schema: String,
+    /// Revision now.
+    pub from_revision: Option<i32>,
+    /// Revision afterwards.
+    pub to_revision: Option<i32>,
+    /// Versions that would be applied, reverted or newly recorded.
+    pub versions: Vec<i32>,
+    /// The SQL, in order, as it would be sent; empty when there is nothing to do.
+    pub sql: Script<'s>,
+    /// Why the command would refuse or fail on this server.
+    pub error: Option<String>,
+}
+
+impl<'s> PlannedShared<'s> {
+    /// The shared schema `schema` of `server` in `state` (`Err`: it could not be read),
+    /// planned for `change`.
+    pub fn plan(
+        server: &str,
+        schema: &str,
+        state: Result<&SchemaState, String>,
+        set: &'s MigrationSet,
+        settings: &Settings,
+        change: SchemaChange,
+    ) -> PlannedShared<'s> {
+        let mut p = PlannedShared {
+            server: server.to_string(),
+            schema: schema.to_string(),
+            from_revision: None,
+            to_revision: None,
+            versions: Vec::new(),
+            sql: Script::default(),
+            error: None,
+        };
+        let state = match state {
+            Ok(s) => s,
+            Err(e) => {
+                p.error = Some(e);
+                return p;
+            }
+        };
+        p.from_revision = state.current();
+        p.to_revision = state.current();
+        match crate::engine::shared::plan(change, schema, state, set, settings) {
+            Err(message) => p.error = Some(message),
+            Ok(plan) => {
+                p.versions = plan.versions.clone();
+                p.to_revision = plan.to_revision;
+                if !plan.is_empty() {
+                    let sql = Sql::shared(settings, schema);
+                    p.sql = Script(Some((plan, sql, plan::refinery_now())));
+                }
+            }
+        }
+        p
+    }
+}
+
 /// The whole dry run.
 #[derive(Debug, Serialize)]
 pub struct DryRun<'s> {
     /// Always true: nothing was changed.
     pub dry_run: bool,
+    /// What an upgrade would do first to the shared schema of each server it touches
+    /// (`upgrade --shared`: all there is).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<PlannedShared<'s>>,
     /// One entry per selected tenant.
     pub tenants: Vec<PlannedTenant<'s>>,
 }
@@ -118,6 +185,7 @@ pub fn plan<'s>(
         .collect();
     DryRun {
         dry_run: true,
+        shared: Vec::new(),
         tenants,
     }
 }

@@ -2,7 +2,8 @@
 //! ([`target`]), the tenant's locked session that executes it ([`runner`]), the
 //! connections a run lends from tenant to tenant ([`pool`]), what outside a schema depends
 //! on it ([`dependents`]), operations inside a locked session ([`operation`]), work over
-//! many tenants ([`scheduler`]) and dry runs ([`dryrun`]). It returns data and events; it
+//! many tenants ([`scheduler`]), dry runs ([`dryrun`]) and the shared schema on one
+//! server ([`shared`]). It returns data and events; it
 //! never prints.
 
 pub mod dependents;
@@ -13,5 +14,6 @@ pub mod pool;
 pub mod progress;
 pub mod runner;
 pub mod scheduler;
+pub mod shared;
 pub mod target;
 pub mod tenant;

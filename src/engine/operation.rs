@@ -188,6 +188,20 @@ impl Operation for Change<'_> {
                 r.applied = done.versions;
                 r.status = ResultStatus::Ok;
             }
+            Err(ExecError::HeldBack { done, message }) => {
+                // Not a failure: the tenant waits for its server's shared schema, its
+                // registry status unchanged. What ran before the file stays done.
+                r.schema_created = done.schema_created;
+                r.error = Some(message);
+                if done.changed {
+                    r.to_revision = done.versions.last().copied().or(r.to_revision);
+                    r.applied = done.versions;
+                    r.status = ResultStatus::Ok;
+                } else {
+                    r.status = ResultStatus::Skipped;
+                    r.cause = Cause::Refused;
+                }
+            }
             Err(ExecError::Failed { done, message }) => {
                 r.schema_created = done.schema_created;
                 if up && !done.versions.is_empty() {

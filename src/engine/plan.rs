@@ -7,7 +7,7 @@
 
 use std::fmt;
 
-use crate::config::Settings;
+use crate::config::{Settings, SHARED_HISTORY};
 use crate::engine::dependents;
 use crate::engine::target::{Beyond, Target};
 use crate::files::migrations::{compare, AppliedRow, Drift, MigrationFile, MigrationSet, Script};
@@ -583,6 +583,8 @@ const REHEARSED: &str = "tenantctl_rehearsed";
 #[derive(Debug, Clone)]
 pub struct Sql {
     schema: String,
+    /// The history table's name.
+    pub history: String,
     /// The history table, qualified and quoted.
     pub table: String,
     /// The session state every migration starts from.
@@ -590,6 +592,8 @@ pub struct Sql {
     /// The session state tenantctl's own reads and writes run in.
     pub bookkeeping: String,
     keys: (i32, i32),
+    /// What the schema is, as messages say it: `schema`, or `the shared schema`.
+    pub what: &'static str,
     /// A rehearsal: each file in a savepoint of one transaction the caller opened and
     /// rolls back, rather than in a transaction of its own.
     pub rehearsal: bool,
@@ -600,11 +604,26 @@ impl Sql {
     pub fn new(settings: &Settings, schema: &str) -> Sql {
         Sql {
             schema: schema.to_string(),
+            history: settings.history_table.clone(),
             table: qualified(schema, &settings.history_table),
             reset: session_settings(settings, schema),
             bookkeeping: bookkeeping_settings(settings, schema),
             keys: db::lock_key(LockSpace::Tenant, schema),
+            what: "schema",
             rehearsal: false,
+        }
+    }
+
+    /// The SQL for the shared schema `schema`: its own history table
+    /// ([`SHARED_HISTORY`]) and its own lock, `search_path` the shared schema and the
+    /// extra schemas.
+    pub fn shared(settings: &Settings, schema: &str) -> Sql {
+        Sql {
+            history: SHARED_HISTORY.to_string(),
+            table: qualified(schema, SHARED_HISTORY),
+            keys: shared_lock(schema),
+            what: "the shared schema",
+            ..Sql::new(settings, schema)
         }
     }
 
@@ -726,6 +745,12 @@ impl Sql {
         }
         sql
     }
+}
+
+/// The advisory lock of the shared schema `schema`: held exclusively while it changes,
+/// shared while a tenant migration that requires a shared revision runs.
+pub fn shared_lock(schema: &str) -> (i32, i32) {
+    db::lock_key(LockSpace::Shared, schema)
 }
 
 /// What resets a connection between two tenants, then says whether it is clean: `t` when

@@ -190,6 +190,28 @@ impl<'a> Session<'a> {
         schema: &'a str,
         wait: &LockWait<'_>,
     ) -> Result<Session<'a>, OpenError> {
+        Session::open_with(pool, settings, schema, Sql::new(settings, schema), wait).await
+    }
+
+    /// A session on the shared schema `schema` of `pool`'s server, as [`Session::open`]
+    /// opens one on a tenant, holding the shared schema's own lock and working on its
+    /// own history table ([`crate::config::SHARED_HISTORY`]).
+    pub async fn open_shared(
+        pool: &Pool,
+        settings: &'a Settings,
+        schema: &'a str,
+        wait: &LockWait<'_>,
+    ) -> Result<Session<'a>, OpenError> {
+        Session::open_with(pool, settings, schema, Sql::shared(settings, schema), wait).await
+    }
+
+    async fn open_with(
+        pool: &Pool,
+        settings: &'a Settings,
+        schema: &'a str,
+        sql: Sql,
+        wait: &LockWait<'_>,
+    ) -> Result<Session<'a>, OpenError> {
         if wait.interrupt.requested() {
             return Err(OpenError::Interrupted);
         }
@@ -200,7 +222,6 @@ impl<'a> Session<'a> {
         }
         let target = pool.target();
         let mut conn = pool.take(settings).await.map_err(OpenError::Failed)?;
-        let sql = Sql::new(settings, schema);
         let registration = loop {
             let registration = wait.interrupt.register(target.canceller(&conn.client));
             // Takes the lock and pins the session's settings (one round trip).
@@ -257,7 +278,9 @@ impl<'a> Session<'a> {
         self.sql.rehearsal = false;
         let executed = match executed {
             Ok(_) => return Ok(()),
-            Err(ExecError::Refused(m)) => Error::refused(m),
+            Err(ExecError::Refused(m)) | Err(ExecError::HeldBack { message: m, .. }) => {
+                Error::refused(m)
+            }
             Err(ExecError::Failed { message, .. }) => Error::failed(message),
             Err(ExecError::Interrupted(_)) => Error::new(
                 crate::error::ErrorKind::Interrupted,
@@ -300,7 +323,7 @@ impl<'a> Session<'a> {
         let mut map = state::observe(
             &self.conn.client,
             &[self.schema.to_string()],
-            &self.settings.history_table,
+            &self.sql.history,
         )
         .await?;
         let state = map
@@ -345,6 +368,7 @@ impl<'a> Session<'a> {
                 return Err(match e {
                     StepError::Refused(message) => ExecError::Refused(message),
                     StepError::Failed(message) => ExecError::Failed { done, message },
+                    StepError::HeldBack(message) => ExecError::HeldBack { done, message },
                 });
             }
             self.follow(step, &now);
@@ -387,9 +411,23 @@ impl<'a> Session<'a> {
                     self.sql.table
                 )))?,
             Step::Migrate { file, direction } => {
-                self.apply(file, *direction, now)
-                    .await
-                    .map_err(StepError::Failed)?;
+                let requires = match direction {
+                    Direction::Up => file.up.requires_shared,
+                    Direction::Down => None,
+                };
+                if let Some(n) = requires {
+                    self.require_shared(file, n).await?;
+                }
+                let applied = self.apply(file, *direction, now).await;
+                if requires.is_some() {
+                    let (k1, k2) = self.shared_keys();
+                    let _ = self
+                        .conn
+                        .client
+                        .batch_execute(&format!("SELECT pg_advisory_unlock_shared({k1}, {k2})"))
+                        .await;
+                }
+                applied.map_err(StepError::Failed)?;
                 done.versions.push(file.version);
             }
             Step::Stamp { target, insert, .. } => {
@@ -413,6 +451,70 @@ impl<'a> Session<'a> {
         }
         done.changed = true;
         Ok(())
+    }
+
+    /// The shared schema's lock keys (of the configured shared schema; `public` when
+    /// none is configured, where no file can require one).
+    fn shared_keys(&self) -> (i32, i32) {
+        let schema = self
+            .settings
+            .shared
+            .as_ref()
+            .map_or("public", |s| &s.schema);
+        plan::shared_lock(schema)
+    }
+
+    /// Before `file`, which requires the shared schema at revision `n`: takes the shared
+    /// schema's lock in shared mode (so it cannot be downgraded while the file runs; the
+    /// caller releases it) and reads its revision on this server. Below `n`, the tenant
+    /// is held back before the file, which does not run.
+    async fn require_shared(&self, file: &MigrationFile, n: i32) -> Result<(), StepError> {
+        let failed = |e: tokio_postgres::Error| {
+            StepError::Failed(format!(
+                "reading the shared schema's revision before {}: {}",
+                file.refinery_name(),
+                db::pg_message(&e)
+            ))
+        };
+        let Some(shared) = &self.settings.shared else {
+            return Err(StepError::HeldBack(format!(
+                "{} requires shared revision {n}, and no shared schema is configured",
+                file.refinery_name()
+            )));
+        };
+        let (k1, k2) = self.shared_keys();
+        let client = &self.conn.client;
+        client
+            .batch_execute(&format!("SELECT pg_advisory_lock_shared({k1}, {k2})"))
+            .await
+            .map_err(failed)?;
+        let table = crate::ident::qualified(&shared.schema, crate::config::SHARED_HISTORY);
+        let exists: bool = client
+            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .await
+            .map_err(failed)?
+            .get(0);
+        let current: Option<i32> = if exists {
+            client
+                .query_one(&format!("SELECT max(version) FROM {table}"), &[])
+                .await
+                .map_err(failed)?
+                .get(0)
+        } else {
+            None
+        };
+        if current.unwrap_or(0) >= n {
+            return Ok(());
+        }
+        let _ = client
+            .batch_execute(&format!("SELECT pg_advisory_unlock_shared({k1}, {k2})"))
+            .await;
+        Err(StepError::HeldBack(held_back(
+            file,
+            n,
+            &shared.schema,
+            current,
+        )))
     }
 
     /// Brings the remembered state up to date with a step that succeeded.
@@ -857,9 +959,10 @@ async fn take_lock(
 ) -> Result<(), OpenError> {
     let key = sql.keys();
     let schema = sql.schema();
+    let what = sql.what;
     let failed = |e| {
         OpenError::Failed(query_error(&format!(
-            "taking the lock on schema {}",
+            "taking the lock on {what} {}",
             quote(schema)
         ))(e))
     };
@@ -906,7 +1009,7 @@ async fn take_lock(
     Err(match gave_up {
         GaveUp::Interrupted => OpenError::Interrupted,
         GaveUp::LockWait => OpenError::LockWait(format!(
-            "gave up waiting for the lock on schema {} after {} (run.lock_wait): it is held by {}; nothing was changed",
+            "gave up waiting for the lock on {what} {} after {} (run.lock_wait): it is held by {}; nothing was changed",
             quote(schema),
             humantime::format_duration(limit),
             holder.map_or_else(
@@ -974,6 +1077,14 @@ pub enum ExecError {
     },
     /// The run was asked to stop; the session stopped between two migrations.
     Interrupted(Executed),
+    /// A migration requires a shared revision this server's shared schema has not
+    /// reached: the session stopped before it; the steps before it stayed done.
+    HeldBack {
+        /// What was done before it.
+        done: Executed,
+        /// Which file, and the revisions.
+        message: String,
+    },
 }
 
 /// Where in a pipelined file the first error came from.
@@ -987,6 +1098,19 @@ enum At {
 enum StepError {
     Refused(String),
     Failed(String),
+    HeldBack(String),
+}
+
+/// Why a tenant stops before `file`: its server's shared schema is below the revision
+/// the file requires.
+pub fn held_back(file: &MigrationFile, n: i32, schema: &str, current: Option<i32>) -> String {
+    format!(
+        "held back before {}: it requires the shared schema at revision {n} or later, and this server's shared schema {} is at {}; run `tenantctl upgrade --shared` first (nothing from {} on was run)",
+        file.refinery_name(),
+        quote(schema),
+        crate::show::revision(current),
+        file.refinery_name()
+    )
 }
 
 /// Why one attempt at a file failed.

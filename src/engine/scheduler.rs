@@ -149,6 +149,50 @@ pub enum RunOutcome {
     Partial,
 }
 
+/// What one change did to one server's shared schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedResult {
+    /// The server.
+    pub server: String,
+    /// The shared schema.
+    pub schema: String,
+    /// Its revision before (`null`: nothing applied).
+    pub from: Option<i32>,
+    /// Its revision after.
+    pub to: Option<i32>,
+    /// `ok`, `up_to_date`, `failed` or `skipped`.
+    pub status: ResultStatus,
+    /// Versions applied (up), reverted (down) or recorded (stamp), in order.
+    pub applied: Vec<i32>,
+    /// Why it failed or was skipped.
+    pub error: Option<String>,
+    /// Wall time.
+    pub duration_ms: u64,
+}
+
+impl SharedResult {
+    /// A result for `server` that has not run yet.
+    pub fn new(server: &str, shared: &crate::config::Shared) -> SharedResult {
+        SharedResult {
+            server: server.to_string(),
+            schema: shared.schema.clone(),
+            from: None,
+            to: None,
+            status: ResultStatus::Failed,
+            applied: Vec::new(),
+            error: None,
+            duration_ms: 0,
+        }
+    }
+
+    /// This result as a failure for `error`.
+    pub fn failed(mut self, error: impl ToString) -> SharedResult {
+        self.status = ResultStatus::Failed;
+        self.error = Some(error.to_string());
+        self
+    }
+}
+
 /// Every tenant's result and the summary.
 #[derive(Debug, Clone, Serialize)]
 pub struct RunReport {
@@ -158,6 +202,10 @@ pub struct RunReport {
     pub results: Vec<TenantResult>,
     /// Counts.
     pub summary: Summary,
+    /// An upgrade's changes to the shared schema of each server it touched, made before
+    /// that server's tenants (none when there is no shared schema, and for other runs).
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub shared: Vec<SharedResult>,
     /// Whether the run was interrupted before every tenant was started.
     #[serde(skip)]
     pub interrupted: bool,
@@ -175,10 +223,18 @@ impl RunReport {
                 .iter()
                 .filter(|r| r.status == ResultStatus::Failed)
         };
+        let shared_failed = self.shared.iter().any(|r| r.status == ResultStatus::Failed);
         if self.interrupted {
             RunOutcome::Interrupted
-        } else if s.failed == 0 && self.stopped.is_none() {
+        } else if s.failed == 0 && self.stopped.is_none() && !shared_failed {
             RunOutcome::Complete
+        } else if s.failed == 0 && self.stopped.is_none() {
+            // Only a shared schema failed: the tenants that did not need it went on.
+            if s.ok + s.up_to_date == 0 {
+                RunOutcome::Failed
+            } else {
+                RunOutcome::Partial
+            }
         } else if s.failed > 0
             && self.results.iter().all(|r| !r.session_opened)
             && failed().all(|r| r.cause == Cause::Unreachable)
@@ -499,6 +555,7 @@ fn report(
         run_id: run_id.to_string(),
         results,
         summary,
+        shared: Vec::new(),
         interrupted,
         stopped: stopped.filter(|_| held_back),
     }

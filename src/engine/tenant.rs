@@ -331,9 +331,14 @@ fn message(
             r.error.as_deref().unwrap_or("unknown error"),
         ),
         Some(r) if migrate => format!(
-            "tenant {d} registered, schema {schema} {}, at revision {}",
+            "tenant {d} registered, schema {schema} {}, at revision {}{}",
             outcome(r.schema_created),
-            crate::show::revision(tenant.current_revision)
+            crate::show::revision(tenant.current_revision),
+            // Held back before a file that needs a newer shared schema: say so.
+            r.error
+                .as_deref()
+                .map(|e| format!("; {e}"))
+                .unwrap_or_default()
         ),
         Some(r) => format!(
             "tenant {d} registered, schema {schema} {}",

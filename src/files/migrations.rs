@@ -26,6 +26,10 @@ pub struct Script {
     /// Whether the file's first line is `-- tenantctl: no-transaction`: it runs outside a
     /// transaction, one statement at a time.
     pub no_transaction: bool,
+    /// The shared schema's revision the file needs (`-- tenantctl: requires shared N`
+    /// among its first lines): on a server whose shared schema is below it, a tenant stops
+    /// before this file.
+    pub requires_shared: Option<i32>,
 }
 
 /// Splits a file and checks that tenantctl can run it; the error names the file and line.
@@ -55,6 +59,9 @@ pub fn parse_script(path: &Path, sql: &str) -> Result<Script, String> {
             .unwrap_or_else(|| format!("{}: {}", at(e.line), e.message))
     })?;
     let no_transaction = statements::is_no_transaction(sql);
+    let requires_shared = statements::requires_shared(sql)
+        .map_err(|(line, message)| format!("{}: {message}", at(line)))?
+        .map(|(v, _)| v);
     for s in &statements {
         if let Some(cmd) = s.transaction_control() {
             return Err(format!(
@@ -83,6 +90,7 @@ pub fn parse_script(path: &Path, sql: &str) -> Result<Script, String> {
     Ok(Script {
         statements,
         no_transaction,
+        requires_shared,
     })
 }
 
@@ -127,6 +135,7 @@ fn empty_script() -> Script {
     Script {
         statements: Vec::new(),
         no_transaction: false,
+        requires_shared: None,
     }
 }
 
@@ -308,6 +317,15 @@ fn read_migration(
         (Some(p), Some(sql)) => Some(parsed(p, sql)),
         _ => None,
     };
+    if let (Some(p), Some(down)) = (&down_path, &down) {
+        if down.requires_shared.is_some() {
+            problems.push(format!(
+                "{}: `{}` belongs in the up file: a down script always runs",
+                p.display(),
+                statements::REQUIRES_SHARED
+            ));
+        }
+    }
     Ok(MigrationFile {
         version,
         name,
@@ -364,6 +382,62 @@ impl MigrationSet {
             dir: dir.to_path_buf(),
             files,
         })
+    }
+
+    /// Checks this (tenant) set's `-- tenantctl: requires shared N` directives against
+    /// the shared migrations: each `N` must be one of them. A setup error (exit 3) names
+    /// every file that fails.
+    pub fn check_requires(&self, shared: Option<&MigrationSet>) -> Result<(), Error> {
+        let mut problems = Vec::new();
+        for f in &self.files {
+            let Some(n) = f.up.requires_shared else {
+                continue;
+            };
+            match shared {
+                None => problems.push(format!(
+                    "{}: requires shared revision {n}, but there is no shared schema: create the folder `shared` in the migrations directory, or set [shared] dir in the config",
+                    f.up_path.display()
+                )),
+                Some(set) if set.get(n).is_none() => problems.push(format!(
+                    "{}: requires shared revision {n}, which {} does not have (its head is {})",
+                    f.up_path.display(),
+                    set.dir.display(),
+                    crate::show::revision(Some(set.head()).filter(|h| *h > 0))
+                )),
+                Some(_) => {}
+            }
+        }
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::setup(format!(
+            "the migrations' shared requirements cannot be met; nothing was run:\n  {}",
+            problems.join("\n  ")
+        )))
+    }
+
+    /// Refuses a (shared) set whose files carry `-- tenantctl: requires shared N`: a
+    /// shared migration is ordered by its version alone.
+    pub fn refuse_requires(&self) -> Result<(), Error> {
+        let problems: Vec<String> = self
+            .files
+            .iter()
+            .filter(|f| f.up.requires_shared.is_some())
+            .map(|f| {
+                format!(
+                    "{}: `{}` is for tenant migrations; a shared migration is ordered by its version",
+                    f.up_path.display(),
+                    statements::REQUIRES_SHARED
+                )
+            })
+            .collect();
+        if problems.is_empty() {
+            return Ok(());
+        }
+        Err(Error::setup(format!(
+            "shared migrations that tenantctl cannot run; nothing was run:\n  {}",
+            problems.join("\n  ")
+        )))
     }
 
     /// The highest version, or 0 when there are no migrations.

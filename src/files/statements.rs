@@ -169,6 +169,41 @@ impl Statement {
     }
 }
 
+/// The directive a tenant migration starts with when it needs the shared schema at a
+/// revision: `-- tenantctl: requires shared N`.
+pub const REQUIRES_SHARED: &str = "-- tenantctl: requires shared";
+
+/// The shared revision a file requires: `N` from a `-- tenantctl: requires shared N`
+/// among its first lines (the comments and blank lines before its first statement), with
+/// the line it is on. An error names the line of a directive that is not a version.
+pub fn requires_shared(sql: &str) -> Result<Option<(i32, usize)>, (usize, String)> {
+    let body = sql.strip_prefix('\u{feff}').unwrap_or(sql);
+    for (i, line) in body.lines().enumerate() {
+        let line = line.trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
+        if line.is_empty() {
+            continue;
+        }
+        if !line.starts_with("--") {
+            break;
+        }
+        let Some(rest) = line.strip_prefix(REQUIRES_SHARED) else {
+            continue;
+        };
+        let n = rest.trim();
+        return match n.parse::<i32>() {
+            Ok(v) if v > 0 && !n.starts_with('+') => Ok(Some((v, i + 1))),
+            _ => Err((
+                i + 1,
+                format!(
+                    "`{REQUIRES_SHARED} N` needs N to be a shared migration's version (a positive whole number), not {}",
+                    crate::ident::shown(n)
+                ),
+            )),
+        };
+    }
+    Ok(None)
+}
+
 /// Whether a file's first line is the `-- tenantctl: no-transaction` directive.
 pub fn is_no_transaction(sql: &str) -> bool {
     let body = sql.strip_prefix('\u{feff}').unwrap_or(sql);
@@ -754,6 +789,39 @@ mod tests {
                 None,
                 None
             ]
+        );
+    }
+
+    #[test]
+    fn a_requires_directive_is_read_among_the_first_comments_only() {
+        assert_eq!(
+            requires_shared(
+                "-- V3: invoices\n\n-- tenantctl: requires shared 2\nCREATE TABLE t ();"
+            ),
+            Ok(Some((2, 3)))
+        );
+        assert_eq!(
+            requires_shared("-- tenantctl: no-transaction\n-- tenantctl: requires shared 7  \r\n"),
+            Ok(Some((7, 2)))
+        );
+        assert_eq!(
+            requires_shared("CREATE TABLE t ();\n-- tenantctl: requires shared 2\n"),
+            Ok(None)
+        );
+        assert_eq!(requires_shared("-- nothing here\n"), Ok(None));
+        for bad in ["x", "0", "-1", "+2", "2.5", "", "99999999999"] {
+            let file = format!("-- tenantctl: requires shared {bad}\n");
+            assert_eq!(requires_shared(&file).map_err(|e| e.0), Err(1), "{bad:?}");
+        }
+        // A prefix of the directive is an ordinary comment.
+        assert_eq!(
+            requires_shared("-- tenantctl: requires sharedness\n"),
+            Err((
+                1,
+                requires_shared("-- tenantctl: requires sharedness\n")
+                    .unwrap_err()
+                    .1
+            ))
         );
     }
 

@@ -1159,6 +1159,9 @@ pub enum LockSpace {
     Tenant = 0x7465_6e74,
     /// The registry's own migrations, keyed by registry schema.
     Registry = 0x7265_6769,
+    /// The shared schema's migrations, keyed by the shared schema's name: taken
+    /// exclusively to change it, shared by a tenant migration that requires it.
+    Shared = 0x7368_6172,
 }
 
 /// The two-int advisory lock key for `name` in `space`: the first 4 bytes of SHA-256.

@@ -127,6 +127,10 @@ pub struct StatusSummary {
     pub by_revision: BTreeMap<String, usize>,
     /// Counts per server.
     pub by_server: BTreeMap<String, ServerSummary>,
+    /// The shared schema's revision on each server (`null`: nothing applied, or not
+    /// read), when there is a shared schema.
+    #[serde(skip_serializing_if = "BTreeMap::is_empty")]
+    pub shared: BTreeMap<String, Option<i32>>,
 }
 
 /// One server's counts in a [`StatusSummary`].

@@ -47,6 +47,7 @@ mod selection_and_reports;
 mod serve;
 mod servers;
 mod session_hygiene;
+mod shared_schema;
 mod sql_realism;
 mod tenant_data;
 mod tenant_move;

@@ -33,14 +33,48 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
                 p.tenant, p.schema_name, p.kind, p.message
             ));
         }
+        for sh in report.shared.iter().filter(|s| !s.at_head()) {
+            let mut what = Vec::new();
+            if !sh.pending_migrations.is_empty() {
+                what.push(format!(
+                    "behind: at {}, pending {}",
+                    crate::show::revision(sh.current_revision),
+                    sh.pending_migrations
+                        .iter()
+                        .map(|v| v.to_string())
+                        .collect::<Vec<_>>()
+                        .join(", ")
+                ));
+            }
+            what.extend(sh.drift.iter().map(|d| format!("drift: {d}")));
+            text.push_str(&format!(
+                "shared schema {} on server {}: {} (`tenantctl upgrade --shared --server {}`)\n",
+                sh.schema,
+                sh.server,
+                what.join("; "),
+                sh.server
+            ));
+        }
         if report.ok {
             text.push_str(&format!(
-                "check: ok: {} tenants at head {}, migration files valid, registry consistent",
-                report.tenants, report.head
+                "check: ok: {} tenants at head {}, migration files valid, registry consistent{}",
+                report.tenants,
+                report.head,
+                if report.shared.is_empty() {
+                    ""
+                } else {
+                    ", shared schema at head on every server"
+                }
             ));
         } else {
+            let shared = report.shared.iter().filter(|s| !s.at_head()).count();
+            let shared = if shared > 0 {
+                format!(", shared schema not at head on {shared} server(s)")
+            } else {
+                String::new()
+            };
             text.push_str(&format!(
-                "check: {} problems in {} of {} tenants (head {})",
+                "check: {} problems in {} of {} tenants (head {}){shared}",
                 report.problems.len(),
                 report.tenants_with_problems,
                 report.tenants,

@@ -15,6 +15,18 @@ pub use crate::cli::DowngradeArgs as Args;
 /// removal of its history row; a tenant whose needed down script is missing is refused
 /// before anything runs.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.shared {
+        let server = args.selection.server.as_deref();
+        return Ok(super::shared_change(
+            ctx,
+            "downgrade",
+            &args.target,
+            server,
+            args.dry_run,
+            args.yes,
+        )
+        .await?);
+    }
     let selection = super::selection(&args.selection);
     let (start, target) =
         changes::start(ctx, &args.target, Forms::Down, "downgrade", &selection).await?;

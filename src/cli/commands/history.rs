@@ -3,6 +3,7 @@
 use crate::app::reads;
 use crate::cli::exit::Exit;
 use crate::error::Result;
+use crate::registry::inspect::HistoryEntry;
 
 use super::Ctx;
 
@@ -10,6 +11,24 @@ pub use crate::cli::HistoryArgs as Args;
 
 /// Lists migrations; with a tenant, merges in its history table.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.shared {
+        let shared = crate::app::shared::history(ctx, args.server.as_deref()).await?;
+        if ctx.out.is_json() {
+            ctx.out.json(&serde_json::json!({ "shared": shared }));
+            return Ok(Exit::Ok);
+        }
+        let verbose = ctx.out.verbose > 0;
+        for h in &shared {
+            let head = format!("shared schema {} on server {}", h.schema, h.server);
+            match &h.error {
+                Some(e) => ctx.out.print(&format!("{head}: could not be read: {e}")),
+                None => ctx
+                    .out
+                    .print(&format!("{head}\n{}", table(ctx, &h.migrations, verbose))),
+            }
+        }
+        return Ok(Exit::Ok);
+    }
     let history = reads::history(ctx, args.tenant.as_deref()).await?;
     if let Some(note) = &history.note {
         ctx.out.note(note);
@@ -19,13 +38,24 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ctx.out.json(&history);
         return Ok(Exit::Ok);
     }
-    let verbose = ctx.out.verbose > 0;
+    if history.migrations.is_empty() {
+        ctx.out
+            .print(&format!("no migrations in {}", set.dir.display()));
+    } else {
+        let verbose = ctx.out.verbose > 0;
+        ctx.out.print(&table(ctx, &history.migrations, verbose));
+    }
+    Ok(Exit::Ok)
+}
+
+/// Migrations and their state as a table; `verbose` adds checksum, file and down script.
+fn table(ctx: &Ctx, migrations: &[HistoryEntry], verbose: bool) -> String {
     let mut header = vec!["version", "name", "state", "applied on"];
     if verbose {
         header.extend(["checksum", "file", "down"]);
     }
     let mut t = ctx.out.table(&header);
-    for e in &history.migrations {
+    for e in migrations {
         let mut row = vec![
             e.version.to_string(),
             e.name.clone(),
@@ -41,11 +71,5 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         }
         t.add_row(row);
     }
-    if history.migrations.is_empty() {
-        ctx.out
-            .print(&format!("no migrations in {}", set.dir.display()));
-    } else {
-        ctx.out.print(&t.to_string());
-    }
-    Ok(Exit::Ok)
+    t.to_string()
 }

@@ -102,10 +102,40 @@ pub fn selection(flags: &Selection) -> fleet::Selection {
 pub fn print_dry_run(ctx: &Ctx, dry: &crate::engine::dryrun::DryRun<'_>) -> Exit {
     use crate::show::revision;
     let refused = dry.tenants.iter().filter(|t| t.error.is_some()).count();
+    let shared_refused = dry.shared.iter().filter(|s| s.error.is_some()).count();
     if ctx.out.is_json() {
         ctx.out.json(dry);
     } else {
         ctx.out.stream(|w| {
+            for s in &dry.shared {
+                let head = format!(
+                    "-- shared schema {} on server {}",
+                    crate::ident::quote(&s.schema),
+                    s.server
+                );
+                if let Some(e) = &s.error {
+                    writeln!(w, "{head}: would fail: {e}\n")?;
+                } else if s.sql.is_empty() {
+                    writeln!(w, "{head}: nothing to do\n")?;
+                } else {
+                    writeln!(
+                        w,
+                        "{head}: {} -> {}\n{}",
+                        revision(s.from_revision),
+                        revision(s.to_revision),
+                        s.sql
+                    )?;
+                }
+            }
+            if dry.tenants.is_empty() && !dry.shared.is_empty() {
+                return writeln!(
+                    w,
+                    "-- dry run: nothing was changed ({} servers, {} would change, {} would fail)",
+                    dry.shared.len(),
+                    dry.shared.iter().filter(|s| !s.sql.is_empty()).count(),
+                    shared_refused
+                );
+            }
             for t in &dry.tenants {
                 let head = format!(
                     "-- tenant {} (schema {})",
@@ -149,11 +179,73 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::engine::dryrun::DryRun<'_>) -> Exit
             )
         });
     }
-    match refused {
+    let total = dry.tenants.len() + dry.shared.len();
+    match refused + shared_refused {
         0 => Exit::Ok,
-        n if n == dry.tenants.len() => Exit::Failed,
+        n if n == total => Exit::Failed,
         _ => Exit::Partial,
     }
+}
+
+/// A change of the shared schema (`upgrade`, `downgrade` or `stamp` with `--shared`) on
+/// the servers `server` selects: its dry run; or, a downgrade and a stamp that forgets
+/// versions asked about first (`yes` answers), run, and printed.
+pub async fn shared_change(
+    ctx: &Ctx,
+    verb: &'static str,
+    target: &str,
+    server: Option<&str>,
+    dry_run: bool,
+    yes: bool,
+) -> Result<Exit, Error> {
+    let start = crate::app::shared::start(ctx, verb, target, server)?;
+    if dry_run || verb != "upgrade" {
+        let planned = start.dry_run(ctx).await;
+        if dry_run {
+            let dry = crate::engine::dryrun::DryRun {
+                dry_run: true,
+                shared: planned,
+                tenants: Vec::new(),
+            };
+            return Ok(print_dry_run(ctx, &dry));
+        }
+        let affected = |p: &&crate::engine::dryrun::PlannedShared<'_>| match verb {
+            "stamp" => p.from_revision > p.to_revision,
+            _ => !p.sql.is_empty(),
+        };
+        let servers: Vec<&str> = planned
+            .iter()
+            .filter(affected)
+            .map(|p| p.server.as_str())
+            .collect();
+        // A refusal is the run's to report, before anything is asked.
+        let refused = planned.iter().any(|p| p.error.is_some());
+        if !servers.is_empty() && !refused {
+            let what = match verb {
+                "stamp" => format!(
+                    "stamp --shared {target} forgets the shared schema's recorded versions above it (no down script runs)"
+                ),
+                _ => format!(
+                    "downgrade --shared runs the shared schema's down scripts, which can destroy data every tenant uses, down to {target}"
+                ),
+            };
+            crate::cli::confirm::confirm(
+                &format!("{what}, on server(s) {}.", servers.join(", ")),
+                yes,
+            )?;
+        }
+    }
+    let results = single(ctx, verb, async |events| start.run(ctx, events).await).await?;
+    ctx.out.shared_results(&results);
+    let failed = results
+        .iter()
+        .filter(|r| r.status == crate::engine::scheduler::ResultStatus::Failed)
+        .count();
+    Ok(match failed {
+        0 => Exit::Ok,
+        n if n == results.len() => Exit::Failed,
+        _ => Exit::Partial,
+    })
 }
 
 /// Shows a bulk run's progress on stderr while `run` goes (under the bulk flags' run

@@ -8,9 +8,16 @@ use super::Ctx;
 
 pub use crate::cli::RevisionArgs as Args;
 
-/// Writes `V{head+1}__{name}.sql` and its `.down.sql` (creating the directory if needed).
+/// Writes `V{head+1}__{name}.sql` and its `.down.sql` (creating the directory if needed):
+/// in the migrations directory, or with `--shared` in the shared schema's (by default
+/// the `shared` folder of the migrations directory).
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let written = revision::write(&ctx.settings.migrations_dir, &args.message)?;
+    let dir = match (&ctx.settings.shared, args.shared) {
+        (_, false) => ctx.settings.migrations_dir.clone(),
+        (Some(shared), true) => shared.dir.clone(),
+        (None, true) => ctx.settings.migrations_dir.join("shared"),
+    };
+    let written = revision::write(&dir, &args.message)?;
     if ctx.out.is_json() {
         ctx.out.json(&written);
     } else {

@@ -15,6 +15,18 @@ pub use crate::cli::StampArgs as Args;
 /// upgrade would store, and forgets recorded versions above it. Runs nothing else.
 /// Forgetting applied versions asks first (or needs `--yes`), like `downgrade`.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.shared {
+        let server = args.selection.server.as_deref();
+        return Ok(super::shared_change(
+            ctx,
+            "stamp",
+            &args.target,
+            server,
+            args.dry_run,
+            args.yes,
+        )
+        .await?);
+    }
     let selection = super::selection(&args.selection);
     let (start, target) =
         changes::start(ctx, &args.target, Forms::Version, "stamp", &selection).await?;

@@ -1,6 +1,7 @@
 //! `tenantctl status`: migration status of one tenant, or of every tenant with a
 //! fleet summary.
 
+use crate::app::shared::SharedStatus;
 use crate::app::status::{self, FleetStatus, OneStatus};
 use crate::cli::exit::Exit;
 use crate::cli::output::pending_list;
@@ -14,8 +15,16 @@ pub use crate::cli::StatusArgs as Args;
 
 /// Shows status. Always exits 0 when it could look; `check` is the gate for CI.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.shared {
+        let shared = crate::app::shared::status(ctx, args.server.as_deref()).await?;
+        print_shared(ctx, &shared);
+        return Ok(Exit::Ok);
+    }
     if args.tenant.is_none() && !args.all {
-        return Err(Error::usage("name a tenant with --tenant <TENANT>, or pass --all").into());
+        return Err(Error::usage(
+            "name a tenant with --tenant <TENANT>, or pass --all (or --shared for the shared schema)",
+        )
+        .into());
     }
     if let Some(reference) = &args.tenant {
         let shown = status::show(ctx, reference).await?;
@@ -28,6 +37,42 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     }
     print_fleet(ctx, status::all(ctx).await?);
     Ok(Exit::Ok)
+}
+
+/// Prints the shared schema's status on each server: `{"shared": [...]}` in JSON.
+fn print_shared(ctx: &Ctx, shared: &[SharedStatus]) {
+    if ctx.out.is_json() {
+        ctx.out.json(&serde_json::json!({ "shared": shared }));
+        return;
+    }
+    ctx.out.print(&shared_table(ctx, shared));
+}
+
+/// The shared schema's status per server, as a table.
+fn shared_table(ctx: &Ctx, shared: &[SharedStatus]) -> String {
+    let mut t = ctx
+        .out
+        .table(&["server", "shared schema", "revision", "pending", "drift"]);
+    for s in shared {
+        let pending = s
+            .pending_migrations
+            .iter()
+            .map(|v| v.to_string())
+            .collect::<Vec<_>>()
+            .join(", ");
+        let drift = match &s.error {
+            Some(e) => format!("unreadable: {e}"),
+            None => s.drift.join("; "),
+        };
+        t.add_row(vec![
+            s.server.clone(),
+            s.schema.clone(),
+            revision(s.current_revision),
+            pending,
+            drift,
+        ]);
+    }
+    t.to_string()
 }
 
 /// Prints one tenant's status.
@@ -114,6 +159,9 @@ fn print_fleet(ctx: &Ctx, fleet: FleetStatus) {
             ]);
         }
         ctx.out.print(&t.to_string());
+    }
+    if !fleet.shared.is_empty() {
+        ctx.out.print(&shared_table(ctx, &fleet.shared));
     }
     ctx.out.print(&format!(
         "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} unreachable, {} moving, {} failed",

@@ -15,6 +15,12 @@ pub use crate::cli::UpgradeArgs as Args;
 /// exist yet, or that the target does not fit (above it, or too few migrations above
 /// them for `+N`), are skipped when selected by a filter and fail when named.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.shared {
+        let server = args.selection.server.as_deref();
+        return Ok(
+            super::shared_change(ctx, "upgrade", &args.target, server, args.dry_run, false).await?,
+        );
+    }
     let selection = super::selection(&args.selection);
     let (start, target) =
         changes::start(ctx, &args.target, Forms::Up, "upgrade", &selection).await?;

@@ -179,6 +179,9 @@ pub struct StatusSummary {
     pub moving: usize,
     pub by_revision: BTreeMap<String, usize>,
     pub by_server: BTreeMap<String, ServerSummary>,
+    /// Absent when there is no shared schema.
+    #[serde(default)]
+    pub shared: BTreeMap<String, Option<i32>>,
 }
 
 /// `inspect::ServerSummary`.
@@ -202,6 +205,9 @@ pub struct ServerSummary {
 pub struct FleetStatus {
     pub tenants: Vec<TenantStatus>,
     pub summary: StatusSummary,
+    /// Absent when there is no shared schema.
+    #[serde(default)]
+    pub shared: Vec<SharedStatus>,
 }
 
 /// `app::reads::Current`.
@@ -342,6 +348,105 @@ pub struct RunReport {
     pub run_id: String,
     pub results: Vec<TenantResult>,
     pub summary: Summary,
+    /// Absent when there is no shared schema (and for runs other than an upgrade).
+    #[serde(default)]
+    pub shared: Vec<SharedResult>,
+}
+
+/// `scheduler::SharedResult`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedResult {
+    pub server: String,
+    pub schema: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to: Option<i32>,
+    pub status: String,
+    pub applied: Vec<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
+    pub duration_ms: u64,
+}
+
+/// `{"shared": [...]}`: what `upgrade`, `downgrade` and `stamp` with `--shared` print.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedRun {
+    pub shared: Vec<SharedResult>,
+}
+
+/// `app::shared::SharedStatus`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStatus {
+    pub server: String,
+    pub schema: String,
+    #[serde(deserialize_with = "nullable")]
+    pub current_revision: Option<i32>,
+    pub pending_migrations: Vec<i32>,
+    pub drift: Vec<String>,
+    /// Present only when the server's shared schema could not be read.
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `{"shared": [...]}`: what `status --shared` prints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedStatuses {
+    pub shared: Vec<SharedStatus>,
+}
+
+/// `app::shared::SharedHistory`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedHistory {
+    pub server: String,
+    pub schema: String,
+    pub migrations: Vec<HistoryEntry>,
+    #[serde(default)]
+    pub error: Option<String>,
+}
+
+/// `{"shared": [...]}`: what `history --shared` prints.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedHistories {
+    pub shared: Vec<SharedHistory>,
+}
+
+/// `dryrun::PlannedShared`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct PlannedShared {
+    pub server: String,
+    pub schema: String,
+    #[serde(deserialize_with = "nullable")]
+    pub from_revision: Option<i32>,
+    #[serde(deserialize_with = "nullable")]
+    pub to_revision: Option<i32>,
+    pub versions: Vec<i32>,
+    pub sql: String,
+    #[serde(deserialize_with = "nullable")]
+    pub error: Option<String>,
 }
 
 impl RunReport {
@@ -435,6 +540,9 @@ pub struct PlannedTenant {
 #[serde(deny_unknown_fields)]
 pub struct DryRun {
     pub dry_run: bool,
+    /// Absent when there is no shared schema.
+    #[serde(default)]
+    pub shared: Vec<PlannedShared>,
     pub tenants: Vec<PlannedTenant>,
 }
 
@@ -462,6 +570,9 @@ pub struct CheckReport {
     pub tenants: usize,
     pub tenants_with_problems: usize,
     pub problems: Vec<Problem>,
+    /// Absent when there is no shared schema.
+    #[serde(default)]
+    pub shared: Vec<SharedStatus>,
 }
 
 /// `app::revision::Written`.

@@ -1,0 +1,602 @@
+//! The application's shared schema (`public`), migrated with the tenants: its files in
+//! `migrations/shared`, its history in `public.tenantctl_shared_history` under a lock of
+//! its own; `upgrade --all` brings it to its head before the tenants (whose tables
+//! reference its `plans` by foreign key); a tenant migration that says
+//! `-- tenantctl: requires shared N` waits for it (held back, `skipped`, its registry
+//! status untouched) and goes through once it is there; `downgrade --shared` is refused
+//! while a tenant needs what it would remove; every configured server has its own; and
+//! `status`, `check`, `history`, `revision` and the dry runs report it.
+
+use std::path::Path;
+
+use crate::checks::{expect_error, registry_row};
+use crate::common_json::{
+    CheckReport, DryRun, FleetStatus, Revision, RunReport, SharedHistories, SharedRun,
+    SharedStatuses,
+};
+use crate::servers::{client_of, cluster, url_of};
+use crate::support::{ready, wait_at, Gate, Tenantctl, TestDb};
+
+const SHARED_V1: &str = "CREATE TABLE plans (id int PRIMARY KEY, name text NOT NULL);\n\
+                         INSERT INTO plans VALUES (1, 'free'), (2, 'pro');\n";
+const SHARED_V2: &str = "ALTER TABLE plans ADD COLUMN max_members int NOT NULL DEFAULT 50;\n";
+const SHARED_V2_BROKEN: &str = "ALTER TABLE no_such_table ADD COLUMN x int;\n";
+
+/// A migrations directory: tenant files at the top, shared files in `shared/`.
+fn project(tenant: &[(&str, &str)], shared: &[(&str, &str)]) -> tempfile::TempDir {
+    let d = tempfile::tempdir().unwrap();
+    for (name, body) in tenant {
+        std::fs::write(d.path().join(name), body).unwrap();
+    }
+    if !shared.is_empty() {
+        std::fs::create_dir(d.path().join("shared")).unwrap();
+        for (name, body) in shared {
+            std::fs::write(d.path().join("shared").join(name), body).unwrap();
+        }
+    }
+    d
+}
+
+/// Tenant migrations: members, then a subscription whose plan is a shared plan (it
+/// requires shared V2, the plan limits it copies).
+fn tenant_files() -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("V1__members.sql", "CREATE TABLE members (id serial PRIMARY KEY, name text);\n"),
+        ("V1__members.down.sql", "DROP TABLE members;\n"),
+        (
+            "V2__subscription.sql",
+            "-- the tenant's plan, one of the shared plans\n\
+             -- tenantctl: requires shared 2\n\
+             CREATE TABLE subscription (\n\
+             \x20   plan_id int NOT NULL REFERENCES public.plans (id),\n\
+             \x20   max_members int NOT NULL\n\
+             );\n\
+             INSERT INTO subscription SELECT id, max_members FROM public.plans WHERE name = 'free';\n",
+        ),
+        ("V2__subscription.down.sql", "DROP TABLE subscription;\n"),
+    ]
+}
+
+fn shared_files(v2: &'static str) -> Vec<(&'static str, &'static str)> {
+    vec![
+        ("V1__plans.sql", SHARED_V1),
+        ("V1__plans.down.sql", "DROP TABLE plans;\n"),
+        ("V2__plan_limits.sql", v2),
+        (
+            "V2__plan_limits.down.sql",
+            "ALTER TABLE plans DROP COLUMN max_members;\n",
+        ),
+    ]
+}
+
+fn write(dir: &Path, file: &str, body: &str) {
+    std::fs::write(dir.join(file), body).unwrap();
+}
+
+/// The shared history's versions on a database.
+fn shared_versions(c: &mut postgres::Client) -> Vec<i32> {
+    c.query(
+        "SELECT version FROM public.tenantctl_shared_history ORDER BY version",
+        &[],
+    )
+    .unwrap()
+    .iter()
+    .map(|r| r.get(0))
+    .collect()
+}
+
+fn tenant_versions(db: &TestDb, schema: &str) -> Vec<i32> {
+    db.client()
+        .query(
+            &format!("SELECT version FROM \"{schema}\".refinery_schema_history ORDER BY version"),
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect()
+}
+
+fn created(t: &Tenantctl, domain: &str) {
+    t.run(&["tenant", "create", domain, "--name", domain, "--provision"])
+        .expect(0);
+}
+
+#[test]
+fn shared_tables_are_migrated_first_and_tenant_tables_reference_them() {
+    let m = project(&tenant_files(), &shared_files(SHARED_V2));
+    let (db, t) = ready();
+    let t = t.migrations(m.path());
+    created(&t, "alpha");
+    created(&t, "beta");
+
+    // Before: the shared schema is at base with both files pending.
+    let st: SharedStatuses = t
+        .run(&["status", "--shared", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(st.shared.len(), 1);
+    let s = &st.shared[0];
+    assert_eq!(
+        (s.server.as_str(), s.schema.as_str()),
+        ("default", "public")
+    );
+    assert_eq!(
+        (s.current_revision, s.pending_migrations.clone()),
+        (None, vec![1, 2])
+    );
+    // check fails on a shared schema behind its head, and says how to fix it.
+    let check = t.run(&["check"]);
+    check.expect(5);
+    assert!(
+        check
+            .stdout
+            .contains("shared schema public on server default: behind"),
+        "{}",
+        check.stdout
+    );
+
+    // The dry run shows the shared schema's SQL first, and changes nothing.
+    let dry: DryRun = t
+        .run(&["upgrade", "--all", "--dry-run", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(dry.shared.len(), 1);
+    assert_eq!(dry.shared[0].versions, vec![1, 2]);
+    assert!(dry.shared[0].sql.contains("CREATE TABLE plans"));
+    assert!(dry.shared[0].sql.contains("tenantctl_shared_history"));
+    let exists: bool = db
+        .client()
+        .query_one("SELECT to_regclass('public.plans') IS NOT NULL", &[])
+        .unwrap()
+        .get(0);
+    assert!(!exists, "a dry run created the shared table");
+
+    // The run: shared first, then the tenants, whose tables reference public.plans.
+    let report: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(report.shared.len(), 1, "{report:?}");
+    let sh = &report.shared[0];
+    assert_eq!(
+        (sh.status.as_str(), sh.from, sh.to, sh.applied.clone()),
+        ("ok", None, Some(2), vec![1, 2])
+    );
+    assert_eq!(report.summary.ok, 2, "{report:?}");
+    assert_eq!(shared_versions(&mut db.client()), vec![1, 2]);
+    for schema in ["tenant_alpha", "tenant_beta"] {
+        assert_eq!(tenant_versions(&db, schema), vec![1, 2]);
+    }
+    let mut c = db.client();
+    c.batch_execute("INSERT INTO tenant_alpha.subscription VALUES (2, 10)")
+        .unwrap();
+    let e = c
+        .batch_execute("INSERT INTO tenant_alpha.subscription VALUES (99, 10)")
+        .unwrap_err();
+    assert!(
+        e.as_db_error().unwrap().message().contains("foreign key"),
+        "{e}"
+    );
+    let copied: i32 = c
+        .query_one("SELECT max_members FROM tenant_beta.subscription", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        copied, 50,
+        "the tenant migration read the shared V2's column"
+    );
+    // The shared history is refinery's layout, written as a tenant's is.
+    let row = c
+        .query_one(
+            "SELECT name, checksum FROM public.tenantctl_shared_history WHERE version = 1",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), "plans");
+    assert!(row.get::<_, String>(1).parse::<u64>().is_ok());
+
+    // A second run has nothing to do, in the shared schema as in the tenants.
+    let again: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(again.shared[0].status, "up_to_date");
+    assert_eq!(again.summary.up_to_date, 2);
+
+    // status --all and check include it.
+    let fleet: FleetStatus = t.run(&["status", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(fleet.summary.shared.get("default"), Some(&Some(2)));
+    assert_eq!(fleet.shared.len(), 1);
+    let check: CheckReport = t.run(&["check", "-o", "json"]).expect(0).json();
+    assert!(
+        check.ok && check.shared[0].pending_migrations.is_empty(),
+        "{check:?}"
+    );
+
+    // history --shared merges the files with the server's history.
+    let h: SharedHistories = t
+        .run(&["history", "--shared", "-o", "json"])
+        .expect(0)
+        .json();
+    let states: Vec<&str> = h.shared[0]
+        .migrations
+        .iter()
+        .map(|e| e.state.as_str())
+        .collect();
+    assert_eq!(states, ["applied", "applied"]);
+
+    // revision --shared writes the next shared file; the schema is behind again.
+    let written: Revision = t
+        .run(&["revision", "--shared", "-m", "Add regions", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!((written.version, written.name.as_str()), (3, "add_regions"));
+    assert!(Path::new(&written.up).starts_with(m.path().join("shared")));
+    write(
+        &m.path().join("shared"),
+        "V3__add_regions.sql",
+        "CREATE TABLE regions (code text PRIMARY KEY);\n",
+    );
+    let check: CheckReport = t.run(&["check", "-o", "json"]).expect(5).json();
+    assert_eq!(check.shared[0].pending_migrations, vec![3]);
+    assert!(check.problems.is_empty(), "the tenants are fine: {check:?}");
+    // upgrade --shared alone changes only the shared schema.
+    let run: SharedRun = t
+        .run(&["upgrade", "--shared", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(run.shared[0].applied, vec![3]);
+    t.run(&["check"]).expect(0);
+}
+
+#[test]
+fn a_requires_directive_holds_a_tenant_back_until_the_shared_schema_has_that_revision() {
+    let m = project(&tenant_files(), &shared_files(SHARED_V2_BROKEN));
+    let (db, t) = ready();
+    let t = t.migrations(m.path());
+    created(&t, "alpha");
+    created(&t, "beta");
+    // Every upgrade brings the shared schema to its head first: V2 fails there (exit 4),
+    // and the tenants, at target 1, need nothing from it.
+    let first: RunReport = t
+        .run(&["upgrade", "--all", "1", "-o", "json"])
+        .expect(4)
+        .json();
+    assert_eq!(first.shared[0].status, "failed");
+    assert_eq!(first.summary.ok, 2);
+
+    // Shared V2 fails: the shared schema stays at 1, so the tenants stop before their
+    // V2, which requires it: skipped with the reason, not failed.
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(1);
+    let report: RunReport = run.json();
+    let sh = &report.shared[0];
+    assert_eq!((sh.status.as_str(), sh.to), ("failed", Some(1)));
+    assert!(
+        sh.error.as_deref().unwrap().contains("no_such_table"),
+        "{sh:?}"
+    );
+    for r in &report.results {
+        assert_eq!(r.status, "skipped", "{r:?}");
+        let e = r.error.as_deref().unwrap();
+        assert!(
+            e.contains("held back before V2__subscription")
+                && e.contains("shared schema at revision 2")
+                && e.contains("is at 1"),
+            "{e}"
+        );
+    }
+    for (domain, schema) in [("alpha", "tenant_alpha"), ("beta", "tenant_beta")] {
+        assert_eq!(tenant_versions(&db, schema), vec![1]);
+        let row = registry_row(&db, domain);
+        assert_eq!(row.status, "active", "a held-back tenant is not failed");
+        assert_eq!(row.last_error, None);
+        assert_eq!(row.current_revision, Some(1));
+    }
+    // A tenant created meanwhile gets what it can: V1, then held back.
+    let run = t.run(&[
+        "tenant",
+        "create",
+        "gamma",
+        "--name",
+        "gamma",
+        "--migrate",
+        "-o",
+        "json",
+    ]);
+    assert!(
+        run.stdout.contains("held back") || run.stderr.contains("held back"),
+        "{run:?}"
+    );
+    assert_eq!(tenant_versions(&db, "tenant_gamma"), vec![1]);
+
+    // Fixed, the next run takes the shared schema to 2 and then lets the tenants through.
+    write(&m.path().join("shared"), "V2__plan_limits.sql", SHARED_V2);
+    let report: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(report.shared[0].applied, vec![2]);
+    assert_eq!(report.summary.ok, 3, "{report:?}");
+    for schema in ["tenant_alpha", "tenant_beta", "tenant_gamma"] {
+        assert_eq!(tenant_versions(&db, schema), vec![1, 2]);
+    }
+}
+
+#[test]
+fn downgrading_the_shared_schema_is_refused_while_a_tenant_needs_what_it_removes() {
+    let m = project(&tenant_files(), &shared_files(SHARED_V2));
+    let (db, t) = ready();
+    let t = t.migrations(m.path());
+    created(&t, "alpha");
+    created(&t, "beta");
+    t.run(&["upgrade", "--all"]).expect(0);
+    t.run(&["downgrade", "--tenant", "alpha", "1", "--yes"])
+        .expect(0);
+
+    // beta has applied V2, which requires shared 2: refused, naming it, nothing changed.
+    let dry = t.run(&["downgrade", "--shared", "1", "--dry-run"]);
+    dry.expect(1);
+    assert!(
+        dry.stdout.contains("beta (V2 requires shared 2)"),
+        "{}",
+        dry.stdout
+    );
+    let refused = t.run(&["downgrade", "--shared", "1", "--yes"]);
+    expect_error(
+        &refused,
+        1,
+        &["beta (V2 requires shared 2)", "nothing was changed"],
+    );
+    assert!(!refused.stderr.contains("alpha"), "{}", refused.stderr);
+    assert_eq!(shared_versions(&mut db.client()), vec![1, 2]);
+    let column: bool = db
+        .client()
+        .query_one(
+            "SELECT count(*) = 1 FROM information_schema.columns \
+             WHERE table_schema = 'public' AND table_name = 'plans' AND column_name = 'max_members'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(column);
+    // base goes below shared 1 too: the same refusal.
+    expect_error(
+        &t.run(&["downgrade", "--shared", "base", "--yes"]),
+        1,
+        &["beta"],
+    );
+
+    // Without a terminal, a downgrade that would run asks for --yes.
+    t.run(&["downgrade", "--tenant", "beta", "1", "--yes"])
+        .expect(0);
+    expect_error(&t.run(&["downgrade", "--shared", "1"]), 2, &["--yes"]);
+    assert_eq!(shared_versions(&mut db.client()), vec![1, 2]);
+    let run: SharedRun = t
+        .run(&["downgrade", "--shared", "1", "--yes", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(
+        (
+            run.shared[0].from,
+            run.shared[0].to,
+            run.shared[0].applied.clone()
+        ),
+        (Some(2), Some(1), vec![2])
+    );
+    assert_eq!(shared_versions(&mut db.client()), vec![1]);
+
+    // stamp --shared records without running; going down it asks, as a stamp of
+    // tenants does.
+    t.run(&["stamp", "--shared", "2", "--yes"]).expect(0);
+    assert_eq!(shared_versions(&mut db.client()), vec![1, 2]);
+    expect_error(&t.run(&["stamp", "--shared", "1"]), 2, &["--yes"]);
+}
+
+#[test]
+fn broken_shared_setups_are_refused_before_anything_runs() {
+    let (db, t) = ready();
+    let requiring = tenant_files();
+    // A directive with no shared schema at all.
+    let m = project(&requiring, &[]);
+    let t2 = t.clone().migrations(m.path());
+    expect_error(
+        &t2.run(&["upgrade", "--all"]),
+        3,
+        &["V2__subscription.sql", "no shared schema"],
+    );
+    expect_error(
+        &t2.run(&["upgrade", "--shared"]),
+        3,
+        &["there is no shared schema"],
+    );
+    // A directive above the shared head.
+    let m = project(&requiring, &shared_files(SHARED_V2)[..2]);
+    let t3 = t.clone().migrations(m.path());
+    expect_error(
+        &t3.run(&["upgrade", "--all"]),
+        3,
+        &["requires shared revision 2", "its head is 1"],
+    );
+    // A directive that is not a version, and one in a shared file.
+    let mut bad = tenant_files();
+    bad[2].1 = "-- tenantctl: requires shared two\nSELECT 1;\n";
+    let m = project(&bad, &shared_files(SHARED_V2));
+    expect_error(
+        &t.clone().migrations(m.path()).run(&["status", "--all"]),
+        3,
+        &["V2__subscription.sql:1", "positive whole number"],
+    );
+    let mut shared = shared_files(SHARED_V2);
+    shared[2].1 = "-- tenantctl: requires shared 1\nSELECT 1;\n";
+    let m = project(&tenant_files()[..2], &shared);
+    expect_error(
+        &t.clone().migrations(m.path()).run(&["upgrade", "--shared"]),
+        3,
+        &["is for tenant migrations"],
+    );
+    // --shared selects servers, not tenants.
+    let m = project(&tenant_files(), &shared_files(SHARED_V2));
+    let t = t.migrations(m.path());
+    for args in [
+        &["upgrade", "--shared", "--all"][..],
+        &["upgrade", "--shared", "--tenant", "x"],
+        &["downgrade", "--shared", "1", "--type", "church"],
+        &["status", "--shared", "--all"],
+        &["history", "--shared", "--tenant", "x"],
+    ] {
+        let run = t.run(args);
+        run.expect(2);
+        assert!(
+            run.stderr.contains("cannot be used with"),
+            "{args:?}: {}",
+            run.stderr
+        );
+    }
+    expect_error(
+        &t.run(&["upgrade", "--shared", "--server", "nowhere"]),
+        2,
+        &["nowhere"],
+    );
+    expect_error(&t.run(&["upgrade", "--shared", "7"]), 2, &["7"]);
+    // Nothing of it reached the database.
+    let exists: bool = db
+        .client()
+        .query_one(
+            "SELECT to_regclass('public.tenantctl_shared_history') IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!exists);
+}
+
+/// The shared schema's lock is its own: a run waiting on a shared migration holds it,
+/// and a second `upgrade --shared` waits for it (and gives up at `run.lock_wait`), while
+/// tenants' own locks are free.
+#[test]
+fn the_shared_schema_has_a_lock_of_its_own() {
+    const GATE: i64 = 7241;
+    let gated = format!("{}{SHARED_V1}", wait_at(GATE));
+    let m = project(&tenant_files()[..2], &[("V1__plans.sql", gated.as_str())]);
+    let (db, t) = ready();
+    let config = tempfile::tempdir().unwrap();
+    write(config.path(), "tenants.toml", "[run]\nlock_wait = \"1s\"\n");
+    let t = t.migrations(m.path()).cwd(config.path());
+    created(&t, "alpha");
+    let mut gate = Gate::advisory(&db.url, GATE);
+    let mut first = t.spawn(&["upgrade", "--shared"]);
+    first.wait_until("the first run waits at the gate in shared V1", || {
+        gate.blocked_tenantctl().len() == 1
+    });
+    let second = t.run(&["upgrade", "--shared", "-o", "json"]);
+    second.expect(1);
+    let run: SharedRun = second.json();
+    let e = run.shared[0].error.as_deref().unwrap();
+    assert!(
+        e.contains("gave up waiting for the lock on the shared schema \"public\""),
+        "{e}"
+    );
+    // A tenant's lock is not the shared schema's: a change that does not touch the
+    // shared schema goes ahead. (An upgrade would wait for it first: it brings the
+    // shared schema to its head before the tenants.)
+    t.run(&["stamp", "--tenant", "alpha", "1", "--yes"])
+        .expect(0);
+    assert_eq!(tenant_versions(&db, "tenant_alpha"), vec![1]);
+    gate.open();
+    first.finish().expect(0);
+    assert_eq!(shared_versions(&mut db.client()), vec![1]);
+}
+
+/// Tenant tables can only reference shared tables in their own database: every server
+/// has its own shared schema, migrated before its tenants; `--server` picks one.
+#[test]
+fn every_server_has_its_own_shared_schema() {
+    let (db, t) = ready();
+    let b = cluster();
+    let m = project(&tenant_files(), &shared_files(SHARED_V2));
+    let config = tempfile::tempdir().unwrap();
+    write(
+        config.path(),
+        "tenants.toml",
+        &format!("[servers.b]\nurl = \"{}\"\n", url_of(&b)),
+    );
+    let t = t.migrations(m.path()).cwd(config.path());
+    t.run(&[
+        "tenant",
+        "create",
+        "on-default",
+        "--name",
+        "d",
+        "--provision",
+        "--server",
+        "default",
+    ])
+    .expect(0);
+
+    // Only server b's shared schema, by --server.
+    let run: SharedRun = t
+        .run(&["upgrade", "--shared", "--server", "b", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(run.shared.len(), 1);
+    assert_eq!(
+        (run.shared[0].server.as_str(), run.shared[0].to),
+        ("b", Some(2))
+    );
+    assert_eq!(shared_versions(&mut client_of(&b)), vec![1, 2]);
+    let st: SharedStatuses = t
+        .run(&["status", "--shared", "-o", "json"])
+        .expect(0)
+        .json();
+    let revisions: Vec<(String, Option<i32>)> = st
+        .shared
+        .iter()
+        .map(|s| (s.server.clone(), s.current_revision))
+        .collect();
+    assert_eq!(
+        revisions,
+        [("default".to_string(), None), ("b".to_string(), Some(2))]
+    );
+
+    // A tenant on b only: upgrade --tenant touches b's shared schema (up to date), not
+    // default's.
+    t.run(&[
+        "tenant",
+        "create",
+        "on-b",
+        "--name",
+        "b",
+        "--provision",
+        "--server",
+        "b",
+    ])
+    .expect(0);
+    let report: RunReport = t
+        .run(&["upgrade", "--tenant", "on-b", "-o", "json"])
+        .expect(0)
+        .json();
+    let servers: Vec<(&str, &str)> = report
+        .shared
+        .iter()
+        .map(|s| (s.server.as_str(), s.status.as_str()))
+        .collect();
+    assert_eq!(servers, [("b", "up_to_date")]);
+    let tables_on_b: i64 = client_of(&b)
+        .query_one(
+            "SELECT count(*) FROM pg_constraint WHERE conname LIKE 'subscription_plan_id_fkey' \
+             AND connamespace = 'tenant_on_b'::regnamespace",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        tables_on_b, 1,
+        "on-b's subscription references b's public.plans"
+    );
+
+    // --all takes every server's shared schema first, default's included.
+    let report: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
+    let servers: Vec<(&str, Option<i32>)> = report
+        .shared
+        .iter()
+        .map(|s| (s.server.as_str(), s.to))
+        .collect();
+    assert_eq!(servers, [("default", Some(2)), ("b", Some(2))]);
+    assert_eq!(shared_versions(&mut db.client()), vec![1, 2]);
+    let fleet: FleetStatus = t.run(&["status", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(fleet.summary.shared.len(), 2);
+    assert!(fleet.summary.shared.values().all(|v| *v == Some(2)));
+}
