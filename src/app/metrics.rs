@@ -32,6 +32,32 @@ pub struct Metrics {
     pub last_success: BTreeMap<String, f64>,
     /// Whether tenants live on several servers (then the tenant gauges carry `server`).
     pub several_servers: bool,
+    /// The shared schema, when there is one: its files' head, and its revision on each
+    /// server that could be read (0: nothing applied).
+    pub shared: Option<(i32, BTreeMap<String, i32>)>,
+}
+
+impl Metrics {
+    /// Adds the shared schema's head and its revision on each server, read from each
+    /// server's shared history (one query per server); nothing when there is no shared
+    /// schema or its files cannot be read.
+    pub async fn with_shared(mut self, cx: &crate::app::context::Context) -> Metrics {
+        if cx.settings.shared.is_none() {
+            return self;
+        }
+        let (Ok((_, set)), Ok(statuses)) =
+            (cx.shared(), crate::app::shared::status(cx, None).await)
+        else {
+            return self;
+        };
+        let revisions = statuses
+            .into_iter()
+            .filter(|s| s.error.is_none())
+            .map(|s| (s.server, s.current_revision.unwrap_or(0)))
+            .collect();
+        self.shared = Some((set.head(), revisions));
+        self
+    }
 }
 
 /// The `status` label of tenants whose registry status is NULL.
@@ -167,7 +193,7 @@ pub async fn text(cx: &crate::app::context::Context) -> Result<String, Error> {
     let registry = crate::registry::Registry::open(&client, &cx.settings.registry_schema).await?;
     let head = cx.migrations().map(|s| s.head()).unwrap_or(0);
     let m = gather(&client, registry.tables(), head, cx.servers.iter().count()).await?;
-    Ok(render(&m))
+    Ok(render(&m.with_shared(cx).await))
 }
 
 /// Writes the fleet's metrics to `path` whole (see [`write_textfile`]).
@@ -271,6 +297,25 @@ pub fn render(m: &Metrics) -> String {
         lines.push(format!("{n}{{command=\"{}\"}} {at:.3}", label(command)));
     }
     flush(&mut out, &mut lines);
+
+    if let Some((head, revisions)) = &m.shared {
+        let n = family_line(
+            &mut out,
+            "tenantctl_shared_head_revision",
+            "The highest version in the shared schema's migrations directory.",
+        );
+        lines.push(format!("{n} {head}"));
+        flush(&mut out, &mut lines);
+        let n = family_line(
+            &mut out,
+            "tenantctl_shared_revision",
+            "The shared schema's revision on each server (0: nothing applied), read from its history; absent for a server that could not be read.",
+        );
+        for (server, revision) in revisions {
+            lines.push(format!("{n}{{server=\"{}\"}} {revision}", label(server)));
+        }
+        flush(&mut out, &mut lines);
+    }
     out
 }
 

@@ -822,7 +822,7 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
         .await?;
         drop(registry);
         lease.done();
-        Ok::<_, Error>(m)
+        Ok::<_, Error>(m.with_shared(&state.ctx).await)
     };
     let m = match gathered.await {
         Ok(m) => m,

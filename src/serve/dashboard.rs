@@ -1,7 +1,8 @@
 //! The dashboard: server-rendered HTML that works without JavaScript. `GET /` shows the
 //! fleet from the registry's cached columns and the ledger (tenants per revision and per
-//! server, tenants behind head, failed tenants with their errors, recent runs); each
-//! tenant links to `GET /tenants/{tenant}`, its status and its ledger entries.
+//! server, tenants behind head, failed tenants with their errors, recent runs) and the
+//! shared schema's revision on each server, read from its history; each tenant links to
+//! `GET /tenants/{tenant}`, its status and its ledger entries.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -153,6 +154,25 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
         }
     }
     let behind: Vec<&Tenant> = tenants.iter().filter(|t| is_behind(t, head)).collect();
+    // The shared schema on each server, read from each server's history (one query per
+    // server); files that cannot be read show as a note.
+    let shared = match state.ctx.settings.shared {
+        None => None,
+        Some(_) => Some(
+            crate::app::shared::status(&state.ctx, None)
+                .await
+                .unwrap_or_else(|e| {
+                    vec![crate::app::shared::SharedStatus {
+                        server: "(all)".into(),
+                        schema: String::new(),
+                        current_revision: None,
+                        pending_migrations: Vec::new(),
+                        drift: Vec::new(),
+                        error: Some(e.to_string()),
+                    }]
+                }),
+        ),
+    };
     let failed: Vec<&Tenant> = tenants
         .iter()
         .filter(|t| t.status == Status::Failed)
@@ -192,7 +212,33 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
             esc(server)
         );
     }
-    b.push_str("</table><h2>Failed tenants</h2>");
+    b.push_str("</table>");
+    if let Some(shared) = &shared {
+        b.push_str("<h2>Shared schema</h2><table id=\"shared\"><tr><th>server</th><th>schema</th><th>revision</th><th>pending</th><th>problem</th></tr>");
+        for s in shared {
+            let problem = match &s.error {
+                Some(e) => format!("unreadable: {e}"),
+                None => s.drift.join("; "),
+            };
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td></tr>",
+                esc(&s.server),
+                esc(&s.schema),
+                esc(&crate::show::revision(s.current_revision)),
+                esc(&s
+                    .pending_migrations
+                    .iter()
+                    .map(|v| v.to_string())
+                    .collect::<Vec<_>>()
+                    .join(", ")),
+                if problem.is_empty() { "ok" } else { "failed" },
+                esc(&problem)
+            );
+        }
+        b.push_str("</table>");
+    }
+    b.push_str("<h2>Failed tenants</h2>");
     if failed.is_empty() {
         b.push_str("<p id=\"failed\" class=\"ok\">None.</p>");
     } else {

@@ -600,3 +600,47 @@ fn every_server_has_its_own_shared_schema() {
     assert_eq!(fleet.summary.shared.len(), 2);
     assert!(fleet.summary.shared.values().all(|v| *v == Some(2)));
 }
+
+/// The service reports the shared schema as the command line does: in
+/// `GET /api/fleet/status`, on the dashboard and as `tenantctl_shared_revision{server}`
+/// (also from `tenantctl metrics`).
+#[test]
+fn the_service_and_the_metrics_show_each_servers_shared_revision() {
+    let m = project(&tenant_files(), &shared_files(SHARED_V2));
+    let (_db, t) = ready();
+    let t = t.migrations(m.path());
+    created(&t, "alpha");
+    t.run(&["upgrade", "--shared", "1"]).expect(0);
+    let text = t.run(&["metrics"]).expect(0).stdout.clone();
+    assert!(
+        text.contains("tenantctl_shared_head_revision 2\n"),
+        "{text}"
+    );
+    assert!(
+        text.contains("tenantctl_shared_revision{server=\"default\"} 1\n"),
+        "{text}"
+    );
+
+    let s = crate::serve::start(&t);
+    let fleet: FleetStatus = s.get("/api/fleet/status").expect(200).json();
+    assert_eq!(fleet.summary.shared.get("default"), Some(&Some(1)));
+    assert_eq!(fleet.shared[0].pending_migrations, vec![2]);
+    let page = s.get("/").expect(200).body.clone();
+    assert!(page.contains("<h2>Shared schema</h2>"), "{page}");
+    assert!(
+        page.contains("<td>default</td><td>public</td><td>1</td><td>2</td>"),
+        "{page}"
+    );
+    let metrics = s.get("/metrics").expect(200).body.clone();
+    assert!(
+        metrics.contains("tenantctl_shared_revision{server=\"default\"} 1\n"),
+        "{metrics}"
+    );
+    // Once an upgrade has run, the shared schema is at its head there too.
+    t.run(&["upgrade", "--all"]).expect(0);
+    let metrics = s.get("/metrics").expect(200).body.clone();
+    assert!(
+        metrics.contains("tenantctl_shared_revision{server=\"default\"} 2\n"),
+        "{metrics}"
+    );
+}
