@@ -6,8 +6,9 @@
 //! `BEGIN; RESET ...; SET ...` before each migration and `RESET SESSION AUTHORIZATION;
 //! RESET ROLE; INSERT INTO history ...` after it); `tenant show` and `status --tenant`
 //! name the node; `tenant move --node` moves the schema. Also pins what Citus 13.2.2 does
-//! with the example migrations, and that placement is `null` and `tenant move` is refused
-//! off Citus.
+//! with the example migrations, that placement is `null` and `tenant move` is refused
+//! off Citus, and that the shared schema is migrated through the coordinator (a
+//! reference table the tenants' schemas reference by foreign key).
 
 use std::collections::BTreeSet;
 use std::time::{Duration, Instant};
@@ -629,5 +630,74 @@ fn a_check_added_with_its_column_must_be_named_on_citus_and_the_refusal_rolls_ba
         .map(|s| s.to_string())
         .collect();
     assert_eq!(names, expected);
+    t.run(&["check"]).expect(0);
+}
+
+/// On Citus the shared schema is migrated through the coordinator: a shared migration
+/// makes `public.plans` a reference table (a copy on every node), and the tenants'
+/// distributed schemas reference it by foreign key from their own worker.
+#[test]
+fn the_shared_schema_is_migrated_through_the_coordinator_with_a_reference_table() {
+    let c = CitusCluster::start();
+    let m = dir_with(&[
+        (
+            "V1__subscription.sql",
+            "-- tenantctl: requires shared 1\n\
+             CREATE TABLE subscription (\n\
+             \x20   id bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,\n\
+             \x20   plan_id int NOT NULL CONSTRAINT subscription_plan_id_fkey REFERENCES public.plans (id)\n\
+             );\n",
+        ),
+        ("V1__subscription.down.sql", "DROP TABLE subscription;\n"),
+    ]);
+    std::fs::create_dir(m.path().join("shared")).unwrap();
+    std::fs::write(
+        m.path().join("shared/V1__plans.sql"),
+        "CREATE TABLE plans (id int PRIMARY KEY, name text NOT NULL);\n\
+         SELECT create_reference_table('plans');\n\
+         INSERT INTO plans VALUES (1, 'free'), (2, 'pro');\n",
+    )
+    .unwrap();
+    let t = on(&c, &m);
+    t.run(&["init"]).expect(0);
+    for d in ["alpha", "beta"] {
+        t.run(&["tenant", "create", d, "--name", d, "--provision"])
+            .expect(0);
+    }
+    let report: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
+    assert_eq!(report.shared.len(), 1, "{report:?}");
+    assert_eq!(
+        (report.shared[0].status.as_str(), report.shared[0].to),
+        ("ok", Some(1))
+    );
+    assert_eq!(report.summary.ok, 2, "{report:?}");
+    let kind: String = c
+        .client()
+        .query_one(
+            "SELECT citus_table_type FROM citus_tables WHERE table_name = 'public.plans'::regclass",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(kind, "reference");
+    // The tenants' tables sit on a worker and reference the plans there.
+    for s in ["tenant_alpha", "tenant_beta"] {
+        worker_of(&c, s, &["refinery_schema_history", "subscription"]);
+    }
+    let mut db = c.client();
+    db.batch_execute("INSERT INTO tenant_alpha.subscription (plan_id) VALUES (2)")
+        .unwrap();
+    let e = db
+        .batch_execute("INSERT INTO tenant_beta.subscription (plan_id) VALUES (9)")
+        .unwrap_err();
+    assert!(
+        e.as_db_error().unwrap().message().contains("foreign key"),
+        "{e}"
+    );
+    let st: common_json::SharedStatuses = t
+        .run(&["status", "--shared", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(st.shared[0].current_revision, Some(1));
     t.run(&["check"]).expect(0);
 }
