@@ -12,7 +12,7 @@ use crate::engine::dryrun::PlannedShared;
 use crate::engine::plan::SchemaChange;
 use crate::engine::pool::Pool;
 use crate::engine::runner::Session;
-use crate::engine::scheduler::{Events, ResultStatus, SharedResult};
+use crate::engine::scheduler::{Events, ResultStatus, RunEvent, SharedResult};
 use crate::engine::shared;
 use crate::engine::target::{self, Forms, Target};
 use crate::error::Error;
@@ -230,8 +230,21 @@ impl SharedStart<'_> {
         let mut results = Vec::new();
         for name in &self.servers {
             match shared::locked(&one, name, &self.shared.schema).await {
-                Ok((pool, session)) => sessions.push((name.clone(), pool, session)),
-                Err(e) => results.push(SharedResult::new(name, self.shared).failed(e)),
+                Ok((pool, mut session)) => {
+                    let domain = format!("shared schema on {name}");
+                    session.on_notice(move |notice| {
+                        events.send(RunEvent::Notice {
+                            domain: domain.clone(),
+                            notice: notice.clone(),
+                        })
+                    });
+                    sessions.push((name.clone(), pool, session))
+                }
+                Err(e) => {
+                    let r = SharedResult::new(name, self.shared).failed(e);
+                    events.send(RunEvent::Shared(Box::new(r.clone())));
+                    results.push(r);
+                }
             }
         }
         if let SchemaChange::Downgrade(_) = self.change {
@@ -244,7 +257,14 @@ impl SharedStart<'_> {
         }
         for (name, pool, mut session) in sessions {
             let r = shared::apply(&mut session, &name, self.shared, &self.set, self.change).await;
+            for notice in session.notices() {
+                events.send(RunEvent::Notice {
+                    domain: format!("shared schema on {name}"),
+                    notice,
+                });
+            }
             session.close(&pool).await;
+            events.send(RunEvent::Shared(Box::new(r.clone())));
             results.push(r);
         }
         results.sort_by_key(|r| order(cx, &r.server));

@@ -78,6 +78,7 @@ async fn show(
                 holder,
             } => Some(waiting_line(verb, domain, schema_name, holder.as_ref())),
             RunEvent::Notice { domain, notice } => notice_line(level, domain, notice),
+            RunEvent::Shared(r) => Some(crate::engine::progress::shared_line(verb, r)),
             RunEvent::Finished(r) => match &display {
                 Display::Lines => Some(progress_line(verb, r)),
                 Display::Bar(_) if r.status == ResultStatus::Failed => Some(progress_line(verb, r)),
@@ -178,7 +179,10 @@ impl Bar {
                 self.bar.inc(1);
             }
             RunEvent::Ended => self.bar.finish_and_clear(),
-            RunEvent::Waiting { .. } | RunEvent::Notice { .. } | RunEvent::Progress { .. } => {}
+            RunEvent::Waiting { .. }
+            | RunEvent::Notice { .. }
+            | RunEvent::Progress { .. }
+            | RunEvent::Shared(_) => {}
         }
     }
 

@@ -16,6 +16,34 @@ pub fn status_word(s: ResultStatus) -> &'static str {
     }
 }
 
+/// A server's shared schema done, as one line of progress:
+/// `upgrade shared schema "public" on default: ok (1 -> 2, applied 2, 8 ms)`.
+pub fn shared_line(verb: &str, r: &crate::engine::scheduler::SharedResult) -> String {
+    let mut line = format!(
+        "{verb} shared schema {} on {}: {} ({} -> {}",
+        crate::ident::quote(&r.schema),
+        r.server,
+        status_word(r.status),
+        revision(r.from),
+        revision(r.to)
+    );
+    if !r.applied.is_empty() {
+        line.push_str(&format!(
+            ", applied {}",
+            r.applied
+                .iter()
+                .map(|v| v.to_string())
+                .collect::<Vec<_>>()
+                .join(",")
+        ));
+    }
+    line.push_str(&format!(", {} ms)", r.duration_ms));
+    if let Some(e) = &r.error {
+        line.push_str(&format!(": {e}"));
+    }
+    line
+}
+
 /// One line per finished tenant, for logs and CI.
 pub fn progress_line(verb: &str, r: &TenantResult) -> String {
     let mut line = format!(

@@ -299,6 +299,9 @@ pub enum RunEvent {
     },
     /// A tenant is finished (or was not started).
     Finished(Box<TenantResult>),
+    /// A server's shared schema is done: the first step of an upgrade, or the whole of
+    /// a `--shared` change.
+    Shared(Box<SharedResult>),
     /// The run is over.
     Ended,
 }

@@ -672,6 +672,7 @@ async fn upgrade_all(
                     schema_name,
                     holder.as_ref(),
                 )),
+                RunEvent::Shared(r) => Some(crate::engine::progress::shared_line("upgrade", r)),
                 RunEvent::Ended => Some("ended".into()),
                 _ => None,
             };

@@ -153,7 +153,19 @@ fn shared_tables_are_migrated_first_and_tenant_tables_reference_them() {
     assert!(!exists, "a dry run created the shared table");
 
     // The run: shared first, then the tenants, whose tables reference public.plans.
-    let report: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(0).json();
+    let run = t.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(0);
+    // Progress says so on stderr, the shared schema's line before the tenants'.
+    let shared_line = run
+        .stderr
+        .find("upgrade shared schema \"public\" on default: ok (base -> 2, applied 1,2,");
+    let tenant_line = run.stderr.find("upgrade alpha: ok");
+    assert!(
+        shared_line.is_some() && shared_line < tenant_line,
+        "{}",
+        run.stderr
+    );
+    let report: RunReport = run.json();
     assert_eq!(report.shared.len(), 1, "{report:?}");
     let sh = &report.shared[0];
     assert_eq!(
