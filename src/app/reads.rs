@@ -119,7 +119,15 @@ pub async fn current(cx: &Context, selection: &Selection) -> Result<Currents, Er
     }
     let mut tenants = changes::select(cx, &registry, &selection).await?;
     let st = cx.statuses(&client, &registry, &mut tenants, &set).await?;
-    let summary = inspect::summarize(&st, set.head());
+    let mut summary = inspect::summarize(&st, set.head());
+    // The shared schema's revision on each server, as `status --all` gives it.
+    if cx.settings.shared.is_some() {
+        summary.shared = crate::app::shared::status(cx, None)
+            .await?
+            .into_iter()
+            .map(|s| (s.server, s.current_revision))
+            .collect();
+    }
     Ok(Currents {
         tenants: st
             .iter()

@@ -214,6 +214,8 @@ fn shared_tables_are_migrated_first_and_tenant_tables_reference_them() {
     let fleet: FleetStatus = t.run(&["status", "--all", "-o", "json"]).expect(0).json();
     assert_eq!(fleet.summary.shared.get("default"), Some(&Some(2)));
     assert_eq!(fleet.shared.len(), 1);
+    let current: crate::common_json::Currents = t.run(&["current", "-o", "json"]).expect(0).json();
+    assert_eq!(current.summary.shared.get("default"), Some(&Some(2)));
     let check: CheckReport = t.run(&["check", "-o", "json"]).expect(0).json();
     assert!(
         check.ok && check.shared[0].pending_migrations.is_empty(),
