@@ -88,6 +88,8 @@ pub fn shared_role(settings: &Settings, schema: &str) -> Option<&'static str> {
         Some("the registry schema (registry.schema)")
     } else if settings.extra_search_path.iter().any(|s| s == schema) {
         Some("a shared schema listed in tenants.extra_search_path")
+    } else if settings.shared.as_ref().is_some_and(|s| s.schema == schema) {
+        Some("the application's shared schema (shared.schema)")
     } else {
         None
     }

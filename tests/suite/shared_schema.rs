@@ -658,3 +658,48 @@ fn the_service_and_the_metrics_show_each_servers_shared_revision() {
         "{metrics}"
     );
 }
+
+/// A shared schema of another name is created by its first upgrade, and can never
+/// become a tenant's schema.
+#[test]
+fn a_shared_schema_of_its_own_name_is_created_and_never_given_to_a_tenant() {
+    let (db, t) = ready();
+    let m = project(&tenant_files()[..2], &[]);
+    let shared = tempfile::tempdir().unwrap();
+    write(shared.path(), "V1__plans.sql", SHARED_V1);
+    let config = tempfile::tempdir().unwrap();
+    write(
+        config.path(),
+        "tenants.toml",
+        &format!(
+            "[shared]\ndir = \"{}\"\nschema = \"common\"\n",
+            shared.path().display()
+        ),
+    );
+    let t = t.migrations(m.path()).cwd(config.path());
+    let run: SharedRun = t
+        .run(&["upgrade", "--shared", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(
+        (run.shared[0].schema.as_str(), run.shared[0].to),
+        ("common", Some(1))
+    );
+    let rows: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM common.plans", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2);
+    let versions: i64 = db
+        .client()
+        .query_one("SELECT count(*) FROM common.tenantctl_shared_history", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(versions, 1);
+    expect_error(
+        &t.run(&["tenant", "create", "x", "--name", "x", "--schema", "common"]),
+        2,
+        &["shared schema", "Nothing was registered"],
+    );
+}
