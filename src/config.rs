@@ -89,6 +89,9 @@ config_keys! {
     }
 }
 
+/// How many keys the file has, each listed once by `config show`.
+pub const KEY_COUNT: usize = KEYS.len();
+
 /// One `[servers.NAME]` table of the file.
 #[derive(Debug, Default, Deserialize)]
 #[serde(deny_unknown_fields)]

@@ -230,8 +230,12 @@ pub fn config(text: &str) -> Option<Result<Settings, Error>> {
                     &config::TlsShown::from_settings(s)
                 )
                 .len(),
-                19
+                config::KEY_COUNT
             );
+            if let Some(shared) = &s.shared {
+                assert!(ident::validate_identifier(&shared.schema, "schema").is_ok());
+                assert!(!shared.schema.starts_with("pg_"), "{:?}", shared.schema);
+            }
             let (low, high) = config::READ_TIMEOUT_RANGE;
             assert!(
                 (low..=high).contains(&s.read_timeout),

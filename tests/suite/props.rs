@@ -645,6 +645,7 @@ const KNOWN: &[(&str, &[(&str, Kind)])] = &[
     ),
     ("registry", &[("schema", Kind::Text)]),
     ("migrations", &[("dir", Kind::Text), ("table", Kind::Text)]),
+    ("shared", &[("dir", Kind::Text), ("schema", Kind::Text)]),
     (
         "tenants",
         &[
@@ -790,6 +791,7 @@ fn toml_like() -> impl Strategy<Value = String> {
             "[tenants]\n",
             "[[run]]\n",
             "[registry]\n",
+            "[shared]\n",
             "[database.url]\n",
             "url = ",
             "concurrency = ",
