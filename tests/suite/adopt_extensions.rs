@@ -542,3 +542,58 @@ fn the_shared_schemas_alembic_history_is_adopted_through_the_maps_shared_table()
     assert!(phone, "the shared schema's revision 3 ran in public");
     t.run(&["check"]).expect(0);
 }
+
+/// Every configured server whose shared schema has an `alembic_version` is stamped at its
+/// own mapped version; a server without one is left out of the report.
+#[test]
+fn the_shared_schema_is_stamped_on_every_server_that_has_an_alembic_version() {
+    let db = TestDb::new();
+    let east = TestDb::new();
+    let west = TestDb::new();
+    let a = original("first-church", "tenant_first_church");
+    build_registry(&db, &[&a]);
+    alembic_upgrade(&db, a.schema, R1);
+    alembic_upgrade(&db, "public", R2);
+    alembic_upgrade(&east, "public", R1);
+    let (migrations, tenant_map) = migrations_from_alembic();
+    let (shared_map, _) = alembic_to_sql(
+        &crate::adopt_alembic::fixture(),
+        &migrations.path().join("shared"),
+        &["--shared"],
+    );
+    let (_m, map) = map_file(&format!("{tenant_map}\n[shared]\n{shared_map}"));
+    let config = config_dir(&format!(
+        "[servers.east]\nurl = \"{}\"\n\n[servers.west]\nurl = \"{}\"\n",
+        east.url, west.url
+    ));
+    let t = tenantctl(&db)
+        .migrations(migrations.path())
+        .cwd(config.path());
+    let dry: Adoption = adopt(&t, &map, &["--dry-run"]).expect(0).json();
+    let done: Adoption = adopt(&t, &map, &[]).expect(0).json();
+    for (report, status) in [(&dry, "stamped"), (&done, "stamped")] {
+        let got: Vec<(&str, &str, Option<i32>)> = report
+            .shared
+            .iter()
+            .map(|s| (s.server.as_str(), s.status.as_str(), s.version))
+            .collect();
+        assert_eq!(
+            got,
+            vec![("default", status, Some(2)), ("east", status, Some(1))],
+            "{report:?}"
+        );
+    }
+    let s: SharedStatuses = t
+        .run(&["status", "--shared", "-o", "json"])
+        .expect(0)
+        .json();
+    let got: Vec<(&str, Option<i32>)> = s
+        .shared
+        .iter()
+        .map(|s| (s.server.as_str(), s.current_revision))
+        .collect();
+    assert_eq!(
+        got,
+        vec![("default", Some(2)), ("east", Some(1)), ("west", None)]
+    );
+}
