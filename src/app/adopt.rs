@@ -6,9 +6,13 @@
 //! 1. the registry: the original table is upgraded in place, in one transaction: missing
 //!    columns added, every plain API key hashed (and the plain column emptied), ids kept,
 //!    everything else in the table left alone; then the registry's own migrations run;
-//! 2. the histories: each registered tenant's `alembic_version` is mapped to a tenantctl
+//! 2. the shared schema: its own `alembic_version` (when it has one, on each server) is
+//!    mapped by the map file's `[shared]` table and stamped as `stamp --shared` does;
+//! 3. the histories: each registered tenant's `alembic_version` is mapped to a tenantctl
 //!    version by the map file, and that version is stamped (recorded as applied with the
-//!    local files' checksums) in the tenant's locked session.
+//!    local files' checksums) in the tenant's locked session;
+//! 4. what the tenants use from other schemas (an extension's function in `public`) is
+//!    reported, with the `tenants.extra_search_path` the config lacks.
 //!
 //! What cannot be mapped is reported and left untouched: schemas with an
 //! `alembic_version` that no tenant is registered for, registered tenants without a
