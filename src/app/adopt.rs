@@ -6,9 +6,13 @@
 //! 1. the registry: the original table is upgraded in place, in one transaction: missing
 //!    columns added, every plain API key hashed (and the plain column emptied), ids kept,
 //!    everything else in the table left alone; then the registry's own migrations run;
-//! 2. the histories: each registered tenant's `alembic_version` is mapped to a tenantctl
+//! 2. the shared schema: its own `alembic_version` (when it has one, on each server) is
+//!    mapped by the map file's `[shared]` table and stamped as `stamp --shared` does;
+//! 3. the histories: each registered tenant's `alembic_version` is mapped to a tenantctl
 //!    version by the map file, and that version is stamped (recorded as applied with the
-//!    local files' checksums) in the tenant's locked session.
+//!    local files' checksums) in the tenant's locked session;
+//! 4. what the tenants use from other schemas (an extension's function in `public`) is
+//!    reported, with the `tenants.extra_search_path` the config lacks.
 //!
 //! What cannot be mapped is reported and left untouched: schemas with an
 //! `alembic_version` that no tenant is registered for, registered tenants without a
@@ -26,58 +30,108 @@ use crate::ident::{qualified, quote};
 use crate::pg::db::query_error;
 use crate::registry::{self, Registry};
 
-/// The map file: Alembic revision id -> tenantctl version.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct RevisionMap(pub BTreeMap<String, i32>);
+/// The map file: Alembic revision id -> tenantctl version, for the tenants' revisions
+/// and, in its `[shared]` table, for the shared schema's.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct RevisionMap {
+    /// The tenants' revisions (each tenant schema's `alembic_version`).
+    pub tenants: BTreeMap<String, i32>,
+    /// The shared schema's revisions (its own `alembic_version`), when the file has a
+    /// `[shared]` table.
+    pub shared: Option<BTreeMap<String, i32>>,
+}
 
 impl RevisionMap {
-    /// Reads and checks a map file (`"3da2eb3bee79" = 6` per line, TOML): exit 3 for an
-    /// unreadable or malformed file, a revision id that is not an Alembic id, or a version
-    /// the migrations directory lacks.
+    /// Reads and checks a map file (`"3da2eb3bee79" = 6` per line, TOML, then maybe a
+    /// `[shared]` table of the same form): exit 3 for an unreadable or malformed file, a
+    /// revision id that is not an Alembic id, or a tenant version the migrations directory
+    /// lacks. The shared versions are checked by [`RevisionMap::check_shared`].
     pub fn load(path: &Path, set: &MigrationSet) -> Result<RevisionMap, Error> {
         let text = std::fs::read_to_string(path).map_err(|e| {
             Error::setup(format!("cannot read the map file {}: {e}", path.display()))
         })?;
-        let table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
+        let mut table: toml::Table = text.parse().map_err(|e: toml::de::Error| {
             Error::setup(format!(
                 "the map file {} is not valid TOML: {}",
                 path.display(),
                 e.message()
             ))
         })?;
-        let mut map = BTreeMap::new();
-        for (rev, v) in table {
-            if rev.is_empty()
-                || rev.len() > 64
-                || !rev.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
-            {
-                return Err(Error::setup(format!(
-                    "map file {}: {} is not an Alembic revision id (letters, digits and '_')",
-                    path.display(),
-                    crate::ident::shown(&rev)
-                )));
+        // A revision could be called "shared": only a table is the shared schema's map.
+        let shared = match table.remove("shared") {
+            Some(toml::Value::Table(t)) => Some(revisions_of(path, t, "[shared] ")?),
+            Some(other) => {
+                table.insert("shared".to_string(), other);
+                None
             }
-            let version = v
-                .as_integer()
-                .and_then(|i| i32::try_from(i).ok())
-                .filter(|i| *i >= 0)
-                .ok_or_else(|| {
-                    Error::setup(format!(
-                        "map file {}: revision {rev} must map to a tenantctl version (a whole number), e.g. \"{rev}\" = 6",
-                        path.display()
-                    ))
-                })?;
-            if version > 0 && set.get(version).is_none() {
-                return Err(Error::setup(format!(
-                    "map file {}: revision {rev} maps to version {version}, which is not in {}",
-                    path.display(),
-                    set.dir.display()
-                )));
-            }
-            map.insert(rev, version);
-        }
-        Ok(RevisionMap(map))
+            None => None,
+        };
+        let tenants = revisions_of(path, table, "")?;
+        check_versions(path, &tenants, set, "")?;
+        Ok(RevisionMap { tenants, shared })
     }
+
+    /// Checks that every version of the `[shared]` table is in the shared migrations
+    /// directory `set` (exit 3 otherwise).
+    pub fn check_shared(&self, path: &Path, set: &MigrationSet) -> Result<(), Error> {
+        match &self.shared {
+            Some(shared) => check_versions(path, shared, set, "[shared] "),
+            None => Ok(()),
+        }
+    }
+}
+
+/// The `"revision" = version` entries of one table of the map file; `table_name` is how
+/// a message names the table (`""` or `"[shared] "`).
+fn revisions_of(
+    path: &Path,
+    table: toml::Table,
+    table_name: &str,
+) -> Result<BTreeMap<String, i32>, Error> {
+    let mut map = BTreeMap::new();
+    for (rev, v) in table {
+        if rev.is_empty()
+            || rev.len() > 64
+            || !rev.chars().all(|c| c.is_ascii_alphanumeric() || c == '_')
+        {
+            return Err(Error::setup(format!(
+                "map file {}: {table_name}{} is not an Alembic revision id (letters, digits and '_')",
+                path.display(),
+                crate::ident::shown(&rev)
+            )));
+        }
+        let version = v
+            .as_integer()
+            .and_then(|i| i32::try_from(i).ok())
+            .filter(|i| *i >= 0)
+            .ok_or_else(|| {
+                Error::setup(format!(
+                    "map file {}: {table_name}revision {rev} must map to a tenantctl version (a whole number), e.g. \"{rev}\" = 6",
+                    path.display()
+                ))
+            })?;
+        map.insert(rev, version);
+    }
+    Ok(map)
+}
+
+/// Every version of `map` is 0 (base) or a file of `set` (exit 3 otherwise).
+fn check_versions(
+    path: &Path,
+    map: &BTreeMap<String, i32>,
+    set: &MigrationSet,
+    table_name: &str,
+) -> Result<(), Error> {
+    for (rev, &version) in map {
+        if version > 0 && set.get(version).is_none() {
+            return Err(Error::setup(format!(
+                "map file {}: {table_name}revision {rev} maps to version {version}, which is not in {}",
+                path.display(),
+                set.dir.display()
+            )));
+        }
+    }
+    Ok(())
 }
 
 /// What adopting the registry did (or, in a dry run, would do).
@@ -113,17 +167,33 @@ const ADDED: &[(&str, &str)] = &[
 ];
 
 /// Adopts a fleet the original service runs: its registry table taken over in place
-/// (see [`adopt_registry`]), then each tenant's `alembic_version` mapped through the
-/// revision map file `map` and stamped (see [`adopt_histories`]), each stamp a run of its
-/// own in the ledger. With `dry_run`, says what would happen and changes nothing.
+/// (see [`adopt_registry`]), then the shared schema's `alembic_version` mapped through the
+/// map file's `[shared]` table and stamped as `stamp --shared` does (see [`adopt_shared`]),
+/// then each tenant's `alembic_version` mapped through the revision map file `map` and
+/// stamped (see [`adopt_histories`]), each stamp a run of its own in the ledger; last,
+/// what the tenants use from other schemas (see [`schema_dependencies`]). With `dry_run`,
+/// says what would happen and changes nothing.
 pub async fn adopt_alembic(
     cx: &crate::app::context::Context,
     events: &crate::engine::scheduler::Events,
-    map: &Path,
+    map_path: &Path,
     dry_run: bool,
 ) -> Result<Adoption, Error> {
     let set = cx.migrations()?;
-    let map = RevisionMap::load(map, &set)?;
+    let map = RevisionMap::load(map_path, &set)?;
+    if map.shared.is_some() {
+        let (_, shared_set) = cx.shared().map_err(|e| {
+            Error::new(
+                e.kind(),
+                format!(
+                    "the map file {} has a [shared] table, but {}; nothing was changed",
+                    map_path.display(),
+                    e.message()
+                ),
+            )
+        })?;
+        map.check_shared(map_path, &shared_set)?;
+    }
     let mut client = cx.connect().await?;
     let schema = cx.settings.registry_schema.clone();
     let original = crate::registry::is_original(&client, &schema).await?;
@@ -137,6 +207,7 @@ pub async fn adopt_alembic(
     if !dry_run {
         crate::failpoint!("adopt.registry-upgraded");
     }
+    let shared = adopt_shared(cx, events, &map, dry_run).await?;
     let tenants = listed(&client, &schema, original && dry_run).await?;
     let registry = if dry_run {
         None
@@ -182,16 +253,211 @@ pub async fn adopt_alembic(
         (r.status == crate::engine::scheduler::ResultStatus::Failed)
             .then(|| r.error.unwrap_or_else(|| "failed".into()))
     };
-    adopt_histories(
+    let mut adoption = adopt_histories(
         &tenants,
         &cx.servers,
         &map,
-        &cx.settings.history_table,
+        &cx.settings,
         reg,
         dry_run,
         stamp,
     )
-    .await
+    .await?;
+    adoption.shared = shared;
+    adoption.depends_on_schemas = schema_dependencies(cx, &tenants, &set).await?;
+    adoption.finish(&cx.settings.extra_search_path);
+    Ok(adoption)
+}
+
+/// What adoption found in one server's shared schema.
+#[derive(Debug, Clone, Serialize)]
+pub struct SharedFound {
+    /// The server.
+    pub server: String,
+    /// The shared schema.
+    pub schema: String,
+    /// The Alembic revisions in its `alembic_version` (several: a branch).
+    pub alembic_revisions: Vec<String>,
+    /// The shared version they map to.
+    pub version: Option<i32>,
+    /// `stamped` (or, in a dry run, would be), `already` (adopted before), or
+    /// `left_alone`.
+    pub status: &'static str,
+    /// What adoption did or would do, or why it left the schema alone.
+    pub outcome: String,
+}
+
+/// The `version_num` rows of `schema.alembic_version` (`None`: there is no such table;
+/// a row's `None`: a NULL `version_num`).
+async fn alembic_rows(client: &Client, schema: &str) -> Result<Option<Vec<Option<String>>>, Error> {
+    let table = qualified(schema, "alembic_version");
+    let exists: bool = client
+        .query_one(
+            "SELECT EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+             JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relname = 'alembic_version' AND c.relkind = 'r')",
+            &[&schema],
+        )
+        .await
+        .map_err(query_error(&format!("looking for {table}")))?
+        .get(0);
+    if !exists {
+        return Ok(None);
+    }
+    let rows = client
+        .query(
+            &format!("SELECT version_num::text FROM {table} ORDER BY 1"),
+            &[],
+        )
+        .await
+        .map_err(query_error(&format!("reading {table}")))?;
+    Ok(Some(
+        rows.iter()
+            .map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+            .collect(),
+    ))
+}
+
+/// Adopts the shared schema's own Alembic history, on every configured server whose
+/// shared schema has an `alembic_version`: its revision mapped through the map file's
+/// `[shared]` table and stamped through [`crate::app::shared::start`], as `stamp --shared`
+/// does (under the shared schema's lock). What cannot be mapped is left alone, with why;
+/// so is the registry's server's shared schema when the map has a `[shared]` table and
+/// it has no `alembic_version` (nor a tenantctl history). Nothing without a configured
+/// shared schema.
+pub async fn adopt_shared(
+    cx: &crate::app::context::Context,
+    events: &crate::engine::scheduler::Events,
+    map: &RevisionMap,
+    dry_run: bool,
+) -> Result<Vec<SharedFound>, Error> {
+    let Some(shared) = cx.settings.shared.as_ref() else {
+        return Ok(Vec::new());
+    };
+    let mut out = Vec::new();
+    for (server, target) in cx.servers.iter() {
+        let name = server.name.as_str();
+        let (rows, state) = {
+            let client = target.connect().await?;
+            let rows = alembic_rows(&client, &shared.schema).await?;
+            let state = crate::engine::shared::observe(&client, &shared.schema).await?;
+            (rows, state)
+        };
+        let current = state.current();
+        let has_history = state.history_exists;
+        let entry =
+            |revs: Vec<String>, version: Option<i32>, status: &'static str, outcome: String| {
+                SharedFound {
+                    server: name.to_string(),
+                    schema: shared.schema.clone(),
+                    alembic_revisions: revs,
+                    version,
+                    status,
+                    outcome,
+                }
+            };
+        let table = qualified(&shared.schema, "alembic_version");
+        let rows = match rows {
+            Some(rows) if !rows.is_empty() => rows,
+            _ => {
+                // Only the registry's server is expected to have one.
+                if crate::registry::servers::is_default(name) && map.shared.is_some() {
+                    out.push(if has_history {
+                        entry(
+                            vec![],
+                            current,
+                            "already",
+                            format!(
+                                "no alembic_version; its tenantctl shared history is at revision {}",
+                                crate::show::revision(current)
+                            ),
+                        )
+                    } else {
+                        entry(
+                            vec![],
+                            None,
+                            "left_alone",
+                            format!(
+                                "the map file has a [shared] table, but there is no {table} (or it is empty) and no tenantctl shared history: nothing to stamp; left alone"
+                            ),
+                        )
+                    });
+                }
+                continue;
+            }
+        };
+        let revs = revisions(&rows);
+        if revs.len() < rows.len() {
+            out.push(entry(revs, None, "left_alone", format!(
+                "its alembic_version has a row whose version_num is NULL, which Alembic never writes (see `SELECT * FROM {table}`): put the revision the schema is at there (or delete the row), then run this again; left alone"
+            )));
+            continue;
+        }
+        if revs.len() > 1 {
+            out.push(entry(revs, None, "left_alone", "several Alembic heads (a branch); merge them with `alembic merge`, upgrade, then run this again; left alone".to_string()));
+            continue;
+        }
+        let rev = revs[0].clone();
+        let Some(shared_map) = &map.shared else {
+            out.push(entry(revs, None, "left_alone", format!(
+                "revision {rev}: the map file has no [shared] table for the shared schema's revisions; add one (`[shared]`, then `\"{rev}\" = N`), then run this again; left alone"
+            )));
+            continue;
+        };
+        let Some(&version) = shared_map.get(&rev) else {
+            out.push(entry(revs, None, "left_alone", format!(
+                "revision {rev} is not in the map file's [shared] table; add it, then run this again; left alone"
+            )));
+            continue;
+        };
+        if has_history {
+            out.push(if current == Some(version) || (version == 0 && current.is_none()) {
+                entry(revs, Some(version), "already", "already stamped at this version".to_string())
+            } else if let Some(c) = current.filter(|c| *c > version) {
+                entry(revs, Some(version), "already", format!(
+                    "already adopted: its tenantctl shared history is at revision {c}, past the mapped version {version}"
+                ))
+            } else {
+                entry(revs, Some(version), "left_alone", format!(
+                    "it already has a tenantctl shared history at revision {}, not {version}; left alone",
+                    crate::show::revision(current)
+                ))
+            });
+            continue;
+        }
+        // The same start as `stamp --shared VERSION --server NAME`: the target is checked
+        // against the shared files in a dry run too.
+        let start = crate::app::shared::start(cx, "stamp", &version.to_string(), Some(name))?;
+        if dry_run {
+            out.push(entry(
+                revs,
+                Some(version),
+                "stamped",
+                format!("would stamp shared version {version}"),
+            ));
+            continue;
+        }
+        let results = start.run(cx, events).await?;
+        out.push(match results.into_iter().next() {
+            Some(r) if r.status != crate::engine::scheduler::ResultStatus::Failed => entry(
+                revs,
+                Some(version),
+                "stamped",
+                format!("stamped shared version {version}"),
+            ),
+            r => entry(
+                revs,
+                Some(version),
+                "left_alone",
+                format!(
+                    "stamping failed: {}",
+                    r.and_then(|r| r.error)
+                        .unwrap_or_else(|| "no result".into())
+                ),
+            ),
+        });
+    }
+    Ok(out)
 }
 
 /// Upgrades the original service's `tenants` table in place and brings the registry to
@@ -612,6 +878,14 @@ pub struct Adoption {
     /// Anything else left alone (no `alembic_version`, a tenantctl history at another
     /// version, a stamp that failed), with why.
     pub left_alone: Vec<Found>,
+    /// The shared schema of each server that has an `alembic_version` in it (and the
+    /// registry's server's when the map file has a `[shared]` table).
+    pub shared: Vec<SharedFound>,
+    /// The schemas other than their own whose objects the tenants use.
+    pub depends_on_schemas: Vec<SchemaDependency>,
+    /// The `tenants.extra_search_path` the tenants need (the configured one and the
+    /// schemas it lacks); `null` when it lacks none.
+    pub extra_search_path: Option<Vec<String>>,
     /// One sentence.
     pub message: String,
 }
@@ -624,7 +898,86 @@ impl Adoption {
             && self.branches.is_empty()
             && self.left_alone.is_empty()
             && self.unregistered_schemas.is_empty()
+            && self.shared.iter().all(|s| s.status != "left_alone")
     }
+
+    /// Sets [`Adoption::extra_search_path`] from the dependencies found and the
+    /// configured `extra_search_path`, and writes the message.
+    pub fn finish(&mut self, configured: &[String]) {
+        let missing: Vec<&SchemaDependency> = self
+            .depends_on_schemas
+            .iter()
+            .filter(|d| !d.configured)
+            .collect();
+        self.extra_search_path = (!missing.is_empty()).then(|| {
+            configured
+                .iter()
+                .cloned()
+                .chain(missing.iter().map(|d| d.schema.clone()))
+                .collect()
+        });
+        let dry_run = self.dry_run;
+        let verb = if dry_run { "would stamp" } else { "stamped" };
+        let left = self.missing_schemas.len()
+            + self.unmapped.len()
+            + self.branches.len()
+            + self.left_alone.len()
+            + self.unregistered_schemas.len();
+        let shared = match self.shared.len() {
+            0 => String::new(),
+            _ => {
+                let count =
+                    |status: &str| self.shared.iter().filter(|s| s.status == status).count();
+                format!(
+                    "shared schema: {verb} {}, {} already adopted, {} left alone; ",
+                    count("stamped"),
+                    count("already"),
+                    count("left_alone")
+                )
+            }
+        };
+        let search_path = match &self.extra_search_path {
+            Some(path) => format!(
+                "; the tenants use objects of {} outside their schemas: add `extra_search_path = {}` to the config's [tenants] table",
+                missing
+                    .iter()
+                    .map(|d| format!("schema {}", quote(&d.schema)))
+                    .collect::<Vec<_>>()
+                    .join(", "),
+                search_path_toml(path)
+            ),
+            None => String::new(),
+        };
+        self.message = format!(
+            "{}{shared}{verb} {} tenants, {} already adopted, {left} left alone ({} unregistered schemas, {} missing schemas, {} unmapped revisions, {} branches, {} other){}{search_path}",
+            match (self.registry.found, dry_run) {
+                ("original", true) => format!(
+                    "would upgrade the original tenants table ({} columns added, {} API keys hashed); ",
+                    self.registry.columns_added.len(),
+                    self.registry.keys_hashed
+                ),
+                ("original", false) => format!(
+                    "upgraded the original tenants table ({} columns added, {} API keys hashed); ",
+                    self.registry.columns_added.len(),
+                    self.registry.keys_hashed
+                ),
+                _ => String::new(),
+            },
+            self.stamped.len(),
+            self.already.len(),
+            self.unregistered_schemas.len(),
+            self.missing_schemas.len(),
+            self.unmapped.len(),
+            self.branches.len(),
+            self.left_alone.len(),
+            if dry_run { "; nothing was changed" } else { "" }
+        );
+    }
+}
+
+/// `extra_search_path`'s value as the config file writes it, e.g. `["public"]`.
+pub fn search_path_toml(path: &[String]) -> String {
+    toml::Value::Array(path.iter().cloned().map(toml::Value::String).collect()).to_string()
 }
 
 /// The `alembic_version` rows of every schema of `client`'s database that has one
@@ -733,7 +1086,7 @@ pub async fn adopt_histories(
     tenants: &[Listed],
     servers: &crate::registry::servers::Servers,
     map: &RevisionMap,
-    history_table: &str,
+    settings: &crate::config::Settings,
     registry_report: RegistryAdoption,
     dry_run: bool,
     stamp: impl AsyncFn(i64, i32) -> Option<String>,
@@ -748,8 +1101,13 @@ pub async fn adopt_histories(
         unmapped: Vec::new(),
         branches: Vec::new(),
         left_alone: Vec::new(),
+        shared: Vec::new(),
+        depends_on_schemas: Vec::new(),
+        extra_search_path: None,
         message: String::new(),
     };
+    let history_table = settings.history_table.as_str();
+    let shared_schema = settings.shared.as_ref().map(|s| s.schema.as_str());
     // Every server's alembic_version tables and schemas, read once.
     let mut per_server: BTreeMap<String, ServerView> = BTreeMap::new();
     for (server, target) in servers.iter() {
@@ -769,15 +1127,26 @@ pub async fn adopt_histories(
         .collect();
     for (server, (versions, _)) in &per_server {
         for (schema, revs) in versions {
+            // The shared schema's own history is adopt_shared's.
+            if Some(schema.as_str()) == shared_schema {
+                continue;
+            }
             if !registered.contains(&(server.as_str(), schema.as_str())) {
+                let outcome = if *schema == settings.registry_schema || schema == "public" {
+                    format!(
+                        "on server {server}: not a tenant's schema; to adopt it as the shared schema, give its migrations a directory (migrations/shared, or [shared] dir in the config) and map its revision in the map file's [shared] table, then run this again; left alone"
+                    )
+                } else {
+                    format!(
+                        "on server {server}: no tenant is registered for it; left alone (register it with `tenantctl tenant create DOMAIN --schema {schema} --adopt`, then run this again)"
+                    )
+                };
                 a.unregistered_schemas.push(Found {
                     domain: None,
                     schema_name: schema.clone(),
                     alembic_revisions: revisions(revs),
                     version: None,
-                    outcome: format!(
-                        "on server {server}: no tenant is registered for it; left alone (register it with `tenantctl tenant create DOMAIN --schema {schema} --adopt`, then run this again)"
-                    ),
+                    outcome,
                 });
             }
         }
@@ -849,7 +1218,7 @@ pub async fn adopt_histories(
             ));
             continue;
         }
-        let Some(&version) = map.0.get(&revs[0]) else {
+        let Some(&version) = map.tenants.get(&revs[0]) else {
             a.unmapped.push(found(
                 t,
                 revs.clone(),
@@ -916,36 +1285,6 @@ pub async fn adopt_histories(
             )),
         }
     }
-    let verb = if dry_run { "would stamp" } else { "stamped" };
-    let left = a.missing_schemas.len()
-        + a.unmapped.len()
-        + a.branches.len()
-        + a.left_alone.len()
-        + a.unregistered_schemas.len();
-    a.message = format!(
-        "{}{verb} {} tenants, {} already adopted, {left} left alone ({} unregistered schemas, {} missing schemas, {} unmapped revisions, {} branches, {} other){}",
-        match (a.registry.found, dry_run) {
-            ("original", true) => format!(
-                "would upgrade the original tenants table ({} columns added, {} API keys hashed); ",
-                a.registry.columns_added.len(),
-                a.registry.keys_hashed
-            ),
-            ("original", false) => format!(
-                "upgraded the original tenants table ({} columns added, {} API keys hashed); ",
-                a.registry.columns_added.len(),
-                a.registry.keys_hashed
-            ),
-            _ => String::new(),
-        },
-        a.stamped.len(),
-        a.already.len(),
-        a.unregistered_schemas.len(),
-        a.missing_schemas.len(),
-        a.unmapped.len(),
-        a.branches.len(),
-        a.left_alone.len(),
-        if dry_run { "; nothing was changed" } else { "" }
-    );
     Ok(a)
 }
 
@@ -956,5 +1295,274 @@ fn found(t: &Listed, revs: Vec<String>, version: Option<i32>, outcome: &str) -> 
         alembic_revisions: revs,
         version,
         outcome: outcome.to_string(),
+    }
+}
+
+/// How many users of one object the report names; the rest are counted.
+pub const USERS_SHOWN: usize = 5;
+
+/// An object of another schema that the tenants use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct UsedObject {
+    /// It as PostgreSQL describes it, e.g. `function public.uuid_generate_v4()`.
+    pub object: String,
+    /// The extension it belongs to, if it does.
+    pub extension: Option<String>,
+    /// Up to [`USERS_SHOWN`] of what uses it: a tenant's object (e.g. `default value for
+    /// column id of table tenant_a."user"`) or a migration file that names it.
+    pub used_by: Vec<String>,
+    /// How many uses were found in all.
+    pub uses: usize,
+}
+
+/// A schema other than the tenants' own whose objects the tenants use.
+#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+pub struct SchemaDependency {
+    /// The schema.
+    pub schema: String,
+    /// What the tenants use from it.
+    pub objects: Vec<UsedObject>,
+    /// Whether `tenants.extra_search_path` lists it (the migrations find its objects).
+    pub configured: bool,
+}
+
+/// What the tenants use from other schemas, on every server: what their objects depend
+/// on (`pg_depend`: a column default calling an extension's function, a column of an
+/// extension's type, a foreign key to a shared table, ...), and the functions and
+/// extension types of other schemas that the migration files call by a bare name (a
+/// tenant behind head reaches them in a later migration, a new tenant on creation). Each
+/// schema is marked configured when `tenants.extra_search_path` lists it. Reads only.
+pub async fn schema_dependencies(
+    cx: &crate::app::context::Context,
+    tenants: &[Listed],
+    set: &MigrationSet,
+) -> Result<Vec<SchemaDependency>, Error> {
+    let mut by_server: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for t in tenants {
+        by_server
+            .entry(t.server.as_str())
+            .or_default()
+            .push(t.schema_name.clone());
+    }
+    let files = names_in_files(set);
+    // schema -> object -> (extension, the first users, every user)
+    type Users = (
+        Option<String>,
+        Vec<String>,
+        std::collections::HashSet<String>,
+    );
+    let mut found: BTreeMap<String, BTreeMap<String, Users>> = BTreeMap::new();
+    let mut add = |schema: String, object: String, extension: Option<String>, user: String| {
+        let entry = found
+            .entry(schema)
+            .or_default()
+            .entry(object)
+            .or_insert_with(|| (extension, Vec::new(), Default::default()));
+        if entry.2.insert(user.clone()) && entry.1.len() < USERS_SHOWN {
+            entry.1.push(user);
+        }
+    };
+    for (server, target) in cx.servers.iter() {
+        let schemas = by_server
+            .get(server.name.as_str())
+            .cloned()
+            .unwrap_or_default();
+        if schemas.is_empty() && server.name != crate::config::DEFAULT_SERVER {
+            continue;
+        }
+        let mut client = target.connect().await?;
+        // The files first: they say which migration needs the schema.
+        for r in crate::engine::dependents::reachable_outside(&mut client, &schemas).await? {
+            for (file, calls, words) in &files {
+                let named = if r.function {
+                    calls.contains(&r.name)
+                } else {
+                    words.contains(&r.name)
+                };
+                if named {
+                    add(
+                        r.schema.clone(),
+                        r.object.clone(),
+                        r.extension.clone(),
+                        file.clone(),
+                    );
+                }
+            }
+        }
+        for u in crate::engine::dependents::used_outside(&mut client, &schemas).await? {
+            add(u.schema, u.object, u.extension, u.used_by);
+        }
+    }
+    Ok(found
+        .into_iter()
+        .map(|(schema, objects)| SchemaDependency {
+            configured: cx.settings.extra_search_path.contains(&schema),
+            schema,
+            objects: objects
+                .into_iter()
+                .map(|(object, (extension, shown, all))| UsedObject {
+                    object,
+                    extension,
+                    uses: all.len(),
+                    used_by: shown,
+                })
+                .collect(),
+        })
+        .collect())
+}
+
+/// Each migration file (up and down) of `set` with the bare names it calls as functions
+/// and every bare name it has (see [`bare_names`]).
+fn names_in_files(
+    set: &MigrationSet,
+) -> Vec<(
+    String,
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+)> {
+    let name = |p: &Path| {
+        p.file_name()
+            .map(|n| n.to_string_lossy().into_owned())
+            .unwrap_or_default()
+    };
+    let mut out = Vec::new();
+    for f in &set.files {
+        let (calls, words) = bare_names(&f.up_sql);
+        out.push((name(&f.up_path), calls, words));
+        if let (Some(path), Some(sql)) = (&f.down_path, &f.down_sql) {
+            let (calls, words) = bare_names(sql);
+            out.push((name(path), calls, words));
+        }
+    }
+    out
+}
+
+/// The unqualified, unquoted names in `sql` (lower case): those followed by `(` (a
+/// call; not a name that a keyword such as `TABLE`, `INTO`, `ON`, `REFERENCES` or
+/// `FUNCTION` introduces, whose parentheses are columns or parameters), and all of them.
+/// Comments, string literals and quoted identifiers are skipped; a name after `.` is
+/// qualified and left out.
+pub fn bare_names(
+    sql: &str,
+) -> (
+    std::collections::BTreeSet<String>,
+    std::collections::BTreeSet<String>,
+) {
+    let mut calls = std::collections::BTreeSet::new();
+    let mut words = std::collections::BTreeSet::new();
+    let b = sql.as_bytes();
+    let mut i = 0;
+    // The last significant byte before the current one (not whitespace), and the last
+    // word.
+    let mut before = b' ';
+    let mut last_word = String::new();
+    const NOT_CALLS: &[&str] = &[
+        "table",
+        "into",
+        "on",
+        "references",
+        "exists",
+        "index",
+        "view",
+        "type",
+        "function",
+        "procedure",
+        "aggregate",
+        "only",
+    ];
+    while i < b.len() {
+        let c = b[i];
+        if c == b'-' && b.get(i + 1) == Some(&b'-') {
+            while i < b.len() && b[i] != b'\n' {
+                i += 1;
+            }
+            continue;
+        }
+        if c == b'/' && b.get(i + 1) == Some(&b'*') {
+            i += 2;
+            while i < b.len() && !(b[i] == b'*' && b.get(i + 1) == Some(&b'/')) {
+                i += 1;
+            }
+            i += 2;
+            before = b' ';
+            continue;
+        }
+        if c == b'\'' || c == b'"' {
+            i += 1;
+            while i < b.len() {
+                if b[i] == c {
+                    if b.get(i + 1) == Some(&c) {
+                        i += 2;
+                        continue;
+                    }
+                    break;
+                }
+                i += 1;
+            }
+            i += 1;
+            before = c;
+            continue;
+        }
+        if c.is_ascii_alphabetic() || c == b'_' || c >= 0x80 {
+            let start = i;
+            while i < b.len()
+                && (b[i].is_ascii_alphanumeric() || b[i] == b'_' || b[i] == b'$' || b[i] >= 0x80)
+            {
+                i += 1;
+            }
+            let word = sql[start..i].to_ascii_lowercase();
+            let mut j = i;
+            while j < b.len() && b[j].is_ascii_whitespace() {
+                j += 1;
+            }
+            if before != b'.' {
+                if b.get(j) == Some(&b'(') && !NOT_CALLS.contains(&last_word.as_str()) {
+                    calls.insert(word.clone());
+                }
+                words.insert(word.clone());
+            }
+            last_word = word;
+            before = b'a';
+            continue;
+        }
+        if !c.is_ascii_whitespace() {
+            before = c;
+        }
+        i += 1;
+    }
+    (calls, words)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn bare_names_are_unqualified_unquoted_and_outside_comments_and_literals() {
+        let (calls, words) = bare_names(
+            "-- uuid_generate_v1() in a comment\n\
+             UPDATE \"user\" SET new_id = uuid_generate_v4 (), b = public.gen_x(), \
+             c = 'lit_call()' /* hidden() */, d = \"quoted\"(1), e = 'it''s(' || Upper(x);\n\
+             CREATE TABLE t (e citext); INSERT INTO t (e) VALUES (lower('A')); \
+             CREATE FUNCTION f(x int) RETURNS int LANGUAGE sql AS 'SELECT 1';",
+        );
+        for call in ["lower", "upper", "uuid_generate_v4"] {
+            assert!(calls.contains(call), "{call}: {calls:?}");
+        }
+        // Tables and a function being defined are not calls.
+        for not_called in ["t", "f", "citext", "gen_x"] {
+            assert!(!calls.contains(not_called), "{not_called}: {calls:?}");
+        }
+        assert!(words.contains("citext") && words.contains("update"));
+        for absent in [
+            "gen_x",
+            "lit_call",
+            "hidden",
+            "quoted",
+            "user",
+            "uuid_generate_v1",
+        ] {
+            assert!(!words.contains(absent), "{absent}: {words:?}");
+        }
     }
 }

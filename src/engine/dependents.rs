@@ -14,7 +14,9 @@
 //! the parts of those objects that have no namespace of their own (TOAST tables, rewrite
 //! rules, triggers, column defaults, policies, operator family members, casts and
 //! transforms of its types); and extensions installed in the schema or with a member in
-//! it. An internal dependency (`deptype = 'i'`, e.g. the triggers behind a foreign key of
+//! it. [`used_outside`] reads the other way: what the objects inside a set of schemas use
+//! from other schemas (an extension's function in a column default, a type, a table a
+//! foreign key points to). An internal dependency (`deptype = 'i'`, e.g. the triggers behind a foreign key of
 //! another schema) is part of the object it depends on and is never reported.
 
 use tokio_postgres::{Client, GenericClient, Transaction};
@@ -115,9 +117,14 @@ const OWNED: &[(&str, &str)] = &[
     ("pg_default_acl", "defaclnamespace"),
 ];
 
-/// The objects inside the schema (see the module documentation), as `(classid, objid)`:
-/// SQL common table expressions ending in `inside`, for `WITH`.
+/// The objects inside the schema `$1` (see the module documentation), as
+/// `(classid, objid)`: SQL common table expressions ending in `inside`, for `WITH`.
 fn inside() -> String {
+    inside_of("nspname = $1")
+}
+
+/// As [`inside`], for the schemas `condition` selects from `pg_namespace`.
+fn inside_of(condition: &str) -> String {
     let own: Vec<String> = OWNED
         .iter()
         .map(|(catalog, column)| {
@@ -127,7 +134,7 @@ fn inside() -> String {
         })
         .collect();
     format!(
-        "ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE nspname = $1),
+        "ns AS (SELECT oid FROM pg_catalog.pg_namespace WHERE {condition}),
 own AS (
   SELECT 'pg_catalog.pg_namespace'::pg_catalog.regclass::oid AS classid, ns.oid AS objid FROM ns
 {}
@@ -266,6 +273,162 @@ pub async fn inspect(client: &mut Client, schema: &str) -> Result<Boundary, Erro
     };
     tx.rollback().await.map_err(query_error(&context))?;
     Ok(Boundary { contents, outside })
+}
+
+/// An object of another schema that an object inside one of the schemas uses.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Use {
+    /// The other schema.
+    pub schema: String,
+    /// The object used, as PostgreSQL describes it, e.g. `function public.uuid_generate_v4()`.
+    pub object: String,
+    /// The extension the object belongs to, if it does.
+    pub extension: Option<String>,
+    /// The object that uses it, e.g. `default value for column id of table tenant_a."user"`.
+    pub used_by: String,
+}
+
+/// What the objects inside `schemas` use from other schemas (not PostgreSQL's own), from
+/// `pg_depend`, sorted by schema, object and user. Read in a read-only transaction with
+/// `search_path` pinned to `pg_catalog`, so every name is schema-qualified; takes no lock.
+pub async fn used_outside(client: &mut Client, schemas: &[String]) -> Result<Vec<Use>, Error> {
+    let context = "looking for what the tenants' schemas use from other schemas";
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(query_error(context))?;
+    tx.batch_execute("SET LOCAL search_path TO pg_catalog")
+        .await
+        .map_err(query_error(context))?;
+    let sql = format!(
+        "WITH {},
+found AS (
+  SELECT d.classid, d.objid, d.objsubid, d.refclassid, d.refobjid
+  FROM pg_catalog.pg_depend d
+  JOIN inside i ON (d.classid, d.objid) = (i.classid, i.objid)
+  WHERE d.deptype IN ('n', 'a')
+    AND NOT EXISTS (SELECT 1 FROM inside j WHERE (j.classid, j.objid) = (d.refclassid, d.refobjid))
+),
+described AS (
+  SELECT (pg_catalog.pg_identify_object(f.refclassid, f.refobjid, 0)).schema AS schema,
+         pg_catalog.pg_describe_object(f.refclassid, f.refobjid, 0) AS object,
+         (SELECT e.extname::text FROM pg_catalog.pg_depend x
+            JOIN pg_catalog.pg_extension e ON e.oid = x.refobjid
+           WHERE (x.classid, x.objid) = (f.refclassid, f.refobjid) AND x.deptype = 'e'
+             AND x.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+           LIMIT 1) AS extension,
+         pg_catalog.pg_describe_object(f.classid, f.objid, f.objsubid) AS used_by
+  FROM found f
+)
+SELECT DISTINCT schema, object, extension, used_by FROM described
+WHERE schema IS NOT NULL AND object IS NOT NULL AND used_by IS NOT NULL
+  AND schema NOT IN ('pg_catalog', 'information_schema') AND schema NOT LIKE 'pg\\_%'
+  AND schema <> ALL($1::text[])
+ORDER BY 1, 2, 4",
+        inside_of("nspname::text = ANY($1::text[])")
+    );
+    let rows = tx
+        .query(&sql, &[&schemas])
+        .await
+        .map_err(query_error(context))?;
+    tx.rollback().await.map_err(query_error(context))?;
+    Ok(rows
+        .iter()
+        .map(|r| Use {
+            schema: r.get(0),
+            object: r.get(1),
+            extension: r.get(2),
+            used_by: r.get(3),
+        })
+        .collect())
+}
+
+/// A function, or a type of an extension, in a schema other than `schemas` and
+/// PostgreSQL's own, that SQL run in one of `schemas` can only reach by its name through
+/// `search_path`.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Reachable {
+    /// Its schema.
+    pub schema: String,
+    /// Its name, as SQL writes it unquoted (lower case).
+    pub name: String,
+    /// Whether it is a function (else a type).
+    pub function: bool,
+    /// It as PostgreSQL describes it, e.g. `function public.uuid_generate_v4()`.
+    pub object: String,
+    /// The extension it belongs to, if it does.
+    pub extension: Option<String>,
+}
+
+/// The functions (any) and extension types in schemas other than `schemas` and
+/// PostgreSQL's own whose names neither `pg_catalog` nor one of `schemas` also has (those
+/// would be found without the other schema), for looking for them in migration files.
+/// Read in a read-only transaction with `search_path` pinned to `pg_catalog`.
+pub async fn reachable_outside(
+    client: &mut Client,
+    schemas: &[String],
+) -> Result<Vec<Reachable>, Error> {
+    let context = "listing the functions and types of other schemas";
+    let tx = client
+        .build_transaction()
+        .read_only(true)
+        .start()
+        .await
+        .map_err(query_error(context))?;
+    tx.batch_execute("SET LOCAL search_path TO pg_catalog")
+        .await
+        .map_err(query_error(context))?;
+    let rows = tx
+        .query(
+            "WITH other AS (
+  SELECT oid, nspname::text AS nspname FROM pg_catalog.pg_namespace
+  WHERE nspname NOT IN ('pg_catalog', 'information_schema') AND nspname NOT LIKE 'pg\\_%'
+    AND nspname::text <> ALL($1::text[])
+),
+own AS (
+  SELECT oid FROM pg_catalog.pg_namespace
+  WHERE nspname = 'pg_catalog' OR nspname::text = ANY($1::text[])
+),
+found AS (
+  SELECT o.nspname, p.proname::text AS name, true AS function,
+         'pg_catalog.pg_proc'::pg_catalog.regclass AS classid, p.oid AS objid
+  FROM pg_catalog.pg_proc p JOIN other o ON o.oid = p.pronamespace
+  WHERE NOT EXISTS (SELECT 1 FROM pg_catalog.pg_proc q JOIN own ON own.oid = q.pronamespace
+                    WHERE q.proname = p.proname)
+  UNION ALL
+  SELECT o.nspname, t.typname::text, false, 'pg_catalog.pg_type'::pg_catalog.regclass, t.oid
+  FROM pg_catalog.pg_type t JOIN other o ON o.oid = t.typnamespace
+  WHERE t.typrelid = 0 AND t.typcategory <> 'A'
+    AND EXISTS (SELECT 1 FROM pg_catalog.pg_depend x
+                WHERE (x.classid, x.objid) = ('pg_catalog.pg_type'::pg_catalog.regclass, t.oid)
+                  AND x.deptype = 'e')
+    AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_type u JOIN own ON own.oid = u.typnamespace
+                    WHERE u.typname = t.typname)
+)
+SELECT f.nspname, f.name, f.function, pg_catalog.pg_describe_object(f.classid, f.objid, 0),
+       (SELECT e.extname::text FROM pg_catalog.pg_depend x
+          JOIN pg_catalog.pg_extension e ON e.oid = x.refobjid
+         WHERE (x.classid, x.objid) = (f.classid, f.objid) AND x.deptype = 'e'
+           AND x.refclassid = 'pg_catalog.pg_extension'::pg_catalog.regclass
+         LIMIT 1)
+FROM found f ORDER BY 1, 2, 4",
+            &[&schemas],
+        )
+        .await
+        .map_err(query_error(context))?;
+    tx.rollback().await.map_err(query_error(context))?;
+    Ok(rows
+        .iter()
+        .map(|r| Reachable {
+            schema: r.get(0),
+            name: r.get(1),
+            function: r.get(2),
+            object: r.get(3),
+            extension: r.get(4),
+        })
+        .collect())
 }
 
 /// Takes `ACCESS EXCLUSIVE` locks on the schema's tables (`ONLY` each: never on a child

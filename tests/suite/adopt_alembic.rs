@@ -22,16 +22,16 @@ pub(crate) const R1: &str = "3da2eb3bee79";
 pub(crate) const R2: &str = "8c1f0e2d4a57";
 pub(crate) const R3: &str = "b7e4a9c2d1f0";
 
-fn repo() -> PathBuf {
+pub(crate) fn repo() -> PathBuf {
     PathBuf::from(env!("CARGO_MANIFEST_DIR"))
 }
 
-fn fixture() -> PathBuf {
+pub(crate) fn fixture() -> PathBuf {
     repo().join("tests/fixtures/alembic-original")
 }
 
 /// The virtualenv holding Alembic, SQLAlchemy and psycopg2; fails loudly when missing.
-fn venv() -> PathBuf {
+pub(crate) fn venv() -> PathBuf {
     let dir = match std::env::var_os("TENANTCTL_TEST_ALEMBIC_VENV").filter(|v| !v.is_empty()) {
         Some(d) => PathBuf::from(d),
         None => {
@@ -55,7 +55,12 @@ fn venv() -> PathBuf {
 
 /// Runs a program of the virtualenv (or a script) with the test's environment scrubbed,
 /// the fixture importable, and fails with its output unless it succeeds. Returns stdout.
-fn run_ok(mut cmd: Command, what: &str) -> String {
+pub(crate) fn run_ok(cmd: Command, what: &str) -> String {
+    run_ok_with_stderr(cmd, what).0
+}
+
+/// As [`run_ok`], returning stdout and stderr.
+pub(crate) fn run_ok_with_stderr(mut cmd: Command, what: &str) -> (String, String) {
     scrub(&mut cmd);
     cmd.env("PYTHONPATH", fixture())
         .env("PYTHONDONTWRITEBYTECODE", "1");
@@ -69,14 +74,22 @@ fn run_ok(mut cmd: Command, what: &str) -> String {
         String::from_utf8_lossy(&out.stdout),
         String::from_utf8_lossy(&out.stderr)
     );
-    String::from_utf8(out.stdout).unwrap()
+    (
+        String::from_utf8(out.stdout).unwrap(),
+        String::from_utf8(out.stderr).unwrap(),
+    )
 }
 
 /// `alembic -x tenant=SCHEMA upgrade REV`, as the original service provisioned a tenant.
 pub(crate) fn alembic_upgrade(db: &TestDb, schema: &str, rev: &str) {
+    alembic_upgrade_in(&fixture(), db, schema, rev);
+}
+
+/// `alembic -x tenant=SCHEMA upgrade REV` with the Alembic project in `project`.
+pub(crate) fn alembic_upgrade_in(project: &Path, db: &TestDb, schema: &str, rev: &str) {
     let mut cmd = Command::new(venv().join("bin/alembic"));
     cmd.arg("-c")
-        .arg(fixture().join("alembic.ini"))
+        .arg(project.join("alembic.ini"))
         .args(["-x", &format!("url={}", db.url)])
         .args(["-x", &format!("tenant={schema}"), "upgrade", rev]);
     run_ok(cmd, &format!("alembic -x tenant={schema} upgrade {rev}"));
@@ -152,15 +165,22 @@ fn add_member(db: &TestDb, schema: &str, last_name: &str) {
 /// prints.
 pub(crate) fn migrations_from_alembic() -> (tempfile::TempDir, String) {
     let dir = tempfile::tempdir().unwrap();
+    let (map, _) = alembic_to_sql(&fixture(), dir.path(), &[]);
+    (dir, map)
+}
+
+/// `scripts/alembic-to-sql -c PROJECT/alembic.ini [EXTRA...] OUT`: the map it prints, and
+/// its stderr.
+pub(crate) fn alembic_to_sql(project: &Path, out: &Path, extra: &[&str]) -> (String, String) {
     let mut cmd = Command::new("bash");
     cmd.arg(repo().join("scripts/alembic-to-sql"))
         .arg("-c")
-        .arg(fixture().join("alembic.ini"))
+        .arg(project.join("alembic.ini"))
         .arg("--alembic")
         .arg(venv().join("bin/alembic"))
-        .arg(dir.path());
-    let map = run_ok(cmd, "scripts/alembic-to-sql");
-    (dir, map)
+        .args(extra)
+        .arg(out);
+    run_ok_with_stderr(cmd, "scripts/alembic-to-sql")
 }
 
 /// A map file holding `text`, in a directory of its own.
@@ -173,7 +193,7 @@ pub(crate) fn map_file(text: &str) -> (tempfile::TempDir, PathBuf) {
 
 /// Everything in the database outside PostgreSQL's own schemas: schemas, relations,
 /// columns, indexes, constraints, and every table's rows.
-fn snapshot(db: &TestDb) -> BTreeMap<String, String> {
+pub(crate) fn snapshot(db: &TestDb) -> BTreeMap<String, String> {
     let mut c = db.client();
     let user = "NOT LIKE 'pg\\_%' AND {n} <> 'information_schema'";
     let filter = |n: &str| format!("{n} {}", user.replace("{n}", n));
@@ -255,7 +275,7 @@ fn snapshot(db: &TestDb) -> BTreeMap<String, String> {
 }
 
 /// The part of a snapshot about one schema.
-fn of_schema(snap: &BTreeMap<String, String>, schema: &str) -> Vec<String> {
+pub(crate) fn of_schema(snap: &BTreeMap<String, String>, schema: &str) -> Vec<String> {
     let prefix = format!("{schema}.");
     let alone = format!("{schema} ");
     let mut out = Vec::new();
@@ -275,7 +295,7 @@ fn of_schema(snap: &BTreeMap<String, String>, schema: &str) -> Vec<String> {
 }
 
 /// `(domain, version)` of each entry of one list of the adoption report.
-fn entries(report: &Value, list: &str) -> Vec<(Option<String>, String, Option<i64>)> {
+pub(crate) fn entries(report: &Value, list: &str) -> Vec<(Option<String>, String, Option<i64>)> {
     report[list]
         .as_array()
         .unwrap_or_else(|| panic!("the report has no list {list}: {report}"))
@@ -290,7 +310,7 @@ fn entries(report: &Value, list: &str) -> Vec<(Option<String>, String, Option<i6
         .collect()
 }
 
-fn adopt(t: &Tenantctl, map: &Path, extra: &[&str]) -> crate::support::Run {
+pub(crate) fn adopt(t: &Tenantctl, map: &Path, extra: &[&str]) -> crate::support::Run {
     let mut args = vec!["adopt", "alembic", "--map", map.to_str().unwrap()];
     args.extend_from_slice(extra);
     args.extend_from_slice(&["-o", "json"]);

@@ -13,6 +13,7 @@ mod support;
 
 // The tests.
 mod adopt_alembic;
+mod adopt_extensions;
 mod architecture;
 mod backup;
 mod boundaries;

@@ -54,8 +54,47 @@ fn print(ctx: &Ctx, a: &Adoption) {
             ]);
         }
     }
+    for s in &a.shared {
+        any = true;
+        t.add_row(vec![
+            format!("(shared, server {})", s.server),
+            s.schema.clone(),
+            s.alembic_revisions.join(", "),
+            s.version.map(|v| v.to_string()).unwrap_or_default(),
+            s.outcome.clone(),
+        ]);
+    }
     if any {
         ctx.out.print(&t.to_string());
+    }
+    for d in a.depends_on_schemas.iter().filter(|d| !d.configured) {
+        let objects: Vec<String> = d
+            .objects
+            .iter()
+            .map(|o| {
+                let ext = o
+                    .extension
+                    .as_ref()
+                    .map(|e| format!(" of extension {e}"))
+                    .unwrap_or_default();
+                let more = match o.uses.saturating_sub(o.used_by.len()) {
+                    0 => String::new(),
+                    n => format!(" and {n} more"),
+                };
+                format!("{}{ext}, used by {}{more}", o.object, o.used_by.join(", "))
+            })
+            .collect();
+        ctx.out.warn(&format!(
+            "the tenants use objects of schema {} that their search_path does not reach: {}",
+            d.schema,
+            objects.join("; ")
+        ));
+    }
+    if let Some(path) = &a.extra_search_path {
+        ctx.out.warn(&format!(
+            "add to the config file, or a tenant behind head fails in the migration that uses them, and so does every new tenant:\n[tenants]\nextra_search_path = {}",
+            adopt::search_path_toml(path)
+        ));
     }
     for d in &a.registry.without_key {
         // Quoted for a shell when the domain is not one tenantctl would accept.

@@ -824,3 +824,104 @@ pub struct Detail {
 pub struct Health {
     pub status: String,
 }
+
+/// `app::adopt::RegistryAdoption`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct RegistryAdoption {
+    pub found: String,
+    pub columns_added: Vec<String>,
+    pub keys_hashed: u64,
+    pub without_key: Vec<String>,
+}
+
+/// `app::adopt::Found`: one tenant's (or schema's) history as adoption found it.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Found {
+    #[serde(deserialize_with = "nullable")]
+    pub domain: Option<String>,
+    pub schema_name: String,
+    pub alembic_revisions: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub version: Option<i32>,
+    pub outcome: String,
+}
+
+/// `app::adopt::SharedFound`: one server's shared schema as adoption found it.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SharedFound {
+    pub server: String,
+    pub schema: String,
+    pub alembic_revisions: Vec<String>,
+    #[serde(deserialize_with = "nullable")]
+    pub version: Option<i32>,
+    /// `stamped`, `already` or `left_alone`.
+    pub status: String,
+    pub outcome: String,
+}
+
+/// `app::adopt::UsedObject`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct UsedObject {
+    pub object: String,
+    #[serde(deserialize_with = "nullable")]
+    pub extension: Option<String>,
+    pub used_by: Vec<String>,
+    pub uses: usize,
+}
+
+/// `app::adopt::SchemaDependency`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct SchemaDependency {
+    pub schema: String,
+    pub objects: Vec<UsedObject>,
+    pub configured: bool,
+}
+
+/// `app::adopt::Adoption`: what `adopt alembic` prints.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct Adoption {
+    pub dry_run: bool,
+    pub registry: RegistryAdoption,
+    pub stamped: Vec<Found>,
+    pub already: Vec<Found>,
+    pub unregistered_schemas: Vec<Found>,
+    pub missing_schemas: Vec<Found>,
+    pub unmapped: Vec<Found>,
+    pub branches: Vec<Found>,
+    pub left_alone: Vec<Found>,
+    pub shared: Vec<SharedFound>,
+    pub depends_on_schemas: Vec<SchemaDependency>,
+    #[serde(deserialize_with = "nullable")]
+    pub extra_search_path: Option<Vec<String>>,
+    pub message: String,
+}
