@@ -715,6 +715,11 @@ fn shared(
         )));
     }
     let dir = match &file.shared.dir {
+        Some(dir) if dir.as_os_str().is_empty() => {
+            return Err(Error::setup(
+                "config shared.dir is empty: name the shared schema's migrations directory, or leave the key out for the migrations directory's `shared` folder",
+            ))
+        }
         Some(dir) => file_dir.join(dir),
         None => {
             let default = migrations_dir.join("shared");
@@ -724,6 +729,12 @@ fn shared(
             default
         }
     };
+    if dir == migrations_dir {
+        return Err(Error::setup(format!(
+            "config shared.dir {} is the tenants' migrations directory: the shared schema needs a directory of its own (by default the migrations directory's `shared` folder)",
+            dir.display()
+        )));
+    }
     Ok(Some(Shared { dir, schema }))
 }
 
@@ -1142,6 +1153,11 @@ mod tests {
             let text = format!("[shared]\nschema = \"{bad}\"\n");
             let e = from_file(&Overrides::default(), Path::new("/"), &text).unwrap_err();
             assert!(e.to_string().contains("shared.schema"), "{bad}: {e}");
+        }
+        for bad in ["", "migrations", "./migrations"] {
+            let text = format!("[migrations]\ndir = \"migrations\"\n[shared]\ndir = \"{bad}\"\n");
+            let e = from_file(&Overrides::default(), Path::new("/"), &text).unwrap_err();
+            assert!(e.to_string().contains("shared.dir"), "{bad:?}: {e}");
         }
     }
 

@@ -340,7 +340,8 @@ pub async fn adopt_shared(
         let (rows, state) = {
             let client = target.connect().await?;
             let rows = alembic_rows(&client, &shared.schema).await?;
-            let state = crate::engine::shared::observe(&client, &shared.schema).await?;
+            let state =
+                crate::engine::shared::observe(&client, &shared.schema, &cx.settings).await?;
             (rows, state)
         };
         let current = state.current();

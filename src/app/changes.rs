@@ -117,15 +117,17 @@ impl Started {
         if matches!(change, SchemaChange::Recreate) {
             dryrun::refuse_blocked_recreates(&cx.servers, &mut self.client, &mut dry).await?;
         }
-        if let (SchemaChange::Upgrade { .. }, Some(set), Some(shared)) =
+        if let (SchemaChange::Upgrade { target, .. }, Some(set), Some(shared)) =
             (change, &self.shared, &cx.settings.shared)
         {
-            let head = SchemaChange::Upgrade {
-                target: crate::engine::target::Target::Version(set.head()),
-                provision: true,
-            };
-            dry.shared =
-                crate::app::shared::plan_shared(cx, shared, set, head, &self.servers).await;
+            if let Some(to) = crate::app::shared::target_for(&self.set, target, set) {
+                let first = SchemaChange::Upgrade {
+                    target: crate::engine::target::Target::Version(to),
+                    provision: true,
+                };
+                dry.shared =
+                    crate::app::shared::plan_shared(cx, shared, set, first, &self.servers).await;
+            }
         }
         Ok(dry)
     }
@@ -162,10 +164,12 @@ impl Started {
         opts: &RunOptions,
         events: &Events,
     ) -> Result<RunReport, Error> {
-        // An upgrade brings the shared schema of each server it touches to its head first.
-        let shared = match change {
-            SchemaChange::Upgrade { .. } => {
-                crate::app::shared::upgrade_first(cx, &self.servers, events).await?
+        // An upgrade brings the shared schema of each server it touches to what its
+        // target needs (for head, the shared head) first.
+        let shared = match (change, &self.shared) {
+            (SchemaChange::Upgrade { target, .. }, Some(set)) => {
+                let to = crate::app::shared::target_for(&self.set, target, set);
+                crate::app::shared::upgrade_first(cx, &self.servers, to, events).await?
             }
             _ => Vec::new(),
         };

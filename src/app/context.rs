@@ -68,7 +68,7 @@ impl Context {
         let set = MigrationSet::load(&self.settings.migrations_dir)?;
         if set.files.iter().any(|f| f.up.requires_shared.is_some()) {
             let shared = match &self.settings.shared {
-                Some(s) => Some(MigrationSet::load(&s.dir)?),
+                Some(_) => Some(self.shared()?.1),
                 None => None,
             };
             set.check_requires(shared.as_ref())?;

@@ -69,7 +69,13 @@ pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
         Some(_) => crate::app::shared::status(cx, None).await?,
         None => Vec::new(),
     };
-    if let Some(e) = shared.iter().find_map(|s| s.error.as_ref()) {
+    // A server that cannot be reached cannot be checked; a shared history that cannot be
+    // read is drift, as a tenant's is.
+    if let Some(e) = shared
+        .iter()
+        .filter(|s| s.unreachable)
+        .find_map(|s| s.error.as_ref())
+    {
         return Err(Error::unavailable(e.clone()));
     }
     Ok(CheckReport {

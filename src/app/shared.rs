@@ -2,7 +2,8 @@
 //! server, its history, a dry run, and `upgrade`, `downgrade` and `stamp` of it on the
 //! selected servers (each server's shared schema under its own lock). An upgrade of
 //! tenants calls [`upgrade_first`] to bring the shared schema of each server it touches
-//! to its head before that server's tenants.
+//! to what the tenants' target needs ([`target_for`]: its head, for `upgrade` to head)
+//! before that server's tenants.
 
 use serde::Serialize;
 
@@ -39,6 +40,10 @@ pub struct SharedStatus {
     /// Why the server's shared schema could not be read.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub error: Option<String>,
+    /// Whether that was because the server could not be reached (rather than a history
+    /// that cannot be read, which is drift).
+    #[serde(skip)]
+    pub unreachable: bool,
 }
 
 impl SharedStatus {
@@ -72,6 +77,12 @@ impl Context {
                 self.settings.migrations_dir.join("shared").display()
             ))
         })?;
+        if !shared.dir.is_dir() {
+            return Err(Error::setup(format!(
+                "the shared schema's migrations directory {} is not a directory: create it, or set [shared] dir in the config",
+                shared.dir.display()
+            )));
+        }
         let set = MigrationSet::load(&shared.dir)?;
         set.refuse_requires()?;
         Ok((shared, set))
@@ -111,7 +122,7 @@ pub async fn status(cx: &Context, server: Option<&str>) -> Result<Vec<SharedStat
 
 async fn read_state(cx: &Context, server: &str, schema: &str) -> Result<SchemaState, String> {
     let client = cx.connect_server(server).await.map_err(|e| e.to_string())?;
-    shared::observe(&client, schema)
+    shared::observe(&client, schema, &cx.settings)
         .await
         .map_err(|e| e.to_string())
 }
@@ -130,6 +141,7 @@ pub fn status_of(
         pending_migrations: Vec::new(),
         drift: Vec::new(),
         error: None,
+        unreachable: state.as_ref().map_or(true, |st| st.unreachable),
     };
     match state.and_then(|st| st.history) {
         Err(e) => s.error = Some(e),
@@ -225,6 +237,7 @@ impl SharedStart<'_> {
     /// (nothing changed anywhere, an error naming the tenants) when a tenant on one of
     /// them has applied a migration that requires a shared revision above its target.
     pub async fn run(&self, cx: &Context, events: &Events) -> Result<Vec<SharedResult>, Error> {
+        self.refuse_misconfigured(cx).await?;
         let one = cx.one_tenant(events);
         let mut sessions: Vec<(String, Pool, Session<'_>)> = Vec::new();
         let mut results = Vec::new();
@@ -247,7 +260,7 @@ impl SharedStart<'_> {
                 }
             }
         }
-        if let SchemaChange::Downgrade(_) = self.change {
+        if let SchemaChange::Downgrade(_) | SchemaChange::Stamp(_) = self.change {
             if let Err(e) = self.refuse_blocked(cx, &sessions).await {
                 for (_, pool, session) in sessions {
                     session.close(&pool).await;
@@ -271,8 +284,61 @@ impl SharedStart<'_> {
         Ok(results)
     }
 
-    /// A downgrade's refusal: the tenants that have applied a migration requiring a
-    /// shared revision above what each server's shared schema would go down to.
+    /// Refuses, before any lock is taken, a configuration the change would go wrong on:
+    /// two configured servers that are one database (the second's lock would wait for
+    /// the first's forever), and a shared schema that is a registered tenant's.
+    async fn refuse_misconfigured(&self, cx: &Context) -> Result<(), Error> {
+        if self.servers.len() < 2 {
+            return self.refuse_tenant_schema(cx).await;
+        }
+        let reads = self.servers.iter().map(|name| async move {
+            let client = cx.connect_server(name).await.ok()?;
+            let row = crate::pg::db::read(
+                &client,
+                "reading which database the server is",
+                client.query_one(
+                    "SELECT current_database()::text, pg_postmaster_start_time()::text, current_setting('port')",
+                    &[],
+                ),
+            )
+            .await
+            .ok()?;
+            let id: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+            Some((name.clone(), id))
+        });
+        let ids: Vec<(String, (String, String, String))> = futures::future::join_all(reads)
+            .await
+            .into_iter()
+            .flatten()
+            .collect();
+        for (i, (a, id)) in ids.iter().enumerate() {
+            if let Some((b, _)) = ids[i + 1..].iter().find(|(_, other)| other == id) {
+                return Err(Error::setup(format!(
+                    "servers {a} and {b} are the same database ({} on the server listening on port {}): configure a database as one server only; nothing was changed",
+                    quote(&id.0),
+                    id.2
+                )));
+            }
+        }
+        self.refuse_tenant_schema(cx).await
+    }
+
+    /// Refuses a shared schema that is a registered tenant's schema.
+    async fn refuse_tenant_schema(&self, cx: &Context) -> Result<(), Error> {
+        let client = cx.connect().await?;
+        let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+        if let Some(owner) = registry.schema_owner(&self.shared.schema).await? {
+            return Err(Error::setup(format!(
+                "the shared schema {} (shared.schema) is tenant {owner}'s schema: choose another shared.schema; nothing was changed",
+                quote(&self.shared.schema)
+            )));
+        }
+        Ok(())
+    }
+
+    /// A downgrade's refusal (and a stamp's that forgets versions): the tenants that have
+    /// applied a migration requiring a shared revision above what each server's shared
+    /// schema would go down to.
     async fn refuse_blocked(
         &self,
         cx: &Context,
@@ -280,7 +346,8 @@ impl SharedStart<'_> {
     ) -> Result<(), Error> {
         let mut refusals = Vec::new();
         for (name, _, session) in sessions {
-            let state = session.observe().await?;
+            let state =
+                shared::observe(session.client(), &self.shared.schema, &cx.settings).await?;
             let Ok(plan) = shared::plan(
                 self.change,
                 &self.shared.schema,
@@ -291,13 +358,23 @@ impl SharedStart<'_> {
                 // Refused for its own reason: apply says why.
                 continue;
             };
-            if plan.is_empty() {
+            let forgets = match self.change {
+                SchemaChange::Stamp(_) => !plan.forgotten.is_empty(),
+                _ => !plan.is_empty(),
+            };
+            if !forgets {
                 continue;
             }
             let below = plan.to_revision.unwrap_or(0);
             let blocking = blocking_tenants(cx, name, below).await?;
             if !blocking.is_empty() {
-                refusals.push(refusal(name, &self.shared.schema, below, &blocking));
+                refusals.push(refusal(
+                    self.change,
+                    name,
+                    &self.shared.schema,
+                    below,
+                    &blocking,
+                ));
             }
         }
         if refusals.is_empty() {
@@ -331,28 +408,55 @@ pub async fn plan_shared<'s>(
         )
     });
     let mut planned = futures::future::join_all(reads).await;
-    if let SchemaChange::Downgrade(_) = change {
-        for p in planned
-            .iter_mut()
-            .filter(|p| p.error.is_none() && !p.sql.is_empty())
-        {
+    if let SchemaChange::Downgrade(_) | SchemaChange::Stamp(_) = change {
+        let mut refused: Option<String> = None;
+        for p in planned.iter_mut().filter(|p| {
+            p.error.is_none()
+                && match change {
+                    SchemaChange::Stamp(_) => p.from_revision > p.to_revision,
+                    _ => !p.sql.is_empty(),
+                }
+        }) {
             let below = p.to_revision.unwrap_or(0);
             match blocking_tenants(cx, &p.server, below).await {
                 Ok(blocking) if blocking.is_empty() => {}
                 Ok(blocking) => {
-                    p.error = Some(refusal(&p.server, &p.schema, below, &blocking));
+                    p.error = Some(refusal(change, &p.server, &p.schema, below, &blocking));
                     p.sql = Default::default();
+                    refused.get_or_insert_with(|| p.server.clone());
                 }
-                Err(e) => p.error = Some(e.to_string()),
+                Err(e) => {
+                    p.error = Some(e.to_string());
+                    refused.get_or_insert_with(|| p.server.clone());
+                }
+            }
+        }
+        // The run is all or nothing: refused on one server, it changes none.
+        if let Some(refused) = refused {
+            for p in planned.iter_mut().filter(|p| p.error.is_none()) {
+                p.error = Some(format!(
+                    "not run: the change is refused on server {refused}, and a refused change changes no server"
+                ));
+                p.sql = Default::default();
             }
         }
     }
     planned
 }
 
-fn refusal(server: &str, schema: &str, below: i32, blocking: &[String]) -> String {
+fn refusal(
+    change: SchemaChange,
+    server: &str,
+    schema: &str,
+    below: i32,
+    blocking: &[String],
+) -> String {
+    let what = match change {
+        SchemaChange::Stamp(_) => "stamp",
+        _ => "downgrade",
+    };
     format!(
-        "refusing to downgrade the shared schema {} on server {server} to {}: {} applied a migration that requires a higher shared revision ({}); downgrade those tenants first",
+        "refusing to {what} the shared schema {} on server {server} to {}: {} applied a migration that requires a higher shared revision ({}); downgrade those tenants first",
         quote(schema),
         crate::show::revision(Some(below).filter(|v| *v > 0)),
         if blocking.len() == 1 { "tenant" } else { "tenants" },
@@ -402,29 +506,72 @@ async fn blocking_tenants(cx: &Context, server: &str, below: i32) -> Result<Vec<
         )));
     }
     let mut blocking = Vec::new();
+    let needs = |v: i32, n: i32| format!("V{v} requires shared {n}");
     for t in &tenants {
-        let Some(Ok(history)) = states.get(&t.schema_name).map(|s| s.history.as_ref()) else {
-            continue;
-        };
-        if let Some((v, n)) = requiring
-            .iter()
-            .find(|(v, _)| history.iter().any(|r| r.version == *v))
-        {
-            blocking.push(format!("{} (V{v} requires shared {n})", t.domain));
+        let state = states.get(&t.schema_name);
+        match state {
+            Some(st) if st.schema_exists && st.history_exists => match &st.history {
+                Ok(history) => {
+                    if let Some((v, n)) = requiring
+                        .iter()
+                        .find(|(v, _)| history.iter().any(|r| r.version == *v))
+                    {
+                        blocking.push(format!("{} ({})", t.domain, needs(*v, *n)));
+                    }
+                }
+                // What cannot be read cannot be shown not to need it.
+                Err(e) => blocking.push(format!("{} (its history cannot be read: {e})", t.domain)),
+            },
+            // No schema or no history table where the registry may record one (renamed,
+            // dropped by hand): the registry's revision says what it had.
+            _ => {
+                if let Some((v, n)) = requiring
+                    .iter()
+                    .find(|(v, _)| t.current_revision.is_some_and(|r| r >= *v))
+                {
+                    blocking.push(format!(
+                        "{} (its history is missing; the registry records revision {}, past {})",
+                        t.domain,
+                        crate::show::revision(t.current_revision),
+                        needs(*v, *n)
+                    ));
+                }
+            }
         }
     }
     Ok(blocking)
 }
 
-/// Before an upgrade of tenants: brings the shared schema of each of `servers` to its
-/// head, each under its lock. Nothing when there is no shared schema. A server whose
-/// shared schema fails is reported; its tenants still run, and those that require
-/// what it lacks are held back.
+/// The shared revision an upgrade of tenants to `target` brings each server's shared
+/// schema to first: the shared head for `head` (and for a relative target, which each
+/// tenant resolves from its own revision); for a version below the tenants' head, the
+/// highest shared revision the tenant files up to it require; `None` when that is
+/// nothing: the shared schema is then left as it is.
+pub fn target_for(tenants: &MigrationSet, target: Target, shared: &MigrationSet) -> Option<i32> {
+    match target {
+        Target::Version(v) if v < tenants.head() => tenants
+            .files
+            .iter()
+            .filter(|f| f.version <= v)
+            .filter_map(|f| f.up.requires_shared)
+            .max(),
+        _ => Some(shared.head()).filter(|h| *h > 0),
+    }
+}
+
+/// Before an upgrade of tenants: brings the shared schema of each of `servers` to
+/// `target` (see [`target_for`]), each under its lock. Nothing when there is no shared
+/// schema or no target. A server whose shared schema fails is reported; its tenants still
+/// run, and those that require what it lacks are held back.
 pub async fn upgrade_first(
     cx: &Context,
     servers: &[String],
+    target: Option<i32>,
     events: &Events,
 ) -> Result<Vec<SharedResult>, Error> {
+    let Some(target) = target else {
+        return Ok(Vec::new());
+    };
     if cx.settings.shared.is_none() || servers.is_empty() {
         return Ok(Vec::new());
     }
@@ -432,7 +579,7 @@ pub async fn upgrade_first(
     let start = SharedStart {
         shared,
         change: SchemaChange::Upgrade {
-            target: Target::Version(set.head()),
+            target: Target::Version(target),
             provision: true,
         },
         set,

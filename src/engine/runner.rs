@@ -494,16 +494,23 @@ impl<'a> Session<'a> {
             .await
             .map_err(failed)?
             .get(0);
-        let current: Option<i32> = if exists {
-            client
-                .query_one(&format!("SELECT max(version) FROM {table}"), &[])
+        // Version N itself must be applied: a higher revision with N missing (a branch
+        // merged out of order, a row written by hand) does not have what N made.
+        let (current, applied): (Option<i32>, bool) = if exists {
+            let row = client
+                .query_one(
+                    &format!(
+                        "SELECT max(version), coalesce(bool_or(version = $1), false) FROM {table}"
+                    ),
+                    &[&n],
+                )
                 .await
-                .map_err(failed)?
-                .get(0)
+                .map_err(failed)?;
+            (row.get(0), row.get(1))
         } else {
-            None
+            (None, false)
         };
-        if current.unwrap_or(0) >= n {
+        if applied {
             return Ok(());
         }
         let _ = client
@@ -1104,11 +1111,14 @@ enum StepError {
 /// Why a tenant stops before `file`: its server's shared schema is below the revision
 /// the file requires.
 pub fn held_back(file: &MigrationFile, n: i32, schema: &str, current: Option<i32>) -> String {
+    let at = match current {
+        Some(c) if c > n => format!("is at {c} without version {n} applied"),
+        c => format!("is at {}", crate::show::revision(c)),
+    };
     format!(
-        "held back before {}: it requires the shared schema at revision {n} or later, and this server's shared schema {} is at {}; run `tenantctl upgrade --shared` first (nothing from {} on was run)",
+        "held back before {}: it requires the shared schema at revision {n} or later, and this server's shared schema {} {at}; run `tenantctl upgrade --shared` first (nothing from {} on was run)",
         file.refinery_name(),
         quote(schema),
-        crate::show::revision(current),
         file.refinery_name()
     )
 }

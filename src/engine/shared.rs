@@ -18,7 +18,7 @@ use crate::engine::tenant::Context;
 use crate::error::Error;
 use crate::files::migrations::MigrationSet;
 use crate::pg::db::Client;
-use crate::registry::state::{self, SchemaState};
+use crate::registry::state::{self, SchemaState, Untracked};
 
 /// A session on `server`'s shared schema holding its lock (a long wait is reported as
 /// an event), on a connection of its own that is closed with the returned pool.
@@ -46,23 +46,71 @@ pub async fn locked<'a>(
 }
 
 /// The shared schema `schema` as `client`'s server has it, read without its lock.
-pub async fn observe(client: &Client, schema: &str) -> Result<SchemaState, Error> {
+/// Without a shared history, what it holds that is neither tenantctl's registry nor an
+/// extension's counts as untracked: an upgrade would run the first shared migration over
+/// those tables, so it is refused (`stamp --shared` records what they match).
+pub async fn observe(
+    client: &Client,
+    schema: &str,
+    settings: &crate::config::Settings,
+) -> Result<SchemaState, Error> {
     let mut map = state::observe(client, &[schema.to_string()], SHARED_HISTORY).await?;
-    Ok(map
+    let mut state = map
         .remove(schema)
-        .map(tracked)
-        .expect("observe returns every schema asked for"))
-}
-
-/// The shared schema holds objects that are not tenantctl's: they never make it
-/// "untracked" (which would refuse its first upgrade).
-fn tracked(mut state: SchemaState) -> SchemaState {
+        .expect("observe returns every schema asked for");
     state.untracked = Default::default();
-    state
+    if state.schema_exists && !state.history_exists && !state.unreachable {
+        state.untracked = untracked(client, schema, &settings.registry_schema).await?;
+    }
+    Ok(state)
 }
 
-/// The plan of `change` on a shared schema in `state`: an upgrade creates the schema when
-/// it is missing. A refusal is said as the shared schema's.
+/// The tables, views and foreign tables of the shared schema that are neither the
+/// registry's (when the registry lives there) nor an extension's.
+async fn untracked(
+    client: &Client,
+    schema: &str,
+    registry_schema: &str,
+) -> Result<Untracked, Error> {
+    let registry: Vec<String> = if schema == registry_schema {
+        [
+            "tenants",
+            "tenant_events",
+            "tenant_moves",
+            "tenant_runs",
+            crate::registry::HISTORY_TABLE,
+        ]
+        .iter()
+        .map(|t| t.to_string())
+        .collect()
+    } else {
+        Vec::new()
+    };
+    let others: Vec<&str> = state::OTHER_HISTORIES.iter().map(|(t, _)| *t).collect();
+    let row = crate::pg::db::read(
+        client,
+        "reading what the shared schema holds",
+        client.query_one(
+            "SELECT count(*), min(c.relname::text) FILTER (WHERE c.relname = ANY($3::text[])) \
+             FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
+             WHERE n.nspname = $1 AND c.relkind IN ('r', 'p', 'v', 'm', 'f') \
+             AND NOT c.relname = ANY($2::text[]) \
+             AND NOT EXISTS (SELECT FROM pg_catalog.pg_depend d \
+                             WHERE d.classid = 'pg_catalog.pg_class'::pg_catalog.regclass \
+                             AND d.objid = c.oid AND d.deptype = 'e')",
+            &[&schema, &registry, &others],
+        ),
+    )
+    .await?;
+    Ok(Untracked {
+        objects: row.get(0),
+        other_history: row.get(1),
+    })
+}
+
+/// The plan of `change` on a shared schema in `state` (as [`observe`] reads it): an
+/// upgrade creates the schema when it is missing. A refusal is said as the shared
+/// schema's.
 pub fn plan<'s>(
     change: SchemaChange,
     schema: &str,
@@ -78,18 +126,17 @@ pub fn plan<'s>(
         other => other,
     };
     change
-        .plan(schema, &tracked(state.clone()), set, settings)
+        .plan(schema, state, set, settings)
         .map_err(|r| refusal(&r, schema))
 }
 
 /// A refusal on the shared schema, with the commands that apply to it.
 fn refusal(r: &Refusal, schema: &str) -> String {
     r.message(schema, "DOMAIN")
+        .replace("`tenantctl stamp --tenant DOMAIN base` runs every migration over what it holds", "`tenantctl stamp --shared base` runs every shared migration over what it holds")
         .replace("--tenant DOMAIN", "--shared")
-        .replace(
-            "`tenantctl provision --shared` first",
-            "`tenantctl upgrade --shared` first",
-        )
+        .replace("`tenantctl provision --shared` first", "`tenantctl upgrade --shared` first")
+        .replace("it stamps each tenant at the version its alembic_version maps to", "a `[shared]` table in its map file stamps the shared schema at the version public's alembic_version maps to")
 }
 
 /// Runs `change` on the shared schema the session holds (its lock taken): reads its
@@ -107,8 +154,8 @@ pub async fn apply(
         r.duration_ms = started.elapsed().as_millis() as u64;
         r
     };
-    let before = match session.observe().await {
-        Ok(s) => tracked(s),
+    let before = match observe(session.client(), &shared.schema, session.settings()).await {
+        Ok(s) => s,
         Err(e) => return finish(r.failed(e)),
     };
     r.from = before.current();
@@ -128,9 +175,15 @@ pub async fn apply(
             };
         }
         Err(ExecError::Failed { done, message }) | Err(ExecError::HeldBack { done, message }) => {
-            if matches!(change, SchemaChange::Upgrade { .. }) {
-                r.to = done.versions.last().copied().or(r.to);
-            }
+            // Where it stopped, read back: a down script that failed after others
+            // leaves the schema between the two revisions.
+            r.to = match session.observe().await {
+                Ok(now) => now.current(),
+                Err(_) if matches!(change, SchemaChange::Upgrade { .. }) => {
+                    done.versions.last().copied().or(r.to)
+                }
+                Err(_) => r.to,
+            };
             r.applied = done.versions;
             r = r.failed(message);
         }

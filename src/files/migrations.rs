@@ -59,7 +59,8 @@ pub fn parse_script(path: &Path, sql: &str) -> Result<Script, String> {
             .unwrap_or_else(|| format!("{}: {}", at(e.line), e.message))
     })?;
     let no_transaction = statements::is_no_transaction(sql);
-    let requires_shared = statements::requires_shared(sql)
+    let first_statement = statements.first().map_or(usize::MAX, |s| s.line);
+    let requires_shared = statements::requires_shared(sql, first_statement)
         .map_err(|(line, message)| format!("{}: {message}", at(line)))?
         .map(|(v, _)| v);
     for s in &statements {

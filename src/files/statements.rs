@@ -174,34 +174,77 @@ impl Statement {
 pub const REQUIRES_SHARED: &str = "-- tenantctl: requires shared";
 
 /// The shared revision a file requires: `N` from a `-- tenantctl: requires shared N`
-/// among its first lines (the comments and blank lines before its first statement), with
-/// the line it is on. An error names the line of a directive that is not a version.
-pub fn requires_shared(sql: &str) -> Result<Option<(i32, usize)>, (usize, String)> {
+/// among its header lines (those before line `first_statement`, its first statement's),
+/// with the line it is on. Every comment line of the header that is written as a
+/// directive (`-- tenantctl:` in any case or spacing) must be one exactly:
+/// `-- tenantctl: no-transaction` as the first line, or one `-- tenantctl: requires
+/// shared N`; anything else is an error naming its line, so a misspelt directive is never
+/// silently a comment.
+pub fn requires_shared(
+    sql: &str,
+    first_statement: usize,
+) -> Result<Option<(i32, usize)>, (usize, String)> {
     let body = sql.strip_prefix('\u{feff}').unwrap_or(sql);
-    for (i, line) in body.lines().enumerate() {
-        let line = line.trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
-        if line.is_empty() {
-            continue;
-        }
-        if !line.starts_with("--") {
+    let known = format!(
+        "the directives are `{NO_TRANSACTION}` (the first line) and `{REQUIRES_SHARED} N`, written exactly so"
+    );
+    let mut found: Option<(i32, usize)> = None;
+    for (i, raw) in body.lines().enumerate() {
+        let number = i + 1;
+        if number >= first_statement {
             break;
         }
-        let Some(rest) = line.strip_prefix(REQUIRES_SHARED) else {
+        let line = raw.trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
+        let Some(comment) = line.strip_prefix("--") else {
             continue;
         };
-        let n = rest.trim();
-        return match n.parse::<i32>() {
-            Ok(v) if v > 0 && !n.starts_with('+') => Ok(Some((v, i + 1))),
-            _ => Err((
-                i + 1,
-                format!(
-                    "`{REQUIRES_SHARED} N` needs N to be a shared migration's version (a positive whole number), not {}",
-                    crate::ident::shown(n)
-                ),
-            )),
+        let comment = comment.trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
+        let looks = comment.len() >= "tenantctl".len()
+            && comment.is_char_boundary("tenantctl".len())
+            && comment[.."tenantctl".len()].eq_ignore_ascii_case("tenantctl")
+            && comment["tenantctl".len()..]
+                .trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8))
+                .starts_with(':');
+        if !looks {
+            continue;
+        }
+        if line == NO_TRANSACTION {
+            if number == 1 {
+                continue;
+            }
+            return Err((
+                number,
+                format!("`{NO_TRANSACTION}` must be the file's first line"),
+            ));
+        }
+        let Some(rest) = line.strip_prefix("-- tenantctl: ") else {
+            return Err((number, format!("not a tenantctl directive: {known}")));
         };
+        let words: Vec<&str> = rest.split_ascii_whitespace().collect();
+        let ["requires", "shared", n] = words[..] else {
+            return Err((number, format!("not a tenantctl directive: {known}")));
+        };
+        let version = match n.parse::<i32>() {
+            Ok(v) if v > 0 && !n.starts_with('+') => v,
+            _ => {
+                return Err((
+                    number,
+                    format!(
+                        "`{REQUIRES_SHARED} N` needs N to be a shared migration's version (a positive whole number), not {}",
+                        crate::ident::shown(n)
+                    ),
+                ))
+            }
+        };
+        if let Some((_, first)) = found {
+            return Err((
+                number,
+                format!("a second `{REQUIRES_SHARED}` (the first is on line {first}): a file requires one shared revision, the highest it needs"),
+            ));
+        }
+        found = Some((version, number));
     }
-    Ok(None)
+    Ok(found)
 }
 
 /// Whether a file's first line is the `-- tenantctl: no-transaction` directive.
@@ -793,36 +836,75 @@ mod tests {
     }
 
     #[test]
-    fn a_requires_directive_is_read_among_the_first_comments_only() {
+    fn a_requires_directive_is_read_in_the_header_only() {
+        let all = usize::MAX;
         assert_eq!(
             requires_shared(
-                "-- V3: invoices\n\n-- tenantctl: requires shared 2\nCREATE TABLE t ();"
+                "-- V3: invoices\n\n-- tenantctl: requires shared 2\nCREATE TABLE t ();",
+                4
             ),
             Ok(Some((2, 3)))
         );
         assert_eq!(
-            requires_shared("-- tenantctl: no-transaction\n-- tenantctl: requires shared 7  \r\n"),
+            requires_shared(
+                "-- tenantctl: no-transaction\n-- tenantctl: requires shared 7  \r\n",
+                all
+            ),
             Ok(Some((7, 2)))
         );
         assert_eq!(
-            requires_shared("CREATE TABLE t ();\n-- tenantctl: requires shared 2\n"),
+            requires_shared("-- tenantctl: requires shared\t 3\n", all),
+            Ok(Some((3, 1)))
+        );
+        // After the first statement it is a comment like any other.
+        assert_eq!(
+            requires_shared("CREATE TABLE t ();\n-- tenantctl: requires shared 2\n", 1),
             Ok(None)
         );
-        assert_eq!(requires_shared("-- nothing here\n"), Ok(None));
-        for bad in ["x", "0", "-1", "+2", "2.5", "", "99999999999"] {
-            let file = format!("-- tenantctl: requires shared {bad}\n");
-            assert_eq!(requires_shared(&file).map_err(|e| e.0), Err(1), "{bad:?}");
-        }
-        // A prefix of the directive is an ordinary comment.
         assert_eq!(
-            requires_shared("-- tenantctl: requires sharedness\n"),
-            Err((
-                1,
-                requires_shared("-- tenantctl: requires sharedness\n")
-                    .unwrap_err()
-                    .1
-            ))
+            requires_shared("-- nothing here\n-- tenantctl handles this\n", all),
+            Ok(None)
         );
+        for bad in ["x", "0", "-1", "+2", "2.5", "", "99999999999", "2 -- note"] {
+            let file = format!("-- tenantctl: requires shared {bad}\n");
+            assert_eq!(
+                requires_shared(&file, all).map_err(|e| e.0),
+                Err(1),
+                "{bad:?}"
+            );
+        }
+    }
+
+    #[test]
+    fn a_misspelt_directive_is_an_error_never_a_comment() {
+        let all = usize::MAX;
+        for bad in [
+            "-- tenantctl:\trequires shared 2",
+            "--tenantctl: requires shared 2",
+            "-- tenantctl:requires shared 2",
+            "--  tenantctl: requires shared 2",
+            "-- TENANTCTL: REQUIRES SHARED 2",
+            "-- tenantctl: require shared 2",
+            "-- tenantctl: requires tenant 1",
+            "-- tenantctl: frobnicate",
+            "-- Tenantctl : no-transaction",
+            "-- tenantctl: requires sharedness 2",
+        ] {
+            let file = format!("-- header\n{bad}\nSELECT 1;\n");
+            let e = requires_shared(&file, 3).unwrap_err();
+            assert_eq!(e.0, 2, "{bad:?}: {e:?}");
+        }
+        // no-transaction anywhere but the first line.
+        let e = requires_shared("-- x\n-- tenantctl: no-transaction\n", all).unwrap_err();
+        assert!(e.1.contains("first line"), "{e:?}");
+        // Two requires lines.
+        let e = requires_shared(
+            "-- tenantctl: requires shared 1\n-- tenantctl: requires shared 2\n",
+            all,
+        )
+        .unwrap_err();
+        assert_eq!(e.0, 2);
+        assert!(e.1.contains("second"), "{e:?}");
     }
 
     #[test]

@@ -169,6 +169,7 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
                         pending_migrations: Vec::new(),
                         drift: Vec::new(),
                         error: Some(e.to_string()),
+                        unreachable: false,
                     }]
                 }),
         ),

@@ -47,12 +47,20 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
                 ));
             }
             what.extend(sh.drift.iter().map(|d| format!("drift: {d}")));
+            if let Some(e) = &sh.error {
+                what.push(format!("history unreadable: {e}"));
+            }
+            // Only a shared schema that is merely behind is fixed by an upgrade.
+            let fix = if sh.drift.is_empty() && sh.error.is_none() {
+                format!("`tenantctl upgrade --shared --server {}`", sh.server)
+            } else {
+                format!("`tenantctl status --shared --server {}`", sh.server)
+            };
             text.push_str(&format!(
-                "shared schema {} on server {}: {} (`tenantctl upgrade --shared --server {}`)\n",
+                "shared schema {} on server {}: {} ({fix})\n",
                 sh.schema,
                 sh.server,
-                what.join("; "),
-                sh.server
+                what.join("; ")
             ));
         }
         if report.ok {

@@ -197,6 +197,7 @@ pub async fn shared_change(
     server: Option<&str>,
     dry_run: bool,
     yes: bool,
+    bulk: &BulkOpts,
 ) -> Result<Exit, Error> {
     let start = crate::app::shared::start(ctx, verb, target, server)?;
     if dry_run || verb != "upgrade" {
@@ -237,6 +238,9 @@ pub async fn shared_change(
     }
     let results = single(ctx, verb, async |events| start.run(ctx, events).await).await?;
     ctx.out.shared_results(&results);
+    if let Some(path) = &bulk.metrics_textfile {
+        crate::app::metrics::write(ctx, path).await?;
+    }
     let failed = results
         .iter()
         .filter(|r| r.status == crate::engine::scheduler::ResultStatus::Failed)

@@ -24,6 +24,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             server,
             args.dry_run,
             args.yes,
+            &args.bulk,
         )
         .await?);
     }

@@ -64,10 +64,15 @@ fn shared_table(ctx: &Ctx, shared: &[SharedStatus]) -> String {
             Some(e) => format!("unreadable: {e}"),
             None => s.drift.join("; "),
         };
+        // A revision that could not be read is not `base`.
+        let current = match &s.error {
+            Some(_) => "?".to_string(),
+            None => revision(s.current_revision),
+        };
         t.add_row(vec![
             s.server.clone(),
             s.schema.clone(),
-            revision(s.current_revision),
+            current,
             pending,
             drift,
         ]);

@@ -17,9 +17,16 @@ pub use crate::cli::UpgradeArgs as Args;
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     if args.shared {
         let server = args.selection.server.as_deref();
-        return Ok(
-            super::shared_change(ctx, "upgrade", &args.target, server, args.dry_run, false).await?,
-        );
+        return Ok(super::shared_change(
+            ctx,
+            "upgrade",
+            &args.target,
+            server,
+            args.dry_run,
+            false,
+            &args.bulk,
+        )
+        .await?);
     }
     let selection = super::selection(&args.selection);
     let (start, target) =
