@@ -704,3 +704,257 @@ fn a_shared_schema_of_its_own_name_is_created_and_never_given_to_a_tenant() {
         &["shared schema", "Nothing was registered"],
     );
 }
+
+/// Two server entries that are one database would have the second shared lock wait for
+/// the first forever: refused before any lock is taken, with nothing changed.
+#[test]
+fn two_servers_that_are_one_database_are_refused_not_hung() {
+    let (db, t) = ready();
+    let m = project(&tenant_files()[..2], &shared_files(SHARED_V2));
+    let config = tempfile::tempdir().unwrap();
+    // The same database, once by 127.0.0.1 and once by localhost.
+    let alias = db.url.replace("127.0.0.1", "localhost");
+    assert_ne!(alias, db.url, "the test database URL names 127.0.0.1");
+    write(
+        config.path(),
+        "tenants.toml",
+        &format!("[servers.b]\nurl = \"{alias}\"\n"),
+    );
+    let t = t.migrations(m.path()).cwd(config.path());
+    for args in [
+        &["upgrade", "--shared"][..],
+        &["upgrade", "--all"],
+        &["stamp", "--shared", "1", "--yes"],
+        &["downgrade", "--shared", "base", "--yes"],
+    ] {
+        expect_error(
+            &t.run(args),
+            3,
+            &["servers default and b are the same database"],
+        );
+    }
+    let exists: bool = db
+        .client()
+        .query_one(
+            "SELECT to_regclass('public.tenantctl_shared_history') IS NOT NULL",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!exists);
+}
+
+/// What cannot be shown not to need the shared schema keeps it: a tenant whose history
+/// cannot be read, or is gone while the registry records a requiring revision, refuses
+/// a downgrade and a stamp below it; a refused downgrade's dry run shows every server
+/// not run.
+#[test]
+fn a_tenant_that_cannot_be_read_keeps_the_shared_schema_from_going_down() {
+    let m = project(&tenant_files(), &shared_files(SHARED_V2));
+    let (db, t) = ready();
+    let t = t.migrations(m.path());
+    created(&t, "alpha");
+    t.run(&["upgrade", "--all"]).expect(0);
+    let mut c = db.client();
+    c.batch_execute(
+        "UPDATE tenant_alpha.refinery_schema_history SET checksum = 'garbage' WHERE version = 1",
+    )
+    .unwrap();
+    let refused = t.run(&["downgrade", "--shared", "1", "--yes"]);
+    expect_error(
+        &refused,
+        1,
+        &["alpha (its history cannot be read", "nothing was changed"],
+    );
+    c.batch_execute(
+        "UPDATE tenant_alpha.refinery_schema_history SET checksum = '1' WHERE version = 1; \
+         ALTER TABLE tenant_alpha.refinery_schema_history RENAME TO hidden",
+    )
+    .unwrap();
+    let refused = t.run(&["downgrade", "--shared", "1", "--yes"]);
+    expect_error(
+        &refused,
+        1,
+        &["alpha (its history is missing; the registry records revision 2, past V2 requires shared 2)"],
+    );
+    // A stamp that forgets shared V2 is refused the same way.
+    expect_error(
+        &t.run(&["stamp", "--shared", "1", "--yes"]),
+        1,
+        &["refusing to stamp"],
+    );
+    let dry: DryRun = t
+        .run(&["downgrade", "--shared", "1", "--dry-run", "-o", "json"])
+        .expect(1)
+        .json();
+    assert!(dry.shared[0].error.as_deref().unwrap().contains("alpha"));
+    assert_eq!(shared_versions(&mut db.client()), vec![1, 2]);
+}
+
+/// A requires directive needs version N itself: a shared schema at a higher revision
+/// that lacks N (a branch merged out of order) holds the tenant back.
+#[test]
+fn a_shared_version_missing_below_the_head_holds_back_the_tenants_that_require_it() {
+    let (db, t) = ready();
+    let m = project(
+        &tenant_files()[..2],
+        &[
+            ("V1__plans.sql", SHARED_V1),
+            ("V3__other.sql", "CREATE TABLE other (id int);\n"),
+        ],
+    );
+    let t = t.migrations(m.path());
+    created(&t, "alpha");
+    t.run(&["upgrade", "--all"]).expect(0);
+    write(&m.path().join("shared"), "V2__plan_limits.sql", SHARED_V2);
+    for (name, body) in &tenant_files()[2..] {
+        write(m.path(), name, body);
+    }
+    // The shared upgrade refuses V2 below its head; the tenant is held back, not failed.
+    let report: RunReport = t.run(&["upgrade", "--all", "-o", "json"]).expect(1).json();
+    assert_eq!(report.shared[0].status, "failed");
+    let r = &report.results[0];
+    assert_eq!(r.status, "skipped", "{r:?}");
+    assert!(
+        r.error
+            .as_deref()
+            .unwrap()
+            .contains("is at 3 without version 2 applied"),
+        "{r:?}"
+    );
+    assert_eq!(registry_row(&db, "alpha").status, "active");
+    assert_eq!(tenant_versions(&db, "tenant_alpha"), vec![1]);
+}
+
+/// A shared schema without tenantctl's history that already holds the application's
+/// tables is not migrated over them: the upgrade is refused, pointing at stamp --shared
+/// (or adopt alembic), and nothing runs.
+#[test]
+fn shared_migrations_never_run_over_tables_without_a_shared_history() {
+    let (db, t) = ready();
+    let m = project(&tenant_files()[..2], &shared_files(SHARED_V2));
+    let t = t.migrations(m.path());
+    let mut c = db.client();
+    // The application's own table, made before tenantctl knew the shared schema.
+    c.batch_execute(
+        "CREATE TABLE public.plans (id int PRIMARY KEY, name text NOT NULL); \
+         INSERT INTO public.plans VALUES (1, 'free'), (2, 'pro')",
+    )
+    .unwrap();
+    let run = t.run(&["upgrade", "--shared", "-o", "json"]);
+    run.expect(1);
+    let out: SharedRun = run.json();
+    let e = out.shared[0].error.as_deref().unwrap();
+    assert!(
+        e.contains("no tenantctl history but holds 1 object")
+            && e.contains("tenantctl stamp --shared VERSION"),
+        "{e}"
+    );
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM public.plans", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2);
+    // Stamped at what it matches, the rest runs.
+    t.run(&["stamp", "--shared", "1", "--yes"]).expect(0);
+    t.run(&["upgrade", "--shared"]).expect(0);
+    assert_eq!(shared_versions(&mut c), vec![1, 2]);
+    // The history dropped by hand: the same refusal, not a second run of V1.
+    c.batch_execute("DROP TABLE public.tenantctl_shared_history")
+        .unwrap();
+    t.run(&["upgrade", "--shared"]).expect(1);
+    let rows: i64 = c
+        .query_one("SELECT count(*) FROM public.plans", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(rows, 2);
+}
+
+/// A header line written as a directive must be one exactly; a misspelt one is refused
+/// before anything runs, never taken for a comment.
+#[test]
+fn a_misspelt_directive_is_refused_before_anything_runs() {
+    let (_db, t) = ready();
+    let mut files = tenant_files();
+    files[2].1 = "-- TENANTCTL: requires shared 2\nSELECT 1;\n";
+    let m = project(&files, &shared_files(SHARED_V2));
+    expect_error(
+        &t.migrations(m.path()).run(&["upgrade", "--all"]),
+        3,
+        &["V2__subscription.sql:1", "not a tenantctl directive"],
+    );
+}
+
+/// A failed shared downgrade says where it stopped; --metrics-textfile works with
+/// --shared; a shared schema that is a tenant's is refused; an unreadable shared history
+/// is drift.
+#[test]
+fn shared_runs_report_where_they_stopped_and_write_their_metrics() {
+    let (db, t) = ready();
+    let m = project(
+        &[
+            (
+                "V1__subs.sql",
+                "CREATE TABLE subs (plan_id int REFERENCES public.plans (id));\n",
+            ),
+            ("V1__subs.down.sql", "DROP TABLE subs;\n"),
+        ],
+        &shared_files(SHARED_V2),
+    );
+    let t = t.migrations(m.path());
+    created(&t, "alpha");
+    t.run(&["upgrade", "--all"]).expect(0);
+    // V2's down script runs; V1's fails on the tenant's foreign key.
+    let prom = tempfile::tempdir().unwrap();
+    let file = prom.path().join("tenantctl.prom");
+    let out: SharedRun = t
+        .run(&[
+            "downgrade",
+            "--shared",
+            "base",
+            "--yes",
+            "-o",
+            "json",
+            "--metrics-textfile",
+            file.to_str().unwrap(),
+        ])
+        .expect(1)
+        .json();
+    let r = &out.shared[0];
+    assert_eq!(
+        (r.from, r.to, r.applied.clone()),
+        (Some(2), Some(1), vec![2])
+    );
+    assert!(
+        r.error.as_deref().unwrap().contains("subs_plan_id_fkey"),
+        "{r:?}"
+    );
+    let metrics = std::fs::read_to_string(&file).unwrap();
+    assert!(
+        metrics.contains("tenantctl_shared_revision{server=\"default\"} 1\n"),
+        "{metrics}"
+    );
+    // An unreadable shared history is drift (5), not an unreachable server (3).
+    db.client()
+        .batch_execute("ALTER TABLE public.tenantctl_shared_history ALTER COLUMN checksum DROP NOT NULL; UPDATE public.tenantctl_shared_history SET checksum = NULL")
+        .unwrap();
+    let check = t.run(&["check"]);
+    check.expect(5);
+    assert!(
+        check.stdout.contains("history unreadable"),
+        "{}",
+        check.stdout
+    );
+    // A shared schema that is a tenant's.
+    let config = tempfile::tempdir().unwrap();
+    write(
+        config.path(),
+        "tenants.toml",
+        "[shared]\nschema = \"tenant_alpha\"\n",
+    );
+    expect_error(
+        &t.clone().cwd(config.path()).run(&["upgrade", "--shared"]),
+        3,
+        &["is tenant alpha's schema"],
+    );
+}
