@@ -44,9 +44,26 @@ pub fn name_from_message(message: &str) -> Result<String, Error> {
     Ok(name)
 }
 
+/// The next migration of the tenants, or with `shared` of the shared schema (in its
+/// directory, by default the migrations directory's `shared` folder), written as
+/// [`write`] writes it.
+pub fn next(
+    cx: &crate::app::context::Context,
+    message: &str,
+    shared: bool,
+) -> Result<Written, Error> {
+    let dir = match (&cx.settings.shared, shared) {
+        (_, false) => cx.settings.migrations_dir.clone(),
+        (Some(s), true) => s.dir.clone(),
+        (None, true) => cx.settings.migrations_dir.join("shared"),
+    };
+    write(&dir, message, shared)
+}
+
 /// Writes `V{head+1}__{name}.sql` and its `.down.sql` in `dir` (made if missing), `name`
-/// from `message`; neither is written when either cannot be.
-pub fn write(dir: &Path, message: &str) -> Result<Written, Error> {
+/// from `message`, with a header for a tenant's migration (or the shared schema's);
+/// neither is written when either cannot be.
+pub fn write(dir: &Path, message: &str, shared: bool) -> Result<Written, Error> {
     let name = name_from_message(message)?;
     if !dir.exists() {
         std::fs::create_dir_all(dir).map_err(|e| {
@@ -68,10 +85,21 @@ pub fn write(dir: &Path, message: &str) -> Result<Written, Error> {
         .filter(|c| !c.is_control())
         .take(200)
         .collect();
+    let (runs, downgrade) = if shared {
+        (
+            "on every server, with search_path set to the shared schema",
+            "tenantctl downgrade --shared",
+        )
+    } else {
+        (
+            "with search_path set to the tenant's schema",
+            "tenantctl downgrade",
+        )
+    };
     let up_text = format!(
-        "-- V{version}__{name}: {summary}\n-- Runs in its own transaction, with search_path set to the tenant's schema\n-- (then tenants.extra_search_path). Do not add BEGIN/COMMIT.\n\n"
+        "-- V{version}__{name}: {summary}\n-- Runs in its own transaction, {runs}\n-- (then tenants.extra_search_path). Do not add BEGIN/COMMIT.\n\n"
     );
-    let down_text = format!("-- Undoes V{version}__{name}: {summary}\n-- Runs in its own transaction by `tenantctl downgrade`.\n\n");
+    let down_text = format!("-- Undoes V{version}__{name}: {summary}\n-- Runs in its own transaction by `{downgrade}`.\n\n");
     write_new(&up, &up_text)?;
     if let Err(e) = write_new(&down, &down_text) {
         let _ = std::fs::remove_file(&up);

@@ -513,8 +513,9 @@ pub fn downgrade_steps<'s>(
         .collect();
     if !missing.is_empty() {
         return Err(format!(
-            "cannot downgrade schema {} to {target}: no down script {} in {}; nothing was run",
+            "cannot downgrade schema {} to {}: no down script {} in {}; nothing was run",
             quote(schema),
+            Target::Version(target),
             missing.join(", "),
             set.dir.display()
         ));

@@ -241,6 +241,13 @@ fn shared_tables_are_migrated_first_and_tenant_tables_reference_them() {
         .json();
     assert_eq!((written.version, written.name.as_str()), (3, "add_regions"));
     assert!(Path::new(&written.up).starts_with(m.path().join("shared")));
+    let header = std::fs::read_to_string(&written.up).unwrap();
+    assert!(
+        header.contains("search_path set to the shared schema"),
+        "{header}"
+    );
+    let header = std::fs::read_to_string(&written.down).unwrap();
+    assert!(header.contains("tenantctl downgrade --shared"), "{header}");
     write(
         &m.path().join("shared"),
         "V3__add_regions.sql",

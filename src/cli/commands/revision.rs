@@ -12,12 +12,7 @@ pub use crate::cli::RevisionArgs as Args;
 /// in the migrations directory, or with `--shared` in the shared schema's (by default
 /// the `shared` folder of the migrations directory).
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let dir = match (&ctx.settings.shared, args.shared) {
-        (_, false) => ctx.settings.migrations_dir.clone(),
-        (Some(shared), true) => shared.dir.clone(),
-        (None, true) => ctx.settings.migrations_dir.join("shared"),
-    };
-    let written = revision::write(&dir, &args.message)?;
+    let written = revision::next(ctx, &args.message, args.shared)?;
     if ctx.out.is_json() {
         ctx.out.json(&written);
     } else {
