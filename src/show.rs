@@ -32,6 +32,16 @@ pub fn revision(r: Option<i32>) -> String {
     r.map_or_else(|| "base".to_string(), |v| v.to_string())
 }
 
+/// A count with its noun, singular for one: `1 tenant`, `2 tenants`, `0 tenants`.
+/// `noun` is the singular; its plural adds `s`.
+pub fn count(n: usize, noun: &str) -> String {
+    if n == 1 {
+        format!("1 {noun}")
+    } else {
+        format!("{n} {noun}s")
+    }
+}
+
 /// One line of a long-running command's log, with the time (UTC) first.
 pub fn log_line(text: &str) -> String {
     format!("{} {text}", timestamp(time::OffsetDateTime::now_utc()))

@@ -11,6 +11,7 @@ use comfy_table::{presets, ContentArrangement, Table};
 use serde::Serialize;
 
 use crate::engine::progress::status_word;
+use crate::engine::scheduler::ResultStatus;
 use crate::engine::scheduler::{RunReport, SharedResult};
 use crate::pg::db::Notice;
 use crate::registry::Tenant;
@@ -60,6 +61,9 @@ fn note_closed(res: std::io::Result<()>) {
     }
 }
 
+/// How many tenants that did not end well a bulk run's text report lists (`-v`: all).
+pub const LISTED: usize = 50;
+
 /// Text or JSON results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -76,17 +80,21 @@ pub enum ProgressMode {
     Bar,
     /// One plain line per finished tenant on stderr.
     Lines,
+    /// Nothing while the run goes (`-q`): the report says what went wrong.
+    Quiet,
 }
 
-/// Decides how to show progress: a bar only on a terminal, outside CI, not quiet, and
-/// with text output; otherwise one line per tenant.
+/// Decides how to show progress: nothing when quiet; a bar only on a terminal, outside
+/// CI, with text output; otherwise one line per tenant.
 pub fn progress_mode(
     stderr_is_terminal: bool,
     ci: bool,
     quiet: bool,
     format: Format,
 ) -> ProgressMode {
-    if stderr_is_terminal && !ci && !quiet && format == Format::Text {
+    if quiet {
+        ProgressMode::Quiet
+    } else if stderr_is_terminal && !ci && format == Format::Text {
         ProgressMode::Bar
     } else {
         ProgressMode::Lines
@@ -179,12 +187,17 @@ impl Output {
         eprintln!("warning: {text}");
     }
 
-    /// A table in the style for this terminal.
+    /// A table in the style for this terminal: fitted to its width (a width of 0 counts
+    /// as none), or, off a terminal, plain ASCII unwrapped.
     pub fn table(&self, header: &[&str]) -> Table {
         let mut t = Table::new();
         if self.stdout_tty {
-            t.load_preset(presets::UTF8_FULL_CONDENSED)
-                .set_content_arrangement(ContentArrangement::Dynamic);
+            t.load_preset(presets::UTF8_FULL_CONDENSED);
+            // Fitted to the terminal's width, unless it reports none (0, as `script` and
+            // some CI runners do): then one line per row, unwrapped.
+            if t.width().is_some_and(|w| w > 0) {
+                t.set_content_arrangement(ContentArrangement::Dynamic);
+            }
         } else {
             t.load_preset(presets::ASCII_FULL_CONDENSED);
         }
@@ -205,16 +218,83 @@ impl Output {
         }
     }
 
-    /// Prints a run's results: a JSON document, or a table and a summary line.
-    pub fn run_report(&self, report: &RunReport) {
+    /// Prints a run's results: a JSON document; or a summary line, the shared schema's
+    /// results, and the tenants that did not end `ok` or `up_to_date` (every tenant with
+    /// `-v`); with `-q`, nothing when all went well, else those on stderr.
+    pub fn run_report(&self, verb: &str, report: &RunReport) {
         if self.is_json() {
             return self.json(report);
+        }
+        let s = &report.summary;
+        let shared_failed = report
+            .shared
+            .iter()
+            .filter(|r| r.status == ResultStatus::Failed)
+            .count();
+        let mut summary = format!(
+            "{}: {} ok, {} up to date, {} failed, {} skipped in {} ms (run {})",
+            crate::show::count(s.total, "tenant"),
+            s.ok,
+            s.up_to_date,
+            s.failed,
+            s.skipped,
+            s.duration_ms,
+            report.run_id
+        );
+        if shared_failed > 0 {
+            summary.push_str(&format!(
+                "; the shared schema failed on {}",
+                crate::show::count(shared_failed, "server")
+            ));
+        }
+        // What did not end well: failed and skipped tenants, and a shared schema that did
+        // not come through.
+        let attention: Vec<&crate::engine::scheduler::TenantResult> = report
+            .results
+            .iter()
+            .filter(|r| !matches!(r.status, ResultStatus::Ok | ResultStatus::UpToDate))
+            .collect();
+        if self.quiet {
+            // Nothing on success; what went wrong on stderr.
+            if attention.is_empty() && shared_failed == 0 && report.stopped.is_none() {
+                return;
+            }
+            for r in report
+                .shared
+                .iter()
+                .filter(|r| r.status == ResultStatus::Failed)
+            {
+                eprintln!("{}", crate::engine::progress::shared_line(verb, r));
+            }
+            for r in &attention {
+                eprintln!("{}", crate::engine::progress::progress_line(verb, r));
+            }
+            if let Some(why) = &report.stopped {
+                eprintln!("stopped early: {why}; the tenants not started are listed as skipped");
+            }
+            eprintln!("{summary}");
+            return;
+        }
+        self.print(&summary);
+        if let Some(why) = &report.stopped {
+            eprintln!("stopped early: {why}; the tenants not started are listed as skipped");
         }
         if !report.shared.is_empty() {
             self.print(&self.shared_table(&report.shared));
         }
+        // Every tenant with -v; else only those that did not end well, the first
+        // [`LISTED`] of them, so a fleet's report fits a screen.
+        let verbose = self.verbose > 0;
+        let shown: Vec<&crate::engine::scheduler::TenantResult> = if verbose {
+            report.results.iter().collect()
+        } else {
+            attention.iter().take(LISTED).copied().collect()
+        };
+        if shown.is_empty() {
+            return;
+        }
         // A backup's results name the archive each one wrote.
-        let files = report.results.iter().any(|r| r.file.is_some());
+        let files = shown.iter().any(|r| r.file.is_some());
         let mut header = vec![
             "tenant", "schema", "status", "from", "to", "applied", "ms", "error",
         ];
@@ -222,7 +302,7 @@ impl Output {
             header.push("file");
         }
         let mut t = self.table(&header);
-        for r in &report.results {
+        for r in &shown {
             let mut row = vec![
                 r.domain.clone(),
                 r.schema_name.clone(),
@@ -242,17 +322,13 @@ impl Output {
             }
             t.add_row(row);
         }
-        if !report.results.is_empty() {
-            self.print(&t.to_string());
+        self.print(&t.to_string());
+        if !verbose && attention.len() > LISTED {
+            self.print(&format!(
+                "and {} more; -v lists every tenant",
+                attention.len() - LISTED
+            ));
         }
-        if let Some(why) = &report.stopped {
-            eprintln!("stopped early: {why}; the tenants not started are listed as skipped");
-        }
-        let s = &report.summary;
-        self.print(&format!(
-            "{} tenants: {} ok, {} up to date, {} failed, {} skipped in {} ms (run {})",
-            s.total, s.ok, s.up_to_date, s.failed, s.skipped, s.duration_ms, report.run_id
-        ));
     }
 
     /// Prints what a change did to the shared schema of each server: `{"shared": [...]}`
@@ -451,7 +527,11 @@ mod tests {
         );
         assert_eq!(
             progress_mode(true, false, true, Format::Text),
-            ProgressMode::Lines
+            ProgressMode::Quiet
+        );
+        assert_eq!(
+            progress_mode(false, true, true, Format::Json),
+            ProgressMode::Quiet
         );
         assert_eq!(
             progress_mode(true, false, false, Format::Json),

@@ -1,8 +1,8 @@
 //! Reporters: the command line's consumers of a run's [`RunEvent`]s, on stderr.
 //!
 //! A run sends its events on a channel; [`start`] spawns a task that shows them as a
-//! progress bar (a terminal), one line per tenant (logs and CI), or, for a command on one
-//! tenant, only a long lock wait and the server's notices. [`Reporting::finish`] waits
+//! progress bar (a terminal), one line per tenant (logs and CI), nothing (`-q`), or, for
+//! a command on one tenant, only a long lock wait and the server's notices. [`Reporting::finish`] waits
 //! until every event has been shown, so the report printed after it never interleaves
 //! with progress.
 
@@ -48,6 +48,7 @@ pub fn start(out: &Output, verb: &'static str, style: Style) -> (Events, Reporti
             spin: None,
         },
         (Style::Bulk, ProgressMode::Lines) => Display::Lines,
+        (Style::Bulk, ProgressMode::Quiet) => Display::Quiet,
         (Style::Bulk, ProgressMode::Bar) => Display::Bar(Bar::new(verb)),
     };
     let task = tokio::spawn(show(rx, verb, level, display));
@@ -61,6 +62,8 @@ enum Display {
         spin: Option<indicatif::ProgressBar>,
     },
     Lines,
+    /// Nothing (`-q`).
+    Quiet,
     Bar(Bar),
 }
 
@@ -112,6 +115,7 @@ async fn show(
                     eprintln!("{line}");
                 }
             }
+            Display::Quiet => {}
         }
     }
     if let Display::Single {

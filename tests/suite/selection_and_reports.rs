@@ -80,13 +80,7 @@ fn text_bulk_runs_print_their_run_id_for_the_ledger() {
     create(&t, "beta", &["--provision"]);
     let run = t.run(&["upgrade", "--all"]);
     run.expect(0);
-    let last = run
-        .stdout
-        .trim_end()
-        .lines()
-        .last()
-        .unwrap_or("")
-        .to_string();
+    let last = run.stdout.lines().next().unwrap_or("").to_string();
     assert!(last.starts_with("2 tenants: 2 ok"), "{}", run.stdout);
     let run_id = last
         .rsplit_once("(run ")
@@ -218,4 +212,80 @@ fn stamp_asks_before_forgetting_applied_versions_and_dry_run_shows_what_it_would
     assert_eq!(history_versions(&db, "tenant_low"), [1, 2, 3, 4]);
     assert_truth(&db, "high", "active");
     assert_truth(&db, "low", "active");
+}
+
+/// A bulk run's text report fits a fleet: the summary line first, then only the tenants
+/// that did not end well, the first 50 and a count of the rest; `-v` lists every tenant;
+/// `-q` prints nothing when all went well, and what went wrong on stderr. "1 tenant".
+#[test]
+fn a_fleets_report_is_a_summary_and_the_tenants_that_did_not_end_well() {
+    let (_db, t) = ready();
+    let dir = crate::support::dir_with(&[
+        ("V1__one.sql", "CREATE TABLE one (id int);\n"),
+        (
+            "V2__two.sql",
+            "DO $$ BEGIN IF current_schema() LIKE 'tenant_bad%' THEN RAISE EXCEPTION 'no'; END IF; END $$;\n",
+        ),
+    ]);
+    let t = t.migrations(dir.path());
+    for i in 0..53 {
+        create(&t, &format!("bad{i:02}"), &["--provision"]);
+    }
+    for i in 0..3 {
+        create(&t, &format!("good{i}"), &["--provision"]);
+    }
+    let run = t.run(&["upgrade", "--all"]);
+    run.expect(4);
+    let lines: Vec<&str> = run.stdout.lines().collect();
+    assert!(
+        lines[0].starts_with("56 tenants: 3 ok, 0 up to date, 53 failed, 0 skipped"),
+        "{}",
+        run.stdout
+    );
+    let listed = (0..53)
+        .filter(|i| run.stdout.contains(&format!("bad{i:02} ")))
+        .count();
+    assert_eq!(listed, 50, "{}", run.stdout);
+    assert!(!run.stdout.contains("good"), "{}", run.stdout);
+    assert_eq!(
+        lines.last().copied(),
+        Some("and 3 more; -v lists every tenant"),
+        "{}",
+        run.stdout
+    );
+    // -q: nothing on stdout; the failures and the summary on stderr.
+    let run = t.run(&["-q", "upgrade", "--all"]);
+    run.expect(4);
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+    assert_eq!(
+        run.stderr
+            .lines()
+            .filter(|l| l.contains(": FAILED"))
+            .count(),
+        53,
+        "{}",
+        run.stderr
+    );
+    assert!(run
+        .stderr
+        .lines()
+        .last()
+        .unwrap_or("")
+        .starts_with("56 tenants:"));
+    // -v: every tenant.
+    let run = t.run(&["-v", "upgrade", "--all"]);
+    run.expect(4);
+    assert!(run.stdout.contains("good0") && run.stdout.contains("bad52"));
+    // All well and quiet: nothing at all.
+    let run = t.run(&["-q", "upgrade", "--tenant", "good0"]);
+    run.expect(0);
+    assert!(run.stdout.is_empty() && run.stderr.is_empty(), "{run:?}");
+    // One tenant is "1 tenant".
+    let run = t.run(&["upgrade", "--tenant", "good1"]);
+    run.expect(0);
+    assert!(
+        run.stdout.starts_with("1 tenant: 0 ok, 1 up to date"),
+        "{}",
+        run.stdout
+    );
 }

@@ -65,8 +65,8 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
         }
         if report.ok {
             text.push_str(&format!(
-                "check: ok: {} tenants at head {}, migration files valid, registry consistent{}",
-                report.tenants,
+                "check: ok: {} at head {}, migration files valid, registry consistent{}",
+                crate::show::count(report.tenants, "tenant"),
                 report.head,
                 if report.shared.is_empty() {
                     ""
@@ -77,15 +77,18 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
         } else {
             let shared = report.shared.iter().filter(|s| !s.at_head()).count();
             let shared = if shared > 0 {
-                format!(", shared schema not at head on {shared} server(s)")
+                format!(
+                    ", shared schema not at head on {}",
+                    crate::show::count(shared, "server")
+                )
             } else {
                 String::new()
             };
             text.push_str(&format!(
-                "check: {} problems in {} of {} tenants (head {}){shared}",
-                report.problems.len(),
+                "check: {} in {} of {} (head {}){shared}",
+                crate::show::count(report.problems.len(), "problem"),
                 report.tenants_with_problems,
-                report.tenants,
+                crate::show::count(report.tenants, "tenant"),
                 report.head
             ));
         }

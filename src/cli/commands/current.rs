@@ -29,8 +29,10 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         ctx.out.print(&t.to_string());
     }
     ctx.out.print(&format!(
-        "{} tenants, head {}: {} at head",
-        out.summary.total, out.summary.head, out.summary.at_head
+        "{}, head {}: {} at head",
+        crate::show::count(out.summary.total, "tenant"),
+        out.summary.head,
+        out.summary.at_head
     ));
     Ok(Exit::Ok)
 }

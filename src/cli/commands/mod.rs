@@ -130,8 +130,8 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::engine::dryrun::DryRun<'_>) -> Exit
             if dry.tenants.is_empty() && !dry.shared.is_empty() {
                 return writeln!(
                     w,
-                    "-- dry run: nothing was changed ({} servers, {} would change, {} would fail)",
-                    dry.shared.len(),
+                    "-- dry run: nothing was changed ({}, {} would change, {} would fail)",
+                    crate::show::count(dry.shared.len(), "server"),
                     dry.shared.iter().filter(|s| !s.sql.is_empty()).count(),
                     shared_refused
                 );
@@ -172,8 +172,8 @@ pub fn print_dry_run(ctx: &Ctx, dry: &crate::engine::dryrun::DryRun<'_>) -> Exit
             }
             writeln!(
                 w,
-                "-- dry run: nothing was changed ({} tenants, {} would change, {} would fail)",
-                dry.tenants.len(),
+                "-- dry run: nothing was changed ({}, {} would change, {} would fail)",
+                crate::show::count(dry.tenants.len(), "tenant"),
                 dry.tenants.iter().filter(|t| !t.sql.is_empty()).count(),
                 refused
             )
@@ -267,7 +267,7 @@ pub async fn bulk_run(
     drop(events);
     reporting.finish().await;
     let report = report?;
-    ctx.out.run_report(&report);
+    ctx.out.run_report(verb, &report);
     if let Some(path) = &bulk.metrics_textfile {
         crate::app::metrics::write(ctx, path).await?;
     }
@@ -321,8 +321,8 @@ pub fn confirm_tenants(_ctx: &Ctx, tenants: &[Tenant], what: &str, yes: bool) ->
     };
     crate::cli::confirm::confirm(
         &format!(
-            "{what} on {} tenant(s) ({}{more}).",
-            tenants.len(),
+            "{what} on {} ({}{more}).",
+            crate::show::count(tenants.len(), "tenant"),
             names.join(", ")
         ),
         yes,

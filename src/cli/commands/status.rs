@@ -169,8 +169,8 @@ fn print_fleet(ctx: &Ctx, fleet: FleetStatus) {
         ctx.out.print(&shared_table(ctx, &fleet.shared));
     }
     ctx.out.print(&format!(
-        "{} tenants, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} unreachable, {} moving, {} failed",
-        s.total, s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.unreachable, s.moving, s.failed
+        "{}, head {}: {} at head, {} behind, {} unprovisioned, {} drifted, {} unreachable, {} moving, {} failed",
+        crate::show::count(s.total, "tenant"), s.head, s.at_head, s.behind, s.unprovisioned, s.drifted, s.unreachable, s.moving, s.failed
     ));
 }
 

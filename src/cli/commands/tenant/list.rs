@@ -25,8 +25,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             .map(|(k, v)| format!("{v} {k}"))
             .collect();
         ctx.out.print(&format!(
-            "{} tenants: {}",
-            listing.summary.total,
+            "{}: {}",
+            crate::show::count(listing.summary.total, "tenant"),
             counts.join(", ")
         ));
     }
