@@ -289,3 +289,25 @@ fn a_fleets_report_is_a_summary_and_the_tenants_that_did_not_end_well() {
         run.stdout
     );
 }
+
+/// A terminal that reports a width of 0 gets tables one line per row, not one character
+/// per column; a wide one gets them fitted.
+#[test]
+fn a_terminal_of_width_zero_gets_unwrapped_tables() {
+    let (_db, t) = ready();
+    create(&t, "a-long-church-domain", &[]);
+    let run = t.clone().in_pty_of_width(0).run(&["tenant", "list"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("a-long-church-domain") && run.stdout.contains("provisioned"),
+        "{}",
+        run.stdout
+    );
+    let run = t.in_pty_of_width(200).run(&["tenant", "list"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("a-long-church-domain"),
+        "{}",
+        run.stdout
+    );
+}

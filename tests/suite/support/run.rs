@@ -89,8 +89,9 @@ enum Launch {
     Direct,
     /// As the last arguments of another program (`PROGRAM ARGS... tenantctl ...`).
     Wrapped(Vec<OsString>),
-    /// Under a pseudo-terminal made by `script(1)`, whose stdin is the keyboard.
-    Pty,
+    /// Under a pseudo-terminal made by `script(1)`, whose stdin is the keyboard; with a
+    /// width, the terminal reports that many columns (`stty cols`).
+    Pty(Option<u16>),
 }
 
 /// A configured invocation of the binary.
@@ -169,7 +170,14 @@ impl Tenantctl {
     /// Starts the binary on a pseudo-terminal (so it may prompt); what is written with
     /// [`Spawned::type_keys`] is typed into it, and stdout is the screen.
     pub fn in_pty(mut self) -> Self {
-        self.launch = Launch::Pty;
+        self.launch = Launch::Pty(None);
+        self
+    }
+
+    /// [`Tenantctl::in_pty`] on a terminal that reports `cols` columns (0: as `script`
+    /// and some CI runners report).
+    pub fn in_pty_of_width(mut self, cols: u16) -> Self {
+        self.launch = Launch::Pty(Some(cols));
         self
     }
 
@@ -187,8 +195,11 @@ impl Tenantctl {
                 c.args(&prefix[1..]).arg(bin).args(args);
                 c
             }
-            Launch::Pty => {
-                let mut line = format!("exec {}", shell_quote(bin));
+            Launch::Pty(cols) => {
+                let mut line = match cols {
+                    Some(n) => format!("stty cols {n} rows 40; exec {}", shell_quote(bin)),
+                    None => format!("exec {}", shell_quote(bin)),
+                };
                 for a in args {
                     line.push(' ');
                     line.push_str(&shell_quote(a));
@@ -252,7 +263,7 @@ impl Tenantctl {
     /// Starts it in the background; stdout and stderr are collected as they come.
     pub fn spawn(&self, args: &[&str]) -> Spawned {
         let stdin = match self.launch {
-            Launch::Pty => Stdio::piped(),
+            Launch::Pty(_) => Stdio::piped(),
             _ => Stdio::null(),
         };
         let (mut spawned, stdout) = self.start(args, stdin, Stdio::piped());
