@@ -1171,7 +1171,7 @@ async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
          WHERE l.locktype = 'advisory' AND l.granted AND l.objsubid = 2 \
            AND l.database = (SELECT oid FROM pg_catalog.pg_database WHERE datname = pg_catalog.current_database()) \
            AND l.classid::bigint = $1 AND l.objid::bigint = $2 \
-           AND a.application_name LIKE 'tenantctl%' AND l.pid <> pg_catalog.pg_backend_pid()";
+           AND a.application_name LIKE '%tenantctl%' AND l.pid <> pg_catalog.pg_backend_pid()";
     let keys = [i64::from(key.0 as u32), i64::from(key.1 as u32)];
     let pids: Vec<i32> = client
         .query(holders, &[&keys[0], &keys[1]])

@@ -55,6 +55,8 @@ pub struct Target {
     /// The configured name of the server this target reaches (`default` for the
     /// registry's), which its errors name; see [`Target::named`].
     server: Option<String>,
+    /// Why the password file was not used, said when the server asks for a password.
+    password_note: Option<String>,
     /// `run.read_timeout`: the longest one of tenantctl's own reads on a connection
     /// from this target waits for an answer (see [`read`]).
     read_timeout: Duration,
@@ -81,14 +83,57 @@ impl Target {
         settings: &Settings,
         env: &dyn Fn(&str) -> Option<String>,
     ) -> Result<Self, Error> {
-        let (mut config, url_sslmode, url_rootcert) = parse_url(settings)?;
+        let (mut config, split) = parse_url(settings)?;
+        // A connection service (`service=` in the URL, else PGSERVICE) fills what the
+        // URL leaves out, before the environment, as in libpq.
+        let var = |k: &str| env(k).filter(|v| !v.is_empty());
+        let mut from_service = Vec::new();
+        if let Some(name) = split
+            .get("service")
+            .map(str::to_string)
+            .or_else(|| var("PGSERVICE"))
+        {
+            from_service = crate::pg::libpq::service(&name, env)?;
+            apply_service(&mut config, &from_service, &name)?;
+        }
+        let service_value = |key: &str| {
+            from_service
+                .iter()
+                .rev()
+                .find(|(k, _)| k == key)
+                .map(|(_, v)| v.clone())
+        };
+        let url_sslmode = split
+            .get("sslmode")
+            .map(str::to_string)
+            .or_else(|| service_value("sslmode"));
+        let url_rootcert = split
+            .get("sslrootcert")
+            .map(str::to_string)
+            .or_else(|| service_value("sslrootcert"))
+            .filter(|v| !v.is_empty());
         apply_libpq_env(&mut config, env)?;
-        config.application_name("tenantctl");
-        config.connect_timeout(
-            settings
-                .connect_timeout
-                .max(std::time::Duration::from_secs(1)),
-        );
+        // The user's application_name is kept (runs append their tag to it).
+        if config.get_application_name().is_none() {
+            config.application_name(var("PGAPPNAME").unwrap_or_else(|| "tenantctl".into()));
+        }
+        if config.get_connect_timeout().is_none() {
+            let timeout = match var("PGCONNECT_TIMEOUT") {
+                Some(t) => libpq_connect_timeout(&t)?,
+                None => settings.connect_timeout,
+            };
+            config.connect_timeout(timeout.max(std::time::Duration::from_secs(1)));
+        }
+        if config.get_options().is_none() {
+            if let Some(options) = var("PGOPTIONS") {
+                config.options(options);
+            }
+        }
+        let passfile = split
+            .get("passfile")
+            .map(str::to_string)
+            .or_else(|| service_value("passfile"));
+        let password_note = password_from_file(&mut config, passfile.as_deref(), env);
         config.keepalives(true);
         let display = describe(&config);
 
@@ -137,6 +182,7 @@ impl Target {
             run: None,
             server: None,
             read_timeout: settings.read_timeout,
+            password_note,
         })
     }
 
@@ -319,10 +365,14 @@ impl Target {
                 Error::setup(format!("cannot set up TLS for {}: {msg}", self.display))
             }
             ConnectError::Pg(e) => {
+                let text = pg_message(&e);
+                let note = match &self.password_note {
+                    Some(note) if text.contains("password") => format!(" ({note})"),
+                    _ => String::new(),
+                };
                 let message = format!(
-                    "cannot connect to {}: {}{}",
+                    "cannot connect to {}: {text}{}{note}",
                     self.display,
-                    pg_message(&e),
                     self.tls_hint(&e)
                 );
                 Error::unavailable(message).with_source(e)
@@ -643,25 +693,136 @@ impl Drop for Live {
 
 /// The connection settings the database URL gives (none without a URL), with the URL's
 /// `sslmode` and `sslrootcert`, which tokio-postgres does not read itself.
-fn parse_url(settings: &Settings) -> Result<(Config, Option<String>, Option<String>), Error> {
+fn parse_url(settings: &Settings) -> Result<(Config, crate::pg::libpq::Split), Error> {
     let Some(url) = &settings.database_url else {
-        return Ok((Config::new(), None, None));
+        return Ok((Config::new(), Default::default()));
     };
-    let (rest, sslmode, rootcert) = split_tls_params(&url.value);
-    let config = Config::from_str(&rest).map_err(|e| {
+    let malformed = |e: String| {
         Error::setup(format!(
-            "the database URL from {} is malformed: {e}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE",
+            "the database URL from {} is malformed: {e}; expected postgres://USER[:PASSWORD]@HOST[:PORT]/DATABASE or libpq's key=value form",
             url.origin
         ))
+    };
+    let split = crate::pg::libpq::split(&url.value).map_err(malformed)?;
+    let config = Config::from_str(&split.rest).map_err(|e| malformed(e.to_string()))?;
+    Ok((config, split))
+}
+
+/// Fills what the connection string left out from service `name`'s parameters (sslmode,
+/// sslrootcert and passfile are read by the caller); one tenantctl cannot use is refused.
+fn apply_service(
+    config: &mut Config,
+    params: &[(String, String)],
+    name: &str,
+) -> Result<(), Error> {
+    let bad = |key: &str, v: &str| {
+        Error::setup(format!(
+            "service {}: {key} {} is not valid",
+            ident::shown(name),
+            ident::shown(v)
+        ))
+    };
+    for (k, v) in params {
+        match k.as_str() {
+            "host" if config.get_hosts().is_empty() => {
+                for h in v.split(',') {
+                    config.host(h);
+                }
+            }
+            "hostaddr" if config.get_hostaddrs().is_empty() => {
+                for a in v.split(',') {
+                    config.hostaddr(a.parse().map_err(|_| bad(k, a))?);
+                }
+            }
+            "port" if config.get_ports().is_empty() => {
+                for p in v.split(',') {
+                    config.port(p.parse().map_err(|_| bad(k, p))?);
+                }
+            }
+            "dbname" if config.get_dbname().is_none() => {
+                config.dbname(v);
+            }
+            "user" if config.get_user().is_none() => {
+                config.user(v);
+            }
+            "password" if config.get_password().is_none() => {
+                config.password(v.as_bytes());
+            }
+            "application_name" if config.get_application_name().is_none() => {
+                config.application_name(v);
+            }
+            "options" if config.get_options().is_none() => {
+                config.options(v);
+            }
+            "connect_timeout" if config.get_connect_timeout().is_none() => {
+                config.connect_timeout(libpq_connect_timeout(v)?);
+            }
+            "target_session_attrs" => {
+                let attrs = match v.as_str() {
+                    "any" => tokio_postgres::config::TargetSessionAttrs::Any,
+                    "read-write" => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
+                    _ => return Err(bad(k, v)),
+                };
+                config.target_session_attrs(attrs);
+            }
+            "host" | "hostaddr" | "port" | "dbname" | "user" | "password" | "application_name"
+            | "options" | "connect_timeout" | "sslmode" | "sslrootcert" | "passfile" => {}
+            other => {
+                return Err(Error::setup(format!(
+                    "service {}: the parameter {other} is not supported by tenantctl",
+                    ident::shown(name)
+                )))
+            }
+        }
+    }
+    Ok(())
+}
+
+/// libpq's `connect_timeout`: whole seconds, 0 or less for none (then tenantctl's
+/// `database.connect_timeout` bounds it), and at least 2.
+fn libpq_connect_timeout(value: &str) -> Result<Duration, Error> {
+    let secs: i64 = value.trim().parse().map_err(|_| {
+        Error::setup(format!(
+            "connect_timeout {} is not a whole number of seconds",
+            ident::shown(value)
+        ))
     })?;
-    // A key=value string's own sslmode (tokio-postgres reads disable, prefer and require
-    // there) counts as the URL's.
-    let sslmode = sslmode.or(match config.get_ssl_mode() {
-        PgSslMode::Disable => Some("disable".to_string()),
-        PgSslMode::Require => Some("require".to_string()),
-        _ => None,
-    });
-    Ok((config, sslmode, rootcert))
+    Ok(Duration::from_secs(match secs {
+        s if s <= 0 => 3600,
+        s => s.clamp(2, 3600) as u64,
+    }))
+}
+
+/// Takes the password from the password file when none was given (see
+/// [`crate::pg::libpq::password_in`]); returns why the file was not used, if it was not.
+fn password_from_file(
+    config: &mut Config,
+    passfile: Option<&str>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Option<String> {
+    if config.get_password().is_some() {
+        return None;
+    }
+    let path = crate::pg::libpq::password_file(passfile, env)?;
+    let host = match config.get_hosts().first() {
+        Some(Host::Tcp(h)) => h.clone(),
+        #[cfg(unix)]
+        Some(Host::Unix(p)) => p.display().to_string(),
+        None => "localhost".to_string(),
+    };
+    let port = config.get_ports().first().copied().unwrap_or(5432);
+    let user = config.get_user().unwrap_or_default().to_string();
+    let db = config
+        .get_dbname()
+        .map_or_else(|| user.clone(), str::to_string);
+    match crate::pg::libpq::password_in(&path, &host, port, &db, &user) {
+        crate::pg::libpq::FromFile::Password(pw) => {
+            config.password(pw.as_bytes());
+            None
+        }
+        crate::pg::libpq::FromFile::None => None,
+        crate::pg::libpq::FromFile::Unused(why) => Some(why),
+    }
 }
 
 /// The sslmode in force. As in libpq, sslrootcert=system makes verify-full the default
@@ -960,11 +1121,25 @@ async fn backend_pid(
 
 /// Reads a PEM file of one or more certificates (a CA bundle, as libpq accepts).
 impl Target {
-    /// A copy that names itself `tenantctl RUN_ID` to the server (`application_name`), so
+    /// A copy that names itself `tenantctl RUN_ID` to the server (`application_name`),
+    /// after the user's own name when one was given (`PGAPPNAME`, `application_name=`), so
     /// the sessions of a run can be recognised in `pg_stat_activity` and `pg_locks`.
     pub fn named_for_run(&self, run_id: &str) -> Target {
         let mut t = self.clone();
-        t.config.application_name(format!("tenantctl {run_id}"));
+        let tag = format!("tenantctl {run_id}");
+        let name = match self.config.get_application_name() {
+            None | Some("tenantctl") => tag,
+            // The user's name first, cut so that the tag fits the server's 63 bytes.
+            Some(own) => {
+                let room = 63usize.saturating_sub(tag.len() + 1);
+                let mut cut = own.len().min(room);
+                while !own.is_char_boundary(cut) {
+                    cut -= 1;
+                }
+                format!("{} {tag}", &own[..cut])
+            }
+        };
+        t.config.application_name(name);
         t
     }
 
@@ -993,58 +1168,6 @@ fn load_certs(path: &Path) -> Result<Vec<native_tls::Certificate>, Error> {
             path.display()
         ))),
     }
-}
-
-/// Takes `sslmode` and `sslrootcert` out of a URL's query string, since tenantctl handles
-/// TLS itself (and accepts libpq URLs that carry them).
-fn split_tls_params(url: &str) -> (String, Option<String>, Option<String>) {
-    let is_url = url.starts_with("postgres://") || url.starts_with("postgresql://");
-    let Some((base, query)) = url.split_once('?').filter(|_| is_url) else {
-        return (url.to_string(), None, None);
-    };
-    let (mut sslmode, mut rootcert) = (None, None);
-    let kept: Vec<&str> = query
-        .split('&')
-        .filter(|pair| match pair.split_once('=') {
-            Some(("sslmode", v)) => {
-                sslmode = Some(v.to_string());
-                false
-            }
-            Some(("sslrootcert", v)) => {
-                // An empty value means "not named", as in libpq.
-                rootcert = Some(percent_decode(v)).filter(|v| !v.is_empty());
-                false
-            }
-            _ => true,
-        })
-        .collect();
-    let rest = if kept.is_empty() {
-        base.to_string()
-    } else {
-        format!("{base}?{}", kept.join("&"))
-    };
-    (rest, sslmode, rootcert)
-}
-
-/// Decodes `%XX` escapes in a URL query value (others are kept as written).
-fn percent_decode(value: &str) -> String {
-    let bytes = value.as_bytes();
-    let mut out = Vec::with_capacity(bytes.len());
-    let mut i = 0;
-    while i < bytes.len() {
-        let hex = |b: u8| (b as char).to_digit(16);
-        match (bytes[i], bytes.get(i + 1), bytes.get(i + 2)) {
-            (b'%', Some(&h), Some(&l)) if hex(h).is_some() && hex(l).is_some() => {
-                out.push((hex(h).unwrap_or(0) * 16 + hex(l).unwrap_or(0)) as u8);
-                i += 3;
-            }
-            (b, _, _) => {
-                out.push(b);
-                i += 1;
-            }
-        }
-    }
-    String::from_utf8_lossy(&out).into_owned()
 }
 
 /// Fills what the URL left unset from the libpq variables, with libpq's defaults.
@@ -1243,12 +1366,13 @@ mod tests {
 
     #[test]
     fn tls_params_are_taken_from_the_url() {
-        let (rest, mode, cert) = split_tls_params(
+        let split = crate::pg::libpq::split(
             "postgres://u@h/db?sslmode=require&application_name=x&sslrootcert=/ca.pem",
-        );
-        assert_eq!(rest, "postgres://u@h/db?application_name=x");
-        assert_eq!(mode.as_deref(), Some("require"));
-        assert_eq!(cert.as_deref(), Some("/ca.pem"));
+        )
+        .unwrap();
+        assert_eq!(split.rest, "postgres://u@h/db?application_name=x");
+        assert_eq!(split.get("sslmode"), Some("require"));
+        assert_eq!(split.get("sslrootcert"), Some("/ca.pem"));
         let t = Target::resolve(
             &settings(Some("postgres://u@h/db?sslmode=disable")),
             &|_| None,

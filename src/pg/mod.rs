@@ -5,5 +5,6 @@
 pub mod cancel;
 pub mod db;
 pub mod interrupt;
+pub mod libpq;
 pub mod message;
 pub mod tls;

@@ -32,6 +32,7 @@ mod fleet;
 mod harness;
 mod interrupt;
 mod ledger;
+mod libpq_parity;
 mod locks;
 mod names;
 mod online_move;

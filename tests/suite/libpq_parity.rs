@@ -1,0 +1,272 @@
+//! libpq's conventions, proven against psql: with the same environment and files, psql
+//! and tenantctl reach the same server, database and user on a throwaway cluster that
+//! asks for SCRAM passwords: the password file (`~/.pgpass`, `PGPASSFILE`, `passfile=`,
+//! and libpq's refusal of a file others may read), connection services (`PGSERVICE`,
+//! `service=` in a URL and in a `key=value` string, `PGSERVICEFILE`, `PGSYSCONFDIR`),
+//! `PGAPPNAME` (kept, with the run's tag after it) and `PGOPTIONS`; a libpq parameter
+//! tenantctl does not support is refused by name.
+
+use std::path::Path;
+use std::process::Command;
+
+use crate::checks::expect_error;
+use crate::cluster::{Cluster, ServerCert, Setup};
+use crate::support::{bare, dir_with, scrub, Tenantctl};
+
+const PASSWORD: &str = "s3cret-pw";
+
+/// A cluster where `postgres` is trusted over TCP (for the test's own checks) and every
+/// other role must give its SCRAM password; role `app` owns database `appdb`.
+fn scram_cluster() -> Cluster {
+    let c = Cluster::start(&Setup {
+        server_cert: ServerCert::Localhost,
+        ssl: false,
+        hba: &[
+            "local all all trust",
+            "host all postgres 127.0.0.1/32 trust",
+            "host all all 127.0.0.1/32 scram-sha-256",
+        ],
+    });
+    let mut admin = postgres::Client::connect(&c.url("sslmode=disable"), postgres::NoTls).unwrap();
+    admin
+        .batch_execute(&format!(
+            "SET password_encryption = 'scram-sha-256'; \
+             CREATE ROLE app LOGIN PASSWORD '{PASSWORD}'"
+        ))
+        .unwrap();
+    admin
+        .batch_execute("CREATE DATABASE appdb OWNER app")
+        .unwrap();
+    c
+}
+
+/// What psql reaches with `env` (and nothing else from the test's environment):
+/// `user|database|port`, or its error.
+fn psql(env: &[(&str, String)], args: &[&str]) -> Result<String, String> {
+    let mut cmd = Command::new("psql");
+    scrub(&mut cmd);
+    cmd.env_remove("PGPASSWORD");
+    for (k, v) in env {
+        cmd.env(k, v);
+    }
+    cmd.args([
+        "-X",
+        "-w",
+        "-tA",
+        "-c",
+        "SELECT current_user || '|' || current_database() || '|' || current_setting('port')",
+    ]);
+    cmd.args(args);
+    let out = cmd.output().expect("run psql");
+    if out.status.success() {
+        Ok(String::from_utf8_lossy(&out.stdout).trim().to_string())
+    } else {
+        Err(String::from_utf8_lossy(&out.stderr).to_string())
+    }
+}
+
+/// tenantctl with `env`, and a migration that records who it ran as, where, and its
+/// application_name and work_mem.
+fn tenantctl_with(env: &[(&str, String)], migrations: &Path) -> Tenantctl {
+    let mut t = bare().migrations(migrations);
+    for (k, v) in env {
+        t = t.env(k, v);
+    }
+    t
+}
+
+const SEEN: (&str, &str) = (
+    "V1__seen.sql",
+    "CREATE TABLE seen AS SELECT current_user::text AS usr, current_database()::text AS db, \
+     current_setting('port') AS port, current_setting('application_name') AS app, \
+     current_setting('work_mem') AS work_mem;\n",
+);
+
+/// Who the migration ran as: `user|database|port`, its application_name and work_mem.
+fn seen(c: &Cluster) -> (String, String, String) {
+    let mut admin = postgres::Client::connect(
+        &format!(
+            "postgres://postgres@127.0.0.1:{}/appdb?sslmode=disable",
+            c.port
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let row = admin
+        .query_one(
+            "SELECT usr || '|' || db || '|' || port, app, work_mem FROM tenant_t.seen",
+            &[],
+        )
+        .unwrap();
+    (row.get(0), row.get(1), row.get(2))
+}
+
+fn private_file(path: &Path, text: &str, mode: u32) {
+    use std::os::unix::fs::PermissionsExt;
+    std::fs::write(path, text).unwrap();
+    std::fs::set_permissions(path, std::fs::Permissions::from_mode(mode)).unwrap();
+}
+
+#[test]
+fn the_password_file_is_read_as_psql_reads_it() {
+    let c = scram_cluster();
+    let m = dir_with(&[SEEN]);
+    let home = tempfile::tempdir().unwrap();
+    let pgpass = home.path().join(".pgpass");
+    private_file(
+        &pgpass,
+        &format!(
+            "# a comment\nelsewhere:*:*:app:wrong\n127.0.0.1:{}:appdb:app:{PASSWORD}\n",
+            c.port
+        ),
+        0o600,
+    );
+    let url = format!("postgres://app@127.0.0.1:{}/appdb?sslmode=disable", c.port);
+    let env = vec![("HOME", home.path().display().to_string())];
+    let reached = psql(&env, &[&url]).expect("psql reaches the server with ~/.pgpass");
+    assert_eq!(reached, format!("app|appdb|{}", c.port));
+
+    let t = tenantctl_with(&env, m.path()).url(&url);
+    t.run(&["init"]).expect(0);
+    t.run(&["tenant", "create", "t", "--name", "T", "--migrate"])
+        .expect(0);
+    let (who, app, _) = seen(&c);
+    assert_eq!(who, reached, "tenantctl reached what psql reached");
+    assert!(app.starts_with("tenantctl "), "{app}");
+
+    // PGPASSFILE names another file; passfile= in the URL wins over it.
+    let other = home.path().join("other-pgpass");
+    private_file(&other, &format!("*:*:*:app:{PASSWORD}\n"), 0o600);
+    std::fs::remove_file(&pgpass).unwrap();
+    let env2 = vec![
+        ("HOME", home.path().display().to_string()),
+        ("PGPASSFILE", other.display().to_string()),
+    ];
+    assert!(psql(&env2, &[&url]).is_ok());
+    tenantctl_with(&env2, m.path())
+        .url(&url)
+        .run(&["status", "--all"])
+        .expect(0);
+    let passfile_url = format!("{url}&passfile={}", other.display());
+    tenantctl_with(&env, m.path())
+        .url(&passfile_url)
+        .run(&["status", "--all"])
+        .expect(0);
+
+    // A file others may read is not used, by psql or tenantctl; tenantctl says why.
+    private_file(&other, &format!("*:*:*:app:{PASSWORD}\n"), 0o644);
+    let e = psql(&env2, &[&url]).unwrap_err();
+    assert!(e.contains("group or world access"), "{e}");
+    let run = tenantctl_with(&env2, m.path())
+        .url(&url)
+        .run(&["status", "--all"]);
+    expect_error(
+        &run,
+        3,
+        &["password", "group or world access", "chmod 0600"],
+    );
+    assert!(!run.stderr.contains(PASSWORD));
+}
+
+#[test]
+fn a_connection_service_reaches_what_psql_reaches() {
+    let c = scram_cluster();
+    let m = dir_with(&[SEEN]);
+    let home = tempfile::tempdir().unwrap();
+    private_file(
+        &home.path().join(".pg_service.conf"),
+        &format!(
+            "[other]\nhost=nowhere.invalid\n\n[church]\nhost=127.0.0.1\nport={}\ndbname=appdb\nuser=app\npassword={PASSWORD}\nsslmode=disable\noptions=-c work_mem=7MB\n",
+            c.port
+        ),
+        0o600,
+    );
+    let env = vec![
+        ("HOME", home.path().display().to_string()),
+        ("PGSERVICE", "church".to_string()),
+    ];
+    let reached = psql(&env, &[]).expect("psql reaches the service");
+    assert_eq!(reached, format!("app|appdb|{}", c.port));
+    // PGSERVICE alone.
+    let t = tenantctl_with(&env, m.path());
+    t.run(&["init"]).expect(0);
+    t.run(&["tenant", "create", "t", "--name", "T", "--migrate"])
+        .expect(0);
+    let (who, _, work_mem) = seen(&c);
+    assert_eq!(who, reached);
+    assert_eq!(
+        work_mem, "7MB",
+        "the service's options are the session's defaults"
+    );
+    // service= in a key=value string and in a URL, with a system-wide file.
+    let etc = tempfile::tempdir().unwrap();
+    std::fs::rename(
+        home.path().join(".pg_service.conf"),
+        etc.path().join("pg_service.conf"),
+    )
+    .unwrap();
+    let env = vec![
+        ("HOME", home.path().display().to_string()),
+        ("PGSYSCONFDIR", etc.path().display().to_string()),
+    ];
+    assert!(psql(&env, &["service=church"]).is_ok());
+    for url in ["service=church", "postgres://?service=church"] {
+        tenantctl_with(&env, m.path())
+            .url(url)
+            .run(&["status", "--all"])
+            .expect(0);
+    }
+    // A service defined nowhere, and one with a parameter tenantctl cannot use.
+    expect_error(
+        &tenantctl_with(&env, m.path())
+            .url("service=nope")
+            .run(&["status", "--all"]),
+        3,
+        &["definition of service \"nope\" not found"],
+    );
+    private_file(
+        &etc.path().join("pg_service.conf"),
+        "[church]\nhost=127.0.0.1\nsslcert=/c.pem\n",
+        0o600,
+    );
+    expect_error(
+        &tenantctl_with(&env, m.path())
+            .url("service=church")
+            .run(&["status", "--all"]),
+        3,
+        &["sslcert", "not supported"],
+    );
+}
+
+#[test]
+fn the_users_application_name_and_options_are_kept() {
+    let c = scram_cluster();
+    let m = dir_with(&[SEEN]);
+    let url = format!(
+        "postgres://app:{PASSWORD}@127.0.0.1:{}/appdb?sslmode=disable",
+        c.port
+    );
+    let env = vec![
+        ("PGAPPNAME", "church-deploy".to_string()),
+        ("PGOPTIONS", "-c work_mem=9MB".to_string()),
+    ];
+    let t = tenantctl_with(&env, m.path()).url(&url);
+    t.run(&["init"]).expect(0);
+    t.run(&["tenant", "create", "t", "--name", "T", "--provision"])
+        .expect(0);
+    t.run(&["upgrade", "--all"]).expect(0);
+    let (_, app, work_mem) = seen(&c);
+    assert!(app.starts_with("church-deploy tenantctl "), "{app}");
+    assert_eq!(work_mem, "9MB");
+    // Parameters tenantctl cannot use are refused by name, never ignored.
+    for bad in ["sslcert=/c.pem", "sslkey=/k.pem", "gssencmode=require"] {
+        expect_error(
+            &bare()
+                .migrations(m.path())
+                .url(&format!("{url}&{bad}"))
+                .run(&["status", "--all"]),
+            3,
+            &[bad.split('=').next().unwrap(), "not supported"],
+        );
+    }
+}
