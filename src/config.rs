@@ -499,16 +499,37 @@ pub fn load(
 ) -> Result<Settings, Error> {
     let (path, explicit) = match &overrides.config {
         Some(p) => (Some(cwd.join(p)), true),
-        None => {
-            let default = cwd.join(DEFAULT_CONFIG_FILE);
-            (default.is_file().then_some(default), false)
-        }
+        None => (
+            candidates(env, cwd).into_iter().find(|p| p.is_file()),
+            false,
+        ),
     };
     let file = match &path {
         Some(p) => Some((p.clone(), read_file(p, explicit)?)),
         None => None,
     };
     resolve(overrides, env, cwd, file)
+}
+
+/// Where the config file is looked for without `--config` or `TENANTCTL_CONFIG` (which
+/// the command line merges into `--config`), in order: `./tenants.toml`, then
+/// `$XDG_CONFIG_HOME/tenantctl/tenants.toml` (`~/.config/...` without it), then
+/// `/etc/tenantctl/tenants.toml`. The first that exists is read.
+pub fn candidates(env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Vec<PathBuf> {
+    let mut out = vec![cwd.join(DEFAULT_CONFIG_FILE)];
+    let xdg = env("XDG_CONFIG_HOME")
+        .filter(|v| Path::new(v).is_absolute())
+        .map(PathBuf::from)
+        .or_else(|| {
+            env("HOME")
+                .filter(|h| !h.is_empty())
+                .map(|h| PathBuf::from(h).join(".config"))
+        });
+    if let Some(dir) = xdg {
+        out.push(dir.join("tenantctl").join(DEFAULT_CONFIG_FILE));
+    }
+    out.push(PathBuf::from("/etc/tenantctl").join(DEFAULT_CONFIG_FILE));
+    out
 }
 
 fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
@@ -1132,6 +1153,37 @@ mod tests {
         assert_eq!(s.lock_wait, Duration::ZERO);
         // No `shared` folder in /w/migrations and no [shared]: no shared schema.
         assert_eq!(s.shared, None);
+    }
+
+    #[test]
+    fn the_config_file_is_looked_for_here_then_in_the_users_then_the_systems_folder() {
+        let env = |k: &str| match k {
+            "HOME" => Some("/home/dba".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            candidates(&env, Path::new("/work")),
+            [
+                PathBuf::from("/work/tenants.toml"),
+                PathBuf::from("/home/dba/.config/tenantctl/tenants.toml"),
+                PathBuf::from("/etc/tenantctl/tenants.toml"),
+            ]
+        );
+        let xdg = |k: &str| match k {
+            "XDG_CONFIG_HOME" => Some("/xdg".to_string()),
+            "HOME" => Some("/home/dba".to_string()),
+            _ => None,
+        };
+        assert_eq!(
+            candidates(&xdg, Path::new("/work"))[1],
+            PathBuf::from("/xdg/tenantctl/tenants.toml")
+        );
+        // A relative XDG_CONFIG_HOME is ignored, as the XDG spec says.
+        let relative = |k: &str| match k {
+            "XDG_CONFIG_HOME" => Some("rel".to_string()),
+            _ => None,
+        };
+        assert_eq!(candidates(&relative, Path::new("/w")).len(), 2);
     }
 
     #[test]

@@ -687,12 +687,57 @@ impl<'a> Registry<'a> {
             }
         }
         if !unknown.is_empty() {
+            let near = self.near(references, &out).await;
+            let hint = if near.is_empty() {
+                String::new()
+            } else {
+                format!("; did you mean {}?", near.join(", "))
+            };
             return Err(Error::not_found(format!(
-                "no tenant matches {}; `tenantctl tenant list` shows the registered tenants",
+                "no tenant matches {}{hint}; `tenantctl tenant list` shows the registered tenants",
                 unknown.join(", ")
             )));
         }
         Ok(out)
+    }
+
+    /// The registered domains closest to the references that matched nothing (at most
+    /// three, each within a few edits of one), for a "did you mean". Empty when the
+    /// domains cannot be read: the error stands without it.
+    async fn near(&self, references: &[String], found: &[Tenant]) -> Vec<String> {
+        let sql = format!("SELECT domain FROM {}", self.tables.tenants);
+        let Ok(rows) = db::read(
+            self.reads,
+            "looking for similar tenants",
+            self.client.query(&sql, &[]),
+        )
+        .await
+        else {
+            return Vec::new();
+        };
+        let domains: Vec<String> = rows
+            .iter()
+            .filter_map(|r| r.try_get::<_, Option<String>>(0).ok().flatten())
+            .collect();
+        let mut near: Vec<(usize, String)> = Vec::new();
+        for r in references.iter().filter(|r| {
+            !found
+                .iter()
+                .any(|t| &t.domain == *r || &t.schema_name == *r || t.id.to_string() == **r)
+        }) {
+            let limit = (r.chars().count() / 4).clamp(1, 3);
+            for d in &domains {
+                let distance = strsim::levenshtein(r, d);
+                if distance <= limit && !near.iter().any(|(_, n)| n == d) {
+                    near.push((distance, d.clone()));
+                }
+            }
+        }
+        near.sort();
+        near.into_iter()
+            .take(3)
+            .map(|(_, d)| ident::shown(&d))
+            .collect()
     }
 
     /// All tenants, by id, optionally filtered by type and status.

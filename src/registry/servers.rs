@@ -56,8 +56,14 @@ impl Servers {
     pub fn get(&self, name: &str) -> Result<&(Server, Target), Error> {
         self.list.iter().find(|(s, _)| s.name == name).ok_or_else(|| {
             let known: Vec<&str> = self.list.iter().map(|(s, _)| s.name.as_str()).collect();
+            let near = known
+                .iter()
+                .filter(|k| strsim::levenshtein(name, k) <= 2 && !name.is_empty())
+                .min_by_key(|k| strsim::levenshtein(name, k))
+                .map(|k| format!("did you mean {k}? "))
+                .unwrap_or_default();
             Error::usage(format!(
-                "server {} is not configured (add a [servers.NAME] table to tenants.toml); the servers are: {}",
+                "server {} is not configured (add a [servers.NAME] table to tenants.toml); {near}the servers are: {}",
                 ident::shown(name),
                 known.join(", ")
             ))

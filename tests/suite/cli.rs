@@ -569,3 +569,32 @@ fn a_duration_setting_out_of_its_range_is_refused_naming_the_key_and_the_range()
         .expect(0);
     t.run(&["upgrade", "--tenant", "longest"]).expect(0);
 }
+
+/// Without --config, TENANTCTL_CONFIG or ./tenants.toml, the user's config folder is
+/// read (XDG_CONFIG_HOME, else ~/.config), so a command run elsewhere knows the servers.
+#[test]
+fn the_users_config_folder_is_read_from_any_directory() {
+    let (_db, t) = crate::support::ready();
+    let home = tempfile::tempdir().unwrap();
+    let dir = home.path().join(".config/tenantctl");
+    std::fs::create_dir_all(&dir).unwrap();
+    std::fs::write(
+        dir.join("tenants.toml"),
+        "[servers.eu2]\nurl = \"postgres://u@eu2.invalid/app\"\nweight = 0\n",
+    )
+    .unwrap();
+    let elsewhere = tempfile::tempdir().unwrap();
+    let t = t
+        .env("HOME", &home.path().display().to_string())
+        .cwd(elsewhere.path());
+    let shown: serde_json::Value = t.run(&["config", "show", "-o", "json"]).expect(0).json();
+    assert_eq!(
+        shown["config_file"].as_str(),
+        Some(dir.join("tenants.toml").display().to_string().as_str())
+    );
+    assert!(shown["servers"].to_string().contains("eu2"), "{shown}");
+    // ./tenants.toml wins over it.
+    std::fs::write(elsewhere.path().join("tenants.toml"), "").unwrap();
+    let shown: serde_json::Value = t.run(&["config", "show", "-o", "json"]).expect(0).json();
+    assert!(!shown["servers"].to_string().contains("eu2"), "{shown}");
+}

@@ -215,3 +215,26 @@ fn a_duplicate_domain_fails_with_exit_1_a_taken_schema_with_exit_2_and_nothing_i
         .get(0);
     assert_eq!(name, "demo", "the first registration was changed");
 }
+
+/// A mistyped tenant or server gets the nearest names it may have meant.
+#[test]
+fn a_mistyped_tenant_or_server_gets_a_did_you_mean() {
+    let (_db, t) = crate::support::ready();
+    for d in ["demo-church", "grace-chapel"] {
+        t.run(&["tenant", "create", d, "--name", d]).expect(0);
+    }
+    let run = t.run(&["tenant", "show", "demo-chruch"]);
+    crate::checks::expect_error(
+        &run,
+        1,
+        &["no tenant matches \"demo-chruch\"; did you mean \"demo-church\"?"],
+    );
+    let run = t.run(&["tenant", "show", "zzzzzzzzzz"]);
+    assert!(!run.stderr.contains("did you mean"), "{}", run.stderr);
+    let run = t.run(&["provision", "--server", "defualt"]);
+    assert!(
+        run.stderr.contains("did you mean default?"),
+        "{}",
+        run.stderr
+    );
+}
