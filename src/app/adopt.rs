@@ -103,19 +103,24 @@ fn revisions_of(
         let version = v
             .as_integer()
             .and_then(|i| i32::try_from(i).ok())
-            .filter(|i| *i >= 0)
             .ok_or_else(|| {
                 Error::setup(format!(
                     "map file {}: {table_name}revision {rev} must map to a tenantctl version (a whole number), e.g. \"{rev}\" = 6",
                     path.display()
                 ))
             })?;
+        if version <= 0 {
+            return Err(Error::setup(format!(
+                "map file {}: {table_name}revision {rev} maps to {version}: a schema stamped at base records nothing, and the next upgrade would run every migration over what Alembic made; map it to the version its schema matches",
+                path.display()
+            )));
+        }
         map.insert(rev, version);
     }
     Ok(map)
 }
 
-/// Every version of `map` is 0 (base) or a file of `set` (exit 3 otherwise).
+/// Every version of `map` is a file of `set` (exit 3 otherwise).
 fn check_versions(
     path: &Path,
     map: &BTreeMap<String, i32>,
@@ -194,6 +199,10 @@ pub async fn adopt_alembic(
         })?;
         map.check_shared(map_path, &shared_set)?;
     }
+    // Every server's schemas are read: two entries for one database would count each
+    // of its schemas twice.
+    let servers = cx.servers_named(None)?;
+    crate::app::shared::refuse_same_database(cx, &servers).await?;
     let mut client = cx.connect().await?;
     let schema = cx.settings.registry_schema.clone();
     let original = crate::registry::is_original(&client, &schema).await?;
@@ -531,6 +540,24 @@ async fn adopt_registry_locked(
             "the original tenants table has a status column of type {ty}; tenantctl keeps its status there as text (pending, active, failed): rename that column first; nothing was changed"
         )));
     }
+    if cols.contains_key("status") {
+        // A status tenantctl does not know (`suspended`, say) would be lost: refused.
+        let odd = texts(
+            client,
+            &format!(
+                "SELECT 'id ' || id::text || ': ' || quote_literal(status) FROM {t} \
+                 WHERE status IS NOT NULL AND status NOT IN ('pending', 'active', 'failed') ORDER BY id"
+            ),
+            "reading the tenants table",
+        )
+        .await?;
+        if !odd.is_empty() {
+            return Err(Error::setup(format!(
+                "the original tenants table has statuses tenantctl does not keep ({}): tenantctl's statuses are pending, active and failed, so adopting would lose them (a suspended tenant would become active); change or move them first (for example into a column of your own); nothing was changed",
+                crate::error::listed(&odd, 10)
+            )));
+        }
+    }
     let added: Vec<String> = ADDED
         .iter()
         .filter(|(c, _)| !cols.contains_key(*c))
@@ -634,7 +661,7 @@ async fn adopt_registry_locked(
          {status_filter};\n\
          ALTER TABLE {t} ALTER COLUMN status SET DEFAULT 'pending', ALTER COLUMN status SET NOT NULL;\n\
          UPDATE {t} SET api_key_hash = encode(sha256(convert_to(api_key, 'UTF8')), 'hex'), \
-                api_key_prefix = left(api_key, 10) \
+                api_key_prefix = left(api_key, least(10, length(api_key) / 4)) \
          WHERE api_key IS NOT NULL AND api_key <> '';\n\
          UPDATE {t} SET api_key_hash = encode(sha256(convert_to(gen_random_uuid()::text || clock_timestamp()::text || id::text, 'UTF8')), 'hex'), \
                 api_key_prefix = '' \

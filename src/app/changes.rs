@@ -126,7 +126,7 @@ impl Started {
                     provision: true,
                 };
                 dry.shared =
-                    crate::app::shared::plan_shared(cx, shared, set, first, &self.servers).await;
+                    crate::app::shared::plan_shared(cx, shared, set, first, &self.servers).await?;
             }
         }
         Ok(dry)

@@ -112,6 +112,7 @@ impl Context {
 pub async fn status(cx: &Context, server: Option<&str>) -> Result<Vec<SharedStatus>, Error> {
     let (shared, set) = cx.shared()?;
     let servers = cx.servers_named(server)?;
+    refuse_same_database(cx, &servers).await?;
     let set = &set;
     let reads = servers.iter().map(|name| async move {
         let state = read_state(cx, name, &shared.schema).await;
@@ -228,7 +229,7 @@ pub fn start<'a>(
 
 impl SharedStart<'_> {
     /// What the change would do on each server; nothing changes and no lock is taken.
-    pub async fn dry_run(&self, cx: &Context) -> Vec<PlannedShared<'_>> {
+    pub async fn dry_run(&self, cx: &Context) -> Result<Vec<PlannedShared<'_>>, Error> {
         plan_shared(cx, self.shared, &self.set, self.change, &self.servers).await
     }
 
@@ -288,38 +289,7 @@ impl SharedStart<'_> {
     /// two configured servers that are one database (the second's lock would wait for
     /// the first's forever), and a shared schema that is a registered tenant's.
     async fn refuse_misconfigured(&self, cx: &Context) -> Result<(), Error> {
-        if self.servers.len() < 2 {
-            return self.refuse_tenant_schema(cx).await;
-        }
-        let reads = self.servers.iter().map(|name| async move {
-            let client = cx.connect_server(name).await.ok()?;
-            let row = crate::pg::db::read(
-                &client,
-                "reading which database the server is",
-                client.query_one(
-                    "SELECT current_database()::text, pg_postmaster_start_time()::text, current_setting('port')",
-                    &[],
-                ),
-            )
-            .await
-            .ok()?;
-            let id: (String, String, String) = (row.get(0), row.get(1), row.get(2));
-            Some((name.clone(), id))
-        });
-        let ids: Vec<(String, (String, String, String))> = futures::future::join_all(reads)
-            .await
-            .into_iter()
-            .flatten()
-            .collect();
-        for (i, (a, id)) in ids.iter().enumerate() {
-            if let Some((b, _)) = ids[i + 1..].iter().find(|(_, other)| other == id) {
-                return Err(Error::setup(format!(
-                    "servers {a} and {b} are the same database ({} on the server listening on port {}): configure a database as one server only; nothing was changed",
-                    quote(&id.0),
-                    id.2
-                )));
-            }
-        }
+        refuse_same_database(cx, &self.servers).await?;
         self.refuse_tenant_schema(cx).await
     }
 
@@ -387,6 +357,45 @@ impl SharedStart<'_> {
     }
 }
 
+/// Refuses two of `servers` that are one database (the same database of the same
+/// running server, however each is reached): a change would wait for its own lock, and
+/// every read would count that database twice.
+pub async fn refuse_same_database(cx: &Context, servers: &[String]) -> Result<(), Error> {
+    if servers.len() < 2 {
+        return Ok(());
+    }
+    let reads = servers.iter().map(|name| async move {
+        let client = cx.connect_server(name).await.ok()?;
+        let row = crate::pg::db::read(
+            &client,
+            "reading which database the server is",
+            client.query_one(
+                "SELECT current_database()::text, pg_postmaster_start_time()::text, current_setting('port')",
+                &[],
+            ),
+        )
+        .await
+        .ok()?;
+        let id: (String, String, String) = (row.get(0), row.get(1), row.get(2));
+        Some((name.clone(), id))
+    });
+    let ids: Vec<(String, (String, String, String))> = futures::future::join_all(reads)
+        .await
+        .into_iter()
+        .flatten()
+        .collect();
+    for (i, (a, id)) in ids.iter().enumerate() {
+        if let Some((b, _)) = ids[i + 1..].iter().find(|(_, other)| other == id) {
+            return Err(Error::setup(format!(
+                "servers {a} and {b} are the same database ({} on the server listening on port {}): configure a database as one server only; nothing was changed",
+                quote(&id.0),
+                id.2
+            )));
+        }
+    }
+    Ok(())
+}
+
 /// What `change` would do to the shared schema of each of `servers`, read without a
 /// lock; a downgrade that would be refused says so.
 pub async fn plan_shared<'s>(
@@ -395,7 +404,8 @@ pub async fn plan_shared<'s>(
     set: &'s MigrationSet,
     change: SchemaChange,
     servers: &[String],
-) -> Vec<PlannedShared<'s>> {
+) -> Result<Vec<PlannedShared<'s>>, Error> {
+    refuse_same_database(cx, servers).await?;
     let reads = servers.iter().map(|name| async move {
         let state = read_state(cx, name, &shared.schema).await;
         PlannedShared::plan(
@@ -441,7 +451,7 @@ pub async fn plan_shared<'s>(
             }
         }
     }
-    planned
+    Ok(planned)
 }
 
 fn refusal(
@@ -517,6 +527,18 @@ async fn blocking_tenants(cx: &Context, server: &str, below: i32) -> Result<Vec<
                         .find(|(v, _)| history.iter().any(|r| r.version == *v))
                     {
                         blocking.push(format!("{} ({})", t.domain, needs(*v, *n)));
+                    } else if let Some((v, n)) = requiring
+                        .iter()
+                        .find(|(v, _)| t.current_revision.is_some_and(|r| r >= *v))
+                    {
+                        // A history emptied or edited by hand, while the registry last
+                        // saw the tenant past such a file: not shown not to need it.
+                        blocking.push(format!(
+                            "{} (its history lacks V{v}, but the registry records revision {}, past {})",
+                            t.domain,
+                            crate::show::revision(t.current_revision),
+                            needs(*v, *n)
+                        ));
                     }
                 }
                 // What cannot be read cannot be shown not to need it.

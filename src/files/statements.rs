@@ -191,22 +191,26 @@ pub fn requires_shared(
     let mut found: Option<(i32, usize)> = None;
     for (i, raw) in body.lines().enumerate() {
         let number = i + 1;
-        if number >= first_statement {
-            break;
-        }
         let line = raw.trim_matches(|c: char| c.is_ascii() && is_space(c as u8));
-        let Some(comment) = line.strip_prefix("--") else {
-            continue;
+        let (comment, block) = match (line.strip_prefix("--"), line.strip_prefix("/*")) {
+            (Some(c), _) => (c, false),
+            (None, Some(c)) => (c, true),
+            (None, None) => continue,
         };
-        let comment = comment.trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8));
-        let looks = comment.len() >= "tenantctl".len()
-            && comment.is_char_boundary("tenantctl".len())
-            && comment[.."tenantctl".len()].eq_ignore_ascii_case("tenantctl")
-            && comment["tenantctl".len()..]
-                .trim_start_matches(|c: char| c.is_ascii() && is_space(c as u8))
-                .starts_with(':');
-        if !looks {
+        if !looks_like_directive(comment) {
             continue;
+        }
+        if block {
+            return Err((
+                number,
+                format!("a tenantctl directive is a line comment: {known}"),
+            ));
+        }
+        if number >= first_statement {
+            return Err((
+                number,
+                "a tenantctl directive goes before the file's first statement, among its first comment lines".to_string(),
+            ));
         }
         if line == NO_TRANSACTION {
             if number == 1 {
@@ -245,6 +249,26 @@ pub fn requires_shared(
         found = Some((version, number));
     }
     Ok(found)
+}
+
+/// Whether a comment's text (after `--` or `/*`) is written as a tenantctl directive, in
+/// any case, spacing or punctuation: `tenantctl:`, `tenant-ctl :`, `tenantctl requires`.
+fn looks_like_directive(comment: &str) -> bool {
+    let c = comment
+        .trim_start_matches(char::is_whitespace)
+        .to_lowercase();
+    let Some(rest) = c
+        .strip_prefix("tenantctl")
+        .or_else(|| c.strip_prefix("tenant-ctl"))
+        .or_else(|| c.strip_prefix("tenant_ctl"))
+    else {
+        return false;
+    };
+    let rest = rest.trim_start_matches(char::is_whitespace);
+    rest.starts_with(':')
+        || rest.starts_with('\u{ff1a}')
+        || rest.starts_with("requires")
+        || rest.starts_with("no-transaction")
 }
 
 /// Whether a file's first line is the `-- tenantctl: no-transaction` directive.
@@ -856,10 +880,16 @@ mod tests {
             requires_shared("-- tenantctl: requires shared\t 3\n", all),
             Ok(Some((3, 1)))
         );
-        // After the first statement it is a comment like any other.
+        // After the first statement, or in a block comment, it is an error, never a
+        // comment.
         assert_eq!(
-            requires_shared("CREATE TABLE t ();\n-- tenantctl: requires shared 2\n", 1),
-            Ok(None)
+            requires_shared("CREATE TABLE t ();\n-- tenantctl: requires shared 2\n", 1)
+                .map_err(|e| e.0),
+            Err(2)
+        );
+        assert_eq!(
+            requires_shared("/* tenantctl: requires shared 2 */\nSELECT 1;\n", 2).map_err(|e| e.0),
+            Err(1)
         );
         assert_eq!(
             requires_shared("-- nothing here\n-- tenantctl handles this\n", all),
@@ -889,6 +919,10 @@ mod tests {
             "-- tenantctl: frobnicate",
             "-- Tenantctl : no-transaction",
             "-- tenantctl: requires sharedness 2",
+            "-- tenantctl requires shared 2",
+            "--\u{a0}tenantctl: requires shared 2",
+            "-- tenantctl\u{ff1a} requires shared 2",
+            "-- tenant-ctl: requires shared 2",
         ] {
             let file = format!("-- header\n{bad}\nSELECT 1;\n");
             let e = requires_shared(&file, 3).unwrap_err();

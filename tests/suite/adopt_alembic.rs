@@ -594,6 +594,10 @@ fn a_bad_map_file_and_init_on_the_original_table_exit_3_and_change_nothing() {
             format!("\"{R1}\" = \"one\"\n"),
             vec!["must map to a tenantctl version"],
         ),
+        (
+            format!("\"{R1}\" = 0\n"),
+            vec!["maps to 0", "records nothing"],
+        ),
     ] {
         let (_d, map) = map_file(&text);
         for extra in [&[][..], &["--dry-run"][..]] {
@@ -1119,4 +1123,52 @@ fn a_table_the_application_holds_is_given_up_on_after_lock_timeout_by_both_runs(
         "a run that gave up changed the database"
     );
     adopt(&t, &map, &[]).expect(0);
+}
+
+/// A status tenantctl does not keep (`suspended`) is refused before anything changes, not
+/// turned into `active`; a short plain key leaves at most a quarter of itself as the
+/// prefix tenantctl shows.
+#[test]
+fn statuses_tenantctl_cannot_keep_are_refused_and_short_keys_keep_their_secret() {
+    let db = TestDb::new();
+    let mut a = original("first-church", "tenant_first_church");
+    a.key = "Zq7PaSS12x".to_string();
+    let b = original("second-church", "tenant_second_church");
+    build_registry(&db, &[&a, &b]);
+    alembic_upgrade(&db, a.schema, R1);
+    alembic_upgrade(&db, b.schema, R1);
+    let (migrations, _) = migrations_from_alembic();
+    let t = tenantctl(&db).migrations(migrations.path());
+    let (_d, map) = map_file(&format!("\"{R1}\" = 1\n"));
+    db.client()
+        .batch_execute(
+            "ALTER TABLE public.tenants ADD COLUMN status varchar(20) DEFAULT 'active'; \
+             UPDATE public.tenants SET status = 'suspended' WHERE domain = 'second-church'",
+        )
+        .unwrap();
+    let before = snapshot(&db);
+    for extra in [&[][..], &["--dry-run"][..]] {
+        let run = adopt(&t, &map, extra);
+        expect_error(&run, 3, &["'suspended'", "would lose them"]);
+        assert_eq!(snapshot(&db), before, "{extra:?} changed the database");
+    }
+    db.client()
+        .batch_execute("UPDATE public.tenants SET status = 'active' WHERE domain = 'second-church'")
+        .unwrap();
+    adopt(&t, &map, &[]).expect(0);
+    let prefix: String = db
+        .client()
+        .query_one(
+            "SELECT api_key_prefix FROM public.tenants WHERE domain = 'first-church'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        prefix, "Zq",
+        "a 10-character key keeps at most a quarter as its prefix"
+    );
+    let listed = t.run(&["tenant", "list", "-o", "json"]);
+    listed.expect(0);
+    assert!(!listed.stdout.contains("Zq7PaSS12x"), "{}", listed.stdout);
 }

@@ -733,6 +733,9 @@ fn two_servers_that_are_one_database_are_refused_not_hung() {
         &["upgrade", "--all"],
         &["stamp", "--shared", "1", "--yes"],
         &["downgrade", "--shared", "base", "--yes"],
+        &["upgrade", "--shared", "--dry-run"],
+        &["status", "--shared"],
+        &["check"],
     ] {
         expect_error(
             &t.run(args),
@@ -789,6 +792,17 @@ fn a_tenant_that_cannot_be_read_keeps_the_shared_schema_from_going_down() {
         &t.run(&["stamp", "--shared", "1", "--yes"]),
         1,
         &["refusing to stamp"],
+    );
+    // A history emptied by hand, while the registry records revision 2: refused too.
+    c.batch_execute(
+        "ALTER TABLE tenant_alpha.hidden RENAME TO refinery_schema_history; \
+         DELETE FROM tenant_alpha.refinery_schema_history",
+    )
+    .unwrap();
+    expect_error(
+        &t.run(&["downgrade", "--shared", "1", "--yes"]),
+        1,
+        &["alpha (its history lacks V2, but the registry records revision 2"],
     );
     let dry: DryRun = t
         .run(&["downgrade", "--shared", "1", "--dry-run", "-o", "json"])

@@ -201,7 +201,7 @@ pub async fn shared_change(
 ) -> Result<Exit, Error> {
     let start = crate::app::shared::start(ctx, verb, target, server)?;
     if dry_run || verb != "upgrade" {
-        let planned = start.dry_run(ctx).await;
+        let planned = start.dry_run(ctx).await?;
         if dry_run {
             let dry = crate::engine::dryrun::DryRun {
                 dry_run: true,
