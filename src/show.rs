@@ -32,6 +32,14 @@ pub fn revision(r: Option<i32>) -> String {
     r.map_or_else(|| "base".to_string(), |v| v.to_string())
 }
 
+/// Versions as a list for people: `2,3,4` (empty for none).
+pub fn versions(v: &[i32]) -> String {
+    v.iter()
+        .map(|v| v.to_string())
+        .collect::<Vec<_>>()
+        .join(",")
+}
+
 /// A count with its noun, singular for one: `1 tenant`, `2 tenants`, `0 tenants`.
 /// `noun` is the singular; its plural adds `s`.
 pub fn count(n: usize, noun: &str) -> String {

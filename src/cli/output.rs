@@ -309,11 +309,7 @@ impl Output {
                 status_word(r.status).to_string(),
                 revision(r.from_revision),
                 revision(r.to_revision),
-                r.applied
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                crate::show::versions(&r.applied),
                 r.duration_ms.to_string(),
                 r.error.clone().unwrap_or_default(),
             ];
@@ -358,11 +354,7 @@ impl Output {
                 status_word(r.status).to_string(),
                 revision(r.from),
                 revision(r.to),
-                r.applied
-                    .iter()
-                    .map(|v| v.to_string())
-                    .collect::<Vec<_>>()
-                    .join(","),
+                crate::show::versions(&r.applied),
                 r.duration_ms.to_string(),
                 r.error.clone().unwrap_or_default(),
             ]);

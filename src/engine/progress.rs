@@ -19,55 +19,63 @@ pub fn status_word(s: ResultStatus) -> &'static str {
 /// A server's shared schema done, as one line of progress:
 /// `upgrade shared schema "public" on default: ok (1 -> 2, applied 2, 8 ms)`.
 pub fn shared_line(verb: &str, r: &crate::engine::scheduler::SharedResult) -> String {
-    let mut line = format!(
-        "{verb} shared schema {} on {}: {} ({} -> {}",
+    let what = format!(
+        "shared schema {} on {}",
         crate::ident::quote(&r.schema),
-        r.server,
-        status_word(r.status),
-        revision(r.from),
-        revision(r.to)
+        r.server
     );
-    if !r.applied.is_empty() {
-        line.push_str(&format!(
-            ", applied {}",
-            r.applied
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
-    }
-    line.push_str(&format!(", {} ms)", r.duration_ms));
-    if let Some(e) = &r.error {
-        line.push_str(&format!(": {e}"));
-    }
-    line
+    line(
+        verb,
+        &what,
+        r.status,
+        (r.from, r.to),
+        &r.applied,
+        r.duration_ms,
+        None,
+        r.error.as_deref(),
+    )
 }
 
 /// One line per finished tenant, for logs and CI.
 pub fn progress_line(verb: &str, r: &TenantResult) -> String {
+    line(
+        verb,
+        &r.domain,
+        r.status,
+        (r.from_revision, r.to_revision),
+        &r.applied,
+        r.duration_ms,
+        r.file.as_deref(),
+        r.error.as_deref(),
+    )
+}
+
+/// `VERB WHAT: STATUS (FROM -> TO, applied V,V, N ms) -> FILE: ERROR`.
+#[allow(clippy::too_many_arguments)]
+fn line(
+    verb: &str,
+    what: &str,
+    status: ResultStatus,
+    (from, to): (Option<i32>, Option<i32>),
+    applied: &[i32],
+    duration_ms: u64,
+    file: Option<&str>,
+    error: Option<&str>,
+) -> String {
     let mut line = format!(
-        "{verb} {}: {} ({} -> {}",
-        r.domain,
-        status_word(r.status),
-        revision(r.from_revision),
-        revision(r.to_revision)
+        "{verb} {what}: {} ({} -> {}",
+        status_word(status),
+        revision(from),
+        revision(to)
     );
-    if !r.applied.is_empty() {
-        line.push_str(&format!(
-            ", applied {}",
-            r.applied
-                .iter()
-                .map(|v| v.to_string())
-                .collect::<Vec<_>>()
-                .join(",")
-        ));
+    if !applied.is_empty() {
+        line.push_str(&format!(", applied {}", crate::show::versions(applied)));
     }
-    line.push_str(&format!(", {} ms)", r.duration_ms));
-    if let Some(f) = &r.file {
+    line.push_str(&format!(", {duration_ms} ms)"));
+    if let Some(f) = file {
         line.push_str(&format!(" -> {f}"));
     }
-    if let Some(e) = &r.error {
+    if let Some(e) = error {
         line.push_str(&format!(": {e}"));
     }
     line

@@ -12,8 +12,8 @@ use std::time::Instant;
 use crate::config::{Shared, SHARED_HISTORY};
 use crate::engine::plan::{Refusal, SchemaChange, TenantPlan};
 use crate::engine::pool::Pool;
-use crate::engine::runner::{ExecError, LockHolder, LockWait, Session};
-use crate::engine::scheduler::{ResultStatus, RunEvent, SharedResult};
+use crate::engine::runner::{ExecError, Session};
+use crate::engine::scheduler::{ResultStatus, SharedResult};
 use crate::engine::tenant::Context;
 use crate::error::Error;
 use crate::files::migrations::MigrationSet;
@@ -27,22 +27,8 @@ pub async fn locked<'a>(
     server: &str,
     schema: &'a str,
 ) -> Result<(Pool, Session<'a>), Error> {
-    let report = |holder: Option<&LockHolder>| {
-        cx.events.send(RunEvent::Waiting {
-            domain: format!("shared schema on {server}"),
-            schema_name: schema.to_string(),
-            holder: holder.cloned(),
-        })
-    };
-    let wait = LockWait {
-        interrupt: cx.interrupt,
-        report: &report,
-    };
-    let pool = Pool::single(cx.servers.target(server)?.clone());
-    let session = Session::open_shared(&pool, cx.settings, schema, &wait)
-        .await
-        .map_err(Error::from)?;
-    Ok((pool, session))
+    let what = format!("shared schema on {server}");
+    crate::engine::tenant::locked_as(cx, server, schema, &what, true).await
 }
 
 /// The shared schema `schema` as `client`'s server has it, read without its lock.

@@ -370,6 +370,18 @@ pub async fn locked_schema<'a>(
     schema: &'a str,
     domain: &str,
 ) -> Result<(Pool, Session<'a>), Error> {
+    locked_as(cx, server, schema, domain, false).await
+}
+
+/// [`locked_schema`], or with `shared` a session on the shared schema `schema` under its
+/// own lock ([`Session::open_shared`]).
+pub async fn locked_as<'a>(
+    cx: &Context<'a>,
+    server: &str,
+    schema: &'a str,
+    domain: &str,
+    shared: bool,
+) -> Result<(Pool, Session<'a>), Error> {
     let report = |holder: Option<&LockHolder>| {
         cx.events.send(RunEvent::Waiting {
             domain: domain.to_string(),
@@ -382,8 +394,11 @@ pub async fn locked_schema<'a>(
         report: &report,
     };
     let pool = Pool::single(cx.servers.target(server)?.clone());
-    let session = Session::open(&pool, cx.settings, schema, &wait)
-        .await
-        .map_err(Error::from)?;
+    let session = if shared {
+        Session::open_shared(&pool, cx.settings, schema, &wait).await
+    } else {
+        Session::open(&pool, cx.settings, schema, &wait).await
+    }
+    .map_err(Error::from)?;
     Ok((pool, session))
 }
