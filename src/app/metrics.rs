@@ -331,6 +331,76 @@ fn flush(out: &mut String, lines: &mut Vec<String>) {
     }
 }
 
+/// One sample of the metrics, as `metrics -o json` gives it.
+#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+pub struct Sample {
+    /// The metric's name.
+    pub name: String,
+    /// Its labels.
+    pub labels: BTreeMap<String, String>,
+    /// Its value.
+    pub value: f64,
+}
+
+/// The samples of metrics text as [`render`] writes it (`name{k="v",...} value`, label
+/// values escaped as the text format escapes them); comment lines are skipped.
+pub fn samples(text: &str) -> Vec<Sample> {
+    let mut out = Vec::new();
+    for line in text
+        .lines()
+        .filter(|l| !l.starts_with('#') && !l.is_empty())
+    {
+        let Some((head, value)) = line.rsplit_once(' ') else {
+            continue;
+        };
+        let Ok(value) = value.parse::<f64>() else {
+            continue;
+        };
+        let (name, labels) = match head.split_once('{') {
+            None => (head.to_string(), BTreeMap::new()),
+            Some((name, rest)) => (
+                name.to_string(),
+                labels(rest.strip_suffix('}').unwrap_or(rest)),
+            ),
+        };
+        out.push(Sample {
+            name,
+            labels,
+            value,
+        });
+    }
+    out
+}
+
+/// `k="v",k2="v2"` with `\\`, `\"` and `\n` escapes in the values.
+fn labels(text: &str) -> BTreeMap<String, String> {
+    let mut out = BTreeMap::new();
+    let mut chars = text.chars().peekable();
+    loop {
+        let key: String = chars.by_ref().take_while(|c| *c != '=').collect();
+        if key.is_empty() || chars.next() != Some('"') {
+            break;
+        }
+        let mut value = String::new();
+        while let Some(c) = chars.next() {
+            match c {
+                '\\' => match chars.next() {
+                    Some('n') => value.push('\n'),
+                    Some(other) => value.push(other),
+                    None => {}
+                },
+                '"' => break,
+                c => value.push(c),
+            }
+        }
+        out.insert(key.trim_start_matches(',').to_string(), value);
+        if chars.peek() == Some(&',') {
+            chars.next();
+        }
+    }
+    out
+}
+
 /// Writes `text` to `path` atomically (a temporary file beside it, then a rename), as
 /// node_exporter's textfile collector needs: it never reads a half-written file.
 pub fn write_textfile(path: &Path, text: &str) -> Result<(), Error> {
@@ -364,6 +434,17 @@ pub fn write_textfile(path: &Path, text: &str) -> Result<(), Error> {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn samples_read_back_what_render_writes() {
+        let text = "# HELP x y\n# TYPE x gauge\nx 3\ny{server=\"eu\\\"2\",status=\"a\\\\b\"} 1.5\n";
+        let s = samples(text);
+        assert_eq!(s.len(), 2);
+        assert_eq!((s[0].name.as_str(), s[0].value), ("x", 3.0));
+        assert_eq!(s[1].labels.get("server").map(String::as_str), Some("eu\"2"));
+        assert_eq!(s[1].labels.get("status").map(String::as_str), Some("a\\b"));
+        assert_eq!(s[1].value, 1.5);
+    }
 
     #[test]
     fn one_server_has_no_server_label_and_every_status_appears() {

@@ -31,6 +31,16 @@ pub use reports::{CheckArgs, CurrentArgs, EventsArgs, HistoryArgs, StatusArgs};
 pub use selection::{BulkOpts, Fleet, Selection};
 pub use tenant::TenantCommand;
 
+/// `--version`: the release, the commit it was built from and that commit's date.
+pub const VERSION: &str = concat!(
+    env!("CARGO_PKG_VERSION"),
+    " (commit ",
+    env!("TENANTCTL_COMMIT"),
+    ", ",
+    env!("TENANTCTL_COMMIT_DATE"),
+    ")"
+);
+
 /// Migrate schema-per-tenant PostgreSQL: a tenant registry, one schema per tenant, and
 /// versioned SQL migrations applied to every tenant in parallel.
 ///
@@ -40,7 +50,7 @@ pub use tenant::TenantCommand;
 #[derive(Debug, Parser)]
 #[command(
     name = "tenantctl",
-    version,
+    version = VERSION,
     propagate_version = true,
     max_term_width = 100
 )]

@@ -24,9 +24,22 @@ fn help_and_version_go_to_stdout_and_unknown_flags_exit_2() {
     assert!(run.stdout.contains("--fail-fast") && run.stdout.contains("--concurrency"));
     let run = t.run(&["--version"]);
     run.expect(0);
-    assert_eq!(
-        run.stdout.trim(),
-        format!("tenantctl {}", env!("CARGO_PKG_VERSION"))
+    // The release, the commit and its date (`unknown` outside a git checkout).
+    let version = run.stdout.trim();
+    let prefix = format!("tenantctl {} (commit ", env!("CARGO_PKG_VERSION"));
+    let rest = version
+        .strip_prefix(&prefix)
+        .and_then(|r| r.strip_suffix(')'))
+        .unwrap_or_else(|| panic!("{version}"));
+    let (commit, date) = rest.split_once(", ").unwrap_or_else(|| panic!("{version}"));
+    assert!(
+        commit == "unknown"
+            || (commit.len() == 12 && commit.chars().all(|c| c.is_ascii_hexdigit())),
+        "{version}"
+    );
+    assert!(
+        date == "unknown" || (date.len() == 10 && date.as_bytes()[4] == b'-'),
+        "{version}"
     );
     assert!(run.stderr.is_empty());
 

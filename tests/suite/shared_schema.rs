@@ -642,6 +642,17 @@ fn the_service_and_the_metrics_show_each_servers_shared_revision() {
         text.contains("tenantctl_shared_revision{server=\"default\"} 1\n"),
         "{text}"
     );
+    // -o json: the same samples as one JSON document.
+    let json: serde_json::Value = t.run(&["metrics", "-o", "json"]).expect(0).json();
+    let sample = json["metrics"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["name"] == "tenantctl_shared_revision")
+        .cloned()
+        .unwrap_or_default();
+    assert_eq!(sample["labels"]["server"], "default", "{json}");
+    assert_eq!(sample["value"], 1.0, "{json}");
 
     let s = crate::serve::start(&t);
     let fleet: FleetStatus = s.get("/api/fleet/status").expect(200).json();

@@ -9,13 +9,19 @@ use super::Ctx;
 
 pub use crate::cli::MetricsArgs as Args;
 
-/// Prints the metrics, or writes them to --textfile.
+/// Prints the metrics (as `{"metrics": [{"name", "labels", "value"}]}` with `-o json`),
+/// or writes them to --textfile (always Prometheus's text).
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     match &args.textfile {
         Some(path) => metrics::write(ctx, path).await?,
         None => {
             let text = metrics::text(ctx).await?;
-            ctx.out.stream(|w| w.write_all(text.as_bytes()));
+            if ctx.out.is_json() {
+                ctx.out
+                    .json(&serde_json::json!({ "metrics": metrics::samples(&text) }));
+            } else {
+                ctx.out.stream(|w| w.write_all(text.as_bytes()));
+            }
         }
     }
     Ok(Exit::Ok)
