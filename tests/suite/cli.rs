@@ -611,3 +611,29 @@ fn the_users_config_folder_is_read_from_any_directory() {
     let shown: serde_json::Value = t.run(&["config", "show", "-o", "json"]).expect(0).json();
     assert!(!shown["servers"].to_string().contains("eu2"), "{shown}");
 }
+
+/// tenants.example.toml, copied as it is, works against a local server (its URL and
+/// migrations directory overridden by the environment, as a newcomer would set them).
+#[test]
+fn the_example_config_works_as_copied() {
+    let (_db, t) = crate::support::ready();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::copy(
+        std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("tenants.example.toml"),
+        dir.path().join("tenants.toml"),
+    )
+    .unwrap();
+    let t = t.cwd(dir.path());
+    t.run(&["config", "show"]).expect(0);
+    t.run(&[
+        "tenant",
+        "create",
+        "copied",
+        "--name",
+        "Copied",
+        "--migrate",
+    ])
+    .expect(0);
+    t.run(&["status", "--all"]).expect(0);
+    t.run(&["check"]).expect(0);
+}
