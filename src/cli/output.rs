@@ -574,6 +574,7 @@ mod tests {
     #[test]
     fn progress_lines_name_the_tenant_and_the_error() {
         let r = TenantResult {
+            tenant_id: 1,
             domain: "demo".into(),
             schema_name: "tenant_demo".into(),
             status: ResultStatus::Failed,

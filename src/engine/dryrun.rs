@@ -23,6 +23,8 @@ use crate::registry::Tenant;
 /// What a command would do to one tenant.
 #[derive(Debug, Serialize)]
 pub struct PlannedTenant<'s> {
+    /// The tenant's registry id.
+    pub tenant_id: i64,
     /// Domain.
     pub domain: String,
     /// Schema.
@@ -193,6 +195,7 @@ pub fn plan<'s>(
 /// A tenant whose server could not be reached: it would fail. `e` names the server.
 fn unreachable_tenant<'s>(t: &Tenant, e: &str) -> PlannedTenant<'s> {
     PlannedTenant {
+        tenant_id: t.id,
         domain: t.domain.clone(),
         schema_name: t.schema_name.clone(),
         from_revision: t.current_revision,
@@ -217,6 +220,7 @@ fn plan_one<'s>(
 ) -> PlannedTenant<'s> {
     let current = state.current();
     let mut p = PlannedTenant {
+        tenant_id: t.id,
         domain: t.domain.clone(),
         schema_name: t.schema_name.clone(),
         from_revision: current,

@@ -62,6 +62,8 @@ pub enum Cause {
 /// One tenant's result, as printed.
 #[derive(Debug, Clone, Serialize)]
 pub struct TenantResult {
+    /// The tenant's registry id (`tenant_id`, as in `status`, `current` and `events`).
+    pub tenant_id: i64,
     /// Tenant domain.
     pub domain: String,
     /// Tenant schema.
@@ -101,6 +103,7 @@ impl TenantResult {
     /// A result for `tenant` at its cached revision.
     pub fn new(tenant: &Tenant, status: ResultStatus) -> TenantResult {
         TenantResult {
+            tenant_id: tenant.id,
             domain: tenant.domain.clone(),
             schema_name: tenant.schema_name.clone(),
             status,

@@ -270,9 +270,7 @@ pub struct ProvisionBody {
 /// What a single-tenant change answers.
 #[derive(Debug, Serialize)]
 pub struct Changed {
-    /// The tenant's id.
-    pub tenant_id: i64,
-    /// The result, as a bulk run reports each tenant.
+    /// The result, as a bulk run reports each tenant (its `tenant_id` first).
     #[serde(flatten)]
     pub result: TenantResult,
     /// One sentence.
@@ -322,11 +320,7 @@ async fn change(
         crate::show::revision(r.from_revision),
         crate::show::revision(r.to_revision)
     );
-    Ok(Json(Changed {
-        tenant_id: tenant.id,
-        result: r,
-        message,
-    }))
+    Ok(Json(Changed { result: r, message }))
 }
 
 /// See [`provision_schema_body`].

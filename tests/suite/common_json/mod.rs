@@ -309,6 +309,7 @@ pub struct History {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct TenantResult {
+    pub tenant_id: i64,
     pub domain: String,
     pub schema_name: String,
     pub status: String,
@@ -520,6 +521,7 @@ pub struct Events {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct PlannedTenant {
+    pub tenant_id: i64,
     pub domain: String,
     pub schema_name: String,
     #[serde(deserialize_with = "nullable")]
