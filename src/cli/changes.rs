@@ -13,15 +13,15 @@ pub struct ProvisionArgs {
     pub fleet: Fleet,
 
     /// Drop existing schemas with all their data and create them empty (asks first).
-    #[arg(long)]
+    #[arg(long, help_heading = "Mode")]
     pub force_recreate: bool,
 
     /// Confirm --force-recreate without asking (needed without a terminal).
-    #[arg(long)]
+    #[arg(long, help_heading = "Mode")]
     pub yes: bool,
 
     /// Print, per tenant, the exact SQL that would run; change nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Mode")]
     pub dry_run: bool,
 }
 
@@ -36,17 +36,18 @@ pub struct UpgradeArgs {
     #[arg(
         default_value = "head",
         value_name = "TARGET",
-        allow_negative_numbers = true
+        allow_negative_numbers = true,
+        help_heading = "Arguments"
     )]
     pub target: String,
 
     /// The shared schema (`public` by default) on every server, or on the one --server
     /// names, instead of tenants.
-    #[arg(long, conflicts_with_all = ["tenants", "all", "tenant_type", "status", "exclude", "shard", "canary", "max_failures", "fail_fast"])]
+    #[arg(long, help_heading = "Mode", conflicts_with_all = ["tenants", "all", "tenant_type", "status", "exclude", "shard", "canary", "max_failures", "fail_fast"])]
     pub shared: bool,
 
     /// Print, per tenant, the exact SQL that would run; change nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Mode")]
     pub dry_run: bool,
 }
 
@@ -58,20 +59,24 @@ pub struct TargetedArgs {
     pub fleet: Fleet,
 
     /// Revision. A negative number (`-1`) is taken as the target, not as a flag.
-    #[arg(value_name = "TARGET", allow_negative_numbers = true)]
+    #[arg(
+        value_name = "TARGET",
+        allow_negative_numbers = true,
+        help_heading = "Arguments"
+    )]
     pub target: String,
 
     /// The shared schema (`public` by default) on every server, or on the one --server
     /// names, instead of tenants.
-    #[arg(long, conflicts_with_all = ["tenants", "all", "tenant_type", "status", "exclude", "shard", "canary", "max_failures", "fail_fast"])]
+    #[arg(long, help_heading = "Mode", conflicts_with_all = ["tenants", "all", "tenant_type", "status", "exclude", "shard", "canary", "max_failures", "fail_fast"])]
     pub shared: bool,
 
     /// Confirm without asking (needed without a terminal).
-    #[arg(long)]
+    #[arg(long, help_heading = "Mode")]
     pub yes: bool,
 
     /// Print, per tenant, the exact SQL that would run; change nothing.
-    #[arg(long)]
+    #[arg(long, help_heading = "Mode")]
     pub dry_run: bool,
 }
 
@@ -89,12 +94,12 @@ pub struct BackupArgs {
 
     /// The directory the archives go to, one subdirectory per tenant:
     /// DIR/DOMAIN/DOMAIN-YYYYMMDDTHHMMSSZ.tenant.
-    #[arg(long, value_name = "DIR")]
+    #[arg(long, value_name = "DIR", help_heading = "Mode")]
     pub out: std::path::PathBuf,
 
     /// Keep only the newest N backups of each tenant backed up (older ones are removed
     /// after the new one is complete).
-    #[arg(long, value_name = "N", value_parser = clap::value_parser!(u32).range(1..))]
+    #[arg(long, value_name = "N", help_heading = "Mode", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
 }
 

@@ -65,11 +65,13 @@ pub struct Cli {
 /// Options accepted anywhere on the command line.
 #[derive(Debug, Args)]
 pub struct GlobalOpts {
-    /// Config file [default: ./tenants.toml when it exists].
+    /// Config file [default: the first of ./tenants.toml,
+    /// ~/.config/tenantctl/tenants.toml and /etc/tenantctl/tenants.toml that exists].
     #[arg(
         short = 'c',
         long,
         global = true,
+        help_heading = "Connection",
         env = "TENANTCTL_CONFIG",
         value_name = "FILE"
     )]
@@ -80,6 +82,7 @@ pub struct GlobalOpts {
     #[arg(
         long,
         global = true,
+        help_heading = "Connection",
         env = "TENANTCTL_DATABASE_URL",
         hide_env_values = true,
         value_name = "URL"
@@ -87,7 +90,13 @@ pub struct GlobalOpts {
     pub database_url: Option<String>,
 
     /// Migrations directory [default: migrations.dir from the config, else ./migrations].
-    #[arg(long, global = true, env = "TENANTCTL_MIGRATIONS", value_name = "DIR")]
+    #[arg(
+        long,
+        global = true,
+        help_heading = "Connection",
+        env = "TENANTCTL_MIGRATIONS",
+        value_name = "DIR"
+    )]
     pub migrations: Option<PathBuf>,
 
     /// Longest wait for an answer to one of tenantctl's own reads of a server (its
@@ -95,25 +104,26 @@ pub struct GlobalOpts {
     #[arg(
         long,
         global = true,
+        help_heading = "Connection",
         env = "TENANTCTL_READ_TIMEOUT",
         value_name = "DURATION"
     )]
     pub read_timeout: Option<String>,
 
     /// Output format for results on stdout.
-    #[arg(short = 'o', long, global = true, value_enum, default_value_t = Format::Text)]
+    #[arg(short = 'o', long, global = true, help_heading = "Output", value_enum, default_value_t = Format::Text)]
     pub output: Format,
 
     /// Same as `-o json`.
-    #[arg(long, global = true)]
+    #[arg(long, global = true, help_heading = "Output")]
     pub json: bool,
 
     /// Print fewer notices on stderr (results on stdout are unchanged).
-    #[arg(short, long, global = true)]
+    #[arg(short, long, global = true, help_heading = "Output")]
     pub quiet: bool,
 
     /// Print more detail (repeat for more).
-    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    #[arg(short, long, global = true, help_heading = "Output", action = clap::ArgAction::Count)]
     pub verbose: u8,
 
     /// Whether `database_url` came from `TENANTCTL_DATABASE_URL` rather than the flag.
@@ -176,15 +186,30 @@ pub enum Command {
     #[command(subcommand)]
     Tenant(TenantCommand),
     /// Create missing tenant schemas (an existing schema is left alone and reported).
+    #[command(
+        after_help = "Examples:\n  tenantctl provision --all\n  tenantctl provision --status pending\n  tenantctl provision --tenant sandbox --force-recreate --yes"
+    )]
+    #[command(
+        override_usage = "tenantctl provision (--all | --tenant <TENANT>... | --type <TYPE> | --status <STATUS> | --server <NAME>) [OPTIONS]"
+    )]
     Provision(ProvisionArgs),
     /// Apply pending migrations up to TARGET (default: head). Exit 4 when some tenants
     /// of a bulk run failed.
+    #[command(
+        after_help = "Examples:\n  tenantctl upgrade --all\n  tenantctl upgrade --all --dry-run\n  tenantctl upgrade --type church --canary 5 --max-failures 3\n  tenantctl upgrade --tenant demo-church 6\n  tenantctl -q upgrade --all --shard 1/4          # cron: quiet unless something fails\n  tenantctl upgrade --shared                       # the shared schema alone"
+    )]
+    #[command(
+        override_usage = "tenantctl upgrade (--all | --tenant <TENANT>... | --type <TYPE> | --status <STATUS> | --server <NAME> | --shared) [OPTIONS] [TARGET]"
+    )]
     Upgrade(UpgradeArgs),
     /// Show each tenant's current revision.
     Current(CurrentArgs),
     /// List the migrations and, for a tenant, which are applied and when.
     History(HistoryArgs),
     /// Show migration status: current revision, pending migrations, provisioned/applied.
+    #[command(
+        after_help = "Examples:\n  tenantctl status --all\n  tenantctl status --tenant demo-church -o json\n  tenantctl status --shared"
+    )]
     Status(StatusArgs),
     /// Run down scripts, newest first, until TARGET (a version, base, or -N below each
     /// tenant's own revision). Asks first; without a terminal, refuses (exit 2) unless
@@ -192,10 +217,22 @@ pub enum Command {
     #[command(mut_arg("target", |a| a.help(
         "Revision to go down to: a version number, base (nothing applied), or -N (N applied migrations below each tenant's own revision, as `alembic downgrade -N`)"
     )))]
+    #[command(
+        after_help = "Examples:\n  tenantctl downgrade --tenant demo-church -1 --yes\n  tenantctl downgrade --all 5 --dry-run"
+    )]
+    #[command(
+        override_usage = "tenantctl downgrade (--all | --tenant <TENANT>... | --type <TYPE> | --status <STATUS> | --server <NAME> | --shared) [OPTIONS] <TARGET>"
+    )]
     Downgrade(DowngradeArgs),
     /// Write one archive per selected tenant into --out DIR (each under a temporary name,
     /// renamed when complete); --keep N keeps the newest N per tenant. A backup changes
     /// no tenant's status; the ledger records it. Exit 4 when some tenants failed.
+    #[command(
+        after_help = "Examples:\n  tenantctl backup --all --out /var/backups/tenants --keep 7"
+    )]
+    #[command(
+        override_usage = "tenantctl backup (--all | --tenant <TENANT>... | --type <TYPE> | --status <STATUS> | --server <NAME>) --out <DIR> [OPTIONS]"
+    )]
     Backup(BackupArgs),
     /// Record migrations up to TARGET as applied without running them (adopting schemas
     /// built by hand or by another tool); `stamp base` clears the history.
@@ -210,11 +247,20 @@ pub enum Command {
             "Print, per tenant, what would be recorded and forgotten, and the SQL; change nothing"
         ))
     )]
+    #[command(
+        after_help = "Examples:\n  tenantctl stamp --tenant legacy-parish 4 --yes\n  tenantctl stamp --shared 2 --yes"
+    )]
+    #[command(
+        override_usage = "tenantctl stamp (--all | --tenant <TENANT>... | --type <TYPE> | --status <STATUS> | --server <NAME> | --shared) [OPTIONS] <TARGET>"
+    )]
     Stamp(StampArgs),
     /// Write the next migration file, V<head+1>__<message>.sql, and its .down.sql.
     Revision(RevisionArgs),
     /// CI gate: check config, connection, migration files, registry and every tenant.
     /// Exit 0 when all tenants are at head with no drift, 5 when something is off.
+    #[command(
+        after_help = "Examples:\n  tenantctl check || [ $? -eq 5 ]   # in CI: 5 is drift or a tenant behind head"
+    )]
     Check(CheckArgs),
     /// Show the run ledger: every change made to a tenant, by whom, and how it ended.
     Events(EventsArgs),

@@ -20,6 +20,7 @@ pub struct Fleet {
 /// Selecting tenants for a bulk command. Filters combine: `--type church --status failed`
 /// is the failed churches; `--exclude` and `--shard` then narrow any selection.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Selection")]
 pub struct Selection {
     /// A tenant by domain, id or schema name (repeatable).
     #[arg(
@@ -71,6 +72,7 @@ pub fn parse_shard(s: &str) -> Result<(u32, u32), String> {
 
 /// Options for commands that work on many tenants.
 #[derive(Debug, Clone, Args)]
+#[command(next_help_heading = "Rollout")]
 pub struct BulkOpts {
     /// Tenants worked on at once, each on its own connection [default: run.concurrency, 4].
     #[arg(long, value_name = "N", value_parser = clap::value_parser!(u16).range(1..=1024))]

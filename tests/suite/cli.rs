@@ -22,6 +22,23 @@ fn help_and_version_go_to_stdout_and_unknown_flags_exit_2() {
     let run = t.run(&["upgrade", "--help"]);
     run.expect(0);
     assert!(run.stdout.contains("--fail-fast") && run.stdout.contains("--concurrency"));
+    // Options under headings, examples, and a usage line that shows the selection.
+    for heading in [
+        "\nSelection:\n",
+        "\nRollout:\n",
+        "\nConnection:\n",
+        "\nOutput:\n",
+        "\nExamples:\n",
+    ] {
+        assert!(run.stdout.contains(heading), "{heading:?}:\n{}", run.stdout);
+    }
+    assert!(
+        run.stdout
+            .contains("Usage: tenantctl upgrade (--all | --tenant <TENANT>..."),
+        "{}",
+        run.stdout
+    );
+    assert!(run.stdout.contains("  tenantctl upgrade --all --dry-run\n"));
     let run = t.run(&["--version"]);
     run.expect(0);
     // The release, the commit and its date (`unknown` outside a git checkout).
