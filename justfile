@@ -34,3 +34,9 @@ ci:
 # Build the release binary.
 build:
     cargo build --release --locked
+
+# Install the binary (cargo install) and its man pages (`man tenantctl-upgrade`), into
+# MANDIR (default ~/.local/share/man/man1; /usr/local/share/man/man1 system-wide).
+install MANDIR="$HOME/.local/share/man/man1":
+    cargo install --path . --locked
+    tenantctl manpages {{MANDIR}}

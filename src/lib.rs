@@ -57,6 +57,9 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
     if let Command::Completions(a) = &cli.command {
         return commands::completions::run(a);
     }
+    if let Command::Manpages(a) = &cli.command {
+        return commands::manpages::run(a);
+    }
     let ctx = Ctx::new(&cli.global, concurrency.map(usize::from), interrupt)?;
     match &cli.command {
         Command::Init(a) => commands::init::run(&ctx, a).await,
@@ -82,5 +85,6 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
         Command::Config(c) => commands::config::run(&ctx, c).await,
         Command::Adopt(c) => commands::adopt::run(&ctx, c).await,
         Command::Completions(a) => commands::completions::run(a),
+        Command::Manpages(a) => commands::manpages::run(a),
     }
 }

@@ -24,8 +24,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::cli::output::Format;
 pub use changes::{BackupArgs, DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
 pub use project::{
-    AdoptAlembicArgs, AdoptCommand, CompletionsArgs, ConfigCommand, InitArgs, MetricsArgs,
-    RevisionArgs, ServeArgs,
+    AdoptAlembicArgs, AdoptCommand, CompletionsArgs, ConfigCommand, InitArgs, ManpagesArgs,
+    MetricsArgs, RevisionArgs, ServeArgs,
 };
 pub use reports::{CheckArgs, CurrentArgs, EventsArgs, HistoryArgs, StatusArgs};
 pub use selection::{BulkOpts, Fleet, Selection};
@@ -279,6 +279,9 @@ pub enum Command {
     Adopt(AdoptCommand),
     /// Print a shell completion script, e.g. `tenantctl completions bash > /etc/bash_completion.d/tenantctl`.
     Completions(CompletionsArgs),
+    /// Write a man page for tenantctl and each of its commands into DIR (made if
+    /// missing), from the same definitions as --help; `just install` installs them.
+    Manpages(ManpagesArgs),
 }
 
 impl Command {

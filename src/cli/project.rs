@@ -34,6 +34,14 @@ pub struct CompletionsArgs {
     pub shell: clap_complete::Shell,
 }
 
+/// Arguments of `manpages`.
+#[derive(Debug, clap::Args)]
+pub struct ManpagesArgs {
+    /// The directory the pages go to, e.g. /usr/local/share/man/man1.
+    #[arg(value_name = "DIR")]
+    pub dir: std::path::PathBuf,
+}
+
 /// Arguments of `serve`.
 #[derive(Debug, clap::Args)]
 pub struct ServeArgs {

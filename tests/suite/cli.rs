@@ -654,3 +654,31 @@ fn the_example_config_works_as_copied() {
     t.run(&["status", "--all"]).expect(0);
     t.run(&["check"]).expect(0);
 }
+
+/// `manpages DIR` writes a page for tenantctl and each command, from the same definitions
+/// as --help, with the same headings.
+#[test]
+fn man_pages_are_written_for_every_command() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("man1");
+    let run = crate::support::bare().run(&["manpages", out.to_str().unwrap()]);
+    run.expect(0);
+    for page in [
+        "tenantctl.1",
+        "tenantctl-upgrade.1",
+        "tenantctl-tenant-create.1",
+    ] {
+        let text =
+            std::fs::read_to_string(out.join(page)).unwrap_or_else(|e| panic!("{page}: {e}"));
+        assert!(text.contains(".TH "), "{page}");
+    }
+    let upgrade = std::fs::read_to_string(out.join("tenantctl-upgrade.1")).unwrap();
+    assert!(
+        upgrade.contains(".SH SELECTION") && upgrade.contains("\\-\\-canary"),
+        "{upgrade}"
+    );
+    assert_eq!(
+        run.stdout.lines().count(),
+        std::fs::read_dir(&out).unwrap().count()
+    );
+}
