@@ -125,8 +125,12 @@ fn split_keywords(s: &str) -> Result<Split, String> {
         while i < b.len() && space(b[i]) {
             i += 1;
         }
+        // Nothing of the string is quoted in these errors: it may hold a password.
         if i >= b.len() || b[i] != b'=' {
-            return Err(format!("missing \"=\" after {}", crate::ident::shown(key)));
+            return Err(format!(
+                "the word at character {} has no \"=\" (libpq's form is key=value ...)",
+                start + 1
+            ));
         }
         i += 1;
         while i < b.len() && space(b[i]) {
@@ -137,7 +141,12 @@ fn split_keywords(s: &str) -> Result<Split, String> {
             i += 1;
             loop {
                 match b.get(i) {
-                    None => return Err(format!("unterminated quoted value of {key}")),
+                    None => {
+                        return Err(format!(
+                            "the quoted value that starts at character {} is not closed",
+                            start + 1
+                        ))
+                    }
                     Some(b'\'') => {
                         i += 1;
                         break;
