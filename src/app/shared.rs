@@ -13,7 +13,7 @@ use crate::engine::dryrun::PlannedShared;
 use crate::engine::plan::SchemaChange;
 use crate::engine::pool::Pool;
 use crate::engine::runner::Session;
-use crate::engine::scheduler::{Events, ResultStatus, RunEvent, SharedResult};
+use crate::engine::scheduler::{Events, RunEvent, SharedResult};
 use crate::engine::shared;
 use crate::engine::target::{self, Forms, Target};
 use crate::error::Error;
@@ -608,11 +608,4 @@ pub async fn upgrade_first(
         servers: servers.to_vec(),
     };
     start.run(cx, events).await
-}
-
-/// Whether every result is a success (`ok` or `up_to_date`).
-pub fn all_ok(results: &[SharedResult]) -> bool {
-    results
-        .iter()
-        .all(|r| matches!(r.status, ResultStatus::Ok | ResultStatus::UpToDate))
 }
