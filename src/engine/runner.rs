@@ -484,13 +484,13 @@ impl<'a> Session<'a> {
         };
         let (k1, k2) = self.shared_keys();
         let client = &self.conn.client;
-        client
-            .batch_execute(&format!("SELECT pg_advisory_lock_shared({k1}, {k2})"))
-            .await
-            .map_err(failed)?;
         let table = crate::ident::qualified(&shared.schema, crate::config::SHARED_HISTORY);
+        // The lock and whether the history exists, in one round trip.
         let exists: bool = client
-            .query_one("SELECT to_regclass($1) IS NOT NULL", &[&table])
+            .query_one(
+                "SELECT to_regclass($3) IS NOT NULL FROM pg_advisory_lock_shared($1, $2)",
+                &[&k1, &k2, &table],
+            )
             .await
             .map_err(failed)?
             .get(0);
