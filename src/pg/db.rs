@@ -57,6 +57,8 @@ pub struct Target {
     server: Option<String>,
     /// Why the password file was not used, said when the server asks for a password.
     password_note: Option<String>,
+    /// The client certificate presented when the server asks for one (`sslcert`).
+    client_cert: Option<crate::pg::tls::ClientCert>,
     /// `run.read_timeout`: the longest one of tenantctl's own reads on a connection
     /// from this target waits for an answer (see [`read`]).
     read_timeout: Duration,
@@ -166,6 +168,17 @@ impl Target {
         });
         let (roots, rootcert_shown, root_source) =
             trusted_roots(sslmode, named_root, root_source, env, &display)?;
+        let own = |key: &str| {
+            split
+                .get(key)
+                .map(str::to_string)
+                .or_else(|| service_value(key))
+        };
+        let client_cert = if sslmode == SslMode::Disable {
+            None
+        } else {
+            client_certificate(&own, env).map_err(|e| Error::setup(format!("{display}: {e}")))?
+        };
         let tls_shown = TlsShown {
             sslmode,
             sslmode_source,
@@ -183,6 +196,7 @@ impl Target {
             server: None,
             read_timeout: settings.read_timeout,
             password_note,
+            client_cert,
         })
     }
 
@@ -709,7 +723,7 @@ fn parse_url(settings: &Settings) -> Result<(Config, crate::pg::libpq::Split), E
 }
 
 /// Fills what the connection string left out from service `name`'s parameters (sslmode,
-/// sslrootcert and passfile are read by the caller); one tenantctl cannot use is refused.
+/// sslrootcert, sslcert, sslkey, sslpassword and passfile are read by the caller); one tenantctl cannot use is refused.
 fn apply_service(
     config: &mut Config,
     params: &[(String, String)],
@@ -766,7 +780,8 @@ fn apply_service(
                 config.target_session_attrs(attrs);
             }
             "host" | "hostaddr" | "port" | "dbname" | "user" | "password" | "application_name"
-            | "options" | "connect_timeout" | "sslmode" | "sslrootcert" | "passfile" => {}
+            | "options" | "connect_timeout" | "sslmode" | "sslrootcert" | "passfile"
+            | "sslcert" | "sslkey" | "sslpassword" => {}
             other => {
                 return Err(Error::setup(format!(
                     "service {}: the parameter {other} is not supported by tenantctl",
@@ -823,6 +838,57 @@ fn password_from_file(
         crate::pg::libpq::FromFile::None => None,
         crate::pg::libpq::FromFile::Unused(why) => Some(why),
     }
+}
+
+/// The client certificate libpq would present: `sslcert` (the connection string or its
+/// service, else `PGSSLCERT`, else `~/.postgresql/postgresql.crt` when it exists) with
+/// `sslkey` (likewise, default `~/.postgresql/postgresql.key`) and `sslpassword`. A
+/// certificate that is named but missing is refused (libpq would quietly go without).
+fn client_certificate(
+    own: &dyn Fn(&str) -> Option<String>,
+    env: &dyn Fn(&str) -> Option<String>,
+) -> Result<Option<crate::pg::tls::ClientCert>, String> {
+    let var = |k: &str| env(k).filter(|v| !v.is_empty());
+    let home = var("HOME").map(|h| Path::new(&h).join(".postgresql"));
+    let named_cert = own("sslcert")
+        .filter(|v| !v.is_empty())
+        .or_else(|| var("PGSSLCERT"));
+    let cert = match named_cert {
+        Some(path) => {
+            let path = std::path::PathBuf::from(path);
+            if !path.exists() {
+                return Err(format!(
+                    "the client certificate sslcert {} does not exist",
+                    path.display()
+                ));
+            }
+            path
+        }
+        None => match home.as_ref().map(|h| h.join("postgresql.crt")) {
+            Some(path) if path.exists() => path,
+            _ => return Ok(None),
+        },
+    };
+    let key = own("sslkey")
+        .filter(|v| !v.is_empty())
+        .or_else(|| var("PGSSLKEY"))
+        .map(std::path::PathBuf::from)
+        .or_else(|| home.map(|h| h.join("postgresql.key")));
+    let Some(key) = key else {
+        return Err(format!(
+            "the client certificate sslcert {} has no private key: name it with sslkey",
+            cert.display()
+        ));
+    };
+    if !key.exists() {
+        return Err(format!(
+            "the private key sslkey {} of the client certificate {} does not exist",
+            key.display(),
+            cert.display()
+        ));
+    }
+    let password = own("sslpassword");
+    crate::pg::tls::ClientCert::load(&cert, &key, password.as_deref()).map(Some)
 }
 
 /// The sslmode in force. As in libpq, sslrootcert=system makes verify-full the default
@@ -990,7 +1056,13 @@ impl Target {
             // sslrootcert=system: the operating system's roots, always with verify-full.
             Some(Roots::System) => {}
             // prefer/require without a root certificate: encrypt, don't verify (libpq).
-            None => return crate::pg::tls::Encrypting::new().map(Tls::Encrypting),
+            None => {
+                return crate::pg::tls::Encrypting::new(self.client_cert.as_ref())
+                    .map(Tls::Encrypting)
+            }
+        }
+        if let Some(client) = &self.client_cert {
+            builder.identity(client.identity()?);
         }
         let connector = builder.build().map_err(|e| e.to_string())?;
         Ok(Tls::Verifying(postgres_native_tls::MakeTlsConnector::new(

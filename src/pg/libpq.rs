@@ -6,8 +6,8 @@
 //! `~/.pgpass`, with libpq's matching and its rule that a file others may read is not
 //! used), and the parameters tokio-postgres cannot take, split from the rest.
 //!
-//! A libpq parameter tenantctl does not support (client certificates, Kerberos, CRLs,
-//! ...) is refused with its name, never ignored.
+//! A libpq parameter tenantctl does not support (Kerberos, CRLs, ...) is refused with its
+//! name, never ignored.
 
 use std::path::{Path, PathBuf};
 
@@ -15,13 +15,18 @@ use crate::error::Error;
 
 /// Parameters tenantctl reads itself; the rest of a connection string goes to
 /// tokio-postgres.
-const OURS: &[&str] = &["sslmode", "sslrootcert", "service", "passfile"];
-
-/// libpq parameters tenantctl does not support: refused with their name.
-const UNSUPPORTED: &[&str] = &[
+const OURS: &[&str] = &[
+    "sslmode",
+    "sslrootcert",
     "sslcert",
     "sslkey",
     "sslpassword",
+    "service",
+    "passfile",
+];
+
+/// libpq parameters tenantctl does not support: refused with their name.
+const UNSUPPORTED: &[&str] = &[
     "sslcrl",
     "sslcrldir",
     "sslsni",
@@ -70,7 +75,7 @@ pub fn split(conninfo: &str) -> Result<Split, String> {
 fn refuse(key: &str) -> Result<(), String> {
     if UNSUPPORTED.contains(&key) {
         return Err(format!(
-            "the libpq parameter {key} is not supported by tenantctl; remove it (client certificates, Kerberos and certificate revocation lists cannot be used)"
+            "the libpq parameter {key} is not supported by tenantctl; remove it (Kerberos, certificate revocation lists and the other parameters of this kind cannot be used)"
         ));
     }
     Ok(())
@@ -414,13 +419,15 @@ mod tests {
         assert_eq!(s.rest, "postgres://u@h/db?application_name=x");
         assert_eq!(s.get("service"), Some("eu"));
         assert_eq!(s.get("sslmode"), Some("require"));
-        let s = split("host=h  service = 'my svc' user=u password='a\\'b c' passfile=/p").unwrap();
+        let s = split("host=h  service = 'my svc' user=u password='a\\'b c' passfile=/p sslcert=/c sslpassword=pw").unwrap();
         assert_eq!(s.rest, "host=h user=u password='a\\'b c'");
         assert_eq!(s.get("service"), Some("my svc"));
         assert_eq!(s.get("passfile"), Some("/p"));
+        assert_eq!(s.get("sslcert"), Some("/c"));
+        assert_eq!(s.get("sslpassword"), Some("pw"));
         for bad in [
-            "postgres://h/db?sslcert=/c.pem",
-            "host=h sslkey=/k",
+            "postgres://h/db?sslcrl=/c.pem",
+            "host=h krbsrvname=k",
             "host=h gssencmode=require",
         ] {
             let e = split(bad).unwrap_err();
@@ -492,10 +499,10 @@ mod tests {
         );
         let e = service("nope", &env).unwrap_err();
         assert!(e.to_string().contains("definition of service"), "{e}");
-        std::fs::write(&user, "[a]\nsslcert=/c\n").unwrap();
+        std::fs::write(&user, "[a]\nsslcrl=/c\n").unwrap();
         assert!(service("a", &env)
             .unwrap_err()
             .to_string()
-            .contains("sslcert"));
+            .contains("sslcrl"));
     }
 }

@@ -3,8 +3,10 @@
 //! asks for SCRAM passwords: the password file (`~/.pgpass`, `PGPASSFILE`, `passfile=`,
 //! and libpq's refusal of a file others may read), connection services (`PGSERVICE`,
 //! `service=` in a URL and in a `key=value` string, `PGSERVICEFILE`, `PGSYSCONFDIR`),
-//! `PGAPPNAME` (kept, with the run's tag after it) and `PGOPTIONS`; a libpq parameter
-//! tenantctl does not support is refused by name.
+//! `PGAPPNAME` (kept, with the run's tag after it) and `PGOPTIONS`; client certificates
+//! (`cert` authentication: libpq's default files, `sslcert`/`sslkey`/`sslpassword`,
+//! `PGSSLCERT`/`PGSSLKEY`, the key file's permissions); several hosts with
+//! `target_session_attrs`; a libpq parameter tenantctl does not support is refused by name.
 
 use std::path::Path;
 use std::process::Command;
@@ -226,7 +228,7 @@ fn a_connection_service_reaches_what_psql_reaches() {
     );
     private_file(
         &etc.path().join("pg_service.conf"),
-        "[church]\nhost=127.0.0.1\nsslcert=/c.pem\n",
+        "[church]\nhost=127.0.0.1\nsslcrl=/c.pem\n",
         0o600,
     );
     expect_error(
@@ -234,7 +236,7 @@ fn a_connection_service_reaches_what_psql_reaches() {
             .url("service=church")
             .run(&["status", "--all"]),
         3,
-        &["sslcert", "not supported"],
+        &["sslcrl", "not supported"],
     );
 }
 
@@ -259,7 +261,7 @@ fn the_users_application_name_and_options_are_kept() {
     assert!(app.starts_with("church-deploy tenantctl "), "{app}");
     assert_eq!(work_mem, "9MB");
     // Parameters tenantctl cannot use are refused by name, never ignored.
-    for bad in ["sslcert=/c.pem", "sslkey=/k.pem", "gssencmode=require"] {
+    for bad in ["sslcrl=/c.pem", "krbsrvname=pg", "gssencmode=require"] {
         expect_error(
             &bare()
                 .migrations(m.path())
@@ -269,4 +271,196 @@ fn the_users_application_name_and_options_are_kept() {
             &[bad.split('=').next().unwrap(), "not supported"],
         );
     }
+}
+
+/// A cluster that asks role `app` for a client certificate signed by its CA (`cert`
+/// authentication over TLS only); `postgres` is trusted for the test's own checks.
+fn cert_cluster() -> Cluster {
+    let c = Cluster::start_with(
+        &Setup {
+            server_cert: ServerCert::Localhost,
+            ssl: true,
+            hba: &[
+                "local all all trust",
+                "host all postgres 127.0.0.1/32 trust",
+                "hostssl all app 127.0.0.1/32 cert",
+            ],
+        },
+        "ssl_ca_file = 'ca.crt'",
+    );
+    let mut admin = postgres::Client::connect(&c.url("sslmode=disable"), postgres::NoTls).unwrap();
+    admin.batch_execute("CREATE ROLE app LOGIN").unwrap();
+    admin
+        .batch_execute("CREATE DATABASE appdb OWNER app")
+        .unwrap();
+    c
+}
+
+#[test]
+fn a_client_certificate_reaches_what_psql_reaches() {
+    let c = cert_cluster();
+    let m = dir_with(&[SEEN]);
+    let home = tempfile::tempdir().unwrap();
+    let dotpg = home.path().join(".postgresql");
+    std::fs::create_dir(&dotpg).unwrap();
+    let url = format!("postgres://app@127.0.0.1:{}/appdb?sslmode=require", c.port);
+    let home_env = ("HOME", home.path().display().to_string());
+
+    // Without a certificate, neither gets in.
+    let env = vec![home_env.clone()];
+    let e = psql(&env, &[&url]).unwrap_err();
+    assert!(e.contains("certificate"), "{e}");
+    let run = tenantctl_with(&env, m.path())
+        .url(&url)
+        .run(&["status", "--all"]);
+    assert_ne!(run.code, 0, "{}", run.stderr);
+    assert!(run.stderr.contains("certificate"), "{}", run.stderr);
+
+    // libpq's defaults: ~/.postgresql/postgresql.crt and postgresql.key.
+    c.client_cert(&dotpg, "postgresql", "app", None);
+    let reached = psql(&env, &[&url]).expect("psql reaches the server with ~/.postgresql");
+    assert_eq!(reached, format!("app|appdb|{}", c.port));
+    let t = tenantctl_with(&env, m.path()).url(&url);
+    t.run(&["init"]).expect(0);
+    t.run(&["tenant", "create", "t", "--name", "T", "--migrate"])
+        .expect(0);
+    let (who, _, _) = seen(&c);
+    assert_eq!(who, reached, "tenantctl reached what psql reached");
+
+    // Named in the URL, with an encrypted key and its sslpassword; and by PGSSLCERT and
+    // PGSSLKEY. The defaults are gone, so only the named files can get in.
+    std::fs::remove_dir_all(&dotpg).unwrap();
+    let (crt, key) = c.client_cert(home.path(), "deploy", "app", Some("k3y-pass"));
+    let named = format!(
+        "{url}&sslcert={}&sslkey={}&sslpassword=k3y-pass",
+        crt.display(),
+        key.display()
+    );
+    assert_eq!(psql(&env, &[&named]).unwrap(), reached);
+    let run = tenantctl_with(&env, m.path())
+        .url(&named)
+        .run(&["status", "--all"]);
+    assert_eq!(run.code, 0, "{}", run.stderr);
+    assert!(!run.stderr.contains("k3y-pass") && !run.stdout.contains("k3y-pass"));
+    let (crt2, key2) = c.client_cert(home.path(), "env", "app", None);
+    let by_env = vec![
+        home_env.clone(),
+        ("PGSSLCERT", crt2.display().to_string()),
+        ("PGSSLKEY", key2.display().to_string()),
+    ];
+    assert_eq!(psql(&by_env, &[&url]).unwrap(), reached);
+    tenantctl_with(&by_env, m.path())
+        .url(&url)
+        .run(&["status", "--all"])
+        .expect(0);
+
+    // An encrypted key without its passphrase: tenantctl never prompts.
+    let no_pw = format!("{url}&sslcert={}&sslkey={}", crt.display(), key.display());
+    expect_error(
+        &tenantctl_with(&env, m.path())
+            .url(&no_pw)
+            .run(&["status", "--all"]),
+        3,
+        &["is encrypted", "sslpassword"],
+    );
+    let wrong_pw = format!("{no_pw}&sslpassword=nope");
+    expect_error(
+        &tenantctl_with(&env, m.path())
+            .url(&wrong_pw)
+            .run(&["status", "--all"]),
+        3,
+        &["cannot be decrypted"],
+    );
+
+    // A key others may read is refused by both, and tenantctl says how to fix it.
+    std::fs::set_permissions(&key2, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
+    let e = psql(&by_env, &[&url]).unwrap_err();
+    assert!(e.contains("group or world access"), "{e}");
+    expect_error(
+        &tenantctl_with(&by_env, m.path())
+            .url(&url)
+            .run(&["status", "--all"]),
+        3,
+        &["group or world access", "chmod 600"],
+    );
+
+    // A certificate named but missing is an error, not a quiet connection without it.
+    let missing = format!("{url}&sslcert={}/nope.crt", home.path().display());
+    expect_error(
+        &tenantctl_with(&env, m.path())
+            .url(&missing)
+            .run(&["status", "--all"]),
+        3,
+        &["sslcert", "does not exist"],
+    );
+}
+
+#[test]
+fn several_hosts_and_target_session_attrs_reach_what_psql_reaches() {
+    // The first host only serves reads (as a standby does for `SHOW
+    // transaction_read_only`); the second takes writes.
+    let read_only = Cluster::trusting("default_transaction_read_only = on");
+    let primary = Cluster::trusting("");
+    for c in [&read_only, &primary] {
+        let mut admin =
+            postgres::Client::connect(&c.url("sslmode=disable"), postgres::NoTls).unwrap();
+        // Two calls: one string is one implicit transaction, already read-only.
+        admin
+            .batch_execute("SET default_transaction_read_only = off")
+            .unwrap();
+        admin.batch_execute("CREATE DATABASE appdb").unwrap();
+    }
+    let m = dir_with(&[SEEN]);
+    let env: Vec<(&str, String)> = Vec::new();
+    let hosts = |attrs: &str| {
+        format!(
+            "host=127.0.0.1,127.0.0.1 port={},{} dbname=appdb user=postgres sslmode=disable \
+             target_session_attrs={attrs}",
+            read_only.port, primary.port
+        )
+    };
+
+    // read-write skips the read-only server, for psql and tenantctl alike.
+    let rw = hosts("read-write");
+    let reached = psql(&env, &[&rw]).unwrap();
+    assert_eq!(reached, format!("postgres|appdb|{}", primary.port));
+    let t = tenantctl_with(&env, m.path()).url(&rw);
+    t.run(&["init"]).expect(0);
+    t.run(&["tenant", "create", "t", "--name", "T", "--migrate"])
+        .expect(0);
+    let mut on_primary = postgres::Client::connect(
+        &format!(
+            "postgres://postgres@127.0.0.1:{}/appdb?sslmode=disable",
+            primary.port
+        ),
+        postgres::NoTls,
+    )
+    .unwrap();
+    let row = on_primary
+        .query_one(
+            "SELECT usr || '|' || db || '|' || port FROM tenant_t.seen",
+            &[],
+        )
+        .unwrap();
+    assert_eq!(row.get::<_, String>(0), reached);
+
+    // any takes the first that answers: the read-only one, where tenantctl's registry
+    // is absent, so it says so rather than writing anywhere.
+    let any = hosts("any");
+    assert_eq!(
+        psql(&env, &[&any]).unwrap(),
+        format!("postgres|appdb|{}", read_only.port)
+    );
+    let run = tenantctl_with(&env, m.path())
+        .url(&any)
+        .run(&["status", "--all"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+
+    // The first host down: both go on to the second.
+    read_only.stop();
+    assert_eq!(psql(&env, &[&any]).unwrap(), reached);
+    tenantctl_with(&env, m.path())
+        .url(&any)
+        .run(&["status", "--all"])
+        .expect(0);
 }

@@ -261,7 +261,8 @@ impl Cluster {
         check(&mut initdb, "initdb");
 
         // The key must be 0600 and owned by the server's user, or the server refuses it.
-        for f in ["server.crt", "server.key"] {
+        // ca.crt is there for `ssl_ca_file = 'ca.crt'` (client certificates).
+        for f in ["server.crt", "server.key", "ca.crt"] {
             std::fs::copy(certs_dir.join(f), cluster.data.join(f)).unwrap();
         }
         std::fs::set_permissions(
@@ -274,7 +275,8 @@ impl Cluster {
                 Command::new("chown")
                     .arg("nobody")
                     .arg(cluster.data.join("server.crt"))
-                    .arg(cluster.data.join("server.key")),
+                    .arg(cluster.data.join("server.key"))
+                    .arg(cluster.data.join("ca.crt")),
                 "chown the server key to nobody",
             );
         }
@@ -337,6 +339,94 @@ impl Cluster {
         };
         cmd.current_dir(self.dir.path());
         cmd
+    }
+
+    /// A client certificate for role `cn`, signed by this cluster's CA (which the server
+    /// trusts for clients with `ssl_ca_file = 'ca.crt'`): `NAME.crt` and `NAME.key`
+    /// (mode 0600) in `dir`; with `passphrase`, the key is encrypted with it.
+    pub fn client_cert(
+        &self,
+        dir: &Path,
+        name: &str,
+        cn: &str,
+        passphrase: Option<&str>,
+    ) -> (PathBuf, PathBuf) {
+        let ca = self.dir.path().join("certs");
+        let (crt, key) = (
+            dir.join(format!("{name}.crt")),
+            dir.join(format!("{name}.key")),
+        );
+        let csr = dir.join(format!("{name}.csr"));
+        let ext = dir.join(format!("{name}.ext"));
+        let plain = dir.join(format!("{name}.plain.key"));
+        let s = |p: &Path| p.display().to_string();
+        openssl(
+            dir,
+            &[
+                "req",
+                "-new",
+                "-newkey",
+                "ec",
+                "-pkeyopt",
+                "ec_paramgen_curve:prime256v1",
+                "-nodes",
+                "-keyout",
+                &s(&plain),
+                "-out",
+                &s(&csr),
+                "-subj",
+                &format!("/CN={cn}"),
+            ],
+        );
+        std::fs::write(
+            &ext,
+            "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
+        )
+        .unwrap();
+        openssl(
+            dir,
+            &[
+                "x509",
+                "-req",
+                "-in",
+                &s(&csr),
+                "-CA",
+                &s(&ca.join("ca.crt")),
+                "-CAkey",
+                &s(&ca.join("ca.key")),
+                "-CAcreateserial",
+                "-out",
+                &s(&crt),
+                "-days",
+                "2",
+                "-extfile",
+                &s(&ext),
+            ],
+        );
+        match passphrase {
+            // "BEGIN ENCRYPTED PRIVATE KEY" (PKCS#8), which libpq decrypts with
+            // sslpassword.
+            Some(pw) => openssl(
+                dir,
+                &[
+                    "pkcs8",
+                    "-topk8",
+                    "-in",
+                    &s(&plain),
+                    "-out",
+                    &s(&key),
+                    "-v2",
+                    "aes-256-cbc",
+                    "-passout",
+                    &format!("pass:{pw}"),
+                ],
+            ),
+            None => {
+                std::fs::rename(&plain, &key).unwrap();
+            }
+        }
+        std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
+        (crt, key)
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`, with `?query` when not empty.
