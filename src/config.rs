@@ -497,18 +497,148 @@ pub fn load(
     env: &dyn Fn(&str) -> Option<String>,
     cwd: &Path,
 ) -> Result<Settings, Error> {
-    let (path, explicit) = match &overrides.config {
-        Some(p) => (Some(cwd.join(p)), true),
-        None => (
-            candidates(env, cwd).into_iter().find(|p| p.is_file()),
-            false,
-        ),
-    };
+    let (path, explicit) = which_file(overrides, env, cwd);
     let file = match &path {
         Some(p) => Some((p.clone(), read_file(p, explicit)?)),
         None => None,
     };
     resolve(overrides, env, cwd, file)
+}
+
+/// The config file [`load`] reads, and whether it was named (`--config`,
+/// `TENANTCTL_CONFIG`) rather than found.
+fn which_file(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> (Option<PathBuf>, bool) {
+    match &overrides.config {
+        Some(p) => (Some(cwd.join(p)), true),
+        None => (
+            candidates(env, cwd).into_iter().find(|p| p.is_file()),
+            false,
+        ),
+    }
+}
+
+/// What can be read of a configuration that does not load, for `config show`: the file
+/// [`load`] reads and every key its TOML holds, in the file's order, as `section.key`
+/// (`servers.NAME.key`) with its value as written (a URL without its password). Empty
+/// when the file cannot be read or is not TOML at all.
+#[derive(Debug, Default, Serialize)]
+pub struct Readable {
+    /// The config file, if one was named or found.
+    pub config_file: Option<PathBuf>,
+    /// Each key the file sets, with its value as written.
+    pub keys: Vec<ReadKey>,
+}
+
+/// One key of [`Readable`].
+#[derive(Debug, Serialize)]
+pub struct ReadKey {
+    /// `section.key`, e.g. `run.concurrency`.
+    pub key: String,
+    /// As written in the file (TOML), a URL without its password.
+    pub value: String,
+}
+
+/// See [`Readable`].
+pub fn readable(
+    overrides: &Overrides,
+    env: &dyn Fn(&str) -> Option<String>,
+    cwd: &Path,
+) -> Readable {
+    let (config_file, _) = which_file(overrides, env, cwd);
+    let mut keys = Vec::new();
+    let table = config_file
+        .as_deref()
+        .and_then(|p| std::fs::read_to_string(p).ok())
+        .and_then(|text| text.parse::<toml::Table>().ok());
+    if let Some(table) = table {
+        flatten("", &toml::Value::Table(table), &mut keys);
+    }
+    Readable { config_file, keys }
+}
+
+fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<ReadKey>) {
+    match value {
+        toml::Value::Table(t) => {
+            for (k, v) in t {
+                let key = if prefix.is_empty() {
+                    k.clone()
+                } else {
+                    format!("{prefix}.{k}")
+                };
+                flatten(&key, v, out);
+            }
+        }
+        other => {
+            let value = match other {
+                toml::Value::String(s) if prefix == "url" || prefix.ends_with(".url") => {
+                    format!("{:?}", without_password(s))
+                }
+                v => v.to_string(),
+            };
+            out.push(ReadKey {
+                key: prefix.to_string(),
+                value,
+            });
+        }
+    }
+}
+
+/// A connection string as written, with any password replaced by `****`: the
+/// `user:PASSWORD@` of a URL and every `password=` of libpq's `key=value` form. Works
+/// on text that does not parse, which is when it is needed.
+pub fn without_password(url: &str) -> String {
+    if let Some(scheme_end) = url.find("://") {
+        let rest = &url[scheme_end + 3..];
+        let authority_end = rest.find(['/', '?']).unwrap_or(rest.len());
+        if let Some(at) = rest[..authority_end].rfind('@') {
+            if let Some(colon) = rest[..at].find(':') {
+                let mut out = url[..scheme_end + 3].to_string();
+                out.push_str(&rest[..colon]);
+                out.push_str(":****");
+                out.push_str(&rest[at..]);
+                return hide_keyword_passwords(&out);
+            }
+        }
+        return hide_keyword_passwords(url);
+    }
+    hide_keyword_passwords(url)
+}
+
+/// `password=...` (bare or quoted, in a `key=value` string or a URL's query) as
+/// `password=****`.
+fn hide_keyword_passwords(s: &str) -> String {
+    let mut out = String::with_capacity(s.len());
+    let mut rest = s;
+    while let Some(i) = rest.find("password") {
+        let after = &rest[i + "password".len()..];
+        let trimmed = after.trim_start();
+        if let Some(value) = trimmed.strip_prefix('=') {
+            let value = value.trim_start();
+            let skipped = after.len() - value.len();
+            let end = if let Some(quoted) = value.strip_prefix('\'') {
+                let mut j = 0;
+                let b = quoted.as_bytes();
+                while j < b.len() && b[j] != b'\'' {
+                    j += if b[j] == b'\\' { 2 } else { 1 };
+                }
+                (j + 2).min(value.len())
+            } else {
+                value.find([' ', '\t', '&']).unwrap_or(value.len())
+            };
+            out.push_str(&rest[..i]);
+            out.push_str("password=****");
+            rest = &after[skipped + end..];
+        } else {
+            out.push_str(&rest[..i + "password".len()]);
+            rest = after;
+        }
+    }
+    out.push_str(rest);
+    out
 }
 
 /// Where the config file is looked for without `--config` or `TENANTCTL_CONFIG` (which
@@ -553,7 +683,7 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
 /// line: it may hold a URL with a password.
 pub fn parse_file(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
-        let message = e.message().trim_end().to_string();
+        let message = did_you_mean(e.message().trim_end());
         match e.span() {
             Some(span) => {
                 let before = &text[..span.start.min(text.len())];
@@ -564,6 +694,38 @@ pub fn parse_file(text: &str) -> Result<FileConfig, String> {
             None => message,
         }
     })
+}
+
+/// toml's "unknown field `concurency`, expected one of `url`, `concurrency`, ..." with the
+/// nearest expected name first: "unknown key `concurency`: did you mean `concurrency`?
+/// (expected one of ...)". Other messages are returned as they are.
+fn did_you_mean(message: &str) -> String {
+    let Some(rest) = message.strip_prefix("unknown field `") else {
+        return message.to_string();
+    };
+    let Some((unknown, expected)) = rest.split_once('`') else {
+        return message.to_string();
+    };
+    let names: Vec<&str> = expected.split('`').skip(1).step_by(2).collect();
+    // Near: a letter or two off (a swap counts as one), or a close Jaro-Winkler score.
+    let nearest = names
+        .iter()
+        .map(|n| {
+            (
+                strsim::osa_distance(unknown, n),
+                strsim::jaro_winkler(unknown, n),
+                *n,
+            )
+        })
+        .filter(|(edits, score, _)| *edits <= 1 + unknown.len() / 6 || *score >= 0.85)
+        .min_by(|a, b| a.0.cmp(&b.0).then(b.1.total_cmp(&a.1)));
+    match nearest {
+        Some((_, _, name)) => format!(
+            "unknown key `{unknown}`: did you mean `{name}`?{}",
+            expected.trim_start_matches(',')
+        ),
+        None => format!("unknown key `{unknown}`{expected}"),
+    }
 }
 
 /// Merges overrides, environment and file into [`Settings`] and validates the result.
@@ -1121,6 +1283,47 @@ mod tests {
             PathBuf::from("/etc/app/tenants.toml"),
             parse_file(text).unwrap(),
         ))
+    }
+
+    #[test]
+    fn an_unknown_key_gets_the_nearest_known_one() {
+        let e = parse_file("[run]\nconcurency = 4\n").unwrap_err();
+        assert!(
+            e.starts_with(
+                "line 2, column 1: unknown key `concurency`: did you mean `concurrency`?"
+            ),
+            "{e}"
+        );
+        let e = parse_file("[rnu]\nx = 1\n").unwrap_err();
+        assert!(e.contains("did you mean `run`?"), "{e}");
+        let e = parse_file("[servers.eu2]\nurll = \"x\"\n").unwrap_err();
+        assert!(e.contains("did you mean `url`?"), "{e}");
+        // Nothing near: no guess, the list of known keys.
+        let e = parse_file("[run]\nzebra = 1\n").unwrap_err();
+        assert!(!e.contains("did you mean"), "{e}");
+        assert!(e.contains("unknown key `zebra`, expected one of"), "{e}");
+    }
+
+    #[test]
+    fn passwords_are_hidden_in_connection_strings_that_do_not_parse() {
+        assert_eq!(
+            without_password("postgres://app:hunter2@db/app?password=x&sslmode=require"),
+            "postgres://app:****@db/app?password=****&sslmode=require"
+        );
+        assert_eq!(
+            without_password("host=h password='a \\' b' dbname=x"),
+            "host=h password=**** dbname=x"
+        );
+        assert_eq!(
+            without_password("postgres://app@db/app"),
+            "postgres://app@db/app"
+        );
+        assert_eq!(
+            without_password("postgres://a:b:c@@d"),
+            "postgres://a:****@d"
+        );
+        assert_eq!(without_password("password"), "password");
+        assert_eq!(without_password("password = s3"), "password=****");
     }
 
     #[test]

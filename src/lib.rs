@@ -60,7 +60,15 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
     if let Command::Manpages(a) = &cli.command {
         return commands::manpages::run(a);
     }
-    let ctx = Ctx::new(&cli.global, concurrency.map(usize::from), interrupt)?;
+    let ctx = match Ctx::new(&cli.global, concurrency.map(usize::from), interrupt) {
+        Ok(ctx) => ctx,
+        // `config show` is for debugging exactly such a configuration: it shows what it
+        // could read before the error.
+        Err(e) if matches!(cli.command, Command::Config(_)) => {
+            return commands::config::broken(&cli.global, e)
+        }
+        Err(e) => return Err(e.into()),
+    };
     match &cli.command {
         Command::Init(a) => commands::init::run(&ctx, a).await,
         Command::Tenant(c) => commands::tenant::run(&ctx, c).await,

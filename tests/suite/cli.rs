@@ -629,6 +629,60 @@ fn the_users_config_folder_is_read_from_any_directory() {
     assert!(!shown["servers"].to_string().contains("eu2"), "{shown}");
 }
 
+/// `config show` on a configuration that does not load shows what it could read (a
+/// URL without its password), the file, and the error with its place; exit 3. Other
+/// commands name the nearest key for a misspelt one.
+#[test]
+fn config_show_on_a_broken_configuration_shows_what_it_could_read() {
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("tenants.toml"),
+        "[database]\nurl = \"postgres://app:hunter2@db1/app\"\n\n[run]\nconcurency = 4\n",
+    )
+    .unwrap();
+    let t = crate::support::bare().cwd(dir.path());
+    let run = t.run(&["config", "show", "-o", "json"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    let doc: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(
+        doc["config_file"].as_str(),
+        Some(
+            dir.path()
+                .join("tenants.toml")
+                .display()
+                .to_string()
+                .as_str()
+        )
+    );
+    assert_eq!(doc["read"][0]["key"], "database.url");
+    assert_eq!(doc["read"][0]["value"], "\"postgres://app:****@db1/app\"");
+    assert_eq!(doc["read"][1]["key"], "run.concurency");
+    let error = doc["error"].as_str().unwrap();
+    assert!(error.contains("line 5, column 1"), "{error}");
+    assert!(error.contains("did you mean `concurrency`?"), "{error}");
+    assert!(
+        run.stderr.contains("did you mean `concurrency`?"),
+        "{}",
+        run.stderr
+    );
+    for text in [&run.stdout, &run.stderr] {
+        assert!(!text.contains("hunter2"), "{text}");
+    }
+    let run = t.run(&["config", "show"]);
+    assert_eq!(run.code, 3);
+    assert!(run.stdout.contains("run.concurency"), "{}", run.stdout);
+    assert!(run.stdout.contains("does not load"), "{}", run.stdout);
+    assert!(!run.stdout.contains("hunter2"));
+    let run = t.run(&["status", "--all"]);
+    assert_eq!(run.code, 3);
+    assert!(
+        run.stderr.contains("did you mean `concurrency`?"),
+        "{}",
+        run.stderr
+    );
+    assert!(run.stdout.is_empty(), "{}", run.stdout);
+}
+
 /// tenants.example.toml, copied as it is, works against a local server (its URL and
 /// migrations directory overridden by the environment, as a newcomer would set them).
 #[test]

@@ -1,9 +1,12 @@
 //! `tenantctl config show`: the effective configuration, where each value came from, with
-//! secrets redacted.
+//! secrets redacted; for a configuration that does not load, what could be read of the
+//! file and the error, with its place.
 
 use serde::Serialize;
 
 use crate::cli::exit::Exit;
+use crate::cli::output::Output;
+use crate::cli::GlobalOpts;
 use crate::config::{self, Entry};
 use crate::error::Result;
 
@@ -87,4 +90,47 @@ pub async fn run(ctx: &Ctx, cmd: &ConfigCommand) -> Result<Exit> {
             Ok(Exit::Ok)
         }
     }
+}
+
+/// The JSON document `config show` prints when the configuration does not load (the
+/// error itself goes to stderr, exit 3, as for every command).
+#[derive(Debug, Serialize)]
+pub struct Broken {
+    /// The config file that was named or found, if any.
+    pub config_file: Option<String>,
+    /// Every key the file sets, as written (URLs without passwords); empty when the
+    /// file is not TOML.
+    pub read: Vec<config::ReadKey>,
+    /// Why the configuration does not load, with the line and column or the key.
+    pub error: String,
+}
+
+/// `config show` for a configuration that does not load: prints what could be read,
+/// then fails with `error` (exit 3).
+pub fn broken(global: &GlobalOpts, error: crate::error::Error) -> anyhow::Result<Exit> {
+    let out = Output::new(global.format(), global.quiet, global.verbose);
+    let cwd = std::env::current_dir().unwrap_or_default();
+    let env = |k: &str| std::env::var(k).ok();
+    let readable = config::readable(&super::overrides(global, None), &env, &cwd);
+    let doc = Broken {
+        config_file: readable.config_file.map(|p| p.display().to_string()),
+        read: readable.keys,
+        error: error.to_string(),
+    };
+    if out.is_json() {
+        out.json(&doc);
+    } else {
+        let mut t = out.table(&["key", "value (as written)"]);
+        for k in &doc.read {
+            t.add_row(vec![k.key.clone(), k.value.clone()]);
+        }
+        if !doc.read.is_empty() {
+            out.print(&t.to_string());
+        }
+        out.print(&format!(
+            "config file: {} (does not load; the error follows)",
+            doc.config_file.as_deref().unwrap_or("none")
+        ));
+    }
+    Err(error.into())
 }

@@ -61,18 +61,8 @@ impl Ctx {
         interrupt: Interrupt,
     ) -> Result<Ctx, Error> {
         let out = Output::new(global.format(), global.quiet, global.verbose);
-        let overrides = Overrides {
-            config: global.config.clone(),
-            database_url: global.database_url.clone(),
-            database_url_from_env: global.database_url_from_env,
-            migrations: global.migrations.clone(),
-            migrations_from_env: global.migrations_from_env,
-            read_timeout: global.read_timeout.clone(),
-            read_timeout_from_env: global.read_timeout_from_env,
-            concurrency,
-        };
         Ok(Ctx {
-            app: Context::new(&overrides, interrupt)?,
+            app: Context::new(&overrides(global, concurrency), interrupt)?,
             out,
         })
     }
@@ -81,6 +71,20 @@ impl Ctx {
     pub fn run_options(&self, bulk: &BulkOpts) -> RunOptions {
         self.app
             .run_options(bulk.concurrency, bulk.max_failures(), bulk.canary)
+    }
+}
+
+/// What the global flags (and `--concurrency`) override in the configuration.
+pub fn overrides(global: &GlobalOpts, concurrency: Option<usize>) -> Overrides {
+    Overrides {
+        config: global.config.clone(),
+        database_url: global.database_url.clone(),
+        database_url_from_env: global.database_url_from_env,
+        migrations: global.migrations.clone(),
+        migrations_from_env: global.migrations_from_env,
+        read_timeout: global.read_timeout.clone(),
+        read_timeout_from_env: global.read_timeout_from_env,
+        concurrency,
     }
 }
 
