@@ -260,7 +260,7 @@ fn duration_shown(d: Duration) -> String {
 }
 
 /// How TLS is used for database connections: libpq's `sslmode` values (all but `allow`).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "kebab-case")]
 pub enum SslMode {
     /// Never use TLS.
@@ -373,7 +373,7 @@ impl TlsShown {
 }
 
 /// Where a setting's value came from (shown by `config show`, used in messages).
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Source {
     /// A command-line flag.
@@ -525,7 +525,7 @@ fn which_file(
 /// [`load`] reads and every key its TOML holds, in the file's order, as `section.key`
 /// (`servers.NAME.key`) with its value as written (a URL without its password). Empty
 /// when the file cannot be read or is not TOML at all.
-#[derive(Debug, Default, Serialize)]
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
 pub struct Readable {
     /// The config file, if one was named or found.
     pub config_file: Option<PathBuf>,
@@ -534,7 +534,7 @@ pub struct Readable {
 }
 
 /// One key of [`Readable`].
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ReadKey {
     /// `section.key`, e.g. `run.concurrency`.
     pub key: String,
@@ -1190,7 +1190,7 @@ fn duration(
 }
 
 /// One effective setting, for `config show`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Entry {
     /// The config key, e.g. `run.concurrency`.
     pub key: &'static str,

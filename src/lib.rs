@@ -55,10 +55,10 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
     let concurrency = cli.command.concurrency();
     // Completions need no configuration: they work anywhere, even with a broken config.
     if let Command::Completions(a) = &cli.command {
-        return commands::completions::run(a);
+        return commands::completions::run(a, &cli.global);
     }
     if let Command::Manpages(a) = &cli.command {
-        return commands::manpages::run(a);
+        return commands::manpages::run(a, &cli.global);
     }
     let ctx = match Ctx::new(&cli.global, concurrency.map(usize::from), interrupt) {
         Ok(ctx) => ctx,
@@ -92,7 +92,7 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
         Command::Check(a) => commands::check::run(&ctx, a).await,
         Command::Config(c) => commands::config::run(&ctx, c).await,
         Command::Adopt(c) => commands::adopt::run(&ctx, c).await,
-        Command::Completions(a) => commands::completions::run(a),
-        Command::Manpages(a) => commands::manpages::run(a),
+        Command::Completions(a) => commands::completions::run(a, &cli.global),
+        Command::Manpages(a) => commands::manpages::run(a, &cli.global),
     }
 }

@@ -165,6 +165,21 @@ impl Serialize for Timestamp {
     }
 }
 
+impl schemars::JsonSchema for Timestamp {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Timestamp".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "RFC 3339 in UTC with microseconds (2026-12-07T06:59:59.123456Z); \
+                `infinity` or `-infinity`; a time outside years 1 to 9999 as PostgreSQL \
+                writes it"
+        })
+    }
+}
+
 impl<'a> FromSql<'a> for Timestamp {
     fn from_sql(
         _: &Type,

@@ -140,7 +140,7 @@ fn check_versions(
 }
 
 /// What adopting the registry did (or, in a dry run, would do).
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct RegistryAdoption {
     /// `original` (the original service's table, upgraded now), `tenantctl` (already a
     /// tenantctl registry), or `none` (no registry: `tenantctl init` makes one).
@@ -279,7 +279,7 @@ pub async fn adopt_alembic(
 }
 
 /// What adoption found in one server's shared schema.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SharedFound {
     /// The server.
     pub server: String,
@@ -869,8 +869,10 @@ async fn unique_on(client: &Client, table: &str, column: &str) -> Result<bool, E
 }
 
 /// One tenant's history, as adoption found it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Found {
+    /// The tenant's registry id (`null` for an unregistered schema).
+    pub tenant_id: Option<i64>,
     /// The tenant's domain (`null` for an unregistered schema).
     pub domain: Option<String>,
     /// Its schema.
@@ -884,7 +886,7 @@ pub struct Found {
 }
 
 /// What `adopt alembic` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Adoption {
     /// Whether nothing was changed.
     pub dry_run: bool,
@@ -1170,6 +1172,7 @@ pub async fn adopt_histories(
                     )
                 };
                 a.unregistered_schemas.push(Found {
+                    tenant_id: None,
                     domain: None,
                     schema_name: schema.clone(),
                     alembic_revisions: revisions(revs),
@@ -1318,6 +1321,7 @@ pub async fn adopt_histories(
 
 fn found(t: &Listed, revs: Vec<String>, version: Option<i32>, outcome: &str) -> Found {
     Found {
+        tenant_id: Some(t.id),
         domain: Some(t.domain.clone()),
         schema_name: t.schema_name.clone(),
         alembic_revisions: revs,
@@ -1330,7 +1334,7 @@ fn found(t: &Listed, revs: Vec<String>, version: Option<i32>, outcome: &str) -> 
 pub const USERS_SHOWN: usize = 5;
 
 /// An object of another schema that the tenants use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct UsedObject {
     /// It as PostgreSQL describes it, e.g. `function public.uuid_generate_v4()`.
     pub object: String,
@@ -1344,7 +1348,7 @@ pub struct UsedObject {
 }
 
 /// A schema other than the tenants' own whose objects the tenants use.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct SchemaDependency {
     /// The schema.
     pub schema: String,

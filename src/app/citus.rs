@@ -68,7 +68,7 @@ impl std::str::FromStr for NodeAddr {
 }
 
 /// Where a distributed tenant schema's tables are.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 pub struct Placement {
     /// The node holding them, `HOST:PORT` as `pg_dist_node` names it.
     pub node: String,
@@ -142,10 +142,14 @@ async fn node_of<C: Reads + ?Sized>(client: &C, schema: &str) -> Result<Option<P
 }
 
 /// What `tenant move --node` did.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Moved {
     /// The tenant's domain.
     pub tenant: String,
+    /// The tenant's registry id.
+    pub tenant_id: i64,
+    /// The tenant's domain (the same as `tenant`).
+    pub domain: String,
     /// The node its schema was on.
     pub from_node: String,
     /// The node it is on now.
@@ -201,6 +205,8 @@ async fn move_locked(
     if from.node == to_node {
         return Ok(Moved {
             tenant: d.clone(),
+            tenant_id: tenant.id,
+            domain: d.clone(),
             message: format!(
                 "schema {} of tenant {d} is already on node {to_node}; nothing was changed",
                 quote(schema)
@@ -232,6 +238,8 @@ async fn move_locked(
     registry.log(tenant, &event, None).await?;
     Ok(Moved {
         tenant: d.clone(),
+        tenant_id: tenant.id,
+        domain: d.clone(),
         message: format!(
             "schema {} of tenant {d} moved from node {} to node {to_node}",
             quote(schema),

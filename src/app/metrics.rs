@@ -332,7 +332,7 @@ fn flush(out: &mut String, lines: &mut Vec<String>) {
 }
 
 /// One sample of the metrics, as `metrics -o json` gives it.
-#[derive(Debug, Clone, PartialEq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, schemars::JsonSchema)]
 pub struct Sample {
     /// The metric's name.
     pub name: String,

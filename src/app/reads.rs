@@ -15,7 +15,7 @@ use crate::registry::inspect::{self, HistoryEntry, Problem, StatusSummary};
 use crate::registry::{EventFilter, EventRow, Registry};
 
 /// What `check` found: its JSON document.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct CheckReport {
     /// True when there is nothing to report.
     pub ok: bool,
@@ -89,7 +89,7 @@ pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
 }
 
 /// One tenant's revision.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Current {
     /// Registry id.
     pub tenant_id: i64,
@@ -104,7 +104,7 @@ pub struct Current {
 }
 
 /// What `current` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Currents {
     /// One entry per tenant.
     pub tenants: Vec<Current>,
@@ -150,7 +150,7 @@ pub async fn current(cx: &Context, selection: &Selection) -> Result<Currents, Er
 }
 
 /// What `history` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct History {
     /// Every migration, by version.
     pub migrations: Vec<HistoryEntry>,
@@ -210,7 +210,7 @@ pub struct EventsRequest {
 }
 
 /// What `events` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Events {
     /// Ledger entries, newest first.
     pub events: Vec<EventRow>,

@@ -10,7 +10,7 @@ use crate::files::migrations::MigrationSet;
 use crate::ident;
 
 /// The JSON document `revision` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Written {
     /// The new version.
     pub version: i32,

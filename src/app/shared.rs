@@ -25,7 +25,7 @@ use crate::registry::state::SchemaState;
 use crate::registry::Registry;
 
 /// One server's shared schema, as `status --shared` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SharedStatus {
     /// The server.
     pub server: String,
@@ -54,7 +54,7 @@ impl SharedStatus {
 }
 
 /// One server's shared history, as `history --shared` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SharedHistory {
     /// The server.
     pub server: String,

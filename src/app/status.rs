@@ -15,7 +15,7 @@ use crate::registry::inspect::{self, StatusSummary, TenantStatus};
 use crate::registry::{Registry, Tenant};
 
 /// The JSON document `status --all` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct FleetStatus {
     /// One status per tenant, by id.
     pub tenants: Vec<TenantStatus>,
@@ -28,7 +28,7 @@ pub struct FleetStatus {
 
 /// The JSON document `status --tenant` prints: the tenant's status and where its schema
 /// is placed.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct OneStatus {
     /// The tenant's migration status.
     #[serde(flatten)]
@@ -39,7 +39,7 @@ pub struct OneStatus {
 }
 
 /// The JSON document `tenant show` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Shown {
     /// The registry row.
     pub tenant: Tenant,
@@ -71,7 +71,7 @@ pub async fn show(ctx: &Context, reference: &str) -> Result<Shown, Error> {
 }
 
 /// The JSON document `tenant list` prints.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Listing {
     /// The tenants, by id.
     pub tenants: Vec<Tenant>,
@@ -80,7 +80,7 @@ pub struct Listing {
 }
 
 /// Counts for `tenant list`.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ListSummary {
     /// Tenants listed.
     pub total: usize,

@@ -84,6 +84,8 @@ pub async fn export(
     let rows = manifest.rows();
     Ok(ExportReport {
         tenant: tenant.domain.clone(),
+        tenant_id: tenant.id,
+        domain: tenant.domain.clone(),
         schema_name: tenant.schema_name.clone(),
         server: tenant.server.clone(),
         message: format!(
@@ -135,7 +137,7 @@ impl NewFromData {
 }
 
 /// What an import or a clone made, or with a dry run would make.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 #[serde(untagged)]
 pub enum Made {
     /// A dry run's plan: nothing was changed.
@@ -326,7 +328,7 @@ pub struct RestoreStart {
 }
 
 /// What a dry run of a restore found.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct RestorePlan {
     /// Always true.
     pub dry_run: bool,

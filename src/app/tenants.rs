@@ -161,7 +161,7 @@ fn migrate_target(target: Option<&str>, set: &MigrationSet) -> Result<i32, Error
 }
 
 /// What dropping a tenant would do, read without a lock and without changing anything.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DropPlan {
     /// Always true.
     pub dry_run: bool,
@@ -184,7 +184,7 @@ pub struct DropPlan {
 }
 
 /// What `tenant drop` did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Dropped {
     /// The registry row as it was.
     pub tenant: Tenant,
@@ -311,7 +311,7 @@ impl DropStart {
 }
 
 /// What `tenant rotate-key` did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Rotated {
     /// The registry row after the change.
     pub tenant: Tenant,

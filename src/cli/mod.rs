@@ -14,6 +14,7 @@ pub mod output;
 pub mod project;
 pub mod reporter;
 pub mod reports;
+pub mod schemas;
 pub mod selection;
 pub mod tenant;
 

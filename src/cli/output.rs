@@ -331,7 +331,7 @@ impl Output {
     /// in JSON, else a table.
     pub fn shared_results(&self, results: &[SharedResult]) {
         if self.is_json() {
-            return self.json(&serde_json::json!({ "shared": results }));
+            return self.json(&crate::cli::schemas::SharedDoc { shared: results });
         }
         self.print(&self.shared_table(results));
     }
@@ -430,7 +430,7 @@ pub struct Aborted(#[allow(dead_code)] MutexGuard<'static, bool>);
 /// `{"interrupted": true, "run_id", "message"}` on stdout unless a document was already
 /// written. Returns stdout held; the caller then ends the process.
 pub fn abort(json: bool, run_id: Option<&str>, message: &str) -> Aborted {
-    #[derive(Serialize)]
+    #[derive(Serialize, schemars::JsonSchema)]
     struct Doc<'a> {
         interrupted: bool,
         run_id: &'a str,

@@ -42,7 +42,7 @@ pub const MAX_RECORD: u32 = 64 * 1024 * 1024;
 pub const LEVEL: i32 = 1;
 
 /// What an archive says about itself, its tenant and its tables.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Manifest {
     /// [`FORMAT`].
@@ -68,7 +68,7 @@ pub struct Manifest {
 }
 
 /// The tenant an archive was taken from.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Source {
     /// Its domain.
@@ -84,7 +84,7 @@ pub struct Source {
 }
 
 /// An applied migration as the source's history records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct ArchivedMigration {
     /// Its version.
@@ -96,7 +96,7 @@ pub struct ArchivedMigration {
 }
 
 /// The COPY format a table's rows are in.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum CopyFormat {
     /// PostgreSQL's binary COPY format.
@@ -108,7 +108,7 @@ pub enum CopyFormat {
 }
 
 /// One table whose rows an archive carries.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Table {
     /// The table's name in the schema.
@@ -125,7 +125,7 @@ pub struct Table {
 }
 
 /// A carried column.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Column {
     /// Its name.
@@ -136,7 +136,7 @@ pub struct Column {
 }
 
 /// A sequence's state.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 pub struct Sequence {
     /// The sequence's name in the schema.

@@ -180,10 +180,14 @@ async fn free_and_placed(
 }
 
 /// What an export wrote.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ExportReport {
     /// The tenant's domain.
     pub tenant: String,
+    /// The tenant's registry id.
+    pub tenant_id: i64,
+    /// The tenant's domain (the same as `tenant`).
+    pub domain: String,
     /// Its schema.
     pub schema_name: String,
     /// Its server.
@@ -262,7 +266,7 @@ pub(crate) async fn readable_history(
 }
 
 /// What an import (or a clone) did: `tenant create`'s fields and the data's.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Imported {
     /// The registry row.
     pub tenant: Tenant,
@@ -305,7 +309,7 @@ pub const BUILDING: &str = "tenantctl: import in progress; not a registered tena
 const LOADED: &str = "; loaded ";
 
 /// Where an import's rows come from, as the mark on its schema records it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case", deny_unknown_fields)]
 pub enum Origin {
     /// An archive, by its checksum (the SHA-256 of its records, in hex).
@@ -316,7 +320,7 @@ pub enum Origin {
 
 /// What the mark on a loaded schema records (as JSON after [`BUILDING`] and [`LOADED`]):
 /// enough for a rerun to prove it is the same import, and to report it.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, serde::Deserialize, schemars::JsonSchema)]
 #[serde(deny_unknown_fields)]
 struct Mark {
     /// Where the rows came from.
@@ -962,7 +966,7 @@ pub async fn clone(
 }
 
 /// What a restore did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Restored {
     /// The registry row as it is now.
     pub tenant: Tenant,
@@ -1267,7 +1271,7 @@ async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<b
 }
 
 /// What an import (or a clone) would do, checked without changing anything.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct ImportPlan {
     /// Always true.
     pub dry_run: bool,

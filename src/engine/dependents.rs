@@ -30,7 +30,7 @@ use crate::pg::db::query_error;
 pub const SHOWN: usize = 10;
 
 /// An object outside the schema that depends on an object inside it.
-#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize, schemars::JsonSchema)]
 pub struct Dependent {
     /// The outside object, as PostgreSQL describes it, e.g. `view tenant_p2.v` (a view
     /// is named rather than its rewrite rule).

@@ -21,7 +21,7 @@ use crate::registry::state::SchemaState;
 use crate::registry::Tenant;
 
 /// What a command would do to one tenant.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PlannedTenant<'s> {
     /// The tenant's registry id.
     pub tenant_id: i64,
@@ -51,7 +51,7 @@ pub struct PlannedTenant<'s> {
 }
 
 /// What a command would do to one server's shared schema.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct PlannedShared<'s> {
     /// The server.
     pub server: String,
@@ -114,7 +114,7 @@ impl<'s> PlannedShared<'s> {
 }
 
 /// The whole dry run.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct DryRun<'s> {
     /// Always true: nothing was changed.
     pub dry_run: bool,
@@ -143,6 +143,19 @@ impl fmt::Display for Script<'_> {
             None => Ok(()),
             Some((plan, sql, now)) => plan::PlanSql { plan, sql, now }.fmt(f),
         }
+    }
+}
+
+impl schemars::JsonSchema for Script<'_> {
+    fn schema_name() -> std::borrow::Cow<'static, str> {
+        "Script".into()
+    }
+
+    fn json_schema(_: &mut schemars::SchemaGenerator) -> schemars::Schema {
+        schemars::json_schema!({
+            "type": "string",
+            "description": "The SQL the tenant's session would run, as one script"
+        })
     }
 }
 

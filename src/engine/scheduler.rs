@@ -24,7 +24,7 @@ use crate::registry::Summary;
 use crate::registry::Tenant;
 
 /// How one tenant came out.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "snake_case")]
 pub enum ResultStatus {
     /// Changed as asked.
@@ -60,7 +60,7 @@ pub enum Cause {
 }
 
 /// One tenant's result, as printed.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TenantResult {
     /// The tenant's registry id (`tenant_id`, as in `status`, `current` and `events`).
     pub tenant_id: i64,
@@ -153,7 +153,7 @@ pub enum RunOutcome {
 }
 
 /// What one change did to one server's shared schema.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct SharedResult {
     /// The server.
     pub server: String,
@@ -197,7 +197,7 @@ impl SharedResult {
 }
 
 /// Every tenant's result and the summary.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunReport {
     /// The run's id in the ledger (`tenantctl events --run ID`).
     pub run_id: String,
@@ -642,6 +642,7 @@ mod tests {
         ));
         Tenant {
             id: i as i64,
+            tenant_id: i as i64,
             tenant_name: format!("T{i}"),
             domain: format!("t{i}"),
             email: None,

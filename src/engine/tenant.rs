@@ -62,7 +62,7 @@ pub struct NewTenantRequest {
 }
 
 /// What `tenant create` did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Created {
     /// The registry row.
     pub tenant: Tenant,

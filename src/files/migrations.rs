@@ -466,7 +466,7 @@ pub struct AppliedRow {
 }
 
 /// A problem between a tenant's history and the files.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(tag = "kind", rename_all = "snake_case")]
 pub enum Drift {
     /// An applied migration whose file has since changed (name or content).

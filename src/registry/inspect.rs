@@ -10,7 +10,7 @@ use crate::registry::state::SchemaState;
 use crate::registry::{Observed, Status, Tenant};
 
 /// A pending migration.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Pending {
     /// Its version.
     pub version: i32,
@@ -19,7 +19,7 @@ pub struct Pending {
 }
 
 /// One tenant's migration status (`status --tenant`).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct TenantStatus {
     /// Registry id.
     pub tenant_id: i64,
@@ -103,7 +103,7 @@ pub fn tenant_status(tenant: &Tenant, state: &SchemaState, set: &MigrationSet) -
 }
 
 /// Fleet-wide counts for `status --all`.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct StatusSummary {
     /// Tenants shown.
     pub total: usize,
@@ -134,7 +134,7 @@ pub struct StatusSummary {
 }
 
 /// One server's counts in a [`StatusSummary`].
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct ServerSummary {
     /// Its tenants.
     pub total: usize,
@@ -201,7 +201,7 @@ pub fn observed(status: &TenantStatus) -> Observed {
 }
 
 /// One migration in `history`.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct HistoryEntry {
     /// Version.
     pub version: i32,
@@ -268,10 +268,14 @@ pub fn history(
 }
 
 /// One problem `check` found.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Problem {
     /// The tenant's domain.
     pub tenant: String,
+    /// The tenant's registry id.
+    pub tenant_id: i64,
+    /// The tenant's domain (the same as `tenant`).
+    pub domain: String,
     /// Its schema.
     pub schema_name: String,
     /// `unprovisioned`, `registry_mismatch`, `history_unreadable`, `divergent`, `missing`,
@@ -302,6 +306,8 @@ pub fn check(
 fn tenant_problems(t: &Tenant, st: &SchemaState, set: &MigrationSet, out: &mut Vec<Problem>) {
     let p = |kind: &'static str, message: String, files: Vec<String>| Problem {
         tenant: t.domain.clone(),
+        tenant_id: t.id,
+        domain: t.domain.clone(),
         schema_name: t.schema_name.clone(),
         kind,
         message,

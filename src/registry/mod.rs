@@ -80,7 +80,7 @@ pub fn latest_version() -> i32 {
 }
 
 /// A tenant's lifecycle state in the registry.
-#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Serialize, schemars::JsonSchema)]
 #[serde(rename_all = "lowercase")]
 pub enum Status {
     /// Registered; no operation on its schema has succeeded yet.
@@ -110,10 +110,12 @@ impl Status {
 }
 
 /// One row of the registry, as shown to users (never the key or its hash).
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct Tenant {
     /// Registry id.
     pub id: i64,
+    /// The same as `id`: the key every JSON document names a tenant by.
+    pub tenant_id: i64,
     /// Display name.
     pub tenant_name: String,
     /// Unique slug, e.g. `demo-church`.
@@ -165,8 +167,10 @@ impl Tenant {
                 .flatten()
                 .unwrap_or(false)
         }
+        let id = row.try_get("id").unwrap_or_default();
         Tenant {
-            id: row.try_get("id").unwrap_or_default(),
+            id,
+            tenant_id: id,
             tenant_name: text(row, "tenant_name"),
             domain: text(row, "domain"),
             email: row.try_get("email").ok().flatten(),
@@ -199,7 +203,7 @@ pub struct Registry<'a> {
 }
 
 /// What `init` did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct InitReport {
     /// The registry schema.
     pub schema: String,
@@ -914,7 +918,7 @@ pub struct EventFilter {
 }
 
 /// One ledger entry.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct EventRow {
     /// Ledger id.
     pub id: i64,
@@ -1490,7 +1494,7 @@ pub async fn is_original(client: &Client, schema: &str) -> Result<bool, Error> {
 }
 
 /// Counts for a run, as the run table keeps them.
-#[derive(Debug, Clone, Default, Serialize)]
+#[derive(Debug, Clone, Default, Serialize, schemars::JsonSchema)]
 pub struct Summary {
     /// Tenants selected.
     pub total: usize,

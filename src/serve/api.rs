@@ -268,7 +268,7 @@ pub struct ProvisionBody {
 }
 
 /// What a single-tenant change answers.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Changed {
     /// The result, as a bulk run reports each tenant (its `tenant_id` first).
     #[serde(flatten)]

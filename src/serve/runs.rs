@@ -17,7 +17,7 @@ const KEPT_EVENTS: usize = 2000;
 const KEPT_RUNS: usize = 100;
 
 /// A run as `GET /api/runs/{run_id}` shows it.
-#[derive(Debug, Clone, Serialize)]
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
 pub struct RunView {
     /// Its id in the ledger.
     pub run_id: String,

@@ -44,6 +44,7 @@ mod races;
 mod registry;
 mod registry_values;
 mod restart;
+mod schemas;
 mod secrets;
 mod selection_and_reports;
 mod serve;

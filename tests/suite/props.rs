@@ -840,7 +840,7 @@ proptest! {
             Ok(_) => prop_assert!(unknown.is_empty(), "accepted unknown keys {:?} in:\n{}", unknown, text),
             Err(e) => {
                 prop_assert!(!unknown.is_empty(), "refused only known keys: {}\n{}", e, text);
-                prop_assert!(e.contains("unknown field"), "{}", e);
+                prop_assert!(e.contains("unknown key"), "{}", e);
             }
         }
         // The fuzz target's checks on resolving hold for these too.

@@ -2,41 +2,16 @@
 //! secrets redacted; for a configuration that does not load, what could be read of the
 //! file and the error, with its place.
 
-use serde::Serialize;
-
 use crate::cli::exit::Exit;
 use crate::cli::output::Output;
+use crate::cli::schemas::{Broken, ServerShown, Shown};
 use crate::cli::GlobalOpts;
-use crate::config::{self, Entry};
+use crate::config;
 use crate::error::Result;
 
 use super::Ctx;
 
 pub use crate::cli::ConfigCommand;
-
-/// The JSON document `config show` prints.
-#[derive(Debug, Serialize)]
-pub struct Shown {
-    /// The config file that was read, if any.
-    pub config_file: Option<String>,
-    /// Every setting.
-    pub settings: Vec<Entry>,
-    /// The servers tenants live on, `default` first; URLs without their passwords.
-    pub servers: Vec<ServerShown>,
-}
-
-/// One server in `config show`.
-#[derive(Debug, Serialize)]
-pub struct ServerShown {
-    /// Its name.
-    pub name: String,
-    /// Where it is, without the password.
-    pub url: String,
-    /// Its tenants worked on at once in a bulk run.
-    pub concurrency: usize,
-    /// Its placement weight.
-    pub weight: u32,
-}
 
 /// Shows the configuration; connects to nothing.
 pub async fn run(ctx: &Ctx, cmd: &ConfigCommand) -> Result<Exit> {
@@ -90,19 +65,6 @@ pub async fn run(ctx: &Ctx, cmd: &ConfigCommand) -> Result<Exit> {
             Ok(Exit::Ok)
         }
     }
-}
-
-/// The JSON document `config show` prints when the configuration does not load (the
-/// error itself goes to stderr, exit 3, as for every command).
-#[derive(Debug, Serialize)]
-pub struct Broken {
-    /// The config file that was named or found, if any.
-    pub config_file: Option<String>,
-    /// Every key the file sets, as written (URLs without passwords); empty when the
-    /// file is not TOML.
-    pub read: Vec<config::ReadKey>,
-    /// Why the configuration does not load, with the line and column or the key.
-    pub error: String,
 }
 
 /// `config show` for a configuration that does not load: prints what could be read,

@@ -14,7 +14,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     if args.shared {
         let shared = crate::app::shared::history(ctx, args.server.as_deref()).await?;
         if ctx.out.is_json() {
-            ctx.out.json(&serde_json::json!({ "shared": shared }));
+            ctx.out.json(&crate::cli::schemas::SharedDoc { shared });
             return Ok(Exit::Ok);
         }
         let verbose = ctx.out.verbose > 0;

@@ -4,22 +4,30 @@
 use clap::CommandFactory;
 
 use crate::cli::exit::Exit;
+use crate::cli::schemas::Written;
 use crate::cli::Cli;
 use crate::error::{Error, Result};
 
 pub use crate::cli::ManpagesArgs as Args;
 
 /// Writes `tenantctl.1` and `tenantctl-COMMAND[-SUBCOMMAND].1` into the directory, and
-/// prints their paths.
-pub fn run(args: &Args) -> Result<Exit> {
+/// prints their paths (in JSON, a [`Written`]).
+pub fn run(args: &Args, global: &crate::cli::GlobalOpts) -> Result<Exit> {
     std::fs::create_dir_all(&args.dir)
         .map_err(|e| Error::usage(format!("cannot create {}: {e}", args.dir.display())))?;
     let mut written = Vec::new();
     let mut cli = Cli::command();
     cli.build();
     write_all(&cli, "tenantctl", &args.dir, &mut written)?;
-    crate::cli::output::Output::new(crate::cli::output::Format::Text, true, 0)
-        .print(&written.join("\n"));
+    let out = crate::cli::output::Output::new(global.format(), true, 0);
+    if out.is_json() {
+        out.json(&Written {
+            dir: args.dir.display().to_string(),
+            pages: written,
+        });
+    } else {
+        out.print(&written.join("\n"));
+    }
     Ok(Exit::Ok)
 }
 

@@ -17,8 +17,9 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         None => {
             let text = metrics::text(ctx).await?;
             if ctx.out.is_json() {
-                ctx.out
-                    .json(&serde_json::json!({ "metrics": metrics::samples(&text) }));
+                ctx.out.json(&crate::cli::schemas::MetricsDoc {
+                    metrics: metrics::samples(&text),
+                });
             } else {
                 ctx.out.stream(|w| w.write_all(text.as_bytes()));
             }

@@ -42,7 +42,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
 /// Prints the shared schema's status on each server: `{"shared": [...]}` in JSON.
 fn print_shared(ctx: &Ctx, shared: &[SharedStatus]) {
     if ctx.out.is_json() {
-        ctx.out.json(&serde_json::json!({ "shared": shared }));
+        ctx.out.json(&crate::cli::schemas::SharedDoc { shared });
         return;
     }
     ctx.out.print(&shared_table(ctx, shared));

@@ -59,10 +59,14 @@ use crate::registry::{Event, MoveJournal, Registry, Tenant};
 use copy::Copier;
 
 /// What a move did.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct Moved {
     /// The tenant's domain.
     pub tenant: String,
+    /// The tenant's registry id.
+    pub tenant_id: i64,
+    /// The tenant's domain (the same as `tenant`).
+    pub domain: String,
     /// The server it was on.
     pub from_server: String,
     /// The server it is on now.
@@ -92,6 +96,8 @@ impl Moved {
     fn stayed(tenant: &Tenant, started: Instant, message: String) -> Moved {
         Moved {
             tenant: tenant.domain.clone(),
+            tenant_id: tenant.id,
+            domain: tenant.domain.clone(),
             from_server: tenant.server.clone(),
             to_server: tenant.server.clone(),
             tables: 0,
@@ -113,12 +119,16 @@ fn already_there(tenant: &Tenant) -> String {
 }
 
 /// What a move would do, checked without changing anything.
-#[derive(Debug, Serialize)]
+#[derive(Debug, Serialize, schemars::JsonSchema)]
 pub struct MovePlan {
     /// Always true.
     pub dry_run: bool,
     /// The tenant's domain.
     pub tenant: String,
+    /// The tenant's registry id.
+    pub tenant_id: i64,
+    /// The tenant's domain (the same as `tenant`).
+    pub domain: String,
     /// The server it is on.
     pub from_server: String,
     /// The server it would go to.
@@ -341,6 +351,8 @@ pub async fn plan(
         return Ok(MovePlan {
             dry_run: true,
             tenant: tenant.domain.clone(),
+            tenant_id: tenant.id,
+            domain: tenant.domain.clone(),
             from_server: tenant.server.clone(),
             to_server: to.to_string(),
             unfinished: None,
@@ -459,6 +471,8 @@ pub async fn plan(
     Ok(MovePlan {
         dry_run: true,
         tenant: tenant.domain.clone(),
+        tenant_id: tenant.id,
+        domain: tenant.domain.clone(),
         from_server: tenant.server.clone(),
         to_server: to.to_string(),
         then_fails,
@@ -1021,6 +1035,8 @@ async fn copy_and_switch(
     let message = how.moved(tenant, journal, &copied, write_block_ms, &old_copy);
     Ok(Moved {
         tenant: tenant.domain.clone(),
+        tenant_id: tenant.id,
+        domain: tenant.domain.clone(),
         from_server: journal.from_server.clone(),
         to_server: journal.to_server.clone(),
         tables: copied.tables,
@@ -1346,6 +1362,8 @@ pub(crate) async fn finish_switched(
     );
     Ok(Moved {
         tenant: tenant.domain.clone(),
+        tenant_id: tenant.id,
+        domain: tenant.domain.clone(),
         from_server: j.from_server.clone(),
         to_server: j.to_server.clone(),
         tables: 0,

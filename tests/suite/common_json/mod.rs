@@ -25,6 +25,7 @@ where
 #[serde(deny_unknown_fields)]
 pub struct Tenant {
     pub id: i64,
+    pub tenant_id: i64,
     pub tenant_name: String,
     pub domain: String,
     #[serde(deserialize_with = "nullable")]
@@ -111,6 +112,8 @@ pub struct Placement {
 #[serde(deny_unknown_fields)]
 pub struct Moved {
     pub tenant: String,
+    pub tenant_id: i64,
+    pub domain: String,
     pub from_node: String,
     pub to_node: String,
     pub duration_ms: u64,
@@ -126,6 +129,8 @@ pub struct Moved {
 #[serde(deny_unknown_fields)]
 pub struct ServerMoved {
     pub tenant: String,
+    pub tenant_id: i64,
+    pub domain: String,
     pub from_server: String,
     pub to_server: String,
     pub tables: usize,
@@ -146,6 +151,8 @@ pub struct ServerMoved {
 pub struct ServerMovePlan {
     pub dry_run: bool,
     pub tenant: String,
+    pub tenant_id: i64,
+    pub domain: String,
     pub from_server: String,
     pub to_server: String,
     #[serde(deserialize_with = "nullable")]
@@ -557,6 +564,8 @@ pub struct DryRun {
 #[serde(deny_unknown_fields)]
 pub struct Problem {
     pub tenant: String,
+    pub tenant_id: i64,
+    pub domain: String,
     pub schema_name: String,
     pub kind: String,
     pub message: String,
@@ -692,6 +701,8 @@ pub struct ArchiveSource {
 #[serde(deny_unknown_fields)]
 pub struct ExportReport {
     pub tenant: String,
+    pub tenant_id: i64,
+    pub domain: String,
     pub schema_name: String,
     pub server: String,
     pub file: String,
@@ -849,6 +860,8 @@ pub struct RegistryAdoption {
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct Found {
+    #[serde(deserialize_with = "nullable")]
+    pub tenant_id: Option<i64>,
     #[serde(deserialize_with = "nullable")]
     pub domain: Option<String>,
     pub schema_name: String,

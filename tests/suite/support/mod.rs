@@ -14,6 +14,7 @@ mod gates;
 mod probes;
 mod proxy;
 mod run;
+pub mod schemas;
 
 pub use gates::{wait_at, wait_at_except, Gate};
 

@@ -231,7 +231,9 @@ impl Tenantctl {
 
     /// Runs with these arguments and no stdin, to the end (at most its deadline).
     pub fn run(&self, args: &[&str]) -> Run {
-        self.spawn(args).finish()
+        let run = self.spawn(args).finish();
+        super::schemas::check(args, &run);
+        run
     }
 
     /// Runs with these arguments and `input` on stdin, to the end (at most its deadline).
@@ -247,7 +249,9 @@ impl Tenantctl {
             // A child that stops reading early closes the pipe: not the test's failure.
             let _ = stdin.write_all(&input);
         });
-        spawned.finish()
+        let run = spawned.finish();
+        super::schemas::check(args, &run);
+        run
     }
 
     /// Runs to the end (at most its deadline) with stdout a pipe whose reader has already
