@@ -1,6 +1,6 @@
 //! Named failpoints at the phase boundaries of the operations that move or replace a
 //! tenant's data (restore, import, clone, backup, moves, adoption), so that the crash
-//! tests can stop the process at exactly those points (README "What tenantctl
+//! tests can stop the process at exactly those points (the book's "What tenantctl
 //! guarantees", crash safety).
 //!
 //! They exist only in a build with the `failpoints` feature, which the test suite turns

@@ -1,4 +1,4 @@
-//! Taking over a fleet run by the original FastAPI + Alembic service (README "Adopting a
+//! Taking over a fleet run by the original FastAPI + Alembic service (the book's "Adopting a
 //! running Alembic system").
 //!
 //! That service keeps `tenants` (created by SQLAlchemy from its model, API keys in plain

@@ -1,4 +1,4 @@
-//! Prometheus metrics about the fleet, read from the registry and the run ledger (README
+//! Prometheus metrics about the fleet, read from the registry and the run ledger (the book's
 //! "Metrics"): what `GET /metrics`, `tenantctl metrics` and `--metrics-textfile` write.
 //!
 //! They follow Prometheus's conventions for batch jobs: gauges, base units (seconds),

@@ -1,4 +1,4 @@
-//! The command line's exit codes (README "Exit codes"), and the one place that maps the
+//! The command line's exit codes (the book's "Exit codes"), and the one place that maps the
 //! engine's error kinds and run outcomes to them. Nothing below the command line knows
 //! an exit code.
 

@@ -119,7 +119,8 @@ pub struct GlobalOpts {
     #[arg(long, global = true, help_heading = "Output")]
     pub json: bool,
 
-    /// Print fewer notices on stderr (results on stdout are unchanged).
+    /// Quieter: no notices or progress on stderr; a bulk run prints nothing when every
+    /// tenant is ok, and its failures on stderr (other results are unchanged).
     #[arg(short, long, global = true, help_heading = "Output")]
     pub quiet: bool,
 

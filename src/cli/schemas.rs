@@ -4,7 +4,7 @@
 //! The documents the command line itself defines (`config show`, `manpages`, `--shared`,
 //! `metrics`) live here too. A command that prints one of several documents (a dry run
 //! or a result, one tenant or the fleet, `--shared`) has a schema that is any of them. [`all`] lists every command's
-//! schema; `docs/schemas/COMMAND.json` holds them as published files, and the test suite
+//! schema; `docs/src/reference/schemas/COMMAND.json` holds them as published files, and the test suite
 //! checks those files against [`all`] and validates every JSON document a test makes the
 //! binary print against its command's schema.
 

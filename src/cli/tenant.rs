@@ -280,7 +280,7 @@ pub struct MoveArgs {
 
     /// With --to: move with logical replication, so writes are blocked only for the
     /// cutover whatever the tenant's size (source PostgreSQL 15+ with wal_level =
-    /// logical; see the README's "Online move").
+    /// logical; see the book's "Online move").
     #[arg(long, requires = "to")]
     pub online: bool,
 

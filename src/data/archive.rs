@@ -1,4 +1,4 @@
-//! The tenant archive: one file that carries a tenant's data (README "Tenant data").
+//! The tenant archive: one file that carries a tenant's data (the book's "Tenant data").
 //!
 //! Layout: eight magic bytes, then one zstd stream (with zstd's own content checksum)
 //! holding a sequence of records. Each record is a one-byte tag, a big-endian `u32`

@@ -1,4 +1,4 @@
-//! A tenant's data as a unit (README "Tenant data"): export to an archive, import one as
+//! A tenant's data as a unit (the book's "Tenant data"): export to an archive, import one as
 //! a new tenant, clone a tenant, restore one from an archive. An archive carries only
 //! the revision and the rows; the schema is rebuilt by running the same migrations, so
 //! it can land under any name and on any server.

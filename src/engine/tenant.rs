@@ -186,8 +186,9 @@ pub async fn create(
         objects: existing.non_empty().then_some(existing.objects),
     };
     let migrate = matches!(req.then, Some(SchemaChange::Upgrade { .. }));
+    // The schema is observed where it lives, not on the registry's server.
     created(
-        client, &registry, cx, tenant, result, adopted, migrate, set, key,
+        on_server, &registry, cx, tenant, result, adopted, migrate, set, key,
     )
     .await
 }

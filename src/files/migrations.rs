@@ -82,7 +82,7 @@ pub fn parse_script(path: &Path, sql: &str) -> Result<Script, String> {
         if !no_transaction {
             if let Some(cmd) = s.cannot_run_in_transaction() {
                 return Err(format!(
-                    "{}: {cmd} cannot run inside a transaction; put it in a file of its own whose first line is `{NO_TRANSACTION}` (see the README for what such a file leaves behind when it fails)",
+                    "{}: {cmd} cannot run inside a transaction; put it in a file of its own whose first line is `{NO_TRANSACTION}` (see the book's \"How migration files run\" for what such a file leaves behind when it fails)",
                     at(s.line)
                 ));
             }

@@ -393,7 +393,7 @@ async fn recorded_version<C: db::Reads + ?Sized>(client: &C, schema: &str) -> Re
 /// damaged, it is to be adopted.
 fn original_table(schema: &str) -> Error {
     Error::setup(format!(
-        "schema {} holds the original service's tenants table (API keys in plain text, no tenantctl history); `tenantctl adopt alembic --map FILE` takes it over (see the README's \"Adopting a running Alembic system\"); nothing was changed",
+        "schema {} holds the original service's tenants table (API keys in plain text, no tenantctl history); `tenantctl adopt alembic --map FILE` takes it over (see the book's \"Adopting a running Alembic system\"); nothing was changed",
         quote(schema)
     ))
 }

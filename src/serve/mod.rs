@@ -1,5 +1,5 @@
 //! `tenantctl serve`: the REST service the command line replaces, with a dashboard and
-//! Prometheus metrics (README "Serve").
+//! Prometheus metrics (the book's "Serve").
 //!
 //! One axum router on the command's tokio runtime. Every `/api` route and the dashboard
 //! need the bearer token (or the dashboard's cookie, set by `GET /?token=`); `/healthz`

@@ -24,6 +24,7 @@ mod connections;
 mod crash;
 mod dashboard;
 mod data_hostile;
+mod docs_examples;
 mod dry_run_memory;
 mod edge;
 mod faults;

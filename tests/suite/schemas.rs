@@ -1,4 +1,4 @@
-//! The published JSON Schemas (`docs/schemas/COMMAND.json`) are the ones generated from
+//! The published JSON Schemas (`docs/src/reference/schemas/COMMAND.json`) are the ones generated from
 //! the types that print the documents; `TENANTCTL_BLESS=1` rewrites them. Every JSON
 //! document the suite makes the binary print is validated against them
 //! (`support::schemas`); here, a tour of commands whose documents other tests read only
@@ -9,7 +9,7 @@ use std::path::Path;
 use crate::support::{self, tenantctl, TestDb};
 
 fn published() -> std::path::PathBuf {
-    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/schemas")
+    Path::new(env!("CARGO_MANIFEST_DIR")).join("docs/src/reference/schemas")
 }
 
 #[test]
@@ -41,7 +41,7 @@ fn the_published_schemas_are_the_generated_ones() {
         let command = name.trim_end_matches(".json");
         assert!(
             generated.iter().any(|(n, _)| *n == command),
-            "docs/schemas/{name} is not the schema of any command"
+            "docs/src/reference/schemas/{name} is not the schema of any command"
         );
     }
 }

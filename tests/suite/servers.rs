@@ -947,3 +947,33 @@ fn check_fails_naming_a_server_without_tenants_that_stops_answering() {
     crate::checks::expect_error(&run, 3, &["server \"c\"", "did not answer within 2s"]);
     assert!(!run.stderr.contains(PASSWORD), "{}", run.stderr);
 }
+
+/// A tenant created and migrated on another server than the registry's is reported as
+/// that server sees it: at head with nothing pending (its schema was once observed on
+/// the registry's server, where it does not exist, and reported every migration pending).
+#[test]
+fn a_tenant_created_on_another_server_reports_its_own_migration_status() {
+    let f = fleet(&[V1, V2]);
+    let run = f.t.run(&[
+        "tenant",
+        "create",
+        "far",
+        "--name",
+        "Far",
+        "--server",
+        "b",
+        "--migrate",
+        "-o",
+        "json",
+    ]);
+    run.expect(0);
+    let v: serde_json::Value = serde_json::from_str(&run.stdout).unwrap();
+    assert_eq!(v["tenant"]["server"], "b");
+    assert_eq!(v["migration_status"]["current_revision"], 2, "{v}");
+    assert_eq!(v["migration_status"]["schema_provisioned"], true, "{v}");
+    assert_eq!(
+        v["migration_status"]["pending_migrations"],
+        serde_json::json!([]),
+        "{v}"
+    );
+}

@@ -1,5 +1,5 @@
-//! The README's promises point at tests that exist: every test the tables of "What
-//! tenantctl guarantees" cite (`MODULE::name` in this binary, `PATH::tests::name` unit
+//! The book's promises point at tests that exist: every test the tables of "What
+//! tenantctl guarantees" (`docs/src/explanation/guarantees.md`) cite (`MODULE::name` in this binary, `PATH::tests::name` unit
 //! tests in `src/`, `MODULE::prefix_*` for several, a module by its name) is a
 //! `#[test]` function there, and a helper they cite (`checks::assert_truth`) a function.
 
@@ -115,18 +115,16 @@ fn src_source(path: &[&str]) -> Option<String> {
         .find_map(|p| std::fs::read_to_string(p).ok())
 }
 
-/// Every backticked name in the last column of the tables of the README section
-/// "What tenantctl guarantees", with the first line citing it.
-fn cited(readme: &str) -> BTreeMap<String, usize> {
-    let start = readme
-        .find("\n## What tenantctl guarantees")
-        .expect("the README has a section \"What tenantctl guarantees\"");
-    let end = readme[start + 1..]
-        .find("\n## ")
-        .map_or(readme.len(), |e| start + 1 + e);
-    let first_line = readme[..start].lines().count() + 1;
+/// Every backticked name in the last column of the tables of the book's page "What
+/// tenantctl guarantees", with the first line citing it.
+fn cited(page: &str) -> BTreeMap<String, usize> {
+    assert!(
+        page.starts_with("# What tenantctl guarantees"),
+        "the page is \"What tenantctl guarantees\""
+    );
+    let first_line = 1;
     let mut names = BTreeMap::new();
-    for (i, line) in readme[start..end].lines().enumerate() {
+    for (i, line) in page.lines().enumerate() {
         let Some(row) = line.strip_prefix('|') else {
             continue;
         };
@@ -220,7 +218,8 @@ fn matches(pattern: &str, names: &BTreeSet<String>) -> bool {
 
 #[test]
 fn every_test_the_guarantees_table_cites_exists() {
-    let readme = std::fs::read_to_string(repo().join("README.md")).unwrap();
+    let page = "docs/src/explanation/guarantees.md";
+    let readme = std::fs::read_to_string(repo().join(page)).unwrap();
     let (tests, helpers) = suite_modules();
     assert!(tests.contains("tidy") && helpers.contains("support"));
     let cited = cited(&readme);
@@ -228,7 +227,7 @@ fn every_test_the_guarantees_table_cites_exists() {
     let problems: Vec<String> = cited
         .into_iter()
         .filter_map(|(name, line)| {
-            missing(&name, &tests, &helpers).map(|why| format!("README.md:{line}: `{name}`: {why}"))
+            missing(&name, &tests, &helpers).map(|why| format!("{page}:{line}: `{name}`: {why}"))
         })
         .collect();
     assert!(
@@ -273,8 +272,8 @@ fn the_tidy_check_finds_a_name_that_does_not_exist() {
             missing(name, &tests, &helpers)
         );
     }
-    let table = "\n## What tenantctl guarantees\n\n| promise | proven by |\n|---|---|\n\
-                 | a `x \\| y` thing | `fleet::one`, `two::three` (and `four`) |\n\n## Next\n| `no::thing` |\n";
+    let table = "# What tenantctl guarantees\n\n| promise | proven by |\n|---|---|\n\
+                 | a `x \\| y` thing | `fleet::one`, `two::three` (and `four`) |\n";
     let names: Vec<String> = cited(table).into_keys().collect();
     assert_eq!(names, ["fleet::one", "four", "two::three"]);
 }

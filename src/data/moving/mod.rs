@@ -1,5 +1,5 @@
 //! `tenant move --to SERVER`: copying a tenant to another server and switching the
-//! registry to it (README "Moving a tenant between servers"). This module is the move's
+//! registry to it (the book's "Moving a tenant between servers"). This module is the move's
 //! protocol, shared by both ways of copying, which are plugged into it as a
 //! [`copy::Copier`] and never call back up: the offline copy in [`offline`] (an export
 //! streamed into a load under a write fence) and the online one in [`online`] (logical

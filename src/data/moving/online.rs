@@ -1,5 +1,5 @@
 //! `tenant move --to SERVER --online`: moving a tenant with logical replication, so its
-//! writes are blocked only for the cutover, whatever its size (README "Online move").
+//! writes are blocked only for the cutover, whatever its size (the book's "Online move").
 //!
 //! 1. Preflight, the same for `--dry-run`, refused (exit 3) before anything is created:
 //!    the source is PostgreSQL 15 or newer with `wal_level = logical`, replication slots

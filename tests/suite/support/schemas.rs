@@ -1,5 +1,5 @@
 //! Every JSON document a test makes the binary print is checked against its command's
-//! published schema (`docs/schemas/COMMAND.json`, generated from the printing types by
+//! published schema (`docs/src/reference/schemas/COMMAND.json`, generated from the printing types by
 //! `tenantctl::cli::schemas::all`): [`check`] runs after each [`super::Tenantctl::run`].
 //! A JSON document from a command without a schema, or one its schema does not admit,
 //! fails the test that printed it.
@@ -77,7 +77,7 @@ pub fn check(args: &[&str], run: &Run) {
         .collect();
     assert!(
         errors.is_empty(),
-        "the JSON that `tenantctl {}` printed does not match docs/schemas/{command}.json:\n{}\n\ndocument:\n{}",
+        "the JSON that `tenantctl {}` printed does not match docs/src/reference/schemas/{command}.json:\n{}\n\ndocument:\n{}",
         args.join(" "),
         errors.join("\n"),
         run.stdout
