@@ -572,11 +572,17 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<ReadKey>) {
                 flatten(&key, v, out);
             }
         }
+        toml::Value::Array(items) => {
+            for (i, item) in items.iter().enumerate() {
+                flatten(&format!("{prefix}[{i}]"), item, out);
+            }
+        }
         other => {
             let value = match other {
-                toml::Value::String(s) if prefix == "url" || prefix.ends_with(".url") => {
-                    format!("{:?}", without_password(s))
-                }
+                // Whatever key it sits under (a misspelt `url`, a wrong type), a value
+                // that may be a secret is never shown as written.
+                _ if looks_secret(prefix) => "****".to_string(),
+                toml::Value::String(s) => format!("{:?}", without_password(s)),
                 v => v.to_string(),
             };
             out.push(ReadKey {
@@ -585,6 +591,40 @@ fn flatten(prefix: &str, value: &toml::Value, out: &mut Vec<ReadKey>) {
             });
         }
     }
+}
+
+/// Whether a key's name says its value is a secret (`password`, `sslpassword`,
+/// `token`, `secret`, ... anywhere in its path).
+fn looks_secret(key: &str) -> bool {
+    let key = key.to_ascii_lowercase();
+    ["password", "passwd", "token", "secret", "credential"]
+        .iter()
+        .any(|s| key.contains(s))
+}
+
+/// A message that may quote a value from the file (toml's "invalid type: string
+/// \"...\", expected usize"), with every quoted value that could hold a secret (a URL,
+/// an `@`, a `password=`) replaced by `"…"`.
+fn without_quoted_secrets(message: &str) -> String {
+    let mut out = String::with_capacity(message.len());
+    let mut rest = message;
+    while let Some(open) = rest.find('"') {
+        let Some(close) = rest[open + 1..].find('"') else {
+            break;
+        };
+        let quoted = &rest[open + 1..open + 1 + close];
+        out.push_str(&rest[..=open]);
+        let lower = quoted.to_ascii_lowercase();
+        if quoted.contains("://") || quoted.contains('@') || lower.contains("password") {
+            out.push('…');
+        } else {
+            out.push_str(quoted);
+        }
+        out.push('"');
+        rest = &rest[open + close + 2..];
+    }
+    out.push_str(rest);
+    out
 }
 
 /// A connection string as written, with any password replaced by `****`: the
@@ -683,7 +723,7 @@ fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
 /// line: it may hold a URL with a password.
 pub fn parse_file(text: &str) -> Result<FileConfig, String> {
     toml::from_str(text).map_err(|e: toml::de::Error| {
-        let message = did_you_mean(e.message().trim_end());
+        let message = without_quoted_secrets(&did_you_mean(e.message().trim_end()));
         match e.span() {
             Some(span) => {
                 let before = &text[..span.start.min(text.len())];
@@ -1302,6 +1342,27 @@ mod tests {
         let e = parse_file("[run]\nzebra = 1\n").unwrap_err();
         assert!(!e.contains("did you mean"), "{e}");
         assert!(e.contains("unknown key `zebra`, expected one of"), "{e}");
+    }
+
+    #[test]
+    fn a_broken_file_never_shows_a_secret_whatever_key_it_sits_under() {
+        for text in [
+            "[database]\nurll = \"postgres://app:Sup3rS3cret@h/x\"\n",
+            "[run]\nconcurrency = \"postgres://app:Sup3rS3cret@h/x\"\n",
+            "[database]\npassword = \"Sup3rS3cret\"\n",
+            "[database]\nsslpassword = \"Sup3rS3cret\"\n",
+            "[serve]\ntoken = \"Sup3rS3cret\"\n",
+            "[database.url]\npassword = \"Sup3rS3cret\"\n",
+            "[database]\nurl = [\"postgres://app:Sup3rS3cret@h/x\"]\n",
+            "[database]\nurl = \"host=h password=Sup3rS3cret\"\nx = 1\n",
+        ] {
+            let e = parse_file(text).unwrap_err();
+            assert!(!e.contains("Sup3rS3cret"), "{text}: {e}");
+            let mut keys = Vec::new();
+            flatten("", &toml::Value::Table(text.parse().unwrap()), &mut keys);
+            let shown = format!("{keys:?}");
+            assert!(!shown.contains("Sup3rS3cret"), "{text}: {shown}");
+        }
     }
 
     #[test]

@@ -53,7 +53,8 @@ pub const VERSION: &str = concat!(
     name = "tenantctl",
     version = VERSION,
     propagate_version = true,
-    max_term_width = 100
+    max_term_width = 100,
+    after_help = "Examples:\n  tenantctl init\n  tenantctl tenant create demo-church --name \"Demo Church\" --migrate\n  tenantctl upgrade --all\n  tenantctl status --all\n  tenantctl check\n\nThe book: docs/ in the source (mdbook serve docs); tenantctl COMMAND --help for each command."
 )]
 pub struct Cli {
     #[command(flatten)]
@@ -183,9 +184,15 @@ impl GlobalOpts {
 #[derive(Debug, Subcommand)]
 pub enum Command {
     /// Create or upgrade the tenant registry (idempotent; safe to run on every deploy).
+    #[command(
+        after_help = "Examples:\n  tenantctl init\n  tenantctl --database-url postgres://migrator@db1/app init   # on every deploy"
+    )]
     Init(InitArgs),
     /// Register, list, inspect, move and drop tenants.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant create demo-church --name \"Demo Church\" --migrate\n  tenantctl tenant list --status failed\n  tenantctl tenant show demo-church"
+    )]
     Tenant(TenantCommand),
     /// Create missing tenant schemas (an existing schema is left alone and reported).
     #[command(
@@ -205,8 +212,14 @@ pub enum Command {
     )]
     Upgrade(UpgradeArgs),
     /// Show each tenant's current revision.
+    #[command(
+        after_help = "Examples:\n  tenantctl current --all\n  tenantctl current --tenant demo-church -o json"
+    )]
     Current(CurrentArgs),
     /// List the migrations and, for a tenant, which are applied and when.
+    #[command(
+        after_help = "Examples:\n  tenantctl history                      # the migration files\n  tenantctl history --tenant demo-church  # with what the tenant applied, and when\n  tenantctl history --shared"
+    )]
     History(HistoryArgs),
     /// Show migration status: current revision, pending migrations, provisioned/applied.
     #[command(
@@ -257,6 +270,9 @@ pub enum Command {
     )]
     Stamp(StampArgs),
     /// Write the next migration file, V<head+1>__<message>.sql, and its .down.sql.
+    #[command(
+        after_help = "Examples:\n  tenantctl revision -m \"add pledges\"    # writes V<head+1>__add_pledges.sql and .down.sql\n  tenantctl revision --shared -m \"add countries\""
+    )]
     Revision(RevisionArgs),
     /// CI gate: check config, connection, migration files, registry and every tenant.
     /// Exit 0 when all tenants are at head with no drift, 5 when something is off.
@@ -265,24 +281,45 @@ pub enum Command {
     )]
     Check(CheckArgs),
     /// Show the run ledger: every change made to a tenant, by whom, and how it ended.
+    #[command(
+        after_help = "Examples:\n  tenantctl events --tenant demo-church\n  tenantctl events --failed --limit 20\n  tenantctl events --run 0ff5d87a-a94f-432a-ac44-c3a08fe842e2 -o json"
+    )]
     Events(EventsArgs),
     /// Run the REST service (the original API, fleet runs, a dashboard at /, Prometheus
     /// metrics at /metrics). Needs TENANTCTL_API_TOKEN or serve.token_file (exit 3
     /// without). Stops on SIGTERM after the runs in flight finish their migration.
+    #[command(
+        after_help = "Examples:\n  TENANTCTL_API_TOKEN=$(cat /etc/tenantctl/api-token) tenantctl serve --listen 127.0.0.1:8080"
+    )]
     Serve(ServeArgs),
     /// Print the fleet's Prometheus metrics (from the registry and the ledger), or write
     /// them atomically to --textfile for node_exporter.
+    #[command(
+        after_help = "Examples:\n  tenantctl metrics\n  tenantctl metrics --textfile /var/lib/node_exporter/tenantctl.prom   # from cron"
+    )]
     Metrics(MetricsArgs),
     /// Show the effective configuration.
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  tenantctl config show\n  tenantctl -c /etc/tenantctl/tenants.toml config show -o json"
+    )]
     Config(ConfigCommand),
     /// Take over a fleet run by another tool (`adopt alembic --map FILE`).
     #[command(subcommand)]
+    #[command(
+        after_help = "Examples:\n  tenantctl adopt alembic --map revisions.toml --dry-run\n  tenantctl adopt alembic --map revisions.toml"
+    )]
     Adopt(AdoptCommand),
     /// Print a shell completion script, e.g. `tenantctl completions bash > /etc/bash_completion.d/tenantctl`.
+    #[command(
+        after_help = "Examples:\n  tenantctl completions bash > /etc/bash_completion.d/tenantctl\n  tenantctl completions zsh > \"${fpath[1]}/_tenantctl\""
+    )]
     Completions(CompletionsArgs),
     /// Write a man page for tenantctl and each of its commands into DIR (made if
     /// missing), from the same definitions as --help; `just install` installs them.
+    #[command(
+        after_help = "Examples:\n  tenantctl manpages /usr/local/share/man/man1 && man tenantctl-upgrade"
+    )]
     Manpages(ManpagesArgs),
 }
 

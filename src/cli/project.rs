@@ -23,6 +23,7 @@ pub struct RevisionArgs {
 pub enum ConfigCommand {
     /// Show the effective configuration and the source of each value (flag, environment,
     /// file, default). Passwords are never shown.
+    #[command(after_help = "Examples:\n  tenantctl config show\n  tenantctl config show -o json")]
     Show,
 }
 
@@ -66,6 +67,9 @@ pub enum AdoptCommand {
     /// tenants table in place (plain API keys hashed, ids kept) and stamp each tenant's
     /// schema at the version its alembic_version maps to. What cannot be mapped is
     /// reported and left alone (exit 4).
+    #[command(
+        after_help = "Examples:\n  tenantctl adopt alembic --map revisions.toml --dry-run\n  tenantctl adopt alembic --map revisions.toml"
+    )]
     Alembic(AdoptAlembicArgs),
 }
 

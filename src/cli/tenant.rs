@@ -11,31 +11,59 @@ use crate::registry::Status;
 pub enum TenantCommand {
     /// Register a tenant; with --provision create its schema, with --migrate also upgrade
     /// it. Prints the tenant's API key once.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant create demo-church --name \"Demo Church\" --type church --migrate\n  tenantctl tenant create eu-parish --name \"EU Parish\" --server eu2 --migrate\n  tenantctl tenant create sandbox --name Sandbox --from demo-church   # a copy of its data"
+    )]
     Create(CreateArgs),
     /// List registered tenants.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant list\n  tenantctl tenant list --type church --status failed -o json"
+    )]
     List(ListArgs),
     /// Show one tenant with its migration status.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant show demo-church\n  tenantctl tenant show 42 -o json"
+    )]
     Show(ShowArgs),
     /// Replace a tenant's API key; prints the new key once. The old key stops working.
+    #[command(after_help = "Examples:\n  tenantctl tenant rotate-key demo-church")]
     RotateKey(RotateKeyArgs),
     /// Remove a tenant from the registry and drop its schema (unless --keep-schema).
     /// Asks first; without a terminal, refuses (exit 2) unless --yes is given.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant drop demo-church --dry-run   # what would be dropped, and what depends on it\n  tenantctl tenant drop demo-church --yes"
+    )]
     Drop(DropArgs),
     /// Move a tenant to another server (--to: its data copied under a write fence, the
     /// registry switched, the old copy fenced), or its distributed schema to another
     /// worker of its Citus cluster (--node: citus_schema_move), under the tenant's lock.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant move demo-church --to eu2 --dry-run\n  tenantctl tenant move demo-church --to eu2 --online --yes\n  tenantctl tenant move demo-church --node worker-2:5432"
+    )]
     Move(MoveArgs),
     /// Write the tenant's data to an archive (one compressed, checksummed file: its
     /// revision and every table's rows), from one snapshot under its lock.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant export demo-church -f demo-church.tenant\n  tenantctl tenant export demo-church -f - | ssh backup-host \"cat > demo-church.tenant\""
+    )]
     Export(ExportArgs),
     /// Register a new tenant from an archive: new API key (printed once), schema built by
     /// the migrations to the archive's revision, rows loaded. Exit 2 for a damaged
     /// archive, 3 when the migrations directory lacks or has changed its migrations.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant import demo-church.tenant --as demo-copy --name \"Demo copy\" --dry-run\n  tenantctl tenant import demo-church.tenant --as demo-copy --name \"Demo copy\" --server eu2"
+    )]
     Import(ImportArgs),
     /// Copy a tenant's data into a new tenant (an export streamed into an import).
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant clone demo-church demo-staging --name \"Demo staging\""
+    )]
     Clone(CloneArgs),
     /// Replace a tenant's schema and data with an archive's. Asks first; without a
     /// terminal, refuses (exit 2) unless --yes is given.
+    #[command(
+        after_help = "Examples:\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --dry-run\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --yes"
+    )]
     Restore(RestoreArgs),
 }
 

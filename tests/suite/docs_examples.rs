@@ -20,6 +20,8 @@
 use std::path::{Path, PathBuf};
 use std::process::Command;
 
+use clap::Parser;
+
 use crate::cluster::Cluster;
 
 /// One command of a page, with where it is and what it must print.
@@ -241,8 +243,47 @@ fn command_paths() -> Vec<Vec<String>> {
     out
 }
 
+/// The command lines of a help's Examples section: from `tenantctl` to the end of the
+/// line or a shell `#`, `|`, `>`, `&&`, `||`, split into words (double quotes kept
+/// together).
+fn examples(help: &str) -> Vec<Vec<String>> {
+    let Some((_, section)) = help.split_once("\nExamples:\n") else {
+        return Vec::new();
+    };
+    let mut out = Vec::new();
+    for line in section.lines().take_while(|l| l.starts_with("  ")) {
+        let Some(at) = line.find("tenantctl ") else {
+            continue;
+        };
+        let mut command = &line[at..];
+        for stop in [" #", " |", " >", " &&", " ||"] {
+            if let Some(end) = command.find(stop) {
+                command = &command[..end];
+            }
+        }
+        let (mut words, mut word, mut quoted) = (Vec::new(), String::new(), false);
+        for c in command.chars() {
+            match c {
+                '"' => quoted = !quoted,
+                ' ' if !quoted => {
+                    if !word.is_empty() {
+                        words.push(std::mem::take(&mut word));
+                    }
+                }
+                c => word.push(c),
+            }
+        }
+        if !word.is_empty() {
+            words.push(word);
+        }
+        out.push(words);
+    }
+    out
+}
+
 /// `docs/src/reference/cli.md` is what the binary's `--help` says, command by command;
-/// `TENANTCTL_BLESS=1` rewrites it.
+/// `TENANTCTL_BLESS=1` rewrites it. Every command's help has an Examples section, and
+/// every example parses as the command line it shows.
 #[test]
 fn the_command_line_reference_is_the_binarys_help() {
     let mut page = String::from(
@@ -256,6 +297,22 @@ fn the_command_line_reference_is_the_binarys_help() {
         args.push("--help");
         let run = crate::support::bare().run(&args);
         run.expect(0);
+        let help = run.stdout.as_str();
+        assert!(
+            help.contains("\nExamples:\n"),
+            "`tenantctl {}` has no Examples section in its help",
+            path.join(" ")
+        );
+        for example in examples(help) {
+            let parsed = tenantctl::cli::Cli::try_parse_from(&example);
+            assert!(
+                parsed.is_ok(),
+                "the example `{}` in the help of `tenantctl {}` does not parse: {}",
+                example.join(" "),
+                path.join(" "),
+                parsed.err().map(|e| e.to_string()).unwrap_or_default()
+            );
+        }
         let title = if path.is_empty() {
             "tenantctl".to_string()
         } else {
@@ -361,4 +418,53 @@ fn every_link_of_the_docs_leads_somewhere() {
         }
     }
     assert!(broken.is_empty(), "broken links:\n{}", broken.join("\n"));
+}
+
+/// The reference names everything the binary has: every JSON Schema is linked from
+/// `reference/json.md`, every setting `config show` lists is in
+/// `reference/configuration.md`, every metric `metrics` prints is in
+/// `how-to/monitoring.md`, and every exit code is in `reference/exit-codes.md`.
+#[test]
+fn the_reference_names_every_schema_setting_metric_and_exit_code() {
+    let read = |p: &str| std::fs::read_to_string(repo().join("docs/src").join(p)).unwrap();
+    let json = read("reference/json.md");
+    for (name, _) in tenantctl::cli::schemas::all() {
+        assert!(
+            json.contains(&format!("(schemas/{name}.json)")),
+            "reference/json.md does not link the schema of {name}"
+        );
+    }
+    let (_db, t) = crate::support::ready();
+    let shown: serde_json::Value = t.run(&["config", "show", "-o", "json"]).expect(0).json();
+    let configuration = read("reference/configuration.md");
+    let keys = shown["settings"].as_array().unwrap();
+    assert!(keys.len() > 15, "{shown}");
+    for entry in keys {
+        let key = entry["key"].as_str().unwrap();
+        assert!(
+            configuration.contains(&format!("`{key}`")),
+            "reference/configuration.md does not name the setting `{key}`"
+        );
+    }
+    t.run(&["tenant", "create", "a", "--name", "A", "--migrate"])
+        .expect(0);
+    t.run(&["upgrade", "--all"]).expect(0);
+    let metrics: serde_json::Value = t.run(&["metrics", "-o", "json"]).expect(0).json();
+    let monitoring = read("how-to/monitoring.md");
+    let samples = metrics["metrics"].as_array().unwrap();
+    assert!(samples.len() > 5, "{metrics}");
+    for sample in samples {
+        let name = sample["name"].as_str().unwrap();
+        assert!(
+            monitoring.contains(name),
+            "how-to/monitoring.md does not name the metric {name}"
+        );
+    }
+    let exit_codes = read("reference/exit-codes.md");
+    for code in [0, 1, 2, 3, 4, 5, 130] {
+        assert!(
+            exit_codes.contains(&format!("\n| {code} |")),
+            "reference/exit-codes.md does not explain exit code {code}"
+        );
+    }
 }
