@@ -249,11 +249,19 @@ impl Output {
         }
         // What did not end well: failed and skipped tenants, and a shared schema that did
         // not come through.
-        let attention: Vec<&crate::engine::scheduler::TenantResult> = report
+        // Failures that changed something or broke first, then refusals and what
+        // could not be reached, then what was skipped, so the one real failure among
+        // fifty refusals is on the screen.
+        let mut attention: Vec<&crate::engine::scheduler::TenantResult> = report
             .results
             .iter()
             .filter(|r| !matches!(r.status, ResultStatus::Ok | ResultStatus::UpToDate))
             .collect();
+        attention.sort_by_key(|r| match (r.status, r.cause) {
+            (ResultStatus::Failed, crate::engine::scheduler::Cause::None) => 0,
+            (ResultStatus::Failed, _) => 1,
+            _ => 2,
+        });
         if self.quiet {
             // Nothing on success; what went wrong on stderr.
             if attention.is_empty() && shared_failed == 0 && report.stopped.is_none() {

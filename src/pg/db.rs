@@ -115,6 +115,23 @@ impl Target {
             .or_else(|| service_value("sslrootcert"))
             .filter(|v| !v.is_empty());
         apply_libpq_env(&mut config, env)?;
+        // PGTARGETSESSIONATTRS counts when neither the string nor its service says.
+        if let Some(attrs) = var("PGTARGETSESSIONATTRS") {
+            let said = split.rest.contains("target_session_attrs")
+                || service_value("target_session_attrs").is_some();
+            if !said {
+                config.target_session_attrs(match attrs.as_str() {
+                    "any" => tokio_postgres::config::TargetSessionAttrs::Any,
+                    "read-write" => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
+                    other => {
+                        return Err(Error::setup(format!(
+                            "PGTARGETSESSIONATTRS={} is not supported by tenantctl: use any or read-write",
+                            ident::shown(other)
+                        )))
+                    }
+                });
+            }
+        }
         // The user's application_name is kept (runs append their tag to it).
         if config.get_application_name().is_none() {
             config.application_name(var("PGAPPNAME").unwrap_or_else(|| "tenantctl".into()));
@@ -317,11 +334,7 @@ impl Target {
                 Ok(client) => return Ok((client, Notices(std::sync::Mutex::new(rx)))),
                 Err(e) => e,
             };
-            let kind = match &err {
-                ConnectError::Pg(e) => transient(e),
-                ConnectError::Tls(_) => None,
-                ConnectError::Timeout(_) => Some(Transient::Unavailable),
-            };
+            let kind = err.transient();
             let Some(kind) = kind else {
                 return Err(self.connect_error(err));
             };
@@ -371,10 +384,35 @@ impl Target {
     fn connect_error_unnamed(&self, e: ConnectError) -> Error {
         match e {
             ConnectError::Timeout(limit) => Error::unavailable(format!(
-                "cannot connect to {}: the server did not answer within {} (database.connect_timeout)",
+                "cannot connect to {}: the server did not answer within {} (connect_timeout)",
                 self.display,
                 humantime::format_duration(limit)
             )),
+            ConnectError::Hosts(each) => {
+                let count = each.len();
+                let kind = if each.iter().all(|(_, e)| matches!(e, ConnectError::Tls(_))) {
+                    crate::error::ErrorKind::Setup
+                } else {
+                    crate::error::ErrorKind::Unavailable
+                };
+                let why: Vec<String> = each
+                    .into_iter()
+                    .map(|(host, e)| {
+                        let text = self.connect_error_unnamed(e).to_string();
+                        // "cannot connect to URL: why" -> "host:port: why"
+                        let why = text.split_once(": ").map_or(text.as_str(), |(_, w)| w);
+                        format!("{host}: {why}")
+                    })
+                    .collect();
+                Error::new(
+                    kind,
+                    format!(
+                        "cannot connect to any of the {count} hosts of {}: {}",
+                        self.display,
+                        why.join("; ")
+                    ),
+                )
+            }
             ConnectError::Tls(msg) => {
                 Error::setup(format!("cannot set up TLS for {}: {msg}", self.display))
             }
@@ -405,14 +443,107 @@ impl Target {
             .get_connect_timeout()
             .copied()
             .unwrap_or(Duration::from_secs(10));
-        match tokio::time::timeout(limit, self.try_connect_unbounded(notices)).await {
-            Ok(result) => result,
-            Err(_) => Err(ConnectError::Timeout(limit)),
+        let hosts = self.one_config_per_host();
+        if hosts.is_empty() {
+            return match tokio::time::timeout(
+                limit,
+                self.try_connect_unbounded(&self.config, notices),
+            )
+            .await
+            {
+                Ok(result) => result,
+                Err(_) => Err(ConnectError::Timeout(limit)),
+            };
         }
+        // As libpq: each host in turn, each with the whole connect_timeout, so one that
+        // takes the connection and never answers does not keep us from the next.
+        let mut failed = Vec::new();
+        for (shown, config) in hosts {
+            match tokio::time::timeout(limit, self.try_connect_unbounded(&config, notices.clone()))
+                .await
+            {
+                Ok(Ok(client)) => return Ok(client),
+                Ok(Err(e)) => failed.push((shown, e)),
+                Err(_) => failed.push((shown, ConnectError::Timeout(limit))),
+            }
+        }
+        Err(ConnectError::Hosts(failed))
+    }
+
+    /// For a list of hosts, one configuration per host (`host:port` to show, and the
+    /// configuration with that host alone); empty for a single host.
+    fn one_config_per_host(&self) -> Vec<(String, Config)> {
+        let all = &self.config;
+        let hosts = all.get_hosts();
+        if hosts.len() <= 1 {
+            return Vec::new();
+        }
+        let (ports, addrs) = (all.get_ports(), all.get_hostaddrs());
+        hosts
+            .iter()
+            .enumerate()
+            .map(|(i, host)| {
+                let mut c = Config::new();
+                if let Some(v) = all.get_user() {
+                    c.user(v);
+                }
+                if let Some(v) = all.get_password() {
+                    c.password(v);
+                }
+                if let Some(v) = all.get_dbname() {
+                    c.dbname(v);
+                }
+                if let Some(v) = all.get_options() {
+                    c.options(v);
+                }
+                if let Some(v) = all.get_application_name() {
+                    c.application_name(v);
+                }
+                if let Some(v) = all.get_connect_timeout() {
+                    c.connect_timeout(*v);
+                }
+                if let Some(v) = all.get_tcp_user_timeout() {
+                    c.tcp_user_timeout(*v);
+                }
+                if let Some(v) = all.get_keepalives_interval() {
+                    c.keepalives_interval(v);
+                }
+                if let Some(v) = all.get_keepalives_retries() {
+                    c.keepalives_retries(v);
+                }
+                c.ssl_mode(all.get_ssl_mode())
+                    .ssl_negotiation(all.get_ssl_negotiation())
+                    .keepalives(all.get_keepalives())
+                    .keepalives_idle(all.get_keepalives_idle())
+                    .target_session_attrs(all.get_target_session_attrs())
+                    .channel_binding(all.get_channel_binding());
+                let port = match ports {
+                    [one] => *one,
+                    many => many.get(i).copied().unwrap_or(5432),
+                };
+                c.port(port);
+                if let Some(addr) = addrs.get(i) {
+                    c.hostaddr(*addr);
+                }
+                let name = match host {
+                    Host::Tcp(h) => {
+                        c.host(h);
+                        h.clone()
+                    }
+                    #[cfg(unix)]
+                    Host::Unix(path) => {
+                        c.host_path(path);
+                        path.display().to_string()
+                    }
+                };
+                (format!("{name}:{port}"), c)
+            })
+            .collect()
     }
 
     async fn try_connect_unbounded(
         &self,
+        config: &Config,
         notices: Option<std::sync::mpsc::Sender<Notice>>,
     ) -> Result<Client, ConnectError> {
         let link = Arc::new(Link {
@@ -422,7 +553,7 @@ impl Target {
         });
         let abandon = link.abandon.clone();
         if self.sslmode == SslMode::Disable {
-            let (client, conn) = self.config.connect(NoTls).await.map_err(ConnectError::Pg)?;
+            let (client, conn) = config.connect(NoTls).await.map_err(ConnectError::Pg)?;
             drive(conn, notices, self.live(), abandon);
             return Ok(Client {
                 inner: client,
@@ -436,12 +567,12 @@ impl Target {
             .map_err(ConnectError::Tls)?;
         let client = match tls {
             Tls::Verifying(tls) => {
-                let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
+                let (client, conn) = config.connect(tls).await.map_err(ConnectError::Pg)?;
                 drive(conn, notices, self.live(), abandon);
                 client
             }
             Tls::Encrypting(tls) => {
-                let (client, conn) = self.config.connect(tls).await.map_err(ConnectError::Pg)?;
+                let (client, conn) = config.connect(tls).await.map_err(ConnectError::Pg)?;
                 drive(conn, notices, self.live(), abandon);
                 client
             }
@@ -670,6 +801,21 @@ enum ConnectError {
     /// The server took the connection but did not finish the startup exchange in time
     /// (a frozen or black-holed server).
     Timeout(Duration),
+    /// Every host of a list failed: each with how (`host:port`, error), in order.
+    Hosts(Vec<(String, ConnectError)>),
+}
+
+impl ConnectError {
+    /// Whether it may pass by itself, and how (see [`transient`]); for several hosts,
+    /// the first of theirs that may.
+    fn transient(&self) -> Option<Transient> {
+        match self {
+            ConnectError::Pg(e) => transient(e),
+            ConnectError::Tls(_) => None,
+            ConnectError::Timeout(_) => Some(Transient::Unavailable),
+            ConnectError::Hosts(each) => each.iter().find_map(|(_, e)| e.transient()),
+        }
+    }
 }
 
 /// What the connections of one bulk run share (see [`Target::for_run`]).
@@ -1267,11 +1413,14 @@ fn apply_libpq_env(config: &mut Config, env: &dyn Fn(&str) -> Option<String>) ->
         }
     }
     if config.get_ports().is_empty() {
+        // One port, or one per host of PGHOST, as libpq reads it.
         if let Some(p) = var("PGPORT") {
-            let port = p.parse::<u16>().map_err(|_| {
-                Error::setup(format!("PGPORT {} is not a port number", ident::shown(&p)))
-            })?;
-            config.port(port);
+            for one in p.split(',') {
+                let port = one.trim().parse::<u16>().map_err(|_| {
+                    Error::setup(format!("PGPORT {} is not a port number", ident::shown(&p)))
+                })?;
+                config.port(port);
+            }
         }
     }
     if config.get_user().is_none() {

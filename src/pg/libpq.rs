@@ -72,13 +72,50 @@ pub fn split(conninfo: &str) -> Result<Split, String> {
     split_keywords(conninfo)
 }
 
-fn refuse(key: &str) -> Result<(), String> {
+/// The parameters tokio-postgres takes from a connection string, as libpq names them.
+const PASSED_ON: &[&str] = &[
+    "user",
+    "password",
+    "dbname",
+    "options",
+    "application_name",
+    "host",
+    "hostaddr",
+    "port",
+    "connect_timeout",
+    "tcp_user_timeout",
+    "keepalives",
+    "keepalives_idle",
+    "keepalives_interval",
+    "keepalives_retries",
+    "target_session_attrs",
+    "channel_binding",
+    "load_balance_hosts",
+    "sslnegotiation",
+];
+
+/// Refuses, naming it, a parameter tenantctl cannot use, and a value of
+/// `target_session_attrs` or `connect_timeout` it cannot take.
+fn refuse(key: &str, value: &str) -> Result<(), String> {
     if UNSUPPORTED.contains(&key) {
         return Err(format!(
             "the libpq parameter {key} is not supported by tenantctl; remove it (Kerberos, certificate revocation lists and the other parameters of this kind cannot be used)"
         ));
     }
-    Ok(())
+    if !OURS.contains(&key) && !PASSED_ON.contains(&key) {
+        return Err(format!(
+            "the connection parameter {key} is not supported by tenantctl; remove it"
+        ));
+    }
+    match key {
+        "target_session_attrs" if !matches!(value, "any" | "read-write") => Err(format!(
+            "target_session_attrs={value} is not supported by tenantctl: use any or read-write"
+        )),
+        "connect_timeout" if value.trim().parse::<i64>().is_err() => {
+            Err(format!("connect_timeout must be a whole number of seconds"))
+        }
+        _ => Ok(()),
+    }
 }
 
 fn split_url(url: &str) -> Result<Split, String> {
@@ -92,7 +129,7 @@ fn split_url(url: &str) -> Result<Split, String> {
     let mut kept = Vec::new();
     for pair in query.split('&').filter(|p| !p.is_empty()) {
         let (k, v) = pair.split_once('=').unwrap_or((pair, ""));
-        refuse(k)?;
+        refuse(k, &percent_decode(v))?;
         if OURS.contains(&k) {
             ours.push((k.to_string(), percent_decode(v)));
         } else {
@@ -175,7 +212,7 @@ fn split_keywords(s: &str) -> Result<Split, String> {
                 i += 1;
             }
         }
-        refuse(key)?;
+        refuse(key, &String::from_utf8_lossy(&value))?;
         if OURS.contains(&key) {
             ours.push((
                 key.to_string(),
@@ -290,7 +327,7 @@ fn service_in(file: &Path, name: &str) -> Result<Option<Vec<(String, String)>>, 
             continue;
         }
         let k = k.trim();
-        refuse(k).map_err(|e| Error::setup(format!("{}: {e}", at())))?;
+        refuse(k, v.trim()).map_err(|e| Error::setup(format!("{}: {e}", at())))?;
         if k == "service" {
             return Err(Error::setup(format!(
                 "{}: a service cannot name another service",

@@ -456,6 +456,74 @@ fn several_hosts_and_target_session_attrs_reach_what_psql_reaches() {
         .run(&["status", "--all"]);
     assert_ne!(run.code, 0, "{}", run.stdout);
 
+    // PGTARGETSESSIONATTRS and a PGPORT list, as libpq reads them.
+    let by_env = vec![
+        ("PGHOST", "127.0.0.1,127.0.0.1".to_string()),
+        ("PGPORT", format!("{},{}", read_only.port, primary.port)),
+        ("PGDATABASE", "appdb".to_string()),
+        ("PGUSER", "postgres".to_string()),
+        ("PGSSLMODE", "disable".to_string()),
+        ("PGTARGETSESSIONATTRS", "read-write".to_string()),
+    ];
+    assert_eq!(psql(&by_env, &[]).unwrap(), reached);
+    tenantctl_with(&by_env, m.path())
+        .run(&["status", "--all"])
+        .expect(0);
+
+    // A first host that takes the connection and never answers: each host has the
+    // whole connect_timeout, so both go on to the next.
+    let silent = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+    let silent_port = silent.local_addr().unwrap().port();
+    let hung_first = format!(
+        "host=127.0.0.1,127.0.0.1 port={silent_port},{} dbname=appdb user=postgres \
+         sslmode=disable connect_timeout=2",
+        primary.port
+    );
+    assert_eq!(psql(&env, &[&hung_first]).unwrap(), reached);
+    tenantctl_with(&env, m.path())
+        .url(&hung_first)
+        .run(&["status", "--all"])
+        .expect(0);
+    drop(silent);
+
+    // Every host failing: the error names each, and why.
+    let all_down = format!(
+        "host=127.0.0.1,127.0.0.1 port={},{} dbname=appdb user=postgres sslmode=disable \
+         target_session_attrs=read-write",
+        read_only.port,
+        crate::support::closed_port()
+    );
+    expect_error(
+        &tenantctl_with(&env, m.path())
+            .url(&all_down)
+            .run(&["status", "--all"]),
+        3,
+        &[
+            "cannot connect to any of the 2 hosts",
+            &format!("127.0.0.1:{}:", read_only.port),
+        ],
+    );
+
+    // Values and parameters tenantctl cannot use are named, never a bare "malformed".
+    for (bad, named) in [
+        (
+            "target_session_attrs=standby",
+            "target_session_attrs=standby",
+        ),
+        ("connect_timeout=abc", "connect_timeout"),
+        ("fallback_application_name=x", "fallback_application_name"),
+        ("client_encoding=LATIN1", "client_encoding"),
+        ("foo=bar", "foo"),
+    ] {
+        expect_error(
+            &tenantctl_with(&env, m.path())
+                .url(&format!("{rw} {bad}"))
+                .run(&["status", "--all"]),
+            3,
+            &[named],
+        );
+    }
+
     // The first host down: both go on to the second.
     read_only.stop();
     assert_eq!(psql(&env, &[&any]).unwrap(), reached);

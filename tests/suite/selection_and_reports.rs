@@ -311,3 +311,44 @@ fn a_terminal_of_width_zero_gets_unwrapped_tables() {
         run.stdout
     );
 }
+
+/// The capped list shows real failures before refusals: the one tenant whose migration
+/// failed is on the screen even when fifty tenants that sort before it were refused.
+#[test]
+fn a_real_failure_is_listed_before_refusals() {
+    let (db, t) = ready();
+    let dir = crate::support::dir_with(&[
+        ("V1__one.sql", "CREATE TABLE one (id int);\n"),
+        (
+            "V2__two.sql",
+            "DO $$ BEGIN IF current_schema() = 'tenant_zzz' THEN RAISE EXCEPTION 'zzz breaks'; END IF; END $$;\n",
+        ),
+    ]);
+    let t = t.migrations(dir.path());
+    let mut admin = postgres::Client::connect(&db.url, postgres::NoTls).unwrap();
+    for i in 0..52 {
+        let d = format!("aaa{i:02}");
+        create(&t, &d, &[]);
+        // A schema of the tenant's name, made by hand, holding a table: refused.
+        admin
+            .batch_execute(&format!(
+                "CREATE SCHEMA tenant_{d}; CREATE TABLE tenant_{d}.stray (id int)"
+            ))
+            .unwrap();
+    }
+    create(&t, "zzz", &["--provision"]);
+    let run = t.run(&["upgrade", "--all"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let rows: Vec<&str> = run
+        .stdout
+        .lines()
+        .filter(|l| l.starts_with("| aaa") || l.starts_with("| zzz"))
+        .collect();
+    assert_eq!(rows.len(), 50, "{}", run.stdout);
+    assert!(rows[0].starts_with("| zzz"), "{}", run.stdout);
+    assert!(rows[0].contains("zzz breaks"), "{}", run.stdout);
+    // A filter that matches nothing says so, not that the registry is empty.
+    let run = t.run(&["tenant", "list", "--type", "nosuch"]);
+    run.expect(0);
+    assert_eq!(run.stdout.trim(), "no tenant matches the filter");
+}

@@ -38,6 +38,11 @@ const SCRUBBED: &[&str] = &[
     "PGCONNECT_TIMEOUT",
     "PGAPPNAME",
     "PGOPTIONS",
+    "PGTARGETSESSIONATTRS",
+    "PGSSLCERT",
+    "PGSSLKEY",
+    "PGSERVICEFILE",
+    "PGSYSCONFDIR",
     "DATABASE_URL",
 ];
 

@@ -13,6 +13,8 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let listing = status::list(ctx, args.tenant_type.as_deref(), args.status).await?;
     if ctx.out.is_json() {
         ctx.out.json(&listing);
+    } else if listing.tenants.is_empty() && (args.tenant_type.is_some() || args.status.is_some()) {
+        ctx.out.print("no tenant matches the filter");
     } else if listing.tenants.is_empty() {
         ctx.out
             .print("no tenants registered (add one with `tenantctl tenant create`)");
