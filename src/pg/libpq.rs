@@ -112,7 +112,7 @@ fn refuse(key: &str, value: &str) -> Result<(), String> {
             "target_session_attrs={value} is not supported by tenantctl: use any or read-write"
         )),
         "connect_timeout" if value.trim().parse::<i64>().is_err() => {
-            Err(format!("connect_timeout must be a whole number of seconds"))
+            Err("connect_timeout must be a whole number of seconds".to_string())
         }
         _ => Ok(()),
     }
