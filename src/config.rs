@@ -552,6 +552,7 @@ pub fn readable(
     let mut keys = Vec::new();
     let table = config_file
         .as_deref()
+        .filter(|p| std::fs::metadata(p).is_ok_and(|m| m.len() <= MAX_CONFIG_BYTES))
         .and_then(|p| std::fs::read_to_string(p).ok())
         .and_then(|text| text.parse::<toml::Table>().ok());
     if let Some(table) = table {
@@ -702,7 +703,20 @@ pub fn candidates(env: &dyn Fn(&str) -> Option<String>, cwd: &Path) -> Vec<PathB
     out
 }
 
+/// The largest config file read: far above any real one, and small enough that a file
+/// that is not a config (a log, a dump) is refused at once rather than parsed.
+const MAX_CONFIG_BYTES: u64 = 1 << 20;
+
 fn read_file(path: &Path, explicit: bool) -> Result<FileConfig, Error> {
+    if let Ok(meta) = std::fs::metadata(path) {
+        if meta.is_file() && meta.len() > MAX_CONFIG_BYTES {
+            return Err(Error::setup(format!(
+                "config file {} is {} bytes; a config file holds at most {MAX_CONFIG_BYTES} bytes (1 MiB)",
+                path.display(),
+                meta.len()
+            )));
+        }
+    }
     let text = std::fs::read_to_string(path).map_err(|e| {
         let hint = if explicit {
             " (named by --config or TENANTCTL_CONFIG)"

@@ -683,6 +683,34 @@ fn config_show_on_a_broken_configuration_shows_what_it_could_read() {
     assert!(run.stdout.is_empty(), "{}", run.stdout);
 }
 
+/// A config file of thousands of templates is shown at once, each long value cut in
+/// the text table (whole in JSON); a file over 1 MiB is refused at once, naming its size.
+#[test]
+fn a_huge_config_file_is_shown_quickly_or_refused_by_its_size() {
+    let dir = tempfile::tempdir().unwrap();
+    let mut text = String::from("[tenants.templates]\n");
+    for i in 0..5000 {
+        text.push_str(&format!("type{i} = \"tpl-{i}\"\n"));
+    }
+    std::fs::write(dir.path().join("tenants.toml"), &text).unwrap();
+    let t = crate::support::bare()
+        .cwd(dir.path())
+        .deadline(std::time::Duration::from_secs(20));
+    let run = t.run(&["config", "show"]);
+    run.expect(0);
+    assert!(
+        run.stdout.contains("-o json shows it whole"),
+        "{}",
+        run.stdout
+    );
+    let shown: serde_json::Value = t.run(&["config", "show", "-o", "json"]).expect(0).json();
+    assert!(shown.to_string().contains("tpl-4999"));
+    text.push_str(&"# padding\n".repeat(120_000));
+    std::fs::write(dir.path().join("tenants.toml"), &text).unwrap();
+    let run = t.run(&["status", "--all"]);
+    expect_error(&run, 3, &["a config file holds at most 1048576 bytes"]);
+}
+
 /// tenants.example.toml, copied as it is, works against a local server (its URL and
 /// migrations directory overridden by the environment, as a newcomer would set them).
 #[test]

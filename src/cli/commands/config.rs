@@ -44,7 +44,7 @@ pub async fn run(ctx: &Ctx, cmd: &ConfigCommand) -> Result<Exit> {
             } else {
                 let mut t = ctx.out.table(&["key", "value", "source"]);
                 for e in &shown.settings {
-                    t.add_row(vec![e.key.to_string(), e.value.clone(), e.source_shown()]);
+                    t.add_row(vec![e.key.to_string(), cell(&e.value), e.source_shown()]);
                 }
                 ctx.out.print(&t.to_string());
                 let mut servers = ctx.out.table(&["server", "url", "concurrency", "weight"]);
@@ -83,11 +83,17 @@ pub fn broken(global: &GlobalOpts, error: crate::error::Error) -> anyhow::Result
         out.json(&doc);
     } else {
         let mut t = out.table(&["key", "value (as written)"]);
-        for k in &doc.read {
-            t.add_row(vec![k.key.clone(), k.value.clone()]);
+        for k in doc.read.iter().take(SHOWN_KEYS) {
+            t.add_row(vec![k.key.clone(), cell(&k.value)]);
         }
         if !doc.read.is_empty() {
             out.print(&t.to_string());
+        }
+        if doc.read.len() > SHOWN_KEYS {
+            out.print(&format!(
+                "and {} more keys; -o json shows every one",
+                doc.read.len() - SHOWN_KEYS
+            ));
         }
         out.print(&format!(
             "config file: {} (does not load; the error follows)",
@@ -95,4 +101,23 @@ pub fn broken(global: &GlobalOpts, error: crate::error::Error) -> anyhow::Result
         ));
     }
     Err(error.into())
+}
+
+/// How many keys of a broken file the text table shows.
+const SHOWN_KEYS: usize = 200;
+
+/// The longest value the text table shows whole (a long `[tenants.templates]`, say);
+/// `-o json` shows every value whole.
+const CELL_CHARS: usize = 300;
+
+/// A value for the text table: cut at [`CELL_CHARS`] characters, saying so.
+fn cell(value: &str) -> String {
+    match value.char_indices().nth(CELL_CHARS) {
+        Some((at, _)) => format!(
+            "{}… ({} characters; -o json shows it whole)",
+            &value[..at],
+            value.chars().count()
+        ),
+        None => value.to_string(),
+    }
 }
