@@ -64,6 +64,9 @@ fn note_closed(res: std::io::Result<()>) {
 /// How many tenants that did not end well a bulk run's text report lists (`-v`: all).
 pub const LISTED: usize = 50;
 
+/// A terminal narrower than this gets a fleet report's tenants as lines, not a table.
+const NARROW: u16 = 120;
+
 /// Text or JSON results.
 #[derive(Debug, Clone, Copy, PartialEq, Eq, clap::ValueEnum)]
 pub enum Format {
@@ -299,6 +302,20 @@ impl Output {
             attention.iter().take(LISTED).copied().collect()
         };
         if shown.is_empty() {
+            return;
+        }
+        // A narrow terminal gets a line per tenant: a table of eight columns there
+        // would give each cell a few characters and each error dozens of lines.
+        if self.stdout_tty && Table::new().width().is_some_and(|w| w > 0 && w < NARROW) {
+            for r in &shown {
+                self.print(&crate::engine::progress::progress_line(verb, r));
+            }
+            if !verbose && attention.len() > LISTED {
+                self.print(&format!(
+                    "and {} more; -v lists every tenant",
+                    attention.len() - LISTED
+                ));
+            }
             return;
         }
         // A backup's results name the archive each one wrote.

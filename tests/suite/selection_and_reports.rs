@@ -303,13 +303,34 @@ fn a_terminal_of_width_zero_gets_unwrapped_tables() {
         "{}",
         run.stdout
     );
-    let run = t.in_pty_of_width(200).run(&["tenant", "list"]);
+    let run = t.clone().in_pty_of_width(200).run(&["tenant", "list"]);
     run.expect(0);
     assert!(
         run.stdout.contains("a-long-church-domain"),
         "{}",
         run.stdout
     );
+    // A narrow terminal gets a fleet report's failures as one line each, not a table
+    // whose cells are a few characters wide.
+    let dir = crate::support::dir_with(&[(
+        "V1__one.sql",
+        "DO $$ BEGIN RAISE EXCEPTION 'this migration fails with a long and descriptive message'; END $$;\n",
+    )]);
+    let t = t.migrations(dir.path());
+    create(&t, "a-provisioned-parish", &["--provision"]);
+    let run = t.in_pty_of_width(60).run(&["upgrade", "--all"]);
+    assert_ne!(run.code, 0, "{}", run.stdout);
+    let line = run
+        .stdout
+        .lines()
+        .find(|l| l.starts_with("upgrade a-provisioned-parish: FAILED"))
+        .unwrap_or_else(|| panic!("no line for the tenant:\n{}", run.stdout));
+    assert!(
+        line.contains("fails with a long and descriptive message"),
+        "{}",
+        run.stdout
+    );
+    assert!(!run.stdout.contains('│'), "{}", run.stdout);
 }
 
 /// The capped list shows real failures before refusals: the one tenant whose migration
