@@ -57,6 +57,14 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
     if let Command::Completions(a) = &cli.command {
         return commands::completions::run(a, &cli.global);
     }
+    // `-o json` is JSON on stdout or refused: the service prints no document (its log
+    // lines go to stderr).
+    if matches!(cli.command, Command::Serve(_)) && cli.global.format() == output::Format::Json {
+        return Err(Error::usage(
+            "serve prints no JSON document (it logs a line per request on stderr); drop -o json",
+        )
+        .into());
+    }
     if let Command::Manpages(a) = &cli.command {
         return commands::manpages::run(a, &cli.global);
     }

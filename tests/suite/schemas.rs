@@ -160,3 +160,18 @@ fn every_commands_json_matches_its_schema() {
     json(&["revision", "-m", "add pledges"], 0);
     json(&["manpages", dir.path().join("man").to_str().unwrap()], 0);
 }
+
+/// `-o json` is one JSON document on stdout, or refused: a completion script and the
+/// service have no JSON form (exit 2, nothing on stdout).
+#[test]
+fn commands_without_a_json_document_refuse_json() {
+    for args in [
+        &["completions", "bash", "-o", "json"][..],
+        &["serve", "-o", "json"][..],
+    ] {
+        let run = support::bare().run(args);
+        run.expect(2);
+        assert!(run.stdout.is_empty(), "{}", run.stdout);
+        assert!(run.stderr.contains("drop -o json"), "{}", run.stderr);
+    }
+}
