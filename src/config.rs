@@ -514,10 +514,9 @@ fn which_file(
 ) -> (Option<PathBuf>, bool) {
     match &overrides.config {
         Some(p) => (Some(cwd.join(p)), true),
-        None => (
-            candidates(env, cwd).into_iter().find(|p| p.is_file()),
-            false,
-        ),
+        // The first that exists; one that is not a file (a directory of that name) is
+        // then an error naming it, never quietly skipped.
+        None => (candidates(env, cwd).into_iter().find(|p| p.exists()), false),
     }
 }
 

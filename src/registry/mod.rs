@@ -731,7 +731,7 @@ impl<'a> Registry<'a> {
         }) {
             let limit = (r.chars().count() / 4).clamp(1, 3);
             for d in &domains {
-                let distance = strsim::levenshtein(r, d);
+                let distance = strsim::osa_distance(r, d);
                 if distance <= limit && !near.iter().any(|(_, n)| n == d) {
                     near.push((distance, d.clone()));
                 }

@@ -58,8 +58,8 @@ impl Servers {
             let known: Vec<&str> = self.list.iter().map(|(s, _)| s.name.as_str()).collect();
             let near = known
                 .iter()
-                .filter(|k| strsim::levenshtein(name, k) <= 2 && !name.is_empty())
-                .min_by_key(|k| strsim::levenshtein(name, k))
+                .filter(|k| strsim::osa_distance(name, k) <= 2 && !name.is_empty())
+                .min_by_key(|k| strsim::osa_distance(name, k))
                 .map(|k| format!("did you mean {k}? "))
                 .unwrap_or_default();
             Error::usage(format!(

@@ -623,6 +623,12 @@ fn the_users_config_folder_is_read_from_any_directory() {
         Some(dir.join("tenants.toml").display().to_string().as_str())
     );
     assert!(shown["servers"].to_string().contains("eu2"), "{shown}");
+    // A directory named tenants.toml is an error naming it, never quietly skipped.
+    std::fs::create_dir(elsewhere.path().join("tenants.toml")).unwrap();
+    let run = t.run(&["config", "show"]);
+    assert_eq!(run.code, 3, "{}", run.stderr);
+    assert!(run.stderr.contains("tenants.toml"), "{}", run.stderr);
+    std::fs::remove_dir(elsewhere.path().join("tenants.toml")).unwrap();
     // ./tenants.toml wins over it.
     std::fs::write(elsewhere.path().join("tenants.toml"), "").unwrap();
     let shown: serde_json::Value = t.run(&["config", "show", "-o", "json"]).expect(0).json();

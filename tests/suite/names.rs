@@ -220,9 +220,12 @@ fn a_duplicate_domain_fails_with_exit_1_a_taken_schema_with_exit_2_and_nothing_i
 #[test]
 fn a_mistyped_tenant_or_server_gets_a_did_you_mean() {
     let (_db, t) = crate::support::ready();
-    for d in ["demo-church", "grace-chapel"] {
+    for d in ["demo-church", "grace-chapel", "alpha"] {
         t.run(&["tenant", "create", d, "--name", d]).expect(0);
     }
+    // Two letters swapped count as one slip, even in a short name.
+    let run = t.run(&["tenant", "show", "alpah"]);
+    crate::checks::expect_error(&run, 1, &["did you mean \"alpha\"?"]);
     let run = t.run(&["tenant", "show", "demo-chruch"]);
     crate::checks::expect_error(
         &run,
