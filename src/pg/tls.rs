@@ -52,15 +52,10 @@ impl Encrypting {
                     .add_extra_chain_cert(cert.clone())
                     .map_err(|e| e.to_string())?;
             }
+            // ClientCert::load checked that the key is the certificate's.
             builder
                 .set_private_key(&client.key)
                 .map_err(|e| e.to_string())?;
-            builder.check_private_key().map_err(|_| {
-                format!(
-                    "the private key {} does not belong to the client certificate {}",
-                    client.key_file, client.cert_file
-                )
-            })?;
         }
         Ok(Encrypting {
             context: builder.build(),
@@ -173,9 +168,8 @@ pub struct ClientCert {
     /// The certificate first, then any intermediates the file holds.
     chain: Vec<X509>,
     key: PKey<Private>,
-    /// The files, for messages.
+    /// The certificate's file, for messages.
     pub cert_file: String,
-    key_file: String,
 }
 
 impl ClientCert {
@@ -215,11 +209,21 @@ impl ClientCert {
             ),
             _ => format!("the private key sslkey {key_file} is not a PEM private key"),
         })?;
+        // Checked here, whichever TLS path presents it, so a mismatch is named rather
+        // than left to a handshake error.
+        let matches = chain[0]
+            .public_key()
+            .map(|public| public.public_eq(&key))
+            .unwrap_or(false);
+        if !matches {
+            return Err(format!(
+                "the private key sslkey {key_file} does not belong to the client certificate {cert_file}"
+            ));
+        }
         Ok(ClientCert {
             chain,
             key,
             cert_file,
-            key_file,
         })
     }
 

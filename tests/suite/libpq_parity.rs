@@ -372,6 +372,30 @@ fn a_client_certificate_reaches_what_psql_reaches() {
         &["cannot be decrypted"],
     );
 
+    // A key that is not the certificate's is named as such, with or without a root
+    // certificate to verify the server against.
+    let mismatched = format!(
+        "{url}&sslcert={}&sslkey={}&sslpassword=k3y-pass",
+        crt2.display(),
+        key.display()
+    );
+    for u in [
+        mismatched.clone(),
+        format!(
+            "{}&sslrootcert={}",
+            mismatched.replace("sslmode=require", "sslmode=verify-ca"),
+            c.certs.ca.display()
+        ),
+    ] {
+        expect_error(
+            &tenantctl_with(&env, m.path())
+                .url(&u)
+                .run(&["status", "--all"]),
+            3,
+            &["does not belong to the client certificate"],
+        );
+    }
+
     // A key others may read is refused by both, and tenantctl says how to fix it.
     std::fs::set_permissions(&key2, std::os::unix::fs::PermissionsExt::from_mode(0o644)).unwrap();
     let e = psql(&by_env, &[&url]).unwrap_err();
