@@ -151,6 +151,25 @@ fn make_server_cert(dir: &Path, ca: &str, which: ServerCert) {
         ServerCert::Localhost => ("/CN=localhost", "IP:127.0.0.1,DNS:localhost"),
         ServerCert::WrongHost => ("/CN=wrong.example", "DNS:wrong.example"),
     };
+    signed_cert(
+        dir,
+        "server",
+        subject,
+        &format!(
+            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
+             extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
+        ),
+        &dir.join(ca),
+    );
+}
+
+/// `NAME.key` (an unencrypted P-256 key) and `NAME.crt` in `dir` for `subject`, with the
+/// extensions `ext` (openssl's extfile lines), signed by the CA whose `.crt` and `.key`
+/// are at `ca` (a path without the extension).
+fn signed_cert(dir: &Path, name: &str, subject: &str, ext: &str, ca: &Path) {
+    let s = |p: PathBuf| p.display().to_string();
+    let file = |suffix: &str| s(dir.join(format!("{name}.{suffix}")));
+    std::fs::write(dir.join(format!("{name}.ext")), ext).unwrap();
     openssl(
         dir,
         &[
@@ -162,39 +181,31 @@ fn make_server_cert(dir: &Path, ca: &str, which: ServerCert) {
             "ec_paramgen_curve:prime256v1",
             "-nodes",
             "-keyout",
-            "server.key",
+            &file("key"),
             "-out",
-            "server.csr",
+            &file("csr"),
             "-subj",
             subject,
         ],
     );
-    std::fs::write(
-        dir.join("server.ext"),
-        format!(
-            "basicConstraints=CA:FALSE\nkeyUsage=critical,digitalSignature,keyEncipherment\n\
-             extendedKeyUsage=serverAuth\nsubjectAltName={san}\n"
-        ),
-    )
-    .unwrap();
     openssl(
         dir,
         &[
             "x509",
             "-req",
             "-in",
-            "server.csr",
+            &file("csr"),
             "-CA",
-            &format!("{ca}.crt"),
+            &s(ca.with_extension("crt")),
             "-CAkey",
-            &format!("{ca}.key"),
+            &s(ca.with_extension("key")),
             "-CAcreateserial",
             "-out",
-            "server.crt",
+            &file("crt"),
             "-days",
             "2",
             "-extfile",
-            "server.ext",
+            &file("ext"),
         ],
     );
 }
@@ -351,62 +362,21 @@ impl Cluster {
         cn: &str,
         passphrase: Option<&str>,
     ) -> (PathBuf, PathBuf) {
-        let ca = self.dir.path().join("certs");
-        let (crt, key) = (
-            dir.join(format!("{name}.crt")),
-            dir.join(format!("{name}.key")),
-        );
-        let csr = dir.join(format!("{name}.csr"));
-        let ext = dir.join(format!("{name}.ext"));
-        let plain = dir.join(format!("{name}.plain.key"));
-        let s = |p: &Path| p.display().to_string();
-        openssl(
+        signed_cert(
             dir,
-            &[
-                "req",
-                "-new",
-                "-newkey",
-                "ec",
-                "-pkeyopt",
-                "ec_paramgen_curve:prime256v1",
-                "-nodes",
-                "-keyout",
-                &s(&plain),
-                "-out",
-                &s(&csr),
-                "-subj",
-                &format!("/CN={cn}"),
-            ],
-        );
-        std::fs::write(
-            &ext,
+            name,
+            &format!("/CN={cn}"),
             "basicConstraints=CA:FALSE\nextendedKeyUsage=clientAuth\n",
-        )
-        .unwrap();
-        openssl(
-            dir,
-            &[
-                "x509",
-                "-req",
-                "-in",
-                &s(&csr),
-                "-CA",
-                &s(&ca.join("ca.crt")),
-                "-CAkey",
-                &s(&ca.join("ca.key")),
-                "-CAcreateserial",
-                "-out",
-                &s(&crt),
-                "-days",
-                "2",
-                "-extfile",
-                &s(&ext),
-            ],
+            &self.dir.path().join("certs").join("ca"),
         );
-        match passphrase {
+        let key = dir.join(format!("{name}.key"));
+        if let Some(pw) = passphrase {
             // "BEGIN ENCRYPTED PRIVATE KEY" (PKCS#8), which libpq decrypts with
             // sslpassword.
-            Some(pw) => openssl(
+            let plain = dir.join(format!("{name}.plain.key"));
+            std::fs::rename(&key, &plain).unwrap();
+            let s = |p: &Path| p.display().to_string();
+            openssl(
                 dir,
                 &[
                     "pkcs8",
@@ -420,13 +390,10 @@ impl Cluster {
                     "-passout",
                     &format!("pass:{pw}"),
                 ],
-            ),
-            None => {
-                std::fs::rename(&plain, &key).unwrap();
-            }
+            );
         }
         std::fs::set_permissions(&key, std::fs::Permissions::from_mode(0o600)).unwrap();
-        (crt, key)
+        (dir.join(format!("{name}.crt")), key)
     }
 
     /// `postgres://postgres@127.0.0.1:PORT/postgres`, with `?query` when not empty.
