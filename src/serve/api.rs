@@ -196,6 +196,47 @@ fn flag<'de, D: serde::Deserializer<'de>>(d: D) -> Result<Option<bool>, D::Error
     bool::deserialize(d).map(Some)
 }
 
+/// `POST /api/tenants/` for a type with a template: the new tenant is a copy of the
+/// template's data, migrated to head when asked (`run_migrations`, default true);
+/// `provision_schema: false` cannot apply, since the copy is a schema with data.
+async fn create_from_template(
+    state: &Shared,
+    new: NewTenantRequest,
+    provision: bool,
+    migrate: bool,
+) -> ApiResult<Response> {
+    if !provision {
+        return Err(ApiError::new(
+            StatusCode::UNPROCESSABLE_ENTITY,
+            format!(
+                "tenants of type {} are made from their template's data (tenants.templates), \
+                 which is a schema: provision_schema cannot be false",
+                crate::ident::shown(&new.tenant_type)
+            ),
+        ));
+    }
+    let request = tenants::CreateRequest {
+        new,
+        type_given: true,
+        from: None,
+        provision: true,
+        migrate,
+        target: None,
+        dry_run: false,
+    };
+    let events = Events::none();
+    match tenants::create_tenant(&state.ctx, &events, &request).await? {
+        // As for a tenant made without a template: 201 with the document, whose
+        // migration status says where an upgrade that failed left it.
+        tenants::Made::Copied(cloned) => {
+            Ok((StatusCode::CREATED, Json(cloned.made)).into_response())
+        }
+        tenants::Made::Registered(created) => {
+            Ok((StatusCode::CREATED, Json(created)).into_response())
+        }
+    }
+}
+
 /// See [`create_tenant_body`].
 pub async fn create_tenant(State(state): State<Shared>, bytes: Bytes) -> ApiResult<Response> {
     on_thread(move || create_tenant_body(State(state), bytes)).await
@@ -236,6 +277,11 @@ async fn create_tenant_body(State(state): State<Shared>, bytes: Bytes) -> ApiRes
         server: None,
     };
     let schema = tenants::validate(&req, &state.ctx.settings)?;
+    // A type with a template in [tenants.templates]: the tenant starts from the
+    // template's data, as `tenant create` makes it (the same action).
+    if state.ctx.settings.templates.contains_key(&req.tenant_type) {
+        return create_from_template(&state, req, provision, migrate).await;
+    }
     let lease = state.pool.get().await?;
     // Another tenant's schema is a conflict here, as a taken domain is (the command line
     // reports it as a usage error, exit 2, since there the schema can be chosen).

@@ -633,6 +633,27 @@ fn clone_create_from_and_templates_copy_the_data_and_take_the_source_type_unless
     assert_eq!(c5.source.domain, "src");
     assert_same_data(&db, &before, "tenant_c5");
     keeps_working(&db, "tenant_c5");
+    // The service makes it the same way (the same action), and refuses to make a
+    // template's copy without a schema.
+    {
+        let api = crate::serve::start(&tt);
+        let c7: Imported = api
+            .post(
+                "/api/tenants/",
+                &serde_json::json!({"tenant_name": "C7", "domain": "c7", "tenant_type": "church"}),
+            )
+            .expect(201)
+            .json();
+        assert_eq!(c7.source.domain, "src");
+        assert_same_data(&db, &before, "tenant_c7");
+        api.post(
+            "/api/tenants/",
+            &serde_json::json!({"tenant_name": "C8", "domain": "c8", "tenant_type": "church",
+                                "provision_schema": false}),
+        )
+        .expect(422);
+        assert!(!schema_exists(&db, "tenant_c8"));
+    }
     // Another type is an ordinary registration, no schema.
     let plain: Created = tt
         .run(&[
