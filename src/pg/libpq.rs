@@ -103,9 +103,16 @@ fn refuse(key: &str, value: &str) -> Result<(), String> {
         ));
     }
     if !OURS.contains(&key) && !PASSED_ON.contains(&key) {
-        return Err(format!(
-            "the connection parameter {key} is not supported by tenantctl; remove it"
-        ));
+        // Named only when it reads as a parameter name: anything else may be a piece of
+        // a mistyped URL, password and all, and is never quoted.
+        let named = !key.is_empty()
+            && key.len() <= 40
+            && key.bytes().all(|b| b.is_ascii_lowercase() || b == b'_');
+        return Err(if named {
+            format!("the connection parameter {key} is not supported by tenantctl; remove it")
+        } else {
+            "a parameter name is not one libpq defines (nothing of the string is shown: it may hold a password)".to_string()
+        });
     }
     match key {
         "target_session_attrs" if !matches!(value, "any" | "read-write") => Err(format!(
