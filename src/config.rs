@@ -777,7 +777,20 @@ fn did_you_mean(message: &str) -> String {
             "unknown key `{unknown}`: did you mean `{name}`?{}",
             expected.trim_start_matches(',')
         ),
-        None => format!("unknown key `{unknown}`{expected}"),
+        None => match KEYS.iter().find(|k| {
+            k.name
+                .split_once('.')
+                .is_some_and(|(_, key)| key == unknown)
+        }) {
+            // A key written outside its section (`url` at the top, for `[database] url`).
+            Some(k) => format!(
+                "unknown key `{unknown}` here: did you mean `{}`, in its section `[{}]`?{}",
+                k.name,
+                k.name.split_once('.').map_or("", |(section, _)| section),
+                expected.trim_start_matches(',')
+            ),
+            None => format!("unknown key `{unknown}`{expected}"),
+        },
     }
 }
 
@@ -1155,8 +1168,17 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
         return Ok(Duration::ZERO);
     }
     humantime::parse_duration(v).map_err(|e| {
+        // humantime lists its units as "ns, us/µs, ms, sec, min, hours, ... (and few
+        // variations)"; say ours instead.
+        let why = match e {
+            humantime::DurationError::UnknownUnit { unit, .. } => format!(
+                "unknown unit {}; units are ms, s, m, h, d (and their long names)",
+                ident::shown(&unit)
+            ),
+            other => other.to_string(),
+        };
         format!(
-            "{} is not a duration ({e}); write e.g. \"10s\", \"1m 30s\" or \"500ms\"",
+            "{} is not a duration ({why}); write e.g. \"10s\", \"1m 30s\" or \"500ms\"",
             ident::shown(value)
         )
     })
@@ -1351,6 +1373,12 @@ mod tests {
         assert!(e.contains("did you mean `run`?"), "{e}");
         let e = parse_file("[servers.eu2]\nurll = \"x\"\n").unwrap_err();
         assert!(e.contains("did you mean `url`?"), "{e}");
+        // A key outside its section is pointed to its section.
+        let e = parse_file("url = \"postgres://h/db\"\n").unwrap_err();
+        assert!(
+            e.contains("did you mean `database.url`, in its section `[database]`?"),
+            "{e}"
+        );
         // Nothing near: no guess, the list of known keys.
         let e = parse_file("[run]\nzebra = 1\n").unwrap_err();
         assert!(!e.contains("did you mean"), "{e}");
