@@ -310,14 +310,19 @@ impl Output {
             for r in &shown {
                 self.print(&crate::engine::progress::progress_line(verb, r));
             }
-            if !verbose && attention.len() > LISTED {
-                self.print(&format!(
-                    "and {} more; -v lists every tenant",
-                    attention.len() - LISTED
-                ));
-            }
-            return;
+        } else {
+            self.print(&self.results_table(&shown));
         }
+        if !verbose && attention.len() > LISTED {
+            self.print(&format!(
+                "and {} more; -v lists every tenant",
+                attention.len() - LISTED
+            ));
+        }
+    }
+
+    /// Tenants' results as a table (with the archive each wrote, for a backup).
+    fn results_table(&self, shown: &[&crate::engine::scheduler::TenantResult]) -> String {
         // A backup's results name the archive each one wrote.
         let files = shown.iter().any(|r| r.file.is_some());
         let mut header = vec![
@@ -327,7 +332,7 @@ impl Output {
             header.push("file");
         }
         let mut t = self.table(&header);
-        for r in &shown {
+        for r in shown {
             let mut row = vec![
                 r.domain.clone(),
                 r.schema_name.clone(),
@@ -343,13 +348,7 @@ impl Output {
             }
             t.add_row(row);
         }
-        self.print(&t.to_string());
-        if !verbose && attention.len() > LISTED {
-            self.print(&format!(
-                "and {} more; -v lists every tenant",
-                attention.len() - LISTED
-            ));
-        }
+        t.to_string()
     }
 
     /// Prints what a change did to the shared schema of each server: `{"shared": [...]}`

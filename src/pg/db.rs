@@ -120,16 +120,12 @@ impl Target {
             let said = split.rest.contains("target_session_attrs")
                 || service_value("target_session_attrs").is_some();
             if !said {
-                config.target_session_attrs(match attrs.as_str() {
-                    "any" => tokio_postgres::config::TargetSessionAttrs::Any,
-                    "read-write" => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
-                    other => {
-                        return Err(Error::setup(format!(
-                            "PGTARGETSESSIONATTRS={} is not supported by tenantctl: use any or read-write",
-                            ident::shown(other)
-                        )))
-                    }
-                });
+                config.target_session_attrs(session_attrs(&attrs).ok_or_else(|| {
+                    Error::setup(format!(
+                        "PGTARGETSESSIONATTRS={} is not supported by tenantctl: use any or read-write",
+                        ident::shown(&attrs)
+                    ))
+                })?);
             }
         }
         // The user's application_name is kept (runs append their tag to it).
@@ -918,12 +914,7 @@ fn apply_service(
                 config.connect_timeout(libpq_connect_timeout(v)?);
             }
             "target_session_attrs" => {
-                let attrs = match v.as_str() {
-                    "any" => tokio_postgres::config::TargetSessionAttrs::Any,
-                    "read-write" => tokio_postgres::config::TargetSessionAttrs::ReadWrite,
-                    _ => return Err(bad(k, v)),
-                };
-                config.target_session_attrs(attrs);
+                config.target_session_attrs(session_attrs(v).ok_or_else(|| bad(k, v))?);
             }
             "host" | "hostaddr" | "port" | "dbname" | "user" | "password" | "application_name"
             | "options" | "connect_timeout" | "sslmode" | "sslrootcert" | "passfile"
@@ -937,6 +928,16 @@ fn apply_service(
         }
     }
     Ok(())
+}
+
+/// The `target_session_attrs` values tenantctl takes (libpq's others are refused).
+fn session_attrs(value: &str) -> Option<tokio_postgres::config::TargetSessionAttrs> {
+    use tokio_postgres::config::TargetSessionAttrs;
+    match value {
+        "any" => Some(TargetSessionAttrs::Any),
+        "read-write" => Some(TargetSessionAttrs::ReadWrite),
+        _ => None,
+    }
 }
 
 /// libpq's `connect_timeout`: whole seconds, 0 or less for none (then tenantctl's
