@@ -191,6 +191,16 @@ pub fn qualified(schema: &str, name: &str) -> String {
     format!("{}.{}", quote(schema), quote(name))
 }
 
+/// A SQL string literal, safe whatever `standard_conforming_strings` says.
+pub fn literal(value: &str) -> String {
+    let quoted = value.replace('\'', "''");
+    if value.contains('\\') {
+        format!("E'{}'", quoted.replace('\\', "\\\\"))
+    } else {
+        format!("'{quoted}'")
+    }
+}
+
 /// A user-supplied value as it may appear in an error: quoted, control characters
 /// escaped, and cut at 80 characters so a hostile value cannot flood the terminal.
 pub fn shown(value: &str) -> String {

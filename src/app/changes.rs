@@ -104,7 +104,7 @@ impl Started {
     ) -> Result<DryRun<'_>, Error> {
         let table = &cx.settings.history_table;
         let (states, unreachable) =
-            fleet::observe_partial(&cx.servers, &self.client, &self.tenants, table).await?;
+            fleet::observe_partial(&cx.servers, &self.client, &self.tenants, table, None).await?;
         let mut dry = dryrun::plan(
             &self.tenants,
             &states,
@@ -138,7 +138,7 @@ impl Started {
     pub async fn recording_above(&self, cx: &Context, version: i32) -> Result<Vec<Tenant>, Error> {
         let table = &cx.settings.history_table;
         let (states, _) =
-            fleet::observe_partial(&cx.servers, &self.client, &self.tenants, table).await?;
+            fleet::observe_partial(&cx.servers, &self.client, &self.tenants, table, None).await?;
         Ok(self
             .tenants
             .iter()

@@ -16,6 +16,7 @@ use crate::registry::conn::RegistryConn;
 use crate::registry::inspect::{self, TenantStatus};
 use crate::registry::servers::Servers;
 use crate::registry::state::{self, SchemaState};
+use crate::registry::versions;
 use crate::registry::{Observed, Registry, Status, Tenant};
 
 /// Which tenants a bulk command works on. Filters combine; `exclude` and `shard` then
@@ -136,6 +137,18 @@ pub fn in_shard(schema: &str, index: u32, count: u32) -> bool {
     h % u64::from(count) == u64::from(index - 1)
 }
 
+/// A fleet read through each server's version index (see [`versions`]): the schemas it
+/// vouches for are answered from it, one query per server, and only the others are
+/// read in full. Their histories have no `applied_on`: a read that shows it reads in
+/// full.
+#[derive(Debug, Clone, Copy)]
+pub struct Indexing<'a> {
+    /// The registry schema, where the index lives on the registry's server.
+    pub registry_schema: &'a str,
+    /// The files the index's digests are compared with.
+    pub set: &'a MigrationSet,
+}
+
 /// Observes many tenants' schemas (keyed by schema name), each on its server. A server
 /// that cannot be reached is an error naming it.
 pub async fn observe(
@@ -143,8 +156,10 @@ pub async fn observe(
     client: &Client,
     tenants: &[Tenant],
     history_table: &str,
+    index: Option<Indexing<'_>>,
 ) -> Result<HashMap<String, SchemaState>, Error> {
-    let (states, unreachable) = observe_partial(servers, client, tenants, history_table).await?;
+    let (states, unreachable) =
+        observe_partial(servers, client, tenants, history_table, index).await?;
     match unreachable.into_iter().next() {
         Some((_, e)) => Err(e),
         None => Ok(states),
@@ -158,11 +173,19 @@ pub async fn observe_partial(
     client: &Client,
     tenants: &[Tenant],
     history_table: &str,
+    index: Option<Indexing<'_>>,
 ) -> Result<(HashMap<String, SchemaState>, Vec<(String, Error)>), Error> {
     let mut out = HashMap::with_capacity(tenants.len());
-    let unreachable = observe_each(servers, client, tenants, history_table, |name, state| {
-        out.insert(name, state);
-    })
+    let unreachable = observe_each(
+        servers,
+        client,
+        tenants,
+        history_table,
+        index,
+        |name, state| {
+            out.insert(name, state);
+        },
+    )
     .await?;
     Ok((out, unreachable))
 }
@@ -177,9 +200,18 @@ pub async fn observe_each(
     client: &Client,
     tenants: &[Tenant],
     history_table: &str,
+    index: Option<Indexing<'_>>,
     sink: impl FnMut(String, SchemaState) + Send,
 ) -> Result<Vec<(String, Error)>, Error> {
-    observe_grouped(servers, client, by_server(tenants), history_table, sink).await
+    observe_grouped(
+        servers,
+        client,
+        by_server(tenants),
+        history_table,
+        index,
+        sink,
+    )
+    .await
 }
 
 /// Tenants' schema names grouped by server, in order of first appearance.
@@ -200,6 +232,7 @@ async fn observe_grouped(
     client: &Client,
     groups: Vec<(String, Vec<String>)>,
     history_table: &str,
+    index: Option<Indexing<'_>>,
     sink: impl FnMut(String, SchemaState) + Send,
 ) -> Result<Vec<(String, Error)>, Error> {
     // A mutex rather than a cell, so a run's plan can be made in a task of a service.
@@ -220,7 +253,8 @@ async fn observe_grouped(
                     own = target.connect().await?;
                     &own
                 };
-                observe_on(target, first, &schemas, history_table, |n, s| {
+                let index = index.map(|i| (versions::schema_for(server, i.registry_schema), i.set));
+                observe_on(target, first, &schemas, history_table, index, |n, s| {
                     (sink.lock().unwrap_or_else(|p| p.into_inner()))(n, s)
                 })
                 .await
@@ -235,16 +269,49 @@ async fn observe_grouped(
         .collect())
 }
 
-/// One server's part of [`observe_each`]: beyond the first [`state::PER_CONNECTION`]
-/// tenants, up to three more connections read history tables concurrently (see [`state::observe_with`]); if they
-/// cannot be opened, the reads go through `client` alone.
+/// One server's part of [`observe_each`]: with `index` (the server's index schema and
+/// the files), the schemas the version index vouches for first, in one query; then the
+/// others in full. Beyond the first [`state::PER_CONNECTION`] tenants read in full, up to
+/// three more connections read history tables concurrently (see
+/// [`state::observe_with`]); if they cannot be opened, the reads go through `client`
+/// alone.
 async fn observe_on(
     target: &db::Target,
     client: &Client,
     schemas: &[String],
     history_table: &str,
-    sink: impl FnMut(String, SchemaState),
+    index: Option<(&str, &MigrationSet)>,
+    mut sink: impl FnMut(String, SchemaState),
 ) -> Result<(), Error> {
+    let mut bypassed: HashMap<String, versions::Bypass> = HashMap::new();
+    let full: Vec<String> = match index {
+        None => schemas.to_vec(),
+        Some((index, set)) => {
+            let mut digests = versions::Digests::new(set);
+            let found = versions::read(client, index, schemas, history_table, &mut digests).await?;
+            let mut full = Vec::new();
+            for (name, found) in found {
+                match found {
+                    versions::Found::Exact(rows) => sink(name, SchemaState::indexed(rows)),
+                    versions::Found::Bypassed(why) => {
+                        full.push(name.clone());
+                        bypassed.insert(name, why);
+                    }
+                }
+            }
+            full
+        }
+    };
+    if full.is_empty() {
+        return Ok(());
+    }
+    let sink = |name: String, mut state: SchemaState| {
+        if let Some(why) = bypassed.remove(&name) {
+            state.index = state::IndexUse::Bypassed(why);
+        }
+        sink(name, state)
+    };
+    let schemas = &full;
     let shares = schemas.len().div_ceil(state::PER_CONNECTION);
     let extra = shares.saturating_sub(1).min(3);
     let opened = futures::future::join_all((0..extra).map(|_| target.connect())).await;
@@ -288,23 +355,34 @@ pub async fn plan_upgrade(
     let mut observed: Vec<(i64, Observed)> = Vec::new();
     // Tenants of a server that cannot be reached stay to be worked on: their sessions
     // fail to connect, and the run reports them without touching the registry.
-    observe_grouped(servers, client, groups, history_table, |name, state| {
-        let Some(&i) = at.get(&name) else { return };
-        let Some(t) = waiting[i].take() else { return };
-        let id = t.id;
-        if moving.contains(&id) {
-            slots[i] = Some(Planned::Work(t));
-            return;
-        }
-        let mut planned = triage_one(t, Some(&state), set, to, unprovisioned);
-        if let Planned::Done(r) = &mut planned {
-            // The registry row is only needed to refresh its cache, below.
-            if r.tenant.take().is_some() && state.history.is_ok() {
-                observed.push((id, Observed::of(&state)));
+    let index = Some(Indexing {
+        registry_schema: registry.schema(),
+        set,
+    });
+    observe_grouped(
+        servers,
+        client,
+        groups,
+        history_table,
+        index,
+        |name, state| {
+            let Some(&i) = at.get(&name) else { return };
+            let Some(t) = waiting[i].take() else { return };
+            let id = t.id;
+            if moving.contains(&id) {
+                slots[i] = Some(Planned::Work(t));
+                return;
             }
-        }
-        slots[i] = Some(planned);
-    })
+            let mut planned = triage_one(t, Some(&state), set, to, unprovisioned);
+            if let Planned::Done(r) = &mut planned {
+                // The registry row is only needed to refresh its cache, below.
+                if r.tenant.take().is_some() && state.history.is_ok() {
+                    observed.push((id, Observed::of(&state)));
+                }
+            }
+            slots[i] = Some(planned);
+        },
+    )
     .await?;
     drop(at);
     if !observed.is_empty() {
@@ -331,11 +409,22 @@ pub async fn statuses(
     let moving = registry.unfinished_moves().await?;
     let at = positions(tenants);
     let mut out: Vec<Option<TenantStatus>> = (0..tenants.len()).map(|_| None).collect();
-    let unreachable = observe_each(servers, client, tenants, history_table, |name, st| {
-        if let Some(&i) = at.get(&name) {
-            out[i] = Some(inspect::tenant_status(&tenants[i], &st, set));
-        }
-    })
+    let index = Some(Indexing {
+        registry_schema: registry.schema(),
+        set,
+    });
+    let unreachable = observe_each(
+        servers,
+        client,
+        tenants,
+        history_table,
+        index,
+        |name, st| {
+            if let Some(&i) = at.get(&name) {
+                out[i] = Some(inspect::tenant_status(&tenants[i], &st, set));
+            }
+        },
+    )
     .await?;
     let mut statuses = Vec::with_capacity(tenants.len());
     for (t, status) in tenants.iter_mut().zip(out) {
@@ -362,6 +451,7 @@ pub async fn statuses(
                     history: Err(why),
                     unreachable: true,
                     untracked: Default::default(),
+                    index: Default::default(),
                 };
                 let mut status = inspect::tenant_status(t, &unknown, set);
                 // Nothing was read: what the registry last saw stands.

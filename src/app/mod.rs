@@ -1,7 +1,8 @@
 //! The actions both faces call, each taking a typed request and returning a typed,
 //! serializable result: the fleet's status and listing ([`status`]), the bulk workflows
 //! ([`fleet`]) and the schema changes run over them ([`changes`], `backup` too), the
-//! reads (`check`, `current`, `history`, `events`: [`reads`]), creating and dropping a
+//! reads (`check`, `current`, `history`, `events`: [`reads`]), `init` with the version
+//! index on every server ([`init`]), creating and dropping a
 //! tenant ([`tenants`]), a tenant's data (export, import, clone, restore:
 //! [`tenant_data`]), adoption ([`adopt`]), Citus placement ([`citus`]) and metrics
 //! ([`metrics`]), moving a tenant to another server or Citus node ([`moves`]), and the
@@ -13,6 +14,7 @@ pub mod changes;
 pub mod citus;
 pub mod context;
 pub mod fleet;
+pub mod init;
 pub mod metrics;
 pub mod moves;
 pub mod reads;

@@ -12,6 +12,7 @@ use crate::error::Error;
 use crate::files::migrations::MigrationSet;
 use crate::ident;
 use crate::registry::inspect::{self, HistoryEntry, Problem, StatusSummary};
+use crate::registry::state::IndexUse;
 use crate::registry::{EventFilter, EventRow, Registry};
 
 /// What `check` found: its JSON document.
@@ -31,11 +32,45 @@ pub struct CheckReport {
     /// is a problem too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub shared: Vec<crate::app::shared::SharedStatus>,
+    /// How the version index answered for the tenants.
+    pub index: IndexCheck,
+}
+
+/// What `check` says of the version index.
+#[derive(Debug, Default, Serialize, schemars::JsonSchema)]
+pub struct IndexCheck {
+    /// Tenants the index answered for.
+    pub trusted: usize,
+    /// Tenants the index should have answered for and could not, read in full instead
+    /// (not a problem: `tenantctl init` indexes them).
+    pub read_in_full: Vec<SlowRead>,
+    /// Whether every history table was also read in full and compared (`--deep`).
+    pub deep: bool,
+}
+
+/// A tenant read in full because the version index could not vouch for it.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct SlowRead {
+    /// Registry id.
+    pub tenant_id: i64,
+    /// Domain.
+    pub domain: String,
+    /// Schema.
+    pub schema_name: String,
+    /// `no_index`, `no_row`, `recreated`, `no_trigger`, `trigger_disabled`,
+    /// `trigger_changed`, `trigger_touched`, `table_altered` or `row_edited`.
+    pub reason: &'static str,
+    /// Why, in words.
+    pub why: String,
 }
 
 /// Checks the files, the registry, every server and every tenant; read-only, takes no
 /// locks. A server that does not answer is an error naming it, never drift.
-pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
+///
+/// The tenants are read through the version index; those it cannot vouch for are read
+/// in full and listed. With `deep`, every history table is also read in full, and a
+/// tenant on which the two disagree is a problem (`index_mismatch`).
+pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
     let set = cx.migrations()?;
     let client = cx.connect().await?;
     let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
@@ -52,7 +87,11 @@ pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
         .await?;
     }
     let table = &cx.settings.history_table;
-    let states = fleet::observe(&cx.servers, &client, &tenants, table).await?;
+    let indexing = fleet::Indexing {
+        registry_schema: &cx.settings.registry_schema,
+        set: &set,
+    };
+    let states = fleet::observe(&cx.servers, &client, &tenants, table, Some(indexing)).await?;
     // A server that went away or stopped answering while its tenants were read cannot
     // be checked: that is not drift.
     if let Some(why) = states
@@ -62,7 +101,61 @@ pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
     {
         return Err(Error::unavailable(why));
     }
-    let problems = inspect::check(&tenants, &states, &set);
+    let mut problems = inspect::check(&tenants, &states, &set);
+    let mut index = IndexCheck {
+        deep,
+        ..Default::default()
+    };
+    for t in &tenants {
+        match states.get(&t.schema_name).map(|s| &s.index) {
+            Some(IndexUse::Trusted) => index.trusted += 1,
+            Some(IndexUse::Bypassed(why)) if why.needs_repair() => {
+                index.read_in_full.push(SlowRead {
+                    tenant_id: t.id,
+                    domain: t.domain.clone(),
+                    schema_name: t.schema_name.clone(),
+                    reason: why.code(),
+                    why: why.why(),
+                })
+            }
+            _ => {}
+        }
+    }
+    if deep {
+        let full = fleet::observe(&cx.servers, &client, &tenants, table, None).await?;
+        for t in &tenants {
+            let (Some(indexed), Some(read)) =
+                (states.get(&t.schema_name), full.get(&t.schema_name))
+            else {
+                continue;
+            };
+            if indexed.index != IndexUse::Trusted {
+                continue;
+            }
+            let a = inspect::tenant_status(t, indexed, &set);
+            let b = inspect::tenant_status(t, read, &set);
+            let same = a.current_revision == b.current_revision
+                && a.drift == b.drift
+                && a.history_error == b.history_error
+                && a.schema_provisioned == b.schema_provisioned
+                && a.pending_migrations.len() == b.pending_migrations.len();
+            if !same {
+                problems.push(Problem {
+                    tenant: t.domain.clone(),
+                    tenant_id: t.id,
+                    domain: t.domain.clone(),
+                    schema_name: t.schema_name.clone(),
+                    kind: "index_mismatch",
+                    message: format!(
+                        "the version index says revision {}, the history table says {}: `tenantctl init` rebuilds the index row",
+                        crate::show::revision(a.current_revision),
+                        crate::show::revision(b.current_revision)
+                    ),
+                    files: Vec::new(),
+                });
+            }
+        }
+    }
     let mut affected: Vec<&str> = problems.iter().map(|p| p.tenant.as_str()).collect();
     affected.dedup();
     let shared = match cx.settings.shared {
@@ -85,6 +178,7 @@ pub async fn check(cx: &Context) -> Result<CheckReport, Error> {
         tenants: tenants.len(),
         tenants_with_problems: affected.len(),
         problems,
+        index,
     })
 }
 
@@ -178,7 +272,8 @@ pub async fn history(cx: &Context, reference: Option<&str>) -> Result<History, E
     let tenant = registry.find(reference).await?;
     let tenants = std::slice::from_ref(&tenant);
     let table = &cx.settings.history_table;
-    let mut states = fleet::observe(&cx.servers, &client, tenants, table).await?;
+    // The history shows when each version was applied, which the index does not keep.
+    let mut states = fleet::observe(&cx.servers, &client, tenants, table, None).await?;
     let st = states
         .remove(&tenant.schema_name)
         .ok_or_else(|| Error::failed(format!("schema {} was not observed", tenant.schema_name)))?;

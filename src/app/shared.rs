@@ -508,6 +508,7 @@ async fn blocking_tenants(cx: &Context, server: &str, below: i32) -> Result<Vec<
         &client,
         &tenants,
         &cx.settings.history_table,
+        None,
     )
     .await?;
     if let Some((_, e)) = unreachable.first() {

@@ -66,6 +66,11 @@ pub struct EventsArgs {
     pub limit: u32,
 }
 
-/// Arguments of `check` (none of its own).
+/// Arguments of `check`.
 #[derive(Debug, clap::Args)]
-pub struct CheckArgs {}
+pub struct CheckArgs {
+    /// Also read every history table in full and compare it with what the version
+    /// index says: a tenant they disagree on is a problem (`index_mismatch`).
+    #[arg(long)]
+    pub deep: bool,
+}

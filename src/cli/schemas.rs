@@ -172,7 +172,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("downgrade", of::<Change>()),
         ("events", of::<reads::Events>()),
         ("history", of::<HistoryDoc>()),
-        ("init", of::<crate::registry::InitReport>()),
+        ("init", of::<crate::app::init::Initialized>()),
         ("manpages", of::<Written>()),
         ("metrics", of::<MetricsDoc>()),
         ("provision", of::<Change>()),

@@ -251,7 +251,9 @@ impl Trigger {
 }
 
 /// The schema's enabled user triggers on tables (not the internal ones behind foreign
-/// keys), the ones that cloned to partitions left out (their parent's switch covers them).
+/// keys), the ones that cloned to partitions left out (their parent's switch covers them),
+/// and the version index's trigger left out (it only recomputes the schema's index row,
+/// once per statement: see [`crate::registry::versions`]).
 pub async fn triggers<C: Reads + ?Sized>(client: &C, schema: &str) -> Result<Vec<Trigger>, Error> {
     per_row(
         client,
@@ -261,7 +263,7 @@ pub async fn triggers<C: Reads + ?Sized>(client: &C, schema: &str) -> Result<Vec
              JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND NOT t.tgisinternal AND t.tgenabled <> 'D' \
-               AND c.relkind IN ('r', 'p') \
+               AND c.relkind IN ('r', 'p') AND t.tgname <> 'tenantctl_versions' \
              ORDER BY 1, 2",
         schema,
         |r| Trigger {
@@ -633,6 +635,7 @@ pub async fn shape(
              SELECT format('trigger %I on table %I: %s', g.tgname, t.relname, \
                            replace(pg_catalog.pg_get_triggerdef(g.oid), q.prefix, '')) \
              FROM pg_catalog.pg_trigger g JOIN t ON t.oid = g.tgrelid, q WHERE NOT g.tgisinternal \
+               AND g.tgname <> 'tenantctl_versions' \
              UNION ALL \
              SELECT format('policy %I on table %I (%s, %s)', p.polname, t.relname, p.polcmd, \
                            coalesce(replace(pg_catalog.pg_get_expr(p.polqual, p.polrelid), q.prefix, ''), '')) \

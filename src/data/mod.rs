@@ -716,6 +716,16 @@ pub(crate) async fn log_failure(
     registry.log_failure(tenant, &event, e).await
 }
 
+/// Puts the version index's trigger on `schema`'s history table on `client`'s server
+/// (`server`) and recomputes the schema's index row from the table, after the schema
+/// was filled or replaced. Best effort: a tenant the index cannot vouch for is read in
+/// full, and `check` says so.
+pub(crate) async fn index_tenant(cx: &Context<'_>, client: &Client, server: &str, schema: &str) {
+    let index = crate::registry::versions::schema_for(server, &cx.settings.registry_schema);
+    let attach = crate::registry::versions::attach_sql(index, schema, &cx.settings.history_table);
+    let _ = client.batch_execute(&attach).await;
+}
+
 /// Records a tenant whose schema was just filled as observed and active, with a ledger
 /// entry.
 async fn record_active(
@@ -726,6 +736,7 @@ async fn record_active(
     action: &str,
 ) -> Result<Tenant, Error> {
     let on_server = cx.servers.target(server)?.connect().await?;
+    index_tenant(cx, &on_server, server, &tenant.schema_name).await;
     let mut states = crate::registry::state::observe(
         &on_server,
         std::slice::from_ref(&tenant.schema_name),
@@ -829,6 +840,7 @@ pub(crate) async fn rehearse_build(
             history: Ok(Vec::new()),
             untracked: Default::default(),
             unreachable: false,
+            index: Default::default(),
         }
     } else {
         state
@@ -1102,7 +1114,11 @@ pub async fn restore(
         side.close(&side_pool).await;
         let loaded = loaded?;
         crate::failpoint!("restore.loaded");
-        let kept = swap(main.client(), &schema, &fresh, &old).await?;
+        let index =
+            crate::registry::versions::schema_for(&tenant.server, &cx.settings.registry_schema);
+        let attach =
+            crate::registry::versions::attach_sql(index, &schema, &cx.settings.history_table);
+        let kept = swap(main.client(), &schema, &fresh, &old, &attach).await?;
         crate::failpoint!("restore.swapped");
         let state = main.observe().await?;
         let run = scheduler::OwnRun::new()?;
@@ -1214,7 +1230,15 @@ async fn end_orphans(client: &Client, scratch: &str) -> Result<(), Error> {
 /// In the transaction open on `client` (holding the tenant's tables against writes):
 /// checks nothing outside `schema` came to depend on it, renames it to `old`, gives
 /// `fresh` its name, drops `old`, and commits.
-async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<bool, Error> {
+/// `attach` (the version index's trigger and row for the schema under its own name) runs
+/// in the same transaction.
+async fn swap(
+    client: &Client,
+    schema: &str,
+    fresh: &str,
+    old: &str,
+    attach: &str,
+) -> Result<bool, Error> {
     let doing = format!("swapping the restored schema in for {}", quote(schema));
     let blocking = crate::engine::dependents::outside(&**client, schema).await?;
     if !blocking.is_empty() {
@@ -1242,7 +1266,7 @@ async fn swap(client: &Client, schema: &str, fresh: &str, old: &str) -> Result<b
     );
     client
         .batch_execute(&format!(
-            "ALTER SCHEMA {s} RENAME TO {o}; ALTER SCHEMA {f} RENAME TO {s}; {search_paths}; SAVEPOINT replaced",
+            "ALTER SCHEMA {s} RENAME TO {o}; ALTER SCHEMA {f} RENAME TO {s}; {search_paths}; {attach}; SAVEPOINT replaced",
             s = quote(schema),
             o = quote(old),
             f = quote(fresh),

@@ -189,6 +189,7 @@ pub fn plan<'s>(
                 history: Ok(Vec::new()),
                 untracked: Default::default(),
                 unreachable: false,
+                index: Default::default(),
             });
             if state.unreachable {
                 // Its server went away or stopped answering while it was read.

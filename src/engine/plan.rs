@@ -598,6 +598,10 @@ pub struct Sql {
     /// A rehearsal: each file in a savepoint of one transaction the caller opened and
     /// rolls back, rather than in a transaction of its own.
     pub rehearsal: bool,
+    /// The schema of the server's version index, for a tenant's schema (see
+    /// [`crate::registry::versions`]): its history table gets the index's trigger when
+    /// it is created.
+    index: Option<String>,
 }
 
 impl Sql {
@@ -612,7 +616,22 @@ impl Sql {
             keys: db::lock_key(LockSpace::Tenant, schema),
             what: "schema",
             rehearsal: false,
+            index: None,
         }
+    }
+
+    /// This tenant's SQL on a server whose version index is in schema `index`.
+    pub fn indexed(mut self, index: &str) -> Sql {
+        self.index = Some(index.to_string());
+        self
+    }
+
+    /// What puts the version index's trigger on the history table and recomputes the
+    /// schema's row (nothing for a schema without an index, e.g. the shared one).
+    pub fn attach(&self) -> Option<String> {
+        self.index
+            .as_deref()
+            .map(|index| crate::registry::versions::attach_sql(index, &self.schema, &self.history))
     }
 
     /// The SQL for the shared schema `schema`: its own history table
@@ -668,9 +687,12 @@ impl Sql {
         )
     }
 
-    /// The history table as refinery creates it.
+    /// The history table as refinery creates it, with the version index's trigger.
     pub fn create_history_table(&self) -> String {
-        history_table_ddl(&self.table)
+        match self.attach() {
+            Some(attach) => format!("{}; {attach}", history_table_ddl(&self.table)),
+            None => history_table_ddl(&self.table),
+        }
     }
 
     /// Opens a migration's transaction from a clean session (`transaction` false: only
@@ -787,15 +809,7 @@ pub fn guarded_drop(drop: &str) -> String {
     format!("SET LOCAL lock_timeout = {DROP_WAIT_MS}; {drop}; SET LOCAL lock_timeout = 0")
 }
 
-/// A string literal, safe whatever `standard_conforming_strings` says.
-pub fn literal(value: &str) -> String {
-    let quoted = value.replace('\'', "''");
-    if value.contains('\\') {
-        format!("E'{}'", quoted.replace('\\', "\\\\"))
-    } else {
-        format!("'{quoted}'")
-    }
-}
+pub use crate::ident::literal;
 
 /// The history table as refinery creates it.
 pub fn history_table_ddl(table: &str) -> String {

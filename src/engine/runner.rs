@@ -190,7 +190,15 @@ impl<'a> Session<'a> {
         schema: &'a str,
         wait: &LockWait<'_>,
     ) -> Result<Session<'a>, OpenError> {
-        Session::open_with(pool, settings, schema, Sql::new(settings, schema), wait).await
+        let sql = Sql::new(settings, schema);
+        let sql = match pool.target().server_name() {
+            Some(server) => sql.indexed(crate::registry::versions::schema_for(
+                server,
+                &settings.registry_schema,
+            )),
+            None => sql,
+        };
+        Session::open_with(pool, settings, schema, sql, wait).await
     }
 
     /// A session on the shared schema `schema` of `pool`'s server, as [`Session::open`]
@@ -544,6 +552,7 @@ impl<'a> Session<'a> {
                     history: Ok(Vec::new()),
                     untracked: Default::default(),
                     unreachable: false,
+                    index: Default::default(),
                 }
             }
             Step::CreateHistoryTable => {

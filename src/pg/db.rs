@@ -226,6 +226,11 @@ impl Target {
         self
     }
 
+    /// The configured name of the server this target reaches, when it was named.
+    pub fn server_name(&self) -> Option<&str> {
+        self.server.as_deref()
+    }
+
     /// How errors name this target: `server "NAME"` for a configured server, else its
     /// URL without the password.
     pub fn shown(&self) -> String {

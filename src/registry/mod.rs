@@ -9,6 +9,7 @@ pub mod conn;
 pub mod inspect;
 pub mod servers;
 pub mod state;
+pub mod versions;
 
 use serde::Serialize;
 use time::OffsetDateTime;

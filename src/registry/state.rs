@@ -37,6 +37,22 @@ pub struct SchemaState {
     /// away or stopped answering during the read (`history` says which server and
     /// why): nothing is known of the schema, and nothing about it is drift.
     pub unreachable: bool,
+    /// Whether the version index answered for the schema, and if not, why.
+    pub index: IndexUse,
+}
+
+/// Whether a schema's state came from the version index (see
+/// [`crate::registry::versions`]).
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub enum IndexUse {
+    /// The read did not ask the index.
+    #[default]
+    NotAsked,
+    /// The index vouched for the history: its rows are the files' first versions, with
+    /// no `applied_on`.
+    Trusted,
+    /// The index could not vouch for it, and the schema was read in full: why.
+    Bypassed(crate::registry::versions::Bypass),
 }
 
 /// What a schema without tenantctl's history table already holds: objects a first
@@ -63,6 +79,18 @@ pub const OTHER_HISTORIES: &[(&str, &str)] = &[
 ];
 
 impl SchemaState {
+    /// A schema whose history the version index vouches for: these rows.
+    pub fn indexed(history: Vec<AppliedRow>) -> SchemaState {
+        SchemaState {
+            schema_exists: true,
+            history_exists: true,
+            history: Ok(history),
+            untracked: Untracked::default(),
+            unreachable: false,
+            index: IndexUse::Trusted,
+        }
+    }
+
     /// The highest applied version, when the history is readable and not empty.
     pub fn current(&self) -> Option<i32> {
         self.history
@@ -165,6 +193,7 @@ pub async fn observe_each<C: Reads + ?Sized>(
                     history: Err(why),
                     untracked: Untracked::default(),
                     unreachable: false,
+                    index: IndexUse::NotAsked,
                 };
                 sink(name, state);
                 continue;
@@ -176,6 +205,7 @@ pub async fn observe_each<C: Reads + ?Sized>(
                     history: Ok(Vec::new()),
                     untracked,
                     unreachable: false,
+                    index: IndexUse::NotAsked,
                 };
                 sink(name, state);
                 continue;
@@ -200,6 +230,7 @@ pub async fn observe_each<C: Reads + ?Sized>(
             history,
             untracked: Untracked::default(),
             unreachable,
+            index: IndexUse::NotAsked,
         };
         sink(name, state);
     }

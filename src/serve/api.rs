@@ -513,6 +513,7 @@ async fn current_revision(state: &Shared, reference: &str) -> ApiResult<i32> {
         lease.client(),
         std::slice::from_ref(&t),
         &state.ctx.settings.history_table,
+        None,
     )
     .await?;
     lease.done();

@@ -58,5 +58,6 @@ mod tenant_move;
 mod tidy;
 mod tls;
 mod verbs;
+mod version_index;
 mod warm_sessions;
 mod workflows;

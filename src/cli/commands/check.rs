@@ -10,8 +10,8 @@ use super::Ctx;
 pub use crate::cli::CheckArgs as Args;
 
 /// Checks everything. Exit 0 when clean, 5 on drift; setup problems exit 3 before that.
-pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
-    let report = reads::check(ctx).await?;
+pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    let report = reads::check(ctx, args.deep).await?;
     if ctx.out.is_json() {
         ctx.out.json(&report);
     } else {
@@ -62,6 +62,19 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
                 sh.server,
                 what.join("; ")
             ));
+        }
+        if !report.index.read_in_full.is_empty() {
+            let slow = &report.index.read_in_full;
+            text.push_str(&format!(
+                "version index: {} read in full, not from the index (`tenantctl init` indexes them):\n",
+                crate::show::count(slow.len(), "tenant")
+            ));
+            for s in slow.iter().take(10) {
+                text.push_str(&format!("  {} ({}): {}\n", s.domain, s.schema_name, s.why));
+            }
+            if slow.len() > 10 {
+                text.push_str(&format!("  and {} more\n", slow.len() - 10));
+            }
         }
         if report.ok {
             text.push_str(&format!(

@@ -1142,6 +1142,11 @@ pub(crate) async fn switch_over(
             )
         })?;
     crate::failpoint!("move.switched", |e| (e, true));
+    if let Ok(target) = cx.servers.target(&journal.to_server) {
+        if let Ok(client) = target.connect().await {
+            crate::data::index_tenant(cx, &client, &journal.to_server, schema).await;
+        }
+    }
     remove_old_copy(cx, journal).await.map_err(|e| {
         (
             Error::new(

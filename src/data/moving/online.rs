@@ -586,13 +586,16 @@ impl Switch {
     }
 }
 
-/// The schema's user triggers and rules on tables, by table, kind and name.
+/// The schema's user triggers and rules on tables, by table, kind and name; not the
+/// version index's trigger, which each server puts on the history table itself (see
+/// [`crate::registry::versions`]).
 async fn switches(client: &Client, schema: &str) -> Result<Vec<Switch>, Error> {
     let rows = client
         .query(
             "SELECT c.relname::text, false, t.tgname::text, t.tgenabled::text FROM pg_catalog.pg_trigger t \
              JOIN pg_catalog.pg_class c ON c.oid = t.tgrelid JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND NOT t.tgisinternal AND c.relkind IN ('r', 'p') \
+               AND t.tgname <> 'tenantctl_versions' \
              UNION ALL \
              SELECT c.relname::text, true, r.rulename::text, r.ev_enabled::text FROM pg_catalog.pg_rewrite r \
              JOIN pg_catalog.pg_class c ON c.oid = r.ev_class JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \

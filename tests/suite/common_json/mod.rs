@@ -467,7 +467,7 @@ impl RunReport {
     }
 }
 
-/// `registry::InitReport`.
+/// `app::init::Initialized`: `registry::InitReport` and the version index per server.
 #[derive(Debug, Clone, Deserialize)]
 #[serde(deny_unknown_fields)]
 pub struct InitReport {
@@ -475,6 +475,23 @@ pub struct InitReport {
     pub applied: Vec<i32>,
     pub version: i32,
     pub binary_version: i32,
+    #[allow(dead_code, reason = "listed to pin the shape")]
+    pub index: Vec<ServerIndex>,
+}
+
+/// `app::init::ServerIndex`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ServerIndex {
+    pub server: String,
+    pub schema: String,
+    pub installed: bool,
+    pub attached: usize,
+    pub error: Option<String>,
 }
 
 /// `registry::EventRow` (one run-ledger entry).
@@ -584,6 +601,21 @@ pub struct CheckReport {
     /// Absent when there is no shared schema.
     #[serde(default)]
     pub shared: Vec<SharedStatus>,
+    #[allow(dead_code, reason = "listed to pin the shape")]
+    pub index: IndexCheck,
+}
+
+/// `app::reads::IndexCheck`.
+#[allow(
+    dead_code,
+    reason = "every field is listed to pin the shape; not every one is read"
+)]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct IndexCheck {
+    pub trusted: usize,
+    pub read_in_full: Vec<serde_json::Value>,
+    pub deep: bool,
 }
 
 /// `app::revision::Written`.

@@ -1,0 +1,602 @@
+//! The version index: one row per tenant schema on each server (the history table's oid,
+//! how many versions it holds, the highest, and a digest of them in order), kept exact
+//! by the database itself, so a fleet read is one query per server instead of one read
+//! of every history table.
+//!
+//! A statement-level trigger on each tenant's history table (`AFTER INSERT OR UPDATE OR
+//! DELETE OR TRUNCATE`, enabled `ALWAYS`, so `session_replication_role = replica` does
+//! not skip it) recomputes the schema's row from the whole table in the writer's own
+//! transaction; the trigger function runs with the index owner's rights and a pinned
+//! `search_path`. With each row it records what only a write to the history table can
+//! keep in step: the transaction that wrote the row (a hand edit of the row is another
+//! transaction), the `xmin` of the trigger's catalog row (disabling and enabling the
+//! trigger again changes it) and of the table's (an `ALTER TABLE` changes it).
+//!
+//! [`read`] trusts a row only when all of that still holds; any other tenant, and one
+//! whose digest is not the digest the files give for that many versions, is read in
+//! full, as before the index existed (see [`crate::registry::state`]).
+
+use std::collections::HashMap;
+
+use sha2::{Digest, Sha256};
+use tokio_postgres::types::Type;
+
+use crate::error::{Error, ErrorKind};
+use crate::files::migrations::{AppliedRow, MigrationSet};
+use crate::ident::{literal, qualified, quote};
+use crate::pg::db::{self, Reads};
+
+/// The index table's name, in the index schema.
+pub const TABLE: &str = "tenant_versions";
+/// The trigger's name on each tenant's history table.
+pub const TRIGGER: &str = "tenantctl_versions";
+/// The schema that holds the index on a server other than the registry's.
+pub const OTHER_SCHEMA: &str = "tenantctl";
+/// The trigger function, in the index schema.
+const REFRESH: &str = "tenant_versions_refresh";
+/// The function that recomputes one history table's row, in the index schema.
+const SYNC: &str = "tenant_versions_sync";
+/// `pg_trigger.tgtype` of an `AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ... FOR EACH
+/// STATEMENT` trigger (4 + 8 + 16 + 32).
+const TGTYPE: i16 = 60;
+/// The functions' pinned settings, as `pg_proc.proconfig` shows them.
+const PINNED: &str = "search_path=pg_catalog, pg_temp";
+
+/// Where the index lives on server `server`: the registry schema on the registry's
+/// server, [`OTHER_SCHEMA`] elsewhere.
+pub fn schema_for<'a>(server: &str, registry_schema: &'a str) -> &'a str {
+    if crate::registry::servers::is_default(server) {
+        registry_schema
+    } else {
+        OTHER_SCHEMA
+    }
+}
+
+/// Whether `applied_on` is, beyond doubt, a time tenantctl reads: an RFC 3339 time with
+/// a four-digit year from 1000 to 2999, a day that exists in its month, at most nine
+/// digits of fractions, no leap second. A history with any other value is not vouched
+/// for by the index, and is read in full (where the full read decides).
+fn applied_on_check(col: &str) -> String {
+    let year = format!("substr({col}, 1, 4)::int");
+    let month = format!("substr({col}, 6, 2)::int");
+    let day = format!("substr({col}, 9, 2)::int");
+    format!(
+        "CASE WHEN {col} ~ '^[12][0-9]{{3}}-(0[1-9]|1[0-2])-(0[1-9]|[12][0-9]|3[01])T([01][0-9]|2[0-3]):[0-5][0-9]:[0-5][0-9](\\.[0-9]{{1,9}})?(Z|[+-]([01][0-9]|2[0-3]):[0-5][0-9])$' \
+         THEN {day} <= CASE WHEN {month} IN (4, 6, 9, 11) THEN 30 \
+           WHEN {month} = 2 THEN CASE WHEN ({year} % 4 = 0 AND {year} % 100 <> 0) OR {year} % 400 = 0 THEN 29 ELSE 28 END \
+           ELSE 31 END \
+         ELSE false END"
+    )
+}
+
+/// The body of the function that recomputes one history table's row (`relid`). It
+/// writes nothing for a table without the trigger, and a digest only when every row
+/// has all four columns and a time the index vouches for; a table it cannot read gets
+/// a row that is never trusted.
+fn sync_body(index: &str) -> String {
+    let table = qualified(index, TABLE);
+    let valid = applied_on_check("applied_on");
+    format!(
+        "
+DECLARE
+    nsp text;
+    class_x xid;
+    trigger_x xid;
+    n integer := 0;
+    top integer;
+    d text;
+BEGIN
+    SELECT s.nspname, c.xmin INTO nsp, class_x
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
+    WHERE c.oid = relid;
+    SELECT t.xmin INTO trigger_x FROM pg_catalog.pg_trigger t
+    WHERE t.tgrelid = relid AND t.tgname = '{TRIGGER}';
+    IF nsp IS NULL OR trigger_x IS NULL THEN
+        RETURN;
+    END IF;
+    BEGIN
+        EXECUTE
+            $q$SELECT count(*)::integer, max(version)::integer,
+                CASE WHEN bool_and(version IS NOT NULL AND name IS NOT NULL
+                                   AND checksum IS NOT NULL AND applied_on IS NOT NULL
+                                   AND {valid}) IS NOT FALSE
+                THEN pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                    coalesce(pg_catalog.string_agg(
+                        version::text || ' ' || pg_catalog.length(name::text)::text || ' '
+                        || name::text || ' ' || checksum::text,
+                        E'\\n' ORDER BY version), ''), 'UTF8')), 'hex') END
+            FROM $q$ || relid::text
+        INTO n, top, d;
+    EXCEPTION WHEN OTHERS THEN
+        n := 0;
+        top := NULL;
+        d := NULL;
+    END;
+    INSERT INTO {table} AS v
+        (schema_name, history_oid, applied, highest, digest, trigger_xmin, class_xmin,
+         written_xid, written_at)
+    VALUES (nsp, relid, n, top, d, trigger_x, class_x,
+            (pg_catalog.txid_current() % 4294967296)::text::xid, pg_catalog.now())
+    ON CONFLICT (schema_name) DO UPDATE SET
+        history_oid = EXCLUDED.history_oid, applied = EXCLUDED.applied,
+        highest = EXCLUDED.highest, digest = EXCLUDED.digest,
+        trigger_xmin = EXCLUDED.trigger_xmin, class_xmin = EXCLUDED.class_xmin,
+        written_xid = EXCLUDED.written_xid, written_at = EXCLUDED.written_at;
+END
+"
+    )
+}
+
+/// The body of the trigger function: only the trigger tenantctl installs, at statement
+/// level, recomputes the row.
+fn refresh_body(index: &str) -> String {
+    let sync = qualified(index, SYNC);
+    format!(
+        "
+BEGIN
+    IF TG_NAME = '{TRIGGER}' AND TG_LEVEL = 'STATEMENT' THEN
+        PERFORM {sync}(TG_RELID);
+    END IF;
+    RETURN NULL;
+END
+"
+    )
+}
+
+/// The index on one server, in schema `index`: its schema, table and functions.
+/// Idempotent.
+fn install_sql(index: &str) -> String {
+    let s = quote(index);
+    let table = qualified(index, TABLE);
+    let sync = qualified(index, SYNC);
+    let refresh = qualified(index, REFRESH);
+    format!(
+        "CREATE SCHEMA IF NOT EXISTS {s};
+CREATE TABLE IF NOT EXISTS {table} (
+    schema_name text PRIMARY KEY,
+    history_oid oid NOT NULL,
+    applied integer NOT NULL,
+    highest integer,
+    digest text,
+    trigger_xmin xid NOT NULL,
+    class_xmin xid NOT NULL,
+    written_xid xid NOT NULL,
+    written_at timestamptz NOT NULL
+);
+REVOKE ALL ON {table} FROM PUBLIC;
+COMMENT ON TABLE {table} IS 'tenantctl: each tenant schema''s applied migrations, kept by the {TRIGGER} trigger on its history table; safe to drop (tenantctl init rebuilds it)';
+CREATE OR REPLACE FUNCTION {sync}(relid pg_catalog.regclass) RETURNS void
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS {body};
+REVOKE ALL ON FUNCTION {sync}(pg_catalog.regclass) FROM PUBLIC;
+CREATE OR REPLACE FUNCTION {refresh}() RETURNS trigger
+    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    AS {trigger};
+",
+        body = dollar(&sync_body(index)),
+        trigger = dollar(&refresh_body(index)),
+    )
+}
+
+/// `text` as a dollar-quoted literal.
+fn dollar(text: &str) -> String {
+    format!("$tenantctl_body${text}$tenantctl_body$")
+}
+
+/// What [`install`] did on one server.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Installed {
+    /// The index was already there as this tenantctl installs it.
+    Present,
+    /// It was created or brought up to date.
+    Created,
+}
+
+/// Installs the index on `client`'s server in schema `index`, unless it is there as
+/// this binary writes it; under an advisory lock, so concurrent runs do not race.
+pub async fn install(client: &db::Client, index: &str) -> Result<Installed, Error> {
+    if present(client, index).await? {
+        return Ok(Installed::Present);
+    }
+    let (k1, k2) = db::lock_key(db::LockSpace::Registry, &format!("{index}.{TABLE}"));
+    let doing = format!("installing the version index in schema {}", quote(index));
+    let sql = format!(
+        "BEGIN; SELECT pg_advisory_xact_lock({k1}, {k2}); {}; COMMIT",
+        install_sql(index)
+    );
+    if let Err(e) = client.batch_execute(&sql).await {
+        let _ = client.batch_execute("ROLLBACK").await;
+        return Err(Error::failed(format!("{doing}: {}", db::pg_message(&e))));
+    }
+    Ok(Installed::Created)
+}
+
+/// Whether the index's table and both functions are there, as this binary writes them.
+async fn present(client: &db::Client, index: &str) -> Result<bool, Error> {
+    let row = db::read(
+        client,
+        "looking for the version index",
+        client.pg().query_typed(
+            "SELECT to_regclass($1) IS NOT NULL AND \
+             (SELECT count(*) FROM pg_catalog.pg_proc p \
+              WHERE (p.oid = to_regprocedure($2) AND p.prosrc = $3 \
+                  OR p.oid = to_regprocedure($4) AND p.prosrc = $5) \
+              AND p.prosecdef AND array_to_string(p.proconfig, ',') = $6) = 2",
+            &[
+                (&qualified(index, TABLE), Type::TEXT),
+                (&format!("{}()", qualified(index, REFRESH)), Type::TEXT),
+                (&refresh_body(index), Type::TEXT),
+                (&format!("{}(regclass)", qualified(index, SYNC)), Type::TEXT),
+                (&sync_body(index), Type::TEXT),
+                (&PINNED, Type::TEXT),
+            ],
+        ),
+    )
+    .await?;
+    Ok(row.first().is_some_and(|r| r.get::<_, bool>(0)))
+}
+
+/// The SQL that puts the trigger on `schema`'s history table `history` (unless it is
+/// there as tenantctl installs it) and recomputes its row: nothing when the table or
+/// the index is not there. Idempotent; runs in the caller's transaction if there is
+/// one.
+pub fn attach_sql(index: &str, schema: &str, history: &str) -> String {
+    let table = qualified(schema, history);
+    let refresh = format!("{}()", qualified(index, REFRESH));
+    format!(
+        "DO $tenantctl_attach$
+DECLARE
+    t pg_catalog.regclass := pg_catalog.to_regclass({table_lit});
+    f pg_catalog.regprocedure := pg_catalog.to_regprocedure({refresh_lit});
+BEGIN
+    IF t IS NULL OR f IS NULL THEN
+        RETURN;
+    END IF;
+    IF NOT EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = t
+                   AND g.tgname = '{TRIGGER}' AND g.tgfoid = f AND g.tgenabled = 'A'
+                   AND g.tgtype = {TGTYPE} AND g.tgqual IS NULL AND g.tgnargs = 0
+                   AND g.tgattr::text = '') THEN
+        DROP TRIGGER IF EXISTS {trigger} ON {table};
+        CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+            FOR EACH STATEMENT EXECUTE PROCEDURE {refresh};
+        ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
+    END IF;
+    DELETE FROM {table} WHERE false;
+END
+$tenantctl_attach$",
+        table_lit = literal(&table),
+        refresh_lit = literal(&refresh),
+        trigger = quote(TRIGGER),
+    )
+}
+
+/// Why a tenant's row was not trusted, and its schema was read in full.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Bypass {
+    /// The server has no index (or not as this tenantctl installs it).
+    NoIndex(String),
+    /// The schema or its history table does not exist (or is not a plain table).
+    NoHistory,
+    /// The history table has inheritance children, whose rows the trigger does not see.
+    Inherited,
+    /// No row: a tenant from before the index, or a renamed schema.
+    NoRow,
+    /// The history table is not the one the row was written for: recreated.
+    Recreated,
+    /// The trigger is missing.
+    NoTrigger,
+    /// The trigger is not enabled `ALWAYS`.
+    TriggerDisabled,
+    /// The trigger is not the one tenantctl installs.
+    TriggerChanged,
+    /// The trigger's catalog row changed since the row was written: disabled and
+    /// enabled again, or recreated.
+    TriggerTouched,
+    /// The history table was altered since the row was written.
+    TableAltered,
+    /// The row was not written by the trigger: edited by hand.
+    RowEdited,
+    /// The row vouches for nothing: the history holds a value the index does not
+    /// check (a NULL, an unusual time), or could not be read by the trigger.
+    Unvouched,
+    /// The history is not the files' first versions: drift, or versions out of order.
+    Differs,
+}
+
+impl Bypass {
+    /// A short code, as `check -o json` gives it.
+    pub fn code(&self) -> &'static str {
+        match self {
+            Bypass::NoIndex(_) => "no_index",
+            Bypass::NoHistory => "no_history",
+            Bypass::Inherited => "inherited",
+            Bypass::NoRow => "no_row",
+            Bypass::Recreated => "recreated",
+            Bypass::NoTrigger => "no_trigger",
+            Bypass::TriggerDisabled => "trigger_disabled",
+            Bypass::TriggerChanged => "trigger_changed",
+            Bypass::TriggerTouched => "trigger_touched",
+            Bypass::TableAltered => "table_altered",
+            Bypass::RowEdited => "row_edited",
+            Bypass::Unvouched => "unvouched",
+            Bypass::Differs => "differs",
+        }
+    }
+
+    /// Whether this is worth telling a DBA: the index should have vouched for the
+    /// tenant and could not (`init` repairs it). A history that differs from the files,
+    /// or a schema without one, is read in full by design.
+    pub fn needs_repair(&self) -> bool {
+        !matches!(
+            self,
+            Bypass::NoHistory | Bypass::Differs | Bypass::Unvouched | Bypass::Inherited
+        )
+    }
+
+    /// One line saying why.
+    pub fn why(&self) -> String {
+        match self {
+            Bypass::NoIndex(why) => why.clone(),
+            Bypass::NoHistory => "the schema has no history table".into(),
+            Bypass::Inherited => "the history table has inheritance children".into(),
+            Bypass::NoRow => "the version index has no row for the schema (a tenant from before the index, or a renamed schema)".into(),
+            Bypass::Recreated => "the history table was dropped and created again since its index row was written".into(),
+            Bypass::NoTrigger => format!("the history table has no {TRIGGER} trigger"),
+            Bypass::TriggerDisabled => format!("the {TRIGGER} trigger is not enabled ALWAYS"),
+            Bypass::TriggerChanged => format!("the {TRIGGER} trigger is not the one tenantctl installs"),
+            Bypass::TriggerTouched => format!("the {TRIGGER} trigger was disabled, enabled or recreated since the index row was written"),
+            Bypass::TableAltered => "the history table was altered since its index row was written".into(),
+            Bypass::RowEdited => "the index row was changed by something other than the trigger".into(),
+            Bypass::Unvouched => "the history holds a value the index does not vouch for".into(),
+            Bypass::Differs => "the history is not the migration files' first versions".into(),
+        }
+    }
+}
+
+/// One schema as the index read found it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Found {
+    /// Trusted: the history is exactly the files' first `rows.len()` versions (with no
+    /// `applied_on`: the index does not keep it).
+    Exact(Vec<AppliedRow>),
+    /// Not trusted: read the schema in full.
+    Bypassed(Bypass),
+}
+
+/// The files' digests by number of versions, as the trigger computes them.
+pub struct Digests<'a> {
+    set: &'a MigrationSet,
+    known: HashMap<usize, String>,
+}
+
+impl<'a> Digests<'a> {
+    /// For the files of `set`.
+    pub fn new(set: &'a MigrationSet) -> Digests<'a> {
+        Digests {
+            set,
+            known: HashMap::new(),
+        }
+    }
+
+    /// The digest of the first `n` files, or `None` when there are fewer.
+    pub fn of(&mut self, n: usize) -> Option<&str> {
+        if n > self.set.files.len() {
+            return None;
+        }
+        let files = &self.set.files[..n];
+        Some(self.known.entry(n).or_insert_with(|| {
+            digest(
+                files
+                    .iter()
+                    .map(|f| (f.version, f.name.as_str(), f.checksum.to_string())),
+            )
+        }))
+    }
+}
+
+/// The digest of (version, name, checksum) rows in version order, byte for byte as the
+/// trigger computes it.
+pub fn digest<'n>(rows: impl Iterator<Item = (i32, &'n str, String)>) -> String {
+    let mut hasher = Sha256::new();
+    for (i, (version, name, checksum)) in rows.enumerate() {
+        if i > 0 {
+            hasher.update(b"\n");
+        }
+        hasher.update(format!("{version} {} {name} {checksum}", name.chars().count()).as_bytes());
+    }
+    hex::encode(hasher.finalize())
+}
+
+/// Reads the index rows of `schemas` on one server (index in schema `index`), joined
+/// with the catalog: one query. Each schema asked for is in the answer. A server
+/// without the index gives [`Bypass::NoIndex`] for every schema; a server that does
+/// not answer is an error.
+pub async fn read<C: Reads + ?Sized>(
+    client: &C,
+    index: &str,
+    schemas: &[String],
+    history: &str,
+    digests: &mut Digests<'_>,
+) -> Result<Vec<(String, Found)>, Error> {
+    let sql = format!(
+        "WITH f AS (SELECT \
+           (SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($3) \
+              AND p.prosrc = $4 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS refresh, \
+           (SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($5) \
+              AND p.prosrc = $6 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS sync) \
+         SELECT s.name, \
+           CASE WHEN f.refresh IS NULL OR f.sync IS NULL THEN 'no_index' \
+             WHEN c.oid IS NULL THEN 'no_history' \
+             WHEN c.relhassubclass THEN 'inherited' \
+             WHEN v.schema_name IS NULL THEN 'no_row' \
+             WHEN v.history_oid <> c.oid THEN 'recreated' \
+             WHEN t.oid IS NULL THEN 'no_trigger' \
+             WHEN t.tgenabled <> 'A' THEN 'trigger_disabled' \
+             WHEN t.tgfoid <> f.refresh OR t.tgtype <> {TGTYPE} OR t.tgqual IS NOT NULL \
+               OR t.tgnargs <> 0 OR t.tgattr::text <> '' THEN 'trigger_changed' \
+             WHEN NOT (t.xmin = v.trigger_xmin) THEN 'trigger_touched' \
+             WHEN NOT (c.xmin = v.class_xmin) THEN 'table_altered' \
+             WHEN NOT (v.xmin = v.written_xid) THEN 'row_edited' \
+             WHEN v.digest IS NULL THEN 'unvouched' \
+           END, v.applied, v.digest \
+         FROM unnest($1::text[]) AS s(name) CROSS JOIN f \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s.name \
+         LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind = 'r' \
+         LEFT JOIN {table} v ON v.schema_name = s.name \
+         LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'",
+        table = qualified(index, TABLE),
+    );
+    let refresh = format!("{}()", qualified(index, REFRESH));
+    let sync = format!("{}(regclass)", qualified(index, SYNC));
+    let refresh_src = refresh_body(index);
+    let sync_src = sync_body(index);
+    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 7] = [
+        (&schemas, Type::TEXT_ARRAY),
+        (&history, Type::TEXT),
+        (&refresh, Type::TEXT),
+        (&refresh_src, Type::TEXT),
+        (&sync, Type::TEXT),
+        (&sync_src, Type::TEXT),
+        (&PINNED, Type::TEXT),
+    ];
+    let query = client.pg().query_typed(&sql, &params);
+    let rows = match db::read(client, "reading the version index", query).await {
+        Ok(rows) => rows,
+        Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
+        Err(e) => {
+            let why = if e.to_string().contains("does not exist") {
+                format!(
+                    "this server has no version index (in schema {}); `tenantctl init` installs it",
+                    quote(index)
+                )
+            } else {
+                format!("the version index could not be read: {e}")
+            };
+            return Ok(schemas
+                .iter()
+                .map(|s| (s.clone(), Found::Bypassed(Bypass::NoIndex(why.clone()))))
+                .collect());
+        }
+    };
+    let no_index = Bypass::NoIndex(format!(
+        "this server has no version index as this tenantctl installs it (in schema {}); `tenantctl init` installs it",
+        quote(index)
+    ));
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.get(0);
+        let why: Option<&str> = row.get(1);
+        let found = match why {
+            Some("no_index") => Found::Bypassed(no_index.clone()),
+            Some("no_history") => Found::Bypassed(Bypass::NoHistory),
+            Some("inherited") => Found::Bypassed(Bypass::Inherited),
+            Some("no_row") => Found::Bypassed(Bypass::NoRow),
+            Some("recreated") => Found::Bypassed(Bypass::Recreated),
+            Some("no_trigger") => Found::Bypassed(Bypass::NoTrigger),
+            Some("trigger_disabled") => Found::Bypassed(Bypass::TriggerDisabled),
+            Some("trigger_changed") => Found::Bypassed(Bypass::TriggerChanged),
+            Some("trigger_touched") => Found::Bypassed(Bypass::TriggerTouched),
+            Some("table_altered") => Found::Bypassed(Bypass::TableAltered),
+            Some("row_edited") => Found::Bypassed(Bypass::RowEdited),
+            Some(_) => Found::Bypassed(Bypass::Unvouched),
+            None => {
+                let applied: i32 = row.get(2);
+                let recorded: String = row.get(3);
+                let n = usize::try_from(applied).ok();
+                match n.and_then(|n| digests.of(n).map(|d| (n, d == recorded))) {
+                    Some((n, true)) => Found::Exact(
+                        digests.set.files[..n]
+                            .iter()
+                            .map(|f| AppliedRow {
+                                version: f.version,
+                                name: f.name.clone(),
+                                applied_on: String::new(),
+                                checksum: f.checksum,
+                            })
+                            .collect(),
+                    ),
+                    _ => Found::Bypassed(Bypass::Differs),
+                }
+            }
+        };
+        out.push((name, found));
+    }
+    Ok(out)
+}
+
+/// Tenants attached to the index in one transaction by [`attach_all`].
+const ATTACH_BATCH: usize = 100;
+
+/// Puts the index's trigger on the history table of each of `schemas` the index cannot
+/// vouch for (every one with `all`: after the index's functions were replaced, each row
+/// is recomputed by the new ones) on `client`'s server, index in schema `index`, and
+/// recomputes their rows from their history tables; forgets the rows of schemas that no
+/// longer exist. Returns how many tenants were attached. The index must be installed
+/// ([`install`]).
+pub async fn attach_all(
+    client: &db::Client,
+    index: &str,
+    schemas: &[String],
+    history: &str,
+    all: bool,
+) -> Result<usize, Error> {
+    let none = MigrationSet {
+        dir: std::path::PathBuf::new(),
+        files: Vec::new(),
+    };
+    let found = read(client, index, schemas, history, &mut Digests::new(&none)).await?;
+    let repair: Vec<String> = found
+        .into_iter()
+        .filter_map(|(name, found)| match found {
+            Found::Bypassed(Bypass::NoHistory | Bypass::Inherited) => None,
+            Found::Bypassed(why) if why.needs_repair() && !matches!(why, Bypass::NoIndex(_)) => {
+                Some(name)
+            }
+            _ if all => Some(name),
+            _ => None,
+        })
+        .collect();
+    for batch in repair.chunks(ATTACH_BATCH) {
+        let mut sql = String::from("BEGIN");
+        for schema in batch {
+            sql.push_str(";\n");
+            sql.push_str(&attach_sql(index, schema, history));
+        }
+        sql.push_str(";\nCOMMIT");
+        if let Err(e) = client.batch_execute(&sql).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            return Err(Error::failed(format!(
+                "putting the version index's trigger on the tenants' history tables: {}",
+                db::pg_message(&e)
+            )));
+        }
+    }
+    let forget = format!(
+        "DELETE FROM {} v WHERE NOT EXISTS \
+         (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = v.schema_name)",
+        qualified(index, TABLE)
+    );
+    client
+        .batch_execute(&forget)
+        .await
+        .map_err(db::query_error(
+            "forgetting the index rows of schemas that are gone",
+        ))?;
+    Ok(repair.len())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn the_digest_is_the_rows_in_order_with_the_name_length_prefixed() {
+        let empty = digest(std::iter::empty());
+        assert_eq!(empty, hex::encode(Sha256::digest(b"")));
+        let two = digest([(1, "a b", "7".to_string()), (2, "é", "8".to_string())].into_iter());
+        assert_eq!(
+            two,
+            hex::encode(Sha256::digest("1 3 a b 7\n2 1 é 8".as_bytes()))
+        );
+    }
+}

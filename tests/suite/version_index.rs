@@ -1,0 +1,463 @@
+//! The version index against a real PostgreSQL: a fleet read answers from it only what
+//! a full read of every history table would answer. Each way of getting around the
+//! trigger (a hand edit of the history, a delete under `session_replication_role =
+//! replica`, a table dropped and created again, the trigger disabled or dropped, the
+//! trigger disabled and enabled again around a delete, the index row edited by hand, a
+//! schema renamed, `VACUUM FULL`, a time the index does not vouch for) is reported as a
+//! full read reports it (`check --deep` compares the two for every tenant), `check` says
+//! why a tenant was read in full, and `init` brings it back. A tenant role can neither
+//! write the index nor call its function. Create, import, clone, restore and a move to
+//! another server leave the tenant indexed.
+
+use serde_json::Value;
+
+use crate::checks::create;
+use crate::servers::{cluster, url_of};
+use crate::support::{ready, Tenantctl, TestDb};
+
+/// The example migrations' head.
+const HEAD: i64 = 6;
+
+/// An initialised registry with tenants `alpha`, `bravo` and `charlie` at head.
+fn fleet() -> (TestDb, Tenantctl) {
+    let (db, t) = ready();
+    for d in ["alpha", "bravo", "charlie"] {
+        create(&t, d, &["--migrate"]);
+    }
+    (db, t)
+}
+
+fn sql(db: &TestDb, text: &str) {
+    db.client()
+        .batch_execute(text)
+        .unwrap_or_else(|e| panic!("{text}: {e}"));
+}
+
+fn history(domain: &str) -> String {
+    format!("tenant_{domain}.refinery_schema_history")
+}
+
+/// `check -o json` (exit 0 or 5).
+fn check(t: &Tenantctl, deep: bool) -> Value {
+    let mut args = vec!["check", "-o", "json"];
+    if deep {
+        args.push("--deep");
+    }
+    let run = t.run(&args);
+    assert!(
+        run.code == 0 || run.code == 5,
+        "check: exit {}\n{}\n{}",
+        run.code,
+        run.stdout,
+        run.stderr
+    );
+    run.json()
+}
+
+/// Why `check` says `domain` was read in full, if it says so.
+fn read_in_full(report: &Value, domain: &str) -> Option<String> {
+    report["index"]["read_in_full"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["domain"] == domain)
+        .map(|s| s["reason"].as_str().unwrap().to_string())
+}
+
+/// The tenant's entry in `status --all -o json`.
+fn status(t: &Tenantctl, domain: &str) -> Value {
+    let run = t.run(&["status", "--all", "-o", "json"]);
+    let doc: Value = run.json();
+    doc["tenants"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|s| s["domain"] == domain)
+        .unwrap_or_else(|| panic!("{domain} not in {doc}"))
+        .clone()
+}
+
+/// What the status says of the tenant's history, as a full read says it.
+fn said(s: &Value) -> (Value, usize, usize, bool) {
+    (
+        s["current_revision"].clone(),
+        s["pending_migrations"].as_array().unwrap().len(),
+        s["drift"].as_array().unwrap().len(),
+        s["history_error"].is_null(),
+    )
+}
+
+/// `check --deep` finds the index and the history tables in agreement for every tenant,
+/// and trusts `trusted` tenants.
+fn agree(t: &Tenantctl, trusted: usize) -> Value {
+    let report = check(t, true);
+    let mismatched: Vec<&Value> = report["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "index_mismatch")
+        .collect();
+    assert!(mismatched.is_empty(), "{mismatched:#?}");
+    assert_eq!(report["index"]["trusted"], trusted, "{report:#}");
+    report
+}
+
+#[test]
+fn a_fresh_fleet_is_answered_from_the_index_and_init_is_idempotent() {
+    let (db, t) = fleet();
+    let report = agree(&t, 3);
+    assert_eq!(report["ok"], true, "{report:#}");
+    assert_eq!(report["index"]["read_in_full"], serde_json::json!([]));
+    let s = status(&t, "alpha");
+    assert_eq!(said(&s), (Value::from(HEAD), 0, 0, true));
+    // The index row as the trigger wrote it.
+    let row = db
+        .client()
+        .query_one(
+            "SELECT applied, highest FROM public.tenant_versions WHERE schema_name = 'tenant_alpha'",
+            &[],
+        )
+        .unwrap();
+    assert_eq!((row.get::<_, i32>(0), row.get::<_, i32>(1)), (6, 6));
+    let again: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(again["index"][0]["installed"], false, "{again:#}");
+    assert_eq!(again["index"][0]["attached"], 0, "{again:#}");
+    agree(&t, 3);
+}
+
+#[test]
+fn hand_edits_of_the_history_are_seen_by_the_trigger() {
+    let (db, t) = fleet();
+    sql(
+        &db,
+        &format!(
+            "UPDATE {} SET checksum = '1' WHERE version = 2",
+            history("alpha")
+        ),
+    );
+    sql(
+        &db,
+        &format!(
+            "UPDATE {} SET name = 'renamed' WHERE version = 3",
+            history("bravo")
+        ),
+    );
+    // Under replica mode only ALWAYS triggers fire: this one does.
+    sql(
+        &db,
+        &format!(
+            "SET session_replication_role = replica; DELETE FROM {} WHERE version = 6; RESET session_replication_role",
+            history("charlie")
+        ),
+    );
+    let a = status(&t, "alpha");
+    assert_eq!(said(&a).2, 1, "the changed checksum is drift: {a:#}");
+    let b = status(&t, "bravo");
+    assert_eq!(said(&b).2, 1, "the changed name is drift: {b:#}");
+    let c = status(&t, "charlie");
+    assert_eq!(said(&c), (Value::from(5), 1, 0, true), "{c:#}");
+    // Alpha and bravo differ from the files: read in full by design, not listed.
+    let report = agree(&t, 1);
+    assert_eq!(read_in_full(&report, "alpha"), None);
+    assert_eq!(report["ok"], false);
+}
+
+#[test]
+fn a_trigger_disabled_dropped_or_disabled_and_enabled_again_is_not_trusted() {
+    let (db, t) = ready();
+    for d in ["alpha", "bravo", "charlie", "delta"] {
+        create(&t, d, &["--migrate"]);
+    }
+    // Disabled, then a row deleted behind its back.
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; DELETE FROM {h} WHERE version = 6",
+            h = history("alpha")
+        ),
+    );
+    // Dropped, then a row deleted.
+    sql(
+        &db,
+        &format!(
+            "DROP TRIGGER tenantctl_versions ON {h}; DELETE FROM {h} WHERE version = 6",
+            h = history("bravo")
+        ),
+    );
+    // Disabled, a row deleted, enabled again: the catalog looks healthy.
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; DELETE FROM {h} WHERE version = 6; \
+             ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions",
+            h = history("charlie")
+        ),
+    );
+    // Enabled as an ordinary trigger: replica mode would skip it.
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {h} ENABLE TRIGGER tenantctl_versions",
+            h = history("delta")
+        ),
+    );
+    for d in ["alpha", "bravo", "charlie"] {
+        let s = status(&t, d);
+        assert_eq!(said(&s), (Value::from(5), 1, 0, true), "{d}: {s:#}");
+    }
+    let report = agree(&t, 0);
+    assert_eq!(
+        read_in_full(&report, "alpha").as_deref(),
+        Some("trigger_disabled")
+    );
+    assert_eq!(
+        read_in_full(&report, "bravo").as_deref(),
+        Some("no_trigger")
+    );
+    assert_eq!(
+        read_in_full(&report, "charlie").as_deref(),
+        Some("trigger_touched")
+    );
+    assert_eq!(
+        read_in_full(&report, "delta").as_deref(),
+        Some("trigger_disabled")
+    );
+    // The text report says why, and init brings every one back.
+    let text = t.run(&["check"]).stdout.clone();
+    assert!(text.contains("4 tenants read in full"), "{text}");
+    assert!(
+        text.contains("was disabled, enabled or recreated"),
+        "{text}"
+    );
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["attached"], 4, "{init:#}");
+    let report = agree(&t, 4);
+    assert_eq!(report["index"]["read_in_full"], serde_json::json!([]));
+    assert_eq!(said(&status(&t, "charlie")), (Value::from(5), 1, 0, true));
+}
+
+#[test]
+fn a_recreated_table_an_edited_row_a_renamed_schema_and_vacuum_full_are_read_in_full() {
+    let (db, t) = ready();
+    for d in ["alpha", "bravo", "charlie", "delta", "echo"] {
+        create(&t, d, &["--migrate"]);
+    }
+    // Alpha's history table dropped and created again without its last row.
+    sql(
+        &db,
+        &format!(
+            "CREATE TABLE keep AS SELECT * FROM {h} WHERE version < 6; DROP TABLE {h}; \
+             CREATE TABLE {h} (version int4 PRIMARY KEY, name varchar(255), applied_on varchar(255), checksum varchar(255)); \
+             INSERT INTO {h} SELECT * FROM keep; DROP TABLE keep",
+            h = history("alpha")
+        ),
+    );
+    // Bravo: a row deleted (the trigger keeps the index at 5), then the index row
+    // edited by hand to claim head, copied from a tenant at head.
+    sql(
+        &db,
+        &format!("DELETE FROM {} WHERE version = 6", history("bravo")),
+    );
+    sql(
+        &db,
+        "UPDATE public.tenant_versions v SET applied = o.applied, highest = o.highest, digest = o.digest \
+         FROM public.tenant_versions o WHERE v.schema_name = 'tenant_bravo' AND o.schema_name = 'tenant_echo'",
+    );
+    // Charlie and delta swap schemas; delta was one behind.
+    sql(
+        &db,
+        &format!(
+            "DELETE FROM {} WHERE version = 6; \
+             ALTER SCHEMA tenant_charlie RENAME TO swap; ALTER SCHEMA tenant_delta RENAME TO tenant_charlie; \
+             ALTER SCHEMA swap RENAME TO tenant_delta",
+            history("delta")
+        ),
+    );
+    // Echo's history table rewritten.
+    sql(&db, &format!("VACUUM FULL {}", history("echo")));
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+    assert_eq!(said(&status(&t, "bravo")), (Value::from(5), 1, 0, true));
+    assert_eq!(said(&status(&t, "charlie")), (Value::from(5), 1, 0, true));
+    assert_eq!(said(&status(&t, "delta")), (Value::from(HEAD), 0, 0, true));
+    assert_eq!(said(&status(&t, "echo")), (Value::from(HEAD), 0, 0, true));
+    let report = agree(&t, 0);
+    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("recreated"));
+    assert_eq!(
+        read_in_full(&report, "bravo").as_deref(),
+        Some("row_edited")
+    );
+    assert_eq!(
+        read_in_full(&report, "charlie").as_deref(),
+        Some("recreated")
+    );
+    assert_eq!(read_in_full(&report, "delta").as_deref(), Some("recreated"));
+    assert_eq!(
+        read_in_full(&report, "echo").as_deref(),
+        Some("table_altered")
+    );
+    t.run(&["init"]).expect(0);
+    agree(&t, 5);
+    assert_eq!(said(&status(&t, "bravo")), (Value::from(5), 1, 0, true));
+    assert_eq!(said(&status(&t, "charlie")), (Value::from(5), 1, 0, true));
+}
+
+#[test]
+fn a_time_the_index_does_not_vouch_for_is_read_in_full_and_reported_the_same() {
+    let (db, t) = ready();
+    create(&t, "alpha", &["--migrate"]);
+    // Valid and invalid RFC 3339 times at the edges of what the index checks: whatever
+    // it trusts, the full read must accept, and the two must agree on every one.
+    let times = [
+        ("2024-02-29T12:00:00Z", true),
+        ("2023-02-29T12:00:00Z", false),
+        ("2100-02-29T00:00:00Z", false),
+        ("2000-02-29T00:00:00+05:30", true),
+        ("2026-04-31T00:00:00Z", false),
+        ("2026-12-31T23:59:60Z", false),
+        ("2026-12-31T24:00:00Z", false),
+        ("2026-01-01t00:00:00z", false),
+        ("2026-01-01T00:00:00.1234567891Z", false),
+        ("2026-01-01T00:00:00.123456789-23:59", true),
+        ("2026-01-01T00:00:00+24:00", false),
+        ("0999-01-01T00:00:00Z", false),
+        ("2026-01-01 00:00:00Z", false),
+        ("yesterday", false),
+    ];
+    for (time, vouched) in times {
+        sql(
+            &db,
+            &format!(
+                "UPDATE {} SET applied_on = '{time}' WHERE version = 3",
+                history("alpha")
+            ),
+        );
+        agree(&t, usize::from(vouched));
+    }
+    // A time the full read refuses is an unreadable history on both paths.
+    let s = status(&t, "alpha");
+    assert!(!s["history_error"].is_null(), "{s:#}");
+}
+
+#[test]
+fn a_tenant_role_can_neither_write_the_index_nor_call_its_function() {
+    let (db, t) = fleet();
+    let role = format!("{}_owner", db.name);
+    sql(
+        &db,
+        &format!(
+            "CREATE ROLE \"{role}\" LOGIN; GRANT USAGE ON SCHEMA tenant_alpha TO \"{role}\"; \
+             ALTER TABLE {} OWNER TO \"{role}\"",
+            history("alpha")
+        ),
+    );
+    let mut c = db.client();
+    c.batch_execute(&format!("SET ROLE \"{role}\"")).unwrap();
+    let write = c.batch_execute(
+        "UPDATE public.tenant_versions SET applied = 99 WHERE schema_name = 'tenant_alpha'",
+    );
+    assert!(write.is_err(), "a tenant role wrote the index");
+    let call = c.batch_execute(&format!(
+        "SELECT public.tenant_versions_sync('{}'::regclass)",
+        history("alpha")
+    ));
+    assert!(call.is_err(), "a tenant role called the index's function");
+    let mut c = db.client();
+    c.batch_execute(&format!("SET ROLE \"{role}\"")).unwrap();
+    // What the owner of the table can do, it does: the trigger still records it.
+    c.batch_execute(&format!(
+        "DELETE FROM {} WHERE version = 6",
+        history("alpha")
+    ))
+    .unwrap();
+    // And skipping the trigger is seen.
+    c.batch_execute(&format!(
+        "ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; DELETE FROM {h} WHERE version = 5; \
+         ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions",
+        h = history("alpha")
+    ))
+    .unwrap();
+    drop(c);
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(4), 2, 0, true));
+    agree(&t, 2);
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {} OWNER TO CURRENT_USER; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\"",
+            history("alpha")
+        ),
+    );
+}
+
+#[test]
+fn import_clone_and_restore_leave_the_tenant_indexed() {
+    let (db, t) = fleet();
+    sql(&db, "INSERT INTO tenant_alpha.members (first_name, last_name, email) VALUES ('A', 'B', 'a@example.org')");
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("alpha.tenant");
+    let file = file.to_str().unwrap();
+    t.run(&["tenant", "export", "alpha", "-f", file]).expect(0);
+    t.run(&[
+        "tenant", "import", file, "--as", "imported", "--name", "Imported",
+    ])
+    .expect(0);
+    t.run(&["tenant", "clone", "alpha", "cloned", "--name", "Cloned"])
+        .expect(0);
+    t.run(&["tenant", "restore", "alpha", file, "--yes"])
+        .expect(0);
+    let report = agree(&t, 5);
+    assert_eq!(
+        report["index"]["read_in_full"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    // No row is left for a scratch schema a restore or clone worked under that is gone
+    // once init has tidied.
+    t.run(&["init"]).expect(0);
+    let names: Vec<String> = db
+        .client()
+        .query(
+            "SELECT schema_name FROM public.tenant_versions ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(
+        names,
+        [
+            "tenant_alpha",
+            "tenant_bravo",
+            "tenant_charlie",
+            "tenant_cloned",
+            "tenant_imported"
+        ]
+    );
+}
+
+#[test]
+fn a_tenant_moved_to_another_server_is_indexed_there() {
+    let (db, t) = fleet();
+    let b = cluster();
+    let config = tempfile::tempdir().unwrap();
+    std::fs::write(
+        config.path().join("tenants.toml"),
+        format!("[servers.b]\nurl = \"{}\"\n", url_of(&b)),
+    )
+    .unwrap();
+    let t = t.cwd(config.path());
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][1]["server"], "b", "{init:#}");
+    assert_eq!(init["index"][1]["schema"], "tenantctl", "{init:#}");
+    assert_eq!(init["index"][1]["error"], Value::Null, "{init:#}");
+    t.run(&["tenant", "move", "alpha", "--to", "b", "--yes"])
+        .expect(0);
+    create(&t, "delta", &["--migrate", "--server", "b"]);
+    let report = agree(&t, 4);
+    assert_eq!(
+        report["index"]["read_in_full"],
+        serde_json::json!([]),
+        "{report:#}"
+    );
+    drop(db);
+}
