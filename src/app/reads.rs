@@ -41,8 +41,9 @@ pub struct CheckReport {
 pub struct IndexCheck {
     /// Tenants the index answered for.
     pub trusted: usize,
-    /// Tenants the index should have answered for and could not, read in full instead
-    /// (not a problem: `tenantctl init` indexes them).
+    /// Tenants the index did not answer for, read in full instead, with why; not a
+    /// problem (drift and pending versions out of order are reported as problems, not
+    /// here).
     pub read_in_full: Vec<SlowRead>,
     /// Whether every history table was also read in full and compared (`--deep`).
     pub deep: bool,
@@ -58,7 +59,9 @@ pub struct SlowRead {
     /// Schema.
     pub schema_name: String,
     /// `no_index`, `no_row`, `recreated`, `no_trigger`, `trigger_disabled`,
-    /// `trigger_changed`, `trigger_touched`, `table_altered` or `row_edited`.
+    /// `trigger_changed`, `trigger_touched`, `table_altered`, `row_edited` (`init`
+    /// indexes these again), `inherited`, `columns` or `unvouched` (what the history
+    /// table is or holds keeps the index out).
     pub reason: &'static str,
     /// Why, in words.
     pub why: String,
@@ -109,15 +112,13 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
     for t in &tenants {
         match states.get(&t.schema_name).map(|s| &s.index) {
             Some(IndexUse::Trusted) => index.trusted += 1,
-            Some(IndexUse::Bypassed(why)) if why.needs_repair() => {
-                index.read_in_full.push(SlowRead {
-                    tenant_id: t.id,
-                    domain: t.domain.clone(),
-                    schema_name: t.schema_name.clone(),
-                    reason: why.code(),
-                    why: why.why(),
-                })
-            }
+            Some(IndexUse::Bypassed(why)) if why.listed() => index.read_in_full.push(SlowRead {
+                tenant_id: t.id,
+                domain: t.domain.clone(),
+                schema_name: t.schema_name.clone(),
+                reason: why.code(),
+                why: why.why(),
+            }),
             _ => {}
         }
     }
@@ -132,14 +133,9 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
             if indexed.index != IndexUse::Trusted {
                 continue;
             }
-            let a = inspect::tenant_status(t, indexed, &set);
-            let b = inspect::tenant_status(t, read, &set);
-            let same = a.current_revision == b.current_revision
-                && a.drift == b.drift
-                && a.history_error == b.history_error
-                && a.schema_provisioned == b.schema_provisioned
-                && a.pending_migrations.len() == b.pending_migrations.len();
-            if !same {
+            let a = said(&inspect::tenant_status(t, indexed, &set));
+            let b = said(&inspect::tenant_status(t, read, &set));
+            if a != b {
                 problems.push(Problem {
                     tenant: t.domain.clone(),
                     tenant_id: t.id,
@@ -147,9 +143,7 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
                     schema_name: t.schema_name.clone(),
                     kind: "index_mismatch",
                     message: format!(
-                        "the version index says revision {}, the history table says {}: `tenantctl init` rebuilds the index row",
-                        crate::show::revision(a.current_revision),
-                        crate::show::revision(b.current_revision)
+                        "the version index says {a}; the history table says {b}; `tenantctl init` rebuilds the index row"
                     ),
                     files: Vec::new(),
                 });
@@ -180,6 +174,22 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
         problems,
         index,
     })
+}
+
+/// What a status says of a tenant's history, in words, for comparing two reads of it.
+fn said(s: &inspect::TenantStatus) -> String {
+    if let Some(e) = &s.history_error {
+        return format!("the history cannot be read ({e})");
+    }
+    if !s.schema_provisioned {
+        return "the schema does not exist".to_string();
+    }
+    format!(
+        "revision {}, {} pending, {} drifted",
+        crate::show::revision(s.current_revision),
+        s.pending_migrations.len(),
+        s.drift.len()
+    )
 }
 
 /// One tenant's revision.

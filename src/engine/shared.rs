@@ -52,7 +52,7 @@ pub async fn observe(
 }
 
 /// The tables, views and foreign tables of the shared schema that are neither the
-/// registry's (when the registry lives there) nor an extension's.
+/// registry's or the version index's (when they live there) nor an extension's.
 async fn untracked(
     client: &Client,
     schema: &str,
@@ -65,10 +65,13 @@ async fn untracked(
             "tenant_moves",
             "tenant_runs",
             crate::registry::HISTORY_TABLE,
+            crate::registry::versions::TABLE,
         ]
         .iter()
         .map(|t| t.to_string())
         .collect()
+    } else if schema == crate::registry::versions::OTHER_SCHEMA {
+        vec![crate::registry::versions::TABLE.to_string()]
     } else {
         Vec::new()
     };

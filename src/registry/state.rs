@@ -476,7 +476,13 @@ fn applied_row(
     let checksum = checksum
         .as_deref()
         .and_then(|c| c.parse::<u64>().ok())
-        .ok_or_else(|| format!("version {version}: checksum {checksum:?} is not a number"))?;
+        .ok_or_else(|| match &checksum {
+            Some(c) => format!(
+                "version {version}: checksum {} is not a number",
+                crate::ident::shown(c)
+            ),
+            None => format!("version {version}: checksum is NULL"),
+        })?;
     Ok(AppliedRow {
         version,
         name,

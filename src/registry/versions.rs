@@ -39,8 +39,31 @@ const SYNC: &str = "tenant_versions_sync";
 /// `pg_trigger.tgtype` of an `AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ... FOR EACH
 /// STATEMENT` trigger (4 + 8 + 16 + 32).
 const TGTYPE: i16 = 60;
-/// The functions' pinned settings, as `pg_proc.proconfig` shows them.
-const PINNED: &str = "search_path=pg_catalog, pg_temp";
+/// The functions' pinned settings, as `pg_proc.proconfig` shows them: only the catalog's
+/// functions and operators are found, and a row-level security policy (code the table's
+/// owner wrote) is never run with the index owner's rights: a table it would apply to
+/// is not read.
+const PINNED: &str = "search_path=pg_catalog, pg_temp,row_security=off";
+/// The functions' settings as `CREATE FUNCTION` gives them.
+const PINNED_SQL: &str = "SET search_path = pg_catalog, pg_temp SET row_security = off";
+/// The advisory lock space the trigger serializes one history table's recomputations
+/// in (`'vers'`): two writers of one table recompute its row one after the other, the
+/// second from a snapshot that sees the first's rows.
+const LOCK_SPACE: i32 = 0x7665_7273;
+
+/// Whether the history table `rel` (an oid expression) has the four columns the full
+/// read reads, of the types whose text tenantctl reads as the index does (`int4`;
+/// `varchar` or `text`): a column renamed, dropped or of another type (a `char(n)` pads,
+/// a type of the owner's own runs the owner's cast) is not read by the index.
+fn columns_ok(rel: &str) -> String {
+    format!(
+        "(SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a \
+          WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped \
+          AND ((a.attname = 'version' AND a.atttypid = 'pg_catalog.int4'::pg_catalog.regtype) \
+            OR (a.attname IN ('name', 'applied_on', 'checksum') \
+                AND a.atttypid IN ('pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype)))) = 4"
+    )
+}
 
 /// Where the index lives on server `server`: the registry schema on the registry's
 /// server, [`OTHER_SCHEMA`] elsewhere.
@@ -76,6 +99,7 @@ fn applied_on_check(col: &str) -> String {
 fn sync_body(index: &str) -> String {
     let table = qualified(index, TABLE);
     let valid = applied_on_check("applied_on");
+    let columns = columns_ok("c.oid");
     format!(
         "
 DECLARE
@@ -85,8 +109,11 @@ DECLARE
     n integer := 0;
     top integer;
     d text;
+    readable boolean;
 BEGIN
-    SELECT s.nspname, c.xmin INTO nsp, class_x
+    PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_SPACE},
+        (relid::pg_catalog.oid::bigint - 2147483648)::integer);
+    SELECT s.nspname, c.xmin, c.relkind = 'r' AND {columns} INTO nsp, class_x, readable
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
     WHERE c.oid = relid;
     SELECT t.xmin INTO trigger_x FROM pg_catalog.pg_trigger t
@@ -94,6 +121,7 @@ BEGIN
     IF nsp IS NULL OR trigger_x IS NULL THEN
         RETURN;
     END IF;
+    IF readable THEN
     BEGIN
         EXECUTE
             $q$SELECT count(*)::integer, max(version)::integer,
@@ -105,13 +133,14 @@ BEGIN
                         version::text || ' ' || pg_catalog.length(name::text)::text || ' '
                         || name::text || ' ' || checksum::text,
                         E'\\n' ORDER BY version), ''), 'UTF8')), 'hex') END
-            FROM $q$ || relid::text
+            FROM ONLY $q$ || relid::text
         INTO n, top, d;
     EXCEPTION WHEN OTHERS THEN
         n := 0;
         top := NULL;
         d := NULL;
     END;
+    END IF;
     INSERT INTO {table} AS v
         (schema_name, history_oid, applied, highest, digest, trigger_xmin, class_xmin,
          written_xid, written_at)
@@ -135,7 +164,7 @@ fn refresh_body(index: &str) -> String {
         "
 BEGIN
     IF TG_NAME = '{TRIGGER}' AND TG_LEVEL = 'STATEMENT' THEN
-        PERFORM {sync}(TG_RELID);
+        PERFORM {sync}(TG_RELID::pg_catalog.regclass);
     END IF;
     RETURN NULL;
 END
@@ -166,11 +195,11 @@ CREATE TABLE IF NOT EXISTS {table} (
 REVOKE ALL ON {table} FROM PUBLIC;
 COMMENT ON TABLE {table} IS 'tenantctl: each tenant schema''s applied migrations, kept by the {TRIGGER} trigger on its history table; safe to drop (tenantctl init rebuilds it)';
 CREATE OR REPLACE FUNCTION {sync}(relid pg_catalog.regclass) RETURNS void
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql SECURITY DEFINER {PINNED_SQL}
     AS {body};
 REVOKE ALL ON FUNCTION {sync}(pg_catalog.regclass) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION {refresh}() RETURNS trigger
-    LANGUAGE plpgsql SECURITY DEFINER SET search_path = pg_catalog, pg_temp
+    LANGUAGE plpgsql SECURITY DEFINER {PINNED_SQL}
     AS {trigger};
 ",
         body = dollar(&sync_body(index)),
@@ -279,6 +308,9 @@ pub enum Bypass {
     NoHistory,
     /// The history table has inheritance children, whose rows the trigger does not see.
     Inherited,
+    /// The history table's columns are not the ones the index reads (renamed, dropped,
+    /// or of another type).
+    Columns,
     /// No row: a tenant from before the index, or a renamed schema.
     NoRow,
     /// The history table is not the one the row was written for: recreated.
@@ -310,6 +342,7 @@ impl Bypass {
             Bypass::NoIndex(_) => "no_index",
             Bypass::NoHistory => "no_history",
             Bypass::Inherited => "inherited",
+            Bypass::Columns => "columns",
             Bypass::NoRow => "no_row",
             Bypass::Recreated => "recreated",
             Bypass::NoTrigger => "no_trigger",
@@ -323,14 +356,24 @@ impl Bypass {
         }
     }
 
-    /// Whether this is worth telling a DBA: the index should have vouched for the
-    /// tenant and could not (`init` repairs it). A history that differs from the files,
-    /// or a schema without one, is read in full by design.
+    /// Whether `init` can make the index vouch for the tenant: the trigger or the row
+    /// is what stands in the way, not what the history table holds.
     pub fn needs_repair(&self) -> bool {
         !matches!(
             self,
-            Bypass::NoHistory | Bypass::Differs | Bypass::Unvouched | Bypass::Inherited
+            Bypass::NoHistory
+                | Bypass::Differs
+                | Bypass::Unvouched
+                | Bypass::Inherited
+                | Bypass::Columns
         )
+    }
+
+    /// Whether `check` lists it: every tenant read in full, but for a schema without a
+    /// history table and a history that differs from the files, which `check` reports
+    /// as problems of their own.
+    pub fn listed(&self) -> bool {
+        !matches!(self, Bypass::NoHistory | Bypass::Differs)
     }
 
     /// One line saying why.
@@ -339,6 +382,7 @@ impl Bypass {
             Bypass::NoIndex(why) => why.clone(),
             Bypass::NoHistory => "the schema has no history table".into(),
             Bypass::Inherited => "the history table has inheritance children".into(),
+            Bypass::Columns => "the history table's columns are not version int4 and name, applied_on, checksum as varchar or text".into(),
             Bypass::NoRow => "the version index has no row for the schema (a tenant from before the index, or a renamed schema)".into(),
             Bypass::Recreated => "the history table was dropped and created again since its index row was written".into(),
             Bypass::NoTrigger => format!("the history table has no {TRIGGER} trigger"),
@@ -346,7 +390,7 @@ impl Bypass {
             Bypass::TriggerChanged => format!("the {TRIGGER} trigger is not the one tenantctl installs"),
             Bypass::TriggerTouched => format!("the {TRIGGER} trigger was disabled, enabled or recreated since the index row was written"),
             Bypass::TableAltered => "the history table was altered since its index row was written".into(),
-            Bypass::RowEdited => "the index row was changed by something other than the trigger".into(),
+            Bypass::RowEdited => "the index row was last written by another transaction than its trigger recorded (edited by hand, or the history written inside a savepoint)".into(),
             Bypass::Unvouched => "the history holds a value the index does not vouch for".into(),
             Bypass::Differs => "the history is not the migration files' first versions".into(),
         }
@@ -428,6 +472,7 @@ pub async fn read<C: Reads + ?Sized>(
            CASE WHEN f.refresh IS NULL OR f.sync IS NULL THEN 'no_index' \
              WHEN c.oid IS NULL THEN 'no_history' \
              WHEN c.relhassubclass THEN 'inherited' \
+             WHEN NOT {columns} THEN 'columns' \
              WHEN v.schema_name IS NULL THEN 'no_row' \
              WHEN v.history_oid <> c.oid THEN 'recreated' \
              WHEN t.oid IS NULL THEN 'no_trigger' \
@@ -445,6 +490,7 @@ pub async fn read<C: Reads + ?Sized>(
          LEFT JOIN {table} v ON v.schema_name = s.name \
          LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'",
         table = qualified(index, TABLE),
+        columns = columns_ok("c.oid"),
     );
     let refresh = format!("{}()", qualified(index, REFRESH));
     let sync = format!("{}(regclass)", qualified(index, SYNC));
@@ -490,6 +536,7 @@ pub async fn read<C: Reads + ?Sized>(
             Some("no_index") => Found::Bypassed(no_index.clone()),
             Some("no_history") => Found::Bypassed(Bypass::NoHistory),
             Some("inherited") => Found::Bypassed(Bypass::Inherited),
+            Some("columns") => Found::Bypassed(Bypass::Columns),
             Some("no_row") => Found::Bypassed(Bypass::NoRow),
             Some("recreated") => Found::Bypassed(Bypass::Recreated),
             Some("no_trigger") => Found::Bypassed(Bypass::NoTrigger),

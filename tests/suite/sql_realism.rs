@@ -60,10 +60,11 @@ fn example_migrations_land_in_the_tenant_schema_and_behave() {
             "rel:r:tenant_events",
             "rel:r:tenant_moves",
             "rel:r:tenant_runs",
+            "rel:r:tenant_versions",
             "rel:r:tenantctl_registry_history",
             "rel:r:tenants"
         ],
-        "public holds only the registry's own tables"
+        "public holds only the registry's own tables and the version index"
     );
 
     create(&t, "demo-church", &["--migrate"]);

@@ -461,3 +461,133 @@ fn a_tenant_moved_to_another_server_is_indexed_there() {
     );
     drop(db);
 }
+
+#[test]
+fn a_table_owner_cannot_run_code_with_the_index_owners_rights() {
+    let (db, t) = fleet();
+    let role = format!("{}_evil", db.name);
+    sql(
+        &db,
+        &format!(
+            "CREATE ROLE \"{role}\" LOGIN; GRANT USAGE, CREATE ON SCHEMA tenant_alpha TO \"{role}\"; \
+             ALTER TABLE {} OWNER TO \"{role}\"",
+            history("alpha")
+        ),
+    );
+    let mut c = db.client();
+    // A type of the owner's own with a cast to text that tries to make the owner a
+    // superuser: the trigger's function must never evaluate it.
+    c.batch_execute(&format!(
+        "SET ROLE \"{role}\";
+         CREATE TYPE tenant_alpha.nm AS (v text);
+         CREATE FUNCTION tenant_alpha.nm_text(e tenant_alpha.nm) RETURNS text LANGUAGE plpgsql AS $$
+           BEGIN BEGIN EXECUTE 'ALTER ROLE \"{role}\" SUPERUSER'; EXCEPTION WHEN OTHERS THEN NULL; END;
+           RETURN e.v; END $$;
+         CREATE CAST (tenant_alpha.nm AS text) WITH FUNCTION tenant_alpha.nm_text(tenant_alpha.nm);
+         ALTER TABLE {h} ALTER COLUMN name TYPE tenant_alpha.nm USING ROW(name)::tenant_alpha.nm;
+         UPDATE {h} SET version = version WHERE false;
+         DELETE FROM {h} WHERE version = 6;",
+        h = history("alpha")
+    ))
+    .unwrap();
+    drop(c);
+    let superuser: bool = db
+        .client()
+        .query_one("SELECT rolsuper FROM pg_roles WHERE rolname = $1", &[&role])
+        .unwrap()
+        .get(0);
+    assert!(!superuser, "the table's owner made itself a superuser");
+    let report = agree(&t, 2);
+    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("columns"));
+    sql(
+        &db,
+        &format!(
+            "DROP SCHEMA tenant_alpha CASCADE; DROP OWNED BY \"{role}\"; DROP ROLE \"{role}\""
+        ),
+    );
+}
+
+#[test]
+fn columns_renamed_dropped_or_padded_are_read_in_full() {
+    let (db, t) = ready();
+    for d in ["alpha", "bravo", "charlie", "delta"] {
+        create(&t, d, &["--migrate"]);
+    }
+    sql(
+        &db,
+        &format!("ALTER TABLE {} RENAME COLUMN name TO nm", history("alpha")),
+    );
+    sql(
+        &db,
+        &format!("ALTER TABLE {} DROP COLUMN checksum", history("bravo")),
+    );
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {} ALTER COLUMN name TYPE char(40)",
+            history("charlie")
+        ),
+    );
+    // A type whose text is the same is still read from the index.
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {} ALTER COLUMN name TYPE text",
+            history("delta")
+        ),
+    );
+    for d in ["alpha", "bravo"] {
+        let s = status(&t, d);
+        assert!(!s["history_error"].is_null(), "{d}: {s:#}");
+    }
+    let s = status(&t, "charlie");
+    assert_eq!(said(&s).2, 6, "padded names are drift: {s:#}");
+    // init cannot make the index vouch for them: they stay read in full.
+    t.run(&["init"]).expect(0);
+    let report = agree(&t, 1);
+    for d in ["alpha", "bravo", "charlie"] {
+        assert_eq!(read_in_full(&report, d).as_deref(), Some("columns"), "{d}");
+    }
+}
+
+#[test]
+fn two_writers_of_one_history_table_leave_the_row_of_the_last_to_commit() {
+    let (db, t) = fleet();
+    let mut first = db.client();
+    let mut tx = first.transaction().unwrap();
+    tx.batch_execute(&format!(
+        "DELETE FROM {} WHERE version = 6",
+        history("alpha")
+    ))
+    .unwrap();
+    // The second writer's trigger waits for the first's transaction, then sees its delete.
+    let url = db.url.clone();
+    let h = history("alpha");
+    let second = std::thread::spawn(move || {
+        let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+        c.batch_execute(&format!(
+            "UPDATE {h} SET applied_on = applied_on WHERE version = 1"
+        ))
+        .unwrap();
+    });
+    std::thread::sleep(std::time::Duration::from_millis(500));
+    tx.commit().unwrap();
+    second.join().unwrap();
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+    agree(&t, 3);
+}
+
+#[test]
+fn another_function_of_the_same_name_does_not_take_the_triggers_call() {
+    let (db, t) = fleet();
+    sql(
+        &db,
+        "CREATE FUNCTION public.tenant_versions_sync(relid oid) RETURNS void LANGUAGE sql AS $$ SELECT $$",
+    );
+    sql(
+        &db,
+        &format!("DELETE FROM {} WHERE version = 6", history("alpha")),
+    );
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+    agree(&t, 3);
+}

@@ -66,7 +66,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         if !report.index.read_in_full.is_empty() {
             let slow = &report.index.read_in_full;
             text.push_str(&format!(
-                "version index: {} read in full, not from the index (`tenantctl init` indexes them):\n",
+                "version index: {} read in full, not from the index (`tenantctl init` indexes those it can):\n",
                 crate::show::count(slow.len(), "tenant")
             ));
             for s in slow.iter().take(10) {
