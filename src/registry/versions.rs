@@ -267,8 +267,9 @@ async fn present(client: &db::Client, index: &str) -> Result<bool, Error> {
 
 /// The SQL that puts the trigger on `schema`'s history table `history` (unless it is
 /// there as tenantctl installs it) and recomputes its row: nothing when the table or
-/// the index is not there. Idempotent; runs in the caller's transaction if there is
-/// one.
+/// the index is not there, or when the table cannot have the trigger (a Citus
+/// distributed table): never an error that would fail the caller's work. Idempotent;
+/// runs in the caller's transaction if there is one.
 pub fn attach_sql(index: &str, schema: &str, history: &str) -> String {
     let table = qualified(schema, history);
     let refresh = format!("{}()", qualified(index, REFRESH));
@@ -285,11 +286,19 @@ BEGIN
                    AND g.tgname = '{TRIGGER}' AND g.tgfoid = f AND g.tgenabled = 'A'
                    AND g.tgtype = {TGTYPE} AND g.tgqual IS NULL AND g.tgnargs = 0
                    AND g.tgattr::text = '') THEN
-        DROP TRIGGER IF EXISTS {trigger} ON {table};
-        CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
-            FOR EACH STATEMENT EXECUTE PROCEDURE {refresh};
-        ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
+        BEGIN
+            DROP TRIGGER IF EXISTS {trigger} ON {table};
+            CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
+                FOR EACH STATEMENT EXECUTE PROCEDURE {refresh};
+            ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
+        EXCEPTION WHEN OTHERS THEN
+            -- A table that cannot have the trigger (a Citus distributed table, a role
+            -- that may not create it): the tenant is read in full, nothing fails.
+            RETURN;
+        END;
     END IF;
+    -- Outside the block above, so that the row is written by this transaction itself
+    -- and not by a subtransaction the reader cannot tell from a hand edit.
     DELETE FROM {table} WHERE false;
 END
 $tenantctl_attach$",
