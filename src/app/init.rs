@@ -73,7 +73,7 @@ pub async fn init(cx: &Context) -> Result<Initialized, Error> {
             entry.installed = versions::install(c, schema).await? == versions::Installed::Created;
             let table = &cx.settings.history_table;
             entry.attached =
-                versions::attach_all(c, schema, &schemas, table, entry.installed).await?;
+                versions::attach_all(c, target, schema, &schemas, table, entry.installed).await?;
             Ok::<(), Error>(())
         }
         .await;

@@ -32,7 +32,18 @@ pub struct Conn {
     pub notices: Notices,
     /// Whether it served a tenant before.
     pub reused: bool,
+    /// How many tenants it has served.
+    served: usize,
 }
+
+/// The most tenants one connection serves before it is closed and a new one opened.
+/// A backend keeps what it compiled for every table whose trigger fired in it (the
+/// version index's trigger is compiled once per table it is on), and every later change
+/// to a table's definition in that backend is checked against all of it: a connection
+/// that served thousands of tenants makes each migration's DDL slower than the last. A
+/// new connection every this many tenants keeps that bounded, for a connection's cost
+/// spread over as many tenants.
+pub const SESSION_TENANTS: usize = 200;
 
 /// A run's idle connections to one server.
 pub struct Pool {
@@ -112,6 +123,7 @@ impl Pool {
             client,
             notices,
             reused: false,
+            served: 0,
         })
     }
 
@@ -120,9 +132,15 @@ impl Pool {
     }
 
     /// Resets a connection a tenant is done with and keeps it for the next tenant, if it
-    /// is clean; otherwise closes it.
+    /// is clean and has served fewer than [`SESSION_TENANTS`] tenants; otherwise closes
+    /// it.
     pub async fn give_back(&self, mut conn: Conn) {
-        if !self.keep || conn.client.is_closed() || !clean(&conn.client).await {
+        conn.served += 1;
+        if !self.keep
+            || conn.served >= SESSION_TENANTS
+            || conn.client.is_closed()
+            || !clean(&conn.client).await
+        {
             return;
         }
         // What the reset itself said is nobody's business.

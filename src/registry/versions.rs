@@ -287,7 +287,11 @@ BEGIN
                    AND g.tgtype = {TGTYPE} AND g.tgqual IS NULL AND g.tgnargs = 0
                    AND g.tgattr::text = '') THEN
         BEGIN
-            DROP TRIGGER IF EXISTS {trigger} ON {table};
+            -- Not DROP ... IF EXISTS, whose notice for every new table is noise.
+            IF EXISTS (SELECT 1 FROM pg_catalog.pg_trigger g WHERE g.tgrelid = t
+                       AND g.tgname = '{TRIGGER}') THEN
+                DROP TRIGGER {trigger} ON {table};
+            END IF;
             CREATE TRIGGER {trigger} AFTER INSERT OR UPDATE OR DELETE OR TRUNCATE ON {table}
                 FOR EACH STATEMENT EXECUTE PROCEDURE {refresh};
             ALTER TABLE {table} ENABLE ALWAYS TRIGGER {trigger};
@@ -582,15 +586,22 @@ pub async fn read<C: Reads + ?Sized>(
 
 /// Tenants attached to the index in one transaction by [`attach_all`].
 const ATTACH_BATCH: usize = 100;
+/// Tenants attached on one connection by [`attach_all`]: a backend keeps what it
+/// compiled for each table whose trigger fired in it, and every trigger it creates
+/// afterwards is checked against all of that, so one backend for a whole fleet would
+/// take time in the square of its size.
+const ATTACH_PER_CONNECTION: usize = 200;
 
 /// Puts the index's trigger on the history table of each of `schemas` the index cannot
 /// vouch for (every one with `all`: after the index's functions were replaced, each row
 /// is recomputed by the new ones) on `client`'s server, index in schema `index`, and
 /// recomputes their rows from their history tables; forgets the rows of schemas that no
-/// longer exist. Returns how many tenants were attached. The index must be installed
-/// ([`install`]).
+/// longer exist. Returns how many tenants were attached. `client` reads and tidies; the
+/// tenants are attached on connections of their own to `target`, the same server. The
+/// index must be installed ([`install`]).
 pub async fn attach_all(
     client: &db::Client,
+    target: &db::Target,
     index: &str,
     schemas: &[String],
     history: &str,
@@ -612,19 +623,22 @@ pub async fn attach_all(
             _ => None,
         })
         .collect();
-    for batch in repair.chunks(ATTACH_BATCH) {
-        let mut sql = String::from("BEGIN");
-        for schema in batch {
-            sql.push_str(";\n");
-            sql.push_str(&attach_sql(index, schema, history));
-        }
-        sql.push_str(";\nCOMMIT");
-        if let Err(e) = client.batch_execute(&sql).await {
-            let _ = client.batch_execute("ROLLBACK").await;
-            return Err(Error::failed(format!(
-                "putting the version index's trigger on the tenants' history tables: {}",
-                db::pg_message(&e)
-            )));
+    for share in repair.chunks(ATTACH_PER_CONNECTION) {
+        let own = target.connect().await?;
+        for batch in share.chunks(ATTACH_BATCH) {
+            let mut sql = String::from("BEGIN");
+            for schema in batch {
+                sql.push_str(";\n");
+                sql.push_str(&attach_sql(index, schema, history));
+            }
+            sql.push_str(";\nCOMMIT");
+            if let Err(e) = own.batch_execute(&sql).await {
+                let _ = own.batch_execute("ROLLBACK").await;
+                return Err(Error::failed(format!(
+                    "putting the version index's trigger on the tenants' history tables: {}",
+                    db::pg_message(&e)
+                )));
+            }
         }
     }
     let forget = format!(

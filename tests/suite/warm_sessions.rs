@@ -87,3 +87,38 @@ fn a_connection_left_with_a_prepared_statement_is_not_reused() {
     // Each tenant got a new backend: none of them saw the other's prepared statement.
     assert_eq!(pids.len(), 3, "{pids:?}");
 }
+
+#[test]
+fn a_connection_serves_at_most_two_hundred_tenants() {
+    let (db, t) = ready();
+    let dir = dir_with(&[(
+        "V1__pid.sql",
+        "CREATE TABLE seen AS SELECT pg_backend_pid() AS pid;\n",
+    )]);
+    let t = t.migrations(dir.path());
+    db.client()
+        .batch_execute(
+            "INSERT INTO tenants (tenant_name, domain, schema_name, api_key_hash, api_key_prefix) \
+             SELECT 'T' || i, 'w-' || i, 'tenant_w_' || i, md5('k' || i) || md5('j' || i), 'tk_test' \
+             FROM generate_series(1, 205) AS i",
+        )
+        .unwrap();
+    t.run(&["provision", "--all", "-q"]).expect(0);
+    let report: RunReport = t
+        .run(&["upgrade", "--all", "--concurrency", "1", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(report.summary.ok, 205, "{:?}", report.summary);
+    // Every backend that served the run, and how many tenants each served.
+    let mut c = db.client();
+    let mut served: std::collections::BTreeMap<i32, usize> = Default::default();
+    for i in 1..=205 {
+        let pid: i32 = c
+            .query_one(&format!("SELECT pid FROM tenant_w_{i}.seen"), &[])
+            .unwrap()
+            .get(0);
+        *served.entry(pid).or_default() += 1;
+    }
+    let counts: Vec<usize> = served.values().copied().collect();
+    assert_eq!(counts, [200, 5], "tenants per connection: {served:?}");
+}
