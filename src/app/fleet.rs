@@ -292,7 +292,9 @@ async fn observe_on(
             let mut full = Vec::new();
             for (name, found) in found {
                 match found {
-                    versions::Found::Exact(rows) => sink(name, SchemaState::indexed(rows)),
+                    versions::Found::Exact(n) => {
+                        sink(name, SchemaState::indexed(versions::exact_rows(set, n)))
+                    }
                     versions::Found::Bypassed(why) => {
                         full.push(name.clone());
                         bypassed.insert(name, why);

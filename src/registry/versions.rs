@@ -413,11 +413,26 @@ impl Bypass {
 /// One schema as the index read found it.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Found {
-    /// Trusted: the history is exactly the files' first `rows.len()` versions (with no
-    /// `applied_on`: the index does not keep it).
-    Exact(Vec<AppliedRow>),
+    /// Trusted: the history is exactly the files' first this many versions (see
+    /// [`exact_rows`]).
+    Exact(usize),
     /// Not trusted: read the schema in full.
     Bypassed(Bypass),
+}
+
+/// The history rows of a schema the index found at the first `n` files of `set`, with
+/// no `applied_on` (the index does not keep it). Made one schema at a time, as a fleet
+/// read hands them on: a fleet's worth at once would hold every history in memory.
+pub fn exact_rows(set: &MigrationSet, n: usize) -> Vec<AppliedRow> {
+    set.files[..n.min(set.files.len())]
+        .iter()
+        .map(|f| AppliedRow {
+            version: f.version,
+            name: f.name.clone(),
+            applied_on: String::new(),
+            checksum: f.checksum,
+        })
+        .collect()
 }
 
 /// The files' digests by number of versions, as the trigger computes them.
@@ -564,17 +579,7 @@ pub async fn read<C: Reads + ?Sized>(
                 let recorded: String = row.get(3);
                 let n = usize::try_from(applied).ok();
                 match n.and_then(|n| digests.of(n).map(|d| (n, d == recorded))) {
-                    Some((n, true)) => Found::Exact(
-                        digests.set.files[..n]
-                            .iter()
-                            .map(|f| AppliedRow {
-                                version: f.version,
-                                name: f.name.clone(),
-                                applied_on: String::new(),
-                                checksum: f.checksum,
-                            })
-                            .collect(),
-                    ),
+                    Some((n, true)) => Found::Exact(n),
                     _ => Found::Bypassed(Bypass::Differs),
                 }
             }
