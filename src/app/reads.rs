@@ -59,9 +59,10 @@ pub struct SlowRead {
     /// Schema.
     pub schema_name: String,
     /// `no_index`, `no_row`, `recreated`, `no_trigger`, `trigger_disabled`,
-    /// `trigger_changed`, `trigger_touched`, `table_altered`, `row_edited` (`init`
-    /// indexes these again), `inherited`, `columns` or `unvouched` (what the history
-    /// table is or holds keeps the index out).
+    /// `trigger_changed`, `trigger_touched`, `table_altered`, `row_edited`,
+    /// `unsettled`, `columns_changed` (`init` indexes these again), `inherited`,
+    /// `columns` or `unvouched` (what the history table is or holds keeps the index
+    /// out).
     pub reason: &'static str,
     /// Why, in words.
     pub why: String,

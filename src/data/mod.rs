@@ -723,7 +723,13 @@ pub(crate) async fn log_failure(
 pub(crate) async fn index_tenant(cx: &Context<'_>, client: &Client, server: &str, schema: &str) {
     let index = crate::registry::versions::schema_for(server, &cx.settings.registry_schema);
     let attach = crate::registry::versions::attach_sql(index, schema, &cx.settings.history_table);
-    let _ = client.batch_execute(&attach).await;
+    // Twice, in two transactions: a row written in the transaction that created the
+    // trigger is not trusted until it is written again.
+    for _ in 0..2 {
+        if client.batch_execute(&attach).await.is_err() {
+            return;
+        }
+    }
 }
 
 /// Records a tenant whose schema was just filled as observed and active, with a ledger

@@ -51,6 +51,18 @@ const PINNED_SQL: &str = "SET search_path = pg_catalog, pg_temp SET row_security
 /// second from a snapshot that sees the first's rows.
 const LOCK_SPACE: i32 = 0x7665_7273;
 
+/// The history table `rel`'s (an oid expression) four columns as the index depends on
+/// them: name, position and type of each. A rename changes neither the table's oid
+/// nor its `pg_class` row, so the row records this and the reader compares it.
+fn columns_signature(rel: &str) -> String {
+    format!(
+        "(SELECT pg_catalog.string_agg(a.attname::text || ':' || a.attnum::text || ':' || a.atttypid::pg_catalog.oid::text, \
+          ',' ORDER BY a.attname) FROM pg_catalog.pg_attribute a \
+          WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped \
+          AND a.attname IN ('version', 'name', 'applied_on', 'checksum'))"
+    )
+}
+
 /// Whether the history table `rel` (an oid expression) has the four columns the full
 /// read reads, of the types whose text tenantctl reads as the index does (`int4`;
 /// `varchar` or `text`): a column renamed, dropped or of another type (a `char(n)` pads,
@@ -100,6 +112,8 @@ fn sync_body(index: &str) -> String {
     let table = qualified(index, TABLE);
     let valid = applied_on_check("applied_on");
     let columns = columns_ok("c.oid");
+    let signature = columns_signature("c.oid");
+    let table_lit = literal(&table);
     format!(
         "
 DECLARE
@@ -110,10 +124,16 @@ DECLARE
     top integer;
     d text;
     readable boolean;
+    cols text;
 BEGIN
+    IF pg_catalog.to_regclass({table_lit}) IS NULL THEN
+        -- The index was dropped: nothing to keep, and no write may fail for it.
+        RETURN;
+    END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_SPACE},
         (relid::pg_catalog.oid::bigint - 2147483648)::integer);
-    SELECT s.nspname, c.xmin, c.relkind = 'r' AND {columns} INTO nsp, class_x, readable
+    SELECT s.nspname, c.xmin, c.relkind = 'r' AND {columns}, {signature}
+    INTO nsp, class_x, readable, cols
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
     WHERE c.oid = relid;
     SELECT t.xmin INTO trigger_x FROM pg_catalog.pg_trigger t
@@ -143,14 +163,15 @@ BEGIN
     END IF;
     INSERT INTO {table} AS v
         (schema_name, history_oid, applied, highest, digest, trigger_xmin, class_xmin,
-         written_xid, written_at)
+         written_xid, written_at, columns)
     VALUES (nsp, relid, n, top, d, trigger_x, class_x,
-            (pg_catalog.txid_current() % 4294967296)::text::xid, pg_catalog.now())
+            (pg_catalog.txid_current() % 4294967296)::text::xid, pg_catalog.now(), cols)
     ON CONFLICT (schema_name) DO UPDATE SET
         history_oid = EXCLUDED.history_oid, applied = EXCLUDED.applied,
         highest = EXCLUDED.highest, digest = EXCLUDED.digest,
         trigger_xmin = EXCLUDED.trigger_xmin, class_xmin = EXCLUDED.class_xmin,
-        written_xid = EXCLUDED.written_xid, written_at = EXCLUDED.written_at;
+        written_xid = EXCLUDED.written_xid, written_at = EXCLUDED.written_at,
+        columns = EXCLUDED.columns;
 END
 "
     )
@@ -160,10 +181,13 @@ END
 /// level, recomputes the row.
 fn refresh_body(index: &str) -> String {
     let sync = qualified(index, SYNC);
+    let sync_lit = literal(&format!("{sync}(pg_catalog.regclass)"));
     format!(
         "
 BEGIN
-    IF TG_NAME = '{TRIGGER}' AND TG_LEVEL = 'STATEMENT' THEN
+    IF TG_NAME OPERATOR(pg_catalog.=) '{TRIGGER}' AND TG_LEVEL OPERATOR(pg_catalog.=) 'STATEMENT'
+       AND pg_catalog.to_regprocedure({sync_lit}) IS NOT NULL THEN
+        -- (A dropped index makes no write fail.)
         PERFORM {sync}(TG_RELID::pg_catalog.regclass);
     END IF;
     RETURN NULL;
@@ -192,6 +216,7 @@ CREATE TABLE IF NOT EXISTS {table} (
     written_xid xid NOT NULL,
     written_at timestamptz NOT NULL
 );
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS columns text;
 REVOKE ALL ON {table} FROM PUBLIC;
 COMMENT ON TABLE {table} IS 'tenantctl: each tenant schema''s applied migrations, kept by the {TRIGGER} trigger on its history table; safe to drop (tenantctl init rebuilds it)';
 CREATE OR REPLACE FUNCTION {sync}(relid pg_catalog.regclass) RETURNS void
@@ -341,6 +366,12 @@ pub enum Bypass {
     TableAltered,
     /// The row was not written by the trigger: edited by hand.
     RowEdited,
+    /// The history table's columns were renamed, moved or retyped since the row was
+    /// written (to columns the index can read: `init` writes the row anew).
+    ColumnsChanged,
+    /// The trigger or the table was changed in the transaction that last wrote the row,
+    /// which their `xmin` cannot tell apart from before or after the write.
+    Unsettled,
     /// The row vouches for nothing: the history holds a value the index does not
     /// check (a NULL, an unusual time), or could not be read by the trigger.
     Unvouched,
@@ -364,6 +395,8 @@ impl Bypass {
             Bypass::TriggerTouched => "trigger_touched",
             Bypass::TableAltered => "table_altered",
             Bypass::RowEdited => "row_edited",
+            Bypass::Unsettled => "unsettled",
+            Bypass::ColumnsChanged => "columns_changed",
             Bypass::Unvouched => "unvouched",
             Bypass::Differs => "differs",
         }
@@ -394,7 +427,7 @@ impl Bypass {
         match self {
             Bypass::NoIndex(why) => why.clone(),
             Bypass::NoHistory => "the schema has no history table".into(),
-            Bypass::Inherited => "the history table has inheritance children".into(),
+            Bypass::Inherited => "the history table has inheritance parents or children (a write through a parent fires none of its triggers)".into(),
             Bypass::Columns => "the history table's columns are not version int4 and name, applied_on, checksum as varchar or text".into(),
             Bypass::NoRow => "the version index has no row for the schema (a tenant from before the index, or a renamed schema)".into(),
             Bypass::Recreated => "the history table was dropped and created again since its index row was written".into(),
@@ -405,6 +438,8 @@ impl Bypass {
             Bypass::TableAltered => "the history table was altered since its index row was written".into(),
             Bypass::RowEdited => "the index row was last written by another transaction than its trigger recorded (edited by hand, or the history written inside a savepoint)".into(),
             Bypass::Unvouched => "the history holds a value the index does not vouch for".into(),
+            Bypass::ColumnsChanged => "the history table's columns were renamed or retyped since the index row was written".into(),
+            Bypass::Unsettled => "the trigger or the history table was changed in the transaction that last wrote the index row (the next write or `tenantctl init` settles it)".into(),
             Bypass::Differs => "the history is not the migration files' first versions".into(),
         }
     }
@@ -499,7 +534,8 @@ pub async fn read<C: Reads + ?Sized>(
          SELECT s.name, \
            CASE WHEN f.refresh IS NULL OR f.sync IS NULL THEN 'no_index' \
              WHEN c.oid IS NULL THEN 'no_history' \
-             WHEN c.relhassubclass THEN 'inherited' \
+             WHEN c.relhassubclass OR c.relispartition OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i \
+               WHERE i.inhrelid = c.oid) THEN 'inherited' \
              WHEN NOT {columns} THEN 'columns' \
              WHEN v.schema_name IS NULL THEN 'no_row' \
              WHEN v.history_oid <> c.oid THEN 'recreated' \
@@ -508,6 +544,8 @@ pub async fn read<C: Reads + ?Sized>(
              WHEN t.tgfoid <> f.refresh OR t.tgtype <> {TGTYPE} OR t.tgqual IS NOT NULL \
                OR t.tgnargs <> 0 OR t.tgattr::text <> '' THEN 'trigger_changed' \
              WHEN NOT (t.xmin = v.trigger_xmin) THEN 'trigger_touched' \
+             WHEN v.columns IS DISTINCT FROM {signature} THEN 'columns_changed' \
+             WHEN t.xmin = v.written_xid OR c.xmin = v.written_xid THEN 'unsettled' \
              WHEN NOT (c.xmin = v.class_xmin) THEN 'table_altered' \
              WHEN NOT (v.xmin = v.written_xid) THEN 'row_edited' \
              WHEN v.digest IS NULL THEN 'unvouched' \
@@ -519,6 +557,7 @@ pub async fn read<C: Reads + ?Sized>(
          LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'",
         table = qualified(index, TABLE),
         columns = columns_ok("c.oid"),
+        signature = columns_signature("c.oid"),
     );
     let refresh = format!("{}()", qualified(index, REFRESH));
     let sync = format!("{}(regclass)", qualified(index, SYNC));
@@ -573,6 +612,8 @@ pub async fn read<C: Reads + ?Sized>(
             Some("trigger_touched") => Found::Bypassed(Bypass::TriggerTouched),
             Some("table_altered") => Found::Bypassed(Bypass::TableAltered),
             Some("row_edited") => Found::Bypassed(Bypass::RowEdited),
+            Some("unsettled") => Found::Bypassed(Bypass::Unsettled),
+            Some("columns_changed") => Found::Bypassed(Bypass::ColumnsChanged),
             Some(_) => Found::Bypassed(Bypass::Unvouched),
             None => {
                 let applied: i32 = row.get(2);
@@ -637,6 +678,9 @@ pub async fn attach_all(
                 sql.push_str(&attach_sql(index, schema, history));
             }
             sql.push_str(";\nCOMMIT");
+            // Twice: a row written in the transaction that created the trigger is not
+            // trusted (see `Bypass::Unsettled`); the second pass writes it anew.
+            let sql = format!("{sql};\n{sql}");
             if let Err(e) = own.batch_execute(&sql).await {
                 let _ = own.batch_execute("ROLLBACK").await;
                 return Err(Error::failed(format!(
@@ -657,6 +701,13 @@ pub async fn attach_all(
         .map_err(db::query_error(
             "forgetting the index rows of schemas that are gone",
         ))?;
+    if !repair.is_empty() {
+        // Thousands of rows may just have been written: the next fleet read is planned
+        // with their statistics, not with those of an empty table.
+        let _ = client
+            .batch_execute(&format!("ANALYZE {}", qualified(index, TABLE)))
+            .await;
+    }
     Ok(repair.len())
 }
 

@@ -591,3 +591,84 @@ fn another_function_of_the_same_name_does_not_take_the_triggers_call() {
     assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
     agree(&t, 3);
 }
+
+#[test]
+fn writes_through_a_parent_a_trigger_flipped_in_the_writing_transaction_and_swapped_columns_are_seen(
+) {
+    let (db, t) = fleet();
+    // A parent: a write through it fires none of the history table's triggers.
+    sql(
+        &db,
+        &format!(
+            "CREATE TABLE tenant_alpha.par (LIKE {h}); ALTER TABLE {h} INHERIT tenant_alpha.par",
+            h = history("alpha")
+        ),
+    );
+    sql(&db, "DELETE FROM tenant_alpha.par WHERE version >= 5");
+    // The trigger disabled and enabled again in the transaction that last wrote the row.
+    sql(
+        &db,
+        &format!(
+            "BEGIN; ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; \
+             ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions; \
+             UPDATE {h} SET name = name WHERE version = 1; \
+             ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; DELETE FROM {h} WHERE version = 6; \
+             ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions; COMMIT",
+            h = history("bravo")
+        ),
+    );
+    // Two columns of one type swapped by renames.
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {h} RENAME COLUMN name TO x; ALTER TABLE {h} RENAME COLUMN checksum TO name; \
+             ALTER TABLE {h} RENAME COLUMN x TO checksum",
+            h = history("charlie")
+        ),
+    );
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(4), 2, 0, true));
+    assert_eq!(said(&status(&t, "bravo")), (Value::from(5), 1, 0, true));
+    assert!(!status(&t, "charlie")["history_error"].is_null());
+    let report = agree(&t, 0);
+    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("inherited"));
+    assert_eq!(read_in_full(&report, "bravo").as_deref(), Some("unsettled"));
+    assert_eq!(
+        read_in_full(&report, "charlie").as_deref(),
+        Some("columns_changed")
+    );
+    // init settles bravo; the others stay read in full.
+    t.run(&["init"]).expect(0);
+    let report = agree(&t, 1);
+    assert_eq!(read_in_full(&report, "bravo"), None);
+}
+
+#[test]
+fn a_dropped_index_makes_no_command_fail() {
+    let (db, t) = fleet();
+    sql(&db, "DROP TABLE public.tenant_versions");
+    t.run(&["downgrade", "--tenant", "alpha", "5", "--yes"])
+        .expect(0);
+    t.run(&["upgrade", "--all"]).expect(0);
+    create(&t, "delta", &["--migrate"]);
+    t.run(&["tenant", "clone", "alpha", "echo", "--name", "Echo"])
+        .expect(0);
+    sql(
+        &db,
+        &format!("DELETE FROM {} WHERE version = 6", history("bravo")),
+    );
+    assert_eq!(said(&status(&t, "bravo")), (Value::from(5), 1, 0, true));
+    let report = check(&t, false);
+    assert_eq!(report["index"]["trusted"], 0, "{report:#}");
+    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("no_index"));
+    // Without its functions too.
+    sql(
+        &db,
+        "DROP FUNCTION public.tenant_versions_refresh() CASCADE; DROP FUNCTION public.tenant_versions_sync(regclass)",
+    );
+    t.run(&["downgrade", "--tenant", "alpha", "4", "--yes"])
+        .expect(0);
+    t.run(&["upgrade", "--tenant", "alpha"]).expect(0);
+    // init brings it back for every tenant.
+    t.run(&["init"]).expect(0);
+    agree(&t, 5);
+}
