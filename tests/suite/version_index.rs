@@ -672,3 +672,64 @@ fn a_dropped_index_makes_no_command_fail() {
     t.run(&["init"]).expect(0);
     agree(&t, 5);
 }
+
+#[test]
+fn a_full_read_never_runs_a_policy_the_tables_owner_wrote() {
+    let db = TestDb::new();
+    let app = crate::connections::Role::create(-1);
+    app.owns(&db);
+    let t = crate::support::tenantctl(&db).url(&app.url(&db));
+    t.run(&["init"]).expect(0);
+    create(&t, "alpha", &["--migrate"]);
+    create(&t, "bravo", &["--migrate"]);
+    let evil = crate::connections::Role::create(-1);
+    sql(
+        &db,
+        &format!(
+            "GRANT USAGE, CREATE ON SCHEMA tenant_alpha TO \"{e}\"; ALTER TABLE {h} OWNER TO \"{e}\"",
+            e = evil.name,
+            h = history("alpha")
+        ),
+    );
+    let mut c = postgres::Client::connect(&evil.url(&db), postgres::NoTls).unwrap();
+    c.batch_execute(&format!(
+        "CREATE FUNCTION tenant_alpha.spy() RETURNS boolean LANGUAGE plpgsql AS $$
+           BEGIN
+             IF current_user <> '{e}' THEN
+               UPDATE public.tenants SET tenant_name = 'taken' WHERE domain = 'bravo';
+             END IF;
+             RETURN true;
+           END $$;
+         ALTER TABLE {h} ENABLE ROW LEVEL SECURITY;
+         ALTER TABLE {h} FORCE ROW LEVEL SECURITY;
+         CREATE POLICY p ON {h} USING (tenant_alpha.spy());
+         GRANT SELECT ON {h} TO \"{a}\"",
+        e = evil.name,
+        a = app.name,
+        h = history("alpha")
+    ))
+    .unwrap();
+    drop(c);
+    // The ALTER TABLEs made alpha's row untrusted: every read below reads it in full.
+    let s = status(&t, "alpha");
+    assert!(!s["history_error"].is_null(), "{s:#}");
+    t.run(&["current", "-o", "json"]);
+    t.run(&["check", "-o", "json"]);
+    t.run(&["tenant", "list", "-o", "json"]).expect(0);
+    let name: String = db
+        .client()
+        .query_one(
+            "SELECT tenant_name FROM tenants WHERE domain = 'bravo'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(name, "bravo", "a policy ran with tenantctl's rights");
+    sql(
+        &db,
+        &format!(
+            "DROP SCHEMA tenant_alpha CASCADE; DROP OWNED BY \"{e}\"",
+            e = evil.name
+        ),
+    );
+}
