@@ -426,10 +426,13 @@ pub async fn init(client: &mut Client, schema: &str) -> Result<InitReport, Error
 }
 
 async fn init_locked(client: &mut Client, schema: &str) -> Result<InitReport, Error> {
+    // Not `CREATE SCHEMA IF NOT EXISTS`, which needs CREATE on the database even when
+    // the schema is there.
     client
         .batch_execute(&format!(
-            "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}",
-            s = quote(schema)
+            "DO $tenantctl$ BEGIN IF pg_catalog.to_regnamespace({lit}) IS NULL THEN CREATE SCHEMA {s}; END IF; END $tenantctl$; SET search_path TO {s}",
+            s = quote(schema),
+            lit = crate::ident::literal(&quote(schema)),
         ))
         .await
         .map_err(query_error(&format!(

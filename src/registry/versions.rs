@@ -204,7 +204,9 @@ fn install_sql(index: &str) -> String {
     let sync = qualified(index, SYNC);
     let refresh = qualified(index, REFRESH);
     format!(
-        "CREATE SCHEMA IF NOT EXISTS {s};
+        "DO $tenantctl_schema$ BEGIN
+    IF pg_catalog.to_regnamespace({s_lit}) IS NULL THEN CREATE SCHEMA {s}; END IF;
+END $tenantctl_schema$;
 CREATE TABLE IF NOT EXISTS {table} (
     schema_name text PRIMARY KEY,
     history_oid oid NOT NULL,
@@ -227,6 +229,7 @@ CREATE OR REPLACE FUNCTION {refresh}() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER {PINNED_SQL}
     AS {trigger};
 ",
+        s_lit = literal(&s),
         body = dollar(&sync_body(index)),
         trigger = dollar(&refresh_body(index)),
     )

@@ -733,3 +733,19 @@ fn a_full_read_never_runs_a_policy_the_tables_owner_wrote() {
         ),
     );
 }
+
+#[test]
+fn init_needs_no_create_on_the_database_when_the_schema_is_there() {
+    let db = TestDb::new();
+    let role = crate::connections::Role::create(-1);
+    sql(
+        &db,
+        &format!("GRANT USAGE, CREATE ON SCHEMA public TO \"{}\"", role.name),
+    );
+    let t = crate::support::tenantctl(&db).url(&role.url(&db));
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["installed"], true, "{init:#}");
+    assert_eq!(init["index"][0]["error"], Value::Null, "{init:#}");
+    t.run(&["init"]).expect(0);
+    sql(&db, &format!("DROP OWNED BY \"{}\"", role.name));
+}
