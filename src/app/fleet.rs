@@ -378,8 +378,12 @@ pub async fn plan_upgrade(
             let mut planned = triage_one(t, Some(&state), set, to, unprovisioned);
             if let Planned::Done(r) = &mut planned {
                 // The registry row is only needed to refresh its cache, below.
-                if r.tenant.take().is_some() && state.history.is_ok() {
-                    observed.push((id, Observed::of(&state)));
+                if let Some(t) = r.tenant.take() {
+                    let seen = Observed::of(&state);
+                    // Only what differs from the cached columns goes to the registry.
+                    if state.history.is_ok() && seen.differs_from(&t) {
+                        observed.push((id, seen));
+                    }
                 }
             }
             slots[i] = Some(planned);
@@ -429,6 +433,7 @@ pub async fn statuses(
     )
     .await?;
     let mut statuses = Vec::with_capacity(tenants.len());
+    let mut observed: Vec<(i64, Observed)> = Vec::new();
     for (t, status) in tenants.iter_mut().zip(out) {
         let status = match status {
             Some(status) => status,
@@ -483,6 +488,13 @@ pub async fn statuses(
             statuses.push(status);
             continue;
         }
+        if status.history_error.is_none() {
+            let seen = inspect::observed(&status);
+            // Only what differs from the cached columns goes to the registry.
+            if seen.differs_from(t) {
+                observed.push((t.id, seen));
+            }
+        }
         t.schema_provisioned = status.schema_provisioned;
         // An unreadable history says nothing about the revision: keep the cached one.
         if status.history_error.is_none() {
@@ -491,11 +503,6 @@ pub async fn statuses(
         }
         statuses.push(status);
     }
-    let observed: Vec<(i64, Observed)> = statuses
-        .iter()
-        .filter(|s| s.history_error.is_none() && s.moving.is_none())
-        .map(|s| (s.tenant_id, inspect::observed(s)))
-        .collect();
     // Read-only users cannot refresh the cache; the status itself is still right.
     let _ = registry.sync(&observed).await;
     Ok(statuses)

@@ -782,6 +782,9 @@ impl<'a> Registry<'a> {
             .iter()
             .filter(|(_, o)| o.history_readable)
             .collect();
+        if observed.is_empty() {
+            return Ok(0);
+        }
         let ids: Vec<i64> = observed.iter().map(|(id, _)| *id).collect();
         let exists: Vec<bool> = observed.iter().map(|(_, o)| o.schema_exists).collect();
         let current: Vec<Option<i32>> = observed.iter().map(|(_, o)| o.current).collect();
@@ -1011,6 +1014,15 @@ pub struct Observed {
 }
 
 impl Observed {
+    /// Whether the registry row `tenant` caches something else than this observation
+    /// (and so [`Registry::sync`] would change it).
+    pub fn differs_from(&self, tenant: &Tenant) -> bool {
+        tenant.schema_provisioned != self.schema_exists
+            || (self.history_readable
+                && (tenant.current_revision != self.current
+                    || tenant.migrations_applied != self.current.is_some()))
+    }
+
     /// Nothing observed: the cached columns of `tenant` stay as they are.
     pub fn unread(tenant: &Tenant) -> Observed {
         Observed {
