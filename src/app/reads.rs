@@ -144,7 +144,8 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
                     schema_name: t.schema_name.clone(),
                     kind: "index_mismatch",
                     message: format!(
-                        "the version index says {a}; the history table says {b}; `tenantctl init` rebuilds the index row"
+                        "the version index says {a}; the history table says {b}; any write to the history table rewrites the index row, e.g. `DELETE FROM {} WHERE false`",
+                        crate::ident::qualified(&t.schema_name, table)
                     ),
                     files: Vec::new(),
                 });
