@@ -2084,8 +2084,7 @@ fn a_connection_that_never_finishes_its_headers_is_closed() {
     assert!(
         out.stderr
             .lines()
-            .filter(|l| !l.starts_with("stopping: no new tenants"))
-            .last()
+            .rfind(|l| !l.starts_with("stopping: no new tenants"))
             .is_some_and(|l| l.ends_with(" stopped")),
         "{}",
         out.stderr
