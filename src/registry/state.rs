@@ -157,7 +157,8 @@ pub async fn observe_each<C: Reads + ?Sized>(
                (SELECT min(o.relname::text) FROM pg_catalog.pg_class o \
                 WHERE o.relnamespace = n.oid AND o.relkind IN ('r', 'p', 'v') \
                 AND o.relname = ANY($3::text[])) END \
-             FROM unnest($1::text[]) AS s(name) \
+             FROM (SELECT pg_catalog.set_config('row_security', 'off', false)) AS rs(off), \
+               unnest($1::text[]) AS s(name) \
              LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s.name \
              LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2",
             &[
@@ -217,10 +218,12 @@ pub async fn observe_each<C: Reads + ?Sized>(
         return Ok(());
     }
     // The owner of a history table writes its row-level security policies: reading the
-    // table must never run them with tenantctl's rights. With `row_security` off, a
-    // table a policy would apply to is an error (that tenant's history is unreadable),
-    // never a policy run.
-    for client in clients {
+    // table must never run them with tenantctl's rights. The catalog query above turned
+    // `row_security` off on the first connection (no round trip of its own); the others
+    // are set here. With it off, a table a policy would apply to is an error (that
+    // tenant's history is unreadable), never a policy run. It is left off: tenantctl's
+    // own reads need nothing else, and every migration starts with `RESET ALL`.
+    for client in clients.iter().skip(1) {
         let _ = client.pg().batch_execute("SET row_security = off").await;
     }
     let lanes = clients.len().max(1);
@@ -243,10 +246,6 @@ pub async fn observe_each<C: Reads + ?Sized>(
             index: IndexUse::NotAsked,
         };
         sink(name, state);
-    }
-    drop(copies);
-    for client in clients {
-        let _ = client.pg().batch_execute("RESET row_security").await;
     }
     Ok(())
 }
