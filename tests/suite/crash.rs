@@ -121,6 +121,8 @@ fn fleet(servers: &[(&'static str, &str)]) -> Fleet {
     std::fs::write(config.path().join("tenants.toml"), toml).unwrap();
     let migrations = dir_with(&[SHOP]);
     let t = t.cwd(config.path()).migrations(migrations.path());
+    // The version index on every server, as a fleet has it after `init`.
+    t.run(&["init"]).expect(0);
     Fleet {
         db,
         t,
@@ -289,6 +291,15 @@ impl Fleet {
             None,
             "{domain}: last_error"
         );
+        // Whatever the cut left, the version index says what the history tables say.
+        let check: serde_json::Value = self.t.run(&["check", "--deep", "-o", "json"]).json();
+        let mismatched: Vec<&serde_json::Value> = check["problems"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|p| p["kind"] == "index_mismatch")
+            .collect();
+        assert!(mismatched.is_empty(), "{domain}: {mismatched:#?}");
     }
 
     /// The writers' rows on `server`: client_id to how many rows carry it.
