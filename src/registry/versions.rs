@@ -42,39 +42,45 @@ const TGTYPE: i16 = 60;
 /// The functions' pinned settings, as `pg_proc.proconfig` shows them: only the catalog's
 /// functions and operators are found, and a row-level security policy (code the table's
 /// owner wrote) is never run with the index owner's rights: a table it would apply to
-/// is not read.
-const PINNED: &str = "search_path=pg_catalog, pg_temp,row_security=off";
+/// is not read. And no sequential scan: the catalog lookups are by key, and a plan
+/// cached while the fleet's `pg_trigger` or `pg_namespace` was small must not scan
+/// them whole on every write once they are not (it made the trigger a fifth of an
+/// upgrade's time). Nor JIT compilation: with sequential scans off, a table that has
+/// no other way (a history table without its key) costs past `jit_above_cost`, and
+/// the history is read by a statement planned anew on each write.
+const PINNED: &str = "search_path=pg_catalog, pg_temp,row_security=off,enable_seqscan=off,jit=off";
 /// The functions' settings as `CREATE FUNCTION` gives them.
-const PINNED_SQL: &str = "SET search_path = pg_catalog, pg_temp SET row_security = off";
+const PINNED_SQL: &str =
+    "SET search_path = pg_catalog, pg_temp SET row_security = off SET enable_seqscan = off SET jit = off";
 /// The advisory lock space the trigger serializes one history table's recomputations
 /// in (`'vers'`): two writers of one table recompute its row one after the other, the
 /// second from a snapshot that sees the first's rows.
 const LOCK_SPACE: i32 = 0x7665_7273;
 
 /// The history table `rel`'s (an oid expression) four columns as the index depends on
-/// them: name, position and type of each. A rename changes neither the table's oid
-/// nor its `pg_class` row, so the row records this and the reader compares it.
+/// them: `N:H`, where N counts those of the four that are there, not dropped, of the
+/// types whose text tenantctl reads as the index does (`version` an `int4`, the others
+/// `varchar` or `text`: a `char(n)` pads, a type of the owner's own runs the owner's
+/// cast), and H sums a hash of each one's `pg_attribute.xmin`. N is 4 when the index
+/// can read the table. A rename, a drop or a change of type rewrites the column's row
+/// (while a rename changes neither the table's oid nor its `pg_class` row), so H
+/// changes: the row records this, the reader compares it. One pass over the table's
+/// columns in key order, and no sort: the reader does this for every tenant.
 fn columns_signature(rel: &str) -> String {
     format!(
-        "(SELECT pg_catalog.string_agg(a.attname::text || ':' || a.attnum::text || ':' || a.atttypid::pg_catalog.oid::text, \
-          ',' ORDER BY a.attname) FROM pg_catalog.pg_attribute a \
-          WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped \
-          AND a.attname IN ('version', 'name', 'applied_on', 'checksum'))"
-    )
-}
-
-/// Whether the history table `rel` (an oid expression) has the four columns the full
-/// read reads, of the types whose text tenantctl reads as the index does (`int4`;
-/// `varchar` or `text`): a column renamed, dropped or of another type (a `char(n)` pads,
-/// a type of the owner's own runs the owner's cast) is not read by the index.
-fn columns_ok(rel: &str) -> String {
-    format!(
-        "(SELECT pg_catalog.count(*) FROM pg_catalog.pg_attribute a \
+        "(SELECT pg_catalog.count(*)::text || ':' \
+            || coalesce(pg_catalog.sum(pg_catalog.hashint8(a.xmin::text::bigint)), 0)::text \
+          FROM pg_catalog.pg_attribute a \
           WHERE a.attrelid = {rel} AND a.attnum > 0 AND NOT a.attisdropped \
           AND ((a.attname = 'version' AND a.atttypid = 'pg_catalog.int4'::pg_catalog.regtype) \
             OR (a.attname IN ('name', 'applied_on', 'checksum') \
-                AND a.atttypid IN ('pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype)))) = 4"
+                AND a.atttypid IN ('pg_catalog.varchar'::pg_catalog.regtype, 'pg_catalog.text'::pg_catalog.regtype))))"
     )
+}
+
+/// Whether a [`columns_signature`] `sig` says the index can read the table.
+fn columns_ok(sig: &str) -> String {
+    format!("pg_catalog.starts_with({sig}, '4:')")
 }
 
 /// Where the index lives on server `server`: the registry schema on the registry's
@@ -110,10 +116,10 @@ fn applied_on_check(col: &str) -> String {
 /// a row that is never trusted.
 fn sync_body(index: &str) -> String {
     let table = qualified(index, TABLE);
-    let valid = applied_on_check("applied_on");
-    let columns = columns_ok("c.oid");
+    let valid = applied_on_check("h.applied_on");
     let signature = columns_signature("c.oid");
     let table_lit = literal(&table);
+    let cols_ok = columns_ok("cols");
     format!(
         "
 DECLARE
@@ -125,6 +131,10 @@ DECLARE
     d text;
     readable boolean;
     cols text;
+    vs integer[];
+    ns text[];
+    ats text[];
+    cs text[];
 BEGIN
     IF pg_catalog.to_regclass({table_lit}) IS NULL THEN
         -- The index was dropped: nothing to keep, and no write may fail for it.
@@ -132,10 +142,11 @@ BEGIN
     END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_SPACE},
         (relid::pg_catalog.oid::bigint - 2147483648)::integer);
-    SELECT s.nspname, c.xmin, c.relkind = 'r' AND {columns}, {signature}
+    SELECT s.nspname, c.xmin, c.relkind = 'r', {signature}
     INTO nsp, class_x, readable, cols
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
     WHERE c.oid = relid;
+    readable := readable AND {cols_ok};
     SELECT t.xmin INTO trigger_x FROM pg_catalog.pg_trigger t
     WHERE t.tgrelid = relid AND t.tgname = '{TRIGGER}';
     IF nsp IS NULL OR trigger_x IS NULL THEN
@@ -143,18 +154,25 @@ BEGIN
     END IF;
     IF readable THEN
     BEGIN
-        EXECUTE
-            $q$SELECT count(*)::integer, max(version)::integer,
-                CASE WHEN bool_and(version IS NOT NULL AND name IS NOT NULL
-                                   AND checksum IS NOT NULL AND applied_on IS NOT NULL
-                                   AND {valid}) IS NOT FALSE
-                THEN pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
-                    coalesce(pg_catalog.string_agg(
-                        version::text || ' ' || pg_catalog.length(name::text)::text || ' '
-                        || name::text || ' ' || checksum::text,
-                        E'\\n' ORDER BY version), ''), 'UTF8')), 'hex') END
-            FROM ONLY $q$ || relid::text
-        INTO n, top, d;
+        -- The history is fetched by a statement as small as can be, since it is
+        -- planned anew on each write; what is computed from it is planned once.
+        EXECUTE 'SELECT pg_catalog.array_agg(version ORDER BY version), '
+            || 'pg_catalog.array_agg(name::text ORDER BY version), '
+            || 'pg_catalog.array_agg(applied_on::text ORDER BY version), '
+            || 'pg_catalog.array_agg(checksum::text ORDER BY version) FROM ONLY ' || relid::text
+        INTO vs, ns, ats, cs;
+        SELECT count(*)::integer, max(h.version)::integer,
+            CASE WHEN bool_and(h.version IS NOT NULL AND h.name IS NOT NULL
+                               AND h.checksum IS NOT NULL AND h.applied_on IS NOT NULL
+                               AND {valid}) IS NOT FALSE
+            THEN pg_catalog.encode(pg_catalog.sha256(pg_catalog.convert_to(
+                coalesce(pg_catalog.string_agg(
+                    h.version::text || ' ' || pg_catalog.length(h.name)::text || ' '
+                    || h.name || ' ' || h.checksum,
+                    E'\\n' ORDER BY h.version), ''), 'UTF8')), 'hex') END
+        INTO n, top, d
+        FROM ROWS FROM (pg_catalog.unnest(vs), pg_catalog.unnest(ns), pg_catalog.unnest(ats),
+                        pg_catalog.unnest(cs)) AS h(version, name, applied_on, checksum);
     EXCEPTION WHEN OTHERS THEN
         n := 0;
         top := NULL;
@@ -528,40 +546,58 @@ pub async fn read<C: Reads + ?Sized>(
     history: &str,
     digests: &mut Digests<'_>,
 ) -> Result<Vec<(String, Found)>, Error> {
+    // Each tenant's catalog rows are looked up by key (`LIMIT 1` keeps the planner from
+    // turning a lookup into a scan of the whole `pg_class`, which on a fleet of many
+    // tables per tenant costs more than all the lookups), and its columns' signature is
+    // computed once (`OFFSET 0` keeps the inner query as it is written).
     let sql = format!(
         "WITH f AS (SELECT \
            (SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($3) \
               AND p.prosrc = $4 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS refresh, \
            (SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($5) \
               AND p.prosrc = $6 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS sync) \
-         SELECT s.name, \
-           CASE WHEN f.refresh IS NULL OR f.sync IS NULL THEN 'no_index' \
-             WHEN c.oid IS NULL THEN 'no_history' \
-             WHEN c.relhassubclass OR c.relispartition OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i \
-               WHERE i.inhrelid = c.oid) THEN 'inherited' \
+         SELECT x.name, \
+           CASE WHEN x.refresh IS NULL OR x.sync IS NULL THEN 'no_index' \
+             WHEN x.coid IS NULL THEN 'no_history' \
+             WHEN x.relhassubclass OR x.relispartition OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i \
+               WHERE i.inhrelid = x.coid) THEN 'inherited' \
              WHEN NOT {columns} THEN 'columns' \
-             WHEN v.schema_name IS NULL THEN 'no_row' \
-             WHEN v.history_oid <> c.oid THEN 'recreated' \
-             WHEN t.oid IS NULL THEN 'no_trigger' \
-             WHEN t.tgenabled <> 'A' THEN 'trigger_disabled' \
-             WHEN t.tgfoid <> f.refresh OR t.tgtype <> {TGTYPE} OR t.tgqual IS NOT NULL \
-               OR t.tgnargs <> 0 OR t.tgattr::text <> '' THEN 'trigger_changed' \
-             WHEN NOT (t.xmin = v.trigger_xmin) THEN 'trigger_touched' \
-             WHEN v.columns IS DISTINCT FROM {signature} THEN 'columns_changed' \
-             WHEN t.xmin = v.written_xid OR c.xmin = v.written_xid THEN 'unsettled' \
-             WHEN NOT (c.xmin = v.class_xmin) THEN 'table_altered' \
-             WHEN NOT (v.xmin = v.written_xid) THEN 'row_edited' \
-             WHEN v.digest IS NULL THEN 'unvouched' \
-           END, v.applied, v.digest \
-         FROM unnest($1::text[]) AS s(name) CROSS JOIN f \
-         LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s.name \
-         LEFT JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 AND c.relkind = 'r' \
-         LEFT JOIN {table} v ON v.schema_name = s.name \
-         LEFT JOIN pg_catalog.pg_trigger t ON t.tgrelid = c.oid AND t.tgname = '{TRIGGER}'",
+             WHEN x.vname IS NULL THEN 'no_row' \
+             WHEN x.history_oid <> x.coid THEN 'recreated' \
+             WHEN x.toid IS NULL THEN 'no_trigger' \
+             WHEN x.tgenabled <> 'A' THEN 'trigger_disabled' \
+             WHEN x.tgfoid <> x.refresh OR x.tgtype <> {TGTYPE} OR x.tgqual IS NOT NULL \
+               OR x.tgnargs <> 0 OR x.tgattr::text <> '' THEN 'trigger_changed' \
+             WHEN NOT (x.txmin = x.trigger_xmin) THEN 'trigger_touched' \
+             WHEN x.columns IS DISTINCT FROM x.sig THEN 'columns_changed' \
+             WHEN x.txmin = x.written_xid OR x.cxmin = x.written_xid THEN 'unsettled' \
+             WHEN NOT (x.cxmin = x.class_xmin) THEN 'table_altered' \
+             WHEN NOT (x.vxmin = x.written_xid) THEN 'row_edited' \
+             WHEN x.digest IS NULL THEN 'unvouched' \
+           END, x.applied, x.digest \
+         FROM (SELECT s.name, f.refresh, f.sync, \
+             c.oid AS coid, c.xmin AS cxmin, c.relhassubclass, c.relispartition, {signature} AS sig, \
+             v.schema_name AS vname, v.history_oid, v.applied, v.digest, v.trigger_xmin, \
+             v.class_xmin, v.written_xid, v.columns, v.xmin AS vxmin, \
+             t.oid AS toid, t.xmin AS txmin, t.tgenabled, t.tgfoid, t.tgtype, t.tgqual, t.tgnargs, t.tgattr \
+           FROM unnest($1::text[]) AS s(name) CROSS JOIN f \
+           LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s.name \
+           LEFT JOIN LATERAL (SELECT c.oid, c.xmin, c.relhassubclass, c.relispartition \
+             FROM pg_catalog.pg_class c \
+             WHERE c.relnamespace = n.oid AND c.relname = $2 AND c.relkind = 'r' LIMIT 1) c ON true \
+           LEFT JOIN LATERAL (SELECT t.oid, t.xmin, t.tgenabled, t.tgfoid, t.tgtype, t.tgqual, \
+               t.tgnargs, t.tgattr \
+             FROM pg_catalog.pg_trigger t WHERE t.tgrelid = c.oid AND t.tgname = '{TRIGGER}' LIMIT 1) t ON true \
+           LEFT JOIN {table} v ON v.schema_name = s.name \
+           OFFSET 0) x",
         table = qualified(index, TABLE),
-        columns = columns_ok("c.oid"),
+        columns = columns_ok("x.sig"),
         signature = columns_signature("c.oid"),
     );
+    // JIT compilation would cost more than the query (its estimate counts every
+    // tenant's lookups); left off like `row_security`: every migration starts with
+    // `RESET ALL`.
+    let _ = client.pg().batch_execute("SET jit = off").await;
     let refresh = format!("{}()", qualified(index, REFRESH));
     let sync = format!("{}(regclass)", qualified(index, SYNC));
     let refresh_src = refresh_body(index);
