@@ -74,9 +74,14 @@ config_keys! {
         extra_search_path: Vec<String> => |s, _| format!("{:?}", s.extra_search_path),
         templates: BTreeMap<String, String> => |s, _| format!("{:?}", s.templates),
     }
+    backup: BackupSection {
+        dir: PathBuf => |s, _| s.backup_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        policies: BTreeMap<String, PolicyFile> => |s, _| policies_shown(&s.backup_policies),
+    }
     serve: ServeSection {
         listen: String => |s, _| s.serve_listen.to_string(),
         token_file: PathBuf => |s, _| s.serve_token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        backups: bool => |s, _| s.serve_backups.to_string(),
     }
     run: RunSection {
         concurrency: usize => |s, _| s.concurrency.to_string(),
@@ -91,6 +96,130 @@ config_keys! {
 
 /// How many keys the file has, each listed once by `config show`.
 pub const KEY_COUNT: usize = KEYS.len();
+
+/// One `[backup.policies.TYPE]` table of the file.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct PolicyFile {
+    every: Option<String>,
+    keep: Option<u32>,
+    keep_within: Option<String>,
+}
+
+/// How often the tenants of one type are backed up, and which backups are kept.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Policy {
+    /// A tenant is due when its last successful backup is older than this.
+    pub every: Duration,
+    /// The newest this many backups of each tenant are kept.
+    pub keep: usize,
+    /// Backups younger than this are kept too, however many there are.
+    pub keep_within: Option<Duration>,
+}
+
+/// The policy name that covers every tenant type without a policy of its own.
+pub const DEFAULT_POLICY: &str = "default";
+
+/// The policy for tenants of `tenant_type`: its own, else `default`, else none.
+pub fn policy_for<'a>(
+    policies: &'a BTreeMap<String, Policy>,
+    tenant_type: &str,
+) -> Option<&'a Policy> {
+    policies
+        .get(tenant_type)
+        .or_else(|| policies.get(DEFAULT_POLICY))
+}
+
+fn policies_shown(policies: &BTreeMap<String, Policy>) -> String {
+    let shown: Vec<String> = policies
+        .iter()
+        .map(|(name, p)| {
+            let within = p
+                .keep_within
+                .map(|d| format!(", keep_within {}", duration_shown(d)))
+                .unwrap_or_default();
+            format!(
+                "{name}: every {}, keep {}{within}",
+                duration_shown(p.every),
+                p.keep
+            )
+        })
+        .collect();
+    if shown.is_empty() {
+        "(none)".into()
+    } else {
+        shown.join("; ")
+    }
+}
+
+/// `[backup.policies]`: each name a tenant type (or `default`), `every` from a minute to
+/// a year, `keep` from 1 to 100000, `keep_within` (optional) up to ten years.
+fn policies(file: &FileConfig) -> Result<BTreeMap<String, Policy>, Error> {
+    let mut out = BTreeMap::new();
+    for (name, p) in file.backup.policies.clone().unwrap_or_default() {
+        ident::validate_tenant_type(&name)
+            .map_err(|e| Error::setup(format!("config backup.policies: {e}")))?;
+        let key = |k: &str| format!("backup.policies.{name}.{k}");
+        let Some(every) = p.every.as_deref() else {
+            return Err(Error::setup(format!(
+                "config {} is missing: how often a tenant is backed up, such as \"1d\"",
+                key("every")
+            )));
+        };
+        let every = duration(
+            Some(every),
+            &key("every"),
+            Duration::ZERO,
+            DurationRange {
+                zero: false,
+                low: Duration::from_secs(60),
+                high: Duration::from_secs(366 * 86_400),
+                said: "1m to 366d",
+            },
+        )?;
+        let keep = match p.keep {
+            Some(k @ 1..=100_000) => k as usize,
+            Some(_) => {
+                return Err(Error::setup(format!(
+                    "config {}: use 1 to 100000",
+                    key("keep")
+                )))
+            }
+            None => {
+                return Err(Error::setup(format!(
+                    "config {} is missing: how many backups of each tenant to keep",
+                    key("keep")
+                )))
+            }
+        };
+        let keep_within = p
+            .keep_within
+            .as_deref()
+            .map(|v| {
+                duration(
+                    Some(v),
+                    &key("keep_within"),
+                    Duration::ZERO,
+                    DurationRange {
+                        zero: false,
+                        low: Duration::from_secs(60),
+                        high: Duration::from_secs(3660 * 86_400),
+                        said: "1m to 3660d",
+                    },
+                )
+            })
+            .transpose()?;
+        out.insert(
+            name,
+            Policy {
+                every,
+                keep,
+                keep_within,
+            },
+        );
+    }
+    Ok(out)
+}
 
 /// One `[servers.NAME]` table of the file.
 #[derive(Debug, Default, Deserialize)]
@@ -454,10 +583,17 @@ pub struct Settings {
     pub read_timeout: Duration,
     /// The servers tenants live on, `default` first.
     pub servers: Vec<Server>,
+    /// `backup.dir`: where `backup --due` (and `serve`'s backups) write, unless `--out`
+    /// says otherwise.
+    pub backup_dir: Option<PathBuf>,
+    /// `[backup.policies]`, by tenant type (`default` for the rest).
+    pub backup_policies: BTreeMap<String, Policy>,
     /// Where `tenantctl serve` listens.
     pub serve_listen: std::net::SocketAddr,
     /// A file holding `tenantctl serve`'s API token (`TENANTCTL_API_TOKEN` wins).
     pub serve_token_file: Option<PathBuf>,
+    /// `serve.backups`: the service runs `backup --due` into `backup.dir` itself.
+    pub serve_backups: bool,
 }
 
 impl Settings {
@@ -841,6 +977,8 @@ pub fn resolve(
     let schema_prefix = schema_prefix(&file)?;
     let extra_search_path = extra_search_path(&file)?;
     let templates = templates(&file)?;
+    let backup_dir = file.backup.dir.as_ref().map(|p| file_dir.join(p));
+    let backup_policies = policies(&file)?;
     let serve_listen = match &file.serve.listen {
         Some(l) => l.parse().map_err(|e| {
             Error::setup(format!(
@@ -851,6 +989,12 @@ pub fn resolve(
         None => std::net::SocketAddr::from(([127, 0, 0, 1], 8080)),
     };
     let serve_token_file = file.serve.token_file.as_ref().map(|p| file_dir.join(p));
+    let serve_backups = file.serve.backups.unwrap_or(false);
+    if serve_backups && (backup_dir.is_none() || backup_policies.is_empty()) {
+        return Err(Error::setup(
+            "config serve.backups = true needs backup.dir (where the backups go) and at least one [backup.policies.TYPE] (or default)",
+        ));
+    }
     let run = run_limits(overrides, &file)?;
     let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
     let sources = sources(
@@ -882,8 +1026,11 @@ pub fn resolve(
         lock_wait: run.lock_wait,
         read_timeout: run.read_timeout,
         servers,
+        backup_dir,
+        backup_policies,
         serve_listen,
         serve_token_file,
+        serve_backups,
     })
 }
 
@@ -1185,8 +1332,9 @@ pub fn parse_duration(value: &str) -> Result<Duration, String> {
 }
 
 /// The values a duration setting takes: `"0"` when `zero` is true, else from `low` to
-/// `high`. Every one is short enough to add to any instant (the longest is about 24.8
-/// days), and what PostgreSQL is sent fits its own limits.
+/// `high`. Every one that bounds a wait is short enough to add to any instant (the
+/// longest is about 24.8 days), and what PostgreSQL is sent fits its own limits; the
+/// backup policies' longer ones are only compared with the ledger's times.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct DurationRange {
     /// Whether `"0"` is accepted (no limit, or no wait).
@@ -1527,14 +1675,16 @@ mod tests {
                     [shared]\ndir = \"m/common\"\nschema = \"common\"\n\
                     [tenants]\nschema_prefix = \"t_\"\nextra_search_path = [\"ext\"]\n\
                     [tenants.templates]\nchurch = \"template-church\"\n\
-                    [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\n\
+                    [backup]\ndir = \"backups\"\n\
+                    [backup.policies.default]\nevery = \"1d\"\nkeep = 7\nkeep_within = \"30d\"\n\
+                    [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nbackups = true\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 21);
+        assert_eq!(keys.len(), 24);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }
@@ -1549,6 +1699,12 @@ mod tests {
         );
         assert_eq!(value("run.lock_wait"), "5s");
         assert_eq!(value("run.read_timeout"), "6s");
+        assert_eq!(value("backup.dir"), "/etc/app/backups");
+        assert_eq!(
+            value("backup.policies"),
+            "default: every 1day, keep 7, keep_within 30days"
+        );
+        assert_eq!(value("serve.backups"), "true");
         assert_eq!(value("tenants.extra_search_path"), "[\"ext\"]");
     }
 

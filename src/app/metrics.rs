@@ -2,10 +2,11 @@
 //! "Metrics"): what `GET /metrics`, `tenantctl metrics` and `--metrics-textfile` write.
 //!
 //! They follow Prometheus's conventions for batch jobs: gauges, base units (seconds),
-//! last-run and last-success timestamps per command, and no per-tenant labels, so a
-//! fleet of ten thousand tenants is a few dozen series. They are read from the
-//! registry's cached columns (one scan of `tenants`, one of the ledger), never from the
-//! tenants' schemas.
+//! last-run and last-success timestamps per command, a counter of ledger entries, and
+//! no per-tenant labels, so a fleet of ten thousand tenants is a few dozen series. Every
+//! tenant gauge carries `server`, also with one server, so a series keeps its identity
+//! when a second server is added. They are read from the registry's cached columns and
+//! the ledger, never from the tenants' schemas.
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -30,8 +31,16 @@ pub struct Metrics {
     pub last_run: BTreeMap<(String, String), f64>,
     /// When the last run of each command in which no tenant failed ended.
     pub last_success: BTreeMap<String, f64>,
-    /// Whether tenants live on several servers (then the tenant gauges carry `server`).
-    pub several_servers: bool,
+    /// The last bulk run of each command (`tenant_runs`).
+    pub last_bulk: BTreeMap<String, BulkRun>,
+    /// Registered tenants whose schema is not provisioned, by server.
+    pub unprovisioned: BTreeMap<String, u64>,
+    /// Ledger entries by (action, status).
+    pub events: BTreeMap<(String, String), u64>,
+    /// Backups by tenant type.
+    pub backups: BTreeMap<String, Backups>,
+    /// The configured servers: each gets its tenant gauges, zero when it has no tenant.
+    pub servers: Vec<String>,
     /// The shared schema, when there is one: its files' head, and its revision on each
     /// server that could be read (0: nothing applied).
     pub shared: Option<(i32, BTreeMap<String, i32>)>,
@@ -60,6 +69,30 @@ impl Metrics {
     }
 }
 
+/// The last bulk run of one command, from `tenant_runs`.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct BulkRun {
+    /// From its start to its end, in seconds.
+    pub duration: f64,
+    /// The tenants it selected.
+    pub tenants: u64,
+    /// Those that failed.
+    pub failed: u64,
+}
+
+/// The backups of the tenants of one type, from the ledger.
+#[derive(Debug, Clone, Copy, Default, PartialEq)]
+pub struct Backups {
+    /// Registered tenants of the type.
+    pub tenants: u64,
+    /// Those with no successful backup in the ledger.
+    pub never: u64,
+    /// The oldest of their last successful backups (Unix seconds), among those with one.
+    pub oldest: Option<f64>,
+    /// Those a backup policy covers whose backup is due (`backup --due` would back them up).
+    pub overdue: u64,
+}
+
 /// The `status` label of tenants whose registry status is NULL.
 pub const UNKNOWN_STATUS: &str = "unknown";
 
@@ -72,16 +105,17 @@ fn count(r: &tokio_postgres::Row, i: usize) -> u64 {
 }
 
 /// Reads the metrics from the registry; `head` is the migration files' head and
-/// `servers` the configured servers.
+/// `servers` the configured servers' names.
 pub async fn gather<C: Reads + ?Sized>(
     client: &C,
     tables: &Tables,
     head: i32,
-    servers: usize,
+    servers: Vec<String>,
+    policies: &BTreeMap<String, crate::config::Policy>,
 ) -> Result<Metrics, Error> {
     let mut m = Metrics {
         head,
-        several_servers: servers > 1,
+        servers,
         ..Default::default()
     };
     // A NULL server or status (a NOT NULL dropped by hand): the tenant is on `default`,
@@ -92,7 +126,8 @@ pub async fn gather<C: Reads + ?Sized>(
         client.pg().query(
             &format!(
                 "SELECT coalesce(server, $2), coalesce(status, $3), count(*)::bigint, \
-                        count(*) FILTER (WHERE schema_provisioned AND coalesce(current_revision, 0) < $1)::bigint \
+                        count(*) FILTER (WHERE schema_provisioned AND coalesce(current_revision, 0) < $1)::bigint, \
+                        count(*) FILTER (WHERE schema_provisioned IS NOT TRUE)::bigint \
                  FROM {} GROUP BY 1, 2",
                 tables.tenants
             ),
@@ -106,7 +141,8 @@ pub async fn gather<C: Reads + ?Sized>(
         let n = count(r, 2);
         let behind = count(r, 3);
         *m.tenants.entry((server.clone(), status)).or_default() += n;
-        *m.behind.entry(server).or_default() += behind;
+        *m.behind.entry(server.clone()).or_default() += behind;
+        *m.unprovisioned.entry(server).or_default() += count(r, 4);
     }
     let rows = db::read(
         client,
@@ -175,6 +211,101 @@ pub async fn gather<C: Reads + ?Sized>(
         let e = m.last_run.entry((command, result)).or_insert(at);
         *e = e.max(at);
     }
+    let last = db::read(
+        client,
+        "reading the runs for metrics",
+        client.pg().query(
+            &format!(
+                "SELECT DISTINCT ON (command) command, \
+                        greatest(extract(epoch FROM finished_at - started_at), 0)::float8, \
+                        greatest(total, 0)::bigint, greatest(failed, 0)::bigint \
+                 FROM {} WHERE command IS NOT NULL AND isfinite(finished_at) AND isfinite(started_at) \
+                 ORDER BY command, finished_at DESC",
+                tables.runs
+            ),
+            &[],
+        ),
+    )
+    .await?;
+    for r in &last {
+        let (Ok(command), Ok(duration)) = (r.try_get::<_, String>(0), r.try_get::<_, f64>(1))
+        else {
+            continue;
+        };
+        m.last_bulk.insert(
+            command,
+            BulkRun {
+                duration,
+                tenants: count(r, 2),
+                failed: count(r, 3),
+            },
+        );
+    }
+    let events = db::read(
+        client,
+        "reading the run ledger for metrics",
+        client.pg().query(
+            &format!(
+                "SELECT action, coalesce(status, $1), count(*)::bigint FROM {} \
+                 WHERE action IS NOT NULL GROUP BY 1, 2",
+                tables.events
+            ),
+            &[&UNKNOWN_STATUS],
+        ),
+    )
+    .await?;
+    for r in &events {
+        let (Ok(action), Ok(status)) = (r.try_get::<_, String>(0), r.try_get::<_, String>(1))
+        else {
+            continue;
+        };
+        *m.events.entry((action, status)).or_default() += count(r, 2);
+    }
+    // Each tenant's last successful backup (by tenant id: a tenant registered again
+    // under the same domain has backed up nothing yet), and whether its policy (its
+    // type's, else `default`) says one is due.
+    let kinds: Vec<&str> = policies.keys().map(String::as_str).collect();
+    let every: Vec<f64> = policies.values().map(|p| p.every.as_secs_f64()).collect();
+    let default_every: Option<f64> = policies
+        .get(crate::config::DEFAULT_POLICY)
+        .map(|p| p.every.as_secs_f64());
+    let backups = db::read(
+        client,
+        "reading the run ledger for metrics",
+        client.pg().query(
+            &format!(
+                "SELECT coalesce(t.tenant_type, $1), count(*)::bigint, \
+                        count(*) FILTER (WHERE b.at IS NULL)::bigint, \
+                        extract(epoch FROM min(b.at))::float8, \
+                        count(*) FILTER (WHERE coalesce(p.secs, $4) IS NOT NULL \
+                          AND (b.at IS NULL OR extract(epoch FROM now() - b.at) >= coalesce(p.secs, $4)))::bigint \
+                 FROM {tenants} t LEFT JOIN ( \
+                   SELECT tenant_id, max(finished_at) AS at FROM {events} \
+                   WHERE action = 'backup' AND status = 'ok' AND isfinite(finished_at) \
+                   GROUP BY tenant_id) b ON b.tenant_id = t.id \
+                 LEFT JOIN unnest($2::text[], $3::float8[]) AS p(kind, secs) ON p.kind = t.tenant_type \
+                 GROUP BY 1",
+                tenants = tables.tenants,
+                events = tables.events
+            ),
+            &[&UNKNOWN_STATUS, &kinds, &every, &default_every],
+        ),
+    )
+    .await?;
+    for r in &backups {
+        let Ok(kind) = r.try_get::<_, String>(0) else {
+            continue;
+        };
+        m.backups.insert(
+            kind,
+            Backups {
+                tenants: count(r, 1),
+                never: count(r, 2),
+                oldest: r.try_get::<_, Option<f64>>(3).ok().flatten(),
+                overdue: count(r, 4),
+            },
+        );
+    }
     Ok(m)
 }
 
@@ -192,8 +323,20 @@ pub async fn text(cx: &crate::app::context::Context) -> Result<String, Error> {
     let client = cx.connect().await?;
     let registry = crate::registry::Registry::open(&client, &cx.settings.registry_schema).await?;
     let head = cx.migrations().map(|s| s.head()).unwrap_or(0);
-    let m = gather(&client, registry.tables(), head, cx.servers.iter().count()).await?;
+    let m = gather(
+        &client,
+        registry.tables(),
+        head,
+        server_names(cx),
+        &cx.settings.backup_policies,
+    )
+    .await?;
     Ok(render(&m.with_shared(cx).await))
+}
+
+/// The configured servers' names.
+pub fn server_names(cx: &crate::app::context::Context) -> Vec<String> {
+    cx.servers.iter().map(|(s, _)| s.name.clone()).collect()
 }
 
 /// Writes the fleet's metrics to `path` whole (see [`write_textfile`]).
@@ -203,131 +346,236 @@ pub async fn write(cx: &crate::app::context::Context, path: &Path) -> Result<(),
 
 /// The metrics in Prometheus's text format.
 pub fn render(m: &Metrics) -> String {
-    let mut out = String::new();
-    let mut family = |name: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        name.to_string()
-    };
-    let mut lines: Vec<String> = Vec::new();
-    let n = family(
+    let mut out = Text::default();
+    out.family(
+        "tenantctl_build_info",
+        Kind::Gauge,
+        "Always 1; the tenantctl that wrote these metrics.",
+    );
+    out.sample(
+        "tenantctl_build_info",
+        &[("version", env!("CARGO_PKG_VERSION"))],
+        1,
+    );
+    out.family(
         "tenantctl_head_revision",
+        Kind::Gauge,
         "The highest migration version in the migrations directory.",
     );
-    lines.push(format!("{n} {}", m.head));
-    flush(&mut out, &mut lines);
+    out.sample("tenantctl_head_revision", &[], m.head);
 
-    let mut family = |name: &str, help: &str| {
-        let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-        name.to_string()
-    };
-    let n = family(
+    // Every configured server has its series, also before its first tenant.
+    let mut servers: std::collections::BTreeSet<&str> =
+        m.servers.iter().map(String::as_str).collect();
+    servers.extend(m.tenants.keys().map(|(s, _)| s.as_str()));
+    if servers.is_empty() {
+        servers.insert(crate::config::DEFAULT_SERVER);
+    }
+    out.family(
         "tenantctl_tenants",
-        "Registered tenants by registry status (unknown: a NULL status), and by server where there are several.",
+        Kind::Gauge,
+        "Registered tenants by server and registry status (unknown: a NULL status).",
     );
-    let mut by_status: BTreeMap<(Option<&str>, &str), u64> = BTreeMap::new();
+    let mut by_status: BTreeMap<(&str, &str), u64> = BTreeMap::new();
+    for server in &servers {
+        for status in ["pending", "active", "failed"] {
+            by_status.insert((server, status), 0);
+        }
+    }
     for ((server, status), count) in &m.tenants {
-        let key = (
-            m.several_servers.then_some(server.as_str()),
-            status.as_str(),
-        );
-        *by_status.entry(key).or_default() += count;
-    }
-    for status in ["pending", "active", "failed"] {
-        by_status.entry((None, status)).or_default();
-    }
-    if m.several_servers {
-        by_status.retain(|(server, _), n| server.is_some() || *n > 0);
+        *by_status.entry((server, status)).or_default() += count;
     }
     for ((server, status), count) in &by_status {
-        match server {
-            Some(s) => lines.push(format!(
-                "{n}{{server=\"{}\",status=\"{}\"}} {count}",
-                label(s),
-                label(status)
-            )),
-            None => lines.push(format!("{n}{{status=\"{}\"}} {count}", label(status))),
+        out.sample(
+            "tenantctl_tenants",
+            &[("server", server), ("status", status)],
+            count,
+        );
+    }
+    for (name, help, values) in [
+        (
+            "tenantctl_tenants_behind_head",
+            "Provisioned tenants whose cached revision is below head, by server.",
+            &m.behind,
+        ),
+        (
+            "tenantctl_tenants_unprovisioned",
+            "Registered tenants whose schema is not provisioned, by server.",
+            &m.unprovisioned,
+        ),
+    ] {
+        out.family(name, Kind::Gauge, help);
+        for server in &servers {
+            let n = values.get(*server).copied().unwrap_or(0);
+            out.sample(name, &[("server", server)], n);
         }
     }
-    flush(&mut out, &mut lines);
 
-    let n = family_line(
-        &mut out,
-        "tenantctl_tenants_behind_head",
-        "Provisioned tenants whose cached revision is below head.",
-    );
-    if m.several_servers {
-        for (server, count) in &m.behind {
-            lines.push(format!("{n}{{server=\"{}\"}} {count}", label(server)));
-        }
-    } else {
-        lines.push(format!("{n} {}", m.behind.values().sum::<u64>()));
-    }
-    flush(&mut out, &mut lines);
-
-    let n = family_line(
-        &mut out,
+    out.family(
         "tenantctl_tenants_by_revision",
+        Kind::Gauge,
         "Registered tenants by cached current revision (base: none applied).",
     );
     for (rev, count) in &m.by_revision {
-        lines.push(format!("{n}{{revision=\"{}\"}} {count}", label(rev)));
+        out.sample("tenantctl_tenants_by_revision", &[("revision", rev)], count);
     }
-    flush(&mut out, &mut lines);
 
-    let n = family_line(
-        &mut out,
+    out.family(
         "tenantctl_last_run_timestamp_seconds",
+        Kind::Gauge,
         "When the last run of a command ended, by result (failed: at least one tenant failed; interrupted), from the run ledger.",
     );
     for ((command, result), at) in &m.last_run {
-        lines.push(format!(
-            "{n}{{command=\"{}\",result=\"{}\"}} {at:.3}",
-            label(command),
-            label(result)
-        ));
+        out.sample(
+            "tenantctl_last_run_timestamp_seconds",
+            &[("command", command), ("result", result)],
+            format!("{at:.3}"),
+        );
     }
-    flush(&mut out, &mut lines);
-
-    let n = family_line(
-        &mut out,
+    out.family(
         "tenantctl_last_success_timestamp_seconds",
+        Kind::Gauge,
         "When the last run of a command in which no tenant failed ended (a bulk run in which no tenant needed work counts), from the run ledger.",
     );
     for (command, at) in &m.last_success {
-        lines.push(format!("{n}{{command=\"{}\"}} {at:.3}", label(command)));
+        out.sample(
+            "tenantctl_last_success_timestamp_seconds",
+            &[("command", command)],
+            format!("{at:.3}"),
+        );
     }
-    flush(&mut out, &mut lines);
+    type Field = fn(&BulkRun) -> String;
+    let bulk: [(&str, &str, Field); 3] = [
+        (
+            "tenantctl_last_run_duration_seconds",
+            "How long the last bulk run of a command took, from its start to its end.",
+            |r| format!("{:.3}", r.duration),
+        ),
+        (
+            "tenantctl_last_run_tenants",
+            "The tenants the last bulk run of a command selected.",
+            |r| r.tenants.to_string(),
+        ),
+        (
+            "tenantctl_last_run_failed_tenants",
+            "The tenants that failed in the last bulk run of a command.",
+            |r| r.failed.to_string(),
+        ),
+    ];
+    for (name, help, value) in bulk {
+        out.family(name, Kind::Gauge, help);
+        for (command, run) in &m.last_bulk {
+            out.sample(name, &[("command", command)], value(run));
+        }
+    }
+
+    out.family(
+        "tenantctl_ledger_events_total",
+        Kind::Counter,
+        "Entries in the run ledger, by action and status: one per change tenantctl made to a tenant, or tried to.",
+    );
+    for ((action, status), n) in &m.events {
+        out.sample(
+            "tenantctl_ledger_events_total",
+            &[("action", action), ("status", status)],
+            n,
+        );
+    }
+
+    out.family(
+        "tenantctl_tenants_without_backup",
+        Kind::Gauge,
+        "Registered tenants with no successful backup in the run ledger, by tenant type.",
+    );
+    for (kind, b) in &m.backups {
+        out.sample(
+            "tenantctl_tenants_without_backup",
+            &[("type", kind)],
+            b.never,
+        );
+    }
+    out.family(
+        "tenantctl_backups_overdue",
+        Kind::Gauge,
+        "Tenants of a type whose backup policy says a backup is due (backup --due would back them up); 0 for a type no policy covers.",
+    );
+    for (kind, b) in &m.backups {
+        out.sample("tenantctl_backups_overdue", &[("type", kind)], b.overdue);
+    }
+    out.family(
+        "tenantctl_backup_oldest_timestamp_seconds",
+        Kind::Gauge,
+        "The oldest of the last successful backups of the tenants of a type that have one (time() minus this is the worst backup age).",
+    );
+    for (kind, b) in &m.backups {
+        if let Some(at) = b.oldest {
+            out.sample(
+                "tenantctl_backup_oldest_timestamp_seconds",
+                &[("type", kind)],
+                format!("{at:.3}"),
+            );
+        }
+    }
 
     if let Some((head, revisions)) = &m.shared {
-        let n = family_line(
-            &mut out,
+        out.family(
             "tenantctl_shared_head_revision",
+            Kind::Gauge,
             "The highest version in the shared schema's migrations directory.",
         );
-        lines.push(format!("{n} {head}"));
-        flush(&mut out, &mut lines);
-        let n = family_line(
-            &mut out,
+        out.sample("tenantctl_shared_head_revision", &[], head);
+        out.family(
             "tenantctl_shared_revision",
+            Kind::Gauge,
             "The shared schema's revision on each server (0: nothing applied), read from its history; absent for a server that could not be read.",
         );
         for (server, revision) in revisions {
-            lines.push(format!("{n}{{server=\"{}\"}} {revision}", label(server)));
+            out.sample("tenantctl_shared_revision", &[("server", server)], revision);
         }
-        flush(&mut out, &mut lines);
     }
-    out
+    out.0
 }
 
-fn family_line(out: &mut String, name: &str, help: &str) -> String {
-    let _ = writeln!(out, "# HELP {name} {help}\n# TYPE {name} gauge");
-    name.to_string()
+/// A metric family's type.
+#[derive(Debug, Clone, Copy)]
+pub enum Kind {
+    /// A value that goes up and down.
+    Gauge,
+    /// A count that only goes up (until the process, or the ledger, starts again).
+    Counter,
+    /// Observations counted into buckets, with their sum and count.
+    Histogram,
 }
 
-fn flush(out: &mut String, lines: &mut Vec<String>) {
-    for l in lines.drain(..) {
-        out.push_str(&l);
-        out.push('\n');
+/// Metrics text being written: families, each declared before its samples.
+#[derive(Debug, Default)]
+pub struct Text(pub String);
+
+impl Text {
+    /// Declares a family.
+    pub fn family(&mut self, name: &str, kind: Kind, help: &str) {
+        let kind = match kind {
+            Kind::Gauge => "gauge",
+            Kind::Counter => "counter",
+            Kind::Histogram => "histogram",
+        };
+        let _ = writeln!(self.0, "# HELP {name} {help}\n# TYPE {name} {kind}");
+    }
+
+    /// Writes one sample, its label values escaped.
+    pub fn sample(&mut self, name: &str, labels: &[(&str, &str)], value: impl std::fmt::Display) {
+        self.0.push_str(name);
+        if !labels.is_empty() {
+            self.0.push('{');
+            for (i, (k, v)) in labels.iter().enumerate() {
+                if i > 0 {
+                    self.0.push(',');
+                }
+                let _ = write!(self.0, "{k}=\"{}\"", label(v));
+            }
+            self.0.push('}');
+        }
+        let _ = writeln!(self.0, " {value}");
     }
 }
 
@@ -447,9 +695,10 @@ mod tests {
     }
 
     #[test]
-    fn one_server_has_no_server_label_and_every_status_appears() {
+    fn one_server_labels_its_gauges_too_and_every_status_appears() {
         let mut m = Metrics {
             head: 7,
+            servers: vec!["default".into()],
             ..Default::default()
         };
         m.tenants.insert(("default".into(), "active".into()), 3);
@@ -459,22 +708,45 @@ mod tests {
         m.last_run
             .insert(("upgrade".into(), "ok".into()), 1_700_000_000.5);
         m.last_success.insert("upgrade".into(), 1_700_000_000.5);
+        m.last_bulk.insert(
+            "upgrade".into(),
+            BulkRun {
+                duration: 12.25,
+                tenants: 3,
+                failed: 1,
+            },
+        );
+        m.events.insert(("upgrade".into(), "ok".into()), 5);
+        m.backups.insert(
+            "standard".into(),
+            Backups {
+                tenants: 3,
+                never: 1,
+                oldest: Some(1_700_000_100.0),
+                overdue: 2,
+            },
+        );
         let text = render(&m);
-        assert!(text.contains("tenantctl_head_revision 7\n"), "{text}");
-        assert!(
-            text.contains("tenantctl_tenants{status=\"active\"} 3\n"),
-            "{text}"
-        );
-        assert!(
-            text.contains("tenantctl_tenants{status=\"failed\"} 0\n"),
-            "{text}"
-        );
-        assert!(text.contains("tenantctl_tenants_behind_head 1\n"), "{text}");
-        assert!(text.contains("tenantctl_tenants_by_revision{revision=\"base\"} 1\n"));
-        assert!(text.contains(
-            "tenantctl_last_success_timestamp_seconds{command=\"upgrade\"} 1700000000.500\n"
-        ));
-        assert!(!text.contains("server="), "{text}");
+        for line in [
+            "tenantctl_build_info{version=\"",
+            "tenantctl_head_revision 7\n",
+            "tenantctl_tenants{server=\"default\",status=\"active\"} 3\n",
+            "tenantctl_tenants{server=\"default\",status=\"failed\"} 0\n",
+            "tenantctl_tenants_behind_head{server=\"default\"} 1\n",
+            "tenantctl_tenants_unprovisioned{server=\"default\"} 0\n",
+            "tenantctl_tenants_by_revision{revision=\"base\"} 1\n",
+            "tenantctl_last_success_timestamp_seconds{command=\"upgrade\"} 1700000000.500\n",
+            "tenantctl_last_run_duration_seconds{command=\"upgrade\"} 12.250\n",
+            "tenantctl_last_run_tenants{command=\"upgrade\"} 3\n",
+            "tenantctl_last_run_failed_tenants{command=\"upgrade\"} 1\n",
+            "# TYPE tenantctl_ledger_events_total counter\n",
+            "tenantctl_ledger_events_total{action=\"upgrade\",status=\"ok\"} 5\n",
+            "tenantctl_tenants_without_backup{type=\"standard\"} 1\n",
+            "tenantctl_backups_overdue{type=\"standard\"} 2\n",
+            "tenantctl_backup_oldest_timestamp_seconds{type=\"standard\"} 1700000100.000\n",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
         // Every sample belongs to a family declared before it.
         let mut declared = Vec::new();
         for line in text.lines() {
@@ -488,9 +760,25 @@ mod tests {
     }
 
     #[test]
+    fn a_server_without_tenants_has_its_series_at_zero() {
+        let m = Metrics {
+            servers: vec!["default".into(), "eu".into()],
+            ..Default::default()
+        };
+        let text = render(&m);
+        for line in [
+            "tenantctl_tenants{server=\"eu\",status=\"pending\"} 0\n",
+            "tenantctl_tenants_behind_head{server=\"eu\"} 0\n",
+            "tenantctl_tenants_unprovisioned{server=\"default\"} 0\n",
+        ] {
+            assert!(text.contains(line), "{line}\n{text}");
+        }
+    }
+
+    #[test]
     fn several_servers_label_the_tenant_gauges_and_escape_values() {
         let mut m = Metrics {
-            several_servers: true,
+            servers: vec!["default".into()],
             ..Default::default()
         };
         m.tenants.insert(("eu\"2".into(), "failed".into()), 1);

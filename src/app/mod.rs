@@ -10,6 +10,7 @@
 //! [`context::Context`] every action takes.
 
 pub mod adopt;
+pub mod backups;
 pub mod changes;
 pub mod citus;
 pub mod context;

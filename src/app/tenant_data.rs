@@ -350,6 +350,35 @@ pub struct RestorePlan {
     pub message: String,
 }
 
+/// The newest backup of the tenant `reference` names in `dir` (as `backup` writes them:
+/// `dir/DOMAIN/DOMAIN-STAMP.tenant`); refused (not found) when there is none.
+pub async fn latest_backup(
+    cx: &Context,
+    reference: &str,
+    dir: &std::path::Path,
+) -> Result<std::path::PathBuf, Error> {
+    let client = cx.connect().await?;
+    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+    let tenant = registry.find(reference).await?;
+    drop(registry);
+    let own = dir.join(&tenant.domain);
+    let none = || {
+        Error::new(
+            crate::error::ErrorKind::NotFound,
+            format!(
+                "there is no backup of tenant {} in {}",
+                tenant.domain,
+                own.display()
+            ),
+        )
+    };
+    if !own.is_dir() {
+        return Err(none());
+    }
+    let found = data::files::backups(&own, &tenant.domain)?;
+    found.last().map(|(_, p)| p.clone()).ok_or_else(none)
+}
+
 /// Checks a restore of the tenant `reference` names from `input`: the archive whole when
 /// it is a file (before any connection), its migrations, and no unfinished move.
 pub async fn prepare_restore(

@@ -93,14 +93,21 @@ pub struct BackupArgs {
     pub fleet: Fleet,
 
     /// The directory the archives go to, one subdirectory per tenant:
-    /// DIR/DOMAIN/DOMAIN-YYYYMMDDTHHMMSSZ.tenant.
+    /// DIR/DOMAIN/DOMAIN-YYYYMMDDTHHMMSSZ.tenant [default: backup.dir].
     #[arg(long, value_name = "DIR", help_heading = "Mode")]
-    pub out: std::path::PathBuf,
+    pub out: Option<std::path::PathBuf>,
 
     /// Keep only the newest N backups of each tenant backed up (older ones are removed
     /// after the new one is complete).
     #[arg(long, value_name = "N", help_heading = "Mode", value_parser = clap::value_parser!(u32).range(1..))]
     pub keep: Option<u32>,
+
+    /// Only the selected tenants (alone: every tenant) whose policy in
+    /// [backup.policies] says a backup is due: none succeeded within its `every`. Each
+    /// keeps its policy's `keep` and `keep_within`. One such run at a time: a run that
+    /// starts while another is going backs up nothing.
+    #[arg(long, help_heading = "Mode", conflicts_with = "keep")]
+    pub due: bool,
 }
 
 /// Lets each command's arguments read the shared [`Fleet`] fields directly.

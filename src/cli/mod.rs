@@ -240,13 +240,14 @@ pub enum Command {
     )]
     Downgrade(DowngradeArgs),
     /// Write one archive per selected tenant into --out DIR (each under a temporary name,
-    /// renamed when complete); --keep N keeps the newest N per tenant. A backup changes
-    /// no tenant's status; the ledger records it. Exit 4 when some tenants failed.
+    /// renamed when complete); --keep N keeps the newest N per tenant; --due backs up
+    /// only the tenants their [backup.policies] say are due. A backup changes no
+    /// tenant's status; the ledger records it. Exit 4 when some tenants failed.
     #[command(
-        after_help = "Examples:\n  tenantctl backup --all --out /var/backups/tenants --keep 7"
+        after_help = "Examples:\n  tenantctl backup --all --out /var/backups/tenants --keep 7\n  tenantctl backup --due --out /var/backups/tenants   # from cron, every few minutes"
     )]
     #[command(
-        override_usage = "tenantctl backup (--all | --tenant <TENANT>... | --type <TYPE> | --status <STATUS> | --server <NAME>) --out <DIR> [OPTIONS]"
+        override_usage = "tenantctl backup (--all | --tenant <TENANT>... | --type <TYPE> | --status <STATUS> | --server <NAME> | --due) [--out <DIR>] [OPTIONS]"
     )]
     Backup(BackupArgs),
     /// Record migrations up to TARGET as applied without running them (adopting schemas

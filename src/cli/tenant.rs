@@ -62,7 +62,7 @@ pub enum TenantCommand {
     /// Replace a tenant's schema and data with an archive's. Asks first; without a
     /// terminal, refuses (exit 2) unless --yes is given.
     #[command(
-        after_help = "Examples:\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --dry-run\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --yes"
+        after_help = "Examples:\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --dry-run\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --yes\n  tenantctl tenant restore demo-church --latest --from backups --yes"
     )]
     Restore(RestoreArgs),
 }
@@ -214,8 +214,20 @@ pub struct RestoreArgs {
     pub tenant: String,
 
     /// The archive (`-` for standard input).
-    #[arg(value_name = "FILE")]
-    pub file: std::path::PathBuf,
+    #[arg(
+        value_name = "FILE",
+        required_unless_present = "latest",
+        conflicts_with = "latest"
+    )]
+    pub file: Option<std::path::PathBuf>,
+
+    /// The tenant's newest backup in --from DIR (as `backup` writes them), instead of FILE.
+    #[arg(long)]
+    pub latest: bool,
+
+    /// Where --latest looks [default: backup.dir].
+    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    pub from: Option<std::path::PathBuf>,
 
     /// Confirm without asking (needed without a terminal).
     #[arg(long)]

@@ -34,10 +34,31 @@ pub fn writable_dir(dir: &Path) -> Result<(), Error> {
 pub struct Backup {
     /// Where the archives go.
     pub dir: PathBuf,
-    /// How many of each tenant's backups to keep (`None`: all).
+    /// How many of each tenant's backups to keep (`None`: all), unless `policies`.
     pub keep: Option<usize>,
+    /// `backup --due`: each tenant keeps what its type's policy says.
+    pub policies: Option<std::collections::BTreeMap<String, crate::config::Policy>>,
     /// What to do with tenants without a schema.
     pub unprovisioned: Unprovisioned,
+}
+
+impl Backup {
+    /// What `tenant`'s rotation keeps: the newest N, and those younger than a duration.
+    fn kept(&self, tenant: &Tenant) -> super::files::Keep {
+        match &self.policies {
+            Some(policies) => match crate::config::policy_for(policies, &tenant.tenant_type) {
+                Some(p) => super::files::Keep {
+                    newest: Some(p.keep),
+                    within: p.keep_within,
+                },
+                None => super::files::Keep::default(),
+            },
+            None => super::files::Keep {
+                newest: self.keep,
+                within: None,
+            },
+        }
+    }
 }
 
 impl Operation for Backup {
@@ -98,8 +119,13 @@ impl Operation for Backup {
                 fail(r, e.to_string())
             }
         );
-        let published =
-            super::files::publish_backup(&partial, &dir, &tenant.domain, started, self.keep);
+        let published = super::files::publish_backup(
+            &partial,
+            &dir,
+            &tenant.domain,
+            started,
+            self.kept(tenant),
+        );
         let published = match published {
             Ok(p) => p,
             Err(e) => {

@@ -258,8 +258,18 @@ pub struct Published {
     pub rotated: Result<Vec<PathBuf>, Error>,
 }
 
+/// Which of a tenant's backups rotation keeps: the newest `newest` (`None`: all), and
+/// every one younger than `within` (by the time in its name).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Keep {
+    /// How many of the newest are kept.
+    pub newest: Option<usize>,
+    /// How young a backup is kept however many newer ones there are.
+    pub within: Option<std::time::Duration>,
+}
+
 /// Makes the complete archive `partial` (in `dir`) `domain`'s newest backup, then keeps
-/// the newest `keep` of its backups (`None`: all). The name is
+/// what `keep` says of its backups. The name is
 /// `DOMAIN-YYYYMMDDTHHMMSSZ.tenant` for the second `at`, with `-N` added, one past the
 /// highest counter of that second, when a backup of that second is there already; and
 /// it always sorts after every backup already there (a clock behind the newest one's
@@ -272,7 +282,7 @@ pub fn publish_backup(
     dir: &Path,
     domain: &str,
     at: time::OffsetDateTime,
-    keep: Option<usize>,
+    keep: Keep,
 ) -> Result<Published, Error> {
     let fail =
         |e: std::io::Error| Error::failed(format!("writing a backup into {}: {e}", dir.display()));
@@ -308,8 +318,8 @@ pub fn publish_backup(
     std::fs::rename(partial, &path).map_err(fail)?;
     let _ = guard.sync_all();
     crate::failpoint!("backup.rotating");
-    let rotated = match keep {
-        Some(keep) => rotate(existing, keep.saturating_sub(1)),
+    let rotated = match keep.newest {
+        Some(newest) => rotate(existing, newest.saturating_sub(1), keep.within, at),
         None => Ok(Vec::new()),
     };
     drop(guard);
@@ -323,17 +333,56 @@ fn exhausted(dir: &Path) -> Error {
     ))
 }
 
-/// Removes all but the newest `keep` of `older` (sorted oldest first); returns what was
-/// removed.
-fn rotate(older: Vec<(BackupKey, PathBuf)>, keep: usize) -> Result<Vec<PathBuf>, Error> {
+/// Removes all but the newest `keep` of `older` (sorted oldest first), sparing those
+/// younger than `within` at `now`; returns what was removed.
+fn rotate(
+    older: Vec<(BackupKey, PathBuf)>,
+    keep: usize,
+    within: Option<std::time::Duration>,
+    now: time::OffsetDateTime,
+) -> Result<Vec<PathBuf>, Error> {
     let excess = older.len().saturating_sub(keep);
     let mut removed = Vec::new();
-    for (_, old) in older.into_iter().take(excess) {
+    for (key, old) in older.into_iter().take(excess) {
+        if let (Some(within), Some(taken)) = (within, stamp_time(&key.stamp)) {
+            if (now - taken) < within {
+                continue;
+            }
+        }
         std::fs::remove_file(&old)
             .map_err(|e| Error::failed(format!("removing old backup {}: {e}", old.display())))?;
         removed.push(old);
     }
     Ok(removed)
+}
+
+/// The time a backup's name gives (`YYYYMMDDTHHMMSSZ`, UTC).
+pub fn stamp_time(stamp: &str) -> Option<time::OffsetDateTime> {
+    let b = stamp.as_bytes();
+    if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<u32> {
+        stamp
+            .get(r)
+            .filter(|d| d.bytes().all(|c| c.is_ascii_digit()))?
+            .parse()
+            .ok()
+    };
+    let month = time::Month::try_from(u8::try_from(num(4..6)?).ok()?).ok()?;
+    let date = time::Date::from_calendar_date(
+        i32::try_from(num(0..4)?).ok()?,
+        month,
+        u8::try_from(num(6..8)?).ok()?,
+    )
+    .ok()?;
+    let at = time::Time::from_hms(
+        u8::try_from(num(9..11)?).ok()?,
+        u8::try_from(num(11..13)?).ok()?,
+        u8::try_from(num(13..15)?).ok()?,
+    )
+    .ok()?;
+    Some(time::PrimitiveDateTime::new(date, at).assume_utc())
 }
 
 /// The temporary name a backup of `domain` started at `at` is written under in `dir`.

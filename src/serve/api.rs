@@ -859,7 +859,8 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
             lease.client(),
             registry.tables(),
             head,
-            state.ctx.servers.iter().count(),
+            crate::app::metrics::server_names(&state.ctx),
+            &state.ctx.settings.backup_policies,
         )
         .await?;
         drop(registry);
@@ -883,7 +884,11 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
             header::CONTENT_TYPE,
             "text/plain; version=0.0.4; charset=utf-8",
         )],
-        crate::app::metrics::render(&m),
+        {
+            let mut text = crate::app::metrics::Text(crate::app::metrics::render(&m));
+            state.traffic.render(&mut text);
+            text.0
+        },
     )
         .into_response())
 }

@@ -10,8 +10,10 @@
 
 pub mod api;
 pub mod auth;
+pub mod backups;
 pub mod dashboard;
 pub mod runs;
+pub mod traffic;
 
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -60,6 +62,8 @@ pub struct AppState {
     pub runs: runs::Runs,
     /// Registry connections.
     pub pool: Clients,
+    /// The requests answered, for `GET /metrics`.
+    pub traffic: traffic::Traffic,
 }
 
 /// Shared state.
@@ -216,7 +220,7 @@ pub fn router(state: Shared) -> Router {
         .fallback(not_found)
         .layer(DefaultBodyLimit::max(BODY_LIMIT))
         .layer(middleware::from_fn(json_errors))
-        .layer(middleware::from_fn(log))
+        .layer(middleware::from_fn_with_state(state.clone(), log))
         .with_state(state)
 }
 
@@ -257,17 +261,30 @@ async fn json_errors(req: Request, next: Next) -> Response {
 }
 
 /// One line per request on stderr: method, path (never the query, which may carry the
-/// token), status and time.
-async fn log(req: Request, next: Next) -> Response {
+/// token), status and time; and the request counted for `GET /metrics` under its route.
+async fn log(
+    axum::extract::State(state): axum::extract::State<Shared>,
+    req: Request,
+    next: Next,
+) -> Response {
     let started = Instant::now();
     let method = req.method().clone();
     let path = req.uri().path().to_string();
+    let route = req
+        .extensions()
+        .get::<axum::extract::MatchedPath>()
+        .map_or(traffic::UNMATCHED, |m| m.as_str())
+        .to_string();
     let response = next.run(req).await;
+    let took = started.elapsed();
+    state
+        .traffic
+        .record(&route, response.status().as_u16(), took);
     log_line(&format!(
         "{method} {} {} {} ms",
         crate::ident::shown(&path),
         response.status().as_u16(),
-        started.elapsed().as_millis()
+        took.as_millis()
     ));
     response
 }
@@ -351,15 +368,29 @@ pub async fn serve(ctx: Context, listen: SocketAddr, token: auth::Token) -> Resu
         pool: Clients::new(ctx.target.clone()),
         token,
         runs: runs::Runs::default(),
+        traffic: traffic::Traffic::default(),
         ctx,
     });
     // The service is a run that stops gracefully: the first signal asks it to stop.
     let _graceful = state.ctx.interrupt.graceful_guard();
     let stop = state.ctx.interrupt.stop_token();
     log_line(&format!("listening on http://{bound}"));
+    // A run's future is not Send: the ticks run on a thread of their own, driven by the
+    // service's runtime, as the API's fleet runs do.
+    let ticks = state.ctx.settings.serve_backups.then(|| {
+        let (handle, tick_state, tick_stop) = (
+            tokio::runtime::Handle::current(),
+            state.clone(),
+            stop.clone(),
+        );
+        tokio::task::spawn_blocking(move || handle.block_on(backups::ticks(tick_state, tick_stop)))
+    });
     accept(listener, router(state.clone()), stop).await;
     log_line("stopping: waiting for the fleet runs in flight");
     state.runs.wait_all().await;
+    if let Some(ticks) = ticks {
+        let _ = ticks.await;
+    }
     log_line("stopped");
     Ok(())
 }

@@ -16,6 +16,7 @@ mod adopt_alembic;
 mod adopt_extensions;
 mod architecture;
 mod backup;
+mod backup_policies;
 mod boundaries;
 mod citus;
 mod cli;

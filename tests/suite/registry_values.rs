@@ -592,11 +592,11 @@ fn metrics_count_a_null_status_as_unknown_and_a_null_server_as_default() {
     let served = route(&server, "/metrics", 200);
     for text in [&run.stdout, &served] {
         for line in [
-            "tenantctl_tenants{status=\"unknown\"} 1\n",
-            "tenantctl_tenants{status=\"active\"} 2\n",
-            "tenantctl_tenants{status=\"pending\"} 0\n",
-            "tenantctl_tenants{status=\"failed\"} 0\n",
-            "tenantctl_tenants_behind_head 0\n",
+            "tenantctl_tenants{server=\"default\",status=\"unknown\"} 1\n",
+            "tenantctl_tenants{server=\"default\",status=\"active\"} 2\n",
+            "tenantctl_tenants{server=\"default\",status=\"pending\"} 0\n",
+            "tenantctl_tenants{server=\"default\",status=\"failed\"} 0\n",
+            "tenantctl_tenants_behind_head{server=\"default\"} 0\n",
         ] {
             assert!(text.contains(line), "{line:?} missing:\n{text}");
         }

@@ -174,7 +174,7 @@ impl Server {
     }
 
     /// `GET path` without credentials.
-    fn get_anon(&self, path: &str) -> Resp {
+    pub(crate) fn get_anon(&self, path: &str) -> Resp {
         self.call("GET", path, &[], None)
     }
 
@@ -1623,6 +1623,7 @@ struct Sample {
 fn parse_metrics(text: &str) -> Vec<Sample> {
     let mut declared: BTreeSet<String> = BTreeSet::new();
     let mut helped: BTreeSet<String> = BTreeSet::new();
+    let mut histograms: BTreeSet<String> = BTreeSet::new();
     let mut samples = Vec::new();
     assert!(text.ends_with('\n'), "the text ends with a newline");
     for line in text.lines() {
@@ -1638,6 +1639,9 @@ fn parse_metrics(text: &str) -> Vec<Sample> {
                 "{line}"
             );
             assert!(declared.insert(name.to_string()), "declared twice: {line}");
+            if kind == "histogram" {
+                histograms.insert(name.to_string());
+            }
         } else {
             assert!(
                 !line.starts_with('#') && !line.is_empty(),
@@ -1667,8 +1671,16 @@ fn parse_metrics(text: &str) -> Vec<Sample> {
                 }
                 None => (series.to_string(), BTreeMap::new()),
             };
+            // A histogram's samples are its name with `_bucket`, `_sum` or `_count`.
+            let family = ["_bucket", "_sum", "_count"]
+                .iter()
+                .find_map(|suffix| {
+                    name.strip_suffix(suffix)
+                        .filter(|base| histograms.contains(*base))
+                })
+                .unwrap_or(&name);
             assert!(
-                declared.contains(&name),
+                declared.contains(family),
                 "sample of an undeclared family: {line:?}"
             );
             samples.push(Sample {
@@ -1754,6 +1766,129 @@ fn assert_counts(db: &TestDb, head: i32, text: &str) -> Vec<Sample> {
     samples
 }
 
+/// The fleet's metrics in the service's `/metrics`: what comes before its own requests.
+fn fleet_part(text: &str) -> &str {
+    let own = text
+        .find("# HELP tenantctl_http_requests_total")
+        .unwrap_or_else(|| panic!("the service's own requests are missing:\n{text}"));
+    &text[..own]
+}
+
+/// The metric names a text names: every `tenantctl_...` word.
+fn metric_names_in(text: &str) -> BTreeSet<String> {
+    let mut out = BTreeSet::new();
+    let mut rest = text;
+    while let Some(at) = rest.find("tenantctl_") {
+        let word: String = rest[at..]
+            .chars()
+            .take_while(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || *c == '_')
+            .collect();
+        rest = &rest[at + word.len()..];
+        out.insert(word);
+    }
+    out
+}
+
+#[test]
+fn the_grafana_dashboard_and_the_alert_rules_name_only_metrics_tenantctl_writes() {
+    let (db, t) = ready();
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(
+        dir.path().join("V1__one.sql"),
+        "CREATE TABLE one (id int);\n",
+    )
+    .unwrap();
+    std::fs::create_dir(dir.path().join("shared")).unwrap();
+    std::fs::write(
+        dir.path().join("shared").join("V1__plans.sql"),
+        "CREATE TABLE plans (id int);\n",
+    )
+    .unwrap();
+    let t = t.migrations(dir.path());
+    t.run(&["upgrade", "--shared"]).expect(0);
+    create(&t, "mon-a", &["--migrate"]);
+    create(&t, "mon-b", &["--provision"]);
+    create(&t, "mon-c", &[]);
+    t.run(&["upgrade", "--all"]).expect(0);
+    let out = tempfile::tempdir().unwrap();
+    t.run(&["backup", "--all", "--out", out.path().to_str().unwrap()])
+        .expect(0);
+    let s = start(&t);
+    s.get_anon("/healthz").expect(200);
+    s.get_anon("/metrics").expect(200);
+    let text = s.get_anon("/metrics").expect(200).body.clone();
+    let samples = parse_metrics(&text);
+    let written: BTreeSet<&str> = samples.iter().map(|s| s.name.as_str()).collect();
+    // Each tenant gauge carries `server`, also with one server.
+    for name in [
+        "tenantctl_tenants",
+        "tenantctl_tenants_behind_head",
+        "tenantctl_tenants_unprovisioned",
+    ] {
+        let of = samples_of(&samples, name);
+        assert!(!of.is_empty(), "{name}: {text}");
+        assert!(
+            of.iter()
+                .all(|s| s.labels.get("server").map(String::as_str) == Some("default")),
+            "{name}: {text}"
+        );
+    }
+    let unprovisioned = samples_of(&samples, "tenantctl_tenants_unprovisioned");
+    assert_eq!(unprovisioned[0].value, 1.0, "{text}");
+    let without: f64 = samples_of(&samples, "tenantctl_tenants_without_backup")
+        .iter()
+        .map(|s| s.value)
+        .sum();
+    let backed_up: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(DISTINCT tenant_id) FROM public.tenant_events WHERE action = 'backup' AND status = 'ok'",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert!(backed_up > 0, "the backup backed up nothing");
+    assert_eq!(without, (3 - backed_up) as f64, "{text}");
+    let runs = samples_of(&samples, "tenantctl_last_run_tenants");
+    assert!(
+        runs.iter()
+            .any(|s| s.labels["command"] == "upgrade" && s.value == 3.0),
+        "{text}"
+    );
+    for (file, parsed) in [
+        ("docs/src/monitoring/grafana-dashboard.json", true),
+        ("docs/src/monitoring/alerts.yml", false),
+    ] {
+        let path = Path::new(env!("CARGO_MANIFEST_DIR")).join(file);
+        let body = std::fs::read_to_string(&path).unwrap();
+        if parsed {
+            let doc: Value = serde_json::from_str(&body).expect(file);
+            let panels = doc["panels"].as_array().expect("panels");
+            assert!(!panels.is_empty());
+            for p in panels {
+                let targets = p["targets"].as_array().expect("targets");
+                assert!(!targets.is_empty(), "{p}");
+                for target in targets {
+                    assert!(
+                        target["expr"]
+                            .as_str()
+                            .is_some_and(|e| e.contains("tenantctl_")),
+                        "{target}"
+                    );
+                }
+            }
+        }
+        let named = metric_names_in(&body);
+        assert!(named.len() > 5, "{file}: {named:?}");
+        for name in &named {
+            assert!(
+                written.contains(name.as_str()),
+                "{file} names {name}, which tenantctl does not write:\n{text}"
+            );
+        }
+    }
+}
+
 /// The files in a directory.
 fn files_in(dir: &Path) -> Vec<String> {
     let mut v: Vec<String> = std::fs::read_dir(dir)
@@ -1784,9 +1919,10 @@ fn metrics_parse_match_the_registry_and_textfiles_are_written_whole() {
             .all(|s| s.labels["command"] != "upgrade"),
         "no upgrade has run yet: {text}"
     );
-    // The command prints the same text.
+    // The command prints the same text; the service adds its own requests after it.
     let printed = t.run(&["metrics"]).expect(0).stdout.clone();
-    assert_eq!(printed, text);
+    assert_eq!(printed, fleet_part(&text));
+    let text = fleet_part(&text).to_string();
     // --textfile writes it, and nothing else, into the directory.
     let out = tempfile::tempdir().unwrap();
     let file = out.path().join("tenantctl.prom");
@@ -1838,7 +1974,10 @@ fn metrics_parse_match_the_registry_and_textfiles_are_written_whole() {
     assert_eq!(std::fs::read_to_string(&file).unwrap(), up_text);
     assert_eq!(files_in(out.path()), ["tenantctl.prom", "upgrade.prom"]);
     // The service sees the same registry and ledger.
-    assert_eq!(s.get_anon("/metrics").expect(200).body, up_text);
+    assert_eq!(
+        fleet_part(&s.get_anon("/metrics").expect(200).body),
+        up_text
+    );
     assert_truth(&db, "met-prov", "active");
 }
 

@@ -1,10 +1,9 @@
-//! `tenantctl backup`: one archive per selected tenant, as a bulk run.
+//! `tenantctl backup`: one archive per selected tenant (or per tenant due by its backup
+//! policy, with `--due`), as a bulk run.
 
-use crate::app::changes::Started;
+use crate::app::backups;
 use crate::cli::exit::Exit;
-use crate::data::backup::{self, Backup};
 use crate::error::Result;
-use crate::files::migrations::MigrationSet;
 
 use super::Ctx;
 
@@ -12,18 +11,24 @@ pub use crate::cli::BackupArgs as Args;
 
 /// Backs up the selected tenants with the bulk run's concurrency, canary and ledger.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    backup::writable_dir(&args.out)?;
-    // A backup reads the tenants as they are: it needs no migration files.
-    let set = MigrationSet::empty(ctx.settings.migrations_dir.clone());
-    let mut started = Started::open(ctx, set, &super::selection(&args.selection)).await?;
-    let op = Backup {
-        dir: args.out.clone(),
-        keep: args.keep.map(|k| k as usize),
-        unprovisioned: started.unprovisioned,
-    };
+    let dir = backups::dir(ctx, args.out.as_ref(), "--out")?;
+    let mut begun = backups::begin(
+        ctx,
+        &super::selection(&args.selection),
+        dir,
+        args.keep.map(|k| k as usize),
+        args.due,
+    )
+    .await?;
+    if begun.overlapped {
+        ctx.out.warn(
+            "another `backup --due` run is going: this one backs up nothing (the next tick will see what is still due)",
+        );
+    }
+    let op = &begun.op;
     Ok(
         super::bulk_run(ctx, "backup", &args.bulk, async |opts, events| {
-            started.run_op(ctx, &op, opts, events).await
+            begun.started.run_op(ctx, op, opts, events).await
         })
         .await?,
     )

@@ -12,7 +12,16 @@ pub use crate::cli::tenant::RestoreArgs as Args;
 
 /// Checks the archive whole and its migrations, asks, then restores.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    let stdin = args.file.as_os_str() == "-";
+    let file = match &args.file {
+        Some(f) => f.clone(),
+        None => {
+            let dir = crate::app::backups::dir(ctx, args.from.as_ref(), "--from")?;
+            let path = tenant_data::latest_backup(ctx, &args.tenant, &dir).await?;
+            ctx.out.note(&format!("restoring from {}", path.display()));
+            path
+        }
+    };
+    let stdin = file.as_os_str() == "-";
     if stdin && !args.yes && !args.dry_run {
         return Err(Error::usage(
             "restoring from standard input needs --yes: standard input carries the archive, so there is no answer to read",
@@ -22,7 +31,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let input = if stdin {
         ArchiveInput::Stdin
     } else {
-        ArchiveInput::File(args.file.clone())
+        ArchiveInput::File(file)
     };
     let start = tenant_data::prepare_restore(ctx, &args.tenant, input).await?;
     if args.dry_run {
