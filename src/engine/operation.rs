@@ -475,10 +475,13 @@ async fn elsewhere(env: &Env<'_>, tenant: &Tenant, session: &Session<'_>) -> Opt
          FROM {} t LEFT JOIN {} m ON m.tenant_id = t.id WHERE t.id = $1",
         env.tables.tenants, env.tables.moves
     );
+    // One round trip (an unnamed statement with its parameter's type given), not a
+    // statement prepared and executed anew for every tenant.
     let read = async |client: &Client| {
         client
-            .query_opt(&sql, &[&tenant.id])
+            .query_typed(&sql, &[(&tenant.id, tokio_postgres::types::Type::INT8)])
             .await
+            .map(|rows| rows.into_iter().next())
             .map_err(db::query_error("reading where the tenant is now"))
     };
     let row = if crate::registry::servers::is_default(&tenant.server) {
