@@ -82,6 +82,7 @@ config_keys! {
         listen: String => |s, _| s.serve_listen.to_string(),
         token_file: PathBuf => |s, _| s.serve_token_file.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
         backups: bool => |s, _| s.serve_backups.to_string(),
+        cookie_secure: bool => |s, _| s.serve_cookie_secure.to_string(),
     }
     run: RunSection {
         concurrency: usize => |s, _| s.concurrency.to_string(),
@@ -594,6 +595,9 @@ pub struct Settings {
     pub serve_token_file: Option<PathBuf>,
     /// `serve.backups`: the service runs `backup --due` into `backup.dir` itself.
     pub serve_backups: bool,
+    /// `serve.cookie_secure`: the dashboard's cookie is sent over HTTPS only (the service
+    /// is behind a proxy that terminates TLS).
+    pub serve_cookie_secure: bool,
 }
 
 impl Settings {
@@ -990,6 +994,7 @@ pub fn resolve(
     };
     let serve_token_file = file.serve.token_file.as_ref().map(|p| file_dir.join(p));
     let serve_backups = file.serve.backups.unwrap_or(false);
+    let serve_cookie_secure = file.serve.cookie_secure.unwrap_or(false);
     if serve_backups && (backup_dir.is_none() || backup_policies.is_empty()) {
         return Err(Error::setup(
             "config serve.backups = true needs backup.dir (where the backups go) and at least one [backup.policies.TYPE] (or default)",
@@ -1031,6 +1036,7 @@ pub fn resolve(
         serve_listen,
         serve_token_file,
         serve_backups,
+        serve_cookie_secure,
     })
 }
 
@@ -1677,14 +1683,14 @@ mod tests {
                     [tenants.templates]\nchurch = \"template-church\"\n\
                     [backup]\ndir = \"backups\"\n\
                     [backup.policies.default]\nevery = \"1d\"\nkeep = 7\nkeep_within = \"30d\"\n\
-                    [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nbackups = true\n\
+                    [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nbackups = true\ncookie_secure = true\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 24);
+        assert_eq!(keys.len(), 25);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }

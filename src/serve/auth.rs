@@ -128,29 +128,54 @@ fn percent_decode(v: &str) -> String {
     String::from_utf8_lossy(&out).into_owned()
 }
 
+/// How long a browser keeps the dashboard's cookie (12 hours); then `?token=` again.
+pub const SESSION_MAX_AGE: u64 = 12 * 3600;
+
+/// The query string without its `token` parameters, for the redirect after signing in.
+fn without_token(query: Option<&str>) -> String {
+    let kept: Vec<&str> = query
+        .unwrap_or("")
+        .split('&')
+        .filter(|kv| !kv.is_empty() && kv.split_once('=').map_or(*kv, |(k, _)| k) != "token")
+        .collect();
+    if kept.is_empty() {
+        String::new()
+    } else {
+        format!("?{}", kept.join("&"))
+    }
+}
+
 /// Lets a request through with the token: the bearer header, or for GET and HEAD the
-/// dashboard's cookie; `GET /?token=TOKEN` sets the cookie and redirects to `/`. Anything
-/// else is 401.
+/// dashboard's cookie; `GET PAGE?token=TOKEN` on any dashboard page (not under `/api/`)
+/// sets the cookie and redirects to the same page without the token. Anything else is
+/// 401.
 pub async fn require(State(state): State<Shared>, req: Request, next: Next) -> Response {
     let token = &state.token;
-    // `?token=` signs a browser in on the dashboard's page only; elsewhere it is ignored.
-    let signing_in = if req.uri().path() == "/" {
-        query_token(&req)
-    } else {
-        None
-    };
+    // `?token=` signs a browser in on the dashboard's pages only; on the API it is
+    // ignored (the API takes the bearer header).
+    let page = matches!(
+        *req.method(),
+        axum::http::Method::GET | axum::http::Method::HEAD
+    ) && !req.uri().path().starts_with("/api/");
+    let signing_in = if page { query_token(&req) } else { None };
     if let Some(presented) = signing_in {
         if token.accepts(&presented) {
+            let secure = if state.ctx.settings.serve_cookie_secure {
+                "; Secure"
+            } else {
+                ""
+            };
             let cookie = format!(
-                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/",
+                "{COOKIE}={}; HttpOnly; SameSite=Strict; Path=/; Max-Age={SESSION_MAX_AGE}{secure}",
                 token.session()
             );
+            // The path as routed (one leading slash: never a protocol-relative URL
+            // that would send the browser to another site).
+            let path = format!("/{}", req.uri().path().trim_start_matches('/'));
+            let location = format!("{path}{}", without_token(req.uri().query()));
             return (
                 StatusCode::SEE_OTHER,
-                [
-                    (header::SET_COOKIE, cookie),
-                    (header::LOCATION, "/".to_string()),
-                ],
+                [(header::SET_COOKIE, cookie), (header::LOCATION, location)],
             )
                 .into_response();
         }
@@ -197,6 +222,17 @@ mod tests {
         assert!(Token::load(Some("short".into()), None).is_err());
         assert!(Token::load(None, None).is_err());
         assert!(Token::load(Some("with space in the token!".into()), None).is_err());
+    }
+
+    #[test]
+    fn the_redirect_keeps_the_query_but_the_token() {
+        assert_eq!(without_token(None), "");
+        assert_eq!(without_token(Some("token=x")), "");
+        assert_eq!(
+            without_token(Some("page=2&token=x&q=a%20b")),
+            "?page=2&q=a%20b"
+        );
+        assert_eq!(without_token(Some("token=x&token=y&tokens=1")), "?tokens=1");
     }
 
     #[test]

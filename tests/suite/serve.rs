@@ -700,8 +700,9 @@ fn refusals_answer_their_status_and_change_nothing() {
                 status: 401,
             });
         }
-        // The token in the query string opens only the dashboard's login.
-        if path != "/" {
+        // The token in the query string signs in on the dashboard's pages only (a GET
+        // not under /api/); on the API it opens nothing.
+        if path.starts_with("/api/") || *method != "GET" {
             cases.push(Case {
                 label: format!("{method} {path}?token="),
                 method,
@@ -1286,7 +1287,8 @@ fn the_dashboard_cookie_works_and_no_secret_reaches_the_output() {
     let wrong = s.get_anon("/?token=wrong-token-but-long-enough");
     wrong.expect(401);
     assert!(wrong.header("set-cookie").is_none(), "{wrong:?}");
-    // The token: 303 to / with the session cookie.
+    // The token: 303 to / with the session cookie, kept 12 hours, not only over HTTPS
+    // (serve.cookie_secure is off).
     let login = s.get_anon(&format!("/?token={TOKEN}"));
     login.expect(303);
     assert_eq!(login.header("location"), Some("/"));
@@ -1295,9 +1297,20 @@ fn the_dashboard_cookie_works_and_no_secret_reaches_the_output() {
     let (name, value) = attrs[0].split_once('=').expect("name=value");
     assert_eq!(name, "tenantctl_session");
     assert!(!value.contains(TOKEN) && !value.is_empty(), "{cookie}");
-    for a in ["HttpOnly", "SameSite=Strict", "Path=/"] {
+    for a in ["HttpOnly", "SameSite=Strict", "Path=/", "Max-Age=43200"] {
         assert!(attrs.contains(&a), "the cookie lacks {a}: {cookie}");
     }
+    assert!(!attrs.contains(&"Secure"), "{cookie}");
+    // A deep link signs in too, and comes back to the same page without the token.
+    let deep = s.get_anon(&format!("/tenants/cli-made?x=1&token={TOKEN}&y=2"));
+    deep.expect(303);
+    assert_eq!(deep.header("location"), Some("/tenants/cli-made?x=1&y=2"));
+    assert!(deep.header("set-cookie").is_some(), "{deep:?}");
+    s.get_anon("/tenants/cli-made?token=wrong-token-but-long-enough")
+        .expect(401);
+    // The API never takes the token from the query string.
+    s.get_anon(&format!("/api/tenants?token={TOKEN}"))
+        .expect(401);
     // The cookie alone opens the dashboard and the API.
     let c = format!("tenantctl_session={value}");
     let page = s.call("GET", "/", &[("Cookie", &c)], None);
@@ -2451,4 +2464,20 @@ fn a_body_with_a_duplicate_key_is_refused_on_every_route_that_takes_one() {
         &json!({"tenant_name": "Dup", "domain": "dup-one", "provision_schema": false}),
     )
     .expect(201);
+}
+
+#[test]
+fn with_cookie_secure_the_dashboards_cookie_is_sent_over_https_only() {
+    let (_db, t) = ready();
+    let dir = tempfile::tempdir().unwrap();
+    let file = dir.path().join("tenants.toml");
+    std::fs::write(&file, "[serve]\ncookie_secure = true\n").unwrap();
+    let t = t.env("TENANTCTL_CONFIG", file.to_str().unwrap());
+    let s = start(&t);
+    let login = s.get_anon(&format!("/?token={TOKEN}"));
+    login.expect(303);
+    let cookie = login.header("set-cookie").expect("a cookie").to_string();
+    let attrs: Vec<&str> = cookie.split(';').map(str::trim).collect();
+    assert!(attrs.contains(&"Secure"), "{cookie}");
+    assert!(attrs.contains(&"Max-Age=43200"), "{cookie}");
 }
