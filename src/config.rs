@@ -981,6 +981,13 @@ pub fn resolve(
     let schema_prefix = schema_prefix(&file)?;
     let extra_search_path = extra_search_path(&file)?;
     let templates = templates(&file)?;
+    if file.backup.dir.as_ref().is_some_and(|d| {
+        d.as_os_str().is_empty() || d.to_str().is_some_and(|d| d.trim().is_empty())
+    }) {
+        return Err(Error::setup(
+            "config backup.dir is empty: name the directory the backups go to",
+        ));
+    }
     let backup_dir = file.backup.dir.as_ref().map(|p| file_dir.join(p));
     let backup_policies = policies(&file)?;
     let serve_listen = match &file.serve.listen {

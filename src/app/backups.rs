@@ -88,6 +88,16 @@ pub async fn try_lock(client: &Client, registry_schema: &str) -> Result<bool, Er
     Ok(row.get(0))
 }
 
+/// Refuses `backup --due` (exit 3) when the config has no backup policy.
+pub fn require_policies(cx: &Context) -> Result<(), Error> {
+    if cx.settings.backup_policies.is_empty() {
+        return Err(Error::setup(
+            "backup --due needs backup policies: add [backup.policies.default] (and one per tenant type that differs) to the config, with `every` and `keep`",
+        ));
+    }
+    Ok(())
+}
+
 /// The backups' directory: `given` (the flag `flag`), else `backup.dir`.
 pub fn dir(cx: &Context, given: Option<&PathBuf>, flag: &str) -> Result<PathBuf, Error> {
     given
@@ -122,10 +132,8 @@ pub async fn begin(
     due: bool,
 ) -> Result<Begun, Error> {
     let policies = &cx.settings.backup_policies;
-    if due && policies.is_empty() {
-        return Err(Error::setup(
-            "backup --due needs backup policies: add [backup.policies.default] (and one per tenant type that differs) to the config, with `every` and `keep`",
-        ));
+    if due {
+        require_policies(cx)?;
     }
     crate::data::backup::writable_dir(&dir)?;
     let mut selection = selection.clone();

@@ -217,9 +217,10 @@ pub async fn gather<C: Reads + ?Sized>(
         client.pg().query(
             &format!(
                 "SELECT DISTINCT ON (command) command, \
-                        greatest(extract(epoch FROM finished_at - started_at), 0)::float8, \
+                        extract(epoch FROM finished_at - started_at)::float8, \
                         greatest(total, 0)::bigint, greatest(failed, 0)::bigint \
                  FROM {} WHERE command IS NOT NULL AND isfinite(finished_at) AND isfinite(started_at) \
+                   AND finished_at >= started_at \
                  ORDER BY command, finished_at DESC",
                 tables.runs
             ),

@@ -361,6 +361,9 @@ pub async fn latest_backup(
     let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
     let tenant = registry.find(reference).await?;
     drop(registry);
+    // The domain names a directory: one edited by hand into something `tenant create`
+    // refuses must not lead outside DIR.
+    crate::ident::validate_domain(&tenant.domain)?;
     let own = dir.join(&tenant.domain);
     let none = || {
         Error::new(

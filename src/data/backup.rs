@@ -94,6 +94,14 @@ impl Operation for Backup {
             }
             return;
         }
+        // The domain names a directory: one edited by hand in the registry into
+        // something `tenant create` refuses (`..`, a slash) must not lead outside DIR.
+        if let Err(e) = crate::ident::validate_domain(&tenant.domain) {
+            return fail(
+                r,
+                format!("not backed up: the registry's domain is not one tenantctl accepts ({e})"),
+            );
+        }
         let dir = self.dir.join(&tenant.domain);
         if let Err(e) = std::fs::create_dir_all(&dir) {
             return fail(r, format!("creating {}: {e}", dir.display()));

@@ -344,8 +344,12 @@ fn rotate(
     let excess = older.len().saturating_sub(keep);
     let mut removed = Vec::new();
     for (key, old) in older.into_iter().take(excess) {
+        // Spared when younger than `within`: taken at or before now (a name in the
+        // future, from a clock that jumped or a file copied in, is not young: it
+        // would be spared forever), and less than `within` ago.
         if let (Some(within), Some(taken)) = (within, stamp_time(&key.stamp)) {
-            if (now - taken) < within {
+            let age = now - taken;
+            if !age.is_negative() && age < within {
                 continue;
             }
         }
@@ -397,6 +401,32 @@ pub fn backup_partial(dir: &Path, domain: &str, at: time::OffsetDateTime) -> Pat
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn keep_within_spares_young_backups_but_never_one_named_in_the_future() {
+        let dir = tempfile::tempdir().unwrap();
+        let now = stamp_time("20261207T120000Z").unwrap();
+        let mut older = Vec::new();
+        for stamp in ["20261101T000000Z", "20261207T110000Z", "20991231T000001Z"] {
+            let key = backup_key(&format!("d-{stamp}.{EXTENSION}"), "d").unwrap();
+            let path = dir.path().join(format!("d-{stamp}.{EXTENSION}"));
+            std::fs::write(&path, b"x").unwrap();
+            older.push((key, path));
+        }
+        older.sort();
+        let removed = rotate(older, 0, Some(std::time::Duration::from_secs(86_400)), now).unwrap();
+        let names: Vec<String> = removed
+            .iter()
+            .map(|p| p.file_name().unwrap().to_string_lossy().into_owned())
+            .collect();
+        assert_eq!(
+            names,
+            ["d-20261101T000000Z.tenant", "d-20991231T000001Z.tenant"],
+            "the month-old and the future-named go; the hour-old stays"
+        );
+        assert_eq!(stamp_time("20260230T000000Z"), None);
+        assert_eq!(stamp_time("2026-12-07"), None);
+    }
 
     #[test]
     fn backup_names_of_every_version_are_recognised_and_nothing_else() {

@@ -82,13 +82,19 @@ fn tenant_link(t: &Tenant) -> String {
     )
 }
 
-/// A recent run, from the ledger.
+/// A recent bulk run, from the runs table (one row per run, also one in which no tenant
+/// needed work).
 struct RecentRun {
     run_id: String,
-    action: String,
+    command: String,
     finished: String,
-    tenants: i64,
+    host: String,
+    total: i64,
+    ok: i64,
+    up_to_date: i64,
     failed: i64,
+    skipped: i64,
+    took: String,
 }
 
 /// `GET /`: the fleet at a glance.
@@ -98,19 +104,20 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
     let registry = Registry::open(lease.client(), &state.ctx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
     let client = lease.client();
-    // A run's end is its last end time that is a time; the runs without one (NULL or
-    // infinite end times, written by hand) come last, shown as what they hold.
+    // The runs whose end is a time come first, newest first; a row written by hand with
+    // none (NULL or infinite) comes last, shown as what it holds.
     let rows = crate::pg::db::read(
         client,
         "reading recent runs",
         client.query(
             &format!(
-                "SELECT run_id::text, min(action), \
-                        coalesce(max(finished_at) FILTER (WHERE isfinite(finished_at)), max(finished_at)), \
-                        count(DISTINCT tenant_id), count(DISTINCT tenant_id) FILTER (WHERE status = 'failed') \
-                 FROM {} GROUP BY run_id \
-                 ORDER BY max(finished_at) FILTER (WHERE isfinite(finished_at)) DESC NULLS LAST LIMIT 20",
-                registry.tables().events
+                "SELECT run_id::text, command, finished_at, client_host, \
+                        total::bigint, ok::bigint, up_to_date::bigint, failed::bigint, skipped::bigint, \
+                        CASE WHEN isfinite(finished_at) AND isfinite(started_at) \
+                          THEN extract(epoch FROM finished_at - started_at)::float8 END \
+                 FROM {} \
+                 ORDER BY CASE WHEN isfinite(finished_at) THEN finished_at END DESC NULLS LAST LIMIT 20",
+                registry.tables().runs
             ),
             &[],
         ),
@@ -125,15 +132,32 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
                     .flatten()
                     .unwrap_or_default()
             };
-            let number = |i: usize| r.try_get::<_, i64>(i).unwrap_or_default();
+            let number = |i: usize| {
+                r.try_get::<_, Option<i64>>(i)
+                    .ok()
+                    .flatten()
+                    .unwrap_or_default()
+            };
+            let took = r
+                .try_get::<_, Option<f64>>(9)
+                .ok()
+                .flatten()
+                .filter(|s| s.is_finite() && *s >= 0.0)
+                .map(|s| format!("{s:.1} s"))
+                .unwrap_or_default();
             RecentRun {
                 run_id: text(0),
-                action: text(1),
+                command: text(1),
                 finished: crate::show::stored_time(
                     r.try_get::<_, Option<Timestamp>>(2).ok().flatten().as_ref(),
                 ),
-                tenants: number(3),
-                failed: number(4),
+                host: text(3),
+                total: number(4),
+                ok: number(5),
+                up_to_date: number(6),
+                failed: number(7),
+                skipped: number(8),
+                took,
             }
         })
         .collect();
@@ -197,6 +221,31 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
         if failed.is_empty() { "ok" } else { "failed" },
         failed.len()
     );
+    b.push_str("<h2>Recent runs</h2>");
+    if runs.is_empty() {
+        b.push_str("<p id=\"runs\" class=\"muted\">No bulk runs yet.</p>");
+    } else {
+        b.push_str("<table id=\"runs\"><tr><th>finished</th><th>command</th><th>from</th><th>tenants</th><th>ok</th><th>up to date</th><th>failed</th><th>skipped</th><th>took</th><th>run</th></tr>");
+        for r in &runs {
+            let _ = write!(
+                b,
+                "<tr><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td>{}</td><td>{}</td><td><a href=\"/api/runs/{}\"><code>{}</code></a></td></tr>",
+                esc(&r.finished),
+                esc(&r.command),
+                esc(&r.host),
+                r.total,
+                r.ok,
+                r.up_to_date,
+                if r.failed > 0 { "failed" } else { "ok" },
+                r.failed,
+                r.skipped,
+                esc(&r.took),
+                seg(&r.run_id),
+                esc(&r.run_id)
+            );
+        }
+        b.push_str("</table>");
+    }
     b.push_str("<h2>Tenants per revision</h2><table id=\"by-revision\"><tr><th>revision</th><th>tenants</th></tr>");
     for (rev, n) in &by_revision {
         let _ = write!(
@@ -275,26 +324,6 @@ pub async fn page(State(state): State<Shared>) -> Result<Response, ApiError> {
         if behind.len() > 500 {
             let _ = write!(b, "<p class=\"muted\">and {} more</p>", behind.len() - 500);
         }
-    }
-    b.push_str("<h2>Recent runs</h2>");
-    if runs.is_empty() {
-        b.push_str("<p id=\"runs\" class=\"muted\">No runs yet.</p>");
-    } else {
-        b.push_str("<table id=\"runs\"><tr><th>finished</th><th>action</th><th>tenants</th><th>failed</th><th>run</th></tr>");
-        for r in &runs {
-            let _ = write!(
-                b,
-                "<tr><td>{}</td><td>{}</td><td>{}</td><td class=\"{}\">{}</td><td><a href=\"/api/runs/{}\"><code>{}</code></a></td></tr>",
-                esc(&r.finished),
-                esc(&r.action),
-                r.tenants,
-                if r.failed > 0 { "failed" } else { "ok" },
-                r.failed,
-                seg(&r.run_id),
-                esc(&r.run_id)
-            );
-        }
-        b.push_str("</table>");
     }
     b.push_str("<h2>All tenants</h2><table id=\"tenants\"><tr><th>tenant</th><th>server</th><th>revision</th><th>status</th></tr>");
     for t in tenants.iter().take(1000) {

@@ -203,6 +203,24 @@ fn due_without_policies_bad_policies_and_due_with_keep_are_refused_changing_noth
         let (bad, _c) = configured(&t, out.path(), policy);
         expect_error(&bad.run(&["backup", "--due"]), 3, &[needle]);
     }
+    // No policy and no directory either: the policy is what is missing (exit 3).
+    expect_error(&t.run(&["backup", "--due"]), 3, &["backup policies"]);
+    // An empty directory would mean the config file's own.
+    let dir = tempfile::tempdir().unwrap();
+    let empty = dir.path().join("tenants.toml");
+    std::fs::write(
+        &empty,
+        "[backup]\ndir = \"\"\n[backup.policies.default]\nevery = \"1h\"\nkeep = 3\n",
+    )
+    .unwrap();
+    expect_error(
+        &t.clone()
+            .env("TENANTCTL_CONFIG", empty.to_str().unwrap())
+            .run(&["backup", "--due"]),
+        3,
+        &["backup.dir"],
+    );
+    assert!(std::fs::read_dir(dir.path()).unwrap().count() == 1);
     let (ok, _c2) = configured(
         &t,
         out.path(),
@@ -323,4 +341,62 @@ fn serve_with_backups_on_backs_up_what_is_due_and_the_gauge_counts_what_is_overd
         .unwrap()
         .get(0);
     assert_eq!(ok, 2);
+}
+
+#[test]
+fn a_domain_edited_by_hand_into_a_path_never_leads_outside_the_backups_directory() {
+    let (db, t) = ready();
+    let root = tempfile::tempdir().unwrap();
+    let out = root.path().join("a").join("b");
+    std::fs::create_dir_all(&out).unwrap();
+    let (t, _cfg) = configured(
+        &t,
+        &out,
+        "[backup.policies.default]\nevery = \"1h\"\nkeep = 3\n",
+    );
+    let id = create(&t, "alpha", &["--migrate"]).tenant.id;
+    for domain in ["..", "../../escape", "x/../.."] {
+        db.client()
+            .execute(
+                "UPDATE public.tenants SET domain = $1 WHERE id = $2",
+                &[&domain, &id],
+            )
+            .unwrap();
+        let run = t.run(&["backup", "--due", "-o", "json"]);
+        run.expect(1);
+        let report: RunReport = run.json();
+        assert_eq!(report.results[0].status, "failed", "{report:?}");
+        let restore = t.run(&["tenant", "restore", &id.to_string(), "--latest", "--yes"]);
+        assert_ne!(restore.code, 0, "{restore:?}");
+        // Nothing was made anywhere under the root but the backups directory itself.
+        let mut made = Vec::new();
+        let mut stack = vec![root.path().to_path_buf()];
+        while let Some(d) = stack.pop() {
+            for e in std::fs::read_dir(&d).unwrap() {
+                let p = e.unwrap().path();
+                if p.is_dir() {
+                    stack.push(p.clone());
+                }
+                made.push(p);
+            }
+        }
+        made.sort();
+        assert_eq!(made, [root.path().join("a"), out.clone()], "{domain}");
+    }
+}
+
+#[test]
+fn a_run_that_ends_before_it_starts_has_no_duration_in_the_metrics() {
+    let (db, t) = ready();
+    db.client()
+        .batch_execute(
+            "INSERT INTO public.tenant_runs (run_id, command, started_at, finished_at, total, ok, up_to_date, failed, skipped, result) \
+             VALUES (gen_random_uuid(), 'backup', now() + interval '1 hour', now(), 3, 3, 0, 0, 0, 'ok')",
+        )
+        .unwrap();
+    let text = t.run(&["metrics"]).expect(0).stdout.clone();
+    assert!(
+        !text.contains("tenantctl_last_run_duration_seconds{command=\"backup\"}"),
+        "{text}"
+    );
 }

@@ -11,6 +11,9 @@ pub use crate::cli::BackupArgs as Args;
 
 /// Backs up the selected tenants with the bulk run's concurrency, canary and ledger.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.due {
+        backups::require_policies(ctx)?;
+    }
     let dir = backups::dir(ctx, args.out.as_ref(), "--out")?;
     let mut begun = backups::begin(
         ctx,
