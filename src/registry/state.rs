@@ -223,8 +223,11 @@ pub async fn observe_each<C: Reads + ?Sized>(
     // are set here. With it off, a table a policy would apply to is an error (that
     // tenant's history is unreadable), never a policy run. It is left off: tenantctl's
     // own reads need nothing else, and every migration starts with `RESET ALL`.
+    // Bounded by the read timeout, as every read is (a server that stops answering is
+    // found by the reads that follow).
     for client in clients.iter().skip(1) {
-        let _ = client.pg().batch_execute("SET row_security = off").await;
+        let off = client.pg().batch_execute("SET row_security = off");
+        let _ = db::read(*client, "reading history tables", off).await;
     }
     let lanes = clients.len().max(1);
     let per_lane = with_history.len().div_ceil(lanes).max(1);

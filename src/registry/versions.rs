@@ -597,7 +597,14 @@ pub async fn read<C: Reads + ?Sized>(
     // JIT compilation would cost more than the query (its estimate counts every
     // tenant's lookups); left off like `row_security`: every migration starts with
     // `RESET ALL`.
-    let _ = client.pg().batch_execute("SET jit = off").await;
+    // Bounded by the read timeout, as every read is: a server that stops answering
+    // must not hang the command here.
+    let jit_off = client.pg().batch_execute("SET jit = off");
+    if let Err(e) = db::read(client, "reading the version index", jit_off).await {
+        if e.kind() == ErrorKind::Unavailable {
+            return Err(e);
+        }
+    }
     let refresh = format!("{}()", qualified(index, REFRESH));
     let sync = format!("{}(regclass)", qualified(index, SYNC));
     let refresh_src = refresh_body(index);
