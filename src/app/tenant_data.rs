@@ -276,7 +276,7 @@ pub async fn copy(
         &run_id,
     )
     .await;
-    if let Some(t) = r.tenant.clone() {
+    if let Some(t) = r.tenant.as_deref().cloned() {
         let status = &mut made.migration_status;
         status.current_revision = t.current_revision;
         status.migrations_applied = t.migrations_applied;

@@ -248,7 +248,7 @@ pub fn triage_one(
     let mut r = TenantResult::new(&t, ResultStatus::UpToDate);
     r.from_revision = cmp.current;
     r.to_revision = cmp.current;
-    r.tenant = Some(t);
+    r.tenant = Some(Box::new(t));
     Planned::Done(r)
 }
 
@@ -264,7 +264,7 @@ fn triage_missing(t: Tenant, unprovisioned: Unprovisioned) -> Planned {
             let mut r = TenantResult::new(&t, ResultStatus::Failed);
             r.error = Some(vanished(&t));
             r.to_revision = None;
-            r.tenant = Some(t);
+            r.tenant = Some(Box::new(t));
             Planned::Done(r)
         }
         Unprovisioned::Skip => {
@@ -272,7 +272,7 @@ fn triage_missing(t: Tenant, unprovisioned: Unprovisioned) -> Planned {
             r.error = Some(Refusal::NotProvisioned.message(&t.schema_name, &t.domain));
             r.from_revision = None;
             r.to_revision = None;
-            r.tenant = Some(t);
+            r.tenant = Some(Box::new(t));
             Planned::Done(r)
         }
     }
@@ -328,7 +328,8 @@ impl<O: Operation> Work for OnTenant<'_, O> {
                 self.op.name(),
                 self.op.keeps_status(),
             )
-            .await;
+            .await
+            .map(Box::new);
             // The work was done and is now recorded: connection trouble after it does not
             // make it a failure.
             if let (Some(row), Cause::Unrecorded(status)) = (&r.tenant, r.cause) {
@@ -604,7 +605,7 @@ async fn record(
     match recorded {
         Ok(row) => {
             result.to_revision = row.current_revision;
-            result.tenant = Some(row);
+            result.tenant = Some(Box::new(row));
         }
         Err(e) if e.kind() == ErrorKind::NotFound => {
             // Dropped by `tenant drop` while this run waited for its lock.

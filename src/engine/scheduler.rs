@@ -87,9 +87,10 @@ pub struct TenantResult {
     /// Whether this run created the schema.
     #[serde(skip)]
     pub schema_created: bool,
-    /// The registry row as recorded after the run, when it could be recorded.
+    /// The registry row as recorded after the run, when it could be recorded (boxed: a
+    /// fleet's results hold none once its cache is refreshed, and a row is large).
     #[serde(skip)]
-    pub tenant: Option<Tenant>,
+    pub tenant: Option<Box<Tenant>>,
     /// Whether a session on the tenant was opened (connected, lock taken). Without one
     /// the tenant was not touched and nothing is recorded about it.
     #[serde(skip)]

@@ -262,7 +262,7 @@ async fn created(
             quote(&tenant.schema_name)
         ))
     })?;
-    let tenant = match result.as_ref().and_then(|r| r.tenant.clone()) {
+    let tenant = match result.as_ref().and_then(|r| r.tenant.as_deref().cloned()) {
         Some(t) => t,
         None => {
             // Registered without provisioning: an existing schema taken over is recorded
