@@ -553,7 +553,12 @@ pub async fn import(
     let imported = async {
         let made = prepare_schema(session.client(), &schema, &req.domain).await?;
         let filled = async {
-            let applied = build(&mut session, &schema, &source, set).await?;
+            // A manifest damaged on standard input can name tables the migrations do
+            // not build: damage (read to the end to tell) is what to report then.
+            let applied = match build(&mut session, &schema, &source, set).await {
+                Ok(applied) => applied,
+                Err(e) => return Err(source.blame(e).await),
+            };
             crate::failpoint!("import.schema-built");
             crate::pg::db::notice_dead_client(session.client()).await;
             let loaded = load::load(session.client(), &schema, &mut source).await?;
@@ -1111,7 +1116,10 @@ pub async fn restore(
             .await?;
             crate::failpoint!("restore.source-locked");
             made.store(true, std::sync::atomic::Ordering::SeqCst);
-            build(&mut side, &fresh, &source, set).await?;
+            if let Err(e) = build(&mut side, &fresh, &source, set).await {
+                // As for an import: damage, when that is what explains it.
+                return Err(source.blame(e).await);
+            }
             crate::failpoint!("restore.built");
             crate::pg::db::notice_dead_client(side.client()).await;
             load::load(side.client(), &fresh, &mut source).await
