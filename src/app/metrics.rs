@@ -163,24 +163,49 @@ pub async fn gather<C: Reads + ?Sized>(
     // A run with a refused entry is no success either (bulk runs' own rows, below, say
     // how they ended), nor is one with an entry whose status is NULL. A run counts from
     // its last end time that is a time: one with none (NULL, `infinity`, `-infinity`:
-    // written by hand) counts for nothing, and neither does a NULL command.
-    let rows = db::read(
+    // written by hand) counts for nothing, and neither does a NULL command. One pass over
+    // the ledger gives both each command's last runs and the entries counted by action
+    // and status (`kind` 'run' and 'count').
+    let ledger = db::read(
         client,
         "reading the run ledger for metrics",
         client.pg().query(
             &format!(
-                "WITH runs AS (SELECT action, run_id, bool_or(status IS DISTINCT FROM 'ok') AS failed, \
-                                      max(finished_at) FILTER (WHERE isfinite(finished_at)) AS at \
-                               FROM {} WHERE action IS NOT NULL GROUP BY action, run_id) \
-                 SELECT action, CASE WHEN failed THEN 'failed' ELSE 'ok' END, \
-                        extract(epoch FROM max(at))::float8 \
-                 FROM runs WHERE at IS NOT NULL GROUP BY 1, 2",
+                "WITH g AS (SELECT action, run_id, status, count(*) AS n, \
+                                   max(finished_at) FILTER (WHERE isfinite(finished_at)) AS at \
+                            FROM {} WHERE action IS NOT NULL GROUP BY action, run_id, status), \
+                      runs AS (SELECT action, run_id, bool_or(status IS DISTINCT FROM 'ok') AS failed, \
+                                      max(at) AS at \
+                               FROM g GROUP BY action, run_id) \
+                 SELECT 'run', action, CASE WHEN failed THEN 'failed' ELSE 'ok' END, \
+                        extract(epoch FROM max(at))::float8, 0::bigint \
+                 FROM runs WHERE at IS NOT NULL GROUP BY 2, 3 \
+                 UNION ALL \
+                 SELECT 'count', action, coalesce(status, $1), NULL::float8, sum(n)::bigint \
+                 FROM g GROUP BY 2, 3",
                 tables.events
             ),
-            &[],
+            &[&UNKNOWN_STATUS],
         ),
     )
     .await?;
+    // (command, result, when) of the ledger's runs, then of the runs table's.
+    let mut ended: Vec<(String, String, f64)> = Vec::new();
+    for r in &ledger {
+        let (Ok(kind), Ok(action), Ok(status)) = (
+            r.try_get::<_, &str>(0),
+            r.try_get::<_, String>(1),
+            r.try_get::<_, String>(2),
+        ) else {
+            continue;
+        };
+        if kind == "count" {
+            let n = count(r, 4);
+            *m.events.entry((action, status)).or_default() += n;
+        } else if let Ok(at) = r.try_get::<_, f64>(3) {
+            ended.push((action, status, at));
+        }
+    }
     // Bulk runs have a row of their own, even when no tenant needed work.
     let runs = db::read(
         client,
@@ -196,14 +221,16 @@ pub async fn gather<C: Reads + ?Sized>(
         ),
     )
     .await?;
-    for r in rows.iter().chain(runs.iter()) {
-        let (Ok(command), Ok(result), Ok(at)) = (
+    for r in &runs {
+        if let (Ok(command), Ok(result), Ok(at)) = (
             r.try_get::<_, String>(0),
             r.try_get::<_, String>(1),
             r.try_get::<_, f64>(2),
-        ) else {
-            continue;
-        };
+        ) {
+            ended.push((command, result, at));
+        }
+    }
+    for (command, result, at) in ended {
         if result == "ok" {
             let e = m.last_success.entry(command.clone()).or_insert(at);
             *e = e.max(at);
@@ -241,26 +268,6 @@ pub async fn gather<C: Reads + ?Sized>(
                 failed: count(r, 3),
             },
         );
-    }
-    let events = db::read(
-        client,
-        "reading the run ledger for metrics",
-        client.pg().query(
-            &format!(
-                "SELECT action, coalesce(status, $1), count(*)::bigint FROM {} \
-                 WHERE action IS NOT NULL GROUP BY 1, 2",
-                tables.events
-            ),
-            &[&UNKNOWN_STATUS],
-        ),
-    )
-    .await?;
-    for r in &events {
-        let (Ok(action), Ok(status)) = (r.try_get::<_, String>(0), r.try_get::<_, String>(1))
-        else {
-            continue;
-        };
-        *m.events.entry((action, status)).or_default() += count(r, 2);
     }
     // Each tenant's last successful backup (by tenant id: a tenant registered again
     // under the same domain has backed up nothing yet), and whether its policy (its
