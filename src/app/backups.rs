@@ -13,7 +13,7 @@ use crate::data::backup::Backup;
 use crate::error::Error;
 use crate::files::migrations::MigrationSet;
 use crate::pg::db::{self, Client, Reads};
-use crate::registry::{Registry, Tenant};
+use crate::registry::{Tables, Tenant};
 
 /// The tenants of `tenants` whose policy says a backup is due: one with a policy and no
 /// successful backup in the ledger, or none younger than the policy's `every` (by the
@@ -32,7 +32,8 @@ pub async fn due(
     if covered.is_empty() {
         return Ok(covered);
     }
-    let registry = Registry::open(client, registry_schema).await?;
+    // The registry was opened (and checked) when the tenants were selected.
+    let tables = Tables::new(registry_schema);
     let ids: Vec<i64> = covered.iter().map(|t| t.id).collect();
     let rows = db::read(
         client,
@@ -45,13 +46,12 @@ pub async fn due(
                             WHERE action = 'backup' AND status = 'ok' AND isfinite(finished_at) \
                               AND tenant_id = ANY($1) GROUP BY tenant_id) b \
                    ON b.tenant_id = t.id",
-                registry.tables().events
+                tables.events
             ),
             &[&ids],
         ),
     )
     .await?;
-    drop(registry);
     let age: BTreeMap<i64, Option<f64>> = rows
         .iter()
         .map(|r| (r.get::<_, i64>(0), r.get::<_, Option<f64>>(1)))
@@ -89,7 +89,7 @@ pub async fn try_lock(client: &Client, registry_schema: &str) -> Result<bool, Er
 }
 
 /// Refuses `backup --due` (exit 3) when the config has no backup policy.
-pub fn require_policies(cx: &Context) -> Result<(), Error> {
+fn require_policies(cx: &Context) -> Result<(), Error> {
     if cx.settings.backup_policies.is_empty() {
         return Err(Error::setup(
             "backup --due needs backup policies: add [backup.policies.default] (and one per tenant type that differs) to the config, with `every` and `keep`",
@@ -120,14 +120,16 @@ pub struct Begun {
     pub overlapped: bool,
 }
 
-/// Begins `backup` into `dir` (checked writable first): the selected tenants, keeping
-/// `keep` of each; with `due`, only those due by their policy, each keeping what its
-/// policy says, and nothing when another `--due` run is going (it holds the lock until
-/// `started.client` is dropped). `--due` alone selects every tenant.
+/// Begins `backup` into `out` (else `backup.dir`; checked writable first): the selected
+/// tenants, keeping `keep` of each; with `due`, only those due by their policy, each
+/// keeping what its policy says, and nothing when another `--due` run is going (it
+/// holds the lock until `started.client` is dropped). `--due` alone selects every
+/// tenant. Without a policy `--due` is refused (exit 3) before the directory is looked
+/// at.
 pub async fn begin(
     cx: &Context,
     selection: &Selection,
-    dir: PathBuf,
+    out: Option<&PathBuf>,
     keep: Option<usize>,
     due: bool,
 ) -> Result<Begun, Error> {
@@ -135,6 +137,7 @@ pub async fn begin(
     if due {
         require_policies(cx)?;
     }
+    let dir = self::dir(cx, out, "--out")?;
     crate::data::backup::writable_dir(&dir)?;
     let mut selection = selection.clone();
     if due && !selection.selects() {

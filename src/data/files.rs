@@ -181,42 +181,12 @@ pub fn backup_key(name: &str, domain: &str) -> Option<BackupKey> {
             (stamp, n)
         }
     };
-    if !is_moment(stamp) {
-        return None;
-    }
+    // A real date and time.
+    stamp_time(stamp)?;
     Some(BackupKey {
         stamp: stamp.to_string(),
         counter,
     })
-}
-
-/// Whether `stamp` is `YYYYMMDDTHHMMSSZ` naming a real date and time.
-fn is_moment(stamp: &str) -> bool {
-    let b = stamp.as_bytes();
-    let digits = |r: std::ops::Range<usize>| -> Option<u32> {
-        b.get(r.clone())?
-            .iter()
-            .all(u8::is_ascii_digit)
-            .then(|| stamp[r].parse().ok())?
-    };
-    let (Some(year), Some(month), Some(day), Some(hour), Some(minute), Some(second)) = (
-        digits(0..4),
-        digits(4..6),
-        digits(6..8),
-        digits(9..11),
-        digits(11..13),
-        digits(13..15),
-    ) else {
-        return false;
-    };
-    b.len() == 16
-        && b[8] == b'T'
-        && b[15] == b'Z'
-        && u8::try_from(month)
-            .ok()
-            .and_then(|m| time::Month::try_from(m).ok())
-            .is_some_and(|m| time::Date::from_calendar_date(year as i32, m, day as u8).is_ok())
-        && time::Time::from_hms(hour as u8, minute as u8, second as u8).is_ok()
 }
 
 /// Whether `path` is a regular file (not a symlink) that starts as an archive does.
@@ -360,8 +330,9 @@ fn rotate(
     Ok(removed)
 }
 
-/// The time a backup's name gives (`YYYYMMDDTHHMMSSZ`, UTC).
-pub fn stamp_time(stamp: &str) -> Option<time::OffsetDateTime> {
+/// The time a backup's name gives (`YYYYMMDDTHHMMSSZ`, UTC); `None` unless it names a
+/// real date and time.
+fn stamp_time(stamp: &str) -> Option<time::OffsetDateTime> {
     let b = stamp.as_bytes();
     if b.len() != 16 || b[8] != b'T' || b[15] != b'Z' {
         return None;

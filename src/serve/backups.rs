@@ -39,16 +39,11 @@ pub async fn ticks(state: Shared, stop: tokio_util::sync::CancellationToken) {
 /// One tick: the run's report, or `None` when nothing was due or another run was going.
 pub async fn tick(state: &Shared) -> Result<Option<crate::engine::scheduler::RunReport>, Error> {
     let ctx = &state.ctx;
-    let dir = ctx
-        .settings
-        .backup_dir
-        .clone()
-        .ok_or_else(|| Error::setup("serve.backups needs backup.dir"))?;
     let selection = crate::app::fleet::Selection {
         all: true,
         ..Default::default()
     };
-    let mut begun = backups::begin(ctx, &selection, dir, None, true).await?;
+    let mut begun = backups::begin(ctx, &selection, None, None, true).await?;
     if begun.overlapped || begun.started.tenants.is_empty() {
         return Ok(None);
     }

@@ -11,14 +11,10 @@ pub use crate::cli::BackupArgs as Args;
 
 /// Backs up the selected tenants with the bulk run's concurrency, canary and ledger.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
-    if args.due {
-        backups::require_policies(ctx)?;
-    }
-    let dir = backups::dir(ctx, args.out.as_ref(), "--out")?;
     let mut begun = backups::begin(
         ctx,
         &super::selection(&args.selection),
-        dir,
+        args.out.as_ref(),
         args.keep.map(|k| k as usize),
         args.due,
     )
