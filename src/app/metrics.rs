@@ -269,9 +269,20 @@ pub async fn gather<C: Reads + ?Sized>(
             },
         );
     }
-    // Each tenant's last successful backup (by tenant id: a tenant registered again
-    // under the same domain has backed up nothing yet), and whether its policy (its
-    // type's, else `default`) says one is due.
+    m.backups = backups(client, tables, policies).await?;
+    Ok(m)
+}
+
+/// The backups of each tenant type, from the ledger and the backup policies: each
+/// tenant's last successful backup (by tenant id: a tenant registered again under the
+/// same domain has backed up nothing yet), and whether its policy (its type's, else
+/// `default`) says one is due.
+pub async fn backups<C: Reads + ?Sized>(
+    client: &C,
+    tables: &Tables,
+    policies: &BTreeMap<String, crate::config::Policy>,
+) -> Result<BTreeMap<String, Backups>, Error> {
+    let mut out = BTreeMap::new();
     let kinds: Vec<&str> = policies.keys().map(String::as_str).collect();
     let every: Vec<f64> = policies.values().map(|p| p.every.as_secs_f64()).collect();
     let default_every: Option<f64> = policies
@@ -279,7 +290,7 @@ pub async fn gather<C: Reads + ?Sized>(
         .map(|p| p.every.as_secs_f64());
     let backups = db::read(
         client,
-        "reading the run ledger for metrics",
+        "reading the backups in the run ledger",
         client.pg().query(
             &format!(
                 "SELECT coalesce(t.tenant_type, $1), count(*)::bigint, \
@@ -304,7 +315,7 @@ pub async fn gather<C: Reads + ?Sized>(
         let Ok(kind) = r.try_get::<_, String>(0) else {
             continue;
         };
-        m.backups.insert(
+        out.insert(
             kind,
             Backups {
                 tenants: count(r, 1),
@@ -314,7 +325,7 @@ pub async fn gather<C: Reads + ?Sized>(
             },
         );
     }
-    Ok(m)
+    Ok(out)
 }
 
 /// A label value, escaped as the text format wants.

@@ -18,6 +18,7 @@ pub mod fleet;
 pub mod init;
 pub mod metrics;
 pub mod moves;
+pub mod overview;
 pub mod reads;
 pub mod revision;
 pub mod shared;

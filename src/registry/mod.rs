@@ -5,6 +5,7 @@
 //! columns (`schema_provisioned`, `current_revision`, ...) are written from what was
 //! observed in the database after each operation, never from what was intended.
 
+pub mod browse;
 pub mod conn;
 pub mod inspect;
 pub mod servers;

@@ -210,8 +210,11 @@ pub fn router(state: Shared) -> Router {
         .route("/api/tenants/run-migrations", post(api::run_migrations));
     let protected = quick
         .merge(long)
-        .route("/", get(dashboard::page))
-        .route("/tenants/{tenant}", get(dashboard::tenant))
+        .route("/", get(dashboard::overview_page))
+        .route("/tenants", get(dashboard::tenants_page))
+        .route("/tenants/{tenant}", get(dashboard::tenant_page))
+        .route("/runs", get(dashboard::runs_page))
+        .route("/runs/{run_id}", get(dashboard::run_page))
         .layer(middleware::from_fn_with_state(state.clone(), auth::require));
     Router::new()
         .merge(protected)
@@ -234,10 +237,13 @@ async fn not_found() -> ApiError {
 async fn json_errors(req: Request, next: Next) -> Response {
     let response = next.run(req).await;
     let status = response.status();
+    // The API's errors are JSON already, and the dashboard's are pages of their own.
     let json = response
         .headers()
         .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
+        .is_some_and(|v| {
+            v.as_bytes().starts_with(b"application/json") || v.as_bytes().starts_with(b"text/html")
+        });
     if json || !(status.is_client_error() || status.is_server_error()) {
         return response;
     }

@@ -65,6 +65,18 @@ impl Runs {
         Some(v)
     }
 
+    /// The runs still going, by id.
+    pub fn running(&self) -> Vec<RunView> {
+        let views = self.views.lock().unwrap_or_else(|p| p.into_inner());
+        let mut out: Vec<RunView> = views
+            .values()
+            .map(|v| v.lock().unwrap_or_else(|p| p.into_inner()).clone())
+            .filter(|v| v.state == "running")
+            .collect();
+        out.sort_by(|a, b| a.run_id.cmp(&b.run_id));
+        out
+    }
+
     /// Keeps a run's task, so the service waits for it when it stops.
     pub async fn keep(&self, task: tokio::task::JoinHandle<()>) {
         let mut tasks = self.tasks.lock().await;

@@ -24,6 +24,7 @@ mod concurrency;
 mod connections;
 mod crash;
 mod dashboard;
+mod dashboard_pages;
 mod data_hostile;
 mod docs_examples;
 mod dry_run_memory;
