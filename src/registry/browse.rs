@@ -141,7 +141,7 @@ pub fn run_id(text: &str) -> Option<String> {
 const RUN_COLUMNS: &str = "r.run_id::text, r.command, r.started_at, r.finished_at, \
      CASE WHEN isfinite(r.finished_at) AND isfinite(r.started_at) AND r.finished_at >= r.started_at \
        THEN extract(epoch FROM r.finished_at - r.started_at)::float8 END, \
-     (SELECT e.db_user FROM {events} e WHERE e.run_id = r.run_id LIMIT 1), r.client_host, \
+     NULL::text, r.client_host, \
      r.total::bigint, r.ok::bigint, r.up_to_date::bigint, r.failed::bigint, r.skipped::bigint, r.result";
 
 fn run_row(r: &Row) -> RunRow {
@@ -283,7 +283,7 @@ impl Registry<'_> {
     /// Bulk runs, newest first (those whose end is not a time last): how many there are,
     /// and `limit` from `offset`.
     pub async fn runs(&self, limit: i64, offset: i64) -> Result<(u64, Vec<RunRow>), Error> {
-        let columns = RUN_COLUMNS.replace("{events}", &self.tables.events);
+        let columns = RUN_COLUMNS;
         let total = db::read(
             self.reads,
             "reading the runs",
@@ -307,12 +307,39 @@ impl Registry<'_> {
             ),
         )
         .await?;
-        Ok((count(&total, 0), rows.iter().map(run_row).collect()))
+        let mut runs: Vec<RunRow> = rows.iter().map(run_row).collect();
+        self.who(&mut runs).await?;
+        Ok((count(&total, 0), runs))
+    }
+
+    /// Fills in who ran each run: the database user of its first ledger entry. One
+    /// lookup per run, sent at once: each is planned for its own run id, so a run with no
+    /// entry is an index probe, where one query for all of them would be planned for an
+    /// average run and scan the ledger.
+    async fn who(&self, runs: &mut [RunRow]) -> Result<(), Error> {
+        let sql = format!(
+            "SELECT db_user FROM {} WHERE run_id = $1::text::uuid LIMIT 1",
+            self.tables.events
+        );
+        let sql = &sql;
+        let lookups = runs.iter().map(|r| async move {
+            db::read(
+                self.reads,
+                "reading who ran the runs",
+                self.client.query_opt(sql, &[&r.run_id]),
+            )
+            .await
+        });
+        let found = futures::future::try_join_all(lookups).await?;
+        for (run, row) in runs.iter_mut().zip(found) {
+            run.db_user = row.and_then(|r| r.try_get(0).ok());
+        }
+        Ok(())
     }
 
     /// One bulk run's row, if it has ended (`run_id` must be a UUID: see [`run_id`]).
     pub async fn run(&self, run_id: &str) -> Result<Option<RunRow>, Error> {
-        let columns = RUN_COLUMNS.replace("{events}", &self.tables.events);
+        let columns = RUN_COLUMNS;
         let row = db::read(
             self.reads,
             "reading the run",
@@ -325,7 +352,9 @@ impl Registry<'_> {
             ),
         )
         .await?;
-        Ok(row.as_ref().map(run_row))
+        let mut runs: Vec<RunRow> = row.as_ref().map(run_row).into_iter().collect();
+        self.who(&mut runs).await?;
+        Ok(runs.pop())
     }
 
     /// A run's ledger entries in the order they were written, only those that did not

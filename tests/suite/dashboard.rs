@@ -442,6 +442,169 @@ fn tenant_and_run_links_open_with_the_session_cookie() {
     }
 }
 
+/// A registry of 20,000 tenants on two servers with 30 days of runs and a week of
+/// backups (`bench/dashboard-fleet.sql`, as the benchmark of the pages uses it): every
+/// page renders in Chromium with the fleet's numbers, paged. With
+/// `TENANTCTL_SCREENSHOTS=DIR`, each page is also saved as a PNG there
+/// (`scripts/dashboard-screenshot` writes the book's pictures so).
+#[test]
+fn the_dashboard_holds_twenty_thousand_tenants() {
+    const TENANTS: i64 = 20_000;
+    let (db, t) = ready();
+    let eu2 = TestDb::new();
+    let config = dir_with(&[(
+        "tenants.toml",
+        &format!(
+            "[servers.eu2]\nurl = \"{}\"\n\n[backup.policies.church]\nevery = \"1d\"\nkeep = 7\n\n\
+             [backup.policies.school]\nevery = \"7d\"\nkeep = 4\n\n[backup.policies.ministry]\nevery = \"1d\"\nkeep = 7\n",
+            eu2.url
+        ),
+    )]);
+    let migrations = dir_with(&[
+        ("V1__members.sql", "CREATE TABLE members (id int);\n"),
+        ("V2__households.sql", "CREATE TABLE households (id int);\n"),
+        ("V3__groups.sql", "CREATE TABLE groups (id int);\n"),
+    ]);
+    let t = t.cwd(config.path()).migrations(migrations.path());
+    let fleet = include_str!("../../bench/dashboard-fleet.sql")
+        .replace("__TENANTS__", &TENANTS.to_string());
+    db.client().batch_execute(&fleet).unwrap();
+    let mut serve =
+        t.clone()
+            .env("TENANTCTL_API_TOKEN", TOKEN)
+            .spawn(&["serve", "--listen", "127.0.0.1:0"]);
+    serve.wait_for_stderr("listening on http://127.0.0.1:");
+    let port: u16 = serve
+        .stderr()
+        .split("listening on http://127.0.0.1:")
+        .nth(1)
+        .and_then(|rest| rest.split_whitespace().next())
+        .and_then(|p| p.parse().ok())
+        .expect("a port");
+    let url = |path: &str| format!("http://127.0.0.1:{port}{path}");
+    let shots = std::env::var_os("TENANTCTL_SCREENSHOTS").map(std::path::PathBuf::from);
+    let mut browser = Browser::launch(&[]);
+    let mut open = |path: &str, shot: &str| {
+        let html = browser.open(&url(path));
+        assert!(!html.to_ascii_lowercase().contains("<script"), "{path}");
+        let took = strip_tags(&html[html.find("<footer>").expect("a footer")..]);
+        eprintln!("{path}: {took}");
+        if let Some(dir) = &shots {
+            browser.screenshot(&dir.join(format!("dashboard-{shot}.png")));
+        }
+        html
+    };
+
+    let mut c = db.client();
+    let count =
+        |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+    let overview = open(&format!("/?token={TOKEN}"), "overview");
+    assert_eq!(
+        strip_tags(element(&overview, "total")),
+        format!("{TENANTS}tenants")
+    );
+    let failed = count(
+        &mut c,
+        "SELECT count(*) FROM tenants WHERE status = 'failed'",
+    );
+    assert_eq!(failed, TENANTS / 200);
+    assert_eq!(
+        strip_tags(element(&overview, "failed-count")),
+        format!("{failed}failed")
+    );
+    assert_eq!(rows(element(&overview, "failed")).len(), 20, "the first 20");
+    assert!(
+        overview.contains(&format!("All {failed} failed tenants")),
+        "a link to the rest"
+    );
+    let by_server = rows(element(&overview, "by-server"));
+    let on_eu2 = count(&mut c, "SELECT count(*) FROM tenants WHERE server = 'eu2'");
+    assert_eq!(
+        by_server[1][..2],
+        ["eu2".to_string(), on_eu2.to_string()],
+        "{by_server:?}"
+    );
+    let at_3_eu2 = count(
+        &mut c,
+        "SELECT count(*) FROM tenants WHERE server = 'eu2' AND current_revision = 3",
+    );
+    let revisions = element(&overview, "revisions-chart");
+    let title = format!("<title>revision 3 on eu2: {at_3_eu2} tenants</title>");
+    assert!(revisions.contains(&title), "no {title} in {revisions}");
+    let backups = element(&overview, "backups-chart");
+    let ministries = count(
+        &mut c,
+        "SELECT count(*) FROM tenants WHERE tenant_type = 'ministry'",
+    );
+    assert!(
+        backups.contains(&format!("<title>ministry: {ministries} tenants never backed up, policy every 24.0 h, {ministries} overdue</title>")),
+        "{backups}"
+    );
+    let health = rows(element(&overview, "health"));
+    assert_eq!(health.len(), 3, "registry, default, eu2: {health:?}");
+    assert!(health.iter().all(|r| r[1] == "yes"), "{health:?}");
+
+    // The last page of tenants, a search, a filter.
+    let last = open("/tenants?page=400", "tenants");
+    assert_eq!(rows(element(&last, "tenants")).len(), 50);
+    assert!(
+        strip_tags(element(&last, "pager"))
+            .starts_with(&format!("Page 400 of 400 ({TENANTS} tenants)")),
+        "{}",
+        strip_tags(element(&last, "pager"))
+    );
+    let found = open("/tenants?q=parish-19999.", "search");
+    assert_eq!(
+        rows(element(&found, "tenants"))[0][0],
+        "parish-19999.example.org"
+    );
+    let behind = open("/tenants?behind=1&server=eu2&type=school", "filter");
+    let expected = count(
+        &mut c,
+        "SELECT count(*) FROM tenants WHERE server = 'eu2' AND tenant_type = 'school' \
+         AND schema_provisioned AND coalesce(current_revision, 0) < 3",
+    );
+    assert!(
+        strip_tags(element(&behind, "pager")).contains(&format!("({expected} tenants)")),
+        "{}",
+        strip_tags(element(&behind, "pager"))
+    );
+
+    // The fleet upgrade's page: a page of its entries deep in the run.
+    let run = open("/runs/6a1d3f0e-0000-4000-8000-000000000001?page=150", "run");
+    let summary = strip_tags(element(&run, "run"));
+    assert!(
+        summary.contains("commandupgrade") && summary.contains("resultfailed"),
+        "{summary}"
+    );
+    assert_eq!(rows(element(&run, "entries")).len(), 100);
+    let failed_only = open(
+        "/runs/6a1d3f0e-0000-4000-8000-000000000001?failed=1",
+        "run-failed",
+    );
+    assert_eq!(rows(element(&failed_only, "entries")).len() as i64, failed);
+    let runs = open("/runs?page=2", "runs");
+    assert_eq!(rows(element(&runs, "runs")).len(), 50);
+
+    // A failed tenant's page (its schema was never made: its history says so).
+    let id = count(
+        &mut c,
+        "SELECT min(id) FROM tenants WHERE status = 'failed'",
+    );
+    let tenant = open(&format!("/tenants/{id}"), "tenant");
+    assert!(
+        strip_tags(element(&tenant, "tenant")).contains("statusfailed"),
+        "{tenant}"
+    );
+    let events = rows(element(&tenant, "events"));
+    assert!(
+        events.iter().any(|e| e[1] == "upgrade" && e[4] == "failed"),
+        "{events:?}"
+    );
+    browser.close();
+    drop(serve);
+}
+
 /// One headless Chromium driven over the DevTools protocol on a pipe
 /// (`--remote-debugging-pipe`: requests in on fd 3, answers out on fd 4, each a JSON
 /// message ending with a NUL), so that several navigations share its cookies.
@@ -566,6 +729,27 @@ impl Browser {
         let node = doc["root"]["nodeId"].clone();
         let html = self.call(Some(&session), "DOM.getOuterHTML", json!({"nodeId": node}));
         html["outerHTML"].as_str().unwrap().to_string()
+    }
+
+    /// Saves the page, whole, as a PNG 1280 pixels wide.
+    fn screenshot(&mut self, path: &Path) {
+        use base64::Engine as _;
+        let session = self.session.clone();
+        self.call(
+            Some(&session),
+            "Emulation.setDeviceMetricsOverride",
+            json!({"width": 1280, "height": 900, "deviceScaleFactor": 1, "mobile": false}),
+        );
+        let shot = self.call(
+            Some(&session),
+            "Page.captureScreenshot",
+            json!({"format": "png", "captureBeyondViewport": true}),
+        );
+        let png = base64::engine::general_purpose::STANDARD
+            .decode(shot["data"].as_str().expect("image data"))
+            .expect("base64");
+        std::fs::write(path, png)
+            .unwrap_or_else(|e| panic!("cannot write {}: {e}", path.display()));
     }
 
     /// Checks that a page's scripts run, or do not, in this browser.

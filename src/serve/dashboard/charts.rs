@@ -221,7 +221,7 @@ pub fn backups(backups: &[(String, Backups, Option<f64>)], now: f64) -> Markup {
         .chain(backups.iter().filter_map(|(_, _, e)| *e))
         .fold(0.0_f64, f64::max)
         .max(1.0);
-    let room = WIDTH - LABEL - 140.0;
+    let room = WIDTH - LABEL - 210.0;
     let height = ROW * backups.len().max(1) as f64 + 4.0;
     html! {
         svg id="backups-chart" xmlns="http://www.w3.org/2000/svg" role="img"
