@@ -583,8 +583,18 @@ pub async fn tenant(cx: &Context, client: &Client, reference: &str) -> Result<Te
             None,
         )
         .await?;
-        let rows = states
-            .remove(&tenant.schema_name)
+        let state = states.remove(&tenant.schema_name);
+        if state
+            .as_ref()
+            .is_some_and(|st| !st.schema_exists && !st.unreachable)
+        {
+            return Err(Error::not_found(format!(
+                "schema {} does not exist on server {}",
+                crate::ident::quote(&tenant.schema_name),
+                tenant.server
+            )));
+        }
+        let rows = state
             .map(|st| st.history)
             .unwrap_or_else(|| Ok(Vec::new()))
             .map_err(Error::failed)?;

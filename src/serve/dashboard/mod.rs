@@ -689,7 +689,7 @@ pub async fn tenant_page(
         p { a href={"/api/tenants/" (t.id) "/migration-status"} { "migration status (JSON)" } }
         h2 { "History" }
         @match &d.history {
-            Err(e) => p.failed id="history" { "Its history could not be read: " (e) },
+            Err(e) => p.failed id="history" { "Its history could not be read: " (e) "." },
             Ok(h) if h.iter().all(|e| e.applied != Some(true)) => p id="history" class="muted" { "Nothing applied." },
             Ok(h) => table id="history" {
                 tr { th { "version" } th { "name" } th { "state" } th { "applied" } }
@@ -709,7 +709,10 @@ pub async fn tenant_page(
             table id="pending" {
                 tr { th { "version" } th { "name" } th { "file" } }
                 @for e in &pending {
-                    tr { td { (e.version) } td { (e.name) } td { code { (e.file.as_deref().unwrap_or("")) } } }
+                    @let file = e.file.as_deref().map(|f| {
+                        std::path::Path::new(f).file_name().map_or(f.into(), |n| n.to_string_lossy())
+                    });
+                    tr { td { (e.version) } td { (e.name) } td { code { (file.unwrap_or_default()) } } }
                 }
             }
         }
