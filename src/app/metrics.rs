@@ -44,9 +44,37 @@ pub struct Metrics {
     /// The shared schema, when there is one: its files' head, and its revision on each
     /// server that could be read (0: nothing applied).
     pub shared: Option<(i32, BTreeMap<String, i32>)>,
+    /// Tenants whose applied history differs from the migration files, by server, when
+    /// the fleet could be read.
+    pub drifted: Option<BTreeMap<String, u64>>,
 }
 
 impl Metrics {
+    /// Adds the tenants whose history differs from the files (a checksum or name edited,
+    /// a file changed after it was applied, a version applied that no file has), by
+    /// server: a fleet read as `status --all` does it (one query per server through the
+    /// version index); nothing when the files or the fleet cannot be read.
+    pub async fn with_drift(mut self, cx: &crate::app::context::Context) -> Metrics {
+        let read = async {
+            let set = cx.migrations()?;
+            let client = cx.connect().await?;
+            let registry =
+                crate::registry::Registry::open(&client, &cx.settings.registry_schema).await?;
+            let mut tenants = registry.list(None, None).await?;
+            cx.statuses(&client, &registry, &mut tenants, &set).await
+        };
+        let Ok(statuses) = read.await else {
+            return self;
+        };
+        let mut drifted: BTreeMap<String, u64> =
+            self.servers.iter().map(|s| (s.clone(), 0)).collect();
+        for st in statuses.iter().filter(|st| !st.drift.is_empty()) {
+            *drifted.entry(st.server.clone()).or_default() += 1;
+        }
+        self.drifted = Some(drifted);
+        self
+    }
+
     /// Adds the shared schema's head and its revision on each server, read from each
     /// server's shared history (one query per server); nothing when there is no shared
     /// schema or its files cannot be read.
@@ -350,7 +378,7 @@ pub async fn text(cx: &crate::app::context::Context) -> Result<String, Error> {
         &cx.settings.backup_policies,
     )
     .await?;
-    Ok(render(&m.with_shared(cx).await))
+    Ok(render(&m.with_shared(cx).await.with_drift(cx).await))
 }
 
 /// The configured servers' names.
@@ -426,6 +454,21 @@ pub fn render(m: &Metrics) -> String {
         out.family(name, Kind::Gauge, help);
         for server in &servers {
             let n = values.get(*server).copied().unwrap_or(0);
+            out.sample(name, &[("server", server)], n);
+        }
+    }
+    // Only when the fleet could be read: an absent series, not a 0, says "unknown".
+    if let Some(drifted) = &m.drifted {
+        let name = "tenantctl_tenants_drifted";
+        out.family(
+            name,
+            Kind::Gauge,
+            "Tenants whose applied history differs from the migration files (as status --all reports drift), by server.",
+        );
+        let mut all = servers.clone();
+        all.extend(drifted.keys().map(String::as_str));
+        for server in all {
+            let n = drifted.get(server).copied().unwrap_or(0);
             out.sample(name, &[("server", server)], n);
         }
     }

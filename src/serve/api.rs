@@ -865,7 +865,7 @@ pub async fn metrics(State(state): State<Shared>) -> ApiResult<Response> {
         .await?;
         drop(registry);
         lease.done();
-        Ok::<_, Error>(m.with_shared(&state.ctx).await)
+        Ok::<_, Error>(m.with_shared(&state.ctx).await.with_drift(&state.ctx).await)
     };
     let m = match gathered.await {
         Ok(m) => m,

@@ -2190,6 +2190,47 @@ fn a_run_with_nothing_to_do_is_the_last_success() {
     assert!(at >= before - 1.0, "{at} is before the run ({before})");
 }
 
+/// Drift is a gauge by server, the same from the service and the command line: a
+/// tenant whose applied history was edited by hand counts once, on its server; without
+/// readable migration files the series is absent (unknown), not 0.
+#[test]
+fn drifted_tenants_are_counted_by_server() {
+    let (db, t) = ready();
+    for domain in ["kept", "edited"] {
+        t.run(&["tenant", "create", domain, "--name", domain, "--migrate"])
+            .expect(0);
+    }
+    let drifted = |text: &str| -> Vec<(String, f64)> {
+        parse_metrics(text)
+            .into_iter()
+            .filter(|s| s.name == "tenantctl_tenants_drifted")
+            .map(|s| (s.labels["server"].clone(), s.value))
+            .collect()
+    };
+    let s = start(&t);
+    assert_eq!(
+        drifted(&s.get_anon("/metrics").body),
+        [("default".to_string(), 0.0)]
+    );
+    db.client()
+        .execute(
+            "UPDATE tenant_edited.refinery_schema_history SET checksum = '1' WHERE version = 1",
+            &[],
+        )
+        .unwrap();
+    let served = s.get_anon("/metrics");
+    served.expect(200);
+    assert_eq!(drifted(&served.body), [("default".to_string(), 1.0)]);
+    let printed = t.run(&["metrics"]).expect(0).stdout.clone();
+    assert_eq!(drifted(&printed), [("default".to_string(), 1.0)]);
+    let unknown = t
+        .clone()
+        .env("TENANTCTL_MIGRATIONS", "/nonexistent/migrations")
+        .run(&["metrics"]);
+    unknown.expect(0);
+    assert!(drifted(&unknown.stdout).is_empty(), "{}", unknown.stdout);
+}
+
 /// A client that opens a connection and never finishes its request headers is cut off,
 /// unanswered, and does not keep the service from stopping: another connection that never
 /// sent anything is open at the SIGTERM, and the service stops without waiting out its
