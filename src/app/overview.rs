@@ -31,6 +31,9 @@ pub const DAYS: i32 = 30;
 const FAILED_SHOWN: i64 = 20;
 /// Runs the overview lists.
 const RECENT_RUNS: i64 = 10;
+/// How long the overview waits for a server's health: a server that accepts
+/// connections and never answers costs each page this, not the connect timeout.
+const PROBE_TIMEOUT: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// The overview.
 #[derive(Debug)]
@@ -148,19 +151,20 @@ pub struct ServerHealth {
     pub waits: Vec<LockWait>,
 }
 
-/// A tenantctl session waiting for a lock.
+/// A session waiting for a lock: tenantctl's own, or one waiting on tenantctl's.
 #[derive(Debug, Clone, Serialize)]
 pub struct LockWait {
     /// Its backend.
     pub pid: i32,
     /// Its `application_name` (`tenantctl RUN_ID` for a run's sessions).
     pub application: String,
-    /// The lock it waits for (`Lock:advisory`, `Lock:relation`, ...).
+    /// Its database user.
+    pub user: String,
+    /// The lock it waits for: its mode and what it is on (`AccessExclusiveLock on
+    /// tenant_x.members`, `ExclusiveLock on advisory`).
     pub waiting_for: String,
     /// Seconds it has waited.
     pub seconds: f64,
-    /// The statement waiting (its first 200 characters).
-    pub query: String,
     /// The sessions holding what it waits for.
     pub blockers: Vec<Blocker>,
 }
@@ -178,8 +182,6 @@ pub struct Blocker {
     pub addr: Option<String>,
     /// `active`, `idle in transaction`, ...
     pub state: Option<String>,
-    /// Its statement (the first 200 characters).
-    pub query: Option<String>,
     /// Seconds since it began its transaction.
     pub seconds: Option<f64>,
 }
@@ -224,6 +226,23 @@ pub async fn overview(
         for (run, n) in runs {
             *sessions.entry(run).or_default() += n;
         }
+    }
+    // A server tenants are registered on that the configuration does not name.
+    let mut unknown: Vec<&str> = counts
+        .iter()
+        .map(|c| c.server.as_str())
+        .filter(|s| !servers.iter().any(|n| n == s))
+        .collect();
+    unknown.sort_unstable();
+    unknown.dedup();
+    for s in unknown {
+        health.push(ServerHealth {
+            server: s.to_string(),
+            error: Some("not configured: no [servers] entry names it".into()),
+            millis: 0,
+            shared: None,
+            waits: Vec::new(),
+        });
     }
     let live = live_runs(&registry, sessions).await?;
     Ok(Overview {
@@ -281,9 +300,10 @@ async fn probe(cx: &Context, server: &str) -> (ServerHealth, Vec<(String, u64)>)
         waits: Vec::new(),
     };
     let mut runs = Vec::new();
-    match read_server(cx, server, &mut h).await {
-        Ok(r) => runs = r,
-        Err(e) => h.error = Some(e.to_string()),
+    match tokio::time::timeout(PROBE_TIMEOUT, read_server(cx, server, &mut h)).await {
+        Ok(Ok(r)) => runs = r,
+        Ok(Err(e)) => h.error = Some(e.to_string()),
+        Err(_) => h.error = Some(format!("no answer within {} s", PROBE_TIMEOUT.as_secs())),
     }
     h.millis = u64::try_from(started.elapsed().as_millis()).unwrap_or(u64::MAX);
     (h, runs)
@@ -299,26 +319,34 @@ async fn read_server(
     } else {
         cx.servers.target(server)?.connect().await?
     };
-    // Sessions of tenantctl (named `tenantctl` or `... tenantctl RUN_ID`) on this
-    // server's database waiting on a lock, with the sessions blocking each (from any
-    // database: a shared catalog lock can be held from another); and the runs with
-    // sessions open there.
+    // Sessions on this server's database waiting for a lock that are tenantctl's
+    // (named `tenantctl` or `... tenantctl RUN_ID`) or that wait on one of tenantctl's
+    // (application traffic queued behind a migration), each with the lock it waits for
+    // and the sessions holding it. No statement text: another session's statement may
+    // carry a literal (a password) the dashboard's readers must not see.
     let rows = db::read(
         &client,
         "reading the server's sessions",
         client.query(
-            "SELECT a.pid, coalesce(a.application_name, ''), \
-                    coalesce(a.wait_event_type, '') || ':' || coalesce(a.wait_event, ''), \
-                    coalesce(extract(epoch FROM now() - coalesce(a.state_change, a.query_start)), 0)::float8, \
-                    left(coalesce(a.query, ''), 200), \
+            "WITH w AS ( \
+               SELECT a.pid, coalesce(a.application_name, '') AS app, a.usename::text AS usr, \
+                      coalesce(extract(epoch FROM now() - coalesce(a.state_change, a.query_start)), 0)::float8 AS secs, \
+                      pg_catalog.pg_blocking_pids(a.pid) AS blockers \
+               FROM pg_catalog.pg_stat_activity a \
+               WHERE a.wait_event_type = 'Lock' AND a.datname = pg_catalog.current_database() \
+                 AND a.pid <> pg_catalog.pg_backend_pid()) \
+             SELECT w.pid, w.app, \
+                    coalesce((SELECT l.mode || ' on ' || coalesce(l.relation::regclass::text, l.locktype) \
+                              FROM pg_catalog.pg_locks l WHERE l.pid = w.pid AND NOT l.granted LIMIT 1), ''), \
+                    w.secs, coalesce(w.usr, ''), \
                     (SELECT coalesce(json_agg(json_build_object('pid', b.pid, 'application', b.application_name, \
                               'user', b.usename, 'addr', b.client_addr::text, 'state', b.state, \
-                              'query', left(b.query, 200), \
                               'seconds', extract(epoch FROM now() - b.xact_start)::float8)), '[]') \
-                     FROM pg_catalog.pg_stat_activity b WHERE b.pid = ANY (pg_catalog.pg_blocking_pids(a.pid)))::text \
-             FROM pg_catalog.pg_stat_activity a \
-             WHERE a.wait_event_type = 'Lock' AND a.application_name ~ '(^| )tenantctl( |$)' \
-               AND a.datname = pg_catalog.current_database() AND a.pid <> pg_catalog.pg_backend_pid() \
+                     FROM pg_catalog.pg_stat_activity b WHERE b.pid = ANY (w.blockers))::text \
+             FROM w \
+             WHERE w.app ~ '(^| )tenantctl( |$)' \
+                OR EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity b \
+                           WHERE b.pid = ANY (w.blockers) AND b.application_name ~ '(^| )tenantctl( |$)') \
              ORDER BY 4 DESC LIMIT 50",
             &[],
         ),
@@ -335,7 +363,7 @@ async fn read_server(
             application: r.try_get(1).unwrap_or_default(),
             waiting_for: r.try_get(2).unwrap_or_default(),
             seconds: r.try_get(3).unwrap_or_default(),
-            query: r.try_get(4).unwrap_or_default(),
+            user: r.try_get(4).unwrap_or_default(),
             blockers,
         });
     }

@@ -383,11 +383,14 @@ pub async fn latest_backup(
 }
 
 /// Checks a restore of the tenant `reference` names from `input`: the archive whole when
-/// it is a file (before any connection), its migrations, and no unfinished move.
+/// it is a file (before any connection), its migrations, and no unfinished move. With
+/// `own` (`--latest`: the file was found as the tenant's own backup), an archive taken
+/// from another tenant is refused (exit 1), nothing changed.
 pub async fn prepare_restore(
     cx: &Context,
     reference: &str,
     input: ArchiveInput,
+    own: bool,
 ) -> Result<RestoreStart, Error> {
     let set = cx.migrations()?;
     let label = match &input {
@@ -408,6 +411,18 @@ pub async fn prepare_restore(
     let client = cx.connect().await?;
     let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
     let tenant = registry.find(reference).await?;
+    if let Some(m) = manifest.as_ref().filter(|_| own) {
+        if m.source.domain != tenant.domain {
+            return Err(Error::refused(format!(
+                "{label} is in tenant {}'s backups but holds the data of tenant {} (schema {}); nothing was changed. \
+                 To restore another tenant's data on purpose, name the file: tenantctl tenant restore {} FILE",
+                tenant.domain,
+                crate::ident::shown(&m.source.domain),
+                crate::ident::shown(&m.source.schema_name),
+                tenant.domain
+            )));
+        }
+    }
     data::moving::refuse_unfinished(&registry, &tenant, "restore it").await?;
     drop(registry);
     Ok(RestoreStart {

@@ -654,7 +654,7 @@ impl<'a> Registry<'a> {
     /// Any reference that matches nothing is an error naming it, and nothing is returned.
     pub async fn find_many(&self, references: &[String]) -> Result<Vec<Tenant>, Error> {
         for r in references {
-            if r.is_empty() || r.len() > 200 {
+            if r.is_empty() || r.len() > 200 || r.contains('\0') {
                 return Err(Error::usage(format!(
                     "tenant reference {} is not a domain, id or schema name",
                     ident::shown(r)
@@ -678,14 +678,18 @@ impl<'a> Registry<'a> {
         for r in references {
             // A domain, else a schema name, else an id: each is unique, and a domain is
             // never all digits, so the first match is the only one the reference can mean.
-            let found = tenants
-                .iter()
-                .find(|t| &t.domain == r)
+            // All digits is an id first, also where a domain was set to digits by hand:
+            // the dashboard's links, which name tenants by id, then open the right one.
+            let by_id = || {
+                let id = r.parse::<i64>().ok()?;
+                tenants.iter().find(|t| t.id == id)
+            };
+            let found = (r.bytes().all(|b| b.is_ascii_digit()))
+                .then(by_id)
+                .flatten()
+                .or_else(|| tenants.iter().find(|t| &t.domain == r))
                 .or_else(|| tenants.iter().find(|t| &t.schema_name == r))
-                .or_else(|| {
-                    let id = r.parse::<i64>().ok()?;
-                    tenants.iter().find(|t| t.id == id)
-                });
+                .or_else(by_id);
             match found {
                 None => unknown.push(ident::shown(r)),
                 Some(t) => {

@@ -299,6 +299,32 @@ fn restore_latest_takes_the_newest_backup_and_says_which() {
         2,
         &[],
     );
+
+    // Another tenant's archive put among alpha's backups, newest: refused, unchanged.
+    create(&t, "beta", &["--migrate"]);
+    t.run(&["backup", "--tenant", "beta"]).expect(0);
+    let theirs = std::fs::read_dir(out.path().join("beta"))
+        .unwrap()
+        .map(|e| e.unwrap().path())
+        .max()
+        .expect("beta's backup");
+    let name = theirs.file_name().unwrap().to_string_lossy().to_string();
+    let planted = out
+        .path()
+        .join("alpha")
+        .join(name.replacen("beta", "alpha", 1));
+    std::fs::copy(&theirs, &planted).unwrap();
+    let before = count(&db);
+    let refused = t.run(&["tenant", "restore", "alpha", "--latest", "--yes"]);
+    assert_eq!(refused.code, 1, "{refused:?}");
+    for needle in [
+        "holds the data of tenant \"beta\"",
+        "nothing was changed",
+        &planted.display().to_string(),
+    ] {
+        assert!(refused.stderr.contains(needle), "{}", refused.stderr);
+    }
+    assert_eq!(count(&db), before);
 }
 
 #[test]

@@ -5,11 +5,9 @@
 //! sessions, the lock its session waits for and who holds it, and the page refreshing
 //! itself until the run ends. (`dashboard.rs` renders the same pages in Chromium.)
 
-use std::time::{Duration, Instant};
-
 use crate::dashboard::{element, rows, strip_tags};
 use crate::serve::{start, Server};
-use crate::support::{dir_with, eventually, ready, Gate, Tenantctl, TestDb};
+use crate::support::{dir_with, eventually, ready, Tenantctl, TestDb};
 
 /// Migrations: V3 fails in a schema whose name holds `broken`, with markup in its error.
 fn migrations() -> tempfile::TempDir {
@@ -118,6 +116,20 @@ fn tenants_are_searched_and_paged_and_hostile_queries_change_nothing() {
     let f = fleet(116);
     let s = start(&f.t);
 
+    f.db.client()
+        .execute(
+            "UPDATE tenants SET server = 'nowhere' WHERE domain = 'bulk-7'",
+            &[],
+        )
+        .unwrap();
+    let health = rows(element(&ok(&s, "/"), "health"));
+    let nowhere = health
+        .iter()
+        .find(|r| r[0] == "nowhere")
+        .expect("a row for it");
+    assert!(nowhere[1].starts_with("no: not configured"), "{health:?}");
+    assert_eq!(nowhere[4], "unknown", "{health:?}");
+
     // 120 tenants: three pages of 50, by id.
     let first = ok(&s, "/tenants");
     assert_eq!(firsts(&first, "tenants").len(), 50);
@@ -161,6 +173,9 @@ fn tenants_are_searched_and_paged_and_hostile_queries_change_nothing() {
         ("/tenants?revision=2", &["broken"]),
         ("/tenants?behind=1", &["beta", "broken"]),
         ("/tenants?behind=1&server=b", &["beta"]),
+        ("/tenants?behind=yes&server=b", &["beta"]),
+        ("/tenants?behind=0&server=b", &["beta", "gamma"]),
+        ("/tenants?behind=false&server=b", &["beta", "gamma"]),
         ("/tenants?revision=3&q=a", &["alpha", "gamma"]),
     ];
     for (path, expected) in cases {
@@ -252,7 +267,25 @@ fn runs_are_paged_and_a_run_page_lists_its_tenants_with_their_errors() {
              VALUES (gen_random_uuid(), 'backup', now() - interval '40 days', now() - interval '40 days', 1, 1, 0, 0, 0, 'ok');",
         )
         .unwrap();
+    // A run killed before it recorded its end: entries, no row, no session.
+    f.db.client()
+        .batch_execute(
+            "INSERT INTO tenant_events (run_id, tenant_id, domain, schema_name, action, from_revision, to_revision, status, started_at) \
+             SELECT '11111111-2222-4333-8444-555555555555', id, domain, schema_name, 'upgrade', 1, 2, 'ok', now() \
+             FROM tenants WHERE domain = 'alpha'",
+        )
+        .unwrap();
     let s = start(&f.t);
+    let killed = ok(&s, "/runs/11111111-2222-4333-8444-555555555555");
+    assert!(
+        !killed.contains("http-equiv=\"refresh\""),
+        "a stopped run does not refresh"
+    );
+    assert!(
+        strip_tags(element(&killed, "state")).starts_with("Stopped before it recorded its end"),
+        "{killed}"
+    );
+    assert_eq!(firsts(&killed, "entries"), ["alpha"]);
 
     let overview = ok(&s, "/");
     let recent = rows(element(&overview, "runs"));
@@ -406,72 +439,120 @@ fn runs_are_paged_and_a_run_page_lists_its_tenants_with_their_errors() {
 #[test]
 fn a_run_going_is_live_with_the_lock_it_waits_for_and_who_holds_it() {
     let f = fleet(0);
-    // beta (on b) is at 1; V2 alters its members table, which a session of ours holds.
+    // beta (on b) is at 1; V2 alters its members table, which a session of ours holds in
+    // a transaction whose last statement carries a secret literal.
     let b_url = f._b.url.clone();
-    let mut gate = Gate::table_lock(&b_url, "tenant_beta.members", "ACCESS SHARE");
-    let holder: i32 = {
-        let mut c = postgres::Client::connect(&b_url, postgres::NoTls).unwrap();
-        c.query_one(
-            "SELECT pid FROM pg_stat_activity WHERE application_name = 'test gate' \
-             AND datname = current_database()",
-            &[],
+    let mut config: postgres::Config = b_url.parse().unwrap();
+    config.application_name("holder");
+    let mut holder = config.connect(postgres::NoTls).unwrap();
+    holder
+        .batch_execute(
+            "BEGIN; LOCK TABLE tenant_beta.members IN ACCESS SHARE MODE; SELECT 'hunter2-secret'",
         )
+        .unwrap();
+    let holder_pid: i32 = holder
+        .query_one("SELECT pg_backend_pid()", &[])
         .unwrap()
-        .get(0)
-    };
+        .get(0);
     let s = start(&f.t);
     let mut run = f.t.spawn(&["upgrade", "--tenant", "beta"]);
-    let waiting = run.wait_for("the upgrade waits at the gate", || {
-        gate.blocked_tenantctl().into_iter().next()
+    let mut watch = postgres::Client::connect(&b_url, postgres::NoTls).unwrap();
+    let (waiting_pid, waiting_app): (i32, String) =
+        run.wait_for("the upgrade waits for the holder", || {
+            watch
+                .query_opt(
+                    "SELECT pid, application_name FROM pg_stat_activity \
+                     WHERE datname = current_database() AND application_name LIKE 'tenantctl %' \
+                       AND $1 = ANY (pg_blocking_pids(pid))",
+                    &[&holder_pid],
+                )
+                .unwrap()
+                .map(|r| (r.get(0), r.get(1)))
+        });
+    // An application's read queued behind the migration's lock.
+    let reader_url = b_url.clone();
+    let reader = std::thread::spawn(move || {
+        let mut config: postgres::Config = reader_url.parse().unwrap();
+        config.application_name("app reader");
+        let mut c = config.connect(postgres::NoTls).unwrap();
+        c.query_one("SELECT count(*) FROM tenant_beta.members", &[])
+            .map(|r| r.get::<_, i64>(0))
+    });
+    eventually("the reader waits on tenantctl", || {
+        watch
+            .query_opt(
+                "SELECT 1 FROM pg_stat_activity WHERE application_name = 'app reader' \
+                 AND wait_event_type = 'Lock'",
+                &[],
+            )
+            .unwrap()
+            .is_some()
     });
 
-    let deadline = Instant::now() + Duration::from_secs(30);
-    let overview = loop {
-        let html = ok(&s, "/");
-        if html.contains("id=\"lock-waits\"") || Instant::now() > deadline {
-            break html;
-        }
-        std::thread::sleep(Duration::from_millis(100));
-    };
+    let overview = ok(&s, "/");
     assert!(
         overview.contains("<meta http-equiv=\"refresh\" content=\"5\">"),
         "{overview}"
     );
+    assert!(
+        !overview.contains("hunter2"),
+        "another session's statement is shown"
+    );
     let live = rows(element(&overview, "live"));
     assert_eq!(live.len(), 1, "{live:?}");
-    let run_id = waiting
-        .application_name
-        .rsplit(' ')
-        .next()
-        .unwrap()
-        .to_string();
+    let run_id = waiting_app.rsplit(' ').next().unwrap().to_string();
     assert_eq!(live[0][0], run_id, "{live:?}");
     assert!(
         live[0][7].parse::<u64>().unwrap() >= 1,
         "its sessions: {live:?}"
     );
+    // server, pid, session, user, waiting for, for, blocked by
     let waits = rows(element(&overview, "lock-waits"));
-    assert_eq!(waits.len(), 1, "{waits:?}");
-    // server, pid, session, waiting for, for, statement, blocked by
-    assert_eq!(waits[0][0], "b");
-    assert_eq!(waits[0][1], waiting.pid.to_string());
-    assert_eq!(waits[0][2], waiting.application_name);
-    assert_eq!(waits[0][3], "Lock:relation");
+    assert_eq!(
+        waits.len(),
+        2,
+        "tenantctl's session and the reader: {waits:?}"
+    );
+    let mine = waits
+        .iter()
+        .find(|w| w[1] == waiting_pid.to_string())
+        .unwrap_or_else(|| panic!("tenantctl's wait: {waits:?}"));
+    assert_eq!(
+        (mine[0].as_str(), mine[2].as_str()),
+        ("b", waiting_app.as_str())
+    );
+    assert_eq!(
+        mine[4], "AccessExclusiveLock on tenant_beta.members",
+        "{waits:?}"
+    );
     assert!(
-        waits[0][6].starts_with(&format!("pid {holder} test gate")),
+        mine[6].starts_with(&format!("pid {holder_pid} holder")),
         "who holds it: {waits:?}"
+    );
+    let queued = waits
+        .iter()
+        .find(|w| w[2] == "app reader")
+        .unwrap_or_else(|| panic!("the reader's wait: {waits:?}"));
+    assert_eq!(
+        queued[4], "AccessShareLock on tenant_beta.members",
+        "{waits:?}"
+    );
+    assert!(
+        queued[6].contains(&format!("pid {waiting_pid} {waiting_app}")),
+        "the reader waits on tenantctl: {waits:?}"
     );
     let health = rows(element(&overview, "health"));
     let b = health.iter().find(|r| r[0] == "b").unwrap();
-    assert_eq!((b[1].as_str(), b[4].as_str()), ("yes", "1"), "{health:?}");
+    assert_eq!((b[1].as_str(), b[4].as_str()), ("yes", "2"), "{health:?}");
 
     // Its page, while it goes: no row yet, and it refreshes itself.
     let going = ok(&s, &format!("/runs/{run_id}"));
     assert!(going.contains("id=\"state\""), "{going}");
     assert!(going.contains("http-equiv=\"refresh\""), "{going}");
 
-    gate.open();
+    holder.batch_execute("ROLLBACK").unwrap();
     let done = run.finish();
+    assert_eq!(reader.join().unwrap().unwrap(), 0);
     assert_eq!(done.code, 0, "{done:?}");
     eventually("the run is no longer live", || {
         let html = ok(&s, "/");

@@ -151,6 +151,40 @@ fn millis(ms: Option<i64>) -> String {
     ms.map(|m| format!("{m} ms")).unwrap_or_default()
 }
 
+/// The longest search text taken.
+const MAX_SEARCH: usize = 200;
+
+fn refused(detail: String) -> PageError {
+    PageError(ApiError::new(StatusCode::UNPROCESSABLE_ENTITY, detail))
+}
+
+/// Refuses a query whose values hold a NUL (PostgreSQL's text cannot) or whose search
+/// text is longer than [`MAX_SEARCH`] characters.
+fn check_query(q: &HashMap<String, String>) -> Result<(), PageError> {
+    if let Some((k, _)) = q.iter().find(|(_, v)| v.contains('\0')) {
+        return Err(refused(format!(
+            "{} holds a NUL character",
+            crate::ident::shown(k)
+        )));
+    }
+    if q.get("q").is_some_and(|v| v.chars().count() > MAX_SEARCH) {
+        return Err(refused(format!(
+            "the search text is longer than {MAX_SEARCH} characters"
+        )));
+    }
+    Ok(())
+}
+
+/// A yes/no query parameter: absent, empty, `0`, `false`, `no` and `off` are no.
+fn flag(q: &HashMap<String, String>, key: &str) -> bool {
+    q.get(key).is_some_and(|v| {
+        !matches!(
+            v.trim().to_ascii_lowercase().as_str(),
+            "" | "0" | "false" | "no" | "off"
+        )
+    })
+}
+
 /// A page number from the query (`1` when absent); anything else is refused.
 fn page_number(q: &HashMap<String, String>) -> Result<i64, PageError> {
     match q.get("page").map(|s| s.trim()).filter(|s| !s.is_empty()) {
@@ -262,18 +296,23 @@ fn health(o: &Overview) -> Markup {
                             Some(Err(e)) => span.failed { "unreadable: " (e) },
                         }
                     }
-                    td class=(if h.waits.is_empty() { "ok" } else { "failed" }) { (h.waits.len()) }
+                    @if h.error.is_some() {
+                        td.muted { "unknown" }
+                    } @else {
+                        td class=(if h.waits.is_empty() { "ok" } else { "failed" }) { (h.waits.len()) }
+                    }
                 }
             }
         }
         @if !waits.is_empty() {
             h2 { "Sessions waiting for a lock" }
+            p.muted { "tenantctl's sessions waiting for a lock, and any session waiting on one of tenantctl's." }
             table id="lock-waits" {
-                tr { th { "server" } th { "pid" } th { "session" } th { "waiting for" } th { "for" } th { "statement" } th { "blocked by" } }
+                tr { th { "server" } th { "pid" } th { "session" } th { "user" } th { "waiting for" } th { "for" } th { "blocked by" } }
                 @for (server, w) in &waits {
                     tr {
-                        td { (server) } td { (w.pid) } td { (w.application) } td { (w.waiting_for) }
-                        td { (charts::age(w.seconds)) } td { code { (w.query) } }
+                        td { (server) } td { (w.pid) } td { (w.application) } td { (w.user) } td { (w.waiting_for) }
+                        td { (charts::age(w.seconds)) }
                         td {
                             @for b in &w.blockers {
                                 div {
@@ -282,7 +321,6 @@ fn health(o: &Overview) -> Markup {
                                     @if let Some(a) = &b.addr { " from " (a) }
                                     @if let Some(s) = &b.state { ", " (s) }
                                     @if let Some(s) = b.seconds { ", in transaction for " (charts::age(s)) }
-                                    @if let Some(q) = &b.query { ": " code { (q) } }
                                 }
                             }
                         }
@@ -432,7 +470,7 @@ fn search_of(q: &HashMap<String, String>, head: Option<i32>) -> Result<Search, P
         tenant_type: get("type"),
         status: get("status"),
         revision,
-        behind: if get("behind").is_some() { head } else { None },
+        behind: if flag(q, "behind") { head } else { None },
     })
 }
 
@@ -442,6 +480,7 @@ pub async fn tenants_page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
     let started = Instant::now();
+    check_query(&q)?;
     let head = state.ctx.migrations().ok().map(|s| s.head());
     let query = TenantQuery {
         search: search_of(&q, head)?,
@@ -524,6 +563,7 @@ pub async fn runs_page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
     let started = Instant::now();
+    check_query(&q)?;
     let n = page_number(&q)?;
     let lease = state.pool.get().await?;
     let p = overview::runs(&state.ctx, lease.client(), n).await?;
@@ -567,21 +607,17 @@ pub async fn run_page(
     Query(q): Query<HashMap<String, String>>,
 ) -> Result<Response, PageError> {
     let started = Instant::now();
+    check_query(&q)?;
     let n = page_number(&q)?;
-    let failed_only = q.get("failed").is_some_and(|v| !v.is_empty() && v != "0");
+    let failed_only = flag(&q, "failed");
     let view = state.runs.get(run_id.trim());
+    let known = view.as_ref().is_some_and(|v| v.state == "running");
     let lease = state.pool.get().await?;
-    let r = overview::run(
-        &state.ctx,
-        lease.client(),
-        &run_id,
-        failed_only,
-        n,
-        view.is_some(),
-    )
-    .await?;
+    let r = overview::run(&state.ctx, lease.client(), &run_id, failed_only, n, known).await?;
     lease.done();
-    let going = r.row.is_none();
+    // Going: sessions of it are open, or the service runs it. A run with neither and no
+    // row was stopped before it could record its end.
+    let going = r.row.is_none() && (r.sessions > 0 || known);
     let body = html! {
         h1 { "Run " code { (r.run_id) } }
         @if let Some(row) = &r.row {
@@ -601,9 +637,13 @@ pub async fn run_page(
             }
         } @else {
             p id="state" {
-                @if r.sessions > 0 { "Going, with " (r.sessions) " sessions open on the servers." }
-                @else { "Going, or ended without recording its end." }
-                " This page refreshes every " (REFRESH) " s."
+                @if going {
+                    "Going"
+                    @if r.sessions > 0 { ", with " (r.sessions) " open sessions on the servers" }
+                    ". This page refreshes every " (REFRESH) " s."
+                } @else {
+                    "Stopped before it recorded its end (killed, or its machine or the registry went away): the entries below are what it did."
+                }
             }
             table id="run" {
                 tr { th { "action" } th { "started" } th { "ok" } th { "failed" } th { "refused" } th { "of" } }
@@ -703,7 +743,9 @@ pub async fn tenant_page(
             },
         }
         h2 { "Pending migrations" }
-        @if pending.is_empty() {
+        @if d.history.is_err() {
+            p id="pending" class="muted" { "Unknown: its history could not be read." }
+        } @else if pending.is_empty() {
             p id="pending" class="muted" { "None." }
         } @else {
             table id="pending" {

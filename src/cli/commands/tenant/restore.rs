@@ -33,7 +33,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     } else {
         ArchiveInput::File(file)
     };
-    let start = tenant_data::prepare_restore(ctx, &args.tenant, input).await?;
+    let start = tenant_data::prepare_restore(ctx, &args.tenant, input, args.file.is_none()).await?;
     if args.dry_run {
         let plan = super::super::single(ctx, "tenant restore", async |events| {
             start.dry_run(ctx, events).await
