@@ -1,5 +1,9 @@
 -- V2: group members into households (shared address / mailing unit)
 -- and expose a directory view for the printed and online church directory.
+-- Reviewed: a tenant's members table is small (hundreds to thousands of rows), so the
+-- household foreign key's scan and the plain index build hold their locks for
+-- milliseconds.
+-- tenantctl: allow adding-foreign-key-constraint, require-concurrent-index-creation
 
 CREATE TABLE households (
     id             bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,4 +1,6 @@
 -- V3: small groups (bible studies, youth, prayer teams) and who belongs to them.
+-- Reviewed: meeting_day is a day of the week (0 to 6); smallint cannot run out.
+-- tenantctl: allow prefer-bigint-over-smallint
 
 CREATE TABLE small_groups (
     id           bigint GENERATED ALWAYS AS IDENTITY PRIMARY KEY,

@@ -1,5 +1,8 @@
 -- V4: services/classes/outreach events, per-member check-in attendance,
 -- and a weekly attendance rollup for the dashboard.
+-- Reviewed: the materialized view weekly_attendance is created in this same
+-- transaction (squawk cannot tell): nothing else can use it while its index is built.
+-- tenantctl: allow require-concurrent-index-creation
 
 -- Some early tenants had event_kind created by hand before migrations existed;
 -- only create it if this tenant's schema does not have it yet.

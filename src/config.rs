@@ -84,6 +84,9 @@ config_keys! {
         backups: bool => |s, _| s.serve_backups.to_string(),
         cookie_secure: bool => |s, _| s.serve_cookie_secure.to_string(),
     }
+    lint: LintSection {
+        ignore: Vec<String> => |s, _| format!("{:?}", s.lint_ignore),
+    }
     run: RunSection {
         concurrency: usize => |s, _| s.concurrency.to_string(),
         lock_timeout: String => |s, _| duration_shown(s.lock_timeout),
@@ -218,6 +221,21 @@ fn policies(file: &FileConfig) -> Result<BTreeMap<String, Policy>, Error> {
                 keep_within,
             },
         );
+    }
+    Ok(out)
+}
+
+/// `lint.ignore`, each a rule squawk knows (exit 3 naming the first that is not).
+fn lint_ignore(file: &FileConfig) -> Result<Vec<String>, Error> {
+    let mut out = Vec::new();
+    for name in file.lint.ignore.iter().flatten() {
+        let rule: squawk_linter::Rule = name.trim().parse().map_err(|_| {
+            Error::setup(format!(
+                "config lint.ignore: {} is not a lint rule; the rules are squawk's (https://squawkhq.com/docs/rules), e.g. adding-not-nullable-field",
+                ident::shown(name)
+            ))
+        })?;
+        out.push(rule.to_string());
     }
     Ok(out)
 }
@@ -598,6 +616,8 @@ pub struct Settings {
     /// `serve.cookie_secure`: the dashboard's cookie is sent over HTTPS only (the service
     /// is behind a proxy that terminates TLS).
     pub serve_cookie_secure: bool,
+    /// `lint.ignore`: lint rules turned off for every file (squawk's names, checked).
+    pub lint_ignore: Vec<String>,
 }
 
 impl Settings {
@@ -1007,6 +1027,7 @@ pub fn resolve(
             "config serve.backups = true needs backup.dir (where the backups go) and at least one [backup.policies.TYPE] (or default)",
         ));
     }
+    let lint_ignore = lint_ignore(&file)?;
     let run = run_limits(overrides, &file)?;
     let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
     let sources = sources(
@@ -1044,6 +1065,7 @@ pub fn resolve(
         serve_token_file,
         serve_backups,
         serve_cookie_secure,
+        lint_ignore,
     })
 }
 

@@ -97,6 +97,7 @@ async fn dispatch(cli: Cli, interrupt: interrupt::Interrupt) -> anyhow::Result<E
         Command::Stamp(a) => commands::stamp::run(&ctx, a).await,
         Command::Backup(a) => commands::backup::run(&ctx, a).await,
         Command::Revision(a) => commands::revision::run(&ctx, a).await,
+        Command::Lint(a) => commands::lint::run(&ctx, a).await,
         Command::Check(a) => commands::check::run(&ctx, a).await,
         Command::Config(c) => commands::config::run(&ctx, c).await,
         Command::Adopt(c) => commands::adopt::run(&ctx, c).await,

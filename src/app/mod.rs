@@ -16,6 +16,7 @@ pub mod citus;
 pub mod context;
 pub mod fleet;
 pub mod init;
+pub mod lint;
 pub mod metrics;
 pub mod moves;
 pub mod overview;

@@ -34,6 +34,11 @@ pub struct CheckReport {
     pub shared: Vec<crate::app::shared::SharedStatus>,
     /// How the version index answered for the tenants.
     pub index: IndexCheck,
+    /// The lint of the migrations the fleet has still to apply (those above the lowest
+    /// revision of the provisioned tenants; every file when none is): the files with
+    /// findings, as `lint` reports them. A finding is a problem too.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub lint: Vec<crate::app::lint::FileLint>,
 }
 
 /// What `check` says of the version index.
@@ -167,8 +172,20 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
     {
         return Err(Error::unavailable(e.clone()));
     }
+    // The files the fleet has still to apply, linted: those above the lowest cached
+    // revision of the provisioned tenants (every file when none is provisioned).
+    let lowest = tenants
+        .iter()
+        .filter(|t| t.schema_provisioned)
+        .map(|t| t.current_revision.unwrap_or(0))
+        .min();
+    let lint: Vec<crate::app::lint::FileLint> = crate::app::lint::pending(cx, &set, lowest)?
+        .into_iter()
+        .filter(|f| !f.findings.is_empty())
+        .collect();
     Ok(CheckReport {
-        ok: problems.is_empty() && shared.iter().all(|s| s.at_head()),
+        ok: problems.is_empty() && shared.iter().all(|s| s.at_head()) && lint.is_empty(),
+        lint,
         shared,
         head: set.head(),
         tenants: tenants.len(),

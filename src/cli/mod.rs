@@ -25,8 +25,8 @@ use clap::{Args, CommandFactory, FromArgMatches, Parser, Subcommand};
 use crate::cli::output::Format;
 pub use changes::{BackupArgs, DowngradeArgs, ProvisionArgs, StampArgs, UpgradeArgs};
 pub use project::{
-    AdoptAlembicArgs, AdoptCommand, CompletionsArgs, ConfigCommand, InitArgs, ManpagesArgs,
-    MetricsArgs, RevisionArgs, ServeArgs,
+    AdoptAlembicArgs, AdoptCommand, CompletionsArgs, ConfigCommand, InitArgs, LintArgs,
+    ManpagesArgs, MetricsArgs, RevisionArgs, ServeArgs,
 };
 pub use reports::{CheckArgs, CurrentArgs, EventsArgs, HistoryArgs, StatusArgs};
 pub use selection::{BulkOpts, Fleet, Selection};
@@ -275,6 +275,17 @@ pub enum Command {
         after_help = "Examples:\n  tenantctl revision -m \"add pledges\"    # writes V<head+1>__add_pledges.sql and .down.sql\n  tenantctl revision --shared -m \"add countries\""
     )]
     Revision(RevisionArgs),
+    /// Lint migration files with squawk's rules: each finding with file:line, the rule,
+    /// why it is dangerous and the safe way. Exit 0 when clean, 5 when something is found.
+    #[command(after_help = "Examples:
+  tenantctl lint                          # the migrations the fleet has still to apply
+  tenantctl lint --all
+  tenantctl lint migrations/V7__pledges.sql -o json
+
+A reviewed exception, on a line of its own in the file:
+  -- tenantctl: allow adding-field-with-default
+Rules turned off for every file: [lint] ignore = [\"ban-drop-column\"] in tenants.toml.")]
+    Lint(LintArgs),
     /// CI gate: check config, connection, migration files, registry and every tenant.
     /// Exit 0 when all tenants are at head with no drift, 5 when something is off.
     #[command(

@@ -1,4 +1,5 @@
-//! Arguments of `init`, `revision`, `config`, `completions`, `serve` and `metrics`.
+//! Arguments of `init`, `revision`, `lint`, `config`, `completions`, `serve` and
+//! `metrics`.
 
 use clap::Subcommand;
 
@@ -16,6 +17,19 @@ pub struct RevisionArgs {
     /// Write it in the shared schema's migrations directory.
     #[arg(long)]
     pub shared: bool,
+}
+
+/// Arguments of `lint`.
+#[derive(Debug, clap::Args)]
+pub struct LintArgs {
+    /// Lint these files (any SQL file). Without FILE and --all: the migrations the fleet
+    /// has still to apply (those above the lowest revision of the provisioned tenants).
+    #[arg(value_name = "FILE", conflicts_with = "all")]
+    pub files: Vec<std::path::PathBuf>,
+
+    /// Lint every file of the migrations directory (no database needed).
+    #[arg(long)]
+    pub all: bool,
 }
 
 /// The `config` subcommands.

@@ -173,6 +173,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("events", of::<reads::Events>()),
         ("history", of::<HistoryDoc>()),
         ("init", of::<crate::app::init::Initialized>()),
+        ("lint", of::<crate::app::lint::LintReport>()),
         ("manpages", of::<Written>()),
         ("metrics", of::<MetricsDoc>()),
         ("provision", of::<Change>()),

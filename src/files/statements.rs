@@ -177,8 +177,9 @@ pub const REQUIRES_SHARED: &str = "-- tenantctl: requires shared";
 /// among its header lines (those before line `first_statement`, its first statement's),
 /// with the line it is on. Every comment line of the header that is written as a
 /// directive (`-- tenantctl:` in any case or spacing) must be one exactly:
-/// `-- tenantctl: no-transaction` as the first line, or one `-- tenantctl: requires
-/// shared N`; anything else is an error naming its line, so a misspelt directive is never
+/// `-- tenantctl: no-transaction` as the first line, one `-- tenantctl: requires shared
+/// N`, or any number of `-- tenantctl: allow RULE[, RULE...]` naming lint rules that
+/// exist; anything else is an error naming its line, so a misspelt directive is never
 /// silently a comment.
 pub fn requires_shared(
     sql: &str,
@@ -186,7 +187,7 @@ pub fn requires_shared(
 ) -> Result<Option<(i32, usize)>, (usize, String)> {
     let body = sql.strip_prefix('\u{feff}').unwrap_or(sql);
     let known = format!(
-        "the directives are `{NO_TRANSACTION}` (the first line) and `{REQUIRES_SHARED} N`, written exactly so"
+        "the directives are `{NO_TRANSACTION}` (the first line), `{REQUIRES_SHARED} N` and `-- tenantctl: allow RULE[, RULE...]` (lint rules allowed in this file), written exactly so"
     );
     let mut found: Option<(i32, usize)> = None;
     for (i, raw) in body.lines().enumerate() {
@@ -224,6 +225,28 @@ pub fn requires_shared(
         let Some(rest) = line.strip_prefix("-- tenantctl: ") else {
             return Err((number, format!("not a tenantctl directive: {known}")));
         };
+        if let Some(names) = rest.strip_prefix("allow") {
+            let names: Vec<&str> = names.split(',').map(str::trim).collect();
+            if !rest["allow".len()..].starts_with(' ') || names.iter().any(|n| n.is_empty()) {
+                return Err((
+                    number,
+                    "`-- tenantctl: allow` needs the lint rules it allows, separated by commas, e.g. `-- tenantctl: allow adding-field-with-default`".to_string(),
+                ));
+            }
+            if let Some(bad) = names
+                .iter()
+                .find(|n| n.parse::<squawk_linter::Rule>().is_err())
+            {
+                return Err((
+                    number,
+                    format!(
+                        "{} is not a lint rule; the rules are squawk's (https://squawkhq.com/docs/rules), e.g. adding-not-nullable-field",
+                        crate::ident::shown(bad)
+                    ),
+                ));
+            }
+            continue;
+        }
         let words: Vec<&str> = rest.split_ascii_whitespace().collect();
         let ["requires", "shared", n] = words[..] else {
             return Err((number, format!("not a tenantctl directive: {known}")));

@@ -779,6 +779,24 @@ impl<'a> Registry<'a> {
         db::read(self.reads, "listing tenants", listed).await
     }
 
+    /// The lowest revision among the provisioned tenants, from the cached columns (0:
+    /// nothing applied); `None` when no tenant is provisioned.
+    pub async fn lowest_revision(&self) -> Result<Option<i32>, Error> {
+        let row = db::read(
+            self.reads,
+            "reading the fleet's lowest revision",
+            self.client.query_one(
+                &format!(
+                    "SELECT min(coalesce(current_revision, 0)) FROM {} WHERE schema_provisioned",
+                    self.tables.tenants
+                ),
+                &[],
+            ),
+        )
+        .await?;
+        Ok(row.try_get(0).ok().flatten())
+    }
+
     /// Brings the cached columns of these tenants in line with what was observed, in one
     /// statement; rows that already agree are left alone. Returns how many changed.
     pub async fn sync(&self, observed: &[(i64, Observed)]) -> Result<u64, Error> {

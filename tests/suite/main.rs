@@ -36,6 +36,7 @@ mod harness;
 mod interrupt;
 mod ledger;
 mod libpq_parity;
+mod lint;
 mod locks;
 mod names;
 mod online_move;

@@ -76,6 +76,14 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
                 text.push_str(&format!("  and {} more\n", slow.len() - 10));
             }
         }
+        for f in &report.lint {
+            for x in &f.findings {
+                text.push_str(&format!(
+                    "{}:{}:{}: lint: {}: {} (`tenantctl lint` says more)\n",
+                    f.file, x.line, x.column, x.rule, x.message
+                ));
+            }
+        }
         if report.ok {
             text.push_str(&format!(
                 "check: ok: {} at head {}, migration files valid, registry consistent{}",
@@ -97,8 +105,17 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             } else {
                 String::new()
             };
+            let findings: usize = report.lint.iter().map(|f| f.findings.len()).sum();
+            let lint = if findings > 0 {
+                format!(
+                    ", {} in the pending migrations",
+                    crate::show::count(findings, "lint finding")
+                )
+            } else {
+                String::new()
+            };
             text.push_str(&format!(
-                "check: {} in {} of {} (head {}){shared}",
+                "check: {} in {} of {} (head {}){shared}{lint}",
                 crate::show::count(report.problems.len(), "problem"),
                 report.tenants_with_problems,
                 crate::show::count(report.tenants, "tenant"),

@@ -15,6 +15,7 @@ pub mod downgrade;
 pub mod events;
 pub mod history;
 pub mod init;
+pub mod lint;
 pub mod manpages;
 pub mod metrics;
 pub mod provision;
