@@ -1713,13 +1713,14 @@ mod tests {
                     [backup]\ndir = \"backups\"\n\
                     [backup.policies.default]\nevery = \"1d\"\nkeep = 7\nkeep_within = \"30d\"\n\
                     [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nbackups = true\ncookie_secure = true\n\
+                    [lint]\nignore = [\"ban-drop-column\"]\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 25);
+        assert_eq!(keys.len(), 26);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }

@@ -15,6 +15,7 @@ pub mod changes;
 pub mod citus;
 pub mod context;
 pub mod fleet;
+pub mod impact;
 pub mod init;
 pub mod lint;
 pub mod metrics;

@@ -49,6 +49,11 @@ pub struct UpgradeArgs {
     /// Print, per tenant, the exact SQL that would run; change nothing.
     #[arg(long, help_heading = "Mode")]
     pub dry_run: bool,
+
+    /// Print what each pending statement locks and rewrites (measured on a scratch
+    /// copy) and the selected tenants with the largest tables it locks; change nothing.
+    #[arg(long, help_heading = "Mode", conflicts_with_all = ["shared", "dry_run"])]
+    pub impact: bool,
 }
 
 /// Arguments of `downgrade` and `stamp`: the same flags, whose help each command sets

@@ -86,6 +86,15 @@ enum Change {
     Shared(SharedDoc<Vec<scheduler::SharedResult>>),
 }
 
+/// What `upgrade` prints: a change, or with `--impact` the lock impact report.
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code, clippy::large_enum_variant)]
+enum UpgradeDoc {
+    Change(Change),
+    Impact(crate::app::impact::Impact),
+}
+
 #[derive(JsonSchema)]
 #[serde(untagged)]
 #[allow(dead_code, clippy::large_enum_variant)]
@@ -190,6 +199,6 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("tenant-restore", of::<RestoreDoc>()),
         ("tenant-rotate-key", of::<tenants::Rotated>()),
         ("tenant-show", of::<status::Shown>()),
-        ("upgrade", of::<Change>()),
+        ("upgrade", of::<UpgradeDoc>()),
     ]
 }

@@ -33,6 +33,7 @@ mod faults;
 mod fence;
 mod fleet;
 mod harness;
+mod impact;
 mod interrupt;
 mod ledger;
 mod libpq_parity;

@@ -31,9 +31,106 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let selection = super::selection(&args.selection);
     let (start, target) =
         changes::start(ctx, &args.target, Forms::Up, "upgrade", &selection).await?;
+    if args.impact {
+        let report = crate::app::impact::impact(ctx, &start, &target).await?;
+        if ctx.out.is_json() {
+            ctx.out.json(&report);
+        } else {
+            ctx.out.print(&impact_text(&report));
+        }
+        return Ok(Exit::Ok);
+    }
     let change = SchemaChange::Upgrade {
         target,
         provision: false,
     };
     Ok(super::change(ctx, start, change, args.dry_run, &args.bulk).await?)
+}
+
+/// Bytes as people read them.
+fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.0} KiB", b / 1024.0)
+    }
+}
+
+/// The impact report in text: per statement, its locks, its rewrites and where they
+/// weigh most.
+fn impact_text(r: &crate::app::impact::Impact) -> String {
+    let mut text = String::new();
+    for s in &r.statements {
+        let file = std::path::Path::new(&s.measured.file)
+            .file_name()
+            .map_or(s.measured.file.clone(), |n| {
+                n.to_string_lossy().into_owned()
+            });
+        text.push_str(&format!(
+            "{file}:{}: {}\n",
+            s.measured.line, s.measured.statement
+        ));
+        if let Some(why) = &s.measured.not_measured {
+            text.push_str(&format!("  not measured: {why}\n"));
+        } else if s.measured.locks.is_empty() {
+            text.push_str("  locks no table\n");
+        } else {
+            let locks: Vec<String> = s
+                .measured
+                .locks
+                .iter()
+                .map(|l| {
+                    let rewrite = if s.measured.rewrites.contains(&l.table) {
+                        " (rewritten)"
+                    } else {
+                        ""
+                    };
+                    format!("{} on {}{rewrite}", l.mode, l.table)
+                })
+                .collect();
+            text.push_str(&format!("  {}\n", locks.join("; ")));
+        }
+        text.push_str(&format!(
+            "  runs in {}; the tables it locks there: {}\n",
+            crate::show::count(s.tenants, "tenant"),
+            size(s.total_bytes)
+        ));
+        for t in &s.largest {
+            let rewrite = t
+                .rewrite_seconds
+                .map(|secs| {
+                    if secs < 10.0 {
+                        format!(", rewrite about {secs:.1} s")
+                    } else {
+                        format!(", rewrite about {secs:.0} s")
+                    }
+                })
+                .unwrap_or_default();
+            text.push_str(&format!(
+                "    {} ({}): {} {}, {} rows{rewrite}\n",
+                t.domain,
+                t.server,
+                t.table,
+                size(t.bytes),
+                t.rows.max(0)
+            ));
+        }
+    }
+    match r.measured_from {
+        None => text.push_str(&format!(
+            "impact: nothing pending for the {} selected (target {})",
+            crate::show::count(r.tenants, "tenant"),
+            r.target
+        )),
+        Some(from) => text.push_str(&format!(
+            "impact: {} from revision {} to {}, measured on a scratch copy; nothing was changed",
+            crate::show::count(r.statements.len(), "statement"),
+            crate::show::revision((from > 0).then_some(from)),
+            r.target
+        )),
+    }
+    text
 }

@@ -1,0 +1,222 @@
+//! `upgrade --impact`: before a rollout, what each pending statement locks and rewrites
+//! (measured by PostgreSQL on a scratch copy: [`crate::engine::impact`]) and on which of
+//! the selected tenants that matters most: the size of every table a statement locks, in
+//! each tenant it will run in, read in one catalog query per server.
+
+use std::collections::{BTreeMap, BTreeSet};
+
+use serde::Serialize;
+
+use crate::app::changes::Started;
+use crate::app::context::Context;
+use crate::engine::impact::Measured;
+use crate::engine::target::Target;
+use crate::error::Error;
+use crate::pg::db;
+
+/// The speed a rewrite's estimate assumes: table and indexes written again, about
+/// 100 MiB a second on a server with fast storage (a rough guide, not a promise).
+pub const REWRITE_BYTES_PER_SECOND: f64 = 100.0 * 1024.0 * 1024.0;
+
+/// Tenants listed per statement.
+pub const TOP: usize = 10;
+
+/// The report: its JSON document.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Impact {
+    /// The revision the statements were measured from (the lowest of the selected
+    /// tenants'); `null` when no selected tenant has anything pending.
+    pub measured_from: Option<i32>,
+    /// The target version.
+    pub target: i32,
+    /// Selected tenants with a schema.
+    pub tenants: usize,
+    /// Every pending statement, in the order it runs.
+    pub statements: Vec<StatementImpact>,
+}
+
+/// One statement and where it matters.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct StatementImpact {
+    /// What PostgreSQL said it does.
+    #[serde(flatten)]
+    pub measured: Measured,
+    /// Selected tenants it will run in (those below its version).
+    pub tenants: usize,
+    /// The bytes of the tenant tables it locks, over those tenants (tables and their
+    /// indexes, `pg_total_relation_size`).
+    pub total_bytes: u64,
+    /// The tenants with the largest such table, largest first, at most [`TOP`].
+    pub largest: Vec<TenantTable>,
+}
+
+/// A tenant's table a statement locks.
+#[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
+pub struct TenantTable {
+    /// The tenant.
+    pub domain: String,
+    /// Its server.
+    pub server: String,
+    /// The table.
+    pub table: String,
+    /// Its size with its indexes.
+    pub bytes: u64,
+    /// Its estimated rows (`pg_class.reltuples`; -1: never analyzed).
+    pub rows: i64,
+    /// Whether the statement rewrites it.
+    pub rewritten: bool,
+    /// For a rewrite, the seconds it may take at [`REWRITE_BYTES_PER_SECOND`].
+    pub rewrite_seconds: Option<f64>,
+}
+
+/// Sizes of tables by (schema, table), read from `server`.
+async fn sizes(
+    cx: &Context,
+    server: &str,
+    schemas: &[String],
+    tables: &[String],
+) -> Result<BTreeMap<(String, String), (u64, i64)>, Error> {
+    let client = if crate::registry::servers::is_default(server) {
+        cx.connect().await?
+    } else {
+        cx.servers.target(server)?.connect().await?
+    };
+    let rows = db::read(
+        &client,
+        "reading the sizes of the tables the migrations lock",
+        client.query(
+            "SELECT n.nspname::text, c.relname::text, pg_catalog.pg_total_relation_size(c.oid)::int8, \
+                    c.reltuples::int8 \
+             FROM pg_catalog.pg_namespace n JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid \
+             WHERE n.nspname = ANY($1) AND c.relname = ANY($2) AND c.relkind IN ('r', 'p', 'm')",
+            &[&schemas, &tables],
+        ),
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .map(|r| {
+            let bytes: i64 = r.get(2);
+            (
+                (r.get(0), r.get(1)),
+                (u64::try_from(bytes).unwrap_or(0), r.get(3)),
+            )
+        })
+        .collect())
+}
+
+/// The impact of bringing the selected tenants to `target` (a version; `+N` and `-N`
+/// are refused: the statements would differ per tenant).
+pub async fn impact(cx: &Context, started: &Started, target: &Target) -> Result<Impact, Error> {
+    let set = &started.set;
+    let to = match target {
+        Target::Version(v) => *v,
+        _ => {
+            return Err(Error::usage(
+                "--impact takes a version or head as the target, not +N or -N: the statements would differ per tenant",
+            ))
+        }
+    };
+    let tenants: Vec<_> = started
+        .tenants
+        .iter()
+        .filter(|t| t.schema_provisioned && t.current_revision.unwrap_or(0) < to)
+        .collect();
+    let from = tenants
+        .iter()
+        .map(|t| t.current_revision.unwrap_or(0))
+        .min();
+    let provisioned = started
+        .tenants
+        .iter()
+        .filter(|t| t.schema_provisioned)
+        .count();
+    let Some(from) = from else {
+        return Ok(Impact {
+            measured_from: None,
+            target: to,
+            tenants: provisioned,
+            statements: Vec::new(),
+        });
+    };
+    let measured =
+        crate::engine::impact::measure(&started.client, &cx.settings, set, from, to).await?;
+    // Every tenant table any statement locks, read per server in one query.
+    let tables: BTreeSet<String> = measured
+        .iter()
+        .flat_map(|m| {
+            m.locks
+                .iter()
+                .filter(|l| l.tenant_table)
+                .map(|l| l.table.clone())
+        })
+        .collect();
+    let tables: Vec<String> = tables.into_iter().collect();
+    let mut by_server: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for t in &tenants {
+        by_server
+            .entry(t.server.as_str())
+            .or_default()
+            .push(t.schema_name.clone());
+    }
+    let mut size: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
+    if !tables.is_empty() {
+        for (server, schemas) in &by_server {
+            size.extend(sizes(cx, server, schemas, &tables).await?);
+        }
+    }
+    let statements = measured
+        .into_iter()
+        .map(|m| {
+            let runs_in: Vec<_> = tenants
+                .iter()
+                .filter(|t| t.current_revision.unwrap_or(0) < m.version)
+                .collect();
+            let mut rows: Vec<TenantTable> = Vec::new();
+            let mut total = 0u64;
+            for t in &runs_in {
+                let mut own: Vec<TenantTable> = m
+                    .locks
+                    .iter()
+                    .filter(|l| l.tenant_table)
+                    .filter_map(|l| {
+                        let (bytes, rows) = *size.get(&(t.schema_name.clone(), l.table.clone()))?;
+                        let rewritten = m.rewrites.contains(&l.table);
+                        Some(TenantTable {
+                            domain: t.domain.clone(),
+                            server: t.server.clone(),
+                            table: l.table.clone(),
+                            bytes,
+                            rows,
+                            rewritten,
+                            rewrite_seconds: rewritten
+                                .then(|| bytes as f64 / REWRITE_BYTES_PER_SECOND),
+                        })
+                    })
+                    .collect();
+                total += own.iter().map(|x| x.bytes).sum::<u64>();
+                // The tenant's largest locked table stands for it (a rewritten one first).
+                own.sort_by_key(|x| std::cmp::Reverse((x.rewritten, x.bytes)));
+                rows.extend(own.into_iter().next());
+            }
+            rows.sort_by(|a, b| {
+                (b.rewritten, b.bytes)
+                    .cmp(&(a.rewritten, a.bytes))
+                    .then(a.domain.cmp(&b.domain))
+            });
+            rows.truncate(TOP);
+            StatementImpact {
+                tenants: runs_in.len(),
+                total_bytes: total,
+                largest: rows,
+                measured: m,
+            }
+        })
+        .collect();
+    Ok(Impact {
+        measured_from: Some(from),
+        target: to,
+        tenants: provisioned,
+        statements,
+    })
+}

@@ -1,0 +1,204 @@
+//! `upgrade --impact`: what each pending statement locks and rewrites, as PostgreSQL
+//! measures it on a scratch copy, and the selected tenants with the largest tables it
+//! locks; one tenant far bigger than the others is listed first with its table's size;
+//! nothing is changed and no scratch schema is left behind, also when a statement fails
+//! on the copy.
+
+use serde_json::Value;
+
+use crate::checks::expect_error;
+use crate::support::{dir_with, ready, TestDb};
+
+fn fleet() -> (TestDb, crate::support::Tenantctl, tempfile::TempDir) {
+    let (db, t) = ready();
+    let dir = dir_with(&[
+        (
+            "V1__base.sql",
+            "CREATE TABLE members (id bigint PRIMARY KEY, name text);\nCREATE TABLE notes (id bigint PRIMARY KEY, body text);\n",
+        ),
+        (
+            "V2__changes.sql",
+            "ALTER TABLE members ADD COLUMN email text;\n\
+             ALTER TABLE members ADD COLUMN token text DEFAULT gen_random_uuid()::text;\n\
+             CREATE INDEX notes_body_idx ON notes (body);\n",
+        ),
+    ]);
+    let t = t.migrations(dir.path());
+    for d in ["small", "big", "mid"] {
+        t.run(&[
+            "tenant",
+            "create",
+            d,
+            "--name",
+            d,
+            "--migrate",
+            "--target",
+            "1",
+        ])
+        .expect(0);
+    }
+    db.client()
+        .batch_execute(
+            "INSERT INTO tenant_big.members SELECT g, repeat('x', 100) FROM generate_series(1, 50000) g;\n\
+             INSERT INTO tenant_mid.members SELECT g, 'y' FROM generate_series(1, 2000) g;\n\
+             ANALYZE tenant_big.members; ANALYZE tenant_mid.members;",
+        )
+        .unwrap();
+    (db, t, dir)
+}
+
+fn scratch_schemas(db: &TestDb) -> i64 {
+    db.client()
+        .query_one(
+            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenantctl\\_impact\\_%'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+fn columns(db: &TestDb) -> i64 {
+    db.client()
+        .query_one(
+            "SELECT count(*) FROM information_schema.columns WHERE table_name = 'members'",
+            &[],
+        )
+        .unwrap()
+        .get(0)
+}
+
+#[test]
+fn each_statements_locks_and_rewrites_are_measured_and_the_biggest_tenant_comes_first() {
+    let (db, t, _dir) = fleet();
+    let before = columns(&db);
+    let args = ["upgrade", "--all", "--impact", "-o", "json"];
+    let run = t.run(&args);
+    run.expect(0);
+    crate::support::schemas::check(&args, &run);
+    let doc: Value = run.json();
+    assert_eq!(
+        (doc["measured_from"].as_i64(), doc["target"].as_i64()),
+        (Some(1), Some(2))
+    );
+    let s = doc["statements"].as_array().unwrap();
+    assert_eq!(s.len(), 3, "{doc:#}");
+    let lock = |i: usize| {
+        (
+            s[i]["locks"][0]["table"].clone(),
+            s[i]["locks"][0]["mode"].clone(),
+        )
+    };
+    // A nullable column: catalog only. A volatile default: the table is rewritten. A
+    // plain index build: ShareLock, no rewrite.
+    assert_eq!(
+        lock(0),
+        (Value::from("members"), Value::from("AccessExclusiveLock"))
+    );
+    assert_eq!(s[0]["rewrites"], serde_json::json!([]));
+    assert_eq!(
+        lock(1),
+        (Value::from("members"), Value::from("AccessExclusiveLock"))
+    );
+    assert_eq!(s[1]["rewrites"], serde_json::json!(["members"]));
+    assert_eq!(lock(2), (Value::from("notes"), Value::from("ShareLock")));
+    assert_eq!(s[2]["rewrites"], serde_json::json!([]));
+
+    // The big tenant first, with its table's size as PostgreSQL reports it.
+    let big: i64 = db
+        .client()
+        .query_one("SELECT pg_total_relation_size('tenant_big.members')", &[])
+        .unwrap()
+        .get(0);
+    let largest = s[1]["largest"].as_array().unwrap();
+    let order: Vec<&str> = largest
+        .iter()
+        .map(|x| x["domain"].as_str().unwrap())
+        .collect();
+    assert_eq!(order, ["big", "mid", "small"]);
+    assert_eq!(largest[0]["bytes"].as_i64(), Some(big));
+    assert_eq!(largest[0]["rewritten"], true);
+    assert!(largest[0]["rewrite_seconds"].as_f64().unwrap() > 0.0);
+    assert_eq!(s[1]["tenants"], 3);
+    assert!(s[1]["total_bytes"].as_i64().unwrap() >= big);
+
+    // Text: the statement, its locks, and the tenants.
+    let text = t.run(&["upgrade", "--all", "--impact"]);
+    text.expect(0);
+    assert!(
+        text.stdout
+            .contains("V2__changes.sql:2: ALTER TABLE members ADD COLUMN token")
+            && text
+                .stdout
+                .contains("AccessExclusiveLock on members (rewritten)")
+            && text.stdout.contains("    big (default): members "),
+        "{}",
+        text.stdout
+    );
+
+    // Nothing changed, nothing left behind.
+    assert_eq!(columns(&db), before);
+    assert_eq!(scratch_schemas(&db), 0);
+    let doc: Value = t.run(&["status", "--all", "-o", "json"]).json();
+    assert!(
+        doc["tenants"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .all(|x| x["current_revision"] == 1),
+        "{doc:#}"
+    );
+}
+
+#[test]
+fn a_statement_that_fails_on_the_copy_or_a_relative_target_changes_nothing() {
+    let (db, t, dir) = fleet();
+    std::fs::write(
+        dir.path().join("V3__broken.sql"),
+        "ALTER TABLE no_such_table ADD COLUMN x int;\n",
+    )
+    .unwrap();
+    let run = t.run(&["upgrade", "--all", "--impact"]);
+    expect_error(&run, 1, &["V3__broken.sql:1", "no_such_table"]);
+    assert_eq!(scratch_schemas(&db), 0);
+    expect_error(
+        &t.run(&["upgrade", "--all", "--impact", "+1"]),
+        2,
+        &["--impact takes a version or head"],
+    );
+    // --impact with --dry-run or --shared is a usage error.
+    expect_error(
+        &t.run(&["upgrade", "--all", "--impact", "--dry-run"]),
+        2,
+        &[],
+    );
+    // Up to V2 only: what V2 does, and V3 is not run.
+    let doc: Value = t
+        .run(&["upgrade", "--all", "--impact", "2", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(doc["statements"].as_array().unwrap().len(), 3);
+    // A no-transaction file is not measured, and says why.
+    std::fs::write(
+        dir.path().join("V3__broken.sql"),
+        "-- tenantctl: no-transaction\nCREATE INDEX CONCURRENTLY notes_id_idx ON notes (id);\n",
+    )
+    .unwrap();
+    let doc: Value = t
+        .run(&["upgrade", "--all", "--impact", "-o", "json"])
+        .expect(0)
+        .json();
+    let last = doc["statements"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert!(
+        last["not_measured"]
+            .as_str()
+            .unwrap()
+            .contains("outside a transaction"),
+        "{last:#}"
+    );
+    assert_eq!(scratch_schemas(&db), 0);
+}
