@@ -95,6 +95,7 @@ config_keys! {
         statement_timeout: String => |s, _| duration_shown(s.statement_timeout),
         lock_wait: String => |s, _| duration_shown(s.lock_wait),
         read_timeout: String => |s, _| duration_shown(s.read_timeout),
+        max_rewrite_bytes: String => |s, _| s.max_rewrite_bytes.map(|b| b.to_string()).unwrap_or_else(|| "off".into()),
     }
 }
 
@@ -223,6 +224,34 @@ fn policies(file: &FileConfig) -> Result<BTreeMap<String, Policy>, Error> {
         );
     }
     Ok(out)
+}
+
+/// A size: a whole number of bytes, or with a unit (`kB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`,
+/// `TB`/`TiB`; `k`, `M`, `G`, `T` as powers of 1024), from 1 byte to 1 PiB.
+pub fn bytes(value: &str, key: &str) -> Result<u64, Error> {
+    let v = value.trim();
+    let split = v.find(|c: char| !c.is_ascii_digit()).unwrap_or(v.len());
+    let (number, unit) = v.split_at(split);
+    let factor: u64 = match unit.trim() {
+        "" | "B" => 1,
+        "kB" | "KB" | "KiB" | "k" => 1 << 10,
+        "MB" | "MiB" | "M" => 1 << 20,
+        "GB" | "GiB" | "G" => 1 << 30,
+        "TB" | "TiB" | "T" => 1 << 40,
+        _ => 0,
+    };
+    number
+        .parse::<u64>()
+        .ok()
+        .filter(|_| factor > 0)
+        .and_then(|n| n.checked_mul(factor))
+        .filter(|b| (1..=1u64 << 50).contains(b))
+        .ok_or_else(|| {
+            Error::setup(format!(
+                "config {key}: {} is not a size; use bytes or a number with kB, MB, GB or TB (powers of 1024), e.g. \"10GB\", from 1 byte to 1 PiB",
+                ident::shown(value)
+            ))
+        })
 }
 
 /// `lint.ignore`, each a rule squawk knows (exit 3 naming the first that is not).
@@ -618,6 +647,9 @@ pub struct Settings {
     pub serve_cookie_secure: bool,
     /// `lint.ignore`: lint rules turned off for every file (squawk's names, checked).
     pub lint_ignore: Vec<String>,
+    /// `run.max_rewrite_bytes`: an upgrade skips a tenant in which a pending statement
+    /// would rewrite a table (with its indexes) bigger than this; off when `None`.
+    pub max_rewrite_bytes: Option<u64>,
 }
 
 impl Settings {
@@ -1028,6 +1060,12 @@ pub fn resolve(
         ));
     }
     let lint_ignore = lint_ignore(&file)?;
+    let max_rewrite_bytes = file
+        .run
+        .max_rewrite_bytes
+        .as_deref()
+        .map(|v| bytes(v, "run.max_rewrite_bytes"))
+        .transpose()?;
     let run = run_limits(overrides, &file)?;
     let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
     let sources = sources(
@@ -1066,6 +1104,7 @@ pub fn resolve(
         serve_backups,
         serve_cookie_secure,
         lint_ignore,
+        max_rewrite_bytes,
     })
 }
 
@@ -1701,6 +1740,20 @@ mod tests {
         }
     }
 
+    #[test]
+    fn sizes_parse_with_units_and_refuse_the_rest() {
+        assert_eq!(bytes("1024", "k").unwrap(), 1024);
+        assert_eq!(bytes("10GB", "k").unwrap(), 10 << 30);
+        assert_eq!(bytes(" 500 MiB", "k").unwrap(), 500 << 20);
+        for bad in ["", "0", "-1", "1.5GB", "10XB", "99999999999TB", "GB", "2PB"] {
+            let e = bytes(bad, "run.max_rewrite_bytes").unwrap_err();
+            assert!(
+                e.to_string().contains("run.max_rewrite_bytes"),
+                "{bad}: {e}"
+            );
+        }
+    }
+
     /// Every key of the file is read, its source recorded and listed by `config show`,
     /// once and in order, from the one list in `config_keys!`.
     #[test]
@@ -1714,13 +1767,13 @@ mod tests {
                     [backup.policies.default]\nevery = \"1d\"\nkeep = 7\nkeep_within = \"30d\"\n\
                     [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nbackups = true\ncookie_secure = true\n\
                     [lint]\nignore = [\"ban-drop-column\"]\n\
-                    [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\n";
+                    [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\nmax_rewrite_bytes = \"10GB\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 26);
+        assert_eq!(keys.len(), 27);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }

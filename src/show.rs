@@ -40,6 +40,18 @@ pub fn versions(v: &[i32]) -> String {
         .join(",")
 }
 
+/// A size in bytes for people: `16 KiB`, `31.3 MiB`, `1.2 GiB` (powers of 1024).
+pub fn size(bytes: u64) -> String {
+    let b = bytes as f64;
+    if b >= 1024.0 * 1024.0 * 1024.0 {
+        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
+    } else if b >= 1024.0 * 1024.0 {
+        format!("{:.1} MiB", b / (1024.0 * 1024.0))
+    } else {
+        format!("{:.0} KiB", b / 1024.0)
+    }
+}
+
 /// A count with its noun, singular for one: `1 tenant`, `2 tenants`, `0 tenants`.
 /// `noun` is the singular; its plural adds `s`.
 pub fn count(n: usize, noun: &str) -> String {

@@ -191,6 +191,14 @@ impl Started {
             }
             _ => tenants.into_iter().map(Planned::Work).collect(),
         };
+        // run.max_rewrite_bytes: tenants a pending statement would rewrite a table too
+        // big in are skipped, measured before any tenant starts.
+        let planned = match (change, cx.settings.max_rewrite_bytes) {
+            (SchemaChange::Upgrade { target, .. }, Some(limit)) => {
+                crate::app::impact::guard(cx, &self.set, &target, planned, limit).await?
+            }
+            _ => planned,
+        };
         let op = Change {
             change,
             set: &self.set,

@@ -7,12 +7,14 @@ use std::collections::{BTreeMap, BTreeSet};
 
 use serde::Serialize;
 
-use crate::app::changes::Started;
 use crate::app::context::Context;
 use crate::engine::impact::Measured;
+use crate::engine::scheduler::{Cause, Planned, ResultStatus, TenantResult};
 use crate::engine::target::Target;
 use crate::error::Error;
+use crate::files::migrations::MigrationSet;
 use crate::pg::db;
+use crate::registry::Tenant;
 
 /// The speed a rewrite's estimate assumes: table and indexes written again, about
 /// 100 MiB a second on a server with fast storage (a rough guide, not a promise).
@@ -107,8 +109,12 @@ async fn sizes(
 
 /// The impact of bringing the selected tenants to `target` (a version; `+N` and `-N`
 /// are refused: the statements would differ per tenant).
-pub async fn impact(cx: &Context, started: &Started, target: &Target) -> Result<Impact, Error> {
-    let set = &started.set;
+pub async fn impact(
+    cx: &Context,
+    set: &MigrationSet,
+    selected: &[Tenant],
+    target: &Target,
+) -> Result<Impact, Error> {
     let to = match target {
         Target::Version(v) => *v,
         _ => {
@@ -117,8 +123,7 @@ pub async fn impact(cx: &Context, started: &Started, target: &Target) -> Result<
             ))
         }
     };
-    let tenants: Vec<_> = started
-        .tenants
+    let tenants: Vec<_> = selected
         .iter()
         .filter(|t| t.schema_provisioned && t.current_revision.unwrap_or(0) < to)
         .collect();
@@ -126,11 +131,7 @@ pub async fn impact(cx: &Context, started: &Started, target: &Target) -> Result<
         .iter()
         .map(|t| t.current_revision.unwrap_or(0))
         .min();
-    let provisioned = started
-        .tenants
-        .iter()
-        .filter(|t| t.schema_provisioned)
-        .count();
+    let provisioned = selected.iter().filter(|t| t.schema_provisioned).count();
     let Some(from) = from else {
         return Ok(Impact {
             measured_from: None,
@@ -139,8 +140,9 @@ pub async fn impact(cx: &Context, started: &Started, target: &Target) -> Result<
             statements: Vec::new(),
         });
     };
-    let measured =
-        crate::engine::impact::measure(&started.client, &cx.settings, set, from, to).await?;
+    // On a connection of its own: the measurement leaves its session settings behind.
+    let probe = cx.connect().await?;
+    let measured = crate::engine::impact::measure(&probe, &cx.settings, set, from, to).await?;
     // Every tenant table any statement locks, read per server in one query.
     let tables: BTreeSet<String> = measured
         .iter()
@@ -219,4 +221,110 @@ pub async fn impact(cx: &Context, started: &Started, target: &Target) -> Result<
         tenants: provisioned,
         statements,
     })
+}
+
+/// The version an upgrade to `target` brings a tenant at `revision` to.
+fn version_for(target: &Target, set: &MigrationSet, revision: i32) -> i32 {
+    match target {
+        Target::Version(v) => *v,
+        Target::Up(n) => set
+            .files
+            .iter()
+            .map(|f| f.version)
+            .filter(|v| *v > revision)
+            .take(usize::try_from(*n).unwrap_or(usize::MAX))
+            .last()
+            .unwrap_or(revision),
+        Target::Down(_) => revision,
+    }
+}
+
+/// `run.max_rewrite_bytes`: the tenants of `planned` in which a pending statement would
+/// rewrite a table (with its indexes) bigger than `limit` are answered skipped, saying
+/// which statement, which table and how big; the others are left as planned. What a
+/// statement rewrites is measured as `upgrade --impact` measures it.
+pub async fn guard(
+    cx: &Context,
+    set: &MigrationSet,
+    target: &Target,
+    planned: Vec<Planned>,
+    limit: u64,
+) -> Result<Vec<Planned>, Error> {
+    let work: Vec<(i32, i32)> = planned
+        .iter()
+        .filter_map(|p| match p {
+            Planned::Work(t) => {
+                let r = t.current_revision.unwrap_or(0);
+                Some((r, version_for(target, set, r)))
+            }
+            Planned::Done(_) => None,
+        })
+        .filter(|(r, to)| to > r)
+        .collect();
+    let (Some(from), Some(to)) = (
+        work.iter().map(|(r, _)| *r).min(),
+        work.iter().map(|(_, to)| *to).max(),
+    ) else {
+        return Ok(planned);
+    };
+    let probe = cx.connect().await?;
+    let measured = crate::engine::impact::measure(&probe, &cx.settings, set, from, to).await?;
+    let rewritten: Vec<String> = measured
+        .iter()
+        .flat_map(|m| m.rewrites.iter().cloned())
+        .collect::<BTreeSet<_>>()
+        .into_iter()
+        .collect();
+    if rewritten.is_empty() {
+        return Ok(planned);
+    }
+    let mut by_server: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for p in &planned {
+        if let Planned::Work(t) = p {
+            by_server
+                .entry(t.server.as_str())
+                .or_default()
+                .push(t.schema_name.clone());
+        }
+    }
+    let mut size: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
+    for (server, schemas) in &by_server {
+        size.extend(sizes(cx, server, schemas, &rewritten).await?);
+    }
+    Ok(planned
+        .into_iter()
+        .map(|p| {
+            let Planned::Work(t) = p else { return p };
+            let r = t.current_revision.unwrap_or(0);
+            let to = version_for(target, set, r);
+            let over = measured
+                .iter()
+                .filter(|m| m.version > r && m.version <= to)
+                .find_map(|m| {
+                    m.rewrites.iter().find_map(|table| {
+                        let (bytes, _) = *size.get(&(t.schema_name.clone(), table.clone()))?;
+                        (bytes > limit).then_some((m, table, bytes))
+                    })
+                });
+            match over {
+                None => Planned::Work(t),
+                Some((m, table, bytes)) => {
+                    let file = std::path::Path::new(&m.file)
+                        .file_name()
+                        .map_or(m.file.clone(), |n| n.to_string_lossy().into_owned());
+                    let mut result = TenantResult::new(&t, ResultStatus::Skipped);
+                    result.error = Some(format!(
+                        "not started: {file}:{} would rewrite table {} of {}, over run.max_rewrite_bytes ({}); run it in a maintenance window with `tenantctl upgrade --tenant {}` and a config without the limit",
+                        m.line,
+                        crate::ident::quote(table),
+                        crate::show::size(bytes),
+                        crate::show::size(limit),
+                        t.domain
+                    ));
+                    result.cause = Cause::NotStarted;
+                    Planned::Done(result)
+                }
+            }
+        })
+        .collect())
 }

@@ -202,3 +202,50 @@ fn a_statement_that_fails_on_the_copy_or_a_relative_target_changes_nothing() {
     );
     assert_eq!(scratch_schemas(&db), 0);
 }
+
+#[test]
+fn max_rewrite_bytes_skips_the_tenants_whose_rewrite_is_too_big_and_runs_the_others() {
+    let (db, t, _dir) = fleet();
+    let config = dir_with(&[("tenants.toml", "[run]\nmax_rewrite_bytes = \"1MB\"\n")]);
+    let limited = t.clone().cwd(config.path());
+    let run = limited.run(&["upgrade", "--all", "-o", "json"]);
+    run.expect(0);
+    let doc: Value = run.json();
+    let by: std::collections::BTreeMap<String, Value> = doc["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| (r["domain"].as_str().unwrap().to_string(), r.clone()))
+        .collect();
+    // big's members (several MiB) and mid's (over 1 MiB? only if it is) are over; small's is not.
+    assert_eq!(by["big"]["status"], "skipped", "{doc:#}");
+    let why = by["big"]["error"].as_str().unwrap();
+    assert!(
+        why.contains("V2__changes.sql:2 would rewrite table \"members\"")
+            && why.contains("over run.max_rewrite_bytes (1.0 MiB)"),
+        "{why}"
+    );
+    assert_eq!(by["small"]["status"], "ok", "{doc:#}");
+    let revision = |schema: &str| -> Option<i32> {
+        db.client()
+            .query_one(
+                &format!("SELECT max(version) FROM \"{schema}\".refinery_schema_history"),
+                &[],
+            )
+            .unwrap()
+            .get(0)
+    };
+    assert_eq!(revision("tenant_big"), Some(1), "big was not touched");
+    assert_eq!(revision("tenant_small"), Some(2));
+    assert_eq!(scratch_schemas(&db), 0);
+    // Without the limit, big goes ahead.
+    t.run(&["upgrade", "--tenant", "big"]).expect(0);
+    assert_eq!(revision("tenant_big"), Some(2));
+    // A size that is no size: exit 3 naming the key.
+    let bad = dir_with(&[("tenants.toml", "[run]\nmax_rewrite_bytes = \"lots\"\n")]);
+    expect_error(
+        &t.clone().cwd(bad.path()).run(&["upgrade", "--all"]),
+        3,
+        &["run.max_rewrite_bytes", "lots"],
+    );
+}

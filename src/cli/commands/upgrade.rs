@@ -32,7 +32,7 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
     let (start, target) =
         changes::start(ctx, &args.target, Forms::Up, "upgrade", &selection).await?;
     if args.impact {
-        let report = crate::app::impact::impact(ctx, &start, &target).await?;
+        let report = crate::app::impact::impact(ctx, &start.set, &start.tenants, &target).await?;
         if ctx.out.is_json() {
             ctx.out.json(&report);
         } else {
@@ -45,18 +45,6 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
         provision: false,
     };
     Ok(super::change(ctx, start, change, args.dry_run, &args.bulk).await?)
-}
-
-/// Bytes as people read them.
-fn size(bytes: u64) -> String {
-    let b = bytes as f64;
-    if b >= 1024.0 * 1024.0 * 1024.0 {
-        format!("{:.1} GiB", b / (1024.0 * 1024.0 * 1024.0))
-    } else if b >= 1024.0 * 1024.0 {
-        format!("{:.1} MiB", b / (1024.0 * 1024.0))
-    } else {
-        format!("{:.0} KiB", b / 1024.0)
-    }
 }
 
 /// The impact report in text: per statement, its locks, its rewrites and where they
@@ -96,7 +84,7 @@ fn impact_text(r: &crate::app::impact::Impact) -> String {
         text.push_str(&format!(
             "  runs in {}; the tables it locks there: {}\n",
             crate::show::count(s.tenants, "tenant"),
-            size(s.total_bytes)
+            crate::show::size(s.total_bytes)
         ));
         for t in &s.largest {
             let rewrite = t
@@ -114,7 +102,7 @@ fn impact_text(r: &crate::app::impact::Impact) -> String {
                 t.domain,
                 t.server,
                 t.table,
-                size(t.bytes),
+                crate::show::size(t.bytes),
                 t.rows.max(0)
             ));
         }
