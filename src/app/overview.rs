@@ -580,7 +580,7 @@ pub struct TenantDetail {
     /// Its moves, and an unfinished one.
     pub moves: Vec<EventRow>,
     /// A move that has started and not finished, in a sentence with the commands that
-    /// finish and undo it.
+    /// finish and undo it (or why its journal row cannot be read).
     pub journal: Option<String>,
     /// Its last ledger entries.
     pub events: Vec<EventRow>,
@@ -641,10 +641,16 @@ pub async fn tenant(cx: &Context, client: &Client, reference: &str) -> Result<Te
     Ok(TenantDetail {
         backups: registry.tenant_entries(tenant.id, &["backup"], 10).await?,
         moves: registry.tenant_entries(tenant.id, &["move"], 10).await?,
-        journal: registry
-            .move_journal(tenant.id)
-            .await?
-            .map(|j| crate::data::moving::describe_journal(&j, &tenant.domain)),
+        // A journal row that cannot be read (edited by hand) is said, not a failed page.
+        journal: match registry.move_journal(tenant.id).await {
+            Ok(j) => j.map(|j| {
+                format!(
+                    "This tenant has {}.",
+                    crate::data::moving::describe_journal(&j, &tenant.domain)
+                )
+            }),
+            Err(e) => Some(e.to_string()),
+        },
         history,
         events,
         tenant,

@@ -302,6 +302,8 @@ fn restore_latest_takes_the_newest_backup_and_says_which() {
 
     // Another tenant's archive put among alpha's backups, newest: refused, unchanged.
     create(&t, "beta", &["--migrate"]);
+    // A later second than alpha's last backup, so that the planted copy is the newest.
+    std::thread::sleep(std::time::Duration::from_millis(1100));
     t.run(&["backup", "--tenant", "beta"]).expect(0);
     let theirs = std::fs::read_dir(out.path().join("beta"))
         .unwrap()

@@ -766,7 +766,7 @@ pub async fn tenant_page(
         }
         h2 { "Moves" }
         @if let Some(j) = &d.journal {
-            p.failed id="move-journal" { "This tenant has " (j) "." }
+            p.failed id="move-journal" { (j) }
         }
         @if d.moves.is_empty() {
             p id="moves" class="muted" { "None." }
