@@ -144,9 +144,9 @@ pub struct ServerHealth {
     pub error: Option<String>,
     /// Milliseconds to connect and read it.
     pub millis: u64,
-    /// The shared schema's revision there (`None`: no shared schema configured, or none
-    /// applied), and why it could not be read.
-    pub shared: Option<Result<Option<i32>, String>>,
+    /// The shared schema there, when one is configured: its revision, pending files and
+    /// drift, or why it could not be read.
+    pub shared: Option<crate::app::shared::SharedStatus>,
     /// tenantctl sessions waiting for a lock, and on whom.
     pub waits: Vec<LockWait>,
 }
@@ -391,11 +391,7 @@ async fn read_server(
         let state = crate::engine::shared::observe(&client, &shared.schema, &cx.settings)
             .await
             .map_err(|e| e.to_string());
-        let status = crate::app::shared::status_of(server, shared, &set, state);
-        h.shared = Some(match status.error {
-            Some(e) => Err(e),
-            None => Ok(status.current_revision),
-        });
+        h.shared = Some(crate::app::shared::status_of(server, shared, &set, state));
     }
     Ok(runs)
 }

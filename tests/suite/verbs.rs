@@ -379,6 +379,15 @@ fn check_is_a_read_only_gate_with_one_line_per_problem() {
     ] {
         assert!(kinds.contains(&k), "{k:?} in {kinds:?}");
     }
+    // The pending V7 is linted: its `int` column.
+    assert!(
+        c.lint.iter().any(|f| f.file.ends_with("V7__more.sql")
+            && f.findings
+                .iter()
+                .any(|x| x.rule == "prefer-bigint-over-int")),
+        "{:?}",
+        c.lint
+    );
     // Read-only: the registry and the ledger are untouched.
     let updated_after: Vec<String> = db
         .client()

@@ -292,14 +292,32 @@ fn health(o: &Overview) -> Markup {
                     td {
                         @match &h.shared {
                             None => "",
-                            Some(Ok(r)) => (crate::show::revision(*r)),
-                            Some(Err(e)) => span.failed { "unreadable: " (e) },
+                            Some(s) if s.error.is_some() => span.failed { "unreadable" },
+                            Some(s) => (crate::show::revision(s.current_revision)),
                         }
                     }
                     @if h.error.is_some() {
                         td.muted { "unknown" }
                     } @else {
                         td class=(if h.waits.is_empty() { "ok" } else { "failed" }) { (h.waits.len()) }
+                    }
+                }
+            }
+        }
+        @let shared: Vec<&crate::app::shared::SharedStatus> = o.health.iter().filter_map(|h| h.shared.as_ref()).collect();
+        @if !shared.is_empty() {
+            h2 { "Shared schema" }
+            table id="shared" {
+                tr { th { "server" } th { "schema" } th { "revision" } th { "pending" } th { "problem" } }
+                @for s in &shared {
+                    @let problem = match &s.error {
+                        Some(e) => format!("unreadable: {e}"),
+                        None => s.drift.join("; "),
+                    };
+                    tr {
+                        td { (s.server) } td { (s.schema) } td { (crate::show::revision(s.current_revision)) }
+                        td { (s.pending_migrations.iter().map(|v| v.to_string()).collect::<Vec<_>>().join(", ")) }
+                        td class=(if problem.is_empty() { "ok" } else { "failed" }) { (problem) }
                     }
                 }
             }

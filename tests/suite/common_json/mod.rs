@@ -603,6 +603,31 @@ pub struct CheckReport {
     pub shared: Vec<SharedStatus>,
     #[allow(dead_code, reason = "listed to pin the shape")]
     pub index: IndexCheck,
+    /// The lint of the pending migrations: the files with findings (absent when none).
+    #[serde(default)]
+    pub lint: Vec<FileLint>,
+}
+
+/// `app::lint::FileLint`.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct FileLint {
+    pub file: String,
+    #[allow(dead_code, reason = "listed to pin the shape")]
+    pub version: Option<i32>,
+    pub findings: Vec<LintFinding>,
+}
+
+/// `files::lint::Finding`.
+#[allow(dead_code, reason = "every field is listed to pin the shape")]
+#[derive(Debug, Clone, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct LintFinding {
+    pub line: usize,
+    pub column: usize,
+    pub rule: String,
+    pub message: String,
+    pub help: Option<String>,
 }
 
 /// `app::reads::IndexCheck`.
