@@ -1,5 +1,6 @@
-//! `tenantctl lint`: squawk's rules on migration files. Each rule enabled by default is
-//! tripped by a file made for it and reported at its file and line, with why and the safe
+//! `tenantctl lint`: squawk's rules on migration files. Every rule enabled by default
+//! is found in a file made for it (the list checked against squawk's defaults), and in a
+//! migrations directory each is reported at its file and line, with why and the safe
 //! way; a clean directory exits 0, findings exit 5; `[lint] ignore` and a file's
 //! `-- tenantctl: allow RULE` turn rules off, and an unknown rule in either is refused
 //! naming where (exit 3); without files or `--all`, the migrations the fleet has still to
@@ -278,4 +279,90 @@ fn revision_writes_a_file_that_passes() {
     assert!(written.is_file());
     t.run(&["lint", &written.display().to_string()]).expect(0);
     t.run(&["lint", "--all"]).expect(0);
+}
+
+/// One file per rule squawk enables by default (tenantctl's three off by default aside,
+/// and `prefer-repack`, which applies from PostgreSQL 19 on), each a named file
+/// tenantctl's loader would refuse or not: lint finds that rule in it. The list is
+/// checked against squawk's own defaults, so a rule a new squawk adds fails here until
+/// it has its file.
+const EVERY_RULE: &[(&str, &str)] = &[
+    ("adding-field-with-default", "ALTER TABLE t ADD COLUMN b text DEFAULT gen_random_uuid()::text;"),
+    ("adding-foreign-key-constraint", "ALTER TABLE t ADD CONSTRAINT f FOREIGN KEY (a) REFERENCES u (id);"),
+    ("adding-not-nullable-field", "ALTER TABLE t ALTER COLUMN a SET NOT NULL;"),
+    ("adding-required-field", "ALTER TABLE t ADD COLUMN b text NOT NULL;"),
+    ("adding-serial-primary-key-field", "ALTER TABLE t ADD PRIMARY KEY (id);"),
+    ("ban-alter-domain-with-add-constraint", "ALTER DOMAIN d ADD CONSTRAINT c CHECK (VALUE > 0);"),
+    ("ban-alter-identity", "ALTER TABLE t ALTER COLUMN id DROP IDENTITY;"),
+    ("ban-char-field", "CREATE TABLE n (id bigint PRIMARY KEY, a char(2));"),
+    ("ban-concurrent-index-creation-in-transaction", "CREATE TABLE n (id bigint);\nCREATE INDEX CONCURRENTLY i ON t (a);"),
+    ("ban-create-domain-with-constraint", "CREATE DOMAIN d AS int CHECK (VALUE > 0);"),
+    ("ban-drop-column", "ALTER TABLE t DROP COLUMN a;"),
+    ("ban-drop-constraint", "ALTER TABLE t DROP CONSTRAINT c;"),
+    ("ban-drop-database", "DROP DATABASE d;"),
+    ("ban-drop-default", "ALTER TABLE t ALTER COLUMN a DROP DEFAULT;"),
+    ("ban-drop-domain", "DROP DOMAIN d;"),
+    ("ban-drop-extension", "DROP EXTENSION e;"),
+    ("ban-drop-function", "DROP FUNCTION f();"),
+    ("ban-drop-generated-expression", "ALTER TABLE t ALTER COLUMN a DROP EXPRESSION;"),
+    ("ban-drop-not-null", "ALTER TABLE t ALTER COLUMN a DROP NOT NULL;"),
+    ("ban-drop-schema", "DROP SCHEMA s;"),
+    ("ban-drop-sequence", "DROP SEQUENCE s;"),
+    ("ban-drop-table", "DROP TABLE t;"),
+    ("ban-drop-type", "DROP TYPE e;"),
+    ("ban-drop-view", "DROP VIEW v;"),
+    ("ban-duplicate-column-assignments", "UPDATE t SET a = 1, a = 2;"),
+    ("ban-set-schema", "ALTER TABLE t SET SCHEMA s;"),
+    ("ban-truncate-cascade", "TRUNCATE t CASCADE;"),
+    ("ban-uncommitted-transaction", "BEGIN;\nCREATE TABLE n (id bigint);"),
+    ("changing-column-type", "ALTER TABLE t ALTER COLUMN a TYPE bigint;"),
+    ("constraint-missing-not-valid", "ALTER TABLE t ADD CONSTRAINT c CHECK (a > 0);"),
+    ("disallowed-unique-constraint", "ALTER TABLE t ADD CONSTRAINT u UNIQUE (a);"),
+    ("identifier-too-long", "CREATE TABLE aaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaaa (id bigint);"),
+    ("prefer-bigint-over-int", "CREATE TABLE n (id bigint PRIMARY KEY, a int);"),
+    ("prefer-bigint-over-smallint", "CREATE TABLE n (id bigint PRIMARY KEY, a smallint);"),
+    ("prefer-identity", "CREATE TABLE n (id bigserial PRIMARY KEY);"),
+    ("prefer-text-field", "CREATE TABLE n (id bigint PRIMARY KEY, a varchar(20));"),
+    ("prefer-timestamp-tz", "CREATE TABLE n (id bigint PRIMARY KEY, a timestamp);"),
+    ("renaming-column", "ALTER TABLE t RENAME COLUMN a TO b;"),
+    ("renaming-object", "ALTER FUNCTION f() RENAME TO g;"),
+    ("renaming-table", "ALTER TABLE t RENAME TO t2;"),
+    ("require-concurrent-index-creation", "CREATE INDEX i ON t (a);"),
+    ("require-concurrent-index-deletion", "DROP INDEX i;"),
+    ("require-concurrent-partition-detach", "ALTER TABLE t DETACH PARTITION p;"),
+    ("require-concurrent-reindex", "REINDEX TABLE t;"),
+    ("require-enum-value-ordering", "ALTER TYPE e ADD VALUE 'x';"),
+    ("transaction-nesting", "BEGIN;\nCREATE TABLE n (id bigint);\nCOMMIT;"),
+    ("unused-ignore", "-- squawk-ignore no-such-rule\nCREATE TABLE n (id bigint);"),
+];
+
+#[test]
+fn every_rule_enabled_by_default_is_found_in_a_file_made_for_it() {
+    let defaults: BTreeSet<String> = squawk_linter::Linter::with_default_rules()
+        .rules
+        .iter()
+        .map(|r| r.to_string())
+        .filter(|r| !tenantctl::files::lint::OFF_BY_DEFAULT.contains(&r.as_str()))
+        .filter(|r| r != "prefer-repack")
+        .collect();
+    let covered: BTreeSet<String> = EVERY_RULE.iter().map(|(r, _)| r.to_string()).collect();
+    assert_eq!(
+        covered, defaults,
+        "every default rule has its file, and only those"
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let t = bare();
+    for (rule, sql) in EVERY_RULE {
+        let file = dir.path().join(format!("{rule}.sql"));
+        std::fs::write(&file, format!("{sql}\n")).unwrap();
+        let path = file.display().to_string();
+        let run = t.run(&["lint", &path, "-o", "json"]);
+        run.expect(5);
+        let doc: Value = run.json();
+        let rules: Vec<String> = findings(&doc).into_iter().map(|(_, r, _)| r).collect();
+        assert!(
+            rules.iter().any(|r| r == rule),
+            "{rule} not found in {sql:?}: {rules:?}"
+        );
+    }
 }
