@@ -45,8 +45,8 @@ pub struct StatementImpact {
     pub measured: Measured,
     /// Selected tenants it will run in (those below its version).
     pub tenants: usize,
-    /// The bytes of the tenant tables it locks, over those tenants (tables and their
-    /// indexes, `pg_total_relation_size`).
+    /// The bytes of the tenant tables it locks or rewrites, over those tenants (tables
+    /// and their indexes, `pg_total_relation_size`).
     pub total_bytes: u64,
     /// The tenants with the largest such table, largest first, at most [`TOP`].
     pub largest: Vec<TenantTable>,
@@ -69,6 +69,33 @@ pub struct TenantTable {
     pub rewritten: bool,
     /// For a rewrite, the seconds it may take at [`REWRITE_BYTES_PER_SECOND`].
     pub rewrite_seconds: Option<f64>,
+}
+
+/// The tenant tables a statement locks or rewrites (a statement outside a transaction
+/// rewrites without locks that could be read).
+fn touched(m: &Measured) -> Vec<String> {
+    let mut out: BTreeSet<String> = m
+        .locks
+        .iter()
+        .filter(|l| l.tenant_table)
+        .map(|l| l.table.clone())
+        .collect();
+    out.extend(m.rewrites.iter().cloned());
+    out.into_iter().collect()
+}
+
+/// Measures the files above `from` up to `to` in a scratch database on the registry's
+/// server, with the shared schema's files when there is a shared schema.
+async fn measure(
+    cx: &Context,
+    set: &MigrationSet,
+    from: i32,
+    to: i32,
+) -> Result<Vec<Measured>, Error> {
+    let admin = cx.connect().await?;
+    let shared = cx.shared().ok();
+    let shared = shared.as_ref().map(|(s, files)| (s.schema.as_str(), files));
+    crate::engine::impact::measure(&admin, &cx.target, &cx.settings, set, shared, from, to).await
 }
 
 /// Sizes of tables by (schema, table), read from `server`.
@@ -140,19 +167,9 @@ pub async fn impact(
             statements: Vec::new(),
         });
     };
-    // On a connection of its own: the measurement leaves its session settings behind.
-    let probe = cx.connect().await?;
-    let measured = crate::engine::impact::measure(&probe, &cx.settings, set, from, to).await?;
-    // Every tenant table any statement locks, read per server in one query.
-    let tables: BTreeSet<String> = measured
-        .iter()
-        .flat_map(|m| {
-            m.locks
-                .iter()
-                .filter(|l| l.tenant_table)
-                .map(|l| l.table.clone())
-        })
-        .collect();
+    let measured = measure(cx, set, from, to).await?;
+    // Every tenant table any statement locks or rewrites, read per server in one query.
+    let tables: BTreeSet<String> = measured.iter().flat_map(touched).collect();
     let tables: Vec<String> = tables.into_iter().collect();
     let mut by_server: BTreeMap<&str, Vec<String>> = BTreeMap::new();
     for t in &tenants {
@@ -177,17 +194,15 @@ pub async fn impact(
             let mut rows: Vec<TenantTable> = Vec::new();
             let mut total = 0u64;
             for t in &runs_in {
-                let mut own: Vec<TenantTable> = m
-                    .locks
-                    .iter()
-                    .filter(|l| l.tenant_table)
-                    .filter_map(|l| {
-                        let (bytes, rows) = *size.get(&(t.schema_name.clone(), l.table.clone()))?;
-                        let rewritten = m.rewrites.contains(&l.table);
+                let mut own: Vec<TenantTable> = touched(&m)
+                    .into_iter()
+                    .filter_map(|table| {
+                        let (bytes, rows) = *size.get(&(t.schema_name.clone(), table.clone()))?;
+                        let rewritten = m.rewrites.contains(&table);
                         Some(TenantTable {
                             domain: t.domain.clone(),
                             server: t.server.clone(),
-                            table: l.table.clone(),
+                            table,
                             bytes,
                             rows,
                             rewritten,
@@ -267,8 +282,7 @@ pub async fn guard(
     ) else {
         return Ok(planned);
     };
-    let probe = cx.connect().await?;
-    let measured = crate::engine::impact::measure(&probe, &cx.settings, set, from, to).await?;
+    let measured = measure(cx, set, from, to).await?;
     let rewritten: Vec<String> = measured
         .iter()
         .flat_map(|m| m.rewrites.iter().cloned())
@@ -314,12 +328,10 @@ pub async fn guard(
                         .map_or(m.file.clone(), |n| n.to_string_lossy().into_owned());
                     let mut result = TenantResult::new(&t, ResultStatus::Skipped);
                     result.error = Some(format!(
-                        "not started: {file}:{} would rewrite table {} of {}, over run.max_rewrite_bytes ({}); run it in a maintenance window with `tenantctl upgrade --tenant {}` and a config without the limit",
+                        "not started: {file}:{} would rewrite table {} of {} ({bytes} bytes), over run.max_rewrite_bytes ({limit} bytes); upgrade it in a maintenance window, with a configuration without the limit",
                         m.line,
                         crate::ident::quote(table),
                         crate::show::size(bytes),
-                        crate::show::size(limit),
-                        t.domain
                     ));
                     result.cause = Cause::NotStarted;
                     Planned::Done(result)

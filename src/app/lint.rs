@@ -80,8 +80,24 @@ pub fn pending(
         .collect()
 }
 
+/// The largest file `lint` reads (a migration is far smaller).
+const MAX_FILE: u64 = 16 * 1024 * 1024;
+
 fn named(path: &Path, ignore: &[squawk_linter::Rule]) -> Result<FileLint, Error> {
     let label = path.display().to_string();
+    let meta =
+        std::fs::metadata(path).map_err(|e| Error::usage(format!("cannot read {label}: {e}")))?;
+    if !meta.is_file() {
+        return Err(Error::usage(format!(
+            "cannot read {label}: it is not a regular file"
+        )));
+    }
+    if meta.len() > MAX_FILE {
+        return Err(Error::usage(format!(
+            "cannot read {label}: {} bytes, more than the {MAX_FILE} a migration file may have",
+            meta.len()
+        )));
+    }
     let sql = std::fs::read_to_string(path)
         .map_err(|e| Error::usage(format!("cannot read {label}: {e}")))?;
     let no_transaction = crate::files::statements::is_no_transaction(&sql);

@@ -1,12 +1,22 @@
 //! What each pending statement locks and rewrites, as PostgreSQL itself says, measured
-//! on a scratch copy: a schema of its own (`tenantctl_impact_<random>`) built by the
-//! migrations up to a revision, then each pending statement run in a transaction of its
-//! own, after which the session's locks (`pg_locks`) and the tables whose storage was
-//! replaced (`relfilenode` changed: a rewrite) are read; the transaction commits so the
-//! next statement sees what this one did. The scratch schema is empty of data, so this
-//! takes milliseconds, and it is dropped at the end, also on failure. A statement of a
-//! `-- tenantctl: no-transaction` file runs outside a transaction, where its locks are
-//! gone by the time they could be read: it is reported as not measured.
+//! in a scratch database (`tenantctl_impact_<random>`, made from `template0` on the
+//! registry's server and dropped at the end): the shared schema's migrations, then the
+//! tenant's up to a revision, build an empty copy; then each pending statement runs in a
+//! transaction of its own, after which the session's locks (`pg_locks`) and the tables
+//! whose storage was replaced (`relfilenode` changed: a rewrite) are read, and the
+//! transaction commits so the next statement sees what this one did. Everything a
+//! migration does outside the tenant's schema happens in the scratch database too, never
+//! in the real one; a statement that would change the whole cluster (roles, databases,
+//! tablespaces, `ALTER SYSTEM`) is never run, and is reported as not measured.
+//!
+//! A statement of a `-- tenantctl: no-transaction` file runs alone, outside a
+//! transaction: its rewrites are seen, its locks are gone before they can be read. A
+//! statement that fails on the empty copy (it needs data, or the shared schema's state)
+//! is reported as not measured, with the error, and the others go on. `TRUNCATE` replaces
+//! a table's storage without copying it: it is never counted as a rewrite. A scratch
+//! database left by a run that was killed (no session on it, made more than ten minutes
+//! before: its name says when) is dropped by the next; its comment names the database it
+//! measured for.
 
 use std::collections::BTreeMap;
 
@@ -15,8 +25,15 @@ use serde::Serialize;
 use crate::config::Settings;
 use crate::error::Error;
 use crate::files::migrations::MigrationSet;
+use crate::files::statements::Statement;
 use crate::ident::quote;
-use crate::pg::db::Client;
+use crate::pg::db::{Client, Target};
+
+/// The tenant's schema in the scratch database.
+const SCHEMA: &str = "tenantctl_impact";
+
+/// The longest one statement may run on the scratch copy.
+const STATEMENT_TIMEOUT: &str = "30s";
 
 /// What one pending statement does, as measured.
 #[derive(Debug, Clone, Serialize, schemars::JsonSchema)]
@@ -35,7 +52,7 @@ pub struct Measured {
     /// Tables of the tenant's schema whose storage it replaced (a rewrite: its time grows
     /// with the table's size).
     pub rewrites: Vec<String>,
-    /// Why it was not measured, if it was not.
+    /// Why its locks (or all of it) were not measured, if they were not.
     pub not_measured: Option<String>,
 }
 
@@ -85,72 +102,133 @@ fn failed(what: &str) -> impl Fn(tokio_postgres::Error) -> Error + '_ {
     }
 }
 
-/// Measures every statement of the files above `from` up to `to` on a scratch copy at
-/// `from` built on `client`'s server.
+/// Measures every statement of the files above `from` up to `to`, on a scratch database
+/// made through `admin` (a connection to `target`'s server) with the shared schema's
+/// files (`shared`: its schema and files) and the tenant's up to `from`.
 pub async fn measure(
-    client: &Client,
+    admin: &Client,
+    target: &Target,
     settings: &Settings,
     set: &MigrationSet,
+    shared: Option<(&str, &MigrationSet)>,
     from: i32,
     to: i32,
 ) -> Result<Vec<Measured>, Error> {
-    let scratch = format!(
-        "tenantctl_impact_{}",
-        crate::engine::scheduler::new_run_id()?.replace('-', "_")
-    );
-    let result = measure_in(client, settings, set, from, to, &scratch).await;
-    // Always gone afterwards, whatever happened.
-    let _ = client.batch_execute("ROLLBACK").await;
-    let drop = client
+    // Scratch databases no session uses, made more than ten minutes ago (their name
+    // says when), are what killed runs left.
+    let now = time::OffsetDateTime::now_utc().unix_timestamp();
+    let orphans = admin
+        .query(
+            "SELECT d.datname::text FROM pg_catalog.pg_database d \
+             WHERE d.datname ~ '^tenantctl_impact_[0-9]+_' \
+               AND NOT EXISTS (SELECT 1 FROM pg_catalog.pg_stat_activity a WHERE a.datname = d.datname)",
+            &[],
+        )
+        .await
+        .map_err(failed("looking for scratch databases left behind"))?;
+    for r in &orphans {
+        let name: String = r.get(0);
+        let made = name
+            .trim_start_matches("tenantctl_impact_")
+            .split('_')
+            .next()
+            .and_then(|s| s.parse::<i64>().ok())
+            .unwrap_or(now);
+        if now - made > 600 {
+            let _ = admin
+                .batch_execute(&format!("DROP DATABASE IF EXISTS {}", quote(&name)))
+                .await;
+        }
+    }
+    let random = crate::engine::scheduler::new_run_id()?.replace('-', "");
+    let name = format!("tenantctl_impact_{now}_{}", &random[..12]);
+    admin
+        .batch_execute(&format!("CREATE DATABASE {} TEMPLATE template0", quote(&name)))
+        .await
+        .map_err(|e| {
+            Error::setup(format!(
+                "measuring the migrations' locks needs a scratch database on the registry's server, and it could not be made (the CREATEDB privilege is needed): {}",
+                crate::pg::message::pg_message(&e)
+            ))
+        })?;
+    // Whose it is, for whoever finds it.
+    let _ = admin
         .batch_execute(&format!(
-            "DROP SCHEMA IF EXISTS {} CASCADE",
-            quote(&scratch)
+            "DO $$ BEGIN EXECUTE format('COMMENT ON DATABASE %I IS %L', {}, 'tenantctl upgrade --impact, for database ' || current_database()); END $$",
+            crate::ident::literal(&name)
+        ))
+        .await;
+    let result = async {
+        let client = target.on_database(&name).connect().await?;
+        let measured = measure_in(&client, settings, set, shared, from, to).await;
+        drop(client);
+        measured
+    }
+    .await;
+    // Always gone afterwards, whatever happened.
+    let dropped = admin
+        .batch_execute(&format!(
+            "DROP DATABASE IF EXISTS {} WITH (FORCE)",
+            quote(&name)
         ))
         .await
-        .map_err(failed("dropping the scratch schema"));
+        .map_err(failed("dropping the scratch database"));
     let measured = result?;
-    drop?;
+    dropped?;
     Ok(measured)
+}
+
+/// Runs a statement for the copy: alone, its failure ignored (what it would have made
+/// is missing, and a pending statement that needs it says so when it fails).
+async fn build(client: &Client, s: &Statement) {
+    if s.cluster_wide().is_some() || s.first_word() == Some("vacuum") {
+        return;
+    }
+    let _ = client.batch_execute(&s.text).await;
 }
 
 async fn measure_in(
     client: &Client,
     settings: &Settings,
     set: &MigrationSet,
+    shared: Option<(&str, &MigrationSet)>,
     from: i32,
     to: i32,
-    scratch: &str,
 ) -> Result<Vec<Measured>, Error> {
-    let mut path = vec![quote(scratch)];
+    client
+        .batch_execute(&format!(
+            "SET statement_timeout = '{STATEMENT_TIMEOUT}'; SET lock_timeout = '5s'"
+        ))
+        .await
+        .map_err(failed("setting up the scratch database"))?;
+    if let Some((schema, files)) = shared {
+        client
+            .batch_execute(&format!(
+                "CREATE SCHEMA IF NOT EXISTS {s}; SET search_path TO {s}",
+                s = quote(schema)
+            ))
+            .await
+            .map_err(failed("making the shared schema"))?;
+        for f in &files.files {
+            for s in &f.up.statements {
+                build(client, s).await;
+            }
+        }
+    }
+    let mut path = vec![quote(SCHEMA)];
     path.extend(settings.extra_search_path.iter().map(|s| quote(s)));
     client
         .batch_execute(&format!(
-            "RESET ALL; SET search_path TO {}; SET lock_timeout = '5s'; SET statement_timeout = '60s'; CREATE SCHEMA {}",
-            path.join(", "),
-            quote(scratch)
+            "CREATE SCHEMA {}; SET search_path TO {}",
+            quote(SCHEMA),
+            path.join(", ")
         ))
         .await
-        .map_err(failed("creating the scratch schema"))?;
-    // The copy at `from`: each file in a transaction of its own, as a tenant got it.
+        .map_err(failed("making the tenant's schema"))?;
     for f in set.files.iter().filter(|f| f.version <= from) {
-        let mut sql = String::new();
-        if !f.up.no_transaction {
-            sql.push_str("BEGIN;\n");
-        }
         for s in &f.up.statements {
-            sql.push_str(&s.text);
-            sql.push('\n');
+            build(client, s).await;
         }
-        if !f.up.no_transaction {
-            sql.push_str("COMMIT;");
-        }
-        client.batch_execute(&sql).await.map_err(|e| {
-            Error::failed(format!(
-                "measuring the migrations' locks: building a scratch copy at revision {from}: {} failed: {}",
-                f.up_path.display(),
-                crate::pg::message::pg_message(&e)
-            ))
-        })?;
     }
     let mut out = Vec::new();
     for f in set
@@ -159,79 +237,95 @@ async fn measure_in(
         .filter(|f| f.version > from && f.version <= to)
     {
         for s in &f.up.statements {
-            let mut m = Measured {
-                version: f.version,
-                file: f.up_path.display().to_string(),
-                line: s.line,
-                statement: one_line(&s.text),
-                locks: Vec::new(),
-                rewrites: Vec::new(),
-                not_measured: None,
-            };
-            if f.up.no_transaction {
-                m.not_measured = Some(
-                    "its file runs outside a transaction, so its locks are released before they can be read".into(),
-                );
-                client
-                    .batch_execute(&s.text)
-                    .await
-                    .map_err(failed("running a statement outside a transaction"))?;
-                out.push(m);
-                continue;
-            }
-            let before = storage(client, scratch).await?;
-            client
-                .batch_execute("BEGIN")
-                .await
-                .map_err(failed("beginning"))?;
-            if let Err(e) = client.batch_execute(&s.text).await {
-                return Err(Error::failed(format!(
-                    "measuring the migrations' locks: {}:{} failed on a scratch copy: {}",
-                    f.up_path.display(),
-                    s.line,
-                    crate::pg::message::pg_message(&e)
-                )));
-            }
-            m.locks = locks(client, scratch).await?;
-            client
-                .batch_execute("COMMIT")
-                .await
-                .map_err(failed("committing"))?;
-            let after = storage(client, scratch).await?;
-            m.rewrites = before
-                .iter()
-                .filter(|(t, node)| after.get(*t).is_some_and(|n| n != *node))
-                .map(|(t, _)| t.clone())
-                .collect();
-            out.push(m);
+            out.push(one(client, f.version, &f.up_path, f.up.no_transaction, s).await?);
         }
     }
     Ok(out)
 }
 
-/// The scratch schema's tables (and materialized views) by name, with their storage.
-async fn storage(client: &Client, scratch: &str) -> Result<BTreeMap<String, u32>, Error> {
+/// Measures one statement, then leaves its effect in the copy (when it succeeds).
+async fn one(
+    client: &Client,
+    version: i32,
+    path: &std::path::Path,
+    no_transaction: bool,
+    s: &Statement,
+) -> Result<Measured, Error> {
+    let mut m = Measured {
+        version,
+        file: path.display().to_string(),
+        line: s.line,
+        statement: one_line(&s.text),
+        locks: Vec::new(),
+        rewrites: Vec::new(),
+        not_measured: None,
+    };
+    if let Some(cmd) = s.cluster_wide() {
+        m.not_measured = Some(format!(
+            "{cmd} changes the whole cluster, not one database: it is not run on the scratch copy"
+        ));
+        return Ok(m);
+    }
+    let before = storage(client).await?;
+    if no_transaction {
+        if let Err(e) = client.batch_execute(&s.text).await {
+            m.not_measured = Some(format!(
+                "it failed on the empty scratch copy: {}",
+                crate::pg::message::pg_message(&e)
+            ));
+            return Ok(m);
+        }
+        m.not_measured = Some(
+            "its file runs outside a transaction, so its locks are released before they can be read (its rewrites are measured)".into(),
+        );
+    } else {
+        client
+            .batch_execute("BEGIN")
+            .await
+            .map_err(failed("beginning"))?;
+        if let Err(e) = client.batch_execute(&s.text).await {
+            let _ = client.batch_execute("ROLLBACK").await;
+            m.not_measured = Some(format!(
+                "it failed on the empty scratch copy: {}",
+                crate::pg::message::pg_message(&e)
+            ));
+            return Ok(m);
+        }
+        m.locks = locks(client).await?;
+        client
+            .batch_execute("COMMIT")
+            .await
+            .map_err(failed("committing"))?;
+    }
+    // TRUNCATE gives a table new, empty storage without copying it: no rewrite.
+    if s.first_word() != Some("truncate") {
+        let after = storage(client).await?;
+        m.rewrites = before
+            .iter()
+            .filter(|(t, node)| after.get(*t).is_some_and(|n| n != *node))
+            .map(|(t, _)| t.clone())
+            .collect();
+    }
+    Ok(m)
+}
+
+/// The tenant schema's tables (and materialized views) by name, with their storage.
+async fn storage(client: &Client) -> Result<BTreeMap<String, i64>, Error> {
     let rows = client
         .query(
             "SELECT c.relname::text, c.relfilenode::oid::int8 FROM pg_catalog.pg_class c \
              JOIN pg_catalog.pg_namespace n ON n.oid = c.relnamespace \
              WHERE n.nspname = $1 AND c.relkind IN ('r', 'm')",
-            &[&scratch],
+            &[&SCHEMA],
         )
         .await
         .map_err(failed("reading the scratch tables"))?;
-    Ok(rows
-        .iter()
-        .map(|r| {
-            let node: i64 = r.get(1);
-            (r.get(0), u32::try_from(node).unwrap_or(0))
-        })
-        .collect())
+    Ok(rows.iter().map(|r| (r.get(0), r.get(1))).collect())
 }
 
-/// The strongest lock this session holds on each table (tables of the scratch schema by
-/// name, others qualified), strongest first.
-async fn locks(client: &Client, scratch: &str) -> Result<Vec<TableLock>, Error> {
+/// The strongest lock this session holds on each table (the tenant schema's by name,
+/// others qualified), strongest first.
+async fn locks(client: &Client) -> Result<Vec<TableLock>, Error> {
     let rows = client
         .query(
             "SELECT n.nspname::text, c.relname::text, l.mode FROM pg_catalog.pg_locks l \
@@ -246,7 +340,7 @@ async fn locks(client: &Client, scratch: &str) -> Result<Vec<TableLock>, Error> 
     let mut strongest: BTreeMap<(bool, String), String> = BTreeMap::new();
     for r in &rows {
         let (schema, table, mode): (String, String, String) = (r.get(0), r.get(1), r.get(2));
-        let tenant = schema == scratch;
+        let tenant = schema == SCHEMA;
         let name = if tenant {
             table
         } else {

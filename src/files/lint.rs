@@ -52,12 +52,19 @@ pub fn rule(name: &str, what: &str) -> Result<Rule, Error> {
     })
 }
 
-/// The rules a file's `-- tenantctl: allow ...` lines name (`label` names the file in
-/// errors).
+/// The rules a file's `-- tenantctl: allow ...` lines name, among its header lines (the
+/// blank and `--` comment lines before its first statement: a directive further down,
+/// in a string or a block comment, is text, as the loader reads it) (`label` names the
+/// file in errors).
 fn allowed(sql: &str, label: &str) -> Result<Vec<Rule>, Error> {
     let mut out = Vec::new();
-    for (i, line) in sql.lines().enumerate() {
-        let Some(rest) = line.trim().strip_prefix(ALLOW) else {
+    let body = sql.strip_prefix('\u{feff}').unwrap_or(sql);
+    for (i, line) in body.lines().enumerate() {
+        let line = line.trim();
+        if !(line.is_empty() || line.starts_with("--")) {
+            break;
+        }
+        let Some(rest) = line.strip_prefix(ALLOW) else {
             continue;
         };
         let names: Vec<&str> = rest
@@ -93,28 +100,102 @@ pub fn lint(
         .collect();
     off.extend_from_slice(ignore);
     off.extend(allowed(sql, label)?);
-    let mut linter = Linter::with_rules(&[], &off);
-    linter.settings.assume_in_transaction = !no_transaction;
-    let parsed = squawk_syntax::SourceFile::parse(sql);
-    let mut findings: Vec<Finding> = linter
-        .lint(&parsed, sql)
+    let position = |offset: usize| {
+        let at = offset.min(sql.len());
+        let before = sql.get(..at).unwrap_or(sql);
+        let line = before.matches('\n').count() + 1;
+        let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        (line, column)
+    };
+    // The parser recurses into every parenthesis: text nested deeper than this is
+    // reported, never parsed (it would exhaust the stack).
+    if let Some(offset) = too_deep(sql) {
+        let (line, column) = position(offset);
+        return Ok(vec![Finding {
+            line,
+            column,
+            rule: SYNTAX.into(),
+            message: format!("nested more than {MAX_DEPTH} parentheses deep: too deep to lint"),
+            help: None,
+        }]);
+    }
+    let text = sql.to_string();
+    // Parsing recurses with the text's nesting: on a thread with room for it.
+    let (errors, violations) = std::thread::Builder::new()
+        .name("lint".into())
+        .stack_size(LINT_STACK)
+        .spawn(move || {
+            let mut linter = Linter::with_rules(&[], &off);
+            linter.settings.assume_in_transaction = !no_transaction;
+            let parsed = squawk_syntax::SourceFile::parse(&text);
+            let errors: Vec<(usize, String)> = parsed
+                .errors()
+                .iter()
+                .map(|e| (usize::from(e.range().start()), e.message().to_string()))
+                .collect();
+            (errors, linter.lint(&parsed, &text))
+        })
+        .map_err(|e| Error::failed(format!("{label}: cannot start the lint: {e}")))?
+        .join()
+        .map_err(|_| Error::failed(format!("{label}: the lint failed on this file")))?;
+    // One syntax finding per line: the parser's first complaint there.
+    let mut seen = std::collections::BTreeSet::new();
+    let mut findings: Vec<Finding> = errors
         .into_iter()
-        .map(|v| {
-            let at = usize::from(v.text_range.start()).min(sql.len());
-            let before = sql.get(..at).unwrap_or(sql);
-            let line = before.matches('\n').count() + 1;
-            let column = before.rsplit('\n').next().map_or(0, |l| l.chars().count()) + 1;
+        .filter(|(offset, _)| seen.insert(position(*offset).0))
+        .map(|(offset, message)| {
+            let (line, column) = position(offset);
             Finding {
                 line,
                 column,
-                rule: v.code.to_string(),
-                message: v.message,
-                help: v.help,
+                rule: SYNTAX.into(),
+                message: format!("PostgreSQL would not accept this: {message}"),
+                help: Some(
+                    "the rules cannot judge a statement they cannot parse; fix it first".into(),
+                ),
             }
         })
         .collect();
+    findings.extend(violations.into_iter().map(|v| {
+        let (line, column) = position(usize::from(v.text_range.start()));
+        Finding {
+            line,
+            column,
+            rule: v.code.to_string(),
+            message: v.message,
+            help: v.help,
+        }
+    }));
     findings.sort_by(|a, b| (a.line, a.column, &a.rule).cmp(&(b.line, b.column, &b.rule)));
     Ok(findings)
+}
+
+/// The rule name a statement the parser cannot read is reported under.
+pub const SYNTAX: &str = "syntax-error";
+
+/// The deepest nesting of parentheses linted.
+const MAX_DEPTH: usize = 500;
+
+/// The lint thread's stack.
+const LINT_STACK: usize = 256 * 1024 * 1024;
+
+/// Where the text first goes deeper than [`MAX_DEPTH`] parentheses (counting every
+/// parenthesis, in strings and comments too: an overestimate is only a refusal).
+fn too_deep(sql: &str) -> Option<usize> {
+    let mut depth = 0usize;
+    for (i, b) in sql.bytes().enumerate() {
+        match b {
+            b'(' => {
+                depth += 1;
+                if depth > MAX_DEPTH {
+                    return Some(i);
+                }
+            }
+            b')' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    None
 }
 
 #[cfg(test)]
@@ -145,7 +226,7 @@ mod tests {
     #[test]
     fn an_unknown_or_empty_allow_is_an_error_naming_the_line() {
         let e = lint(
-            "SELECT 1;\n-- tenantctl: allow no-such-rule\n",
+            "-- V1\n-- tenantctl: allow no-such-rule\nSELECT 1;\n",
             "V1__x.sql",
             &[],
             false,
@@ -155,6 +236,26 @@ mod tests {
         assert!(e.to_string().contains("no-such-rule"), "{e}");
         let e = lint("-- tenantctl: allow\n", "V1__x.sql", &[], false).unwrap_err();
         assert!(e.to_string().contains("needs the rules"), "{e}");
+    }
+
+    #[test]
+    fn what_cannot_be_parsed_is_a_finding_and_deep_nesting_is_refused() {
+        let f = lint("SELECT 1;\nSELEC 1;\n", "f", &[], false).unwrap();
+        assert!(f.iter().any(|x| x.rule == SYNTAX && x.line == 2), "{f:?}");
+        let deep = format!("SELECT {}1{};", "(".repeat(5000), ")".repeat(5000));
+        let f = lint(&deep, "f", &[], false).unwrap();
+        assert_eq!(f.len(), 1);
+        assert_eq!(f[0].rule, SYNTAX);
+        // A long chain of operators parses on the lint's own stack.
+        let chain = format!("SELECT {}'a';\n", "'a' || ".repeat(10_000));
+        assert!(lint(&chain, "f", &[], false).is_ok());
+    }
+
+    #[test]
+    fn an_allow_below_the_header_or_in_a_string_is_text() {
+        let sql = "SELECT '\n-- tenantctl: allow adding-required-field\n';\nALTER TABLE t ADD COLUMN n text NOT NULL;\n";
+        let f = lint(sql, "f", &[], false).unwrap();
+        assert!(f.iter().any(|x| x.rule == "adding-required-field"), "{f:?}");
     }
 
     #[test]

@@ -110,6 +110,33 @@ impl Statement {
         })
     }
 
+    /// The statement's first word, lowercased (`alter`, `truncate`, ...), if it has one.
+    pub fn first_word(&self) -> Option<&str> {
+        self.first_words(1).first().copied()
+    }
+
+    /// The command, when this statement changes the whole cluster rather than one
+    /// database: roles, databases, tablespaces, server settings (`ALTER SYSTEM`).
+    pub fn cluster_wide(&self) -> Option<String> {
+        let top = self.first_words(3);
+        let first = *top.first()?;
+        let second = top.get(1).copied().unwrap_or("");
+        let object = match (first, second) {
+            (
+                "create" | "alter" | "drop",
+                "role" | "user" | "group" | "database" | "tablespace",
+            ) => second,
+            ("alter", "system") => "system",
+            ("reassign", "owned") => "owned",
+            _ => return None,
+        };
+        Some(format!(
+            "{} {}",
+            first.to_uppercase(),
+            object.to_uppercase()
+        ))
+    }
+
     /// The command, when this statement cannot run inside a transaction block (such as
     /// `CREATE INDEX CONCURRENTLY` or `VACUUM`).
     pub fn cannot_run_in_transaction(&self) -> Option<String> {

@@ -1345,6 +1345,13 @@ async fn backend_pid(
 
 /// Reads a PEM file of one or more certificates (a CA bundle, as libpq accepts).
 impl Target {
+    /// A copy that connects to database `dbname` of the same server, as the same user.
+    pub fn on_database(&self, dbname: &str) -> Target {
+        let mut t = self.clone();
+        t.config.dbname(dbname);
+        t
+    }
+
     /// A copy that names itself `tenantctl RUN_ID` to the server (`application_name`),
     /// after the user's own name when one was given (`PGAPPNAME`, `application_name=`), so
     /// the sessions of a run can be recognised in `pg_stat_activity` and `pg_locks`.

@@ -47,10 +47,15 @@ fn fleet() -> (TestDb, crate::support::Tenantctl, tempfile::TempDir) {
     (db, t, dir)
 }
 
+/// Scratch databases made for this test's database (their comment names it) and
+/// scratch schemas in it, left behind. (Other tests measure at the same time on the same
+/// server: theirs are not counted.)
 fn scratch_schemas(db: &TestDb) -> i64 {
     db.client()
         .query_one(
-            "SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenantctl\\_impact\\_%'",
+            "SELECT (SELECT count(*) FROM pg_namespace WHERE nspname LIKE 'tenantctl\\_impact%') \
+                  + (SELECT count(*) FROM pg_database d WHERE datname LIKE 'tenantctl\\_impact\\_%' \
+                     AND shobj_description(d.oid, 'pg_database') = 'tenantctl upgrade --impact, for database ' || current_database())",
             &[],
         )
         .unwrap()
@@ -150,15 +155,32 @@ fn each_statements_locks_and_rewrites_are_measured_and_the_biggest_tenant_comes_
 }
 
 #[test]
-fn a_statement_that_fails_on_the_copy_or_a_relative_target_changes_nothing() {
+fn a_statement_that_fails_on_the_copy_is_said_and_a_relative_target_is_refused() {
     let (db, t, dir) = fleet();
     std::fs::write(
         dir.path().join("V3__broken.sql"),
         "ALTER TABLE no_such_table ADD COLUMN x int;\n",
     )
     .unwrap();
-    let run = t.run(&["upgrade", "--all", "--impact"]);
-    expect_error(&run, 1, &["V3__broken.sql:1", "no_such_table"]);
+    // Said, and the others measured.
+    let doc: Value = t
+        .run(&["upgrade", "--all", "--impact", "-o", "json"])
+        .expect(0)
+        .json();
+    let last = doc["statements"]
+        .as_array()
+        .unwrap()
+        .last()
+        .unwrap()
+        .clone();
+    assert_eq!(last["version"], 3);
+    assert!(
+        last["not_measured"]
+            .as_str()
+            .unwrap()
+            .contains("no_such_table"),
+        "{last:#}"
+    );
     assert_eq!(scratch_schemas(&db), 0);
     expect_error(
         &t.run(&["upgrade", "--all", "--impact", "+1"]),
@@ -222,7 +244,7 @@ fn max_rewrite_bytes_skips_the_tenants_whose_rewrite_is_too_big_and_runs_the_oth
     let why = by["big"]["error"].as_str().unwrap();
     assert!(
         why.contains("V2__changes.sql:2 would rewrite table \"members\"")
-            && why.contains("over run.max_rewrite_bytes (1.0 MiB)"),
+            && why.contains("over run.max_rewrite_bytes (1048576 bytes)"),
         "{why}"
     );
     assert_eq!(by["small"]["status"], "ok", "{doc:#}");
@@ -248,4 +270,102 @@ fn max_rewrite_bytes_skips_the_tenants_whose_rewrite_is_too_big_and_runs_the_oth
         3,
         &["run.max_rewrite_bytes", "lots"],
     );
+}
+
+/// Migrations that reach outside their schema (the shared schema, the registry, a role,
+/// an extension) are measured in the scratch database and change nothing in the real one
+/// or in the cluster; a statement that needs data fails there alone, said, and the others
+/// are measured; a rewrite outside a transaction is seen; a TRUNCATE is no rewrite.
+#[test]
+fn nothing_a_migration_does_outside_its_schema_reaches_the_real_database() {
+    let (db, t, dir) = fleet();
+    std::fs::write(
+        dir.path().join("V3__outside.sql"),
+        "CREATE TABLE public.impact_leak (id bigint);\n\
+         INSERT INTO public.impact_leak VALUES (1);\n\
+         UPDATE public.tenants SET last_error = 'impact was here';\n\
+         CREATE ROLE tenantctl_impact_test_role;\n\
+         DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM members) THEN RAISE EXCEPTION 'needs members'; END IF; END $$;\n\
+         TRUNCATE notes;\n",
+    )
+    .unwrap();
+    std::fs::write(
+        dir.path().join("V4__vacuum.sql"),
+        "-- tenantctl: no-transaction\nVACUUM FULL members;\n",
+    )
+    .unwrap();
+    let snapshot = |db: &TestDb| -> (i64, i64, i64, i64) {
+        let mut c = db.client();
+        let one =
+            |c: &mut postgres::Client, sql: &str| -> i64 { c.query_one(sql, &[]).unwrap().get(0) };
+        (
+            one(
+                &mut c,
+                "SELECT count(*) FROM pg_tables WHERE tablename = 'impact_leak'",
+            ),
+            one(
+                &mut c,
+                "SELECT count(*) FROM pg_roles WHERE rolname = 'tenantctl_impact_test_role'",
+            ),
+            one(
+                &mut c,
+                "SELECT count(*) FROM public.tenants WHERE last_error IS NOT NULL",
+            ),
+            one(
+                &mut c,
+                "SELECT count(*) FROM pg_database WHERE datname LIKE 'tenantctl\\_impact\\_%'",
+            ),
+        )
+    };
+    let before = snapshot(&db);
+    assert_eq!(before, (0, 0, 0, 0));
+    let doc: Value = t
+        .run(&["upgrade", "--all", "--impact", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(
+        snapshot(&db),
+        before,
+        "nothing reached the real database or the cluster"
+    );
+    let s = doc["statements"].as_array().unwrap();
+    let at = |version: i64, line: i64| {
+        s.iter()
+            .find(|x| x["version"] == version && x["line"] == line)
+            .unwrap_or_else(|| panic!("V{version} line {line} in {doc:#}"))
+            .clone()
+    };
+    assert_eq!(at(3, 1)["locks"][0]["table"], "\"public\".\"impact_leak\"");
+    assert_eq!(at(3, 1)["locks"][0]["tenant_table"], false);
+    assert!(at(3, 4)["not_measured"]
+        .as_str()
+        .unwrap()
+        .contains("whole cluster"));
+    assert!(at(3, 5)["not_measured"]
+        .as_str()
+        .unwrap()
+        .contains("needs members"));
+    assert_eq!(at(3, 6)["locks"][0]["mode"], "AccessExclusiveLock");
+    assert_eq!(
+        at(3, 6)["rewrites"],
+        serde_json::json!([]),
+        "TRUNCATE is no rewrite"
+    );
+    let vacuum = at(4, 2);
+    assert!(vacuum["not_measured"]
+        .as_str()
+        .unwrap()
+        .contains("outside a transaction"));
+    assert_eq!(vacuum["rewrites"], serde_json::json!(["members"]));
+    assert_eq!(vacuum["largest"][0]["domain"], "big");
+
+    // The guard sees the rewrite outside a transaction too.
+    let config = dir_with(&[("tenants.toml", "[run]\nmax_rewrite_bytes = \"1MB\"\n")]);
+    let doc: Value = t
+        .clone()
+        .cwd(config.path())
+        .run(&["upgrade", "--tenant", "big", "-o", "json"])
+        .json();
+    assert_eq!(doc["results"][0]["status"], "skipped", "{doc:#}");
+    assert_eq!(snapshot(&db), before);
 }

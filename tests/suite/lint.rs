@@ -147,6 +147,26 @@ fn each_rule_is_found_at_its_file_and_line_and_findings_exit_5() {
     );
     let missing = t.run(&["lint", "/nonexistent/V1__x.sql"]);
     expect_error(&missing, 2, &["cannot read /nonexistent/V1__x.sql"]);
+    // What PostgreSQL cannot parse is a finding; what is not a regular file is refused.
+    let garbled = dir.path().join("garbled.sql");
+    std::fs::write(&garbled, "SELECT 1;\nSELEC 2;\n").unwrap();
+    let doc: Value = t
+        .run(&["lint", &garbled.display().to_string(), "-o", "json"])
+        .expect(5)
+        .json();
+    assert_eq!(
+        findings(&doc),
+        [("garbled.sql".to_string(), "syntax-error".to_string(), 2)]
+    );
+    let fifo = dir.path().join("fifo.sql");
+    assert!(std::process::Command::new("mkfifo")
+        .arg(&fifo)
+        .status()
+        .unwrap()
+        .success());
+    for path in [fifo.display().to_string(), dir.path().display().to_string()] {
+        expect_error(&t.run(&["lint", &path]), 2, &["not a regular file"]);
+    }
     // FILE and --all together are a usage error.
     expect_error(&t.run(&["lint", "--all", "x.sql"]), 2, &[]);
 }

@@ -63,6 +63,9 @@ fn impact_text(r: &crate::app::impact::Impact) -> String {
         ));
         if let Some(why) = &s.measured.not_measured {
             text.push_str(&format!("  not measured: {why}\n"));
+            if !s.measured.rewrites.is_empty() {
+                text.push_str(&format!("  rewrites {}\n", s.measured.rewrites.join(", ")));
+            }
         } else if s.measured.locks.is_empty() {
             text.push_str("  locks no table\n");
         } else {
@@ -82,7 +85,7 @@ fn impact_text(r: &crate::app::impact::Impact) -> String {
             text.push_str(&format!("  {}\n", locks.join("; ")));
         }
         text.push_str(&format!(
-            "  runs in {}; the tables it locks there: {}\n",
+            "  runs in {}; the tables it locks or rewrites there: {}\n",
             crate::show::count(s.tenants, "tenant"),
             crate::show::size(s.total_bytes)
         ));
