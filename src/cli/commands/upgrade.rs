@@ -100,13 +100,18 @@ fn impact_text(r: &crate::app::impact::Impact) -> String {
                     }
                 })
                 .unwrap_or_default();
+            // reltuples is -1 for a table never vacuumed or analyzed.
+            let rows = if t.rows < 0 {
+                "rows unknown (never analyzed)".to_string()
+            } else {
+                format!("{} rows", t.rows)
+            };
             text.push_str(&format!(
-                "    {} ({}): {} {}, {} rows{rewrite}\n",
+                "    {} ({}): {} {}, {rows}{rewrite}\n",
                 t.domain,
                 t.server,
                 t.table,
                 crate::show::size(t.bytes),
-                t.rows.max(0)
             ));
         }
     }
