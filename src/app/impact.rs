@@ -105,11 +105,7 @@ async fn sizes(
     schemas: &[String],
     tables: &[String],
 ) -> Result<BTreeMap<(String, String), (u64, i64)>, Error> {
-    let client = if crate::registry::servers::is_default(server) {
-        cx.connect().await?
-    } else {
-        cx.servers.target(server)?.connect().await?
-    };
+    let client = cx.connect_server(server).await?;
     let rows = db::read(
         &client,
         "reading the sizes of the tables the migrations lock",

@@ -314,11 +314,7 @@ async fn read_server(
     server: &str,
     h: &mut ServerHealth,
 ) -> Result<Vec<(String, u64)>, Error> {
-    let client = if crate::registry::servers::is_default(server) {
-        cx.connect().await?
-    } else {
-        cx.servers.target(server)?.connect().await?
-    };
+    let client = cx.connect_server(server).await?;
     // Sessions on this server's database waiting for a lock that are tenantctl's
     // (named `tenantctl` or `... tenantctl RUN_ID`) or that wait on one of tenantctl's
     // (application traffic queued behind a migration), each with the lock it waits for

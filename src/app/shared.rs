@@ -97,8 +97,8 @@ impl Context {
         }
     }
 
-    /// A connection to `server` for reads.
-    async fn connect_server(&self, server: &str) -> Result<Client, Error> {
+    /// A connection to `server` for reads (the registry's own for `default`).
+    pub async fn connect_server(&self, server: &str) -> Result<Client, Error> {
         if crate::registry::servers::is_default(server) {
             self.connect().await
         } else {
