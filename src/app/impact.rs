@@ -98,6 +98,33 @@ async fn measure(
     crate::engine::impact::measure(&admin, &cx.target, &cx.settings, set, shared, from, to).await
 }
 
+/// Sizes of `tables` in each of `tenants`' schemas by (schema, table): one catalog query
+/// per server, the servers at once.
+async fn sizes_of<'t>(
+    cx: &Context,
+    tenants: impl Iterator<Item = &'t Tenant>,
+    tables: &[String],
+) -> Result<BTreeMap<(String, String), (u64, i64)>, Error> {
+    if tables.is_empty() {
+        return Ok(BTreeMap::new());
+    }
+    let mut by_server: BTreeMap<&str, Vec<String>> = BTreeMap::new();
+    for t in tenants {
+        by_server
+            .entry(t.server.as_str())
+            .or_default()
+            .push(t.schema_name.clone());
+    }
+    let reads = by_server
+        .iter()
+        .map(|(server, schemas)| sizes(cx, server, schemas, tables));
+    Ok(futures::future::try_join_all(reads)
+        .await?
+        .into_iter()
+        .flatten()
+        .collect())
+}
+
 /// Sizes of tables by (schema, table), read from `server`.
 async fn sizes(
     cx: &Context,
@@ -167,19 +194,7 @@ pub async fn impact(
     // Every tenant table any statement locks or rewrites, read per server in one query.
     let tables: BTreeSet<String> = measured.iter().flat_map(touched).collect();
     let tables: Vec<String> = tables.into_iter().collect();
-    let mut by_server: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for t in &tenants {
-        by_server
-            .entry(t.server.as_str())
-            .or_default()
-            .push(t.schema_name.clone());
-    }
-    let mut size: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
-    if !tables.is_empty() {
-        for (server, schemas) in &by_server {
-            size.extend(sizes(cx, server, schemas, &tables).await?);
-        }
-    }
+    let size = sizes_of(cx, tenants.iter().copied(), &tables).await?;
     let statements = measured
         .into_iter()
         .map(|m| {
@@ -288,19 +303,11 @@ pub async fn guard(
     if rewritten.is_empty() {
         return Ok(planned);
     }
-    let mut by_server: BTreeMap<&str, Vec<String>> = BTreeMap::new();
-    for p in &planned {
-        if let Planned::Work(t) = p {
-            by_server
-                .entry(t.server.as_str())
-                .or_default()
-                .push(t.schema_name.clone());
-        }
-    }
-    let mut size: BTreeMap<(String, String), (u64, i64)> = BTreeMap::new();
-    for (server, schemas) in &by_server {
-        size.extend(sizes(cx, server, schemas, &rewritten).await?);
-    }
+    let working = planned.iter().filter_map(|p| match p {
+        Planned::Work(t) => Some(t),
+        Planned::Done(_) => None,
+    });
+    let size = sizes_of(cx, working, &rewritten).await?;
     Ok(planned
         .into_iter()
         .map(|p| {

@@ -309,6 +309,32 @@ async fn probe(cx: &Context, server: &str) -> (ServerHealth, Vec<(String, u64)>)
     (h, runs)
 }
 
+/// The runs with sessions open on this server's database (`application_name`
+/// `... tenantctl RUN_ID`), with how many each has; only `run_id`'s when given.
+async fn run_sessions(client: &Client, run_id: Option<&str>) -> Result<Vec<(String, u64)>, Error> {
+    let rows = db::read(
+        client,
+        "reading the server's sessions",
+        client.query(
+            "SELECT substring(application_name FROM 'tenantctl ([0-9a-f-]{36})$'), count(*)::bigint \
+             FROM pg_catalog.pg_stat_activity \
+             WHERE application_name ~ 'tenantctl [0-9a-f-]{36}$' AND datname = pg_catalog.current_database() \
+               AND ($1::text IS NULL OR application_name LIKE '%tenantctl ' || $1) \
+             GROUP BY 1",
+            &[&run_id],
+        ),
+    )
+    .await?;
+    Ok(rows
+        .iter()
+        .filter_map(|r| {
+            let id: String = r.try_get(0).ok()?;
+            let n: i64 = r.try_get(1).ok()?;
+            Some((id, u64::try_from(n).unwrap_or(0)))
+        })
+        .collect())
+}
+
 async fn read_server(
     cx: &Context,
     server: &str,
@@ -363,26 +389,7 @@ async fn read_server(
             blockers,
         });
     }
-    let runs = db::read(
-        &client,
-        "reading the server's sessions",
-        client.query(
-            "SELECT substring(application_name FROM 'tenantctl ([0-9a-f-]{36})$'), count(*)::bigint \
-             FROM pg_catalog.pg_stat_activity \
-             WHERE application_name ~ 'tenantctl [0-9a-f-]{36}$' AND datname = pg_catalog.current_database() \
-             GROUP BY 1",
-            &[],
-        ),
-    )
-    .await?;
-    let runs = runs
-        .iter()
-        .filter_map(|r| {
-            let id: String = r.try_get(0).ok()?;
-            let n: i64 = r.try_get(1).ok()?;
-            Some((id, u64::try_from(n).unwrap_or(0)))
-        })
-        .collect();
+    let runs = run_sessions(&client, None).await?;
     if let Ok((shared, set)) = cx.shared() {
         let state = crate::engine::shared::observe(&client, &shared.schema, &cx.settings)
             .await
@@ -531,18 +538,24 @@ pub async fn run(
     let progress = registry.progress(std::slice::from_ref(&run_id)).await?;
     let mut sessions = 0;
     if row.is_none() {
-        let probes = futures::future::join_all(
-            crate::app::metrics::server_names(cx)
-                .into_iter()
-                .map(|s| async move { probe(cx, &s).await.1 }),
-        )
-        .await;
-        sessions = probes
-            .into_iter()
-            .flatten()
-            .filter(|(id, _)| *id == run_id)
-            .map(|(_, n)| n)
-            .sum();
+        // Only its sessions, on each server at once (a server that cannot be reached
+        // counts none), bounded as the overview's probes are.
+        let run_id = &run_id;
+        let counts =
+            futures::future::join_all(crate::app::metrics::server_names(cx).into_iter().map(
+                |s| async move {
+                    let read = async {
+                        let client = cx.connect_server(&s).await?;
+                        run_sessions(&client, Some(run_id)).await
+                    };
+                    match tokio::time::timeout(PROBE_TIMEOUT, read).await {
+                        Ok(Ok(runs)) => runs.into_iter().map(|(_, n)| n).sum(),
+                        _ => 0u64,
+                    }
+                },
+            ))
+            .await;
+        sessions = counts.into_iter().sum();
         if progress.is_empty() && sessions == 0 && !know {
             return Err(not_found());
         }
