@@ -95,7 +95,7 @@ config_keys! {
         statement_timeout: String => |s, _| duration_shown(s.statement_timeout),
         lock_wait: String => |s, _| duration_shown(s.lock_wait),
         read_timeout: String => |s, _| duration_shown(s.read_timeout),
-        max_rewrite_bytes: String => |s, _| s.max_rewrite_bytes.map(|b| b.to_string()).unwrap_or_else(|| "off".into()),
+        max_rewrite_bytes: SizeValue => |s, _| s.max_rewrite_bytes.map(|b| b.to_string()).unwrap_or_else(|| "off".into()),
     }
 }
 
@@ -224,6 +224,16 @@ fn policies(file: &FileConfig) -> Result<BTreeMap<String, Policy>, Error> {
         );
     }
     Ok(out)
+}
+
+/// A size as the file writes it: a whole number of bytes, or text with a unit.
+#[derive(Debug, Clone, Deserialize)]
+#[serde(untagged)]
+enum SizeValue {
+    /// `max_rewrite_bytes = 10737418240`.
+    Bytes(i64),
+    /// `max_rewrite_bytes = "10GB"`.
+    Text(String),
 }
 
 /// A size: a whole number of bytes, or with a unit (`kB`/`KiB`, `MB`/`MiB`, `GB`/`GiB`,
@@ -1060,12 +1070,11 @@ pub fn resolve(
         ));
     }
     let lint_ignore = lint_ignore(&file)?;
-    let max_rewrite_bytes = file
-        .run
-        .max_rewrite_bytes
-        .as_deref()
-        .map(|v| bytes(v, "run.max_rewrite_bytes"))
-        .transpose()?;
+    let max_rewrite_bytes = match &file.run.max_rewrite_bytes {
+        None => None,
+        Some(SizeValue::Text(v)) => Some(bytes(v, "run.max_rewrite_bytes")?),
+        Some(SizeValue::Bytes(n)) => Some(bytes(&n.to_string(), "run.max_rewrite_bytes")?),
+    };
     let run = run_limits(overrides, &file)?;
     let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
     let sources = sources(
@@ -1745,6 +1754,19 @@ mod tests {
         assert_eq!(bytes("1024", "k").unwrap(), 1024);
         assert_eq!(bytes("10GB", "k").unwrap(), 10 << 30);
         assert_eq!(bytes(" 500 MiB", "k").unwrap(), 500 << 20);
+        let s = from_file(
+            &Overrides::default(),
+            Path::new("/"),
+            "[run]\nmax_rewrite_bytes = 1048576\n",
+        )
+        .unwrap();
+        assert_eq!(s.max_rewrite_bytes, Some(1 << 20));
+        assert!(from_file(
+            &Overrides::default(),
+            Path::new("/"),
+            "[run]\nmax_rewrite_bytes = -1\n"
+        )
+        .is_err());
         for bad in ["", "0", "-1", "1.5GB", "10XB", "99999999999TB", "GB", "2PB"] {
             let e = bytes(bad, "run.max_rewrite_bytes").unwrap_err();
             assert!(

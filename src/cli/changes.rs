@@ -51,8 +51,9 @@ pub struct UpgradeArgs {
     pub dry_run: bool,
 
     /// Print what each pending statement locks and rewrites (measured on a scratch
-    /// copy) and the selected tenants with the largest tables it locks; change nothing.
-    #[arg(long, help_heading = "Mode", conflicts_with_all = ["shared", "dry_run"])]
+    /// copy) and the selected tenants with the largest tables it locks; change nothing
+    /// (with or without --dry-run).
+    #[arg(long, help_heading = "Mode", conflicts_with = "shared")]
     pub impact: bool,
 }
 

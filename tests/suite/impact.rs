@@ -187,12 +187,25 @@ fn a_statement_that_fails_on_the_copy_is_said_and_a_relative_target_is_refused()
         2,
         &["--impact takes a version or head"],
     );
-    // --impact with --dry-run or --shared is a usage error.
+    // --impact with --shared is a usage error; with --dry-run it is the same report.
     expect_error(
-        &t.run(&["upgrade", "--all", "--impact", "--dry-run"]),
+        &t.run(&["upgrade", "--all", "--impact", "--shared"]),
         2,
         &[],
     );
+    let with: Value = t
+        .run(&[
+            "upgrade",
+            "--all",
+            "--impact",
+            "--dry-run",
+            "2",
+            "-o",
+            "json",
+        ])
+        .expect(0)
+        .json();
+    assert_eq!(with["statements"].as_array().unwrap().len(), 3);
     // Up to V2 only: what V2 does, and V3 is not run.
     let doc: Value = t
         .run(&["upgrade", "--all", "--impact", "2", "-o", "json"])
