@@ -87,6 +87,14 @@ config_keys! {
     lint: LintSection {
         ignore: Vec<String> => |s, _| format!("{:?}", s.lint_ignore),
     }
+    pitr: PitrSection {
+        stanza: String => |s, _| s.servers[0].pitr.as_ref().map(|p| p.stanza.clone()).unwrap_or_default(),
+        config: PathBuf => |s, _| s.servers[0].pitr.as_ref().and_then(|p| p.config.as_ref()).map(|p| p.display().to_string()).unwrap_or_default(),
+        pgbackrest: PathBuf => |s, _| s.pitr.pgbackrest.display().to_string(),
+        bin_dir: PathBuf => |s, _| s.pitr.bin_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(the server's version's)".into()),
+        scratch_dir: PathBuf => |s, _| s.pitr.scratch_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
+        os_user: String => |s, _| s.pitr.os_user.clone().unwrap_or_default(),
+    }
     run: RunSection {
         concurrency: usize => |s, _| s.concurrency.to_string(),
         lock_timeout: String => |s, _| duration_shown(s.lock_timeout),
@@ -289,6 +297,41 @@ struct ServerSection {
     connect_timeout: Option<String>,
     concurrency: Option<usize>,
     weight: Option<u32>,
+    pitr: Option<ServerPitrSection>,
+}
+
+/// One `[servers.NAME.pitr]` table of the file: that server's pgBackRest stanza.
+#[derive(Debug, Default, Deserialize)]
+#[serde(deny_unknown_fields)]
+struct ServerPitrSection {
+    stanza: Option<String>,
+    config: Option<PathBuf>,
+}
+
+/// `[pitr]`: how `tenant restore --at` and `tenant export --at` recover a server's
+/// backup to a scratch instance (each server's stanza is in its [`Server`]).
+#[derive(Debug, Clone, Default)]
+pub struct Pitr {
+    /// The `pgbackrest` command (a name looked up on PATH, or a path).
+    pub pgbackrest: PathBuf,
+    /// The PostgreSQL binaries the scratch instance runs (`postgres`); `None`: those of
+    /// the server's major version in Debian's layout.
+    pub bin_dir: Option<PathBuf>,
+    /// Where scratch instances are made, one directory each.
+    pub scratch_dir: Option<PathBuf>,
+    /// The operating-system user pgBackRest and the scratch instance run as (when
+    /// tenantctl runs as root, which PostgreSQL refuses to run as).
+    pub os_user: Option<String>,
+}
+
+/// A server's pgBackRest stanza: `[pitr] stanza` for `default`, `[servers.NAME.pitr]`
+/// for the others.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Stanza {
+    /// The stanza's name.
+    pub stanza: String,
+    /// pgBackRest's configuration file (`--config`); `None`: pgBackRest's default.
+    pub config: Option<PathBuf>,
 }
 
 /// The application's shared schema (`public` by default), migrated on every server
@@ -326,6 +369,8 @@ pub struct Server {
     /// Placement weight: new tenants go to the server with the fewest tenants per unit
     /// of weight; 0 receives none.
     pub weight: u32,
+    /// Its pgBackRest stanza, for point-in-time recovery; `None` when not configured.
+    pub pitr: Option<Stanza>,
 }
 
 impl Settings {
@@ -364,6 +409,15 @@ fn servers(
         connect_timeout,
         concurrency,
         weight: 1,
+        pitr: match &file.pitr.stanza {
+            Some(name) => Some(stanza(name, file.pitr.config.as_ref(), file_dir, "pitr")?),
+            None if file.pitr.config.is_some() => {
+                return Err(Error::setup(
+                    "config pitr.config is set without pitr.stanza: name the default server's pgBackRest stanza",
+                ))
+            }
+            None => None,
+        },
     }];
     for (name, section) in &file.servers {
         let key = |k: &str| format!("servers.{name}.{k}");
@@ -382,9 +436,10 @@ fn servers(
                 || section.sslmode.is_some()
                 || section.sslrootcert.is_some()
                 || section.connect_timeout.is_some()
+                || section.pitr.is_some()
             {
                 return Err(Error::setup(
-                    "config [servers.default] may set only concurrency and weight: the default server is database.url's",
+                    "config [servers.default] may set only concurrency and weight: the default server is database.url's (its stanza is [pitr] stanza)",
                 ));
             }
             out[0].concurrency = server_concurrency;
@@ -415,9 +470,94 @@ fn servers(
             )?,
             concurrency: server_concurrency,
             weight,
+            pitr: match &section.pitr {
+                Some(p) => {
+                    let table = format!("servers.{name}.pitr");
+                    let Some(st) = &p.stanza else {
+                        return Err(Error::setup(format!(
+                            "config [{table}] needs a stanza: the server's pgBackRest stanza"
+                        )));
+                    };
+                    let config = p.config.as_ref().or(file.pitr.config.as_ref());
+                    Some(stanza(st, config, file_dir, &table)?)
+                }
+                None => None,
+            },
         });
     }
     Ok(out)
+}
+
+/// A pgBackRest stanza as configured in table `table`: its name checked (letters,
+/// digits, `_`, `.`, `-`; what pgBackRest accepts and a command line cannot misread).
+fn stanza(
+    name: &str,
+    config: Option<&PathBuf>,
+    file_dir: &Path,
+    table: &str,
+) -> Result<Stanza, Error> {
+    let ok = !name.is_empty()
+        && name.len() <= 64
+        && name
+            .chars()
+            .next()
+            .is_some_and(|c| c.is_ascii_alphanumeric())
+        && name
+            .chars()
+            .all(|c| c.is_ascii_alphanumeric() || matches!(c, '_' | '.' | '-'));
+    if !ok {
+        return Err(Error::setup(format!(
+            "config {table}.stanza {} is not a pgBackRest stanza name: use letters, digits, '_', '.' and '-', starting with a letter or digit, at most 64",
+            ident::shown(name)
+        )));
+    }
+    Ok(Stanza {
+        stanza: name.to_string(),
+        config: config.map(|p| file_dir.join(p)),
+    })
+}
+
+/// `[pitr]`'s tool settings, checked.
+fn pitr(file: &FileConfig, file_dir: &Path) -> Result<Pitr, Error> {
+    let p = &file.pitr;
+    let nonempty = |v: Option<&PathBuf>, key: &str| -> Result<Option<PathBuf>, Error> {
+        match v {
+            Some(d)
+                if d.as_os_str().is_empty() || d.to_str().is_some_and(|d| d.trim().is_empty()) =>
+            {
+                Err(Error::setup(format!("config {key} is empty")))
+            }
+            Some(d) => Ok(Some(file_dir.join(d))),
+            None => Ok(None),
+        }
+    };
+    let pgbackrest = match &p.pgbackrest {
+        // A bare name is looked up on PATH, as a shell would.
+        Some(c) if c.components().count() == 1 && !c.as_os_str().is_empty() => c.clone(),
+        Some(c) => nonempty(Some(c), "pitr.pgbackrest")?.unwrap_or_default(),
+        None => PathBuf::from("pgbackrest"),
+    };
+    if let Some(u) = &p.os_user {
+        let ok = !u.is_empty()
+            && u.len() <= 32
+            && u.chars()
+                .next()
+                .is_some_and(|c| c.is_ascii_lowercase() || c == '_')
+            && u.chars()
+                .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
+        if !ok {
+            return Err(Error::setup(format!(
+                "config pitr.os_user {} is not a user name: lowercase letters, digits, '_' and '-', at most 32",
+                ident::shown(u)
+            )));
+        }
+    }
+    Ok(Pitr {
+        pgbackrest,
+        bin_dir: nonempty(p.bin_dir.as_ref(), "pitr.bin_dir")?,
+        scratch_dir: nonempty(p.scratch_dir.as_ref(), "pitr.scratch_dir")?,
+        os_user: p.os_user.clone(),
+    })
 }
 
 /// One config key (see [`config_keys!`]).
@@ -660,6 +800,8 @@ pub struct Settings {
     /// `run.max_rewrite_bytes`: an upgrade skips a tenant in which a pending statement
     /// would rewrite a table (with its indexes) bigger than this; off when `None`.
     pub max_rewrite_bytes: Option<u64>,
+    /// `[pitr]`: point-in-time recovery's tools and scratch directory.
+    pub pitr: Pitr,
 }
 
 impl Settings {
@@ -1077,6 +1219,7 @@ pub fn resolve(
     };
     let run = run_limits(overrides, &file)?;
     let servers = servers(&file, &file_dir, run.concurrency, connect_timeout)?;
+    let pitr = pitr(&file, &file_dir)?;
     let sources = sources(
         &file,
         overrides,
@@ -1114,6 +1257,7 @@ pub fn resolve(
         serve_cookie_secure,
         lint_ignore,
         max_rewrite_bytes,
+        pitr,
     })
 }
 
@@ -1789,13 +1933,14 @@ mod tests {
                     [backup.policies.default]\nevery = \"1d\"\nkeep = 7\nkeep_within = \"30d\"\n\
                     [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nbackups = true\ncookie_secure = true\n\
                     [lint]\nignore = [\"ban-drop-column\"]\n\
+                    [pitr]\nstanza = \"main\"\nconfig = \"pgbackrest.conf\"\npgbackrest = \"/usr/bin/pgbackrest\"\nbin_dir = \"/usr/lib/postgresql/15/bin\"\nscratch_dir = \"/var/tmp/pitr\"\nos_user = \"postgres\"\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\nmax_rewrite_bytes = \"10GB\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));
         let keys: Vec<&str> = shown.iter().map(|e| e.key).collect();
         let expected: Vec<&str> = KEYS.iter().map(|k| k.name).collect();
         assert_eq!(keys, expected);
-        assert_eq!(keys.len(), 27);
+        assert_eq!(keys.len(), 33);
         for e in &shown {
             assert_eq!(e.source, Source::File, "{}", e.key);
         }

@@ -37,6 +37,11 @@ pub const ALL: &[&str] = &[
     "restore.built",
     "restore.loaded",
     "restore.swapped",
+    // tenant restore --at and tenant export --at: the scratch recovery, before the
+    // restore's own steps above.
+    "pitr.restored",
+    "pitr.recovered",
+    "pitr.exported",
     // tenant import and clone (an import fed by an export).
     "import.schema-built",
     "import.loaded",

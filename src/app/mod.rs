@@ -21,6 +21,7 @@ pub mod lint;
 pub mod metrics;
 pub mod moves;
 pub mod overview;
+pub mod pitr;
 pub mod reads;
 pub mod revision;
 pub mod shared;

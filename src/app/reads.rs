@@ -39,6 +39,11 @@ pub struct CheckReport {
     /// findings, as `lint` reports them. A finding is a problem too.
     #[serde(skip_serializing_if = "Vec::is_empty")]
     pub lint: Vec<crate::app::lint::FileLint>,
+    /// Point-in-time recovery on each server with a pgBackRest stanza configured: the
+    /// stanza checked, its backups, and room in the scratch directory. One that is not
+    /// ready is a problem.
+    #[serde(skip_serializing_if = "Vec::is_empty")]
+    pub pitr: Vec<crate::data::pitr::Readiness>,
 }
 
 /// What `check` says of the version index.
@@ -183,9 +188,24 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
         .into_iter()
         .filter(|f| !f.findings.is_empty())
         .collect();
+    let mut pitr = Vec::new();
+    for (server, target) in cx.servers.iter() {
+        if server.pitr.is_none() {
+            continue;
+        }
+        let r = match target.connect().await {
+            Ok(live) => crate::data::pitr::readiness(&cx.settings, &server.name, &live).await,
+            Err(e) => return Err(e),
+        };
+        pitr.push(r);
+    }
     Ok(CheckReport {
-        ok: problems.is_empty() && shared.iter().all(|s| s.at_head()) && lint.is_empty(),
+        ok: problems.is_empty()
+            && shared.iter().all(|s| s.at_head())
+            && lint.is_empty()
+            && pitr.iter().all(|p| p.ok),
         lint,
+        pitr,
         shared,
         head: set.head(),
         tenants: tenants.len(),

@@ -47,17 +47,38 @@ pub async fn export(
 ) -> Result<ExportReport, Error> {
     // The file is checked before any connection; its temporary file made once the
     // tenant is found.
-    let to = match to {
+    let to = prepare_out(to)?;
+    let client = cx.connect().await?;
+    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
+    let tenant = registry.find(reference).await?;
+    data::moving::refuse_unfinished(&registry, &tenant, "export it").await?;
+    drop(registry);
+    write_export(&cx.one_tenant(events), &tenant, to).await
+}
+
+/// Checks where an export writes before anything else (a file that exists without
+/// `force` is refused).
+pub fn prepare_out(to: ArchiveOut) -> Result<PreparedOut, Error> {
+    Ok(PreparedOut(match to {
         ArchiveOut::File { path, force } => {
             let partial = data::files::prepare(&path, force)?;
             Prepared::File { path, partial }
         }
         ArchiveOut::Stream(w) => Prepared::Stream(w),
-    };
-    let client = cx.connect().await?;
-    let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
-    let tenant = registry.find(reference).await?;
-    data::moving::refuse_unfinished(&registry, &tenant, "export it").await?;
+    }))
+}
+
+/// Where an export writes, checked by [`prepare_out`].
+pub struct PreparedOut(Prepared);
+
+/// Writes `tenant`'s archive to `to` from the server `one` reaches it on (the live one,
+/// or a scratch instance recovered to a time).
+pub async fn write_export(
+    one: &crate::engine::tenant::Context<'_>,
+    tenant: &Tenant,
+    to: PreparedOut,
+) -> Result<ExportReport, Error> {
+    let to = to.0;
     let started = std::time::Instant::now();
     let (out, file): (Box<dyn std::io::Write + Send>, _) = match to {
         Prepared::Stream(w) => (w, None),
@@ -71,7 +92,7 @@ pub async fn export(
     let label = file
         .as_ref()
         .map_or_else(|| "-".to_string(), |(path, _)| path.display().to_string());
-    let exported = data::export(&cx.one_tenant(events), &tenant, out, &label).await;
+    let exported = data::export(one, tenant, out, &label).await;
     let bytes = match (&file, &exported) {
         (Some((path, partial)), Ok(_)) => Some(data::files::finish(partial, path)?),
         (Some((_, partial)), Err(_)) => {
@@ -489,6 +510,7 @@ impl RestoreStart {
             &self.tenant,
             self.input,
             &self.set,
+            "restore",
         )
         .await
     }

@@ -151,6 +151,16 @@ enum MoveDoc {
 enum RestoreDoc {
     Plan(tenant_data::RestorePlan),
     Restored(crate::data::Restored),
+    AtPlan(crate::app::pitr::PitrPlan),
+    At(crate::app::pitr::PitrRestored),
+}
+
+#[derive(JsonSchema)]
+#[serde(untagged)]
+#[allow(dead_code, clippy::large_enum_variant)]
+enum ExportDoc {
+    Exported(crate::data::ExportReport),
+    At(crate::app::pitr::PitrExported),
 }
 
 #[derive(JsonSchema)]
@@ -192,7 +202,7 @@ pub fn all() -> Vec<(&'static str, Schema)> {
         ("tenant-clone", of::<MadeFromData>()),
         ("tenant-create", of::<CreateDoc>()),
         ("tenant-drop", of::<DropDoc>()),
-        ("tenant-export", of::<crate::data::ExportReport>()),
+        ("tenant-export", of::<ExportDoc>()),
         ("tenant-import", of::<MadeFromData>()),
         ("tenant-list", of::<status::Listing>()),
         ("tenant-move", of::<MoveDoc>()),

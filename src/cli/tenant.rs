@@ -44,7 +44,7 @@ pub enum TenantCommand {
     /// Write the tenant's data to an archive (one compressed, checksummed file: its
     /// revision and every table's rows), from one snapshot under its lock.
     #[command(
-        after_help = "Examples:\n  tenantctl tenant export demo-church -f demo-church.tenant\n  tenantctl tenant export demo-church -f - | ssh backup-host \"cat > demo-church.tenant\""
+        after_help = "Examples:\n  tenantctl tenant export demo-church -f demo-church.tenant\n  tenantctl tenant export demo-church -f - | ssh backup-host \"cat > demo-church.tenant\"\n  tenantctl tenant export demo-church --at 2026-12-07T13:05:00Z -f demo-church-1305.tenant"
     )]
     Export(ExportArgs),
     /// Register a new tenant from an archive: new API key (printed once), schema built by
@@ -62,7 +62,7 @@ pub enum TenantCommand {
     /// Replace a tenant's schema and data with an archive's. Asks first; without a
     /// terminal, refuses (exit 2) unless --yes is given.
     #[command(
-        after_help = "Examples:\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --dry-run\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --yes\n  tenantctl tenant restore demo-church --latest --from backups --yes"
+        after_help = "Examples:\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --dry-run\n  tenantctl tenant restore demo-church backups/demo-church/demo-church-20261130T021502Z.tenant --yes\n  tenantctl tenant restore demo-church --latest --from backups --yes\n  tenantctl tenant restore demo-church --at \"2026-12-07 14:05:00+01\" --into demo-church-1405 --yes\n  tenantctl tenant restore demo-church --at 2026-12-07T13:05:00Z --yes"
     )]
     Restore(RestoreArgs),
 }
@@ -173,6 +173,11 @@ pub struct ExportArgs {
     /// Replace FILE if it exists.
     #[arg(long)]
     pub force: bool,
+
+    /// The tenant as it was at TIME (RFC 3339, or "YYYY-MM-DD HH:MM:SS" with a zone),
+    /// from its server's pgBackRest backup recovered on a scratch instance ([pitr]).
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
 }
 
 /// Arguments of `tenant import`.
@@ -216,18 +221,29 @@ pub struct RestoreArgs {
     /// The archive (`-` for standard input).
     #[arg(
         value_name = "FILE",
-        required_unless_present = "latest",
-        conflicts_with = "latest"
+        required_unless_present_any = ["latest", "at"],
+        conflicts_with_all = ["latest", "at"]
     )]
     pub file: Option<std::path::PathBuf>,
 
     /// The tenant's newest backup in --from DIR (as `backup` writes them), instead of FILE.
-    #[arg(long)]
+    #[arg(long, conflicts_with = "at")]
     pub latest: bool,
 
     /// Where --latest looks [default: backup.dir].
-    #[arg(long, value_name = "DIR", conflicts_with = "file")]
+    #[arg(long, value_name = "DIR", conflicts_with_all = ["file", "at"])]
     pub from: Option<std::path::PathBuf>,
+
+    /// The tenant as it was at TIME (RFC 3339, or "YYYY-MM-DD HH:MM:SS" with a zone),
+    /// instead of FILE: its server's pgBackRest backup is recovered to TIME on a scratch
+    /// instance ([pitr]) and the tenant exported from it.
+    #[arg(long, value_name = "TIME")]
+    pub at: Option<String>,
+
+    /// With --at: make a new tenant DOMAIN of that data (named as the tenant, of its
+    /// type, placed by weight) instead of replacing the tenant, to compare first.
+    #[arg(long, value_name = "DOMAIN", requires = "at")]
+    pub into: Option<String>,
 
     /// Confirm without asking (needed without a terminal).
     #[arg(long)]

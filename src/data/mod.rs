@@ -13,6 +13,7 @@ pub mod fence;
 pub mod files;
 pub mod load;
 pub mod moving;
+pub mod pitr;
 pub mod stream;
 
 use std::io::Read;
@@ -1007,6 +1008,8 @@ pub struct Restored {
     pub rows: u64,
     /// How long it took.
     pub duration_ms: u64,
+    /// How long the tenant's writes waited: from its tables' locks to the swap's commit.
+    pub write_block_ms: u64,
     /// One sentence.
     pub message: String,
 }
@@ -1033,12 +1036,14 @@ pub(crate) fn beside(schema: &str, suffix: &str) -> String {
 /// Replaces `tenant`'s schema and data with the archive's. The new schema is built and
 /// loaded beside the old one, then the two are swapped and the old one dropped in one
 /// transaction under the tenant's lock: until that commit, the tenant is as it was.
+/// `action` names the run in the ledger (`restore`, or `restore --at`).
 pub async fn restore(
     cx: &Context<'_>,
     client: &Client,
     tenant: &Tenant,
     input: ArchiveInput,
     set: &MigrationSet,
+    action: &str,
 ) -> Result<Restored, Error> {
     let started = std::time::Instant::now();
     let started_at = OffsetDateTime::now_utc();
@@ -1062,6 +1067,8 @@ pub async fn restore(
     // Whether this restore made the schema beside the tenant's (and must remove it if
     // it does not finish).
     let made = std::sync::atomic::AtomicBool::new(false);
+    // When the tenant's writes began to wait.
+    let fenced_at = std::sync::OnceLock::new();
     let result = async {
         let before = main.observe().await?;
         let mut on_server = cx.servers.target(&tenant.server)?.connect().await?;
@@ -1106,6 +1113,7 @@ pub async fn restore(
                 cx.settings,
             )
             .await?;
+            let _ = fenced_at.set(std::time::Instant::now());
             fence::take(
                 main.client(),
                 &watch,
@@ -1133,10 +1141,13 @@ pub async fn restore(
         let attach =
             crate::registry::versions::attach_sql(index, &schema, &cx.settings.history_table);
         let kept = swap(main.client(), &schema, &fresh, &old, &attach).await?;
+        let blocked = fenced_at
+            .get()
+            .map_or(0, |t| t.elapsed().as_millis() as u64);
         crate::failpoint!("restore.swapped");
         let state = main.observe().await?;
         let run = scheduler::OwnRun::new()?;
-        let event = run.event("restore", before.current(), started_at);
+        let event = run.event(action, before.current(), started_at);
         let recorded = registry::record_with(
             registry.client(),
             registry.tables(),
@@ -1146,7 +1157,7 @@ pub async fn restore(
             Some(&event),
         )
         .await?;
-        Ok((recorded, before.current(), loaded, kept))
+        Ok((recorded, before.current(), loaded, kept, blocked))
     }
     .await;
     if let Err(e) = &result {
@@ -1158,11 +1169,11 @@ pub async fn restore(
                 .await;
             // It had begun (the tables fenced, the new schema made): the attempt is in
             // the ledger, the tenant as it was. The error is the command's either way.
-            let _ = log_failure(&registry, tenant, "restore", started_at, e).await;
+            let _ = log_failure(&registry, tenant, action, started_at, e).await;
         }
     }
     main.close(&pool).await;
-    let (recorded, from, loaded, kept) = result?;
+    let (recorded, from, loaded, kept, write_block_ms) = result?;
     let m = &source.manifest;
     let mut message = format!(
         "tenant {} restored from {}'s archive: schema {} rebuilt at revision {} with {} rows in {} tables",
@@ -1188,6 +1199,7 @@ pub async fn restore(
         tables: loaded.tables,
         rows: loaded.rows,
         duration_ms: started.elapsed().as_millis() as u64,
+        write_block_ms,
         message,
     })
 }

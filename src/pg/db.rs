@@ -1345,6 +1345,40 @@ async fn backend_pid(
 
 /// Reads a PEM file of one or more certificates (a CA bundle, as libpq accepts).
 impl Target {
+    /// A target for a scratch instance this process started, listening only on the Unix
+    /// socket in `socket_dir` on `port`: the same database and user as this target,
+    /// no password, no TLS (a socket in a private directory needs neither).
+    pub fn scratch_socket(&self, socket_dir: &std::path::Path, port: u16, name: &str) -> Target {
+        let mut config = Config::new();
+        config.host_path(socket_dir).port(port);
+        if let Some(user) = self.config.get_user() {
+            config.user(user);
+        }
+        if let Some(db) = self.config.get_dbname() {
+            config.dbname(db);
+        }
+        if let Some(app) = self.config.get_application_name() {
+            config.application_name(app);
+        }
+        config.connect_timeout(Duration::from_secs(10));
+        let mut t = self.clone();
+        t.display = format!(
+            "postgres://{}@[{}]:{port}/{}",
+            config.get_user().unwrap_or_default(),
+            socket_dir.display(),
+            config.get_dbname().unwrap_or_default()
+        );
+        t.config = config;
+        t.sslmode = SslMode::Disable;
+        t.roots = None;
+        t.client_cert = None;
+        t.password_note = None;
+        t.tls = Default::default();
+        t.run = None;
+        t.server = Some(name.to_string());
+        t
+    }
+
     /// A copy that connects to database `dbname` of the same server, as the same user.
     pub fn on_database(&self, dbname: &str) -> Target {
         let mut t = self.clone();

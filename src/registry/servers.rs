@@ -47,6 +47,25 @@ impl Servers {
         }
     }
 
+    /// These servers with `name`'s target replaced by `target` (a scratch instance
+    /// standing in for it).
+    pub fn replacing(&self, name: &str, target: Target) -> Servers {
+        Servers {
+            list: self
+                .list
+                .iter()
+                .map(|(s, t)| {
+                    let t = if s.name == name {
+                        target.clone()
+                    } else {
+                        t.clone()
+                    };
+                    (s.clone(), t)
+                })
+                .collect(),
+        }
+    }
+
     /// Every server, `default` first, then by name.
     pub fn iter(&self) -> impl Iterator<Item = &(Server, Target)> {
         self.list.iter()

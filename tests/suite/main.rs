@@ -41,6 +41,7 @@ mod lint;
 mod locks;
 mod names;
 mod online_move;
+mod pitr;
 mod pooler;
 mod props;
 mod psql_execution;

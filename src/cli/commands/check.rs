@@ -84,6 +84,21 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
                 ));
             }
         }
+        for p in &report.pitr {
+            match &p.error {
+                Some(e) => text.push_str(&format!(
+                    "point-in-time recovery on server {} (stanza {}): {e}\n",
+                    p.server, p.stanza
+                )),
+                None => text.push_str(&format!(
+                    "point-in-time recovery on server {} (stanza {}): ready, from {} to {}\n",
+                    p.server,
+                    p.stanza,
+                    p.oldest.as_deref().unwrap_or("?"),
+                    p.newest.as_deref().unwrap_or("the last archived WAL")
+                )),
+            }
+        }
         if report.ok {
             text.push_str(&format!(
                 "check: ok: {} at head {}, migration files valid, registry consistent{}",
@@ -114,8 +129,17 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             } else {
                 String::new()
             };
+            let pitr = report.pitr.iter().filter(|p| !p.ok).count();
+            let pitr = if pitr > 0 {
+                format!(
+                    ", point-in-time recovery not ready on {}",
+                    crate::show::count(pitr, "server")
+                )
+            } else {
+                String::new()
+            };
             text.push_str(&format!(
-                "check: {} in {} of {} (head {}){shared}{lint}",
+                "check: {} in {} of {} (head {}){shared}{lint}{pitr}",
                 crate::show::count(report.problems.len(), "problem"),
                 report.tenants_with_problems,
                 crate::show::count(report.tenants, "tenant"),

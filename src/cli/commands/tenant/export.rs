@@ -33,6 +33,21 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
             force: args.force,
         }
     };
+    if let Some(at) = &args.at {
+        let at = crate::data::pitr::parse_time(at)?;
+        let report = super::super::single(ctx, "tenant export", async |events| {
+            crate::app::pitr::export_at(ctx, events, &args.tenant, at, to).await
+        })
+        .await?;
+        if ctx.out.is_json() {
+            ctx.out.json(&report);
+        } else if to_stdout {
+            ctx.out.note(&report.export.message);
+        } else {
+            ctx.out.print(&report.export.message);
+        }
+        return Ok(Exit::Ok);
+    }
     let report = super::super::single(ctx, "tenant export", async |events| {
         tenant_data::export(ctx, events, &args.tenant, to).await
     })
