@@ -173,6 +173,11 @@ impl Checked {
     ) -> Result<(pitr::Instance, ExportReport), Error> {
         let tenant = &self.tenant;
         let live = cx.servers.target(&tenant.server)?;
+        // Ctrl-C stops the recovery and removes the scratch instance (a second one exits
+        // at once; the next --at run removes what is left).
+        let _graceful = cx.interrupt.graceful_guard_saying(
+            "stopping: the scratch instance is being stopped and its directory removed; nothing was changed (signal again to exit at once: the next --at run removes what is left)",
+        );
         let mut instance = pitr::recover(
             &self.tools,
             &self.window,
@@ -230,6 +235,13 @@ impl Checked {
             }
         };
         crate::failpoint!("pitr.exported");
+        if cx.interrupt.requested() {
+            instance.remove().await;
+            return Err(Error::new(
+                crate::error::ErrorKind::Interrupted,
+                "interrupted: the scratch instance was stopped and removed; nothing was changed",
+            ));
+        }
         instance.stop().await;
         Ok((instance, exported))
     }

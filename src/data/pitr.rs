@@ -257,9 +257,45 @@ impl Tools {
     /// Runs a `pgbackrest` command to its end; its output, or an error with the end of
     /// what it said.
     async fn run(&self, args: &[String], what: &str) -> Result<String, Error> {
+        self.run_until(args, what, None).await
+    }
+
+    /// [`Tools::run`], stopped when `stop` is cancelled: pgBackRest is sent SIGTERM
+    /// (it ends its own worker processes) and waited for, then the interruption is the
+    /// error.
+    async fn run_until(
+        &self,
+        args: &[String],
+        what: &str,
+        stop: Option<&tokio_util::sync::CancellationToken>,
+    ) -> Result<String, Error> {
         let mut c = self.pgbackrest();
-        c.args(args);
-        let out = c.output().await.map_err(|e| {
+        c.args(args).stdout(Stdio::piped()).stderr(Stdio::piped());
+        let child = c.spawn().map_err(|e| {
+            Error::setup(format!(
+                "cannot run {} ({what}): {e}",
+                self.pgbackrest.display()
+            ))
+        })?;
+        let pid = child.id();
+        let out = child.wait_with_output();
+        tokio::pin!(out);
+        let never = tokio_util::sync::CancellationToken::new();
+        let stop = stop.unwrap_or(&never);
+        let out = tokio::select! {
+            out = &mut out => out,
+            _ = stop.cancelled() => {
+                if let Some(pid) = pid {
+                    let _ = nix::sys::signal::kill(
+                        nix::unistd::Pid::from_raw(pid as i32),
+                        nix::sys::signal::Signal::SIGTERM,
+                    );
+                }
+                let _ = tokio::time::timeout(Duration::from_secs(30), &mut out).await;
+                return Err(interrupted(&format!("pgbackrest {what} was interrupted; nothing was changed")));
+            }
+        };
+        let out = out.map_err(|e| {
             Error::setup(format!(
                 "cannot run {} ({what}): {e}",
                 self.pgbackrest.display()
@@ -582,19 +618,59 @@ pub fn sweep(dir: &Path) -> usize {
         if owner_alive(&path) {
             continue;
         }
-        if let Some(pid) = postmaster_pid(&path.join("data")) {
-            // SIGQUIT: immediate shutdown; then wait for it to go.
-            let _ = nix::sys::signal::kill(pid, nix::sys::signal::Signal::SIGQUIT);
-            let until = Instant::now() + Duration::from_secs(10);
-            while nix::sys::signal::kill(pid, None).is_ok() && Instant::now() < until {
-                std::thread::sleep(Duration::from_millis(100));
-            }
-        }
+        end_processes_in(&path);
         if std::fs::remove_dir_all(&path).is_ok() {
             removed += 1;
         }
     }
     removed
+}
+
+/// Ends every process still working in scratch directory `run` (a scratch postmaster,
+/// found by its `postmaster.pid`, with SIGQUIT; pgBackRest and its workers, found by
+/// the directory in their command line, with SIGTERM), waiting up to 10 s, then
+/// SIGKILL for what is left.
+fn end_processes_in(run: &Path) {
+    use nix::sys::signal::{kill, Signal};
+    let needle = run.display().to_string();
+    let in_dir = || -> Vec<nix::unistd::Pid> {
+        let Ok(procs) = std::fs::read_dir("/proc") else {
+            return Vec::new();
+        };
+        procs
+            .flatten()
+            .filter_map(|e| {
+                let pid: i32 = e.file_name().to_str()?.parse().ok()?;
+                let cmd = std::fs::read(e.path().join("cmdline")).ok()?;
+                String::from_utf8_lossy(&cmd)
+                    .contains(&needle)
+                    .then_some(nix::unistd::Pid::from_raw(pid))
+            })
+            .filter(|p| p.as_raw() != std::process::id() as i32)
+            .collect()
+    };
+    if let Some(pid) = postmaster_pid(&run.join("data")) {
+        let _ = kill(pid, Signal::SIGQUIT);
+    }
+    for pid in in_dir() {
+        let _ = kill(pid, Signal::SIGTERM);
+    }
+    let until = Instant::now() + Duration::from_secs(10);
+    loop {
+        let left = in_dir();
+        let postmaster = postmaster_pid(&run.join("data"));
+        if left.is_empty() && postmaster.is_none() {
+            return;
+        }
+        if Instant::now() >= until {
+            for pid in left.into_iter().chain(postmaster) {
+                let _ = kill(pid, Signal::SIGKILL);
+            }
+            std::thread::sleep(Duration::from_millis(200));
+            return;
+        }
+        std::thread::sleep(Duration::from_millis(100));
+    }
 }
 
 /// Whether the process that made scratch directory `run` is still running.
@@ -682,7 +758,11 @@ impl Instance {
     pub async fn remove(mut self) {
         self.stop().await;
         let dir = std::mem::take(&mut self.dir);
-        let _ = tokio::task::spawn_blocking(move || std::fs::remove_dir_all(dir)).await;
+        let _ = tokio::task::spawn_blocking(move || {
+            end_processes_in(&dir);
+            std::fs::remove_dir_all(dir)
+        })
+        .await;
     }
 }
 
@@ -700,6 +780,7 @@ impl Drop for Instance {
             }
         }
         if !self.dir.as_os_str().is_empty() {
+            end_processes_in(&self.dir);
             let _ = std::fs::remove_dir_all(&self.dir);
         }
     }
@@ -765,11 +846,7 @@ pub async fn recover(
         "--log-level-console=warn".into(),
         "restore".into(),
     ];
-    let restore = tools.run(&args, "restore");
-    tokio::select! {
-        r = restore => r?,
-        _ = stop.cancelled() => return Err(interrupted("the restore of the backup was interrupted; nothing was changed")),
-    };
+    tools.run_until(&args, "restore", Some(&stop)).await?;
     crate::failpoint!("pitr.restored");
     // The configuration is tenantctl's: the server's own files (Debian keeps them
     // outside the data directory) may name certificates, ports and archive commands of

@@ -656,3 +656,34 @@ fn a_bad_pitr_configuration_is_refused_before_anything_runs() {
         assert!(run.stderr.contains(says), "{conf}: {}", run.stderr);
     }
 }
+
+/// Ctrl-C while the scratch instance recovers: the instance is stopped, its directory
+/// removed, exit 130, and the tenant as it was.
+#[test]
+fn ctrl_c_during_the_recovery_stops_and_removes_the_scratch_instance() {
+    let f = fleet();
+    f.tenant("acme", 10);
+    let mark = f.mark();
+    f.write("acme", 11..=20);
+    f.archive();
+    let mut child =
+        f.t.spawn(&["tenant", "restore", "acme", "--at", &mark, "--yes"]);
+    // The scratch instance's log appears once the backup is restored and it starts.
+    child.wait_until("the scratch instance starts", || {
+        std::fs::read_dir(&f.scratch)
+            .unwrap()
+            .flatten()
+            .any(|d| d.path().join("server.log").exists())
+    });
+    child.signal("INT");
+    let run = child.finish();
+    assert_eq!(run.code, 130, "{}", run.stderr);
+    assert!(
+        run.stderr.contains("stopping: the scratch instance"),
+        "{}",
+        run.stderr
+    );
+    f.no_scratch_process();
+    assert!(f.scratch_entries().is_empty(), "{:?}", f.scratch_entries());
+    assert_eq!(f.ids("acme"), (1..=20).collect::<Vec<_>>());
+}
