@@ -531,6 +531,15 @@ fn a_restore_holds_writers_until_the_new_copy_is_in_place_and_loses_no_acknowled
     gate.open();
     let run = child.finish();
     let restored: Restored = run.expect(0).json();
+    // Writes were held from the fence (seen here after it began) to the swap (after the
+    // gate opened): at least that long, and no longer than the whole restore.
+    let held = opened.duration_since(fence_seen).as_millis() as u64;
+    assert!(
+        restored.write_block_ms >= held && restored.write_block_ms <= restored.duration_ms,
+        "write_block_ms {} (held at least {held} ms, restore {} ms)",
+        restored.write_block_ms,
+        restored.duration_ms
+    );
     // The writers go on, in the restored data.
     let finished = Instant::now();
     crate::support::eventually("each writer has written after the restore", || {

@@ -834,6 +834,7 @@ pub struct Restored {
     pub tables: usize,
     pub rows: u64,
     pub duration_ms: u64,
+    pub write_block_ms: u64,
     pub message: String,
 }
 
