@@ -848,6 +848,14 @@ pub async fn recover(
     ];
     tools.run_until(&args, "restore", Some(&stop)).await?;
     crate::failpoint!("pitr.restored");
+    // Replication slots are the live server's business: a scratch instance keeps none
+    // (pgBackRest leaves them out of backups; one there would stop it starting with
+    // max_replication_slots = 0).
+    if let Ok(slots) = std::fs::read_dir(data.join("pg_replslot")) {
+        for slot in slots.flatten() {
+            let _ = std::fs::remove_dir_all(slot.path());
+        }
+    }
     // The configuration is tenantctl's: the server's own files (Debian keeps them
     // outside the data directory) may name certificates, ports and archive commands of
     // the live server. What the command line sets wins over postgresql.auto.conf.
