@@ -511,10 +511,32 @@ fn stanza(
             ident::shown(name)
         )));
     }
+    let config = config.map(|p| file_dir.join(p));
+    if let Some(p) = &config {
+        plain_path(p, &format!("{table}.config"))?;
+    }
     Ok(Stanza {
         stanza: name.to_string(),
-        config: config.map(|p| file_dir.join(p)),
+        config,
     })
+}
+
+/// Refuses a path pgBackRest would write into the scratch instance's
+/// `restore_command` (which a shell runs) unless it is made of letters, digits and
+/// `/ . _ - + @ , = ~ :` only.
+fn plain_path(p: &Path, key: &str) -> Result<(), Error> {
+    let ok = p.to_str().is_some_and(|t| {
+        t.chars()
+            .all(|c| c.is_ascii_alphanumeric() || "/._-+@,=~:".contains(c))
+    });
+    if ok {
+        Ok(())
+    } else {
+        Err(Error::setup(format!(
+            "config {key} {} may hold only letters, digits and / . _ - + @ , = ~ : (pgBackRest writes it into a shell command)",
+            ident::shown(&p.display().to_string())
+        )))
+    }
 }
 
 /// `[pitr]`'s tool settings, checked.
@@ -552,10 +574,14 @@ fn pitr(file: &FileConfig, file_dir: &Path) -> Result<Pitr, Error> {
             )));
         }
     }
+    let scratch_dir = nonempty(p.scratch_dir.as_ref(), "pitr.scratch_dir")?;
+    if let Some(d) = &scratch_dir {
+        plain_path(d, "pitr.scratch_dir")?;
+    }
     Ok(Pitr {
         pgbackrest,
         bin_dir: nonempty(p.bin_dir.as_ref(), "pitr.bin_dir")?,
-        scratch_dir: nonempty(p.scratch_dir.as_ref(), "pitr.scratch_dir")?,
+        scratch_dir,
         os_user: p.os_user.clone(),
     })
 }

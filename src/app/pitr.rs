@@ -110,16 +110,44 @@ async fn check(
     at: OffsetDateTime,
     doing: &str,
     replace: bool,
+    into: Option<&str>,
 ) -> Result<Checked, Error> {
     let client = cx.connect().await?;
     let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
     let tenant = registry.find(reference).await?;
     data::moving::refuse_unfinished(&registry, &tenant, doing).await?;
+    if let Some(domain) = into {
+        if let Ok(taken) = registry.find(domain).await {
+            return Err(Error::conflict(format!(
+                "tenant {} already exists (id {}): --into needs a new domain; nothing was changed",
+                taken.domain, taken.id
+            )));
+        }
+    }
     drop(registry);
     let mut live = cx.connect_server(&tenant.server).await?;
     let tools = pitr::tools(&cx.settings, &tenant.server, &live).await?;
     let window = pitr::window(&tools, &live, at).await?;
     if replace {
+        let exists: bool = crate::pg::db::read(
+            &live,
+            "looking for the tenant's schema",
+            live.query_one(
+                "SELECT EXISTS (SELECT FROM pg_namespace WHERE nspname = $1)",
+                &[&tenant.schema_name],
+            ),
+        )
+        .await?
+        .get(0);
+        if !exists {
+            return Err(Error::refused(format!(
+                "tenant {}'s schema {} does not exist on server {}: make it first with `tenantctl provision --tenant {}`, then restore it --at; nothing was changed",
+                tenant.domain,
+                quote(&tenant.schema_name),
+                crate::ident::shown(&tenant.server),
+                tenant.domain
+            )));
+        }
         let boundary = crate::engine::dependents::inspect(&mut live, &tenant.schema_name).await?;
         if !boundary.outside.is_empty() {
             return Err(Error::refused(crate::engine::plan::data_blocked(
@@ -257,7 +285,7 @@ pub async fn export_at(
 ) -> Result<PitrExported, Error> {
     // The file is checked before anything else.
     let to = tenant_data::prepare_out(to)?;
-    let checked = check(cx, reference, at, "export it", false).await?;
+    let checked = check(cx, reference, at, "export it", false, None).await?;
     let (instance, export) = checked
         .recover_and_export(cx, events, at, |_| Ok(to))
         .await?;
@@ -299,7 +327,15 @@ pub async fn restore_at(
         }
         crate::engine::tenant::validate(&req, &cx.settings)?;
     }
-    let checked = check(cx, reference, at, "restore it", into.is_none()).await?;
+    let checked = check(
+        cx,
+        reference,
+        at,
+        "restore it",
+        into.is_none(),
+        into.map(|n| n.request.domain.as_str()),
+    )
+    .await?;
     if dry_run {
         let would = match into {
             Some(new) => format!("import it as the new tenant {}", new.request.domain),
@@ -354,7 +390,17 @@ pub async fn restore_at(
     };
     let recovered_to = instance.recovered_to.map(rfc3339);
     instance.remove().await;
-    let (restored, imported) = done?;
+    let (mut restored, imported) = done?;
+    // The archive was the scratch instance's, removed with it.
+    let origin = format!(
+        "stanza {} backup {} recovered to {}",
+        checked.tools.stanza.stanza,
+        checked.window.backup,
+        rfc3339(at)
+    );
+    if let Some(r) = restored.as_mut() {
+        r.file = origin.clone();
+    }
     let (tables, rows, write_block_ms) = match (&restored, &imported) {
         (Some(r), _) => (r.tables, r.rows, r.write_block_ms),
         _ => (export.tables, export.rows, 0),
@@ -363,12 +409,22 @@ pub async fn restore_at(
         .clone()
         .unwrap_or_else(|| "the backup's end".into());
     let message = match (&restored, &imported) {
-        (Some(_), _) => format!(
-            "tenant {} restored as at {} (recovery reached {}): schema {} rebuilt with {rows} rows in {tables} tables, writes blocked for {write_block_ms} ms",
+        (Some(r), _) => format!(
+            "tenant {} restored as at {} (recovery reached {}): schema {} rebuilt at revision {}{} with {rows} rows in {tables} tables, writes blocked for {write_block_ms} ms",
             tenant.domain,
             rfc3339(at),
             reached,
-            quote(&tenant.schema_name)
+            quote(&tenant.schema_name),
+            crate::show::revision(r.to_revision),
+            if r.to_revision != r.from_revision {
+                format!(
+                    " (it was at {}: `tenantctl upgrade --tenant {}` brings it back to head)",
+                    crate::show::revision(r.from_revision),
+                    tenant.domain
+                )
+            } else {
+                String::new()
+            }
         ),
         (_, Some(i)) => format!(
             "tenant {} as at {} (recovery reached {}) imported as the new tenant {}: {rows} rows in {tables} tables",

@@ -63,7 +63,10 @@ pub fn parse_time(text: &str) -> Result<OffsetDateTime, Error> {
         .or_else(|| t.get(10..).and_then(|rest| rest.find('-')).map(|i| i + 10))
     {
         Some(i) => (&t[..i], t[i..].trim()),
-        None => return Err(bad("no time zone")),
+        None if t.len() >= 16 && t.as_bytes()[..4].iter().all(u8::is_ascii_digit) => {
+            return Err(bad("no time zone"))
+        }
+        None => return Err(bad("not a time tenantctl can read")),
     };
     let zone = match zone {
         "Z" | "UTC" | "utc" | "GMT" | "+00" | "+0000" | "+00:00" => "Z".to_string(),
@@ -119,6 +122,8 @@ pub struct Tools {
     run_as: Option<RunAs>,
     /// The server's `shared_preload_libraries`, which the data may need (Citus).
     preload: String,
+    /// The server's settings that replaying its WAL needs at least as high.
+    settings_kept: Vec<(&'static str, String)>,
 }
 
 /// An operating-system user to run as.
@@ -196,7 +201,8 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
         live,
         "reading the server's version and preloaded libraries",
         live.query_one(
-            "SELECT current_setting('server_version_num'), current_setting('shared_preload_libraries')",
+            "SELECT current_setting('server_version_num'), current_setting('shared_preload_libraries'), \
+                    current_setting('max_prepared_transactions'), current_setting('max_locks_per_transaction')",
             &[],
         ),
     )
@@ -204,6 +210,12 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
     let version: String = row.get(0);
     let major = version.parse::<u32>().unwrap_or(0) / 10000;
     let preload: String = row.get(1);
+    // Replaying a PREPARE TRANSACTION needs as many prepared-transaction slots (and locks)
+    // as the server has: the scratch instance takes the server's values.
+    let settings_kept = vec![
+        ("max_prepared_transactions", row.get::<_, String>(2)),
+        ("max_locks_per_transaction", row.get::<_, String>(3)),
+    ];
     let bin_dir = pitr
         .bin_dir
         .clone()
@@ -223,6 +235,7 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
         scratch_dir,
         run_as,
         preload,
+        settings_kept,
     })
 }
 
@@ -339,7 +352,15 @@ fn tail(text: &str, n: usize) -> String {
 struct InfoStanza {
     #[serde(default)]
     backup: Vec<InfoBackup>,
+    #[serde(default)]
+    db: Vec<InfoDb>,
     status: InfoStatus,
+}
+
+#[derive(Deserialize)]
+struct InfoDb {
+    #[serde(rename = "system-id")]
+    system_id: u64,
 }
 
 #[derive(Deserialize)]
@@ -393,8 +414,10 @@ impl Window {
     }
 }
 
-/// The stanza's good backups, oldest first (pgbackrest info).
-async fn backups(tools: &Tools) -> Result<(Vec<InfoBackup>, String), Error> {
+/// The stanza's good backups, oldest first (pgbackrest info), once the stanza is found
+/// to be `live`'s: a stanza of another cluster (its system identifier) is refused, as
+/// its backups would put another cluster's data in the tenant.
+async fn backups(tools: &Tools, live: &Client) -> Result<(Vec<InfoBackup>, String), Error> {
     let json = tools
         .run(&["--output=json".into(), "info".into()], "info")
         .await?;
@@ -410,9 +433,34 @@ async fn backups(tools: &Tools) -> Result<(Vec<InfoBackup>, String), Error> {
             tools.stanza.stanza
         )));
     };
+    let system: String = crate::pg::db::read(
+        live,
+        "reading the server's system identifier",
+        live.query_one(
+            "SELECT system_identifier::text FROM pg_control_system()",
+            &[],
+        ),
+    )
+    .await?
+    .get(0);
+    let known: Vec<String> = info.db.iter().map(|d| d.system_id.to_string()).collect();
+    if !known.is_empty() && !known.contains(&system) {
+        return Err(Error::setup(format!(
+            "stanza {} holds the backups of another cluster (system identifier {}), not of server {} ({system}): check the stanza in [pitr] or [servers.{}.pitr]",
+            tools.stanza.stanza,
+            known.join(", "),
+            crate::ident::shown(&tools.server),
+            tools.server
+        )));
+    }
     let mut backups: Vec<InfoBackup> = info.backup.into_iter().filter(|b| !b.error).collect();
     backups.sort_by_key(|b| b.timestamp.stop);
-    let _ = info.status.code;
+    if info.status.code != 0 && backups.is_empty() {
+        return Err(Error::failed(format!(
+            "pgbackrest info for stanza {}: {}",
+            tools.stanza.stanza, info.status.message
+        )));
+    }
     Ok((backups, info.status.message))
 }
 
@@ -451,7 +499,7 @@ fn needed_bytes(bytes: u64) -> u64 {
 /// target outside what they can reach, or a scratch directory without room for the
 /// restore.
 pub async fn window(tools: &Tools, live: &Client, at: OffsetDateTime) -> Result<Window, Error> {
-    let (backups, status) = backups(tools).await?;
+    let (backups, status) = backups(tools, live).await?;
     let Some(first) = backups.first() else {
         return Err(Error::refused(format!(
             "stanza {} has no backup to recover from ({status}); nothing was changed",
@@ -551,7 +599,7 @@ pub async fn readiness(settings: &Settings, server: &str, live: &Client) -> Read
     let found = async {
         let tools = tools(settings, server, live).await?;
         tools.check().await?;
-        let (backups, status) = backups(&tools).await?;
+        let (backups, status) = backups(&tools, live).await?;
         r.oldest = backups
             .first()
             .and_then(|b| OffsetDateTime::from_unix_timestamp(b.timestamp.stop).ok())
@@ -901,6 +949,7 @@ pub async fn recover(
         .arg(setting("max_wal_senders", "0"))
         .arg(setting("max_replication_slots", "0"))
         .arg(setting("wal_level", "replica"))
+        .args(tools.settings_kept.iter().map(|(k, v)| setting(k, v)))
         .stdout(Stdio::null())
         .stderr(log_file);
     progress(format!("recovering to {} on a scratch instance", shown(at)));
@@ -922,6 +971,23 @@ pub async fn recover(
         {
             instance.child = None;
             let said = std::fs::read_to_string(&log).unwrap_or_default();
+            if said.contains("No space left on device") {
+                return Err(Error::failed(format!(
+                    "the scratch instance ran out of space in {} during recovery (replaying the WAL since the backup grows the data beyond the backup's size): free some space or point pitr.scratch_dir elsewhere; nothing was changed ({})",
+                    tools.scratch_dir.display(),
+                    tail(&said, 3)
+                )));
+            }
+            // pgBackRest's archive-get says what went wrong fetching WAL (a segment not
+            // archived yet is no error: it ends recovery).
+            let fetch: Vec<&str> = said.lines().filter(|l| l.contains("ERROR: [")).collect();
+            if !fetch.is_empty() {
+                return Err(Error::failed(format!(
+                    "the scratch instance could not fetch WAL from stanza {}: {}; nothing was changed",
+                    tools.stanza.stanza,
+                    tail(&fetch[fetch.len().saturating_sub(3)..].join("\n"), 3)
+                )));
+            }
             if said.contains("recovery ended before configured recovery target was reached") {
                 let last = said
                     .lines()

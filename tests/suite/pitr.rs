@@ -101,6 +101,9 @@ fn fleet() -> Fleet {
         let mut c = postgres::Client::connect(&cluster.url(""), postgres::NoTls).unwrap();
         c.batch_execute("ALTER SYSTEM SET archive_mode = on")
             .unwrap();
+        // The application uses two-phase commit: replaying it needs as many slots.
+        c.batch_execute("ALTER SYSTEM SET max_prepared_transactions = 5")
+            .unwrap();
         c.batch_execute(&format!(
             "ALTER SYSTEM SET archive_command = 'pgbackrest --config={} --stanza={STANZA} archive-push %p'",
             conf.display()
@@ -108,6 +111,12 @@ fn fleet() -> Fleet {
         .unwrap();
     }
     cluster.restart();
+    let prepared: String = postgres::Client::connect(&cluster.url(""), postgres::NoTls)
+        .unwrap()
+        .query_one("SELECT current_setting('max_prepared_transactions')", &[])
+        .unwrap()
+        .get(0);
+    assert_eq!(prepared, "5", "the restart took the settings");
     pgbackrest(&conf, &["stanza-create"]);
     pgbackrest(&conf, &["--type=full", "backup"]);
     let migrations = dir_with(&[NOTES]);
@@ -273,6 +282,14 @@ fn a_tenant_comes_back_as_it_was_and_the_other_tenants_keep_every_later_write() 
     let f = fleet();
     f.tenant("acme", 100);
     f.tenant("other", 100);
+    // A two-phase commit before the mark: recovery replays its PREPARE.
+    let mut c = f.client();
+    c.batch_execute(
+        "BEGIN; INSERT INTO tenant_other.notes VALUES (1000, 'two-phase'); \
+         PREPARE TRANSACTION 'pitr-2pc'",
+    )
+    .unwrap();
+    c.batch_execute("COMMIT PREPARED 'pitr-2pc'").unwrap();
     let mark = f.mark();
     // After the mark: acme's customer deletes and rewrites; the other tenant goes on.
     f.client()
@@ -302,7 +319,7 @@ fn a_tenant_comes_back_as_it_was_and_the_other_tenants_keep_every_later_write() 
         .get(0);
     assert!(before, "recovery went past the mark: {recovered} > {mark}");
     assert_eq!(f.ids("acme"), (1..=100).collect::<Vec<_>>());
-    assert_eq!(f.ids("other"), (1..=200).collect::<Vec<_>>());
+    assert_eq!(f.ids("other"), (1..=200).chain([1000]).collect::<Vec<_>>());
     assert_eq!(
         f.ledger("acme").last().unwrap(),
         &("restore --at".to_string(), "ok".to_string())
@@ -448,6 +465,7 @@ fn into_and_export_leave_the_tenant_alone_and_what_cannot_be_reached_is_refused(
         1,
         "did not exist",
     );
+    assert!(f.ids("late").len() == 5);
     refused(
         &[
             "tenant", "restore", "acme", "--at", &mark, "--into", "Bad Name", "--yes",
@@ -636,6 +654,14 @@ fn a_bad_pitr_configuration_is_refused_before_anything_runs() {
         ),
         ("[pitr]\nstanza = \"s\"\nbogus = 1\n", "bogus"),
         (
+            "[pitr]\nstanza = \"s\"\nscratch_dir = \"/tmp/$(id>/tmp/pwned)\"\n",
+            "may hold only",
+        ),
+        (
+            "[pitr]\nstanza = \"s\"\nconfig = \"/etc/pg br.conf\"\n",
+            "may hold only",
+        ),
+        (
             "[servers.eu]\nurl = \"postgres://h/db\"\n[servers.eu.pitr]\nconfig = \"x\"\n",
             "needs a stanza",
         ),
@@ -686,4 +712,34 @@ fn ctrl_c_during_the_recovery_stops_and_removes_the_scratch_instance() {
     f.no_scratch_process();
     assert!(f.scratch_entries().is_empty(), "{:?}", f.scratch_entries());
     assert_eq!(f.ids("acme"), (1..=20).collect::<Vec<_>>());
+}
+
+/// A stanza that holds another cluster's backups is refused before anything is made:
+/// its data would replace the tenant with another cluster's.
+#[test]
+fn a_stanza_of_another_cluster_is_refused() {
+    let a = fleet();
+    let b = fleet();
+    a.tenant("acme", 5);
+    let mark = a.mark();
+    a.archive();
+    let conf = std::fs::read_to_string(a.dir.path().join("tenants.toml")).unwrap();
+    let theirs = std::fs::read_to_string(b.dir.path().join("tenants.toml")).unwrap();
+    let config_line = |c: &str| {
+        c.lines()
+            .find(|l| l.starts_with("config ="))
+            .unwrap()
+            .to_string()
+    };
+    let crossed = conf.replace(&config_line(&conf), &config_line(&theirs));
+    let dir = tempfile::tempdir().unwrap();
+    std::fs::write(dir.path().join("tenants.toml"), crossed).unwrap();
+    let t = a.t.clone().cwd(dir.path());
+    let run = t.run(&["tenant", "restore", "acme", "--at", &mark, "--yes"]);
+    run.expect(3);
+    assert!(run.stderr.contains("another cluster"), "{}", run.stderr);
+    assert_eq!(a.ids("acme"), (1..=5).collect::<Vec<_>>());
+    let run = t.run(&["check"]);
+    run.expect(5);
+    assert!(run.stdout.contains("another cluster"), "{}", run.stdout);
 }

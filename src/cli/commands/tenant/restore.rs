@@ -12,6 +12,12 @@ pub use crate::cli::tenant::RestoreArgs as Args;
 
 /// Checks the archive whole and its migrations, asks, then restores.
 pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
+    if args.into.is_some() && args.at.is_none() {
+        return Err(Error::usage(
+            "--into needs --at: it makes a new tenant of the data as it was at a time (to make one from an archive, use `tenantctl tenant import FILE --as DOMAIN`)",
+        )
+        .into());
+    }
     if let Some(at) = &args.at {
         return at_time(ctx, args, at).await;
     }
