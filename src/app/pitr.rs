@@ -356,6 +356,7 @@ pub async fn restore_at(
         })
         .await?;
     let archive = instance.dir().join("tenant.archive");
+    let archive_label = archive.display().to_string();
     let one = cx.one_tenant(events);
     let tenant = &checked.tenant;
     let done = match into {
@@ -390,14 +391,21 @@ pub async fn restore_at(
     };
     let recovered_to = instance.recovered_to.map(rfc3339);
     instance.remove().await;
-    let (mut restored, imported) = done?;
-    // The archive was the scratch instance's, removed with it.
+    // The archive was the scratch instance's, removed with it: messages name where its
+    // data came from instead.
     let origin = format!(
         "stanza {} backup {} recovered to {}",
         checked.tools.stanza.stanza,
         checked.window.backup,
         rfc3339(at)
     );
+    let (mut restored, imported) = done.map_err(|e| {
+        Error::new(
+            e.kind(),
+            e.message()
+                .replace(&archive_label, &format!("the data of {origin}")),
+        )
+    })?;
     if let Some(r) = restored.as_mut() {
         r.file = origin.clone();
     }

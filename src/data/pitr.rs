@@ -177,7 +177,11 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
                 .ok_or_else(|| {
                     Error::setup(format!("pitr.os_user {name}: there is no such user"))
                 })?;
-            if user.uid == nix::unistd::geteuid() {
+            if user.uid.is_root() {
+                return Err(Error::setup(
+                    "pitr.os_user is root, and PostgreSQL refuses to run as root: set it to the user that owns the pgBackRest repository (usually postgres)",
+                ));
+            } else if user.uid == nix::unistd::geteuid() {
                 None
             } else if root {
                 Some(RunAs {
@@ -227,7 +231,7 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
             bin_dir.display()
         )));
     }
-    Ok(Tools {
+    let tools = Tools {
         server: server.to_string(),
         stanza,
         pgbackrest: pitr.pgbackrest.clone(),
@@ -236,7 +240,26 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
         run_as,
         preload,
         settings_kept,
-    })
+    };
+    // The user the instance runs as must be able to make its directory there.
+    let usable = tools
+        .command(Path::new("/usr/bin/test"), "SIGTERM")
+        .arg("-w")
+        .arg(&tools.scratch_dir)
+        .arg("-a")
+        .arg("-x")
+        .arg(&tools.scratch_dir)
+        .status()
+        .await
+        .is_ok_and(|s| s.success());
+    if !usable {
+        return Err(Error::setup(format!(
+            "pitr.scratch_dir {} cannot be written by {} (the user pgBackRest and the scratch instance run as): give it that user, and every directory above it search permission",
+            tools.scratch_dir.display(),
+            pitr.os_user.as_deref().unwrap_or("tenantctl's user")
+        )));
+    }
+    Ok(tools)
 }
 
 impl Tools {

@@ -499,6 +499,32 @@ fn into_and_export_leave_the_tenant_alone_and_what_cannot_be_reached_is_refused(
     let run = t.run(&["tenant", "restore", "acme", "--at", &mark, "--yes"]);
     assert_ne!(run.code, 0);
     assert!(run.stderr.contains("nosuch"), "{}", run.stderr);
+    // A scratch directory the instance's user cannot write: said before anything runs.
+    use std::os::unix::fs::PermissionsExt;
+    let locked = f.dir.path().join("locked");
+    std::fs::create_dir(&locked).unwrap();
+    std::fs::set_permissions(&locked, std::fs::Permissions::from_mode(0o500)).unwrap();
+    let conf = std::fs::read_to_string(f.dir.path().join("tenants.toml"))
+        .unwrap()
+        .replace(
+            &format!("scratch_dir = \"{}\"", f.scratch.display()),
+            &format!("scratch_dir = \"{}\"", locked.display()),
+        );
+    std::fs::write(wrong.path().join("tenants.toml"), conf).unwrap();
+    let run = t.run(&["tenant", "restore", "acme", "--at", &mark, "--yes"]);
+    run.expect(3);
+    assert!(
+        run.stderr.contains("cannot be written by"),
+        "{}",
+        run.stderr
+    );
+    let run = t.run(&["check"]);
+    run.expect(5);
+    assert!(
+        run.stdout.contains("cannot be written by"),
+        "{}",
+        run.stdout
+    );
     assert_eq!(f.ids("acme"), (1..=30).collect::<Vec<_>>());
     f.no_scratch_process();
 }
