@@ -89,11 +89,11 @@ config_keys! {
     }
     pitr: PitrSection {
         stanza: String => |s, _| s.servers[0].pitr.as_ref().map(|p| p.stanza.clone()).unwrap_or_default(),
-        config: PathBuf => |s, _| s.servers[0].pitr.as_ref().and_then(|p| p.config.as_ref()).map(|p| p.display().to_string()).unwrap_or_default(),
+        pgbackrest_config: PathBuf => |s, _| s.servers[0].pitr.as_ref().and_then(|p| p.config.as_ref()).map(|p| p.display().to_string()).unwrap_or_default(),
         pgbackrest: PathBuf => |s, _| s.pitr.pgbackrest.display().to_string(),
-        bin_dir: PathBuf => |s, _| s.pitr.bin_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(the server's version's)".into()),
+        pg_bin: PathBuf => |s, _| s.pitr.pg_bin.as_ref().map(|p| p.display().to_string()).unwrap_or_else(|| "(the server's version's)".into()),
         scratch_dir: PathBuf => |s, _| s.pitr.scratch_dir.as_ref().map(|p| p.display().to_string()).unwrap_or_default(),
-        os_user: String => |s, _| s.pitr.os_user.clone().unwrap_or_default(),
+        run_as: String => |s, _| s.pitr.run_as.clone().unwrap_or_default(),
     }
     run: RunSection {
         concurrency: usize => |s, _| s.concurrency.to_string(),
@@ -305,7 +305,7 @@ struct ServerSection {
 #[serde(deny_unknown_fields)]
 struct ServerPitrSection {
     stanza: Option<String>,
-    config: Option<PathBuf>,
+    pgbackrest_config: Option<PathBuf>,
 }
 
 /// `[pitr]`: how `tenant restore --at` and `tenant export --at` recover a server's
@@ -316,12 +316,12 @@ pub struct Pitr {
     pub pgbackrest: PathBuf,
     /// The PostgreSQL binaries the scratch instance runs (`postgres`); `None`: those of
     /// the server's major version in Debian's layout.
-    pub bin_dir: Option<PathBuf>,
+    pub pg_bin: Option<PathBuf>,
     /// Where scratch instances are made, one directory each.
     pub scratch_dir: Option<PathBuf>,
     /// The operating-system user pgBackRest and the scratch instance run as (when
     /// tenantctl runs as root, which PostgreSQL refuses to run as).
-    pub os_user: Option<String>,
+    pub run_as: Option<String>,
 }
 
 /// A server's pgBackRest stanza: `[pitr] stanza` for `default`, `[servers.NAME.pitr]`
@@ -410,10 +410,10 @@ fn servers(
         concurrency,
         weight: 1,
         pitr: match &file.pitr.stanza {
-            Some(name) => Some(stanza(name, file.pitr.config.as_ref(), file_dir, "pitr")?),
-            None if file.pitr.config.is_some() => {
+            Some(name) => Some(stanza(name, file.pitr.pgbackrest_config.as_ref(), file_dir, "pitr")?),
+            None if file.pitr.pgbackrest_config.is_some() => {
                 return Err(Error::setup(
-                    "config pitr.config is set without pitr.stanza: name the default server's pgBackRest stanza",
+                    "config pitr.pgbackrest_config is set without pitr.stanza: name the default server's pgBackRest stanza",
                 ))
             }
             None => None,
@@ -478,7 +478,10 @@ fn servers(
                             "config [{table}] needs a stanza: the server's pgBackRest stanza"
                         )));
                     };
-                    let config = p.config.as_ref().or(file.pitr.config.as_ref());
+                    let config = p
+                        .pgbackrest_config
+                        .as_ref()
+                        .or(file.pitr.pgbackrest_config.as_ref());
                     Some(stanza(st, config, file_dir, &table)?)
                 }
                 None => None,
@@ -513,7 +516,7 @@ fn stanza(
     }
     let config = config.map(|p| file_dir.join(p));
     if let Some(p) = &config {
-        plain_path(p, &format!("{table}.config"))?;
+        plain_path(p, &format!("{table}.pgbackrest_config"))?;
     }
     Ok(Stanza {
         stanza: name.to_string(),
@@ -559,7 +562,7 @@ fn pitr(file: &FileConfig, file_dir: &Path) -> Result<Pitr, Error> {
         Some(c) => nonempty(Some(c), "pitr.pgbackrest")?.unwrap_or_default(),
         None => PathBuf::from("pgbackrest"),
     };
-    if let Some(u) = &p.os_user {
+    if let Some(u) = &p.run_as {
         let ok = !u.is_empty()
             && u.len() <= 32
             && u.chars()
@@ -569,7 +572,7 @@ fn pitr(file: &FileConfig, file_dir: &Path) -> Result<Pitr, Error> {
                 .all(|c| c.is_ascii_lowercase() || c.is_ascii_digit() || matches!(c, '_' | '-'));
         if !ok {
             return Err(Error::setup(format!(
-                "config pitr.os_user {} is not a user name: lowercase letters, digits, '_' and '-', at most 32",
+                "config pitr.run_as {} is not a user name: lowercase letters, digits, '_' and '-', at most 32",
                 ident::shown(u)
             )));
         }
@@ -580,9 +583,9 @@ fn pitr(file: &FileConfig, file_dir: &Path) -> Result<Pitr, Error> {
     }
     Ok(Pitr {
         pgbackrest,
-        bin_dir: nonempty(p.bin_dir.as_ref(), "pitr.bin_dir")?,
+        pg_bin: nonempty(p.pg_bin.as_ref(), "pitr.pg_bin")?,
         scratch_dir,
-        os_user: p.os_user.clone(),
+        run_as: p.run_as.clone(),
     })
 }
 
@@ -1959,7 +1962,7 @@ mod tests {
                     [backup.policies.default]\nevery = \"1d\"\nkeep = 7\nkeep_within = \"30d\"\n\
                     [serve]\nlisten = \"127.0.0.1:9090\"\ntoken_file = \"token\"\nbackups = true\ncookie_secure = true\n\
                     [lint]\nignore = [\"ban-drop-column\"]\n\
-                    [pitr]\nstanza = \"main\"\nconfig = \"pgbackrest.conf\"\npgbackrest = \"/usr/bin/pgbackrest\"\nbin_dir = \"/usr/lib/postgresql/15/bin\"\nscratch_dir = \"/var/tmp/pitr\"\nos_user = \"postgres\"\n\
+                    [pitr]\nstanza = \"main\"\npgbackrest_config = \"pgbackrest.conf\"\npgbackrest = \"/usr/bin/pgbackrest\"\npg_bin = \"/usr/lib/postgresql/15/bin\"\nscratch_dir = \"/var/tmp/pitr\"\nrun_as = \"postgres\"\n\
                     [run]\nconcurrency = 7\nlock_timeout = \"2s\"\nlock_retries = 5\nlock_retry_delay = \"3s\"\nstatement_timeout = \"4s\"\nlock_wait = \"5s\"\nread_timeout = \"6s\"\nmax_rewrite_bytes = \"10GB\"\n";
         let s = from_file(&Overrides::default(), Path::new("/"), text).unwrap();
         let shown = describe(&s, "postgres://h:5432/db", &TlsShown::from_settings(&s));

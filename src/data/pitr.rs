@@ -170,16 +170,16 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
         )));
     }
     let root = nix::unistd::geteuid().is_root();
-    let run_as = match &pitr.os_user {
+    let run_as = match &pitr.run_as {
         Some(name) => {
             let user = nix::unistd::User::from_name(name)
-                .map_err(|e| Error::setup(format!("pitr.os_user {name}: {e}")))?
+                .map_err(|e| Error::setup(format!("pitr.run_as {name}: {e}")))?
                 .ok_or_else(|| {
-                    Error::setup(format!("pitr.os_user {name}: there is no such user"))
+                    Error::setup(format!("pitr.run_as {name}: there is no such user"))
                 })?;
             if user.uid.is_root() {
                 return Err(Error::setup(
-                    "pitr.os_user is root, and PostgreSQL refuses to run as root: set it to the user that owns the pgBackRest repository (usually postgres)",
+                    "pitr.run_as is root, and PostgreSQL refuses to run as root: set it to the user that owns the pgBackRest repository (usually postgres)",
                 ));
             } else if user.uid == nix::unistd::geteuid() {
                 None
@@ -190,13 +190,13 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
                 })
             } else {
                 return Err(Error::setup(format!(
-                    "pitr.os_user {name}: running pgBackRest and the scratch instance as another user needs root; run tenantctl as {name}, or as root"
+                    "pitr.run_as {name}: running pgBackRest and the scratch instance as another user needs root; run tenantctl as {name}, or as root"
                 )));
             }
         }
         None if root => {
             return Err(Error::setup(
-                "PostgreSQL refuses to run as root: set pitr.os_user to the user that owns the pgBackRest repository (usually postgres)",
+                "PostgreSQL refuses to run as root: set pitr.run_as to the user that owns the pgBackRest repository (usually postgres)",
             ))
         }
         None => None,
@@ -221,13 +221,13 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
         ("max_locks_per_transaction", row.get::<_, String>(3)),
     ];
     let bin_dir = pitr
-        .bin_dir
+        .pg_bin
         .clone()
         .unwrap_or_else(|| PathBuf::from(format!("/usr/lib/postgresql/{major}/bin")));
     let postgres = bin_dir.join("postgres");
     if !postgres.is_file() {
         return Err(Error::setup(format!(
-            "there is no postgres in {} (the server is PostgreSQL {major}): set pitr.bin_dir to the directory of its binaries",
+            "there is no postgres in {} (the server is PostgreSQL {major}): set pitr.pg_bin to the directory of its binaries",
             bin_dir.display()
         )));
     }
@@ -256,7 +256,7 @@ pub async fn tools(settings: &Settings, server: &str, live: &Client) -> Result<T
         return Err(Error::setup(format!(
             "pitr.scratch_dir {} cannot be written by {} (the user pgBackRest and the scratch instance run as): give it that user, and every directory above it search permission",
             tools.scratch_dir.display(),
-            pitr.os_user.as_deref().unwrap_or("tenantctl's user")
+            pitr.run_as.as_deref().unwrap_or("tenantctl's user")
         )));
     }
     Ok(tools)

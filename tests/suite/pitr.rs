@@ -121,15 +121,15 @@ fn fleet() -> Fleet {
     pgbackrest(&conf, &["--type=full", "backup"]);
     let migrations = dir_with(&[NOTES]);
     let dir = tempfile::tempdir().unwrap();
-    let os_user = if is_root() {
-        "os_user = \"nobody\"\n"
+    let run_as = if is_root() {
+        "run_as = \"nobody\"\n"
     } else {
         ""
     };
     std::fs::write(
         dir.path().join("tenants.toml"),
         format!(
-            "[pitr]\nstanza = \"{STANZA}\"\nconfig = \"{}\"\nscratch_dir = \"{}\"\n{os_user}",
+            "[pitr]\nstanza = \"{STANZA}\"\npgbackrest_config = \"{}\"\nscratch_dir = \"{}\"\n{run_as}",
             conf.display(),
             base.join("scratch").display()
         ),
@@ -669,9 +669,9 @@ fn a_bad_pitr_configuration_is_refused_before_anything_runs() {
             "[pitr]\nstanza = \"--config=/x\"\n",
             "not a pgBackRest stanza name",
         ),
-        ("[pitr]\nconfig = \"x.conf\"\n", "without pitr.stanza"),
+        ("[pitr]\npgbackrest_config = \"x.conf\"\n", "without pitr.stanza"),
         (
-            "[pitr]\nstanza = \"s\"\nos_user = \"root; rm\"\n",
+            "[pitr]\nstanza = \"s\"\nrun_as = \"root; rm\"\n",
             "not a user name",
         ),
         (
@@ -684,11 +684,11 @@ fn a_bad_pitr_configuration_is_refused_before_anything_runs() {
             "may hold only",
         ),
         (
-            "[pitr]\nstanza = \"s\"\nconfig = \"/etc/pg br.conf\"\n",
+            "[pitr]\nstanza = \"s\"\npgbackrest_config = \"/etc/pg br.conf\"\n",
             "may hold only",
         ),
         (
-            "[servers.eu]\nurl = \"postgres://h/db\"\n[servers.eu.pitr]\nconfig = \"x\"\n",
+            "[servers.eu]\nurl = \"postgres://h/db\"\n[servers.eu.pitr]\npgbackrest_config = \"x\"\n",
             "needs a stanza",
         ),
     ] {
@@ -753,7 +753,7 @@ fn a_stanza_of_another_cluster_is_refused() {
     let theirs = std::fs::read_to_string(b.dir.path().join("tenants.toml")).unwrap();
     let config_line = |c: &str| {
         c.lines()
-            .find(|l| l.starts_with("config ="))
+            .find(|l| l.starts_with("pgbackrest_config ="))
             .unwrap()
             .to_string()
     };
