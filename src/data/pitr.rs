@@ -529,13 +529,15 @@ pub async fn window(tools: &Tools, live: &Client, at: OffsetDateTime) -> Result<
             tools.stanza.stanza
         )));
     };
-    let oldest = OffsetDateTime::from_unix_timestamp(first.timestamp.stop)
+    // pgBackRest keeps a backup's end to the second and starts from a backup that
+    // ended before the target's second: the first reachable time is the second after.
+    let oldest = OffsetDateTime::from_unix_timestamp(first.timestamp.stop + 1)
         .map_err(|e| Error::failed(format!("pgbackrest info: a backup's time: {e}")))?;
     let newest = last_archived(live).await?;
     let base = backups
         .iter()
         .rev()
-        .find(|b| b.timestamp.stop <= at.unix_timestamp())
+        .find(|b| b.timestamp.stop < at.unix_timestamp())
         .unwrap_or(first);
     let w = Window {
         oldest,
@@ -625,7 +627,7 @@ pub async fn readiness(settings: &Settings, server: &str, live: &Client) -> Read
         let (backups, status) = backups(&tools, live).await?;
         r.oldest = backups
             .first()
-            .and_then(|b| OffsetDateTime::from_unix_timestamp(b.timestamp.stop).ok())
+            .and_then(|b| OffsetDateTime::from_unix_timestamp(b.timestamp.stop + 1).ok())
             .map(t);
         r.newest = last_archived(live).await?.map(t);
         let Some(last) = backups.last() else {

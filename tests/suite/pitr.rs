@@ -119,6 +119,9 @@ fn fleet() -> Fleet {
     assert_eq!(prepared, "5", "the restart took the settings");
     pgbackrest(&conf, &["stanza-create"]);
     pgbackrest(&conf, &["--type=full", "backup"]);
+    // pgBackRest keeps the backup's end to the second: a mark taken in that same second
+    // is before what it can reach (a test of its own below).
+    std::thread::sleep(Duration::from_millis(1100));
     let migrations = dir_with(&[NOTES]);
     let dir = tempfile::tempdir().unwrap();
     let run_as = if is_root() {
@@ -768,4 +771,44 @@ fn a_stanza_of_another_cluster_is_refused() {
     let run = t.run(&["check"]);
     run.expect(5);
     assert!(run.stdout.contains("another cluster"), "{}", run.stdout);
+}
+
+/// A time in the second the backup ended, or before, is refused before anything is made:
+/// pgBackRest starts only from a backup that ended in an earlier second.
+#[test]
+fn a_time_in_the_second_the_backup_ended_is_refused_with_the_window() {
+    let f = fleet();
+    f.tenant("acme", 3);
+    f.archive();
+    let stop: i64 = {
+        let run = f.t.run(&["check", "-o", "json"]);
+        run.expect(0);
+        let doc: serde_json::Value = run.json();
+        let oldest = doc["pitr"][0]["oldest"].as_str().unwrap().to_string();
+        f.client()
+            .query_one(
+                "SELECT extract(epoch FROM $1::text::timestamptz)::bigint",
+                &[&oldest],
+            )
+            .unwrap()
+            .get(0)
+    };
+    // One second earlier than the oldest reachable: the backup's own last second.
+    let inside: String = f
+        .client()
+        .query_one(
+            "SELECT to_char(to_timestamp($1::bigint - 1) AT TIME ZONE 'UTC', 'YYYY-MM-DD\"T\"HH24:MI:SS.\"5Z\"')",
+            &[&stop],
+        )
+        .unwrap()
+        .get(0);
+    let run =
+        f.t.run(&["tenant", "restore", "acme", "--at", &inside, "--yes"]);
+    run.expect(1);
+    assert!(
+        run.stderr.contains("before the oldest backup"),
+        "{}",
+        run.stderr
+    );
+    assert!(f.scratch_entries().is_empty());
 }
