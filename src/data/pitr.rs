@@ -512,6 +512,34 @@ fn free_bytes(tools: &Tools) -> Result<u64, Error> {
         })
 }
 
+/// The scratch directory's room for a restore.
+struct Room {
+    free: u64,
+    needed: u64,
+    /// Why it is not enough, in words; `None` when it is.
+    short: Option<String>,
+}
+
+/// The scratch directory's free bytes against what restoring `backup` (of `bytes`)
+/// needs there.
+fn room(tools: &Tools, backup: &str, bytes: u64) -> Result<Room, Error> {
+    let free = free_bytes(tools)?;
+    let needed = needed_bytes(bytes);
+    let short = (free < needed).then(|| {
+        format!(
+            "{} has {} free, and restoring backup {backup} needs about {}",
+            tools.scratch_dir.display(),
+            bytes_shown(free),
+            bytes_shown(needed)
+        )
+    });
+    Ok(Room {
+        free,
+        needed,
+        short,
+    })
+}
+
 /// What restoring a backup of `bytes` needs in the scratch directory: the backup, a
 /// tenth more for the WAL replayed and the archive, and 64 MiB.
 fn needed_bytes(bytes: u64) -> u64 {
@@ -562,15 +590,9 @@ pub async fn window(tools: &Tools, live: &Client, at: OffsetDateTime) -> Result<
             w.shown()
         )));
     }
-    let free = free_bytes(tools)?;
-    let needed = needed_bytes(w.bytes);
-    if free < needed {
+    if let Some(short) = room(tools, &w.backup, w.bytes)?.short {
         return Err(Error::refused(format!(
-            "{} has {} free, and restoring backup {} needs about {}; free some space or point pitr.scratch_dir elsewhere; nothing was changed",
-            tools.scratch_dir.display(),
-            bytes_shown(free),
-            w.backup,
-            bytes_shown(needed)
+            "{short}; free some space or point pitr.scratch_dir elsewhere; nothing was changed"
         )));
     }
     Ok(w)
@@ -637,18 +659,11 @@ pub async fn readiness(settings: &Settings, server: &str, live: &Client) -> Read
             )));
         };
         r.backup = Some(last.label.clone());
-        let free = free_bytes(&tools)?;
-        let needed = needed_bytes(last.info.size);
-        r.scratch_free_bytes = Some(free);
-        r.needed_bytes = Some(needed);
-        if free < needed {
-            return Err(Error::failed(format!(
-                "{} has {} free, and restoring backup {} needs about {}",
-                tools.scratch_dir.display(),
-                bytes_shown(free),
-                last.label,
-                bytes_shown(needed)
-            )));
+        let room = room(&tools, &last.label, last.info.size)?;
+        r.scratch_free_bytes = Some(room.free);
+        r.needed_bytes = Some(room.needed);
+        if let Some(short) = room.short {
+            return Err(Error::failed(short));
         }
         Ok(())
     }
