@@ -31,6 +31,12 @@ pub struct ServerIndex {
     /// Tenants whose history table this run put the trigger on or whose index row it
     /// recomputed.
     pub attached: usize,
+    /// Whether the index's watch is armed on this server (its event triggers mark what
+    /// each DDL command touches, so a fleet read needs no catalog lookup per tenant).
+    pub watched: bool,
+    /// Why it is not, when it is not: the index is then checked against the catalog
+    /// for each tenant, which is exact, only slower.
+    pub unwatched: Option<String>,
     /// Why the index could not be installed or brought up to date on this server: its
     /// tenants are then read in full, as before the index. `init` still succeeds.
     pub error: Option<String>,
@@ -60,6 +66,8 @@ pub async fn init(cx: &Context) -> Result<Initialized, Error> {
             schema: schema.to_string(),
             installed: false,
             attached: 0,
+            watched: false,
+            unwatched: None,
             error: None,
         };
         let done = async {
@@ -71,9 +79,24 @@ pub async fn init(cx: &Context) -> Result<Initialized, Error> {
                 &own
             };
             entry.installed = versions::install(c, schema).await? == versions::Installed::Created;
+            // The watch's event triggers first, then every row written anew under them,
+            // then the watch armed: no DDL command falls between (see `versions::arm`).
+            let watch = versions::prepare_watch(c, schema).await?;
             let table = &cx.settings.history_table;
-            entry.attached =
-                versions::attach_all(c, target, schema, &schemas, table, entry.installed).await?;
+            let all = entry.installed || matches!(watch, versions::Preparing::Created(_));
+            entry.attached = versions::attach_all(c, target, schema, &schemas, table, all).await?;
+            match watch {
+                versions::Preparing::Armed => entry.watched = true,
+                versions::Preparing::Created(xmins) => {
+                    entry.watched = versions::arm(c, schema, &xmins).await?;
+                    if !entry.watched {
+                        entry.unwatched = Some(
+                            "the version index's event triggers changed while it was being armed: run `tenantctl init` again".into(),
+                        );
+                    }
+                }
+                versions::Preparing::Cannot(why) => entry.unwatched = Some(why),
+            }
             Ok::<(), Error>(())
         }
         .await;

@@ -13,6 +13,7 @@ use crate::files::migrations::MigrationSet;
 use crate::ident;
 use crate::registry::inspect::{self, HistoryEntry, Problem, StatusSummary};
 use crate::registry::state::IndexUse;
+use crate::registry::versions;
 use crate::registry::{EventFilter, EventRow, Registry};
 
 /// What `check` found: its JSON document.
@@ -57,6 +58,19 @@ pub struct IndexCheck {
     pub read_in_full: Vec<SlowRead>,
     /// Whether every history table was also read in full and compared (`--deep`).
     pub deep: bool,
+    /// Servers whose index is not watched (its event triggers are not armed), with
+    /// why: each tenant's row is then checked against the catalog, which is exact and
+    /// slower. Not a problem.
+    pub unwatched: Vec<Unwatched>,
+}
+
+/// A server whose version index is read without the watch.
+#[derive(Debug, Serialize, schemars::JsonSchema)]
+pub struct Unwatched {
+    /// The server.
+    pub server: String,
+    /// Why the watch is not armed there, and what arms it.
+    pub why: String,
 }
 
 /// A tenant read in full because the version index could not vouch for it.
@@ -116,8 +130,29 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
         return Err(Error::unavailable(why));
     }
     let mut problems = inspect::check(&tenants, &states, &set);
+    let mut unwatched = Vec::new();
+    for (server, target) in cx.servers.iter() {
+        if !tenants.iter().any(|t| t.server == server.name) {
+            continue;
+        }
+        let own;
+        let c = if crate::registry::servers::is_default(&server.name) {
+            &client
+        } else {
+            own = target.connect().await?;
+            &own
+        };
+        let schema = versions::schema_for(&server.name, &cx.settings.registry_schema);
+        if let versions::Watch::Unarmed(why) = versions::watch_state(c, schema).await? {
+            unwatched.push(Unwatched {
+                server: server.name.clone(),
+                why,
+            });
+        }
+    }
     let mut index = IndexCheck {
         deep,
+        unwatched,
         ..Default::default()
     };
     for t in &tenants {

@@ -66,12 +66,16 @@ async fn untracked(
             "tenant_runs",
             crate::registry::HISTORY_TABLE,
             crate::registry::versions::TABLE,
+            crate::registry::versions::WATCH_TABLE,
         ]
         .iter()
         .map(|t| t.to_string())
         .collect()
     } else if schema == crate::registry::versions::OTHER_SCHEMA {
-        vec![crate::registry::versions::TABLE.to_string()]
+        vec![
+            crate::registry::versions::TABLE.to_string(),
+            crate::registry::versions::WATCH_TABLE.to_string(),
+        ]
     } else {
         Vec::new()
     };

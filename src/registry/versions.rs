@@ -34,6 +34,42 @@ pub const TRIGGER: &str = "tenantctl_versions";
 pub const OTHER_SCHEMA: &str = "tenantctl";
 /// The trigger function, in the index schema.
 const REFRESH: &str = "tenant_versions_refresh";
+/// The event trigger function that marks the rows of history tables, triggers and
+/// schemas a DDL command touched, in the index schema.
+const WATCH: &str = "tenant_versions_watch";
+/// The table recording the event triggers as they were when the index was last made
+/// whole under them (see [`arm`]), in the index schema.
+pub const WATCH_TABLE: &str = "tenant_versions_watch";
+/// The two events the watch listens to: the end of the DDL commands in [`WATCH_TAGS`],
+/// and every drop.
+const WATCH_EVENTS: [&str; 2] = ["ddl_command_end", "sql_drop"];
+/// What [`prepare_watch`] marks every row with: written before the watch was armed.
+const ARMED: &str = "armed";
+/// The DDL commands whose end the watch sees: those that can change a history table
+/// (its columns, triggers, owner, row-level security, inheritance, name or schema),
+/// its trigger, or its schema's name, or that can make a table inherit from it. Not
+/// the others (CREATE INDEX, CREATE FUNCTION, COMMENT, GRANT...), which cannot, and
+/// which a migration runs often.
+const WATCH_TAGS: [&str; 10] = [
+    "ALTER FOREIGN TABLE",
+    "ALTER POLICY",
+    "ALTER SCHEMA",
+    "ALTER TABLE",
+    "ALTER TRIGGER",
+    "CREATE FOREIGN TABLE",
+    "CREATE POLICY",
+    "CREATE RULE",
+    "CREATE TABLE",
+    "CREATE TRIGGER",
+];
+
+/// The tags the event trigger for `event` filters on, as SQL (`NULL`: every command).
+fn watch_tags_sql(event: &str) -> String {
+    if event == "sql_drop" {
+        return "NULL".into();
+    }
+    format!("ARRAY[{}]::text[]", WATCH_TAGS.map(literal).join(", "))
+}
 /// The function that recomputes one history table's row, in the index schema.
 const SYNC: &str = "tenant_versions_sync";
 /// `pg_trigger.tgtype` of an `AFTER INSERT OR DELETE OR UPDATE OR TRUNCATE ... FOR EACH
@@ -113,24 +149,37 @@ fn applied_on_check(col: &str) -> String {
 /// The body of the function that recomputes one history table's row (`relid`). It
 /// writes nothing for a table without the trigger, and a digest only when every row
 /// has all four columns and a time the index vouches for; a table it cannot read gets
-/// a row that is never trusted.
+/// a row that is never trusted. With the row it records the schema's and the trigger's
+/// oids and the table's name (what the watch marks the row by, see [`watch_body`]), and,
+/// in `unsound`, why the table as it is now cannot be vouched for (inheritance, its
+/// columns, the trigger not enabled `ALWAYS` or not the one tenantctl installs); it
+/// clears the watch's mark, since it has just read everything the mark stood for.
 fn sync_body(index: &str) -> String {
     let table = qualified(index, TABLE);
     let valid = applied_on_check("h.applied_on");
     let signature = columns_signature("c.oid");
     let table_lit = literal(&table);
+    let refresh_lit = literal(&format!("{}()", qualified(index, REFRESH)));
     let cols_ok = columns_ok("cols");
     format!(
         "
 DECLARE
     nsp text;
+    nsp_oid oid;
+    rel_name text;
     class_x xid;
     trigger_x xid;
+    trigger_o oid;
+    trigger_on \"char\";
+    trigger_ok boolean;
+    kind \"char\";
+    inherited boolean;
     n integer := 0;
     top integer;
     d text;
     readable boolean;
     cols text;
+    unsound text;
     vs integer[];
     ns text[];
     ats text[];
@@ -142,16 +191,27 @@ BEGIN
     END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_SPACE},
         (relid::pg_catalog.oid::bigint - 2147483648)::integer);
-    SELECT s.nspname, c.xmin, c.relkind = 'r', {signature}
-    INTO nsp, class_x, readable, cols
+    SELECT s.nspname, s.oid, c.relname::text, c.xmin, c.relkind,
+        c.relhassubclass OR c.relispartition
+            OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = c.oid),
+        {signature}
+    INTO nsp, nsp_oid, rel_name, class_x, kind, inherited, cols
     FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
     WHERE c.oid = relid;
-    readable := readable AND {cols_ok};
-    SELECT t.xmin INTO trigger_x FROM pg_catalog.pg_trigger t
+    readable := kind = 'r' AND {cols_ok};
+    SELECT t.xmin, t.oid, t.tgenabled,
+        t.tgfoid = pg_catalog.to_regprocedure({refresh_lit}) AND t.tgtype = {TGTYPE}
+            AND t.tgqual IS NULL AND t.tgnargs = 0 AND t.tgattr::text = ''
+    INTO trigger_x, trigger_o, trigger_on, trigger_ok
+    FROM pg_catalog.pg_trigger t
     WHERE t.tgrelid = relid AND t.tgname = '{TRIGGER}';
     IF nsp IS NULL OR trigger_x IS NULL THEN
         RETURN;
     END IF;
+    unsound := CASE WHEN kind <> 'r' OR inherited THEN 'inherited'
+        WHEN NOT readable THEN 'columns'
+        WHEN trigger_on <> 'A' THEN 'trigger_disabled'
+        WHEN trigger_ok IS NOT TRUE THEN 'trigger_changed' END;
     IF readable THEN
     BEGIN
         -- The history is fetched by a statement as small as can be, since it is
@@ -181,15 +241,101 @@ BEGIN
     END IF;
     INSERT INTO {table} AS v
         (schema_name, history_oid, applied, highest, digest, trigger_xmin, class_xmin,
-         written_xid, written_at, columns)
+         written_xid, written_at, columns, schema_oid, trigger_oid, history_name, unsound,
+         changed)
     VALUES (nsp, relid, n, top, d, trigger_x, class_x,
-            (pg_catalog.txid_current() % 4294967296)::text::xid, pg_catalog.now(), cols)
+            (pg_catalog.txid_current() % 4294967296)::text::xid, pg_catalog.now(), cols,
+            nsp_oid, trigger_o, rel_name, unsound, NULL)
     ON CONFLICT (schema_name) DO UPDATE SET
         history_oid = EXCLUDED.history_oid, applied = EXCLUDED.applied,
         highest = EXCLUDED.highest, digest = EXCLUDED.digest,
         trigger_xmin = EXCLUDED.trigger_xmin, class_xmin = EXCLUDED.class_xmin,
         written_xid = EXCLUDED.written_xid, written_at = EXCLUDED.written_at,
-        columns = EXCLUDED.columns;
+        columns = EXCLUDED.columns, schema_oid = EXCLUDED.schema_oid,
+        trigger_oid = EXCLUDED.trigger_oid, history_name = EXCLUDED.history_name,
+        unsound = EXCLUDED.unsound, changed = NULL;
+END
+"
+    )
+}
+
+/// The body of the event trigger function, the watch: for every DDL command (at its
+/// end) and every object dropped, it marks, in `changed`, the index rows of the history
+/// tables it touched (the table itself, a column, a trigger, a rule, a policy, a
+/// constraint or default on it, a table it inherits from or that inherits from it), of
+/// the schema, or of the trigger, with the command's tag. A marked row is not trusted
+/// until the table's trigger writes it again. With the watch armed, a fleet read needs
+/// no catalog lookup per tenant: what a catalog lookup would find changed, a DDL
+/// command changed, and the watch saw it.
+fn watch_body(index: &str) -> String {
+    let table = qualified(index, TABLE);
+    let table_lit = literal(&table);
+    format!(
+        "
+DECLARE
+    r record;
+    rel oid;
+BEGIN
+    IF pg_catalog.to_regclass({table_lit}) IS NULL THEN
+        RETURN;
+    END IF;
+    IF TG_EVENT = 'sql_drop' THEN
+        BEGIN
+        FOR r IN SELECT o.classid, o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o LOOP
+            IF r.classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN
+                UPDATE {table} SET changed = TG_TAG
+                WHERE history_oid = r.objid AND changed IS NULL;
+            ELSIF r.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
+                UPDATE {table} SET changed = TG_TAG
+                WHERE schema_oid = r.objid AND changed IS NULL;
+            ELSIF r.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
+                UPDATE {table} SET changed = TG_TAG
+                WHERE trigger_oid = r.objid AND changed IS NULL;
+            END IF;
+        END LOOP;
+        EXCEPTION WHEN undefined_column OR undefined_table THEN
+            RETURN;
+        END;
+        RETURN;
+    END IF;
+    <<marking>>
+    BEGIN
+    FOR r IN SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c LOOP
+        IF r.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
+            UPDATE {table} SET changed = TG_TAG
+            WHERE schema_oid = r.objid AND changed IS NULL;
+            CONTINUE;
+        END IF;
+        rel := CASE r.classid
+            WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN r.objid
+            WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
+                (SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE t.oid = r.objid)
+            WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN
+                (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = r.objid)
+            WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN
+                (SELECT p.polrelid FROM pg_catalog.pg_policy p WHERE p.oid = r.objid)
+            WHEN 'pg_catalog.pg_constraint'::pg_catalog.regclass THEN
+                (SELECT k.conrelid FROM pg_catalog.pg_constraint k WHERE k.oid = r.objid)
+            WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN
+                (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = r.objid)
+            END;
+        IF r.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
+            UPDATE {table} SET changed = TG_TAG
+            WHERE trigger_oid = r.objid AND changed IS NULL;
+        END IF;
+        IF rel IS NOT NULL AND rel <> 0 THEN
+            UPDATE {table} SET changed = TG_TAG
+            WHERE changed IS NULL AND history_oid IN (
+                SELECT rel
+                UNION ALL SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel
+                UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel);
+        END IF;
+    END LOOP;
+    EXCEPTION WHEN undefined_column OR undefined_table THEN
+        -- An index table without the watch's columns (an older one, or one edited by
+        -- hand) is never read through the watch: no DDL command may fail for it.
+        RETURN;
+    END marking;
 END
 "
     )
@@ -234,10 +380,29 @@ CREATE TABLE IF NOT EXISTS {table} (
     trigger_xmin xid NOT NULL,
     class_xmin xid NOT NULL,
     written_xid xid NOT NULL,
-    written_at timestamptz NOT NULL
+    written_at timestamptz NOT NULL,
+    columns text,
+    schema_oid oid,
+    trigger_oid oid,
+    history_name text,
+    unsound text,
+    changed text
 );
-ALTER TABLE {table} ADD COLUMN IF NOT EXISTS columns text;
+ALTER TABLE {table} ADD COLUMN IF NOT EXISTS columns text,
+    ADD COLUMN IF NOT EXISTS schema_oid oid, ADD COLUMN IF NOT EXISTS trigger_oid oid,
+    ADD COLUMN IF NOT EXISTS history_name text, ADD COLUMN IF NOT EXISTS unsound text,
+    ADD COLUMN IF NOT EXISTS changed text;
+CREATE INDEX IF NOT EXISTS tenant_versions_history_oid ON {table} (history_oid);
+CREATE INDEX IF NOT EXISTS tenant_versions_schema_oid ON {table} (schema_oid);
+CREATE INDEX IF NOT EXISTS tenant_versions_trigger_oid ON {table} (trigger_oid);
 REVOKE ALL ON {table} FROM PUBLIC;
+CREATE TABLE IF NOT EXISTS {watch_table} (
+    event text PRIMARY KEY,
+    trigger_xmin xid NOT NULL,
+    armed_at timestamptz NOT NULL
+);
+REVOKE ALL ON {watch_table} FROM PUBLIC;
+COMMENT ON TABLE {watch_table} IS 'tenantctl: the event triggers the version index was last made whole under';
 COMMENT ON TABLE {table} IS 'tenantctl: each tenant schema''s applied migrations, kept by the {TRIGGER} trigger on its history table; safe to drop (tenantctl init rebuilds it)';
 CREATE OR REPLACE FUNCTION {sync}(relid pg_catalog.regclass) RETURNS void
     LANGUAGE plpgsql SECURITY DEFINER {PINNED_SQL}
@@ -246,10 +411,17 @@ REVOKE ALL ON FUNCTION {sync}(pg_catalog.regclass) FROM PUBLIC;
 CREATE OR REPLACE FUNCTION {refresh}() RETURNS trigger
     LANGUAGE plpgsql SECURITY DEFINER {PINNED_SQL}
     AS {trigger};
+CREATE OR REPLACE FUNCTION {watch}() RETURNS event_trigger
+    LANGUAGE plpgsql SECURITY DEFINER {PINNED_SQL}
+    AS {watcher};
+REVOKE ALL ON FUNCTION {watch}() FROM PUBLIC;
 ",
         s_lit = literal(&s),
         body = dollar(&sync_body(index)),
         trigger = dollar(&refresh_body(index)),
+        watch = qualified(index, WATCH),
+        watcher = dollar(&watch_body(index)),
+        watch_table = qualified(index, WATCH_TABLE),
     )
 }
 
@@ -292,11 +464,12 @@ async fn present(client: &db::Client, index: &str) -> Result<bool, Error> {
         client,
         "looking for the version index",
         client.pg().query_typed(
-            "SELECT to_regclass($1) IS NOT NULL AND \
+            "SELECT to_regclass($1) IS NOT NULL AND to_regclass($7) IS NOT NULL AND \
              (SELECT count(*) FROM pg_catalog.pg_proc p \
               WHERE (p.oid = to_regprocedure($2) AND p.prosrc = $3 \
-                  OR p.oid = to_regprocedure($4) AND p.prosrc = $5) \
-              AND p.prosecdef AND array_to_string(p.proconfig, ',') = $6) = 2",
+                  OR p.oid = to_regprocedure($4) AND p.prosrc = $5 \
+                  OR p.oid = to_regprocedure($8) AND p.prosrc = $9) \
+              AND p.prosecdef AND array_to_string(p.proconfig, ',') = $6) = 3",
             &[
                 (&qualified(index, TABLE), Type::TEXT),
                 (&format!("{}()", qualified(index, REFRESH)), Type::TEXT),
@@ -304,6 +477,9 @@ async fn present(client: &db::Client, index: &str) -> Result<bool, Error> {
                 (&format!("{}(regclass)", qualified(index, SYNC)), Type::TEXT),
                 (&sync_body(index), Type::TEXT),
                 (&PINNED, Type::TEXT),
+                (&qualified(index, WATCH_TABLE), Type::TEXT),
+                (&format!("{}()", qualified(index, WATCH)), Type::TEXT),
+                (&watch_body(index), Type::TEXT),
             ],
         ),
     )
@@ -358,6 +534,255 @@ $tenantctl_attach$",
     )
 }
 
+/// The name of the watch's event trigger for `event` (one of [`WATCH_EVENTS`]). Event
+/// triggers belong to the database, not to a schema: the name carries a hash of the
+/// index schema's, so two indexes in one database each have their own.
+fn event_trigger(index: &str, event: &str) -> String {
+    let short = if event == "sql_drop" { "drop" } else { "ddl" };
+    let hash = hex::encode(Sha256::digest(index.as_bytes()));
+    format!("tenantctl_versions_{short}_{}", &hash[..8])
+}
+
+/// Whether the watch is armed on a server: its two event triggers are there, enabled
+/// `ALWAYS`, call the watch function as this tenantctl writes it, and have not been
+/// touched (disabled and enabled again, recreated) since [`arm`] recorded them. An SQL
+/// expression over parameters `$7` (the functions' settings), `$8` (the watch
+/// function's signature), `$9` (its source), `$10` and `$11` (the event triggers'
+/// names).
+fn armed_expr(index: &str) -> String {
+    format!(
+        "(SELECT count(*) = 2 FROM pg_catalog.pg_event_trigger e \
+           JOIN {watch_table} w ON w.event = e.evtevent::text \
+           WHERE e.evtname IN ($10, $11) \
+           AND (e.evtname = $10) = (e.evtevent = 'ddl_command_end') \
+           AND e.evtenabled = 'A' AND e.xmin = w.trigger_xmin \
+           AND (CASE WHEN e.evtevent = 'sql_drop' THEN e.evttags IS NULL \
+             ELSE e.evttags @> {tags} AND e.evttags <@ {tags} END) \
+           AND e.evtfoid = (SELECT p.oid FROM pg_catalog.pg_proc p \
+             WHERE p.oid = to_regprocedure($8) AND p.prosrc = $9 AND p.prosecdef \
+             AND array_to_string(p.proconfig, ',') = $7))",
+        watch_table = qualified(index, WATCH_TABLE),
+        tags = watch_tags_sql(WATCH_EVENTS[0]),
+    )
+}
+
+/// The watch's state on one server, as `check` and `init` report it.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Watch {
+    /// Armed: a fleet read needs no catalog lookup per tenant.
+    Armed,
+    /// Not armed, and why: each tenant's row is checked against the catalog.
+    Unarmed(String),
+}
+
+/// Reads the watch's state on `client`'s server (index in schema `index`).
+pub async fn watch_state<C: Reads + ?Sized>(client: &C, index: &str) -> Result<Watch, Error> {
+    let sql = format!(
+        "SELECT {armed}, \
+           (SELECT count(*) FROM pg_catalog.pg_event_trigger e WHERE e.evtname IN ($10, $11)), \
+           current_setting('is_superuser') = 'on', \
+           (SELECT r.rolsuper FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner \
+            WHERE c.oid = to_regclass($2)), \
+           (SELECT r.rolname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner \
+            WHERE c.oid = to_regclass($2)) \
+         FROM (SELECT $1::text[], $3::text, $4::text, $5::text, $6::text) AS unused",
+        armed = armed_expr(index)
+    );
+    let table = qualified(index, TABLE);
+    let (none, table): (&[String], &str) = (&[], &table);
+    let rest = index_params(index);
+    let params = params(&none, &table, &rest, 11);
+    let rows = match db::read(
+        client,
+        "reading the version index's watch",
+        client.pg().query_typed(&sql, &params),
+    )
+    .await
+    {
+        Ok(rows) => rows,
+        Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
+        Err(_) => {
+            return Ok(Watch::Unarmed(
+                "the version index is not installed as this tenantctl installs it; `tenantctl init` installs it".into(),
+            ))
+        }
+    };
+    let Some(row) = rows.first() else {
+        return Ok(Watch::Unarmed("the watch could not be read".into()));
+    };
+    let (armed, present, superuser): (bool, i64, bool) = (row.get(0), row.get(1), row.get(2));
+    let owner_super: Option<bool> = row.get(3);
+    let owner: Option<String> = row.get(4);
+    if armed {
+        return Ok(Watch::Armed);
+    }
+    Ok(Watch::Unarmed(unarmed_why(
+        present > 0,
+        superuser,
+        owner_super,
+        owner.as_deref(),
+    )))
+}
+
+/// Why the watch is not armed, in words.
+fn unarmed_why(
+    present: bool,
+    superuser: bool,
+    owner_super: Option<bool>,
+    owner: Option<&str>,
+) -> String {
+    if owner_super == Some(false) {
+        return format!(
+            "the version index is owned by {}, not a superuser: its event triggers run on every role's DDL, so tenantctl arms them only over objects a superuser owns",
+            owner.map(crate::ident::shown).unwrap_or_default()
+        );
+    }
+    let rerun = if superuser {
+        "`tenantctl init` arms it"
+    } else {
+        "`tenantctl init` run as a superuser arms it (creating an event trigger takes one)"
+    };
+    if present {
+        format!("the version index's event triggers were disabled, changed or not armed since they were installed: {rerun}")
+    } else {
+        format!("the version index's event triggers are not installed: {rerun}")
+    }
+}
+
+/// What [`prepare_watch`] found or did.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Preparing {
+    /// The watch is armed already.
+    Armed,
+    /// The event triggers were (re)created, with these `xmin`s: every row is to be
+    /// written anew, then [`arm`] records them.
+    Created(Vec<String>),
+    /// The watch cannot be armed here, and why.
+    Cannot(String),
+}
+
+/// The first step of arming the watch on `client`'s server, when it is not armed and
+/// can be: its event triggers created anew (dropped first if they are there), enabled
+/// `ALWAYS`. From then on every DDL command marks what it touches; the rows written
+/// before may be stale (the watch was not there, or off), so the caller writes every
+/// row anew ([`attach_all`] with `all`) before [`arm`] records the triggers.
+pub async fn prepare_watch(client: &db::Client, index: &str) -> Result<Preparing, Error> {
+    match watch_state(client, index).await? {
+        Watch::Armed => return Ok(Preparing::Armed),
+        Watch::Unarmed(why) => {
+            let row = db::read(
+                client,
+                "reading who owns the version index",
+                client.pg().query_typed(
+                    "SELECT current_setting('is_superuser') = 'on', \
+                     coalesce((SELECT r.rolsuper FROM pg_catalog.pg_class c \
+                       JOIN pg_catalog.pg_roles r ON r.oid = c.relowner WHERE c.oid = to_regclass($1)), false) \
+                     AND coalesce((SELECT r.rolsuper FROM pg_catalog.pg_proc p \
+                       JOIN pg_catalog.pg_roles r ON r.oid = p.proowner WHERE p.oid = to_regprocedure($2)), false)",
+                    &[
+                        (&qualified(index, TABLE), Type::TEXT),
+                        (&format!("{}()", qualified(index, WATCH)), Type::TEXT),
+                    ],
+                ),
+            )
+            .await?;
+            let (superuser, owned): (bool, bool) = (row[0].get(0), row[0].get(1));
+            if !superuser || !owned {
+                return Ok(Preparing::Cannot(why));
+            }
+        }
+    }
+    let watch = format!("{}()", qualified(index, WATCH));
+    let mut sql = String::from("BEGIN");
+    let (k1, k2) = db::lock_key(db::LockSpace::Registry, &format!("{index}.{WATCH_TABLE}"));
+    sql.push_str(&format!("; SELECT pg_advisory_xact_lock({k1}, {k2})"));
+    sql.push_str(&format!("; DELETE FROM {}", qualified(index, WATCH_TABLE)));
+    for event in WATCH_EVENTS {
+        let name = quote(&event_trigger(index, event));
+        sql.push_str(&format!(
+            "; DROP EVENT TRIGGER IF EXISTS {name}; \
+             CREATE EVENT TRIGGER {name} ON {event} {when} EXECUTE FUNCTION {watch}; \
+             ALTER EVENT TRIGGER {name} ENABLE ALWAYS; \
+             COMMENT ON EVENT TRIGGER {name} IS {comment}",
+            comment = literal(&format!(
+                "tenantctl: marks the rows of the version index in schema {} that a DDL command touched",
+                quote(index)
+            )),
+            when = if event == "sql_drop" {
+                String::new()
+            } else {
+                format!("WHEN TAG IN ({})", WATCH_TAGS.map(literal).join(", "))
+            },
+        ));
+    }
+    // Every row marked: a row written while the watch was off may be stale; the caller
+    // writes anew every row it can, and those it cannot stay marked (read in full).
+    sql.push_str(&format!(
+        "; UPDATE {} SET changed = {} WHERE changed IS NULL",
+        qualified(index, TABLE),
+        literal(ARMED)
+    ));
+    sql.push_str("; COMMIT");
+    // Quietly: DROP ... IF EXISTS of a trigger that is not there says so.
+    let quiet = format!("SET client_min_messages = warning; {sql}; RESET client_min_messages");
+    if let Err(e) = client.batch_execute(&quiet).await {
+        let _ = client
+            .batch_execute("ROLLBACK; RESET client_min_messages")
+            .await;
+        return Err(Error::failed(format!(
+            "creating the version index's event triggers: {}",
+            db::pg_message(&e)
+        )));
+    }
+    let names = [
+        event_trigger(index, WATCH_EVENTS[0]),
+        event_trigger(index, WATCH_EVENTS[1]),
+    ];
+    let rows = db::read(
+        client,
+        "reading the version index's event triggers",
+        client.pg().query_typed(
+            "SELECT e.xmin::text FROM pg_catalog.pg_event_trigger e WHERE e.evtname = ANY($1)",
+            &[(&names.as_slice(), Type::TEXT_ARRAY)],
+        ),
+    )
+    .await?;
+    Ok(Preparing::Created(rows.iter().map(|r| r.get(0)).collect()))
+}
+
+/// Arms the watch: records its event triggers as [`prepare_watch`] created them
+/// (`xmins`), once every row has been written anew under them. If they were changed
+/// meanwhile, nothing is recorded and the watch stays unarmed. Returns whether it is
+/// armed.
+pub async fn arm(client: &db::Client, index: &str, xmins: &[String]) -> Result<bool, Error> {
+    let names = [
+        event_trigger(index, WATCH_EVENTS[0]),
+        event_trigger(index, WATCH_EVENTS[1]),
+    ];
+    let (k1, k2) = db::lock_key(db::LockSpace::Registry, &format!("{index}.{WATCH_TABLE}"));
+    let sql = format!(
+        "WITH l AS (SELECT pg_advisory_xact_lock({k1}, {k2})), \
+         d AS (DELETE FROM {t}) \
+         INSERT INTO {t} (event, trigger_xmin, armed_at) \
+         SELECT e.evtevent::text, e.xmin, now() FROM pg_catalog.pg_event_trigger e, l \
+         WHERE e.evtname = ANY($1) AND e.xmin::text = ANY($2) RETURNING 1",
+        t = qualified(index, WATCH_TABLE)
+    );
+    let xmins = xmins.to_vec();
+    let done = client
+        .pg()
+        .query_typed(
+            &sql,
+            &[
+                (&names.as_slice(), Type::TEXT_ARRAY),
+                (&xmins, Type::TEXT_ARRAY),
+            ],
+        )
+        .await
+        .map_err(db::query_error("arming the version index's watch"))?;
+    Ok(done.len() == 2 && watch_state(client, index).await? == Watch::Armed)
+}
+
 /// Why a tenant's row was not trusted, and its schema was read in full.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum Bypass {
@@ -398,6 +823,9 @@ pub enum Bypass {
     Unvouched,
     /// The history is not the files' first versions: drift, or versions out of order.
     Differs,
+    /// The watch saw a DDL command (its tag) touch the history table, its trigger or
+    /// its schema since the row was written.
+    Changed(String),
 }
 
 impl Bypass {
@@ -420,6 +848,7 @@ impl Bypass {
             Bypass::ColumnsChanged => "columns_changed",
             Bypass::Unvouched => "unvouched",
             Bypass::Differs => "differs",
+            Bypass::Changed(_) => "changed",
         }
     }
 
@@ -462,6 +891,11 @@ impl Bypass {
             Bypass::ColumnsChanged => "the history table's columns were renamed or retyped since the index row was written".into(),
             Bypass::Unsettled => "the trigger or the history table was changed in the transaction that last wrote the index row (the next write or `tenantctl init` settles it)".into(),
             Bypass::Differs => "the history is not the migration files' first versions".into(),
+            Bypass::Changed(tag) if tag == ARMED => "the index's watch was armed after the index row was written, and the row could not be written anew".into(),
+            Bypass::Changed(tag) => format!(
+                "{} touched the history table, its trigger or its schema since the index row was written (the next write to the table, or `tenantctl init`, writes it anew)",
+                if tag.is_empty() { "a DDL command".to_string() } else { tag.clone() }
+            ),
         }
     }
 }
@@ -546,16 +980,182 @@ pub async fn read<C: Reads + ?Sized>(
     history: &str,
     digests: &mut Digests<'_>,
 ) -> Result<Vec<(String, Found)>, Error> {
+    // JIT compilation would cost more than the query (its estimate counts every
+    // tenant's lookups); left off like `row_security`: every migration starts with
+    // `RESET ALL`.
+    // Bounded by the read timeout, as every read is: a server that stops answering
+    // must not hang the command here.
+    let jit_off = client.pg().batch_execute("SET jit = off");
+    if let Err(e) = db::read(client, "reading the version index", jit_off).await {
+        if e.kind() == ErrorKind::Unavailable {
+            return Err(e);
+        }
+    }
+    match read_watched(client, index, schemas, history, digests).await? {
+        Some(found) => Ok(found),
+        None => read_checked(client, index, schemas, history, digests).await,
+    }
+}
+
+/// Parameters `$3` to `$11` of the readers' queries: the trigger function's and the
+/// sync function's signatures and sources, their settings, the watch function's
+/// signature and source, and the event triggers' names.
+fn index_params(index: &str) -> [String; 9] {
+    [
+        format!("{}()", qualified(index, REFRESH)),
+        refresh_body(index),
+        format!("{}(regclass)", qualified(index, SYNC)),
+        sync_body(index),
+        PINNED.to_string(),
+        format!("{}()", qualified(index, WATCH)),
+        watch_body(index),
+        event_trigger(index, WATCH_EVENTS[0]),
+        event_trigger(index, WATCH_EVENTS[1]),
+    ]
+}
+
+/// A reader's first `n` parameters: `$1` the schemas, `$2` the history table's name
+/// (or the index table's, for [`watch_state`]), then [`index_params`].
+fn params<'a>(
+    schemas: &'a &'a [String],
+    second: &'a &'a str,
+    rest: &'a [String; 9],
+    n: usize,
+) -> Vec<(&'a (dyn tokio_postgres::types::ToSql + Sync), Type)> {
+    let mut out: Vec<(&(dyn tokio_postgres::types::ToSql + Sync), Type)> =
+        vec![(schemas, Type::TEXT_ARRAY), (second, Type::TEXT)];
+    out.extend(
+        rest.iter()
+            .map(|p| (p as &(dyn tokio_postgres::types::ToSql + Sync), Type::TEXT)),
+    );
+    out.truncate(n);
+    out
+}
+
+/// The query's check that the index's two functions are there as this tenantctl
+/// writes them (parameters `$3` to `$7`), as a `WITH` item `f` of `refresh` and `sync`
+/// (NULL when not).
+const FUNCTIONS_OK: &str = "(SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($3) \
+              AND p.prosrc = $4 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS refresh, \
+           (SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($5) \
+              AND p.prosrc = $6 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS sync";
+
+/// The read with the watch armed (see [`watch_body`]): each row is trusted on what it
+/// says of itself (not marked by the watch, written by its trigger, for the schema of
+/// that name and a table of the history's name, sound when written, a digest) with no
+/// catalog lookup but the schema's by name. `None` when the watch is not armed on this
+/// server: the caller reads with [`read_checked`].
+async fn read_watched<C: Reads + ?Sized>(
+    client: &C,
+    index: &str,
+    schemas: &[String],
+    history: &str,
+    digests: &mut Digests<'_>,
+) -> Result<Option<Vec<(String, Found)>>, Error> {
+    let sql = format!(
+        "WITH f AS MATERIALIZED (SELECT {FUNCTIONS_OK}, {armed} AS watched) \
+         SELECT s.name, \
+           CASE WHEN f.refresh IS NULL OR f.sync IS NULL THEN 'no_index' \
+             WHEN NOT f.watched THEN 'unwatched' \
+             WHEN n.oid IS NULL THEN 'no_history' \
+             WHEN v.schema_name IS NULL THEN CASE WHEN EXISTS (SELECT 1 FROM pg_catalog.pg_class c \
+               WHERE c.relnamespace = n.oid AND c.relname = $2) THEN 'no_row' ELSE 'no_history' END \
+             WHEN v.changed IS NOT NULL THEN 'changed' \
+             WHEN NOT (v.xmin = v.written_xid) THEN 'row_edited' \
+             WHEN v.history_name IS DISTINCT FROM $2 OR v.schema_oid IS DISTINCT FROM n.oid THEN 'recreated' \
+             WHEN v.unsound IS NOT NULL THEN v.unsound \
+             WHEN v.digest IS NULL THEN 'unvouched' \
+           END, v.applied, v.digest, v.changed \
+         FROM unnest($1::text[]) AS s(name) CROSS JOIN f \
+         LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s.name \
+         LEFT JOIN {table} v ON v.schema_name = s.name",
+        armed = armed_expr(index),
+        table = qualified(index, TABLE),
+    );
+    let rest = index_params(index);
+    let params = params(&schemas, &history, &rest, 11);
+    let query = client.pg().query_typed(&sql, &params);
+    let rows = match db::read(client, "reading the version index", query).await {
+        Ok(rows) => rows,
+        Err(e) if e.kind() == ErrorKind::Unavailable => return Err(e),
+        // An index from before the watch (its table, or a column, is missing): the
+        // checked read says what is wrong.
+        Err(_) => return Ok(None),
+    };
+    if rows
+        .first()
+        .is_some_and(|r| r.get::<_, Option<&str>>(1) == Some("unwatched"))
+    {
+        return Ok(None);
+    }
+    Ok(Some(decode(index, rows, digests)))
+}
+
+/// What a reader's rows say: name, why not trusted (NULL: trusted), applied, digest,
+/// and for the watched read the mark.
+fn decode(
+    index: &str,
+    rows: Vec<tokio_postgres::Row>,
+    digests: &mut Digests<'_>,
+) -> Vec<(String, Found)> {
+    let no_index = Bypass::NoIndex(format!(
+        "this server has no version index as this tenantctl installs it (in schema {}); `tenantctl init` installs it",
+        quote(index)
+    ));
+    let mut out = Vec::with_capacity(rows.len());
+    for row in rows {
+        let name: String = row.get(0);
+        let why: Option<&str> = row.get(1);
+        let found = match why {
+            Some("no_index") => Found::Bypassed(no_index.clone()),
+            Some("no_history") => Found::Bypassed(Bypass::NoHistory),
+            Some("inherited") => Found::Bypassed(Bypass::Inherited),
+            Some("columns") => Found::Bypassed(Bypass::Columns),
+            Some("no_row") => Found::Bypassed(Bypass::NoRow),
+            Some("recreated") => Found::Bypassed(Bypass::Recreated),
+            Some("no_trigger") => Found::Bypassed(Bypass::NoTrigger),
+            Some("trigger_disabled") => Found::Bypassed(Bypass::TriggerDisabled),
+            Some("trigger_changed") => Found::Bypassed(Bypass::TriggerChanged),
+            Some("trigger_touched") => Found::Bypassed(Bypass::TriggerTouched),
+            Some("table_altered") => Found::Bypassed(Bypass::TableAltered),
+            Some("row_edited") => Found::Bypassed(Bypass::RowEdited),
+            Some("unsettled") => Found::Bypassed(Bypass::Unsettled),
+            Some("columns_changed") => Found::Bypassed(Bypass::ColumnsChanged),
+            Some("changed") => {
+                let tag: Option<String> = row.try_get(4).ok().flatten();
+                Found::Bypassed(Bypass::Changed(tag.unwrap_or_default()))
+            }
+            Some(_) => Found::Bypassed(Bypass::Unvouched),
+            None => {
+                let applied: i32 = row.get(2);
+                let recorded: String = row.get(3);
+                let n = usize::try_from(applied).ok();
+                match n.and_then(|n| digests.of(n).map(|d| (n, d == recorded))) {
+                    Some((n, true)) => Found::Exact(n),
+                    _ => Found::Bypassed(Bypass::Differs),
+                }
+            }
+        };
+        out.push((name, found));
+    }
+    out
+}
+
+/// The read with the watch not armed: each tenant's row joined with the catalog (its
+/// schema, history table, trigger and columns), in one query.
+async fn read_checked<C: Reads + ?Sized>(
+    client: &C,
+    index: &str,
+    schemas: &[String],
+    history: &str,
+    digests: &mut Digests<'_>,
+) -> Result<Vec<(String, Found)>, Error> {
     // Each tenant's catalog rows are looked up by key (`LIMIT 1` keeps the planner from
     // turning a lookup into a scan of the whole `pg_class`, which on a fleet of many
     // tables per tenant costs more than all the lookups), and its columns' signature is
     // computed once (`OFFSET 0` keeps the inner query as it is written).
     let sql = format!(
-        "WITH f AS (SELECT \
-           (SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($3) \
-              AND p.prosrc = $4 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS refresh, \
-           (SELECT p.oid FROM pg_catalog.pg_proc p WHERE p.oid = to_regprocedure($5) \
-              AND p.prosrc = $6 AND p.prosecdef AND array_to_string(p.proconfig, ',') = $7) AS sync) \
+        "WITH f AS (SELECT {FUNCTIONS_OK}) \
          SELECT x.name, \
            CASE WHEN x.refresh IS NULL OR x.sync IS NULL THEN 'no_index' \
              WHEN x.coid IS NULL THEN 'no_history' \
@@ -594,30 +1194,8 @@ pub async fn read<C: Reads + ?Sized>(
         columns = columns_ok("x.sig"),
         signature = columns_signature("c.oid"),
     );
-    // JIT compilation would cost more than the query (its estimate counts every
-    // tenant's lookups); left off like `row_security`: every migration starts with
-    // `RESET ALL`.
-    // Bounded by the read timeout, as every read is: a server that stops answering
-    // must not hang the command here.
-    let jit_off = client.pg().batch_execute("SET jit = off");
-    if let Err(e) = db::read(client, "reading the version index", jit_off).await {
-        if e.kind() == ErrorKind::Unavailable {
-            return Err(e);
-        }
-    }
-    let refresh = format!("{}()", qualified(index, REFRESH));
-    let sync = format!("{}(regclass)", qualified(index, SYNC));
-    let refresh_src = refresh_body(index);
-    let sync_src = sync_body(index);
-    let params: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 7] = [
-        (&schemas, Type::TEXT_ARRAY),
-        (&history, Type::TEXT),
-        (&refresh, Type::TEXT),
-        (&refresh_src, Type::TEXT),
-        (&sync, Type::TEXT),
-        (&sync_src, Type::TEXT),
-        (&PINNED, Type::TEXT),
-    ];
+    let rest = index_params(index);
+    let params = params(&schemas, &history, &rest, 7);
     let query = client.pg().query_typed(&sql, &params);
     let rows = match db::read(client, "reading the version index", query).await {
         Ok(rows) => rows,
@@ -637,43 +1215,7 @@ pub async fn read<C: Reads + ?Sized>(
                 .collect());
         }
     };
-    let no_index = Bypass::NoIndex(format!(
-        "this server has no version index as this tenantctl installs it (in schema {}); `tenantctl init` installs it",
-        quote(index)
-    ));
-    let mut out = Vec::with_capacity(rows.len());
-    for row in rows {
-        let name: String = row.get(0);
-        let why: Option<&str> = row.get(1);
-        let found = match why {
-            Some("no_index") => Found::Bypassed(no_index.clone()),
-            Some("no_history") => Found::Bypassed(Bypass::NoHistory),
-            Some("inherited") => Found::Bypassed(Bypass::Inherited),
-            Some("columns") => Found::Bypassed(Bypass::Columns),
-            Some("no_row") => Found::Bypassed(Bypass::NoRow),
-            Some("recreated") => Found::Bypassed(Bypass::Recreated),
-            Some("no_trigger") => Found::Bypassed(Bypass::NoTrigger),
-            Some("trigger_disabled") => Found::Bypassed(Bypass::TriggerDisabled),
-            Some("trigger_changed") => Found::Bypassed(Bypass::TriggerChanged),
-            Some("trigger_touched") => Found::Bypassed(Bypass::TriggerTouched),
-            Some("table_altered") => Found::Bypassed(Bypass::TableAltered),
-            Some("row_edited") => Found::Bypassed(Bypass::RowEdited),
-            Some("unsettled") => Found::Bypassed(Bypass::Unsettled),
-            Some("columns_changed") => Found::Bypassed(Bypass::ColumnsChanged),
-            Some(_) => Found::Bypassed(Bypass::Unvouched),
-            None => {
-                let applied: i32 = row.get(2);
-                let recorded: String = row.get(3);
-                let n = usize::try_from(applied).ok();
-                match n.and_then(|n| digests.of(n).map(|d| (n, d == recorded))) {
-                    Some((n, true)) => Found::Exact(n),
-                    _ => Found::Bypassed(Bypass::Differs),
-                }
-            }
-        };
-        out.push((name, found));
-    }
-    Ok(out)
+    Ok(decode(index, rows, digests))
 }
 
 /// Tenants attached to the index in one transaction by [`attach_all`].
@@ -707,7 +1249,8 @@ pub async fn attach_all(
     let repair: Vec<String> = found
         .into_iter()
         .filter_map(|(name, found)| match found {
-            Found::Bypassed(Bypass::NoHistory | Bypass::Inherited) => None,
+            Found::Bypassed(Bypass::NoHistory) => None,
+            Found::Bypassed(Bypass::Inherited) if !all => None,
             Found::Bypassed(why) if why.needs_repair() && !matches!(why, Bypass::NoIndex(_)) => {
                 Some(name)
             }

@@ -61,6 +61,7 @@ fn example_migrations_land_in_the_tenant_schema_and_behave() {
             "rel:r:tenant_moves",
             "rel:r:tenant_runs",
             "rel:r:tenant_versions",
+            "rel:r:tenant_versions_watch",
             "rel:r:tenantctl_registry_history",
             "rel:r:tenants"
         ],

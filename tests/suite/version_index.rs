@@ -87,6 +87,41 @@ fn said(s: &Value) -> (Value, usize, usize, bool) {
     )
 }
 
+/// Disables the watch's event triggers, as a DBA might: the index is then checked
+/// against the catalog for each tenant, and `check` says so.
+fn unwatch(db: &TestDb, t: &Tenantctl) {
+    sql(
+        db,
+        "DO $$ DECLARE e record; BEGIN \
+           FOR e IN SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'tenantctl\\_versions\\_%' LOOP \
+             EXECUTE format('ALTER EVENT TRIGGER %I DISABLE', e.evtname); \
+           END LOOP; END $$",
+    );
+    let report = check(t, false);
+    let why = report["index"]["unwatched"][0]["why"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("disabled, changed or not armed"), "{report:#}");
+}
+
+/// Sets the test up in one of the two ways the index is read: watched (its event
+/// triggers armed, as `init` leaves them for a superuser), or checked against the
+/// catalog (the event triggers disabled). Returns how a reason reads in that way:
+/// the watch marks every row a DDL command touched as `changed`.
+fn mode(db: &TestDb, t: &Tenantctl, watched: bool) -> impl Fn(&'static str) -> &'static str {
+    if watched {
+        let report = check(t, false);
+        assert_eq!(
+            report["index"]["unwatched"],
+            serde_json::json!([]),
+            "{report:#}"
+        );
+    } else {
+        unwatch(db, t);
+    }
+    move |checked| if watched { "changed" } else { checked }
+}
+
 /// `check --deep` finds the index and the history tables in agreement for every tenant,
 /// and trusts `trusted` tenants.
 fn agree(t: &Tenantctl, trusted: usize) -> Value {
@@ -122,6 +157,70 @@ fn a_fresh_fleet_is_answered_from_the_index_and_init_is_idempotent() {
     let again: Value = t.run(&["init", "-o", "json"]).expect(0).json();
     assert_eq!(again["index"][0]["installed"], false, "{again:#}");
     assert_eq!(again["index"][0]["attached"], 0, "{again:#}");
+    agree(&t, 3);
+}
+
+#[test]
+fn ddl_while_the_watch_was_off_is_caught_and_init_arms_it_again() {
+    let (db, t) = fleet();
+    let names: Vec<String> = db
+        .client()
+        .query(
+            "SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'tenantctl\\_versions\\_%' ORDER BY 1",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(names.len(), 2, "{names:?}");
+    // Off, the trigger disabled around a delete (no mark: the watch is off), and on
+    // again: the catalog looks healthy, the watch's triggers as they were but for
+    // their catalog rows.
+    let (off, on): (Vec<String>, Vec<String>) = names
+        .iter()
+        .map(|n| {
+            (
+                format!("ALTER EVENT TRIGGER {n} DISABLE"),
+                format!("ALTER EVENT TRIGGER {n} ENABLE ALWAYS"),
+            )
+        })
+        .unzip();
+    sql(&db, &off.join("; "));
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; DELETE FROM {h} WHERE version = 6; \
+             ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions",
+            h = history("alpha")
+        ),
+    );
+    sql(&db, &on.join("; "));
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+    let report = agree(&t, 2);
+    assert_eq!(
+        read_in_full(&report, "alpha").as_deref(),
+        Some("trigger_touched")
+    );
+    let why = report["index"]["unwatched"][0]["why"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("`tenantctl init` arms it"), "{report:#}");
+    // init writes every row anew under the watch, then arms it.
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["attached"], 3, "{init:#}");
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
+    let report = agree(&t, 3);
+    assert_eq!(report["index"]["unwatched"], serde_json::json!([]));
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+    // Dropped, the watch is installed again by init.
+    sql(&db, &format!("DROP EVENT TRIGGER {}", names[1]));
+    assert_eq!(
+        check(&t, false)["index"]["unwatched"][0]["server"],
+        "default"
+    );
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
     agree(&t, 3);
 }
 
@@ -163,11 +262,21 @@ fn hand_edits_of_the_history_are_seen_by_the_trigger() {
 }
 
 #[test]
-fn a_trigger_disabled_dropped_or_disabled_and_enabled_again_is_not_trusted() {
+fn a_trigger_disabled_dropped_or_disabled_and_enabled_again_is_not_trusted_watched() {
+    trigger_cases(true);
+}
+
+#[test]
+fn a_trigger_disabled_dropped_or_disabled_and_enabled_again_is_not_trusted_checked() {
+    trigger_cases(false);
+}
+
+fn trigger_cases(watched: bool) {
     let (db, t) = ready();
     for d in ["alpha", "bravo", "charlie", "delta"] {
         create(&t, d, &["--migrate"]);
     }
+    let reason = mode(&db, &t, watched);
     // Disabled, then a row deleted behind its back.
     sql(
         &db,
@@ -208,40 +317,53 @@ fn a_trigger_disabled_dropped_or_disabled_and_enabled_again_is_not_trusted() {
     let report = agree(&t, 0);
     assert_eq!(
         read_in_full(&report, "alpha").as_deref(),
-        Some("trigger_disabled")
+        Some(reason("trigger_disabled"))
     );
     assert_eq!(
         read_in_full(&report, "bravo").as_deref(),
-        Some("no_trigger")
+        Some(reason("no_trigger"))
     );
     assert_eq!(
         read_in_full(&report, "charlie").as_deref(),
-        Some("trigger_touched")
+        Some(reason("trigger_touched"))
     );
     assert_eq!(
         read_in_full(&report, "delta").as_deref(),
-        Some("trigger_disabled")
+        Some(reason("trigger_disabled"))
     );
-    // The text report says why, and init brings every one back.
+    // The text report says why, and init brings every one back (and arms the watch).
     let text = t.run(&["check"]).stdout.clone();
     assert!(text.contains("4 tenants read in full"), "{text}");
-    assert!(
-        text.contains("was disabled, enabled or recreated"),
-        "{text}"
-    );
+    let why = if watched {
+        "DROP TRIGGER touched the history table, its trigger or its schema"
+    } else {
+        "was disabled, enabled or recreated"
+    };
+    assert!(text.contains(why), "{text}");
     let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
     assert_eq!(init["index"][0]["attached"], 4, "{init:#}");
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
     let report = agree(&t, 4);
     assert_eq!(report["index"]["read_in_full"], serde_json::json!([]));
     assert_eq!(said(&status(&t, "charlie")), (Value::from(5), 1, 0, true));
 }
 
 #[test]
-fn a_recreated_table_an_edited_row_a_renamed_schema_and_vacuum_full_are_read_in_full() {
+fn a_recreated_table_an_edited_row_a_renamed_schema_and_vacuum_full_are_read_in_full_watched() {
+    recreated_cases(true);
+}
+
+#[test]
+fn a_recreated_table_an_edited_row_a_renamed_schema_and_vacuum_full_are_read_in_full_checked() {
+    recreated_cases(false);
+}
+
+fn recreated_cases(watched: bool) {
     let (db, t) = ready();
     for d in ["alpha", "bravo", "charlie", "delta", "echo"] {
         create(&t, d, &["--migrate"]);
     }
+    let reason = mode(&db, &t, watched);
     // Alpha's history table dropped and created again without its last row.
     sql(
         &db,
@@ -280,21 +402,28 @@ fn a_recreated_table_an_edited_row_a_renamed_schema_and_vacuum_full_are_read_in_
     assert_eq!(said(&status(&t, "charlie")), (Value::from(5), 1, 0, true));
     assert_eq!(said(&status(&t, "delta")), (Value::from(HEAD), 0, 0, true));
     assert_eq!(said(&status(&t, "echo")), (Value::from(HEAD), 0, 0, true));
-    let report = agree(&t, 0);
-    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("recreated"));
+    // VACUUM FULL rewrites the table's catalog row but not its rows: the watch (which
+    // sees DDL, and VACUUM is not DDL) goes on trusting echo, rightly; the catalog
+    // check cannot tell it from an ALTER TABLE.
+    let report = agree(&t, usize::from(watched));
+    assert_eq!(
+        read_in_full(&report, "alpha").as_deref(),
+        Some(reason("recreated"))
+    );
     assert_eq!(
         read_in_full(&report, "bravo").as_deref(),
         Some("row_edited")
     );
     assert_eq!(
         read_in_full(&report, "charlie").as_deref(),
-        Some("recreated")
+        Some(reason("recreated"))
     );
-    assert_eq!(read_in_full(&report, "delta").as_deref(), Some("recreated"));
     assert_eq!(
-        read_in_full(&report, "echo").as_deref(),
-        Some("table_altered")
+        read_in_full(&report, "delta").as_deref(),
+        Some(reason("recreated"))
     );
+    let echo = if watched { None } else { Some("table_altered") };
+    assert_eq!(read_in_full(&report, "echo").as_deref(), echo);
     t.run(&["init"]).expect(0);
     agree(&t, 5);
     assert_eq!(said(&status(&t, "bravo")), (Value::from(5), 1, 0, true));
@@ -508,11 +637,21 @@ fn a_table_owner_cannot_run_code_with_the_index_owners_rights() {
 }
 
 #[test]
-fn columns_renamed_dropped_or_padded_are_read_in_full() {
+fn columns_renamed_dropped_or_padded_are_read_in_full_watched() {
+    column_cases(true);
+}
+
+#[test]
+fn columns_renamed_dropped_or_padded_are_read_in_full_checked() {
+    column_cases(false);
+}
+
+fn column_cases(watched: bool) {
     let (db, t) = ready();
     for d in ["alpha", "bravo", "charlie", "delta"] {
         create(&t, d, &["--migrate"]);
     }
+    let reason = mode(&db, &t, watched);
     sql(
         &db,
         &format!("ALTER TABLE {} RENAME COLUMN name TO nm", history("alpha")),
@@ -547,7 +686,7 @@ fn columns_renamed_dropped_or_padded_are_read_in_full() {
     let before = agree(&t, 0);
     assert_eq!(
         read_in_full(&before, "delta").as_deref(),
-        Some("columns_changed"),
+        Some(reason("columns_changed")),
         "{before:#}"
     );
     // init cannot make the index vouch for them: they stay read in full.
@@ -601,9 +740,21 @@ fn another_function_of_the_same_name_does_not_take_the_triggers_call() {
 }
 
 #[test]
-fn writes_through_a_parent_a_trigger_flipped_in_the_writing_transaction_and_swapped_columns_are_seen(
+fn writes_through_a_parent_a_trigger_flipped_in_the_writing_transaction_and_swapped_columns_are_seen_watched(
 ) {
+    parent_cases(true);
+}
+
+#[test]
+fn writes_through_a_parent_a_trigger_flipped_in_the_writing_transaction_and_swapped_columns_are_seen_checked(
+) {
+    parent_cases(false);
+}
+
+fn parent_cases(watched: bool) {
     let (db, t) = fleet();
+    create(&t, "delta", &["--migrate"]);
+    let reason = mode(&db, &t, watched);
     // A parent: a write through it fires none of the history table's triggers.
     sql(
         &db,
@@ -634,20 +785,48 @@ fn writes_through_a_parent_a_trigger_flipped_in_the_writing_transaction_and_swap
             h = history("charlie")
         ),
     );
+    // A child in another schema: its rows are the parent's to a full read, and a
+    // write to it fires none of the history table's triggers.
+    sql(
+        &db,
+        &format!(
+            "CREATE TABLE public.{k} () INHERITS ({h}); \
+             INSERT INTO public.{k} SELECT version + 100, name, applied_on, checksum FROM {h} WHERE version = 1",
+            k = format!("kid_{}", db.name),
+            h = history("delta")
+        ),
+    );
     assert_eq!(said(&status(&t, "alpha")), (Value::from(4), 2, 0, true));
     assert_eq!(said(&status(&t, "bravo")), (Value::from(5), 1, 0, true));
     assert!(!status(&t, "charlie")["history_error"].is_null());
+    assert_ne!(
+        said(&status(&t, "delta")),
+        (Value::from(HEAD), 0, 0, true),
+        "a full read sees the child's row"
+    );
     let report = agree(&t, 0);
-    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("inherited"));
-    assert_eq!(read_in_full(&report, "bravo").as_deref(), Some("unsettled"));
+    assert_eq!(
+        read_in_full(&report, "alpha").as_deref(),
+        Some(reason("inherited"))
+    );
+    assert_eq!(
+        read_in_full(&report, "bravo").as_deref(),
+        Some(reason("unsettled"))
+    );
     assert_eq!(
         read_in_full(&report, "charlie").as_deref(),
-        Some("columns_changed")
+        Some(reason("columns_changed"))
+    );
+    assert_eq!(
+        read_in_full(&report, "delta").as_deref(),
+        Some(reason("inherited"))
     );
     // init settles bravo; the others stay read in full.
     t.run(&["init"]).expect(0);
     let report = agree(&t, 1);
     assert_eq!(read_in_full(&report, "bravo"), None);
+    assert_eq!(read_in_full(&report, "delta").as_deref(), Some("inherited"));
+    sql(&db, &format!("DROP TABLE public.kid_{}", db.name));
 }
 
 #[test]
@@ -754,7 +933,20 @@ fn init_needs_no_create_on_the_database_when_the_schema_is_there() {
     let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
     assert_eq!(init["index"][0]["installed"], true, "{init:#}");
     assert_eq!(init["index"][0]["error"], Value::Null, "{init:#}");
+    // Without a superuser there is no watch: the index is checked against the catalog.
+    assert_eq!(init["index"][0]["watched"], false, "{init:#}");
+    let why = init["index"][0]["unwatched"].as_str().unwrap_or_default();
+    assert!(why.contains("not a superuser"), "{init:#}");
     t.run(&["init"]).expect(0);
+    // A superuser does not arm event triggers over objects another role owns: their
+    // function would run on every role's DDL.
+    let su: Value = crate::support::tenantctl(&db)
+        .run(&["init", "-o", "json"])
+        .expect(0)
+        .json();
+    assert_eq!(su["index"][0]["watched"], false, "{su:#}");
+    let why = su["index"][0]["unwatched"].as_str().unwrap_or_default();
+    assert!(why.contains("not a superuser"), "{su:#}");
     sql(&db, &format!("DROP OWNED BY \"{}\"", role.name));
 }
 

@@ -63,6 +63,12 @@ pub async fn run(ctx: &Ctx, args: &Args) -> Result<Exit> {
                 what.join("; ")
             ));
         }
+        for u in &report.index.unwatched {
+            text.push_str(&format!(
+                "version index on server {}: checked against the catalog for each tenant, not watched: {}\n",
+                u.server, u.why
+            ));
+        }
         if !report.index.read_in_full.is_empty() {
             let slow = &report.index.read_in_full;
             text.push_str(&format!(

@@ -33,6 +33,12 @@ pub async fn run(ctx: &Ctx, _args: &Args) -> Result<Exit> {
             )),
             None => {}
         }
+        if let (None, Some(why)) = (&i.error, &i.unwatched) {
+            ctx.out.warn(&format!(
+                "version index on server {}: not watched, so each fleet read checks every tenant's row against the catalog (exact, slower): {why}",
+                i.server
+            ));
+        }
     }
     if report.newer() {
         ctx.out.print(&format!(

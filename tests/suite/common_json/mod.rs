@@ -491,6 +491,8 @@ pub struct ServerIndex {
     pub schema: String,
     pub installed: bool,
     pub attached: usize,
+    pub watched: bool,
+    pub unwatched: Option<String>,
     pub error: Option<String>,
 }
 
@@ -641,6 +643,7 @@ pub struct IndexCheck {
     pub trusted: usize,
     pub read_in_full: Vec<serde_json::Value>,
     pub deep: bool,
+    pub unwatched: Vec<serde_json::Value>,
 }
 
 /// `app::revision::Written`.
