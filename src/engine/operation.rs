@@ -412,6 +412,7 @@ pub async fn run_one(
     result.session_opened = true;
     // The tenant may have moved, or be in the middle of a move, while this run waited
     // for its lock: its schema on this server is then not (or no longer) the tenant's.
+    session.expect_history(tenant.schema_provisioned && tenant.current_revision.is_some());
     let where_now = elsewhere(env, tenant, &session);
     let elsewhere = if op.reads_state() {
         // The schema's state is read at the same time, on the same connection, which

@@ -46,6 +46,9 @@ pub struct Session<'a> {
     /// The last observation, kept until this session changes the schema, so one run on
     /// a tenant reads its state once before changing it and once after.
     known: std::sync::Mutex<Option<SchemaState>>,
+    /// Whether the schema's history table is expected to be there (the registry says
+    /// migrations were applied): its `COPY` is then sent with the catalog lookup.
+    history_expected: bool,
     /// Cancelled when the run is asked to stop: upgrades and downgrades end between two
     /// migrations.
     stop: CancellationToken,
@@ -248,6 +251,7 @@ impl<'a> Session<'a> {
             settings,
             sql,
             known: std::sync::Mutex::new(None),
+            history_expected: false,
             stop: wait.interrupt.stop_token(),
             registration,
         })
@@ -326,17 +330,24 @@ impl<'a> Session<'a> {
         &self.conn.client
     }
 
+    /// Says whether the schema's history table is expected to be there (see
+    /// [`Session::observe`]); either way the state read is the same.
+    pub fn expect_history(&mut self, expected: bool) {
+        self.history_expected = expected;
+    }
+
     /// What the schema and its history look like now, read from the database.
     pub async fn observe(&self) -> Result<SchemaState, Error> {
-        let mut map = state::observe(
-            &self.conn.client,
-            &[self.schema.to_string()],
-            &self.sql.history,
-        )
-        .await?;
-        let state = map
-            .remove(self.schema)
-            .expect("observe returns every schema asked for");
+        let client = &self.conn.client;
+        let history = &self.sql.history;
+        let state = if self.history_expected {
+            state::observe_one(client, self.schema, history).await?
+        } else {
+            // A new schema: a `COPY` sent ahead would fail, and the server would log it.
+            let mut map = state::observe(client, &[self.schema.to_string()], history).await?;
+            map.remove(self.schema)
+                .expect("observe returns every schema asked for")
+        };
         self.remember(Some(state.clone()));
         Ok(state)
     }

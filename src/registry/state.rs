@@ -253,6 +253,71 @@ pub async fn observe_each<C: Reads + ?Sized>(
     Ok(())
 }
 
+/// The state of one schema, as a session holding the tenant's lock reads it before
+/// its work. The usual case (the schema there with its history table, a plain table
+/// without inheritance children) takes one round trip: `row_security` turned off, a
+/// small catalog lookup and the table's `COPY` are sent together, and the connection
+/// pipelines them (the `COPY` runs after the other two). Any other case, or a `COPY`
+/// that fails, is read as [`observe`] reads it.
+pub async fn observe_one<C: Reads + ?Sized>(
+    client: &C,
+    schema: &str,
+    table: &str,
+) -> Result<SchemaState, Error> {
+    let off = db::read(
+        client,
+        "reading the tenant schema from the catalog",
+        client.pg().batch_execute("SET row_security = off"),
+    );
+    let names: [(&(dyn tokio_postgres::types::ToSql + Sync), Type); 2] =
+        [(&schema, Type::TEXT), (&table, Type::TEXT)];
+    let lookup = db::read(
+        client,
+        "reading the tenant schema from the catalog",
+        client.pg().query_typed(
+            "SELECT c.relkind::text, c.relhassubclass FROM pg_catalog.pg_namespace n \
+             JOIN pg_catalog.pg_class c ON c.relnamespace = n.oid AND c.relname = $2 \
+             WHERE n.nspname = $1",
+            &names,
+        ),
+    );
+    let sql = format!(
+        "COPY {} (version, name, applied_on, checksum) TO STDOUT",
+        qualified(schema, table)
+    );
+    let copied = async {
+        let mut rows = Vec::new();
+        let stream = client.pg().copy_out(sql.as_str()).await?;
+        futures::pin_mut!(stream);
+        while let Some(chunk) = stream.next().await {
+            rows.extend_from_slice(&chunk?);
+        }
+        Ok::<_, tokio_postgres::Error>(rows)
+    };
+    let doing = format!("reading history table {}", qualified(schema, table));
+    let copy = db::read(client, &doing, copied);
+    let (off, found, copied) = futures::join!(off, lookup, copy);
+    let plain = off.is_ok()
+        && found.as_ref().is_ok_and(|rows| {
+            rows.len() == 1 && rows[0].get::<_, String>(0) == "r" && !rows[0].get::<_, bool>(1)
+        });
+    if let (true, Ok(text)) = (plain, copied) {
+        return Ok(SchemaState {
+            schema_exists: true,
+            history_exists: true,
+            history: copied_history(&text).map_err(|why| unreadable(schema, table, &why)),
+            untracked: Untracked::default(),
+            unreachable: false,
+            index: IndexUse::NotAsked,
+        });
+    }
+    found?;
+    let mut map = observe(client, &[schema.to_string()], table).await?;
+    Ok(map
+        .remove(schema)
+        .expect("observe returns every schema asked for"))
+}
+
 /// Reads one history table with `COPY`, which the server answers without planning a
 /// query: no index of the table is opened, and no plan is made. That is most of what a
 /// cold session spends per table, and a fleet read opens every tenant's table once.

@@ -903,6 +903,10 @@ fn a_full_read_never_runs_a_policy_the_tables_owner_wrote() {
     t.run(&["current", "-o", "json"]);
     t.run(&["check", "-o", "json"]);
     t.run(&["tenant", "list", "-o", "json"]).expect(0);
+    // A run's session reads the history under the tenant's lock, its `COPY` sent
+    // ahead with the catalog lookup: still with `row_security` off.
+    t.run(&["upgrade", "--all"]);
+    t.run(&["upgrade", "--tenant", "alpha"]);
     let name: String = db
         .client()
         .query_one(
