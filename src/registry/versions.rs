@@ -48,15 +48,19 @@ const ARMED: &str = "armed";
 /// The DDL commands whose end the watch sees: those that can change a history table
 /// (its columns, triggers, owner, row-level security, inheritance, name or schema),
 /// its trigger, or its schema's name, or that can make a table inherit from it. Not
-/// the others (CREATE INDEX, CREATE FUNCTION, COMMENT, GRANT...), which cannot, and
-/// which a migration runs often.
-const WATCH_TAGS: [&str; 10] = [
+/// the others (CREATE INDEX, CREATE VIEW, COMMENT, GRANT...), which cannot, and
+/// which a migration runs often. And those that can replace or rename a function of the
+/// index's (CREATE FUNCTION, ALTER FUNCTION): a command that touches the index itself
+/// disarms the watch.
+const WATCH_TAGS: [&str; 12] = [
     "ALTER FOREIGN TABLE",
+    "ALTER FUNCTION",
     "ALTER POLICY",
     "ALTER SCHEMA",
     "ALTER TABLE",
     "ALTER TRIGGER",
     "CREATE FOREIGN TABLE",
+    "CREATE FUNCTION",
     "CREATE POLICY",
     "CREATE RULE",
     "CREATE TABLE",
@@ -189,6 +193,12 @@ BEGIN
         -- The index was dropped: nothing to keep, and no write may fail for it.
         RETURN;
     END IF;
+    IF (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass({table_lit}))
+       IS DISTINCT FROM (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = CURRENT_USER) THEN
+        -- Another role's table in the index's place (its schema's owner may drop the
+        -- index and make one): nothing is written into it with this function's rights.
+        RETURN;
+    END IF;
     PERFORM pg_catalog.pg_advisory_xact_lock({LOCK_SPACE},
         (relid::pg_catalog.oid::bigint - 2147483648)::integer);
     SELECT s.nspname, s.oid, c.relname::text, c.xmin, c.relkind,
@@ -269,20 +279,50 @@ END
 /// command changed, and the watch saw it.
 fn watch_body(index: &str) -> String {
     let table = qualified(index, TABLE);
-    let table_lit = literal(&table);
+    let watch_table = qualified(index, WATCH_TABLE);
+    let lit = |name: &str| literal(&qualified(index, name));
+    let fun = |name: &str, args: &str| literal(&format!("{}({args})", qualified(index, name)));
+    let own_names = [TABLE, WATCH_TABLE, SYNC, REFRESH, WATCH]
+        .map(literal)
+        .join(", ");
     format!(
         "
 DECLARE
     r record;
     rel oid;
+    ours oid[];
+    ours_ns oid;
+    touched boolean := false;
+    disarm boolean := false;
 BEGIN
-    IF pg_catalog.to_regclass({table_lit}) IS NULL THEN
+    IF NOT coalesce({owned}, false) THEN
+        -- A schema or an object of the index's that a role other than a superuser owns
+        -- could be replaced by that role: nothing of it is touched (the watch is not
+        -- armed then, and every read checks the catalog).
         RETURN;
     END IF;
+    IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
+        -- This transaction's snapshot may not see a row written since it began, and
+        -- a row it cannot see it cannot mark: the watch disarms itself instead.
+        disarm := true;
+    ELSE
+    -- What the index and its watch are made of: a command that touches any of it
+    -- marks every row and disarms the watch.
+    ours := ARRAY[pg_catalog.to_regclass({table_lit}), pg_catalog.to_regclass({watch_lit}),
+        pg_catalog.to_regprocedure({sync_fn}), pg_catalog.to_regprocedure({refresh_fn}),
+        pg_catalog.to_regprocedure({watch_fn})]::oid[];
+    ours_ns := pg_catalog.to_regnamespace({schema_lit});
+    BEGIN
     IF TG_EVENT = 'sql_drop' THEN
-        BEGIN
-        FOR r IN SELECT o.classid, o.objid FROM pg_catalog.pg_event_trigger_dropped_objects() o LOOP
-            IF r.classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN
+        FOR r IN SELECT o.classid, o.objid, o.object_name, o.address_names
+                 FROM pg_catalog.pg_event_trigger_dropped_objects() o LOOP
+            IF (r.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass AND r.object_name = {schema_lit})
+               OR (r.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass)
+                   AND r.address_names[1] = {schema_lit} AND r.address_names[2] IN ({own_names})) THEN
+                touched := true;
+            ELSIF ours[1] IS NULL THEN
+                CONTINUE;
+            ELSIF r.classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN
                 UPDATE {table} SET changed = TG_TAG
                 WHERE history_oid = r.objid AND changed IS NULL;
             ELSIF r.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
@@ -293,17 +333,15 @@ BEGIN
                 WHERE trigger_oid = r.objid AND changed IS NULL;
             END IF;
         END LOOP;
-        EXCEPTION WHEN undefined_column OR undefined_table THEN
-            RETURN;
-        END;
-        RETURN;
-    END IF;
-    <<marking>>
-    BEGIN
+    ELSE
     FOR r IN SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c LOOP
         IF r.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
-            UPDATE {table} SET changed = TG_TAG
-            WHERE schema_oid = r.objid AND changed IS NULL;
+            IF r.objid = ours_ns THEN
+                touched := true;
+            ELSIF ours[1] IS NOT NULL THEN
+                UPDATE {table} SET changed = TG_TAG
+                WHERE schema_oid = r.objid AND changed IS NULL;
+            END IF;
             CONTINUE;
         END IF;
         rel := CASE r.classid
@@ -319,6 +357,13 @@ BEGIN
             WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN
                 (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = r.objid)
             END;
+        IF r.objid = ANY(ours) OR rel = ANY(ours) THEN
+            touched := true;
+            CONTINUE;
+        END IF;
+        IF ours[1] IS NULL OR r.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
+            CONTINUE;
+        END IF;
         IF r.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
             UPDATE {table} SET changed = TG_TAG
             WHERE trigger_oid = r.objid AND changed IS NULL;
@@ -331,13 +376,45 @@ BEGIN
                 UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel);
         END IF;
     END LOOP;
-    EXCEPTION WHEN undefined_column OR undefined_table THEN
-        -- An index table without the watch's columns (an older one, or one edited by
-        -- hand) is never read through the watch: no DDL command may fail for it.
-        RETURN;
-    END marking;
+    END IF;
+    EXCEPTION WHEN OTHERS THEN
+        -- A row that could not be marked (a lock not granted in time, a table edited
+        -- by hand...): the watch disarms itself instead of failing the command.
+        disarm := true;
+    END;
+    END IF;
+    IF touched THEN
+        -- The index or the watch itself was changed: a write may have gone unrecorded
+        -- meanwhile (e.g. with the table renamed away). Every row is marked (if the
+        -- table can be written), and the watch disarmed.
+        BEGIN
+            UPDATE {table} SET changed = TG_TAG WHERE changed IS NULL;
+        EXCEPTION WHEN OTHERS THEN
+            NULL;
+        END;
+        disarm := true;
+    END IF;
+    IF disarm THEN
+        -- An upsert: under REPEATABLE READ, a record written since the snapshot is a
+        -- serialization failure (the command is retried), never a record left armed.
+        BEGIN
+            INSERT INTO {watch_table} AS w (event, trigger_xmin, armed_at)
+            VALUES ('ddl_command_end', '0', pg_catalog.now()), ('sql_drop', '0', pg_catalog.now())
+            ON CONFLICT (event) DO UPDATE SET trigger_xmin = '0', armed_at = EXCLUDED.armed_at;
+        EXCEPTION WHEN undefined_table OR undefined_column THEN
+            -- No record: the watch is not armed.
+            NULL;
+        END;
+    END IF;
 END
-"
+",
+        table_lit = literal(&table),
+        watch_lit = lit(WATCH_TABLE),
+        sync_fn = fun(SYNC, "pg_catalog.regclass"),
+        refresh_fn = fun(REFRESH, ""),
+        watch_fn = fun(WATCH, ""),
+        schema_lit = literal(index),
+        owned = owned_expr(index),
     )
 }
 
@@ -350,7 +427,13 @@ fn refresh_body(index: &str) -> String {
         "
 BEGIN
     IF TG_NAME OPERATOR(pg_catalog.=) '{TRIGGER}' AND TG_LEVEL OPERATOR(pg_catalog.=) 'STATEMENT'
-       AND pg_catalog.to_regprocedure({sync_lit}) IS NOT NULL THEN
+       AND pg_catalog.to_regprocedure({sync_lit}) IS NOT NULL
+       -- Only the function its own owner wrote: the schema's owner could have put
+       -- another in its place, which would then run with this owner's rights.
+       AND (SELECT p.proowner FROM pg_catalog.pg_proc p
+            WHERE p.oid OPERATOR(pg_catalog.=) pg_catalog.to_regprocedure({sync_lit}))
+           OPERATOR(pg_catalog.=) (SELECT r.oid FROM pg_catalog.pg_roles r
+            WHERE r.rolname OPERATOR(pg_catalog.=) CURRENT_USER) THEN
         -- (A dropped index makes no write fail.)
         PERFORM {sync}(TG_RELID::pg_catalog.regclass);
     END IF;
@@ -392,6 +475,9 @@ ALTER TABLE {table} ADD COLUMN IF NOT EXISTS columns text,
     ADD COLUMN IF NOT EXISTS schema_oid oid, ADD COLUMN IF NOT EXISTS trigger_oid oid,
     ADD COLUMN IF NOT EXISTS history_name text, ADD COLUMN IF NOT EXISTS unsound text,
     ADD COLUMN IF NOT EXISTS changed text;
+-- Half-full pages: a row's rewrite (one per write to a history table) then fits beside
+-- it, a heap-only update that touches none of the table's indexes.
+ALTER TABLE {table} SET (fillfactor = 50);
 CREATE INDEX IF NOT EXISTS tenant_versions_history_oid ON {table} (history_oid);
 CREATE INDEX IF NOT EXISTS tenant_versions_schema_oid ON {table} (schema_oid);
 CREATE INDEX IF NOT EXISTS tenant_versions_trigger_oid ON {table} (trigger_oid);
@@ -551,7 +637,7 @@ fn event_trigger(index: &str, event: &str) -> String {
 /// names).
 fn armed_expr(index: &str) -> String {
     format!(
-        "(SELECT count(*) = 2 FROM pg_catalog.pg_event_trigger e \
+        "({owned} AND (SELECT count(*) = 2 FROM pg_catalog.pg_event_trigger e \
            JOIN {watch_table} w ON w.event = e.evtevent::text \
            WHERE e.evtname IN ($10, $11) \
            AND (e.evtname = $10) = (e.evtevent = 'ddl_command_end') \
@@ -560,9 +646,45 @@ fn armed_expr(index: &str) -> String {
              ELSE e.evttags @> {tags} AND e.evttags <@ {tags} END) \
            AND e.evtfoid = (SELECT p.oid FROM pg_catalog.pg_proc p \
              WHERE p.oid = to_regprocedure($8) AND p.prosrc = $9 AND p.prosecdef \
-             AND array_to_string(p.proconfig, ',') = $7))",
+             AND array_to_string(p.proconfig, ',') = $7)))",
+        owned = owned_expr(index),
         watch_table = qualified(index, WATCH_TABLE),
         tags = watch_tags_sql(WATCH_EVENTS[0]),
+    )
+}
+
+/// Whether the index schema and everything of the index and its watch in it (the two
+/// tables, the three functions) are owned by superusers: the event triggers run the
+/// watch function, as its owner, on every role's DDL, and it writes the index table by
+/// name. A role that owned any of these (or the schema, whose owner can drop and
+/// replace what is in it) could have a superuser run its code. The `public` schema's
+/// owner `pg_database_owner` stands for the database's owner.
+fn owned_expr(index: &str) -> String {
+    let class = |name: &str| {
+        format!(
+            "((SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = pg_catalog.to_regclass({})))",
+            literal(&qualified(index, name))
+        )
+    };
+    let function = |name: &str, args: &str| {
+        format!(
+            "((SELECT p.proowner FROM pg_catalog.pg_proc p WHERE p.oid = pg_catalog.to_regprocedure({})))",
+            literal(&format!("{}({args})", qualified(index, name)))
+        )
+    };
+    format!(
+        "(SELECT pg_catalog.bool_and(coalesce(owner_role.rolsuper, false)) FROM (VALUES \
+           ((SELECT CASE WHEN n.nspowner = pg_catalog.to_regrole('pg_database_owner') \
+               THEN (SELECT d.datdba FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database()) \
+               ELSE n.nspowner END FROM pg_catalog.pg_namespace n WHERE n.nspname = {schema})), \
+           {table}, {watch_table}, {sync}, {refresh}, {watch}) AS o(owner) \
+         LEFT JOIN pg_catalog.pg_roles owner_role ON owner_role.oid = o.owner)",
+        schema = literal(index),
+        table = class(TABLE),
+        watch_table = class(WATCH_TABLE),
+        sync = function(SYNC, "pg_catalog.regclass"),
+        refresh = function(REFRESH, ""),
+        watch = function(WATCH, ""),
     )
 }
 
@@ -581,12 +703,12 @@ pub async fn watch_state<C: Reads + ?Sized>(client: &C, index: &str) -> Result<W
         "SELECT {armed}, \
            (SELECT count(*) FROM pg_catalog.pg_event_trigger e WHERE e.evtname IN ($10, $11)), \
            current_setting('is_superuser') = 'on', \
-           (SELECT r.rolsuper FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner \
-            WHERE c.oid = to_regclass($2)), \
+           coalesce({owned}, false), \
            (SELECT r.rolname FROM pg_catalog.pg_class c JOIN pg_catalog.pg_roles r ON r.oid = c.relowner \
             WHERE c.oid = to_regclass($2)) \
          FROM (SELECT $1::text[], $3::text, $4::text, $5::text, $6::text) AS unused",
-        armed = armed_expr(index)
+        armed = armed_expr(index),
+        owned = owned_expr(index),
     );
     let table = qualified(index, TABLE);
     let (none, table): (&[String], &str) = (&[], &table);
@@ -610,31 +732,26 @@ pub async fn watch_state<C: Reads + ?Sized>(client: &C, index: &str) -> Result<W
     let Some(row) = rows.first() else {
         return Ok(Watch::Unarmed("the watch could not be read".into()));
     };
-    let (armed, present, superuser): (bool, i64, bool) = (row.get(0), row.get(1), row.get(2));
-    let owner_super: Option<bool> = row.get(3);
+    let (armed, present, superuser, owned): (Option<bool>, i64, bool, bool) =
+        (row.get(0), row.get(1), row.get(2), row.get(3));
     let owner: Option<String> = row.get(4);
-    if armed {
+    if armed == Some(true) {
         return Ok(Watch::Armed);
     }
     Ok(Watch::Unarmed(unarmed_why(
         present > 0,
         superuser,
-        owner_super,
+        owned,
         owner.as_deref(),
     )))
 }
 
 /// Why the watch is not armed, in words.
-fn unarmed_why(
-    present: bool,
-    superuser: bool,
-    owner_super: Option<bool>,
-    owner: Option<&str>,
-) -> String {
-    if owner_super == Some(false) {
+fn unarmed_why(present: bool, superuser: bool, owned: bool, owner: Option<&str>) -> String {
+    if !owned {
         return format!(
-            "the version index is owned by {}, not a superuser: its event triggers run on every role's DDL, so tenantctl arms them only over objects a superuser owns",
-            owner.map(crate::ident::shown).unwrap_or_default()
+            "the version index (its schema, tables or functions) is not all owned by superusers (its table's owner is {}): its event triggers would run the watch on every role's DDL, so tenantctl arms them only over a schema and objects superusers own",
+            owner.map(crate::ident::shown).unwrap_or_else(|| "unknown".into())
         );
     }
     let rerun = if superuser {
@@ -674,20 +791,15 @@ pub async fn prepare_watch(client: &db::Client, index: &str) -> Result<Preparing
                 client,
                 "reading who owns the version index",
                 client.pg().query_typed(
-                    "SELECT current_setting('is_superuser') = 'on', \
-                     coalesce((SELECT r.rolsuper FROM pg_catalog.pg_class c \
-                       JOIN pg_catalog.pg_roles r ON r.oid = c.relowner WHERE c.oid = to_regclass($1)), false) \
-                     AND coalesce((SELECT r.rolsuper FROM pg_catalog.pg_proc p \
-                       JOIN pg_catalog.pg_roles r ON r.oid = p.proowner WHERE p.oid = to_regprocedure($2)), false)",
-                    &[
-                        (&qualified(index, TABLE), Type::TEXT),
-                        (&format!("{}()", qualified(index, WATCH)), Type::TEXT),
-                    ],
+                    &format!(
+                        "SELECT current_setting('is_superuser') = 'on' AND coalesce({}, false)",
+                        owned_expr(index)
+                    ),
+                    &[],
                 ),
             )
             .await?;
-            let (superuser, owned): (bool, bool) = (row[0].get(0), row[0].get(1));
-            if !superuser || !owned {
+            if !row.first().is_some_and(|r| r.get::<_, bool>(0)) {
                 return Ok(Preparing::Cannot(why));
             }
         }
@@ -1122,7 +1234,7 @@ fn decode(
             Some("unsettled") => Found::Bypassed(Bypass::Unsettled),
             Some("columns_changed") => Found::Bypassed(Bypass::ColumnsChanged),
             Some("changed") => {
-                let tag: Option<String> = row.try_get(4).ok().flatten();
+                let tag: Option<String> = row.get(4);
                 Found::Bypassed(Bypass::Changed(tag.unwrap_or_default()))
             }
             Some(_) => Found::Bypassed(Bypass::Unvouched),
@@ -1163,6 +1275,7 @@ async fn read_checked<C: Reads + ?Sized>(
                WHERE i.inhrelid = x.coid) THEN 'inherited' \
              WHEN NOT {columns} THEN 'columns' \
              WHEN x.vname IS NULL THEN 'no_row' \
+             WHEN x.changed IS NOT NULL THEN 'changed' \
              WHEN x.history_oid <> x.coid THEN 'recreated' \
              WHEN x.toid IS NULL THEN 'no_trigger' \
              WHEN x.tgenabled <> 'A' THEN 'trigger_disabled' \
@@ -1174,11 +1287,11 @@ async fn read_checked<C: Reads + ?Sized>(
              WHEN NOT (x.cxmin = x.class_xmin) THEN 'table_altered' \
              WHEN NOT (x.vxmin = x.written_xid) THEN 'row_edited' \
              WHEN x.digest IS NULL THEN 'unvouched' \
-           END, x.applied, x.digest \
+           END, x.applied, x.digest, x.changed \
          FROM (SELECT s.name, f.refresh, f.sync, \
              c.oid AS coid, c.xmin AS cxmin, c.relhassubclass, c.relispartition, {signature} AS sig, \
              v.schema_name AS vname, v.history_oid, v.applied, v.digest, v.trigger_xmin, \
-             v.class_xmin, v.written_xid, v.columns, v.xmin AS vxmin, \
+             v.class_xmin, v.written_xid, v.columns, v.xmin AS vxmin, v.changed, \
              t.oid AS toid, t.xmin AS txmin, t.tgenabled, t.tgfoid, t.tgtype, t.tgqual, t.tgnargs, t.tgattr \
            FROM unnest($1::text[]) AS s(name) CROSS JOIN f \
            LEFT JOIN pg_catalog.pg_namespace n ON n.nspname = s.name \

@@ -940,7 +940,7 @@ fn init_needs_no_create_on_the_database_when_the_schema_is_there() {
     // Without a superuser there is no watch: the index is checked against the catalog.
     assert_eq!(init["index"][0]["watched"], false, "{init:#}");
     let why = init["index"][0]["unwatched"].as_str().unwrap_or_default();
-    assert!(why.contains("not a superuser"), "{init:#}");
+    assert!(why.contains("owned by superusers"), "{init:#}");
     t.run(&["init"]).expect(0);
     // A superuser does not arm event triggers over objects another role owns: their
     // function would run on every role's DDL.
@@ -950,7 +950,7 @@ fn init_needs_no_create_on_the_database_when_the_schema_is_there() {
         .json();
     assert_eq!(su["index"][0]["watched"], false, "{su:#}");
     let why = su["index"][0]["unwatched"].as_str().unwrap_or_default();
-    assert!(why.contains("not a superuser"), "{su:#}");
+    assert!(why.contains("owned by superusers"), "{su:#}");
     sql(&db, &format!("DROP OWNED BY \"{}\"", role.name));
 }
 
@@ -980,4 +980,137 @@ fn a_history_table_without_a_key_is_still_indexed_exactly() {
     let s = status(&t, "alpha");
     assert_eq!(said(&s).0, HEAD - 2, "{s:#}");
     agree(&t, 3);
+}
+
+/// Whether `check` says the default server's index is not watched.
+fn unwatched(t: &Tenantctl) -> bool {
+    let report = check(t, false);
+    report["index"]["unwatched"]
+        .as_array()
+        .is_some_and(|u| !u.is_empty())
+}
+
+#[test]
+fn the_watch_disarms_itself_rather_than_leave_a_row_unmarked() {
+    // DDL under REPEATABLE READ: a row written since the snapshot could not be marked.
+    let (db, t) = fleet();
+    sql(
+        &db,
+        &format!(
+            "BEGIN ISOLATION LEVEL REPEATABLE READ; SELECT 1; \
+             ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; DELETE FROM {h} WHERE version = 6; \
+             ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions; COMMIT",
+            h = history("alpha")
+        ),
+    );
+    assert!(unwatched(&t), "DDL under REPEATABLE READ disarms the watch");
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+    agree(&t, 2);
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
+    agree(&t, 3);
+
+    // A row that cannot be marked in time (the index table locked by someone else):
+    // the command goes through, and the watch disarms itself.
+    let mut holder = db.client();
+    holder
+        .batch_execute("BEGIN; LOCK public.tenant_versions IN ACCESS EXCLUSIVE MODE")
+        .unwrap();
+    sql(
+        &db,
+        &format!(
+            "SET lock_timeout = '300ms'; ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; \
+             DELETE FROM {h} WHERE version = 6; RESET lock_timeout",
+            h = history("bravo")
+        ),
+    );
+    holder.batch_execute("ROLLBACK").unwrap();
+    assert!(unwatched(&t), "a mark not made disarms the watch");
+    assert_eq!(said(&status(&t, "bravo")), (Value::from(5), 1, 0, true));
+    let report = agree(&t, 2);
+    assert_eq!(
+        read_in_full(&report, "bravo").as_deref(),
+        Some("trigger_disabled")
+    );
+    t.run(&["init"]).expect(0);
+
+    // The index's own function renamed away while the history is written, then back:
+    // every row is marked and the watch disarmed.
+    sql(
+        &db,
+        &format!(
+            "ALTER FUNCTION public.tenant_versions_sync(regclass) RENAME TO tenant_versions_away; \
+             DELETE FROM {h} WHERE version = 6; \
+             ALTER FUNCTION public.tenant_versions_away(regclass) RENAME TO tenant_versions_sync",
+            h = history("charlie")
+        ),
+    );
+    assert!(unwatched(&t), "touching the index disarms the watch");
+    assert_eq!(said(&status(&t, "charlie")), (Value::from(5), 1, 0, true));
+    let report = agree(&t, 0);
+    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("changed"));
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
+    agree(&t, 3);
+    assert_eq!(said(&status(&t, "charlie")), (Value::from(5), 1, 0, true));
+}
+
+#[test]
+fn the_watch_never_runs_for_a_schema_a_role_other_than_a_superuser_owns() {
+    let (db, t) = fleet();
+    // Armed while the database (and so `public`) is a superuser's.
+    assert!(!unwatched(&t));
+    let m = crate::connections::Role::create(-1);
+    m.owns(&db);
+    // The owner of `public` could now replace the index table with one whose trigger
+    // runs its code: the watch must no longer touch it, even for a superuser's DDL.
+    let report = check(&t, false);
+    let why = report["index"]["unwatched"][0]["why"]
+        .as_str()
+        .unwrap_or_default();
+    assert!(why.contains("superusers own"), "{report:#}");
+    let mut c = postgres::Client::connect(&m.url(&db), postgres::NoTls).unwrap();
+    c.batch_execute(&format!(
+        "DROP TABLE public.tenant_versions; \
+         CREATE TABLE public.tenant_versions (schema_name text, history_oid oid, schema_oid oid, \
+           trigger_oid oid, changed text); \
+         CREATE FUNCTION public.take() RETURNS trigger LANGUAGE plpgsql AS $$ \
+           BEGIN EXECUTE 'ALTER ROLE \"{m}\" SUPERUSER'; RETURN NULL; END $$; \
+         CREATE TRIGGER take AFTER INSERT OR UPDATE OR DELETE ON public.tenant_versions \
+           FOR EACH STATEMENT EXECUTE FUNCTION public.take()",
+        m = m.name
+    ))
+    .unwrap_or_else(|e| panic!("{e:?}"));
+    drop(c);
+    // A superuser's DDL on a history table, and a write to one.
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions; \
+             DELETE FROM {h} WHERE version = 6",
+            h = history("alpha")
+        ),
+    );
+    let superuser: bool = db
+        .client()
+        .query_one(
+            "SELECT rolsuper FROM pg_roles WHERE rolname = $1",
+            &[&m.name],
+        )
+        .unwrap()
+        .get(0);
+    assert!(!superuser, "the owner of public ran code as a superuser");
+    sql(
+        &db,
+        &format!(
+            "DROP TABLE public.tenant_versions; DROP FUNCTION public.take(); \
+             ALTER DATABASE \"{}\" OWNER TO CURRENT_USER",
+            db.name
+        ),
+    );
+    // Back with a superuser's schema, init builds the index again and arms the watch.
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
+    agree(&t, 3);
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
 }
