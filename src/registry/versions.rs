@@ -280,25 +280,40 @@ END
 fn watch_body(index: &str) -> String {
     let table = qualified(index, TABLE);
     let watch_table = qualified(index, WATCH_TABLE);
-    let lit = |name: &str| literal(&qualified(index, name));
-    let fun = |name: &str, args: &str| literal(&format!("{}({args})", qualified(index, name)));
     let own_names = [TABLE, WATCH_TABLE, SYNC, REFRESH, WATCH]
         .map(literal)
         .join(", ");
+    let fun = |name: &str, args: &str| literal(&format!("{}({args})", qualified(index, name)));
     format!(
         "
 DECLARE
     r record;
     rel oid;
-    ours oid[];
-    ours_ns oid;
+    t oid;
+    ns oid;
     touched boolean := false;
     disarm boolean := false;
 BEGIN
-    IF NOT coalesce({owned}, false) THEN
-        -- A schema or an object of the index's that a role other than a superuser owns
-        -- could be replaced by that role: nothing of it is touched (the watch is not
-        -- armed then, and every read checks the catalog).
+    -- Most DDL touches nothing of the index's: this is kept cheap for it.
+    t := pg_catalog.to_regclass({table_lit});
+    IF t IS NULL THEN
+        -- No index table (dropped, or renamed away): nothing to mark. The index is
+        -- made whole again when it is back (see `touched`) or installed anew.
+        RETURN;
+    END IF;
+    SELECT c.relnamespace INTO ns
+    FROM pg_catalog.pg_class c JOIN pg_catalog.pg_namespace s ON s.oid = c.relnamespace
+    WHERE c.oid = t
+    AND c.relowner = (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = CURRENT_USER)
+    AND (s.nspowner = c.relowner OR coalesce((SELECT o.rolsuper FROM pg_catalog.pg_roles o
+            WHERE o.oid = CASE WHEN s.nspowner = pg_catalog.to_regrole('pg_database_owner')
+                THEN (SELECT d.datdba FROM pg_catalog.pg_database d WHERE d.datname = pg_catalog.current_database())
+                ELSE s.nspowner END), false));
+    IF ns IS NULL THEN
+        -- A table, or a schema, that a role other than this function's owner (or a
+        -- superuser) owns could be replaced by that role with one whose triggers would
+        -- run as this function's owner: nothing of it is touched. (The watch is not
+        -- armed then, and every read checks the catalog.)
         RETURN;
     END IF;
     IF pg_catalog.current_setting('transaction_isolation') <> 'read committed' THEN
@@ -306,12 +321,6 @@ BEGIN
         -- a row it cannot see it cannot mark: the watch disarms itself instead.
         disarm := true;
     ELSE
-    -- What the index and its watch are made of: a command that touches any of it
-    -- marks every row and disarms the watch.
-    ours := ARRAY[pg_catalog.to_regclass({table_lit}), pg_catalog.to_regclass({watch_lit}),
-        pg_catalog.to_regprocedure({sync_fn}), pg_catalog.to_regprocedure({refresh_fn}),
-        pg_catalog.to_regprocedure({watch_fn})]::oid[];
-    ours_ns := pg_catalog.to_regnamespace({schema_lit});
     BEGIN
     IF TG_EVENT = 'sql_drop' THEN
         FOR r IN SELECT o.classid, o.objid, o.object_name, o.address_names
@@ -320,8 +329,6 @@ BEGIN
                OR (r.classid IN ('pg_catalog.pg_class'::pg_catalog.regclass, 'pg_catalog.pg_proc'::pg_catalog.regclass)
                    AND r.address_names[1] = {schema_lit} AND r.address_names[2] IN ({own_names})) THEN
                 touched := true;
-            ELSIF ours[1] IS NULL THEN
-                CONTINUE;
             ELSIF r.classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN
                 UPDATE {table} SET changed = TG_TAG
                 WHERE history_oid = r.objid AND changed IS NULL;
@@ -336,18 +343,25 @@ BEGIN
     ELSE
     FOR r IN SELECT c.classid, c.objid FROM pg_catalog.pg_event_trigger_ddl_commands() c LOOP
         IF r.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
-            IF r.objid = ours_ns THEN
+            IF r.objid = ns THEN
                 touched := true;
-            ELSIF ours[1] IS NOT NULL THEN
+            ELSE
                 UPDATE {table} SET changed = TG_TAG
                 WHERE schema_oid = r.objid AND changed IS NULL;
+            END IF;
+            CONTINUE;
+        END IF;
+        IF r.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
+            IF r.objid IN (pg_catalog.to_regprocedure({sync_fn}), pg_catalog.to_regprocedure({refresh_fn}),
+                           pg_catalog.to_regprocedure({watch_fn})) THEN
+                touched := true;
             END IF;
             CONTINUE;
         END IF;
         rel := CASE r.classid
             WHEN 'pg_catalog.pg_class'::pg_catalog.regclass THEN r.objid
             WHEN 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
-                (SELECT t.tgrelid FROM pg_catalog.pg_trigger t WHERE t.oid = r.objid)
+                (SELECT g.tgrelid FROM pg_catalog.pg_trigger g WHERE g.oid = r.objid)
             WHEN 'pg_catalog.pg_rewrite'::pg_catalog.regclass THEN
                 (SELECT w.ev_class FROM pg_catalog.pg_rewrite w WHERE w.oid = r.objid)
             WHEN 'pg_catalog.pg_policy'::pg_catalog.regclass THEN
@@ -357,18 +371,18 @@ BEGIN
             WHEN 'pg_catalog.pg_attrdef'::pg_catalog.regclass THEN
                 (SELECT a.adrelid FROM pg_catalog.pg_attrdef a WHERE a.oid = r.objid)
             END;
-        IF r.objid = ANY(ours) OR rel = ANY(ours) THEN
+        IF rel = t OR rel = pg_catalog.to_regclass({watch_lit}) THEN
             touched := true;
-            CONTINUE;
-        END IF;
-        IF ours[1] IS NULL OR r.classid = 'pg_catalog.pg_proc'::pg_catalog.regclass THEN
             CONTINUE;
         END IF;
         IF r.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
             UPDATE {table} SET changed = TG_TAG
             WHERE trigger_oid = r.objid AND changed IS NULL;
         END IF;
-        IF rel IS NOT NULL AND rel <> 0 THEN
+        IF rel IS NOT NULL AND rel <> 0 AND (
+            EXISTS (SELECT 1 FROM {table} v WHERE v.history_oid = rel)
+            OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel)
+            OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel)) THEN
             UPDATE {table} SET changed = TG_TAG
             WHERE changed IS NULL AND history_oid IN (
                 SELECT rel
@@ -385,8 +399,8 @@ BEGIN
     END IF;
     IF touched THEN
         -- The index or the watch itself was changed: a write may have gone unrecorded
-        -- meanwhile (e.g. with the table renamed away). Every row is marked (if the
-        -- table can be written), and the watch disarmed.
+        -- meanwhile (e.g. with the index's function renamed away). Every row is
+        -- marked (if the table can be written), and the watch disarmed.
         BEGIN
             UPDATE {table} SET changed = TG_TAG WHERE changed IS NULL;
         EXCEPTION WHEN OTHERS THEN
@@ -409,12 +423,11 @@ BEGIN
 END
 ",
         table_lit = literal(&table),
-        watch_lit = lit(WATCH_TABLE),
+        watch_lit = literal(&watch_table),
+        schema_lit = literal(index),
         sync_fn = fun(SYNC, "pg_catalog.regclass"),
         refresh_fn = fun(REFRESH, ""),
         watch_fn = fun(WATCH, ""),
-        schema_lit = literal(index),
-        owned = owned_expr(index),
     )
 }
 
