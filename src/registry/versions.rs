@@ -49,20 +49,27 @@ const ARMED: &str = "armed";
 /// (its columns, triggers, owner, row-level security, inheritance, name or schema),
 /// its trigger, or its schema's name, or that can make a table inherit from it. Not
 /// the others (CREATE INDEX, CREATE VIEW, COMMENT, GRANT...), which cannot, and
-/// which a migration runs often. And those that can replace or rename a function of the
+/// which a migration runs often. ALTER INDEX, ALTER SEQUENCE, ALTER VIEW and ALTER
+/// MATERIALIZED VIEW too: PostgreSQL lets them rename (or move) a table; and CREATE
+/// SCHEMA, whose own CREATE TABLE can inherit. And those that can replace or rename a function of the
 /// index's (CREATE FUNCTION, ALTER FUNCTION): a command that touches the index itself
 /// disarms the watch.
-const WATCH_TAGS: [&str; 12] = [
+const WATCH_TAGS: [&str; 17] = [
     "ALTER FOREIGN TABLE",
     "ALTER FUNCTION",
+    "ALTER INDEX",
+    "ALTER MATERIALIZED VIEW",
     "ALTER POLICY",
     "ALTER SCHEMA",
+    "ALTER SEQUENCE",
     "ALTER TABLE",
     "ALTER TRIGGER",
+    "ALTER VIEW",
     "CREATE FOREIGN TABLE",
     "CREATE FUNCTION",
     "CREATE POLICY",
     "CREATE RULE",
+    "CREATE SCHEMA",
     "CREATE TABLE",
     "CREATE TRIGGER",
 ];
@@ -331,13 +338,16 @@ BEGIN
                 touched := true;
             ELSIF r.classid = 'pg_catalog.pg_class'::pg_catalog.regclass THEN
                 UPDATE {table} SET changed = TG_TAG
-                WHERE history_oid = r.objid AND changed IS NULL;
+                WHERE schema_name IN (SELECT v.schema_name FROM {table} v
+                    WHERE v.history_oid = r.objid AND v.changed IS NULL FOR UPDATE NOWAIT);
             ELSIF r.classid = 'pg_catalog.pg_namespace'::pg_catalog.regclass THEN
                 UPDATE {table} SET changed = TG_TAG
-                WHERE schema_oid = r.objid AND changed IS NULL;
+                WHERE schema_name IN (SELECT v.schema_name FROM {table} v
+                    WHERE v.schema_oid = r.objid AND v.changed IS NULL FOR UPDATE NOWAIT);
             ELSIF r.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
                 UPDATE {table} SET changed = TG_TAG
-                WHERE trigger_oid = r.objid AND changed IS NULL;
+                WHERE schema_name IN (SELECT v.schema_name FROM {table} v
+                    WHERE v.trigger_oid = r.objid AND v.changed IS NULL FOR UPDATE NOWAIT);
             END IF;
         END LOOP;
     ELSE
@@ -347,7 +357,8 @@ BEGIN
                 touched := true;
             ELSE
                 UPDATE {table} SET changed = TG_TAG
-                WHERE schema_oid = r.objid AND changed IS NULL;
+                WHERE schema_name IN (SELECT v.schema_name FROM {table} v
+                    WHERE v.schema_oid = r.objid AND v.changed IS NULL FOR UPDATE NOWAIT);
             END IF;
             CONTINUE;
         END IF;
@@ -377,22 +388,26 @@ BEGIN
         END IF;
         IF r.classid = 'pg_catalog.pg_trigger'::pg_catalog.regclass THEN
             UPDATE {table} SET changed = TG_TAG
-            WHERE trigger_oid = r.objid AND changed IS NULL;
+            WHERE schema_name IN (SELECT v.schema_name FROM {table} v
+                WHERE v.trigger_oid = r.objid AND v.changed IS NULL FOR UPDATE NOWAIT);
         END IF;
         IF rel IS NOT NULL AND rel <> 0 AND (
             EXISTS (SELECT 1 FROM {table} v WHERE v.history_oid = rel)
             OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel)
             OR EXISTS (SELECT 1 FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel)) THEN
             UPDATE {table} SET changed = TG_TAG
-            WHERE changed IS NULL AND history_oid IN (
-                SELECT rel
-                UNION ALL SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel
-                UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel);
+            WHERE schema_name IN (SELECT v.schema_name FROM {table} v
+                WHERE v.changed IS NULL AND v.history_oid IN (
+                    SELECT rel
+                    UNION ALL SELECT i.inhparent FROM pg_catalog.pg_inherits i WHERE i.inhrelid = rel
+                    UNION ALL SELECT i.inhrelid FROM pg_catalog.pg_inherits i WHERE i.inhparent = rel)
+                FOR UPDATE NOWAIT);
         END IF;
     END LOOP;
     END IF;
     EXCEPTION WHEN OTHERS THEN
-        -- A row that could not be marked (a lock not granted in time, a table edited
+        -- A row that could not be marked (a writer holds it: rows are taken NOWAIT, so
+        -- the command never waits for one; a lock not granted in time; a table edited
         -- by hand...): the watch disarms itself instead of failing the command.
         disarm := true;
     END;
@@ -402,7 +417,9 @@ BEGIN
         -- meanwhile (e.g. with the index's function renamed away). Every row is
         -- marked (if the table can be written), and the watch disarmed.
         BEGIN
-            UPDATE {table} SET changed = TG_TAG WHERE changed IS NULL;
+            UPDATE {table} SET changed = TG_TAG
+            WHERE schema_name IN (SELECT v.schema_name FROM {table} v
+                WHERE v.changed IS NULL FOR UPDATE NOWAIT);
         EXCEPTION WHEN OTHERS THEN
             NULL;
         END;
@@ -813,6 +830,7 @@ pub async fn prepare_watch(client: &db::Client, index: &str) -> Result<Preparing
             )
             .await?;
             if !row.first().is_some_and(|r| r.get::<_, bool>(0)) {
+                drop_watch(client, index).await;
                 return Ok(Preparing::Cannot(why));
             }
         }
@@ -873,6 +891,27 @@ pub async fn prepare_watch(client: &db::Client, index: &str) -> Result<Preparing
     )
     .await?;
     Ok(Preparing::Created(rows.iter().map(|r| r.get(0)).collect()))
+}
+
+/// Drops the watch's event triggers where they cannot be armed, if this role may (a
+/// superuser): an event trigger calls its function on every role's DDL, and a function
+/// a role other than a superuser owns must never be called that way. Best effort.
+async fn drop_watch(client: &db::Client, index: &str) {
+    let drops: Vec<String> = WATCH_EVENTS
+        .iter()
+        .map(|e| {
+            format!(
+                "DROP EVENT TRIGGER IF EXISTS {}",
+                quote(&event_trigger(index, e))
+            )
+        })
+        .collect();
+    let sql = format!(
+        "DO $tenantctl_unwatch$ BEGIN IF current_setting('is_superuser') = 'on' THEN \
+         SET LOCAL client_min_messages = warning; {}; END IF; END $tenantctl_unwatch$",
+        drops.join("; ")
+    );
+    let _ = client.batch_execute(&sql).await;
 }
 
 /// Arms the watch: records its event triggers as [`prepare_watch`] created them
@@ -1405,10 +1444,16 @@ pub async fn attach_all(
             }
         }
     }
+    // Only on the index table this role owns: another role's table in its place (its
+    // schema's owner may put one there) could have triggers that would run as this
+    // role.
     let forget = format!(
-        "DELETE FROM {} v WHERE NOT EXISTS \
-         (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = v.schema_name)",
-        qualified(index, TABLE)
+        "DELETE FROM {t} v WHERE NOT EXISTS \
+         (SELECT 1 FROM pg_catalog.pg_namespace n WHERE n.nspname = v.schema_name) \
+         AND (SELECT c.relowner FROM pg_catalog.pg_class c WHERE c.oid = {lit}::pg_catalog.regclass) \
+             = (SELECT o.oid FROM pg_catalog.pg_roles o WHERE o.rolname = CURRENT_USER)",
+        t = qualified(index, TABLE),
+        lit = literal(&qualified(index, TABLE))
     );
     client
         .batch_execute(&forget)

@@ -1114,3 +1114,72 @@ fn the_watch_never_runs_for_a_schema_a_role_other_than_a_superuser_owns() {
     agree(&t, 3);
     assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
 }
+
+#[test]
+fn a_history_table_renamed_by_alter_index_or_made_in_create_schema_is_seen() {
+    let (db, t) = fleet();
+    // PostgreSQL lets ALTER INDEX rename a table: alpha's history is put aside and a
+    // shorter copy takes its name.
+    sql(
+        &db,
+        &format!(
+            "ALTER INDEX {h} RENAME TO h_old; \
+             CREATE TABLE {h} (LIKE tenant_alpha.h_old INCLUDING ALL); \
+             INSERT INTO {h} SELECT * FROM tenant_alpha.h_old WHERE version <= 3",
+            h = history("alpha")
+        ),
+    );
+    // A child of bravo's history made by CREATE SCHEMA's own CREATE TABLE.
+    let kid = format!("kid_{}", db.name);
+    sql(
+        &db,
+        &format!(
+            "CREATE SCHEMA {kid} CREATE TABLE k () INHERITS ({h}); \
+             INSERT INTO {kid}.k SELECT version + 100, name, applied_on, checksum FROM {h} WHERE version = 1",
+            h = history("bravo")
+        ),
+    );
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(3), 3, 0, true));
+    assert_ne!(said(&status(&t, "bravo")), (Value::from(HEAD), 0, 0, true));
+    let report = agree(&t, 1);
+    assert_eq!(read_in_full(&report, "alpha").as_deref(), Some("changed"));
+    assert_eq!(read_in_full(&report, "bravo").as_deref(), Some("changed"));
+    sql(&db, &format!("DROP SCHEMA {kid} CASCADE"));
+}
+
+#[test]
+fn a_watch_function_given_to_another_role_is_never_called_again() {
+    let (db, t) = fleet();
+    let m = crate::connections::Role::create(-1);
+    sql(
+        &db,
+        &format!(
+            "ALTER FUNCTION public.tenant_versions_watch() OWNER TO \"{}\"",
+            m.name
+        ),
+    );
+    assert!(unwatched(&t));
+    // init, as a superuser, drops the event triggers that would call it.
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["watched"], false, "{init:#}");
+    let left: i64 = db
+        .client()
+        .query_one(
+            "SELECT count(*) FROM pg_event_trigger WHERE evtfoid = 'public.tenant_versions_watch()'::regprocedure",
+            &[],
+        )
+        .unwrap()
+        .get(0);
+    assert_eq!(
+        left, 0,
+        "an event trigger still calls a function another role owns"
+    );
+    // Given back, init arms the watch again.
+    sql(
+        &db,
+        "ALTER FUNCTION public.tenant_versions_watch() OWNER TO CURRENT_USER",
+    );
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
+    agree(&t, 3);
+}
