@@ -47,13 +47,13 @@ const WATCH_EVENTS: [&str; 2] = ["ddl_command_end", "sql_drop"];
 const ARMED: &str = "armed";
 /// The DDL commands whose end the watch sees: those that can change a history table
 /// (its columns, triggers, owner, row-level security, inheritance, name or schema),
-/// its trigger, or its schema's name, or that can make a table inherit from it. Not
-/// the others (CREATE INDEX, CREATE VIEW, COMMENT, GRANT...), which cannot, and
-/// which a migration runs often. ALTER INDEX, ALTER SEQUENCE, ALTER VIEW and ALTER
-/// MATERIALIZED VIEW too: PostgreSQL lets them rename (or move) a table; and CREATE
-/// SCHEMA, whose own CREATE TABLE can inherit. And those that can replace or rename a function of the
-/// index's (CREATE FUNCTION, ALTER FUNCTION): a command that touches the index itself
-/// disarms the watch.
+/// its trigger, or its schema's name, or that can make a table inherit from it. ALTER
+/// INDEX, ALTER SEQUENCE, ALTER VIEW and ALTER MATERIALIZED VIEW among them, since
+/// PostgreSQL lets them rename or move a table, and CREATE SCHEMA, whose own CREATE
+/// TABLE can inherit. And those that can replace or rename a function of the index's
+/// (CREATE FUNCTION, ALTER FUNCTION): a command that touches the index itself disarms
+/// the watch. Not the others (CREATE INDEX, CREATE VIEW, COMMENT, GRANT...), which
+/// cannot, and which a migration runs often.
 const WATCH_TAGS: [&str; 17] = [
     "ALTER FOREIGN TABLE",
     "ALTER FUNCTION",
