@@ -103,16 +103,28 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
     let client = cx.connect().await?;
     let registry = Registry::open(&client, &cx.settings.registry_schema).await?;
     let tenants = registry.list(None, None).await?;
-    // Every server must answer, whether or not it holds tenants yet.
-    // (A connection error names its server; so does a read it does not answer.)
-    for (_, target) in cx.servers.iter().skip(1) {
-        let c = target.connect().await?;
-        crate::pg::db::read(
-            &c,
-            "checking that the server answers",
-            c.simple_query("SELECT 1"),
-        )
-        .await?;
+    // Every server must answer, whether or not it holds tenants yet; the question it
+    // answers is whether its version index is watched. (A connection error names its
+    // server; so does a read it does not answer.)
+    let mut unwatched = Vec::new();
+    for (server, target) in cx.servers.iter() {
+        let own;
+        let c = if crate::registry::servers::is_default(&server.name) {
+            &client
+        } else {
+            own = target.connect().await?;
+            &own
+        };
+        let schema = versions::schema_for(&server.name, &cx.settings.registry_schema);
+        let watch = versions::watch_state(c, schema).await?;
+        if let versions::Watch::Unarmed(why) = watch {
+            if tenants.iter().any(|t| t.server == server.name) {
+                unwatched.push(Unwatched {
+                    server: server.name.clone(),
+                    why,
+                });
+            }
+        }
     }
     let table = &cx.settings.history_table;
     let indexing = fleet::Indexing {
@@ -130,26 +142,6 @@ pub async fn check(cx: &Context, deep: bool) -> Result<CheckReport, Error> {
         return Err(Error::unavailable(why));
     }
     let mut problems = inspect::check(&tenants, &states, &set);
-    let mut unwatched = Vec::new();
-    for (server, target) in cx.servers.iter() {
-        if !tenants.iter().any(|t| t.server == server.name) {
-            continue;
-        }
-        let own;
-        let c = if crate::registry::servers::is_default(&server.name) {
-            &client
-        } else {
-            own = target.connect().await?;
-            &own
-        };
-        let schema = versions::schema_for(&server.name, &cx.settings.registry_schema);
-        if let versions::Watch::Unarmed(why) = versions::watch_state(c, schema).await? {
-            unwatched.push(Unwatched {
-                server: server.name.clone(),
-                why,
-            });
-        }
-    }
     let mut index = IndexCheck {
         deep,
         unwatched,

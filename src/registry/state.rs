@@ -281,21 +281,7 @@ pub async fn observe_one<C: Reads + ?Sized>(
             &names,
         ),
     );
-    let sql = format!(
-        "COPY {} (version, name, applied_on, checksum) TO STDOUT",
-        qualified(schema, table)
-    );
-    let copied = async {
-        let mut rows = Vec::new();
-        let stream = client.pg().copy_out(sql.as_str()).await?;
-        futures::pin_mut!(stream);
-        while let Some(chunk) = stream.next().await {
-            rows.extend_from_slice(&chunk?);
-        }
-        Ok::<_, tokio_postgres::Error>(rows)
-    };
-    let doing = format!("reading history table {}", qualified(schema, table));
-    let copy = db::read(client, &doing, copied);
+    let copy = copy_history(client, schema, table);
     let (off, found, copied) = futures::join!(off, lookup, copy);
     let plain = off.is_ok()
         && found.as_ref().is_ok_and(|rows| {
@@ -332,9 +318,28 @@ async fn read_one<C: Reads + ?Sized>(
     if read == Read::Select {
         return (name.to_string(), read_selected(client, name, table).await);
     }
+    let history = match copy_history(client, name, table).await {
+        Ok(text) => (
+            copied_history(&text).map_err(|why| unreadable(name, table, &why)),
+            false,
+        ),
+        // The server stopped answering, or went away: a SELECT would not fare better.
+        Err(e) if e.kind() == ErrorKind::Unavailable => (Err(e.to_string()), true),
+        Err(_) => read_selected(client, name, table).await,
+    };
+    (name.to_string(), history)
+}
+
+/// The text of one history table's `COPY` (version, name, applied_on, checksum), as
+/// one of tenantctl's own reads (see [`db::read`]).
+async fn copy_history<C: Reads + ?Sized>(
+    client: &C,
+    schema: &str,
+    table: &str,
+) -> Result<Vec<u8>, Error> {
     let sql = format!(
         "COPY {} (version, name, applied_on, checksum) TO STDOUT",
-        qualified(name, table)
+        qualified(schema, table)
     );
     let copied = async {
         let mut rows = Vec::new();
@@ -345,17 +350,8 @@ async fn read_one<C: Reads + ?Sized>(
         }
         Ok::<_, tokio_postgres::Error>(rows)
     };
-    let doing = format!("reading history table {}", qualified(name, table));
-    let history = match db::read(client, &doing, copied).await {
-        Ok(text) => (
-            copied_history(&text).map_err(|why| unreadable(name, table, &why)),
-            false,
-        ),
-        // The server stopped answering, or went away: a SELECT would not fare better.
-        Err(e) if e.kind() == ErrorKind::Unavailable => (Err(e.to_string()), true),
-        Err(_) => read_selected(client, name, table).await,
-    };
-    (name.to_string(), history)
+    let doing = format!("reading history table {}", qualified(schema, table));
+    db::read(client, &doing, copied).await
 }
 
 /// How a history table is read.
