@@ -1,5 +1,6 @@
 //! Named failpoints at the phase boundaries of the operations that move or replace a
-//! tenant's data (restore, import, clone, backup, moves, adoption), so that the crash
+//! tenant's data (restore, import, clone, backup, moves, adoption) or the version
+//! index's watch, so that the crash
 //! tests can stop the process at exactly those points (the book's "What tenantctl
 //! guarantees", crash safety).
 //!
@@ -49,6 +50,10 @@ pub const ALL: &[&str] = &[
     // backup (one tenant's archive, then --keep's rotation).
     "backup.written",
     "backup.rotating",
+    // init arming the version index's watch: the event triggers made and every row
+    // marked, then every row written anew, before the watch is recorded as armed.
+    "index.watch-prepared",
+    "index.rows-written",
     // adopt alembic.
     "adopt.registry-upgraded",
     "adopt.tenant-stamped",

@@ -83,8 +83,15 @@ pub async fn init(cx: &Context) -> Result<Initialized, Error> {
             // then the watch armed: no DDL command falls between (see `versions::arm`).
             let watch = versions::prepare_watch(c, schema).await?;
             let table = &cx.settings.history_table;
-            let all = entry.installed || matches!(watch, versions::Preparing::Created(_));
+            let arming = matches!(watch, versions::Preparing::Created(_));
+            if arming {
+                crate::failpoint!("index.watch-prepared");
+            }
+            let all = entry.installed || arming;
             entry.attached = versions::attach_all(c, target, schema, &schemas, table, all).await?;
+            if arming {
+                crate::failpoint!("index.rows-written");
+            }
             match watch {
                 versions::Preparing::Armed => entry.watched = true,
                 versions::Preparing::Created(xmins) => {

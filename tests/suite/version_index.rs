@@ -1183,3 +1183,115 @@ fn a_watch_function_given_to_another_role_is_never_called_again() {
     assert_eq!(init["index"][0]["watched"], true, "{init:#}");
     agree(&t, 3);
 }
+
+/// `init` re-arming the watch, killed at `failpoint` while a writer keeps writing
+/// bravo's history and, while it lies dead, alpha's trigger is switched off around a
+/// delete: every read stays what a full read says, nothing but the index is changed,
+/// and the rerun arms the watch.
+fn arming_killed_at(failpoint: &str) {
+    let (db, t) = fleet();
+    // Off and on again: the next init must arm the watch anew.
+    sql(
+        &db,
+        "DO $$ DECLARE e record; BEGIN \
+           FOR e IN SELECT evtname FROM pg_event_trigger WHERE evtname LIKE 'tenantctl\\_versions\\_%' LOOP \
+             EXECUTE format('ALTER EVENT TRIGGER %I DISABLE', e.evtname); \
+             EXECUTE format('ALTER EVENT TRIGGER %I ENABLE ALWAYS', e.evtname); \
+           END LOOP; END $$",
+    );
+    assert!(unwatched(&t));
+    let registry_before: Vec<String> = db
+        .client()
+        .query(
+            "SELECT row(t.*)::text FROM public.tenants t ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    let stop = std::sync::Arc::new(std::sync::atomic::AtomicBool::new(false));
+    let writer = {
+        let (url, stop, h) = (db.url.clone(), stop.clone(), history("bravo"));
+        std::thread::spawn(move || {
+            let mut c = postgres::Client::connect(&url, postgres::NoTls).unwrap();
+            let mut acked = 0u32;
+            while !stop.load(std::sync::atomic::Ordering::Relaxed) {
+                // Each write acknowledged leaves version 6 there or not, in turn.
+                let sql = if acked.is_multiple_of(2) {
+                    format!("DELETE FROM {h} WHERE version = 6")
+                } else {
+                    format!(
+                        "INSERT INTO {h} SELECT version, name, applied_on, checksum \
+                         FROM tenant_charlie.refinery_schema_history WHERE version = 6"
+                    )
+                };
+                if c.batch_execute(&sql).is_ok() {
+                    acked += 1;
+                }
+            }
+            acked
+        })
+    };
+    let mut child = t
+        .clone()
+        .env("FAILPOINTS", &format!("{failpoint}=pause"))
+        .spawn(&["init"]);
+    child.wait_for_stderr(&format!("failpoint {failpoint}"));
+    child.kill();
+    // Nothing but the index was changed by the killed init: the registry is as it was.
+    let registry_after: Vec<String> = db
+        .client()
+        .query(
+            "SELECT row(t.*)::text FROM public.tenants t ORDER BY id",
+            &[],
+        )
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert_eq!(registry_before, registry_after);
+    sql(
+        &db,
+        &format!(
+            "ALTER TABLE {h} DISABLE TRIGGER tenantctl_versions; DELETE FROM {h} WHERE version = 6; \
+             ALTER TABLE {h} ENABLE ALWAYS TRIGGER tenantctl_versions",
+            h = history("alpha")
+        ),
+    );
+    stop.store(true, std::sync::atomic::Ordering::Relaxed);
+    let acked = writer.join().unwrap();
+    assert!(acked > 0, "the writer wrote nothing");
+    // Half armed: not trusted as armed, and every answer a full read's.
+    assert!(unwatched(&t), "a killed init left the watch armed");
+    let bravo = if acked.is_multiple_of(2) {
+        HEAD
+    } else {
+        HEAD - 1
+    };
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+    assert_eq!(said(&status(&t, "bravo")).0, Value::from(bravo));
+    let deep = check(&t, true);
+    let mismatched: Vec<&Value> = deep["problems"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .filter(|p| p["kind"] == "index_mismatch")
+        .collect();
+    assert!(mismatched.is_empty(), "{mismatched:#?}");
+    // The rerun arms it, every row written anew.
+    let init: Value = t.run(&["init", "-o", "json"]).expect(0).json();
+    assert_eq!(init["index"][0]["watched"], true, "{init:#}");
+    agree(&t, 3);
+    assert_eq!(said(&status(&t, "alpha")), (Value::from(5), 1, 0, true));
+}
+
+#[test]
+fn init_killed_after_making_the_watch_leaves_every_read_exact() {
+    arming_killed_at("index.watch-prepared");
+}
+
+#[test]
+fn init_killed_after_writing_the_rows_before_arming_leaves_every_read_exact() {
+    arming_killed_at("index.rows-written");
+}
